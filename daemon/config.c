@@ -1,0 +1,284 @@
+/*
+ * daemon/config.c - defaults, YAML config file (libyaml), flags.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yaml.h>
+
+#include "funnel/funnel.h"
+#include "config.h"
+#include "log.h"
+
+static const char usage[] =
+	"usage: funneld [options]\n"
+	"\n"
+	"The funnel lead-event log daemon.  Defaults need no setup: data in\n"
+	"./var/funnel, endpoints on loopback.\n"
+	"\n"
+	"  --data DIR           data directory (default ./var/funnel)\n"
+	"  --ingest EP          ingest ROUTER endpoint (default " FUNNEL_DEFAULT_INGEST ")\n"
+	"  --publish EP         publish PUB endpoint (default " FUNNEL_DEFAULT_PUBLISH ")\n"
+	"  --query EP           replay/query ROUTER endpoint (default " FUNNEL_DEFAULT_QUERY ")\n"
+	"                       a port of * picks a free port; see --ready-file\n"
+	"  --config FILE        YAML file of the same settings (keys are the long\n"
+	"                       option names: data, ingest, no-sync, ...)\n"
+	"  --no-sync            do NOT fsync before acknowledging: faster, but a\n"
+	"                       power loss or OS crash can lose acknowledged events\n"
+	"  --pub-hwm N          publish high-water mark in messages (default 100000)\n"
+	"  --heartbeat-ms N     heartbeat period on the publish socket (default 1000)\n"
+	"  --map-size BYTES     initial LMDB map size (default 1 GiB; it grows)\n"
+	"  --max-map-size BYTES never grow the map past this (default: no cap)\n"
+	"  --ready-file PATH    once serving, write the bound endpoints and pid here\n"
+	"  --log-level LEVEL    debug, info, warn or error (default info)\n"
+	"  --help, --version\n";
+
+enum {
+	OPT_DATA = 1000, OPT_INGEST, OPT_PUBLISH, OPT_QUERY, OPT_CONFIG, OPT_NOSYNC, OPT_PUBHWM,
+	OPT_HEARTBEAT, OPT_MAPSIZE, OPT_MAXMAP, OPT_READY, OPT_LOGLEVEL, OPT_HELP, OPT_VERSION
+};
+
+static const struct option options[] = {
+	{ "data", required_argument, NULL, OPT_DATA },
+	{ "ingest", required_argument, NULL, OPT_INGEST },
+	{ "publish", required_argument, NULL, OPT_PUBLISH },
+	{ "query", required_argument, NULL, OPT_QUERY },
+	{ "config", required_argument, NULL, OPT_CONFIG },
+	{ "no-sync", no_argument, NULL, OPT_NOSYNC },
+	{ "pub-hwm", required_argument, NULL, OPT_PUBHWM },
+	{ "heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT },
+	{ "map-size", required_argument, NULL, OPT_MAPSIZE },
+	{ "max-map-size", required_argument, NULL, OPT_MAXMAP },
+	{ "ready-file", required_argument, NULL, OPT_READY },
+	{ "log-level", required_argument, NULL, OPT_LOGLEVEL },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ NULL, 0, NULL, 0 }
+};
+
+static int
+parse_size(const char *s, size_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno != 0 || end == s)
+		return -1;
+	switch (*end) {
+	case 'k': case 'K': v <<= 10; end++; break;
+	case 'm': case 'M': v <<= 20; end++; break;
+	case 'g': case 'G': v <<= 30; end++; break;
+	case 't': case 'T': v <<= 40; end++; break;
+	}
+	if (*end == 'i' || *end == 'B')   /* accept KiB, MB, ... */
+		end++;
+	if (*end == 'B')
+		end++;
+	if (*end != '\0')
+		return -1;
+	*out = (size_t)v;
+	return 0;
+}
+
+static int
+parse_int(const char *s, int min, int *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > 1000000000L)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+/* Apply one setting; `src` names where it came from for the message. */
+static int
+apply(config *c, int opt, const char *val, const char *src)
+{
+	switch (opt) {
+	case OPT_DATA: snprintf(c->data_dir, sizeof c->data_dir, "%s", val); return 0;
+	case OPT_INGEST: snprintf(c->ingest, sizeof c->ingest, "%s", val); return 0;
+	case OPT_PUBLISH: snprintf(c->publish, sizeof c->publish, "%s", val); return 0;
+	case OPT_QUERY: snprintf(c->query, sizeof c->query, "%s", val); return 0;
+	case OPT_READY: snprintf(c->ready_file, sizeof c->ready_file, "%s", val); return 0;
+	case OPT_NOSYNC:
+		if (val == NULL || strcmp(val, "true") == 0 || strcmp(val, "yes") == 0) {
+			c->durable = 0;
+			return 0;
+		}
+		if (strcmp(val, "false") == 0 || strcmp(val, "no") == 0) {
+			c->durable = 1;
+			return 0;
+		}
+		break;
+	case OPT_PUBHWM:
+		if (parse_int(val, 0, &c->pub_hwm) == 0)
+			return 0;
+		break;
+	case OPT_HEARTBEAT:
+		if (parse_int(val, 10, &c->heartbeat_ms) == 0)
+			return 0;
+		break;
+	case OPT_MAPSIZE:
+		if (parse_size(val, &c->map_size) == 0 && c->map_size >= (1u << 20))
+			return 0;
+		break;
+	case OPT_MAXMAP:
+		if (parse_size(val, &c->max_map_size) == 0)
+			return 0;
+		break;
+	case OPT_LOGLEVEL:
+		if (log_set_level(val) == 0) {
+			snprintf(c->log_level, sizeof c->log_level, "%s", val);
+			return 0;
+		}
+		break;
+	}
+	fprintf(stderr, "funneld: %s: invalid value '%s'\n", src, val ? val : "");
+	return -1;
+}
+
+/* The config file: one YAML mapping of option name -> scalar. */
+static int
+load_file(config *c, const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	char key[64] = "";
+	int depth = 0, want_key = 1, rc = -1, done = 0;
+
+	if (f == NULL) {
+		fprintf(stderr, "funneld: cannot open config %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	yaml_parser_initialize(&parser);
+	yaml_parser_set_input_file(&parser, f);
+	while (!done) {
+		if (!yaml_parser_parse(&parser, &ev)) {
+			fprintf(stderr, "funneld: %s:%zu:%zu: %s\n", path, parser.problem_mark.line + 1,
+			        parser.problem_mark.column + 1, parser.problem ? parser.problem : "YAML error");
+			goto out;
+		}
+		size_t line = ev.start_mark.line + 1;
+		switch (ev.type) {
+		case YAML_MAPPING_START_EVENT:
+			if (++depth > 1) {
+				fprintf(stderr, "funneld: %s:%zu: settings must be plain values, not mappings\n",
+				        path, line);
+				yaml_event_delete(&ev);
+				goto out;
+			}
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+			fprintf(stderr, "funneld: %s:%zu: settings must be plain values, not lists\n", path, line);
+			yaml_event_delete(&ev);
+			goto out;
+		case YAML_MAPPING_END_EVENT:
+			depth--;
+			break;
+		case YAML_SCALAR_EVENT: {
+			const char *val = (const char *)ev.data.scalar.value;
+			if (depth != 1) {
+				fprintf(stderr, "funneld: %s:%zu: expected a mapping of settings\n", path, line);
+				yaml_event_delete(&ev);
+				goto out;
+			}
+			if (want_key) {
+				snprintf(key, sizeof key, "%s", val);
+				want_key = 0;
+				break;
+			}
+			want_key = 1;
+			int opt = 0;
+			for (const struct option *o = options; o->name; o++) {
+				if (strcmp(o->name, key) == 0)
+					opt = o->val;
+			}
+			char src[4200];
+			snprintf(src, sizeof src, "%s:%zu: %s", path, line, key);
+			if (opt == 0 || opt == OPT_CONFIG || opt == OPT_HELP || opt == OPT_VERSION) {
+				fprintf(stderr, "funneld: %s:%zu: unknown setting '%s'\n", path, line, key);
+				yaml_event_delete(&ev);
+				goto out;
+			}
+			if (apply(c, opt, val, src) != 0) {
+				yaml_event_delete(&ev);
+				goto out;
+			}
+			break;
+		}
+		case YAML_STREAM_END_EVENT:
+			done = 1;
+			break;
+		default:
+			break;
+		}
+		yaml_event_delete(&ev);
+	}
+	rc = 0;
+out:
+	yaml_parser_delete(&parser);
+	fclose(f);
+	return rc;
+}
+
+int
+config_load(config *c, int argc, char **argv)
+{
+	memset(c, 0, sizeof *c);
+	snprintf(c->data_dir, sizeof c->data_dir, "var/funnel");
+	snprintf(c->ingest, sizeof c->ingest, FUNNEL_DEFAULT_INGEST);
+	snprintf(c->publish, sizeof c->publish, FUNNEL_DEFAULT_PUBLISH);
+	snprintf(c->query, sizeof c->query, FUNNEL_DEFAULT_QUERY);
+	snprintf(c->log_level, sizeof c->log_level, "info");
+	c->durable = 1;
+	c->pub_hwm = 100000;
+	c->heartbeat_ms = 1000;
+	c->map_size = (size_t)1 << 30;
+
+	/* The config file first, so flags override it. */
+	for (int i = 1; i < argc; i++) {
+		const char *path = NULL;
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			path = argv[i + 1];
+		else if (strncmp(argv[i], "--config=", 9) == 0)
+			path = argv[i] + 9;
+		if (path && load_file(c, path) != 0)
+			return -1;
+	}
+	optind = 1;
+	int opt;
+	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+		switch (opt) {
+		case OPT_HELP:
+			fputs(usage, stdout);
+			return 1;
+		case OPT_VERSION:
+			printf("funneld %s\n", FUNNEL_VERSION);
+			return 1;
+		case OPT_CONFIG:
+			break;
+		case '?':
+			fputs(usage, stderr);
+			return -1;
+		default: {
+			char src[64];
+			snprintf(src, sizeof src, "option --%s", options[opt - OPT_DATA].name);
+			if (apply(c, opt, optarg, src) != 0)
+				return -1;
+		}
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "funneld: unexpected argument '%s'\n%s", argv[optind], usage);
+		return -1;
+	}
+	if (c->max_map_size && c->max_map_size < c->map_size)
+		c->map_size = c->max_map_size;
+	return 0;
+}

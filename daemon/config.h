@@ -1,0 +1,30 @@
+/*
+ * daemon/config.h - funneld's settings: defaults, then the config file
+ * (--config, YAML: a flat mapping whose keys are the long flag names),
+ * then the command line, each overriding the one before.
+ */
+#ifndef FUNNEL_DAEMON_CONFIG_H
+#define FUNNEL_DAEMON_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct config {
+	char data_dir[4096];
+	char ingest[256];
+	char publish[256];
+	char query[256];
+	char ready_file[4096];
+	char log_level[16];
+	int durable;              /* 1 unless no-sync */
+	int pub_hwm;
+	int heartbeat_ms;
+	size_t map_size;          /* initial LMDB map */
+	size_t max_map_size;      /* 0: unbounded */
+} config;
+
+/* Fill c from defaults, the config file and argv.  Returns 0, 1 when
+ * --help or --version was printed (exit 0), or -1 after printing the
+ * problem to stderr (exit 2). */
+int config_load(config *c, int argc, char **argv);
+
+#endif

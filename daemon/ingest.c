@@ -1,0 +1,536 @@
+/*
+ * daemon/ingest.c - the write path (see ingest.h for the loop's steps).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zmq.h>
+
+#include "ingest.h"
+#include "log.h"
+#include "mp.h"
+#include "wire.h"
+
+/* A group stops taking requests past either bound; a request is never
+ * split.  The event bound keeps a transaction's dirty pages well under
+ * LMDB's limit even with a full request of FP_MAX_BATCH events on top. */
+#define GROUP_MAX_REQUESTS 1024
+#define GROUP_MAX_EVENTS 4096
+#define GROUP_MAX_BYTES (16u << 20)
+
+/* One request of the group.  ident and body own their frames. */
+typedef struct request {
+	zmq_msg_t ident;
+	int has_delim;            /* a REQ peer: echo the empty delimiter frame */
+	zmq_msg_t body;
+	fp_request req;           /* decoded into the group zone */
+	fp_error err;             /* valid when status != FUNNEL_OK */
+	funnel_err status;
+	size_t first;             /* index of its first event in the group's ack arrays */
+	size_t nev;
+} request;
+
+typedef struct group {
+	request reqs[GROUP_MAX_REQUESTS];
+	size_t nreqs;
+	size_t nevents;
+	size_t bytes;
+	msgpack_zone zone;        /* decoded requests; cleared after each group */
+	uint64_t *seqs;           /* per event: assigned or original seq */
+	uint8_t *dups;            /* per event: 1 when a duplicate */
+	size_t ack_cap;
+	msgpack_sbuffer recs;     /* the group's new records, back to back */
+	size_t *rec_end;          /* end offset of each record in recs */
+	size_t nrecs, rec_cap;
+	msgpack_sbuffer reply;    /* scratch for one reply */
+} group;
+
+/* Writer-side view of the head while a transaction is open. */
+typedef struct cursor_state {
+	uint64_t seq;             /* next seq to assign */
+	uint64_t ts;              /* timestamp for this group */
+	uint8_t prev[FUNNEL_HASH_BYTES];
+	size_t recs_size;
+	size_t nrecs;
+} cursor_state;
+
+static uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int
+ensure_capacity(group *g, size_t nevents, size_t nrecs)
+{
+	if (nevents > g->ack_cap) {
+		size_t cap = g->ack_cap ? g->ack_cap : 1024;
+		while (cap < nevents)
+			cap *= 2;
+		uint64_t *s = realloc(g->seqs, cap * sizeof *s);
+		if (s == NULL)
+			return -1;
+		g->seqs = s;
+		uint8_t *d = realloc(g->dups, cap);
+		if (d == NULL)
+			return -1;
+		g->dups = d;
+		g->ack_cap = cap;
+	}
+	if (nrecs > g->rec_cap) {
+		size_t cap = g->rec_cap ? g->rec_cap : 1024;
+		while (cap < nrecs)
+			cap *= 2;
+		size_t *e = realloc(g->rec_end, cap * sizeof *e);
+		if (e == NULL)
+			return -1;
+		g->rec_end = e;
+		g->rec_cap = cap;
+	}
+	return 0;
+}
+
+/* Receive one request (all its frames) without waiting.  Returns 1 when
+ * one was taken, 0 when none is waiting, -1 on a socket error. */
+static int
+recv_request(void *sock, request *r)
+{
+	zmq_msg_init(&r->ident);
+	zmq_msg_init(&r->body);
+	r->has_delim = 0;
+	if (zmq_msg_recv(&r->ident, sock, ZMQ_DONTWAIT) < 0) {
+		zmq_msg_close(&r->ident);
+		zmq_msg_close(&r->body);
+		return errno == EAGAIN ? 0 : -1;
+	}
+	/* Frames after the routing id: [empty delimiter] body [extra frames ignored] */
+	int more = zmq_msg_more(&r->ident);
+	int nframes = 0;
+	while (more) {
+		zmq_msg_t f;
+		zmq_msg_init(&f);
+		if (zmq_msg_recv(&f, sock, 0) < 0) {
+			zmq_msg_close(&f);
+			break;
+		}
+		more = zmq_msg_more(&f);
+		if (nframes == 0 && zmq_msg_size(&f) == 0 && more) {
+			r->has_delim = 1;
+			zmq_msg_close(&f);
+			continue;
+		}
+		if (nframes++ == 0)
+			zmq_msg_move(&r->body, &f);   /* releases the empty body first */
+		zmq_msg_close(&f);
+	}
+	return 1;
+}
+
+static void
+send_reply(void *sock, request *r, const msgpack_sbuffer *body)
+{
+	/* ROUTER drops a reply to a peer that went away: nothing to handle. */
+	zmq_msg_send(&r->ident, sock, ZMQ_SNDMORE);
+	if (r->has_delim)
+		zmq_send(sock, "", 0, ZMQ_SNDMORE);
+	zmq_send(sock, body->data, body->size, 0);
+}
+
+static void
+reply_error(void *sock, group *g, request *r, const fp_error *err)
+{
+	msgpack_packer pk;
+	g->reply.size = 0;
+	msgpack_packer_init(&pk, &g->reply, msgpack_sbuffer_write);
+	fp_pack_error(&pk, r->req.rid, err);
+	send_reply(sock, r, &g->reply);
+}
+
+/* The owner a lead has after an event. */
+static void
+next_owner(const fp_event *ev, store_lead *st)
+{
+	if (ev->spec->type == FP_EV_ASSIGNED) {
+		const msgpack_object *o = mp_find(ev->data, "owner");
+		/* validated: a non-empty string of at most FP_MAX_OWNER_BYTES */
+		memcpy(st->owner, o->via.str.ptr, o->via.str.size);
+		st->owner[o->via.str.size] = '\0';
+	} else if (ev->spec->type == FP_EV_ERASED) {
+		st->owner[0] = '\0';
+	}
+}
+
+/*
+ * Validate and append one event.  Returns 0 (appended, or a duplicate
+ * acknowledged), 1 when the event is refused (err filled), or an LMDB
+ * error code for a storage failure (MDB_MAP_FULL: grow and redo).
+ */
+static int
+append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_object *o,
+             size_t ack, fp_error *err)
+{
+	fp_event ev;
+	store_lead lead;
+	fp_stage to;
+	uint8_t hash[FUNNEL_HASH_BYTES];
+	int rc;
+
+	memset(&lead, 0, sizeof lead);
+	if (fp_event_decode(o, &ev, err) != FUNNEL_OK)
+		return 1;
+	if (ev.id.ptr != NULL) {
+		uint64_t orig;
+		rc = store_idem_get(s, txn, ev.id.ptr, ev.id.len, &orig);
+		if (rc == 0) {
+			g->seqs[ack] = orig;
+			g->dups[ack] = 1;
+			return 0;
+		}
+		if (rc != MDB_NOTFOUND)
+			return rc;
+	}
+	if (ev.lead.ptr != NULL) {
+		rc = store_lead_get(s, txn, ev.lead.ptr, ev.lead.len, &lead);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			return rc;
+		if (ev.has_expected_version && ev.expected_version != lead.version) {
+			fp_error_set(err, FUNNEL_EVERSION, "expected_version",
+			             "expected version %" PRIu64 ", lead '%.*s' is at version %" PRIu64,
+			             ev.expected_version, (int)ev.lead.len, ev.lead.ptr, lead.version);
+			return 1;
+		}
+		funnel_err te = fp_transition(ev.spec, lead.stage, &to);
+		if (te == FUNNEL_ENOLEAD) {
+			fp_error_set(err, te, "lead", "%s for lead '%.*s', which was never captured",
+			             ev.spec->name, (int)ev.lead.len, ev.lead.ptr);
+			return 1;
+		}
+		if (te != FUNNEL_OK) {
+			fp_error_set(err, te, "type", "%s is not allowed for lead '%.*s' in stage %s",
+			             ev.spec->name, (int)ev.lead.len, ev.lead.ptr, fp_stage_name(lead.stage));
+			return 1;
+		}
+		lead.stage = to;
+		lead.version++;
+		lead.last_seq = cs->seq;
+		next_owner(&ev, &lead);
+	}
+
+	fp_stamp st = {
+		.seq = cs->seq, .ts = cs->ts, .producer = { NULL, 0 },
+		.has_lead_state = ev.lead.ptr != NULL, .stage = lead.stage, .version = lead.version,
+		.prev = cs->prev,
+	};
+	funnel_err ee = fp_record_encode(&g->recs, &ev, &st, hash);
+	if (ee == FUNNEL_ETOOBIG) {
+		fp_error_set(err, ee, "data", "event is over %d bytes once stored", FP_MAX_RECORD_BYTES);
+		return 1;
+	}
+	if (ee != FUNNEL_OK)
+		return ENOMEM;
+	rc = store_append(s, txn, cs->seq, g->recs.data + cs->recs_size, g->recs.size - cs->recs_size,
+	                  ev.lead.ptr, ev.lead.len, &lead, ev.id.ptr, ev.id.len);
+	if (rc != 0)
+		return rc;
+	g->rec_end[cs->nrecs++] = g->recs.size;
+	cs->recs_size = g->recs.size;
+	g->seqs[ack] = cs->seq;
+	g->dups[ack] = 0;
+	memcpy(cs->prev, hash, FUNNEL_HASH_BYTES);
+	cs->seq++;
+	return 0;
+}
+
+/*
+ * Apply one request inside txn.  Returns 0 (stored, or refused with
+ * r->status set), or an LMDB error that fails the whole group.
+ */
+static int
+apply_request(store *s, MDB_txn *txn, group *g, cursor_state *cs, request *r)
+{
+	const msgpack_object *evs = r->req.events;
+	cursor_state saved = *cs;
+	MDB_txn *child = NULL;
+	int rc;
+
+	if (r->nev > 1 && (rc = mdb_txn_begin(s->env, txn, 0, &child)) != 0)
+		return rc;
+	for (size_t i = 0; i < r->nev; i++) {
+		rc = append_event(s, child ? child : txn, g, cs, &evs->via.array.ptr[i], r->first + i,
+		                  &r->err);
+		if (rc == 1) {
+			r->err.index = (int)i;
+			r->status = r->err.code;
+			if (child)
+				mdb_txn_abort(child);
+			g->recs.size = saved.recs_size;
+			*cs = saved;
+			return 0;
+		}
+		if (rc != 0) {
+			if (child)
+				mdb_txn_abort(child);
+			return rc;
+		}
+	}
+	if (child && (rc = mdb_txn_commit(child)) != 0)
+		return rc;
+	r->status = FUNNEL_OK;
+	return 0;
+}
+
+/*
+ * Store the group.  Returns 0 when every request has its outcome in
+ * r->status (the stored ones committed), or an LMDB error when the whole
+ * group failed (nothing stored).
+ */
+static int
+store_group(store *s, group *g)
+{
+	for (;;) {
+		MDB_txn *txn;
+		cursor_state cs = { .seq = s->head_seq + 1, .recs_size = 0, .nrecs = 0 };
+		uint64_t now = now_ns();
+		cs.ts = now > s->head_ts ? now : s->head_ts;
+		memcpy(cs.prev, s->head_hash, FUNNEL_HASH_BYTES);
+		g->recs.size = 0;
+
+		int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+		if (rc == MDB_MAP_RESIZED) {
+			mdb_env_set_mapsize(s->env, 0);
+			rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+		}
+		if (rc != 0)
+			return rc;
+		for (size_t i = 0; i < g->nreqs && rc == 0; i++) {
+			request *r = &g->reqs[i];
+			if (r->req.op != FP_OP_PUBLISH || r->status != FUNNEL_OK)
+				continue;
+			rc = apply_request(s, txn, g, &cs, r);
+		}
+		if (rc == 0 && cs.nrecs > 0)
+			rc = store_put_head(s, txn, cs.seq - 1, cs.prev);
+		if (rc == 0 && cs.nrecs > 0) {
+			rc = mdb_txn_commit(txn);
+		} else {
+			mdb_txn_abort(txn);
+		}
+		if (rc == MDB_MAP_FULL) {
+			/* Outcomes of this attempt are void: redo the group on a bigger map. */
+			int grc = store_grow(s);
+			if (grc != 0)
+				return MDB_MAP_FULL;
+			log_info("map full: grew the map to %zu MiB and redid the group", s->map_size >> 20);
+			for (size_t i = 0; i < g->nreqs; i++) {
+				request *r = &g->reqs[i];
+				if (r->req.op == FP_OP_PUBLISH && r->status != FUNNEL_OK && r->err.index >= 0) {
+					/* refused in the void attempt: judge it again */
+					r->status = FUNNEL_OK;
+					memset(&r->err, 0, sizeof r->err);
+					r->err.index = -1;
+				}
+			}
+			continue;
+		}
+		if (rc != 0)
+			return rc;
+		g->nrecs = cs.nrecs;
+		if (cs.nrecs > 0) {
+			s->head_seq = cs.seq - 1;
+			s->head_ts = cs.ts;
+			memcpy(s->head_hash, cs.prev, FUNNEL_HASH_BYTES);
+		}
+		return 0;
+	}
+}
+
+/* Decode a request once and size the group's arrays for it. */
+static void
+decode_request(group *g, request *r)
+{
+	memset(&r->err, 0, sizeof r->err);
+	r->err.index = -1;
+	r->status = fp_request_decode(zmq_msg_data(&r->body), zmq_msg_size(&r->body), &g->zone,
+	                              &r->req, &r->err);
+	if (r->status == FUNNEL_OK && r->req.op != FP_OP_PUBLISH) {
+		r->status = fp_error_set(&r->err, FUNNEL_EOP, "op",
+		                         "the ingest endpoint takes only 'publish'; send queries to the query endpoint");
+	}
+	r->first = g->nevents;
+	r->nev = r->status == FUNNEL_OK ? r->req.events->via.array.size : 0;
+	g->nevents += r->nev;
+	g->bytes += zmq_msg_size(&r->body);
+}
+
+static void
+reply_all(void *sock, group *g)
+{
+	msgpack_packer pk;
+	for (size_t i = 0; i < g->nreqs; i++) {
+		request *r = &g->reqs[i];
+		if (r->status != FUNNEL_OK) {
+			reply_error(sock, g, r, &r->err);
+			continue;
+		}
+		g->reply.size = 0;
+		msgpack_packer_init(&pk, &g->reply, msgpack_sbuffer_write);
+		if (fp_pack_ack(&pk, r->req.rid, g->seqs + r->first, g->dups + r->first, r->nev) != 0) {
+			fp_error e;
+			fp_error_set(&e, FUNNEL_EINTERNAL, "", "out of memory building the ack");
+			reply_error(sock, g, r, &e);
+			continue;
+		}
+		send_reply(sock, r, &g->reply);
+	}
+}
+
+static void
+publish_all(void *pub, group *g)
+{
+	size_t start = 0;
+	for (size_t i = 0; i < g->nrecs; i++) {
+		zmq_send(pub, g->recs.data + start, g->rec_end[i] - start, 0);
+		start = g->rec_end[i];
+	}
+}
+
+static void
+send_heartbeat(void *pub, const store *s)
+{
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 2);
+	mp_pack_key(&pk, "heartbeat");
+	msgpack_pack_uint64(&pk, s->head_seq);
+	mp_pack_key(&pk, "ts");
+	msgpack_pack_uint64(&pk, now_ns());
+	zmq_send(pub, sb.data, sb.size, ZMQ_DONTWAIT);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+static void
+release_requests(group *g)
+{
+	for (size_t i = 0; i < g->nreqs; i++) {
+		zmq_msg_close(&g->reqs[i].ident);
+		zmq_msg_close(&g->reqs[i].body);
+	}
+	g->nreqs = 0;
+	g->nevents = 0;
+	g->bytes = 0;
+	g->nrecs = 0;
+	msgpack_zone_clear(&g->zone);
+}
+
+/* Map a whole-group storage failure to the reply every request gets. */
+static void
+fail_group(group *g, int rc, const store *s)
+{
+	for (size_t i = 0; i < g->nreqs; i++) {
+		request *r = &g->reqs[i];
+		if (r->status != FUNNEL_OK && r->err.index < 0)
+			continue;   /* already refused for its own reasons */
+		r->err.index = -1;
+		if (rc == MDB_MAP_FULL)
+			r->status = fp_error_set(&r->err, FUNNEL_ESTORAGE, "",
+			                         "the log is full (map at its cap of %zu MiB); nothing was stored",
+			                         s->map_size >> 20);
+		else if (rc == ENOSPC || rc == EDQUOT)
+			r->status = fp_error_set(&r->err, FUNNEL_ESTORAGE, "",
+			                         "no space left on the log's disk; nothing was stored");
+		else
+			r->status = fp_error_set(&r->err, FUNNEL_ESTORAGE, "",
+			                         "the log could not be written (%s); nothing was stored",
+			                         mdb_strerror(rc));
+	}
+}
+
+int
+ingest_run(store *s, void *sock, void *pub, const config *c, volatile sig_atomic_t *stop)
+{
+	group *g = calloc(1, sizeof *g);
+	uint64_t next_hb = 0;
+	int result = 0;
+
+	if (g == NULL || !msgpack_zone_init(&g->zone, 64 * 1024) ||
+	    ensure_capacity(g, GROUP_MAX_EVENTS + FP_MAX_BATCH, GROUP_MAX_EVENTS + FP_MAX_BATCH) != 0) {
+		log_error("out of memory starting the writer");
+		free(g);
+		return -1;
+	}
+	msgpack_sbuffer_init(&g->recs);
+	msgpack_sbuffer_init(&g->reply);
+
+	while (!*stop) {
+		uint64_t now = now_ns();
+		if (now >= next_hb) {
+			send_heartbeat(pub, s);
+			next_hb = now + (uint64_t)c->heartbeat_ms * 1000000u;
+		}
+		zmq_pollitem_t item = { sock, 0, ZMQ_POLLIN, 0 };
+		long wait_ms = (long)((next_hb - now) / 1000000u) + 1;
+		int n = zmq_poll(&item, 1, wait_ms);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("poll on the ingest socket failed: %s", zmq_strerror(errno));
+			result = -1;
+			break;
+		}
+		if (n == 0)
+			continue;
+
+		/* 1. drain what is waiting */
+		while (g->nreqs < GROUP_MAX_REQUESTS && g->nevents < GROUP_MAX_EVENTS &&
+		       g->bytes < GROUP_MAX_BYTES) {
+			request *r = &g->reqs[g->nreqs];
+			int got = recv_request(sock, r);
+			if (got <= 0)
+				break;
+			g->nreqs++;
+			decode_request(g, r);
+		}
+		if (g->nreqs == 0)
+			continue;
+		/* 2-3. validate, append, commit */
+		int rc = store_group(s, g);
+		if (rc != 0) {
+			log_error("group of %zu requests not stored: %s", g->nreqs, mdb_strerror(rc));
+			fail_group(g, rc, s);
+		}
+		/* 4. ack, 5. publish */
+		reply_all(sock, g);
+		if (rc == 0)
+			publish_all(pub, g);
+		release_requests(g);
+	}
+
+	/* Requests that arrived but were not taken: tell their producers. */
+	for (int drained = 0; drained < 100000; drained++) {
+		request *r = &g->reqs[0];
+		if (recv_request(sock, r) <= 0)
+			break;
+		g->nreqs = 1;
+		decode_request(g, r);
+		fp_error e;
+		fp_error_set(&e, FUNNEL_ESHUTDOWN, "", "funneld is shutting down; nothing was stored, retry later");
+		reply_error(sock, g, r, &e);
+		release_requests(g);
+	}
+
+	msgpack_sbuffer_destroy(&g->recs);
+	msgpack_sbuffer_destroy(&g->reply);
+	msgpack_zone_destroy(&g->zone);
+	free(g->seqs);
+	free(g->dups);
+	free(g->rec_end);
+	free(g);
+	return result;
+}

@@ -1,0 +1,177 @@
+/*
+ * daemon/main.c - funneld: settings, storage, sockets, the query thread,
+ * then the write loop on this thread until SIGTERM or SIGINT.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "config.h"
+#include "ingest.h"
+#include "log.h"
+#include "query.h"
+#include "store.h"
+
+/* Requests bigger than this are cut off by ZeroMQ itself (the peer is
+ * disconnected); those between FP_MAX_REQUEST_BYTES and this get ETOOBIG. */
+#define HARD_MAX_MSG_BYTES (64 << 20)
+/* Replies waiting for one slow query client, at most. */
+#define QUERY_SNDHWM 16
+
+static volatile sig_atomic_t stop_flag;
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	stop_flag = 1;
+}
+
+static int
+is_local(const char *ep)
+{
+	return strncmp(ep, "tcp://127.", 10) == 0 || strncmp(ep, "tcp://localhost:", 16) == 0 ||
+	       strncmp(ep, "tcp://[::1]:", 12) == 0 || strncmp(ep, "ipc://", 6) == 0 ||
+	       strncmp(ep, "inproc://", 9) == 0;
+}
+
+/* Create and bind one socket; writes the resolved endpoint to `bound`. */
+static void *
+open_socket(void *ctx, int type, const char *ep, const char *what, int hwm, char *bound,
+            size_t boundlen)
+{
+	void *sock = zmq_socket(ctx, type);
+	int zero = 0, one = 1;
+	int64_t maxmsg = HARD_MAX_MSG_BYTES;
+	if (sock == NULL)
+		return NULL;
+	zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+	if (hwm > 0)
+		zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+	if (type == ZMQ_ROUTER) {
+		zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+		zmq_setsockopt(sock, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
+	}
+	if (strncmp(ep, "tcp://[", 7) == 0)
+		zmq_setsockopt(sock, ZMQ_IPV6, &one, sizeof one);
+	if (zmq_bind(sock, ep) != 0) {
+		log_error("cannot bind the %s endpoint %s: %s", what, ep, zmq_strerror(errno));
+		zmq_close(sock);
+		return NULL;
+	}
+	size_t len = boundlen;
+	if (zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, bound, &len) != 0)
+		snprintf(bound, boundlen, "%s", ep);
+	if (!is_local(ep))
+		log_warn("the %s endpoint %s is not on loopback: anyone who reaches it can use it",
+		         what, bound);
+	return sock;
+}
+
+/* Write the ready file atomically (temp file + rename). */
+static int
+write_ready(const char *path, const query_server *q)
+{
+	char tmp[4200];
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (f == NULL)
+		return -1;
+	fprintf(f, "ingest=%s\npublish=%s\nquery=%s\npid=%d\n", q->ingest, q->publish, q->query,
+	        (int)getpid());
+	if (fclose(f) != 0)
+		return -1;
+	return rename(tmp, path);
+}
+
+int
+main(int argc, char **argv)
+{
+	config cfg;
+	store st;
+	query_server qs;
+	void *ctx = NULL, *ingest = NULL, *pub = NULL;
+	char why[512];
+	int status = 1, query_running = 0;
+	struct timespec t0, t1;
+
+	int crc = config_load(&cfg, argc, argv);
+	if (crc != 0)
+		return crc > 0 ? 0 : 2;
+	memset(&qs, 0, sizeof qs);
+	memset(&st, 0, sizeof st);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (store_open(&st, cfg.data_dir, cfg.map_size, cfg.max_map_size, cfg.durable, why,
+	               sizeof why) != 0) {
+		log_error("%s", why);
+		return 1;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	log_info("opened %s: head seq %llu, map %zu MiB, %s, in %.1f ms", cfg.data_dir,
+	         (unsigned long long)st.head_seq, st.map_size >> 20,
+	         cfg.durable ? "durable (fsync before ack)" : "NO FSYNC (--no-sync)",
+	         (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+
+	ctx = zmq_ctx_new();
+	if (ctx == NULL) {
+		log_error("cannot create a ZeroMQ context: %s", zmq_strerror(errno));
+		goto out;
+	}
+	qs.st = &st;
+	qs.cfg = &cfg;
+	qs.started_ns = (uint64_t)time(NULL) * 1000000000u;
+	{
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		qs.started_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+	}
+	ingest = open_socket(ctx, ZMQ_ROUTER, cfg.ingest, "ingest", 0, qs.ingest, sizeof qs.ingest);
+	pub = open_socket(ctx, ZMQ_PUB, cfg.publish, "publish", cfg.pub_hwm, qs.publish,
+	                  sizeof qs.publish);
+	qs.sock = open_socket(ctx, ZMQ_ROUTER, cfg.query, "query", QUERY_SNDHWM, qs.query,
+	                      sizeof qs.query);
+	if (ingest == NULL || pub == NULL || qs.sock == NULL)
+		goto out;
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (query_start(&qs) != 0) {
+		log_error("cannot start the query thread");
+		goto out;
+	}
+	query_running = 1;
+	if (cfg.ready_file[0] && write_ready(cfg.ready_file, &qs) != 0) {
+		log_error("cannot write the ready file %s: %s", cfg.ready_file, strerror(errno));
+		goto out;
+	}
+	log_info("ready: ingest %s, publish %s, query %s", qs.ingest, qs.publish, qs.query);
+
+	status = ingest_run(&st, ingest, pub, &cfg, &stop_flag) == 0 ? 0 : 1;
+	log_info("stopping: head seq %llu", (unsigned long long)st.head_seq);
+out:
+	if (query_running)
+		query_stop(&qs);
+	if (qs.sock)
+		zmq_close(qs.sock);
+	if (pub)
+		zmq_close(pub);
+	if (ingest)
+		zmq_close(ingest);
+	if (ctx)
+		zmq_ctx_term(ctx);
+	store_release(&st);
+	return status;
+}

@@ -1,0 +1,370 @@
+/*
+ * daemon/query.c - replay pages, status and lead state.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <zmq.h>
+
+#include "log.h"
+#include "query.h"
+#include "wire.h"
+
+/* A page under construction: views into the read transaction's map. */
+typedef struct page {
+	MDB_val recs[FP_PAGE_MAX_EVENTS];
+	size_t n;
+	size_t bytes;
+	uint64_t next;
+	int end;
+} page;
+
+static uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Does the record's type start with prefix?  Only filtered replays pay
+ * for the decode. */
+static int
+type_matches(const MDB_val *rec, funnel_str prefix, msgpack_zone *z)
+{
+	funnel_record r;
+	msgpack_zone_clear(z);
+	if (funnel_record_parse(rec->mv_data, rec->mv_size, z, &r) != FUNNEL_OK)
+		return 0;
+	return r.type.len >= prefix.len && memcmp(r.type.ptr, prefix.ptr, prefix.len) == 0;
+}
+
+/*
+ * Take a record into the page.  Returns 1 when the page is full and the
+ * record was not taken (it is where the next page starts).
+ */
+static int
+page_take(page *p, const fp_request *req, const MDB_val *rec)
+{
+	if (p->n >= req->limit || (p->n > 0 && p->bytes + rec->mv_size > req->max_bytes))
+		return 1;
+	p->recs[p->n++] = *rec;
+	p->bytes += rec->mv_size;
+	return 0;
+}
+
+/*
+ * One record met while scanning, in seq order.  Returns 0 to go on, 1 to
+ * stop (page full, or past the range: p->end says which).
+ */
+static int
+page_visit(page *p, const fp_request *req, uint64_t seq, const MDB_val *rec, msgpack_zone *z)
+{
+	uint64_t ts = 0;
+	if (req->to && seq > req->to) {
+		p->end = 1;
+		return 1;
+	}
+	if (req->until) {
+		funnel_record_peek(rec->mv_data, rec->mv_size, NULL, &ts);
+		if (ts >= req->until) {
+			p->end = 1;
+			return 1;
+		}
+	}
+	if (req->type.ptr == NULL || type_matches(rec, req->type, z)) {
+		if (page_take(p, req, rec))
+			return 1;
+	}
+	p->next = seq + 1;
+	return 0;
+}
+
+/* Fill a page for a replay request in txn. */
+static int
+build_page(store *st, MDB_txn *txn, const fp_request *req, uint64_t head, page *p,
+           msgpack_zone *z)
+{
+	MDB_cursor *c = NULL;
+	MDB_val k, v;
+	uint64_t start = req->from;
+	size_t scanned = 0;
+	int rc;
+
+	p->n = 0;
+	p->bytes = 0;
+	p->end = 0;
+	if (req->since && (rc = store_seq_at_time(st, txn, start, req->since, &start)) != 0)
+		return rc;
+	p->next = start;
+
+	if (req->lead.ptr != NULL) {
+		/* the lead's own seqs, from the per-lead index */
+		MDB_val lk = { req->lead.len, (void *)req->lead.ptr }, sv = { sizeof start, &start };
+		if ((rc = mdb_cursor_open(txn, st->lead_seqs, &c)) != 0)
+			return rc;
+		rc = mdb_cursor_get(c, &lk, &sv, MDB_GET_BOTH_RANGE);
+		while (rc == 0) {
+			uint64_t seq;
+			memcpy(&seq, sv.mv_data, sizeof seq);
+			if ((rc = store_record_get(st, txn, seq, &v)) != 0)
+				break;
+			if (page_visit(p, req, seq, &v, z))
+				break;
+			if (++scanned >= FP_PAGE_MAX_SCAN)
+				break;
+			rc = mdb_cursor_get(c, &lk, &sv, MDB_NEXT_DUP);
+		}
+		if (rc == MDB_NOTFOUND) {
+			p->end = 1;
+			rc = 0;
+		}
+	} else {
+		MDB_val sk = { sizeof start, &start };
+		if ((rc = mdb_cursor_open(txn, st->log, &c)) != 0)
+			return rc;
+		rc = mdb_cursor_get(c, &sk, &v, MDB_SET_RANGE);
+		while (rc == 0) {
+			uint64_t seq;
+			memcpy(&seq, sk.mv_data, sizeof seq);
+			if (page_visit(p, req, seq, &v, z))
+				break;
+			if (++scanned >= FP_PAGE_MAX_SCAN)
+				break;
+			rc = mdb_cursor_get(c, &sk, &v, MDB_NEXT);
+		}
+		if (rc == MDB_NOTFOUND) {
+			p->end = 1;
+			rc = 0;
+		}
+	}
+	mdb_cursor_close(c);
+	(void)k;
+	if (!p->end && (p->next > head || (req->to && p->next > req->to)))
+		p->end = 1;
+	return rc;
+}
+
+static void
+free_buffer(void *data, void *hint)
+{
+	(void)hint;
+	free(data);
+}
+
+static void
+send_reply(void *sock, zmq_msg_t *ident, int has_delim, msgpack_sbuffer *sb)
+{
+	zmq_msg_t body;
+	/* hand the buffer to ZeroMQ: no copy of a page */
+	zmq_msg_init_data(&body, sb->data, sb->size, free_buffer, NULL);
+	msgpack_sbuffer_release(sb);
+	zmq_msg_send(ident, sock, ZMQ_SNDMORE);
+	if (has_delim)
+		zmq_send(sock, "", 0, ZMQ_SNDMORE);
+	if (zmq_msg_send(&body, sock, 0) < 0)
+		zmq_msg_close(&body);
+}
+
+static void
+answer_replay(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_packer *pk,
+              page *p, msgpack_zone *z, fp_error *err)
+{
+	uint64_t head;
+	int rc = store_head(q->st, txn, &head);
+	if (rc == 0)
+		rc = build_page(q->st, txn, req, head, p, z);
+	if (rc != 0) {
+		fp_error_set(err, FUNNEL_EINTERNAL, "", "replay failed: %s", mdb_strerror(rc));
+		fp_pack_error(pk, req->rid, err);
+		return;
+	}
+	fp_pack_page_head(pk, req->rid, head, p->next, p->end, p->n);
+	for (size_t i = 0; i < p->n; i++) {
+		msgpack_pack_bin(pk, p->recs[i].mv_size);
+		msgpack_pack_bin_body(pk, p->recs[i].mv_data, p->recs[i].mv_size);
+	}
+}
+
+static void
+answer_status(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_packer *pk)
+{
+	funnel_status stt;
+	MDB_envinfo info;
+	MDB_stat ms;
+	MDB_val v;
+
+	memset(&stt, 0, sizeof stt);
+	store_head(q->st, txn, &stt.head);
+	stt.count = stt.head;
+	if (stt.head > 0 && store_record_get(q->st, txn, stt.head, &v) == 0 &&
+	    v.mv_size >= FUNNEL_HASH_BYTES) {
+		memcpy(stt.head_hash, (const uint8_t *)v.mv_data + v.mv_size - FUNNEL_HASH_BYTES,
+		       FUNNEL_HASH_BYTES);
+		funnel_record_peek(v.mv_data, v.mv_size, NULL, &stt.head_ts);
+	}
+	mdb_env_info(q->st->env, &info);
+	mdb_env_stat(q->st->env, &ms);
+	stt.data_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+	stt.map_bytes = info.me_mapsize;
+	if (mdb_stat(txn, q->st->leads, &ms) == 0)
+		stt.leads = ms.ms_entries;
+	stt.uptime_ms = (now_ns() - q->started_ns) / 1000000u;
+	stt.format = STORE_FORMAT;
+	stt.durable = q->st->durable;
+	snprintf(stt.version, sizeof stt.version, "%s", FUNNEL_VERSION);
+	snprintf(stt.ingest, sizeof stt.ingest, "%s", q->ingest);
+	snprintf(stt.publish, sizeof stt.publish, "%s", q->publish);
+	snprintf(stt.query, sizeof stt.query, "%s", q->query);
+	snprintf(stt.data_dir, sizeof stt.data_dir, "%s", q->st->path);
+	fp_pack_status(pk, req->rid, &stt);
+}
+
+static void
+answer_lead(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_packer *pk,
+            fp_error *err)
+{
+	store_lead sl;
+	funnel_lead_info li;
+	int rc = store_lead_get(q->st, txn, req->lead.ptr, req->lead.len, &sl);
+	if (rc == MDB_NOTFOUND) {
+		fp_error_set(err, FUNNEL_ENOTFOUND, "lead", "no event names lead '%.*s'",
+		             (int)(req->lead.len > 128 ? 128 : req->lead.len), req->lead.ptr);
+		fp_pack_error(pk, req->rid, err);
+		return;
+	}
+	if (rc != 0) {
+		fp_error_set(err, FUNNEL_EINTERNAL, "", "lead lookup failed: %s", mdb_strerror(rc));
+		fp_pack_error(pk, req->rid, err);
+		return;
+	}
+	memset(&li, 0, sizeof li);
+	snprintf(li.stage, sizeof li.stage, "%s", fp_stage_name(sl.stage));
+	li.version = sl.version;
+	li.last_seq = sl.last_seq;
+	snprintf(li.owner, sizeof li.owner, "%s", sl.owner);
+	fp_pack_lead(pk, req->rid, req->lead.ptr, req->lead.len, &li);
+}
+
+/* Answer one request whose frames are ident [delim] body. */
+static void
+serve_one(query_server *q, zmq_msg_t *ident, int has_delim, zmq_msg_t *body, page *p,
+          msgpack_zone *z)
+{
+	fp_request req;
+	fp_error err;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	MDB_txn *txn = NULL;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_zone_clear(z);
+	funnel_err rc = fp_request_decode(zmq_msg_data(body), zmq_msg_size(body), z, &req, &err);
+	if (rc == FUNNEL_OK && req.op == FP_OP_PUBLISH)
+		rc = fp_error_set(&err, FUNNEL_EOP, "op",
+		                  "the query endpoint does not take 'publish'; send it to the ingest endpoint");
+	if (rc != FUNNEL_OK) {
+		fp_pack_error(&pk, req.rid, &err);
+		goto send;
+	}
+	int lrc = store_read_begin(q->st, &txn);
+	if (lrc != 0) {
+		fp_error_set(&err, FUNNEL_EINTERNAL, "", "cannot read the log: %s", mdb_strerror(lrc));
+		fp_pack_error(&pk, req.rid, &err);
+		goto send;
+	}
+	/* the request's strings live in z, which the page's type filter reuses */
+	msgpack_zone *scratch = msgpack_zone_new(4096);
+	switch (req.op) {
+	case FP_OP_REPLAY: answer_replay(q, txn, &req, &pk, p, scratch, &err); break;
+	case FP_OP_STATUS: answer_status(q, txn, &req, &pk); break;
+	case FP_OP_LEAD: answer_lead(q, txn, &req, &pk, &err); break;
+	default: break;
+	}
+	msgpack_zone_free(scratch);
+	store_read_end(q->st, &txn);
+send:
+	send_reply(q->sock, ident, has_delim, &sb);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+static void *
+run(void *arg)
+{
+	query_server *q = arg;
+	page *p = malloc(sizeof *p);
+	msgpack_zone *z = msgpack_zone_new(64 * 1024);
+	sigset_t set;
+
+	/* signals belong to the main thread */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (p == NULL || z == NULL) {
+		log_error("query thread: out of memory");
+		free(p);
+		if (z)
+			msgpack_zone_free(z);
+		return NULL;
+	}
+	while (!atomic_load(&q->stop)) {
+		zmq_pollitem_t item = { q->sock, 0, ZMQ_POLLIN, 0 };
+		int n = zmq_poll(&item, 1, 100);
+		if (n <= 0)
+			continue;
+		for (int burst = 0; burst < 64; burst++) {
+			zmq_msg_t ident, f, body;
+			int has_delim = 0, nframes = 0;
+			zmq_msg_init(&ident);
+			zmq_msg_init(&body);
+			if (zmq_msg_recv(&ident, q->sock, ZMQ_DONTWAIT) < 0) {
+				zmq_msg_close(&ident);
+				zmq_msg_close(&body);
+				break;
+			}
+			int more = zmq_msg_more(&ident);
+			while (more) {
+				zmq_msg_init(&f);
+				if (zmq_msg_recv(&f, q->sock, 0) < 0) {
+					zmq_msg_close(&f);
+					break;
+				}
+				more = zmq_msg_more(&f);
+				if (nframes == 0 && zmq_msg_size(&f) == 0 && more) {
+					has_delim = 1;
+				} else if (nframes++ == 0) {
+					zmq_msg_close(&body);
+					zmq_msg_init(&body);
+					zmq_msg_move(&body, &f);
+				}
+				zmq_msg_close(&f);
+			}
+			serve_one(q, &ident, has_delim, &body, p, z);
+			zmq_msg_close(&ident);
+			zmq_msg_close(&body);
+		}
+	}
+	msgpack_zone_free(z);
+	free(p);
+	return NULL;
+}
+
+int
+query_start(query_server *q)
+{
+	atomic_store(&q->stop, 0);
+	return pthread_create(&q->thread, NULL, run, q);
+}
+
+void
+query_stop(query_server *q)
+{
+	atomic_store(&q->stop, 1);
+	pthread_join(q->thread, NULL);
+}

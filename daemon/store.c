@@ -1,0 +1,360 @@
+/*
+ * daemon/store.c - the LMDB log and its indexes.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "store.h"
+
+/* Layout of a value in the leads table; the owner's bytes follow. */
+struct lead_rec {
+	uint8_t stage;
+	uint8_t pad[7];
+	uint64_t version;
+	uint64_t last_seq;
+};
+
+static int
+mkdir_p(const char *path)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof tmp, "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p == '/') {
+			*p = '\0';
+			if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+				return -1;
+			*p = '/';
+		}
+	}
+	if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+static uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int
+meta_get(store *s, MDB_txn *txn, const char *key, MDB_val *v)
+{
+	MDB_val k = { strlen(key), (void *)key };
+	return mdb_get(txn, s->meta, &k, v);
+}
+
+static int
+meta_put(store *s, MDB_txn *txn, const char *key, const void *val, size_t len)
+{
+	MDB_val k = { strlen(key), (void *)key };
+	MDB_val v = { len, (void *)val };
+	return mdb_put(txn, s->meta, &k, &v, 0);
+}
+
+/* Read the head from the last record and check it against meta. */
+static int
+load_head(store *s, MDB_txn *txn, char *why, size_t whylen)
+{
+	MDB_val v;
+	int rc = store_head(s, txn, &s->head_seq);
+	if (rc != 0) {
+		snprintf(why, whylen, "cannot read the log's head: %s", mdb_strerror(rc));
+		return -1;
+	}
+	memset(s->head_hash, 0, sizeof s->head_hash);
+	s->head_ts = 0;
+	if (s->head_seq == 0)
+		return 0;
+	if ((rc = store_record_get(s, txn, s->head_seq, &v)) != 0 ||
+	    v.mv_size < FUNNEL_HASH_BYTES ||
+	    funnel_record_peek(v.mv_data, v.mv_size, NULL, &s->head_ts) != FUNNEL_OK) {
+		snprintf(why, whylen, "the last record (seq %llu) is unreadable",
+		         (unsigned long long)s->head_seq);
+		return -1;
+	}
+	memcpy(s->head_hash, (const uint8_t *)v.mv_data + v.mv_size - FUNNEL_HASH_BYTES,
+	       FUNNEL_HASH_BYTES);
+	return 0;
+}
+
+int
+store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int durable,
+           char *why, size_t whylen)
+{
+	MDB_txn *txn = NULL;
+	MDB_val v;
+	int rc;
+	unsigned flags = MDB_NOTLS;
+
+	memset(s, 0, sizeof *s);
+	pthread_rwlock_init(&s->resize_lock, NULL);
+	snprintf(s->path, sizeof s->path, "%s", path);
+	s->max_map_size = max_map_size;
+	s->durable = durable;
+	if (!durable)
+		flags |= MDB_NOSYNC;
+	if (mkdir_p(path) != 0) {
+		snprintf(why, whylen, "cannot create data directory %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if ((rc = mdb_env_create(&s->env)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
+	    (rc = mdb_env_set_maxreaders(s->env, 126)) != 0) {
+		snprintf(why, whylen, "lmdb: %s", mdb_strerror(rc));
+		goto fail;
+	}
+	if (max_map_size && map_size > max_map_size)
+		map_size = max_map_size;
+	if ((rc = mdb_env_set_mapsize(s->env, map_size)) != 0 ||
+	    (rc = mdb_env_open(s->env, path, flags, 0644)) != 0) {
+		snprintf(why, whylen, "cannot open the log in %s: %s", path, mdb_strerror(rc));
+		goto fail;
+	}
+	/* An existing file larger than map_size: LMDB adopts the file's size. */
+	MDB_envinfo info;
+	mdb_env_info(s->env, &info);
+	s->map_size = info.me_mapsize;
+
+	if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "log", MDB_CREATE | MDB_INTEGERKEY, &s->log)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "idem", MDB_CREATE, &s->idem)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "leads", MDB_CREATE, &s->leads)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "lead_seqs",
+	                       MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED | MDB_INTEGERDUP,
+	                       &s->lead_seqs)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0) {
+		snprintf(why, whylen, "cannot open the log's tables: %s", mdb_strerror(rc));
+		goto fail;
+	}
+	rc = meta_get(s, txn, "format", &v);
+	if (rc == MDB_NOTFOUND) {
+		uint32_t format = STORE_FORMAT;
+		uint64_t created = now_ns();
+		if ((rc = meta_put(s, txn, "format", &format, sizeof format)) != 0 ||
+		    (rc = meta_put(s, txn, "created", &created, sizeof created)) != 0) {
+			snprintf(why, whylen, "cannot initialise the log: %s", mdb_strerror(rc));
+			goto fail;
+		}
+	} else if (rc != 0) {
+		snprintf(why, whylen, "cannot read the log's format: %s", mdb_strerror(rc));
+		goto fail;
+	} else {
+		uint32_t format;
+		if (v.mv_size != sizeof format) {
+			snprintf(why, whylen, "%s is not a funnel log (bad format record)", path);
+			goto fail;
+		}
+		memcpy(&format, v.mv_data, sizeof format);
+		if (format != STORE_FORMAT) {
+			snprintf(why, whylen, "%s has log format %u; this funneld reads format %u",
+			         path, format, STORE_FORMAT);
+			goto fail;
+		}
+	}
+	if (load_head(s, txn, why, whylen) != 0)
+		goto fail;
+	if ((rc = mdb_txn_commit(txn)) != 0) {
+		txn = NULL;
+		snprintf(why, whylen, "cannot initialise the log: %s", mdb_strerror(rc));
+		goto fail;
+	}
+	return 0;
+fail:
+	if (txn != NULL)
+		mdb_txn_abort(txn);
+	store_release(s);
+	return -1;
+}
+
+void
+store_release(store *s)
+{
+	if (s->env != NULL) {
+		mdb_env_close(s->env);
+		s->env = NULL;
+		pthread_rwlock_destroy(&s->resize_lock);
+	}
+}
+
+int
+store_grow(store *s)
+{
+	size_t want = s->map_size * 2;
+	if (s->max_map_size && want > s->max_map_size)
+		want = s->max_map_size;
+	if (want <= s->map_size)
+		return MDB_MAP_FULL;
+	pthread_rwlock_wrlock(&s->resize_lock);
+	int rc = mdb_env_set_mapsize(s->env, want);
+	pthread_rwlock_unlock(&s->resize_lock);
+	if (rc == 0)
+		s->map_size = want;
+	return rc;
+}
+
+int
+store_read_begin(store *s, MDB_txn **txn)
+{
+	pthread_rwlock_rdlock(&s->resize_lock);
+	int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+	if (rc == MDB_MAP_RESIZED) {
+		/* another process grew the map: adopt its size */
+		mdb_env_set_mapsize(s->env, 0);
+		rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
+	}
+	if (rc != 0) {
+		*txn = NULL;
+		pthread_rwlock_unlock(&s->resize_lock);
+	}
+	return rc;
+}
+
+void
+store_read_end(store *s, MDB_txn **txn)
+{
+	if (*txn != NULL) {
+		mdb_txn_abort(*txn);
+		*txn = NULL;
+		pthread_rwlock_unlock(&s->resize_lock);
+	}
+}
+
+int
+store_lead_get(store *s, MDB_txn *txn, const char *lead, size_t len, store_lead *out)
+{
+	MDB_val k = { len, (void *)lead }, v;
+	struct lead_rec lr;
+	memset(out, 0, sizeof *out);
+	int rc = mdb_get(txn, s->leads, &k, &v);
+	if (rc != 0)
+		return rc;
+	if (v.mv_size < sizeof lr || v.mv_size > sizeof lr + FP_MAX_OWNER_BYTES)
+		return MDB_CORRUPTED;
+	memcpy(&lr, v.mv_data, sizeof lr);
+	out->stage = lr.stage < FP_STAGE_COUNT ? (fp_stage)lr.stage : FP_STAGE_NONE;
+	out->version = lr.version;
+	out->last_seq = lr.last_seq;
+	memcpy(out->owner, (const char *)v.mv_data + sizeof lr, v.mv_size - sizeof lr);
+	out->owner[v.mv_size - sizeof lr] = '\0';
+	return 0;
+}
+
+int
+store_idem_get(store *s, MDB_txn *txn, const char *id, size_t len, uint64_t *seq)
+{
+	MDB_val k = { len, (void *)id }, v;
+	int rc = mdb_get(txn, s->idem, &k, &v);
+	if (rc != 0)
+		return rc;
+	if (v.mv_size != sizeof *seq)
+		return MDB_CORRUPTED;
+	memcpy(seq, v.mv_data, sizeof *seq);
+	return 0;
+}
+
+int
+store_record_get(store *s, MDB_txn *txn, uint64_t seq, MDB_val *rec)
+{
+	MDB_val k = { sizeof seq, &seq };
+	return mdb_get(txn, s->log, &k, rec);
+}
+
+int
+store_head(store *s, MDB_txn *txn, uint64_t *seq)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, s->log, &c);
+	if (rc != 0)
+		return rc;
+	rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+	mdb_cursor_close(c);
+	if (rc == MDB_NOTFOUND) {
+		*seq = 0;
+		return 0;
+	}
+	if (rc == 0)
+		memcpy(seq, k.mv_data, sizeof *seq);
+	return rc;
+}
+
+static int
+ts_of(store *s, MDB_txn *txn, uint64_t seq, uint64_t *ts)
+{
+	MDB_val v;
+	int rc = store_record_get(s, txn, seq, &v);
+	if (rc != 0)
+		return rc;
+	return funnel_record_peek(v.mv_data, v.mv_size, NULL, ts) == FUNNEL_OK ? 0 : MDB_CORRUPTED;
+}
+
+int
+store_seq_at_time(store *s, MDB_txn *txn, uint64_t from, uint64_t since, uint64_t *seq)
+{
+	uint64_t head, ts;
+	int rc = store_head(s, txn, &head);
+	if (rc != 0)
+		return rc;
+	/* invariant: every seq in [from, lo) has ts < since; every seq in [hi, head] has ts >= since */
+	uint64_t lo = from ? from : 1, hi = head + 1;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		if ((rc = ts_of(s, txn, mid, &ts)) != 0)
+			return rc;
+		if (ts < since)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*seq = lo;
+	return 0;
+}
+
+int
+store_append(store *s, MDB_txn *txn, uint64_t seq, const void *rec, size_t len,
+             const char *lead, size_t lead_len, const store_lead *state,
+             const char *id, size_t id_len)
+{
+	MDB_val k = { sizeof seq, &seq }, v = { len, (void *)rec };
+	int rc = mdb_put(txn, s->log, &k, &v, MDB_APPEND);
+	if (rc != 0)
+		return rc;
+	if (id != NULL) {
+		MDB_val ik = { id_len, (void *)id }, iv = { sizeof seq, &seq };
+		if ((rc = mdb_put(txn, s->idem, &ik, &iv, MDB_NOOVERWRITE)) != 0)
+			return rc;
+	}
+	if (lead != NULL) {
+		unsigned char buf[sizeof(struct lead_rec) + FP_MAX_OWNER_BYTES];
+		struct lead_rec lr = { 0 };
+		size_t olen = strlen(state->owner);
+		lr.stage = (uint8_t)state->stage;
+		lr.version = state->version;
+		lr.last_seq = state->last_seq;
+		memcpy(buf, &lr, sizeof lr);
+		memcpy(buf + sizeof lr, state->owner, olen);
+		MDB_val lk = { lead_len, (void *)lead }, lv = { sizeof lr + olen, buf };
+		if ((rc = mdb_put(txn, s->leads, &lk, &lv, 0)) != 0)
+			return rc;
+		MDB_val sv = { sizeof seq, &seq };
+		if ((rc = mdb_put(txn, s->lead_seqs, &lk, &sv, 0)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+int
+store_put_head(store *s, MDB_txn *txn, uint64_t seq, const uint8_t hash[FUNNEL_HASH_BYTES])
+{
+	int rc = meta_put(s, txn, "head_seq", &seq, sizeof seq);
+	if (rc == 0)
+		rc = meta_put(s, txn, "head_hash", hash, FUNNEL_HASH_BYTES);
+	return rc;
+}

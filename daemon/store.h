@@ -1,0 +1,103 @@
+/*
+ * daemon/store.h - the log on disk: one LMDB environment, five tables.
+ *
+ *   log        seq (uint64, native integer key) -> record bytes, exactly as
+ *              published and replayed.  Gapless from 1; appended only.
+ *   idem       idempotency key -> seq.  Kept forever.
+ *   leads      lead id -> struct store_lead (stage, version, last seq, owner)
+ *   lead_seqs  lead id -> seq, sorted duplicates: the lead's history
+ *   meta       "format" -> uint32, "head_seq" -> uint64, "head_hash" -> 32 bytes,
+ *              "created" -> uint64 ns
+ *
+ * Every table changes only inside the writer's transaction that appends
+ * the records, so the indexes always agree with the log.
+ *
+ * Threads: one writer (the ingest loop) and any number of readers (the
+ * query thread).  store_grow() resizes the map and needs no reader
+ * inside a transaction: readers bracket their transactions with
+ * store_read_begin()/store_read_end(), which take a shared lock that
+ * store_grow() takes exclusively.
+ */
+#ifndef FUNNEL_DAEMON_STORE_H
+#define FUNNEL_DAEMON_STORE_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <lmdb.h>
+
+#include "funnel/record.h"
+#include "envelope.h"
+
+#define STORE_FORMAT 1
+
+typedef struct store {
+	MDB_env *env;
+	MDB_dbi log, idem, leads, lead_seqs, meta;
+	pthread_rwlock_t resize_lock;
+	size_t map_size;
+	size_t max_map_size;          /* 0: grow without bound */
+	int durable;                  /* 0 only with --no-sync */
+	char path[4096];
+	/* Committed head, owned by the writer thread. */
+	uint64_t head_seq;
+	uint64_t head_ts;
+	uint8_t head_hash[FUNNEL_HASH_BYTES];
+} store;
+
+/* A lead's current state as kept in the leads table. */
+typedef struct store_lead {
+	fp_stage stage;
+	uint64_t version;
+	uint64_t last_seq;
+	char owner[FP_MAX_OWNER_BYTES + 1];
+} store_lead;
+
+/*
+ * Open or create the log in directory `path` (created if missing).
+ * Reads the head from the last record: no scan, whatever the log's size.
+ * Returns 0, or -1 with a message in why.  On failure *s is released.
+ */
+int store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int durable,
+               char *why, size_t whylen);
+
+/* Close the environment; safe on a store that failed to open. */
+void store_release(store *s);
+
+/*
+ * Double the map (up to max_map_size).  Called by the writer with no
+ * transaction open.  Returns 0, or an LMDB error code (MDB_MAP_FULL when
+ * the cap is reached).
+ */
+int store_grow(store *s);
+
+/* Reader bracket: see the comment at the top. */
+int store_read_begin(store *s, MDB_txn **txn);
+void store_read_end(store *s, MDB_txn **txn);
+
+/* --- lookups inside any transaction --- */
+
+/* 0 and *out filled, MDB_NOTFOUND (out zeroed, stage NONE), or an LMDB error. */
+int store_lead_get(store *s, MDB_txn *txn, const char *lead, size_t len, store_lead *out);
+/* 0 and *seq, MDB_NOTFOUND, or an LMDB error. */
+int store_idem_get(store *s, MDB_txn *txn, const char *id, size_t len, uint64_t *seq);
+/* The record of seq: 0 with a view valid until the transaction ends. */
+int store_record_get(store *s, MDB_txn *txn, uint64_t seq, MDB_val *rec);
+/* The last seq in the log (0 if empty). */
+int store_head(store *s, MDB_txn *txn, uint64_t *seq);
+/* The first seq >= from whose ts >= since, by binary search over the log
+ * (timestamps never decrease with seq); head+1 if none. */
+int store_seq_at_time(store *s, MDB_txn *txn, uint64_t from, uint64_t since, uint64_t *seq);
+
+/* --- writes, writer thread only, inside its write transaction --- */
+
+/* Store one record with its index entries.  lead and id may be NULL.
+ * Returns 0 or an LMDB error (MDB_MAP_FULL means: abort, grow, retry). */
+int store_append(store *s, MDB_txn *txn, uint64_t seq, const void *rec, size_t len,
+                 const char *lead, size_t lead_len, const store_lead *state,
+                 const char *id, size_t id_len);
+
+/* Write the head into meta (done once per group, before commit). */
+int store_put_head(store *s, MDB_txn *txn, uint64_t seq, const uint8_t hash[FUNNEL_HASH_BYTES]);
+
+#endif /* FUNNEL_DAEMON_STORE_H */

@@ -1,0 +1,268 @@
+/*
+ * funnel/funnel.h - libfunnel, the client library of the funnel lead log.
+ *
+ * Three objects, each talking to one endpoint of funneld:
+ *
+ *   funnel_producer    ingest endpoint (ZeroMQ DEALER -> ROUTER): append
+ *                      events, synchronously or pipelined.
+ *   funnel_query       query endpoint (DEALER -> ROUTER): replay pages,
+ *                      status, lead state, chain verification.
+ *   funnel_subscriber  publish endpoint (SUB) + query endpoint: every
+ *                      event exactly once, in seq order, with no gap,
+ *                      from any starting seq or time, then live.
+ *
+ * Conventions, as in lmdb.h:
+ *  - Every function that can fail returns an int: FUNNEL_OK (0) or a
+ *    funnel_err code (funnel/error.h).  When a function fails its out
+ *    parameters are left unspecified unless said otherwise.
+ *  - `_new` allocates and the caller owns the result; `_destroy` takes a
+ *    pointer to the handle, accepts NULL or a NULL handle, frees and sets
+ *    the handle to NULL.
+ *  - Memory returned as `const` is a view owned by the object that
+ *    returned it; how long it stays valid is written beside each function.
+ *  - Objects are not thread-safe: use one per thread.  Different objects
+ *    may be used from different threads at once.
+ *  - No function calls abort() or exit(); out of memory is FUNNEL_ENOMEM.
+ */
+#ifndef FUNNEL_FUNNEL_H
+#define FUNNEL_FUNNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "funnel/error.h"
+#include "funnel/record.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FUNNEL_VERSION "0.1.0"
+
+/* Loopback defaults of funneld; clients use them when given NULL. */
+#define FUNNEL_DEFAULT_INGEST "tcp://127.0.0.1:7400"
+#define FUNNEL_DEFAULT_PUBLISH "tcp://127.0.0.1:7401"
+#define FUNNEL_DEFAULT_QUERY "tcp://127.0.0.1:7402"
+
+/* Details of the last failure of an object: the code, the index of the
+ * offending event in its request (-1 if none), the field ("" if none) and
+ * a message naming the problem, as the daemon sent it. */
+typedef struct funnel_error_info {
+	int code;
+	int index;
+	char field[32];
+	char message[256];
+} funnel_error_info;
+
+/* ---------------------------------------------------------------------
+ * Producer
+ * ------------------------------------------------------------------ */
+
+typedef struct funnel_producer funnel_producer;
+
+/* One event to append.  Strings are NUL-terminated; NULL means absent.
+ * `data`, if not NULL, is a msgpack-encoded map of data_len bytes.  The
+ * library copies everything it needs before returning. */
+typedef struct funnel_event {
+	const char *type;               /* required: "lead.captured", "x.thing", ... */
+	const char *lead;               /* lead id; required for lead events */
+	const char *id;                 /* idempotency key; strongly advised */
+	int has_occurred_at;
+	int64_t occurred_at;            /* producer's own time, ns since the epoch */
+	int has_expected_version;
+	uint64_t expected_version;      /* optimistic concurrency on the lead */
+	uint64_t cause;                 /* seq that caused this event, 0 = none */
+	const void *data;
+	size_t data_len;
+} funnel_event;
+
+/* What the log did with one event. */
+typedef struct funnel_ack {
+	uint64_t seq;     /* the event's seq (the original one for a duplicate) */
+	int dup;          /* 1 if the idempotency key was already stored */
+} funnel_ack;
+
+/* Connect a producer to an ingest endpoint (NULL: FUNNEL_DEFAULT_INGEST).
+ * Connection is asynchronous: this succeeds before the daemon is up.
+ * timeout_ms bounds each synchronous call (<= 0: 10000). */
+int funnel_producer_new(funnel_producer **out, const char *endpoint, int timeout_ms);
+
+void funnel_producer_destroy(funnel_producer **p);
+
+/*
+ * Append n events (1..10000) as one atomic request and wait for the ack:
+ * either all are stored (acks[i] filled for each) or none is, and the
+ * return code says why (details in funnel_producer_error()).
+ * On FUNNEL_ETIMEDOUT the outcome is unknown: retry with the same
+ * idempotency keys, and the log stores each event at most once.
+ */
+int funnel_publish(funnel_producer *p, const funnel_event *evs, size_t n, funnel_ack *acks);
+
+/*
+ * Like funnel_publish, but the events are already msgpack-encoded
+ * envelopes (n maps, concatenated, `len` bytes), as PROTOCOL.md defines
+ * them.  Used by the CLI to send JSON it converted.
+ */
+int funnel_publish_packed(funnel_producer *p, const void *events, size_t len, size_t n,
+                          funnel_ack *acks);
+
+/*
+ * Pipelined mode.  funnel_send() queues a request and returns at once with
+ * its request id in *rid; up to `window` requests may be in flight (the
+ * call blocks to collect a reply when the window is full; those replies
+ * are queued for funnel_collect).  funnel_collect() waits up to timeout_ms
+ * (-1: forever) for the next reply, in arrival order, and fills *rid, the
+ * acks (acks_cap entries at most; *n_acks says how many events the
+ * request had) and returns its status: FUNNEL_OK, a daemon error code, or
+ * FUNNEL_ETIMEDOUT when nothing arrived.
+ */
+int funnel_send(funnel_producer *p, const funnel_event *evs, size_t n, uint64_t *rid);
+int funnel_send_packed(funnel_producer *p, const void *events, size_t len, size_t n, uint64_t *rid);
+int funnel_collect(funnel_producer *p, int timeout_ms, uint64_t *rid, funnel_ack *acks,
+                   size_t acks_cap, size_t *n_acks);
+
+/* Requests sent and not yet collected. */
+size_t funnel_in_flight(const funnel_producer *p);
+
+/* Set the pipeline window (default 64). */
+void funnel_set_window(funnel_producer *p, size_t window);
+
+/* Details of the last failed call.  Valid until the next call on p. */
+const funnel_error_info *funnel_producer_error(const funnel_producer *p);
+
+/* ---------------------------------------------------------------------
+ * Query: replay pages, status, lead state, verification
+ * ------------------------------------------------------------------ */
+
+typedef struct funnel_query funnel_query;
+
+/* Connect to a query endpoint (NULL: FUNNEL_DEFAULT_QUERY).
+ * timeout_ms bounds each call (<= 0: 10000). */
+int funnel_query_new(funnel_query **out, const char *endpoint, int timeout_ms);
+void funnel_query_destroy(funnel_query **q);
+const funnel_error_info *funnel_query_error(const funnel_query *q);
+
+/* A replay request.  Zero means "no bound" for every number; NULL means
+ * "no filter" for lead and type (type matches as a prefix: "lead." ). */
+typedef struct funnel_replay_req {
+	uint64_t from;        /* first seq (default 1) */
+	uint64_t to;          /* last seq, inclusive */
+	uint64_t since;       /* only events with ts >= since (ns) */
+	uint64_t until;       /* only events with ts <  until (ns) */
+	const char *lead;     /* only this lead's events */
+	const char *type;     /* only types starting with this */
+	uint32_t limit;       /* events per page (default 1000, max 10000) */
+	uint32_t max_bytes;   /* bytes per page (default 1 MiB, max 8 MiB) */
+} funnel_replay_req;
+
+/* One page of records.  recs[i] point into the page's reply buffer. */
+typedef struct funnel_page {
+	uint64_t head;        /* the log's head seq when the page was read */
+	uint64_t next;        /* ask for from = next to continue */
+	int end;              /* 1: nothing more in the range (as of head) */
+	size_t n;
+	const uint8_t **recs; /* n record byte strings */
+	const size_t *lens;
+	void *priv_;          /* owned reply buffer */
+} funnel_page;
+
+/* Fetch one page.  On FUNNEL_OK the caller owns *page and must release it
+ * with funnel_page_release(); records are valid until then. */
+int funnel_replay_page(funnel_query *q, const funnel_replay_req *req, funnel_page *page);
+void funnel_page_release(funnel_page *page);
+
+typedef struct funnel_status {
+	uint64_t head;                          /* last seq, 0 for an empty log */
+	uint8_t head_hash[FUNNEL_HASH_BYTES];   /* hash of record `head` (zeros if empty) */
+	uint64_t head_ts;
+	uint64_t count;                         /* events stored (== head) */
+	uint64_t data_bytes;                    /* bytes of the data file in use */
+	uint64_t map_bytes;                     /* current LMDB map size */
+	uint64_t uptime_ms;
+	uint64_t leads;                         /* distinct leads */
+	uint32_t format;                        /* on-disk format version */
+	int durable;                            /* 1: fsync before every ack */
+	char version[32];
+	char ingest[256];
+	char publish[256];
+	char query[256];
+	char data_dir[4096];
+} funnel_status;
+
+int funnel_status_get(funnel_query *q, funnel_status *st);
+
+typedef struct funnel_lead_info {
+	char stage[16];
+	uint64_t version;       /* events that named this lead */
+	uint64_t last_seq;
+	char owner[129];        /* "" when nobody owns it */
+} funnel_lead_info;
+
+/* The lead's current state; FUNNEL_ENOTFOUND if no event named it. */
+int funnel_lead_get(funnel_query *q, const char *lead, funnel_lead_info *info);
+
+/* Result of a chain verification. */
+typedef struct funnel_verify_result {
+	uint64_t checked;                       /* records checked */
+	uint64_t last_good;                     /* last seq that verified */
+	uint64_t bad_seq;                       /* first bad seq, 0 if none */
+	uint8_t head_hash[FUNNEL_HASH_BYTES];   /* hash of last_good */
+	char why[256];                          /* the problem at bad_seq */
+} funnel_verify_result;
+
+/*
+ * Recompute the hash chain of records from..to (0: whole log) from the
+ * bytes the daemon replays.  Returns FUNNEL_OK when every record
+ * verifies, FUNNEL_ECHAIN with res->bad_seq and res->why set otherwise,
+ * or a transport error.  When from > 1 the chain is anchored on record
+ * from-1's hash, which is itself read, not checked.
+ */
+int funnel_verify(funnel_query *q, uint64_t from, uint64_t to, funnel_verify_result *res);
+
+/* ---------------------------------------------------------------------
+ * Subscriber with catch-up
+ * ------------------------------------------------------------------ */
+
+typedef struct funnel_subscriber funnel_subscriber;
+
+typedef struct funnel_sub_opts {
+	const char *publish;   /* NULL: FUNNEL_DEFAULT_PUBLISH */
+	const char *query;     /* NULL: FUNNEL_DEFAULT_QUERY */
+	uint64_t from;         /* first seq to deliver (0 or 1: from the start) */
+	uint64_t since;        /* if not 0, start at the first event with ts >= since */
+	int live;              /* 1: follow the live feed after history; 0: stop at the head */
+	int rcvhwm;            /* SUB receive high-water mark, 0: library default */
+	int timeout_ms;        /* per query call, <= 0: 10000 */
+} funnel_sub_opts;
+
+int funnel_subscriber_new(funnel_subscriber **out, const funnel_sub_opts *opts);
+void funnel_subscriber_destroy(funnel_subscriber **s);
+
+/*
+ * The next record in seq order.  Waits up to timeout_ms (-1: forever).
+ * Returns FUNNEL_OK with *rec and *len set, FUNNEL_ETIMEDOUT when nothing new
+ * arrived in time, FUNNEL_ENOTFOUND when not live and the head was
+ * reached, or an error.  *rec is valid until the next call on s.
+ * Each seq is delivered exactly once, in order, with no gap, whatever
+ * the live feed dropped: a gap is re-read from the query endpoint.
+ */
+int funnel_subscriber_next(funnel_subscriber *s, int timeout_ms, const uint8_t **rec, size_t *len);
+
+/* The seq the next delivered record will carry. */
+uint64_t funnel_subscriber_position(const funnel_subscriber *s);
+
+/* Counters for tests and monitoring: records read from replay pages,
+ * records taken from the live feed, gaps repaired from replay. */
+typedef struct funnel_sub_stats {
+	uint64_t from_replay;
+	uint64_t from_live;
+	uint64_t gaps;
+} funnel_sub_stats;
+void funnel_subscriber_stats(const funnel_subscriber *s, funnel_sub_stats *st);
+
+const funnel_error_info *funnel_subscriber_error(const funnel_subscriber *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FUNNEL_FUNNEL_H */

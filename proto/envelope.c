@@ -1,0 +1,315 @@
+/*
+ * proto/envelope.c - envelope decoding and validation, record encoding,
+ * hash-chain checking.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "envelope.h"
+#include "mp.h"
+
+funnel_err
+fp_error_set(fp_error *err, funnel_err code, const char *field, const char *fmt, ...)
+{
+	if (err == NULL)
+		return code;
+	err->code = code;
+	err->index = -1;
+	snprintf(err->field, sizeof err->field, "%s", field ? field : "");
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof err->message, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+/* Identifiers (type, lead, id) are non-empty and free of control bytes,
+ * so they print safely in logs, JSON and terminals. */
+static funnel_err
+check_ident(const msgpack_object *v, const char *key, size_t max, funnel_str *out, fp_error *err)
+{
+	if (v->type != MSGPACK_OBJECT_STR)
+		return fp_error_set(err, FUNNEL_ETYPE, key, "field '%s' must be a string", key);
+	if (v->via.str.size == 0)
+		return fp_error_set(err, FUNNEL_EVALUE, key, "field '%s' must not be empty", key);
+	if (v->via.str.size > max)
+		return fp_error_set(err, FUNNEL_ETOOBIG, key, "field '%s' is %u bytes, the limit is %zu",
+		                    key, v->via.str.size, max);
+	for (uint32_t i = 0; i < v->via.str.size; i++) {
+		unsigned char c = (unsigned char)v->via.str.ptr[i];
+		if (c < 0x20 || c == 0x7f)
+			return fp_error_set(err, FUNNEL_EVALUE, key,
+			                    "field '%s' contains a control character at byte %u", key, i);
+	}
+	out->ptr = v->via.str.ptr;
+	out->len = v->via.str.size;
+	return FUNNEL_OK;
+}
+
+/* Per-type requirements on the data map. */
+static funnel_err
+check_data(const fp_evspec *spec, const msgpack_object *data, fp_error *err)
+{
+	char field[32];
+	if (data != NULL) {
+		for (uint32_t i = 0; i < data->via.map.size; i++) {
+			if (data->via.map.ptr[i].key.type != MSGPACK_OBJECT_STR)
+				return fp_error_set(err, FUNNEL_ETYPE, "data",
+				                    "keys of 'data' must be strings (key %u is not)", i);
+		}
+	}
+	if (spec->needs_string != NULL) {
+		snprintf(field, sizeof field, "data.%s", spec->needs_string);
+		const msgpack_object *v = mp_find(data, spec->needs_string);
+		if (v == NULL)
+			return fp_error_set(err, FUNNEL_EMISSING, field, "%s needs field '%s'",
+			                    spec->name, field);
+		if (v->type != MSGPACK_OBJECT_STR)
+			return fp_error_set(err, FUNNEL_ETYPE, field, "field '%s' must be a string", field);
+		if (v->via.str.size == 0)
+			return fp_error_set(err, FUNNEL_EVALUE, field, "field '%s' must not be empty", field);
+		if (v->via.str.size > FP_MAX_OWNER_BYTES)
+			return fp_error_set(err, FUNNEL_ETOOBIG, field, "field '%s' is %u bytes, the limit is %d",
+			                    field, v->via.str.size, FP_MAX_OWNER_BYTES);
+	}
+	if (spec->money_key != NULL) {
+		snprintf(field, sizeof field, "data.%s", spec->money_key);
+		const msgpack_object *v = mp_find(data, spec->money_key);
+		if (v != NULL) {
+			int ok = v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+			         ((v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32) &&
+			          v->via.f64 >= 0.0);
+			if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
+			    ((v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32) && !ok))
+				return fp_error_set(err, FUNNEL_EVALUE, field, "field '%s' must not be negative", field);
+			if (!ok)
+				return fp_error_set(err, FUNNEL_ETYPE, field, "field '%s' must be a number", field);
+		}
+	}
+	return FUNNEL_OK;
+}
+
+enum {
+	F_TYPE = 1 << 0, F_LEAD = 1 << 1, F_ID = 1 << 2, F_OCCURRED = 1 << 3,
+	F_EXPECTED = 1 << 4, F_CAUSE = 1 << 5, F_DATA = 1 << 6
+};
+
+static const char *const field_names[] = {
+	"type", "lead", "id", "occurred_at", "expected_version", "cause", "data"
+};
+
+funnel_err
+fp_event_decode(const msgpack_object *o, fp_event *ev, fp_error *err)
+{
+	funnel_err rc;
+	unsigned seen = 0;
+
+	memset(ev, 0, sizeof *ev);
+	if (o->type != MSGPACK_OBJECT_MAP)
+		return fp_error_set(err, FUNNEL_EMALFORMED, "", "an event must be a msgpack map");
+
+	for (uint32_t i = 0; i < o->via.map.size; i++) {
+		const msgpack_object *k = &o->via.map.ptr[i].key;
+		const msgpack_object *v = &o->via.map.ptr[i].val;
+		int f = -1;
+		for (int j = 0; j < (int)(sizeof field_names / sizeof field_names[0]); j++) {
+			if (mp_key_is(k, field_names[j])) {
+				f = j;
+				break;
+			}
+		}
+		if (f < 0) {
+			if (k->type == MSGPACK_OBJECT_STR)
+				return fp_error_set(err, FUNNEL_EVALUE, "", "unknown field '%.*s' in event",
+				                    (int)(k->via.str.size > 40 ? 40 : k->via.str.size), k->via.str.ptr);
+			return fp_error_set(err, FUNNEL_ETYPE, "", "event keys must be strings");
+		}
+		if (seen & (1u << f))
+			return fp_error_set(err, FUNNEL_EVALUE, field_names[f], "field '%s' appears twice",
+			                    field_names[f]);
+		seen |= 1u << f;
+		const char *name = field_names[f];
+		switch (1 << f) {
+		case F_TYPE:
+			if ((rc = check_ident(v, name, FP_MAX_TYPE_BYTES, &ev->type, err)) != FUNNEL_OK)
+				return rc;
+			break;
+		case F_LEAD:
+			if ((rc = check_ident(v, name, FP_MAX_LEAD_BYTES, &ev->lead, err)) != FUNNEL_OK)
+				return rc;
+			break;
+		case F_ID:
+			if ((rc = check_ident(v, name, FP_MAX_ID_BYTES, &ev->id, err)) != FUNNEL_OK)
+				return rc;
+			break;
+		case F_OCCURRED:
+			if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+				ev->occurred_at = v->via.i64;
+			else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 <= INT64_MAX)
+				ev->occurred_at = (int64_t)v->via.u64;
+			else
+				return fp_error_set(err, FUNNEL_ETYPE, name,
+				                    "field 'occurred_at' must be an integer (ns since the epoch)");
+			ev->has_occurred_at = 1;
+			break;
+		case F_EXPECTED:
+			if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+				return fp_error_set(err, FUNNEL_ETYPE, name,
+				                    "field 'expected_version' must be a non-negative integer");
+			ev->expected_version = v->via.u64;
+			ev->has_expected_version = 1;
+			break;
+		case F_CAUSE:
+			if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+				return fp_error_set(err, FUNNEL_ETYPE, name,
+				                    "field 'cause' must be a positive integer (a seq)");
+			if (v->via.u64 == 0)
+				return fp_error_set(err, FUNNEL_EVALUE, name, "field 'cause' must be a seq >= 1");
+			ev->cause = v->via.u64;
+			ev->has_cause = 1;
+			break;
+		case F_DATA:
+			if (v->type == MSGPACK_OBJECT_NIL)
+				break;
+			if (v->type != MSGPACK_OBJECT_MAP)
+				return fp_error_set(err, FUNNEL_ETYPE, name, "field 'data' must be a map");
+			ev->data = v;
+			break;
+		}
+	}
+
+	if (!(seen & F_TYPE))
+		return fp_error_set(err, FUNNEL_EMISSING, "type", "event has no 'type'");
+	ev->spec = fp_evspec_lookup(ev->type.ptr, ev->type.len);
+	if (ev->spec->type == FP_EV_UNKNOWN)
+		return fp_error_set(err, FUNNEL_EUNKNOWN_TYPE, "type",
+		                    "unknown event type '%.*s' (custom types start with 'x.')",
+		                    (int)ev->type.len, ev->type.ptr);
+	if (ev->spec->needs_lead && ev->lead.ptr == NULL)
+		return fp_error_set(err, FUNNEL_EMISSING, "lead", "%s needs field 'lead'", ev->spec->name);
+	if (ev->has_expected_version && ev->lead.ptr == NULL)
+		return fp_error_set(err, FUNNEL_EVALUE, "expected_version",
+		                    "'expected_version' needs a 'lead'");
+	return check_data(ev->spec, ev->data, err);
+}
+
+funnel_err
+fp_record_encode(msgpack_sbuffer *sb, const fp_event *ev, const fp_stamp *st,
+                 uint8_t hash_out[FUNNEL_HASH_BYTES])
+{
+	static const uint8_t zeros[FUNNEL_HASH_BYTES];
+	size_t start = sb->size;
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+
+	size_t n = 5;   /* seq ts type prev hash */
+	n += ev->lead.ptr != NULL;
+	n += ev->id.ptr != NULL;
+	n += ev->has_occurred_at;
+	n += ev->has_cause;
+	n += st->producer.ptr != NULL;
+	n += st->has_lead_state ? 2 : 0;
+	n += ev->data != NULL;
+
+	int rc = msgpack_pack_map(&pk, n);
+	rc |= mp_pack_key(&pk, "seq");
+	rc |= msgpack_pack_fix_uint64(&pk, st->seq);
+	rc |= mp_pack_key(&pk, "ts");
+	rc |= msgpack_pack_fix_uint64(&pk, st->ts);
+	rc |= mp_pack_key(&pk, "type");
+	rc |= mp_pack_str(&pk, ev->type);
+	if (ev->lead.ptr != NULL) {
+		rc |= mp_pack_key(&pk, "lead");
+		rc |= mp_pack_str(&pk, ev->lead);
+	}
+	if (ev->id.ptr != NULL) {
+		rc |= mp_pack_key(&pk, "id");
+		rc |= mp_pack_str(&pk, ev->id);
+	}
+	if (ev->has_occurred_at) {
+		rc |= mp_pack_key(&pk, "occurred_at");
+		rc |= msgpack_pack_int64(&pk, ev->occurred_at);
+	}
+	if (ev->has_cause) {
+		rc |= mp_pack_key(&pk, "cause");
+		rc |= msgpack_pack_uint64(&pk, ev->cause);
+	}
+	if (st->producer.ptr != NULL) {
+		rc |= mp_pack_key(&pk, "producer");
+		rc |= mp_pack_str(&pk, st->producer);
+	}
+	if (st->has_lead_state) {
+		rc |= mp_pack_key(&pk, "stage");
+		rc |= mp_pack_cstr(&pk, fp_stage_name(st->stage));
+		rc |= mp_pack_key(&pk, "version");
+		rc |= msgpack_pack_uint64(&pk, st->version);
+	}
+	if (ev->data != NULL) {
+		rc |= mp_pack_key(&pk, "data");
+		rc |= msgpack_pack_object(&pk, *ev->data);
+	}
+	rc |= mp_pack_key(&pk, "prev");
+	rc |= msgpack_pack_bin(&pk, FUNNEL_HASH_BYTES);
+	rc |= msgpack_pack_bin_body(&pk, st->prev ? st->prev : zeros, FUNNEL_HASH_BYTES);
+	rc |= mp_pack_key(&pk, "hash");
+	rc |= msgpack_pack_bin(&pk, FUNNEL_HASH_BYTES);
+	rc |= msgpack_pack_bin_body(&pk, zeros, FUNNEL_HASH_BYTES);
+	if (rc != 0) {
+		sb->size = start;
+		return FUNNEL_ENOMEM;
+	}
+	size_t len = sb->size - start;
+	if (len > FP_MAX_RECORD_BYTES) {
+		sb->size = start;
+		return FUNNEL_ETOOBIG;
+	}
+	uint8_t *rec = (uint8_t *)sb->data + start;
+	crypto_generichash(hash_out, FUNNEL_HASH_BYTES, rec, len - FUNNEL_HASH_BYTES, NULL, 0);
+	memcpy(rec + len - FUNNEL_HASH_BYTES, hash_out, FUNNEL_HASH_BYTES);
+	return FUNNEL_OK;
+}
+
+void
+fp_chain_init(fp_chain *c, uint64_t first_seq, const uint8_t *prev)
+{
+	c->next_seq = first_seq;
+	if (prev != NULL)
+		memcpy(c->head, prev, FUNNEL_HASH_BYTES);
+	else
+		memset(c->head, 0, FUNNEL_HASH_BYTES);
+}
+
+funnel_err
+fp_chain_step(fp_chain *c, const void *rec, size_t len, char *why, size_t whylen)
+{
+	funnel_record r;
+	msgpack_zone zone;
+	funnel_err rc = FUNNEL_OK;
+
+	msgpack_zone_init(&zone, 2048);
+	if (funnel_record_parse(rec, len, &zone, &r) != FUNNEL_OK) {
+		snprintf(why, whylen, "seq %" PRIu64 ": record does not decode", c->next_seq);
+		rc = FUNNEL_ECHAIN;
+	} else if (r.seq != c->next_seq) {
+		snprintf(why, whylen, "seq %" PRIu64 ": record carries seq %" PRIu64,
+		         c->next_seq, r.seq);
+		rc = FUNNEL_ECHAIN;
+	} else if (!funnel_record_hash_ok(rec, len)) {
+		snprintf(why, whylen, "seq %" PRIu64 ": record bytes do not match its hash (record altered)",
+		         r.seq);
+		rc = FUNNEL_ECHAIN;
+	} else if (memcmp(r.prev, c->head, FUNNEL_HASH_BYTES) != 0) {
+		snprintf(why, whylen, "seq %" PRIu64 ": prev does not match the hash of seq %" PRIu64
+		         " (chain broken)", r.seq, r.seq - 1);
+		rc = FUNNEL_ECHAIN;
+	} else {
+		memcpy(c->head, r.hash, FUNNEL_HASH_BYTES);
+		c->next_seq++;
+	}
+	msgpack_zone_destroy(&zone);
+	return rc;
+}

@@ -1,0 +1,107 @@
+/*
+ * proto/envelope.h - producer envelopes in, records out.
+ *
+ * An envelope is what a producer sends for one event (a msgpack map:
+ * type, lead, id, occurred_at, expected_version, cause, data).  The daemon
+ * decodes and validates it here, then stamps it (seq, ts, stage, version,
+ * prev) into a record, the bytes that are stored, published and replayed.
+ * Chain checking of records also lives here, so the daemon, the library
+ * and `funnel verify` share one definition of a valid record.
+ */
+#ifndef FUNNEL_PROTO_ENVELOPE_H
+#define FUNNEL_PROTO_ENVELOPE_H
+
+#include <stdint.h>
+#include <msgpack.h>
+
+#include "funnel/error.h"
+#include "funnel/record.h"
+#include "model.h"
+
+/* Limits, documented in PROTOCOL.md "Limits". */
+#define FP_MAX_TYPE_BYTES 64
+#define FP_MAX_LEAD_BYTES 128
+#define FP_MAX_ID_BYTES 128
+#define FP_MAX_PRODUCER_BYTES 128
+#define FP_MAX_OWNER_BYTES 128            /* data.owner, data.reason, data.kind, ... */
+#define FP_MAX_RECORD_BYTES 65536          /* one stored record */
+#define FP_MAX_REQUEST_BYTES (8u << 20)    /* one request frame */
+#define FP_MAX_BATCH 10000                 /* events in one publish request */
+
+/* A structured error: stable code, the event index in its request (-1 if
+ * the request as a whole), the field it concerns ("" if none) and a
+ * message naming the problem.  Plain value, no ownership. */
+typedef struct fp_error {
+	funnel_err code;
+	int index;
+	char field[32];
+	char message[256];
+} fp_error;
+
+/* Fill *err (which may be NULL) and return code. */
+funnel_err fp_error_set(fp_error *err, funnel_err code, const char *field,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* A decoded envelope.  Strings and data are views into the msgpack object
+ * it was decoded from: valid while that object's zone lives. */
+typedef struct fp_event {
+	const fp_evspec *spec;
+	funnel_str type;
+	funnel_str lead;         /* ptr NULL when absent */
+	funnel_str id;           /* ptr NULL when absent */
+	int has_occurred_at;
+	int64_t occurred_at;
+	int has_expected_version;
+	uint64_t expected_version;
+	int has_cause;
+	uint64_t cause;
+	const msgpack_object *data;   /* a map, or NULL */
+} fp_event;
+
+/*
+ * Decode and validate one envelope: field types, lengths, known type,
+ * the data keys its type requires.  Stage checks need the lead's state
+ * and are the caller's (fp_transition).  On failure fills *err (index left
+ * as -1 for the caller to set) and returns its code.
+ */
+funnel_err fp_event_decode(const msgpack_object *o, fp_event *ev, fp_error *err);
+
+/* What the daemon adds to an event to make it a record. */
+typedef struct fp_stamp {
+	uint64_t seq;
+	uint64_t ts;
+	funnel_str producer;     /* ptr NULL when unauthenticated */
+	int has_lead_state;      /* 1 when the event names a lead */
+	fp_stage stage;          /* the lead's stage after the event */
+	uint64_t version;        /* the lead's version after the event */
+	const uint8_t *prev;     /* FUNNEL_HASH_BYTES */
+} fp_stamp;
+
+/*
+ * Append the record for (ev, st) to sb and write its hash to hash_out.
+ * The record starts at the sbuffer's size on entry.  Returns FUNNEL_OK,
+ * FUNNEL_ETOOBIG (sb is then restored to its size on entry) or
+ * FUNNEL_ENOMEM.
+ */
+funnel_err fp_record_encode(msgpack_sbuffer *sb, const fp_event *ev,
+                            const fp_stamp *st, uint8_t hash_out[FUNNEL_HASH_BYTES]);
+
+/* Hash-chain walker used by `funnel verify` and the tests.  Feed it
+ * records in seq order; it checks that each decodes, carries the seq
+ * expected, hashes to its stored hash, and names the previous record's
+ * hash as prev. */
+typedef struct fp_chain {
+	uint64_t next_seq;                 /* seq the next record must carry */
+	uint8_t head[FUNNEL_HASH_BYTES];   /* hash of the last record accepted */
+} fp_chain;
+
+/* Start a walk at first_seq; prev is the hash of record first_seq-1
+ * (NULL means zeros, right for first_seq == 1). */
+void fp_chain_init(fp_chain *c, uint64_t first_seq, const uint8_t *prev);
+
+/* Check the next record.  Returns FUNNEL_OK, or FUNNEL_ECHAIN with a
+ * sentence in why naming the seq and the problem. */
+funnel_err fp_chain_step(fp_chain *c, const void *rec, size_t len,
+                         char *why, size_t whylen);
+
+#endif /* FUNNEL_PROTO_ENVELOPE_H */

@@ -1,0 +1,138 @@
+/*
+ * proto/mp.c - typed accessors over msgpack-c objects.
+ */
+#include <string.h>
+
+#include "mp.h"
+
+int
+mp_key_is(const msgpack_object *k, const char *key)
+{
+	size_t n = strlen(key);
+	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+	       memcmp(k->via.str.ptr, key, n) == 0;
+}
+
+const msgpack_object *
+mp_find(const msgpack_object *map, const char *key)
+{
+	if (map == NULL || map->type != MSGPACK_OBJECT_MAP)
+		return NULL;
+	for (uint32_t i = 0; i < map->via.map.size; i++) {
+		const msgpack_object_kv *kv = &map->via.map.ptr[i];
+		if (mp_key_is(&kv->key, key))
+			return &kv->val;
+	}
+	return NULL;
+}
+
+static funnel_err
+wrong_type(fp_error *err, const char *key, const char *want)
+{
+	return fp_error_set(err, FUNNEL_ETYPE, key, "field '%s' must be %s", key, want);
+}
+
+funnel_err
+mp_get_u64(const msgpack_object *map, const char *key, uint64_t *out, fp_error *err)
+{
+	const msgpack_object *v = mp_find(map, key);
+	if (v == NULL)
+		return FUNNEL_EMISSING;
+	if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return wrong_type(err, key, "a non-negative integer");
+	*out = v->via.u64;
+	return FUNNEL_OK;
+}
+
+funnel_err
+mp_get_i64(const msgpack_object *map, const char *key, int64_t *out, fp_error *err)
+{
+	const msgpack_object *v = mp_find(map, key);
+	if (v == NULL)
+		return FUNNEL_EMISSING;
+	if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+		*out = v->via.i64;
+	} else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 <= INT64_MAX) {
+		*out = (int64_t)v->via.u64;
+	} else {
+		return wrong_type(err, key, "an integer (int64)");
+	}
+	return FUNNEL_OK;
+}
+
+funnel_err
+mp_get_str(const msgpack_object *map, const char *key, funnel_str *out, fp_error *err)
+{
+	const msgpack_object *v = mp_find(map, key);
+	if (v == NULL)
+		return FUNNEL_EMISSING;
+	if (v->type != MSGPACK_OBJECT_STR)
+		return wrong_type(err, key, "a string");
+	out->ptr = v->via.str.ptr;
+	out->len = v->via.str.size;
+	return FUNNEL_OK;
+}
+
+funnel_err
+mp_get_bin(const msgpack_object *map, const char *key, funnel_str *out, fp_error *err)
+{
+	const msgpack_object *v = mp_find(map, key);
+	if (v == NULL)
+		return FUNNEL_EMISSING;
+	if (v->type != MSGPACK_OBJECT_BIN)
+		return wrong_type(err, key, "binary");
+	out->ptr = v->via.bin.ptr;
+	out->len = v->via.bin.size;
+	return FUNNEL_OK;
+}
+
+funnel_err
+mp_get_bool(const msgpack_object *map, const char *key, int *out, fp_error *err)
+{
+	const msgpack_object *v = mp_find(map, key);
+	if (v == NULL)
+		return FUNNEL_EMISSING;
+	if (v->type != MSGPACK_OBJECT_BOOLEAN)
+		return wrong_type(err, key, "a boolean");
+	*out = v->via.boolean ? 1 : 0;
+	return FUNNEL_OK;
+}
+
+funnel_err
+mp_get_f64(const msgpack_object *map, const char *key, double *out, fp_error *err)
+{
+	const msgpack_object *v = mp_find(map, key);
+	if (v == NULL)
+		return FUNNEL_EMISSING;
+	switch (v->type) {
+	case MSGPACK_OBJECT_POSITIVE_INTEGER: *out = (double)v->via.u64; break;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER: *out = (double)v->via.i64; break;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64: *out = v->via.f64; break;
+	default: return wrong_type(err, key, "a number");
+	}
+	return FUNNEL_OK;
+}
+
+int
+mp_pack_key(msgpack_packer *pk, const char *key)
+{
+	return mp_pack_cstr(pk, key);
+}
+
+int
+mp_pack_cstr(msgpack_packer *pk, const char *s)
+{
+	size_t n = strlen(s);
+	if (msgpack_pack_str(pk, n) != 0)
+		return -1;
+	return msgpack_pack_str_body(pk, s, n);
+}
+
+int
+mp_pack_str(msgpack_packer *pk, funnel_str s)
+{
+	if (msgpack_pack_str(pk, s.len) != 0)
+		return -1;
+	return msgpack_pack_str_body(pk, s.ptr, s.len);
+}
