@@ -1,0 +1,497 @@
+/*
+ * tests/integration/test_daemon.c - funneld as a producer and a reader see
+ * it: a real daemon process, real sockets, a real LMDB file.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "funnel/funnel.h"
+#include "harness.h"
+#include "workload.h"
+
+typedef struct ctx {
+	daemon_proc d;
+	funnel_producer *p;
+	funnel_query *q;
+	msgpack_sbuffer sb;
+} ctx;
+
+static int
+open_clients(ctx *c)
+{
+	if (funnel_producer_new(&c->p, c->d.ingest, 10000) != FUNNEL_OK)
+		return -1;
+	if (funnel_query_new(&c->q, c->d.query, 10000) != FUNNEL_OK)
+		return -1;
+	return 0;
+}
+
+static int
+setup_with(void **state, const char *extra)
+{
+	ctx *c = calloc(1, sizeof *c);
+	if (c == NULL || harness_start(&c->d, extra) != 0)
+		return -1;
+	msgpack_sbuffer_init(&c->sb);
+	*state = c;
+	return open_clients(c);
+}
+
+static int
+setup(void **state)
+{
+	return setup_with(state, NULL);
+}
+
+static int
+teardown(void **state)
+{
+	ctx *c = *state;
+	funnel_producer_destroy(&c->p);
+	funnel_query_destroy(&c->q);
+	harness_cleanup(&c->d);
+	msgpack_sbuffer_destroy(&c->sb);
+	free(c);
+	return 0;
+}
+
+static uint64_t
+head(ctx *c)
+{
+	funnel_status st;
+	assert_int_equal(funnel_status_get(c->q, &st), FUNNEL_OK);
+	return st.head;
+}
+
+/* Publish one event; data is a NULL-terminated list of string pairs. */
+static int
+pub1(ctx *c, const char *type, const char *lead, const char *id, funnel_ack *ack, ...)
+{
+	va_list ap;
+	const char *kv[16];
+	int n = 0;
+	va_start(ap, ack);
+	while ((kv[n] = va_arg(ap, const char *)) != NULL && n < 14)
+		n++;
+	va_end(ap);
+	c->sb.size = 0;
+	if (n == 0)
+		wl_kv(&c->sb, NULL);
+	else if (n == 2)
+		wl_kv(&c->sb, kv[0], kv[1], NULL);
+	else
+		wl_kv(&c->sb, kv[0], kv[1], kv[2], kv[3], NULL);
+	funnel_event ev = { .type = type, .lead = lead, .id = id, .data = c->sb.data,
+	                    .data_len = c->sb.size };
+	funnel_ack local;
+	return funnel_publish(c->p, &ev, 1, ack ? ack : &local);
+}
+
+/* Fetch every record of the log. */
+static size_t
+replay_all(ctx *c, funnel_replay_req *req, uint8_t **recs, size_t *lens, size_t cap)
+{
+	funnel_page pg;
+	size_t n = 0;
+	for (;;) {
+		assert_int_equal(funnel_replay_page(c->q, req, &pg), FUNNEL_OK);
+		for (size_t i = 0; i < pg.n && n < cap; i++, n++) {
+			recs[n] = malloc(pg.lens[i]);
+			memcpy(recs[n], pg.recs[i], pg.lens[i]);
+			lens[n] = pg.lens[i];
+		}
+		int end = pg.end;
+		req->from = pg.next;
+		funnel_page_release(&pg);
+		if (end)
+			return n;
+	}
+}
+
+static void
+test_publish_ack_subscribe_replay_same_bytes(void **state)
+{
+	ctx *c = *state;
+	funnel_subscriber *s;
+	funnel_sub_opts o = { .publish = c->d.publish, .query = c->d.query, .from = 1, .live = 1 };
+	assert_int_equal(funnel_subscriber_new(&s, &o), FUNNEL_OK);
+
+	funnel_ack ack;
+	c->sb.size = 0;
+	wl_lead_data(&c->sb, 1, 1);
+	funnel_event ev = { .type = "lead.captured", .lead = "L-1", .id = "form-1",
+	                    .data = c->sb.data, .data_len = c->sb.size };
+	assert_int_equal(funnel_publish(c->p, &ev, 1, &ack), FUNNEL_OK);
+	assert_int_equal(ack.seq, 1);
+	assert_false(ack.dup);
+
+	const uint8_t *live;
+	size_t live_len;
+	assert_int_equal(funnel_subscriber_next(s, 5000, &live, &live_len), FUNNEL_OK);
+	uint8_t *copy = malloc(live_len);
+	memcpy(copy, live, live_len);
+
+	uint8_t *recs[4];
+	size_t lens[4];
+	funnel_replay_req req = { .from = 1 };
+	assert_int_equal(replay_all(c, &req, recs, lens, 4), 1);
+	assert_int_equal(lens[0], live_len);
+	assert_memory_equal(recs[0], copy, live_len);
+	assert_true(funnel_record_hash_ok(recs[0], lens[0]));
+
+	msgpack_zone z;
+	msgpack_zone_init(&z, 1024);
+	funnel_record r;
+	assert_int_equal(funnel_record_parse(recs[0], lens[0], &z, &r), FUNNEL_OK);
+	assert_int_equal(r.seq, 1);
+	assert_int_equal(r.stage.len, 7);
+	assert_memory_equal(r.stage.ptr, "inquiry", 7);
+	assert_non_null(r.data);
+	msgpack_zone_destroy(&z);
+	free(recs[0]);
+	free(copy);
+	funnel_subscriber_destroy(&s);
+	assert_null(s);
+}
+
+static void
+test_duplicate_returns_original_seq(void **state)
+{
+	ctx *c = *state;
+	funnel_ack a, b;
+	assert_int_equal(pub1(c, "lead.captured", "L-1", "k-1", &a, "email", "a@x.example", NULL), FUNNEL_OK);
+	assert_int_equal(pub1(c, "lead.captured", "L-2", "k-2", NULL, "email", "b@x.example", NULL), FUNNEL_OK);
+	assert_int_equal(pub1(c, "lead.captured", "L-1", "k-1", &b, "email", "changed@x.example", NULL), FUNNEL_OK);
+	assert_int_equal(b.seq, a.seq);
+	assert_true(b.dup);
+	assert_int_equal(head(c), 2);
+	/* a duplicate inside one request: the second is acknowledged as a duplicate of the first */
+	funnel_event evs[2] = {
+		{ .type = "x.note", .id = "same" },
+		{ .type = "x.note", .id = "same" },
+	};
+	funnel_ack acks[2];
+	assert_int_equal(funnel_publish(c->p, evs, 2, acks), FUNNEL_OK);
+	assert_int_equal(acks[0].seq, 3);
+	assert_false(acks[0].dup);
+	assert_int_equal(acks[1].seq, 3);
+	assert_true(acks[1].dup);
+	assert_int_equal(head(c), 3);
+}
+
+static void
+test_bad_inputs_rejected_log_unchanged(void **state)
+{
+	ctx *c = *state;
+	const funnel_error_info *e;
+	assert_int_equal(pub1(c, "lead.captured", "L-1", "c1", NULL, NULL), FUNNEL_OK);
+	uint64_t h = head(c);
+
+	struct {
+		const char *type, *lead;
+		const char *k, *v;
+		int code;
+		const char *field;
+	} cases[] = {
+		{ "lead.bogus", "L-1", NULL, NULL, FUNNEL_EUNKNOWN_TYPE, "type" },
+		{ "deal.won", "L-404", NULL, NULL, FUNNEL_ENOLEAD, "lead" },
+		{ "deal.won", "L-1", NULL, NULL, FUNNEL_ETRANSITION, "type" },
+		{ "lead.accepted", "L-1", NULL, NULL, FUNNEL_ETRANSITION, "type" },
+		{ "lead.qualified", NULL, NULL, NULL, FUNNEL_EMISSING, "lead" },
+		{ "lead.rejected", "L-1", NULL, NULL, FUNNEL_EMISSING, "data.reason" },
+		{ "lead.assigned", "L-1", "owner", "", FUNNEL_EVALUE, "data.owner" },
+		{ "", "L-1", NULL, NULL, FUNNEL_EVALUE, "type" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int rc = cases[i].k ? pub1(c, cases[i].type, cases[i].lead, NULL, NULL, cases[i].k, cases[i].v, NULL)
+		                    : pub1(c, cases[i].type, cases[i].lead, NULL, NULL, NULL);
+		e = funnel_producer_error(c->p);
+		if (rc != cases[i].code)
+			fail_msg("case %zu (%s): got %s, want %s: %s", i, cases[i].type, funnel_errname(rc),
+			         funnel_errname(cases[i].code), e->message);
+		assert_string_equal(e->field, cases[i].field);
+		assert_true(strlen(e->message) > 10);
+		assert_int_equal(e->index, 0);
+	}
+	/* expected version */
+	funnel_event ev = { .type = "lead.activity", .lead = "L-1", .has_expected_version = 1,
+	                    .expected_version = 7 };
+	c->sb.size = 0;
+	wl_kv(&c->sb, "kind", "page_view", NULL);
+	ev.data = c->sb.data;
+	ev.data_len = c->sb.size;
+	funnel_ack ack;
+	assert_int_equal(funnel_publish(c->p, &ev, 1, &ack), FUNNEL_EVERSION);
+	assert_non_null(strstr(funnel_producer_error(c->p)->message, "version 1"));
+	ev.expected_version = 1;
+	assert_int_equal(head(c), h);
+	assert_int_equal(funnel_publish(c->p, &ev, 1, &ack), FUNNEL_OK);
+	assert_int_equal(ack.seq, h + 1);
+
+	/* malformed bytes straight on the wire: not msgpack, wrong shapes */
+	static const struct {
+		const char *bytes;
+		size_t len;
+		int code;
+	} raw[] = {
+		{ "\xc1", 1, FUNNEL_EMALFORMED },                      /* never-used msgpack byte */
+		{ "\x93\x01\x02\x03", 4, FUNNEL_EMALFORMED },          /* an array, not an event map */
+		{ "\x81\xa4type\x07", 7, FUNNEL_ETYPE },                /* type is an int */
+		{ "\x82\xa4type\xa7x.thing\xa4""data\x05", 20, FUNNEL_ETYPE },  /* data not a map */
+	};
+	for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
+		int rc = funnel_publish_packed(c->p, raw[i].bytes, raw[i].len, 1, &ack);
+		if (rc != raw[i].code)
+			fail_msg("raw case %zu: got %s, want %s", i, funnel_errname(rc), funnel_errname(raw[i].code));
+	}
+	assert_int_equal(head(c), h + 1);
+}
+
+static void
+test_batch_is_atomic(void **state)
+{
+	ctx *c = *state;
+	funnel_event evs[4] = {
+		{ .type = "lead.captured", .lead = "B-1", .id = "b1" },
+		{ .type = "lead.qualified", .lead = "B-1" },
+		{ .type = "lead.captured", .lead = "B-2", .id = "b2" },
+		{ .type = "deal.won", .lead = "B-2" },      /* makes no sense: B-2 is an inquiry */
+	};
+	funnel_ack acks[4];
+	assert_int_equal(funnel_publish(c->p, evs, 4, acks), FUNNEL_ETRANSITION);
+	assert_int_equal(funnel_producer_error(c->p)->index, 3);
+	assert_int_equal(head(c), 0);
+	funnel_lead_info li;
+	assert_int_equal(funnel_lead_get(c->q, "B-1", &li), FUNNEL_ENOTFOUND);
+	/* the ids of the refused batch were not kept: the same events now go in */
+	evs[3].type = "lead.qualified";
+	assert_int_equal(funnel_publish(c->p, evs, 4, acks), FUNNEL_OK);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(acks[i].seq, (uint64_t)i + 1);
+		assert_false(acks[i].dup);
+	}
+	assert_int_equal(funnel_lead_get(c->q, "B-2", &li), FUNNEL_OK);
+	assert_string_equal(li.stage, "mql");
+	assert_int_equal(li.version, 2);
+}
+
+static void
+test_lead_state_history_and_owner(void **state)
+{
+	ctx *c = *state;
+	funnel_lead_info li;
+	assert_int_equal(pub1(c, "lead.captured", "H-1", NULL, NULL, NULL), FUNNEL_OK);
+	assert_int_equal(pub1(c, "x.other", "H-2", NULL, NULL, NULL), FUNNEL_OK);
+	assert_int_equal(pub1(c, "lead.qualified", "H-1", NULL, NULL, NULL), FUNNEL_OK);
+	assert_int_equal(pub1(c, "lead.assigned", "H-1", NULL, NULL, "owner", "rep-ann", NULL), FUNNEL_OK);
+	assert_int_equal(pub1(c, "lead.accepted", "H-1", NULL, NULL, NULL), FUNNEL_OK);
+	assert_int_equal(pub1(c, "lead.recycled", "H-1", NULL, NULL, "reason", "no-budget", NULL), FUNNEL_OK);
+	assert_int_equal(pub1(c, "lead.qualified", "H-1", NULL, NULL, NULL), FUNNEL_OK);
+	assert_int_equal(funnel_lead_get(c->q, "H-1", &li), FUNNEL_OK);
+	assert_string_equal(li.stage, "mql");
+	assert_int_equal(li.version, 6);
+	assert_int_equal(li.last_seq, 7);
+	assert_string_equal(li.owner, "rep-ann");
+	/* a custom event names a lead that was never captured: stage none */
+	assert_int_equal(funnel_lead_get(c->q, "H-2", &li), FUNNEL_OK);
+	assert_string_equal(li.stage, "none");
+
+	uint8_t *recs[16];
+	size_t lens[16];
+	funnel_replay_req req = { .lead = "H-1", .limit = 2 };
+	size_t n = replay_all(c, &req, recs, lens, 16);
+	assert_int_equal(n, 6);
+	const char *stages[] = { "inquiry", "mql", "mql", "sal", "nurture", "mql" };
+	msgpack_zone z;
+	msgpack_zone_init(&z, 1024);
+	for (size_t i = 0; i < n; i++) {
+		funnel_record r;
+		assert_int_equal(funnel_record_parse(recs[i], lens[i], &z, &r), FUNNEL_OK);
+		assert_int_equal(r.lead.len, 3);
+		assert_int_equal(r.version, i + 1);
+		assert_int_equal(r.stage.len, strlen(stages[i]));
+		assert_memory_equal(r.stage.ptr, stages[i], r.stage.len);
+		free(recs[i]);
+	}
+	/* type prefix filter */
+	funnel_replay_req tq = { .type = "lead.qualified" };
+	n = replay_all(c, &tq, recs, lens, 16);
+	assert_int_equal(n, 2);
+	for (size_t i = 0; i < n; i++)
+		free(recs[i]);
+	msgpack_zone_destroy(&z);
+}
+
+static void
+test_time_range_replay(void **state)
+{
+	ctx *c = *state;
+	uint64_t mid_ts = 0;
+	for (int i = 0; i < 30; i++) {
+		char lead[16];
+		snprintf(lead, sizeof lead, "T-%d", i);
+		assert_int_equal(pub1(c, "lead.captured", lead, NULL, NULL, NULL), FUNNEL_OK);
+		if (i == 14) {
+			funnel_status st;
+			assert_int_equal(funnel_status_get(c->q, &st), FUNNEL_OK);
+			mid_ts = st.head_ts;   /* ts of seq 15 */
+		}
+		usleep(2000);
+	}
+	uint8_t *recs[64];
+	size_t lens[64];
+	funnel_replay_req req = { .since = mid_ts, .limit = 4 };
+	size_t n = replay_all(c, &req, recs, lens, 64);
+	assert_int_equal(n, 16);   /* seqs 15..30 */
+	uint64_t seq, ts;
+	assert_int_equal(funnel_record_peek(recs[0], lens[0], &seq, &ts), FUNNEL_OK);
+	assert_int_equal(seq, 15);
+	for (size_t i = 0; i < n; i++)
+		free(recs[i]);
+	funnel_replay_req req2 = { .until = mid_ts };
+	n = replay_all(c, &req2, recs, lens, 64);
+	assert_int_equal(n, 14);
+	for (size_t i = 0; i < n; i++)
+		free(recs[i]);
+}
+
+static void
+test_restart_keeps_data_and_seq_continues(void **state)
+{
+	ctx *c = *state;
+	funnel_ack ack;
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(pub1(c, "x.tick", NULL, NULL, NULL, NULL), FUNNEL_OK);
+	funnel_status before, after;
+	assert_int_equal(funnel_status_get(c->q, &before), FUNNEL_OK);
+	assert_int_equal(harness_stop(&c->d), 0);   /* clean exit on SIGTERM */
+	assert_int_equal(harness_restart(&c->d), 0);
+	assert_int_equal(funnel_status_get(c->q, &after), FUNNEL_OK);
+	assert_int_equal(after.head, 10);
+	assert_memory_equal(after.head_hash, before.head_hash, FUNNEL_HASH_BYTES);
+	assert_int_equal(pub1(c, "x.tick", NULL, NULL, &ack, NULL), FUNNEL_OK);
+	assert_int_equal(ack.seq, 11);
+	funnel_verify_result vr;
+	assert_int_equal(funnel_verify(c->q, 0, 0, &vr), FUNNEL_OK);
+	assert_int_equal(vr.checked, 11);
+	assert_int_equal(vr.bad_seq, 0);
+}
+
+static void
+test_map_grows_when_full(void **state)
+{
+	ctx *c = *state;
+	/* 1 MiB map to start with: ~8,000 events of ~300 bytes need it to grow several times */
+	funnel_event evs[100];
+	funnel_ack acks[100];
+	msgpack_sbuffer bufs[100];
+	char leads[100][24];
+	for (int r = 0; r < 80; r++) {
+		for (int i = 0; i < 100; i++) {
+			msgpack_sbuffer_init(&bufs[i]);
+			wl_lead_data(&bufs[i], 7, (uint64_t)r * 100 + (uint64_t)i);
+			snprintf(leads[i], sizeof leads[i], "G-%d-%d", r, i);
+			evs[i] = (funnel_event){ .type = "lead.captured", .lead = leads[i],
+			                         .data = bufs[i].data, .data_len = bufs[i].size };
+		}
+		int rc = funnel_publish(c->p, evs, 100, acks);
+		for (int i = 0; i < 100; i++)
+			msgpack_sbuffer_destroy(&bufs[i]);
+		assert_int_equal(rc, FUNNEL_OK);
+	}
+	funnel_status st;
+	assert_int_equal(funnel_status_get(c->q, &st), FUNNEL_OK);
+	assert_int_equal(st.head, 8000);
+	assert_true(st.map_bytes > (1u << 20));
+	funnel_verify_result vr;
+	assert_int_equal(funnel_verify(c->q, 0, 0, &vr), FUNNEL_OK);
+	assert_int_equal(vr.checked, 8000);
+}
+
+static int
+setup_small_map(void **state)
+{
+	return setup_with(state, "--map-size 1MiB");
+}
+
+static int
+setup_capped_map(void **state)
+{
+	return setup_with(state, "--map-size 1MiB --max-map-size 2MiB");
+}
+
+static void
+test_full_log_is_an_error_not_corruption(void **state)
+{
+	ctx *c = *state;
+	funnel_event evs[50];
+	funnel_ack acks[50];
+	msgpack_sbuffer bufs[50];
+	char leads[50][24];
+	int rc = FUNNEL_OK, batches = 0;
+	for (int r = 0; r < 200 && rc == FUNNEL_OK; r++, batches++) {
+		for (int i = 0; i < 50; i++) {
+			msgpack_sbuffer_init(&bufs[i]);
+			wl_lead_data(&bufs[i], 9, (uint64_t)r * 50 + (uint64_t)i);
+			snprintf(leads[i], sizeof leads[i], "F-%d-%d", r, i);
+			evs[i] = (funnel_event){ .type = "lead.captured", .lead = leads[i],
+			                         .data = bufs[i].data, .data_len = bufs[i].size };
+		}
+		rc = funnel_publish(c->p, evs, 50, acks);
+		for (int i = 0; i < 50; i++)
+			msgpack_sbuffer_destroy(&bufs[i]);
+	}
+	assert_int_equal(rc, FUNNEL_ESTORAGE);
+	assert_non_null(strstr(funnel_producer_error(c->p)->message, "nothing was stored"));
+	/* whole batches only, and a chain that verifies */
+	uint64_t h = head(c);
+	assert_int_equal(h % 50, 0);
+	assert_int_equal(h, (uint64_t)(batches - 1) * 50);
+	funnel_verify_result vr;
+	assert_int_equal(funnel_verify(c->q, 0, 0, &vr), FUNNEL_OK);
+	assert_int_equal(vr.checked, h);
+	/* still serving: a small event fits in what is left, or is refused the same way */
+	rc = pub1(c, "x.small", NULL, NULL, NULL, NULL);
+	assert_true(rc == FUNNEL_OK || rc == FUNNEL_ESTORAGE);
+	funnel_status st;
+	assert_int_equal(funnel_status_get(c->q, &st), FUNNEL_OK);
+}
+
+static void
+test_query_endpoint_errors(void **state)
+{
+	ctx *c = *state;
+	funnel_lead_info li;
+	assert_int_equal(funnel_lead_get(c->q, "nobody", &li), FUNNEL_ENOTFOUND);
+	funnel_page pg;
+	funnel_replay_req req = { .from = 100 };
+	assert_int_equal(funnel_replay_page(c->q, &req, &pg), FUNNEL_OK);
+	assert_int_equal(pg.n, 0);
+	assert_true(pg.end);
+	funnel_page_release(&pg);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_publish_ack_subscribe_replay_same_bytes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_duplicate_returns_original_seq, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_inputs_rejected_log_unchanged, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_is_atomic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lead_state_history_and_owner, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_time_range_replay, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_keeps_data_and_seq_continues, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_map_grows_when_full, setup_small_map, teardown),
+		cmocka_unit_test_setup_teardown(test_full_log_is_an_error_not_corruption, setup_capped_map, teardown),
+		cmocka_unit_test_setup_teardown(test_query_endpoint_errors, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("funneld", tests, NULL, NULL);
+}

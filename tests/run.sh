@@ -1,0 +1,64 @@
+#!/bin/sh
+# tests/run.sh - run test binaries (cmocka) and the protocol conformance
+# test, then print one summary line: "tests: N passed, N failed".
+#
+# usage: BUILD=build sh tests/run.sh build/tests/test_a build/tests/test_b ...
+# Each program gets at most TEST_TIMEOUT seconds (default 900).
+BUILD=${BUILD:-build}
+TEST_TIMEOUT=${TEST_TIMEOUT:-900}
+export BUILD
+export FUNNELD="$BUILD/bin/funneld"
+# msgpack-c sizes arrays from their declared length before reading them;
+# a hostile length must be an allocation failure, not a sanitizer abort.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-allocator_may_return_null=1:detect_leaks=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+
+passed=0
+failed=0
+broken=""
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+count() {
+	# $1: program output; cmocka prints "[  PASSED  ] N test(s)." and
+	# "[  FAILED  ] N test(s)"; the Python test prints "N passed, N failed".
+	p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$1" | awk '{s+=$1} END {print s+0}')
+	f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$1" | awk '{s+=$1} END {print s+0}')
+	pp=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$1" | tail -1)
+	pf=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$1" | tail -1)
+	echo "$((p + ${pp:-0})) $((f + ${pf:-0}))"
+}
+
+run_one() {
+	name=$(basename "$1")
+	echo "=== $name"
+	start=$(date +%s)
+	case "$1" in
+	*.py) timeout "$TEST_TIMEOUT" /usr/bin/python3 "$1" >"$out" 2>&1 ;;
+	*) timeout "$TEST_TIMEOUT" "$1" >"$out" 2>&1 ;;
+	esac
+	rc=$?
+	cat "$out"
+	set -- $(count "$out")
+	p=$1 f=$2
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		# crashed, timed out or failed without a count: one failure
+		f=1
+		echo "!!! $name exited with status $rc"
+	fi
+	passed=$((passed + p))
+	failed=$((failed + f))
+	[ "$f" -gt 0 ] && broken="$broken $name"
+	echo "--- $name: $p passed, $f failed ($(( $(date +%s) - start ))s)"
+}
+
+for t in "$@"; do
+	run_one "$t"
+done
+for t in tests/integration/test_*.py; do
+	[ -f "$t" ] && run_one "$t"
+done
+
+[ -n "$broken" ] && echo "failing:$broken"
+echo "tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
