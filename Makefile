@@ -21,6 +21,8 @@ PKGS := libzmq lmdb msgpack libsodium libcjson yaml-0.1
 DEB_PACKAGES := build-essential pkg-config libzmq3-dev liblmdb-dev lmdb-utils \
 	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev \
 	python3 python3-zmq python3-msgpack
+# the peers `make bench` measures funnel against, in the same run
+BENCH_PACKAGES := redis-server libhiredis-dev
 
 OPT ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Wshadow -Wstrict-prototypes \
@@ -91,7 +93,7 @@ $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 
 $(BUILD)/bench/%: tests/bench/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) -lhiredis $(LDFLAGS)
 
 # Install what is missing (Debian).  Quiet and quick when all is present.
 deps:
@@ -121,7 +123,9 @@ sanitize:
 run: deps all
 	$(FUNNELD) $(ARGS)
 
-bench: deps all $(BENCH_BIN)
+bench: deps
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_PACKAGES)"
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@BUILD=$(BUILD) sh tests/bench/run.sh
 
 install: all
