@@ -3,6 +3,8 @@
  * hash-chain checking.
  */
 #include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,9 +47,81 @@ check_ident(const msgpack_object *v, const char *key, size_t max, funnel_str *ou
 			return fp_error_set(err, FUNNEL_EVALUE, key,
 			                    "field '%s' contains a control character at byte %u", key, i);
 	}
+	long bad = mp_utf8_invalid_at(v->via.str.ptr, v->via.str.size);
+	if (bad >= 0)
+		return fp_error_set(err, FUNNEL_EVALUE, key, "field '%s' is not valid UTF-8 (byte %ld)",
+		                    key, bad);
 	out->ptr = v->via.str.ptr;
 	out->len = v->via.str.size;
 	return FUNNEL_OK;
+}
+
+/* Every string inside a data value (keys and values, at any depth) is
+ * UTF-8, so every consumer, in any language, can decode every record. */
+static int
+strings_valid(const msgpack_object *o)
+{
+	switch (o->type) {
+	case MSGPACK_OBJECT_STR:
+		return mp_utf8_invalid_at(o->via.str.ptr, o->via.str.size) < 0;
+	case MSGPACK_OBJECT_ARRAY:
+		for (uint32_t i = 0; i < o->via.array.size; i++) {
+			if (!strings_valid(&o->via.array.ptr[i]))
+				return 0;
+		}
+		return 1;
+	case MSGPACK_OBJECT_MAP:
+		for (uint32_t i = 0; i < o->via.map.size; i++) {
+			if (!strings_valid(&o->via.map.ptr[i].key) || !strings_valid(&o->via.map.ptr[i].val))
+				return 0;
+		}
+		return 1;
+	default:
+		return 1;
+	}
+}
+
+static int
+cmp_keys(const void *a, const void *b)
+{
+	const msgpack_object *x = *(const msgpack_object *const *)a;
+	const msgpack_object *y = *(const msgpack_object *const *)b;
+	uint32_t n = x->via.str.size < y->via.str.size ? x->via.str.size : y->via.str.size;
+	int c = memcmp(x->via.str.ptr, y->via.str.ptr, n);
+	if (c != 0)
+		return c;
+	return x->via.str.size < y->via.str.size ? -1 : x->via.str.size > y->via.str.size;
+}
+
+/* The first key of a (string-keyed) map that appears twice, or NULL.
+ * Decoders disagree on which copy wins, so funnel takes neither. */
+static const msgpack_object *
+duplicate_key(const msgpack_object *map)
+{
+	uint32_t n = map->via.map.size;
+	if (n <= 32) {
+		for (uint32_t i = 0; i < n; i++) {
+			for (uint32_t j = i + 1; j < n; j++) {
+				if (cmp_keys(&(const msgpack_object *){ &map->via.map.ptr[i].key },
+				             &(const msgpack_object *){ &map->via.map.ptr[j].key }) == 0)
+					return &map->via.map.ptr[i].key;
+			}
+		}
+		return NULL;
+	}
+	const msgpack_object **keys = malloc(n * sizeof *keys);
+	const msgpack_object *dup = NULL;
+	if (keys == NULL)
+		return NULL;
+	for (uint32_t i = 0; i < n; i++)
+		keys[i] = &map->via.map.ptr[i].key;
+	qsort(keys, n, sizeof *keys, cmp_keys);
+	for (uint32_t i = 1; i < n && dup == NULL; i++) {
+		if (cmp_keys(&keys[i - 1], &keys[i]) == 0)
+			dup = keys[i];
+	}
+	free(keys);
+	return dup;
 }
 
 /* Per-type requirements on the data map. */
@@ -61,6 +135,12 @@ check_data(const fp_evspec *spec, const msgpack_object *data, fp_error *err)
 				return fp_error_set(err, FUNNEL_ETYPE, "data",
 				                    "keys of 'data' must be strings (key %u is not)", i);
 		}
+		const msgpack_object *dup = duplicate_key(data);
+		if (dup != NULL)
+			return fp_error_set(err, FUNNEL_EVALUE, "data", "key '%.*s' appears twice in 'data'",
+			                    (int)(dup->via.str.size > 40 ? 40 : dup->via.str.size), dup->via.str.ptr);
+		if (!strings_valid(data))
+			return fp_error_set(err, FUNNEL_EVALUE, "data", "'data' holds a string that is not valid UTF-8");
 	}
 	if (spec->needs_string != NULL) {
 		snprintf(field, sizeof field, "data.%s", spec->needs_string);
@@ -80,14 +160,14 @@ check_data(const fp_evspec *spec, const msgpack_object *data, fp_error *err)
 		snprintf(field, sizeof field, "data.%s", spec->money_key);
 		const msgpack_object *v = mp_find(data, spec->money_key);
 		if (v != NULL) {
-			int ok = v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
-			         ((v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32) &&
-			          v->via.f64 >= 0.0);
-			if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ||
-			    ((v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32) && !ok))
-				return fp_error_set(err, FUNNEL_EVALUE, field, "field '%s' must not be negative", field);
-			if (!ok)
+			int is_float = v->type == MSGPACK_OBJECT_FLOAT64 || v->type == MSGPACK_OBJECT_FLOAT32;
+			if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER && v->type != MSGPACK_OBJECT_NEGATIVE_INTEGER &&
+			    !is_float)
 				return fp_error_set(err, FUNNEL_ETYPE, field, "field '%s' must be a number", field);
+			if (is_float && !isfinite(v->via.f64))
+				return fp_error_set(err, FUNNEL_EVALUE, field, "field '%s' must be a finite number", field);
+			if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER || (is_float && v->via.f64 < 0.0))
+				return fp_error_set(err, FUNNEL_EVALUE, field, "field '%s' must not be negative", field);
 		}
 	}
 	return FUNNEL_OK;

@@ -31,6 +31,10 @@ funnel_err mp_get_bool(const msgpack_object *map, const char *key, int *out, fp_
 funnel_err mp_get_bin(const msgpack_object *map, const char *key, funnel_str *out, fp_error *err);
 funnel_err mp_get_f64(const msgpack_object *map, const char *key, double *out, fp_error *err);
 
+/* Offset of the first byte that breaks UTF-8 (overlongs, surrogates and
+ * code points past U+10FFFF included), or -1 when all len bytes are valid. */
+long mp_utf8_invalid_at(const char *s, size_t len);
+
 /* Pack helpers: a string key, a C string or a counted string value. */
 int mp_pack_key(msgpack_packer *pk, const char *key);
 int mp_pack_cstr(msgpack_packer *pk, const char *s);

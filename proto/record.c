@@ -11,8 +11,8 @@
 #include "mp.h"
 
 /* Fixed prefix of every record: fixmap header, "seq", 0xcf + 8 bytes,
- * "ts", 0xcf + 8 bytes. */
-#define SEQ_OFF 5
+ * "ts", 0xcf + 8 bytes.  SEQ_OFF and TS_OFF are where the values start. */
+#define SEQ_OFF 6
 #define TS_OFF 18
 #define PREFIX_LEN 26
 
@@ -33,7 +33,7 @@ funnel_record_peek(const void *buf, size_t len, uint64_t *seq, uint64_t *ts)
 	    memcmp(p + 1, "\xa3seq\xcf", 5) != 0 || memcmp(p + 14, "\xa2ts\xcf", 4) != 0)
 		return FUNNEL_EMALFORMED;
 	if (seq != NULL)
-		*seq = be64(p + SEQ_OFF + 1);
+		*seq = be64(p + SEQ_OFF);
 	if (ts != NULL)
 		*ts = be64(p + TS_OFF);
 	return FUNNEL_OK;

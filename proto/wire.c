@@ -25,6 +25,18 @@ opt_u64(const msgpack_object *o, const char *key, uint64_t *out, fp_error *err)
 	return rc == FUNNEL_EMISSING ? FUNNEL_OK : rc;
 }
 
+/* A lead named in a query obeys the same length rule as in an event. */
+static funnel_err
+check_query_lead(funnel_str lead, fp_error *err)
+{
+	if (lead.len == 0)
+		return fp_error_set(err, FUNNEL_EVALUE, "lead", "field 'lead' must not be empty");
+	if (lead.len > FP_MAX_LEAD_BYTES)
+		return fp_error_set(err, FUNNEL_ETOOBIG, "lead", "field 'lead' is %zu bytes, the limit is %d",
+		                    lead.len, FP_MAX_LEAD_BYTES);
+	return FUNNEL_OK;
+}
+
 static funnel_err
 decode_replay(const msgpack_object *o, fp_request *req, fp_error *err)
 {
@@ -43,6 +55,8 @@ decode_replay(const msgpack_object *o, fp_request *req, fp_error *err)
 		req->from = 1;
 	rc = mp_get_str(o, "lead", &req->lead, err);
 	if (rc != FUNNEL_OK && rc != FUNNEL_EMISSING)
+		return rc;
+	if (rc == FUNNEL_OK && (rc = check_query_lead(req->lead, err)) != FUNNEL_OK)
 		return rc;
 	rc = mp_get_str(o, "type", &req->type, err);
 	if (rc != FUNNEL_OK && rc != FUNNEL_EMISSING)
@@ -116,7 +130,9 @@ fp_request_decode(const void *buf, size_t len, msgpack_zone *z, fp_request *req,
 		rc = mp_get_str(&o, "lead", &req->lead, err);
 		if (rc == FUNNEL_EMISSING)
 			return fp_error_set(err, rc, "lead", "lead request has no 'lead'");
-		return rc;
+		if (rc != FUNNEL_OK)
+			return rc;
+		return check_query_lead(req->lead, err);
 	}
 	return FUNNEL_OK;
 }

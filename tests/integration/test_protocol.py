@@ -1,0 +1,695 @@
+#!/usr/bin/python3
+"""
+tests/integration/test_protocol.py - wire-protocol conformance of funneld.
+
+Written from proto/PROTOCOL.md alone: it talks to a real funneld over
+ZeroMQ with msgpack, as a client in another language would, and checks
+the rules that document states (acks, duplicates, error codes, atomicity,
+record layout and hash chain, replay paging and filters, status and lead
+queries, the publish feed and its heartbeats).
+
+Run with Debian's /usr/bin/python3 (python3-zmq, python3-msgpack):
+
+    FUNNELD=build/bin/funneld /usr/bin/python3 tests/integration/test_protocol.py
+
+FUNNELD defaults to build/bin/funneld under the repository root.  Prints
+one line per check, "ok - name" or "not ok - name: reason", then
+"N passed, M failed"; exits 1 if any check failed.
+"""
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import msgpack
+import zmq
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TIMEOUT_MS = 5000          # every receive is bounded by this
+READY_WAIT_S = 10.0
+HEARTBEAT_MS = 200
+
+# PROTOCOL.md "Records": key order, optional keys left out.
+RECORD_KEYS = ["seq", "ts", "type", "lead", "id", "occurred_at", "cause", "producer",
+               "stage", "version", "data", "prev", "hash"]
+ZERO_HASH = bytes(32)
+
+# PROTOCOL.md "Error codes".
+CODES = {
+    "EMALFORMED": 1, "EMISSING": 2, "ETYPE": 3, "EVALUE": 4, "ETOOBIG": 5,
+    "EUNKNOWN_TYPE": 6, "ENOLEAD": 7, "ETRANSITION": 8, "EVERSION": 9, "EOP": 10,
+    "ESTORAGE": 11, "ESHUTDOWN": 12, "ENOTFOUND": 13, "EINTERNAL": 14,
+}
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def expect(cond, reason):
+    if not cond:
+        raise CheckFailed(reason)
+
+
+def expect_eq(got, want, what):
+    if got != want:
+        raise CheckFailed("%s: got %r, want %r" % (what, got, want))
+
+
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def run(self, name, fn, *args):
+        """Run one check; any exception is a failure with its reason."""
+        try:
+            fn(*args)
+        except CheckFailed as e:
+            self.failed += 1
+            print("not ok - %s: %s" % (name, e), flush=True)
+            return False
+        except Exception as e:  # a timeout or a decode error is a failed check too
+            self.failed += 1
+            print("not ok - %s: %s: %s" % (name, type(e).__name__, e), flush=True)
+            return False
+        self.passed += 1
+        print("ok - %s" % name, flush=True)
+        return True
+
+
+class Daemon:
+    """A funneld on wildcard ports in a temporary data directory."""
+
+    def __init__(self, binary):
+        self.dir = tempfile.mkdtemp(prefix="funnel-proto-")
+        self.ready = os.path.join(self.dir, "ready")
+        self.errlog = None
+        self.proc = None
+        try:
+            self.errlog = open(os.path.join(self.dir, "funneld.log"), "wb")
+            self.proc = subprocess.Popen(
+                [binary, "--data", os.path.join(self.dir, "data"),
+                 "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                 "--query", "tcp://127.0.0.1:*", "--ready-file", self.ready,
+                 "--heartbeat-ms", str(HEARTBEAT_MS)],
+                stdin=subprocess.DEVNULL, stdout=self.errlog, stderr=self.errlog)
+            self.endpoints = self._wait_ready()
+        except BaseException:
+            self.close()   # never leave a daemon or a directory behind
+            raise
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + READY_WAIT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("funneld exited with %d before it was ready: %s"
+                                   % (self.proc.returncode, self.log_tail()))
+            if os.path.exists(self.ready):
+                with open(self.ready) as f:
+                    eps = dict(line.strip().split("=", 1) for line in f if "=" in line)
+                if all(k in eps for k in ("ingest", "publish", "query", "pid")):
+                    return eps
+            time.sleep(0.02)
+        raise RuntimeError("no ready file after %.0f s: %s" % (READY_WAIT_S, self.log_tail()))
+
+    def log_tail(self):
+        try:
+            with open(os.path.join(self.dir, "funneld.log"), "rb") as f:
+                return f.read()[-600:].decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def terminate(self, wait_s=5.0):
+        """SIGTERM and wait; returns the exit status or None if still running."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.errlog is not None:
+            self.errlog.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Client:
+    """DEALER sockets on ingest and query, a SUB on publish."""
+
+    def __init__(self, ctx, eps):
+        self.ctx = ctx
+        self.eps = eps
+        self.rid = 0
+        self.ingest = self._socket(zmq.DEALER, eps["ingest"])
+        self.query = self._socket(zmq.DEALER, eps["query"])
+        self.sub = self._socket(zmq.SUB, eps["publish"])
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.feed = {}          # seq -> record bytes seen on the publish socket
+        self.heartbeats = []    # decoded heartbeat maps
+
+    def _socket(self, kind, ep):
+        s = self.ctx.socket(kind)
+        s.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
+        s.setsockopt(zmq.SNDTIMEO, TIMEOUT_MS)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(ep)
+        return s
+
+    def next_rid(self):
+        self.rid += 1
+        return self.rid
+
+    def call(self, sock, req=None, raw=None):
+        """One request frame, one reply frame.  A map request gets a fresh
+        rid and the reply must echo it."""
+        if raw is None:
+            req = dict(req)
+            req.setdefault("rid", self.next_rid())
+            raw = msgpack.packb(req)
+        sock.send(raw)
+        frames = sock.recv_multipart()
+        expect_eq(len(frames), 1, "frames in the reply")
+        rep = msgpack.unpackb(frames[0])
+        expect(isinstance(rep, dict), "reply is not a map")
+        expect(isinstance(rep.get("ok"), bool), "reply has no boolean 'ok'")
+        if req is not None and "rid" in req and isinstance(req["rid"], int) and req["rid"] >= 0:
+            expect_eq(rep.get("rid"), req["rid"], "echoed rid")
+        return rep
+
+    def publish(self, events, **extra):
+        req = {"op": "publish", "events": events}
+        req.update(extra)
+        return self.call(self.ingest, req)
+
+    def publish_ok(self, events):
+        rep = self.publish(events)
+        expect(rep["ok"], "publish refused: %r" % (rep,))
+        return rep
+
+    def status(self):
+        rep = self.call(self.query, {"op": "status"})
+        expect(rep["ok"], "status refused: %r" % (rep,))
+        return rep
+
+    def lead(self, lead):
+        return self.call(self.query, {"op": "lead", "lead": lead})
+
+    def replay(self, **params):
+        req = {"op": "replay"}
+        req.update(params)
+        rep = self.call(self.query, req)
+        expect(rep["ok"], "replay refused: %r" % (rep,))
+        for k in ("head", "next", "end", "events"):
+            expect(k in rep, "replay reply has no '%s'" % k)
+        return rep
+
+    def replay_all(self, **params):
+        """Every record of a range, following next until end."""
+        out = []
+        frm = params.pop("from", 1)
+        for _ in range(100000):
+            rep = self.replay(**dict(params, **{"from": frm}))
+            out.extend(rep["events"])
+            if rep["end"]:
+                return out
+            expect(rep["next"] >= frm, "next went backwards")
+            frm = rep["next"]
+        raise CheckFailed("replay never reached end")
+
+    def pump_feed(self, until_head=None, wait_s=5.0):
+        """Read the publish socket; with until_head, until a heartbeat
+        carrying at least that head has arrived (every record up to it was
+        published before it)."""
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not self.sub.poll(50):
+                if until_head is None:
+                    return
+                continue
+            m = self.sub.recv()
+            if m[1:5] == b"\xa3seq":
+                self.feed[int.from_bytes(m[6:14], "big")] = m
+            else:
+                hb = msgpack.unpackb(m)
+                self.heartbeats.append(hb)
+                if until_head is not None and hb.get("heartbeat", -1) >= until_head:
+                    return
+        if until_head is not None:
+            raise CheckFailed("no heartbeat with head >= %d within %.0f s" % (until_head, wait_s))
+
+
+def head_of(c):
+    st = c.status()
+    return st["head"], st["head_hash"]
+
+
+def expect_error(c, sock, req, name, field=None, index=None, raw=None):
+    """The request is refused with error `name` and the log is unchanged."""
+    before = head_of(c)
+    rep = c.call(sock, req, raw=raw)
+    expect(rep["ok"] is False, "accepted, want %s: %r" % (name, rep))
+    expect_eq(rep.get("error"), name, "error name (message: %r)" % rep.get("message"))
+    expect_eq(rep.get("code"), CODES[name], "error code")
+    expect(isinstance(rep.get("message"), str) and rep["message"], "no message")
+    expect(isinstance(rep.get("field"), str), "no field")
+    if field is not None:
+        expect_eq(rep["field"], field, "error field")
+    if index is not None:
+        expect_eq(rep.get("index"), index, "error index")
+    expect_eq(head_of(c), before, "head and head_hash after the refused request")
+    return rep
+
+
+def key_order_ok(keys):
+    pos = [RECORD_KEYS.index(k) if k in RECORD_KEYS else -1 for k in keys]
+    return -1 not in pos and pos == sorted(pos)
+
+
+def check_record_layout(rec):
+    """PROTOCOL.md "Records": fixed prefix, fixed tail, key order, hash."""
+    r = msgpack.unpackb(rec)
+    expect(0x85 <= rec[0] <= 0x8d, "first byte %02x is not a fixmap of 5..13 keys" % rec[0])
+    expect_eq(rec[1:5], b"\xa3seq", "bytes 1..4")
+    expect_eq(rec[5], 0xcf, "byte 5")
+    expect_eq(rec[14:17], b"\xa2ts", "bytes 14..16")
+    expect_eq(rec[17], 0xcf, "byte 17")
+    expect_eq(int.from_bytes(rec[6:14], "big"), r["seq"], "seq at offset 6")
+    expect_eq(int.from_bytes(rec[18:26], "big"), r["ts"], "ts at offset 18")
+    expect_eq(rec[26:31], b"\xa4type", "bytes 26..30")
+    expect_eq(rec[-78:-71], b"\xa4prev\xc4\x20", "prev header at L-78")
+    expect_eq(rec[-39:-32], b"\xa4hash\xc4\x20", "hash header at L-39")
+    expect_eq(rec[-71:-39], r["prev"], "prev at L-71")
+    expect_eq(rec[-32:], r["hash"], "hash at L-32")
+    expect(key_order_ok(list(r.keys())), "key order %r" % list(r.keys()))
+    expect(("lead" in r) == ("stage" in r) == ("version" in r),
+           "stage/version present without lead or missing with it: %r" % list(r.keys()))
+    expect(len(rec) <= 65536, "record over 64 KiB")
+    expect_eq(hashlib.blake2b(rec[:-32], digest_size=32).digest(), rec[-32:],
+              "BLAKE2b-256 of the record without its last 32 bytes")
+    return r
+
+
+def main():
+    binary = os.environ.get("FUNNELD") or os.path.join(REPO, "build", "bin", "funneld")
+    res = Results()
+    ctx = zmq.Context()
+    daemon = None
+    c = None
+    try:
+        try:
+            daemon = Daemon(binary)
+        except Exception as e:
+            res.failed += 1
+            print("not ok - funneld starts and writes its ready file: %s" % e, flush=True)
+            return res
+        res.passed += 1
+        print("ok - funneld starts and writes its ready file", flush=True)
+        c = Client(ctx, daemon.endpoints)
+        run_checks(res, c, daemon)
+    finally:
+        if c is not None:
+            for s in (c.ingest, c.query, c.sub):
+                s.close(0)
+        if daemon is not None:
+            daemon.close()
+        ctx.term()
+    return res
+
+
+def run_checks(res, c, daemon):
+    ZI = c.ingest
+    ZQ = c.query
+
+    # --- the publish feed: subscribe first, then wait for a heartbeat ---
+    def first_heartbeat():
+        c.pump_feed(until_head=0, wait_s=5.0)
+        hb = c.heartbeats[-1]
+        expect_eq(sorted(hb.keys()), ["heartbeat", "ts"], "heartbeat keys")
+        expect(isinstance(hb["heartbeat"], int) and hb["heartbeat"] >= 0, "heartbeat head")
+        expect(hb["ts"] > 1500000000 * 10**9, "heartbeat ts is not ns since the epoch")
+    res.run("a heartbeat {heartbeat, ts} arrives on the publish socket", first_heartbeat)
+
+    def empty_status():
+        st = c.status()
+        expect_eq(st["head"], 0, "head")
+        expect_eq(st["count"], 0, "count")
+        expect_eq(st["head_hash"], ZERO_HASH, "head_hash")
+        expect_eq(st["durable"], True, "durable")
+        for k in ("ingest", "publish", "query"):
+            expect_eq(st[k], daemon.endpoints[k], "status %s endpoint" % k)
+        rep = c.replay()
+        expect_eq((rep["events"], rep["end"], rep["head"]), ([], True, 0), "replay of an empty log")
+    res.run("status and replay of an empty log", empty_status)
+
+    # --- publish and ack ---
+    def publish_ack():
+        rep = c.publish_ok([{"type": "lead.captured", "lead": "L1", "id": "cap-L1",
+                             "occurred_at": 1700000000123456789,
+                             "data": {"email": "a@example.com"}}])
+        expect_eq(rep["seqs"], [1], "seqs")
+        expect_eq(rep["dup"], [False], "dup")
+        expect_eq(c.status()["head"], 1, "head after the ack")
+    res.run("publish is acknowledged with seqs and dup", publish_ack)
+
+    def duplicate():
+        before = head_of(c)
+        rep = c.publish_ok([{"type": "lead.captured", "lead": "L1", "id": "cap-L1"}])
+        expect_eq(rep["seqs"], [1], "seq of the duplicate")
+        expect_eq(rep["dup"], [True], "dup flag")
+        expect_eq(head_of(c), before, "head after a duplicate")
+    res.run("a duplicate id returns the original seq with dup true and stores nothing", duplicate)
+
+    def duplicate_in_request():
+        h = c.status()["head"]
+        rep = c.publish_ok([{"type": "x.note", "id": "twice"}, {"type": "x.note", "id": "twice"}])
+        expect_eq(rep["seqs"], [h + 1, h + 1], "seqs")
+        expect_eq(rep["dup"], [False, True], "dup")
+        expect_eq(c.status()["head"], h + 1, "head")
+    res.run("a duplicate inside one request is a duplicate of the earlier event",
+            duplicate_in_request)
+
+    # --- error codes; each leaves the log unchanged ---
+    def pub(events):
+        return {"op": "publish", "events": events}
+
+    errors = [
+        ("EMALFORMED: not msgpack", ZI, None, "EMALFORMED", "", None, b"\xc1"),
+        ("EMALFORMED: not a map", ZI, None, "EMALFORMED", "", None, msgpack.packb([1, 2])),
+        ("EMALFORMED: trailing bytes", ZI, None, "EMALFORMED", "", None,
+         msgpack.packb(pub([{"type": "x.a"}])) + b"\x00"),
+        ("EMALFORMED: an event that is not a map", ZI, pub([5]), "EMALFORMED", None, 0, None),
+        ("EMISSING: no op", ZQ, {"lead": "L1"}, "EMISSING", "op", None, None),
+        ("EMISSING: publish without events", ZI, {"op": "publish"}, "EMISSING", "events", None, None),
+        ("EMISSING: event without type", ZI, pub([{"lead": "L1"}]), "EMISSING", "type", 0, None),
+        ("EMISSING: type needs lead", ZI, pub([{"type": "lead.scored"}]), "EMISSING", "lead", 0, None),
+        ("EMISSING: lead.assigned needs data.owner", ZI,
+         pub([{"type": "lead.assigned", "lead": "L1", "data": {}}]), "EMISSING", "data.owner", 0, None),
+        ("EMISSING: lead op without lead", ZQ, {"op": "lead"}, "EMISSING", "lead", None, None),
+        ("ETYPE: lead not a str", ZI, pub([{"type": "x.a", "lead": 5}]), "ETYPE", "lead", 0, None),
+        ("ETYPE: data not a map", ZI, pub([{"type": "x.a", "data": [1]}]), "ETYPE", "data", 0, None),
+        ("ETYPE: data keys not str", ZI, pub([{"type": "x.a", "data": {1: 2}}]), "ETYPE", "data", 0, None),
+        ("ETYPE: events not an array", ZI, {"op": "publish", "events": {}}, "ETYPE", "events", None, None),
+        ("ETYPE: amount not a number", ZI,
+         pub([{"type": "opportunity.opened", "lead": "L1", "data": {"amount": "10"}}]),
+         "ETYPE", "data.amount", 0, None),
+        ("ETYPE: replay from not a uint", ZQ, {"op": "replay", "from": -1}, "ETYPE", "from", None, None),
+        ("EVALUE: unknown envelope field", ZI, pub([{"type": "x.a", "colour": "red"}]), "EVALUE", "", 0, None),
+        ("EVALUE: control character in lead", ZI, pub([{"type": "x.a", "lead": "a\nb"}]),
+         "EVALUE", "lead", 0, None),
+        ("EVALUE: empty id", ZI, pub([{"type": "x.a", "id": ""}]), "EVALUE", "id", 0, None),
+        ("EVALUE: expected_version without lead", ZI, pub([{"type": "x.a", "expected_version": 0}]),
+         "EVALUE", "expected_version", 0, None),
+        ("EVALUE: cause 0", ZI, pub([{"type": "x.a", "cause": 0}]), "EVALUE", "cause", 0, None),
+        ("EVALUE: negative amount", ZI,
+         pub([{"type": "deal.won", "lead": "L1", "data": {"amount": -5}}]), "EVALUE", "data.amount", 0, None),
+        ("EVALUE: empty events", ZI, pub([]), "EVALUE", "events", None, None),
+        ("ETOOBIG: type over 64 bytes", ZI, pub([{"type": "x." + "t" * 63}]), "ETOOBIG", "type", 0, None),
+        ("ETOOBIG: lead over 128 bytes", ZI, pub([{"type": "x.a", "lead": "l" * 129}]),
+         "ETOOBIG", "lead", 0, None),
+        ("ETOOBIG: record over 64 KiB", ZI, pub([{"type": "x.a", "data": {"blob": "b" * 70000}}]),
+         "ETOOBIG", "data", 0, None),
+        ("ETOOBIG: more than 10000 events", ZI, pub([{"type": "x.a"}] * 10001),
+         "ETOOBIG", "events", None, None),
+        ("EUNKNOWN_TYPE", ZI, pub([{"type": "lead.teleported", "lead": "L1"}]),
+         "EUNKNOWN_TYPE", "type", 0, None),
+        ("ENOLEAD: lead never captured", ZI, pub([{"type": "lead.scored", "lead": "nobody"}]),
+         "ENOLEAD", "lead", 0, None),
+        ("ETRANSITION: deal.won for an inquiry", ZI, pub([{"type": "deal.won", "lead": "L1"}]),
+         "ETRANSITION", "type", 0, None),
+        ("EVERSION: stale expected_version", ZI,
+         pub([{"type": "lead.scored", "lead": "L1", "expected_version": 7}]),
+         "EVERSION", "expected_version", 0, None),
+        ("EOP: unknown op", ZQ, {"op": "teleport"}, "EOP", "op", None, None),
+        ("EOP: status on the ingest endpoint", ZI, {"op": "status"}, "EOP", "op", None, None),
+        ("EOP: publish on the query endpoint", ZQ, pub([{"type": "x.a"}]), "EOP", "op", None, None),
+        ("ENOTFOUND: lead no event named", ZQ, {"op": "lead", "lead": "nobody"},
+         "ENOTFOUND", "lead", None, None),
+    ]
+    for name, sock, req, err, field, index, raw in errors:
+        res.run("error %s, log unchanged" % name, expect_error, c, sock, req, err, field, index, raw)
+
+    def rid_unreadable():
+        rep = c.call(ZQ, raw=msgpack.packb({"op": "status", "rid": "seven"}))
+        expect_eq((rep["ok"], rep.get("error"), rep.get("field"), rep.get("rid")),
+                  (False, "ETYPE", "rid", 0), "reply")
+    res.run("a rid that is not a uint is ETYPE with rid 0", rid_unreadable)
+
+    def transition_message():
+        rep = c.publish([{"type": "lead.accepted", "lead": "L1"}])
+        expect_eq(rep.get("error"), "ETRANSITION", "error")
+        expect("inquiry" in rep["message"], "message does not name the stage: %r" % rep["message"])
+    res.run("ETRANSITION names the lead's stage", transition_message)
+
+    # --- atomicity ---
+    def batch_all_or_nothing():
+        before = head_of(c)
+        rep = c.publish([{"type": "x.ok", "id": "batch-1"},
+                         {"type": "lead.scored", "lead": "L1"},
+                         {"type": "lead.scored", "lead": "nobody"},
+                         {"type": "x.ok"}])
+        expect_eq((rep["ok"], rep.get("error"), rep.get("index")), (False, "ENOLEAD", 2), "reply")
+        expect_eq(head_of(c), before, "head after the refused batch")
+        rep = c.publish_ok([{"type": "x.ok", "id": "batch-1"}])
+        expect_eq(rep["dup"], [False], "the refused request's id was kept")
+    res.run("a batch with one bad event stores none and keeps none of its ids",
+            batch_all_or_nothing)
+
+    # --- stages and versions ---
+    def funnel_walk():
+        steps = [
+            ({"type": "lead.captured", "lead": "W1", "expected_version": 0}, "inquiry"),
+            ({"type": "lead.qualified", "lead": "W1", "expected_version": 1, "cause": 1}, "mql"),
+            ({"type": "lead.assigned", "lead": "W1", "data": {"owner": "rep-7"}}, "mql"),
+            ({"type": "lead.accepted", "lead": "W1"}, "sal"),
+            ({"type": "opportunity.opened", "lead": "W1", "data": {"amount": 1200}}, "sql"),
+            ({"type": "deal.won", "lead": "W1", "data": {"amount": 1250.5}}, "won"),
+            ({"type": "lead.captured", "lead": "W1"}, "won"),
+        ]
+        for i, (ev, stage) in enumerate(steps):
+            rep = c.publish_ok([ev])
+            r = msgpack.unpackb(c.replay(**{"from": rep["seqs"][0], "limit": 1})["events"][0])
+            expect_eq((r["stage"], r["version"]), (stage, i + 1), "record of %s" % ev["type"])
+        li = c.lead("W1")
+        expect_eq((li["ok"], li["lead"], li["stage"], li["version"], li["owner"]),
+                  (True, "W1", "won", 7, "rep-7"), "lead state")
+        expect_eq(li["last_seq"], c.status()["head"], "last_seq")
+    res.run("a lead walks the funnel; records carry stage and version after the event",
+            funnel_walk)
+
+    def custom_events_and_none():
+        rep = c.publish_ok([{"type": "x.visit", "lead": "N1"}])
+        li = c.lead("N1")
+        expect_eq((li["stage"], li["version"], li["owner"], li["last_seq"]),
+                  ("none", 1, None, rep["seqs"][0]), "lead state")
+        expect_error(c, ZI, {"op": "publish", "events": [{"type": "lead.scored", "lead": "N1"}]},
+                     "ENOLEAD", "lead", 0)
+        expect_error(c, ZI, {"op": "publish", "events": [
+            {"type": "lead.captured", "lead": "N1", "expected_version": 0}]},
+                     "EVERSION", "expected_version", 0)
+        c.publish_ok([{"type": "lead.captured", "lead": "N1", "expected_version": 1}])
+        expect_eq(c.lead("N1")["stage"], "inquiry", "stage after capture")
+    res.run("x.* events give a lead stage none and a version", custom_events_and_none)
+
+    def versions_in_one_request():
+        c.publish_ok([{"type": "lead.captured", "lead": "V1"},
+                      {"type": "lead.scored", "lead": "V1", "expected_version": 1},
+                      {"type": "lead.scored", "lead": "V1", "expected_version": 2}])
+        expect_eq(c.lead("V1")["version"], 3, "version")
+    res.run("expected_version sees earlier events of the same request", versions_in_one_request)
+
+    def same_ts_in_request():
+        rep = c.publish_ok([{"type": "x.a"}, {"type": "x.b"}, {"type": "x.c"}])
+        s = rep["seqs"]
+        expect_eq(s, [s[0], s[0] + 1, s[0] + 2], "consecutive seqs")
+        recs = c.replay(**{"from": s[0], "to": s[2]})["events"]
+        expect_eq(len({msgpack.unpackb(r)["ts"] for r in recs}), 1, "distinct ts in one request")
+    res.run("the events of one request get consecutive seqs and one ts", same_ts_in_request)
+
+    # a few more records, one request each, so timestamps differ
+    for i in range(6):
+        c.publish_ok([{"type": "lead.activity" if i % 2 else "x.tick", "lead": "L1",
+                       "data": {"kind": "page_view", "i": i}}])
+        time.sleep(0.002)
+
+    # --- records and the chain ---
+    state = {}
+
+    def records_and_chain():
+        st = c.status()
+        recs = c.replay_all()
+        expect_eq(len(recs), st["head"], "records replayed")
+        prev, last_ts = ZERO_HASH, 0
+        for n, rec in enumerate(recs, start=1):
+            r = check_record_layout(rec)
+            expect_eq(r["seq"], n, "seq (gapless from 1)")
+            expect_eq(r["prev"], prev, "prev of seq %d" % n)
+            expect(r["ts"] >= last_ts, "ts decreased at seq %d" % n)
+            prev, last_ts = rec[-32:], r["ts"]
+        expect_eq(prev, st["head_hash"], "status head_hash")
+        expect_eq(last_ts, st["head_ts"], "status head_ts")
+        expect_eq(st["count"], st["head"], "status count")
+        state["recs"] = recs
+    res.run("records: fixed seq/ts offsets, key order, BLAKE2b-256 hash, prev chain",
+            records_and_chain)
+
+    def record_fields():
+        r = msgpack.unpackb(state["recs"][0])
+        expect_eq((r["type"], r["lead"], r["id"], r["occurred_at"], r["data"]),
+                  ("lead.captured", "L1", "cap-L1", 1700000000123456789, {"email": "a@example.com"}),
+                  "fields of seq 1")
+        expect("producer" not in r, "producer written without authentication")
+    res.run("a record keeps the envelope's fields", record_fields)
+
+    # --- replay ---
+    def paging():
+        recs = state["recs"]
+        head = len(recs)
+        got, frm, pages = [], 1, 0
+        while True:
+            rep = c.replay(**{"from": frm, "limit": 3})
+            pages += 1
+            expect(len(rep["events"]) <= 3, "page over limit")
+            seqs = [int.from_bytes(r[6:14], "big") for r in rep["events"]]
+            expect_eq(seqs, list(range(frm, frm + len(seqs))), "consecutive seqs in a page")
+            got.extend(rep["events"])
+            if rep["end"]:
+                expect_eq(rep["next"], head + 1, "next at the end")
+                break
+            expect_eq(len(rep["events"]), 3, "a page cut short without reaching the end")
+            expect_eq(rep["next"], frm + 3, "next")
+            frm = rep["next"]
+        expect_eq(got, recs, "paged records")
+        expect_eq(pages, -(-head // 3), "number of pages")
+    res.run("replay pages with limit, next and end", paging)
+
+    def max_bytes_page():
+        rep = c.replay(**{"from": 1, "max_bytes": 1})
+        expect_eq((len(rep["events"]), rep["next"], rep["end"]), (1, 2, False),
+                  "a page always holds one record")
+    res.run("replay max_bytes smaller than a record still returns one", max_bytes_page)
+
+    def bounds():
+        head = len(state["recs"])
+        rep = c.replay(**{"from": 2, "to": 4})
+        expect_eq(rep["events"], state["recs"][1:4], "from 2 to 4")
+        expect_eq((rep["end"], rep["next"]), (True, 5), "end and next")
+        rep = c.replay(**{"from": head + 5})
+        expect_eq((rep["events"], rep["end"], rep["next"]), ([], True, head + 5), "past the head")
+    res.run("replay from/to bounds and from past the head", bounds)
+
+    def time_range():
+        recs = state["recs"]
+        ts = [msgpack.unpackb(r)["ts"] for r in recs]
+        cut1, cut2 = ts[len(ts) // 3], ts[2 * len(ts) // 3]
+        expect(cut1 < cut2, "test data has no distinct timestamps")
+        expect_eq(c.replay_all(since=cut1), [r for r, t in zip(recs, ts) if t >= cut1], "since")
+        expect_eq(c.replay_all(until=cut2), [r for r, t in zip(recs, ts) if t < cut2], "until")
+        expect_eq(c.replay_all(since=cut1, until=cut2),
+                  [r for r, t in zip(recs, ts) if cut1 <= t < cut2], "since and until")
+        rep = c.replay(since=ts[-1] + 1)
+        expect_eq((rep["events"], rep["end"]), ([], True), "since after the last record")
+    res.run("replay since (inclusive) and until (exclusive) by daemon ts", time_range)
+
+    def lead_filter():
+        recs = state["recs"]
+        want = [r for r in recs if msgpack.unpackb(r).get("lead") == "L1"]
+        expect(len(want) > 3, "test data")
+        expect_eq(c.replay_all(lead="L1"), want, "lead L1")
+        expect_eq(c.replay_all(lead="L1", limit=2), want, "lead L1 in pages of 2")
+        rep = c.replay(lead="nobody-at-all")
+        expect_eq((rep["events"], rep["end"]), ([], True), "unknown lead")
+    res.run("replay lead filter", lead_filter)
+
+    def type_filter():
+        recs = state["recs"]
+        for prefix in ("lead.", "x.", "lead.captured", "deal."):
+            want = [r for r in recs if msgpack.unpackb(r)["type"].startswith(prefix)]
+            expect_eq(c.replay_all(type=prefix), want, "type prefix %r" % prefix)
+        want = [r for r in recs if msgpack.unpackb(r)["type"].startswith("lead.")
+                and msgpack.unpackb(r).get("lead") == "L1"]
+        expect_eq(c.replay_all(type="lead.", lead="L1", limit=1), want, "type and lead")
+    res.run("replay type prefix filter", type_filter)
+
+    def pipelining():
+        rids = []
+        for i in range(6):
+            rid = c.next_rid()
+            rids.append(rid)
+            ZQ.send(msgpack.packb({"op": "replay", "rid": rid, "from": i + 1, "limit": 1}))
+        reps = [msgpack.unpackb(ZQ.recv()) for _ in rids]
+        expect_eq([r["rid"] for r in reps], rids, "reply order")
+        expect_eq([r["events"][0] for r in reps], state["recs"][:6], "records")
+    res.run("pipelined requests are answered in order", pipelining)
+
+    def req_socket():
+        s = c._socket(zmq.REQ, daemon.endpoints["query"])
+        try:
+            s.send(msgpack.packb({"op": "status", "rid": 4242}))
+            rep = msgpack.unpackb(s.recv())
+            expect_eq((rep["rid"], rep["ok"]), (4242, True), "reply")
+        finally:
+            s.close(0)
+    res.run("a REQ socket works too", req_socket)
+
+    # --- status and lead ---
+    def status_fields():
+        st = c.status()
+        for k, t in (("head", int), ("head_ts", int), ("count", int), ("data_bytes", int),
+                     ("map_bytes", int), ("uptime_ms", int), ("leads", int), ("format", int),
+                     ("version", str), ("ingest", str), ("publish", str), ("query", str),
+                     ("data_dir", str), ("head_hash", bytes), ("durable", bool)):
+            expect(isinstance(st.get(k), t), "status %s is %r" % (k, st.get(k)))
+        expect_eq(st["head"], len(state["recs"]), "head")
+        names = {msgpack.unpackb(r).get("lead") for r in state["recs"]} - {None}
+        expect_eq(st["leads"], len(names), "leads")
+        expect(st["data_bytes"] > 0 and st["map_bytes"] >= st["data_bytes"], "sizes")
+    res.run("status fields", status_fields)
+
+    def lead_fields():
+        li = c.lead("L1")
+        expect_eq(li["ok"], True, "ok")
+        mine = [msgpack.unpackb(r) for r in state["recs"]]
+        mine = [r for r in mine if r.get("lead") == "L1"]
+        expect_eq((li["stage"], li["version"], li["last_seq"], li["owner"]),
+                  (mine[-1]["stage"], len(mine), mine[-1]["seq"], None), "L1")
+    res.run("lead op: stage, version, last_seq, owner", lead_fields)
+
+    # --- the live feed ---
+    def feed_matches():
+        head = c.status()["head"]
+        c.pump_feed(until_head=head, wait_s=5.0)
+        expect_eq(sorted(c.feed), list(range(1, head + 1)), "seqs seen on the publish socket")
+        for seq in range(1, head + 1):
+            expect_eq(c.feed[seq], state["recs"][seq - 1], "bytes of seq %d" % seq)
+    res.run("the publish socket delivers every record with the same bytes as replay",
+            feed_matches)
+
+    def heartbeat_head():
+        head = c.status()["head"]
+        c.pump_feed(until_head=head, wait_s=3.0)
+        expect_eq(c.heartbeats[-1]["heartbeat"], head, "heartbeat head")
+    res.run("heartbeats carry the head seq", heartbeat_head)
+
+    # --- shutdown ---
+    def sigterm():
+        rc = daemon.terminate(wait_s=5.0)
+        expect_eq(rc, 0, "exit status after SIGTERM")
+    res.run("SIGTERM stops funneld with status 0", sigterm)
+
+
+if __name__ == "__main__":
+    r = main()
+    print("%d passed, %d failed" % (r.passed, r.failed), flush=True)
+    sys.exit(1 if r.failed else 0)
