@@ -19,7 +19,7 @@
  * LMDB's limit even with a full request of FP_MAX_BATCH events on top. */
 #define GROUP_MAX_REQUESTS 1024
 #define GROUP_MAX_EVENTS 4096
-#define GROUP_MAX_BYTES (16u << 20)
+#define GROUP_MAX_BYTES (2u << 20)   /* decoded requests held at once; see FP_MAX_REQUEST_BYTES */
 
 /* One request of the group.  ident and body own their frames. */
 typedef struct request {

@@ -20,7 +20,7 @@
 
 /* Requests bigger than this are cut off by ZeroMQ itself (the peer is
  * disconnected); those between FP_MAX_REQUEST_BYTES and this get ETOOBIG. */
-#define HARD_MAX_MSG_BYTES (64 << 20)
+#define HARD_MAX_MSG_BYTES (8 << 20)
 /* Replies waiting for one slow query client, at most. */
 #define QUERY_SNDHWM 16
 

@@ -237,6 +237,9 @@ fp_event_decode(const msgpack_object *o, fp_event *ev, fp_error *err)
 			ev->has_occurred_at = 1;
 			break;
 		case F_EXPECTED:
+			if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+				return fp_error_set(err, FUNNEL_EVALUE, name,
+				                    "field 'expected_version' must not be negative");
 			if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
 				return fp_error_set(err, FUNNEL_ETYPE, name,
 				                    "field 'expected_version' must be a non-negative integer");
@@ -244,6 +247,8 @@ fp_event_decode(const msgpack_object *o, fp_event *ev, fp_error *err)
 			ev->has_expected_version = 1;
 			break;
 		case F_CAUSE:
+			if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+				return fp_error_set(err, FUNNEL_EVALUE, name, "field 'cause' must be a seq >= 1");
 			if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
 				return fp_error_set(err, FUNNEL_ETYPE, name,
 				                    "field 'cause' must be a positive integer (a seq)");

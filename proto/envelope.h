@@ -25,7 +25,10 @@
 #define FP_MAX_PRODUCER_BYTES 128
 #define FP_MAX_OWNER_BYTES 128            /* data.owner, data.reason, data.kind, ... */
 #define FP_MAX_RECORD_BYTES 65536          /* one stored record */
-#define FP_MAX_REQUEST_BYTES (8u << 20)    /* one request frame */
+/* One request frame.  Decoding costs up to 24 bytes of memory per
+ * encoded byte (a msgpack object per nil), so this also bounds what one
+ * hostile request can make the daemon allocate. */
+#define FP_MAX_REQUEST_BYTES (2u << 20)
 #define FP_MAX_BATCH 10000                 /* events in one publish request */
 
 /* A structured error: stable code, the event index in its request (-1 if

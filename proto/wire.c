@@ -83,7 +83,7 @@ fp_request_decode(const void *buf, size_t len, msgpack_zone *z, fp_request *req,
 		return fp_error_set(err, FUNNEL_ETOOBIG, "", "request is %zu bytes, the limit is %u",
 		                    len, FP_MAX_REQUEST_BYTES);
 	msgpack_unpack_return ur = msgpack_unpack(buf, len, &off, z, &o);
-	if (ur != MSGPACK_UNPACK_SUCCESS)
+	if (ur != MSGPACK_UNPACK_SUCCESS && ur != MSGPACK_UNPACK_EXTRA_BYTES)
 		return fp_error_set(err, FUNNEL_EMALFORMED, "",
 		                    ur == MSGPACK_UNPACK_NOMEM_ERROR
 		                        ? "request is not valid msgpack (nested too deep or too large)"

@@ -94,7 +94,15 @@ void funnel_producer_destroy(funnel_producer **p);
  * either all are stored (acks[i] filled for each) or none is, and the
  * return code says why (details in funnel_producer_error()).
  * On FUNNEL_ETIMEDOUT the outcome is unknown: retry with the same
- * idempotency keys, and the log stores each event at most once.
+ * idempotency keys, and the log stores each event at most once; a late
+ * reply to the timed-out request is recognised by its rid and dropped.
+ * acks may be NULL; otherwise it has room for n entries.
+ * Synchronous and pipelined calls do not mix: with requests in flight
+ * (funnel_in_flight() > 0) this returns FUNNEL_EINVAL and sends nothing;
+ * collect or abandon them first.  Other codes: FUNNEL_EINVAL (n not in
+ * 1..10000, an event without type), FUNNEL_ETOOBIG (request over 2 MiB,
+ * checked before sending), daemon codes, FUNNEL_EPROTOCOL,
+ * FUNNEL_ETRANSPORT, FUNNEL_ENOMEM.
  */
 int funnel_publish(funnel_producer *p, const funnel_event *evs, size_t n, funnel_ack *acks);
 
@@ -115,19 +123,39 @@ int funnel_publish_packed(funnel_producer *p, const void *events, size_t len, si
  * acks (acks_cap entries at most; *n_acks says how many events the
  * request had) and returns its status: FUNNEL_OK, a daemon error code, or
  * FUNNEL_ETIMEDOUT when nothing arrived.
+ *
+ * funnel_send() returns FUNNEL_ETIMEDOUT, having sent nothing, when the
+ * window stays full for the producer's timeout.  Replies it takes off
+ * the socket meanwhile stay queued (one small buffer each) until
+ * collected: collect as you go.  funnel_collect() returns FUNNEL_EINVAL
+ * when nothing is in flight; on a daemon error it sets *rid, *n_acks = 0
+ * and funnel_producer_error().  A reply whose request was abandoned is
+ * dropped.  acks, rid and n_acks may be NULL.
  */
 int funnel_send(funnel_producer *p, const funnel_event *evs, size_t n, uint64_t *rid);
 int funnel_send_packed(funnel_producer *p, const void *events, size_t len, size_t n, uint64_t *rid);
 int funnel_collect(funnel_producer *p, int timeout_ms, uint64_t *rid, funnel_ack *acks,
                    size_t acks_cap, size_t *n_acks);
 
-/* Requests sent and not yet collected. */
+/* Requests sent and not yet collected (awaiting a reply, or answered
+ * and queued for funnel_collect). */
 size_t funnel_in_flight(const funnel_producer *p);
 
-/* Set the pipeline window (default 64). */
+/* Set the pipeline window: requests awaiting a reply at once (default
+ * 64, clamped to 1..1000). */
 void funnel_set_window(funnel_producer *p, size_t window);
 
-/* Details of the last failed call.  Valid until the next call on p. */
+/*
+ * Give up on every request still awaiting a reply (after funnel_collect
+ * timed out, say, because the daemon went away).  Their outcome is
+ * unknown: resend them with the same idempotency keys.  Replies already
+ * queued stay collectable; late replies to the abandoned ones are
+ * dropped.  Returns how many requests were abandoned.
+ */
+size_t funnel_abandon(funnel_producer *p);
+
+/* Details of the last failed call (code 0 after a call that succeeded).
+ * Valid until the next call on p. */
 const funnel_error_info *funnel_producer_error(const funnel_producer *p);
 
 /* ---------------------------------------------------------------------
@@ -167,8 +195,12 @@ typedef struct funnel_page {
 } funnel_page;
 
 /* Fetch one page.  On FUNNEL_OK the caller owns *page and must release it
- * with funnel_page_release(); records are valid until then. */
+ * with funnel_page_release(); records are valid until then, whatever
+ * else is done with q.  On failure *page is zeroed (releasing it is
+ * harmless).  FUNNEL_EINVAL when from > to. */
 int funnel_replay_page(funnel_query *q, const funnel_replay_req *req, funnel_page *page);
+/* Free the page's buffer and zero *page.  Safe on a zeroed page and on
+ * NULL. */
 void funnel_page_release(funnel_page *page);
 
 typedef struct funnel_status {
@@ -215,7 +247,14 @@ typedef struct funnel_verify_result {
  * bytes the daemon replays.  Returns FUNNEL_OK when every record
  * verifies, FUNNEL_ECHAIN with res->bad_seq and res->why set otherwise,
  * or a transport error.  When from > 1 the chain is anchored on record
- * from-1's hash, which is itself read, not checked.
+ * from-1's hash, which is itself read, not checked (last_good is from-1
+ * until a record verifies).
+ * The walk stops at the head reported by a status request made first
+ * (a `to` beyond it is cut there), so a growing log gives one answer;
+ * when the walk reaches that head, the daemon's head hash must equal the
+ * hash of the head record, or bad_seq is the head.  An empty log
+ * verifies with checked == 0; from past a non-empty head is
+ * FUNNEL_ENOTFOUND, from > to is FUNNEL_EINVAL.
  */
 int funnel_verify(funnel_query *q, uint64_t from, uint64_t to, funnel_verify_result *res);
 
@@ -235,6 +274,9 @@ typedef struct funnel_sub_opts {
 	int timeout_ms;        /* per query call, <= 0: 10000 */
 } funnel_sub_opts;
 
+/* Connect (in the background: this succeeds before the daemon is up).
+ * opts may be NULL for defaults.  With since, the start seq is found by
+ * the first funnel_subscriber_next(). */
 int funnel_subscriber_new(funnel_subscriber **out, const funnel_sub_opts *opts);
 void funnel_subscriber_destroy(funnel_subscriber **s);
 
@@ -245,10 +287,16 @@ void funnel_subscriber_destroy(funnel_subscriber **s);
  * reached, or an error.  *rec is valid until the next call on s.
  * Each seq is delivered exactly once, in order, with no gap, whatever
  * the live feed dropped: a gap is re-read from the query endpoint.
+ * The timeout covers the whole call, catching up included.  No return
+ * code loses the position: after FUNNEL_ETIMEDOUT, a daemon error or a
+ * daemon restart, the next call goes on from the same seq.  Not live,
+ * FUNNEL_ENOTFOUND is returned again by each later call until records
+ * past the head appear.
  */
 int funnel_subscriber_next(funnel_subscriber *s, int timeout_ms, const uint8_t **rec, size_t *len);
 
-/* The seq the next delivered record will carry. */
+/* The seq the next delivered record will carry (0 while a `since` start
+ * has not been resolved yet). */
 uint64_t funnel_subscriber_position(const funnel_subscriber *s);
 
 /* Counters for tests and monitoring: records read from replay pages,

@@ -1,0 +1,1012 @@
+/*
+ * tests/unit/test_record.c - the record format: fp_record_encode
+ * (proto/envelope.c), funnel_record_parse/peek/hash_ok (proto/record.c)
+ * and the hash-chain walker fp_chain_*.
+ *
+ * Records under test are copied into buffers of their exact size, so a
+ * read past the end shows up under AddressSanitizer.
+ */
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <msgpack.h>
+#include <sodium.h>
+
+#include "envelope.h"
+#include "funnel/record.h"
+#include "model.h"
+
+static const uint8_t zeros[FUNNEL_HASH_BYTES];
+
+static uint8_t *
+dup_bytes(const void *p, size_t n)
+{
+	uint8_t *b = malloc(n ? n : 1);
+	assert_non_null(b);
+	memcpy(b, p, n);
+	return b;
+}
+
+static int
+str_is(funnel_str s, const char *want)
+{
+	return s.ptr != NULL && s.len == strlen(want) && memcmp(s.ptr, want, s.len) == 0;
+}
+
+static funnel_str
+fstr(const char *s)
+{
+	return (funnel_str){ s, s ? strlen(s) : 0 };
+}
+
+/* A data map, packed and unpacked; owns its memory. */
+struct data {
+	msgpack_sbuffer sb;
+	msgpack_unpacked up;
+};
+
+/* Map of n string keys "k0".. with string values of vlen bytes ('v'). */
+static const msgpack_object *
+data_make(struct data *d, int n, size_t vlen)
+{
+	msgpack_packer pk;
+	char key[16];
+	char *val = malloc(vlen + 1);
+	assert_non_null(val);
+	memset(val, 'v', vlen);
+	msgpack_sbuffer_init(&d->sb);
+	msgpack_packer_init(&pk, &d->sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, n);
+	for (int i = 0; i < n; i++) {
+		snprintf(key, sizeof key, "k%d", i);
+		msgpack_pack_str_with_body(&pk, key, strlen(key));
+		msgpack_pack_str_with_body(&pk, val, vlen);
+	}
+	free(val);
+	msgpack_unpacked_init(&d->up);
+	size_t off = 0;
+	assert_int_equal(msgpack_unpack_next(&d->up, d->sb.data, d->sb.size, &off),
+	                 MSGPACK_UNPACK_SUCCESS);
+	return &d->up.data;
+}
+
+static void
+data_free(struct data *d)
+{
+	msgpack_unpacked_destroy(&d->up);
+	msgpack_sbuffer_destroy(&d->sb);
+}
+
+static void
+event_init(fp_event *ev, const char *type, const char *lead)
+{
+	memset(ev, 0, sizeof *ev);
+	ev->type = fstr(type);
+	ev->spec = fp_evspec_lookup(ev->type.ptr, ev->type.len);
+	if (lead)
+		ev->lead = fstr(lead);
+}
+
+/* Encode into a fresh buffer of the exact size. */
+static uint8_t *
+encode(const fp_event *ev, const fp_stamp *st, size_t *len, uint8_t hash[FUNNEL_HASH_BYTES])
+{
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(fp_record_encode(&sb, ev, st, hash), FUNNEL_OK);
+	uint8_t *rec = dup_bytes(sb.data, sb.size);
+	*len = sb.size;
+	msgpack_sbuffer_destroy(&sb);
+	return rec;
+}
+
+/* A record with every optional field present. */
+static uint8_t *
+full_record(size_t *len, uint8_t hash[FUNNEL_HASH_BYTES], struct data *d)
+{
+	static const uint8_t prev[FUNNEL_HASH_BYTES] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+		13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32 };
+	fp_event ev;
+	event_init(&ev, "deal.won", "lead-7");
+	ev.id = fstr("won-7");
+	ev.has_occurred_at = 1;
+	ev.occurred_at = -1234567890123LL;
+	ev.has_cause = 1;
+	ev.cause = 41;
+	ev.has_expected_version = 1;     /* not stored: a request condition */
+	ev.expected_version = 5;
+	ev.data = data_make(d, 2, 3);
+	fp_stamp st = {
+		.seq = 42, .ts = 1700000000123456789ULL, .producer = fstr("crm"),
+		.has_lead_state = 1, .stage = FP_STAGE_WON, .version = 6, .prev = prev,
+	};
+	return encode(&ev, &st, len, hash);
+}
+
+/* ---- encode and parse ---- */
+
+static void
+test_round_trip_all_fields(void **state)
+{
+	(void)state;
+	struct data d;
+	size_t len;
+	uint8_t hash[FUNNEL_HASH_BYTES];
+	uint8_t *rec = full_record(&len, hash, &d);
+	msgpack_zone z;
+	funnel_record r;
+	msgpack_zone_init(&z, 1024);
+
+	assert_int_equal(funnel_record_parse(rec, len, &z, &r), FUNNEL_OK);
+	assert_int_equal(r.seq, 42);
+	assert_true(r.ts == 1700000000123456789ULL);
+	assert_true(str_is(r.type, "deal.won"));
+	assert_true(str_is(r.lead, "lead-7"));
+	assert_true(str_is(r.id, "won-7"));
+	assert_true(str_is(r.producer, "crm"));
+	assert_true(str_is(r.stage, "won"));
+	assert_int_equal(r.has_occurred_at, 1);
+	assert_true(r.occurred_at == -1234567890123LL);
+	assert_int_equal(r.has_cause, 1);
+	assert_int_equal(r.cause, 41);
+	assert_int_equal(r.has_version, 1);
+	assert_int_equal(r.version, 6);
+	assert_non_null(r.data);
+	assert_true(msgpack_object_equal(*r.data, d.up.data));
+	assert_non_null(r.prev);
+	for (int i = 0; i < FUNNEL_HASH_BYTES; i++)
+		assert_int_equal(r.prev[i], i + 1);
+	assert_memory_equal(r.hash, hash, FUNNEL_HASH_BYTES);
+	assert_ptr_equal(r.bytes, rec);
+	assert_int_equal(r.len, len);
+	/* views point into the record's bytes */
+	assert_true(r.type.ptr > (const char *)rec && r.type.ptr < (const char *)rec + len);
+	assert_ptr_equal(r.hash, rec + len - FUNNEL_HASH_BYTES);
+	assert_true(funnel_record_hash_ok(rec, len));
+
+	msgpack_zone_destroy(&z);
+	data_free(&d);
+	free(rec);
+}
+
+static void
+test_round_trip_absent_optionals(void **state)
+{
+	(void)state;
+	fp_event ev;
+	event_init(&ev, "x.ping", NULL);
+	fp_stamp st = { .seq = 1, .ts = 5 };
+	size_t len;
+	uint8_t hash[FUNNEL_HASH_BYTES];
+	uint8_t *rec = encode(&ev, &st, &len, hash);
+	msgpack_zone z;
+	funnel_record r;
+	msgpack_zone_init(&z, 1024);
+
+	assert_int_equal(funnel_record_parse(rec, len, &z, &r), FUNNEL_OK);
+	assert_int_equal(r.seq, 1);
+	assert_int_equal(r.ts, 5);
+	assert_true(str_is(r.type, "x.ping"));
+	assert_null(r.lead.ptr);
+	assert_null(r.id.ptr);
+	assert_null(r.producer.ptr);
+	assert_null(r.stage.ptr);
+	assert_int_equal(r.has_occurred_at, 0);
+	assert_int_equal(r.has_cause, 0);
+	assert_int_equal(r.has_version, 0);
+	assert_null(r.data);
+	assert_memory_equal(r.prev, zeros, FUNNEL_HASH_BYTES);   /* prev NULL: zeros */
+	assert_true(funnel_record_hash_ok(rec, len));
+
+	msgpack_zone_destroy(&z);
+	free(rec);
+}
+
+/* Keys appear in the documented order; seq and ts are uint 64. */
+static void
+test_key_order(void **state)
+{
+	(void)state;
+	static const char *const order[] = {
+		"seq", "ts", "type", "lead", "id", "occurred_at", "cause", "producer",
+		"stage", "version", "data", "prev", "hash",
+	};
+	struct data d;
+	size_t len;
+	uint8_t hash[FUNNEL_HASH_BYTES];
+	uint8_t *rec = full_record(&len, hash, &d);
+	msgpack_unpacked up;
+	msgpack_unpacked_init(&up);
+	size_t off = 0;
+	assert_int_equal(msgpack_unpack_next(&up, (const char *)rec, len, &off), MSGPACK_UNPACK_SUCCESS);
+	assert_int_equal(off, len);
+	assert_int_equal(up.data.type, MSGPACK_OBJECT_MAP);
+	assert_int_equal(up.data.via.map.size, sizeof order / sizeof order[0]);
+	for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+		const msgpack_object *k = &up.data.via.map.ptr[i].key;
+		assert_int_equal(k->type, MSGPACK_OBJECT_STR);
+		if (k->via.str.size != strlen(order[i]) || memcmp(k->via.str.ptr, order[i], k->via.str.size))
+			fail_msg("key %zu is '%.*s', want '%s'", i, (int)k->via.str.size, k->via.str.ptr, order[i]);
+	}
+	assert_int_equal(rec[5], 0xcf);
+	assert_int_equal(rec[17], 0xcf);
+	/* hash: bin 8 of 32 bytes, last */
+	assert_int_equal(rec[len - 34], 0xc4);
+	assert_int_equal(rec[len - 33], 32);
+	msgpack_unpacked_destroy(&up);
+	data_free(&d);
+	free(rec);
+}
+
+/* The hash is BLAKE2b-256 of every byte before the last 32. */
+static void
+test_hash_definition(void **state)
+{
+	(void)state;
+	struct data d;
+	size_t len;
+	uint8_t hash[FUNNEL_HASH_BYTES], want[FUNNEL_HASH_BYTES];
+	uint8_t *rec = full_record(&len, hash, &d);
+	crypto_generichash(want, sizeof want, rec, len - FUNNEL_HASH_BYTES, NULL, 0);
+	assert_memory_equal(hash, want, FUNNEL_HASH_BYTES);
+	assert_memory_equal(rec + len - FUNNEL_HASH_BYTES, want, FUNNEL_HASH_BYTES);
+	data_free(&d);
+	free(rec);
+}
+
+/* Records append to an sbuffer at its size on entry. */
+static void
+test_encode_appends(void **state)
+{
+	(void)state;
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	msgpack_sbuffer_write(&sb, "HEAD", 4);
+	size_t start[3];
+	uint8_t h[3][FUNNEL_HASH_BYTES];
+	for (int i = 0; i < 3; i++) {
+		fp_event ev;
+		event_init(&ev, "lead.captured", "L");
+		fp_stamp st = { .seq = (uint64_t)i + 1, .ts = 100, .has_lead_state = 1,
+		                .stage = FP_STAGE_INQUIRY, .version = (uint64_t)i + 1,
+		                .prev = i ? h[i - 1] : NULL };
+		start[i] = sb.size;
+		assert_int_equal(fp_record_encode(&sb, &ev, &st, h[i]), FUNNEL_OK);
+	}
+	assert_memory_equal(sb.data, "HEAD", 4);
+	for (int i = 0; i < 3; i++) {
+		size_t end = i < 2 ? start[i + 1] : sb.size;
+		const uint8_t *rec = (const uint8_t *)sb.data + start[i];
+		uint64_t seq;
+		assert_int_equal(funnel_record_peek(rec, end - start[i], &seq, NULL), FUNNEL_OK);
+		assert_int_equal(seq, (uint64_t)i + 1);
+		assert_true(funnel_record_hash_ok(rec, end - start[i]));
+		assert_memory_equal(rec + (end - start[i]) - FUNNEL_HASH_BYTES, h[i], FUNNEL_HASH_BYTES);
+	}
+	msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- size limit ---- */
+
+/* Record length for a data map of one value of vlen bytes. */
+static size_t
+len_with_value(size_t vlen, funnel_err *rc, msgpack_sbuffer *sb)
+{
+	struct data d;
+	fp_event ev;
+	uint8_t hash[FUNNEL_HASH_BYTES];
+	event_init(&ev, "x.big", "L");
+	ev.data = data_make(&d, 1, vlen);
+	fp_stamp st = { .seq = 9, .ts = 9 };
+	size_t before = sb->size;
+	*rc = fp_record_encode(sb, &ev, &st, hash);
+	data_free(&d);
+	return sb->size - before;
+}
+
+static void
+test_too_big(void **state)
+{
+	(void)state;
+	msgpack_sbuffer sb;
+	funnel_err rc;
+	msgpack_sbuffer_init(&sb);
+
+	/* a value of 1000 bytes (str 16) gives the fixed overhead */
+	size_t overhead = len_with_value(1000, &rc, &sb) - 1000;
+	assert_int_equal(rc, FUNNEL_OK);
+	sb.size = 0;
+
+	/* exactly at the limit: stored */
+	size_t at = FP_MAX_RECORD_BYTES - overhead;
+	assert_int_equal(len_with_value(at, &rc, &sb), FP_MAX_RECORD_BYTES);
+	assert_int_equal(rc, FUNNEL_OK);
+	assert_true(funnel_record_hash_ok(sb.data, sb.size));
+
+	/* one byte over: ETOOBIG, the sbuffer back to its size on entry */
+	sb.size = 0;
+	msgpack_sbuffer_write(&sb, "keep-me", 7);
+	assert_int_equal(len_with_value(at + 1, &rc, &sb), 0);
+	assert_int_equal(rc, FUNNEL_ETOOBIG);
+	assert_int_equal(sb.size, 7);
+	assert_memory_equal(sb.data, "keep-me", 7);
+
+	/* far over */
+	assert_int_equal(len_with_value(200000, &rc, &sb), 0);
+	assert_int_equal(rc, FUNNEL_ETOOBIG);
+	assert_int_equal(sb.size, 7);
+
+	/* and the sbuffer still works */
+	assert_int_equal(len_with_value(10, &rc, &sb) > 0, 1);
+	assert_int_equal(rc, FUNNEL_OK);
+	assert_true(funnel_record_hash_ok(sb.data + 7, sb.size - 7));
+	msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- peek ---- */
+
+static void
+test_peek_offsets(void **state)
+{
+	(void)state;
+	static const struct {
+		uint64_t seq, ts;
+	} cases[] = {
+		{ 1, 0 }, { 1, 1 }, { 127, 128 }, { 255, 256 }, { 65536, 1ULL << 32 },
+		{ 1ULL << 40, 1700000000000000000ULL }, { UINT64_MAX, UINT64_MAX - 1 },
+		{ 0x0102030405060708ULL, 0x1112131415161718ULL },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		fp_event ev;
+		event_init(&ev, "x.t", NULL);
+		fp_stamp st = { .seq = cases[i].seq, .ts = cases[i].ts };
+		size_t len;
+		uint8_t hash[FUNNEL_HASH_BYTES];
+		uint8_t *rec = encode(&ev, &st, &len, hash);
+		uint64_t seq = 0, ts = 0;
+		assert_int_equal(funnel_record_peek(rec, len, &seq, &ts), FUNNEL_OK);
+		assert_true(seq == cases[i].seq);
+		assert_true(ts == cases[i].ts);
+		/* the fixed offsets: big-endian at 6 and 18 */
+		uint64_t bs = 0, bt = 0;
+		for (int j = 0; j < 8; j++) {
+			bs = bs << 8 | rec[6 + j];
+			bt = bt << 8 | rec[18 + j];
+		}
+		assert_true(bs == cases[i].seq && bt == cases[i].ts);
+		assert_int_equal(funnel_record_peek(rec, len, NULL, NULL), FUNNEL_OK);
+		seq = 0;
+		assert_int_equal(funnel_record_peek(rec, len, &seq, NULL), FUNNEL_OK);
+		assert_true(seq == cases[i].seq);
+		ts = 0;
+		assert_int_equal(funnel_record_peek(rec, len, NULL, &ts), FUNNEL_OK);
+		assert_true(ts == cases[i].ts);
+		/* parse agrees */
+		msgpack_zone z;
+		funnel_record r;
+		msgpack_zone_init(&z, 256);
+		assert_int_equal(funnel_record_parse(rec, len, &z, &r), FUNNEL_OK);
+		assert_true(r.seq == cases[i].seq && r.ts == cases[i].ts);
+		msgpack_zone_destroy(&z);
+		free(rec);
+	}
+}
+
+static void
+test_peek_malformed(void **state)
+{
+	(void)state;
+	fp_event ev;
+	event_init(&ev, "x.t", NULL);
+	fp_stamp st = { .seq = 3, .ts = 4 };
+	size_t len;
+	uint8_t hash[FUNNEL_HASH_BYTES];
+	uint8_t *rec = encode(&ev, &st, &len, hash);
+
+	/* every prefix shorter than the fixed part, in a buffer of its size */
+	for (size_t n = 0; n < 26; n++) {
+		uint8_t *p = dup_bytes(rec, n);
+		if (funnel_record_peek(p, n, NULL, NULL) != FUNNEL_EMALFORMED)
+			fail_msg("peek accepted a %zu-byte prefix", n);
+		free(p);
+	}
+	/* the fixed part alone is enough for peek */
+	uint8_t *p = dup_bytes(rec, 26);
+	uint64_t seq = 0;
+	assert_int_equal(funnel_record_peek(p, 26, &seq, NULL), FUNNEL_OK);
+	assert_int_equal(seq, 3);
+	free(p);
+
+	/* one byte of the fixed frame changed */
+	static const struct {
+		size_t off;
+		uint8_t val;
+	} bad[] = {
+		{ 0, 0x90 },    /* array, not map */
+		{ 0, 0xde },    /* map 16 */
+		{ 1, 0xa4 },    /* key length */
+		{ 2, 'S' },     /* "Seq" */
+		{ 4, 'Q' },
+		{ 5, 0xd3 },    /* int 64, not uint 64 */
+		{ 5, 0x03 },    /* fixint */
+		{ 14, 0xa3 },
+		{ 15, 't' + 1 },
+		{ 16, 'S' },
+		{ 17, 0xce },   /* uint 32 */
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		uint8_t *q = dup_bytes(rec, len);
+		q[bad[i].off] = bad[i].val;
+		if (funnel_record_peek(q, len, NULL, NULL) != FUNNEL_EMALFORMED)
+			fail_msg("peek accepted byte %zu = 0x%02x", bad[i].off, bad[i].val);
+		free(q);
+	}
+	assert_int_equal(funnel_record_peek("hello, world, this is not a record", 34, NULL, NULL),
+	                 FUNNEL_EMALFORMED);
+	free(rec);
+}
+
+/* ---- hash_ok and tampering ---- */
+
+static void
+test_hash_ok_short(void **state)
+{
+	(void)state;
+	uint8_t buf[64] = { 0 };
+	for (size_t n = 0; n < 58; n++)
+		assert_int_equal(funnel_record_hash_ok(buf, n), 0);
+	/* 64 zero bytes: hash of 32 zeros is not 32 zeros */
+	assert_int_equal(funnel_record_hash_ok(buf, sizeof buf), 0);
+}
+
+/* Flipping any bit pattern of any byte is caught by parse or hash_ok. */
+static void
+test_every_byte_flip(void **state)
+{
+	(void)state;
+	static const uint8_t masks[] = { 0x01, 0x80, 0xff, 0x20 };
+	struct data d;
+	size_t len;
+	uint8_t hash[FUNNEL_HASH_BYTES];
+	uint8_t *rec = full_record(&len, hash, &d);
+	msgpack_zone z;
+	funnel_record r;
+	msgpack_zone_init(&z, 1024);
+	int undetected = 0;
+	for (size_t pos = 0; pos < len; pos++) {
+		for (size_t m = 0; m < sizeof masks; m++) {
+			uint8_t *q = dup_bytes(rec, len);
+			q[pos] ^= masks[m];
+			int parsed = funnel_record_parse(q, len, &z, &r) == FUNNEL_OK;
+			int hashed = funnel_record_hash_ok(q, len);
+			msgpack_zone_clear(&z);
+			if (parsed && hashed) {
+				print_error("byte %zu ^ 0x%02x not detected\n", pos, masks[m]);
+				undetected++;
+			}
+			free(q);
+		}
+	}
+	assert_int_equal(undetected, 0);
+	msgpack_zone_destroy(&z);
+	data_free(&d);
+	free(rec);
+}
+
+/* Every truncation fails to parse (and does not read past the end). */
+static void
+test_truncated(void **state)
+{
+	(void)state;
+	struct data d;
+	size_t len;
+	uint8_t hash[FUNNEL_HASH_BYTES];
+	uint8_t *rec = full_record(&len, hash, &d);
+	msgpack_zone z;
+	funnel_record r;
+	msgpack_zone_init(&z, 1024);
+	for (size_t n = 0; n < len; n++) {
+		uint8_t *q = dup_bytes(rec, n);
+		if (funnel_record_parse(q, n, &z, &r) == FUNNEL_OK)
+			fail_msg("a %zu-byte prefix of a %zu-byte record parsed", n, len);
+		assert_int_equal(funnel_record_hash_ok(q, n), 0);
+		msgpack_zone_clear(&z);
+		free(q);
+	}
+	/* and one byte too many */
+	uint8_t *q = malloc(len + 1);
+	memcpy(q, rec, len);
+	q[len] = 0xc0;
+	assert_int_equal(funnel_record_parse(q, len + 1, &z, &r), FUNNEL_EMALFORMED);
+	free(q);
+	msgpack_zone_destroy(&z);
+	data_free(&d);
+	free(rec);
+}
+
+/* ---- parse: hand-built records of the wrong shape ---- */
+
+/* One entry of a hand-built record. */
+enum rk { R_END = 0, R_FIXU64, R_UINT, R_INT, R_STR, R_BIN, R_MAP0, R_ARR0 };
+struct rkv {
+	const char *key;
+	enum rk kind;
+	uint64_t u;          /* R_FIXU64, R_UINT; R_BIN: length */
+	int64_t i;
+	const char *s;
+};
+
+static const struct rkv base_record[] = {
+	{ "seq", R_FIXU64, 7 }, { "ts", R_FIXU64, 8 }, { "type", R_STR, .s = "x.t" },
+	{ "lead", R_STR, .s = "L" }, { "id", R_STR, .s = "i" }, { "occurred_at", R_INT, .i = -1 },
+	{ "cause", R_UINT, 3 }, { "producer", R_STR, .s = "p" }, { "stage", R_STR, .s = "mql" },
+	{ "version", R_UINT, 2 }, { "data", R_MAP0 }, { "prev", R_BIN, 32 }, { "hash", R_BIN, 32 },
+	{ NULL, R_END },
+};
+
+enum rop { OP_NONE, OP_REPLACE, OP_DELETE, OP_SWAP_LAST_TWO, OP_TRAIL };
+
+/* Pack base_record with one change, then hash it as the encoder would. */
+static uint8_t *
+build_record(enum rop op, const char *key, const struct rkv *with, size_t *len)
+{
+	struct rkv e[16];
+	size_t n = 0;
+	for (const struct rkv *b = base_record; b->kind != R_END; b++) {
+		if (key && strcmp(b->key, key) == 0) {
+			if (op == OP_DELETE)
+				continue;
+			if (op == OP_REPLACE) {
+				e[n] = *with;
+				e[n++].key = b->key;
+				continue;
+			}
+		}
+		e[n++] = *b;
+	}
+	if (op == OP_SWAP_LAST_TWO) {
+		struct rkv t = e[n - 1];
+		e[n - 1] = e[n - 2];
+		e[n - 2] = t;
+	}
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, n);
+	for (size_t i = 0; i < n; i++) {
+		msgpack_pack_str_with_body(&pk, e[i].key, strlen(e[i].key));
+		switch (e[i].kind) {
+		case R_FIXU64: msgpack_pack_fix_uint64(&pk, e[i].u); break;
+		case R_UINT: msgpack_pack_uint64(&pk, e[i].u); break;
+		case R_INT: msgpack_pack_int64(&pk, e[i].i); break;
+		case R_STR: msgpack_pack_str_with_body(&pk, e[i].s, strlen(e[i].s)); break;
+		case R_BIN:
+			msgpack_pack_bin(&pk, e[i].u);
+			for (uint64_t j = 0; j < e[i].u; j++)
+				msgpack_sbuffer_write(&sb, "\0", 1);
+			break;
+		case R_MAP0: msgpack_pack_map(&pk, 0); break;
+		case R_ARR0: msgpack_pack_array(&pk, 0); break;
+		case R_END: break;
+		}
+	}
+	if (op == OP_TRAIL)
+		msgpack_sbuffer_write(&sb, "\xc0", 1);
+	if (sb.size > FUNNEL_HASH_BYTES)
+		crypto_generichash((uint8_t *)sb.data + sb.size - FUNNEL_HASH_BYTES, FUNNEL_HASH_BYTES,
+		                   (const uint8_t *)sb.data, sb.size - FUNNEL_HASH_BYTES, NULL, 0);
+	uint8_t *rec = dup_bytes(sb.data, sb.size);
+	*len = sb.size;
+	msgpack_sbuffer_destroy(&sb);
+	return rec;
+}
+
+static void
+test_parse_shapes(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *name;
+		enum rop op;
+		const char *key;
+		struct rkv with;
+		int rc;
+	} cases[] = {
+		{ "base", OP_NONE, NULL, { 0 }, FUNNEL_OK },
+		{ "type int", OP_REPLACE, "type", { NULL, R_UINT, 1 }, FUNNEL_ETYPE },
+		{ "type missing", OP_DELETE, "type", { 0 }, FUNNEL_EMISSING },
+		{ "lead int", OP_REPLACE, "lead", { NULL, R_UINT, 1 }, FUNNEL_ETYPE },
+		{ "id bin", OP_REPLACE, "id", { NULL, R_BIN, 2 }, FUNNEL_ETYPE },
+		{ "producer map", OP_REPLACE, "producer", { NULL, R_MAP0 }, FUNNEL_ETYPE },
+		{ "stage int", OP_REPLACE, "stage", { NULL, R_UINT, 2 }, FUNNEL_ETYPE },
+		{ "occurred_at string", OP_REPLACE, "occurred_at", { NULL, R_STR, .s = "1" }, FUNNEL_ETYPE },
+		{ "cause negative", OP_REPLACE, "cause", { NULL, R_INT, .i = -3 }, FUNNEL_ETYPE },
+		{ "version string", OP_REPLACE, "version", { NULL, R_STR, .s = "2" }, FUNNEL_ETYPE },
+		{ "data array", OP_REPLACE, "data", { NULL, R_ARR0 }, FUNNEL_ETYPE },
+		{ "ts missing", OP_DELETE, "ts", { 0 }, FUNNEL_EMALFORMED },
+		{ "seq fixint", OP_REPLACE, "seq", { NULL, R_UINT, 7 }, FUNNEL_EMALFORMED },
+		{ "prev 31 bytes", OP_REPLACE, "prev", { NULL, R_BIN, 31 }, FUNNEL_EMALFORMED },
+		{ "prev 33 bytes", OP_REPLACE, "prev", { NULL, R_BIN, 33 }, FUNNEL_EMALFORMED },
+		{ "prev string", OP_REPLACE, "prev", { NULL, R_STR, .s = "0123456789abcdef0123456789abcdef" },
+		  FUNNEL_ETYPE },
+		{ "prev missing", OP_DELETE, "prev", { 0 }, FUNNEL_EMISSING },
+		{ "hash 31 bytes", OP_REPLACE, "hash", { NULL, R_BIN, 31 }, FUNNEL_EMALFORMED },
+		{ "hash missing", OP_DELETE, "hash", { 0 }, FUNNEL_EMALFORMED },
+		{ "hash not last", OP_SWAP_LAST_TWO, NULL, { 0 }, FUNNEL_EMALFORMED },
+		{ "trailing byte", OP_TRAIL, NULL, { 0 }, FUNNEL_EMALFORMED },
+	};
+	int failures = 0;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		size_t len;
+		uint8_t *rec = build_record(cases[i].op, cases[i].key, &cases[i].with, &len);
+		msgpack_zone z;
+		funnel_record r;
+		msgpack_zone_init(&z, 256);
+		int rc = funnel_record_parse(rec, len, &z, &r);
+		if (rc != cases[i].rc) {
+			print_error("%s: got %s, want %s\n", cases[i].name, funnel_errname(rc),
+			            funnel_errname(cases[i].rc));
+			failures++;
+		}
+		msgpack_zone_destroy(&z);
+		free(rec);
+	}
+	assert_int_equal(failures, 0);
+}
+
+/* Inputs that are no record at all. */
+static void
+test_parse_garbage(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *b;
+		size_t n;
+	} g[] = {
+		{ "", 0 }, { "\xc0", 1 }, { "\x80", 1 }, { "\x90", 1 }, { "\xc1", 1 },
+		{ "\xdb\xff\xff\xff\xff", 5 }, { "\xc6\xff\xff\xff\xff", 5 },
+		{ "hello world, not a record at all, just text......................", 66 },
+	};
+	for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
+		uint8_t *b = dup_bytes(g[i].b, g[i].n);
+		msgpack_zone z;
+		funnel_record r;
+		msgpack_zone_init(&z, 256);
+		if (funnel_record_parse(b, g[i].n, &z, &r) == FUNNEL_OK)
+			fail_msg("garbage %zu parsed", i);
+		assert_int_equal(funnel_record_hash_ok(b, g[i].n), 0);
+		msgpack_zone_destroy(&z);
+		free(b);
+	}
+}
+
+/* ---- the hash chain ---- */
+
+#define CHAIN_LEN 50
+
+struct chain {
+	uint8_t *rec[CHAIN_LEN + 2];      /* rec[k]: the record with seq k */
+	size_t len[CHAIN_LEN + 2];
+	uint8_t hash[CHAIN_LEN + 2][FUNNEL_HASH_BYTES];   /* hash[0]: zeros */
+};
+
+/* Record k of the chain, with an explicit prev. */
+static uint8_t *
+chain_record(uint64_t k, const uint8_t *prev, size_t *len, uint8_t hash[FUNNEL_HASH_BYTES])
+{
+	char lead[32], id[32];
+	struct data d;
+	fp_event ev;
+	snprintf(lead, sizeof lead, "lead-%" PRIu64, k % 7);
+	snprintf(id, sizeof id, "evt-%" PRIu64, k);
+	event_init(&ev, k % 3 ? "lead.captured" : "x.note", lead);
+	ev.id = fstr(id);
+	ev.data = data_make(&d, (int)(k % 4), 5);
+	fp_stamp st = { .seq = k, .ts = 1000000 + k * 10, .has_lead_state = 1,
+	                .stage = FP_STAGE_INQUIRY, .version = k, .prev = prev };
+	uint8_t *rec = encode(&ev, &st, len, hash);
+	data_free(&d);
+	return rec;
+}
+
+static int
+chain_setup(void **state)
+{
+	struct chain *c = calloc(1, sizeof *c);
+	if (c == NULL)
+		return -1;
+	for (uint64_t k = 1; k <= CHAIN_LEN; k++)
+		c->rec[k] = chain_record(k, k == 1 ? NULL : c->hash[k - 1], &c->len[k], c->hash[k]);
+	*state = c;
+	return 0;
+}
+
+static int
+chain_teardown(void **state)
+{
+	struct chain *c = *state;
+	for (int k = 0; k < CHAIN_LEN + 2; k++)
+		free(c->rec[k]);
+	free(c);
+	return 0;
+}
+
+static int
+starts_with(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static void
+test_chain_good(void **state)
+{
+	struct chain *c = *state;
+	fp_chain w;
+	char why[256] = "";
+	fp_chain_init(&w, 1, NULL);
+	for (uint64_t k = 1; k <= CHAIN_LEN; k++) {
+		if (fp_chain_step(&w, c->rec[k], c->len[k], why, sizeof why) != FUNNEL_OK)
+			fail_msg("seq %" PRIu64 ": %s", k, why);
+		assert_int_equal(w.next_seq, k + 1);
+		assert_memory_equal(w.head, c->hash[k], FUNNEL_HASH_BYTES);
+	}
+	/* prev chaining as parsed */
+	msgpack_zone z;
+	funnel_record r;
+	msgpack_zone_init(&z, 256);
+	for (uint64_t k = 1; k <= CHAIN_LEN; k++) {
+		assert_int_equal(funnel_record_parse(c->rec[k], c->len[k], &z, &r), FUNNEL_OK);
+		assert_memory_equal(r.prev, k == 1 ? zeros : c->hash[k - 1], FUNNEL_HASH_BYTES);
+		msgpack_zone_clear(&z);
+	}
+	msgpack_zone_destroy(&z);
+}
+
+/* A walk may start in the middle, anchored on the previous hash. */
+static void
+test_chain_from_middle(void **state)
+{
+	struct chain *c = *state;
+	fp_chain w;
+	char why[256] = "";
+	fp_chain_init(&w, 20, c->hash[19]);
+	for (uint64_t k = 20; k <= CHAIN_LEN; k++)
+		assert_int_equal(fp_chain_step(&w, c->rec[k], c->len[k], why, sizeof why), FUNNEL_OK);
+
+	/* anchored on the wrong hash: the first record is named */
+	fp_chain_init(&w, 20, c->hash[18]);
+	assert_int_equal(fp_chain_step(&w, c->rec[20], c->len[20], why, sizeof why), FUNNEL_ECHAIN);
+	assert_true(starts_with(why, "seq 20:"));
+	/* NULL prev means zeros: wrong for seq 20 */
+	fp_chain_init(&w, 20, NULL);
+	assert_int_equal(fp_chain_step(&w, c->rec[20], c->len[20], why, sizeof why), FUNNEL_ECHAIN);
+	assert_true(starts_with(why, "seq 20:"));
+}
+
+/* Walk records 1..k-1, then return the walker ready for seq k. */
+static void
+walk_to(const struct chain *c, fp_chain *w, uint64_t k)
+{
+	char why[256];
+	fp_chain_init(w, 1, NULL);
+	for (uint64_t j = 1; j < k; j++)
+		assert_int_equal(fp_chain_step(w, c->rec[j], c->len[j], why, sizeof why), FUNNEL_OK);
+}
+
+/* Any altered byte of record k stops the walk at seq k, and the walk
+ * can go on with the true record. */
+static void
+test_chain_altered(void **state)
+{
+	struct chain *c = *state;
+	static const uint64_t ks[] = { 1, 2, 25, CHAIN_LEN };
+	char why[256], prefix[32];
+	for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
+		uint64_t k = ks[i];
+		fp_chain w;
+		walk_to(c, &w, k);
+		snprintf(prefix, sizeof prefix, "seq %" PRIu64 ":", k);
+		for (size_t pos = 0; pos < c->len[k]; pos++) {
+			uint8_t *q = dup_bytes(c->rec[k], c->len[k]);
+			q[pos] ^= 0x01;
+			why[0] = '\0';
+			if (fp_chain_step(&w, q, c->len[k], why, sizeof why) != FUNNEL_ECHAIN)
+				fail_msg("seq %" PRIu64 " byte %zu altered, chain step passed", k, pos);
+			if (!starts_with(why, prefix))
+				fail_msg("seq %" PRIu64 " byte %zu: why '%s'", k, pos, why);
+			assert_int_equal(w.next_seq, k);
+			free(q);
+		}
+		assert_int_equal(fp_chain_step(&w, c->rec[k], c->len[k], why, sizeof why), FUNNEL_OK);
+	}
+}
+
+/* A change inside a string value keeps the record decodable: the
+ * walker says the record was altered. */
+static void
+test_chain_altered_message(void **state)
+{
+	struct chain *c = *state;
+	uint64_t k = 17;
+	fp_chain w;
+	char why[256] = "";
+	walk_to(c, &w, k);
+	uint8_t *q = dup_bytes(c->rec[k], c->len[k]);
+	uint8_t *l = memmem(q, c->len[k], "lead-", 5);
+	assert_non_null(l);
+	l[0] = 'L';
+	assert_int_equal(fp_chain_step(&w, q, c->len[k], why, sizeof why), FUNNEL_ECHAIN);
+	assert_true(starts_with(why, "seq 17:"));
+	assert_non_null(strstr(why, "record altered"));
+	free(q);
+}
+
+/* A record that hashes right but names the wrong prev. */
+static void
+test_chain_wrong_prev(void **state)
+{
+	struct chain *c = *state;
+	uint64_t k = 30;
+	uint8_t bogus[FUNNEL_HASH_BYTES], h[FUNNEL_HASH_BYTES];
+	memset(bogus, 0x5a, sizeof bogus);
+	size_t len;
+	uint8_t *forged = chain_record(k, bogus, &len, h);
+	assert_true(funnel_record_hash_ok(forged, len));
+	fp_chain w;
+	char why[256] = "";
+	walk_to(c, &w, k);
+	assert_int_equal(fp_chain_step(&w, forged, len, why, sizeof why), FUNNEL_ECHAIN);
+	assert_true(starts_with(why, "seq 30:"));
+	assert_non_null(strstr(why, "prev"));
+	assert_int_equal(w.next_seq, k);
+	free(forged);
+
+	/* record 1 must name zeros */
+	forged = chain_record(1, bogus, &len, h);
+	fp_chain_init(&w, 1, NULL);
+	assert_int_equal(fp_chain_step(&w, forged, len, why, sizeof why), FUNNEL_ECHAIN);
+	assert_true(starts_with(why, "seq 1:"));
+	free(forged);
+}
+
+static void
+test_chain_wrong_seq(void **state)
+{
+	struct chain *c = *state;
+	fp_chain w;
+	char why[256] = "";
+
+	/* a gap: seq 11 where 10 was due */
+	walk_to(c, &w, 10);
+	assert_int_equal(fp_chain_step(&w, c->rec[11], c->len[11], why, sizeof why), FUNNEL_ECHAIN);
+	assert_true(starts_with(why, "seq 10:"));
+	assert_non_null(strstr(why, "11"));
+
+	/* a repeat: seq 9 again */
+	assert_int_equal(fp_chain_step(&w, c->rec[9], c->len[9], why, sizeof why), FUNNEL_ECHAIN);
+	assert_true(starts_with(why, "seq 10:"));
+
+	/* the walk goes on with the right one */
+	assert_int_equal(fp_chain_step(&w, c->rec[10], c->len[10], why, sizeof why), FUNNEL_OK);
+
+	/* a record with the right prev but a different seq number */
+	uint8_t h[FUNNEL_HASH_BYTES];
+	size_t len;
+	fp_event ev;
+	event_init(&ev, "x.t", NULL);
+	fp_stamp st = { .seq = 12, .ts = 1, .prev = c->hash[10] };
+	uint8_t *r = encode(&ev, &st, &len, h);
+	assert_int_equal(fp_chain_step(&w, r, len, why, sizeof why), FUNNEL_ECHAIN);
+	assert_true(starts_with(why, "seq 11:"));
+	free(r);
+}
+
+static void
+test_chain_garbage(void **state)
+{
+	struct chain *c = *state;
+	fp_chain w;
+	char why[256] = "";
+	static const struct {
+		const char *b;
+		size_t n;
+	} g[] = {
+		{ "", 0 }, { "\x00", 1 }, { "garbage bytes, not msgpack", 26 },
+		{ "\x81\xa3seq\x01", 6 }, { "\xdb\xff\xff\xff\xff", 5 },
+	};
+	walk_to(c, &w, 5);
+	for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
+		uint8_t *b = dup_bytes(g[i].b, g[i].n);
+		assert_int_equal(fp_chain_step(&w, b, g[i].n, why, sizeof why), FUNNEL_ECHAIN);
+		if (!starts_with(why, "seq 5:"))
+			fail_msg("garbage %zu: why '%s'", i, why);
+		free(b);
+	}
+	/* a record cut short */
+	uint8_t *b = dup_bytes(c->rec[5], c->len[5] - 1);
+	assert_int_equal(fp_chain_step(&w, b, c->len[5] - 1, why, sizeof why), FUNNEL_ECHAIN);
+	assert_true(starts_with(why, "seq 5:"));
+	free(b);
+	/* the why buffer is bounded */
+	char small[8];
+	assert_int_equal(fp_chain_step(&w, "", 0, small, sizeof small), FUNNEL_ECHAIN);
+	assert_true(strlen(small) < sizeof small);
+	assert_int_equal(w.next_seq, 5);
+}
+
+/*
+ * Huge declared lengths: an error, no crash.  msgpack-c allocates the
+ * declared element count of an array or map up front (24 bytes per array
+ * element, 48 per map entry), so 0xdd/0xdf ff ff ff ff ask malloc for
+ * 128 GiB and 256 GiB.  Plain malloc fails and the parse fails cleanly;
+ * under AddressSanitizer the default allocator_may_return_null=0 aborts
+ * the process ("allocator is out of memory trying to allocate
+ * 0x2000000008 bytes").  This test runs last for that reason.
+ */
+static void
+test_huge_declared_lengths(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *b;
+		size_t n;
+	} g[] = {
+		{ "\xdd\xff\xff\xff\xff", 5 }, { "\xdf\xff\xff\xff\xff", 5 },
+		{ "\x8d\xa3seq\xcf\0\0\0\0\0\0\0\x01\xa2ts\xcf\0\0\0\0\0\0\0\x01\xa4type\xdd\xff\xff\xff\xff", 36 },
+	};
+	for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
+		uint8_t *b = dup_bytes(g[i].b, g[i].n);
+		msgpack_zone z;
+		funnel_record r;
+		fp_chain w;
+		char why[256] = "";
+		msgpack_zone_init(&z, 256);
+		if (funnel_record_parse(b, g[i].n, &z, &r) == FUNNEL_OK)
+			fail_msg("input %zu parsed", i);
+		msgpack_zone_destroy(&z);
+		fp_chain_init(&w, 1, NULL);
+		assert_int_equal(fp_chain_step(&w, b, g[i].n, why, sizeof why), FUNNEL_ECHAIN);
+		assert_true(starts_with(why, "seq 1:"));
+		free(b);
+	}
+}
+
+int
+main(void)
+{
+	if (sodium_init() < 0)
+		return 1;
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_round_trip_all_fields),
+		cmocka_unit_test(test_round_trip_absent_optionals),
+		cmocka_unit_test(test_key_order),
+		cmocka_unit_test(test_hash_definition),
+		cmocka_unit_test(test_encode_appends),
+		cmocka_unit_test(test_too_big),
+		cmocka_unit_test(test_peek_offsets),
+		cmocka_unit_test(test_peek_malformed),
+		cmocka_unit_test(test_hash_ok_short),
+		cmocka_unit_test(test_every_byte_flip),
+		cmocka_unit_test(test_truncated),
+		cmocka_unit_test(test_parse_shapes),
+		cmocka_unit_test(test_parse_garbage),
+		cmocka_unit_test_setup_teardown(test_chain_good, chain_setup, chain_teardown),
+		cmocka_unit_test_setup_teardown(test_chain_from_middle, chain_setup, chain_teardown),
+		cmocka_unit_test_setup_teardown(test_chain_altered, chain_setup, chain_teardown),
+		cmocka_unit_test_setup_teardown(test_chain_altered_message, chain_setup, chain_teardown),
+		cmocka_unit_test_setup_teardown(test_chain_wrong_prev, chain_setup, chain_teardown),
+		cmocka_unit_test_setup_teardown(test_chain_wrong_seq, chain_setup, chain_teardown),
+		cmocka_unit_test_setup_teardown(test_chain_garbage, chain_setup, chain_teardown),
+		/* last: may abort under AddressSanitizer, see the test */
+		cmocka_unit_test(test_huge_declared_lengths),
+	};
+	return cmocka_run_group_tests_name("record", tests, NULL, NULL);
+}
