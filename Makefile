@@ -61,6 +61,8 @@ ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all deps test check unit integration sanitize test-asan run bench install clean
+# keep every object, including those only tests link
+.SECONDARY:
 all: $(FUNNELD) $(FUNNEL) $(LIBFUNNEL) $(LIBFUNNEL_SO)
 
 $(BUILD)/obj/%.o: %.c

@@ -440,11 +440,119 @@ def run_checks(res, c, daemon):
     for name, sock, req, err, field, index, raw in errors:
         res.run("error %s, log unchanged" % name, expect_error, c, sock, req, err, field, index, raw)
 
+    # --- text, repeated data keys, amounts, query leads (PROTOCOL.md §2, §12, §13) ---
+    def spliced(req, *swaps):
+        """The request packed by msgpack, then each ASCII placeholder replaced
+        by raw bytes of the same length: the way to send what packb will not
+        build (invalid UTF-8, a key given twice).  Returns (req, frame)."""
+        req = dict(req, rid=c.next_rid())
+        raw = msgpack.packb(req)
+        for old, new in swaps:
+            old = old.encode()
+            if len(old) != len(new) or raw.count(old) != 1:
+                raise ValueError("bad placeholder %r" % old)
+            raw = raw.replace(old, new)
+        return req, raw
+
+    long_lead = "l" * 129
+    strict_errors = [
+        # name, socket, (request, frame), error, field, index, words the message must hold
+        ("EVALUE: invalid UTF-8 in type (byte offset in the message)", ZI,
+         spliced(pub([{"type": "x.abcdeQ"}]), ("x.abcdeQ", b"x.abcde\xff")),
+         "EVALUE", "type", 0, ["type", "7"]),
+        ("EVALUE: invalid UTF-8 in lead (a surrogate)", ZI,
+         spliced(pub([{"type": "x.a", "lead": "L-QQQ"}]), ("L-QQQ", b"L-\xed\xa0\x80")),
+         "EVALUE", "lead", 0, ["lead", "2"]),
+        ("EVALUE: invalid UTF-8 in id (an overlong form)", ZI,
+         spliced(pub([{"type": "x.a", "id": "idQQ"}]), ("idQQ", b"id\xc0\xaf")),
+         "EVALUE", "id", 0, ["id", "2"]),
+        ("EVALUE: invalid UTF-8 in a string nested in data", ZI,
+         spliced(pub([{"type": "x.a", "data": {"outer": {"list": ["fine", "badQQ"]}}}]),
+                 ("badQQ", b"bad\xc3\x28")),
+         "EVALUE", "data", 0, []),
+        ("EVALUE: invalid UTF-8 in a key nested in data", ZI,
+         spliced(pub([{"type": "x.a", "data": {"outer": [{"keyQQ": 1}]}}]), ("keyQQ", b"key\xe2\x82")),
+         "EVALUE", "data", 0, []),
+        ("EVALUE: invalid UTF-8 in data of a type with required keys", ZI,
+         spliced(pub([{"type": "lead.activity", "lead": "L1", "data": {"kind": "visit", "page": "QQ"}}]),
+                 ("QQ", b"\x80\x80")),
+         "EVALUE", "data", 0, []),
+        ("EVALUE: a key given twice in data (the message names it)", ZI,
+         spliced(pub([{"type": "x.a", "data": {"twinkey": 1, "twinkeZ": 2}}]), ("twinkeZ", b"twinkey")),
+         "EVALUE", "data", 0, ["twinkey"]),
+        ("EVALUE: NaN amount", ZI,
+         (pub([{"type": "deal.won", "lead": "L1", "data": {"amount": float("nan")}}]), None),
+         "EVALUE", "data.amount", 0, ["finite"]),
+        ("EVALUE: infinite amount", ZI,
+         (pub([{"type": "opportunity.opened", "lead": "L1", "data": {"amount": float("inf")}}]), None),
+         "EVALUE", "data.amount", 0, ["finite"]),
+        ("ETYPE: amount nil", ZI,
+         (pub([{"type": "deal.won", "lead": "L1", "data": {"amount": None}}]), None),
+         "ETYPE", "data.amount", 0, []),
+        ("EVALUE: negative float amount", ZI,
+         (pub([{"type": "deal.won", "lead": "L1", "data": {"amount": -0.5}}]), None),
+         "EVALUE", "data.amount", 0, []),
+        ("EVALUE: lead op with an empty lead", ZQ, ({"op": "lead", "lead": ""}, None),
+         "EVALUE", "lead", None, []),
+        ("ETOOBIG: lead op with a 129-byte lead", ZQ, ({"op": "lead", "lead": long_lead}, None),
+         "ETOOBIG", "lead", None, []),
+        ("EVALUE: replay filter with an empty lead", ZQ, ({"op": "replay", "lead": ""}, None),
+         "EVALUE", "lead", None, []),
+        ("ETOOBIG: replay filter with a 129-byte lead", ZQ, ({"op": "replay", "lead": long_lead}, None),
+         "ETOOBIG", "lead", None, []),
+    ]
+
+    def strict_error(sock, req_raw, err, field, index, words):
+        req, raw = req_raw
+        rep = expect_error(c, sock, req, err, field, index, raw)
+        for w in words:
+            expect(w in rep["message"], "message %r does not mention %r" % (rep["message"], w))
+
+    for name, sock, req_raw, err, field, index, words in strict_errors:
+        res.run("error %s, log unchanged" % name, strict_error, sock, req_raw, err, field, index, words)
+
+    def strict_text_accepted():
+        rep = c.publish_ok([{"type": "x.text", "lead": "L-\u00e9\u4e2d\U0001f600", "id": "text-\u00fc",
+                             "data": {"n\u00e4me": ["\u00e5", {"k": "\U0001f600"}, b"\xff\xfe"],
+                                      "nul": "a\x00b"}}])
+        r = msgpack.unpackb(c.replay(**{"from": rep["seqs"][0], "limit": 1})["events"][0])
+        expect_eq((r["lead"], r["id"]), ("L-\u00e9\u4e2d\U0001f600", "text-\u00fc"), "lead and id")
+        expect_eq(r["data"], {"n\u00e4me": ["\u00e5", {"k": "\U0001f600"}, b"\xff\xfe"], "nul": "a\x00b"},
+                  "data (bin kept as bytes)")
+    res.run("valid UTF-8 (any plane), bin and NUL in data are accepted", strict_text_accepted)
+
+    def query_lead_128():
+        lead128 = "m" * 128
+        expect_error(c, ZQ, {"op": "lead", "lead": lead128}, "ENOTFOUND", "lead")
+        rep = c.replay(lead=lead128)
+        expect_eq((rep["events"], rep["end"]), ([], True), "replay of an unknown 128-byte lead")
+    res.run("a 128-byte lead is accepted by the lead op and the replay filter", query_lead_128)
+
     def rid_unreadable():
         rep = c.call(ZQ, raw=msgpack.packb({"op": "status", "rid": "seven"}))
         expect_eq((rep["ok"], rep.get("error"), rep.get("field"), rep.get("rid")),
                   (False, "ETYPE", "rid", 0), "reply")
     res.run("a rid that is not a uint is ETYPE with rid 0", rid_unreadable)
+
+    def rid0_in_place(sock, good):
+        """An undecodable frame between two good requests: its rid-0 error
+        comes back between their replies, so it answers the oldest request
+        still outstanding."""
+        before = head_of(c)
+        rids = [c.next_rid(), c.next_rid()]
+        sock.send(msgpack.packb(dict(good, rid=rids[0])))
+        sock.send(b"\xc1")
+        sock.send(msgpack.packb(dict(good, rid=rids[1])))
+        reps = [msgpack.unpackb(sock.recv()) for _ in range(3)]
+        expect_eq([r["rid"] for r in reps], [rids[0], 0, rids[1]], "rids in reply order")
+        expect_eq([r["ok"] for r in reps], [True, False, True], "ok flags")
+        expect_eq(reps[1].get("error"), "EMALFORMED", "error of the undecodable frame")
+        if sock is ZQ:
+            expect_eq(head_of(c), before, "head after queries")
+    res.run("an undecodable query between two others is answered with rid 0 in its place",
+            rid0_in_place, ZQ, {"op": "status"})
+    res.run("an undecodable publish between two others is answered with rid 0 in its place",
+            rid0_in_place, ZI, {"op": "publish", "events": [{"type": "x.order"}]})
 
     def transition_message():
         rep = c.publish([{"type": "lead.accepted", "lead": "L1"}])
