@@ -14,6 +14,26 @@
 #include "envelope.h"
 #include "mp.h"
 
+/* Messages quote what the producer sent, maybe cut mid-character: make
+ * them valid UTF-8 without control bytes, so every client can decode the
+ * reply and print it. */
+static void
+scrub(char *m)
+{
+	size_t len = strlen(m), i = 0;
+	for (size_t k = 0; k < len; k++) {
+		if ((unsigned char)m[k] < 0x20 || m[k] == 0x7f)
+			m[k] = '?';
+	}
+	while (i < len) {
+		long bad = mp_utf8_invalid_at(m + i, len - i);
+		if (bad < 0)
+			break;
+		m[i + (size_t)bad] = '?';
+		i += (size_t)bad + 1;
+	}
+}
+
 funnel_err
 fp_error_set(fp_error *err, funnel_err code, const char *field, const char *fmt, ...)
 {
@@ -26,6 +46,7 @@ fp_error_set(fp_error *err, funnel_err code, const char *field, const char *fmt,
 	va_start(ap, fmt);
 	vsnprintf(err->message, sizeof err->message, fmt, ap);
 	va_end(ap);
+	scrub(err->message);
 	return code;
 }
 
