@@ -1,0 +1,265 @@
+/*
+ * clients/cli/funnel.c - `funnel`, the command-line client of funneld:
+ * global options, dispatch, and the error reporting every command uses.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "util.h"
+
+static const char usage_text[] =
+	"usage: funnel [global options] COMMAND [options]\n"
+	"\n"
+	"Commands:\n"
+	"  publish    append events: one from flags, or JSON lines from stdin\n"
+	"  tail       follow the log live (from the head, a seq or a time)\n"
+	"  replay     print a range of the log and exit\n"
+	"  history    one lead's events and its current state\n"
+	"  verify     recompute the hash chain and print the head hash\n"
+	"  status     the daemon's head, sizes, endpoints and settings\n"
+	"\n"
+	CLI_GLOBAL_HELP
+	"  --version       print the version\n"
+	"\n"
+	"'funnel COMMAND --help' describes a command.\n"
+	"Exit codes: 0 ok, 1 failure, 2 usage error, 3 broken chain (verify).\n";
+
+struct command {
+	const char *name;
+	int (*run)(struct cli *g, int argc, char **argv);
+};
+
+static const struct command commands[] = {
+	{ "publish", cmd_publish },
+	{ "tail", cmd_tail },
+	{ "replay", cmd_replay },
+	{ "history", cmd_history },
+	{ "verify", cmd_verify },
+	{ "status", cmd_status },
+};
+
+void
+cli_error(const struct cli *g, const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fprintf(stderr, "funnel: %s: ", g->cmd ? g->cmd : "funnel");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int
+cli_usage(const struct cli *g, const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fprintf(stderr, "funnel: %s%s", g->cmd ? g->cmd : "", g->cmd ? ": " : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'funnel %s%s--help'.\n", g->cmd ? g->cmd : "", g->cmd ? " " : "");
+	return CLI_EXIT_USAGE;
+}
+
+void
+cli_describe(const struct cli *g, int rc, const funnel_error_info *info, const char *endpoint,
+             char *buf, size_t len)
+{
+	if (rc == FUNNEL_ETIMEDOUT && endpoint != NULL) {
+		snprintf(buf, len, "%s: no reply from %s within %d ms: is funneld running?",
+		         funnel_errname(rc), endpoint, g->timeout_ms);
+		return;
+	}
+	const char *msg = info != NULL && info->code == rc && info->message[0] != '\0'
+	                  ? info->message : funnel_strerror(rc);
+	int n = snprintf(buf, len, "%s: %s", funnel_errname(rc), msg);
+	if (info != NULL && info->code == rc && info->field[0] != '\0' && n >= 0 && (size_t)n < len)
+		snprintf(buf + n, len - (size_t)n, " [field %s]", info->field);
+}
+
+int
+cli_fail(const struct cli *g, int rc, const funnel_error_info *info, const char *endpoint)
+{
+	char msg[512];
+
+	cli_describe(g, rc, info, endpoint, msg, sizeof msg);
+	cli_error(g, "%s", msg);
+	return CLI_EXIT_FAIL;
+}
+
+funnel_query *
+cli_query_open(const struct cli *g)
+{
+	funnel_query *q = NULL;
+	int rc = funnel_query_new(&q, g->query, g->timeout_ms);
+
+	if (rc != FUNNEL_OK) {
+		cli_error(g, "%s: cannot open the query endpoint %s: %s", funnel_errname(rc), g->query,
+		          funnel_strerror(rc));
+		return NULL;
+	}
+	return q;
+}
+
+int
+cli_json(const struct cli *g)
+{
+	if (g->format == CLI_FMT_AUTO)
+		return !isatty(STDOUT_FILENO);
+	return g->format == CLI_FMT_JSON;
+}
+
+int
+cli_global_option(struct cli *g, int opt, const char *arg)
+{
+	uint64_t v;
+
+	switch (opt) {
+	case OPT_INGEST:
+		g->ingest = arg;
+		return 1;
+	case OPT_PUBLISH:
+		g->publish = arg;
+		return 1;
+	case OPT_QUERY:
+		g->query = arg;
+		return 1;
+	case OPT_TIMEOUT:
+		if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 86400000) {
+			cli_usage(g, "--timeout wants milliseconds between 1 and 86400000, not '%s'", arg);
+			return -1;
+		}
+		g->timeout_ms = (int)v;
+		return 1;
+	case OPT_JSON:
+		g->format = CLI_FMT_JSON;
+		return 1;
+	case OPT_HUMAN:
+		g->format = CLI_FMT_HUMAN;
+		return 1;
+	}
+	return 0;
+}
+
+void
+cli_getopt_begin(void)
+{
+	optind = 0;   /* glibc: 0 re-initializes the scanner */
+	opterr = 0;   /* errors are worded by cli_getopt */
+}
+
+int
+cli_getopt(struct cli *g, int argc, char **argv, const struct option *opts)
+{
+	for (;;) {
+		int c = getopt_long(argc, argv, ":h", opts, NULL);
+		switch (c) {
+		case -1:
+			return -1;
+		case 'h':
+			return OPT_HELP;
+		case ':':
+			cli_usage(g, "option '%s' needs a value", argv[optind - 1]);
+			return '?';
+		case '?':
+			if (optopt != 0)
+				cli_usage(g, "unknown option '-%c'", optopt);
+			else
+				cli_usage(g, "unknown option '%s'", argv[optind - 1]);
+			return '?';
+		}
+		int r = cli_global_option(g, c, optarg);
+		if (r < 0)
+			return '?';
+		if (r == 0)
+			return c;
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		CLI_GLOBAL_OPTIONS,
+		{ "version", no_argument, NULL, OPT_VERSION },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct cli g = {
+		.cmd = NULL,
+		.ingest = getenv("FUNNEL_INGEST"),
+		.publish = getenv("FUNNEL_PUBLISH"),
+		.query = getenv("FUNNEL_QUERY"),
+		.timeout_ms = CLI_DEFAULT_TIMEOUT_MS,
+		.format = CLI_FMT_AUTO,
+	};
+	int c;
+
+	if (g.ingest == NULL || g.ingest[0] == '\0')
+		g.ingest = FUNNEL_DEFAULT_INGEST;
+	if (g.publish == NULL || g.publish[0] == '\0')
+		g.publish = FUNNEL_DEFAULT_PUBLISH;
+	if (g.query == NULL || g.query[0] == '\0')
+		g.query = FUNNEL_DEFAULT_QUERY;
+
+	/* Global options stop at the command name ('+'). */
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+		case OPT_HELP:
+			fputs(usage_text, stdout);
+			return CLI_EXIT_OK;
+		case 'V':
+		case OPT_VERSION:
+			printf("funnel %s\n", FUNNEL_VERSION);
+			return CLI_EXIT_OK;
+		case ':':
+			return cli_usage(&g, "option '%s' needs a value", argv[optind - 1]);
+		case '?':
+			if (optopt != 0)
+				return cli_usage(&g, "unknown option '-%c'", optopt);
+			return cli_usage(&g, "unknown option '%s'", argv[optind - 1]);
+		default:
+			if (cli_global_option(&g, c, optarg) < 0)
+				return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		fputs(usage_text, stderr);
+		return CLI_EXIT_USAGE;
+	}
+	const char *name = argv[optind];
+	if (strcmp(name, "help") == 0) {
+		if (optind + 1 >= argc) {
+			fputs(usage_text, stdout);
+			return CLI_EXIT_OK;
+		}
+		/* "funnel help CMD" is "funnel CMD --help" */
+		static char help_opt[] = "--help";
+		char *sub[3] = { argv[optind + 1], help_opt, NULL };
+		name = sub[0];
+		for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+			if (strcmp(name, commands[i].name) == 0) {
+				g.cmd = commands[i].name;
+				return commands[i].run(&g, 2, sub);
+			}
+		}
+		return cli_usage(&g, "unknown command '%s'", name);
+	}
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+		if (strcmp(name, commands[i].name) == 0) {
+			g.cmd = commands[i].name;
+			return commands[i].run(&g, argc - optind, argv + optind);
+		}
+	}
+	return cli_usage(&g, "unknown command '%s'", name);
+}

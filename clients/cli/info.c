@@ -1,0 +1,212 @@
+/*
+ * clients/cli/info.c - `funnel status` and `funnel verify`: what the
+ * daemon reports about itself, and the hash chain recomputed here.
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include "cli.h"
+#include "json.h"
+#include "util.h"
+
+static const char status_help[] =
+	"usage: funnel status [--json | --human]\n"
+	"\n"
+	"The daemon's head seq and hash, event and lead counts, data and map size,\n"
+	"uptime, version, on-disk format, durability, endpoints and data directory.\n"
+	"\n"
+	CLI_GLOBAL_HELP;
+
+static const char verify_help[] =
+	"usage: funnel verify [--from SEQ] [--to SEQ] [--json | --human]\n"
+	"\n"
+	"Recompute the hash chain over the records the daemon replays (the whole log\n"
+	"by default) and print the head hash, to be kept somewhere else for audits:\n"
+	"  ok: N records verified, head seq H, head hash <hex>\n"
+	"or name the first record that breaks the chain and exit 3:\n"
+	"  BROKEN at seq S: <why>\n"
+	"With --from S the chain is anchored on record S-1's stored hash.\n"
+	"\n"
+	CLI_GLOBAL_HELP;
+
+/* Options of a command that has only the global ones and --from/--to. */
+static int
+parse_simple(struct cli *g, int argc, char **argv, const char *help, uint64_t *from,
+             uint64_t *to)
+{
+	static const struct option plain[] = {
+		CLI_GLOBAL_OPTIONS,
+		{ NULL, 0, NULL, 0 }
+	};
+	static const struct option ranged[] = {
+		CLI_GLOBAL_OPTIONS,
+		{ "from", required_argument, NULL, OPT_FROM },
+		{ "to", required_argument, NULL, OPT_TO },
+		{ NULL, 0, NULL, 0 }
+	};
+	int c;
+
+	cli_getopt_begin();
+	while ((c = cli_getopt(g, argc, argv, from != NULL ? ranged : plain)) != -1) {
+		switch (c) {
+		case OPT_HELP:
+			fputs(help, stdout);
+			return -1;
+		case OPT_FROM:
+		case OPT_TO:
+			if (cli_parse_u64(optarg, c == OPT_FROM ? from : to) != 0 ||
+			    (c == OPT_FROM ? *from : *to) == 0)
+				return cli_usage(g, "--%s wants a seq (>= 1), not '%s'",
+				                 c == OPT_FROM ? "from" : "to", optarg);
+			break;
+		default:
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind < argc)
+		return cli_usage(g, "unexpected argument '%s'", argv[optind]);
+	if (from != NULL && *from != 0 && *to != 0 && *to < *from)
+		return cli_usage(g, "--to %" PRIu64 " is before --from %" PRIu64, *to, *from);
+	return 0;
+}
+
+static int
+status_json(const funnel_status *st)
+{
+	char when[CLI_TIME_LEN];
+	cJSON *o = cJSON_CreateObject();
+	int rc = -1;
+
+	cli_format_time(st->head_ts, when);
+	if (o == NULL || fjson_add_u64(o, "head", st->head) == NULL ||
+	    fjson_add_hex(o, "head_hash", st->head_hash, sizeof st->head_hash) == NULL ||
+	    fjson_add_u64(o, "head_ts", st->head_ts) == NULL ||
+	    (st->head != 0 && cJSON_AddStringToObject(o, "head_time", when) == NULL) ||
+	    fjson_add_u64(o, "count", st->count) == NULL ||
+	    fjson_add_u64(o, "leads", st->leads) == NULL ||
+	    fjson_add_u64(o, "data_bytes", st->data_bytes) == NULL ||
+	    fjson_add_u64(o, "map_bytes", st->map_bytes) == NULL ||
+	    fjson_add_u64(o, "uptime_ms", st->uptime_ms) == NULL ||
+	    cJSON_AddStringToObject(o, "version", st->version) == NULL ||
+	    fjson_add_u64(o, "format", st->format) == NULL ||
+	    cJSON_AddBoolToObject(o, "durable", st->durable) == NULL ||
+	    cJSON_AddStringToObject(o, "ingest", st->ingest) == NULL ||
+	    cJSON_AddStringToObject(o, "publish", st->publish) == NULL ||
+	    cJSON_AddStringToObject(o, "query", st->query) == NULL ||
+	    cJSON_AddStringToObject(o, "data_dir", st->data_dir) == NULL)
+		goto done;
+	rc = fjson_print_line(stdout, o);
+done:
+	cJSON_Delete(o);
+	return rc;
+}
+
+static void
+status_human(const funnel_status *st)
+{
+	char hash[2 * FUNNEL_HASH_BYTES + 1], when[CLI_TIME_LEN], data[32], map[32], up[48];
+
+	cli_hex(st->head_hash, sizeof st->head_hash, hash);
+	cli_format_time(st->head_ts, when);
+	cli_human_bytes(st->data_bytes, data, sizeof data);
+	cli_human_bytes(st->map_bytes, map, sizeof map);
+	cli_human_duration(st->uptime_ms, up, sizeof up);
+	printf("head seq    %" PRIu64 "\n", st->head);
+	printf("head hash   %s\n", hash);
+	printf("head time   %s\n", st->head != 0 ? when : "-");
+	printf("events      %" PRIu64 "\n", st->count);
+	printf("leads       %" PRIu64 "\n", st->leads);
+	printf("data size   %s\n", data);
+	printf("map size    %s\n", map);
+	printf("uptime      %s\n", up);
+	printf("version     %s\n", st->version);
+	printf("format      %" PRIu32 "\n", st->format);
+	printf("durable     %s\n", st->durable ? "yes (fsync before every ack)" : "no (--no-sync)");
+	printf("ingest      %s\n", st->ingest);
+	printf("publish     %s\n", st->publish);
+	printf("query       %s\n", st->query);
+	printf("data dir    %s\n", st->data_dir);
+}
+
+int
+cmd_status(struct cli *g, int argc, char **argv)
+{
+	funnel_query *q = NULL;
+	funnel_status st;
+	int rc, ret;
+
+	if ((ret = parse_simple(g, argc, argv, status_help, NULL, NULL)) != 0)
+		return ret < 0 ? CLI_EXIT_OK : ret;
+	ret = CLI_EXIT_FAIL;
+	if ((q = cli_query_open(g)) == NULL)
+		goto done;
+	memset(&st, 0, sizeof st);
+	if ((rc = funnel_status_get(q, &st)) != FUNNEL_OK) {
+		cli_fail(g, rc, funnel_query_error(q), g->query);
+		goto done;
+	}
+	if (cli_json(g)) {
+		if (status_json(&st) != 0) {
+			cli_fail(g, FUNNEL_ENOMEM, NULL, NULL);
+			goto done;
+		}
+	} else {
+		status_human(&st);
+	}
+	ret = fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+done:
+	funnel_query_destroy(&q);
+	return ret;
+}
+
+int
+cmd_verify(struct cli *g, int argc, char **argv)
+{
+	funnel_query *q = NULL;
+	funnel_verify_result res;
+	uint64_t from = 0, to = 0;
+	char hash[2 * FUNNEL_HASH_BYTES + 1];
+	int rc, ret, json;
+
+	if ((ret = parse_simple(g, argc, argv, verify_help, &from, &to)) != 0)
+		return ret < 0 ? CLI_EXIT_OK : ret;
+	ret = CLI_EXIT_FAIL;
+	json = cli_json(g);
+	if ((q = cli_query_open(g)) == NULL)
+		goto done;
+	memset(&res, 0, sizeof res);
+	rc = funnel_verify(q, from, to, &res);
+	if (rc != FUNNEL_OK && rc != FUNNEL_ECHAIN) {
+		cli_fail(g, rc, funnel_query_error(q), g->query);
+		goto done;
+	}
+	cli_hex(res.head_hash, sizeof res.head_hash, hash);
+	if (json) {
+		cJSON *o = cJSON_CreateObject();
+		int ok = o != NULL && cJSON_AddBoolToObject(o, "ok", rc == FUNNEL_OK) != NULL &&
+		         fjson_add_u64(o, "checked", res.checked) != NULL &&
+		         fjson_add_u64(o, "head", res.last_good) != NULL &&
+		         cJSON_AddStringToObject(o, "head_hash", hash) != NULL;
+		if (ok && rc == FUNNEL_ECHAIN)
+			ok = fjson_add_u64(o, "bad_seq", res.bad_seq) != NULL &&
+			     cJSON_AddStringToObject(o, "why", res.why) != NULL;
+		ok = ok && fjson_print_line(stdout, o) == 0;
+		cJSON_Delete(o);
+		if (!ok) {
+			cli_fail(g, FUNNEL_ENOMEM, NULL, NULL);
+			goto done;
+		}
+	} else if (rc == FUNNEL_OK) {
+		printf("ok: %" PRIu64 " records verified, head seq %" PRIu64 ", head hash %s\n",
+		       res.checked, res.last_good, hash);
+	} else {
+		printf("BROKEN at seq %" PRIu64 ": %s\n", res.bad_seq, res.why);
+		printf("last good seq %" PRIu64 ", hash %s\n", res.last_good, hash);
+	}
+	if (fflush(stdout) != 0)
+		goto done;
+	ret = rc == FUNNEL_OK ? CLI_EXIT_OK : CLI_EXIT_BROKEN;
+done:
+	funnel_query_destroy(&q);
+	return ret;
+}

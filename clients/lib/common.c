@@ -1,0 +1,202 @@
+/*
+ * clients/lib/common.c - sockets, clocks and error reports shared by the
+ * libfunnel objects (contract in internal.h).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+int64_t
+fl_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t
+fl_deadline(int timeout_ms)
+{
+	if (timeout_ms < 0)
+		return FL_FOREVER;
+	return fl_now_ms() + timeout_ms;
+}
+
+long
+fl_left_ms(int64_t deadline)
+{
+	if (deadline == FL_FOREVER)
+		return -1;
+	int64_t left = deadline - fl_now_ms();
+	return left > 0 ? (long)left : 0;
+}
+
+void
+fl_clear_error(funnel_error_info *ei)
+{
+	ei->code = FUNNEL_OK;
+	ei->index = -1;
+	ei->field[0] = '\0';
+	ei->message[0] = '\0';
+}
+
+int
+fl_set_error(funnel_error_info *ei, int code, int index, const char *field, const char *fmt, ...)
+{
+	va_list ap;
+
+	ei->code = code;
+	ei->index = index;
+	snprintf(ei->field, sizeof ei->field, "%s", field ? field : "");
+	va_start(ap, fmt);
+	vsnprintf(ei->message, sizeof ei->message, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+int
+fl_reply_error(funnel_error_info *ei, const fp_reply *rep)
+{
+	int code = (int)rep->err.code;
+
+	/* Only wire codes may come from the daemon; anything else would be
+	 * mistaken for a client-side condition such as a timeout. */
+	if (code <= 0 || code >= FUNNEL_ETIMEDOUT)
+		return fl_set_error(ei, FUNNEL_EPROTOCOL, -1, "code",
+		                    "reply carries error code %d, outside the wire range", code);
+	ei->code = code;
+	ei->index = rep->err.index;
+	snprintf(ei->field, sizeof ei->field, "%s", rep->err.field);
+	snprintf(ei->message, sizeof ei->message, "%s", rep->err.message);
+	return code;
+}
+
+static int
+set_opt_int(void *sock, int opt, int v)
+{
+	return zmq_setsockopt(sock, opt, &v, sizeof v);
+}
+
+void
+fl_sock_close(fl_sock *s)
+{
+	if (s->sock != NULL) {
+		(void)set_opt_int(s->sock, ZMQ_LINGER, 0);
+		zmq_close(s->sock);
+		s->sock = NULL;
+	}
+	if (s->ctx != NULL && s->own_ctx) {
+		while (zmq_ctx_term(s->ctx) != 0 && errno == EINTR)
+			;
+	}
+	s->ctx = NULL;
+	s->own_ctx = 0;
+}
+
+int
+fl_sock_open(fl_sock *s, void *ctx, int type, const char *endpoint, const fl_sockopts *o)
+{
+	int rc = FUNNEL_OK;
+
+	memset(s, 0, sizeof *s);
+	if (endpoint == NULL || endpoint[0] == '\0' ||
+	    strlen(endpoint) >= sizeof s->endpoint)
+		return FUNNEL_EINVAL;
+	snprintf(s->endpoint, sizeof s->endpoint, "%s", endpoint);
+	if (ctx != NULL) {
+		s->ctx = ctx;
+	} else {
+		if ((s->ctx = zmq_ctx_new()) == NULL) {
+			rc = errno == ENOMEM ? FUNNEL_ENOMEM : FUNNEL_ETRANSPORT;
+			goto fail;
+		}
+		s->own_ctx = 1;
+		if (zmq_ctx_set(s->ctx, ZMQ_IO_THREADS, 1) != 0) {
+			rc = FUNNEL_ETRANSPORT;
+			goto fail;
+		}
+	}
+	if ((s->sock = zmq_socket(s->ctx, type)) == NULL) {
+		rc = errno == ENOMEM ? FUNNEL_ENOMEM : FUNNEL_ETRANSPORT;
+		goto fail;
+	}
+	if (set_opt_int(s->sock, ZMQ_LINGER, 0) != 0 ||
+	    (o->sndhwm > 0 && set_opt_int(s->sock, ZMQ_SNDHWM, o->sndhwm) != 0) ||
+	    (o->rcvhwm > 0 && set_opt_int(s->sock, ZMQ_RCVHWM, o->rcvhwm) != 0) ||
+	    (type != ZMQ_SUB && set_opt_int(s->sock, ZMQ_IMMEDIATE, o->immediate) != 0) ||
+	    (o->subscribe_all && zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, "", 0) != 0)) {
+		rc = FUNNEL_ETRANSPORT;
+		goto fail;
+	}
+	if (zmq_connect(s->sock, endpoint) != 0) {
+		rc = (errno == EINVAL || errno == EPROTONOSUPPORT || errno == ENOCOMPATPROTO)
+		         ? FUNNEL_EINVAL : FUNNEL_ETRANSPORT;
+		goto fail;
+	}
+	return FUNNEL_OK;
+fail:
+	fl_sock_close(s);
+	memset(s, 0, sizeof *s);
+	return rc;
+}
+
+int
+fl_poll1(void *sock, short events, int64_t deadline)
+{
+	zmq_pollitem_t it = { .socket = sock, .events = events };
+
+	for (;;) {
+		int n = zmq_poll(&it, 1, fl_left_ms(deadline));
+		if (n > 0)
+			return it.revents;
+		if (n == 0)
+			return 0;
+		if (errno != EINTR)
+			return -1;
+		if (deadline != FL_FOREVER && fl_now_ms() >= deadline)
+			return 0;
+	}
+}
+
+int
+fl_send(fl_sock *s, const void *buf, size_t len, int64_t deadline, funnel_error_info *ei)
+{
+	for (;;) {
+		if (zmq_send(s->sock, buf, len, ZMQ_DONTWAIT) >= 0)
+			return FUNNEL_OK;
+		if (errno != EAGAIN && errno != EINTR)
+			break;
+		/* No room, or (ZMQ_IMMEDIATE) no connection yet: wait for one. */
+		int r = fl_poll1(s->sock, ZMQ_POLLOUT, deadline);
+		if (r == 0)
+			return fl_set_error(ei, FUNNEL_ETIMEDOUT, -1, "",
+			                    "could not send to %s in time (daemon unreachable?)",
+			                    s->endpoint);
+		if (r < 0)
+			break;
+	}
+	return fl_set_error(ei, FUNNEL_ETRANSPORT, -1, "", "send to %s: %s", s->endpoint,
+	                    zmq_strerror(errno));
+}
+
+int
+fl_recv(fl_sock *s, zmq_msg_t *msg, int64_t deadline, funnel_error_info *ei)
+{
+	for (;;) {
+		if (zmq_msg_recv(msg, s->sock, ZMQ_DONTWAIT) >= 0)
+			return FUNNEL_OK;
+		if (errno != EAGAIN && errno != EINTR)
+			break;
+		int r = fl_poll1(s->sock, ZMQ_POLLIN, deadline);
+		if (r == 0)
+			return FUNNEL_ETIMEDOUT;
+		if (r < 0)
+			break;
+	}
+	return fl_set_error(ei, FUNNEL_ETRANSPORT, -1, "", "receive from %s: %s", s->endpoint,
+	                    zmq_strerror(errno));
+}
