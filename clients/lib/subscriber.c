@@ -14,11 +14,12 @@
  *
  * RESOLVE (only with opts.since): one replay {from, since, limit 1}; the
  *   seq of the record it returns (or head+1) becomes `want`.
- * CATCHUP: replay pages over explicit seq ranges [a, a+PAGE-1].  Up to
- *   PIPELINE requests are in flight; more than one only for ranges that
- *   start at or below the highest head a page reported, so a subscriber
- *   at the tail asks for one page at a time.  Replies come back in
- *   request order on the DEALER.  Records with seq < want are skipped,
+ * CATCHUP: replay pages over explicit seq ranges [a, a+range-1], range
+ *   up to PAGE_EVENTS and sized from the last page so that a range fits
+ *   in PAGE_BYTES.  Up to PIPELINE requests are in flight; more than one
+ *   only for ranges that start at or below the highest head a page
+ *   reported, so a subscriber at the tail asks for one page at a time.
+ *   Replies come back in request order on the DEALER.  Records with seq < want are skipped,
  *   seq == want is delivered.  When a page stops short of its range
  *   (page size in bytes, or the range reaches past the head) everything
  *   still in flight is forgotten and paging restarts at want.
@@ -38,7 +39,7 @@
  *    and dropped, or proof that the replies before it were lost, in which
  *    case paging restarts at want.  rids are never reused.
  *  - The record returned by the last call lives in `page` (replay) or
- *    `live` (feed); both are released only at the start of a later call.
+ *    `live_msg` (feed); neither is released before the next call.
  *  - Every error return leaves the state consistent: the next call
  *    carries on from want.
  */

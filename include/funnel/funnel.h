@@ -100,16 +100,20 @@ void funnel_producer_destroy(funnel_producer **p);
  * Synchronous and pipelined calls do not mix: with requests in flight
  * (funnel_in_flight() > 0) this returns FUNNEL_EINVAL and sends nothing;
  * collect or abandon them first.  Other codes: FUNNEL_EINVAL (n not in
- * 1..10000, an event without type), FUNNEL_ETOOBIG (request over 2 MiB,
- * checked before sending), daemon codes, FUNNEL_EPROTOCOL,
- * FUNNEL_ETRANSPORT, FUNNEL_ENOMEM.
+ * 1..10000, an event without type), FUNNEL_ETOOBIG (request over 2 MiB)
+ * and FUNNEL_EMALFORMED (`data` is not one complete msgpack value of
+ * data_len bytes), all three found before sending, with the event's
+ * index; then daemon codes, FUNNEL_EPROTOCOL, FUNNEL_ETRANSPORT,
+ * FUNNEL_ENOMEM.
  */
 int funnel_publish(funnel_producer *p, const funnel_event *evs, size_t n, funnel_ack *acks);
 
 /*
  * Like funnel_publish, but the events are already msgpack-encoded
  * envelopes (n maps, concatenated, `len` bytes), as PROTOCOL.md defines
- * them.  Used by the CLI to send JSON it converted.
+ * them.  Used by the CLI to send JSON it converted.  Bytes that are not
+ * exactly n complete msgpack values are FUNNEL_EMALFORMED before
+ * sending; whether each value is a valid envelope is the daemon's call.
  */
 int funnel_publish_packed(funnel_producer *p, const void *events, size_t len, size_t n,
                           funnel_ack *acks);
@@ -291,7 +295,9 @@ void funnel_subscriber_destroy(funnel_subscriber **s);
  * code loses the position: after FUNNEL_ETIMEDOUT, a daemon error or a
  * daemon restart, the next call goes on from the same seq.  Not live,
  * FUNNEL_ENOTFOUND is returned again by each later call until records
- * past the head appear.
+ * past the head appear.  FUNNEL_EINVAL when the position is past the
+ * log's head + 1 (a checkpoint kept from another log): nothing would
+ * ever be delivered.
  */
 int funnel_subscriber_next(funnel_subscriber *s, int timeout_ms, const uint8_t **rec, size_t *len);
 

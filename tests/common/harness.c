@@ -131,6 +131,23 @@ spawn(daemon_proc *d, const char *ingest, const char *publish, const char *query
 	return -1;
 }
 
+/*
+ * Ports come from below the kernel's ephemeral range (32768 and up on
+ * Debian): a client reconnecting to a stopped daemon's ephemeral port can
+ * be handed that very port as its own source port (a TCP self-connect),
+ * and the restarted daemon then cannot bind it.
+ */
+static int
+pick_ports(char *in, char *pub, char *q, size_t len, unsigned attempt)
+{
+	static unsigned counter;
+	unsigned base = 20000 + ((unsigned)getpid() * 31u + (counter++) * 3u + attempt * 7919u) % 12000u;
+	snprintf(in, len, "tcp://127.0.0.1:%u", base);
+	snprintf(pub, len, "tcp://127.0.0.1:%u", base + 1);
+	snprintf(q, len, "tcp://127.0.0.1:%u", base + 2);
+	return 0;
+}
+
 int
 harness_start(daemon_proc *d, const char *extra)
 {
@@ -145,7 +162,14 @@ harness_start(daemon_proc *d, const char *extra)
 	snprintf(d->ready, sizeof d->ready, "%s/ready", d->dir);
 	snprintf(d->log, sizeof d->log, "%s/funneld.log", d->dir);
 	snprintf(d->extra, sizeof d->extra, "%s", extra ? extra : "");
-	return spawn(d, "tcp://127.0.0.1:*", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*");
+	/* a port already taken makes funneld exit at once: try other ports */
+	for (unsigned attempt = 0; attempt < 20; attempt++) {
+		char in[64], pub[64], q[64];
+		pick_ports(in, pub, q, sizeof in, attempt);
+		if (spawn(d, in, pub, q) == 0)
+			return 0;
+	}
+	return -1;
 }
 
 int

@@ -1,7 +1,7 @@
 /*
  * tests/common/harness.h - real funneld processes for integration tests
- * and benchmarks: start one on a fresh temporary data directory with
- * wildcard loopback ports, learn its endpoints from --ready-file, stop it
+ * and benchmarks: start one on a fresh temporary data directory on
+ * loopback ports below the ephemeral range, learn its endpoints from --ready-file, stop it
  * with SIGTERM or kill it with SIGKILL, start it again on the same data
  * and endpoints.
  *
@@ -28,7 +28,7 @@ typedef struct daemon_proc {
 	char extra[512];      /* extra flags, space separated */
 } daemon_proc;
 
-/* Make a fresh temp dir and start funneld in it with wildcard ports and
+/* Make a fresh temp dir and start funneld in it on free ports and
  * the given extra flags (may be NULL).  Returns 0 or -1 (message on stderr). */
 int harness_start(daemon_proc *d, const char *extra);
 
