@@ -10,6 +10,7 @@
 #include <zmq.h>
 
 #include "ingest.h"
+#include "clock.h"
 #include "log.h"
 #include "mp.h"
 #include "wire.h"
@@ -56,14 +57,6 @@ typedef struct cursor_state {
 	size_t recs_size;
 	size_t nrecs;
 } cursor_state;
-
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static int
 ensure_capacity(group *g, size_t nevents, size_t nrecs)
@@ -295,7 +288,7 @@ store_group(store *s, group *g)
 	for (;;) {
 		MDB_txn *txn;
 		cursor_state cs = { .seq = s->head_seq + 1, .recs_size = 0, .nrecs = 0 };
-		uint64_t now = now_ns();
+		uint64_t now = clock_now_ns();
 		cs.ts = now > s->head_ts ? now : s->head_ts;
 		memcpy(cs.prev, s->head_hash, FUNNEL_HASH_BYTES);
 		g->recs.size = 0;
@@ -410,7 +403,7 @@ send_heartbeat(void *pub, const store *s)
 	mp_pack_key(&pk, "heartbeat");
 	msgpack_pack_uint64(&pk, s->head_seq);
 	mp_pack_key(&pk, "ts");
-	msgpack_pack_uint64(&pk, now_ns());
+	msgpack_pack_uint64(&pk, clock_now_ns());
 	zmq_send(pub, sb.data, sb.size, ZMQ_DONTWAIT);
 	msgpack_sbuffer_destroy(&sb);
 }
@@ -469,7 +462,7 @@ ingest_run(store *s, void *sock, void *pub, const config *c, volatile sig_atomic
 	msgpack_sbuffer_init(&g->reply);
 
 	while (!*stop) {
-		uint64_t now = now_ns();
+		uint64_t now = clock_now_ns();
 		if (now >= next_hb) {
 			send_heartbeat(pub, s);
 			next_hb = now + (uint64_t)c->heartbeat_ms * 1000000u;

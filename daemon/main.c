@@ -12,6 +12,7 @@
 
 #include <zmq.h>
 
+#include "clock.h"
 #include "config.h"
 #include "ingest.h"
 #include "log.h"
@@ -126,12 +127,7 @@ main(int argc, char **argv)
 	}
 	qs.st = &st;
 	qs.cfg = &cfg;
-	qs.started_ns = (uint64_t)time(NULL) * 1000000000u;
-	{
-		struct timespec now;
-		clock_gettime(CLOCK_REALTIME, &now);
-		qs.started_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
-	}
+	qs.started_ns = clock_now_ns();
 	ingest = open_socket(ctx, ZMQ_ROUTER, cfg.ingest, "ingest", 0, qs.ingest, sizeof qs.ingest);
 	pub = open_socket(ctx, ZMQ_PUB, cfg.publish, "publish", cfg.pub_hwm, qs.publish,
 	                  sizeof qs.publish);

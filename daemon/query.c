@@ -10,6 +10,7 @@
 
 #include <zmq.h>
 
+#include "clock.h"
 #include "log.h"
 #include "query.h"
 #include "wire.h"
@@ -22,14 +23,6 @@ typedef struct page {
 	uint64_t next;
 	int end;
 } page;
-
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* Does the record's type start with prefix?  Only filtered replays pay
  * for the decode. */
@@ -213,7 +206,7 @@ answer_status(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_pack
 	stt.map_bytes = info.me_mapsize;
 	if (mdb_stat(txn, q->st->leads, &ms) == 0)
 		stt.leads = ms.ms_entries;
-	stt.uptime_ms = (now_ns() - q->started_ns) / 1000000u;
+	stt.uptime_ms = (clock_now_ns() - q->started_ns) / 1000000u;
 	stt.format = STORE_FORMAT;
 	stt.durable = q->st->durable;
 	snprintf(stt.version, sizeof stt.version, "%s", FUNNEL_VERSION);

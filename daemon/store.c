@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "clock.h"
 #include "store.h"
 
 /* Layout of a value in the leads table; the owner's bytes follow. */
@@ -33,14 +34,6 @@ mkdir_p(const char *path)
 	if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
 		return -1;
 	return 0;
-}
-
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static int
@@ -136,7 +129,7 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int
 	rc = meta_get(s, txn, "format", &v);
 	if (rc == MDB_NOTFOUND) {
 		uint32_t format = STORE_FORMAT;
-		uint64_t created = now_ns();
+		uint64_t created = clock_now_ns();
 		if ((rc = meta_put(s, txn, "format", &format, sizeof format)) != 0 ||
 		    (rc = meta_put(s, txn, "created", &created, sizeof created)) != 0) {
 			snprintf(why, whylen, "cannot initialise the log: %s", mdb_strerror(rc));
