@@ -478,6 +478,56 @@ test_query_endpoint_errors(void **state)
 	funnel_page_release(&pg);
 }
 
+/* Run funneld with a config file and no other settings; returns its exit
+ * status and what it printed. */
+static int
+run_with_config(const char *yaml, char *out, size_t outlen)
+{
+	char dir[] = "/tmp/funnel-config-XXXXXX", path[128], cmd[512];
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/funneld.yaml", dir);
+	FILE *f = fopen(path, "w");
+	fputs(yaml, f);
+	fclose(f);
+	snprintf(cmd, sizeof cmd, "timeout 10 %s --config %s --help 2>&1; echo \"exit=$?\"",
+	         harness_bin("funneld"), path);
+	FILE *p = popen(cmd, "r");
+	size_t n = fread(out, 1, outlen - 1, p);
+	out[n] = '\0';
+	pclose(p);
+	harness_rmrf(dir);
+	char *e = strstr(out, "exit=");
+	return e ? atoi(e + 5) : -1;
+}
+
+static void
+test_config_file(void **state)
+{
+	ctx *c = *state;
+	char out[8192];
+	/* a bad file is refused before anything starts, naming the line */
+	assert_int_equal(run_with_config("# settings\ndata: /tmp/x\nheartbeat: 5\n", out, sizeof out), 2);
+	assert_non_null(strstr(out, ":3: unknown setting 'heartbeat'"));
+	assert_int_equal(run_with_config("heartbeat-ms: often\n", out, sizeof out), 2);
+	assert_non_null(strstr(out, "heartbeat-ms"));
+	assert_int_equal(run_with_config("data: [a, b]\n", out, sizeof out), 2);
+	assert_int_equal(run_with_config("data: x\n  bad: : indent\n", out, sizeof out), 2);
+	/* a good file is read: a daemon started with it runs without fsync */
+	char path[300];
+	snprintf(path, sizeof path, "%s/funneld.yaml", c->d.dir);
+	FILE *f = fopen(path, "w");
+	fputs("# funneld settings\nlog-level: warn\nheartbeat-ms: 50\nno-sync: true\n", f);
+	fclose(f);
+	funnel_status st;
+	assert_int_equal(funnel_status_get(c->q, &st), FUNNEL_OK);
+	assert_true(st.durable);
+	assert_int_equal(harness_stop(&c->d), 0);
+	snprintf(c->d.extra, sizeof c->d.extra, "--config %s", path);
+	assert_int_equal(harness_restart(&c->d), 0);
+	assert_int_equal(funnel_status_get(c->q, &st), FUNNEL_OK);
+	assert_false(st.durable);
+}
+
 int
 main(void)
 {
@@ -492,6 +542,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_map_grows_when_full, setup_small_map, teardown),
 		cmocka_unit_test_setup_teardown(test_full_log_is_an_error_not_corruption, setup_capped_map, teardown),
 		cmocka_unit_test_setup_teardown(test_query_endpoint_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_config_file, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("funneld", tests, NULL, NULL);
 }
