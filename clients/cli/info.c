@@ -200,7 +200,13 @@ cmd_verify(struct cli *g, int argc, char **argv)
 		printf("ok: %" PRIu64 " records verified, head seq %" PRIu64 ", head hash %s\n",
 		       res.checked, res.last_good, hash);
 	} else {
-		printf("BROKEN at seq %" PRIu64 ": %s\n", res.bad_seq, res.why);
+		/* the library's sentence may start with the seq: say it once */
+		char prefix[32];
+		const char *why = res.why;
+		int n = snprintf(prefix, sizeof prefix, "seq %" PRIu64 ": ", res.bad_seq);
+		if (n > 0 && strncmp(why, prefix, (size_t)n) == 0)
+			why += n;
+		printf("BROKEN at seq %" PRIu64 ": %s\n", res.bad_seq, why);
 		printf("last good seq %" PRIu64 ", hash %s\n", res.last_good, hash);
 	}
 	if (fflush(stdout) != 0)

@@ -9,9 +9,12 @@
  * are in flight; their outcomes wait in a queue kept in input order and
  * are printed as soon as everything before them is known.
  */
+#include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <msgpack.h>
 
@@ -108,10 +111,10 @@ item_push(struct pub *pb)
 
 /* "ENAME (code): message [field F]", or the no-reply sentence. */
 static void
-describe(struct pub *pb, int rc, const funnel_error_info *info, char *buf, size_t len)
+describe(const struct cli *g, int rc, const funnel_error_info *info, char *buf, size_t len)
 {
 	if (rc == FUNNEL_ETIMEDOUT || info == NULL || info->code != rc) {
-		cli_describe(pb->g, rc, info, pb->g->ingest, buf, len);
+		cli_describe(g, rc, info, g->ingest, buf, len);
 		return;
 	}
 	int n = snprintf(buf, len, "%s (%d): %s", funnel_errname(rc), rc,
@@ -139,11 +142,11 @@ print_item(struct pub *pb, const struct item *it)
 		return;
 	fflush(stdout);
 	if (it->n == 0) {
-		fprintf(stderr, "funnel: line %zu: %s\n", it->line, it->msg);
+		fprintf(stderr, "funnel: %s: line %zu: %s\n", pb->g->cmd, it->line, it->msg);
 		return;
 	}
 	size_t at = it->err_index >= 0 && (size_t)it->err_index < it->n ? (size_t)it->err_index : 0;
-	fprintf(stderr, "funnel: line %zu: %s", it->lines[at], it->msg);
+	fprintf(stderr, "funnel: %s: line %zu: %s", pb->g->cmd, it->lines[at], it->msg);
 	if (it->n > 1)
 		fprintf(stderr, " (request of lines %zu-%zu not stored)", it->lines[0],
 		        it->lines[it->n - 1]);
@@ -187,7 +190,10 @@ fail_pending(struct pub *pb, const char *msg)
 	pb->fatal = 1;
 	pb->failed = 1;
 	fflush(stdout);
-	if (first != 0)
+	if (first != 0 && first == last)
+		fprintf(stderr, "funnel: publish: %s (the event of line %zu not confirmed)\n", msg,
+		        first);
+	else if (first != 0)
 		fprintf(stderr, "funnel: publish: %s (events of lines %zu-%zu not confirmed)\n", msg,
 		        first, last);
 	else
@@ -223,7 +229,7 @@ complete(struct pub *pb, int rc, uint64_t rid, size_t n_acks)
 	} else {
 		const funnel_error_info *info = funnel_producer_error(pb->p);
 		it->err_index = info != NULL && info->code == rc ? info->index : -1;
-		describe(pb, rc, info, it->msg, sizeof it->msg);
+		describe(pb->g, rc, info, it->msg, sizeof it->msg);
 	}
 }
 
@@ -245,7 +251,7 @@ drain(struct pub *pb, int timeout_ms)
 			break;
 		}
 		if (rid == 0) {
-			describe(pb, rc, funnel_producer_error(pb->p), msg, sizeof msg);
+			describe(pb->g, rc, funnel_producer_error(pb->p), msg, sizeof msg);
 			fail_pending(pb, msg);
 			break;
 		}
@@ -267,7 +273,7 @@ send_filling(struct pub *pb)
 	msgpack_sbuffer_clear(&pb->sb);
 	pb->filling = NULL;
 	if (rc != FUNNEL_OK) {
-		describe(pb, rc, funnel_producer_error(pb->p), msg, sizeof msg);
+		describe(pb->g, rc, funnel_producer_error(pb->p), msg, sizeof msg);
 		if (rc == FUNNEL_ETIMEDOUT || rc == FUNNEL_ETRANSPORT || rc == FUNNEL_ENOMEM) {
 			fail_pending(pb, msg);
 			return;
@@ -304,7 +310,10 @@ add_line(struct pub *pb, const char *line, size_t len, size_t lineno)
 	char why[256];
 	struct item *it = pb->filling;
 
-	if (strspn(line, " \t\r\n") == len)
+	size_t i = 0;
+	while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\n'))
+		i++;
+	if (i == len)
 		return 0;   /* blank lines are not events */
 	size_t mark = pb->sb.size;
 	int rc = fjson_pack_text(&pb->pk, line, len, why, sizeof why);
@@ -331,14 +340,85 @@ add_line(struct pub *pb, const char *line, size_t len, size_t lineno)
 	return 0;
 }
 
+/*
+ * Lines of stdin, read with read(2) so the reader knows when no input is
+ * waiting: before it blocks for more, it collects every reply in flight
+ * and flushes stdout, so a producer feeding lines slowly (a pipe from a
+ * live source, a terminal) sees each outcome without waiting for the
+ * next line.  Input that is always ready (a file) keeps the pipeline full.
+ */
+struct linereader {
+	int fd;
+	char *buf;              /* owned */
+	size_t cap, start, end; /* unread bytes are buf[start..end) */
+	int eof;
+};
+
+#define READ_CHUNK 65536
+
+/*
+ * The next line, newline included if there is one, as a view into lr
+ * valid until the next call.  Returns 1, 0 at the end of input, or -1
+ * (errno set).
+ */
+static int
+next_line(struct linereader *lr, struct pub *pb, const char **line, size_t *len)
+{
+	size_t scanned = lr->start;
+
+	for (;;) {
+		char *nl = lr->end > scanned ? memchr(lr->buf + scanned, '\n', lr->end - scanned) : NULL;
+		if (nl != NULL || (lr->eof && lr->end > lr->start)) {
+			size_t stop = nl != NULL ? (size_t)(nl - lr->buf) + 1 : lr->end;
+			*line = lr->buf + lr->start;
+			*len = stop - lr->start;
+			lr->start = stop;
+			return 1;
+		}
+		if (lr->eof)
+			return 0;
+		scanned = lr->end;
+		/* make room: move the partial line down, grow if it fills buf */
+		if (lr->start > 0) {
+			memmove(lr->buf, lr->buf + lr->start, lr->end - lr->start);
+			lr->end -= lr->start;
+			scanned -= lr->start;
+			lr->start = 0;
+		}
+		if (lr->cap - lr->end < READ_CHUNK) {
+			size_t cap = lr->cap ? lr->cap * 2 : 2 * READ_CHUNK;
+			char *b = realloc(lr->buf, cap);
+			if (b == NULL) {
+				errno = ENOMEM;
+				return -1;
+			}
+			lr->buf = b;
+			lr->cap = cap;
+		}
+		struct pollfd pfd = { .fd = lr->fd, .events = POLLIN };
+		if (poll(&pfd, 1, 0) == 0) {
+			drain(pb, pb->g->timeout_ms);
+			fflush(stdout);
+		}
+		ssize_t n = read(lr->fd, lr->buf + lr->end, lr->cap - lr->end);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			lr->eof = 1;
+		lr->end += (size_t)n;
+	}
+}
+
 static int
 publish_stdin(struct cli *g, size_t batch)
 {
 	struct pub pb = { .g = g, .json = cli_json(g), .batch = batch };
-	char *line = NULL;
-	size_t cap = 0, lineno = 0;
-	ssize_t len;
-	int rc;
+	struct linereader lr = { .fd = STDIN_FILENO };
+	const char *line;
+	size_t len, lineno = 0;
+	int rc, more = 0;
 
 	msgpack_sbuffer_init(&pb.sb);
 	msgpack_packer_init(&pb.pk, &pb.sb, msgpack_sbuffer_write);
@@ -350,13 +430,13 @@ publish_stdin(struct cli *g, size_t batch)
 		pb.failed = 1;
 		goto done;
 	}
-	while (!pb.fatal && (len = getline(&line, &cap, stdin)) >= 0) {
+	while (!pb.fatal && (more = next_line(&lr, &pb, &line, &len)) > 0) {
 		lineno++;
-		if (add_line(&pb, line, (size_t)len, lineno) != 0)
+		if (add_line(&pb, line, len, lineno) != 0)
 			goto nomem;
 	}
-	if (!pb.fatal && ferror(stdin)) {
-		cli_error(g, "cannot read stdin after line %zu", lineno);
+	if (!pb.fatal && more < 0) {
+		cli_error(g, "cannot read stdin after line %zu: %s", lineno, strerror(errno));
 		pb.failed = 1;
 	}
 	if (!pb.fatal)
@@ -371,7 +451,7 @@ done:
 		pb.head = it->next;
 		item_free(&it);
 	}
-	free(line);
+	free(lr.buf);
 	free(pb.scratch);
 	msgpack_sbuffer_destroy(&pb.sb);
 	funnel_producer_destroy(&pb.p);
@@ -413,8 +493,7 @@ publish_one(struct cli *g, funnel_event *ev, const char *data_json)
 	rc = funnel_publish(p, ev, 1, &ack);
 	if (rc != FUNNEL_OK) {
 		const funnel_error_info *info = funnel_producer_error(p);
-		struct pub pb = { .g = g };
-		describe(&pb, rc, info, msg, sizeof msg);
+		describe(g, rc, info, msg, sizeof msg);
 		cli_error(g, "%s", msg);
 		goto done;
 	}

@@ -1,0 +1,864 @@
+#!/usr/bin/python3
+"""
+tests/integration/test_cli.py - the `funnel` command-line tool, end to end,
+against a real funneld: publish (flags and JSON lines), replay, tail,
+history, verify, status, usage errors and a daemon that is not there.
+
+The log is read back independently with pyzmq and msgpack (the replay and
+status ops of proto/PROTOCOL.md) to check what the CLI prints.
+
+Run with Debian's /usr/bin/python3 (python3-zmq, python3-msgpack):
+
+    BUILD=build FUNNELD=build/bin/funneld /usr/bin/python3 tests/integration/test_cli.py
+
+The CLI is $BUILD/bin/funnel, next to funneld.  Prints one line per check,
+"ok - name" or "not ok - name: reason", then "N passed, M failed"; exits 1
+if any check failed.  Every subprocess and every receive is bounded.
+"""
+import datetime
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import msgpack
+import zmq
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TIMEOUT_MS = 5000          # every pyzmq receive is bounded by this
+CMD_TIMEOUT_S = 60         # every funnel run is bounded by this
+READY_WAIT_S = 10.0
+HEARTBEAT_MS = 200
+ZERO_HEX = "0" * 64
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def expect(cond, reason):
+    if not cond:
+        raise CheckFailed(reason)
+
+
+def expect_eq(got, want, what):
+    if got != want:
+        raise CheckFailed("%s: got %r, want %r" % (what, got, want))
+
+
+def expect_in(needle, hay, what):
+    if needle not in hay:
+        raise CheckFailed("%s: %r not in %r" % (what, needle, hay))
+
+
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def run(self, name, fn, *args):
+        """Run one check; any exception is a failure with its reason."""
+        try:
+            fn(*args)
+        except CheckFailed as e:
+            self.failed += 1
+            print("not ok - %s: %s" % (name, e), flush=True)
+            return False
+        except Exception as e:  # a timeout or a decode error is a failed check too
+            self.failed += 1
+            print("not ok - %s: %s: %s" % (name, type(e).__name__, e), flush=True)
+            return False
+        self.passed += 1
+        print("ok - %s" % name, flush=True)
+        return True
+
+
+class Daemon:
+    """A funneld on wildcard loopback ports in a temporary data directory.
+    It is never restarted, so wildcard ports are safe here."""
+
+    def __init__(self, binary):
+        self.dir = tempfile.mkdtemp(prefix="funnel-cli-")
+        self.ready = os.path.join(self.dir, "ready")
+        self.data = os.path.join(self.dir, "data")
+        self.errlog = None
+        self.proc = None
+        try:
+            self.errlog = open(os.path.join(self.dir, "funneld.log"), "wb")
+            self.proc = subprocess.Popen(
+                [binary, "--data", self.data,
+                 "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                 "--query", "tcp://127.0.0.1:*", "--ready-file", self.ready,
+                 "--heartbeat-ms", str(HEARTBEAT_MS)],
+                stdin=subprocess.DEVNULL, stdout=self.errlog, stderr=self.errlog)
+            self.endpoints = self._wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + READY_WAIT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("funneld exited with %d before it was ready"
+                                   % self.proc.returncode)
+            if os.path.exists(self.ready):
+                with open(self.ready) as f:
+                    eps = dict(line.strip().split("=", 1) for line in f if "=" in line)
+                if all(k in eps for k in ("ingest", "publish", "query", "pid")):
+                    return eps
+            time.sleep(0.02)
+        raise RuntimeError("no ready file after %.0f s" % READY_WAIT_S)
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        if self.errlog is not None:
+            self.errlog.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Query:
+    """A DEALER on the query endpoint: replay and status, per PROTOCOL.md."""
+
+    def __init__(self, ctx, ep):
+        self.rid = 0
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
+        self.sock.setsockopt(zmq.SNDTIMEO, TIMEOUT_MS)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(ep)
+
+    def call(self, req):
+        self.rid += 1
+        req = dict(req, rid=self.rid)
+        self.sock.send(msgpack.packb(req))
+        rep = msgpack.unpackb(self.sock.recv())
+        expect_eq(rep.get("rid"), self.rid, "echoed rid")
+        expect(rep.get("ok") is True, "query refused: %r" % (rep,))
+        return rep
+
+    def status(self):
+        return self.call({"op": "status"})
+
+    def replay_all(self, **params):
+        """The stored bytes of every record of a range."""
+        out = []
+        frm = params.pop("from", 1)
+        for _ in range(100000):
+            rep = self.call(dict(params, op="replay", **{"from": frm}))
+            out.extend(rep["events"])
+            if rep["end"]:
+                return out
+            expect(rep["next"] >= frm, "replay next went backwards")
+            frm = rep["next"]
+        raise CheckFailed("replay never reached end")
+
+    def records(self, **params):
+        return [msgpack.unpackb(r) for r in self.replay_all(**params)]
+
+    def close(self):
+        self.sock.close(0)
+
+
+def free_port():
+    """A loopback port in 20000-32000 that nothing listens on now: below
+    the ephemeral range, so a client reconnecting to it cannot connect to
+    itself."""
+    for port in range(23731, 32000, 97):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise RuntimeError("no free port in 20000-32000")
+
+
+def rfc3339_ms(ns):
+    """What the CLI prints as "time": UTC with milliseconds."""
+    t = datetime.datetime.fromtimestamp(ns // 10**9, datetime.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + ".%03dZ" % (ns % 10**9 // 10**6)
+
+
+def rfc3339_ns(ns, offset_min=0):
+    """ns as RFC 3339 with nanoseconds, in a zone offset_min east of UTC."""
+    tz = datetime.timezone(datetime.timedelta(minutes=offset_min))
+    t = datetime.datetime.fromtimestamp(ns // 10**9, tz)
+    if offset_min == 0:
+        zone = "Z"
+    else:
+        sign = "+" if offset_min > 0 else "-"
+        zone = "%s%02d:%02d" % (sign, abs(offset_min) // 60, abs(offset_min) % 60)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + ".%09d" % (ns % 10**9) + zone
+
+
+class Cli:
+    """Runs $BUILD/bin/funnel with the daemon's endpoints in its environment."""
+
+    def __init__(self, binary, eps):
+        self.binary = binary
+        self.env = dict(os.environ)
+        self.env["FUNNEL_INGEST"] = eps["ingest"]
+        self.env["FUNNEL_PUBLISH"] = eps["publish"]
+        self.env["FUNNEL_QUERY"] = eps["query"]
+
+    def run(self, *args, stdin=None, timeout=CMD_TIMEOUT_S, env=None):
+        """(exit status, stdout, stderr) of one run."""
+        p = subprocess.run([self.binary] + list(args), input=stdin, capture_output=True,
+                           text=True, timeout=timeout, env=env or self.env)
+        return p.returncode, p.stdout, p.stderr
+
+    def ok(self, *args, stdin=None):
+        """Run, expect exit 0 and nothing on stderr; return stdout."""
+        rc, out, err = self.run(*args, stdin=stdin)
+        if rc != 0 or err:
+            raise CheckFailed("funnel %s: exit %d, stderr %r" % (" ".join(args), rc, err))
+        return out
+
+    def json_lines(self, *args, stdin=None):
+        out = self.ok(*args, stdin=stdin)
+        lines = out.splitlines()
+        objs = []
+        for i, line in enumerate(lines):
+            try:
+                objs.append(json.loads(line))
+            except ValueError as e:
+                raise CheckFailed("line %d of funnel %s is not JSON (%s): %r"
+                                  % (i + 1, " ".join(args), e, line))
+        return objs
+
+    def popen(self, *args):
+        return subprocess.Popen([self.binary] + list(args), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+
+
+class LineReader:
+    """Lines of a child's stdout, each read with a deadline."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.buf = b""
+
+    def line(self, wait_s):
+        deadline = time.monotonic() + wait_s
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CheckFailed("no output line within %.0f s (so far %r)" % (wait_s, self.buf))
+            r, _, _ = select.select([self.proc.stdout], [], [], left)
+            if r:
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise CheckFailed("stdout closed (exit %r) with %r left"
+                                      % (self.proc.poll(), self.buf))
+                self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
+
+
+def stop(proc):
+    """Make sure a background funnel is gone; never leaves a process behind."""
+    if proc.poll() is None:
+        proc.kill()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    for f in (proc.stdout, proc.stderr):
+        if f is not None:
+            f.close()
+
+
+def wait_exit(proc, wait_s):
+    """Exit status and stderr of a background funnel."""
+    try:
+        rc = proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        raise CheckFailed("funnel did not exit within %.0f s" % wait_s)
+    return rc, proc.stderr.read().decode()
+
+
+def record_json_matches(obj, rec, what):
+    """A `--json` record line says what the stored record says."""
+    expect_eq(obj["seq"], rec["seq"], what + " seq")
+    expect_eq(obj["ts"], rec["ts"], what + " ts")
+    expect_eq(obj["time"], rfc3339_ms(rec["ts"]), what + " time")
+    expect_eq(obj["type"], rec["type"], what + " type")
+    for k in ("lead", "id", "occurred_at", "cause", "producer", "stage", "version", "data"):
+        expect_eq(obj.get(k), rec.get(k), "%s %s" % (what, k))
+    expect_eq(obj["prev"], rec["prev"].hex(), what + " prev")
+    expect_eq(obj["hash"], rec["hash"].hex(), what + " hash")
+    order = ["seq", "ts", "time", "type", "lead", "id", "occurred_at", "cause", "producer",
+             "stage", "version", "data", "prev", "hash"]
+    keys = list(obj.keys())
+    expect_eq(keys, [k for k in order if k in keys], what + " key order")
+
+
+def run_checks(res, cli, q, daemon):
+    eps = daemon.endpoints
+
+    def head():
+        st = q.status()
+        return st["head"], st["head_hash"].hex()
+
+    # --- version ---
+    def version():
+        out = cli.ok("--version")
+        expect_eq(out, "funnel %s\n" % q.status()["version"], "--version output")
+        expect_eq(cli.ok("-V"), out, "-V output")
+    res.run("funnel --version prints the daemon's version", version)
+
+    # --- publish from flags ---
+    def publish_one():
+        out = cli.ok("publish", "--human", "--type", "lead.captured", "--lead", "L-1",
+                     "--id", "form-123",
+                     "--data", '{"email":"ana@acme.example","source":"webinar"}')
+        expect_eq(out, "seq 1\n", "output")
+        recs = q.records()
+        expect_eq(len(recs), 1, "records")
+        r = recs[0]
+        expect_eq((r["seq"], r["type"], r["lead"], r["id"], r["stage"], r["version"]),
+                  (1, "lead.captured", "L-1", "form-123", "inquiry", 1), "record")
+        expect_eq(r["data"], {"email": "ana@acme.example", "source": "webinar"}, "data")
+    res.run("publish from flags prints 'seq 1'", publish_one)
+
+    def publish_dup():
+        before = head()
+        out = cli.ok("publish", "--human", "--type", "lead.captured", "--lead", "L-1",
+                     "--id", "form-123")
+        expect_eq(out, "seq 1 (duplicate)\n", "output")
+        out = cli.ok("publish", "--json", "--type", "lead.captured", "--lead", "L-1",
+                     "--id", "form-123")
+        expect_eq(json.loads(out), {"seq": 1, "dup": True}, "--json output")
+        expect_eq(head(), before, "head and head hash after the duplicates")
+    res.run("the same id again prints 'seq 1 (duplicate)' and stores nothing", publish_dup)
+
+    def publish_json_flags():
+        h, _ = head()
+        out = cli.ok("publish", "--json", "--type", "x.note", "--lead", "L-X",
+                     "--occurred-at", "2026-01-02T03:04:05.5Z", "--cause", "1",
+                     "--data", '{"n":18446744073709551615,"neg":-9223372036854775808,'
+                               '"f":1.5,"s":"h\\u00e9llo \\u2603","a":[1,{"b":null}]}')
+        expect_eq(json.loads(out), {"seq": h + 1, "dup": False}, "output")
+        r = q.records(**{"from": h + 1})[0]
+        expect_eq(r["occurred_at"], 1767323045500000000, "occurred_at")
+        expect_eq(r["cause"], 1, "cause")
+        expect_eq(r["data"], {"n": 2**64 - 1, "neg": -2**63, "f": 1.5, "s": "h\u00e9llo \u2603",
+                              "a": [1, {"b": None}]}, "data")
+        objs = cli.json_lines("replay", "--from", str(h + 1), "--to", str(h + 1))
+        expect_eq(len(objs), 1, "replayed records")
+        record_json_matches(objs[0], r, "replayed")
+    res.run("publish --data keeps exact 64-bit integers, floats and unicode; "
+            "--occurred-at and --cause are stored", publish_json_flags)
+
+    # --- JSON lines on stdin ---
+    def publish_batch():
+        h, _ = head()
+        lines = [
+            {"type": "lead.captured", "lead": "L-2", "id": "b-1", "data": {"email": "b@x.example"}},
+            {"type": "lead.activity", "lead": "L-2", "data": {"kind": "webinar"}},
+            {"type": "lead.qualified", "lead": "L-2"},
+            {"type": "lead.captured", "lead": "L-2", "id": "b-1"},          # duplicate of line 1
+            {"type": "lead.assigned", "lead": "L-2", "data": {"owner": "rep-ben"}},
+            {"type": "lead.accepted", "lead": "L-2"},
+            {"type": "x.tick", "data": {"i": 7}},
+        ]
+        text = "\n".join(json.dumps(e) for e in lines) + "\n\n"   # a blank line is no event
+        objs = cli.json_lines("publish", "--batch", "3", "--json", stdin=text)
+        want = [{"seq": h + 1, "dup": False}, {"seq": h + 2, "dup": False},
+                {"seq": h + 3, "dup": False}, {"seq": h + 1, "dup": True},
+                {"seq": h + 4, "dup": False}, {"seq": h + 5, "dup": False},
+                {"seq": h + 6, "dup": False}]
+        expect_eq(objs, want, "acks in input order")
+        recs = q.records(**{"from": h + 1})
+        expect_eq([(r["type"], r.get("lead"), r.get("stage")) for r in recs],
+                  [("lead.captured", "L-2", "inquiry"), ("lead.activity", "L-2", "inquiry"),
+                   ("lead.qualified", "L-2", "mql"), ("lead.assigned", "L-2", "mql"),
+                   ("lead.accepted", "L-2", "sal"), ("x.tick", None, None)], "stored records")
+        # human output of the same kind of input, one request per line
+        h2, _ = head()
+        out = cli.ok("publish", "--human", stdin='{"type":"x.a"}\n{"type":"x.b"}')
+        expect_eq(out, "seq %d\nseq %d\n" % (h2 + 1, h2 + 2), "human output (no final newline)")
+    res.run("publish --batch reads JSON lines and prints acks in input order", publish_batch)
+
+    def publish_bad_line():
+        text = ('{"type":"x.good","data":{"i":1}}\n'
+                '{"type":"x.bad",\n'
+                '{"type":"x.good","data":{"i":3}}\n'
+                'not json at all\n'
+                '{"type":"x.good","data":{"i":5}}\n')
+        for batch in ("1", "2", "10"):
+            h, _ = head()
+            rc, out, err = cli.run("publish", "--json", "--batch", batch, stdin=text)
+            expect_eq(rc, 1, "exit status (batch %s)" % batch)
+            errs = err.splitlines()
+            expect_eq(len(errs), 2, "error lines (batch %s): %r" % (batch, err))
+            expect(errs[0].startswith("funnel: publish: line 2: EJSON"),
+                   "first error names line 2: %r" % errs[0])
+            expect(errs[1].startswith("funnel: publish: line 4: EJSON"),
+                   "second error names line 4: %r" % errs[1])
+            expect_in("byte", errs[1], "the error gives a position")
+            acks = [json.loads(x) for x in out.splitlines()]
+            expect_eq(acks, [{"seq": h + i, "dup": False} for i in (1, 2, 3)],
+                      "acks of the good lines (batch %s)" % batch)
+            recs = q.records(**{"from": h + 1})
+            expect_eq([r["data"]["i"] for r in recs], [1, 3, 5], "stored lines (batch %s)" % batch)
+    res.run("a bad JSON line is reported with its line number, exit 1, the others are stored",
+            publish_bad_line)
+
+    def publish_refused():
+        before = head()
+        rc, out, err = cli.run("publish", "--type", "deal.won", "--lead", "L-1")
+        expect_eq(rc, 1, "exit status")
+        expect_eq(out, "", "stdout")
+        expect(err.startswith("funnel: publish: ETRANSITION (8): "), "stderr: %r" % err)
+        expect_in("deal.won is not allowed for lead 'L-1' in stage inquiry", err, "message")
+        expect_in("[field type]", err, "field")
+        expect_eq(head(), before, "head and head hash after the refusal")
+        st = json.loads(cli.ok("status", "--json"))
+        expect_eq((st["head"], st["head_hash"]), before, "funnel status --json after the refusal")
+
+        # the same on stdin: the line is named, the request is not stored
+        rc, out, err = cli.run("publish", "--batch", "2", "--json",
+                               stdin='{"type":"x.ok"}\n{"type":"deal.won","lead":"L-1"}\n')
+        expect_eq(rc, 1, "stdin exit status")
+        expect_eq(out, "", "stdin stdout")
+        expect(err.startswith("funnel: publish: line 2: ETRANSITION (8): "), "stdin stderr: %r" % err)
+        expect_in("request of lines 1-2 not stored", err, "stdin stderr")
+        expect_eq(head(), before, "head after the refused request")
+
+        # optimistic concurrency
+        rc, out, err = cli.run("publish", "--type", "lead.contacted", "--lead", "L-1",
+                               "--expected-version", "7")
+        expect_eq(rc, 1, "EVERSION exit status")
+        expect(err.startswith("funnel: publish: EVERSION (9): "), "EVERSION stderr: %r" % err)
+        expect_eq(head(), before, "head after EVERSION")
+    res.run("an event the daemon refuses: code and message on stderr, exit 1, log unchanged",
+            publish_refused)
+
+    # --- usage errors ---
+    usage_cases = [
+        [],
+        ["bogus"],
+        ["--bogus", "status"],
+        ["--timeout", "0", "status"],
+        ["--timeout"],
+        ["publish", "--batch", "0"],
+        ["publish", "--batch", "10001"],
+        ["publish", "--type", "x.a", "--batch", "2"],
+        ["publish", "--lead", "L-1"],
+        ["publish", "--type", "x.a", "--data", "{not json"],
+        ["publish", "--type", "x.a", "--cause", "0"],
+        ["publish", "--type", "x.a", "--occurred-at", "yesterday"],
+        ["publish", "--type", "x.a", "extra"],
+        ["publish", "--type"],
+        ["replay", "--from", "0"],
+        ["replay", "--from", "x"],
+        ["replay", "--from", "5", "--to", "2"],
+        ["replay", "--since", "2026-13-01T00:00:00Z"],
+        ["replay", "--count", "0"],
+        ["replay", "--bogus"],
+        ["tail", "--from", "1", "--since", "1h"],
+        ["tail", "--count", "-1"],
+        ["tail", "--timeout-idle", "0"],
+        ["history"],
+        ["history", "L-1", "L-2"],
+        ["verify", "--to", "1", "--from", "2"],
+        ["verify", "extra"],
+        ["status", "extra"],
+    ]
+
+    def usage():
+        before = head()
+        for args in usage_cases:
+            rc, out, err = cli.run(*args)
+            expect_eq(rc, 2, "exit status of funnel %s" % " ".join(args))
+            # "funnel: ...: why" and a pointer to --help, or the usage text
+            expect(err.startswith("funnel: ") or err.startswith("usage: funnel"),
+                   "funnel %s: stderr %r" % (" ".join(args), err))
+            expect_eq(out, "", "stdout of funnel %s" % " ".join(args))
+        expect_eq(head(), before, "head after the usage errors")
+        for args in (["--help"], ["publish", "--help"], ["replay", "-h"], ["help", "tail"]):
+            out = cli.ok(*args)
+            expect(out.startswith("usage: funnel"), "funnel %s: %r" % (" ".join(args), out[:60]))
+    res.run("usage errors exit 2 and change nothing; --help exits 0", usage)
+
+    # --- replay ---
+    def replay_json():
+        recs = q.records()
+        objs = cli.json_lines("replay", "--json")
+        expect_eq(len(objs), len(recs), "records")
+        for obj, r in zip(objs, recs):
+            record_json_matches(obj, r, "seq %d" % r["seq"])
+        expect_eq([o["seq"] for o in objs], list(range(1, len(recs) + 1)), "seqs")
+        expect_eq(objs[0]["prev"], ZERO_HEX, "prev of seq 1")
+        for a, b in zip(objs, objs[1:]):
+            expect_eq(b["prev"], a["hash"], "prev of seq %d" % b["seq"])
+        # the default format when stdout is not a terminal is JSON
+        expect_eq(cli.json_lines("replay"), objs, "replay without --json")
+    res.run("replay --json: one JSON object per record, every field as stored", replay_json)
+
+    def replay_range():
+        h, _ = head()
+        objs = cli.json_lines("replay", "--from", "2", "--to", "4")
+        expect_eq([o["seq"] for o in objs], [2, 3, 4], "--from 2 --to 4")
+        objs = cli.json_lines("replay", "--from", str(h - 1))
+        expect_eq([o["seq"] for o in objs], [h - 1, h], "--from head-1")
+        objs = cli.json_lines("replay", "--to", "2")
+        expect_eq([o["seq"] for o in objs], [1, 2], "--to 2")
+        expect_eq(cli.ok("replay", "--from", str(h + 1)), "", "--from past the head")
+        objs = cli.json_lines("replay", "--from", "2", "--count", "3")
+        expect_eq([o["seq"] for o in objs], [2, 3, 4], "--from 2 --count 3")
+    res.run("replay --from/--to/--count print exactly that range", replay_range)
+
+    def replay_filters():
+        recs = q.records()
+        objs = cli.json_lines("replay", "--lead", "L-2")
+        want = [r["seq"] for r in recs if r.get("lead") == "L-2"]
+        expect(len(want) >= 5, "L-2 has events")
+        expect_eq([o["seq"] for o in objs], want, "--lead L-2")
+        expect(all(o["lead"] == "L-2" for o in objs), "leads")
+        objs = cli.json_lines("replay", "--type", "lead.")
+        want = [r["seq"] for r in recs if r["type"].startswith("lead.")]
+        expect_eq([o["seq"] for o in objs], want, "--type lead.")
+        objs = cli.json_lines("replay", "--type", "x.good")
+        want = [r["seq"] for r in recs if r["type"] == "x.good"]
+        expect_eq([o["seq"] for o in objs], want, "--type x.good")
+        objs = cli.json_lines("replay", "--lead", "L-2", "--type", "lead.a")
+        want = [r["seq"] for r in recs if r.get("lead") == "L-2" and r["type"].startswith("lead.a")]
+        expect_eq([o["seq"] for o in objs], want, "--lead L-2 --type lead.a")
+        expect_eq(len(want), 3, "activity, assigned, accepted")
+        expect_eq(cli.ok("replay", "--lead", "nobody"), "", "an unknown lead")
+    res.run("replay --lead and --type filter like the daemon's replay", replay_filters)
+
+    def replay_raw():
+        raw = q.replay_all()
+        out = cli.ok("replay", "--raw")
+        expect_eq(out.splitlines(), [r.hex() for r in raw], "--raw lines")
+        out = cli.ok("replay", "--raw", "--from", "3", "--to", "5")
+        expect_eq(out.splitlines(), [r.hex() for r in q.replay_all(**{"from": 3, "to": 5})],
+                  "--raw --from 3 --to 5")
+        out = cli.ok("replay", "--raw", "--lead", "L-2", "--type", "lead.")
+        expect_eq(out.splitlines(), [r.hex() for r in q.replay_all(lead="L-2", type="lead.")],
+                  "--raw --lead L-2 --type lead.")
+    res.run("replay --raw prints the exact bytes the query endpoint replays", replay_raw)
+
+    def replay_human():
+        recs = q.records(**{"from": 1, "to": 2})
+        out = cli.ok("replay", "--human", "--from", "1", "--to", "2")
+        lines = out.splitlines()
+        expect_eq(len(lines), 2, "lines")
+        r = recs[0]
+        expect_eq(lines[0], '#1  %s  lead.captured  L-1  [inquiry v1]  '
+                  '{"email":"ana@acme.example","source":"webinar"}' % rfc3339_ms(r["ts"]),
+                  "first line")
+    res.run("replay --human: one line per record", replay_human)
+
+    def replay_since():
+        recs = q.records()
+        # a ts in the middle of the log, at the start of its commit group
+        mid = recs[len(recs) // 2]["ts"]
+        want = [r["seq"] for r in recs if r["ts"] >= mid]
+        expect(0 < len(want) < len(recs), "the middle splits the log")
+        for since in (rfc3339_ns(mid), rfc3339_ns(mid, 90), rfc3339_ns(mid, -330), str(mid)):
+            objs = cli.json_lines("replay", "--since", since)
+            expect_eq([o["seq"] for o in objs], want, "--since %s" % since)
+        objs = cli.json_lines("replay", "--until", rfc3339_ns(mid))
+        expect_eq([o["seq"] for o in objs], [r["seq"] for r in recs if r["ts"] < mid],
+                  "--until")
+        objs = cli.json_lines("replay", "--since", "1h")
+        expect_eq([o["seq"] for o in objs], [r["seq"] for r in recs], "--since 1h")
+        objs = cli.json_lines("replay", "--since", "2000-01-01")
+        expect_eq(len(objs), len(recs), "--since a bare date")
+        expect_eq(cli.ok("replay", "--since", "2200-01-01T00:00:00Z"), "", "--since the future")
+
+        # an age excludes what is older: wait, publish a marker, ask for 2s
+        time.sleep(2.5)
+        h, _ = head()
+        cli.ok("publish", "--type", "x.marker")
+        objs = cli.json_lines("replay", "--since", "2s")
+        expect_eq([(o["seq"], o["type"]) for o in objs], [(h + 1, "x.marker")], "--since 2s")
+    res.run("replay --since with an RFC 3339 time, ns, a date and an age", replay_since)
+
+    # --- tail ---
+    def tail_from_history():
+        h, _ = head()
+        proc = cli.popen("tail", "--json", "--from", "1", "--count", str(h + 3))
+        try:
+            rd = LineReader(proc)
+            seen = [json.loads(rd.line(30))["seq"] for _ in range(h)]
+            expect_eq(seen, list(range(1, h + 1)), "history part")
+            expect(proc.poll() is None, "tail exited before the live part")
+            for i in range(3):
+                cli.ok("publish", "--type", "x.live", "--data", '{"i":%d}' % i)
+            live = [json.loads(rd.line(30)) for _ in range(3)]
+            expect_eq([(o["seq"], o["type"], o["data"]["i"]) for o in live],
+                      [(h + 1, "x.live", 0), (h + 2, "x.live", 1), (h + 3, "x.live", 2)],
+                      "live part")
+            rc, err = wait_exit(proc, 30)
+            expect_eq((rc, err), (0, ""), "exit after --count")
+            expect_eq(rd.buf + proc.stdout.read(), b"", "output after the last record")
+        finally:
+            stop(proc)
+    res.run("tail --from 1 --count N: history, then live, in order, then exits", tail_from_history)
+
+    def tail_from_head():
+        h0, _ = head()
+        proc = cli.popen("tail", "--human", "--count", "2", "--lead", "L-T")
+        try:
+            # tail starts after the head as it finds it: publish until it has
+            # seen two events of L-T, each after some events of another lead
+            published = []
+            deadline = time.monotonic() + 30
+            i = 0
+            while proc.poll() is None and time.monotonic() < deadline:
+                cli.ok("publish", "--type", "x.other", "--lead", "L-O")
+                out = cli.ok("publish", "--human", "--type", "x.t", "--lead", "L-T",
+                             "--data", '{"i":%d}' % i)
+                published.append(int(out.split()[1]))
+                i += 1
+                time.sleep(0.1)
+            rc, err = wait_exit(proc, 10)
+            expect_eq((rc, err), (0, ""), "exit after --count")
+            lines = proc.stdout.read().decode().splitlines()
+            expect_eq(len(lines), 2, "lines printed: %r" % lines)
+            seqs = [int(x.split()[0].lstrip("#")) for x in lines]
+            expect(all(s > h0 for s in seqs), "printed history: %r (head was %d)" % (seqs, h0))
+            k = published.index(seqs[0])
+            expect_eq(seqs, published[k:k + 2], "consecutive events of L-T")
+            for x in lines:
+                expect_in("  x.t  L-T  [none v", x, "human line")
+        finally:
+            stop(proc)
+    res.run("tail from the head: only new events, filtered by lead, human lines", tail_from_head)
+
+    def tail_idle():
+        h, _ = head()
+        proc = cli.popen("tail", "--json", "--from", str(h - 1), "--timeout-idle", "1500")
+        try:
+            rc, err = wait_exit(proc, 30)
+            expect_eq((rc, err), (0, ""), "exit status")
+            seqs = [json.loads(x)["seq"] for x in proc.stdout.read().decode().splitlines()]
+            expect_eq(seqs, [h - 1, h], "printed")
+        finally:
+            stop(proc)
+    res.run("tail --timeout-idle exits after the last event", tail_idle)
+
+    def tail_sigterm():
+        proc = cli.popen("tail", "--json", "--from", "1")
+        try:
+            # a printed record means the tail is in its loop, signals handled
+            LineReader(proc).line(30)
+            proc.send_signal(signal.SIGTERM)
+            rc, err = wait_exit(proc, 10)
+            expect_eq((rc, err), (0, ""), "exit status after SIGTERM")
+        finally:
+            stop(proc)
+    res.run("tail exits cleanly on SIGTERM", tail_sigterm)
+
+    # --- history ---
+    def history():
+        steps = [("lead.captured", None, "inquiry"), ("lead.qualified", None, "mql"),
+                 ("lead.assigned", '{"owner":"rep-ann"}', "mql"), ("lead.accepted", None, "sal"),
+                 ("lead.contacted", None, "sal"),
+                 ("opportunity.opened", '{"amount":1200}', "sql")]
+        seqs = []
+        for typ, data, _ in steps:
+            args = ["publish", "--human", "--type", typ, "--lead", "L-H"]
+            if data:
+                args += ["--data", data]
+            seqs.append(int(cli.ok(*args).split()[1]))
+            cli.ok("publish", "--type", "x.between")      # other events in between
+        recs = {r["seq"]: r for r in q.records(lead="L-H")}
+
+        out = cli.ok("history", "--human", "L-H")
+        lines = out.splitlines()
+        expect_eq(lines[0].split(), ["SEQ", "TIME", "TYPE", "STAGE", "VER", "DATA"], "header")
+        expect_eq(len(lines), 1 + len(steps) + 2, "lines: %r" % lines)
+        for i, (typ, data, stage) in enumerate(steps):
+            cols = lines[1 + i].split()
+            expect_eq(cols[:5], [str(seqs[i]), rfc3339_ms(recs[seqs[i]]["ts"]), typ, stage,
+                                 str(i + 1)], "row %d" % (i + 1))
+        expect_eq(lines[1 + 2].split()[5:], ["owner=rep-ann"], "key data of the assignment")
+        expect_eq(lines[1 + 5].split()[5:], ["amount=1200"], "key data of the opportunity")
+        expect_eq(lines[-2], "", "blank line before the state")
+        expect_eq(lines[-1], "current: stage sql, version 6, last seq %d, owner rep-ann"
+                  % seqs[-1], "current line")
+
+        objs = cli.json_lines("history", "--json", "L-H")
+        expect_eq(len(objs), len(steps) + 1, "JSON lines")
+        for i, o in enumerate(objs[:-1]):
+            record_json_matches(o, recs[seqs[i]], "event %d" % (i + 1))
+            expect_eq(o["stage"], steps[i][2], "stage after event %d" % (i + 1))
+        expect_eq(objs[-1], {"current": {"lead": "L-H", "stage": "sql", "version": 6,
+                                         "last_seq": seqs[-1], "owner": "rep-ann"}}, "current")
+
+        # a lead never assigned has no owner
+        objs = cli.json_lines("history", "L-X")
+        expect_eq(objs[-1]["current"]["owner"], None, "owner of L-X")
+        out = cli.ok("history", "--human", "L-X")
+        expect(out.splitlines()[-1].endswith("owner (none)"), "human owner of L-X: %r" % out)
+
+        rc, out, err = cli.run("history", "nobody")
+        expect_eq(rc, 1, "exit status for an unknown lead")
+        expect(err.startswith("funnel: history: ENOTFOUND"), "stderr: %r" % err)
+        expect_in("nobody", err, "stderr names the lead")
+    res.run("history LEAD: events with the stage after each, then the current state and owner",
+            history)
+
+    # --- verify ---
+    def verify():
+        h, hh = head()
+        out = cli.ok("verify", "--human")
+        expect_eq(out, "ok: %d records verified, head seq %d, head hash %s\n" % (h, h, hh), "output")
+        st = json.loads(cli.ok("status", "--json"))
+        expect_eq(st["head_hash"], hh, "status --json head_hash")
+        expect_in(st["head_hash"], out, "verify's head hash is status's")
+        v = json.loads(cli.ok("verify", "--json"))
+        expect_eq(v, {"ok": True, "checked": h, "head": h, "head_hash": hh}, "--json")
+        v = json.loads(cli.ok("verify", "--json", "--from", "3", "--to", "5"))
+        expect_eq((v["ok"], v["checked"], v["head"]), (True, 3, 5), "--from 3 --to 5")
+        expect_eq(v["head_hash"], q.records(**{"from": 5, "to": 5})[0]["hash"].hex(),
+                  "head hash of --to 5")
+    res.run("verify: ok line with the head seq and the head hash of status", verify)
+
+    # --- status ---
+    def status():
+        zs = q.status()
+        st = json.loads(cli.ok("status", "--json"))
+        for k in ("head", "head_ts", "count", "leads", "map_bytes", "version", "format",
+                  "durable", "ingest", "publish", "query", "data_dir"):
+            expect_eq(st[k], zs[k], "status --json %s" % k)
+        expect_eq(st["head_hash"], zs["head_hash"].hex(), "head_hash")
+        expect_eq(st["head_time"], rfc3339_ms(zs["head_ts"]), "head_time")
+        expect_eq(st["count"], st["head"], "count")
+        expect(st["data_bytes"] > 0 and st["uptime_ms"] > 0, "sizes and uptime")
+        expect_eq((st["format"], st["durable"]), (1, True), "format and durable")
+        for k in ("ingest", "publish", "query"):
+            expect_eq(st[k], eps[k], "%s endpoint" % k)
+        expect_eq(os.path.realpath(st["data_dir"]), os.path.realpath(daemon.data), "data_dir")
+        expect_eq(list(st.keys()),
+                  ["head", "head_hash", "head_ts", "head_time", "count", "leads", "data_bytes",
+                   "map_bytes", "uptime_ms", "version", "format", "durable", "ingest",
+                   "publish", "query", "data_dir"], "keys")
+
+        out = cli.ok("status", "--human")
+        fields = {}
+        for line in out.splitlines():
+            k, _, v = line.partition("  ")
+            fields[k.strip()] = v.strip()
+        expect_eq(fields["head seq"], str(st["head"]), "head seq")
+        expect_eq(fields["head hash"], st["head_hash"], "head hash")
+        expect_eq(fields["head time"], st["head_time"], "head time")
+        expect_eq(fields["events"], str(st["count"]), "events")
+        expect_eq(fields["leads"], str(st["leads"]), "leads")
+        expect_eq(fields["version"], st["version"], "version")
+        expect_eq(fields["format"], "1", "format")
+        expect(fields["durable"].startswith("yes"), "durable: %r" % fields["durable"])
+        for k in ("ingest", "publish", "query"):
+            expect_eq(fields[k], eps[k], k)
+        expect_eq(fields["data dir"], st["data_dir"], "data dir")
+        for k in ("data size", "map size", "uptime"):
+            expect(fields.get(k), "no %s" % k)
+    res.run("status: human and --json fields agree with the daemon", status)
+
+    def endpoint_flags():
+        dead = "tcp://127.0.0.1:%d" % free_port()
+        env = dict(cli.env, FUNNEL_QUERY=dead, FUNNEL_INGEST=dead)
+        rc, out, err = cli.run("status", "--json", "--query", eps["query"], env=env)
+        expect_eq((rc, err), (0, ""), "--query wins over FUNNEL_QUERY")
+        expect_eq(json.loads(out)["query"], eps["query"], "query")
+        rc, out, err = cli.run("--ingest", eps["ingest"], "--json", "publish", "--type", "x.flag",
+                               env=env)
+        expect_eq((rc, err), (0, ""), "--ingest before the command")
+    res.run("endpoint flags override the environment, before or after the command",
+            endpoint_flags)
+
+    # --- no daemon ---
+    def no_daemon():
+        dead = "tcp://127.0.0.1:%d" % free_port()
+        env = dict(cli.env, FUNNEL_INGEST=dead, FUNNEL_QUERY=dead, FUNNEL_PUBLISH=dead)
+        cases = [
+            (["publish", "--timeout", "700", "--type", "x.a"], None),
+            (["publish", "--timeout", "700"], '{"type":"x.a"}\n'),
+            (["status", "--timeout", "700"], None),
+            (["replay", "--timeout", "700"], None),
+            (["tail", "--timeout", "700"], None),
+            (["history", "--timeout", "700", "L-1"], None),
+            (["verify", "--timeout", "700"], None),
+        ]
+        for args, stdin in cases:
+            t0 = time.monotonic()
+            rc, out, err = cli.run(*args, stdin=stdin, env=env, timeout=30)
+            took = time.monotonic() - t0
+            what = "funnel %s" % " ".join(args)
+            expect(rc not in (0, 2), "%s: exit status %d" % (what, rc))
+            expect_in(dead, err, "%s: stderr names the endpoint" % what)
+            expect_in("ETIMEDOUT", err, "%s: stderr" % what)
+            expect(err.startswith("funnel: %s: " % args[0]), "%s: stderr %r" % (what, err))
+            expect_eq(out, "", "%s: stdout" % what)
+            # 0.7 s of waiting plus the start of a (maybe sanitized) process
+            expect(took < 10, "%s took %.1f s" % (what, took))
+    res.run("with no daemon, commands fail within --timeout naming the endpoint", no_daemon)
+
+    def final_chain():
+        h, hh = head()
+        out = cli.ok("verify", "--human")
+        expect_eq(out, "ok: %d records verified, head seq %d, head hash %s\n" % (h, h, hh),
+                  "output")
+    res.run("the log the checks wrote verifies", final_chain)
+
+
+def main():
+    build = os.environ.get("BUILD") or os.path.join(REPO, "build")
+    if not os.path.isabs(build):
+        build = os.path.join(REPO, build)
+    binary = os.environ.get("FUNNELD") or os.path.join(build, "bin", "funneld")
+    funnel = os.path.join(os.path.dirname(os.path.abspath(binary)), "funnel")
+    res = Results()
+    ctx = zmq.Context()
+    daemon = None
+    q = None
+    try:
+        try:
+            daemon = Daemon(binary)
+        except Exception as e:
+            res.failed += 1
+            print("not ok - funneld starts and writes its ready file: %s" % e, flush=True)
+            return res
+        q = Query(ctx, daemon.endpoints["query"])
+        if not os.access(funnel, os.X_OK):
+            res.failed += 1
+            print("not ok - the funnel binary exists: %s" % funnel, flush=True)
+            return res
+        run_checks(res, Cli(funnel, daemon.endpoints), q, daemon)
+    finally:
+        if q is not None:
+            q.close()
+        if daemon is not None:
+            daemon.close()
+        ctx.term()
+    return res
+
+
+if __name__ == "__main__":
+    r = main()
+    print("%d passed, %d failed" % (r.passed, r.failed), flush=True)
+    sys.exit(1 if r.failed else 0)
