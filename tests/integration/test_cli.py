@@ -19,117 +19,20 @@ import datetime
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import msgpack
 import zmq
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TIMEOUT_MS = 5000          # every pyzmq receive is bounded by this
+from funnel_testlib import (REPO, CheckFailed, Results, connect, expect, expect_eq,
+                            expect_in, replay_all, start_daemon)
+
 CMD_TIMEOUT_S = 60         # every funnel run is bounded by this
-READY_WAIT_S = 10.0
-HEARTBEAT_MS = 200
 ZERO_HEX = "0" * 64
-
-
-class CheckFailed(Exception):
-    pass
-
-
-def expect(cond, reason):
-    if not cond:
-        raise CheckFailed(reason)
-
-
-def expect_eq(got, want, what):
-    if got != want:
-        raise CheckFailed("%s: got %r, want %r" % (what, got, want))
-
-
-def expect_in(needle, hay, what):
-    if needle not in hay:
-        raise CheckFailed("%s: %r not in %r" % (what, needle, hay))
-
-
-class Results:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def run(self, name, fn, *args):
-        """Run one check; any exception is a failure with its reason."""
-        try:
-            fn(*args)
-        except CheckFailed as e:
-            self.failed += 1
-            print("not ok - %s: %s" % (name, e), flush=True)
-            return False
-        except Exception as e:  # a timeout or a decode error is a failed check too
-            self.failed += 1
-            print("not ok - %s: %s: %s" % (name, type(e).__name__, e), flush=True)
-            return False
-        self.passed += 1
-        print("ok - %s" % name, flush=True)
-        return True
-
-
-class Daemon:
-    """A funneld on wildcard loopback ports in a temporary data directory.
-    It is never restarted, so wildcard ports are safe here."""
-
-    def __init__(self, binary):
-        self.dir = tempfile.mkdtemp(prefix="funnel-cli-")
-        self.ready = os.path.join(self.dir, "ready")
-        self.data = os.path.join(self.dir, "data")
-        self.errlog = None
-        self.proc = None
-        try:
-            self.errlog = open(os.path.join(self.dir, "funneld.log"), "wb")
-            self.proc = subprocess.Popen(
-                [binary, "--data", self.data,
-                 "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
-                 "--query", "tcp://127.0.0.1:*", "--ready-file", self.ready,
-                 "--heartbeat-ms", str(HEARTBEAT_MS)],
-                stdin=subprocess.DEVNULL, stdout=self.errlog, stderr=self.errlog)
-            self.endpoints = self._wait_ready()
-        except BaseException:
-            self.close()
-            raise
-
-    def _wait_ready(self):
-        deadline = time.monotonic() + READY_WAIT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("funneld exited with %d before it was ready"
-                                   % self.proc.returncode)
-            if os.path.exists(self.ready):
-                with open(self.ready) as f:
-                    eps = dict(line.strip().split("=", 1) for line in f if "=" in line)
-                if all(k in eps for k in ("ingest", "publish", "query", "pid")):
-                    return eps
-            time.sleep(0.02)
-        raise RuntimeError("no ready file after %.0f s" % READY_WAIT_S)
-
-    def close(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                try:
-                    self.proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
-        if self.errlog is not None:
-            self.errlog.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Query:
@@ -137,11 +40,7 @@ class Query:
 
     def __init__(self, ctx, ep):
         self.rid = 0
-        self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
-        self.sock.setsockopt(zmq.SNDTIMEO, TIMEOUT_MS)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(ep)
+        self.sock = connect(ctx, zmq.DEALER, ep)
 
     def call(self, req):
         self.rid += 1
@@ -157,16 +56,7 @@ class Query:
 
     def replay_all(self, **params):
         """The stored bytes of every record of a range."""
-        out = []
-        frm = params.pop("from", 1)
-        for _ in range(100000):
-            rep = self.call(dict(params, op="replay", **{"from": frm}))
-            out.extend(rep["events"])
-            if rep["end"]:
-                return out
-            expect(rep["next"] >= frm, "replay next went backwards")
-            frm = rep["next"]
-        raise CheckFailed("replay never reached end")
+        return replay_all(lambda **p: self.call(dict(p, op="replay")), **params)
 
     def records(self, **params):
         return [msgpack.unpackb(r) for r in self.replay_all(**params)]
@@ -837,16 +727,12 @@ def main():
     daemon = None
     q = None
     try:
-        try:
-            daemon = Daemon(binary)
-        except Exception as e:
-            res.failed += 1
-            print("not ok - funneld starts and writes its ready file: %s" % e, flush=True)
+        daemon = start_daemon(res, binary, prefix="funnel-cli-", term_on_close=True)
+        if daemon is None:
             return res
         q = Query(ctx, daemon.endpoints["query"])
         if not os.access(funnel, os.X_OK):
-            res.failed += 1
-            print("not ok - the funnel binary exists: %s" % funnel, flush=True)
+            res.not_ok("the funnel binary exists", funnel)
             return res
         run_checks(res, Cli(funnel, daemon.endpoints), q, daemon)
     finally:
@@ -859,6 +745,4 @@ def main():
 
 
 if __name__ == "__main__":
-    r = main()
-    print("%d passed, %d failed" % (r.passed, r.failed), flush=True)
-    sys.exit(1 if r.failed else 0)
+    sys.exit(main().summary())

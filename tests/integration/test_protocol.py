@@ -18,20 +18,14 @@ one line per check, "ok - name" or "not ok - name: reason", then
 """
 import hashlib
 import os
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 
 import msgpack
 import zmq
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TIMEOUT_MS = 5000          # every receive is bounded by this
-READY_WAIT_S = 10.0
-HEARTBEAT_MS = 200
+from funnel_testlib import (REPO, CheckFailed, Results, connect, expect, expect_eq,
+                            replay_all, start_daemon)
 
 # PROTOCOL.md "Records": key order, optional keys left out.
 RECORD_KEYS = ["seq", "ts", "type", "lead", "id", "occurred_at", "cause", "producer",
@@ -46,105 +40,6 @@ CODES = {
 }
 
 
-class CheckFailed(Exception):
-    pass
-
-
-def expect(cond, reason):
-    if not cond:
-        raise CheckFailed(reason)
-
-
-def expect_eq(got, want, what):
-    if got != want:
-        raise CheckFailed("%s: got %r, want %r" % (what, got, want))
-
-
-class Results:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def run(self, name, fn, *args):
-        """Run one check; any exception is a failure with its reason."""
-        try:
-            fn(*args)
-        except CheckFailed as e:
-            self.failed += 1
-            print("not ok - %s: %s" % (name, e), flush=True)
-            return False
-        except Exception as e:  # a timeout or a decode error is a failed check too
-            self.failed += 1
-            print("not ok - %s: %s: %s" % (name, type(e).__name__, e), flush=True)
-            return False
-        self.passed += 1
-        print("ok - %s" % name, flush=True)
-        return True
-
-
-class Daemon:
-    """A funneld on wildcard ports in a temporary data directory."""
-
-    def __init__(self, binary):
-        self.dir = tempfile.mkdtemp(prefix="funnel-proto-")
-        self.ready = os.path.join(self.dir, "ready")
-        self.errlog = None
-        self.proc = None
-        try:
-            self.errlog = open(os.path.join(self.dir, "funneld.log"), "wb")
-            self.proc = subprocess.Popen(
-                [binary, "--data", os.path.join(self.dir, "data"),
-                 "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
-                 "--query", "tcp://127.0.0.1:*", "--ready-file", self.ready,
-                 "--heartbeat-ms", str(HEARTBEAT_MS)],
-                stdin=subprocess.DEVNULL, stdout=self.errlog, stderr=self.errlog)
-            self.endpoints = self._wait_ready()
-        except BaseException:
-            self.close()   # never leave a daemon or a directory behind
-            raise
-
-    def _wait_ready(self):
-        deadline = time.monotonic() + READY_WAIT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("funneld exited with %d before it was ready: %s"
-                                   % (self.proc.returncode, self.log_tail()))
-            if os.path.exists(self.ready):
-                with open(self.ready) as f:
-                    eps = dict(line.strip().split("=", 1) for line in f if "=" in line)
-                if all(k in eps for k in ("ingest", "publish", "query", "pid")):
-                    return eps
-            time.sleep(0.02)
-        raise RuntimeError("no ready file after %.0f s: %s" % (READY_WAIT_S, self.log_tail()))
-
-    def log_tail(self):
-        try:
-            with open(os.path.join(self.dir, "funneld.log"), "rb") as f:
-                return f.read()[-600:].decode(errors="replace").strip()
-        except OSError:
-            return ""
-
-    def terminate(self, wait_s=5.0):
-        """SIGTERM and wait; returns the exit status or None if still running."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def close(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.errlog is not None:
-            self.errlog.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 class Client:
     """DEALER sockets on ingest and query, a SUB on publish."""
 
@@ -152,20 +47,12 @@ class Client:
         self.ctx = ctx
         self.eps = eps
         self.rid = 0
-        self.ingest = self._socket(zmq.DEALER, eps["ingest"])
-        self.query = self._socket(zmq.DEALER, eps["query"])
-        self.sub = self._socket(zmq.SUB, eps["publish"])
+        self.ingest = connect(ctx, zmq.DEALER, eps["ingest"])
+        self.query = connect(ctx, zmq.DEALER, eps["query"])
+        self.sub = connect(ctx, zmq.SUB, eps["publish"])
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.feed = {}          # seq -> record bytes seen on the publish socket
         self.heartbeats = []    # decoded heartbeat maps
-
-    def _socket(self, kind, ep):
-        s = self.ctx.socket(kind)
-        s.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
-        s.setsockopt(zmq.SNDTIMEO, TIMEOUT_MS)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(ep)
-        return s
 
     def next_rid(self):
         self.rid += 1
@@ -217,16 +104,7 @@ class Client:
 
     def replay_all(self, **params):
         """Every record of a range, following next until end."""
-        out = []
-        frm = params.pop("from", 1)
-        for _ in range(100000):
-            rep = self.replay(**dict(params, **{"from": frm}))
-            out.extend(rep["events"])
-            if rep["end"]:
-                return out
-            expect(rep["next"] >= frm, "next went backwards")
-            frm = rep["next"]
-        raise CheckFailed("replay never reached end")
+        return replay_all(self.replay, **params)
 
     def pump_feed(self, until_head=None, wait_s=5.0):
         """Read the publish socket; with until_head, until a heartbeat
@@ -308,14 +186,9 @@ def main():
     daemon = None
     c = None
     try:
-        try:
-            daemon = Daemon(binary)
-        except Exception as e:
-            res.failed += 1
-            print("not ok - funneld starts and writes its ready file: %s" % e, flush=True)
+        daemon = start_daemon(res, binary, report_ok=True, prefix="funnel-proto-")
+        if daemon is None:
             return res
-        res.passed += 1
-        print("ok - funneld starts and writes its ready file", flush=True)
         c = Client(ctx, daemon.endpoints)
         run_checks(res, c, daemon)
     finally:
@@ -742,7 +615,7 @@ def run_checks(res, c, daemon):
     res.run("pipelined requests are answered in order", pipelining)
 
     def req_socket():
-        s = c._socket(zmq.REQ, daemon.endpoints["query"])
+        s = connect(c.ctx, zmq.REQ, daemon.endpoints["query"])
         try:
             s.send(msgpack.packb({"op": "status", "rid": 4242}))
             rep = msgpack.unpackb(s.recv())
@@ -798,6 +671,4 @@ def run_checks(res, c, daemon):
 
 
 if __name__ == "__main__":
-    r = main()
-    print("%d passed, %d failed" % (r.passed, r.failed), flush=True)
-    sys.exit(1 if r.failed else 0)
+    sys.exit(main().summary())

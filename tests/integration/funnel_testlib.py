@@ -1,0 +1,196 @@
+"""
+tests/integration/funnel_testlib.py - what the Python integration tests
+(test_protocol.py, test_cli.py) share; not a test itself.
+
+It offers:
+
+  - CheckFailed and the expect, expect_eq and expect_in helpers that raise it;
+  - Results, which runs one check at a time, prints "ok - name" or
+    "not ok - name: reason", counts them and prints "N passed, M failed";
+  - Daemon, a funneld on wildcard loopback ports in a temporary data
+    directory, started with --ready-file and waited for within a bound,
+    and always stopped and removed by close();
+  - start_daemon, which starts a Daemon and reports a failed start as a
+    failed check;
+  - connect, a pyzmq socket whose sends and receives are bounded, and
+    replay_all, which follows a replay op's next until its end;
+  - REPO, the repository root, and the timeouts the tests share.
+
+The test scripts import it by name: a script's own directory is on
+sys.path when it is run as a script.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import zmq
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TIMEOUT_MS = 5000          # every pyzmq send and receive is bounded by this
+READY_WAIT_S = 10.0
+HEARTBEAT_MS = 200
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def expect(cond, reason):
+    if not cond:
+        raise CheckFailed(reason)
+
+
+def expect_eq(got, want, what):
+    if got != want:
+        raise CheckFailed("%s: got %r, want %r" % (what, got, want))
+
+
+def expect_in(needle, hay, what):
+    if needle not in hay:
+        raise CheckFailed("%s: %r not in %r" % (what, needle, hay))
+
+
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def ok(self, name):
+        self.passed += 1
+        print("ok - %s" % name, flush=True)
+
+    def not_ok(self, name, reason):
+        self.failed += 1
+        print("not ok - %s: %s" % (name, reason), flush=True)
+
+    def run(self, name, fn, *args):
+        """Run one check; any exception is a failure with its reason."""
+        try:
+            fn(*args)
+        except CheckFailed as e:
+            self.not_ok(name, e)
+            return False
+        except Exception as e:  # a timeout or a decode error is a failed check too
+            self.not_ok(name, "%s: %s" % (type(e).__name__, e))
+            return False
+        self.ok(name)
+        return True
+
+    def summary(self):
+        """Print "N passed, M failed"; returns the exit status, 1 if any failed."""
+        print("%d passed, %d failed" % (self.passed, self.failed), flush=True)
+        return 1 if self.failed else 0
+
+
+class Daemon:
+    """A funneld on wildcard loopback ports in a temporary data directory
+    (prefix names the directory).  Wildcard ports are safe because it is
+    never restarted.  close() stops it with SIGKILL, or with SIGTERM first
+    (SIGKILL only if it is still running 5 s later) when term_on_close."""
+
+    def __init__(self, binary, prefix="funnel-", term_on_close=False):
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        self.ready = os.path.join(self.dir, "ready")
+        self.data = os.path.join(self.dir, "data")
+        self.term_on_close = term_on_close
+        self.errlog = None
+        self.proc = None
+        try:
+            self.errlog = open(os.path.join(self.dir, "funneld.log"), "wb")
+            self.proc = subprocess.Popen(
+                [binary, "--data", self.data,
+                 "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                 "--query", "tcp://127.0.0.1:*", "--ready-file", self.ready,
+                 "--heartbeat-ms", str(HEARTBEAT_MS)],
+                stdin=subprocess.DEVNULL, stdout=self.errlog, stderr=self.errlog)
+            self.endpoints = self._wait_ready()
+        except BaseException:
+            self.close()   # never leave a daemon or a directory behind
+            raise
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + READY_WAIT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("funneld exited with %d before it was ready: %s"
+                                   % (self.proc.returncode, self.log_tail()))
+            if os.path.exists(self.ready):
+                with open(self.ready) as f:
+                    eps = dict(line.strip().split("=", 1) for line in f if "=" in line)
+                if all(k in eps for k in ("ingest", "publish", "query", "pid")):
+                    return eps
+            time.sleep(0.02)
+        raise RuntimeError("no ready file after %.0f s: %s" % (READY_WAIT_S, self.log_tail()))
+
+    def log_tail(self):
+        try:
+            with open(os.path.join(self.dir, "funneld.log"), "rb") as f:
+                return f.read()[-600:].decode(errors="replace").strip()
+        except OSError:
+            return ""
+
+    def terminate(self, wait_s=5.0):
+        """SIGTERM and wait; returns the exit status or None if still running."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            if self.term_on_close:
+                self.terminate(wait_s=5.0)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+        if self.errlog is not None:
+            self.errlog.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def start_daemon(res, binary, report_ok=False, **daemon_args):
+    """A started Daemon, or None after a failed check "funneld starts and
+    writes its ready file"; with report_ok a start is a passed check."""
+    name = "funneld starts and writes its ready file"
+    try:
+        daemon = Daemon(binary, **daemon_args)
+    except Exception as e:
+        res.not_ok(name, e)
+        return None
+    if report_ok:
+        res.ok(name)
+    return daemon
+
+
+def connect(ctx, kind, ep):
+    """A socket of that kind connected to ep, every send and receive
+    bounded by TIMEOUT_MS, nothing lingering on close."""
+    s = ctx.socket(kind)
+    s.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
+    s.setsockopt(zmq.SNDTIMEO, TIMEOUT_MS)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(ep)
+    return s
+
+
+def replay_all(replay, **params):
+    """Every record of a range: calls replay(**params) with "from" set,
+    which returns a replay reply, and follows next until end."""
+    out = []
+    frm = params.pop("from", 1)
+    for _ in range(100000):
+        rep = replay(**dict(params, **{"from": frm}))
+        out.extend(rep["events"])
+        if rep["end"]:
+            return out
+        expect(rep["next"] >= frm, "replay next went backwards")
+        frm = rep["next"]
+    raise CheckFailed("replay never reached end")
