@@ -83,7 +83,7 @@ build_page(store *st, MDB_txn *txn, const fp_request *req, uint64_t head, page *
            msgpack_zone *z)
 {
 	MDB_cursor *c = NULL;
-	MDB_val k, v;
+	MDB_val v;
 	uint64_t start = req->from;
 	size_t scanned = 0;
 	int rc;
@@ -136,7 +136,6 @@ build_page(store *st, MDB_txn *txn, const fp_request *req, uint64_t head, page *
 		}
 	}
 	mdb_cursor_close(c);
-	(void)k;
 	if (!p->end && (p->next > head || (req->to && p->next > req->to)))
 		p->end = 1;
 	return rc;
@@ -243,10 +242,12 @@ answer_lead(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_packer
 	fp_pack_lead(pk, req->rid, req->lead.ptr, req->lead.len, &li);
 }
 
-/* Answer one request whose frames are ident [delim] body. */
+/* Answer one request whose frames are ident [delim] body.  z holds the
+ * decoded request; scratch (a separate zone, since the request's strings
+ * must outlive it) serves the page's type filter. */
 static void
 serve_one(query_server *q, zmq_msg_t *ident, int has_delim, zmq_msg_t *body, page *p,
-          msgpack_zone *z)
+          msgpack_zone *z, msgpack_zone *scratch)
 {
 	fp_request req;
 	fp_error err;
@@ -271,15 +272,12 @@ serve_one(query_server *q, zmq_msg_t *ident, int has_delim, zmq_msg_t *body, pag
 		fp_pack_error(&pk, req.rid, &err);
 		goto send;
 	}
-	/* the request's strings live in z, which the page's type filter reuses */
-	msgpack_zone *scratch = msgpack_zone_new(4096);
 	switch (req.op) {
 	case FP_OP_REPLAY: answer_replay(q, txn, &req, &pk, p, scratch, &err); break;
 	case FP_OP_STATUS: answer_status(q, txn, &req, &pk); break;
 	case FP_OP_LEAD: answer_lead(q, txn, &req, &pk, &err); break;
 	default: break;
 	}
-	msgpack_zone_free(scratch);
 	store_read_end(q->st, &txn);
 send:
 	send_reply(q->sock, ident, has_delim, &sb);
@@ -292,6 +290,7 @@ run(void *arg)
 	query_server *q = arg;
 	page *p = malloc(sizeof *p);
 	msgpack_zone *z = msgpack_zone_new(64 * 1024);
+	msgpack_zone *scratch = msgpack_zone_new(4096);
 	sigset_t set;
 
 	/* signals belong to the main thread */
@@ -299,12 +298,9 @@ run(void *arg)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	if (p == NULL || z == NULL) {
+	if (p == NULL || z == NULL || scratch == NULL) {
 		log_error("query thread: out of memory");
-		free(p);
-		if (z)
-			msgpack_zone_free(z);
-		return NULL;
+		goto out;
 	}
 	while (!atomic_load(&q->stop)) {
 		zmq_pollitem_t item = { q->sock, 0, ZMQ_POLLIN, 0 };
@@ -338,12 +334,16 @@ run(void *arg)
 				}
 				zmq_msg_close(&f);
 			}
-			serve_one(q, &ident, has_delim, &body, p, z);
+			serve_one(q, &ident, has_delim, &body, p, z, scratch);
 			zmq_msg_close(&ident);
 			zmq_msg_close(&body);
 		}
 	}
-	msgpack_zone_free(z);
+out:
+	if (scratch)
+		msgpack_zone_free(scratch);
+	if (z)
+		msgpack_zone_free(z);
 	free(p);
 	return NULL;
 }

@@ -102,11 +102,10 @@ strings_valid(const msgpack_object *o)
 	}
 }
 
+/* Order of two str keys (byte-wise, shorter first on a common prefix). */
 static int
-cmp_keys(const void *a, const void *b)
+key_cmp(const msgpack_object *x, const msgpack_object *y)
 {
-	const msgpack_object *x = *(const msgpack_object *const *)a;
-	const msgpack_object *y = *(const msgpack_object *const *)b;
 	uint32_t n = x->via.str.size < y->via.str.size ? x->via.str.size : y->via.str.size;
 	int c = memcmp(x->via.str.ptr, y->via.str.ptr, n);
 	if (c != 0)
@@ -114,18 +113,25 @@ cmp_keys(const void *a, const void *b)
 	return x->via.str.size < y->via.str.size ? -1 : x->via.str.size > y->via.str.size;
 }
 
+static int
+key_ptr_cmp(const void *a, const void *b)
+{
+	return key_cmp(*(const msgpack_object *const *)a, *(const msgpack_object *const *)b);
+}
+
 /* The first key of a (string-keyed) map that appears twice, or NULL.
- * Decoders disagree on which copy wins, so funnel takes neither. */
+ * Decoders disagree on which copy wins, so funnel takes neither.  Small
+ * maps are compared pairwise; larger ones sorted. */
 static const msgpack_object *
 duplicate_key(const msgpack_object *map)
 {
+	const msgpack_object_kv *kv = map->via.map.ptr;
 	uint32_t n = map->via.map.size;
 	if (n <= 32) {
 		for (uint32_t i = 0; i < n; i++) {
 			for (uint32_t j = i + 1; j < n; j++) {
-				if (cmp_keys(&(const msgpack_object *){ &map->via.map.ptr[i].key },
-				             &(const msgpack_object *){ &map->via.map.ptr[j].key }) == 0)
-					return &map->via.map.ptr[i].key;
+				if (key_cmp(&kv[i].key, &kv[j].key) == 0)
+					return &kv[i].key;
 			}
 		}
 		return NULL;
@@ -135,10 +141,10 @@ duplicate_key(const msgpack_object *map)
 	if (keys == NULL)
 		return NULL;
 	for (uint32_t i = 0; i < n; i++)
-		keys[i] = &map->via.map.ptr[i].key;
-	qsort(keys, n, sizeof *keys, cmp_keys);
+		keys[i] = &kv[i].key;
+	qsort(keys, n, sizeof *keys, key_ptr_cmp);
 	for (uint32_t i = 1; i < n && dup == NULL; i++) {
-		if (cmp_keys(&keys[i - 1], &keys[i]) == 0)
+		if (key_cmp(keys[i - 1], keys[i]) == 0)
 			dup = keys[i];
 	}
 	free(keys);

@@ -93,7 +93,6 @@ fp_request_decode(const void *buf, size_t len, msgpack_zone *z, fp_request *req,
 		                    "request has %zu trailing bytes after the msgpack map", len - off);
 	if (o.type != MSGPACK_OBJECT_MAP)
 		return fp_error_set(err, FUNNEL_EMALFORMED, "", "request must be a msgpack map");
-	(void)mp_get_u64(&o, "rid", &req->rid, NULL);
 	if ((rc = opt_u64(&o, "rid", &req->rid, err)) != FUNNEL_OK)
 		return rc;
 	rc = mp_get_str(&o, "op", &op, err);

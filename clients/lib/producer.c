@@ -249,12 +249,21 @@ nomem:
 	return fl_set_error(&p->err, FUNNEL_ENOMEM, -1, "", "out of memory building a request");
 }
 
+/* What every request checks first, sync or pipelined: a producer, 1..10000
+ * events given either as structs or as non-empty packed bytes.  Clears the
+ * last error. */
 static int
-check_batch(funnel_producer *p, const void *evs, size_t n)
+begin_request(funnel_producer *p, const funnel_event *evs, const void *packed, size_t len,
+              size_t n)
 {
-	if (evs == NULL || n == 0 || n > FP_MAX_BATCH)
+	if (p == NULL)
+		return FUNNEL_EINVAL;
+	fl_clear_error(&p->err);
+	if ((evs == NULL && packed == NULL) || n == 0 || n > FP_MAX_BATCH)
 		return fl_set_error(&p->err, FUNNEL_EINVAL, -1, "events",
 		                    "a request carries 1..%d events, not %zu", FP_MAX_BATCH, n);
+	if (evs == NULL && len == 0)
+		return fl_set_error(&p->err, FUNNEL_EINVAL, -1, "events", "packed events are empty");
 	return FUNNEL_OK;
 }
 
@@ -332,10 +341,7 @@ publish(funnel_producer *p, const funnel_event *evs, const void *packed, size_t 
 	uint64_t rid;
 	int rc;
 
-	if (p == NULL)
-		return FUNNEL_EINVAL;
-	fl_clear_error(&p->err);
-	if ((rc = check_batch(p, evs ? (const void *)evs : packed, n)) != FUNNEL_OK)
+	if ((rc = begin_request(p, evs, packed, len, n)) != FUNNEL_OK)
 		return rc;
 	if (p->npend + p->done.len != 0)
 		return fl_set_error(&p->err, FUNNEL_EINVAL, -1, "",
@@ -358,8 +364,6 @@ int
 funnel_publish_packed(funnel_producer *p, const void *events, size_t len, size_t n,
                       funnel_ack *acks)
 {
-	if (p != NULL && events != NULL && len == 0)
-		return fl_set_error(&p->err, FUNNEL_EINVAL, -1, "events", "packed events are empty");
 	return publish(p, NULL, events, len, n, acks);
 }
 
@@ -400,10 +404,7 @@ send_async(funnel_producer *p, const funnel_event *evs, const void *packed, size
 	uint64_t rid;
 	int rc;
 
-	if (p == NULL)
-		return FUNNEL_EINVAL;
-	fl_clear_error(&p->err);
-	if ((rc = check_batch(p, evs ? (const void *)evs : packed, n)) != FUNNEL_OK)
+	if ((rc = begin_request(p, evs, packed, len, n)) != FUNNEL_OK)
 		return rc;
 	deadline = fl_deadline(p->timeout_ms);
 	while (p->npend >= p->window) {
@@ -440,8 +441,6 @@ funnel_send(funnel_producer *p, const funnel_event *evs, size_t n, uint64_t *rid
 int
 funnel_send_packed(funnel_producer *p, const void *events, size_t len, size_t n, uint64_t *rid)
 {
-	if (p != NULL && events != NULL && len == 0)
-		return fl_set_error(&p->err, FUNNEL_EINVAL, -1, "events", "packed events are empty");
 	return send_async(p, NULL, events, len, n, rid);
 }
 

@@ -20,25 +20,11 @@
 #include <sodium.h>
 
 #include "envelope.h"
+#include "unit.h"
 #include "funnel/record.h"
 #include "model.h"
 
 static const uint8_t zeros[FUNNEL_HASH_BYTES];
-
-static uint8_t *
-dup_bytes(const void *p, size_t n)
-{
-	uint8_t *b = malloc(n ? n : 1);
-	assert_non_null(b);
-	memcpy(b, p, n);
-	return b;
-}
-
-static int
-str_is(funnel_str s, const char *want)
-{
-	return s.ptr != NULL && s.len == strlen(want) && memcmp(s.ptr, want, s.len) == 0;
-}
 
 static funnel_str
 fstr(const char *s)

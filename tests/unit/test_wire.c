@@ -18,23 +18,9 @@
 #include <msgpack.h>
 
 #include "envelope.h"
+#include "unit.h"
 #include "mp.h"
 #include "wire.h"
-
-static uint8_t *
-dup_bytes(const void *p, size_t n)
-{
-	uint8_t *b = malloc(n ? n : 1);
-	assert_non_null(b);
-	memcpy(b, p, n);
-	return b;
-}
-
-static int
-str_is(funnel_str s, const char *want)
-{
-	return s.ptr != NULL && s.len == strlen(want) && memcmp(s.ptr, want, s.len) == 0;
-}
 
 /* ---- building requests ---- */
 
@@ -351,16 +337,38 @@ test_events_at_limit(void **state)
 	free(f.b);
 }
 
+/* Bytes that are not a request, named for failure messages. */
+struct raw_input {
+	const char *name;
+	const char *b;
+	size_t n;
+};
+
+/* The request decoder calls the bytes EMALFORMED and the reply decoder
+ * EPROTOCOL; req and err are left as the request decoder filled them. */
+static void
+expect_malformed(const struct raw_input *in, fp_request *req, fp_error *err)
+{
+	struct frame f = { dup_bytes(in->b, in->n), in->n };
+	msgpack_zone z;
+	fp_reply rep;
+	funnel_err rc = decode(f, &z, req, err);
+	if (rc != FUNNEL_EMALFORMED)
+		fail_msg("%s: %s", in->name, funnel_errname(rc));
+	msgpack_zone_destroy(&z);
+	msgpack_zone_init(&z, 256);
+	if (fp_reply_decode(f.b, f.n, &z, &rep) != FUNNEL_EPROTOCOL)
+		fail_msg("%s: the reply decoder accepted it", in->name);
+	msgpack_zone_destroy(&z);
+	free(f.b);
+}
+
 /* Inputs that are not one msgpack map. */
 static void
 test_not_a_request(void **state)
 {
 	(void)state;
-	static const struct {
-		const char *name;
-		const char *b;
-		size_t n;
-	} raw[] = {
+	static const struct raw_input raw[] = {
 		{ "empty", "", 0 },
 		{ "never-used byte", "\xc1", 1 },
 		{ "never-used byte in map", "\x81\xa2op\xc1", 5 },
@@ -371,17 +379,11 @@ test_not_a_request(void **state)
 		{ "text", "{\"op\":\"status\"}", 15 },
 	};
 	for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
-		struct frame f = { dup_bytes(raw[i].b, raw[i].n), raw[i].n };
-		msgpack_zone z;
 		fp_request req;
 		fp_error err;
-		funnel_err rc = decode(f, &z, &req, &err);
-		if (rc != FUNNEL_EMALFORMED)
-			fail_msg("%s: %s", raw[i].name, funnel_errname(rc));
+		expect_malformed(&raw[i], &req, &err);
 		assert_string_equal(err.field, "");
 		assert_int_equal(req.rid, 0);
-		msgpack_zone_destroy(&z);
-		free(f.b);
 	}
 }
 
@@ -612,11 +614,7 @@ static void
 test_huge_declared_lengths(void **state)
 {
 	(void)state;
-	static const struct {
-		const char *name;
-		const char *b;
-		size_t n;
-	} raw[] = {
+	static const struct raw_input raw[] = {
 		{ "str32", "\xdb\xff\xff\xff\xff", 5 },
 		{ "bin32", "\xc6\xff\xff\xff\xff", 5 },
 		{ "ext32", "\xc9\xff\xff\xff\xff\x01", 6 },
@@ -630,20 +628,9 @@ test_huge_declared_lengths(void **state)
 		{ "events map32", "\x83\xa2op\xa7publish\xa3rid\x07\xa6" "events\xdf\xff\xff\xff\xff", 29 },
 	};
 	for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++) {
-		struct frame f = { dup_bytes(raw[i].b, raw[i].n), raw[i].n };
-		msgpack_zone z;
 		fp_request req;
 		fp_error err;
-		funnel_err rc = decode(f, &z, &req, &err);
-		if (rc != FUNNEL_EMALFORMED)
-			fail_msg("%s: %s", raw[i].name, funnel_errname(rc));
-		msgpack_zone_destroy(&z);
-
-		fp_reply rep;
-		msgpack_zone_init(&z, 256);
-		assert_int_equal(fp_reply_decode(f.b, f.n, &z, &rep), FUNNEL_EPROTOCOL);
-		msgpack_zone_destroy(&z);
-		free(f.b);
+		expect_malformed(&raw[i], &req, &err);
 	}
 }
 
