@@ -77,7 +77,8 @@ $(LIBFUNNEL_SO): $(LIB_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(FUNNELD): $(DAEMON_OBJ) $(PROTO_OBJ)
+# the daemon shares libfunnel's log lines, nothing else of it
+$(FUNNELD): $(DAEMON_OBJ) $(PROTO_OBJ) $(BUILD)/obj/clients/lib/log.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 

@@ -102,6 +102,7 @@ main(int argc, char **argv)
 	int status = 1, query_running = 0;
 	struct timespec t0, t1;
 
+	funnel_log_program("funneld");
 	int crc = config_load(&cfg, argc, argv);
 	if (crc != 0)
 		return crc > 0 ? 0 : 2;

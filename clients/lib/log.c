@@ -1,5 +1,5 @@
 /*
- * daemon/log.c - leveled log lines on stderr.
+ * clients/lib/log.c - leveled log lines on stderr (funnel/log.h).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -7,17 +7,25 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "funnel/log.h"
 
-static enum log_level min_level = LOG_INFO;
+static enum funnel_log_level min_level = FUNNEL_LOG_INFO;
+static const char *program = "funnel";
 static const char *const names[] = { "debug", "info", "warn", "error" };
 
+void
+funnel_log_program(const char *name)
+{
+	const char *slash = strrchr(name, '/');
+	program = slash ? slash + 1 : name;
+}
+
 int
-log_set_level(const char *name)
+funnel_log_level(const char *name)
 {
 	for (int i = 0; i < 4; i++) {
 		if (strcmp(name, names[i]) == 0) {
-			min_level = (enum log_level)i;
+			min_level = (enum funnel_log_level)i;
 			return 0;
 		}
 	}
@@ -25,7 +33,7 @@ log_set_level(const char *name)
 }
 
 void
-log_msg(enum log_level level, const char *fmt, ...)
+funnel_log(enum funnel_log_level level, const char *fmt, ...)
 {
 	char line[1024], stamp[32];
 	struct timespec ts;
@@ -40,6 +48,6 @@ log_msg(enum log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "%s.%03ldZ funneld[%d] %s %s\n", stamp, ts.tv_nsec / 1000000, (int)getpid(),
-	        names[level], line);
+	fprintf(stderr, "%s.%03ldZ %s[%d] %s %s\n", stamp, ts.tv_nsec / 1000000, program,
+	        (int)getpid(), names[level], line);
 }
