@@ -184,6 +184,12 @@ funnel_subscriber_position(const funnel_subscriber *s)
 	return s ? s->want : 0;
 }
 
+int
+funnel_subscriber_live(const funnel_subscriber *s)
+{
+	return s != NULL && s->mode == M_LIVE;
+}
+
 void
 funnel_subscriber_stats(const funnel_subscriber *s, funnel_sub_stats *st)
 {

@@ -305,6 +305,12 @@ int funnel_subscriber_next(funnel_subscriber *s, int timeout_ms, const uint8_t *
  * has not been resolved yet). */
 uint64_t funnel_subscriber_position(const funnel_subscriber *s);
 
+/* 1 while the subscriber follows the live feed (history was read up to
+ * the head it knew of), 0 while it pages history.  A caller batching
+ * work uses it to tell "nothing more right now" from "the next page is
+ * on its way". */
+int funnel_subscriber_live(const funnel_subscriber *s);
+
 /* Counters for tests and monitoring: records read from replay pages,
  * records taken from the live feed, gaps repaired from replay. */
 typedef struct funnel_sub_stats {

@@ -1,0 +1,943 @@
+/*
+ * clients/lib/service.c - the service runtime (funnel/service.h): a view
+ * in LMDB, records applied in seq order, derived events sent before the
+ * checkpoint that covers their cause is committed.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "funnel/log.h"
+#include "funnel/service.h"
+#include "internal.h"
+
+#define RT_TABLE "_runtime"
+#define DEFAULT_MAP (64u << 20)
+#define SEND_WINDOW 256
+
+/* One derived event waiting for the end of its batch.  buf owns every
+ * string and the data of ev. */
+typedef struct pending {
+	funnel_event ev;
+	char *buf;
+	uint64_t rid;
+	int done;
+} pending;
+
+struct funnel_service {
+	funnel_service_opts o;           /* strings point into the copies below */
+	char *name, *view_dir, *ingest, *publish, *query, *ready_file;
+	char *tnames[FUNNEL_SERVICE_MAX_TABLES];
+	size_t ntables;
+	funnel_apply_fn apply;
+	void *ctx;
+
+	MDB_env *env;
+	MDB_dbi rt;
+	MDB_dbi dbi[FUNNEL_SERVICE_MAX_TABLES];
+	MDB_txn *txn;                    /* the batch's write transaction, or NULL */
+	size_t map_size;
+	int map_full;                    /* an LMDB call of this batch hit MDB_MAP_FULL */
+
+	funnel_subscriber *sub;
+	funnel_producer *prod;
+	funnel_query *q;
+	msgpack_zone zone;
+
+	/* Committed state (what _runtime says). */
+	uint64_t checkpoint;
+	uint64_t watermark;              /* derived events with cause <= this were sent before */
+	uint8_t last_hash[FUNNEL_HASH_BYTES];
+	int have_hash;
+
+	/* The batch in hand. */
+	uint64_t cur;                    /* seq of the last record applied in the batch */
+	uint64_t applying;               /* seq of the record inside apply(), 0 outside */
+	uint8_t cur_hash[FUNNEL_HASH_BYTES];
+	unsigned batch_n;
+	int64_t batch_deadline;
+	pending *pend;
+	size_t npend, cappend;
+
+	volatile sig_atomic_t stop;
+	funnel_service_stats stats;
+};
+
+/* ---- small helpers ---- */
+
+static void
+put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+static uint64_t
+get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static char *
+dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+static int
+mkdir_p(const char *path)
+{
+	char tmp[4096];
+	size_t n = strlen(path);
+
+	if (n == 0 || n >= sizeof tmp)
+		return -1;
+	memcpy(tmp, path, n + 1);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static void
+nap_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* Map an LMDB failure to FUNNEL_ESTORAGE, noting a full map. */
+static int
+lmdb_fail(funnel_service *svc, int rc, const char *what)
+{
+	if (rc == MDB_MAP_FULL) {
+		svc->map_full = 1;
+	} else {
+		funnel_log(FUNNEL_LOG_ERROR, "%s: view %s: %s", svc->name, what, mdb_strerror(rc));
+	}
+	return FUNNEL_ESTORAGE;
+}
+
+/* ---- the runtime table ---- */
+
+static int
+rt_get(funnel_service *svc, MDB_txn *txn, const char *key, MDB_val *v)
+{
+	MDB_val k = { strlen(key), (void *)key };
+	return mdb_get(txn, svc->rt, &k, v);
+}
+
+static int
+rt_put(funnel_service *svc, MDB_txn *txn, const char *key, const void *val, size_t len)
+{
+	MDB_val k = { strlen(key), (void *)key }, v = { len, (void *)val };
+	return mdb_put(txn, svc->rt, &k, &v, 0);
+}
+
+static int
+rt_put_u64(funnel_service *svc, MDB_txn *txn, const char *key, uint64_t x)
+{
+	uint8_t b[8];
+	put_be64(b, x);
+	return rt_put(svc, txn, key, b, 8);
+}
+
+static uint64_t
+rt_get_u64(funnel_service *svc, MDB_txn *txn, const char *key)
+{
+	MDB_val v;
+	if (rt_get(svc, txn, key, &v) != 0 || v.mv_size != 8)
+		return 0;
+	return get_be64(v.mv_data);
+}
+
+/* Read the committed state into svc. */
+static int
+load_state(funnel_service *svc)
+{
+	MDB_txn *txn;
+	MDB_val v;
+	int rc = mdb_txn_begin(svc->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return lmdb_fail(svc, rc, "read the checkpoint");
+	svc->checkpoint = rt_get_u64(svc, txn, "checkpoint");
+	svc->watermark = rt_get_u64(svc, txn, "watermark");
+	svc->have_hash = rt_get(svc, txn, "last_hash", &v) == 0 && v.mv_size == FUNNEL_HASH_BYTES;
+	if (svc->have_hash)
+		memcpy(svc->last_hash, v.mv_data, FUNNEL_HASH_BYTES);
+	mdb_txn_abort(txn);
+	return FUNNEL_OK;
+}
+
+/* Empty the service's tables; the checkpoint goes back to 0 and the
+ * watermark keeps the highest checkpoint ever committed. */
+static int
+rebuild_view(funnel_service *svc)
+{
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(svc->env, NULL, 0, &txn);
+	if (rc != 0)
+		return lmdb_fail(svc, rc, "begin the rebuild");
+	uint64_t cp = rt_get_u64(svc, txn, "checkpoint");
+	uint64_t wm = rt_get_u64(svc, txn, "watermark");
+	for (size_t i = 0; i < svc->ntables && rc == 0; i++)
+		rc = mdb_drop(txn, svc->dbi[i], 0);
+	if (rc == 0)
+		rc = rt_put_u64(svc, txn, "watermark", cp > wm ? cp : wm);
+	if (rc == 0)
+		rc = rt_put_u64(svc, txn, "checkpoint", 0);
+	if (rc == 0) {
+		MDB_val k = { 9, "last_hash" };
+		rc = mdb_del(txn, svc->rt, &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	if (rc == 0)
+		rc = mdb_txn_commit(txn);
+	else
+		mdb_txn_abort(txn);
+	if (rc != 0)
+		return lmdb_fail(svc, rc, "rebuild");
+	funnel_log(FUNNEL_LOG_INFO, "%s: view emptied for a rebuild from seq 1 (was at %" PRIu64 ")",
+	           svc->name, cp);
+	return FUNNEL_OK;
+}
+
+/* Open the environment, its tables and the committed state. */
+static int
+open_view(funnel_service *svc)
+{
+	MDB_txn *txn;
+	int rc;
+
+	if (mkdir_p(svc->view_dir) != 0) {
+		funnel_log(FUNNEL_LOG_ERROR, "%s: cannot create the view directory %s: %s", svc->name,
+		           svc->view_dir, strerror(errno));
+		return FUNNEL_ESTORAGE;
+	}
+	if ((rc = mdb_env_create(&svc->env)) != 0)
+		return lmdb_fail(svc, rc, "create");
+	mdb_env_set_maxdbs(svc->env, FUNNEL_SERVICE_MAX_TABLES + 1);
+	mdb_env_set_mapsize(svc->env, svc->map_size);
+	unsigned flags = MDB_NOTLS | (svc->o.no_sync ? MDB_NOSYNC : 0);
+	if ((rc = mdb_env_open(svc->env, svc->view_dir, flags, 0644)) != 0) {
+		funnel_log(FUNNEL_LOG_ERROR, "%s: cannot open the view in %s: %s", svc->name,
+		           svc->view_dir, mdb_strerror(rc));
+		mdb_env_close(svc->env);
+		svc->env = NULL;
+		return FUNNEL_ESTORAGE;
+	}
+	/* An existing view may have grown past the size asked for. */
+	MDB_envinfo info;
+	mdb_env_info(svc->env, &info);
+	svc->map_size = info.me_mapsize;
+
+	if ((rc = mdb_txn_begin(svc->env, NULL, 0, &txn)) != 0)
+		return lmdb_fail(svc, rc, "begin");
+	rc = mdb_dbi_open(txn, RT_TABLE, MDB_CREATE, &svc->rt);
+	for (size_t i = 0; i < svc->ntables && rc == 0; i++)
+		rc = mdb_dbi_open(txn, svc->tnames[i], MDB_CREATE, &svc->dbi[i]);
+	if (rc == 0)
+		rc = mdb_txn_commit(txn);
+	else
+		mdb_txn_abort(txn);
+	if (rc != 0)
+		return lmdb_fail(svc, rc, "open the tables");
+	if (svc->o.rebuild && (rc = rebuild_view(svc)) != FUNNEL_OK)
+		return rc;
+	return load_state(svc);
+}
+
+/* Double the map until at most half of it is used.  No transaction of
+ * this process may be open. */
+static int
+grow_if_needed(funnel_service *svc, int force)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+
+	mdb_env_info(svc->env, &info);
+	mdb_env_stat(svc->env, &st);
+	size_t used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+	if (!force && used * 2 < svc->map_size)
+		return FUNNEL_OK;
+	size_t want = svc->map_size * 2;
+	while (used * 2 >= want)
+		want *= 2;
+	int rc = mdb_env_set_mapsize(svc->env, want);
+	if (rc != 0)
+		return lmdb_fail(svc, rc, "grow the map");
+	funnel_log(FUNNEL_LOG_INFO, "%s: view map grown to %zu MiB", svc->name, want >> 20);
+	svc->map_size = want;
+	return FUNNEL_OK;
+}
+
+/* ---- the feed ---- */
+
+static int
+open_feed(funnel_service *svc)
+{
+	funnel_sub_opts so = {
+		.publish = svc->publish,
+		.query = svc->query,
+		.from = svc->checkpoint + 1,
+		.live = !svc->o.until_head,
+		.timeout_ms = svc->o.timeout_ms,
+	};
+	funnel_subscriber_destroy(&svc->sub);
+	return funnel_subscriber_new(&svc->sub, &so);
+}
+
+/* ---- derived events ---- */
+
+static void
+drop_pending(funnel_service *svc)
+{
+	for (size_t i = 0; i < svc->npend; i++)
+		free(svc->pend[i].buf);
+	svc->npend = 0;
+}
+
+/* Copy ev into a pending entry with id "<name>:<cause>:<key>" (or `id`). */
+static int
+queue_event(funnel_service *svc, const funnel_event *ev, uint64_t cause, const char *key,
+            const char *id)
+{
+	char idbuf[256];
+	if (id == NULL) {
+		int n = snprintf(idbuf, sizeof idbuf, "%s:%" PRIu64 ":%s", svc->name, cause, key);
+		if (n < 0 || (size_t)n >= sizeof idbuf)
+			return FUNNEL_EINVAL;
+		id = idbuf;
+	}
+	if (svc->npend == svc->cappend) {
+		size_t cap = svc->cappend ? svc->cappend * 2 : 64;
+		pending *p = realloc(svc->pend, cap * sizeof *p);
+		if (p == NULL)
+			return FUNNEL_ENOMEM;
+		svc->pend = p;
+		svc->cappend = cap;
+	}
+	size_t lt = strlen(ev->type) + 1, ll = ev->lead ? strlen(ev->lead) + 1 : 0,
+	       li = strlen(id) + 1;
+	char *buf = malloc(lt + ll + li + ev->data_len + 1);
+	if (buf == NULL)
+		return FUNNEL_ENOMEM;
+	pending *p = &svc->pend[svc->npend++];
+	memset(p, 0, sizeof *p);
+	p->ev = *ev;
+	p->buf = buf;
+	p->ev.type = memcpy(buf, ev->type, lt);
+	buf += lt;
+	if (ll) {
+		p->ev.lead = memcpy(buf, ev->lead, ll);
+		buf += ll;
+	}
+	p->ev.id = memcpy(buf, id, li);
+	buf += li;
+	if (ev->data_len)
+		p->ev.data = memcpy(buf, ev->data, ev->data_len);
+	p->ev.cause = cause;
+	return FUNNEL_OK;
+}
+
+/* A daemon code that is the log's decision about the event itself
+ * (resending the same event gets the same answer). */
+static int
+is_refusal(int code)
+{
+	return code >= FUNNEL_EMALFORMED && code <= FUNNEL_EVERSION;
+}
+
+/*
+ * Send every pending event not yet done and wait for the log's answer,
+ * retrying transient failures with the same ids.  Returns FUNNEL_OK when
+ * each is stored or refused, FUNNEL_ESHUTDOWN when stopped first.
+ */
+static int
+send_pending(funnel_service *svc)
+{
+	size_t left = 0;
+	for (size_t i = 0; i < svc->npend; i++) {
+		if (svc->pend[i].ev.cause != 0 && svc->pend[i].ev.cause <= svc->watermark) {
+			svc->pend[i].done = 1;
+			svc->stats.skipped++;
+		}
+		left += !svc->pend[i].done;
+	}
+	int backoff = 50;
+	while (left > 0) {
+		if (svc->stop)
+			return FUNNEL_ESHUTDOWN;
+		size_t next = 0, first = 0;
+		int rc = FUNNEL_OK;
+		/* Pipelined: keep up to SEND_WINDOW requests in flight, one
+		 * event each, so a refusal concerns that event only. */
+		while (rc == FUNNEL_OK && (next < svc->npend || funnel_in_flight(svc->prod) > 0)) {
+			while (next < svc->npend && svc->pend[next].done)
+				next++;
+			if (next < svc->npend && funnel_in_flight(svc->prod) < SEND_WINDOW) {
+				rc = funnel_send(svc->prod, &svc->pend[next].ev, 1, &svc->pend[next].rid);
+				if (rc == FUNNEL_OK)
+					next++;
+				continue;
+			}
+			uint64_t rid;
+			funnel_ack ack;
+			size_t nack;
+			int crc = funnel_collect(svc->prod, svc->o.timeout_ms, &rid, &ack, 1, &nack);
+			if (crc == FUNNEL_ETIMEDOUT || crc == FUNNEL_ETRANSPORT || crc == FUNNEL_EINVAL) {
+				rc = crc;
+				break;
+			}
+			while (first < svc->npend && (svc->pend[first].done || svc->pend[first].rid != rid))
+				first++;
+			if (first == svc->npend) {
+				first = 0;
+				continue;       /* not ours any more */
+			}
+			pending *p = &svc->pend[first];
+			if (crc == FUNNEL_OK) {
+				p->done = 1;
+				left--;
+				svc->stats.emitted++;
+			} else if (is_refusal(crc)) {
+				const funnel_error_info *ei = funnel_producer_error(svc->prod);
+				funnel_log(FUNNEL_LOG_WARN, "%s: the log refused %s for lead %s (cause %" PRIu64
+				           "): %s %s", svc->name, p->ev.type, p->ev.lead ? p->ev.lead : "-",
+				           p->ev.cause, funnel_errname(crc), ei->message);
+				p->done = 1;
+				left--;
+				svc->stats.refused++;
+			} else {
+				/* ESTORAGE, ESHUTDOWN, ...: leave it for the next round. */
+				p->rid = 0;
+				rc = crc;
+			}
+		}
+		if (left == 0)
+			break;
+		funnel_abandon(svc->prod);
+		/* drain replies already queued for requests now abandoned */
+		while (funnel_in_flight(svc->prod) > 0 &&
+		       funnel_collect(svc->prod, 0, NULL, NULL, 0, NULL) != FUNNEL_ETIMEDOUT)
+			;
+		funnel_log(FUNNEL_LOG_WARN, "%s: %zu derived events not stored yet (%s); retrying",
+		           svc->name, left, funnel_errname(rc));
+		for (int waited = 0; waited < backoff && !svc->stop; waited += 10)
+			nap_ms(10);
+		if (backoff < 2000)
+			backoff *= 2;
+	}
+	return FUNNEL_OK;
+}
+
+/* ---- batches ---- */
+
+static int
+begin_batch(funnel_service *svc)
+{
+	int rc = grow_if_needed(svc, 0);
+	if (rc != FUNNEL_OK)
+		return rc;
+	if ((rc = mdb_txn_begin(svc->env, NULL, 0, &svc->txn)) != 0) {
+		svc->txn = NULL;
+		return lmdb_fail(svc, rc, "begin a batch");
+	}
+	svc->batch_n = 0;
+	svc->map_full = 0;
+	return FUNNEL_OK;
+}
+
+static void
+abort_batch(funnel_service *svc)
+{
+	if (svc->txn)
+		mdb_txn_abort(svc->txn);
+	svc->txn = NULL;
+	svc->batch_n = 0;
+	drop_pending(svc);
+}
+
+/* The batch hit a full map: throw it away, grow, and read its records
+ * again from the checkpoint. */
+static int
+retry_bigger(funnel_service *svc)
+{
+	abort_batch(svc);
+	int rc = grow_if_needed(svc, 1);
+	if (rc == FUNNEL_OK)
+		rc = open_feed(svc);
+	return rc;
+}
+
+/* Send the batch's derived events, then checkpoint and commit.
+ * FUNNEL_ESHUTDOWN: stopped while sending; nothing committed. */
+static int
+commit_batch(funnel_service *svc)
+{
+	int rc;
+
+	if (svc->txn == NULL)
+		return FUNNEL_OK;
+	if (svc->batch_n == 0) {
+		mdb_txn_abort(svc->txn);
+		svc->txn = NULL;
+		return FUNNEL_OK;
+	}
+	if (!svc->o.no_emit && (rc = send_pending(svc)) != FUNNEL_OK)
+		return rc;
+	rc = rt_put_u64(svc, svc->txn, "checkpoint", svc->cur);
+	if (rc == 0)
+		rc = rt_put(svc, svc->txn, "last_hash", svc->cur_hash, FUNNEL_HASH_BYTES);
+	if (rc == 0)
+		rc = mdb_txn_commit(svc->txn);
+	else
+		mdb_txn_abort(svc->txn);
+	svc->txn = NULL;
+	if (rc != 0) {
+		lmdb_fail(svc, rc, "commit");
+		if (svc->map_full)
+			return retry_bigger(svc);
+		return FUNNEL_ESTORAGE;
+	}
+	drop_pending(svc);
+	svc->checkpoint = svc->cur;
+	memcpy(svc->last_hash, svc->cur_hash, FUNNEL_HASH_BYTES);
+	svc->have_hash = 1;
+	svc->batch_n = 0;
+	svc->stats.commits++;
+	return FUNNEL_OK;
+}
+
+/* Apply one delivered record inside the batch. */
+static int
+apply_record(funnel_service *svc, const uint8_t *buf, size_t len)
+{
+	funnel_record rec;
+
+	msgpack_zone_clear(&svc->zone);
+	int rc = funnel_record_parse(buf, len, &svc->zone, &rec);
+	if (rc != FUNNEL_OK) {
+		funnel_log(FUNNEL_LOG_ERROR, "%s: a record from the log does not parse (%s)",
+		           svc->name, funnel_errname(rc));
+		return FUNNEL_EPROTOCOL;
+	}
+	const uint8_t *prev_hash = svc->batch_n > 0 ? svc->cur_hash
+	                         : svc->have_hash ? svc->last_hash : NULL;
+	if (prev_hash && memcmp(rec.prev, prev_hash, FUNNEL_HASH_BYTES) != 0) {
+		funnel_log(FUNNEL_LOG_ERROR, "%s: record %" PRIu64 " does not chain to the last record "
+		           "this view applied: the view was built from another log; rebuild it",
+		           svc->name, rec.seq);
+		return FUNNEL_ECHAIN;
+	}
+	svc->applying = rec.seq;
+	rc = svc->apply(svc, &rec, svc->ctx);
+	svc->applying = 0;
+	if (rc != FUNNEL_OK)
+		return rc;
+	if (svc->batch_n++ == 0)
+		svc->batch_deadline = fl_now_ms() + svc->o.batch_ms;
+	svc->cur = rec.seq;
+	memcpy(svc->cur_hash, rec.hash, FUNNEL_HASH_BYTES);
+	svc->stats.applied++;
+	return FUNNEL_OK;
+}
+
+static int
+write_ready(funnel_service *svc)
+{
+	char tmp[4200];
+	if (svc->ready_file == NULL)
+		return FUNNEL_OK;
+	snprintf(tmp, sizeof tmp, "%s.tmp", svc->ready_file);
+	FILE *f = fopen(tmp, "w");
+	if (f == NULL)
+		return FUNNEL_ESTORAGE;
+	fprintf(f, "service=%s\nview=%s\ncheckpoint=%" PRIu64 "\npid=%d\n", svc->name,
+	        svc->view_dir, svc->checkpoint, (int)getpid());
+	if (fclose(f) != 0 || rename(tmp, svc->ready_file) != 0)
+		return FUNNEL_ESTORAGE;
+	return FUNNEL_OK;
+}
+
+/* ---- public ---- */
+
+int
+funnel_service_new(funnel_service **out, const funnel_service_opts *opts, funnel_apply_fn apply,
+                   void *ctx)
+{
+	int rc;
+
+	if (out == NULL)
+		return FUNNEL_EINVAL;
+	*out = NULL;
+	if (opts == NULL || opts->name == NULL || opts->view_dir == NULL || apply == NULL ||
+	    opts->name[0] == 0 || strlen(opts->name) > 64)
+		return FUNNEL_EINVAL;
+	if (sodium_init() < 0)
+		return FUNNEL_EINTERNAL;
+	funnel_service *svc = calloc(1, sizeof *svc);
+	if (svc == NULL)
+		return FUNNEL_ENOMEM;
+	svc->o = *opts;
+	svc->apply = apply;
+	svc->ctx = ctx;
+	svc->name = strdup(opts->name);
+	svc->view_dir = strdup(opts->view_dir);
+	svc->ingest = dup_or_null(opts->ingest);
+	svc->publish = dup_or_null(opts->publish);
+	svc->query = dup_or_null(opts->query);
+	svc->ready_file = dup_or_null(opts->ready_file);
+	for (size_t i = 0; i < FUNNEL_SERVICE_MAX_TABLES && opts->tables[i]; i++) {
+		if (strcmp(opts->tables[i], RT_TABLE) == 0) {
+			funnel_service_destroy(&svc);
+			return FUNNEL_EINVAL;
+		}
+		svc->tnames[svc->ntables++] = strdup(opts->tables[i]);
+	}
+	if (svc->o.batch_events == 0)
+		svc->o.batch_events = 10000;
+	if (svc->o.batch_ms <= 0)
+		svc->o.batch_ms = 100;
+	if (svc->o.timeout_ms <= 0)
+		svc->o.timeout_ms = FL_DEFAULT_TIMEOUT_MS;
+	svc->map_size = opts->map_size ? opts->map_size : DEFAULT_MAP;
+	msgpack_zone_init(&svc->zone, 4096);
+	if (svc->name == NULL || svc->view_dir == NULL) {
+		funnel_service_destroy(&svc);
+		return FUNNEL_ENOMEM;
+	}
+	for (size_t i = 0; i < svc->ntables; i++) {
+		if (svc->tnames[i] == NULL) {
+			funnel_service_destroy(&svc);
+			return FUNNEL_ENOMEM;
+		}
+	}
+	if ((rc = open_view(svc)) != FUNNEL_OK ||
+	    (rc = funnel_producer_new(&svc->prod, svc->ingest, svc->o.timeout_ms)) != FUNNEL_OK ||
+	    (rc = funnel_query_new(&svc->q, svc->query, svc->o.timeout_ms)) != FUNNEL_OK ||
+	    (rc = open_feed(svc)) != FUNNEL_OK) {
+		funnel_service_destroy(&svc);
+		return rc;
+	}
+	funnel_set_window(svc->prod, SEND_WINDOW);
+	*out = svc;
+	return FUNNEL_OK;
+}
+
+void
+funnel_service_destroy(funnel_service **psvc)
+{
+	if (psvc == NULL || *psvc == NULL)
+		return;
+	funnel_service *svc = *psvc;
+	abort_batch(svc);
+	free(svc->pend);
+	funnel_subscriber_destroy(&svc->sub);
+	funnel_producer_destroy(&svc->prod);
+	funnel_query_destroy(&svc->q);
+	if (svc->env)
+		mdb_env_close(svc->env);
+	msgpack_zone_destroy(&svc->zone);
+	for (size_t i = 0; i < svc->ntables; i++)
+		free(svc->tnames[i]);
+	free(svc->name);
+	free(svc->view_dir);
+	free(svc->ingest);
+	free(svc->publish);
+	free(svc->query);
+	free(svc->ready_file);
+	free(svc);
+	*psvc = NULL;
+}
+
+void
+funnel_service_stop(funnel_service *svc)
+{
+	if (svc)
+		svc->stop = 1;
+}
+
+int
+funnel_service_run(funnel_service *svc)
+{
+	const uint8_t *buf;
+	size_t len;
+	int rc, quiet_errors = 0;
+
+	if (svc == NULL)
+		return FUNNEL_EINVAL;
+	if (write_ready(svc) != FUNNEL_OK)
+		funnel_log(FUNNEL_LOG_WARN, "%s: cannot write the ready file %s", svc->name,
+		           svc->ready_file);
+	funnel_log(FUNNEL_LOG_INFO, "%s: view %s at seq %" PRIu64 "; following the log%s",
+	           svc->name, svc->view_dir, svc->checkpoint, svc->o.until_head ? " to its head" : "");
+	for (;;) {
+		if (svc->stop) {
+			rc = commit_batch(svc);
+			abort_batch(svc);
+			return rc == FUNNEL_ESHUTDOWN ? FUNNEL_OK : rc;
+		}
+		if (svc->txn == NULL && (rc = begin_batch(svc)) != FUNNEL_OK)
+			return rc;
+
+		/* Idle: wake up now and then to see the stop flag.  Live with
+		 * records applied: commit as soon as nothing more is waiting.
+		 * Catching up: the next page is on its way; wait for it until
+		 * the batch is old. */
+		int wait = 200;
+		if (svc->batch_n > 0) {
+			long left = fl_left_ms(svc->batch_deadline);
+			wait = funnel_subscriber_live(svc->sub) ? 0 : (int)left;
+		}
+		rc = funnel_subscriber_next(svc->sub, wait, &buf, &len);
+		if (rc == FUNNEL_OK) {
+			quiet_errors = 0;
+			rc = apply_record(svc, buf, len);
+			if (rc != FUNNEL_OK) {
+				if (svc->map_full) {
+					if ((rc = retry_bigger(svc)) != FUNNEL_OK)
+						return rc;
+					continue;
+				}
+				abort_batch(svc);
+				return rc;
+			}
+			if (svc->batch_n < svc->o.batch_events && fl_now_ms() < svc->batch_deadline)
+				continue;
+		} else if (rc == FUNNEL_ENOTFOUND) {
+			/* until_head: the head is applied */
+			rc = commit_batch(svc);
+			abort_batch(svc);
+			if (rc == FUNNEL_OK)
+				funnel_log(FUNNEL_LOG_INFO, "%s: at the head (seq %" PRIu64 ")", svc->name,
+				           svc->checkpoint);
+			return rc == FUNNEL_ESHUTDOWN ? FUNNEL_OK : rc;
+		} else if (rc == FUNNEL_EINVAL) {
+			const funnel_error_info *ei = funnel_subscriber_error(svc->sub);
+			funnel_log(FUNNEL_LOG_ERROR, "%s: the view is at seq %" PRIu64 ", past the log's "
+			           "head: it was built from another log; rebuild it (%s)", svc->name,
+			           svc->checkpoint, ei->message);
+			abort_batch(svc);
+			return FUNNEL_ECHAIN;
+		} else if (rc != FUNNEL_ETIMEDOUT) {
+			/* funneld away or restarting: the subscriber keeps its
+			 * position; say it once, then wait and go on. */
+			if (quiet_errors++ == 0)
+				funnel_log(FUNNEL_LOG_WARN, "%s: reading the log: %s %s", svc->name,
+				           funnel_errname(rc), funnel_subscriber_error(svc->sub)->message);
+			nap_ms(100);
+		}
+		if ((rc = commit_batch(svc)) != FUNNEL_OK) {
+			if (rc == FUNNEL_ESHUTDOWN)
+				continue;
+			abort_batch(svc);
+			return rc;
+		}
+	}
+}
+
+MDB_txn *
+funnel_service_txn(funnel_service *svc)
+{
+	return svc ? svc->txn : NULL;
+}
+
+MDB_dbi
+funnel_service_table(funnel_service *svc, const char *name)
+{
+	for (size_t i = 0; svc && i < svc->ntables; i++)
+		if (strcmp(svc->tnames[i], name) == 0)
+			return svc->dbi[i];
+	return 0;
+}
+
+int
+funnel_service_get(funnel_service *svc, MDB_dbi dbi, const void *key, size_t klen,
+                   const void **val, size_t *vlen)
+{
+	MDB_val k = { klen, (void *)key }, v;
+	int rc = mdb_get(svc->txn, dbi, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return FUNNEL_ENOTFOUND;
+	if (rc != 0)
+		return lmdb_fail(svc, rc, "get");
+	*val = v.mv_data;
+	*vlen = v.mv_size;
+	return FUNNEL_OK;
+}
+
+int
+funnel_service_put(funnel_service *svc, MDB_dbi dbi, const void *key, size_t klen,
+                   const void *val, size_t vlen)
+{
+	MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+	int rc = mdb_put(svc->txn, dbi, &k, &v, 0);
+	return rc == 0 ? FUNNEL_OK : lmdb_fail(svc, rc, "put");
+}
+
+int
+funnel_service_del(funnel_service *svc, MDB_dbi dbi, const void *key, size_t klen)
+{
+	MDB_val k = { klen, (void *)key };
+	int rc = mdb_del(svc->txn, dbi, &k, NULL);
+	if (rc == MDB_NOTFOUND)
+		return FUNNEL_OK;
+	return rc == 0 ? FUNNEL_OK : lmdb_fail(svc, rc, "delete");
+}
+
+int
+funnel_service_emit(funnel_service *svc, const funnel_event *ev, const char *key)
+{
+	if (svc == NULL || ev == NULL || ev->type == NULL || key == NULL || svc->applying == 0)
+		return FUNNEL_EINVAL;
+	return queue_event(svc, ev, svc->applying, key, NULL);
+}
+
+int
+funnel_service_send(funnel_service *svc, const funnel_event *ev, funnel_ack *ack)
+{
+	int backoff = 50;
+
+	if (svc == NULL || ev == NULL || ev->type == NULL)
+		return FUNNEL_EINVAL;
+	if (svc->o.no_emit)
+		return FUNNEL_OK;
+	for (;;) {
+		int rc = funnel_publish(svc->prod, ev, 1, ack);
+		if (rc == FUNNEL_OK || is_refusal(rc) || rc == FUNNEL_ENOMEM || rc == FUNNEL_EINVAL)
+			return rc;
+		if (svc->stop)
+			return FUNNEL_ESHUTDOWN;
+		funnel_log(FUNNEL_LOG_WARN, "%s: sending %s: %s %s; retrying", svc->name, ev->type,
+		           funnel_errname(rc), funnel_producer_error(svc->prod)->message);
+		for (int waited = 0; waited < backoff && !svc->stop; waited += 10)
+			nap_ms(10);
+		if (backoff < 2000)
+			backoff *= 2;
+	}
+}
+
+uint64_t
+funnel_service_checkpoint(const funnel_service *svc)
+{
+	return svc ? svc->checkpoint : 0;
+}
+
+funnel_query *
+funnel_service_query(funnel_service *svc)
+{
+	return svc ? svc->q : NULL;
+}
+
+MDB_env *
+funnel_service_env(funnel_service *svc)
+{
+	return svc ? svc->env : NULL;
+}
+
+void
+funnel_service_stats_get(const funnel_service *svc, funnel_service_stats *st)
+{
+	if (svc && st)
+		*st = svc->stats;
+}
+
+/* ---- digest ---- */
+
+static void
+hash_item(crypto_generichash_state *h, const void *p, size_t n)
+{
+	uint8_t len[8];
+	put_be64(len, n);
+	crypto_generichash_update(h, len, 8);
+	crypto_generichash_update(h, p, n);
+}
+
+int
+funnel_view_digest(const char *view_dir, uint8_t digest[32], uint64_t *checkpoint)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi main_dbi, dbi;
+	MDB_cursor *names = NULL, *cur = NULL;
+	MDB_val k, v;
+	crypto_generichash_state h;
+	char path[4200], name[512];
+	int rc;
+
+	snprintf(path, sizeof path, "%s/data.mdb", view_dir);
+	if (access(path, F_OK) != 0)
+		return FUNNEL_ENOTFOUND;
+	if (sodium_init() < 0 || mdb_env_create(&env) != 0)
+		return FUNNEL_ESTORAGE;
+	mdb_env_set_maxdbs(env, FUNNEL_SERVICE_MAX_TABLES + 1);
+	if (mdb_env_open(env, view_dir, MDB_RDONLY | MDB_NOTLS, 0644) != 0 ||
+	    mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0) {
+		mdb_env_close(env);
+		return FUNNEL_ESTORAGE;
+	}
+	crypto_generichash_init(&h, NULL, 0, 32);
+	rc = mdb_dbi_open(txn, NULL, 0, &main_dbi);
+	if (rc == 0)
+		rc = mdb_cursor_open(txn, main_dbi, &names);
+	/* The main table lists the named tables, in name order. */
+	for (int op = MDB_FIRST; rc == 0; op = MDB_NEXT) {
+		rc = mdb_cursor_get(names, &k, &v, op);
+		if (rc != 0)
+			break;
+		if (k.mv_size >= sizeof name)
+			continue;
+		memcpy(name, k.mv_data, k.mv_size);
+		name[k.mv_size] = 0;
+		if (mdb_dbi_open(txn, name, 0, &dbi) != 0)
+			continue;       /* a plain key of the main table, not a table */
+		if (strcmp(name, RT_TABLE) == 0) {
+			MDB_val ck = { 10, "checkpoint" }, cv;
+			uint64_t cp = 0;
+			if (mdb_get(txn, dbi, &ck, &cv) == 0 && cv.mv_size == 8)
+				cp = get_be64(cv.mv_data);
+			if (checkpoint)
+				*checkpoint = cp;
+			uint8_t b[8];
+			put_be64(b, cp);
+			hash_item(&h, "checkpoint", 10);
+			hash_item(&h, b, 8);
+			continue;
+		}
+		hash_item(&h, name, strlen(name));
+		if ((rc = mdb_cursor_open(txn, dbi, &cur)) != 0)
+			break;
+		MDB_val tk, tv;
+		for (int top = MDB_FIRST; mdb_cursor_get(cur, &tk, &tv, top) == 0; top = MDB_NEXT) {
+			hash_item(&h, tk.mv_data, tk.mv_size);
+			hash_item(&h, tv.mv_data, tv.mv_size);
+		}
+		mdb_cursor_close(cur);
+	}
+	if (names)
+		mdb_cursor_close(names);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return FUNNEL_ESTORAGE;
+	crypto_generichash_final(&h, digest, 32);
+	return FUNNEL_OK;
+}

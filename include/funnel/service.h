@@ -1,0 +1,199 @@
+/*
+ * funnel/service.h - the runtime every funnel service is built on: a
+ * durable view of the log, a handler applied to each record in seq order,
+ * and derived events sent back to the log exactly once.
+ *
+ * A service is one funnel_service object.  It owns:
+ *
+ *   - the view: an LMDB environment in its own directory, holding the
+ *     service's tables (named by the service) and the runtime's table
+ *     "_runtime" (checkpoint, hash of the last applied record, emit
+ *     watermark);
+ *   - a funnel_subscriber that delivers every record exactly once, in seq
+ *     order, from checkpoint + 1;
+ *   - a funnel_producer for the derived events.
+ *
+ * The loop (funnel_service_run):
+ *
+ *   1. open a view write transaction;
+ *   2. for each record delivered, call apply(): it reads and writes the
+ *      view through funnel_service_txn() and may queue derived events
+ *      with funnel_service_emit();
+ *   3. when the batch is full (batch_events), old (batch_ms), or nothing
+ *      more is waiting on the live feed: send the queued derived events
+ *      and wait for the log to store them, then write the checkpoint in
+ *      the same transaction as the view changes, and commit.
+ *
+ * Invariants:
+ *   - The checkpoint is the seq of the last record whose effects are in
+ *     the view; view and checkpoint change in one transaction, so a crash
+ *     (kill -9 included) never applies a record twice or skips one.
+ *   - A derived event is stored in the log before the checkpoint passes
+ *     its cause.  Its idempotency key is "<service>:<cause seq>:<key>",
+ *     so a crash after sending and before the commit sends it again on
+ *     restart and the log keeps the first copy: never doubled, never lost.
+ *   - Rebuild (opts.rebuild) empties the service's tables and replays from
+ *     seq 1; apply() must be a pure function of the view and the record
+ *     (time from record timestamps, never the wall clock), so the rebuilt
+ *     view equals the one built live (funnel_view_digest compares them).
+ *     Derived events whose cause is at or below the highest checkpoint
+ *     the view ever had are not sent again: they were sent then, and the
+ *     log has what became of them.
+ *   - The view remembers the hash of the last applied record; resuming on
+ *     a log whose record at checkpoint + 1 does not chain to it (a
+ *     different or rewritten log) is FUNNEL_ECHAIN: rebuild the view.
+ *
+ * A derived event the log refuses (ETRANSITION: the lead moved on before
+ * it arrived, say) is logged and dropped: the refusal is the log's
+ * decision.  Transport failures, timeouts, ESTORAGE and ESHUTDOWN are
+ * retried with the same keys until they succeed or the service is
+ * stopped.
+ *
+ * Conventions are those of funnel/funnel.h.  Not thread-safe, except
+ * funnel_service_stop(), which a signal handler may call.
+ */
+#ifndef FUNNEL_SERVICE_H
+#define FUNNEL_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <lmdb.h>
+
+#include "funnel/funnel.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FUNNEL_SERVICE_MAX_TABLES 16
+
+typedef struct funnel_service funnel_service;
+
+/*
+ * Called once per record, in seq order, inside the view's write
+ * transaction.  `rec` and everything it points to are valid during the
+ * call only.  Return FUNNEL_OK, or an error code to stop the service:
+ * the batch is then aborted (neither the view changes nor the derived
+ * events of the batch are kept), and funnel_service_run returns that
+ * code.
+ */
+typedef int (*funnel_apply_fn)(funnel_service *svc, const funnel_record *rec, void *ctx);
+
+typedef struct funnel_service_opts {
+	const char *name;          /* required: "scoring"; starts every derived idempotency key */
+	const char *view_dir;      /* required: the view's directory (created if missing) */
+	const char *ingest;        /* funneld endpoints; NULL: the loopback defaults */
+	const char *publish;
+	const char *query;
+	const char *tables[FUNNEL_SERVICE_MAX_TABLES]; /* the service's tables, NULL-terminated */
+	size_t map_size;           /* initial view map size; 0: 64 MiB (it grows when full) */
+	int rebuild;               /* 1: empty the tables and start again from seq 1 */
+	int until_head;            /* 1: stop once the head seen at start is applied */
+	int no_emit;               /* 1: never send (read-only runs); emit() still succeeds */
+	int no_sync;               /* 1: the view does not fsync its commits (kill -9 safe, power loss not) */
+	unsigned batch_events;     /* records per view commit at most; 0: 10000 */
+	int batch_ms;              /* age of a batch before it is committed anyway; 0: 100 */
+	int timeout_ms;            /* per call to funneld; 0: 10000 */
+	const char *ready_file;    /* written once the view is open and the feed connected */
+} funnel_service_opts;
+
+/*
+ * Open the view (creating it, or emptying the service's tables for a
+ * rebuild) and connect to funneld.  The handler and ctx are kept.
+ * Returns FUNNEL_OK, FUNNEL_EINVAL (missing name or view_dir, too many
+ * tables), FUNNEL_ESTORAGE (the view cannot be opened: *out is NULL and
+ * the reason is in the log lines), FUNNEL_ENOMEM, FUNNEL_ETRANSPORT.
+ */
+int funnel_service_new(funnel_service **out, const funnel_service_opts *opts,
+                       funnel_apply_fn apply, void *ctx);
+
+/* Commit nothing more, close the view and the sockets.  Queued derived
+ * events of an uncommitted batch are dropped (they will be derived
+ * again from the checkpoint). */
+void funnel_service_destroy(funnel_service **svc);
+
+/*
+ * Run the loop until funnel_service_stop() is called (FUNNEL_OK, after
+ * committing the batch in hand), until the head is applied with
+ * until_head (FUNNEL_OK), or until apply() or the view fails (that
+ * code; the batch in hand is aborted).  Unreachable funneld is waited
+ * for, not an error.
+ */
+int funnel_service_run(funnel_service *svc);
+
+/* Ask the loop to stop after the batch in hand.  Async-signal-safe. */
+void funnel_service_stop(funnel_service *svc);
+
+/* Inside apply(): the view's write transaction and a service table by
+ * the name given in opts.tables (0 for an unknown name). */
+MDB_txn *funnel_service_txn(funnel_service *svc);
+MDB_dbi funnel_service_table(funnel_service *svc, const char *name);
+
+/*
+ * Inside apply(): read, write and delete in a service table.  get
+ * returns FUNNEL_OK with a view of the value valid until the next write
+ * in the batch, or FUNNEL_ENOTFOUND.  Any LMDB failure is
+ * FUNNEL_ESTORAGE: apply() returns it.  A full map is handled by the
+ * runtime: it aborts the batch, grows the map and applies the batch
+ * again, so apply() must keep its state in the view (not in memory that
+ * outlives a call), or be able to see a record again after an abort.
+ */
+int funnel_service_get(funnel_service *svc, MDB_dbi dbi, const void *key, size_t klen,
+                       const void **val, size_t *vlen);
+int funnel_service_put(funnel_service *svc, MDB_dbi dbi, const void *key, size_t klen,
+                       const void *val, size_t vlen);
+int funnel_service_del(funnel_service *svc, MDB_dbi dbi, const void *key, size_t klen);
+
+/*
+ * Inside apply(): queue a derived event caused by the record being
+ * applied.  ev->cause and ev->id are set by the runtime (cause = the
+ * record's seq, id = "<name>:<seq>:<key>"): `key` tells apart the
+ * events one record derives ("scored", "qualified").  The event is sent
+ * at the end of the batch; the library copies what it needs.  Returns
+ * FUNNEL_OK, FUNNEL_EINVAL (no type, key too long), FUNNEL_ENOMEM.
+ */
+int funnel_service_emit(funnel_service *svc, const funnel_event *ev, const char *key);
+
+/*
+ * Send an event now, outside apply() (a service's own start-up record,
+ * such as rules.changed), with the idempotency key `id` as given, and
+ * wait until the log stores it.  Retries like the derived events; a
+ * refusal by the log is returned.  With no_emit it sends nothing.
+ */
+int funnel_service_send(funnel_service *svc, const funnel_event *ev, funnel_ack *ack);
+
+/* The seq of the last record applied and committed (0: none). */
+uint64_t funnel_service_checkpoint(const funnel_service *svc);
+
+/* The service's query client (for start-up questions to funneld). */
+funnel_query *funnel_service_query(funnel_service *svc);
+
+/* The view environment (to read it outside apply(), e.g. `explain`:
+ * open a read-only transaction of your own). */
+MDB_env *funnel_service_env(funnel_service *svc);
+
+/* Counters: records applied, view commits, derived events sent,
+ * refused by the log, and skipped as already sent (rebuild). */
+typedef struct funnel_service_stats {
+	uint64_t applied;
+	uint64_t commits;
+	uint64_t emitted;
+	uint64_t refused;
+	uint64_t skipped;
+} funnel_service_stats;
+void funnel_service_stats_get(const funnel_service *svc, funnel_service_stats *st);
+
+/*
+ * The BLAKE2b-256 of a view's content: every table of the service (name,
+ * then each key and value in key order) and the checkpoint, in a fixed
+ * encoding, so two views built from the same log by the same code have
+ * the same digest whatever their LMDB page layout.  The runtime's emit
+ * watermark is left out.  Opens view_dir read-only.  Returns FUNNEL_OK,
+ * FUNNEL_ENOTFOUND (no view there), FUNNEL_ESTORAGE.
+ */
+int funnel_view_digest(const char *view_dir, uint8_t digest[32], uint64_t *checkpoint);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FUNNEL_SERVICE_H */

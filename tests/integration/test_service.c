@@ -1,0 +1,381 @@
+/*
+ * tests/integration/test_service.c - the service runtime (funnel/service.h)
+ * against a real funneld: a small service that counts each lead's events
+ * in its view and derives one x.echo event per lead.captured.
+ *
+ * Services run in forked children, so they can be killed with SIGKILL for
+ * real; views are real LMDB environments in the daemon's temp dir.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "funnel/funnel.h"
+#include "funnel/service.h"
+#include "harness.h"
+#include "workload.h"
+
+/* ---- the test service ---- */
+
+/* counts: lead -> u64 (events naming the lead, x.* excluded).  Every
+ * lead.captured derives x.echo {lead, n} with key "echo". */
+static int
+count_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
+{
+	char lead[160];
+	uint64_t n = 0;
+	const void *v;
+	size_t vlen;
+	(void)ctx;
+
+	if (rec->lead.ptr == NULL || rec->type.len < 2 || memcmp(rec->type.ptr, "x.", 2) == 0)
+		return FUNNEL_OK;
+	MDB_dbi t = funnel_service_table(svc, "counts");
+	if (funnel_service_get(svc, t, rec->lead.ptr, rec->lead.len, &v, &vlen) == FUNNEL_OK &&
+	    vlen == sizeof n)
+		memcpy(&n, v, sizeof n);
+	n++;
+	int rc = funnel_service_put(svc, t, rec->lead.ptr, rec->lead.len, &n, sizeof n);
+	if (rc != FUNNEL_OK)
+		return rc;
+	if (rec->type.len == 13 && memcmp(rec->type.ptr, "lead.captured", 13) == 0) {
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		snprintf(lead, sizeof lead, "%.*s", (int)rec->lead.len, rec->lead.ptr);
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		msgpack_pack_map(&pk, 2);
+		msgpack_pack_str_with_body(&pk, "lead", 4);
+		msgpack_pack_str_with_body(&pk, lead, strlen(lead));
+		msgpack_pack_str_with_body(&pk, "n", 1);
+		msgpack_pack_uint64(&pk, n);
+		funnel_event ev = { .type = "x.echo", .data = sb.data, .data_len = sb.size };
+		rc = funnel_service_emit(svc, &ev, "echo");
+		msgpack_sbuffer_destroy(&sb);
+	}
+	return rc;
+}
+
+typedef struct svc_args {
+	const daemon_proc *d;
+	const char *view;
+	int rebuild, until_head, batch;
+	const char *ready;
+} svc_args;
+
+static funnel_service *child_svc;
+
+static void
+on_term(int sig)
+{
+	(void)sig;
+	funnel_service_stop(child_svc);
+}
+
+/* Run the service in this process; returns the run's code. */
+static int
+run_service(const svc_args *a)
+{
+	funnel_service_opts o = {
+		.name = "counter",
+		.view_dir = a->view,
+		.ingest = a->d->ingest,
+		.publish = a->d->publish,
+		.query = a->d->query,
+		.tables = { "counts" },
+		.rebuild = a->rebuild,
+		.until_head = a->until_head,
+		.batch_events = a->batch ? (unsigned)a->batch : 0,
+		.timeout_ms = 2000,
+		.ready_file = a->ready,
+	};
+	int rc = funnel_service_new(&child_svc, &o, count_apply, NULL);
+	if (rc != FUNNEL_OK)
+		return rc;
+	signal(SIGTERM, on_term);
+	rc = funnel_service_run(child_svc);
+	funnel_service_destroy(&child_svc);
+	return rc;
+}
+
+static pid_t
+spawn_service(const svc_args *a)
+{
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(run_service(a));
+	return pid;
+}
+
+/* Run to the head in a child; returns its exit code. */
+static int
+service_until_head(const daemon_proc *d, const char *view, int rebuild)
+{
+	svc_args a = { d, view, rebuild, 1, 0, NULL };
+	pid_t pid = spawn_service(&a);
+	int st;
+	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}
+
+/* ---- log helpers ---- */
+
+static void
+publish_leads(const daemon_proc *d, const char *prefix, int from, int n, int activities)
+{
+	funnel_producer *p;
+	msgpack_sbuffer sb;
+	char lead[64], id[96];
+
+	assert_int_equal(funnel_producer_new(&p, d->ingest, 5000), FUNNEL_OK);
+	msgpack_sbuffer_init(&sb);
+	for (int i = from; i < from + n; i++) {
+		snprintf(lead, sizeof lead, "%s-%d", prefix, i);
+		sb.size = 0;
+		wl_lead_data(&sb, 7, (uint64_t)i);
+		snprintf(id, sizeof id, "cap-%s", lead);
+		funnel_event ev = { .type = "lead.captured", .lead = lead, .id = id,
+		                    .data = sb.data, .data_len = sb.size };
+		assert_int_equal(funnel_publish(p, &ev, 1, NULL), FUNNEL_OK);
+		for (int k = 0; k < activities; k++) {
+			sb.size = 0;
+			wl_kv(&sb, "kind", "page_view", "url", "/pricing", NULL);
+			snprintf(id, sizeof id, "act-%s-%d", lead, k);
+			funnel_event ac = { .type = "lead.activity", .lead = lead, .id = id,
+			                    .data = sb.data, .data_len = sb.size };
+			assert_int_equal(funnel_publish(p, &ac, 1, NULL), FUNNEL_OK);
+		}
+	}
+	msgpack_sbuffer_destroy(&sb);
+	funnel_producer_destroy(&p);
+}
+
+/* Count x.echo records in the log; every one must have a distinct cause
+ * that is a lead.captured record.  Returns the number of x.echo records;
+ * *captures gets the number of lead.captured records. */
+static uint64_t
+count_echoes(const daemon_proc *d, uint64_t *captures)
+{
+	funnel_query *q;
+	funnel_page pg;
+	msgpack_zone z;
+	uint64_t echoes = 0, caps = 0, from = 1;
+	size_t cap = 1 << 16;
+	uint8_t *is_capture = calloc(cap, 1), *caused = calloc(cap, 1);
+
+	assert_int_equal(funnel_query_new(&q, d->query, 5000), FUNNEL_OK);
+	msgpack_zone_init(&z, 4096);
+	for (int guard = 0; guard < 100000; guard++) {
+		funnel_replay_req req = { .from = from, .limit = 10000 };
+		assert_int_equal(funnel_replay_page(q, &req, &pg), FUNNEL_OK);
+		for (size_t i = 0; i < pg.n; i++) {
+			funnel_record r;
+			msgpack_zone_clear(&z);
+			assert_int_equal(funnel_record_parse(pg.recs[i], pg.lens[i], &z, &r), FUNNEL_OK);
+			assert_true(r.seq < cap);
+			if (r.type.len == 13 && memcmp(r.type.ptr, "lead.captured", 13) == 0) {
+				is_capture[r.seq] = 1;
+				caps++;
+			} else if (r.type.len == 6 && memcmp(r.type.ptr, "x.echo", 6) == 0) {
+				assert_true(r.has_cause);
+				assert_true(r.cause < r.seq);
+				assert_true(is_capture[r.cause]);
+				assert_false(caused[r.cause]);       /* never doubled */
+				caused[r.cause] = 1;
+				echoes++;
+			}
+		}
+		from = pg.next;
+		int end = pg.end;
+		funnel_page_release(&pg);
+		if (end)
+			break;
+	}
+	msgpack_zone_destroy(&z);
+	funnel_query_destroy(&q);
+	free(is_capture);
+	free(caused);
+	*captures = caps;
+	return echoes;
+}
+
+typedef struct pub_args {
+	const daemon_proc *d;
+	int from, n;
+} pub_args;
+
+static void *
+publish_thread(void *arg)
+{
+	pub_args *pa = arg;
+	publish_leads(pa->d, "K", pa->from, pa->n, 1);
+	return NULL;
+}
+
+static void
+digest_of(const char *view, uint8_t out[32], uint64_t *cp)
+{
+	assert_int_equal(funnel_view_digest(view, out, cp), FUNNEL_OK);
+}
+
+/* ---- tests ---- */
+
+static void
+test_until_head_rebuild_identical(void **state)
+{
+	daemon_proc d;
+	char view[400], view2[400];
+	uint8_t a[32], b[32], c[32];
+	uint64_t cpa, cpb, cpc, caps;
+	(void)state;
+
+	assert_int_equal(harness_start(&d, NULL), 0);
+	snprintf(view, sizeof view, "%s/view", d.dir);
+	snprintf(view2, sizeof view2, "%s/view2", d.dir);
+	publish_leads(&d, "A", 0, 200, 2);
+
+	assert_int_equal(service_until_head(&d, view, 0), 0);
+	assert_int_equal(count_echoes(&d, &caps), 200);
+	/* Once more: the echoes are now in the log; the view reaches the
+	 * new head and derives nothing new. */
+	assert_int_equal(service_until_head(&d, view, 0), 0);
+	digest_of(view, a, &cpa);
+	funnel_query *q;
+	funnel_status st;
+	assert_int_equal(funnel_query_new(&q, d.query, 5000), FUNNEL_OK);
+	assert_int_equal(funnel_status_get(q, &st), FUNNEL_OK);
+	assert_int_equal(cpa, st.head);
+
+	/* --rebuild: same view, nothing sent again. */
+	assert_int_equal(service_until_head(&d, view, 1), 0);
+	digest_of(view, b, &cpb);
+	assert_int_equal(cpb, cpa);
+	assert_memory_equal(a, b, 32);
+	/* A view built from nothing elsewhere (no memory of what was sent):
+	 * its derived events are duplicates the log drops. */
+	assert_int_equal(service_until_head(&d, view2, 0), 0);
+	digest_of(view2, c, &cpc);
+	assert_int_equal(cpc, cpa);
+	assert_memory_equal(a, c, 32);
+	assert_int_equal(count_echoes(&d, &caps), 200);
+	assert_int_equal(caps, 200);
+	assert_int_equal(funnel_status_get(q, &st), FUNNEL_OK);
+	assert_int_equal(st.head, cpa);          /* nothing appended */
+
+	/* A different log under the same view is refused. */
+	funnel_query_destroy(&q);
+	daemon_proc d2;
+	assert_int_equal(harness_start(&d2, NULL), 0);
+	publish_leads(&d2, "B", 0, 1000, 0);
+	assert_int_equal(service_until_head(&d2, view2, 0), FUNNEL_ECHAIN);
+	digest_of(view2, c, &cpc);
+	assert_int_equal(cpc, cpa);              /* and left as it was */
+	harness_cleanup(&d2);
+	harness_cleanup(&d);
+}
+
+/* kill -9 of the service at random moments while events arrive: after
+ * the last restart, each capture has exactly one echo, and the view
+ * equals a rebuild from scratch. */
+static void
+test_kill9_service_equals_rebuild(void **state)
+{
+	daemon_proc d;
+	char view[400], fresh[400], ready[400];
+	uint8_t a[32], b[32];
+	uint64_t cpa, cpb, caps;
+	(void)state;
+
+	assert_int_equal(harness_start(&d, NULL), 0);
+	snprintf(view, sizeof view, "%s/view", d.dir);
+	snprintf(fresh, sizeof fresh, "%s/fresh", d.dir);
+	snprintf(ready, sizeof ready, "%s/svc.ready", d.dir);
+	srand(42);
+	int rounds = 8, per_round = 300;
+	for (int r = 0; r < rounds; r++) {
+		svc_args sa = { &d, view, 0, 0, 7, ready };
+		pid_t pid = spawn_service(&sa);
+		assert_true(pid > 0);
+		/* the service follows the log live while leads arrive, and
+		 * dies at a random moment of it */
+		pub_args pa = { &d, r * per_round, per_round };
+		pthread_t th;
+		assert_int_equal(pthread_create(&th, NULL, publish_thread, &pa), 0);
+		usleep((useconds_t)(rand() % 150000));
+		kill(pid, SIGKILL);
+		pthread_join(th, NULL);
+		int st;
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(WIFSIGNALED(st));
+	}
+	assert_int_equal(service_until_head(&d, view, 0), 0);
+	assert_int_equal(count_echoes(&d, &caps), (uint64_t)rounds * per_round);
+	assert_int_equal(caps, (uint64_t)rounds * per_round);
+
+	/* settle: the view has seen the last echoes */
+	assert_int_equal(service_until_head(&d, view, 0), 0);
+	assert_int_equal(service_until_head(&d, fresh, 0), 0);
+	digest_of(view, a, &cpa);
+	digest_of(fresh, b, &cpb);
+	assert_int_equal(cpa, cpb);
+	assert_memory_equal(a, b, 32);
+	harness_cleanup(&d);
+}
+
+/* SIGTERM: the batch in hand is committed, exit 0, resume from there. */
+static void
+test_sigterm_and_resume(void **state)
+{
+	daemon_proc d;
+	char view[400], ready[400];
+	uint64_t cp, caps;
+	uint8_t dg[32];
+	(void)state;
+
+	assert_int_equal(harness_start(&d, NULL), 0);
+	snprintf(view, sizeof view, "%s/view", d.dir);
+	snprintf(ready, sizeof ready, "%s/svc.ready", d.dir);
+	publish_leads(&d, "T", 0, 100, 0);
+	svc_args sa = { &d, view, 0, 0, 0, ready };
+	pid_t pid = spawn_service(&sa);
+	for (int i = 0; i < 500 && access(ready, F_OK) != 0; i++)
+		usleep(10000);
+	assert_int_equal(access(ready, F_OK), 0);
+	/* wait until all 100 echoes are stored (bounded) */
+	for (int i = 0; i < 500 && count_echoes(&d, &caps) < 100; i++)
+		usleep(10000);
+	assert_int_equal(count_echoes(&d, &caps), 100);
+	kill(pid, SIGTERM);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	digest_of(view, dg, &cp);
+	assert_true(cp >= 100);
+	publish_leads(&d, "T", 100, 50, 0);
+	assert_int_equal(service_until_head(&d, view, 0), 0);
+	assert_int_equal(count_echoes(&d, &caps), 150);
+	harness_cleanup(&d);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_until_head_rebuild_identical),
+		cmocka_unit_test(test_kill9_service_equals_rebuild),
+		cmocka_unit_test(test_sigterm_and_resume),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
