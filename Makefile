@@ -3,7 +3,8 @@
 #   make            build everything into build/
 #   make test       install missing Debian packages, build, run the unit and
 #                   integration tests, then the same tests under ASan+UBSan
-#   make run        install missing packages, build, start funneld on loopback
+#   make run        install missing packages, build, start funneld and the
+#                   services on loopback (data under var/, rules funnel.yaml)
 #   make bench      the DESIGN.md numbers (tests/bench)
 #   make sanitize   build into build-asan/ with -fsanitize=address,undefined
 #   make install    PREFIX=/usr/local DESTDIR=
@@ -34,12 +35,13 @@ endif
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = $(CFLAGS_BASE) $(PKG_CFLAGS) $(CFLAGS)
-LIBS = $(PKG_LIBS) -lpthread
+LIBS = $(PKG_LIBS) -lpthread -lm
 
 PROTO_SRC := $(wildcard proto/*.c)
 LIB_SRC := $(wildcard clients/lib/*.c)
 DAEMON_SRC := $(wildcard daemon/*.c)
 CLI_SRC := $(wildcard clients/cli/*.c)
+SCORING_SRC := $(wildcard clients/scoring/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 ITEST_SRC := $(wildcard tests/integration/test_*.c)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
@@ -50,12 +52,16 @@ PROTO_OBJ := $(call obj,$(PROTO_SRC))
 LIB_OBJ := $(call obj,$(LIB_SRC))
 DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 CLI_OBJ := $(call obj,$(CLI_SRC))
+SCORING_OBJ := $(call obj,$(SCORING_SRC))
+# the rules engine alone, without the service around it (unit tests link it)
+SCORING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o %/whatif.o,$(SCORING_OBJ))
 TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 
 LIBFUNNEL := $(BUILD)/lib/libfunnel.a
 LIBFUNNEL_SO := $(BUILD)/lib/libfunnel.so
 FUNNELD := $(BUILD)/bin/funneld
 FUNNEL := $(BUILD)/bin/funnel
+FUNNEL_SCORING := $(BUILD)/bin/funnel-scoring
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
@@ -63,7 +69,7 @@ BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .PHONY: all deps test check unit integration sanitize test-asan run bench install clean
 # keep every object, including those only tests link
 .SECONDARY:
-all: $(FUNNELD) $(FUNNEL) $(LIBFUNNEL) $(LIBFUNNEL_SO)
+all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(LIBFUNNEL) $(LIBFUNNEL_SO)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -86,9 +92,13 @@ $(FUNNEL): $(CLI_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIBFUNNEL) $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
+$(FUNNEL_SCORING): $(SCORING_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(LDFLAGS) -o $@ $(SCORING_OBJ) $(LIBFUNNEL) $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -o $@ $< $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
 
 $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -123,8 +133,9 @@ test-asan:
 sanitize:
 	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 all
 
+# funneld and every service on the embedded defaults (clients/run.sh)
 run: deps all
-	$(FUNNELD) $(ARGS)
+	@BUILD=$(BUILD) sh clients/run.sh $(ARGS)
 
 bench: deps
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_PACKAGES)"
@@ -133,7 +144,7 @@ bench: deps
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/funnel
-	install -m 755 $(FUNNELD) $(FUNNEL) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIBFUNNEL) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIBFUNNEL_SO) $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 include/funnel/*.h $(DESTDIR)$(PREFIX)/include/funnel/

@@ -194,3 +194,49 @@ def replay_all(replay, **params):
         expect(rep["next"] >= frm, "replay next went backwards")
         frm = rep["next"]
     raise CheckFailed("replay never reached end")
+
+
+class LogClient:
+    """Publish, status and replay against a running funneld (eps: its ready
+    file's endpoints), per proto/PROTOCOL.md, every call bounded."""
+
+    def __init__(self, ctx, eps):
+        self.rid = 0
+        self.ingest = connect(ctx, zmq.DEALER, eps["ingest"])
+        self.query = connect(ctx, zmq.DEALER, eps["query"])
+
+    def call(self, sock, req):
+        import msgpack
+        self.rid += 1
+        sock.send(msgpack.packb(dict(req, rid=self.rid)))
+        rep = msgpack.unpackb(sock.recv())
+        expect_eq(rep.get("rid"), self.rid, "echoed rid")
+        return rep
+
+    def publish(self, *events):
+        """Publish events as one request; returns the reply (ok or not)."""
+        return self.call(self.ingest, {"op": "publish", "events": list(events)})
+
+    def publish_ok(self, *events):
+        rep = self.publish(*events)
+        expect(rep.get("ok") is True, "publish refused: %r" % (rep,))
+        return rep
+
+    def status(self):
+        rep = self.call(self.query, {"op": "status"})
+        expect(rep.get("ok") is True, "status refused: %r" % (rep,))
+        return rep
+
+    def records(self, **params):
+        """Every record of a range, decoded."""
+        import msgpack
+
+        def replay(**p):
+            rep = self.call(self.query, dict(p, op="replay"))
+            expect(rep.get("ok") is True, "replay refused: %r" % (rep,))
+            return rep
+        return [msgpack.unpackb(r) for r in replay_all(replay, **params)]
+
+    def close(self):
+        self.ingest.close(0)
+        self.query.close(0)

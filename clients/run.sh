@@ -1,0 +1,57 @@
+#!/bin/sh
+# clients/run.sh - run the whole system on the embedded defaults: funneld
+# with its log in var/funnel on loopback ports 7400-7402, then every
+# service that is built (funnel-scoring, ...) with its view under var/ and
+# the shared rules file funnel.yaml.  Ctrl-C (or SIGTERM) stops the
+# services first, then funneld, each with SIGTERM so they finish the batch
+# in hand.
+#
+# usage: BUILD=build sh clients/run.sh [extra funneld flags]
+# VAR (default var) moves every data directory; RULES (default
+# funnel.yaml) names the rules file.
+BUILD=${BUILD:-build}
+VAR=${VAR:-var}
+RULES=${RULES:-funnel.yaml}
+BIN="$BUILD/bin"
+
+mkdir -p "$VAR"
+ready="$VAR/funneld.ready"
+rm -f "$ready"
+"$BIN/funneld" --data "$VAR/funnel" --ready-file "$ready" "$@" &
+daemon=$!
+services=""
+
+stop() {
+	trap - INT TERM
+	for pid in $services; do kill -TERM "$pid" 2>/dev/null; done
+	for pid in $services; do wait "$pid" 2>/dev/null; done
+	kill -TERM "$daemon" 2>/dev/null
+	wait "$daemon" 2>/dev/null
+	exit 0
+}
+trap stop INT TERM
+
+# funneld writes its ready file once it serves (bounded wait: 10 s)
+i=0
+while [ ! -f "$ready" ]; do
+	if ! kill -0 "$daemon" 2>/dev/null || [ $i -ge 200 ]; then
+		echo "run: funneld did not start (see the lines above)" >&2
+		kill -TERM "$daemon" 2>/dev/null
+		exit 1
+	fi
+	sleep 0.05
+	i=$((i + 1))
+done
+ep() { sed -n "s/^$1=//p" "$ready"; }
+eps="--ingest $(ep ingest) --publish $(ep publish) --query $(ep query)"
+
+for svc in scoring routing metrics; do
+	[ -x "$BIN/funnel-$svc" ] || continue
+	# shellcheck disable=SC2086 # eps is three flag pairs
+	"$BIN/funnel-$svc" --rules "$RULES" --view "$VAR/$svc" $eps &
+	services="$services $!"
+done
+
+echo "run: funneld ($(ep ingest), $(ep publish), $(ep query)) and services:$services; Ctrl-C stops"
+wait "$daemon"
+stop

@@ -1,0 +1,489 @@
+/*
+ * clients/scoring/main.c - funnel-scoring: applies the agreed definition of
+ * a qualified lead (the `scoring` section of funnel.yaml) to every lead
+ * event of the log and emits lead.scored and lead.qualified.
+ *
+ *   funnel-scoring [run] [options]      the service (default)
+ *   funnel-scoring explain LEAD         why a lead has its score
+ *   funnel-scoring what-if NEW.yaml     the whole history under another definition
+ *   funnel-scoring check [FILE]         validate a rules file
+ *   funnel-scoring digest               the view's content digest
+ *
+ * Start-up order of the service: parse the rules (refuse to run on any
+ * error), open the view, record rules.changed if the log's last record of
+ * the scoring rules has another hash, then follow the log.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#include "funnel/funnel.h"
+#include "funnel/log.h"
+#include "funnel/service.h"
+#include "mp.h"
+#include "scoring.h"
+
+static const char usage_text[] =
+	"usage: funnel-scoring [COMMAND] [options]\n"
+	"\n"
+	"Commands:\n"
+	"  run                 follow the log and score every lead (the default)\n"
+	"  explain LEAD        the lead's scores and the rules that made them\n"
+	"  what-if NEW.yaml    replay all history under the current and the new\n"
+	"                      definition, side by side (read-only, sends nothing)\n"
+	"  check [FILE]        validate a rules file (default: --rules)\n"
+	"  digest              print the view's checkpoint and content digest\n"
+	"\n"
+	"Options:\n"
+	"  --rules FILE        the shared rules file (default funnel.yaml)\n"
+	"  --view DIR          the scoring view (default var/scoring)\n"
+	"  --ingest EP --publish EP --query EP   funneld endpoints (default loopback 7400-7402)\n"
+	"  --rebuild           empty the view and score again from seq 1\n"
+	"  --until-head, --once   stop once the log's head is applied\n"
+	"  --no-sync           the view does not fsync its commits\n"
+	"  --batch N           records per view commit (default 10000)\n"
+	"  --ready-file FILE   written once the service follows the log\n"
+	"  --json              explain/what-if: JSON output\n"
+	"  --flips N           what-if: leads listed each way (default 20)\n"
+	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
+	"\n"
+	"Exit codes: 0 ok, 1 failure, 2 usage or rules-file error.\n";
+
+/* ---- the service ---- */
+
+typedef struct scorer {
+	const sc_rules *rules;
+	sc_lead *st;
+	char hash_hex[2 * FUNNEL_HASH_BYTES + 1];
+	msgpack_sbuffer sb;           /* state bytes */
+	msgpack_sbuffer ev;           /* derived event data */
+} scorer;
+
+static funnel_service *the_service;
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	funnel_service_stop(the_service);
+}
+
+void
+scoring_hex(const uint8_t *b, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[b[i] >> 4];
+		out[2 * i + 1] = digits[b[i] & 15];
+	}
+	out[2 * n] = 0;
+}
+
+static void
+pack_scores(scorer *sc, msgpack_packer *pk, const sc_outcome *o)
+{
+	mp_pack_key(pk, "fit");
+	msgpack_pack_int(pk, o->fit);
+	mp_pack_key(pk, "engagement");
+	msgpack_pack_int(pk, o->engagement);
+	mp_pack_key(pk, "total");
+	msgpack_pack_int(pk, o->total);
+	mp_pack_key(pk, "rules_version");
+	mp_pack_cstr(pk, sc_rules_version(sc->rules));
+	mp_pack_key(pk, "rules_hash");
+	mp_pack_cstr(pk, sc->hash_hex);
+}
+
+/* Derive lead.scored / lead.qualified from one outcome. */
+static int
+emit_outcome(funnel_service *svc, scorer *sc, const char *lead, const sc_outcome *o)
+{
+	msgpack_packer pk;
+	int rc = FUNNEL_OK;
+
+	msgpack_packer_init(&pk, &sc->ev, msgpack_sbuffer_write);
+	if (o->changed) {
+		sc->ev.size = 0;
+		msgpack_pack_map(&pk, 6);
+		pack_scores(sc, &pk, o);
+		mp_pack_key(&pk, "rules");
+		msgpack_pack_array(&pk, o->n_fired);
+		for (size_t i = 0; i < o->n_fired; i++)
+			mp_pack_cstr(&pk, sc_rule_name(sc->rules, o->fired[i]));
+		funnel_event ev = { .type = "lead.scored", .lead = lead, .data = sc->ev.data,
+		                    .data_len = sc->ev.size };
+		rc = funnel_service_emit(svc, &ev, "scored");
+	}
+	if (rc == FUNNEL_OK && o->qualify) {
+		int min_fit = 0, has_min = sc_rules_minimum_fit(sc->rules, &min_fit);
+		sc->ev.size = 0;
+		msgpack_pack_map(&pk, 6 + has_min);
+		pack_scores(sc, &pk, o);
+		mp_pack_key(&pk, "threshold");
+		msgpack_pack_int(&pk, sc_rules_threshold(sc->rules));
+		if (has_min) {
+			mp_pack_key(&pk, "minimum_fit");
+			msgpack_pack_int(&pk, min_fit);
+		}
+		funnel_event ev = { .type = "lead.qualified", .lead = lead, .data = sc->ev.data,
+		                    .data_len = sc->ev.size };
+		rc = funnel_service_emit(svc, &ev, "qualified");
+	}
+	return rc;
+}
+
+static int
+score_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
+{
+	scorer *sc = ctx;
+	MDB_dbi t = funnel_service_table(svc, SCORING_TABLE);
+	const void *val;
+	size_t vlen;
+	sc_outcome out;
+	char lead[512];
+	int rc;
+
+	if (rec->lead.ptr == NULL || rec->lead.len >= sizeof lead)
+		return FUNNEL_OK;
+	sc_lead_reset(sc->st);
+	rc = funnel_service_get(svc, t, rec->lead.ptr, rec->lead.len, &val, &vlen);
+	if (rc == FUNNEL_OK) {
+		if (vlen < 8 || sc_lead_decode(sc->rules, (const uint8_t *)val + 8, vlen - 8,
+		                               sc->st) != FUNNEL_OK) {
+			funnel_log(FUNNEL_LOG_ERROR, "scoring: the view's state of lead %.*s does not "
+			           "decode; rebuild the view", (int)rec->lead.len, rec->lead.ptr);
+			return FUNNEL_EMALFORMED;
+		}
+	} else if (rc != FUNNEL_ENOTFOUND) {
+		return rc;
+	}
+	if ((rc = sc_apply(sc->rules, sc->st, rec, &out)) != FUNNEL_OK)
+		return rc;
+	if (sc_lead_is_empty(sc->st)) {
+		rc = funnel_service_del(svc, t, rec->lead.ptr, rec->lead.len);
+	} else {
+		sc->sb.size = 0;
+		uint8_t ts[8];
+		for (int i = 0; i < 8; i++)
+			ts[i] = (uint8_t)(rec->ts >> (56 - 8 * i));
+		msgpack_sbuffer_write(&sc->sb, (const char *)ts, 8);
+		if ((rc = sc_lead_encode(sc->rules, sc->st, &sc->sb)) != FUNNEL_OK)
+			return rc;
+		rc = funnel_service_put(svc, t, rec->lead.ptr, rec->lead.len, sc->sb.data,
+		                        sc->sb.size);
+	}
+	if (rc != FUNNEL_OK || (!out.changed && !out.qualify))
+		return rc;
+	memcpy(lead, rec->lead.ptr, rec->lead.len);
+	lead[rec->lead.len] = 0;
+	return emit_outcome(svc, sc, lead, &out);
+}
+
+/*
+ * The hash of the scoring rules the log last recorded, and that record's
+ * seq (0: none).  Reads every rules.changed record (there are few).
+ */
+static int
+last_recorded_rules(funnel_query *q, char hash[2 * FUNNEL_HASH_BYTES + 1], uint64_t *seq)
+{
+	funnel_replay_req req = { .from = 1, .type = "rules.changed", .limit = 1000 };
+	funnel_page pg;
+	msgpack_zone z;
+	int rc = FUNNEL_OK;
+
+	hash[0] = 0;
+	*seq = 0;
+	msgpack_zone_init(&z, 4096);
+	for (;;) {
+		if ((rc = funnel_replay_page(q, &req, &pg)) != FUNNEL_OK)
+			break;
+		for (size_t i = 0; i < pg.n; i++) {
+			funnel_record r;
+			funnel_str svc, h;
+			msgpack_zone_clear(&z);
+			if (funnel_record_parse(pg.recs[i], pg.lens[i], &z, &r) != FUNNEL_OK ||
+			    r.data == NULL)
+				continue;
+			if (mp_get_str(r.data, "service", &svc, NULL) != FUNNEL_OK ||
+			    svc.len != strlen(SCORING_NAME) || memcmp(svc.ptr, SCORING_NAME, svc.len) != 0 ||
+			    mp_get_str(r.data, "hash", &h, NULL) != FUNNEL_OK ||
+			    h.len != 2 * FUNNEL_HASH_BYTES)
+				continue;
+			memcpy(hash, h.ptr, h.len);
+			hash[h.len] = 0;
+			*seq = r.seq;
+		}
+		int end = pg.end;
+		req.from = pg.next;
+		funnel_page_release(&pg);
+		if (end)
+			break;
+	}
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
+/* Record rules.changed unless the log's last record says these rules. */
+static int
+record_rules(funnel_service *svc, scorer *sc)
+{
+	char last[2 * FUNNEL_HASH_BYTES + 1], id[128];
+	uint64_t last_seq;
+	int rc;
+
+	/* funneld may still be starting: wait for it like the feed does */
+	for (int tries = 0;; tries++) {
+		rc = last_recorded_rules(funnel_service_query(svc), last, &last_seq);
+		if (rc == FUNNEL_OK)
+			break;
+		if (tries == 0)
+			funnel_log(FUNNEL_LOG_WARN, "scoring: asking the log for the rules in force: %s; "
+			           "waiting for funneld", funnel_errname(rc));
+		if (tries >= 30)
+			return rc;
+	}
+	if (strcmp(last, sc->hash_hex) == 0) {
+		funnel_log(FUNNEL_LOG_INFO, "scoring: rules \"%s\" (%.12s) are the ones the log "
+		           "recorded at seq %" PRIu64, sc_rules_version(sc->rules), sc->hash_hex,
+		           last_seq);
+		return FUNNEL_OK;
+	}
+	size_t text_len;
+	const char *text = sc_rules_text(sc->rules, &text_len);
+	msgpack_packer pk;
+	sc->ev.size = 0;
+	msgpack_packer_init(&pk, &sc->ev, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 5);
+	mp_pack_key(&pk, "service");
+	mp_pack_cstr(&pk, SCORING_NAME);
+	mp_pack_key(&pk, "hash");
+	mp_pack_cstr(&pk, sc->hash_hex);
+	mp_pack_key(&pk, "version");
+	mp_pack_cstr(&pk, sc_rules_version(sc->rules));
+	mp_pack_key(&pk, "previous_hash");
+	mp_pack_cstr(&pk, last);
+	mp_pack_key(&pk, "text");
+	msgpack_pack_str_with_body(&pk, text, text_len);
+	/* The key names what it follows, so a crash after sending finds the
+	 * record on restart and a later return to these rules records again. */
+	snprintf(id, sizeof id, "%s:rules:%.16s:after:%" PRIu64, SCORING_NAME, sc->hash_hex,
+	         last_seq);
+	funnel_event ev = { .type = "rules.changed", .id = id, .data = sc->ev.data,
+	                    .data_len = sc->ev.size };
+	funnel_ack ack = { 0 };
+	if ((rc = funnel_service_send(svc, &ev, &ack)) != FUNNEL_OK) {
+		funnel_log(FUNNEL_LOG_ERROR, "scoring: cannot record rules.changed: %s",
+		           funnel_errname(rc));
+		return rc;
+	}
+	funnel_log(FUNNEL_LOG_INFO, "scoring: recorded rules.changed for \"%s\" (%.12s) at seq %"
+	           PRIu64, sc_rules_version(sc->rules), sc->hash_hex, ack.seq);
+	return FUNNEL_OK;
+}
+
+static int
+load_rules(const char *path, sc_rules **out)
+{
+	char err[512];
+	if (sc_rules_load(path, out, err, sizeof err) != FUNNEL_OK) {
+		fprintf(stderr, "funnel-scoring: %s\n", err);
+		return 2;
+	}
+	return 0;
+}
+
+static int
+cmd_run(const scoring_args *a)
+{
+	sc_rules *rules = NULL;
+	scorer sc = { 0 };
+	int rc;
+
+	if ((rc = load_rules(a->rules, &rules)) != 0)
+		return rc;
+	sc.rules = rules;
+	scoring_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, sc.hash_hex);
+	sc.st = sc_lead_new(rules);
+	msgpack_sbuffer_init(&sc.sb);
+	msgpack_sbuffer_init(&sc.ev);
+
+	funnel_service_opts o = {
+		.name = SCORING_NAME,
+		.view_dir = a->view,
+		.ingest = a->ingest,
+		.publish = a->publish,
+		.query = a->query,
+		.tables = { SCORING_TABLE },
+		.rebuild = a->rebuild,
+		.until_head = a->until_head,
+		.no_sync = a->no_sync,
+		.batch_events = a->batch,
+		.ready_file = a->ready_file,
+	};
+	int status = 1;
+	rc = sc.st ? funnel_service_new(&the_service, &o, score_apply, &sc) : FUNNEL_ENOMEM;
+	if (rc != FUNNEL_OK) {
+		funnel_log(FUNNEL_LOG_ERROR, "scoring: cannot start: %s", funnel_strerror(rc));
+		goto out;
+	}
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	funnel_log(FUNNEL_LOG_INFO, "scoring: rules \"%s\" from %s: threshold %d, %zu rules",
+	           sc_rules_version(rules), a->rules, sc_rules_threshold(rules),
+	           sc_rules_count(rules));
+	if ((rc = record_rules(the_service, &sc)) != FUNNEL_OK && rc != FUNNEL_ESHUTDOWN)
+		goto out;
+	rc = rc == FUNNEL_ESHUTDOWN ? FUNNEL_OK : funnel_service_run(the_service);
+	funnel_service_stats st;
+	funnel_service_stats_get(the_service, &st);
+	funnel_log(FUNNEL_LOG_INFO, "scoring: stopped at seq %" PRIu64 ": %" PRIu64 " applied, %"
+	           PRIu64 " derived events stored, %" PRIu64 " refused, %" PRIu64 " already sent",
+	           funnel_service_checkpoint(the_service), st.applied, st.emitted, st.refused,
+	           st.skipped);
+	status = rc == FUNNEL_OK ? 0 : 1;
+out:
+	funnel_service_destroy(&the_service);
+	sc_lead_free(&sc.st);
+	msgpack_sbuffer_destroy(&sc.sb);
+	msgpack_sbuffer_destroy(&sc.ev);
+	sc_rules_free(&rules);
+	return status;
+}
+
+static int
+cmd_check(const char *path)
+{
+	sc_rules *rules = NULL;
+	int rc = load_rules(path, &rules);
+	if (rc != 0)
+		return rc;
+	int min_fit = 0;
+	printf("%s: ok: \"%s\", threshold %d", path, sc_rules_version(rules),
+	       sc_rules_threshold(rules));
+	if (sc_rules_minimum_fit(rules, &min_fit))
+		printf(", minimum fit %d", min_fit);
+	printf(", %zu rules\n", sc_rules_count(rules));
+	sc_rules_free(&rules);
+	return 0;
+}
+
+static int
+cmd_digest(const scoring_args *a)
+{
+	uint8_t d[32];
+	char hex[65];
+	uint64_t cp = 0;
+	int rc = funnel_view_digest(a->view, d, &cp);
+	if (rc != FUNNEL_OK) {
+		fprintf(stderr, "funnel-scoring: digest of %s: %s\n", a->view, funnel_strerror(rc));
+		return 1;
+	}
+	scoring_hex(d, 32, hex);
+	printf("checkpoint %" PRIu64 " digest %s\n", cp, hex);
+	return 0;
+}
+
+static int
+usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "funnel-scoring: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n%s", usage_text);
+	return 2;
+}
+
+int
+main(int argc, char **argv)
+{
+	enum { O_RULES = 256, O_VIEW, O_INGEST, O_PUBLISH, O_QUERY, O_REBUILD, O_UNTIL, O_NOSYNC,
+	       O_BATCH, O_READY, O_JSON, O_FLIPS, O_LEVEL };
+	static const struct option opts[] = {
+		{ "rules", required_argument, NULL, O_RULES },
+		{ "view", required_argument, NULL, O_VIEW },
+		{ "ingest", required_argument, NULL, O_INGEST },
+		{ "publish", required_argument, NULL, O_PUBLISH },
+		{ "query", required_argument, NULL, O_QUERY },
+		{ "rebuild", no_argument, NULL, O_REBUILD },
+		{ "until-head", no_argument, NULL, O_UNTIL },
+		{ "once", no_argument, NULL, O_UNTIL },
+		{ "no-sync", no_argument, NULL, O_NOSYNC },
+		{ "batch", required_argument, NULL, O_BATCH },
+		{ "ready-file", required_argument, NULL, O_READY },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "flips", required_argument, NULL, O_FLIPS },
+		{ "log-level", required_argument, NULL, O_LEVEL },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	scoring_args a = { .rules = SCORING_DEFAULT_RULES, .view = SCORING_DEFAULT_VIEW,
+	                   .flips = 20 };
+	char *end;
+	int c;
+
+	funnel_log_program("funnel-scoring");
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case O_RULES: a.rules = optarg; break;
+		case O_VIEW: a.view = optarg; break;
+		case O_INGEST: a.ingest = optarg; break;
+		case O_PUBLISH: a.publish = optarg; break;
+		case O_QUERY: a.query = optarg; break;
+		case O_REBUILD: a.rebuild = 1; break;
+		case O_UNTIL: a.until_head = 1; break;
+		case O_NOSYNC: a.no_sync = 1; break;
+		case O_JSON: a.json = 1; break;
+		case O_READY: a.ready_file = optarg; break;
+		case O_BATCH: {
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (*end || v < 1 || v > 1000000)
+				return usage("--batch wants 1..1000000 records, not '%s'", optarg);
+			a.batch = (unsigned)v;
+			break;
+		}
+		case O_FLIPS: {
+			long v = strtol(optarg, &end, 10);
+			if (*end || v < 0 || v > 1000000)
+				return usage("--flips wants 0..1000000 leads, not '%s'", optarg);
+			a.flips = (int)v;
+			break;
+		}
+		case O_LEVEL:
+			if (funnel_log_level(optarg) != 0)
+				return usage("--log-level wants debug, info, warn or error, not '%s'", optarg);
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 0;
+		case ':':
+			return usage("option '%s' needs a value", argv[optind - 1]);
+		default:
+			return usage("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	const char *cmd = optind < argc ? argv[optind++] : "run";
+	int nargs = argc - optind;
+	if (strcmp(cmd, "run") == 0 && nargs == 0)
+		return cmd_run(&a);
+	if (strcmp(cmd, "explain") == 0 && nargs == 1)
+		return scoring_explain(&a, argv[optind]);
+	if (strcmp(cmd, "what-if") == 0 && nargs == 1)
+		return scoring_whatif(&a, argv[optind]);
+	if (strcmp(cmd, "check") == 0 && nargs <= 1)
+		return cmd_check(nargs ? argv[optind] : a.rules);
+	if (strcmp(cmd, "digest") == 0 && nargs == 0)
+		return cmd_digest(&a);
+	if (strcmp(cmd, "run") && strcmp(cmd, "explain") && strcmp(cmd, "what-if") &&
+	    strcmp(cmd, "check") && strcmp(cmd, "digest"))
+		return usage("unknown command '%s'", cmd);
+	return usage("wrong number of arguments for '%s'", cmd);
+}

@@ -1,0 +1,288 @@
+/*
+ * tests/bench/bench_scoring.c - the DESIGN.md numbers of funnel-scoring,
+ * measured on the real binaries (funneld, funnel-scoring) with the shipped
+ * funnel.yaml:
+ *
+ *   S1  rebuild of the scoring view from a history of BENCH_SCORING_EVENTS
+ *       (default 1,000,000) funnel-shaped events: `funnel-scoring
+ *       --rebuild --until-head`, wall time of the whole process (replay +
+ *       apply + view commits).  Target >= 200,000 events/s.
+ *   S2  live: leads captured and active at a paced 10,000 events/s for
+ *       BENCH_SCORING_SECS (default 5) seconds with funnel-scoring
+ *       following; the latency from a record's commit to the commit of
+ *       the lead.qualified (and lead.scored) it caused, read from the two
+ *       records' daemon timestamps.  Target p99 <= 1 ms.
+ *
+ * Prints a table and appends key=value lines to BENCH_OUT (if set).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "funnel/funnel.h"
+#include "funnel/service.h"
+#include "harness.h"
+#include "workload.h"
+
+#define RULES "funnel.yaml"
+
+static uint64_t
+env_u64(const char *name, uint64_t def)
+{
+	const char *v = getenv(name);
+	return v && *v ? strtoull(v, NULL, 10) : def;
+}
+
+/* Run funnel-scoring to the head with extra flags; returns wall ns or 0. */
+static uint64_t
+scoring_until_head(const daemon_proc *d, const char *view, const char *extra)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof cmd, "%s --rules %s --view %s --ingest %s --publish %s --query %s "
+	         "--until-head --log-level warn %s", harness_bin("funnel-scoring"), RULES, view,
+	         d->ingest, d->publish, d->query, extra);
+	uint64_t t0 = harness_now_ns();
+	int st = system(cmd);
+	uint64_t t1 = harness_now_ns();
+	if (st != 0) {
+		fprintf(stderr, "bench_scoring: '%s' failed (%d)\n", cmd, st);
+		return 0;
+	}
+	return t1 - t0;
+}
+
+/* Publish n funnel-shaped events, packed, pipelined. */
+static int
+fill_history(const daemon_proc *d, uint64_t n)
+{
+	funnel_producer *p;
+	wl_funnel g;
+	wl_set s;
+	const size_t batch = 1000;
+
+	if (funnel_producer_new(&p, d->ingest, 30000) != FUNNEL_OK)
+		return -1;
+	funnel_set_window(p, 16);
+	wl_funnel_init(&g, 11, "h");
+	wl_set_init(&s);
+	int rc = 0;
+	for (uint64_t done = 0; done < n && rc == 0; done += batch) {
+		size_t k = n - done < batch ? (size_t)(n - done) : batch;
+		if (wl_set_fill(&s, &g, k) != 0) {
+			rc = -1;
+			break;
+		}
+		uint64_t rid;
+		/* the set's envelopes are back to back: one packed request */
+		rc = funnel_send_packed(p, s.ev[0].env, s.env_bytes, k, &rid) == FUNNEL_OK ? 0 : -1;
+		while (rc == 0 && funnel_in_flight(p) >= 16)
+			rc = funnel_collect(p, 30000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
+	}
+	while (rc == 0 && funnel_in_flight(p) > 0)
+		rc = funnel_collect(p, 30000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
+	wl_set_release(&s);
+	funnel_producer_destroy(&p);
+	return rc;
+}
+
+/* S2's load: per lead one capture then activities, paced at rate/s. */
+static int
+live_load(const daemon_proc *d, uint64_t secs, uint64_t rate, uint64_t *sent)
+{
+	static const char *const kinds[] = { "page_view", "email_click", "webinar", "demo_request" };
+	funnel_producer *p;
+	msgpack_sbuffer sb;
+	char lead[48], id[64];
+	uint64_t n = secs * rate, gap = 1000000000u / rate;
+
+	if (funnel_producer_new(&p, d->ingest, 10000) != FUNNEL_OK)
+		return -1;
+	funnel_set_window(p, 256);
+	msgpack_sbuffer_init(&sb);
+	uint64_t t = harness_now_ns();
+	int rc = 0;
+	for (uint64_t i = 0; i < n && rc == 0; i++) {
+		uint64_t l = i / 5, step = i % 5;
+		snprintf(lead, sizeof lead, "live-%" PRIu64, l);
+		snprintf(id, sizeof id, "live-%" PRIu64, i);
+		sb.size = 0;
+		funnel_event ev = { .lead = lead, .id = id };
+		if (step == 0) {
+			wl_lead_data(&sb, 5, l);
+			ev.type = "lead.captured";
+		} else {
+			wl_kv(&sb, "kind", kinds[(step - 1) & 3], "url", "https://example.com/pricing",
+			      NULL);
+			ev.type = "lead.activity";
+		}
+		ev.data = sb.data;
+		ev.data_len = sb.size;
+		bench_sleep_until(t += gap);
+		uint64_t rid;
+		rc = funnel_send(p, &ev, 1, &rid) == FUNNEL_OK ? 0 : -1;
+		while (rc == 0 && funnel_collect(p, 0, NULL, NULL, 0, NULL) == FUNNEL_OK)
+			;
+	}
+	while (rc == 0 && funnel_in_flight(p) > 0)
+		rc = funnel_collect(p, 10000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
+	*sent = n;
+	msgpack_sbuffer_destroy(&sb);
+	funnel_producer_destroy(&p);
+	return rc;
+}
+
+/* Latencies cause commit -> derived commit for lead.qualified and
+ * lead.scored, from the whole log. */
+static int
+derived_latencies(const daemon_proc *d, double q[3], double s[3], uint64_t *nq, uint64_t *ns)
+{
+	funnel_query *qc;
+	funnel_replay_req req = { .from = 1, .limit = 10000 };
+	msgpack_zone z;
+	uint64_t cap = 1 << 20, *ts = calloc(cap, sizeof *ts);
+	uint64_t *lq = malloc(cap * sizeof *lq), *ls = malloc(cap * sizeof *ls);
+	const double p[3] = { 0.5, 0.99, 0.999 };
+	int rc = -1;
+
+	*nq = *ns = 0;
+	if (!ts || !lq || !ls || funnel_query_new(&qc, d->query, 10000) != FUNNEL_OK)
+		goto out;
+	msgpack_zone_init(&z, 4096);
+	for (;;) {
+		funnel_page pg;
+		if (funnel_replay_page(qc, &req, &pg) != FUNNEL_OK)
+			break;
+		for (size_t i = 0; i < pg.n; i++) {
+			funnel_record r;
+			msgpack_zone_clear(&z);
+			if (funnel_record_parse(pg.recs[i], pg.lens[i], &z, &r) != FUNNEL_OK ||
+			    r.seq >= cap)
+				continue;
+			ts[r.seq] = r.ts;
+			if (!r.has_cause || r.cause >= cap || ts[r.cause] == 0)
+				continue;
+			uint64_t lat = r.ts - ts[r.cause];
+			if (r.type.len == 14 && memcmp(r.type.ptr, "lead.qualified", 14) == 0)
+				lq[(*nq)++] = lat;
+			else if (r.type.len == 11 && memcmp(r.type.ptr, "lead.scored", 11) == 0)
+				ls[(*ns)++] = lat;
+		}
+		int end = pg.end;
+		req.from = pg.next;
+		funnel_page_release(&pg);
+		if (end) {
+			rc = 0;
+			break;
+		}
+	}
+	msgpack_zone_destroy(&z);
+	funnel_query_destroy(&qc);
+	bench_quantiles_ms(lq, *nq, p, q, 3);
+	bench_quantiles_ms(ls, *ns, p, s, 3);
+out:
+	free(ts);
+	free(lq);
+	free(ls);
+	return rc;
+}
+
+int
+main(void)
+{
+	uint64_t n = env_u64("BENCH_SCORING_EVENTS", 1000000);
+	uint64_t secs = env_u64("BENCH_SCORING_SECS", 5);
+	const char *out = getenv("BENCH_OUT");
+	daemon_proc d;
+	char view[400];
+	uint8_t dg[32];
+	uint64_t head = 0;
+
+	if (access(RULES, R_OK) != 0) {
+		fprintf(stderr, "bench_scoring: run from the repository root (needs %s)\n", RULES);
+		return 1;
+	}
+	/* S1 */
+	fprintf(stderr, "bench_scoring: S1: %" PRIu64 " events of history...\n", n);
+	if (harness_start(&d, NULL) != 0 || fill_history(&d, n) != 0)
+		return 1;
+	snprintf(view, sizeof view, "%s/scoring", d.dir);
+	uint64_t first = scoring_until_head(&d, view, "");
+	funnel_view_digest(view, dg, &head);
+	uint64_t rebuild = scoring_until_head(&d, view, "--rebuild");
+	uint64_t head2 = 0;
+	funnel_view_digest(view, dg, &head2);
+	harness_cleanup(&d);
+	if (!first || !rebuild)
+		return 1;
+	double rebuild_eps = (double)head2 / ((double)rebuild / 1e9);
+	double first_eps = (double)head / ((double)first / 1e9);
+
+	/* S2 */
+	fprintf(stderr, "bench_scoring: S2: %" PRIu64 " s at 10,000 events/s...\n", secs);
+	if (harness_start(&d, NULL) != 0)
+		return 1;
+	snprintf(view, sizeof view, "%s/scoring", d.dir);
+	char ready[400], log[400];
+	snprintf(ready, sizeof ready, "%s/scoring.ready", d.dir);
+	snprintf(log, sizeof log, "%s/scoring.log", d.dir);
+	char *const argv[] = { (char *)harness_bin("funnel-scoring"), "--rules", RULES, "--view", view,
+	                       "--ingest", d.ingest, "--publish", d.publish, "--query", d.query,
+	                       "--ready-file", ready, NULL };
+	pid_t svc = bench_spawn(argv, log);
+	for (int i = 0; i < 500 && access(ready, F_OK) != 0; i++)
+		usleep(10000);
+	uint64_t sent = 0;
+	int lrc = live_load(&d, secs, 10000, &sent);
+	/* let the service finish what it has (bounded) */
+	funnel_query *qc;
+	funnel_status st;
+	uint64_t last = 0;
+	if (funnel_query_new(&qc, d.query, 5000) == FUNNEL_OK) {
+		for (int i = 0; i < 100; i++) {
+			usleep(100000);
+			if (funnel_status_get(qc, &st) != FUNNEL_OK || st.head == last)
+				break;
+			last = st.head;
+		}
+		funnel_query_destroy(&qc);
+	}
+	bench_stop(svc, 10000);
+	double q[3], s[3];
+	uint64_t nq, ns;
+	derived_latencies(&d, q, s, &nq, &ns);
+	harness_cleanup(&d);
+	if (lrc != 0)
+		return 1;
+
+	char tab[2048];
+	int k = snprintf(tab, sizeof tab, "\n| funnel-scoring | target | measured |\n|---|---|---|\n");
+	k += snprintf(tab + k, sizeof tab - k, "| rebuild the view from %" PRIu64 " records (replay + "
+	              "apply + commit) | >= 200,000 ev/s | %.0f ev/s |\n", head2, rebuild_eps);
+	k += snprintf(tab + k, sizeof tab - k, "| first pass over the same history, sending each "
+	              "derived event | - | %.0f ev/s |\n", first_eps);
+	k += snprintf(tab + k, sizeof tab - k, "| record commit -> lead.qualified commit at 10,000 "
+	              "ev/s (%" PRIu64 " qualified) | p99 <= 1 ms | p50 %.3f / p99 %.3f / p99.9 %.3f "
+	              "ms |\n", nq, q[0], q[1], q[2]);
+	snprintf(tab + k, sizeof tab - k, "| record commit -> lead.scored commit at 10,000 ev/s "
+	         "(%" PRIu64 " scored) | - | p50 %.3f / p99 %.3f / p99.9 %.3f ms |\n", ns, s[0], s[1],
+	         s[2]);
+	fputs(tab, stdout);
+	if (out) {
+		FILE *f = fopen(out, "a");
+		if (f) {
+			fputs(tab, f);
+			fprintf(f, "\n```\nscoring_rebuild_records=%" PRIu64 "\nscoring_rebuild_eps=%.0f\n"
+			        "scoring_first_pass_eps=%.0f\nscoring_live_sent=%" PRIu64 "\n"
+			        "scoring_qualified=%" PRIu64 "\nscoring_qualified_p50_ms=%.3f\n"
+			        "scoring_qualified_p99_ms=%.3f\nscoring_qualified_p999_ms=%.3f\n"
+			        "scoring_scored=%" PRIu64 "\nscoring_scored_p99_ms=%.3f\n```\n",
+			        head2, rebuild_eps, first_eps, sent, nq, q[0], q[1], q[2], ns, s[1]);
+			fclose(f);
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,440 @@
+#!/usr/bin/python3
+"""
+tests/integration/test_scoring.py - funnel-scoring end to end against a
+real funneld: qualification once per crossing, re-crossing after a
+recycle, rules.changed before the first score made with new rules, kill -9
+mid-stream with no duplicate and no missing derived event, --rebuild
+byte for byte, explain, what-if on a known history, and a bad rules file.
+
+Run with Debian's /usr/bin/python3 (python3-zmq, python3-msgpack):
+
+    BUILD=build FUNNELD=build/bin/funneld /usr/bin/python3 tests/integration/test_scoring.py
+
+funnel-scoring is $BUILD/bin/funnel-scoring.  Every process and receive is
+bounded; prints "ok - name" / "not ok - name: reason" and "N passed, M failed".
+"""
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import zmq
+
+from funnel_testlib import (REPO, CheckFailed, LogClient, Results, expect, expect_eq,
+                            expect_in, start_daemon)
+
+BUILD = os.environ.get("BUILD", "build")
+FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
+SCORING = os.path.join(os.path.dirname(FUNNELD), "funnel-scoring")
+RUN_TIMEOUT_S = 60
+
+RULES_V1 = """\
+# test definition: a senior title with a corporate address that looks at
+# pricing three times, or asks for a demo, is marketing-qualified.
+version: "test v1"
+scoring:
+  threshold: 50
+  minimum_fit: 10
+  decay:
+    half_life_days: 30
+  on_recycle: reset_engagement
+  fit:
+    - name: senior title
+      field: title
+      matches: "(vp|chief|head|cto)"
+      ignore_case: true
+      points: 20
+  engagement:
+    - name: demo request
+      on: demo_request
+      points: 40
+      once: true
+    - name: pricing page
+      on: page_view
+      field: url
+      matches: "/pricing"
+      points: 10
+      cap: 30
+  negative:
+    - name: free mail
+      field: email_domain
+      in: [gmail.com, yahoo.com]
+      points: -100
+routing:
+  note: read by funnel-routing, not by scoring
+"""
+
+# v2: no minimum fit and a lower bar: a demo request alone qualifies
+RULES_V2 = RULES_V1.replace('"test v1"', '"test v2"').replace(
+    "threshold: 50\n  minimum_fit: 10", "threshold: 40")
+
+
+def blake2b_hex(text):
+    return hashlib.blake2b(text.encode(), digest_size=32).hexdigest()
+
+
+class Scoring:
+    """funnel-scoring runs against one daemon, with one view and rules file."""
+
+    def __init__(self, daemon, name):
+        self.daemon = daemon
+        self.view = os.path.join(daemon.dir, name + "-view")
+        self.rules = os.path.join(daemon.dir, name + ".yaml")
+        self.log = os.path.join(daemon.dir, name + ".log")
+        self.ready = os.path.join(daemon.dir, name + ".ready")
+
+    def write_rules(self, text):
+        with open(self.rules, "w") as f:
+            f.write(text)
+
+    def args(self, *extra):
+        eps = self.daemon.endpoints
+        return [SCORING, "--rules", self.rules, "--view", self.view,
+                "--ingest", eps["ingest"], "--publish", eps["publish"],
+                "--query", eps["query"]] + list(extra)
+
+    def run(self, *extra, timeout=RUN_TIMEOUT_S):
+        p = subprocess.run(self.args(*extra), stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=timeout, text=True)
+        with open(self.log, "a") as f:
+            f.write(p.stderr)
+        return p
+
+    def ok(self, *extra):
+        p = self.run(*extra)
+        expect_eq(p.returncode, 0, "funnel-scoring %s exit status (stderr: %s)"
+                  % (" ".join(extra), p.stderr[-800:]))
+        return p.stdout
+
+    def until_head(self, *extra):
+        return self.ok("--until-head", *extra)
+
+    def start(self, *extra):
+        if os.path.exists(self.ready):
+            os.unlink(self.ready)
+        errlog = open(self.log, "ab")
+        proc = subprocess.Popen(self.args("--ready-file", self.ready, *extra),
+                                stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog)
+        errlog.close()
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.ready):
+            expect(proc.poll() is None, "funnel-scoring exited early: %s" % self.tail())
+            expect(time.monotonic() < deadline, "funnel-scoring not ready in 10 s")
+            time.sleep(0.02)
+        return proc
+
+    def digest(self):
+        out = self.ok("digest")
+        parts = out.split()
+        expect(len(parts) == 4 and parts[0] == "checkpoint", "digest output: %r" % out)
+        return int(parts[1]), parts[3]
+
+    def tail(self):
+        try:
+            with open(self.log) as f:
+                return f.read()[-800:]
+        except OSError:
+            return ""
+
+
+def captured(lead, title, email, i=0):
+    return {"type": "lead.captured", "lead": lead, "id": "cap-%s-%d" % (lead, i),
+            "data": {"email": email, "title": title, "company": "Acme", "country": "DE"}}
+
+
+def activity(lead, kind, i, **data):
+    return {"type": "lead.activity", "lead": lead, "id": "act-%s-%d" % (lead, i),
+            "data": dict(data, kind=kind)}
+
+
+def of_type(recs, t):
+    return [r for r in recs if r["type"] == t]
+
+
+def wait_until(fn, what, wait_s=20.0):
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if fn():
+            return
+        time.sleep(0.05)
+    raise CheckFailed("timed out waiting for %s" % what)
+
+
+def check_derived_once(recs):
+    """Each derived event's idempotency key appears once, its cause is an
+    earlier record; returns the derived records."""
+    derived = [r for r in recs if r["type"] in ("lead.scored", "lead.qualified")]
+    keys = [(r["type"], r["cause"]) for r in derived]
+    expect_eq(len(keys), len(set(keys)), "distinct (type, cause) among derived events")
+    for r in derived:
+        expect(r["id"] == "scoring:%d:%s" % (r["cause"], r["type"].split(".")[1]),
+               "derived id %r" % r["id"])
+        expect(r["cause"] < r["seq"], "cause before the derived event")
+    return derived
+
+
+def run_checks(res, daemon, ctx):
+    log = LogClient(ctx, daemon.endpoints)
+    sc = Scoring(daemon, "s")
+    sc.write_rules(RULES_V1)
+
+    # The known history: A fits and reads pricing; B is a student who asks
+    # for a demo; C is a CTO on free mail.
+    log.publish_ok(captured("A", "CTO", "ana@acme.example"),
+                   captured("B", "Student", "ben@uni.example"),
+                   captured("C", "CTO", "chloe@gmail.com"))
+    for i in range(3):
+        log.publish_ok(activity("A", "page_view", i, url="https://acme.example/pricing"))
+    log.publish_ok(activity("B", "demo_request", 0))
+    log.publish_ok(activity("C", "demo_request", 0),
+                   activity("C", "page_view", 1, url="/pricing"))
+    log.publish_ok(activity("A", "page_view", 3, url="/blog"))   # matches no rule
+
+    def first_run():
+        sc.until_head()
+        recs = log.records()
+        changed = of_type(recs, "rules.changed")
+        expect_eq(len(changed), 1, "rules.changed records")
+        d = changed[0]["data"]
+        expect_eq(d["service"], "scoring", "rules.changed service")
+        expect_eq(d["hash"], blake2b_hex(RULES_V1), "rules.changed hash = BLAKE2b-256 of the file")
+        expect_eq(d["version"], "test v1", "rules.changed version")
+        expect_eq(d["text"], RULES_V1, "rules.changed carries the full text")
+        scored = of_type(recs, "lead.scored")
+        expect(scored, "lead.scored events")
+        expect(changed[0]["seq"] < min(r["seq"] for r in scored),
+               "rules.changed is recorded before the first score")
+        for r in scored:
+            expect_eq(r["data"]["rules_hash"], d["hash"], "lead.scored names the rules hash")
+        qual = of_type(recs, "lead.qualified")
+        expect_eq([r["lead"] for r in qual], ["A"], "leads qualified")
+        a_views = [r["seq"] for r in recs if r["type"] == "lead.activity" and r["lead"] == "A"]
+        expect_eq(qual[0]["cause"], a_views[2], "qualified by the third pricing view")
+        expect_eq((qual[0]["data"]["fit"], qual[0]["data"]["engagement"],
+                   qual[0]["data"]["total"]), (20, 30, 50), "scores at qualification")
+        expect_eq(qual[0]["stage"], "mql", "A is now mql")
+        # A's scores: 10, 20, 30 engagement as the views came
+        a_scores = [r["data"]["total"] for r in scored if r["lead"] == "A"]
+        expect_eq(a_scores, [20, 30, 40, 50], "A's totals in order")
+        c_scores = [r["data"]["total"] for r in scored if r["lead"] == "C"]
+        expect_eq(c_scores[-1], -80 + 40 + 10, "C: free mail outweighs everything")
+        check_derived_once(recs)
+    res.run("a stream of captures and activities qualifies exactly the fitting lead, once; "
+            "rules.changed comes first", first_run)
+
+    def idempotent_rerun():
+        head = log.status()["head"]
+        sc.until_head()
+        sc.until_head()
+        recs = log.records()
+        # the second pass may only have scored its own derived events: nothing
+        expect_eq(log.status()["head"], head, "head after re-running at the head")
+        expect_eq(len(of_type(recs, "rules.changed")), 1, "rules.changed not repeated")
+    res.run("running again with the same rules records nothing new", idempotent_rerun)
+
+    def recross_after_recycle():
+        log.publish_ok({"type": "lead.recycled", "lead": "A", "id": "rec-A",
+                        "data": {"reason": "bad-timing"}})
+        log.publish_ok(activity("A", "page_view", 10, url="/pricing"))   # more interest, still above?
+        sc.until_head()
+        recs = log.records()
+        expect_eq(len(of_type(recs, "lead.qualified")), 1, "no second qualification yet "
+                  "(engagement was reset at the recycle)")
+        for i in range(11, 13):
+            log.publish_ok(activity("A", "page_view", i, url="/pricing"))
+        sc.until_head()
+        recs = log.records()
+        qual = of_type(recs, "lead.qualified")
+        expect_eq([r["lead"] for r in qual], ["A", "A"], "A re-qualified after re-crossing")
+        log.publish_ok(activity("A", "page_view", 13, url="/pricing"))
+        sc.until_head()
+        expect_eq(len(of_type(log.records(), "lead.qualified")), 2, "staying above sends nothing")
+    res.run("re-crossing after a recycle qualifies again, once", recross_after_recycle)
+
+    def explain():
+        out = sc.ok("explain", "A", "--json")
+        e = json.loads(out)
+        expect_eq(e["lead"], "A", "lead")
+        expect_eq(e["stage"], "mql", "stage from funneld")
+        expect_eq((e["fit"], e["total"]), (20, 50), "fit and total")
+        names = {r["name"]: r for r in e["rules"]}
+        expect_in("senior title", names, "contributing rules")
+        expect_in("pricing page", names, "contributing rules")
+        pp = names["pricing page"]
+        expect_eq(pp["last_type"], "lead.activity", "pricing page triggered by an activity")
+        expect_eq(pp["last_kind"], "page_view", "its kind")
+        expect(pp["fired"] >= 3, "pricing page fired for A: %r" % pp["fired"])
+        expect_eq(e["fields"]["email_domain"], "acme.example", "derived email_domain")
+        human = sc.ok("explain", "A")
+        expect_in("senior title", human, "human explain")
+        expect_in("total 50", human, "human explain")
+        p = sc.run("explain", "nobody")
+        expect_eq(p.returncode, 1, "explain of an unknown lead exits 1")
+        expect_in("nobody", p.stderr, "message names the lead")
+    res.run("explain names each contributing rule and the event that triggered it", explain)
+
+    def what_if():
+        log.publish_ok({"type": "lead.accepted", "lead": "A", "id": "acc-A"})
+        log.publish_ok({"type": "opportunity.opened", "lead": "A", "id": "opp-A",
+                        "data": {"amount": 5000}})
+        log.publish_ok({"type": "deal.won", "lead": "A", "id": "won-A",
+                        "data": {"amount": 5000}})
+        new = os.path.join(daemon.dir, "new.yaml")
+        with open(new, "w") as f:
+            f.write(RULES_V2)
+        head = log.status()["head"]
+        w = json.loads(sc.ok("what-if", new, "--json"))
+        expect_eq(log.status()["head"], head, "what-if sends nothing")
+        expect_eq(w["leads_captured"], 3, "leads captured")
+        cur, nw = w["current"], w["new"]
+        expect_eq(cur["mql_leads"], 1, "current: MQL leads")
+        expect_eq(cur["qualifications"], 2, "current: qualifications (A twice)")
+        expect_eq(nw["mql_leads"], 2, "new: MQL leads (A and B)")
+        expect_eq(nw["only_this_definition_leads"], ["B"], "only the new definition qualifies B")
+        expect_eq(cur["only_this_definition"], 0, "nothing only the current one qualifies")
+        expect_eq((cur["accepted"], cur["won"], cur["revenue"]), (1, 1, 5000),
+                  "current: how its leads ended")
+        expect_eq(cur["recycle_reasons"], {"bad-timing": 1}, "current: recycle reasons")
+        expect(abs(cur["mql_rate"] - 1 / 3) < 1e-9, "MQL rate")
+        human = sc.ok("what-if", new)
+        expect_in("MQLs (leads qualified)", human, "human what-if")
+        expect_in("only the new definition qualifies: 1", human, "human what-if flips")
+    res.run("what-if on a known history gives the known counts and sends nothing", what_if)
+
+    def rebuild_identical():
+        sc.until_head()
+        cp1, d1 = sc.digest()
+        sc.until_head("--rebuild")
+        cp2, d2 = sc.digest()
+        expect_eq(cp2, cp1, "checkpoint after rebuild")
+        expect_eq(d2, d1, "view digest after --rebuild")
+        head = log.status()["head"]
+        fresh = Scoring(daemon, "fresh")
+        fresh.write_rules(RULES_V1)
+        fresh.until_head()
+        cp3, d3 = fresh.digest()
+        expect_eq(log.status()["head"], head, "a fresh view derives nothing new")
+        expect_eq((cp3, d3), (cp1, d1), "a view built from nothing elsewhere")
+    res.run("--rebuild reproduces the view byte for byte", rebuild_identical)
+
+    def rules_change_recorded_first():
+        sc.write_rules(RULES_V2)
+        log.publish_ok(captured("D", "Student", "dmitri@corp.example"),
+                       activity("D", "demo_request", 0))
+        sc.until_head()
+        recs = log.records()
+        changed = of_type(recs, "rules.changed")
+        expect_eq(len(changed), 2, "a second rules.changed")
+        expect_eq(changed[1]["data"]["hash"], blake2b_hex(RULES_V2), "its hash")
+        expect_eq(changed[1]["data"]["previous_hash"], blake2b_hex(RULES_V1), "previous hash")
+        d_scored = [r for r in of_type(recs, "lead.scored") if r["lead"] == "D"]
+        expect(d_scored and all(r["seq"] > changed[1]["seq"] for r in d_scored),
+               "D's scores come after the change")
+        expect(all(r["data"]["rules_hash"] == blake2b_hex(RULES_V2) for r in d_scored),
+               "D's scores name the new rules")
+        expect_in("D", [r["lead"] for r in of_type(recs, "lead.qualified")],
+                  "D qualifies under v2")
+        # back to v1: recorded again (a return is a change too)
+        sc.write_rules(RULES_V1)
+        sc.until_head()
+        expect_eq(len(of_type(log.records(), "rules.changed")), 3, "the return to v1 recorded")
+    res.run("a rules change is recorded before the first event scored with it", rules_change_recorded_first)
+
+    def bad_rules_refused():
+        bad = Scoring(daemon, "bad")
+        bad.write_rules(RULES_V1.replace("points: 20", "points: twenty"))
+        head = log.status()["head"]
+        p = bad.run("--until-head")
+        expect_eq(p.returncode, 2, "exit status on a bad rules file")
+        expect_in("bad.yaml:", p.stderr, "message names the file")
+        expect_in(":15:", p.stderr, "message names the line")
+        expect_in("twenty", p.stderr, "message quotes the bad value")
+        expect_eq(log.status()["head"], head, "nothing recorded")
+        expect(not os.path.exists(os.path.join(bad.view, "data.mdb")), "no view made")
+        p = bad.run("check")
+        expect_eq(p.returncode, 2, "check exit status")
+        ok = sc.ok("check")
+        expect_in("ok", ok, "check of a good file")
+    res.run("a bad rules file is refused at start with the line and the problem", bad_rules_refused)
+    log.close()
+
+
+def run_kill9(res, daemon, ctx):
+    """kill -9 of the service at random moments while leads stream in."""
+    log = LogClient(ctx, daemon.endpoints)
+    sc = Scoring(daemon, "k")
+    sc.write_rules(RULES_V1)
+    rnd = random.Random(7)
+    leads, rounds = 60, 6
+
+    def kill9_no_dup_no_loss():
+        n = 0
+        for r in range(rounds):
+            proc = sc.start("--batch", "5")
+            t_kill = time.monotonic() + rnd.uniform(0.05, 0.6)
+            killed = False
+            for i in range(leads):
+                lead = "K%d-%d" % (r, i)
+                log.publish_ok(captured(lead, "VP Sales", "x%d@corp.example" % n))
+                for k in range(3):
+                    log.publish_ok(activity(lead, "page_view", k, url="/pricing"))
+                n += 1
+                if not killed and time.monotonic() >= t_kill:
+                    proc.kill()
+                    killed = True
+            if not killed:
+                proc.kill()
+            proc.wait(timeout=10)
+        sc.until_head()
+        recs = log.records()
+        check_derived_once(recs)
+        qual = of_type(recs, "lead.qualified")
+        expect_eq(sorted(r["lead"] for r in qual),
+                  sorted("K%d-%d" % (r, i) for r in range(rounds) for i in range(leads)),
+                  "each lead qualified exactly once")
+        acts = [r["seq"] for r in recs if r["type"] == "lead.activity"]
+        scored_causes = {r["cause"] for r in of_type(recs, "lead.scored")}
+        caps = [r["seq"] for r in recs if r["type"] == "lead.captured"]
+        expect(set(acts + caps) <= scored_causes, "every capture and activity scored")
+        # the view equals one built from scratch
+        sc.until_head()
+        cp1, d1 = sc.digest()
+        fresh = Scoring(daemon, "kfresh")
+        fresh.write_rules(RULES_V1)
+        fresh.until_head()
+        expect_eq(fresh.digest(), (cp1, d1), "view after kills = view from scratch")
+    res.run("kill -9 mid-stream, %d rounds: no duplicate, no missing derived event, "
+            "view equals a rebuild" % rounds, kill9_no_dup_no_loss)
+
+    def sigterm_exits_clean():
+        proc = sc.start()
+        proc.send_signal(signal.SIGTERM)
+        expect_eq(proc.wait(timeout=10), 0, "exit status after SIGTERM")
+    res.run("SIGTERM stops the service cleanly", sigterm_exits_clean)
+    log.close()
+
+
+def main():
+    res = Results()
+    if not os.access(SCORING, os.X_OK):
+        res.not_ok("funnel-scoring is built", SCORING)
+        return res.summary()
+    ctx = zmq.Context()
+    for fn in (run_checks, run_kill9):
+        daemon = start_daemon(res, FUNNELD, prefix="funnel-scoring-")
+        if daemon is None:
+            continue
+        try:
+            fn(res, daemon, ctx)
+        finally:
+            daemon.close()
+    ctx.term()
+    return res.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
