@@ -4,7 +4,11 @@
 #   make test       install missing Debian packages, build, run the unit and
 #                   integration tests, then the same tests under ASan+UBSan
 #   make run        install missing packages, build, start funneld on loopback
-#   make bench      the DESIGN.md numbers (tests/bench)
+#   make bench      the DESIGN.md numbers next to Redis Streams (appendfsync
+#                   always), the peer DESIGN.md names (tests/bench)
+#   make bench-peers the same next to every peer: Redis always and everysec,
+#                   NATS JetStream.  BENCH_OUT=tests/bench/RESULTS.md keeps
+#                   the table where the README quotes it from
 #   make sanitize   build into build-asan/ with -fsanitize=address,undefined
 #   make install    PREFIX=/usr/local DESTDIR=
 #
@@ -22,7 +26,7 @@ DEB_PACKAGES := build-essential pkg-config libzmq3-dev liblmdb-dev lmdb-utils \
 	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev \
 	python3 python3-zmq python3-msgpack
 # the peers `make bench` measures funnel against, in the same run
-BENCH_PACKAGES := redis-server libhiredis-dev
+BENCH_PACKAGES := redis-server libhiredis-dev nats-server libnats-dev
 
 OPT ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Wshadow -Wstrict-prototypes \
@@ -43,6 +47,8 @@ CLI_SRC := $(wildcard clients/cli/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 ITEST_SRC := $(wildcard tests/integration/test_*.c)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
+# the rest of tests/bench (peers, measuring) goes into every bench binary
+BENCH_LIB_SRC := $(filter-out $(BENCH_SRC),$(wildcard tests/bench/*.c))
 TESTLIB_SRC := $(wildcard tests/common/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -51,6 +57,7 @@ LIB_OBJ := $(call obj,$(LIB_SRC))
 DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 CLI_OBJ := $(call obj,$(CLI_SRC))
 TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
+BENCH_LIB_OBJ := $(call obj,$(BENCH_LIB_SRC))
 
 LIBFUNNEL := $(BUILD)/lib/libfunnel.a
 LIBFUNNEL_SO := $(BUILD)/lib/libfunnel.so
@@ -60,7 +67,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps test check unit integration sanitize test-asan run bench install clean
+.PHONY: all deps test check unit integration sanitize test-asan run bench bench-peers install clean
 # keep every object, including those only tests link
 .SECONDARY:
 all: $(FUNNELD) $(FUNNEL) $(LIBFUNNEL) $(LIBFUNNEL_SO)
@@ -93,9 +100,14 @@ $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
 
-$(BUILD)/bench/%: tests/bench/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
+$(BUILD)/obj/tests/bench/%.o: tests/bench/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) -lhiredis $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/common -MMD -MP -c $< -o $@
+
+$(BUILD)/bench/%: tests/bench/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(BENCH_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(BENCH_LIB_OBJ) $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) \
+		-lhiredis -lnats $(LDFLAGS)
 
 # Install what is missing (Debian).  Quiet and quick when all is present.
 deps:
@@ -125,10 +137,17 @@ sanitize:
 run: deps all
 	$(FUNNELD) $(ARGS)
 
-bench: deps
+# `make bench`: funnel and Redis Streams with appendfsync always, the peer
+# of the DESIGN.md target (about 2 minutes on 2 cores).  `make bench-peers`:
+# every column, also Redis everysec and JetStream (about 4 minutes).
+# Sizes: BENCH_EVENTS, BENCH_START_EVENTS, ... (tests/bench/bench_funnel.c).
+BENCH_OUT ?= $(BUILD)/bench/RESULTS.md
+bench: BENCH_PEERS ?= redis-always
+bench-peers: BENCH_PEERS ?= all
+bench bench-peers: deps
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_PACKAGES)"
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
-	@BUILD=$(BUILD) sh tests/bench/run.sh
+	@BUILD=$(BUILD) BENCH_PEERS="$(BENCH_PEERS)" BENCH_OUT="$(BENCH_OUT)" sh tests/bench/run.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/funnel
