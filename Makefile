@@ -138,8 +138,9 @@ run: deps all
 	$(FUNNELD) $(ARGS)
 
 # `make bench`: funnel and Redis Streams with appendfsync always, the peer
-# of the DESIGN.md target (about 2 minutes on 2 cores).  `make bench-peers`:
-# every column, also Redis everysec and JetStream (about 4 minutes).
+# of the DESIGN.md target (a few minutes on 2 cores, most of it filling the
+# 10M-event log for the start time).  `make bench-peers`: every column,
+# also Redis everysec and JetStream (under a minute more).
 # Sizes: BENCH_EVENTS, BENCH_START_EVENTS, ... (tests/bench/bench_funnel.c).
 BENCH_OUT ?= $(BUILD)/bench/RESULTS.md
 bench: BENCH_PEERS ?= redis-always
