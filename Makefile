@@ -5,7 +5,11 @@
 #                   integration tests, then the same tests under ASan+UBSan
 #   make run        install missing packages, build, start funneld and the
 #                   services on loopback (data under var/, rules funnel.yaml)
-#   make bench      the DESIGN.md numbers (tests/bench)
+#   make bench      the DESIGN.md numbers next to Redis Streams (appendfsync
+#                   always), the peer DESIGN.md names (tests/bench)
+#   make bench-peers the same next to every peer: Redis always and everysec,
+#                   NATS JetStream.  BENCH_OUT=tests/bench/RESULTS.md keeps
+#                   the table where the README quotes it from
 #   make sanitize   build into build-asan/ with -fsanitize=address,undefined
 #   make install    PREFIX=/usr/local DESTDIR=
 #
@@ -23,7 +27,7 @@ DEB_PACKAGES := build-essential pkg-config libzmq3-dev liblmdb-dev lmdb-utils \
 	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev \
 	python3 python3-zmq python3-msgpack
 # the peers `make bench` measures funnel against, in the same run
-BENCH_PACKAGES := redis-server libhiredis-dev
+BENCH_PACKAGES := redis-server libhiredis-dev nats-server libnats-dev
 
 OPT ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Wshadow -Wstrict-prototypes \
@@ -45,6 +49,8 @@ SCORING_SRC := $(wildcard clients/scoring/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 ITEST_SRC := $(wildcard tests/integration/test_*.c)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
+# the rest of tests/bench (peers, measuring) goes into every bench binary
+BENCH_LIB_SRC := $(filter-out $(BENCH_SRC),$(wildcard tests/bench/*.c))
 TESTLIB_SRC := $(wildcard tests/common/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -56,6 +62,7 @@ SCORING_OBJ := $(call obj,$(SCORING_SRC))
 # the rules engine alone, without the service around it (unit tests link it)
 SCORING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o %/whatif.o,$(SCORING_OBJ))
 TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
+BENCH_LIB_OBJ := $(call obj,$(BENCH_LIB_SRC))
 
 LIBFUNNEL := $(BUILD)/lib/libfunnel.a
 LIBFUNNEL_SO := $(BUILD)/lib/libfunnel.so
@@ -66,7 +73,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps test check unit integration sanitize test-asan run bench install clean
+.PHONY: all deps test check unit integration sanitize test-asan run bench bench-peers install clean
 # keep every object, including those only tests link
 .SECONDARY:
 all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(LIBFUNNEL) $(LIBFUNNEL_SO)
@@ -104,9 +111,14 @@ $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
 
-$(BUILD)/bench/%: tests/bench/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
+$(BUILD)/obj/tests/bench/%.o: tests/bench/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) -lhiredis $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/common -MMD -MP -c $< -o $@
+
+$(BUILD)/bench/%: tests/bench/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(BENCH_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(BENCH_LIB_OBJ) $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) \
+		-lhiredis -lnats $(LDFLAGS)
 
 # Install what is missing (Debian).  Quiet and quick when all is present.
 deps:
@@ -137,10 +149,18 @@ sanitize:
 run: deps all
 	@BUILD=$(BUILD) sh clients/run.sh $(ARGS)
 
-bench: deps
+# `make bench`: funnel and Redis Streams with appendfsync always, the peer
+# of the DESIGN.md target (a few minutes on 2 cores, most of it filling the
+# 10M-event log for the start time).  `make bench-peers`: every column,
+# also Redis everysec and JetStream (under a minute more).
+# Sizes: BENCH_EVENTS, BENCH_START_EVENTS, ... (tests/bench/bench_funnel.c).
+BENCH_OUT ?= $(BUILD)/bench/RESULTS.md
+bench: BENCH_PEERS ?= redis-always
+bench-peers: BENCH_PEERS ?= all
+bench bench-peers: deps
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_PACKAGES)"
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
-	@BUILD=$(BUILD) sh tests/bench/run.sh
+	@BUILD=$(BUILD) BENCH_PEERS="$(BENCH_PEERS)" BENCH_OUT="$(BENCH_OUT)" sh tests/bench/run.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/funnel

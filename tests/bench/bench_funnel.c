@@ -1,21 +1,41 @@
 /*
  * tests/bench/bench_funnel.c - the DESIGN.md numbers, measured in one run,
- * side by side with Redis Streams doing the same work with the same events.
+ * side by side with the peers doing the same work with the same events:
+ * Redis Streams (AOF, appendfsync always and everysec) and NATS JetStream
+ * (file storage), each started here on loopback (peer_redis.c,
+ * peer_nats.c).
  *
- *   W1 durable ingest: 4 producers, pipelined batches, ack after fsync
- *   W2 replay from seq 1 to a subscriber
- *   W3 commit -> subscriber latency at a paced 10,000 events/s
- *   W4 one event, publish -> ack, idle daemon
- *   S  daemon start with a large log
- *   M  daemon private memory (max seen during the run)
+ *   W1 durable ingest: 4 producers, pipelined, 1600 events in flight each
+ *   W2 replay from the first event to one reader
+ *   W3 send -> subscriber latency at a paced 10,000 events/s (funnel also:
+ *      commit -> subscriber, from the record's ts, the DESIGN.md figure)
+ *   W4 one event, publish -> ack, idle server
+ *   S  funnel daemon start with a large log
+ *   M  server anonymous memory, max during W4..W2 (and funnel's idle)
  *
- * Sizes come from the environment: BENCH_EVENTS (W1, default 1000000),
- * BENCH_START_EVENTS (S, default 10000000; 0 skips), BENCH_OUT (a file
- * that receives the table too).  Prints one table; never asserts on time.
+ * Events: the funnel-shaped stream of tests/common/workload.h (captures,
+ * activity, qualification, hand-over, outcomes; ~300-byte envelopes),
+ * generated before any clock starts, the same bytes for every system.
+ *
+ * Knobs (environment; `make bench` passes them through):
+ *   BENCH_EVENTS        W1 events per system            (default 1000000)
+ *   BENCH_START_EVENTS  log size for S; 0 skips S       (default 10000000)
+ *   BENCH_W3_SECS       W3 duration at 10,000 events/s  (default 3)
+ *   BENCH_W4_EVENTS     W4 events                       (default 3000)
+ *   BENCH_PEERS         comma list of redis-always, redis-everysec,
+ *                       jetstream; "all" or "none"      (default all)
+ *   BENCH_SEED          workload seed                   (default 1)
+ *   BENCH_OUT           file for the table and the raw key=value figures,
+ *                       Markdown (default: none; run.sh sets
+ *                       build/bench/RESULTS.md)
+ * A full run (defaults, all peers) takes a few minutes on 2 cores, half
+ * of it filling the 10M-event log for S (about 120,000 events/s without
+ * fsync); BENCH_EVENTS=100000 BENCH_START_EVENTS=0 takes under a minute.
+ *
+ * Prints one table; never asserts on time.  Exit 1 only when funnel
+ * itself cannot be started or an input is unusable.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -23,234 +43,300 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "funnel/funnel.h"
 #include "harness.h"
 #include "workload.h"
 
-#define PRODUCERS 4
-#define BATCH 100
-#define WINDOW 16
-#define POOL 1024     /* distinct data payloads per producer, cycled */
+#define FILL_CHUNK 50000   /* events generated at a time when filling the log for S */
 
-static FILE *out_file;
+enum { SYS_FUNNEL, SYS_REDIS_ALWAYS, SYS_REDIS_EVERYSEC, SYS_JETSTREAM, NSYS };
 
-static void
-emit(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	fflush(stdout);
-	if (out_file) {
-		va_start(ap, fmt);
-		vfprintf(out_file, fmt, ap);
-		va_end(ap);
-		fflush(out_file);
-	}
-}
+static const struct sysdesc {
+	const char *key;       /* BENCH_PEERS name */
+	const char *raw;       /* prefix of its raw figures */
+	const char *title;     /* table column */
+	const char *durability;
+} systems[NSYS] = {
+	{ "funnel", "funnel", "funnel",
+	  "fsync (LMDB commit) before every ack, one commit per drained group of requests" },
+	{ "redis-always", "redis_always", "Redis always",
+	  "AOF appendfsync always: fsync before the replies of each event-loop pass" },
+	{ "redis-everysec", "redis_everysec", "Redis everysec",
+	  "AOF appendfsync everysec: ack before fsync, fsync once a second in the background;\n"
+	  "about 1 s of acknowledged writes can be lost on power loss" },
+	{ "jetstream", "jetstream", "JetStream",
+	  "nats-server 2.9 file storage: ack once written to the OS, fsync every 2 minutes\n"
+	  "(sync_interval, not settable in 2.9; `sync_interval: always` came with 2.10);\n"
+	  "up to 2 minutes of acknowledged writes can be lost on power loss" },
+};
+
+typedef struct config {
+	uint64_t w1_events, start_events, w3_secs, w4_events, seed;
+	int run[NSYS];
+	const char *out;
+} config;
+
+/* What only funnel measures. */
+typedef struct funnel_extra {
+	double w3_commit[3];      /* commit (record ts) -> subscriber: p50 p99 p99.9, ms */
+	int start_ran;
+	double start_ms, open_ms;
+	uint64_t start_events, mem_idle_kb;
+	uint64_t w3_order_errors; /* W3 records that were not the next one sent */
+} funnel_extra;
 
 static uint64_t
 env_u64(const char *name, uint64_t dflt)
 {
 	const char *v = getenv(name);
-	return v && *v ? strtoull(v, NULL, 10) : dflt;
+	if (v == NULL || *v == '\0')
+		return dflt;
+	char *end;
+	errno = 0;
+	unsigned long long x = strtoull(v, &end, 10);
+	if (errno || *end || *v == '-') {
+		fprintf(stderr, "bench: %s=%s is not a number; using %" PRIu64 "\n", name, v, dflt);
+		return dflt;
+	}
+	return x;
 }
 
-static uint64_t
+static int
+parse_peers(const char *v, int run[NSYS])
+{
+	run[SYS_FUNNEL] = 1;
+	for (int i = 1; i < NSYS; i++)
+		run[i] = v == NULL || *v == '\0' || strcmp(v, "all") == 0;
+	if (v == NULL || *v == '\0' || strcmp(v, "all") == 0 || strcmp(v, "none") == 0)
+		return 0;
+	char buf[256];
+	snprintf(buf, sizeof buf, "%s", v);
+	for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+		int found = 0;
+		for (int i = 1; i < NSYS; i++)
+			if (strcmp(t, systems[i].key) == 0)
+				run[i] = found = 1;
+		if (!found) {
+			fprintf(stderr, "bench: BENCH_PEERS: unknown peer '%s' (redis-always, redis-everysec, "
+			        "jetstream, all, none)\n", t);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static double
 wall_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
+
+/* ---- the events ---- */
 
 static int
-cmp_u64(const void *a, const void *b)
+events_make(bench_events *ev, const config *c)
 {
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double
-pct(uint64_t *v, size_t n, double p)
-{
-	if (n == 0)
-		return 0;
-	size_t i = (size_t)(p * (double)(n - 1));
-	return (double)v[i] / 1e6;   /* ns -> ms */
-}
-
-/* ---- daemon private memory, sampled in the background ---- */
-
-static volatile int sampling;
-static volatile uint64_t max_private_kb;
-static pid_t sample_pid;
-
-/* Anonymous private memory: what the daemon itself allocated, not the
- * log's pages that LMDB maps from the file (those are shared, reclaimable
- * page cache). */
-static uint64_t
-anon_kb(pid_t pid)
-{
-	char path[64], line[256];
-	uint64_t kb = 0, v;
-	snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return 0;
-	while (fgets(line, sizeof line, f)) {
-		if (sscanf(line, "Anonymous: %" SCNu64, &v) == 1)
-			kb += v;
+	char tag[24];
+	memset(ev, 0, sizeof *ev);
+	ev->w1_total = c->w1_events / BENCH_PRODUCERS * BENCH_PRODUCERS;
+	for (int i = 0; i < BENCH_PRODUCERS; i++) {
+		wl_funnel g;
+		snprintf(tag, sizeof tag, "w1p%d", i);
+		wl_funnel_init(&g, c->seed, tag);
+		if (wl_set_fill(&ev->w1[i], &g, c->w1_events / BENCH_PRODUCERS) != 0)
+			return -1;
 	}
-	fclose(f);
-	return kb;
+	wl_funnel g3, g4;
+	wl_funnel_init(&g3, c->seed, "w3");
+	wl_funnel_init(&g4, c->seed, "w4");
+	if (wl_set_fill(&ev->w3, &g3, c->w3_secs * BENCH_W3_RATE) != 0 ||
+	    wl_set_fill(&ev->w4, &g4, c->w4_events) != 0)
+		return -1;
+	return 0;
 }
 
-static void *
-sampler(void *arg)
+static void
+events_release(bench_events *ev)
 {
-	(void)arg;
-	while (sampling) {
-		uint64_t kb = anon_kb(sample_pid);
-		if (kb > max_private_kb)
-			max_private_kb = kb;
-		usleep(20000);
-	}
-	return NULL;
+	for (int i = 0; i < BENCH_PRODUCERS; i++)
+		wl_set_release(&ev->w1[i]);
+	wl_set_release(&ev->w3);
+	wl_set_release(&ev->w4);
 }
 
-/* ---- funnel workloads ---- */
+/* ---- funnel ---- */
 
 typedef struct prod_arg {
 	const char *endpoint;
-	int id;
-	uint64_t events;
-	uint64_t acked;
-	int failed;
+	const wl_set *set;        /* W1: the events to send */
+	wl_funnel *gen;           /* or, filling the log: generate gen_events here */
+	uint64_t gen_events;
+	uint64_t acked, refused;
+	char err[300];
 } prod_arg;
+
+/* Events per request, by rid, for the requests in flight (the window is
+ * far below the ring's size). */
+typedef struct rid_ring {
+	uint32_t n[1024];
+} rid_ring;
+
+static int
+collect_one(funnel_producer *p, prod_arg *a, rid_ring *ring, int timeout_ms)
+{
+	uint64_t rid = 0;
+	size_t n = 0;
+	int rc = funnel_collect(p, timeout_ms, &rid, NULL, 0, &n);
+	if (rc == FUNNEL_OK) {
+		a->acked += n;
+		return 0;
+	}
+	if (rc == FUNNEL_ETIMEDOUT || rc == FUNNEL_ETRANSPORT || rc == FUNNEL_EPROTOCOL) {
+		snprintf(a->err, sizeof a->err, "%s", funnel_producer_error(p)->message);
+		return -1;
+	}
+	/* the daemon refused the request: none of its events are stored */
+	a->refused += ring->n[rid % 1024];
+	if (a->err[0] == '\0')
+		snprintf(a->err, sizeof a->err, "%s", funnel_producer_error(p)->message);
+	return 0;
+}
+
+/* Send a set's events in requests of BENCH_BATCH contiguous envelopes,
+ * BENCH_WINDOW requests in flight; collects as it goes, not at the end. */
+static int
+send_set(funnel_producer *p, prod_arg *a, rid_ring *ring, const wl_set *s)
+{
+	for (size_t i = 0; i < s->n; i += BENCH_BATCH) {
+		size_t k = s->n - i < BENCH_BATCH ? s->n - i : BENCH_BATCH;
+		size_t len = (size_t)(s->ev[i + k - 1].env + s->ev[i + k - 1].env_len - s->ev[i].env);
+		uint64_t rid;
+		if (funnel_send_packed(p, s->ev[i].env, len, k, &rid) != FUNNEL_OK) {
+			snprintf(a->err, sizeof a->err, "%s", funnel_producer_error(p)->message);
+			return -1;
+		}
+		ring->n[rid % 1024] = (uint32_t)k;
+		while (funnel_in_flight(p) >= BENCH_WINDOW)
+			if (collect_one(p, a, ring, 30000) != 0)
+				return -1;
+	}
+	return 0;
+}
 
 static void *
 funnel_producer_run(void *arg)
 {
 	prod_arg *a = arg;
 	funnel_producer *p;
-	msgpack_sbuffer pool[POOL];
-	funnel_event evs[BATCH];
-	char leads[BATCH][32], ids[BATCH][32];
-	funnel_ack acks[BATCH];
+	rid_ring *ring = calloc(1, sizeof *ring);
+	wl_set chunk;
+	uint64_t total = a->set ? a->set->n : a->gen_events;
 
-	for (int i = 0; i < POOL; i++) {
-		msgpack_sbuffer_init(&pool[i]);
-		wl_lead_data(&pool[i], (uint64_t)a->id, (uint64_t)i);
-	}
-	if (funnel_producer_new(&p, a->endpoint, 30000) != FUNNEL_OK) {
-		a->failed = 1;
+	wl_set_init(&chunk);
+	if (ring == NULL || funnel_producer_new(&p, a->endpoint, 30000) != FUNNEL_OK) {
+		snprintf(a->err, sizeof a->err, "cannot make a producer");
+		free(ring);
+		a->refused = total;
 		return NULL;
 	}
-	funnel_set_window(p, WINDOW);
-	for (uint64_t sent = 0; sent < a->events; sent += BATCH) {
-		for (int i = 0; i < BATCH; i++) {
-			uint64_t n = sent + (uint64_t)i;
-			snprintf(leads[i], sizeof leads[i], "L-%d-%" PRIu64, a->id, n);
-			snprintf(ids[i], sizeof ids[i], "w1-%d-%" PRIu64, a->id, n);
-			evs[i] = (funnel_event){ .type = "lead.captured", .lead = leads[i], .id = ids[i],
-			                         .data = pool[n % POOL].data, .data_len = pool[n % POOL].size };
-		}
-		uint64_t rid;
-		/* funnel_send collects replies itself when the window is full */
-		if (funnel_send(p, evs, BATCH, &rid) != FUNNEL_OK) {
-			a->failed = 1;
-			break;
-		}
-		while (funnel_in_flight(p) >= WINDOW) {
-			size_t n;
-			if (funnel_collect(p, 30000, &rid, acks, BATCH, &n) != FUNNEL_OK) {
-				a->failed = 1;
+	funnel_set_window(p, BENCH_WINDOW);
+	if (a->set) {
+		if (send_set(p, a, ring, a->set) != 0)
+			goto done;
+	} else {
+		for (uint64_t left = a->gen_events; left > 0;) {
+			size_t n = left < FILL_CHUNK ? (size_t)left : FILL_CHUNK;
+			if (wl_set_fill(&chunk, a->gen, n) != 0 || send_set(p, a, ring, &chunk) != 0)
 				goto done;
-			}
-			a->acked += n;
+			left -= n;
 		}
 	}
-	while (funnel_in_flight(p) > 0) {
-		uint64_t rid;
-		size_t n;
-		if (funnel_collect(p, 30000, &rid, acks, BATCH, &n) != FUNNEL_OK) {
-			a->failed = 1;
+	while (funnel_in_flight(p) > 0)
+		if (collect_one(p, a, ring, 30000) != 0)
 			break;
-		}
-		a->acked += n;
-	}
 done:
+	if (a->acked + a->refused < total)
+		a->refused = total - a->acked;
 	funnel_producer_destroy(&p);
-	for (int i = 0; i < POOL; i++)
-		msgpack_sbuffer_destroy(&pool[i]);
+	wl_set_release(&chunk);
+	free(ring);
 	return NULL;
 }
 
-/* W1: returns events/s. */
-static double
-w1_funnel(const daemon_proc *d, uint64_t total, int id_base)
+/* W1 with the pre-generated sets (gens NULL), or filling the log with
+ * per_gen events from each generator. */
+static void
+w1_funnel(const daemon_proc *d, const bench_events *ev, wl_funnel *gens, uint64_t per_gen, bench_result *r)
 {
-	pthread_t th[PRODUCERS];
-	prod_arg args[PRODUCERS];
+	pthread_t th[BENCH_PRODUCERS];
+	prod_arg args[BENCH_PRODUCERS];
 	uint64_t t0 = harness_now_ns();
-	for (int i = 0; i < PRODUCERS; i++) {
-		args[i] = (prod_arg){ .endpoint = d->ingest, .id = id_base + i, .events = total / PRODUCERS };
+	for (int i = 0; i < BENCH_PRODUCERS; i++) {
+		args[i] = (prod_arg){ .endpoint = d->ingest };
+		if (gens) {
+			args[i].gen = &gens[i];
+			args[i].gen_events = per_gen;
+		} else {
+			args[i].set = &ev->w1[i];
+		}
 		pthread_create(&th[i], NULL, funnel_producer_run, &args[i]);
 	}
-	uint64_t acked = 0;
-	int failed = 0;
-	for (int i = 0; i < PRODUCERS; i++) {
+	r->w1_acked = r->w1_refused = 0;
+	for (int i = 0; i < BENCH_PRODUCERS; i++) {
 		pthread_join(th[i], NULL);
-		acked += args[i].acked;
-		failed |= args[i].failed;
+		r->w1_acked += args[i].acked;
+		r->w1_refused += args[i].refused;
+		if (args[i].err[0])
+			fprintf(stderr, "bench: funnel producer %d: %s\n", i, args[i].err);
 	}
-	double secs = (double)(harness_now_ns() - t0) / 1e9;
-	if (failed)
-		fprintf(stderr, "bench: a funnel producer failed\n");
-	return (double)acked / secs;
+	r->w1_eps = (double)r->w1_acked / ((double)(harness_now_ns() - t0) / 1e9);
 }
 
-/* W4: single-event publish -> ack latencies on an idle daemon. */
+/* W4: one event at a time, publish -> ack, idle daemon. */
 static void
-w4_funnel(const daemon_proc *d, double *p50, double *p99)
+w4_funnel(const daemon_proc *d, const bench_events *ev, bench_result *r)
 {
-	enum { N = 3000 };
-	static uint64_t lat[N];
-	funnel_producer *p;
-	msgpack_sbuffer sb;
-	char lead[32], id[32];
-	msgpack_sbuffer_init(&sb);
-	wl_lead_data(&sb, 99, 1);
-	funnel_producer_new(&p, d->ingest, 10000);
-	for (int i = 0; i < N; i++) {
-		snprintf(lead, sizeof lead, "W4-%d", i);
-		snprintf(id, sizeof id, "w4-%d", i);
-		funnel_event ev = { .type = "lead.captured", .lead = lead, .id = id, .data = sb.data, .data_len = sb.size };
+	const wl_set *s = &ev->w4;
+	uint64_t *lat = calloc(s->n ? s->n : 1, sizeof *lat);
+	static const double q[2] = { 0.50, 0.99 };
+	funnel_producer *p = NULL;
+	size_t n = 0;
+
+	if (lat == NULL || funnel_producer_new(&p, d->ingest, 10000) != FUNNEL_OK)
+		goto out;
+	for (size_t i = 0; i < s->n; i++) {
 		funnel_ack ack;
 		uint64_t t0 = harness_now_ns();
-		funnel_publish(p, &ev, 1, &ack);
-		lat[i] = harness_now_ns() - t0;
-		usleep(200);   /* idle between events */
+		int rc = funnel_publish_packed(p, s->ev[i].env, s->ev[i].env_len, 1, &ack);
+		uint64_t t1 = harness_now_ns();
+		if (rc != FUNNEL_OK) {
+			fprintf(stderr, "bench: funnel W4: %s\n", funnel_producer_error(p)->message);
+			break;
+		}
+		lat[n++] = t1 - t0;
+		usleep(BENCH_W4_GAP_US);
 	}
-	qsort(lat, N, sizeof lat[0], cmp_u64);
-	*p50 = pct(lat, N, 0.50);
-	*p99 = pct(lat, N, 0.99);
+	bench_quantiles_ms(lat, n, q, r->w4, 2);
+out:
 	funnel_producer_destroy(&p);
-	msgpack_sbuffer_destroy(&sb);
+	free(lat);
 }
 
 typedef struct sub_arg {
 	const daemon_proc *d;
-	uint64_t from;
-	uint64_t count;
-	uint64_t *lat;       /* W3: realtime receive - record ts, per event */
-	uint64_t got;
+	uint64_t from;               /* first seq of W3 */
+	size_t count;
+	const uint64_t *sent_ns;     /* written by the producer before each send */
+	uint64_t *lat_send;          /* monotonic receive - send */
+	uint64_t *lat_commit;        /* realtime receive - record ts */
+	size_t got;
+	uint64_t order_errors;
 	volatile int ready;
 } sub_arg;
 
@@ -260,309 +346,110 @@ w3_subscriber(void *arg)
 	sub_arg *a = arg;
 	funnel_subscriber *s;
 	funnel_sub_opts o = { .publish = a->d->publish, .query = a->d->query, .from = a->from, .live = 1 };
-	if (funnel_subscriber_new(&s, &o) != FUNNEL_OK)
+	if (funnel_subscriber_new(&s, &o) != FUNNEL_OK) {
+		a->ready = 1;
 		return NULL;
+	}
 	a->ready = 1;
 	while (a->got < a->count) {
 		const uint8_t *rec;
 		size_t len;
-		uint64_t ts;
+		uint64_t seq, ts;
 		if (funnel_subscriber_next(s, 10000, &rec, &len) != FUNNEL_OK)
 			break;
-		uint64_t now = wall_ns();
-		funnel_record_peek(rec, len, NULL, &ts);
-		a->lat[a->got++] = now > ts ? now - ts : 0;
+		uint64_t now = harness_now_ns();
+		double wnow = wall_ns();
+		funnel_record_peek(rec, len, &seq, &ts);
+		if (seq != a->from + a->got)
+			a->order_errors++;
+		uint64_t sent = __atomic_load_n(&a->sent_ns[a->got], __ATOMIC_ACQUIRE);
+		a->lat_send[a->got] = now > sent ? now - sent : 0;
+		a->lat_commit[a->got] = wnow > (double)ts ? (uint64_t)(wnow - (double)ts) : 0;
+		a->got++;
 	}
 	funnel_subscriber_destroy(&s);
 	return NULL;
 }
 
-/* W3: paced 10,000 events/s for `secs`; latency from the record's ts
- * (stamped just before the commit) to the subscriber holding it. */
+/* W3: one producer paced at BENCH_W3_RATE, a live subscriber. */
 static void
-w3_funnel(const daemon_proc *d, uint64_t head, int secs, double *p50, double *p99, double *p999)
+w3_funnel(const daemon_proc *d, uint64_t head, const bench_events *ev, bench_result *r, funnel_extra *x)
 {
-	uint64_t n = 10000u * (uint64_t)secs;
-	sub_arg sa = { .d = d, .from = head + 1, .count = n, .lat = calloc(n, sizeof(uint64_t)) };
+	const wl_set *s = &ev->w3;
+	size_t n = s->n ? s->n : 1;
+	uint64_t *sent_ns = calloc(n, sizeof *sent_ns);
+	sub_arg sa = { .d = d, .from = head + 1, .count = s->n, .sent_ns = sent_ns,
+	               .lat_send = calloc(n, sizeof(uint64_t)), .lat_commit = calloc(n, sizeof(uint64_t)) };
+	static const double q[3] = { 0.50, 0.99, 0.999 };
+	funnel_producer *p = NULL;
 	pthread_t th;
+
+	if (sent_ns == NULL || sa.lat_send == NULL || sa.lat_commit == NULL ||
+	    funnel_producer_new(&p, d->ingest, 10000) != FUNNEL_OK)
+		goto out;
+	funnel_set_window(p, BENCH_W3_WINDOW);
 	pthread_create(&th, NULL, w3_subscriber, &sa);
 	while (!sa.ready)
 		usleep(1000);
 	usleep(300000);   /* let the subscription settle */
 
-	funnel_producer *p;
-	msgpack_sbuffer sb;
-	char lead[32];
-	msgpack_sbuffer_init(&sb);
-	wl_lead_data(&sb, 77, 1);
-	funnel_producer_new(&p, d->ingest, 10000);
-	funnel_set_window(p, 256);
 	uint64_t t0 = harness_now_ns();
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t due = t0 + i * 100000u;   /* every 100 us */
+	for (size_t i = 0; i < s->n; i++) {
+		uint64_t rid;
+		size_t na;
 		/* collect what has come back, then sleep until due: a spinning
 		 * producer would take a core from the daemon being measured */
-		uint64_t rid;
-		funnel_ack ack;
-		size_t na;
-		while (funnel_in_flight(p) > 0 && funnel_collect(p, 0, &rid, &ack, 1, &na) != FUNNEL_ETIMEDOUT)
+		while (funnel_in_flight(p) > 0 && funnel_collect(p, 0, &rid, NULL, 0, &na) != FUNNEL_ETIMEDOUT)
 			;
-		uint64_t now = harness_now_ns();
-		if (due > now) {
-			struct timespec ts = { 0, (long)(due - now) };
-			nanosleep(&ts, NULL);
+		bench_sleep_until(t0 + i * (1000000000u / BENCH_W3_RATE));
+		__atomic_store_n(&sent_ns[i], harness_now_ns(), __ATOMIC_RELEASE);
+		if (funnel_send_packed(p, s->ev[i].env, s->ev[i].env_len, 1, &rid) != FUNNEL_OK) {
+			fprintf(stderr, "bench: funnel W3: %s\n", funnel_producer_error(p)->message);
+			break;
 		}
-		snprintf(lead, sizeof lead, "W3-%" PRIu64, i);
-		funnel_event ev = { .type = "lead.captured", .lead = lead, .data = sb.data, .data_len = sb.size };
-		funnel_send(p, &ev, 1, &rid);
 	}
 	while (funnel_in_flight(p) > 0) {
 		uint64_t rid;
-		funnel_ack ack;
 		size_t na;
-		if (funnel_collect(p, 10000, &rid, &ack, 1, &na) == FUNNEL_ETIMEDOUT)
+		if (funnel_collect(p, 10000, &rid, NULL, 0, &na) == FUNNEL_ETIMEDOUT)
 			break;
 	}
 	pthread_join(th, NULL);
-	qsort(sa.lat, sa.got, sizeof(uint64_t), cmp_u64);
-	*p50 = pct(sa.lat, sa.got, 0.50);
-	*p99 = pct(sa.lat, sa.got, 0.99);
-	*p999 = pct(sa.lat, sa.got, 0.999);
-	if (sa.got != n)
-		fprintf(stderr, "bench: W3 subscriber got %" PRIu64 " of %" PRIu64 "\n", sa.got, n);
-	free(sa.lat);
+	r->w3_got = sa.got;
+	x->w3_order_errors = sa.order_errors;
+	bench_quantiles_ms(sa.lat_send, sa.got, q, r->w3, 3);
+	bench_quantiles_ms(sa.lat_commit, sa.got, q, x->w3_commit, 3);
+out:
 	funnel_producer_destroy(&p);
-	msgpack_sbuffer_destroy(&sb);
+	free(sent_ns);
+	free(sa.lat_send);
+	free(sa.lat_commit);
 }
 
-/* W2: replay everything from seq 1 to a subscriber; events/s. */
-static double
-w2_funnel(const daemon_proc *d, uint64_t *count)
+/* W2: replay everything from seq 1 to a subscriber. */
+static void
+w2_funnel(const daemon_proc *d, bench_result *r)
 {
 	funnel_subscriber *s;
 	funnel_sub_opts o = { .publish = d->publish, .query = d->query, .from = 1, .live = 0 };
-	uint64_t n = 0, bytes = 0;
+	uint64_t n = 0;
 	if (funnel_subscriber_new(&s, &o) != FUNNEL_OK)
-		return 0;
+		return;
 	uint64_t t0 = harness_now_ns();
 	for (;;) {
 		const uint8_t *rec;
 		size_t len;
-		int rc = funnel_subscriber_next(s, 30000, &rec, &len);
-		if (rc != FUNNEL_OK)
+		if (funnel_subscriber_next(s, 30000, &rec, &len) != FUNNEL_OK)
 			break;
 		n++;
-		bytes += len;
 	}
-	double secs = (double)(harness_now_ns() - t0) / 1e9;
+	r->w2_eps = (double)n / ((double)(harness_now_ns() - t0) / 1e9);
+	r->w2_count = n;
 	funnel_subscriber_destroy(&s);
-	*count = n;
-	return (double)n / secs;
 }
 
-/* ---- Redis Streams, the same work ---- */
-
-typedef struct redis_proc {
-	pid_t pid;
-	int port;
-	char dir[256];
-} redis_proc;
-
-static int
-redis_start(redis_proc *r, const char *fsync)
-{
-	char port[16];
-	snprintf(r->dir, sizeof r->dir, "/tmp/funnel-bench-redis-XXXXXX");
-	if (mkdtemp(r->dir) == NULL)
-		return -1;
-	r->port = 12000 + (int)(getpid() % 8000);   /* below the ephemeral range, apart from the harness's */
-	snprintf(port, sizeof port, "%d", r->port);
-	r->pid = fork();
-	if (r->pid == 0) {
-		int fd = open("/dev/null", 1);
-		dup2(fd, 1);
-		execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", r->dir,
-		       "--appendonly", "yes", "--appendfsync", fsync, "--save", "", "--protected-mode", "no",
-		       (char *)NULL);
-		_exit(127);
-	}
-	for (int i = 0; i < 500; i++) {
-		redisContext *c = redisConnect("127.0.0.1", r->port);
-		if (c && !c->err) {
-			redisReply *rep = redisCommand(c, "PING");
-			int ok = rep && rep->type == REDIS_REPLY_STATUS;
-			freeReplyObject(rep);
-			redisFree(c);
-			if (ok)
-				return 0;
-		} else if (c) {
-			redisFree(c);
-		}
-		usleep(10000);
-	}
-	return -1;
-}
-
-static void
-redis_stop(redis_proc *r)
-{
-	if (r->pid > 0) {
-		kill(r->pid, SIGKILL);
-		waitpid(r->pid, NULL, 0);
-	}
-	harness_rmrf(r->dir);
-}
-
-/* XADD argv for one event: the envelope fields and the data map flattened. */
-typedef struct xadd {
-	const char *argv[64];
-	size_t lens[64];
-	int argc;
-	char lead[32], id[32];
-} xadd;
-
-static void
-xadd_build(xadd *x, msgpack_object *data, int producer, uint64_t n)
-{
-	x->argc = 0;
-	snprintf(x->lead, sizeof x->lead, "L-%d-%" PRIu64, producer, n);
-	snprintf(x->id, sizeof x->id, "w1-%d-%" PRIu64, producer, n);
-#define A(s, l) do { x->argv[x->argc] = (s); x->lens[x->argc++] = (l); } while (0)
-	A("XADD", 4); A("funnel", 6); A("*", 1);
-	A("type", 4); A("lead.captured", 13);
-	A("lead", 4); A(x->lead, strlen(x->lead));
-	A("id", 2); A(x->id, strlen(x->id));
-	for (uint32_t i = 0; i < data->via.map.size && x->argc < 62; i++) {
-		A(data->via.map.ptr[i].key.via.str.ptr, data->via.map.ptr[i].key.via.str.size);
-		A(data->via.map.ptr[i].val.via.str.ptr, data->via.map.ptr[i].val.via.str.size);
-	}
-#undef A
-}
-
-typedef struct redis_arg {
-	int port;
-	int id;
-	uint64_t events;
-	uint64_t acked;
-} redis_arg;
-
-static void *
-redis_producer_run(void *arg)
-{
-	redis_arg *a = arg;
-	redisContext *c = redisConnect("127.0.0.1", a->port);
-	msgpack_sbuffer pool[POOL];
-	msgpack_unpacked up[POOL];
-	xadd x;
-	if (c == NULL || c->err)
-		return NULL;
-	for (int i = 0; i < POOL; i++) {
-		msgpack_sbuffer_init(&pool[i]);
-		wl_lead_data(&pool[i], (uint64_t)a->id, (uint64_t)i);
-		msgpack_unpacked_init(&up[i]);
-		msgpack_unpack_next(&up[i], pool[i].data, pool[i].size, NULL);
-	}
-	/* same shape as funnel's W1: batches of BATCH commands, WINDOW batches in flight */
-	uint64_t sent = 0, replies = 0;
-	while (replies < a->events) {
-		while (sent < a->events && sent - replies < (uint64_t)BATCH * WINDOW) {
-			for (int i = 0; i < BATCH; i++, sent++) {
-				xadd_build(&x, &up[sent % POOL].data, a->id, sent);
-				redisAppendCommandArgv(c, x.argc, x.argv, x.lens);
-			}
-		}
-		for (int i = 0; i < BATCH && replies < sent; i++, replies++) {
-			redisReply *rep;
-			if (redisGetReply(c, (void **)&rep) != REDIS_OK)
-				goto out;
-			if (rep->type != REDIS_REPLY_ERROR)
-				a->acked++;
-			freeReplyObject(rep);
-		}
-	}
-out:
-	for (int i = 0; i < POOL; i++) {
-		msgpack_unpacked_destroy(&up[i]);
-		msgpack_sbuffer_destroy(&pool[i]);
-	}
-	redisFree(c);
-	return NULL;
-}
-
-static double
-w1_redis(int port, uint64_t total)
-{
-	pthread_t th[PRODUCERS];
-	redis_arg args[PRODUCERS];
-	uint64_t t0 = harness_now_ns();
-	for (int i = 0; i < PRODUCERS; i++) {
-		args[i] = (redis_arg){ .port = port, .id = i, .events = total / PRODUCERS };
-		pthread_create(&th[i], NULL, redis_producer_run, &args[i]);
-	}
-	uint64_t acked = 0;
-	for (int i = 0; i < PRODUCERS; i++) {
-		pthread_join(th[i], NULL);
-		acked += args[i].acked;
-	}
-	return (double)acked / ((double)(harness_now_ns() - t0) / 1e9);
-}
-
-static void
-w4_redis(int port, double *p50, double *p99)
-{
-	enum { N = 3000 };
-	static uint64_t lat[N];
-	redisContext *c = redisConnect("127.0.0.1", port);
-	msgpack_sbuffer sb;
-	msgpack_unpacked up;
-	xadd x;
-	msgpack_sbuffer_init(&sb);
-	wl_lead_data(&sb, 99, 1);
-	msgpack_unpacked_init(&up);
-	msgpack_unpack_next(&up, sb.data, sb.size, NULL);
-	for (int i = 0; i < N; i++) {
-		xadd_build(&x, &up.data, 9, (uint64_t)i);
-		uint64_t t0 = harness_now_ns();
-		redisReply *rep = redisCommandArgv(c, x.argc, x.argv, x.lens);
-		lat[i] = harness_now_ns() - t0;
-		freeReplyObject(rep);
-		usleep(200);
-	}
-	qsort(lat, N, sizeof lat[0], cmp_u64);
-	*p50 = pct(lat, N, 0.5);
-	*p99 = pct(lat, N, 0.99);
-	msgpack_unpacked_destroy(&up);
-	msgpack_sbuffer_destroy(&sb);
-	redisFree(c);
-}
-
-/* W2 for Redis: XRANGE pages of 1000 from the start. */
-static double
-w2_redis(int port, uint64_t *count)
-{
-	redisContext *c = redisConnect("127.0.0.1", port);
-	char start[64] = "-";
-	uint64_t n = 0;
-	uint64_t t0 = harness_now_ns();
-	for (;;) {
-		redisReply *rep = redisCommand(c, "XRANGE funnel %s + COUNT 1000", start);
-		if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements == 0) {
-			freeReplyObject(rep);
-			break;
-		}
-		n += rep->elements;
-		redisReply *last = rep->element[rep->elements - 1];
-		snprintf(start, sizeof start, "(%s", last->element[0]->str);
-		freeReplyObject(rep);
-	}
-	double secs = (double)(harness_now_ns() - t0) / 1e9;
-	redisFree(c);
-	*count = n;
-	return (double)n / secs;
-}
-
-/* ---- start time with a large log ---- */
-
+/* S: restart on the log in hand and time spawn -> serving; the daemon's
+ * own log line gives the store's open time ("... in X ms"). */
 static double
 start_ms(daemon_proc *d, double *open_ms)
 {
@@ -571,7 +458,6 @@ start_ms(daemon_proc *d, double *open_ms)
 	if (harness_restart(d) != 0)
 		return -1;
 	double ms = (double)(harness_now_ns() - t0) / 1e6;
-	/* the daemon logs the store's own open time: "... in X ms" */
 	FILE *f = fopen(d->log, "r");
 	char line[512];
 	*open_ms = -1;
@@ -585,112 +471,359 @@ start_ms(daemon_proc *d, double *open_ms)
 	return ms;
 }
 
-int
-main(void)
+static int
+funnel_run(const config *c, const bench_events *ev, bench_result *r, funnel_extra *x)
 {
-	uint64_t w1_events = env_u64("BENCH_EVENTS", 1000000);
-	uint64_t start_events = env_u64("BENCH_START_EVENTS", 10000000);
-	const char *outp = getenv("BENCH_OUT");
 	daemon_proc d;
-	pthread_t samp;
-	double f_w1, f_w2, f_w4_50, f_w4_99, f_w3_50, f_w3_99, f_w3_999;
-	double r_w1 = -1, r_w1e = -1, r_w2 = -1, r_w4_50 = -1, r_w4_99 = -1;
-	uint64_t n2 = 0, rn2 = 0;
-	char host[128] = "";
+	bench_sampler mem;
+	funnel_query *q = NULL;
+	funnel_status st = { 0 };
 
-	signal(SIGPIPE, SIG_IGN);
-	if (outp)
-		out_file = fopen(outp, "w");
-	gethostname(host, sizeof host);
-
-	/* funnel, durable (the default) */
-	if (harness_start(&d, NULL) != 0)
-		return 1;
-	sample_pid = d.pid;
-	sampling = 1;
-	pthread_create(&samp, NULL, sampler, NULL);
-	fprintf(stderr, "bench: W4 funnel\n");
-	w4_funnel(&d, &f_w4_50, &f_w4_99);
-	fprintf(stderr, "bench: W1 funnel (%" PRIu64 " events)\n", w1_events);
-	f_w1 = w1_funnel(&d, w1_events, 0);
-	funnel_query *q;
-	funnel_status st;
+	bench_result_init(r);
+	memset(x, 0, sizeof *x);
+	x->w3_commit[0] = x->w3_commit[1] = x->w3_commit[2] = -1;
+	if (harness_start(&d, NULL) != 0) {
+		snprintf(r->note, sizeof r->note, "funneld did not start");
+		return -1;
+	}
+	bench_sampler_start(&mem, d.pid);
+	fprintf(stderr, "bench: funnel W4\n");
+	w4_funnel(&d, ev, r);
+	fprintf(stderr, "bench: funnel W1, %" PRIu64 " events\n", ev->w1_total);
+	w1_funnel(&d, ev, NULL, 0, r);
 	funnel_query_new(&q, d.query, 10000);
 	funnel_status_get(q, &st);
-	fprintf(stderr, "bench: W3 funnel\n");
-	w3_funnel(&d, st.head, 3, &f_w3_50, &f_w3_99, &f_w3_999);
-	fprintf(stderr, "bench: W2 funnel\n");
-	f_w2 = w2_funnel(&d, &n2);
-	uint64_t mem_run_kb = max_private_kb;
-	sampling = 0;
-	pthread_join(samp, NULL);
+	fprintf(stderr, "bench: funnel W3\n");
+	w3_funnel(&d, st.head, ev, r, x);
+	fprintf(stderr, "bench: funnel W2\n");
+	w2_funnel(&d, r);
+	r->mem_max_kb = bench_sampler_stop(&mem);
+	r->ran = 1;
 
-	/* a large log for the start time: fill fast (no fsync), then measure a restart */
-	double s_ms = -1, s_open = -1;
-	uint64_t s_events = 0, mem_idle_kb = 0;
-	if (start_events > 0) {
+	/* S: fill fast (no fsync) up to the size asked, then time a restart */
+	if (c->start_events > 0) {
 		harness_stop(&d);
 		snprintf(d.extra, sizeof d.extra, "--no-sync");
-		harness_restart(&d);
-		funnel_status_get(q, &st);
-		if (st.head < start_events) {
-			fprintf(stderr, "bench: filling the log to %" PRIu64 " events\n", start_events);
-			w1_funnel(&d, start_events - st.head, 100);
+		if (harness_restart(&d) == 0 && funnel_status_get(q, &st) == FUNNEL_OK) {
+			if (st.head < c->start_events) {
+				wl_funnel gens[BENCH_PRODUCERS];
+				bench_result fill;
+				uint64_t per = (c->start_events - st.head + BENCH_PRODUCERS - 1) / BENCH_PRODUCERS;
+				for (int i = 0; i < BENCH_PRODUCERS; i++) {
+					char tag[24];
+					snprintf(tag, sizeof tag, "fillp%d", i);
+					wl_funnel_init(&gens[i], c->seed, tag);
+				}
+				fprintf(stderr, "bench: filling the log to %" PRIu64 " events (--no-sync)\n",
+				        c->start_events);
+				w1_funnel(&d, NULL, gens, per, &fill);
+				fprintf(stderr, "bench: filled at %.0f events/s\n", fill.w1_eps);
+			}
+			d.extra[0] = '\0';
+			x->start_ms = start_ms(&d, &x->open_ms);
+			if (x->start_ms >= 0 && funnel_status_get(q, &st) == FUNNEL_OK) {
+				x->start_events = st.head;
+				usleep(200000);
+				x->mem_idle_kb = bench_anon_kb(d.pid);
+				x->start_ran = 1;
+			}
 		}
-		d.extra[0] = '\0';
-		s_ms = start_ms(&d, &s_open);
-		funnel_status_get(q, &st);
-		s_events = st.head;
-		usleep(200000);
-		mem_idle_kb = anon_kb(d.pid);
 	}
 	funnel_query_destroy(&q);
 	harness_cleanup(&d);
+	return 0;
+}
 
-	/* Redis Streams */
-	redis_proc r;
-	if (redis_start(&r, "always") == 0) {
-		fprintf(stderr, "bench: Redis (appendfsync always)\n");
-		w4_redis(r.port, &r_w4_50, &r_w4_99);
-		r_w1 = w1_redis(r.port, w1_events);
-		r_w2 = w2_redis(r.port, &rn2);
-		redis_stop(&r);
-	} else {
-		fprintf(stderr, "bench: redis-server did not start; Redis columns left empty\n");
-	}
-	if (redis_start(&r, "everysec") == 0) {
-		fprintf(stderr, "bench: Redis (appendfsync everysec)\n");
-		r_w1e = w1_redis(r.port, w1_events);
-		redis_stop(&r);
-	}
+/* ---- the report ---- */
 
-	emit("\nfunnel bench on %s, %ld cores; funnel durable: fsync before every ack\n", host,
-	     sysconf(_SC_NPROCESSORS_ONLN));
-	emit("events: ~300-byte lead.captured, 4 producers, batches of %d, %d batches in flight\n",
-	     BATCH, WINDOW);
-	emit("%-44s %16s %14s %18s %18s %8s\n", "workload", "funnel", "target", "Redis always",
-	     "Redis everysec", "ratio");
-	emit("%-44s %12.0f/s %14s %16.0f/s %16.0f/s %7.1fx\n", "W1 durable ingest (events)", f_w1,
-	     ">= 500000/s", r_w1, r_w1e, r_w1 > 0 ? f_w1 / r_w1 : 0);
-	emit("%-44s %12.0f/s %14s %16.0f/s %18s %7.1fx\n", "W2 replay from seq 1 (events)", f_w2,
-	     ">= 2000000/s", r_w2, "-", r_w2 > 0 ? f_w2 / r_w2 : 0);
-	emit("%-44s %13.3fms %14s %18s %18s\n", "W3 commit->subscriber p50 @10k/s", f_w3_50, "-", "-", "-");
-	emit("%-44s %13.3fms %14s %18s %18s\n", "W3 commit->subscriber p99 @10k/s", f_w3_99, "<= 1 ms", "-", "-");
-	emit("%-44s %13.3fms %14s %18s %18s\n", "W3 commit->subscriber p99.9 @10k/s", f_w3_999, "-", "-", "-");
-	emit("%-44s %13.3fms %14s %16.3fms %18s\n", "W4 publish->ack p50, idle", f_w4_50, "<= 0.5 ms",
-	     r_w4_50, "-");
-	emit("%-44s %13.3fms %14s %16.3fms %18s\n", "W4 publish->ack p99, idle", f_w4_99, "<= 2 ms",
-	     r_w4_99, "-");
-	if (start_events > 0) {
-		emit("%-44s %13.1fms %14s   (log open %.1f ms, %" PRIu64 " events)\n",
-		     "daemon start, spawn -> serving", s_ms, "<= 100 ms", s_open, s_events);
-		emit("%-44s %12.1fMB %14s\n", "daemon memory, idle after start (anon)",
-		     (double)mem_idle_kb / 1024, "<= 64 MB");
+static FILE *out_file;
+
+static void
+emit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void
+emit(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	if (out_file) {
+		va_start(ap, fmt);
+		vfprintf(out_file, fmt, ap);
+		va_end(ap);
 	}
-	emit("%-44s %12.1fMB %14s\n", "daemon memory, max during W1-W4 (anon)",
-	     (double)mem_run_kb / 1024, "<= 64 MB");
-	emit("W2 counted %" PRIu64 " funnel events and %" PRIu64 " Redis entries\n", n2, rn2);
+}
+
+/* Write to the file only (the raw figures). */
+static void
+emit_file(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void
+emit_file(const char *fmt, ...)
+{
+	va_list ap;
+	if (out_file == NULL)
+		return;
+	va_start(ap, fmt);
+	vfprintf(out_file, fmt, ap);
+	va_end(ap);
+}
+
+/* One row: the metric of each system, formatted by fmt, and funnel /
+ * the best peer (highest for throughput, lowest for latency). */
+typedef double (*metric_fn)(const bench_result *r);
+static double m_w1(const bench_result *r) { return r->w1_eps; }
+static double m_w2(const bench_result *r) { return r->w2_eps; }
+static double m_w3_50(const bench_result *r) { return r->w3[0]; }
+static double m_w3_99(const bench_result *r) { return r->w3[1]; }
+static double m_w3_999(const bench_result *r) { return r->w3[2]; }
+static double m_w4_50(const bench_result *r) { return r->w4[0]; }
+static double m_w4_99(const bench_result *r) { return r->w4[1]; }
+static double m_mem(const bench_result *r) { return r->mem_max_kb ? (double)r->mem_max_kb / 1024 : -1; }
+
+#define COLW 15
+
+static void
+cell(const bench_result *r, double v, const char *unit_fmt)
+{
+	char buf[32];
+	if (!r->ran)
+		snprintf(buf, sizeof buf, "%s", r->note[0] ? "failed" : "skipped");
+	else if (v < 0)
+		snprintf(buf, sizeof buf, "-");
+	else
+		snprintf(buf, sizeof buf, unit_fmt, v);
+	emit(" %*s", COLW, buf);
+}
+
+static void
+row(const char *name, const char *target, const bench_result res[NSYS], metric_fn m, const char *fmt,
+    int higher_better)
+{
+	double best = -1;
+	emit("%-34s %12s", name, target);
+	for (int i = 0; i < NSYS; i++) {
+		double v = res[i].ran ? m(&res[i]) : -1;
+		cell(&res[i], v, fmt);
+		if (i > 0 && v > 0 && (best < 0 || (higher_better ? v > best : v < best)))
+			best = v;
+	}
+	double f = res[SYS_FUNNEL].ran ? m(&res[SYS_FUNNEL]) : -1;
+	if (f > 0 && best > 0)
+		emit(" %9.2fx\n", f / best);
+	else
+		emit(" %10s\n", "-");
+}
+
+/* A funnel-only row: the other columns say n/a. */
+static void
+row_funnel(const char *name, const char *target, double v, const char *fmt, int ran)
+{
+	char buf[32];
+	emit("%-34s %12s", name, target);
+	if (ran && v >= 0)
+		snprintf(buf, sizeof buf, fmt, v);
+	else
+		snprintf(buf, sizeof buf, "-");
+	emit(" %*s", COLW, buf);
+	for (int i = 1; i < NSYS; i++)
+		emit(" %*s", COLW, "n/a");
+	emit(" %10s\n", "-");
+}
+
+static void
+raw(const char *sys, const char *key, double v)
+{
+	if (v < 0)
+		emit_file("%s.%s=\n", sys, key);
+	else if (v == (double)(uint64_t)v)
+		emit_file("%s.%s=%" PRIu64 "\n", sys, key, (uint64_t)v);
+	else
+		emit_file("%s.%s=%.4f\n", sys, key, v);
+}
+
+static void
+report(const config *c, const bench_events *ev, const bench_result res[NSYS], const funnel_extra *x)
+{
+	char host[128] = "", when[64] = "";
+	time_t now = time(NULL);
+	size_t kinds[WL_NKINDS] = { 0 };
+	uint64_t env_bytes = 0;
+
+	gethostname(host, sizeof host);
+	strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", gmtime(&now));
+	for (int p = 0; p < BENCH_PRODUCERS; p++) {
+		env_bytes += ev->w1[p].env_bytes;
+		for (size_t i = 0; i < ev->w1[p].n; i++)
+			kinds[ev->w1[p].ev[i].kind]++;
+	}
+	double tot = ev->w1_total ? (double)ev->w1_total : 1;
+
+	printf("\n");
+	emit_file("# funnel benchmark results\n\n"
+	          "Written by `make bench` / `make bench-peers` (tests/bench/bench_funnel.c).\n\n```\n");
+	emit("funnel bench on %s, %ld cores, %s\n", host, sysconf(_SC_NPROCESSORS_ONLN), when);
+	emit("events: funnel stream, seed %" PRIu64 ", mean envelope %.0f bytes; W1 mix:", c->seed,
+	     (double)env_bytes / tot);
+	for (int k = 0; k < WL_NKINDS; k++)
+		emit("%s %s %.1f%%", k ? "," : "", wl_kind_name(k), 100.0 * (double)kinds[k] / tot);
+	emit("\nW1: %" PRIu64 " events, %d producers, %d events in flight each (funnel: %d requests of %d)\n",
+	     ev->w1_total, BENCH_PRODUCERS, BENCH_INFLIGHT, BENCH_WINDOW, BENCH_BATCH);
+	emit("W3: %zu events at %d/s; W4: %zu events, %d us apart\n\n", ev->w3.n, BENCH_W3_RATE, ev->w4.n,
+	     BENCH_W4_GAP_US);
+
+	emit("%-34s %12s", "workload", "target");
+	for (int i = 0; i < NSYS; i++)
+		emit(" %*s", COLW, systems[i].title);
+	emit(" %10s\n", "funnel/best");
+	row("W1 durable ingest, events/s", ">= 500000", res, m_w1, "%.0f", 1);
+	row("W2 replay from the start, ev/s", ">= 2000000", res, m_w2, "%.0f", 1);
+	row("W3 send->subscriber p50, ms", "-", res, m_w3_50, "%.3f", 0);
+	row("W3 send->subscriber p99, ms", "-", res, m_w3_99, "%.3f", 0);
+	row("W3 send->subscriber p99.9, ms", "-", res, m_w3_999, "%.3f", 0);
+	row_funnel("W3 commit->subscriber p50, ms", "-", x->w3_commit[0], "%.3f", res[0].ran);
+	row_funnel("W3 commit->subscriber p99, ms", "<= 1", x->w3_commit[1], "%.3f", res[0].ran);
+	row_funnel("W3 commit->subscriber p99.9, ms", "-", x->w3_commit[2], "%.3f", res[0].ran);
+	row("W4 publish->ack p50, ms", "<= 0.5", res, m_w4_50, "%.3f", 0);
+	row("W4 publish->ack p99, ms", "<= 2", res, m_w4_99, "%.3f", 0);
+	row("memory max during W4-W2, MB", "<= 64", res, m_mem, "%.1f", 0);
+	if (c->start_events > 0) {
+		char name[64];
+		snprintf(name, sizeof name, "start with %" PRIu64 " events, ms", x->start_events);
+		row_funnel(name, "<= 100", x->start_ms, "%.1f", x->start_ran);
+		row_funnel("  of which store open, ms", "-", x->open_ms, "%.1f", x->start_ran);
+		row_funnel("memory idle after start, MB", "<= 64", (double)x->mem_idle_kb / 1024, "%.1f",
+		           x->start_ran);
+	}
+	emit("\nfunnel/best: funnel divided by the best peer (the highest rate, the lowest latency or\n"
+	     "memory): above 1 funnel is ahead on rates, below 1 it is ahead on times and memory.\n");
+	if (res[SYS_FUNNEL].ran && res[SYS_REDIS_ALWAYS].ran && res[SYS_REDIS_ALWAYS].w1_eps > 0)
+		emit("W1 funnel / Redis always = %.2fx (DESIGN.md target: >= 3x)\n",
+		     res[SYS_FUNNEL].w1_eps / res[SYS_REDIS_ALWAYS].w1_eps);
+	emit("W3 send->subscriber: from the producer's send call to the subscriber holding the event,\n"
+	     "one clock. commit->subscriber: from the record's ts (stamped before the commit) to the\n"
+	     "subscriber, the DESIGN.md definition; funnel only, the peers have no such stamp.\n");
+	emit("memory: the server's anonymous memory (not the file pages it maps); Redis keeps every\n"
+	     "entry in RAM.\n\ndurability, as run:\n");
+	for (int i = 0; i < NSYS; i++) {
+		if (!res[i].ran)
+			continue;
+		const char *d = systems[i].durability;
+		emit("  %-15s ", systems[i].title);
+		for (const char *nl; (nl = strchr(d, '\n')) != NULL; d = nl + 1)
+			emit("%.*s\n  %-15s ", (int)(nl - d), d, "");
+		emit("%s\n", d);
+	}
+	emit("events read back in W2:");
+	for (int i = 0; i < NSYS; i++)
+		if (res[i].ran)
+			emit(" %s %" PRIu64 ";", systems[i].title, res[i].w2_count);
+	emit("\n");
+	for (int i = 0; i < NSYS; i++) {
+		if (res[i].ran && res[i].w1_refused)
+			emit("%s: %" PRIu64 " W1 events refused or not acknowledged\n", systems[i].title,
+			     res[i].w1_refused);
+		if (res[i].ran && res[i].w3_got != ev->w3.n)
+			emit("%s: the W3 subscriber saw %" PRIu64 " of %zu events\n", systems[i].title,
+			     res[i].w3_got, ev->w3.n);
+		if (!res[i].ran && res[i].note[0])
+			emit("%s: %s\n", systems[i].title, res[i].note);
+	}
+	if (x->w3_order_errors)
+		emit("funnel: %" PRIu64 " W3 records out of send order\n", x->w3_order_errors);
+
+	/* the raw figures, key=value, empty value = not measured */
+	emit_file("```\n\nRaw figures (key=value; rates in events/s, times in ms, memory in kB):\n\n```\n");
+	emit_file("run.host=%s\nrun.cores=%ld\nrun.date=%s\nrun.seed=%" PRIu64 "\nrun.w1_events=%" PRIu64
+	          "\nrun.w3_events=%zu\nrun.w4_events=%zu\nrun.mean_envelope_bytes=%.1f\n", host,
+	          sysconf(_SC_NPROCESSORS_ONLN), when, c->seed, ev->w1_total, ev->w3.n, ev->w4.n,
+	          (double)env_bytes / tot);
+	for (int i = 0; i < NSYS; i++) {
+		const bench_result *r = &res[i];
+		const char *k = systems[i].raw;
+		emit_file("%s.ran=%d\n", k, r->ran);
+		if (!r->ran)
+			continue;
+		raw(k, "w1_eps", r->w1_eps);
+		raw(k, "w1_acked", (double)r->w1_acked);
+		raw(k, "w1_refused", (double)r->w1_refused);
+		raw(k, "w2_eps", r->w2_eps);
+		raw(k, "w2_count", (double)r->w2_count);
+		raw(k, "w3_send_p50_ms", r->w3[0]);
+		raw(k, "w3_send_p99_ms", r->w3[1]);
+		raw(k, "w3_send_p999_ms", r->w3[2]);
+		raw(k, "w3_got", (double)r->w3_got);
+		raw(k, "w4_p50_ms", r->w4[0]);
+		raw(k, "w4_p99_ms", r->w4[1]);
+		raw(k, "mem_max_kb", (double)r->mem_max_kb);
+	}
+	if (res[SYS_FUNNEL].ran) {
+		raw("funnel", "w3_commit_p50_ms", x->w3_commit[0]);
+		raw("funnel", "w3_commit_p99_ms", x->w3_commit[1]);
+		raw("funnel", "w3_commit_p999_ms", x->w3_commit[2]);
+	}
+	if (x->start_ran) {
+		raw("funnel", "start_ms", x->start_ms);
+		raw("funnel", "start_open_ms", x->open_ms);
+		raw("funnel", "start_events", (double)x->start_events);
+		raw("funnel", "mem_idle_kb", (double)x->mem_idle_kb);
+	}
+	emit_file("```\n");
+	fflush(stdout);
+}
+
+int
+main(void)
+{
+	config c = {
+		.w1_events = env_u64("BENCH_EVENTS", 1000000),
+		.start_events = env_u64("BENCH_START_EVENTS", 10000000),
+		.w3_secs = env_u64("BENCH_W3_SECS", 3),
+		.w4_events = env_u64("BENCH_W4_EVENTS", 3000),
+		.seed = env_u64("BENCH_SEED", 1),
+		.out = getenv("BENCH_OUT"),
+	};
+	static bench_events ev;
+	bench_result res[NSYS];
+	funnel_extra x;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (parse_peers(getenv("BENCH_PEERS"), c.run) != 0)
+		return 1;
+	if (c.w1_events < BENCH_PRODUCERS || c.w3_secs == 0 || c.w4_events == 0) {
+		fprintf(stderr, "bench: BENCH_EVENTS >= %d, BENCH_W3_SECS >= 1 and BENCH_W4_EVENTS >= 1 please\n",
+		        BENCH_PRODUCERS);
+		return 1;
+	}
+	fprintf(stderr, "bench: generating the events\n");
+	if (events_make(&ev, &c) != 0) {
+		fprintf(stderr, "bench: out of memory generating the events\n");
+		return 1;
+	}
+	for (int i = 0; i < NSYS; i++)
+		bench_result_init(&res[i]);
+
+	if (funnel_run(&c, &ev, &res[SYS_FUNNEL], &x) != 0) {
+		fprintf(stderr, "bench: %s\n", res[SYS_FUNNEL].note);
+		events_release(&ev);
+		return 1;
+	}
+	if (c.run[SYS_REDIS_ALWAYS] && peer_redis_run("always", &ev, &res[SYS_REDIS_ALWAYS]) != 0)
+		fprintf(stderr, "bench: Redis (always): %s\n", res[SYS_REDIS_ALWAYS].note);
+	if (c.run[SYS_REDIS_EVERYSEC] && peer_redis_run("everysec", &ev, &res[SYS_REDIS_EVERYSEC]) != 0)
+		fprintf(stderr, "bench: Redis (everysec): %s\n", res[SYS_REDIS_EVERYSEC].note);
+	if (c.run[SYS_JETSTREAM] && peer_nats_run(&ev, &res[SYS_JETSTREAM]) != 0)
+		fprintf(stderr, "bench: JetStream: %s\n", res[SYS_JETSTREAM].note);
+
+	if (c.out) {
+		out_file = fopen(c.out, "w");
+		if (out_file == NULL)
+			fprintf(stderr, "bench: cannot write %s: %s\n", c.out, strerror(errno));
+	}
+	report(&c, &ev, res, &x);
 	if (out_file)
 		fclose(out_file);
+	events_release(&ev);
 	return 0;
 }

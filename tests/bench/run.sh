@@ -1,9 +1,15 @@
 #!/bin/sh
 # tests/bench/run.sh - run the benchmarks and keep the table.
-# BENCH_EVENTS and BENCH_START_EVENTS size the runs (see bench_funnel.c).
+# BENCH_PEERS, BENCH_EVENTS, BENCH_START_EVENTS, BENCH_W3_SECS,
+# BENCH_W4_EVENTS, BENCH_SEED size and shape the run (see bench_funnel.c);
+# BENCH_SCORING_EVENTS and BENCH_SCORING_SECS size bench_scoring.c;
+# BENCH_OUT is where the table and the raw figures go.
 BUILD=${BUILD:-build}
 export BUILD
 export FUNNELD="$BUILD/bin/funneld"
-export BENCH_OUT="${BENCH_OUT:-$BUILD/bench/results.txt}"
-"$BUILD/bench/bench_funnel" || exit 1
-echo "table saved in $BENCH_OUT"
+export BENCH_OUT="${BENCH_OUT:-$BUILD/bench/RESULTS.md}"
+mkdir -p "$(dirname "$BENCH_OUT")"
+nice "$BUILD/bench/bench_funnel" || exit 1
+# the services' numbers (BENCH_SCORING_EVENTS, BENCH_SCORING_SECS), appended
+nice "$BUILD/bench/bench_scoring" || exit 1
+echo "table and raw figures saved in $BENCH_OUT"

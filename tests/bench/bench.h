@@ -1,0 +1,109 @@
+/*
+ * tests/bench/bench.h - what the parts of the benchmark share: the events
+ * every system receives, one system's results, and the measuring tools
+ * (percentiles, a memory sampler, starting and stopping peer servers).
+ *
+ * Each system runs the same workloads in the same order on a fresh,
+ * empty store: W4 (idle, one event at a time), W1 (4 producers,
+ * pipelined), W3 (paced, with a subscriber), W2 (read everything back).
+ * The event bytes come from bench_events and are the same for all.
+ * Clocks and temp-dir removal are tests/common/harness.h's.
+ */
+#ifndef FUNNEL_BENCH_H
+#define FUNNEL_BENCH_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "workload.h"
+
+#define BENCH_PRODUCERS 4
+#define BENCH_BATCH 100            /* funnel: events per request; peers: commands per flush */
+#define BENCH_WINDOW 16            /* funnel: requests in flight per producer */
+#define BENCH_INFLIGHT (BENCH_BATCH * BENCH_WINDOW)   /* events in flight per producer, every system */
+#define BENCH_W3_RATE 10000        /* events/s */
+#define BENCH_W3_WINDOW 256        /* W3 events in flight at most */
+#define BENCH_W4_GAP_US 200        /* idle time between two W4 events */
+
+/* The events of each workload.  w1[i] is producer i's stream; all of
+ * them, then w3, then w4 name disjoint leads and ids. */
+typedef struct bench_events {
+	wl_set w1[BENCH_PRODUCERS];
+	wl_set w3;
+	wl_set w4;
+	uint64_t w1_total;
+} bench_events;
+
+/* One system's figures.  Latencies in ms; -1 where not measured. */
+typedef struct bench_result {
+	int ran;                   /* 1 once the server was up and W4..W2 ran */
+	char note[400];            /* why it did not run, or what went wrong */
+	double w1_eps;
+	uint64_t w1_acked;         /* events acknowledged as stored */
+	uint64_t w1_refused;       /* events refused or not acknowledged */
+	double w2_eps;
+	uint64_t w2_count;         /* events read back in W2 (everything stored) */
+	double w3[3];              /* send -> subscriber holds it: p50, p99, p99.9 */
+	uint64_t w3_got;           /* events the W3 subscriber saw, of events.w3.n */
+	double w4[2];              /* publish -> ack: p50, p99 */
+	uint64_t mem_max_kb;       /* server's anonymous memory, max during W4..W2 */
+} bench_result;
+
+/* Set every figure of r to "not measured". */
+void bench_result_init(bench_result *r);
+
+/* Sleep until the monotonic time t (ns, harness_now_ns()); returns at
+ * once if past. */
+void bench_sleep_until(uint64_t t);
+
+/* Sort ns[0..n) and write the p-quantiles (p in 0..1) of it, in ms, to
+ * out[0..np); -1 when n is 0. */
+void bench_quantiles_ms(uint64_t *ns, size_t n, const double *p, double *out, size_t np);
+
+/* Anonymous memory of a process in kB (what it allocated itself, not
+ * the file pages it maps), from /proc/PID/smaps_rollup; 0 if unknown. */
+uint64_t bench_anon_kb(pid_t pid);
+
+/* A thread that samples bench_anon_kb(pid) every 20 ms and keeps the
+ * maximum.  start returns 0 or -1; stop joins and returns the max. */
+typedef struct bench_sampler {
+	pthread_t th;
+	pid_t pid;
+	volatile int on;
+	volatile uint64_t max_kb;
+} bench_sampler;
+int bench_sampler_start(bench_sampler *s, pid_t pid);
+uint64_t bench_sampler_stop(bench_sampler *s);
+
+/* A loopback TCP port that nothing listens on now, from 12000..19999
+ * (below the ephemeral range, apart from the harness's 20000..31999), or
+ * -1.  Another process may still take it before the server binds it:
+ * callers check that their server came up and try another port. */
+int bench_free_port(void);
+
+/* A fresh temporary directory named after what it is for; 0 or -1. */
+int bench_tempdir(char *dir, size_t len, const char *what);
+
+/* Start argv[0] (searched in PATH) with stdout and stderr appended to
+ * log_path; returns its pid or -1. */
+pid_t bench_spawn(char *const argv[], const char *log_path);
+
+/* 1 while pid runs; 0 once it has exited (and is reaped). */
+int bench_alive(pid_t pid);
+
+/* SIGTERM, wait up to timeout_ms, then SIGKILL; always reaps pid.
+ * Returns 0 when it exited on SIGTERM, 1 when it had to be killed. */
+int bench_stop(pid_t pid, int timeout_ms);
+
+/* The peers.  Each starts its server on loopback (a free port, its own
+ * temp dir), runs W4, W1, W3, W2 with ev, stops the server by its pid and
+ * removes the dir.  Returns 0, or -1 when the server could not be started
+ * or reached (r->ran is then 0 and r->note says why).
+ *
+ * appendfsync: "always" or "everysec" (Redis's AOF modes). */
+int peer_redis_run(const char *appendfsync, const bench_events *ev, bench_result *r);
+int peer_nats_run(const bench_events *ev, bench_result *r);
+
+#endif

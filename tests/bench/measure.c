@@ -1,0 +1,177 @@
+/*
+ * tests/bench/measure.c - percentiles, memory sampling and peer server
+ * processes for the benchmark (contract in bench.h).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "harness.h"
+
+void
+bench_result_init(bench_result *r)
+{
+	memset(r, 0, sizeof *r);
+	r->w1_eps = r->w2_eps = -1;
+	r->w3[0] = r->w3[1] = r->w3[2] = -1;
+	r->w4[0] = r->w4[1] = -1;
+}
+
+void
+bench_sleep_until(uint64_t t)
+{
+	uint64_t now = harness_now_ns();
+	if (t > now) {
+		struct timespec ts = { (time_t)((t - now) / 1000000000u), (long)((t - now) % 1000000000u) };
+		nanosleep(&ts, NULL);
+	}
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+void
+bench_quantiles_ms(uint64_t *ns, size_t n, const double *p, double *out, size_t np)
+{
+	if (n > 0)
+		qsort(ns, n, sizeof ns[0], cmp_u64);
+	for (size_t i = 0; i < np; i++)
+		out[i] = n == 0 ? -1 : (double)ns[(size_t)(p[i] * (double)(n - 1))] / 1e6;
+}
+
+uint64_t
+bench_anon_kb(pid_t pid)
+{
+	char path[64], line[256];
+	uint64_t kb = 0, v;
+	snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof line, f)) {
+		if (sscanf(line, "Anonymous: %" SCNu64, &v) == 1)
+			kb += v;
+	}
+	fclose(f);
+	return kb;
+}
+
+static void *
+sampler_run(void *arg)
+{
+	bench_sampler *s = arg;
+	while (s->on) {
+		uint64_t kb = bench_anon_kb(s->pid);
+		if (kb > s->max_kb)
+			s->max_kb = kb;
+		usleep(20000);
+	}
+	return NULL;
+}
+
+int
+bench_sampler_start(bench_sampler *s, pid_t pid)
+{
+	s->pid = pid;
+	s->on = 1;
+	s->max_kb = bench_anon_kb(pid);
+	if (pthread_create(&s->th, NULL, sampler_run, s) != 0) {
+		s->on = 0;
+		return -1;
+	}
+	return 0;
+}
+
+uint64_t
+bench_sampler_stop(bench_sampler *s)
+{
+	if (s->on) {
+		s->on = 0;
+		pthread_join(s->th, NULL);
+	}
+	uint64_t kb = bench_anon_kb(s->pid);
+	return kb > s->max_kb ? kb : s->max_kb;
+}
+
+int
+bench_free_port(void)
+{
+	static unsigned counter;
+	for (unsigned attempt = 0; attempt < 200; attempt++) {
+		unsigned port = 12000 + ((unsigned)getpid() * 17u + (counter++) * 101u) % 8000u;
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+		if (fd < 0)
+			return -1;
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+		close(fd);
+		if (ok)
+			return (int)port;
+	}
+	return -1;
+}
+
+int
+bench_tempdir(char *dir, size_t len, const char *what)
+{
+	const char *tmp = getenv("TMPDIR");
+	snprintf(dir, len, "%s/funnel-bench-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", what);
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+pid_t
+bench_spawn(char *const argv[], const char *log_path)
+{
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;   /* the child's pid, or -1 */
+	int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+	if (fd >= 0) {
+		dup2(fd, 1);
+		dup2(fd, 2);
+		close(fd);
+	}
+	execvp(argv[0], argv);
+	fprintf(stderr, "bench: cannot run %s: %s\n", argv[0], strerror(errno));
+	_exit(127);
+}
+
+int
+bench_alive(pid_t pid)
+{
+	return pid > 0 && waitpid(pid, NULL, WNOHANG) == 0;
+}
+
+int
+bench_stop(pid_t pid, int timeout_ms)
+{
+	if (pid <= 0)
+		return 0;
+	kill(pid, SIGTERM);
+	uint64_t deadline = harness_now_ns() + (uint64_t)timeout_ms * 1000000u;
+	while (harness_now_ns() < deadline) {
+		pid_t w = waitpid(pid, NULL, WNOHANG);
+		if (w == pid || (w < 0 && errno == ECHILD))
+			return 0;
+		usleep(10000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return 1;
+}
