@@ -418,10 +418,15 @@ send_pending(funnel_service *svc)
 				left--;
 				svc->stats.emitted++;
 			} else if (is_refusal(crc)) {
+				/* The first few in full, then a count now and then:
+				 * a backfill over old history can meet thousands. */
 				const funnel_error_info *ei = funnel_producer_error(svc->prod);
-				funnel_log(FUNNEL_LOG_WARN, "%s: the log refused %s for lead %s (cause %" PRIu64
-				           "): %s %s", svc->name, p->ev.type, p->ev.lead ? p->ev.lead : "-",
-				           p->ev.cause, funnel_errname(crc), ei->message);
+				uint64_t nref = svc->stats.refused + 1;
+				if (nref <= 5 || nref % 1000 == 0)
+					funnel_log(FUNNEL_LOG_INFO, "%s: the log refused %s for lead %s (cause %"
+					           PRIu64 "): %s %s (%" PRIu64 " refused so far)", svc->name,
+					           p->ev.type, p->ev.lead ? p->ev.lead : "-", p->ev.cause,
+					           funnel_errname(crc), ei->message, nref);
 				p->done = 1;
 				left--;
 				svc->stats.refused++;
