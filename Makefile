@@ -93,6 +93,13 @@ $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
 
+# The scoring rules engine: clients/scoring/*.c but the service's main.c.
+# Its unit test links it on top of the usual test objects.
+SCORING_ENGINE_OBJ := $(call obj,$(filter-out clients/scoring/main.c,$(wildcard clients/scoring/*.c)))
+$(BUILD)/tests/test_rules: tests/unit/test_rules.c $(SCORING_ENGINE_OBJ) $(LIBFUNNEL) $(TESTLIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -o $@ $< $(SCORING_ENGINE_OBJ) $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka -lm $(LDFLAGS)
+
 $(BUILD)/bench/%: tests/bench/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) -lhiredis $(LDFLAGS)
