@@ -43,6 +43,7 @@ typedef struct sc_cond {
 	sc_value *in;
 	size_t n_in;
 	unsigned num_ops;         /* SC_AT_LEAST | ... */
+	int wants_num;            /* some operator compares numbers */
 	double at_least, at_most, above, below;
 	int has_re;               /* re is compiled (and regfree'd) */
 	regex_t re;
@@ -50,6 +51,7 @@ typedef struct sc_cond {
 
 typedef struct sc_rule {
 	char *name;
+	size_t name_len;
 	sc_kind kind;
 	int activity;             /* reads lead.activity (has "on"), else lead fields */
 	double points;
@@ -75,8 +77,13 @@ struct sc_rules {
 	sc_rule *rules;           /* SC_MAX_RULES slots, n used */
 	size_t n;
 	char **fields;            /* lead fields read; [0] is email_domain */
+	size_t *field_len;
 	size_t nfields;
 };
+
+/* A state records which rules its fit flags were computed under: the
+ * first TAG_BYTES of the rules' hash (zeros: never computed). */
+#define TAG_BYTES 8
 
 /* What a lead keeps per rule.  Lead-field rules use matched, fired and
  * last_seq; activity rules v (points at ts t), fired and last_seq. */
@@ -88,21 +95,29 @@ typedef struct sc_rstate {
 	int matched;
 } sc_rstate;
 
+/* A lead field's value, NUL-terminated; set 0 when the lead has none. */
+typedef struct sc_field {
+	int set;
+	char text[SC_MAX_VALUE_BYTES + 1];
+} sc_field;
+
+/* Fixed-size parts only, so that applying and decoding never allocate. */
 struct sc_lead {
 	const sc_rules *rules;    /* the rules it was made for */
 	int above;
 	int rep[3];               /* last reported fit, engagement, total */
-	char **fields;            /* nfields, NULL or a malloc'd value */
-	char **pending;           /* nfields scratch for lead.captured */
-	uint8_t *pset;            /* nfields: pending[i] is to be applied */
+	uint8_t fit_tag[TAG_BYTES];   /* rules the matched flags are from */
+	sc_field *fields;         /* one per lead field */
 	sc_rstate *rs;            /* one per rule */
+	msgpack_zone zone;        /* scratch for sc_lead_decode */
+	int has_zone;
 };
 
 /* ---- numbers and values ---- */
 
 /* A decimal number, all of s (no hex, inf, nan or spaces).  0 or -1. */
 static int
-sc_parse_number(const char *s, double *out)
+parse_number(const char *s, double *out)
 {
 	char *end;
 	/* strtod also reads hex, inf, nan and leading spaces: none is a number here */
@@ -158,6 +173,7 @@ sc_rules_free(sc_rules **rp)
 	for (size_t i = 0; i < r->nfields; i++)
 		free(r->fields[i]);
 	free(r->fields);
+	free(r->field_len);
 	free(r->version);
 	free(r->text);
 	free(r);
@@ -176,8 +192,13 @@ field_slot(sc_rules *r, const char *name)
 	if (f == NULL)
 		return -1;
 	r->fields = f;
+	size_t *fl = realloc(r->field_len, (r->nfields + 1) * sizeof *fl);
+	if (fl == NULL)
+		return -1;
+	r->field_len = fl;
 	if ((f[r->nfields] = strdup(name)) == NULL)
 		return -1;
+	fl[r->nfields] = strlen(name);
 	return (int)r->nfields++;
 }
 
@@ -326,7 +347,7 @@ static int
 get_number(parser *p, yaml_node_t *n, const char *path, double *out)
 {
 	char buf[64];
-	if (n->type != YAML_SCALAR_NODE || sc_parse_number(stext(n), out) != 0)
+	if (n->type != YAML_SCALAR_NODE || parse_number(stext(n), out) != 0)
 		return perr(p, n, path, "expected a number, got %s", desc(n, buf, sizeof buf));
 	return FUNNEL_OK;
 }
@@ -394,7 +415,7 @@ get_value(parser *p, yaml_node_t *n, const char *path, sc_value *v)
 		            n->data.scalar.length);
 	if ((v->text = strdup(stext(n))) == NULL)
 		return enomem(p);
-	v->is_num = sc_parse_number(v->text, &v->num) == 0;
+	v->is_num = parse_number(v->text, &v->num) == 0;
 	return FUNNEL_OK;
 }
 
@@ -501,6 +522,9 @@ parse_cond(parser *p, yaml_node_t *n, yaml_node_t *const *vals, const char *path
 		free(re);
 		c->has_re = 1;
 	}
+	c->wants_num = c->num_ops != 0 || (c->has_eq && c->eq.is_num);
+	for (size_t i = 0; i < c->n_in; i++)
+		c->wants_num |= c->in[i].is_num;
 	if (!c->has_eq && c->n_in == 0 && c->num_ops == 0 && !c->has_re)
 		return perr(p, n, path, "a condition needs one of equals, in, at_least, at_most, above, "
 		            "below or matches");
@@ -569,6 +593,7 @@ parse_name(parser *p, yaml_node_t *n, const char *path, sc_rule *ru)
 	int rc = get_string(p, n, path, SC_MAX_NAME_BYTES, &ru->name);
 	if (rc != FUNNEL_OK)
 		return rc;
+	ru->name_len = strlen(ru->name);
 	for (const unsigned char *c = (const unsigned char *)ru->name; *c; c++) {
 		if (*c < 0x20 || *c == 0x7f)
 			return perr(p, n, path, "a rule name must not hold control characters");
@@ -990,7 +1015,16 @@ sc_rules_field_name(const sc_rules *r, size_t i)
 	return i < r->nfields ? r->fields[i] : NULL;
 }
 
+
 /* ---- evaluating conditions ---- */
+
+/* A msgpack key equals the n bytes of s. */
+static int
+key_is(const msgpack_object *k, const char *s, size_t n)
+{
+	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+	       memcmp(k->via.str.ptr, s, n) == 0;
+}
 
 /*
  * The text a condition reads from a msgpack value, written to buf
@@ -1050,7 +1084,7 @@ cond_holds(const sc_cond *c, const char *v)
 	double num = 0;
 	if (v == NULL)
 		return 0;
-	int isnum = sc_parse_number(v, &num) == 0;
+	int isnum = c->wants_num && parse_number(v, &num) == 0;
 	if (c->has_eq && !value_eq(&c->eq, v, isnum, num))
 		return 0;
 	if (c->n_in > 0) {
@@ -1077,7 +1111,7 @@ static const char *
 cond_value(const sc_cond *c, const sc_lead *st, const msgpack_object *data, char *buf)
 {
 	if (c->slot >= 0)
-		return st->fields[c->slot];
+		return st->fields[c->slot].set ? st->fields[c->slot].text : NULL;
 	const msgpack_object *o = mp_find(data, c->field);
 	return o != NULL && value_text(o, buf) == 1 ? buf : NULL;
 }
@@ -1118,10 +1152,9 @@ sc_lead_new(const sc_rules *r)
 	if (st == NULL)
 		return NULL;
 	st->rules = r;
-	size_t nf = r->nfields ? r->nfields : 1, nr = r->n ? r->n : 1;
-	if ((st->fields = calloc(nf, sizeof *st->fields)) == NULL ||
-	    (st->pending = calloc(nf, sizeof *st->pending)) == NULL ||
-	    (st->pset = calloc(nf, 1)) == NULL || (st->rs = calloc(nr, sizeof *st->rs)) == NULL)
+	if ((st->fields = calloc(r->nfields, sizeof *st->fields)) == NULL ||
+	    (st->rs = calloc(r->n ? r->n : 1, sizeof *st->rs)) == NULL ||
+	    !(st->has_zone = msgpack_zone_init(&st->zone, 1024)))
 		sc_lead_free(&st);
 	return st;
 }
@@ -1130,13 +1163,10 @@ void
 sc_lead_reset(sc_lead *st)
 {
 	const sc_rules *r = st->rules;
-	for (size_t i = 0; i < r->nfields; i++) {
-		free(st->fields[i]);
-		free(st->pending[i]);
-		st->fields[i] = st->pending[i] = NULL;
-		st->pset[i] = 0;
-	}
+	/* values are wiped, not just marked unset: erasure means it */
+	memset(st->fields, 0, r->nfields * sizeof *st->fields);
 	memset(st->rs, 0, r->n * sizeof *st->rs);
+	memset(st->fit_tag, 0, sizeof st->fit_tag);
 	st->above = 0;
 	memset(st->rep, 0, sizeof st->rep);
 }
@@ -1147,11 +1177,9 @@ sc_lead_free(sc_lead **stp)
 	if (stp == NULL || *stp == NULL)
 		return;
 	sc_lead *st = *stp;
-	if (st->fields != NULL && st->pending != NULL && st->pset != NULL && st->rs != NULL)
-		sc_lead_reset(st);
+	if (st->has_zone)
+		msgpack_zone_destroy(&st->zone);
 	free(st->fields);
-	free(st->pending);
-	free(st->pset);
 	free(st->rs);
 	free(st);
 	*stp = NULL;
@@ -1164,7 +1192,7 @@ sc_lead_is_empty(const sc_lead *st)
 	if (st->above || st->rep[0] || st->rep[1] || st->rep[2])
 		return 0;
 	for (size_t i = 0; i < r->nfields; i++) {
-		if (st->fields[i] != NULL)
+		if (st->fields[i].set)
 			return 0;
 	}
 	for (size_t i = 0; i < r->n; i++) {
@@ -1184,81 +1212,51 @@ sc_lead_above(const sc_lead *st)
 const char *
 sc_lead_field(const sc_lead *st, size_t i)
 {
-	return i < st->rules->nfields ? st->fields[i] : NULL;
+	return i < st->rules->nfields && st->fields[i].set ? st->fields[i].text : NULL;
 }
 
-/* Stage field i's new value (NULL: clear it), lowercased if asked.
- * -1 when out of memory. */
-static int
-set_pending(sc_lead *st, size_t i, const char *v, int lower)
-{
-	free(st->pending[i]);
-	st->pending[i] = NULL;
-	st->pset[i] = 1;
-	if (v == NULL)
-		return 0;
-	if ((st->pending[i] = strdup(v)) == NULL)
-		return -1;
-	for (char *c = st->pending[i]; lower && *c; c++) {
-		if (*c >= 'A' && *c <= 'Z')
-			*c = (char)(*c - 'A' + 'a');
-	}
-	return 0;
-}
-
+/* Set field i to v (at most SC_MAX_VALUE_BYTES bytes; NULL clears it). */
 static void
-drop_pending(sc_lead *st)
+set_field(sc_lead *st, size_t i, const char *v, size_t len, int lower)
 {
-	for (size_t i = 0; i < st->rules->nfields; i++) {
-		free(st->pending[i]);
-		st->pending[i] = NULL;
-		st->pset[i] = 0;
+	sc_field *f = &st->fields[i];
+	f->set = v != NULL;
+	if (v == NULL)
+		len = 0;
+	memcpy(f->text, v ? v : "", len);
+	f->text[len] = '\0';
+	for (size_t j = 0; lower && j < len; j++) {
+		if (f->text[j] >= 'A' && f->text[j] <= 'Z')
+			f->text[j] = (char)(f->text[j] - 'A' + 'a');
 	}
 }
 
-/* The field values a lead.captured data map carries, staged in pending so
- * that running out of memory leaves the lead as it was.  0 or -1. */
-static int
-capture_prepare(const sc_rules *r, sc_lead *st, const msgpack_object *data)
+/* The lead fields a lead.captured data map carries. */
+static void
+capture(const sc_rules *r, sc_lead *st, const msgpack_object *data)
 {
 	char buf[SC_MAX_VALUE_BYTES + 1];
 	if (data->type != MSGPACK_OBJECT_MAP)
-		return 0;
+		return;
 	for (uint32_t k = 0; k < data->via.map.size; k++) {
 		const msgpack_object_kv *kv = &data->via.map.ptr[k];
 		int t = value_text(&kv->val, buf);
 		if (t < 0)
 			continue;
-		if (mp_key_is(&kv->key, "email")) {
+		if (key_is(&kv->key, "email", 5)) {
 			const char *at = t == 1 ? strrchr(buf, '@') : NULL;
-			if (set_pending(st, 0, at != NULL && at[1] ? at + 1 : NULL, 1) != 0)
-				goto nomem;
+			if (at != NULL && at[1] != '\0')
+				set_field(st, 0, at + 1, strlen(at + 1), 1);
+			else
+				set_field(st, 0, NULL, 0, 0);
 		}
 		/* slot 0, email_domain, is only ever derived */
 		for (size_t i = 1; i < r->nfields; i++) {
-			if (mp_key_is(&kv->key, r->fields[i])) {
-				if (set_pending(st, i, t == 1 ? buf : NULL, 0) != 0)
-					goto nomem;
+			if (key_is(&kv->key, r->fields[i], r->field_len[i])) {
+				set_field(st, i, t == 1 ? buf : NULL, t == 1 ? strlen(buf) : 0, 0);
 				break;
 			}
 		}
-	}
-	return 0;
-nomem:
-	drop_pending(st);
-	return -1;
-}
-
-static void
-capture_commit(sc_lead *st)
-{
-	for (size_t i = 0; i < st->rules->nfields; i++) {
-		if (!st->pset[i])
-			continue;
-		free(st->fields[i]);
-		st->fields[i] = st->pending[i];
-		st->pending[i] = NULL;
-		st->pset[i] = 0;
 	}
 }
 
@@ -1285,15 +1283,32 @@ round_score(double x)
 	return (int)y;
 }
 
+/* The matched flags of lead-field rules were computed under these rules.
+ * Fields change only with lead.captured, so the flags stay right until
+ * the next capture or the next rules. */
+static int
+fit_fresh(const sc_rules *r, const sc_lead *st)
+{
+	return memcmp(st->fit_tag, r->hash, TAG_BYTES) == 0;
+}
+
+/* Lead-field rule i holds: its flag when fresh, else evaluated now. */
+static int
+fit_holds(const sc_rules *r, const sc_lead *st, size_t i, int fresh)
+{
+	return fresh ? st->rs[i].matched : rule_holds(&r->rules[i], st, NULL);
+}
+
 /* fit, engagement, total at time `at`, summed in rule order. */
 static void
 scores_at(const sc_rules *r, const sc_lead *st, uint64_t at, int s[3])
 {
 	double fit = 0, eng = 0;
+	int fresh = fit_fresh(r, st);
 	for (size_t i = 0; i < r->n; i++) {
 		if (r->rules[i].activity)
 			eng += decayed(r, &st->rs[i], at);
-		else if (st->rs[i].matched)
+		else if (fit_holds(r, st, i, fresh))
 			fit += r->rules[i].points;
 	}
 	s[0] = round_score(fit);
@@ -1320,10 +1335,11 @@ sc_contributions(const sc_rules *r, const sc_lead *st, uint64_t at_ts, sc_contri
                  size_t cap)
 {
 	size_t n = 0;
+	int fresh = fit_fresh(r, st);
 	for (size_t i = 0; i < r->n; i++) {
 		const sc_rstate *s = &st->rs[i];
 		double pts = r->rules[i].activity ? decayed(r, s, at_ts) :
-		             s->matched ? r->rules[i].points : 0;
+		             fit_holds(r, st, i, fresh) ? r->rules[i].points : 0;
 		if (pts == 0)
 			continue;
 		if (n < cap)
@@ -1333,7 +1349,7 @@ sc_contributions(const sc_rules *r, const sc_lead *st, uint64_t at_ts, sc_contri
 	return n;
 }
 
-/* An activity fires rule i at ts t: decay, add, cap. */
+/* An activity fires a rule at ts t: decay, add, cap. */
 static void
 fire_activity(const sc_rule *ru, sc_rstate *s, double now, uint64_t t, uint64_t seq)
 {
@@ -1381,14 +1397,11 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 		out->fit = out->engagement = out->total = 0;
 		return FUNNEL_OK;
 	}
-	if (spec->type == FP_EV_CAPTURED && rec->data != NULL) {
-		if (capture_prepare(r, st, rec->data) != 0)
-			return FUNNEL_ENOMEM;
-		capture_commit(st);
-	}
-	/* nothing below fails: the state changes all at once or not at all */
 	const uint64_t t = rec->ts;
+	const int captured = spec->type == FP_EV_CAPTURED;
 	const int sent_back = spec->type == FP_EV_RECYCLED || spec->type == FP_EV_REJECTED;
+	if (captured && rec->data != NULL)
+		capture(r, st, rec->data);
 	if (sent_back && r->reset_on_recycle) {
 		for (size_t i = 0; i < r->n; i++) {
 			if (r->rules[i].activity) {
@@ -1412,18 +1425,21 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 			}
 		}
 	}
-	for (size_t i = 0; i < r->n; i++) {
-		sc_rstate *s = &st->rs[i];
-		if (r->rules[i].activity)
-			continue;
-		int m = rule_holds(&r->rules[i], st, NULL);
-		if (m && !s->matched) {
-			if (s->fired < UINT32_MAX)
-				s->fired++;
-			s->last_seq = rec->seq;
-			fired[i] = 1;
+	if (captured || !fit_fresh(r, st)) {
+		for (size_t i = 0; i < r->n; i++) {
+			sc_rstate *s = &st->rs[i];
+			if (r->rules[i].activity)
+				continue;
+			int m = rule_holds(&r->rules[i], st, NULL);
+			if (m && !s->matched) {
+				if (s->fired < UINT32_MAX)
+					s->fired++;
+				s->last_seq = rec->seq;
+				fired[i] = 1;
+			}
+			s->matched = m;
 		}
-		s->matched = m;
+		memcpy(st->fit_tag, r->hash, TAG_BYTES);
 	}
 
 	int sc[3];
@@ -1452,6 +1468,12 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 
 /* ---- the state as msgpack ---- */
 
+static int
+pack_bool(msgpack_packer *pk, int b)
+{
+	return b ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+}
+
 int
 sc_lead_encode(const sc_rules *r, const sc_lead *st, msgpack_sbuffer *out)
 {
@@ -1462,7 +1484,7 @@ sc_lead_encode(const sc_rules *r, const sc_lead *st, msgpack_sbuffer *out)
 	if (st->rules != r)
 		return FUNNEL_EINVAL;
 	for (size_t i = 0; i < r->nfields; i++)
-		nf += st->fields[i] != NULL;
+		nf += st->fields[i].set != 0;
 	for (size_t i = 0; i < r->n; i++) {
 		const sc_rstate *s = &st->rs[i];
 		if (r->rules[i].activity)
@@ -1471,11 +1493,13 @@ sc_lead_encode(const sc_rules *r, const sc_lead *st, msgpack_sbuffer *out)
 			nfit += s->matched || s->fired != 0;
 	}
 	msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
-	e |= msgpack_pack_map(&pk, 6);
+	e |= msgpack_pack_map(&pk, 7);
 	e |= mp_pack_key(&pk, "v");
 	e |= msgpack_pack_uint8(&pk, 1);
+	e |= mp_pack_key(&pk, "rules");
+	e |= msgpack_pack_bin_with_body(&pk, st->fit_tag, TAG_BYTES);
 	e |= mp_pack_key(&pk, "above");
-	e |= st->above ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+	e |= pack_bool(&pk, st->above);
 	e |= mp_pack_key(&pk, "scores");
 	e |= msgpack_pack_array(&pk, 3);
 	for (int i = 0; i < 3; i++)
@@ -1483,10 +1507,10 @@ sc_lead_encode(const sc_rules *r, const sc_lead *st, msgpack_sbuffer *out)
 	e |= mp_pack_key(&pk, "fields");
 	e |= msgpack_pack_map(&pk, nf);
 	for (size_t i = 0; i < r->nfields; i++) {
-		if (st->fields[i] == NULL)
+		if (!st->fields[i].set)
 			continue;
-		e |= mp_pack_cstr(&pk, r->fields[i]);
-		e |= mp_pack_cstr(&pk, st->fields[i]);
+		e |= msgpack_pack_str_with_body(&pk, r->fields[i], r->field_len[i]);
+		e |= mp_pack_cstr(&pk, st->fields[i].text);
 	}
 	e |= mp_pack_key(&pk, "fit");
 	e |= msgpack_pack_map(&pk, nfit);
@@ -1494,9 +1518,9 @@ sc_lead_encode(const sc_rules *r, const sc_lead *st, msgpack_sbuffer *out)
 		const sc_rstate *s = &st->rs[i];
 		if (r->rules[i].activity || !(s->matched || s->fired != 0))
 			continue;
-		e |= mp_pack_cstr(&pk, r->rules[i].name);
+		e |= msgpack_pack_str_with_body(&pk, r->rules[i].name, r->rules[i].name_len);
 		e |= msgpack_pack_array(&pk, 3);
-		e |= s->matched ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+		e |= pack_bool(&pk, s->matched);
 		e |= msgpack_pack_uint32(&pk, s->fired);
 		e |= msgpack_pack_uint64(&pk, s->last_seq);
 	}
@@ -1506,7 +1530,7 @@ sc_lead_encode(const sc_rules *r, const sc_lead *st, msgpack_sbuffer *out)
 		const sc_rstate *s = &st->rs[i];
 		if (!r->rules[i].activity || !(s->v != 0 || s->fired != 0))
 			continue;
-		e |= mp_pack_cstr(&pk, r->rules[i].name);
+		e |= msgpack_pack_str_with_body(&pk, r->rules[i].name, r->rules[i].name_len);
 		e |= msgpack_pack_array(&pk, 4);
 		e |= msgpack_pack_double(&pk, s->v);
 		e |= msgpack_pack_uint64(&pk, s->t);
@@ -1525,13 +1549,20 @@ get_uint(const msgpack_object *o, uint64_t max, uint64_t *out)
 	return 0;
 }
 
-/* The rule named `name` that reads activities (activity 1) or lead fields. */
+/* The state of the rule named `name` that reads activities (activity 1)
+ * or lead fields, or NULL.  The search starts at *hint, just past the
+ * last rule found: states list rules in rule order. */
 static sc_rstate *
-rule_state(const sc_rules *r, sc_lead *st, const msgpack_object *name, int activity)
+rule_state(const sc_rules *r, sc_lead *st, const msgpack_object *name, int activity,
+           size_t *hint)
 {
-	for (size_t i = 0; i < r->n; i++) {
-		if (r->rules[i].activity == activity && mp_key_is(name, r->rules[i].name))
+	for (size_t j = 0; j < r->n; j++) {
+		size_t i = (*hint + j) % r->n;
+		const sc_rule *ru = &r->rules[i];
+		if (ru->activity == activity && key_is(name, ru->name, ru->name_len)) {
+			*hint = i + 1;
 			return &st->rs[i];
+		}
 	}
 	return NULL;
 }
@@ -1539,6 +1570,7 @@ rule_state(const sc_rules *r, sc_lead *st, const msgpack_object *name, int activ
 static int
 decode_fields(const sc_rules *r, const msgpack_object *o, sc_lead *st)
 {
+	size_t hint = 0;
 	if (o->type != MSGPACK_OBJECT_MAP)
 		return FUNNEL_EMALFORMED;
 	for (uint32_t k = 0; k < o->via.map.size; k++) {
@@ -1547,13 +1579,13 @@ decode_fields(const sc_rules *r, const msgpack_object *o, sc_lead *st)
 		    kv->val.via.str.size > SC_MAX_VALUE_BYTES ||
 		    memchr(kv->val.via.str.ptr, '\0', kv->val.via.str.size) != NULL)
 			return FUNNEL_EMALFORMED;
-		for (size_t i = 0; i < r->nfields; i++) {
-			if (!mp_key_is(&kv->key, r->fields[i]))
-				continue;
-			free(st->fields[i]);
-			if ((st->fields[i] = strndup(kv->val.via.str.ptr, kv->val.via.str.size)) == NULL)
-				return FUNNEL_ENOMEM;
-			break;
+		for (size_t j = 0; j < r->nfields; j++) {
+			size_t i = (hint + j) % r->nfields;
+			if (key_is(&kv->key, r->fields[i], r->field_len[i])) {
+				set_field(st, i, kv->val.via.str.ptr, kv->val.via.str.size, 0);
+				hint = i + 1;
+				break;
+			}
 		}
 	}
 	return FUNNEL_OK;
@@ -1562,6 +1594,7 @@ decode_fields(const sc_rules *r, const msgpack_object *o, sc_lead *st)
 static int
 decode_rules(const sc_rules *r, const msgpack_object *o, sc_lead *st, int activity)
 {
+	size_t hint = 0;
 	if (o->type != MSGPACK_OBJECT_MAP)
 		return FUNNEL_EMALFORMED;
 	for (uint32_t k = 0; k < o->via.map.size; k++) {
@@ -1587,7 +1620,7 @@ decode_rules(const sc_rules *r, const msgpack_object *o, sc_lead *st, int activi
 		if (get_uint(&a[0], UINT32_MAX, &fired) != 0 || get_uint(&a[1], UINT64_MAX, &s.last_seq) != 0)
 			return FUNNEL_EMALFORMED;
 		s.fired = (uint32_t)fired;
-		sc_rstate *dst = rule_state(r, st, &kv->key, activity);
+		sc_rstate *dst = rule_state(r, st, &kv->key, activity, &hint);
 		if (dst != NULL)
 			*dst = s;
 	}
@@ -1597,7 +1630,9 @@ decode_rules(const sc_rules *r, const msgpack_object *o, sc_lead *st, int activi
 static int
 decode_state(const sc_rules *r, const msgpack_object *o, sc_lead *st)
 {
-	static const char *const keys[] = { "v", "above", "scores", "fields", "fit", "eng" };
+	static const char *const keys[] = { "v", "rules", "above", "scores", "fields", "fit", "eng" };
+	static const size_t klen[] = { 1, 5, 5, 6, 6, 3, 3 };
+	enum { NKEYS = sizeof keys / sizeof keys[0] };
 	unsigned seen = 0;
 	uint64_t u;
 	int rc;
@@ -1608,9 +1643,9 @@ decode_state(const sc_rules *r, const msgpack_object *o, sc_lead *st)
 		const msgpack_object_kv *kv = &o->via.map.ptr[k];
 		const msgpack_object *v = &kv->val;
 		unsigned i = 0;
-		while (i < 6 && !mp_key_is(&kv->key, keys[i]))
+		while (i < NKEYS && !key_is(&kv->key, keys[i], klen[i]))
 			i++;
-		if (i == 6 || (seen & (1u << i)))
+		if (i == NKEYS || (seen & (1u << i)))
 			return FUNNEL_EMALFORMED;
 		seen |= 1u << i;
 		switch (i) {
@@ -1619,11 +1654,16 @@ decode_state(const sc_rules *r, const msgpack_object *o, sc_lead *st)
 				return FUNNEL_EMALFORMED;
 			break;
 		case 1:
+			if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != TAG_BYTES)
+				return FUNNEL_EMALFORMED;
+			memcpy(st->fit_tag, v->via.bin.ptr, TAG_BYTES);
+			break;
+		case 2:
 			if (v->type != MSGPACK_OBJECT_BOOLEAN)
 				return FUNNEL_EMALFORMED;
 			st->above = v->via.boolean;
 			break;
-		case 2:
+		case 3:
 			if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size != 3)
 				return FUNNEL_EMALFORMED;
 			for (int j = 0; j < 3; j++) {
@@ -1636,34 +1676,34 @@ decode_state(const sc_rules *r, const msgpack_object *o, sc_lead *st)
 					return FUNNEL_EMALFORMED;
 			}
 			break;
-		case 3:
+		case 4:
 			if ((rc = decode_fields(r, v, st)) != FUNNEL_OK)
 				return rc;
 			break;
 		default:
-			if ((rc = decode_rules(r, v, st, i == 5)) != FUNNEL_OK)
+			if ((rc = decode_rules(r, v, st, i == 6)) != FUNNEL_OK)
 				return rc;
 			break;
 		}
 	}
-	return seen == 0x3f ? FUNNEL_OK : FUNNEL_EMALFORMED;
+	return seen == (1u << NKEYS) - 1 ? FUNNEL_OK : FUNNEL_EMALFORMED;
 }
 
 int
 sc_lead_decode(const sc_rules *r, const void *buf, size_t len, sc_lead *st)
 {
-	msgpack_unpacked up;
+	msgpack_object o;
 	size_t off = 0;
 	int rc = FUNNEL_EMALFORMED;
 
 	if (st->rules != r)
 		return FUNNEL_EINVAL;
 	sc_lead_reset(st);
-	msgpack_unpacked_init(&up);
-	if (buf != NULL && msgpack_unpack_next(&up, buf, len, &off) == MSGPACK_UNPACK_SUCCESS &&
-	    off == len)
-		rc = decode_state(r, &up.data, st);
-	msgpack_unpacked_destroy(&up);
+	msgpack_zone_clear(&st->zone);
+	if (buf != NULL &&
+	    msgpack_unpack(buf, len, &off, &st->zone, &o) == MSGPACK_UNPACK_SUCCESS && off == len)
+		rc = decode_state(r, &o, st);
+	msgpack_zone_clear(&st->zone);
 	if (rc != FUNNEL_OK)
 		sc_lead_reset(st);
 	return rc;

@@ -87,12 +87,13 @@ typedef struct sc_rules sc_rules;
 /*
  * Parse a rules file held in memory.  `text` need not be NUL-terminated;
  * it is copied, so the caller keeps ownership.  `filename` only names the
- * file in messages.  On success stores a new object in *out (free it with
- * sc_rules_free) and returns FUNNEL_OK.  On failure *out is set to NULL,
+ * file in messages (NULL: "funnel.yaml").  On success stores a new object
+ * in *out (free it with sc_rules_free) and returns FUNNEL_OK.  On failure *out is set to NULL,
  * nothing is kept, err (if errlen > 0) receives one line naming the file,
  * the line, the key path and the problem, e.g.
  *   funnel.yaml:14: scoring.fit[2].points: expected a number, got "ten"
- * and the return is FUNNEL_EVALUE (the file is wrong) or FUNNEL_ENOMEM.
+ * and the return is FUNNEL_EVALUE (the file is wrong), FUNNEL_ENOMEM, or
+ * FUNNEL_EINTERNAL (libsodium failed to initialise).
  */
 int sc_rules_parse(const char *text, size_t len, const char *filename, sc_rules **out,
                    char *err, size_t errlen);
@@ -152,7 +153,10 @@ const char *sc_rules_field_name(const sc_rules *r, size_t i);
 typedef struct sc_lead sc_lead;
 
 /* A new, empty state for leads scored under r (NULL when out of memory).
- * The state may only be used with r; sc_apply checks it. */
+ * The state may only be used with r; every function taking both checks
+ * it.  It holds room for every field the rules read (about 260 bytes
+ * each), so applying and decoding never allocate: make one and reuse it
+ * for lead after lead (sc_lead_decode or sc_lead_reset in between). */
 sc_lead *sc_lead_new(const sc_rules *r);
 
 /* Free and set *st to NULL.  Safe on NULL and on *st == NULL. */
@@ -175,16 +179,20 @@ const char *sc_lead_field(const sc_lead *st, size_t i);
 
 /*
  * Append the state to `out` as one msgpack map:
- *   { "v": 1, "above": bool, "scores": [fit, engagement, total],
+ *   { "v": 1, "rules": bin 8, "above": bool, "scores": [fit, engagement, total],
  *     "fields": { name: string, ... },
  *     "fit": { rule name: [matched bool, fired, last_seq], ... },
  *     "eng": { rule name: [value float64, ts, fired, last_seq], ... } }
- * "scores" are the last reported ones.  Fields and rules appear in rule
- * file order; fields without a value and rules with nothing to keep are
- * left out.  Rule states are keyed by name, so bytes written under older
- * rules decode under newer ones.  Deterministic: equal states under the
- * same rules give equal bytes.  Returns FUNNEL_OK or FUNNEL_ENOMEM (the
- * buffer may then hold part of the map: the caller discards it).
+ * "rules" is the start of the hash of the rules under which the "matched"
+ * flags were last computed (zeros: never); under other rules they are
+ * computed again from the fields.  "scores" are the last reported ones.
+ * Fields and rules appear in rule file order; fields without a value and
+ * rules with nothing to keep are left out.  Rule states are keyed by
+ * name, so bytes written under older rules decode under newer ones.
+ * Deterministic: equal states under the same rules give equal bytes.
+ * Returns FUNNEL_OK, FUNNEL_EINVAL (st was made for other rules; nothing
+ * written) or FUNNEL_ENOMEM (the buffer may then hold part of the map:
+ * the caller discards it).
  */
 int sc_lead_encode(const sc_rules *r, const sc_lead *st, msgpack_sbuffer *out);
 
@@ -193,9 +201,12 @@ int sc_lead_encode(const sc_rules *r, const sc_lead *st, msgpack_sbuffer *out);
  * sc_lead_encode writes it).  Fields and rules that r does not know are
  * dropped; rules of r that the bytes do not name start empty, as does a
  * rule whose name now belongs to another kind (fit <-> activity).
+ * Bytes written under other rules are scored under r from the lead's
+ * fields at once, and its next record counts lead-field rules that now
+ * hold as fired.  A field that only the new rules read is empty until the
+ * lead's next capture (a rebuild from seq 1 fills it).
  * Returns FUNNEL_OK, FUNNEL_EMALFORMED (not such a map: *st is then left
- * empty), FUNNEL_EINVAL (st was made for other rules; untouched) or
- * FUNNEL_ENOMEM (*st left empty).
+ * empty) or FUNNEL_EINVAL (st was made for other rules; untouched).
  */
 int sc_lead_decode(const sc_rules *r, const void *buf, size_t len, sc_lead *st);
 
@@ -234,13 +245,14 @@ typedef struct sc_outcome {
  * is set whatever the stage; otherwise "above" is cleared.
  * On return *out describes the lead (for a record that changes nothing:
  * changed 0, qualify 0, the last reported scores, nothing fired).
- * Returns FUNNEL_OK, FUNNEL_EINVAL (st was made for other rules) or
- * FUNNEL_ENOMEM; on an error st is unchanged.
+ * Returns FUNNEL_OK, or FUNNEL_EINVAL when st was made for other rules
+ * (st unchanged).  Never allocates.
  */
 int sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *out);
 
-/* The scores the state gives at time at_ts (decay applied, fit as of the
- * last record applied), without changing it.  Any out pointer may be NULL. */
+/* The scores the state gives at time at_ts (decay applied; fit from the
+ * lead's current fields), without changing it.  Any out pointer may be
+ * NULL.  For explain and what-if: at_ts need not be a record's ts. */
 void sc_scores(const sc_rules *r, const sc_lead *st, uint64_t at_ts, int *fit,
                int *engagement, int *total);
 

@@ -1556,11 +1556,87 @@ test_decode_changed_rules(void **state)
 	assert_scores(o, 26, 40, 66);
 	assert_int_equal(o.n_fired, 1);
 	assert_int_equal(o.fired[0], rule_index(r2, "views"));
+	/* its old engagement state was not carried over: it fired once, now */
+	assert_int_equal(sc_contributions(r2, st2, at_day(0), c, 8), 3);
+	assert_int_equal(c[0].rule, rule_index(r2, "views"));
+	assert_int_equal(c[0].fired, 1);
+	assert_int_equal(c[0].last_seq, 9);
 	assert_int_equal(o.qualify, 0);      /* it was above already, under the old rules */
 	assert_int_equal(sc_lead_above(st2), 1);
 	rec_free(&t);
 	sc_lead_free(&st2);
 	sc_rules_free(&r2);
+	free(b);
+	fx_close(&f);
+}
+
+/* New rules score a stored state from its fields at once; its next record
+ * counts the lead-field rules that now hold as fired. */
+static void
+test_rules_change_reevaluates(void **state)
+{
+	(void)state;
+	static const char a_rules[] =
+		"version: a\nscoring:\n  threshold: 100\n  fit:\n"
+		"    - name: senior\n      field: title\n      matches: ^VP\n      points: 20\n";
+	static const char b_rules[] =
+		"version: b\nscoring:\n  threshold: 100\n  fit:\n"
+		"    - name: senior\n      field: title\n      matches: ^Head\n      points: 20\n"
+		"    - name: titled\n      field: title\n      matches: .\n      points: 5\n";
+	/* the same rules with one more comment: another hash */
+	static const char a_commented[] =
+		"# reviewed\nversion: a\nscoring:\n  threshold: 100\n  fit:\n"
+		"    - name: senior\n      field: title\n      matches: ^VP\n      points: 20\n";
+	fx f;
+	fx_open(&f, a_rules);
+	sc_outcome o = feed(&f, CAPTURED, FP_STAGE_INQUIRY, 0, "title", "VP Sales", NULL);
+	assert_int_equal(o.fit, 20);
+	size_t len;
+	uint8_t *b = encode(f.r, f.st, &len);
+
+	sc_rules *rb = parse_ok(b_rules);
+	sc_lead *st = sc_lead_new(rb);
+	assert_int_equal(sc_lead_decode(rb, b, len, st), FUNNEL_OK);
+	int fit = -1;
+	sc_scores(rb, st, at_day(0), &fit, NULL, NULL);
+	assert_int_equal(fit, 5);            /* senior no longer holds, titled does */
+	sc_contrib c[4];
+	assert_int_equal(sc_contributions(rb, st, at_day(0), c, 4), 1);
+	assert_int_equal(c[0].rule, 1);
+	assert_int_equal(c[0].fired, 0);     /* not yet: no record under these rules */
+	trec t;
+	rec_make(&t, 2, at_day(1), CONTACTED, "L-1", FP_STAGE_INQUIRY, NULL);
+	assert_int_equal(sc_apply(rb, st, &t.r, &o), FUNNEL_OK);
+	assert_scores(o, 5, 0, 5);
+	assert_int_equal(o.changed, 1);
+	assert_int_equal(o.n_fired, 1);
+	assert_int_equal(o.fired[0], 1);
+	assert_int_equal(sc_contributions(rb, st, at_day(1), c, 4), 1);
+	assert_int_equal(c[0].fired, 1);
+	assert_int_equal(c[0].last_seq, 2);
+	/* once re-evaluated, encoded and decoded, the next record changes nothing */
+	size_t len2;
+	uint8_t *b2 = encode(rb, st, &len2);
+	assert_int_equal(sc_lead_decode(rb, b2, len2, st), FUNNEL_OK);
+	assert_int_equal(sc_apply(rb, st, &t.r, &o), FUNNEL_OK);
+	assert_int_equal(o.changed, 0);
+	assert_int_equal(o.n_fired, 0);
+	free(b2);
+	sc_lead_free(&st);
+	sc_rules_free(&rb);
+
+	/* a change that leaves the rules' meaning alone changes no score */
+	sc_rules *rc = parse_ok(a_commented);
+	assert_memory_not_equal(sc_rules_hash(rc), sc_rules_hash(f.r), FUNNEL_HASH_BYTES);
+	st = sc_lead_new(rc);
+	assert_int_equal(sc_lead_decode(rc, b, len, st), FUNNEL_OK);
+	assert_int_equal(sc_apply(rc, st, &t.r, &o), FUNNEL_OK);
+	assert_int_equal(o.changed, 0);
+	assert_int_equal(o.n_fired, 0);
+	assert_int_equal(o.fit, 20);
+	rec_free(&t);
+	sc_lead_free(&st);
+	sc_rules_free(&rc);
 	free(b);
 	fx_close(&f);
 }
@@ -1571,9 +1647,12 @@ typedef void (*packfn)(msgpack_packer *pk);
 static void
 pack_head(msgpack_packer *pk, unsigned n, int v)
 {
+	static const uint8_t tag[8];
 	msgpack_pack_map(pk, n);
 	msgpack_pack_str_with_body(pk, "v", 1);
 	msgpack_pack_int(pk, v);
+	msgpack_pack_str_with_body(pk, "rules", 5);
+	msgpack_pack_bin_with_body(pk, tag, sizeof tag);
 	msgpack_pack_str_with_body(pk, "above", 5);
 	msgpack_pack_false(pk);
 	msgpack_pack_str_with_body(pk, "scores", 6);
@@ -1587,7 +1666,7 @@ pack_head(msgpack_packer *pk, unsigned n, int v)
 static void
 bad_version(msgpack_packer *pk)
 {
-	pack_head(pk, 6, 2);
+	pack_head(pk, 7, 2);
 	msgpack_pack_str_with_body(pk, "fit", 3);
 	msgpack_pack_map(pk, 0);
 	msgpack_pack_str_with_body(pk, "eng", 3);
@@ -1597,7 +1676,7 @@ bad_version(msgpack_packer *pk)
 static void
 missing_eng(msgpack_packer *pk)
 {
-	pack_head(pk, 5, 1);
+	pack_head(pk, 6, 1);
 	msgpack_pack_str_with_body(pk, "fit", 3);
 	msgpack_pack_map(pk, 0);
 }
@@ -1605,7 +1684,7 @@ missing_eng(msgpack_packer *pk)
 static void
 unknown_key(msgpack_packer *pk)
 {
-	pack_head(pk, 7, 1);
+	pack_head(pk, 8, 1);
 	msgpack_pack_str_with_body(pk, "fit", 3);
 	msgpack_pack_map(pk, 0);
 	msgpack_pack_str_with_body(pk, "eng", 3);
@@ -1617,7 +1696,7 @@ unknown_key(msgpack_packer *pk)
 static void
 eng_wrong_shape(msgpack_packer *pk)
 {
-	pack_head(pk, 6, 1);
+	pack_head(pk, 7, 1);
 	msgpack_pack_str_with_body(pk, "fit", 3);
 	msgpack_pack_map(pk, 0);
 	msgpack_pack_str_with_body(pk, "eng", 3);
@@ -1632,7 +1711,7 @@ eng_wrong_shape(msgpack_packer *pk)
 static void
 eng_not_finite(msgpack_packer *pk)
 {
-	pack_head(pk, 6, 1);
+	pack_head(pk, 7, 1);
 	msgpack_pack_str_with_body(pk, "fit", 3);
 	msgpack_pack_map(pk, 0);
 	msgpack_pack_str_with_body(pk, "eng", 3);
@@ -1648,7 +1727,7 @@ eng_not_finite(msgpack_packer *pk)
 static void
 fit_fired_too_big(msgpack_packer *pk)
 {
-	pack_head(pk, 6, 1);
+	pack_head(pk, 7, 1);
 	msgpack_pack_str_with_body(pk, "fit", 3);
 	msgpack_pack_map(pk, 1);
 	msgpack_pack_str_with_body(pk, "senior", 6);
@@ -1673,11 +1752,31 @@ field_not_text(msgpack_packer *pk)
 static void
 duplicate_key(msgpack_packer *pk)
 {
-	pack_head(pk, 6, 1);
+	pack_head(pk, 7, 1);
 	msgpack_pack_str_with_body(pk, "fit", 3);
 	msgpack_pack_map(pk, 0);
 	msgpack_pack_str_with_body(pk, "fit", 3);
 	msgpack_pack_map(pk, 0);
+}
+
+/* The shape the bad ones above depart from: decodes. */
+static void
+minimal(msgpack_packer *pk)
+{
+	pack_head(pk, 7, 1);
+	msgpack_pack_str_with_body(pk, "fit", 3);
+	msgpack_pack_map(pk, 0);
+	msgpack_pack_str_with_body(pk, "eng", 3);
+	msgpack_pack_map(pk, 0);
+}
+
+static void
+short_tag(msgpack_packer *pk)
+{
+	static const uint8_t tag[7];
+	msgpack_pack_map(pk, 1);
+	msgpack_pack_str_with_body(pk, "rules", 5);
+	msgpack_pack_bin_with_body(pk, tag, sizeof tag);
 }
 
 static void
@@ -1693,9 +1792,19 @@ test_decode_garbage(void **state)
 
 	static const packfn bad[] = {
 		bad_version, missing_eng, unknown_key, eng_wrong_shape, eng_not_finite,
-		fit_fired_too_big, field_not_text, duplicate_key,
+		fit_fired_too_big, field_not_text, duplicate_key, short_tag,
 	};
 	sc_lead *st = sc_lead_new(f.r);
+	{
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		minimal(&pk);
+		assert_int_equal(sc_lead_decode(f.r, sb.data, sb.size, st), FUNNEL_OK);
+		assert_int_equal(sc_lead_is_empty(st), 1);
+		msgpack_sbuffer_destroy(&sb);
+	}
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
@@ -1844,6 +1953,7 @@ main(void)
 		cmocka_unit_test(test_contributions),
 		cmocka_unit_test(test_encode_round_trip),
 		cmocka_unit_test(test_decode_changed_rules),
+		cmocka_unit_test(test_rules_change_reevaluates),
 		cmocka_unit_test(test_decode_garbage),
 		cmocka_unit_test(test_workload_states),
 	};
