@@ -365,6 +365,16 @@ test_shipped_file_scores(void **state)
 	assert_scores(o, 55, 40, 95);
 	assert_int_equal(o.qualify, 1);
 	sc_lead_reset(f.st);
+	/* the example of the file: 45 fit points, a webinar and a look at the prices */
+	o = feed(&f, CAPTURED, FP_STAGE_INQUIRY, 0, "email", "eva@helios.example", "title",
+	         "VP Marketing", "company_size", "800", "industry", "banking", "country", "ES", NULL);
+	assert_scores(o, 45, 0, 45);
+	o = feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 0, "kind", "webinar", NULL);
+	assert_int_equal(o.qualify, 0);
+	o = feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 0, "kind", "page_view", "url", "/pricing", NULL);
+	assert_scores(o, 45, 26, 71);
+	assert_int_equal(o.qualify, 1);
+	sc_lead_reset(f.st);
 	/* a student on a free mail address: negative fit */
 	o = feed(&f, CAPTURED, FP_STAGE_INQUIRY, 0, "email", "bob@gmail.com", "title", "Student",
 	         NULL);
