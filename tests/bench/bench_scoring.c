@@ -14,6 +14,8 @@
  *       records' daemon timestamps.  Target p99 <= 1 ms.
  *
  * Prints a table and appends key=value lines to BENCH_OUT (if set).
+ * BENCH_SCORING_WRAP is put before the rebuild's command line, to profile
+ * it: BENCH_SCORING_WRAP="perf record -g -o /tmp/perf.data".
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -42,8 +44,9 @@ static uint64_t
 scoring_until_head(const daemon_proc *d, const char *view, const char *extra)
 {
 	char cmd[2048];
-	snprintf(cmd, sizeof cmd, "%s --rules %s --view %s --ingest %s --publish %s --query %s "
-	         "--until-head --log-level warn %s", harness_bin("funnel-scoring"), RULES, view,
+	const char *wrap = strstr(extra, "--rebuild") ? getenv("BENCH_SCORING_WRAP") : NULL;
+	snprintf(cmd, sizeof cmd, "%s %s --rules %s --view %s --ingest %s --publish %s --query %s "
+	         "--until-head --log-level warn %s", wrap ? wrap : "", harness_bin("funnel-scoring"), RULES, view,
 	         d->ingest, d->publish, d->query, extra);
 	uint64_t t0 = harness_now_ns();
 	int st = system(cmd);
