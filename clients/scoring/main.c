@@ -148,7 +148,7 @@ score_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	char lead[512];
 	int rc;
 
-	if (rec->lead.ptr == NULL || rec->lead.len >= sizeof lead)
+	if (!sc_counts(rec) || rec->lead.len >= sizeof lead)
 		return FUNNEL_OK;
 	sc_lead_reset(sc->st);
 	rc = funnel_service_get(svc, t, rec->lead.ptr, rec->lead.len, &val, &vlen);

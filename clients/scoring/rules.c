@@ -1368,6 +1368,23 @@ fire_activity(const sc_rule *ru, sc_rstate *s, double now, uint64_t t, uint64_t 
 }
 
 int
+sc_counts(const funnel_record *rec)
+{
+	if (rec->lead.ptr == NULL)
+		return 0;
+	switch (fp_evspec_lookup(rec->type.ptr, rec->type.len)->type) {
+	case FP_EV_CAPTURED:
+	case FP_EV_ACTIVITY:
+	case FP_EV_RECYCLED:
+	case FP_EV_REJECTED:
+	case FP_EV_ERASED:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+int
 sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *out)
 {
 	uint8_t fired[SC_MAX_RULES] = { 0 };
@@ -1379,19 +1396,9 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 	out->total = st->rep[2];
 	if (st->rules != r)
 		return FUNNEL_EINVAL;
+	if (!sc_counts(rec))
+		return FUNNEL_OK;
 	const fp_evspec *spec = fp_evspec_lookup(rec->type.ptr, rec->type.len);
-	switch (spec->type) {
-	case FP_EV_UNKNOWN:
-	case FP_EV_CUSTOM:
-	case FP_EV_SCORED:
-	case FP_EV_QUALIFIED:
-	case FP_EV_RULES_CHANGED:
-		return FUNNEL_OK;
-	default:
-		break;
-	}
-	if (rec->lead.ptr == NULL)
-		return FUNNEL_OK;
 	if (spec->type == FP_EV_ERASED) {
 		sc_lead_reset(st);
 		out->fit = out->engagement = out->total = 0;

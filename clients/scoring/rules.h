@@ -224,11 +224,22 @@ typedef struct sc_outcome {
 } sc_outcome;
 
 /*
+ * 1 when a record can change a lead's score: lead.captured (fields),
+ * lead.activity (engagement), lead.recycled and lead.rejected (the reset),
+ * lead.erased (the wipe), each naming a lead.  Every other record
+ * (assignments, contacts, outcomes, the scoring service's own
+ * lead.scored and lead.qualified, rules.changed, x.*) leaves the state
+ * alone, so the service need not even load it; decay is applied when the
+ * next record that counts arrives, so scores change, and lead.scored is
+ * sent, only on records that count.
+ */
+int sc_counts(const funnel_record *rec);
+
+/*
  * Apply one record of the log to the state of the lead it names.  The
- * caller passes each lead's records in seq order.  Records that are not
- * about a lead (no lead, rules.changed, x.* custom types, unknown types)
- * and the scoring service's own lead.scored and lead.qualified change
- * nothing.  Every other record is scored at its `ts`:
+ * caller passes each lead's records in seq order.  Records for which
+ * sc_counts() is 0 change nothing.  Every other record is scored at its
+ * `ts`:
  *  - lead.captured first updates the lead's fields from its data;
  *  - lead.activity fires the activity rules whose `on` holds its
  *    data.kind and whose conditions hold on its data (`once` rules only

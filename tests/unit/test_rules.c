@@ -981,13 +981,13 @@ test_decay(void **state)
 	sc_outcome o = feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 0, "kind", "demo_request", NULL);
 	assert_scores(o, 0, 40, 40);
 	/* any record about the lead scores it at its own ts: one half-life halves */
-	o = feed(&f, CONTACTED, FP_STAGE_INQUIRY, 10, NULL);
+	o = feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 10, "kind", "no_rule_reads_this", NULL);
 	assert_scores(o, 0, 20, 20);
 	assert_int_equal(o.changed, 1);
 	assert_int_equal(o.n_fired, 0);
-	o = feed(&f, CONTACTED, FP_STAGE_INQUIRY, 20, NULL);
+	o = feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 20, "kind", "no_rule_reads_this", NULL);
 	assert_scores(o, 0, 10, 10);
-	o = feed(&f, CONTACTED, FP_STAGE_INQUIRY, 20, NULL);
+	o = feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 20, "kind", "no_rule_reads_this", NULL);
 	assert_int_equal(o.changed, 0);
 	/* sc_scores at any time, without changing the state */
 	int fit = -1, eng = -1, total = -1;
@@ -1006,7 +1006,7 @@ test_decay(void **state)
 	fx_open(&f, "version: n\nscoring:\n  threshold: 50\n  engagement:\n"
 	            "    - name: demo\n      on: demo_request\n      points: 40\n");
 	feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 0, "kind", "demo_request", NULL);
-	o = feed(&f, CONTACTED, FP_STAGE_INQUIRY, 3650, NULL);
+	o = feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 3650, "kind", "no_rule_reads_this", NULL);
 	assert_scores(o, 0, 40, 40);
 	assert_int_equal(o.changed, 0);
 	fx_close(&f);
@@ -1260,7 +1260,7 @@ test_recycle_keep(void **state)
 	o = feed(&f, ACTIVITY, FP_STAGE_NURTURE, 3, "kind", "email_click", NULL);
 	assert_int_equal(o.qualify, 0);
 	/* fades below the threshold */
-	o = feed(&f, CONTACTED, FP_STAGE_NURTURE, 100, NULL);
+	o = feed(&f, ACTIVITY, FP_STAGE_NURTURE, 100, "kind", "no_rule_reads_this", NULL);
 	assert_scores(o, 30, 0, 30);
 	assert_int_equal(o.qualify, 0);
 	assert_int_equal(sc_lead_above(f.st), 0);
@@ -1289,7 +1289,7 @@ test_recycle_record_never_qualifies(void **state)
 	o = feed(&f, RECYCLED, FP_STAGE_NURTURE, 1, "reason", "no-budget", NULL);
 	assert_int_equal(o.qualify, 0);
 	assert_int_equal(sc_lead_above(f.st), 0);
-	o = feed(&f, CONTACTED, FP_STAGE_NURTURE, 2, NULL);
+	o = feed(&f, ACTIVITY, FP_STAGE_NURTURE, 2, "kind", "no_rule_reads_this", NULL);
 	assert_int_equal(o.qualify, 1);
 	fx_close(&f);
 }
@@ -1335,7 +1335,8 @@ test_ignored_records(void **state)
 		const char *lead;
 	} ignored[] = {
 		{ SCORED, "L-1" }, { QUALIFIED, "L-1" }, { "x.note", "L-1" }, { "rules.changed", NULL },
-		{ ACTIVITY, NULL }, { "lead.unheard_of", "L-1" },
+		{ ACTIVITY, NULL }, { "lead.unheard_of", "L-1" }, { CONTACTED, "L-1" },
+		{ "lead.assigned", "L-1" }, { "lead.accepted", "L-1" }, { "deal.won", "L-1" },
 	};
 	for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
 		static const char *const kv[] = { "kind", "demo_request", "hash", "h", NULL };
@@ -1614,8 +1615,9 @@ test_rules_change_reevaluates(void **state)
 	assert_int_equal(sc_contributions(rb, st, at_day(0), c, 4), 1);
 	assert_int_equal(c[0].rule, 1);
 	assert_int_equal(c[0].fired, 0);     /* not yet: no record under these rules */
+	static const char *const no_rule_kind[] = { "kind", "no_rule_reads_this", NULL };
 	trec t;
-	rec_make(&t, 2, at_day(1), CONTACTED, "L-1", FP_STAGE_INQUIRY, NULL);
+	rec_make(&t, 2, at_day(1), ACTIVITY, "L-1", FP_STAGE_INQUIRY, no_rule_kind);
 	assert_int_equal(sc_apply(rb, st, &t.r, &o), FUNNEL_OK);
 	assert_scores(o, 5, 0, 5);
 	assert_int_equal(o.changed, 1);
