@@ -66,6 +66,8 @@ struct funnel_service {
 	int64_t batch_deadline;
 	pending *pend;
 	size_t npend, cappend;
+	size_t unsent;                   /* entries of pend not yet stored or refused */
+	size_t done_upto;                /* every entry before this one is done */
 
 	volatile sig_atomic_t stop;
 	funnel_service_stats stats;
@@ -235,7 +237,10 @@ open_view(funnel_service *svc)
 		return lmdb_fail(svc, rc, "create");
 	mdb_env_set_maxdbs(svc->env, FUNNEL_SERVICE_MAX_TABLES + 1);
 	mdb_env_set_mapsize(svc->env, svc->map_size);
-	unsigned flags = MDB_NOTLS | (svc->o.no_sync ? MDB_NOSYNC : 0);
+	/* One fsync per commit, not two: a crash may undo the last commit
+	 * (never corrupt the view), which replays from the checkpoint before
+	 * it; the derived events of that replay are duplicates the log drops. */
+	unsigned flags = MDB_NOTLS | MDB_NOMETASYNC | (svc->o.no_sync ? MDB_NOSYNC : 0);
 	if ((rc = mdb_env_open(svc->env, svc->view_dir, flags, 0644)) != 0) {
 		funnel_log(FUNNEL_LOG_ERROR, "%s: cannot open the view in %s: %s", svc->name,
 		           svc->view_dir, mdb_strerror(rc));
@@ -312,6 +317,8 @@ drop_pending(funnel_service *svc)
 	for (size_t i = 0; i < svc->npend; i++)
 		free(svc->pend[i].buf);
 	svc->npend = 0;
+	svc->unsent = 0;
+	svc->done_upto = 0;
 }
 
 /* Copy ev into a pending entry with id "<name>:<cause>:<key>" (or `id`). */
@@ -354,6 +361,7 @@ queue_event(funnel_service *svc, const funnel_event *ev, uint64_t cause, const c
 	if (ev->data_len)
 		p->ev.data = memcpy(buf, ev->data, ev->data_len);
 	p->ev.cause = cause;
+	svc->unsent++;
 	return FUNNEL_OK;
 }
 
@@ -374,9 +382,13 @@ static int
 send_pending(funnel_service *svc)
 {
 	size_t left = 0;
-	for (size_t i = 0; i < svc->npend; i++) {
-		if (svc->pend[i].ev.cause != 0 && svc->pend[i].ev.cause <= svc->watermark) {
+	while (svc->done_upto < svc->npend && svc->pend[svc->done_upto].done)
+		svc->done_upto++;
+	for (size_t i = svc->done_upto; i < svc->npend; i++) {
+		if (!svc->pend[i].done && svc->pend[i].ev.cause != 0 &&
+		    svc->pend[i].ev.cause <= svc->watermark) {
 			svc->pend[i].done = 1;
+			svc->unsent--;
 			svc->stats.skipped++;
 		}
 		left += !svc->pend[i].done;
@@ -385,7 +397,7 @@ send_pending(funnel_service *svc)
 	while (left > 0) {
 		if (svc->stop)
 			return FUNNEL_ESHUTDOWN;
-		size_t next = 0, first = 0;
+		size_t next = svc->done_upto, first = svc->done_upto;
 		int rc = FUNNEL_OK;
 		/* Pipelined: keep up to SEND_WINDOW requests in flight, one
 		 * event each, so a refusal concerns that event only. */
@@ -409,12 +421,13 @@ send_pending(funnel_service *svc)
 			while (first < svc->npend && (svc->pend[first].done || svc->pend[first].rid != rid))
 				first++;
 			if (first == svc->npend) {
-				first = 0;
+				first = svc->done_upto;
 				continue;       /* not ours any more */
 			}
 			pending *p = &svc->pend[first];
 			if (crc == FUNNEL_OK) {
 				p->done = 1;
+				svc->unsent--;
 				left--;
 				svc->stats.emitted++;
 			} else if (is_refusal(crc)) {
@@ -428,6 +441,7 @@ send_pending(funnel_service *svc)
 					           p->ev.type, p->ev.lead ? p->ev.lead : "-", p->ev.cause,
 					           funnel_errname(crc), ei->message, nref);
 				p->done = 1;
+				svc->unsent--;
 				left--;
 				svc->stats.refused++;
 			} else {
@@ -708,10 +722,9 @@ funnel_service_run(funnel_service *svc)
 		 * Catching up: the next page is on its way; wait for it until
 		 * the batch is old. */
 		int wait = 200;
-		if (svc->batch_n > 0) {
-			long left = fl_left_ms(svc->batch_deadline);
-			wait = funnel_subscriber_live(svc->sub) ? 0 : (int)left;
-		}
+		int live = funnel_subscriber_live(svc->sub);
+		if (svc->batch_n > 0)
+			wait = live && svc->unsent > 0 ? 0 : (int)fl_left_ms(svc->batch_deadline);
 		rc = funnel_subscriber_next(svc->sub, wait, &buf, &len);
 		if (rc == FUNNEL_OK) {
 			quiet_errors = 0;
@@ -727,6 +740,17 @@ funnel_service_run(funnel_service *svc)
 			}
 			if (svc->batch_n < svc->o.batch_events && fl_now_ms() < svc->batch_deadline)
 				continue;
+		} else if (rc == FUNNEL_ETIMEDOUT && live && svc->unsent > 0 && !svc->o.no_emit &&
+		           svc->batch_n < svc->o.batch_events && fl_now_ms() < svc->batch_deadline) {
+			/* Live and nothing more waiting: store the derived events
+			 * now, for latency; the view commits when the batch is old
+			 * or full (they were sent, so the checkpoint may pass). */
+			rc = send_pending(svc);
+			if (rc != FUNNEL_OK && rc != FUNNEL_ESHUTDOWN) {
+				abort_batch(svc);
+				return rc;
+			}
+			continue;
 		} else if (rc == FUNNEL_ENOTFOUND) {
 			/* until_head: the head is applied */
 			rc = commit_batch(svc);

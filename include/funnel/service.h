@@ -19,10 +19,14 @@
  *   2. for each record delivered, call apply(): it reads and writes the
  *      view through funnel_service_txn() and may queue derived events
  *      with funnel_service_emit();
- *   3. when the batch is full (batch_events), old (batch_ms), or nothing
- *      more is waiting on the live feed: send the queued derived events
- *      and wait for the log to store them, then write the checkpoint in
- *      the same transaction as the view changes, and commit.
+ *   3. live, as soon as nothing more is waiting on the feed: send the
+ *      queued derived events and wait for the log to store them (their
+ *      latency is one round trip to funneld, never a view commit);
+ *   4. when the batch is full (batch_events) or old (batch_ms), or at
+ *      the head with until_head: send what is still queued, then write
+ *      the checkpoint in the same transaction as the view changes, and
+ *      commit (one fsync: MDB_NOMETASYNC; a crash may undo the last
+ *      commit, never corrupt the view).
  *
  * Invariants:
  *   - The checkpoint is the seq of the last record whose effects are in
