@@ -141,6 +141,41 @@ funnel_page_release(funnel_page *page)
 	memset(page, 0, sizeof *page);
 }
 
+int
+funnel_replay_each(funnel_query *q, const funnel_replay_req *req, funnel_record_fn fn, void *ctx)
+{
+	funnel_replay_req r = *req;
+	funnel_page pg;
+	msgpack_zone z;
+	int rc;
+
+	if (fn == NULL)
+		return FUNNEL_EINVAL;
+	if (r.from == 0)
+		r.from = 1;
+	msgpack_zone_init(&z, 4096);
+	for (;;) {
+		if ((rc = funnel_replay_page(q, &r, &pg)) != FUNNEL_OK)
+			break;
+		for (size_t i = 0; i < pg.n && rc == FUNNEL_OK; i++) {
+			funnel_record rec;
+			msgpack_zone_clear(&z);
+			if (funnel_record_parse(pg.recs[i], pg.lens[i], &z, &rec) != FUNNEL_OK)
+				rc = fl_set_error(&q->err, FUNNEL_EPROTOCOL, -1, "events",
+				                  "replay returned a record that does not parse");
+			else
+				rc = fn(&rec, ctx);
+		}
+		int end = pg.end;
+		r.from = pg.next;
+		funnel_page_release(&pg);
+		if (rc != FUNNEL_OK || end)
+			break;
+	}
+	msgpack_zone_destroy(&z);
+	return rc;
+}
+
 /* Byte offset of lens[] in a page_buf holding n records. */
 static size_t
 lens_offset(size_t n)

@@ -184,61 +184,50 @@ score_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	return emit_outcome(svc, sc, lead, &out);
 }
 
-/*
- * The hash of the scoring rules the log last recorded, and that record's
- * seq (0: none).  Reads every rules.changed record (there are few).
- */
+/* The last rules.changed record of the scoring service, as the walk
+ * over them finds it. */
+typedef struct last_rules {
+	char hash[2 * FUNNEL_HASH_BYTES + 1];
+	uint64_t seq;
+} last_rules;
+
 static int
-last_recorded_rules(funnel_query *q, char hash[2 * FUNNEL_HASH_BYTES + 1], uint64_t *seq)
+note_rules(const funnel_record *r, void *ctx)
+{
+	last_rules *lr = ctx;
+	funnel_str svc, h;
+
+	if (r->data != NULL && mp_get_str(r->data, "service", &svc, NULL) == FUNNEL_OK &&
+	    svc.len == strlen(SCORING_NAME) && memcmp(svc.ptr, SCORING_NAME, svc.len) == 0 &&
+	    mp_get_str(r->data, "hash", &h, NULL) == FUNNEL_OK && h.len == 2 * FUNNEL_HASH_BYTES) {
+		memcpy(lr->hash, h.ptr, h.len);
+		lr->hash[h.len] = 0;
+		lr->seq = r->seq;
+	}
+	return FUNNEL_OK;
+}
+
+/* The hash of the scoring rules the log last recorded ("" if none) and
+ * that record's seq (0).  Reads every rules.changed record (few). */
+static int
+last_recorded_rules(funnel_query *q, last_rules *lr)
 {
 	funnel_replay_req req = { .from = 1, .type = "rules.changed", .limit = 1000 };
-	funnel_page pg;
-	msgpack_zone z;
-	int rc = FUNNEL_OK;
-
-	hash[0] = 0;
-	*seq = 0;
-	msgpack_zone_init(&z, 4096);
-	for (;;) {
-		if ((rc = funnel_replay_page(q, &req, &pg)) != FUNNEL_OK)
-			break;
-		for (size_t i = 0; i < pg.n; i++) {
-			funnel_record r;
-			funnel_str svc, h;
-			msgpack_zone_clear(&z);
-			if (funnel_record_parse(pg.recs[i], pg.lens[i], &z, &r) != FUNNEL_OK ||
-			    r.data == NULL)
-				continue;
-			if (mp_get_str(r.data, "service", &svc, NULL) != FUNNEL_OK ||
-			    svc.len != strlen(SCORING_NAME) || memcmp(svc.ptr, SCORING_NAME, svc.len) != 0 ||
-			    mp_get_str(r.data, "hash", &h, NULL) != FUNNEL_OK ||
-			    h.len != 2 * FUNNEL_HASH_BYTES)
-				continue;
-			memcpy(hash, h.ptr, h.len);
-			hash[h.len] = 0;
-			*seq = r.seq;
-		}
-		int end = pg.end;
-		req.from = pg.next;
-		funnel_page_release(&pg);
-		if (end)
-			break;
-	}
-	msgpack_zone_destroy(&z);
-	return rc;
+	memset(lr, 0, sizeof *lr);
+	return funnel_replay_each(q, &req, note_rules, lr);
 }
 
 /* Record rules.changed unless the log's last record says these rules. */
 static int
 record_rules(funnel_service *svc, scorer *sc)
 {
-	char last[2 * FUNNEL_HASH_BYTES + 1], id[128];
-	uint64_t last_seq;
+	last_rules lr;
+	char id[128];
 	int rc;
 
 	/* funneld may still be starting: wait for it like the feed does */
 	for (int tries = 0;; tries++) {
-		rc = last_recorded_rules(funnel_service_query(svc), last, &last_seq);
+		rc = last_recorded_rules(funnel_service_query(svc), &lr);
 		if (rc == FUNNEL_OK)
 			break;
 		if (tries == 0)
@@ -247,10 +236,10 @@ record_rules(funnel_service *svc, scorer *sc)
 		if (tries >= 30)
 			return rc;
 	}
-	if (strcmp(last, sc->hash_hex) == 0) {
+	if (strcmp(lr.hash, sc->hash_hex) == 0) {
 		funnel_log(FUNNEL_LOG_INFO, "scoring: rules \"%s\" (%.12s) are the ones the log "
 		           "recorded at seq %" PRIu64, sc_rules_version(sc->rules), sc->hash_hex,
-		           last_seq);
+		           lr.seq);
 		return FUNNEL_OK;
 	}
 	size_t text_len;
@@ -266,13 +255,13 @@ record_rules(funnel_service *svc, scorer *sc)
 	mp_pack_key(&pk, "version");
 	mp_pack_cstr(&pk, sc_rules_version(sc->rules));
 	mp_pack_key(&pk, "previous_hash");
-	mp_pack_cstr(&pk, last);
+	mp_pack_cstr(&pk, lr.hash);
 	mp_pack_key(&pk, "text");
 	msgpack_pack_str_with_body(&pk, text, text_len);
 	/* The key names what it follows, so a crash after sending finds the
 	 * record on restart and a later return to these rules records again. */
 	snprintf(id, sizeof id, "%s:rules:%.16s:after:%" PRIu64, SCORING_NAME, sc->hash_hex,
-	         last_seq);
+	         lr.seq);
 	funnel_event ev = { .type = "rules.changed", .id = id, .data = sc->ev.data,
 	                    .data_len = sc->ev.size };
 	funnel_ack ack = { 0 };

@@ -62,6 +62,7 @@ typedef struct whatif {
 	def_totals tot[2];
 	char *reasons[MAX_REASONS];
 	size_t nreasons;
+	char why[160];                 /* what stopped the walk, if it was not the log */
 } whatif;
 
 static int
@@ -200,6 +201,23 @@ apply_record(whatif *w, const funnel_record *in)
 	return mdb_put(w->txn, w->sum, &k, &v, 0);
 }
 
+/* funnel_replay_each callback: one record under both definitions. */
+static int
+whatif_record(const funnel_record *r, void *ctx)
+{
+	whatif *w = ctx;
+	int rc = apply_record(w, r);
+	if (rc == 0 && ++w->txn_records >= COMMIT_EVERY)
+		rc = txn_renew(w);
+	if (rc != 0) {
+		snprintf(w->why, sizeof w->why, "%s", rc < 0 ? mdb_strerror(rc) : funnel_strerror(rc));
+		return FUNNEL_ESTORAGE;
+	}
+	w->records++;
+	w->last_seq = r->seq;
+	return FUNNEL_OK;
+}
+
 static size_t
 reason_index(whatif *w, const char *reason)
 {
@@ -307,10 +325,8 @@ scoring_whatif(const scoring_args *a, const char *new_rules)
 	funnel_query *q = NULL;
 	char err[512], dir[4096] = "";
 	int status = 1, rc;
-	msgpack_zone z;
 
 	memset(&w, 0, sizeof w);
-	msgpack_zone_init(&z, 4096);
 	msgpack_sbuffer_init(&w.sb);
 	const char *files[2] = { a->rules, new_rules };
 	for (int d = 0; d < 2; d++) {
@@ -332,36 +348,14 @@ scoring_whatif(const scoring_args *a, const char *new_rules)
 		goto out;
 
 	funnel_replay_req req = { .from = 1, .limit = 10000 };
-	for (;;) {
-		funnel_page pg;
-		if ((rc = funnel_replay_page(q, &req, &pg)) != FUNNEL_OK) {
-			fprintf(stderr, "funnel-scoring: reading the log at seq %" PRIu64 ": %s %s\n",
-			        req.from, funnel_errname(rc), funnel_query_error(q)->message);
-			goto out;
-		}
-		for (size_t i = 0; i < pg.n; i++) {
-			funnel_record r;
-			msgpack_zone_clear(&z);
-			if (funnel_record_parse(pg.recs[i], pg.lens[i], &z, &r) != FUNNEL_OK) {
-				fprintf(stderr, "funnel-scoring: a record does not parse\n");
-				funnel_page_release(&pg);
-				goto out;
-			}
-			if ((rc = apply_record(&w, &r)) != 0 ||
-			    (++w.txn_records >= COMMIT_EVERY && (rc = txn_renew(&w)) != 0)) {
-				fprintf(stderr, "funnel-scoring: what-if at seq %" PRIu64 ": %s\n", r.seq,
-				        rc < 0 ? mdb_strerror(rc) : funnel_strerror(rc));
-				funnel_page_release(&pg);
-				goto out;
-			}
-			w.records++;
-			w.last_seq = r.seq;
-		}
-		int end = pg.end;
-		req.from = pg.next;
-		funnel_page_release(&pg);
-		if (end)
-			break;
+	if ((rc = funnel_replay_each(q, &req, whatif_record, &w)) != FUNNEL_OK) {
+		if (w.why[0])
+			fprintf(stderr, "funnel-scoring: what-if at seq %" PRIu64 ": %s\n",
+			        w.last_seq + 1, w.why);
+		else
+			fprintf(stderr, "funnel-scoring: reading the log: %s %s\n", funnel_errname(rc),
+			        funnel_query_error(q)->message);
+		goto out;
 	}
 
 	uint64_t captured = 0;
@@ -438,6 +432,5 @@ out:
 		sc_rules_free(&rules[d]);
 	}
 	msgpack_sbuffer_destroy(&w.sb);
-	msgpack_zone_destroy(&z);
 	return status;
 }

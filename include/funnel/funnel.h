@@ -207,6 +207,18 @@ int funnel_replay_page(funnel_query *q, const funnel_replay_req *req, funnel_pag
  * NULL. */
 void funnel_page_release(funnel_page *page);
 
+/*
+ * Call fn for each record of a replay range, in seq order, paging to the
+ * end of the range (req as for funnel_replay_page; from 0 means 1).  The
+ * record and what it points to are valid during the call only.  fn
+ * returns FUNNEL_OK to go on; anything else stops the walk and is
+ * returned.  Otherwise returns FUNNEL_OK at the end of the range, a
+ * query error, or FUNNEL_EPROTOCOL for a record that does not parse.
+ */
+typedef int (*funnel_record_fn)(const funnel_record *rec, void *ctx);
+int funnel_replay_each(funnel_query *q, const funnel_replay_req *req, funnel_record_fn fn,
+                       void *ctx);
+
 typedef struct funnel_status {
 	uint64_t head;                          /* last seq, 0 for an empty log */
 	uint8_t head_hash[FUNNEL_HASH_BYTES];   /* hash of record `head` (zeros if empty) */

@@ -138,58 +138,53 @@ live_load(const daemon_proc *d, uint64_t secs, uint64_t rate, uint64_t *sent)
 	return rc;
 }
 
+/* Timestamps by seq, and the latencies cause commit -> derived commit. */
+typedef struct lat_walk {
+	uint64_t cap, *ts, *lq, *ls, nq, ns;
+} lat_walk;
+
+static int
+lat_record(const funnel_record *r, void *ctx)
+{
+	lat_walk *w = ctx;
+	if (r->seq >= w->cap)
+		return FUNNEL_OK;
+	w->ts[r->seq] = r->ts;
+	if (!r->has_cause || r->cause >= w->cap || w->ts[r->cause] == 0)
+		return FUNNEL_OK;
+	uint64_t lat = r->ts - w->ts[r->cause];
+	if (r->type.len == 14 && memcmp(r->type.ptr, "lead.qualified", 14) == 0)
+		w->lq[w->nq++] = lat;
+	else if (r->type.len == 11 && memcmp(r->type.ptr, "lead.scored", 11) == 0)
+		w->ls[w->ns++] = lat;
+	return FUNNEL_OK;
+}
+
 /* Latencies cause commit -> derived commit for lead.qualified and
  * lead.scored, from the whole log. */
 static int
 derived_latencies(const daemon_proc *d, double q[3], double s[3], uint64_t *nq, uint64_t *ns)
 {
-	funnel_query *qc;
+	funnel_query *qc = NULL;
 	funnel_replay_req req = { .from = 1, .limit = 10000 };
-	msgpack_zone z;
-	uint64_t cap = 1 << 20, *ts = calloc(cap, sizeof *ts);
-	uint64_t *lq = malloc(cap * sizeof *lq), *ls = malloc(cap * sizeof *ls);
 	const double p[3] = { 0.5, 0.99, 0.999 };
+	lat_walk w = { .cap = 1 << 20 };
 	int rc = -1;
 
-	*nq = *ns = 0;
-	if (!ts || !lq || !ls || funnel_query_new(&qc, d->query, 10000) != FUNNEL_OK)
-		goto out;
-	msgpack_zone_init(&z, 4096);
-	for (;;) {
-		funnel_page pg;
-		if (funnel_replay_page(qc, &req, &pg) != FUNNEL_OK)
-			break;
-		for (size_t i = 0; i < pg.n; i++) {
-			funnel_record r;
-			msgpack_zone_clear(&z);
-			if (funnel_record_parse(pg.recs[i], pg.lens[i], &z, &r) != FUNNEL_OK ||
-			    r.seq >= cap)
-				continue;
-			ts[r.seq] = r.ts;
-			if (!r.has_cause || r.cause >= cap || ts[r.cause] == 0)
-				continue;
-			uint64_t lat = r.ts - ts[r.cause];
-			if (r.type.len == 14 && memcmp(r.type.ptr, "lead.qualified", 14) == 0)
-				lq[(*nq)++] = lat;
-			else if (r.type.len == 11 && memcmp(r.type.ptr, "lead.scored", 11) == 0)
-				ls[(*ns)++] = lat;
-		}
-		int end = pg.end;
-		req.from = pg.next;
-		funnel_page_release(&pg);
-		if (end) {
-			rc = 0;
-			break;
-		}
-	}
-	msgpack_zone_destroy(&z);
+	w.ts = calloc(w.cap, sizeof *w.ts);
+	w.lq = malloc(w.cap * sizeof *w.lq);
+	w.ls = malloc(w.cap * sizeof *w.ls);
+	if (w.ts && w.lq && w.ls && funnel_query_new(&qc, d->query, 10000) == FUNNEL_OK &&
+	    funnel_replay_each(qc, &req, lat_record, &w) == FUNNEL_OK)
+		rc = 0;
 	funnel_query_destroy(&qc);
-	bench_quantiles_ms(lq, *nq, p, q, 3);
-	bench_quantiles_ms(ls, *ns, p, s, 3);
-out:
-	free(ts);
-	free(lq);
-	free(ls);
+	bench_quantiles_ms(w.lq, w.nq, p, q, 3);
+	bench_quantiles_ms(w.ls, w.ns, p, s, 3);
+	*nq = w.nq;
+	*ns = w.ns;
+	free(w.ts);
+	free(w.lq);
+	free(w.ls);
 	return rc;
 }
 

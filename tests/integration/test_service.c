@@ -161,6 +161,31 @@ publish_leads(const daemon_proc *d, const char *prefix, int from, int n, int act
 	funnel_producer_destroy(&p);
 }
 
+/* What count_echoes learns from the log, seq by seq. */
+typedef struct echo_walk {
+	uint64_t echoes, captures;
+	uint8_t is_capture[1 << 16], caused[1 << 16];
+} echo_walk;
+
+static int
+echo_record(const funnel_record *r, void *ctx)
+{
+	echo_walk *w = ctx;
+	assert_true(r->seq < sizeof w->is_capture);
+	if (r->type.len == 13 && memcmp(r->type.ptr, "lead.captured", 13) == 0) {
+		w->is_capture[r->seq] = 1;
+		w->captures++;
+	} else if (r->type.len == 6 && memcmp(r->type.ptr, "x.echo", 6) == 0) {
+		assert_true(r->has_cause);
+		assert_true(r->cause < r->seq);
+		assert_true(w->is_capture[r->cause]);
+		assert_false(w->caused[r->cause]);       /* never doubled */
+		w->caused[r->cause] = 1;
+		w->echoes++;
+	}
+	return FUNNEL_OK;
+}
+
 /* Count x.echo records in the log; every one must have a distinct cause
  * that is a lead.captured record.  Returns the number of x.echo records;
  * *captures gets the number of lead.captured records. */
@@ -168,45 +193,16 @@ static uint64_t
 count_echoes(const daemon_proc *d, uint64_t *captures)
 {
 	funnel_query *q;
-	funnel_page pg;
-	msgpack_zone z;
-	uint64_t echoes = 0, caps = 0, from = 1;
-	size_t cap = 1 << 16;
-	uint8_t *is_capture = calloc(cap, 1), *caused = calloc(cap, 1);
+	funnel_replay_req req = { .from = 1, .limit = 10000 };
+	echo_walk *w = calloc(1, sizeof *w);
 
+	assert_non_null(w);
 	assert_int_equal(funnel_query_new(&q, d->query, 5000), FUNNEL_OK);
-	msgpack_zone_init(&z, 4096);
-	for (int guard = 0; guard < 100000; guard++) {
-		funnel_replay_req req = { .from = from, .limit = 10000 };
-		assert_int_equal(funnel_replay_page(q, &req, &pg), FUNNEL_OK);
-		for (size_t i = 0; i < pg.n; i++) {
-			funnel_record r;
-			msgpack_zone_clear(&z);
-			assert_int_equal(funnel_record_parse(pg.recs[i], pg.lens[i], &z, &r), FUNNEL_OK);
-			assert_true(r.seq < cap);
-			if (r.type.len == 13 && memcmp(r.type.ptr, "lead.captured", 13) == 0) {
-				is_capture[r.seq] = 1;
-				caps++;
-			} else if (r.type.len == 6 && memcmp(r.type.ptr, "x.echo", 6) == 0) {
-				assert_true(r.has_cause);
-				assert_true(r.cause < r.seq);
-				assert_true(is_capture[r.cause]);
-				assert_false(caused[r.cause]);       /* never doubled */
-				caused[r.cause] = 1;
-				echoes++;
-			}
-		}
-		from = pg.next;
-		int end = pg.end;
-		funnel_page_release(&pg);
-		if (end)
-			break;
-	}
-	msgpack_zone_destroy(&z);
+	assert_int_equal(funnel_replay_each(q, &req, echo_record, w), FUNNEL_OK);
 	funnel_query_destroy(&q);
-	free(is_capture);
-	free(caused);
-	*captures = caps;
+	uint64_t echoes = w->echoes;
+	*captures = w->captures;
+	free(w);
 	return echoes;
 }
 
