@@ -136,6 +136,8 @@ lmdb_fail(funnel_service *svc, int rc, const char *what)
 	return FUNNEL_ESTORAGE;
 }
 
+static int grow_if_needed(funnel_service *svc, int force);
+
 /* ---- the runtime table ---- */
 
 static int
@@ -190,7 +192,7 @@ load_state(funnel_service *svc)
 /* Empty the service's tables; the checkpoint goes back to 0 and the
  * watermark keeps the highest checkpoint ever committed. */
 static int
-rebuild_view(funnel_service *svc)
+rebuild_once(funnel_service *svc)
 {
 	MDB_txn *txn;
 	int rc = mdb_txn_begin(svc->env, NULL, 0, &txn);
@@ -219,6 +221,22 @@ rebuild_view(funnel_service *svc)
 	funnel_log(FUNNEL_LOG_INFO, "%s: view emptied for a rebuild from seq 1 (was at %" PRIu64 ")",
 	           svc->name, cp);
 	return FUNNEL_OK;
+}
+
+/* Emptying a big view writes a big free list: grow the map when it is
+ * full and try again. */
+static int
+rebuild_view(funnel_service *svc)
+{
+	int rc = FUNNEL_ESTORAGE;
+	for (int tries = 0; tries < 8; tries++) {
+		svc->map_full = 0;
+		if ((rc = rebuild_once(svc)) == FUNNEL_OK || !svc->map_full)
+			return rc;
+		if ((rc = grow_if_needed(svc, 1)) != FUNNEL_OK)
+			return rc;
+	}
+	return rc;
 }
 
 /* Open the environment, its tables and the committed state. */
@@ -264,6 +282,8 @@ open_view(funnel_service *svc)
 		mdb_txn_abort(txn);
 	if (rc != 0)
 		return lmdb_fail(svc, rc, "open the tables");
+	if ((rc = grow_if_needed(svc, 0)) != FUNNEL_OK)
+		return rc;
 	if (svc->o.rebuild && (rc = rebuild_view(svc)) != FUNNEL_OK)
 		return rc;
 	return load_state(svc);

@@ -317,7 +317,8 @@ cmd_run(const scoring_args *a)
 	int status = 1;
 	rc = sc.st ? funnel_service_new(&the_service, &o, score_apply, &sc) : FUNNEL_ENOMEM;
 	if (rc != FUNNEL_OK) {
-		funnel_log(FUNNEL_LOG_ERROR, "scoring: cannot start: %s", funnel_strerror(rc));
+		funnel_log(FUNNEL_LOG_ERROR, "scoring: cannot start: %s", rc == FUNNEL_ESTORAGE ?
+		           "the view cannot be opened or written (see above)" : funnel_strerror(rc));
 		goto out;
 	}
 	struct sigaction sa;
