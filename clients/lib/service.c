@@ -308,7 +308,7 @@ grow_if_needed(funnel_service *svc, int force)
 	int rc = mdb_env_set_mapsize(svc->env, want);
 	if (rc != 0)
 		return lmdb_fail(svc, rc, "grow the map");
-	funnel_log(FUNNEL_LOG_INFO, "%s: view map grown to %zu MiB", svc->name, want >> 20);
+	funnel_log(FUNNEL_LOG_INFO, "%s: view map grown to %zu KiB", svc->name, want >> 10);
 	svc->map_size = want;
 	return FUNNEL_OK;
 }

@@ -71,6 +71,7 @@ typedef struct svc_args {
 	const char *view;
 	int rebuild, until_head, batch;
 	const char *ready;
+	size_t map_size;
 } svc_args;
 
 static funnel_service *child_svc;
@@ -98,6 +99,7 @@ run_service(const svc_args *a)
 		.batch_events = a->batch ? (unsigned)a->batch : 0,
 		.timeout_ms = 2000,
 		.ready_file = a->ready,
+		.map_size = a->map_size,
 	};
 	int rc = funnel_service_new(&child_svc, &o, count_apply, NULL);
 	if (rc != FUNNEL_OK)
@@ -119,14 +121,20 @@ spawn_service(const svc_args *a)
 
 /* Run to the head in a child; returns its exit code. */
 static int
-service_until_head(const daemon_proc *d, const char *view, int rebuild)
+service_until_head_map(const daemon_proc *d, const char *view, int rebuild, size_t map_size)
 {
-	svc_args a = { d, view, rebuild, 1, 0, NULL };
+	svc_args a = { d, view, rebuild, 1, 0, NULL, map_size };
 	pid_t pid = spawn_service(&a);
 	int st;
 	if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
 		return -1;
 	return WEXITSTATUS(st);
+}
+
+static int
+service_until_head(const daemon_proc *d, const char *view, int rebuild)
+{
+	return service_until_head_map(d, view, rebuild, 0);
 }
 
 /* ---- log helpers ---- */
@@ -365,6 +373,34 @@ test_sigterm_and_resume(void **state)
 	harness_cleanup(&d);
 }
 
+/* A view that starts with a map far too small: the batch that fills it
+ * is applied again in a bigger map, a rebuild that fills it likewise, and
+ * the result equals a view that never had to grow. */
+static void
+test_view_map_grows(void **state)
+{
+	daemon_proc d;
+	char small[400], big[400];
+	uint8_t a[32], b[32];
+	uint64_t cpa, cpb, caps;
+	(void)state;
+
+	assert_int_equal(harness_start(&d, NULL), 0);
+	snprintf(small, sizeof small, "%s/small", d.dir);
+	snprintf(big, sizeof big, "%s/big", d.dir);
+	publish_leads(&d, "G-with-a-rather-long-lead-id-to-fill-pages", 0, 3000, 0);
+	assert_int_equal(service_until_head_map(&d, small, 0, 64 << 10), 0);
+	assert_int_equal(count_echoes(&d, &caps), 3000);
+	assert_int_equal(service_until_head_map(&d, small, 0, 64 << 10), 0);
+	assert_int_equal(service_until_head_map(&d, small, 1, 64 << 10), 0);
+	assert_int_equal(service_until_head(&d, big, 0), 0);
+	digest_of(small, a, &cpa);
+	digest_of(big, b, &cpb);
+	assert_int_equal(cpa, cpb);
+	assert_memory_equal(a, b, 32);
+	harness_cleanup(&d);
+}
+
 int
 main(void)
 {
@@ -372,6 +408,7 @@ main(void)
 		cmocka_unit_test(test_until_head_rebuild_identical),
 		cmocka_unit_test(test_kill9_service_equals_rebuild),
 		cmocka_unit_test(test_sigterm_and_resume),
+		cmocka_unit_test(test_view_map_grows),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
