@@ -23,13 +23,15 @@
 #define DEFAULT_MAP (64u << 20)
 #define SEND_WINDOW 256
 
-/* One derived event waiting for the end of its batch.  buf owns every
- * string and the data of ev. */
+/* One derived event of the batch in hand, from queued to settled
+ * (stored or refused by the log).  buf owns every string and the data of
+ * ev. */
+enum pend_state { P_UNSENT, P_SENT, P_DONE };
 typedef struct pending {
 	funnel_event ev;
 	char *buf;
-	uint64_t rid;
-	int done;
+	uint64_t rid;                    /* the request carrying it, while P_SENT */
+	enum pend_state state;
 } pending;
 
 struct funnel_service {
@@ -66,8 +68,8 @@ struct funnel_service {
 	int64_t batch_deadline;
 	pending *pend;
 	size_t npend, cappend;
-	size_t unsent;                   /* entries of pend not yet stored or refused */
-	size_t done_upto;                /* every entry before this one is done */
+	size_t unsent;                   /* entries of pend not yet settled */
+	size_t done_upto;                /* every entry before this one is settled */
 
 	volatile sig_atomic_t stop;
 	funnel_service_stats stats;
@@ -393,63 +395,72 @@ is_refusal(int code)
 	return code >= FUNNEL_EMALFORMED && code <= FUNNEL_EVERSION;
 }
 
+static void
+settle(funnel_service *svc, pending *p, int refused)
+{
+	p->state = P_DONE;
+	svc->unsent--;
+	if (refused)
+		svc->stats.refused++;
+	else
+		svc->stats.emitted++;
+}
+
 /*
- * Send every pending event not yet done and wait for the log's answer,
- * retrying transient failures with the same ids.  Returns FUNNEL_OK when
- * each is stored or refused, FUNNEL_ESHUTDOWN when stopped first.
+ * Move derived events along: mark those already sent before a rebuild,
+ * send unsent ones while the window has room (one event per request, so a
+ * refusal concerns that event only), and take the replies that are in.
+ * With wait, keep at it until every event is stored or refused, retrying
+ * transient failures (timeouts, transport, ESTORAGE, ESHUTDOWN) with the
+ * same ids after a growing pause.  Returns FUNNEL_OK, or FUNNEL_ESHUTDOWN
+ * when stopped before all were settled.
  */
 static int
-send_pending(funnel_service *svc)
+pump(funnel_service *svc, int wait)
 {
-	size_t left = 0;
-	while (svc->done_upto < svc->npend && svc->pend[svc->done_upto].done)
-		svc->done_upto++;
-	for (size_t i = svc->done_upto; i < svc->npend; i++) {
-		if (!svc->pend[i].done && svc->pend[i].ev.cause != 0 &&
-		    svc->pend[i].ev.cause <= svc->watermark) {
-			svc->pend[i].done = 1;
-			svc->unsent--;
-			svc->stats.skipped++;
-		}
-		left += !svc->pend[i].done;
-	}
 	int backoff = 50;
-	while (left > 0) {
-		if (svc->stop)
-			return FUNNEL_ESHUTDOWN;
-		size_t next = svc->done_upto, first = svc->done_upto;
-		int rc = FUNNEL_OK;
-		/* Pipelined: keep up to SEND_WINDOW requests in flight, one
-		 * event each, so a refusal concerns that event only. */
-		while (rc == FUNNEL_OK && (next < svc->npend || funnel_in_flight(svc->prod) > 0)) {
-			while (next < svc->npend && svc->pend[next].done)
-				next++;
-			if (next < svc->npend && funnel_in_flight(svc->prod) < SEND_WINDOW) {
-				rc = funnel_send(svc->prod, &svc->pend[next].ev, 1, &svc->pend[next].rid);
-				if (rc == FUNNEL_OK)
-					next++;
+
+	for (;;) {
+		while (svc->done_upto < svc->npend && svc->pend[svc->done_upto].state == P_DONE)
+			svc->done_upto++;
+		int retry = 0;
+		for (size_t i = svc->done_upto; i < svc->npend && !retry; i++) {
+			pending *p = &svc->pend[i];
+			if (p->state != P_UNSENT)
+				continue;
+			if (p->ev.cause != 0 && p->ev.cause <= svc->watermark) {
+				p->state = P_DONE;
+				svc->unsent--;
+				svc->stats.skipped++;
 				continue;
 			}
+			if (funnel_in_flight(svc->prod) >= SEND_WINDOW)
+				break;
+			if (funnel_send(svc->prod, &p->ev, 1, &p->rid) == FUNNEL_OK)
+				p->state = P_SENT;
+			else
+				retry = 1;
+		}
+		/* replies, in arrival order; the first wait is bounded */
+		while (!retry && funnel_in_flight(svc->prod) > 0) {
 			uint64_t rid;
-			funnel_ack ack;
-			size_t nack;
-			int crc = funnel_collect(svc->prod, svc->o.timeout_ms, &rid, &ack, 1, &nack);
+			int crc = funnel_collect(svc->prod, wait ? svc->o.timeout_ms : 0, &rid, NULL, 0,
+			                         NULL);
+			if (crc == FUNNEL_ETIMEDOUT && !wait)
+				break;
 			if (crc == FUNNEL_ETIMEDOUT || crc == FUNNEL_ETRANSPORT || crc == FUNNEL_EINVAL) {
-				rc = crc;
+				retry = 1;
 				break;
 			}
-			while (first < svc->npend && (svc->pend[first].done || svc->pend[first].rid != rid))
-				first++;
-			if (first == svc->npend) {
-				first = svc->done_upto;
-				continue;       /* not ours any more */
-			}
-			pending *p = &svc->pend[first];
+			size_t i;
+			for (i = svc->done_upto; i < svc->npend; i++)
+				if (svc->pend[i].state == P_SENT && svc->pend[i].rid == rid)
+					break;
+			if (i == svc->npend)
+				continue;       /* a reply to an abandoned request */
+			pending *p = &svc->pend[i];
 			if (crc == FUNNEL_OK) {
-				p->done = 1;
-				svc->unsent--;
-				left--;
-				svc->stats.emitted++;
+				settle(svc, p, 0);
 			} else if (is_refusal(crc)) {
 				/* The first few in full, then a count now and then:
 				 * a backfill over old history can meet thousands. */
@@ -460,31 +471,46 @@ send_pending(funnel_service *svc)
 					           PRIu64 "): %s %s (%" PRIu64 " refused so far)", svc->name,
 					           p->ev.type, p->ev.lead ? p->ev.lead : "-", p->ev.cause,
 					           funnel_errname(crc), ei->message, nref);
-				p->done = 1;
-				svc->unsent--;
-				left--;
-				svc->stats.refused++;
+				settle(svc, p, 1);
 			} else {
-				/* ESTORAGE, ESHUTDOWN, ...: leave it for the next round. */
-				p->rid = 0;
-				rc = crc;
+				p->state = P_UNSENT;    /* ESTORAGE, ESHUTDOWN, ...: again */
+				retry = 1;
 			}
+			if (!wait)
+				continue;
+			if (svc->unsent == 0)
+				break;
+			/* room in the window again: send more before waiting */
+			if (funnel_in_flight(svc->prod) < SEND_WINDOW / 2)
+				break;
 		}
-		if (left == 0)
-			break;
+		if (svc->unsent == 0)
+			return FUNNEL_OK;
+		if (!retry) {
+			if (!wait)
+				return FUNNEL_OK;
+			continue;
+		}
+		/* Outcome unknown or refused for now: forget what is in flight
+		 * and send it all again, same ids, after a pause. */
 		funnel_abandon(svc->prod);
-		/* drain replies already queued for requests now abandoned */
 		while (funnel_in_flight(svc->prod) > 0 &&
 		       funnel_collect(svc->prod, 0, NULL, NULL, 0, NULL) != FUNNEL_ETIMEDOUT)
 			;
+		for (size_t i = svc->done_upto; i < svc->npend; i++)
+			if (svc->pend[i].state == P_SENT)
+				svc->pend[i].state = P_UNSENT;
+		if (svc->stop)
+			return FUNNEL_ESHUTDOWN;
 		funnel_log(FUNNEL_LOG_WARN, "%s: %zu derived events not stored yet (%s); retrying",
-		           svc->name, left, funnel_errname(rc));
+		           svc->name, svc->unsent, funnel_producer_error(svc->prod)->message);
 		for (int waited = 0; waited < backoff && !svc->stop; waited += 10)
 			nap_ms(10);
 		if (backoff < 2000)
 			backoff *= 2;
+		if (!wait)
+			return FUNNEL_OK;
 	}
-	return FUNNEL_OK;
 }
 
 /* ---- batches ---- */
@@ -540,7 +566,7 @@ commit_batch(funnel_service *svc)
 		svc->txn = NULL;
 		return FUNNEL_OK;
 	}
-	if (!svc->o.no_emit && (rc = send_pending(svc)) != FUNNEL_OK)
+	if (!svc->o.no_emit && (rc = pump(svc, 1)) != FUNNEL_OK)
 		return rc;
 	rc = rt_put_u64(svc, svc->txn, "checkpoint", svc->cur);
 	if (rc == 0)
@@ -737,14 +763,9 @@ funnel_service_run(funnel_service *svc)
 		if (svc->txn == NULL && (rc = begin_batch(svc)) != FUNNEL_OK)
 			return rc;
 
-		/* Idle: wake up now and then to see the stop flag.  Live with
-		 * records applied: commit as soon as nothing more is waiting.
-		 * Catching up: the next page is on its way; wait for it until
-		 * the batch is old. */
-		int wait = 200;
-		int live = funnel_subscriber_live(svc->sub);
-		if (svc->batch_n > 0)
-			wait = live && svc->unsent > 0 ? 0 : (int)fl_left_ms(svc->batch_deadline);
+		/* Idle: wake up now and then to see the stop flag.  With
+		 * records applied: wait for more until the batch is old. */
+		int wait = svc->batch_n > 0 ? (int)fl_left_ms(svc->batch_deadline) : 200;
 		rc = funnel_subscriber_next(svc->sub, wait, &buf, &len);
 		if (rc == FUNNEL_OK) {
 			quiet_errors = 0;
@@ -758,19 +779,13 @@ funnel_service_run(funnel_service *svc)
 				abort_batch(svc);
 				return rc;
 			}
+			/* Derived events leave at once (their latency is one
+			 * trip to funneld, never a view commit); the commit
+			 * waits for the log to have them all. */
+			if (!svc->o.no_emit && svc->unsent > 0)
+				pump(svc, 0);
 			if (svc->batch_n < svc->o.batch_events && fl_now_ms() < svc->batch_deadline)
 				continue;
-		} else if (rc == FUNNEL_ETIMEDOUT && live && svc->unsent > 0 && !svc->o.no_emit &&
-		           svc->batch_n < svc->o.batch_events && fl_now_ms() < svc->batch_deadline) {
-			/* Live and nothing more waiting: store the derived events
-			 * now, for latency; the view commits when the batch is old
-			 * or full (they were sent, so the checkpoint may pass). */
-			rc = send_pending(svc);
-			if (rc != FUNNEL_OK && rc != FUNNEL_ESHUTDOWN) {
-				abort_batch(svc);
-				return rc;
-			}
-			continue;
 		} else if (rc == FUNNEL_ENOTFOUND) {
 			/* until_head: the head is applied */
 			rc = commit_batch(svc);

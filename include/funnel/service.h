@@ -19,12 +19,12 @@
  *   2. for each record delivered, call apply(): it reads and writes the
  *      view through funnel_service_txn() and may queue derived events
  *      with funnel_service_emit();
- *   3. live, as soon as nothing more is waiting on the feed: send the
- *      queued derived events and wait for the log to store them (their
- *      latency is one round trip to funneld, never a view commit);
+ *   3. derived events are sent as soon as apply() returns, pipelined
+ *      (their latency is one trip to funneld, never a view commit);
  *   4. when the batch is full (batch_events) or old (batch_ms), or at
- *      the head with until_head: send what is still queued, then write
- *      the checkpoint in the same transaction as the view changes, and
+ *      the head with until_head: wait until the log has stored (or
+ *      refused) every derived event of the batch, then write the
+ *      checkpoint in the same transaction as the view changes, and
  *      commit (one fsync: MDB_NOMETASYNC; a crash may undo the last
  *      commit, never corrupt the view).
  *
