@@ -11,6 +11,8 @@
 #                   NATS JetStream.  BENCH_OUT=tests/bench/RESULTS.md keeps
 #                   the table where the README quotes it from
 #   make sanitize   build into build-asan/ with -fsanitize=address,undefined
+#   make fuzz       libFuzzer on the request decoder and envelope validator
+#                   (clang), FUZZ_SECONDS=60; `make check` runs it for 30 s
 #   make install    PREFIX=/usr/local DESTDIR=
 #
 # Layout of the output: build/bin (funneld, funnel), build/lib (libfunnel.a,
@@ -25,7 +27,7 @@ CC ?= cc
 PKGS := libzmq lmdb msgpack libsodium libcjson yaml-0.1
 DEB_PACKAGES := build-essential pkg-config libzmq3-dev liblmdb-dev lmdb-utils \
 	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev \
-	python3 python3-zmq python3-msgpack
+	python3 python3-zmq python3-msgpack clang libclang-rt-14-dev
 # the peers `make bench` measures funnel against, in the same run
 BENCH_PACKAGES := redis-server libhiredis-dev nats-server libnats-dev
 
@@ -72,8 +74,14 @@ FUNNEL_SCORING := $(BUILD)/bin/funnel-scoring
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+# the fuzz target is built by clang from the proto sources (tests/fuzz)
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BIN := $(BUILD)/fuzz/fuzz_envelope
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=undefined -fno-omit-frame-pointer -Iinclude -Iproto
 
-.PHONY: all deps test check unit integration sanitize test-asan run bench bench-peers install clean
+.PHONY: all deps test check unit integration sanitize test-asan run bench bench-peers install clean fuzz
 # keep every object, including those only tests link
 .SECONDARY:
 all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(LIBFUNNEL) $(LIBFUNNEL_SO)
@@ -136,8 +144,17 @@ test: deps
 	$(MAKE) check
 	$(MAKE) test-asan
 
-check: all $(UNIT_BIN) $(ITEST_BIN)
-	@BUILD=$(BUILD) sh tests/run.sh $(UNIT_BIN) $(ITEST_BIN)
+# The fuzzer is its own ASan+UBSan build: the plain check runs it once,
+# the sanitizer check does not run it again.
+ifeq ($(SAN),1)
+FUZZ_CHECK :=
+else
+FUZZ_CHECK := tests/fuzz/run.sh
+endif
+FUZZ_CHECK_SECONDS ?= 30
+
+check: all $(UNIT_BIN) $(ITEST_BIN) $(if $(FUZZ_CHECK),$(FUZZ_BIN))
+	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_CHECK_SECONDS) sh tests/run.sh $(UNIT_BIN) $(ITEST_BIN) $(FUZZ_CHECK)
 
 test-asan:
 	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 check
@@ -161,6 +178,16 @@ bench bench-peers: deps
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_PACKAGES)"
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@BUILD=$(BUILD) BENCH_PEERS="$(BENCH_PEERS)" BENCH_OUT="$(BENCH_OUT)" sh tests/bench/run.sh
+
+# libFuzzer (tests/fuzz): clang instruments the proto code the daemon runs
+# on every frame; the seeds are tests/fuzz/corpus/envelope, what the run
+# finds goes to $(BUILD)/fuzz/corpus (kept between runs).
+$(FUZZ_BIN): tests/fuzz/fuzz_envelope.c $(PROTO_SRC) $(wildcard proto/*.h include/funnel/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -o $@ tests/fuzz/fuzz_envelope.c $(PROTO_SRC) $(PKG_LIBS) -lm
+
+fuzz: deps $(FUZZ_BIN)
+	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/funnel
