@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include <zmq.h>
@@ -422,10 +423,24 @@ release_requests(group *g)
 	msgpack_zone_clear(&g->zone);
 }
 
+/* LMDB reports a page write that the disk cut short as EIO ("short
+ * write, filesystem full?"), not ENOSPC.  A short write takes the last
+ * free blocks, so a disk with less than 1 MiB left is the full one. */
+static int
+disk_full(int rc, const store *s)
+{
+	struct statvfs fs;
+	if (rc == ENOSPC || rc == EDQUOT)
+		return 1;
+	return rc == EIO && statvfs(s->path, &fs) == 0 &&
+	       (uint64_t)fs.f_bavail * fs.f_frsize < (1u << 20);
+}
+
 /* Map a whole-group storage failure to the reply every request gets. */
 static void
 fail_group(group *g, int rc, const store *s)
 {
+	int full = disk_full(rc, s);
 	for (size_t i = 0; i < g->nreqs; i++) {
 		request *r = &g->reqs[i];
 		if (r->status != FUNNEL_OK && r->err.index < 0)
@@ -435,7 +450,7 @@ fail_group(group *g, int rc, const store *s)
 			r->status = fp_error_set(&r->err, FUNNEL_ESTORAGE, "",
 			                         "the log is full (map at its cap of %zu MiB); nothing was stored",
 			                         s->map_size >> 20);
-		else if (rc == ENOSPC || rc == EDQUOT)
+		else if (full)
 			r->status = fp_error_set(&r->err, FUNNEL_ESTORAGE, "",
 			                         "no space left on the log's disk; nothing was stored");
 		else
