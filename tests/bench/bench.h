@@ -62,11 +62,7 @@ void bench_sleep_until(uint64_t t);
  * out[0..np); -1 when n is 0. */
 void bench_quantiles_ms(uint64_t *ns, size_t n, const double *p, double *out, size_t np);
 
-/* Anonymous memory of a process in kB (what it allocated itself, not
- * the file pages it maps), from /proc/PID/smaps_rollup; 0 if unknown. */
-uint64_t bench_anon_kb(pid_t pid);
-
-/* A thread that samples bench_anon_kb(pid) every 20 ms and keeps the
+/* A thread that samples harness_anon_kb(pid) every 20 ms and keeps the
  * maximum.  start returns 0 or -1; stop joins and returns the max. */
 typedef struct bench_sampler {
 	pthread_t th;

@@ -524,7 +524,7 @@ funnel_run(const config *c, const bench_events *ev, bench_result *r, funnel_extr
 			if (x->start_ms >= 0 && funnel_status_get(q, &st) == FUNNEL_OK) {
 				x->start_events = st.head;
 				usleep(200000);
-				x->mem_idle_kb = bench_anon_kb(d.pid);
+				x->mem_idle_kb = harness_anon_kb(d.pid);
 				x->start_ran = 1;
 			}
 		}

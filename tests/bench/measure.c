@@ -54,29 +54,12 @@ bench_quantiles_ms(uint64_t *ns, size_t n, const double *p, double *out, size_t 
 		out[i] = n == 0 ? -1 : (double)ns[(size_t)(p[i] * (double)(n - 1))] / 1e6;
 }
 
-uint64_t
-bench_anon_kb(pid_t pid)
-{
-	char path[64], line[256];
-	uint64_t kb = 0, v;
-	snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return 0;
-	while (fgets(line, sizeof line, f)) {
-		if (sscanf(line, "Anonymous: %" SCNu64, &v) == 1)
-			kb += v;
-	}
-	fclose(f);
-	return kb;
-}
-
 static void *
 sampler_run(void *arg)
 {
 	bench_sampler *s = arg;
 	while (s->on) {
-		uint64_t kb = bench_anon_kb(s->pid);
+		uint64_t kb = harness_anon_kb(s->pid);
 		if (kb > s->max_kb)
 			s->max_kb = kb;
 		usleep(20000);
@@ -89,7 +72,7 @@ bench_sampler_start(bench_sampler *s, pid_t pid)
 {
 	s->pid = pid;
 	s->on = 1;
-	s->max_kb = bench_anon_kb(pid);
+	s->max_kb = harness_anon_kb(pid);
 	if (pthread_create(&s->th, NULL, sampler_run, s) != 0) {
 		s->on = 0;
 		return -1;
@@ -104,7 +87,7 @@ bench_sampler_stop(bench_sampler *s)
 		s->on = 0;
 		pthread_join(s->th, NULL);
 	}
-	uint64_t kb = bench_anon_kb(s->pid);
+	uint64_t kb = harness_anon_kb(s->pid);
 	return kb > s->max_kb ? kb : s->max_kb;
 }
 

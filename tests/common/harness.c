@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,23 @@ harness_bin(const char *name)
 		return getenv("FUNNELD");
 	snprintf(path, sizeof path, "%s/bin/%s", build && *build ? build : "build", name);
 	return path;
+}
+
+uint64_t
+harness_anon_kb(pid_t pid)
+{
+	char path[64], line[256];
+	uint64_t kb = 0, v;
+	snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof line, f)) {
+		if (sscanf(line, "Anonymous: %" SCNu64, &v) == 1)
+			kb += v;
+	}
+	fclose(f);
+	return kb;
 }
 
 static int

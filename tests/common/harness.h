@@ -50,6 +50,11 @@ const char *harness_bin(const char *name);
 /* Monotonic time in ns. */
 uint64_t harness_now_ns(void);
 
+/* Anonymous memory of a process in kB (what it allocated itself: heap,
+ * stacks; not the file pages it maps, such as the LMDB log), from
+ * /proc/PID/smaps_rollup; 0 if unknown. */
+uint64_t harness_anon_kb(pid_t pid);
+
 /* Remove a directory tree (used on temp dirs only). */
 void harness_rmrf(const char *dir);
 
