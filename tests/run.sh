@@ -1,6 +1,8 @@
 #!/bin/sh
 # tests/run.sh - run test binaries (cmocka) and the protocol conformance
-# test, then print one summary line: "tests: N passed, N failed".
+# test, then print one summary line: "tests: N passed, N failed", with
+# ", N skipped" when a test could not run here (a skipped test is never
+# counted as passed; the names are listed above the line).
 #
 # usage: BUILD=build sh tests/run.sh build/tests/test_a build/tests/test_b ...
 # Each program gets at most TEST_TIMEOUT seconds (default 900).
@@ -15,7 +17,9 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
 passed=0
 failed=0
+skipped=0
 broken=""
+skipped_names=""
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
@@ -26,7 +30,8 @@ count() {
 	f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$1" | awk '{s+=$1} END {print s+0}')
 	pp=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$1" | tail -1)
 	pf=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$1" | tail -1)
-	echo "$((p + ${pp:-0})) $((f + ${pf:-0}))"
+	s=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$1" | awk '{s+=$1} END {print s+0}')
+	echo "$((p + ${pp:-0})) $((f + ${pf:-0})) $s"
 }
 
 run_one() {
@@ -40,7 +45,7 @@ run_one() {
 	rc=$?
 	cat "$out"
 	set -- $(count "$out")
-	p=$1 f=$2
+	p=$1 f=$2 s=$3
 	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
 		# crashed, timed out or failed without a count: one failure
 		f=1
@@ -48,8 +53,10 @@ run_one() {
 	fi
 	passed=$((passed + p))
 	failed=$((failed + f))
+	skipped=$((skipped + s))
 	[ "$f" -gt 0 ] && broken="$broken $name"
-	echo "--- $name: $p passed, $f failed ($(( $(date +%s) - start ))s)"
+	[ "$s" -gt 0 ] && skipped_names="$skipped_names $name"
+	echo "--- $name: $p passed, $f failed$([ "$s" -gt 0 ] && echo ", $s skipped") ($(( $(date +%s) - start ))s)"
 }
 
 for t in "$@"; do
@@ -60,5 +67,6 @@ for t in tests/integration/test_*.py; do
 done
 
 [ -n "$broken" ] && echo "failing:$broken"
-echo "tests: $passed passed, $failed failed"
+[ -n "$skipped_names" ] && echo "skipped in:$skipped_names"
+echo "tests: $passed passed, $failed failed$([ "$skipped" -gt 0 ] && echo ", $skipped skipped")"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
