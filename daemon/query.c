@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
@@ -148,6 +149,36 @@ free_buffer(void *data, void *hint)
 	free(data);
 }
 
+/*
+ * The query socket is ROUTER_MANDATORY (query_start): a reply to a client
+ * whose queue looks full comes back EAGAIN instead of vanishing.  ZeroMQ
+ * learns that a peer has read its replies only from commands this thread
+ * takes in now and then, so under load "full" can be stale even for a
+ * client that waits for each reply, and the reply used to be dropped
+ * (tests/integration/test_hostile.c found it: a synchronous client
+ * timing out).  Such a reply takes in the pending commands and tries
+ * again, for up to REPLY_WAIT_MS; a client that really stopped reading
+ * (QUERY_SNDHWM replies queued) loses it then, as PROTOCOL.md §12 says.
+ */
+#define REPLY_WAIT_MS 10
+
+/* Send the routing id of a reply: 0, or -1 when the reply is dropped. */
+static int
+send_ident(void *sock, zmq_msg_t *ident)
+{
+	for (int waited = 0;; waited++) {
+		if (zmq_msg_send(ident, sock, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+			return 0;
+		if (errno != EAGAIN || waited >= REPLY_WAIT_MS)
+			return -1;   /* the client is gone, or not reading */
+		if (waited > 0)
+			usleep(1000);
+		uint32_t events;
+		size_t len = sizeof events;
+		zmq_getsockopt(sock, ZMQ_EVENTS, &events, &len);   /* takes in the commands */
+	}
+}
+
 static void
 send_reply(void *sock, zmq_msg_t *ident, int has_delim, msgpack_sbuffer *sb)
 {
@@ -155,7 +186,10 @@ send_reply(void *sock, zmq_msg_t *ident, int has_delim, msgpack_sbuffer *sb)
 	/* hand the buffer to ZeroMQ: no copy of a page */
 	zmq_msg_init_data(&body, sb->data, sb->size, free_buffer, NULL);
 	msgpack_sbuffer_release(sb);
-	zmq_msg_send(ident, sock, ZMQ_SNDMORE);
+	if (send_ident(sock, ident) != 0) {
+		zmq_msg_close(&body);
+		return;
+	}
 	if (has_delim)
 		zmq_send(sock, "", 0, ZMQ_SNDMORE);
 	if (zmq_msg_send(&body, sock, 0) < 0)
@@ -351,6 +385,8 @@ out:
 int
 query_start(query_server *q)
 {
+	int one = 1;   /* see send_ident */
+	zmq_setsockopt(q->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
 	atomic_store(&q->stop, 0);
 	return pthread_create(&q->thread, NULL, run, q);
 }
