@@ -116,6 +116,20 @@ assert_still_serving(hostile *h, const char *group)
 	h->before = status_now(h);
 }
 
+/* The message that went wrong, in hex, to replay it by hand. */
+static void
+dump_frames(const void *const *frames, const size_t *lens, size_t nframes)
+{
+	for (size_t i = 0; i < nframes; i++) {
+		const uint8_t *b = frames[i];
+		size_t n = lens[i] < 4096 ? lens[i] : 4096;
+		printf("frame %zu (%zu bytes):", i, lens[i]);
+		for (size_t k = 0; k < n; k++)
+			printf("%s%02x", k % 32 ? "" : "\n  ", b[k]);
+		printf("\n");
+	}
+}
+
 /*
  * Send one message of nframes frames on sock and wait for the reply.
  * Returns the reply's error code (0 for ok: true); fails the test when no
@@ -142,9 +156,11 @@ exchange(hostile *h, void *sock, const void *const *frames, const size_t *lens, 
 	while (more) {
 		zmq_msg_t m;
 		zmq_msg_init(&m);
-		if (zmq_msg_recv(&m, sock, 0) < 0)
+		if (zmq_msg_recv(&m, sock, 0) < 0) {
+			dump_frames(frames, lens, nframes);
 			fail_msg("%s: no reply within %d ms (%s)", what, REPLY_TIMEOUT_MS,
 			         zmq_strerror(zmq_errno()));
+		}
 		more = zmq_msg_more(&m);
 		if (nparts < 4)
 			parts[nparts++] = m;
