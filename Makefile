@@ -149,7 +149,7 @@ test: deps
 ifeq ($(SAN),1)
 FUZZ_CHECK :=
 else
-FUZZ_CHECK := tests/fuzz/run.sh
+FUZZ_CHECK := tests/fuzz/fuzz.sh
 endif
 FUZZ_CHECK_SECONDS ?= 30
 
@@ -187,7 +187,7 @@ $(FUZZ_BIN): tests/fuzz/fuzz_envelope.c $(PROTO_SRC) $(wildcard proto/*.h includ
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -o $@ tests/fuzz/fuzz_envelope.c $(PROTO_SRC) $(PKG_LIBS) -lm
 
 fuzz: deps $(FUZZ_BIN)
-	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh
+	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/fuzz.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/funnel

@@ -76,6 +76,19 @@ dealer(hostile *h, const char *ep)
 	return s;
 }
 
+/* After a reply that did not come, a fresh connection, so that a late
+ * reply is not taken for the answer to the next input. */
+static void
+replace_dealer(hostile *h, void *sock)
+{
+	void **slot = sock == h->ingest ? &h->ingest : sock == h->query ? &h->query : NULL;
+	if (slot == NULL)
+		return;
+	const char *ep = slot == &h->ingest ? h->d.ingest : h->d.query;
+	zmq_close(*slot);
+	*slot = dealer(h, ep);
+}
+
 /* The log's head now. */
 static funnel_status
 status_now(hostile *h)
@@ -158,6 +171,7 @@ exchange(hostile *h, void *sock, const void *const *frames, const size_t *lens, 
 		zmq_msg_init(&m);
 		if (zmq_msg_recv(&m, sock, 0) < 0) {
 			dump_frames(frames, lens, nframes);
+			replace_dealer(h, sock);
 			fail_msg("%s: no reply within %d ms (%s)", what, REPLY_TIMEOUT_MS,
 			         zmq_strerror(zmq_errno()));
 		}

@@ -1,9 +1,9 @@
 #!/bin/sh
-# tests/fuzz/run.sh - run the libFuzzer target for a bounded time and
+# tests/fuzz/fuzz.sh - run the libFuzzer target for a bounded time and
 # report it as one test: "1 passed, 0 failed" or "0 passed, 1 failed"
 # (the line tests/run.sh counts).
 #
-# usage: BUILD=build FUZZ_SECONDS=60 sh tests/fuzz/run.sh
+# usage: BUILD=build FUZZ_SECONDS=60 sh tests/fuzz/fuzz.sh
 # The seeds are tests/fuzz/corpus/envelope (read only); inputs the run
 # finds interesting go to $BUILD/fuzz/corpus, kept between runs; a crash
 # leaves its input in $BUILD/fuzz/ (crash-*, oom-*, leak-*), to replay
