@@ -55,37 +55,14 @@ typedef struct diskfull {
 	size_t nbatches;
 } diskfull;
 
-static int
-setup(void **state)
-{
-	diskfull *t = calloc(1, sizeof *t);
-	if (t == NULL)
-		return -1;
-	*state = t;
-	t->acked = calloc(MAX_BATCHES, sizeof *t->acked);
-	/* start once to learn the endpoints, then put the data on the tmpfs */
-	if (harness_start(&t->d, NULL) != 0 || harness_stop(&t->d) != 0)
-		return -1;
-	harness_rmrf(t->d.data);
-	if (mkdir(t->d.data, 0755) != 0)
-		return -1;
-	if (mount("funnel-diskfull", t->d.data, "tmpfs", 0, "size=16m,mode=0755") != 0) {
-		t->skipped = 1;
-		snprintf(t->why, sizeof t->why, "cannot mount a tmpfs (%s): needs root", strerror(errno));
-		return 0;
-	}
-	t->mounted = 1;
-	if (harness_restart(&t->d) != 0 ||
-	    funnel_producer_new(&t->p, t->d.ingest, 15000) != FUNNEL_OK ||
-	    funnel_query_new(&t->q, t->d.query, 15000) != FUNNEL_OK)
-		return -1;
-	return 0;
-}
-
+/* Stop the daemon, unmount, remove the temp dir: whatever state the test
+ * or the setup left. */
 static int
 teardown(void **state)
 {
 	diskfull *t = *state;
+	if (t == NULL)
+		return 0;
 	funnel_producer_destroy(&t->p);
 	funnel_query_destroy(&t->q);
 	if (t->d.pid > 0)
@@ -96,6 +73,36 @@ teardown(void **state)
 	free(t->acked);
 	free(t);
 	return 0;
+}
+
+static int
+setup(void **state)
+{
+	diskfull *t = calloc(1, sizeof *t);
+	*state = t;
+	if (t == NULL || (t->acked = calloc(MAX_BATCHES, sizeof *t->acked)) == NULL)
+		goto fail;
+	/* start once to learn the endpoints, then put the data on the tmpfs */
+	if (harness_start(&t->d, NULL) != 0 || harness_stop(&t->d) != 0)
+		goto fail;
+	harness_rmrf(t->d.data);
+	if (mkdir(t->d.data, 0755) != 0)
+		goto fail;
+	if (mount("funnel-diskfull", t->d.data, "tmpfs", 0, "size=16m,mode=0755") != 0) {
+		t->skipped = 1;
+		snprintf(t->why, sizeof t->why, "cannot mount a tmpfs (%s): needs root", strerror(errno));
+		return 0;
+	}
+	t->mounted = 1;
+	if (harness_restart(&t->d) != 0 ||
+	    funnel_producer_new(&t->p, t->d.ingest, 15000) != FUNNEL_OK ||
+	    funnel_query_new(&t->q, t->d.query, 15000) != FUNNEL_OK)
+		goto fail;
+	return 0;
+fail:
+	teardown(state);   /* cmocka runs no teardown after a failed setup */
+	*state = NULL;
+	return -1;
 }
 
 /* Publish batch b (50 lead.captured with ids "df-b-i") on p.  Returns
