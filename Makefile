@@ -27,7 +27,7 @@ CC ?= cc
 PKGS := libzmq lmdb msgpack libsodium libcjson yaml-0.1
 DEB_PACKAGES := build-essential pkg-config libzmq3-dev liblmdb-dev lmdb-utils \
 	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev \
-	python3 python3-zmq python3-msgpack clang libclang-rt-14-dev
+	python3 python3-zmq python3-msgpack
 # the peers `make bench` measures funnel against, in the same run
 BENCH_PACKAGES := redis-server libhiredis-dev nats-server libnats-dev
 
@@ -75,6 +75,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 # the fuzz target is built by clang from the proto sources (tests/fuzz)
+DEB_PACKAGES += clang libclang-rt-14-dev
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_BIN := $(BUILD)/fuzz/fuzz_envelope

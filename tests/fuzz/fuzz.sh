@@ -28,7 +28,8 @@ mkdir -p "$work"
 # the fuzzer fast and its memory low; libFuzzer's own limits stay on and
 # report memory really used (-rss_limit_mb) or a smaller allocation it
 # did not expect (-malloc_limit_mb) as failures.
-ASAN_OPTIONS="allocator_may_return_null=1:max_allocation_size_mb=256:detect_leaks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
+# These come last, so they win over the ones tests/run.sh exports.
+ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}allocator_may_return_null=1:max_allocation_size_mb=256:detect_leaks=1" \
 UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
 	"$bin" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 -timeout=10 \
 	-rss_limit_mb=2048 -malloc_limit_mb=512 -max_len=8192 \

@@ -266,8 +266,7 @@ test_kill9_under_load_loses_no_acked_event(void **state)
 		size_t acked = 0;
 		for (int i = 0; i < PRODUCERS; i++)
 			acked += assert_acked_present(&runs[i], ids, n);
-		assert_true(acked > 0);
-		assert_no_duplicate_ids(ids, n);
+		assert_no_duplicate_ids(ids, n);   /* a round may end before any ack: that is no fault */
 		funnel_verify_result vr;
 		assert_int_equal(funnel_verify(q, 0, 0, &vr), FUNNEL_OK);
 		assert_int_equal(vr.checked, n);
@@ -288,6 +287,7 @@ test_kill9_under_load_loses_no_acked_event(void **state)
 		total_acked += acked;
 		total_unacked += unacked;
 	}
+	assert_true(total_acked > 0);
 	printf("kill9: %d rounds survived: %" PRIu64 " acknowledged events, 0 lost, 0 duplicated; "
 	       "%" PRIu64 " unacknowledged retried without duplicates\n",
 	       rounds, total_acked, total_unacked);
