@@ -25,7 +25,8 @@ CC ?= cc
 PKGS := libzmq lmdb msgpack libsodium libcjson yaml-0.1
 DEB_PACKAGES := build-essential pkg-config libzmq3-dev liblmdb-dev lmdb-utils \
 	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev \
-	python3 python3-zmq python3-msgpack
+	python3 python3-zmq python3-msgpack \
+	libmicrohttpd-dev xxd chromium prometheus nodejs npm
 # the peers `make bench` measures funnel against, in the same run
 BENCH_PACKAGES := redis-server libhiredis-dev nats-server libnats-dev
 
@@ -46,6 +47,7 @@ LIB_SRC := $(wildcard clients/lib/*.c)
 DAEMON_SRC := $(wildcard daemon/*.c)
 CLI_SRC := $(wildcard clients/cli/*.c)
 SCORING_SRC := $(wildcard clients/scoring/*.c)
+METRICS_SRC := $(wildcard clients/metrics/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 ITEST_SRC := $(wildcard tests/integration/test_*.c)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
@@ -59,6 +61,9 @@ LIB_OBJ := $(call obj,$(LIB_SRC))
 DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 CLI_OBJ := $(call obj,$(CLI_SRC))
 SCORING_OBJ := $(call obj,$(SCORING_SRC))
+# the dashboard page is compiled in (xxd -i), so the binary serves it alone
+METRICS_OBJ := $(call obj,$(METRICS_SRC)) $(BUILD)/obj/gen/dashboard_html.o
+METRICS_LIBS = $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 # the rules engine alone, without the service around it (unit tests link it)
 SCORING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o %/whatif.o,$(SCORING_OBJ))
 TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
@@ -69,6 +74,7 @@ LIBFUNNEL_SO := $(BUILD)/lib/libfunnel.so
 FUNNELD := $(BUILD)/bin/funneld
 FUNNEL := $(BUILD)/bin/funnel
 FUNNEL_SCORING := $(BUILD)/bin/funnel-scoring
+FUNNEL_METRICS := $(BUILD)/bin/funnel-metrics
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
@@ -76,7 +82,7 @@ BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .PHONY: all deps test check unit integration sanitize test-asan run bench bench-peers install clean
 # keep every object, including those only tests link
 .SECONDARY:
-all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(LIBFUNNEL) $(LIBFUNNEL_SO)
+all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_METRICS) $(LIBFUNNEL) $(LIBFUNNEL_SO)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -89,6 +95,18 @@ $(LIBFUNNEL): $(LIB_OBJ) $(PROTO_OBJ)
 $(LIBFUNNEL_SO): $(LIB_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(FUNNEL_METRICS): $(METRICS_OBJ) $(LIBFUNNEL)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(METRICS_OBJ) $(LIBFUNNEL) $(LIBS) $(METRICS_LIBS)
+
+$(BUILD)/gen/dashboard_html.c: clients/metrics/dashboard.html
+	@mkdir -p $(dir $@)
+	xxd -i -n mx_dashboard_html $< | sed 's/^unsigned /const unsigned /' > $@
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 # the daemon shares libfunnel's log lines, nothing else of it
 $(FUNNELD): $(DAEMON_OBJ) $(PROTO_OBJ) $(BUILD)/obj/clients/lib/log.o
@@ -164,7 +182,7 @@ bench bench-peers: deps
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/funnel
-	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_METRICS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIBFUNNEL) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIBFUNNEL_SO) $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 include/funnel/*.h $(DESTDIR)$(PREFIX)/include/funnel/

@@ -307,7 +307,12 @@ grow_if_needed(funnel_service *svc, int force)
 	size_t want = svc->map_size * 2;
 	while (used * 2 >= want)
 		want *= 2;
+	/* readers in other threads (opts.map_lock) must not see the map move */
+	if (svc->o.map_lock)
+		pthread_rwlock_wrlock(svc->o.map_lock);
 	int rc = mdb_env_set_mapsize(svc->env, want);
+	if (svc->o.map_lock)
+		pthread_rwlock_unlock(svc->o.map_lock);
 	if (rc != 0)
 		return lmdb_fail(svc, rc, "grow the map");
 	funnel_log(FUNNEL_LOG_INFO, "%s: view map grown to %zu KiB", svc->name, want >> 10);

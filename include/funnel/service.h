@@ -59,6 +59,7 @@
 #ifndef FUNNEL_SERVICE_H
 #define FUNNEL_SERVICE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <lmdb.h>
@@ -99,6 +100,10 @@ typedef struct funnel_service_opts {
 	int batch_ms;              /* age of a batch before it is committed anyway; 0: 100 */
 	int timeout_ms;            /* per call to funneld; 0: 10000 */
 	const char *ready_file;    /* written once the view is open and the feed connected */
+	pthread_rwlock_t *map_lock; /* if set: held for writing while the view's map is resized;
+	                             * another thread reading the view (funnel_service_env) holds
+	                             * it for reading around each of its transactions, so the map
+	                             * never moves under a reader.  NULL: no other thread reads. */
 } funnel_service_opts;
 
 /*
