@@ -878,7 +878,7 @@ trend_json(const agg *a, int bucket)
 		cJSON_AddStringToObject(r, "start", day);
 		cJSON_AddNumberToObject(r, "start_ns", (double)ns);
 		cJSON *e = cJSON_AddObjectToObject(r, "entered");
-		for (int j = 0; j < NSHOWN - 1; j++)
+		for (int j = 0; j < NSHOWN; j++)
 			cJSON_AddNumberToObject(e, fp_stage_name(shown[j]), g->v[shown[j]]);
 		cJSON_AddItemToArray(arr, r);
 	}
