@@ -26,7 +26,7 @@ PKGS := libzmq lmdb msgpack libsodium libcjson yaml-0.1
 DEB_PACKAGES := build-essential pkg-config libzmq3-dev liblmdb-dev lmdb-utils \
 	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev \
 	python3 python3-zmq python3-msgpack \
-	libmicrohttpd-dev xxd chromium prometheus nodejs npm
+	libmicrohttpd-dev xxd chromium prometheus nodejs
 # the peers `make bench` measures funnel against, in the same run
 BENCH_PACKAGES := redis-server libhiredis-dev nats-server libnats-dev
 
@@ -143,10 +143,16 @@ deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@# the dashboard's browser test drives Debian's chromium with playwright-core
+	@if [ ! -d tests/browser/node_modules/playwright-core ] && command -v npm >/dev/null; then \
+		echo "installing tests/browser/node_modules (npm ci)"; \
+		(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error); \
 	fi
 
 # The test command of the README: plain build, then sanitizer build.
