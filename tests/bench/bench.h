@@ -97,6 +97,14 @@ int bench_alive(pid_t pid);
  * Returns 0 when it exited on SIGTERM, 1 when it had to be killed. */
 int bench_stop(pid_t pid, int timeout_ms);
 
+/* The value of environment variable name as a number, or def. */
+uint64_t bench_env_u64(const char *name, uint64_t def);
+
+/* Publish n funnel-shaped events (wl_funnel, seed 11, tag "h") to the
+ * ingest endpoint: packed requests of 1000, 16 in flight.  0 or -1.
+ * The services' benchmarks fill their history with it. */
+int bench_fill_history(const char *ingest, uint64_t n);
+
 /* The peers.  Each starts its server on loopback (a free port, its own
  * temp dir), runs W4, W1, W3, W2 with ev, stops the server by its pid and
  * removes the dir.  Returns 0, or -1 when the server could not be started

@@ -32,13 +32,6 @@
 
 #define RULES "funnel.yaml"
 
-static uint64_t
-env_u64(const char *name, uint64_t def)
-{
-	const char *v = getenv(name);
-	return v && *v ? strtoull(v, NULL, 10) : def;
-}
-
 /* Run funnel-scoring to the head with extra flags; returns wall ns or 0. */
 static uint64_t
 scoring_until_head(const daemon_proc *d, const char *view, const char *extra)
@@ -56,40 +49,6 @@ scoring_until_head(const daemon_proc *d, const char *view, const char *extra)
 		return 0;
 	}
 	return t1 - t0;
-}
-
-/* Publish n funnel-shaped events, packed, pipelined. */
-static int
-fill_history(const daemon_proc *d, uint64_t n)
-{
-	funnel_producer *p;
-	wl_funnel g;
-	wl_set s;
-	const size_t batch = 1000;
-
-	if (funnel_producer_new(&p, d->ingest, 30000) != FUNNEL_OK)
-		return -1;
-	funnel_set_window(p, 16);
-	wl_funnel_init(&g, 11, "h");
-	wl_set_init(&s);
-	int rc = 0;
-	for (uint64_t done = 0; done < n && rc == 0; done += batch) {
-		size_t k = n - done < batch ? (size_t)(n - done) : batch;
-		if (wl_set_fill(&s, &g, k) != 0) {
-			rc = -1;
-			break;
-		}
-		uint64_t rid;
-		/* the set's envelopes are back to back: one packed request */
-		rc = funnel_send_packed(p, s.ev[0].env, s.env_bytes, k, &rid) == FUNNEL_OK ? 0 : -1;
-		while (rc == 0 && funnel_in_flight(p) >= 16)
-			rc = funnel_collect(p, 30000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
-	}
-	while (rc == 0 && funnel_in_flight(p) > 0)
-		rc = funnel_collect(p, 30000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
-	wl_set_release(&s);
-	funnel_producer_destroy(&p);
-	return rc;
 }
 
 /* S2's load: per lead one capture then activities, paced at rate/s. */
@@ -191,8 +150,8 @@ derived_latencies(const daemon_proc *d, double q[3], double s[3], uint64_t *nq, 
 int
 main(void)
 {
-	uint64_t n = env_u64("BENCH_SCORING_EVENTS", 1000000);
-	uint64_t secs = env_u64("BENCH_SCORING_SECS", 5);
+	uint64_t n = bench_env_u64("BENCH_SCORING_EVENTS", 1000000);
+	uint64_t secs = bench_env_u64("BENCH_SCORING_SECS", 5);
 	const char *out = getenv("BENCH_OUT");
 	daemon_proc d;
 	char view[400];
@@ -205,7 +164,7 @@ main(void)
 	}
 	/* S1 */
 	fprintf(stderr, "bench_scoring: S1: %" PRIu64 " events of history...\n", n);
-	if (harness_start(&d, NULL) != 0 || fill_history(&d, n) != 0)
+	if (harness_start(&d, NULL) != 0 || bench_fill_history(d.ingest, n) != 0)
 		return 1;
 	snprintf(view, sizeof view, "%s/scoring", d.dir);
 	uint64_t first = scoring_until_head(&d, view, "");

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "funnel/funnel.h"
 #include "harness.h"
 
 void
@@ -174,4 +175,44 @@ bench_stop(pid_t pid, int timeout_ms)
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	return 1;
+}
+
+uint64_t
+bench_env_u64(const char *name, uint64_t def)
+{
+	const char *v = getenv(name);
+	return v && *v ? strtoull(v, NULL, 10) : def;
+}
+
+int
+bench_fill_history(const char *ingest, uint64_t n)
+{
+	funnel_producer *p;
+	wl_funnel g;
+	wl_set s;
+	const size_t batch = 1000;
+
+	if (funnel_producer_new(&p, ingest, 30000) != FUNNEL_OK)
+		return -1;
+	funnel_set_window(p, 16);
+	wl_funnel_init(&g, 11, "h");
+	wl_set_init(&s);
+	int rc = 0;
+	for (uint64_t done = 0; done < n && rc == 0; done += batch) {
+		size_t k = n - done < batch ? (size_t)(n - done) : batch;
+		if (wl_set_fill(&s, &g, k) != 0) {
+			rc = -1;
+			break;
+		}
+		uint64_t rid;
+		/* the set's envelopes are back to back: one packed request */
+		rc = funnel_send_packed(p, s.ev[0].env, s.env_bytes, k, &rid) == FUNNEL_OK ? 0 : -1;
+		while (rc == 0 && funnel_in_flight(p) >= 16)
+			rc = funnel_collect(p, 30000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
+	}
+	while (rc == 0 && funnel_in_flight(p) > 0)
+		rc = funnel_collect(p, 30000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
+	wl_set_release(&s);
+	funnel_producer_destroy(&p);
+	return rc;
 }
