@@ -216,20 +216,13 @@ out:
 static int
 cmd_digest(const args *a)
 {
-	static const char digits[] = "0123456789abcdef";
-	uint8_t d[32];
 	char hex[65];
 	uint64_t cp = 0;
-	int rc = funnel_view_digest(a->view, d, &cp);
+	int rc = funnel_view_digest_hex(a->view, hex, &cp);
 	if (rc != FUNNEL_OK) {
 		fprintf(stderr, "funnel-metrics: digest of %s: %s\n", a->view, funnel_strerror(rc));
 		return 1;
 	}
-	for (int i = 0; i < 32; i++) {
-		hex[2 * i] = digits[d[i] >> 4];
-		hex[2 * i + 1] = digits[d[i] & 15];
-	}
-	hex[64] = 0;
 	printf("checkpoint %" PRIu64 " digest %s\n", cp, hex);
 	return 0;
 }

@@ -369,15 +369,13 @@ cmd_check(const char *path)
 static int
 cmd_digest(const scoring_args *a)
 {
-	uint8_t d[32];
 	char hex[65];
 	uint64_t cp = 0;
-	int rc = funnel_view_digest(a->view, d, &cp);
+	int rc = funnel_view_digest_hex(a->view, hex, &cp);
 	if (rc != FUNNEL_OK) {
 		fprintf(stderr, "funnel-scoring: digest of %s: %s\n", a->view, funnel_strerror(rc));
 		return 1;
 	}
-	scoring_hex(d, 32, hex);
 	printf("checkpoint %" PRIu64 " digest %s\n", cp, hex);
 	return 0;
 }

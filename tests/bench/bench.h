@@ -97,6 +97,10 @@ int bench_alive(pid_t pid);
  * Returns 0 when it exited on SIGTERM, 1 when it had to be killed. */
 int bench_stop(pid_t pid, int timeout_ms);
 
+/* Run a shell command line to its end; its wall time in ns, or 0 (and a
+ * line on stderr) when it failed.  The services' rebuild timings. */
+uint64_t bench_run_timed(const char *cmd);
+
 /* The value of environment variable name as a number, or def. */
 uint64_t bench_env_u64(const char *name, uint64_t def);
 

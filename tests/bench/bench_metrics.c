@@ -37,14 +37,7 @@ metrics_until_head(const daemon_proc *d, const char *view, const char *extra)
 	snprintf(cmd, sizeof cmd, "%s --view %s --ingest %s --publish %s --query %s --until-head "
 	         "--log-level warn %s", harness_bin("funnel-metrics"), view, d->ingest, d->publish,
 	         d->query, extra);
-	uint64_t t0 = harness_now_ns();
-	int st = system(cmd);
-	uint64_t t1 = harness_now_ns();
-	if (st != 0) {
-		fprintf(stderr, "bench_metrics: '%s' failed (%d)\n", cmd, st);
-		return 0;
-	}
-	return t1 - t0;
+	return bench_run_timed(cmd);
 }
 
 /* One GET over a fresh connection: the HTTP status, or -1; *bytes is the

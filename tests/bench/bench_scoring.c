@@ -41,14 +41,7 @@ scoring_until_head(const daemon_proc *d, const char *view, const char *extra)
 	snprintf(cmd, sizeof cmd, "%s %s --rules %s --view %s --ingest %s --publish %s --query %s "
 	         "--until-head --log-level warn %s", wrap ? wrap : "", harness_bin("funnel-scoring"), RULES, view,
 	         d->ingest, d->publish, d->query, extra);
-	uint64_t t0 = harness_now_ns();
-	int st = system(cmd);
-	uint64_t t1 = harness_now_ns();
-	if (st != 0) {
-		fprintf(stderr, "bench_scoring: '%s' failed (%d)\n", cmd, st);
-		return 0;
-	}
-	return t1 - t0;
+	return bench_run_timed(cmd);
 }
 
 /* S2's load: per lead one capture then activities, paced at rate/s. */

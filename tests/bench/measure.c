@@ -216,3 +216,16 @@ bench_fill_history(const char *ingest, uint64_t n)
 	funnel_producer_destroy(&p);
 	return rc;
 }
+
+uint64_t
+bench_run_timed(const char *cmd)
+{
+	uint64_t t0 = harness_now_ns();
+	int st = system(cmd);
+	uint64_t t1 = harness_now_ns();
+	if (st != 0) {
+		fprintf(stderr, "bench: '%s' failed (%d)\n", cmd, st);
+		return 0;
+	}
+	return t1 - t0;
+}

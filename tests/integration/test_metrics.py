@@ -585,7 +585,13 @@ def run_checks(res, daemon, ctx):
 
     def sigterm():
         expect_eq(m.stop(), 0, "exit status after SIGTERM")
-    res.run("SIGTERM stops the service and its HTTP server cleanly", sigterm)
+        with open(m.log, errors="replace") as f:
+            text = f.read()
+        for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            expect(bad not in text, "sanitizer report in funnel-metrics' log: %s"
+                   % text[text.find(bad) - 200:text.find(bad) + 600])
+    res.run("SIGTERM stops the service and its HTTP server cleanly; no sanitizer report",
+            sigterm)
     m.kill9()
     log.close()
 
