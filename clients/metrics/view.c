@@ -407,11 +407,9 @@ first_contact(funnel_service *svc, mx_view *v, const funnel_record *rec, mx_lead
 	f.contact_delay = delay + 1;
 	/* f's strings point into val, which the put below may move: encode first */
 	fact_encode(&v->buf, &f);
-	funnel_str team = { NULL, 0 };
-	char teambuf[MX_STR_MAX + 1];
+	char teambuf[256];      /* a decoded string is at most 255 bytes */
+	funnel_str team = { teambuf, f.team.len };
 	memcpy(teambuf, f.team.ptr, f.team.len);
-	team.ptr = teambuf;
-	team.len = f.team.len;
 	if ((rc = funnel_service_put(svc, t, key, 16, v->buf.data, v->buf.size)) != FUNNEL_OK)
 		return rc;
 	rc = bump(svc, v, "funnel_first_contacts_total", 1, &team, NULL);
