@@ -64,6 +64,8 @@ SCORING_OBJ := $(call obj,$(SCORING_SRC))
 # the dashboard page is compiled in (xxd -i), so the binary serves it alone
 METRICS_OBJ := $(call obj,$(METRICS_SRC)) $(BUILD)/obj/gen/dashboard_html.o
 METRICS_LIBS = $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
+# the view and the reports alone, without the HTTP server (unit tests link them)
+METRICS_ENGINE_OBJ := $(filter-out %/main.o %/http.o %/dashboard_html.o,$(METRICS_OBJ))
 # the rules engine alone, without the service around it (unit tests link it)
 SCORING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o %/whatif.o,$(SCORING_OBJ))
 TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
@@ -121,9 +123,9 @@ $(FUNNEL_SCORING): $(SCORING_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(SCORING_OBJ) $(LIBFUNNEL) $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ)
+$(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -o $@ $< $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/metrics -o $@ $< $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
 
 $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)

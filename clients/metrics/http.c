@@ -5,6 +5,7 @@
  * single-threaded).
  *
  *   GET /              the dashboard (dashboard.html, embedded)
+ *   GET /api           the reports and their parameters
  *   GET /api/<report>  a report as JSON (METRICS.md); bad parameters: 400
  *   GET /metrics       Prometheus text exposition
  *   GET /healthz       200 when the view has applied the log's head, else 503
@@ -170,6 +171,25 @@ serve_api(mx_http *h, struct MHD_Connection *c, const char *name)
 	return reply_json(c, 200, o);
 }
 
+/* GET /api: what there is to ask for. */
+static enum MHD_Result
+serve_index(struct MHD_Connection *c)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *r = cJSON_AddArrayToObject(o, "reports");
+	for (int i = 0; i < MX_R_COUNT; i++)
+		cJSON_AddItemToArray(r, cJSON_CreateString(mx_report_name(i)));
+	cJSON *p = cJSON_AddObjectToObject(o, "params");
+	cJSON_AddStringToObject(p, "from", "YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ (UTC) or ns; included");
+	cJSON_AddStringToObject(p, "to", "the same; excluded");
+	cJSON_AddStringToObject(p, "source", "the lead's first-touch source");
+	cJSON_AddStringToObject(p, "campaign", "the lead's first-touch campaign");
+	cJSON_AddStringToObject(p, "model", "attribution, summary: first, last or linear (default)");
+	cJSON_AddStringToObject(p, "bucket", "trend, summary: week (default) or day");
+	cJSON_AddStringToObject(o, "definitions", "clients/metrics/METRICS.md");
+	return reply_json(c, 200, o);
+}
+
 static enum MHD_Result
 serve_metrics(mx_http *h, struct MHD_Connection *c)
 {
@@ -229,6 +249,8 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 	if (strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0)
 		return reply(c, 200, "text/html; charset=utf-8", (void *)mx_dashboard_html,
 		             mx_dashboard_html_len, 0);
+	if (strcmp(url, "/api") == 0 || strcmp(url, "/api/") == 0)
+		return serve_index(c);
 	if (strncmp(url, "/api/", 5) == 0)
 		return serve_api(h, c, url + 5);
 	if (strcmp(url, "/metrics") == 0)

@@ -494,6 +494,9 @@ def run_checks(res, daemon, ctx):
             j = m.api("/api/" + name)
             expect_eq(j["report"], name, "report name")
             expect_eq(j["checkpoint"], log.status()["head"], "checkpoint in " + name)
+        idx = m.api("/api")
+        expect_eq(idx["reports"], ["summary", "funnel", "conversion", "velocity", "followup",
+                                   "closed-loop", "attribution", "trend"], "/api lists the reports")
         st, _, _ = m.get("/nothing")
         expect_eq(st, 404, "unknown path")
         st, _, body = m.get("/api/nothing")
