@@ -43,6 +43,7 @@ static const char usage_text[] =
 	"  --until-head, --once   stop once the log's head is applied (no HTTP)\n"
 	"  --no-sync           the view does not fsync its commits\n"
 	"  --batch N           records per view commit (default 10000)\n"
+	"  --map-mb N          initial view map size in MiB (default 256; it grows when full)\n"
 	"  --ready-file FILE   written once the service serves and follows the log\n"
 	"  --param KEY=VALUE   report: a parameter (from, to, source, campaign, model, bucket)\n"
 	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
@@ -53,6 +54,7 @@ typedef struct args {
 	const char *http, *view, *ingest, *publish, *query, *ready_file;
 	int rebuild, until_head, no_sync;
 	unsigned batch;
+	size_t map_mb;
 	const char *params[16];
 	int nparams;
 } args;
@@ -102,7 +104,7 @@ cmd_run(const args *a)
 		.publish = a->publish,
 		.query = a->query,
 		.tables = { MX_T_LEADS, MX_T_FACTS, MX_T_COUNTERS },
-		.map_size = (size_t)256 << 20,
+		.map_size = a->map_mb << 20,
 		.rebuild = a->rebuild,
 		.until_head = a->until_head,
 		.no_emit = 1,
@@ -240,7 +242,7 @@ int
 main(int argc, char **argv)
 {
 	enum { O_HTTP = 256, O_RULES, O_VIEW, O_INGEST, O_PUBLISH, O_QUERY, O_REBUILD, O_UNTIL,
-	       O_NOSYNC, O_BATCH, O_READY, O_PARAM, O_LEVEL };
+	       O_NOSYNC, O_BATCH, O_MAP, O_READY, O_PARAM, O_LEVEL };
 	static const struct option opts[] = {
 		{ "http", required_argument, NULL, O_HTTP },
 		{ "rules", required_argument, NULL, O_RULES },
@@ -253,13 +255,14 @@ main(int argc, char **argv)
 		{ "once", no_argument, NULL, O_UNTIL },
 		{ "no-sync", no_argument, NULL, O_NOSYNC },
 		{ "batch", required_argument, NULL, O_BATCH },
+		{ "map-mb", required_argument, NULL, O_MAP },
 		{ "ready-file", required_argument, NULL, O_READY },
 		{ "param", required_argument, NULL, O_PARAM },
 		{ "log-level", required_argument, NULL, O_LEVEL },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	args a = { .http = MX_DEFAULT_HTTP, .view = MX_DEFAULT_VIEW };
+	args a = { .http = MX_DEFAULT_HTTP, .view = MX_DEFAULT_VIEW, .map_mb = 256 };
 	char *end;
 	int c;
 
@@ -287,6 +290,13 @@ main(int argc, char **argv)
 			if (*end || v < 1 || v > 1000000)
 				return usage("--batch wants 1..1000000 records, not '%s'", optarg);
 			a.batch = (unsigned)v;
+			break;
+		}
+		case O_MAP: {
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (*end || v < 1 || v > 1048576)
+				return usage("--map-mb wants 1..1048576 MiB, not '%s'", optarg);
+			a.map_mb = v;
 			break;
 		}
 		case O_LEVEL:

@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -453,6 +454,68 @@ def run_browser(res, m, daemon):
                    % (p.returncode, (p.stdout + p.stderr)[-1500:]))
 
 
+def run_growth(res, daemon, ctx):
+    """The view's map grows (from 1 MiB) while the HTTP thread reads it
+    without pause: every answer is whole, the service lives on, and the
+    figures come out right."""
+    log = LogClient(ctx, daemon.endpoints)
+    m = Metrics(daemon, "grow")
+    leads = 2000
+    answers = {"ok": 0, "bad": []}
+    stop = threading.Event()
+
+    def poll():
+        paths = ["/api/summary", "/metrics", "/api/funnel?source=s-1", "/healthz"]
+        i = 0
+        while not stop.is_set():
+            path = paths[i % len(paths)]
+            i += 1
+            try:
+                st, _, body = m.get(path)
+                if st == 200 or (path == "/healthz" and st == 503):
+                    if path.startswith("/api"):
+                        json.loads(body)
+                    answers["ok"] += 1
+                else:
+                    answers["bad"].append((path, st, body[:200]))
+            except Exception as e:  # a dead server or a torn answer
+                answers["bad"].append((path, repr(e)))
+
+    def grow_under_readers():
+        m.start("--map-mb", "1", "--batch", "200")
+        th = threading.Thread(target=poll)
+        th.start()
+        try:
+            pad = "x" * 150
+            for b in range(0, leads, 100):
+                evs = []
+                for i in range(b, b + 100):
+                    evs.append(ev("lead.captured", "g%d" % i, source="s-%d" % (i % 7),
+                                  campaign="c-%d-%s" % (i % 13, pad), form="f-%s" % pad))
+                    evs[-1]["id"] = "grow-%d" % i
+                log.publish_ok(*evs)
+            m.wait_caught_up(log.status()["head"], wait_s=60)
+        finally:
+            stop.set()
+            th.join(timeout=30)
+        expect(m.proc.poll() is None, "the service is alive: %s" % m.tail())
+        expect_eq(answers["bad"], [], "answers while the map grew")
+        expect(answers["ok"] > 10, "the readers were busy (%d answers)" % answers["ok"])
+        with open(m.log) as f:
+            grown = f.read().count("view map grown")
+        expect(grown >= 2, "the map grew (%d times): %s" % (grown, m.tail()))
+        f = m.api("/api/funnel")["funnel"]
+        expect_eq({r["stage"]: r["entered"] for r in f["stages"]}["inquiry"], leads,
+                  "every lead counted once")
+        expect_eq({r["stage"]: r["now"] for r in f["stages"]}["inquiry"], leads, "balance")
+        src = m.api("/api/funnel?source=s-1")["funnel"]
+        expect_eq(src["stages"][0]["entered"], len(range(1, leads, 7)), "leads from s-1")
+        expect_eq(m.stop(), 0, "exit status after SIGTERM")
+    res.run("the view's map grows from 1 MiB while HTTP requests read it", grow_under_readers)
+    m.kill9()
+    log.close()
+
+
 def run_checks(res, daemon, ctx):
     log = LogClient(ctx, daemon.endpoints)
     m = Metrics(daemon, "m")
@@ -605,10 +668,12 @@ def main():
         res.not_ok("funnel-metrics is built", METRICS)
         return res.summary()
     ctx = zmq.Context()
-    daemon = start_daemon(res, FUNNELD, prefix="funnel-metrics-")
-    if daemon is not None:
+    for fn in (run_checks, run_growth):
+        daemon = start_daemon(res, FUNNELD, prefix="funnel-metrics-")
+        if daemon is None:
+            continue
         try:
-            run_checks(res, daemon, ctx)
+            fn(res, daemon, ctx)
         finally:
             daemon.close()
     ctx.term()
