@@ -5,6 +5,7 @@
 // funnel-metrics on a scripted history and passes:
 //   METRICS_URL    the dashboard, e.g. http://127.0.0.1:41234/
 //   EXPECT_COUNTS  JSON {"inquiry": 6, ...}: the stage entries the page must show
+//   EXPECT_ADS_INQUIRY  inquiry entries of the leads whose source is "ads"
 //   INGEST         funneld's ingest endpoint, FUNNEL_BIN the funnel CLI (to publish more)
 // Checks: the page loads without console errors or page errors, shows the
 // stage counts, and updates by itself after new events.  Prints
@@ -106,6 +107,21 @@ try {
     await page.fill("#f-from", "");
     await page.click("#filters button");
     await page.waitForFunction(() => document.getElementById("status").className === "");
+  });
+
+  await check("the source filter and the attribution model apply to the page", async () => {
+    const want = Number(process.env.EXPECT_ADS_INQUIRY);
+    await page.fill("#f-source", "ads");
+    await page.selectOption("#f-model", "first");
+    await page.click("#filters button");
+    await page.waitForFunction(
+      n => Number(document.querySelector('[data-stage="inquiry"] .count').textContent) === n, want);
+    const head = await page.textContent("#sources");
+    if (!head.includes("(first)")) throw new Error(`sources table header: ${head.slice(0, 200)}`);
+    await page.fill("#f-source", "");
+    await page.selectOption("#f-model", "linear");
+    await page.click("#filters button");
+    await page.waitForFunction(() => !document.querySelector("#sources").textContent.includes("(first)"));
   });
 
   await check("no console errors, no page errors, nothing loaded from elsewhere", async () => {

@@ -432,8 +432,10 @@ def run_browser(res, m, daemon):
         return
     st, _, body = m.get("/api/funnel")
     counts = {r["stage"]: r["entered"] for r in json.loads(body)["funnel"]["stages"]}
+    ads = m.api("/api/funnel?source=ads")["funnel"]["stages"]
     env = dict(os.environ, METRICS_URL=m.url("/"), INGEST=daemon.endpoints["ingest"],
                EXPECT_COUNTS=json.dumps(counts),
+               EXPECT_ADS_INQUIRY=str([r["entered"] for r in ads if r["stage"] == "inquiry"][0]),
                FUNNEL_BIN=os.path.abspath(os.path.join(os.path.dirname(FUNNELD), "funnel")))
     try:
         p = subprocess.run([node, BROWSER_TEST], capture_output=True, text=True, timeout=150,
