@@ -365,6 +365,8 @@ typedef struct agg {
 	gmap reps;        /* (owner, team): FU_*, delays */
 	gmap attr[3];     /* by source, campaign, form: AT_* under the query's model */
 	gmap trend;       /* (bucket start as 20 digits): entries per stage */
+	uint64_t last_bucket;   /* facts come in time order: the bucket of the last one */
+	group *last_trend;
 } agg;
 
 static void
@@ -452,11 +454,21 @@ follow(agg *a, gmap *m, funnel_str k1, funnel_str k2, const mx_fact *f)
 	(void)a;
 }
 
+/* Whether the report prints section r (the summary prints them all):
+ * the scan skips the groupings nobody will read. */
+static int
+wants(const mx_query *q, int r)
+{
+	return q->report == MX_R_SUMMARY || q->report == r;
+}
+
 static int
 add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
 {
 	int oom = 0;
 	if (f->kind == MX_F_ASSIGN || f->kind == MX_F_SLA) {
+		if (!wants(q, MX_R_FOLLOWUP))
+			return 0;
 		if (f->kind == MX_F_SLA) {
 			a->sla++;
 		} else {
@@ -478,15 +490,17 @@ add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
 		return 0;
 	a->entries[f->to]++;
 	a->by_ev[f->ev < FP_EV_COUNT ? f->ev : 0]++;
-	if (f->from != FP_STAGE_NONE)
+	if (f->from != FP_STAGE_NONE && wants(q, MX_R_VELOCITY))
 		oom |= vec_push(&a->in_stage[f->from], f->dur);
-	group *g = gmap_get(&a->srccamp, f->source, f->campaign, none, none);
+	group *g = NULL;
+	if (wants(q, MX_R_FUNNEL) || wants(q, MX_R_CLOSED_LOOP))
+		g = gmap_get(&a->srccamp, f->source, f->campaign, none, none);
 	if (g) {
 		g->v[SC_ENTRIES + f->to]++;
 		g->v[SC_ACCEPTED] += f->ev == FP_EV_ACCEPTED;
 		g->v[SC_REJECTED] += f->ev == FP_EV_REJECTED;
 	}
-	if (f->reason.len > 0) {
+	if (f->reason.len > 0 && wants(q, MX_R_CLOSED_LOOP)) {
 		funnel_str ev = fs(fp_evspec_get((fp_evtype)f->ev)->name);
 		if ((g = gmap_get(&a->reasons, ev, f->reason, none, none)) != NULL)
 			g->v[0]++;
@@ -495,16 +509,26 @@ add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
 	}
 	if (f->ev == FP_EV_OPP_OPENED) {
 		a->pipeline += f->amount;
-		credit(a, f, q->model, AT_PIPELINE);
+		if (wants(q, MX_R_ATTRIBUTION))
+			credit(a, f, q->model, AT_PIPELINE);
 	} else if (f->ev == FP_EV_DEAL_WON) {
 		a->revenue += f->amount;
-		oom |= vec_push(&a->to_won, f->since_capture);
-		credit(a, f, q->model, AT_REVENUE);
+		if (wants(q, MX_R_VELOCITY))
+			oom |= vec_push(&a->to_won, f->since_capture);
+		if (wants(q, MX_R_ATTRIBUTION))
+			credit(a, f, q->model, AT_REVENUE);
 	}
-	char bk[24];
-	snprintf(bk, sizeof bk, "%020" PRIu64, bucket_start(ts, q->bucket));
-	if ((g = gmap_get(&a->trend, fs(bk), none, none, none)) != NULL)
-		g->v[f->to]++;
+	if (!wants(q, MX_R_TREND))
+		return oom;
+	uint64_t b = bucket_start(ts, q->bucket);
+	if (a->last_trend == NULL || b != a->last_bucket) {
+		char bk[24];
+		snprintf(bk, sizeof bk, "%020" PRIu64, b);
+		a->last_trend = gmap_get(&a->trend, fs(bk), none, none, none);
+		a->last_bucket = b;
+	}
+	if (a->last_trend)
+		a->last_trend->v[f->to]++;
 	return oom;
 }
 
