@@ -178,7 +178,8 @@ uint64_t funnel_service_checkpoint(const funnel_service *svc);
 funnel_query *funnel_service_query(funnel_service *svc);
 
 /* The view environment (to read it outside apply(), e.g. `explain`:
- * open a read-only transaction of your own). */
+ * open a read-only transaction of your own; from another thread while
+ * the service runs, hold opts.map_lock for reading around it). */
 MDB_env *funnel_service_env(funnel_service *svc);
 
 /* Counters: records applied, view commits, derived events sent,
