@@ -1,8 +1,7 @@
 /*
- * clients/metrics/http.c - the HTTP face of funnel-metrics, on
- * libmicrohttpd's internal polling thread (one thread: requests are
- * answered one at a time, which keeps the funnel_query below
- * single-threaded).
+ * clients/metrics/http.c - the HTTP face of funnel-metrics, on a pool of
+ * MX_HTTP_THREADS libmicrohttpd threads, so a report over a large window
+ * does not hold up /healthz or a Prometheus scrape.
  *
  *   GET /              the dashboard (dashboard.html, embedded)
  *   GET /api           the reports and their parameters
@@ -13,8 +12,8 @@
  * Each request reads the view in its own read-only transaction, taken
  * under the service's map lock (for reading) so the runtime never
  * resizes the map under it.  The funnel_query that asks funneld for the
- * head belongs to the HTTP thread: created there on first use, destroyed
- * after the thread has stopped.
+ * head is used by one request at a time (qlock): created on first use,
+ * destroyed after the threads have stopped.
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -29,13 +28,15 @@
 #include "metrics.h"
 
 #define HEAD_TIMEOUT_MS 1000
+#define MX_HTTP_THREADS 2u
 
 struct mx_http {
 	struct MHD_Daemon *d;
 	mx_tables t;
 	pthread_rwlock_t *map_lock;
 	char *query_ep;
-	funnel_query *q;          /* HTTP thread only */
+	pthread_mutex_t qlock;
+	funnel_query *q;          /* under qlock */
 };
 
 /* Parameters of one /api request, as MHD hands them over. */
@@ -115,16 +116,20 @@ static uint64_t
 log_head(mx_http *h, int *known)
 {
 	funnel_status st;
+	uint64_t head = 0;
 	*known = 0;
-	if (h->q == NULL && funnel_query_new(&h->q, h->query_ep, HEAD_TIMEOUT_MS) != FUNNEL_OK)
-		return 0;
-	if (funnel_status_get(h->q, &st) != FUNNEL_OK) {
+	pthread_mutex_lock(&h->qlock);
+	if (h->q == NULL && funnel_query_new(&h->q, h->query_ep, HEAD_TIMEOUT_MS) != FUNNEL_OK) {
+		h->q = NULL;
+	} else if (funnel_status_get(h->q, &st) != FUNNEL_OK) {
 		/* a timed-out DEALER may hold a late reply: start afresh next time */
 		funnel_query_destroy(&h->q);
-		return 0;
+	} else {
+		*known = 1;
+		head = st.head;
 	}
-	*known = 1;
-	return st.head;
+	pthread_mutex_unlock(&h->qlock);
+	return head;
 }
 
 static int
@@ -289,6 +294,7 @@ mx_http_start(mx_http **out, const char *addr, const mx_tables *t, pthread_rwloc
 		return FUNNEL_ENOMEM;
 	h->t = *t;
 	h->map_lock = map_lock;
+	pthread_mutex_init(&h->qlock, NULL);
 	h->query_ep = strdup(query_ep ? query_ep : FUNNEL_DEFAULT_QUERY);
 	if (h->query_ep == NULL) {
 		free(h);
@@ -296,9 +302,11 @@ mx_http_start(mx_http **out, const char *addr, const mx_tables *t, pthread_rwloc
 	}
 	h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port,
 	                        NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &sa,
+	                        MHD_OPTION_THREAD_POOL_SIZE, MX_HTTP_THREADS,
 	                        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
 	if (h->d == NULL) {
 		funnel_log(FUNNEL_LOG_ERROR, "metrics: cannot serve HTTP on %s", addr);
+		pthread_mutex_destroy(&h->qlock);
 		free(h->query_ep);
 		free(h);
 		return FUNNEL_ETRANSPORT;
@@ -316,8 +324,9 @@ mx_http_stop(mx_http **ph)
 	if (ph == NULL || *ph == NULL)
 		return;
 	mx_http *h = *ph;
-	MHD_stop_daemon(h->d);          /* joins the thread: h->q is ours now */
+	MHD_stop_daemon(h->d);          /* joins the threads: h->q is ours now */
 	funnel_query_destroy(&h->q);
+	pthread_mutex_destroy(&h->qlock);
 	free(h->query_ep);
 	free(h);
 	*ph = NULL;

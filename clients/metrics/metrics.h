@@ -158,7 +158,7 @@ int mx_prometheus(MDB_txn *txn, const mx_tables *t, int head_known, uint64_t hea
 typedef struct mx_http mx_http;
 
 /* Serve the dashboard and the APIs on addr ("HOST:PORT", loopback by
- * default) from a thread of libmicrohttpd's.  Each request reads the
+ * default) from a small pool of libmicrohttpd threads.  Each request reads the
  * view in its own read-only transaction, under map_lock for reading;
  * query_ep is funneld's query endpoint (for the head in /healthz and
  * /metrics).  Returns FUNNEL_OK, FUNNEL_EINVAL (bad address),

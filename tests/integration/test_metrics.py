@@ -465,10 +465,10 @@ def run_growth(res, daemon, ctx):
     leads = 2000
     answers = {"ok": 0, "bad": []}
     stop = threading.Event()
+    lock = threading.Lock()
 
-    def poll():
+    def poll(i):
         paths = ["/api/summary", "/metrics", "/api/funnel?source=s-1", "/healthz"]
-        i = 0
         while not stop.is_set():
             path = paths[i % len(paths)]
             i += 1
@@ -477,7 +477,8 @@ def run_growth(res, daemon, ctx):
                 if st == 200 or (path == "/healthz" and st == 503):
                     if path.startswith("/api"):
                         json.loads(body)
-                    answers["ok"] += 1
+                    with lock:
+                        answers["ok"] += 1
                 else:
                     answers["bad"].append((path, st, body[:200]))
             except Exception as e:  # a dead server or a torn answer
@@ -485,8 +486,10 @@ def run_growth(res, daemon, ctx):
 
     def grow_under_readers():
         m.start("--map-mb", "1", "--batch", "200")
-        th = threading.Thread(target=poll)
-        th.start()
+        # two readers at once: the server answers on a pool of threads
+        ths = [threading.Thread(target=poll, args=(k,)) for k in range(2)]
+        for th in ths:
+            th.start()
         try:
             pad = "x" * 150
             for b in range(0, leads, 100):
@@ -499,7 +502,8 @@ def run_growth(res, daemon, ctx):
             m.wait_caught_up(log.status()["head"], wait_s=60)
         finally:
             stop.set()
-            th.join(timeout=30)
+            for th in ths:
+                th.join(timeout=30)
         expect(m.proc.poll() is None, "the service is alive: %s" % m.tail())
         expect_eq(answers["bad"], [], "answers while the map grew")
         expect(answers["ok"] > 10, "the readers were busy (%d answers)" % answers["ok"])
