@@ -46,6 +46,9 @@ LIB_SRC := $(wildcard clients/lib/*.c)
 DAEMON_SRC := $(wildcard daemon/*.c)
 CLI_SRC := $(wildcard clients/cli/*.c)
 SCORING_SRC := $(wildcard clients/scoring/*.c)
+ROUTING_SRC := $(wildcard clients/routing/*.c)
+# what more than one service links: the shared rules file's reader
+COMMON_SRC := $(wildcard clients/common/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 ITEST_SRC := $(wildcard tests/integration/test_*.c)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
@@ -61,6 +64,10 @@ CLI_OBJ := $(call obj,$(CLI_SRC))
 SCORING_OBJ := $(call obj,$(SCORING_SRC))
 # the rules engine alone, without the service around it (unit tests link it)
 SCORING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o %/whatif.o,$(SCORING_OBJ))
+ROUTING_OBJ := $(call obj,$(ROUTING_SRC))
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
+# the routing engine alone (rules and decisions), for the unit tests
+ROUTING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o,$(ROUTING_OBJ)) $(COMMON_OBJ)
 TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 BENCH_LIB_OBJ := $(call obj,$(BENCH_LIB_SRC))
 
@@ -69,6 +76,7 @@ LIBFUNNEL_SO := $(BUILD)/lib/libfunnel.so
 FUNNELD := $(BUILD)/bin/funneld
 FUNNEL := $(BUILD)/bin/funnel
 FUNNEL_SCORING := $(BUILD)/bin/funnel-scoring
+FUNNEL_ROUTING := $(BUILD)/bin/funnel-routing
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
@@ -76,7 +84,7 @@ BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .PHONY: all deps test check unit integration sanitize test-asan run bench bench-peers install clean
 # keep every object, including those only tests link
 .SECONDARY:
-all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(LIBFUNNEL) $(LIBFUNNEL_SO)
+all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(LIBFUNNEL) $(LIBFUNNEL_SO)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -103,9 +111,16 @@ $(FUNNEL_SCORING): $(SCORING_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(SCORING_OBJ) $(LIBFUNNEL) $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ)
+$(FUNNEL_ROUTING): $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -o $@ $< $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(LDFLAGS) -o $@ $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS)
+
+# the services' sources see the shared reader's header
+$(BUILD)/obj/clients/routing/%.o: ALL_CFLAGS += -Iclients/common
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
 
 $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -164,7 +179,7 @@ bench bench-peers: deps
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/funnel
-	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIBFUNNEL) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIBFUNNEL_SO) $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 include/funnel/*.h $(DESTDIR)$(PREFIX)/include/funnel/
