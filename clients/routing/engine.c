@@ -538,7 +538,8 @@ rep_of(const rt_rules *r, const char *name)
 }
 
 /* Hand the lead to a new owner: counts move, the decision is kept in the
- * row and described in out (which the caller emits). */
+ * row and described in out (which the caller emits).  The strings must
+ * not point into l. */
 static int
 hand_over(const rt_store *s, rt_lead *l, const char *owner, const char *team, const char *rule,
           const char *reason, rt_outcome *out)
@@ -592,6 +593,7 @@ escalate(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead
          rt_outcome *out)
 {
 	char why[RT_MAX_REASON + 1], reason[RT_MAX_REASON + 1], prev[RT_MAX_NAME + 1];
+	char rule[RT_MAX_NAME + 1];
 	int ti = team_index(r, l->team), chosen = -1, rc;
 
 	if (ti < 0)
@@ -616,12 +618,14 @@ escalate(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead
 	}
 	if (to == NULL)
 		return FUNNEL_OK;
+	/* hand_over rewrites the row: copies, not views into it */
 	copy_cstr(prev, sizeof prev, l->owner);
+	copy_cstr(rule, sizeof rule, l->rule);
 	l->escalations++;
 	snprintf(reason, sizeof reason, "escalation %" PRIu32 " of %ld after %s missed the SLA: %s",
 	         l->escalations, t->esc_limit, prev, why);
 	out->key = "escalated";
-	if ((rc = hand_over(s, l, to, t->name, l->rule, reason, out)) != FUNNEL_OK)
+	if ((rc = hand_over(s, l, to, t->name, rule, reason, out)) != FUNNEL_OK)
 		return rc;
 	copy_cstr(out->previous, sizeof out->previous, prev);
 	return FUNNEL_OK;
