@@ -622,6 +622,7 @@ escalate(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead
 	copy_cstr(prev, sizeof prev, l->owner);
 	copy_cstr(rule, sizeof rule, l->rule);
 	l->escalations++;
+	l->routed_seq = rec->seq;
 	snprintf(reason, sizeof reason, "escalation %" PRIu32 " of %ld after %s missed the SLA: %s",
 	         l->escalations, t->esc_limit, prev, why);
 	out->key = "escalated";
@@ -641,6 +642,10 @@ assigned(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead
 	char name[RT_MAX_NAME + 1];
 
 	if (mp_get_str(rec->data, "owner", &owner, NULL) != FUNNEL_OK || owner.len > RT_MAX_NAME)
+		return FUNNEL_OK;
+	/* The record of our own last decision, arriving after the lead left
+	 * its owner (sent back, closed): the hand-over never took effect. */
+	if (rec->has_cause && l->routed_seq != 0 && rec->cause == l->routed_seq && !l->open)
 		return FUNNEL_OK;
 	copy_str(name, sizeof name, owner);
 	if (!(l->open && strcmp(l->owner, name) == 0)) {

@@ -132,7 +132,8 @@ typedef struct rt_lead {
 	int open;                      /* owner holds it: counts in the owner's open leads */
 	uint32_t escalations;          /* escalations since it was last routed */
 	uint32_t breaches;             /* SLA breaches recorded, ever */
-	uint64_t routed_seq;           /* the record the last routing decision was made on */
+	uint64_t routed_seq;           /* the record the last decision was made on (lead.qualified,
+	                                  or the lead.sla_breached of an escalation) */
 	uint64_t assign_seq;           /* the lead.assigned in force (0: decided, not yet recorded) */
 	uint64_t deadline;             /* SLA deadline, ns (0: no timer running) */
 	char owner[RT_MAX_NAME + 1];   /* "" when nobody */
@@ -187,7 +188,9 @@ int rt_counts(const funnel_record *rec);
  *    The lead is counted open for its owner at once, so a burst of
  *    qualifications respects capacity before the assignments return;
  *  - lead.assigned (ours or anyone's): the owner of record; open counts
- *    move if the owner changed; the SLA timer starts at rec->ts;
+ *    move if the owner changed; the SLA timer starts at rec->ts.  The
+ *    record of our last decision (cause = routed_seq) arriving after the
+ *    lead left its owner changes nothing;
  *  - lead.contacted, lead.accepted: the timer stops;
  *  - lead.rejected, recycled, disqualified, deal.won, deal.lost: the
  *    lead leaves its owner (open count) and the timer stops;

@@ -62,6 +62,14 @@ void bench_sleep_until(uint64_t t);
  * out[0..np); -1 when n is 0. */
 void bench_quantiles_ms(uint64_t *ns, size_t n, const double *p, double *out, size_t np);
 
+/* Latency from each record's cause to the record, for every record of
+ * type `type` in the log behind the query endpoint (both daemon
+ * timestamps: commit to commit): the p-quantiles in ms into out[0..np),
+ * how many in *n.  Records caused by a seq beyond the first 2^21 are
+ * left out.  Returns 0 or -1. */
+int bench_cause_latency(const char *query, const char *type, const double *p, double *out,
+                        size_t np, uint64_t *n);
+
 /* Anonymous memory of a process in kB (what it allocated itself, not
  * the file pages it maps), from /proc/PID/smaps_rollup; 0 if unknown. */
 uint64_t bench_anon_kb(pid_t pid);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "funnel/funnel.h"
 #include "harness.h"
 
 void
@@ -52,6 +53,48 @@ bench_quantiles_ms(uint64_t *ns, size_t n, const double *p, double *out, size_t 
 		qsort(ns, n, sizeof ns[0], cmp_u64);
 	for (size_t i = 0; i < np; i++)
 		out[i] = n == 0 ? -1 : (double)ns[(size_t)(p[i] * (double)(n - 1))] / 1e6;
+}
+
+/* Timestamps by seq, and the latencies cause -> record of one type. */
+typedef struct cause_walk {
+	const char *type;
+	size_t tlen;
+	uint64_t cap, *ts, *lat, n;
+} cause_walk;
+
+static int
+cause_record(const funnel_record *r, void *ctx)
+{
+	cause_walk *w = ctx;
+	if (r->seq >= w->cap)
+		return FUNNEL_OK;
+	w->ts[r->seq] = r->ts;
+	if (r->has_cause && r->cause < w->cap && w->ts[r->cause] != 0 && r->type.len == w->tlen &&
+	    memcmp(r->type.ptr, w->type, w->tlen) == 0)
+		w->lat[w->n++] = r->ts - w->ts[r->cause];
+	return FUNNEL_OK;
+}
+
+int
+bench_cause_latency(const char *query, const char *type, const double *p, double *out,
+                    size_t np, uint64_t *n)
+{
+	funnel_query *qc = NULL;
+	funnel_replay_req req = { .from = 1, .limit = 10000 };
+	cause_walk w = { .type = type, .tlen = strlen(type), .cap = 1 << 21 };
+	int rc = -1;
+
+	w.ts = calloc(w.cap, sizeof *w.ts);
+	w.lat = malloc(w.cap * sizeof *w.lat);
+	if (w.ts && w.lat && funnel_query_new(&qc, query, 10000) == FUNNEL_OK &&
+	    funnel_replay_each(qc, &req, cause_record, &w) == FUNNEL_OK)
+		rc = 0;
+	funnel_query_destroy(&qc);
+	bench_quantiles_ms(w.lat, w.n, p, out, np);
+	*n = w.n;
+	free(w.ts);
+	free(w.lat);
+	return rc;
 }
 
 uint64_t

@@ -3,6 +3,7 @@
 # BENCH_PEERS, BENCH_EVENTS, BENCH_START_EVENTS, BENCH_W3_SECS,
 # BENCH_W4_EVENTS, BENCH_SEED size and shape the run (see bench_funnel.c);
 # BENCH_SCORING_EVENTS and BENCH_SCORING_SECS size bench_scoring.c;
+# BENCH_ROUTING_LEADS and BENCH_ROUTING_SECS size bench_routing.c;
 # BENCH_OUT is where the table and the raw figures go.
 BUILD=${BUILD:-build}
 export BUILD
@@ -12,4 +13,6 @@ mkdir -p "$(dirname "$BENCH_OUT")"
 nice "$BUILD/bench/bench_funnel" || exit 1
 # the services' numbers (BENCH_SCORING_EVENTS, BENCH_SCORING_SECS), appended
 nice "$BUILD/bench/bench_scoring" || exit 1
+# funnel-routing's (BENCH_ROUTING_LEADS, BENCH_ROUTING_SECS), appended
+nice "$BUILD/bench/bench_routing" || exit 1
 echo "table and raw figures saved in $BENCH_OUT"

@@ -838,6 +838,32 @@ test_manual_assignment(void **state)
 	assert_int_equal(l.deadline, f.ts + 30 * MIN);
 	assert_true(due_of(&f, "M", f.ts + 30 * MIN, &as));
 	assert_int_equal(as, seq);
+	/* our decision's record arriving after the lead was sent back: no effect */
+	fx_apply(&f, "lead.captured", "N", "s", "country", "DE");
+	o = qualify(&f, "N");
+	uint32_t had = rep_of(&f, o.owner).open - 1;
+	fx_apply(&f, "lead.rejected", "N", "s", "reason", "not now");
+	assert_int_equal(rep_of(&f, o.owner).open, had);
+	funnel_record late = { .seq = f.seq++, .ts = f.ts, .has_cause = 1,
+	                       .cause = lead_of(&f, "N").routed_seq };
+	late.type = (funnel_str){ "lead.assigned", 13 };
+	late.lead = (funnel_str){ "N", 1 };
+	msgpack_sbuffer_clear(&f.sb);
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, &f.sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 1);
+	msgpack_pack_str_with_body(&pk, "owner", 5);
+	msgpack_pack_str_with_body(&pk, o.owner, strlen(o.owner));
+	msgpack_object data;
+	size_t off = 0;
+	assert_int_equal(msgpack_unpack(f.sb.data, f.sb.size, &off, &f.zone, &data),
+	                 MSGPACK_UNPACK_SUCCESS);
+	late.data = &data;
+	rt_outcome lo;
+	assert_int_equal(rt_apply(f.r, &f.st, &late, &lo), FUNNEL_OK);
+	assert_int_equal(rep_of(&f, o.owner).open, had);
+	assert_false(lead_of(&f, "N").open);
+	assert_int_equal(lead_of(&f, "N").deadline, 0);
 	/* unknown owner, no team: no SLA */
 	fx_apply(&f, "lead.assigned", "M", "s", "owner", "someone");
 	assert_int_equal(lead_of(&f, "M").deadline, 0);
