@@ -143,10 +143,10 @@ print_human(const char *id, const rt_lead *l, uint64_t now, const rt_rules *r, i
 		printf("\n");
 	}
 	if (rule_now >= 0)
-		printf("  now: rule %s (team %s): %s\n", rt_rule_name(r, (size_t)rule_now),
+		printf("  if routed now: rule %s (team %s): %s\n", rt_rule_name(r, (size_t)rule_now),
 		       rt_rule_team(r, (size_t)rule_now), why_now);
 	else
-		printf("  now: %s\n", why_now);
+		printf("  if routed now: %s\n", why_now);
 }
 
 int
