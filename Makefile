@@ -67,7 +67,7 @@ SCORING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o %/whatif.o,$(SCORING_OBJ
 ROUTING_OBJ := $(call obj,$(ROUTING_SRC))
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
 # the routing engine alone (rules and decisions), for the unit tests
-ROUTING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o,$(ROUTING_OBJ)) $(COMMON_OBJ)
+ROUTING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o,$(ROUTING_OBJ))
 TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 BENCH_LIB_OBJ := $(call obj,$(BENCH_LIB_SRC))
 
@@ -107,20 +107,20 @@ $(FUNNEL): $(CLI_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIBFUNNEL) $(LIBS)
 
-$(FUNNEL_SCORING): $(SCORING_OBJ) $(LIBFUNNEL)
+$(FUNNEL_SCORING): $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(SCORING_OBJ) $(LIBFUNNEL) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS)
 
 $(FUNNEL_ROUTING): $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS)
 
 # the services' sources see the shared reader's header
-$(BUILD)/obj/clients/routing/%.o: ALL_CFLAGS += -Iclients/common
+$(BUILD)/obj/clients/scoring/%.o $(BUILD)/obj/clients/routing/%.o: ALL_CFLAGS += -Iclients/common
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ)
+$(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
 
 $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)

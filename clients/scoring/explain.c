@@ -19,6 +19,7 @@
 #include "funnel/funnel.h"
 #include "funnel/service.h"
 #include "mp.h"
+#include "rulesfile.h"
 #include "scoring.h"
 
 /* What the log says about one seq: its type and, for an activity, kind. */
@@ -139,7 +140,7 @@ scoring_explain(const scoring_args *a, const char *lead)
 		funnel_query_destroy(&q);       /* funneld away: explain from the view alone */
 	iso_time(ts, when, sizeof when);
 	char hash[2 * FUNNEL_HASH_BYTES + 1];
-	scoring_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, hash);
+	rf_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, hash);
 
 	if (a->json) {
 		cJSON *o = cJSON_CreateObject();

@@ -26,6 +26,7 @@
 #include "funnel/log.h"
 #include "funnel/service.h"
 #include "mp.h"
+#include "rulesfile.h"
 #include "scoring.h"
 
 static const char usage_text[] =
@@ -71,17 +72,6 @@ on_signal(int sig)
 {
 	(void)sig;
 	funnel_service_stop(the_service);
-}
-
-void
-scoring_hex(const uint8_t *b, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[b[i] >> 4];
-		out[2 * i + 1] = digits[b[i] & 15];
-	}
-	out[2 * n] = 0;
 }
 
 static void
@@ -296,7 +286,7 @@ cmd_run(const scoring_args *a)
 	if ((rc = load_rules(a->rules, &rules)) != 0)
 		return rc;
 	sc.rules = rules;
-	scoring_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, sc.hash_hex);
+	rf_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, sc.hash_hex);
 	sc.st = sc_lead_new(rules);
 	msgpack_sbuffer_init(&sc.sb);
 	msgpack_sbuffer_init(&sc.ev);
@@ -377,7 +367,7 @@ cmd_digest(const scoring_args *a)
 		fprintf(stderr, "funnel-scoring: digest of %s: %s\n", a->view, funnel_strerror(rc));
 		return 1;
 	}
-	scoring_hex(d, 32, hex);
+	rf_hex(d, 32, hex);
 	printf("checkpoint %" PRIu64 " digest %s\n", cp, hex);
 	return 0;
 }

@@ -31,9 +31,6 @@ typedef struct scoring_args {
 	int flips;                 /* what-if: leads listed each way */
 } scoring_args;
 
-/* Lowercase hex of n bytes into out (2n + 1 bytes). */
-void scoring_hex(const uint8_t *b, size_t n, char *out);
-
 /* `funnel-scoring explain LEAD`: exit status. */
 int scoring_explain(const scoring_args *a, const char *lead);
 

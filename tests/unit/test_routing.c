@@ -392,7 +392,8 @@ test_rules_errors(void **state)
 		{ "sla_minutes: 60", "sla_minutes: soon",
 		  "t.yaml:6: routing.teams[0].sla_minutes: expected a number, got \"soon\"" },
 		{ "to: next_rep", "to: nobody",
-		  "t.yaml:8: routing.teams[0].escalation.to: expected next_rep, team_lead or none, got \"nobody\"" },
+		  "t.yaml:8: routing.teams[0].escalation.to: expected next_rep, team_lead or none, "
+		  "got \"nobody\"" },
 		{ "limit: 2", "limit: 11",
 		  "t.yaml:8: routing.teams[0].escalation.limit: expected a whole number from 1 to 10" },
 		{ "      team_lead: dora\n", "",
