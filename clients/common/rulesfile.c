@@ -3,12 +3,14 @@
  * is rulesfile.h.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "rulesfile.h"
 
@@ -291,4 +293,48 @@ rf_hex(const uint8_t *b, size_t n, char *out)
 		out[2 * i + 1] = digits[b[i] & 15];
 	}
 	out[2 * n] = 0;
+}
+
+void
+rf_iso_time(uint64_t ns, char *out, size_t len)
+{
+	time_t s = (time_t)(ns / 1000000000u);
+	struct tm tm;
+	gmtime_r(&s, &tm);
+	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int
+rf_value_text(const msgpack_object *o, char *buf, size_t cap)
+{
+	switch (o->type) {
+	case MSGPACK_OBJECT_NIL:
+		return 0;
+	case MSGPACK_OBJECT_BOOLEAN:
+		snprintf(buf, cap, "%s", o->via.boolean ? "true" : "false");
+		return 1;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		snprintf(buf, cap, "%" PRIu64, o->via.u64);
+		return 1;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		snprintf(buf, cap, "%" PRId64, o->via.i64);
+		return 1;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		snprintf(buf, cap, "%.15g", o->via.f64);
+		return 1;
+	case MSGPACK_OBJECT_STR: {
+		size_t n = o->via.str.size;
+		if (n > cap - 1) {
+			n = cap - 1;
+			while (n > 0 && ((unsigned char)o->via.str.ptr[n] & 0xc0) == 0x80)
+				n--;
+		}
+		memcpy(buf, o->via.str.ptr, n);
+		buf[n] = '\0';
+		return 1;
+	}
+	default:
+		return -1;
+	}
 }

@@ -11,7 +11,8 @@
  * the context's err buffer (the first problem found wins: callers return
  * at once).  Strings a getter returns are malloc'd and the caller's.
  *
- * Pure but for rf_read_file(); no globals.  A context belongs to one
+ * Also the few small helpers the services share (hex, ISO time, the text
+ * of a lead field).  Pure but for rf_read_file(); no globals.  A context belongs to one
  * thread.
  */
 #ifndef FUNNEL_RULESFILE_H
@@ -20,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <msgpack.h>
 #include <yaml.h>
 
 #include "funnel/error.h"
@@ -98,7 +100,21 @@ int rf_list(rf_ctx *c, yaml_node_t *n, const char *path, size_t *count);
 /* A decimal number, all of s (no hex, inf, nan or spaces): 0, or -1. */
 int rf_parse_number(const char *s, double *out);
 
+/* ---- small helpers the services share ---- */
+
 /* Lowercase hex of n bytes into out (2n + 1 bytes). */
 void rf_hex(const uint8_t *b, size_t n, char *out);
+
+/* ns since the epoch as "2026-01-01T00:00:00Z" (len >= 21). */
+void rf_iso_time(uint64_t ns, char *out, size_t len);
+
+/*
+ * The text rules read from a msgpack value (a lead field, an activity's
+ * detail), written to buf (cap bytes with the NUL): strings cut at cap - 1
+ * bytes on a character boundary, numbers in decimal, booleans as
+ * true/false.  Returns 1 (text in buf), 0 for nil, -1 for values rules
+ * do not read (maps, arrays, binary, extensions).
+ */
+int rf_value_text(const msgpack_object *o, char *buf, size_t cap);
 
 #endif

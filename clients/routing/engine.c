@@ -136,6 +136,18 @@ rt_lead_decode(const void *buf, size_t len, rt_lead *l)
 	return p == end ? FUNNEL_OK : FUNNEL_EMALFORMED;
 }
 
+int
+rt_due_decode(const void *key, size_t klen, const void *val, size_t vlen, uint64_t *deadline,
+              funnel_str *lead, uint64_t *assignment)
+{
+	if (klen <= 8 || vlen != 8)
+		return FUNNEL_EMALFORMED;
+	*deadline = get_u64(key);
+	*lead = (funnel_str){ (const char *)key + 8, klen - 8 };
+	*assignment = get_u64(val);
+	return FUNNEL_OK;
+}
+
 static void
 rep_encode(const rt_rep *r, uint8_t *p)
 {
@@ -275,15 +287,6 @@ say(char *buf, size_t cap, const char *fmt, ...)
 		memcpy(buf + cap - 4, "...", 4);
 }
 
-static void
-iso_time(uint64_t ns, char *out, size_t len)
-{
-	time_t t = (time_t)(ns / 1000000000u);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* Copy a counted string into a bounded C string (cut). */
 static void
 copy_str(char *dst, size_t cap, funnel_str s)
@@ -300,39 +303,6 @@ copy_cstr(char *dst, size_t cap, const char *s)
 }
 
 /* ---- lead fields ---- */
-
-/* The text of a scalar msgpack value (cut at RT_MAX_VALUE bytes): 1; nil: 0; other: -1. */
-static int
-value_text(const msgpack_object *o, char *buf, size_t cap)
-{
-	switch (o->type) {
-	case MSGPACK_OBJECT_NIL:
-		return 0;
-	case MSGPACK_OBJECT_BOOLEAN:
-		snprintf(buf, cap, "%s", o->via.boolean ? "true" : "false");
-		return 1;
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		snprintf(buf, cap, "%" PRIu64, o->via.u64);
-		return 1;
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		snprintf(buf, cap, "%" PRId64, o->via.i64);
-		return 1;
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64:
-		snprintf(buf, cap, "%.15g", o->via.f64);
-		return 1;
-	case MSGPACK_OBJECT_STR: {
-		size_t n = o->via.str.size < cap - 1 ? o->via.str.size : cap - 1;
-		while (n > 0 && n < o->via.str.size && ((unsigned char)o->via.str.ptr[n] & 0xc0) == 0x80)
-			n--;      /* cut on a character boundary */
-		memcpy(buf, o->via.str.ptr, n);
-		buf[n] = 0;
-		return memchr(buf, 0, n) == NULL ? 1 : -1;
-	}
-	default:
-		return -1;
-	}
-}
 
 static const char *
 lead_field(const rt_lead *l, const char *name)
@@ -375,7 +345,7 @@ capture(const rt_rules *r, rt_lead *l, const msgpack_object *data)
 		const msgpack_object *o = mp_find(data, r->fields[f]);
 		if (o == NULL)
 			continue;
-		int t = value_text(o, buf, sizeof buf);
+		int t = rf_value_text(o, buf, sizeof buf);
 		if (t >= 0)
 			set_field(l, r->fields[f], t == 1 ? buf : NULL);
 	}
@@ -446,7 +416,7 @@ not_eligible(const rt_rep_def *d, const rt_rep *st, uint64_t ts, const char *exc
 		if (st->until == 0)
 			return "unavailable";
 		char when[32];
-		iso_time(st->until, when, sizeof when);
+		rf_iso_time(st->until, when, sizeof when);
 		snprintf(why, cap, "unavailable until %s", when);
 		return why;
 	}

@@ -18,6 +18,7 @@
 #include "funnel/funnel.h"
 #include "funnel/service.h"
 #include "router.h"
+#include "rulesfile.h"
 
 /* The view read through one read-only transaction (no writes). */
 typedef struct ro_view {
@@ -55,15 +56,6 @@ ro_del(void *ctx, int t, const void *k, size_t kl)
 }
 
 static void
-iso_time(uint64_t ns, char *out, size_t len)
-{
-	time_t s = (time_t)(ns / 1000000000u);
-	struct tm tm;
-	gmtime_r(&s, &tm);
-	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-static void
 print_json(const char *id, const rt_lead *l, uint64_t now, const rt_rules *r, int rule_now,
            const char *why_now)
 {
@@ -80,7 +72,7 @@ print_json(const char *id, const rt_lead *l, uint64_t now, const rt_rules *r, in
 	cJSON_AddNumberToObject(o, "escalations", l->escalations);
 	cJSON_AddNumberToObject(o, "breaches", l->breaches);
 	if (l->deadline) {
-		iso_time(l->deadline, when, sizeof when);
+		rf_iso_time(l->deadline, when, sizeof when);
 		cJSON_AddStringToObject(o, "sla_deadline", when);
 		cJSON_AddNumberToObject(o, "sla_deadline_ns", (double)l->deadline);
 		cJSON_AddBoolToObject(o, "sla_passed", now >= l->deadline);
@@ -125,7 +117,7 @@ print_human(const char *id, const rt_lead *l, uint64_t now, const rt_rules *r, i
 	if (l->assign_seq)
 		printf("  assignment:    seq %" PRIu64 "\n", l->assign_seq);
 	if (l->deadline) {
-		iso_time(l->deadline, when, sizeof when);
+		rf_iso_time(l->deadline, when, sizeof when);
 		if (now >= l->deadline)
 			printf("  SLA:           deadline %s, passed %" PRIu64 " min ago\n", when,
 			       (now - l->deadline) / 60000000000u);

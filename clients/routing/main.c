@@ -172,15 +172,6 @@ route_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	return funnel_service_emit(svc, &ev, out.key);
 }
 
-static uint64_t
-be64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
 /* Record the breach of one timer that ran out. */
 static int
 send_breach(router *ro, const char *lead, uint64_t assignment, uint64_t deadline, uint64_t now,
@@ -248,14 +239,16 @@ route_tick(funnel_service *svc, MDB_txn *txn, void *ctx)
 	/* in deadline order: stop at the first still running; a bounded
 	 * number per tick so that records keep flowing */
 	for (int op = MDB_FIRST; n < 1000 && mdb_cursor_get(cur, &k, &v, op) == 0; op = MDB_NEXT) {
-		if (k.mv_size <= 8 || k.mv_size > 8 + 512 || v.mv_size != 8)
+		uint64_t deadline, assignment;
+		funnel_str id;
+		if (rt_due_decode(k.mv_data, k.mv_size, v.mv_data, v.mv_size, &deadline, &id,
+		                  &assignment) != FUNNEL_OK || id.len >= sizeof lead)
 			continue;
-		uint64_t deadline = be64(k.mv_data);
 		if (deadline > now)
 			break;
-		memcpy(lead, (const uint8_t *)k.mv_data + 8, k.mv_size - 8);
-		lead[k.mv_size - 8] = 0;
-		if ((rc = send_breach(ro, lead, be64(v.mv_data), deadline, now, txn)) != FUNNEL_OK)
+		memcpy(lead, id.ptr, id.len);
+		lead[id.len] = 0;
+		if ((rc = send_breach(ro, lead, assignment, deadline, now, txn)) != FUNNEL_OK)
 			break;
 		n++;
 	}

@@ -159,6 +159,10 @@ typedef struct rt_rep {
 /* Decode a row; FUNNEL_EMALFORMED if it is not one. */
 int rt_lead_decode(const void *buf, size_t len, rt_lead *out);
 int rt_rep_decode(const void *buf, size_t len, rt_rep *out);
+/* A "due" row: the deadline, the lead id (a view into key) and the seq
+ * of the lead.assigned whose timer it is. */
+int rt_due_decode(const void *key, size_t klen, const void *val, size_t vlen, uint64_t *deadline,
+                  funnel_str *lead, uint64_t *assignment);
 
 /* ---- applying records ---- */
 

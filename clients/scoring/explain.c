@@ -52,15 +52,6 @@ describe(funnel_query *q, uint64_t seq, event_desc *d)
 	funnel_page_release(&pg);
 }
 
-static void
-iso_time(uint64_t ns, char *out, size_t len)
-{
-	time_t s = (time_t)(ns / 1000000000u);
-	struct tm tm;
-	gmtime_r(&s, &tm);
-	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* Read the lead's row from the view into st; *ts gets its last ts.
  * Returns 0, 1 (no such lead in the view) or -1 (message printed). */
 static int
@@ -138,7 +129,7 @@ scoring_explain(const scoring_args *a, const char *lead)
 		have_info = funnel_lead_get(q, lead, &info) == FUNNEL_OK;
 	if (!have_info)
 		funnel_query_destroy(&q);       /* funneld away: explain from the view alone */
-	iso_time(ts, when, sizeof when);
+	rf_iso_time(ts, when, sizeof when);
 	char hash[2 * FUNNEL_HASH_BYTES + 1];
 	rf_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, hash);
 

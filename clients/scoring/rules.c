@@ -787,49 +787,6 @@ key_is(const msgpack_object *k, const char *s, size_t n)
 	       memcmp(k->via.str.ptr, s, n) == 0;
 }
 
-/*
- * The text a condition reads from a msgpack value, written to buf
- * (SC_MAX_VALUE_BYTES + 1 bytes): strings cut at SC_MAX_VALUE_BYTES on a
- * character boundary, numbers in decimal, booleans as true/false.
- * Returns 1 (text in buf), 0 for nil, -1 for values rules do not read
- * (maps, arrays, binary, extensions).
- */
-static int
-value_text(const msgpack_object *o, char *buf)
-{
-	const size_t cap = SC_MAX_VALUE_BYTES + 1;
-	switch (o->type) {
-	case MSGPACK_OBJECT_NIL:
-		return 0;
-	case MSGPACK_OBJECT_BOOLEAN:
-		snprintf(buf, cap, "%s", o->via.boolean ? "true" : "false");
-		return 1;
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		snprintf(buf, cap, "%" PRIu64, o->via.u64);
-		return 1;
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		snprintf(buf, cap, "%" PRId64, o->via.i64);
-		return 1;
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64:
-		snprintf(buf, cap, "%.15g", o->via.f64);
-		return 1;
-	case MSGPACK_OBJECT_STR: {
-		size_t n = o->via.str.size;
-		if (n > SC_MAX_VALUE_BYTES) {
-			n = SC_MAX_VALUE_BYTES;
-			while (n > 0 && ((unsigned char)o->via.str.ptr[n] & 0xc0) == 0x80)
-				n--;
-		}
-		memcpy(buf, o->via.str.ptr, n);
-		buf[n] = '\0';
-		return 1;
-	}
-	default:
-		return -1;
-	}
-}
-
 static int
 value_eq(const sc_value *want, const char *v, int isnum, double num)
 {
@@ -874,7 +831,7 @@ cond_value(const sc_cond *c, const sc_lead *st, const msgpack_object *data, char
 	if (c->slot >= 0)
 		return st->fields[c->slot].set ? st->fields[c->slot].text : NULL;
 	const msgpack_object *o = mp_find(data, c->field);
-	return o != NULL && value_text(o, buf) == 1 ? buf : NULL;
+	return o != NULL && rf_value_text(o, buf, SC_MAX_VALUE_BYTES + 1) == 1 ? buf : NULL;
 }
 
 static int
@@ -1001,7 +958,7 @@ capture(const sc_rules *r, sc_lead *st, const msgpack_object *data)
 		return;
 	for (uint32_t k = 0; k < data->via.map.size; k++) {
 		const msgpack_object_kv *kv = &data->via.map.ptr[k];
-		int t = value_text(&kv->val, buf);
+		int t = rf_value_text(&kv->val, buf, sizeof buf);
 		if (t < 0)
 			continue;
 		if (key_is(&kv->key, "email", 5)) {
