@@ -470,11 +470,11 @@ pick(const rt_rules *r, const rt_store *s, size_t t, uint64_t ts, const char *ex
 			best = (int)i;
 	}
 	if (best < 0) {
-		snprintf(why, RT_MAX_REASON + 1, "team %s: nobody eligible (%s)", team->name, others);
+		say(why, RT_MAX_REASON + 1, "team %s: nobody eligible (%s)", team->name, others);
 		return FUNNEL_OK;
 	}
 	const rt_rep_def *b = &r->reps[team->first_rep + best];
-	snprintf(why, RT_MAX_REASON + 1, "weighted round-robin: %s had the highest current weight %"
+	say(why, RT_MAX_REASON + 1, "weighted round-robin: %s had the highest current weight %"
 	         PRId64 " (weight %ld) of eligible %s", b->name, st[best].current, b->weight, eligible);
 	if (others[0])
 		say(why, RT_MAX_REASON + 1, "; not eligible: %s", others);
@@ -593,7 +593,8 @@ escalate(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead
 	copy_cstr(rule, sizeof rule, l->rule);
 	l->escalations++;
 	l->routed_seq = rec->seq;
-	snprintf(reason, sizeof reason, "escalation %" PRIu32 " of %ld after %s missed the SLA: %s",
+	reason[0] = 0;
+	say(reason, sizeof reason, "escalation %" PRIu32 " of %ld after %s missed the SLA: %s",
 	         l->escalations, t->esc_limit, prev, why);
 	out->key = "escalated";
 	if ((rc = hand_over(s, l, to, t->name, rule, reason, out)) != FUNNEL_OK)
