@@ -25,13 +25,12 @@ import time
 
 import zmq
 
-from funnel_testlib import (REPO, CheckFailed, LogClient, Results, expect, expect_eq,
+from funnel_testlib import (REPO, CheckFailed, LogClient, Results, Service, expect, expect_eq,
                             expect_in, start_daemon)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
 ROUTING = os.path.join(os.path.dirname(FUNNELD), "funnel-routing")
-RUN_TIMEOUT_S = 60
 MINUTE_NS = 60 * 10**9
 
 RULES = """\
@@ -59,18 +58,14 @@ routing:
 """
 
 
-class Routing:
-    """funnel-routing against one daemon, with one view, rules file and clock."""
+class Routing(Service):
+    """funnel-routing against one daemon, with one view, rules file and a
+    clock file it reads SLA time from (set_clock)."""
 
     def __init__(self, daemon, name, rules=RULES):
-        self.daemon = daemon
-        self.view = os.path.join(daemon.dir, name + "-view")
-        self.rules = os.path.join(daemon.dir, name + ".yaml")
-        self.log = os.path.join(daemon.dir, name + ".log")
-        self.ready = os.path.join(daemon.dir, name + ".ready")
         self.clock = os.path.join(daemon.dir, name + ".clock")
-        with open(self.rules, "w") as f:
-            f.write(rules)
+        super().__init__(ROUTING, daemon, name, ["--clock-file", self.clock])
+        self.write_rules(rules)
         self.set_clock(time.time_ns())
 
     def set_clock(self, ns):
@@ -79,58 +74,8 @@ class Routing:
             f.write("%d\n" % ns)
         os.replace(tmp, self.clock)
 
-    def args(self, *extra):
-        eps = self.daemon.endpoints
-        return [ROUTING, "--rules", self.rules, "--view", self.view,
-                "--ingest", eps["ingest"], "--publish", eps["publish"],
-                "--query", eps["query"], "--clock-file", self.clock] + list(extra)
-
-    def run(self, *extra, timeout=RUN_TIMEOUT_S):
-        p = subprocess.run(self.args(*extra), stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=timeout, text=True)
-        with open(self.log, "a") as f:
-            f.write(p.stderr)
-        return p
-
-    def ok(self, *extra):
-        p = self.run(*extra)
-        expect_eq(p.returncode, 0, "funnel-routing %s exit status (stderr: %s)"
-                  % (" ".join(extra), p.stderr[-800:]))
-        return p.stdout
-
-    def until_head(self, *extra):
-        return self.ok("--until-head", *extra)
-
     def start(self, *extra):
-        if os.path.exists(self.ready):
-            os.unlink(self.ready)
-        errlog = open(self.log, "ab")
-        proc = subprocess.Popen(self.args("--ready-file", self.ready, "--tick-ms", "100", *extra),
-                                stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog)
-        errlog.close()
-        deadline = time.monotonic() + 10
-        while not os.path.exists(self.ready):
-            if proc.poll() is not None:
-                raise CheckFailed("funnel-routing exited early: %s" % self.tail())
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait(timeout=5)
-                raise CheckFailed("funnel-routing not ready in 10 s")
-            time.sleep(0.02)
-        return proc
-
-    def digest(self):
-        out = self.ok("digest")
-        parts = out.split()
-        expect(len(parts) == 4 and parts[0] == "checkpoint", "digest output: %r" % out)
-        return int(parts[1]), parts[3]
-
-    def tail(self):
-        try:
-            with open(self.log) as f:
-                return f.read()[-800:]
-        except OSError:
-            return ""
+        return super().start("--tick-ms", "100", *extra)
 
 
 def stop(proc):
