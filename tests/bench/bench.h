@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "harness.h"
 #include "workload.h"
 
 #define BENCH_PRODUCERS 4
@@ -61,6 +62,21 @@ void bench_sleep_until(uint64_t t);
 /* Sort ns[0..n) and write the p-quantiles (p in 0..1) of it, in ms, to
  * out[0..np); -1 when n is 0. */
 void bench_quantiles_ms(uint64_t *ns, size_t n, const double *p, double *out, size_t np);
+
+/* The number in environment variable `name`, or def. */
+uint64_t bench_env_u64(const char *name, uint64_t def);
+
+/* Run a service binary (e.g. "funnel-scoring", next to funneld) against
+ * d with --rules, --view, the endpoints, --until-head --log-level warn
+ * and `extra`; `wrap` (may be NULL) goes before the command, to profile
+ * it.  Returns the wall time in ns, or 0 when it failed (said on
+ * stderr). */
+uint64_t bench_service_until_head(const daemon_proc *d, const char *binary, const char *rules,
+                                  const char *view, const char *extra, const char *wrap);
+
+/* Wait until d's head stops moving (sampled every 200 ms, 20 s at most):
+ * the services following it are done. */
+void bench_wait_settled(const daemon_proc *d);
 
 /* Latency from each record's cause to the record, for every record of
  * type `type` in the log behind the query endpoint (both daemon

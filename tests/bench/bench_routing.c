@@ -35,13 +35,6 @@
 #define RULES "funnel.yaml"
 #define CLOSE_AFTER 50             /* a lead is disqualified this many leads later */
 
-static uint64_t
-env_u64(const char *name, uint64_t def)
-{
-	const char *v = getenv(name);
-	return v && *v ? strtoull(v, NULL, 10) : def;
-}
-
 /* The k-th event of the stream (3 per lead: captured, qualified, and the
  * rejection of an earlier lead), its data packed into sb. */
 static void
@@ -114,24 +107,6 @@ fill_history(const daemon_proc *d, uint64_t leads)
 	return rc;
 }
 
-/* Run funnel-routing to the head with extra flags; returns wall ns or 0. */
-static uint64_t
-routing_until_head(const daemon_proc *d, const char *view, const char *extra)
-{
-	char cmd[2048];
-	snprintf(cmd, sizeof cmd, "%s --rules %s --view %s --ingest %s --publish %s --query %s "
-	         "--until-head --log-level warn %s", harness_bin("funnel-routing"), RULES, view,
-	         d->ingest, d->publish, d->query, extra);
-	uint64_t t0 = harness_now_ns();
-	int st = system(cmd);
-	uint64_t t1 = harness_now_ns();
-	if (st != 0) {
-		fprintf(stderr, "bench_routing: '%s' failed (%d)\n", cmd, st);
-		return 0;
-	}
-	return t1 - t0;
-}
-
 /* R2's load: the stream, one event per request, paced at rate/s. */
 static int
 live_load(const daemon_proc *d, uint64_t secs, uint64_t rate)
@@ -164,29 +139,11 @@ live_load(const daemon_proc *d, uint64_t secs, uint64_t rate)
 	return rc;
 }
 
-/* Wait (bounded) until the log's head stops moving: the service is done. */
-static void
-wait_settled(const daemon_proc *d)
-{
-	funnel_query *qc;
-	funnel_status st;
-	uint64_t last = 0;
-	if (funnel_query_new(&qc, d->query, 5000) != FUNNEL_OK)
-		return;
-	for (int i = 0; i < 100; i++) {
-		usleep(200000);
-		if (funnel_status_get(qc, &st) != FUNNEL_OK || st.head == last)
-			break;
-		last = st.head;
-	}
-	funnel_query_destroy(&qc);
-}
-
 int
 main(void)
 {
-	uint64_t leads = env_u64("BENCH_ROUTING_LEADS", 100000);
-	uint64_t secs = env_u64("BENCH_ROUTING_SECS", 5);
+	uint64_t leads = bench_env_u64("BENCH_ROUTING_LEADS", 100000);
+	uint64_t secs = bench_env_u64("BENCH_ROUTING_SECS", 5);
 	const char *out = getenv("BENCH_OUT");
 	const double p[3] = { 0.5, 0.99, 0.999 };
 	daemon_proc d;
@@ -204,9 +161,9 @@ main(void)
 	if (harness_start(&d, NULL) != 0 || fill_history(&d, leads) != 0)
 		return 1;
 	snprintf(view, sizeof view, "%s/routing", d.dir);
-	uint64_t first = routing_until_head(&d, view, "");
-	wait_settled(&d);
-	uint64_t rebuild = routing_until_head(&d, view, "--rebuild");
+	uint64_t first = bench_service_until_head(&d, "funnel-routing", RULES, view, "", NULL);
+	bench_wait_settled(&d);
+	uint64_t rebuild = bench_service_until_head(&d, "funnel-routing", RULES, view, "--rebuild", NULL);
 	funnel_view_digest(view, dg, &head);
 	harness_cleanup(&d);
 	if (!first || !rebuild)
@@ -230,7 +187,7 @@ main(void)
 	for (int i = 0; i < 500 && access(ready, F_OK) != 0; i++)
 		usleep(10000);
 	int lrc = live_load(&d, secs, 10000);
-	wait_settled(&d);
+	bench_wait_settled(&d);
 	bench_stop(svc, 10000);
 	bench_cause_latency(d.query, "lead.assigned", p, q, 3, &nq);
 	harness_cleanup(&d);

@@ -32,32 +32,6 @@
 
 #define RULES "funnel.yaml"
 
-static uint64_t
-env_u64(const char *name, uint64_t def)
-{
-	const char *v = getenv(name);
-	return v && *v ? strtoull(v, NULL, 10) : def;
-}
-
-/* Run funnel-scoring to the head with extra flags; returns wall ns or 0. */
-static uint64_t
-scoring_until_head(const daemon_proc *d, const char *view, const char *extra)
-{
-	char cmd[2048];
-	const char *wrap = strstr(extra, "--rebuild") ? getenv("BENCH_SCORING_WRAP") : NULL;
-	snprintf(cmd, sizeof cmd, "%s %s --rules %s --view %s --ingest %s --publish %s --query %s "
-	         "--until-head --log-level warn %s", wrap ? wrap : "", harness_bin("funnel-scoring"), RULES, view,
-	         d->ingest, d->publish, d->query, extra);
-	uint64_t t0 = harness_now_ns();
-	int st = system(cmd);
-	uint64_t t1 = harness_now_ns();
-	if (st != 0) {
-		fprintf(stderr, "bench_scoring: '%s' failed (%d)\n", cmd, st);
-		return 0;
-	}
-	return t1 - t0;
-}
-
 /* Publish n funnel-shaped events, packed, pipelined. */
 static int
 fill_history(const daemon_proc *d, uint64_t n)
@@ -138,61 +112,11 @@ live_load(const daemon_proc *d, uint64_t secs, uint64_t rate, uint64_t *sent)
 	return rc;
 }
 
-/* Timestamps by seq, and the latencies cause commit -> derived commit. */
-typedef struct lat_walk {
-	uint64_t cap, *ts, *lq, *ls, nq, ns;
-} lat_walk;
-
-static int
-lat_record(const funnel_record *r, void *ctx)
-{
-	lat_walk *w = ctx;
-	if (r->seq >= w->cap)
-		return FUNNEL_OK;
-	w->ts[r->seq] = r->ts;
-	if (!r->has_cause || r->cause >= w->cap || w->ts[r->cause] == 0)
-		return FUNNEL_OK;
-	uint64_t lat = r->ts - w->ts[r->cause];
-	if (r->type.len == 14 && memcmp(r->type.ptr, "lead.qualified", 14) == 0)
-		w->lq[w->nq++] = lat;
-	else if (r->type.len == 11 && memcmp(r->type.ptr, "lead.scored", 11) == 0)
-		w->ls[w->ns++] = lat;
-	return FUNNEL_OK;
-}
-
-/* Latencies cause commit -> derived commit for lead.qualified and
- * lead.scored, from the whole log. */
-static int
-derived_latencies(const daemon_proc *d, double q[3], double s[3], uint64_t *nq, uint64_t *ns)
-{
-	funnel_query *qc = NULL;
-	funnel_replay_req req = { .from = 1, .limit = 10000 };
-	const double p[3] = { 0.5, 0.99, 0.999 };
-	lat_walk w = { .cap = 1 << 20 };
-	int rc = -1;
-
-	w.ts = calloc(w.cap, sizeof *w.ts);
-	w.lq = malloc(w.cap * sizeof *w.lq);
-	w.ls = malloc(w.cap * sizeof *w.ls);
-	if (w.ts && w.lq && w.ls && funnel_query_new(&qc, d->query, 10000) == FUNNEL_OK &&
-	    funnel_replay_each(qc, &req, lat_record, &w) == FUNNEL_OK)
-		rc = 0;
-	funnel_query_destroy(&qc);
-	bench_quantiles_ms(w.lq, w.nq, p, q, 3);
-	bench_quantiles_ms(w.ls, w.ns, p, s, 3);
-	*nq = w.nq;
-	*ns = w.ns;
-	free(w.ts);
-	free(w.lq);
-	free(w.ls);
-	return rc;
-}
-
 int
 main(void)
 {
-	uint64_t n = env_u64("BENCH_SCORING_EVENTS", 1000000);
-	uint64_t secs = env_u64("BENCH_SCORING_SECS", 5);
+	uint64_t n = bench_env_u64("BENCH_SCORING_EVENTS", 1000000);
+	uint64_t secs = bench_env_u64("BENCH_SCORING_SECS", 5);
 	const char *out = getenv("BENCH_OUT");
 	daemon_proc d;
 	char view[400];
@@ -208,9 +132,10 @@ main(void)
 	if (harness_start(&d, NULL) != 0 || fill_history(&d, n) != 0)
 		return 1;
 	snprintf(view, sizeof view, "%s/scoring", d.dir);
-	uint64_t first = scoring_until_head(&d, view, "");
+	uint64_t first = bench_service_until_head(&d, "funnel-scoring", RULES, view, "", NULL);
 	funnel_view_digest(view, dg, &head);
-	uint64_t rebuild = scoring_until_head(&d, view, "--rebuild");
+	uint64_t rebuild = bench_service_until_head(&d, "funnel-scoring", RULES, view, "--rebuild",
+	                                            getenv("BENCH_SCORING_WRAP"));
 	uint64_t head2 = 0;
 	funnel_view_digest(view, dg, &head2);
 	harness_cleanup(&d);
@@ -235,23 +160,13 @@ main(void)
 		usleep(10000);
 	uint64_t sent = 0;
 	int lrc = live_load(&d, secs, 10000, &sent);
-	/* let the service finish what it has (bounded) */
-	funnel_query *qc;
-	funnel_status st;
-	uint64_t last = 0;
-	if (funnel_query_new(&qc, d.query, 5000) == FUNNEL_OK) {
-		for (int i = 0; i < 100; i++) {
-			usleep(100000);
-			if (funnel_status_get(qc, &st) != FUNNEL_OK || st.head == last)
-				break;
-			last = st.head;
-		}
-		funnel_query_destroy(&qc);
-	}
+	bench_wait_settled(&d);
 	bench_stop(svc, 10000);
+	const double p[3] = { 0.5, 0.99, 0.999 };
 	double q[3], s[3];
-	uint64_t nq, ns;
-	derived_latencies(&d, q, s, &nq, &ns);
+	uint64_t nq = 0, ns = 0;
+	bench_cause_latency(d.query, "lead.qualified", p, q, 3, &nq);
+	bench_cause_latency(d.query, "lead.scored", p, s, 3, &ns);
 	harness_cleanup(&d);
 	if (lrc != 0)
 		return 1;

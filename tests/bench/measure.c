@@ -55,6 +55,48 @@ bench_quantiles_ms(uint64_t *ns, size_t n, const double *p, double *out, size_t 
 		out[i] = n == 0 ? -1 : (double)ns[(size_t)(p[i] * (double)(n - 1))] / 1e6;
 }
 
+uint64_t
+bench_env_u64(const char *name, uint64_t def)
+{
+	const char *v = getenv(name);
+	return v && *v ? strtoull(v, NULL, 10) : def;
+}
+
+uint64_t
+bench_service_until_head(const daemon_proc *d, const char *binary, const char *rules,
+                         const char *view, const char *extra, const char *wrap)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof cmd, "%s %s --rules %s --view %s --ingest %s --publish %s --query %s "
+	         "--until-head --log-level warn %s", wrap ? wrap : "", harness_bin(binary), rules,
+	         view, d->ingest, d->publish, d->query, extra);
+	uint64_t t0 = harness_now_ns();
+	int st = system(cmd);
+	uint64_t t1 = harness_now_ns();
+	if (st != 0) {
+		fprintf(stderr, "bench: '%s' failed (%d)\n", cmd, st);
+		return 0;
+	}
+	return t1 - t0;
+}
+
+void
+bench_wait_settled(const daemon_proc *d)
+{
+	funnel_query *qc;
+	funnel_status st;
+	uint64_t last = 0;
+	if (funnel_query_new(&qc, d->query, 5000) != FUNNEL_OK)
+		return;
+	for (int i = 0; i < 100; i++) {
+		usleep(200000);
+		if (funnel_status_get(qc, &st) != FUNNEL_OK || st.head == last)
+			break;
+		last = st.head;
+	}
+	funnel_query_destroy(&qc);
+}
+
 /* Timestamps by seq, and the latencies cause -> record of one type. */
 typedef struct cause_walk {
 	const char *type;
