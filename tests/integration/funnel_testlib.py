@@ -18,6 +18,8 @@ It offers:
     run against one Daemon with its own view, rules file and log: bounded
     runs to the head, started in the background until its ready file
     appears, its view digest;
+  - of_type, the records of one type (and lead), and wait_until, a bounded
+    wait for a condition;
   - REPO, the repository root, and the timeouts the tests share.
 
 The test scripts import it by name: a script's own directory is on
@@ -55,6 +57,23 @@ def expect_eq(got, want, what):
 def expect_in(needle, hay, what):
     if needle not in hay:
         raise CheckFailed("%s: %r not in %r" % (what, needle, hay))
+
+
+def of_type(recs, t, lead=None):
+    """The decoded records of type t (and of that lead, if given)."""
+    return [r for r in recs if r["type"] == t and (lead is None or r.get("lead") == lead)]
+
+
+def wait_until(fn, what, wait_s=15.0):
+    """Call fn every 50 ms until it returns something true, and return
+    that; CheckFailed after wait_s."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise CheckFailed("timed out waiting for %s" % what)
 
 
 class Results:

@@ -26,7 +26,7 @@ import time
 import zmq
 
 from funnel_testlib import (REPO, CheckFailed, LogClient, Results, Service, expect, expect_eq,
-                            expect_in, start_daemon)
+                            expect_in, of_type, start_daemon, wait_until)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
@@ -96,20 +96,6 @@ def captured(lead, country="DE", i=0):
 
 def qualified(lead, i=0):
     return {"type": "lead.qualified", "lead": lead, "id": "q-%s-%d" % (lead, i)}
-
-
-def of_type(recs, t, lead=None):
-    return [r for r in recs if r["type"] == t and (lead is None or r.get("lead") == lead)]
-
-
-def wait_until(fn, what, wait_s=15.0):
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise CheckFailed("timed out waiting for %s" % what)
 
 
 def check_assigned_once(recs):

@@ -23,8 +23,8 @@ import time
 
 import zmq
 
-from funnel_testlib import (REPO, CheckFailed, LogClient, Results, Service, expect, expect_eq,
-                            expect_in, start_daemon)
+from funnel_testlib import (REPO, LogClient, Results, Service, expect, expect_eq,
+                            expect_in, of_type, start_daemon)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
@@ -90,19 +90,6 @@ def captured(lead, title, email, i=0):
 def activity(lead, kind, i, **data):
     return {"type": "lead.activity", "lead": lead, "id": "act-%s-%d" % (lead, i),
             "data": dict(data, kind=kind)}
-
-
-def of_type(recs, t):
-    return [r for r in recs if r["type"] == t]
-
-
-def wait_until(fn, what, wait_s=20.0):
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if fn():
-            return
-        time.sleep(0.05)
-    raise CheckFailed("timed out waiting for %s" % what)
 
 
 def check_derived_once(recs):
