@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <msgpack.h>
+
 #include "harness.h"
 #include "workload.h"
 
@@ -73,6 +75,18 @@ uint64_t bench_env_u64(const char *name, uint64_t def);
  * stderr). */
 uint64_t bench_service_until_head(const daemon_proc *d, const char *binary, const char *rules,
                                   const char *view, const char *extra, const char *wrap);
+
+/* The k-th event of a paced load: fill *ev (its lead and id may point
+ * into lead and id, 64 bytes each; its data into sb, emptied before). */
+struct funnel_event;
+typedef void (*bench_event_fn)(uint64_t k, msgpack_sbuffer *sb, char *lead, char *id,
+                               struct funnel_event *ev, void *ctx);
+
+/* Send n events made by make, one per request, paced at rate/s, up to
+ * 256 in flight, and wait for every ack.  Returns 0, or -1 when a send
+ * or an ack failed. */
+int bench_paced_load(const daemon_proc *d, uint64_t n, uint64_t rate, bench_event_fn make,
+                     void *ctx);
 
 /* Wait until d's head stops moving (sampled every 200 ms, 20 s at most):
  * the services following it are done. */

@@ -107,36 +107,12 @@ fill_history(const daemon_proc *d, uint64_t leads)
 	return rc;
 }
 
-/* R2's load: the stream, one event per request, paced at rate/s. */
-static int
-live_load(const daemon_proc *d, uint64_t secs, uint64_t rate)
+/* R2's load: the stream, one event per request. */
+static void
+live_event(uint64_t k, msgpack_sbuffer *sb, char *lead, char *id, funnel_event *ev, void *ctx)
 {
-	funnel_producer *p;
-	msgpack_sbuffer sb;
-	funnel_event ev;
-	char lead[48];
-	uint64_t n = secs * rate, gap = 1000000000u / rate;
-
-	if (funnel_producer_new(&p, d->ingest, 10000) != FUNNEL_OK)
-		return -1;
-	funnel_set_window(p, 256);
-	msgpack_sbuffer_init(&sb);
-	uint64_t t = harness_now_ns();
-	int rc = 0;
-	for (uint64_t k = 0; k < n && rc == 0; k++) {
-		sb.size = 0;
-		stream_event(k, "live", &sb, lead, sizeof lead, &ev);
-		bench_sleep_until(t += gap);
-		uint64_t rid;
-		rc = funnel_send(p, &ev, 1, &rid) == FUNNEL_OK ? 0 : -1;
-		while (rc == 0 && funnel_collect(p, 0, NULL, NULL, 0, NULL) == FUNNEL_OK)
-			;
-	}
-	while (rc == 0 && funnel_in_flight(p) > 0)
-		rc = funnel_collect(p, 10000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
-	msgpack_sbuffer_destroy(&sb);
-	funnel_producer_destroy(&p);
-	return rc;
+	(void)id, (void)ctx;
+	stream_event(k, "live", sb, lead, 64, ev);
 }
 
 int
@@ -186,7 +162,7 @@ main(void)
 	pid_t svc = bench_spawn(argv, log);
 	for (int i = 0; i < 500 && access(ready, F_OK) != 0; i++)
 		usleep(10000);
-	int lrc = live_load(&d, secs, 10000);
+	int lrc = bench_paced_load(&d, secs * 10000, 10000, live_event, NULL);
 	bench_wait_settled(&d);
 	bench_stop(svc, 10000);
 	bench_cause_latency(d.query, "lead.assigned", p, q, 3, &nq);

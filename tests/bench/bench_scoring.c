@@ -66,50 +66,26 @@ fill_history(const daemon_proc *d, uint64_t n)
 	return rc;
 }
 
-/* S2's load: per lead one capture then activities, paced at rate/s. */
-static int
-live_load(const daemon_proc *d, uint64_t secs, uint64_t rate, uint64_t *sent)
+/* S2's load: per lead one capture then activities. */
+static void
+live_event(uint64_t i, msgpack_sbuffer *sb, char *lead, char *id, funnel_event *ev, void *ctx)
 {
 	static const char *const kinds[] = { "page_view", "email_click", "webinar", "demo_request" };
-	funnel_producer *p;
-	msgpack_sbuffer sb;
-	char lead[48], id[64];
-	uint64_t n = secs * rate, gap = 1000000000u / rate;
-
-	if (funnel_producer_new(&p, d->ingest, 10000) != FUNNEL_OK)
-		return -1;
-	funnel_set_window(p, 256);
-	msgpack_sbuffer_init(&sb);
-	uint64_t t = harness_now_ns();
-	int rc = 0;
-	for (uint64_t i = 0; i < n && rc == 0; i++) {
-		uint64_t l = i / 5, step = i % 5;
-		snprintf(lead, sizeof lead, "live-%" PRIu64, l);
-		snprintf(id, sizeof id, "live-%" PRIu64, i);
-		sb.size = 0;
-		funnel_event ev = { .lead = lead, .id = id };
-		if (step == 0) {
-			wl_lead_data(&sb, 5, l);
-			ev.type = "lead.captured";
-		} else {
-			wl_kv(&sb, "kind", kinds[(step - 1) & 3], "url", "https://example.com/pricing",
-			      NULL);
-			ev.type = "lead.activity";
-		}
-		ev.data = sb.data;
-		ev.data_len = sb.size;
-		bench_sleep_until(t += gap);
-		uint64_t rid;
-		rc = funnel_send(p, &ev, 1, &rid) == FUNNEL_OK ? 0 : -1;
-		while (rc == 0 && funnel_collect(p, 0, NULL, NULL, 0, NULL) == FUNNEL_OK)
-			;
+	uint64_t l = i / 5, step = i % 5;
+	(void)ctx;
+	snprintf(lead, 64, "live-%" PRIu64, l);
+	snprintf(id, 64, "live-%" PRIu64, i);
+	ev->lead = lead;
+	ev->id = id;
+	if (step == 0) {
+		wl_lead_data(sb, 5, l);
+		ev->type = "lead.captured";
+	} else {
+		wl_kv(sb, "kind", kinds[(step - 1) & 3], "url", "https://example.com/pricing", NULL);
+		ev->type = "lead.activity";
 	}
-	while (rc == 0 && funnel_in_flight(p) > 0)
-		rc = funnel_collect(p, 10000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
-	*sent = n;
-	msgpack_sbuffer_destroy(&sb);
-	funnel_producer_destroy(&p);
-	return rc;
+	ev->data = sb->data;
+	ev->data_len = sb->size;
 }
 
 int
@@ -159,7 +135,8 @@ main(void)
 	for (int i = 0; i < 500 && access(ready, F_OK) != 0; i++)
 		usleep(10000);
 	uint64_t sent = 0;
-	int lrc = live_load(&d, secs, 10000, &sent);
+	sent = secs * 10000;
+	int lrc = bench_paced_load(&d, sent, 10000, live_event, NULL);
 	bench_wait_settled(&d);
 	bench_stop(svc, 10000);
 	const double p[3] = { 0.5, 0.99, 0.999 };

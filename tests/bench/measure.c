@@ -80,6 +80,37 @@ bench_service_until_head(const daemon_proc *d, const char *binary, const char *r
 	return t1 - t0;
 }
 
+int
+bench_paced_load(const daemon_proc *d, uint64_t n, uint64_t rate, bench_event_fn make, void *ctx)
+{
+	funnel_producer *p;
+	msgpack_sbuffer sb;
+	char lead[64], id[64];
+	uint64_t gap = 1000000000u / rate;
+
+	if (funnel_producer_new(&p, d->ingest, 10000) != FUNNEL_OK)
+		return -1;
+	funnel_set_window(p, 256);
+	msgpack_sbuffer_init(&sb);
+	uint64_t t = harness_now_ns();
+	int rc = 0;
+	for (uint64_t k = 0; k < n && rc == 0; k++) {
+		funnel_event ev = { 0 };
+		sb.size = 0;
+		make(k, &sb, lead, id, &ev, ctx);
+		bench_sleep_until(t += gap);
+		uint64_t rid;
+		rc = funnel_send(p, &ev, 1, &rid) == FUNNEL_OK ? 0 : -1;
+		while (rc == 0 && funnel_collect(p, 0, NULL, NULL, 0, NULL) == FUNNEL_OK)
+			;
+	}
+	while (rc == 0 && funnel_in_flight(p) > 0)
+		rc = funnel_collect(p, 10000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
+	msgpack_sbuffer_destroy(&sb);
+	funnel_producer_destroy(&p);
+	return rc;
+}
+
 void
 bench_wait_settled(const daemon_proc *d)
 {
