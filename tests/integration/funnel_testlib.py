@@ -18,6 +18,8 @@ It offers:
     run against one Daemon with its own view, rules file and log: bounded
     runs to the head, started in the background until its ready file
     appears, its view digest;
+  - run_service_groups, the main() of a service's test: groups of checks,
+    each against a fresh daemon;
   - of_type, the records of one type (and lead), and wait_until, a bounded
     wait for a condition;
   - REPO, the repository root, and the timeouts the tests share.
@@ -270,6 +272,28 @@ class Service:
                 return f.read()[-800:]
         except OSError:
             return ""
+
+
+def run_service_groups(funneld, binary, groups):
+    """Run each group fn(res, daemon, ctx) against a fresh funneld, after
+    checking that the service binary is built; returns the exit status
+    (and prints the summary line)."""
+    res = Results()
+    name = os.path.basename(binary)
+    if not os.access(binary, os.X_OK):
+        res.not_ok("%s is built" % name, binary)
+        return res.summary()
+    ctx = zmq.Context()
+    for fn in groups:
+        daemon = start_daemon(res, funneld, prefix=name + "-")
+        if daemon is None:
+            continue
+        try:
+            fn(res, daemon, ctx)
+        finally:
+            daemon.close()
+    ctx.term()
+    return res.summary()
 
 
 def connect(ctx, kind, ep):

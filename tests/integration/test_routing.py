@@ -23,10 +23,9 @@ import subprocess
 import sys
 import time
 
-import zmq
 
-from funnel_testlib import (REPO, CheckFailed, LogClient, Results, Service, expect, expect_eq,
-                            expect_in, of_type, start_daemon, wait_until)
+from funnel_testlib import (REPO, CheckFailed, LogClient, Service, expect, expect_eq,
+                            expect_in, of_type, run_service_groups, wait_until)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
@@ -348,21 +347,7 @@ def run_kill9(res, daemon, ctx):
 
 
 def main():
-    res = Results()
-    if not os.access(ROUTING, os.X_OK):
-        res.not_ok("funnel-routing is built", ROUTING)
-        return res.summary()
-    ctx = zmq.Context()
-    for fn in (run_checks, run_sla, run_kill9):
-        daemon = start_daemon(res, FUNNELD, prefix="funnel-routing-")
-        if daemon is None:
-            continue
-        try:
-            fn(res, daemon, ctx)
-        finally:
-            daemon.close()
-    ctx.term()
-    return res.summary()
+    return run_service_groups(FUNNELD, ROUTING, (run_checks, run_sla, run_kill9))
 
 
 if __name__ == "__main__":

@@ -21,10 +21,9 @@ import signal
 import sys
 import time
 
-import zmq
 
-from funnel_testlib import (REPO, LogClient, Results, Service, expect, expect_eq,
-                            expect_in, of_type, start_daemon)
+from funnel_testlib import (REPO, LogClient, Service, expect, expect_eq,
+                            expect_in, of_type, run_service_groups)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
@@ -347,21 +346,7 @@ def run_kill9(res, daemon, ctx):
 
 
 def main():
-    res = Results()
-    if not os.access(SCORING, os.X_OK):
-        res.not_ok("funnel-scoring is built", SCORING)
-        return res.summary()
-    ctx = zmq.Context()
-    for fn in (run_checks, run_kill9):
-        daemon = start_daemon(res, FUNNELD, prefix="funnel-scoring-")
-        if daemon is None:
-            continue
-        try:
-            fn(res, daemon, ctx)
-        finally:
-            daemon.close()
-    ctx.term()
-    return res.summary()
+    return run_service_groups(FUNNELD, SCORING, (run_checks, run_kill9))
 
 
 if __name__ == "__main__":
