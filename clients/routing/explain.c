@@ -155,7 +155,7 @@ routing_explain(const routing_args *a, const char *id)
 
 	if (l == NULL)
 		return 1;
-	if (rt_rules_load(a->rules, &rules, err, sizeof err) != FUNNEL_OK) {
+	if (rt_rules_load(a->c.rules, &rules, err, sizeof err) != FUNNEL_OK) {
 		fprintf(stderr, "funnel-routing: %s\n", err);
 		free(l);
 		return 2;
@@ -164,8 +164,8 @@ routing_explain(const routing_args *a, const char *id)
 	if (mdb_env_create(&env) != 0)
 		goto out;
 	mdb_env_set_maxdbs(env, FUNNEL_SERVICE_MAX_TABLES + 1);
-	if ((rc = mdb_env_open(env, a->view, MDB_RDONLY | MDB_NOTLS, 0644)) != 0) {
-		fprintf(stderr, "funnel-routing: cannot open the view %s: %s\n", a->view,
+	if ((rc = mdb_env_open(env, a->c.view, MDB_RDONLY | MDB_NOTLS, 0644)) != 0) {
+		fprintf(stderr, "funnel-routing: cannot open the view %s: %s\n", a->c.view,
 		        mdb_strerror(rc));
 		goto out;
 	}
@@ -173,7 +173,7 @@ routing_explain(const routing_args *a, const char *id)
 		goto out;
 	for (int i = 0; i < RT_NTABLES; i++) {
 		if (mdb_dbi_open(rv.txn, rt_table_names[i], 0, &rv.dbi[i]) != 0) {
-			fprintf(stderr, "funnel-routing: %s is not a routing view\n", a->view);
+			fprintf(stderr, "funnel-routing: %s is not a routing view\n", a->c.view);
 			goto out;
 		}
 	}
@@ -188,7 +188,7 @@ routing_explain(const routing_args *a, const char *id)
 	}
 	if (rt_explain_match(rules, &st, l, now, &rule_now, why) != FUNNEL_OK)
 		snprintf(why, sizeof why, "(cannot read the reps)");
-	if (a->json)
+	if (a->c.json)
 		print_json(id, l, now, rules, rule_now, why);
 	else
 		print_human(id, l, now, rules, rule_now, why);

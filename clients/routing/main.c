@@ -13,7 +13,6 @@
  * decides a breach again.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,7 +27,6 @@
 #include "funnel/service.h"
 #include "mp.h"
 #include "router.h"
-#include "rulesfile.h"
 
 static const char usage_text[] =
 	"usage: funnel-routing [COMMAND] [options]\n"
@@ -274,22 +272,22 @@ cmd_run(const routing_args *a)
 	router ro = { .clock_file = a->clock_file };
 	int rc;
 
-	if ((rc = load_rules(a->rules, &rules)) != 0)
+	if ((rc = load_rules(a->c.rules, &rules)) != 0)
 		return rc;
 	ro.rules = rules;
 	msgpack_sbuffer_init(&ro.ev);
 	funnel_service_opts o = {
 		.name = ROUTING_NAME,
-		.view_dir = a->view,
-		.ingest = a->ingest,
-		.publish = a->publish,
-		.query = a->query,
+		.view_dir = a->c.view,
+		.ingest = a->c.ingest,
+		.publish = a->c.publish,
+		.query = a->c.query,
 		.tables = { rt_table_names[0], rt_table_names[1], rt_table_names[2] },
-		.rebuild = a->rebuild,
-		.until_head = a->until_head,
-		.no_sync = a->no_sync,
-		.batch_events = a->batch,
-		.ready_file = a->ready_file,
+		.rebuild = a->c.rebuild,
+		.until_head = a->c.until_head,
+		.no_sync = a->c.no_sync,
+		.batch_events = a->c.batch,
+		.ready_file = a->c.ready_file,
 		.tick = route_tick,
 		.tick_ms = a->tick_ms,
 	};
@@ -303,15 +301,10 @@ cmd_run(const routing_args *a)
 	ro.svc = the_service;
 	for (int i = 0; i < RT_NTABLES; i++)
 		ro.dbi[i] = funnel_service_table(the_service, rt_table_names[i]);
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	svc_on_signals(on_signal);
 	funnel_log(FUNNEL_LOG_INFO, "routing: rules \"%s\" (%.12s) from %s: %zu teams, %zu reps, "
 	           "%zu rules, fallback %s", rt_rules_version(rules), rt_rules_hash_hex(rules),
-	           a->rules, rt_rules_team_count(rules), rt_rules_rep_count(rules),
+	           a->c.rules, rt_rules_team_count(rules), rt_rules_rep_count(rules),
 	           rt_rules_rule_count(rules), rt_rules_fallback(rules));
 	rc = funnel_service_run(the_service);
 	funnel_service_stats st;
@@ -342,101 +335,40 @@ cmd_check(const char *path)
 	return 0;
 }
 
-static int
-cmd_digest(const routing_args *a)
-{
-	uint8_t d[32];
-	char hex[65];
-	uint64_t cp = 0;
-	int rc = funnel_view_digest(a->view, d, &cp);
-	if (rc != FUNNEL_OK) {
-		fprintf(stderr, "funnel-routing: digest of %s: %s\n", a->view, funnel_strerror(rc));
-		return 1;
-	}
-	rf_hex(d, 32, hex);
-	printf("checkpoint %" PRIu64 " digest %s\n", cp, hex);
-	return 0;
-}
+/* --tick-ms and --clock-file. */
+enum { O_TICK = SVC_OPT_OWN, O_CLOCK };
 
 static int
-usage(const char *fmt, const char *arg)
+own_option(int id, const char *arg, void *ctx)
 {
-	fprintf(stderr, "funnel-routing: ");
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\n%s", usage_text);
-	return 2;
+	routing_args *a = ctx;
+	char *end;
+	if (id == O_CLOCK) {
+		a->clock_file = arg;
+		return 0;
+	}
+	long v = strtol(arg, &end, 10);
+	if (*end || v < 10 || v > 3600000)
+		return svc_usage("funnel-routing", usage_text, "--tick-ms wants 10..3600000 ms, not '%s'",
+		                 arg);
+	a->tick_ms = (int)v;
+	return 0;
 }
 
 int
 main(int argc, char **argv)
 {
-	enum { O_RULES = 256, O_VIEW, O_INGEST, O_PUBLISH, O_QUERY, O_REBUILD, O_UNTIL, O_NOSYNC,
-	       O_BATCH, O_READY, O_JSON, O_LEVEL, O_TICK, O_CLOCK };
-	static const struct option opts[] = {
-		{ "rules", required_argument, NULL, O_RULES },
-		{ "view", required_argument, NULL, O_VIEW },
-		{ "ingest", required_argument, NULL, O_INGEST },
-		{ "publish", required_argument, NULL, O_PUBLISH },
-		{ "query", required_argument, NULL, O_QUERY },
-		{ "rebuild", no_argument, NULL, O_REBUILD },
-		{ "until-head", no_argument, NULL, O_UNTIL },
-		{ "once", no_argument, NULL, O_UNTIL },
-		{ "no-sync", no_argument, NULL, O_NOSYNC },
-		{ "batch", required_argument, NULL, O_BATCH },
-		{ "ready-file", required_argument, NULL, O_READY },
-		{ "json", no_argument, NULL, O_JSON },
-		{ "log-level", required_argument, NULL, O_LEVEL },
+	static const struct option own[] = {
 		{ "tick-ms", required_argument, NULL, O_TICK },
 		{ "clock-file", required_argument, NULL, O_CLOCK },
-		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	routing_args a = { .rules = ROUTING_DEFAULT_RULES, .view = ROUTING_DEFAULT_VIEW };
-	char *end;
-	int c;
+	routing_args a = { .c = { .rules = ROUTING_DEFAULT_RULES, .view = ROUTING_DEFAULT_VIEW } };
 
 	funnel_log_program("funnel-routing");
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		switch (c) {
-		case O_RULES: a.rules = optarg; break;
-		case O_VIEW: a.view = optarg; break;
-		case O_INGEST: a.ingest = optarg; break;
-		case O_PUBLISH: a.publish = optarg; break;
-		case O_QUERY: a.query = optarg; break;
-		case O_REBUILD: a.rebuild = 1; break;
-		case O_UNTIL: a.until_head = 1; break;
-		case O_NOSYNC: a.no_sync = 1; break;
-		case O_JSON: a.json = 1; break;
-		case O_READY: a.ready_file = optarg; break;
-		case O_CLOCK: a.clock_file = optarg; break;
-		case O_BATCH: {
-			unsigned long v = strtoul(optarg, &end, 10);
-			if (*end || v < 1 || v > 1000000)
-				return usage("--batch wants 1..1000000 records, not '%s'", optarg);
-			a.batch = (unsigned)v;
-			break;
-		}
-		case O_TICK: {
-			long v = strtol(optarg, &end, 10);
-			if (*end || v < 10 || v > 3600000)
-				return usage("--tick-ms wants 10..3600000 ms, not '%s'", optarg);
-			a.tick_ms = (int)v;
-			break;
-		}
-		case O_LEVEL:
-			if (funnel_log_level(optarg) != 0)
-				return usage("--log-level wants debug, info, warn or error, not '%s'", optarg);
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return 0;
-		case ':':
-			return usage("option '%s' needs a value", argv[optind - 1]);
-		default:
-			return usage("unknown option '%s'", argv[optind - 1]);
-		}
-	}
+	int rc = svc_parse(argc, argv, "funnel-routing", usage_text, &a.c, own, own_option, &a);
+	if (rc >= 0)
+		return rc;
 	const char *cmd = optind < argc ? argv[optind++] : "run";
 	int nargs = argc - optind;
 	if (strcmp(cmd, "run") == 0 && nargs == 0)
@@ -444,11 +376,11 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "explain") == 0 && nargs == 1)
 		return routing_explain(&a, argv[optind]);
 	if (strcmp(cmd, "check") == 0 && nargs <= 1)
-		return cmd_check(nargs ? argv[optind] : a.rules);
+		return cmd_check(nargs ? argv[optind] : a.c.rules);
 	if (strcmp(cmd, "digest") == 0 && nargs == 0)
-		return cmd_digest(&a);
+		return svc_digest("funnel-routing", a.c.view);
 	if (strcmp(cmd, "run") && strcmp(cmd, "explain") && strcmp(cmd, "check") &&
 	    strcmp(cmd, "digest"))
-		return usage("unknown command '%s'", cmd);
-	return usage("wrong number of arguments for '%s'", cmd);
+		return svc_usage("funnel-routing", usage_text, "unknown command '%s'", cmd);
+	return svc_usage("funnel-routing", usage_text, "wrong number of arguments for '%s'", cmd);
 }

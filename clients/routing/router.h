@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "routing.h"
+#include "svcargs.h"
 
 #define ROUTING_NAME "routing"
 #define ROUTING_DEFAULT_VIEW "var/routing"
@@ -19,13 +20,8 @@
 
 /* Settings shared by the subcommands (flags in main.c). */
 typedef struct routing_args {
-	const char *rules;         /* rules file */
-	const char *view;          /* view directory */
-	const char *ingest, *publish, *query;
-	const char *ready_file;
+	svc_args c;                /* the flags every service takes */
 	const char *clock_file;    /* the SLA tick's clock: ns since the epoch in a file */
-	int rebuild, until_head, no_sync, json;
-	unsigned batch;
 	int tick_ms;
 } routing_args;
 
