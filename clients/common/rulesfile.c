@@ -284,6 +284,37 @@ rf_list(rf_ctx *c, yaml_node_t *n, const char *path, size_t *count)
 	return FUNNEL_OK;
 }
 
+int
+rf_get_value(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, rf_value *v)
+{
+	char buf[64];
+	if (n->type != YAML_SCALAR_NODE || rf_is_null(n))
+		return rf_err(c, n, path, "expected a word or a number, got %s",
+		              rf_desc(n, buf, sizeof buf));
+	if (n->data.scalar.length > max)
+		return rf_err(c, n, path, "expected at most %zu characters, got %zu", max,
+		              n->data.scalar.length);
+	if ((v->text = strdup(rf_text(n))) == NULL)
+		return rf_enomem(c);
+	v->is_num = rf_parse_number(v->text, &v->num) == 0;
+	return FUNNEL_OK;
+}
+
+void
+rf_value_release(rf_value *v)
+{
+	free(v->text);
+	v->text = NULL;
+}
+
+int
+rf_value_eq(const rf_value *want, const char *v, int isnum, double num)
+{
+	if (want->is_num && isnum)
+		return want->num == num;
+	return strcasecmp(want->text, v) == 0;
+}
+
 void
 rf_hex(const uint8_t *b, size_t n, char *out)
 {

@@ -97,6 +97,22 @@ int rf_bool(rf_ctx *c, yaml_node_t *n, const char *path, int *out);
 /* A list, or nothing (an empty list); *count is its length. */
 int rf_list(rf_ctx *c, yaml_node_t *n, const char *path, size_t *count);
 
+/* A value written in the rules to compare a field with: its text, and
+ * its number when it is one ("1000", "2.5"). */
+typedef struct rf_value {
+	char *text;                /* malloc'd; rf_value_release */
+	int is_num;
+	double num;
+} rf_value;
+
+/* A word or number of at most max bytes into v. */
+int rf_get_value(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, rf_value *v);
+/* Free v's text; safe twice. */
+void rf_value_release(rf_value *v);
+/* A field's value v (and its number num when isnum) equals want: as
+ * numbers when both are numbers, else as text ignoring case. */
+int rf_value_eq(const rf_value *want, const char *v, int isnum, double num);
+
 /* A decimal number, all of s (no hex, inf, nan or spaces): 0, or -1. */
 int rf_parse_number(const char *s, double *out);
 

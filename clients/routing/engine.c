@@ -354,14 +354,6 @@ capture(const rt_rules *r, rt_lead *l, const msgpack_object *data)
 /* ---- matching ---- */
 
 static int
-value_eq(const rt_value *want, const char *v, int isnum, double num)
-{
-	if (want->is_num && isnum)
-		return want->num == num;
-	return strcasecmp(want->text, v) == 0;
-}
-
-static int
 cond_holds(const rt_cond *c, const char *v)
 {
 	double num = 0;
@@ -370,7 +362,7 @@ cond_holds(const rt_cond *c, const char *v)
 	int isnum = rf_parse_number(v, &num) == 0;
 	if (c->n_in > 0) {
 		size_t i = 0;
-		while (i < c->n_in && !value_eq(&c->in[i], v, isnum, num))
+		while (i < c->n_in && !rf_value_eq(&c->in[i], v, isnum, num))
 			i++;
 		if (i == c->n_in)
 			return 0;

@@ -7,6 +7,7 @@
 #define FUNNEL_ROUTING_ENGINE_H
 
 #include "routing.h"
+#include "rulesfile.h"
 
 enum { RT_ESC_NONE, RT_ESC_NEXT_REP, RT_ESC_TEAM_LEAD };
 
@@ -27,17 +28,10 @@ typedef struct rt_team_def {
 	size_t first_rep, nreps;   /* its reps: reps[first_rep .. first_rep + nreps) */
 } rt_team_def;
 
-/* A value written in the rules: its text, and its number if it is one. */
-typedef struct rt_value {
-	char *text;
-	int is_num;
-	double num;
-} rt_value;
-
 /* One condition on a lead field: one of `in` (if any), and the bounds. */
 typedef struct rt_cond {
 	size_t field;              /* index in fields */
-	rt_value *in;
+	rf_value *in;
 	size_t n_in;
 	int has_min, has_max;
 	double min, max;

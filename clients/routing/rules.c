@@ -34,7 +34,7 @@ rt_rules_free(rt_rules **rp)
 		rt_rule_def *ru = &r->rules[i];
 		for (size_t j = 0; j < ru->nconds; j++) {
 			for (size_t k = 0; k < ru->conds[j].n_in; k++)
-				free(ru->conds[j].in[k].text);
+				rf_value_release(&ru->conds[j].in[k]);
 			free(ru->conds[j].in);
 		}
 		free(ru->conds);
@@ -248,21 +248,6 @@ field_index(rf_ctx *c, rt_rules *r, yaml_node_t *k, const char *path, size_t *ou
 	return FUNNEL_OK;
 }
 
-static int
-get_value(rf_ctx *c, yaml_node_t *n, const char *path, rt_value *v)
-{
-	char buf[64];
-	if (n->type != YAML_SCALAR_NODE || rf_is_null(n))
-		return rf_err(c, n, path, "expected a word or a number, got %s", rf_desc(n, buf, sizeof buf));
-	if (n->data.scalar.length > RT_MAX_VALUE)
-		return rf_err(c, n, path, "expected at most %d characters, got %zu", RT_MAX_VALUE,
-		              n->data.scalar.length);
-	if ((v->text = strdup(rf_text(n))) == NULL)
-		return rf_enomem(c);
-	v->is_num = rf_parse_number(v->text, &v->num) == 0;
-	return FUNNEL_OK;
-}
-
 /* A list of values into cond->in. */
 static int
 get_values(rf_ctx *c, yaml_node_t *n, const char *path, rt_cond *cond)
@@ -273,7 +258,7 @@ get_values(rf_ctx *c, yaml_node_t *n, const char *path, rt_cond *cond)
 		if ((cond->in = calloc(1, sizeof *cond->in)) == NULL)
 			return rf_enomem(c);
 		cond->n_in = 1;
-		return get_value(c, n, path, &cond->in[0]);
+		return rf_get_value(c, n, path, RT_MAX_VALUE, &cond->in[0]);
 	}
 	if ((rc = rf_list(c, n, path, &count)) != FUNNEL_OK)
 		return rc;
@@ -285,7 +270,8 @@ get_values(rf_ctx *c, yaml_node_t *n, const char *path, rt_cond *cond)
 		char ip[RF_PATH_BYTES];
 		rf_join_index(ip, sizeof ip, path, i);
 		cond->n_in = i + 1;
-		if ((rc = get_value(c, rf_item(c, n, i), ip, &cond->in[i])) != FUNNEL_OK)
+		if ((rc = rf_get_value(c, rf_item(c, n, i), ip, RT_MAX_VALUE, &cond->in[i])) !=
+		    FUNNEL_OK)
 			return rc;
 	}
 	return FUNNEL_OK;

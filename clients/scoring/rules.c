@@ -26,13 +26,6 @@
 
 typedef enum sc_kind { SC_FIT, SC_ENGAGEMENT, SC_NEGATIVE } sc_kind;
 
-/* A value written in the rules: its text, and its number if it is one. */
-typedef struct sc_value {
-	char *text;
-	int is_num;
-	double num;
-} sc_value;
-
 enum { SC_AT_LEAST = 1, SC_AT_MOST = 2, SC_ABOVE = 4, SC_BELOW = 8 };
 
 /* One condition: every operator it has must hold on the field's value. */
@@ -40,8 +33,8 @@ typedef struct sc_cond {
 	char *field;
 	int slot;                 /* lead-field slot, -1 for activity data */
 	int has_eq;
-	sc_value eq;
-	sc_value *in;
+	rf_value eq;
+	rf_value *in;
 	size_t n_in;
 	unsigned num_ops;         /* SC_AT_LEAST | ... */
 	int wants_num;            /* some operator compares numbers */
@@ -114,22 +107,13 @@ struct sc_lead {
 	int has_zone;
 };
 
-/* ---- values ---- */
-
-static void
-value_free(sc_value *v)
-{
-	free(v->text);
-	v->text = NULL;
-}
-
 static void
 cond_free(sc_cond *c)
 {
 	free(c->field);
-	value_free(&c->eq);
+	rf_value_release(&c->eq);
 	for (size_t i = 0; i < c->n_in; i++)
-		value_free(&c->in[i]);
+		rf_value_release(&c->in[i]);
 	free(c->in);
 	if (c->has_re)
 		regfree(&c->re);
@@ -209,21 +193,6 @@ get_int(parser *p, yaml_node_t *n, const char *path, int *out)
 	return FUNNEL_OK;
 }
 
-static int
-get_value(parser *p, yaml_node_t *n, const char *path, sc_value *v)
-{
-	char buf[64];
-	if (n->type != YAML_SCALAR_NODE || rf_is_null(n))
-		return rf_err(&p->c, n, path, "expected a word or a number, got %s", rf_desc(n, buf, sizeof buf));
-	if (n->data.scalar.length > SC_MAX_VALUE_BYTES)
-		return rf_err(&p->c, n, path, "expected at most %d characters, got %zu", SC_MAX_VALUE_BYTES,
-		            n->data.scalar.length);
-	if ((v->text = strdup(rf_text(n))) == NULL)
-		return rf_enomem(&p->c);
-	v->is_num = rf_parse_number(v->text, &v->num) == 0;
-	return FUNNEL_OK;
-}
-
 /* ---- conditions and rules ---- */
 
 /* Condition keys first: a rule's own keys start with them, so a rule's
@@ -272,7 +241,8 @@ parse_cond(parser *p, yaml_node_t *n, yaml_node_t *const *vals, const char *path
 		return rf_enomem(&p->c);
 	if (vals[K_EQUALS] != NULL) {
 		rf_join(kp, sizeof kp, path, "equals");
-		if ((rc = get_value(p, vals[K_EQUALS], kp, &c->eq)) != FUNNEL_OK)
+		if ((rc = rf_get_value(&p->c, vals[K_EQUALS], kp, SC_MAX_VALUE_BYTES, &c->eq)) !=
+		    FUNNEL_OK)
 			return rc;
 		c->has_eq = 1;
 	}
@@ -289,7 +259,8 @@ parse_cond(parser *p, yaml_node_t *n, yaml_node_t *const *vals, const char *path
 			char ip[RF_PATH_BYTES];
 			rf_join_index(ip, sizeof ip, kp, i);
 			c->n_in = i + 1;
-			if ((rc = get_value(p, rf_item(&p->c, vals[K_IN], i), ip, &c->in[i])) != FUNNEL_OK)
+			if ((rc = rf_get_value(&p->c, rf_item(&p->c, vals[K_IN], i), ip, SC_MAX_VALUE_BYTES,
+			                       &c->in[i])) != FUNNEL_OK)
 				return rc;
 		}
 	}
@@ -787,14 +758,6 @@ key_is(const msgpack_object *k, const char *s, size_t n)
 	       memcmp(k->via.str.ptr, s, n) == 0;
 }
 
-static int
-value_eq(const sc_value *want, const char *v, int isnum, double num)
-{
-	if (want->is_num && isnum)
-		return want->num == num;
-	return strcasecmp(want->text, v) == 0;
-}
-
 /* v is the field's value, NULL when the lead or activity has none. */
 static int
 cond_holds(const sc_cond *c, const char *v)
@@ -803,11 +766,11 @@ cond_holds(const sc_cond *c, const char *v)
 	if (v == NULL)
 		return 0;
 	int isnum = c->wants_num && rf_parse_number(v, &num) == 0;
-	if (c->has_eq && !value_eq(&c->eq, v, isnum, num))
+	if (c->has_eq && !rf_value_eq(&c->eq, v, isnum, num))
 		return 0;
 	if (c->n_in > 0) {
 		size_t i = 0;
-		while (i < c->n_in && !value_eq(&c->in[i], v, isnum, num))
+		while (i < c->n_in && !rf_value_eq(&c->in[i], v, isnum, num))
 			i++;
 		if (i == c->n_in)
 			return 0;
