@@ -2,7 +2,8 @@
  * clients/routing/main.c - funnel-routing: the service that routes every
  * qualified lead (lead.assigned, derived exactly once), keeps the SLA
  * timers in its view and records breaches (lead.sla_breached) from its
- * tick; plus `explain`, `check` and `digest`.
+ * tick; plus `explain`, `check` and `digest`.  Like funnel-scoring it
+ * records the rules file it runs with (rules.changed) before it routes.
  *
  * Time: apply() (rt_apply) reads record timestamps only.  The tick is
  * the one place that reads a clock (routing_now: the wall clock, or the
@@ -27,6 +28,7 @@
 #include "funnel/service.h"
 #include "mp.h"
 #include "router.h"
+#include "rulesrec.h"
 
 static const char usage_text[] =
 	"usage: funnel-routing [COMMAND] [options]\n"
@@ -306,7 +308,14 @@ cmd_run(const routing_args *a)
 	           "%zu rules, fallback %s", rt_rules_version(rules), rt_rules_hash_hex(rules),
 	           a->c.rules, rt_rules_team_count(rules), rt_rules_rep_count(rules),
 	           rt_rules_rule_count(rules), rt_rules_fallback(rules));
-	rc = funnel_service_run(the_service);
+	/* the rules are on record before the first decision made with them */
+	size_t len;
+	const char *text = rt_rules_text(rules, &len);
+	rf_rules_id id = { ROUTING_NAME, rt_rules_hash_hex(rules), rt_rules_version(rules), text,
+	                   len };
+	if ((rc = rf_record_rules(the_service, &id)) != FUNNEL_OK && rc != FUNNEL_ESHUTDOWN)
+		goto out;
+	rc = rc == FUNNEL_ESHUTDOWN ? FUNNEL_OK : funnel_service_run(the_service);
 	funnel_service_stats st;
 	funnel_service_stats_get(the_service, &st);
 	funnel_log(FUNNEL_LOG_INFO, "routing: stopped at seq %" PRIu64 ": %" PRIu64 " applied, %"

@@ -102,6 +102,8 @@ void rt_rules_free(rt_rules **r);
  * Valid while the rules live. */
 const char *rt_rules_version(const rt_rules *r);
 const char *rt_rules_hash_hex(const rt_rules *r);
+/* The exact file text, its length in *len. */
+const char *rt_rules_text(const rt_rules *r, size_t *len);
 size_t rt_rules_team_count(const rt_rules *r);
 size_t rt_rules_rule_count(const rt_rules *r);
 size_t rt_rules_rep_count(const rt_rules *r);

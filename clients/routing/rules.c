@@ -522,6 +522,13 @@ rt_rules_hash_hex(const rt_rules *r)
 	return r->hash_hex;
 }
 
+const char *
+rt_rules_text(const rt_rules *r, size_t *len)
+{
+	*len = r->len;
+	return r->text;
+}
+
 size_t
 rt_rules_team_count(const rt_rules *r)
 {

@@ -26,6 +26,7 @@
 #include "funnel/service.h"
 #include "mp.h"
 #include "rulesfile.h"
+#include "rulesrec.h"
 #include "scoring.h"
 
 static const char usage_text[] =
@@ -173,95 +174,14 @@ score_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	return emit_outcome(svc, sc, lead, &out);
 }
 
-/* The last rules.changed record of the scoring service, as the walk
- * over them finds it. */
-typedef struct last_rules {
-	char hash[2 * FUNNEL_HASH_BYTES + 1];
-	uint64_t seq;
-} last_rules;
-
-static int
-note_rules(const funnel_record *r, void *ctx)
-{
-	last_rules *lr = ctx;
-	funnel_str svc, h;
-
-	if (r->data != NULL && mp_get_str(r->data, "service", &svc, NULL) == FUNNEL_OK &&
-	    svc.len == strlen(SCORING_NAME) && memcmp(svc.ptr, SCORING_NAME, svc.len) == 0 &&
-	    mp_get_str(r->data, "hash", &h, NULL) == FUNNEL_OK && h.len == 2 * FUNNEL_HASH_BYTES) {
-		memcpy(lr->hash, h.ptr, h.len);
-		lr->hash[h.len] = 0;
-		lr->seq = r->seq;
-	}
-	return FUNNEL_OK;
-}
-
-/* The hash of the scoring rules the log last recorded ("" if none) and
- * that record's seq (0).  Reads every rules.changed record (few). */
-static int
-last_recorded_rules(funnel_query *q, last_rules *lr)
-{
-	funnel_replay_req req = { .from = 1, .type = "rules.changed", .limit = 1000 };
-	memset(lr, 0, sizeof *lr);
-	return funnel_replay_each(q, &req, note_rules, lr);
-}
-
 /* Record rules.changed unless the log's last record says these rules. */
 static int
 record_rules(funnel_service *svc, scorer *sc)
 {
-	last_rules lr;
-	char id[128];
-	int rc;
-
-	/* funneld may still be starting: wait for it like the feed does */
-	for (int tries = 0;; tries++) {
-		rc = last_recorded_rules(funnel_service_query(svc), &lr);
-		if (rc == FUNNEL_OK)
-			break;
-		if (tries == 0)
-			funnel_log(FUNNEL_LOG_WARN, "scoring: asking the log for the rules in force: %s; "
-			           "waiting for funneld", funnel_errname(rc));
-		if (tries >= 30)
-			return rc;
-	}
-	if (strcmp(lr.hash, sc->hash_hex) == 0) {
-		funnel_log(FUNNEL_LOG_INFO, "scoring: rules \"%s\" (%.12s) are the ones the log "
-		           "recorded at seq %" PRIu64, sc_rules_version(sc->rules), sc->hash_hex,
-		           lr.seq);
-		return FUNNEL_OK;
-	}
-	size_t text_len;
-	const char *text = sc_rules_text(sc->rules, &text_len);
-	msgpack_packer pk;
-	sc->ev.size = 0;
-	msgpack_packer_init(&pk, &sc->ev, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 5);
-	mp_pack_key(&pk, "service");
-	mp_pack_cstr(&pk, SCORING_NAME);
-	mp_pack_key(&pk, "hash");
-	mp_pack_cstr(&pk, sc->hash_hex);
-	mp_pack_key(&pk, "version");
-	mp_pack_cstr(&pk, sc_rules_version(sc->rules));
-	mp_pack_key(&pk, "previous_hash");
-	mp_pack_cstr(&pk, lr.hash);
-	mp_pack_key(&pk, "text");
-	msgpack_pack_str_with_body(&pk, text, text_len);
-	/* The key names what it follows, so a crash after sending finds the
-	 * record on restart and a later return to these rules records again. */
-	snprintf(id, sizeof id, "%s:rules:%.16s:after:%" PRIu64, SCORING_NAME, sc->hash_hex,
-	         lr.seq);
-	funnel_event ev = { .type = "rules.changed", .id = id, .data = sc->ev.data,
-	                    .data_len = sc->ev.size };
-	funnel_ack ack = { 0 };
-	if ((rc = funnel_service_send(svc, &ev, &ack)) != FUNNEL_OK) {
-		funnel_log(FUNNEL_LOG_ERROR, "scoring: cannot record rules.changed: %s",
-		           funnel_errname(rc));
-		return rc;
-	}
-	funnel_log(FUNNEL_LOG_INFO, "scoring: recorded rules.changed for \"%s\" (%.12s) at seq %"
-	           PRIu64, sc_rules_version(sc->rules), sc->hash_hex, ack.seq);
-	return FUNNEL_OK;
+	size_t len;
+	const char *text = sc_rules_text(sc->rules, &len);
+	rf_rules_id id = { SCORING_NAME, sc->hash_hex, sc_rules_version(sc->rules), text, len };
+	return rf_record_rules(svc, &id);
 }
 
 static int

@@ -138,7 +138,12 @@ def run_checks(res, daemon, ctx):
         expect_eq((d["team"], d["rule"], d["escalation"]), ("sales", "europe", 0), "team, rule")
         expect_in("weighted round-robin", d["reason"], "reason")
         expect_eq(d["rules_version"], "it v1", "rules version")
-        expect_eq(len(d["rules_hash"]), 64, "rules hash")
+        changed = [r for r in of_type(recs, "rules.changed") if r["data"]["service"] == "routing"]
+        expect_eq(len(changed), 1, "routing's rules.changed")
+        expect_eq(changed[0]["data"]["text"], RULES, "the whole rules file on record")
+        expect_eq(d["rules_hash"], changed[0]["data"]["hash"], "lead.assigned names the rules")
+        expect(changed[0]["seq"] < min(r["seq"] for r in of_type(recs, "lead.assigned")),
+               "the rules are recorded before the first assignment")
         head = log.status()["head"]
         rt.until_head()
         expect_eq(log.status()["head"], head, "running again at the head sends nothing")
