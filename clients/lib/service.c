@@ -74,6 +74,7 @@ struct funnel_service {
 	/* The tick (opts.tick). */
 	int64_t next_tick;               /* fl_now_ms() of the next tick due */
 	int feed_idle;                   /* the last wait for a record timed out */
+	int caught_up;                   /* the feed has been idle once: the view has met the log */
 
 	volatile sig_atomic_t stop;
 	funnel_service_stats stats;
@@ -637,7 +638,8 @@ maybe_tick(funnel_service *svc)
 	MDB_txn *txn;
 	int64_t now = fl_now_ms();
 
-	if (svc->o.tick == NULL || svc->o.until_head || svc->o.no_emit || now < svc->next_tick)
+	if (svc->o.tick == NULL || svc->o.until_head || svc->o.no_emit || !svc->caught_up ||
+	    now < svc->next_tick)
 		return FUNNEL_OK;
 	if (!svc->feed_idle && now < svc->next_tick + 10 * (int64_t)svc->o.tick_ms)
 		return FUNNEL_OK;
@@ -796,6 +798,7 @@ funnel_service_run(funnel_service *svc)
 		int wait = svc->batch_n > 0 ? (int)fl_left_ms(svc->batch_deadline) : 200;
 		rc = funnel_subscriber_next(svc->sub, wait, &buf, &len);
 		svc->feed_idle = rc == FUNNEL_ETIMEDOUT;
+		svc->caught_up |= svc->feed_idle;
 		if (rc == FUNNEL_OK) {
 			quiet_errors = 0;
 			rc = apply_record(svc, buf, len);
