@@ -638,6 +638,27 @@ assigned(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead
 	return sla ? timer_start(s, rec->lead, l, rec->ts + sla) : FUNNEL_OK;
 }
 
+/* data.until of rep.unavailable: ns since the epoch, or an RFC 3339 UTC
+ * time ("2026-12-01T09:00:00Z").  0 when absent or unreadable (then the
+ * rep is away until rep.available). */
+static uint64_t
+until_of(const msgpack_object *data)
+{
+	const msgpack_object *o = mp_find(data, "until");
+	char buf[40];
+	struct tm tm;
+	if (o != NULL && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return o->via.u64;
+	if (o == NULL || o->type != MSGPACK_OBJECT_STR || o->via.str.size >= sizeof buf)
+		return 0;
+	memcpy(buf, o->via.str.ptr, o->via.str.size);
+	buf[o->via.str.size] = 0;
+	memset(&tm, 0, sizeof tm);
+	const char *end = strptime(buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	time_t t = end != NULL && *end == 0 ? timegm(&tm) : -1;
+	return t > 0 ? (uint64_t)t * 1000000000u : 0;
+}
+
 static int
 rep_event(const rt_store *s, fp_evtype type, const funnel_record *rec)
 {
@@ -657,7 +678,7 @@ rep_event(const rt_store *s, fp_evtype type, const funnel_record *rec)
 		st.until = 0;
 	} else if (type == FP_EV_REP_UNAVAILABLE) {
 		st.unavailable = 1;
-		st.until = mp_get_u64(rec->data, "until", &u, NULL) == FUNNEL_OK ? u : 0;
+		st.until = until_of(rec->data);
 	}
 	if (type != FP_EV_REP_UNAVAILABLE) {
 		const msgpack_object *c = mp_find(rec->data, "capacity");

@@ -204,7 +204,8 @@ int rt_counts(const funnel_record *rec);
  *  - lead.sla_breached naming the assignment in force (data.assignment)
  *    with its timer running: the timer stops, and the team's escalation
  *    decides a new owner (up to its limit);
- *  - rep.available, rep.unavailable (data.until: ns, optional),
+ *  - rep.available, rep.unavailable (data.until, optional: ns since the
+ *    epoch or "2026-12-01T09:00:00Z"; compared with rec->ts),
  *    rep.capacity (data.capacity: N, or nil for the file's).
  * On return *out says whether to emit lead.assigned (rec names the lead).
  * Returns FUNNEL_OK or the store's error code.

@@ -686,6 +686,12 @@ test_unavailable_until(void **state)
 		b += strcmp(qualify(&f, lead).owner, "b") == 0;
 	}
 	assert_true(b >= 2);
+	/* until as an RFC 3339 time: c away for two hours from now */
+	fx_apply(&f, "rep.unavailable", NULL, "ss", "rep", "c", "until", "2026-01-01T18:40:00Z");
+	assert_int_equal(rep_of(&f, "c").until, T0 + 1120 * MIN);
+	fx_apply(&f, "rep.unavailable", NULL, "ss", "rep", "c", "until", "tomorrow");
+	assert_int_equal(rep_of(&f, "c").until, 0);                 /* unreadable: until available */
+	fx_apply(&f, "rep.available", NULL, "s", "rep", "c");
 	/* an inactive rep never gets a lead */
 	for (int i = 0; i < 10; i++) {
 		snprintf(lead, sizeof lead, "S%d", i);
