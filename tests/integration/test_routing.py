@@ -150,6 +150,22 @@ def run_checks(res, daemon, ctx):
     res.run("each qualified lead gets exactly one lead.assigned, weighted 2:1:1; "
             "no match goes to the fallback queue", routes_each_once)
 
+    def burst_stays_fair():
+        n = 3000
+        for b in range(0, n, 500):     # 6 requests of 1000 events
+            evs = []
+            for i in range(b, b + 500):
+                evs += [captured("W%d" % i), qualified("W%d" % i)]
+            log.publish_ok(*evs)
+        rt.until_head()
+        owners = [r["data"]["owner"] for r in of_type(log.records(), "lead.assigned")
+                  if r["lead"].startswith("W")]
+        expect_eq(len(owners), n, "one assignment per lead of the burst")
+        for rep, share in (("ra", 0.5), ("rb", 0.25), ("rc", 0.25)):
+            got = owners.count(rep) / n
+            expect(abs(got - share) <= 0.01, "%s: share %.4f, want %.2f" % (rep, got, share))
+    res.run("a burst of 3000 qualified leads is shared 2:1:1 within 1%", burst_stays_fair)
+
     def requalified_routed_again():
         log.publish_ok({"type": "lead.recycled", "lead": "A0", "id": "rec-A0",
                         "data": {"reason": "timing"}})
