@@ -73,7 +73,7 @@ struct funnel_service {
 
 	/* The tick (opts.tick). */
 	int64_t next_tick;               /* fl_now_ms() of the next tick due */
-	int feed_idle;                   /* the last wait for a record timed out */
+	int feed_idle;                   /* the last wait timed out with the feed live */
 	int caught_up;                   /* the feed has been idle once: the view has met the log */
 
 	volatile sig_atomic_t stop;
@@ -797,7 +797,8 @@ funnel_service_run(funnel_service *svc)
 		 * records applied: wait for more until the batch is old. */
 		int wait = svc->batch_n > 0 ? (int)fl_left_ms(svc->batch_deadline) : 200;
 		rc = funnel_subscriber_next(svc->sub, wait, &buf, &len);
-		svc->feed_idle = rc == FUNNEL_ETIMEDOUT;
+		/* nothing more right now, not a history page on its way */
+		svc->feed_idle = rc == FUNNEL_ETIMEDOUT && funnel_subscriber_live(svc->sub);
 		svc->caught_up |= svc->feed_idle;
 		if (rc == FUNNEL_OK) {
 			quiet_errors = 0;

@@ -99,9 +99,9 @@ typedef int (*funnel_apply_fn)(funnel_service *svc, const funnel_record *rec, vo
  * regardless when the tick is 10 x tick_ms late (a feed that is never
  * idle); never before the feed was idle once after start (a view still
  * catching up would decide on stale state).  Never with until_head or
- * no_emit.  Return FUNNEL_OK, or an
- * error code to stop the service (funnel_service_run returns it);
- * FUNNEL_ESHUTDOWN from funnel_service_send is a stop, not an error.
+ * no_emit.  Return FUNNEL_OK, or an error code to stop the service
+ * (funnel_service_run returns it); FUNNEL_ESHUTDOWN from
+ * funnel_service_send is a stop, not an error.
  */
 typedef int (*funnel_tick_fn)(funnel_service *svc, MDB_txn *view, void *ctx);
 
