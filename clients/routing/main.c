@@ -62,7 +62,6 @@ typedef struct router {
 	const char *clock_file;
 	funnel_service *svc;
 	MDB_dbi dbi[RT_NTABLES];
-	MDB_txn *ro;                 /* the tick's read-only view, during the tick */
 	msgpack_sbuffer ev;          /* derived event data */
 	int clock_warned;
 } router;
