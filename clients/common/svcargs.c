@@ -116,6 +116,18 @@ svc_digest(const char *prog, const char *view)
 	return 0;
 }
 
+int
+svc_run(funnel_service *svc, const char *name)
+{
+	funnel_service_stats st;
+	int rc = funnel_service_run(svc);
+	funnel_service_stats_get(svc, &st);
+	funnel_log(FUNNEL_LOG_INFO, "%s: stopped at seq %" PRIu64 ": %" PRIu64 " applied, %" PRIu64
+	           " derived events stored, %" PRIu64 " refused, %" PRIu64 " already sent", name,
+	           funnel_service_checkpoint(svc), st.applied, st.emitted, st.refused, st.skipped);
+	return rc;
+}
+
 void
 svc_on_signals(void (*handler)(int))
 {

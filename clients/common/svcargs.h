@@ -2,8 +2,8 @@
  * clients/common/svcargs.h - the command line every funnel service shares:
  * the common flags (--rules, --view, the funneld endpoints, --rebuild,
  * --until-head/--once, --no-sync, --batch, --ready-file, --json,
- * --log-level, --help), usage errors, the `digest` command, and the
- * signals that stop a service.
+ * --log-level, --help), usage errors, the `digest` command, the run
+ * with its closing log line, and the signals that stop a service.
  *
  * Strings in svc_args point into argv (or are the defaults the service
  * set): valid for the life of the process.
@@ -47,6 +47,11 @@ int svc_usage(const char *prog, const char *usage, const char *fmt, const char *
 /* The `digest` command: "checkpoint N digest HEX" for the view, exit
  * status 0, or 1 with a message. */
 int svc_digest(const char *prog, const char *view);
+
+/* funnel_service_run, then one log line with where it stopped and its
+ * counters ("<name>: stopped at seq N: ..."); returns the run's code. */
+struct funnel_service;
+int svc_run(struct funnel_service *svc, const char *name);
 
 /* SIGTERM and SIGINT call handler (which stops the service); SIGPIPE is
  * ignored. */

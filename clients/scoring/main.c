@@ -236,13 +236,7 @@ cmd_run(const scoring_args *a)
 	           sc_rules_count(rules));
 	if ((rc = record_rules(the_service, &sc)) != FUNNEL_OK && rc != FUNNEL_ESHUTDOWN)
 		goto out;
-	rc = rc == FUNNEL_ESHUTDOWN ? FUNNEL_OK : funnel_service_run(the_service);
-	funnel_service_stats st;
-	funnel_service_stats_get(the_service, &st);
-	funnel_log(FUNNEL_LOG_INFO, "scoring: stopped at seq %" PRIu64 ": %" PRIu64 " applied, %"
-	           PRIu64 " derived events stored, %" PRIu64 " refused, %" PRIu64 " already sent",
-	           funnel_service_checkpoint(the_service), st.applied, st.emitted, st.refused,
-	           st.skipped);
+	rc = rc == FUNNEL_ESHUTDOWN ? FUNNEL_OK : svc_run(the_service, "scoring");
 	status = rc == FUNNEL_OK ? 0 : 1;
 out:
 	funnel_service_destroy(&the_service);
