@@ -88,6 +88,12 @@ typedef void (*bench_event_fn)(uint64_t k, msgpack_sbuffer *sb, char *lead, char
 int bench_paced_load(const daemon_proc *d, uint64_t n, uint64_t rate, bench_event_fn make,
                      void *ctx);
 
+/* Start a service binary (e.g. "funnel-routing") following d with
+ * --rules, a view in d's directory named after the binary, its log and
+ * ready file there too, at log level warn; returns its pid once the
+ * ready file is written (5 s at most), or -1. */
+pid_t bench_service_start(const daemon_proc *d, const char *binary, const char *rules);
+
 /* Wait until d's head stops moving (sampled every 200 ms, 20 s at most):
  * the services following it are done. */
 void bench_wait_settled(const daemon_proc *d);

@@ -152,16 +152,9 @@ main(void)
 	fprintf(stderr, "bench_routing: R2: %" PRIu64 " s at 10,000 events/s...\n", secs);
 	if (harness_start(&d, NULL) != 0)
 		return 1;
-	snprintf(view, sizeof view, "%s/routing", d.dir);
-	char ready[400], log[400];
-	snprintf(ready, sizeof ready, "%s/routing.ready", d.dir);
-	snprintf(log, sizeof log, "%s/routing.log", d.dir);
-	char *const argv[] = { (char *)harness_bin("funnel-routing"), "--rules", RULES, "--view", view,
-	                       "--ingest", d.ingest, "--publish", d.publish, "--query", d.query,
-	                       "--ready-file", ready, "--log-level", "warn", NULL };
-	pid_t svc = bench_spawn(argv, log);
-	for (int i = 0; i < 500 && access(ready, F_OK) != 0; i++)
-		usleep(10000);
+	pid_t svc = bench_service_start(&d, "funnel-routing", RULES);
+	if (svc < 0)
+		return 1;
 	int lrc = bench_paced_load(&d, secs * 10000, 10000, live_event, NULL);
 	bench_wait_settled(&d);
 	bench_stop(svc, 10000);

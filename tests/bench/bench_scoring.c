@@ -124,16 +124,9 @@ main(void)
 	fprintf(stderr, "bench_scoring: S2: %" PRIu64 " s at 10,000 events/s...\n", secs);
 	if (harness_start(&d, NULL) != 0)
 		return 1;
-	snprintf(view, sizeof view, "%s/scoring", d.dir);
-	char ready[400], log[400];
-	snprintf(ready, sizeof ready, "%s/scoring.ready", d.dir);
-	snprintf(log, sizeof log, "%s/scoring.log", d.dir);
-	char *const argv[] = { (char *)harness_bin("funnel-scoring"), "--rules", RULES, "--view", view,
-	                       "--ingest", d.ingest, "--publish", d.publish, "--query", d.query,
-	                       "--ready-file", ready, NULL };
-	pid_t svc = bench_spawn(argv, log);
-	for (int i = 0; i < 500 && access(ready, F_OK) != 0; i++)
-		usleep(10000);
+	pid_t svc = bench_service_start(&d, "funnel-scoring", RULES);
+	if (svc < 0)
+		return 1;
 	uint64_t sent = 0;
 	sent = secs * 10000;
 	int lrc = bench_paced_load(&d, sent, 10000, live_event, NULL);

@@ -111,6 +111,28 @@ bench_paced_load(const daemon_proc *d, uint64_t n, uint64_t rate, bench_event_fn
 	return rc;
 }
 
+pid_t
+bench_service_start(const daemon_proc *d, const char *binary, const char *rules)
+{
+	char view[400], ready[400], log[400];
+	snprintf(view, sizeof view, "%s/%s.view", d->dir, binary);
+	snprintf(ready, sizeof ready, "%s/%s.ready", d->dir, binary);
+	snprintf(log, sizeof log, "%s/%s.log", d->dir, binary);
+	char *const argv[] = { (char *)harness_bin(binary), "--rules", (char *)rules, "--view", view,
+	                       "--ingest", (char *)d->ingest, "--publish", (char *)d->publish,
+	                       "--query", (char *)d->query, "--ready-file", ready,
+	                       "--log-level", "warn", NULL };
+	pid_t pid = bench_spawn(argv, log);
+	for (int i = 0; pid > 0 && i < 500 && access(ready, F_OK) != 0; i++)
+		usleep(10000);
+	if (pid > 0 && access(ready, F_OK) != 0) {
+		fprintf(stderr, "bench: %s did not start (see %s)\n", binary, log);
+		bench_stop(pid, 1000);
+		return -1;
+	}
+	return pid;
+}
+
 void
 bench_wait_settled(const daemon_proc *d)
 {
