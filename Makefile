@@ -47,7 +47,10 @@ LIB_SRC := $(wildcard clients/lib/*.c)
 DAEMON_SRC := $(wildcard daemon/*.c)
 CLI_SRC := $(wildcard clients/cli/*.c)
 SCORING_SRC := $(wildcard clients/scoring/*.c)
+ROUTING_SRC := $(wildcard clients/routing/*.c)
 METRICS_SRC := $(wildcard clients/metrics/*.c)
+# what more than one service links: the shared rules file's reader
+COMMON_SRC := $(wildcard clients/common/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 ITEST_SRC := $(wildcard tests/integration/test_*.c)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
@@ -68,6 +71,10 @@ METRICS_LIBS = $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 METRICS_ENGINE_OBJ := $(filter-out %/main.o %/http.o %/dashboard_html.o,$(METRICS_OBJ))
 # the rules engine alone, without the service around it (unit tests link it)
 SCORING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o %/whatif.o,$(SCORING_OBJ))
+ROUTING_OBJ := $(call obj,$(ROUTING_SRC))
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
+# the routing engine alone (rules and decisions), for the unit tests
+ROUTING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o,$(ROUTING_OBJ))
 TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 BENCH_LIB_OBJ := $(call obj,$(BENCH_LIB_SRC))
 
@@ -76,6 +83,7 @@ LIBFUNNEL_SO := $(BUILD)/lib/libfunnel.so
 FUNNELD := $(BUILD)/bin/funneld
 FUNNEL := $(BUILD)/bin/funnel
 FUNNEL_SCORING := $(BUILD)/bin/funnel-scoring
+FUNNEL_ROUTING := $(BUILD)/bin/funnel-routing
 FUNNEL_METRICS := $(BUILD)/bin/funnel-metrics
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
@@ -84,7 +92,7 @@ BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 .PHONY: all deps test check unit integration sanitize test-asan run bench bench-peers install clean
 # keep every object, including those only tests link
 .SECONDARY:
-all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_METRICS) $(LIBFUNNEL) $(LIBFUNNEL_SO)
+all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) $(LIBFUNNEL) $(LIBFUNNEL_SO)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -119,13 +127,22 @@ $(FUNNEL): $(CLI_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIBFUNNEL) $(LIBS)
 
-$(FUNNEL_SCORING): $(SCORING_OBJ) $(LIBFUNNEL)
+$(FUNNEL_SCORING): $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(SCORING_OBJ) $(LIBFUNNEL) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ)
+$(FUNNEL_ROUTING): $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/metrics -o $@ $< $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(LDFLAGS) -o $@ $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS)
+
+# the services' sources see the shared reader's header
+$(BUILD)/obj/clients/scoring/%.o $(BUILD)/obj/clients/routing/%.o: ALL_CFLAGS += -Iclients/common
+
+# unit tests link every service's engine (no main, no I/O around it)
+UNIT_ENGINE_OBJ := $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ) $(COMMON_OBJ)
+$(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
 
 $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -190,7 +207,7 @@ bench bench-peers: deps
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/funnel
-	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_METRICS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIBFUNNEL) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIBFUNNEL_SO) $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 include/funnel/*.h $(DESTDIR)$(PREFIX)/include/funnel/

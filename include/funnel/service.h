@@ -84,6 +84,28 @@ typedef struct funnel_service funnel_service;
  */
 typedef int (*funnel_apply_fn)(funnel_service *svc, const funnel_record *rec, void *ctx);
 
+/*
+ * Optional: called now and then between batches, for decisions that
+ * depend on the current time (an SLA timer that ran out).  `view` is a
+ * read-only transaction on the committed view (checkpoint included),
+ * valid during the call only.  The tick decides from the time and the
+ * view and records what it decided as events with funnel_service_send
+ * (ids of its own, so a decision sent twice is stored once); the
+ * records then come back through the feed to apply(), which stays a
+ * pure function of view and record: a replay re-applies the decisions,
+ * it never makes them again.
+ *
+ * When: every tick_ms, at a point where no batch is open, once the feed
+ * has had nothing more to deliver (the view is as fresh as the log), or
+ * regardless when the tick is 10 x tick_ms late (a feed that is never
+ * idle); never before the feed was idle once after start (a view still
+ * catching up would decide on stale state).  Never with until_head or
+ * no_emit.  Return FUNNEL_OK, or an error code to stop the service
+ * (funnel_service_run returns it); FUNNEL_ESHUTDOWN from
+ * funnel_service_send is a stop, not an error.
+ */
+typedef int (*funnel_tick_fn)(funnel_service *svc, MDB_txn *view, void *ctx);
+
 typedef struct funnel_service_opts {
 	const char *name;          /* required: "scoring"; starts every derived idempotency key */
 	const char *view_dir;      /* required: the view's directory (created if missing) */
@@ -104,6 +126,8 @@ typedef struct funnel_service_opts {
 	                             * another thread reading the view (funnel_service_env) holds
 	                             * it for reading around each of its transactions, so the map
 	                             * never moves under a reader.  NULL: no other thread reads. */
+	funnel_tick_fn tick;       /* optional: time-based decisions (see funnel_tick_fn); ctx as apply */
+	int tick_ms;               /* period of tick; 0: 1000 */
 } funnel_service_opts;
 
 /*

@@ -29,17 +29,6 @@
 #include "funnel/service.h"
 #include "harness.h"
 
-/* Run funnel-metrics to the head with extra flags; returns wall ns or 0. */
-static uint64_t
-metrics_until_head(const daemon_proc *d, const char *view, const char *extra)
-{
-	char cmd[2048];
-	snprintf(cmd, sizeof cmd, "%s --view %s --ingest %s --publish %s --query %s --until-head "
-	         "--log-level warn %s", harness_bin("funnel-metrics"), view, d->ingest, d->publish,
-	         d->query, extra);
-	return bench_run_timed(cmd);
-}
-
 /* One GET over a fresh connection: the HTTP status, or -1; *bytes is the
  * size of the whole answer. */
 static int
@@ -113,9 +102,9 @@ main(void)
 	if (harness_start(&d, NULL) != 0 || bench_fill_history(d.ingest, n) != 0)
 		return 1;
 	snprintf(view, sizeof view, "%s/metrics", d.dir);
-	uint64_t first = metrics_until_head(&d, view, "");
+	uint64_t first = bench_service_until_head(&d, "funnel-metrics", "funnel.yaml", view, "", NULL);
 	funnel_view_digest(view, dg, &head);
-	uint64_t rebuild = metrics_until_head(&d, view, "--rebuild");
+	uint64_t rebuild = bench_service_until_head(&d, "funnel-metrics", "funnel.yaml", view, "--rebuild", NULL);
 	funnel_view_digest(view, dg2, &head2);
 	if (!first || !rebuild) {
 		harness_cleanup(&d);
