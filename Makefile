@@ -27,7 +27,8 @@ CC ?= cc
 PKGS := libzmq lmdb msgpack libsodium libcjson yaml-0.1
 DEB_PACKAGES := build-essential pkg-config libzmq3-dev liblmdb-dev lmdb-utils \
 	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev \
-	python3 python3-zmq python3-msgpack
+	python3 python3-zmq python3-msgpack \
+	libmicrohttpd-dev xxd chromium prometheus nodejs
 # the peers `make bench` measures funnel against, in the same run
 BENCH_PACKAGES := redis-server libhiredis-dev nats-server libnats-dev
 
@@ -48,6 +49,10 @@ LIB_SRC := $(wildcard clients/lib/*.c)
 DAEMON_SRC := $(wildcard daemon/*.c)
 CLI_SRC := $(wildcard clients/cli/*.c)
 SCORING_SRC := $(wildcard clients/scoring/*.c)
+ROUTING_SRC := $(wildcard clients/routing/*.c)
+METRICS_SRC := $(wildcard clients/metrics/*.c)
+# what more than one service links: the shared rules file's reader
+COMMON_SRC := $(wildcard clients/common/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 ITEST_SRC := $(wildcard tests/integration/test_*.c)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
@@ -61,8 +66,17 @@ LIB_OBJ := $(call obj,$(LIB_SRC))
 DAEMON_OBJ := $(call obj,$(DAEMON_SRC))
 CLI_OBJ := $(call obj,$(CLI_SRC))
 SCORING_OBJ := $(call obj,$(SCORING_SRC))
+# the dashboard page is compiled in (xxd -i), so the binary serves it alone
+METRICS_OBJ := $(call obj,$(METRICS_SRC)) $(BUILD)/obj/gen/dashboard_html.o
+METRICS_LIBS = $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
+# the view and the reports alone, without the HTTP server (unit tests link them)
+METRICS_ENGINE_OBJ := $(filter-out %/main.o %/http.o %/dashboard_html.o,$(METRICS_OBJ))
 # the rules engine alone, without the service around it (unit tests link it)
 SCORING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o %/whatif.o,$(SCORING_OBJ))
+ROUTING_OBJ := $(call obj,$(ROUTING_SRC))
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
+# the routing engine alone (rules and decisions), for the unit tests
+ROUTING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o,$(ROUTING_OBJ))
 TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 BENCH_LIB_OBJ := $(call obj,$(BENCH_LIB_SRC))
 
@@ -71,6 +85,8 @@ LIBFUNNEL_SO := $(BUILD)/lib/libfunnel.so
 FUNNELD := $(BUILD)/bin/funneld
 FUNNEL := $(BUILD)/bin/funnel
 FUNNEL_SCORING := $(BUILD)/bin/funnel-scoring
+FUNNEL_ROUTING := $(BUILD)/bin/funnel-routing
+FUNNEL_METRICS := $(BUILD)/bin/funnel-metrics
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
@@ -85,7 +101,7 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -fsanitize=fuzzer,add
 .PHONY: all deps test check unit integration sanitize test-asan run bench bench-peers install clean fuzz
 # keep every object, including those only tests link
 .SECONDARY:
-all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(LIBFUNNEL) $(LIBFUNNEL_SO)
+all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) $(LIBFUNNEL) $(LIBFUNNEL_SO)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -99,6 +115,18 @@ $(LIBFUNNEL_SO): $(LIB_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS)
 
+$(FUNNEL_METRICS): $(METRICS_OBJ) $(LIBFUNNEL)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(METRICS_OBJ) $(LIBFUNNEL) $(LIBS) $(METRICS_LIBS)
+
+$(BUILD)/gen/dashboard_html.c: clients/metrics/dashboard.html
+	@mkdir -p $(dir $@)
+	xxd -i -n mx_dashboard_html $< | sed 's/^unsigned /const unsigned /' > $@
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
 # the daemon shares libfunnel's log lines, nothing else of it
 $(FUNNELD): $(DAEMON_OBJ) $(PROTO_OBJ) $(BUILD)/obj/clients/lib/log.o
 	@mkdir -p $(dir $@)
@@ -108,13 +136,22 @@ $(FUNNEL): $(CLI_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIBFUNNEL) $(LIBS)
 
-$(FUNNEL_SCORING): $(SCORING_OBJ) $(LIBFUNNEL)
+$(FUNNEL_SCORING): $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(SCORING_OBJ) $(LIBFUNNEL) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ)
+$(FUNNEL_ROUTING): $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -o $@ $< $(TESTLIB_OBJ) $(SCORING_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(LDFLAGS) -o $@ $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS)
+
+# the services' sources see the shared reader's header
+$(BUILD)/obj/clients/scoring/%.o $(BUILD)/obj/clients/routing/%.o: ALL_CFLAGS += -Iclients/common
+
+# unit tests link every service's engine (no main, no I/O around it)
+UNIT_ENGINE_OBJ := $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ) $(COMMON_OBJ)
+$(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
 
 $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -134,10 +171,16 @@ deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@# the dashboard's browser test drives Debian's chromium with playwright-core
+	@if [ ! -d tests/browser/node_modules/playwright-core ] && command -v npm >/dev/null; then \
+		echo "installing tests/browser/node_modules (npm ci)"; \
+		(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error); \
 	fi
 
 # The test command of the README: plain build, then sanitizer build.
@@ -192,7 +235,7 @@ fuzz: deps $(FUZZ_BIN)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/funnel
-	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIBFUNNEL) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIBFUNNEL_SO) $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 include/funnel/*.h $(DESTDIR)$(PREFIX)/include/funnel/

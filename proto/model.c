@@ -43,6 +43,10 @@ static const fp_evspec specs[FP_EV_COUNT] = {
 	[FP_EV_SLA_BREACHED] = { "lead.sla_breached", FP_EV_SLA_BREACHED, 1, NULL, NULL, LIVE, -1 },
 	[FP_EV_RULES_CHANGED] = { "rules.changed", FP_EV_RULES_CHANGED, 0, "hash", NULL, 0, -1 },
 	[FP_EV_ERASED] = { "lead.erased", FP_EV_ERASED, 1, NULL, NULL, KNOWN, FP_STAGE_ERASED },
+	/* about a sales rep, not a lead: no funnel checks, data.rep names the rep */
+	[FP_EV_REP_AVAILABLE] = { "rep.available", FP_EV_REP_AVAILABLE, 0, "rep", NULL, 0, -1 },
+	[FP_EV_REP_UNAVAILABLE] = { "rep.unavailable", FP_EV_REP_UNAVAILABLE, 0, "rep", NULL, 0, -1 },
+	[FP_EV_REP_CAPACITY] = { "rep.capacity", FP_EV_REP_CAPACITY, 0, "rep", NULL, 0, -1 },
 };
 
 static const char *const stage_names[FP_STAGE_COUNT] = {

@@ -29,7 +29,8 @@ typedef enum fp_stage {
 	FP_STAGE_COUNT
 } fp_stage;
 
-/* Event types the log knows.  FP_EV_CUSTOM is any "x." type. */
+/* Event types the log knows.  FP_EV_CUSTOM is any "x." type.  Append
+ * only: never renumber. */
 typedef enum fp_evtype {
 	FP_EV_UNKNOWN = 0,
 	FP_EV_CUSTOM,
@@ -49,6 +50,9 @@ typedef enum fp_evtype {
 	FP_EV_SLA_BREACHED,
 	FP_EV_RULES_CHANGED,
 	FP_EV_ERASED,
+	FP_EV_REP_AVAILABLE,       /* a sales rep takes leads again (funnel-routing) */
+	FP_EV_REP_UNAVAILABLE,     /* a sales rep takes no leads, for now or until a time */
+	FP_EV_REP_CAPACITY,        /* a sales rep's cap on open leads changes */
 	FP_EV_COUNT
 } fp_evtype;
 

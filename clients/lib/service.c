@@ -71,6 +71,11 @@ struct funnel_service {
 	size_t unsent;                   /* entries of pend not yet settled */
 	size_t done_upto;                /* every entry before this one is settled */
 
+	/* The tick (opts.tick). */
+	int64_t next_tick;               /* fl_now_ms() of the next tick due */
+	int feed_idle;                   /* the last wait timed out with the feed live */
+	int caught_up;                   /* the feed has been idle once: the view has met the log */
+
 	volatile sig_atomic_t stop;
 	funnel_service_stats stats;
 };
@@ -307,7 +312,12 @@ grow_if_needed(funnel_service *svc, int force)
 	size_t want = svc->map_size * 2;
 	while (used * 2 >= want)
 		want *= 2;
+	/* readers in other threads (opts.map_lock) must not see the map move */
+	if (svc->o.map_lock)
+		pthread_rwlock_wrlock(svc->o.map_lock);
 	int rc = mdb_env_set_mapsize(svc->env, want);
+	if (svc->o.map_lock)
+		pthread_rwlock_unlock(svc->o.map_lock);
 	if (rc != 0)
 		return lmdb_fail(svc, rc, "grow the map");
 	funnel_log(FUNNEL_LOG_INFO, "%s: view map grown to %zu KiB", svc->name, want >> 10);
@@ -625,6 +635,28 @@ apply_record(funnel_service *svc, const uint8_t *buf, size_t len)
 	return FUNNEL_OK;
 }
 
+/* Call opts.tick on the committed view when it is due (see
+ * funnel_tick_fn).  No batch may be open. */
+static int
+maybe_tick(funnel_service *svc)
+{
+	MDB_txn *txn;
+	int64_t now = fl_now_ms();
+
+	if (svc->o.tick == NULL || svc->o.until_head || svc->o.no_emit || !svc->caught_up ||
+	    now < svc->next_tick)
+		return FUNNEL_OK;
+	if (!svc->feed_idle && now < svc->next_tick + 10 * (int64_t)svc->o.tick_ms)
+		return FUNNEL_OK;
+	svc->next_tick = now + svc->o.tick_ms;
+	int rc = mdb_txn_begin(svc->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return lmdb_fail(svc, rc, "begin a read for the tick");
+	rc = svc->o.tick(svc, txn, svc->ctx);
+	mdb_txn_abort(txn);
+	return rc == FUNNEL_ESHUTDOWN ? FUNNEL_OK : rc;
+}
+
 static int
 write_ready(funnel_service *svc)
 {
@@ -683,6 +715,8 @@ funnel_service_new(funnel_service **out, const funnel_service_opts *opts, funnel
 		svc->o.batch_ms = 100;
 	if (svc->o.timeout_ms <= 0)
 		svc->o.timeout_ms = FL_DEFAULT_TIMEOUT_MS;
+	if (svc->o.tick_ms <= 0)
+		svc->o.tick_ms = 1000;
 	svc->map_size = opts->map_size ? opts->map_size : DEFAULT_MAP;
 	msgpack_zone_init(&svc->zone, 4096);
 	if (svc->name == NULL || svc->view_dir == NULL) {
@@ -760,13 +794,17 @@ funnel_service_run(funnel_service *svc)
 			abort_batch(svc);
 			return rc == FUNNEL_ESHUTDOWN ? FUNNEL_OK : rc;
 		}
-		if (svc->txn == NULL && (rc = begin_batch(svc)) != FUNNEL_OK)
+		if (svc->txn == NULL && ((rc = maybe_tick(svc)) != FUNNEL_OK ||
+		                         (rc = begin_batch(svc)) != FUNNEL_OK))
 			return rc;
 
 		/* Idle: wake up now and then to see the stop flag.  With
 		 * records applied: wait for more until the batch is old. */
 		int wait = svc->batch_n > 0 ? (int)fl_left_ms(svc->batch_deadline) : 200;
 		rc = funnel_subscriber_next(svc->sub, wait, &buf, &len);
+		/* nothing more right now, not a history page on its way */
+		svc->feed_idle = rc == FUNNEL_ETIMEDOUT && funnel_subscriber_live(svc->sub);
+		svc->caught_up |= svc->feed_idle;
 		if (rc == FUNNEL_OK) {
 			quiet_errors = 0;
 			rc = apply_record(svc, buf, len);
@@ -1003,5 +1041,21 @@ funnel_view_digest(const char *view_dir, uint8_t digest[32], uint64_t *checkpoin
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return FUNNEL_ESTORAGE;
 	crypto_generichash_final(&h, digest, 32);
+	return FUNNEL_OK;
+}
+
+int
+funnel_view_digest_hex(const char *view_dir, char hex[65], uint64_t *checkpoint)
+{
+	static const char digits[] = "0123456789abcdef";
+	uint8_t d[32];
+	int rc = funnel_view_digest(view_dir, d, checkpoint);
+	if (rc != FUNNEL_OK)
+		return rc;
+	for (int i = 0; i < 32; i++) {
+		hex[2 * i] = digits[d[i] >> 4];
+		hex[2 * i + 1] = digits[d[i] & 15];
+	}
+	hex[64] = 0;
 	return FUNNEL_OK;
 }

@@ -19,6 +19,7 @@
 #include "funnel/funnel.h"
 #include "funnel/service.h"
 #include "mp.h"
+#include "rulesfile.h"
 #include "scoring.h"
 
 /* What the log says about one seq: its type and, for an activity, kind. */
@@ -51,15 +52,6 @@ describe(funnel_query *q, uint64_t seq, event_desc *d)
 	funnel_page_release(&pg);
 }
 
-static void
-iso_time(uint64_t ns, char *out, size_t len)
-{
-	time_t s = (time_t)(ns / 1000000000u);
-	struct tm tm;
-	gmtime_r(&s, &tm);
-	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* Read the lead's row from the view into st; *ts gets its last ts.
  * Returns 0, 1 (no such lead in the view) or -1 (message printed). */
 static int
@@ -75,15 +67,15 @@ read_state(const scoring_args *a, const sc_rules *rules, const char *lead, sc_le
 	if (mdb_env_create(&env) != 0)
 		return -1;
 	mdb_env_set_maxdbs(env, FUNNEL_SERVICE_MAX_TABLES + 1);
-	if ((rc = mdb_env_open(env, a->view, MDB_RDONLY | MDB_NOTLS, 0644)) != 0) {
-		fprintf(stderr, "funnel-scoring: cannot open the view %s: %s\n", a->view,
+	if ((rc = mdb_env_open(env, a->c.view, MDB_RDONLY | MDB_NOTLS, 0644)) != 0) {
+		fprintf(stderr, "funnel-scoring: cannot open the view %s: %s\n", a->c.view,
 		        mdb_strerror(rc));
 		mdb_env_close(env);
 		return -1;
 	}
 	if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) == 0) {
 		if ((rc = mdb_dbi_open(txn, SCORING_TABLE, 0, &dbi)) != 0) {
-			fprintf(stderr, "funnel-scoring: %s is not a scoring view\n", a->view);
+			fprintf(stderr, "funnel-scoring: %s is not a scoring view\n", a->c.view);
 		} else if ((rc = mdb_get(txn, dbi, &k, &v)) == MDB_NOTFOUND) {
 			result = 1;
 		} else if (rc != 0 || v.mv_size < 8 ||
@@ -114,7 +106,7 @@ scoring_explain(const scoring_args *a, const char *lead)
 	uint64_t ts = 0;
 	int status = 1;
 
-	if (sc_rules_load(a->rules, &rules, err, sizeof err) != FUNNEL_OK) {
+	if (sc_rules_load(a->c.rules, &rules, err, sizeof err) != FUNNEL_OK) {
 		fprintf(stderr, "funnel-scoring: %s\n", err);
 		return 2;
 	}
@@ -125,7 +117,7 @@ scoring_explain(const scoring_args *a, const char *lead)
 		goto out;
 	if (found == 1) {
 		fprintf(stderr, "funnel-scoring: lead %s has no score in %s (never captured, erased, "
-		        "or not scored yet)\n", lead, a->view);
+		        "or not scored yet)\n", lead, a->c.view);
 		goto out;
 	}
 	int fit, eng, total, min_fit = 0, has_min = sc_rules_minimum_fit(rules, &min_fit);
@@ -133,15 +125,15 @@ scoring_explain(const scoring_args *a, const char *lead)
 	size_t n = sc_contributions(rules, st, ts, contrib, SC_MAX_RULES);
 	funnel_lead_info info;
 	int have_info = 0;
-	if (funnel_query_new(&q, a->query, 2000) == FUNNEL_OK)
+	if (funnel_query_new(&q, a->c.query, 2000) == FUNNEL_OK)
 		have_info = funnel_lead_get(q, lead, &info) == FUNNEL_OK;
 	if (!have_info)
 		funnel_query_destroy(&q);       /* funneld away: explain from the view alone */
-	iso_time(ts, when, sizeof when);
+	rf_iso_time(ts, when, sizeof when);
 	char hash[2 * FUNNEL_HASH_BYTES + 1];
-	scoring_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, hash);
+	rf_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, hash);
 
-	if (a->json) {
+	if (a->c.json) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "lead", lead);
 		if (have_info)

@@ -13,7 +13,6 @@
  * error), open the view, record rules.changed if the log's last record of
  * the scoring rules has another hash, then follow the log.
  */
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -26,6 +25,8 @@
 #include "funnel/log.h"
 #include "funnel/service.h"
 #include "mp.h"
+#include "rulesfile.h"
+#include "rulesrec.h"
 #include "scoring.h"
 
 static const char usage_text[] =
@@ -71,17 +72,6 @@ on_signal(int sig)
 {
 	(void)sig;
 	funnel_service_stop(the_service);
-}
-
-void
-scoring_hex(const uint8_t *b, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[b[i] >> 4];
-		out[2 * i + 1] = digits[b[i] & 15];
-	}
-	out[2 * n] = 0;
 }
 
 static void
@@ -184,95 +174,14 @@ score_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	return emit_outcome(svc, sc, lead, &out);
 }
 
-/* The last rules.changed record of the scoring service, as the walk
- * over them finds it. */
-typedef struct last_rules {
-	char hash[2 * FUNNEL_HASH_BYTES + 1];
-	uint64_t seq;
-} last_rules;
-
-static int
-note_rules(const funnel_record *r, void *ctx)
-{
-	last_rules *lr = ctx;
-	funnel_str svc, h;
-
-	if (r->data != NULL && mp_get_str(r->data, "service", &svc, NULL) == FUNNEL_OK &&
-	    svc.len == strlen(SCORING_NAME) && memcmp(svc.ptr, SCORING_NAME, svc.len) == 0 &&
-	    mp_get_str(r->data, "hash", &h, NULL) == FUNNEL_OK && h.len == 2 * FUNNEL_HASH_BYTES) {
-		memcpy(lr->hash, h.ptr, h.len);
-		lr->hash[h.len] = 0;
-		lr->seq = r->seq;
-	}
-	return FUNNEL_OK;
-}
-
-/* The hash of the scoring rules the log last recorded ("" if none) and
- * that record's seq (0).  Reads every rules.changed record (few). */
-static int
-last_recorded_rules(funnel_query *q, last_rules *lr)
-{
-	funnel_replay_req req = { .from = 1, .type = "rules.changed", .limit = 1000 };
-	memset(lr, 0, sizeof *lr);
-	return funnel_replay_each(q, &req, note_rules, lr);
-}
-
 /* Record rules.changed unless the log's last record says these rules. */
 static int
 record_rules(funnel_service *svc, scorer *sc)
 {
-	last_rules lr;
-	char id[128];
-	int rc;
-
-	/* funneld may still be starting: wait for it like the feed does */
-	for (int tries = 0;; tries++) {
-		rc = last_recorded_rules(funnel_service_query(svc), &lr);
-		if (rc == FUNNEL_OK)
-			break;
-		if (tries == 0)
-			funnel_log(FUNNEL_LOG_WARN, "scoring: asking the log for the rules in force: %s; "
-			           "waiting for funneld", funnel_errname(rc));
-		if (tries >= 30)
-			return rc;
-	}
-	if (strcmp(lr.hash, sc->hash_hex) == 0) {
-		funnel_log(FUNNEL_LOG_INFO, "scoring: rules \"%s\" (%.12s) are the ones the log "
-		           "recorded at seq %" PRIu64, sc_rules_version(sc->rules), sc->hash_hex,
-		           lr.seq);
-		return FUNNEL_OK;
-	}
-	size_t text_len;
-	const char *text = sc_rules_text(sc->rules, &text_len);
-	msgpack_packer pk;
-	sc->ev.size = 0;
-	msgpack_packer_init(&pk, &sc->ev, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 5);
-	mp_pack_key(&pk, "service");
-	mp_pack_cstr(&pk, SCORING_NAME);
-	mp_pack_key(&pk, "hash");
-	mp_pack_cstr(&pk, sc->hash_hex);
-	mp_pack_key(&pk, "version");
-	mp_pack_cstr(&pk, sc_rules_version(sc->rules));
-	mp_pack_key(&pk, "previous_hash");
-	mp_pack_cstr(&pk, lr.hash);
-	mp_pack_key(&pk, "text");
-	msgpack_pack_str_with_body(&pk, text, text_len);
-	/* The key names what it follows, so a crash after sending finds the
-	 * record on restart and a later return to these rules records again. */
-	snprintf(id, sizeof id, "%s:rules:%.16s:after:%" PRIu64, SCORING_NAME, sc->hash_hex,
-	         lr.seq);
-	funnel_event ev = { .type = "rules.changed", .id = id, .data = sc->ev.data,
-	                    .data_len = sc->ev.size };
-	funnel_ack ack = { 0 };
-	if ((rc = funnel_service_send(svc, &ev, &ack)) != FUNNEL_OK) {
-		funnel_log(FUNNEL_LOG_ERROR, "scoring: cannot record rules.changed: %s",
-		           funnel_errname(rc));
-		return rc;
-	}
-	funnel_log(FUNNEL_LOG_INFO, "scoring: recorded rules.changed for \"%s\" (%.12s) at seq %"
-	           PRIu64, sc_rules_version(sc->rules), sc->hash_hex, ack.seq);
-	return FUNNEL_OK;
+	size_t len;
+	const char *text = sc_rules_text(sc->rules, &len);
+	rf_rules_id id = { SCORING_NAME, sc->hash_hex, sc_rules_version(sc->rules), text, len };
+	return rf_record_rules(svc, &id);
 }
 
 static int
@@ -293,26 +202,26 @@ cmd_run(const scoring_args *a)
 	scorer sc = { 0 };
 	int rc;
 
-	if ((rc = load_rules(a->rules, &rules)) != 0)
+	if ((rc = load_rules(a->c.rules, &rules)) != 0)
 		return rc;
 	sc.rules = rules;
-	scoring_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, sc.hash_hex);
+	rf_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, sc.hash_hex);
 	sc.st = sc_lead_new(rules);
 	msgpack_sbuffer_init(&sc.sb);
 	msgpack_sbuffer_init(&sc.ev);
 
 	funnel_service_opts o = {
 		.name = SCORING_NAME,
-		.view_dir = a->view,
-		.ingest = a->ingest,
-		.publish = a->publish,
-		.query = a->query,
+		.view_dir = a->c.view,
+		.ingest = a->c.ingest,
+		.publish = a->c.publish,
+		.query = a->c.query,
 		.tables = { SCORING_TABLE },
-		.rebuild = a->rebuild,
-		.until_head = a->until_head,
-		.no_sync = a->no_sync,
-		.batch_events = a->batch,
-		.ready_file = a->ready_file,
+		.rebuild = a->c.rebuild,
+		.until_head = a->c.until_head,
+		.no_sync = a->c.no_sync,
+		.batch_events = a->c.batch,
+		.ready_file = a->c.ready_file,
 	};
 	int status = 1;
 	rc = sc.st ? funnel_service_new(&the_service, &o, score_apply, &sc) : FUNNEL_ENOMEM;
@@ -321,24 +230,13 @@ cmd_run(const scoring_args *a)
 		           "the view cannot be opened or written (see above)" : funnel_strerror(rc));
 		goto out;
 	}
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	svc_on_signals(on_signal);
 	funnel_log(FUNNEL_LOG_INFO, "scoring: rules \"%s\" from %s: threshold %d, %zu rules",
-	           sc_rules_version(rules), a->rules, sc_rules_threshold(rules),
+	           sc_rules_version(rules), a->c.rules, sc_rules_threshold(rules),
 	           sc_rules_count(rules));
 	if ((rc = record_rules(the_service, &sc)) != FUNNEL_OK && rc != FUNNEL_ESHUTDOWN)
 		goto out;
-	rc = rc == FUNNEL_ESHUTDOWN ? FUNNEL_OK : funnel_service_run(the_service);
-	funnel_service_stats st;
-	funnel_service_stats_get(the_service, &st);
-	funnel_log(FUNNEL_LOG_INFO, "scoring: stopped at seq %" PRIu64 ": %" PRIu64 " applied, %"
-	           PRIu64 " derived events stored, %" PRIu64 " refused, %" PRIu64 " already sent",
-	           funnel_service_checkpoint(the_service), st.applied, st.emitted, st.refused,
-	           st.skipped);
+	rc = rc == FUNNEL_ESHUTDOWN ? FUNNEL_OK : svc_run(the_service, "scoring");
 	status = rc == FUNNEL_OK ? 0 : 1;
 out:
 	funnel_service_destroy(&the_service);
@@ -366,100 +264,37 @@ cmd_check(const char *path)
 	return 0;
 }
 
-static int
-cmd_digest(const scoring_args *a)
-{
-	uint8_t d[32];
-	char hex[65];
-	uint64_t cp = 0;
-	int rc = funnel_view_digest(a->view, d, &cp);
-	if (rc != FUNNEL_OK) {
-		fprintf(stderr, "funnel-scoring: digest of %s: %s\n", a->view, funnel_strerror(rc));
-		return 1;
-	}
-	scoring_hex(d, 32, hex);
-	printf("checkpoint %" PRIu64 " digest %s\n", cp, hex);
-	return 0;
-}
+/* --flips. */
+enum { O_FLIPS = SVC_OPT_OWN };
 
 static int
-usage(const char *fmt, const char *arg)
+own_option(int id, const char *arg, void *ctx)
 {
-	fprintf(stderr, "funnel-scoring: ");
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\n%s", usage_text);
-	return 2;
+	scoring_args *a = ctx;
+	char *end;
+	long v = strtol(arg, &end, 10);
+	(void)id;
+	if (*end || v < 0 || v > 1000000)
+		return svc_usage("funnel-scoring", usage_text, "--flips wants 0..1000000 leads, not '%s'",
+		                 arg);
+	a->flips = (int)v;
+	return 0;
 }
 
 int
 main(int argc, char **argv)
 {
-	enum { O_RULES = 256, O_VIEW, O_INGEST, O_PUBLISH, O_QUERY, O_REBUILD, O_UNTIL, O_NOSYNC,
-	       O_BATCH, O_READY, O_JSON, O_FLIPS, O_LEVEL };
-	static const struct option opts[] = {
-		{ "rules", required_argument, NULL, O_RULES },
-		{ "view", required_argument, NULL, O_VIEW },
-		{ "ingest", required_argument, NULL, O_INGEST },
-		{ "publish", required_argument, NULL, O_PUBLISH },
-		{ "query", required_argument, NULL, O_QUERY },
-		{ "rebuild", no_argument, NULL, O_REBUILD },
-		{ "until-head", no_argument, NULL, O_UNTIL },
-		{ "once", no_argument, NULL, O_UNTIL },
-		{ "no-sync", no_argument, NULL, O_NOSYNC },
-		{ "batch", required_argument, NULL, O_BATCH },
-		{ "ready-file", required_argument, NULL, O_READY },
-		{ "json", no_argument, NULL, O_JSON },
+	static const struct option own[] = {
 		{ "flips", required_argument, NULL, O_FLIPS },
-		{ "log-level", required_argument, NULL, O_LEVEL },
-		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	scoring_args a = { .rules = SCORING_DEFAULT_RULES, .view = SCORING_DEFAULT_VIEW,
+	scoring_args a = { .c = { .rules = SCORING_DEFAULT_RULES, .view = SCORING_DEFAULT_VIEW },
 	                   .flips = 20 };
-	char *end;
-	int c;
 
 	funnel_log_program("funnel-scoring");
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		switch (c) {
-		case O_RULES: a.rules = optarg; break;
-		case O_VIEW: a.view = optarg; break;
-		case O_INGEST: a.ingest = optarg; break;
-		case O_PUBLISH: a.publish = optarg; break;
-		case O_QUERY: a.query = optarg; break;
-		case O_REBUILD: a.rebuild = 1; break;
-		case O_UNTIL: a.until_head = 1; break;
-		case O_NOSYNC: a.no_sync = 1; break;
-		case O_JSON: a.json = 1; break;
-		case O_READY: a.ready_file = optarg; break;
-		case O_BATCH: {
-			unsigned long v = strtoul(optarg, &end, 10);
-			if (*end || v < 1 || v > 1000000)
-				return usage("--batch wants 1..1000000 records, not '%s'", optarg);
-			a.batch = (unsigned)v;
-			break;
-		}
-		case O_FLIPS: {
-			long v = strtol(optarg, &end, 10);
-			if (*end || v < 0 || v > 1000000)
-				return usage("--flips wants 0..1000000 leads, not '%s'", optarg);
-			a.flips = (int)v;
-			break;
-		}
-		case O_LEVEL:
-			if (funnel_log_level(optarg) != 0)
-				return usage("--log-level wants debug, info, warn or error, not '%s'", optarg);
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return 0;
-		case ':':
-			return usage("option '%s' needs a value", argv[optind - 1]);
-		default:
-			return usage("unknown option '%s'", argv[optind - 1]);
-		}
-	}
+	int rc = svc_parse(argc, argv, "funnel-scoring", usage_text, &a.c, own, own_option, &a);
+	if (rc >= 0)
+		return rc;
 	const char *cmd = optind < argc ? argv[optind++] : "run";
 	int nargs = argc - optind;
 	if (strcmp(cmd, "run") == 0 && nargs == 0)
@@ -469,11 +304,11 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "what-if") == 0 && nargs == 1)
 		return scoring_whatif(&a, argv[optind]);
 	if (strcmp(cmd, "check") == 0 && nargs <= 1)
-		return cmd_check(nargs ? argv[optind] : a.rules);
+		return cmd_check(nargs ? argv[optind] : a.c.rules);
 	if (strcmp(cmd, "digest") == 0 && nargs == 0)
-		return cmd_digest(&a);
+		return svc_digest("funnel-scoring", a.c.view);
 	if (strcmp(cmd, "run") && strcmp(cmd, "explain") && strcmp(cmd, "what-if") &&
 	    strcmp(cmd, "check") && strcmp(cmd, "digest"))
-		return usage("unknown command '%s'", cmd);
-	return usage("wrong number of arguments for '%s'", cmd);
+		return svc_usage("funnel-scoring", usage_text, "unknown command '%s'", cmd);
+	return svc_usage("funnel-scoring", usage_text, "wrong number of arguments for '%s'", cmd);
 }

@@ -1,13 +1,13 @@
 /*
  * clients/scoring/rules.c - the scoring rules engine: the rules file read
- * with libyaml into compiled conditions, then per-lead state, its msgpack
- * encoding, and sc_apply.  The contract is rules.h.
+ * with libyaml (through clients/common/rulesfile.h) into compiled
+ * conditions, then per-lead state, its msgpack encoding, and sc_apply.
+ * The contract is rules.h.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <regex.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,17 +20,11 @@
 #include "mp.h"
 #include "model.h"
 #include "rules.h"
+#include "rulesfile.h"
 
 /* ---- the compiled rules ---- */
 
 typedef enum sc_kind { SC_FIT, SC_ENGAGEMENT, SC_NEGATIVE } sc_kind;
-
-/* A value written in the rules: its text, and its number if it is one. */
-typedef struct sc_value {
-	char *text;
-	int is_num;
-	double num;
-} sc_value;
 
 enum { SC_AT_LEAST = 1, SC_AT_MOST = 2, SC_ABOVE = 4, SC_BELOW = 8 };
 
@@ -39,8 +33,8 @@ typedef struct sc_cond {
 	char *field;
 	int slot;                 /* lead-field slot, -1 for activity data */
 	int has_eq;
-	sc_value eq;
-	sc_value *in;
+	rf_value eq;
+	rf_value *in;
 	size_t n_in;
 	unsigned num_ops;         /* SC_AT_LEAST | ... */
 	int wants_num;            /* some operator compares numbers */
@@ -113,38 +107,13 @@ struct sc_lead {
 	int has_zone;
 };
 
-/* ---- numbers and values ---- */
-
-/* A decimal number, all of s (no hex, inf, nan or spaces).  0 or -1. */
-static int
-parse_number(const char *s, double *out)
-{
-	char *end;
-	/* strtod also reads hex, inf, nan and leading spaces: none is a number here */
-	if (s[0] == '\0' || strpbrk(s, "xXnNiI_ \t\r\n") != NULL)
-		return -1;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v))
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static void
-value_free(sc_value *v)
-{
-	free(v->text);
-	v->text = NULL;
-}
-
 static void
 cond_free(sc_cond *c)
 {
 	free(c->field);
-	value_free(&c->eq);
+	rf_value_release(&c->eq);
 	for (size_t i = 0; i < c->n_in; i++)
-		value_free(&c->in[i]);
+		rf_value_release(&c->in[i]);
 	free(c->in);
 	if (c->has_re)
 		regfree(&c->re);
@@ -205,217 +174,22 @@ field_slot(sc_rules *r, const char *name)
 /* ---- the YAML document ---- */
 
 typedef struct parser {
-	yaml_document_t *doc;
-	const char *file;
-	char *err;
-	size_t errlen;
+	rf_ctx c;                 /* the document, the file's name, the message buffer */
 	sc_rules *r;
 	size_t name_line[SC_MAX_RULES];   /* where each rule's name is, for duplicates */
 } parser;
-
-/* Fill the message "file:line: path: problem" and return FUNNEL_EVALUE. */
-static int __attribute__((format(printf, 4, 5)))
-perr(parser *p, const yaml_node_t *n, const char *path, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	if (p->err != NULL && p->errlen > 0)
-		snprintf(p->err, p->errlen, "%s:%zu: %s%s%s", p->file, n ? n->start_mark.line + 1 : 1,
-		         path, path[0] ? ": " : "", msg);
-	return FUNNEL_EVALUE;
-}
-
-static int
-enomem(parser *p)
-{
-	if (p->err != NULL && p->errlen > 0)
-		snprintf(p->err, p->errlen, "%s: out of memory", p->file);
-	return FUNNEL_ENOMEM;
-}
-
-static const char *
-stext(const yaml_node_t *n)
-{
-	return (const char *)n->data.scalar.value;
-}
-
-/* An empty plain scalar, "~" or "null": YAML's way of writing nothing. */
-static int
-is_null(const yaml_node_t *n)
-{
-	if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-		return 0;
-	const char *s = stext(n);
-	return s[0] == '\0' || strcmp(s, "~") == 0 || strcasecmp(s, "null") == 0;
-}
-
-/* How a node reads in a message: "ten" (quoted, cut at 40 bytes), nothing,
- * a list, a mapping. */
-static const char *
-desc(const yaml_node_t *n, char *buf, size_t cap)
-{
-	if (n->type == YAML_SEQUENCE_NODE)
-		return "a list";
-	if (n->type == YAML_MAPPING_NODE)
-		return "a mapping";
-	if (is_null(n))
-		return "nothing";
-	size_t len = n->data.scalar.length;
-	if (len > 40)
-		snprintf(buf, cap, "\"%.37s...\"", stext(n));
-	else
-		snprintf(buf, cap, "\"%s\"", stext(n));
-	return buf;
-}
-
-/* Key paths in messages ("scoring.fit[2].points") are a few dozen bytes;
- * the precisions bound them so that no path is ever cut. */
-#define PATH_BYTES 192
-
-static void
-join(char *buf, size_t cap, const char *path, const char *key)
-{
-	snprintf(buf, cap, "%.150s%s%.30s", path, path[0] ? "." : "", key);
-}
-
-static void
-join_index(char *buf, size_t cap, const char *path, size_t i)
-{
-	snprintf(buf, cap, "%.150s[%zu]", path, i);
-}
-
-static yaml_node_t *
-node_at(parser *p, int id)
-{
-	return yaml_document_get_node(p->doc, id);
-}
-
-/*
- * Check that n is a mapping whose keys are plain scalars from keys[0..nkeys),
- * each at most once; vals[i] receives the value of keys[i] (or NULL).
- * `expect` lists the keys for the message about an unknown one.
- */
-static int
-map_collect(parser *p, yaml_node_t *n, const char *path, const char *const *keys, size_t nkeys,
-            const char *expect, yaml_node_t **vals)
-{
-	char buf[64];
-	for (size_t i = 0; i < nkeys; i++)
-		vals[i] = NULL;
-	if (n->type != YAML_MAPPING_NODE)
-		return perr(p, n, path, "expected a mapping, got %s", desc(n, buf, sizeof buf));
-	for (yaml_node_pair_t *kv = n->data.mapping.pairs.start; kv < n->data.mapping.pairs.top; kv++) {
-		yaml_node_t *k = node_at(p, kv->key), *v = node_at(p, kv->value);
-		if (k->type != YAML_SCALAR_NODE)
-			return perr(p, k, path, "a key must be a plain word, got %s", desc(k, buf, sizeof buf));
-		size_t i = 0;
-		while (i < nkeys && strcmp(keys[i], stext(k)) != 0)
-			i++;
-		if (i == nkeys)
-			return perr(p, k, path, "unknown key %s (expected one of: %s)", desc(k, buf, sizeof buf),
-			            expect);
-		if (vals[i] != NULL) {
-			char kp[PATH_BYTES];
-			join(kp, sizeof kp, path, keys[i]);
-			return perr(p, k, kp, "duplicate key");
-		}
-		vals[i] = v;
-	}
-	return FUNNEL_OK;
-}
-
-static int
-get_string(parser *p, yaml_node_t *n, const char *path, size_t max, char **out)
-{
-	char buf[64];
-	if (n->type != YAML_SCALAR_NODE || is_null(n))
-		return perr(p, n, path, "expected a word or text, got %s", desc(n, buf, sizeof buf));
-	size_t len = n->data.scalar.length;
-	if (len == 0 || len > max)
-		return perr(p, n, path, "expected 1 to %zu characters, got %zu", max, len);
-	if (strlen(stext(n)) != len)
-		return perr(p, n, path, "text must not hold a NUL character");
-	if ((*out = strdup(stext(n))) == NULL)
-		return enomem(p);
-	return FUNNEL_OK;
-}
-
-static int
-get_number(parser *p, yaml_node_t *n, const char *path, double *out)
-{
-	char buf[64];
-	if (n->type != YAML_SCALAR_NODE || parse_number(stext(n), out) != 0)
-		return perr(p, n, path, "expected a number, got %s", desc(n, buf, sizeof buf));
-	return FUNNEL_OK;
-}
 
 /* A whole number within +-1e9. */
 static int
 get_int(parser *p, yaml_node_t *n, const char *path, int *out)
 {
 	double v;
-	int rc = get_number(p, n, path, &v);
+	int rc = rf_number(&p->c, n, path, &v);
 	if (rc != FUNNEL_OK)
 		return rc;
 	if (v != floor(v) || fabs(v) > 1e9)
-		return perr(p, n, path, "expected a whole number, got %s", stext(n));
+		return rf_err(&p->c, n, path, "expected a whole number, got %s", rf_text(n));
 	*out = (int)v;
-	return FUNNEL_OK;
-}
-
-static int
-get_bool(parser *p, yaml_node_t *n, const char *path, int *out)
-{
-	char buf[64];
-	if (n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
-		const char *s = stext(n);
-		if (strcasecmp(s, "true") == 0 || strcasecmp(s, "yes") == 0) {
-			*out = 1;
-			return FUNNEL_OK;
-		}
-		if (strcasecmp(s, "false") == 0 || strcasecmp(s, "no") == 0) {
-			*out = 0;
-			return FUNNEL_OK;
-		}
-	}
-	return perr(p, n, path, "expected true or false, got %s", desc(n, buf, sizeof buf));
-}
-
-/* A list, or nothing (an empty list). *count is its length. */
-static int
-get_list(parser *p, yaml_node_t *n, const char *path, size_t *count)
-{
-	char buf[64];
-	*count = 0;
-	if (n == NULL || is_null(n))
-		return FUNNEL_OK;
-	if (n->type != YAML_SEQUENCE_NODE)
-		return perr(p, n, path, "expected a list, got %s", desc(n, buf, sizeof buf));
-	*count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
-	return FUNNEL_OK;
-}
-
-static yaml_node_t *
-item(parser *p, yaml_node_t *seq, size_t i)
-{
-	return node_at(p, seq->data.sequence.items.start[i]);
-}
-
-static int
-get_value(parser *p, yaml_node_t *n, const char *path, sc_value *v)
-{
-	char buf[64];
-	if (n->type != YAML_SCALAR_NODE || is_null(n))
-		return perr(p, n, path, "expected a word or a number, got %s", desc(n, buf, sizeof buf));
-	if (n->data.scalar.length > SC_MAX_VALUE_BYTES)
-		return perr(p, n, path, "expected at most %d characters, got %zu", SC_MAX_VALUE_BYTES,
-		            n->data.scalar.length);
-	if ((v->text = strdup(stext(n))) == NULL)
-		return enomem(p);
-	v->is_num = parse_number(v->text, &v->num) == 0;
 	return FUNNEL_OK;
 }
 
@@ -452,39 +226,41 @@ static int
 parse_cond(parser *p, yaml_node_t *n, yaml_node_t *const *vals, const char *path, int activity,
            sc_cond *c)
 {
-	char kp[PATH_BYTES];
+	char kp[RF_PATH_BYTES];
 	int rc;
 	static const unsigned numflag[] = { [K_AT_LEAST] = SC_AT_LEAST, [K_AT_MOST] = SC_AT_MOST,
 	                                    [K_ABOVE] = SC_ABOVE, [K_BELOW] = SC_BELOW };
 
 	if (vals[K_FIELD] == NULL)
-		return perr(p, n, path, "missing \"field\" (the field the condition reads)");
-	join(kp, sizeof kp, path, "field");
-	if ((rc = get_string(p, vals[K_FIELD], kp, 128, &c->field)) != FUNNEL_OK)
+		return rf_err(&p->c, n, path, "missing \"field\" (the field the condition reads)");
+	rf_join(kp, sizeof kp, path, "field");
+	if ((rc = rf_string(&p->c, vals[K_FIELD], kp, 128, &c->field)) != FUNNEL_OK)
 		return rc;
 	c->slot = -1;
 	if (!activity && (c->slot = field_slot(p->r, c->field)) < 0)
-		return enomem(p);
+		return rf_enomem(&p->c);
 	if (vals[K_EQUALS] != NULL) {
-		join(kp, sizeof kp, path, "equals");
-		if ((rc = get_value(p, vals[K_EQUALS], kp, &c->eq)) != FUNNEL_OK)
+		rf_join(kp, sizeof kp, path, "equals");
+		if ((rc = rf_get_value(&p->c, vals[K_EQUALS], kp, SC_MAX_VALUE_BYTES, &c->eq)) !=
+		    FUNNEL_OK)
 			return rc;
 		c->has_eq = 1;
 	}
 	if (vals[K_IN] != NULL) {
 		size_t count;
-		join(kp, sizeof kp, path, "in");
-		if ((rc = get_list(p, vals[K_IN], kp, &count)) != FUNNEL_OK)
+		rf_join(kp, sizeof kp, path, "in");
+		if ((rc = rf_list(&p->c, vals[K_IN], kp, &count)) != FUNNEL_OK)
 			return rc;
 		if (count == 0)
-			return perr(p, vals[K_IN], kp, "expected a list of one or more values");
+			return rf_err(&p->c, vals[K_IN], kp, "expected a list of one or more values");
 		if ((c->in = calloc(count, sizeof *c->in)) == NULL)
-			return enomem(p);
+			return rf_enomem(&p->c);
 		for (size_t i = 0; i < count; i++) {
-			char ip[PATH_BYTES];
-			join_index(ip, sizeof ip, kp, i);
+			char ip[RF_PATH_BYTES];
+			rf_join_index(ip, sizeof ip, kp, i);
 			c->n_in = i + 1;
-			if ((rc = get_value(p, item(p, vals[K_IN], i), ip, &c->in[i])) != FUNNEL_OK)
+			if ((rc = rf_get_value(&p->c, rf_item(&p->c, vals[K_IN], i), ip, SC_MAX_VALUE_BYTES,
+			                       &c->in[i])) != FUNNEL_OK)
 				return rc;
 		}
 	}
@@ -493,29 +269,29 @@ parse_cond(parser *p, yaml_node_t *n, yaml_node_t *const *vals, const char *path
 			continue;
 		double *dst = k == K_AT_LEAST ? &c->at_least : k == K_AT_MOST ? &c->at_most :
 		              k == K_ABOVE ? &c->above : &c->below;
-		join(kp, sizeof kp, path, rule_keys[k]);
-		if ((rc = get_number(p, vals[k], kp, dst)) != FUNNEL_OK)
+		rf_join(kp, sizeof kp, path, rule_keys[k]);
+		if ((rc = rf_number(&p->c, vals[k], kp, dst)) != FUNNEL_OK)
 			return rc;
 		c->num_ops |= numflag[k];
 	}
 	int icase = 0;
 	if (vals[K_IGNORE_CASE] != NULL) {
-		join(kp, sizeof kp, path, "ignore_case");
-		if ((rc = get_bool(p, vals[K_IGNORE_CASE], kp, &icase)) != FUNNEL_OK)
+		rf_join(kp, sizeof kp, path, "ignore_case");
+		if ((rc = rf_bool(&p->c, vals[K_IGNORE_CASE], kp, &icase)) != FUNNEL_OK)
 			return rc;
 		if (vals[K_MATCHES] == NULL)
-			return perr(p, vals[K_IGNORE_CASE], kp, "ignore_case applies to matches only");
+			return rf_err(&p->c, vals[K_IGNORE_CASE], kp, "ignore_case applies to matches only");
 	}
 	if (vals[K_MATCHES] != NULL) {
 		char *re = NULL;
-		join(kp, sizeof kp, path, "matches");
-		if ((rc = get_string(p, vals[K_MATCHES], kp, 1024, &re)) != FUNNEL_OK)
+		rf_join(kp, sizeof kp, path, "matches");
+		if ((rc = rf_string(&p->c, vals[K_MATCHES], kp, 1024, &re)) != FUNNEL_OK)
 			return rc;
 		int e = regcomp(&c->re, re, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
 		if (e != 0) {
 			char why[128];
 			regerror(e, &c->re, why, sizeof why);
-			rc = perr(p, vals[K_MATCHES], kp, "bad regular expression \"%s\": %s", re, why);
+			rc = rf_err(&p->c, vals[K_MATCHES], kp, "bad regular expression \"%s\": %s", re, why);
 			free(re);
 			return rc;
 		}
@@ -526,7 +302,7 @@ parse_cond(parser *p, yaml_node_t *n, yaml_node_t *const *vals, const char *path
 	for (size_t i = 0; i < c->n_in; i++)
 		c->wants_num |= c->in[i].is_num;
 	if (!c->has_eq && c->n_in == 0 && c->num_ops == 0 && !c->has_re)
-		return perr(p, n, path, "a condition needs one of equals, in, at_least, at_most, above, "
+		return rf_err(&p->c, n, path, "a condition needs one of equals, in, at_least, at_most, above, "
 		            "below or matches");
 	return FUNNEL_OK;
 }
@@ -535,9 +311,9 @@ parse_cond(parser *p, yaml_node_t *n, yaml_node_t *const *vals, const char *path
 static int
 cond_list_len(parser *p, yaml_node_t *list, const char *path, size_t *count)
 {
-	int rc = get_list(p, list, path, count);
+	int rc = rf_list(&p->c, list, path, count);
 	if (rc == FUNNEL_OK && *count == 0)
-		return perr(p, list, path, "expected a list of one or more conditions");
+		return rf_err(&p->c, list, path, "expected a list of one or more conditions");
 	return rc;
 }
 
@@ -549,11 +325,11 @@ parse_cond_list(parser *p, yaml_node_t *list, const char *path, int activity, sc
 	size_t count = (size_t)(list->data.sequence.items.top - list->data.sequence.items.start);
 	int rc;
 	for (size_t i = 0; i < count; i++) {
-		char ip[PATH_BYTES];
-		yaml_node_t *vals[N_COND_KEYS], *cn = item(p, list, i);
-		join_index(ip, sizeof ip, path, i);
+		char ip[RF_PATH_BYTES];
+		yaml_node_t *vals[N_COND_KEYS], *cn = rf_item(&p->c, list, i);
+		rf_join_index(ip, sizeof ip, path, i);
 		sc_cond *c = &dst[(*n)++];
-		if ((rc = map_collect(p, cn, ip, rule_keys, N_COND_KEYS, COND_EXPECT, vals)) != FUNNEL_OK ||
+		if ((rc = rf_map(&p->c, cn, ip, rule_keys, N_COND_KEYS, COND_EXPECT, 0, vals)) != FUNNEL_OK ||
 		    (rc = parse_cond(p, cn, vals, ip, activity, c)) != FUNNEL_OK)
 			return rc;
 	}
@@ -566,22 +342,22 @@ parse_on(parser *p, yaml_node_t *n, const char *path, sc_rule *ru)
 	int rc;
 	if (n->type != YAML_SEQUENCE_NODE) {
 		if ((ru->on = calloc(1, sizeof *ru->on)) == NULL)
-			return enomem(p);
+			return rf_enomem(&p->c);
 		ru->n_on = 1;
-		return get_string(p, n, path, 128, &ru->on[0]);
+		return rf_string(&p->c, n, path, 128, &ru->on[0]);
 	}
 	size_t count;
-	if ((rc = get_list(p, n, path, &count)) != FUNNEL_OK)
+	if ((rc = rf_list(&p->c, n, path, &count)) != FUNNEL_OK)
 		return rc;
 	if (count == 0)
-		return perr(p, n, path, "expected an activity kind or a list of them");
+		return rf_err(&p->c, n, path, "expected an activity kind or a list of them");
 	if ((ru->on = calloc(count, sizeof *ru->on)) == NULL)
-		return enomem(p);
+		return rf_enomem(&p->c);
 	for (size_t i = 0; i < count; i++) {
-		char ip[PATH_BYTES];
-		join_index(ip, sizeof ip, path, i);
+		char ip[RF_PATH_BYTES];
+		rf_join_index(ip, sizeof ip, path, i);
 		ru->n_on = i + 1;
-		if ((rc = get_string(p, item(p, n, i), ip, 128, &ru->on[i])) != FUNNEL_OK)
+		if ((rc = rf_string(&p->c, rf_item(&p->c, n, i), ip, 128, &ru->on[i])) != FUNNEL_OK)
 			return rc;
 	}
 	return FUNNEL_OK;
@@ -590,18 +366,18 @@ parse_on(parser *p, yaml_node_t *n, const char *path, sc_rule *ru)
 static int
 parse_name(parser *p, yaml_node_t *n, const char *path, sc_rule *ru)
 {
-	int rc = get_string(p, n, path, SC_MAX_NAME_BYTES, &ru->name);
+	int rc = rf_string(&p->c, n, path, SC_MAX_NAME_BYTES, &ru->name);
 	if (rc != FUNNEL_OK)
 		return rc;
 	ru->name_len = strlen(ru->name);
 	for (const unsigned char *c = (const unsigned char *)ru->name; *c; c++) {
 		if (*c < 0x20 || *c == 0x7f)
-			return perr(p, n, path, "a rule name must not hold control characters");
+			return rf_err(&p->c, n, path, "a rule name must not hold control characters");
 	}
 	sc_rules *r = p->r;
 	for (size_t i = 0; i + 1 < r->n; i++) {
 		if (strcmp(r->rules[i].name, ru->name) == 0)
-			return perr(p, n, path, "duplicate rule name \"%s\" (first at line %zu)", ru->name,
+			return rf_err(&p->c, n, path, "duplicate rule name \"%s\" (first at line %zu)", ru->name,
 			            p->name_line[i]);
 	}
 	p->name_line[r->n - 1] = n->start_mark.line + 1;
@@ -613,71 +389,71 @@ static int
 parse_rule(parser *p, yaml_node_t *n, const char *path, sc_kind kind, sc_rule *ru)
 {
 	yaml_node_t *v[N_RULE_KEYS];
-	char kp[PATH_BYTES];
+	char kp[RF_PATH_BYTES];
 	int rc;
 
-	if ((rc = map_collect(p, n, path, rule_keys, N_RULE_KEYS, RULE_EXPECT, v)) != FUNNEL_OK)
+	if ((rc = rf_map(&p->c, n, path, rule_keys, N_RULE_KEYS, RULE_EXPECT, 0, v)) != FUNNEL_OK)
 		return rc;
 	ru->kind = kind;
 	if (v[K_NAME] == NULL)
-		return perr(p, n, path, "missing \"name\"");
-	join(kp, sizeof kp, path, "name");
+		return rf_err(&p->c, n, path, "missing \"name\"");
+	rf_join(kp, sizeof kp, path, "name");
 	if ((rc = parse_name(p, v[K_NAME], kp, ru)) != FUNNEL_OK)
 		return rc;
 
 	/* what the rule reads: activities (with on) or lead fields */
 	if (kind == SC_ENGAGEMENT && v[K_ON] == NULL)
-		return perr(p, n, path, "missing \"on\" (the activity kind or kinds that score)");
+		return rf_err(&p->c, n, path, "missing \"on\" (the activity kind or kinds that score)");
 	if (kind == SC_FIT && v[K_ON] != NULL)
-		return perr(p, v[K_ON], path, "a fit rule reads lead fields and takes no \"on\": "
+		return rf_err(&p->c, v[K_ON], path, "a fit rule reads lead fields and takes no \"on\": "
 		            "rules on activities belong under engagement");
 	ru->activity = v[K_ON] != NULL;
 	if (ru->activity) {
-		join(kp, sizeof kp, path, "on");
+		rf_join(kp, sizeof kp, path, "on");
 		if ((rc = parse_on(p, v[K_ON], kp, ru)) != FUNNEL_OK)
 			return rc;
 	}
 	for (int k = K_ONCE; k <= K_CAP; k++) {
 		if (v[k] != NULL && !ru->activity) {
-			join(kp, sizeof kp, path, rule_keys[k]);
-			return perr(p, v[k], kp, "%s applies to rules on activities (with \"on\") only",
+			rf_join(kp, sizeof kp, path, rule_keys[k]);
+			return rf_err(&p->c, v[k], kp, "%s applies to rules on activities (with \"on\") only",
 			            rule_keys[k]);
 		}
 	}
 
 	if (v[K_POINTS] == NULL)
-		return perr(p, n, path, "missing \"points\"");
-	join(kp, sizeof kp, path, "points");
-	if ((rc = get_number(p, v[K_POINTS], kp, &ru->points)) != FUNNEL_OK)
+		return rf_err(&p->c, n, path, "missing \"points\"");
+	rf_join(kp, sizeof kp, path, "points");
+	if ((rc = rf_number(&p->c, v[K_POINTS], kp, &ru->points)) != FUNNEL_OK)
 		return rc;
 	if (fabs(ru->points) > 1e6)
-		return perr(p, v[K_POINTS], kp, "expected at most 1000000 points either way, got %s",
-		            stext(v[K_POINTS]));
+		return rf_err(&p->c, v[K_POINTS], kp, "expected at most 1000000 points either way, got %s",
+		            rf_text(v[K_POINTS]));
 	if (kind == SC_NEGATIVE && !(ru->points < 0))
-		return perr(p, v[K_POINTS], kp, "a negative rule needs points below zero, got %s",
-		            stext(v[K_POINTS]));
+		return rf_err(&p->c, v[K_POINTS], kp, "a negative rule needs points below zero, got %s",
+		            rf_text(v[K_POINTS]));
 	if (kind != SC_NEGATIVE && !(ru->points > 0))
-		return perr(p, v[K_POINTS], kp, "expected points above zero, got %s "
-		            "(penalties belong under negative)", stext(v[K_POINTS]));
+		return rf_err(&p->c, v[K_POINTS], kp, "expected points above zero, got %s "
+		            "(penalties belong under negative)", rf_text(v[K_POINTS]));
 	if (v[K_ONCE] != NULL) {
-		join(kp, sizeof kp, path, "once");
-		if ((rc = get_bool(p, v[K_ONCE], kp, &ru->once)) != FUNNEL_OK)
+		rf_join(kp, sizeof kp, path, "once");
+		if ((rc = rf_bool(&p->c, v[K_ONCE], kp, &ru->once)) != FUNNEL_OK)
 			return rc;
 	}
 	if (v[K_CAP] != NULL) {
-		join(kp, sizeof kp, path, "cap");
-		if ((rc = get_number(p, v[K_CAP], kp, &ru->cap)) != FUNNEL_OK)
+		rf_join(kp, sizeof kp, path, "cap");
+		if ((rc = rf_number(&p->c, v[K_CAP], kp, &ru->cap)) != FUNNEL_OK)
 			return rc;
 		if (!(ru->cap > 0) || ru->cap > 1e9)
-			return perr(p, v[K_CAP], kp, "expected a number of points above zero, got %s",
-			            stext(v[K_CAP]));
+			return rf_err(&p->c, v[K_CAP], kp, "expected a number of points above zero, got %s",
+			            rf_text(v[K_CAP]));
 	}
 
 	/* conditions: inline, then when (all hold), then any (one holds) */
 	size_t n_when = 0, n_any = 0;
-	char wp[PATH_BYTES], ap[PATH_BYTES];
-	join(wp, sizeof wp, path, "when");
-	join(ap, sizeof ap, path, "any");
+	char wp[RF_PATH_BYTES], ap[RF_PATH_BYTES];
+	rf_join(wp, sizeof wp, path, "when");
+	rf_join(ap, sizeof ap, path, "any");
 	if (v[K_WHEN] != NULL && (rc = cond_list_len(p, v[K_WHEN], wp, &n_when)) != FUNNEL_OK)
 		return rc;
 	if (v[K_ANY] != NULL && (rc = cond_list_len(p, v[K_ANY], ap, &n_any)) != FUNNEL_OK)
@@ -685,9 +461,9 @@ parse_rule(parser *p, yaml_node_t *n, const char *path, sc_kind kind, sc_rule *r
 	int inline_cond = has_cond_keys(v);
 	if (inline_cond + n_when > 0 &&
 	    (ru->all = calloc((size_t)inline_cond + n_when, sizeof *ru->all)) == NULL)
-		return enomem(p);
+		return rf_enomem(&p->c);
 	if (n_any > 0 && (ru->any = calloc(n_any, sizeof *ru->any)) == NULL)
-		return enomem(p);
+		return rf_enomem(&p->c);
 	if (inline_cond) {
 		ru->n_all = 1;
 		if ((rc = parse_cond(p, n, v, path, ru->activity, &ru->all[0])) != FUNNEL_OK)
@@ -700,25 +476,25 @@ parse_rule(parser *p, yaml_node_t *n, const char *path, sc_kind kind, sc_rule *r
 	    (rc = parse_cond_list(p, v[K_ANY], ap, ru->activity, ru->any, &ru->n_any)) != FUNNEL_OK)
 		return rc;
 	if (!ru->activity && ru->n_all == 0 && ru->n_any == 0)
-		return perr(p, n, path, "a rule on lead fields needs a condition (field, when or any)");
+		return rf_err(&p->c, n, path, "a rule on lead fields needs a condition (field, when or any)");
 	return FUNNEL_OK;
 }
 
 static int
 parse_section(parser *p, yaml_node_t *list, const char *name, sc_kind kind)
 {
-	char path[PATH_BYTES];
+	char path[RF_PATH_BYTES];
 	size_t count;
 	int rc;
-	join(path, sizeof path, "scoring", name);
-	if ((rc = get_list(p, list, path, &count)) != FUNNEL_OK)
+	rf_join(path, sizeof path, "scoring", name);
+	if ((rc = rf_list(&p->c, list, path, &count)) != FUNNEL_OK)
 		return rc;
 	for (size_t i = 0; i < count; i++) {
-		char ip[PATH_BYTES];
-		yaml_node_t *n = item(p, list, i);
-		join_index(ip, sizeof ip, path, i);
+		char ip[RF_PATH_BYTES];
+		yaml_node_t *n = rf_item(&p->c, list, i);
+		rf_join_index(ip, sizeof ip, path, i);
 		if (p->r->n == SC_MAX_RULES)
-			return perr(p, n, ip, "too many rules (at most %d)", SC_MAX_RULES);
+			return rf_err(&p->c, n, ip, "too many rules (at most %d)", SC_MAX_RULES);
 		sc_rule *ru = &p->r->rules[p->r->n++];
 		if ((rc = parse_rule(p, n, ip, kind, ru)) != FUNNEL_OK)
 			return rc;
@@ -732,22 +508,22 @@ parse_decay(parser *p, yaml_node_t *n)
 	static const char *const keys[] = { "half_life_days", "half_life_hours" };
 	static const double ns[] = { 86400e9, 3600e9 };
 	yaml_node_t *v[2];
-	char kp[PATH_BYTES];
+	char kp[RF_PATH_BYTES];
 	int rc;
-	if ((rc = map_collect(p, n, "scoring.decay", keys, 2, "half_life_days, half_life_hours", v)) !=
+	if ((rc = rf_map(&p->c, n, "scoring.decay", keys, 2, "half_life_days, half_life_hours", 0, v)) !=
 	    FUNNEL_OK)
 		return rc;
 	if ((v[0] == NULL) == (v[1] == NULL))
-		return perr(p, n, "scoring.decay", "expected one of half_life_days or half_life_hours");
+		return rf_err(&p->c, n, "scoring.decay", "expected one of half_life_days or half_life_hours");
 	int k = v[0] != NULL ? 0 : 1;
 	double d;
-	join(kp, sizeof kp, "scoring.decay", keys[k]);
-	if ((rc = get_number(p, v[k], kp, &d)) != FUNNEL_OK)
+	rf_join(kp, sizeof kp, "scoring.decay", keys[k]);
+	if ((rc = rf_number(&p->c, v[k], kp, &d)) != FUNNEL_OK)
 		return rc;
 	/* above zero, at most about a century */
 	if (!(d > 0) || d * ns[k] > 3.2e18)
-		return perr(p, v[k], kp, "expected a duration above zero and at most 100 years, got %s",
-		            stext(v[k]));
+		return rf_err(&p->c, v[k], kp, "expected a duration above zero and at most 100 years, got %s",
+		            rf_text(v[k]));
 	p->r->half_life_ns = (uint64_t)(d * ns[k]);
 	if (p->r->half_life_ns == 0)
 		p->r->half_life_ns = 1;
@@ -765,12 +541,12 @@ parse_scoring(parser *p, yaml_node_t *n)
 	sc_rules *r = p->r;
 	int rc;
 
-	if ((rc = map_collect(p, n, "scoring", keys, N_S,
-	                      "threshold, minimum_fit, decay, on_recycle, fit, engagement, negative",
-	                      v)) != FUNNEL_OK)
+	if ((rc = rf_map(&p->c, n, "scoring", keys, N_S,
+	                 "threshold, minimum_fit, decay, on_recycle, fit, engagement, negative", 0,
+	                 v)) != FUNNEL_OK)
 		return rc;
 	if (v[S_THRESHOLD] == NULL)
-		return perr(p, n, "scoring", "missing \"threshold\" (the score that makes a lead an MQL)");
+		return rf_err(&p->c, n, "scoring", "missing \"threshold\" (the score that makes a lead an MQL)");
 	if ((rc = get_int(p, v[S_THRESHOLD], "scoring.threshold", &r->threshold)) != FUNNEL_OK)
 		return rc;
 	if (v[S_MINFIT] != NULL) {
@@ -784,13 +560,13 @@ parse_scoring(parser *p, yaml_node_t *n)
 	if (v[S_RECYCLE] != NULL) {
 		char buf[64];
 		yaml_node_t *o = v[S_RECYCLE];
-		if (o->type == YAML_SCALAR_NODE && strcmp(stext(o), "reset_engagement") == 0)
+		if (o->type == YAML_SCALAR_NODE && strcmp(rf_text(o), "reset_engagement") == 0)
 			r->reset_on_recycle = 1;
-		else if (o->type == YAML_SCALAR_NODE && strcmp(stext(o), "keep") == 0)
+		else if (o->type == YAML_SCALAR_NODE && strcmp(rf_text(o), "keep") == 0)
 			r->reset_on_recycle = 0;
 		else
-			return perr(p, o, "scoring.on_recycle", "expected reset_engagement or keep, got %s",
-			            desc(o, buf, sizeof buf));
+			return rf_err(&p->c, o, "scoring.on_recycle", "expected reset_engagement or keep, got %s",
+			            rf_desc(o, buf, sizeof buf));
 	}
 	if ((rc = parse_section(p, v[S_FIT], "fit", SC_FIT)) != FUNNEL_OK ||
 	    (rc = parse_section(p, v[S_ENG], "engagement", SC_ENGAGEMENT)) != FUNNEL_OK ||
@@ -807,14 +583,14 @@ parse_top(parser *p, yaml_node_t *root)
 	yaml_node_t *v[N_T];
 	int rc;
 
-	if ((rc = map_collect(p, root, "", keys, N_T, "version, scoring, routing, sla", v)) != FUNNEL_OK)
+	if ((rc = rf_map(&p->c, root, "", keys, N_T, "version, scoring, routing, sla", 0, v)) != FUNNEL_OK)
 		return rc;
 	if (v[T_VERSION] == NULL)
-		return perr(p, root, "", "missing \"version\" (a name for this edition of the rules)");
-	if ((rc = get_string(p, v[T_VERSION], "version", 64, &p->r->version)) != FUNNEL_OK)
+		return rf_err(&p->c, root, "", "missing \"version\" (a name for this edition of the rules)");
+	if ((rc = rf_string(&p->c, v[T_VERSION], "version", 64, &p->r->version)) != FUNNEL_OK)
 		return rc;
 	if (v[T_SCORING] == NULL)
-		return perr(p, root, "", "missing \"scoring\"");
+		return rf_err(&p->c, root, "", "missing \"scoring\"");
 	/* routing and sla belong to other services: not read here */
 	return parse_scoring(p, v[T_SCORING]);
 }
@@ -823,9 +599,10 @@ int
 sc_rules_parse(const char *text, size_t len, const char *filename, sc_rules **out, char *err,
                size_t errlen)
 {
-	parser p = { .file = filename ? filename : "funnel.yaml", .err = err, .errlen = errlen };
-	yaml_parser_t yp;
-	yaml_document_t doc, extra;
+	parser p = { .c = { .file = filename ? filename : "funnel.yaml", .err = err,
+	                    .errlen = errlen } };
+	yaml_document_t doc;
+	yaml_node_t *root;
 	int rc;
 
 	*out = NULL;
@@ -837,7 +614,7 @@ sc_rules_parse(const char *text, size_t len, const char *filename, sc_rules **ou
 	if (r == NULL || (r->text = malloc(len + 1)) == NULL ||
 	    (r->rules = calloc(SC_MAX_RULES, sizeof *r->rules)) == NULL) {
 		sc_rules_free(&r);
-		return enomem(&p);
+		return rf_enomem(&p.c);
 	}
 	memcpy(r->text, text, len);
 	r->text[len] = '\0';
@@ -846,43 +623,17 @@ sc_rules_parse(const char *text, size_t len, const char *filename, sc_rules **ou
 	p.r = r;
 	if (field_slot(r, "email_domain") != 0) {
 		sc_rules_free(&r);
-		return enomem(&p);
+		return rf_enomem(&p.c);
 	}
-
-	yaml_parser_initialize(&yp);
-	yaml_parser_set_input_string(&yp, (const unsigned char *)r->text, len);
-	if (!yaml_parser_load(&yp, &doc)) {
-		if (err != NULL && errlen > 0)
-			snprintf(err, errlen, "%s:%zu: not valid YAML: %s%s%s%s", p.file,
-			         yp.problem_mark.line + 1, yp.problem ? yp.problem : "syntax error",
-			         yp.context ? " (" : "", yp.context ? yp.context : "", yp.context ? ")" : "");
-		yaml_parser_delete(&yp);
+	if ((rc = rf_parse(&p.c, r->text, len, &doc, &root)) != FUNNEL_OK) {
 		sc_rules_free(&r);
-		return yp.error == YAML_MEMORY_ERROR ? FUNNEL_ENOMEM : FUNNEL_EVALUE;
+		return rc;
 	}
-	p.doc = &doc;
-	yaml_node_t *root = yaml_document_get_root_node(&doc);
-	if (root == NULL) {
-		rc = perr(&p, NULL, "", "the file is empty: expected version and scoring");
-	} else {
+	if (root == NULL)
+		rc = rf_err(&p.c, NULL, "", "the file is empty: expected version and scoring");
+	else
 		rc = parse_top(&p, root);
-		if (rc == FUNNEL_OK) {
-			/* a second document ("---") would be ignored silently: refuse it */
-			if (!yaml_parser_load(&yp, &extra)) {
-				rc = FUNNEL_EVALUE;
-				if (err != NULL && errlen > 0)
-					snprintf(err, errlen, "%s:%zu: not valid YAML: %s", p.file,
-					         yp.problem_mark.line + 1, yp.problem ? yp.problem : "syntax error");
-			} else {
-				yaml_node_t *x = yaml_document_get_root_node(&extra);
-				if (x != NULL)
-					rc = perr(&p, x, "", "a second document: the file must hold one");
-				yaml_document_delete(&extra);
-			}
-		}
-	}
 	yaml_document_delete(&doc);
-	yaml_parser_delete(&yp);
 	if (rc != FUNNEL_OK) {
 		sc_rules_free(&r);
 		return rc;
@@ -894,33 +645,14 @@ sc_rules_parse(const char *text, size_t len, const char *filename, sc_rules **ou
 int
 sc_rules_load(const char *path, sc_rules **out, char *err, size_t errlen)
 {
+	char *text;
+	size_t len;
 	*out = NULL;
-	FILE *f = fopen(path, "rb");
-	if (f == NULL) {
-		if (err != NULL && errlen > 0)
-			snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-		return FUNNEL_ENOTFOUND;
-	}
-	char *buf = malloc(SC_MAX_FILE_BYTES + 1);
-	if (buf == NULL) {
-		fclose(f);
-		return FUNNEL_ENOMEM;
-	}
-	size_t n = fread(buf, 1, SC_MAX_FILE_BYTES + 1, f);
-	int rc;
-	if (ferror(f)) {
-		if (err != NULL && errlen > 0)
-			snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-		rc = FUNNEL_ENOTFOUND;
-	} else if (n > SC_MAX_FILE_BYTES) {
-		if (err != NULL && errlen > 0)
-			snprintf(err, errlen, "%s: bigger than %u bytes", path, SC_MAX_FILE_BYTES);
-		rc = FUNNEL_ETOOBIG;
-	} else {
-		rc = sc_rules_parse(buf, n, path, out, err, errlen);
-	}
-	free(buf);
-	fclose(f);
+	int rc = rf_read_file(path, &text, &len, err, errlen);
+	if (rc != FUNNEL_OK)
+		return rc;
+	rc = sc_rules_parse(text, len, path, out, err, errlen);
+	free(text);
 	return rc;
 }
 
@@ -1026,57 +758,6 @@ key_is(const msgpack_object *k, const char *s, size_t n)
 	       memcmp(k->via.str.ptr, s, n) == 0;
 }
 
-/*
- * The text a condition reads from a msgpack value, written to buf
- * (SC_MAX_VALUE_BYTES + 1 bytes): strings cut at SC_MAX_VALUE_BYTES on a
- * character boundary, numbers in decimal, booleans as true/false.
- * Returns 1 (text in buf), 0 for nil, -1 for values rules do not read
- * (maps, arrays, binary, extensions).
- */
-static int
-value_text(const msgpack_object *o, char *buf)
-{
-	const size_t cap = SC_MAX_VALUE_BYTES + 1;
-	switch (o->type) {
-	case MSGPACK_OBJECT_NIL:
-		return 0;
-	case MSGPACK_OBJECT_BOOLEAN:
-		snprintf(buf, cap, "%s", o->via.boolean ? "true" : "false");
-		return 1;
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		snprintf(buf, cap, "%" PRIu64, o->via.u64);
-		return 1;
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		snprintf(buf, cap, "%" PRId64, o->via.i64);
-		return 1;
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64:
-		snprintf(buf, cap, "%.15g", o->via.f64);
-		return 1;
-	case MSGPACK_OBJECT_STR: {
-		size_t n = o->via.str.size;
-		if (n > SC_MAX_VALUE_BYTES) {
-			n = SC_MAX_VALUE_BYTES;
-			while (n > 0 && ((unsigned char)o->via.str.ptr[n] & 0xc0) == 0x80)
-				n--;
-		}
-		memcpy(buf, o->via.str.ptr, n);
-		buf[n] = '\0';
-		return 1;
-	}
-	default:
-		return -1;
-	}
-}
-
-static int
-value_eq(const sc_value *want, const char *v, int isnum, double num)
-{
-	if (want->is_num && isnum)
-		return want->num == num;
-	return strcasecmp(want->text, v) == 0;
-}
-
 /* v is the field's value, NULL when the lead or activity has none. */
 static int
 cond_holds(const sc_cond *c, const char *v)
@@ -1084,12 +765,12 @@ cond_holds(const sc_cond *c, const char *v)
 	double num = 0;
 	if (v == NULL)
 		return 0;
-	int isnum = c->wants_num && parse_number(v, &num) == 0;
-	if (c->has_eq && !value_eq(&c->eq, v, isnum, num))
+	int isnum = c->wants_num && rf_parse_number(v, &num) == 0;
+	if (c->has_eq && !rf_value_eq(&c->eq, v, isnum, num))
 		return 0;
 	if (c->n_in > 0) {
 		size_t i = 0;
-		while (i < c->n_in && !value_eq(&c->in[i], v, isnum, num))
+		while (i < c->n_in && !rf_value_eq(&c->in[i], v, isnum, num))
 			i++;
 		if (i == c->n_in)
 			return 0;
@@ -1113,7 +794,7 @@ cond_value(const sc_cond *c, const sc_lead *st, const msgpack_object *data, char
 	if (c->slot >= 0)
 		return st->fields[c->slot].set ? st->fields[c->slot].text : NULL;
 	const msgpack_object *o = mp_find(data, c->field);
-	return o != NULL && value_text(o, buf) == 1 ? buf : NULL;
+	return o != NULL && rf_value_text(o, buf, SC_MAX_VALUE_BYTES + 1) == 1 ? buf : NULL;
 }
 
 static int
@@ -1240,7 +921,7 @@ capture(const sc_rules *r, sc_lead *st, const msgpack_object *data)
 		return;
 	for (uint32_t k = 0; k < data->via.map.size; k++) {
 		const msgpack_object_kv *kv = &data->via.map.ptr[k];
-		int t = value_text(&kv->val, buf);
+		int t = rf_value_text(&kv->val, buf, sizeof buf);
 		if (t < 0)
 			continue;
 		if (key_is(&kv->key, "email", 5)) {

@@ -78,7 +78,7 @@ extern "C" {
 #define SC_MAX_RULES 256            /* rules in one file, all sections */
 #define SC_MAX_NAME_BYTES 64        /* rule name */
 #define SC_MAX_VALUE_BYTES 256      /* field value compared and stored */
-#define SC_MAX_FILE_BYTES (1u << 20) /* sc_rules_load refuses bigger files */
+#define SC_MAX_FILE_BYTES (1u << 20) /* sc_rules_load refuses bigger files (RF_MAX_FILE_BYTES) */
 
 /* ---- the rules ---- */
 

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "rules.h"
+#include "svcargs.h"
 
 #define SCORING_NAME "scoring"
 #define SCORING_TABLE "leads"
@@ -22,17 +23,9 @@
 
 /* Settings shared by the subcommands (flags in main.c). */
 typedef struct scoring_args {
-	const char *rules;         /* rules file */
-	const char *view;          /* view directory */
-	const char *ingest, *publish, *query;
-	const char *ready_file;
-	int rebuild, until_head, no_sync, json;
-	unsigned batch;
+	svc_args c;                /* the flags every service takes */
 	int flips;                 /* what-if: leads listed each way */
 } scoring_args;
-
-/* Lowercase hex of n bytes into out (2n + 1 bytes). */
-void scoring_hex(const uint8_t *b, size_t n, char *out);
 
 /* `funnel-scoring explain LEAD`: exit status. */
 int scoring_explain(const scoring_args *a, const char *lead);

@@ -27,6 +27,7 @@
 
 #include "funnel/funnel.h"
 #include "mp.h"
+#include "rulesfile.h"
 #include "scoring.h"
 
 #define MAX_REASONS 64
@@ -297,7 +298,7 @@ totals_json(const whatif *w, int d, uint64_t captured, const char *file, cJSON *
 	cJSON_AddStringToObject(o, "file", file);
 	cJSON_AddStringToObject(o, "version", sc_rules_version(w->rules[d]));
 	char hash[2 * FUNNEL_HASH_BYTES + 1];
-	scoring_hex(sc_rules_hash(w->rules[d]), FUNNEL_HASH_BYTES, hash);
+	rf_hex(sc_rules_hash(w->rules[d]), FUNNEL_HASH_BYTES, hash);
 	cJSON_AddStringToObject(o, "hash", hash);
 	cJSON_AddNumberToObject(o, "mql_leads", (double)t->leads);
 	cJSON_AddNumberToObject(o, "mql_rate", captured ? (double)t->leads / (double)captured : 0);
@@ -328,7 +329,7 @@ scoring_whatif(const scoring_args *a, const char *new_rules)
 
 	memset(&w, 0, sizeof w);
 	msgpack_sbuffer_init(&w.sb);
-	const char *files[2] = { a->rules, new_rules };
+	const char *files[2] = { a->c.rules, new_rules };
 	for (int d = 0; d < 2; d++) {
 		if (sc_rules_load(files[d], &rules[d], err, sizeof err) != FUNNEL_OK) {
 			fprintf(stderr, "funnel-scoring: %s\n", err);
@@ -344,7 +345,7 @@ scoring_whatif(const scoring_args *a, const char *new_rules)
 		        rc > 0 && rc < 200 ? strerror(rc) : mdb_strerror(rc));
 		goto out;
 	}
-	if ((rc = funnel_query_new(&q, a->query, 10000)) != FUNNEL_OK)
+	if ((rc = funnel_query_new(&q, a->c.query, 10000)) != FUNNEL_OK)
 		goto out;
 
 	funnel_replay_req req = { .from = 1, .limit = 10000 };
@@ -365,7 +366,7 @@ scoring_whatif(const scoring_args *a, const char *new_rules)
 		cJSON_Delete(flips[1]);
 		goto out;
 	}
-	if (a->json) {
+	if (a->c.json) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddNumberToObject(o, "records", (double)w.records);
 		cJSON_AddNumberToObject(o, "last_seq", (double)w.last_seq);

@@ -59,6 +59,7 @@
 #ifndef FUNNEL_SERVICE_H
 #define FUNNEL_SERVICE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <lmdb.h>
@@ -83,6 +84,28 @@ typedef struct funnel_service funnel_service;
  */
 typedef int (*funnel_apply_fn)(funnel_service *svc, const funnel_record *rec, void *ctx);
 
+/*
+ * Optional: called now and then between batches, for decisions that
+ * depend on the current time (an SLA timer that ran out).  `view` is a
+ * read-only transaction on the committed view (checkpoint included),
+ * valid during the call only.  The tick decides from the time and the
+ * view and records what it decided as events with funnel_service_send
+ * (ids of its own, so a decision sent twice is stored once); the
+ * records then come back through the feed to apply(), which stays a
+ * pure function of view and record: a replay re-applies the decisions,
+ * it never makes them again.
+ *
+ * When: every tick_ms, at a point where no batch is open, once the feed
+ * has had nothing more to deliver (the view is as fresh as the log), or
+ * regardless when the tick is 10 x tick_ms late (a feed that is never
+ * idle); never before the feed was idle once after start (a view still
+ * catching up would decide on stale state).  Never with until_head or
+ * no_emit.  Return FUNNEL_OK, or an error code to stop the service
+ * (funnel_service_run returns it); FUNNEL_ESHUTDOWN from
+ * funnel_service_send is a stop, not an error.
+ */
+typedef int (*funnel_tick_fn)(funnel_service *svc, MDB_txn *view, void *ctx);
+
 typedef struct funnel_service_opts {
 	const char *name;          /* required: "scoring"; starts every derived idempotency key */
 	const char *view_dir;      /* required: the view's directory (created if missing) */
@@ -99,6 +122,12 @@ typedef struct funnel_service_opts {
 	int batch_ms;              /* age of a batch before it is committed anyway; 0: 100 */
 	int timeout_ms;            /* per call to funneld; 0: 10000 */
 	const char *ready_file;    /* written once the view is open and the feed connected */
+	pthread_rwlock_t *map_lock; /* if set: held for writing while the view's map is resized;
+	                             * another thread reading the view (funnel_service_env) holds
+	                             * it for reading around each of its transactions, so the map
+	                             * never moves under a reader.  NULL: no other thread reads. */
+	funnel_tick_fn tick;       /* optional: time-based decisions (see funnel_tick_fn); ctx as apply */
+	int tick_ms;               /* period of tick; 0: 1000 */
 } funnel_service_opts;
 
 /*
@@ -173,7 +202,8 @@ uint64_t funnel_service_checkpoint(const funnel_service *svc);
 funnel_query *funnel_service_query(funnel_service *svc);
 
 /* The view environment (to read it outside apply(), e.g. `explain`:
- * open a read-only transaction of your own). */
+ * open a read-only transaction of your own; from another thread while
+ * the service runs, hold opts.map_lock for reading around it). */
 MDB_env *funnel_service_env(funnel_service *svc);
 
 /* Counters: records applied, view commits, derived events sent,
@@ -196,6 +226,10 @@ void funnel_service_stats_get(const funnel_service *svc, funnel_service_stats *s
  * FUNNEL_ENOTFOUND (no view there), FUNNEL_ESTORAGE.
  */
 int funnel_view_digest(const char *view_dir, uint8_t digest[32], uint64_t *checkpoint);
+
+/* The same digest as 64 lowercase hex digits and a NUL, for a service's
+ * `digest` command ("checkpoint N digest HEX").  Same return codes. */
+int funnel_view_digest_hex(const char *view_dir, char hex[65], uint64_t *checkpoint);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <msgpack.h>
+
+#include "harness.h"
 #include "workload.h"
 
 #define BENCH_PRODUCERS 4
@@ -62,6 +65,47 @@ void bench_sleep_until(uint64_t t);
  * out[0..np); -1 when n is 0. */
 void bench_quantiles_ms(uint64_t *ns, size_t n, const double *p, double *out, size_t np);
 
+/* The number in environment variable `name`, or def. */
+uint64_t bench_env_u64(const char *name, uint64_t def);
+
+/* Run a service binary (e.g. "funnel-scoring", next to funneld) against
+ * d with --rules, --view, the endpoints, --until-head --log-level warn
+ * and `extra`; `wrap` (may be NULL) goes before the command, to profile
+ * it.  Returns the wall time in ns, or 0 when it failed (said on
+ * stderr). */
+uint64_t bench_service_until_head(const daemon_proc *d, const char *binary, const char *rules,
+                                  const char *view, const char *extra, const char *wrap);
+
+/* The k-th event of a paced load: fill *ev (its lead and id may point
+ * into lead and id, 64 bytes each; its data into sb, emptied before). */
+struct funnel_event;
+typedef void (*bench_event_fn)(uint64_t k, msgpack_sbuffer *sb, char *lead, char *id,
+                               struct funnel_event *ev, void *ctx);
+
+/* Send n events made by make, one per request, paced at rate/s, up to
+ * 256 in flight, and wait for every ack.  Returns 0, or -1 when a send
+ * or an ack failed. */
+int bench_paced_load(const daemon_proc *d, uint64_t n, uint64_t rate, bench_event_fn make,
+                     void *ctx);
+
+/* Start a service binary (e.g. "funnel-routing") following d with
+ * --rules, a view in d's directory named after the binary, its log and
+ * ready file there too, at log level warn; returns its pid once the
+ * ready file is written (5 s at most), or -1. */
+pid_t bench_service_start(const daemon_proc *d, const char *binary, const char *rules);
+
+/* Wait until d's head stops moving (sampled every 200 ms, 20 s at most):
+ * the services following it are done. */
+void bench_wait_settled(const daemon_proc *d);
+
+/* Latency from each record's cause to the record, for every record of
+ * type `type` in the log behind the query endpoint (both daemon
+ * timestamps: commit to commit): the p-quantiles in ms into out[0..np),
+ * how many in *n.  Records caused by a seq beyond the first 2^21 are
+ * left out.  Returns 0 or -1. */
+int bench_cause_latency(const char *query, const char *type, const double *p, double *out,
+                        size_t np, uint64_t *n);
+
 /* A thread that samples harness_anon_kb(pid) every 20 ms and keeps the
  * maximum.  start returns 0 or -1; stop joins and returns the max. */
 typedef struct bench_sampler {
@@ -92,6 +136,15 @@ int bench_alive(pid_t pid);
 /* SIGTERM, wait up to timeout_ms, then SIGKILL; always reaps pid.
  * Returns 0 when it exited on SIGTERM, 1 when it had to be killed. */
 int bench_stop(pid_t pid, int timeout_ms);
+
+/* Run a shell command line to its end; its wall time in ns, or 0 (and a
+ * line on stderr) when it failed.  The services' rebuild timings. */
+uint64_t bench_run_timed(const char *cmd);
+
+/* Publish n funnel-shaped events (wl_funnel, seed 11, tag "h") to the
+ * ingest endpoint: packed requests of 1000, 16 in flight.  0 or -1.
+ * The services' benchmarks fill their history with it. */
+int bench_fill_history(const char *ingest, uint64_t n);
 
 /* The peers.  Each starts its server on loopback (a free port, its own
  * temp dir), runs W4, W1, W3, W2 with ev, stops the server by its pid and

@@ -32,167 +32,33 @@
 
 #define RULES "funnel.yaml"
 
-static uint64_t
-env_u64(const char *name, uint64_t def)
-{
-	const char *v = getenv(name);
-	return v && *v ? strtoull(v, NULL, 10) : def;
-}
-
-/* Run funnel-scoring to the head with extra flags; returns wall ns or 0. */
-static uint64_t
-scoring_until_head(const daemon_proc *d, const char *view, const char *extra)
-{
-	char cmd[2048];
-	const char *wrap = strstr(extra, "--rebuild") ? getenv("BENCH_SCORING_WRAP") : NULL;
-	snprintf(cmd, sizeof cmd, "%s %s --rules %s --view %s --ingest %s --publish %s --query %s "
-	         "--until-head --log-level warn %s", wrap ? wrap : "", harness_bin("funnel-scoring"), RULES, view,
-	         d->ingest, d->publish, d->query, extra);
-	uint64_t t0 = harness_now_ns();
-	int st = system(cmd);
-	uint64_t t1 = harness_now_ns();
-	if (st != 0) {
-		fprintf(stderr, "bench_scoring: '%s' failed (%d)\n", cmd, st);
-		return 0;
-	}
-	return t1 - t0;
-}
-
-/* Publish n funnel-shaped events, packed, pipelined. */
-static int
-fill_history(const daemon_proc *d, uint64_t n)
-{
-	funnel_producer *p;
-	wl_funnel g;
-	wl_set s;
-	const size_t batch = 1000;
-
-	if (funnel_producer_new(&p, d->ingest, 30000) != FUNNEL_OK)
-		return -1;
-	funnel_set_window(p, 16);
-	wl_funnel_init(&g, 11, "h");
-	wl_set_init(&s);
-	int rc = 0;
-	for (uint64_t done = 0; done < n && rc == 0; done += batch) {
-		size_t k = n - done < batch ? (size_t)(n - done) : batch;
-		if (wl_set_fill(&s, &g, k) != 0) {
-			rc = -1;
-			break;
-		}
-		uint64_t rid;
-		/* the set's envelopes are back to back: one packed request */
-		rc = funnel_send_packed(p, s.ev[0].env, s.env_bytes, k, &rid) == FUNNEL_OK ? 0 : -1;
-		while (rc == 0 && funnel_in_flight(p) >= 16)
-			rc = funnel_collect(p, 30000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
-	}
-	while (rc == 0 && funnel_in_flight(p) > 0)
-		rc = funnel_collect(p, 30000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
-	wl_set_release(&s);
-	funnel_producer_destroy(&p);
-	return rc;
-}
-
-/* S2's load: per lead one capture then activities, paced at rate/s. */
-static int
-live_load(const daemon_proc *d, uint64_t secs, uint64_t rate, uint64_t *sent)
+/* S2's load: per lead one capture then activities. */
+static void
+live_event(uint64_t i, msgpack_sbuffer *sb, char *lead, char *id, funnel_event *ev, void *ctx)
 {
 	static const char *const kinds[] = { "page_view", "email_click", "webinar", "demo_request" };
-	funnel_producer *p;
-	msgpack_sbuffer sb;
-	char lead[48], id[64];
-	uint64_t n = secs * rate, gap = 1000000000u / rate;
-
-	if (funnel_producer_new(&p, d->ingest, 10000) != FUNNEL_OK)
-		return -1;
-	funnel_set_window(p, 256);
-	msgpack_sbuffer_init(&sb);
-	uint64_t t = harness_now_ns();
-	int rc = 0;
-	for (uint64_t i = 0; i < n && rc == 0; i++) {
-		uint64_t l = i / 5, step = i % 5;
-		snprintf(lead, sizeof lead, "live-%" PRIu64, l);
-		snprintf(id, sizeof id, "live-%" PRIu64, i);
-		sb.size = 0;
-		funnel_event ev = { .lead = lead, .id = id };
-		if (step == 0) {
-			wl_lead_data(&sb, 5, l);
-			ev.type = "lead.captured";
-		} else {
-			wl_kv(&sb, "kind", kinds[(step - 1) & 3], "url", "https://example.com/pricing",
-			      NULL);
-			ev.type = "lead.activity";
-		}
-		ev.data = sb.data;
-		ev.data_len = sb.size;
-		bench_sleep_until(t += gap);
-		uint64_t rid;
-		rc = funnel_send(p, &ev, 1, &rid) == FUNNEL_OK ? 0 : -1;
-		while (rc == 0 && funnel_collect(p, 0, NULL, NULL, 0, NULL) == FUNNEL_OK)
-			;
+	uint64_t l = i / 5, step = i % 5;
+	(void)ctx;
+	snprintf(lead, 64, "live-%" PRIu64, l);
+	snprintf(id, 64, "live-%" PRIu64, i);
+	ev->lead = lead;
+	ev->id = id;
+	if (step == 0) {
+		wl_lead_data(sb, 5, l);
+		ev->type = "lead.captured";
+	} else {
+		wl_kv(sb, "kind", kinds[(step - 1) & 3], "url", "https://example.com/pricing", NULL);
+		ev->type = "lead.activity";
 	}
-	while (rc == 0 && funnel_in_flight(p) > 0)
-		rc = funnel_collect(p, 10000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
-	*sent = n;
-	msgpack_sbuffer_destroy(&sb);
-	funnel_producer_destroy(&p);
-	return rc;
-}
-
-/* Timestamps by seq, and the latencies cause commit -> derived commit. */
-typedef struct lat_walk {
-	uint64_t cap, *ts, *lq, *ls, nq, ns;
-} lat_walk;
-
-static int
-lat_record(const funnel_record *r, void *ctx)
-{
-	lat_walk *w = ctx;
-	if (r->seq >= w->cap)
-		return FUNNEL_OK;
-	w->ts[r->seq] = r->ts;
-	if (!r->has_cause || r->cause >= w->cap || w->ts[r->cause] == 0)
-		return FUNNEL_OK;
-	uint64_t lat = r->ts - w->ts[r->cause];
-	if (r->type.len == 14 && memcmp(r->type.ptr, "lead.qualified", 14) == 0)
-		w->lq[w->nq++] = lat;
-	else if (r->type.len == 11 && memcmp(r->type.ptr, "lead.scored", 11) == 0)
-		w->ls[w->ns++] = lat;
-	return FUNNEL_OK;
-}
-
-/* Latencies cause commit -> derived commit for lead.qualified and
- * lead.scored, from the whole log. */
-static int
-derived_latencies(const daemon_proc *d, double q[3], double s[3], uint64_t *nq, uint64_t *ns)
-{
-	funnel_query *qc = NULL;
-	funnel_replay_req req = { .from = 1, .limit = 10000 };
-	const double p[3] = { 0.5, 0.99, 0.999 };
-	lat_walk w = { .cap = 1 << 20 };
-	int rc = -1;
-
-	w.ts = calloc(w.cap, sizeof *w.ts);
-	w.lq = malloc(w.cap * sizeof *w.lq);
-	w.ls = malloc(w.cap * sizeof *w.ls);
-	if (w.ts && w.lq && w.ls && funnel_query_new(&qc, d->query, 10000) == FUNNEL_OK &&
-	    funnel_replay_each(qc, &req, lat_record, &w) == FUNNEL_OK)
-		rc = 0;
-	funnel_query_destroy(&qc);
-	bench_quantiles_ms(w.lq, w.nq, p, q, 3);
-	bench_quantiles_ms(w.ls, w.ns, p, s, 3);
-	*nq = w.nq;
-	*ns = w.ns;
-	free(w.ts);
-	free(w.lq);
-	free(w.ls);
-	return rc;
+	ev->data = sb->data;
+	ev->data_len = sb->size;
 }
 
 int
 main(void)
 {
-	uint64_t n = env_u64("BENCH_SCORING_EVENTS", 1000000);
-	uint64_t secs = env_u64("BENCH_SCORING_SECS", 5);
+	uint64_t n = bench_env_u64("BENCH_SCORING_EVENTS", 1000000);
+	uint64_t secs = bench_env_u64("BENCH_SCORING_SECS", 5);
 	const char *out = getenv("BENCH_OUT");
 	daemon_proc d;
 	char view[400];
@@ -205,12 +71,13 @@ main(void)
 	}
 	/* S1 */
 	fprintf(stderr, "bench_scoring: S1: %" PRIu64 " events of history...\n", n);
-	if (harness_start(&d, NULL) != 0 || fill_history(&d, n) != 0)
+	if (harness_start(&d, NULL) != 0 || bench_fill_history(d.ingest, n) != 0)
 		return 1;
 	snprintf(view, sizeof view, "%s/scoring", d.dir);
-	uint64_t first = scoring_until_head(&d, view, "");
+	uint64_t first = bench_service_until_head(&d, "funnel-scoring", RULES, view, "", NULL);
 	funnel_view_digest(view, dg, &head);
-	uint64_t rebuild = scoring_until_head(&d, view, "--rebuild");
+	uint64_t rebuild = bench_service_until_head(&d, "funnel-scoring", RULES, view, "--rebuild",
+	                                            getenv("BENCH_SCORING_WRAP"));
 	uint64_t head2 = 0;
 	funnel_view_digest(view, dg, &head2);
 	harness_cleanup(&d);
@@ -223,35 +90,19 @@ main(void)
 	fprintf(stderr, "bench_scoring: S2: %" PRIu64 " s at 10,000 events/s...\n", secs);
 	if (harness_start(&d, NULL) != 0)
 		return 1;
-	snprintf(view, sizeof view, "%s/scoring", d.dir);
-	char ready[400], log[400];
-	snprintf(ready, sizeof ready, "%s/scoring.ready", d.dir);
-	snprintf(log, sizeof log, "%s/scoring.log", d.dir);
-	char *const argv[] = { (char *)harness_bin("funnel-scoring"), "--rules", RULES, "--view", view,
-	                       "--ingest", d.ingest, "--publish", d.publish, "--query", d.query,
-	                       "--ready-file", ready, NULL };
-	pid_t svc = bench_spawn(argv, log);
-	for (int i = 0; i < 500 && access(ready, F_OK) != 0; i++)
-		usleep(10000);
+	pid_t svc = bench_service_start(&d, "funnel-scoring", RULES);
+	if (svc < 0)
+		return 1;
 	uint64_t sent = 0;
-	int lrc = live_load(&d, secs, 10000, &sent);
-	/* let the service finish what it has (bounded) */
-	funnel_query *qc;
-	funnel_status st;
-	uint64_t last = 0;
-	if (funnel_query_new(&qc, d.query, 5000) == FUNNEL_OK) {
-		for (int i = 0; i < 100; i++) {
-			usleep(100000);
-			if (funnel_status_get(qc, &st) != FUNNEL_OK || st.head == last)
-				break;
-			last = st.head;
-		}
-		funnel_query_destroy(&qc);
-	}
+	sent = secs * 10000;
+	int lrc = bench_paced_load(&d, sent, 10000, live_event, NULL);
+	bench_wait_settled(&d);
 	bench_stop(svc, 10000);
+	const double p[3] = { 0.5, 0.99, 0.999 };
 	double q[3], s[3];
-	uint64_t nq, ns;
-	derived_latencies(&d, q, s, &nq, &ns);
+	uint64_t nq = 0, ns = 0;
+	bench_cause_latency(d.query, "lead.qualified", p, q, 3, &nq);
+	bench_cause_latency(d.query, "lead.scored", p, s, 3, &ns);
 	harness_cleanup(&d);
 	if (lrc != 0)
 		return 1;

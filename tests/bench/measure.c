@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "funnel/funnel.h"
 #include "harness.h"
 
 void
@@ -52,6 +53,129 @@ bench_quantiles_ms(uint64_t *ns, size_t n, const double *p, double *out, size_t 
 		qsort(ns, n, sizeof ns[0], cmp_u64);
 	for (size_t i = 0; i < np; i++)
 		out[i] = n == 0 ? -1 : (double)ns[(size_t)(p[i] * (double)(n - 1))] / 1e6;
+}
+
+uint64_t
+bench_service_until_head(const daemon_proc *d, const char *binary, const char *rules,
+                         const char *view, const char *extra, const char *wrap)
+{
+	char cmd[2048];
+	snprintf(cmd, sizeof cmd, "%s %s --rules %s --view %s --ingest %s --publish %s --query %s "
+	         "--until-head --log-level warn %s", wrap ? wrap : "", harness_bin(binary), rules,
+	         view, d->ingest, d->publish, d->query, extra);
+	return bench_run_timed(cmd);
+}
+
+int
+bench_paced_load(const daemon_proc *d, uint64_t n, uint64_t rate, bench_event_fn make, void *ctx)
+{
+	funnel_producer *p;
+	msgpack_sbuffer sb;
+	char lead[64], id[64];
+	uint64_t gap = 1000000000u / rate;
+
+	if (funnel_producer_new(&p, d->ingest, 10000) != FUNNEL_OK)
+		return -1;
+	funnel_set_window(p, 256);
+	msgpack_sbuffer_init(&sb);
+	uint64_t t = harness_now_ns();
+	int rc = 0;
+	for (uint64_t k = 0; k < n && rc == 0; k++) {
+		funnel_event ev = { 0 };
+		sb.size = 0;
+		make(k, &sb, lead, id, &ev, ctx);
+		bench_sleep_until(t += gap);
+		uint64_t rid;
+		rc = funnel_send(p, &ev, 1, &rid) == FUNNEL_OK ? 0 : -1;
+		while (rc == 0 && funnel_collect(p, 0, NULL, NULL, 0, NULL) == FUNNEL_OK)
+			;
+	}
+	while (rc == 0 && funnel_in_flight(p) > 0)
+		rc = funnel_collect(p, 10000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
+	msgpack_sbuffer_destroy(&sb);
+	funnel_producer_destroy(&p);
+	return rc;
+}
+
+pid_t
+bench_service_start(const daemon_proc *d, const char *binary, const char *rules)
+{
+	char view[400], ready[400], log[400];
+	snprintf(view, sizeof view, "%s/%s.view", d->dir, binary);
+	snprintf(ready, sizeof ready, "%s/%s.ready", d->dir, binary);
+	snprintf(log, sizeof log, "%s/%s.log", d->dir, binary);
+	char *const argv[] = { (char *)harness_bin(binary), "--rules", (char *)rules, "--view", view,
+	                       "--ingest", (char *)d->ingest, "--publish", (char *)d->publish,
+	                       "--query", (char *)d->query, "--ready-file", ready,
+	                       "--log-level", "warn", NULL };
+	pid_t pid = bench_spawn(argv, log);
+	for (int i = 0; pid > 0 && i < 500 && access(ready, F_OK) != 0; i++)
+		usleep(10000);
+	if (pid > 0 && access(ready, F_OK) != 0) {
+		fprintf(stderr, "bench: %s did not start (see %s)\n", binary, log);
+		bench_stop(pid, 1000);
+		return -1;
+	}
+	return pid;
+}
+
+void
+bench_wait_settled(const daemon_proc *d)
+{
+	funnel_query *qc;
+	funnel_status st;
+	uint64_t last = 0;
+	if (funnel_query_new(&qc, d->query, 5000) != FUNNEL_OK)
+		return;
+	for (int i = 0; i < 100; i++) {
+		usleep(200000);
+		if (funnel_status_get(qc, &st) != FUNNEL_OK || st.head == last)
+			break;
+		last = st.head;
+	}
+	funnel_query_destroy(&qc);
+}
+
+/* Timestamps by seq, and the latencies cause -> record of one type. */
+typedef struct cause_walk {
+	const char *type;
+	size_t tlen;
+	uint64_t cap, *ts, *lat, n;
+} cause_walk;
+
+static int
+cause_record(const funnel_record *r, void *ctx)
+{
+	cause_walk *w = ctx;
+	if (r->seq >= w->cap)
+		return FUNNEL_OK;
+	w->ts[r->seq] = r->ts;
+	if (r->has_cause && r->cause < w->cap && w->ts[r->cause] != 0 && r->type.len == w->tlen &&
+	    memcmp(r->type.ptr, w->type, w->tlen) == 0)
+		w->lat[w->n++] = r->ts - w->ts[r->cause];
+	return FUNNEL_OK;
+}
+
+int
+bench_cause_latency(const char *query, const char *type, const double *p, double *out,
+                    size_t np, uint64_t *n)
+{
+	funnel_query *qc = NULL;
+	funnel_replay_req req = { .from = 1, .limit = 10000 };
+	cause_walk w = { .type = type, .tlen = strlen(type), .cap = 1 << 21 };
+	int rc = -1;
+
+	w.ts = calloc(w.cap, sizeof *w.ts);
+	w.lat = malloc(w.cap * sizeof *w.lat);
+	if (w.ts && w.lat && funnel_query_new(&qc, query, 10000) == FUNNEL_OK &&
+	    funnel_replay_each(qc, &req, cause_record, &w) == FUNNEL_OK)
+		rc = 0;
+	funnel_query_destroy(&qc);
+	bench_quantiles_ms(w.lat, w.n, p, out, np);
+	*n = w.n;
+	free(w.ts);
+	free(w.lat);
+	return rc;
 }
 
 static void *
@@ -157,4 +281,57 @@ bench_stop(pid_t pid, int timeout_ms)
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	return 1;
+}
+
+uint64_t
+bench_env_u64(const char *name, uint64_t def)
+{
+	const char *v = getenv(name);
+	return v && *v ? strtoull(v, NULL, 10) : def;
+}
+
+int
+bench_fill_history(const char *ingest, uint64_t n)
+{
+	funnel_producer *p;
+	wl_funnel g;
+	wl_set s;
+	const size_t batch = 1000;
+
+	if (funnel_producer_new(&p, ingest, 30000) != FUNNEL_OK)
+		return -1;
+	funnel_set_window(p, 16);
+	wl_funnel_init(&g, 11, "h");
+	wl_set_init(&s);
+	int rc = 0;
+	for (uint64_t done = 0; done < n && rc == 0; done += batch) {
+		size_t k = n - done < batch ? (size_t)(n - done) : batch;
+		if (wl_set_fill(&s, &g, k) != 0) {
+			rc = -1;
+			break;
+		}
+		uint64_t rid;
+		/* the set's envelopes are back to back: one packed request */
+		rc = funnel_send_packed(p, s.ev[0].env, s.env_bytes, k, &rid) == FUNNEL_OK ? 0 : -1;
+		while (rc == 0 && funnel_in_flight(p) >= 16)
+			rc = funnel_collect(p, 30000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
+	}
+	while (rc == 0 && funnel_in_flight(p) > 0)
+		rc = funnel_collect(p, 30000, NULL, NULL, 0, NULL) == FUNNEL_OK ? 0 : -1;
+	wl_set_release(&s);
+	funnel_producer_destroy(&p);
+	return rc;
+}
+
+uint64_t
+bench_run_timed(const char *cmd)
+{
+	uint64_t t0 = harness_now_ns();
+	int st = system(cmd);
+	uint64_t t1 = harness_now_ns();
+	if (st != 0) {
+		fprintf(stderr, "bench: '%s' failed (%d)\n", cmd, st);
+		return 0;
+	}
+	return t1 - t0;
 }

@@ -3,6 +3,8 @@
 # BENCH_PEERS, BENCH_EVENTS, BENCH_START_EVENTS, BENCH_W3_SECS,
 # BENCH_W4_EVENTS, BENCH_SEED size and shape the run (see bench_funnel.c);
 # BENCH_SCORING_EVENTS and BENCH_SCORING_SECS size bench_scoring.c;
+# BENCH_ROUTING_LEADS and BENCH_ROUTING_SECS size bench_routing.c;
+# BENCH_METRICS_EVENTS and BENCH_METRICS_REQUESTS size bench_metrics.c;
 # BENCH_OUT is where the table and the raw figures go.
 BUILD=${BUILD:-build}
 export BUILD
@@ -12,4 +14,9 @@ mkdir -p "$(dirname "$BENCH_OUT")"
 nice "$BUILD/bench/bench_funnel" || exit 1
 # the services' numbers (BENCH_SCORING_EVENTS, BENCH_SCORING_SECS), appended
 nice "$BUILD/bench/bench_scoring" || exit 1
+# funnel-routing's (BENCH_ROUTING_LEADS, BENCH_ROUTING_SECS), appended
+nice "$BUILD/bench/bench_routing" || exit 1
+# funnel-metrics: view rebuild, then /api and /metrics on the large view
+# (BENCH_METRICS_EVENTS, BENCH_METRICS_REQUESTS), appended
+nice "$BUILD/bench/bench_metrics" || exit 1
 echo "table and raw figures saved in $BENCH_OUT"

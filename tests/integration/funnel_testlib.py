@@ -14,6 +14,14 @@ It offers:
     failed check;
   - connect, a pyzmq socket whose sends and receives are bounded, and
     replay_all, which follows a replay op's next until its end;
+  - Service, a funnel service binary (funnel-scoring, funnel-routing, ...)
+    run against one Daemon with its own view, rules file and log: bounded
+    runs to the head, started in the background until its ready file
+    appears, its view digest;
+  - run_service_groups, the main() of a service's test: groups of checks,
+    each against a fresh daemon;
+  - of_type, the records of one type (and lead), and wait_until, a bounded
+    wait for a condition;
   - REPO, the repository root, and the timeouts the tests share.
 
 The test scripts import it by name: a script's own directory is on
@@ -51,6 +59,23 @@ def expect_eq(got, want, what):
 def expect_in(needle, hay, what):
     if needle not in hay:
         raise CheckFailed("%s: %r not in %r" % (what, needle, hay))
+
+
+def of_type(recs, t, lead=None):
+    """The decoded records of type t (and of that lead, if given)."""
+    return [r for r in recs if r["type"] == t and (lead is None or r.get("lead") == lead)]
+
+
+def wait_until(fn, what, wait_s=15.0):
+    """Call fn every 50 ms until it returns something true, and return
+    that; CheckFailed after wait_s."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise CheckFailed("timed out waiting for %s" % what)
 
 
 class Results:
@@ -168,6 +193,107 @@ def start_daemon(res, binary, report_ok=False, **daemon_args):
     if report_ok:
         res.ok(name)
     return daemon
+
+
+class Service:
+    """A service binary against one daemon, with a view, a rules file and a
+    log of its own in the daemon's directory (name prefixes them all).
+    extra_args go on every command line (e.g. a clock file)."""
+
+    RUN_TIMEOUT_S = 60
+
+    def __init__(self, binary, daemon, name, extra_args=()):
+        self.binary = binary
+        self.daemon = daemon
+        self.view = os.path.join(daemon.dir, name + "-view")
+        self.rules = os.path.join(daemon.dir, name + ".yaml")
+        self.log = os.path.join(daemon.dir, name + ".log")
+        self.ready = os.path.join(daemon.dir, name + ".ready")
+        self.extra_args = list(extra_args)
+
+    def write_rules(self, text):
+        with open(self.rules, "w") as f:
+            f.write(text)
+
+    def args(self, *extra):
+        eps = self.daemon.endpoints
+        return [self.binary, "--rules", self.rules, "--view", self.view,
+                "--ingest", eps["ingest"], "--publish", eps["publish"],
+                "--query", eps["query"]] + self.extra_args + list(extra)
+
+    def run(self, *extra, timeout=RUN_TIMEOUT_S):
+        """Run to completion (bounded); its stderr is appended to the log."""
+        p = subprocess.run(self.args(*extra), stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=timeout, text=True)
+        with open(self.log, "a") as f:
+            f.write(p.stderr)
+        return p
+
+    def ok(self, *extra):
+        """Run, expect exit status 0, return stdout."""
+        p = self.run(*extra)
+        expect_eq(p.returncode, 0, "%s %s exit status (stderr: %s)"
+                  % (os.path.basename(self.binary), " ".join(extra), p.stderr[-800:]))
+        return p.stdout
+
+    def until_head(self, *extra):
+        return self.ok("--until-head", *extra)
+
+    def start(self, *extra):
+        """Start in the background; returns the Popen once the ready file is
+        there (10 s at most; the process is killed if it is not)."""
+        if os.path.exists(self.ready):
+            os.unlink(self.ready)
+        errlog = open(self.log, "ab")
+        proc = subprocess.Popen(self.args("--ready-file", self.ready, *extra),
+                                stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog)
+        errlog.close()
+        deadline = time.monotonic() + READY_WAIT_S
+        while not os.path.exists(self.ready):
+            if proc.poll() is not None:
+                raise CheckFailed("%s exited early: %s" % (self.binary, self.tail()))
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait(timeout=5)
+                raise CheckFailed("%s not ready in %.0f s" % (self.binary, READY_WAIT_S))
+            time.sleep(0.02)
+        return proc
+
+    def digest(self):
+        """(checkpoint, content digest) of the view, from `digest`."""
+        out = self.ok("digest")
+        parts = out.split()
+        expect(len(parts) == 4 and parts[0] == "checkpoint", "digest output: %r" % out)
+        return int(parts[1]), parts[3]
+
+    def tail(self):
+        try:
+            with open(self.log) as f:
+                return f.read()[-800:]
+        except OSError:
+            return ""
+
+
+def run_service_groups(funneld, binary, groups):
+    """Run each group fn(res, daemon, ctx) against a fresh funneld, after
+    checking that the service binary is built; returns the exit status
+    (and prints the summary line)."""
+    res = Results()
+    name = os.path.basename(binary)
+    if not os.access(binary, os.X_OK):
+        res.not_ok("%s is built" % name, binary)
+        return res.summary()
+    ctx = zmq.Context()
+    for fn in groups:
+        daemon = start_daemon(res, funneld, prefix=name + "-")
+        if daemon is None:
+            continue
+        try:
+            fn(res, daemon, ctx)
+        finally:
+            daemon.close()
+    ctx.term()
+    return res.summary()
 
 
 def connect(ctx, kind, ep):

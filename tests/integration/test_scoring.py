@@ -18,19 +18,16 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 
-import zmq
 
-from funnel_testlib import (REPO, CheckFailed, LogClient, Results, expect, expect_eq,
-                            expect_in, start_daemon)
+from funnel_testlib import (REPO, LogClient, Service, expect, expect_eq,
+                            expect_in, of_type, run_service_groups)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
 SCORING = os.path.join(os.path.dirname(FUNNELD), "funnel-scoring")
-RUN_TIMEOUT_S = 60
 
 RULES_V1 = """\
 # test definition: a senior title with a corporate address that looks at
@@ -77,68 +74,11 @@ def blake2b_hex(text):
     return hashlib.blake2b(text.encode(), digest_size=32).hexdigest()
 
 
-class Scoring:
-    """funnel-scoring runs against one daemon, with one view and rules file."""
+class Scoring(Service):
+    """funnel-scoring against one daemon, with one view and rules file."""
 
     def __init__(self, daemon, name):
-        self.daemon = daemon
-        self.view = os.path.join(daemon.dir, name + "-view")
-        self.rules = os.path.join(daemon.dir, name + ".yaml")
-        self.log = os.path.join(daemon.dir, name + ".log")
-        self.ready = os.path.join(daemon.dir, name + ".ready")
-
-    def write_rules(self, text):
-        with open(self.rules, "w") as f:
-            f.write(text)
-
-    def args(self, *extra):
-        eps = self.daemon.endpoints
-        return [SCORING, "--rules", self.rules, "--view", self.view,
-                "--ingest", eps["ingest"], "--publish", eps["publish"],
-                "--query", eps["query"]] + list(extra)
-
-    def run(self, *extra, timeout=RUN_TIMEOUT_S):
-        p = subprocess.run(self.args(*extra), stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=timeout, text=True)
-        with open(self.log, "a") as f:
-            f.write(p.stderr)
-        return p
-
-    def ok(self, *extra):
-        p = self.run(*extra)
-        expect_eq(p.returncode, 0, "funnel-scoring %s exit status (stderr: %s)"
-                  % (" ".join(extra), p.stderr[-800:]))
-        return p.stdout
-
-    def until_head(self, *extra):
-        return self.ok("--until-head", *extra)
-
-    def start(self, *extra):
-        if os.path.exists(self.ready):
-            os.unlink(self.ready)
-        errlog = open(self.log, "ab")
-        proc = subprocess.Popen(self.args("--ready-file", self.ready, *extra),
-                                stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog)
-        errlog.close()
-        deadline = time.monotonic() + 10
-        while not os.path.exists(self.ready):
-            expect(proc.poll() is None, "funnel-scoring exited early: %s" % self.tail())
-            expect(time.monotonic() < deadline, "funnel-scoring not ready in 10 s")
-            time.sleep(0.02)
-        return proc
-
-    def digest(self):
-        out = self.ok("digest")
-        parts = out.split()
-        expect(len(parts) == 4 and parts[0] == "checkpoint", "digest output: %r" % out)
-        return int(parts[1]), parts[3]
-
-    def tail(self):
-        try:
-            with open(self.log) as f:
-                return f.read()[-800:]
-        except OSError:
-            return ""
+        super().__init__(SCORING, daemon, name)
 
 
 def captured(lead, title, email, i=0):
@@ -149,19 +89,6 @@ def captured(lead, title, email, i=0):
 def activity(lead, kind, i, **data):
     return {"type": "lead.activity", "lead": lead, "id": "act-%s-%d" % (lead, i),
             "data": dict(data, kind=kind)}
-
-
-def of_type(recs, t):
-    return [r for r in recs if r["type"] == t]
-
-
-def wait_until(fn, what, wait_s=20.0):
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if fn():
-            return
-        time.sleep(0.05)
-    raise CheckFailed("timed out waiting for %s" % what)
 
 
 def check_derived_once(recs):
@@ -419,21 +346,7 @@ def run_kill9(res, daemon, ctx):
 
 
 def main():
-    res = Results()
-    if not os.access(SCORING, os.X_OK):
-        res.not_ok("funnel-scoring is built", SCORING)
-        return res.summary()
-    ctx = zmq.Context()
-    for fn in (run_checks, run_kill9):
-        daemon = start_daemon(res, FUNNELD, prefix="funnel-scoring-")
-        if daemon is None:
-            continue
-        try:
-            fn(res, daemon, ctx)
-        finally:
-            daemon.close()
-    ctx.term()
-    return res.summary()
+    return run_service_groups(FUNNELD, SCORING, (run_checks, run_kill9))
 
 
 if __name__ == "__main__":

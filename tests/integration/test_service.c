@@ -1,7 +1,8 @@
 /*
  * tests/integration/test_service.c - the service runtime (funnel/service.h)
  * against a real funneld: a small service that counts each lead's events
- * in its view and derives one x.echo event per lead.captured.
+ * in its view and derives one x.echo event per lead.captured, and a tick
+ * that records how many leads the committed view holds.
  *
  * Services run in forked children, so they can be killed with SIGKILL for
  * real; views are real LMDB environments in the daemon's temp dir.
@@ -23,6 +24,7 @@
 #include "funnel/funnel.h"
 #include "funnel/service.h"
 #include "harness.h"
+#include "mp.h"
 #include "workload.h"
 
 /* ---- the test service ---- */
@@ -66,12 +68,37 @@ count_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	return rc;
 }
 
+/* The tick: the number of leads in the committed view, recorded as
+ * x.tick {leads: n} with the id "tick-<n>" (once per count). */
+static int
+count_tick(funnel_service *svc, MDB_txn *view, void *ctx)
+{
+	MDB_stat st;
+	char id[64];
+	(void)ctx;
+	if (mdb_stat(view, funnel_service_table(svc, "counts"), &st) != 0)
+		return FUNNEL_ESTORAGE;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 1);
+	msgpack_pack_str_with_body(&pk, "leads", 5);
+	msgpack_pack_uint64(&pk, st.ms_entries);
+	snprintf(id, sizeof id, "tick-%zu", (size_t)st.ms_entries);
+	funnel_event ev = { .type = "x.tick", .id = id, .data = sb.data, .data_len = sb.size };
+	int rc = funnel_service_send(svc, &ev, NULL);
+	msgpack_sbuffer_destroy(&sb);
+	return rc;
+}
+
 typedef struct svc_args {
 	const daemon_proc *d;
 	const char *view;
 	int rebuild, until_head, batch;
 	const char *ready;
 	size_t map_size;
+	int tick;                 /* 1: count_tick every 50 ms */
 } svc_args;
 
 static funnel_service *child_svc;
@@ -100,6 +127,8 @@ run_service(const svc_args *a)
 		.timeout_ms = 2000,
 		.ready_file = a->ready,
 		.map_size = a->map_size,
+		.tick = a->tick ? count_tick : NULL,
+		.tick_ms = 50,
 	};
 	int rc = funnel_service_new(&child_svc, &o, count_apply, NULL);
 	if (rc != FUNNEL_OK)
@@ -373,6 +402,68 @@ test_sigterm_and_resume(void **state)
 	harness_cleanup(&d);
 }
 
+/* The highest x.tick {leads} in the log, and how many x.tick records. */
+static uint64_t
+max_tick(const daemon_proc *d, uint64_t *nticks)
+{
+	funnel_query *q;
+	funnel_replay_req req = { .from = 1, .type = "x.tick", .limit = 1000 };
+	funnel_page pg;
+	msgpack_zone z;
+	funnel_record r;
+	uint64_t max = 0, leads;
+
+	*nticks = 0;
+	assert_int_equal(funnel_query_new(&q, d->query, 5000), FUNNEL_OK);
+	assert_int_equal(funnel_replay_page(q, &req, &pg), FUNNEL_OK);
+	msgpack_zone_init(&z, 1024);
+	for (size_t i = 0; i < pg.n; i++) {
+		assert_int_equal(funnel_record_parse(pg.recs[i], pg.lens[i], &z, &r), FUNNEL_OK);
+		assert_int_equal(mp_get_u64(r.data, "leads", &leads, NULL), FUNNEL_OK);
+		if (leads > max)
+			max = leads;
+		(*nticks)++;
+	}
+	msgpack_zone_destroy(&z);
+	funnel_page_release(&pg);
+	funnel_query_destroy(&q);
+	return max;
+}
+
+/* The tick runs on the committed view once the feed has caught up, sends
+ * what it decides, and never runs in a bounded run to the head. */
+static void
+test_tick(void **state)
+{
+	daemon_proc d;
+	char view[400], ready[400];
+	uint64_t n = 0;
+	(void)state;
+
+	assert_int_equal(harness_start(&d, NULL), 0);
+	snprintf(view, sizeof view, "%s/view", d.dir);
+	snprintf(ready, sizeof ready, "%s/svc.ready", d.dir);
+	publish_leads(&d, "Q", 0, 20, 0);
+	svc_args until = { &d, view, 0, 1, 0, NULL, 0, 1 };
+	pid_t pid = spawn_service(&until);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_int_equal(max_tick(&d, &n), 0);
+	assert_int_equal(n, 0);                         /* no tick with until_head */
+	svc_args live = { &d, view, 0, 0, 0, ready, 0, 1 };
+	pid = spawn_service(&live);
+	publish_leads(&d, "Q", 20, 10, 0);
+	for (int i = 0; i < 500 && max_tick(&d, &n) < 30; i++)
+		usleep(10000);
+	assert_int_equal(max_tick(&d, &n), 30);         /* it saw the committed view */
+	kill(pid, SIGTERM);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	harness_cleanup(&d);
+}
+
 /* A view that starts with a map far too small: the batch that fills it
  * is applied again in a bigger map, a rebuild that fills it likewise, and
  * the result equals a view that never had to grow. */
@@ -409,6 +500,7 @@ main(void)
 		cmocka_unit_test(test_kill9_service_equals_rebuild),
 		cmocka_unit_test(test_sigterm_and_resume),
 		cmocka_unit_test(test_view_map_grows),
+		cmocka_unit_test(test_tick),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

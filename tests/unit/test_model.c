@@ -42,7 +42,8 @@ struct trow {
 
 /*
  * Rules behind each row:
- *  - x.* and rules.changed: no funnel checks, stage never changes.
+ *  - x.*, rules.changed and the rep.* events: no funnel checks, stage
+ *    never changes.
  *  - lead.captured: a new lead (or one erased and seen again) enters as
  *    an inquiry; for a known lead it is a re-inquiry, no stage reset.
  *  - activity, scored, contacted: any captured, not erased lead; no change.
@@ -93,6 +94,12 @@ static const struct trow table[] = {
 		OK(NONE), OK(INQUIRY), OK(MQL), OK(SAL), OK(SQL), OK(WON), OK(LOST), OK(NURTURE), OK(DISQUALIFIED), OK(ERASED) } },
 	{ FP_EV_ERASED, "lead.erased", {
 		NL, OK(ERASED), OK(ERASED), OK(ERASED), OK(ERASED), OK(ERASED), OK(ERASED), OK(ERASED), OK(ERASED), TR } },
+	{ FP_EV_REP_AVAILABLE, "rep.available", {
+		OK(NONE), OK(INQUIRY), OK(MQL), OK(SAL), OK(SQL), OK(WON), OK(LOST), OK(NURTURE), OK(DISQUALIFIED), OK(ERASED) } },
+	{ FP_EV_REP_UNAVAILABLE, "rep.unavailable", {
+		OK(NONE), OK(INQUIRY), OK(MQL), OK(SAL), OK(SQL), OK(WON), OK(LOST), OK(NURTURE), OK(DISQUALIFIED), OK(ERASED) } },
+	{ FP_EV_REP_CAPACITY, "rep.capacity", {
+		OK(NONE), OK(INQUIRY), OK(MQL), OK(SAL), OK(SQL), OK(WON), OK(LOST), OK(NURTURE), OK(DISQUALIFIED), OK(ERASED) } },
 };
 
 #define NROWS (sizeof table / sizeof table[0])
@@ -223,6 +230,9 @@ static const struct {
 	{ "lead.sla_breached", FP_EV_SLA_BREACHED, 1, NULL, NULL },
 	{ "rules.changed", FP_EV_RULES_CHANGED, 0, "hash", NULL },
 	{ "lead.erased", FP_EV_ERASED, 1, NULL, NULL },
+	{ "rep.available", FP_EV_REP_AVAILABLE, 0, "rep", NULL },
+	{ "rep.unavailable", FP_EV_REP_UNAVAILABLE, 0, "rep", NULL },
+	{ "rep.capacity", FP_EV_REP_CAPACITY, 0, "rep", NULL },
 };
 
 static int

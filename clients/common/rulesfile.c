@@ -1,0 +1,371 @@
+/*
+ * clients/common/rulesfile.c - reading the shared rules file; the contract
+ * is rulesfile.h.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "rulesfile.h"
+
+int
+rf_read_file(const char *path, char **text, size_t *len, char *err, size_t errlen)
+{
+	*text = NULL;
+	*len = 0;
+	FILE *f = fopen(path, "rb");
+	if (f == NULL) {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		return FUNNEL_ENOTFOUND;
+	}
+	char *buf = malloc(RF_MAX_FILE_BYTES + 1);
+	if (buf == NULL) {
+		fclose(f);
+		return FUNNEL_ENOMEM;
+	}
+	size_t n = fread(buf, 1, RF_MAX_FILE_BYTES + 1, f);
+	int rc = FUNNEL_OK;
+	if (ferror(f)) {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		rc = FUNNEL_ENOTFOUND;
+	} else if (n > RF_MAX_FILE_BYTES) {
+		if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "%s: bigger than %u bytes", path, RF_MAX_FILE_BYTES);
+		rc = FUNNEL_ETOOBIG;
+	}
+	fclose(f);
+	if (rc != FUNNEL_OK) {
+		free(buf);
+		return rc;
+	}
+	buf[n] = '\0';
+	*text = buf;
+	*len = n;
+	return FUNNEL_OK;
+}
+
+int
+rf_err(rf_ctx *c, const yaml_node_t *n, const char *path, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (c->err != NULL && c->errlen > 0)
+		snprintf(c->err, c->errlen, "%s:%zu: %s%s%s", c->file, n ? n->start_mark.line + 1 : 1,
+		         path, path[0] ? ": " : "", msg);
+	return FUNNEL_EVALUE;
+}
+
+int
+rf_enomem(rf_ctx *c)
+{
+	if (c->err != NULL && c->errlen > 0)
+		snprintf(c->err, c->errlen, "%s: out of memory", c->file);
+	return FUNNEL_ENOMEM;
+}
+
+int
+rf_parse(rf_ctx *c, const char *text, size_t len, yaml_document_t *doc, yaml_node_t **root)
+{
+	yaml_parser_t yp;
+	yaml_document_t extra;
+	int rc = FUNNEL_OK;
+
+	*root = NULL;
+	yaml_parser_initialize(&yp);
+	yaml_parser_set_input_string(&yp, (const unsigned char *)text, len);
+	if (!yaml_parser_load(&yp, doc)) {
+		if (c->err != NULL && c->errlen > 0)
+			snprintf(c->err, c->errlen, "%s:%zu: not valid YAML: %s%s%s%s", c->file,
+			         yp.problem_mark.line + 1, yp.problem ? yp.problem : "syntax error",
+			         yp.context ? " (" : "", yp.context ? yp.context : "", yp.context ? ")" : "");
+		rc = yp.error == YAML_MEMORY_ERROR ? FUNNEL_ENOMEM : FUNNEL_EVALUE;
+		yaml_parser_delete(&yp);
+		return rc;
+	}
+	c->doc = doc;
+	/* a second document ("---") would be ignored silently: refuse it */
+	if (!yaml_parser_load(&yp, &extra)) {
+		rc = FUNNEL_EVALUE;
+		if (c->err != NULL && c->errlen > 0)
+			snprintf(c->err, c->errlen, "%s:%zu: not valid YAML: %s", c->file,
+			         yp.problem_mark.line + 1, yp.problem ? yp.problem : "syntax error");
+	} else {
+		yaml_node_t *x = yaml_document_get_root_node(&extra);
+		if (x != NULL)
+			rc = rf_err(c, x, "", "a second document: the file must hold one");
+		yaml_document_delete(&extra);
+	}
+	yaml_parser_delete(&yp);
+	if (rc != FUNNEL_OK) {
+		yaml_document_delete(doc);
+		c->doc = NULL;
+		return rc;
+	}
+	*root = yaml_document_get_root_node(doc);
+	return FUNNEL_OK;
+}
+
+const char *
+rf_text(const yaml_node_t *n)
+{
+	return (const char *)n->data.scalar.value;
+}
+
+int
+rf_is_null(const yaml_node_t *n)
+{
+	if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return 0;
+	const char *s = rf_text(n);
+	return s[0] == '\0' || strcmp(s, "~") == 0 || strcasecmp(s, "null") == 0;
+}
+
+const char *
+rf_desc(const yaml_node_t *n, char *buf, size_t cap)
+{
+	if (n->type == YAML_SEQUENCE_NODE)
+		return "a list";
+	if (n->type == YAML_MAPPING_NODE)
+		return "a mapping";
+	if (rf_is_null(n))
+		return "nothing";
+	if (n->data.scalar.length > 40)
+		snprintf(buf, cap, "\"%.37s...\"", rf_text(n));
+	else
+		snprintf(buf, cap, "\"%s\"", rf_text(n));
+	return buf;
+}
+
+void
+rf_join(char *buf, size_t cap, const char *path, const char *key)
+{
+	snprintf(buf, cap, "%.150s%s%.30s", path, path[0] ? "." : "", key);
+}
+
+void
+rf_join_index(char *buf, size_t cap, const char *path, size_t i)
+{
+	snprintf(buf, cap, "%.150s[%zu]", path, i);
+}
+
+yaml_node_t *
+rf_item(rf_ctx *c, yaml_node_t *seq, size_t i)
+{
+	return yaml_document_get_node(c->doc, seq->data.sequence.items.start[i]);
+}
+
+int
+rf_map(rf_ctx *c, yaml_node_t *n, const char *path, const char *const *keys, size_t nkeys,
+       const char *expect, int skip_unknown, yaml_node_t **vals)
+{
+	char buf[64];
+	for (size_t i = 0; i < nkeys; i++)
+		vals[i] = NULL;
+	if (n->type != YAML_MAPPING_NODE)
+		return rf_err(c, n, path, "expected a mapping, got %s", rf_desc(n, buf, sizeof buf));
+	for (yaml_node_pair_t *kv = n->data.mapping.pairs.start; kv < n->data.mapping.pairs.top; kv++) {
+		yaml_node_t *k = yaml_document_get_node(c->doc, kv->key);
+		yaml_node_t *v = yaml_document_get_node(c->doc, kv->value);
+		if (k->type != YAML_SCALAR_NODE)
+			return rf_err(c, k, path, "a key must be a plain word, got %s",
+			              rf_desc(k, buf, sizeof buf));
+		size_t i = 0;
+		while (i < nkeys && strcmp(keys[i], rf_text(k)) != 0)
+			i++;
+		if (i == nkeys) {
+			if (skip_unknown)
+				continue;
+			return rf_err(c, k, path, "unknown key %s (expected one of: %s)",
+			              rf_desc(k, buf, sizeof buf), expect);
+		}
+		if (vals[i] != NULL) {
+			char kp[RF_PATH_BYTES];
+			rf_join(kp, sizeof kp, path, keys[i]);
+			return rf_err(c, k, kp, "duplicate key");
+		}
+		vals[i] = v;
+	}
+	return FUNNEL_OK;
+}
+
+int
+rf_string(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, char **out)
+{
+	char buf[64];
+	if (n->type != YAML_SCALAR_NODE || rf_is_null(n))
+		return rf_err(c, n, path, "expected a word or text, got %s", rf_desc(n, buf, sizeof buf));
+	size_t len = n->data.scalar.length;
+	if (len == 0 || len > max)
+		return rf_err(c, n, path, "expected 1 to %zu characters, got %zu", max, len);
+	if (strlen(rf_text(n)) != len)
+		return rf_err(c, n, path, "text must not hold a NUL character");
+	if ((*out = strdup(rf_text(n))) == NULL)
+		return rf_enomem(c);
+	return FUNNEL_OK;
+}
+
+int
+rf_parse_number(const char *s, double *out)
+{
+	char *end;
+	/* strtod also reads hex, inf, nan and leading spaces: none is a number here */
+	if (s[0] == '\0' || strpbrk(s, "xXnNiI_ \t\r\n") != NULL)
+		return -1;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v))
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int
+rf_number(rf_ctx *c, yaml_node_t *n, const char *path, double *out)
+{
+	char buf[64];
+	if (n->type != YAML_SCALAR_NODE || rf_parse_number(rf_text(n), out) != 0)
+		return rf_err(c, n, path, "expected a number, got %s", rf_desc(n, buf, sizeof buf));
+	return FUNNEL_OK;
+}
+
+int
+rf_int(rf_ctx *c, yaml_node_t *n, const char *path, long min, long max, long *out)
+{
+	double v;
+	int rc = rf_number(c, n, path, &v);
+	if (rc != FUNNEL_OK)
+		return rc;
+	if (v != floor(v) || v < (double)min || v > (double)max)
+		return rf_err(c, n, path, "expected a whole number from %ld to %ld, got %s", min, max,
+		              rf_text(n));
+	*out = (long)v;
+	return FUNNEL_OK;
+}
+
+int
+rf_bool(rf_ctx *c, yaml_node_t *n, const char *path, int *out)
+{
+	char buf[64];
+	if (n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+		const char *s = rf_text(n);
+		if (strcasecmp(s, "true") == 0 || strcasecmp(s, "yes") == 0) {
+			*out = 1;
+			return FUNNEL_OK;
+		}
+		if (strcasecmp(s, "false") == 0 || strcasecmp(s, "no") == 0) {
+			*out = 0;
+			return FUNNEL_OK;
+		}
+	}
+	return rf_err(c, n, path, "expected true or false, got %s", rf_desc(n, buf, sizeof buf));
+}
+
+int
+rf_list(rf_ctx *c, yaml_node_t *n, const char *path, size_t *count)
+{
+	char buf[64];
+	*count = 0;
+	if (n == NULL || rf_is_null(n))
+		return FUNNEL_OK;
+	if (n->type != YAML_SEQUENCE_NODE)
+		return rf_err(c, n, path, "expected a list, got %s", rf_desc(n, buf, sizeof buf));
+	*count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+	return FUNNEL_OK;
+}
+
+int
+rf_get_value(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, rf_value *v)
+{
+	char buf[64];
+	if (n->type != YAML_SCALAR_NODE || rf_is_null(n))
+		return rf_err(c, n, path, "expected a word or a number, got %s",
+		              rf_desc(n, buf, sizeof buf));
+	if (n->data.scalar.length > max)
+		return rf_err(c, n, path, "expected at most %zu characters, got %zu", max,
+		              n->data.scalar.length);
+	if ((v->text = strdup(rf_text(n))) == NULL)
+		return rf_enomem(c);
+	v->is_num = rf_parse_number(v->text, &v->num) == 0;
+	return FUNNEL_OK;
+}
+
+void
+rf_value_release(rf_value *v)
+{
+	free(v->text);
+	v->text = NULL;
+}
+
+int
+rf_value_eq(const rf_value *want, const char *v, int isnum, double num)
+{
+	if (want->is_num && isnum)
+		return want->num == num;
+	return strcasecmp(want->text, v) == 0;
+}
+
+void
+rf_hex(const uint8_t *b, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[b[i] >> 4];
+		out[2 * i + 1] = digits[b[i] & 15];
+	}
+	out[2 * n] = 0;
+}
+
+void
+rf_iso_time(uint64_t ns, char *out, size_t len)
+{
+	time_t s = (time_t)(ns / 1000000000u);
+	struct tm tm;
+	gmtime_r(&s, &tm);
+	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int
+rf_value_text(const msgpack_object *o, char *buf, size_t cap)
+{
+	switch (o->type) {
+	case MSGPACK_OBJECT_NIL:
+		return 0;
+	case MSGPACK_OBJECT_BOOLEAN:
+		snprintf(buf, cap, "%s", o->via.boolean ? "true" : "false");
+		return 1;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		snprintf(buf, cap, "%" PRIu64, o->via.u64);
+		return 1;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		snprintf(buf, cap, "%" PRId64, o->via.i64);
+		return 1;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		snprintf(buf, cap, "%.15g", o->via.f64);
+		return 1;
+	case MSGPACK_OBJECT_STR: {
+		size_t n = o->via.str.size;
+		if (n > cap - 1) {
+			n = cap - 1;
+			while (n > 0 && ((unsigned char)o->via.str.ptr[n] & 0xc0) == 0x80)
+				n--;
+		}
+		memcpy(buf, o->via.str.ptr, n);
+		buf[n] = '\0';
+		return 1;
+	}
+	default:
+		return -1;
+	}
+}

@@ -1,0 +1,136 @@
+/*
+ * clients/common/rulesfile.h - reading the shared rules file (funnel.yaml)
+ * the services own a section each of: the file read with a size cap,
+ * parsed with libyaml into one document, and typed getters over its
+ * nodes that all report a problem the same way:
+ *
+ *   funnel.yaml:14: routing.teams[1].reps[0].weight: expected a number, got "x"
+ *
+ * i.e. "<file>:<line>: <key path>: <problem>".  Every getter returns
+ * FUNNEL_OK, or FUNNEL_EVALUE / FUNNEL_ENOMEM with that line written to
+ * the context's err buffer (the first problem found wins: callers return
+ * at once).  Strings a getter returns are malloc'd and the caller's.
+ *
+ * Also the few small helpers the services share (hex, ISO time, the text
+ * of a lead field).  Pure but for rf_read_file(); no globals.  A context belongs to one
+ * thread.
+ */
+#ifndef FUNNEL_RULESFILE_H
+#define FUNNEL_RULESFILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+#include <yaml.h>
+
+#include "funnel/error.h"
+
+#define RF_MAX_FILE_BYTES (1u << 20)   /* rf_read_file refuses bigger files */
+#define RF_PATH_BYTES 192              /* key paths in messages; never cut */
+
+/* One parse: the document, the file's name for messages, where the
+ * message goes. */
+typedef struct rf_ctx {
+	yaml_document_t *doc;
+	const char *file;
+	char *err;
+	size_t errlen;
+} rf_ctx;
+
+/*
+ * Read the file at path (at most RF_MAX_FILE_BYTES) into a new
+ * NUL-terminated buffer *text of *len bytes (free() it).  Returns
+ * FUNNEL_OK, FUNNEL_ENOTFOUND ("path: cannot read: <reason>" in err),
+ * FUNNEL_ETOOBIG or FUNNEL_ENOMEM.
+ */
+int rf_read_file(const char *path, char **text, size_t *len, char *err, size_t errlen);
+
+/*
+ * Parse text (len bytes, NUL-terminated) into *doc, which must then be
+ * released with yaml_document_delete.  A file with a second document is
+ * refused (it would be ignored silently).  *root is the root node, NULL
+ * for an empty file.  On failure nothing is left to release.
+ */
+int rf_parse(rf_ctx *c, const char *text, size_t len, yaml_document_t *doc,
+             yaml_node_t **root);
+
+/* Write "file:line: path: problem" and return FUNNEL_EVALUE.  n may be
+ * NULL (line 1); path may be "" (no "path: "). */
+int rf_err(rf_ctx *c, const yaml_node_t *n, const char *path, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+int rf_enomem(rf_ctx *c);
+
+/* A scalar's text, NUL-terminated. */
+const char *rf_text(const yaml_node_t *n);
+/* An empty plain scalar, "~" or "null". */
+int rf_is_null(const yaml_node_t *n);
+/* How a node reads in a message: "ten" quoted and cut, nothing, a list,
+ * a mapping.  buf holds at least 48 bytes. */
+const char *rf_desc(const yaml_node_t *n, char *buf, size_t cap);
+
+/* path.key and path[i] into buf (RF_PATH_BYTES). */
+void rf_join(char *buf, size_t cap, const char *path, const char *key);
+void rf_join_index(char *buf, size_t cap, const char *path, size_t i);
+
+/* Item i of a sequence node. */
+yaml_node_t *rf_item(rf_ctx *c, yaml_node_t *seq, size_t i);
+
+/*
+ * n must be a mapping whose keys are plain scalars from keys[0..nkeys),
+ * each at most once; vals[i] receives the value of keys[i] (or NULL).
+ * `expect` lists the keys for the message about an unknown one.  With
+ * skip_unknown, keys not in the list are left alone instead (a section
+ * of the file another service reads).
+ */
+int rf_map(rf_ctx *c, yaml_node_t *n, const char *path, const char *const *keys, size_t nkeys,
+           const char *expect, int skip_unknown, yaml_node_t **vals);
+
+/* Text of 1..max bytes, no NUL. */
+int rf_string(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, char **out);
+/* A decimal number (no hex, inf, nan). */
+int rf_number(rf_ctx *c, yaml_node_t *n, const char *path, double *out);
+/* A whole number in [min, max]. */
+int rf_int(rf_ctx *c, yaml_node_t *n, const char *path, long min, long max, long *out);
+/* true/yes or false/no. */
+int rf_bool(rf_ctx *c, yaml_node_t *n, const char *path, int *out);
+/* A list, or nothing (an empty list); *count is its length. */
+int rf_list(rf_ctx *c, yaml_node_t *n, const char *path, size_t *count);
+
+/* A value written in the rules to compare a field with: its text, and
+ * its number when it is one ("1000", "2.5"). */
+typedef struct rf_value {
+	char *text;                /* malloc'd; rf_value_release */
+	int is_num;
+	double num;
+} rf_value;
+
+/* A word or number of at most max bytes into v. */
+int rf_get_value(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, rf_value *v);
+/* Free v's text; safe twice. */
+void rf_value_release(rf_value *v);
+/* A field's value v (and its number num when isnum) equals want: as
+ * numbers when both are numbers, else as text ignoring case. */
+int rf_value_eq(const rf_value *want, const char *v, int isnum, double num);
+
+/* A decimal number, all of s (no hex, inf, nan or spaces): 0, or -1. */
+int rf_parse_number(const char *s, double *out);
+
+/* ---- small helpers the services share ---- */
+
+/* Lowercase hex of n bytes into out (2n + 1 bytes). */
+void rf_hex(const uint8_t *b, size_t n, char *out);
+
+/* ns since the epoch as "2026-01-01T00:00:00Z" (len >= 21). */
+void rf_iso_time(uint64_t ns, char *out, size_t len);
+
+/*
+ * The text rules read from a msgpack value (a lead field, an activity's
+ * detail), written to buf (cap bytes with the NUL): strings cut at cap - 1
+ * bytes on a character boundary, numbers in decimal, booleans as
+ * true/false.  Returns 1 (text in buf), 0 for nil, -1 for values rules
+ * do not read (maps, arrays, binary, extensions).
+ */
+int rf_value_text(const msgpack_object *o, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,138 @@
+/*
+ * clients/common/svcargs.c - the services' shared command line; the
+ * contract is svcargs.h.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "funnel/log.h"
+#include "funnel/service.h"
+#include "rulesfile.h"
+#include "svcargs.h"
+
+enum { O_RULES = 256, O_VIEW, O_INGEST, O_PUBLISH, O_QUERY, O_REBUILD, O_UNTIL, O_NOSYNC,
+       O_BATCH, O_READY, O_JSON, O_LEVEL };
+
+static const struct option common[] = {
+	{ "rules", required_argument, NULL, O_RULES },
+	{ "view", required_argument, NULL, O_VIEW },
+	{ "ingest", required_argument, NULL, O_INGEST },
+	{ "publish", required_argument, NULL, O_PUBLISH },
+	{ "query", required_argument, NULL, O_QUERY },
+	{ "rebuild", no_argument, NULL, O_REBUILD },
+	{ "until-head", no_argument, NULL, O_UNTIL },
+	{ "once", no_argument, NULL, O_UNTIL },
+	{ "no-sync", no_argument, NULL, O_NOSYNC },
+	{ "batch", required_argument, NULL, O_BATCH },
+	{ "ready-file", required_argument, NULL, O_READY },
+	{ "json", no_argument, NULL, O_JSON },
+	{ "log-level", required_argument, NULL, O_LEVEL },
+	{ "help", no_argument, NULL, 'h' },
+};
+#define NCOMMON (sizeof common / sizeof common[0])
+#define MAX_OWN 16
+
+int
+svc_usage(const char *prog, const char *usage, const char *fmt, const char *arg)
+{
+	fprintf(stderr, "%s: ", prog);
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n%s", usage);
+	return 2;
+}
+
+int
+svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *a,
+          const struct option *own, svc_own_fn own_fn, void *ctx)
+{
+	struct option all[NCOMMON + MAX_OWN + 1];
+	size_t n = NCOMMON;
+	char *end;
+	int c, rc;
+
+	memcpy(all, common, sizeof common);
+	for (size_t i = 0; own != NULL && own[i].name != NULL && i < MAX_OWN; i++)
+		all[n++] = own[i];
+	memset(&all[n], 0, sizeof all[n]);
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", all, NULL)) != -1) {
+		switch (c) {
+		case O_RULES: a->rules = optarg; break;
+		case O_VIEW: a->view = optarg; break;
+		case O_INGEST: a->ingest = optarg; break;
+		case O_PUBLISH: a->publish = optarg; break;
+		case O_QUERY: a->query = optarg; break;
+		case O_REBUILD: a->rebuild = 1; break;
+		case O_UNTIL: a->until_head = 1; break;
+		case O_NOSYNC: a->no_sync = 1; break;
+		case O_JSON: a->json = 1; break;
+		case O_READY: a->ready_file = optarg; break;
+		case O_BATCH: {
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (*end || v < 1 || v > 1000000)
+				return svc_usage(prog, usage, "--batch wants 1..1000000 records, not '%s'", optarg);
+			a->batch = (unsigned)v;
+			break;
+		}
+		case O_LEVEL:
+			if (funnel_log_level(optarg) != 0)
+				return svc_usage(prog, usage, "--log-level wants debug, info, warn or error, "
+				                 "not '%s'", optarg);
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return 0;
+		case ':':
+			return svc_usage(prog, usage, "option '%s' needs a value", argv[optind - 1]);
+		case '?':
+			return svc_usage(prog, usage, "unknown option '%s'", argv[optind - 1]);
+		default:
+			if (own_fn == NULL || c < SVC_OPT_OWN)
+				return svc_usage(prog, usage, "unknown option '%s'", argv[optind - 1]);
+			if ((rc = own_fn(c, optarg, ctx)) != 0)
+				return rc;
+			break;
+		}
+	}
+	return -1;
+}
+
+int
+svc_digest(const char *prog, const char *view)
+{
+	char hex[65];
+	uint64_t cp = 0;
+	int rc = funnel_view_digest_hex(view, hex, &cp);
+	if (rc != FUNNEL_OK) {
+		fprintf(stderr, "%s: digest of %s: %s\n", prog, view, funnel_strerror(rc));
+		return 1;
+	}
+	printf("checkpoint %" PRIu64 " digest %s\n", cp, hex);
+	return 0;
+}
+
+int
+svc_run(funnel_service *svc, const char *name)
+{
+	funnel_service_stats st;
+	int rc = funnel_service_run(svc);
+	funnel_service_stats_get(svc, &st);
+	funnel_log(FUNNEL_LOG_INFO, "%s: stopped at seq %" PRIu64 ": %" PRIu64 " applied, %" PRIu64
+	           " derived events stored, %" PRIu64 " refused, %" PRIu64 " already sent", name,
+	           funnel_service_checkpoint(svc), st.applied, st.emitted, st.refused, st.skipped);
+	return rc;
+}
+
+void
+svc_on_signals(void (*handler)(int))
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = handler;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}

@@ -1,0 +1,60 @@
+/*
+ * clients/common/svcargs.h - the command line every funnel service shares:
+ * the common flags (--rules, --view, the funneld endpoints, --rebuild,
+ * --until-head/--once, --no-sync, --batch, --ready-file, --json,
+ * --log-level, --help), usage errors, the `digest` command, the run
+ * with its closing log line, and the signals that stop a service.
+ *
+ * Strings in svc_args point into argv (or are the defaults the service
+ * set): valid for the life of the process.
+ */
+#ifndef FUNNEL_SVCARGS_H
+#define FUNNEL_SVCARGS_H
+
+#include <getopt.h>
+
+/* What the common flags set.  The service fills in its defaults first. */
+typedef struct svc_args {
+	const char *rules;         /* the shared rules file */
+	const char *view;          /* the view directory */
+	const char *ingest, *publish, *query;   /* NULL: loopback defaults */
+	const char *ready_file;
+	int rebuild, until_head, no_sync, json;
+	unsigned batch;            /* 0: the runtime's default */
+} svc_args;
+
+/* getopt_long ids: a service numbers its own options from SVC_OPT_OWN. */
+enum { SVC_OPT_OWN = 512 };
+
+/* A service's own option: handle id with its argument (NULL for a flag).
+ * Return 0, or svc_usage(...)'s 2 for a bad value. */
+typedef int (*svc_own_fn)(int id, const char *arg, void *ctx);
+
+/*
+ * Parse argv into a (the common flags) and through own_fn (the entries of
+ * `own`, up to 16, ending with a NULL name; may be NULL).  prog names
+ * the program in messages, usage is printed on --help and after a usage
+ * error.  Returns -1 when the caller goes on (optind is at the command),
+ * else the exit status: 0 after --help, 2 after a usage error (the
+ * message is on stderr).
+ */
+int svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *a,
+              const struct option *own, svc_own_fn own_fn, void *ctx);
+
+/* "prog: <fmt with arg>" and the usage text on stderr; returns 2. */
+int svc_usage(const char *prog, const char *usage, const char *fmt, const char *arg);
+
+/* The `digest` command: "checkpoint N digest HEX" for the view, exit
+ * status 0, or 1 with a message. */
+int svc_digest(const char *prog, const char *view);
+
+/* funnel_service_run, then one log line with where it stopped and its
+ * counters ("<name>: stopped at seq N: ..."); returns the run's code. */
+struct funnel_service;
+int svc_run(struct funnel_service *svc, const char *name);
+
+/* SIGTERM and SIGINT call handler (which stops the service); SIGPIPE is
+ * ignored. */
+void svc_on_signals(void (*handler)(int));
+
+#endif

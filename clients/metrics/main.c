@@ -1,0 +1,326 @@
+/*
+ * clients/metrics/main.c - funnel-metrics: keeps the funnel's numbers as
+ * a view of the log (view.c) and serves them (http.c): the dashboard,
+ * /api/..., /metrics and /healthz.
+ *
+ *   funnel-metrics [run] [options]      the service (default)
+ *   funnel-metrics report [NAME]        a report as JSON from the view, offline
+ *   funnel-metrics digest               the view's content digest
+ *
+ * Start-up order: open the view, open its tables for the HTTP thread,
+ * start serving, then follow the log.  The HTTP server stops before the
+ * view closes.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "funnel/funnel.h"
+#include "funnel/log.h"
+#include "funnel/service.h"
+#include "metrics.h"
+
+static const char usage_text[] =
+	"usage: funnel-metrics [COMMAND] [options]\n"
+	"\n"
+	"Commands:\n"
+	"  run                 follow the log, keep the metrics view, serve HTTP (the default)\n"
+	"  report [NAME]       print a report (summary, funnel, conversion, velocity,\n"
+	"                      followup, closed-loop, attribution, trend) as JSON from the\n"
+	"                      view, without funneld; --param KEY=VALUE as in /api\n"
+	"  digest              print the view's checkpoint and content digest\n"
+	"\n"
+	"Options:\n"
+	"  --http ADDR:PORT    where to serve the dashboard, /api, /metrics, /healthz\n"
+	"                      (default " MX_DEFAULT_HTTP "; port 0 picks a free one)\n"
+	"  --view DIR          the metrics view (default " MX_DEFAULT_VIEW ")\n"
+	"  --rules FILE        the shared rules file (accepted for symmetry; metrics reads none)\n"
+	"  --ingest EP --publish EP --query EP   funneld endpoints (default loopback 7400-7402)\n"
+	"  --rebuild           empty the view and compute again from seq 1\n"
+	"  --until-head, --once   stop once the log's head is applied (no HTTP)\n"
+	"  --no-sync           the view does not fsync its commits\n"
+	"  --batch N           records per view commit (default 10000)\n"
+	"  --map-mb N          initial view map size in MiB (default 256; it grows when full)\n"
+	"  --ready-file FILE   written once the service serves and follows the log\n"
+	"  --param KEY=VALUE   report: a parameter (from, to, source, campaign, model, bucket)\n"
+	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
+	"\n"
+	"Exit codes: 0 ok, 1 failure, 2 usage error.\n";
+
+typedef struct args {
+	const char *http, *view, *ingest, *publish, *query, *ready_file;
+	int rebuild, until_head, no_sync;
+	unsigned batch;
+	size_t map_mb;
+	const char *params[16];
+	int nparams;
+} args;
+
+static funnel_service *the_service;
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	funnel_service_stop(the_service);
+}
+
+/* Open the view's tables for readers in other threads (the names exist:
+ * the runtime created them). */
+static int
+open_tables(MDB_env *env, mx_tables *t)
+{
+	MDB_txn *txn;
+	t->env = env;
+	if (mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0)
+		return FUNNEL_ESTORAGE;
+	int rc = mdb_dbi_open(txn, MX_T_LEADS, 0, &t->leads) ||
+	         mdb_dbi_open(txn, MX_T_FACTS, 0, &t->facts) ||
+	         mdb_dbi_open(txn, MX_T_COUNTERS, 0, &t->counters) ||
+	         mdb_dbi_open(txn, "_runtime", 0, &t->runtime);
+	if (rc == 0)
+		rc = mdb_txn_commit(txn);     /* keeps the handles for the environment */
+	else
+		mdb_txn_abort(txn);
+	return rc ? FUNNEL_ESTORAGE : FUNNEL_OK;
+}
+
+static int
+cmd_run(const args *a)
+{
+	static pthread_rwlock_t map_lock = PTHREAD_RWLOCK_INITIALIZER;
+	mx_view *view = NULL;
+	mx_http *http = NULL;
+	mx_tables t;
+	int status = 1, rc;
+
+	funnel_service_opts o = {
+		.name = MX_NAME,
+		.view_dir = a->view,
+		.ingest = a->ingest,
+		.publish = a->publish,
+		.query = a->query,
+		.tables = { MX_T_LEADS, MX_T_FACTS, MX_T_COUNTERS },
+		.map_size = a->map_mb << 20,
+		.rebuild = a->rebuild,
+		.until_head = a->until_head,
+		.no_emit = 1,
+		.no_sync = a->no_sync,
+		.batch_events = a->batch,
+		.ready_file = a->ready_file,
+		.map_lock = &map_lock,
+	};
+	if ((rc = mx_view_new(&view)) == FUNNEL_OK)
+		rc = funnel_service_new(&the_service, &o, mx_apply, view);
+	if (rc != FUNNEL_OK) {
+		funnel_log(FUNNEL_LOG_ERROR, "metrics: cannot start: %s", rc == FUNNEL_ESTORAGE ?
+		           "the view cannot be opened or written (see above)" : funnel_strerror(rc));
+		goto out;
+	}
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (!a->until_head) {
+		if (open_tables(funnel_service_env(the_service), &t) != FUNNEL_OK) {
+			funnel_log(FUNNEL_LOG_ERROR, "metrics: cannot open the view's tables");
+			goto out;
+		}
+		rc = mx_http_start(&http, a->http, &t, &map_lock, a->query);
+		if (rc == FUNNEL_EINVAL)
+			funnel_log(FUNNEL_LOG_ERROR, "metrics: --http wants IPV4:PORT, not '%s'", a->http);
+		if (rc != FUNNEL_OK)
+			goto out;
+	}
+	rc = funnel_service_run(the_service);
+	mx_http_stop(&http);
+	funnel_service_stats st;
+	funnel_service_stats_get(the_service, &st);
+	funnel_log(FUNNEL_LOG_INFO, "metrics: stopped at seq %" PRIu64 ": %" PRIu64 " applied",
+	           funnel_service_checkpoint(the_service), st.applied);
+	status = rc == FUNNEL_OK ? 0 : 1;
+out:
+	mx_http_stop(&http);
+	funnel_service_destroy(&the_service);
+	mx_view_destroy(&view);
+	return status;
+}
+
+/* `report`: the view opened read-only, one report printed. */
+static int
+cmd_report(const args *a, const char *name)
+{
+	MDB_env *env = NULL;
+	MDB_txn *txn = NULL;
+	mx_tables t;
+	cJSON *o = NULL;
+	char err[256];
+	int status = 1;
+	mx_query q = { .report = mx_report_parse(name), .model = MX_MODEL_LINEAR,
+	               .bucket = MX_BUCKET_WEEK };
+
+	if (q.report < 0) {
+		fprintf(stderr, "funnel-metrics: no report '%s'\n", name);
+		return 2;
+	}
+	for (int i = 0; i < a->nparams; i++) {
+		char key[32];
+		const char *eq = strchr(a->params[i], '=');
+		if (eq == NULL || (size_t)(eq - a->params[i]) >= sizeof key) {
+			fprintf(stderr, "funnel-metrics: --param wants KEY=VALUE, not '%s'\n", a->params[i]);
+			return 2;
+		}
+		memcpy(key, a->params[i], (size_t)(eq - a->params[i]));
+		key[eq - a->params[i]] = 0;
+		if (mx_query_param(&q, key, eq + 1, err, sizeof err) != 0) {
+			fprintf(stderr, "funnel-metrics: %s: %s\n", key, err);
+			return 2;
+		}
+	}
+	if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, FUNNEL_SERVICE_MAX_TABLES + 2) ||
+	    mdb_env_open(env, a->view, MDB_RDONLY | MDB_NOTLS, 0644) != 0 ||
+	    mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0) {
+		fprintf(stderr, "funnel-metrics: cannot open the view %s\n", a->view);
+		goto out;
+	}
+	t.env = env;
+	if (mdb_dbi_open(txn, MX_T_LEADS, 0, &t.leads) || mdb_dbi_open(txn, MX_T_FACTS, 0, &t.facts) ||
+	    mdb_dbi_open(txn, MX_T_COUNTERS, 0, &t.counters) ||
+	    mdb_dbi_open(txn, "_runtime", 0, &t.runtime)) {
+		fprintf(stderr, "funnel-metrics: %s is not a metrics view\n", a->view);
+		goto out;
+	}
+	int rc = mx_report(txn, &t, &q, &o);
+	if (rc != FUNNEL_OK) {
+		fprintf(stderr, "funnel-metrics: report: %s\n", funnel_strerror(rc));
+		goto out;
+	}
+	char *s = cJSON_Print(o);
+	if (s) {
+		puts(s);
+		free(s);
+		status = 0;
+	}
+out:
+	cJSON_Delete(o);
+	if (txn)
+		mdb_txn_abort(txn);
+	if (env)
+		mdb_env_close(env);
+	return status;
+}
+
+static int
+cmd_digest(const args *a)
+{
+	char hex[65];
+	uint64_t cp = 0;
+	int rc = funnel_view_digest_hex(a->view, hex, &cp);
+	if (rc != FUNNEL_OK) {
+		fprintf(stderr, "funnel-metrics: digest of %s: %s\n", a->view, funnel_strerror(rc));
+		return 1;
+	}
+	printf("checkpoint %" PRIu64 " digest %s\n", cp, hex);
+	return 0;
+}
+
+static int
+usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "funnel-metrics: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n%s", usage_text);
+	return 2;
+}
+
+int
+main(int argc, char **argv)
+{
+	enum { O_HTTP = 256, O_RULES, O_VIEW, O_INGEST, O_PUBLISH, O_QUERY, O_REBUILD, O_UNTIL,
+	       O_NOSYNC, O_BATCH, O_MAP, O_READY, O_PARAM, O_LEVEL };
+	static const struct option opts[] = {
+		{ "http", required_argument, NULL, O_HTTP },
+		{ "rules", required_argument, NULL, O_RULES },
+		{ "view", required_argument, NULL, O_VIEW },
+		{ "ingest", required_argument, NULL, O_INGEST },
+		{ "publish", required_argument, NULL, O_PUBLISH },
+		{ "query", required_argument, NULL, O_QUERY },
+		{ "rebuild", no_argument, NULL, O_REBUILD },
+		{ "until-head", no_argument, NULL, O_UNTIL },
+		{ "once", no_argument, NULL, O_UNTIL },
+		{ "no-sync", no_argument, NULL, O_NOSYNC },
+		{ "batch", required_argument, NULL, O_BATCH },
+		{ "map-mb", required_argument, NULL, O_MAP },
+		{ "ready-file", required_argument, NULL, O_READY },
+		{ "param", required_argument, NULL, O_PARAM },
+		{ "log-level", required_argument, NULL, O_LEVEL },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	args a = { .http = MX_DEFAULT_HTTP, .view = MX_DEFAULT_VIEW, .map_mb = 256 };
+	char *end;
+	int c;
+
+	funnel_log_program("funnel-metrics");
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case O_HTTP: a.http = optarg; break;
+		case O_RULES: break;
+		case O_VIEW: a.view = optarg; break;
+		case O_INGEST: a.ingest = optarg; break;
+		case O_PUBLISH: a.publish = optarg; break;
+		case O_QUERY: a.query = optarg; break;
+		case O_REBUILD: a.rebuild = 1; break;
+		case O_UNTIL: a.until_head = 1; break;
+		case O_NOSYNC: a.no_sync = 1; break;
+		case O_READY: a.ready_file = optarg; break;
+		case O_PARAM:
+			if (a.nparams == 16)
+				return usage("at most 16 --param, not more ('%s')", optarg);
+			a.params[a.nparams++] = optarg;
+			break;
+		case O_BATCH: {
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (*end || v < 1 || v > 1000000)
+				return usage("--batch wants 1..1000000 records, not '%s'", optarg);
+			a.batch = (unsigned)v;
+			break;
+		}
+		case O_MAP: {
+			unsigned long v = strtoul(optarg, &end, 10);
+			if (*end || v < 1 || v > 1048576)
+				return usage("--map-mb wants 1..1048576 MiB, not '%s'", optarg);
+			a.map_mb = v;
+			break;
+		}
+		case O_LEVEL:
+			if (funnel_log_level(optarg) != 0)
+				return usage("--log-level wants debug, info, warn or error, not '%s'", optarg);
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 0;
+		case ':':
+			return usage("option '%s' needs a value", argv[optind - 1]);
+		default:
+			return usage("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	const char *cmd = optind < argc ? argv[optind++] : "run";
+	int nargs = argc - optind;
+	if (strcmp(cmd, "run") == 0 && nargs == 0)
+		return cmd_run(&a);
+	if (strcmp(cmd, "report") == 0 && nargs <= 1)
+		return cmd_report(&a, nargs ? argv[optind] : "summary");
+	if (strcmp(cmd, "digest") == 0 && nargs == 0)
+		return cmd_digest(&a);
+	if (strcmp(cmd, "run") && strcmp(cmd, "report") && strcmp(cmd, "digest"))
+		return usage("unknown command '%s'", cmd);
+	return usage("wrong number of arguments for '%s'", cmd);
+}

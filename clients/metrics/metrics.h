@@ -1,0 +1,174 @@
+/*
+ * clients/metrics/metrics.h - funnel-metrics: the funnel's numbers as a
+ * view of the log, and the reports read from it.  METRICS.md defines
+ * every figure; this header is the contract between the three parts:
+ *
+ *   view.c   mx_apply(): one record -> the view tables, inside the
+ *            runtime's write transaction.  Pure: no clock, no I/O but
+ *            the view, so a rebuild gives the same bytes.
+ *   query.c  mx_report(), mx_prometheus(): read-only transaction ->
+ *            numbers for a window and filters (cJSON / exposition text).
+ *   http.c   the HTTP server (libmicrohttpd): dashboard, /api, /metrics,
+ *            /healthz.
+ *
+ * The view has three tables:
+ *
+ *   leads     lead id -> mx_lead (encoded by mx_lead_encode): stage,
+ *             stage-entry times, touches (source/campaign/form of each
+ *             lead.captured), owner and team, the current assignment.
+ *   facts     be64 ts || be64 seq -> mx_fact: one per record that moved
+ *             a lead between stages, assigned it or recorded an SLA
+ *             breach.  Keyed by time, so a window is a range scan.  An
+ *             assignment's fact is rewritten once, when the lead's first
+ *             contact after it arrives (contact_delay).
+ *   counters  "name\0label\0label..." -> 8-byte double: running totals
+ *             and gauges for /metrics, in key order (name first).
+ *
+ * Encodings are native-endian fixed fields then strings (u8 length,
+ * bytes): the view is local to one machine, and the digest compares two
+ * views built by the same binary.  Strings longer than MX_STR_MAX bytes
+ * are cut at a UTF-8 character boundary.
+ */
+#ifndef FUNNEL_METRICS_H
+#define FUNNEL_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <lmdb.h>
+#include <cjson/cJSON.h>
+
+#include "funnel/record.h"
+#include "funnel/service.h"
+#include "model.h"
+
+#define MX_NAME "metrics"
+#define MX_T_LEADS "leads"
+#define MX_T_FACTS "facts"
+#define MX_T_COUNTERS "counters"
+#define MX_DEFAULT_VIEW "var/metrics"
+#define MX_DEFAULT_HTTP "127.0.0.1:7480"
+
+#define MX_MAX_TOUCHES 32     /* touches kept per lead: the first 31 and the latest */
+#define MX_STR_MAX 200
+
+/* A touch: one lead.captured of the lead (the first, or a re-inquiry). */
+typedef struct mx_touch {
+	funnel_str source, campaign, form;
+} mx_touch;
+
+/* A lead's row.  Strings point into the bytes it was decoded from, or
+ * into memory of whoever filled it; "" is {ptr, 0} or {NULL, 0}. */
+typedef struct mx_lead {
+	uint8_t stage;                       /* fp_stage */
+	uint8_t contacted;                   /* the current assignment had its first contact */
+	uint8_t n_touches;
+	uint8_t opp_touches;                 /* touches credited by the last opportunity */
+	uint64_t captured_ts;                /* first lead.captured (since an erasure) */
+	uint64_t entered_ts;                 /* entry into the current stage */
+	uint64_t first_entry[FP_STAGE_COUNT]; /* first entry into each stage, 0: never */
+	uint64_t assigned_ts, assigned_seq;  /* current assignment (seq 0: none) */
+	funnel_str owner, team;
+	mx_touch touch[MX_MAX_TOUCHES];
+} mx_lead;
+
+enum { MX_F_STAGE = 1, MX_F_ASSIGN = 2, MX_F_SLA = 3 };
+
+/* A fact.  source/campaign are the lead's first touch when the fact was
+ * written (what the source and campaign filters match). */
+typedef struct mx_fact {
+	uint8_t kind;            /* MX_F_* */
+	uint8_t ev;              /* fp_evtype of the record */
+	uint8_t from, to;        /* STAGE: stages before and after */
+	uint8_t n_touches;       /* STAGE of an opportunity or a win: touches credited */
+	uint64_t dur;            /* STAGE: ns spent in `from` (0 when from is none) */
+	uint64_t since_capture;  /* STAGE: ns since the lead's capture */
+	uint64_t contact_delay;  /* ASSIGN: 1 + ns from assignment to first contact; 0: none yet */
+	double amount;           /* STAGE of opportunity.opened / deal.won: data.amount (0 if absent) */
+	funnel_str source, campaign, reason, owner, team;
+	mx_touch touch[MX_MAX_TOUCHES];
+} mx_fact;
+
+/* Decode a lead row or a fact; strings point into buf.  FUNNEL_OK or
+ * FUNNEL_EMALFORMED. */
+int mx_lead_decode(const void *buf, size_t len, mx_lead *out);
+int mx_fact_decode(const void *buf, size_t len, mx_fact *out);
+
+/* ---- view.c ---- */
+
+typedef struct mx_view mx_view;
+
+/* Scratch state of the apply function (encoding buffers).  Holds no
+ * view state: everything is in the tables. */
+int mx_view_new(mx_view **out);
+void mx_view_destroy(mx_view **v);
+
+/* The funnel_apply_fn of funnel-metrics; ctx is an mx_view. */
+int mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx);
+
+/* ---- query.c ---- */
+
+/* The view's tables as an HTTP thread sees them (opened once, before the
+ * service runs). */
+typedef struct mx_tables {
+	MDB_env *env;
+	MDB_dbi leads, facts, counters, runtime;
+} mx_tables;
+
+enum { MX_R_SUMMARY, MX_R_FUNNEL, MX_R_CONVERSION, MX_R_VELOCITY, MX_R_FOLLOWUP,
+       MX_R_CLOSED_LOOP, MX_R_ATTRIBUTION, MX_R_TREND, MX_R_COUNT };
+enum { MX_MODEL_FIRST, MX_MODEL_LAST, MX_MODEL_LINEAR };
+enum { MX_BUCKET_WEEK, MX_BUCKET_DAY };
+
+/* What a report covers: facts with from <= ts < to (to 0: no end), of
+ * leads whose first touch has this source / campaign (NULL: any). */
+typedef struct mx_query {
+	int report;                  /* MX_R_* */
+	uint64_t from, to;
+	const char *source, *campaign;
+	int model;                   /* MX_MODEL_*, attribution */
+	int bucket;                  /* MX_BUCKET_*, trend */
+} mx_query;
+
+/* Report names as in /api/<name>; -1 for an unknown name. */
+int mx_report_parse(const char *name);
+const char *mx_report_name(int report);
+
+/*
+ * Parse one query parameter of /api into q.  Returns 0, or -1 with a
+ * message in err (naming the value) for a bad value or a parameter that
+ * report does not take (the caller names the parameter).
+ */
+int mx_query_param(mx_query *q, const char *key, const char *value, char *err, size_t errlen);
+
+/* The report as JSON, from a read-only transaction; the caller frees
+ * *out with cJSON_Delete.  FUNNEL_OK, FUNNEL_ENOMEM, FUNNEL_ESTORAGE. */
+int mx_report(MDB_txn *txn, const mx_tables *t, const mx_query *q, cJSON **out);
+
+/* The view's checkpoint (last applied seq) as the transaction sees it. */
+uint64_t mx_checkpoint(MDB_txn *txn, const mx_tables *t);
+
+/* Prometheus text exposition of the counters table plus the view's
+ * checkpoint and, if head_known, the log's head.  *out is malloc'd,
+ * NUL-terminated, *len bytes. */
+int mx_prometheus(MDB_txn *txn, const mx_tables *t, int head_known, uint64_t head,
+                  char **out, size_t *len);
+
+/* ---- http.c ---- */
+
+typedef struct mx_http mx_http;
+
+/* Serve the dashboard and the APIs on addr ("HOST:PORT", loopback by
+ * default) from a small pool of libmicrohttpd threads.  Each request reads the
+ * view in its own read-only transaction, under map_lock for reading;
+ * query_ep is funneld's query endpoint (for the head in /healthz and
+ * /metrics).  Returns FUNNEL_OK, FUNNEL_EINVAL (bad address),
+ * FUNNEL_ETRANSPORT (cannot listen; logged). */
+int mx_http_start(mx_http **out, const char *addr, const mx_tables *t,
+                  pthread_rwlock_t *map_lock, const char *query_ep);
+void mx_http_stop(mx_http **h);
+
+/* The dashboard page, embedded at build time (dashboard.html). */
+extern const unsigned char mx_dashboard_html[];
+extern const unsigned int mx_dashboard_html_len;
+
+#endif

@@ -1,0 +1,1135 @@
+/*
+ * clients/metrics/query.c - the reports of funnel-metrics, read from the
+ * view in one read-only transaction (METRICS.md defines each figure).
+ *
+ * A report is one pass over the facts of the window (a range scan by
+ * time) and, for the stage balance and the cohorts, one pass over the
+ * leads; the passes fill an aggregate, and the report prints the parts
+ * of it it was asked for.  Grouped figures (per source, team, reason,
+ * week...) go through a small string-keyed hash table of accumulators.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "metrics.h"
+
+#define NS_PER_S 1000000000ull
+#define DAY_NS (86400ull * NS_PER_S)
+
+static const char *const report_names[MX_R_COUNT] = {
+	"summary", "funnel", "conversion", "velocity", "followup", "closed-loop", "attribution",
+	"trend",
+};
+
+int
+mx_report_parse(const char *name)
+{
+	for (int i = 0; i < MX_R_COUNT; i++) {
+		if (strcmp(name, report_names[i]) == 0)
+			return i;
+	}
+	return -1;
+}
+
+const char *
+mx_report_name(int report)
+{
+	return report >= 0 && report < MX_R_COUNT ? report_names[report] : "";
+}
+
+/* ---- parameters ---- */
+
+/* ns since the epoch from digits (ns), YYYY-MM-DD or
+ * YYYY-MM-DDTHH:MM:SSZ (UTC); -1 if it is neither. */
+static int
+parse_time(const char *s, uint64_t *out)
+{
+	size_t n = strlen(s);
+	int y, mo, d, h = 0, mi = 0, se = 0, used = 0;
+
+	if (n > 0 && n <= 19 && strspn(s, "0123456789") == n) {
+		*out = strtoull(s, NULL, 10);
+		return 0;
+	}
+	if (n == 10) {
+		if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &used) != 3 || used != 10)
+			return -1;
+	} else if (n == 20) {
+		if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &y, &mo, &d, &h, &mi, &se, &used) != 6 ||
+		    used != 20)
+			return -1;
+	} else {
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (strchr("0123456789-T:Z", s[i]) == NULL)
+			return -1;
+	}
+	if (y < 1970 || y > 2200 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+	    se > 59)
+		return -1;
+	struct tm tm = { .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
+	                 .tm_min = mi, .tm_sec = se };
+	time_t t = timegm(&tm);
+	struct tm back;
+	gmtime_r(&t, &back);
+	if (back.tm_mday != d || back.tm_mon != mo - 1)
+		return -1;    /* 2026-02-30 */
+	*out = (uint64_t)t * NS_PER_S;
+	return 0;
+}
+
+int
+mx_query_param(mx_query *q, const char *key, const char *value, char *err, size_t errlen)
+{
+	int r = q->report;
+	if (value == NULL)
+		value = "";
+	if (strcmp(key, "from") == 0 || strcmp(key, "to") == 0) {
+		uint64_t t;
+		if (parse_time(value, &t) != 0) {
+			snprintf(err, errlen, "'%.60s' is not a time: use YYYY-MM-DD, "
+			         "YYYY-MM-DDTHH:MM:SSZ (UTC) or nanoseconds since the epoch", value);
+			return -1;
+		}
+		if (key[0] == 'f')
+			q->from = t;
+		else
+			q->to = t;
+		if (q->to && q->from >= q->to) {
+			snprintf(err, errlen, "the window is empty: from must be before to");
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "source") == 0 || strcmp(key, "campaign") == 0) {
+		size_t n = strlen(value);
+		if (n == 0 || n > MX_STR_MAX) {
+			snprintf(err, errlen, "%s must be 1..%d bytes", key, MX_STR_MAX);
+			return -1;
+		}
+		if (key[0] == 's')
+			q->source = value;
+		else
+			q->campaign = value;
+		return 0;
+	}
+	if (strcmp(key, "model") == 0 && (r == MX_R_ATTRIBUTION || r == MX_R_SUMMARY)) {
+		static const char *const m[] = { "first", "last", "linear" };
+		for (int i = 0; i < 3; i++) {
+			if (strcmp(value, m[i]) == 0) {
+				q->model = i;
+				return 0;
+			}
+		}
+		snprintf(err, errlen, "model is first, last or linear, not '%.60s'", value);
+		return -1;
+	}
+	if (strcmp(key, "bucket") == 0 && (r == MX_R_TREND || r == MX_R_SUMMARY)) {
+		if (strcmp(value, "week") == 0 || strcmp(value, "day") == 0) {
+			q->bucket = value[0] == 'w' ? MX_BUCKET_WEEK : MX_BUCKET_DAY;
+			return 0;
+		}
+		snprintf(err, errlen, "bucket is week or day, not '%.60s'", value);
+		return -1;
+	}
+	snprintf(err, errlen, "unknown parameter for /api/%s", mx_report_name(r));
+	return -1;
+}
+
+/* ---- growable vectors of durations and a string-keyed table ---- */
+
+typedef struct vec {
+	uint64_t *v;
+	size_t n, cap;
+} vec;
+
+static int
+vec_push(vec *a, uint64_t x)
+{
+	if (a->n == a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 64;
+		uint64_t *p = realloc(a->v, cap * sizeof *p);
+		if (p == NULL)
+			return -1;
+		a->v = p;
+		a->cap = cap;
+	}
+	a->v[a->n++] = x;
+	return 0;
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of a sorted vector: the smallest value with at
+ * least p of the values at or below it. */
+static uint64_t
+rank(const vec *a, double p)
+{
+	size_t k = (size_t)ceil(p * (double)a->n);
+	return a->v[k ? k - 1 : 0];
+}
+
+#define NKEYS 4
+#define NVALS 12
+
+typedef struct group {
+	char *k[NKEYS];
+	uint64_t hash;
+	double v[NVALS];
+	vec d;
+} group;
+
+typedef struct gmap {
+	group **items;       /* in insertion order */
+	size_t n, cap;
+	size_t *slots;       /* open addressing: index + 1, 0 empty */
+	size_t nslots;
+	int oom;
+} gmap;
+
+static uint64_t
+hash_keys(const funnel_str *k)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (int i = 0; i < NKEYS; i++) {
+		for (size_t j = 0; j < k[i].len; j++)
+			h = (h ^ (unsigned char)k[i].ptr[j]) * 1099511628211ull;
+		h = (h ^ 0xff) * 1099511628211ull;
+	}
+	return h;
+}
+
+static int
+keys_eq(const group *g, const funnel_str *k)
+{
+	for (int i = 0; i < NKEYS; i++) {
+		if (strlen(g->k[i]) != k[i].len || memcmp(g->k[i], k[i].ptr, k[i].len) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+static int
+gmap_grow(gmap *m)
+{
+	size_t ns = m->nslots ? m->nslots * 2 : 64;
+	size_t *s = calloc(ns, sizeof *s);
+	if (s == NULL)
+		return -1;
+	for (size_t i = 0; i < m->n; i++) {
+		size_t j = m->items[i]->hash & (ns - 1);
+		while (s[j])
+			j = (j + 1) & (ns - 1);
+		s[j] = i + 1;
+	}
+	free(m->slots);
+	m->slots = s;
+	m->nslots = ns;
+	return 0;
+}
+
+/* The group of keys a, b, c, d (missing keys are ""), created at zero;
+ * NULL when out of memory (m->oom is set). */
+static group *
+gmap_get(gmap *m, funnel_str a, funnel_str b, funnel_str c, funnel_str d)
+{
+	funnel_str k[NKEYS] = { a, b, c, d };
+	for (int i = 0; i < NKEYS; i++) {
+		if (k[i].ptr == NULL)
+			k[i].len = 0;
+	}
+	uint64_t h = hash_keys(k);
+	if (m->nslots) {
+		for (size_t j = h & (m->nslots - 1); m->slots[j]; j = (j + 1) & (m->nslots - 1)) {
+			group *g = m->items[m->slots[j] - 1];
+			if (g->hash == h && keys_eq(g, k))
+				return g;
+		}
+	}
+	if ((m->n + 1) * 2 > m->nslots && gmap_grow(m) != 0)
+		goto oom;
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 32;
+		group **p = realloc(m->items, cap * sizeof *p);
+		if (p == NULL)
+			goto oom;
+		m->items = p;
+		m->cap = cap;
+	}
+	group *g = calloc(1, sizeof *g);
+	if (g == NULL)
+		goto oom;
+	g->hash = h;
+	for (int i = 0; i < NKEYS; i++) {
+		g->k[i] = strndup(k[i].ptr ? k[i].ptr : "", k[i].len);
+		if (g->k[i] == NULL) {
+			for (int j = 0; j < i; j++)
+				free(g->k[j]);
+			free(g);
+			goto oom;
+		}
+	}
+	m->items[m->n++] = g;
+	size_t j = h & (m->nslots - 1);
+	while (m->slots[j])
+		j = (j + 1) & (m->nslots - 1);
+	m->slots[j] = m->n;
+	return g;
+oom:
+	m->oom = 1;
+	return NULL;
+}
+
+static void
+gmap_release(gmap *m)
+{
+	for (size_t i = 0; i < m->n; i++) {
+		for (int j = 0; j < NKEYS; j++)
+			free(m->items[i]->k[j]);
+		free(m->items[i]->d.v);
+		free(m->items[i]);
+	}
+	free(m->items);
+	free(m->slots);
+	memset(m, 0, sizeof *m);
+}
+
+static int
+cmp_group(const void *a, const void *b)
+{
+	const group *x = *(group *const *)a, *y = *(group *const *)b;
+	for (int i = 0; i < NKEYS; i++) {
+		int c = strcmp(x->k[i], y->k[i]);
+		if (c)
+			return c;
+	}
+	return 0;
+}
+
+static void
+gmap_sort(gmap *m)
+{
+	if (m->n > 1)
+		qsort(m->items, m->n, sizeof *m->items, cmp_group);
+}
+
+/* ---- the aggregate ---- */
+
+/* Conversion pairs, in funnel order. */
+static const struct { fp_stage from, to; const char *name; } pairs[] = {
+	{ FP_STAGE_INQUIRY, FP_STAGE_MQL, "inquiry_to_mql" },
+	{ FP_STAGE_MQL, FP_STAGE_SAL, "mql_to_sal" },
+	{ FP_STAGE_SAL, FP_STAGE_SQL, "sal_to_sql" },
+	{ FP_STAGE_SQL, FP_STAGE_WON, "sql_to_won" },
+};
+#define NPAIRS 4
+
+/* The stages the funnel picture shows, in order. */
+static const fp_stage shown[] = {
+	FP_STAGE_INQUIRY, FP_STAGE_MQL, FP_STAGE_SAL, FP_STAGE_SQL, FP_STAGE_WON, FP_STAGE_LOST,
+	FP_STAGE_NURTURE, FP_STAGE_DISQUALIFIED, FP_STAGE_ERASED,
+};
+#define NSHOWN 9
+
+/* Accumulator slots of the grouped tables. */
+enum { SC_ENTRIES = 0 /* .. + stage */, SC_ACCEPTED = FP_STAGE_COUNT, SC_REJECTED };
+enum { FU_ASSIGNED, FU_CONTACTED, FU_W5M, FU_W1H, FU_W24H, FU_SLA };
+enum { AT_PIPELINE, AT_REVENUE, AT_OPPS, AT_WON };
+
+typedef struct agg {
+	double entries[FP_STAGE_COUNT];
+	double by_ev[FP_EV_COUNT];       /* stage facts by the event that made them */
+	double pipeline, revenue;
+	vec in_stage[FP_STAGE_COUNT];    /* time in stage, by the stage left */
+	vec to_won;
+	double assigned, contacted, within[3], sla;
+	vec delay;
+	double balance[FP_STAGE_COUNT];
+	double cohort_in[NPAIRS], cohort_on[NPAIRS];
+	double cohort_sql, cohort_won, cohort_lost;
+	gmap srccamp;     /* (source, campaign): SC_* */
+	gmap reasons;     /* (event, reason): count in v[0] */
+	gmap reasons_by;  /* (event, reason, source, campaign): count */
+	gmap teams;       /* (team): FU_* , delays */
+	gmap reps;        /* (owner, team): FU_*, delays */
+	gmap attr[3];     /* by source, campaign, form: AT_* under the query's model */
+	gmap trend;       /* (bucket start as 20 digits): entries per stage */
+	uint64_t last_bucket;   /* facts come in time order: the bucket of the last one */
+	group *last_trend;
+} agg;
+
+static void
+agg_release(agg *a)
+{
+	for (int s = 0; s < FP_STAGE_COUNT; s++)
+		free(a->in_stage[s].v);
+	free(a->to_won.v);
+	free(a->delay.v);
+	gmap_release(&a->srccamp);
+	gmap_release(&a->reasons);
+	gmap_release(&a->reasons_by);
+	gmap_release(&a->teams);
+	gmap_release(&a->reps);
+	for (int i = 0; i < 3; i++)
+		gmap_release(&a->attr[i]);
+	gmap_release(&a->trend);
+}
+
+static int
+str_is(funnel_str s, const char *c)
+{
+	return c == NULL || (strlen(c) == s.len && memcmp(s.ptr, c, s.len) == 0);
+}
+
+static funnel_str
+fs(const char *s)
+{
+	funnel_str f = { s, strlen(s) };
+	return f;
+}
+
+static const funnel_str none = { "", 0 };
+
+static uint64_t
+bucket_start(uint64_t ts, int bucket)
+{
+	uint64_t day = ts / DAY_NS;
+	if (bucket == MX_BUCKET_WEEK)
+		day -= (day + 3) % 7;    /* 1970-01-01 was a Thursday: back to Monday */
+	return day * DAY_NS;
+}
+
+static void
+credit(agg *a, const mx_fact *f, int model, int what)
+{
+	unsigned n = f->n_touches;
+	if (n == 0)
+		return;
+	unsigned lo = model == MX_MODEL_LAST ? n - 1 : 0;
+	unsigned hi = model == MX_MODEL_FIRST ? 1 : n;
+	double share = 1.0 / (double)(hi - lo);
+	for (unsigned i = lo; i < hi; i++) {
+		const funnel_str keys[3] = { f->touch[i].source, f->touch[i].campaign, f->touch[i].form };
+		for (int k = 0; k < 3; k++) {
+			group *g = gmap_get(&a->attr[k], keys[k], none, none, none);
+			if (g == NULL)
+				return;
+			g->v[what] += f->amount * share;
+			g->v[what == AT_PIPELINE ? AT_OPPS : AT_WON] += share;
+		}
+	}
+}
+
+static void
+follow(agg *a, gmap *m, funnel_str k1, funnel_str k2, const mx_fact *f)
+{
+	group *g = gmap_get(m, k1, k2, none, none);
+	if (g == NULL)
+		return;
+	if (f->kind == MX_F_SLA) {
+		g->v[FU_SLA]++;
+		return;
+	}
+	g->v[FU_ASSIGNED]++;
+	if (f->contact_delay) {
+		uint64_t d = f->contact_delay - 1;
+		g->v[FU_CONTACTED]++;
+		g->v[FU_W5M] += d <= 300 * NS_PER_S;
+		g->v[FU_W1H] += d <= 3600 * NS_PER_S;
+		g->v[FU_W24H] += d <= 86400 * NS_PER_S;
+		if (vec_push(&g->d, d) != 0)
+			m->oom = 1;
+	}
+	(void)a;
+}
+
+/* Whether the report prints section r (the summary prints them all):
+ * the scan skips the groupings nobody will read. */
+static int
+wants(const mx_query *q, int r)
+{
+	return q->report == MX_R_SUMMARY || q->report == r;
+}
+
+static int
+add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
+{
+	int oom = 0;
+	if (f->kind == MX_F_ASSIGN || f->kind == MX_F_SLA) {
+		if (!wants(q, MX_R_FOLLOWUP))
+			return 0;
+		if (f->kind == MX_F_SLA) {
+			a->sla++;
+		} else {
+			a->assigned++;
+			if (f->contact_delay) {
+				uint64_t d = f->contact_delay - 1;
+				a->contacted++;
+				a->within[0] += d <= 300 * NS_PER_S;
+				a->within[1] += d <= 3600 * NS_PER_S;
+				a->within[2] += d <= 86400 * NS_PER_S;
+				oom |= vec_push(&a->delay, d);
+			}
+		}
+		follow(a, &a->teams, f->team, none, f);
+		follow(a, &a->reps, f->owner, f->team, f);
+		return oom;
+	}
+	if (f->kind != MX_F_STAGE)
+		return 0;
+	a->entries[f->to]++;
+	a->by_ev[f->ev < FP_EV_COUNT ? f->ev : 0]++;
+	if (f->from != FP_STAGE_NONE && wants(q, MX_R_VELOCITY))
+		oom |= vec_push(&a->in_stage[f->from], f->dur);
+	group *g = NULL;
+	if (wants(q, MX_R_FUNNEL) || wants(q, MX_R_CLOSED_LOOP))
+		g = gmap_get(&a->srccamp, f->source, f->campaign, none, none);
+	if (g) {
+		g->v[SC_ENTRIES + f->to]++;
+		g->v[SC_ACCEPTED] += f->ev == FP_EV_ACCEPTED;
+		g->v[SC_REJECTED] += f->ev == FP_EV_REJECTED;
+	}
+	if (f->reason.len > 0 && wants(q, MX_R_CLOSED_LOOP)) {
+		funnel_str ev = fs(fp_evspec_get((fp_evtype)f->ev)->name);
+		if ((g = gmap_get(&a->reasons, ev, f->reason, none, none)) != NULL)
+			g->v[0]++;
+		if ((g = gmap_get(&a->reasons_by, ev, f->reason, f->source, f->campaign)) != NULL)
+			g->v[0]++;
+	}
+	if (f->ev == FP_EV_OPP_OPENED) {
+		a->pipeline += f->amount;
+		if (wants(q, MX_R_ATTRIBUTION))
+			credit(a, f, q->model, AT_PIPELINE);
+	} else if (f->ev == FP_EV_DEAL_WON) {
+		a->revenue += f->amount;
+		if (wants(q, MX_R_VELOCITY))
+			oom |= vec_push(&a->to_won, f->since_capture);
+		if (wants(q, MX_R_ATTRIBUTION))
+			credit(a, f, q->model, AT_REVENUE);
+	}
+	if (!wants(q, MX_R_TREND))
+		return oom;
+	uint64_t b = bucket_start(ts, q->bucket);
+	if (a->last_trend == NULL || b != a->last_bucket) {
+		char bk[24];
+		snprintf(bk, sizeof bk, "%020" PRIu64, b);
+		a->last_trend = gmap_get(&a->trend, fs(bk), none, none, none);
+		a->last_bucket = b;
+	}
+	if (a->last_trend)
+		a->last_trend->v[f->to]++;
+	return oom;
+}
+
+static int
+in_window(const mx_query *q, uint64_t ts)
+{
+	return ts != 0 && ts >= q->from && (q->to == 0 || ts < q->to);
+}
+
+static void
+add_lead(agg *a, const mx_query *q, const mx_lead *l)
+{
+	a->balance[l->stage]++;
+	for (int i = 0; i < NPAIRS; i++) {
+		uint64_t t = l->first_entry[pairs[i].from];
+		if (!in_window(q, t))
+			continue;
+		a->cohort_in[i]++;
+		a->cohort_on[i] += l->first_entry[pairs[i].to] >= t;
+	}
+	uint64_t t = l->first_entry[FP_STAGE_SQL];
+	if (in_window(q, t)) {
+		a->cohort_sql++;
+		if (l->first_entry[FP_STAGE_WON] >= t)
+			a->cohort_won++;
+		else if (l->first_entry[FP_STAGE_LOST] >= t)
+			a->cohort_lost++;
+	}
+}
+
+static int
+needs_leads(int r)
+{
+	return r == MX_R_SUMMARY || r == MX_R_FUNNEL || r == MX_R_CONVERSION;
+}
+
+static int
+fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
+{
+	MDB_cursor *c = NULL;
+	MDB_val k, v;
+	uint8_t start[16] = { 0 };
+	int rc, oom = 0;
+
+	for (int i = 0; i < 8; i++)
+		start[i] = (uint8_t)(q->from >> (56 - 8 * i));
+	if (mdb_cursor_open(txn, t->facts, &c) != 0)
+		return FUNNEL_ESTORAGE;
+	k.mv_size = 16;
+	k.mv_data = start;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 && !oom;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		mx_fact f;
+		uint64_t ts = 0;
+		if (k.mv_size != 16)
+			continue;
+		for (int i = 0; i < 8; i++)
+			ts = ts << 8 | ((const uint8_t *)k.mv_data)[i];
+		if (q->to && ts >= q->to)
+			break;
+		if (mx_fact_decode(v.mv_data, v.mv_size, &f) != FUNNEL_OK)
+			continue;
+		if (!str_is(f.source, q->source) || !str_is(f.campaign, q->campaign))
+			continue;
+		oom |= add_fact(a, q, ts, &f);
+	}
+	mdb_cursor_close(c);
+	if (rc != 0 && rc != MDB_NOTFOUND && !oom)
+		return FUNNEL_ESTORAGE;
+	if (!oom && needs_leads(q->report)) {
+		if (mdb_cursor_open(txn, t->leads, &c) != 0)
+			return FUNNEL_ESTORAGE;
+		for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+		     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+			mx_lead l;
+			if (mx_lead_decode(v.mv_data, v.mv_size, &l) != FUNNEL_OK)
+				continue;
+			if (q->source || q->campaign) {
+				funnel_str s = l.n_touches ? l.touch[0].source : none;
+				funnel_str cp = l.n_touches ? l.touch[0].campaign : none;
+				if (!str_is(s, q->source) || !str_is(cp, q->campaign))
+					continue;
+			}
+			add_lead(a, q, &l);
+		}
+		mdb_cursor_close(c);
+		if (rc != MDB_NOTFOUND)
+			return FUNNEL_ESTORAGE;
+	}
+	for (int s = 0; s < FP_STAGE_COUNT; s++)
+		if (a->in_stage[s].n)
+			qsort(a->in_stage[s].v, a->in_stage[s].n, sizeof(uint64_t), cmp_u64);
+	if (a->to_won.n)
+		qsort(a->to_won.v, a->to_won.n, sizeof(uint64_t), cmp_u64);
+	if (a->delay.n)
+		qsort(a->delay.v, a->delay.n, sizeof(uint64_t), cmp_u64);
+	gmap *maps[] = { &a->srccamp, &a->reasons, &a->reasons_by, &a->teams, &a->reps,
+	                 &a->attr[0], &a->attr[1], &a->attr[2], &a->trend };
+	for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++) {
+		oom |= maps[i]->oom;
+		gmap_sort(maps[i]);
+		for (size_t j = 0; j < maps[i]->n; j++) {
+			vec *d = &maps[i]->items[j]->d;
+			if (d->n)
+				qsort(d->v, d->n, sizeof(uint64_t), cmp_u64);
+		}
+	}
+	return oom ? FUNNEL_ENOMEM : FUNNEL_OK;
+}
+
+/* ---- JSON ---- */
+
+static void
+add_rate(cJSON *o, const char *name, double num, double den)
+{
+	if (den > 0)
+		cJSON_AddNumberToObject(o, name, num / den);
+	else
+		cJSON_AddNullToObject(o, name);
+}
+
+/* {"n", "median_s", "p90_s"} of a sorted vector (null when empty). */
+static cJSON *
+durations(const vec *d)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "n", (double)d->n);
+	if (d->n) {
+		cJSON_AddNumberToObject(o, "median_s", (double)rank(d, 0.5) / 1e9);
+		cJSON_AddNumberToObject(o, "p90_s", (double)rank(d, 0.9) / 1e9);
+	} else {
+		cJSON_AddNullToObject(o, "median_s");
+		cJSON_AddNullToObject(o, "p90_s");
+	}
+	return o;
+}
+
+static void
+add_time(cJSON *o, const char *name, uint64_t ns)
+{
+	if (ns == 0) {
+		cJSON_AddNullToObject(o, name);
+		return;
+	}
+	cJSON_AddNumberToObject(o, name, (double)ns);
+}
+
+static cJSON *
+window_json(const mx_query *q)
+{
+	cJSON *w = cJSON_CreateObject();
+	add_time(w, "from", q->from);
+	add_time(w, "to", q->to);
+	if (q->source)
+		cJSON_AddStringToObject(w, "source", q->source);
+	else
+		cJSON_AddNullToObject(w, "source");
+	if (q->campaign)
+		cJSON_AddStringToObject(w, "campaign", q->campaign);
+	else
+		cJSON_AddNullToObject(w, "campaign");
+	return w;
+}
+
+static cJSON *
+funnel_json(const agg *a)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *st = cJSON_AddArrayToObject(o, "stages");
+	for (int i = 0; i < NSHOWN; i++) {
+		cJSON *s = cJSON_CreateObject();
+		cJSON_AddStringToObject(s, "stage", fp_stage_name(shown[i]));
+		cJSON_AddNumberToObject(s, "entered", a->entries[shown[i]]);
+		cJSON_AddNumberToObject(s, "now", a->balance[shown[i]]);
+		cJSON_AddItemToArray(st, s);
+	}
+	cJSON *bs = cJSON_AddArrayToObject(o, "by_source");
+	for (size_t i = 0; i < a->srccamp.n; i++) {
+		const group *g = a->srccamp.items[i];
+		cJSON *r = cJSON_CreateObject();
+		cJSON_AddStringToObject(r, "source", g->k[0]);
+		cJSON_AddStringToObject(r, "campaign", g->k[1]);
+		for (int j = 0; j < NSHOWN - 1; j++)
+			cJSON_AddNumberToObject(r, fp_stage_name(shown[j]), g->v[SC_ENTRIES + shown[j]]);
+		cJSON_AddItemToArray(bs, r);
+	}
+	return o;
+}
+
+static cJSON *
+conversion_json(const agg *a)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *per = cJSON_AddObjectToObject(o, "period");
+	cJSON *coh = cJSON_AddObjectToObject(o, "cohort");
+	for (int i = 0; i < NPAIRS; i++) {
+		cJSON *p = cJSON_AddObjectToObject(per, pairs[i].name);
+		cJSON_AddNumberToObject(p, "from_entries", a->entries[pairs[i].from]);
+		cJSON_AddNumberToObject(p, "to_entries", a->entries[pairs[i].to]);
+		add_rate(p, "rate", a->entries[pairs[i].to], a->entries[pairs[i].from]);
+		cJSON *c = cJSON_AddObjectToObject(coh, pairs[i].name);
+		cJSON_AddNumberToObject(c, "entered", a->cohort_in[i]);
+		cJSON_AddNumberToObject(c, "went_on", a->cohort_on[i]);
+		add_rate(c, "rate", a->cohort_on[i], a->cohort_in[i]);
+	}
+	cJSON *w = cJSON_AddObjectToObject(per, "win_rate");
+	cJSON_AddNumberToObject(w, "won", a->entries[FP_STAGE_WON]);
+	cJSON_AddNumberToObject(w, "lost", a->entries[FP_STAGE_LOST]);
+	add_rate(w, "rate", a->entries[FP_STAGE_WON],
+	         a->entries[FP_STAGE_WON] + a->entries[FP_STAGE_LOST]);
+	w = cJSON_AddObjectToObject(coh, "win_rate");
+	cJSON_AddNumberToObject(w, "entered", a->cohort_sql);
+	cJSON_AddNumberToObject(w, "won", a->cohort_won);
+	cJSON_AddNumberToObject(w, "lost", a->cohort_lost);
+	add_rate(w, "rate", a->cohort_won, a->cohort_won + a->cohort_lost);
+	return o;
+}
+
+static cJSON *
+velocity_json(const agg *a)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *st = cJSON_AddObjectToObject(o, "time_in_stage");
+	for (int i = 0; i < NSHOWN; i++) {
+		fp_stage s = shown[i];
+		if (s == FP_STAGE_WON || s == FP_STAGE_ERASED || s == FP_STAGE_DISQUALIFIED)
+			continue;
+		cJSON_AddItemToObject(st, fp_stage_name(s), durations(&a->in_stage[s]));
+	}
+	cJSON_AddItemToObject(o, "capture_to_won", durations(&a->to_won));
+	return o;
+}
+
+static void
+follow_row(cJSON *r, const group *g)
+{
+	cJSON_AddNumberToObject(r, "assignments", g->v[FU_ASSIGNED]);
+	cJSON_AddNumberToObject(r, "contacted", g->v[FU_CONTACTED]);
+	cJSON_AddItemToObject(r, "speed_to_lead", durations(&g->d));
+	add_rate(r, "within_5m", g->v[FU_W5M], g->v[FU_ASSIGNED]);
+	add_rate(r, "within_1h", g->v[FU_W1H], g->v[FU_ASSIGNED]);
+	add_rate(r, "within_24h", g->v[FU_W24H], g->v[FU_ASSIGNED]);
+	cJSON_AddNumberToObject(r, "sla_breaches", g->v[FU_SLA]);
+}
+
+static cJSON *
+followup_json(const agg *a)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddNumberToObject(o, "assignments", a->assigned);
+	cJSON_AddNumberToObject(o, "contacted", a->contacted);
+	cJSON_AddItemToObject(o, "speed_to_lead", durations(&a->delay));
+	add_rate(o, "within_5m", a->within[0], a->assigned);
+	add_rate(o, "within_1h", a->within[1], a->assigned);
+	add_rate(o, "within_24h", a->within[2], a->assigned);
+	cJSON_AddNumberToObject(o, "sla_breaches", a->sla);
+	cJSON *teams = cJSON_AddArrayToObject(o, "teams");
+	for (size_t i = 0; i < a->teams.n; i++) {
+		cJSON *r = cJSON_CreateObject();
+		cJSON_AddStringToObject(r, "team", a->teams.items[i]->k[0]);
+		follow_row(r, a->teams.items[i]);
+		cJSON_AddItemToArray(teams, r);
+	}
+	cJSON *reps = cJSON_AddArrayToObject(o, "reps");
+	for (size_t i = 0; i < a->reps.n; i++) {
+		cJSON *r = cJSON_CreateObject();
+		cJSON_AddStringToObject(r, "owner", a->reps.items[i]->k[0]);
+		cJSON_AddStringToObject(r, "team", a->reps.items[i]->k[1]);
+		follow_row(r, a->reps.items[i]);
+		cJSON_AddItemToArray(reps, r);
+	}
+	return o;
+}
+
+static cJSON *
+closed_loop_json(const agg *a)
+{
+	cJSON *o = cJSON_CreateObject();
+	double acc = a->by_ev[FP_EV_ACCEPTED], rej = a->by_ev[FP_EV_REJECTED];
+	double rec = a->by_ev[FP_EV_RECYCLED];
+	cJSON_AddNumberToObject(o, "mql_entries", a->entries[FP_STAGE_MQL]);
+	cJSON_AddNumberToObject(o, "accepted", acc);
+	cJSON_AddNumberToObject(o, "rejected", rej);
+	cJSON_AddNumberToObject(o, "recycled", rec);
+	cJSON_AddNumberToObject(o, "disqualified", a->by_ev[FP_EV_DISQUALIFIED]);
+	cJSON_AddNumberToObject(o, "lost", a->by_ev[FP_EV_DEAL_LOST]);
+	add_rate(o, "rejection_rate", rej, acc + rej);
+	add_rate(o, "recycle_rate", rec, a->entries[FP_STAGE_MQL]);
+	cJSON *rs = cJSON_AddArrayToObject(o, "reasons");
+	for (size_t i = 0; i < a->reasons.n; i++) {
+		const group *g = a->reasons.items[i];
+		cJSON *r = cJSON_CreateObject();
+		cJSON_AddStringToObject(r, "event", g->k[0]);
+		cJSON_AddStringToObject(r, "reason", g->k[1]);
+		cJSON_AddNumberToObject(r, "count", g->v[0]);
+		cJSON_AddItemToArray(rs, r);
+	}
+	cJSON *bs = cJSON_AddArrayToObject(o, "by_source");
+	for (size_t i = 0; i < a->srccamp.n; i++) {
+		const group *g = a->srccamp.items[i];
+		double gacc = g->v[SC_ACCEPTED], grej = g->v[SC_REJECTED];
+		double gmql = g->v[SC_ENTRIES + FP_STAGE_MQL];
+		cJSON *r = cJSON_CreateObject();
+		cJSON_AddStringToObject(r, "source", g->k[0]);
+		cJSON_AddStringToObject(r, "campaign", g->k[1]);
+		cJSON_AddNumberToObject(r, "mql_entries", gmql);
+		cJSON_AddNumberToObject(r, "accepted", gacc);
+		cJSON_AddNumberToObject(r, "rejected", grej);
+		cJSON_AddNumberToObject(r, "recycled", g->v[SC_ENTRIES + FP_STAGE_NURTURE] - grej);
+		add_rate(r, "rejection_rate", grej, gacc + grej);
+		add_rate(r, "recycle_rate", g->v[SC_ENTRIES + FP_STAGE_NURTURE] - grej, gmql);
+		cJSON_AddItemToArray(bs, r);
+	}
+	cJSON *rb = cJSON_AddArrayToObject(o, "reasons_by_source");
+	for (size_t i = 0; i < a->reasons_by.n; i++) {
+		const group *g = a->reasons_by.items[i];
+		cJSON *r = cJSON_CreateObject();
+		cJSON_AddStringToObject(r, "event", g->k[0]);
+		cJSON_AddStringToObject(r, "reason", g->k[1]);
+		cJSON_AddStringToObject(r, "source", g->k[2]);
+		cJSON_AddStringToObject(r, "campaign", g->k[3]);
+		cJSON_AddNumberToObject(r, "count", g->v[0]);
+		cJSON_AddItemToArray(rb, r);
+	}
+	return o;
+}
+
+static cJSON *
+attribution_json(const agg *a, int model)
+{
+	static const char *const models[] = { "first", "last", "linear" };
+	static const char *const dims[] = { "source", "campaign", "form" };
+	static const char *const lists[] = { "by_source", "by_campaign", "by_form" };
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "model", models[model]);
+	cJSON_AddNumberToObject(o, "pipeline", a->pipeline);
+	cJSON_AddNumberToObject(o, "revenue", a->revenue);
+	cJSON_AddNumberToObject(o, "opportunities", a->by_ev[FP_EV_OPP_OPENED]);
+	cJSON_AddNumberToObject(o, "won", a->by_ev[FP_EV_DEAL_WON]);
+	for (int d = 0; d < 3; d++) {
+		cJSON *arr = cJSON_AddArrayToObject(o, lists[d]);
+		for (size_t i = 0; i < a->attr[d].n; i++) {
+			const group *g = a->attr[d].items[i];
+			cJSON *r = cJSON_CreateObject();
+			cJSON_AddStringToObject(r, dims[d], g->k[0]);
+			cJSON_AddNumberToObject(r, "pipeline", g->v[AT_PIPELINE]);
+			cJSON_AddNumberToObject(r, "revenue", g->v[AT_REVENUE]);
+			cJSON_AddNumberToObject(r, "opportunities", g->v[AT_OPPS]);
+			cJSON_AddNumberToObject(r, "won", g->v[AT_WON]);
+			cJSON_AddItemToArray(arr, r);
+		}
+	}
+	return o;
+}
+
+static cJSON *
+trend_json(const agg *a, int bucket)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "bucket", bucket == MX_BUCKET_WEEK ? "week" : "day");
+	cJSON *arr = cJSON_AddArrayToObject(o, "series");
+	for (size_t i = 0; i < a->trend.n; i++) {
+		const group *g = a->trend.items[i];
+		uint64_t ns = strtoull(g->k[0], NULL, 10);
+		time_t t = (time_t)(ns / NS_PER_S);
+		struct tm tm;
+		char day[16];
+		gmtime_r(&t, &tm);
+		strftime(day, sizeof day, "%Y-%m-%d", &tm);
+		cJSON *r = cJSON_CreateObject();
+		cJSON_AddStringToObject(r, "start", day);
+		cJSON_AddNumberToObject(r, "start_ns", (double)ns);
+		cJSON *e = cJSON_AddObjectToObject(r, "entered");
+		for (int j = 0; j < NSHOWN; j++)
+			cJSON_AddNumberToObject(e, fp_stage_name(shown[j]), g->v[shown[j]]);
+		cJSON_AddItemToArray(arr, r);
+	}
+	return o;
+}
+
+uint64_t
+mx_checkpoint(MDB_txn *txn, const mx_tables *t)
+{
+	MDB_val k = { 10, "checkpoint" }, v;
+	uint64_t x = 0;
+	if (mdb_get(txn, t->runtime, &k, &v) != 0 || v.mv_size != 8)
+		return 0;
+	for (int i = 0; i < 8; i++)
+		x = x << 8 | ((const uint8_t *)v.mv_data)[i];
+	return x;
+}
+
+int
+mx_report(MDB_txn *txn, const mx_tables *t, const mx_query *q, cJSON **out)
+{
+	agg a;
+	memset(&a, 0, sizeof a);
+	*out = NULL;
+	int rc = fill(txn, t, q, &a);
+	if (rc != FUNNEL_OK) {
+		agg_release(&a);
+		return rc;
+	}
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "report", mx_report_name(q->report));
+	cJSON_AddNumberToObject(o, "checkpoint", (double)mx_checkpoint(txn, t));
+	cJSON_AddItemToObject(o, "window", window_json(q));
+	switch (q->report) {
+	case MX_R_FUNNEL: cJSON_AddItemToObject(o, "funnel", funnel_json(&a)); break;
+	case MX_R_CONVERSION: cJSON_AddItemToObject(o, "conversion", conversion_json(&a)); break;
+	case MX_R_VELOCITY: cJSON_AddItemToObject(o, "velocity", velocity_json(&a)); break;
+	case MX_R_FOLLOWUP: cJSON_AddItemToObject(o, "followup", followup_json(&a)); break;
+	case MX_R_CLOSED_LOOP: cJSON_AddItemToObject(o, "closed_loop", closed_loop_json(&a)); break;
+	case MX_R_ATTRIBUTION:
+		cJSON_AddItemToObject(o, "attribution", attribution_json(&a, q->model));
+		break;
+	case MX_R_TREND: cJSON_AddItemToObject(o, "trend", trend_json(&a, q->bucket)); break;
+	default:
+		cJSON_AddItemToObject(o, "funnel", funnel_json(&a));
+		cJSON_AddItemToObject(o, "conversion", conversion_json(&a));
+		cJSON_AddItemToObject(o, "velocity", velocity_json(&a));
+		cJSON_AddItemToObject(o, "followup", followup_json(&a));
+		cJSON_AddItemToObject(o, "closed_loop", closed_loop_json(&a));
+		cJSON_AddItemToObject(o, "attribution", attribution_json(&a, q->model));
+		cJSON_AddItemToObject(o, "trend", trend_json(&a, q->bucket));
+	}
+	agg_release(&a);
+	*out = o;
+	return o ? FUNNEL_OK : FUNNEL_ENOMEM;
+}
+
+/* ---- Prometheus ---- */
+
+static const struct metric {
+	const char *name, *type, *help, *labels[2];
+} metrics[] = {
+	{ "funnel_assignments_total", "counter", "Leads assigned to a rep or queue, by team.",
+	  { "team", NULL } },
+	{ "funnel_closed_loop_total", "counter",
+	  "Leads sent back or out with a reason code (rejected, recycled, disqualified, lost).",
+	  { "event", "reason" } },
+	{ "funnel_contacted_within_total", "counter",
+	  "Assignments whose first contact came within 5m, 1h or 24h, by team.",
+	  { "team", "within" } },
+	{ "funnel_first_contacts_total", "counter",
+	  "Assignments followed by a first lead.contacted, by team.", { "team", NULL } },
+	{ "funnel_leads", "gauge", "Leads in each stage now.", { "stage", NULL } },
+	{ "funnel_pipeline_amount_total", "counter",
+	  "Sum of opportunity.opened amounts, by the lead's first-touch source.",
+	  { "source", NULL } },
+	{ "funnel_revenue_amount_total", "counter",
+	  "Sum of deal.won amounts, by the lead's first-touch source.", { "source", NULL } },
+	{ "funnel_sla_breaches_total", "counter", "lead.sla_breached events, by team and rep.",
+	  { "team", "owner" } },
+	{ "funnel_stage_entries_total", "counter",
+	  "Leads entering each stage, by the lead's first-touch source.", { "stage", "source" } },
+};
+
+typedef struct sbuf {
+	char *p;
+	size_t n, cap;
+	int oom;
+} sbuf;
+
+static void
+sb_add(sbuf *b, const char *s, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->n + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 4096;
+		while (cap < b->n + n + 1)
+			cap *= 2;
+		char *p = realloc(b->p, cap);
+		if (p == NULL) {
+			b->oom = 1;
+			return;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->n, s, n);
+	b->n += n;
+	b->p[b->n] = 0;
+}
+
+static void
+sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#include <stdarg.h>
+static void
+sb_printf(sbuf *b, const char *fmt, ...)
+{
+	char tmp[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		sb_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* A label value with \, " and newline escaped. */
+static void
+sb_label(sbuf *b, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '\\')
+			sb_add(b, "\\\\", 2);
+		else if (s[i] == '"')
+			sb_add(b, "\\\"", 2);
+		else if (s[i] == '\n')
+			sb_add(b, "\\n", 2);
+		else
+			sb_add(b, s + i, 1);
+	}
+}
+
+static void
+sb_value(sbuf *b, double x)
+{
+	if (x == floor(x) && fabs(x) < 9007199254740992.0)
+		sb_printf(b, " %.0f\n", x);
+	else
+		sb_printf(b, " %.17g\n", x);
+}
+
+static void
+sb_head(sbuf *b, const char *name, const char *type, const char *help)
+{
+	sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+int
+mx_prometheus(MDB_txn *txn, const mx_tables *t, int head_known, uint64_t head, char **out,
+              size_t *len)
+{
+	sbuf b = { 0 };
+	MDB_cursor *c;
+	MDB_val k, v;
+	const struct metric *cur = NULL;
+	int rc;
+
+	*out = NULL;
+	*len = 0;
+	uint64_t cp = mx_checkpoint(txn, t);
+	sb_head(&b, "funnel_view_checkpoint_seq", "gauge",
+	        "Seq of the last log record applied to the metrics view.");
+	sb_printf(&b, "funnel_view_checkpoint_seq %" PRIu64 "\n", cp);
+	if (head_known) {
+		sb_head(&b, "funnel_log_head_seq", "gauge", "Seq of the last record in the log.");
+		sb_printf(&b, "funnel_log_head_seq %" PRIu64 "\n", head);
+		sb_head(&b, "funnel_view_lag_records", "gauge",
+		        "Records in the log not yet applied to the metrics view.");
+		sb_printf(&b, "funnel_view_lag_records %" PRIu64 "\n", head > cp ? head - cp : 0);
+	}
+	if (mdb_cursor_open(txn, t->counters, &c) != 0)
+		return FUNNEL_ESTORAGE;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		const char *key = k.mv_data, *end = key + k.mv_size;
+		const char *nul = memchr(key, 0, k.mv_size);
+		size_t nlen = nul ? (size_t)(nul - key) : k.mv_size;
+		double x;
+		if (v.mv_size != 8)
+			continue;
+		memcpy(&x, v.mv_data, 8);
+		if (cur == NULL || strlen(cur->name) != nlen || memcmp(cur->name, key, nlen) != 0) {
+			cur = NULL;
+			for (size_t i = 0; i < sizeof metrics / sizeof metrics[0]; i++) {
+				if (strlen(metrics[i].name) == nlen && memcmp(metrics[i].name, key, nlen) == 0)
+					cur = &metrics[i];
+			}
+			if (cur == NULL)
+				continue;
+			sb_head(&b, cur->name, cur->type, cur->help);
+		}
+		sb_add(&b, cur->name, nlen);
+		const char *p = nul ? nul + 1 : end;
+		for (int i = 0; i < 2 && cur->labels[i] && nul; i++) {
+			const char *q = memchr(p, 0, (size_t)(end - p));
+			size_t l = q ? (size_t)(q - p) : (size_t)(end - p);
+			sb_printf(&b, "%s%s=\"", i ? "," : "{", cur->labels[i]);
+			sb_label(&b, p, l);
+			sb_add(&b, "\"", 1);
+			p = q ? q + 1 : end;
+			if (i == 1 || cur->labels[i + 1] == NULL)
+				sb_add(&b, "}", 1);
+			else if (q == NULL) {
+				sb_printf(&b, ",%s=\"\"}", cur->labels[i + 1]);
+				break;
+			}
+		}
+		sb_value(&b, x);
+	}
+	mdb_cursor_close(c);
+	if (b.oom || (rc != MDB_NOTFOUND)) {
+		free(b.p);
+		return b.oom ? FUNNEL_ENOMEM : FUNNEL_ESTORAGE;
+	}
+	*out = b.p;
+	*len = b.n;
+	return FUNNEL_OK;
+}

@@ -1,0 +1,64 @@
+/*
+ * clients/routing/engine.h - what rules.c (the parser) and engine.c (the
+ * decisions) share inside the routing engine: the compiled rules.  Not
+ * part of the contract (routing.h).
+ */
+#ifndef FUNNEL_ROUTING_ENGINE_H
+#define FUNNEL_ROUTING_ENGINE_H
+
+#include "routing.h"
+#include "rulesfile.h"
+
+enum { RT_ESC_NONE, RT_ESC_NEXT_REP, RT_ESC_TEAM_LEAD };
+
+typedef struct rt_rep_def {
+	char *name;
+	size_t team;               /* index in teams */
+	long weight;               /* >= 1 */
+	long capacity;             /* 0: no cap */
+	int active;
+} rt_rep_def;
+
+typedef struct rt_team_def {
+	char *name;
+	uint64_t sla_ns;           /* 0: no SLA */
+	char *lead;                /* team lead, or NULL */
+	int esc;                   /* RT_ESC_* */
+	long esc_limit;
+	size_t first_rep, nreps;   /* its reps: reps[first_rep .. first_rep + nreps) */
+} rt_team_def;
+
+/* One condition on a lead field: one of `in` (if any), and the bounds. */
+typedef struct rt_cond {
+	size_t field;              /* index in fields */
+	rf_value *in;
+	size_t n_in;
+	int has_min, has_max;
+	double min, max;
+} rt_cond;
+
+typedef struct rt_rule_def {
+	char *name;
+	size_t team;
+	rt_cond *conds;
+	size_t nconds;
+} rt_rule_def;
+
+struct rt_rules {
+	char *text;
+	size_t len;
+	char hash_hex[65];
+	char *version;
+	rt_team_def *teams;
+	size_t nteams;
+	rt_rep_def *reps;          /* grouped by team, in file order */
+	size_t nreps;
+	rt_rule_def *rules;
+	size_t nrules;
+	char *fallback;
+	uint64_t fallback_sla_ns;
+	char *fields[RT_MAX_FIELDS];
+	size_t nfields;
+};
+
+#endif

@@ -1,0 +1,690 @@
+#!/usr/bin/python3
+"""
+tests/integration/test_metrics.py - funnel-metrics end to end against a
+real funneld: a scripted history whose every figure is worked out by hand
+below (counts as literals; durations from the records' daemon timestamps,
+with the nearest-rank percentile written out here, independently of the
+C code), checked through /api after a kill -9 and restart, after
+--rebuild (same digest) and in a view built from nothing; each endpoint;
+bad parameters answered 400 with a message; /metrics through
+`promtool check metrics`; and the dashboard in headless Chromium
+(tests/browser/dashboard.test.mjs, its checks counted here).
+
+Run with Debian's /usr/bin/python3 (python3-zmq, python3-msgpack):
+
+    BUILD=build FUNNELD=build/bin/funneld /usr/bin/python3 tests/integration/test_metrics.py
+
+funnel-metrics is $BUILD/bin/funnel-metrics.  Every process, request and
+wait is bounded; prints "ok - name" / "not ok - name: reason" and
+"N passed, M failed".
+"""
+import calendar
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import zmq
+
+from funnel_testlib import (REPO, CheckFailed, LogClient, Results, expect, expect_eq,
+                            expect_in, start_daemon)
+
+BUILD = os.environ.get("BUILD", "build")
+FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
+METRICS = os.path.join(os.path.dirname(FUNNELD), "funnel-metrics")
+RUN_TIMEOUT_S = 60
+HTTP_TIMEOUT_S = 10
+BROWSER_TEST = os.path.join(REPO, "tests", "browser", "dashboard.test.mjs")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Metrics:
+    """funnel-metrics against one daemon, with one view and one HTTP port."""
+
+    def __init__(self, daemon, name):
+        self.daemon = daemon
+        self.view = os.path.join(daemon.dir, name + "-view")
+        self.log = os.path.join(daemon.dir, name + ".log")
+        self.ready = os.path.join(daemon.dir, name + ".ready")
+        self.port = free_port()
+        self.proc = None
+
+    def url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def args(self, *extra):
+        eps = self.daemon.endpoints
+        return [METRICS, "--view", self.view, "--http", "127.0.0.1:%d" % self.port,
+                "--ingest", eps["ingest"], "--publish", eps["publish"],
+                "--query", eps["query"]] + list(extra)
+
+    def ok(self, *extra):
+        p = subprocess.run(self.args(*extra), stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=RUN_TIMEOUT_S, text=True)
+        with open(self.log, "a") as f:
+            f.write(p.stderr)
+        expect_eq(p.returncode, 0, "funnel-metrics %s exit status (stderr: %s)"
+                  % (" ".join(extra), p.stderr[-800:]))
+        return p.stdout
+
+    def start(self, *extra):
+        if os.path.exists(self.ready):
+            os.unlink(self.ready)
+        errlog = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.args("--ready-file", self.ready, *extra),
+                                     stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog)
+        errlog.close()
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.ready):
+            expect(self.proc.poll() is None, "funnel-metrics exited early: %s" % self.tail())
+            expect(time.monotonic() < deadline, "funnel-metrics not ready in 10 s")
+            time.sleep(0.02)
+
+    def kill9(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                return None
+        return self.proc.returncode if self.proc else None
+
+    def digest(self):
+        parts = self.ok("digest").split()
+        expect(len(parts) == 4 and parts[0] == "checkpoint", "digest output: %r" % parts)
+        return int(parts[1]), parts[3]
+
+    def tail(self):
+        try:
+            with open(self.log) as f:
+                return f.read()[-800:]
+        except OSError:
+            return ""
+
+    def get(self, path):
+        """(status, content type, body bytes); HTTP errors are answers too."""
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=HTTP_TIMEOUT_S) as r:
+                return r.status, r.headers.get("Content-Type", ""), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("Content-Type", ""), e.read()
+
+    def api(self, path):
+        st, ct, body = self.get(path)
+        expect_eq(st, 200, "status of %s (%s)" % (path, body[:300]))
+        expect_in("application/json", ct, "content type of %s" % path)
+        return json.loads(body)
+
+    def wait_caught_up(self, head, wait_s=20.0):
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            try:
+                st, _, body = self.get("/healthz")
+                h = json.loads(body)
+                if st == 200 and h["checkpoint"] >= head:
+                    return h
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise CheckFailed("metrics view not at seq %d in %.0f s: %s" % (head, wait_s, self.tail()))
+
+
+# ---- the scripted history ----
+#
+# Each step is one publish request (so each has its own daemon ts), with
+# the stage change it makes, written by hand: (lead, from, to) or None.
+
+def ev(t, lead, **data):
+    e = {"type": t, "lead": lead}
+    if data:
+        e["data"] = data
+    return e
+
+
+SCRIPT = [
+    (ev("lead.captured", "A", source="webinar", campaign="q4", form="form-a"), "inquiry"),  # 1
+    (ev("lead.captured", "B", source="ads", campaign="spring", form="form-b"), "inquiry"),  # 2
+    (ev("lead.captured", "C", source="webinar", campaign="q4", form="form-a"), "inquiry"),  # 3
+    (ev("lead.qualified", "A"), "mql"),                                                    # 4
+    (ev("lead.qualified", "B"), "mql"),                                                    # 5
+    (ev("lead.qualified", "C"), "mql"),                                                    # 6
+    (ev("lead.assigned", "A", owner="ben", team="east", rule="r1"), None),                 # 7
+    (ev("lead.assigned", "B", owner="cy", team="west", rule="r2"), None),                  # 8
+    (ev("lead.assigned", "C", owner="ben", team="east", rule="r1"), None),                 # 9
+    (ev("lead.contacted", "A", channel="phone"), None),                                    # 10
+    (ev("lead.captured", "A", source="ads", campaign="spring", form="form-b"), None),      # 11 re-inquiry
+    (ev("lead.accepted", "A"), "sal"),                                                     # 12
+    (ev("lead.rejected", "B", reason="no_budget"), "nurture"),                             # 13
+    (ev("lead.sla_breached", "C", owner="ben", team="east", minutes_late=5), None),        # 14
+    (ev("lead.contacted", "C"), None),                                                     # 15
+    (ev("lead.recycled", "C", reason="bad_timing"), "nurture"),                            # 16
+    (ev("lead.captured", "D", source="organic", form="form-c"), "inquiry"),                # 17
+    (ev("lead.disqualified", "D", reason="student"), "disqualified"),                      # 18
+    (ev("opportunity.opened", "A", amount=1000), "sql"),                                   # 19
+    (ev("lead.qualified", "B"), "mql"),                                                    # 20
+    (ev("lead.accepted", "B"), "sal"),                                                     # 21
+    (ev("opportunity.opened", "B", amount=500), "sql"),                                    # 22
+    (ev("deal.won", "A", amount=900), "won"),                                              # 23
+    (ev("lead.captured", "E", source="webinar", campaign="q4", form="form-a"), "inquiry"),  # 24
+    (ev("lead.erased", "E"), "erased"),                                                    # 25
+    (ev("lead.captured", "F", source="ads", campaign="spring", form="form-b"), "inquiry"),  # 26
+    (ev("lead.assigned", "F", owner="dee", team="west"), None),                            # 27
+    (ev("deal.lost", "B", reason="price"), "lost"),                                        # 28
+    ({"type": "x.note", "lead": "G", "data": {"text": "not a funnel lead"}}, None),        # 29
+    (ev("lead.contacted", "C"), None),                                                     # 30 a second contact
+]
+HALF = 16      # the service is killed after this many steps
+
+
+def publish_steps(log, steps, first):
+    for i, (e, _) in enumerate(steps):
+        log.publish_ok(dict(e, id="script-%d" % (first + i)))
+        time.sleep(0.002)      # each step its own group, its own ts
+
+
+def nearest_rank(values, p):
+    """The smallest value with at least a share p of the values at or below it."""
+    v = sorted(values)
+    k = math.ceil(p * len(v))
+    return v[max(k, 1) - 1]
+
+
+def near(a, b):
+    return a is not None and b is not None and abs(a - b) <= 1e-9 * max(1.0, abs(b))
+
+
+def expect_dur(got, values, what):
+    expect_eq(got["n"], len(values), what + " n")
+    if not values:
+        expect(got["median_s"] is None and got["p90_s"] is None, what + ": null when empty")
+        return
+    for key, p in (("median_s", 0.5), ("p90_s", 0.9)):
+        want = nearest_rank(values, p) / 1e9
+        expect(near(got[key], want), "%s %s: got %r, want %r" % (what, key, got[key], want))
+
+
+def expect_rate(got, num, den, what):
+    if den == 0:
+        expect(got is None, "%s: null for an empty denominator, got %r" % (what, got))
+    else:
+        expect(near(got, num / den), "%s: got %r, want %d/%d" % (what, got, num, den))
+
+
+def rows(lst, *keys):
+    return {tuple(r[k] for k in keys): r for r in lst}
+
+
+class Expected:
+    """The scripted history's figures, by hand, from the records' ts."""
+
+    def __init__(self, recs):
+        by_id = {r.get("id"): r for r in recs}
+        self.t = [None] + [by_id["script-%d" % i]["ts"] for i in range(1, len(SCRIPT) + 1)]
+        t = self.t
+        for i in range(2, len(t)):
+            expect(t[i] > t[i - 1], "steps %d and %d have distinct timestamps" % (i - 1, i))
+        self.in_stage = {
+            "inquiry": [t[4] - t[1], t[5] - t[2], t[6] - t[3], t[18] - t[17], t[25] - t[24]],
+            "mql": [t[12] - t[4], t[13] - t[5], t[16] - t[6], t[21] - t[20]],
+            "sal": [t[19] - t[12], t[22] - t[21]],
+            "sql": [t[23] - t[19], t[28] - t[22]],
+            "nurture": [t[20] - t[13]],
+            "lost": [],
+        }
+        self.to_won = [t[23] - t[1]]
+        self.speed = [t[10] - t[7], t[15] - t[9]]
+
+
+def check_all_time(m, x):
+    """Every figure of the whole history."""
+    s = m.api("/api/summary")
+    fun = s["funnel"]
+    entered = {r["stage"]: r["entered"] for r in fun["stages"]}
+    now = {r["stage"]: r["now"] for r in fun["stages"]}
+    expect_eq(entered, {"inquiry": 6, "mql": 4, "sal": 2, "sql": 2, "won": 1, "lost": 1,
+                        "nurture": 2, "disqualified": 1, "erased": 1}, "stage entries")
+    expect_eq(now, {"inquiry": 1, "mql": 0, "sal": 0, "sql": 0, "won": 1, "lost": 1,
+                    "nurture": 1, "disqualified": 1, "erased": 1}, "leads in each stage now")
+    bs = rows(fun["by_source"], "source", "campaign")
+    expect_eq(sorted(bs), [("", ""), ("ads", "spring"), ("organic", ""), ("webinar", "q4")],
+              "source/campaign rows")
+    expect_eq({k: bs[("ads", "spring")][k] for k in ("inquiry", "mql", "sal", "sql", "won", "lost")},
+              {"inquiry": 2, "mql": 2, "sal": 1, "sql": 1, "won": 0, "lost": 1}, "ads/spring row")
+    expect_eq({k: bs[("webinar", "q4")][k] for k in ("inquiry", "mql", "sal", "sql", "won")},
+              {"inquiry": 3, "mql": 2, "sal": 1, "sql": 1, "won": 1}, "webinar/q4 row")
+
+    c = s["conversion"]
+    for name, a, b in (("inquiry_to_mql", 6, 4), ("mql_to_sal", 4, 2), ("sal_to_sql", 2, 2),
+                       ("sql_to_won", 2, 1)):
+        expect_eq((c["period"][name]["from_entries"], c["period"][name]["to_entries"]), (a, b),
+                  "period " + name)
+        expect_rate(c["period"][name]["rate"], b, a, "period rate " + name)
+    expect_rate(c["period"]["win_rate"]["rate"], 1, 2, "period win rate")
+    for name, a, b in (("inquiry_to_mql", 6, 3), ("mql_to_sal", 3, 2), ("sal_to_sql", 2, 2),
+                       ("sql_to_won", 2, 1)):
+        expect_eq((c["cohort"][name]["entered"], c["cohort"][name]["went_on"]), (a, b),
+                  "cohort " + name)
+        expect_rate(c["cohort"][name]["rate"], b, a, "cohort rate " + name)
+    w = c["cohort"]["win_rate"]
+    expect_eq((w["entered"], w["won"], w["lost"]), (2, 1, 1), "cohort win rate counts")
+    expect_rate(w["rate"], 1, 2, "cohort win rate")
+
+    v = s["velocity"]
+    for stage, vals in x.in_stage.items():
+        expect_dur(v["time_in_stage"][stage], vals, "time in " + stage)
+    expect_dur(v["capture_to_won"], x.to_won, "capture to won")
+
+    f = s["followup"]
+    expect_eq((f["assignments"], f["contacted"], f["sla_breaches"]), (4, 2, 1),
+              "assignments, first contacts, SLA breaches")
+    expect_dur(f["speed_to_lead"], x.speed, "speed to lead")
+    for k in ("within_5m", "within_1h", "within_24h"):
+        expect_rate(f[k], 2, 4, k)
+    teams = rows(f["teams"], "team")
+    expect_eq(sorted(teams), [("east",), ("west",)], "teams")
+    e, wst = teams[("east",)], teams[("west",)]
+    expect_eq((e["assignments"], e["contacted"], e["sla_breaches"]), (2, 2, 1), "east")
+    expect_dur(e["speed_to_lead"], x.speed, "east speed to lead")
+    expect_rate(e["within_5m"], 2, 2, "east within 5m")
+    expect_eq((wst["assignments"], wst["contacted"], wst["sla_breaches"]), (2, 0, 0), "west")
+    expect_rate(wst["within_24h"], 0, 2, "west within 24h")
+    reps = rows(f["reps"], "owner", "team")
+    expect_eq(sorted(reps), [("ben", "east"), ("cy", "west"), ("dee", "west")], "reps")
+    expect_eq((reps[("ben", "east")]["assignments"], reps[("ben", "east")]["sla_breaches"]),
+              (2, 1), "ben")
+
+    cl = s["closed_loop"]
+    expect_eq({k: cl[k] for k in ("mql_entries", "accepted", "rejected", "recycled",
+                                  "disqualified", "lost")},
+              {"mql_entries": 4, "accepted": 2, "rejected": 1, "recycled": 1,
+               "disqualified": 1, "lost": 1}, "closed-loop counts")
+    expect_rate(cl["rejection_rate"], 1, 3, "rejection rate")
+    expect_rate(cl["recycle_rate"], 1, 4, "recycle rate")
+    expect_eq({(r["event"], r["reason"]): r["count"] for r in cl["reasons"]},
+              {("lead.rejected", "no_budget"): 1, ("lead.recycled", "bad_timing"): 1,
+               ("lead.disqualified", "student"): 1, ("deal.lost", "price"): 1}, "reasons")
+    src = rows(cl["by_source"], "source", "campaign")
+    ads, web = src[("ads", "spring")], src[("webinar", "q4")]
+    expect_eq((ads["mql_entries"], ads["accepted"], ads["rejected"], ads["recycled"]),
+              (2, 1, 1, 0), "ads/spring closed loop")
+    expect_rate(ads["rejection_rate"], 1, 2, "ads/spring rejection rate")
+    expect_eq((web["mql_entries"], web["accepted"], web["rejected"], web["recycled"]),
+              (2, 1, 0, 1), "webinar/q4 closed loop")
+    expect_rate(web["recycle_rate"], 1, 2, "webinar/q4 recycle rate")
+    expect_eq({(r["event"], r["reason"], r["source"], r["campaign"]): r["count"]
+               for r in cl["reasons_by_source"]},
+              {("lead.rejected", "no_budget", "ads", "spring"): 1,
+               ("lead.recycled", "bad_timing", "webinar", "q4"): 1,
+               ("lead.disqualified", "student", "organic", ""): 1,
+               ("deal.lost", "price", "ads", "spring"): 1}, "reasons by source and campaign")
+
+    # attribution: A's touches at its opportunity: webinar/q4/form-a then
+    # ads/spring/form-b; B's: ads/spring/form-b.  A: 1000 pipeline, 900 won;
+    # B: 500 pipeline, lost.
+    want = {
+        "first": {"webinar": (1000, 900, 1, 1), "ads": (500, 0, 1, 0)},
+        "last": {"ads": (1500, 900, 2, 1)},
+        "linear": {"webinar": (500, 450, 0.5, 0.5), "ads": (1000, 450, 1.5, 0.5)},
+    }
+    camp = {"webinar": "q4", "ads": "spring"}
+    form = {"webinar": "form-a", "ads": "form-b"}
+    for model, by in want.items():
+        a = m.api("/api/attribution?model=" + model)["attribution"]
+        expect_eq(a["model"], model, "model echoed")
+        expect_eq((a["pipeline"], a["revenue"], a["opportunities"], a["won"]), (1500, 900, 2, 1),
+                  model + ": totals")
+        for dim, keyof in (("source", lambda s: s), ("campaign", camp.get), ("form", form.get)):
+            got = {r[dim]: (r["pipeline"], r["revenue"], r["opportunities"], r["won"])
+                   for r in a["by_" + dim]}
+            expect_eq(got, {keyof(k): v for k, v in by.items()}, "%s by %s" % (model, dim))
+    expect_eq(s["attribution"]["model"], "linear", "summary's default model")
+
+    tr = m.api("/api/trend?bucket=day")["trend"]
+    expect_eq(tr["bucket"], "day", "bucket echoed")
+    buckets = {}
+    for i, (_, to) in enumerate(SCRIPT, 1):
+        if to:
+            day = x.t[i] // (86400 * 10**9) * 86400 * 10**9
+            buckets.setdefault(day, {}).setdefault(to, 0)
+            buckets[day][to] += 1
+    got = {int(r["start_ns"]): {k: n for k, n in r["entered"].items() if n}
+           for r in tr["series"]}
+    expect_eq(got, buckets, "entries per day")
+    week = m.api("/api/trend")["trend"]
+    expect_eq(sum(sum(r["entered"].values()) for r in week["series"]), 20,
+              "entries per week add up to all entries")
+    for r in week["series"]:
+        expect_eq(time.gmtime(r["start_ns"] / 1e9).tm_wday, 0, "weeks start on Monday")
+
+
+def check_window_and_filters(m, x):
+    t = x.t
+    s = m.api("/api/summary?from=%d&to=%d" % (t[19], t[28]))
+    entered = {r["stage"]: r["entered"] for r in s["funnel"]["stages"]}
+    expect_eq(entered, {"inquiry": 2, "mql": 1, "sal": 1, "sql": 2, "won": 1, "lost": 0,
+                        "nurture": 0, "disqualified": 0, "erased": 1},
+              "entries in [step 19, step 28)")
+    now = {r["stage"]: r["now"] for r in s["funnel"]["stages"]}
+    expect_eq(now["won"], 1, "the balance is now, whatever the window")
+    c = s["conversion"]["cohort"]
+    expect_eq((c["inquiry_to_mql"]["entered"], c["inquiry_to_mql"]["went_on"]), (2, 0),
+              "window cohort inquiry->mql (E, F)")
+    expect(c["mql_to_sal"]["rate"] is None, "no first MQL in the window: rate null")
+    expect_eq((c["sal_to_sql"]["entered"], c["sal_to_sql"]["went_on"]), (1, 1),
+              "window cohort sal->sql (B)")
+    expect_eq((c["win_rate"]["entered"], c["win_rate"]["won"], c["win_rate"]["lost"]),
+              (2, 1, 1), "window cohort win rate: B's loss after the window still counts")
+    expect_eq((s["followup"]["assignments"], s["attribution"]["pipeline"],
+               s["attribution"]["revenue"]), (1, 1500, 900), "window follow-up and money")
+    expect_dur(s["velocity"]["time_in_stage"]["sal"], [t[19] - t[12], t[22] - t[21]],
+               "window time in sal")
+
+    ads = m.api("/api/funnel?source=ads")["funnel"]
+    expect_eq({r["stage"]: r["entered"] for r in ads["stages"] if r["entered"]},
+              {"inquiry": 2, "mql": 2, "sal": 1, "sql": 1, "lost": 1, "nurture": 1},
+              "entries of leads from ads")
+    expect_eq({r["stage"]: r["now"] for r in ads["stages"] if r["now"]},
+              {"inquiry": 1, "lost": 1}, "balance of leads from ads")
+    q4 = m.api("/api/closed-loop?campaign=q4")["closed_loop"]
+    expect_eq((q4["mql_entries"], q4["recycled"], q4["rejected"]), (2, 1, 0), "campaign q4")
+    both = m.api("/api/followup?source=webinar&campaign=q4")["followup"]
+    expect_eq((both["assignments"], both["contacted"], both["sla_breaches"]), (2, 2, 1),
+              "follow-up of webinar/q4 leads")
+    day = time.strftime("%Y-%m-%d", time.gmtime(t[1] / 1e9))
+    d = m.api("/api/funnel?from=%s" % day)
+    expect_eq(d["window"]["from"], calendar.timegm(time.strptime(day, "%Y-%m-%d")) * 10**9,
+              "date parsed as UTC midnight")
+    late = m.api("/api/funnel?from=2200-01-01")
+    expect_eq(sum(r["entered"] for r in late["funnel"]["stages"]), 0, "a future window is empty")
+
+
+def run_browser(res, m, daemon):
+    """tests/browser/dashboard.test.mjs against the running service; each of
+    its checks counts as one here."""
+    node = shutil.which("node")
+    modules = os.path.join(REPO, "tests", "browser", "node_modules", "playwright-core")
+    if node is None or not os.path.isdir(modules):
+        res.not_ok("the dashboard in headless Chromium", "needs node and tests/browser/"
+                   "node_modules (make deps runs npm ci there)")
+        return
+    st, _, body = m.get("/api/funnel")
+    counts = {r["stage"]: r["entered"] for r in json.loads(body)["funnel"]["stages"]}
+    ads = m.api("/api/funnel?source=ads")["funnel"]["stages"]
+    env = dict(os.environ, METRICS_URL=m.url("/"), INGEST=daemon.endpoints["ingest"],
+               EXPECT_COUNTS=json.dumps(counts),
+               EXPECT_ADS_INQUIRY=str([r["entered"] for r in ads if r["stage"] == "inquiry"][0]),
+               FUNNEL_BIN=os.path.abspath(os.path.join(os.path.dirname(FUNNELD), "funnel")))
+    try:
+        p = subprocess.run([node, BROWSER_TEST], capture_output=True, text=True, timeout=150,
+                           env=env, cwd=os.path.dirname(BROWSER_TEST))
+    except subprocess.TimeoutExpired:
+        res.not_ok("the dashboard in headless Chromium", "timed out after 150 s")
+        return
+    seen = 0
+    for line in p.stdout.splitlines():
+        if line.startswith("ok - "):
+            res.ok("dashboard: " + line[5:])
+            seen += 1
+        elif line.startswith("not ok - "):
+            res.not_ok("dashboard: " + line[9:], "(in Chromium)")
+            seen += 1
+    if seen == 0 or (p.returncode != 0 and "0 failed" in p.stdout):
+        res.not_ok("the dashboard in headless Chromium", "exit %d: %s"
+                   % (p.returncode, (p.stdout + p.stderr)[-1500:]))
+
+
+def run_growth(res, daemon, ctx):
+    """The view's map grows (from 1 MiB) while the HTTP thread reads it
+    without pause: every answer is whole, the service lives on, and the
+    figures come out right."""
+    log = LogClient(ctx, daemon.endpoints)
+    m = Metrics(daemon, "grow")
+    leads = 2000
+    answers = {"ok": 0, "bad": []}
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def poll(i):
+        paths = ["/api/summary", "/metrics", "/api/funnel?source=s-1", "/healthz"]
+        while not stop.is_set():
+            path = paths[i % len(paths)]
+            i += 1
+            try:
+                st, _, body = m.get(path)
+                if st == 200 or (path == "/healthz" and st == 503):
+                    if path.startswith("/api"):
+                        json.loads(body)
+                    with lock:
+                        answers["ok"] += 1
+                else:
+                    answers["bad"].append((path, st, body[:200]))
+            except Exception as e:  # a dead server or a torn answer
+                answers["bad"].append((path, repr(e)))
+
+    def grow_under_readers():
+        m.start("--map-mb", "1", "--batch", "200")
+        # two readers at once: the server answers on a pool of threads
+        ths = [threading.Thread(target=poll, args=(k,)) for k in range(2)]
+        for th in ths:
+            th.start()
+        try:
+            pad = "x" * 150
+            for b in range(0, leads, 100):
+                evs = []
+                for i in range(b, b + 100):
+                    evs.append(ev("lead.captured", "g%d" % i, source="s-%d" % (i % 7),
+                                  campaign="c-%d-%s" % (i % 13, pad), form="f-%s" % pad))
+                    evs[-1]["id"] = "grow-%d" % i
+                log.publish_ok(*evs)
+            m.wait_caught_up(log.status()["head"], wait_s=60)
+        finally:
+            stop.set()
+            for th in ths:
+                th.join(timeout=30)
+        expect(m.proc.poll() is None, "the service is alive: %s" % m.tail())
+        expect_eq(answers["bad"], [], "answers while the map grew")
+        expect(answers["ok"] > 10, "the readers were busy (%d answers)" % answers["ok"])
+        with open(m.log) as f:
+            grown = f.read().count("view map grown")
+        expect(grown >= 2, "the map grew (%d times): %s" % (grown, m.tail()))
+        f = m.api("/api/funnel")["funnel"]
+        expect_eq({r["stage"]: r["entered"] for r in f["stages"]}["inquiry"], leads,
+                  "every lead counted once")
+        expect_eq({r["stage"]: r["now"] for r in f["stages"]}["inquiry"], leads, "balance")
+        src = m.api("/api/funnel?source=s-1")["funnel"]
+        expect_eq(src["stages"][0]["entered"], len(range(1, leads, 7)), "leads from s-1")
+        expect_eq(m.stop(), 0, "exit status after SIGTERM")
+    res.run("the view's map grows from 1 MiB while HTTP requests read it", grow_under_readers)
+    m.kill9()
+    log.close()
+
+
+def run_checks(res, daemon, ctx):
+    log = LogClient(ctx, daemon.endpoints)
+    m = Metrics(daemon, "m")
+    state = {}
+
+    def known_answers_across_kill9():
+        m.start()
+        publish_steps(log, SCRIPT[:HALF], 1)
+        head = log.status()["head"]
+        m.wait_caught_up(head)
+        m.kill9()
+        m.start()
+        publish_steps(log, SCRIPT[HALF:], HALF + 1)
+        head = log.status()["head"]
+        h = m.wait_caught_up(head)
+        expect_eq((h["status"], h["checkpoint"], h["head"], h["lag"]), ("ok", head, head, 0),
+                  "/healthz when caught up")
+        state["x"] = Expected(log.records())
+        check_all_time(m, state["x"])
+    ok = res.run("known answers for every figure, with a kill -9 halfway",
+                 known_answers_across_kill9)
+    if not ok or "x" not in state:
+        m.stop()
+        log.close()
+        return
+    x = state["x"]
+    res.run("window and source/campaign filters give the hand-counted figures",
+            check_window_and_filters, m, x)
+
+    def endpoints():
+        st, ct, body = m.get("/")
+        expect_eq(st, 200, "/ status")
+        expect_in("text/html", ct, "/ content type")
+        expect_in(b"<svg", body, "the dashboard draws with inline SVG")
+        expect(re.search(rb"""(src|href)\s*=\s*["']?(https?:)?//|url\(|@import""", body) is None,
+               "the dashboard loads nothing from elsewhere")
+        for name in ("summary", "funnel", "conversion", "velocity", "followup", "closed-loop",
+                     "attribution", "trend"):
+            j = m.api("/api/" + name)
+            expect_eq(j["report"], name, "report name")
+            expect_eq(j["checkpoint"], log.status()["head"], "checkpoint in " + name)
+        idx = m.api("/api")
+        expect_eq(idx["reports"], ["summary", "funnel", "conversion", "velocity", "followup",
+                                   "closed-loop", "attribution", "trend"], "/api lists the reports")
+        st, _, _ = m.get("/nothing")
+        expect_eq(st, 404, "unknown path")
+        st, _, body = m.get("/api/nothing")
+        expect_eq(st, 404, "unknown report")
+        req = urllib.request.Request(m.url("/api/summary"), data=b"x", method="POST")
+        try:
+            urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S)
+            raise CheckFailed("POST accepted")
+        except urllib.error.HTTPError as e:
+            expect_eq(e.code, 405, "POST status")
+    res.run("each endpoint answers; unknown paths 404, POST 405", endpoints)
+
+    def bad_params():
+        cases = [
+            ("/api/summary?from=yesterday", "from", "not a time"),
+            ("/api/summary?to=2026-02-30", "to", "not a time"),
+            ("/api/summary?from=2026-11-02&to=2026-11-01", "to", "empty"),
+            ("/api/attribution?model=best", "model", "first, last or linear"),
+            ("/api/trend?bucket=month", "bucket", "week or day"),
+            ("/api/funnel?model=first", "model", "unknown parameter"),
+            ("/api/funnel?colour=red", "colour", "unknown parameter"),
+            ("/api/funnel?source=", "source", "1..200 bytes"),
+            ("/api/funnel?from=1&from=2", "from", "twice"),
+        ]
+        for path, param, msg in cases:
+            st, ct, body = m.get(path)
+            expect_eq(st, 400, "status of " + path)
+            expect_in("application/json", ct, "content type of " + path)
+            j = json.loads(body)
+            expect_eq(j.get("param"), param, "param named for " + path)
+            expect_in(msg, j.get("error", ""), "message for " + path)
+    res.run("bad parameters get a 400 naming the parameter and the problem", bad_params)
+
+    def prometheus():
+        st, ct, body = m.get("/metrics")
+        expect_eq(st, 200, "/metrics status")
+        expect_in("text/plain", ct, "/metrics content type")
+        text = body.decode()
+        promtool = shutil.which("promtool")
+        expect(promtool is not None, "promtool is installed (Debian prometheus)")
+        p = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
+                           timeout=30)
+        expect_eq(p.returncode, 0, "promtool check metrics (%s)"
+                  % (p.stdout + p.stderr).decode()[-600:])
+        head = log.status()["head"]
+        lines = set(text.splitlines())
+        for line in ('funnel_leads{stage="won"} 1', 'funnel_leads{stage="inquiry"} 1',
+                     'funnel_leads{stage="sql"} 0',
+                     'funnel_stage_entries_total{stage="mql",source="ads"} 2',
+                     'funnel_stage_entries_total{stage="inquiry",source="webinar"} 3',
+                     'funnel_closed_loop_total{event="lead.rejected",reason="no_budget"} 1',
+                     'funnel_pipeline_amount_total{source="webinar"} 1000',
+                     'funnel_pipeline_amount_total{source="ads"} 500',
+                     'funnel_revenue_amount_total{source="webinar"} 900',
+                     'funnel_assignments_total{team="west"} 2',
+                     'funnel_first_contacts_total{team="east"} 2',
+                     'funnel_contacted_within_total{team="east",within="5m"} 2',
+                     'funnel_sla_breaches_total{team="east",owner="ben"} 1',
+                     "funnel_view_checkpoint_seq %d" % head, "funnel_log_head_seq %d" % head,
+                     "funnel_view_lag_records 0", "# TYPE funnel_leads gauge",
+                     "# TYPE funnel_stage_entries_total counter"):
+            expect_in(line, lines, "/metrics sample")
+    res.run("/metrics passes promtool check metrics and has the known values", prometheus)
+
+    def rebuild_same():
+        head = log.status()["head"]
+        m.wait_caught_up(head)
+        expect_eq(m.stop(), 0, "exit status after SIGTERM")
+        cp1, d1 = m.digest()
+        expect_eq(cp1, head, "checkpoint at the head")
+        m.ok("--rebuild", "--until-head")
+        expect_eq(m.digest(), (cp1, d1), "digest after --rebuild")
+        fresh = Metrics(daemon, "fresh")
+        fresh.ok("--until-head")
+        expect_eq(fresh.digest(), (cp1, d1), "a view built from nothing elsewhere")
+        rep = json.loads(m.ok("report", "funnel"))
+        expect_eq({r["stage"]: r["now"] for r in rep["funnel"]["stages"]}["won"], 1,
+                  "report from the rebuilt view, offline")
+    res.run("--rebuild and a view from nothing give the same digest", rebuild_same)
+
+    def after_rebuild():
+        m.start()
+        m.wait_caught_up(log.status()["head"])
+        check_all_time(m, x)
+        check_window_and_filters(m, x)
+    res.run("after --rebuild every figure is the same", after_rebuild)
+
+    run_browser(res, m, daemon)
+
+    def sigterm():
+        expect_eq(m.stop(), 0, "exit status after SIGTERM")
+        with open(m.log, errors="replace") as f:
+            text = f.read()
+        for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            expect(bad not in text, "sanitizer report in funnel-metrics' log: %s"
+                   % text[text.find(bad) - 200:text.find(bad) + 600])
+    res.run("SIGTERM stops the service and its HTTP server cleanly; no sanitizer report",
+            sigterm)
+    m.kill9()
+    log.close()
+
+
+def main():
+    res = Results()
+    if not os.access(METRICS, os.X_OK):
+        res.not_ok("funnel-metrics is built", METRICS)
+        return res.summary()
+    ctx = zmq.Context()
+    for fn in (run_checks, run_growth):
+        daemon = start_daemon(res, FUNNELD, prefix="funnel-metrics-")
+        if daemon is None:
+            continue
+        try:
+            fn(res, daemon, ctx)
+        finally:
+            daemon.close()
+    ctx.term()
+    return res.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+#!/usr/bin/python3
+"""
+tests/integration/test_routing.py - funnel-routing end to end against a
+real funneld: one lead.assigned per qualified lead, routed again after a
+recycle, an unavailable rep never chosen, the fallback queue, explain,
+--rebuild with an identical digest, a bad rules file refused with its
+line; the SLA with an injected clock (breach, escalation chain up to the
+limit, no breach when contacted in time, timers that survive kill -9);
+and kill -9 mid-stream with no duplicate and no missing assignment.
+
+Run with Debian's /usr/bin/python3 (python3-zmq, python3-msgpack):
+
+    BUILD=build FUNNELD=build/bin/funneld /usr/bin/python3 tests/integration/test_routing.py
+
+funnel-routing is $BUILD/bin/funnel-routing.  Every process and wait is
+bounded; prints "ok - name" / "not ok - name: reason" and "N passed, M failed".
+"""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+
+from funnel_testlib import (REPO, CheckFailed, LogClient, Service, expect, expect_eq,
+                            expect_in, of_type, run_service_groups, wait_until)
+
+BUILD = os.environ.get("BUILD", "build")
+FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
+ROUTING = os.path.join(os.path.dirname(FUNNELD), "funnel-routing")
+MINUTE_NS = 60 * 10**9
+
+RULES = """\
+# test routing: Europe to the sales team (2:1:1), everything else waits
+version: "it v1"
+scoring:
+  threshold: 50
+routing:
+  teams:
+    - name: sales
+      sla_minutes: 60
+      team_lead: tl
+      escalation: { to: next_rep, limit: 2 }
+      reps:
+        - { name: ra, weight: 2 }
+        - { name: rb, weight: 1 }
+        - { name: rc, weight: 1 }
+  rules:
+    - name: europe
+      team: sales
+      when:
+        country: [DE, FR]
+  fallback:
+    queue: unrouted
+"""
+
+
+class Routing(Service):
+    """funnel-routing against one daemon, with one view, rules file and a
+    clock file it reads SLA time from (set_clock)."""
+
+    def __init__(self, daemon, name, rules=RULES):
+        self.clock = os.path.join(daemon.dir, name + ".clock")
+        super().__init__(ROUTING, daemon, name, ["--clock-file", self.clock])
+        self.write_rules(rules)
+        self.set_clock(time.time_ns())
+
+    def set_clock(self, ns):
+        tmp = self.clock + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % ns)
+        os.replace(tmp, self.clock)
+
+    def start(self, *extra):
+        return super().start("--tick-ms", "100", *extra)
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+        return None
+
+
+def captured(lead, country="DE", i=0):
+    return {"type": "lead.captured", "lead": lead, "id": "cap-%s-%d" % (lead, i),
+            "data": {"email": "%s@corp.example" % lead.lower(), "country": country}}
+
+
+def qualified(lead, i=0):
+    return {"type": "lead.qualified", "lead": lead, "id": "q-%s-%d" % (lead, i)}
+
+
+def check_assigned_once(recs):
+    """Every lead.qualified has exactly one routing lead.assigned caused by
+    it, with the derived id; returns {qualified seq: assigned record}."""
+    by_cause = {}
+    for r in of_type(recs, "lead.assigned"):
+        if not r.get("id", "").startswith("routing:"):
+            continue
+        expect(r["cause"] < r["seq"], "cause before the assignment")
+        key = "escalated" if r["data"]["escalation"] > 0 else "assigned"
+        expect_eq(r["id"], "routing:%d:%s" % (r["cause"], key), "derived id")
+        if key == "assigned":
+            expect(r["cause"] not in by_cause, "two assignments for cause %d" % r["cause"])
+            by_cause[r["cause"]] = r
+    for q in of_type(recs, "lead.qualified"):
+        expect_in(q["seq"], by_cause, "qualified seqs with an assignment")
+        expect_eq(by_cause[q["seq"]]["lead"], q["lead"], "assigned lead")
+    expect_eq(len(by_cause), len(of_type(recs, "lead.qualified")), "assignments per qualification")
+    return by_cause
+
+
+def run_checks(res, daemon, ctx):
+    log = LogClient(ctx, daemon.endpoints)
+    rt = Routing(daemon, "r")
+
+    def routes_each_once():
+        for i in range(40):
+            log.publish_ok(captured("A%d" % i), qualified("A%d" % i))
+        log.publish_ok(captured("US1", country="US"), qualified("US1"))
+        rt.until_head()
+        recs = log.records()
+        got = check_assigned_once(recs)
+        owners = [got[q["seq"]]["data"]["owner"] for q in of_type(recs, "lead.qualified")
+                  if q["lead"].startswith("A")]
+        expect_eq((owners.count("ra"), owners.count("rb"), owners.count("rc")), (20, 10, 10),
+                  "2:1:1 shares of 40 leads")
+        us = of_type(recs, "lead.assigned", "US1")[0]["data"]
+        expect_eq((us["owner"], us["rule"]), ("unrouted", "fallback"), "no rule: the fallback queue")
+        d = of_type(recs, "lead.assigned", "A0")[0]["data"]
+        expect_eq((d["team"], d["rule"], d["escalation"]), ("sales", "europe", 0), "team, rule")
+        expect_in("weighted round-robin", d["reason"], "reason")
+        expect_eq(d["rules_version"], "it v1", "rules version")
+        changed = [r for r in of_type(recs, "rules.changed") if r["data"]["service"] == "routing"]
+        expect_eq(len(changed), 1, "routing's rules.changed")
+        expect_eq(changed[0]["data"]["text"], RULES, "the whole rules file on record")
+        expect_eq(d["rules_hash"], changed[0]["data"]["hash"], "lead.assigned names the rules")
+        expect(changed[0]["seq"] < min(r["seq"] for r in of_type(recs, "lead.assigned")),
+               "the rules are recorded before the first assignment")
+        head = log.status()["head"]
+        rt.until_head()
+        expect_eq(log.status()["head"], head, "running again at the head sends nothing")
+    res.run("each qualified lead gets exactly one lead.assigned, weighted 2:1:1; "
+            "no match goes to the fallback queue", routes_each_once)
+
+    def burst_stays_fair():
+        n = 3000
+        for b in range(0, n, 500):     # 6 requests of 1000 events
+            evs = []
+            for i in range(b, b + 500):
+                evs += [captured("W%d" % i), qualified("W%d" % i)]
+            log.publish_ok(*evs)
+        rt.until_head()
+        owners = [r["data"]["owner"] for r in of_type(log.records(), "lead.assigned")
+                  if r["lead"].startswith("W")]
+        expect_eq(len(owners), n, "one assignment per lead of the burst")
+        for rep, share in (("ra", 0.5), ("rb", 0.25), ("rc", 0.25)):
+            got = owners.count(rep) / n
+            expect(abs(got - share) <= 0.01, "%s: share %.4f, want %.2f" % (rep, got, share))
+    res.run("a burst of 3000 qualified leads is shared 2:1:1 within 1%", burst_stays_fair)
+
+    def requalified_routed_again():
+        log.publish_ok({"type": "lead.recycled", "lead": "A0", "id": "rec-A0",
+                        "data": {"reason": "timing"}})
+        log.publish_ok(qualified("A0", 1))
+        rt.until_head()
+        recs = log.records()
+        check_assigned_once(recs)
+        expect_eq(len(of_type(recs, "lead.assigned", "A0")), 2, "A0 routed twice")
+    res.run("a lead recycled to nurture and qualified again is routed again", requalified_routed_again)
+
+    def unavailable_never_chosen():
+        log.publish_ok({"type": "rep.unavailable", "id": "away-ra", "data": {"rep": "ra"}})
+        for i in range(12):
+            log.publish_ok(captured("B%d" % i), qualified("B%d" % i))
+        rt.until_head()
+        recs = log.records()
+        owners = [r["data"]["owner"] for r in of_type(recs, "lead.assigned")
+                  if r["lead"].startswith("B")]
+        expect_eq(len(owners), 12, "B leads assigned")
+        expect("ra" not in owners, "ra is unavailable: %r" % owners)
+        expect_eq(sorted(set(owners)), ["rb", "rc"], "the others share")
+        log.publish_ok({"type": "rep.available", "id": "back-ra", "data": {"rep": "ra"}})
+        for i in range(4):
+            log.publish_ok(captured("C%d" % i), qualified("C%d" % i))
+        rt.until_head()
+        owners = [r["data"]["owner"] for r in of_type(log.records(), "lead.assigned")
+                  if r["lead"].startswith("C")]
+        expect_in("ra", owners, "ra back after rep.available")
+    res.run("an unavailable rep never gets a lead, and gets them again once available",
+            unavailable_never_chosen)
+
+    def explain():
+        e = json.loads(rt.ok("explain", "B3", "--json"))
+        expect_eq(e["lead"], "B3", "lead")
+        expect_eq((e["team"], e["rule"]), ("sales", "europe"), "team and rule")
+        expect_in(e["owner"], ("rb", "rc"), "owner")
+        expect_in("ra unavailable", e["reason"], "why the others were not eligible")
+        expect(e["sla_deadline"] is not None, "a timer running")
+        expect_eq(e["fields"]["country"], "DE", "fields")
+        human = rt.ok("explain", "B3")
+        expect_in("rule matched:  europe", human, "human explain")
+        expect_in("why this rep:", human, "human explain")
+        p = rt.run("explain", "nobody")
+        expect_eq(p.returncode, 1, "explain of an unknown lead exits 1")
+        expect_in("nobody", p.stderr, "message names the lead")
+    res.run("explain: the rule, who was eligible, why this rep, the SLA", explain)
+
+    def rebuild_identical():
+        rt.until_head()     # the assignments the last run derived
+        cp1, d1 = rt.digest()
+        head = log.status()["head"]
+        rt.until_head("--rebuild")
+        expect_eq(rt.digest(), (cp1, d1), "digest after --rebuild")
+        fresh = Routing(daemon, "fresh")
+        fresh.until_head()
+        expect_eq(fresh.digest(), (cp1, d1), "a view built from nothing elsewhere")
+        expect_eq(log.status()["head"], head, "a rebuild sends nothing")
+    res.run("--rebuild from seq 1 gives the identical view digest", rebuild_identical)
+
+    def bad_rules_refused():
+        bad = Routing(daemon, "bad", RULES.replace("weight: 2", "weight: x"))
+        head = log.status()["head"]
+        p = bad.run("--until-head")
+        expect_eq(p.returncode, 2, "exit status on a bad rules file")
+        expect_in("bad.yaml:12: routing.teams[0].reps[0].weight", p.stderr,
+                  "message names the file, the line and the key")
+        expect_in('"x"', p.stderr, "message quotes the bad value")
+        expect_eq(log.status()["head"], head, "nothing recorded")
+        expect(not os.path.exists(os.path.join(bad.view, "data.mdb")), "no view made")
+        p = bad.run("check")
+        expect_eq(p.returncode, 2, "check exit status")
+        expect_in("ok", rt.ok("check"), "check of a good file")
+        shipped = rt.run("check", os.path.join(REPO, "funnel.yaml"))
+        expect_eq(shipped.returncode, 0, "the shipped funnel.yaml checks: %s" % shipped.stderr)
+    res.run("bad routing rules are refused with the line and the problem", bad_rules_refused)
+    log.close()
+
+
+def run_sla(res, daemon, ctx):
+    log = LogClient(ctx, daemon.endpoints)
+    rt = Routing(daemon, "s")
+    state = {}
+
+    def assigned_of(lead, n):
+        recs = of_type(log.records(), "lead.assigned", lead)
+        return recs if len(recs) >= n else None
+
+    def applied():
+        """The view has applied the log's head."""
+        head = log.status()["head"]
+        return wait_until(lambda: rt.digest()[0] >= head, "the view at seq %d" % head)
+
+    def breach_and_escalation():
+        proc = rt.start()
+        state["proc"] = proc
+        log.publish_ok(captured("S1"), qualified("S1"), captured("S2"), qualified("S2"))
+        a1 = wait_until(lambda: assigned_of("S1", 1), "S1 assigned")[0]
+        a2 = wait_until(lambda: assigned_of("S2", 1), "S2 assigned")[0]
+        log.publish_ok({"type": "lead.contacted", "lead": "S2", "id": "call-S2"})
+        applied()
+        state["s2"] = a2
+        # 61 minutes after S1's assignment: S1 is late, S2 was called in time
+        rt.set_clock(a1["ts"] + 61 * MINUTE_NS)
+        b = wait_until(lambda: of_type(log.records(), "lead.sla_breached", "S1"), "S1 breach")[0]
+        expect_eq(b["id"], "routing:%d:breach" % a1["seq"], "breach id names the assignment")
+        expect_eq(b["cause"], a1["seq"], "breach cause")
+        expect_eq(b["data"]["owner"], a1["data"]["owner"], "breach owner")
+        expect_eq(b["data"]["minutes_late"], 1, "minutes late")
+        e = wait_until(lambda: assigned_of("S1", 2), "S1 escalated")[1]
+        expect_eq(e["cause"], b["seq"], "the escalation is caused by the breach")
+        expect_eq(e["id"], "routing:%d:escalated" % b["seq"], "escalation id")
+        expect_eq(e["data"]["escalation"], 1, "escalation level")
+        expect_eq(e["data"]["previous_owner"], a1["data"]["owner"], "taken from the late rep")
+        expect(e["data"]["owner"] != a1["data"]["owner"], "a different rep")
+        state["e1"] = e
+    res.run("SLA: a late lead gets lead.sla_breached, then an escalation lead.assigned",
+            breach_and_escalation)
+
+    def contacted_in_time():
+        expect("s2" in state, "the breach check ran")
+        applied()
+        time.sleep(0.5)     # several ticks with S2's deadline passed
+        expect_eq(of_type(log.records(), "lead.sla_breached", "S2"), [], "no breach for S2")
+    res.run("SLA: a lead contacted in time is never breached", contacted_in_time)
+
+    def timers_survive_kill9():
+        expect("e1" in state, "the escalation check ran")
+        state["proc"].kill()
+        state["proc"].wait(timeout=10)
+        # time moves while the service is down; the timer is in its view
+        rt.set_clock(state["e1"]["ts"] + 61 * MINUTE_NS)
+        state["proc"] = rt.start()
+        b = wait_until(lambda: (lambda x: x if len(x) >= 2 else None)(
+            of_type(log.records(), "lead.sla_breached", "S1")), "second S1 breach")[1]
+        expect_eq(b["data"]["owner"], state["e1"]["data"]["owner"], "breach of the escalated owner")
+        e2 = wait_until(lambda: assigned_of("S1", 3), "second escalation")[2]
+        expect_eq(e2["data"]["escalation"], 2, "escalation 2")
+        # the limit is 2: the third breach is recorded and nothing more
+        rt.set_clock(e2["ts"] + 61 * MINUTE_NS)
+        wait_until(lambda: len(of_type(log.records(), "lead.sla_breached", "S1")) >= 3,
+                   "third S1 breach")
+        applied()
+        time.sleep(0.3)
+        expect_eq(len(of_type(log.records(), "lead.assigned", "S1")), 3,
+                  "no escalation past the limit")
+        breaches = of_type(log.records(), "lead.sla_breached")
+        expect_eq(len(breaches), len({r["id"] for r in breaches}), "each breach recorded once")
+        human = rt.ok("explain", "S1")
+        expect_in("breaches 3, escalations 2", human, "explain shows the chain")
+    res.run("SLA timers survive kill -9 and restart; the chain stops at the limit",
+            timers_survive_kill9)
+
+    def replay_does_not_redecide():
+        if "proc" in state:
+            expect_eq(stop(state["proc"]), 0, "SIGTERM exit status")
+        cp1, d1 = rt.digest()
+        head = log.status()["head"]
+        rt.set_clock(time.time_ns() + 10**6 * MINUTE_NS)   # far future: every timer late
+        rt.until_head("--rebuild")
+        expect_eq(rt.digest(), (cp1, d1), "digest after --rebuild")
+        expect_eq(log.status()["head"], head, "the rebuild decided nothing again")
+    res.run("a rebuild re-applies recorded breaches and escalations: identical view, "
+            "nothing sent", replay_does_not_redecide)
+    log.close()
+
+
+def run_kill9(res, daemon, ctx):
+    log = LogClient(ctx, daemon.endpoints)
+    rt = Routing(daemon, "k")
+    rnd = random.Random(11)
+    rounds, leads = 5, 40
+
+    def kill9_no_dup_no_loss():
+        for r in range(rounds):
+            proc = rt.start("--batch", "3")
+            t_kill = time.monotonic() + rnd.uniform(0.05, 0.4)
+            killed = False
+            for i in range(leads):
+                lead = "K%d-%d" % (r, i)
+                log.publish_ok(captured(lead, country=("DE", "FR", "US")[i % 3]))
+                log.publish_ok(qualified(lead))
+                if not killed and time.monotonic() >= t_kill:
+                    proc.kill()
+                    killed = True
+            if not killed:
+                proc.kill()
+            proc.wait(timeout=10)
+        rt.until_head()
+        rt.until_head()     # the assignments the first pass derived
+        recs = log.records()
+        got = check_assigned_once(recs)
+        expect_eq(len(got), rounds * leads, "assignments")
+        cp, d = rt.digest()
+        fresh = Routing(daemon, "kfresh")
+        fresh.until_head()
+        expect_eq(fresh.digest(), (cp, d), "view after kills = view from scratch")
+    res.run("kill -9 mid-stream, %d rounds: no duplicate, no missing lead.assigned, "
+            "view equals a rebuild" % rounds, kill9_no_dup_no_loss)
+    log.close()
+
+
+def main():
+    return run_service_groups(FUNNELD, ROUTING, (run_checks, run_sla, run_kill9))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
