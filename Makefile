@@ -12,7 +12,8 @@
 #                   the table where the README quotes it from
 #   make sanitize   build into build-asan/ with -fsanitize=address,undefined
 #   make fuzz       libFuzzer on the request decoder and envelope validator
-#                   (clang), FUZZ_SECONDS=60; `make check` runs it for 30 s
+#                   and on the client's reply and record decoders (clang),
+#                   FUZZ_SECONDS=60 each; `make check` runs each for 15 s
 #   make install    PREFIX=/usr/local DESTDIR=
 #
 # Layout of the output: build/bin (funneld, funnel), build/lib (libfunnel.a,
@@ -90,11 +91,11 @@ FUNNEL_METRICS := $(BUILD)/bin/funnel-metrics
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
-# the fuzz target is built by clang from the proto sources (tests/fuzz)
+# the fuzz targets are built by clang from the proto sources (tests/fuzz)
 DEB_PACKAGES += clang libclang-rt-14-dev
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_BIN := $(BUILD)/fuzz/fuzz_envelope
+FUZZ_BIN := $(BUILD)/fuzz/fuzz_envelope $(BUILD)/fuzz/fuzz_reply
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -fno-omit-frame-pointer -Iinclude -Iproto
 
@@ -188,14 +189,14 @@ test: deps
 	$(MAKE) check
 	$(MAKE) test-asan
 
-# The fuzzer is its own ASan+UBSan build: the plain check runs it once,
-# the sanitizer check does not run it again.
+# The fuzzers are their own ASan+UBSan builds: the plain check runs each
+# for FUZZ_CHECK_SECONDS, the sanitizer check does not run them again.
 ifeq ($(SAN),1)
 FUZZ_CHECK :=
 else
 FUZZ_CHECK := tests/fuzz/fuzz.sh
 endif
-FUZZ_CHECK_SECONDS ?= 30
+FUZZ_CHECK_SECONDS ?= 15
 
 check: all $(UNIT_BIN) $(ITEST_BIN) $(if $(FUZZ_CHECK),$(FUZZ_BIN))
 	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_CHECK_SECONDS) sh tests/run.sh $(UNIT_BIN) $(ITEST_BIN) $(FUZZ_CHECK)
@@ -223,12 +224,13 @@ bench bench-peers: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@BUILD=$(BUILD) BENCH_PEERS="$(BENCH_PEERS)" BENCH_OUT="$(BENCH_OUT)" sh tests/bench/run.sh
 
-# libFuzzer (tests/fuzz): clang instruments the proto code the daemon runs
-# on every frame; the seeds are tests/fuzz/corpus/envelope, what the run
-# finds goes to $(BUILD)/fuzz/corpus (kept between runs).
-$(FUZZ_BIN): tests/fuzz/fuzz_envelope.c $(PROTO_SRC) $(wildcard proto/*.h include/funnel/*.h)
+# libFuzzer (tests/fuzz): clang instruments the proto code that reads
+# every frame, in the daemon (fuzz_envelope) and in libfunnel (fuzz_reply);
+# the seeds are tests/fuzz/corpus/<target>, what a run finds goes to
+# $(BUILD)/fuzz/corpus-<target> (kept between runs).
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(PROTO_SRC) $(wildcard proto/*.h include/funnel/*.h)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -o $@ tests/fuzz/fuzz_envelope.c $(PROTO_SRC) $(PKG_LIBS) -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(PROTO_SRC) $(PKG_LIBS) -lm
 
 fuzz: deps $(FUZZ_BIN)
 	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/fuzz.sh

@@ -1,12 +1,19 @@
 #!/usr/bin/python3
-"""tests/fuzz/make_corpus.py - write the seed corpus of fuzz_envelope.
+"""tests/fuzz/make_corpus.py - write the seed corpora of the fuzz targets.
 
-Each seed is one request frame as a client would send it to funneld
-(PROTOCOL.md sections 1, 2, 7, 12, 13): valid requests of every op and
-every event type, and the edge cases the validator must refuse.  The
-seeds are committed under tests/fuzz/corpus/envelope/; run this again
-after changing it:  /usr/bin/python3 tests/fuzz/make_corpus.py
+corpus/envelope/ (fuzz_envelope): one request frame each, as a client
+sends it to funneld (PROTOCOL.md sections 1, 2, 7, 12, 13): valid
+requests of every op and every event type, and the edge cases the
+validator must refuse.
+
+corpus/reply/ (fuzz_reply): one frame each, as funneld sends it to a
+client: replies of every kind (ack, error, replay page with records,
+status, lead), records and a heartbeat as published (sections 1, 9, 11).
+
+The seeds are committed; run this again after changing it:
+    /usr/bin/python3 tests/fuzz/make_corpus.py
 """
+import hashlib
 import math
 import os
 import struct
@@ -14,7 +21,7 @@ import sys
 
 import msgpack
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "envelope")
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def pub(*events, rid=1):
@@ -106,16 +113,70 @@ SEEDS = {
 }
 
 
-def main():
-    os.makedirs(OUT, exist_ok=True)
-    for name in os.listdir(OUT):
-        os.remove(os.path.join(OUT, name))
+def record(seq, ts, type_, lead=None, stage=None, version=None, data=None, prev=bytes(32)):
+    """A record laid out as PROTOCOL.md section 9 says, with its hash."""
+    keys = [("seq", b"\xcf" + seq.to_bytes(8, "big")), ("ts", b"\xcf" + ts.to_bytes(8, "big")),
+            ("type", msgpack.packb(type_))]
+    if lead is not None:
+        keys += [("lead", msgpack.packb(lead)), ("stage", msgpack.packb(stage)),
+                 ("version", msgpack.packb(version))]
+    if data is not None:
+        keys.append(("data", msgpack.packb(data)))
+    keys.append(("prev", b"\xc4\x20" + prev))
+    out = bytes([0x80 + len(keys) + 1])
+    for k, v in keys:
+        out += msgpack.packb(k) + v
+    out += msgpack.packb("hash") + b"\xc4\x20"
+    return out + hashlib.blake2b(out, digest_size=32).digest()
+
+
+TS = 1795353674711304190
+R1 = record(1, TS, "lead.captured", LEAD, "inquiry", 1, {"email": "ana@example.com"})
+R2 = record(2, TS + 1, "lead.qualified", LEAD, "mql", 2, None, R1[-32:])
+R3 = record(3, TS + 1, "x.note", None, None, None, {"n": [1, 2.5, None]}, R2[-32:])
+
+REPLIES = {
+    "ack": msgpack.packb({"rid": 5, "ok": True, "seqs": [2, 3], "dup": [False, True]}),
+    "error": msgpack.packb({"rid": 4, "ok": False, "code": 9, "error": "EVERSION",
+                            "field": "expected_version", "message": "expected version 0",
+                            "index": 0}),
+    "error_rid0": msgpack.packb({"rid": 0, "ok": False, "code": 1, "error": "EMALFORMED",
+                                 "field": "", "message": "request is not valid msgpack"}),
+    "page": msgpack.packb({"rid": 6, "ok": True, "head": 3, "next": 4, "end": True,
+                           "events": [R1, R2, R3]}),
+    "page_empty": msgpack.packb({"rid": 7, "ok": True, "head": 0, "next": 1, "end": True,
+                                 "events": []}),
+    "status": msgpack.packb({"rid": 9, "ok": True, "head": 3, "head_ts": TS, "count": 3,
+                             "data_bytes": 73728, "map_bytes": 1 << 30, "uptime_ms": 459,
+                             "leads": 1, "format": 1, "version": "0.1.0",
+                             "ingest": "tcp://127.0.0.1:7400", "publish": "tcp://127.0.0.1:7401",
+                             "query": "tcp://127.0.0.1:7402", "data_dir": "/srv/funnel",
+                             "head_hash": R3[-32:], "durable": True}),
+    "lead": msgpack.packb({"rid": 7, "ok": True, "lead": LEAD, "stage": "mql", "version": 3,
+                           "last_seq": 3, "owner": "rep-7"}),
+    "record_1": R1,
+    "record_2": R2,
+    "record_3": R3,
+    "heartbeat": msgpack.packb({"heartbeat": 3, "ts": TS}),
+}
+
+
+def write(name, seeds):
+    out = os.path.join(HERE, "corpus", name)
+    os.makedirs(out, exist_ok=True)
+    for old in os.listdir(out):
+        os.remove(os.path.join(out, old))
     total = 0
-    for name, frame in sorted(SEEDS.items()):
-        with open(os.path.join(OUT, name), "wb") as f:
+    for seed, frame in sorted(seeds.items()):
+        with open(os.path.join(out, seed), "wb") as f:
             f.write(frame)
         total += len(frame)
-    print(f"{len(SEEDS)} seeds, {total} bytes in {OUT}", file=sys.stderr)
+    print(f"{len(seeds)} seeds, {total} bytes in {out}", file=sys.stderr)
+
+
+def main():
+    write("envelope", SEEDS)
+    write("reply", REPLIES)
 
 
 if __name__ == "__main__":
