@@ -54,6 +54,7 @@ typedef struct cursor_state {
 	uint64_t seq;             /* next seq to assign */
 	uint64_t ts;              /* timestamp for this group */
 	uint8_t prev[FUNNEL_HASH_BYTES];
+	uint64_t leads;           /* distinct lead ids so far */
 	size_t recs_size;
 	size_t nrecs;
 } cursor_state;
@@ -208,6 +209,8 @@ append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_o
 			             ev.spec->name, (int)ev.lead.len, ev.lead.ptr, fp_stage_name(lead.stage));
 			return 1;
 		}
+		if (lead.version == 0)
+			cs->leads++;   /* the first event that names this lead */
 		lead.stage = to;
 		lead.version++;
 		lead.last_seq = cs->seq;
@@ -239,19 +242,31 @@ append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_o
 	return 0;
 }
 
+/* apply_request() refused an event after appending others of its request:
+ * the group is redone with nested transactions. */
+#define APPLY_REDO_NESTED (-1)
+
 /*
  * Apply one request inside txn.  Returns 0 (stored, or refused with
  * r->status set), or an LMDB error that fails the whole group.
+ *
+ * A request is atomic.  With nested set, a request of several events runs
+ * in a nested transaction that a refusal aborts.  Without it (the first
+ * attempt at a group) events go straight into txn, which spares LMDB a
+ * copy of every page the request touches and a merge of its dirty list
+ * per request; a refusal after some of the request's events were appended
+ * then returns APPLY_REDO_NESTED, and the caller aborts txn and redoes the
+ * group with nested set.  A refusal of the first event needs neither.
  */
 static int
-apply_request(store *s, MDB_txn *txn, group *g, cursor_state *cs, request *r)
+apply_request(store *s, MDB_txn *txn, group *g, cursor_state *cs, request *r, int nested)
 {
 	const msgpack_object *evs = r->req.events;
 	cursor_state saved = *cs;
 	MDB_txn *child = NULL;
 	int rc;
 
-	if (r->nev > 1 && (rc = mdb_txn_begin(s->env, txn, 0, &child)) != 0)
+	if (nested && r->nev > 1 && (rc = mdb_txn_begin(s->env, txn, 0, &child)) != 0)
 		return rc;
 	for (size_t i = 0; i < r->nev; i++) {
 		rc = append_event(s, child ? child : txn, g, cs, &evs->via.array.ptr[i], r->first + i,
@@ -261,6 +276,8 @@ apply_request(store *s, MDB_txn *txn, group *g, cursor_state *cs, request *r)
 			r->status = r->err.code;
 			if (child)
 				mdb_txn_abort(child);
+			else if (cs->seq != saved.seq)
+				return APPLY_REDO_NESTED;
 			g->recs.size = saved.recs_size;
 			*cs = saved;
 			return 0;
@@ -277,6 +294,21 @@ apply_request(store *s, MDB_txn *txn, group *g, cursor_state *cs, request *r)
 	return 0;
 }
 
+/* Void the outcomes of an attempt at the group that was not committed:
+ * the requests it refused are judged again. */
+static void
+forget_outcomes(group *g)
+{
+	for (size_t i = 0; i < g->nreqs; i++) {
+		request *r = &g->reqs[i];
+		if (r->req.op == FP_OP_PUBLISH && r->status != FUNNEL_OK && r->err.index >= 0) {
+			r->status = FUNNEL_OK;
+			memset(&r->err, 0, sizeof r->err);
+			r->err.index = -1;
+		}
+	}
+}
+
 /*
  * Store the group.  Returns 0 when every request has its outcome in
  * r->status (the stored ones committed), or an LMDB error when the whole
@@ -285,9 +317,11 @@ apply_request(store *s, MDB_txn *txn, group *g, cursor_state *cs, request *r)
 static int
 store_group(store *s, group *g)
 {
+	int nested = 0;
 	for (;;) {
 		MDB_txn *txn;
-		cursor_state cs = { .seq = s->head_seq + 1, .recs_size = 0, .nrecs = 0 };
+		cursor_state cs = { .seq = s->head_seq + 1, .leads = s->head_leads, .recs_size = 0,
+		                    .nrecs = 0 };
 		uint64_t now = clock_now_ns();
 		cs.ts = now > s->head_ts ? now : s->head_ts;
 		memcpy(cs.prev, s->head_hash, FUNNEL_HASH_BYTES);
@@ -304,14 +338,19 @@ store_group(store *s, group *g)
 			request *r = &g->reqs[i];
 			if (r->req.op != FP_OP_PUBLISH || r->status != FUNNEL_OK)
 				continue;
-			rc = apply_request(s, txn, g, &cs, r);
+			rc = apply_request(s, txn, g, &cs, r, nested);
 		}
 		if (rc == 0 && cs.nrecs > 0)
-			rc = store_put_head(s, txn, cs.seq - 1, cs.prev);
+			rc = store_put_head(s, txn, cs.seq - 1, cs.prev, cs.leads);
 		if (rc == 0 && cs.nrecs > 0) {
 			rc = mdb_txn_commit(txn);
 		} else {
 			mdb_txn_abort(txn);
+		}
+		if (rc == APPLY_REDO_NESTED) {
+			nested = 1;
+			forget_outcomes(g);
+			continue;
 		}
 		if (rc == MDB_MAP_FULL) {
 			/* Outcomes of this attempt are void: redo the group on a bigger map. */
@@ -319,15 +358,7 @@ store_group(store *s, group *g)
 			if (grc != 0)
 				return MDB_MAP_FULL;
 			log_info("map full: grew the map to %zu MiB and redid the group", s->map_size >> 20);
-			for (size_t i = 0; i < g->nreqs; i++) {
-				request *r = &g->reqs[i];
-				if (r->req.op == FP_OP_PUBLISH && r->status != FUNNEL_OK && r->err.index >= 0) {
-					/* refused in the void attempt: judge it again */
-					r->status = FUNNEL_OK;
-					memset(&r->err, 0, sizeof r->err);
-					r->err.index = -1;
-				}
-			}
+			forget_outcomes(g);
 			continue;
 		}
 		if (rc != 0)
@@ -336,6 +367,7 @@ store_group(store *s, group *g)
 		if (cs.nrecs > 0) {
 			s->head_seq = cs.seq - 1;
 			s->head_ts = cs.ts;
+			s->head_leads = cs.leads;
 			memcpy(s->head_hash, cs.prev, FUNNEL_HASH_BYTES);
 		}
 		return 0;
