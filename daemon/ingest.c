@@ -165,7 +165,7 @@ next_owner(const fp_event *ev, store_lead *st)
  * error code for a storage failure (MDB_MAP_FULL: grow and redo).
  */
 static int
-append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_object *o,
+append_event(store *s, store_wtxn *w, group *g, cursor_state *cs, const msgpack_object *o,
              size_t ack, fp_error *err)
 {
 	fp_event ev;
@@ -179,7 +179,7 @@ append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_o
 		return 1;
 	if (ev.id.ptr != NULL) {
 		uint64_t orig;
-		rc = store_idem_get(s, txn, ev.id.ptr, ev.id.len, &orig);
+		rc = store_idem_find(w, ev.id.ptr, ev.id.len, &orig);
 		if (rc == 0) {
 			g->seqs[ack] = orig;
 			g->dups[ack] = 1;
@@ -189,7 +189,7 @@ append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_o
 			return rc;
 	}
 	if (ev.lead.ptr != NULL) {
-		rc = store_lead_get(s, txn, ev.lead.ptr, ev.lead.len, &lead);
+		rc = store_lead_find(w, ev.lead.ptr, ev.lead.len, &lead);
 		if (rc != 0 && rc != MDB_NOTFOUND)
 			return rc;
 		if (ev.has_expected_version && ev.expected_version != lead.version) {
@@ -229,7 +229,7 @@ append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_o
 	}
 	if (ee != FUNNEL_OK)
 		return ENOMEM;
-	rc = store_append(s, txn, cs->seq, g->recs.data + cs->recs_size, g->recs.size - cs->recs_size,
+	rc = store_append(s, w, cs->seq, g->recs.data + cs->recs_size, g->recs.size - cs->recs_size,
 	                  ev.lead.ptr, ev.lead.len, &lead, ev.id.ptr, ev.id.len);
 	if (rc != 0)
 		return rc;
@@ -259,23 +259,23 @@ append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_o
  * group with nested set.  A refusal of the first event needs neither.
  */
 static int
-apply_request(store *s, MDB_txn *txn, group *g, cursor_state *cs, request *r, int nested)
+apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, int nested)
 {
 	const msgpack_object *evs = r->req.events;
 	cursor_state saved = *cs;
-	MDB_txn *child = NULL;
+	store_wtxn child = { NULL, NULL, NULL };
 	int rc;
 
-	if (nested && r->nev > 1 && (rc = mdb_txn_begin(s->env, txn, 0, &child)) != 0)
+	if (nested && r->nev > 1 && (rc = store_wtxn_begin(s, w, &child)) != 0)
 		return rc;
 	for (size_t i = 0; i < r->nev; i++) {
-		rc = append_event(s, child ? child : txn, g, cs, &evs->via.array.ptr[i], r->first + i,
+		rc = append_event(s, child.txn ? &child : w, g, cs, &evs->via.array.ptr[i], r->first + i,
 		                  &r->err);
 		if (rc == 1) {
 			r->err.index = (int)i;
 			r->status = r->err.code;
-			if (child)
-				mdb_txn_abort(child);
+			if (child.txn)
+				store_wtxn_abort(&child);
 			else if (cs->seq != saved.seq)
 				return APPLY_REDO_NESTED;
 			g->recs.size = saved.recs_size;
@@ -283,12 +283,11 @@ apply_request(store *s, MDB_txn *txn, group *g, cursor_state *cs, request *r, in
 			return 0;
 		}
 		if (rc != 0) {
-			if (child)
-				mdb_txn_abort(child);
+			store_wtxn_abort(&child);
 			return rc;
 		}
 	}
-	if (child && (rc = mdb_txn_commit(child)) != 0)
+	if (child.txn && (rc = store_wtxn_commit(&child)) != 0)
 		return rc;
 	r->status = FUNNEL_OK;
 	return 0;
@@ -319,7 +318,7 @@ store_group(store *s, group *g)
 {
 	int nested = 0;
 	for (;;) {
-		MDB_txn *txn;
+		store_wtxn w;
 		cursor_state cs = { .seq = s->head_seq + 1, .leads = s->head_leads, .recs_size = 0,
 		                    .nrecs = 0 };
 		uint64_t now = clock_now_ns();
@@ -327,25 +326,21 @@ store_group(store *s, group *g)
 		memcpy(cs.prev, s->head_hash, FUNNEL_HASH_BYTES);
 		g->recs.size = 0;
 
-		int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-		if (rc == MDB_MAP_RESIZED) {
-			mdb_env_set_mapsize(s->env, 0);
-			rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-		}
+		int rc = store_wtxn_begin(s, NULL, &w);
 		if (rc != 0)
 			return rc;
 		for (size_t i = 0; i < g->nreqs && rc == 0; i++) {
 			request *r = &g->reqs[i];
 			if (r->req.op != FP_OP_PUBLISH || r->status != FUNNEL_OK)
 				continue;
-			rc = apply_request(s, txn, g, &cs, r, nested);
+			rc = apply_request(s, &w, g, &cs, r, nested);
 		}
 		if (rc == 0 && cs.nrecs > 0)
-			rc = store_put_head(s, txn, cs.seq - 1, cs.prev, cs.leads);
+			rc = store_put_head(s, w.txn, cs.seq - 1, cs.prev, cs.leads);
 		if (rc == 0 && cs.nrecs > 0) {
-			rc = mdb_txn_commit(txn);
+			rc = store_wtxn_commit(&w);
 		} else {
-			mdb_txn_abort(txn);
+			store_wtxn_abort(&w);
 		}
 		if (rc == APPLY_REDO_NESTED) {
 			nested = 1;

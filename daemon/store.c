@@ -257,25 +257,40 @@ store_read_end(store *s, MDB_txn **txn)
 	}
 }
 
+/* Decode a lead's state value into *out. */
+static int
+lead_decode(const MDB_val *v, store_lead *out)
+{
+	struct lead_rec lr;
+	if (v->mv_size < sizeof lr || v->mv_size > sizeof lr + FP_MAX_OWNER_BYTES)
+		return MDB_CORRUPTED;
+	memcpy(&lr, v->mv_data, sizeof lr);
+	out->stage = lr.stage < FP_STAGE_COUNT ? (fp_stage)lr.stage : FP_STAGE_NONE;
+	out->version = lr.version;
+	out->last_seq = lr.last_seq;
+	memcpy(out->owner, (const char *)v->mv_data + sizeof lr, v->mv_size - sizeof lr);
+	out->owner[v->mv_size - sizeof lr] = '\0';
+	return 0;
+}
+
 int
 store_lead_get(store *s, MDB_txn *txn, const char *lead, size_t len, store_lead *out)
 {
 	unsigned char kb[LEAD_KEY_MAX];
 	MDB_val k = lead_key(kb, lead, len, LEAD_STATE, 0), v;
-	struct lead_rec lr;
 	memset(out, 0, sizeof *out);
 	int rc = mdb_get(txn, s->leads, &k, &v);
-	if (rc != 0)
-		return rc;
-	if (v.mv_size < sizeof lr || v.mv_size > sizeof lr + FP_MAX_OWNER_BYTES)
-		return MDB_CORRUPTED;
-	memcpy(&lr, v.mv_data, sizeof lr);
-	out->stage = lr.stage < FP_STAGE_COUNT ? (fp_stage)lr.stage : FP_STAGE_NONE;
-	out->version = lr.version;
-	out->last_seq = lr.last_seq;
-	memcpy(out->owner, (const char *)v.mv_data + sizeof lr, v.mv_size - sizeof lr);
-	out->owner[v.mv_size - sizeof lr] = '\0';
-	return 0;
+	return rc != 0 ? rc : lead_decode(&v, out);
+}
+
+int
+store_lead_find(store_wtxn *w, const char *lead, size_t len, store_lead *out)
+{
+	unsigned char kb[LEAD_KEY_MAX];
+	MDB_val k = lead_key(kb, lead, len, LEAD_STATE, 0), v;
+	memset(out, 0, sizeof *out);
+	int rc = mdb_cursor_get(w->leads, &k, &v, MDB_SET_KEY);
+	return rc != 0 ? rc : lead_decode(&v, out);
 }
 
 int
@@ -330,6 +345,55 @@ store_idem_get(store *s, MDB_txn *txn, const char *id, size_t len, uint64_t *seq
 		return MDB_CORRUPTED;
 	memcpy(seq, v.mv_data, sizeof *seq);
 	return 0;
+}
+
+int
+store_idem_find(store_wtxn *w, const char *id, size_t len, uint64_t *seq)
+{
+	MDB_val k = { len, (void *)id }, v;
+	int rc = mdb_cursor_get(w->idem, &k, &v, MDB_SET_KEY);
+	if (rc != 0)
+		return rc;
+	if (v.mv_size != sizeof *seq)
+		return MDB_CORRUPTED;
+	memcpy(seq, v.mv_data, sizeof *seq);
+	return 0;
+}
+
+int
+store_wtxn_begin(store *s, store_wtxn *parent, store_wtxn *w)
+{
+	MDB_txn *ptxn = parent ? parent->txn : NULL;
+	int rc = mdb_txn_begin(s->env, ptxn, 0, &w->txn);
+	if (rc == MDB_MAP_RESIZED && ptxn == NULL) {
+		/* another process grew the map: adopt its size */
+		mdb_env_set_mapsize(s->env, 0);
+		rc = mdb_txn_begin(s->env, NULL, 0, &w->txn);
+	}
+	if (rc != 0) {
+		w->txn = NULL;
+		return rc;
+	}
+	if ((rc = mdb_cursor_open(w->txn, s->idem, &w->idem)) != 0 ||
+	    (rc = mdb_cursor_open(w->txn, s->leads, &w->leads)) != 0)
+		store_wtxn_abort(w);
+	return rc;
+}
+
+int
+store_wtxn_commit(store_wtxn *w)
+{
+	int rc = mdb_txn_commit(w->txn);
+	w->txn = NULL;
+	return rc;
+}
+
+void
+store_wtxn_abort(store_wtxn *w)
+{
+	if (w->txn != NULL)
+		mdb_txn_abort(w->txn);
+	w->txn = NULL;
 }
 
 int
@@ -391,17 +455,17 @@ store_seq_at_time(store *s, MDB_txn *txn, uint64_t from, uint64_t since, uint64_
 }
 
 int
-store_append(store *s, MDB_txn *txn, uint64_t seq, const void *rec, size_t len,
+store_append(store *s, store_wtxn *w, uint64_t seq, const void *rec, size_t len,
              const char *lead, size_t lead_len, const store_lead *state,
              const char *id, size_t id_len)
 {
 	MDB_val k = { sizeof seq, &seq }, v = { len, (void *)rec };
-	int rc = mdb_put(txn, s->log, &k, &v, MDB_APPEND);
+	int rc = mdb_put(w->txn, s->log, &k, &v, MDB_APPEND);
 	if (rc != 0)
 		return rc;
 	if (id != NULL) {
 		MDB_val ik = { id_len, (void *)id }, iv = { sizeof seq, &seq };
-		if ((rc = mdb_put(txn, s->idem, &ik, &iv, MDB_NOOVERWRITE)) != 0)
+		if ((rc = mdb_cursor_put(w->idem, &ik, &iv, MDB_NOOVERWRITE)) != 0)
 			return rc;
 	}
 	if (lead != NULL) {
@@ -409,7 +473,7 @@ store_append(store *s, MDB_txn *txn, uint64_t seq, const void *rec, size_t len,
 		struct lead_rec lr = { 0 };
 		size_t olen = strlen(state->owner);
 		MDB_val hk = lead_key(kb, lead, lead_len, LEAD_HISTORY, seq), hv = { 0, NULL };
-		if ((rc = mdb_put(txn, s->leads, &hk, &hv, 0)) != 0)
+		if ((rc = mdb_cursor_put(w->leads, &hk, &hv, 0)) != 0)
 			return rc;
 		lr.stage = (uint8_t)state->stage;
 		lr.version = state->version;
@@ -417,7 +481,7 @@ store_append(store *s, MDB_txn *txn, uint64_t seq, const void *rec, size_t len,
 		memcpy(buf, &lr, sizeof lr);
 		memcpy(buf + sizeof lr, state->owner, olen);
 		MDB_val sk = lead_key(kb, lead, lead_len, LEAD_STATE, 0), sv = { sizeof lr + olen, buf };
-		if ((rc = mdb_put(txn, s->leads, &sk, &sv, 0)) != 0)
+		if ((rc = mdb_cursor_put(w->leads, &sk, &sv, 0)) != 0)
 			return rc;
 	}
 	return 0;
