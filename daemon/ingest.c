@@ -165,7 +165,7 @@ next_owner(const fp_event *ev, store_lead *st)
  * error code for a storage failure (MDB_MAP_FULL: grow and redo).
  */
 static int
-append_event(store *s, store_wtxn *w, group *g, cursor_state *cs, const msgpack_object *o,
+append_event(store_wtxn *w, group *g, cursor_state *cs, const msgpack_object *o,
              size_t ack, fp_error *err)
 {
 	fp_event ev;
@@ -229,7 +229,7 @@ append_event(store *s, store_wtxn *w, group *g, cursor_state *cs, const msgpack_
 	}
 	if (ee != FUNNEL_OK)
 		return ENOMEM;
-	rc = store_append(s, w, cs->seq, g->recs.data + cs->recs_size, g->recs.size - cs->recs_size,
+	rc = store_append(w, cs->seq, g->recs.data + cs->recs_size, g->recs.size - cs->recs_size,
 	                  ev.lead.ptr, ev.lead.len, &lead, ev.id.ptr, ev.id.len);
 	if (rc != 0)
 		return rc;
@@ -263,13 +263,13 @@ apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, i
 {
 	const msgpack_object *evs = r->req.events;
 	cursor_state saved = *cs;
-	store_wtxn child = { NULL, NULL, NULL };
+	store_wtxn child = { NULL, NULL, NULL, NULL };
 	int rc;
 
 	if (nested && r->nev > 1 && (rc = store_wtxn_begin(s, w, &child)) != 0)
 		return rc;
 	for (size_t i = 0; i < r->nev; i++) {
-		rc = append_event(s, child.txn ? &child : w, g, cs, &evs->via.array.ptr[i], r->first + i,
+		rc = append_event(child.txn ? &child : w, g, cs, &evs->via.array.ptr[i], r->first + i,
 		                  &r->err);
 		if (rc == 1) {
 			r->err.index = (int)i;

@@ -374,7 +374,8 @@ store_wtxn_begin(store *s, store_wtxn *parent, store_wtxn *w)
 		w->txn = NULL;
 		return rc;
 	}
-	if ((rc = mdb_cursor_open(w->txn, s->idem, &w->idem)) != 0 ||
+	if ((rc = mdb_cursor_open(w->txn, s->log, &w->log)) != 0 ||
+	    (rc = mdb_cursor_open(w->txn, s->idem, &w->idem)) != 0 ||
 	    (rc = mdb_cursor_open(w->txn, s->leads, &w->leads)) != 0)
 		store_wtxn_abort(w);
 	return rc;
@@ -455,12 +456,12 @@ store_seq_at_time(store *s, MDB_txn *txn, uint64_t from, uint64_t since, uint64_
 }
 
 int
-store_append(store *s, store_wtxn *w, uint64_t seq, const void *rec, size_t len,
+store_append(store_wtxn *w, uint64_t seq, const void *rec, size_t len,
              const char *lead, size_t lead_len, const store_lead *state,
              const char *id, size_t id_len)
 {
 	MDB_val k = { sizeof seq, &seq }, v = { len, (void *)rec };
-	int rc = mdb_put(w->txn, s->log, &k, &v, MDB_APPEND);
+	int rc = mdb_cursor_put(w->log, &k, &v, MDB_APPEND);
 	if (rc != 0)
 		return rc;
 	if (id != NULL) {

@@ -116,12 +116,13 @@ int store_seq_at_time(store *s, MDB_txn *txn, uint64_t from, uint64_t since, uin
  * A write transaction and the writer's cursors on the tables every event
  * reads and updates.  A cursor kept from one call to the next lets LMDB
  * find a key on the leaf it already holds without walking down from the
- * root: the idempotency key is looked up then inserted where the lookup
- * ended, and a lead's history key and state key share a leaf.
+ * root: a record is appended after the last one, the idempotency key is
+ * inserted where its lookup ended, and a lead's history key and state key
+ * share a leaf.
  */
 typedef struct store_wtxn {
 	MDB_txn *txn;
-	MDB_cursor *idem, *leads;     /* on txn; LMDB closes them when txn ends */
+	MDB_cursor *log, *idem, *leads;   /* on txn; LMDB closes them when txn ends */
 } store_wtxn;
 
 /* Begin a write transaction, nested in parent's when parent is not NULL.
@@ -138,7 +139,7 @@ int store_lead_find(store_wtxn *w, const char *lead, size_t len, store_lead *out
 /* Store one record with its index entries.  lead and id may be NULL;
  * state is the lead's state after this record (state->last_seq == seq).
  * Returns 0 or an LMDB error (MDB_MAP_FULL means: abort, grow, retry). */
-int store_append(store *s, store_wtxn *w, uint64_t seq, const void *rec, size_t len,
+int store_append(store_wtxn *w, uint64_t seq, const void *rec, size_t len,
                  const char *lead, size_t lead_len, const store_lead *state,
                  const char *id, size_t id_len);
 
