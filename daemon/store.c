@@ -37,6 +37,18 @@ lead_key(unsigned char buf[LEAD_KEY_MAX], const char *lead, size_t len, int kind
 	return k;
 }
 
+/* A lead id as events carry it: no byte below 0x20, which is what keeps
+ * one lead's keys apart from another's.  A query may name any bytes; one
+ * that no event could carry matches nothing (PROTOCOL.md, replay). */
+static int
+lead_ok(const char *lead, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)lead[i] < 0x20)
+			return 0;
+	return len > 0 && len <= FP_MAX_LEAD_BYTES;
+}
+
 /* The seq of a history key of this lead, or 0 when k is another key. */
 static uint64_t
 history_seq(const MDB_val *k, const char *lead, size_t len)
@@ -277,8 +289,11 @@ int
 store_lead_get(store *s, MDB_txn *txn, const char *lead, size_t len, store_lead *out)
 {
 	unsigned char kb[LEAD_KEY_MAX];
-	MDB_val k = lead_key(kb, lead, len, LEAD_STATE, 0), v;
+	MDB_val k, v;
 	memset(out, 0, sizeof *out);
+	if (!lead_ok(lead, len))
+		return MDB_NOTFOUND;
+	k = lead_key(kb, lead, len, LEAD_STATE, 0);
 	int rc = mdb_get(txn, s->leads, &k, &v);
 	return rc != 0 ? rc : lead_decode(&v, out);
 }
@@ -313,8 +328,11 @@ store_lead_seek(store *s, MDB_cursor *c, const char *lead, size_t len, uint64_t 
                 uint64_t *seq)
 {
 	unsigned char kb[LEAD_KEY_MAX];
-	MDB_val k = lead_key(kb, lead, len, LEAD_HISTORY, from), v;
+	MDB_val k, v;
 	(void)s;
+	if (!lead_ok(lead, len))
+		return MDB_NOTFOUND;
+	k = lead_key(kb, lead, len, LEAD_HISTORY, from);
 	int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
 	if (rc != 0)
 		return rc;

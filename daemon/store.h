@@ -90,7 +90,8 @@ void store_read_end(store *s, MDB_txn **txn);
 
 /* --- lookups inside any transaction --- */
 
-/* 0 and *out filled, MDB_NOTFOUND (out zeroed, stage NONE), or an LMDB error. */
+/* 0 and *out filled, MDB_NOTFOUND (out zeroed, stage NONE; also for an id
+ * with a byte below 0x20, which no event carries), or an LMDB error. */
 int store_lead_get(store *s, MDB_txn *txn, const char *lead, size_t len, store_lead *out);
 /* 0 and *seq, MDB_NOTFOUND, or an LMDB error. */
 int store_idem_get(store *s, MDB_txn *txn, const char *id, size_t len, uint64_t *seq);

@@ -470,6 +470,11 @@ test_lead_history_interleaved_prefixes(void **state)
 		/* a lead that is only a prefix of others has no history */
 		funnel_replay_req none = { .lead = "P0 " };
 		assert_int_equal(replay_all(c, &none, recs, lens, 1), 0);
+		/* control bytes, which no event's lead carries, match nothing */
+		funnel_replay_req ctl = { .lead = "P\x01" };
+		assert_int_equal(replay_all(c, &ctl, recs, lens, 1), 0);
+		funnel_lead_info nli;
+		assert_int_equal(funnel_lead_get(c->q, "P\x01", &nli), FUNNEL_ENOTFOUND);
 		funnel_status st;
 		assert_int_equal(funnel_status_get(c->q, &st), FUNNEL_OK);
 		assert_int_equal(st.leads, NL);
