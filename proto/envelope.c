@@ -129,8 +129,10 @@ duplicate_key(const msgpack_object *map)
 	uint32_t n = map->via.map.size;
 	if (n <= 32) {
 		for (uint32_t i = 0; i < n; i++) {
+			const msgpack_object_str *x = &kv[i].key.via.str;
 			for (uint32_t j = i + 1; j < n; j++) {
-				if (key_cmp(&kv[i].key, &kv[j].key) == 0)
+				const msgpack_object_str *y = &kv[j].key.via.str;
+				if (x->size == y->size && memcmp(x->ptr, y->ptr, x->size) == 0)
 					return &kv[i].key;
 			}
 		}
@@ -170,8 +172,11 @@ check_data(const fp_evspec *spec, const msgpack_object *data, fp_error *err)
 			return fp_error_set(err, FUNNEL_EVALUE, "data", "'data' holds a string that is not valid UTF-8");
 	}
 	if (spec->needs_string != NULL) {
-		snprintf(field, sizeof field, "data.%s", spec->needs_string);
 		const msgpack_object *v = mp_find(data, spec->needs_string);
+		/* the field's name for a message, built only when there is one */
+		if (v == NULL || v->type != MSGPACK_OBJECT_STR || v->via.str.size == 0 ||
+		    v->via.str.size > FP_MAX_OWNER_BYTES)
+			snprintf(field, sizeof field, "data.%s", spec->needs_string);
 		if (v == NULL)
 			return fp_error_set(err, FUNNEL_EMISSING, field, "%s needs field '%s'",
 			                    spec->name, field);
