@@ -160,14 +160,16 @@ next_owner(const fp_event *ev, store_lead *st)
 }
 
 /*
- * Validate and append one event.  Returns 0 (appended, or a duplicate
- * acknowledged), 1 when the event is refused (err filled), or an LMDB
- * error code for a storage failure (MDB_MAP_FULL: grow and redo).
+ * Validate and append event i of request r.  Returns 0 (appended, or a
+ * duplicate acknowledged), 1 when the event is refused (r->err filled), or
+ * an LMDB error code for a storage failure (MDB_MAP_FULL: grow and redo).
  */
 static int
-append_event(store_wtxn *w, group *g, cursor_state *cs, const msgpack_object *o,
-             size_t ack, fp_error *err)
+append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 {
+	const msgpack_object *o = &r->req.events->via.array.ptr[i];
+	size_t ack = r->first + i;
+	fp_error *err = &r->err;
 	fp_event ev;
 	store_lead lead;
 	fp_stage to;
@@ -177,6 +179,8 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, const msgpack_object *o,
 	memset(&lead, 0, sizeof lead);
 	if (fp_event_decode(o, &ev, err) != FUNNEL_OK)
 		return 1;
+	/* data already in its stored form is copied, not encoded again */
+	fp_event_data_bytes(&ev, zmq_msg_data(&r->body), zmq_msg_size(&r->body));
 	if (ev.id.ptr != NULL) {
 		uint64_t orig;
 		rc = store_idem_find(w, ev.id.ptr, ev.id.len, &orig);
@@ -261,7 +265,6 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, const msgpack_object *o,
 static int
 apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, int nested)
 {
-	const msgpack_object *evs = r->req.events;
 	cursor_state saved = *cs;
 	store_wtxn child = { NULL, NULL, NULL, NULL };
 	int rc;
@@ -269,8 +272,7 @@ apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, i
 	if (nested && r->nev > 1 && (rc = store_wtxn_begin(s, w, &child)) != 0)
 		return rc;
 	for (size_t i = 0; i < r->nev; i++) {
-		rc = append_event(child.txn ? &child : w, g, cs, &evs->via.array.ptr[i], r->first + i,
-		                  &r->err);
+		rc = append_event(child.txn ? &child : w, g, cs, r, i);
 		if (rc == 1) {
 			r->err.index = (int)i;
 			r->status = r->err.code;
