@@ -116,9 +116,9 @@ $(LIBFUNNEL_SO): $(LIB_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(FUNNEL_METRICS): $(METRICS_OBJ) $(LIBFUNNEL)
+$(FUNNEL_METRICS): $(METRICS_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(METRICS_OBJ) $(LIBFUNNEL) $(LIBS) $(METRICS_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(METRICS_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(METRICS_LIBS)
 
 $(BUILD)/gen/dashboard_html.c: clients/metrics/dashboard.html
 	@mkdir -p $(dir $@)
@@ -146,7 +146,7 @@ $(FUNNEL_ROUTING): $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	$(CC) $(LDFLAGS) -o $@ $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS)
 
 # the services' sources see the shared reader's header
-$(BUILD)/obj/clients/scoring/%.o $(BUILD)/obj/clients/routing/%.o: ALL_CFLAGS += -Iclients/common
+$(BUILD)/obj/clients/scoring/%.o $(BUILD)/obj/clients/routing/%.o $(BUILD)/obj/clients/metrics/%.o: ALL_CFLAGS += -Iclients/common
 
 # unit tests link every service's engine (no main, no I/O around it)
 UNIT_ENGINE_OBJ := $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ) $(COMMON_OBJ)

@@ -55,6 +55,7 @@ typedef struct cursor_state {
 	uint64_t seq;             /* next seq to assign */
 	uint64_t ts;              /* timestamp for this group */
 	uint8_t prev[FUNNEL_HASH_BYTES];
+	uint64_t leads;           /* distinct lead ids so far */
 	size_t recs_size;
 	size_t nrecs;
 } cursor_state;
@@ -160,14 +161,16 @@ next_owner(const fp_event *ev, store_lead *st)
 }
 
 /*
- * Validate and append one event.  Returns 0 (appended, or a duplicate
- * acknowledged), 1 when the event is refused (err filled), or an LMDB
- * error code for a storage failure (MDB_MAP_FULL: grow and redo).
+ * Validate and append event i of request r.  Returns 0 (appended, or a
+ * duplicate acknowledged), 1 when the event is refused (r->err filled), or
+ * an LMDB error code for a storage failure (MDB_MAP_FULL: grow and redo).
  */
 static int
-append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_object *o,
-             size_t ack, fp_error *err)
+append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 {
+	const msgpack_object *o = &r->req.events->via.array.ptr[i];
+	size_t ack = r->first + i;
+	fp_error *err = &r->err;
 	fp_event ev;
 	store_lead lead;
 	fp_stage to;
@@ -177,9 +180,11 @@ append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_o
 	memset(&lead, 0, sizeof lead);
 	if (fp_event_decode(o, &ev, err) != FUNNEL_OK)
 		return 1;
+	/* data already in its stored form is copied, not encoded again */
+	fp_event_data_bytes(&ev, zmq_msg_data(&r->body), zmq_msg_size(&r->body));
 	if (ev.id.ptr != NULL) {
 		uint64_t orig;
-		rc = store_idem_get(s, txn, ev.id.ptr, ev.id.len, &orig);
+		rc = store_idem_find(w, ev.id.ptr, ev.id.len, &orig);
 		if (rc == 0) {
 			g->seqs[ack] = orig;
 			g->dups[ack] = 1;
@@ -189,7 +194,7 @@ append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_o
 			return rc;
 	}
 	if (ev.lead.ptr != NULL) {
-		rc = store_lead_get(s, txn, ev.lead.ptr, ev.lead.len, &lead);
+		rc = store_lead_find(w, ev.lead.ptr, ev.lead.len, &lead);
 		if (rc != 0 && rc != MDB_NOTFOUND)
 			return rc;
 		if (ev.has_expected_version && ev.expected_version != lead.version) {
@@ -209,6 +214,8 @@ append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_o
 			             ev.spec->name, (int)ev.lead.len, ev.lead.ptr, fp_stage_name(lead.stage));
 			return 1;
 		}
+		if (lead.version == 0)
+			cs->leads++;   /* the first event that names this lead */
 		lead.stage = to;
 		lead.version++;
 		lead.last_seq = cs->seq;
@@ -227,7 +234,7 @@ append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_o
 	}
 	if (ee != FUNNEL_OK)
 		return ENOMEM;
-	rc = store_append(s, txn, cs->seq, g->recs.data + cs->recs_size, g->recs.size - cs->recs_size,
+	rc = store_append(w, cs->seq, g->recs.data + cs->recs_size, g->recs.size - cs->recs_size,
 	                  ev.lead.ptr, ev.lead.len, &lead, ev.id.ptr, ev.id.len);
 	if (rc != 0)
 		return rc;
@@ -240,42 +247,68 @@ append_event(store *s, MDB_txn *txn, group *g, cursor_state *cs, const msgpack_o
 	return 0;
 }
 
+/* apply_request() refused an event after appending others of its request:
+ * the group is redone with nested transactions. */
+#define APPLY_REDO_NESTED (-1)
+
 /*
  * Apply one request inside txn.  Returns 0 (stored, or refused with
  * r->status set), or an LMDB error that fails the whole group.
+ *
+ * A request is atomic.  With nested set, a request of several events runs
+ * in a nested transaction that a refusal aborts.  Without it (the first
+ * attempt at a group) events go straight into txn, which spares LMDB a
+ * copy of every page the request touches and a merge of its dirty list
+ * per request; a refusal after some of the request's events were appended
+ * then returns APPLY_REDO_NESTED, and the caller aborts txn and redoes the
+ * group with nested set.  A refusal of the first event needs neither.
  */
 static int
-apply_request(store *s, MDB_txn *txn, group *g, cursor_state *cs, request *r)
+apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, int nested)
 {
-	const msgpack_object *evs = r->req.events;
 	cursor_state saved = *cs;
-	MDB_txn *child = NULL;
+	store_wtxn child = { NULL, NULL, NULL, NULL };
 	int rc;
 
-	if (r->nev > 1 && (rc = mdb_txn_begin(s->env, txn, 0, &child)) != 0)
+	if (nested && r->nev > 1 && (rc = store_wtxn_begin(s, w, &child)) != 0)
 		return rc;
 	for (size_t i = 0; i < r->nev; i++) {
-		rc = append_event(s, child ? child : txn, g, cs, &evs->via.array.ptr[i], r->first + i,
-		                  &r->err);
+		rc = append_event(child.txn ? &child : w, g, cs, r, i);
 		if (rc == 1) {
 			r->err.index = (int)i;
 			r->status = r->err.code;
-			if (child)
-				mdb_txn_abort(child);
+			if (child.txn)
+				store_wtxn_abort(&child);
+			else if (cs->seq != saved.seq)
+				return APPLY_REDO_NESTED;
 			g->recs.size = saved.recs_size;
 			*cs = saved;
 			return 0;
 		}
 		if (rc != 0) {
-			if (child)
-				mdb_txn_abort(child);
+			store_wtxn_abort(&child);
 			return rc;
 		}
 	}
-	if (child && (rc = mdb_txn_commit(child)) != 0)
+	if (child.txn && (rc = store_wtxn_commit(&child)) != 0)
 		return rc;
 	r->status = FUNNEL_OK;
 	return 0;
+}
+
+/* Void the outcomes of an attempt at the group that was not committed:
+ * the requests it refused are judged again. */
+static void
+forget_outcomes(group *g)
+{
+	for (size_t i = 0; i < g->nreqs; i++) {
+		request *r = &g->reqs[i];
+		if (r->req.op == FP_OP_PUBLISH && r->status != FUNNEL_OK && r->err.index >= 0) {
+			r->status = FUNNEL_OK;
+			memset(&r->err, 0, sizeof r->err);
+			r->err.index = -1;
+		}
+	}
 }
 
 /*
@@ -286,33 +319,36 @@ apply_request(store *s, MDB_txn *txn, group *g, cursor_state *cs, request *r)
 static int
 store_group(store *s, group *g)
 {
+	int nested = 0;
 	for (;;) {
-		MDB_txn *txn;
-		cursor_state cs = { .seq = s->head_seq + 1, .recs_size = 0, .nrecs = 0 };
+		store_wtxn w;
+		cursor_state cs = { .seq = s->head_seq + 1, .leads = s->head_leads, .recs_size = 0,
+		                    .nrecs = 0 };
 		uint64_t now = clock_now_ns();
 		cs.ts = now > s->head_ts ? now : s->head_ts;
 		memcpy(cs.prev, s->head_hash, FUNNEL_HASH_BYTES);
 		g->recs.size = 0;
 
-		int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-		if (rc == MDB_MAP_RESIZED) {
-			mdb_env_set_mapsize(s->env, 0);
-			rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-		}
+		int rc = store_wtxn_begin(s, NULL, &w);
 		if (rc != 0)
 			return rc;
 		for (size_t i = 0; i < g->nreqs && rc == 0; i++) {
 			request *r = &g->reqs[i];
 			if (r->req.op != FP_OP_PUBLISH || r->status != FUNNEL_OK)
 				continue;
-			rc = apply_request(s, txn, g, &cs, r);
+			rc = apply_request(s, &w, g, &cs, r, nested);
 		}
 		if (rc == 0 && cs.nrecs > 0)
-			rc = store_put_head(s, txn, cs.seq - 1, cs.prev);
+			rc = store_put_head(s, w.txn, cs.seq - 1, cs.prev, cs.leads);
 		if (rc == 0 && cs.nrecs > 0) {
-			rc = mdb_txn_commit(txn);
+			rc = store_wtxn_commit(&w);
 		} else {
-			mdb_txn_abort(txn);
+			store_wtxn_abort(&w);
+		}
+		if (rc == APPLY_REDO_NESTED) {
+			nested = 1;
+			forget_outcomes(g);
+			continue;
 		}
 		if (rc == MDB_MAP_FULL) {
 			/* Outcomes of this attempt are void: redo the group on a bigger map. */
@@ -320,15 +356,7 @@ store_group(store *s, group *g)
 			if (grc != 0)
 				return MDB_MAP_FULL;
 			log_info("map full: grew the map to %zu MiB and redid the group", s->map_size >> 20);
-			for (size_t i = 0; i < g->nreqs; i++) {
-				request *r = &g->reqs[i];
-				if (r->req.op == FP_OP_PUBLISH && r->status != FUNNEL_OK && r->err.index >= 0) {
-					/* refused in the void attempt: judge it again */
-					r->status = FUNNEL_OK;
-					memset(&r->err, 0, sizeof r->err);
-					r->err.index = -1;
-				}
-			}
+			forget_outcomes(g);
 			continue;
 		}
 		if (rc != 0)
@@ -337,6 +365,7 @@ store_group(store *s, group *g)
 		if (cs.nrecs > 0) {
 			s->head_seq = cs.seq - 1;
 			s->head_ts = cs.ts;
+			s->head_leads = cs.leads;
 			memcpy(s->head_hash, cs.prev, FUNNEL_HASH_BYTES);
 		}
 		return 0;

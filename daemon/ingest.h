@@ -6,8 +6,10 @@
  *   1. wait for the ingest socket, then drain every request waiting on it
  *      (up to a group limit) and decode each once;
  *   2. in one LMDB write transaction, validate and append each request's
- *      events, a request being atomic (a nested transaction when it holds
- *      more than one event); a full map grows and the group is redone;
+ *      events, a request being atomic: its events go straight into the
+ *      transaction, and when one is refused after others of its request
+ *      were appended, the group is redone with a nested transaction per
+ *      request (apply_request); a full map grows and the group is redone;
  *   3. commit (fsync unless --no-sync);
  *   4. only then reply to every request of the group (ack or error);
  *   5. then publish the group's records, in seq order, on the PUB socket.

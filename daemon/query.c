@@ -97,21 +97,19 @@ build_page(store *st, MDB_txn *txn, const fp_request *req, uint64_t head, page *
 	p->next = start;
 
 	if (req->lead.ptr != NULL) {
-		/* the lead's own seqs, from the per-lead index */
-		MDB_val lk = { req->lead.len, (void *)req->lead.ptr }, sv = { sizeof start, &start };
-		if ((rc = mdb_cursor_open(txn, st->lead_seqs, &c)) != 0)
+		/* the lead's own seqs, from its history in the leads table */
+		uint64_t seq;
+		if ((rc = mdb_cursor_open(txn, st->leads, &c)) != 0)
 			return rc;
-		rc = mdb_cursor_get(c, &lk, &sv, MDB_GET_BOTH_RANGE);
+		rc = store_lead_seek(st, c, req->lead.ptr, req->lead.len, start, &seq);
 		while (rc == 0) {
-			uint64_t seq;
-			memcpy(&seq, sv.mv_data, sizeof seq);
 			if ((rc = store_record_get(st, txn, seq, &v)) != 0)
 				break;
 			if (page_visit(p, req, seq, &v, z))
 				break;
 			if (++scanned >= FP_PAGE_MAX_SCAN)
 				break;
-			rc = mdb_cursor_get(c, &lk, &sv, MDB_NEXT_DUP);
+			rc = store_lead_next(st, c, req->lead.ptr, req->lead.len, &seq);
 		}
 		if (rc == MDB_NOTFOUND) {
 			p->end = 1;
@@ -237,8 +235,7 @@ answer_status(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_pack
 	mdb_env_stat(q->st->env, &ms);
 	stt.data_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
 	stt.map_bytes = info.me_mapsize;
-	if (mdb_stat(txn, q->st->leads, &ms) == 0)
-		stt.leads = ms.ms_entries;
+	store_lead_count(q->st, txn, &stt.leads);
 	stt.uptime_ms = (clock_now_ns() - q->started_ns) / 1000000u;
 	stt.format = STORE_FORMAT;
 	stt.durable = q->st->durable;

@@ -10,13 +10,57 @@
 #include "clock.h"
 #include "store.h"
 
-/* Layout of a value in the leads table; the owner's bytes follow. */
+/* Layout of a lead's state in the leads table; the owner's bytes follow. */
 struct lead_rec {
 	uint8_t stage;
 	uint8_t pad[7];
 	uint64_t version;
 	uint64_t last_seq;
 };
+
+/* The second part of a key in the leads table (see store.h). */
+enum { LEAD_HISTORY = 0x00, LEAD_STATE = 0x01 };
+#define LEAD_KEY_MAX (FP_MAX_LEAD_BYTES + 1 + 8)
+
+/* Build the key lead 0x01 (state) or lead 0x00 seq (history) in buf. */
+static MDB_val
+lead_key(unsigned char buf[LEAD_KEY_MAX], const char *lead, size_t len, int kind, uint64_t seq)
+{
+	MDB_val k = { len + 1, buf };
+	memcpy(buf, lead, len);
+	buf[len] = (unsigned char)kind;
+	if (kind == LEAD_HISTORY) {
+		for (int i = 0; i < 8; i++)
+			buf[len + 1 + i] = (unsigned char)(seq >> (56 - 8 * i));
+		k.mv_size += 8;
+	}
+	return k;
+}
+
+/* A lead id as events carry it: no byte below 0x20, which is what keeps
+ * one lead's keys apart from another's.  A query may name any bytes; one
+ * that no event could carry matches nothing (PROTOCOL.md, replay). */
+static int
+lead_ok(const char *lead, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)lead[i] < 0x20)
+			return 0;
+	return len > 0 && len <= FP_MAX_LEAD_BYTES;
+}
+
+/* The seq of a history key of this lead, or 0 when k is another key. */
+static uint64_t
+history_seq(const MDB_val *k, const char *lead, size_t len)
+{
+	const unsigned char *b = k->mv_data;
+	uint64_t seq = 0;
+	if (k->mv_size != len + 9 || b[len] != LEAD_HISTORY || memcmp(b, lead, len) != 0)
+		return 0;
+	for (int i = 0; i < 8; i++)
+		seq = seq << 8 | b[len + 1 + i];
+	return seq;
+}
 
 static int
 mkdir_p(const char *path)
@@ -63,6 +107,10 @@ load_head(store *s, MDB_txn *txn, char *why, size_t whylen)
 	}
 	memset(s->head_hash, 0, sizeof s->head_hash);
 	s->head_ts = 0;
+	if ((rc = store_lead_count(s, txn, &s->head_leads)) != 0) {
+		snprintf(why, whylen, "cannot read the log's lead count: %s", mdb_strerror(rc));
+		return -1;
+	}
 	if (s->head_seq == 0)
 		return 0;
 	if ((rc = store_record_get(s, txn, s->head_seq, &v)) != 0 ||
@@ -115,13 +163,8 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int
 	mdb_env_info(s->env, &info);
 	s->map_size = info.me_mapsize;
 
+	/* The format first: the other tables mean something else in another. */
 	if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "log", MDB_CREATE | MDB_INTEGERKEY, &s->log)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "idem", MDB_CREATE, &s->idem)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "leads", MDB_CREATE, &s->leads)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "lead_seqs",
-	                       MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED | MDB_INTEGERDUP,
-	                       &s->lead_seqs)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0) {
 		snprintf(why, whylen, "cannot open the log's tables: %s", mdb_strerror(rc));
 		goto fail;
@@ -146,10 +189,17 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int
 		}
 		memcpy(&format, v.mv_data, sizeof format);
 		if (format != STORE_FORMAT) {
-			snprintf(why, whylen, "%s has log format %u; this funneld reads format %u",
+			snprintf(why, whylen, "%s holds a log in format %u; this funneld reads format %u "
+			         "only and does not convert: start it on a new data directory",
 			         path, format, STORE_FORMAT);
 			goto fail;
 		}
+	}
+	if ((rc = mdb_dbi_open(txn, "log", MDB_CREATE | MDB_INTEGERKEY, &s->log)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "idem", MDB_CREATE, &s->idem)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "leads", MDB_CREATE, &s->leads)) != 0) {
+		snprintf(why, whylen, "cannot open the log's tables: %s", mdb_strerror(rc));
+		goto fail;
 	}
 	if (load_head(s, txn, why, whylen) != 0)
 		goto fail;
@@ -219,24 +269,87 @@ store_read_end(store *s, MDB_txn **txn)
 	}
 }
 
-int
-store_lead_get(store *s, MDB_txn *txn, const char *lead, size_t len, store_lead *out)
+/* Decode a lead's state value into *out. */
+static int
+lead_decode(const MDB_val *v, store_lead *out)
 {
-	MDB_val k = { len, (void *)lead }, v;
 	struct lead_rec lr;
-	memset(out, 0, sizeof *out);
-	int rc = mdb_get(txn, s->leads, &k, &v);
-	if (rc != 0)
-		return rc;
-	if (v.mv_size < sizeof lr || v.mv_size > sizeof lr + FP_MAX_OWNER_BYTES)
+	if (v->mv_size < sizeof lr || v->mv_size > sizeof lr + FP_MAX_OWNER_BYTES)
 		return MDB_CORRUPTED;
-	memcpy(&lr, v.mv_data, sizeof lr);
+	memcpy(&lr, v->mv_data, sizeof lr);
 	out->stage = lr.stage < FP_STAGE_COUNT ? (fp_stage)lr.stage : FP_STAGE_NONE;
 	out->version = lr.version;
 	out->last_seq = lr.last_seq;
-	memcpy(out->owner, (const char *)v.mv_data + sizeof lr, v.mv_size - sizeof lr);
-	out->owner[v.mv_size - sizeof lr] = '\0';
+	memcpy(out->owner, (const char *)v->mv_data + sizeof lr, v->mv_size - sizeof lr);
+	out->owner[v->mv_size - sizeof lr] = '\0';
 	return 0;
+}
+
+int
+store_lead_get(store *s, MDB_txn *txn, const char *lead, size_t len, store_lead *out)
+{
+	unsigned char kb[LEAD_KEY_MAX];
+	MDB_val k, v;
+	memset(out, 0, sizeof *out);
+	if (!lead_ok(lead, len))
+		return MDB_NOTFOUND;
+	k = lead_key(kb, lead, len, LEAD_STATE, 0);
+	int rc = mdb_get(txn, s->leads, &k, &v);
+	return rc != 0 ? rc : lead_decode(&v, out);
+}
+
+int
+store_lead_find(store_wtxn *w, const char *lead, size_t len, store_lead *out)
+{
+	unsigned char kb[LEAD_KEY_MAX];
+	MDB_val k = lead_key(kb, lead, len, LEAD_STATE, 0), v;
+	memset(out, 0, sizeof *out);
+	int rc = mdb_cursor_get(w->leads, &k, &v, MDB_SET_KEY);
+	return rc != 0 ? rc : lead_decode(&v, out);
+}
+
+int
+store_lead_count(store *s, MDB_txn *txn, uint64_t *n)
+{
+	MDB_val v;
+	int rc = meta_get(s, txn, "leads", &v);
+	*n = 0;
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc == 0 && v.mv_size != sizeof *n)
+		return MDB_CORRUPTED;
+	if (rc == 0)
+		memcpy(n, v.mv_data, sizeof *n);
+	return rc;
+}
+
+int
+store_lead_seek(store *s, MDB_cursor *c, const char *lead, size_t len, uint64_t from,
+                uint64_t *seq)
+{
+	unsigned char kb[LEAD_KEY_MAX];
+	MDB_val k, v;
+	(void)s;
+	if (!lead_ok(lead, len))
+		return MDB_NOTFOUND;
+	k = lead_key(kb, lead, len, LEAD_HISTORY, from);
+	int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	if (rc != 0)
+		return rc;
+	*seq = history_seq(&k, lead, len);
+	return *seq ? 0 : MDB_NOTFOUND;
+}
+
+int
+store_lead_next(store *s, MDB_cursor *c, const char *lead, size_t len, uint64_t *seq)
+{
+	MDB_val k, v;
+	(void)s;
+	int rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	if (rc != 0)
+		return rc;
+	*seq = history_seq(&k, lead, len);
+	return *seq ? 0 : MDB_NOTFOUND;
 }
 
 int
@@ -250,6 +363,56 @@ store_idem_get(store *s, MDB_txn *txn, const char *id, size_t len, uint64_t *seq
 		return MDB_CORRUPTED;
 	memcpy(seq, v.mv_data, sizeof *seq);
 	return 0;
+}
+
+int
+store_idem_find(store_wtxn *w, const char *id, size_t len, uint64_t *seq)
+{
+	MDB_val k = { len, (void *)id }, v;
+	int rc = mdb_cursor_get(w->idem, &k, &v, MDB_SET_KEY);
+	if (rc != 0)
+		return rc;
+	if (v.mv_size != sizeof *seq)
+		return MDB_CORRUPTED;
+	memcpy(seq, v.mv_data, sizeof *seq);
+	return 0;
+}
+
+int
+store_wtxn_begin(store *s, store_wtxn *parent, store_wtxn *w)
+{
+	MDB_txn *ptxn = parent ? parent->txn : NULL;
+	int rc = mdb_txn_begin(s->env, ptxn, 0, &w->txn);
+	if (rc == MDB_MAP_RESIZED && ptxn == NULL) {
+		/* another process grew the map: adopt its size */
+		mdb_env_set_mapsize(s->env, 0);
+		rc = mdb_txn_begin(s->env, NULL, 0, &w->txn);
+	}
+	if (rc != 0) {
+		w->txn = NULL;
+		return rc;
+	}
+	if ((rc = mdb_cursor_open(w->txn, s->log, &w->log)) != 0 ||
+	    (rc = mdb_cursor_open(w->txn, s->idem, &w->idem)) != 0 ||
+	    (rc = mdb_cursor_open(w->txn, s->leads, &w->leads)) != 0)
+		store_wtxn_abort(w);
+	return rc;
+}
+
+int
+store_wtxn_commit(store_wtxn *w)
+{
+	int rc = mdb_txn_commit(w->txn);
+	w->txn = NULL;
+	return rc;
+}
+
+void
+store_wtxn_abort(store_wtxn *w)
+{
+	if (w->txn != NULL)
+		mdb_txn_abort(w->txn);
+	w->txn = NULL;
 }
 
 int
@@ -311,43 +474,46 @@ store_seq_at_time(store *s, MDB_txn *txn, uint64_t from, uint64_t since, uint64_
 }
 
 int
-store_append(store *s, MDB_txn *txn, uint64_t seq, const void *rec, size_t len,
+store_append(store_wtxn *w, uint64_t seq, const void *rec, size_t len,
              const char *lead, size_t lead_len, const store_lead *state,
              const char *id, size_t id_len)
 {
 	MDB_val k = { sizeof seq, &seq }, v = { len, (void *)rec };
-	int rc = mdb_put(txn, s->log, &k, &v, MDB_APPEND);
+	int rc = mdb_cursor_put(w->log, &k, &v, MDB_APPEND);
 	if (rc != 0)
 		return rc;
 	if (id != NULL) {
 		MDB_val ik = { id_len, (void *)id }, iv = { sizeof seq, &seq };
-		if ((rc = mdb_put(txn, s->idem, &ik, &iv, MDB_NOOVERWRITE)) != 0)
+		if ((rc = mdb_cursor_put(w->idem, &ik, &iv, MDB_NOOVERWRITE)) != 0)
 			return rc;
 	}
 	if (lead != NULL) {
-		unsigned char buf[sizeof(struct lead_rec) + FP_MAX_OWNER_BYTES];
+		unsigned char kb[LEAD_KEY_MAX], buf[sizeof(struct lead_rec) + FP_MAX_OWNER_BYTES];
 		struct lead_rec lr = { 0 };
 		size_t olen = strlen(state->owner);
+		MDB_val hk = lead_key(kb, lead, lead_len, LEAD_HISTORY, seq), hv = { 0, NULL };
+		if ((rc = mdb_cursor_put(w->leads, &hk, &hv, 0)) != 0)
+			return rc;
 		lr.stage = (uint8_t)state->stage;
 		lr.version = state->version;
 		lr.last_seq = state->last_seq;
 		memcpy(buf, &lr, sizeof lr);
 		memcpy(buf + sizeof lr, state->owner, olen);
-		MDB_val lk = { lead_len, (void *)lead }, lv = { sizeof lr + olen, buf };
-		if ((rc = mdb_put(txn, s->leads, &lk, &lv, 0)) != 0)
-			return rc;
-		MDB_val sv = { sizeof seq, &seq };
-		if ((rc = mdb_put(txn, s->lead_seqs, &lk, &sv, 0)) != 0)
+		MDB_val sk = lead_key(kb, lead, lead_len, LEAD_STATE, 0), sv = { sizeof lr + olen, buf };
+		if ((rc = mdb_cursor_put(w->leads, &sk, &sv, 0)) != 0)
 			return rc;
 	}
 	return 0;
 }
 
 int
-store_put_head(store *s, MDB_txn *txn, uint64_t seq, const uint8_t hash[FUNNEL_HASH_BYTES])
+store_put_head(store *s, MDB_txn *txn, uint64_t seq, const uint8_t hash[FUNNEL_HASH_BYTES],
+               uint64_t leads)
 {
 	int rc = meta_put(s, txn, "head_seq", &seq, sizeof seq);
 	if (rc == 0)
 		rc = meta_put(s, txn, "head_hash", hash, FUNNEL_HASH_BYTES);
+	if (rc == 0)
+		rc = meta_put(s, txn, "leads", &leads, sizeof leads);
 	return rc;
 }

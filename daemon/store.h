@@ -1,16 +1,28 @@
 /*
- * daemon/store.h - the log on disk: one LMDB environment, five tables.
+ * daemon/store.h - the log on disk: one LMDB environment, four tables.
  *
  *   log        seq (uint64, native integer key) -> record bytes, exactly as
- *              published and replayed.  Gapless from 1; appended only.
+ *              published and replayed.  Gapless from 1; appended only
+ *              (MDB_APPEND: seqs only grow).
  *   idem       idempotency key -> seq.  Kept forever.
- *   leads      lead id -> struct store_lead (stage, version, last seq, owner)
- *   lead_seqs  lead id -> seq, sorted duplicates: the lead's history
+ *   leads      two kinds of key per lead id, next to each other:
+ *                lead 0x00 seq (8 bytes, big-endian) -> empty: the lead's
+ *                                history, one key per event, in seq order
+ *                lead 0x01 -> the lead's state (stage, version, last seq,
+ *                             owner)
+ *              Lead ids have no byte below 0x20 (PROTOCOL.md §2), so all
+ *              keys of a lead sort together, its history first and its
+ *              state right after.  An event adds a history key and
+ *              rewrites the state key beside it: one B-tree leaf dirtied
+ *              per lead per commit, where two tables dirtied two.
  *   meta       "format" -> uint32, "head_seq" -> uint64, "head_hash" -> 32 bytes,
- *              "created" -> uint64 ns
+ *              "created" -> uint64 ns, "leads" -> uint64 (distinct lead ids)
  *
  * Every table changes only inside the writer's transaction that appends
  * the records, so the indexes always agree with the log.
+ *
+ * Format 2 (this layout) replaced format 1 (separate leads and lead_seqs
+ * tables); a log in another format is refused at open, not converted.
  *
  * Threads: one writer (the ingest loop) and any number of readers (the
  * query thread).  store_grow() resizes the map and needs no reader
@@ -29,11 +41,11 @@
 #include "funnel/record.h"
 #include "envelope.h"
 
-#define STORE_FORMAT 1
+#define STORE_FORMAT 2
 
 typedef struct store {
 	MDB_env *env;
-	MDB_dbi log, idem, leads, lead_seqs, meta;
+	MDB_dbi log, idem, leads, meta;
 	pthread_rwlock_t resize_lock;
 	size_t map_size;
 	size_t max_map_size;          /* 0: grow without bound */
@@ -43,6 +55,7 @@ typedef struct store {
 	uint64_t head_seq;
 	uint64_t head_ts;
 	uint8_t head_hash[FUNNEL_HASH_BYTES];
+	uint64_t head_leads;          /* distinct lead ids at the head */
 } store;
 
 /* A lead's current state as kept in the leads table. */
@@ -77,7 +90,8 @@ void store_read_end(store *s, MDB_txn **txn);
 
 /* --- lookups inside any transaction --- */
 
-/* 0 and *out filled, MDB_NOTFOUND (out zeroed, stage NONE), or an LMDB error. */
+/* 0 and *out filled, MDB_NOTFOUND (out zeroed, stage NONE; also for an id
+ * with a byte below 0x20, which no event carries), or an LMDB error. */
 int store_lead_get(store *s, MDB_txn *txn, const char *lead, size_t len, store_lead *out);
 /* 0 and *seq, MDB_NOTFOUND, or an LMDB error. */
 int store_idem_get(store *s, MDB_txn *txn, const char *id, size_t len, uint64_t *seq);
@@ -85,19 +99,54 @@ int store_idem_get(store *s, MDB_txn *txn, const char *id, size_t len, uint64_t 
 int store_record_get(store *s, MDB_txn *txn, uint64_t seq, MDB_val *rec);
 /* The last seq in the log (0 if empty). */
 int store_head(store *s, MDB_txn *txn, uint64_t *seq);
+/* Distinct lead ids in the log (meta "leads"). */
+int store_lead_count(store *s, MDB_txn *txn, uint64_t *n);
+/* A lead's history: position c (opened on s->leads) at the lead's first
+ * seq >= from.  0 and *seq, MDB_NOTFOUND when it has none, or an LMDB
+ * error.  store_lead_next() steps to its next seq the same way. */
+int store_lead_seek(store *s, MDB_cursor *c, const char *lead, size_t len, uint64_t from,
+                    uint64_t *seq);
+int store_lead_next(store *s, MDB_cursor *c, const char *lead, size_t len, uint64_t *seq);
 /* The first seq >= from whose ts >= since, by binary search over the log
  * (timestamps never decrease with seq); head+1 if none. */
 int store_seq_at_time(store *s, MDB_txn *txn, uint64_t from, uint64_t since, uint64_t *seq);
 
 /* --- writes, writer thread only, inside its write transaction --- */
 
-/* Store one record with its index entries.  lead and id may be NULL.
+/*
+ * A write transaction and the writer's cursors on the tables every event
+ * reads and updates.  A cursor kept from one call to the next lets LMDB
+ * find a key on the leaf it already holds without walking down from the
+ * root: a record is appended after the last one, the idempotency key is
+ * inserted where its lookup ended, and a lead's history key and state key
+ * share a leaf.
+ */
+typedef struct store_wtxn {
+	MDB_txn *txn;
+	MDB_cursor *log, *idem, *leads;   /* on txn; LMDB closes them when txn ends */
+} store_wtxn;
+
+/* Begin a write transaction, nested in parent's when parent is not NULL.
+ * Returns 0 or an LMDB error (w->txn NULL). */
+int store_wtxn_begin(store *s, store_wtxn *parent, store_wtxn *w);
+/* End it: 0 or an LMDB error; either way w->txn is NULL after. */
+int store_wtxn_commit(store_wtxn *w);
+void store_wtxn_abort(store_wtxn *w);
+
+/* As store_idem_get() and store_lead_get(), through w's cursors. */
+int store_idem_find(store_wtxn *w, const char *id, size_t len, uint64_t *seq);
+int store_lead_find(store_wtxn *w, const char *lead, size_t len, store_lead *out);
+
+/* Store one record with its index entries.  lead and id may be NULL;
+ * state is the lead's state after this record (state->last_seq == seq).
  * Returns 0 or an LMDB error (MDB_MAP_FULL means: abort, grow, retry). */
-int store_append(store *s, MDB_txn *txn, uint64_t seq, const void *rec, size_t len,
+int store_append(store_wtxn *w, uint64_t seq, const void *rec, size_t len,
                  const char *lead, size_t lead_len, const store_lead *state,
                  const char *id, size_t id_len);
 
-/* Write the head into meta (done once per group, before commit). */
-int store_put_head(store *s, MDB_txn *txn, uint64_t seq, const uint8_t hash[FUNNEL_HASH_BYTES]);
+/* Write the head and the lead count into meta (once per group, before
+ * commit). */
+int store_put_head(store *s, MDB_txn *txn, uint64_t seq, const uint8_t hash[FUNNEL_HASH_BYTES],
+                   uint64_t leads);
 
 #endif /* FUNNEL_DAEMON_STORE_H */

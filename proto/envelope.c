@@ -129,8 +129,10 @@ duplicate_key(const msgpack_object *map)
 	uint32_t n = map->via.map.size;
 	if (n <= 32) {
 		for (uint32_t i = 0; i < n; i++) {
+			const msgpack_object_str *x = &kv[i].key.via.str;
 			for (uint32_t j = i + 1; j < n; j++) {
-				if (key_cmp(&kv[i].key, &kv[j].key) == 0)
+				const msgpack_object_str *y = &kv[j].key.via.str;
+				if (x->size == y->size && memcmp(x->ptr, y->ptr, x->size) == 0)
 					return &kv[i].key;
 			}
 		}
@@ -170,8 +172,11 @@ check_data(const fp_evspec *spec, const msgpack_object *data, fp_error *err)
 			return fp_error_set(err, FUNNEL_EVALUE, "data", "'data' holds a string that is not valid UTF-8");
 	}
 	if (spec->needs_string != NULL) {
-		snprintf(field, sizeof field, "data.%s", spec->needs_string);
 		const msgpack_object *v = mp_find(data, spec->needs_string);
+		/* the field's name for a message, built only when there is one */
+		if (v == NULL || v->type != MSGPACK_OBJECT_STR || v->via.str.size == 0 ||
+		    v->via.str.size > FP_MAX_OWNER_BYTES)
+			snprintf(field, sizeof field, "data.%s", spec->needs_string);
 		if (v == NULL)
 			return fp_error_set(err, FUNNEL_EMISSING, field, "%s needs field '%s'",
 			                    spec->name, field);
@@ -290,6 +295,7 @@ fp_event_decode(const msgpack_object *o, fp_event *ev, fp_error *err)
 			if (v->type != MSGPACK_OBJECT_MAP)
 				return fp_error_set(err, FUNNEL_ETYPE, name, "field 'data' must be a map");
 			ev->data = v;
+			ev->data_at = k->via.str.ptr + k->via.str.size;   /* a value follows its key */
 			break;
 		}
 	}
@@ -307,6 +313,144 @@ fp_event_decode(const msgpack_object *o, fp_event *ev, fp_error *err)
 		return fp_error_set(err, FUNNEL_EVALUE, "expected_version",
 		                    "'expected_version' needs a 'lead'");
 	return check_data(ev->spec, ev->data, err);
+}
+
+/* The header msgpack_pack_object() writes for o (type byte, then length
+ * or value, big-endian) into h; its size, or 0 for a type it has none of
+ * here (ext: left to msgpack_pack_object()). */
+static size_t
+shortest_header(const msgpack_object *o, unsigned char h[9])
+{
+	uint64_t u = 0;
+	size_t n = 0;       /* bytes of u after the type byte */
+	switch (o->type) {
+	case MSGPACK_OBJECT_NIL:
+		h[0] = 0xc0;
+		return 1;
+	case MSGPACK_OBJECT_BOOLEAN:
+		h[0] = o->via.boolean ? 0xc3 : 0xc2;
+		return 1;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		u = o->via.u64;
+		if (u < 0x80) {
+			h[0] = (unsigned char)u;
+			return 1;
+		}
+		h[0] = u < 0x100 ? 0xcc : u < 0x10000 ? 0xcd : u < 0x100000000ull ? 0xce : 0xcf;
+		n = u < 0x100 ? 1 : u < 0x10000 ? 2 : u < 0x100000000ull ? 4 : 8;
+		break;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER: {
+		int64_t d = o->via.i64;
+		if (d >= -32) {
+			h[0] = (unsigned char)(int8_t)d;
+			return 1;
+		}
+		h[0] = d >= -128 ? 0xd0 : d >= -32768 ? 0xd1 : d >= INT32_MIN ? 0xd2 : 0xd3;
+		n = d >= -128 ? 1 : d >= -32768 ? 2 : d >= INT32_MIN ? 4 : 8;
+		u = (uint64_t)d;
+		break;
+	}
+	case MSGPACK_OBJECT_FLOAT32: {
+		float f = (float)o->via.f64;
+		uint32_t b;
+		memcpy(&b, &f, sizeof b);
+		h[0] = 0xca;
+		u = b;
+		n = 4;
+		break;
+	}
+	case MSGPACK_OBJECT_FLOAT64:
+		memcpy(&u, &o->via.f64, sizeof u);
+		h[0] = 0xcb;
+		n = 8;
+		break;
+	case MSGPACK_OBJECT_STR:
+		u = o->via.str.size;
+		if (u < 32) {
+			h[0] = (unsigned char)(0xa0 | u);
+			return 1;
+		}
+		h[0] = u < 0x100 ? 0xd9 : u < 0x10000 ? 0xda : 0xdb;
+		n = u < 0x100 ? 1 : u < 0x10000 ? 2 : 4;
+		break;
+	case MSGPACK_OBJECT_BIN:
+		u = o->via.bin.size;
+		h[0] = u < 0x100 ? 0xc4 : u < 0x10000 ? 0xc5 : 0xc6;
+		n = u < 0x100 ? 1 : u < 0x10000 ? 2 : 4;
+		break;
+	case MSGPACK_OBJECT_ARRAY:
+	case MSGPACK_OBJECT_MAP: {
+		int map = o->type == MSGPACK_OBJECT_MAP;
+		u = map ? o->via.map.size : o->via.array.size;
+		if (u < 16) {
+			h[0] = (unsigned char)((map ? 0x80 : 0x90) | u);
+			return 1;
+		}
+		h[0] = u < 0x10000 ? (map ? 0xde : 0xdc) : (map ? 0xdf : 0xdd);
+		n = u < 0x10000 ? 2 : 4;
+		break;
+	}
+	default:
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++)
+		h[1 + i] = (unsigned char)(u >> (8 * (n - 1 - i)));
+	return 1 + n;
+}
+
+/* If the bytes at p (before end) are what msgpack_pack_object(o) writes,
+ * their number; else 0.  Strings and bins must also be the very bytes o
+ * points at, which ties the walk to the buffer o was unpacked from. */
+static size_t
+shortest_span(const msgpack_object *o, const char *p, const char *end)
+{
+	unsigned char h[9];
+	size_t hl = shortest_header(o, h), total;
+	if (hl == 0 || (size_t)(end - p) < hl)
+		return 0;
+	for (size_t i = 0; i < hl; i++)   /* mostly one byte: no call to memcmp */
+		if ((unsigned char)p[i] != h[i])
+			return 0;
+	total = hl;
+	switch (o->type) {
+	case MSGPACK_OBJECT_STR:
+	case MSGPACK_OBJECT_BIN: {
+		const char *body = o->type == MSGPACK_OBJECT_STR ? o->via.str.ptr : o->via.bin.ptr;
+		size_t size = o->type == MSGPACK_OBJECT_STR ? o->via.str.size : o->via.bin.size;
+		if (body != p + hl || (size_t)(end - body) < size)
+			return 0;
+		return hl + size;
+	}
+	case MSGPACK_OBJECT_ARRAY:
+		for (uint32_t i = 0; i < o->via.array.size; i++) {
+			size_t n = shortest_span(&o->via.array.ptr[i], p + total, end);
+			if (n == 0)
+				return 0;
+			total += n;
+		}
+		return total;
+	case MSGPACK_OBJECT_MAP:
+		for (uint32_t i = 0; i < o->via.map.size; i++) {
+			size_t n = shortest_span(&o->via.map.ptr[i].key, p + total, end);
+			size_t m = n ? shortest_span(&o->via.map.ptr[i].val, p + total + n, end) : 0;
+			if (m == 0)
+				return 0;
+			total += n + m;
+		}
+		return total;
+	default:
+		return total;
+	}
+}
+
+void
+fp_event_data_bytes(fp_event *ev, const void *buf, size_t len)
+{
+	const char *b = buf, *end = b + len;
+	ev->data_len = 0;
+	if (ev->data == NULL || ev->data_at == NULL || ev->data_at < b || ev->data_at >= end)
+		return;
+	ev->data_len = shortest_span(ev->data, ev->data_at, end);
 }
 
 funnel_err
@@ -362,7 +506,10 @@ fp_record_encode(msgpack_sbuffer *sb, const fp_event *ev, const fp_stamp *st,
 	}
 	if (ev->data != NULL) {
 		rc |= mp_pack_key(&pk, "data");
-		rc |= msgpack_pack_object(&pk, *ev->data);
+		if (ev->data_len > 0)   /* the same bytes, found in place (fp_event_data_bytes) */
+			rc |= msgpack_sbuffer_write(sb, ev->data_at, ev->data_len);
+		else
+			rc |= msgpack_pack_object(&pk, *ev->data);
 	}
 	rc |= mp_pack_key(&pk, "prev");
 	rc |= msgpack_pack_bin(&pk, FUNNEL_HASH_BYTES);

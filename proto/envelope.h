@@ -59,6 +59,12 @@ typedef struct fp_event {
 	int has_cause;
 	uint64_t cause;
 	const msgpack_object *data;   /* a map, or NULL */
+	/* Where data's value starts in the buffer the envelope was unpacked
+	 * from (msgpack_unpack() leaves strings, keys included, in place), and
+	 * its length once fp_event_data_bytes() has found those bytes to be
+	 * exactly what the record encoder would write; 0 until then. */
+	const char *data_at;
+	size_t data_len;
 } fp_event;
 
 /*
@@ -68,6 +74,16 @@ typedef struct fp_event {
  * as -1 for the caller to set) and returns its code.
  */
 funnel_err fp_event_decode(const msgpack_object *o, fp_event *ev, fp_error *err);
+
+/*
+ * For an event decoded from buf[0..len) by fp_event_decode(): when the
+ * bytes of its data map, read in place, are the shortest encoding of every
+ * value (what msgpack_pack_object() writes, and what PROTOCOL.md asks of a
+ * record's data), set ev->data_len so that fp_record_encode() copies them
+ * instead of encoding the map again.  Otherwise, or when the data does not
+ * lie in buf, leave it 0.  Reads nothing outside buf.
+ */
+void fp_event_data_bytes(fp_event *ev, const void *buf, size_t len);
 
 /* What the daemon adds to an event to make it a record. */
 typedef struct fp_stamp {

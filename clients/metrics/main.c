@@ -22,6 +22,7 @@
 #include "funnel/log.h"
 #include "funnel/service.h"
 #include "metrics.h"
+#include "svcargs.h"
 
 static const char usage_text[] =
 	"usage: funnel-metrics [COMMAND] [options]\n"
@@ -46,14 +47,15 @@ static const char usage_text[] =
 	"  --map-mb N          initial view map size in MiB (default 256; it grows when full)\n"
 	"  --ready-file FILE   written once the service serves and follows the log\n"
 	"  --param KEY=VALUE   report: a parameter (from, to, source, campaign, model, bucket)\n"
+	"  --json              accepted for symmetry; reports are always JSON\n"
 	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
 	"\n"
 	"Exit codes: 0 ok, 1 failure, 2 usage error.\n";
 
+/* The common service flags (svcargs.h) and funnel-metrics' own. */
 typedef struct args {
-	const char *http, *view, *ingest, *publish, *query, *ready_file;
-	int rebuild, until_head, no_sync;
-	unsigned batch;
+	svc_args c;
+	const char *http;
 	size_t map_mb;
 	const char *params[16];
 	int nparams;
@@ -66,6 +68,12 @@ on_signal(int sig)
 {
 	(void)sig;
 	funnel_service_stop(the_service);
+}
+
+static int
+usage(const char *fmt, const char *arg)
+{
+	return svc_usage("funnel-metrics", usage_text, fmt, arg);
 }
 
 /* Open the view's tables for readers in other threads (the names exist:
@@ -99,18 +107,18 @@ cmd_run(const args *a)
 
 	funnel_service_opts o = {
 		.name = MX_NAME,
-		.view_dir = a->view,
-		.ingest = a->ingest,
-		.publish = a->publish,
-		.query = a->query,
+		.view_dir = a->c.view,
+		.ingest = a->c.ingest,
+		.publish = a->c.publish,
+		.query = a->c.query,
 		.tables = { MX_T_LEADS, MX_T_FACTS, MX_T_COUNTERS },
 		.map_size = a->map_mb << 20,
-		.rebuild = a->rebuild,
-		.until_head = a->until_head,
+		.rebuild = a->c.rebuild,
+		.until_head = a->c.until_head,
 		.no_emit = 1,
-		.no_sync = a->no_sync,
-		.batch_events = a->batch,
-		.ready_file = a->ready_file,
+		.no_sync = a->c.no_sync,
+		.batch_events = a->c.batch,
+		.ready_file = a->c.ready_file,
 		.map_lock = &map_lock,
 	};
 	if ((rc = mx_view_new(&view)) == FUNNEL_OK)
@@ -120,29 +128,19 @@ cmd_run(const args *a)
 		           "the view cannot be opened or written (see above)" : funnel_strerror(rc));
 		goto out;
 	}
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	if (!a->until_head) {
+	svc_on_signals(on_signal);
+	if (!a->c.until_head) {
 		if (open_tables(funnel_service_env(the_service), &t) != FUNNEL_OK) {
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: cannot open the view's tables");
 			goto out;
 		}
-		rc = mx_http_start(&http, a->http, &t, &map_lock, a->query);
+		rc = mx_http_start(&http, a->http, &t, &map_lock, a->c.query);
 		if (rc == FUNNEL_EINVAL)
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: --http wants IPV4:PORT, not '%s'", a->http);
 		if (rc != FUNNEL_OK)
 			goto out;
 	}
-	rc = funnel_service_run(the_service);
-	mx_http_stop(&http);
-	funnel_service_stats st;
-	funnel_service_stats_get(the_service, &st);
-	funnel_log(FUNNEL_LOG_INFO, "metrics: stopped at seq %" PRIu64 ": %" PRIu64 " applied",
-	           funnel_service_checkpoint(the_service), st.applied);
+	rc = svc_run(the_service, "metrics");
 	status = rc == FUNNEL_OK ? 0 : 1;
 out:
 	mx_http_stop(&http);
@@ -183,16 +181,16 @@ cmd_report(const args *a, const char *name)
 		}
 	}
 	if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, FUNNEL_SERVICE_MAX_TABLES + 2) ||
-	    mdb_env_open(env, a->view, MDB_RDONLY | MDB_NOTLS, 0644) != 0 ||
+	    mdb_env_open(env, a->c.view, MDB_RDONLY | MDB_NOTLS, 0644) != 0 ||
 	    mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0) {
-		fprintf(stderr, "funnel-metrics: cannot open the view %s\n", a->view);
+		fprintf(stderr, "funnel-metrics: cannot open the view %s\n", a->c.view);
 		goto out;
 	}
 	t.env = env;
 	if (mdb_dbi_open(txn, MX_T_LEADS, 0, &t.leads) || mdb_dbi_open(txn, MX_T_FACTS, 0, &t.facts) ||
 	    mdb_dbi_open(txn, MX_T_COUNTERS, 0, &t.counters) ||
 	    mdb_dbi_open(txn, "_runtime", 0, &t.runtime)) {
-		fprintf(stderr, "funnel-metrics: %s is not a metrics view\n", a->view);
+		fprintf(stderr, "funnel-metrics: %s is not a metrics view\n", a->c.view);
 		goto out;
 	}
 	int rc = mx_report(txn, &t, &q, &o);
@@ -215,103 +213,50 @@ out:
 	return status;
 }
 
-static int
-cmd_digest(const args *a)
-{
-	char hex[65];
-	uint64_t cp = 0;
-	int rc = funnel_view_digest_hex(a->view, hex, &cp);
-	if (rc != FUNNEL_OK) {
-		fprintf(stderr, "funnel-metrics: digest of %s: %s\n", a->view, funnel_strerror(rc));
-		return 1;
-	}
-	printf("checkpoint %" PRIu64 " digest %s\n", cp, hex);
-	return 0;
-}
+/* --http, --map-mb and --param. */
+enum { O_HTTP = SVC_OPT_OWN, O_MAP, O_PARAM };
 
 static int
-usage(const char *fmt, const char *arg)
+own_option(int id, const char *arg, void *ctx)
 {
-	fprintf(stderr, "funnel-metrics: ");
-	fprintf(stderr, fmt, arg);
-	fprintf(stderr, "\n%s", usage_text);
-	return 2;
+	args *a = ctx;
+	char *end;
+
+	switch (id) {
+	case O_HTTP:
+		a->http = arg;
+		return 0;
+	case O_PARAM:
+		if (a->nparams == 16)
+			return usage("at most 16 --param, not more ('%s')", arg);
+		a->params[a->nparams++] = arg;
+		return 0;
+	default: {
+		unsigned long v = strtoul(arg, &end, 10);
+		if (*end || v < 1 || v > 1048576)
+			return usage("--map-mb wants 1..1048576 MiB, not '%s'", arg);
+		a->map_mb = v;
+		return 0;
+	}
+	}
 }
 
 int
 main(int argc, char **argv)
 {
-	enum { O_HTTP = 256, O_RULES, O_VIEW, O_INGEST, O_PUBLISH, O_QUERY, O_REBUILD, O_UNTIL,
-	       O_NOSYNC, O_BATCH, O_MAP, O_READY, O_PARAM, O_LEVEL };
-	static const struct option opts[] = {
+	static const struct option own[] = {
 		{ "http", required_argument, NULL, O_HTTP },
-		{ "rules", required_argument, NULL, O_RULES },
-		{ "view", required_argument, NULL, O_VIEW },
-		{ "ingest", required_argument, NULL, O_INGEST },
-		{ "publish", required_argument, NULL, O_PUBLISH },
-		{ "query", required_argument, NULL, O_QUERY },
-		{ "rebuild", no_argument, NULL, O_REBUILD },
-		{ "until-head", no_argument, NULL, O_UNTIL },
-		{ "once", no_argument, NULL, O_UNTIL },
-		{ "no-sync", no_argument, NULL, O_NOSYNC },
-		{ "batch", required_argument, NULL, O_BATCH },
 		{ "map-mb", required_argument, NULL, O_MAP },
-		{ "ready-file", required_argument, NULL, O_READY },
 		{ "param", required_argument, NULL, O_PARAM },
-		{ "log-level", required_argument, NULL, O_LEVEL },
-		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	args a = { .http = MX_DEFAULT_HTTP, .view = MX_DEFAULT_VIEW, .map_mb = 256 };
-	char *end;
-	int c;
+	args a = { .c = { .rules = "funnel.yaml", .view = MX_DEFAULT_VIEW },
+	           .http = MX_DEFAULT_HTTP, .map_mb = 256 };
 
 	funnel_log_program("funnel-metrics");
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-		switch (c) {
-		case O_HTTP: a.http = optarg; break;
-		case O_RULES: break;
-		case O_VIEW: a.view = optarg; break;
-		case O_INGEST: a.ingest = optarg; break;
-		case O_PUBLISH: a.publish = optarg; break;
-		case O_QUERY: a.query = optarg; break;
-		case O_REBUILD: a.rebuild = 1; break;
-		case O_UNTIL: a.until_head = 1; break;
-		case O_NOSYNC: a.no_sync = 1; break;
-		case O_READY: a.ready_file = optarg; break;
-		case O_PARAM:
-			if (a.nparams == 16)
-				return usage("at most 16 --param, not more ('%s')", optarg);
-			a.params[a.nparams++] = optarg;
-			break;
-		case O_BATCH: {
-			unsigned long v = strtoul(optarg, &end, 10);
-			if (*end || v < 1 || v > 1000000)
-				return usage("--batch wants 1..1000000 records, not '%s'", optarg);
-			a.batch = (unsigned)v;
-			break;
-		}
-		case O_MAP: {
-			unsigned long v = strtoul(optarg, &end, 10);
-			if (*end || v < 1 || v > 1048576)
-				return usage("--map-mb wants 1..1048576 MiB, not '%s'", optarg);
-			a.map_mb = v;
-			break;
-		}
-		case O_LEVEL:
-			if (funnel_log_level(optarg) != 0)
-				return usage("--log-level wants debug, info, warn or error, not '%s'", optarg);
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			return 0;
-		case ':':
-			return usage("option '%s' needs a value", argv[optind - 1]);
-		default:
-			return usage("unknown option '%s'", argv[optind - 1]);
-		}
-	}
+	int rc = svc_parse(argc, argv, "funnel-metrics", usage_text, &a.c, own, own_option, &a);
+	if (rc >= 0)
+		return rc;
 	const char *cmd = optind < argc ? argv[optind++] : "run";
 	int nargs = argc - optind;
 	if (strcmp(cmd, "run") == 0 && nargs == 0)
@@ -319,7 +264,7 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "report") == 0 && nargs <= 1)
 		return cmd_report(&a, nargs ? argv[optind] : "summary");
 	if (strcmp(cmd, "digest") == 0 && nargs == 0)
-		return cmd_digest(&a);
+		return svc_digest("funnel-metrics", a.c.view);
 	if (strcmp(cmd, "run") && strcmp(cmd, "report") && strcmp(cmd, "digest"))
 		return usage("unknown command '%s'", cmd);
 	return usage("wrong number of arguments for '%s'", cmd);

@@ -640,7 +640,7 @@ def run_checks(res, cli, q, daemon):
         expect_eq(st["head_time"], rfc3339_ms(zs["head_ts"]), "head_time")
         expect_eq(st["count"], st["head"], "count")
         expect(st["data_bytes"] > 0 and st["uptime_ms"] > 0, "sizes and uptime")
-        expect_eq((st["format"], st["durable"]), (1, True), "format and durable")
+        expect_eq((st["format"], st["durable"]), (2, True), "format and durable")
         for k in ("ingest", "publish", "query"):
             expect_eq(st[k], eps[k], "%s endpoint" % k)
         expect_eq(os.path.realpath(st["data_dir"]), os.path.realpath(daemon.data), "data_dir")
@@ -660,7 +660,7 @@ def run_checks(res, cli, q, daemon):
         expect_eq(fields["events"], str(st["count"]), "events")
         expect_eq(fields["leads"], str(st["leads"]), "leads")
         expect_eq(fields["version"], st["version"], "version")
-        expect_eq(fields["format"], "1", "format")
+        expect_eq(fields["format"], "2", "format")
         expect(fields["durable"].startswith("yes"), "durable: %r" % fields["durable"])
         for k in ("ingest", "publish", "query"):
             expect_eq(fields[k], eps[k], k)

@@ -8,9 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <lmdb.h>
 
 #include "funnel/funnel.h"
 #include "harness.h"
@@ -329,6 +331,196 @@ test_lead_state_history_and_owner(void **state)
 	msgpack_zone_destroy(&z);
 }
 
+/* Requests pipelined so that they reach one group: a multi-event request
+ * refused after its first events stores none of them, and the requests
+ * around it in the same group keep their outcomes (the writer redoes such
+ * a group with nested transactions). */
+static void
+test_refused_request_in_a_group_stores_nothing(void **state)
+{
+	ctx *c = *state;
+	funnel_event r1[2] = {
+		{ .type = "lead.captured", .lead = "G-1", .id = "g1" },
+		{ .type = "lead.qualified", .lead = "G-1", .id = "g2" },
+	};
+	funnel_event r2[3] = {
+		{ .type = "lead.captured", .lead = "G-2", .id = "g3" },
+		{ .type = "lead.captured", .lead = "G-3", .id = "g4" },
+		{ .type = "deal.won", .lead = "G-2", .id = "g5" },   /* G-2 is an inquiry */
+	};
+	funnel_event r3[3] = {
+		{ .type = "lead.accepted", .lead = "G-1", .id = "g6" },
+		{ .type = "lead.qualified", .lead = "G-1", .id = "g2" },   /* dup of r1's */
+		{ .type = "x.note", .lead = "G-3", .id = "g7" },
+	};
+	uint64_t rids[3], rid;
+	funnel_ack acks[3];
+	size_t n;
+	for (int round = 0; round < 20; round++) {
+		/* each round on fresh ids, so every round is judged afresh */
+		char ids[8][16], leads[3][16];
+		funnel_event *all[8] = { &r1[0], &r1[1], &r2[0], &r2[1], &r2[2], &r3[0], &r3[1], &r3[2] };
+		static const int id_of[8] = { 1, 2, 3, 4, 5, 6, 2, 7 };
+		static const int lead_of[8] = { 1, 1, 2, 3, 2, 1, 1, 3 };
+		for (int i = 0; i < 3; i++)
+			snprintf(leads[i], sizeof leads[i], "G%d-%d", round, i + 1);
+		for (int i = 0; i < 8; i++) {
+			snprintf(ids[i], sizeof ids[i], "g%d-%d", round, id_of[i]);
+			all[i]->id = ids[i];
+			all[i]->lead = leads[lead_of[i] - 1];
+		}
+		uint64_t base = head(c);
+		assert_int_equal(funnel_send(c->p, r1, 2, &rids[0]), FUNNEL_OK);
+		assert_int_equal(funnel_send(c->p, r2, 3, &rids[1]), FUNNEL_OK);
+		assert_int_equal(funnel_send(c->p, r3, 3, &rids[2]), FUNNEL_OK);
+		for (int k = 0; k < 3; k++) {
+			int rc = funnel_collect(c->p, 10000, &rid, acks, 3, &n);
+			if (rid == rids[0]) {
+				assert_int_equal(rc, FUNNEL_OK);
+				assert_int_equal(acks[0].seq, base + 1);
+				assert_int_equal(acks[1].seq, base + 2);
+			} else if (rid == rids[1]) {
+				assert_int_equal(rc, FUNNEL_ETRANSITION);
+				assert_int_equal(funnel_producer_error(c->p)->index, 2);
+			} else {
+				assert_int_equal(rid, rids[2]);
+				assert_int_equal(rc, FUNNEL_OK);
+				assert_int_equal(acks[0].seq, base + 3);
+				assert_false(acks[0].dup);
+				assert_int_equal(acks[1].seq, base + 2);
+				assert_true(acks[1].dup);
+				assert_int_equal(acks[2].seq, base + 4);
+			}
+		}
+		assert_int_equal(head(c), base + 4);
+		funnel_lead_info li;
+		assert_int_equal(funnel_lead_get(c->q, leads[1], &li), FUNNEL_ENOTFOUND);
+		assert_int_equal(funnel_lead_get(c->q, leads[0], &li), FUNNEL_OK);
+		assert_string_equal(li.stage, "sal");
+		assert_int_equal(li.version, 3);
+		assert_int_equal(li.last_seq, base + 3);
+		/* G-3's capture went with its refused request: x.note alone names it */
+		assert_int_equal(funnel_lead_get(c->q, leads[2], &li), FUNNEL_OK);
+		assert_string_equal(li.stage, "none");
+		assert_int_equal(li.version, 1);
+	}
+	funnel_status st;
+	assert_int_equal(funnel_status_get(c->q, &st), FUNNEL_OK);
+	assert_int_equal(st.leads, 40);
+	funnel_verify_result vr;
+	assert_int_equal(funnel_verify(c->q, 0, 0, &vr), FUNNEL_OK);
+	assert_int_equal(vr.bad_seq, 0);
+}
+
+/* Many leads whose ids share prefixes ("P", "P ", "P0", "P00", ...), their
+ * events interleaved: replay by lead returns exactly each lead's seqs, in
+ * order, from any start, across pages and a restart. */
+static void
+test_lead_history_interleaved_prefixes(void **state)
+{
+	ctx *c = *state;
+	static const char *const names[] = { "P", "P ", "P0", "P00", "P0 0", "Pa", "P~", "P\xc3\xa9" };
+	enum { NL = sizeof names / sizeof names[0], NE = 600 };
+	uint64_t seqs[NL][NE];
+	size_t count[NL] = { 0 };
+	funnel_event evs[50];
+	funnel_ack acks[50];
+
+	/* requests of 50 events, the lead picked by a fixed pseudo-random walk */
+	uint64_t x = 12345;
+	for (int b = 0; b < NE / 50; b++) {
+		int which[50];
+		for (int i = 0; i < 50; i++) {
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			which[i] = (int)((x >> 33) % NL);
+			evs[i] = (funnel_event){ .type = "x.touch", .lead = names[which[i]] };
+		}
+		assert_int_equal(funnel_publish(c->p, evs, 50, acks), FUNNEL_OK);
+		for (int i = 0; i < 50; i++)
+			seqs[which[i]][count[which[i]]++] = acks[i].seq;
+	}
+	for (int pass = 0; pass < 2; pass++) {
+		for (int l = 0; l < NL; l++) {
+			funnel_lead_info li;
+			assert_int_equal(funnel_lead_get(c->q, names[l], &li), FUNNEL_OK);
+			assert_int_equal(li.version, count[l]);
+			assert_int_equal(li.last_seq, seqs[l][count[l] - 1]);
+			/* from the start, and from inside the history, in small pages */
+			size_t starts[3] = { 0, count[l] / 2, count[l] - 1 };
+			for (int k = 0; k < 3; k++) {
+				uint8_t *recs[NE];
+				size_t lens[NE];
+				funnel_replay_req req = { .lead = names[l], .limit = 7,
+				                          .from = k ? seqs[l][starts[k]] : 0 };
+				size_t n = replay_all(c, &req, recs, lens, NE);
+				assert_int_equal(n, count[l] - starts[k]);
+				for (size_t i = 0; i < n; i++) {
+					uint64_t seq;
+					assert_int_equal(funnel_record_peek(recs[i], lens[i], &seq, NULL), FUNNEL_OK);
+					assert_int_equal(seq, seqs[l][starts[k] + i]);
+					free(recs[i]);
+				}
+			}
+		}
+		/* past a lead's last seq: nothing */
+		uint8_t *recs[1];
+		size_t lens[1];
+		funnel_replay_req req = { .lead = "P", .from = seqs[0][count[0] - 1] + 1 };
+		assert_int_equal(replay_all(c, &req, recs, lens, 1), 0);
+		/* a lead that is only a prefix of others has no history */
+		funnel_replay_req none = { .lead = "P0 " };
+		assert_int_equal(replay_all(c, &none, recs, lens, 1), 0);
+		/* control bytes, which no event's lead carries, match nothing */
+		funnel_replay_req ctl = { .lead = "P\x01" };
+		assert_int_equal(replay_all(c, &ctl, recs, lens, 1), 0);
+		funnel_lead_info nli;
+		assert_int_equal(funnel_lead_get(c->q, "P\x01", &nli), FUNNEL_ENOTFOUND);
+		funnel_status st;
+		assert_int_equal(funnel_status_get(c->q, &st), FUNNEL_OK);
+		assert_int_equal(st.leads, NL);
+		assert_int_equal(st.format, 2);
+		if (pass == 0) {
+			assert_int_equal(harness_stop(&c->d), 0);
+			assert_int_equal(harness_restart(&c->d), 0);
+		}
+	}
+}
+
+/* A data directory in another on-disk format is refused with a message
+ * that names both formats; nothing in it changes. */
+static void
+test_other_format_is_refused(void **state)
+{
+	ctx *c = *state;
+	assert_int_equal(pub1(c, "x.tick", NULL, NULL, NULL, NULL), FUNNEL_OK);
+	assert_int_equal(harness_stop(&c->d), 0);
+
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi meta;
+	uint32_t old = 1;
+	MDB_val k = { 6, "format" }, v = { sizeof old, &old };
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+	assert_int_equal(mdb_env_open(env, c->d.data, 0, 0644), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+	assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+
+	char cmd[1024], out[4096] = "";
+	snprintf(cmd, sizeof cmd, "%s --data %s 2>&1", harness_bin("funneld"), c->d.data);
+	FILE *f = popen(cmd, "r");
+	assert_non_null(f);
+	size_t got = fread(out, 1, sizeof out - 1, f);
+	out[got] = '\0';
+	int st = pclose(f);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) != 0);
+	assert_non_null(strstr(out, "format 1"));
+	assert_non_null(strstr(out, "format 2"));
+}
+
 static void
 test_time_range_replay(void **state)
 {
@@ -537,6 +729,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_bad_inputs_rejected_log_unchanged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batch_is_atomic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lead_state_history_and_owner, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refused_request_in_a_group_stores_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lead_history_interleaved_prefixes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_other_format_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_time_range_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_keeps_data_and_seq_continues, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_grows_when_full, setup_small_map, teardown),

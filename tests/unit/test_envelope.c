@@ -19,6 +19,7 @@
 
 #include "envelope.h"
 #include "model.h"
+#include "mp.h"
 
 /* ---- building envelopes ---- */
 
@@ -558,6 +559,47 @@ test_negative_integers_are_evalue(void **state)
 	assert_int_equal(failures, 0);
 }
 
+/* The UTF-8 check reads ASCII eight bytes at a time: every sequence, valid
+ * or not, at every offset in a longer ASCII string gives the answer of a
+ * byte-at-a-time walk (the position of the first bad sequence, or -1). */
+static void
+test_utf8_at_every_offset(void **state)
+{
+	(void)state;
+	static const struct { const char *bytes; int bad; } seqs[] = {
+		{ "\xc3\xa9", 0 },             /* é */
+		{ "\xe2\x82\xac", 0 },         /* € */
+		{ "\xf0\x9f\x98\x80", 0 },     /* U+1F600 */
+		{ "\xc3", 1 },                 /* truncated */
+		{ "\xe2\x82", 1 },
+		{ "\xc0\xaf", 1 },             /* overlong */
+		{ "\xe0\x80\xaf", 1 },
+		{ "\xed\xa0\x80", 1 },         /* surrogate */
+		{ "\xf4\x90\x80\x80", 1 },     /* past U+10FFFF */
+		{ "\x80", 1 },                 /* lone continuation */
+		{ "\xff", 1 },
+	};
+	char buf[64];
+	for (size_t q = 0; q < sizeof seqs / sizeof seqs[0]; q++) {
+		size_t sl = strlen(seqs[q].bytes);
+		for (size_t at = 0; at + sl <= 40; at++) {
+			for (size_t len = at + sl; len <= 40; len += 3) {
+				memset(buf, 'a', sizeof buf);
+				memcpy(buf + at, seqs[q].bytes, sl);
+				long want = seqs[q].bad ? (long)at : -1;
+				assert_int_equal(mp_utf8_invalid_at(buf, len), want);
+			}
+		}
+	}
+	memset(buf, 'a', sizeof buf);
+	for (size_t len = 0; len <= sizeof buf; len++)
+		assert_int_equal(mp_utf8_invalid_at(buf, len), -1);
+	/* a sequence cut by the end of the string */
+	memcpy(buf + 13, "\xe2\x82\xac", 3);
+	assert_int_equal(mp_utf8_invalid_at(buf, 15), 13);
+	assert_int_equal(mp_utf8_invalid_at(buf, 16), -1);
+}
+
 int
 main(void)
 {
@@ -571,6 +613,7 @@ main(void)
 		cmocka_unit_test(test_lead_required),
 		cmocka_unit_test(test_not_a_map),
 		cmocka_unit_test(test_negative_integers_are_evalue),
+		cmocka_unit_test(test_utf8_at_every_offset),
 	};
 	return cmocka_run_group_tests_name("envelope", tests, NULL, NULL);
 }

@@ -965,6 +965,138 @@ test_huge_declared_lengths(void **state)
 	}
 }
 
+/* ---- data copied in place (fp_event_data_bytes) ---- */
+
+/* Encode the record of the envelope {type: "x.t", data: <data bytes>} twice,
+ * once with data's bytes copied in place when fp_event_data_bytes() allows
+ * it and once re-encoded; the records must be the same bytes.  Returns
+ * whether the copy was taken. */
+static int
+data_copy_case(const unsigned char *data, size_t dlen)
+{
+	unsigned char env[2048];
+	size_t n = 0;
+	env[n++] = 0x82;
+	env[n++] = 0xa4;
+	memcpy(env + n, "type", 4), n += 4;
+	env[n++] = 0xa3;
+	memcpy(env + n, "x.t", 3), n += 3;
+	env[n++] = 0xa4;
+	memcpy(env + n, "data", 4), n += 4;
+	assert_true(n + dlen <= sizeof env);
+	memcpy(env + n, data, dlen), n += dlen;
+
+	msgpack_zone z;
+	msgpack_object o;
+	size_t off = 0;
+	msgpack_zone_init(&z, 4096);
+	assert_int_equal(msgpack_unpack((const char *)env, n, &off, &z, &o), MSGPACK_UNPACK_SUCCESS);
+	assert_int_equal(off, n);
+	fp_event ev;
+	fp_error err;
+	assert_int_equal(fp_event_decode(&o, &ev, &err), FUNNEL_OK);
+	fp_stamp st = { .seq = 7, .ts = 1234567890123ull };
+	uint8_t h1[FUNNEL_HASH_BYTES], h2[FUNNEL_HASH_BYTES];
+	msgpack_sbuffer a, b;
+	msgpack_sbuffer_init(&a);
+	msgpack_sbuffer_init(&b);
+	assert_int_equal(fp_record_encode(&a, &ev, &st, h1), FUNNEL_OK);   /* re-encoded */
+	fp_event_data_bytes(&ev, env, n);
+	int copied = ev.data_len > 0;
+	if (copied)
+		assert_int_equal(ev.data_len, dlen);
+	assert_int_equal(fp_record_encode(&b, &ev, &st, h2), FUNNEL_OK);
+	assert_int_equal(a.size, b.size);
+	assert_memory_equal(a.data, b.data, a.size);
+	assert_memory_equal(h1, h2, FUNNEL_HASH_BYTES);
+	/* outside the buffer it was unpacked from: never copied */
+	fp_event_data_bytes(&ev, env + n, 0);
+	assert_int_equal(ev.data_len, 0);
+	fp_event_data_bytes(&ev, env, n - 1);
+	assert_int_equal(ev.data_len, 0);
+	msgpack_sbuffer_destroy(&a);
+	msgpack_sbuffer_destroy(&b);
+	msgpack_zone_destroy(&z);
+	return copied;
+}
+
+/* Pack a data map with msgpack-c (shortest encodings throughout). */
+static void
+pack_sample(msgpack_sbuffer *sb, int variant)
+{
+	msgpack_packer pk;
+	char big[300];
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	memset(big, 'q', sizeof big);
+	static const int64_t ints[] = { 0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295ll,
+	                                4294967296ll, INT64_MAX, -1, -32, -33, -128, -129, -32768,
+	                                -32769, INT32_MIN, (int64_t)INT32_MIN - 1, INT64_MIN };
+	switch (variant) {
+	case 0:
+		msgpack_pack_map(&pk, 0);
+		break;
+	case 1:   /* every scalar */
+		msgpack_pack_map(&pk, 6);
+		msgpack_pack_str_with_body(&pk, "nil", 3), msgpack_pack_nil(&pk);
+		msgpack_pack_str_with_body(&pk, "t", 1), msgpack_pack_true(&pk);
+		msgpack_pack_str_with_body(&pk, "f", 1), msgpack_pack_false(&pk);
+		msgpack_pack_str_with_body(&pk, "f32", 3), msgpack_pack_float(&pk, 1.5f);
+		msgpack_pack_str_with_body(&pk, "f64", 3), msgpack_pack_double(&pk, -2.25e300);
+		msgpack_pack_str_with_body(&pk, "bin", 3), msgpack_pack_bin_with_body(&pk, "\0\1\2", 3);
+		break;
+	case 2:   /* integers at every width boundary: a map of more than 15 */
+		msgpack_pack_map(&pk, sizeof ints / sizeof ints[0]);
+		for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+			char k[8];
+			snprintf(k, sizeof k, "i%zu", i);
+			msgpack_pack_str_with_body(&pk, k, strlen(k));
+			if (ints[i] >= 0)
+				msgpack_pack_uint64(&pk, (uint64_t)ints[i]);
+			else
+				msgpack_pack_int64(&pk, ints[i]);
+		}
+		break;
+	case 3:   /* strings of 31, 32, 255, 256 bytes; nested arrays and maps */
+		msgpack_pack_map(&pk, 3);
+		msgpack_pack_str_with_body(&pk, big, 31), msgpack_pack_str_with_body(&pk, big, 32);
+		msgpack_pack_str_with_body(&pk, big, 255), msgpack_pack_str_with_body(&pk, big, 256);
+		msgpack_pack_str_with_body(&pk, "nest", 4);
+		msgpack_pack_array(&pk, 17);
+		for (int i = 0; i < 16; i++)
+			msgpack_pack_int(&pk, i - 8);
+		msgpack_pack_map(&pk, 1);
+		msgpack_pack_str_with_body(&pk, "empty", 5);
+		msgpack_pack_array(&pk, 0);
+		break;
+	}
+}
+
+static void
+test_data_copied_in_place_or_reencoded(void **state)
+{
+	(void)state;
+	for (int v = 0; v < 4; v++) {
+		msgpack_sbuffer sb;
+		msgpack_sbuffer_init(&sb);
+		pack_sample(&sb, v);
+		assert_true(data_copy_case((const unsigned char *)sb.data, sb.size));
+		msgpack_sbuffer_destroy(&sb);
+	}
+	/* not the shortest form: re-encoded (the same record either way) */
+	static const struct { const char *bytes; size_t len; } longer[] = {
+		{ "\x81\xa1" "a" "\xcc\x05", 5 },            /* 5 as uint 8 */
+		{ "\x81\xa1" "a" "\xd0\x05", 5 },            /* 5 as int 8 */
+		{ "\x81\xa1" "a" "\xd1\xff\x80", 6 },        /* -128 as int 16 */
+		{ "\x81\xd9\x01" "a" "\x01", 5 },            /* a short key as str 8 */
+		{ "\xde\x00\x01\xa1" "a" "\x01", 6 },        /* one pair as map 16 */
+		{ "\x81\xa1" "a" "\xdc\x00\x01\x01", 7 },    /* one item as array 16 */
+		{ "\x81\xa1" "a" "\xd4\x01\x00", 6 },        /* ext: always encoded again */
+		{ "\x82\xa1" "a" "\x01\xa1" "b" "\xcd\x00\x10", 9 },   /* the second pair only */
+	};
+	for (size_t i = 0; i < sizeof longer / sizeof longer[0]; i++)
+		assert_false(data_copy_case((const unsigned char *)longer[i].bytes, longer[i].len));
+}
+
 int
 main(void)
 {
@@ -993,6 +1125,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_chain_garbage, chain_setup, chain_teardown),
 		/* last: may abort under AddressSanitizer, see the test */
 		cmocka_unit_test(test_huge_declared_lengths),
+		cmocka_unit_test(test_data_copied_in_place_or_reencoded),
 	};
 	return cmocka_run_group_tests_name("record", tests, NULL, NULL);
 }
