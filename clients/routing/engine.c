@@ -272,7 +272,19 @@ timer_start(const rt_store *s, funnel_str id, rt_lead *l, uint64_t deadline)
 
 /* ---- text ---- */
 
-/* Append to a bounded text; an overflow ends it with "...". */
+/* Where to cut UTF-8 text s so that s[0..n) keeps whole characters: n,
+ * or less when s[n] continues a character.  The texts here end up in
+ * events, and the log refuses a string that is not valid UTF-8. */
+static size_t
+utf8_cut(const char *s, size_t n)
+{
+	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+		n--;
+	return n;
+}
+
+/* Append to a bounded text; an overflow ends it with "..." after the
+ * last whole character that fits. */
 static void __attribute__((format(printf, 3, 4)))
 say(char *buf, size_t cap, const char *fmt, ...)
 {
@@ -284,14 +296,14 @@ say(char *buf, size_t cap, const char *fmt, ...)
 	int w = vsnprintf(buf + n, cap - n, fmt, ap);
 	va_end(ap);
 	if (w >= 0 && (size_t)w >= cap - n && cap > 4)
-		memcpy(buf + cap - 4, "...", 4);
+		memcpy(buf + utf8_cut(buf, cap - 4), "...", 4);
 }
 
-/* Copy a counted string into a bounded C string (cut). */
+/* Copy a counted string into a bounded C string (cut between characters). */
 static void
 copy_str(char *dst, size_t cap, funnel_str s)
 {
-	size_t n = s.len < cap - 1 ? s.len : cap - 1;
+	size_t n = s.len < cap - 1 ? s.len : utf8_cut(s.ptr, cap - 1);
 	memcpy(dst, s.ptr, n);
 	dst[n] = 0;
 }

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 #include <msgpack.h>
 
+#include "mp.h"
 #include "routing.h"
 #include "unit.h"
 
@@ -954,6 +955,65 @@ test_ignored_records(void **state)
 	fx_free(&f);
 }
 
+/* ---- text for the log ---- */
+
+/* Reps whose names are several-byte UTF-8 characters, enough of them that
+ * the reasons run past RT_MAX_REASON and are cut. */
+static const char WIDE[] =
+	"version: wide\n"
+	"routing:\n"
+	"  teams:\n"
+	"    - name: t\n"
+	"      sla_minutes: 10\n"
+	"      escalation: { to: next_rep, limit: 3 }\n"
+	"      reps:\n"
+	"        - { name: \"Jürgen Größe-Müller €€€€€€€€€€€€ ä\", weight: 3 }\n"
+	"        - { name: \"Zoë Ørsted-Åkesson €€€€€€€€€€€€€ é\", weight: 2 }\n"
+	"        - { name: \"Łukasz Świątek-Żółć €€€€€€€€€€€€ ö\" }\n"
+	"        - { name: \"Ярослава Ковальчук €€€€€€€€€€€€ й\" }\n"
+	"        - { name: \"北京市 朝阳区 销售代表 €€€€€€€€ 一\", capacity: 1 }\n"
+	"  rules:\n"
+	"    - { name: all, team: t }\n"
+	"  fallback: { queue: \"Warteschlange €\" }\n";
+
+static int
+utf8_ok(const char *s)
+{
+	return mp_utf8_invalid_at(s, strlen(s)) < 0;
+}
+
+/* The daemon refuses a data string that is not valid UTF-8: a reason cut
+ * in the middle of a character would lose the lead.assigned (the view
+ * counting a lead its rep was never given). */
+static void
+test_reasons_stay_utf8(void **state)
+{
+	(void)state;
+	fx f;
+	char lead[16];
+	int cut = 0;
+	fx_init(&f, WIDE);
+	fx_apply(&f, "rep.unavailable", NULL, "su", "rep", "Ярослава Ковальчук €€€€€€€€€€€€ й",
+	         "until", T0 + 5 * MIN);
+	for (int i = 0; i < 40; i++) {
+		snprintf(lead, sizeof lead, "W%d", i);
+		f.ts = T0 + (uint64_t)i * MIN;
+		rt_outcome o = qualify(&f, lead);
+		assert_true(o.assign);
+		cut += strlen(o.reason) >= RT_MAX_REASON - 3;
+		if (!utf8_ok(o.reason))
+			fail_msg("decision %d: reason not UTF-8: %s", i, o.reason);
+		uint64_t seq = confirm(&f, lead, &o);
+		f.ts += 11 * MIN;
+		o = fx_apply(&f, "lead.sla_breached", lead, "u", "assignment", seq);
+		if (o.assign && !utf8_ok(o.reason))
+			fail_msg("escalation %d: reason not UTF-8: %s", i, o.reason);
+		assert_true(utf8_ok(lead_of(&f, lead).reason));
+	}
+	assert_true(cut > 0);       /* the long reasons were cut */
+	fx_free(&f);
+}
+
 int
 main(void)
 {
@@ -971,6 +1031,7 @@ main(void)
 		cmocka_unit_test(test_replay_identical),
 		cmocka_unit_test(test_decode_garbage),
 		cmocka_unit_test(test_ignored_records),
+		cmocka_unit_test(test_reasons_stay_utf8),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
