@@ -367,8 +367,49 @@ def run_kill9(res, daemon, ctx):
     log.close()
 
 
+# Reps with names in several scripts, enough of them that "why this rep"
+# runs past its bound and is cut.
+WIDE_RULES = """\
+version: wide
+routing:
+  teams:
+    - name: t
+      reps:
+        - { name: "Jürgen Größe-Müller €€€€€€€€€€€€ ä", weight: 3 }
+        - { name: "Zoë Ørsted-Åkesson €€€€€€€€€€€€€ é", weight: 2 }
+        - { name: "Łukasz Świątek-Żółć €€€€€€€€€€€€ ö" }
+        - { name: "Ярослава Ковальчук €€€€€€€€€€€€ й" }
+        - { name: "北京市 朝阳区 销售代表 €€€€€€€€ 一", capacity: 1 }
+  rules:
+    - { name: all, team: t }
+  fallback: { queue: "Warteschlange €" }
+"""
+
+
+def run_wide(res, daemon, ctx):
+    log = LogClient(ctx, daemon.endpoints)
+    rt = Routing(daemon, "w", WIDE_RULES)
+
+    def long_reasons_are_stored():
+        for i in range(20):
+            log.publish_ok(captured("U%d" % i), qualified("U%d" % i))
+        rt.until_head()
+        rt.until_head()     # the assignments the first pass derived
+        recs = log.records()
+        got = check_assigned_once(recs)
+        expect_eq(len(got), 20, "assignments")
+        expect(any(r["data"]["reason"].endswith("...") for r in got.values()),
+               "some reasons were cut")
+        e = json.loads(rt.ok("explain", "U7", "--json"))
+        expect_eq(e["assignment_seq"], of_type(recs, "lead.assigned", "U7")[0]["seq"],
+                  "the view holds the stored assignment")
+    res.run("reasons cut between UTF-8 characters: the log stores every lead.assigned",
+            long_reasons_are_stored)
+    log.close()
+
+
 def main():
-    return run_service_groups(FUNNELD, ROUTING, (run_checks, run_sla, run_kill9))
+    return run_service_groups(FUNNELD, ROUTING, (run_checks, run_sla, run_kill9, run_wide))
 
 
 if __name__ == "__main__":
