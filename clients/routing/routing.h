@@ -38,7 +38,8 @@
  *        case, numbers as numbers ("1000" included).  A field the lead
  *        does not have fails every condition.
  *   fallback:            required: where leads that no rule matches, or
- *     queue: Q           whose team has nobody eligible, go (owner Q)
+ *     queue: Q           whose team has nobody eligible, go (owner Q; a
+ *                        name that is no team's and no rep's)
  *     sla_minutes: N     optional, as for a team (a breach is recorded,
  *                        a queue has nobody to escalate to)
  *

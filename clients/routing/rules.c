@@ -398,6 +398,13 @@ parse_fallback(rf_ctx *c, rt_rules *r, yaml_node_t *n)
 	if (rep_index(r, r->fallback) >= 0)
 		return rf_err(c, v[0], "routing.fallback.queue", "\"%s\" is a rep: a queue needs a name "
 		              "of its own", r->fallback);
+	/* leads are told apart by their team's name: a queue named as a team
+	 * would get that team's SLA and escalation instead of its own */
+	for (size_t i = 0; i < r->nteams; i++) {
+		if (strcmp(r->teams[i].name, r->fallback) == 0)
+			return rf_err(c, v[0], "routing.fallback.queue", "\"%s\" is a team: a queue needs "
+			              "a name of its own", r->fallback);
+	}
 	if (v[1] != NULL &&
 	    (rc = get_sla(c, v[1], "routing.fallback.sla_minutes", &r->fallback_sla_ns)) != FUNNEL_OK)
 		return rc;

@@ -429,6 +429,9 @@ test_rules_errors(void **state)
 		  "t.yaml:23: not valid YAML" },
 		{ "queue: unrouted", "queue: a",
 		  "t.yaml:34: routing.fallback.queue: \"a\" is a rep" },
+		/* a queue named as a team would take the team's SLA and escalation */
+		{ "queue: unrouted", "queue: rest",
+		  "t.yaml:34: routing.fallback.queue: \"rest\" is a team" },
 	};
 	int bad = 0;
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
