@@ -91,11 +91,14 @@ routing_now(const char *clock_file, uint64_t *now)
 	size_t n = fread(buf, 1, sizeof buf - 1, f);
 	fclose(f);
 	buf[n] = 0;
+	/* digits only: strtoull would take "-1" as 2^64 - 1 (every timer late) */
+	if (buf[0] < '0' || buf[0] > '9')
+		return -1;
 	errno = 0;
 	unsigned long long v = strtoull(buf, &end, 10);
 	while (*end == '\n' || *end == ' ')
 		end++;
-	if (end == buf || *end != 0 || errno != 0)
+	if (*end != 0 || errno != 0)
 		return -1;
 	*now = v;
 	return 0;

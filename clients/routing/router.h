@@ -27,7 +27,7 @@ typedef struct routing_args {
 
 /* The current time in ns for SLA decisions: the number in clock_file
  * when one is given (tests move time with it), else the wall clock.
- * Returns 0, or -1 when the file cannot be read as a number. */
+ * Returns 0, or -1 when the file does not hold one (decimal digits, no sign). */
 int routing_now(const char *clock_file, uint64_t *now);
 
 /* `funnel-routing explain LEAD`: exit status. */

@@ -408,8 +408,33 @@ def run_wide(res, daemon, ctx):
     log.close()
 
 
+def run_clock(res, daemon, ctx):
+    log = LogClient(ctx, daemon.endpoints)
+    rt = Routing(daemon, "c")
+
+    def clock_file_not_a_time():
+        proc = rt.start()
+        try:
+            rt.set_clock(-1)        # strtoull would read it as 2^64 - 1: every timer late
+            log.publish_ok(captured("T1"), qualified("T1"))
+            a = wait_until(lambda: of_type(log.records(), "lead.assigned", "T1"), "T1 assigned")[0]
+            head = log.status()["head"]
+            wait_until(lambda: rt.digest()[0] >= head, "the view at seq %d" % head)
+            time.sleep(0.5)         # several ticks
+            expect_eq(of_type(log.records(), "lead.sla_breached", "T1"), [],
+                      "no breach decided from a clock file that holds no time")
+            rt.set_clock(a["ts"] + 61 * MINUTE_NS)
+            b = wait_until(lambda: of_type(log.records(), "lead.sla_breached", "T1"), "T1 breach")
+            expect_eq(b[0]["data"]["minutes_late"], 1, "minutes late once the clock reads")
+        finally:
+            stop(proc)
+    res.run("SLA: a clock file that holds no time (a negative number) decides nothing",
+            clock_file_not_a_time)
+    log.close()
+
+
 def main():
-    return run_service_groups(FUNNELD, ROUTING, (run_checks, run_sla, run_kill9, run_wide))
+    return run_service_groups(FUNNELD, ROUTING, (run_checks, run_sla, run_kill9, run_wide, run_clock))
 
 
 if __name__ == "__main__":
