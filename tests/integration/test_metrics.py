@@ -522,6 +522,91 @@ def run_growth(res, daemon, ctx):
     log.close()
 
 
+def run_hostile(res, daemon, ctx):
+    """User data that is awkward to print (quotes, backslashes, newlines,
+    NUL, markup and bad UTF-8 in names and parameters), a lead whose every
+    touch has one source, and reasons on events outside the closed loop."""
+    log = LogClient(ctx, daemon.endpoints)
+    m = Metrics(daemon, "hostile")
+    weird = 'a"b\nc\\d'
+    steps = [
+        ev("lead.captured", "H1", source=weird, campaign="<img src=x onerror=alert(1)>", form="f"),
+        ev("lead.captured", "H2", source="nul\u0000one", campaign="c"),
+        ev("lead.captured", "H3", source="nul\u0000two", campaign="c"),
+        ev("lead.captured", "H4", source="nul\u0000two", campaign="c"),
+    ] + [ev("lead.captured", "L", source="multi", campaign="m%d" % i, form="f1")
+         for i in range(1, 7)] + [
+        ev("lead.qualified", "L"),
+        ev("lead.accepted", "L", reason="good fit"),
+        ev("opportunity.opened", "L", amount=100),
+        ev("deal.won", "L", amount=100, reason="champion"),
+    ]
+
+    def exposition():
+        m.start()
+        for i, e in enumerate(steps):
+            log.publish_ok(dict(e, id="hostile-%d" % i))
+        m.wait_caught_up(log.status()["head"])
+        st, _, body = m.get("/metrics")
+        expect_eq(st, 200, "/metrics status")
+        p = subprocess.run([shutil.which("promtool") or "promtool", "check", "metrics"],
+                           input=body, capture_output=True, timeout=30)
+        expect_eq(p.returncode, 0, "promtool check metrics (%s)"
+                  % (p.stdout + p.stderr).decode(errors="replace")[-600:])
+        lines = set(body.decode().splitlines())
+        expect_in('funnel_stage_entries_total{stage="inquiry",source="a\\"b\\nc\\\\d"} 1', lines,
+                  "the escaped label value")
+        expect(not any(l.startswith('funnel_closed_loop_total{event="lead.accepted"')
+                       or l.startswith('funnel_closed_loop_total{event="deal.won"')
+                       for l in lines), "only closed-loop events count in funnel_closed_loop_total")
+    res.run("/metrics stays valid with quotes, newlines and NUL in names", exposition)
+
+    def reports():
+        f = m.api("/api/funnel")["funnel"]
+        keys = [(r["source"], r["campaign"]) for r in f["by_source"]]
+        expect_eq(len(keys), len(set(keys)), "one by_source row per (source, campaign): %r" % keys)
+        expect_in((weird, "<img src=x onerror=alert(1)>"), keys, "the row of the odd names")
+        expect_in(("nul", "c"), keys, "a name is cut at its NUL")
+    res.run("reports of awkward names: one row per (source, campaign)", reports)
+
+    def closed_loop_reasons():
+        cl = m.api("/api/closed-loop")["closed_loop"]
+        expect_eq(cl["reasons"], [], "reasons of accepted and won are not closed-loop reasons")
+        expect_eq(cl["reasons_by_source"], [], "nor by source")
+    res.run("a reason on lead.accepted or deal.won is not a closed-loop reason",
+            closed_loop_reasons)
+
+    def linear():
+        a = m.api("/api/attribution?model=linear")["attribution"]
+        by = {r["source"]: r for r in a["by_source"]}
+        expect_eq((by["multi"]["pipeline"], by["multi"]["revenue"], by["multi"]["opportunities"],
+                   by["multi"]["won"]), (100, 100, 1, 1),
+                  "linear: six touches of one source credit it the whole amount")
+        by = {r["form"]: r for r in a["by_form"]}
+        expect_eq((by["f1"]["pipeline"], by["f1"]["opportunities"]), (100, 1), "linear by form")
+        camp = sum(r["pipeline"] for r in a["by_campaign"])
+        expect(near(camp, 100), "linear by campaign sums to the pipeline: %r" % camp)
+    res.run("linear attribution: a source credited by every touch gets the whole amount",
+            linear)
+
+    def params():
+        for path, param, msg in (("/api/funnel?source=%FF", "source", "UTF-8"),
+                                 ("/api/funnel?from=%C3", "from", "UTF-8"),
+                                 ("/api/funnel?%FF=1", None, "UTF-8"),
+                                 ("/api/funnel?from=x" + "%C3%A9" * 40, "from", "not a time"),
+                                 ("/api/funnel?to=0", "to", "empty")):
+            st, ct, body = m.get(path)
+            expect_eq(st, 400, "status of " + path)
+            j = json.loads(body.decode("utf-8"))
+            if param:
+                expect_eq(j.get("param"), param, "param named for " + path)
+            expect_in(msg, j.get("error", ""), "message for " + path)
+    res.run("parameters that are not UTF-8 or empty windows: 400 with valid JSON", params)
+    m.stop()
+    m.kill9()
+    log.close()
+
+
 def run_checks(res, daemon, ctx):
     log = LogClient(ctx, daemon.endpoints)
     m = Metrics(daemon, "m")
@@ -674,7 +759,7 @@ def main():
         res.not_ok("funnel-metrics is built", METRICS)
         return res.summary()
     ctx = zmq.Context()
-    for fn in (run_checks, run_growth):
+    for fn in (run_checks, run_growth, run_hostile):
         daemon = start_daemon(res, FUNNELD, prefix="funnel-metrics-")
         if daemon is None:
             continue
