@@ -509,9 +509,18 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 		add_touch(&l, rec);
 	if (ev == FP_EV_ERASED) {
 		/* the person asked to be forgotten: the row keeps its timings and
-		 * stage, not who they were reached by or who worked them */
+		 * stage, not how they reached us or who worked them.  The first
+		 * touch's source and campaign stay (channel names, not personal
+		 * data, as on the facts): the source/campaign filters match them,
+		 * so an erasure changes no filtered balance or cohort. */
+		mx_touch first = l.touch[0];
 		memset(l.touch, 0, sizeof l.touch);
-		l.n_touches = l.opp_touches = 0;
+		if (l.n_touches > 0) {
+			l.touch[0].source = first.source;
+			l.touch[0].campaign = first.campaign;
+			l.n_touches = 1;
+		}
+		l.opp_touches = 0;
 		l.owner.len = l.team.len = 0;
 	}
 

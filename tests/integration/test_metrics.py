@@ -269,7 +269,8 @@ def check_all_time(m, x):
     expect_eq(now, {"inquiry": 1, "mql": 0, "sal": 0, "sql": 0, "won": 1, "lost": 1,
                     "nurture": 1, "disqualified": 1, "erased": 1}, "leads in each stage now")
     bs = rows(fun["by_source"], "source", "campaign")
-    expect_eq(sorted(bs), [("", ""), ("ads", "spring"), ("organic", ""), ("webinar", "q4")],
+    # E's erasure is an entry of E, labelled with E's first touch like the rest
+    expect_eq(sorted(bs), [("ads", "spring"), ("organic", ""), ("webinar", "q4")],
               "source/campaign rows")
     expect_eq({k: bs[("ads", "spring")][k] for k in ("inquiry", "mql", "sal", "sql", "won", "lost")},
               {"inquiry": 2, "mql": 2, "sal": 1, "sql": 1, "won": 0, "lost": 1}, "ads/spring row")
@@ -540,6 +541,8 @@ def run_hostile(res, daemon, ctx):
         ev("lead.accepted", "L", reason="good fit"),
         ev("opportunity.opened", "L", amount=100),
         ev("deal.won", "L", amount=100, reason="champion"),
+        ev("lead.captured", "Z", source="gone", campaign="c9", form="fz"),
+        ev("lead.erased", "Z"),
     ]
 
     def exposition():
@@ -588,6 +591,21 @@ def run_hostile(res, daemon, ctx):
         expect(near(camp, 100), "linear by campaign sums to the pipeline: %r" % camp)
     res.run("linear attribution: a source credited by every touch gets the whole amount",
             linear)
+
+    def erased_filtered():
+        s = m.api("/api/summary?source=gone&campaign=c9")
+        st = {r["stage"]: (r["entered"], r["now"]) for r in s["funnel"]["stages"]
+              if r["entered"] or r["now"]}
+        expect_eq(st, {"inquiry": (1, 0), "erased": (1, 1)},
+                  "an erased lead stays in its source's entries and balance")
+        c = s["conversion"]["cohort"]["inquiry_to_mql"]
+        expect_eq((c["entered"], c["went_on"]), (1, 0), "and in its source's cohort")
+        f = m.api("/api/funnel?source=gone")["funnel"]
+        expect_eq([r["now"] for r in f["stages"] if r["stage"] == "erased"], [1],
+                  "filtered by source alone")
+        a = m.api("/api/attribution")["attribution"]
+        expect("fz" not in [r["form"] for r in a["by_form"]], "the erased lead's form is gone")
+    res.run("an erasure changes no count under the source/campaign filters", erased_filtered)
 
     def params():
         for path, param, msg in (("/api/funnel?source=%FF", "source", "UTF-8"),
@@ -701,6 +719,7 @@ def run_checks(res, daemon, ctx):
                      'funnel_leads{stage="sql"} 0',
                      'funnel_stage_entries_total{stage="mql",source="ads"} 2',
                      'funnel_stage_entries_total{stage="inquiry",source="webinar"} 3',
+                     'funnel_stage_entries_total{stage="erased",source="webinar"} 1',
                      'funnel_closed_loop_total{event="lead.rejected",reason="no_budget"} 1',
                      'funnel_pipeline_amount_total{source="webinar"} 1000',
                      'funnel_pipeline_amount_total{source="ads"} 500',
