@@ -26,6 +26,7 @@
 #include "funnel/funnel.h"
 #include "funnel/log.h"
 #include "metrics.h"
+#include "mp.h"
 
 #define HEAD_TIMEOUT_MS 1000
 #define MX_HTTP_THREADS 2u
@@ -56,7 +57,21 @@ on_param(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 	(void)kind;
 	if (p->bad)
 		return MHD_NO;
-	snprintf(p->param, sizeof p->param, "%s", key);
+	/* the name goes back in the JSON answer: whole UTF-8 characters only */
+	if (mp_utf8_invalid_at(key, strlen(key)) >= 0) {
+		snprintf(p->param, sizeof p->param, "(not UTF-8)");
+		snprintf(p->err, sizeof p->err, "a parameter name is not valid UTF-8");
+		p->bad = 1;
+		return MHD_NO;
+	}
+	size_t n = strlen(key);
+	if (n >= sizeof p->param) {
+		n = sizeof p->param - 1;
+		while (n > 0 && ((unsigned char)key[n] & 0xC0) == 0x80)
+			n--;
+	}
+	memcpy(p->param, key, n);
+	p->param[n] = 0;
 	for (int i = 0; i < p->nseen; i++) {
 		if (strcmp(p->seen[i], key) == 0) {
 			snprintf(p->err, sizeof p->err, "parameter given twice");

@@ -102,6 +102,10 @@ typedef struct mx_view mx_view;
 int mx_view_new(mx_view **out);
 void mx_view_destroy(mx_view **v);
 
+/* Whether records of event type ev (fp_evtype) are closed-loop ones:
+ * lead.rejected, lead.recycled, lead.disqualified, deal.lost. */
+int mx_closed_loop(int ev);
+
 /* The funnel_apply_fn of funnel-metrics; ctx is an mx_view. */
 int mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx);
 

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "metrics.h"
+#include "mp.h"
 
 #define NS_PER_S 1000000000ull
 #define DAY_NS (86400ull * NS_PER_S)
@@ -84,17 +85,41 @@ parse_time(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* How many bytes of s to quote in a message: at most 60, cut at a
+ * UTF-8 character boundary (s is valid UTF-8), so the JSON stays valid. */
+static int
+quote_len(const char *s)
+{
+	size_t n = strlen(s);
+	if (n > 60) {
+		n = 60;
+		while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+			n--;
+	}
+	return (int)n;
+}
+
 int
 mx_query_param(mx_query *q, const char *key, const char *value, char *err, size_t errlen)
 {
 	int r = q->report;
 	if (value == NULL)
 		value = "";
+	/* the value is echoed in the answer (window, messages): JSON text */
+	if (mp_utf8_invalid_at(value, strlen(value)) >= 0) {
+		snprintf(err, errlen, "the value is not valid UTF-8");
+		return -1;
+	}
 	if (strcmp(key, "from") == 0 || strcmp(key, "to") == 0) {
 		uint64_t t;
 		if (parse_time(value, &t) != 0) {
-			snprintf(err, errlen, "'%.60s' is not a time: use YYYY-MM-DD, "
-			         "YYYY-MM-DDTHH:MM:SSZ (UTC) or nanoseconds since the epoch", value);
+			snprintf(err, errlen, "'%.*s' is not a time: use YYYY-MM-DD, "
+			         "YYYY-MM-DDTHH:MM:SSZ (UTC) or nanoseconds since the epoch",
+			         quote_len(value), value);
+			return -1;
+		}
+		if (key[0] == 't' && t == 0) {    /* to 0 means "no end" inside */
+			snprintf(err, errlen, "the window is empty: from must be before to");
 			return -1;
 		}
 		if (key[0] == 'f')
@@ -127,7 +152,8 @@ mx_query_param(mx_query *q, const char *key, const char *value, char *err, size_
 				return 0;
 			}
 		}
-		snprintf(err, errlen, "model is first, last or linear, not '%.60s'", value);
+		snprintf(err, errlen, "model is first, last or linear, not '%.*s'", quote_len(value),
+		         value);
 		return -1;
 	}
 	if (strcmp(key, "bucket") == 0 && (r == MX_R_TREND || r == MX_R_SUMMARY)) {
@@ -135,7 +161,7 @@ mx_query_param(mx_query *q, const char *key, const char *value, char *err, size_
 			q->bucket = value[0] == 'w' ? MX_BUCKET_WEEK : MX_BUCKET_DAY;
 			return 0;
 		}
-		snprintf(err, errlen, "bucket is week or day, not '%.60s'", value);
+		snprintf(err, errlen, "bucket is week or day, not '%.*s'", quote_len(value), value);
 		return -1;
 	}
 	snprintf(err, errlen, "unknown parameter for /api/%s", mx_report_name(r));
@@ -410,6 +436,21 @@ bucket_start(uint64_t ts, int bucket)
 	return day * DAY_NS;
 }
 
+static funnel_str
+touch_key(const mx_touch *t, int k)
+{
+	funnel_str s = k == 0 ? t->source : k == 1 ? t->campaign : t->form;
+	if (s.ptr == NULL)
+		s.len = 0;
+	return s;
+}
+
+static int
+str_eq(funnel_str a, funnel_str b)
+{
+	return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
 static void
 credit(agg *a, const mx_fact *f, int model, int what)
 {
@@ -418,15 +459,24 @@ credit(agg *a, const mx_fact *f, int model, int what)
 		return;
 	unsigned lo = model == MX_MODEL_LAST ? n - 1 : 0;
 	unsigned hi = model == MX_MODEL_FIRST ? 1 : n;
-	double share = 1.0 / (double)(hi - lo);
-	for (unsigned i = lo; i < hi; i++) {
-		const funnel_str keys[3] = { f->touch[i].source, f->touch[i].campaign, f->touch[i].form };
-		for (int k = 0; k < 3; k++) {
-			group *g = gmap_get(&a->attr[k], keys[k], none, none, none);
+	/* Each distinct key gets its touches' share in one step (m of the
+	 * n touches: A * m / n), so a row credited by every touch gets A
+	 * exactly, not a sum of n rounded thirds. */
+	for (int k = 0; k < 3; k++) {
+		for (unsigned i = lo; i < hi; i++) {
+			funnel_str key = touch_key(&f->touch[i], k);
+			unsigned j, m = 0;
+			for (j = lo; j < i && !str_eq(touch_key(&f->touch[j], k), key); j++)
+				;
+			if (j < i)
+				continue;    /* credited with its first touch */
+			for (j = i; j < hi; j++)
+				m += str_eq(touch_key(&f->touch[j], k), key);
+			group *g = gmap_get(&a->attr[k], key, none, none, none);
 			if (g == NULL)
 				return;
-			g->v[what] += f->amount * share;
-			g->v[what == AT_PIPELINE ? AT_OPPS : AT_WON] += share;
+			g->v[what] += f->amount * (double)m / (double)(hi - lo);
+			g->v[what == AT_PIPELINE ? AT_OPPS : AT_WON] += (double)m / (double)(hi - lo);
 		}
 	}
 }
@@ -500,7 +550,7 @@ add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
 		g->v[SC_ACCEPTED] += f->ev == FP_EV_ACCEPTED;
 		g->v[SC_REJECTED] += f->ev == FP_EV_REJECTED;
 	}
-	if (f->reason.len > 0 && wants(q, MX_R_CLOSED_LOOP)) {
+	if (mx_closed_loop(f->ev) && wants(q, MX_R_CLOSED_LOOP)) {
 		funnel_str ev = fs(fp_evspec_get((fp_evtype)f->ev)->name);
 		if ((g = gmap_get(&a->reasons, ev, f->reason, none, none)) != NULL)
 			g->v[0]++;
@@ -1085,8 +1135,10 @@ mx_prometheus(MDB_txn *txn, const mx_tables *t, int head_known, uint64_t head, c
 		        "Records in the log not yet applied to the metrics view.");
 		sb_printf(&b, "funnel_view_lag_records %" PRIu64 "\n", head > cp ? head - cp : 0);
 	}
-	if (mdb_cursor_open(txn, t->counters, &c) != 0)
+	if (mdb_cursor_open(txn, t->counters, &c) != 0) {
+		free(b.p);
 		return FUNNEL_ESTORAGE;
+	}
 	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
 		const char *key = k.mv_data, *end = key + k.mv_size;

@@ -58,12 +58,19 @@ put_u64(msgpack_sbuffer *b, uint64_t v)
 	put(b, &v, 8);
 }
 
-/* s cut to MX_STR_MAX bytes at a UTF-8 character boundary */
+/* s cut to MX_STR_MAX bytes at a UTF-8 character boundary, and before
+ * its first NUL: counter keys separate labels with NUL and the reports
+ * keep names as C strings, so a name holding U+0000 (valid UTF-8, let
+ * through by the daemon) would otherwise print as a shorter name and
+ * split into rows and series with the same labels. */
 static funnel_str
 clip(funnel_str s)
 {
+	const char *nul;
 	if (s.ptr == NULL)
 		s.len = 0;
+	if (s.len > 0 && (nul = memchr(s.ptr, 0, s.len)) != NULL)
+		s.len = (size_t)(nul - s.ptr);
 	if (s.len > MX_STR_MAX) {
 		s.len = MX_STR_MAX;
 		while (s.len > 0 && ((unsigned char)s.ptr[s.len] & 0xC0) == 0x80)
@@ -312,6 +319,16 @@ counts(fp_evtype t)
 	}
 }
 
+/* The events of the closed loop: the ones funnel_closed_loop_total and
+ * the closed-loop reasons count (METRICS.md).  Their reason is required
+ * by the protocol; a reason on any other event is not a closed-loop one. */
+int
+mx_closed_loop(int ev)
+{
+	return ev == FP_EV_REJECTED || ev == FP_EV_RECYCLED || ev == FP_EV_DISQUALIFIED ||
+	       ev == FP_EV_DEAL_LOST;
+}
+
 /* The stage change of one record: its fact and counters. */
 static int
 stage_change(funnel_service *svc, mx_view *v, const funnel_record *rec, fp_evtype ev,
@@ -351,7 +368,7 @@ stage_change(funnel_service *svc, mx_view *v, const funnel_record *rec, fp_evtyp
 		rc = bump(svc, v, "funnel_leads", 1, &stage_to, NULL);
 	if (rc == FUNNEL_OK)
 		rc = bump(svc, v, "funnel_stage_entries_total", 1, &stage_to, &f.source);
-	if (rc == FUNNEL_OK && f.reason.len > 0) {
+	if (rc == FUNNEL_OK && mx_closed_loop(ev)) {
 		funnel_str evname = cstr(fp_evspec_get(ev)->name);
 		rc = bump(svc, v, "funnel_closed_loop_total", 1, &evname, &f.reason);
 	}
@@ -492,9 +509,18 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 		add_touch(&l, rec);
 	if (ev == FP_EV_ERASED) {
 		/* the person asked to be forgotten: the row keeps its timings and
-		 * stage, not who they were reached by or who worked them */
+		 * stage, not how they reached us or who worked them.  The first
+		 * touch's source and campaign stay (channel names, not personal
+		 * data, as on the facts): the source/campaign filters match them,
+		 * so an erasure changes no filtered balance or cohort. */
+		mx_touch first = l.touch[0];
 		memset(l.touch, 0, sizeof l.touch);
-		l.n_touches = l.opp_touches = 0;
+		if (l.n_touches > 0) {
+			l.touch[0].source = first.source;
+			l.touch[0].campaign = first.campaign;
+			l.n_touches = 1;
+		}
+		l.opp_touches = 0;
 		l.owner.len = l.team.len = 0;
 	}
 

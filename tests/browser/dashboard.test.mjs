@@ -98,6 +98,20 @@ try {
     if (!sources.includes("browser")) throw new Error("the new source is not in the table");
   });
 
+  await check("names from the log are shown as text, never as markup", async () => {
+    const source = '<b id="xss-src">bold</b>', campaign = '<img src=x onerror="window.__xss=1">';
+    execFileSync(process.env.FUNNEL_BIN, ["--ingest", process.env.INGEST, "publish",
+      "--type", "lead.captured", "--lead", "BR-X", "--id", "browser-BR-X",
+      "--data", JSON.stringify({ source, campaign })], { timeout: 10000 });
+    await page.waitForFunction(s => document.querySelector("#sources").textContent.includes(s),
+      source, { timeout: 20000 });
+    const sources = await page.textContent("#sources");
+    if (!sources.includes(campaign)) throw new Error("the campaign is not shown as text");
+    const injected = await page.evaluate(() => [document.getElementById("xss-src") !== null,
+      document.querySelectorAll("main img").length, window.__xss === 1]);
+    expectEq(injected, [false, 0, false], "elements or script from the names");
+  });
+
   await check("a bad filter shows the API's message", async () => {
     await page.fill("#f-from", "yesterday");
     await page.click("#filters button");

@@ -269,7 +269,8 @@ def check_all_time(m, x):
     expect_eq(now, {"inquiry": 1, "mql": 0, "sal": 0, "sql": 0, "won": 1, "lost": 1,
                     "nurture": 1, "disqualified": 1, "erased": 1}, "leads in each stage now")
     bs = rows(fun["by_source"], "source", "campaign")
-    expect_eq(sorted(bs), [("", ""), ("ads", "spring"), ("organic", ""), ("webinar", "q4")],
+    # E's erasure is an entry of E, labelled with E's first touch like the rest
+    expect_eq(sorted(bs), [("ads", "spring"), ("organic", ""), ("webinar", "q4")],
               "source/campaign rows")
     expect_eq({k: bs[("ads", "spring")][k] for k in ("inquiry", "mql", "sal", "sql", "won", "lost")},
               {"inquiry": 2, "mql": 2, "sal": 1, "sql": 1, "won": 0, "lost": 1}, "ads/spring row")
@@ -522,6 +523,108 @@ def run_growth(res, daemon, ctx):
     log.close()
 
 
+def run_hostile(res, daemon, ctx):
+    """User data that is awkward to print (quotes, backslashes, newlines,
+    NUL, markup and bad UTF-8 in names and parameters), a lead whose every
+    touch has one source, and reasons on events outside the closed loop."""
+    log = LogClient(ctx, daemon.endpoints)
+    m = Metrics(daemon, "hostile")
+    weird = 'a"b\nc\\d'
+    steps = [
+        ev("lead.captured", "H1", source=weird, campaign="<img src=x onerror=alert(1)>", form="f"),
+        ev("lead.captured", "H2", source="nul\u0000one", campaign="c"),
+        ev("lead.captured", "H3", source="nul\u0000two", campaign="c"),
+        ev("lead.captured", "H4", source="nul\u0000two", campaign="c"),
+    ] + [ev("lead.captured", "L", source="multi", campaign="m%d" % i, form="f1")
+         for i in range(1, 7)] + [
+        ev("lead.qualified", "L"),
+        ev("lead.accepted", "L", reason="good fit"),
+        ev("opportunity.opened", "L", amount=100),
+        ev("deal.won", "L", amount=100, reason="champion"),
+        ev("lead.captured", "Z", source="gone", campaign="c9", form="fz"),
+        ev("lead.erased", "Z"),
+    ]
+
+    def exposition():
+        m.start()
+        for i, e in enumerate(steps):
+            log.publish_ok(dict(e, id="hostile-%d" % i))
+        m.wait_caught_up(log.status()["head"])
+        st, _, body = m.get("/metrics")
+        expect_eq(st, 200, "/metrics status")
+        p = subprocess.run([shutil.which("promtool") or "promtool", "check", "metrics"],
+                           input=body, capture_output=True, timeout=30)
+        expect_eq(p.returncode, 0, "promtool check metrics (%s)"
+                  % (p.stdout + p.stderr).decode(errors="replace")[-600:])
+        lines = set(body.decode().splitlines())
+        expect_in('funnel_stage_entries_total{stage="inquiry",source="a\\"b\\nc\\\\d"} 1', lines,
+                  "the escaped label value")
+        expect(not any(l.startswith('funnel_closed_loop_total{event="lead.accepted"')
+                       or l.startswith('funnel_closed_loop_total{event="deal.won"')
+                       for l in lines), "only closed-loop events count in funnel_closed_loop_total")
+    res.run("/metrics stays valid with quotes, newlines and NUL in names", exposition)
+
+    def reports():
+        f = m.api("/api/funnel")["funnel"]
+        keys = [(r["source"], r["campaign"]) for r in f["by_source"]]
+        expect_eq(len(keys), len(set(keys)), "one by_source row per (source, campaign): %r" % keys)
+        expect_in((weird, "<img src=x onerror=alert(1)>"), keys, "the row of the odd names")
+        expect_in(("nul", "c"), keys, "a name is cut at its NUL")
+    res.run("reports of awkward names: one row per (source, campaign)", reports)
+
+    def closed_loop_reasons():
+        cl = m.api("/api/closed-loop")["closed_loop"]
+        expect_eq(cl["reasons"], [], "reasons of accepted and won are not closed-loop reasons")
+        expect_eq(cl["reasons_by_source"], [], "nor by source")
+    res.run("a reason on lead.accepted or deal.won is not a closed-loop reason",
+            closed_loop_reasons)
+
+    def linear():
+        a = m.api("/api/attribution?model=linear")["attribution"]
+        by = {r["source"]: r for r in a["by_source"]}
+        expect_eq((by["multi"]["pipeline"], by["multi"]["revenue"], by["multi"]["opportunities"],
+                   by["multi"]["won"]), (100, 100, 1, 1),
+                  "linear: six touches of one source credit it the whole amount")
+        by = {r["form"]: r for r in a["by_form"]}
+        expect_eq((by["f1"]["pipeline"], by["f1"]["opportunities"]), (100, 1), "linear by form")
+        camp = sum(r["pipeline"] for r in a["by_campaign"])
+        expect(near(camp, 100), "linear by campaign sums to the pipeline: %r" % camp)
+    res.run("linear attribution: a source credited by every touch gets the whole amount",
+            linear)
+
+    def erased_filtered():
+        s = m.api("/api/summary?source=gone&campaign=c9")
+        st = {r["stage"]: (r["entered"], r["now"]) for r in s["funnel"]["stages"]
+              if r["entered"] or r["now"]}
+        expect_eq(st, {"inquiry": (1, 0), "erased": (1, 1)},
+                  "an erased lead stays in its source's entries and balance")
+        c = s["conversion"]["cohort"]["inquiry_to_mql"]
+        expect_eq((c["entered"], c["went_on"]), (1, 0), "and in its source's cohort")
+        f = m.api("/api/funnel?source=gone")["funnel"]
+        expect_eq([r["now"] for r in f["stages"] if r["stage"] == "erased"], [1],
+                  "filtered by source alone")
+        a = m.api("/api/attribution")["attribution"]
+        expect("fz" not in [r["form"] for r in a["by_form"]], "the erased lead's form is gone")
+    res.run("an erasure changes no count under the source/campaign filters", erased_filtered)
+
+    def params():
+        for path, param, msg in (("/api/funnel?source=%FF", "source", "UTF-8"),
+                                 ("/api/funnel?from=%C3", "from", "UTF-8"),
+                                 ("/api/funnel?%FF=1", None, "UTF-8"),
+                                 ("/api/funnel?from=x" + "%C3%A9" * 40, "from", "not a time"),
+                                 ("/api/funnel?to=0", "to", "empty")):
+            st, ct, body = m.get(path)
+            expect_eq(st, 400, "status of " + path)
+            j = json.loads(body.decode("utf-8"))
+            if param:
+                expect_eq(j.get("param"), param, "param named for " + path)
+            expect_in(msg, j.get("error", ""), "message for " + path)
+    res.run("parameters that are not UTF-8 or empty windows: 400 with valid JSON", params)
+    m.stop()
+    m.kill9()
+    log.close()
+
+
 def run_checks(res, daemon, ctx):
     log = LogClient(ctx, daemon.endpoints)
     m = Metrics(daemon, "m")
@@ -616,6 +719,7 @@ def run_checks(res, daemon, ctx):
                      'funnel_leads{stage="sql"} 0',
                      'funnel_stage_entries_total{stage="mql",source="ads"} 2',
                      'funnel_stage_entries_total{stage="inquiry",source="webinar"} 3',
+                     'funnel_stage_entries_total{stage="erased",source="webinar"} 1',
                      'funnel_closed_loop_total{event="lead.rejected",reason="no_budget"} 1',
                      'funnel_pipeline_amount_total{source="webinar"} 1000',
                      'funnel_pipeline_amount_total{source="ads"} 500',
@@ -674,7 +778,7 @@ def main():
         res.not_ok("funnel-metrics is built", METRICS)
         return res.summary()
     ctx = zmq.Context()
-    for fn in (run_checks, run_growth):
+    for fn in (run_checks, run_growth, run_hostile):
         daemon = start_daemon(res, FUNNELD, prefix="funnel-metrics-")
         if daemon is None:
             continue

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "metrics.h"
+#include "mp.h"
 
 #define NS 1000000000ULL
 
@@ -40,6 +41,11 @@ static const struct tcase {
 	{ MX_R_FUNNEL, "from", "", 0, 0, 0, "not a time" },
 	{ MX_R_FUNNEL, "from", "-5", 0, 0, 0, "not a time" },
 	{ MX_R_FUNNEL, "from", "99999999999999999999", 0, 0, 0, "not a time" },
+	{ MX_R_FUNNEL, "to", "0", 0, 0, 0, "the window is empty" },
+	{ MX_R_FUNNEL, "from", "0", 1, 0, 0, NULL },
+	{ MX_R_FUNNEL, "from", "2026-11-2\xff", 0, 0, 0, "not valid UTF-8" },
+	{ MX_R_FUNNEL, "source", "\xc3", 0, 0, 0, "not valid UTF-8" },
+	{ MX_R_FUNNEL, "source", "caf\xc3\xa9", 1, 0, 0, NULL },
 	{ MX_R_FUNNEL, "source", "webinar", 1, 0, 0, NULL },
 	{ MX_R_FUNNEL, "source", "", 0, 0, 0, "1..200 bytes" },
 	{ MX_R_FUNNEL, "campaign", "q4", 1, 0, 0, NULL },
@@ -88,6 +94,24 @@ test_window_order(void **state)
 	mx_query r = { .report = MX_R_SUMMARY };
 	assert_int_equal(mx_query_param(&r, "to", "2026-11-01", err, sizeof err), 0);
 	assert_int_not_equal(mx_query_param(&r, "from", "2026-11-05", err, sizeof err), 0);
+}
+
+/* A refused value is quoted cut at a character boundary: the message
+ * goes into a JSON answer and must stay UTF-8. */
+static void
+test_quote_whole_characters(void **state)
+{
+	(void)state;
+	char value[1 + 2 * 40 + 1], err[256];
+	value[0] = 'x';                              /* then 40 times U+00E9 */
+	for (int i = 0; i < 40; i++)
+		memcpy(value + 1 + 2 * i, "\xc3\xa9", 2);
+	value[81] = 0;
+	mx_query q = { .report = MX_R_ATTRIBUTION };
+	assert_int_not_equal(mx_query_param(&q, "from", value, err, sizeof err), 0);
+	assert_true(mp_utf8_invalid_at(err, strlen(err)) < 0);
+	assert_int_not_equal(mx_query_param(&q, "model", value, err, sizeof err), 0);
+	assert_true(mp_utf8_invalid_at(err, strlen(err)) < 0);
 }
 
 static void
@@ -161,6 +185,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_params),
 		cmocka_unit_test(test_window_order),
+		cmocka_unit_test(test_quote_whole_characters),
 		cmocka_unit_test(test_model_and_bucket_values),
 		cmocka_unit_test(test_report_names),
 		cmocka_unit_test(test_truncated_rows),
