@@ -7,7 +7,8 @@
  * lengths, nesting 10,000 deep, each field of each request and envelope
  * with every wrong msgpack type, single-byte mutations of requests,
  * multipart messages with extra and empty frames, frames over the 2 MiB
- * request limit and over the 8 MiB transport limit.
+ * request limit and over the 8 MiB transport limit; and a query client
+ * that sends requests and never reads a reply, beside one that does.
  *
  * For every input the daemon must answer with an error (PROTOCOL.md §1:
  * every frame up to 8 MiB gets a reply; over it the connection is dropped
