@@ -160,21 +160,62 @@ free_buffer(void *data, void *hint)
  */
 #define REPLY_WAIT_MS 10
 
+/*
+ * Peers whose last reply was dropped after that wait.  A reply to one of
+ * them is tried without the wait (once, and once more after taking in
+ * pending commands, for a "full" that is stale): a client that stopped
+ * reading and keeps sending requests would otherwise cost this thread
+ * REPLY_WAIT_MS per request, and every other client waits behind it.  A
+ * reply that goes through takes the peer off the list.  Only the query
+ * thread touches it.
+ */
+#define STALLED_MAX 64
+static struct stalled {
+	size_t len;                   /* 0: a free slot */
+	unsigned char id[256];        /* ZeroMQ routing ids are 1..255 bytes */
+} stalled[STALLED_MAX];
+static unsigned stalled_next;
+
+static struct stalled *
+stalled_find(zmq_msg_t *ident)
+{
+	size_t len = zmq_msg_size(ident);
+	for (int i = 0; i < STALLED_MAX; i++) {
+		if (stalled[i].len == len && len > 0 && memcmp(stalled[i].id, zmq_msg_data(ident), len) == 0)
+			return &stalled[i];
+	}
+	return NULL;
+}
+
 /* Send the routing id of a reply: 0, or -1 when the reply is dropped. */
 static int
 send_ident(void *sock, zmq_msg_t *ident)
 {
+	struct stalled *known = stalled_find(ident);
+	int wait_ms = known ? 1 : REPLY_WAIT_MS;
+
 	for (int waited = 0;; waited++) {
-		if (zmq_msg_send(ident, sock, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+		if (zmq_msg_send(ident, sock, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) {
+			if (known)
+				known->len = 0;
 			return 0;
-		if (errno != EAGAIN || waited >= REPLY_WAIT_MS)
-			return -1;   /* the client is gone, or not reading */
+		}
+		if (errno != EAGAIN || waited >= wait_ms)
+			break;   /* the client is gone, or not reading */
 		if (waited > 0)
 			usleep(1000);
 		uint32_t events;
-		size_t len = sizeof events;
-		zmq_getsockopt(sock, ZMQ_EVENTS, &events, &len);   /* takes in the commands */
+		size_t elen = sizeof events;
+		zmq_getsockopt(sock, ZMQ_EVENTS, &events, &elen);   /* takes in the commands */
 	}
+	/* a failed send leaves ident as it was */
+	size_t len = zmq_msg_size(ident);
+	if (errno == EAGAIN && known == NULL && len > 0 && len <= sizeof stalled[0].id) {
+		struct stalled *slot = &stalled[stalled_next++ % STALLED_MAX];
+		slot->len = len;
+		memcpy(slot->id, zmq_msg_data(ident), len);
+	}
+	return -1;
 }
 
 static void

@@ -2,6 +2,7 @@
  * tests/integration/test_daemon.c - funneld as a producer and a reader see
  * it: a real daemon process, real sockets, a real LMDB file.
  */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -607,6 +608,162 @@ test_map_grows_when_full(void **state)
 	assert_int_equal(vr.checked, 8000);
 }
 
+/* Groups that both need a bigger map and hold a request refused after
+ * its first event: the attempt without nested transactions is redone
+ * with them, and that redo itself may run out of map and be redone on a
+ * bigger one.  Whatever the order, each group stores exactly its valid
+ * requests: seqs gapless, the refused captures absent, the lead count
+ * right (also after a restart, from meta), the chain whole. */
+static void
+test_refused_request_while_the_map_grows(void **state)
+{
+	ctx *c = *state;
+	enum { ROUNDS = 40, BIG = 100 };
+	static funnel_event evs[BIG];
+	static funnel_ack acks[BIG];
+	static msgpack_sbuffer bufs[BIG];
+	static char leads[BIG][32];
+	char bad_lead[32], bad_lead2[32];
+	uint64_t expect_head = head(c), rid[3], got;
+	size_t n;
+	for (int r = 0; r < ROUNDS; r++) {
+		for (int i = 0; i < BIG; i++) {
+			msgpack_sbuffer_init(&bufs[i]);
+			wl_lead_data(&bufs[i], 11, (uint64_t)r * BIG + (uint64_t)i);
+			snprintf(leads[i], sizeof leads[i], "M-%d-%d", r, i);
+			evs[i] = (funnel_event){ .type = "lead.captured", .lead = leads[i],
+			                         .data = bufs[i].data, .data_len = bufs[i].size };
+		}
+		snprintf(bad_lead, sizeof bad_lead, "MB-%d", r);
+		snprintf(bad_lead2, sizeof bad_lead2, "MC-%d", r);
+		funnel_event bad[3] = {
+			{ .type = "lead.captured", .lead = bad_lead, .data = bufs[0].data, .data_len = bufs[0].size },
+			{ .type = "lead.captured", .lead = bad_lead2 },
+			{ .type = "deal.won", .lead = bad_lead },   /* an inquiry: refused */
+		};
+		/* pipelined: the three requests mostly reach one group */
+		assert_int_equal(funnel_send(c->p, evs, BIG / 2, &rid[0]), FUNNEL_OK);
+		assert_int_equal(funnel_send(c->p, bad, 3, &rid[1]), FUNNEL_OK);
+		assert_int_equal(funnel_send(c->p, evs + BIG / 2, BIG / 2, &rid[2]), FUNNEL_OK);
+		for (int k = 0; k < 3; k++) {
+			int rc = funnel_collect(c->p, 10000, &got, acks, BIG, &n);
+			if (got == rid[1]) {
+				assert_int_equal(rc, FUNNEL_ETRANSITION);
+				assert_int_equal(funnel_producer_error(c->p)->index, 2);
+			} else {
+				assert_int_equal(rc, FUNNEL_OK);
+				assert_int_equal(n, BIG / 2);
+				uint64_t first = expect_head + 1 + (got == rid[2] ? BIG / 2 : 0);
+				for (size_t i = 0; i < n; i++)
+					assert_int_equal(acks[i].seq, first + i);
+			}
+		}
+		for (int i = 0; i < BIG; i++)
+			msgpack_sbuffer_destroy(&bufs[i]);
+		expect_head += BIG;
+		assert_int_equal(head(c), expect_head);
+		funnel_lead_info li;
+		assert_int_equal(funnel_lead_get(c->q, bad_lead, &li), FUNNEL_ENOTFOUND);
+		assert_int_equal(funnel_lead_get(c->q, bad_lead2, &li), FUNNEL_ENOTFOUND);
+	}
+	funnel_status st;
+	for (int pass = 0; pass < 2; pass++) {
+		assert_int_equal(funnel_status_get(c->q, &st), FUNNEL_OK);
+		assert_int_equal(st.head, expect_head);
+		assert_int_equal(st.leads, ROUNDS * BIG);
+		assert_true(st.map_bytes > (1u << 20));
+		funnel_verify_result vr;
+		assert_int_equal(funnel_verify(c->q, 0, 0, &vr), FUNNEL_OK);
+		assert_int_equal(vr.checked, expect_head);
+		assert_int_equal(vr.bad_seq, 0);
+		if (pass == 0) {
+			funnel_producer_destroy(&c->p);
+			funnel_query_destroy(&c->q);
+			assert_int_equal(harness_stop(&c->d), 0);
+			assert_int_equal(harness_restart(&c->d), 0);
+			assert_int_equal(open_clients(c), 0);
+		}
+	}
+}
+
+/* In a group redone with nested transactions, requests of one event go
+ * straight into the group's transaction through the writer's cursors,
+ * those of several through a nested transaction's own cursors.  Here a
+ * one-event request appends to the log, a request of 40 events (each
+ * over 300 bytes) splits the log's last page from the nested
+ * transaction, and another one-event request appends after it: its
+ * record must land after theirs, so the log reads back in seq order
+ * and every seq is found where it belongs. */
+static void
+test_appends_around_a_nested_request(void **state)
+{
+	ctx *c = *state;
+	enum { ROUNDS = 30, BIG = 40 };
+	static funnel_event big[BIG];
+	static funnel_ack acks[BIG];
+	static msgpack_sbuffer bufs[BIG];
+	static char ids[BIG][32];
+	char bad_lead[32], one_a[32], one_b[32];
+	uint64_t rid[4], got;
+	size_t n;
+	for (int r = 0; r < ROUNDS; r++) {
+		for (int i = 0; i < BIG; i++) {
+			msgpack_sbuffer_init(&bufs[i]);
+			wl_lead_data(&bufs[i], 13, (uint64_t)r * BIG + (uint64_t)i);
+			snprintf(ids[i], sizeof ids[i], "N-%d-%d", r, i);
+			big[i] = (funnel_event){ .type = "x.page", .id = ids[i], .data = bufs[i].data,
+			                         .data_len = bufs[i].size };
+		}
+		snprintf(bad_lead, sizeof bad_lead, "NB-%d", r);
+		snprintf(one_a, sizeof one_a, "NA-%d", r);
+		snprintf(one_b, sizeof one_b, "NZ-%d", r);
+		funnel_event bad[2] = {
+			{ .type = "lead.captured", .lead = bad_lead },
+			{ .type = "deal.won", .lead = bad_lead },   /* an inquiry: refused */
+		};
+		funnel_event a = { .type = "x.one", .id = one_a, .data = bufs[0].data,
+		                   .data_len = bufs[0].size };
+		funnel_event b = { .type = "x.one", .id = one_b, .data = bufs[1].data,
+		                   .data_len = bufs[1].size };
+		uint64_t base = head(c);
+		assert_int_equal(funnel_send(c->p, bad, 2, &rid[0]), FUNNEL_OK);
+		assert_int_equal(funnel_send(c->p, &a, 1, &rid[1]), FUNNEL_OK);
+		assert_int_equal(funnel_send(c->p, big, BIG, &rid[2]), FUNNEL_OK);
+		assert_int_equal(funnel_send(c->p, &b, 1, &rid[3]), FUNNEL_OK);
+		for (int k = 0; k < 4; k++) {
+			int rc = funnel_collect(c->p, 10000, &got, acks, BIG, &n);
+			if (got == rid[0]) {
+				assert_int_equal(rc, FUNNEL_ETRANSITION);
+			} else {
+				assert_int_equal(rc, FUNNEL_OK);
+				uint64_t first = base + (got == rid[1] ? 1 : got == rid[2] ? 2 : 2 + BIG);
+				for (size_t i = 0; i < n; i++)
+					assert_int_equal(acks[i].seq, first + i);
+			}
+		}
+		for (int i = 0; i < BIG; i++)
+			msgpack_sbuffer_destroy(&bufs[i]);
+		assert_int_equal(head(c), base + 2 + BIG);
+	}
+	/* every seq where it belongs: the walk in key order, and each one sought */
+	uint64_t h = head(c);
+	funnel_verify_result vr;
+	assert_int_equal(funnel_verify(c->q, 0, 0, &vr), FUNNEL_OK);
+	assert_int_equal(vr.bad_seq, 0);
+	assert_int_equal(vr.checked, h);
+	for (uint64_t seq = 1; seq <= h; seq++) {
+		funnel_page pg;
+		funnel_replay_req req = { .from = seq, .limit = 1 };
+		assert_int_equal(funnel_replay_page(c->q, &req, &pg), FUNNEL_OK);
+		assert_int_equal(pg.n, 1);
+		uint64_t s2 = 0;
+		assert_int_equal(funnel_record_peek(pg.recs[0], pg.lens[0], &s2, NULL), FUNNEL_OK);
+		if (s2 != seq)
+			fail_msg("replay from seq %" PRIu64 " starts at seq %" PRIu64, seq, s2);
+		funnel_page_release(&pg);
+	}
+}
+
 static int
 setup_small_map(void **state)
 {
@@ -735,6 +892,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_time_range_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_keeps_data_and_seq_continues, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_grows_when_full, setup_small_map, teardown),
+		cmocka_unit_test_setup_teardown(test_refused_request_while_the_map_grows, setup_small_map,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_appends_around_a_nested_request, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_log_is_an_error_not_corruption, setup_capped_map, teardown),
 		cmocka_unit_test_setup_teardown(test_query_endpoint_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_config_file, setup, teardown),

@@ -7,7 +7,8 @@
  * lengths, nesting 10,000 deep, each field of each request and envelope
  * with every wrong msgpack type, single-byte mutations of requests,
  * multipart messages with extra and empty frames, frames over the 2 MiB
- * request limit and over the 8 MiB transport limit.
+ * request limit and over the 8 MiB transport limit; and a query client
+ * that sends requests and never reads a reply, beside one that does.
  *
  * For every input the daemon must answer with an error (PROTOCOL.md §1:
  * every frame up to 8 MiB gets a reply; over it the connection is dropped
@@ -715,6 +716,66 @@ test_oversized_frames(void **state)
 	assert_still_serving(h, "oversized");
 }
 
+/* A query client that sends requests and never reads a reply: once its
+ * queue is full its replies are dropped (PROTOCOL.md §12), and it must not
+ * slow everyone else down.  Each reply to it used to hold the query thread
+ * for the full wait meant for a stale "full" (10 ms), so a client reading
+ * its own replies, served in turn with it, got at most one reply per
+ * 10 ms: 400 status requests took over 4 s. */
+static void
+test_reader_that_stops_reading(void **state)
+{
+	hostile *h = *state;
+	/* pages of 50 records of ~300 bytes: the slow client's socket buffers
+	 * fill after a few, and building one costs next to nothing, so the
+	 * time measured below is the time spent waiting on that client */
+	char pad[300];
+	msgpack_sbuffer data;
+	msgpack_packer pk;
+	memset(pad, 'p', sizeof pad);
+	msgpack_sbuffer_init(&data);
+	msgpack_packer_init(&pk, &data, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 1);
+	mp_pack_key(&pk, "pad");
+	msgpack_pack_str_with_body(&pk, pad, sizeof pad);
+	static funnel_event evs[100];
+	static funnel_ack acks[100];
+	for (int i = 0; i < 100; i++)
+		evs[i] = (funnel_event){ .type = "x.pad", .data = data.data, .data_len = data.size };
+	assert_int_equal(funnel_publish(h->p, evs, 100, acks), FUNNEL_OK);
+
+	void *slow = zmq_socket(h->zctx, ZMQ_DEALER);
+	int one = 1, small = 4096, linger = 0;
+	zmq_setsockopt(slow, ZMQ_RCVHWM, &one, sizeof one);
+	zmq_setsockopt(slow, ZMQ_RCVBUF, &small, sizeof small);
+	zmq_setsockopt(slow, ZMQ_LINGER, &linger, sizeof linger);
+	assert_int_equal(zmq_connect(slow, h->d.query), 0);
+	msgpack_sbuffer rq;
+	msgpack_sbuffer_init(&rq);
+	msgpack_packer_init(&pk, &rq, msgpack_sbuffer_write);
+	funnel_replay_req rr = { .from = 1, .limit = 50 };
+	fp_pack_replay(&pk, HOSTILE_RID, &rr);
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(zmq_send(slow, rq.data, rq.size, 0), (int)rq.size);
+	h->inputs += 1000;
+	usleep(200 * 1000);   /* its first replies fill the queues */
+
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < 400; i++)
+		status_now(h);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	printf("hostile: 400 status requests beside a client that stopped reading: %.2f s\n", s);
+	assert_true(s < 2.0);
+
+	zmq_close(slow);
+	msgpack_sbuffer_destroy(&rq);
+	msgpack_sbuffer_destroy(&data);
+	h->before = status_now(h);
+	assert_still_serving(h, "stopped-reading");
+}
+
 /* Runs last: the tally of everything thrown at the daemon. */
 static void
 test_tally(void **state)
@@ -739,6 +800,7 @@ main(void)
 		cmocka_unit_test(test_multipart_and_empty_frames),
 		cmocka_unit_test(test_ops_at_the_wrong_endpoint),
 		cmocka_unit_test(test_oversized_frames),
+		cmocka_unit_test(test_reader_that_stops_reading),
 		cmocka_unit_test(test_tally),
 	};
 	return cmocka_run_group_tests_name("hostile", tests, setup, teardown);
