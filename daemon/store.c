@@ -95,7 +95,9 @@ meta_put(store *s, MDB_txn *txn, const char *key, const void *val, size_t len)
 	return mdb_put(txn, s->meta, &k, &v, 0);
 }
 
-/* Read the head from the last record and check it against meta. */
+/* Read the head (seq, ts, hash) from the last record and the lead count
+ * from meta; no scan.  The head hash stored in meta is not compared here:
+ * `funnel verify` walks the chain. */
 static int
 load_head(store *s, MDB_txn *txn, char *why, size_t whylen)
 {
