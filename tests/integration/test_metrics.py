@@ -35,13 +35,12 @@ import urllib.request
 
 import zmq
 
-from funnel_testlib import (REPO, CheckFailed, LogClient, Results, expect, expect_eq,
-                            expect_in, start_daemon)
+from funnel_testlib import (REPO, CheckFailed, LogClient, Results, Service, expect,
+                            expect_eq, expect_in, start_daemon)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
 METRICS = os.path.join(os.path.dirname(FUNNELD), "funnel-metrics")
-RUN_TIMEOUT_S = 60
 HTTP_TIMEOUT_S = 10
 BROWSER_TEST = os.path.join(REPO, "tests", "browser", "dashboard.test.mjs")
 
@@ -54,14 +53,12 @@ def free_port():
     return port
 
 
-class Metrics:
-    """funnel-metrics against one daemon, with one view and one HTTP port."""
+class Metrics(Service):
+    """funnel-metrics against one daemon, with one view and one HTTP port
+    (no rules file: its command line has --http in place of --rules)."""
 
     def __init__(self, daemon, name):
-        self.daemon = daemon
-        self.view = os.path.join(daemon.dir, name + "-view")
-        self.log = os.path.join(daemon.dir, name + ".log")
-        self.ready = os.path.join(daemon.dir, name + ".ready")
+        super().__init__(METRICS, daemon, name)
         self.port = free_port()
         self.proc = None
 
@@ -74,27 +71,8 @@ class Metrics:
                 "--ingest", eps["ingest"], "--publish", eps["publish"],
                 "--query", eps["query"]] + list(extra)
 
-    def ok(self, *extra):
-        p = subprocess.run(self.args(*extra), stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=RUN_TIMEOUT_S, text=True)
-        with open(self.log, "a") as f:
-            f.write(p.stderr)
-        expect_eq(p.returncode, 0, "funnel-metrics %s exit status (stderr: %s)"
-                  % (" ".join(extra), p.stderr[-800:]))
-        return p.stdout
-
     def start(self, *extra):
-        if os.path.exists(self.ready):
-            os.unlink(self.ready)
-        errlog = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.args("--ready-file", self.ready, *extra),
-                                     stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog)
-        errlog.close()
-        deadline = time.monotonic() + 10
-        while not os.path.exists(self.ready):
-            expect(self.proc.poll() is None, "funnel-metrics exited early: %s" % self.tail())
-            expect(time.monotonic() < deadline, "funnel-metrics not ready in 10 s")
-            time.sleep(0.02)
+        self.proc = super().start(*extra)
 
     def kill9(self):
         if self.proc and self.proc.poll() is None:
@@ -111,18 +89,6 @@ class Metrics:
                 self.proc.wait(timeout=10)
                 return None
         return self.proc.returncode if self.proc else None
-
-    def digest(self):
-        parts = self.ok("digest").split()
-        expect(len(parts) == 4 and parts[0] == "checkpoint", "digest output: %r" % parts)
-        return int(parts[1]), parts[3]
-
-    def tail(self):
-        try:
-            with open(self.log) as f:
-                return f.read()[-800:]
-        except OSError:
-            return ""
 
     def get(self, path):
         """(status, content type, body bytes); HTTP errors are answers too."""
