@@ -24,7 +24,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import urllib.request
 import zmq
 
 from funnel_testlib import (REPO, CheckFailed, LogClient, Results, Service, expect,
-                            expect_eq, expect_in, start_daemon)
+                            expect_eq, expect_in, start_daemon, stop_proc)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
@@ -80,15 +79,7 @@ class Metrics(Service):
             self.proc.wait(timeout=10)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-                return None
-        return self.proc.returncode if self.proc else None
+        return stop_proc(self.proc) if self.proc else None
 
     def get(self, path):
         """(status, content type, body bytes); HTTP errors are answers too."""
