@@ -32,10 +32,8 @@ import time
 import urllib.error
 import urllib.request
 
-import zmq
-
-from funnel_testlib import (REPO, CheckFailed, LogClient, Results, Service, expect,
-                            expect_eq, expect_in, start_daemon, stop_proc)
+from funnel_testlib import (REPO, CheckFailed, LogClient, Service, expect, expect_eq,
+                            expect_in, run_service_groups, stop_proc)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
@@ -734,21 +732,7 @@ def run_checks(res, daemon, ctx):
 
 
 def main():
-    res = Results()
-    if not os.access(METRICS, os.X_OK):
-        res.not_ok("funnel-metrics is built", METRICS)
-        return res.summary()
-    ctx = zmq.Context()
-    for fn in (run_checks, run_growth, run_hostile):
-        daemon = start_daemon(res, FUNNELD, prefix="funnel-metrics-")
-        if daemon is None:
-            continue
-        try:
-            fn(res, daemon, ctx)
-        finally:
-            daemon.close()
-    ctx.term()
-    return res.summary()
+    return run_service_groups(FUNNELD, METRICS, (run_checks, run_growth, run_hostile))
 
 
 if __name__ == "__main__":
