@@ -68,6 +68,12 @@ void bench_quantiles_ms(uint64_t *ns, size_t n, const double *p, double *out, si
 /* The number in environment variable `name`, or def. */
 uint64_t bench_env_u64(const char *name, uint64_t def);
 
+/* A service bench's report: its markdown table `tab` to stdout and, when
+ * BENCH_OUT names a file, appended there with the key=value lines that
+ * raw_fmt gives (each ending in a newline) in a ``` block. */
+void bench_report(const char *tab, const char *raw_fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
 /* Run a service binary (e.g. "funnel-scoring", next to funneld) against
  * d with --rules, --view, the endpoints, --until-head --log-level warn
  * and `extra`; `wrap` (may be NULL) goes before the command, to profile

@@ -89,7 +89,6 @@ main(void)
 {
 	uint64_t n = bench_env_u64("BENCH_METRICS_EVENTS", 1000000);
 	uint64_t reqs = bench_env_u64("BENCH_METRICS_REQUESTS", 30);
-	const char *out = getenv("BENCH_OUT");
 	daemon_proc d;
 	char view[400];
 	uint8_t dg[32], dg2[32];
@@ -160,18 +159,10 @@ main(void)
 		k += snprintf(tab + k, sizeof tab - k, "| GET %s on that view (%" PRIu64 " requests, "
 		              "%zu bytes) | - | p50 %.1f / p99 %.1f ms |\n", paths[i], reqs, size[i],
 		              q[i][0], q[i][1]);
-	fputs(tab, stdout);
-	if (out) {
-		FILE *f = fopen(out, "a");
-		if (f) {
-			fputs(tab, f);
-			fprintf(f, "\n```\nmetrics_rebuild_records=%" PRIu64 "\nmetrics_rebuild_eps=%.0f\n"
-			        "metrics_first_pass_eps=%.0f\nmetrics_rebuild_same_digest=%d\n"
-			        "metrics_summary_p50_ms=%.1f\nmetrics_summary_p99_ms=%.1f\n"
-			        "metrics_prometheus_p50_ms=%.1f\nmetrics_prometheus_p99_ms=%.1f\n```\n",
-			        head2, rebuild_eps, first_eps, same, q[0][0], q[0][1], q[3][0], q[3][1]);
-			fclose(f);
-		}
-	}
+	bench_report(tab, "metrics_rebuild_records=%" PRIu64 "\nmetrics_rebuild_eps=%.0f\n"
+	             "metrics_first_pass_eps=%.0f\nmetrics_rebuild_same_digest=%d\n"
+	             "metrics_summary_p50_ms=%.1f\nmetrics_summary_p99_ms=%.1f\n"
+	             "metrics_prometheus_p50_ms=%.1f\nmetrics_prometheus_p99_ms=%.1f\n",
+	             head2, rebuild_eps, first_eps, same, q[0][0], q[0][1], q[3][0], q[3][1]);
 	return same ? 0 : 1;
 }

@@ -120,7 +120,6 @@ main(void)
 {
 	uint64_t leads = bench_env_u64("BENCH_ROUTING_LEADS", 100000);
 	uint64_t secs = bench_env_u64("BENCH_ROUTING_SECS", 5);
-	const char *out = getenv("BENCH_OUT");
 	const double p[3] = { 0.5, 0.99, 0.999 };
 	daemon_proc d;
 	char view[400];
@@ -173,19 +172,11 @@ main(void)
 	snprintf(tab + k, sizeof tab - k, "| lead.qualified commit -> lead.assigned commit at "
 	         "10,000 ev/s (%" PRIu64 " assigned) | p99 <= 1 ms | p50 %.3f / p99 %.3f / p99.9 "
 	         "%.3f ms |\n", nq, q[0], q[1], q[2]);
-	fputs(tab, stdout);
-	if (out) {
-		FILE *f = fopen(out, "a");
-		if (f) {
-			fputs(tab, f);
-			fprintf(f, "\n```\nrouting_rebuild_leads=%" PRIu64 "\nrouting_rebuild_records=%"
-			        PRIu64 "\nrouting_rebuild_decisions_per_s=%.0f\nrouting_rebuild_records_per_s="
-			        "%.0f\nrouting_first_pass_decisions_per_s=%.0f\nrouting_assigned=%" PRIu64
-			        "\nrouting_assigned_p50_ms=%.3f\nrouting_assigned_p99_ms=%.3f\n"
-			        "routing_assigned_p999_ms=%.3f\n```\n", leads, head, decisions, records,
-			        first_dps, nq, q[0], q[1], q[2]);
-			fclose(f);
-		}
-	}
+	bench_report(tab, "routing_rebuild_leads=%" PRIu64 "\nrouting_rebuild_records=%"
+	             PRIu64 "\nrouting_rebuild_decisions_per_s=%.0f\nrouting_rebuild_records_per_s="
+	             "%.0f\nrouting_first_pass_decisions_per_s=%.0f\nrouting_assigned=%" PRIu64
+	             "\nrouting_assigned_p50_ms=%.3f\nrouting_assigned_p99_ms=%.3f\n"
+	             "routing_assigned_p999_ms=%.3f\n",
+	             leads, head, decisions, records, first_dps, nq, q[0], q[1], q[2]);
 	return 0;
 }

@@ -59,7 +59,6 @@ main(void)
 {
 	uint64_t n = bench_env_u64("BENCH_SCORING_EVENTS", 1000000);
 	uint64_t secs = bench_env_u64("BENCH_SCORING_SECS", 5);
-	const char *out = getenv("BENCH_OUT");
 	daemon_proc d;
 	char view[400];
 	uint8_t dg[32];
@@ -119,19 +118,11 @@ main(void)
 	snprintf(tab + k, sizeof tab - k, "| record commit -> lead.scored commit at 10,000 ev/s "
 	         "(%" PRIu64 " scored) | - | p50 %.3f / p99 %.3f / p99.9 %.3f ms |\n", ns, s[0], s[1],
 	         s[2]);
-	fputs(tab, stdout);
-	if (out) {
-		FILE *f = fopen(out, "a");
-		if (f) {
-			fputs(tab, f);
-			fprintf(f, "\n```\nscoring_rebuild_records=%" PRIu64 "\nscoring_rebuild_eps=%.0f\n"
-			        "scoring_first_pass_eps=%.0f\nscoring_live_sent=%" PRIu64 "\n"
-			        "scoring_qualified=%" PRIu64 "\nscoring_qualified_p50_ms=%.3f\n"
-			        "scoring_qualified_p99_ms=%.3f\nscoring_qualified_p999_ms=%.3f\n"
-			        "scoring_scored=%" PRIu64 "\nscoring_scored_p99_ms=%.3f\n```\n",
-			        head2, rebuild_eps, first_eps, sent, nq, q[0], q[1], q[2], ns, s[1]);
-			fclose(f);
-		}
-	}
+	bench_report(tab, "scoring_rebuild_records=%" PRIu64 "\nscoring_rebuild_eps=%.0f\n"
+	             "scoring_first_pass_eps=%.0f\nscoring_live_sent=%" PRIu64 "\n"
+	             "scoring_qualified=%" PRIu64 "\nscoring_qualified_p50_ms=%.3f\n"
+	             "scoring_qualified_p99_ms=%.3f\nscoring_qualified_p999_ms=%.3f\n"
+	             "scoring_scored=%" PRIu64 "\nscoring_scored_p99_ms=%.3f\n",
+	             head2, rebuild_eps, first_eps, sent, nq, q[0], q[1], q[2], ns, s[1]);
 	return 0;
 }

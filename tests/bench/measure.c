@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -288,6 +289,26 @@ bench_env_u64(const char *name, uint64_t def)
 {
 	const char *v = getenv(name);
 	return v && *v ? strtoull(v, NULL, 10) : def;
+}
+
+void
+bench_report(const char *tab, const char *raw_fmt, ...)
+{
+	const char *out = getenv("BENCH_OUT");
+	fputs(tab, stdout);
+	if (!out)
+		return;
+	FILE *f = fopen(out, "a");
+	if (!f)
+		return;
+	fputs(tab, f);
+	fputs("\n```\n", f);
+	va_list ap;
+	va_start(ap, raw_fmt);
+	vfprintf(f, raw_fmt, ap);
+	va_end(ap);
+	fputs("```\n", f);
+	fclose(f);
 }
 
 int

@@ -274,6 +274,36 @@ class Service:
             return ""
 
 
+def stop_proc(proc):
+    """SIGTERM a background service and wait for it (kill -9 after 10 s);
+    returns its exit status, None when it had to be killed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        return None
+
+
+def kill9_while_publishing(svc, start_args, delay_s, items, publish):
+    """Start svc (with start_args), call publish(item) for each item, and
+    kill -9 the service at the first item done once delay_s has passed
+    since it was ready (after the last item if the publishing is quicker)."""
+    proc = svc.start(*start_args)
+    t_kill = time.monotonic() + delay_s
+    killed = False
+    for item in items:
+        publish(item)
+        if not killed and time.monotonic() >= t_kill:
+            proc.kill()
+            killed = True
+    if not killed:
+        proc.kill()
+    proc.wait(timeout=10)
+
+
 def run_service_groups(funneld, binary, groups):
     """Run each group fn(res, daemon, ctx) against a fresh funneld, after
     checking that the service binary is built; returns the exit status

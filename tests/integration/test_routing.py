@@ -18,14 +18,13 @@ bounded; prints "ok - name" / "not ok - name: reason" and "N passed, M failed".
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 
 
 from funnel_testlib import (REPO, CheckFailed, LogClient, Service, expect, expect_eq,
-                            expect_in, of_type, run_service_groups, wait_until)
+                            expect_in, kill9_while_publishing, of_type, run_service_groups,
+                            stop_proc, wait_until)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
@@ -75,17 +74,6 @@ class Routing(Service):
 
     def start(self, *extra):
         return super().start("--tick-ms", "100", *extra)
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-        return None
 
 
 def captured(lead, country="DE", i=0):
@@ -320,7 +308,7 @@ def run_sla(res, daemon, ctx):
 
     def replay_does_not_redecide():
         if "proc" in state:
-            expect_eq(stop(state["proc"]), 0, "SIGTERM exit status")
+            expect_eq(stop_proc(state["proc"]), 0, "SIGTERM exit status")
         cp1, d1 = rt.digest()
         head = log.status()["head"]
         rt.set_clock(time.time_ns() + 10**6 * MINUTE_NS)   # far future: every timer late
@@ -339,20 +327,14 @@ def run_kill9(res, daemon, ctx):
     rounds, leads = 5, 40
 
     def kill9_no_dup_no_loss():
+        def publish(ri):
+            r, i = ri
+            lead = "K%d-%d" % (r, i)
+            log.publish_ok(captured(lead, country=("DE", "FR", "US")[i % 3]))
+            log.publish_ok(qualified(lead))
         for r in range(rounds):
-            proc = rt.start("--batch", "3")
-            t_kill = time.monotonic() + rnd.uniform(0.05, 0.4)
-            killed = False
-            for i in range(leads):
-                lead = "K%d-%d" % (r, i)
-                log.publish_ok(captured(lead, country=("DE", "FR", "US")[i % 3]))
-                log.publish_ok(qualified(lead))
-                if not killed and time.monotonic() >= t_kill:
-                    proc.kill()
-                    killed = True
-            if not killed:
-                proc.kill()
-            proc.wait(timeout=10)
+            kill9_while_publishing(rt, ("--batch", "3"), rnd.uniform(0.05, 0.4),
+                                   [(r, i) for i in range(leads)], publish)
         rt.until_head()
         rt.until_head()     # the assignments the first pass derived
         recs = log.records()
@@ -427,7 +409,7 @@ def run_clock(res, daemon, ctx):
             b = wait_until(lambda: of_type(log.records(), "lead.sla_breached", "T1"), "T1 breach")
             expect_eq(b[0]["data"]["minutes_late"], 1, "minutes late once the clock reads")
         finally:
-            stop(proc)
+            stop_proc(proc)
     res.run("SLA: a clock file that holds no time (a negative number) decides nothing",
             clock_file_not_a_time)
     log.close()

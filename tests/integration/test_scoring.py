@@ -19,11 +19,10 @@ import os
 import random
 import signal
 import sys
-import time
 
 
 from funnel_testlib import (REPO, LogClient, Service, expect, expect_eq,
-                            expect_in, of_type, run_service_groups)
+                            expect_in, kill9_while_publishing, of_type, run_service_groups)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
@@ -299,23 +298,15 @@ def run_kill9(res, daemon, ctx):
     leads, rounds = 60, 6
 
     def kill9_no_dup_no_loss():
-        n = 0
+        def publish(ri):
+            r, i = ri
+            lead = "K%d-%d" % (r, i)
+            log.publish_ok(captured(lead, "VP Sales", "x%d@corp.example" % (r * leads + i)))
+            for k in range(3):
+                log.publish_ok(activity(lead, "page_view", k, url="/pricing"))
         for r in range(rounds):
-            proc = sc.start("--batch", "5")
-            t_kill = time.monotonic() + rnd.uniform(0.05, 0.6)
-            killed = False
-            for i in range(leads):
-                lead = "K%d-%d" % (r, i)
-                log.publish_ok(captured(lead, "VP Sales", "x%d@corp.example" % n))
-                for k in range(3):
-                    log.publish_ok(activity(lead, "page_view", k, url="/pricing"))
-                n += 1
-                if not killed and time.monotonic() >= t_kill:
-                    proc.kill()
-                    killed = True
-            if not killed:
-                proc.kill()
-            proc.wait(timeout=10)
+            kill9_while_publishing(sc, ("--batch", "5"), rnd.uniform(0.05, 0.6),
+                                   [(r, i) for i in range(leads)], publish)
         sc.until_head()
         recs = log.records()
         check_derived_once(recs)
