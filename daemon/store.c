@@ -361,19 +361,6 @@ store_lead_next(store *s, MDB_cursor *c, const char *lead, size_t len, uint64_t 
 }
 
 int
-store_idem_get(store *s, MDB_txn *txn, const char *id, size_t len, uint64_t *seq)
-{
-	MDB_val k = { len, (void *)id }, v;
-	int rc = mdb_get(txn, s->idem, &k, &v);
-	if (rc != 0)
-		return rc;
-	if (v.mv_size != sizeof *seq)
-		return MDB_CORRUPTED;
-	memcpy(seq, v.mv_data, sizeof *seq);
-	return 0;
-}
-
-int
 store_idem_find(store_wtxn *w, const char *id, size_t len, uint64_t *seq)
 {
 	MDB_val k = { len, (void *)id }, v;
