@@ -180,8 +180,6 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 	memset(&lead, 0, sizeof lead);
 	if (fp_event_decode(o, &ev, err) != FUNNEL_OK)
 		return 1;
-	/* data already in its stored form is copied, not encoded again */
-	fp_event_data_bytes(&ev, zmq_msg_data(&r->body), zmq_msg_size(&r->body));
 	if (ev.id.ptr != NULL) {
 		uint64_t orig;
 		rc = store_idem_find(w, ev.id.ptr, ev.id.len, &orig);
@@ -227,6 +225,8 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 		.has_lead_state = ev.lead.ptr != NULL, .stage = lead.stage, .version = lead.version,
 		.prev = cs->prev,
 	};
+	/* data already in its stored form is copied, not encoded again */
+	fp_event_data_bytes(&ev, zmq_msg_data(&r->body), zmq_msg_size(&r->body));
 	funnel_err ee = fp_record_encode(&g->recs, &ev, &st, hash);
 	if (ee == FUNNEL_ETOOBIG) {
 		fp_error_set(err, ee, "data", "event is over %d bytes once stored", FP_MAX_RECORD_BYTES);

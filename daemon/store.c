@@ -62,6 +62,20 @@ history_seq(const MDB_val *k, const char *lead, size_t len)
 	return seq;
 }
 
+/* Move c by op (from *k for a seek) to a history key of this lead: 0 and
+ * *seq, MDB_NOTFOUND past the lead's last one, or an LMDB error. */
+static int
+history_step(MDB_cursor *c, MDB_val *k, MDB_cursor_op op, const char *lead, size_t len,
+             uint64_t *seq)
+{
+	MDB_val v;
+	int rc = mdb_cursor_get(c, k, &v, op);
+	if (rc != 0)
+		return rc;
+	*seq = history_seq(k, lead, len);
+	return *seq ? 0 : MDB_NOTFOUND;
+}
+
 static int
 mkdir_p(const char *path)
 {
@@ -330,41 +344,20 @@ store_lead_seek(store *s, MDB_cursor *c, const char *lead, size_t len, uint64_t 
                 uint64_t *seq)
 {
 	unsigned char kb[LEAD_KEY_MAX];
-	MDB_val k, v;
+	MDB_val k;
 	(void)s;
 	if (!lead_ok(lead, len))
 		return MDB_NOTFOUND;
 	k = lead_key(kb, lead, len, LEAD_HISTORY, from);
-	int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-	if (rc != 0)
-		return rc;
-	*seq = history_seq(&k, lead, len);
-	return *seq ? 0 : MDB_NOTFOUND;
+	return history_step(c, &k, MDB_SET_RANGE, lead, len, seq);
 }
 
 int
 store_lead_next(store *s, MDB_cursor *c, const char *lead, size_t len, uint64_t *seq)
 {
-	MDB_val k, v;
+	MDB_val k;
 	(void)s;
-	int rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
-	if (rc != 0)
-		return rc;
-	*seq = history_seq(&k, lead, len);
-	return *seq ? 0 : MDB_NOTFOUND;
-}
-
-int
-store_idem_get(store *s, MDB_txn *txn, const char *id, size_t len, uint64_t *seq)
-{
-	MDB_val k = { len, (void *)id }, v;
-	int rc = mdb_get(txn, s->idem, &k, &v);
-	if (rc != 0)
-		return rc;
-	if (v.mv_size != sizeof *seq)
-		return MDB_CORRUPTED;
-	memcpy(seq, v.mv_data, sizeof *seq);
-	return 0;
+	return history_step(c, &k, MDB_NEXT, lead, len, seq);
 }
 
 int

@@ -93,8 +93,6 @@ void store_read_end(store *s, MDB_txn **txn);
 /* 0 and *out filled, MDB_NOTFOUND (out zeroed, stage NONE; also for an id
  * with a byte below 0x20, which no event carries), or an LMDB error. */
 int store_lead_get(store *s, MDB_txn *txn, const char *lead, size_t len, store_lead *out);
-/* 0 and *seq, MDB_NOTFOUND, or an LMDB error. */
-int store_idem_get(store *s, MDB_txn *txn, const char *id, size_t len, uint64_t *seq);
 /* The record of seq: 0 with a view valid until the transaction ends. */
 int store_record_get(store *s, MDB_txn *txn, uint64_t seq, MDB_val *rec);
 /* The last seq in the log (0 if empty). */
@@ -133,7 +131,9 @@ int store_wtxn_begin(store *s, store_wtxn *parent, store_wtxn *w);
 int store_wtxn_commit(store_wtxn *w);
 void store_wtxn_abort(store_wtxn *w);
 
-/* As store_idem_get() and store_lead_get(), through w's cursors. */
+/* Through w's cursors: the seq an idempotency key was stored with (0 and
+ * *seq, MDB_NOTFOUND, or an LMDB error), and a lead's state as
+ * store_lead_get() reads it. */
 int store_idem_find(store_wtxn *w, const char *id, size_t len, uint64_t *seq);
 int store_lead_find(store_wtxn *w, const char *lead, size_t len, store_lead *out);
 
