@@ -121,6 +121,10 @@ int rf_parse_number(const char *s, double *out);
 /* Lowercase hex of n bytes into out (2n + 1 bytes). */
 void rf_hex(const uint8_t *b, size_t n, char *out);
 
+/* A u64 as 8 big-endian bytes at p (keys that sort by number), and back. */
+void rf_put_be64(uint8_t *p, uint64_t v);
+uint64_t rf_get_be64(const uint8_t *p);
+
 /* ns since the epoch as "2026-01-01T00:00:00Z" (len >= 21). */
 void rf_iso_time(uint64_t ns, char *out, size_t len);
 

@@ -83,10 +83,7 @@ read_state(const scoring_args *a, const sc_rules *rules, const char *lead, sc_le
 		           FUNNEL_OK) {
 			fprintf(stderr, "funnel-scoring: the view's state of %s does not decode\n", lead);
 		} else {
-			const uint8_t *p = v.mv_data;
-			*ts = 0;
-			for (int i = 0; i < 8; i++)
-				*ts = *ts << 8 | p[i];
+			*ts = rf_get_be64(v.mv_data);
 			result = 0;
 		}
 		mdb_txn_abort(txn);

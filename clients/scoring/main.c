@@ -159,8 +159,7 @@ score_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	} else {
 		sc->sb.size = 0;
 		uint8_t ts[8];
-		for (int i = 0; i < 8; i++)
-			ts[i] = (uint8_t)(rec->ts >> (56 - 8 * i));
+		rf_put_be64(ts, rec->ts);
 		msgpack_sbuffer_write(&sc->sb, (const char *)ts, 8);
 		if ((rc = sc_lead_encode(sc->rules, sc->st, &sc->sb)) != FUNNEL_OK)
 			return rc;
