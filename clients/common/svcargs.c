@@ -103,13 +103,15 @@ svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *
 int
 svc_digest(const char *prog, const char *view)
 {
+	uint8_t d[32];
 	char hex[65];
 	uint64_t cp = 0;
-	int rc = funnel_view_digest_hex(view, hex, &cp);
+	int rc = funnel_view_digest(view, d, &cp);
 	if (rc != FUNNEL_OK) {
 		fprintf(stderr, "%s: digest of %s: %s\n", prog, view, funnel_strerror(rc));
 		return 1;
 	}
+	rf_hex(d, sizeof d, hex);
 	printf("checkpoint %" PRIu64 " digest %s\n", cp, hex);
 	return 0;
 }
