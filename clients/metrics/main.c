@@ -76,6 +76,17 @@ usage(const char *fmt, const char *arg)
 	return svc_usage("funnel-metrics", usage_text, fmt, arg);
 }
 
+/* The handles of the view's tables, the runtime's included, in txn:
+ * nonzero when one is missing. */
+static int
+open_dbis(MDB_txn *txn, mx_tables *t)
+{
+	return mdb_dbi_open(txn, MX_T_LEADS, 0, &t->leads) ||
+	       mdb_dbi_open(txn, MX_T_FACTS, 0, &t->facts) ||
+	       mdb_dbi_open(txn, MX_T_COUNTERS, 0, &t->counters) ||
+	       mdb_dbi_open(txn, "_runtime", 0, &t->runtime);
+}
+
 /* Open the view's tables for readers in other threads (the names exist:
  * the runtime created them). */
 static int
@@ -85,10 +96,7 @@ open_tables(MDB_env *env, mx_tables *t)
 	t->env = env;
 	if (mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0)
 		return FUNNEL_ESTORAGE;
-	int rc = mdb_dbi_open(txn, MX_T_LEADS, 0, &t->leads) ||
-	         mdb_dbi_open(txn, MX_T_FACTS, 0, &t->facts) ||
-	         mdb_dbi_open(txn, MX_T_COUNTERS, 0, &t->counters) ||
-	         mdb_dbi_open(txn, "_runtime", 0, &t->runtime);
+	int rc = open_dbis(txn, t);
 	if (rc == 0)
 		rc = mdb_txn_commit(txn);     /* keeps the handles for the environment */
 	else
@@ -187,9 +195,7 @@ cmd_report(const args *a, const char *name)
 		goto out;
 	}
 	t.env = env;
-	if (mdb_dbi_open(txn, MX_T_LEADS, 0, &t.leads) || mdb_dbi_open(txn, MX_T_FACTS, 0, &t.facts) ||
-	    mdb_dbi_open(txn, MX_T_COUNTERS, 0, &t.counters) ||
-	    mdb_dbi_open(txn, "_runtime", 0, &t.runtime)) {
+	if (open_dbis(txn, &t)) {
 		fprintf(stderr, "funnel-metrics: %s is not a metrics view\n", a->c.view);
 		goto out;
 	}
