@@ -300,6 +300,28 @@ rf_get_value(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, rf_value *
 	return FUNNEL_OK;
 }
 
+int
+rf_get_values(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, rf_value **out,
+              size_t *count)
+{
+	size_t len;
+	int rc;
+	if ((rc = rf_list(c, n, path, &len)) != FUNNEL_OK)
+		return rc;
+	if (len == 0)
+		return rf_err(c, n, path, "expected a list of one or more values");
+	if ((*out = calloc(len, sizeof **out)) == NULL)
+		return rf_enomem(c);
+	for (size_t i = 0; i < len; i++) {
+		char ip[RF_PATH_BYTES];
+		rf_join_index(ip, sizeof ip, path, i);
+		*count = i + 1;
+		if ((rc = rf_get_value(c, rf_item(c, n, i), ip, max, &(*out)[i])) != FUNNEL_OK)
+			return rc;
+	}
+	return FUNNEL_OK;
+}
+
 void
 rf_value_release(rf_value *v)
 {

@@ -107,6 +107,14 @@ typedef struct rf_value {
 
 /* A word or number of at most max bytes into v. */
 int rf_get_value(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, rf_value *v);
+/*
+ * A list of one or more such values (an `in:` list) into a new array
+ * *out of *count.  *out and *count are set as the list is read, so after
+ * a failure too the caller releases every value of *out[0..*count) and
+ * frees *out.
+ */
+int rf_get_values(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, rf_value **out,
+                  size_t *count);
 /* Free v's text; safe twice. */
 void rf_value_release(rf_value *v);
 /* A field's value v (and its number num when isnum) equals want: as

@@ -248,33 +248,17 @@ field_index(rf_ctx *c, rt_rules *r, yaml_node_t *k, const char *path, size_t *ou
 	return FUNNEL_OK;
 }
 
-/* A list of values into cond->in. */
+/* A value, or a list of values, into cond->in. */
 static int
 get_values(rf_ctx *c, yaml_node_t *n, const char *path, rt_cond *cond)
 {
-	size_t count;
-	int rc;
 	if (n->type != YAML_SEQUENCE_NODE) {
 		if ((cond->in = calloc(1, sizeof *cond->in)) == NULL)
 			return rf_enomem(c);
 		cond->n_in = 1;
 		return rf_get_value(c, n, path, RT_MAX_VALUE, &cond->in[0]);
 	}
-	if ((rc = rf_list(c, n, path, &count)) != FUNNEL_OK)
-		return rc;
-	if (count == 0)
-		return rf_err(c, n, path, "expected a list of one or more values");
-	if ((cond->in = calloc(count, sizeof *cond->in)) == NULL)
-		return rf_enomem(c);
-	for (size_t i = 0; i < count; i++) {
-		char ip[RF_PATH_BYTES];
-		rf_join_index(ip, sizeof ip, path, i);
-		cond->n_in = i + 1;
-		if ((rc = rf_get_value(c, rf_item(c, n, i), ip, RT_MAX_VALUE, &cond->in[i])) !=
-		    FUNNEL_OK)
-			return rc;
-	}
-	return FUNNEL_OK;
+	return rf_get_values(c, n, path, RT_MAX_VALUE, &cond->in, &cond->n_in);
 }
 
 /* COND: a value, a list of values, or { equals, in, at_least, at_most }. */

@@ -247,22 +247,10 @@ parse_cond(parser *p, yaml_node_t *n, yaml_node_t *const *vals, const char *path
 		c->has_eq = 1;
 	}
 	if (vals[K_IN] != NULL) {
-		size_t count;
 		rf_join(kp, sizeof kp, path, "in");
-		if ((rc = rf_list(&p->c, vals[K_IN], kp, &count)) != FUNNEL_OK)
+		if ((rc = rf_get_values(&p->c, vals[K_IN], kp, SC_MAX_VALUE_BYTES, &c->in, &c->n_in)) !=
+		    FUNNEL_OK)
 			return rc;
-		if (count == 0)
-			return rf_err(&p->c, vals[K_IN], kp, "expected a list of one or more values");
-		if ((c->in = calloc(count, sizeof *c->in)) == NULL)
-			return rf_enomem(&p->c);
-		for (size_t i = 0; i < count; i++) {
-			char ip[RF_PATH_BYTES];
-			rf_join_index(ip, sizeof ip, kp, i);
-			c->n_in = i + 1;
-			if ((rc = rf_get_value(&p->c, rf_item(&p->c, vals[K_IN], i), ip, SC_MAX_VALUE_BYTES,
-			                       &c->in[i])) != FUNNEL_OK)
-				return rc;
-		}
 	}
 	for (int k = K_AT_LEAST; k <= K_BELOW; k++) {
 		if (vals[k] == NULL)
