@@ -337,6 +337,15 @@ rf_value_eq(const rf_value *want, const char *v, int isnum, double num)
 	return strcasecmp(want->text, v) == 0;
 }
 
+int
+rf_value_in(const rf_value *set, size_t n, const char *v, int isnum, double num)
+{
+	for (size_t i = 0; i < n; i++)
+		if (rf_value_eq(&set[i], v, isnum, num))
+			return 1;
+	return 0;
+}
+
 void
 rf_hex(const uint8_t *b, size_t n, char *out)
 {

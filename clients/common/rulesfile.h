@@ -120,6 +120,8 @@ void rf_value_release(rf_value *v);
 /* A field's value v (and its number num when isnum) equals want: as
  * numbers when both are numbers, else as text ignoring case. */
 int rf_value_eq(const rf_value *want, const char *v, int isnum, double num);
+/* rf_value_eq with one of set[0..n). */
+int rf_value_in(const rf_value *set, size_t n, const char *v, int isnum, double num);
 
 /* A decimal number, all of s (no hex, inf, nan or spaces): 0, or -1. */
 int rf_parse_number(const char *s, double *out);

@@ -356,13 +356,8 @@ cond_holds(const rt_cond *c, const char *v)
 	if (v == NULL)
 		return 0;
 	int isnum = rf_parse_number(v, &num) == 0;
-	if (c->n_in > 0) {
-		size_t i = 0;
-		while (i < c->n_in && !rf_value_eq(&c->in[i], v, isnum, num))
-			i++;
-		if (i == c->n_in)
-			return 0;
-	}
+	if (c->n_in > 0 && !rf_value_in(c->in, c->n_in, v, isnum, num))
+		return 0;
 	if ((c->has_min || c->has_max) && !isnum)
 		return 0;
 	return !(c->has_min && num < c->min) && !(c->has_max && num > c->max);

@@ -756,13 +756,8 @@ cond_holds(const sc_cond *c, const char *v)
 	int isnum = c->wants_num && rf_parse_number(v, &num) == 0;
 	if (c->has_eq && !rf_value_eq(&c->eq, v, isnum, num))
 		return 0;
-	if (c->n_in > 0) {
-		size_t i = 0;
-		while (i < c->n_in && !rf_value_eq(&c->in[i], v, isnum, num))
-			i++;
-		if (i == c->n_in)
-			return 0;
-	}
+	if (c->n_in > 0 && !rf_value_in(c->in, c->n_in, v, isnum, num))
+		return 0;
 	if (c->num_ops != 0) {
 		if (!isnum)
 			return 0;
