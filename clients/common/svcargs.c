@@ -116,6 +116,20 @@ svc_digest(const char *prog, const char *view)
 	return 0;
 }
 
+void
+svc_opts(const svc_args *a, funnel_service_opts *o)
+{
+	o->view_dir = a->view;
+	o->ingest = a->ingest;
+	o->publish = a->publish;
+	o->query = a->query;
+	o->rebuild = a->rebuild;
+	o->until_head = a->until_head;
+	o->no_sync = a->no_sync;
+	o->batch_events = a->batch;
+	o->ready_file = a->ready_file;
+}
+
 int
 svc_run(funnel_service *svc, const char *name)
 {

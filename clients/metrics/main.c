@@ -115,20 +115,12 @@ cmd_run(const args *a)
 
 	funnel_service_opts o = {
 		.name = MX_NAME,
-		.view_dir = a->c.view,
-		.ingest = a->c.ingest,
-		.publish = a->c.publish,
-		.query = a->c.query,
 		.tables = { MX_T_LEADS, MX_T_FACTS, MX_T_COUNTERS },
 		.map_size = a->map_mb << 20,
-		.rebuild = a->c.rebuild,
-		.until_head = a->c.until_head,
 		.no_emit = 1,
-		.no_sync = a->c.no_sync,
-		.batch_events = a->c.batch,
-		.ready_file = a->c.ready_file,
 		.map_lock = &map_lock,
 	};
+	svc_opts(&a->c, &o);
 	if ((rc = mx_view_new(&view)) == FUNNEL_OK)
 		rc = funnel_service_new(&the_service, &o, mx_apply, view);
 	if (rc != FUNNEL_OK) {

@@ -211,17 +211,9 @@ cmd_run(const scoring_args *a)
 
 	funnel_service_opts o = {
 		.name = SCORING_NAME,
-		.view_dir = a->c.view,
-		.ingest = a->c.ingest,
-		.publish = a->c.publish,
-		.query = a->c.query,
 		.tables = { SCORING_TABLE },
-		.rebuild = a->c.rebuild,
-		.until_head = a->c.until_head,
-		.no_sync = a->c.no_sync,
-		.batch_events = a->c.batch,
-		.ready_file = a->c.ready_file,
 	};
+	svc_opts(&a->c, &o);
 	int status = 1;
 	rc = sc.st ? funnel_service_new(&the_service, &o, score_apply, &sc) : FUNNEL_ENOMEM;
 	if (rc != FUNNEL_OK) {
