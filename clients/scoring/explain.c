@@ -127,8 +127,7 @@ scoring_explain(const scoring_args *a, const char *lead)
 	if (!have_info)
 		funnel_query_destroy(&q);       /* funneld away: explain from the view alone */
 	rf_iso_time(ts, when, sizeof when);
-	char hash[2 * FUNNEL_HASH_BYTES + 1];
-	rf_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, hash);
+	const char *hash = sc_rules_hash_hex(rules);
 
 	if (a->c.json) {
 		cJSON *o = cJSON_CreateObject();

@@ -60,7 +60,6 @@ static const char usage_text[] =
 typedef struct scorer {
 	const sc_rules *rules;
 	sc_lead *st;
-	char hash_hex[2 * FUNNEL_HASH_BYTES + 1];
 	msgpack_sbuffer sb;           /* state bytes */
 	msgpack_sbuffer ev;           /* derived event data */
 } scorer;
@@ -86,7 +85,7 @@ pack_scores(scorer *sc, msgpack_packer *pk, const sc_outcome *o)
 	mp_pack_key(pk, "rules_version");
 	mp_pack_cstr(pk, sc_rules_version(sc->rules));
 	mp_pack_key(pk, "rules_hash");
-	mp_pack_cstr(pk, sc->hash_hex);
+	mp_pack_cstr(pk, sc_rules_hash_hex(sc->rules));
 }
 
 /* Derive lead.scored / lead.qualified from one outcome. */
@@ -179,7 +178,8 @@ record_rules(funnel_service *svc, scorer *sc)
 {
 	size_t len;
 	const char *text = sc_rules_text(sc->rules, &len);
-	rf_rules_id id = { SCORING_NAME, sc->hash_hex, sc_rules_version(sc->rules), text, len };
+	rf_rules_id id = { SCORING_NAME, sc_rules_hash_hex(sc->rules), sc_rules_version(sc->rules),
+	                   text, len };
 	return rf_record_rules(svc, &id);
 }
 
@@ -204,7 +204,6 @@ cmd_run(const scoring_args *a)
 	if ((rc = load_rules(a->c.rules, &rules)) != 0)
 		return rc;
 	sc.rules = rules;
-	rf_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, sc.hash_hex);
 	sc.st = sc_lead_new(rules);
 	msgpack_sbuffer_init(&sc.sb);
 	msgpack_sbuffer_init(&sc.ev);

@@ -63,6 +63,7 @@ struct sc_rules {
 	char *text;               /* the file, NUL-terminated */
 	size_t len;
 	uint8_t hash[FUNNEL_HASH_BYTES];
+	char hash_hex[2 * FUNNEL_HASH_BYTES + 1];
 	char *version;
 	int threshold;
 	int has_min_fit, min_fit;
@@ -608,6 +609,7 @@ sc_rules_parse(const char *text, size_t len, const char *filename, sc_rules **ou
 	r->text[len] = '\0';
 	r->len = len;
 	crypto_generichash(r->hash, sizeof r->hash, (const unsigned char *)text, len, NULL, 0);
+	rf_hex(r->hash, sizeof r->hash, r->hash_hex);
 	p.r = r;
 	if (field_slot(r, "email_domain") != 0) {
 		sc_rules_free(&r);
@@ -656,6 +658,12 @@ const uint8_t *
 sc_rules_hash(const sc_rules *r)
 {
 	return r->hash;
+}
+
+const char *
+sc_rules_hash_hex(const sc_rules *r)
+{
+	return r->hash_hex;
 }
 
 const char *
