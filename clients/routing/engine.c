@@ -470,26 +470,6 @@ pick(const rt_rules *r, const rt_store *s, size_t t, uint64_t ts, const char *ex
 	return FUNNEL_OK;
 }
 
-static int
-team_index(const rt_rules *r, const char *name)
-{
-	for (size_t i = 0; i < r->nteams; i++) {
-		if (strcmp(r->teams[i].name, name) == 0)
-			return (int)i;
-	}
-	return -1;
-}
-
-static int
-rep_of(const rt_rules *r, const char *name)
-{
-	for (size_t i = 0; i < r->nreps; i++) {
-		if (strcmp(r->reps[i].name, name) == 0)
-			return (int)i;
-	}
-	return -1;
-}
-
 /* Hand the lead to a new owner: counts move, the decision is kept in the
  * row and described in out (which the caller emits).  The strings must
  * not point into l. */
@@ -547,7 +527,7 @@ escalate(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead
 {
 	char why[RT_MAX_REASON + 1], reason[RT_MAX_REASON + 1], prev[RT_MAX_NAME + 1];
 	char rule[RT_MAX_NAME + 1];
-	int ti = team_index(r, l->team), chosen = -1, rc;
+	int ti = rt_team_index(r, l->team), chosen = -1, rc;
 
 	if (ti < 0)
 		return FUNNEL_OK;            /* a queue, or a team no longer in the rules */
@@ -610,7 +590,7 @@ assigned(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead
 		l->open = 1;
 		if ((rc = count_open(s, name, 1)) != FUNNEL_OK)
 			return rc;
-		int ri = rep_of(r, name);
+		int ri = rt_rep_index(r, name);
 		copy_cstr(l->team, sizeof l->team, ri >= 0 ? r->teams[r->reps[ri].team].name : "");
 		l->rule[0] = l->reason[0] = 0;
 	}

@@ -74,8 +74,18 @@ get_sla(rf_ctx *c, yaml_node_t *n, const char *path, uint64_t *ns)
 	return rc;
 }
 
-static int
-rep_index(const rt_rules *r, const char *name)
+int
+rt_team_index(const rt_rules *r, const char *name)
+{
+	for (size_t i = 0; i < r->nteams; i++) {
+		if (strcmp(r->teams[i].name, name) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+int
+rt_rep_index(const rt_rules *r, const char *name)
 {
 	for (size_t i = 0; i < r->nreps; i++) {
 		if (strcmp(r->reps[i].name, name) == 0)
@@ -101,7 +111,7 @@ parse_rep(rf_ctx *c, rt_rules *r, yaml_node_t *n, const char *path, size_t team)
 	rf_join(kp, sizeof kp, path, "name");
 	if ((rc = get_name(c, v[P_NAME], kp, RT_MAX_NAME, &rep->name)) != FUNNEL_OK)
 		return rc;
-	if (rep_index(r, rep->name) >= 0) {
+	if (rt_rep_index(r, rep->name) >= 0) {
 		rc = rf_err(c, v[P_NAME], kp, "rep \"%s\" is listed twice (a rep belongs to one team)",
 		            rep->name);
 		free(rep->name);
@@ -379,16 +389,14 @@ parse_fallback(rf_ctx *c, rt_rules *r, yaml_node_t *n)
 		return rf_err(c, n, "routing.fallback", "missing \"queue\" (the owner of unrouted leads)");
 	if ((rc = get_name(c, v[0], "routing.fallback.queue", RT_MAX_NAME, &r->fallback)) != FUNNEL_OK)
 		return rc;
-	if (rep_index(r, r->fallback) >= 0)
+	if (rt_rep_index(r, r->fallback) >= 0)
 		return rf_err(c, v[0], "routing.fallback.queue", "\"%s\" is a rep: a queue needs a name "
 		              "of its own", r->fallback);
 	/* leads are told apart by their team's name: a queue named as a team
 	 * would get that team's SLA and escalation instead of its own */
-	for (size_t i = 0; i < r->nteams; i++) {
-		if (strcmp(r->teams[i].name, r->fallback) == 0)
-			return rf_err(c, v[0], "routing.fallback.queue", "\"%s\" is a team: a queue needs "
-			              "a name of its own", r->fallback);
-	}
+	if (rt_team_index(r, r->fallback) >= 0)
+		return rf_err(c, v[0], "routing.fallback.queue", "\"%s\" is a team: a queue needs "
+		              "a name of its own", r->fallback);
 	if (v[1] != NULL &&
 	    (rc = get_sla(c, v[1], "routing.fallback.sla_minutes", &r->fallback_sla_ns)) != FUNNEL_OK)
 		return rc;
@@ -547,10 +555,9 @@ rt_rules_fallback(const rt_rules *r)
 uint64_t
 rt_rules_sla_ns(const rt_rules *r, const char *team)
 {
-	for (size_t i = 0; i < r->nteams; i++) {
-		if (strcmp(r->teams[i].name, team) == 0)
-			return r->teams[i].sla_ns;
-	}
+	int ti = rt_team_index(r, team);
+	if (ti >= 0)
+		return r->teams[ti].sla_ns;
 	return strcmp(r->fallback, team) == 0 ? r->fallback_sla_ns : 0;
 }
 
