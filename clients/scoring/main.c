@@ -13,8 +13,6 @@
  * error), open the view, record rules.changed if the log's last record of
  * the scoring rules has another hash, then follow the log.
  */
-#include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
