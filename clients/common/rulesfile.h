@@ -11,9 +11,9 @@
  * the context's err buffer (the first problem found wins: callers return
  * at once).  Strings a getter returns are malloc'd and the caller's.
  *
- * Also the few small helpers the services share (hex, ISO time, the text
- * of a lead field).  Pure but for rf_read_file(); no globals.  A context belongs to one
- * thread.
+ * Also the few small helpers the services share (hex, big-endian u64,
+ * ISO time, the text of a lead field).  Pure but for rf_read_file(); no
+ * globals.  A context belongs to one thread.
  */
 #ifndef FUNNEL_RULESFILE_H
 #define FUNNEL_RULESFILE_H
