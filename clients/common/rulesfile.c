@@ -300,6 +300,28 @@ rf_get_value(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, rf_value *
 	return FUNNEL_OK;
 }
 
+int
+rf_get_values(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, rf_value **out,
+              size_t *count)
+{
+	size_t len;
+	int rc;
+	if ((rc = rf_list(c, n, path, &len)) != FUNNEL_OK)
+		return rc;
+	if (len == 0)
+		return rf_err(c, n, path, "expected a list of one or more values");
+	if ((*out = calloc(len, sizeof **out)) == NULL)
+		return rf_enomem(c);
+	for (size_t i = 0; i < len; i++) {
+		char ip[RF_PATH_BYTES];
+		rf_join_index(ip, sizeof ip, path, i);
+		*count = i + 1;
+		if ((rc = rf_get_value(c, rf_item(c, n, i), ip, max, &(*out)[i])) != FUNNEL_OK)
+			return rc;
+	}
+	return FUNNEL_OK;
+}
+
 void
 rf_value_release(rf_value *v)
 {
@@ -315,6 +337,15 @@ rf_value_eq(const rf_value *want, const char *v, int isnum, double num)
 	return strcasecmp(want->text, v) == 0;
 }
 
+int
+rf_value_in(const rf_value *set, size_t n, const char *v, int isnum, double num)
+{
+	for (size_t i = 0; i < n; i++)
+		if (rf_value_eq(&set[i], v, isnum, num))
+			return 1;
+	return 0;
+}
+
 void
 rf_hex(const uint8_t *b, size_t n, char *out)
 {
@@ -324,6 +355,22 @@ rf_hex(const uint8_t *b, size_t n, char *out)
 		out[2 * i + 1] = digits[b[i] & 15];
 	}
 	out[2 * n] = 0;
+}
+
+void
+rf_put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+uint64_t
+rf_get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
 }
 
 void

@@ -11,9 +11,9 @@
  * the context's err buffer (the first problem found wins: callers return
  * at once).  Strings a getter returns are malloc'd and the caller's.
  *
- * Also the few small helpers the services share (hex, ISO time, the text
- * of a lead field).  Pure but for rf_read_file(); no globals.  A context belongs to one
- * thread.
+ * Also the few small helpers the services share (hex, big-endian u64,
+ * ISO time, the text of a lead field).  Pure but for rf_read_file(); no
+ * globals.  A context belongs to one thread.
  */
 #ifndef FUNNEL_RULESFILE_H
 #define FUNNEL_RULESFILE_H
@@ -107,11 +107,21 @@ typedef struct rf_value {
 
 /* A word or number of at most max bytes into v. */
 int rf_get_value(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, rf_value *v);
+/*
+ * A list of one or more such values (an `in:` list) into a new array
+ * *out of *count.  *out and *count are set as the list is read, so after
+ * a failure too the caller releases every value of *out[0..*count) and
+ * frees *out.
+ */
+int rf_get_values(rf_ctx *c, yaml_node_t *n, const char *path, size_t max, rf_value **out,
+                  size_t *count);
 /* Free v's text; safe twice. */
 void rf_value_release(rf_value *v);
 /* A field's value v (and its number num when isnum) equals want: as
  * numbers when both are numbers, else as text ignoring case. */
 int rf_value_eq(const rf_value *want, const char *v, int isnum, double num);
+/* rf_value_eq with one of set[0..n). */
+int rf_value_in(const rf_value *set, size_t n, const char *v, int isnum, double num);
 
 /* A decimal number, all of s (no hex, inf, nan or spaces): 0, or -1. */
 int rf_parse_number(const char *s, double *out);
@@ -120,6 +130,10 @@ int rf_parse_number(const char *s, double *out);
 
 /* Lowercase hex of n bytes into out (2n + 1 bytes). */
 void rf_hex(const uint8_t *b, size_t n, char *out);
+
+/* A u64 as 8 big-endian bytes at p (keys that sort by number), and back. */
+void rf_put_be64(uint8_t *p, uint64_t v);
+uint64_t rf_get_be64(const uint8_t *p);
 
 /* ns since the epoch as "2026-01-01T00:00:00Z" (len >= 21). */
 void rf_iso_time(uint64_t ns, char *out, size_t len);

@@ -103,15 +103,31 @@ svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *
 int
 svc_digest(const char *prog, const char *view)
 {
+	uint8_t d[32];
 	char hex[65];
 	uint64_t cp = 0;
-	int rc = funnel_view_digest_hex(view, hex, &cp);
+	int rc = funnel_view_digest(view, d, &cp);
 	if (rc != FUNNEL_OK) {
 		fprintf(stderr, "%s: digest of %s: %s\n", prog, view, funnel_strerror(rc));
 		return 1;
 	}
+	rf_hex(d, sizeof d, hex);
 	printf("checkpoint %" PRIu64 " digest %s\n", cp, hex);
 	return 0;
+}
+
+void
+svc_opts(const svc_args *a, funnel_service_opts *o)
+{
+	o->view_dir = a->view;
+	o->ingest = a->ingest;
+	o->publish = a->publish;
+	o->query = a->query;
+	o->rebuild = a->rebuild;
+	o->until_head = a->until_head;
+	o->no_sync = a->no_sync;
+	o->batch_events = a->batch;
+	o->ready_file = a->ready_file;
 }
 
 int

@@ -48,6 +48,12 @@ int svc_usage(const char *prog, const char *usage, const char *fmt, const char *
  * status 0, or 1 with a message. */
 int svc_digest(const char *prog, const char *view);
 
+/* The common flags into the runtime's options: view_dir, the endpoints,
+ * rebuild, until_head, no_sync, batch_events and ready_file.  The rest
+ * of *o (name, tables, ...) is the service's. */
+struct funnel_service_opts;
+void svc_opts(const svc_args *a, struct funnel_service_opts *o);
+
 /* funnel_service_run, then one log line with where it stopped and its
  * counters ("<name>: stopped at seq N: ..."); returns the run's code. */
 struct funnel_service;

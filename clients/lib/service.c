@@ -1043,19 +1043,3 @@ funnel_view_digest(const char *view_dir, uint8_t digest[32], uint64_t *checkpoin
 	crypto_generichash_final(&h, digest, 32);
 	return FUNNEL_OK;
 }
-
-int
-funnel_view_digest_hex(const char *view_dir, char hex[65], uint64_t *checkpoint)
-{
-	static const char digits[] = "0123456789abcdef";
-	uint8_t d[32];
-	int rc = funnel_view_digest(view_dir, d, checkpoint);
-	if (rc != FUNNEL_OK)
-		return rc;
-	for (int i = 0; i < 32; i++) {
-		hex[2 * i] = digits[d[i] >> 4];
-		hex[2 * i + 1] = digits[d[i] & 15];
-	}
-	hex[64] = 0;
-	return FUNNEL_OK;
-}

@@ -12,8 +12,6 @@
  * view closes.
  */
 #include <getopt.h>
-#include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +74,17 @@ usage(const char *fmt, const char *arg)
 	return svc_usage("funnel-metrics", usage_text, fmt, arg);
 }
 
+/* The handles of the view's tables, the runtime's included, in txn:
+ * nonzero when one is missing. */
+static int
+open_dbis(MDB_txn *txn, mx_tables *t)
+{
+	return mdb_dbi_open(txn, MX_T_LEADS, 0, &t->leads) ||
+	       mdb_dbi_open(txn, MX_T_FACTS, 0, &t->facts) ||
+	       mdb_dbi_open(txn, MX_T_COUNTERS, 0, &t->counters) ||
+	       mdb_dbi_open(txn, "_runtime", 0, &t->runtime);
+}
+
 /* Open the view's tables for readers in other threads (the names exist:
  * the runtime created them). */
 static int
@@ -85,10 +94,7 @@ open_tables(MDB_env *env, mx_tables *t)
 	t->env = env;
 	if (mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0)
 		return FUNNEL_ESTORAGE;
-	int rc = mdb_dbi_open(txn, MX_T_LEADS, 0, &t->leads) ||
-	         mdb_dbi_open(txn, MX_T_FACTS, 0, &t->facts) ||
-	         mdb_dbi_open(txn, MX_T_COUNTERS, 0, &t->counters) ||
-	         mdb_dbi_open(txn, "_runtime", 0, &t->runtime);
+	int rc = open_dbis(txn, t);
 	if (rc == 0)
 		rc = mdb_txn_commit(txn);     /* keeps the handles for the environment */
 	else
@@ -107,20 +113,12 @@ cmd_run(const args *a)
 
 	funnel_service_opts o = {
 		.name = MX_NAME,
-		.view_dir = a->c.view,
-		.ingest = a->c.ingest,
-		.publish = a->c.publish,
-		.query = a->c.query,
 		.tables = { MX_T_LEADS, MX_T_FACTS, MX_T_COUNTERS },
 		.map_size = a->map_mb << 20,
-		.rebuild = a->c.rebuild,
-		.until_head = a->c.until_head,
 		.no_emit = 1,
-		.no_sync = a->c.no_sync,
-		.batch_events = a->c.batch,
-		.ready_file = a->c.ready_file,
 		.map_lock = &map_lock,
 	};
+	svc_opts(&a->c, &o);
 	if ((rc = mx_view_new(&view)) == FUNNEL_OK)
 		rc = funnel_service_new(&the_service, &o, mx_apply, view);
 	if (rc != FUNNEL_OK) {
@@ -187,9 +185,7 @@ cmd_report(const args *a, const char *name)
 		goto out;
 	}
 	t.env = env;
-	if (mdb_dbi_open(txn, MX_T_LEADS, 0, &t.leads) || mdb_dbi_open(txn, MX_T_FACTS, 0, &t.facts) ||
-	    mdb_dbi_open(txn, MX_T_COUNTERS, 0, &t.counters) ||
-	    mdb_dbi_open(txn, "_runtime", 0, &t.runtime)) {
+	if (open_dbis(txn, &t)) {
 		fprintf(stderr, "funnel-metrics: %s is not a metrics view\n", a->c.view);
 		goto out;
 	}

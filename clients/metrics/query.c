@@ -18,6 +18,7 @@
 
 #include "metrics.h"
 #include "mp.h"
+#include "rulesfile.h"
 
 #define NS_PER_S 1000000000ull
 #define DAY_NS (86400ull * NS_PER_S)
@@ -623,8 +624,7 @@ fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
 	uint8_t start[16] = { 0 };
 	int rc, oom = 0;
 
-	for (int i = 0; i < 8; i++)
-		start[i] = (uint8_t)(q->from >> (56 - 8 * i));
+	rf_put_be64(start, q->from);
 	if (mdb_cursor_open(txn, t->facts, &c) != 0)
 		return FUNNEL_ESTORAGE;
 	k.mv_size = 16;
@@ -632,11 +632,9 @@ fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
 	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 && !oom;
 	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
 		mx_fact f;
-		uint64_t ts = 0;
 		if (k.mv_size != 16)
 			continue;
-		for (int i = 0; i < 8; i++)
-			ts = ts << 8 | ((const uint8_t *)k.mv_data)[i];
+		uint64_t ts = rf_get_be64(k.mv_data);
 		if (q->to && ts >= q->to)
 			break;
 		if (mx_fact_decode(v.mv_data, v.mv_size, &f) != FUNNEL_OK)
@@ -963,12 +961,9 @@ uint64_t
 mx_checkpoint(MDB_txn *txn, const mx_tables *t)
 {
 	MDB_val k = { 10, "checkpoint" }, v;
-	uint64_t x = 0;
 	if (mdb_get(txn, t->runtime, &k, &v) != 0 || v.mv_size != 8)
 		return 0;
-	for (int i = 0; i < 8; i++)
-		x = x << 8 | ((const uint8_t *)v.mv_data)[i];
-	return x;
+	return rf_get_be64(v.mv_data);
 }
 
 int

@@ -12,6 +12,7 @@
 #include "funnel/log.h"
 #include "metrics.h"
 #include "mp.h"
+#include "rulesfile.h"
 
 struct mx_view {
 	msgpack_sbuffer buf;      /* encoding scratch */
@@ -230,10 +231,8 @@ mx_fact_decode(const void *buf, size_t len, mx_fact *f)
 static void
 fact_key(uint8_t key[16], uint64_t ts, uint64_t seq)
 {
-	for (int i = 0; i < 8; i++) {
-		key[i] = (uint8_t)(ts >> (56 - 8 * i));
-		key[8 + i] = (uint8_t)(seq >> (56 - 8 * i));
-	}
+	rf_put_be64(key, ts);
+	rf_put_be64(key + 8, seq);
 }
 
 static int

@@ -27,22 +27,6 @@ const char *const rt_table_names[RT_NTABLES] = { "leads", "reps", "due" };
 /* ---- bytes ---- */
 
 static void
-put_u64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-static uint64_t
-get_u64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-static void
 put_u32(uint8_t *p, uint32_t v)
 {
 	for (int i = 0; i < 4; i++)
@@ -93,9 +77,9 @@ lead_encode(const rt_lead *l, uint8_t *buf)
 	p[1] = (uint8_t)l->open;
 	put_u32(p + 2, l->escalations);
 	put_u32(p + 6, l->breaches);
-	put_u64(p + 10, l->routed_seq);
-	put_u64(p + 18, l->assign_seq);
-	put_u64(p + 26, l->deadline);
+	rf_put_be64(p + 10, l->routed_seq);
+	rf_put_be64(p + 18, l->assign_seq);
+	rf_put_be64(p + 26, l->deadline);
 	p += LEAD_FIXED;
 	p += put_str(p, l->owner);
 	p += put_str(p, l->team);
@@ -119,9 +103,9 @@ rt_lead_decode(const void *buf, size_t len, rt_lead *l)
 	l->open = p[1];
 	l->escalations = get_u32(p + 2);
 	l->breaches = get_u32(p + 6);
-	l->routed_seq = get_u64(p + 10);
-	l->assign_seq = get_u64(p + 18);
-	l->deadline = get_u64(p + 26);
+	l->routed_seq = rf_get_be64(p + 10);
+	l->assign_seq = rf_get_be64(p + 18);
+	l->deadline = rf_get_be64(p + 26);
 	p += LEAD_FIXED;
 	if (get_str(&p, end, l->owner, sizeof l->owner) || get_str(&p, end, l->team, sizeof l->team) ||
 	    get_str(&p, end, l->rule, sizeof l->rule) ||
@@ -142,9 +126,9 @@ rt_due_decode(const void *key, size_t klen, const void *val, size_t vlen, uint64
 {
 	if (klen <= 8 || vlen != 8)
 		return FUNNEL_EMALFORMED;
-	*deadline = get_u64(key);
+	*deadline = rf_get_be64(key);
 	*lead = (funnel_str){ (const char *)key + 8, klen - 8 };
-	*assignment = get_u64(val);
+	*assignment = rf_get_be64(val);
 	return FUNNEL_OK;
 }
 
@@ -153,10 +137,10 @@ rep_encode(const rt_rep *r, uint8_t *p)
 {
 	p[0] = 1;
 	p[1] = (uint8_t)r->unavailable;
-	put_u64(p + 2, r->until);
-	put_u64(p + 10, (uint64_t)r->capacity);
+	rf_put_be64(p + 2, r->until);
+	rf_put_be64(p + 10, (uint64_t)r->capacity);
 	put_u32(p + 18, r->open);
-	put_u64(p + 22, (uint64_t)r->current);
+	rf_put_be64(p + 22, (uint64_t)r->current);
 }
 
 int
@@ -166,10 +150,10 @@ rt_rep_decode(const void *buf, size_t len, rt_rep *r)
 	if (len != REP_BYTES || p[0] != 1 || p[1] > 1)
 		return FUNNEL_EMALFORMED;
 	r->unavailable = p[1];
-	r->until = get_u64(p + 2);
-	r->capacity = (int64_t)get_u64(p + 10);
+	r->until = rf_get_be64(p + 2);
+	r->capacity = (int64_t)rf_get_be64(p + 10);
 	r->open = get_u32(p + 18);
-	r->current = (int64_t)get_u64(p + 22);
+	r->current = (int64_t)rf_get_be64(p + 22);
 	return FUNNEL_OK;
 }
 
@@ -251,7 +235,7 @@ timer_stop(const rt_store *s, funnel_str id, rt_lead *l)
 	uint8_t key[8 + 512];
 	if (l->deadline == 0 || id.len > 512)
 		return FUNNEL_OK;
-	put_u64(key, l->deadline);
+	rf_put_be64(key, l->deadline);
 	memcpy(key + 8, id.ptr, id.len);
 	l->deadline = 0;
 	return s->del(s->ctx, RT_T_DUE, key, 8 + id.len);
@@ -263,9 +247,9 @@ timer_start(const rt_store *s, funnel_str id, rt_lead *l, uint64_t deadline)
 	uint8_t key[8 + 512], val[8];
 	if (id.len > 512)
 		return FUNNEL_OK;
-	put_u64(key, deadline);
+	rf_put_be64(key, deadline);
 	memcpy(key + 8, id.ptr, id.len);
-	put_u64(val, l->assign_seq);
+	rf_put_be64(val, l->assign_seq);
 	l->deadline = deadline;
 	return s->put(s->ctx, RT_T_DUE, key, 8 + id.len, val, 8);
 }
@@ -372,13 +356,8 @@ cond_holds(const rt_cond *c, const char *v)
 	if (v == NULL)
 		return 0;
 	int isnum = rf_parse_number(v, &num) == 0;
-	if (c->n_in > 0) {
-		size_t i = 0;
-		while (i < c->n_in && !rf_value_eq(&c->in[i], v, isnum, num))
-			i++;
-		if (i == c->n_in)
-			return 0;
-	}
+	if (c->n_in > 0 && !rf_value_in(c->in, c->n_in, v, isnum, num))
+		return 0;
 	if ((c->has_min || c->has_max) && !isnum)
 		return 0;
 	return !(c->has_min && num < c->min) && !(c->has_max && num > c->max);
@@ -491,26 +470,6 @@ pick(const rt_rules *r, const rt_store *s, size_t t, uint64_t ts, const char *ex
 	return FUNNEL_OK;
 }
 
-static int
-team_index(const rt_rules *r, const char *name)
-{
-	for (size_t i = 0; i < r->nteams; i++) {
-		if (strcmp(r->teams[i].name, name) == 0)
-			return (int)i;
-	}
-	return -1;
-}
-
-static int
-rep_of(const rt_rules *r, const char *name)
-{
-	for (size_t i = 0; i < r->nreps; i++) {
-		if (strcmp(r->reps[i].name, name) == 0)
-			return (int)i;
-	}
-	return -1;
-}
-
 /* Hand the lead to a new owner: counts move, the decision is kept in the
  * row and described in out (which the caller emits).  The strings must
  * not point into l. */
@@ -568,7 +527,7 @@ escalate(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead
 {
 	char why[RT_MAX_REASON + 1], reason[RT_MAX_REASON + 1], prev[RT_MAX_NAME + 1];
 	char rule[RT_MAX_NAME + 1];
-	int ti = team_index(r, l->team), chosen = -1, rc;
+	int ti = rt_team_index(r, l->team), chosen = -1, rc;
 
 	if (ti < 0)
 		return FUNNEL_OK;            /* a queue, or a team no longer in the rules */
@@ -631,7 +590,7 @@ assigned(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead
 		l->open = 1;
 		if ((rc = count_open(s, name, 1)) != FUNNEL_OK)
 			return rc;
-		int ri = rep_of(r, name);
+		int ri = rt_rep_index(r, name);
 		copy_cstr(l->team, sizeof l->team, ri >= 0 ? r->teams[r->reps[ri].team].name : "");
 		l->rule[0] = l->reason[0] = 0;
 	}

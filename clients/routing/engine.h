@@ -61,4 +61,8 @@ struct rt_rules {
 	size_t nfields;
 };
 
+/* The index of the team / rep of that name in r, or -1. */
+int rt_team_index(const rt_rules *r, const char *name);
+int rt_rep_index(const rt_rules *r, const char *name);
+
 #endif

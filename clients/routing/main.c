@@ -15,7 +15,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,19 +281,11 @@ cmd_run(const routing_args *a)
 	msgpack_sbuffer_init(&ro.ev);
 	funnel_service_opts o = {
 		.name = ROUTING_NAME,
-		.view_dir = a->c.view,
-		.ingest = a->c.ingest,
-		.publish = a->c.publish,
-		.query = a->c.query,
 		.tables = { rt_table_names[0], rt_table_names[1], rt_table_names[2] },
-		.rebuild = a->c.rebuild,
-		.until_head = a->c.until_head,
-		.no_sync = a->c.no_sync,
-		.batch_events = a->c.batch,
-		.ready_file = a->c.ready_file,
 		.tick = route_tick,
 		.tick_ms = a->tick_ms,
 	};
+	svc_opts(&a->c, &o);
 	int status = 1;
 	rc = funnel_service_new(&the_service, &o, route_apply, &ro);
 	if (rc != FUNNEL_OK) {

@@ -74,8 +74,18 @@ get_sla(rf_ctx *c, yaml_node_t *n, const char *path, uint64_t *ns)
 	return rc;
 }
 
-static int
-rep_index(const rt_rules *r, const char *name)
+int
+rt_team_index(const rt_rules *r, const char *name)
+{
+	for (size_t i = 0; i < r->nteams; i++) {
+		if (strcmp(r->teams[i].name, name) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+int
+rt_rep_index(const rt_rules *r, const char *name)
 {
 	for (size_t i = 0; i < r->nreps; i++) {
 		if (strcmp(r->reps[i].name, name) == 0)
@@ -101,7 +111,7 @@ parse_rep(rf_ctx *c, rt_rules *r, yaml_node_t *n, const char *path, size_t team)
 	rf_join(kp, sizeof kp, path, "name");
 	if ((rc = get_name(c, v[P_NAME], kp, RT_MAX_NAME, &rep->name)) != FUNNEL_OK)
 		return rc;
-	if (rep_index(r, rep->name) >= 0) {
+	if (rt_rep_index(r, rep->name) >= 0) {
 		rc = rf_err(c, v[P_NAME], kp, "rep \"%s\" is listed twice (a rep belongs to one team)",
 		            rep->name);
 		free(rep->name);
@@ -248,33 +258,17 @@ field_index(rf_ctx *c, rt_rules *r, yaml_node_t *k, const char *path, size_t *ou
 	return FUNNEL_OK;
 }
 
-/* A list of values into cond->in. */
+/* A value, or a list of values, into cond->in. */
 static int
 get_values(rf_ctx *c, yaml_node_t *n, const char *path, rt_cond *cond)
 {
-	size_t count;
-	int rc;
 	if (n->type != YAML_SEQUENCE_NODE) {
 		if ((cond->in = calloc(1, sizeof *cond->in)) == NULL)
 			return rf_enomem(c);
 		cond->n_in = 1;
 		return rf_get_value(c, n, path, RT_MAX_VALUE, &cond->in[0]);
 	}
-	if ((rc = rf_list(c, n, path, &count)) != FUNNEL_OK)
-		return rc;
-	if (count == 0)
-		return rf_err(c, n, path, "expected a list of one or more values");
-	if ((cond->in = calloc(count, sizeof *cond->in)) == NULL)
-		return rf_enomem(c);
-	for (size_t i = 0; i < count; i++) {
-		char ip[RF_PATH_BYTES];
-		rf_join_index(ip, sizeof ip, path, i);
-		cond->n_in = i + 1;
-		if ((rc = rf_get_value(c, rf_item(c, n, i), ip, RT_MAX_VALUE, &cond->in[i])) !=
-		    FUNNEL_OK)
-			return rc;
-	}
-	return FUNNEL_OK;
+	return rf_get_values(c, n, path, RT_MAX_VALUE, &cond->in, &cond->n_in);
 }
 
 /* COND: a value, a list of values, or { equals, in, at_least, at_most }. */
@@ -395,16 +389,14 @@ parse_fallback(rf_ctx *c, rt_rules *r, yaml_node_t *n)
 		return rf_err(c, n, "routing.fallback", "missing \"queue\" (the owner of unrouted leads)");
 	if ((rc = get_name(c, v[0], "routing.fallback.queue", RT_MAX_NAME, &r->fallback)) != FUNNEL_OK)
 		return rc;
-	if (rep_index(r, r->fallback) >= 0)
+	if (rt_rep_index(r, r->fallback) >= 0)
 		return rf_err(c, v[0], "routing.fallback.queue", "\"%s\" is a rep: a queue needs a name "
 		              "of its own", r->fallback);
 	/* leads are told apart by their team's name: a queue named as a team
 	 * would get that team's SLA and escalation instead of its own */
-	for (size_t i = 0; i < r->nteams; i++) {
-		if (strcmp(r->teams[i].name, r->fallback) == 0)
-			return rf_err(c, v[0], "routing.fallback.queue", "\"%s\" is a team: a queue needs "
-			              "a name of its own", r->fallback);
-	}
+	if (rt_team_index(r, r->fallback) >= 0)
+		return rf_err(c, v[0], "routing.fallback.queue", "\"%s\" is a team: a queue needs "
+		              "a name of its own", r->fallback);
 	if (v[1] != NULL &&
 	    (rc = get_sla(c, v[1], "routing.fallback.sla_minutes", &r->fallback_sla_ns)) != FUNNEL_OK)
 		return rc;
@@ -563,10 +555,9 @@ rt_rules_fallback(const rt_rules *r)
 uint64_t
 rt_rules_sla_ns(const rt_rules *r, const char *team)
 {
-	for (size_t i = 0; i < r->nteams; i++) {
-		if (strcmp(r->teams[i].name, team) == 0)
-			return r->teams[i].sla_ns;
-	}
+	int ti = rt_team_index(r, team);
+	if (ti >= 0)
+		return r->teams[ti].sla_ns;
 	return strcmp(r->fallback, team) == 0 ? r->fallback_sla_ns : 0;
 }
 

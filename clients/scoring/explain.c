@@ -83,10 +83,7 @@ read_state(const scoring_args *a, const sc_rules *rules, const char *lead, sc_le
 		           FUNNEL_OK) {
 			fprintf(stderr, "funnel-scoring: the view's state of %s does not decode\n", lead);
 		} else {
-			const uint8_t *p = v.mv_data;
-			*ts = 0;
-			for (int i = 0; i < 8; i++)
-				*ts = *ts << 8 | p[i];
+			*ts = rf_get_be64(v.mv_data);
 			result = 0;
 		}
 		mdb_txn_abort(txn);
@@ -130,8 +127,7 @@ scoring_explain(const scoring_args *a, const char *lead)
 	if (!have_info)
 		funnel_query_destroy(&q);       /* funneld away: explain from the view alone */
 	rf_iso_time(ts, when, sizeof when);
-	char hash[2 * FUNNEL_HASH_BYTES + 1];
-	rf_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, hash);
+	const char *hash = sc_rules_hash_hex(rules);
 
 	if (a->c.json) {
 		cJSON *o = cJSON_CreateObject();

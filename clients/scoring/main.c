@@ -13,8 +13,6 @@
  * error), open the view, record rules.changed if the log's last record of
  * the scoring rules has another hash, then follow the log.
  */
-#include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +58,6 @@ static const char usage_text[] =
 typedef struct scorer {
 	const sc_rules *rules;
 	sc_lead *st;
-	char hash_hex[2 * FUNNEL_HASH_BYTES + 1];
 	msgpack_sbuffer sb;           /* state bytes */
 	msgpack_sbuffer ev;           /* derived event data */
 } scorer;
@@ -86,7 +83,7 @@ pack_scores(scorer *sc, msgpack_packer *pk, const sc_outcome *o)
 	mp_pack_key(pk, "rules_version");
 	mp_pack_cstr(pk, sc_rules_version(sc->rules));
 	mp_pack_key(pk, "rules_hash");
-	mp_pack_cstr(pk, sc->hash_hex);
+	mp_pack_cstr(pk, sc_rules_hash_hex(sc->rules));
 }
 
 /* Derive lead.scored / lead.qualified from one outcome. */
@@ -159,8 +156,7 @@ score_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	} else {
 		sc->sb.size = 0;
 		uint8_t ts[8];
-		for (int i = 0; i < 8; i++)
-			ts[i] = (uint8_t)(rec->ts >> (56 - 8 * i));
+		rf_put_be64(ts, rec->ts);
 		msgpack_sbuffer_write(&sc->sb, (const char *)ts, 8);
 		if ((rc = sc_lead_encode(sc->rules, sc->st, &sc->sb)) != FUNNEL_OK)
 			return rc;
@@ -180,7 +176,8 @@ record_rules(funnel_service *svc, scorer *sc)
 {
 	size_t len;
 	const char *text = sc_rules_text(sc->rules, &len);
-	rf_rules_id id = { SCORING_NAME, sc->hash_hex, sc_rules_version(sc->rules), text, len };
+	rf_rules_id id = { SCORING_NAME, sc_rules_hash_hex(sc->rules), sc_rules_version(sc->rules),
+	                   text, len };
 	return rf_record_rules(svc, &id);
 }
 
@@ -205,24 +202,15 @@ cmd_run(const scoring_args *a)
 	if ((rc = load_rules(a->c.rules, &rules)) != 0)
 		return rc;
 	sc.rules = rules;
-	rf_hex(sc_rules_hash(rules), FUNNEL_HASH_BYTES, sc.hash_hex);
 	sc.st = sc_lead_new(rules);
 	msgpack_sbuffer_init(&sc.sb);
 	msgpack_sbuffer_init(&sc.ev);
 
 	funnel_service_opts o = {
 		.name = SCORING_NAME,
-		.view_dir = a->c.view,
-		.ingest = a->c.ingest,
-		.publish = a->c.publish,
-		.query = a->c.query,
 		.tables = { SCORING_TABLE },
-		.rebuild = a->c.rebuild,
-		.until_head = a->c.until_head,
-		.no_sync = a->c.no_sync,
-		.batch_events = a->c.batch,
-		.ready_file = a->c.ready_file,
 	};
+	svc_opts(&a->c, &o);
 	int status = 1;
 	rc = sc.st ? funnel_service_new(&the_service, &o, score_apply, &sc) : FUNNEL_ENOMEM;
 	if (rc != FUNNEL_OK) {

@@ -63,6 +63,7 @@ struct sc_rules {
 	char *text;               /* the file, NUL-terminated */
 	size_t len;
 	uint8_t hash[FUNNEL_HASH_BYTES];
+	char hash_hex[2 * FUNNEL_HASH_BYTES + 1];
 	char *version;
 	int threshold;
 	int has_min_fit, min_fit;
@@ -247,22 +248,10 @@ parse_cond(parser *p, yaml_node_t *n, yaml_node_t *const *vals, const char *path
 		c->has_eq = 1;
 	}
 	if (vals[K_IN] != NULL) {
-		size_t count;
 		rf_join(kp, sizeof kp, path, "in");
-		if ((rc = rf_list(&p->c, vals[K_IN], kp, &count)) != FUNNEL_OK)
+		if ((rc = rf_get_values(&p->c, vals[K_IN], kp, SC_MAX_VALUE_BYTES, &c->in, &c->n_in)) !=
+		    FUNNEL_OK)
 			return rc;
-		if (count == 0)
-			return rf_err(&p->c, vals[K_IN], kp, "expected a list of one or more values");
-		if ((c->in = calloc(count, sizeof *c->in)) == NULL)
-			return rf_enomem(&p->c);
-		for (size_t i = 0; i < count; i++) {
-			char ip[RF_PATH_BYTES];
-			rf_join_index(ip, sizeof ip, kp, i);
-			c->n_in = i + 1;
-			if ((rc = rf_get_value(&p->c, rf_item(&p->c, vals[K_IN], i), ip, SC_MAX_VALUE_BYTES,
-			                       &c->in[i])) != FUNNEL_OK)
-				return rc;
-		}
 	}
 	for (int k = K_AT_LEAST; k <= K_BELOW; k++) {
 		if (vals[k] == NULL)
@@ -620,6 +609,7 @@ sc_rules_parse(const char *text, size_t len, const char *filename, sc_rules **ou
 	r->text[len] = '\0';
 	r->len = len;
 	crypto_generichash(r->hash, sizeof r->hash, (const unsigned char *)text, len, NULL, 0);
+	rf_hex(r->hash, sizeof r->hash, r->hash_hex);
 	p.r = r;
 	if (field_slot(r, "email_domain") != 0) {
 		sc_rules_free(&r);
@@ -668,6 +658,12 @@ const uint8_t *
 sc_rules_hash(const sc_rules *r)
 {
 	return r->hash;
+}
+
+const char *
+sc_rules_hash_hex(const sc_rules *r)
+{
+	return r->hash_hex;
 }
 
 const char *
@@ -768,13 +764,8 @@ cond_holds(const sc_cond *c, const char *v)
 	int isnum = c->wants_num && rf_parse_number(v, &num) == 0;
 	if (c->has_eq && !rf_value_eq(&c->eq, v, isnum, num))
 		return 0;
-	if (c->n_in > 0) {
-		size_t i = 0;
-		while (i < c->n_in && !rf_value_eq(&c->in[i], v, isnum, num))
-			i++;
-		if (i == c->n_in)
-			return 0;
-	}
+	if (c->n_in > 0 && !rf_value_in(c->in, c->n_in, v, isnum, num))
+		return 0;
 	if (c->num_ops != 0) {
 		if (!isnum)
 			return 0;

@@ -113,6 +113,8 @@ const char *sc_rules_version(const sc_rules *r);
 /* BLAKE2b-256 of the exact file text (FUNNEL_HASH_BYTES bytes), for
  * rules.changed and lead.scored.  Valid while the rules live. */
 const uint8_t *sc_rules_hash(const sc_rules *r);
+/* The same hash as lowercase hex.  Valid while the rules live. */
+const char *sc_rules_hash_hex(const sc_rules *r);
 
 /* The exact file text (NUL-terminated as well), its length in *len if len
  * is not NULL.  Valid while the rules live. */

@@ -27,7 +27,6 @@
 
 #include "funnel/funnel.h"
 #include "mp.h"
-#include "rulesfile.h"
 #include "scoring.h"
 
 #define MAX_REASONS 64
@@ -297,9 +296,7 @@ totals_json(const whatif *w, int d, uint64_t captured, const char *file, cJSON *
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "file", file);
 	cJSON_AddStringToObject(o, "version", sc_rules_version(w->rules[d]));
-	char hash[2 * FUNNEL_HASH_BYTES + 1];
-	rf_hex(sc_rules_hash(w->rules[d]), FUNNEL_HASH_BYTES, hash);
-	cJSON_AddStringToObject(o, "hash", hash);
+	cJSON_AddStringToObject(o, "hash", sc_rules_hash_hex(w->rules[d]));
 	cJSON_AddNumberToObject(o, "mql_leads", (double)t->leads);
 	cJSON_AddNumberToObject(o, "mql_rate", captured ? (double)t->leads / (double)captured : 0);
 	cJSON_AddNumberToObject(o, "qualifications", (double)t->qualifications);

@@ -227,10 +227,6 @@ void funnel_service_stats_get(const funnel_service *svc, funnel_service_stats *s
  */
 int funnel_view_digest(const char *view_dir, uint8_t digest[32], uint64_t *checkpoint);
 
-/* The same digest as 64 lowercase hex digits and a NUL, for a service's
- * `digest` command ("checkpoint N digest HEX").  Same return codes. */
-int funnel_view_digest_hex(const char *view_dir, char hex[65], uint64_t *checkpoint);
-
 #ifdef __cplusplus
 }
 #endif
