@@ -601,8 +601,21 @@ static const struct {
 	  "funnel.yaml:7: scoring.fit[0].below: expected a number, got \"1,000\"" },
 	{ "version: t\nscoring:\n  threshold: 10\n  fit:\n"
 	  "    - name: a\n      field: title\n      matches: \"([a-z\"\n      points: 5\n",
-	  "funnel.yaml:7: scoring.fit[0].matches: bad regular expression \"([a-z\": Unmatched [, [^, "
-	  "[:, [., or [=" },
+	  "funnel.yaml:7: scoring.fit[0].matches: bad regular expression \"([a-z\": missing "
+	  "terminating ] for character class (at character 5)" },
+	/* back-references are refused, numbered or named, naming the line */
+	{ "version: t\nscoring:\n  threshold: 10\n  fit:\n"
+	  "    - name: a\n      field: title\n      matches: \"(.*)(.*)(.*)(.*)(.*)\\\\5x\"\n"
+	  "      points: 5\n",
+	  "funnel.yaml:7: scoring.fit[0].matches: regular expression \"(.*)(.*)(.*)(.*)(.*)\\5x\" "
+	  "refers back to a group (\\5): back-references are not supported (matching them can "
+	  "take exponential time)" },
+	{ "version: t\nscoring:\n  threshold: 10\n  engagement:\n"
+	  "    - name: a\n      on: page_view\n      when:\n"
+	  "        - { field: url, matches: \"(?<w>[a-z]+)/\\\\k<w>\" }\n      points: 5\n",
+	  "funnel.yaml:8: scoring.engagement[0].when[0].matches: regular expression "
+	  "\"(?<w>[a-z]+)/\\k<w>\" refers back to a group (\\1): back-references are not "
+	  "supported (matching them can take exponential time)" },
 	{ "version: t\nscoring:\n  threshold: 10\n  fit:\n"
 	  "    - name: a\n      field: title\n      matches: \"\"\n      points: 5\n",
 	  "funnel.yaml:7: scoring.fit[0].matches: expected 1 to 1024 characters, got 0" },
@@ -631,7 +644,7 @@ static const struct {
 	  "    - name: a\n      on: page_view\n      any:\n        - { field: url, matches: \"(\" }\n"
 	  "      points: 5\n",
 	  "funnel.yaml:8: scoring.engagement[0].any[0].matches: bad regular expression \"(\": "
-	  "Unmatched ( or \\(" },
+	  "missing closing parenthesis (at character 1)" },
 	{ "version: t\nscoring:\n  threshold: 10\n  fit:\n"
 	  "    - name: a\n      field: x\n      equals: 1\n      points: 5\n      points: 6\n",
 	  "funnel.yaml:9: scoring.fit[0].points: duplicate key" },
@@ -1272,24 +1285,77 @@ test_recycle_keep(void **state)
 }
 
 /* The record that sends a lead back never re-qualifies it, even when fit
- * alone reaches the threshold; the next record does. */
+ * alone reaches the threshold; nor does the next one: the lead is still
+ * above, so it has to fall below the threshold and cross it again
+ * (funnel.yaml: "it has to cross the threshold again, from below").
+ * Recycled and rejected alike, with reset_engagement and with keep. */
 static void
 test_recycle_record_never_qualifies(void **state)
 {
 	(void)state;
+	static const char *const back[] = { RECYCLED, REJECTED };
+	static const char *const how[] = { "  on_recycle: reset_engagement\n", "  on_recycle: keep\n" };
+	for (int b = 0; b < 2; b++) {
+		for (int h = 0; h < 2; h++) {
+			fx f;
+			char text[2048];
+			snprintf(text, sizeof text, base_fmt, how[h]);
+			char *th = strstr(text, "threshold: 50");
+			memcpy(th, "threshold: 25", 13);
+			fx_open(&f, text);
+			sc_outcome o = capture_fit(&f, FP_STAGE_INQUIRY, 0);
+			assert_int_equal(o.qualify, 1);
+			feed(&f, QUALIFIED, FP_STAGE_MQL, 0, NULL);
+			o = feed(&f, back[b], FP_STAGE_NURTURE, 1, "reason", "no-budget", NULL);
+			assert_int_equal(o.qualify, 0);
+			/* fit alone (30) is still at the threshold: "above" stays */
+			assert_int_equal(sc_lead_above(f.st), 1);
+			o = feed(&f, ACTIVITY, FP_STAGE_NURTURE, 2, "kind", "page_view", "url", "/", NULL);
+			if (o.qualify != 0)
+				fail_msg("%s, %s: qualified again without going below the threshold", back[b],
+				         how[h]);
+			/* below (the title changes: fit 10), then across again: qualifies */
+			o = feed(&f, CAPTURED, FP_STAGE_NURTURE, 300, "title", "Engineer", NULL);
+			assert_scores(o, 10, 0, 10);
+			assert_int_equal(o.qualify, 0);
+			assert_int_equal(sc_lead_above(f.st), 0);
+			o = feed(&f, CAPTURED, FP_STAGE_NURTURE, 300, "title", "Head of IT", NULL);
+			assert_int_equal(o.fit, 30);
+			assert_int_equal(o.qualify, 1);
+			fx_close(&f);
+		}
+	}
+}
+
+/* A lead sent back while below the threshold whose reset takes it above
+ * (a negative activity rule's points are zeroed too) does not qualify on
+ * that record, nor on the next: it crossed on the record that sent it back,
+ * which never counts; it qualifies after falling below and crossing again. */
+static void
+test_sent_back_reset_above(void **state)
+{
+	(void)state;
 	fx f;
 	char text[2048];
-	snprintf(text, sizeof text, base_fmt, "");
+	snprintf(text, sizeof text, base_fmt, "  on_recycle: reset_engagement\n");
 	char *th = strstr(text, "threshold: 50");
 	memcpy(th, "threshold: 25", 13);
 	fx_open(&f, text);
 	sc_outcome o = capture_fit(&f, FP_STAGE_INQUIRY, 0);
 	assert_int_equal(o.qualify, 1);
 	feed(&f, QUALIFIED, FP_STAGE_MQL, 0, NULL);
-	o = feed(&f, RECYCLED, FP_STAGE_NURTURE, 1, "reason", "no-budget", NULL);
-	assert_int_equal(o.qualify, 0);
+	o = feed(&f, ACTIVITY, FP_STAGE_MQL, 0, "kind", "unsubscribe", NULL);
+	assert_scores(o, 30, -30, 0);
 	assert_int_equal(sc_lead_above(f.st), 0);
-	o = feed(&f, ACTIVITY, FP_STAGE_NURTURE, 2, "kind", "no_rule_reads_this", NULL);
+	o = feed(&f, REJECTED, FP_STAGE_NURTURE, 0, "reason", "not-ready", NULL);
+	assert_scores(o, 30, 0, 30);
+	assert_int_equal(o.qualify, 0);
+	assert_int_equal(sc_lead_above(f.st), 1);
+	o = feed(&f, ACTIVITY, FP_STAGE_NURTURE, 1, "kind", "page_view", "url", "/", NULL);
+	assert_int_equal(o.qualify, 0);
+	o = feed(&f, ACTIVITY, FP_STAGE_NURTURE, 1, "kind", "unsubscribe", NULL);
+	assert_int_equal(sc_lead_above(f.st), 0);
+	o = feed(&f, CAPTURED, FP_STAGE_NURTURE, 1000, "title", "VP Sales", NULL);
 	assert_int_equal(o.qualify, 1);
 	fx_close(&f);
 }
@@ -1959,6 +2025,7 @@ main(void)
 		cmocka_unit_test(test_recycle_reset),
 		cmocka_unit_test(test_recycle_keep),
 		cmocka_unit_test(test_recycle_record_never_qualifies),
+		cmocka_unit_test(test_sent_back_reset_above),
 		cmocka_unit_test(test_minimum_fit),
 		cmocka_unit_test(test_ignored_records),
 		cmocka_unit_test(test_erased_wipes),
