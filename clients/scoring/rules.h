@@ -38,9 +38,11 @@
  *                  case-insensitive (ASCII letters).  Compiled once, when
  *                  the rules are parsed.  Values are bytes (no UTF mode);
  *                  `.` also matches a newline and `$` only the very end,
- *                  as in POSIX extended expressions, which every POSIX ERE
- *                  without back-references reads the same way in (but for
- *                  a backslash inside [...], which escapes in PCRE2).
+ *                  as in POSIX extended expressions (ERE, what this read
+ *                  before), so an ERE holds on the same values, but for:
+ *                  a backslash inside [...] escapes; \d, \w, \s, \b and
+ *                  the like have their PCRE2 meaning; {,n} is literal
+ *                  (before PCRE2 10.43; write {0,n}).
  *                  Back-references (\1, \k<name>, ...) are refused:
  *                  matching them can take exponential time.  Any other
  *                  match is bounded: after SC_RE_MATCH_LIMIT steps,
