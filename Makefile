@@ -25,9 +25,9 @@ BUILD ?= build
 SAN ?=
 
 CC ?= cc
-PKGS := libzmq lmdb msgpack libsodium libcjson yaml-0.1
+PKGS := libzmq lmdb msgpack libsodium libcjson yaml-0.1 libpcre2-8
 DEB_PACKAGES := build-essential pkg-config libzmq3-dev liblmdb-dev lmdb-utils \
-	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev \
+	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev libpcre2-dev \
 	python3 python3-zmq python3-msgpack \
 	libmicrohttpd-dev xxd chromium prometheus nodejs
 # the peers `make bench` measures funnel against, in the same run

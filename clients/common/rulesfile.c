@@ -6,13 +6,20 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/stat.h>
 
+#include "mp.h"
 #include "rulesfile.h"
+
+/* What every message about the size says: the limit and why. */
+#define SIZE_WHY "the whole file is recorded in rules.changed, one log record of at most " \
+	"64 KiB"
 
 int
 rf_read_file(const char *path, char **text, size_t *len, char *err, size_t errlen)
@@ -37,8 +44,13 @@ rf_read_file(const char *path, char **text, size_t *len, char *err, size_t errle
 			snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
 		rc = FUNNEL_ENOTFOUND;
 	} else if (n > RF_MAX_FILE_BYTES) {
-		if (err != NULL && errlen > 0)
-			snprintf(err, errlen, "%s: bigger than %u bytes", path, RF_MAX_FILE_BYTES);
+		struct stat sb;
+		if (err != NULL && errlen > 0 && fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode))
+			snprintf(err, errlen, "%s: %jd bytes, over the limit of %u bytes (%s)", path,
+			         (intmax_t)sb.st_size, RF_MAX_FILE_BYTES, SIZE_WHY);
+		else if (err != NULL && errlen > 0)
+			snprintf(err, errlen, "%s: over the limit of %u bytes (%s)", path,
+			         RF_MAX_FILE_BYTES, SIZE_WHY);
 		rc = FUNNEL_ETOOBIG;
 	}
 	fclose(f);
@@ -74,14 +86,106 @@ rf_enomem(rf_ctx *c)
 	return FUNNEL_ENOMEM;
 }
 
+/* "file:line: " and the message; returns code. */
+static int
+file_err(rf_ctx *c, size_t line, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int
+file_err(rf_ctx *c, size_t line, int code, const char *fmt, ...)
+{
+	char msg[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (c->err != NULL && c->errlen > 0)
+		snprintf(c->err, c->errlen, "%s:%zu: %s", c->file, line, msg);
+	return code;
+}
+
+/* The line of byte offset off in text. */
+static size_t
+line_of(const char *text, size_t off)
+{
+	size_t line = 1;
+	for (size_t i = 0; i < off; i++)
+		line += text[i] == '\n';
+	return line;
+}
+
+/*
+ * What the log would refuse in rules.changed, refused before parsing:
+ * the size, and text that is not UTF-8 (libyaml itself would read a
+ * UTF-16 file with a byte-order mark, then funneld would refuse it).
+ */
+static int
+check_text(rf_ctx *c, const char *text, size_t len)
+{
+	if (len > RF_MAX_FILE_BYTES)
+		return file_err(c, 1, FUNNEL_ETOOBIG, "%zu bytes, over the limit of %u bytes (%s)", len,
+		                RF_MAX_FILE_BYTES, SIZE_WHY);
+	const char *nul = memchr(text, '\0', len);
+	long bad = mp_utf8_invalid_at(text, nul ? (size_t)(nul - text) : len);
+	if (bad >= 0)
+		return file_err(c, line_of(text, (size_t)bad), FUNNEL_EVALUE,
+		                "not UTF-8 text (byte %ld): save the file as UTF-8 (UTF-16 and other "
+		                "encodings are refused)", bad);
+	if (nul != NULL)
+		return file_err(c, line_of(text, (size_t)(nul - text)), FUNNEL_EVALUE,
+		                "a NUL byte (byte %zu): save the file as UTF-8 text (UTF-16 and other "
+		                "encodings are refused)", (size_t)(nul - text));
+	return FUNNEL_OK;
+}
+
+/*
+ * Walk the file's events once, only counting how deep mappings and lists
+ * nest, and stop past RF_MAX_DEPTH: libyaml's scanner checks every open
+ * level at each token, so a deep file would take quadratic time to load.
+ * The walk stops there long before that cost shows.  A YAML error is left
+ * for the loader to report.
+ */
+static int
+check_depth(rf_ctx *c, const char *text, size_t len)
+{
+	yaml_parser_t yp;
+	yaml_event_t ev;
+	int depth = 0, rc = FUNNEL_OK;
+
+	if (!yaml_parser_initialize(&yp))
+		return rf_enomem(c);
+	yaml_parser_set_input_string(&yp, (const unsigned char *)text, len);
+	for (;;) {
+		if (!yaml_parser_parse(&yp, &ev))
+			break;
+		yaml_event_type_t t = ev.type;
+		if (t == YAML_SEQUENCE_START_EVENT || t == YAML_MAPPING_START_EVENT) {
+			if (++depth > RF_MAX_DEPTH)
+				rc = file_err(c, ev.start_mark.line + 1, FUNNEL_EVALUE,
+				              "nested deeper than %d levels of mappings and lists",
+				              RF_MAX_DEPTH);
+		} else if (t == YAML_SEQUENCE_END_EVENT || t == YAML_MAPPING_END_EVENT) {
+			depth--;
+		}
+		yaml_event_delete(&ev);
+		if (rc != FUNNEL_OK || t == YAML_STREAM_END_EVENT)
+			break;
+	}
+	yaml_parser_delete(&yp);
+	return rc;
+}
+
 int
 rf_parse(rf_ctx *c, const char *text, size_t len, yaml_document_t *doc, yaml_node_t **root)
 {
 	yaml_parser_t yp;
 	yaml_document_t extra;
-	int rc = FUNNEL_OK;
+	int rc;
 
 	*root = NULL;
+	if ((rc = check_text(c, text, len)) != FUNNEL_OK ||
+	    (rc = check_depth(c, text, len)) != FUNNEL_OK)
+		return rc;
 	yaml_parser_initialize(&yp);
 	yaml_parser_set_input_string(&yp, (const unsigned char *)text, len);
 	if (!yaml_parser_load(&yp, doc)) {

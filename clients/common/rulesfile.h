@@ -11,6 +11,14 @@
  * the context's err buffer (the first problem found wins: callers return
  * at once).  Strings a getter returns are malloc'd and the caller's.
  *
+ * What the services refuse in a rules file, this reader refuses, so that
+ * `check` and the services agree (one place): more than RF_MAX_FILE_BYTES
+ * (the whole text goes into one rules.changed record, which the log caps
+ * at FP_MAX_RECORD_BYTES), text that is not UTF-8 or holds a NUL byte
+ * (the log takes UTF-8 strings only: a UTF-16 file is refused here, not
+ * by funneld), and nesting deeper than RF_MAX_DEPTH (libyaml's scanner
+ * is quadratic in the nesting depth).
+ *
  * Also the few small helpers the services share (hex, big-endian u64,
  * ISO time, the text of a lead field).  Pure but for rf_read_file(); no
  * globals.  A context belongs to one thread.
@@ -24,9 +32,16 @@
 #include <msgpack.h>
 #include <yaml.h>
 
+#include "envelope.h"
 #include "funnel/error.h"
 
-#define RF_MAX_FILE_BYTES (1u << 20)   /* rf_read_file refuses bigger files */
+/* rules.changed carries the whole file in one record of at most
+ * FP_MAX_RECORD_BYTES; the record's other keys (seq, ts, type, id, prev,
+ * hash and data's service, hash, version of at most 64 bytes,
+ * previous_hash) take under 600 bytes, so 1 KiB is kept for them. */
+#define RF_RECORD_OVERHEAD 1024u
+#define RF_MAX_FILE_BYTES (FP_MAX_RECORD_BYTES - RF_RECORD_OVERHEAD)   /* 64512 */
+#define RF_MAX_DEPTH 32                /* nested mappings and lists; funnel.yaml uses 6 */
 #define RF_PATH_BYTES 192              /* key paths in messages; never cut */
 
 /* One parse: the document, the file's name for messages, where the
@@ -42,15 +57,20 @@ typedef struct rf_ctx {
  * Read the file at path (at most RF_MAX_FILE_BYTES) into a new
  * NUL-terminated buffer *text of *len bytes (free() it).  Returns
  * FUNNEL_OK, FUNNEL_ENOTFOUND ("path: cannot read: <reason>" in err),
- * FUNNEL_ETOOBIG or FUNNEL_ENOMEM.
+ * FUNNEL_ETOOBIG ("path: N bytes, over the limit of ..." in err) or
+ * FUNNEL_ENOMEM.
  */
 int rf_read_file(const char *path, char **text, size_t *len, char *err, size_t errlen);
 
 /*
  * Parse text (len bytes, NUL-terminated) into *doc, which must then be
- * released with yaml_document_delete.  A file with a second document is
- * refused (it would be ignored silently).  *root is the root node, NULL
- * for an empty file.  On failure nothing is left to release.
+ * released with yaml_document_delete.  Refused, with the line in the
+ * message: more than RF_MAX_FILE_BYTES (FUNNEL_ETOOBIG), bytes that are
+ * not UTF-8 or a NUL byte (FUNNEL_EVALUE), mappings and lists nested
+ * deeper than RF_MAX_DEPTH (FUNNEL_EVALUE, found before the document is
+ * built), a second document (it would be ignored silently), and YAML
+ * errors.  *root is the root node, NULL for an empty file.  On failure
+ * nothing is left to release.
  */
 int rf_parse(rf_ctx *c, const char *text, size_t len, yaml_document_t *doc,
              yaml_node_t **root);

@@ -87,7 +87,10 @@ typedef struct rt_rules rt_rules;
  * returned.  On failure *out is NULL, err gets one line naming the file,
  * the line, the key path and the problem, e.g.
  *   funnel.yaml:40: routing.teams[1].reps[0].weight: expected a whole number from 1 to 1000, got x
- * and the return is FUNNEL_EVALUE, FUNNEL_ENOMEM or FUNNEL_EINTERNAL.
+ * and the return is FUNNEL_EVALUE, FUNNEL_ETOOBIG (more than
+ * RF_MAX_FILE_BYTES), FUNNEL_ENOMEM or FUNNEL_EINTERNAL.  The file's
+ * limits (size, UTF-8, nesting) are rulesfile.h's, the same as scoring's,
+ * so `check` refuses what recording rules.changed would.
  */
 int rt_rules_parse(const char *text, size_t len, const char *filename, rt_rules **out,
                    char *err, size_t errlen);

@@ -13,6 +13,7 @@
  * error), open the view, record rules.changed if the log's last record of
  * the scoring rules has another hash, then follow the log.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@ static const char usage_text[] =
 	"  --ready-file FILE   written once the service follows the log\n"
 	"  --json              explain/what-if: JSON output\n"
 	"  --flips N           what-if: leads listed each way (default 20)\n"
+	"  --leads             what-if: lead.qualified per lead under each definition\n"
 	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
 	"\n"
 	"Exit codes: 0 ok, 1 failure, 2 usage or rules-file error.\n";
@@ -60,6 +62,7 @@ typedef struct scorer {
 	sc_lead *st;
 	msgpack_sbuffer sb;           /* state bytes */
 	msgpack_sbuffer ev;           /* derived event data */
+	uint64_t re_limited;          /* `matches` tests stopped by their limits */
 } scorer;
 
 static funnel_service *the_service;
@@ -151,6 +154,17 @@ score_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	}
 	if ((rc = sc_apply(sc->rules, sc->st, rec, &out)) != FUNNEL_OK)
 		return rc;
+	/* a pattern that backtracks past its limits is a mistake in the rules:
+	 * say so, the first time and then every 1000th time, not on every record */
+	if (out.re_limited > 0) {
+		uint64_t before = sc->re_limited;
+		sc->re_limited += out.re_limited;
+		if (before == 0 || before / 1000 != sc->re_limited / 1000)
+			funnel_log(FUNNEL_LOG_WARN, "scoring: seq %" PRIu64 " (lead %.*s): a matches "
+			           "test stopped at its limit and counted as not holding (%" PRIu64
+			           " so far): simplify the pattern", rec->seq, (int)rec->lead.len,
+			           rec->lead.ptr, sc->re_limited);
+	}
 	if (sc_lead_is_empty(sc->st)) {
 		rc = funnel_service_del(svc, t, rec->lead.ptr, rec->lead.len);
 	} else {
@@ -252,16 +266,19 @@ cmd_check(const char *path)
 	return 0;
 }
 
-/* --flips. */
-enum { O_FLIPS = SVC_OPT_OWN };
+/* --flips, --leads. */
+enum { O_FLIPS = SVC_OPT_OWN, O_LEADS };
 
 static int
 own_option(int id, const char *arg, void *ctx)
 {
 	scoring_args *a = ctx;
 	char *end;
+	if (id == O_LEADS) {
+		a->leads = 1;
+		return 0;
+	}
 	long v = strtol(arg, &end, 10);
-	(void)id;
 	if (*end || v < 0 || v > 1000000)
 		return svc_usage("funnel-scoring", usage_text, "--flips wants 0..1000000 leads, not '%s'",
 		                 arg);
@@ -274,6 +291,7 @@ main(int argc, char **argv)
 {
 	static const struct option own[] = {
 		{ "flips", required_argument, NULL, O_FLIPS },
+		{ "leads", no_argument, NULL, O_LEADS },
 		{ NULL, 0, NULL, 0 },
 	};
 	scoring_args a = { .c = { .rules = SCORING_DEFAULT_RULES, .view = SCORING_DEFAULT_VIEW },

@@ -7,12 +7,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
 #include <sodium.h>
 #include <yaml.h>
 
@@ -39,8 +40,7 @@ typedef struct sc_cond {
 	unsigned num_ops;         /* SC_AT_LEAST | ... */
 	int wants_num;            /* some operator compares numbers */
 	double at_least, at_most, above, below;
-	int has_re;               /* re is compiled (and regfree'd) */
-	regex_t re;
+	pcre2_code *re;           /* `matches`, compiled at load; NULL: none */
 } sc_cond;
 
 typedef struct sc_rule {
@@ -74,6 +74,9 @@ struct sc_rules {
 	char **fields;            /* lead fields read; [0] is email_domain */
 	size_t *field_len;
 	size_t nfields;
+	/* the limits of every `matches` test; NULL when no rule has one.  Never
+	 * changed after parsing, so threads share it (PCRE2 allows that). */
+	pcre2_match_context *mctx;
 };
 
 /* A state records which rules its fit flags were computed under: the
@@ -106,6 +109,10 @@ struct sc_lead {
 	sc_rstate *rs;            /* one per rule */
 	msgpack_zone zone;        /* scratch for sc_lead_decode */
 	int has_zone;
+	/* PCRE2's workspace for `matches` tests (NULL when the rules have
+	 * none): per state, since a state belongs to one thread.  Scratch only:
+	 * matching through a const sc_lead * writes here and nowhere else. */
+	pcre2_match_data *md;
 };
 
 static void
@@ -116,8 +123,7 @@ cond_free(sc_cond *c)
 	for (size_t i = 0; i < c->n_in; i++)
 		rf_value_release(&c->in[i]);
 	free(c->in);
-	if (c->has_re)
-		regfree(&c->re);
+	pcre2_code_free(c->re);
 }
 
 void
@@ -144,6 +150,7 @@ sc_rules_free(sc_rules **rp)
 		free(r->fields[i]);
 	free(r->fields);
 	free(r->field_len);
+	pcre2_match_context_free(r->mctx);
 	free(r->version);
 	free(r->text);
 	free(r);
@@ -221,6 +228,57 @@ has_cond_keys(yaml_node_t *const *vals)
 	return 0;
 }
 
+/*
+ * A `matches` pattern compiled with PCRE2, read as POSIX extended
+ * expressions read: bytes (never UTF), `.` matching newlines too, `$`
+ * only at the very end.  Back-references are refused (they make matching
+ * exponential); what else can backtrack long is cut by the match context's
+ * limits, made here with the first pattern.
+ */
+static int
+parse_regex(parser *p, yaml_node_t *n, const char *path, int icase, pcre2_code **out)
+{
+	char *re = NULL;
+	int rc, e;
+	PCRE2_SIZE at;
+	uint32_t backrefs = 0;
+
+	if ((rc = rf_string(&p->c, n, path, 1024, &re)) != FUNNEL_OK)
+		return rc;
+	uint32_t opts = PCRE2_DOTALL | PCRE2_DOLLAR_ENDONLY | PCRE2_NEVER_UTF | PCRE2_NEVER_UCP |
+	                PCRE2_NEVER_BACKSLASH_C | (icase ? PCRE2_CASELESS : 0);
+	*out = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, opts, &e, &at, NULL);
+	if (*out == NULL) {
+		PCRE2_UCHAR why[128];
+		if (e == PCRE2_ERROR_NOMEMORY) {
+			free(re);
+			return rf_enomem(&p->c);
+		}
+		pcre2_get_error_message(e, why, sizeof why);
+		rc = rf_err(&p->c, n, path, "bad regular expression \"%s\": %s (at character %zu)", re,
+		            (const char *)why, (size_t)at);
+		free(re);
+		return rc;
+	}
+	if (pcre2_pattern_info(*out, PCRE2_INFO_BACKREFMAX, &backrefs) != 0 || backrefs > 0) {
+		rc = rf_err(&p->c, n, path, "regular expression \"%s\" refers back to a group (\\%u): "
+		            "back-references are not supported (matching them can take exponential "
+		            "time)", re, backrefs);
+		free(re);
+		return rc;
+	}
+	free(re);
+	sc_rules *r = p->r;
+	if (r->mctx == NULL) {
+		if ((r->mctx = pcre2_match_context_create(NULL)) == NULL)
+			return rf_enomem(&p->c);
+		pcre2_set_match_limit(r->mctx, SC_RE_MATCH_LIMIT);
+		pcre2_set_depth_limit(r->mctx, SC_RE_DEPTH_LIMIT);
+		pcre2_set_heap_limit(r->mctx, SC_RE_HEAP_LIMIT_KIB);
+	}
+	return FUNNEL_OK;
+}
+
 /* One condition from vals[0..N_COND_KEYS); n is the mapping it is in.
  * Lead-field conditions (activity 0) get a field slot. */
 static int
@@ -272,25 +330,14 @@ parse_cond(parser *p, yaml_node_t *n, yaml_node_t *const *vals, const char *path
 			return rf_err(&p->c, vals[K_IGNORE_CASE], kp, "ignore_case applies to matches only");
 	}
 	if (vals[K_MATCHES] != NULL) {
-		char *re = NULL;
 		rf_join(kp, sizeof kp, path, "matches");
-		if ((rc = rf_string(&p->c, vals[K_MATCHES], kp, 1024, &re)) != FUNNEL_OK)
+		if ((rc = parse_regex(p, vals[K_MATCHES], kp, icase, &c->re)) != FUNNEL_OK)
 			return rc;
-		int e = regcomp(&c->re, re, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
-		if (e != 0) {
-			char why[128];
-			regerror(e, &c->re, why, sizeof why);
-			rc = rf_err(&p->c, vals[K_MATCHES], kp, "bad regular expression \"%s\": %s", re, why);
-			free(re);
-			return rc;
-		}
-		free(re);
-		c->has_re = 1;
 	}
 	c->wants_num = c->num_ops != 0 || (c->has_eq && c->eq.is_num);
 	for (size_t i = 0; i < c->n_in; i++)
 		c->wants_num |= c->in[i].is_num;
-	if (!c->has_eq && c->n_in == 0 && c->num_ops == 0 && !c->has_re)
+	if (!c->has_eq && c->n_in == 0 && c->num_ops == 0 && c->re == NULL)
 		return rf_err(&p->c, n, path, "a condition needs one of equals, in, at_least, at_most, above, "
 		            "below or matches");
 	return FUNNEL_OK;
@@ -754,9 +801,12 @@ key_is(const msgpack_object *k, const char *s, size_t n)
 	       memcmp(k->via.str.ptr, s, n) == 0;
 }
 
-/* v is the field's value, NULL when the lead or activity has none. */
+/* v is the field's value, NULL when the lead or activity has none.  A
+ * `matches` test that PCRE2 stops (a limit, no memory) does not hold and
+ * adds one to *limited (limited may be NULL). */
 static int
-cond_holds(const sc_cond *c, const char *v)
+cond_holds(const sc_rules *r, const sc_lead *st, const sc_cond *c, const char *v,
+           uint32_t *limited)
 {
 	double num = 0;
 	if (v == NULL)
@@ -775,7 +825,14 @@ cond_holds(const sc_cond *c, const char *v)
 		    ((c->num_ops & SC_BELOW) && !(num < c->below)))
 			return 0;
 	}
-	return !c->has_re || regexec(&c->re, v, 0, NULL, 0) == 0;
+	if (c->re == NULL)
+		return 1;
+	int m = pcre2_match(c->re, (PCRE2_SPTR)v, PCRE2_ZERO_TERMINATED, 0, 0, st->md, r->mctx);
+	if (m >= 0)
+		return 1;
+	if (m != PCRE2_ERROR_NOMATCH && limited != NULL && *limited < UINT32_MAX)
+		(*limited)++;
+	return 0;
 }
 
 /* The value a condition reads: a lead field, or a key of activity data. */
@@ -788,18 +845,21 @@ cond_value(const sc_cond *c, const sc_lead *st, const msgpack_object *data, char
 	return o != NULL && rf_value_text(o, buf, SC_MAX_VALUE_BYTES + 1) == 1 ? buf : NULL;
 }
 
+/* Rule ru of r holds on the lead's fields (data NULL) or on an activity's
+ * data; limited as for cond_holds. */
 static int
-rule_holds(const sc_rule *ru, const sc_lead *st, const msgpack_object *data)
+rule_holds(const sc_rules *r, const sc_rule *ru, const sc_lead *st, const msgpack_object *data,
+           uint32_t *limited)
 {
 	char buf[SC_MAX_VALUE_BYTES + 1];
 	for (size_t i = 0; i < ru->n_all; i++) {
-		if (!cond_holds(&ru->all[i], cond_value(&ru->all[i], st, data, buf)))
+		if (!cond_holds(r, st, &ru->all[i], cond_value(&ru->all[i], st, data, buf), limited))
 			return 0;
 	}
 	if (ru->n_any == 0)
 		return 1;
 	for (size_t i = 0; i < ru->n_any; i++) {
-		if (cond_holds(&ru->any[i], cond_value(&ru->any[i], st, data, buf)))
+		if (cond_holds(r, st, &ru->any[i], cond_value(&ru->any[i], st, data, buf), limited))
 			return 1;
 	}
 	return 0;
@@ -826,7 +886,8 @@ sc_lead_new(const sc_rules *r)
 	st->rules = r;
 	if ((st->fields = calloc(r->nfields, sizeof *st->fields)) == NULL ||
 	    (st->rs = calloc(r->n ? r->n : 1, sizeof *st->rs)) == NULL ||
-	    !(st->has_zone = msgpack_zone_init(&st->zone, 1024)))
+	    !(st->has_zone = msgpack_zone_init(&st->zone, 1024)) ||
+	    (r->mctx != NULL && (st->md = pcre2_match_data_create(1, NULL)) == NULL))
 		sc_lead_free(&st);
 	return st;
 }
@@ -851,6 +912,7 @@ sc_lead_free(sc_lead **stp)
 	sc_lead *st = *stp;
 	if (st->has_zone)
 		msgpack_zone_destroy(&st->zone);
+	pcre2_match_data_free(st->md);
 	free(st->fields);
 	free(st->rs);
 	free(st);
@@ -968,7 +1030,7 @@ fit_fresh(const sc_rules *r, const sc_lead *st)
 static int
 fit_holds(const sc_rules *r, const sc_lead *st, size_t i, int fresh)
 {
-	return fresh ? st->rs[i].matched : rule_holds(&r->rules[i], st, NULL);
+	return fresh ? st->rs[i].matched : rule_holds(r, &r->rules[i], st, NULL, NULL);
 }
 
 /* fit, engagement, total at time `at`, summed in rule order. */
@@ -1063,6 +1125,7 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 
 	out->changed = out->qualify = 0;
 	out->n_fired = 0;
+	out->re_limited = 0;
 	out->fit = st->rep[0];
 	out->engagement = st->rep[1];
 	out->total = st->rep[2];
@@ -1088,7 +1151,6 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 				st->rs[i].t = t;
 			}
 		}
-		st->above = 0;
 	}
 	if (spec->type == FP_EV_ACTIVITY) {
 		funnel_str kind = { NULL, 0 };
@@ -1097,7 +1159,7 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 				const sc_rule *ru = &r->rules[i];
 				sc_rstate *s = &st->rs[i];
 				if (!ru->activity || !rule_on(ru, kind) || (ru->once && s->fired > 0) ||
-				    !rule_holds(ru, st, rec->data))
+				    !rule_holds(r, ru, st, rec->data, &out->re_limited))
 					continue;
 				fire_activity(ru, s, decayed(r, s, t), t, rec->seq);
 				fired[i] = 1;
@@ -1109,7 +1171,7 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 			sc_rstate *s = &st->rs[i];
 			if (r->rules[i].activity)
 				continue;
-			int m = rule_holds(&r->rules[i], st, NULL);
+			int m = rule_holds(r, &r->rules[i], st, NULL, &out->re_limited);
 			if (m && !s->matched) {
 				if (s->fired < UINT32_MAX)
 					s->fired++;
@@ -1123,16 +1185,15 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 
 	int sc[3];
 	scores_at(r, st, t, sc);
-	int crossing = sc[2] >= r->threshold && (!r->has_min_fit || sc[0] >= r->min_fit);
-	if (!crossing) {
-		st->above = 0;
-	} else if (!sent_back) {
-		/* the record that sends a lead back never re-qualifies it */
+	/* "above" follows the score on every record, the one that sends the
+	 * lead back included: a lead sent back qualifies again only once it
+	 * crosses from below, which that record itself never counts as */
+	int above = sc[2] >= r->threshold && (!r->has_min_fit || sc[0] >= r->min_fit);
+	if (above && !st->above && !sent_back) {
 		int stage = rec->stage.ptr ? fp_stage_parse(rec->stage.ptr, rec->stage.len) : -1;
-		if (!st->above && (stage == FP_STAGE_INQUIRY || stage == FP_STAGE_NURTURE))
-			out->qualify = 1;
-		st->above = 1;
+		out->qualify = stage == FP_STAGE_INQUIRY || stage == FP_STAGE_NURTURE;
 	}
+	st->above = above;
 	out->changed = sc[0] != st->rep[0] || sc[1] != st->rep[1] || sc[2] != st->rep[2];
 	memcpy(st->rep, sc, sizeof st->rep);
 	out->fit = sc[0];

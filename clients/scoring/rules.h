@@ -33,8 +33,23 @@
  *                  text, ignoring case
  *   at_least / at_most / above / below: N      numeric; a value that is not
  *                  a number fails them
- *   matches: RE    POSIX extended regex, searched anywhere in the value;
- *                  `ignore_case: true` makes it case-insensitive
+ *   matches: RE    a regular expression (PCRE2 syntax), searched anywhere
+ *                  in the value; `ignore_case: true` makes it
+ *                  case-insensitive (ASCII letters).  Compiled once, when
+ *                  the rules are parsed.  Values are bytes (no UTF mode);
+ *                  `.` also matches a newline and `$` only the very end,
+ *                  as in POSIX extended expressions (ERE, what this read
+ *                  before), so an ERE holds on the same values, but for:
+ *                  a backslash inside [...] escapes; \d, \w, \s, \b and
+ *                  the like have their PCRE2 meaning; {,n} is literal
+ *                  (before PCRE2 10.43; write {0,n}).
+ *                  Back-references (\1, \k<name>, ...) are refused:
+ *                  matching them can take exponential time.  Any other
+ *                  match is bounded: after SC_RE_MATCH_LIMIT steps,
+ *                  SC_RE_DEPTH_LIMIT nested backtracking levels or
+ *                  SC_RE_HEAP_LIMIT_KIB of backtracking memory it stops,
+ *                  and the condition does not hold (sc_outcome.re_limited
+ *                  counts it)
  * A rule holds a condition inline (its own `field` and operators), or a
  * list in `when` (all must hold), or a list in `any` (at least one must),
  * or several of these (all of them must then hold).  A field that is
@@ -70,6 +85,7 @@
 
 #include "funnel/error.h"
 #include "funnel/record.h"
+#include "rulesfile.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -78,7 +94,10 @@ extern "C" {
 #define SC_MAX_RULES 256            /* rules in one file, all sections */
 #define SC_MAX_NAME_BYTES 64        /* rule name */
 #define SC_MAX_VALUE_BYTES 256      /* field value compared and stored */
-#define SC_MAX_FILE_BYTES (1u << 20) /* sc_rules_load refuses bigger files (RF_MAX_FILE_BYTES) */
+#define SC_MAX_FILE_BYTES RF_MAX_FILE_BYTES /* bigger files are refused (rulesfile.h says why) */
+#define SC_RE_MATCH_LIMIT 100000    /* PCRE2 match limit of one `matches` test */
+#define SC_RE_DEPTH_LIMIT 2000      /* PCRE2 depth limit: backtracking levels */
+#define SC_RE_HEAP_LIMIT_KIB 8192   /* PCRE2 heap limit of one test's backtracking */
 
 /* ---- the rules ---- */
 
@@ -92,8 +111,11 @@ typedef struct sc_rules sc_rules;
  * nothing is kept, err (if errlen > 0) receives one line naming the file,
  * the line, the key path and the problem, e.g.
  *   funnel.yaml:14: scoring.fit[2].points: expected a number, got "ten"
- * and the return is FUNNEL_EVALUE (the file is wrong), FUNNEL_ENOMEM, or
- * FUNNEL_EINTERNAL (libsodium failed to initialise).
+ * and the return is FUNNEL_EVALUE (the file is wrong), FUNNEL_ETOOBIG
+ * (more than SC_MAX_FILE_BYTES), FUNNEL_ENOMEM, or FUNNEL_EINTERNAL
+ * (libsodium failed to initialise).  What the service would refuse when it
+ * records rules.changed (size, text that is not UTF-8) is refused here, so
+ * `check` refuses it too.
  */
 int sc_rules_parse(const char *text, size_t len, const char *filename, sc_rules **out,
                    char *err, size_t errlen);
@@ -223,6 +245,9 @@ typedef struct sc_outcome {
 	uint32_t fired[SC_MAX_RULES]; /* rules that fired on this record, in rule order:
 	                                 activity rules that took points, lead-field rules
 	                                 that began to hold */
+	uint32_t re_limited;  /* `matches` tests on this record that hit SC_RE_MATCH_LIMIT
+	                         or SC_RE_DEPTH_LIMIT (or PCRE2 ran out of memory): each
+	                         counted as not holding */
 } sc_outcome;
 
 /*
@@ -247,19 +272,27 @@ int sc_counts(const funnel_record *rec);
  *    data.kind and whose conditions hold on its data (`once` rules only
  *    if they never fired);
  *  - lead.recycled and lead.rejected, with on_recycle reset_engagement,
- *    zero every activity rule's value and clear "above";
+ *    zero every activity rule's value;
  *  - lead.erased empties the state (fields included) and reports nothing
  *    (changed 0, scores 0).
  * Then the lead-field rules are evaluated on the current fields and the
- * scores computed.  Qualification is edge-triggered: when total >=
- * threshold (and fit >= minimum_fit, if set), qualify is 1 if the lead
- * was not already "above" and the record's stage is inquiry or nurture
- * (never on the lead.recycled/lead.rejected record itself), and "above"
- * is set whatever the stage; otherwise "above" is cleared.
+ * scores computed.  The lead is "above" when total >= threshold (and fit
+ * >= minimum_fit, if set).  "above" is set or cleared on every record that
+ * counts, whatever the stage and whatever the record, the
+ * lead.recycled/lead.rejected record included.  Qualification is
+ * edge-triggered: qualify is 1 when the lead is above after the record,
+ * was not above before it, the record's stage is inquiry or nurture, and
+ * the record is not the lead.recycled/lead.rejected that sent it back.
+ * So a lead sent back crosses the threshold again to qualify again: with
+ * reset_engagement its engagement restarts from zero, which normally
+ * takes it below; a lead still above after being sent back (keep, or fit
+ * alone at the threshold) first has to fall below it.
  * On return *out describes the lead (for a record that changes nothing:
  * changed 0, qualify 0, the last reported scores, nothing fired).
  * Returns FUNNEL_OK, or FUNNEL_EINVAL when st was made for other rules
- * (st unchanged).  Never allocates.
+ * (st unchanged).  Never allocates, but for `matches` tests: PCRE2 may grow
+ * the state's match workspace (bounded by SC_RE_DEPTH_LIMIT); if it cannot,
+ * the test counts as not holding (re_limited).
  */
 int sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *out);
 

@@ -25,6 +25,7 @@
 typedef struct scoring_args {
 	svc_args c;                /* the flags every service takes */
 	int flips;                 /* what-if: leads listed each way */
+	int leads;                 /* what-if --leads: lead.qualified per lead */
 } scoring_args;
 
 /* `funnel-scoring explain LEAD`: exit status. */

@@ -4,10 +4,25 @@
  * side, and close the loop: how the leads each definition qualified
  * actually ended.  Read-only: sends nothing, touches no view.
  *
- * Model: both definitions see the same records.  A definition "qualifies"
- * a lead when the engine says qualify for it, with one change to the
- * records it sees: stage `mql` counts as `inquiry`, because in the log a
- * lead is mql only because the definition then in force qualified it.
+ * Model: both definitions see the same records; a definition "qualifies"
+ * a lead when the engine says qualify for it.  The engine reads one thing
+ * of a record besides its type, data and ts: the lead's stage, since only
+ * a lead in inquiry or nurture qualifies.  In the log that stage is what
+ * the definition then in force made it (a lead is mql because it was
+ * qualified), so each definition sees the stage it would have made:
+ *  - a lead the definition qualified is mql for it until the log moves
+ *    the lead on (accepted and beyond, sent back, disqualified, erased);
+ *    so it does not qualify again while still an MQL, as funneld refuses
+ *    a second lead.qualified for an mql lead;
+ *  - the current definition (--rules) otherwise sees the log's stage as
+ *    it is, exactly what the live service sees: its counts are the
+ *    lead.qualified the service recorded running these rules over this
+ *    log (tests/integration/test_scoring.py holds them equal, lead by
+ *    lead), its own lead.qualified landing later than the decision
+ *    included;
+ *  - a new definition (another file) sees the log's mql as inquiry, since
+ *    the log's MQLs are the current definition's doing.  A new file with
+ *    the current file's exact bytes is the current definition.
  * Outcomes (accepted, recycled/rejected with reason, won with amount,
  * lost) are what the log says happened to the lead, whichever definition
  * put it in sales' hands.
@@ -26,6 +41,7 @@
 #include <lmdb.h>
 
 #include "funnel/funnel.h"
+#include "model.h"
 #include "mp.h"
 #include "scoring.h"
 
@@ -37,6 +53,8 @@
 typedef struct lead_sum {
 	uint8_t captured;
 	uint8_t qualified[2];          /* by current, by new */
+	uint8_t mql[2];                /* an MQL for that definition, not yet moved on */
+	uint32_t quals[2];             /* lead.qualified each would have sent */
 	uint8_t accepted, won, lost, recycled;
 	double revenue;
 	char reason[48];               /* last recycle/reject reason */
@@ -53,6 +71,7 @@ typedef struct def_totals {
 
 typedef struct whatif {
 	const sc_rules *rules[2];
+	int log_stage[2];              /* 1: the definition sees the log's mql as mql */
 	sc_lead *st[2];
 	MDB_env *env;
 	MDB_txn *txn;
@@ -122,11 +141,32 @@ str_eq(funnel_str s, const char *lit)
 	return s.ptr && s.len == strlen(lit) && memcmp(s.ptr, lit, s.len) == 0;
 }
 
+/* The stage definition d would have given the lead at this record (the
+ * model at the top), and whether the lead is still its MQL. */
+static funnel_str
+def_stage(const whatif *w, int d, const funnel_record *rec, lead_sum *sum)
+{
+	static const funnel_str mql = { "mql", 3 }, inquiry = { "inquiry", 7 };
+	int stage = rec->stage.ptr ? fp_stage_parse(rec->stage.ptr, rec->stage.len) : -1;
+	int type = fp_evspec_lookup(rec->type.ptr, rec->type.len)->type;
+	int marketing = stage == FP_STAGE_INQUIRY || stage == FP_STAGE_NURTURE ||
+	                stage == FP_STAGE_MQL;
+	/* sales took the lead, sent it back, or it is gone: no longer an MQL */
+	if (!marketing || type == FP_EV_RECYCLED || type == FP_EV_REJECTED)
+		sum->mql[d] = 0;
+	if (sum->mql[d])
+		return mql;
+	if (stage == FP_STAGE_MQL && !w->log_stage[d])
+		return inquiry;
+	return rec->stage;
+}
+
 /* Apply one record under definition d.  Returns an LMDB or funnel code. */
 static int
-apply_def(whatif *w, int d, const funnel_record *rec, lead_sum *sum)
+apply_def(whatif *w, int d, const funnel_record *in, lead_sum *sum)
 {
-	MDB_val k = { rec->lead.len, (void *)rec->lead.ptr }, v;
+	MDB_val k = { in->lead.len, (void *)in->lead.ptr }, v;
+	funnel_record rec = *in;
 	sc_outcome out;
 	int rc;
 
@@ -136,10 +176,14 @@ apply_def(whatif *w, int d, const funnel_record *rec, lead_sum *sum)
 		return FUNNEL_EMALFORMED;
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return rc;
-	if ((rc = sc_apply(w->rules[d], w->st[d], rec, &out)) != FUNNEL_OK)
+	rec.stage = def_stage(w, d, in, sum);
+	if ((rc = sc_apply(w->rules[d], w->st[d], &rec, &out)) != FUNNEL_OK)
 		return rc;
 	if (out.qualify) {
 		sum->qualified[d] = 1;
+		sum->mql[d] = 1;
+		if (sum->quals[d] < UINT32_MAX)
+			sum->quals[d]++;
 		w->tot[d].qualifications++;
 	}
 	if (sc_lead_is_empty(w->st[d])) {
@@ -159,7 +203,7 @@ apply_record(whatif *w, const funnel_record *in)
 {
 	MDB_val k = { in->lead.len, (void *)in->lead.ptr }, v;
 	lead_sum sum;
-	funnel_record rec = *in;
+	const funnel_record rec = *in;
 	funnel_str s;
 	int rc;
 
@@ -172,10 +216,6 @@ apply_record(whatif *w, const funnel_record *in)
 	else if (rc != 0 && rc != MDB_NOTFOUND)
 		return rc;
 
-	if (str_eq(rec.stage, "mql")) {
-		rec.stage.ptr = "inquiry";
-		rec.stage.len = 7;
-	}
 	for (int d = 0; d < 2; d++)
 		if ((rc = apply_def(w, d, &rec, &sum)) != 0)
 			return rc;
@@ -230,9 +270,10 @@ reason_index(whatif *w, const char *reason)
 	return w->nreasons++;
 }
 
-/* One pass over the per-lead summaries: totals and flips. */
+/* One pass over the per-lead summaries: totals and flips, and with
+ * --leads each lead either definition qualified into by_lead (else NULL). */
 static int
-tally(whatif *w, const scoring_args *a, uint64_t *captured, cJSON *flips[2])
+tally(whatif *w, const scoring_args *a, uint64_t *captured, cJSON *flips[2], cJSON *by_lead)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -248,6 +289,15 @@ tally(whatif *w, const scoring_args *a, uint64_t *captured, cJSON *flips[2])
 			continue;
 		memcpy(&s, v.mv_data, sizeof s);
 		*captured += s.captured;
+		if (by_lead != NULL && (s.quals[0] || s.quals[1])) {
+			char lead[512];
+			snprintf(lead, sizeof lead, "%.*s", (int)k.mv_size, (char *)k.mv_data);
+			cJSON *row = cJSON_CreateObject();
+			cJSON_AddStringToObject(row, "lead", lead);
+			cJSON_AddNumberToObject(row, "current", s.quals[0]);
+			cJSON_AddNumberToObject(row, "new", s.quals[1]);
+			cJSON_AddItemToArray(by_lead, row);
+		}
 		for (int d = 0; d < 2; d++) {
 			if (!s.qualified[d])
 				continue;
@@ -337,6 +387,10 @@ scoring_whatif(const scoring_args *a, const char *new_rules)
 		if ((w.st[d] = sc_lead_new(rules[d])) == NULL)
 			goto out;
 	}
+	/* the log's stages are the current definition's doing (see the top) */
+	w.log_stage[0] = 1;
+	w.log_stage[1] = memcmp(sc_rules_hash(rules[0]), sc_rules_hash(rules[1]),
+	                        FUNNEL_HASH_BYTES) == 0;
 	if ((rc = open_temp(&w, dir, sizeof dir)) != 0) {
 		fprintf(stderr, "funnel-scoring: cannot make a temporary store in %s: %s\n", dir,
 		        rc > 0 && rc < 200 ? strerror(rc) : mdb_strerror(rc));
@@ -358,9 +412,11 @@ scoring_whatif(const scoring_args *a, const char *new_rules)
 
 	uint64_t captured = 0;
 	cJSON *flips[2] = { cJSON_CreateArray(), cJSON_CreateArray() };
-	if ((rc = tally(&w, a, &captured, flips)) != 0) {
+	cJSON *by_lead = a->leads ? cJSON_CreateArray() : NULL;
+	if ((rc = tally(&w, a, &captured, flips, by_lead)) != 0) {
 		cJSON_Delete(flips[0]);
 		cJSON_Delete(flips[1]);
+		cJSON_Delete(by_lead);
 		goto out;
 	}
 	if (a->c.json) {
@@ -370,6 +426,8 @@ scoring_whatif(const scoring_args *a, const char *new_rules)
 		cJSON_AddNumberToObject(o, "leads_captured", (double)captured);
 		cJSON_AddItemToObject(o, "current", totals_json(&w, 0, captured, files[0], flips[0]));
 		cJSON_AddItemToObject(o, "new", totals_json(&w, 1, captured, files[1], flips[1]));
+		if (by_lead != NULL)
+			cJSON_AddItemToObject(o, "leads", by_lead);
 		char *s = cJSON_PrintUnformatted(o);
 		if (s)
 			puts(s);
@@ -415,8 +473,17 @@ scoring_whatif(const scoring_args *a, const char *new_rules)
 			if (cJSON_GetArraySize(flips[d]))
 				printf("\n");
 		}
+		if (by_lead != NULL) {
+			printf("\n  lead.qualified by lead:\n  %-34s %12s %12s\n", "lead", "current", "new");
+			cJSON *it;
+			cJSON_ArrayForEach(it, by_lead)
+				printf("  %-34s %12d %12d\n", cJSON_GetObjectItem(it, "lead")->valuestring,
+				       cJSON_GetObjectItem(it, "current")->valueint,
+				       cJSON_GetObjectItem(it, "new")->valueint);
+		}
 		cJSON_Delete(flips[0]);
 		cJSON_Delete(flips[1]);
+		cJSON_Delete(by_lead);
 	}
 	status = 0;
 out:

@@ -4,7 +4,9 @@ tests/integration/test_scoring.py - funnel-scoring end to end against a
 real funneld: qualification once per crossing, re-crossing after a
 recycle, rules.changed before the first score made with new rules, kill -9
 mid-stream with no duplicate and no missing derived event, --rebuild
-byte for byte, explain, what-if on a known history, and a bad rules file.
+byte for byte, explain, what-if on a known history and against the live
+service lead by lead, a lead sent back crossing again, bounded `matches`,
+and bad rules files (a mistake, a back-reference, too big, UTF-16).
 
 Run with Debian's /usr/bin/python3 (python3-zmq, python3-msgpack):
 
@@ -336,8 +338,207 @@ def run_kill9(res, daemon, ctx):
     log.close()
 
 
+# For what-if against the live service: no decay, so dips and re-crossings
+# are exact; an unsubscribe takes 30 points, three page views give them back.
+RULES_LIVE = """\
+version: "live v1"
+scoring:
+  threshold: 50
+  on_recycle: reset_engagement
+  fit:
+    - name: senior
+      field: title
+      matches: "vp|chief|head"
+      ignore_case: true
+      points: 20
+  engagement:
+    - name: views
+      on: page_view
+      points: 10
+  negative:
+    - name: unsubscribed
+      on: unsubscribe
+      points: -30
+"""
+
+
+def run_rules_checks(res, daemon, ctx):
+    """what-if against the live service on one log, and the rules file's
+    limits as check and the service see them."""
+    log = LogClient(ctx, daemon.endpoints)
+    sc = Scoring(daemon, "live")
+    sc.write_rules(RULES_LIVE)
+    n = [0]
+
+    def act(lead, kind, times=1):
+        evs = []
+        for _ in range(times):
+            n[0] += 1
+            evs.append(activity(lead, kind, n[0]))
+        return evs
+
+    def cross(lead):            # 20 fit + 30: at the threshold
+        return act(lead, "page_view", 3)
+
+    def dip_and_cross(lead):    # -30, then +30: below, then across again
+        return act(lead, "unsubscribe") + act(lead, "page_view", 3)
+
+    def whatif_matches_live():
+        # 1: six leads cross; the service records their lead.qualified (mql)
+        leads = ["W%d" % i for i in range(1, 7)]
+        for lead in leads:
+            log.publish_ok(captured(lead, "VP Sales", "%s@corp.example" % lead.lower()))
+            log.publish_ok(*cross(lead))
+        sc.until_head()
+        # 2: W1, W2 dip and cross again while still MQLs (no new qualification);
+        # W3 is rejected and crosses again (qualified again); W4 is accepted,
+        # then dips and crosses (sal: no); W5 is erased and captured again
+        # (a new lead: qualified again); W6 dips twice.  W7 crosses, dips and
+        # crosses again before the service sees any of it (its first
+        # lead.qualified lands after the second crossing: the service's
+        # second decision is refused by funneld, ETRANSITION).
+        log.publish_ok(*dip_and_cross("W1"))
+        log.publish_ok(*(dip_and_cross("W2") + dip_and_cross("W2")))
+        log.publish_ok({"type": "lead.rejected", "lead": "W3", "id": "rej-W3",
+                        "data": {"reason": "not-ready"}})
+        log.publish_ok(*cross("W3"))
+        log.publish_ok({"type": "lead.accepted", "lead": "W4", "id": "acc-W4"})
+        log.publish_ok(*dip_and_cross("W4"))
+        log.publish_ok({"type": "lead.erased", "lead": "W5", "id": "era-W5"})
+        log.publish_ok(captured("W5", "Head of IT", "w5@corp.example", 1))
+        log.publish_ok(*cross("W5"))
+        log.publish_ok(*dip_and_cross("W6"))
+        log.publish_ok(captured("W7", "Chief of Staff", "w7@corp.example"))
+        log.publish_ok(*(cross("W7") + dip_and_cross("W7")))
+        sc.until_head()
+        # 3: W3, a new MQL again, dips and crosses: no
+        log.publish_ok(*dip_and_cross("W3"))
+        log.publish_ok(*dip_and_cross("W6"))
+        sc.until_head()
+
+        recs = log.records()
+        live = {}
+        for r in of_type(recs, "lead.qualified"):
+            live[r["lead"]] = live.get(r["lead"], 0) + 1
+        expect_eq(live, {"W1": 1, "W2": 1, "W3": 2, "W4": 1, "W5": 2, "W6": 1, "W7": 1},
+                  "lead.qualified the live service recorded, by lead")
+        head = log.status()["head"]
+        same = os.path.join(daemon.dir, "live-same.yaml")
+        with open(same, "w") as f:
+            f.write(RULES_LIVE)
+        # the same rules in another file with another version: the same
+        # decisions, from the model of the stages a new definition sees
+        renamed = os.path.join(daemon.dir, "live-renamed.yaml")
+        with open(renamed, "w") as f:
+            f.write(RULES_LIVE.replace('"live v1"', '"live v1, renamed"'))
+        for new in (same, renamed):
+            w = json.loads(sc.ok("what-if", new, "--json", "--leads"))
+            by_lead = {row["lead"]: (row["current"], row["new"]) for row in w["leads"]}
+            expect_eq({lead: c for lead, (c, _) in by_lead.items()}, live,
+                      "what-if, current rules: lead.qualified by lead (new: %s)"
+                      % os.path.basename(new))
+            expect_eq({lead: nw for lead, (_, nw) in by_lead.items()}, live,
+                      "what-if, %s: lead.qualified by lead" % os.path.basename(new))
+            expect_eq(w["current"]["qualifications"], sum(live.values()),
+                      "what-if, current rules: qualifications")
+            expect_eq(w["current"]["mql_leads"], len(live), "what-if: MQL leads")
+        expect_eq(log.status()["head"], head, "what-if sends nothing")
+        human = sc.ok("what-if", renamed, "--leads")
+        expect_in("lead.qualified by lead", human, "human what-if --leads")
+    res.run("what-if under the current rules makes the live service's decisions, lead by "
+            "lead (re-crossings while an MQL, after a rejection, an erasure, a race)",
+            whatif_matches_live)
+
+    def sent_back_crosses_again():
+        # a lead whose fit alone reaches the threshold (threshold 20 here):
+        # rejected, it stays above, so its next activity does not qualify it
+        low = RULES_LIVE.replace("threshold: 50", "threshold: 20").replace(
+            '"live v1"', '"live low"')
+        lo = Scoring(daemon, "low")
+        lo.write_rules(low)
+        lo.until_head()
+        log.publish_ok(captured("R1", "VP Sales", "r1@corp.example"))
+        lo.until_head()
+        expect_eq(len(of_type(log.records(), "lead.qualified", "R1")), 1, "R1 qualified by fit")
+        log.publish_ok({"type": "lead.rejected", "lead": "R1", "id": "rej-R1",
+                        "data": {"reason": "no-budget"}})
+        log.publish_ok(*act("R1", "page_view"))
+        lo.until_head()
+        # (the live service of RULES_LIVE may qualify R1 too: count low's only)
+        lq = [r for r in of_type(log.records(), "lead.qualified", "R1")
+              if r["data"]["rules_version"] == "live low"]
+        expect_eq(len(lq), 1, "R1 not qualified again without going below the threshold")
+        log.publish_ok(*act("R1", "unsubscribe"), *act("R1", "page_view", 3))
+        lo.until_head()
+        lq = [r for r in of_type(log.records(), "lead.qualified", "R1")
+              if r["data"]["rules_version"] == "live low"]
+        expect_eq(len(lq), 2, "R1 qualified again after falling below and crossing")
+    res.run("a lead sent back must cross the threshold again, from below", sent_back_crosses_again)
+
+    def backreference_refused():
+        bad = Scoring(daemon, "backref")
+        bad.write_rules(RULES_LIVE.replace('matches: "vp|chief|head"',
+                                           'matches: "(.*)(.*)(.*)(.*)(.*)\\\\5x"'))
+        p = bad.run("check")
+        expect_eq(p.returncode, 2, "check exit status")
+        expect_in("backref.yaml:8: scoring.fit[0].matches:", p.stderr, "names the line")
+        expect_in("back-references are not supported", p.stderr, "says why")
+    res.run("check refuses a back-reference, naming the line", backreference_refused)
+
+    def slow_pattern_bounded():
+        slow = Scoring(daemon, "slow")
+        slow.write_rules(RULES_LIVE.replace('"live v1"', '"slow"').replace(
+            'matches: "vp|chief|head"', 'matches: "(a+)+[bc]"'))
+        expect_in("ok", slow.ok("check"), "check")
+        slow.until_head()
+        log.publish_ok(*[captured("S%d" % i, "a" * 5000, "s%d@corp.example" % i)
+                         for i in range(3)])
+        slow.until_head()          # bounded by Service.RUN_TIMEOUT_S
+        recs = log.records()
+        for i in range(3):
+            sq = [r for r in of_type(recs, "lead.scored", "S%d" % i)
+                  if r["data"]["rules_version"] == "slow"]
+            expect(not sq, "S%d: the pattern that hit its limit did not hold" % i)
+        expect_in("stopped at its limit", slow.tail(), "the service says so")
+    res.run("a pattern that backtracks exponentially on long values is cut at its limits",
+            slow_pattern_bounded)
+
+    def file_limits_agree():
+        big = Scoring(daemon, "big")
+        version = "v" * 64
+        text = 'version: "%s"\n' % version + RULES_LIVE.split("\n", 1)[1]
+        limit = 64512
+        pad = limit - len(text.encode())
+        text += "#" * (pad - 1) + "\n"
+        expect_eq(len(text.encode()), limit, "file size")
+        big.write_rules(text)
+        expect_in("ok", big.ok("check"), "check of a file at the limit")
+        big.until_head()
+        changed = [r for r in of_type(log.records(), "rules.changed")
+                   if r["data"]["version"] == version]
+        expect_eq(len(changed), 1, "the service recorded a file at the limit")
+        expect_eq(changed[0]["data"]["text"], text, "whole")
+        big.write_rules(text + "#")
+        head = log.status()["head"]
+        for args in (("check",), ("--until-head",)):
+            p = big.run(*args)
+            expect_eq(p.returncode, 2, "%s exit status on a file over the limit" % args[0])
+            expect_in("64513 bytes, over the limit of 64512 bytes", p.stderr, "message")
+        utf16 = Scoring(daemon, "utf16")
+        with open(utf16.rules, "wb") as f:
+            f.write(RULES_LIVE.encode("utf-16"))
+        for args in (("check",), ("--until-head",)):
+            p = utf16.run(*args)
+            expect_eq(p.returncode, 2, "%s exit status on a UTF-16 file" % args[0])
+            expect_in("utf16.yaml:1: not UTF-8 text (byte 0)", p.stderr, "message")
+        expect_eq(log.status()["head"], head, "nothing recorded")
+    res.run("check refuses what the service would: a file over 63 KiB, a UTF-16 file",
+            file_limits_agree)
+    log.close()
+
+
 def main():
-    return run_service_groups(FUNNELD, SCORING, (run_checks, run_kill9))
+    return run_service_groups(FUNNELD, SCORING, (run_checks, run_kill9, run_rules_checks))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@
 
 #include "mp.h"
 #include "routing.h"
+#include "rulesfile.h"
 #include "unit.h"
 
 /* 2026-01-01T00:00:00Z, a minute, in ns */
@@ -362,6 +363,55 @@ test_shipped_file(void **state)
 	assert_int_equal(rt_rules_sla_ns(r, "rest"), 0);
 	assert_int_equal(rt_rules_rep_count(r), 7);
 	rt_rules_free(&r);
+}
+
+/*
+ * The rules file's limits are the reader's (clients/common/rulesfile.c),
+ * the same for routing as for scoring, and what the log would refuse in
+ * rules.changed: over RF_MAX_FILE_BYTES, not UTF-8, nested past
+ * RF_MAX_DEPTH (each named by line, refused before libyaml's slow scan).
+ */
+static void
+test_rules_file_limits(void **state)
+{
+	(void)state;
+	char err[512];
+	rt_rules *r;
+	size_t blen = strlen(BASE);
+
+	/* BASE padded with a comment to exactly the limit: accepted; one more byte: refused */
+	char *big = malloc(RF_MAX_FILE_BYTES + 2);
+	assert_non_null(big);
+	memcpy(big, BASE, blen);
+	memset(big + blen, '#', RF_MAX_FILE_BYTES + 1 - blen);
+	big[blen] = '\n';
+	big[RF_MAX_FILE_BYTES - 1] = '\n';
+	big[RF_MAX_FILE_BYTES] = '\n';
+	if (rt_rules_parse(big, RF_MAX_FILE_BYTES, "funnel.yaml", &r, err, sizeof err) != FUNNEL_OK)
+		fail_msg("a file of exactly the limit: %s", err);
+	rt_rules_free(&r);
+	assert_int_equal(rt_rules_parse(big, RF_MAX_FILE_BYTES + 1, "funnel.yaml", &r, err, sizeof err),
+	                 FUNNEL_ETOOBIG);
+	assert_null(r);
+	assert_string_equal(err, "funnel.yaml:1: 64513 bytes, over the limit of 64512 bytes (the "
+	                    "whole file is recorded in rules.changed, one log record of at most 64 KiB)");
+	free(big);
+
+	/* UTF-16 (little-endian, with its byte-order mark) */
+	assert_int_equal(rt_rules_parse("\xff\xfev\0", 4, "funnel.yaml", &r, err, sizeof err),
+	                 FUNNEL_EVALUE);
+	assert_string_equal(err, "funnel.yaml:1: not UTF-8 text (byte 0): save the file as UTF-8 "
+	                    "(UTF-16 and other encodings are refused)");
+
+	/* 60,000 nested '[' in under 64 KiB */
+	char *deep = malloc(RF_MAX_FILE_BYTES);
+	assert_non_null(deep);
+	size_t n = (size_t)snprintf(deep, RF_MAX_FILE_BYTES, "version: t\nrouting: ");
+	memset(deep + n, '[', 60000);
+	n += 60000;
+	assert_int_equal(rt_rules_parse(deep, n, "funnel.yaml", &r, err, sizeof err), FUNNEL_EVALUE);
+	assert_string_equal(err, "funnel.yaml:2: nested deeper than 32 levels of mappings and lists");
+	free(deep);
 }
 
 /* Replace the first `from` in BASE by `to`. */
@@ -1023,6 +1073,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_shipped_file),
 		cmocka_unit_test(test_rules_errors),
+		cmocka_unit_test(test_rules_file_limits),
 		cmocka_unit_test(test_matching_order_and_fallback),
 		cmocka_unit_test(test_fairness_one_by_one),
 		cmocka_unit_test(test_fairness_burst),

@@ -9,6 +9,7 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <regex.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -601,8 +602,21 @@ static const struct {
 	  "funnel.yaml:7: scoring.fit[0].below: expected a number, got \"1,000\"" },
 	{ "version: t\nscoring:\n  threshold: 10\n  fit:\n"
 	  "    - name: a\n      field: title\n      matches: \"([a-z\"\n      points: 5\n",
-	  "funnel.yaml:7: scoring.fit[0].matches: bad regular expression \"([a-z\": Unmatched [, [^, "
-	  "[:, [., or [=" },
+	  "funnel.yaml:7: scoring.fit[0].matches: bad regular expression \"([a-z\": missing "
+	  "terminating ] for character class (at character 5)" },
+	/* back-references are refused, numbered or named, naming the line */
+	{ "version: t\nscoring:\n  threshold: 10\n  fit:\n"
+	  "    - name: a\n      field: title\n      matches: \"(.*)(.*)(.*)(.*)(.*)\\\\5x\"\n"
+	  "      points: 5\n",
+	  "funnel.yaml:7: scoring.fit[0].matches: regular expression \"(.*)(.*)(.*)(.*)(.*)\\5x\" "
+	  "refers back to a group (\\5): back-references are not supported (matching them can "
+	  "take exponential time)" },
+	{ "version: t\nscoring:\n  threshold: 10\n  engagement:\n"
+	  "    - name: a\n      on: page_view\n      when:\n"
+	  "        - { field: url, matches: \"(?<w>[a-z]+)/\\\\k<w>\" }\n      points: 5\n",
+	  "funnel.yaml:8: scoring.engagement[0].when[0].matches: regular expression "
+	  "\"(?<w>[a-z]+)/\\k<w>\" refers back to a group (\\1): back-references are not "
+	  "supported (matching them can take exponential time)" },
 	{ "version: t\nscoring:\n  threshold: 10\n  fit:\n"
 	  "    - name: a\n      field: title\n      matches: \"\"\n      points: 5\n",
 	  "funnel.yaml:7: scoring.fit[0].matches: expected 1 to 1024 characters, got 0" },
@@ -631,7 +645,7 @@ static const struct {
 	  "    - name: a\n      on: page_view\n      any:\n        - { field: url, matches: \"(\" }\n"
 	  "      points: 5\n",
 	  "funnel.yaml:8: scoring.engagement[0].any[0].matches: bad regular expression \"(\": "
-	  "Unmatched ( or \\(" },
+	  "missing closing parenthesis (at character 1)" },
 	{ "version: t\nscoring:\n  threshold: 10\n  fit:\n"
 	  "    - name: a\n      field: x\n      equals: 1\n      points: 5\n      points: 6\n",
 	  "funnel.yaml:9: scoring.fit[0].points: duplicate key" },
@@ -718,6 +732,104 @@ test_load_errors(void **state)
 	snprintf(want, sizeof want, "%s:4: scoring.fit: expected a list, got \"3\"", path);
 	assert_string_equal(err, want);
 	remove(path);
+}
+
+/*
+ * What the service would have refused when recording rules.changed is
+ * refused when the file is read, so `check` refuses it too: more than
+ * SC_MAX_FILE_BYTES (the log's record limit less the record's other
+ * keys), text that is not UTF-8 (UTF-16, with or without a byte-order
+ * mark), and nesting past RF_MAX_DEPTH, found before libyaml's quadratic
+ * scan of a deep file.
+ */
+static void
+test_file_limits(void **state)
+{
+	(void)state;
+	char err[512];
+	sc_rules *r;
+	static const char head[] = "version: t\nscoring:\n  threshold: 1\n";
+
+	/* exactly the limit: accepted; one byte more: refused, in memory and on disk */
+	char *big = malloc(SC_MAX_FILE_BYTES + 2);
+	assert_non_null(big);
+	memset(big, '#', SC_MAX_FILE_BYTES + 1);
+	memcpy(big, head, sizeof head - 1);
+	big[SC_MAX_FILE_BYTES - 1] = '\n';
+	big[SC_MAX_FILE_BYTES] = '\n';
+	assert_int_equal(sc_rules_parse(big, SC_MAX_FILE_BYTES, "funnel.yaml", &r, err, sizeof err),
+	                 FUNNEL_OK);
+	sc_rules_free(&r);
+	r = (sc_rules *)&err;
+	assert_int_equal(sc_rules_parse(big, SC_MAX_FILE_BYTES + 1, "funnel.yaml", &r, err, sizeof err),
+	                 FUNNEL_ETOOBIG);
+	assert_null(r);
+	assert_string_equal(err, "funnel.yaml:1: 64513 bytes, over the limit of 64512 bytes (the "
+	                    "whole file is recorded in rules.changed, one log record of at most 64 KiB)");
+	char path[] = "/tmp/funnel-rules-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	FILE *fp = fdopen(fd, "w");
+	fwrite(big, 1, SC_MAX_FILE_BYTES + 1, fp);
+	fclose(fp);
+	assert_int_equal(sc_rules_load(path, &r, err, sizeof err), FUNNEL_ETOOBIG);
+	char want[512];
+	snprintf(want, sizeof want, "%s: 64513 bytes, over the limit of 64512 bytes (the whole file "
+	         "is recorded in rules.changed, one log record of at most 64 KiB)", path);
+	assert_string_equal(err, want);
+	remove(path);
+	free(big);
+
+	/* not UTF-8: the line of the first bad byte */
+	static const struct {
+		const char *text;
+		size_t len;
+		const char *msg;
+	} enc[] = {
+		{ "\xff\xfev\0e\0r\0", 8, "funnel.yaml:1: not UTF-8 text (byte 0): save the file as UTF-8 "
+		  "(UTF-16 and other encodings are refused)" },
+		{ "v\0e\0r\0", 6, "funnel.yaml:1: a NUL byte (byte 1): save the file as UTF-8 text "
+		  "(UTF-16 and other encodings are refused)" },
+		{ "version: t\nscoring:\n  threshold: 1\n# caf\xe9\n", 42, "funnel.yaml:4: not UTF-8 "
+		  "text (byte 40): save the file as UTF-8 (UTF-16 and other encodings are refused)" },
+	};
+	for (size_t i = 0; i < sizeof enc / sizeof enc[0]; i++) {
+		r = (sc_rules *)&err;
+		int rc = sc_rules_parse(enc[i].text, enc[i].len, "funnel.yaml", &r, err, sizeof err);
+		if (rc != FUNNEL_EVALUE || r != NULL || strcmp(err, enc[i].msg) != 0)
+			fail_msg("encoding case %zu: rc %d\n got: %s\nwant: %s", i, rc, err, enc[i].msg);
+	}
+	/* UTF-8 with a byte-order mark is UTF-8 */
+	static const char bom[] = "\xef\xbb\xbfversion: t\nscoring:\n  threshold: 1\n";
+	r = parse_ok(bom);
+	sc_rules_free(&r);
+
+	/* nesting: 32 levels are fine, 33 are not (the line of the 33rd); a
+	 * 60 KB file of '[' (quadratic in libyaml: seconds) is refused at once */
+	char *deep = malloc(SC_MAX_FILE_BYTES + 1);
+	assert_non_null(deep);
+	for (int levels = 32; levels <= 33; levels++) {
+		size_t n = (size_t)snprintf(deep, SC_MAX_FILE_BYTES, "%sx:\n", head);
+		for (int i = 2; i <= levels; i++)
+			n += (size_t)snprintf(deep + n, SC_MAX_FILE_BYTES - n, "%*s[\n", i, "");
+		for (int i = levels; i >= 2; i--)
+			n += (size_t)snprintf(deep + n, SC_MAX_FILE_BYTES - n, "%*s]\n", i, "");
+		int rc = sc_rules_parse(deep, n, "funnel.yaml", &r, err, sizeof err);
+		assert_int_equal(rc, FUNNEL_EVALUE);
+		if (levels == 32)
+			assert_string_equal(err, "funnel.yaml:4: unknown key \"x\" (expected one of: version, "
+			                    "scoring, routing, sla)");
+		else
+			assert_string_equal(err, "funnel.yaml:36: nested deeper than 32 levels of mappings "
+			                    "and lists");
+	}
+	size_t n = (size_t)snprintf(deep, SC_MAX_FILE_BYTES, "%sx: ", head);
+	memset(deep + n, '[', 60000);
+	n += 60000;
+	deep[n] = 0;
+	assert_int_equal(sc_rules_parse(deep, n, "funnel.yaml", &r, err, sizeof err), FUNNEL_EVALUE);
+	assert_string_equal(err, "funnel.yaml:4: nested deeper than 32 levels of mappings and lists");
+	free(deep);
 }
 
 /* ---- conditions ---- */
@@ -889,6 +1001,113 @@ test_long_values(void **state)
 	const char *kept = sc_lead_field(f.st, field_index(f.r, "title"));
 	assert_non_null(kept);
 	assert_int_equal(strlen(kept), SC_MAX_VALUE_BYTES - 1);
+	fx_close(&f);
+}
+
+/*
+ * `matches` is PCRE2 read as POSIX extended expressions read: each pattern
+ * of the shipped funnel.yaml (and a few more ERE forms) holds on exactly
+ * the values on which glibc's regexec (REG_EXTENDED, REG_ICASE with
+ * ignore_case) finds it, newlines and case included.
+ */
+static void
+test_regex_posix_compatible(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *re;
+		int icase;
+	} pats[] = {
+		/* funnel.yaml, as written there */
+		{ "^(vp|vice president|head of|chief|director)|^c[a-z]o$", 1 },
+		{ "manager|lead|specialist", 1 },
+		{ "/pricing", 0 },
+		{ "rival|other ?vendor", 1 },
+		{ "student|intern|phd", 1 },
+		{ "\\.(edu|ac\\.[a-z]+)$", 0 },
+		{ "/(careers|jobs)", 0 },
+		/* more ERE: anchors, classes, bounds, dot and newlines */
+		{ "^a.c$", 0 },
+		{ "c$", 0 },
+		{ "^[[:upper:]][[:digit:]]{2,3}$", 0 },
+		{ "[^a-z ]", 0 },
+		{ "(ab|a)(bc|c)?x", 0 },
+		{ "x*", 0 },
+		{ "^$", 0 },
+		{ "[.]com$", 1 },
+	};
+	static const char *const values[] = {
+		"VP Sales", "vp sales", "Vice President", "Head of IT", "CTO", "cto", "ceo of acme",
+		"Chief", "Product Manager", "Team Lead", "Engineer", "https://acme.example/pricing",
+		"/PRICING", "/careers/open", "/jobs", "Rival Corp", "OtherVendor", "other vendor",
+		"PhD Student", "mit.edu", "ox.ac.uk", "ac.uk", "abc", "a\nc", "abc\n", "c\n", "A12",
+		"A1234", "a12", "abcx", "abx", "ax", "", "x", "acme.COM", "acme.com\n", "lowercase only",
+	};
+	for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++) {
+		regex_t posix;
+		assert_int_equal(regcomp(&posix, pats[i].re,
+		                         REG_EXTENDED | REG_NOSUB | (pats[i].icase ? REG_ICASE : 0)), 0);
+		char text[1024], quoted[256];
+		size_t q = 0;
+		for (const char *c = pats[i].re; *c; c++) {
+			if (*c == '\\' || *c == '"')
+				quoted[q++] = '\\';
+			quoted[q++] = *c;
+		}
+		quoted[q] = 0;
+		snprintf(text, sizeof text, "version: c\nscoring:\n  threshold: 1000\n  fit:\n"
+		         "    - name: r\n      field: v\n      matches: \"%s\"\n%s      points: 1\n",
+		         quoted, pats[i].icase ? "      ignore_case: true\n" : "");
+		fx f;
+		fx_open(&f, text);
+		for (size_t j = 0; j < sizeof values / sizeof values[0]; j++) {
+			int want = regexec(&posix, values[j], 0, NULL, 0) == 0;
+			sc_outcome o = feed(&f, CAPTURED, FP_STAGE_INQUIRY, 0, "v", values[j], NULL);
+			if (o.fit != want)
+				fail_msg("/%s/ on \"%s\": holds %d, POSIX says %d", pats[i].re, values[j], o.fit,
+				         want);
+			assert_int_equal(o.re_limited, 0);
+		}
+		fx_close(&f);
+		regfree(&posix);
+	}
+}
+
+/*
+ * A pattern that backtracks exponentially on a long value stops at its
+ * limits: the record is applied at once (the test binary's timeout is the
+ * only clock), the condition does not hold, the outcome counts it, and
+ * the same pattern still matches where it matches quickly.  On lead fields
+ * and on activity data alike.
+ */
+static void
+test_regex_limits(void **state)
+{
+	(void)state;
+	fx f;
+	fx_open(&f, "version: c\nscoring:\n  threshold: 1000\n  fit:\n"
+	            "    - name: slow\n      field: title\n      matches: \"(a+)+[bc]\"\n      points: 1\n"
+	            "  engagement:\n"
+	            "    - name: slow-url\n      on: page_view\n"
+	            "      when: [{ field: url, matches: \"^(.*a){12}[bc]\" }]\n      points: 5\n");
+	char longv[SC_MAX_VALUE_BYTES + 1];
+	memset(longv, 'a', SC_MAX_VALUE_BYTES);
+	longv[SC_MAX_VALUE_BYTES] = 0;
+	for (int round = 0; round < 3; round++) {
+		sc_outcome o = feed(&f, CAPTURED, FP_STAGE_INQUIRY, 0, "title", longv, NULL);
+		assert_int_equal(o.fit, 0);
+		assert_int_equal(o.re_limited, 1);
+		o = feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 0, "kind", "page_view", "url", longv, NULL);
+		assert_int_equal(o.engagement, 0);
+		assert_int_equal(o.re_limited, 1);
+	}
+	sc_outcome o = feed(&f, CAPTURED, FP_STAGE_INQUIRY, 0, "title", "aaab", NULL);
+	assert_int_equal(o.fit, 1);
+	assert_int_equal(o.re_limited, 0);
+	o = feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 0, "kind", "page_view", "url",
+	         "aaaaaaaaaaaac", NULL);
+	assert_int_equal(o.engagement, 5);
+	assert_int_equal(o.re_limited, 0);
 	fx_close(&f);
 }
 
@@ -1272,24 +1491,77 @@ test_recycle_keep(void **state)
 }
 
 /* The record that sends a lead back never re-qualifies it, even when fit
- * alone reaches the threshold; the next record does. */
+ * alone reaches the threshold; nor does the next one: the lead is still
+ * above, so it has to fall below the threshold and cross it again
+ * (funnel.yaml: "it has to cross the threshold again, from below").
+ * Recycled and rejected alike, with reset_engagement and with keep. */
 static void
 test_recycle_record_never_qualifies(void **state)
 {
 	(void)state;
+	static const char *const back[] = { RECYCLED, REJECTED };
+	static const char *const how[] = { "  on_recycle: reset_engagement\n", "  on_recycle: keep\n" };
+	for (int b = 0; b < 2; b++) {
+		for (int h = 0; h < 2; h++) {
+			fx f;
+			char text[2048];
+			snprintf(text, sizeof text, base_fmt, how[h]);
+			char *th = strstr(text, "threshold: 50");
+			memcpy(th, "threshold: 25", 13);
+			fx_open(&f, text);
+			sc_outcome o = capture_fit(&f, FP_STAGE_INQUIRY, 0);
+			assert_int_equal(o.qualify, 1);
+			feed(&f, QUALIFIED, FP_STAGE_MQL, 0, NULL);
+			o = feed(&f, back[b], FP_STAGE_NURTURE, 1, "reason", "no-budget", NULL);
+			assert_int_equal(o.qualify, 0);
+			/* fit alone (30) is still at the threshold: "above" stays */
+			assert_int_equal(sc_lead_above(f.st), 1);
+			o = feed(&f, ACTIVITY, FP_STAGE_NURTURE, 2, "kind", "page_view", "url", "/", NULL);
+			if (o.qualify != 0)
+				fail_msg("%s, %s: qualified again without going below the threshold", back[b],
+				         how[h]);
+			/* below (the title changes: fit 10), then across again: qualifies */
+			o = feed(&f, CAPTURED, FP_STAGE_NURTURE, 300, "title", "Engineer", NULL);
+			assert_scores(o, 10, 0, 10);
+			assert_int_equal(o.qualify, 0);
+			assert_int_equal(sc_lead_above(f.st), 0);
+			o = feed(&f, CAPTURED, FP_STAGE_NURTURE, 300, "title", "Head of IT", NULL);
+			assert_int_equal(o.fit, 30);
+			assert_int_equal(o.qualify, 1);
+			fx_close(&f);
+		}
+	}
+}
+
+/* A lead sent back while below the threshold whose reset takes it above
+ * (a negative activity rule's points are zeroed too) does not qualify on
+ * that record, nor on the next: it crossed on the record that sent it back,
+ * which never counts; it qualifies after falling below and crossing again. */
+static void
+test_sent_back_reset_above(void **state)
+{
+	(void)state;
 	fx f;
 	char text[2048];
-	snprintf(text, sizeof text, base_fmt, "");
+	snprintf(text, sizeof text, base_fmt, "  on_recycle: reset_engagement\n");
 	char *th = strstr(text, "threshold: 50");
 	memcpy(th, "threshold: 25", 13);
 	fx_open(&f, text);
 	sc_outcome o = capture_fit(&f, FP_STAGE_INQUIRY, 0);
 	assert_int_equal(o.qualify, 1);
 	feed(&f, QUALIFIED, FP_STAGE_MQL, 0, NULL);
-	o = feed(&f, RECYCLED, FP_STAGE_NURTURE, 1, "reason", "no-budget", NULL);
-	assert_int_equal(o.qualify, 0);
+	o = feed(&f, ACTIVITY, FP_STAGE_MQL, 0, "kind", "unsubscribe", NULL);
+	assert_scores(o, 30, -30, 0);
 	assert_int_equal(sc_lead_above(f.st), 0);
-	o = feed(&f, ACTIVITY, FP_STAGE_NURTURE, 2, "kind", "no_rule_reads_this", NULL);
+	o = feed(&f, REJECTED, FP_STAGE_NURTURE, 0, "reason", "not-ready", NULL);
+	assert_scores(o, 30, 0, 30);
+	assert_int_equal(o.qualify, 0);
+	assert_int_equal(sc_lead_above(f.st), 1);
+	o = feed(&f, ACTIVITY, FP_STAGE_NURTURE, 1, "kind", "page_view", "url", "/", NULL);
+	assert_int_equal(o.qualify, 0);
+	o = feed(&f, ACTIVITY, FP_STAGE_NURTURE, 1, "kind", "unsubscribe", NULL);
+	assert_int_equal(sc_lead_above(f.st), 0);
+	o = feed(&f, CAPTURED, FP_STAGE_NURTURE, 1000, "title", "VP Sales", NULL);
 	assert_int_equal(o.qualify, 1);
 	fx_close(&f);
 }
@@ -1945,9 +2217,12 @@ main(void)
 		cmocka_unit_test(test_rules_error_buffer),
 		cmocka_unit_test(test_too_many_rules),
 		cmocka_unit_test(test_load_errors),
+		cmocka_unit_test(test_file_limits),
 		cmocka_unit_test(test_conditions),
 		cmocka_unit_test(test_activity_conditions),
 		cmocka_unit_test(test_long_values),
+		cmocka_unit_test(test_regex_posix_compatible),
+		cmocka_unit_test(test_regex_limits),
 		cmocka_unit_test(test_fields_update),
 		cmocka_unit_test(test_decay),
 		cmocka_unit_test(test_replay_deterministic),
@@ -1959,6 +2234,7 @@ main(void)
 		cmocka_unit_test(test_recycle_reset),
 		cmocka_unit_test(test_recycle_keep),
 		cmocka_unit_test(test_recycle_record_never_qualifies),
+		cmocka_unit_test(test_sent_back_reset_above),
 		cmocka_unit_test(test_minimum_fit),
 		cmocka_unit_test(test_ignored_records),
 		cmocka_unit_test(test_erased_wipes),
