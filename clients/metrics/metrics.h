@@ -148,6 +148,10 @@ int mx_query_param(mx_query *q, const char *key, const char *value, char *err, s
  * *out with cJSON_Delete.  FUNNEL_OK, FUNNEL_ENOMEM, FUNNEL_ESTORAGE. */
 int mx_report(MDB_txn *txn, const mx_tables *t, const mx_query *q, cJSON **out);
 
+/* Add v to o as a JSON integer written exactly (seqs and ns exceed
+ * the 2^53 a double holds): the digits, never an exponent. */
+void mx_json_u64(cJSON *o, const char *name, uint64_t v);
+
 /* The view's checkpoint (last applied seq) as the transaction sees it. */
 uint64_t mx_checkpoint(MDB_txn *txn, const mx_tables *t);
 
