@@ -16,6 +16,10 @@
  *   leads     lead id -> mx_lead (encoded by mx_lead_encode): stage,
  *             stage-entry times, touches (source/campaign/form of each
  *             lead.captured), owner and team, the current assignment.
+ *             A lead erased and then captured again is a new lead: the
+ *             erased one's row moves to "lead id\0be64 seq" (seq: the
+ *             new capture; no lead id holds a control byte) and stays
+ *             in every count, the new one starts a fresh row.
  *   facts     be64 ts || be64 seq -> mx_fact: one per record that moved
  *             a lead between stages, assigned it or recorded an SLA
  *             breach.  Keyed by time, so a window is a range scan.  An
@@ -69,6 +73,10 @@ typedef struct mx_lead {
 	uint64_t assigned_ts, assigned_seq;  /* current assignment (seq 0: none) */
 	funnel_str owner, team;
 	mx_touch touch[MX_MAX_TOUCHES];
+	mx_touch opp_last;                   /* touch[opp_touches - 1] when the last opportunity
+	                                      * opened: with MX_MAX_TOUCHES touches that slot
+	                                      * takes every later re-inquiry, and the win is
+	                                      * credited to the opportunity's touches */
 } mx_lead;
 
 enum { MX_F_STAGE = 1, MX_F_ASSIGN = 2, MX_F_SLA = 3 };
