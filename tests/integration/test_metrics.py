@@ -721,7 +721,15 @@ def run_definitions(res, daemon, ctx):
         expect_eq(m.api("/api/summary")["checkpoint"], head, "the reports read the view")
     res.run("with funneld stopped /healthz and the reports answer at once, saying what "
             "they know", funneld_stopped)
-    m.stop()
+
+    def clean_stop():
+        expect_eq(m.stop(), 0, "exit status after SIGTERM with funneld stopped")
+        with open(m.log, errors="replace") as f:
+            text = f.read()
+        for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            expect(bad not in text, "sanitizer report in funnel-metrics' log: %s"
+                   % text[text.find(bad) - 200:text.find(bad) + 600])
+    res.run("SIGTERM stops the service, its HTTP server and its prober cleanly", clean_stop)
     m.kill9()
     log.close()
 
