@@ -176,9 +176,12 @@ typedef struct mx_http mx_http;
 /* Serve the dashboard and the APIs on addr ("HOST:PORT", loopback by
  * default) from a small pool of libmicrohttpd threads.  Each request reads the
  * view in its own read-only transaction, under map_lock for reading;
- * query_ep is funneld's query endpoint (for the head in /healthz and
- * /metrics).  Returns FUNNEL_OK, FUNNEL_EINVAL (bad address),
- * FUNNEL_ETRANSPORT (cannot listen; logged). */
+ * query_ep is funneld's query endpoint, which a thread of the server
+ * asks for the head every half second (/healthz and /metrics print its
+ * last answer: no request waits on funneld).  Connections and query
+ * parameters are capped (METRICS.md, HTTP limits).  Returns FUNNEL_OK,
+ * FUNNEL_EINVAL (bad address), FUNNEL_ENOMEM, FUNNEL_ETRANSPORT (cannot
+ * listen; logged).  mx_http_stop joins every thread it started. */
 int mx_http_start(mx_http **out, const char *addr, const mx_tables *t,
                   pthread_rwlock_t *map_lock, const char *query_ep);
 void mx_http_stop(mx_http **h);
