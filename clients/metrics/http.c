@@ -11,15 +11,27 @@
  *
  * Each request reads the view in its own read-only transaction, taken
  * under the service's map lock (for reading) so the runtime never
- * resizes the map under it.  The funnel_query that asks funneld for the
- * head is used by one request at a time (qlock): created on first use,
- * destroyed after the threads have stopped.
+ * resizes the map under it.  No request ever waits on funneld: the
+ * log's head is read by a thread of its own (the prober), every
+ * PROBE_MS, each try bounded by HEAD_TIMEOUT_MS, and /healthz and
+ * /metrics print the last head it read and how old that is.  The
+ * prober owns its funnel_query; the requests read its findings under
+ * plock.
+ *
+ * Limits (METRICS.md, "HTTP limits"): at most MX_HTTP_MAX_CONNS
+ * connections in all and MX_HTTP_MAX_PER_ADDR from one client address
+ * (more are closed as they arrive), a connection idle for
+ * MX_HTTP_IDLE_S seconds is closed, and a request with more than
+ * MX_HTTP_MAX_PARAMS query parameters is answered 400 before any of
+ * them is parsed.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <microhttpd.h>
 
@@ -28,17 +40,38 @@
 #include "metrics.h"
 #include "mp.h"
 
-#define HEAD_TIMEOUT_MS 1000
+#define HEAD_TIMEOUT_MS 1000     /* one status request to funneld, at most */
+#define PROBE_MS 500             /* between two reads of the log's head */
 #define MX_HTTP_THREADS 2u
+#define MX_HTTP_MAX_CONNS 256u   /* open connections, in all */
+#define MX_HTTP_MAX_PER_ADDR 32u /* open connections from one client address */
+#define MX_HTTP_IDLE_S 10u       /* a connection silent this long is closed */
+#define MX_HTTP_MAX_PARAMS 16    /* query parameters of one request (6 exist) */
+
+/* What the prober last learnt about the log (under plock). */
+typedef struct probe {
+	int reachable;            /* the last try got an answer */
+	int known;                /* some try ever got one: head and at are set */
+	uint64_t head;            /* the head of the last answer */
+	struct timespec at;       /* CLOCK_MONOTONIC of the last answer */
+} probe;
 
 struct mx_http {
 	struct MHD_Daemon *d;
 	mx_tables t;
 	pthread_rwlock_t *map_lock;
 	char *query_ep;
-	pthread_mutex_t qlock;
-	funnel_query *q;          /* under qlock */
+	pthread_t prober;
+	int prober_started;
+	pthread_mutex_t plock;
+	pthread_cond_t pwake;     /* signalled to stop the prober */
+	int stopping;             /* under plock */
+	probe last;               /* under plock */
 };
+
+/* The request's verdict of the URI callback, as MHD's per-request
+ * context: the address of too_many_params, or NULL. */
+static char too_many_params;
 
 /* Parameters of one /api request, as MHD hands them over. */
 typedef struct params {
@@ -46,7 +79,7 @@ typedef struct params {
 	int bad;
 	char param[64];
 	char err[256];
-	const char *seen[8];
+	const char *seen[MX_HTTP_MAX_PARAMS];
 	int nseen;
 } params;
 
@@ -79,7 +112,7 @@ on_param(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 			return MHD_NO;
 		}
 	}
-	if (p->nseen < 8)
+	if (p->nseen < MX_HTTP_MAX_PARAMS)
 		p->seen[p->nseen++] = key;
 	if (mx_query_param(&p->q, key, value, p->err, sizeof p->err) != 0) {
 		p->bad = 1;
@@ -126,25 +159,64 @@ reply_error(struct MHD_Connection *c, unsigned status, const char *msg, const ch
 	return reply_json(c, status, o);
 }
 
-/* The log's head; 0 with *known = 0 when funneld does not answer. */
-static uint64_t
-log_head(mx_http *h, int *known)
+/* The prober: reads the log's head every PROBE_MS until told to stop.
+ * Its funnel_query is its own; a try that fails (funneld down, or a
+ * timed-out DEALER that may hold a late reply) starts afresh next time. */
+static void *
+prober_main(void *arg)
 {
+	mx_http *h = arg;
+	funnel_query *q = NULL;
 	funnel_status st;
-	uint64_t head = 0;
-	*known = 0;
-	pthread_mutex_lock(&h->qlock);
-	if (h->q == NULL && funnel_query_new(&h->q, h->query_ep, HEAD_TIMEOUT_MS) != FUNNEL_OK) {
-		h->q = NULL;
-	} else if (funnel_status_get(h->q, &st) != FUNNEL_OK) {
-		/* a timed-out DEALER may hold a late reply: start afresh next time */
-		funnel_query_destroy(&h->q);
-	} else {
-		*known = 1;
-		head = st.head;
+
+	pthread_mutex_lock(&h->plock);
+	while (!h->stopping) {
+		pthread_mutex_unlock(&h->plock);
+		int ok = 0;
+		if (q == NULL && funnel_query_new(&q, h->query_ep, HEAD_TIMEOUT_MS) != FUNNEL_OK)
+			q = NULL;
+		else if (funnel_status_get(q, &st) != FUNNEL_OK)
+			funnel_query_destroy(&q);
+		else
+			ok = 1;
+		struct timespec now, until;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		pthread_mutex_lock(&h->plock);
+		h->last.reachable = ok;
+		if (ok) {
+			h->last.known = 1;
+			h->last.head = st.head;
+			h->last.at = now;
+		}
+		until = now;
+		until.tv_nsec += (long)PROBE_MS * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		while (!h->stopping &&
+		       pthread_cond_timedwait(&h->pwake, &h->plock, &until) != ETIMEDOUT)
+			;
 	}
-	pthread_mutex_unlock(&h->qlock);
-	return head;
+	pthread_mutex_unlock(&h->plock);
+	funnel_query_destroy(&q);
+	return NULL;
+}
+
+/* The prober's last findings, and their age in ns (0 when never known). */
+static probe
+last_probe(mx_http *h, uint64_t *age_ns)
+{
+	struct timespec now;
+	pthread_mutex_lock(&h->plock);
+	probe p = h->last;
+	pthread_mutex_unlock(&h->plock);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	*age_ns = 0;
+	if (p.known) {
+		int64_t d = (int64_t)(now.tv_sec - p.at.tv_sec) * 1000000000LL +
+		            (now.tv_nsec - p.at.tv_nsec);
+		*age_ns = d > 0 ? (uint64_t)d : 0;
+	}
+	return p;
 }
 
 static int
@@ -216,42 +288,72 @@ serve_metrics(mx_http *h, struct MHD_Connection *c)
 	MDB_txn *txn;
 	char *text;
 	size_t len;
-	int known;
-	uint64_t head = log_head(h, &known);
+	uint64_t age;
+	probe p = last_probe(h, &age);
 
 	if (begin_read(h, &txn) != 0)
 		return reply(c, 503, "text/plain", "the view cannot be read\n", 24, 0);
-	int rc = mx_prometheus(txn, &h->t, known, head, &text, &len);
+	int rc = mx_prometheus(txn, &h->t, p.reachable, p.head, &text, &len);
 	end_read(h, &txn);
 	if (rc != FUNNEL_OK)
 		return reply(c, 500, "text/plain", "cannot read the counters\n", 25, 0);
 	return reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, 1);
 }
 
+/* What the view and the prober know, at once: never waits on funneld.
+ * 200 only when the last try reached the log and the view has applied
+ * the head it read (that head was read before this checkpoint). */
 static enum MHD_Result
 serve_health(mx_http *h, struct MHD_Connection *c)
 {
 	MDB_txn *txn;
-	int known;
-	/* the head first: a checkpoint read after it that reaches it is caught up */
-	uint64_t head = log_head(h, &known);
+	uint64_t age;
+	probe p = last_probe(h, &age);
 
 	if (begin_read(h, &txn) != 0)
 		return reply_error(c, 503, "the view cannot be read", NULL);
 	uint64_t cp = mx_checkpoint(txn, &h->t);
 	end_read(h, &txn);
+	int ok = p.reachable && cp >= p.head;
 	cJSON *o = cJSON_CreateObject();
-	const char *status = !known ? "log unreachable" : cp >= head ? "ok" : "catching up";
-	cJSON_AddStringToObject(o, "status", status);
-	cJSON_AddNumberToObject(o, "checkpoint", (double)cp);
-	if (known) {
-		cJSON_AddNumberToObject(o, "head", (double)head);
-		cJSON_AddNumberToObject(o, "lag", (double)(head > cp ? head - cp : 0));
+	cJSON_AddStringToObject(o, "status", !p.reachable ? "log unreachable"
+	                                     : ok ? "ok" : "catching up");
+	mx_json_u64(o, "checkpoint", cp);
+	if (p.known) {
+		mx_json_u64(o, "head", p.head);
+		mx_json_u64(o, "lag", p.head > cp ? p.head - cp : 0);
+		cJSON_AddNumberToObject(o, "head_age_s", (double)(age / 1000000) / 1e3);
 	} else {
 		cJSON_AddNullToObject(o, "head");
 		cJSON_AddNullToObject(o, "lag");
+		cJSON_AddNullToObject(o, "head_age_s");
 	}
-	return reply_json(c, known && cp >= head ? 200 : 503, o);
+	return reply_json(c, ok ? 200 : 503, o);
+}
+
+/* MHD_OPTION_URI_LOG_CALLBACK: called with the request's URI before MHD
+ * parses its query, which is the only moment a request with too many
+ * parameters can be refused whole: MHD keeps each parameter in the
+ * connection's fixed memory pool, and a pool that runs out leaves the
+ * client with no answer at all (libmicrohttpd 0.9.75).  Past the limit
+ * the query is cut at its start (the URI lives in MHD's read buffer,
+ * and MHD parses the query from the '?' it found before this call, as
+ * a C string), so nothing is parsed and on_request answers 400. */
+static void *
+on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	(void)cls;
+	(void)c;
+	char *query = strchr(uri, '?');
+	if (query == NULL || query[1] == 0)
+		return NULL;
+	int n = 1;
+	for (const char *p = query + 1; *p; p++)
+		n += *p == '&';
+	if (n <= MX_HTTP_MAX_PARAMS)
+		return NULL;
+	query[1] = 0;
+	return &too_many_params;
 }
 
 static enum MHD_Result
@@ -261,7 +363,12 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 	mx_http *h = cls;
 	(void)version;
 	(void)upload_data;
-	(void)state;
+	if (*state == &too_many_params) {
+		char msg[96];
+		snprintf(msg, sizeof msg, "too many parameters: at most %d in one request",
+		         MX_HTTP_MAX_PARAMS);
+		return reply_error(c, 400, msg, NULL);
+	}
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
 		return reply_error(c, 405, "only GET and HEAD", NULL);
 	if (*upload_size != 0)
@@ -278,6 +385,23 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 	if (strcmp(url, "/healthz") == 0)
 		return serve_health(h, c);
 	return reply_error(c, 404, "not found: /, /api/<report>, /metrics, /healthz", NULL);
+}
+
+/* Stop the prober (if it runs) and free h; the MHD daemon is stopped. */
+static void
+http_free(mx_http *h)
+{
+	if (h->prober_started) {
+		pthread_mutex_lock(&h->plock);
+		h->stopping = 1;
+		pthread_cond_signal(&h->pwake);
+		pthread_mutex_unlock(&h->plock);
+		pthread_join(h->prober, NULL);   /* a try in flight ends within HEAD_TIMEOUT_MS */
+	}
+	pthread_cond_destroy(&h->pwake);
+	pthread_mutex_destroy(&h->plock);
+	free(h->query_ep);
+	free(h);
 }
 
 int
@@ -309,21 +433,36 @@ mx_http_start(mx_http **out, const char *addr, const mx_tables *t, pthread_rwloc
 		return FUNNEL_ENOMEM;
 	h->t = *t;
 	h->map_lock = map_lock;
-	pthread_mutex_init(&h->qlock, NULL);
+	pthread_mutex_init(&h->plock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&h->pwake, &ca);
+	pthread_condattr_destroy(&ca);
 	h->query_ep = strdup(query_ep ? query_ep : FUNNEL_DEFAULT_QUERY);
 	if (h->query_ep == NULL) {
-		free(h);
+		http_free(h);
 		return FUNNEL_ENOMEM;
 	}
-	h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port,
-	                        NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, &sa,
+	if (pthread_create(&h->prober, NULL, prober_main, h) != 0) {
+		funnel_log(FUNNEL_LOG_ERROR, "metrics: cannot start the thread that reads the log's head");
+		http_free(h);
+		return FUNNEL_ENOMEM;
+	}
+	h->prober_started = 1;
+	/* epoll: a connection count past FD_SETSIZE must not break select() */
+	h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG,
+	                        (uint16_t)port, NULL, NULL, on_request, h,
+	                        MHD_OPTION_SOCK_ADDR, &sa,
 	                        MHD_OPTION_THREAD_POOL_SIZE, MX_HTTP_THREADS,
-	                        MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+	                        MHD_OPTION_CONNECTION_LIMIT, MX_HTTP_MAX_CONNS,
+	                        MHD_OPTION_PER_IP_CONNECTION_LIMIT, MX_HTTP_MAX_PER_ADDR,
+	                        MHD_OPTION_CONNECTION_TIMEOUT, MX_HTTP_IDLE_S,
+	                        MHD_OPTION_URI_LOG_CALLBACK, on_uri, (void *)NULL,
+	                        MHD_OPTION_END);
 	if (h->d == NULL) {
 		funnel_log(FUNNEL_LOG_ERROR, "metrics: cannot serve HTTP on %s", addr);
-		pthread_mutex_destroy(&h->qlock);
-		free(h->query_ep);
-		free(h);
+		http_free(h);
 		return FUNNEL_ETRANSPORT;
 	}
 	const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
@@ -339,10 +478,7 @@ mx_http_stop(mx_http **ph)
 	if (ph == NULL || *ph == NULL)
 		return;
 	mx_http *h = *ph;
-	MHD_stop_daemon(h->d);          /* joins the threads: h->q is ours now */
-	funnel_query_destroy(&h->q);
-	pthread_mutex_destroy(&h->qlock);
-	free(h->query_ep);
-	free(h);
+	MHD_stop_daemon(h->d);          /* joins the request threads */
+	http_free(h);
 	*ph = NULL;
 }

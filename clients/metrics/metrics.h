@@ -16,6 +16,10 @@
  *   leads     lead id -> mx_lead (encoded by mx_lead_encode): stage,
  *             stage-entry times, touches (source/campaign/form of each
  *             lead.captured), owner and team, the current assignment.
+ *             A lead erased and then captured again is a new lead: the
+ *             erased one's row moves to "lead id\0be64 seq" (seq: the
+ *             new capture; no lead id holds a control byte) and stays
+ *             in every count, the new one starts a fresh row.
  *   facts     be64 ts || be64 seq -> mx_fact: one per record that moved
  *             a lead between stages, assigned it or recorded an SLA
  *             breach.  Keyed by time, so a window is a range scan.  An
@@ -69,6 +73,10 @@ typedef struct mx_lead {
 	uint64_t assigned_ts, assigned_seq;  /* current assignment (seq 0: none) */
 	funnel_str owner, team;
 	mx_touch touch[MX_MAX_TOUCHES];
+	mx_touch opp_last;                   /* touch[opp_touches - 1] when the last opportunity
+	                                      * opened: with MX_MAX_TOUCHES touches that slot
+	                                      * takes every later re-inquiry, and the win is
+	                                      * credited to the opportunity's touches */
 } mx_lead;
 
 enum { MX_F_STAGE = 1, MX_F_ASSIGN = 2, MX_F_SLA = 3 };
@@ -148,6 +156,10 @@ int mx_query_param(mx_query *q, const char *key, const char *value, char *err, s
  * *out with cJSON_Delete.  FUNNEL_OK, FUNNEL_ENOMEM, FUNNEL_ESTORAGE. */
 int mx_report(MDB_txn *txn, const mx_tables *t, const mx_query *q, cJSON **out);
 
+/* Add v to o as a JSON integer written exactly (seqs and ns exceed
+ * the 2^53 a double holds): the digits, never an exponent. */
+void mx_json_u64(cJSON *o, const char *name, uint64_t v);
+
 /* The view's checkpoint (last applied seq) as the transaction sees it. */
 uint64_t mx_checkpoint(MDB_txn *txn, const mx_tables *t);
 
@@ -164,9 +176,12 @@ typedef struct mx_http mx_http;
 /* Serve the dashboard and the APIs on addr ("HOST:PORT", loopback by
  * default) from a small pool of libmicrohttpd threads.  Each request reads the
  * view in its own read-only transaction, under map_lock for reading;
- * query_ep is funneld's query endpoint (for the head in /healthz and
- * /metrics).  Returns FUNNEL_OK, FUNNEL_EINVAL (bad address),
- * FUNNEL_ETRANSPORT (cannot listen; logged). */
+ * query_ep is funneld's query endpoint, which a thread of the server
+ * asks for the head every half second (/healthz and /metrics print its
+ * last answer: no request waits on funneld).  Connections and query
+ * parameters are capped (METRICS.md, HTTP limits).  Returns FUNNEL_OK,
+ * FUNNEL_EINVAL (bad address), FUNNEL_ENOMEM, FUNNEL_ETRANSPORT (cannot
+ * listen; logged).  mx_http_stop joins every thread it started. */
 int mx_http_start(mx_http **out, const char *addr, const mx_tables *t,
                   pthread_rwlock_t *map_lock, const char *query_ep);
 void mx_http_stop(mx_http **h);

@@ -689,11 +689,35 @@ fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
 
 /* ---- JSON ---- */
 
+void
+mx_json_u64(cJSON *o, const char *name, uint64_t v)
+{
+	char digits[24];
+	snprintf(digits, sizeof digits, "%" PRIu64, v);
+	cJSON_AddRawToObject(o, name, digits);
+}
+
+/* A figure: a whole number (a count, an amount in whole units) is
+ * written as its digits, exactly, as far as 2^63; anything else (a
+ * rate, a share under linear attribution, seconds) as cJSON writes a
+ * double. */
+static void
+add_num(cJSON *o, const char *name, double x)
+{
+	if (x == floor(x) && fabs(x) < 9223372036854775808.0) {
+		char digits[32];
+		snprintf(digits, sizeof digits, "%.0f", x == 0 ? 0.0 : x);
+		cJSON_AddRawToObject(o, name, digits);
+	} else {
+		cJSON_AddNumberToObject(o, name, x);
+	}
+}
+
 static void
 add_rate(cJSON *o, const char *name, double num, double den)
 {
 	if (den > 0)
-		cJSON_AddNumberToObject(o, name, num / den);
+		add_num(o, name, num / den);
 	else
 		cJSON_AddNullToObject(o, name);
 }
@@ -703,10 +727,10 @@ static cJSON *
 durations(const vec *d)
 {
 	cJSON *o = cJSON_CreateObject();
-	cJSON_AddNumberToObject(o, "n", (double)d->n);
+	add_num(o, "n", (double)d->n);
 	if (d->n) {
-		cJSON_AddNumberToObject(o, "median_s", (double)rank(d, 0.5) / 1e9);
-		cJSON_AddNumberToObject(o, "p90_s", (double)rank(d, 0.9) / 1e9);
+		add_num(o, "median_s", (double)rank(d, 0.5) / 1e9);
+		add_num(o, "p90_s", (double)rank(d, 0.9) / 1e9);
 	} else {
 		cJSON_AddNullToObject(o, "median_s");
 		cJSON_AddNullToObject(o, "p90_s");
@@ -721,7 +745,7 @@ add_time(cJSON *o, const char *name, uint64_t ns)
 		cJSON_AddNullToObject(o, name);
 		return;
 	}
-	cJSON_AddNumberToObject(o, name, (double)ns);
+	mx_json_u64(o, name, ns);
 }
 
 static cJSON *
@@ -749,8 +773,8 @@ funnel_json(const agg *a)
 	for (int i = 0; i < NSHOWN; i++) {
 		cJSON *s = cJSON_CreateObject();
 		cJSON_AddStringToObject(s, "stage", fp_stage_name(shown[i]));
-		cJSON_AddNumberToObject(s, "entered", a->entries[shown[i]]);
-		cJSON_AddNumberToObject(s, "now", a->balance[shown[i]]);
+		add_num(s, "entered", a->entries[shown[i]]);
+		add_num(s, "now", a->balance[shown[i]]);
 		cJSON_AddItemToArray(st, s);
 	}
 	cJSON *bs = cJSON_AddArrayToObject(o, "by_source");
@@ -760,7 +784,7 @@ funnel_json(const agg *a)
 		cJSON_AddStringToObject(r, "source", g->k[0]);
 		cJSON_AddStringToObject(r, "campaign", g->k[1]);
 		for (int j = 0; j < NSHOWN - 1; j++)
-			cJSON_AddNumberToObject(r, fp_stage_name(shown[j]), g->v[SC_ENTRIES + shown[j]]);
+			add_num(r, fp_stage_name(shown[j]), g->v[SC_ENTRIES + shown[j]]);
 		cJSON_AddItemToArray(bs, r);
 	}
 	return o;
@@ -774,23 +798,23 @@ conversion_json(const agg *a)
 	cJSON *coh = cJSON_AddObjectToObject(o, "cohort");
 	for (int i = 0; i < NPAIRS; i++) {
 		cJSON *p = cJSON_AddObjectToObject(per, pairs[i].name);
-		cJSON_AddNumberToObject(p, "from_entries", a->entries[pairs[i].from]);
-		cJSON_AddNumberToObject(p, "to_entries", a->entries[pairs[i].to]);
+		add_num(p, "from_entries", a->entries[pairs[i].from]);
+		add_num(p, "to_entries", a->entries[pairs[i].to]);
 		add_rate(p, "rate", a->entries[pairs[i].to], a->entries[pairs[i].from]);
 		cJSON *c = cJSON_AddObjectToObject(coh, pairs[i].name);
-		cJSON_AddNumberToObject(c, "entered", a->cohort_in[i]);
-		cJSON_AddNumberToObject(c, "went_on", a->cohort_on[i]);
+		add_num(c, "entered", a->cohort_in[i]);
+		add_num(c, "went_on", a->cohort_on[i]);
 		add_rate(c, "rate", a->cohort_on[i], a->cohort_in[i]);
 	}
 	cJSON *w = cJSON_AddObjectToObject(per, "win_rate");
-	cJSON_AddNumberToObject(w, "won", a->entries[FP_STAGE_WON]);
-	cJSON_AddNumberToObject(w, "lost", a->entries[FP_STAGE_LOST]);
+	add_num(w, "won", a->entries[FP_STAGE_WON]);
+	add_num(w, "lost", a->entries[FP_STAGE_LOST]);
 	add_rate(w, "rate", a->entries[FP_STAGE_WON],
 	         a->entries[FP_STAGE_WON] + a->entries[FP_STAGE_LOST]);
 	w = cJSON_AddObjectToObject(coh, "win_rate");
-	cJSON_AddNumberToObject(w, "entered", a->cohort_sql);
-	cJSON_AddNumberToObject(w, "won", a->cohort_won);
-	cJSON_AddNumberToObject(w, "lost", a->cohort_lost);
+	add_num(w, "entered", a->cohort_sql);
+	add_num(w, "won", a->cohort_won);
+	add_num(w, "lost", a->cohort_lost);
 	add_rate(w, "rate", a->cohort_won, a->cohort_won + a->cohort_lost);
 	return o;
 }
@@ -813,26 +837,26 @@ velocity_json(const agg *a)
 static void
 follow_row(cJSON *r, const group *g)
 {
-	cJSON_AddNumberToObject(r, "assignments", g->v[FU_ASSIGNED]);
-	cJSON_AddNumberToObject(r, "contacted", g->v[FU_CONTACTED]);
+	add_num(r, "assignments", g->v[FU_ASSIGNED]);
+	add_num(r, "contacted", g->v[FU_CONTACTED]);
 	cJSON_AddItemToObject(r, "speed_to_lead", durations(&g->d));
 	add_rate(r, "within_5m", g->v[FU_W5M], g->v[FU_ASSIGNED]);
 	add_rate(r, "within_1h", g->v[FU_W1H], g->v[FU_ASSIGNED]);
 	add_rate(r, "within_24h", g->v[FU_W24H], g->v[FU_ASSIGNED]);
-	cJSON_AddNumberToObject(r, "sla_breaches", g->v[FU_SLA]);
+	add_num(r, "sla_breaches", g->v[FU_SLA]);
 }
 
 static cJSON *
 followup_json(const agg *a)
 {
 	cJSON *o = cJSON_CreateObject();
-	cJSON_AddNumberToObject(o, "assignments", a->assigned);
-	cJSON_AddNumberToObject(o, "contacted", a->contacted);
+	add_num(o, "assignments", a->assigned);
+	add_num(o, "contacted", a->contacted);
 	cJSON_AddItemToObject(o, "speed_to_lead", durations(&a->delay));
 	add_rate(o, "within_5m", a->within[0], a->assigned);
 	add_rate(o, "within_1h", a->within[1], a->assigned);
 	add_rate(o, "within_24h", a->within[2], a->assigned);
-	cJSON_AddNumberToObject(o, "sla_breaches", a->sla);
+	add_num(o, "sla_breaches", a->sla);
 	cJSON *teams = cJSON_AddArrayToObject(o, "teams");
 	for (size_t i = 0; i < a->teams.n; i++) {
 		cJSON *r = cJSON_CreateObject();
@@ -857,12 +881,12 @@ closed_loop_json(const agg *a)
 	cJSON *o = cJSON_CreateObject();
 	double acc = a->by_ev[FP_EV_ACCEPTED], rej = a->by_ev[FP_EV_REJECTED];
 	double rec = a->by_ev[FP_EV_RECYCLED];
-	cJSON_AddNumberToObject(o, "mql_entries", a->entries[FP_STAGE_MQL]);
-	cJSON_AddNumberToObject(o, "accepted", acc);
-	cJSON_AddNumberToObject(o, "rejected", rej);
-	cJSON_AddNumberToObject(o, "recycled", rec);
-	cJSON_AddNumberToObject(o, "disqualified", a->by_ev[FP_EV_DISQUALIFIED]);
-	cJSON_AddNumberToObject(o, "lost", a->by_ev[FP_EV_DEAL_LOST]);
+	add_num(o, "mql_entries", a->entries[FP_STAGE_MQL]);
+	add_num(o, "accepted", acc);
+	add_num(o, "rejected", rej);
+	add_num(o, "recycled", rec);
+	add_num(o, "disqualified", a->by_ev[FP_EV_DISQUALIFIED]);
+	add_num(o, "lost", a->by_ev[FP_EV_DEAL_LOST]);
 	add_rate(o, "rejection_rate", rej, acc + rej);
 	add_rate(o, "recycle_rate", rec, a->entries[FP_STAGE_MQL]);
 	cJSON *rs = cJSON_AddArrayToObject(o, "reasons");
@@ -871,7 +895,7 @@ closed_loop_json(const agg *a)
 		cJSON *r = cJSON_CreateObject();
 		cJSON_AddStringToObject(r, "event", g->k[0]);
 		cJSON_AddStringToObject(r, "reason", g->k[1]);
-		cJSON_AddNumberToObject(r, "count", g->v[0]);
+		add_num(r, "count", g->v[0]);
 		cJSON_AddItemToArray(rs, r);
 	}
 	cJSON *bs = cJSON_AddArrayToObject(o, "by_source");
@@ -882,10 +906,10 @@ closed_loop_json(const agg *a)
 		cJSON *r = cJSON_CreateObject();
 		cJSON_AddStringToObject(r, "source", g->k[0]);
 		cJSON_AddStringToObject(r, "campaign", g->k[1]);
-		cJSON_AddNumberToObject(r, "mql_entries", gmql);
-		cJSON_AddNumberToObject(r, "accepted", gacc);
-		cJSON_AddNumberToObject(r, "rejected", grej);
-		cJSON_AddNumberToObject(r, "recycled", g->v[SC_ENTRIES + FP_STAGE_NURTURE] - grej);
+		add_num(r, "mql_entries", gmql);
+		add_num(r, "accepted", gacc);
+		add_num(r, "rejected", grej);
+		add_num(r, "recycled", g->v[SC_ENTRIES + FP_STAGE_NURTURE] - grej);
 		add_rate(r, "rejection_rate", grej, gacc + grej);
 		add_rate(r, "recycle_rate", g->v[SC_ENTRIES + FP_STAGE_NURTURE] - grej, gmql);
 		cJSON_AddItemToArray(bs, r);
@@ -898,7 +922,7 @@ closed_loop_json(const agg *a)
 		cJSON_AddStringToObject(r, "reason", g->k[1]);
 		cJSON_AddStringToObject(r, "source", g->k[2]);
 		cJSON_AddStringToObject(r, "campaign", g->k[3]);
-		cJSON_AddNumberToObject(r, "count", g->v[0]);
+		add_num(r, "count", g->v[0]);
 		cJSON_AddItemToArray(rb, r);
 	}
 	return o;
@@ -912,20 +936,20 @@ attribution_json(const agg *a, int model)
 	static const char *const lists[] = { "by_source", "by_campaign", "by_form" };
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "model", models[model]);
-	cJSON_AddNumberToObject(o, "pipeline", a->pipeline);
-	cJSON_AddNumberToObject(o, "revenue", a->revenue);
-	cJSON_AddNumberToObject(o, "opportunities", a->by_ev[FP_EV_OPP_OPENED]);
-	cJSON_AddNumberToObject(o, "won", a->by_ev[FP_EV_DEAL_WON]);
+	add_num(o, "pipeline", a->pipeline);
+	add_num(o, "revenue", a->revenue);
+	add_num(o, "opportunities", a->by_ev[FP_EV_OPP_OPENED]);
+	add_num(o, "won", a->by_ev[FP_EV_DEAL_WON]);
 	for (int d = 0; d < 3; d++) {
 		cJSON *arr = cJSON_AddArrayToObject(o, lists[d]);
 		for (size_t i = 0; i < a->attr[d].n; i++) {
 			const group *g = a->attr[d].items[i];
 			cJSON *r = cJSON_CreateObject();
 			cJSON_AddStringToObject(r, dims[d], g->k[0]);
-			cJSON_AddNumberToObject(r, "pipeline", g->v[AT_PIPELINE]);
-			cJSON_AddNumberToObject(r, "revenue", g->v[AT_REVENUE]);
-			cJSON_AddNumberToObject(r, "opportunities", g->v[AT_OPPS]);
-			cJSON_AddNumberToObject(r, "won", g->v[AT_WON]);
+			add_num(r, "pipeline", g->v[AT_PIPELINE]);
+			add_num(r, "revenue", g->v[AT_REVENUE]);
+			add_num(r, "opportunities", g->v[AT_OPPS]);
+			add_num(r, "won", g->v[AT_WON]);
 			cJSON_AddItemToArray(arr, r);
 		}
 	}
@@ -948,10 +972,10 @@ trend_json(const agg *a, int bucket)
 		strftime(day, sizeof day, "%Y-%m-%d", &tm);
 		cJSON *r = cJSON_CreateObject();
 		cJSON_AddStringToObject(r, "start", day);
-		cJSON_AddNumberToObject(r, "start_ns", (double)ns);
+		mx_json_u64(r, "start_ns", ns);
 		cJSON *e = cJSON_AddObjectToObject(r, "entered");
 		for (int j = 0; j < NSHOWN; j++)
-			cJSON_AddNumberToObject(e, fp_stage_name(shown[j]), g->v[shown[j]]);
+			add_num(e, fp_stage_name(shown[j]), g->v[shown[j]]);
 		cJSON_AddItemToArray(arr, r);
 	}
 	return o;
@@ -979,7 +1003,7 @@ mx_report(MDB_txn *txn, const mx_tables *t, const mx_query *q, cJSON **out)
 	}
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "report", mx_report_name(q->report));
-	cJSON_AddNumberToObject(o, "checkpoint", (double)mx_checkpoint(txn, t));
+	mx_json_u64(o, "checkpoint", mx_checkpoint(txn, t));
 	cJSON_AddItemToObject(o, "window", window_json(q));
 	switch (q->report) {
 	case MX_R_FUNNEL: cJSON_AddItemToObject(o, "funnel", funnel_json(&a)); break;

@@ -157,6 +157,8 @@ lead_encode(msgpack_sbuffer *b, const mx_lead *l)
 	put_str(b, l->owner);
 	put_str(b, l->team);
 	put_touches(b, l->touch, l->n_touches);
+	if (l->opp_touches == MX_MAX_TOUCHES)
+		put_touches(b, &l->opp_last, 1);
 }
 
 int
@@ -179,6 +181,12 @@ mx_lead_decode(const void *buf, size_t len, mx_lead *l)
 	l->owner = get_str(&r);
 	l->team = get_str(&r);
 	get_touches(&r, l->touch, l->n_touches);
+	if (l->opp_touches > 0 && l->opp_touches <= l->n_touches)
+		l->opp_last = l->touch[l->opp_touches - 1];
+	/* a row written before opp_last was kept ends here: the slot's touch
+	 * is the best it knows (a rebuild credits the right one) */
+	if (l->opp_touches == MX_MAX_TOUCHES && !r.bad && r.p < r.end)
+		get_touches(&r, &l->opp_last, 1);
 	return r.bad || l->stage >= FP_STAGE_COUNT ? FUNNEL_EMALFORMED : FUNNEL_OK;
 }
 
@@ -349,10 +357,19 @@ stage_change(funnel_service *svc, mx_view *v, const funnel_record *rec, fp_evtyp
 	if (ev == FP_EV_OPP_OPENED || ev == FP_EV_DEAL_WON) {
 		if (rec->data == NULL || mp_get_f64(rec->data, "amount", &f.amount, NULL) != FUNNEL_OK)
 			f.amount = 0;
-		if (ev == FP_EV_OPP_OPENED)
+		if (ev == FP_EV_OPP_OPENED) {
 			l->opp_touches = l->n_touches;
+			if (l->n_touches > 0)
+				l->opp_last = l->touch[l->n_touches - 1];
+		}
+		/* the touches of the opportunity: the first ones never move;
+		 * the last may have been replaced by a later re-inquiry since
+		 * (the slot past MX_MAX_TOUCHES - 1 takes the latest), so it
+		 * comes from opp_last */
 		f.n_touches = l->opp_touches <= l->n_touches ? l->opp_touches : l->n_touches;
 		memcpy(f.touch, l->touch, f.n_touches * sizeof f.touch[0]);
+		if (f.n_touches > 0 && f.n_touches == l->opp_touches)
+			f.touch[f.n_touches - 1] = l->opp_last;
 	}
 	if ((rc = put_fact(svc, v, rec->ts, rec->seq, &f)) != FUNNEL_OK)
 		return rc;
@@ -459,6 +476,24 @@ sla_breach(funnel_service *svc, mx_view *v, const funnel_record *rec, const mx_l
 	return rc == FUNNEL_OK ? bump(svc, v, "funnel_sla_breaches_total", 1, &f.team, &f.owner) : rc;
 }
 
+/* The row of an erased lead captured again, kept under "lead\0be64 seq"
+ * (seq of the new capture; a lead id holds no control byte, so the key
+ * is no lead's).  The row is encoded first: l's strings point into the
+ * table, which the put may move. */
+static int
+archive(funnel_service *svc, mx_view *v, const funnel_record *rec, const mx_lead *l)
+{
+	lead_encode(&v->buf, l);
+	v->key.size = 0;
+	put(&v->key, rec->lead.ptr, rec->lead.len);
+	uint8_t sep = 0, seq[8];
+	rf_put_be64(seq, rec->seq);
+	put(&v->key, &sep, 1);
+	put(&v->key, seq, 8);
+	return funnel_service_put(svc, funnel_service_table(svc, MX_T_LEADS), v->key.data,
+	                          v->key.size, v->buf.data, v->buf.size);
+}
+
 int
 mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 {
@@ -497,10 +532,13 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 			to = (fp_stage)s;
 	}
 	if (ev == FP_EV_CAPTURED && (l.stage == FP_STAGE_NONE || l.stage == FP_STAGE_ERASED)) {
-		/* a new lead (or one erased and captured again): a fresh row */
-		fp_stage was = (fp_stage)l.stage;
+		/* a new lead, or one erased and captured again: a new lead too
+		 * (METRICS.md, Erasure).  The erased one keeps its row, moved
+		 * aside, so it stays in the balance, the erased gauge and its
+		 * cohorts; the new one starts from no stage. */
+		if (l.stage == FP_STAGE_ERASED && (rc = archive(svc, v, rec, &l)) != FUNNEL_OK)
+			return rc;
 		memset(&l, 0, sizeof l);
-		l.stage = (uint8_t)was;
 		l.captured_ts = rec->ts;
 		l.entered_ts = rec->ts;
 	}
@@ -520,6 +558,7 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 			l.n_touches = 1;
 		}
 		l.opp_touches = 0;
+		memset(&l.opp_last, 0, sizeof l.opp_last);
 		l.owner.len = l.team.len = 0;
 	}
 

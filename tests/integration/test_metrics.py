@@ -19,10 +19,12 @@ wait is bounded; prints "ok - name" / "not ok - name: reason" and
 "N passed, M failed".
 """
 import calendar
+import decimal
 import json
 import math
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -99,7 +101,9 @@ class Metrics(Service):
             try:
                 st, _, body = self.get("/healthz")
                 h = json.loads(body)
-                if st == 200 and h["checkpoint"] >= head:
+                # the head /healthz shows is the prober's last read: wait
+                # for one that has seen `head` too
+                if st == 200 and h["checkpoint"] >= head and h["head"] >= head:
                     return h
             except (OSError, ValueError):
                 pass
@@ -482,6 +486,254 @@ def run_growth(res, daemon, ctx):
     log.close()
 
 
+# Figures whose value is a whole number whatever the history (counts,
+# seqs, ns); attribution's counts are shares under linear, so not here.
+INT_KEYS = {"checkpoint", "head", "lag", "from", "to", "start_ns", "entered", "now",
+            "from_entries", "to_entries", "went_on", "n", "assignments", "contacted",
+            "sla_breaches", "mql_entries", "accepted", "rejected", "recycled", "disqualified",
+            "count", "inquiry", "mql", "sal", "sql", "nurture", "erased"}
+
+
+def exact_json(body):
+    """JSON with every non-integer number as a Decimal, so an integer
+    written as 1.79e+18 is caught rather than rounded."""
+    return json.loads(body, parse_float=decimal.Decimal)
+
+
+def expect_ints(doc, where):
+    """Every INT_KEYS value outside the attribution section is a JSON
+    integer (or null)."""
+    def walk(x, path):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == "attribution":
+                    continue
+                if k in INT_KEYS and not isinstance(v, (dict, list)):
+                    expect(v is None or (isinstance(v, int) and not isinstance(v, bool)),
+                           "%s: %s%s is written %r, not as an integer" % (where, path, k, v))
+                walk(v, path + k + ".")
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                walk(v, path + "%d." % i)
+    walk(doc, "")
+
+
+def run_definitions(res, daemon, ctx):
+    """METRICS.md's definitions at their edges: the credit of a won deal
+    of a lead with more touches than the view keeps, a lead erased and
+    captured again, ns and seqs as exact JSON integers, the HTTP limits,
+    and /healthz and the reports with funneld stopped."""
+    log = LogClient(ctx, daemon.endpoints)
+    m = Metrics(daemon, "defs")
+    seq = [0]
+
+    def pub(*evs):
+        for e in evs:
+            seq[0] += 1
+            log.publish_ok(dict(e, id="defs-%d" % seq[0]))
+
+    def attribution_past_the_cap():
+        # T: 40 touches (t1..t40), the opportunity, 5 more (late1..late5),
+        # the win.  The view keeps t1..t31 and the latest; the opportunity
+        # is credited to t1..t31 and t40, and so must the win be.
+        m.start()
+        pub(*[ev("lead.captured", "T", source="t%d" % i, campaign="c%d" % i, form="f%d" % i)
+              for i in range(1, 41)])
+        pub(ev("lead.qualified", "T"), ev("lead.accepted", "T"),
+            ev("opportunity.opened", "T", amount=3200))
+        pub(*[ev("lead.captured", "T", source="late%d" % i, campaign="lc%d" % i,
+                 form="lf%d" % i) for i in range(1, 6)])
+        pub(ev("deal.won", "T", amount=640))
+        m.wait_caught_up(log.status()["head"])
+        credited = ["t%d" % i for i in range(1, 32)] + ["t40"]
+        want = {
+            "first": {"t1": (3200, 640, 1, 1)},
+            "last": {"t40": (3200, 640, 1, 1)},
+            "linear": {s: (100, 20, 1 / 32, 1 / 32) for s in credited},
+        }
+        for model, by in want.items():
+            a = m.api("/api/attribution?model=" + model)["attribution"]
+            got = {r["source"]: (r["pipeline"], r["revenue"], r["opportunities"], r["won"])
+                   for r in a["by_source"]}
+            expect_eq(sorted(got), sorted(by), model + ": the sources credited")
+            for src, (pl, rv, op, wn) in by.items():
+                g = got.get(src)
+                expect(g is not None and near(g[0], pl) and near(g[1], rv) and near(g[2], op)
+                       and near(g[3], wn), "%s: %s credited %r, want %r"
+                       % (model, src, g, (pl, rv, op, wn)))
+            forms = {r["form"] for r in a["by_form"]}
+            expect(not any(f.startswith("lf") for f in forms),
+                   model + ": no touch after the opportunity is credited: %r" % sorted(forms))
+    res.run("a win is credited to the opportunity's touches past the 32-touch cap",
+            attribution_past_the_cap)
+
+    def erased_and_captured_again():
+        # R1: a, erased, b, qualified.  R2: a, erased, b, erased, c.  R3: a, erased.
+        pub(ev("lead.captured", "R1", source="a"), ev("lead.captured", "R2", source="a"),
+            ev("lead.captured", "R3", source="a"))
+        pub(ev("lead.erased", "R1"), ev("lead.erased", "R2"), ev("lead.erased", "R3"))
+        pub(ev("lead.captured", "R1", source="b"), ev("lead.captured", "R2", source="b"))
+        pub(ev("lead.qualified", "R1"), ev("lead.erased", "R2"))
+        pub(ev("lead.captured", "R2", source="c"))
+        m.wait_caught_up(log.status()["head"])
+
+        def figures(q):
+            s = m.api("/api/summary" + q)
+            st = {r["stage"]: (r["entered"], r["now"]) for r in s["funnel"]["stages"]}
+            c = s["conversion"]["cohort"]["inquiry_to_mql"]
+            return st, (c["entered"], c["went_on"])
+        # T (above) is one more lead: inquiry, mql, sal, sql entered, won now
+        st, coh = figures("")
+        expect_eq({k: v for k, v in st.items() if k in ("inquiry", "mql", "erased")},
+                  {"inquiry": (7, 1), "mql": (2, 1), "erased": (4, 4)},
+                  "entries and balance: every erased lead stays erased")
+        expect_eq(coh, (7, 2), "all-time cohort inquiry->mql")
+        expect_eq(coh[0], st["inquiry"][0], "over all time, cohort entered = inquiry entries")
+        expect_eq(sum(v[1] for v in st.values()), st["inquiry"][0],
+                  "the balances add up to the inquiry entries")
+        for q, want_st, want_coh in (
+                ("?source=a", {"inquiry": (3, 0), "erased": (3, 3)}, (3, 0)),
+                ("?source=b", {"inquiry": (2, 0), "mql": (1, 1), "erased": (1, 1)}, (2, 1)),
+                ("?source=c", {"inquiry": (1, 1)}, (1, 0))):
+            st, coh = figures(q)
+            expect_eq({k: v for k, v in st.items() if v != (0, 0)}, want_st, "funnel " + q)
+            expect_eq(coh, want_coh, "cohort inquiry->mql " + q)
+        lines = set(m.get("/metrics")[2].decode().splitlines())
+        for line in ('funnel_leads{stage="erased"} 4', 'funnel_leads{stage="inquiry"} 1',
+                     'funnel_leads{stage="mql"} 1',
+                     'funnel_stage_entries_total{stage="inquiry",source="a"} 3',
+                     'funnel_stage_entries_total{stage="erased",source="b"} 1'):
+            expect_in(line, lines, "/metrics")
+    res.run("a lead erased and captured again: the erased one stays in every count, "
+            "the new one is a new lead", erased_and_captured_again)
+
+    def integers_exactly():
+        frm, to = 1792367758326749417, 1892367758326749419
+        head = log.status()["head"]
+        for path in ("/api/summary?from=%d&to=%d" % (frm, to), "/api/funnel?from=%d" % frm,
+                     "/api/trend?bucket=day", "/api/trend", "/api/summary", "/healthz"):
+            st, _, body = m.get(path)
+            expect(st in (200, 503), "status of %s: %d" % (path, st))
+            doc = exact_json(body)
+            expect_ints(doc, path)
+            expect_eq(doc["checkpoint"], head, "checkpoint of " + path)
+        w = exact_json(m.get("/api/summary?from=%d&to=%d" % (frm, to))[2])["window"]
+        expect_eq((w["from"], w["to"]), (frm, to), "the window echoed digit for digit")
+        for r in exact_json(m.get("/api/trend?bucket=day")[2])["trend"]["series"]:
+            expect_eq(r["start_ns"] % (86400 * 10**9), 0, "a day starts at 00:00 UTC")
+            expect_eq(time.strftime("%Y-%m-%d", time.gmtime(r["start_ns"] // 10**9)),
+                      r["start"], "start_ns and start agree")
+        rep = exact_json(m.ok("report", "funnel", "--param", "from=%d" % frm))
+        expect_eq(rep["window"]["from"], frm, "the offline report echoes the window exactly")
+    res.run("ns and seqs are exact JSON integers in every answer", integers_exactly)
+
+    def connection_limits():
+        # one client address holding many idle, half-sent requests; the
+        # test's own requests come from 127.0.0.1, the flood from 127.0.0.2
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 1000
+        if soft < want + 100:
+            new = min(hard, want + 200) if hard != resource.RLIM_INFINITY else want + 200
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        n = min(want, soft - 100)
+        flood = []
+        try:
+            for _ in range(n):
+                s = socket.socket()
+                s.settimeout(2)
+                s.bind(("127.0.0.2", 0))
+                try:
+                    s.connect(("127.0.0.1", m.port))
+                    s.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                except OSError:
+                    pass        # refused or reset at the limit: what it is for
+                flood.append(s)
+            for path in ("/healthz", "/api/funnel", "/healthz"):
+                try:
+                    st, _, _ = m.get(path)
+                except OSError as e:
+                    raise CheckFailed("%s with %d idle connections open from another address: "
+                                      "%r" % (path, n, e))
+                expect(st in (200, 503), "%s answers: %d" % (path, st))
+        finally:
+            for s in flood:
+                s.close()
+        expect(m.proc.poll() is None, "the service lives on: %s" % m.tail())
+    res.run("a flood of idle connections from one address does not shut others out",
+            connection_limits)
+
+    def too_many_params():
+        # far past the limit: a 400 that names it (MHD alone never answers)
+        for q in ("&".join("p%d=%d" % (i, i) for i in range(500)),
+                  "&".join("from=1" for _ in range(500))):
+            try:
+                with urllib.request.urlopen(m.url("/api/funnel?" + q), timeout=5) as r:
+                    raise CheckFailed("500 parameters answered %d" % r.status)
+            except urllib.error.HTTPError as e:
+                expect_eq(e.code, 400, "status for 500 parameters")
+                j = json.loads(e.read())
+                expect(re.search(r"too many parameters: at most \d+", j.get("error", "")),
+                       "the message names the limit: %r" % j)
+        st, _, body = m.get("/api/funnel?" + "&".join(["source=x"] * 3))
+        expect_eq((st, json.loads(body).get("param")), (400, "source"),
+                  "under the limit a repeated parameter is still named")
+        expect(m.proc.poll() is None, "the service lives on: %s" % m.tail())
+    res.run("500 query parameters get a 400 naming the limit", too_many_params)
+
+    def funneld_stopped():
+        head = log.status()["head"]
+        m.wait_caught_up(head)
+        log.close()
+        daemon.terminate()
+        time.sleep(0.2)
+        # several at once, as a dashboard and a prober do: none waits on funneld
+        answers, errors = {}, []
+
+        def ask(k, path):
+            try:
+                with urllib.request.urlopen(m.url(path), timeout=2) as r:
+                    answers[k] = (r.status, r.read())
+            except urllib.error.HTTPError as e:
+                answers[k] = (e.code, e.read())
+            except Exception as e:  # a timeout: the answer waited on funneld
+                errors.append((path, repr(e)))
+        ths = [threading.Thread(target=ask, args=(i, p)) for i, p in
+               enumerate(["/healthz"] * 4 + ["/api/summary", "/metrics"])]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join(timeout=10)
+        expect_eq(errors, [], "answers within 2 s with funneld stopped")
+        # the prober notices within a try or two (each bounded by 1 s)
+        deadline = time.monotonic() + 10
+        while True:
+            st, _, body = m.get("/healthz")
+            h = json.loads(body)
+            if h["status"] == "log unreachable" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        expect_eq((st, h["status"]), (503, "log unreachable"), "/healthz with funneld stopped")
+        expect_eq((h["checkpoint"], h["head"], h["lag"]), (head, head, 0),
+                  "it says the last head it read and the lag to it")
+        expect(isinstance(h["head_age_s"], (int, float)) and h["head_age_s"] > 0,
+               "and how old that head is: %r" % h)
+        expect_eq(m.api("/api/summary")["checkpoint"], head, "the reports read the view")
+    res.run("with funneld stopped /healthz and the reports answer at once, saying what "
+            "they know", funneld_stopped)
+
+    def clean_stop():
+        expect_eq(m.stop(), 0, "exit status after SIGTERM with funneld stopped")
+        with open(m.log, errors="replace") as f:
+            text = f.read()
+        for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            expect(bad not in text, "sanitizer report in funnel-metrics' log: %s"
+                   % text[text.find(bad) - 200:text.find(bad) + 600])
+    res.run("SIGTERM stops the service, its HTTP server and its prober cleanly", clean_stop)
+    m.kill9()
+    log.close()
+
+
 def run_hostile(res, daemon, ctx):
     """User data that is awkward to print (quotes, backslashes, newlines,
     NUL, markup and bad UTF-8 in names and parameters), a lead whose every
@@ -732,7 +984,8 @@ def run_checks(res, daemon, ctx):
 
 
 def main():
-    return run_service_groups(FUNNELD, METRICS, (run_checks, run_growth, run_hostile))
+    return run_service_groups(FUNNELD, METRICS, (run_checks, run_growth, run_hostile,
+                                                  run_definitions))
 
 
 if __name__ == "__main__":

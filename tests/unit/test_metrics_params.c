@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -179,6 +180,55 @@ test_truncated_rows(void **state)
 	assert_int_equal(mx_fact_decode(fact, whole, &f), FUNNEL_EMALFORMED);
 }
 
+/* Seqs and ns are written digit for digit: past 2^53 a double would
+ * print 1792367758326749417 as 1.7923677583267494e+18. */
+static void
+test_json_u64_exact(void **state)
+{
+	(void)state;
+	static const uint64_t v[] = { 0, 1792367758326749417ULL, 9007199254740993ULL,
+	                              UINT64_MAX };
+	static const char *const want[] = { "{\"n\":0}", "{\"n\":1792367758326749417}",
+	                                    "{\"n\":9007199254740993}",
+	                                    "{\"n\":18446744073709551615}" };
+	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+		cJSON *o = cJSON_CreateObject();
+		mx_json_u64(o, "n", v[i]);
+		char *s = cJSON_PrintUnformatted(o);
+		assert_string_equal(s, want[i]);
+		free(s);
+		cJSON_Delete(o);
+	}
+}
+
+/* A lead whose opportunity had MX_MAX_TOUCHES touches keeps the touch
+ * the opportunity was credited to (opp_last) after the row's last slot
+ * took a later re-inquiry; a row written without it falls back to that
+ * slot. */
+static void
+test_opportunity_last_touch(void **state)
+{
+	(void)state;
+	uint8_t row[512];
+	size_t fixed = 4 + 8 * (2 + FP_STAGE_COUNT + 2) + 2;
+	memset(row, 0, sizeof row);
+	row[0] = FP_STAGE_SQL;
+	row[2] = MX_MAX_TOUCHES;          /* touches */
+	row[3] = MX_MAX_TOUCHES;          /* of which the opportunity's */
+	size_t n = fixed + 3 * (MX_MAX_TOUCHES - 1);
+	memcpy(row + n, "\004late\0\0", 7);   /* the last slot: a later re-inquiry */
+	n += 7;
+	mx_lead l;
+	assert_int_equal(mx_lead_decode(row, n, &l), FUNNEL_OK);
+	assert_int_equal(l.opp_last.source.len, 4);      /* no opp_last kept: the slot */
+	memcpy(row + n, "\003opp\0\0", 6);
+	assert_int_equal(mx_lead_decode(row, n + 6, &l), FUNNEL_OK);
+	assert_int_equal(l.opp_last.source.len, 3);
+	assert_memory_equal(l.opp_last.source.ptr, "opp", 3);
+	assert_memory_equal(l.touch[MX_MAX_TOUCHES - 1].source.ptr, "late", 4);
+	assert_int_equal(mx_lead_decode(row, n + 3, &l), FUNNEL_EMALFORMED);
+}
+
 int
 main(void)
 {
@@ -189,6 +239,8 @@ main(void)
 		cmocka_unit_test(test_model_and_bucket_values),
 		cmocka_unit_test(test_report_names),
 		cmocka_unit_test(test_truncated_rows),
+		cmocka_unit_test(test_json_u64_exact),
+		cmocka_unit_test(test_opportunity_last_touch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
