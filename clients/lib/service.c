@@ -1216,9 +1216,10 @@ funnel_service_send(funnel_service *svc, const funnel_event *ev, funnel_ack *ack
 	if (svc->o.no_emit)
 		return FUNNEL_OK;
 	for (;;) {
-		/* never into another log: ask first (check_log) */
+		/* never into another log: ask first, each time (sends outside
+		 * apply() are rare: rules.changed, a tick's decision) */
 		int rc = FUNNEL_ETRANSPORT;
-		enum log_state ls = svc->log_state == LOG_OWN ? LOG_OWN : probe_log(svc);
+		enum log_state ls = probe_log(svc);
 		if (ls == LOG_OTHER)
 			return FUNNEL_ECHAIN;
 		if (ls == LOG_OWN)
