@@ -15,6 +15,16 @@ RULES=${RULES:-funnel.yaml}
 BIN="$BUILD/bin"
 
 mkdir -p "$VAR"
+# One run per VAR: a second one must not remove or overwrite the ready
+# files of the one running.  The lock (flock(1) on $VAR/run.lock, which
+# holds the pid of the run) lasts as long as this shell and its children.
+lock="$VAR/run.lock"
+exec 9>>"$lock"
+if ! flock -n 9; then
+	echo "run: $VAR is in use by another run (pid $(cat "$lock" 2>/dev/null || echo unknown)); stop it first or set VAR" >&2
+	exit 1
+fi
+echo $$ >"$lock"
 ready="$VAR/funneld.ready"
 rm -f "$ready"
 "$BIN/funneld" --data "$VAR/funnel" --ready-file "$ready" "$@" &

@@ -12,6 +12,7 @@
 #include "funnel/funnel.h"
 #include "config.h"
 #include "log.h"
+#include "longopt.h"
 
 static const char usage[] =
 	"usage: funneld [options]\n"
@@ -34,7 +35,10 @@ static const char usage[] =
 	"  --max-map-size BYTES never grow the map past this (default: no cap)\n"
 	"  --ready-file PATH    once serving, write the bound endpoints and pid here\n"
 	"  --log-level LEVEL    debug, info, warn or error (default info)\n"
-	"  --help, --version\n";
+	"  --help, --version\n"
+	"\n"
+	"Long options are spelled in full: a prefix (--dat for --data) is refused.\n"
+	"A data directory is used by one funneld at a time (funnel.lock in it).\n";
 
 enum {
 	OPT_DATA = 1000, OPT_INGEST, OPT_PUBLISH, OPT_QUERY, OPT_CONFIG, OPT_NOSYNC, OPT_PUBHWM,
@@ -151,6 +155,7 @@ load_file(config *c, const char *path)
 	yaml_event_t ev;
 	char key[64] = "";
 	int depth = 0, want_key = 1, rc = -1, done = 0;
+	size_t seen[OPT_VERSION - OPT_DATA + 1] = { 0 };  /* line of each setting, 0: not yet */
 
 	if (f == NULL) {
 		fprintf(stderr, "funneld: cannot open config %s: %s\n", path, strerror(errno));
@@ -206,6 +211,13 @@ load_file(config *c, const char *path)
 				yaml_event_delete(&ev);
 				goto out;
 			}
+			if (seen[opt - OPT_DATA] != 0) {
+				fprintf(stderr, "funneld: %s:%zu: duplicate key '%s' (first given on line %zu)\n",
+				        path, line, key, seen[opt - OPT_DATA]);
+				yaml_event_delete(&ev);
+				goto out;
+			}
+			seen[opt - OPT_DATA] = line;
 			if (apply(c, opt, val, src) != 0) {
 				yaml_event_delete(&ev);
 				goto out;
@@ -252,8 +264,15 @@ config_load(config *c, int argc, char **argv)
 			return -1;
 	}
 	optind = 1;
-	int opt;
-	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+	int opt, idx = -1;
+	while ((opt = getopt_long(argc, argv, "", options, &idx)) != -1) {
+		const char *abbrev = longopt_abbrev(argv, options, idx);
+		idx = -1;
+		if (abbrev != NULL) {
+			fprintf(stderr, "funneld: unknown option '%s' (long options are spelled in full)\n%s",
+			        abbrev, usage);
+			return -1;
+		}
 		switch (opt) {
 		case OPT_HELP:
 			fputs(usage, stdout);

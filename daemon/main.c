@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "dirlock.h"
 #include "ingest.h"
 #include "log.h"
 #include "query.h"
@@ -114,6 +115,13 @@ main(int argc, char **argv)
 	 * record's hash runs the portable reference code. */
 	if (sodium_init() < 0) {
 		log_error("cannot initialise libsodium");
+		return 1;
+	}
+	/* One funneld per data directory, for the life of the process: a
+	 * second writer on the same LMDB log would fork its sequence. */
+	if (dirlock_take(cfg.data_dir, "funneld", why, sizeof why) < 0) {
+		log_error("the data directory %s is %s: refused (one funneld per data directory)",
+		          cfg.data_dir, why);
 		return 1;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);

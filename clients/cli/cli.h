@@ -68,7 +68,8 @@ enum {
 	"  --timeout MS    wait this long for each reply (default 5000)\n" \
 	"  --json          JSON output (default when stdout is not a terminal)\n" \
 	"  --human         human output (default on a terminal)\n" \
-	"  --help          this help\n"
+	"  --help          this help\n" \
+	"Long options are spelled in full (--quer for --query is refused).\n"
 
 /*
  * Apply a global option (opt is a getopt_long result).  Returns 1 when

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "longopt.h"
 #include "util.h"
 
 static const char usage_text[] =
@@ -160,7 +161,13 @@ int
 cli_getopt(struct cli *g, int argc, char **argv, const struct option *opts)
 {
 	for (;;) {
-		int c = getopt_long(argc, argv, ":h", opts, NULL);
+		int idx = -1;
+		int c = getopt_long(argc, argv, ":h", opts, &idx);
+		const char *abbrev = longopt_abbrev(argv, opts, idx);
+		if (abbrev != NULL) {
+			cli_usage(g, "unknown option '%s' (long options are spelled in full)", abbrev);
+			return '?';
+		}
 		switch (c) {
 		case -1:
 			return -1;
@@ -194,25 +201,27 @@ main(int argc, char **argv)
 	};
 	struct cli g = {
 		.cmd = NULL,
-		.ingest = getenv("FUNNEL_INGEST"),
-		.publish = getenv("FUNNEL_PUBLISH"),
-		.query = getenv("FUNNEL_QUERY"),
+		.ingest = NULL,
+		.publish = NULL,
+		.query = NULL,
 		.timeout_ms = CLI_DEFAULT_TIMEOUT_MS,
 		.format = CLI_FMT_AUTO,
 	};
-	int c;
+	int c, idx = -1;
 
-	if (g.ingest == NULL || g.ingest[0] == '\0')
-		g.ingest = FUNNEL_DEFAULT_INGEST;
-	if (g.publish == NULL || g.publish[0] == '\0')
-		g.publish = FUNNEL_DEFAULT_PUBLISH;
-	if (g.query == NULL || g.query[0] == '\0')
-		g.query = FUNNEL_DEFAULT_QUERY;
+	/* flag, else environment, else default: funnel_endpoint() */
+	g.ingest = funnel_endpoint(FUNNEL_EP_INGEST, NULL);
+	g.publish = funnel_endpoint(FUNNEL_EP_PUBLISH, NULL);
+	g.query = funnel_endpoint(FUNNEL_EP_QUERY, NULL);
 
 	/* Global options stop at the command name ('+'). */
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:hV", opts, &idx)) != -1) {
+		const char *abbrev = longopt_abbrev(argv, opts, idx);
+		idx = -1;
+		if (abbrev != NULL)
+			return cli_usage(&g, "unknown option '%s' (long options are spelled in full)", abbrev);
 		switch (c) {
 		case 'h':
 		case OPT_HELP:

@@ -10,6 +10,7 @@
 
 #include "funnel/log.h"
 #include "funnel/service.h"
+#include "longopt.h"
 #include "rulesfile.h"
 #include "svcargs.h"
 
@@ -51,14 +52,19 @@ svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *
 	struct option all[NCOMMON + MAX_OWN + 1];
 	size_t n = NCOMMON;
 	char *end;
-	int c, rc;
+	int c, rc, idx = -1;
 
 	memcpy(all, common, sizeof common);
 	for (size_t i = 0; own != NULL && own[i].name != NULL && i < MAX_OWN; i++)
 		all[n++] = own[i];
 	memset(&all[n], 0, sizeof all[n]);
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", all, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", all, &idx)) != -1) {
+		const char *abbrev = longopt_abbrev(argv, all, idx);
+		idx = -1;
+		if (abbrev != NULL)
+			return svc_usage(prog, usage, "unknown option '%s' (long options are spelled in "
+			                 "full)", abbrev);
 		switch (c) {
 		case O_RULES: a->rules = optarg; break;
 		case O_VIEW: a->view = optarg; break;
@@ -97,6 +103,10 @@ svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *
 			break;
 		}
 	}
+	/* the flag, else FUNNEL_INGEST/..., else loopback: as every program */
+	a->ingest = funnel_endpoint(FUNNEL_EP_INGEST, a->ingest);
+	a->publish = funnel_endpoint(FUNNEL_EP_PUBLISH, a->publish);
+	a->query = funnel_endpoint(FUNNEL_EP_QUERY, a->query);
 	return -1;
 }
 

@@ -17,7 +17,9 @@
 typedef struct svc_args {
 	const char *rules;         /* the shared rules file */
 	const char *view;          /* the view directory */
-	const char *ingest, *publish, *query;   /* NULL: loopback defaults */
+	const char *ingest, *publish, *query;   /* after svc_parse: the flag, else the
+	                                          * environment, else loopback
+	                                          * (funnel_endpoint) */
 	const char *ready_file;
 	int rebuild, until_head, no_sync, json;
 	unsigned batch;            /* 0: the runtime's default */
@@ -34,7 +36,8 @@ typedef int (*svc_own_fn)(int id, const char *arg, void *ctx);
  * Parse argv into a (the common flags) and through own_fn (the entries of
  * `own`, up to 16, ending with a NULL name; may be NULL).  prog names
  * the program in messages, usage is printed on --help and after a usage
- * error.  Returns -1 when the caller goes on (optind is at the command),
+ * error.  Long options must be spelled in full (a prefix is a usage
+ * error).  Returns -1 when the caller goes on (optind is at the command),
  * else the exit status: 0 after --help, 2 after a usage error (the
  * message is on stderr).
  */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -199,4 +200,18 @@ fl_recv(fl_sock *s, zmq_msg_t *msg, int64_t deadline, funnel_error_info *ei)
 	}
 	return fl_set_error(ei, FUNNEL_ETRANSPORT, -1, "", "receive from %s: %s", s->endpoint,
 	                    zmq_strerror(errno));
+}
+
+const char *
+funnel_endpoint(funnel_endpoint_kind kind, const char *flag)
+{
+	static const char *const env[] = { "FUNNEL_INGEST", "FUNNEL_PUBLISH", "FUNNEL_QUERY" };
+	static const char *const dflt[] = { FUNNEL_DEFAULT_INGEST, FUNNEL_DEFAULT_PUBLISH,
+	                                    FUNNEL_DEFAULT_QUERY };
+	if ((unsigned)kind > FUNNEL_EP_QUERY)
+		return NULL;
+	if (flag != NULL && flag[0] != '\0')
+		return flag;
+	const char *e = getenv(env[kind]);
+	return e != NULL && e[0] != '\0' ? e : dflt[kind];
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,11 +18,23 @@
 
 #include "funnel/log.h"
 #include "funnel/service.h"
+#include "dirlock.h"
 #include "internal.h"
 
 #define RT_TABLE "_runtime"
 #define DEFAULT_MAP (64u << 20)
 #define SEND_WINDOW 256
+/* How often a running service asks funneld whether it still serves the
+ * view's log, and how long it waits for the answer. */
+#define PROBE_MS 1000
+#define PROBE_TIMEOUT_MS 1000
+
+/* What the service knows of the log funneld serves (see check_log). */
+enum log_state {
+	LOG_UNCHECKED,     /* not asked yet, or funneld did not answer */
+	LOG_OWN,           /* the log the view was built from (or the view is empty) */
+	LOG_OTHER          /* another log: nothing is applied or sent */
+};
 
 /* One derived event of the batch in hand, from queued to settled
  * (stored or refused by the log).  buf owns every string and the data of
@@ -52,7 +65,17 @@ struct funnel_service {
 	funnel_subscriber *sub;
 	funnel_producer *prod;
 	funnel_query *q;
+	funnel_query *probe;             /* check_log's, with a short timeout */
 	msgpack_zone zone;
+	int lock_fd;                     /* holds the view directory's lock; -1: none */
+
+	/* The log behind funneld's endpoints.  log_state and log_why are
+	 * written by the loop's thread under state_lock, read by any thread
+	 * (funnel_service_log_state). */
+	enum log_state log_state;
+	char log_why[512];
+	pthread_mutex_t state_lock;
+	int64_t next_probe;              /* fl_now_ms() of the next check_log */
 
 	/* Committed state (what _runtime says). */
 	uint64_t checkpoint;
@@ -131,12 +154,29 @@ nap_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
+/* LMDB reports a page write the disk cut short as EIO ("short write,
+ * filesystem full?"), not ENOSPC; a short write takes the last free
+ * blocks, so a disk with less than 1 MiB left is the full one (as
+ * funneld decides for its log). */
+static int
+view_disk_full(const funnel_service *svc, int rc)
+{
+	struct statvfs fs;
+	if (rc == ENOSPC || rc == EDQUOT)
+		return 1;
+	return rc == EIO && statvfs(svc->view_dir, &fs) == 0 &&
+	       (uint64_t)fs.f_bavail * fs.f_frsize < (1u << 20);
+}
+
 /* Map an LMDB failure to FUNNEL_ESTORAGE, noting a full map. */
 static int
 lmdb_fail(funnel_service *svc, int rc, const char *what)
 {
 	if (rc == MDB_MAP_FULL) {
 		svc->map_full = 1;
+	} else if (view_disk_full(svc, rc)) {
+		funnel_log(FUNNEL_LOG_ERROR, "%s: view %s: no space left on the view's disk (%s); "
+		           "nothing of the batch was kept", svc->name, what, svc->view_dir);
 	} else {
 		funnel_log(FUNNEL_LOG_ERROR, "%s: view %s: %s", svc->name, what, mdb_strerror(rc));
 	}
@@ -246,6 +286,110 @@ rebuild_view(funnel_service *svc)
 	return rc;
 }
 
+/* The service's table names, one per line, in the order given. */
+static void
+table_set(const funnel_service *svc, char *out, size_t n)
+{
+	size_t used = 0;
+	out[0] = 0;
+	for (size_t i = 0; i < svc->ntables && used < n; i++)
+		used += (size_t)snprintf(out + used, n - used, "%s%s", i ? "\n" : "", svc->tnames[i]);
+}
+
+/* "a, b, c" for a message, from a table set. */
+static void
+table_list(const char *set, size_t len, char *out, size_t n)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < len && j + 3 < n; i++) {
+		if (set[i] == '\n') {
+			out[j++] = ',';
+			out[j++] = ' ';
+		} else {
+			out[j++] = set[i];
+		}
+	}
+	out[j] = 0;
+}
+
+/*
+ * A view belongs to the service that wrote it: _runtime keeps its name
+ * ("service") and its table set ("tables").  Another service opening it
+ * is refused by name; the same service with another table set (a
+ * version that changed its tables) must rebuild.  A view from before
+ * the owner was recorded is claimed when it holds no table the service
+ * does not have.  Returns 0, -1 after logging a refusal, or an LMDB
+ * error.
+ */
+static int
+claim_view(funnel_service *svc, MDB_txn *txn)
+{
+	char mine[FUNNEL_SERVICE_MAX_TABLES * 512], theirs[FUNNEL_SERVICE_MAX_TABLES * 512 + 4];
+	MDB_val v;
+	int rc, claimed = 0;
+
+	table_set(svc, mine, sizeof mine);
+	rc = rt_get(svc, txn, "service", &v);
+	if (rc == 0) {
+		if (v.mv_size != strlen(svc->name) || memcmp(v.mv_data, svc->name, v.mv_size) != 0) {
+			funnel_log(FUNNEL_LOG_ERROR, "%s: view %s belongs to %.*s: refused (give each "
+			           "service a view of its own)", svc->name, svc->view_dir,
+			           (int)(v.mv_size > 64 ? 64 : v.mv_size), (const char *)v.mv_data);
+			return -1;
+		}
+		if ((rc = rt_get(svc, txn, "tables", &v)) != 0 && rc != MDB_NOTFOUND)
+			return rc;
+		claimed = rc == 0 && v.mv_size == strlen(mine) && memcmp(v.mv_data, mine, v.mv_size) == 0;
+		if (rc == 0 && !claimed) {
+			if (!svc->o.rebuild) {
+				char was[sizeof theirs], now[sizeof theirs];
+				table_list(v.mv_data, v.mv_size, was, sizeof was);
+				table_list(mine, strlen(mine), now, sizeof now);
+				funnel_log(FUNNEL_LOG_ERROR, "%s: view %s was written with the tables (%s), "
+				           "this %s has (%s): rebuild it (--rebuild)", svc->name, svc->view_dir,
+				           was, svc->name, now);
+				return -1;
+			}
+			/* a rebuild empties the tables: the new set is the view's now */
+		}
+	} else if (rc == MDB_NOTFOUND) {
+		/* Not claimed yet: refuse a view holding another service's table. */
+		MDB_dbi main_dbi, dbi;
+		MDB_cursor *cur;
+		MDB_val k;
+		if ((rc = mdb_dbi_open(txn, NULL, 0, &main_dbi)) != 0 ||
+		    (rc = mdb_cursor_open(txn, main_dbi, &cur)) != 0)
+			return rc;
+		int foreign = 0;
+		for (int op = MDB_FIRST; !foreign && mdb_cursor_get(cur, &k, &v, op) == 0; op = MDB_NEXT) {
+			if (k.mv_size >= 512)
+				continue;
+			memcpy(theirs, k.mv_data, k.mv_size);
+			theirs[k.mv_size] = 0;
+			if (strcmp(theirs, RT_TABLE) == 0 || mdb_dbi_open(txn, theirs, 0, &dbi) != 0)
+				continue;
+			foreign = 1;
+			for (size_t i = 0; i < svc->ntables; i++)
+				if (strcmp(theirs, svc->tnames[i]) == 0)
+					foreign = 0;
+		}
+		mdb_cursor_close(cur);
+		if (foreign) {
+			funnel_log(FUNNEL_LOG_ERROR, "%s: view %s holds the table '%s', which %s does not "
+			           "have: it belongs to another service; refused", svc->name, svc->view_dir,
+			           theirs, svc->name);
+			return -1;
+		}
+	} else {
+		return rc;
+	}
+	if (claimed)
+		return 0;           /* written nothing: a full map still opens */
+	if ((rc = rt_put(svc, txn, "service", svc->name, strlen(svc->name))) != 0)
+		return rc;
+	return rt_put(svc, txn, "tables", mine, strlen(mine));
+}
+
 /* Open the environment, its tables and the committed state. */
 static int
 open_view(funnel_service *svc)
@@ -253,9 +397,17 @@ open_view(funnel_service *svc)
 	MDB_txn *txn;
 	int rc;
 
+	char why[256];
+
 	if (mkdir_p(svc->view_dir) != 0) {
 		funnel_log(FUNNEL_LOG_ERROR, "%s: cannot create the view directory %s: %s", svc->name,
 		           svc->view_dir, strerror(errno));
+		return FUNNEL_ESTORAGE;
+	}
+	/* One writer per view, for the life of the service. */
+	if ((svc->lock_fd = dirlock_take(svc->view_dir, svc->name, why, sizeof why)) < 0) {
+		funnel_log(FUNNEL_LOG_ERROR, "%s: the view %s is %s: refused (one service per view)",
+		           svc->name, svc->view_dir, why);
 		return FUNNEL_ESTORAGE;
 	}
 	if ((rc = mdb_env_create(&svc->env)) != 0)
@@ -281,6 +433,10 @@ open_view(funnel_service *svc)
 	if ((rc = mdb_txn_begin(svc->env, NULL, 0, &txn)) != 0)
 		return lmdb_fail(svc, rc, "begin");
 	rc = mdb_dbi_open(txn, RT_TABLE, MDB_CREATE, &svc->rt);
+	if (rc == 0 && (rc = claim_view(svc, txn)) != 0) {
+		mdb_txn_abort(txn);
+		return rc < 0 ? FUNNEL_ESTORAGE : lmdb_fail(svc, rc, "record its owner");
+	}
 	for (size_t i = 0; i < svc->ntables && rc == 0; i++)
 		rc = mdb_dbi_open(txn, svc->tnames[i], MDB_CREATE, &svc->dbi[i]);
 	if (rc == 0)
@@ -339,6 +495,100 @@ open_feed(funnel_service *svc)
 	};
 	funnel_subscriber_destroy(&svc->sub);
 	return funnel_subscriber_new(&svc->sub, &so);
+}
+
+/* ---- which log ---- */
+
+static void
+set_log_state(funnel_service *svc, enum log_state st, const char *why)
+{
+	pthread_mutex_lock(&svc->state_lock);
+	svc->log_state = st;
+	snprintf(svc->log_why, sizeof svc->log_why, "%s", why ? why : "");
+	pthread_mutex_unlock(&svc->state_lock);
+}
+
+/*
+ * Ask funneld whether it serves the log this view was built from: its
+ * head must reach the checkpoint and its record at the checkpoint must
+ * have the hash the view kept (committed with the checkpoint).  An
+ * empty view fits any log.  Returns FUNNEL_OK (the view's own log),
+ * FUNNEL_ECHAIN (another log: why says how it differs), or the error of
+ * a funneld that did not answer (nothing is known).
+ */
+static int
+check_log(funnel_service *svc, char *why, size_t whylen)
+{
+	funnel_status st;
+	funnel_page page = { 0 };
+	funnel_record rec;
+	int rc;
+
+	if (svc->checkpoint == 0)
+		return FUNNEL_OK;
+	if (svc->probe == NULL &&
+	    (rc = funnel_query_new(&svc->probe, svc->query, PROBE_TIMEOUT_MS)) != FUNNEL_OK)
+		return rc;
+	if ((rc = funnel_status_get(svc->probe, &st)) != FUNNEL_OK)
+		goto unanswered;
+	if (st.head < svc->checkpoint) {
+		snprintf(why, whylen, "its head is seq %" PRIu64 ", behind this view's checkpoint %"
+		         PRIu64, st.head, svc->checkpoint);
+		return FUNNEL_ECHAIN;
+	}
+	if (!svc->have_hash)
+		return FUNNEL_OK;
+	const uint8_t *hash = st.head_hash;
+	if (st.head > svc->checkpoint) {
+		funnel_replay_req req = { .from = svc->checkpoint, .to = svc->checkpoint, .limit = 1 };
+		if ((rc = funnel_replay_page(svc->probe, &req, &page)) != FUNNEL_OK)
+			goto unanswered;
+		msgpack_zone_clear(&svc->zone);
+		if (page.n != 1 ||
+		    funnel_record_parse(page.recs[0], page.lens[0], &svc->zone, &rec) != FUNNEL_OK ||
+		    rec.seq != svc->checkpoint) {
+			funnel_page_release(&page);
+			return FUNNEL_EPROTOCOL;
+		}
+		hash = rec.hash;
+	}
+	rc = memcmp(hash, svc->last_hash, FUNNEL_HASH_BYTES) == 0 ? FUNNEL_OK : FUNNEL_ECHAIN;
+	funnel_page_release(&page);
+	if (rc == FUNNEL_ECHAIN)
+		snprintf(why, whylen, "its record %" PRIu64 " is not the one this view applied",
+		         svc->checkpoint);
+	return rc;
+unanswered:
+	/* a timed-out DEALER may hold a late reply: start afresh next time */
+	funnel_query_destroy(&svc->probe);
+	return rc;
+}
+
+/*
+ * check_log and what follows from it: LOG_OWN, or LOG_OTHER (logged
+ * once when it starts), or the state unchanged when funneld did not
+ * answer.  Returns the new state.
+ */
+static enum log_state
+probe_log(funnel_service *svc)
+{
+	char why[200], msg[sizeof svc->log_why];
+	svc->next_probe = fl_now_ms() + PROBE_MS;
+	int rc = check_log(svc, why, sizeof why);
+	if (rc == FUNNEL_OK) {
+		if (svc->log_state == LOG_OTHER)
+			funnel_log(FUNNEL_LOG_INFO, "%s: funneld serves this view's log again; resuming at "
+			           "seq %" PRIu64, svc->name, svc->checkpoint + 1);
+		set_log_state(svc, LOG_OWN, NULL);
+	} else if (rc == FUNNEL_ECHAIN) {
+		snprintf(msg, sizeof msg, "funneld at %s serves a different log than the one this "
+		         "view was built from: %s", svc->query, why);
+		if (svc->log_state != LOG_OTHER)
+			funnel_log(FUNNEL_LOG_ERROR, "%s: %s; nothing is applied or sent until the view's "
+			           "own log is back (or rebuild the view: --rebuild)", svc->name, msg);
+		set_log_state(svc, LOG_OTHER, msg);
+	}
+	return svc->log_state;
 }
 
 /* ---- derived events ---- */
@@ -696,6 +946,10 @@ funnel_service_new(funnel_service **out, const funnel_service_opts *opts, funnel
 	svc->o = *opts;
 	svc->apply = apply;
 	svc->ctx = ctx;
+	svc->lock_fd = -1;
+	pthread_mutex_init(&svc->state_lock, NULL);
+	/* before anything that may fail: destroy releases the zone */
+	msgpack_zone_init(&svc->zone, 4096);
 	svc->name = strdup(opts->name);
 	svc->view_dir = strdup(opts->view_dir);
 	svc->ingest = dup_or_null(opts->ingest);
@@ -718,7 +972,6 @@ funnel_service_new(funnel_service **out, const funnel_service_opts *opts, funnel
 	if (svc->o.tick_ms <= 0)
 		svc->o.tick_ms = 1000;
 	svc->map_size = opts->map_size ? opts->map_size : DEFAULT_MAP;
-	msgpack_zone_init(&svc->zone, 4096);
 	if (svc->name == NULL || svc->view_dir == NULL) {
 		funnel_service_destroy(&svc);
 		return FUNNEL_ENOMEM;
@@ -736,6 +989,12 @@ funnel_service_new(funnel_service **out, const funnel_service_opts *opts, funnel
 		funnel_service_destroy(&svc);
 		return rc;
 	}
+	/* Before the caller can send anything (rules.changed): is funneld
+	 * serving the view's log?  Unreachable is waited for later. */
+	if (probe_log(svc) == LOG_OTHER) {
+		funnel_service_destroy(&svc);
+		return FUNNEL_ECHAIN;
+	}
 	funnel_set_window(svc->prod, SEND_WINDOW);
 	*out = svc;
 	return FUNNEL_OK;
@@ -752,8 +1011,12 @@ funnel_service_destroy(funnel_service **psvc)
 	funnel_subscriber_destroy(&svc->sub);
 	funnel_producer_destroy(&svc->prod);
 	funnel_query_destroy(&svc->q);
+	funnel_query_destroy(&svc->probe);
 	if (svc->env)
 		mdb_env_close(svc->env);
+	if (svc->lock_fd >= 0)
+		close(svc->lock_fd);       /* after the environment: the lock covers it */
+	pthread_mutex_destroy(&svc->state_lock);
 	msgpack_zone_destroy(&svc->zone);
 	for (size_t i = 0; i < svc->ntables; i++)
 		free(svc->tnames[i]);
@@ -794,6 +1057,22 @@ funnel_service_run(funnel_service *svc)
 			abort_batch(svc);
 			return rc == FUNNEL_ESHUTDOWN ? FUNNEL_OK : rc;
 		}
+		/* Between batches, now and then: does funneld still serve the
+		 * view's log?  A funneld restarted on another data directory
+		 * is invisible to the sockets, which reconnect by themselves.
+		 * While it serves another log, nothing is applied or sent. */
+		if (svc->txn == NULL && fl_now_ms() >= svc->next_probe) {
+			enum log_state was = svc->log_state;
+			if (probe_log(svc) == LOG_OWN && was == LOG_OTHER &&
+			    (rc = open_feed(svc)) != FUNNEL_OK)
+				return rc;
+		}
+		if (svc->log_state == LOG_OTHER) {
+			if (svc->o.until_head)
+				return FUNNEL_ECHAIN;
+			nap_ms(100);
+			continue;
+		}
 		if (svc->txn == NULL && ((rc = maybe_tick(svc)) != FUNNEL_OK ||
 		                         (rc = begin_batch(svc)) != FUNNEL_OK))
 			return rc;
@@ -815,6 +1094,14 @@ funnel_service_run(funnel_service *svc)
 					continue;
 				}
 				abort_batch(svc);
+				if (rc == FUNNEL_ECHAIN && !svc->o.until_head) {
+					/* another log: wait for the view's own (probe_log) */
+					set_log_state(svc, LOG_OTHER, "funneld serves a different log than the "
+					              "one this view was built from: a record does not chain to "
+					              "the view's last one");
+					svc->next_probe = fl_now_ms() + PROBE_MS;
+					continue;
+				}
 				return rc;
 			}
 			/* Derived events leave at once (their latency is one
@@ -834,10 +1121,16 @@ funnel_service_run(funnel_service *svc)
 			return rc == FUNNEL_ESHUTDOWN ? FUNNEL_OK : rc;
 		} else if (rc == FUNNEL_EINVAL) {
 			const funnel_error_info *ei = funnel_subscriber_error(svc->sub);
+			abort_batch(svc);
+			if (!svc->o.until_head) {
+				/* another log: wait for the view's own (probe_log) */
+				svc->next_probe = 0;
+				probe_log(svc);
+				continue;
+			}
 			funnel_log(FUNNEL_LOG_ERROR, "%s: the view is at seq %" PRIu64 ", past the log's "
 			           "head: it was built from another log; rebuild it (%s)", svc->name,
 			           svc->checkpoint, ei->message);
-			abort_batch(svc);
 			return FUNNEL_ECHAIN;
 		} else if (rc != FUNNEL_ETIMEDOUT) {
 			/* funneld away or restarting: the subscriber keeps its
@@ -923,18 +1216,39 @@ funnel_service_send(funnel_service *svc, const funnel_event *ev, funnel_ack *ack
 	if (svc->o.no_emit)
 		return FUNNEL_OK;
 	for (;;) {
-		int rc = funnel_publish(svc->prod, ev, 1, ack);
+		/* never into another log: ask first, each time (sends outside
+		 * apply() are rare: rules.changed, a tick's decision) */
+		int rc = FUNNEL_ETRANSPORT;
+		enum log_state ls = probe_log(svc);
+		if (ls == LOG_OTHER)
+			return FUNNEL_ECHAIN;
+		if (ls == LOG_OWN)
+			rc = funnel_publish(svc->prod, ev, 1, ack);
 		if (rc == FUNNEL_OK || is_refusal(rc) || rc == FUNNEL_ENOMEM || rc == FUNNEL_EINVAL)
 			return rc;
 		if (svc->stop)
 			return FUNNEL_ESHUTDOWN;
 		funnel_log(FUNNEL_LOG_WARN, "%s: sending %s: %s %s; retrying", svc->name, ev->type,
-		           funnel_errname(rc), funnel_producer_error(svc->prod)->message);
+		           funnel_errname(rc), ls == LOG_OWN ? funnel_producer_error(svc->prod)->message
+		           : "funneld does not answer");
 		for (int waited = 0; waited < backoff && !svc->stop; waited += 10)
 			nap_ms(10);
 		if (backoff < 2000)
 			backoff *= 2;
 	}
+}
+
+int
+funnel_service_log_state(funnel_service *svc, char *why, size_t whylen)
+{
+	if (svc == NULL)
+		return FUNNEL_EINVAL;
+	pthread_mutex_lock(&svc->state_lock);
+	int other = svc->log_state == LOG_OTHER;
+	if (other && why != NULL && whylen > 0)
+		snprintf(why, whylen, "%s", svc->log_why);
+	pthread_mutex_unlock(&svc->state_lock);
+	return other ? FUNNEL_ECHAIN : FUNNEL_OK;
 }
 
 uint64_t

@@ -8,6 +8,8 @@
  *   GET /api/<report>  a report as JSON (METRICS.md); bad parameters: 400
  *   GET /metrics       Prometheus text exposition
  *   GET /healthz       200 when the view has applied the log's head, else 503
+ *                      (status "different log" when funneld serves another
+ *                      log than the view's)
  *
  * Each request reads the view in its own read-only transaction, taken
  * under the service's map lock (for reading) so the runtime never
@@ -37,6 +39,7 @@
 
 #include "funnel/funnel.h"
 #include "funnel/log.h"
+#include "funnel/service.h"
 #include "metrics.h"
 #include "mp.h"
 
@@ -60,6 +63,7 @@ struct mx_http {
 	struct MHD_Daemon *d;
 	mx_tables t;
 	pthread_rwlock_t *map_lock;
+	funnel_service *svc;      /* for funnel_service_log_state only */
 	char *query_ep;
 	pthread_t prober;
 	int prober_started;
@@ -316,8 +320,14 @@ serve_health(mx_http *h, struct MHD_Connection *c)
 	end_read(h, &txn);
 	int ok = p.reachable && cp >= p.head;
 	cJSON *o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "status", !p.reachable ? "log unreachable"
-	                                     : ok ? "ok" : "catching up");
+	/* funneld serving another log: the view is not behind, it is elsewhere */
+	char why[512];
+	int other = funnel_service_log_state(h->svc, why, sizeof why) == FUNNEL_ECHAIN;
+	ok = ok && !other;
+	cJSON_AddStringToObject(o, "status", other ? "different log" : !p.reachable ?
+	                        "log unreachable" : ok ? "ok" : "catching up");
+	if (other)
+		cJSON_AddStringToObject(o, "error", why);
 	mx_json_u64(o, "checkpoint", cp);
 	if (p.known) {
 		mx_json_u64(o, "head", p.head);
@@ -406,7 +416,7 @@ http_free(mx_http *h)
 
 int
 mx_http_start(mx_http **out, const char *addr, const mx_tables *t, pthread_rwlock_t *map_lock,
-              const char *query_ep)
+              const char *query_ep, funnel_service *svc)
 {
 	struct sockaddr_in sa;
 	char host[64];
@@ -433,6 +443,7 @@ mx_http_start(mx_http **out, const char *addr, const mx_tables *t, pthread_rwloc
 		return FUNNEL_ENOMEM;
 	h->t = *t;
 	h->map_lock = map_lock;
+	h->svc = svc;
 	pthread_mutex_init(&h->plock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);

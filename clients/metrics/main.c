@@ -37,7 +37,8 @@ static const char usage_text[] =
 	"                      (default " MX_DEFAULT_HTTP "; port 0 picks a free one)\n"
 	"  --view DIR          the metrics view (default " MX_DEFAULT_VIEW ")\n"
 	"  --rules FILE        the shared rules file (accepted for symmetry; metrics reads none)\n"
-	"  --ingest EP --publish EP --query EP   funneld endpoints (default loopback 7400-7402)\n"
+	"  --ingest EP --publish EP --query EP   funneld endpoints (else the environment's\n"
+	"                      FUNNEL_INGEST, FUNNEL_PUBLISH, FUNNEL_QUERY; else loopback 7400-7402)\n"
 	"  --rebuild           empty the view and compute again from seq 1\n"
 	"  --until-head, --once   stop once the log's head is applied (no HTTP)\n"
 	"  --no-sync           the view does not fsync its commits\n"
@@ -48,6 +49,7 @@ static const char usage_text[] =
 	"  --json              accepted for symmetry; reports are always JSON\n"
 	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
 	"\n"
+	"Long options are spelled in full (--rule for --rules is refused).\n"
 	"Exit codes: 0 ok, 1 failure, 2 usage error.\n";
 
 /* The common service flags (svcargs.h) and funnel-metrics' own. */
@@ -132,7 +134,7 @@ cmd_run(const args *a)
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: cannot open the view's tables");
 			goto out;
 		}
-		rc = mx_http_start(&http, a->http, &t, &map_lock, a->c.query);
+		rc = mx_http_start(&http, a->http, &t, &map_lock, a->c.query, the_service);
 		if (rc == FUNNEL_EINVAL)
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: --http wants IPV4:PORT, not '%s'", a->http);
 		if (rc != FUNNEL_OK)

@@ -178,12 +178,16 @@ typedef struct mx_http mx_http;
  * view in its own read-only transaction, under map_lock for reading;
  * query_ep is funneld's query endpoint, which a thread of the server
  * asks for the head every half second (/healthz and /metrics print its
- * last answer: no request waits on funneld).  Connections and query
- * parameters are capped (METRICS.md, HTTP limits).  Returns FUNNEL_OK,
- * FUNNEL_EINVAL (bad address), FUNNEL_ENOMEM, FUNNEL_ETRANSPORT (cannot
- * listen; logged).  mx_http_stop joins every thread it started. */
+ * last answer: no request waits on funneld); svc is the running service,
+ * asked by /healthz whether funneld serves the view's log
+ * (funnel_service_log_state).  Connections and query parameters are
+ * capped (METRICS.md, HTTP limits).  Returns FUNNEL_OK, FUNNEL_EINVAL
+ * (bad address), FUNNEL_ENOMEM, FUNNEL_ETRANSPORT (cannot listen;
+ * logged).  mx_http_stop joins every thread it started. */
+struct funnel_service;
 int mx_http_start(mx_http **out, const char *addr, const mx_tables *t,
-                  pthread_rwlock_t *map_lock, const char *query_ep);
+                  pthread_rwlock_t *map_lock, const char *query_ep,
+                  struct funnel_service *svc);
 void mx_http_stop(mx_http **h);
 
 /* The dashboard page, embedded at build time (dashboard.html). */

@@ -41,7 +41,8 @@ static const char usage_text[] =
 	"Options:\n"
 	"  --rules FILE        the shared rules file (default funnel.yaml)\n"
 	"  --view DIR          the routing view (default var/routing)\n"
-	"  --ingest EP --publish EP --query EP   funneld endpoints (default loopback 7400-7402)\n"
+	"  --ingest EP --publish EP --query EP   funneld endpoints (else the environment's\n"
+	"                      FUNNEL_INGEST, FUNNEL_PUBLISH, FUNNEL_QUERY; else loopback 7400-7402)\n"
 	"  --rebuild           empty the view and route again from seq 1 (sends nothing twice)\n"
 	"  --until-head, --once   stop once the log's head is applied (no SLA tick)\n"
 	"  --no-sync           the view does not fsync its commits\n"
@@ -52,6 +53,7 @@ static const char usage_text[] =
 	"  --json              explain: JSON output\n"
 	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
 	"\n"
+	"Long options are spelled in full (--rule for --rules is refused).\n"
 	"Exit codes: 0 ok, 1 failure, 2 usage or rules-file error.\n";
 
 /* ---- the service ---- */

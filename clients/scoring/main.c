@@ -42,7 +42,8 @@ static const char usage_text[] =
 	"Options:\n"
 	"  --rules FILE        the shared rules file (default funnel.yaml)\n"
 	"  --view DIR          the scoring view (default var/scoring)\n"
-	"  --ingest EP --publish EP --query EP   funneld endpoints (default loopback 7400-7402)\n"
+	"  --ingest EP --publish EP --query EP   funneld endpoints (else the environment's\n"
+	"                      FUNNEL_INGEST, FUNNEL_PUBLISH, FUNNEL_QUERY; else loopback 7400-7402)\n"
 	"  --rebuild           empty the view and score again from seq 1\n"
 	"  --until-head, --once   stop once the log's head is applied\n"
 	"  --no-sync           the view does not fsync its commits\n"
@@ -53,6 +54,7 @@ static const char usage_text[] =
 	"  --leads             what-if: lead.qualified per lead under each definition\n"
 	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
 	"\n"
+	"Long options are spelled in full (--rule for --rules is refused).\n"
 	"Exit codes: 0 ok, 1 failure, 2 usage or rules-file error.\n";
 
 /* ---- the service ---- */

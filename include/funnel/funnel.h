@@ -44,6 +44,22 @@ extern "C" {
 #define FUNNEL_DEFAULT_PUBLISH "tcp://127.0.0.1:7401"
 #define FUNNEL_DEFAULT_QUERY "tcp://127.0.0.1:7402"
 
+/* Which of funneld's endpoints (funnel_endpoint). */
+typedef enum funnel_endpoint_kind {
+	FUNNEL_EP_INGEST,      /* env FUNNEL_INGEST */
+	FUNNEL_EP_PUBLISH,     /* env FUNNEL_PUBLISH */
+	FUNNEL_EP_QUERY        /* env FUNNEL_QUERY */
+} funnel_endpoint_kind;
+
+/*
+ * The one rule every funnel program follows for an endpoint: the flag
+ * when given (not NULL, not empty), else the environment variable
+ * FUNNEL_INGEST / FUNNEL_PUBLISH / FUNNEL_QUERY when set and not empty,
+ * else the loopback default.  Returns flag, a getenv() string (valid
+ * while the environment is not changed) or a static string.
+ */
+const char *funnel_endpoint(funnel_endpoint_kind kind, const char *flag);
+
 /* Details of the last failure of an object: the code, the index of the
  * offending event in its request (-1 if none), the field ("" if none) and
  * a message naming the problem, as the daemon sent it. */

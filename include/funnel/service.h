@@ -43,9 +43,22 @@
  *     Derived events whose cause is at or below the highest checkpoint
  *     the view ever had are not sent again: they were sent then, and the
  *     log has what became of them.
- *   - The view remembers the hash of the last applied record; resuming on
- *     a log whose record at checkpoint + 1 does not chain to it (a
- *     different or rewritten log) is FUNNEL_ECHAIN: rebuild the view.
+ *   - The view remembers the hash of the last applied record, committed
+ *     with the checkpoint.  Before anything is sent (funnel_service_new,
+ *     funnel_service_send) and then every second between batches, the
+ *     runtime asks funneld whether it serves the view's log: its head
+ *     must reach the checkpoint and its record there must have that
+ *     hash.  Another log (funneld restarted on another data directory)
+ *     is refused: funnel_service_new returns FUNNEL_ECHAIN; a running
+ *     service applies and sends nothing until the view's own log is back
+ *     (funnel_service_log_state says so meanwhile; with until_head,
+ *     funnel_service_run returns FUNNEL_ECHAIN).  Rebuild the view to
+ *     follow the other log.
+ *   - One service per view: the view directory is locked (flock on
+ *     funnel.lock in it) for the life of the object, and the view records
+ *     the service's name and table set in "_runtime"; another service, or
+ *     a second process of the same one, is refused (FUNNEL_ESTORAGE,
+ *     named in the log line).
  *
  * A derived event the log refuses (ETRANSITION: the lead moved on before
  * it arrived, say) is logged and dropped: the refusal is the log's
@@ -133,9 +146,12 @@ typedef struct funnel_service_opts {
 /*
  * Open the view (creating it, or emptying the service's tables for a
  * rebuild) and connect to funneld.  The handler and ctx are kept.
- * Returns FUNNEL_OK, FUNNEL_EINVAL (missing name or view_dir, too many
- * tables), FUNNEL_ESTORAGE (the view cannot be opened: *out is NULL and
- * the reason is in the log lines), FUNNEL_ENOMEM, FUNNEL_ETRANSPORT.
+ * Returns FUNNEL_OK, FUNNEL_EINVAL (missing name or view_dir, a table
+ * named "_runtime"), FUNNEL_ESTORAGE (the view cannot be opened, is in
+ * use by another process, or belongs to another service: *out is NULL
+ * and the reason is in the log lines), FUNNEL_ECHAIN (funneld answers
+ * and serves another log than the view's), FUNNEL_ENOMEM,
+ * FUNNEL_ETRANSPORT.
  */
 int funnel_service_new(funnel_service **out, const funnel_service_opts *opts,
                        funnel_apply_fn apply, void *ctx);
@@ -191,9 +207,16 @@ int funnel_service_emit(funnel_service *svc, const funnel_event *ev, const char 
  * Send an event now, outside apply() (a service's own start-up record,
  * such as rules.changed), with the idempotency key `id` as given, and
  * wait until the log stores it.  Retries like the derived events; a
- * refusal by the log is returned.  With no_emit it sends nothing.
+ * refusal by the log is returned, FUNNEL_ECHAIN when funneld serves
+ * another log than the view's (nothing sent).  With no_emit it sends
+ * nothing.
  */
 int funnel_service_send(funnel_service *svc, const funnel_event *ev, funnel_ack *ack);
+
+/* FUNNEL_OK while funneld serves the view's log (or has not answered
+ * yet); FUNNEL_ECHAIN while it serves another one (nothing is applied or
+ * sent meanwhile), with the reason in why.  Safe from any thread. */
+int funnel_service_log_state(funnel_service *svc, char *why, size_t whylen);
 
 /* The seq of the last record applied and committed (0: none). */
 uint64_t funnel_service_checkpoint(const funnel_service *svc);

@@ -14,6 +14,9 @@
  *  - once space returns (the tmpfs is remounted larger), the same
  *    daemon takes the refused batches again and more, and the chain
  *    still verifies.
+ * And a service view on a full disk (a 1 MiB tmpfs under the view) stops
+ * with FUNNEL_ESTORAGE and says "no space left on the view's disk", not
+ * LMDB's "Input/output error".
  *
  * Mounting needs root (CAP_SYS_ADMIN).  Without it the test is reported
  * SKIPPED, with the reason, never passed.  The tmpfs is unmounted in the
@@ -30,12 +33,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "funnel/funnel.h"
+#include "funnel/service.h"
 #include "harness.h"
 #include "workload.h"
 
@@ -296,12 +302,81 @@ test_disk_full_is_an_error_then_the_daemon_continues(void **state)
 	assert_int_equal(after, head + (retried + 40) * BATCH);
 }
 
+/* ---- a service view on a full disk ---- */
+
+/* Each record takes 2 KiB of the view: a 1 MiB disk is full soon. */
+static int
+fat_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
+{
+	static const uint8_t pad[2048];
+	(void)ctx;
+	return funnel_service_put(svc, funnel_service_table(svc, "fat"), &rec->seq, sizeof rec->seq,
+	                          pad, sizeof pad);
+}
+
+static void
+test_view_disk_full_says_so(void **state)
+{
+	(void)state;
+	daemon_proc d;
+	char view[400], errpath[400], text[65536];
+
+	assert_int_equal(harness_start(&d, NULL), 0);
+	snprintf(view, sizeof view, "%s/view", d.dir);
+	snprintf(errpath, sizeof errpath, "%s/service.log", d.dir);
+	assert_int_equal(mkdir(view, 0755), 0);
+	if (mount("funnel-viewfull", view, "tmpfs", 0, "size=1m,mode=0755") != 0) {
+		printf("diskfull: SKIPPED: cannot mount a tmpfs (%s): needs root\n", strerror(errno));
+		harness_cleanup(&d);
+		skip();
+	}
+	funnel_producer *p;
+	uint64_t acked[20];
+	assert_int_equal(funnel_producer_new(&p, d.ingest, 15000), FUNNEL_OK);
+	for (size_t b = 0; b < 20; b++)         /* 1000 records: 2 MiB of view */
+		assert_int_equal(publish_batch(p, b, acked), FUNNEL_OK);
+	funnel_producer_destroy(&p);
+
+	/* the service in a child, its log lines in a file */
+	pid_t pid = fork();
+	if (pid == 0) {
+		int fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		dup2(fd, 2);
+		funnel_service *svc;
+		funnel_service_opts o = { .name = "fat", .view_dir = view, .ingest = d.ingest,
+		                          .publish = d.publish, .query = d.query,
+		                          .tables = { "fat" }, .until_head = 1, .no_emit = 1,
+		                          .batch_events = 100, .timeout_ms = 5000 };
+		int rc = funnel_service_new(&svc, &o, fat_apply, NULL);
+		if (rc == FUNNEL_OK)
+			rc = funnel_service_run(svc);
+		funnel_service_destroy(&svc);
+		_exit(rc);
+	}
+	int st = -1;
+	pid_t waited = waitpid(pid, &st, 0);
+	int umounted = umount(view) == 0 || umount2(view, MNT_DETACH) == 0;
+	FILE *f = fopen(errpath, "r");
+	size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+	if (f)
+		fclose(f);
+	text[n] = 0;
+	harness_cleanup(&d);     /* before the checks: a failed one leaves nothing running */
+	assert_int_equal(waited, pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), FUNNEL_ESTORAGE);
+	if (strstr(text, "no space left on the view's disk") == NULL)
+		fail_msg("the service's log does not say the disk is full:\n%s", text);
+	assert_true(umounted);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_disk_full_is_an_error_then_the_daemon_continues,
 		                                setup, teardown),
+		cmocka_unit_test(test_view_disk_full_says_so),
 	};
 	return cmocka_run_group_tests_name("diskfull", tests, NULL, NULL);
 }

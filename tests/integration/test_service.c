@@ -492,6 +492,20 @@ test_view_map_grows(void **state)
 	harness_cleanup(&d);
 }
 
+/* A service may not name a table "_runtime" (the runtime's own): the
+ * refusal is FUNNEL_EINVAL, before anything is opened. */
+static void
+test_runtime_table_name_refused(void **state)
+{
+	(void)state;
+	funnel_service *svc = (funnel_service *)&svc;
+	funnel_service_opts o = { .name = "counter", .view_dir = "/nonexistent/view",
+	                          .tables = { "counts", "_runtime" } };
+	assert_int_equal(funnel_service_new(&svc, &o, count_apply, NULL), FUNNEL_EINVAL);
+	assert_null(svc);
+	assert_int_equal(access("/nonexistent/view", F_OK), -1);
+}
+
 int
 main(void)
 {
@@ -501,6 +515,7 @@ main(void)
 		cmocka_unit_test(test_sigterm_and_resume),
 		cmocka_unit_test(test_view_map_grows),
 		cmocka_unit_test(test_tick),
+		cmocka_unit_test(test_runtime_table_name_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,358 @@
+"""
+tests/integration/test_operator.py - operator mistakes are refused, not
+obeyed: a second funneld on a data directory in use, a second service on
+a view in use, a service on another service's view, a service on a view
+built from another log (at start, and when funneld is restarted on an
+empty data directory under a running service), long options typed short,
+endpoints from the environment, a funneld config key given twice, and a
+second `make run` (clients/run.sh) on the same var/.
+
+Run with Debian's /usr/bin/python3 (python3-zmq, python3-msgpack):
+
+    BUILD=build FUNNELD=build/bin/funneld /usr/bin/python3 tests/integration/test_operator.py
+
+Every process and wait is bounded; prints "ok - name" / "not ok - name:
+reason" and "N passed, M failed".
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import zmq
+
+from funnel_testlib import (READY_WAIT_S, REPO, CheckFailed, Daemon, LogClient, Results,
+                            Service, expect, expect_eq, expect_in, stop_proc, wait_until)
+
+BUILD = os.environ.get("BUILD", "build")
+FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
+BIN = os.path.dirname(FUNNELD)
+FUNNEL = os.path.join(BIN, "funnel")
+SCORING = os.path.join(BIN, "funnel-scoring")
+ROUTING = os.path.join(BIN, "funnel-routing")
+METRICS = os.path.join(BIN, "funnel-metrics")
+RULES = os.path.join(REPO, "funnel.yaml")
+RUN_S = 30
+WILD = ["--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+        "--query", "tcp://127.0.0.1:*"]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def captured(lead, i=0):
+    return {"type": "lead.captured", "lead": lead, "id": "cap-%s-%d" % (lead, i),
+            "data": {"email": "%s@example.com" % lead.lower(), "title": "VP Sales",
+                     "company": "Acme", "country": "DE"}}
+
+
+def run(args, env=None, timeout=RUN_S):
+    return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def wait_ready(proc, path, what):
+    deadline = time.monotonic() + READY_WAIT_S
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            raise CheckFailed("%s exited with %d before it was ready" % (what, proc.returncode))
+        if time.monotonic() > deadline:
+            raise CheckFailed("%s not ready in %.0f s" % (what, READY_WAIT_S))
+        time.sleep(0.02)
+
+
+class FixedDaemon:
+    """A funneld on fixed loopback ports, which can be stopped and started
+    again on another data directory at the same endpoints (what Daemon's
+    wildcard ports cannot do)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="funnel-operator-")
+        ports = [free_port() for _ in range(3)]
+        self.endpoints = {k: "tcp://127.0.0.1:%d" % p
+                          for k, p in zip(("ingest", "publish", "query"), ports)}
+        self.proc = None
+
+    def start(self, data):
+        ready = os.path.join(self.dir, "ready")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        log = open(os.path.join(self.dir, "funneld.log"), "ab")
+        self.proc = subprocess.Popen(
+            [FUNNELD, "--data", os.path.join(self.dir, data), "--ingest", self.endpoints["ingest"],
+             "--publish", self.endpoints["publish"], "--query", self.endpoints["query"],
+             "--ready-file", ready, "--heartbeat-ms", "200"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+        wait_ready(self.proc, ready, "funneld")
+
+    def stop(self):
+        if self.proc is not None:
+            stop_proc(self.proc)
+            self.proc = None
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def health(port):
+    """(HTTP status, JSON body) of /healthz."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def check_locks(res, ctx):
+    d = Daemon(FUNNELD, prefix="funnel-operator-")
+    try:
+        log = LogClient(ctx, d.endpoints)
+
+        def second_funneld_refused():
+            log.publish_ok(captured("L-1"))
+            other = os.path.join(d.dir, "other.ready")
+            p = run([FUNNELD, "--data", d.data, "--ingest", "tcp://127.0.0.1:*",
+                     "--publish", "tcp://127.0.0.1:*", "--query", "tcp://127.0.0.1:*",
+                     "--ready-file", other])
+            expect(p.returncode != 0, "a second funneld on the same --data started")
+            expect_in("pid %d" % d.proc.pid, p.stderr, "the refusal names the holder's pid")
+            expect(not os.path.exists(other), "the second funneld wrote its ready file")
+            log.publish_ok(captured("L-2"))
+            expect_eq(log.status()["head"], 2, "head of the first funneld")
+        res.run("a second funneld on a data directory in use is refused, naming the pid; "
+                "the first keeps acking", second_funneld_refused)
+
+        def second_service_refused():
+            sc = Service(SCORING, d, "scoring")
+            shutil.copy(RULES, sc.rules)
+            proc = sc.start()
+            try:
+                p = sc.run("--until-head")
+                expect(p.returncode != 0, "a second funnel-scoring on the same --view ran")
+                expect_in("pid %d" % proc.pid, p.stderr, "the refusal names the holder's pid")
+                expect_eq(proc.poll(), None, "the first service still runs")
+            finally:
+                expect_eq(stop_proc(proc), 0, "the first service's exit status")
+        res.run("a second service on a view in use is refused, naming the pid",
+                second_service_refused)
+
+        def view_of_another_service():
+            rt = Service(ROUTING, d, "routing")
+            shutil.copy(RULES, rt.rules)
+            rt.until_head()
+            before = rt.digest()
+            sc = Service(SCORING, d, "scoring2")
+            shutil.copy(RULES, sc.rules)
+            sc.view = rt.view
+            p = sc.run("--until-head")
+            expect(p.returncode != 0, "funnel-scoring ran on routing's view")
+            expect_in("belongs to routing", p.stderr, "the refusal names the view's service")
+            expect_eq(rt.digest(), before, "routing's view (checkpoint and content)")
+        res.run("a service on another service's view is refused by name; that view is "
+                "unchanged", view_of_another_service)
+
+        def env_endpoints():
+            view = os.path.join(d.dir, "metrics-env")
+            env = dict(os.environ, FUNNEL_INGEST=d.endpoints["ingest"],
+                       FUNNEL_PUBLISH=d.endpoints["publish"], FUNNEL_QUERY=d.endpoints["query"])
+            p = run([METRICS, "--view", view, "--until-head"], env=env)
+            expect_eq(p.returncode, 0, "funnel-metrics --until-head with FUNNEL_* set "
+                      "(stderr: %s)" % p.stderr[-400:])
+            out = run([METRICS, "--view", view, "digest"]).stdout.split()
+            expect_eq(int(out[1]), log.status()["head"], "the view's checkpoint (this log's head)")
+            # the flag still wins over the environment
+            bad = dict(env, FUNNEL_QUERY="tcp://127.0.0.1:1")
+            p = run([METRICS, "--view", view, "--until-head", "--query", d.endpoints["query"]],
+                    env=bad)
+            expect_eq(p.returncode, 0, "--query over a wrong FUNNEL_QUERY")
+        res.run("services take FUNNEL_INGEST/PUBLISH/QUERY as the CLI does; a flag wins",
+                env_endpoints)
+        log.close()
+    finally:
+        d.close()
+
+
+def check_other_log(res, ctx):
+    fd = FixedDaemon()
+    procs = []
+    try:
+        fd.start("data")
+        log = LogClient(ctx, fd.endpoints)
+        for i in range(5):
+            log.publish_ok(captured("L-%d" % i))
+        sc = Service(SCORING, fd, "scoring")
+        shutil.copy(RULES, sc.rules)
+        sc.until_head()
+        head = log.status()["head"]
+        log.close()
+
+        def refused_at_start():
+            fd.stop()
+            fd.start("empty")
+            lc = LogClient(ctx, fd.endpoints)
+            try:
+                p = sc.run("--until-head")
+                expect(p.returncode != 0, "funnel-scoring started on another log")
+                expect_in("different log", p.stderr, "the refusal")
+                expect_eq(lc.status()["head"], 0, "the other log's head (nothing recorded)")
+            finally:
+                lc.close()
+                fd.stop()
+                fd.start("data")
+        res.run("a service whose view is from another log is refused at start and records "
+                "nothing there", refused_at_start)
+
+        def refused_while_running():
+            mx_port = free_port()
+            mx_view = os.path.join(fd.dir, "metrics-view")
+            mx_ready = os.path.join(fd.dir, "metrics.ready")
+            eps = fd.endpoints
+            run([METRICS, "--view", mx_view, "--until-head", "--ingest", eps["ingest"],
+                 "--publish", eps["publish"], "--query", eps["query"]])
+            mx_log = open(os.path.join(fd.dir, "metrics.log"), "ab")
+            mx = subprocess.Popen([METRICS, "--view", mx_view, "--http", "127.0.0.1:%d" % mx_port,
+                                   "--ingest", eps["ingest"], "--publish", eps["publish"],
+                                   "--query", eps["query"], "--ready-file", mx_ready],
+                                  stdin=subprocess.DEVNULL, stdout=mx_log, stderr=mx_log)
+            mx_log.close()
+            procs.append(mx)
+            wait_ready(mx, mx_ready, "funnel-metrics")
+            scp = sc.start()
+            procs.append(scp)
+            wait_until(lambda: health(mx_port)[0] == 200, "/healthz 200 on the view's own log")
+
+            fd.stop()
+            fd.start("empty2")
+            wait_until(lambda: health(mx_port)[1].get("status") == "different log",
+                       "/healthz saying \"different log\"")
+            code, body = health(mx_port)
+            expect_eq(code, 503, "/healthz status code on another log")
+            wait_until(lambda: "different log" in sc.tail(), "funnel-scoring saying so")
+            expect_eq(scp.poll(), None, "funnel-scoring keeps running (applying nothing)")
+            lc = LogClient(ctx, fd.endpoints)
+            try:
+                # more records than the view's checkpoint: none of them is applied
+                for i in range(head + 3):
+                    lc.publish_ok(captured("N-%d" % i))
+                time.sleep(1.5)   # two probe periods; the check below is on content, not time
+                recs = lc.records()
+                expect_eq(sorted({r["type"] for r in recs}), ["lead.captured"],
+                          "types in the other log (nothing recorded by a service)")
+                expect_eq(health(mx_port)[1].get("status"), "different log", "/healthz status")
+            finally:
+                lc.close()
+            # the view's own log back: both resume
+            fd.stop()
+            fd.start("data")
+            wait_until(lambda: health(mx_port)[0] == 200, "/healthz 200 once the log is back")
+            expect_eq(stop_proc(scp), 0, "funnel-scoring's exit status")
+            expect_eq(stop_proc(mx), 0, "funnel-metrics' exit status")
+        res.run("funneld restarted on an empty data directory under running services: they "
+                "apply and record nothing there, /healthz says \"different log\" (503), and "
+                "they resume when the log is back", refused_while_running)
+    finally:
+        for p in procs:
+            stop_proc(p)
+        fd.close()
+
+
+def check_flags(res):
+    tmp = tempfile.mkdtemp(prefix="funnel-operator-")
+    try:
+        def prefixes_refused():
+            # explicit wildcard ports: a funneld that wrongly starts takes no default port
+            for args, short in (([FUNNELD, "--dat", os.path.join(tmp, "x")] + WILD, "--dat"),
+                                ([SCORING, "--rule", RULES, "--view", os.path.join(tmp, "v")],
+                                 "--rule"),
+                                ([ROUTING, "--vie", os.path.join(tmp, "v2")], "--vie"),
+                                ([METRICS, "--view=" + os.path.join(tmp, "v3"), "--onc"], "--onc"),
+                                ([FUNNEL, "--quer", "tcp://127.0.0.1:1", "status"], "--quer"),
+                                ([FUNNEL, "status", "--tim", "10"], "--tim")):
+                p = run(args)
+                expect_eq(p.returncode, 2, "%s exit status" % " ".join(args))
+                expect_in("'%s" % short, p.stderr, "the message names the option")
+                expect_in("spelled in full", p.stderr, "the message says why")
+            expect_eq(sorted(os.listdir(tmp)), [], "what the refused commands created")
+            for b in (FUNNELD, SCORING, ROUTING, METRICS, FUNNEL):
+                expect_in("spelled in full", run([b, "--help"]).stdout, "%s --help" % b)
+        res.run("long options typed short (--dat, --rule, --quer) are refused, naming them, "
+                "and create nothing; --help says so", prefixes_refused)
+
+        def config_key_twice():
+            cfg = os.path.join(tmp, "funneld.yaml")
+            with open(cfg, "w") as f:
+                f.write("data: %s/a\nno-sync: true\ndata: %s/b\n" % (tmp, tmp))
+            p = run([FUNNELD, "--config", cfg] + WILD)
+            expect_eq(p.returncode, 2, "funneld exit status")
+            expect_in("funneld.yaml:3: duplicate key 'data' (first given on line 1)", p.stderr,
+                      "the message")
+            expect_eq(sorted(os.listdir(tmp)), ["funneld.yaml"], "what funneld created")
+        res.run("a funneld config key given twice is refused, naming the lines", config_key_twice)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_make_run(res):
+    var = tempfile.mkdtemp(prefix="funnel-operator-var-")
+    env = dict(os.environ, BUILD=os.path.dirname(BIN), VAR=var)
+    wild = WILD
+    first = None
+    try:
+        def second_run_refused():
+            nonlocal first
+            log = open(os.path.join(var, "run1.log"), "wb")
+            first = subprocess.Popen(["sh", "clients/run.sh"] + wild, cwd=REPO, env=env,
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            log.close()
+            ready = os.path.join(var, "funneld.ready")
+            wait_ready(first, ready, "the first run")
+            with open(ready) as f:
+                before = f.read()
+            p = subprocess.run(["sh", "clients/run.sh"] + wild, cwd=REPO, env=env,
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=RUN_S)
+            expect_eq(p.returncode, 1, "the second run's exit status")
+            expect_in("pid %d" % first.pid, p.stderr, "the refusal names the first run's pid")
+            with open(ready) as f:
+                expect_eq(f.read(), before, "the first run's ready file")
+            expect_eq(first.poll(), None, "the first run still runs")
+        res.run("a second `make run` on the same var/ is refused, naming the pid, and leaves "
+                "the running one's files alone", second_run_refused)
+    finally:
+        if first is not None and first.poll() is None:
+            first.send_signal(signal.SIGTERM)
+            try:
+                first.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                first.kill()
+                first.wait(timeout=5)
+        shutil.rmtree(var, ignore_errors=True)
+
+
+def main():
+    res = Results()
+    ctx = zmq.Context()
+    check_flags(res)
+    check_locks(res, ctx)
+    check_other_log(res, ctx)
+    check_make_run(res)
+    ctx.term()
+    return res.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
