@@ -33,6 +33,8 @@ static const char tail_help[] =
 	"event:  #12  2026-11-22T13:10:02.123Z  lead.captured  L-1  [inquiry v1]  {...}\n"
 	"Ctrl-C exits cleanly.\n"
 	"\n"
+	CLI_JSON_HELP
+	"\n"
 	CLI_GLOBAL_HELP;
 
 static const char replay_help[] =
@@ -49,6 +51,8 @@ static const char replay_help[] =
 	"  --count N                 stop after N events\n"
 	"  --raw                     each record's exact stored bytes, in hex, one per line\n"
 	"\n"
+	CLI_JSON_HELP
+	"\n"
 	CLI_GLOBAL_HELP;
 
 static const char history_help[] =
@@ -57,6 +61,8 @@ static const char history_help[] =
 	"The lead's events in order (seq, time, type, stage after, version, key data),\n"
 	"then its current state.  --json prints each event as a JSON line and ends\n"
 	"with {\"current\":{\"lead\",\"stage\",\"version\",\"last_seq\",\"owner\"}}.\n"
+	"\n"
+	CLI_JSON_HELP
 	"\n"
 	CLI_GLOBAL_HELP;
 
