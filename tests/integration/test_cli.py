@@ -663,6 +663,16 @@ def run_checks(res, cli, q, daemon):
         expect_eq(objs[-1], {"current": {"lead": "L-H", "stage": "sql", "version": 6,
                                          "last_seq": seqs[-1], "owner": "rep-ann"}}, "current")
 
+        # --human shows the form's fields and each event's cause
+        form = cli.ok("publish", "--human", "--type", "lead.captured", "--lead", "L-HF", "--data",
+                      '{"email":"eva@fjord.example","company_size":"800","country":"DE"}')
+        cause = int(form.split()[1])
+        cli.ok("publish", "--type", "lead.qualified", "--lead", "L-HF", "--cause", str(cause))
+        lines = cli.ok("history", "--human", "L-HF").splitlines()
+        expect_eq(lines[1].split()[5:], ["email=eva@fjord.example", "company_size=800",
+                                         "country=DE"], "the form's fields")
+        expect_eq(lines[2].split()[5:], ["cause=%d" % cause], "the cause of the qualification")
+
         # a lead never assigned has no owner
         objs = cli.json_lines("history", "L-X")
         expect_eq(objs[-1]["current"]["owner"], None, "owner of L-X")
@@ -673,7 +683,8 @@ def run_checks(res, cli, q, daemon):
         expect_eq(rc, 1, "exit status for an unknown lead")
         expect(err.startswith("funnel: history: ENOTFOUND"), "stderr: %r" % err)
         expect_in("nobody", err, "stderr names the lead")
-    res.run("history LEAD: events with the stage after each, then the current state and owner",
+    res.run("history LEAD: events with the stage after each, their causes and form fields, "
+            "then the current state and owner",
             history)
 
     # --- verify ---
