@@ -354,7 +354,7 @@ def main():
         steps.extend(tour_steps(readme))
         expect(len(steps) >= 20, "only %d commands found in the tour" % len(steps))
         quoted = [s for s in steps if s.expected is not None]
-        expect(printing or len(quoted) >= 10, "only %d commands quote an output" % len(quoted))
+        expect(printing or len(quoted) >= 20, "only %d commands quote an output" % len(quoted))
     if not res.run("the tour's commands and quoted outputs are read from README.md", parse):
         return res.summary()
 
