@@ -45,7 +45,8 @@
  * Parse the JSON text of len bytes (no NUL needed) and append it to pk as
  * one msgpack value.  Only whitespace may follow the value.  Returns
  * FUNNEL_OK; FUNNEL_EJSON with a sentence in err naming the byte where the
- * text went wrong (nothing was appended to pk); or FUNNEL_ENOMEM (pk may
+ * text went wrong, or the field holding a value refused above (nothing
+ * was appended to pk); or FUNNEL_ENOMEM (pk may
  * hold part of the value: the caller discards its buffer or rolls it back).
  */
 int fjson_pack_text(msgpack_packer *pk, const char *text, size_t len, char *err, size_t errlen);

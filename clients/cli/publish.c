@@ -8,7 +8,9 @@
  * events (atomic per request).  A line that is not JSON (or that JSON
  * would store as something else: see json.h) refuses the whole request
  * it belongs to before any of it is sent, so a batch is never stored in
- * part; the request's other lines are named, and never sent.  Up to the producer's window of requests
+ * part; the request's other lines are named, and never sent.  (A batch
+ * larger than BATCH_BYTES goes out as more than one request, each atomic:
+ * a bad line then refuses the request it falls in.)  Up to the producer's window of requests
  * are in flight; their outcomes wait in a queue kept in input order and
  * are printed as soon as everything before them is known.
  */
