@@ -5,8 +5,8 @@
 #                   integration tests, then the same tests under ASan+UBSan
 #   make run        install missing packages, build, start funneld and the
 #                   services on loopback (data under var/, rules funnel.yaml)
-#   make bench      the DESIGN.md numbers next to Redis Streams (appendfsync
-#                   always), the peer DESIGN.md names (tests/bench)
+#   make bench      the docs/DESIGN.md numbers next to Redis Streams (appendfsync
+#                   always), the peer docs/DESIGN.md names (tests/bench)
 #   make bench-peers the same next to every peer: Redis always and everysec,
 #                   NATS JetStream.  BENCH_OUT=tests/bench/RESULTS.md keeps
 #                   the table where the README quotes it from
@@ -212,7 +212,7 @@ run: deps all
 	@BUILD=$(BUILD) sh clients/run.sh $(ARGS)
 
 # `make bench`: funnel and Redis Streams with appendfsync always, the peer
-# of the DESIGN.md target (a few minutes on 2 cores, most of it filling the
+# of the docs/DESIGN.md target (a few minutes on 2 cores, most of it filling the
 # 10M-event log for the start time).  `make bench-peers`: every column,
 # also Redis everysec and JetStream (under a minute more).
 # Sizes: BENCH_EVENTS, BENCH_START_EVENTS, ... (tests/bench/bench_funnel.c).

@@ -60,6 +60,14 @@ enum {
 	{ "human", no_argument, NULL, OPT_HUMAN }, \
 	{ "help", no_argument, NULL, OPT_HELP }
 
+/* How records print as JSON, for the reading commands' --help. */
+#define CLI_JSON_HELP \
+	"JSON output: one object per record, data as it was stored, except what JSON\n" \
+	"cannot say: msgpack bin -> a lower-case hex string (it reads like text), NaN\n" \
+	"and +-Inf floats -> null, ext -> null, map keys that are not strings -> their\n" \
+	"text (5 -> \"5\"), a NUL in a string -> \\u0000.  `funnel replay --raw` shows\n" \
+	"the stored bytes; `funnel publish` refuses numbers JSON would store as Inf.\n"
+
 #define CLI_GLOBAL_HELP \
 	"Global options (before or after the command):\n" \
 	"  --ingest EP     ingest endpoint  (env FUNNEL_INGEST,  default " FUNNEL_DEFAULT_INGEST ")\n" \

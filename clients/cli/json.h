@@ -7,7 +7,11 @@
  *                       a literal out of the 64-bit range becomes float64)
  *   literals with a fraction or an exponent -> float64
  *   strings, true/false, null, arrays, objects -> the same msgpack types
- *   (object members keep their order, duplicates included).
+ *   (object members keep their order, duplicates included); a string
+ *   holding U+0000 is stored whole, NUL byte included.
+ * Refused with FUNNEL_EJSON, naming the field (data.price, tags[2]):
+ *   a number out of the float64 range (1e999: it would be +Inf), and an
+ *   object member name holding U+0000.
  * cJSON keeps every number as a double, which would round integers above
  * 2^53 (nanosecond timestamps are such integers), so the exact integer is
  * taken from the number's literal in the text the tree was parsed from.
@@ -18,8 +22,9 @@
  *   as null; bin as a lower-case hex string; ext as null; map keys that
  *   are not strings as their rendering (5 -> "5", true -> "true",
  *   bin -> its hex, anything else -> its compact JSON text).
- *   Limits: a string is cut at its first NUL byte; bytes that are not
- *   UTF-8 are copied as they are.
+ *   strings are printed whole (a NUL byte as \u0000); bytes that are not
+ *   UTF-8 are copied as they are.  So bin and a hex string, NaN/Inf and
+ *   null, ext and null print alike: --raw shows the stored bytes.
  *
  * Ownership: every cJSON tree returned here is new and the caller's, to
  * free with cJSON_Delete().  Nothing here keeps a pointer to its inputs.
@@ -40,7 +45,8 @@
  * Parse the JSON text of len bytes (no NUL needed) and append it to pk as
  * one msgpack value.  Only whitespace may follow the value.  Returns
  * FUNNEL_OK; FUNNEL_EJSON with a sentence in err naming the byte where the
- * text went wrong (nothing was appended to pk); or FUNNEL_ENOMEM (pk may
+ * text went wrong, or the field holding a value refused above (nothing
+ * was appended to pk); or FUNNEL_ENOMEM (pk may
  * hold part of the value: the caller discards its buffer or rolls it back).
  */
 int fjson_pack_text(msgpack_packer *pk, const char *text, size_t len, char *err, size_t errlen);

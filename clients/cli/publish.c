@@ -5,7 +5,12 @@
  * Each stdin line is one JSON object, converted to a msgpack envelope as
  * it is: the daemon does all validation, so the CLI accepts exactly what
  * the protocol accepts.  Lines are grouped into requests of --batch
- * events (atomic per request).  Up to the producer's window of requests
+ * events (atomic per request).  A line that is not JSON (or that JSON
+ * would store as something else: see json.h) refuses the whole request
+ * it belongs to before any of it is sent, so a batch is never stored in
+ * part; the request's other lines are named, and never sent.  (A batch
+ * larger than BATCH_BYTES goes out as more than one request, each atomic:
+ * a bad line then refuses the request it falls in.)  Up to the producer's window of requests
  * are in flight; their outcomes wait in a queue kept in input order and
  * are printed as soon as everything before them is known.
  */
@@ -40,7 +45,8 @@ static const char publish_help[] =
 	"  --occurred-at TIME     when it happened: ns since the epoch or RFC 3339\n"
 	"  --expected-version N   fail unless the lead is at version N\n"
 	"  --cause SEQ            the seq of the event that caused this one\n"
-	"  --batch N              stdin: N events per atomic request (default 1, max 10000)\n"
+	"  --batch N              stdin: N events per atomic request (default 1, max 10000);\n"
+	"                         a line that is not JSON refuses its whole request, unsent\n"
 	"\n"
 	"Prints 'seq N' or 'seq N (duplicate)' per event (--json: {\"seq\":N,\"dup\":false}),\n"
 	"in input order.  Errors go to stderr with the input line; exit 1 if any\n"
@@ -61,6 +67,7 @@ struct item {
 	uint64_t rid;
 	int rc;
 	int silent;             /* failed with a fatal error already reported */
+	int unsent;             /* refused here, before sending: a bad line */
 	char msg[600];          /* the failure, worded, when rc != 0 */
 	int err_index;          /* offending event in the request, or -1 */
 	size_t line;            /* n == 0: the input line */
@@ -148,8 +155,8 @@ print_item(struct pub *pb, const struct item *it)
 	size_t at = it->err_index >= 0 && (size_t)it->err_index < it->n ? (size_t)it->err_index : 0;
 	fprintf(stderr, "funnel: %s: line %zu: %s", pb->g->cmd, it->lines[at], it->msg);
 	if (it->n > 1)
-		fprintf(stderr, " (request of lines %zu-%zu not stored)", it->lines[0],
-		        it->lines[it->n - 1]);
+		fprintf(stderr, " (request of lines %zu-%zu not %s)", it->lines[0],
+		        it->lines[it->n - 1], it->unsent ? "sent" : "stored");
 	fputc('\n', stderr);
 }
 
@@ -260,6 +267,19 @@ drain(struct pub *pb, int timeout_ms)
 	flush_queue(pb);
 }
 
+/* The request being built holds a bad line: it is done, refused whole,
+ * and nothing of it is sent. */
+static void
+refuse_filling(struct pub *pb)
+{
+	struct item *it = pb->filling;
+
+	msgpack_sbuffer_clear(&pb->sb);
+	pb->filling = NULL;
+	it->state = ITEM_DONE;
+	flush_queue(pb);
+}
+
 static void
 send_filling(struct pub *pb)
 {
@@ -269,6 +289,10 @@ send_filling(struct pub *pb)
 
 	if (it == NULL || it->n == 0)
 		return;
+	if (it->unsent) {
+		refuse_filling(pb);
+		return;
+	}
 	int rc = funnel_send_packed(pb->p, pb->sb.data, pb->sb.size, it->n, &rid);
 	msgpack_sbuffer_clear(&pb->sb);
 	pb->filling = NULL;
@@ -317,11 +341,16 @@ add_line(struct pub *pb, const char *line, size_t len, size_t lineno)
 		return 0;   /* blank lines are not events */
 	size_t mark = pb->sb.size;
 	int rc = fjson_pack_text(&pb->pk, line, len, why, sizeof why);
-	if (rc == FUNNEL_EJSON)
+	if (rc == FUNNEL_EJSON && pb->batch == 1)
 		return reject_line(pb, lineno, rc, why);
-	if (rc != FUNNEL_OK) {
+	if (rc != FUNNEL_OK && rc != FUNNEL_EJSON) {
 		pb->sb.size = mark;
 		return -1;
+	}
+	if (rc == FUNNEL_EJSON && it != NULL && it->unsent) {
+		/* a second bad line in a request already refused: named too */
+		if (reject_line(pb, lineno, rc, why) != 0)
+			return -1;
 	}
 	if (it == NULL) {
 		if ((it = item_push(pb)) == NULL)
@@ -334,7 +363,15 @@ add_line(struct pub *pb, const char *line, size_t len, size_t lineno)
 		if (it->lines == NULL || it->acks == NULL)
 			return -1;
 	}
+	if (rc == FUNNEL_EJSON && !it->unsent) {
+		it->unsent = 1;
+		it->rc = rc;
+		it->err_index = (int)it->n;
+		snprintf(it->msg, sizeof it->msg, "%s (%d): %s", funnel_errname(rc), rc, why);
+	}
 	it->lines[it->n++] = lineno;
+	if (it->unsent)
+		msgpack_sbuffer_clear(&pb->sb);   /* nothing of a refused request is sent */
 	if (it->n == pb->batch || pb->sb.size >= BATCH_BYTES)
 		send_filling(pb);
 	return 0;

@@ -33,6 +33,8 @@ static const char tail_help[] =
 	"event:  #12  2026-11-22T13:10:02.123Z  lead.captured  L-1  [inquiry v1]  {...}\n"
 	"Ctrl-C exits cleanly.\n"
 	"\n"
+	CLI_JSON_HELP
+	"\n"
 	CLI_GLOBAL_HELP;
 
 static const char replay_help[] =
@@ -49,14 +51,20 @@ static const char replay_help[] =
 	"  --count N                 stop after N events\n"
 	"  --raw                     each record's exact stored bytes, in hex, one per line\n"
 	"\n"
+	CLI_JSON_HELP
+	"\n"
 	CLI_GLOBAL_HELP;
 
 static const char history_help[] =
 	"usage: funnel history LEAD [--json | --human]\n"
 	"\n"
 	"The lead's events in order (seq, time, type, stage after, version, key data),\n"
-	"then its current state.  --json prints each event as a JSON line and ends\n"
+	"then its current state.  Key data: cause=SEQ for an event caused by another,\n"
+	"every field of a form (lead.captured), and owner, team, total, reason,\n"
+	"amount and kind where an event has them.  --json prints each event as a JSON line and ends\n"
 	"with {\"current\":{\"lead\",\"stage\",\"version\",\"last_seq\",\"owner\"}}.\n"
+	"\n"
+	CLI_JSON_HELP
 	"\n"
 	CLI_GLOBAL_HELP;
 
@@ -522,12 +530,33 @@ done:
 	return ret;
 }
 
-/* The data keys `history` shows in its table. */
-static const char *const key_fields[] = { "owner", "reason", "amount", "kind" };
+/* The data keys `history` shows in its table (a form shows all of its). */
+static const char *const key_fields[] = { "owner", "team", "total", "reason", "amount", "kind" };
+
+/* " key=value" (no space first when f is empty); a string as it is,
+ * anything else as compact JSON.  Returns 0 or -1. */
+static int
+put_field(FILE *f, const char *key, size_t klen, const msgpack_object *v)
+{
+	int rc = 0;
+
+	fprintf(f, "%s%.*s=", ftell(f) > 0 ? " " : "", (int)klen, key);
+	if (v->type == MSGPACK_OBJECT_STR) {
+		fprintf(f, "%.*s", (int)v->via.str.size, v->via.str.ptr);
+	} else {
+		cJSON *j = fjson_from_msgpack(v);
+		if (j == NULL || fjson_print(f, j) != 0)
+			rc = -1;
+		cJSON_Delete(j);
+	}
+	return rc;
+}
 
 /*
- * The key data of a record as "owner=alice amount=1200" in a new string
- * (*out, the caller frees; "" when none).  Returns 0 or -1.
+ * The key data of a record as "cause=5 owner=alice amount=1200" in a new
+ * string (*out, the caller frees; "" when none): the cause, then every
+ * string-keyed field of a form (lead.captured), else the key_fields it
+ * has.  Returns 0 or -1.
  */
 static int
 key_data(const funnel_record *r, char **out, size_t *len)
@@ -537,7 +566,20 @@ key_data(const funnel_record *r, char **out, size_t *len)
 
 	if (f == NULL)
 		return -1;
-	for (size_t k = 0; r->data != NULL && k < sizeof key_fields / sizeof key_fields[0]; k++) {
+	if (r->has_cause)
+		fprintf(f, "cause=%" PRIu64, r->cause);
+	int form = r->type.len == strlen("lead.captured") &&
+	           memcmp(r->type.ptr, "lead.captured", r->type.len) == 0;
+	if (form && r->data != NULL && r->data->type == MSGPACK_OBJECT_MAP) {
+		for (uint32_t i = 0; i < r->data->via.map.size; i++) {
+			const msgpack_object_kv *kv = &r->data->via.map.ptr[i];
+			if (kv->key.type == MSGPACK_OBJECT_STR &&
+			    put_field(f, kv->key.via.str.ptr, kv->key.via.str.size, &kv->val) != 0)
+				rc = -1;
+		}
+	}
+	for (size_t k = 0; !form && r->data != NULL && r->data->type == MSGPACK_OBJECT_MAP &&
+	                   k < sizeof key_fields / sizeof key_fields[0]; k++) {
 		const msgpack_object *v = NULL;
 		for (uint32_t i = 0; i < r->data->via.map.size && v == NULL; i++) {
 			const msgpack_object_kv *kv = &r->data->via.map.ptr[i];
@@ -546,17 +588,8 @@ key_data(const funnel_record *r, char **out, size_t *len)
 			    memcmp(kv->key.via.str.ptr, key_fields[k], kl) == 0)
 				v = &kv->val;
 		}
-		if (v == NULL)
-			continue;
-		fprintf(f, "%s%s=", ftell(f) > 0 ? " " : "", key_fields[k]);
-		if (v->type == MSGPACK_OBJECT_STR) {
-			fprintf(f, "%.*s", (int)v->via.str.size, v->via.str.ptr);
-		} else {
-			cJSON *j = fjson_from_msgpack(v);
-			if (j == NULL || fjson_print(f, j) != 0)
-				rc = -1;
-			cJSON_Delete(j);
-		}
+		if (v != NULL && put_field(f, key_fields[k], strlen(key_fields[k]), v) != 0)
+			rc = -1;
 	}
 	if (fclose(f) != 0)
 		rc = -1;

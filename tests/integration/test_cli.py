@@ -33,6 +33,7 @@ from funnel_testlib import (REPO, CheckFailed, Results, connect, expect, expect_
 
 CMD_TIMEOUT_S = 60         # every funnel run is bounded by this
 ZERO_HEX = "0" * 64
+EJSON_CODE = 70           # FUNNEL_EJSON, include/funnel/error.h
 
 
 class Query:
@@ -294,7 +295,14 @@ def run_checks(res, cli, q, daemon):
                 '{"type":"x.good","data":{"i":3}}\n'
                 'not json at all\n'
                 '{"type":"x.good","data":{"i":5}}\n')
-        for batch in ("1", "2", "10"):
+        # a bad line refuses the whole request it is in, before anything is
+        # sent: batch 1 stores lines 1, 3, 5; batch 2 requests (1,2) and
+        # (3,4) are refused whole, (5) is stored; batch 10 stores nothing
+        cases = {"1": ([1, 3, 5], ["", ""]),
+                 "2": ([5], [" (request of lines 1-2 not sent)",
+                             " (request of lines 3-4 not sent)"]),
+                 "10": ([], [" (request of lines 1-5 not sent)", ""])}
+        for batch, (stored, tails) in cases.items():
             h, _ = head()
             rc, out, err = cli.run("publish", "--json", "--batch", batch, stdin=text)
             expect_eq(rc, 1, "exit status (batch %s)" % batch)
@@ -305,13 +313,68 @@ def run_checks(res, cli, q, daemon):
             expect(errs[1].startswith("funnel: publish: line 4: EJSON"),
                    "second error names line 4: %r" % errs[1])
             expect_in("byte", errs[1], "the error gives a position")
+            for e, tail in zip(errs, tails):
+                expect(e.endswith(tail) and (tail or "(request" not in e),
+                       "batch %s: %r should end with %r" % (batch, e, tail))
             acks = [json.loads(x) for x in out.splitlines()]
-            expect_eq(acks, [{"seq": h + i, "dup": False} for i in (1, 2, 3)],
-                      "acks of the good lines (batch %s)" % batch)
+            expect_eq(acks, [{"seq": h + i, "dup": False} for i in range(1, len(stored) + 1)],
+                      "acks of the stored lines (batch %s)" % batch)
             recs = q.records(**{"from": h + 1})
-            expect_eq([r["data"]["i"] for r in recs], [1, 3, 5], "stored lines (batch %s)" % batch)
-    res.run("a bad JSON line is reported with its line number, exit 1, the others are stored",
-            publish_bad_line)
+            expect_eq([r["data"]["i"] for r in recs], stored, "stored lines (batch %s)" % batch)
+    res.run("a bad JSON line is reported with its line number, exit 1, its request is "
+            "refused whole and the other requests are stored", publish_bad_line)
+
+    def publish_batch_refused_whole():
+        # five lines, one atomic request, the middle line malformed: nothing is sent
+        lines = ['{"type":"x.whole","data":{"i":%d}}' % i for i in range(1, 6)]
+        lines[2] = '{"type":"x.whole","data":{"i":3}'
+        before = head()
+        rc, out, err = cli.run("publish", "--json", "--batch", "5", stdin="\n".join(lines) + "\n")
+        expect_eq(rc, 1, "exit status")
+        expect_eq(out, "", "no acks")
+        expect(err.startswith("funnel: publish: line 3: EJSON (%d): " % EJSON_CODE),
+               "stderr names line 3: %r" % err)
+        expect_in("(request of lines 1-5 not sent)", err, "stderr")
+        expect_eq(head(), before, "head after the refused batch")
+        # a number JSON would store as +Inf refuses its batch too, naming line and field
+        lines[2] = '{"type":"x.whole","data":{"big":1e999}}'
+        rc, out, err = cli.run("publish", "--json", "--batch", "5", stdin="\n".join(lines) + "\n")
+        expect_eq((rc, out), (1, ""), "exit status and stdout (1e999)")
+        expect(err.startswith("funnel: publish: line 3: EJSON"), "stderr (1e999): %r" % err)
+        expect_in("field data.big", err, "the field is named")
+        expect_eq(head(), before, "head after the refused batch (1e999)")
+    res.run("publish --batch: a malformed line refuses the whole batch before anything is sent",
+            publish_batch_refused_whole)
+
+    def publish_nul_and_nonfinite():
+        h, _ = head()
+        out = cli.ok("publish", "--json", "--type", "x.nul", "--data", '{"s":"a\\u0000b"}')
+        expect_eq(json.loads(out), {"seq": h + 1, "dup": False}, "output")
+        r = q.records(**{"from": h + 1})[0]
+        expect_eq(r["data"], {"s": "a\x00b"}, "the string is stored whole, NUL included")
+        objs = cli.json_lines("replay", "--from", str(h + 1), "--to", str(h + 1))
+        expect_eq(objs[0]["data"], {"s": "a\x00b"}, "replay --json prints it whole")
+        # the same on stdin
+        out = cli.ok("publish", "--json", stdin='{"type":"x.nul","data":{"t":"\\u0000"}}\n')
+        expect_eq(q.records(**{"from": h + 2})[0]["data"], {"t": "\x00"}, "stdin: stored whole")
+        # a member name with U+0000 cannot be shown: refused, naming the field
+        before = head()
+        rc, out, err = cli.run("publish", "--type", "x.nul", "--data", '{"k\\u0000":1}')
+        expect_eq(rc, 2, "exit status (name with U+0000)")
+        expect_in("holds U+0000", err, "stderr")
+        # numbers JSON would store as infinities are refused, naming the field
+        for data, field in (('{"big":1e999}', "big"), ('{"a":[0,-1e400]}', "a[1]")):
+            rc, out, err = cli.run("publish", "--type", "x.inf", "--data", data)
+            expect_eq(rc, 2, "exit status for %s" % data)
+            expect_in("--data: invalid JSON: the number", err, "stderr for %s" % data)
+            expect_in("at field %s is out of the float64 range" % field, err, "field for %s" % data)
+        expect_eq(head(), before, "nothing stored by the refusals")
+        rc, out, err = cli.run("replay", "--help")
+        expect_eq(rc, 0, "replay --help")
+        for words in ("bin -> a lower-case hex string", "+-Inf floats -> null", "\\u0000"):
+            expect_in(words, out, "replay --help documents the JSON mapping")
+    res.run("publish keeps strings with U+0000 whole and refuses numbers that would be Inf",
+            publish_nul_and_nonfinite)
 
     def publish_refused():
         before = head()
@@ -600,6 +663,16 @@ def run_checks(res, cli, q, daemon):
         expect_eq(objs[-1], {"current": {"lead": "L-H", "stage": "sql", "version": 6,
                                          "last_seq": seqs[-1], "owner": "rep-ann"}}, "current")
 
+        # --human shows the form's fields and each event's cause
+        form = cli.ok("publish", "--human", "--type", "lead.captured", "--lead", "L-HF", "--data",
+                      '{"email":"eva@fjord.example","company_size":"800","country":"DE"}')
+        cause = int(form.split()[1])
+        cli.ok("publish", "--type", "lead.qualified", "--lead", "L-HF", "--cause", str(cause))
+        lines = cli.ok("history", "--human", "L-HF").splitlines()
+        expect_eq(lines[1].split()[5:], ["email=eva@fjord.example", "company_size=800",
+                                         "country=DE"], "the form's fields")
+        expect_eq(lines[2].split()[5:], ["cause=%d" % cause], "the cause of the qualification")
+
         # a lead never assigned has no owner
         objs = cli.json_lines("history", "L-X")
         expect_eq(objs[-1]["current"]["owner"], None, "owner of L-X")
@@ -610,7 +683,8 @@ def run_checks(res, cli, q, daemon):
         expect_eq(rc, 1, "exit status for an unknown lead")
         expect(err.startswith("funnel: history: ENOTFOUND"), "stderr: %r" % err)
         expect_in("nobody", err, "stderr names the lead")
-    res.run("history LEAD: events with the stage after each, then the current state and owner",
+    res.run("history LEAD: events with the stage after each, their causes and form fields, "
+            "then the current state and owner",
             history)
 
     # --- verify ---

@@ -144,6 +144,12 @@ static const struct trip trips[] = {
 	  MSGPACK_OBJECT_STR },
 	{ "\"\xc3\xa9t\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80\"",
 	  "\"\xc3\xa9t\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80\"", MSGPACK_OBJECT_STR },
+	/* U+0000 is stored whole, NUL byte included, and printed back escaped;
+	 * an escaped backslash before "u0000" is no NUL */
+	{ "\"a\\u0000b\"", "\"a\\u0000b\"", MSGPACK_OBJECT_STR },
+	{ "{\"s\":\"\\u0000\",\"t\":\"x\\n\\u0000\\u00e9\\\"\"}",
+	  "{\"s\":\"\\u0000\",\"t\":\"x\\n\\u0000\xc3\xa9\\\"\"}", MSGPACK_OBJECT_MAP },
+	{ "\"\\\\u0000\"", "\"\\\\u0000\"", MSGPACK_OBJECT_STR },
 	/* empty containers */
 	{ "{}", "{}", MSGPACK_OBJECT_MAP },
 	{ "[]", "[]", MSGPACK_OBJECT_ARRAY },
@@ -249,6 +255,27 @@ test_integer_edges(void **state)
 	}
 }
 
+/* A string holding U+0000 is packed with its length: every byte is kept. */
+static void
+test_nul_kept(void **state)
+{
+	(void)state;
+	struct mp m;
+	char err[256];
+	mp_init(&m);
+	assert_int_equal(pack(&m, "{\"s\":\"a\\u0000b\"}", err, sizeof err), FUNNEL_OK);
+	msgpack_unpacked up;
+	unpack_one(&up, m.sb.data, m.sb.size);
+	assert_int_equal(up.data.type, MSGPACK_OBJECT_MAP);
+	assert_int_equal(up.data.via.map.size, 1);
+	const msgpack_object *v = &up.data.via.map.ptr[0].val;
+	assert_int_equal(v->type, MSGPACK_OBJECT_STR);
+	assert_int_equal(v->via.str.size, 3);
+	assert_memory_equal(v->via.str.ptr, "a\0b", 3);
+	msgpack_unpacked_destroy(&up);
+	mp_free(&m);
+}
+
 /* A value appended after what the packer already holds, as publish
  * packs one envelope after another. */
 static void
@@ -305,6 +332,13 @@ static const struct bad bads[] = {
 	{ "{\"a\":1} x", "unexpected text after the value at byte 9" },
 	{ "{\"a\":1}{\"b\":2}", "unexpected text after the value at byte 8" },
 	{ "1 2", "unexpected text after the value at byte 3" },
+	/* what would be stored as something else is refused, naming the field */
+	{ "1e999", "the number 1e999 at field (the top-level value) is out of the float64 range "
+	           "(it would be stored as +Inf)" },
+	{ "{\"big\":1e999}", "the number 1e999 at field big is out of the float64 range" },
+	{ "{\"a\":{\"b\":[1,-1e400]}}", "the number -1e400 at field a.b[1] is out of the float64 range "
+	                           "(it would be stored as -Inf)" },
+	{ "{\"k\\u0000x\":1}", "the member name at field k holds U+0000" },
 };
 
 static void
@@ -448,7 +482,7 @@ static const struct {
 	{ "keys that are not strings", p_keys,
 	  "{\"5\":\"a\",\"-7\":\"b\",\"true\":\"c\",\"null\":\"d\",\"0ff0\":\"e\",\"[1,2]\":\"f\"}" },
 	{ "float key", p_float_key, "{\"1.5\":1}" },
-	{ "string cut at NUL", p_nul_in_string, "\"ab\"" },
+	{ "string with a NUL, whole", p_nul_in_string, "\"ab\\u0000cd\"" },
 };
 
 static void
@@ -782,6 +816,7 @@ main(void)
 		cmocka_unit_test(test_round_trips),
 		cmocka_unit_test(test_integer_edges),
 		cmocka_unit_test(test_appends),
+		cmocka_unit_test(test_nul_kept),
 		cmocka_unit_test(test_invalid),
 		cmocka_unit_test(test_invalid_small_buffer),
 		cmocka_unit_test(test_too_deep),
