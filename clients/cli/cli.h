@@ -125,5 +125,7 @@ int cmd_replay(struct cli *g, int argc, char **argv);
 int cmd_history(struct cli *g, int argc, char **argv);
 int cmd_verify(struct cli *g, int argc, char **argv);
 int cmd_status(struct cli *g, int argc, char **argv);
+int cmd_backup(struct cli *g, int argc, char **argv);
+int cmd_restore(struct cli *g, int argc, char **argv);
 
 #endif /* FUNNEL_CLI_CLI_H */

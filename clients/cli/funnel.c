@@ -22,6 +22,8 @@ static const char usage_text[] =
 	"  history    one lead's events and its current state\n"
 	"  verify     recompute the hash chain and print the head hash\n"
 	"  status     the daemon's head, sizes, endpoints and settings\n"
+	"  backup     copy the log while funneld runs, verified (on its machine)\n"
+	"  restore    put a backup in place as a new data directory\n"
 	"\n"
 	CLI_GLOBAL_HELP
 	"  --version       print the version\n"
@@ -41,6 +43,8 @@ static const struct command commands[] = {
 	{ "history", cmd_history },
 	{ "verify", cmd_verify },
 	{ "status", cmd_status },
+	{ "backup", cmd_backup },
+	{ "restore", cmd_restore },
 };
 
 void
