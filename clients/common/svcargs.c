@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "funnel/log.h"
 #include "funnel/service.h"
 #include "longopt.h"
@@ -144,7 +146,11 @@ int
 svc_run(funnel_service *svc, const char *name)
 {
 	funnel_service_stats st;
+	/* Under systemd (Type=notify): the view is open, the feed connected
+	 * and any HTTP server listening, as when the ready file is written. */
+	sd_notify(0, "READY=1");
 	int rc = funnel_service_run(svc);
+	sd_notify(0, "STOPPING=1");
 	funnel_service_stats_get(svc, &st);
 	funnel_log(FUNNEL_LOG_INFO, "%s: stopped at seq %" PRIu64 ": %" PRIu64 " applied, %" PRIu64
 	           " derived events stored, %" PRIu64 " refused, %" PRIu64 " already sent", name,

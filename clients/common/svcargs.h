@@ -58,7 +58,9 @@ struct funnel_service_opts;
 void svc_opts(const svc_args *a, struct funnel_service_opts *o);
 
 /* funnel_service_run, then one log line with where it stopped and its
- * counters ("<name>: stopped at seq N: ..."); returns the run's code. */
+ * counters ("<name>: stopped at seq N: ..."); returns the run's code.
+ * Tells systemd READY=1 before the run and STOPPING=1 after it (no-ops
+ * outside a Type=notify unit). */
 struct funnel_service;
 int svc_run(struct funnel_service *svc, const char *name);
 
