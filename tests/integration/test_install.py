@@ -3,7 +3,8 @@
 tests/integration/test_install.py - `make install` into a DESTDIR and the
 installed files at work: the binaries run from another directory with
 only the installed rules file; libfunnel.so carries its SONAME, its
-symlinks and funnel_* symbols only; a program compiled against the
+symlinks and funnel_* symbols only; funneld and a service send
+READY=1 and STOPPING=1 to NOTIFY_SOCKET; a program compiled against the
 installed funnel.pc runs on the installed shared library; the systemd
 units pass `systemd-analyze verify` (and a broken copy does not); the
 sysusers.d file creates the funnel user in a scratch root.
@@ -18,6 +19,7 @@ compiled again).  Every process is bounded; prints "ok - name" /
 """
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -202,6 +204,44 @@ def main():
             expect_eq(parts[3], parts[1], "records verified up to the one just published")
         res.run("a program built with the installed funnel.pc runs on the installed"
                 " libfunnel.so.1", program_on_installed_library)
+
+        def notify():
+            # sd_notify's protocol: datagrams to the socket NOTIFY_SOCKET names
+            bin_ = os.path.join(usr, "bin")
+            path = os.path.join(top, "notify")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(path)
+            sock.settimeout(10)
+            env = dict(os.environ, NOTIFY_SOCKET=path)
+            ndir = os.path.join(top, "notified")
+            os.mkdir(ndir)
+            try:
+                for args in (
+                        [os.path.join(bin_, "funneld"), "--data", "data",
+                         "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                         "--query", "tcp://127.0.0.1:*"],
+                        [os.path.join(bin_, "funnel-metrics"), "--view", "metrics",
+                         "--http", "127.0.0.1:0", "--ingest", daemon.eps["ingest"],
+                         "--publish", daemon.eps["publish"], "--query", daemon.eps["query"]]):
+                    name = os.path.basename(args[0])
+                    proc = subprocess.Popen(args, cwd=ndir, env=env, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+                    try:
+                        msg = sock.recv(4096).decode()
+                        expect_in("READY=1", msg, "%s's first notification" % name)
+                        proc.terminate()
+                        msg = sock.recv(4096).decode()
+                        expect_in("STOPPING=1", msg, "%s's notification on SIGTERM" % name)
+                        expect_eq(proc.wait(timeout=10), 0, "%s exit status" % name)
+                    finally:
+                        if proc.poll() is None:
+                            proc.kill()
+                            proc.wait(timeout=10)
+            finally:
+                sock.close()
+        res.run("funneld and a service tell systemd READY=1 once serving, STOPPING=1 on"
+                " SIGTERM", notify)
 
         def units_verify():
             if shutil.which("systemd-analyze") is None:
