@@ -13,7 +13,9 @@ static const char status_help[] =
 	"usage: funnel status [--json | --human]\n"
 	"\n"
 	"The daemon's head seq and hash, event and lead counts, data and map size,\n"
-	"uptime, version, on-disk format, durability, endpoints and data directory.\n"
+	"map use (data size / map size), disk free on the data directory's file\n"
+	"system, uptime, version, on-disk format, durability, endpoints and data\n"
+	"directory.\n"
 	"\n"
 	CLI_GLOBAL_HELP;
 
@@ -70,6 +72,14 @@ parse_simple(struct cli *g, int argc, char **argv, const char *help, uint64_t *f
 	return 0;
 }
 
+/* The share of the map the log fills (0..1): when it is full, funneld
+ * doubles it, up to --max-map-size and what the disk has free. */
+static double
+map_use(const funnel_status *st)
+{
+	return st->map_bytes ? (double)st->data_bytes / (double)st->map_bytes : 0.0;
+}
+
 static int
 status_json(const funnel_status *st)
 {
@@ -86,6 +96,9 @@ status_json(const funnel_status *st)
 	    fjson_add_u64(o, "leads", st->leads) == NULL ||
 	    fjson_add_u64(o, "data_bytes", st->data_bytes) == NULL ||
 	    fjson_add_u64(o, "map_bytes", st->map_bytes) == NULL ||
+	    cJSON_AddNumberToObject(o, "map_use", map_use(st)) == NULL ||
+	    fjson_add_u64(o, "disk_free_bytes", st->disk_free_bytes) == NULL ||
+	    fjson_add_u64(o, "disk_bytes", st->disk_bytes) == NULL ||
 	    fjson_add_u64(o, "uptime_ms", st->uptime_ms) == NULL ||
 	    cJSON_AddStringToObject(o, "version", st->version) == NULL ||
 	    fjson_add_u64(o, "format", st->format) == NULL ||
@@ -105,12 +118,15 @@ static void
 status_human(const funnel_status *st)
 {
 	char hash[2 * FUNNEL_HASH_BYTES + 1], when[CLI_TIME_LEN], data[32], map[32], up[48];
+	char dfree[32], dsize[32];
 
 	cli_hex(st->head_hash, sizeof st->head_hash, hash);
 	cli_format_time(st->head_ts, when);
 	cli_human_bytes(st->data_bytes, data, sizeof data);
 	cli_human_bytes(st->map_bytes, map, sizeof map);
 	cli_human_duration(st->uptime_ms, up, sizeof up);
+	cli_human_bytes(st->disk_free_bytes, dfree, sizeof dfree);
+	cli_human_bytes(st->disk_bytes, dsize, sizeof dsize);
 	printf("head seq    %" PRIu64 "\n", st->head);
 	printf("head hash   %s\n", hash);
 	printf("head time   %s\n", st->head != 0 ? when : "-");
@@ -118,6 +134,11 @@ status_human(const funnel_status *st)
 	printf("leads       %" PRIu64 "\n", st->leads);
 	printf("data size   %s\n", data);
 	printf("map size    %s\n", map);
+	printf("map use     %.1f%%\n", 100.0 * map_use(st));
+	if (st->disk_bytes != 0)
+		printf("disk free   %s of %s\n", dfree, dsize);
+	else
+		printf("disk free   -\n");
 	printf("uptime      %s\n", up);
 	printf("version     %s\n", st->version);
 	printf("format      %" PRIu32 "\n", st->format);

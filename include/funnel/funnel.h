@@ -242,6 +242,8 @@ typedef struct funnel_status {
 	uint64_t count;                         /* events stored (== head) */
 	uint64_t data_bytes;                    /* bytes of the data file in use */
 	uint64_t map_bytes;                     /* current LMDB map size */
+	uint64_t disk_free_bytes;               /* free to funneld on the data dir's file system */
+	uint64_t disk_bytes;                    /* size of that file system */
 	uint64_t uptime_ms;
 	uint64_t leads;                         /* distinct leads */
 	uint32_t format;                        /* on-disk format version */
