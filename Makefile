@@ -276,7 +276,8 @@ fuzz: deps $(FUZZ_BIN)
 # Units and the rules file name the installed paths: @BINDIR@,
 # @SYSCONFDIR@, @STATEDIR@ and @DOCDIR@ are replaced as they are copied.  An
 # operator's /etc/funnel/funnel.yaml is never overwritten; the example is
-# always installed beside the docs.
+# always installed beside the docs; so is funnel.conf, the settings file
+# every program reads (the units pass --config).
 SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
 	-e 's|@STATEDIR@|$(STATEDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
 UNITS := $(wildcard daemon/systemd/*.service)
@@ -297,6 +298,10 @@ install: all
 	install -m 644 README.md proto/PROTOCOL.md clients/metrics/METRICS.md $(DESTDIR)$(DOCDIR)/
 	[ -e $(DESTDIR)$(SYSCONFDIR)/funnel/funnel.yaml ] || \
 		install -m 644 funnel.yaml $(DESTDIR)$(SYSCONFDIR)/funnel/funnel.yaml
+	$(SUBST) daemon/systemd/funnel.conf > $(DESTDIR)$(DOCDIR)/funnel.conf.example
+	[ -e $(DESTDIR)$(SYSCONFDIR)/funnel/funnel.conf ] || \
+		install -m 644 $(DESTDIR)$(DOCDIR)/funnel.conf.example \
+		$(DESTDIR)$(SYSCONFDIR)/funnel/funnel.conf
 	for u in $(UNITS); do $(SUBST) $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u) && \
 		chmod 644 $(DESTDIR)$(UNITDIR)/$$(basename $$u) || exit 1; done
 	$(SUBST) daemon/systemd/funnel.sysusers > $(DESTDIR)$(SYSUSERSDIR)/funnel.conf

@@ -78,17 +78,26 @@ def make_install(dest, prefix):
     ok(args, "make install", timeout=MAKE_TIMEOUT_S)
 
 
-class Funneld:
-    """The installed funneld, started from `cwd` on wildcard loopback ports."""
+def free_port():
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    def __init__(self, binary, cwd):
+
+class Funneld:
+    """The installed funneld, started from `cwd`: on wildcard loopback
+    ports, or with no flag but --ready-file when env names a settings file."""
+
+    def __init__(self, binary, cwd, env=None):
         self.ready = os.path.join(cwd, "ready")
         self.log = open(os.path.join(cwd, "funneld.log"), "wb")
-        self.proc = subprocess.Popen(
-            [binary, "--data", "data", "--ingest", "tcp://127.0.0.1:*",
-             "--publish", "tcp://127.0.0.1:*", "--query", "tcp://127.0.0.1:*",
-             "--ready-file", self.ready], cwd=cwd, stdin=subprocess.DEVNULL,
-            stdout=self.log, stderr=self.log)
+        args = [binary, "--ready-file", self.ready]
+        if env is None:
+            args += ["--data", "data", "--ingest", "tcp://127.0.0.1:*",
+                     "--publish", "tcp://127.0.0.1:*", "--query", "tcp://127.0.0.1:*"]
+        self.proc = subprocess.Popen(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 10
         self.eps = None
         while time.monotonic() < deadline and self.proc.poll() is None:
@@ -143,8 +152,13 @@ def main():
             with open(os.path.join(lib, "pkgconfig", "funnel.pc")) as f:
                 expect_in("prefix=/usr\n", f.read(), "funnel.pc prefix")
             with open(os.path.join(usr, "lib/systemd/system/funneld.service")) as f:
-                expect_in("ExecStart=/usr/bin/funneld --data /var/lib/funnel/log", f.read(),
-                          "funneld.service runs the installed funneld on /var/lib/funnel")
+                expect_in("ExecStart=/usr/bin/funneld --config /etc/funnel/funnel.conf", f.read(),
+                          "funneld.service runs the installed funneld with the settings file")
+            with open(os.path.join(dest, "etc", "funnel", "funnel.conf")) as f:
+                text = f.read()
+            for want in ("data: /var/lib/funnel/log", "rules: /etc/funnel/funnel.yaml",
+                         "view: /var/lib/funnel/scoring", "ingest: tcp://127.0.0.1:7400"):
+                expect_in(want, text, "the installed funnel.conf: absolute defaults")
         if not res.run("make install PREFIX=/usr DESTDIR=... installs binaries, libraries,"
                        " headers, funnel.pc, rules file, units", installs):
             return res.summary()
@@ -162,25 +176,63 @@ def main():
 
         def installed_binaries_elsewhere():
             nonlocal daemon
-            rules = os.path.join(dest, "etc", "funnel", "funnel.yaml")
             bin_ = os.path.join(usr, "bin")
-            daemon = Funneld(os.path.join(bin_, "funneld"), work)
-            eps = ["--ingest", daemon.eps["ingest"], "--query", daemon.eps["query"]]
-            ok([os.path.join(bin_, "funnel")] + eps + ["publish", "--type", "lead.captured",
-               "--lead", "L1", "--id", "cap-L1", "--data", '{"email":"a@corp.example"}'],
-               "installed funnel publish", cwd=work)
-            out = ok([os.path.join(bin_, "funnel")] + eps + ["--json", "verify"],
-                     "installed funnel verify", cwd=work)
+            # the installed settings file, pointed at this test's directory and ports
+            with open(os.path.join(dest, "etc", "funnel", "funnel.conf")) as f:
+                text = f.read()
+            ports = [free_port() for _ in range(4)]
+            for i, p in enumerate((7400, 7401, 7402, 7480)):
+                text = text.replace("127.0.0.1:%d" % p, "127.0.0.1:%d" % ports[i])
+            text = text.replace("/var/lib/funnel", os.path.join(work, "state"))
+            text = text.replace("/etc/funnel", os.path.join(dest, "etc", "funnel"))
+            conf = os.path.join(work, "funnel.conf")
+            with open(conf, "w") as f:
+                f.write(text)
+            env = dict(os.environ, FUNNEL_CONFIG=conf)
+            for k in ("FUNNEL_INGEST", "FUNNEL_PUBLISH", "FUNNEL_QUERY"):
+                env.pop(k, None)
+            daemon = Funneld(os.path.join(bin_, "funneld"), work, env=env)
+            expect_eq(daemon.eps["query"], "tcp://127.0.0.1:%d" % ports[2],
+                      "funneld's query endpoint from the file")
+            expect(os.path.isdir(os.path.join(work, "state", "log")),
+                   "the log where the file says")
+            ok([os.path.join(bin_, "funnel"), "publish", "--type", "lead.captured",
+                "--lead", "L1", "--id", "cap-L1", "--data", '{"email":"a@corp.example"}'],
+               "installed funnel publish", cwd=work, env=env)
+            out = ok([os.path.join(bin_, "funnel"), "--json", "verify"],
+                     "installed funnel verify", cwd=work, env=env)
             expect_in('"ok":true', out.replace(" ", ""), "verify output")
-            ok([os.path.join(bin_, "funnel-scoring"), "check", rules], "scoring check",
-               cwd=work)
-            ok([os.path.join(bin_, "funnel-scoring"), "--rules", rules, "--view", "scoring",
-                "--ingest", daemon.eps["ingest"], "--publish", daemon.eps["publish"],
-                "--query", daemon.eps["query"], "--until-head"], "scoring --until-head",
-               cwd=work)
-            expect(os.path.isdir(os.path.join(work, "data")), "the log is where --data says")
-        res.run("the installed funneld, funnel and funnel-scoring run from another directory"
-                " with the installed rules file", installed_binaries_elsewhere)
+            ok([os.path.join(bin_, "funnel-scoring"), "check"], "scoring check of the rules"
+               " file the settings name", cwd=work, env=env)
+            ok([os.path.join(bin_, "funnel-scoring"), "--until-head"], "scoring --until-head",
+               cwd=work, env=env)
+            out = ok([os.path.join(bin_, "funnel-scoring"), "digest"], "scoring digest",
+                     cwd=work, env=env)
+            expect(out.startswith("checkpoint 2 "), "the scoring view where the file says,"
+                   " at the head: %r" % out)
+            ok([os.path.join(bin_, "funnel-metrics"), "--until-head"], "metrics --until-head",
+               cwd=work, env=env)
+            expect(os.path.isdir(os.path.join(work, "state", "metrics")), "metrics view")
+            # a flag wins over the file; FUNNEL_QUERY too
+            p = run([os.path.join(bin_, "funnel"), "--query", "tcp://127.0.0.1:%d" % ports[3],
+                     "--timeout", "300", "status"], cwd=work, env=env)
+            expect_eq(p.returncode, 1, "--query over the file's: nobody there")
+            p = run([os.path.join(bin_, "funnel"), "--timeout", "300", "status"], cwd=work,
+                    env=dict(env, FUNNEL_QUERY="tcp://127.0.0.1:%d" % ports[3]))
+            expect_eq(p.returncode, 1, "FUNNEL_QUERY over the file's: nobody there")
+            # an unknown key is refused by the program whose section it is, naming the line
+            bad = os.path.join(work, "bad.conf")
+            with open(bad, "w") as f:
+                f.write(text.replace("  log-level: info\n", "  log-level: info\n  dta: x\n"))
+            line = text.split("\n").index("  log-level: info") + 2
+            p = run([os.path.join(bin_, "funneld"), "--config", bad], cwd=work)
+            expect_eq(p.returncode, 2, "funneld exit status on an unknown key")
+            expect_in("bad.conf:%d: unknown setting funneld.dta" % line, p.stderr, "message")
+            p = run([os.path.join(bin_, "funnel-scoring"), "--config", bad, "check"], cwd=work)
+            expect_eq(p.returncode, 0, "funnel-scoring leaves funneld's section to funneld")
+        res.run("the installed programs run from another directory with one settings file"
+                " (FUNNEL_CONFIG) and nothing else; flags and FUNNEL_* win over it",
+                installed_binaries_elsewhere)
 
         def program_on_installed_library():
             expect(daemon is not None, "the installed funneld runs")
