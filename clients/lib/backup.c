@@ -77,10 +77,12 @@ empty_dir(const char *dir, const char *field, int *created, funnel_error_info *e
 		return storage_error(err, field, "cannot open directory", dir, errno);
 	while ((de = readdir(d)) != NULL) {
 		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+			char name[256];
+			snprintf(name, sizeof name, "%s", de->d_name);   /* de dies with d */
 			closedir(d);
 			return fl_set_error(err, FUNNEL_EINVAL, -1, field,
 			                    "%s is not empty (found %s): refusing to write over it", dir,
-			                    de->d_name);
+			                    name);
 		}
 	}
 	closedir(d);

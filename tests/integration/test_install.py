@@ -244,7 +244,11 @@ def main():
             with open(src, "w") as f:
                 f.write(PROGRAM)
             prog = os.path.join(work, "prog")
-            ok(["cc", "-o", prog, src] + flags, "cc against funnel.pc", env=env)
+            # a library built with SAN=1 needs the program built the same way
+            san = "libasan" in ok(["ldd", os.path.join(lib, "libfunnel.so.1")], "ldd")
+            ok(["cc", "-o", prog, src] + flags
+               + (["-fsanitize=address,undefined"] if san else []), "cc against funnel.pc",
+               env=env)
             env = dict(os.environ, LD_LIBRARY_PATH=lib)
             ldd = ok(["ldd", prog], "ldd", env=env)
             expect_in(os.path.join(lib, "libfunnel.so.1"), ldd, "libfunnel.so.1 from the DESTDIR")
