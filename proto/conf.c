@@ -231,7 +231,9 @@ fp_conf_read(const char *path, const char *prog, const struct option *opts, fp_c
 			}
 			if (!is_ends && strcmp(section, prog) != 0)
 				break;   /* another program's: it checks its own */
-			const struct option *o = find_opt(opts, key);
+			/* opts NULL: another program's section, read as it is */
+			const struct option any = { key, required_argument, NULL, 0 };
+			const struct option *o = opts != NULL ? find_opt(opts, key) : &any;
 			if (o == NULL) {
 				snprintf(why, whylen, "%s:%zu: unknown setting %s.%s (not an option of %s)",
 				         path, line, section, key, prog);

@@ -50,7 +50,9 @@ enum { FP_CONF_OK = 0, FP_CONF_ERROR = -1, FP_CONF_FLAT = 1 };
 
 /*
  * Read the sections `endpoints` and `prog` of the file at path, checking
- * their keys against opts (a getopt_long table ending with a NULL name).
+ * their keys against opts (a getopt_long table ending with a NULL name;
+ * NULL takes every key as an option with a value: how one program reads
+ * another's section, e.g. `funnel status` a service's view directory).
  * Returns FP_CONF_OK (out filled), FP_CONF_FLAT (the older flat form;
  * out empty), or FP_CONF_ERROR with "PATH:LINE: problem" in why.
  */

@@ -39,6 +39,7 @@ struct cli {
 	const char *query;
 	int timeout_ms;
 	enum cli_format format;
+	const char *config;     /* the settings file read, NULL if none */
 };
 
 /* Long option values; the global ones are accepted by every command,

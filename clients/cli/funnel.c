@@ -225,6 +225,7 @@ read_config(struct cli *g, int argc, char **argv)
 
 	if (path == NULL)
 		return 0;
+	g->config = path;
 	rc = fp_conf_read(path, "funnel", opts, &conf, why, sizeof why);
 	if (rc == FP_CONF_FLAT)
 		snprintf(why, sizeof why, "%s: expected sections (endpoints:, funnel:, ...), found "

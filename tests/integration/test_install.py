@@ -17,6 +17,7 @@ Runs `make install` (BUILD is already built by `make check`; nothing is
 compiled again).  Every process is bounded; prints "ok - name" /
 "not ok - name: reason" and "N passed, M failed".
 """
+import json
 import os
 import shutil
 import socket
@@ -213,6 +214,20 @@ def main():
             ok([os.path.join(bin_, "funnel-metrics"), "--until-head"], "metrics --until-head",
                cwd=work, env=env)
             expect(os.path.isdir(os.path.join(work, "state", "metrics")), "metrics view")
+            st = json.loads(ok([os.path.join(bin_, "funnel"), "--json", "status"],
+                               "funnel status", cwd=work, env=env))
+            svcs = {x["name"]: x for x in st.get("services", [])}
+            expect_eq(sorted(svcs), ["funnel-metrics", "funnel-routing", "funnel-scoring"],
+                      "status: the services the settings file names")
+            sc = svcs["funnel-scoring"]
+            expect_eq(sc["view"], os.path.join(work, "state", "scoring"), "scoring view")
+            expect_eq((sc["checkpoint"], sc["lag"]), (2, st["head"] - 2), "scoring lag")
+            expect_eq(svcs["funnel-routing"].get("error"), "ENOTFOUND",
+                      "routing never ran: no view")
+            human = ok([os.path.join(bin_, "funnel"), "--human", "status"], "status --human",
+                       cwd=work, env=env)
+            expect_in("scoring     checkpoint 2, lag %d events" % (st["head"] - 2), human,
+                      "human status: the scoring lag")
             # a flag wins over the file; FUNNEL_QUERY too
             p = run([os.path.join(bin_, "funnel"), "--query", "tcp://127.0.0.1:%d" % ports[3],
                      "--timeout", "300", "status"], cwd=work, env=env)
