@@ -14,13 +14,27 @@
 #   make fuzz       libFuzzer on the request decoder and envelope validator
 #                   and on the client's reply and record decoders (clang),
 #                   FUZZ_SECONDS=60 each; `make check` runs each for 15 s
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= (README "Install and operate"):
+#                   binaries, libfunnel (static, and shared with a SONAME),
+#                   headers, funnel.pc, the example rules file, systemd units
+#                   and the sysusers.d file that creates the funnel user
 #
 # Layout of the output: build/bin (funneld, funnel), build/lib (libfunnel.a,
-# libfunnel.so), build/tests (test binaries), build/obj (objects).
+# libfunnel.so*, funnel.pc), build/tests (test binaries), build/obj (objects).
 
 PREFIX ?= /usr/local
 DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DOCDIR ?= $(PREFIX)/share/doc/funnel
+# /etc for a system prefix (/usr), PREFIX/etc otherwise
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+# where systemd looks for vendor units and sysusers.d files
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+# the state the units keep: StateDirectory=funnel
+STATEDIR ?= /var/lib/funnel
 BUILD ?= build
 SAN ?=
 
@@ -29,7 +43,7 @@ PKGS := libzmq lmdb msgpack libsodium libcjson yaml-0.1 libpcre2-8
 DEB_PACKAGES := build-essential pkg-config libzmq3-dev liblmdb-dev lmdb-utils \
 	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev libpcre2-dev \
 	python3 python3-zmq python3-msgpack \
-	libmicrohttpd-dev xxd chromium prometheus nodejs
+	libmicrohttpd-dev xxd chromium prometheus nodejs libsystemd-dev systemd
 # the peers `make bench` measures funnel against, in the same run
 BENCH_PACKAGES := redis-server libhiredis-dev nats-server libnats-dev
 
@@ -44,6 +58,8 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = $(CFLAGS_BASE) $(PKG_CFLAGS) $(CFLAGS)
 LIBS = $(PKG_LIBS) -lpthread -lm
+# sd_notify for Type=notify units: funneld and the services, not libfunnel
+SYSTEMD_LIBS = $(shell pkg-config --libs libsystemd 2>/dev/null)
 
 PROTO_SRC := $(wildcard proto/*.c)
 LIB_SRC := $(wildcard clients/lib/*.c)
@@ -82,7 +98,13 @@ TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 BENCH_LIB_OBJ := $(call obj,$(BENCH_LIB_SRC))
 
 LIBFUNNEL := $(BUILD)/lib/libfunnel.a
-LIBFUNNEL_SO := $(BUILD)/lib/libfunnel.so
+# The shared library's ABI version, apart from FUNNEL_VERSION: the major
+# (the SONAME) changes when a funnel_* signature or struct changes
+# incompatibly; it exports funnel_* only (clients/lib/libfunnel.map).
+SO_MAJOR := 1
+SO_VERSION := $(SO_MAJOR).0.0
+LIBFUNNEL_SO := $(BUILD)/lib/libfunnel.so.$(SO_VERSION)
+LIBFUNNEL_PC := $(BUILD)/lib/funnel.pc
 FUNNELD := $(BUILD)/bin/funneld
 FUNNEL := $(BUILD)/bin/funnel
 FUNNEL_SCORING := $(BUILD)/bin/funnel-scoring
@@ -99,10 +121,11 @@ FUZZ_BIN := $(BUILD)/fuzz/fuzz_envelope $(BUILD)/fuzz/fuzz_reply
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -fno-omit-frame-pointer -Iinclude -Iproto
 
-.PHONY: all deps test check unit integration sanitize test-asan run bench bench-peers install clean fuzz
+.PHONY: FORCE all deps test check unit integration sanitize test-asan run bench bench-peers install clean fuzz
 # keep every object, including those only tests link
 .SECONDARY:
-all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) $(LIBFUNNEL) $(LIBFUNNEL_SO)
+all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) $(LIBFUNNEL) $(LIBFUNNEL_SO) \
+	$(LIBFUNNEL_PC)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -112,13 +135,28 @@ $(LIBFUNNEL): $(LIB_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(LIBFUNNEL_SO): $(LIB_OBJ) $(PROTO_OBJ)
+$(LIBFUNNEL_SO): $(LIB_OBJ) $(PROTO_OBJ) clients/lib/libfunnel.map
 	@mkdir -p $(dir $@)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libfunnel.so.$(SO_MAJOR) \
+		-Wl,--version-script,clients/lib/libfunnel.map -o $@ $(LIB_OBJ) $(PROTO_OBJ) $(LIBS)
+	ln -sf libfunnel.so.$(SO_VERSION) $(BUILD)/lib/libfunnel.so.$(SO_MAJOR)
+	ln -sf libfunnel.so.$(SO_MAJOR) $(BUILD)/lib/libfunnel.so
+
+# pkg-config file for the prefix of this build (make install PREFIX=...);
+# libdir and includedir below the prefix are written relative to it, so
+# pkg-config --define-prefix (or --define-variable=prefix=) can move it
+$(LIBFUNNEL_PC): clients/lib/funnel.pc.in include/funnel/funnel.h FORCE
+	@mkdir -p $(dir $@)
+	@v=$$(sed -n 's/^#define FUNNEL_VERSION "\(.*\)"/\1/p' include/funnel/funnel.h); \
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
+	    -e "s|@VERSION@|$$v|" clients/lib/funnel.pc.in > $@.tmp; \
+	if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
 
 $(FUNNEL_METRICS): $(METRICS_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(METRICS_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(METRICS_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(METRICS_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(METRICS_LIBS) \
+		$(SYSTEMD_LIBS)
 
 $(BUILD)/gen/dashboard_html.c: clients/metrics/dashboard.html
 	@mkdir -p $(dir $@)
@@ -131,7 +169,7 @@ $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 # the daemon shares libfunnel's log lines, nothing else of it
 $(FUNNELD): $(DAEMON_OBJ) $(PROTO_OBJ) $(BUILD)/obj/clients/lib/log.o
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(SYSTEMD_LIBS)
 
 $(FUNNEL): $(CLI_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
@@ -139,11 +177,11 @@ $(FUNNEL): $(CLI_OBJ) $(LIBFUNNEL)
 
 $(FUNNEL_SCORING): $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(SYSTEMD_LIBS)
 
 $(FUNNEL_ROUTING): $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(SYSTEMD_LIBS)
 
 # the services' sources see the shared reader's header
 $(BUILD)/obj/clients/scoring/%.o $(BUILD)/obj/clients/routing/%.o $(BUILD)/obj/clients/metrics/%.o: ALL_CFLAGS += -Iclients/common
@@ -152,7 +190,7 @@ $(BUILD)/obj/clients/scoring/%.o $(BUILD)/obj/clients/routing/%.o $(BUILD)/obj/c
 UNIT_ENGINE_OBJ := $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ) $(COMMON_OBJ)
 $(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) $(SYSTEMD_LIBS) -lcmocka $(LDFLAGS)
 
 $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -235,12 +273,39 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(PROTO_SRC) $(wildcard proto/*.h incl
 fuzz: deps $(FUZZ_BIN)
 	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/fuzz.sh
 
+# Units and the rules file name the installed paths: @BINDIR@,
+# @SYSCONFDIR@, @STATEDIR@ and @DOCDIR@ are replaced as they are copied.  An
+# operator's /etc/funnel/funnel.yaml is never overwritten; the example is
+# always installed beside the docs; so is funnel.conf, the settings file
+# every program reads (the units pass --config).
+SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	-e 's|@STATEDIR@|$(STATEDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
+UNITS := $(wildcard daemon/systemd/*.service)
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/funnel
-	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 $(LIBFUNNEL) $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(LIBFUNNEL_SO) $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 include/funnel/*.h $(DESTDIR)$(PREFIX)/include/funnel/
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/funnel \
+		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/funnel $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR)
+	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) \
+		$(DESTDIR)$(BINDIR)/
+	install -m 644 $(LIBFUNNEL) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(LIBFUNNEL_SO) $(DESTDIR)$(LIBDIR)/
+	ln -sf libfunnel.so.$(SO_VERSION) $(DESTDIR)$(LIBDIR)/libfunnel.so.$(SO_MAJOR)
+	ln -sf libfunnel.so.$(SO_MAJOR) $(DESTDIR)$(LIBDIR)/libfunnel.so
+	install -m 644 $(LIBFUNNEL_PC) $(DESTDIR)$(LIBDIR)/pkgconfig/
+	install -m 644 include/funnel/*.h $(DESTDIR)$(INCLUDEDIR)/funnel/
+	install -m 644 funnel.yaml $(DESTDIR)$(DOCDIR)/funnel.yaml.example
+	install -m 644 README.md proto/PROTOCOL.md clients/metrics/METRICS.md $(DESTDIR)$(DOCDIR)/
+	[ -e $(DESTDIR)$(SYSCONFDIR)/funnel/funnel.yaml ] || \
+		install -m 644 funnel.yaml $(DESTDIR)$(SYSCONFDIR)/funnel/funnel.yaml
+	$(SUBST) daemon/systemd/funnel.conf > $(DESTDIR)$(DOCDIR)/funnel.conf.example
+	[ -e $(DESTDIR)$(SYSCONFDIR)/funnel/funnel.conf ] || \
+		install -m 644 $(DESTDIR)$(DOCDIR)/funnel.conf.example \
+		$(DESTDIR)$(SYSCONFDIR)/funnel/funnel.conf
+	for u in $(UNITS); do $(SUBST) $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u) && \
+		chmod 644 $(DESTDIR)$(UNITDIR)/$$(basename $$u) || exit 1; done
+	$(SUBST) daemon/systemd/funnel.sysusers > $(DESTDIR)$(SYSUSERSDIR)/funnel.conf
+	chmod 644 $(DESTDIR)$(SYSUSERSDIR)/funnel.conf
 
 clean:
 	rm -rf build build-asan

@@ -10,6 +10,7 @@
 #include <yaml.h>
 
 #include "funnel/funnel.h"
+#include "conf.h"
 #include "config.h"
 #include "log.h"
 #include "longopt.h"
@@ -25,8 +26,9 @@ static const char usage[] =
 	"  --publish EP         publish PUB endpoint (default " FUNNEL_DEFAULT_PUBLISH ")\n"
 	"  --query EP           replay/query ROUTER endpoint (default " FUNNEL_DEFAULT_QUERY ")\n"
 	"                       a port of * picks a free port; see --ready-file\n"
-	"  --config FILE        YAML file of the same settings (keys are the long\n"
-	"                       option names: data, ingest, no-sync, ...)\n"
+	"  --config FILE        the settings file every funnel program reads (YAML;\n"
+	"                       sections endpoints: and funneld:, keys are the long\n"
+	"                       option names: data, no-sync, ...; env FUNNEL_CONFIG)\n"
 	"  --no-sync            do NOT fsync before acknowledging: faster, but a\n"
 	"                       power loss or OS crash can lose acknowledged events\n"
 	"  --pub-hwm N          publish high-water mark in messages (default 100000)\n"
@@ -253,15 +255,29 @@ config_load(config *c, int argc, char **argv)
 	c->heartbeat_ms = 1000;
 	c->map_size = (size_t)1 << 30;
 
-	/* The config file first, so flags override it. */
-	for (int i = 1; i < argc; i++) {
-		const char *path = NULL;
-		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
-			path = argv[i + 1];
-		else if (strncmp(argv[i], "--config=", 9) == 0)
-			path = argv[i] + 9;
-		if (path && load_file(c, path) != 0)
+	/* The config file first, so flags override it: the shared settings
+	 * file (its endpoints and funneld sections), or the older flat form. */
+	const char *path = fp_conf_path(argc, argv);
+	if (path != NULL) {
+		fp_conf conf;
+		char why[512];
+		int rc = fp_conf_read(path, "funneld", options, &conf, why, sizeof why);
+		if (rc == FP_CONF_ERROR) {
+			fprintf(stderr, "funneld: %s\n", why);
 			return -1;
+		}
+		if (rc == FP_CONF_FLAT && load_file(c, path) != 0)
+			return -1;
+		for (size_t i = 0; rc == FP_CONF_OK && i < conf.n; i++) {
+			char src[4200];
+			snprintf(src, sizeof src, "%s:%zu: %s", path, conf.items[i].line, conf.items[i].key);
+			if (apply(c, conf.items[i].id, conf.items[i].value, src) != 0) {
+				fp_conf_free(&conf);
+				return -1;
+			}
+		}
+		if (rc == FP_CONF_OK)
+			fp_conf_free(&conf);
 	}
 	optind = 1;
 	int opt, idx = -1;

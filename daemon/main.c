@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include <systemd/sd-daemon.h>
 #include <zmq.h>
 
 #include "clock.h"
@@ -170,8 +171,11 @@ main(int argc, char **argv)
 		goto out;
 	}
 	log_info("ready: ingest %s, publish %s, query %s", qs.ingest, qs.publish, qs.query);
+	/* Under systemd (Type=notify): every endpoint is bound and served. */
+	sd_notify(0, "READY=1");
 
 	status = ingest_run(&st, ingest, pub, &cfg, &stop_flag) == 0 ? 0 : 1;
+	sd_notify(0, "STOPPING=1");
 	log_info("stopping: head seq %llu", (unsigned long long)st.head_seq);
 out:
 	if (query_running)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -276,6 +277,12 @@ answer_status(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_pack
 	mdb_env_stat(q->st->env, &ms);
 	stt.data_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
 	stt.map_bytes = info.me_mapsize;
+	/* what the map can still grow into: space an unprivileged writer may use */
+	struct statvfs fs;
+	if (statvfs(q->st->path, &fs) == 0) {
+		stt.disk_free_bytes = (uint64_t)fs.f_bavail * fs.f_frsize;
+		stt.disk_bytes = (uint64_t)fs.f_blocks * fs.f_frsize;
+	}
 	store_lead_count(q->st, txn, &stt.leads);
 	stt.uptime_ms = (clock_now_ns() - q->started_ns) / 1000000u;
 	stt.format = STORE_FORMAT;

@@ -2,7 +2,9 @@
  * daemon/store.c - the LMDB log and its indexes.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -161,8 +163,15 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int
 		snprintf(why, whylen, "cannot create data directory %s: %s", path, strerror(errno));
 		goto fail;
 	}
+	/* The absolute path, as status reports it: `funnel backup` run from
+	 * another directory opens it. */
+	{
+		char abs[PATH_MAX];
+		if (realpath(path, abs) != NULL)
+			snprintf(s->path, sizeof s->path, "%s", abs);
+	}
 	if ((rc = mdb_env_create(&s->env)) != 0 ||
-	    (rc = mdb_env_set_maxdbs(s->env, 8)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(s->env, FP_LOG_MAX_TABLES)) != 0 ||
 	    (rc = mdb_env_set_maxreaders(s->env, 126)) != 0) {
 		snprintf(why, whylen, "lmdb: %s", mdb_strerror(rc));
 		goto fail;
@@ -181,15 +190,15 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int
 
 	/* The format first: the other tables mean something else in another. */
 	if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) != 0) {
+	    (rc = mdb_dbi_open(txn, FP_META_TABLE, MDB_CREATE, &s->meta)) != 0) {
 		snprintf(why, whylen, "cannot open the log's tables: %s", mdb_strerror(rc));
 		goto fail;
 	}
-	rc = meta_get(s, txn, "format", &v);
+	rc = meta_get(s, txn, FP_META_FORMAT, &v);
 	if (rc == MDB_NOTFOUND) {
 		uint32_t format = STORE_FORMAT;
 		uint64_t created = clock_now_ns();
-		if ((rc = meta_put(s, txn, "format", &format, sizeof format)) != 0 ||
+		if ((rc = meta_put(s, txn, FP_META_FORMAT, &format, sizeof format)) != 0 ||
 		    (rc = meta_put(s, txn, "created", &created, sizeof created)) != 0) {
 			snprintf(why, whylen, "cannot initialise the log: %s", mdb_strerror(rc));
 			goto fail;
@@ -211,7 +220,7 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int
 			goto fail;
 		}
 	}
-	if ((rc = mdb_dbi_open(txn, "log", MDB_CREATE | MDB_INTEGERKEY, &s->log)) != 0 ||
+	if ((rc = mdb_dbi_open(txn, FP_LOG_TABLE, MDB_CREATE | MDB_INTEGERKEY, &s->log)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "idem", MDB_CREATE, &s->idem)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "leads", MDB_CREATE, &s->leads)) != 0) {
 		snprintf(why, whylen, "cannot open the log's tables: %s", mdb_strerror(rc));
@@ -505,9 +514,9 @@ int
 store_put_head(store *s, MDB_txn *txn, uint64_t seq, const uint8_t hash[FUNNEL_HASH_BYTES],
                uint64_t leads)
 {
-	int rc = meta_put(s, txn, "head_seq", &seq, sizeof seq);
+	int rc = meta_put(s, txn, FP_META_HEAD_SEQ, &seq, sizeof seq);
 	if (rc == 0)
-		rc = meta_put(s, txn, "head_hash", hash, FUNNEL_HASH_BYTES);
+		rc = meta_put(s, txn, FP_META_HEAD_HASH, hash, FUNNEL_HASH_BYTES);
 	if (rc == 0)
 		rc = meta_put(s, txn, "leads", &leads, sizeof leads);
 	return rc;

@@ -40,8 +40,9 @@
 
 #include "funnel/record.h"
 #include "envelope.h"
+#include "logfmt.h"
 
-#define STORE_FORMAT 2
+#define STORE_FORMAT FP_LOG_FORMAT
 
 typedef struct store {
 	MDB_env *env;

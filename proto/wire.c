@@ -299,14 +299,15 @@ fp_pack_page_head(msgpack_packer *pk, uint64_t rid, uint64_t head, uint64_t next
 int
 fp_pack_status(msgpack_packer *pk, uint64_t rid, const funnel_status *st)
 {
-	int rc = pack_ok_head(pk, rid, 15);
+	int rc = pack_ok_head(pk, rid, 17);
 #define U(field)                                  \
 	rc |= mp_pack_key(pk, #field);                \
 	rc |= msgpack_pack_uint64(pk, st->field);
 #define S(field)                                  \
 	rc |= mp_pack_key(pk, #field);                \
 	rc |= mp_pack_cstr(pk, st->field);
-	U(head) U(head_ts) U(count) U(data_bytes) U(map_bytes) U(uptime_ms) U(leads) U(format)
+	U(head) U(head_ts) U(count) U(data_bytes) U(map_bytes) U(disk_free_bytes) U(disk_bytes)
+	U(uptime_ms) U(leads) U(format)
 	S(version) S(ingest) S(publish) S(query) S(data_dir)
 #undef U
 #undef S
@@ -429,6 +430,8 @@ fp_status_decode(const fp_reply *rep, funnel_status *st)
 	(void)mp_get_u64(o, "count", &st->count, NULL);
 	(void)mp_get_u64(o, "data_bytes", &st->data_bytes, NULL);
 	(void)mp_get_u64(o, "map_bytes", &st->map_bytes, NULL);
+	(void)mp_get_u64(o, "disk_free_bytes", &st->disk_free_bytes, NULL);
+	(void)mp_get_u64(o, "disk_bytes", &st->disk_bytes, NULL);
 	(void)mp_get_u64(o, "uptime_ms", &st->uptime_ms, NULL);
 	(void)mp_get_u64(o, "leads", &st->leads, NULL);
 	(void)mp_get_u64(o, "format", &format, NULL);

@@ -39,13 +39,14 @@ struct cli {
 	const char *query;
 	int timeout_ms;
 	enum cli_format format;
+	const char *config;     /* the settings file read, NULL if none */
 };
 
 /* Long option values; the global ones are accepted by every command,
  * before or after its name. */
 enum {
 	OPT_INGEST = 256, OPT_PUBLISH, OPT_QUERY, OPT_TIMEOUT, OPT_JSON, OPT_HUMAN, OPT_HELP,
-	OPT_VERSION,
+	OPT_VERSION, OPT_CONFIG,
 	/* command options */
 	OPT_TYPE, OPT_LEAD, OPT_ID, OPT_DATA, OPT_OCCURRED_AT, OPT_EXPECTED_VERSION, OPT_CAUSE,
 	OPT_BATCH, OPT_FROM, OPT_TO, OPT_SINCE, OPT_UNTIL, OPT_COUNT, OPT_TIMEOUT_IDLE, OPT_RAW
@@ -58,6 +59,7 @@ enum {
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT }, \
 	{ "json", no_argument, NULL, OPT_JSON }, \
 	{ "human", no_argument, NULL, OPT_HUMAN }, \
+	{ "config", required_argument, NULL, OPT_CONFIG }, \
 	{ "help", no_argument, NULL, OPT_HELP }
 
 /* How records print as JSON, for the reading commands' --help. */
@@ -76,6 +78,8 @@ enum {
 	"  --timeout MS    wait this long for each reply (default 5000)\n" \
 	"  --json          JSON output (default when stdout is not a terminal)\n" \
 	"  --human         human output (default on a terminal)\n" \
+	"  --config FILE   settings file: sections endpoints: and funnel: (env\n" \
+	"                  FUNNEL_CONFIG; below the env variables and flags)\n" \
 	"  --help          this help\n" \
 	"Long options are spelled in full (--quer for --query is refused).\n"
 
@@ -125,5 +129,7 @@ int cmd_replay(struct cli *g, int argc, char **argv);
 int cmd_history(struct cli *g, int argc, char **argv);
 int cmd_verify(struct cli *g, int argc, char **argv);
 int cmd_status(struct cli *g, int argc, char **argv);
+int cmd_backup(struct cli *g, int argc, char **argv);
+int cmd_restore(struct cli *g, int argc, char **argv);
 
 #endif /* FUNNEL_CLI_CLI_H */

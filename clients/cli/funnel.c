@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "conf.h"
 #include "longopt.h"
 #include "util.h"
 
@@ -22,6 +23,8 @@ static const char usage_text[] =
 	"  history    one lead's events and its current state\n"
 	"  verify     recompute the hash chain and print the head hash\n"
 	"  status     the daemon's head, sizes, endpoints and settings\n"
+	"  backup     copy the log while funneld runs, verified (on its machine)\n"
+	"  restore    put a backup in place as a new data directory\n"
 	"\n"
 	CLI_GLOBAL_HELP
 	"  --version       print the version\n"
@@ -41,6 +44,8 @@ static const struct command commands[] = {
 	{ "history", cmd_history },
 	{ "verify", cmd_verify },
 	{ "status", cmd_status },
+	{ "backup", cmd_backup },
+	{ "restore", cmd_restore },
 };
 
 void
@@ -140,6 +145,8 @@ cli_global_option(struct cli *g, int opt, const char *arg)
 		}
 		g->timeout_ms = (int)v;
 		return 1;
+	case OPT_CONFIG:
+		return 1;   /* read before the flags (main) */
 	case OPT_JSON:
 		g->format = CLI_FMT_JSON;
 		return 1;
@@ -191,6 +198,52 @@ cli_getopt(struct cli *g, int argc, char **argv, const struct option *opts)
 	}
 }
 
+/* The environment's endpoint when set, else the settings file's
+ * (from_file, NULL if it has none), else funnel_endpoint()'s default. */
+static const char *
+endpoint(funnel_endpoint_kind kind, const char *env, const char *from_file)
+{
+	const char *e = getenv(env);
+	if ((e == NULL || e[0] == '\0') && from_file != NULL)
+		return from_file;
+	return funnel_endpoint(kind, NULL);
+}
+
+/* The settings file's endpoints and funnel sections into g (proto/conf.h).
+ * Its strings are kept for the life of the process (never freed). */
+static int
+read_config(struct cli *g, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		CLI_GLOBAL_OPTIONS,
+		{ NULL, 0, NULL, 0 }
+	};
+	static fp_conf conf;   /* g points into it until exit */
+	const char *path = fp_conf_path(argc, argv);
+	char why[512];
+	int rc;
+
+	if (path == NULL)
+		return 0;
+	g->config = path;
+	rc = fp_conf_read(path, "funnel", opts, &conf, why, sizeof why);
+	if (rc == FP_CONF_FLAT)
+		snprintf(why, sizeof why, "%s: expected sections (endpoints:, funnel:, ...), found "
+		         "plain values at the top", path);
+	if (rc != FP_CONF_OK) {
+		fprintf(stderr, "funnel: %s\n", why);
+		return -1;
+	}
+	for (size_t i = 0; i < conf.n; i++) {
+		if (cli_global_option(g, conf.items[i].id, conf.items[i].value) < 0) {
+			fprintf(stderr, "funnel: %s:%zu: %s: invalid value '%s'\n", path,
+			        conf.items[i].line, conf.items[i].key, conf.items[i].value);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -209,10 +262,13 @@ main(int argc, char **argv)
 	};
 	int c, idx = -1;
 
-	/* flag, else environment, else default: funnel_endpoint() */
-	g.ingest = funnel_endpoint(FUNNEL_EP_INGEST, NULL);
-	g.publish = funnel_endpoint(FUNNEL_EP_PUBLISH, NULL);
-	g.query = funnel_endpoint(FUNNEL_EP_QUERY, NULL);
+	/* flag, else environment, else the settings file, else default: the
+	 * file's endpoints stand in for the default of funnel_endpoint() */
+	if (read_config(&g, argc, argv) != 0)
+		return CLI_EXIT_USAGE;
+	g.ingest = endpoint(FUNNEL_EP_INGEST, "FUNNEL_INGEST", g.ingest);
+	g.publish = endpoint(FUNNEL_EP_PUBLISH, "FUNNEL_PUBLISH", g.publish);
+	g.query = endpoint(FUNNEL_EP_QUERY, "FUNNEL_QUERY", g.query);
 
 	/* Global options stop at the command name ('+'). */
 	optind = 0;

@@ -5,7 +5,10 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "funnel/service.h"
+
 #include "cli.h"
+#include "conf.h"
 #include "json.h"
 #include "util.h"
 
@@ -13,7 +16,11 @@ static const char status_help[] =
 	"usage: funnel status [--json | --human]\n"
 	"\n"
 	"The daemon's head seq and hash, event and lead counts, data and map size,\n"
-	"uptime, version, on-disk format, durability, endpoints and data directory.\n"
+	"map use (data size / map size), disk free on the data directory's file\n"
+	"system, uptime, version, on-disk format, durability, endpoints and data\n"
+	"directory.  With a settings file (--config, FUNNEL_CONFIG), each service\n"
+	"whose section names a view: its checkpoint and lag (head - checkpoint),\n"
+	"read from the view on this machine.\n"
 	"\n"
 	CLI_GLOBAL_HELP;
 
@@ -70,8 +77,54 @@ parse_simple(struct cli *g, int argc, char **argv, const char *help, uint64_t *f
 	return 0;
 }
 
+/* The share of the map the log fills (0..1): when it is full, funneld
+ * doubles it, up to --max-map-size and what the disk has free. */
+static double
+map_use(const funnel_status *st)
+{
+	return st->map_bytes ? (double)st->data_bytes / (double)st->map_bytes : 0.0;
+}
+
+/* A service named in the settings file, and how far its view is behind. */
+struct svc_lag {
+	const char *name;
+	char view[4096];
+	uint64_t checkpoint;
+	int rc;            /* FUNNEL_OK, or why the view could not be read */
+};
+
+static const char *const services[] = { "funnel-scoring", "funnel-routing", "funnel-metrics" };
+#define NSERVICES (sizeof services / sizeof services[0])
+
+/* The services whose section in the settings file at path (NULL: none)
+ * names a view: their checkpoints, read from the views on this machine.
+ * Returns how many. */
+static size_t
+service_lags(const char *path, struct svc_lag out[NSERVICES])
+{
+	size_t n = 0;
+
+	for (size_t i = 0; path != NULL && i < NSERVICES; i++) {
+		fp_conf conf;
+		char why[512];
+		if (fp_conf_read(path, services[i], NULL, &conf, why, sizeof why) != FP_CONF_OK)
+			continue;
+		for (size_t j = 0; j < conf.n; j++) {
+			if (strcmp(conf.items[j].key, "view") != 0)
+				continue;
+			out[n].name = services[i];
+			snprintf(out[n].view, sizeof out[n].view, "%s", conf.items[j].value);
+			out[n].rc = funnel_view_checkpoint(out[n].view, &out[n].checkpoint);
+			n++;
+			break;
+		}
+		fp_conf_free(&conf);
+	}
+	return n;
+}
+
 static int
-status_json(const funnel_status *st)
+status_json(const funnel_status *st, const struct svc_lag *lags, size_t nlags)
 {
 	char when[CLI_TIME_LEN];
 	cJSON *o = cJSON_CreateObject();
@@ -86,6 +139,9 @@ status_json(const funnel_status *st)
 	    fjson_add_u64(o, "leads", st->leads) == NULL ||
 	    fjson_add_u64(o, "data_bytes", st->data_bytes) == NULL ||
 	    fjson_add_u64(o, "map_bytes", st->map_bytes) == NULL ||
+	    cJSON_AddNumberToObject(o, "map_use", map_use(st)) == NULL ||
+	    fjson_add_u64(o, "disk_free_bytes", st->disk_free_bytes) == NULL ||
+	    fjson_add_u64(o, "disk_bytes", st->disk_bytes) == NULL ||
 	    fjson_add_u64(o, "uptime_ms", st->uptime_ms) == NULL ||
 	    cJSON_AddStringToObject(o, "version", st->version) == NULL ||
 	    fjson_add_u64(o, "format", st->format) == NULL ||
@@ -95,6 +151,27 @@ status_json(const funnel_status *st)
 	    cJSON_AddStringToObject(o, "query", st->query) == NULL ||
 	    cJSON_AddStringToObject(o, "data_dir", st->data_dir) == NULL)
 		goto done;
+	if (nlags > 0) {
+		cJSON *arr = cJSON_AddArrayToObject(o, "services");
+		if (arr == NULL)
+			goto done;
+		for (size_t i = 0; i < nlags; i++) {
+			cJSON *s = cJSON_CreateObject();
+			if (s == NULL || !cJSON_AddItemToArray(arr, s) ||
+			    cJSON_AddStringToObject(s, "name", lags[i].name) == NULL ||
+			    cJSON_AddStringToObject(s, "view", lags[i].view) == NULL)
+				goto done;
+			if (lags[i].rc != FUNNEL_OK) {
+				if (cJSON_AddStringToObject(s, "error", funnel_errname(lags[i].rc)) == NULL)
+					goto done;
+				continue;
+			}
+			if (fjson_add_u64(s, "checkpoint", lags[i].checkpoint) == NULL ||
+			    fjson_add_u64(s, "lag", st->head > lags[i].checkpoint
+			                                ? st->head - lags[i].checkpoint : 0) == NULL)
+				goto done;
+		}
+	}
 	rc = fjson_print_line(stdout, o);
 done:
 	cJSON_Delete(o);
@@ -102,15 +179,18 @@ done:
 }
 
 static void
-status_human(const funnel_status *st)
+status_human(const funnel_status *st, const struct svc_lag *lags, size_t nlags)
 {
 	char hash[2 * FUNNEL_HASH_BYTES + 1], when[CLI_TIME_LEN], data[32], map[32], up[48];
+	char dfree[32], dsize[32];
 
 	cli_hex(st->head_hash, sizeof st->head_hash, hash);
 	cli_format_time(st->head_ts, when);
 	cli_human_bytes(st->data_bytes, data, sizeof data);
 	cli_human_bytes(st->map_bytes, map, sizeof map);
 	cli_human_duration(st->uptime_ms, up, sizeof up);
+	cli_human_bytes(st->disk_free_bytes, dfree, sizeof dfree);
+	cli_human_bytes(st->disk_bytes, dsize, sizeof dsize);
 	printf("head seq    %" PRIu64 "\n", st->head);
 	printf("head hash   %s\n", hash);
 	printf("head time   %s\n", st->head != 0 ? when : "-");
@@ -118,6 +198,11 @@ status_human(const funnel_status *st)
 	printf("leads       %" PRIu64 "\n", st->leads);
 	printf("data size   %s\n", data);
 	printf("map size    %s\n", map);
+	printf("map use     %.1f%%\n", 100.0 * map_use(st));
+	if (st->disk_bytes != 0)
+		printf("disk free   %s of %s\n", dfree, dsize);
+	else
+		printf("disk free   -\n");
 	printf("uptime      %s\n", up);
 	printf("version     %s\n", st->version);
 	printf("format      %" PRIu32 "\n", st->format);
@@ -126,6 +211,15 @@ status_human(const funnel_status *st)
 	printf("publish     %s\n", st->publish);
 	printf("query       %s\n", st->query);
 	printf("data dir    %s\n", st->data_dir);
+	for (size_t i = 0; i < nlags; i++) {
+		if (lags[i].rc != FUNNEL_OK)
+			printf("%-11s view %s: %s\n", lags[i].name + 7, lags[i].view,
+			       funnel_strerror(lags[i].rc));
+		else
+			printf("%-11s checkpoint %" PRIu64 ", lag %" PRIu64 " events\n", lags[i].name + 7,
+			       lags[i].checkpoint,
+			       st->head > lags[i].checkpoint ? st->head - lags[i].checkpoint : 0);
+	}
 }
 
 int
@@ -133,6 +227,8 @@ cmd_status(struct cli *g, int argc, char **argv)
 {
 	funnel_query *q = NULL;
 	funnel_status st;
+	struct svc_lag lags[NSERVICES];
+	size_t nlags;
 	int rc, ret;
 
 	if ((ret = parse_simple(g, argc, argv, status_help, NULL, NULL)) != 0)
@@ -145,13 +241,14 @@ cmd_status(struct cli *g, int argc, char **argv)
 		cli_fail(g, rc, funnel_query_error(q), g->query);
 		goto done;
 	}
+	nlags = service_lags(g->config, lags);
 	if (cli_json(g)) {
-		if (status_json(&st) != 0) {
+		if (status_json(&st, lags, nlags) != 0) {
 			cli_fail(g, FUNNEL_ENOMEM, NULL, NULL);
 			goto done;
 		}
 	} else {
-		status_human(&st);
+		status_human(&st, lags, nlags);
 	}
 	ret = fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 done:

@@ -8,14 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "funnel/log.h"
 #include "funnel/service.h"
+#include "conf.h"
 #include "longopt.h"
 #include "rulesfile.h"
 #include "svcargs.h"
 
 enum { O_RULES = 256, O_VIEW, O_INGEST, O_PUBLISH, O_QUERY, O_REBUILD, O_UNTIL, O_NOSYNC,
-       O_BATCH, O_READY, O_JSON, O_LEVEL };
+       O_BATCH, O_READY, O_JSON, O_LEVEL, O_CONFIG };
 
 static const struct option common[] = {
 	{ "rules", required_argument, NULL, O_RULES },
@@ -31,6 +34,7 @@ static const struct option common[] = {
 	{ "ready-file", required_argument, NULL, O_READY },
 	{ "json", no_argument, NULL, O_JSON },
 	{ "log-level", required_argument, NULL, O_LEVEL },
+	{ "config", required_argument, NULL, O_CONFIG },
 	{ "help", no_argument, NULL, 'h' },
 };
 #define NCOMMON (sizeof common / sizeof common[0])
@@ -45,19 +49,16 @@ svc_usage(const char *prog, const char *usage, const char *fmt, const char *arg)
 	return 2;
 }
 
-int
-svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *a,
-          const struct option *own, svc_own_fn own_fn, void *ctx)
+/* One getopt pass over argv (the command line, or the settings file
+ * turned into "--key=value" words). */
+static int
+parse_pass(int argc, char **argv, const char *prog, const char *usage, svc_args *a,
+           const struct option *all, svc_own_fn own_fn, void *ctx)
 {
-	struct option all[NCOMMON + MAX_OWN + 1];
-	size_t n = NCOMMON;
 	char *end;
 	int c, rc, idx = -1;
 
-	memcpy(all, common, sizeof common);
-	for (size_t i = 0; own != NULL && own[i].name != NULL && i < MAX_OWN; i++)
-		all[n++] = own[i];
-	memset(&all[n], 0, sizeof all[n]);
+	optind = 0;   /* glibc: 0 re-initializes the scanner */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", all, &idx)) != -1) {
 		const char *abbrev = longopt_abbrev(argv, all, idx);
@@ -76,6 +77,7 @@ svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *
 		case O_NOSYNC: a->no_sync = 1; break;
 		case O_JSON: a->json = 1; break;
 		case O_READY: a->ready_file = optarg; break;
+		case O_CONFIG: break;   /* read before the flags (svc_parse) */
 		case O_BATCH: {
 			unsigned long v = strtoul(optarg, &end, 10);
 			if (*end || v < 1 || v > 1000000)
@@ -103,10 +105,93 @@ svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *
 			break;
 		}
 	}
-	/* the flag, else FUNNEL_INGEST/..., else loopback: as every program */
-	a->ingest = funnel_endpoint(FUNNEL_EP_INGEST, a->ingest);
-	a->publish = funnel_endpoint(FUNNEL_EP_PUBLISH, a->publish);
-	a->query = funnel_endpoint(FUNNEL_EP_QUERY, a->query);
+	return -1;
+}
+
+/* The flag, else FUNNEL_INGEST/..., else the settings file's (from_file,
+ * NULL if none), else loopback: funnel_endpoint()'s rule with the file
+ * standing in for the default. */
+static const char *
+endpoint(funnel_endpoint_kind kind, const char *env, const char *flag, const char *from_file)
+{
+	const char *e = getenv(env);
+	if ((flag == NULL || flag[0] == '\0') && (e == NULL || e[0] == '\0') && from_file != NULL)
+		return from_file;
+	return funnel_endpoint(kind, flag);
+}
+
+/* The settings file's endpoints and prog sections as the words of a
+ * command line, parsed before the real one so that flags win.  The words
+ * are never freed: svc_args points into them for the life of the process. */
+static int
+parse_config(const char *path, const char *prog, const char *usage, svc_args *a,
+             const struct option *all, svc_own_fn own_fn, void *ctx)
+{
+	fp_conf conf;
+	char why[512];
+	int rc = fp_conf_read(path, prog, all, &conf, why, sizeof why);
+
+	if (rc == FP_CONF_FLAT)
+		snprintf(why, sizeof why, "%s: expected sections (endpoints:, %s:, ...), found plain "
+		         "values at the top", path, prog);
+	if (rc != FP_CONF_OK) {
+		fprintf(stderr, "%s: %s\n", prog, why);
+		return 2;
+	}
+	static char **words;   /* svc_args points into it until exit */
+	words = calloc(conf.n + 2, sizeof *words);
+	if (words == NULL) {
+		fp_conf_free(&conf);
+		fprintf(stderr, "%s: out of memory\n", prog);
+		return 1;
+	}
+	words[0] = (char *)prog;
+	for (size_t i = 0; i < conf.n; i++) {
+		const fp_conf_item *it = &conf.items[i];
+		size_t len = strlen(it->key) + strlen(it->value) + 4;
+		if ((words[i + 1] = malloc(len)) == NULL) {
+			fp_conf_free(&conf);
+			fprintf(stderr, "%s: out of memory\n", prog);
+			return 1;
+		}
+		if (it->has_arg == no_argument)
+			snprintf(words[i + 1], len, "--%s", it->key);
+		else
+			snprintf(words[i + 1], len, "--%s=%s", it->key, it->value);
+	}
+	int n = (int)conf.n + 1;
+	fp_conf_free(&conf);
+	return parse_pass(n, words, prog, usage, a, all, own_fn, ctx);
+}
+
+int
+svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *a,
+          const struct option *own, svc_own_fn own_fn, void *ctx)
+{
+	struct option all[NCOMMON + MAX_OWN + 1];
+	size_t n = NCOMMON;
+	const char *path = fp_conf_path(argc, argv);
+	const char *file_ingest = NULL, *file_publish = NULL, *file_query = NULL;
+	int rc;
+
+	memcpy(all, common, sizeof common);
+	for (size_t i = 0; own != NULL && own[i].name != NULL && i < MAX_OWN; i++)
+		all[n++] = own[i];
+	memset(&all[n], 0, sizeof all[n]);
+	if (path != NULL) {
+		if ((rc = parse_config(path, prog, usage, a, all, own_fn, ctx)) != -1)
+			return rc;
+		/* the file's endpoints rank below FUNNEL_INGEST/...: kept apart */
+		file_ingest = a->ingest;
+		file_publish = a->publish;
+		file_query = a->query;
+		a->ingest = a->publish = a->query = NULL;
+	}
+	if ((rc = parse_pass(argc, argv, prog, usage, a, all, own_fn, ctx)) != -1)
+		return rc;
+	a->ingest = endpoint(FUNNEL_EP_INGEST, "FUNNEL_INGEST", a->ingest, file_ingest);
+	a->publish = endpoint(FUNNEL_EP_PUBLISH, "FUNNEL_PUBLISH", a->publish, file_publish);
+	a->query = endpoint(FUNNEL_EP_QUERY, "FUNNEL_QUERY", a->query, file_query);
 	return -1;
 }
 
@@ -144,7 +229,11 @@ int
 svc_run(funnel_service *svc, const char *name)
 {
 	funnel_service_stats st;
+	/* Under systemd (Type=notify): the view is open, the feed connected
+	 * and any HTTP server listening, as when the ready file is written. */
+	sd_notify(0, "READY=1");
 	int rc = funnel_service_run(svc);
+	sd_notify(0, "STOPPING=1");
 	funnel_service_stats_get(svc, &st);
 	funnel_log(FUNNEL_LOG_INFO, "%s: stopped at seq %" PRIu64 ": %" PRIu64 " applied, %" PRIu64
 	           " derived events stored, %" PRIu64 " refused, %" PRIu64 " already sent", name,

@@ -2,7 +2,7 @@
  * clients/common/svcargs.h - the command line every funnel service shares:
  * the common flags (--rules, --view, the funneld endpoints, --rebuild,
  * --until-head/--once, --no-sync, --batch, --ready-file, --json,
- * --log-level, --help), usage errors, the `digest` command, the run
+ * --log-level, --config, --help), usage errors, the `digest` command, the run
  * with its closing log line, and the signals that stop a service.
  *
  * Strings in svc_args point into argv (or are the defaults the service
@@ -18,7 +18,8 @@ typedef struct svc_args {
 	const char *rules;         /* the shared rules file */
 	const char *view;          /* the view directory */
 	const char *ingest, *publish, *query;   /* after svc_parse: the flag, else the
-	                                          * environment, else loopback
+	                                          * environment, else the settings
+	                                          * file, else loopback
 	                                          * (funnel_endpoint) */
 	const char *ready_file;
 	int rebuild, until_head, no_sync, json;
@@ -33,6 +34,11 @@ enum { SVC_OPT_OWN = 512 };
 typedef int (*svc_own_fn)(int id, const char *arg, void *ctx);
 
 /*
+ * The settings file (--config FILE, else $FUNNEL_CONFIG; proto/conf.h)
+ * is read first: its endpoints section and the section named prog, each
+ * key a long option; then argv, so a flag wins over the file (and for the
+ * endpoints FUNNEL_INGEST/... does too).
+ *
  * Parse argv into a (the common flags) and through own_fn (the entries of
  * `own`, up to 16, ending with a NULL name; may be NULL).  prog names
  * the program in messages, usage is printed on --help and after a usage
@@ -58,7 +64,9 @@ struct funnel_service_opts;
 void svc_opts(const svc_args *a, struct funnel_service_opts *o);
 
 /* funnel_service_run, then one log line with where it stopped and its
- * counters ("<name>: stopped at seq N: ..."); returns the run's code. */
+ * counters ("<name>: stopped at seq N: ..."); returns the run's code.
+ * Tells systemd READY=1 before the run and STOPPING=1 after it (no-ops
+ * outside a Type=notify unit). */
 struct funnel_service;
 int svc_run(struct funnel_service *svc, const char *name);
 

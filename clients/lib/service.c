@@ -1357,3 +1357,37 @@ funnel_view_digest(const char *view_dir, uint8_t digest[32], uint64_t *checkpoin
 	crypto_generichash_final(&h, digest, 32);
 	return FUNNEL_OK;
 }
+
+int
+funnel_view_checkpoint(const char *view_dir, uint64_t *checkpoint)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { 10, "checkpoint" }, v;
+	char path[4200];
+	int rc = FUNNEL_ESTORAGE;
+
+	if (view_dir == NULL || checkpoint == NULL)
+		return FUNNEL_EINVAL;
+	*checkpoint = 0;
+	snprintf(path, sizeof path, "%s/data.mdb", view_dir);
+	if (access(path, F_OK) != 0)
+		return FUNNEL_ENOTFOUND;
+	if (mdb_env_create(&env) != 0)
+		return FUNNEL_ESTORAGE;
+	mdb_env_set_maxdbs(env, FUNNEL_SERVICE_MAX_TABLES + 1);
+	if (mdb_env_open(env, view_dir, MDB_RDONLY | MDB_NOTLS, 0644) == 0 &&
+	    mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0) {
+		int got = mdb_dbi_open(txn, RT_TABLE, 0, &dbi);
+		if (got == 0)
+			got = mdb_get(txn, dbi, &k, &v);
+		if (got == 0 && v.mv_size == 8)
+			*checkpoint = get_be64(v.mv_data);
+		/* a view opened but never committed has no checkpoint yet: 0 */
+		rc = got == 0 || got == MDB_NOTFOUND ? FUNNEL_OK : FUNNEL_ESTORAGE;
+		mdb_txn_abort(txn);
+	}
+	mdb_env_close(env);
+	return rc;
+}

@@ -48,6 +48,8 @@ static const char usage_text[] =
 	"  --param KEY=VALUE   report: a parameter (from, to, source, campaign, model, bucket)\n"
 	"  --json              accepted for symmetry; reports are always JSON\n"
 	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
+	"  --config FILE       the settings file (sections endpoints: and funnel-metrics:;\n"
+	"                      env FUNNEL_CONFIG); flags win over it\n"
 	"\n"
 	"Long options are spelled in full (--rule for --rules is refused).\n"
 	"Exit codes: 0 ok, 1 failure, 2 usage error.\n";

@@ -52,6 +52,8 @@ static const char usage_text[] =
 	"  --ready-file FILE   written once the service follows the log\n"
 	"  --json              explain: JSON output\n"
 	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
+	"  --config FILE       the settings file (sections endpoints: and funnel-routing:;\n"
+	"                      env FUNNEL_CONFIG); flags win over it\n"
 	"\n"
 	"Long options are spelled in full (--rule for --rules is refused).\n"
 	"Exit codes: 0 ok, 1 failure, 2 usage or rules-file error.\n";

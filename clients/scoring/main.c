@@ -53,6 +53,8 @@ static const char usage_text[] =
 	"  --flips N           what-if: leads listed each way (default 20)\n"
 	"  --leads             what-if: lead.qualified per lead under each definition\n"
 	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
+	"  --config FILE       the settings file (sections endpoints: and funnel-scoring:;\n"
+	"                      env FUNNEL_CONFIG); flags win over it\n"
 	"\n"
 	"Long options are spelled in full (--rule for --rules is refused).\n"
 	"Exit codes: 0 ok, 1 failure, 2 usage or rules-file error.\n";

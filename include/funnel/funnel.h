@@ -242,6 +242,8 @@ typedef struct funnel_status {
 	uint64_t count;                         /* events stored (== head) */
 	uint64_t data_bytes;                    /* bytes of the data file in use */
 	uint64_t map_bytes;                     /* current LMDB map size */
+	uint64_t disk_free_bytes;               /* free to funneld on the data dir's file system */
+	uint64_t disk_bytes;                    /* size of that file system */
 	uint64_t uptime_ms;
 	uint64_t leads;                         /* distinct leads */
 	uint32_t format;                        /* on-disk format version */
@@ -289,6 +291,64 @@ typedef struct funnel_verify_result {
  * FUNNEL_ENOTFOUND, from > to is FUNNEL_EINVAL.
  */
 int funnel_verify(funnel_query *q, uint64_t from, uint64_t to, funnel_verify_result *res);
+
+/* ---------------------------------------------------------------------
+ * The log's files: hot backup, restore, verification without a daemon
+ *
+ * These read a data directory directly (LMDB, read-only), so they run on
+ * the daemon's machine as a user that may read its data directory.  A
+ * backup directory holds the compacted copy (data.mdb) and the file
+ * FUNNEL_BACKUP_INFO_FILE: lines "key=value" with format, head_seq,
+ * head_hash (hex), bytes, taken_at_ns and source, written last.
+ * ------------------------------------------------------------------ */
+
+#define FUNNEL_BACKUP_INFO_FILE "backup.info"
+
+/* The head of a log on disk (or of a backup). */
+typedef struct funnel_log_head {
+	uint64_t head;                          /* last seq, 0 for an empty log */
+	uint8_t head_hash[FUNNEL_HASH_BYTES];   /* hash of record `head` */
+	uint32_t format;                        /* on-disk format */
+	uint64_t bytes;                         /* size of the data file */
+} funnel_log_head;
+
+/*
+ * Recompute the hash chain of the whole log in directory dir, which no
+ * process writes (a backup, or a data directory of a stopped funneld),
+ * opened read-only without LMDB's lock file.  The meta head hash must
+ * equal the last record's hash, as funnel_verify() checks it.  Returns
+ * FUNNEL_OK (res and head filled; head may be NULL), FUNNEL_ECHAIN with
+ * res->bad_seq and res->why, or FUNNEL_ESTORAGE / FUNNEL_EVALUE (not a
+ * funnel log, another format) with err filled.
+ */
+int funnel_log_verify(const char *dir, funnel_verify_result *res, funnel_log_head *head,
+                      funnel_error_info *err);
+
+/*
+ * A consistent copy of the log in data_dir, taken while funneld runs:
+ * one LMDB read transaction (mdb_env_copy2 with MDB_CP_COMPACT), so the
+ * writer is never waited for and never waits (LMDB's reader semantics;
+ * pages the copy still reads are not reused until it ends, so the live
+ * file may grow by what is written meanwhile).  dest_dir is created if
+ * missing and must be empty.  The copy is fsynced, verified with
+ * funnel_log_verify(), then FUNNEL_BACKUP_INFO_FILE is written beside it
+ * (temp file, fsync, rename, directory fsync).  Returns FUNNEL_OK with
+ * *head the copy's head, FUNNEL_ECHAIN (res says where), or
+ * FUNNEL_EINVAL / FUNNEL_ESTORAGE / FUNNEL_EVALUE with err filled.
+ */
+int funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *head,
+                  funnel_verify_result *res, funnel_error_info *err);
+
+/*
+ * Put a backup made by funnel_backup() in place as data_dir, where
+ * funneld can then be started.  data_dir must be absent or empty.  The
+ * backup is verified first and its head must match its info file; the
+ * data file is written aside (data.mdb.partial), fsynced, renamed to
+ * data.mdb, and the directory fsynced, so a crash leaves either no log
+ * or the whole one.  Returns as funnel_backup().
+ */
+int funnel_restore(const char *backup_dir, const char *data_dir, funnel_log_head *head,
+                   funnel_verify_result *res, funnel_error_info *err);
 
 /* ---------------------------------------------------------------------
  * Subscriber with catch-up

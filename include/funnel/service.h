@@ -250,6 +250,14 @@ void funnel_service_stats_get(const funnel_service *svc, funnel_service_stats *s
  */
 int funnel_view_digest(const char *view_dir, uint8_t digest[32], uint64_t *checkpoint);
 
+/*
+ * A view's checkpoint alone (what `funnel status` compares with the head
+ * for a service's lag): one read of the runtime table, read-only, beside
+ * a running service.  Returns FUNNEL_OK, FUNNEL_ENOTFOUND (no view
+ * there), FUNNEL_ESTORAGE (cannot be opened, e.g. not readable).
+ */
+int funnel_view_checkpoint(const char *view_dir, uint64_t *checkpoint);
+
 #ifdef __cplusplus
 }
 #endif

@@ -20,6 +20,8 @@
  * Knobs (environment; `make bench` passes them through):
  *   BENCH_EVENTS        W1 events per system            (default 1000000)
  *   BENCH_START_EVENTS  log size for S; 0 skips S       (default 10000000)
+ *   BENCH_BACKUP_EVENTS W1 events beside a backup of the S log, and the
+ *                       same without one (B; runs after S) (default 400000)
  *   BENCH_W3_SECS       W3 duration at 10,000 events/s  (default 3)
  *   BENCH_W4_EVENTS     W4 events                       (default 3000)
  *   BENCH_PEERS         comma list of redis-always, redis-everysec,
@@ -76,6 +78,7 @@ static const struct sysdesc {
 
 typedef struct config {
 	uint64_t w1_events, start_events, w3_secs, w4_events, seed;
+	uint64_t backup_w1_events;   /* W1 events beside a backup of the start log (and without) */
 	int run[NSYS];
 	const char *out;
 } config;
@@ -87,6 +90,11 @@ typedef struct funnel_extra {
 	double start_ms, open_ms;
 	uint64_t start_events, mem_idle_kb;
 	uint64_t w3_order_errors; /* W3 records that were not the next one sent */
+	/* B: `funnel backup` of the start log, alone and under W1 */
+	int backup_ran;
+	double backup_mb_s, backup_eps;     /* the copy alone */
+	double w1_plain_eps, w1_backup_eps; /* W1 on that log without and during a backup */
+	uint64_t backup_events;
 } funnel_extra;
 
 static uint64_t
@@ -448,6 +456,73 @@ w2_funnel(const daemon_proc *d, bench_result *r)
 	funnel_subscriber_destroy(&s);
 }
 
+/* One funnel_backup() of a daemon's log into a fresh directory, timed. */
+struct backup_arg {
+	const daemon_proc *d;
+	char dest[400];
+	funnel_log_head head;
+	double secs;
+	int rc;
+};
+
+static void *
+backup_run(void *arg)
+{
+	struct backup_arg *b = arg;
+	funnel_verify_result res;
+	funnel_error_info err;
+	uint64_t t0 = harness_now_ns();
+	b->rc = funnel_backup(b->d->data, b->dest, &b->head, &res, &err);
+	b->secs = (double)(harness_now_ns() - t0) / 1e9;
+	if (b->rc != FUNNEL_OK)
+		fprintf(stderr, "bench: backup: %s: %s\n", funnel_errname(b->rc), err.message);
+	return NULL;
+}
+
+/* B: the copy's rate alone (MB/s of the compacted copy, events/s), then
+ * W1 with fresh events (per_gen from each producer) without a backup, and
+ * again with a backup started beside it (a copy much shorter than the W1
+ * run understates its effect: size BENCH_BACKUP_EVENTS to the log). */
+static void
+backup_bench(const daemon_proc *d, uint64_t seed, uint64_t per_gen, funnel_extra *x)
+{
+	struct backup_arg b = { .d = d };
+	wl_funnel gens[BENCH_PRODUCERS];
+	bench_result w1;
+	pthread_t th;
+	int n = 0;
+
+	snprintf(b.dest, sizeof b.dest, "%s/backup-%d", d->dir, n++);
+	backup_run(&b);
+	if (b.rc != FUNNEL_OK)
+		return;
+	x->backup_events = b.head.head;
+	x->backup_mb_s = (double)b.head.bytes / 1048576.0 / b.secs;
+	x->backup_eps = (double)b.head.head / b.secs;
+	harness_rmrf(b.dest);
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < BENCH_PRODUCERS; i++) {
+			char tag[24];
+			snprintf(tag, sizeof tag, "bk%dp%d", pass, i);
+			wl_funnel_init(&gens[i], seed, tag);
+		}
+		if (pass == 1) {
+			snprintf(b.dest, sizeof b.dest, "%s/backup-%d", d->dir, n++);
+			pthread_create(&th, NULL, backup_run, &b);
+		}
+		w1_funnel(d, NULL, gens, per_gen, &w1);
+		if (pass == 1) {
+			pthread_join(th, NULL);
+			harness_rmrf(b.dest);
+		}
+		if (pass == 0)
+			x->w1_plain_eps = w1.w1_eps;
+		else
+			x->w1_backup_eps = w1.w1_eps;
+	}
+	x->backup_ran = 1;
+}
+
 /* S: restart on the log in hand and time spawn -> serving; the daemon's
  * own log line gives the store's open time ("... in X ms"). */
 static double
@@ -526,6 +601,8 @@ funnel_run(const config *c, const bench_events *ev, bench_result *r, funnel_extr
 				usleep(200000);
 				x->mem_idle_kb = harness_anon_kb(d.pid);
 				x->start_ran = 1;
+				fprintf(stderr, "bench: funnel backup of %" PRIu64 " events\n", st.head);
+				backup_bench(&d, c->seed, c->backup_w1_events / BENCH_PRODUCERS, x);
 			}
 		}
 	}
@@ -695,6 +772,12 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 		row_funnel("  of which store open, ms", "-", x->open_ms, "%.1f", x->start_ran);
 		row_funnel("memory idle after start, MB", "<= 64", (double)x->mem_idle_kb / 1024, "%.1f",
 		           x->start_ran);
+		snprintf(name, sizeof name, "backup of %" PRIu64 " events, MB/s", x->backup_events);
+		row_funnel(name, "-", x->backup_mb_s, "%.0f", x->backup_ran);
+		row_funnel("  the same, events/s", "-", x->backup_eps, "%.0f", x->backup_ran);
+		row_funnel("W1 on that log, events/s", "-", x->w1_plain_eps, "%.0f", x->backup_ran);
+		row_funnel("W1 while a backup runs, events/s", "-", x->w1_backup_eps, "%.0f",
+		           x->backup_ran);
 	}
 	emit("\nfunnel/best: funnel divided by the best peer (the highest rate, the lowest latency or\n"
 	     "memory): above 1 funnel is ahead on rates, below 1 it is ahead on times and memory.\n");
@@ -767,6 +850,13 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 		raw("funnel", "start_ms", x->start_ms);
 		raw("funnel", "start_open_ms", x->open_ms);
 		raw("funnel", "start_events", (double)x->start_events);
+		if (x->backup_ran) {
+			raw("funnel", "backup_events", (double)x->backup_events);
+			raw("funnel", "backup_mb_s", x->backup_mb_s);
+			raw("funnel", "backup_eps", x->backup_eps);
+			raw("funnel", "backup_w1_plain_eps", x->w1_plain_eps);
+			raw("funnel", "backup_w1_during_eps", x->w1_backup_eps);
+		}
 		raw("funnel", "mem_idle_kb", (double)x->mem_idle_kb);
 	}
 	emit_file("```\n");
@@ -779,6 +869,7 @@ main(void)
 	config c = {
 		.w1_events = env_u64("BENCH_EVENTS", 1000000),
 		.start_events = env_u64("BENCH_START_EVENTS", 10000000),
+		.backup_w1_events = env_u64("BENCH_BACKUP_EVENTS", 400000),
 		.w3_secs = env_u64("BENCH_W3_SECS", 3),
 		.w4_events = env_u64("BENCH_W4_EVENTS", 3000),
 		.seed = env_u64("BENCH_SEED", 1),

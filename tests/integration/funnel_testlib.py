@@ -112,14 +112,15 @@ class Results:
 
 class Daemon:
     """A funneld on wildcard loopback ports in a temporary data directory
-    (prefix names the directory).  Wildcard ports are safe because it is
+    (prefix names the directory; data, when given, is the data directory
+    to serve instead of one inside it).  Wildcard ports are safe because it is
     never restarted.  close() stops it with SIGKILL, or with SIGTERM first
     (SIGKILL only if it is still running 5 s later) when term_on_close."""
 
-    def __init__(self, binary, prefix="funnel-", term_on_close=False):
+    def __init__(self, binary, prefix="funnel-", term_on_close=False, data=None):
         self.dir = tempfile.mkdtemp(prefix=prefix)
         self.ready = os.path.join(self.dir, "ready")
-        self.data = os.path.join(self.dir, "data")
+        self.data = data or os.path.join(self.dir, "data")
         self.term_on_close = term_on_close
         self.errlog = None
         self.proc = None

@@ -23,11 +23,13 @@ What legitimately differs from one run to the next is normalised on both
 sides before they are compared (normalise() below):
   - a hex dump is read back into bytes and compared as its length and its
     decoded msgpack value, in which ts, head_ts, uptime_ms, data_bytes,
-    prev, hash, head_hash, the endpoints' ports and data_dir are replaced
-    by placeholders (records inside a replay page are decoded and
-    normalised the same way);
+    disk_free_bytes, disk_bytes, prev, hash, head_hash, the endpoints'
+    ports and data_dir are replaced by placeholders (records inside a
+    replay page are decoded and normalised the same way; the two disk
+    figures count as 9 bytes each in the length, whatever the disk);
   - elsewhere, 19-digit ns timestamps, 64-digit hex hashes, ports, the data
-    directory, uptime_ms and data_bytes become placeholders, and so do the
+    directory, uptime_ms, data_bytes and the disk figures become
+    placeholders, and so do the
     byte cells of the record table's rows that show a ts or a hash.
 Everything else (keys, order, encodings, lengths, error codes and messages,
 seqs, the prose) must be the same.  The run makes the lengths stable: the
@@ -424,7 +426,9 @@ def split(text):
 
 
 VARYING_KEYS = ("ts", "head_ts", "uptime_ms", "data_bytes", "prev", "hash", "head_hash",
-                "data_dir")
+                "data_dir", "disk_free_bytes", "disk_bytes")
+# the machine's disk: counted at the width of a uint64 whatever its size
+DISK_KEYS = ("disk_free_bytes", "disk_bytes")
 PORT_RE = re.compile(r"(tcp://127\.0\.0\.1:)\d+")
 
 
@@ -451,8 +455,13 @@ def norm_dump(rows):
     try:
         up = msgpack.Unpacker(raw=False, strict_map_key=False)
         up.feed(b)
-        vals = [norm_value(x) for x in up]
-        return "hex dump of %d bytes: %r" % (len(b), vals)
+        raw = list(up)
+        n = len(b)
+        for x in raw:
+            if isinstance(x, dict):
+                n += sum(9 - len(msgpack.packb(x[k])) for k in DISK_KEYS if k in x)
+        vals = [norm_value(x) for x in raw]
+        return "hex dump of %d bytes: %r" % (n, vals)
     except Exception:
         return "hex dump of %d bytes: %s" % (len(b), b.hex())
 
@@ -465,6 +474,7 @@ REPLACE = [
     (re.compile(r'(data_dir: )"[^"]*"'), r"\1<dir>"),
     (re.compile(r"(uptime_ms: )\d+"), r"\1<ms>"),
     (re.compile(r"(data_bytes: )\d+"), r"\1<n>"),
+    (re.compile(r"(disk_free_bytes: |disk_bytes: )\d+"), r"\1<n>"),
     # the record table's rows and the checks that show a ts or a hash
     (re.compile(r"`[0-9a-f ]+( …)?`( \| value (<ns>|bin\(32\) <hash>) \|)"), r"<bytes>\2"),
     (re.compile(r"`[0-9a-f ]+`( = <ns>)"), r"<bytes>\1"),

@@ -718,9 +718,14 @@ def run_checks(res, cli, q, daemon):
         for k in ("ingest", "publish", "query"):
             expect_eq(st[k], eps[k], "%s endpoint" % k)
         expect_eq(os.path.realpath(st["data_dir"]), os.path.realpath(daemon.data), "data_dir")
+        expect(abs(st["map_use"] - st["data_bytes"] / st["map_bytes"]) < 1e-9, "map_use")
+        vfs = os.statvfs(daemon.data)
+        expect_eq(st["disk_bytes"], vfs.f_blocks * vfs.f_frsize, "disk_bytes")
+        expect(0 < st["disk_free_bytes"] <= st["disk_bytes"], "disk free within the disk")
         expect_eq(list(st.keys()),
                   ["head", "head_hash", "head_ts", "head_time", "count", "leads", "data_bytes",
-                   "map_bytes", "uptime_ms", "version", "format", "durable", "ingest",
+                   "map_bytes", "map_use", "disk_free_bytes", "disk_bytes", "uptime_ms",
+                   "version", "format", "durable", "ingest",
                    "publish", "query", "data_dir"], "keys")
 
         out = cli.ok("status", "--human")
@@ -739,6 +744,8 @@ def run_checks(res, cli, q, daemon):
         for k in ("ingest", "publish", "query"):
             expect_eq(fields[k], eps[k], k)
         expect_eq(fields["data dir"], st["data_dir"], "data dir")
+        expect(fields["map use"].endswith("%"), "map use: %r" % fields["map use"])
+        expect(" of " in fields["disk free"], "disk free: %r" % fields["disk free"])
         for k in ("data size", "map size", "uptime"):
             expect(fields.get(k), "no %s" % k)
     res.run("status: human and --json fields agree with the daemon", status)

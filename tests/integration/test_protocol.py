@@ -628,7 +628,8 @@ def run_checks(res, c, daemon):
     def status_fields():
         st = c.status()
         for k, t in (("head", int), ("head_ts", int), ("count", int), ("data_bytes", int),
-                     ("map_bytes", int), ("uptime_ms", int), ("leads", int), ("format", int),
+                     ("map_bytes", int), ("disk_free_bytes", int), ("disk_bytes", int),
+                     ("uptime_ms", int), ("leads", int), ("format", int),
                      ("version", str), ("ingest", str), ("publish", str), ("query", str),
                      ("data_dir", str), ("head_hash", bytes), ("durable", bool)):
             expect(isinstance(st.get(k), t), "status %s is %r" % (k, st.get(k)))
@@ -636,6 +637,9 @@ def run_checks(res, c, daemon):
         names = {msgpack.unpackb(r).get("lead") for r in state["recs"]} - {None}
         expect_eq(st["leads"], len(names), "leads")
         expect(st["data_bytes"] > 0 and st["map_bytes"] >= st["data_bytes"], "sizes")
+        vfs = os.statvfs(st["data_dir"])
+        expect_eq(st["disk_bytes"], vfs.f_blocks * vfs.f_frsize, "disk_bytes")
+        expect(0 < st["disk_free_bytes"] <= st["disk_bytes"], "disk free within the disk")
     res.run("status fields", status_fields)
 
     def lead_fields():

@@ -1007,6 +1007,8 @@ test_status_round_trip(void **state)
 	st.count = 123456;
 	st.data_bytes = 1ULL << 33;
 	st.map_bytes = 1ULL << 34;
+	st.disk_free_bytes = (1ULL << 40) + 7;
+	st.disk_bytes = (1ULL << 41) + 9;
 	st.uptime_ms = 98765;
 	st.leads = 4321;
 	st.format = 1;
@@ -1039,6 +1041,8 @@ test_status_round_trip(void **state)
 		assert_true(got.count == st.count);
 		assert_true(got.data_bytes == st.data_bytes);
 		assert_true(got.map_bytes == st.map_bytes);
+		assert_true(got.disk_free_bytes == st.disk_free_bytes);
+		assert_true(got.disk_bytes == st.disk_bytes);
 		assert_true(got.uptime_ms == st.uptime_ms);
 		assert_true(got.leads == st.leads);
 		assert_int_equal(got.format, st.format);

@@ -1,0 +1,474 @@
+/*
+ * clients/lib/backup.c - the log's files without a daemon: hot backup
+ * (mdb_env_copy2, compacted, one read transaction), restore (write aside,
+ * fsync, rename, directory fsync) and the hash chain recomputed over an
+ * LMDB environment opened read-only.  Contract in funnel.h; the layout's
+ * names come from proto/logfmt.h.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "envelope.h"
+#include "internal.h"
+#include "logfmt.h"
+
+#define COPY_CHUNK (1 << 20)
+
+static int
+storage_error(funnel_error_info *err, const char *field, const char *what, const char *path,
+              int e)
+{
+	return fl_set_error(err, FUNNEL_ESTORAGE, -1, field, "%s %s: %s", what, path,
+	                    e > 0 ? strerror(e) : mdb_strerror(e));
+}
+
+/* fsync a directory, so a rename or a new file in it survives a crash. */
+static int
+fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	int e = errno;
+	close(fd);
+	errno = e;
+	return rc;
+}
+
+static int
+fsync_path(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	int e = errno;
+	close(fd);
+	errno = e;
+	return rc;
+}
+
+/* Create dir if missing; it must then be empty.  *created says whether
+ * it was made here (its parent then needs an fsync). */
+static int
+empty_dir(const char *dir, const char *field, int *created, funnel_error_info *err)
+{
+	DIR *d;
+	struct dirent *de;
+
+	*created = 0;
+	if (mkdir(dir, 0750) == 0)
+		*created = 1;
+	else if (errno != EEXIST)
+		return storage_error(err, field, "cannot create directory", dir, errno);
+	if ((d = opendir(dir)) == NULL)
+		return storage_error(err, field, "cannot open directory", dir, errno);
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+			char name[256];
+			snprintf(name, sizeof name, "%s", de->d_name);   /* de dies with d */
+			closedir(d);
+			return fl_set_error(err, FUNNEL_EINVAL, -1, field,
+			                    "%s is not empty (found %s): refusing to write over it", dir,
+			                    name);
+		}
+	}
+	closedir(d);
+	return FUNNEL_OK;
+}
+
+static void
+parent_of(const char *path, char *out, size_t len)
+{
+	snprintf(out, len, "%s", path);
+	size_t n = strlen(out);
+	while (n > 1 && out[n - 1] == '/')
+		out[--n] = '\0';
+	char *slash = strrchr(out, '/');
+	if (slash == NULL)
+		snprintf(out, len, ".");
+	else if (slash == out)
+		out[1] = '\0';
+	else
+		*slash = '\0';
+}
+
+/* Open the environment in dir read-only (flags add MDB_NOLOCK for a
+ * directory nobody writes).  The map size is the file's own. */
+static int
+env_open(const char *dir, unsigned flags, MDB_env **env, funnel_error_info *err)
+{
+	char path[PATH_MAX];
+	struct stat sb;
+	int rc;
+
+	snprintf(path, sizeof path, "%s/%s", dir, FP_LOG_DATA_FILE);
+	if (stat(path, &sb) != 0)
+		return fl_set_error(err, FUNNEL_ESTORAGE, -1, "dir", "%s: no funnel log here (%s: %s)",
+		                    dir, FP_LOG_DATA_FILE, strerror(errno));
+	if ((rc = mdb_env_create(env)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(*env, FP_LOG_MAX_TABLES)) != 0 ||
+	    (rc = mdb_env_open(*env, dir, MDB_RDONLY | flags, 0644)) != 0) {
+		if (*env != NULL)
+			mdb_env_close(*env);
+		*env = NULL;
+		return storage_error(err, "dir", "cannot open the log in", dir, rc);
+	}
+	return FUNNEL_OK;
+}
+
+static int
+meta_get(MDB_txn *txn, MDB_dbi meta, const char *key, MDB_val *v)
+{
+	MDB_val k = { strlen(key), (void *)key };
+	return mdb_get(txn, meta, &k, v);
+}
+
+/* Walk the whole chain of an open environment in one read transaction. */
+static int
+env_verify(MDB_env *env, const char *dir, funnel_verify_result *res, funnel_log_head *head,
+           funnel_error_info *err)
+{
+	MDB_txn *txn = NULL;
+	MDB_cursor *cur = NULL;
+	MDB_dbi meta, log;
+	MDB_val k, v;
+	fp_chain c;
+	uint8_t before_last[FUNNEL_HASH_BYTES] = { 0 };
+	uint32_t format = 0;
+	uint64_t meta_head = 0;
+	int rc, ret = FUNNEL_OK;
+
+	memset(res, 0, sizeof *res);
+	if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) != 0)
+		return storage_error(err, "dir", "cannot read the log in", dir, rc);
+	if ((rc = mdb_dbi_open(txn, FP_META_TABLE, 0, &meta)) != 0 ||
+	    (rc = meta_get(txn, meta, FP_META_FORMAT, &v)) != 0 || v.mv_size != sizeof format) {
+		ret = fl_set_error(err, FUNNEL_EVALUE, -1, "dir", "%s is not a funnel log (no format record)",
+		                   dir);
+		goto out;
+	}
+	memcpy(&format, v.mv_data, sizeof format);
+	if (format != FP_LOG_FORMAT) {
+		ret = fl_set_error(err, FUNNEL_EVALUE, -1, "format",
+		                   "%s holds a log in format %" PRIu32 "; this version reads format %d",
+		                   dir, format, FP_LOG_FORMAT);
+		goto out;
+	}
+	if ((rc = mdb_dbi_open(txn, FP_LOG_TABLE, MDB_INTEGERKEY, &log)) != 0 ||
+	    (rc = mdb_cursor_open(txn, log, &cur)) != 0) {
+		ret = storage_error(err, "dir", "cannot open the log table in", dir, rc);
+		goto out;
+	}
+	fp_chain_init(&c, 1, NULL);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		uint64_t seq = 0;
+		if (k.mv_size == sizeof seq)
+			memcpy(&seq, k.mv_data, sizeof seq);
+		if (seq != c.next_seq) {
+			snprintf(res->why, sizeof res->why, "seq %" PRIu64 ": missing (next key is %" PRIu64 ")",
+			         c.next_seq, seq);
+			res->bad_seq = c.next_seq;
+			ret = fl_set_error(err, FUNNEL_ECHAIN, -1, "", "%s", res->why);
+			goto out;
+		}
+		memcpy(before_last, c.head, FUNNEL_HASH_BYTES);
+		if (fp_chain_step(&c, v.mv_data, v.mv_size, res->why, sizeof res->why) != FUNNEL_OK) {
+			res->bad_seq = seq;
+			ret = fl_set_error(err, FUNNEL_ECHAIN, -1, "", "%s", res->why);
+			goto out;
+		}
+		res->checked++;
+		res->last_good = seq;
+		memcpy(res->head_hash, c.head, FUNNEL_HASH_BYTES);
+	}
+	if (rc != MDB_NOTFOUND) {
+		ret = storage_error(err, "dir", "cannot read the log in", dir, rc);
+		goto out;
+	}
+	/* meta's head must be the last record, as the daemon's status says. */
+	if (meta_get(txn, meta, FP_META_HEAD_SEQ, &v) == 0 && v.mv_size == sizeof meta_head)
+		memcpy(&meta_head, v.mv_data, sizeof meta_head);
+	if (res->last_good != 0 &&
+	    (meta_head != res->last_good || meta_get(txn, meta, FP_META_HEAD_HASH, &v) != 0 ||
+	     v.mv_size != FUNNEL_HASH_BYTES || memcmp(v.mv_data, c.head, FUNNEL_HASH_BYTES) != 0)) {
+		snprintf(res->why, sizeof res->why,
+		         "seq %" PRIu64 ": the stored head (seq %" PRIu64 ") and its hash differ from the "
+		         "last record", res->last_good, meta_head);
+		res->bad_seq = res->last_good;
+		res->last_good--;
+		res->checked--;
+		memcpy(res->head_hash, before_last, FUNNEL_HASH_BYTES);
+		ret = fl_set_error(err, FUNNEL_ECHAIN, -1, "", "%s", res->why);
+		goto out;
+	}
+	if (head != NULL) {
+		char path[PATH_MAX];
+		struct stat sb;
+		snprintf(path, sizeof path, "%s/%s", dir, FP_LOG_DATA_FILE);
+		head->head = res->last_good;
+		memcpy(head->head_hash, res->head_hash, FUNNEL_HASH_BYTES);
+		head->format = format;
+		head->bytes = stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+	}
+out:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return ret;
+}
+
+int
+funnel_log_verify(const char *dir, funnel_verify_result *res, funnel_log_head *head,
+                  funnel_error_info *err)
+{
+	MDB_env *env = NULL;
+	int rc;
+
+	if (err == NULL || res == NULL)
+		return FUNNEL_EINVAL;
+	fl_clear_error(err);
+	if (dir == NULL || dir[0] == '\0')
+		return fl_set_error(err, FUNNEL_EINVAL, -1, "dir", "a directory is required");
+	if ((rc = env_open(dir, MDB_NOLOCK, &env, err)) != FUNNEL_OK)
+		return rc;
+	rc = env_verify(env, dir, res, head, err);
+	mdb_env_close(env);
+	return rc;
+}
+
+static void
+hex(const uint8_t *b, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[b[i] >> 4];
+		out[2 * i + 1] = digits[b[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* Write dir/backup.info: temp file, fsync, rename, directory fsync. */
+static int
+write_info(const char *dir, const char *source, const funnel_log_head *h, funnel_error_info *err)
+{
+	char tmp[PATH_MAX + 16], path[PATH_MAX], hash[2 * FUNNEL_HASH_BYTES + 1];
+	struct timespec now;
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s/%s", dir, FUNNEL_BACKUP_INFO_FILE);
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	if ((f = fopen(tmp, "w")) == NULL)
+		return storage_error(err, "dest", "cannot write", tmp, errno);
+	clock_gettime(CLOCK_REALTIME, &now);
+	hex(h->head_hash, FUNNEL_HASH_BYTES, hash);
+	fprintf(f, "format=%" PRIu32 "\nhead_seq=%" PRIu64 "\nhead_hash=%s\nbytes=%" PRIu64
+	        "\ntaken_at_ns=%" PRIu64 "\nsource=%s\n",
+	        h->format, h->head, hash, h->bytes,
+	        (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec, source);
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		int e = errno;
+		fclose(f);
+		return storage_error(err, "dest", "cannot write", tmp, e);
+	}
+	if (fclose(f) != 0 || rename(tmp, path) != 0 || fsync_dir(dir) != 0)
+		return storage_error(err, "dest", "cannot write", path, errno);
+	return FUNNEL_OK;
+}
+
+int
+funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *head,
+              funnel_verify_result *res, funnel_error_info *err)
+{
+	MDB_env *live = NULL, *copy = NULL;
+	funnel_log_head h;
+	char path[PATH_MAX], parent[PATH_MAX], source[PATH_MAX];
+	int rc, created;
+
+	if (err == NULL || res == NULL)
+		return FUNNEL_EINVAL;
+	fl_clear_error(err);
+	memset(res, 0, sizeof *res);
+	if (data_dir == NULL || data_dir[0] == '\0')
+		return fl_set_error(err, FUNNEL_EINVAL, -1, "data", "the data directory is required");
+	if (dest_dir == NULL || dest_dir[0] == '\0')
+		return fl_set_error(err, FUNNEL_EINVAL, -1, "dest", "a backup directory is required");
+	if (realpath(data_dir, source) == NULL)
+		return storage_error(err, "data", "cannot find", data_dir, errno);
+	if ((rc = empty_dir(dest_dir, "dest", &created, err)) != FUNNEL_OK)
+		return rc;
+	/* A reader of the live environment, with LMDB's lock file: the copy
+	 * is one read transaction, and the writer goes on beside it. */
+	if ((rc = env_open(data_dir, 0, &live, err)) != FUNNEL_OK)
+		return rc;
+	rc = mdb_env_copy2(live, dest_dir, MDB_CP_COMPACT);
+	mdb_env_close(live);
+	if (rc != 0)
+		return storage_error(err, "dest", "cannot copy the log to", dest_dir, rc);
+	snprintf(path, sizeof path, "%s/%s", dest_dir, FP_LOG_DATA_FILE);
+	parent_of(dest_dir, parent, sizeof parent);
+	if (fsync_path(path) != 0 || fsync_dir(dest_dir) != 0 ||
+	    (created && fsync_dir(parent) != 0))
+		return storage_error(err, "dest", "cannot fsync", path, errno);
+	if ((rc = env_open(dest_dir, MDB_NOLOCK, &copy, err)) != FUNNEL_OK)
+		return rc;
+	rc = env_verify(copy, dest_dir, res, &h, err);
+	mdb_env_close(copy);
+	if (rc != FUNNEL_OK)
+		return rc;
+	if ((rc = write_info(dest_dir, source, &h, err)) != FUNNEL_OK)
+		return rc;
+	if (head != NULL)
+		*head = h;
+	return FUNNEL_OK;
+}
+
+/* Read backup.info into *h (format, head_seq, head_hash). */
+static int
+read_info(const char *dir, funnel_log_head *h, funnel_error_info *err)
+{
+	char path[PATH_MAX], line[PATH_MAX + 32];
+	int have = 0;
+	FILE *f;
+
+	memset(h, 0, sizeof *h);
+	snprintf(path, sizeof path, "%s/%s", dir, FUNNEL_BACKUP_INFO_FILE);
+	if ((f = fopen(path, "r")) == NULL)
+		return fl_set_error(err, FUNNEL_EVALUE, -1, "backup",
+		                    "%s: %s (not a complete backup): %s", dir, FUNNEL_BACKUP_INFO_FILE,
+		                    strerror(errno));
+	while (fgets(line, sizeof line, f) != NULL) {
+		char *eq = strchr(line, '=');
+		if (eq == NULL)
+			continue;
+		*eq++ = '\0';
+		eq[strcspn(eq, "\n")] = '\0';
+		if (strcmp(line, "format") == 0) {
+			h->format = (uint32_t)strtoul(eq, NULL, 10);
+			have |= 1;
+		} else if (strcmp(line, "head_seq") == 0) {
+			h->head = strtoull(eq, NULL, 10);
+			have |= 2;
+		} else if (strcmp(line, "head_hash") == 0 && strlen(eq) == 2 * FUNNEL_HASH_BYTES) {
+			for (int i = 0; i < FUNNEL_HASH_BYTES; i++) {
+				unsigned x;
+				if (sscanf(eq + 2 * i, "%2x", &x) != 1)
+					break;
+				h->head_hash[i] = (uint8_t)x;
+			}
+			have |= 4;
+		} else if (strcmp(line, "bytes") == 0) {
+			h->bytes = strtoull(eq, NULL, 10);
+		}
+	}
+	fclose(f);
+	if (have != 7)
+		return fl_set_error(err, FUNNEL_EVALUE, -1, "backup",
+		                    "%s lacks format, head_seq or head_hash", path);
+	return FUNNEL_OK;
+}
+
+/* Copy src to dst (created, must not exist), fsync it. */
+static int
+copy_file(const char *src, const char *dst, funnel_error_info *err)
+{
+	int in = -1, out = -1, ret = FUNNEL_OK;
+	char *buf = malloc(COPY_CHUNK);
+
+	if (buf == NULL)
+		return fl_set_error(err, FUNNEL_ENOMEM, -1, "", "out of memory");
+	if ((in = open(src, O_RDONLY)) < 0) {
+		ret = storage_error(err, "backup", "cannot read", src, errno);
+		goto out;
+	}
+	if ((out = open(dst, O_WRONLY | O_CREAT | O_EXCL, 0640)) < 0) {
+		ret = storage_error(err, "data", "cannot create", dst, errno);
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = read(in, buf, COPY_CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			ret = storage_error(err, "backup", "cannot read", src, errno);
+			goto out;
+		}
+		if (n == 0)
+			break;
+		for (ssize_t off = 0; off < n;) {
+			ssize_t w = write(out, buf + off, (size_t)(n - off));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				ret = storage_error(err, "data", "cannot write", dst, errno);
+				goto out;
+			}
+			off += w;
+		}
+	}
+	if (fsync(out) != 0)
+		ret = storage_error(err, "data", "cannot fsync", dst, errno);
+out:
+	if (in >= 0)
+		close(in);
+	if (out >= 0 && close(out) != 0 && ret == FUNNEL_OK)
+		ret = storage_error(err, "data", "cannot write", dst, errno);
+	free(buf);
+	return ret;
+}
+
+int
+funnel_restore(const char *backup_dir, const char *data_dir, funnel_log_head *head,
+               funnel_verify_result *res, funnel_error_info *err)
+{
+	funnel_log_head want, got;
+	char src[PATH_MAX], tmp[PATH_MAX + 16], dst[PATH_MAX], parent[PATH_MAX];
+	int rc, created;
+
+	if (err == NULL || res == NULL)
+		return FUNNEL_EINVAL;
+	fl_clear_error(err);
+	memset(res, 0, sizeof *res);
+	if (backup_dir == NULL || backup_dir[0] == '\0')
+		return fl_set_error(err, FUNNEL_EINVAL, -1, "backup", "a backup directory is required");
+	if (data_dir == NULL || data_dir[0] == '\0')
+		return fl_set_error(err, FUNNEL_EINVAL, -1, "data", "the data directory is required");
+	if ((rc = read_info(backup_dir, &want, err)) != FUNNEL_OK)
+		return rc;
+	if ((rc = funnel_log_verify(backup_dir, res, &got, err)) != FUNNEL_OK)
+		return rc;
+	if (got.head != want.head || memcmp(got.head_hash, want.head_hash, FUNNEL_HASH_BYTES) != 0)
+		return fl_set_error(err, FUNNEL_EVALUE, -1, "backup",
+		                    "%s: the copy's head (seq %" PRIu64 ") is not the one %s names "
+		                    "(seq %" PRIu64 ")", backup_dir, got.head, FUNNEL_BACKUP_INFO_FILE,
+		                    want.head);
+	if ((rc = empty_dir(data_dir, "data", &created, err)) != FUNNEL_OK)
+		return rc;
+	snprintf(src, sizeof src, "%s/%s", backup_dir, FP_LOG_DATA_FILE);
+	snprintf(tmp, sizeof tmp, "%s/%s.partial", data_dir, FP_LOG_DATA_FILE);
+	snprintf(dst, sizeof dst, "%s/%s", data_dir, FP_LOG_DATA_FILE);
+	if ((rc = copy_file(src, tmp, err)) != FUNNEL_OK) {
+		unlink(tmp);
+		return rc;
+	}
+	parent_of(data_dir, parent, sizeof parent);
+	if (rename(tmp, dst) != 0 || fsync_dir(data_dir) != 0 ||
+	    (created && fsync_dir(parent) != 0))
+		return storage_error(err, "data", "cannot put the log in place in", data_dir, errno);
+	if (head != NULL)
+		*head = got;
+	return FUNNEL_OK;
+}
