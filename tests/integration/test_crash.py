@@ -54,7 +54,7 @@ import time
 import msgpack
 import zmq
 
-from funnel_testlib import REPO, CheckFailed, Results, expect, expect_eq
+from funnel_testlib import CheckFailed, Results, expect, expect_eq
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(BUILD, "bin", "funneld"))
@@ -474,9 +474,112 @@ def flushes_per_commit(ops):
     return syncs, dsync
 
 
+SCORING = os.environ.get("FUNNEL_SCORING", os.path.join(BUILD, "bin", "funnel-scoring"))
+SCORING_RULES = """\
+version: "crash"
+scoring:
+  threshold: 50
+  minimum_fit: 10
+  decay:
+    half_life_days: 30
+  on_recycle: reset_engagement
+  fit:
+    - name: senior title
+      field: title
+      matches: "(vp|chief)"
+      points: 20
+  engagement:
+    - name: demo request
+      on: demo_request
+      points: 40
+"""
+
+
+def run_scoring(view, rules, eps, env=None):
+    return subprocess.run(
+        [SCORING, "--rules", rules, "--view", view, "--ingest", eps["ingest"],
+         "--publish", eps["publish"], "--query", eps["query"], "--until-head"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CMD_TIMEOUT_S, env=env)
+
+
+def view_states(root, nstates):
+    """A service's view created under the shim (funnel-scoring to the head
+    of a small log, from no view), then every crash state of it: the
+    service must start on each and reach the head again.  A view's commit
+    need not survive (the view replays from its checkpoint), so only
+    opening is checked.  Returns (states checked, failures, examples)."""
+    tdir, fs = os.path.join(root, "vtrace"), os.path.join(root, "vfs")
+    os.mkdir(tdir)
+    os.mkdir(fs)
+    rules = os.path.join(root, "scoring.yaml")
+    with open(rules, "w") as f:
+        f.write(SCORING_RULES)
+    proc, eps = start_funneld(os.path.join(root, "vlog"), os.path.join(tdir, "ready"),
+                              os.path.join(tdir, "log"))
+    failures, examples, checked = collections.Counter(), {}, 0
+    try:
+        expect(eps is not None, "funneld did not start: %s" % tail(os.path.join(tdir, "log")))
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RCVTIMEO, 5000)
+        s.connect(eps["ingest"])
+        for n in range(20):
+            s.send(msgpack.packb({"op": "publish", "rid": n + 1, "events": [
+                {"type": "lead.captured", "lead": "V%d" % n, "id": "v-%d" % n,
+                 "data": {"title": "VP"}}]}))
+            expect(msgpack.unpackb(s.recv()).get("ok") is True, "publish refused")
+        s.close(0)
+        ctx.term()
+        trace = os.path.join(tdir, "ops")
+        env = dict(os.environ, LD_PRELOAD=SHIM, CRASH_TRACE=trace, CRASH_WATCH=fs)
+        env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+        p = run_scoring(os.path.join(fs, "view"), rules, eps, env)
+        expect_eq(p.returncode, 0, "funnel-scoring under the shim (stderr %s)" % p.stderr[-400:])
+        ops = read_trace(trace)
+        expect(ops, "no op traced")
+        model = Model(ops, fs)
+        seen, jobs = set(), []
+        with concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            for k in range(len(ops) + 1):
+                for mode in ("none", "all", "random", "newest", "random", "random"):
+                    files, dirs = model.state(k, mode, random.Random("v-%d-%s-%d" % (k, mode, len(jobs))))
+                    h = hashlib.sha256(repr(sorted(files.items())).encode() +
+                                       repr(sorted(dirs)).encode()).digest()
+                    if h in seen or len(jobs) >= nstates:
+                        continue
+                    seen.add(h)
+                    wd = os.path.join(root, "vstate-%d" % len(jobs))
+                    jobs.append((k, mode, pool.submit(check_view, wd, files, dirs, rules, eps)))
+            for k, mode, fut in jobs:
+                checked += 1
+                why = fut.result()
+                if why is not None:
+                    key = why.split(":")[0]
+                    failures[key] += 1
+                    examples.setdefault(key, "crash after op %d of %d (%s): %s" % (k, len(ops), mode, why))
+    finally:
+        stop(proc)
+    return checked, failures, examples
+
+
+def check_view(workdir, files, dirs, rules, eps):
+    os.makedirs(workdir)
+    for d in sorted(dirs):
+        os.makedirs(os.path.join(workdir, d), exist_ok=True)
+    for p, b in files.items():
+        os.makedirs(os.path.dirname(os.path.join(workdir, p)), exist_ok=True)
+        with open(os.path.join(workdir, p), "wb") as f:
+            f.write(b)
+    p = run_scoring(os.path.join(workdir, "view"), rules, eps)
+    if p.returncode != 0:
+        return "funnel-scoring exit %d: %s" % (p.returncode, p.stderr.strip()[-300:])
+    return None
+
+
 def main():
     res = Results()
-    for path in (FUNNELD, FUNNEL, SHIM):
+    for path in (FUNNELD, FUNNEL, SCORING, SHIM):
         if not os.access(path, os.R_OK):
             res.not_ok("%s is built" % path, path)
             return res.summary()
@@ -527,7 +630,7 @@ def run(res, root):
     seen = set()
     failures = collections.Counter()
     examples = {}
-    lost_total, checked = 0, 0
+    lost_total, lost_states, checked = 0, 0, 0
     acked_before = sorted(acks)
     jobs = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS) as pool:
@@ -547,19 +650,32 @@ def run(res, root):
             lost, why = fut.result()
             checked += 1
             lost_total += lost
+            lost_states += lost > 0
             if why is not None:
                 key = why.split(":")[0]
                 failures[key] += 1
                 examples.setdefault(key, "crash after op %d of %d (%s): %s" % (k, n, mode, why))
     acked_any = sum(1 for c, _, _ in acks if c <= n)
-    print("crash: %d states checked, %d acked events, %d acked events lost, "
+    print("crash: %d states checked, %d acked events, %d acked events lost (%d states lose some), "
           "%.2f flushes per commit (%d fsync/fdatasync + %d O_DSYNC meta writes over %d commits; "
-          "%d ops traced)" % (checked, acked_any, lost_total,
+          "%d ops traced)" % (checked, acked_any, lost_total, lost_states,
                               (syncs + dsync) / dsync if dsync else 0.0, syncs, dsync, dsync, n),
           flush=True)
     for key, cnt in failures.most_common():
         print("  %d states: %s" % (cnt, examples[key]), flush=True)
 
+    got = {}
+
+    def views():
+        got["v"] = view_states(root, max(60, CRASH_STATES // 3))
+    if res.run("a service's view is created under the shim", views):
+        vchecked, vfail, vex = got["v"]
+        print("crash: %d view states checked, %d where the service does not start"
+              % (vchecked, sum(vfail.values())), flush=True)
+        for key, cnt in vfail.most_common():
+            print("  %d view states: %s" % (cnt, vex[key]), flush=True)
+        res.run("on every crash state of a new view the service starts and reaches the head",
+                lambda: expect(not vfail, "%d of %d view states failed" % (sum(vfail.values()), vchecked)))
     res.run("every crash state keeps every acked event at its seq",
             lambda: expect_eq(lost_total, 0, "acked events lost"))
     res.run("on every crash state funneld starts, the chain verifies, the log is gapless and "
