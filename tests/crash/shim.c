@@ -88,15 +88,30 @@ REAL(fsync); REAL(fdatasync); REAL(msync); REAL(ftruncate); REAL(fallocate); REA
 REAL(renameat); REAL(mkdir); REAL(unlink); REAL(close); REAL(mmap);
 
 static void
-init(void)
+bind(void)
 {
 #define BIND(name) real_##name = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
 	BIND(open); BIND(openat); BIND(pwrite); BIND(pwritev); BIND(write); BIND(writev);
 	BIND(fsync); BIND(fdatasync); BIND(msync); BIND(ftruncate); BIND(fallocate); BIND(rename);
 	BIND(renameat); BIND(mkdir); BIND(unlink); BIND(close); BIND(mmap);
+}
+
+/* Open the trace and the counter named by the environment.  Done by the
+ * constructor, and again on a call that comes before it (a sanitizer's
+ * runtime may call in before the environment is read): it takes effect
+ * once, the first time CRASH_TRACE and CRASH_WATCH are both set. */
+static pthread_mutex_t setup_mu = PTHREAD_MUTEX_INITIALIZER;
+static volatile int set_up;
+
+static void
+setup(void)
+{
+	pthread_mutex_lock(&setup_mu);
 	const char *t = getenv("CRASH_TRACE"), *w = getenv("CRASH_WATCH");
-	if (t == NULL || w == NULL)
+	if (set_up || t == NULL || w == NULL) {
+		pthread_mutex_unlock(&setup_mu);
 		return;
+	}
 	char ctr[PATH_MAX];
 	snprintf(watch, sizeof watch, "%s", w);
 	watch_len = strlen(watch);
@@ -114,12 +129,23 @@ init(void)
 	trace_fd = (int)syscall(SYS_open, t, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (trace_fd < 0)
 		abort();
+	set_up = 1;
+	pthread_mutex_unlock(&setup_mu);
+}
+
+__attribute__((constructor)) static void
+shim_init(void)
+{
+	pthread_once(&once, bind);
+	setup();
 }
 
 static void
 ensure(void)
 {
-	pthread_once(&once, init);
+	pthread_once(&once, bind);
+	if (!set_up)
+		setup();
 }
 
 static void
