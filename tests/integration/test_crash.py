@@ -8,8 +8,10 @@ directory under tests/crash/shim.c (LD_PRELOAD), which records every
 write to its data files (file, offset, bytes), every flush, and every
 create, rename and directory flush, in order, with an op counter.
 Pipelined producers publish events with idempotency keys; on each ack
-they read the op counter, so "acked before the crash point" is exact: an
-ack that read counter c came before every op numbered c or more.
+they read the op counter.  An ack that read counter c came before every
+op numbered c or more, so its events are required at every crash point
+from c on: never of a crash that came before the ack (an ack received
+the instant before an op but read after it counts from the next point).
 
 A crash point k keeps ops 0..k-1 and loses the rest.  The disk after it:
 
