@@ -430,8 +430,16 @@ def check_tables(t, acked):
 
 
 def check_state(workdir, files, dirs, acked):
-    """Write the state under workdir, start funneld, verify, dump, check.
-    Returns (acked events lost, failure text or None)."""
+    """Write the state under workdir, start funneld, verify, dump, check;
+    workdir is removed after.  Returns (acked events lost, failure text or
+    None)."""
+    try:
+        return check_state_in(workdir, files, dirs, acked)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check_state_in(workdir, files, dirs, acked):
     os.makedirs(workdir)
     for d in sorted(dirs):
         os.makedirs(os.path.join(workdir, d), exist_ok=True)
@@ -566,6 +574,13 @@ def view_states(root, nstates):
 
 
 def check_view(workdir, files, dirs, rules, eps):
+    try:
+        return check_view_in(workdir, files, dirs, rules, eps)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check_view_in(workdir, files, dirs, rules, eps):
     os.makedirs(workdir)
     for d in sorted(dirs):
         os.makedirs(os.path.join(workdir, d), exist_ok=True)
@@ -634,29 +649,39 @@ def run(res, root):
     examples = {}
     lost_total, lost_states, checked = 0, 0, 0
     acked_before = sorted(acks)
-    jobs = []
+    submitted = 0
+    pending = collections.deque()     # a few states in flight: memory and disk stay small
+
+    def collect(job):
+        nonlocal checked, lost_total, lost_states
+        k, mode, fut = job
+        lost, why = fut.result()
+        checked += 1
+        lost_total += lost
+        lost_states += lost > 0
+        if why is not None:
+            key = why.split(":")[0]
+            failures[key] += 1
+            examples.setdefault(key, "crash after op %d of %d (%s): %s" % (k, n, mode, why))
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS) as pool:
         for k, mode in plan():
-            if len(jobs) >= CRASH_STATES:
+            if submitted >= CRASH_STATES:
                 break
-            files, dirs = model.state(k, mode, random.Random("%d-%d-%s-%d" % (CRASH_SEED, k, mode, len(jobs))))
+            files, dirs = model.state(k, mode, random.Random("%d-%d-%s-%d" % (CRASH_SEED, k, mode, submitted)))
             h = hashlib.sha256(repr(sorted(files.items())).encode() + repr(sorted(dirs)).encode() +
                                repr(sum(1 for c, _, _ in acked_before if c <= k)).encode()).digest()
             if h in seen:
                 continue
             seen.add(h)
             acked = [(s, e) for c, s, e in acked_before if c <= k]
-            wd = os.path.join(root, "state-%d" % len(jobs))
-            jobs.append((k, mode, pool.submit(check_state, wd, files, dirs, acked)))
-        for k, mode, fut in jobs:
-            lost, why = fut.result()
-            checked += 1
-            lost_total += lost
-            lost_states += lost > 0
-            if why is not None:
-                key = why.split(":")[0]
-                failures[key] += 1
-                examples.setdefault(key, "crash after op %d of %d (%s): %s" % (k, n, mode, why))
+            wd = os.path.join(root, "state-%d" % submitted)
+            submitted += 1
+            pending.append((k, mode, pool.submit(check_state, wd, files, dirs, acked)))
+            while len(pending) > 2 * WORKERS:
+                collect(pending.popleft())
+        while pending:
+            collect(pending.popleft())
     acked_any = sum(1 for c, _, _ in acks if c <= n)
     print("crash: %d states checked, %d acked events, %d acked events lost (%d states lose some), "
           "%.2f flushes per commit (%d fsync/fdatasync + %d O_DSYNC meta writes over %d commits; "
