@@ -11,6 +11,8 @@
 #                   NATS JetStream.  BENCH_OUT=tests/bench/RESULTS.md keeps
 #                   the table where the README quotes it from
 #   make sanitize   build into build-asan/ with -fsanitize=address,undefined
+#   make check      the tests without installing; CRASH_STATES=5000 checks
+#                   that many simulated power-loss states (default 300)
 #   make fuzz       libFuzzer on the request decoder and envelope validator
 #                   and on the client's reply and record decoders (clang),
 #                   FUZZ_SECONDS=60 each; `make check` runs each for 15 s
@@ -236,7 +238,16 @@ FUZZ_CHECK := tests/fuzz/fuzz.sh
 endif
 FUZZ_CHECK_SECONDS ?= 15
 
-check: all $(UNIT_BIN) $(ITEST_BIN) $(if $(FUZZ_CHECK),$(FUZZ_BIN))
+# The power-loss harness's LD_PRELOAD library (tests/crash/shim.c), which
+# tests/integration/test_crash.py preloads into funneld.  Never built with
+# the sanitizers: it sits before their runtime in the library list.
+CRASH_SHIM := $(BUILD)/tests/crashshim.so
+$(CRASH_SHIM): tests/crash/shim.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -g -O2 -Wall -Wextra -fPIC -shared -o $@ $< -ldl -lpthread
+
+# CRASH_STATES=5000 make check: more power-loss states (default 300)
+check: all $(UNIT_BIN) $(ITEST_BIN) $(CRASH_SHIM) $(if $(FUZZ_CHECK),$(FUZZ_BIN))
 	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_CHECK_SECONDS) sh tests/run.sh $(UNIT_BIN) $(ITEST_BIN) $(FUZZ_CHECK)
 
 test-asan:

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "envfile.h"
 #include "store.h"
 
 /* Layout of a lead's state in the leads table; the owner's bytes follow. */
@@ -170,6 +171,9 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int
 		if (realpath(path, abs) != NULL)
 			snprintf(s->path, sizeof s->path, "%s", abs);
 	}
+	/* A new log appears in place only once its initial state is durable. */
+	if (fp_envfile_prepare(path, why, whylen) != 0)
+		goto fail;
 	if ((rc = mdb_env_create(&s->env)) != 0 ||
 	    (rc = mdb_env_set_maxdbs(s->env, FP_LOG_MAX_TABLES)) != 0 ||
 	    (rc = mdb_env_set_maxreaders(s->env, 126)) != 0) {

@@ -68,7 +68,10 @@ typedef struct store_lead {
 } store_lead;
 
 /*
- * Open or create the log in directory `path` (created if missing).
+ * Open or create the log in directory `path` (created if missing).  A new
+ * log's data.mdb appears only once its empty state is on disk
+ * (fp_envfile_prepare, proto/envfile.h), so a power loss during creation
+ * leaves no log or an empty one, never one LMDB refuses.
  * Reads the head from the last record: no scan, whatever the log's size.
  * Returns 0, or -1 with a message in why.  On failure *s is released.
  */

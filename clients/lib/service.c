@@ -16,6 +16,7 @@
 
 #include <sodium.h>
 
+#include "envfile.h"
 #include "funnel/log.h"
 #include "funnel/service.h"
 #include "dirlock.h"
@@ -408,6 +409,12 @@ open_view(funnel_service *svc)
 	if ((svc->lock_fd = dirlock_take(svc->view_dir, svc->name, why, sizeof why)) < 0) {
 		funnel_log(FUNNEL_LOG_ERROR, "%s: the view %s is %s: refused (one service per view)",
 		           svc->name, svc->view_dir, why);
+		return FUNNEL_ESTORAGE;
+	}
+	/* A new view appears in place only once its initial state is durable
+	 * (under the lock: one process creates it). */
+	if (fp_envfile_prepare(svc->view_dir, why, sizeof why) != 0) {
+		funnel_log(FUNNEL_LOG_ERROR, "%s: view: %s", svc->name, why);
 		return FUNNEL_ESTORAGE;
 	}
 	if ((rc = mdb_env_create(&svc->env)) != 0)

@@ -1,0 +1,715 @@
+#!/usr/bin/python3
+"""
+tests/integration/test_crash.py - power loss, simulated: does every
+acknowledged event survive it, and does funneld start on what is left?
+
+In the style of ALICE and CrashMonkey.  funneld runs from an empty data
+directory under tests/crash/shim.c (LD_PRELOAD), which records every
+write to its data files (file, offset, bytes), every flush, and every
+create, rename and directory flush, in order, with an op counter.
+Pipelined producers publish events with idempotency keys; on each ack
+they read the op counter.  An ack that read counter c came before every
+op numbered c or more, so its events are required at every crash point
+from c on: never of a crash that came before the ack (an ack received
+the instant before an op but read after it counts from the next point).
+
+A crash point k keeps ops 0..k-1 and loses the rest.  The disk after it:
+
+  - a file's writes up to its last fsync/fdatasync before k are there;
+    a write through an O_DSYNC/O_SYNC fd is there once it returned;
+  - of the writes not yet flushed, any subset: none, all, random ones,
+    a page (4096 bytes) torn at 512-byte sector granularity, the newest
+    without the oldest (write-back reorders);
+  - names (create, mkdir, rename, unlink) are there once their directory
+    was flushed (fsync on the directory); of the rest, a prefix in order
+    (the file system journals names in order).
+
+Each distinct state goes to a fresh directory, and there:
+
+  - funneld starts on it (its ready file appears);
+  - `funnel verify` passes (the chain);
+  - every event acked before k is at the seq its ack gave, same id;
+  - seqs are gapless from 1, each record's seq is its key;
+  - the indexes agree with the log (mdb_dump of every table): idempotency
+    key -> seq both ways, each lead's history keys are its records' seqs,
+    its state's last seq is its last record, meta head_seq and leads.
+
+CRASH_STATES (default 300) is the number of distinct states checked,
+CRASH_EVENTS (default 400, or CRASH_STATES/4 when more) the events published, CRASH_SEED picks the states.  The
+counts line: "crash: N states checked, N acked events, N acked events
+lost, F flushes per commit (...)"; then "N passed, N failed".
+"""
+import collections
+import concurrent.futures
+import hashlib
+import mmap
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import msgpack
+import zmq
+
+from funnel_testlib import CheckFailed, Results, expect, expect_eq
+
+BUILD = os.environ.get("BUILD", "build")
+FUNNELD = os.environ.get("FUNNELD", os.path.join(BUILD, "bin", "funneld"))
+FUNNEL = os.path.join(BUILD, "bin", "funnel")
+SHIM = os.path.join(BUILD, "tests", "crashshim.so")
+CRASH_STATES = int(os.environ.get("CRASH_STATES", "300"))
+CRASH_EVENTS = int(os.environ.get("CRASH_EVENTS", str(max(400, CRASH_STATES // 4))))
+CRASH_SEED = int(os.environ.get("CRASH_SEED", "20"))
+WORKERS = int(os.environ.get("CRASH_WORKERS", "2"))
+READY_WAIT_S = 15.0
+CMD_TIMEOUT_S = 60
+PAGE, SECTOR = 4096, 512
+
+# tests/crash/shim.c's record kinds and flags
+OP_OPEN, OP_WRITE, OP_SYNC, OP_DIRSYNC, OP_TRUNC, OP_RENAME, OP_MKDIR, OP_UNLINK, OP_MMAPW = range(1, 10)
+F_CREAT, F_DSYNC, F_DIR = 1, 2, 4
+REC = struct.Struct("=IIQQQ")
+
+Op = collections.namedtuple("Op", "kind flags ino off data")
+
+
+def read_trace(path):
+    ops = []
+    with open(path, "rb") as f:
+        buf = f.read()
+    pos = 0
+    while pos < len(buf):
+        kind, flags, ino, off, n = REC.unpack_from(buf, pos)
+        pos += REC.size
+        ops.append(Op(kind, flags, ino, off, buf[pos:pos + n]))
+        pos += n
+    return ops
+
+
+def parent(p):
+    return os.path.dirname(p)
+
+
+# --- the workload: funneld under the shim, pipelined producers --------------
+
+def start_funneld(datadir, ready, log, env=None):
+    errlog = open(log, "wb")
+    try:
+        proc = subprocess.Popen(
+            [FUNNELD, "--data", datadir, "--ingest", "tcp://127.0.0.1:*",
+             "--publish", "tcp://127.0.0.1:*", "--query", "tcp://127.0.0.1:*",
+             "--ready-file", ready],
+            stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog, env=env)
+    finally:
+        errlog.close()
+    deadline = time.monotonic() + READY_WAIT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return proc, None
+        if os.path.exists(ready):
+            with open(ready) as f:
+                eps = dict(line.strip().split("=", 1) for line in f if "=" in line)
+            if all(k in eps for k in ("ingest", "query", "pid")):
+                return proc, eps
+        time.sleep(0.01)
+    return proc, None
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def tail(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-400:].decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def events_for(n):
+    """Event n of the workload: lead events on 25 leads and notes."""
+    if n % 2 == 0:
+        return {"type": "lead.captured", "lead": "L%d" % (n % 25), "id": "ev-%d" % n,
+                "data": {"n": n}}
+    return {"type": "x.note", "id": "ev-%d" % n, "data": {"n": n, "pad": "x" * (n % 300)}}
+
+
+def run_workload(root, nevents, seed):
+    """funneld from an empty data dir under the shim; producers on 4
+    DEALERs, 4 requests of 1-4 events in flight on each.  Returns (ops,
+    acks) with acks a list of (counter, seq, id)."""
+    fs = os.path.join(root, "fs")          # what the disk holds: watched
+    tdir = os.path.join(root, "trace")     # the trace, the ready file: not
+    os.mkdir(fs)
+    os.mkdir(tdir)
+    datadir = os.path.join(fs, "data")
+    trace = os.path.join(tdir, "ops")
+    env = dict(os.environ, LD_PRELOAD=SHIM, CRASH_TRACE=trace, CRASH_WATCH=fs)
+    # an ASan funneld: its runtime is not first in the library list then
+    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+    proc, eps = start_funneld(datadir, os.path.join(tdir, "ready"), os.path.join(tdir, "log"), env)
+    if eps is None:
+        stop(proc)
+        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
+    acks = []
+    ctx = zmq.Context()
+    socks = []
+    try:
+        cfd = os.open(trace + ".ctr", os.O_RDONLY)
+        ctr = mmap.mmap(cfd, 8, prot=mmap.PROT_READ)
+        os.close(cfd)
+        rng = random.Random(seed)
+        poller = zmq.Poller()
+        for _ in range(4):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(eps["ingest"])
+            poller.register(s, zmq.POLLIN)
+            socks.append(s)
+        nxt, rid, pending = 0, 0, {}
+
+        def send(s):
+            nonlocal nxt, rid
+            if nxt >= nevents:
+                return
+            k = min(rng.randint(1, 4), nevents - nxt)
+            evs = [events_for(n) for n in range(nxt, nxt + k)]
+            nxt += k
+            rid += 1
+            pending[rid] = evs
+            s.send(msgpack.packb({"op": "publish", "rid": rid, "events": evs}))
+
+        for s in socks:
+            for _ in range(4):
+                send(s)
+        deadline = time.monotonic() + 120
+        while pending:
+            expect(time.monotonic() < deadline, "the workload's acks did not all arrive in 120 s")
+            for s, _ in poller.poll(1000):
+                rep = msgpack.unpackb(s.recv())
+                c = struct.unpack("=Q", ctr[:8])[0]   # after the ack: see the docstring
+                evs = pending.pop(rep["rid"])
+                expect(rep.get("ok") is True, "publish refused: %r" % (rep,))
+                for ev, seq, dup in zip(evs, rep["seqs"], rep["dup"]):
+                    expect(not dup, "a new id acked as a duplicate")
+                    acks.append((c, seq, ev["id"]))
+                send(s)
+        ctr.close()
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
+        stop(proc)
+    expect_eq(proc.returncode, 0, "funneld's exit status after SIGTERM")
+    return read_trace(trace), acks
+
+
+# --- crash states ----------------------------------------------------------
+
+class Model:
+    """What the trace says about files, names and flushes, with for each op
+    the index of the op that made it durable (None: never)."""
+
+    def __init__(self, ops, root):
+        self.ops = ops
+        self.root = root
+        self.dirpath = {}          # ino of a directory -> its path when opened
+        self.durable_at = [None] * len(ops)
+        content = collections.defaultdict(list)   # ino -> indexes of its content ops
+        names = collections.defaultdict(list)     # dir path -> indexes of name ops in it
+        self.unseen = False
+        for i, op in enumerate(ops):
+            if op.kind == OP_OPEN:
+                p = op.data.decode()
+                if op.flags & F_DIR:
+                    self.dirpath[op.ino] = p
+                if op.flags & F_CREAT:
+                    names[parent(p)].append(i)
+                if op.off:   # O_TRUNC
+                    content[op.ino].append(i)
+            elif op.kind in (OP_WRITE, OP_TRUNC):
+                content[op.ino].append(i)
+                if op.kind == OP_WRITE and op.flags & F_DSYNC:
+                    self.durable_at[i] = i
+            elif op.kind == OP_SYNC:
+                for j in content.pop(op.ino, []):
+                    if self.durable_at[j] is None:
+                        self.durable_at[j] = i
+            elif op.kind == OP_DIRSYNC:
+                for j in names.pop(self.dirpath.get(op.ino, ""), []):
+                    self.durable_at[j] = i
+            elif op.kind == OP_RENAME:
+                names[parent(op.data.split(b"\0")[1].decode())].append(i)
+            elif op.kind in (OP_MKDIR, OP_UNLINK):
+                names[parent(op.data.decode())].append(i)
+            elif op.kind == OP_MMAPW:
+                self.unseen = True
+
+    def is_name_op(self, op):
+        return (op.kind in (OP_RENAME, OP_MKDIR, OP_UNLINK) or
+                (op.kind == OP_OPEN and op.flags & F_CREAT))
+
+    def state(self, k, mode, rng):
+        """The files after a crash at k: {relative path: bytes} and the set
+        of relative directories.  mode: none, all, random, newest."""
+        volatile_names = [i for i in range(k) if self.is_name_op(self.ops[i]) and
+                          (self.durable_at[i] is None or self.durable_at[i] >= k)]
+        if mode == "none":
+            keep_names = 0
+        elif mode == "random":
+            keep_names = rng.randint(0, len(volatile_names))
+        else:
+            keep_names = len(volatile_names)
+        dropped_names = set(volatile_names[keep_names:])
+        oldest_dropped = set()
+        if mode == "newest":
+            seen = set()
+            for i in range(k):
+                op = self.ops[i]
+                if op.kind == OP_WRITE and op.ino not in seen and not self.durable(i, k):
+                    seen.add(op.ino)
+                    oldest_dropped.add(i)
+        files, dirs = {}, set()          # name -> ino; directory names
+        data = collections.defaultdict(bytearray)
+        for i in range(k):
+            op = self.ops[i]
+            if self.is_name_op(op):
+                if i in dropped_names:
+                    continue
+                if op.kind == OP_OPEN:
+                    files[op.data.decode()] = op.ino
+                elif op.kind == OP_MKDIR:
+                    dirs.add(op.data.decode())
+                elif op.kind == OP_UNLINK:
+                    files.pop(op.data.decode(), None)
+                else:
+                    a, b = (x.decode() for x in op.data.split(b"\0"))
+                    if a in files:
+                        files[b] = files.pop(a)
+                    elif a in dirs:
+                        dirs.discard(a)
+                        dirs.add(b)
+                if op.kind != OP_OPEN or not op.off:
+                    continue
+            if op.kind not in (OP_WRITE, OP_TRUNC, OP_OPEN) or (op.kind == OP_OPEN and not op.off):
+                continue
+            durable = self.durable(i, k)
+            buf = data[op.ino]
+            if op.kind == OP_OPEN:          # O_TRUNC
+                if durable or mode in ("all", "newest") or (mode == "random" and rng.random() < .5):
+                    del buf[:]
+                continue
+            if op.kind == OP_TRUNC:
+                if durable or mode in ("all", "newest") or (mode == "random" and rng.random() < .5):
+                    if op.flags == 1:
+                        if len(buf) < op.off:
+                            buf.extend(bytes(op.off - len(buf)))
+                    else:
+                        del buf[op.off:]
+                        buf.extend(bytes(op.off - len(buf)))
+                continue
+            if durable or mode == "all" or (mode == "newest" and i not in oldest_dropped):
+                write_into(buf, op.off, op.data)
+            elif mode == "random":
+                # page by page: applied, lost or torn at sector granularity
+                pos, end = op.off, op.off + len(op.data)
+                while pos < end:
+                    pend = min(end, (pos // PAGE + 1) * PAGE)
+                    r = rng.random()
+                    if r < .4:
+                        write_into(buf, pos, op.data[pos - op.off:pend - op.off])
+                    elif r < .6:
+                        s = pos
+                        while s < pend:
+                            send_ = min(pend, (s // SECTOR + 1) * SECTOR)
+                            if rng.random() < .5:
+                                write_into(buf, s, op.data[s - op.off:send_ - op.off])
+                            s = send_
+                    pos = pend
+        # what is reachable: names whose directories exist (the root does)
+        def reachable(p):
+            d = parent(p)
+            while d != self.root:
+                if d not in dirs:
+                    return False
+                d = parent(d)
+            return True
+        out_dirs = {os.path.relpath(d, self.root) for d in dirs if reachable(d)}
+        out_files = {os.path.relpath(p, self.root): bytes(data[ino])
+                     for p, ino in files.items() if reachable(p)}
+        return out_files, out_dirs
+
+    def durable(self, i, k):
+        return self.durable_at[i] is not None and self.durable_at[i] < k
+
+
+def write_into(buf, off, b):
+    if len(buf) < off:
+        buf.extend(bytes(off - len(buf)))
+    buf[off:off + len(b)] = b
+
+
+# --- checking one state ----------------------------------------------------
+
+def mdb_dump_all(datadir):
+    """{table: {key bytes: value bytes}} of every named table (mdb_dump -a)."""
+    p = subprocess.run(["mdb_dump", "-a", datadir], capture_output=True, timeout=CMD_TIMEOUT_S)
+    if p.returncode != 0:
+        raise CheckFailed("mdb_dump: %s" % p.stderr.decode(errors="replace").strip())
+    tables, cur, key, name = {}, None, None, None
+    for line in p.stdout.decode().splitlines():
+        if line.startswith("database="):
+            name = line.split("=", 1)[1]
+        elif line == "HEADER=END":
+            cur, key = {}, None
+        elif line == "DATA=END":
+            if name is not None:
+                tables[name] = cur
+            cur, name = None, None
+        elif cur is not None and line.startswith(" "):
+            b = bytes.fromhex(line[1:])
+            if key is None:
+                key = b
+            else:
+                cur[key] = b
+                key = None
+    return tables
+
+
+def check_tables(t, acked):
+    """The log gapless, acked events at their seqs, indexes agree."""
+    for name in ("log", "idem", "leads", "meta"):
+        expect(name in t, "table %s missing" % name)
+    log = {struct.unpack("=Q", k)[0]: v for k, v in t["log"].items()}
+    head = max(log) if log else 0
+    expect_eq(sorted(log), list(range(1, head + 1)), "seqs gapless from 1")
+    lost = [(seq, eid) for seq, eid in acked if seq > head]
+    recs = {}
+    for seq, v in log.items():
+        r = msgpack.unpackb(v)
+        expect_eq(r.get("seq"), seq, "record seq at key %d" % seq)
+        recs[seq] = r
+    wrong = [(seq, eid) for seq, eid in acked if seq <= head and recs[seq].get("id") != eid]
+    if lost or wrong:
+        return len(lost) + len(wrong), "acked events lost: %d beyond head %d, %d at another seq (first %r)" % (
+            len(lost), head, len(wrong), (lost + wrong)[0])
+    idem = {k: struct.unpack("=Q", v)[0] for k, v in t["idem"].items()}
+    want_idem = {r["id"].encode(): s for s, r in recs.items() if r.get("id") is not None}
+    expect_eq(idem, want_idem, "idempotency index against the log")
+    hist, state = set(), {}
+    for k, v in t["leads"].items():
+        if len(k) >= 9 and k[-9] == 0:
+            hist.add((k[:-9], struct.unpack(">Q", k[-8:])[0]))
+        else:
+            expect(k[-1:] == b"\x01", "leads key %r is neither history nor state" % k)
+            state[k[:-1]] = struct.unpack_from("=Q", v, 16)[0]
+    want_hist = {(r["lead"].encode(), s) for s, r in recs.items() if r.get("lead") is not None}
+    expect_eq(hist, want_hist, "leads history keys against the log")
+    last = {}
+    for lead, s in want_hist:
+        last[lead] = max(last.get(lead, 0), s)
+    expect_eq(state, last, "each lead's state last_seq against its last record")
+    meta = t["meta"]
+    if head:
+        expect_eq(struct.unpack("=Q", meta.get(b"head_seq", b"\0" * 8))[0], head, "meta head_seq")
+        expect_eq(struct.unpack("=Q", meta.get(b"leads", b"\0" * 8))[0], len(last), "meta leads")
+        expect_eq(meta.get(b"head_hash"), recs[head]["hash"], "meta head_hash")
+    return 0, None
+
+
+def check_state(workdir, files, dirs, acked):
+    """Write the state under workdir, start funneld, verify, dump, check;
+    workdir is removed after.  Returns (acked events lost, failure text or
+    None)."""
+    try:
+        return check_state_in(workdir, files, dirs, acked)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check_state_in(workdir, files, dirs, acked):
+    os.makedirs(workdir)
+    for d in sorted(dirs):
+        os.makedirs(os.path.join(workdir, d), exist_ok=True)
+    for p, b in files.items():
+        os.makedirs(os.path.dirname(os.path.join(workdir, p)), exist_ok=True)
+        with open(os.path.join(workdir, p), "wb") as f:
+            f.write(b)
+    datadir = os.path.join(workdir, "data")
+    proc, eps = start_funneld(datadir, os.path.join(workdir, "ready"), os.path.join(workdir, "log"))
+    if eps is None:
+        stop(proc)
+        why = "funneld does not start: %s" % tail(os.path.join(workdir, "log"))
+        try:   # what is left of the log, read without funneld
+            lost, _ = check_tables(mdb_dump_all(datadir), acked)
+        except CheckFailed:
+            lost = len(acked)
+        return lost, why
+    try:
+        v = subprocess.run([FUNNEL, "verify", "--json", "--query", eps["query"]],
+                           capture_output=True, text=True, timeout=CMD_TIMEOUT_S)
+    finally:
+        stop(proc)
+    if v.returncode != 0:
+        return 0, "funnel verify exit %d: %s%s" % (v.returncode, v.stdout.strip(), v.stderr.strip())
+    try:
+        return check_tables(mdb_dump_all(datadir), acked)
+    except CheckFailed as e:
+        return 0, str(e)
+
+
+def flushes_per_commit(ops):
+    """(fsync/fdatasync, O_DSYNC writes) on the log's data.mdb once in place: a
+    commit is one O_DSYNC meta-page write; a flush is an fsync/fdatasync
+    or an O_DSYNC write."""
+    first = next((i for i, op in enumerate(ops) if op.kind == OP_OPEN and
+                  op.data.decode().endswith("/data.mdb")), len(ops))
+    data_inos = {op.ino for op in ops[first:] if op.kind == OP_OPEN and
+                 op.data.decode().endswith("/data.mdb")}
+    after = ops[first:]
+    syncs = sum(1 for op in after if op.kind == OP_SYNC and op.ino in data_inos)
+    dsync = sum(1 for op in after if op.kind == OP_WRITE and op.flags & F_DSYNC and op.ino in data_inos)
+    return syncs, dsync
+
+
+SCORING = os.environ.get("FUNNEL_SCORING", os.path.join(BUILD, "bin", "funnel-scoring"))
+SCORING_RULES = """\
+version: "crash"
+scoring:
+  threshold: 50
+  minimum_fit: 10
+  decay:
+    half_life_days: 30
+  on_recycle: reset_engagement
+  fit:
+    - name: senior title
+      field: title
+      matches: "(vp|chief)"
+      points: 20
+  engagement:
+    - name: demo request
+      on: demo_request
+      points: 40
+"""
+
+
+def run_scoring(view, rules, eps, env=None):
+    return subprocess.run(
+        [SCORING, "--rules", rules, "--view", view, "--ingest", eps["ingest"],
+         "--publish", eps["publish"], "--query", eps["query"], "--until-head"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CMD_TIMEOUT_S, env=env)
+
+
+def view_states(root, nstates):
+    """A service's view created under the shim (funnel-scoring to the head
+    of a small log, from no view), then every crash state of it: the
+    service must start on each and reach the head again.  A view's commit
+    need not survive (the view replays from its checkpoint), so only
+    opening is checked.  Returns (states checked, failures, examples)."""
+    tdir, fs = os.path.join(root, "vtrace"), os.path.join(root, "vfs")
+    os.mkdir(tdir)
+    os.mkdir(fs)
+    rules = os.path.join(root, "scoring.yaml")
+    with open(rules, "w") as f:
+        f.write(SCORING_RULES)
+    proc, eps = start_funneld(os.path.join(root, "vlog"), os.path.join(tdir, "ready"),
+                              os.path.join(tdir, "log"))
+    failures, examples, checked = collections.Counter(), {}, 0
+    try:
+        expect(eps is not None, "funneld did not start: %s" % tail(os.path.join(tdir, "log")))
+        ctx = zmq.Context()
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RCVTIMEO, 5000)
+        s.connect(eps["ingest"])
+        for n in range(20):
+            s.send(msgpack.packb({"op": "publish", "rid": n + 1, "events": [
+                {"type": "lead.captured", "lead": "V%d" % n, "id": "v-%d" % n,
+                 "data": {"title": "VP"}}]}))
+            expect(msgpack.unpackb(s.recv()).get("ok") is True, "publish refused")
+        s.close(0)
+        ctx.term()
+        trace = os.path.join(tdir, "ops")
+        env = dict(os.environ, LD_PRELOAD=SHIM, CRASH_TRACE=trace, CRASH_WATCH=fs)
+        env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+        p = run_scoring(os.path.join(fs, "view"), rules, eps, env)
+        expect_eq(p.returncode, 0, "funnel-scoring under the shim (stderr %s)" % p.stderr[-400:])
+        ops = read_trace(trace)
+        expect(ops, "no op traced")
+        model = Model(ops, fs)
+        seen, jobs = set(), []
+        with concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            for k in range(len(ops) + 1):
+                for mode in ("none", "all", "random", "newest", "random", "random"):
+                    files, dirs = model.state(k, mode, random.Random("v-%d-%s-%d" % (k, mode, len(jobs))))
+                    h = hashlib.sha256(repr(sorted(files.items())).encode() +
+                                       repr(sorted(dirs)).encode()).digest()
+                    if h in seen or len(jobs) >= nstates:
+                        continue
+                    seen.add(h)
+                    wd = os.path.join(root, "vstate-%d" % len(jobs))
+                    jobs.append((k, mode, pool.submit(check_view, wd, files, dirs, rules, eps)))
+            for k, mode, fut in jobs:
+                checked += 1
+                why = fut.result()
+                if why is not None:
+                    key = why.split(":")[0]
+                    failures[key] += 1
+                    examples.setdefault(key, "crash after op %d of %d (%s): %s" % (k, len(ops), mode, why))
+    finally:
+        stop(proc)
+    return checked, failures, examples
+
+
+def check_view(workdir, files, dirs, rules, eps):
+    try:
+        return check_view_in(workdir, files, dirs, rules, eps)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def check_view_in(workdir, files, dirs, rules, eps):
+    os.makedirs(workdir)
+    for d in sorted(dirs):
+        os.makedirs(os.path.join(workdir, d), exist_ok=True)
+    for p, b in files.items():
+        os.makedirs(os.path.dirname(os.path.join(workdir, p)), exist_ok=True)
+        with open(os.path.join(workdir, p), "wb") as f:
+            f.write(b)
+    p = run_scoring(os.path.join(workdir, "view"), rules, eps)
+    if p.returncode != 0:
+        return "funnel-scoring exit %d: %s" % (p.returncode, p.stderr.strip()[-300:])
+    return None
+
+
+def main():
+    res = Results()
+    for path in (FUNNELD, FUNNEL, SCORING, SHIM):
+        if not os.access(path, os.R_OK):
+            res.not_ok("%s is built" % path, path)
+            return res.summary()
+    if shutil.which("mdb_dump") is None:
+        res.not_ok("mdb_dump is installed (lmdb-utils)", "not found")
+        return res.summary()
+    root = os.path.realpath(tempfile.mkdtemp(prefix="funnel-crash-"))
+    try:
+        return run(res, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run(res, root):
+    got = {}
+
+    def workload():
+        got["ops"], got["acks"] = run_workload(root, CRASH_EVENTS, CRASH_SEED)
+        expect_eq(len(got["acks"]), CRASH_EVENTS, "acked events")
+        expect(got["ops"], "no op traced: is the shim preloaded?")
+    if not res.run("%d events from pipelined producers acked under the shim, from an empty data dir"
+                   % CRASH_EVENTS, workload):
+        return res.summary()
+    ops, acks = got["ops"], got["acks"]
+    model = Model(ops, os.path.join(root, "fs"))
+    syncs, dsync = flushes_per_commit(ops)
+    res.run("the trace shows every write (no shared writable mapping of a data file)",
+            lambda: expect(not model.unseen, "a data file is written through a shared mapping"))
+
+    # Crash points: every op of the creation (the first 40), then a sample.
+    rng = random.Random(CRASH_SEED)
+    n = len(ops)
+    points = list(range(0, min(n, 40) + 1))
+    rest = list(range(len(points), n + 1))
+    rng.shuffle(rest)
+
+    def plan():
+        for k in points:
+            for m in ("none", "all", "random", "newest", "random"):
+                yield k, m
+        for k in rest:
+            for m in ("none", "random", "all"):
+                yield k, m
+        # more states than that: further random subsets of every point
+        for _ in range(64):
+            for k in rng.sample(range(n + 1), n + 1):
+                yield k, "random"
+    seen = set()
+    failures = collections.Counter()
+    examples = {}
+    lost_total, lost_states, checked = 0, 0, 0
+    acked_before = sorted(acks)
+    submitted = 0
+    pending = collections.deque()     # a few states in flight: memory and disk stay small
+
+    def collect(job):
+        nonlocal checked, lost_total, lost_states
+        k, mode, fut = job
+        lost, why = fut.result()
+        checked += 1
+        lost_total += lost
+        lost_states += lost > 0
+        if why is not None:
+            key = why.split(":")[0]
+            failures[key] += 1
+            examples.setdefault(key, "crash after op %d of %d (%s): %s" % (k, n, mode, why))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        for k, mode in plan():
+            if submitted >= CRASH_STATES:
+                break
+            files, dirs = model.state(k, mode, random.Random("%d-%d-%s-%d" % (CRASH_SEED, k, mode, submitted)))
+            h = hashlib.sha256(repr(sorted(files.items())).encode() + repr(sorted(dirs)).encode() +
+                               repr(sum(1 for c, _, _ in acked_before if c <= k)).encode()).digest()
+            if h in seen:
+                continue
+            seen.add(h)
+            acked = [(s, e) for c, s, e in acked_before if c <= k]
+            wd = os.path.join(root, "state-%d" % submitted)
+            submitted += 1
+            pending.append((k, mode, pool.submit(check_state, wd, files, dirs, acked)))
+            while len(pending) > 2 * WORKERS:
+                collect(pending.popleft())
+        while pending:
+            collect(pending.popleft())
+    acked_any = sum(1 for c, _, _ in acks if c <= n)
+    print("crash: %d states checked, %d acked events, %d acked events lost (%d states lose some), "
+          "%.2f flushes per commit (%d fsync/fdatasync + %d O_DSYNC meta writes over %d commits; "
+          "%d ops traced)" % (checked, acked_any, lost_total, lost_states,
+                              (syncs + dsync) / dsync if dsync else 0.0, syncs, dsync, dsync, n),
+          flush=True)
+    for key, cnt in failures.most_common():
+        print("  %d states: %s" % (cnt, examples[key]), flush=True)
+
+    got = {}
+
+    def views():
+        got["v"] = view_states(root, max(60, CRASH_STATES // 3))
+    if res.run("a service's view is created under the shim", views):
+        vchecked, vfail, vex = got["v"]
+        print("crash: %d view states checked, %d where the service does not start"
+              % (vchecked, sum(vfail.values())), flush=True)
+        for key, cnt in vfail.most_common():
+            print("  %d view states: %s" % (cnt, vex[key]), flush=True)
+        res.run("on every crash state of a new view the service starts and reaches the head",
+                lambda: expect(not vfail, "%d of %d view states failed" % (sum(vfail.values()), vchecked)))
+    res.run("every crash state keeps every acked event at its seq",
+            lambda: expect_eq(lost_total, 0, "acked events lost"))
+    res.run("on every crash state funneld starts, the chain verifies, the log is gapless and "
+            "the indexes agree with it",
+            lambda: expect(not failures, "%d of %d states failed" % (sum(failures.values()), checked)))
+    return res.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
