@@ -34,7 +34,20 @@ FUNNELD = os.path.join(REPO, BUILD, "bin", "funneld")
 GATEWAY = os.path.join(REPO, BUILD, "bin", "funnel-gateway")
 BROWSER_TEST = os.path.join(REPO, "tests", "browser", "gateway.test.mjs")
 
-PAGE_ORIGIN = "http://127.0.0.2:8765"     # the browser test's page server
+
+
+def free_port(host="127.0.0.1"):
+    s = socket.socket()
+    s.bind((host, 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+# the browser test's page servers: one origin the form allows, one it does not
+PAGE_ORIGIN = "http://127.0.0.2:%d" % free_port("127.0.0.2")
+OTHER_ORIGIN = "http://127.0.0.3:%d" % free_port("127.0.0.3")
+THANKS = PAGE_ORIGIN + "/thanks"
 RULES = """\
 version: "test v1"
 forms:
@@ -45,7 +58,7 @@ forms:
       company: company
       job_title: title
     required: [email, full_name]
-    redirect: "http://127.0.0.1:9/thanks"
+    redirect: "%s"
     origins: ["https://www.example.com", "%s"]
     source: website
     campaign: demo
@@ -58,7 +71,7 @@ forms:
     fields: {mail: email}
     redirect: "https://www.example.com/thanks/wp"
     origins: ["https://www.example.com"]
-""" % PAGE_ORIGIN
+""" % (THANKS, PAGE_ORIGIN)
 
 
 class Gateway:
@@ -163,7 +176,7 @@ def check_command(res, d):
     res.run("check accepts the repository's funnel.yaml", good)
 
     cases = [
-        ("a form without redirect", RULES.replace('    redirect: "http://127.0.0.1:9/thanks"\n', ""),
+        ("a form without redirect", RULES.replace('    redirect: "%s"\n' % THANKS, ""),
          r":3: forms\[0\]: missing \"redirect\""),
         ("an origin with a path", RULES.replace('"https://www.example.com", ', '"https://x.com/a", '),
          r":11: forms\[0\]\.origins\[0\]: expected an origin"),
@@ -199,7 +212,7 @@ def form_posts(res, daemon, gw, log):
             referrer="https://www.google.com/", utm_term="crm"),
             {"Origin": "https://www.example.com"})
         expect_eq(st, 303, "status")
-        expect_eq(hd.get("location"), "http://127.0.0.1:9/thanks", "Location")
+        expect_eq(hd.get("location"), THANKS, "Location")
         expect_eq(hd.get("access-control-allow-origin"), "https://www.example.com", "CORS")
         expect_eq(head(log), h0 + 1, "one event stored")
         r = log.records(**{"from": h0 + 1})[0]
@@ -345,7 +358,7 @@ def refusals(res, daemon, gw, log):
     def honeypot():
         h0 = head(log)
         st, hd, _ = gw.post_form("demo-request", demo(website="http://spam.example"))
-        expect_eq((st, hd.get("location")), (303, "http://127.0.0.1:9/thanks"), "like a success")
+        expect_eq((st, hd.get("location")), (303, THANKS), "like a success")
         st, _, j = gw.post_json("demo-request", demo(website="x"))
         expect_eq((st, j["duplicate"]), (200, False), "JSON like a success")
         expect_eq(head(log), h0, "stored nothing")
@@ -455,14 +468,6 @@ def metrics_health(res, gw):
         expect_eq((st, json.loads(b)["status"]), (200, "ok"), "healthz")
     res.run("/metrics counts by form and outcome with a latency histogram; /healthz ok",
             metrics)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 class FixedDaemon:
@@ -603,6 +608,7 @@ def run_browser(res, daemon, d):
     gw = Gateway(d, daemon.endpoints, "--rate-limit", "0")
     try:
         env = dict(os.environ, GATEWAY_URL="http://%s" % gw.addr, PAGE_ORIGIN=PAGE_ORIGIN,
+                   OTHER_ORIGIN=OTHER_ORIGIN,
                    INGEST=daemon.endpoints["ingest"], QUERY=daemon.endpoints["query"],
                    FUNNEL_BIN=os.path.join(REPO, BUILD, "bin", "funnel"))
         try:
