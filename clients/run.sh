@@ -2,7 +2,8 @@
 # clients/run.sh - run the whole system on the embedded defaults: funneld
 # with its log in var/funnel on loopback ports 7400-7402, then every
 # service that is built (funnel-scoring, ...) with its view under var/ and
-# the shared rules file funnel.yaml.  Ctrl-C (or SIGTERM) stops the
+# the shared rules file funnel.yaml, and funnel-gateway on
+# http://127.0.0.1:7490 (its lead id key in var/gateway.key).  Ctrl-C (or SIGTERM) stops the
 # services first, then funneld, each with SIGTERM so they finish the batch
 # in hand.
 #
@@ -45,7 +46,13 @@ trap stop INT TERM
 i=0
 while [ ! -f "$ready" ]; do
 	if ! kill -0 "$daemon" 2>/dev/null || [ $i -ge 200 ]; then
-		echo "run: funneld did not start (see the lines above)" >&2
+		if [ -x "$BIN/funnel-gateway" ]; then
+	# shellcheck disable=SC2086 # eps is three flag pairs
+	"$BIN/funnel-gateway" --rules "$RULES" --lead-key "$VAR/gateway.key" $eps &
+	services="$services $!"
+fi
+
+echo "run: funneld did not start (see the lines above)" >&2
 		kill -TERM "$daemon" 2>/dev/null
 		exit 1
 	fi
@@ -61,6 +68,12 @@ for svc in scoring routing metrics; do
 	"$BIN/funnel-$svc" --rules "$RULES" --view "$VAR/$svc" $eps &
 	services="$services $!"
 done
+
+if [ -x "$BIN/funnel-gateway" ]; then
+	# shellcheck disable=SC2086 # eps is three flag pairs
+	"$BIN/funnel-gateway" --rules "$RULES" --lead-key "$VAR/gateway.key" $eps &
+	services="$services $!"
+fi
 
 echo "run: funneld ($(ep ingest), $(ep publish), $(ep query)) and services:$services; Ctrl-C stops"
 wait "$daemon"
