@@ -134,6 +134,7 @@ typedef struct gw_problem {
 	const char *code;         /* "missing_field", "invalid_email", ... (GATEWAY.md) */
 	char field[GW_MAX_NAME + 1];
 	char message[256];
+	long limit;               /* the limit broken (bytes, fields), or -1 */
 } gw_problem;
 
 /* What a submission becomes. */

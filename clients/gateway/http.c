@@ -288,6 +288,7 @@ parse_json_fields(const char *b, size_t len, gw_submission *s, gw_problem *pb)
 	if (o == NULL || !cJSON_IsObject(o)) {
 		cJSON_Delete(o);
 		pb->status = 400;
+		pb->limit = -1;
 		pb->code = "malformed_body";
 		snprintf(pb->field, sizeof pb->field, "body");
 		snprintf(pb->message, sizeof pb->message, "the body is not a JSON object of fields");
@@ -301,7 +302,7 @@ parse_json_fields(const char *b, size_t len, gw_submission *s, gw_problem *pb)
 		else if (cJSON_IsBool(it))
 			v = cJSON_IsTrue(it) ? "true" : "false";
 		else if (cJSON_IsNumber(it)) {
-			snprintf(num, sizeof num, "%.17g", it->valuedouble);
+			snprintf(num, sizeof num, "%.15g", it->valuedouble);
 			v = num;
 		} else if (cJSON_IsNull(it))
 			continue;
@@ -357,7 +358,7 @@ serve_form(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 	const gw_form *f = rq->form;
 	int fi = (int)(f - g->o.forms->v);
 	gw_submission s;
-	gw_problem pb = { 0 };
+	gw_problem pb = { .limit = -1 };
 	gw_event ev;
 	char mt[64];
 	enum MHD_Result ret;
@@ -382,7 +383,7 @@ serve_form(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 		rc = FUNNEL_OK;
 		if (pp == NULL || MHD_post_process(pp, rq->body ? rq->body : "", rq->len) != MHD_YES) {
 			if (!s.has_file) {
-				pb = (gw_problem){ .status = 400, .code = "malformed_body" };
+				pb = (gw_problem){ .status = 400, .code = "malformed_body", .limit = -1 };
 				snprintf(pb.field, sizeof pb.field, "body");
 				snprintf(pb.message, sizeof pb.message, "the multipart body cannot be read");
 				rc = FUNNEL_EVALUE;
@@ -391,7 +392,7 @@ serve_form(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 		if (pp)
 			MHD_destroy_post_processor(pp);
 		if (s.has_file) {
-			pb = (gw_problem){ .status = 415, .code = "file_not_accepted" };
+			pb = (gw_problem){ .status = 415, .code = "file_not_accepted", .limit = -1 };
 			snprintf(pb.field, sizeof pb.field, "%s", s.file_field);
 			snprintf(pb.message, sizeof pb.message, "%s: a file upload; forms take text "
 			         "fields only", s.file_field);
@@ -400,14 +401,15 @@ serve_form(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 	} else if (strcmp(mt, "application/json") == 0) {
 		rc = parse_json_fields(rq->body ? rq->body : "", rq->len, &s, &pb);
 	} else {
-		pb = (gw_problem){ .status = 415, .code = "unsupported_media_type" };
+		pb = (gw_problem){ .status = 415, .code = "unsupported_media_type",
+		                   .limit = -1 };
 		snprintf(pb.field, sizeof pb.field, "Content-Type");
 		snprintf(pb.message, sizeof pb.message, "Content-Type: expected "
 		         "application/x-www-form-urlencoded, multipart/form-data or application/json");
 		rc = FUNNEL_EVALUE;
 	}
 	if (rc == FUNNEL_OK && s.too_many) {
-		pb = (gw_problem){ .status = 400, .code = "too_many_fields" };
+		pb = (gw_problem){ .status = 400, .code = "too_many_fields", .limit = GW_MAX_INPUT_FIELDS };
 		snprintf(pb.field, sizeof pb.field, "body");
 		snprintf(pb.message, sizeof pb.message, "more fields than a form post may have");
 		rc = FUNNEL_EVALUE;
@@ -416,11 +418,8 @@ serve_form(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 		rc = gw_build(f, &s, g->o.key, g->o.forms->version, now_ns(), &ev, &pb);
 	gw_submission_release(&s);
 	if (rc == FUNNEL_EVALUE) {
-		gw_stats_count(g->stats, fi, pb.status == 415 ? GW_INVALID : GW_INVALID, mono_ns() - t0);
-		return reply_problem(c, pb.status, pb.code, pb.field, pb.message,
-		                     pb.status == 400 && strcmp(pb.code, "too_many_fields") == 0 ?
-		                     GW_MAX_INPUT_FIELDS : strcmp(pb.code, "value_too_long") == 0 ?
-		                     GW_MAX_VALUE : -1, cors, 2);
+		gw_stats_count(g->stats, fi, GW_INVALID, mono_ns() - t0);
+		return reply_problem(c, pb.status, pb.code, pb.field, pb.message, pb.limit, cors, 2);
 	}
 	if (rc != FUNNEL_OK) {
 		gw_stats_count(g->stats, fi, GW_ERROR, mono_ns() - t0);

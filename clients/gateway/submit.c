@@ -99,6 +99,7 @@ problem(gw_problem *pb, unsigned status, const char *code, const char *field, co
 {
 	pb->status = status;
 	pb->code = code;
+	pb->limit = -1;
 	snprintf(pb->field, sizeof pb->field, "%s", field ? field : "");
 	snprintf(pb->message, sizeof pb->message, fmt, arg);
 	return FUNNEL_EVALUE;
@@ -148,6 +149,7 @@ value_of(const gw_submission *s, const char *name, size_t max, const char **p, s
 		char lim[96];
 		snprintf(lim, sizeof lim, "%%s: longer than %zu bytes", max);
 		problem(pb, 400, "value_too_long", name, lim, name);
+		pb->limit = (long)max;
 		return -1;
 	}
 	if (!text_ok(*p, *n)) {
