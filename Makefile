@@ -96,6 +96,8 @@ SCORING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o %/whatif.o,$(SCORING_OBJ
 ROUTING_OBJ := $(call obj,$(ROUTING_SRC))
 # the embed script is compiled in (xxd -i), like the dashboard
 GATEWAY_OBJ := $(call obj,$(GATEWAY_SRC)) $(BUILD)/obj/gen/embed_js.o
+# the forms, submissions, rate limit and counters alone, without the server
+GATEWAY_ENGINE_OBJ := $(filter-out %/main.o %/http.o %/embed_js.o,$(GATEWAY_OBJ))
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
 # the routing engine alone (rules and decisions), for the unit tests
 ROUTING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o,$(ROUTING_OBJ))
@@ -204,10 +206,11 @@ $(BUILD)/obj/clients/scoring/%.o $(BUILD)/obj/clients/routing/%.o $(BUILD)/obj/c
 $(BUILD)/obj/clients/gateway/%.o $(BUILD)/obj/clients/cli/%.o: ALL_CFLAGS += -Iclients/common
 
 # unit tests link every service's engine (no main, no I/O around it)
-UNIT_ENGINE_OBJ := $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ) $(COMMON_OBJ)
+UNIT_ENGINE_OBJ := $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ) \
+	$(GATEWAY_ENGINE_OBJ) $(COMMON_OBJ)
 $(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) $(SYSTEMD_LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/gateway -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) $(SYSTEMD_LIBS) -lcmocka $(LDFLAGS)
 
 $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)
