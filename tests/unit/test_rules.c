@@ -818,7 +818,7 @@ test_file_limits(void **state)
 		assert_int_equal(rc, FUNNEL_EVALUE);
 		if (levels == 32)
 			assert_string_equal(err, "funnel.yaml:4: unknown key \"x\" (expected one of: version, "
-			                    "scoring, routing, sla)");
+			                    "scoring, routing, sla, forms)");
 		else
 			assert_string_equal(err, "funnel.yaml:36: nested deeper than 32 levels of mappings "
 			                    "and lists");
