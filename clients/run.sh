@@ -3,9 +3,9 @@
 # with its log in var/funnel on loopback ports 7400-7402, then every
 # service that is built (funnel-scoring, ...) with its view under var/ and
 # the shared rules file funnel.yaml, and funnel-gateway on
-# http://127.0.0.1:7490 (its lead id key in var/gateway.key).  Ctrl-C (or SIGTERM) stops the
-# services first, then funneld, each with SIGTERM so they finish the batch
-# in hand.
+# http://127.0.0.1:7490 (its lead id key in var/gateway.key).  Ctrl-C (or
+# SIGTERM) stops the services first, then funneld, each with SIGTERM so
+# they finish the batch in hand.
 #
 # usage: BUILD=build sh clients/run.sh [extra funneld flags]
 # VAR (default var) moves every data directory; RULES (default
@@ -46,13 +46,7 @@ trap stop INT TERM
 i=0
 while [ ! -f "$ready" ]; do
 	if ! kill -0 "$daemon" 2>/dev/null || [ $i -ge 200 ]; then
-		if [ -x "$BIN/funnel-gateway" ]; then
-	# shellcheck disable=SC2086 # eps is three flag pairs
-	"$BIN/funnel-gateway" --rules "$RULES" --lead-key "$VAR/gateway.key" $eps &
-	services="$services $!"
-fi
-
-echo "run: funneld did not start (see the lines above)" >&2
+		echo "run: funneld did not start (see the lines above)" >&2
 		kill -TERM "$daemon" 2>/dev/null
 		exit 1
 	fi
