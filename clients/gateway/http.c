@@ -739,9 +739,17 @@ begin_post(gw_http *g, struct MHD_Connection *c, req *rq)
 		}
 		rq->limit = GW_MAX_EVENTS_BODY;
 	}
-	if (cl != NULL && strtoull(cl, NULL, 10) > rq->limit)
-		rq->too_big = 1;       /* answered when the body is in (or abandoned) */
-	return MHD_YES;
+	if (cl != NULL && strtoull(cl, NULL, 10) > rq->limit) {
+		/* refused before reading it: MHD closes the connection after the answer */
+		rq->answered = 1;
+		int fi = rq->r == R_FORM ? (int)(rq->form - g->o.forms->v) : -1;
+		gw_stats_count(g->stats, fi, GW_TOO_LARGE, 0);
+		return reply_problem(c, 413, "body_too_large", "body", rq->r == R_FORM ?
+		                     "the body is over the limit of a form post (bytes)" :
+		                     "the body is over the limit of one /v1/events request (bytes)",
+		                     (long)rq->limit, NULL, 0);
+	}
+	return MHD_YES;   /* a body without Content-Length is cut at the limit as it comes */
 }
 
 static enum MHD_Result

@@ -358,6 +358,23 @@ def refusals(res, daemon, gw, log):
             expect_eq(head(log), h0, "the log is unchanged")
         res.run("%s: %d %s naming %s, log unchanged" % (name, status, code, field), one)
 
+    def chunked_too_big():
+        h0 = head(log)
+        c = http.client.HTTPConnection(gw.host, gw.port, timeout=10)
+        try:
+            c.request("POST", "/forms/demo-request", body=iter([b"email=" + b"y" * 20000] * 3),
+                      headers={"Content-Type": "application/x-www-form-urlencoded"},
+                      encode_chunked=True)
+            r = c.getresponse()
+            j = json.loads(r.read())
+        finally:
+            c.close()
+        expect_eq((r.status, j["code"], j["field"], j["limit"]),
+                  (413, "body_too_large", "body", 32768), "answer")
+        expect_eq(head(log), h0, "the log is unchanged")
+    res.run("a chunked body over 32 KiB (no Content-Length): 413, log unchanged",
+            chunked_too_big)
+
     def honeypot():
         h0 = head(log)
         st, hd, _ = gw.post_form("demo-request", demo(website="http://spam.example"))
