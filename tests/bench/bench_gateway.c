@@ -6,8 +6,8 @@
  *   G1  form posts per second through the gateway: BENCH_GATEWAY_POSTS
  *       (default 100,000) urlencoded posts to /forms/demo-request, each a
  *       new lead with its submission_id, from BENCH_GATEWAY_CLIENTS
- *       (default 64) keep-alive connections to a gateway with 32 server
- *       threads (--threads 32), each waiting for its answer
+ *       (default 64) keep-alive connections to a gateway with 64 server
+ *       threads (--threads 64), each waiting for its answer
  *       (303: funneld acked) before the next post.  Target >= 20,000/s.
  *   G0  next to it, in the same run and on the same funneld: the same
  *       number of lead.captured events published directly over ZeroMQ
@@ -219,7 +219,7 @@ main(void)
 	snprintf(key, sizeof key, "%s/gateway.key", d.dir);
 	char *const argv[] = { (char *)harness_bin("funnel-gateway"), "--rules", "funnel.yaml",
 	                       "--http", http, "--ingest", d.ingest, "--query", d.query,
-	                       "--lead-key", key, "--rate-limit", "0", "--threads", "32", "--ready-file", ready,
+	                       "--lead-key", key, "--rate-limit", "0", "--threads", "64", "--ready-file", ready,
 	                       "--log-level", "warn", NULL };
 	pid_t gw = bench_spawn(argv, log);
 	for (int i = 0; i < 1000 && access(ready, F_OK) != 0; i++)
