@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include <systemd/sd-daemon.h>
 
 #include "funnel/funnel.h"
 #include "funnel/log.h"
@@ -50,7 +51,10 @@ static const char usage_text[] =
 	"  --rate-burst N      posts an address may send at once (default 20)\n"
 	"  --ready-file FILE   written once serving: http=ADDR:PORT\n"
 	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
+	"  --config FILE       the settings file (sections endpoints: and funnel-gateway:;\n"
+	"                      env FUNNEL_CONFIG); flags win over it\n"
 	"\n"
+	"Long options are spelled in full (--rule for --rules is refused).\n"
 	"Exit codes: 0 ok, 1 failure, 2 usage error.\n";
 
 typedef struct args {
@@ -165,10 +169,12 @@ cmd_run(args *a)
 		funnel_log(FUNNEL_LOG_ERROR, "gateway: --http wants IPV4:PORT, not '%s'", a->h.addr);
 	if (rc != FUNNEL_OK)
 		goto out;
+	sd_notify(0, "READY=1");      /* under systemd (Type=notify): serving */
 	while (!stopping) {
 		struct timespec ts = { 0, 100 * 1000000L };
 		nanosleep(&ts, NULL);
 	}
+	sd_notify(0, "STOPPING=1");
 	funnel_log(FUNNEL_LOG_INFO, "gateway: stopping");
 	status = 0;
 out:
