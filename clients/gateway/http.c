@@ -34,6 +34,7 @@
 #include "funnel/log.h"
 #include "gateway.h"
 #include "jsonpack.h"
+#include "rulesrec.h"
 
 #define HEALTH_TIMEOUT_MS 1000
 #define RETRY_AFTER_S "5"          /* funneld down: when to try again */
@@ -48,8 +49,9 @@ struct gw_http {
 	pthread_mutex_t lock;      /* guards producers[] and q */
 	funnel_producer *producers[MAX_THREADS];
 	size_t nproducers;
-	funnel_query *q;           /* /healthz, under lock */
+	funnel_query *q;           /* /healthz and the rules record, under lock */
 	int log_up;                /* last health answer: 1, 0, -1 unknown */
+	int rules_recorded;        /* rules.changed is in the log (atomic) */
 };
 
 /* This thread's producer (the server's threads only). */
@@ -156,6 +158,39 @@ producer(gw_http *g)
 	g->producers[g->nproducers++] = p;
 	pthread_mutex_unlock(&g->lock);
 	return my_producer = p;
+}
+
+/*
+ * Before the first lead.captured: the rules file it was made with is in
+ * the log (rules.changed, as the services record theirs before their
+ * first decision; once per file, so a restart on the same file records
+ * nothing).  A quick status probe first, so that funneld being down is
+ * a prompt 503, not the record's patient wait.  FUNNEL_OK or the error.
+ */
+static int
+ensure_rules(gw_http *g, funnel_producer *p)
+{
+	funnel_status st;
+	int rc = FUNNEL_OK;
+	if (__atomic_load_n(&g->rules_recorded, __ATOMIC_ACQUIRE))
+		return FUNNEL_OK;
+	pthread_mutex_lock(&g->lock);
+	if (!g->rules_recorded) {
+		if (g->q == NULL && (rc = funnel_query_new(&g->q, g->query, g->o.timeout_ms)) != FUNNEL_OK)
+			g->q = NULL;
+		else if ((rc = funnel_status_get(g->q, &st)) != FUNNEL_OK)
+			funnel_query_destroy(&g->q);
+		else {
+			const gw_forms *f = g->o.forms;
+			rf_rules_id id = { GW_NAME, f->hash_hex, f->version, f->text, f->len };
+			if ((rc = rf_record_rules_by(g->q, p, &id)) == FUNNEL_OK)
+				__atomic_store_n(&g->rules_recorded, 1, __ATOMIC_RELEASE);
+			else
+				funnel_query_destroy(&g->q);
+		}
+	}
+	pthread_mutex_unlock(&g->lock);
+	return rc;
 }
 
 /* How a funneld refusal or failure answers: the HTTP status and outcome. */
@@ -433,12 +468,16 @@ serve_form(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 		funnel_event e = { .type = "lead.captured", .lead = ev.lead, .id = ev.id,
 		                   .has_occurred_at = 1, .occurred_at = ev.occurred_at,
 		                   .data = ev.data.data, .data_len = ev.data.size };
-		rc = p ? funnel_publish(p, &e, 1, &ack) : FUNNEL_ENOMEM;
+		rc = p ? ensure_rules(g, p) : FUNNEL_ENOMEM;
+		int published = rc == FUNNEL_OK;      /* else the details are not the producer's */
+		if (published)
+			rc = funnel_publish(p, &e, 1, &ack);
 		if (rc != FUNNEL_OK) {
+			const funnel_error_info *info = published ? funnel_producer_error(p) : NULL;
 			if (rc != FUNNEL_ETIMEDOUT)
 				funnel_log(FUNNEL_LOG_WARN, "gateway: form %s: %s: %s", f->id,
-				           funnel_errname(rc), p ? funnel_producer_error(p)->message : "");
-			ret = reply_publish_error(c, rc, p ? funnel_producer_error(p) : NULL, &out, cors, 2);
+				           funnel_errname(rc), info ? info->message : "before publishing");
+			ret = reply_publish_error(c, rc, info, &out, cors, 2);
 			gw_stats_count(g->stats, fi, out, mono_ns() - t0);
 			gw_event_release(&ev);
 			return ret;

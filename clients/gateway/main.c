@@ -6,9 +6,10 @@
  *   funnel-gateway [run] [options]      serve (default)
  *   funnel-gateway check [FILE]         validate the forms section
  *
- * Start-up order: read the forms, the lead id key, record the rules file
- * in the log (rules.changed, once per file), then serve.  SIGTERM or
- * SIGINT stops serving; answers in progress finish first.
+ * Start-up order: read the forms and the lead id key, then serve (the
+ * rules file is recorded in the log before the first lead.captured made
+ * with it: http.c).  SIGTERM or SIGINT stops serving; answers in progress
+ * finish first.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,7 +29,6 @@
 #include "funnel/log.h"
 #include "gateway.h"
 #include "rulesfile.h"
-#include "rulesrec.h"
 #include "svcargs.h"
 
 static const char usage_text[] =
@@ -120,27 +120,6 @@ load_key(const char *path, uint8_t key[GW_KEY_BYTES])
 	return 0;
 }
 
-/* rules.changed for the file, unless the log has it already. */
-static int
-record_rules(const args *a, const gw_forms *forms)
-{
-	funnel_producer *p = NULL;
-	funnel_query *q = NULL;
-	int rc = funnel_producer_new(&p, a->c.ingest, a->h.timeout_ms);
-	if (rc == FUNNEL_OK)
-		rc = funnel_query_new(&q, a->c.query, a->h.timeout_ms);
-	if (rc == FUNNEL_OK) {
-		rf_rules_id id = { GW_NAME, forms->hash_hex, forms->version, forms->text, forms->len };
-		rc = rf_record_rules_by(q, p, &id);
-	}
-	funnel_query_destroy(&q);
-	funnel_producer_destroy(&p);
-	if (rc != FUNNEL_OK)
-		funnel_log(FUNNEL_LOG_ERROR, "gateway: cannot record the rules in the log: %s",
-		           funnel_strerror(rc));
-	return rc;
-}
-
 static int
 cmd_run(args *a)
 {
@@ -157,7 +136,7 @@ cmd_run(args *a)
 		return 1;
 	}
 	svc_on_signals(on_signal);
-	if (load_key(a->key_file, key) != 0 || record_rules(a, forms) != FUNNEL_OK)
+	if (load_key(a->key_file, key) != 0)
 		goto out;
 	a->h.forms = forms;
 	a->h.key = key;
@@ -190,7 +169,7 @@ cmd_check(const char *path)
 	gw_forms *forms;
 	char err[512];
 	if (gw_forms_load(path, &forms, err, sizeof err) != FUNNEL_OK) {
-		fprintf(stderr, "%s\n", err);
+		fprintf(stderr, "funnel-gateway: %s\n", err);
 		return 1;
 	}
 	printf("%s: ok: \"%s\", %zu form%s:", path, forms->version, forms->n, forms->n == 1 ? "" : "s");
