@@ -6,6 +6,7 @@
  *   submit.c   one form submission (its fields) -> one lead.captured
  *              envelope: field mapping, marketing context, lead id,
  *              event id, occurred_at
+ *   batch.c    form posts' events coalesced into publish requests
  *   limit.c    the per-client-address rate limit (bounded memory)
  *   stats.c    counters and the latency histogram for /metrics
  *   http.c     the HTTP server (libmicrohttpd): routes, bodies, answers,
@@ -23,7 +24,7 @@
 
 #include <msgpack.h>
 
-#include "funnel/error.h"
+#include "funnel/funnel.h"
 
 #define GW_NAME "gateway"
 #define GW_DEFAULT_HTTP "127.0.0.1:7490"
@@ -164,6 +165,33 @@ void gw_event_release(gw_event *ev);
 /* The lead id of an e-mail address: "L-" + hex of a keyed BLAKE2b-128 of
  * the address lowercased and trimmed.  out holds 35 bytes. */
 void gw_lead_id(const uint8_t key[GW_KEY_BYTES], const char *email, size_t len, char *out);
+
+/* ---- coalescing (batch.c) ---- */
+
+#define GW_BATCH_MAX 512          /* events in one publish request at most */
+
+typedef struct gw_batcher gw_batcher;
+
+/* Called by the publisher thread before each request, with its producer
+ * (the gateway records its rules file there); not FUNNEL_OK fails every
+ * event of the request with that code. */
+typedef int (*gw_before_fn)(void *ctx, funnel_producer *p);
+
+/* Start the publisher thread with a producer of its own on ingest
+ * (timeout_ms per request).  FUNNEL_OK, FUNNEL_ENOMEM, FUNNEL_ETRANSPORT. */
+int gw_batcher_new(gw_batcher **out, const char *ingest, int timeout_ms, gw_before_fn before,
+                   void *ctx);
+/* Send what is queued, stop the thread, free.  No gw_batcher_publish may
+ * be running or start.  Safe on NULL. */
+void gw_batcher_destroy(gw_batcher **b);
+/*
+ * Store ev (valid until this returns) in the next request and wait for
+ * its outcome: FUNNEL_OK with *ack, or the code with *info (index -1
+ * unless funneld named this event alone).  Thread-safe: every server
+ * thread calls it.
+ */
+int gw_batcher_publish(gw_batcher *b, const funnel_event *ev, funnel_ack *ack,
+                       funnel_error_info *info);
 
 /* ---- rate limit (limit.c) ---- */
 

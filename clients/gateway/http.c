@@ -10,9 +10,11 @@
  *   GET     /metrics         Prometheus text
  *   GET     /healthz         200 when funneld answers, else 503
  *
- * Each server thread publishes through a funnel_producer of its own
- * (created on first use; the producer is not thread-safe), and answers
- * only after funneld acknowledged: a 2xx or 303 means the event is in
+ * A form post's event goes through the batcher (batch.c), which sends
+ * the events of concurrent posts in one request; /v1/events requests go
+ * as they are through a funnel_producer of the server thread's own
+ * (created on first use; the producer is not thread-safe).  Either way
+ * the answer waits for funneld's ack: a 2xx or 303 means the event is in
  * the log.  Everything that can refuse a request (route, origin, rate,
  * size, body, fields) is decided before anything is sent, so a refused
  * request leaves the log as it was.
@@ -52,6 +54,7 @@ struct gw_http {
 	funnel_query *q;           /* /healthz and the rules record, under lock */
 	int log_up;                /* last health answer: 1, 0, -1 unknown */
 	int rules_recorded;        /* rules.changed is in the log (atomic) */
+	gw_batcher *batcher;       /* the form posts' events */
 };
 
 /* This thread's producer (the server's threads only). */
@@ -168,8 +171,9 @@ producer(gw_http *g)
  * a prompt 503, not the record's patient wait.  FUNNEL_OK or the error.
  */
 static int
-ensure_rules(gw_http *g, funnel_producer *p)
+ensure_rules(void *ctx, funnel_producer *p)
 {
+	gw_http *g = ctx;
 	funnel_status st;
 	int rc = FUNNEL_OK;
 	if (__atomic_load_n(&g->rules_recorded, __ATOMIC_ACQUIRE))
@@ -464,20 +468,16 @@ serve_form(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 	funnel_ack ack = { 0 };
 	gw_outcome out = GW_HONEYPOT;
 	if (!ev.honeypot) {
-		funnel_producer *p = producer(g);
+		funnel_error_info info;
 		funnel_event e = { .type = "lead.captured", .lead = ev.lead, .id = ev.id,
 		                   .has_occurred_at = 1, .occurred_at = ev.occurred_at,
 		                   .data = ev.data.data, .data_len = ev.data.size };
-		rc = p ? ensure_rules(g, p) : FUNNEL_ENOMEM;
-		int published = rc == FUNNEL_OK;      /* else the details are not the producer's */
-		if (published)
-			rc = funnel_publish(p, &e, 1, &ack);
+		rc = gw_batcher_publish(g->batcher, &e, &ack, &info);
 		if (rc != FUNNEL_OK) {
-			const funnel_error_info *info = published ? funnel_producer_error(p) : NULL;
 			if (rc != FUNNEL_ETIMEDOUT)
 				funnel_log(FUNNEL_LOG_WARN, "gateway: form %s: %s: %s", f->id,
-				           funnel_errname(rc), info ? info->message : "before publishing");
-			ret = reply_publish_error(c, rc, info, &out, cors, 2);
+				           funnel_errname(rc), info.message);
+			ret = reply_publish_error(c, rc, &info, &out, cors, 2);
 			gw_stats_count(g->stats, fi, out, mono_ns() - t0);
 			gw_event_release(&ev);
 			return ret;
@@ -925,7 +925,9 @@ gw_http_start(gw_http **out, const gw_http_opts *o)
 	g->query = strdup(o->query ? o->query : FUNNEL_DEFAULT_QUERY);
 	if (g->ingest == NULL || g->query == NULL ||
 	    (rc = gw_limiter_new(&g->limiter, o->rate_per_minute, o->rate_burst)) != FUNNEL_OK ||
-	    (rc = gw_stats_new(&g->stats, o->forms)) != FUNNEL_OK) {
+	    (rc = gw_stats_new(&g->stats, o->forms)) != FUNNEL_OK ||
+	    (rc = gw_batcher_new(&g->batcher, g->ingest, o->timeout_ms, ensure_rules, g)) !=
+	    FUNNEL_OK) {
 		gw_http_stop(&g);
 		return FUNNEL_ENOMEM;
 	}
@@ -964,6 +966,7 @@ gw_http_stop(gw_http **pg)
 	gw_http *g = *pg;
 	if (g->d)
 		MHD_stop_daemon(g->d);      /* joins the threads: the producers are ours now */
+	gw_batcher_destroy(&g->batcher);   /* no post waits on it any more */
 	for (size_t i = 0; i < g->nproducers; i++)
 		funnel_producer_destroy(&g->producers[i]);
 	funnel_query_destroy(&g->q);

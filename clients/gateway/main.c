@@ -45,7 +45,7 @@ static const char usage_text[] =
 	"  --ingest EP --query EP   funneld endpoints (default loopback 7400, 7402)\n"
 	"  --lead-key FILE     the secret of the lead ids, 64 hex digits; created when missing\n"
 	"                      (default " GW_DEFAULT_KEY_FILE "; keep it: a new key, new lead ids)\n"
-	"  --threads N         server threads, each with its connection to funneld (default 8)\n"
+	"  --threads N         server threads: posts answered at once (default 8)\n"
 	"  --timeout-ms N      wait for funneld's ack at most this long, then 503 (default 3000)\n"
 	"  --rate-limit N      form posts per minute per client address, 0: none (default 60)\n"
 	"  --rate-burst N      posts an address may send at once (default 20)\n"

@@ -305,6 +305,29 @@ def form_posts(res, daemon, gw, log):
                   "both stored")
     res.run("multipart/form-data and application/json bodies are accepted", multipart_and_json)
 
+    def concurrent():
+        """Posts at once share publish requests; each answer is its own event."""
+        h0 = head(log)
+        out = {}
+
+        def one(i):
+            out[i] = gw.post_json("demo-request", demo(email="c%d@example.org" % i,
+                                                       submission_id="conc-%d" % i))
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(24)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout=30)
+        expect_eq(sorted(st for st, _, _ in out.values()), [200] * 24, "all stored")
+        recs = {r["seq"]: r for r in log.records(**{"from": h0 + 1})}
+        expect_eq(len(recs), 24, "24 events")
+        for i, (_, _, j) in out.items():
+            r = recs[j["seq"]]
+            expect_eq((r["id"], r["lead"], r["data"]["email"]),
+                      ("form:demo-request:conc-%d" % i, j["lead"], "c%d@example.org" % i),
+                      "answer %d is its own event" % i)
+    res.run("24 posts at once: each answer names its own event", concurrent)
+
 
 def refusals(res, daemon, gw, log):
     """Every 4xx names the field or the limit and stores nothing."""
