@@ -45,7 +45,7 @@ static const char usage_text[] =
 	"  --ingest EP --query EP   funneld endpoints (default loopback 7400, 7402)\n"
 	"  --lead-key FILE     the secret of the lead ids, 64 hex digits; created when missing\n"
 	"                      (default " GW_DEFAULT_KEY_FILE "; keep it: a new key, new lead ids)\n"
-	"  --threads N         server threads: posts answered at once (default 8)\n"
+	"  --threads N         server threads: posts answered at once (default 32)\n"
 	"  --timeout-ms N      wait for funneld's ack at most this long, then 503 (default 3000)\n"
 	"  --rate-limit N      form posts per minute per client address, 0: none (default 60)\n"
 	"  --rate-burst N      posts an address may send at once (default 20)\n"
@@ -234,7 +234,7 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	args a = { .c = { .rules = "funnel.yaml" },
-	           .h = { .addr = GW_DEFAULT_HTTP, .threads = 8, .timeout_ms = 3000,
+	           .h = { .addr = GW_DEFAULT_HTTP, .threads = 32, .timeout_ms = 3000,
 	                  .rate_per_minute = 60, .rate_burst = 20 },
 	           .key_file = GW_DEFAULT_KEY_FILE };
 
