@@ -70,6 +70,7 @@ CLI_SRC := $(wildcard clients/cli/*.c)
 SCORING_SRC := $(wildcard clients/scoring/*.c)
 ROUTING_SRC := $(wildcard clients/routing/*.c)
 METRICS_SRC := $(wildcard clients/metrics/*.c)
+GATEWAY_SRC := $(wildcard clients/gateway/*.c)
 # what more than one service links: the shared rules file's reader
 COMMON_SRC := $(wildcard clients/common/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -93,6 +94,10 @@ METRICS_ENGINE_OBJ := $(filter-out %/main.o %/http.o %/dashboard_html.o,$(METRIC
 # the rules engine alone, without the service around it (unit tests link it)
 SCORING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o %/whatif.o,$(SCORING_OBJ))
 ROUTING_OBJ := $(call obj,$(ROUTING_SRC))
+# the embed script is compiled in (xxd -i), like the dashboard
+GATEWAY_OBJ := $(call obj,$(GATEWAY_SRC)) $(BUILD)/obj/gen/embed_js.o
+# the forms, submissions, rate limit and counters alone, without the server
+GATEWAY_ENGINE_OBJ := $(filter-out %/main.o %/http.o %/embed_js.o,$(GATEWAY_OBJ))
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
 # the routing engine alone (rules and decisions), for the unit tests
 ROUTING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o,$(ROUTING_OBJ))
@@ -112,6 +117,7 @@ FUNNEL := $(BUILD)/bin/funnel
 FUNNEL_SCORING := $(BUILD)/bin/funnel-scoring
 FUNNEL_ROUTING := $(BUILD)/bin/funnel-routing
 FUNNEL_METRICS := $(BUILD)/bin/funnel-metrics
+FUNNEL_GATEWAY := $(BUILD)/bin/funnel-gateway
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
@@ -126,8 +132,8 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -fsanitize=fuzzer,add
 .PHONY: FORCE all deps test check unit integration sanitize test-asan run bench bench-peers install clean fuzz
 # keep every object, including those only tests link
 .SECONDARY:
-all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) $(LIBFUNNEL) $(LIBFUNNEL_SO) \
-	$(LIBFUNNEL_PC)
+all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) $(FUNNEL_GATEWAY) \
+	$(LIBFUNNEL) $(LIBFUNNEL_SO) $(LIBFUNNEL_PC)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -160,6 +166,15 @@ $(FUNNEL_METRICS): $(METRICS_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	$(CC) $(LDFLAGS) -o $@ $(METRICS_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(METRICS_LIBS) \
 		$(SYSTEMD_LIBS)
 
+$(FUNNEL_GATEWAY): $(GATEWAY_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(GATEWAY_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(METRICS_LIBS) \
+		$(SYSTEMD_LIBS)
+
+$(BUILD)/gen/embed_js.c: clients/gateway/embed.js
+	@mkdir -p $(dir $@)
+	xxd -i -n gw_embed_js $< | sed 's/^unsigned /const unsigned /' > $@
+
 $(BUILD)/gen/dashboard_html.c: clients/metrics/dashboard.html
 	@mkdir -p $(dir $@)
 	xxd -i -n mx_dashboard_html $< | sed 's/^unsigned /const unsigned /' > $@
@@ -173,9 +188,10 @@ $(FUNNELD): $(DAEMON_OBJ) $(PROTO_OBJ) $(BUILD)/obj/clients/lib/log.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(SYSTEMD_LIBS)
 
-$(FUNNEL): $(CLI_OBJ) $(LIBFUNNEL)
+# the CLI shares the JSON -> msgpack conversion with funnel-gateway
+$(FUNNEL): $(CLI_OBJ) $(BUILD)/obj/clients/common/jsonpack.o $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIBFUNNEL) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/obj/clients/common/jsonpack.o $(LIBFUNNEL) $(LIBS)
 
 $(FUNNEL_SCORING): $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
@@ -186,13 +202,15 @@ $(FUNNEL_ROUTING): $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	$(CC) $(LDFLAGS) -o $@ $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(SYSTEMD_LIBS)
 
 # the services' sources see the shared reader's header
-$(BUILD)/obj/clients/scoring/%.o $(BUILD)/obj/clients/routing/%.o $(BUILD)/obj/clients/metrics/%.o: ALL_CFLAGS += -Iclients/common
+$(BUILD)/obj/clients/scoring/%.o $(BUILD)/obj/clients/routing/%.o $(BUILD)/obj/clients/metrics/%.o \
+$(BUILD)/obj/clients/gateway/%.o $(BUILD)/obj/clients/cli/%.o: ALL_CFLAGS += -Iclients/common
 
 # unit tests link every service's engine (no main, no I/O around it)
-UNIT_ENGINE_OBJ := $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ) $(COMMON_OBJ)
+UNIT_ENGINE_OBJ := $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ) \
+	$(GATEWAY_ENGINE_OBJ) $(COMMON_OBJ)
 $(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) $(SYSTEMD_LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/gateway -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) $(SYSTEMD_LIBS) -lcmocka $(LDFLAGS)
 
 $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -298,7 +316,7 @@ install: all
 		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/funnel $(DESTDIR)$(UNITDIR) \
 		$(DESTDIR)$(SYSUSERSDIR)
 	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) \
-		$(DESTDIR)$(BINDIR)/
+		$(FUNNEL_GATEWAY) $(DESTDIR)$(BINDIR)/
 	install -m 644 $(LIBFUNNEL) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(LIBFUNNEL_SO) $(DESTDIR)$(LIBDIR)/
 	ln -sf libfunnel.so.$(SO_VERSION) $(DESTDIR)$(LIBDIR)/libfunnel.so.$(SO_MAJOR)
@@ -306,7 +324,8 @@ install: all
 	install -m 644 $(LIBFUNNEL_PC) $(DESTDIR)$(LIBDIR)/pkgconfig/
 	install -m 644 include/funnel/*.h $(DESTDIR)$(INCLUDEDIR)/funnel/
 	install -m 644 funnel.yaml $(DESTDIR)$(DOCDIR)/funnel.yaml.example
-	install -m 644 README.md proto/PROTOCOL.md clients/metrics/METRICS.md $(DESTDIR)$(DOCDIR)/
+	install -m 644 README.md proto/PROTOCOL.md clients/metrics/METRICS.md \
+		clients/gateway/GATEWAY.md $(DESTDIR)$(DOCDIR)/
 	[ -e $(DESTDIR)$(SYSCONFDIR)/funnel/funnel.yaml ] || \
 		install -m 644 funnel.yaml $(DESTDIR)$(SYSCONFDIR)/funnel/funnel.yaml
 	$(SUBST) daemon/systemd/funnel.conf > $(DESTDIR)$(DOCDIR)/funnel.conf.example

@@ -2,9 +2,10 @@
 # clients/run.sh - run the whole system on the embedded defaults: funneld
 # with its log in var/funnel on loopback ports 7400-7402, then every
 # service that is built (funnel-scoring, ...) with its view under var/ and
-# the shared rules file funnel.yaml.  Ctrl-C (or SIGTERM) stops the
-# services first, then funneld, each with SIGTERM so they finish the batch
-# in hand.
+# the shared rules file funnel.yaml, and funnel-gateway on
+# http://127.0.0.1:7490 (its lead id key in var/gateway.key).  Ctrl-C (or
+# SIGTERM) stops the services first, then funneld, each with SIGTERM so
+# they finish the batch in hand.
 #
 # usage: BUILD=build sh clients/run.sh [extra funneld flags]
 # VAR (default var) moves every data directory; RULES (default
@@ -61,6 +62,12 @@ for svc in scoring routing metrics; do
 	"$BIN/funnel-$svc" --rules "$RULES" --view "$VAR/$svc" $eps &
 	services="$services $!"
 done
+
+if [ -x "$BIN/funnel-gateway" ]; then
+	# shellcheck disable=SC2086 # eps is three flag pairs
+	"$BIN/funnel-gateway" --rules "$RULES" --lead-key "$VAR/gateway.key" $eps &
+	services="$services $!"
+fi
 
 echo "run: funneld ($(ep ingest), $(ep publish), $(ep query)) and services:$services; Ctrl-C stops"
 wait "$daemon"

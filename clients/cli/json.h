@@ -2,19 +2,8 @@
  * clients/cli/json.h - JSON <-> msgpack for the funnel CLI, on cJSON and
  * msgpack-c.
  *
- * JSON -> msgpack (what `funnel publish` sends):
- *   integer literals -> msgpack int (uint64 when >= 0, int64 when < 0;
- *                       a literal out of the 64-bit range becomes float64)
- *   literals with a fraction or an exponent -> float64
- *   strings, true/false, null, arrays, objects -> the same msgpack types
- *   (object members keep their order, duplicates included); a string
- *   holding U+0000 is stored whole, NUL byte included.
- * Refused with FUNNEL_EJSON, naming the field (data.price, tags[2]):
- *   a number out of the float64 range (1e999: it would be +Inf), and an
- *   object member name holding U+0000.
- * cJSON keeps every number as a double, which would round integers above
- * 2^53 (nanosecond timestamps are such integers), so the exact integer is
- * taken from the number's literal in the text the tree was parsed from.
+ * JSON -> msgpack (what `funnel publish` sends) is fjson_pack_text in
+ * clients/common/jsonpack.h, shared with funnel-gateway.
  *
  * msgpack -> JSON (how records are printed):
  *   ints are printed exactly; floats with up to 17 significant digits and
@@ -40,16 +29,7 @@
 #include <msgpack.h>
 
 #include "funnel/record.h"
-
-/*
- * Parse the JSON text of len bytes (no NUL needed) and append it to pk as
- * one msgpack value.  Only whitespace may follow the value.  Returns
- * FUNNEL_OK; FUNNEL_EJSON with a sentence in err naming the byte where the
- * text went wrong, or the field holding a value refused above (nothing
- * was appended to pk); or FUNNEL_ENOMEM (pk may
- * hold part of the value: the caller discards its buffer or rolls it back).
- */
-int fjson_pack_text(msgpack_packer *pk, const char *text, size_t len, char *err, size_t errlen);
+#include "jsonpack.h"     /* fjson_pack_text: JSON -> msgpack, shared with funnel-gateway */
 
 /* A new cJSON tree for a msgpack object, or NULL when out of memory. */
 cJSON *fjson_from_msgpack(const msgpack_object *o);

@@ -46,8 +46,23 @@ last_recorded_rules(funnel_query *q, const char *service, last_rules *lr)
 	return funnel_replay_each(q, &req, note_rules, lr);
 }
 
-int
-rf_record_rules(funnel_service *svc, const rf_rules_id *id)
+/* How the record is sent: through a service's runtime or a producer. */
+typedef int (*send_fn)(void *to, const funnel_event *ev, funnel_ack *ack);
+
+static int
+send_by_service(void *to, const funnel_event *ev, funnel_ack *ack)
+{
+	return funnel_service_send(to, ev, ack);
+}
+
+static int
+send_by_producer(void *to, const funnel_event *ev, funnel_ack *ack)
+{
+	return funnel_publish(to, ev, 1, ack);
+}
+
+static int
+record_rules(funnel_query *q, send_fn send, void *to, const rf_rules_id *id)
 {
 	last_rules lr;
 	char key[128];
@@ -55,7 +70,7 @@ rf_record_rules(funnel_service *svc, const rf_rules_id *id)
 
 	/* funneld may still be starting: wait for it like the feed does */
 	for (int tries = 0;; tries++) {
-		rc = last_recorded_rules(funnel_service_query(svc), id->service, &lr);
+		rc = last_recorded_rules(q, id->service, &lr);
 		if (rc == FUNNEL_OK)
 			break;
 		if (tries == 0)
@@ -91,7 +106,7 @@ rf_record_rules(funnel_service *svc, const rf_rules_id *id)
 	funnel_event ev = { .type = "rules.changed", .id = key, .data = sb.data,
 	                    .data_len = sb.size };
 	funnel_ack ack = { 0 };
-	rc = funnel_service_send(svc, &ev, &ack);
+	rc = send(to, &ev, &ack);
 	msgpack_sbuffer_destroy(&sb);
 	if (rc != FUNNEL_OK) {
 		if (rc != FUNNEL_ESHUTDOWN)
@@ -102,4 +117,16 @@ rf_record_rules(funnel_service *svc, const rf_rules_id *id)
 	funnel_log(FUNNEL_LOG_INFO, "%s: recorded rules.changed for \"%s\" (%.12s) at seq %"
 	           PRIu64, id->service, id->version, id->hash_hex, ack.seq);
 	return FUNNEL_OK;
+}
+
+int
+rf_record_rules(funnel_service *svc, const rf_rules_id *id)
+{
+	return record_rules(funnel_service_query(svc), send_by_service, svc, id);
+}
+
+int
+rf_record_rules_by(funnel_query *q, funnel_producer *p, const rf_rules_id *id)
+{
+	return record_rules(q, send_by_producer, p, id);
 }

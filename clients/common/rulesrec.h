@@ -13,7 +13,7 @@
 
 /* The rules file a service runs with. */
 typedef struct rf_rules_id {
-	const char *service;       /* "scoring", "routing": data.service */
+	const char *service;       /* "scoring", "routing", "gateway": data.service */
 	const char *hash_hex;      /* BLAKE2b-256 of the text, lowercase hex */
 	const char *version;       /* the file's version: */
 	const char *text;          /* the whole file */
@@ -27,5 +27,10 @@ typedef struct rf_rules_id {
  * FUNNEL_ESHUTDOWN (stopped while waiting), or the error from funneld.
  */
 int rf_record_rules(funnel_service *svc, const rf_rules_id *id);
+
+/* The same for a program that is not a log-following service (the
+ * gateway): asks through q, sends through p (one synchronous publish,
+ * errors returned as they come; the key makes a retry safe). */
+int rf_record_rules_by(funnel_query *q, funnel_producer *p, const rf_rules_id *id);
 
 #endif

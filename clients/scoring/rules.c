@@ -614,12 +614,12 @@ parse_scoring(parser *p, yaml_node_t *n)
 static int
 parse_top(parser *p, yaml_node_t *root)
 {
-	enum { T_VERSION, T_SCORING, T_ROUTING, T_SLA, N_T };
-	static const char *const keys[N_T] = { "version", "scoring", "routing", "sla" };
+	enum { T_VERSION, T_SCORING, T_ROUTING, T_SLA, T_FORMS, N_T };
+	static const char *const keys[N_T] = { "version", "scoring", "routing", "sla", "forms" };
 	yaml_node_t *v[N_T];
 	int rc;
 
-	if ((rc = rf_map(&p->c, root, "", keys, N_T, "version, scoring, routing, sla", 0, v)) != FUNNEL_OK)
+	if ((rc = rf_map(&p->c, root, "", keys, N_T, "version, scoring, routing, sla, forms", 0, v)) != FUNNEL_OK)
 		return rc;
 	if (v[T_VERSION] == NULL)
 		return rf_err(&p->c, root, "", "missing \"version\" (a name for this edition of the rules)");
@@ -627,7 +627,7 @@ parse_top(parser *p, yaml_node_t *root)
 		return rc;
 	if (v[T_SCORING] == NULL)
 		return rf_err(&p->c, root, "", "missing \"scoring\"");
-	/* routing and sla belong to other services: not read here */
+	/* routing, sla and forms belong to other services: not read here */
 	return parse_scoring(p, v[T_SCORING]);
 }
 

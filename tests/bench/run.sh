@@ -5,6 +5,8 @@
 # BENCH_SCORING_EVENTS and BENCH_SCORING_SECS size bench_scoring.c;
 # BENCH_ROUTING_LEADS and BENCH_ROUTING_SECS size bench_routing.c;
 # BENCH_METRICS_EVENTS and BENCH_METRICS_REQUESTS size bench_metrics.c;
+# BENCH_GATEWAY_POSTS, BENCH_GATEWAY_CLIENTS, BENCH_GATEWAY_RATE and
+# BENCH_GATEWAY_PACED size bench_gateway.c;
 # BENCH_OUT is where the table and the raw figures go.
 BUILD=${BUILD:-build}
 export BUILD
@@ -19,4 +21,7 @@ nice "$BUILD/bench/bench_routing" || exit 1
 # funnel-metrics: view rebuild, then /api and /metrics on the large view
 # (BENCH_METRICS_EVENTS, BENCH_METRICS_REQUESTS), appended
 nice "$BUILD/bench/bench_metrics" || exit 1
+# funnel-gateway: form posts/s (64 keep-alive clients) next to direct
+# ZeroMQ publishing, and post -> answer latency at 1,000 posts/s, appended
+nice "$BUILD/bench/bench_gateway" || exit 1
 echo "table and raw figures saved in $BENCH_OUT"

@@ -31,7 +31,8 @@ from funnel_testlib import REPO, Results, expect, expect_eq, expect_in
 BUILD = os.environ.get("BUILD", "build")
 MAKE_TIMEOUT_S = 600
 CMD_TIMEOUT_S = 60
-BINARIES = ("funneld", "funnel", "funnel-scoring", "funnel-routing", "funnel-metrics")
+BINARIES = ("funneld", "funnel", "funnel-scoring", "funnel-routing", "funnel-metrics",
+            "funnel-gateway")
 UNITS = ("funneld.service", "funnel-scoring.service", "funnel-routing.service",
          "funnel-metrics.service")
 

@@ -32,14 +32,14 @@ subsections under it).  In those blocks:
 How it runs, as `make run` would (clients/run.sh): a funneld in a fresh
 temporary directory on loopback ports, then funnel-scoring, funnel-routing
 and funnel-metrics with the repository's funnel.yaml, each with its view
-in that directory.  Commands run with bash from the repository root (where
+in that directory, and funnel-gateway.  Commands run with bash from the repository root (where
 the README says to start) on a pseudo-terminal, one at a time, each after
 funneld and every service are quiet (each service's checkpoint at the
 log's head); $BUILD/bin is first on PATH.  What differs from the README's
 machine is mapped both ways, in the commands and back in their outputs:
 the endpoints (the CLI gets them from FUNNEL_INGEST/PUBLISH/QUERY, the
 service commands from small wrappers first on PATH that add --view and the
-endpoints), the dashboard's 127.0.0.1:7480, and /tmp/, which becomes a
+endpoints), the dashboard's 127.0.0.1:7480, the gateway's 127.0.0.1:7490, and /tmp/, which becomes a
 directory of the run's own.
 
     BUILD=build /usr/bin/python3 tests/integration/test_tour.py
@@ -73,6 +73,7 @@ CTRL_C_QUIET_S = 1.5       # a live command is stopped after this long without o
 CTRL_C_FIRST_S = 10.0      # or this long when it has printed nothing yet
 SERVICES = ("scoring", "routing", "metrics")
 README_METRICS = "127.0.0.1:7480"
+README_GATEWAY = "127.0.0.1:7490"
 README_ENDPOINTS = {"ingest": "tcp://127.0.0.1:7400", "publish": "tcp://127.0.0.1:7401",
                     "query": "tcp://127.0.0.1:7402"}
 CTRL_C_MARK = "# Ctrl-C stops it"
@@ -209,6 +210,12 @@ class Tour:
             extra = ("--http", self.metrics_addr) if name == "metrics" else ()
             self.procs.append(svc.start(*extra))
             self.services[name] = svc
+        # funnel-gateway, as `make run` starts it (it keeps no view)
+        self.gateway_addr = "127.0.0.1:%d" % free_port()
+        gw = Service(os.path.join(self.bin, "funnel-gateway"), self.daemon, "gateway")
+        gw.rules = rules
+        self.procs.append(gw.start("--http", self.gateway_addr, "--lead-key",
+                                   os.path.join(self.dir, "gateway.key")))
         # the service commands a user types reach this run's views and daemon
         wrappers = os.path.join(self.dir, "wrappers")
         os.mkdir(wrappers)
@@ -237,10 +244,12 @@ class Tour:
     # --- what differs from the README's machine, both ways ---
     def to_run(self, text):
         text = text.replace("/tmp/", self.tmp + "/")
+        text = text.replace(README_GATEWAY, self.gateway_addr)
         return text.replace(README_METRICS, self.metrics_addr)
 
     def to_readme(self, text):
         text = text.replace(self.tmp + "/", "/tmp/").replace(self.metrics_addr, README_METRICS)
+        text = text.replace(self.gateway_addr, README_GATEWAY)
         for k, ep in self.daemon.endpoints.items():
             if k in README_ENDPOINTS:
                 text = text.replace(ep, README_ENDPOINTS[k])
@@ -360,7 +369,8 @@ def main():
     if not res.run("the tour's commands and quoted outputs are read from README.md", parse):
         return res.summary()
 
-    for b in ("funneld", "funnel", "funnel-scoring", "funnel-routing", "funnel-metrics"):
+    for b in ("funneld", "funnel", "funnel-scoring", "funnel-routing", "funnel-metrics",
+              "funnel-gateway"):
         if not os.access(os.path.join(build, "bin", b), os.X_OK):
             res.not_ok("%s is built" % b, os.path.join(build, "bin", b))
             return res.summary()

@@ -1,6 +1,6 @@
 /*
  * tests/unit/test_json.c - the CLI's JSON <-> msgpack converter
- * (clients/cli/json.c): JSON text -> msgpack -> JSON round trips, exact
+ * (clients/common/jsonpack.c and clients/cli/json.c): JSON text -> msgpack -> JSON round trips, exact
  * 64-bit integers, floats, errors with a position, msgpack types JSON
  * has no word for, and records rendered as JSON objects.
  */
@@ -23,9 +23,12 @@
 #include "model.h"
 
 /*
- * The converter belongs to the funnel CLI and is not part of libfunnel,
+ * The msgpack -> JSON half belongs to the funnel CLI and is not part of
+ * libfunnel,
  * which is all the test binaries link, so its source (and the helpers it
- * calls from util.c) is compiled into this test directly.
+ * calls from util.c) is compiled into this test directly; the JSON ->
+ * msgpack half (clients/common/jsonpack.c) comes with the objects every
+ * unit test links.
  */
 #include "../../clients/cli/json.c"
 #include "../../clients/cli/util.c"
