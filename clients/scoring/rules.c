@@ -1126,6 +1126,7 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 	out->changed = out->qualify = 0;
 	out->n_fired = 0;
 	out->re_limited = 0;
+	out->at = funnel_record_event_time(rec);
 	out->fit = st->rep[0];
 	out->engagement = st->rep[1];
 	out->total = st->rep[2];
@@ -1139,7 +1140,15 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 		out->fit = out->engagement = out->total = 0;
 		return FUNNEL_OK;
 	}
-	const uint64_t t = rec->ts;
+	/* decay runs on event time; a record dated before the lead's latest
+	 * time counts at that time, so no score is decayed backwards */
+	uint64_t prev = 0;
+	for (size_t i = 0; i < r->n; i++) {
+		if (st->rs[i].t > prev)
+			prev = st->rs[i].t;
+	}
+	const uint64_t t = funnel_record_event_time_after(rec, prev);
+	out->at = t;
 	const int captured = spec->type == FP_EV_CAPTURED;
 	const int sent_back = spec->type == FP_EV_RECYCLED || spec->type == FP_EV_REJECTED;
 	if (captured && rec->data != NULL)
