@@ -43,7 +43,7 @@ PKGS := libzmq lmdb msgpack libsodium libcjson yaml-0.1 libpcre2-8
 DEB_PACKAGES := build-essential pkg-config libzmq3-dev liblmdb-dev lmdb-utils \
 	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev libpcre2-dev \
 	python3 python3-zmq python3-msgpack \
-	libmicrohttpd-dev xxd chromium prometheus nodejs libsystemd-dev systemd
+	libmicrohttpd-dev xxd chromium prometheus nodejs libsystemd-dev systemd libcsv-dev
 # the peers `make bench` measures funnel against, in the same run
 BENCH_PACKAGES := redis-server libhiredis-dev nats-server libnats-dev
 
@@ -173,7 +173,7 @@ $(FUNNELD): $(DAEMON_OBJ) $(PROTO_OBJ) $(BUILD)/obj/clients/lib/log.o
 
 $(FUNNEL): $(CLI_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIBFUNNEL) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIBFUNNEL) $(LIBS) -lcsv
 
 $(FUNNEL_SCORING): $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
