@@ -5,6 +5,7 @@
 # BENCH_SCORING_EVENTS and BENCH_SCORING_SECS size bench_scoring.c;
 # BENCH_ROUTING_LEADS and BENCH_ROUTING_SECS size bench_routing.c;
 # BENCH_METRICS_EVENTS and BENCH_METRICS_REQUESTS size bench_metrics.c;
+# BENCH_IMPORT_ROWS and BENCH_DEMO_LEADS size bench_history.py;
 # BENCH_OUT is where the table and the raw figures go.
 BUILD=${BUILD:-build}
 export BUILD
@@ -19,4 +20,7 @@ nice "$BUILD/bench/bench_routing" || exit 1
 # funnel-metrics: view rebuild, then /api and /metrics on the large view
 # (BENCH_METRICS_EVENTS, BENCH_METRICS_REQUESTS), appended
 nice "$BUILD/bench/bench_metrics" || exit 1
+# a history's loading: funnel import's rows/s and events/s, make demo's
+# time (BENCH_IMPORT_ROWS, BENCH_DEMO_LEADS), appended
+nice /usr/bin/python3 tests/bench/bench_history.py || exit 1
 echo "table and raw figures saved in $BENCH_OUT"
