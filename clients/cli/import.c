@@ -581,6 +581,28 @@ clear_cells(importer *im)
 	im->n_cells = 0;
 }
 
+/* The columns a row cannot do without (record id, create date, stage)
+ * must be in the header: a file that is not the export the mapping
+ * describes stops the import before any row is read. */
+static void
+check_header(importer *im)
+{
+	static const char *const need[] = { "id", "created", "stage" };
+	const cJSON *m = cJSON_GetObjectItemCaseSensitive(im->map, im->file ? "deals" : "leads");
+	for (size_t k = 0; k < 3 && !im->fatal; k++) {
+		const char *col = mstr(m, need[k]);
+		size_t i = 0;
+		while (col != NULL && i < im->n_header && strcmp(im->header[i], col) != 0)
+			i++;
+		if (col == NULL || i == im->n_header) {
+			cli_error(im->g, "%s: no column '%s' (the mapping's %s.%s) in the header: not the "
+			          "export this mapping reads", im->files[im->file], col ? col : "",
+			          im->file ? "deals" : "leads", need[k]);
+			im->fatal = 1;
+		}
+	}
+}
+
 static void
 on_row(int term, void *ctx)
 {
@@ -592,6 +614,7 @@ on_row(int term, void *ctx)
 		im->cells = NULL;
 		im->n_cells = im->cap_cells = 0;
 		im->in_header = 0;
+		check_header(im);
 	} else if (!(im->n_cells == 1 && im->cells[0][0] == 0)) {     /* a blank line is no row */
 		im->rows++;
 		if (im->file == 0)

@@ -308,6 +308,15 @@ def conflict_group(res, daemon, ctx):
         expect_eq(ch["hubspot-105"], HS_CHAINS["hubspot-105"], "another lead imported whole")
     res.run("hubspot: a lead the log refuses is refused alone, with the log's reason",
             refused_lead)
+
+    def wrong_mapping():
+        head = log.status()["head"]
+        rc, out, err = funnel(daemon, "import", "--mapping", os.path.join(MAPPINGS, "salesforce.json"),
+                              "--leads", paths[0], "--rejects", rej)
+        expect_eq(rc, 1, "exit status")
+        expect("no column 'Id' (the mapping's leads.id) in the header" in err, "message: %r" % err)
+        expect_eq(log.status()["head"], head, "nothing sent")
+    res.run("an export the mapping does not describe stops the import before any row", wrong_mapping)
     log.close()
 
 
