@@ -4,7 +4,7 @@
  * log, each fact with its real date (occurred_at), so every view counts
  * it when it happened (PROTOCOL.md §10).
  *
- * A mapping file (JSON, clients/cli/mappings/) says which column holds
+ * A mapping file (JSON; clients/cli/mappings/README.md) says which column holds
  * what: the CRM record id, the create date, the stage and which CRM stage
  * means which funnel step, the date of each step, the lead fields, and
  * how a deal names its lead (or a lead its deal).
@@ -55,7 +55,7 @@ static const char import_help[] =
 	"deal.won / deal.lost, lead.disqualified), dated by the row (occurred_at),\n"
 	"with ids derived from the CRM ids: importing the same files again stores\n"
 	"nothing new.  Shipped mappings: clients/cli/mappings/hubspot.json and\n"
-	"salesforce.json.\n"
+	"salesforce.json; the format: clients/cli/mappings/README.md.\n"
 	"\n"
 	"  --mapping FILE   columns, stages and date formats (JSON)\n"
 	"  --leads CSV      the contacts / leads export\n"
