@@ -16,7 +16,12 @@ RULES=${RULES:-funnel.yaml}
 export BUILD VAR HTTP RULES
 here=$(dirname "$0")
 
-# start from nothing, but never empty a directory the demo did not make
+# start from nothing, but never empty a directory the demo did not make,
+# nor one a run is using (clients/run.sh holds $VAR/run.lock)
+if [ -f "$VAR/run.lock" ] && ! flock -n "$VAR/run.lock" true; then
+	echo "demo: $VAR is in use by a running demo; stop it first or set VAR" >&2
+	exit 1
+fi
 if [ -d "$VAR" ] && [ -n "$(ls -A "$VAR")" ] && [ ! -f "$VAR/.funnel-demo" ]; then
 	echo "demo: $VAR exists and is not a demo's: set VAR to another directory" >&2
 	exit 1
