@@ -5,6 +5,8 @@
 #                   integration tests, then the same tests under ASan+UBSan
 #   make run        install missing packages, build, start funneld and the
 #                   services on loopback (data under var/, rules funnel.yaml)
+#   make demo       the same on a fresh log (var/demo) holding 90 days of a
+#                   fictional company's funnel; prints the dashboard's URL
 #   make bench      the docs/DESIGN.md numbers next to Redis Streams (appendfsync
 #                   always), the peer docs/DESIGN.md names (tests/bench)
 #   make bench-peers the same next to every peer: Redis always and everysec,
@@ -45,7 +47,7 @@ PKGS := libzmq lmdb msgpack libsodium libcjson yaml-0.1 libpcre2-8
 DEB_PACKAGES := build-essential pkg-config libzmq3-dev liblmdb-dev lmdb-utils \
 	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev libpcre2-dev \
 	python3 python3-zmq python3-msgpack \
-	libmicrohttpd-dev xxd chromium prometheus nodejs libsystemd-dev systemd
+	libmicrohttpd-dev xxd chromium prometheus nodejs libsystemd-dev systemd libcsv-dev
 # the peers `make bench` measures funnel against, in the same run
 BENCH_PACKAGES := redis-server libhiredis-dev nats-server libnats-dev
 
@@ -129,7 +131,8 @@ FUZZ_BIN := $(BUILD)/fuzz/fuzz_envelope $(BUILD)/fuzz/fuzz_reply
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=undefined -fno-omit-frame-pointer -Iinclude -Iproto
 
-.PHONY: FORCE all deps test check unit integration sanitize test-asan run bench bench-peers install clean fuzz
+.PHONY: FORCE all deps test check unit integration sanitize test-asan run demo bench bench-peers install \
+	clean fuzz
 # keep every object, including those only tests link
 .SECONDARY:
 all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) $(FUNNEL_GATEWAY) \
@@ -191,7 +194,7 @@ $(FUNNELD): $(DAEMON_OBJ) $(PROTO_OBJ) $(BUILD)/obj/clients/lib/log.o
 # the CLI shares the JSON -> msgpack conversion with funnel-gateway
 $(FUNNEL): $(CLI_OBJ) $(BUILD)/obj/clients/common/jsonpack.o $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/obj/clients/common/jsonpack.o $(LIBFUNNEL) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/obj/clients/common/jsonpack.o $(LIBFUNNEL) $(LIBS) -lcsv
 
 $(FUNNEL_SCORING): $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
@@ -277,6 +280,11 @@ sanitize:
 # funneld and every service on the embedded defaults (clients/run.sh)
 run: deps all
 	@BUILD=$(BUILD) sh clients/run.sh $(ARGS)
+
+# the same on a fresh log under var/demo, filled with 90 days of a
+# fictional company's funnel (clients/demo), then the dashboard's URL
+demo: deps all
+	@BUILD=$(BUILD) sh clients/demo/demo.sh $(ARGS)
 
 # `make bench`: funnel and Redis Streams with appendfsync always, the peer
 # of the docs/DESIGN.md target (a few minutes on 2 cores, most of it filling the

@@ -9,7 +9,9 @@
 #
 # usage: BUILD=build sh clients/run.sh [extra funneld flags]
 # VAR (default var) moves every data directory; RULES (default
-# funnel.yaml) names the rules file.
+# funnel.yaml) names the rules file; HTTP (default funnel-metrics' own,
+# 127.0.0.1:7480) where the dashboard is served; SVC_ARGS more flags for
+# every service (e.g. --no-sync).
 BUILD=${BUILD:-build}
 VAR=${VAR:-var}
 RULES=${RULES:-funnel.yaml}
@@ -58,8 +60,10 @@ eps="--ingest $(ep ingest) --publish $(ep publish) --query $(ep query)"
 
 for svc in scoring routing metrics; do
 	[ -x "$BIN/funnel-$svc" ] || continue
-	# shellcheck disable=SC2086 # eps is three flag pairs
-	"$BIN/funnel-$svc" --rules "$RULES" --view "$VAR/$svc" $eps &
+	http=""
+	[ "$svc" = metrics ] && [ -n "$HTTP" ] && http="--http $HTTP"
+	# shellcheck disable=SC2086 # eps, http and SVC_ARGS are flag lists
+	"$BIN/funnel-$svc" --rules "$RULES" --view "$VAR/$svc" $eps $http $SVC_ARGS &
 	services="$services $!"
 done
 

@@ -119,3 +119,18 @@ funnel_record_parse(const void *buf, size_t len, msgpack_zone *zone, funnel_reco
 	r->len = len;
 	return rc;
 }
+
+uint64_t
+funnel_record_event_time(const funnel_record *r)
+{
+	if (r->has_occurred_at && r->occurred_at > 0 && (uint64_t)r->occurred_at <= r->ts)
+		return (uint64_t)r->occurred_at;
+	return r->ts;
+}
+
+uint64_t
+funnel_record_event_time_after(const funnel_record *r, uint64_t prev)
+{
+	uint64_t t = funnel_record_event_time(r);
+	return t < prev ? prev : t;
+}

@@ -131,5 +131,6 @@ int cmd_verify(struct cli *g, int argc, char **argv);
 int cmd_status(struct cli *g, int argc, char **argv);
 int cmd_backup(struct cli *g, int argc, char **argv);
 int cmd_restore(struct cli *g, int argc, char **argv);
+int cmd_import(struct cli *g, int argc, char **argv);
 
 #endif /* FUNNEL_CLI_CLI_H */

@@ -25,6 +25,7 @@ static const char usage_text[] =
 	"  status     the daemon's head, sizes, endpoints and settings\n"
 	"  backup     copy the log while funneld runs, verified (on its machine)\n"
 	"  restore    put a backup in place as a new data directory\n"
+	"  import     load a CRM's history from CSV exports, with its real dates\n"
 	"\n"
 	CLI_GLOBAL_HELP
 	"  --version       print the version\n"
@@ -46,6 +47,7 @@ static const struct command commands[] = {
 	{ "status", cmd_status },
 	{ "backup", cmd_backup },
 	{ "restore", cmd_restore },
+	{ "import", cmd_import },
 };
 
 void

@@ -15,7 +15,8 @@
  *
  *   leads     lead id -> mx_lead (encoded by mx_lead_encode): stage,
  *             stage-entry times, touches (source/campaign/form of each
- *             lead.captured), owner and team, the current assignment.
+ *             lead.captured), owner and team, the current assignment,
+             the event time of its last record.
  *             A lead erased and then captured again is a new lead: the
  *             erased one's row moves to "lead id\0be64 seq" (seq: the
  *             new capture; no lead id holds a control byte) and stays
@@ -55,6 +56,10 @@
 #define MX_MAX_TOUCHES 32     /* touches kept per lead: the first 31 and the latest */
 #define MX_STR_MAX 200
 
+/* Every time below (ts, *_ts, dur, delays, the facts' keys) is an event
+ * time (funnel_record_event_time), clamped per lead so that it never goes
+ * back (METRICS.md, Out of order). */
+
 /* A touch: one lead.captured of the lead (the first, or a re-inquiry). */
 typedef struct mx_touch {
 	funnel_str source, campaign, form;
@@ -71,6 +76,8 @@ typedef struct mx_lead {
 	uint64_t entered_ts;                 /* entry into the current stage */
 	uint64_t first_entry[FP_STAGE_COUNT]; /* first entry into each stage, 0: never */
 	uint64_t assigned_ts, assigned_seq;  /* current assignment (seq 0: none) */
+	uint64_t last_ts;                    /* event time of the last record applied: the
+	                                      * next one never counts before it */
 	funnel_str owner, team;
 	mx_touch touch[MX_MAX_TOUCHES];
 	mx_touch opp_last;                   /* touch[opp_touches - 1] when the last opportunity

@@ -1,7 +1,7 @@
 /*
  * clients/metrics/view.c - the metrics view: apply one record to the
  * leads, facts and counters tables (metrics.h).  Pure: time comes from
- * record timestamps only, and every effect goes through the runtime's
+ * the records' event times only (funnel_record_event_time), and every effect goes through the runtime's
  * write transaction, so a rebuild writes the same bytes.
  */
 #include <stdlib.h>
@@ -159,6 +159,7 @@ lead_encode(msgpack_sbuffer *b, const mx_lead *l)
 	put_touches(b, l->touch, l->n_touches);
 	if (l->opp_touches == MX_MAX_TOUCHES)
 		put_touches(b, &l->opp_last, 1);
+	put_u64(b, l->last_ts);
 }
 
 int
@@ -187,6 +188,15 @@ mx_lead_decode(const void *buf, size_t len, mx_lead *l)
 	 * is the best it knows (a rebuild credits the right one) */
 	if (l->opp_touches == MX_MAX_TOUCHES && !r.bad && r.p < r.end)
 		get_touches(&r, &l->opp_last, 1);
+	/* a row written before last_ts was kept ends here: the latest time
+	 * it holds stands in for it */
+	if (!r.bad && r.end - r.p >= 8) {
+		get(&r, &l->last_ts, 8);
+	} else {
+		l->last_ts = l->entered_ts > l->captured_ts ? l->entered_ts : l->captured_ts;
+		if (l->assigned_ts > l->last_ts)
+			l->last_ts = l->assigned_ts;
+	}
 	return r.bad || l->stage >= FP_STAGE_COUNT ? FUNNEL_EMALFORMED : FUNNEL_OK;
 }
 
@@ -338,8 +348,8 @@ mx_closed_loop(int ev)
 
 /* The stage change of one record: its fact and counters. */
 static int
-stage_change(funnel_service *svc, mx_view *v, const funnel_record *rec, fp_evtype ev,
-             mx_lead *l, fp_stage to)
+stage_change(funnel_service *svc, mx_view *v, const funnel_record *rec, uint64_t et,
+             fp_evtype ev, mx_lead *l, fp_stage to)
 {
 	fp_stage from = l->stage;
 	mx_fact f = { .kind = MX_F_STAGE, .ev = (uint8_t)ev, .from = (uint8_t)from,
@@ -347,8 +357,8 @@ stage_change(funnel_service *svc, mx_view *v, const funnel_record *rec, fp_evtyp
 	funnel_str stage_from = cstr(fp_stage_name(from)), stage_to = cstr(fp_stage_name(to));
 	int rc = FUNNEL_OK;
 
-	f.dur = from != FP_STAGE_NONE && rec->ts > l->entered_ts ? rec->ts - l->entered_ts : 0;
-	f.since_capture = rec->ts > l->captured_ts ? rec->ts - l->captured_ts : 0;
+	f.dur = from != FP_STAGE_NONE && et > l->entered_ts ? et - l->entered_ts : 0;
+	f.since_capture = et > l->captured_ts ? et - l->captured_ts : 0;
 	f.reason = data_str(rec, "reason");
 	if (l->n_touches > 0) {
 		f.source = l->touch[0].source;
@@ -371,12 +381,12 @@ stage_change(funnel_service *svc, mx_view *v, const funnel_record *rec, fp_evtyp
 		if (f.n_touches > 0 && f.n_touches == l->opp_touches)
 			f.touch[f.n_touches - 1] = l->opp_last;
 	}
-	if ((rc = put_fact(svc, v, rec->ts, rec->seq, &f)) != FUNNEL_OK)
+	if ((rc = put_fact(svc, v, et, rec->seq, &f)) != FUNNEL_OK)
 		return rc;
 	l->stage = (uint8_t)to;
-	l->entered_ts = rec->ts;
+	l->entered_ts = et;
 	if (l->first_entry[to] == 0)
-		l->first_entry[to] = rec->ts;
+		l->first_entry[to] = et;
 
 	if (from != FP_STAGE_NONE)
 		rc = bump(svc, v, "funnel_leads", -1, &stage_from, NULL);
@@ -396,12 +406,12 @@ stage_change(funnel_service *svc, mx_view *v, const funnel_record *rec, fp_evtyp
 }
 
 static int
-assignment(funnel_service *svc, mx_view *v, const funnel_record *rec, mx_lead *l)
+assignment(funnel_service *svc, mx_view *v, const funnel_record *rec, uint64_t et, mx_lead *l)
 {
 	mx_fact f = { .kind = MX_F_ASSIGN, .ev = FP_EV_ASSIGNED, .from = l->stage, .to = l->stage };
 	l->owner = data_str(rec, "owner");
 	l->team = data_str(rec, "team");
-	l->assigned_ts = rec->ts;
+	l->assigned_ts = et;
 	l->assigned_seq = rec->seq;
 	l->contacted = 0;
 	f.owner = l->owner;
@@ -410,14 +420,14 @@ assignment(funnel_service *svc, mx_view *v, const funnel_record *rec, mx_lead *l
 		f.source = l->touch[0].source;
 		f.campaign = l->touch[0].campaign;
 	}
-	int rc = put_fact(svc, v, rec->ts, rec->seq, &f);
+	int rc = put_fact(svc, v, et, rec->seq, &f);
 	return rc == FUNNEL_OK ? bump(svc, v, "funnel_assignments_total", 1, &f.team, NULL) : rc;
 }
 
 /* The first contact after an assignment completes that assignment's
  * fact with the delay. */
 static int
-first_contact(funnel_service *svc, mx_view *v, const funnel_record *rec, mx_lead *l)
+first_contact(funnel_service *svc, mx_view *v, uint64_t et, mx_lead *l)
 {
 	MDB_dbi t = funnel_service_table(svc, MX_T_FACTS);
 	uint8_t key[16];
@@ -436,7 +446,7 @@ first_contact(funnel_service *svc, mx_view *v, const funnel_record *rec, mx_lead
 		return rc;
 	if (mx_fact_decode(val, vlen, &f) != FUNNEL_OK)
 		return FUNNEL_EMALFORMED;
-	uint64_t delay = rec->ts - l->assigned_ts;
+	uint64_t delay = et - l->assigned_ts;     /* et >= assigned_ts: the lead's times never go back */
 	f.contact_delay = delay + 1;
 	/* f's strings point into val, which the put below may move: encode first */
 	fact_encode(&v->buf, &f);
@@ -459,7 +469,8 @@ first_contact(funnel_service *svc, mx_view *v, const funnel_record *rec, mx_lead
 }
 
 static int
-sla_breach(funnel_service *svc, mx_view *v, const funnel_record *rec, const mx_lead *l)
+sla_breach(funnel_service *svc, mx_view *v, const funnel_record *rec, uint64_t et,
+           const mx_lead *l)
 {
 	mx_fact f = { .kind = MX_F_SLA, .ev = FP_EV_SLA_BREACHED, .from = l->stage, .to = l->stage };
 	f.owner = data_str(rec, "owner");
@@ -472,7 +483,7 @@ sla_breach(funnel_service *svc, mx_view *v, const funnel_record *rec, const mx_l
 		f.source = l->touch[0].source;
 		f.campaign = l->touch[0].campaign;
 	}
-	int rc = put_fact(svc, v, rec->ts, rec->seq, &f);
+	int rc = put_fact(svc, v, et, rec->seq, &f);
 	return rc == FUNNEL_OK ? bump(svc, v, "funnel_sla_breaches_total", 1, &f.team, &f.owner) : rc;
 }
 
@@ -539,9 +550,13 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 		if (l.stage == FP_STAGE_ERASED && (rc = archive(svc, v, rec, &l)) != FUNNEL_OK)
 			return rc;
 		memset(&l, 0, sizeof l);
-		l.captured_ts = rec->ts;
-		l.entered_ts = rec->ts;
+		l.captured_ts = funnel_record_event_time(rec);
+		l.entered_ts = l.captured_ts;
 	}
+	/* the record's time for this lead: its event time, never before the
+	 * lead's previous one (METRICS.md, Out of order) */
+	const uint64_t et = funnel_record_event_time_after(rec, l.last_ts);
+	l.last_ts = et;
 	if (ev == FP_EV_CAPTURED)
 		add_touch(&l, rec);
 	if (ev == FP_EV_ERASED) {
@@ -569,15 +584,15 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	/* assignment() points the row's owner/team at the record; every
 	 * string now lives in row or in the record, both stable below. */
 	if (to != l.stage)
-		rc = stage_change(svc, v, rec, ev, &l, to);
+		rc = stage_change(svc, v, rec, et, ev, &l, to);
 	else
 		rc = FUNNEL_OK;
 	if (rc == FUNNEL_OK && ev == FP_EV_ASSIGNED)
-		rc = assignment(svc, v, rec, &l);
+		rc = assignment(svc, v, rec, et, &l);
 	else if (rc == FUNNEL_OK && ev == FP_EV_CONTACTED)
-		rc = first_contact(svc, v, rec, &l);
+		rc = first_contact(svc, v, et, &l);
 	else if (rc == FUNNEL_OK && ev == FP_EV_SLA_BREACHED)
-		rc = sla_breach(svc, v, rec, &l);
+		rc = sla_breach(svc, v, rec, et, &l);
 	if (rc == FUNNEL_OK) {
 		lead_encode(&v->buf, &l);
 		rc = funnel_service_put(svc, leads, rec->lead.ptr, rec->lead.len, v->buf.data,

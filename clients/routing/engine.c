@@ -605,8 +605,14 @@ assigned(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead
 	if ((rc = timer_stop(s, rec->lead, l)) != FUNNEL_OK)
 		return rc;
 	l->assign_seq = rec->seq;
+	/* The timer runs on the live clock, from ts.  An assignment whose
+	 * event time is already older than the SLA when recorded (imported,
+	 * backfilled) is not timed: nobody can follow it up in time any more
+	 * (PROTOCOL.md §10). */
 	uint64_t sla = rt_rules_sla_ns(r, l->team);
-	return sla ? timer_start(s, rec->lead, l, rec->ts + sla) : FUNNEL_OK;
+	if (sla == 0 || rec->ts - funnel_record_event_time(rec) >= sla)
+		return FUNNEL_OK;
+	return timer_start(s, rec->lead, l, rec->ts + sla);
 }
 
 /* data.until of rep.unavailable: ns since the epoch, or an RFC 3339 UTC

@@ -172,8 +172,10 @@ route_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	mp_pack_cstr(&pk, rt_rules_version(ro->rules));
 	mp_pack_key(&pk, "rules_hash");
 	mp_pack_cstr(&pk, rt_rules_hash_hex(ro->rules));
+	/* a derived fact happens when its cause did (PROTOCOL.md §10) */
 	funnel_event ev = { .type = "lead.assigned", .lead = lead, .data = ro->ev.data,
-	                    .data_len = ro->ev.size };
+	                    .data_len = ro->ev.size, .has_occurred_at = 1,
+	                    .occurred_at = (int64_t)funnel_record_event_time(rec) };
 	return funnel_service_emit(svc, &ev, out.key);
 }
 

@@ -198,7 +198,9 @@ int rt_counts(const funnel_record *rec);
  *    The lead is counted open for its owner at once, so a burst of
  *    qualifications respects capacity before the assignments return;
  *  - lead.assigned (ours or anyone's): the owner of record; open counts
- *    move if the owner changed; the SLA timer starts at rec->ts.  The
+ *    move if the owner changed; the SLA timer starts at rec->ts (live
+ *    clock), unless the assignment's event time is already older than
+ *    the SLA then (a backfill: not timed, PROTOCOL.md §10).  The
  *    record of our last decision (cause = routed_seq) arriving after the
  *    lead left its owner changes nothing;
  *  - lead.contacted, lead.accepted: the timer stops;

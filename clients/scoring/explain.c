@@ -44,7 +44,7 @@ describe(funnel_query *q, uint64_t seq, event_desc *d)
 	msgpack_zone_init(&z, 2048);
 	if (pg.n == 1 && funnel_record_parse(pg.recs[0], pg.lens[0], &z, &r) == FUNNEL_OK) {
 		snprintf(d->type, sizeof d->type, "%.*s", (int)r.type.len, r.type.ptr);
-		d->ts = r.ts;
+		d->ts = funnel_record_event_time(&r);
 		if (r.data && mp_get_str(r.data, "kind", &kind, NULL) == FUNNEL_OK)
 			snprintf(d->kind, sizeof d->kind, "%.*s", (int)kind.len, kind.ptr);
 	}

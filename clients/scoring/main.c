@@ -110,7 +110,8 @@ emit_outcome(funnel_service *svc, scorer *sc, const char *lead, const sc_outcome
 		for (size_t i = 0; i < o->n_fired; i++)
 			mp_pack_cstr(&pk, sc_rule_name(sc->rules, o->fired[i]));
 		funnel_event ev = { .type = "lead.scored", .lead = lead, .data = sc->ev.data,
-		                    .data_len = sc->ev.size };
+		                    .data_len = sc->ev.size, .has_occurred_at = 1,
+		                    .occurred_at = (int64_t)o->at };
 		rc = funnel_service_emit(svc, &ev, "scored");
 	}
 	if (rc == FUNNEL_OK && o->qualify) {
@@ -124,8 +125,10 @@ emit_outcome(funnel_service *svc, scorer *sc, const char *lead, const sc_outcome
 			mp_pack_key(&pk, "minimum_fit");
 			msgpack_pack_int(&pk, min_fit);
 		}
+		/* a derived fact happens when its cause did (PROTOCOL.md §10) */
 		funnel_event ev = { .type = "lead.qualified", .lead = lead, .data = sc->ev.data,
-		                    .data_len = sc->ev.size };
+		                    .data_len = sc->ev.size, .has_occurred_at = 1,
+		                    .occurred_at = (int64_t)o->at };
 		rc = funnel_service_emit(svc, &ev, "qualified");
 	}
 	return rc;
@@ -174,7 +177,7 @@ score_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	} else {
 		sc->sb.size = 0;
 		uint8_t ts[8];
-		rf_put_be64(ts, rec->ts);
+		rf_put_be64(ts, out.at);
 		msgpack_sbuffer_write(&sc->sb, (const char *)ts, 8);
 		if ((rc = sc_lead_encode(sc->rules, sc->st, &sc->sb)) != FUNNEL_OK)
 			return rc;

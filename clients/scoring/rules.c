@@ -104,6 +104,8 @@ struct sc_lead {
 	const sc_rules *rules;    /* the rules it was made for */
 	int above;
 	int rep[3];               /* last reported fit, engagement, total */
+	uint64_t at;              /* event time of the last record applied (0: none): the
+	                           * next one never counts before it */
 	uint8_t fit_tag[TAG_BYTES];   /* rules the matched flags are from */
 	sc_field *fields;         /* one per lead field */
 	sc_rstate *rs;            /* one per rule */
@@ -901,6 +903,7 @@ sc_lead_reset(sc_lead *st)
 	memset(st->rs, 0, r->n * sizeof *st->rs);
 	memset(st->fit_tag, 0, sizeof st->fit_tag);
 	st->above = 0;
+	st->at = 0;
 	memset(st->rep, 0, sizeof st->rep);
 }
 
@@ -1126,6 +1129,7 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 	out->changed = out->qualify = 0;
 	out->n_fired = 0;
 	out->re_limited = 0;
+	out->at = funnel_record_event_time(rec);
 	out->fit = st->rep[0];
 	out->engagement = st->rep[1];
 	out->total = st->rep[2];
@@ -1139,7 +1143,16 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 		out->fit = out->engagement = out->total = 0;
 		return FUNNEL_OK;
 	}
-	const uint64_t t = rec->ts;
+	/* decay runs on event time; a record dated before the lead's last one
+	 * counts at that one's time, so no score is decayed backwards (a state
+	 * written before `at` was kept: its rules' latest time stands in) */
+	uint64_t prev = st->at;
+	for (size_t i = 0; i < r->n; i++) {
+		if (st->rs[i].t > prev)
+			prev = st->rs[i].t;
+	}
+	const uint64_t t = funnel_record_event_time_after(rec, prev);
+	out->at = st->at = t;
 	const int captured = spec->type == FP_EV_CAPTURED;
 	const int sent_back = spec->type == FP_EV_RECYCLED || spec->type == FP_EV_REJECTED;
 	if (captured && rec->data != NULL)
@@ -1233,9 +1246,13 @@ sc_lead_encode(const sc_rules *r, const sc_lead *st, msgpack_sbuffer *out)
 			nfit += s->matched || s->fired != 0;
 	}
 	msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
-	e |= msgpack_pack_map(&pk, 7);
+	e |= msgpack_pack_map(&pk, 7 + (st->at != 0));
 	e |= mp_pack_key(&pk, "v");
 	e |= msgpack_pack_uint8(&pk, 1);
+	if (st->at != 0) {
+		e |= mp_pack_key(&pk, "at");
+		e |= msgpack_pack_uint64(&pk, st->at);
+	}
 	e |= mp_pack_key(&pk, "rules");
 	e |= msgpack_pack_bin_with_body(&pk, st->fit_tag, TAG_BYTES);
 	e |= mp_pack_key(&pk, "above");
@@ -1370,8 +1387,9 @@ decode_rules(const sc_rules *r, const msgpack_object *o, sc_lead *st, int activi
 static int
 decode_state(const sc_rules *r, const msgpack_object *o, sc_lead *st)
 {
-	static const char *const keys[] = { "v", "rules", "above", "scores", "fields", "fit", "eng" };
-	static const size_t klen[] = { 1, 5, 5, 6, 6, 3, 3 };
+	static const char *const keys[] = { "v", "rules", "above", "scores", "fields", "fit", "eng",
+	                                    "at" };
+	static const size_t klen[] = { 1, 5, 5, 6, 6, 3, 3, 2 };
 	enum { NKEYS = sizeof keys / sizeof keys[0] };
 	unsigned seen = 0;
 	uint64_t u;
@@ -1420,13 +1438,19 @@ decode_state(const sc_rules *r, const msgpack_object *o, sc_lead *st)
 			if ((rc = decode_fields(r, v, st)) != FUNNEL_OK)
 				return rc;
 			break;
+		case 7:
+			if (get_uint(v, UINT64_MAX, &u) != 0)
+				return FUNNEL_EMALFORMED;
+			st->at = u;
+			break;
 		default:
 			if ((rc = decode_rules(r, v, st, i == 6)) != FUNNEL_OK)
 				return rc;
 			break;
 		}
 	}
-	return seen == (1u << NKEYS) - 1 ? FUNNEL_OK : FUNNEL_EMALFORMED;
+	/* every key but "at" (absent in a state written before it was kept) */
+	return (seen | (1u << 7)) == (1u << NKEYS) - 1 ? FUNNEL_OK : FUNNEL_EMALFORMED;
 }
 
 int

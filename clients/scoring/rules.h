@@ -248,6 +248,10 @@ typedef struct sc_outcome {
 	uint32_t re_limited;  /* `matches` tests on this record that hit SC_RE_MATCH_LIMIT
 	                         or SC_RE_DEPTH_LIMIT (or PCRE2 ran out of memory): each
 	                         counted as not holding */
+	uint64_t at;          /* the time the scores are at: the record's event time
+	                         (funnel_record_event_time), never before the latest time
+	                         the lead's state holds (PROTOCOL.md §10, out of order);
+	                         derived events carry it as occurred_at */
 } sc_outcome;
 
 /*

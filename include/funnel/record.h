@@ -75,6 +75,26 @@ int funnel_record_peek(const void *buf, size_t len, uint64_t *seq, uint64_t *ts)
  * to hold a hash). */
 int funnel_record_hash_ok(const void *buf, size_t len);
 
+/*
+ * The record's event time (PROTOCOL.md §10, "Event time"): when the fact
+ * happened, in ns since the Unix epoch.  It is the producer's
+ * `occurred_at` when the record has one with 0 < occurred_at <= ts, else
+ * the daemon's `ts`: a fact cannot be recorded before it happened, and
+ * the views count time from the epoch.  Every view that reads time
+ * (windows, cohorts, durations, decay) reads this one value; it is a
+ * function of the record's bytes, so a rebuild gives the same view.
+ */
+uint64_t funnel_record_event_time(const funnel_record *r);
+
+/*
+ * The rule for event times out of order (PROTOCOL.md §10): a view keeps,
+ * per lead, the event time of the last record it applied (`prev`, 0 for
+ * none); a record whose event time is before it counts at `prev`, so a
+ * duration between two of the lead's records is never negative.  Returns
+ * max(funnel_record_event_time(r), prev).
+ */
+uint64_t funnel_record_event_time_after(const funnel_record *r, uint64_t prev);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,6 +7,7 @@
 # BENCH_METRICS_EVENTS and BENCH_METRICS_REQUESTS size bench_metrics.c;
 # BENCH_GATEWAY_POSTS, BENCH_GATEWAY_CLIENTS, BENCH_GATEWAY_RATE and
 # BENCH_GATEWAY_PACED size bench_gateway.c;
+# BENCH_IMPORT_ROWS and BENCH_DEMO_LEADS size bench_history.py;
 # BENCH_OUT is where the table and the raw figures go.
 BUILD=${BUILD:-build}
 export BUILD
@@ -24,4 +25,7 @@ nice "$BUILD/bench/bench_metrics" || exit 1
 # funnel-gateway: form posts/s (64 keep-alive clients) next to direct
 # ZeroMQ publishing, and post -> answer latency at 1,000 posts/s, appended
 nice "$BUILD/bench/bench_gateway" || exit 1
+# a history's loading: funnel import's rows/s and events/s, make demo's
+# time (BENCH_IMPORT_ROWS, BENCH_DEMO_LEADS), appended
+nice /usr/bin/python3 tests/bench/bench_history.py || exit 1
 echo "table and raw figures saved in $BENCH_OUT"

@@ -983,9 +983,104 @@ def run_checks(res, daemon, ctx):
     log.close()
 
 
+def run_event_time(res, daemon, ctx):
+    """Event time (PROTOCOL.md §10, METRICS.md ground rules): a history
+    published today with its real dates (occurred_at) is counted in the
+    weeks it happened; an occurred_at later than ts counts at ts; an
+    event dated before the lead's previous one counts at the previous
+    one's time, so no duration is negative; a rebuild gives the same
+    digest."""
+    log = LogClient(ctx, daemon.endpoints)
+    m = Metrics(daemon, "evtime")
+    day = 86400 * 10**9
+    monday = calendar.timegm((2026, 1, 5, 0, 0, 0)) * 10**9   # a Monday, 00:00 UTC
+    weeks = 8
+    # lead h<w>-<k>: captured on day (k % 7) of week w, k = 0..w (so week w
+    # has w + 1 entries); qualified 2 days after its capture when k is even
+    expected_weeks = {}
+    quals = {}
+    mql_durs = []
+    for w in range(weeks):
+        evs = []
+        for k in range(w + 1):
+            lead = "h%d-%d" % (w, k)
+            t = monday + w * 7 * day + (k % 7) * day + 3600 * 10**9
+            evs.append(dict(ev("lead.captured", lead, source="import"), id="c-" + lead,
+                            occurred_at=t))
+            expected_weeks[w] = expected_weeks.get(w, 0) + 1
+            if k % 2 == 0:
+                q = t + 2 * day
+                evs.append(dict(ev("lead.qualified", lead), id="q-" + lead, occurred_at=q))
+                qw = (q - monday) // (7 * day)
+                quals[qw] = quals.get(qw, 0) + 1
+                mql_durs.append(2 * 86400)
+        log.publish_ok(*evs)
+    # out of order: X qualified, then accepted with a date before its
+    # qualification: time in mql counts 0, never negative
+    tx = monday + 3 * day
+    log.publish_ok(dict(ev("lead.captured", "X", source="late"), occurred_at=tx))
+    log.publish_ok(dict(ev("lead.qualified", "X"), occurred_at=tx + day))
+    log.publish_ok(dict(ev("lead.accepted", "X"), occurred_at=tx - day))
+    # a producer's clock ahead: occurred_at past ts counts at ts
+    log.publish_ok(dict(ev("lead.captured", "F", source="future"),
+                        occurred_at=2**62))
+
+    def weekly():
+        m.ok("--until-head")
+        m.start()
+        m.wait_caught_up(log.status()["head"])
+        tr = m.api("/api/trend?bucket=week&source=import")["trend"]
+        got = {(r["start_ns"] - monday) // (7 * day): r["entered"]["inquiry"]
+               for r in tr["series"] if r["entered"]["inquiry"]}
+        expect_eq(got, expected_weeks, "inquiry entries per week, by occurred_at")
+        gotq = {(r["start_ns"] - monday) // (7 * day): r["entered"]["mql"]
+                for r in tr["series"] if r["entered"]["mql"]}
+        expect_eq(gotq, quals, "mql entries per week, by occurred_at")
+        # a window over weeks 2..3 (from the Monday of week 2 to that of week 4)
+        f = m.api("/api/funnel?source=import&from=%d&to=%d"
+                  % (monday + 14 * day, monday + 28 * day))["funnel"]
+        expect_eq({r["stage"]: r["entered"] for r in f["stages"]}["inquiry"],
+                  expected_weeks[2] + expected_weeks[3], "inquiry entries in weeks 2-3")
+        v = m.api("/api/velocity?source=import")["velocity"]["time_in_stage"]
+        expect_eq(v["inquiry"]["n"], len(mql_durs), "exits from inquiry")
+        expect(near(v["inquiry"]["median_s"], 2 * 86400),
+               "time in inquiry is the 2 days between the dates: %r" % v["inquiry"])
+        c = m.api("/api/conversion?source=import&from=%d&to=%d"
+                  % (monday, monday + 7 * day))["conversion"]["cohort"]["inquiry_to_mql"]
+        expect_eq((c["entered"], c["went_on"]), (1, 1), "week 0's cohort went on to mql")
+    res.run("entries per week spread over the weeks of occurred_at", weekly)
+
+    def out_of_order():
+        v = m.api("/api/velocity?source=late")["velocity"]["time_in_stage"]
+        expect_eq(v["mql"]["n"], 1, "X left mql once")
+        expect_eq(v["mql"]["median_s"], 0, "an accept dated before the qualification: 0 s")
+        expect_eq(v["inquiry"]["median_s"], 86400, "X's day in inquiry")
+        tr = m.api("/api/trend?bucket=day&source=late")["trend"]["series"]
+        sal = [r["start_ns"] for r in tr if r["entered"]["sal"]]
+        expect_eq(sal, [tx + day - (tx + day) % day], "the accept counts on the qualification's day")
+    res.run("an event dated before the lead's previous one counts at that one's time",
+            out_of_order)
+
+    def future():
+        rec = [r for r in log.records() if r.get("lead") == "F"][0]
+        tr = m.api("/api/trend?bucket=day&source=future")["trend"]["series"]
+        got = [r["start_ns"] for r in tr if r["entered"]["inquiry"]]
+        expect_eq(got, [rec["ts"] - rec["ts"] % day], "occurred_at after ts counts at ts")
+    res.run("an occurred_at later than the record's ts counts at ts", future)
+
+    def rebuild():
+        cp, d = m.digest()
+        expect_eq(m.stop(), 0, "exit status after SIGTERM")
+        m.ok("--rebuild", "--until-head")
+        expect_eq(m.digest(), (cp, d), "digest after --rebuild")
+    res.run("with event times a rebuild gives the same digest", rebuild)
+    m.kill9()
+    log.close()
+
+
 def main():
     return run_service_groups(FUNNELD, METRICS, (run_checks, run_growth, run_hostile,
-                                                  run_definitions))
+                                                  run_definitions, run_event_time))
 
 
 if __name__ == "__main__":

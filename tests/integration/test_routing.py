@@ -415,8 +415,44 @@ def run_clock(res, daemon, ctx):
     log.close()
 
 
+def run_backfill(res, daemon, ctx):
+    """Event time (PROTOCOL.md §10): the assignment routing derives from
+    a backdated qualification carries its event time; SLA timers stay on
+    the live clock, and an assignment whose event time is older than its
+    SLA when recorded (a backfill) is not timed, while a live one is."""
+    log = LogClient(ctx, daemon.endpoints)
+    rt = Routing(daemon, "b")
+
+    def backfill_not_breached():
+        proc = rt.start()
+        try:
+            old = time.time_ns() - 30 * 24 * 60 * MINUTE_NS
+            log.publish_ok(dict(captured("OLD"), occurred_at=old),
+                           dict(qualified("OLD"), occurred_at=old + MINUTE_NS),
+                           captured("NEW"), qualified("NEW"))
+            a_old = wait_until(lambda: of_type(log.records(), "lead.assigned", "OLD"),
+                               "OLD assigned")[0]
+            a_new = wait_until(lambda: of_type(log.records(), "lead.assigned", "NEW"),
+                               "NEW assigned")[0]
+            expect_eq(a_old.get("occurred_at"), old + MINUTE_NS,
+                      "the derived assignment happens when its qualification did")
+            expect(a_new.get("occurred_at", 0) <= a_new["ts"], "a live one at about ts")
+            head = log.status()["head"]
+            wait_until(lambda: rt.digest()[0] >= head, "the view at seq %d" % head)
+            rt.set_clock(max(a_old["ts"], a_new["ts"]) + 61 * MINUTE_NS)
+            wait_until(lambda: of_type(log.records(), "lead.sla_breached", "NEW"), "NEW breach")
+            time.sleep(0.5)         # several ticks with both deadlines passed
+            expect_eq(of_type(log.records(), "lead.sla_breached", "OLD"), [],
+                      "no breach for an assignment already older than its SLA")
+        finally:
+            stop_proc(proc)
+    res.run("SLA: a backfilled assignment is not timed, a live one is", backfill_not_breached)
+    log.close()
+
+
 def main():
-    return run_service_groups(FUNNELD, ROUTING, (run_checks, run_sla, run_kill9, run_wide, run_clock))
+    return run_service_groups(FUNNELD, ROUTING, (run_checks, run_sla, run_kill9, run_wide, run_clock,
+                                                 run_backfill))
 
 
 if __name__ == "__main__":

@@ -118,6 +118,41 @@ full_record(size_t *len, uint8_t hash[FUNNEL_HASH_BYTES], struct data *d)
 
 /* ---- encode and parse ---- */
 
+/* The event time (PROTOCOL.md §10): occurred_at when 0 < occurred_at <=
+ * ts, else ts; and the out-of-order rule: never before the lead's
+ * previous event time. */
+static void
+test_event_time(void **state)
+{
+	(void)state;
+	static const struct {
+		int has;
+		int64_t occurred_at;
+		uint64_t ts, prev, want, want_after;
+	} cases[] = {
+		{ 0, 0, 1000, 0, 1000, 1000 },          /* no occurred_at: ts */
+		{ 1, 400, 1000, 0, 400, 400 },          /* backdated: occurred_at */
+		{ 1, 1000, 1000, 0, 1000, 1000 },       /* equal to ts: kept */
+		{ 1, 1001, 1000, 0, 1000, 1000 },       /* later than ts: ts */
+		{ 1, 0, 1000, 0, 1000, 1000 },          /* the epoch: ts */
+		{ 1, -5, 1000, 0, 1000, 1000 },         /* before the epoch: ts */
+		{ 1, INT64_MIN, 1000, 0, 1000, 1000 },
+		{ 1, 400, 1000, 700, 400, 700 },        /* before the previous: clamped */
+		{ 1, 800, 1000, 700, 800, 800 },        /* after the previous: its own */
+		{ 0, 0, 1000, 5000, 1000, 5000 },       /* prev past ts: still never back */
+		{ 1, INT64_MAX, UINT64_MAX, 0, (uint64_t)INT64_MAX, (uint64_t)INT64_MAX },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		funnel_record r;
+		memset(&r, 0, sizeof r);
+		r.ts = cases[i].ts;
+		r.has_occurred_at = cases[i].has;
+		r.occurred_at = cases[i].occurred_at;
+		assert_true(funnel_record_event_time(&r) == cases[i].want);
+		assert_true(funnel_record_event_time_after(&r, cases[i].prev) == cases[i].want_after);
+	}
+}
+
 static void
 test_round_trip_all_fields(void **state)
 {
@@ -1134,6 +1169,7 @@ main(void)
 	if (sodium_init() < 0)
 		return 1;
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_event_time),
 		cmocka_unit_test(test_round_trip_all_fields),
 		cmocka_unit_test(test_round_trip_absent_optionals),
 		cmocka_unit_test(test_key_order),

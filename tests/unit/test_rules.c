@@ -51,6 +51,9 @@ at_day(double day)
 
 /* ---- records ---- */
 
+/* The next record rec_make builds carries this occurred_at (0: none). */
+static int64_t next_occurred_at;
+
 /* A record and what its parse points into. */
 typedef struct trec {
 	uint8_t *bytes;
@@ -107,6 +110,11 @@ rec_make(trec *t, uint64_t seq, uint64_t ts, const char *type, const char *lead,
 	ev.spec = fp_evspec_lookup(type, strlen(type));
 	if (lead != NULL)
 		ev.lead = (funnel_str){ lead, strlen(lead) };
+	if (next_occurred_at != 0) {
+		ev.has_occurred_at = 1;
+		ev.occurred_at = next_occurred_at;
+		next_occurred_at = 0;
+	}
 	msgpack_sbuffer_init(&data);
 	msgpack_unpacked_init(&up);
 	if (data_kv != NULL) {
@@ -1231,6 +1239,37 @@ test_decay(void **state)
 	fx_close(&f);
 }
 
+/* Decay runs on event time (PROTOCOL.md §10): occurred_at when it is not
+ * after ts; a record dated before the lead's latest time counts at that
+ * time, so a score is never decayed backwards. */
+static void
+test_decay_event_time(void **state)
+{
+	(void)state;
+	fx f;
+	fx_base(&f, "");
+	/* recorded on day 100 and 101, happened on days 0 and 10: one half-life */
+	next_occurred_at = (int64_t)at_day(0);
+	sc_outcome o = feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 100, "kind", "demo_request", NULL);
+	assert_scores(o, 0, 40, 40);
+	assert_true(o.at == at_day(0));
+	next_occurred_at = (int64_t)at_day(10);
+	o = feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 101, "kind", "no_rule_reads_this", NULL);
+	assert_scores(o, 0, 20, 20);
+	assert_true(o.at == at_day(10));
+	/* dated day 5, after the day-10 record: counts at day 10 */
+	next_occurred_at = (int64_t)at_day(5);
+	o = feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 102, "kind", "demo_request", NULL);
+	assert_true(o.at == at_day(10));
+	assert_scores(o, 0, 60, 60);      /* 20 at day 10, + 40: not 28 + 40 */
+	/* dated after its ts: counts at ts (day 103, 93 days after day 10) */
+	next_occurred_at = (int64_t)at_day(500);
+	o = feed(&f, ACTIVITY, FP_STAGE_INQUIRY, 103, "kind", "no_rule_reads_this", NULL);
+	assert_true(o.at == at_day(103));
+	assert_scores(o, 0, 0, 0);        /* 60 * 2^-9.3 rounds to 0 */
+	fx_close(&f);
+}
+
 /* The same records give the same scores and the same state bytes, however
  * often they are replayed: only record timestamps count. */
 static void
@@ -2225,6 +2264,7 @@ main(void)
 		cmocka_unit_test(test_regex_limits),
 		cmocka_unit_test(test_fields_update),
 		cmocka_unit_test(test_decay),
+		cmocka_unit_test(test_decay_event_time),
 		cmocka_unit_test(test_replay_deterministic),
 		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_once),
