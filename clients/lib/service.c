@@ -655,11 +655,13 @@ queue_event(funnel_service *svc, const funnel_event *ev, uint64_t cause, const c
 }
 
 /* A daemon code that is the log's decision about the event itself
- * (resending the same event gets the same answer). */
+ * (resending the same event gets the same answer).  EIDCONFLICT: the log
+ * holds another event under the derived key (derived before a restart
+ * under other rules, say); the first copy stands, as for a duplicate. */
 static int
 is_refusal(int code)
 {
-	return code >= FUNNEL_EMALFORMED && code <= FUNNEL_EVERSION;
+	return (code >= FUNNEL_EMALFORMED && code <= FUNNEL_EVERSION) || code == FUNNEL_EIDCONFLICT;
 }
 
 static void
