@@ -48,6 +48,8 @@ typedef struct group {
 	size_t *rec_end;          /* end offset of each record in recs */
 	size_t nrecs, rec_cap;
 	msgpack_sbuffer reply;    /* scratch for one reply */
+	msgpack_zone cmp_zone;    /* scratch for same_event(): the stored record, parsed */
+	msgpack_sbuffer cmp;      /* ... and the new event encoded as that record */
 } group;
 
 /* Writer-side view of the head while a transaction is open. */
@@ -160,9 +162,74 @@ next_owner(const fp_event *ev, store_lead *st)
 	}
 }
 
+static int
+str_eq(funnel_str a, funnel_str b)
+{
+	return (a.ptr == NULL) == (b.ptr == NULL) && a.len == b.len &&
+	       (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+/*
+ * An event whose id is already stored, at seq orig: the same event sent
+ * again (0: a duplicate, acknowledged with orig) or another event under a
+ * reused id (1: r->err is EIDCONFLICT carrying orig), or an LMDB error.
+ * Called only when the id is found, so a new id pays nothing for it.
+ *
+ * The same event is the same record: ev, stamped with the stored
+ * record's seq, ts, stage, version and prev, encodes to exactly the
+ * stored bytes.  So type, lead, occurred_at, cause and data (in its
+ * stored form: the same keys in the same order with the same values;
+ * how wide an integer was sent does not matter) must all be equal.
+ * expected_version (a condition, not stored) and the request's rid are
+ * transport, not content, and are not compared (PROTOCOL.md §6).
+ */
+static int
+same_event(store_wtxn *w, group *g, request *r, fp_event *ev, uint64_t orig)
+{
+	MDB_val v;
+	funnel_record rec;
+	uint8_t hash[FUNNEL_HASH_BYTES];
+	int rc = store_record_find(w, orig, &v);
+
+	if (rc != 0)
+		return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;   /* idem names a seq the log lacks */
+	msgpack_zone_clear(&g->cmp_zone);
+	if (funnel_record_parse(v.mv_data, v.mv_size, &g->cmp_zone, &rec) != FUNNEL_OK)
+		return MDB_CORRUPTED;
+	int stage = rec.stage.ptr ? fp_stage_parse(rec.stage.ptr, rec.stage.len) : FP_STAGE_NONE;
+	fp_stamp st = {
+		.seq = rec.seq, .ts = rec.ts, .producer = rec.producer,
+		.has_lead_state = ev->lead.ptr != NULL, .stage = stage < 0 ? FP_STAGE_NONE : stage,
+		.version = rec.version, .prev = rec.prev,
+	};
+	fp_event_data_bytes(ev, zmq_msg_data(&r->body), zmq_msg_size(&r->body));
+	g->cmp.size = 0;
+	funnel_err ee = fp_record_encode(&g->cmp, ev, &st, hash);
+	if (ee == FUNNEL_ENOMEM)
+		return ENOMEM;
+	if (ee == FUNNEL_OK && g->cmp.size == v.mv_size && memcmp(g->cmp.data, v.mv_data, v.mv_size) == 0)
+		return 0;
+	const char *what = !str_eq(rec.type, ev->type) ? "type"
+	                 : !str_eq(rec.lead, ev->lead) ? "lead"
+	                 : rec.has_occurred_at != ev->has_occurred_at ||
+	                   rec.occurred_at != ev->occurred_at ? "occurred_at"
+	                 : rec.has_cause != ev->has_cause || rec.cause != ev->cause ? "cause"
+	                 : "data";
+	fp_error_set(&r->err, FUNNEL_EIDCONFLICT, "id",
+	             "id '%.*s' is already used by seq %" PRIu64 " (%.*s%s%.*s%s) and this event "
+	             "differs in %s: an id names one event forever, give this one its own id",
+	             (int)(ev->id.len > 64 ? 64 : ev->id.len), ev->id.ptr, orig, (int)rec.type.len,
+	             rec.type.ptr, rec.lead.ptr ? " for lead '" : "",
+	             (int)(rec.lead.len > 64 ? 64 : rec.lead.len), rec.lead.ptr ? rec.lead.ptr : "",
+	             rec.lead.ptr ? "'" : "", what);
+	r->err.seq = orig;
+	return 1;
+}
+
 /*
  * Validate and append event i of request r.  Returns 0 (appended, or a
- * duplicate acknowledged), 1 when the event is refused (r->err filled), or
+ * duplicate acknowledged), 1 when the event is refused (r->err filled;
+ * an id stored for another event is EIDCONFLICT), or
  * an LMDB error code for a storage failure (MDB_MAP_FULL: grow and redo).
  */
 static int
@@ -184,6 +251,8 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 		uint64_t orig;
 		rc = store_idem_find(w, ev.id.ptr, ev.id.len, &orig);
 		if (rc == 0) {
+			if ((rc = same_event(w, g, r, &ev, orig)) != 0)
+				return rc;   /* 1: EIDCONFLICT, the request is refused */
 			g->seqs[ack] = orig;
 			g->dups[ack] = 1;
 			return 0;
@@ -497,6 +566,7 @@ ingest_run(store *s, void *sock, void *pub, const config *c, volatile sig_atomic
 	int result = 0;
 
 	if (g == NULL || !msgpack_zone_init(&g->zone, 64 * 1024) ||
+	    !msgpack_zone_init(&g->cmp_zone, 4096) ||
 	    ensure_capacity(g, GROUP_MAX_EVENTS + FP_MAX_BATCH, GROUP_MAX_EVENTS + FP_MAX_BATCH) != 0) {
 		log_error("out of memory starting the writer");
 		free(g);
@@ -504,6 +574,7 @@ ingest_run(store *s, void *sock, void *pub, const config *c, volatile sig_atomic
 	}
 	msgpack_sbuffer_init(&g->recs);
 	msgpack_sbuffer_init(&g->reply);
+	msgpack_sbuffer_init(&g->cmp);
 
 	while (!*stop) {
 		uint64_t now = clock_now_ns();
@@ -564,7 +635,9 @@ ingest_run(store *s, void *sock, void *pub, const config *c, volatile sig_atomic
 
 	msgpack_sbuffer_destroy(&g->recs);
 	msgpack_sbuffer_destroy(&g->reply);
+	msgpack_sbuffer_destroy(&g->cmp);
 	msgpack_zone_destroy(&g->zone);
+	msgpack_zone_destroy(&g->cmp_zone);
 	free(g->seqs);
 	free(g->dups);
 	free(g->rec_end);

@@ -387,6 +387,14 @@ store_idem_find(store_wtxn *w, const char *id, size_t len, uint64_t *seq)
 }
 
 int
+store_record_find(store_wtxn *w, uint64_t seq, MDB_val *rec)
+{
+	/* a plain get: the log cursor stays where the appends left it */
+	MDB_val k = { sizeof seq, &seq };
+	return mdb_get(w->txn, mdb_cursor_dbi(w->log), &k, rec);
+}
+
+int
 store_wtxn_begin(store *s, store_wtxn *parent, store_wtxn *w)
 {
 	MDB_txn *ptxn = parent ? parent->txn : NULL;

@@ -140,6 +140,10 @@ void store_wtxn_abort(store_wtxn *w);
  * store_lead_get() reads it. */
 int store_idem_find(store_wtxn *w, const char *id, size_t len, uint64_t *seq);
 int store_lead_find(store_wtxn *w, const char *lead, size_t len, store_lead *out);
+/* The record of seq as w sees it (records appended earlier in the same
+ * transaction included): 0 with a view valid until w's next write,
+ * MDB_NOTFOUND, or an LMDB error. */
+int store_record_find(store_wtxn *w, uint64_t seq, MDB_val *rec);
 
 /* Store one record with its index entries.  lead and id may be NULL;
  * state is the lead's state after this record (state->last_seq == seq).

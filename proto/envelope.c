@@ -41,6 +41,7 @@ fp_error_set(fp_error *err, funnel_err code, const char *field, const char *fmt,
 		return code;
 	err->code = code;
 	err->index = -1;
+	err->seq = 0;
 	snprintf(err->field, sizeof err->field, "%s", field ? field : "");
 	va_list ap;
 	va_start(ap, fmt);

@@ -32,16 +32,18 @@
 #define FP_MAX_BATCH 10000                 /* events in one publish request */
 
 /* A structured error: stable code, the event index in its request (-1 if
- * the request as a whole), the field it concerns ("" if none) and a
- * message naming the problem.  Plain value, no ownership. */
+ * the request as a whole), the field it concerns ("" if none), a message
+ * naming the problem and, for EIDCONFLICT only, the seq the id was stored
+ * with (0 otherwise).  Plain value, no ownership. */
 typedef struct fp_error {
 	funnel_err code;
 	int index;
 	char field[32];
 	char message[256];
+	uint64_t seq;
 } fp_error;
 
-/* Fill *err (which may be NULL) and return code. */
+/* Fill *err (which may be NULL; seq becomes 0) and return code. */
 funnel_err fp_error_set(fp_error *err, funnel_err code, const char *field,
                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 

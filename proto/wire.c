@@ -246,7 +246,7 @@ pack_ok_head(msgpack_packer *pk, uint64_t rid, size_t nfields)
 int
 fp_pack_error(msgpack_packer *pk, uint64_t rid, const fp_error *err)
 {
-	int rc = msgpack_pack_map(pk, err->index >= 0 ? 7 : 6);
+	int rc = msgpack_pack_map(pk, 6 + (err->index >= 0) + (err->seq != 0));
 	rc |= mp_pack_key(pk, "rid");
 	rc |= msgpack_pack_uint64(pk, rid);
 	rc |= mp_pack_key(pk, "ok");
@@ -262,6 +262,10 @@ fp_pack_error(msgpack_packer *pk, uint64_t rid, const fp_error *err)
 	if (err->index >= 0) {
 		rc |= mp_pack_key(pk, "index");
 		rc |= msgpack_pack_uint32(pk, (uint32_t)err->index);
+	}
+	if (err->seq != 0) {
+		rc |= mp_pack_key(pk, "seq");
+		rc |= msgpack_pack_uint64(pk, err->seq);
 	}
 	return rc ? -1 : 0;
 }
@@ -375,6 +379,8 @@ fp_reply_decode(const void *buf, size_t len, msgpack_zone *z, fp_reply *rep)
 			copy_str(rep->err.field, sizeof rep->err.field, s);
 		if (mp_get_u64(&rep->obj, "index", &index, NULL) == FUNNEL_OK)
 			rep->err.index = (int)index;
+		if (mp_get_u64(&rep->obj, "seq", &index, NULL) == FUNNEL_OK)
+			rep->err.seq = index;
 	}
 	return FUNNEL_OK;
 }

@@ -49,8 +49,9 @@ static const char publish_help[] =
 	"                         a line that is not JSON refuses its whole request, unsent\n"
 	"\n"
 	"Prints 'seq N' or 'seq N (duplicate)' per event (--json: {\"seq\":N,\"dup\":false}),\n"
-	"in input order.  Errors go to stderr with the input line; exit 1 if any\n"
-	"event was not stored.\n"
+	"in input order.  A duplicate is the same event (type, lead, data, ...) sent\n"
+	"again under its id; another event under a stored id is EIDCONFLICT.\n"
+	"Errors go to stderr with the input line; exit 1 if any event was not stored.\n"
 	"\n"
 	CLI_GLOBAL_HELP;
 

@@ -41,6 +41,7 @@ fl_clear_error(funnel_error_info *ei)
 {
 	ei->code = FUNNEL_OK;
 	ei->index = -1;
+	ei->seq = 0;
 	ei->field[0] = '\0';
 	ei->message[0] = '\0';
 }
@@ -52,6 +53,7 @@ fl_set_error(funnel_error_info *ei, int code, int index, const char *field, cons
 
 	ei->code = code;
 	ei->index = index;
+	ei->seq = 0;
 	snprintf(ei->field, sizeof ei->field, "%s", field ? field : "");
 	va_start(ap, fmt);
 	vsnprintf(ei->message, sizeof ei->message, fmt, ap);
@@ -71,6 +73,7 @@ fl_reply_error(funnel_error_info *ei, const fp_reply *rep)
 		                    "reply carries error code %d, outside the wire range", code);
 	ei->code = code;
 	ei->index = rep->err.index;
+	ei->seq = rep->err.seq;
 	snprintf(ei->field, sizeof ei->field, "%s", rep->err.field);
 	snprintf(ei->message, sizeof ei->message, "%s", rep->err.message);
 	return code;

@@ -23,6 +23,8 @@
 #include "internal.h"
 
 #define RT_TABLE "_runtime"
+#define PENDING_TABLE "_pending"     /* lead id -> 8-byte cause seq + the service's undo bytes */
+#define MAX_CHAIN 16                 /* derived events of one record for one lead */
 #define DEFAULT_MAP (64u << 20)
 #define SEND_WINDOW 256
 /* How often a running service asks funneld whether it still serves the
@@ -46,6 +48,9 @@ typedef struct pending {
 	char *buf;
 	uint64_t rid;                    /* the request carrying it, while P_SENT */
 	enum pend_state state;
+	int cond;                        /* sent with expected_version set by the runtime */
+	int with_prev;                   /* travels in the request of the entry before it
+	                                  * (the same cause and lead: expected versions chain) */
 } pending;
 
 struct funnel_service {
@@ -58,6 +63,7 @@ struct funnel_service {
 
 	MDB_env *env;
 	MDB_dbi rt;
+	MDB_dbi pend_dbi;                /* PENDING_TABLE: decisions whose fate the log has not shown */
 	MDB_dbi dbi[FUNNEL_SERVICE_MAX_TABLES];
 	MDB_txn *txn;                    /* the batch's write transaction, or NULL */
 	size_t map_size;
@@ -87,6 +93,11 @@ struct funnel_service {
 	/* The batch in hand. */
 	uint64_t cur;                    /* seq of the last record applied in the batch */
 	uint64_t applying;               /* seq of the record inside apply(), 0 outside */
+	const funnel_record *applying_rec; /* that record, inside apply() */
+	int dropped;                     /* inside apply(): the record dropped a decision ... */
+	uint64_t dropped_cause;          /* ... made on this seq, */
+	uint8_t *dropped_undo;           /* ... with these undo bytes (owned, dropped_cap) */
+	size_t dropped_len, dropped_cap;
 	uint8_t cur_hash[FUNNEL_HASH_BYTES];
 	unsigned batch_n;
 	int64_t batch_deadline;
@@ -251,6 +262,8 @@ rebuild_once(funnel_service *svc)
 	for (size_t i = 0; i < svc->ntables && rc == 0; i++)
 		rc = mdb_drop(txn, svc->dbi[i], 0);
 	if (rc == 0)
+		rc = mdb_drop(txn, svc->pend_dbi, 0);
+	if (rc == 0)
 		rc = rt_put_u64(svc, txn, "watermark", cp > wm ? cp : wm);
 	if (rc == 0)
 		rc = rt_put_u64(svc, txn, "checkpoint", 0);
@@ -367,7 +380,8 @@ claim_view(funnel_service *svc, MDB_txn *txn)
 				continue;
 			memcpy(theirs, k.mv_data, k.mv_size);
 			theirs[k.mv_size] = 0;
-			if (strcmp(theirs, RT_TABLE) == 0 || mdb_dbi_open(txn, theirs, 0, &dbi) != 0)
+			if (strcmp(theirs, RT_TABLE) == 0 || strcmp(theirs, PENDING_TABLE) == 0 ||
+			    mdb_dbi_open(txn, theirs, 0, &dbi) != 0)
 				continue;
 			foreign = 1;
 			for (size_t i = 0; i < svc->ntables; i++)
@@ -419,7 +433,7 @@ open_view(funnel_service *svc)
 	}
 	if ((rc = mdb_env_create(&svc->env)) != 0)
 		return lmdb_fail(svc, rc, "create");
-	mdb_env_set_maxdbs(svc->env, FUNNEL_SERVICE_MAX_TABLES + 1);
+	mdb_env_set_maxdbs(svc->env, FUNNEL_SERVICE_MAX_TABLES + 2);
 	mdb_env_set_mapsize(svc->env, svc->map_size);
 	/* One fsync per commit, not two: a crash may undo the last commit
 	 * (never corrupt the view), which replays from the checkpoint before
@@ -444,6 +458,8 @@ open_view(funnel_service *svc)
 		mdb_txn_abort(txn);
 		return rc < 0 ? FUNNEL_ESTORAGE : lmdb_fail(svc, rc, "record its owner");
 	}
+	if (rc == 0)
+		rc = mdb_dbi_open(txn, PENDING_TABLE, MDB_CREATE, &svc->pend_dbi);
 	for (size_t i = 0; i < svc->ntables && rc == 0; i++)
 		rc = mdb_dbi_open(txn, svc->tnames[i], MDB_CREATE, &svc->dbi[i]);
 	if (rc == 0)
@@ -613,7 +629,7 @@ drop_pending(funnel_service *svc)
 /* Copy ev into a pending entry with id "<name>:<cause>:<key>" (or `id`). */
 static int
 queue_event(funnel_service *svc, const funnel_event *ev, uint64_t cause, const char *key,
-            const char *id)
+            const char *id, int cond, int with_prev)
 {
 	char idbuf[256];
 	if (id == NULL) {
@@ -650,27 +666,56 @@ queue_event(funnel_service *svc, const funnel_event *ev, uint64_t cause, const c
 	if (ev->data_len)
 		p->ev.data = memcpy(buf, ev->data, ev->data_len);
 	p->ev.cause = cause;
+	p->cond = cond;
+	p->with_prev = with_prev;
 	svc->unsent++;
 	return FUNNEL_OK;
 }
 
 /* A daemon code that is the log's decision about the event itself
- * (resending the same event gets the same answer). */
+ * (resending the same event gets the same answer).  EIDCONFLICT: the log
+ * holds another event under the derived key (derived before a restart
+ * under other rules, say); the first copy stands, as for a duplicate. */
 static int
 is_refusal(int code)
 {
-	return code >= FUNNEL_EMALFORMED && code <= FUNNEL_EVERSION;
+	return (code >= FUNNEL_EMALFORMED && code <= FUNNEL_EVERSION) || code == FUNNEL_EIDCONFLICT;
 }
 
+enum { S_STORED, S_REFUSED, S_OVERRIDDEN };
+
 static void
-settle(funnel_service *svc, pending *p, int refused)
+settle(funnel_service *svc, pending *p, int how)
 {
 	p->state = P_DONE;
 	svc->unsent--;
-	if (refused)
+	if (how == S_OVERRIDDEN)
+		svc->stats.overridden++;
+	else if (how == S_REFUSED)
 		svc->stats.refused++;
 	else
 		svc->stats.emitted++;
+}
+
+/* Send entry i and the entries chained to it (with_prev) in one request.
+ * Returns how many it sent (0: not sent, retry later). */
+static size_t
+send_chain(funnel_service *svc, size_t i)
+{
+	funnel_event evs[MAX_CHAIN];
+	size_t n = 0;
+	uint64_t rid;
+
+	do
+		evs[n] = svc->pend[i + n].ev;
+	while (++n < MAX_CHAIN && i + n < svc->npend && svc->pend[i + n].with_prev);
+	if (funnel_send(svc->prod, evs, n, &rid) != FUNNEL_OK)
+		return 0;
+	for (size_t j = i; j < i + n; j++) {
+		svc->pend[j].state = P_SENT;
+		svc->pend[j].rid = rid;
+	}
+	return n;
 }
 
 /*
@@ -703,10 +748,11 @@ pump(funnel_service *svc, int wait)
 			}
 			if (funnel_in_flight(svc->prod) >= SEND_WINDOW)
 				break;
-			if (funnel_send(svc->prod, &p->ev, 1, &p->rid) == FUNNEL_OK)
-				p->state = P_SENT;
-			else
+			size_t sent = send_chain(svc, i);
+			if (sent == 0)
 				retry = 1;
+			else
+				i += sent - 1;
 		}
 		/* replies, in arrival order; the first wait is bounded */
 		while (!retry && funnel_in_flight(svc->prod) > 0) {
@@ -725,9 +771,27 @@ pump(funnel_service *svc, int wait)
 					break;
 			if (i == svc->npend)
 				continue;       /* a reply to an abandoned request */
+			/* the request's events: entry i and those chained to it */
+			size_t end = i + 1;
+			while (end < svc->npend && svc->pend[end].with_prev && svc->pend[end].rid == rid)
+				end++;
 			pending *p = &svc->pend[i];
 			if (crc == FUNNEL_OK) {
-				settle(svc, p, 0);
+				for (size_t j = i; j < end; j++)
+					settle(svc, &svc->pend[j], S_STORED);
+			} else if (crc == FUNNEL_EVERSION && p->cond) {
+				/* Someone wrote to the lead after the record this was
+				 * decided on: a person acted first.  Dropped for good
+				 * (its expected version is past); the view learns it
+				 * from the log (funnel_service_dropped). */
+				uint64_t nover = svc->stats.overridden + 1;
+				if (nover <= 5 || nover % 1000 == 0)
+					funnel_log(FUNNEL_LOG_INFO, "%s: %s for lead %s (decided on seq %" PRIu64
+					           ") dropped: the lead changed first (%" PRIu64 " dropped so far)",
+					           svc->name, p->ev.type, p->ev.lead ? p->ev.lead : "-",
+					           p->ev.cause, nover);
+				for (size_t j = i; j < end; j++)
+					settle(svc, &svc->pend[j], S_OVERRIDDEN);
 			} else if (is_refusal(crc)) {
 				/* The first few in full, then a count now and then:
 				 * a backfill over old history can meet thousands. */
@@ -738,9 +802,11 @@ pump(funnel_service *svc, int wait)
 					           PRIu64 "): %s %s (%" PRIu64 " refused so far)", svc->name,
 					           p->ev.type, p->ev.lead ? p->ev.lead : "-", p->ev.cause,
 					           funnel_errname(crc), ei->message, nref);
-				settle(svc, p, 1);
+				for (size_t j = i; j < end; j++)
+					settle(svc, &svc->pend[j], S_REFUSED);
 			} else {
-				p->state = P_UNSENT;    /* ESTORAGE, ESHUTDOWN, ...: again */
+				for (size_t j = i; j < end; j++)
+					svc->pend[j].state = P_UNSENT;    /* ESTORAGE, ESHUTDOWN, ...: again */
 				retry = 1;
 			}
 			if (!wait)
@@ -858,6 +924,51 @@ commit_batch(funnel_service *svc)
 	return FUNNEL_OK;
 }
 
+/*
+ * Before apply(): the fate of a decision pending on rec's lead.  The
+ * runtime sent it with the lead's version at its cause, so the log
+ * stored it only if no other record named the lead in between: the next
+ * record naming the lead is either that event (the decision stands) or
+ * another one (the log dropped it: svc->dropped, for apply() to read).
+ * Live and on a rebuild the log is the same, so is the verdict.
+ */
+static int
+check_pending(funnel_service *svc, const funnel_record *rec)
+{
+	MDB_val k = { rec->lead.len, (void *)rec->lead.ptr }, v;
+	char prefix[128];
+
+	svc->dropped = 0;
+	if (rec->lead.ptr == NULL || rec->lead.len == 0)
+		return FUNNEL_OK;
+	int rc = mdb_get(svc->txn, svc->pend_dbi, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return FUNNEL_OK;
+	if (rc != 0)
+		return lmdb_fail(svc, rc, "read a pending decision");
+	uint64_t cause = v.mv_size >= 8 ? get_be64(v.mv_data) : 0;
+	int n = snprintf(prefix, sizeof prefix, "%s:%" PRIu64 ":", svc->name, cause);
+	int ours = rec->has_cause && rec->cause == cause && rec->id.ptr != NULL && n > 0 &&
+	           rec->id.len > (size_t)n && memcmp(rec->id.ptr, prefix, (size_t)n) == 0;
+	if (!ours && v.mv_size >= 8) {
+		size_t len = v.mv_size - 8;
+		if (len > svc->dropped_cap) {
+			uint8_t *b = realloc(svc->dropped_undo, len);
+			if (b == NULL)
+				return FUNNEL_ENOMEM;
+			svc->dropped_undo = b;
+			svc->dropped_cap = len;
+		}
+		if (len)
+			memcpy(svc->dropped_undo, (const uint8_t *)v.mv_data + 8, len);
+		svc->dropped_len = len;
+		svc->dropped_cause = cause;
+		svc->dropped = 1;
+	}
+	rc = mdb_del(svc->txn, svc->pend_dbi, &k, NULL);
+	return rc == 0 ? FUNNEL_OK : lmdb_fail(svc, rc, "settle a pending decision");
+}
+
 /* Apply one delivered record inside the batch. */
 static int
 apply_record(funnel_service *svc, const uint8_t *buf, size_t len)
@@ -879,9 +990,14 @@ apply_record(funnel_service *svc, const uint8_t *buf, size_t len)
 		           svc->name, rec.seq);
 		return FUNNEL_ECHAIN;
 	}
+	if ((rc = check_pending(svc, &rec)) != FUNNEL_OK)
+		return rc;
 	svc->applying = rec.seq;
+	svc->applying_rec = &rec;
 	rc = svc->apply(svc, &rec, svc->ctx);
 	svc->applying = 0;
+	svc->applying_rec = NULL;
+	svc->dropped = 0;
 	if (rc != FUNNEL_OK)
 		return rc;
 	if (svc->batch_n++ == 0)
@@ -964,7 +1080,7 @@ funnel_service_new(funnel_service **out, const funnel_service_opts *opts, funnel
 	svc->query = dup_or_null(opts->query);
 	svc->ready_file = dup_or_null(opts->ready_file);
 	for (size_t i = 0; i < FUNNEL_SERVICE_MAX_TABLES && opts->tables[i]; i++) {
-		if (strcmp(opts->tables[i], RT_TABLE) == 0) {
+		if (strcmp(opts->tables[i], RT_TABLE) == 0 || strcmp(opts->tables[i], PENDING_TABLE) == 0) {
 			funnel_service_destroy(&svc);
 			return FUNNEL_EINVAL;
 		}
@@ -1015,6 +1131,7 @@ funnel_service_destroy(funnel_service **psvc)
 	funnel_service *svc = *psvc;
 	abort_batch(svc);
 	free(svc->pend);
+	free(svc->dropped_undo);
 	funnel_subscriber_destroy(&svc->sub);
 	funnel_producer_destroy(&svc->prod);
 	funnel_query_destroy(&svc->q);
@@ -1206,11 +1323,78 @@ funnel_service_del(funnel_service *svc, MDB_dbi dbi, const void *key, size_t kle
 }
 
 int
+funnel_service_emit_decision(funnel_service *svc, const funnel_event *ev, const char *key,
+                             const void *undo, size_t undo_len)
+{
+	if (svc == NULL || ev == NULL || ev->type == NULL || key == NULL || svc->applying == 0 ||
+	    (undo == NULL && undo_len > 0))
+		return FUNNEL_EINVAL;
+	const funnel_record *rec = svc->applying_rec;
+	funnel_event c = *ev;
+	int cond = !ev->has_expected_version && ev->lead != NULL && rec->lead.ptr != NULL &&
+	           rec->has_version && strlen(ev->lead) == rec->lead.len &&
+	           memcmp(ev->lead, rec->lead.ptr, rec->lead.len) == 0;
+	int with_prev = 0;
+	if (cond) {
+		/* The events one record derives for its lead chain their
+		 * versions (v, v+1, ...) and travel in one request: all or
+		 * none, so none can land after another writer's event. */
+		c.has_expected_version = 1;
+		c.expected_version = rec->version;
+		for (size_t i = svc->npend; i-- > 0;) {
+			const pending *q = &svc->pend[i];
+			if (q->ev.cause != svc->applying)
+				break;
+			if (q->cond && strcmp(q->ev.lead, ev->lead) == 0) {
+				/* one after the other, and at most MAX_CHAIN */
+				if (i + 1 != svc->npend || q->ev.expected_version + 1 - rec->version >= MAX_CHAIN)
+					return FUNNEL_EINVAL;
+				c.expected_version = q->ev.expected_version + 1;
+				with_prev = 1;
+				break;
+			}
+		}
+	}
+	int rc = queue_event(svc, &c, svc->applying, key, NULL, cond, with_prev);
+	if (rc != FUNNEL_OK || !cond || (with_prev && undo_len == 0))
+		return rc;
+	/* The decision is pending until the log shows its fate: the next
+	 * record that names the lead is its own event, or someone else's. */
+	uint8_t stackbuf[512];
+	uint8_t *val = 8 + undo_len <= sizeof stackbuf ? stackbuf : malloc(8 + undo_len);
+	if (val == NULL)
+		return FUNNEL_ENOMEM;
+	put_be64(val, svc->applying);
+	if (undo_len)
+		memcpy(val + 8, undo, undo_len);
+	MDB_val k = { rec->lead.len, (void *)rec->lead.ptr }, v = { 8 + undo_len, val };
+	int mrc = mdb_put(svc->txn, svc->pend_dbi, &k, &v, 0);
+	if (val != stackbuf)
+		free(val);
+	return mrc == 0 ? FUNNEL_OK : lmdb_fail(svc, mrc, "keep a pending decision");
+}
+
+int
 funnel_service_emit(funnel_service *svc, const funnel_event *ev, const char *key)
 {
 	if (svc == NULL || ev == NULL || ev->type == NULL || key == NULL || svc->applying == 0)
 		return FUNNEL_EINVAL;
-	return queue_event(svc, ev, svc->applying, key, NULL);
+	return queue_event(svc, ev, svc->applying, key, NULL, 0, 0);
+}
+
+int
+funnel_service_dropped(const funnel_service *svc, uint64_t *cause, const void **undo,
+                       size_t *undo_len)
+{
+	if (svc == NULL || svc->applying == 0 || !svc->dropped)
+		return 0;
+	if (cause)
+		*cause = svc->dropped_cause;
+	if (undo)
+		*undo = svc->dropped_undo;
+	if (undo_len)
+		*undo_len = svc->dropped_len;
+	return 1;
 }
 
 int
@@ -1311,7 +1495,7 @@ funnel_view_digest(const char *view_dir, uint8_t digest[32], uint64_t *checkpoin
 		return FUNNEL_ENOTFOUND;
 	if (sodium_init() < 0 || mdb_env_create(&env) != 0)
 		return FUNNEL_ESTORAGE;
-	mdb_env_set_maxdbs(env, FUNNEL_SERVICE_MAX_TABLES + 1);
+	mdb_env_set_maxdbs(env, FUNNEL_SERVICE_MAX_TABLES + 2);
 	if (mdb_env_open(env, view_dir, MDB_RDONLY | MDB_NOTLS, 0644) != 0 ||
 	    mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0) {
 		mdb_env_close(env);

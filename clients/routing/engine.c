@@ -10,6 +10,7 @@
  *     that deadline and the lead, whose value is its assign_seq.
  */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,7 +66,7 @@ get_str(const uint8_t **p, const uint8_t *end, char *out, size_t cap)
 }
 
 #define LEAD_FIXED 34
-#define LEAD_MAX (LEAD_FIXED + 4 * 256 + 1 + RT_MAX_FIELDS * 2 * 256)
+#define LEAD_MAX RT_LEAD_ROW_MAX
 #define REP_BYTES 30
 
 /* Encode a lead into buf (LEAD_MAX bytes); returns the length. */
@@ -421,9 +422,19 @@ not_eligible(const rt_rep_def *d, const rt_rep *st, uint64_t ts, const char *exc
  * eligible.  `why` receives the reason.  With commit, the new current
  * weights are written.
  */
+enum { DECIDED_ROUTE = 1, DECIDED_ESCALATION = 2 };
+
+/* What a committed pick changed in the rotation, to take it back: the
+ * team, the chosen rep and the eligible reps (bit i: the team's rep i). */
+typedef struct rotation {
+	int team;                  /* -1: no pick was committed */
+	int chosen;                /* index in the team */
+	uint64_t eligible;
+} rotation;
+
 static int
 pick(const rt_rules *r, const rt_store *s, size_t t, uint64_t ts, const char *exclude,
-     int commit, int *chosen, char *why)
+     int commit, int *chosen, char *why, rotation *rot)
 {
 	const rt_team_def *team = &r->teams[t];
 	rt_rep st[RT_MAX_TEAM_REPS];
@@ -467,6 +478,13 @@ pick(const rt_rules *r, const rt_store *s, size_t t, uint64_t ts, const char *ex
 		if (elig[i] && (rc = save_rep(s, r->reps[team->first_rep + i].name, &st[i])) != FUNNEL_OK)
 			return rc;
 	}
+	if (commit && rot != NULL) {
+		rot->team = (int)t;
+		rot->chosen = best;
+		rot->eligible = 0;
+		for (size_t i = 0; i < n; i++)
+			rot->eligible |= (uint64_t)elig[i] << i;
+	}
 	return FUNNEL_OK;
 }
 
@@ -500,7 +518,8 @@ hand_over(const rt_store *s, rt_lead *l, const char *owner, const char *team, co
 /* lead.qualified: the first rule that matches, then its team's rotation;
  * the fallback queue otherwise. */
 static int
-route(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead *l, rt_outcome *out)
+route(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead *l, rt_outcome *out,
+      rotation *rot)
 {
 	char why[RT_MAX_REASON + 1];
 	int chosen = -1, rc;
@@ -513,7 +532,7 @@ route(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead *l
 		return hand_over(s, l, r->fallback, r->fallback, "fallback", "no rule matched the lead",
 		                 out);
 	const rt_rule_def *ru = &r->rules[ri];
-	if ((rc = pick(r, s, ru->team, rec->ts, NULL, 1, &chosen, why)) != FUNNEL_OK)
+	if ((rc = pick(r, s, ru->team, rec->ts, NULL, 1, &chosen, why, rot)) != FUNNEL_OK)
 		return rc;
 	if (chosen < 0)
 		return hand_over(s, l, r->fallback, r->fallback, ru->name, why, out);
@@ -523,7 +542,7 @@ route(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead *l
 /* lead.sla_breached for the assignment in force: the team's escalation. */
 static int
 escalate(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead *l,
-         rt_outcome *out)
+         rt_outcome *out, rotation *rot)
 {
 	char why[RT_MAX_REASON + 1], reason[RT_MAX_REASON + 1], prev[RT_MAX_NAME + 1];
 	char rule[RT_MAX_NAME + 1];
@@ -537,7 +556,7 @@ escalate(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead
 	const char *to = NULL;
 	why[0] = 0;
 	if (t->esc == RT_ESC_NEXT_REP) {
-		if ((rc = pick(r, s, (size_t)ti, rec->ts, l->owner, 1, &chosen, why)) != FUNNEL_OK)
+		if ((rc = pick(r, s, (size_t)ti, rec->ts, l->owner, 1, &chosen, why, rot)) != FUNNEL_OK)
 			return rc;
 		if (chosen >= 0)
 			to = r->reps[chosen].name;
@@ -693,6 +712,139 @@ rt_counts(const funnel_record *rec)
 	}
 }
 
+/* ---- decisions and taking them back ---- */
+
+/* Undo bytes: kind (1), team (2, big-endian; 0xffff: no pick), chosen
+ * rep in the team (1), eligible reps (8), the row existed (1), then the
+ * row as it was before the decision. */
+#define UNDO_HEAD 13
+
+/*
+ * Route or escalate the lead l (as found in the view) on rec, and write
+ * into out the undo bytes that take the decision back: what the rotation
+ * did and the row as it was.  Nothing to undo when no decision is made.
+ */
+static int
+decide(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead *l, int found,
+       int kind, rt_outcome *out)
+{
+	rotation rot = { .team = -1 };
+	uint8_t *u = out->undo;
+	size_t n = lead_encode(l, u + UNDO_HEAD);
+	int rc = kind == DECIDED_ROUTE ? route(r, s, rec, l, out, &rot)
+	                               : escalate(r, s, rec, l, out, &rot);
+	if (rc != FUNNEL_OK || !out->assign)
+		return rc;
+	u[0] = (uint8_t)kind;
+	u[1] = rot.team < 0 ? 0xff : (uint8_t)(rot.team >> 8);
+	u[2] = rot.team < 0 ? 0xff : (uint8_t)rot.team;
+	u[3] = rot.team < 0 ? 0 : (uint8_t)rot.chosen;
+	rf_put_be64(u + 4, rot.team < 0 ? 0 : rot.eligible);
+	u[12] = (uint8_t)found;
+	out->undo_len = UNDO_HEAD + n;
+	return FUNNEL_OK;
+}
+
+/*
+ * The log dropped our last decision on this lead: the record being
+ * applied names the lead and came before the decision's lead.assigned
+ * (a person acted first).  Put back what the decision changed: the owner's
+ * open count, the rotation (as if the pick never happened, with the
+ * weights of the rules in force) and the row as it was.  *kind: the
+ * decision taken back (0: the bytes are not ours, nothing done).
+ */
+static int
+take_back(const rt_rules *r, const rt_store *s, funnel_str id, const uint8_t *u, size_t n,
+          int *kind)
+{
+	rt_lead now, before;
+	int found, rc;
+
+	*kind = 0;
+	if (n <= UNDO_HEAD || (u[0] != DECIDED_ROUTE && u[0] != DECIDED_ESCALATION) ||
+	    rt_lead_decode(u + UNDO_HEAD, n - UNDO_HEAD, &before) != FUNNEL_OK)
+		return FUNNEL_OK;
+	*kind = u[0];
+	if ((rc = load_lead(s, id, &now, &found)) != FUNNEL_OK)
+		return rc;
+	if (found && ((rc = release(s, &now)) != FUNNEL_OK || (rc = timer_stop(s, id, &now)) != FUNNEL_OK))
+		return rc;
+	size_t team = (size_t)u[1] << 8 | u[2];
+	if (team < r->nteams) {
+		const rt_team_def *t = &r->teams[team];
+		uint64_t elig = rf_get_be64(u + 4);
+		int64_t total = 0;
+		for (size_t i = 0; i < t->nreps && i < 64; i++)
+			if (elig >> i & 1)
+				total += r->reps[t->first_rep + i].weight;
+		for (size_t i = 0; i < t->nreps && i < 64; i++) {
+			const rt_rep_def *d = &r->reps[t->first_rep + i];
+			rt_rep st;
+			if (!(elig >> i & 1))
+				continue;
+			if ((rc = load_rep(s, d->name, &st)) != FUNNEL_OK)
+				return rc;
+			st.current -= d->weight;
+			if (i == u[3])
+				st.current += total;
+			if ((rc = save_rep(s, d->name, &st)) != FUNNEL_OK)
+				return rc;
+		}
+	}
+	if (before.open && (rc = count_open(s, before.owner, 1)) != FUNNEL_OK)
+		return rc;
+	if (before.deadline != 0 && (rc = timer_start(s, id, &before, before.deadline)) != FUNNEL_OK)
+		return rc;
+	if (!u[12])
+		return s->del(s->ctx, RT_T_LEADS, id.ptr, id.len);
+	return save_lead(s, id, &before);
+}
+
+/* Records that act on the lead's handling (ownership, follow-up, stage):
+ * after one of them, a dropped decision is not made again. */
+static int
+handles_lead(const funnel_record *rec)
+{
+	switch (fp_evspec_lookup(rec->type.ptr, rec->type.len)->type) {
+	case FP_EV_CAPTURED:
+	case FP_EV_ACTIVITY:
+	case FP_EV_SCORED:
+	case FP_EV_SLA_BREACHED:   /* a stale breach: rt_apply ignores it */
+		return 0;
+	default:
+		return rec->type.len < 2 || memcmp(rec->type.ptr, "x.", 2) != 0;
+	}
+}
+
+int
+rt_apply_dropped(const rt_rules *r, const rt_store *s, const funnel_record *rec,
+                 const void *dropped, size_t dropped_len, rt_outcome *out)
+{
+	rt_lead l;
+	int kind = 0, found, rc;
+
+	if (dropped != NULL && rec->lead.ptr != NULL && rec->lead.len > 0 &&
+	    (rc = take_back(r, s, rec->lead, dropped, dropped_len, &kind)) != FUNNEL_OK)
+		return rc;
+	if ((rc = rt_apply(r, s, rec, out)) != FUNNEL_OK || kind == 0 || out->assign ||
+	    handles_lead(rec))
+		return rc;
+	/* The decision was dropped for an event that does not handle the lead
+	 * (it browsed, was scored): the reason for it still holds, so decide
+	 * again on this record: a new decision, with this record as cause. */
+	if ((rc = load_lead(s, rec->lead, &l, &found)) != FUNNEL_OK || !found)
+		return rc;
+	if (kind == DECIDED_ROUTE) {
+		if (l.open || rec->stage.len != 3 || memcmp(rec->stage.ptr, "mql", 3) != 0)
+			return FUNNEL_OK;
+	} else if (!l.open || l.deadline != 0) {
+		return FUNNEL_OK;
+	}
+	if ((rc = decide(r, s, rec, &l, found, kind, out)) != FUNNEL_OK)
+		return rc;
+	return out->assign ? save_lead(s, rec->lead, &l) : FUNNEL_OK;
+}
+
 int
 rt_apply(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_outcome *out)
 {
@@ -700,7 +852,8 @@ rt_apply(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_outc
 	int found, rc;
 	uint64_t u;
 
-	memset(out, 0, sizeof *out);
+	memset(out, 0, offsetof(rt_outcome, undo_len));   /* the undo buffer is big */
+	out->undo_len = 0;
 	if (!rt_counts(rec))
 		return FUNNEL_OK;
 	fp_evtype type = fp_evspec_lookup(rec->type.ptr, rec->type.len)->type;
@@ -715,8 +868,12 @@ rt_apply(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_outc
 		capture(r, &l, rec->data);
 		break;
 	case FP_EV_QUALIFIED:
+		/* someone owns it already (a manager handed it over): the
+		 * owner stays, and so does the owner's SLA timer */
+		if (l.open && r->keep_owner)
+			return FUNNEL_OK;
 		if ((rc = timer_stop(s, rec->lead, &l)) != FUNNEL_OK ||
-		    (rc = route(r, s, rec, &l, out)) != FUNNEL_OK)
+		    (rc = decide(r, s, rec, &l, found, DECIDED_ROUTE, out)) != FUNNEL_OK)
 			return rc;
 		break;
 	case FP_EV_ASSIGNED:
@@ -738,7 +895,7 @@ rt_apply(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_outc
 			return FUNNEL_OK;     /* followed up, reassigned, or not ours: stale */
 		l.breaches++;
 		if ((rc = timer_stop(s, rec->lead, &l)) != FUNNEL_OK ||
-		    (rc = escalate(r, s, rec, &l, out)) != FUNNEL_OK)
+		    (rc = decide(r, s, rec, &l, found, DECIDED_ESCALATION, out)) != FUNNEL_OK)
 			return rc;
 		break;
 	case FP_EV_ERASED:
@@ -767,5 +924,5 @@ rt_explain_match(const rt_rules *r, const rt_store *s, const rt_lead *lead, uint
 		snprintf(why, RT_MAX_REASON + 1, "no rule matches: the fallback queue %s", r->fallback);
 		return FUNNEL_OK;
 	}
-	return pick(r, s, r->rules[*rule_index].team, ts, NULL, 0, &chosen, why);
+	return pick(r, s, r->rules[*rule_index].team, ts, NULL, 0, &chosen, why, NULL);
 }

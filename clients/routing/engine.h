@@ -57,6 +57,7 @@ struct rt_rules {
 	size_t nrules;
 	char *fallback;
 	uint64_t fallback_sla_ns;
+	int keep_owner;            /* routing.keep_owner: a lead qualified while owned keeps its owner */
 	char *fields[RT_MAX_FIELDS];
 	size_t nfields;
 };

@@ -137,11 +137,18 @@ route_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	rt_outcome out;
 	char lead[512];
 	msgpack_packer pk;
+	const void *undo;
+	size_t undo_len;
 	int rc;
 
-	if (!rt_counts(rec) || rec->lead.len >= sizeof lead)
+	/* a record that shows the log dropped our last decision on its lead
+	 * (someone acted first) is applied whatever its type */
+	int dropped = funnel_service_dropped(svc, NULL, &undo, &undo_len);
+	if ((!dropped && !rt_counts(rec)) || rec->lead.len >= sizeof lead)
 		return FUNNEL_OK;
-	if ((rc = rt_apply(ro->rules, &st, rec, &out)) != FUNNEL_OK) {
+	rc = dropped ? rt_apply_dropped(ro->rules, &st, rec, undo, undo_len, &out)
+	             : rt_apply(ro->rules, &st, rec, &out);
+	if (rc != FUNNEL_OK) {
 		if (rc == FUNNEL_EMALFORMED)
 			funnel_log(FUNNEL_LOG_ERROR, "routing: the view's row for %.*s does not decode; "
 			           "rebuild the view", (int)rec->lead.len, rec->lead.ptr);
@@ -176,7 +183,8 @@ route_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	funnel_event ev = { .type = "lead.assigned", .lead = lead, .data = ro->ev.data,
 	                    .data_len = ro->ev.size, .has_occurred_at = 1,
 	                    .occurred_at = (int64_t)funnel_record_event_time(rec) };
-	return funnel_service_emit(svc, &ev, out.key);
+	/* sent only if nobody touched the lead since rec (expected_version) */
+	return funnel_service_emit_decision(svc, &ev, out.key, out.undo, out.undo_len);
 }
 
 /* Record the breach of one timer that ran out. */

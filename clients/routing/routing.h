@@ -37,6 +37,8 @@
  *        with equals / in / at_least / at_most.  Values compare ignoring
  *        case, numbers as numbers ("1000" included).  A field the lead
  *        does not have fails every condition.
+ *   keep_owner: BOOL     default true: a lead that someone owns when it is
+ *                        qualified keeps its owner; false: route it again
  *   fallback:            required: where leads that no rule matches, or
  *     queue: Q           whose team has nobody eligible, go (owner Q; a
  *                        name that is no team's and no rep's)
@@ -75,6 +77,10 @@ extern "C" {
 #define RT_MAX_FIELDS 16         /* lead fields the rules may name */
 #define RT_MAX_REASON 240        /* the "why this rep" text */
 #define RT_MAX_TEAM_REPS 64      /* reps in one team */
+/* The largest "leads" row, and the undo bytes of a decision (a header
+ * and the row as it was before it). */
+#define RT_LEAD_ROW_MAX (34 + 4 * 256 + 1 + RT_MAX_FIELDS * 2 * 256)
+#define RT_UNDO_MAX (13 + RT_LEAD_ROW_MAX)
 
 /* ---- the rules ---- */
 
@@ -182,6 +188,10 @@ typedef struct rt_outcome {
 	char reason[RT_MAX_REASON + 1];
 	char previous[RT_MAX_NAME + 1];   /* escalation: the owner it is taken from */
 	uint32_t escalation;           /* 0 for routing, 1.. for escalations */
+	/* With assign: what takes the decision back if the log drops it (give
+	 * it to rt_apply_dropped with the record that shows the drop). */
+	size_t undo_len;
+	uint8_t undo[RT_UNDO_MAX];
 } rt_outcome;
 
 /* 1 when the record can change the routing view (rt_apply does nothing
@@ -191,7 +201,9 @@ int rt_counts(const funnel_record *rec);
 /*
  * Apply one record of the log, in seq order:
  *  - lead.captured: keep the lead fields the rules name;
- *  - lead.qualified: route the lead: the first rule that matches, then
+ *  - lead.qualified: a lead someone owns (open) keeps its owner and its
+ *    timer, unless the rules say keep_owner: false; otherwise route the
+ *    lead: the first rule that matches, then
  *    the smooth weighted round-robin (nginx's) over the team's eligible
  *    reps (active in the file, available at rec->ts, below capacity);
  *    the fallback queue when no rule matches or nobody is eligible.
@@ -217,6 +229,23 @@ int rt_counts(const funnel_record *rec);
  * Returns FUNNEL_OK or the store's error code.
  */
 int rt_apply(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_outcome *out);
+
+/*
+ * rt_apply for a record that shows the log dropped the service's last
+ * decision on its lead (funnel_service_dropped: someone's event came
+ * before the decision's lead.assigned; `dropped` holds the undo bytes of
+ * that decision's rt_outcome).  First the decision is taken back: the
+ * lead's row as it was before it, the owner's open count, the rotation
+ * as if that pick never happened.  Then the record is applied.  Then, if
+ * the record does not handle the lead (lead.captured, lead.activity,
+ * lead.scored, x.*: the lead browsed, it was not acted on) and the
+ * reason still holds (a route: the lead is mql and nobody holds it; an
+ * escalation: the owner in breach still holds it), the decision is made
+ * again on this record (cause this record's seq).  With dropped NULL it
+ * is rt_apply.
+ */
+int rt_apply_dropped(const rt_rules *r, const rt_store *s, const funnel_record *rec,
+                     const void *dropped, size_t dropped_len, rt_outcome *out);
 
 /*
  * What routing a lead with these fields at time ts would decide, without

@@ -406,12 +406,16 @@ parse_fallback(rf_ctx *c, rt_rules *r, yaml_node_t *n)
 static int
 parse_routing(rf_ctx *c, rt_rules *r, yaml_node_t *n)
 {
-	static const char *const keys[] = { "teams", "rules", "fallback" };
-	yaml_node_t *v[3];
+	static const char *const keys[] = { "teams", "rules", "fallback", "keep_owner" };
+	yaml_node_t *v[4];
 	size_t count;
 	int rc;
 
-	if ((rc = rf_map(c, n, "routing", keys, 3, "teams, rules, fallback", 0, v)) != FUNNEL_OK)
+	if ((rc = rf_map(c, n, "routing", keys, 4, "teams, rules, fallback, keep_owner", 0, v)) !=
+	    FUNNEL_OK)
+		return rc;
+	r->keep_owner = 1;
+	if (v[3] != NULL && (rc = rf_bool(c, v[3], "routing.keep_owner", &r->keep_owner)) != FUNNEL_OK)
 		return rc;
 	if ((rc = rf_list(c, v[0], "routing.teams", &count)) != FUNNEL_OK)
 		return rc;

@@ -61,13 +61,16 @@ typedef enum funnel_endpoint_kind {
 const char *funnel_endpoint(funnel_endpoint_kind kind, const char *flag);
 
 /* Details of the last failure of an object: the code, the index of the
- * offending event in its request (-1 if none), the field ("" if none) and
- * a message naming the problem, as the daemon sent it. */
+ * offending event in its request (-1 if none), the field ("" if none), a
+ * message naming the problem, as the daemon sent it, and for
+ * FUNNEL_EIDCONFLICT the seq of the event that holds the id (0 for every
+ * other code). */
 typedef struct funnel_error_info {
 	int code;
 	int index;
 	char field[32];
 	char message[256];
+	uint64_t seq;
 } funnel_error_info;
 
 /* ---------------------------------------------------------------------

@@ -6,9 +6,9 @@
  * A service is one funnel_service object.  It owns:
  *
  *   - the view: an LMDB environment in its own directory, holding the
- *     service's tables (named by the service) and the runtime's table
+ *     service's tables (named by the service) and the runtime's tables
  *     "_runtime" (checkpoint, hash of the last applied record, emit
- *     watermark);
+ *     watermark) and "_pending" (decisions in flight, below);
  *   - a funnel_subscriber that delivers every record exactly once, in seq
  *     order, from checkpoint + 1;
  *   - a funnel_producer for the derived events.
@@ -61,10 +61,46 @@
  *     named in the log line).
  *
  * A derived event the log refuses (ETRANSITION: the lead moved on before
- * it arrived, say) is logged and dropped: the refusal is the log's
- * decision.  Transport failures, timeouts, ESTORAGE and ESHUTDOWN are
- * retried with the same keys until they succeed or the service is
- * stopped.
+ * it arrived, say; EIDCONFLICT: the log holds another event under its key,
+ * derived before a restart under other rules) is logged and dropped: the
+ * refusal is the log's decision.  Transport failures, timeouts, ESTORAGE
+ * and ESHUTDOWN are retried with the same keys until they succeed or the
+ * service is stopped.
+ *
+ * Services never override people.  A service decides on a record of the
+ * past; by the time its decision reaches the log, a person (or anyone)
+ * may have acted on the lead.  A decision that people also make (who owns
+ * a lead) is sent with funnel_service_emit_decision(): the event names
+ * the lead of its cause and the runtime sends it with expected_version =
+ * the cause's `version` (the events one record decides for its lead chain
+ * v, v+1, ... and travel in one request, all or none).  The log stores it
+ * only if no other event named the lead after the cause.  EVERSION means
+ * someone acted first: the event is dropped, never retried (its expected
+ * version is past for good, so a restart that derives it again gets
+ * EVERSION again, or the duplicate if it had been stored), and counted in
+ * stats.overridden.  (funnel_service_emit() sends unconditionally: for a
+ * fact about the lead's own behaviour, such as a score, which later
+ * activity must not cancel; the log's stage checks still refuse it where
+ * a person moved the lead on.)
+ *
+ * The view learns the fate of a decision from the log, never from the
+ * reply, so a rebuild reaches the same verdict.  After the cause, the
+ * next record that names the lead is either the decision's own event (id
+ * "<name>:<cause>:...", with that cause: the decision stands) or another
+ * event (the log dropped the decision).  The runtime keeps the decision
+ * in flight per lead (table "_pending", part of the view and of its
+ * digest) and, when a record shows it was dropped, says so to apply()
+ * through funnel_service_dropped() as apply() gets that record.  A
+ * service that counted the decision in its view at once (routing's owner,
+ * open counts and rotation) takes it back then, and may decide again on
+ * that record: a new decision with a new cause and key, so nothing is
+ * retried forever and nothing dropped comes back.  The rule reads only
+ * the log, so it holds live, after a crash (kill -9 included) and on a
+ * rebuild alike: the rebuild meets the person's event in history exactly
+ * where the live service met it, before the derived event would have
+ * been, and drops the decision too; the digests agree.  With no_emit the
+ * decision is never sent, and the next record naming the lead drops it
+ * the same way.
  *
  * Conventions are those of funnel/funnel.h.  Not thread-safe, except
  * funnel_service_stop(), which a signal handler may call.
@@ -198,10 +234,38 @@ int funnel_service_del(funnel_service *svc, MDB_dbi dbi, const void *key, size_t
  * applied.  ev->cause and ev->id are set by the runtime (cause = the
  * record's seq, id = "<name>:<seq>:<key>"): `key` tells apart the
  * events one record derives ("scored", "qualified").  The event is sent
- * at the end of the batch; the library copies what it needs.  Returns
- * FUNNEL_OK, FUNNEL_EINVAL (no type, key too long), FUNNEL_ENOMEM.
+ * at once; the library copies what it needs.  Returns FUNNEL_OK,
+ * FUNNEL_EINVAL (no type, key too long), FUNNEL_ENOMEM.
  */
 int funnel_service_emit(funnel_service *svc, const funnel_event *ev, const char *key);
+
+/*
+ * Inside apply(): the same for a decision on the record's own lead
+ * (ev->lead equal to the record's lead, no expected_version of the
+ * caller's; otherwise this is funnel_service_emit): the event is
+ * conditional and the decision pending (see "Services never override
+ * people" above).  Emit a record's decisions for its lead one after the
+ * other.  `undo` (undo_len bytes, copied; NULL with 0 for none) is kept
+ * with the pending decision and given back by funnel_service_dropped()
+ * if the log drops it; a later decision of the same record with
+ * undo_len 0 keeps the bytes given before.  Returns as
+ * funnel_service_emit, and FUNNEL_EINVAL (decisions for the lead not one
+ * after the other, or more than 16), FUNNEL_ESTORAGE (the view: apply()
+ * returns it).
+ */
+int funnel_service_emit_decision(funnel_service *svc, const funnel_event *ev, const char *key,
+                                 const void *undo, size_t undo_len);
+
+/*
+ * Inside apply(): 1 when the record being applied shows that the log
+ * dropped this service's pending decision on the record's lead (the
+ * record names the lead and is not the decision's own event), with the
+ * seq the decision was made on and the undo bytes given to
+ * funnel_service_emit_decision() (length 0 if none; valid during apply()
+ * only); 0 otherwise.  Any pointer may be NULL.
+ */
+int funnel_service_dropped(const funnel_service *svc, uint64_t *cause, const void **undo,
+                           size_t *undo_len);
 
 /*
  * Send an event now, outside apply() (a service's own start-up record,
@@ -229,20 +293,24 @@ funnel_query *funnel_service_query(funnel_service *svc);
  * the service runs, hold opts.map_lock for reading around it). */
 MDB_env *funnel_service_env(funnel_service *svc);
 
-/* Counters: records applied, view commits, derived events sent,
- * refused by the log, and skipped as already sent (rebuild). */
+/* Counters since start: records applied, view commits, derived events
+ * stored, refused by the log, skipped as already sent (rebuild), and
+ * dropped because the lead changed after their cause (EVERSION: a person
+ * acted first). */
 typedef struct funnel_service_stats {
 	uint64_t applied;
 	uint64_t commits;
 	uint64_t emitted;
 	uint64_t refused;
 	uint64_t skipped;
+	uint64_t overridden;
 } funnel_service_stats;
 void funnel_service_stats_get(const funnel_service *svc, funnel_service_stats *st);
 
 /*
- * The BLAKE2b-256 of a view's content: every table of the service (name,
- * then each key and value in key order) and the checkpoint, in a fixed
+ * The BLAKE2b-256 of a view's content: every table of the service and
+ * the runtime's "_pending" (name, then each key and value in key order)
+ * and the checkpoint, in a fixed
  * encoding, so two views built from the same log by the same code have
  * the same digest whatever their LMDB page layout.  The runtime's emit
  * watermark is left out.  Opens view_dir read-only.  Returns FUNNEL_OK,

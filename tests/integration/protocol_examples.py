@@ -409,6 +409,15 @@ The frame `c1` (a byte msgpack never uses) is not msgpack, so the daemon cannot 
     req, rep = live.call(live.ingest, b"\xc1")
     w("Request (%d byte):\n\n%s\n\nReply (%d bytes):\n\n%s\n\n%s\n\n"
       % (len(req), hexdump(req), len(rep), hexdump(rep), decoded(rep)))
+
+    w("""### 17.13 The same id for another event (EIDCONFLICT)
+
+17.1's id `form:8f3a` sent with another lead: not the same event (§6), so not a duplicate. The request is refused, nothing is stored, and the error carries `seq`, the seq of the event that holds the id; the message names the field that differs.
+
+""")
+    other = dict(captured, lead="L-2002")
+    req, rep = live.call(live.ingest, {"op": "publish", "rid": 13, "events": [other]})
+    w(exchange(req, rep))
     return "".join(out)
 
 

@@ -232,14 +232,42 @@ def run_checks(res, cli, q, daemon):
 
     def publish_dup():
         before = head()
+        # the same form again: same type, lead and data (keys in the same order)
         out = cli.ok("publish", "--human", "--type", "lead.captured", "--lead", "L-1",
-                     "--id", "form-123")
+                     "--id", "form-123",
+                     "--data", '{"email":"ana@acme.example","source":"webinar"}')
         expect_eq(out, "seq 1 (duplicate)\n", "output")
         out = cli.ok("publish", "--json", "--type", "lead.captured", "--lead", "L-1",
-                     "--id", "form-123")
+                     "--id", "form-123",
+                     "--data", '{"email": "ana@acme.example", "source": "webinar"}')
         expect_eq(json.loads(out), {"seq": 1, "dup": True}, "--json output")
         expect_eq(head(), before, "head and head hash after the duplicates")
     res.run("the same id again prints 'seq 1 (duplicate)' and stores nothing", publish_dup)
+
+    def publish_id_conflict():
+        before = head()
+        # another lead's form under L-1's id: refused, not a silent duplicate
+        for extra in ((), ("--batch", "10")):
+            if extra:
+                rc, out, err = cli.run("publish", *extra, stdin=json.dumps(
+                    {"type": "lead.captured", "lead": "L-123", "id": "form-123",
+                     "data": {"email": "ana@acme.example", "source": "webinar"}}) + "\n")
+            else:
+                rc, out, err = cli.run("publish", "--type", "lead.captured", "--lead", "L-123",
+                                       "--id", "form-123", "--data",
+                                       '{"email":"ana@acme.example","source":"webinar"}')
+            expect_eq(rc, 1, "exit status %s" % (extra,))
+            expect_eq(out, "", "stdout %s" % (extra,))
+            expect("EIDCONFLICT (15)" in err and "already used by seq 1" in err and
+                   "differs in lead" in err and "[field id]" in err, "message: %r" % err)
+        # the same lead without the form's data is another event too
+        rc, out, err = cli.run("publish", "--type", "lead.captured", "--lead", "L-1",
+                               "--id", "form-123")
+        expect_eq(rc, 1, "exit status without data")
+        expect("differs in data" in err, "message: %r" % err)
+        expect_eq(head(), before, "head and head hash after the refusals")
+    res.run("the same id for another event is EIDCONFLICT naming the seq, exit 1, nothing "
+            "stored", publish_id_conflict)
 
     def publish_json_flags():
         h, _ = head()
@@ -266,7 +294,8 @@ def run_checks(res, cli, q, daemon):
             {"type": "lead.captured", "lead": "L-2", "id": "b-1", "data": {"email": "b@x.example"}},
             {"type": "lead.activity", "lead": "L-2", "data": {"kind": "webinar"}},
             {"type": "lead.qualified", "lead": "L-2"},
-            {"type": "lead.captured", "lead": "L-2", "id": "b-1"},          # duplicate of line 1
+            {"type": "lead.captured", "lead": "L-2", "id": "b-1",           # duplicate of line 1
+             "data": {"email": "b@x.example"}},
             {"type": "lead.assigned", "lead": "L-2", "data": {"owner": "rep-ben"}},
             {"type": "lead.accepted", "lead": "L-2"},
             {"type": "x.tick", "data": {"i": 7}},

@@ -171,9 +171,13 @@ test_duplicate_returns_original_seq(void **state)
 	funnel_ack a, b;
 	assert_int_equal(pub1(c, "lead.captured", "L-1", "k-1", &a, "email", "a@x.example", NULL), FUNNEL_OK);
 	assert_int_equal(pub1(c, "lead.captured", "L-2", "k-2", NULL, "email", "b@x.example", NULL), FUNNEL_OK);
-	assert_int_equal(pub1(c, "lead.captured", "L-1", "k-1", &b, "email", "changed@x.example", NULL), FUNNEL_OK);
+	/* an exact retry is the duplicate: the original seq, nothing stored */
+	assert_int_equal(pub1(c, "lead.captured", "L-1", "k-1", &b, "email", "a@x.example", NULL), FUNNEL_OK);
 	assert_int_equal(b.seq, a.seq);
 	assert_true(b.dup);
+	/* the same id with other content is no duplicate: EIDCONFLICT, tests below */
+	assert_int_equal(pub1(c, "lead.captured", "L-1", "k-1", &b, "email", "changed@x.example", NULL),
+	                 FUNNEL_EIDCONFLICT);
 	assert_int_equal(head(c), 2);
 	/* a duplicate inside one request: the second is acknowledged as a duplicate of the first */
 	funnel_event evs[2] = {
@@ -186,6 +190,116 @@ test_duplicate_returns_original_seq(void **state)
 	assert_false(acks[0].dup);
 	assert_int_equal(acks[1].seq, 3);
 	assert_true(acks[1].dup);
+	assert_int_equal(head(c), 3);
+}
+
+/* An id names one event forever: the same id sent with another type,
+ * lead, occurred_at, cause or data is EIDCONFLICT carrying the seq that
+ * holds the id, and refuses its whole request; a retry that differs only
+ * in transport (expected_version, integer widths in data) is a duplicate. */
+static void
+test_id_reused_for_another_event_is_eidconflict(void **state)
+{
+	ctx *c = *state;
+	funnel_ack a, acks[3];
+	const funnel_error_info *e = funnel_producer_error(c->p);
+
+	/* the README tour: form-123 is L-1's capture */
+	assert_int_equal(pub1(c, "lead.captured", "L-1", "form-123", &a, "email", "ana@acme.example",
+	                      NULL), FUNNEL_OK);
+	assert_int_equal(a.seq, 1);
+	assert_int_equal(pub1(c, "lead.captured", "L-123", "form-123", NULL, "email",
+	                      "ana@acme.example", NULL), FUNNEL_EIDCONFLICT);
+	assert_int_equal(e->code, FUNNEL_EIDCONFLICT);
+	assert_int_equal(e->seq, 1);
+	assert_int_equal(e->index, 0);
+	assert_string_equal(e->field, "id");
+	assert_non_null(strstr(e->message, "seq 1"));
+	assert_non_null(strstr(e->message, "differs in lead"));
+	/* other type, other data, data left out, occurred_at, cause */
+	assert_int_equal(pub1(c, "x.form", "L-1", "form-123", NULL, "email", "ana@acme.example", NULL),
+	                 FUNNEL_EIDCONFLICT);
+	assert_non_null(strstr(e->message, "differs in type"));
+	assert_int_equal(pub1(c, "lead.captured", "L-1", "form-123", NULL, "email", "eva@acme.example",
+	                      NULL), FUNNEL_EIDCONFLICT);
+	assert_non_null(strstr(e->message, "differs in data"));
+	funnel_event bare = { .type = "lead.captured", .lead = "L-1", .id = "form-123" };
+	assert_int_equal(funnel_publish(c->p, &bare, 1, acks), FUNNEL_EIDCONFLICT);
+	c->sb.size = 0;
+	wl_kv(&c->sb, "email", "ana@acme.example", NULL);
+	funnel_event ev = { .type = "lead.captured", .lead = "L-1", .id = "form-123",
+	                    .data = c->sb.data, .data_len = c->sb.size };
+	ev.has_occurred_at = 1;
+	ev.occurred_at = 42;
+	assert_int_equal(funnel_publish(c->p, &ev, 1, acks), FUNNEL_EIDCONFLICT);
+	assert_non_null(strstr(e->message, "differs in occurred_at"));
+	ev.has_occurred_at = 0;
+	ev.cause = 1;
+	assert_int_equal(funnel_publish(c->p, &ev, 1, acks), FUNNEL_EIDCONFLICT);
+	assert_non_null(strstr(e->message, "differs in cause"));
+	ev.cause = 0;
+	/* a retry with a stale expected_version is still the duplicate */
+	ev.has_expected_version = 1;
+	ev.expected_version = 0;
+	assert_int_equal(funnel_publish(c->p, &ev, 1, acks), FUNNEL_OK);
+	assert_int_equal(acks[0].seq, 1);
+	assert_true(acks[0].dup);
+	ev.has_expected_version = 0;
+	/* the same data map with an integer sent wider than needed is the same content */
+	msgpack_sbuffer narrow, wide;
+	msgpack_sbuffer_init(&narrow);
+	msgpack_sbuffer_init(&wide);
+	msgpack_packer pn, pw;
+	msgpack_packer_init(&pn, &narrow, msgpack_sbuffer_write);
+	msgpack_packer_init(&pw, &wide, msgpack_sbuffer_write);
+	msgpack_pack_map(&pn, 1);
+	msgpack_pack_str_with_body(&pn, "n", 1);
+	msgpack_pack_uint8(&pn, 7);
+	msgpack_pack_map(&pw, 1);
+	msgpack_pack_str_with_body(&pw, "n", 1);
+	msgpack_pack_fix_uint64(&pw, 7);
+	funnel_event xn = { .type = "x.count", .id = "count-1", .data = narrow.data,
+	                    .data_len = narrow.size };
+	funnel_event xw = xn;
+	xw.data = wide.data;
+	xw.data_len = wide.size;
+	assert_int_equal(funnel_publish(c->p, &xn, 1, acks), FUNNEL_OK);
+	assert_int_equal(acks[0].seq, 2);
+	assert_int_equal(funnel_publish(c->p, &xw, 1, acks), FUNNEL_OK);
+	assert_int_equal(acks[0].seq, 2);
+	assert_true(acks[0].dup);
+	msgpack_sbuffer_destroy(&narrow);
+	msgpack_sbuffer_destroy(&wide);
+	assert_int_equal(head(c), 2);
+
+	/* in a request: the conflict refuses the whole request, nothing stored */
+	funnel_event batch[3] = {
+		{ .type = "lead.captured", .lead = "L-9", .id = "form-9" },
+		ev,
+		{ .type = "lead.captured", .lead = "L-123", .id = "form-123" },
+	};
+	assert_int_equal(funnel_publish(c->p, batch, 3, acks), FUNNEL_EIDCONFLICT);
+	assert_int_equal(e->index, 2);
+	assert_int_equal(e->seq, 1);
+	assert_int_equal(head(c), 2);
+	/* inside one request, an id given twice to two different events */
+	funnel_event twice[2] = {
+		{ .type = "x.note", .id = "note-1" },
+		{ .type = "x.other", .id = "note-1" },
+	};
+	assert_int_equal(funnel_publish(c->p, twice, 2, acks), FUNNEL_EIDCONFLICT);
+	assert_int_equal(e->index, 1);
+	assert_int_equal(e->seq, 3);     /* where event 0 would have been stored */
+	assert_int_equal(head(c), 2);
+	/* the exact retry of the tour's form, with the batch fixed: stored once */
+	batch[2] = ev;
+	assert_int_equal(funnel_publish(c->p, batch, 3, acks), FUNNEL_OK);
+	assert_int_equal(acks[0].seq, 3);
+	assert_false(acks[0].dup);
+	assert_int_equal(acks[1].seq, 1);
+	assert_true(acks[1].dup);
+	assert_int_equal(acks[2].seq, 1);
+	assert_true(acks[2].dup);
 	assert_int_equal(head(c), 3);
 }
 
@@ -883,6 +997,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_publish_ack_subscribe_replay_same_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_duplicate_returns_original_seq, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_id_reused_for_another_event_is_eidconflict, setup,
+		                                teardown),
 		cmocka_unit_test_setup_teardown(test_bad_inputs_rejected_log_unchanged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batch_is_atomic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lead_state_history_and_owner, setup, teardown),

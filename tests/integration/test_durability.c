@@ -180,7 +180,8 @@ next_rand(uint64_t *x)
 }
 
 /*
- * Producers resend every event they attempted, same ids, 100 to a
+ * Producers resend every event they attempted, the same events under the
+ * same ids (a retry is the same content, PROTOCOL.md §6), 100 to a
  * request: an acknowledged event comes back as a duplicate at its acked
  * seq, an unacknowledged one is stored now or found stored (its ack was
  * lost with the daemon).  Returns how many were unacknowledged.
@@ -192,7 +193,10 @@ retry_attempted(const daemon_proc *d, const producer_run *runs, int nruns)
 	funnel_event evs[100];
 	funnel_ack acks[100];
 	char ids[100][32], leads[100][32];
+	msgpack_sbuffer data[100];
 	size_t unacked = 0;
+	for (int k = 0; k < 100; k++)
+		msgpack_sbuffer_init(&data[k]);
 	assert_int_equal(funnel_producer_new(&p, d->ingest, 10000), FUNNEL_OK);
 	for (int i = 0; i < nruns; i++) {
 		const producer_run *r = &runs[i];
@@ -201,7 +205,10 @@ retry_attempted(const daemon_proc *d, const producer_run *runs, int nruns)
 			for (size_t k = 0; k < n; k++) {
 				event_id(ids[k], sizeof ids[k], r->id, e0 + k);
 				snprintf(leads[k], sizeof leads[k], "K-%d-%zu", r->id, e0 + k);
-				evs[k] = (funnel_event){ .type = "lead.captured", .lead = leads[k], .id = ids[k] };
+				data[k].size = 0;
+				wl_lead_data(&data[k], (uint64_t)r->id, e0 + k);
+				evs[k] = (funnel_event){ .type = "lead.captured", .lead = leads[k], .id = ids[k],
+				                         .data = data[k].data, .data_len = data[k].size };
 			}
 			assert_int_equal(funnel_publish(p, evs, n, acks), FUNNEL_OK);
 			for (size_t k = 0; k < n; k++) {
@@ -216,6 +223,8 @@ retry_attempted(const daemon_proc *d, const producer_run *runs, int nruns)
 		}
 	}
 	funnel_producer_destroy(&p);
+	for (int k = 0; k < 100; k++)
+		msgpack_sbuffer_destroy(&data[k]);
 	return unacked;
 }
 

@@ -37,6 +37,7 @@ CODES = {
     "EMALFORMED": 1, "EMISSING": 2, "ETYPE": 3, "EVALUE": 4, "ETOOBIG": 5,
     "EUNKNOWN_TYPE": 6, "ENOLEAD": 7, "ETRANSITION": 8, "EVERSION": 9, "EOP": 10,
     "ESTORAGE": 11, "ESHUTDOWN": 12, "ENOTFOUND": 13, "EINTERNAL": 14,
+    "EIDCONFLICT": 15,
 }
 
 
@@ -238,11 +239,48 @@ def run_checks(res, c, daemon):
 
     def duplicate():
         before = head_of(c)
-        rep = c.publish_ok([{"type": "lead.captured", "lead": "L1", "id": "cap-L1"}])
+        # the same event again (§6): expected_version, a condition and not
+        # content, is not compared (stale here)
+        rep = c.publish_ok([{"type": "lead.captured", "lead": "L1", "id": "cap-L1",
+                             "occurred_at": 1700000000123456789, "expected_version": 0,
+                             "data": {"email": "a@example.com"}}])
         expect_eq(rep["seqs"], [1], "seq of the duplicate")
         expect_eq(rep["dup"], [True], "dup flag")
         expect_eq(head_of(c), before, "head after a duplicate")
     res.run("a duplicate id returns the original seq with dup true and stores nothing", duplicate)
+
+    def id_conflict():
+        # the same id for another event: EIDCONFLICT, field id, seq of the original
+        variants = [
+            ("lead", {"lead": "L123"}),
+            ("type", {"type": "x.form"}),
+            ("occurred_at", {"occurred_at": 1}),
+            ("occurred_at (left out)", {"occurred_at": None}),
+            ("cause", {"cause": 1}),
+            ("data", {"data": {"email": "b@example.com"}}),
+            ("data (left out)", {"data": None}),
+        ]
+        for what, change in variants:
+            ev = {"type": "lead.captured", "lead": "L1", "id": "cap-L1",
+                  "occurred_at": 1700000000123456789, "data": {"email": "a@example.com"}}
+            ev.update(change)
+            ev = {k: v for k, v in ev.items() if v is not None}
+            rep = expect_error(c, c.ingest, {"op": "publish", "events": [ev]}, "EIDCONFLICT",
+                               field="id", index=0)
+            expect_eq(rep.get("seq"), 1, "seq of the event holding the id (%s)" % what)
+        # in a request: the whole request is refused, its other events not stored
+        rep = expect_error(c, c.ingest, {"op": "publish", "events": [
+            {"type": "lead.captured", "lead": "L9", "id": "cap-L9"},
+            {"type": "lead.captured", "lead": "L123", "id": "cap-L1"}]},
+            "EIDCONFLICT", field="id", index=1)
+        expect_eq(rep.get("seq"), 1, "seq in a refused request")
+        # other errors carry no seq
+        rep = expect_error(c, c.ingest, {"op": "publish", "events": [{"type": "deal.won",
+                                                                      "lead": "L1"}]},
+                           "ETRANSITION")
+        expect("seq" not in rep, "seq in a non-EIDCONFLICT error: %r" % rep)
+    res.run("an id reused for another event is EIDCONFLICT with the original seq; the request "
+            "is refused whole", id_conflict)
 
     def duplicate_in_request():
         h = c.status()["head"]

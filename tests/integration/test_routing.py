@@ -18,6 +18,7 @@ bounded; prints "ok - name" / "not ok - name: reason" and "N passed, M failed".
 import json
 import os
 import random
+import re
 import sys
 import time
 
@@ -447,12 +448,141 @@ def run_backfill(res, daemon, ctx):
         finally:
             stop_proc(proc)
     res.run("SLA: a backfilled assignment is not timed, a live one is", backfill_not_breached)
+
+
+def dropped_count(stderr):
+    """The service's count of decisions a person overrode, from its stop line."""
+    m = re.search(r"(\d+) dropped \(a person acted first\)", stderr)
+    expect(m is not None, "stop line with the dropped count: %r" % stderr[-600:])
+    return int(m.group(1))
+
+
+def run_people(res, daemon, ctx):
+    """Services never override people: a decision is sent with the lead's
+    version and dropped when anyone acted on the lead first."""
+    log = LogClient(ctx, daemon.endpoints)
+    with open(os.path.join(REPO, "funnel.yaml")) as f:
+        shipped = f.read()
+
+    def routed(recs, lead):
+        return [r for r in of_type(recs, "lead.assigned", lead)
+                if r.get("id", "").startswith("routing:")]
+
+    def readme_tour():
+        # The README tour, live, with the shipped rules: a form, then one
+        # request with an activity, a hand-sent qualification, rep-ben's
+        # hand assignment and his acceptance.
+        rt = Routing(daemon, "tour", shipped)
+        proc = rt.start()
+        try:
+            log.publish_ok({"type": "lead.captured", "lead": "L-1", "id": "form-123",
+                            "data": {"email": "ana@acme.example", "source": "webinar",
+                                     "campaign": "q4-launch"}})
+            log.publish_ok({"type": "lead.activity", "lead": "L-1", "data": {"kind": "webinar"}},
+                           {"type": "lead.qualified", "lead": "L-1"},
+                           {"type": "lead.assigned", "lead": "L-1", "data": {"owner": "rep-ben"}},
+                           {"type": "lead.accepted", "lead": "L-1"})
+            wait_until(lambda: "dropped: the lead changed first" in rt.tail(),
+                       "routing to meet the log's EVERSION")
+        finally:
+            expect_eq(stop_proc(proc), 0, "routing stops cleanly")
+        expect_eq(dropped_count(rt.tail()), 1, "the dropped assignment is counted")
+        rt.until_head()     # what the live run had not applied when it stopped
+        recs = log.records()
+        expect_eq(routed(recs, "L-1"), [], "routing recorded no assignment for L-1")
+        e = json.loads(rt.ok("explain", "L-1", "--json"))
+        expect_eq((e["owner"], e["open"]), ("rep-ben", True), "L-1 stays rep-ben's")
+        expect(e["sla_deadline"] is None, "no SLA timer for L-1: %r" % e)
+        st = log.call(log.query, {"op": "lead", "lead": "L-1"})
+        expect_eq((st.get("owner"), st.get("stage")), ("rep-ben", "sal"), "the log's L-1: %r" % st)
+        # nothing comes back on a restart, and a rebuild agrees
+        cp, d = rt.digest()
+        rt.until_head()
+        expect_eq(routed(log.records(), "L-1"), [], "a restart resends nothing for L-1")
+        rt.until_head("--rebuild")
+        expect_eq(rt.digest(), (cp, d), "digest after --rebuild")
+    res.run("README tour: a hand-assigned, accepted L-1 stays rep-ben's, no SLA timer, "
+            "the dropped assignment counted", readme_tour)
+
+    rt = Routing(daemon, "race")
+
+    def accepted_before_assignment():
+        rt.until_head()     # the tour's L-1, before
+        # routing paused: the acceptance lands between the qualification and
+        # the assignment decided on it
+        log.publish_ok(captured("R1"), qualified("R1"))
+        log.publish_ok({"type": "lead.accepted", "lead": "R1", "id": "acc-R1"})
+        p = rt.run("--until-head")
+        expect_eq(p.returncode, 0, "routing exit status")
+        expect_eq(dropped_count(p.stderr), 1, "the dropped assignment is counted")
+        expect_eq(routed(log.records(), "R1"), [], "no assignment stored for R1")
+        e = json.loads(rt.ok("explain", "R1", "--json"))
+        expect_eq((e["owner"], e["open"]), ("", False), "nothing of the decision kept in the view")
+        expect(e["sla_deadline"] is None, "no SLA timer")
+        # the rotation is as if the pick never happened: 2:1:1 from the start
+        for i in range(4):
+            log.publish_ok(captured("R2-%d" % i), qualified("R2-%d" % i))
+        p = rt.run("--until-head")
+        expect_eq(dropped_count(p.stderr), 0, "nothing dropped this time")
+        owners = [routed(log.records(), "R2-%d" % i)[0]["data"]["owner"] for i in range(4)]
+        # (smooth weighted round-robin from zero; with the dropped pick kept it
+        # would be rb, rc, ra, ra)
+        expect_eq(owners, ["ra", "rb", "rc", "ra"], "the rotation, untouched by the dropped pick")
+        p = rt.run("--until-head")
+        expect_eq(dropped_count(p.stderr), 0, "a restart resends nothing")
+        cp, d = rt.digest()
+        rt.until_head("--rebuild")
+        expect_eq(rt.digest(), (cp, d), "digest after --rebuild")
+    res.run("acceptance between the qualification and the assignment: the assignment is "
+            "dropped, counted, and leaves nothing in the view", accepted_before_assignment)
+
+    def browsing_is_not_acting():
+        # an activity after the qualification is no person acting: the lead
+        # is routed on its latest record instead
+        log.publish_ok(captured("B1"), qualified("B1"))
+        log.publish_ok({"type": "lead.activity", "lead": "B1", "data": {"kind": "page_view"}},
+                       {"type": "lead.activity", "lead": "B1", "data": {"kind": "page_view"}})
+        p = rt.run("--until-head")
+        expect_eq(dropped_count(p.stderr), 2, "two decisions dropped on the way")
+        recs = log.records()
+        got = routed(recs, "B1")
+        expect_eq(len(got), 1, "B1 assigned once")
+        last_activity = of_type(recs, "lead.activity", "B1")[-1]["seq"]
+        expect_eq(got[0]["cause"], last_activity, "decided on the latest activity")
+        expect_eq(got[0]["id"], "routing:%d:assigned" % last_activity, "its derived id")
+        rt.until_head()     # the assignment comes back
+        e = json.loads(rt.ok("explain", "B1", "--json"))
+        expect_eq((e["owner"], e["open"]), (got[0]["data"]["owner"], True), "B1's owner")
+        expect(e["sla_deadline"] is not None, "the owner's SLA timer runs")
+        cp, d = rt.digest()
+        rt.until_head("--rebuild")
+        expect_eq(rt.digest(), (cp, d), "digest after --rebuild")
+    res.run("a lead that only browsed after its qualification is routed on its latest record",
+            browsing_is_not_acting)
+
+    def owned_lead_keeps_owner():
+        log.publish_ok(captured("K1"),
+                       {"type": "lead.assigned", "lead": "K1", "data": {"owner": "rep-ben"}})
+        rt.until_head()
+        log.publish_ok(qualified("K1"))
+        rt.until_head()
+        expect_eq(routed(log.records(), "K1"), [], "no routing assignment for an owned lead")
+        e = json.loads(rt.ok("explain", "K1", "--json"))
+        expect_eq((e["owner"], e["open"]), ("rep-ben", True), "K1 keeps rep-ben")
+        # unless the rules say otherwise
+        other = Routing(daemon, "reroute", RULES + "  keep_owner: false\n")
+        other.until_head()
+        got = routed(log.records(), "K1")
+        expect_eq(len(got), 1, "keep_owner: false routes K1 again")
+        expect_in(got[0]["data"]["owner"], ("ra", "rb", "rc"), "a sales rep")
+    res.run("a lead owned when it is qualified keeps its owner (keep_owner: false reroutes)",
+            owned_lead_keeps_owner)
     log.close()
 
 
 def main():
     return run_service_groups(FUNNELD, ROUTING, (run_checks, run_sla, run_kill9, run_wide, run_clock,
-                                                 run_backfill))
+                                                 run_backfill, run_people))
 
 
 if __name__ == "__main__":

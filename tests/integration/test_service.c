@@ -1,8 +1,9 @@
 /*
  * tests/integration/test_service.c - the service runtime (funnel/service.h)
  * against a real funneld: a small service that counts each lead's events
- * in its view and derives one x.echo event per lead.captured, and a tick
- * that records how many leads the committed view holds.
+ * in its view and derives one x.echo event per lead.captured, a tick
+ * that records how many leads the committed view holds, and a decider
+ * whose decisions (x.claim) a person's earlier event makes the log drop.
  *
  * Services run in forked children, so they can be killed with SIGKILL for
  * real; views are real LMDB environments in the daemon's temp dir.
@@ -506,6 +507,191 @@ test_runtime_table_name_refused(void **state)
 	assert_int_equal(access("/nonexistent/view", F_OK), -1);
 }
 
+/* ---- decisions: a person acts first ---- */
+
+/* The decider: each lead.captured decides x.claim for its lead (a
+ * conditional decision, undo bytes "undo-<seq>").  When the log shows a
+ * claim was dropped, it records what the runtime said as x.dropped
+ * {cause, undo} (unconditional), so the test reads it from the log. */
+static int
+decide_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
+{
+	char lead[160], undo_want[32];
+	const void *undo;
+	size_t undo_len;
+	uint64_t cause;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	int rc = FUNNEL_OK;
+	(void)ctx;
+
+	if (rec->lead.ptr == NULL || rec->lead.len >= sizeof lead)
+		return FUNNEL_OK;
+	snprintf(lead, sizeof lead, "%.*s", (int)rec->lead.len, rec->lead.ptr);
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	if (funnel_service_dropped(svc, &cause, &undo, &undo_len)) {
+		snprintf(undo_want, sizeof undo_want, "undo-%" PRIu64, cause);
+		msgpack_pack_map(&pk, 2);
+		msgpack_pack_str_with_body(&pk, "cause", 5);
+		msgpack_pack_uint64(&pk, cause);
+		msgpack_pack_str_with_body(&pk, "undo_ok", 7);
+		if (undo_len == strlen(undo_want) && memcmp(undo, undo_want, undo_len) == 0)
+			msgpack_pack_true(&pk);
+		else
+			msgpack_pack_false(&pk);
+		funnel_event ev = { .type = "x.dropped", .data = sb.data, .data_len = sb.size };
+		rc = funnel_service_emit(svc, &ev, "dropped");
+		sb.size = 0;
+	}
+	if (rc == FUNNEL_OK && rec->type.len == 13 && memcmp(rec->type.ptr, "lead.captured", 13) == 0) {
+		snprintf(undo_want, sizeof undo_want, "undo-%" PRIu64, rec->seq);
+		msgpack_pack_map(&pk, 0);
+		funnel_event ev = { .type = "x.claim", .lead = lead, .data = sb.data,
+		                    .data_len = sb.size };
+		rc = funnel_service_emit_decision(svc, &ev, "claim", undo_want, strlen(undo_want));
+	}
+	msgpack_sbuffer_destroy(&sb);
+	return rc;
+}
+
+/* Run the decider to the head in a child; its stats.overridden goes into
+ * *overridden.  Returns the child's exit code. */
+static int
+decider_until_head(const daemon_proc *d, const char *view, int rebuild, uint64_t *overridden)
+{
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		funnel_service_opts o = {
+			.name = "decider", .view_dir = view, .ingest = d->ingest, .publish = d->publish,
+			.query = d->query, .tables = { "none" }, .rebuild = rebuild, .until_head = 1,
+			.timeout_ms = 2000,
+		};
+		funnel_service *svc;
+		funnel_service_stats st = { 0 };
+		int rc = funnel_service_new(&svc, &o, decide_apply, NULL);
+		if (rc == FUNNEL_OK) {
+			rc = funnel_service_run(svc);
+			funnel_service_stats_get(svc, &st);
+			funnel_service_destroy(&svc);
+		}
+		if (write(fds[1], &st.overridden, sizeof st.overridden) != sizeof st.overridden)
+			rc = 99;
+		_exit(rc);
+	}
+	close(fds[1]);
+	int status;
+	*overridden = UINT64_MAX;
+	if (read(fds[0], overridden, sizeof *overridden) != sizeof *overridden)
+		*overridden = UINT64_MAX;
+	close(fds[0]);
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
+}
+
+typedef struct claim_walk {
+	int claims_a, claims_b, dropped_b, undo_ok;
+	uint64_t cap_b, claim_a_cause, dropped_cause;
+} claim_walk;
+
+static int
+claim_record(const funnel_record *r, void *ctx)
+{
+	claim_walk *w = ctx;
+	int is_a = r->lead.len == 1 && r->lead.ptr[0] == 'A';
+	int is_b = r->lead.len == 1 && r->lead.ptr[0] == 'B';
+	if (r->type.len == 13 && memcmp(r->type.ptr, "lead.captured", 13) == 0 && is_b)
+		w->cap_b = r->seq;
+	if (r->type.len == 7 && memcmp(r->type.ptr, "x.claim", 7) == 0) {
+		w->claims_a += is_a;
+		w->claims_b += is_b;
+		if (is_a)
+			w->claim_a_cause = r->cause;
+	}
+	if (r->type.len == 9 && memcmp(r->type.ptr, "x.dropped", 9) == 0) {
+		int ok = 0;
+		w->dropped_b++;
+		mp_get_u64(r->data, "cause", &w->dropped_cause, NULL);
+		mp_get_bool(r->data, "undo_ok", &ok, NULL);
+		w->undo_ok = ok;
+	}
+	return FUNNEL_OK;
+}
+
+static claim_walk
+walk_claims(const daemon_proc *d)
+{
+	funnel_query *q;
+	funnel_replay_req req = { .from = 1 };
+	claim_walk w = { 0 };
+	assert_int_equal(funnel_query_new(&q, d->query, 5000), FUNNEL_OK);
+	assert_int_equal(funnel_replay_each(q, &req, claim_record, &w), FUNNEL_OK);
+	funnel_query_destroy(&q);
+	return w;
+}
+
+/* A decision on lead B made on its capture, when someone else wrote to B
+ * first: the log refuses it (EVERSION), the runtime counts it, tells
+ * apply() with the undo bytes on the record that came first, and neither
+ * a restart nor a rebuild nor a fresh view brings it back; A's decision,
+ * with nobody in between, is stored. */
+static void
+test_decision_dropped_when_a_person_acts_first(void **state)
+{
+	daemon_proc d;
+	funnel_producer *p;
+	char view[400], fresh[400];
+	uint8_t a[32], b[32];
+	uint64_t cpa, cpb, over;
+	(void)state;
+
+	assert_int_equal(harness_start(&d, NULL), 0);
+	snprintf(view, sizeof view, "%s/decider", d.dir);
+	snprintf(fresh, sizeof fresh, "%s/decider-fresh", d.dir);
+	assert_int_equal(funnel_producer_new(&p, d.ingest, 5000), FUNNEL_OK);
+	funnel_event evs[3] = {
+		{ .type = "lead.captured", .lead = "A", .id = "cap-A" },
+		{ .type = "lead.captured", .lead = "B", .id = "cap-B" },
+		{ .type = "lead.contacted", .lead = "B", .id = "call-B" },   /* a person, first */
+	};
+	assert_int_equal(funnel_publish(p, evs, 3, NULL), FUNNEL_OK);
+
+	assert_int_equal(decider_until_head(&d, view, 0, &over), 0);
+	assert_int_equal(over, 1);
+	claim_walk w = walk_claims(&d);
+	assert_int_equal(w.claims_a, 1);
+	assert_int_equal(w.claim_a_cause, 1);
+	assert_int_equal(w.claims_b, 0);           /* dropped, not stored */
+	assert_int_equal(w.dropped_b, 1);          /* apply() was told, on call-B */
+	assert_int_equal(w.dropped_cause, w.cap_b);
+	assert_true(w.undo_ok);
+	/* again (the x.dropped and x.claim records come back), a restart
+	 * with nothing new, a rebuild, a fresh view: B's claim never returns */
+	assert_int_equal(decider_until_head(&d, view, 0, &over), 0);
+	assert_int_equal(decider_until_head(&d, view, 0, &over), 0);
+	assert_int_equal(over, 0);
+	digest_of(view, a, &cpa);
+	assert_int_equal(decider_until_head(&d, view, 1, &over), 0);
+	assert_int_equal(over, 0);                  /* a rebuild sends nothing */
+	digest_of(view, b, &cpb);
+	assert_int_equal(cpb, cpa);
+	assert_memory_equal(a, b, 32);
+	assert_int_equal(decider_until_head(&d, fresh, 0, &over), 0);
+	assert_int_equal(over, 1);                  /* derived again, refused again */
+	digest_of(fresh, b, &cpb);
+	assert_int_equal(cpb, cpa);
+	assert_memory_equal(a, b, 32);
+	w = walk_claims(&d);
+	assert_int_equal(w.claims_a, 1);
+	assert_int_equal(w.claims_b, 0);
+	assert_int_equal(w.dropped_b, 1);
+	funnel_producer_destroy(&p);
+	harness_cleanup(&d);
+}
+
 int
 main(void)
 {
@@ -516,6 +702,7 @@ main(void)
 		cmocka_unit_test(test_view_map_grows),
 		cmocka_unit_test(test_tick),
 		cmocka_unit_test(test_runtime_table_name_refused),
+		cmocka_unit_test(test_decision_dropped_when_a_person_acts_first),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

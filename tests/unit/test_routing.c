@@ -2,8 +2,10 @@
  * tests/unit/test_routing.c - the routing engine (clients/routing): the
  * rules file and its errors, matching order and the fallback queue, the
  * smooth weighted round-robin over 10,000 leads (one by one and in one
- * burst), capacity, availability, the SLA timers and escalation, and a
- * replay that rebuilds the same view.
+ * burst), capacity, availability, the SLA timers and escalation, a
+ * replay that rebuilds the same view, and decisions the log dropped
+ * because a person acted first (taken back, made again only when the
+ * lead was not acted on), and an owned lead that keeps its owner.
  *
  * The view is a table in memory behind an rt_store; records are
  * funnel_record values with a msgpack data map, as rt_apply reads them.
@@ -472,7 +474,10 @@ test_rules_errors(void **state)
 		{ "active: false", "active: maybe",
 		  "t.yaml:23: routing.teams[2].reps[1].active: expected true or false, got \"maybe\"" },
 		{ "  rules:", "  rulez:",
-		  "routing: unknown key \"rulez\" (expected one of: teams, rules, fallback)" },
+		  "routing: unknown key \"rulez\" (expected one of: teams, rules, fallback, keep_owner)" },
+		{ "  fallback: { queue: unrouted, sla_minutes: 120 }\n",
+		  "  fallback: { queue: unrouted, sla_minutes: 120 }\n  keep_owner: sometimes\n",
+		  "t.yaml:35: routing.keep_owner: expected true or false, got \"sometimes\"" },
 		{ "version: t1\n", "",
 		  "t.yaml:1: missing \"version\"" },
 		{ "name: r1 }", "name: r1 ",
@@ -1067,6 +1072,202 @@ test_reasons_stay_utf8(void **state)
 	fx_free(&f);
 }
 
+/* ---- decisions the log dropped (a person acted first) ---- */
+
+/* Apply a record that carries the lead's stage (as the log's records do),
+ * telling the engine, when `dropped` is given, that the log dropped that
+ * decision on the lead before this record. */
+static rt_outcome
+fx_after(fx *f, const char *type, const char *lead, const char *stage, const rt_outcome *dropped,
+         const char *owner)
+{
+	funnel_record rec = { .seq = f->seq++, .ts = f->ts };
+	rt_outcome out;
+	msgpack_object data;
+	rec.type = (funnel_str){ type, strlen(type) };
+	rec.lead = (funnel_str){ lead, strlen(lead) };
+	rec.stage = (funnel_str){ stage, strlen(stage) };
+	if (owner != NULL) {
+		msgpack_packer pk;
+		size_t off = 0;
+		f->sb.size = 0;
+		msgpack_packer_init(&pk, &f->sb, msgpack_sbuffer_write);
+		msgpack_pack_map(&pk, 1);
+		msgpack_pack_str_with_body(&pk, "owner", 5);
+		msgpack_pack_str_with_body(&pk, owner, strlen(owner));
+		msgpack_zone_clear(&f->zone);
+		assert_int_equal(msgpack_unpack(f->sb.data, f->sb.size, &off, &f->zone, &data),
+		                 MSGPACK_UNPACK_SUCCESS);
+		rec.data = &data;
+	}
+	assert_int_equal(rt_apply_dropped(f->r, &f->st, &rec, dropped ? dropped->undo : NULL,
+	                                  dropped ? dropped->undo_len : 0, &out), FUNNEL_OK);
+	return out;
+}
+
+/* The lead's row as stored, copied into buf (0 if none). */
+static size_t
+row_bytes(fx *f, const char *lead, uint8_t *buf, size_t cap)
+{
+	const void *v;
+	size_t n;
+	if (m_get(&f->m, RT_T_LEADS, lead, strlen(lead), &v, &n) != FUNNEL_OK)
+		return 0;
+	assert_true(n <= cap);
+	memcpy(buf, v, n);
+	return n;
+}
+
+static void
+test_dropped_route_is_taken_back(void **state)
+{
+	(void)state;
+	fx f;
+	static uint8_t before[RT_LEAD_ROW_MAX], after[RT_LEAD_ROW_MAX];
+	rt_rep reps[3];
+	const char *names[3] = { "a", "b", "c" };
+	fx_init(&f, BASE);
+	/* a rotation already under way */
+	for (int i = 0; i < 2; i++) {
+		char id[16];
+		snprintf(id, sizeof id, "W%d", i);
+		fx_apply(&f, "lead.captured", id, "s", "company_size", "5000");
+		rt_outcome w = qualify(&f, id);
+		confirm(&f, id, &w);
+	}
+	fx_apply(&f, "lead.captured", "P", "s", "company_size", "5000");
+	size_t nb = row_bytes(&f, "P", before, sizeof before);
+	for (int i = 0; i < 3; i++)
+		reps[i] = rep_of(&f, names[i]);
+	rt_outcome o = qualify(&f, "P");
+	assert_true(o.assign);
+	assert_true(o.undo_len > 0);
+	assert_int_equal(rep_of(&f, o.owner).open, reps[o.owner[0] - 'a'].open + 1);
+	/* the README race: sales accepts before the assignment is recorded */
+	rt_outcome a = fx_after(&f, "lead.accepted", "P", "sal", &o, NULL);
+	assert_false(a.assign);                       /* a person acted: not decided again */
+	size_t na = row_bytes(&f, "P", after, sizeof after);
+	assert_int_equal(na, nb);
+	assert_memory_equal(after, before, nb);       /* the row as before the decision */
+	for (int i = 0; i < 3; i++) {
+		rt_rep r = rep_of(&f, names[i]);
+		assert_int_equal(r.open, reps[i].open);   /* nobody holds P */
+		assert_int_equal(r.current, reps[i].current);   /* the pick never happened */
+	}
+	/* the next lead gets the rep the dropped decision had picked */
+	fx_apply(&f, "lead.captured", "Q", "s", "company_size", "5000");
+	assert_string_equal(qualify(&f, "Q").owner, o.owner);
+	fx_free(&f);
+}
+
+static void
+test_readme_tour_hand_assignment_wins(void **state)
+{
+	(void)state;
+	fx f;
+	uint64_t as;
+	fx_init(&f, BASE);
+	fx_apply(&f, "lead.captured", "L-1", "s", "company_size", "5000");
+	rt_outcome o = qualify(&f, "L-1");
+	assert_string_equal(o.owner, "a");
+	/* rep-ben's hand assignment lands first; the decision is dropped */
+	rt_outcome h = fx_after(&f, "lead.assigned", "L-1", "mql", &o, "rep-ben");
+	assert_false(h.assign);
+	assert_false(fx_after(&f, "lead.accepted", "L-1", "sal", NULL, NULL).assign);
+	rt_lead l = lead_of(&f, "L-1");
+	assert_string_equal(l.owner, "rep-ben");
+	assert_true(l.open);
+	assert_int_equal(l.deadline, 0);              /* rep-ben has no team: no SLA timer */
+	assert_int_equal(rep_of(&f, "a").open, 0);
+	assert_false(due_of(&f, "L-1", T0 + 60 * MIN, &as));
+	fx_free(&f);
+}
+
+static void
+test_dropped_route_decided_again_after_activity(void **state)
+{
+	(void)state;
+	fx f;
+	fx_init(&f, BASE);
+	fx_apply(&f, "lead.captured", "B", "s", "company_size", "5000");
+	rt_outcome o = qualify(&f, "B");
+	/* the lead browsed before the assignment was recorded: not a person
+	 * acting on it, so it is routed again on that record */
+	uint64_t act = f.seq;
+	rt_outcome again = fx_after(&f, "lead.activity", "B", "mql", &o, NULL);
+	assert_true(again.assign);
+	assert_string_equal(again.key, "assigned");
+	assert_string_equal(again.owner, o.owner);    /* the rotation was put back first */
+	assert_int_equal(rep_of(&f, o.owner).open, 1);
+	rt_lead l = lead_of(&f, "B");
+	assert_int_equal(l.routed_seq, act);
+	/* not mql any more (a person disqualified it): nothing decided again */
+	rt_outcome d = fx_after(&f, "lead.disqualified", "B", "disqualified", &again, NULL);
+	assert_false(d.assign);
+	assert_int_equal(rep_of(&f, o.owner).open, 0);
+	fx_free(&f);
+}
+
+static void
+test_dropped_escalation_goes_back(void **state)
+{
+	(void)state;
+	fx f;
+	fx_init(&f, BASE);
+	fx_apply(&f, "lead.captured", "E", "s", "company_size", "5000");
+	rt_outcome o = qualify(&f, "E");
+	uint64_t seq = confirm(&f, "E", &o);
+	f.ts = T0 + 61 * MIN;
+	rt_outcome e = fx_apply(&f, "lead.sla_breached", "E", "u", "assignment", seq);
+	assert_true(e.assign);
+	assert_string_equal(e.previous, "a");
+	/* the late owner calls before the escalation is recorded: it is dropped,
+	 * the lead stays with a, and no one else counts it */
+	rt_outcome c = fx_after(&f, "lead.contacted", "E", "mql", &e, NULL);
+	assert_false(c.assign);
+	rt_lead l = lead_of(&f, "E");
+	assert_string_equal(l.owner, "a");
+	assert_true(l.open);
+	assert_int_equal(l.assign_seq, seq);
+	assert_int_equal(l.escalations, 0);
+	assert_int_equal(l.breaches, 1);              /* the breach happened */
+	assert_int_equal(rep_of(&f, "a").open, 1);
+	assert_int_equal(rep_of(&f, e.owner).open, 0);
+	fx_free(&f);
+}
+
+static void
+test_owned_lead_keeps_owner(void **state)
+{
+	(void)state;
+	fx f;
+	fx_init(&f, BASE);
+	fx_apply(&f, "lead.captured", "K", "s", "company_size", "5000");
+	f.ts = T0 + MIN;
+	fx_apply(&f, "lead.assigned", "K", "s", "owner", "b");
+	rt_lead l = lead_of(&f, "K");
+	uint64_t deadline = l.deadline;
+	assert_true(deadline != 0);
+	rt_outcome o = qualify(&f, "K");
+	assert_false(o.assign);
+	l = lead_of(&f, "K");
+	assert_string_equal(l.owner, "b");
+	assert_int_equal(l.deadline, deadline);       /* b's timer runs on */
+	assert_int_equal(rep_of(&f, "b").open, 1);
+	fx_free(&f);
+	/* keep_owner: false routes it again */
+	char rules[sizeof BASE + 64];
+	snprintf(rules, sizeof rules, "%s  keep_owner: false\n", BASE);
+	fx_init(&f, rules);
+	fx_apply(&f, "lead.captured", "K", "s", "company_size", "5000");
+	fx_apply(&f, "lead.assigned", "K", "s", "owner", "b");
+	o = qualify(&f, "K");
+	assert_true(o.assign);
+	assert_string_equal(o.owner, "a");
+	assert_int_equal(rep_of(&f, "b").open, 0);
+	fx_free(&f);
+}
+
 int
 main(void)
 {
@@ -1086,6 +1287,11 @@ main(void)
 		cmocka_unit_test(test_decode_garbage),
 		cmocka_unit_test(test_ignored_records),
 		cmocka_unit_test(test_reasons_stay_utf8),
+		cmocka_unit_test(test_dropped_route_is_taken_back),
+		cmocka_unit_test(test_readme_tour_hand_assignment_wins),
+		cmocka_unit_test(test_dropped_route_decided_again_after_activity),
+		cmocka_unit_test(test_dropped_escalation_goes_back),
+		cmocka_unit_test(test_owned_lead_keeps_owner),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

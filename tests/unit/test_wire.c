@@ -864,12 +864,16 @@ test_error_round_trip(void **state)
 		int index;
 		const char *field;
 		const char *message;
+		uint64_t seq;
 	} cases[] = {
-		{ FUNNEL_ETRANSITION, 4, "lead", "deal.won makes no sense for a lead in stage mql" },
+		{ FUNNEL_ETRANSITION, 4, "lead", "deal.won makes no sense for a lead in stage mql", 0 },
 		{ FUNNEL_EMALFORMED, -1, "", "request is not valid msgpack" },
 		{ FUNNEL_EMISSING, 0, "data.reason", "lead.rejected needs field 'data.reason'" },
 		{ FUNNEL_ETOOBIG, 9999, "events", "" },
-		{ FUNNEL_EINTERNAL, -1, "", "x" },
+		{ FUNNEL_EINTERNAL, -1, "", "x", 0 },
+		/* EIDCONFLICT carries the seq holding the id, up to 2^64-1 */
+		{ FUNNEL_EIDCONFLICT, 2, "id", "id 'form-123' is already used by seq 1", 1 },
+		{ FUNNEL_EIDCONFLICT, 0, "id", "x", UINT64_MAX },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		fp_error e;
@@ -878,6 +882,7 @@ test_error_round_trip(void **state)
 		e.index = cases[i].index;
 		snprintf(e.field, sizeof e.field, "%s", cases[i].field);
 		snprintf(e.message, sizeof e.message, "%s", cases[i].message);
+		e.seq = cases[i].seq;
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
 		msgpack_sbuffer_init(&sb);
@@ -893,6 +898,9 @@ test_error_round_trip(void **state)
 		assert_int_equal(rep.err.index, cases[i].index);
 		assert_string_equal(rep.err.field, cases[i].field);
 		assert_string_equal(rep.err.message, cases[i].message);
+		assert_true(rep.err.seq == cases[i].seq);
+		uint64_t seq;
+		assert_int_equal(mp_get_u64(&rep.obj, "seq", &seq, NULL) == FUNNEL_OK, cases[i].seq != 0);
 		funnel_str name;
 		assert_int_equal(mp_get_str(&rep.obj, "error", &name, NULL), FUNNEL_OK);
 		assert_true(str_is(name, funnel_errname(cases[i].code)));
