@@ -203,6 +203,12 @@ same_event(store_wtxn *w, group *g, request *r, fp_event *ev, uint64_t orig)
 		.version = rec.version, .prev = rec.prev,
 	};
 	fp_event_data_bytes(ev, zmq_msg_data(&r->body), zmq_msg_size(&r->body));
+	/* occurred_at is not content (PROTOCOL.md §6): a producer that stamps
+	 * it when it sends (a form gateway retrying after a restart) resends
+	 * the same event; the stored record keeps the first one's. ev is not
+	 * stored after this call (a duplicate or a refusal), so it may change. */
+	ev->has_occurred_at = rec.has_occurred_at;
+	ev->occurred_at = rec.occurred_at;
 	g->cmp.size = 0;
 	funnel_err ee = fp_record_encode(&g->cmp, ev, &st, hash);
 	if (ee == FUNNEL_ENOMEM)
@@ -211,8 +217,6 @@ same_event(store_wtxn *w, group *g, request *r, fp_event *ev, uint64_t orig)
 		return 0;
 	const char *what = !str_eq(rec.type, ev->type) ? "type"
 	                 : !str_eq(rec.lead, ev->lead) ? "lead"
-	                 : rec.has_occurred_at != ev->has_occurred_at ||
-	                   rec.occurred_at != ev->occurred_at ? "occurred_at"
 	                 : rec.has_cause != ev->has_cause || rec.cause != ev->cause ? "cause"
 	                 : "data";
 	fp_error_set(&r->err, FUNNEL_EIDCONFLICT, "id",

@@ -213,7 +213,7 @@ status_of(int rc, gw_outcome *o)
 	case FUNNEL_EUNKNOWN_TYPE: case FUNNEL_EINVAL:
 		*o = GW_INVALID;
 		return 400;
-	case FUNNEL_ENOLEAD: case FUNNEL_ETRANSITION: case FUNNEL_EVERSION:
+	case FUNNEL_ENOLEAD: case FUNNEL_ETRANSITION: case FUNNEL_EVERSION: case FUNNEL_EIDCONFLICT:
 		*o = GW_REFUSED;
 		return 409;
 	default:

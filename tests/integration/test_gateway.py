@@ -267,6 +267,19 @@ def form_posts(res, daemon, gw, log):
         expect_eq(head(log), h0 + 1, "stored once")
     res.run("Idempotency-Key: a retried fetch is stored once", idempotency_header)
 
+    def submission_id_reused():
+        h0 = head(log)
+        f = demo(email="ed@example.org", submission_id="sub-0002")
+        st, _, j = gw.post_json("demo-request", f)
+        expect_eq(st, 200, "first %r" % j)
+        f2 = demo(email="ed@example.org", company="Another Co", submission_id="sub-0002")
+        st2, _, j2 = gw.post_json("demo-request", f2)
+        expect_eq((st2, j2.get("code"), j2.get("field")), (409, "EIDCONFLICT", "id"),
+                  "the same submission id with other values: %r" % j2)
+        expect_eq(head(log), h0 + 1, "nothing stored for it")
+    res.run("the same submission_id with other field values: 409 EIDCONFLICT, nothing stored",
+            submission_id_reused)
+
     def derived_id():
         h0 = head(log)
         f = demo(email="di@example.org")
