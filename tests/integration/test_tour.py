@@ -53,6 +53,7 @@ Prints one line per check, "ok - name" or "not ok - name: reason", then
 """
 import difflib
 import os
+import random
 import pty
 import re
 import select
@@ -172,8 +173,11 @@ def output_matches(expected, actual):
 
 
 def free_port():
-    """A loopback port nothing listens on now, below the ephemeral range."""
-    for port in range(24811, 32000, 89):
+    """A loopback port nothing listens on now, below the ephemeral range;
+    the search starts at a random place, so two runs side by side rarely
+    race for the same port between this check and the service's bind."""
+    start = random.randrange(24811, 32000)
+    for port in list(range(start, 32000, 89)) + list(range(24811, start, 89)):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             s.bind(("127.0.0.1", port))
