@@ -169,6 +169,10 @@ principals:
   - name: auditor
     key: "{auditor}"
     read: true
+    token: "{auditor_token}"
+  - name: web-dash
+    read: false
+    token: "{web_token}"
 """
 
 
@@ -181,6 +185,14 @@ def run_checks(res, funneld, funnel, d):
     def check_keygen():
         for n in ("funneld", "web", "scoring", "routing", "sales", "auditor", "stranger"):
             keys[n] = keygen(funnel, d, n)
+        for n in ("auditor", "web"):
+            p = subprocess.run([funnel, "token", n], cwd=d, capture_output=True, text=True,
+                               timeout=30)
+            expect_eq(p.returncode, 0, "funnel token %s (%s)" % (n, p.stderr))
+            line = [l for l in p.stdout.splitlines() if "token:" in l][0]
+            keys[n + "_token"] = line.split('"')[1]
+            st = os.stat(os.path.join(d, n + ".token"))
+            expect_eq(stat.S_IMODE(st.st_mode), 0o600, "mode of %s.token" % n)
         st = os.stat(os.path.join(d, "web.key"))
         expect_eq(stat.S_IMODE(st.st_mode), 0o600, "mode of web.key")
         expect_eq(len(keys["web"]), 40, "Z85 public key length")
@@ -383,6 +395,61 @@ def run_checks(res, funneld, funnel, d):
         expect_eq(p.returncode, 0, "funnel-metrics with a read key (%s)" % p.stderr[-600:])
     res.run("funnel-scoring, funnel-routing and funnel-metrics work with their keys",
             check_services)
+
+    def check_http_tokens():
+        import socket
+        import urllib.error
+        import urllib.request
+        with socket.socket() as so:
+            so.bind(("127.0.0.1", 0))
+            port = so.getsockname()[1]
+        build_bin = os.path.dirname(os.path.abspath(funneld))
+        ready = os.path.join(d, "metrics.ready")
+        log = open(os.path.join(d, "metrics.log"), "ab")
+        proc = subprocess.Popen(
+            [os.path.join(build_bin, "funnel-metrics"), "--rules", os.path.join(REPO, "funnel.yaml"),
+             "--view", os.path.join(d, "metrics-view"), "--http", "127.0.0.1:%d" % port,
+             "--access", access, "--ready-file", ready, "--key", os.path.join(d, "auditor.key"),
+             "--server-key", os.path.join(d, "funneld.pub"), "--ingest", daemon.eps["ingest"],
+             "--publish", daemon.eps["publish"], "--query", daemon.eps["query"]],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+        try:
+            wait_until(lambda: os.path.exists(ready) or proc.poll() is not None,
+                       "funnel-metrics ready", 15)
+            expect(proc.poll() is None, "funnel-metrics exited")
+
+            def get(path, token=None):
+                req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path))
+                if token is not None:
+                    req.add_header("Authorization", "Bearer " + token)
+                try:
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        return r.status, dict(r.headers)
+                except urllib.error.HTTPError as e:
+                    return e.code, dict(e.headers)
+
+            def tok(n):
+                with open(os.path.join(d, n + ".token")) as f:
+                    return f.read().strip()
+            st, hdr = get("/api/summary")
+            expect_eq(st, 401, "/api/summary without a token")
+            expect_in("Bearer", hdr.get("WWW-Authenticate", ""), "the challenge")
+            expect_eq(get("/metrics")[0], 401, "/metrics without a token")
+            expect_eq(get("/api/summary", "0" * 64)[0], 401, "an unknown token")
+            expect_eq(get("/api/summary", tok("web"))[0], 401, "the token of a principal without read")
+            expect_eq(get("/api/summary", tok("auditor"))[0], 200, "the auditor's token")
+            expect_eq(get("/metrics", tok("auditor"))[0], 200, "/metrics with the auditor's token")
+            expect_eq(get("/")[0], 200, "the page itself (no figures) without a token")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+    res.run("funnel-metrics --access: /api and /metrics want a read token (else 401)",
+            check_http_tokens)
 
     def check_restart():
         nonlocal daemon, web, aud
