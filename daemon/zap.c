@@ -106,10 +106,17 @@ zap_release(const fa_table *t)
 const fa_principal *
 zap_principal(const fa_table *t, zmq_msg_t *msg)
 {
+	uint8_t key[FA_KEY_BYTES];
 	if (t == NULL)
 		return NULL;
 	const char *who = zmq_msg_gets(msg, "User-Id");
-	return who != NULL && who[0] != '\0' ? fa_by_name(t, who) : NULL;
+	const char *z85 = zmq_msg_gets(msg, ZAP_KEY_PROPERTY);
+	const fa_principal *p = who != NULL && who[0] != '\0' ? fa_by_name(t, who) : NULL;
+	/* the name may now stand for another key: the connection's must still be it */
+	if (p == NULL || !p->has_key || z85 == NULL || strlen(z85) != FA_Z85_LEN ||
+	    zmq_z85_decode(key, z85) == NULL || memcmp(key, p->key, FA_KEY_BYTES) != 0)
+		return NULL;
+	return p;
 }
 
 void
@@ -169,6 +176,9 @@ answer(zmq_msg_t *f, int n)
 	const char *status = "400", *text = "refused";
 	const char *user = "";
 	char domain[32] = "", address[64] = "";
+	/* ZMTP metadata: the client key as a connection property */
+	uint8_t meta[1 + sizeof ZAP_KEY_PROPERTY - 1 + 4 + FA_Z85_LEN];
+	size_t metalen = 0;
 	const fa_table *t = zap_acquire();
 
 	if (n >= 6) {
@@ -189,6 +199,15 @@ answer(zmq_msg_t *f, int n)
 			status = "200";
 			text = "OK";
 			user = p->name;
+			size_t nl = sizeof ZAP_KEY_PROPERTY - 1;
+			meta[0] = (uint8_t)nl;
+			memcpy(meta + 1, ZAP_KEY_PROPERTY, nl);
+			memcpy(meta + 1 + nl, "\0\0\0\x28", 4);   /* value length 40, big-endian */
+			char z85[FA_Z85_LEN + 1];
+			if (zmq_z85_encode(z85, key, FA_KEY_BYTES) != NULL) {
+				memcpy(meta + 1 + nl + 4, z85, FA_Z85_LEN);
+				metalen = sizeof meta;
+			}
 		}
 	} else if (n >= 6) {
 		log_warn("access: refused a connection to %s from %s: not CURVE", domain, address);
@@ -202,7 +221,7 @@ answer(zmq_msg_t *f, int n)
 	send_str(z.sock, status, 3, 1);
 	send_str(z.sock, text, strlen(text), 1);
 	send_str(z.sock, user, strlen(user), 1);
-	send_str(z.sock, "", 0, 0);
+	zmq_send(z.sock, meta, metalen, 0);
 	zap_release(t);
 }
 

@@ -10,8 +10,9 @@
  *     ZAP_LOGGED_KEYS keys, so a flood cannot grow it);
  *   - a principal without read on the publish domain: 400 as well (a PUB
  *     socket cannot refuse message by message);
- *   - otherwise 200 with User-Id = the principal's name, which every
- *     message of the connection carries (zmq_msg_gets "User-Id").
+ *   - otherwise 200 with User-Id = the principal's name and the property
+ *     ZAP_KEY_PROPERTY = its key, which every message of the connection
+ *     carries (zmq_msg_gets).
  *
  * The table: zap_acquire() returns the current one with a reference
  * taken (NULL without --access); zap_release() drops it.  A reload builds
@@ -19,7 +20,8 @@
  * last holder.  A reload that fails keeps the table in force (logged).
  * A connection made under an old table keeps its User-Id: the ingest and
  * query paths look the name up in the current table for each request and
- * drop, unanswered, a request from a name the table no longer has.
+ * drop, unanswered, a request from a name the table no longer has or
+ * that now stands for another key.
  */
 #ifndef FUNNEL_DAEMON_ZAP_H
 #define FUNNEL_DAEMON_ZAP_H
@@ -32,6 +34,9 @@
 #define ZAP_DOMAIN_QUERY "query"
 #define ZAP_DOMAIN_PUBLISH "publish"
 #define ZAP_LOGGED_KEYS 64
+/* The connection property holding the client's key (Z85), from the ZAP
+ * reply's metadata. */
+#define ZAP_KEY_PROPERTY "X-Funnel-Key"
 
 /* Load the access file and start the handler in ctx (binding its
  * socket before returning, so it is in place before any server socket
