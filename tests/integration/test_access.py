@@ -506,6 +506,14 @@ def run_checks(res, funneld, funnel, d):
 
     for p in peers:
         p.close()
+
+    def check_clean_stop():
+        daemon.close()
+        expect_eq(daemon.proc.returncode, 0, "funneld's exit status after SIGTERM")
+        log = daemon.log()
+        for bad in ("AddressSanitizer", "LeakSanitizer", "runtime error"):
+            expect(bad not in log, "funneld's log has a %s report" % bad)
+    res.run("funneld with --access stops with status 0 and no sanitizer report", check_clean_stop)
     daemon.close()
     ctx.term()
 
