@@ -370,6 +370,27 @@ def run_checks(res, funneld, funnel, d):
         expect_in("--server-key", p.stderr, "message names what is missing")
     res.run("the CLI with --key/--server-key and FUNNEL_KEY/FUNNEL_SERVER_KEY", check_cli)
 
+    def check_settings_file():
+        conf = os.path.join(d, "funnel.conf")
+        with open(conf, "w") as f:
+            f.write("endpoints:\n  ingest: %s\n  publish: %s\n  query: %s\n"
+                    "funnel:\n  key: %s\n  server-key: %s\n"
+                    % (daemon.eps["ingest"], daemon.eps["publish"], daemon.eps["query"],
+                       os.path.join(d, "auditor.key"), os.path.join(d, "funneld.pub")))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FUNNEL_")}
+        env["FUNNEL_CONFIG"] = conf
+        p = subprocess.run([funnel, "status", "--json"], env=env, capture_output=True,
+                           text=True, timeout=30)
+        expect_eq(p.returncode, 0, "status with the settings file's keys (%s)" % p.stderr)
+        # the environment ranks above the file
+        env["FUNNEL_KEY"] = os.path.join(d, "web.key")
+        p = subprocess.run([funnel, "status", "--json"], env=env, capture_output=True,
+                           text=True, timeout=30)
+        expect_eq(p.returncode, 1, "status with FUNNEL_KEY of a principal without read")
+        expect_in("EFORBIDDEN", p.stderr, "message")
+    res.run("the settings file gives the CLI its keys; FUNNEL_KEY ranks above it",
+            check_settings_file)
+
     def check_services():
         rules = os.path.join(REPO, "funnel.yaml")
         build_bin = os.path.dirname(os.path.abspath(funneld))
