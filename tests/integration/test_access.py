@@ -251,6 +251,14 @@ def run_checks(res, funneld, funnel, d):
         p = subprocess.run([funneld, "--data", os.path.join(d, "open-data"), "--access", access],
                            capture_output=True, text=True, timeout=30)
         expect_eq(p.returncode, 2, "--access without --key: exit status")
+        try:
+            open_d = Funneld(funneld, d, os.path.join(d, "open-data"),
+                             ["--insecure", "--ingest", "tcp://0.0.0.0:*"])
+        except CheckFailed as e:
+            raise CheckFailed("--insecure did not start: %s" % e)
+        open_d.close()
+        expect_eq(open_d.proc.returncode, 0, "the --insecure funneld's exit status")
+        expect_in("--insecure is given", open_d.log(), "the warning")
     res.run("beyond loopback without --access is refused unless --insecure", check_loopback_rule)
 
     try:
