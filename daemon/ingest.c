@@ -634,8 +634,10 @@ ingest_run(store *s, void *sock, void *pub, const config *c, volatile sig_atomic
 			g->nreqs++;
 			decode_request(g, r);
 		}
-		if (g->nreqs == 0)
+		if (g->nreqs == 0) {
+			release_requests(g);   /* gives the table back */
 			continue;
+		}
 		/* 2-3. validate, append, commit */
 		int rc = store_group(s, g);
 		if (rc != 0) {
