@@ -469,6 +469,14 @@ def run_checks(res, funneld, funnel, d):
             expect_eq(get("/api/summary", tok("web"))[0], 401, "the token of a principal without read")
             expect_eq(get("/api/summary", tok("auditor"))[0], 200, "the auditor's token")
             expect_eq(get("/metrics", tok("auditor"))[0], 200, "/metrics with the auditor's token")
+            req = urllib.request.Request("http://127.0.0.1:%d/metrics" % port)
+            req.add_header("Authorization", "Bearer " + tok("auditor"))
+            with urllib.request.urlopen(req, timeout=10) as r:
+                text = r.read().decode()
+            expect_in('funnel_events_by_producer_total{producer="web-forms",type="lead.captured"} 2',
+                      text, "/metrics by producer")
+            expect_in('funnel_events_by_producer_total{producer="scoring",type="lead.qualified"} 1',
+                      text, "/metrics by producer")
             expect_eq(get("/")[0], 200, "the page itself (no figures) without a token")
         finally:
             proc.send_signal(signal.SIGTERM)
