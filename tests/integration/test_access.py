@@ -170,6 +170,10 @@ principals:
     key: "{auditor}"
     read: true
     token: "{auditor_token}"
+  - name: gateway
+    key: "{gateway}"
+    publish: [lead.captured, lead.activity]
+    read: false
   - name: web-dash
     read: false
     token: "{web_token}"
@@ -183,7 +187,8 @@ def run_checks(res, funneld, funnel, d):
     peers = []
 
     def check_keygen():
-        for n in ("funneld", "web", "scoring", "routing", "sales", "auditor", "stranger"):
+        for n in ("funneld", "web", "scoring", "routing", "sales", "auditor", "stranger",
+                  "gateway"):
             keys[n] = keygen(funnel, d, n)
         for n in ("auditor", "web"):
             p = subprocess.run([funnel, "token", n], cwd=d, capture_output=True, text=True,
@@ -487,6 +492,46 @@ def run_checks(res, funneld, funnel, d):
                 proc.wait(timeout=10)
     res.run("funnel-metrics --access: /api and /metrics want a read token (else 401)",
             check_http_tokens)
+
+    def check_gateway():
+        import http.client
+        build_bin = os.path.dirname(os.path.abspath(funneld))
+        ready = os.path.join(d, "gw.ready")
+        log = open(os.path.join(d, "gw.log"), "ab")
+        proc = subprocess.Popen(
+            [os.path.join(build_bin, "funnel-gateway"), "--rules", os.path.join(REPO, "funnel.yaml"),
+             "--ingest", daemon.eps["ingest"], "--query", daemon.eps["query"],
+             "--http", "127.0.0.1:0", "--ready-file", ready,
+             "--lead-key", os.path.join(d, "gw-lead.key"), "--timeout-ms", "3000",
+             "--key", os.path.join(d, "gateway.key"), "--server-key", os.path.join(d, "funneld.pub")],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+        try:
+            wait_until(lambda: (os.path.exists(ready) and os.path.getsize(ready) > 0)
+                       or proc.poll() is not None, "funnel-gateway ready", 15)
+            expect(proc.poll() is None, "funnel-gateway exited")
+            with open(ready) as f:
+                host, port = f.read().strip().split("=", 1)[1].rsplit(":", 1)
+            c = http.client.HTTPConnection(host, int(port), timeout=10)
+            c.request("POST", "/v1/events", body='[{"type":"lead.captured","lead":"G1","id":"g1"}]',
+                      headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            body = r.read()
+            c.close()
+            expect_eq(r.status, 200, "POST /v1/events through the gateway (%r)" % body)
+            recs = replay(aud)
+            g = [x for x in recs if x.get("lead") == "G1"]
+            expect_eq([(x["type"], x.get("producer")) for x in g], [("lead.captured", "gateway")],
+                      "the gateway's record")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+    res.run("funnel-gateway publishes with its key; its records carry producer gateway",
+            check_gateway)
 
     def check_restart():
         nonlocal daemon, web, aud
