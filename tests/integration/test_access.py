@@ -177,6 +177,9 @@ principals:
   - name: web-dash
     read: false
     token: "{web_token}"
+  - name: crm
+    publish: [lead.captured]
+    token: "{crm_token}"
 """
 
 
@@ -190,7 +193,7 @@ def run_checks(res, funneld, funnel, d):
         for n in ("funneld", "web", "scoring", "routing", "sales", "auditor", "stranger",
                   "gateway"):
             keys[n] = keygen(funnel, d, n)
-        for n in ("auditor", "web"):
+        for n in ("auditor", "web", "crm"):
             p = subprocess.run([funnel, "token", n], cwd=d, capture_output=True, text=True,
                                timeout=30)
             expect_eq(p.returncode, 0, "funnel token %s (%s)" % (n, p.stderr))
@@ -503,7 +506,8 @@ def run_checks(res, funneld, funnel, d):
              "--ingest", daemon.eps["ingest"], "--query", daemon.eps["query"],
              "--http", "127.0.0.1:0", "--ready-file", ready,
              "--lead-key", os.path.join(d, "gw-lead.key"), "--timeout-ms", "3000",
-             "--key", os.path.join(d, "gateway.key"), "--server-key", os.path.join(d, "funneld.pub")],
+             "--key", os.path.join(d, "gateway.key"), "--server-key", os.path.join(d, "funneld.pub"),
+             "--access", access],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
         try:
@@ -513,12 +517,35 @@ def run_checks(res, funneld, funnel, d):
             with open(ready) as f:
                 host, port = f.read().strip().split("=", 1)[1].rsplit(":", 1)
             c = http.client.HTTPConnection(host, int(port), timeout=10)
+            with open(os.path.join(d, "crm.token")) as f:
+                crm_tok = f.read().strip()
             c.request("POST", "/v1/events", body='[{"type":"lead.captured","lead":"G1","id":"g1"}]',
-                      headers={"Content-Type": "application/json"})
+                      headers={"Content-Type": "application/json",
+                               "Authorization": "Bearer " + crm_tok})
             r = c.getresponse()
             body = r.read()
             c.close()
             expect_eq(r.status, 200, "POST /v1/events through the gateway (%r)" % body)
+
+            def post(events, token=None):
+                hdrs = {"Content-Type": "application/json"}
+                if token is not None:
+                    hdrs["Authorization"] = "Bearer " + token
+                cc = http.client.HTTPConnection(host, int(port), timeout=10)
+                cc.request("POST", "/v1/events", body=events, headers=hdrs)
+                rr = cc.getresponse()
+                out = (rr.status, rr.read())
+                cc.close()
+                return out
+            with open(os.path.join(d, "web.token")) as f:
+                web_tok = f.read().strip()
+            # a token of web-dash (no publish grant) and of no one
+            st, b = post('[{"type":"lead.captured","lead":"G9"}]', web_tok)
+            expect_eq(st, 403, "a token whose principal may not publish lead.captured (%r)" % b)
+            expect_in(b'"EFORBIDDEN"', b, "the refusal's code")
+            expect_eq(post('[{"type":"lead.captured","lead":"G9"}]', "0" * 64)[0], 401,
+                      "an unknown token")
+            expect_eq(post('[{"type":"lead.captured","lead":"G9"}]')[0], 401, "no token")
             recs = replay(aud)
             g = [x for x in recs if x.get("lead") == "G1"]
             expect_eq([(x["type"], x.get("producer")) for x in g], [("lead.captured", "gateway")],
@@ -530,7 +557,8 @@ def run_checks(res, funneld, funnel, d):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
-    res.run("funnel-gateway publishes with its key; its records carry producer gateway",
+    res.run("funnel-gateway with its key and --access: /v1/events wants a token whose "
+            "principal may publish the types; records carry producer gateway",
             check_gateway)
 
     def check_restart():
