@@ -37,6 +37,11 @@ static const char usage[] =
 	"  --max-map-size BYTES never grow the map past this (default: no cap)\n"
 	"  --ready-file PATH    once serving, write the bound endpoints and pid here\n"
 	"  --log-level LEVEL    debug, info, warn or error (default info)\n"
+	"  --access FILE        the access file: CURVE on every socket, each key a\n"
+	"                       principal stamped into its records (needs --key);\n"
+	"                       SIGHUP reloads it\n"
+	"  --key FILE           funneld's CURVE secret key (funnel keygen funneld)\n"
+	"  --insecure           allow an endpoint beyond loopback without --access\n"
 	"  --help, --version\n"
 	"\n"
 	"Long options are spelled in full: a prefix (--dat for --data) is refused.\n"
@@ -44,7 +49,7 @@ static const char usage[] =
 
 enum {
 	OPT_DATA = 1000, OPT_INGEST, OPT_PUBLISH, OPT_QUERY, OPT_CONFIG, OPT_NOSYNC, OPT_PUBHWM,
-	OPT_HEARTBEAT, OPT_MAPSIZE, OPT_MAXMAP, OPT_READY, OPT_LOGLEVEL, OPT_HELP, OPT_VERSION
+	OPT_HEARTBEAT, OPT_MAPSIZE, OPT_MAXMAP, OPT_READY, OPT_LOGLEVEL, OPT_ACCESS, OPT_KEY, OPT_INSECURE, OPT_HELP, OPT_VERSION
 };
 
 static const struct option options[] = {
@@ -60,6 +65,9 @@ static const struct option options[] = {
 	{ "max-map-size", required_argument, NULL, OPT_MAXMAP },
 	{ "ready-file", required_argument, NULL, OPT_READY },
 	{ "log-level", required_argument, NULL, OPT_LOGLEVEL },
+	{ "access", required_argument, NULL, OPT_ACCESS },
+	{ "key", required_argument, NULL, OPT_KEY },
+	{ "insecure", no_argument, NULL, OPT_INSECURE },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -111,6 +119,18 @@ apply(config *c, int opt, const char *val, const char *src)
 	case OPT_PUBLISH: snprintf(c->publish, sizeof c->publish, "%s", val); return 0;
 	case OPT_QUERY: snprintf(c->query, sizeof c->query, "%s", val); return 0;
 	case OPT_READY: snprintf(c->ready_file, sizeof c->ready_file, "%s", val); return 0;
+	case OPT_ACCESS: snprintf(c->access, sizeof c->access, "%s", val); return 0;
+	case OPT_KEY: snprintf(c->key, sizeof c->key, "%s", val); return 0;
+	case OPT_INSECURE:
+		if (val == NULL || strcmp(val, "true") == 0 || strcmp(val, "yes") == 0) {
+			c->insecure = 1;
+			return 0;
+		}
+		if (strcmp(val, "false") == 0 || strcmp(val, "no") == 0) {
+			c->insecure = 0;
+			return 0;
+		}
+		break;
 	case OPT_NOSYNC:
 		if (val == NULL || strcmp(val, "true") == 0 || strcmp(val, "yes") == 0) {
 			c->durable = 0;
@@ -315,5 +335,11 @@ config_load(config *c, int argc, char **argv)
 	}
 	if (c->max_map_size && c->max_map_size < c->map_size)
 		c->map_size = c->max_map_size;
+	if ((c->access[0] != '\0') != (c->key[0] != '\0')) {
+		fprintf(stderr, "funneld: --access and --key go together: %s\n",
+		        c->access[0] ? "--access needs --key (funneld's secret key file)"
+		                     : "--key is used only with --access");
+		return -1;
+	}
 	return 0;
 }

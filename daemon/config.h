@@ -15,6 +15,9 @@ typedef struct config {
 	char query[256];
 	char ready_file[4096];
 	char log_level[16];
+	char access[4096];        /* "": no access file, no CURVE (loopback only) */
+	char key[4096];           /* funneld's CURVE secret key file, with access */
+	int insecure;             /* bind beyond loopback without access */
 	int durable;              /* 1 unless no-sync */
 	int pub_hwm;
 	int heartbeat_ms;

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "mp.h"
 #include "wire.h"
+#include "zap.h"
 
 /* A group stops taking requests past either bound; a request is never
  * split.  The event bound keeps a transaction's dirty pages well under
@@ -33,6 +34,8 @@ typedef struct request {
 	funnel_err status;
 	size_t first;             /* index of its first event in the group's ack arrays */
 	size_t nev;
+	const fa_principal *who;  /* with --access: the sender (in the group's acl) */
+	int drop;                 /* with --access: a sender the table no longer has; no reply */
 } request;
 
 typedef struct group {
@@ -50,6 +53,7 @@ typedef struct group {
 	msgpack_sbuffer reply;    /* scratch for one reply */
 	msgpack_zone cmp_zone;    /* scratch for same_event(): the stored record, parsed */
 	msgpack_sbuffer cmp;      /* ... and the new event encoded as that record */
+	const fa_table *acl;      /* with --access: the table this group is judged by */
 } group;
 
 /* Writer-side view of the head while a transaction is open. */
@@ -251,6 +255,11 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 	memset(&lead, 0, sizeof lead);
 	if (fp_event_decode(o, &ev, err) != FUNNEL_OK)
 		return 1;
+	if (r->who != NULL && !fa_may_publish(r->who, ev.type.ptr, ev.type.len)) {
+		fp_error_set(err, FUNNEL_EFORBIDDEN, "type", "principal '%s' may not publish %.*s",
+		             r->who->name, (int)ev.type.len, ev.type.ptr);
+		return 1;
+	}
 	if (ev.id.ptr != NULL) {
 		uint64_t orig;
 		rc = store_idem_find(w, ev.id.ptr, ev.id.len, &orig);
@@ -294,7 +303,8 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 	}
 
 	fp_stamp st = {
-		.seq = cs->seq, .ts = cs->ts, .producer = { NULL, 0 },
+		.seq = cs->seq, .ts = cs->ts,
+		.producer = { r->who ? r->who->name : NULL, r->who ? strlen(r->who->name) : 0 },
 		.has_lead_state = ev.lead.ptr != NULL, .stage = lead.stage, .version = lead.version,
 		.prev = cs->prev,
 	};
@@ -451,6 +461,16 @@ decode_request(group *g, request *r)
 {
 	memset(&r->err, 0, sizeof r->err);
 	r->err.index = -1;
+	r->who = NULL;
+	r->drop = 0;
+	if (g->acl != NULL && (r->who = zap_principal(g->acl, &r->body)) == NULL) {
+		/* authenticated under a table that had it, revoked since */
+		r->drop = 1;
+		r->status = fp_error_set(&r->err, FUNNEL_EFORBIDDEN, "", "revoked");
+		r->first = g->nevents;
+		r->nev = 0;
+		return;
+	}
 	r->status = fp_request_decode(zmq_msg_data(&r->body), zmq_msg_size(&r->body), &g->zone,
 	                              &r->req, &r->err);
 	if (r->status == FUNNEL_OK && r->req.op != FP_OP_PUBLISH) {
@@ -469,6 +489,8 @@ reply_all(void *sock, group *g)
 	msgpack_packer pk;
 	for (size_t i = 0; i < g->nreqs; i++) {
 		request *r = &g->reqs[i];
+		if (r->drop)
+			continue;
 		if (r->status != FUNNEL_OK) {
 			reply_error(sock, g, r, &r->err);
 			continue;
@@ -523,6 +545,8 @@ release_requests(group *g)
 	g->bytes = 0;
 	g->nrecs = 0;
 	msgpack_zone_clear(&g->zone);
+	zap_release(g->acl);
+	g->acl = NULL;
 }
 
 /* LMDB reports a page write that the disk cut short as EIO ("short
@@ -600,6 +624,7 @@ ingest_run(store *s, void *sock, void *pub, const config *c, volatile sig_atomic
 			continue;
 
 		/* 1. drain what is waiting */
+		g->acl = c->access[0] ? zap_acquire() : NULL;
 		while (g->nreqs < GROUP_MAX_REQUESTS && g->nevents < GROUP_MAX_EVENTS &&
 		       g->bytes < GROUP_MAX_BYTES) {
 			request *r = &g->reqs[g->nreqs];
@@ -609,8 +634,10 @@ ingest_run(store *s, void *sock, void *pub, const config *c, volatile sig_atomic
 			g->nreqs++;
 			decode_request(g, r);
 		}
-		if (g->nreqs == 0)
+		if (g->nreqs == 0) {
+			release_requests(g);   /* gives the table back */
 			continue;
+		}
 		/* 2-3. validate, append, commit */
 		int rc = store_group(s, g);
 		if (rc != 0) {
@@ -630,10 +657,12 @@ ingest_run(store *s, void *sock, void *pub, const config *c, volatile sig_atomic
 		if (recv_request(sock, r) <= 0)
 			break;
 		g->nreqs = 1;
+		g->acl = c->access[0] ? zap_acquire() : NULL;
 		decode_request(g, r);
 		fp_error e;
 		fp_error_set(&e, FUNNEL_ESHUTDOWN, "", "funneld is shutting down; nothing was stored, retry later");
-		reply_error(sock, g, r, &e);
+		if (!r->drop)
+			reply_error(sock, g, r, &e);
 		release_requests(g);
 	}
 

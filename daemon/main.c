@@ -21,6 +21,7 @@
 #include "log.h"
 #include "query.h"
 #include "store.h"
+#include "zap.h"
 
 /* Requests bigger than this are cut off by ZeroMQ itself (the peer is
  * disconnected); those between FP_MAX_REQUEST_BYTES and this get ETOOBIG. */
@@ -37,6 +38,17 @@ on_signal(int sig)
 	stop_flag = 1;
 }
 
+static void
+on_hup(int sig)
+{
+	(void)sig;
+	zap_request_reload();
+}
+
+/* With an access file: funneld's CURVE secret key, for every socket. */
+static uint8_t server_secret[FA_KEY_BYTES];
+static int curve_on;
+
 static int
 is_local(const char *ep)
 {
@@ -45,7 +57,8 @@ is_local(const char *ep)
 	       strncmp(ep, "inproc://", 9) == 0;
 }
 
-/* Create and bind one socket; writes the resolved endpoint to `bound`. */
+/* Create and bind one socket; writes the resolved endpoint to `bound`.
+ * With CURVE on, it is a CURVE server whose ZAP domain is `what`. */
 static void *
 open_socket(void *ctx, int type, const char *ep, const char *what, int hwm, char *bound,
             size_t boundlen)
@@ -64,6 +77,14 @@ open_socket(void *ctx, int type, const char *ep, const char *what, int hwm, char
 	}
 	if (strncmp(ep, "tcp://[", 7) == 0)
 		zmq_setsockopt(sock, ZMQ_IPV6, &one, sizeof one);
+	if (curve_on &&
+	    (zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, what, strlen(what)) != 0 ||
+	     zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+	     zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, server_secret, FA_KEY_BYTES) != 0)) {
+		log_error("cannot make the %s socket a CURVE server: %s", what, zmq_strerror(errno));
+		zmq_close(sock);
+		return NULL;
+	}
 	if (zmq_bind(sock, ep) != 0) {
 		log_error("cannot bind the %s endpoint %s: %s", what, ep, zmq_strerror(errno));
 		zmq_close(sock);
@@ -72,9 +93,9 @@ open_socket(void *ctx, int type, const char *ep, const char *what, int hwm, char
 	size_t len = boundlen;
 	if (zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, bound, &len) != 0)
 		snprintf(bound, boundlen, "%s", ep);
-	if (!is_local(ep))
-		log_warn("the %s endpoint %s is not on loopback: anyone who reaches it can use it",
-		         what, bound);
+	if (!is_local(ep) && !curve_on)
+		log_warn("the %s endpoint %s is not on loopback and --insecure is given: anyone who "
+		         "reaches it can use it", what, bound);
 	return sock;
 }
 
@@ -109,6 +130,25 @@ main(int argc, char **argv)
 	int crc = config_load(&cfg, argc, argv);
 	if (crc != 0)
 		return crc > 0 ? 0 : 2;
+	/* Beyond loopback, every socket is CURVE with the access file, unless
+	 * the operator says in so many words that it need not be. */
+	if (cfg.access[0] == '\0' && !cfg.insecure) {
+		const char *eps[] = { cfg.ingest, cfg.publish, cfg.query };
+		for (int i = 0; i < 3; i++) {
+			if (!is_local(eps[i])) {
+				log_error("the endpoint %s is not on loopback: give --access FILE and --key FILE "
+				          "(CURVE), or --insecure to serve it to anyone who reaches it", eps[i]);
+				return 2;
+			}
+		}
+	}
+	if (cfg.access[0] != '\0') {
+		if (fa_read_key_file(cfg.key, server_secret, why, sizeof why) != 0) {
+			log_error("--key: %s", why);
+			return 2;
+		}
+		curve_on = 1;
+	}
 	memset(&qs, 0, sizeof qs);
 	memset(&st, 0, sizeof st);
 
@@ -142,6 +182,8 @@ main(int argc, char **argv)
 		log_error("cannot create a ZeroMQ context: %s", zmq_strerror(errno));
 		goto out;
 	}
+	if (curve_on && zap_start(ctx, cfg.access) != 0)
+		goto out;
 	qs.st = &st;
 	qs.cfg = &cfg;
 	qs.started_ns = clock_now_ns();
@@ -159,6 +201,8 @@ main(int argc, char **argv)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_hup;
+	sigaction(SIGHUP, &sa, NULL);   /* without --access: nothing to reload */
 	signal(SIGPIPE, SIG_IGN);
 
 	if (query_start(&qs) != 0) {
@@ -186,6 +230,8 @@ out:
 		zmq_close(pub);
 	if (ingest)
 		zmq_close(ingest);
+	zap_stop();
+	sodium_memzero(server_secret, sizeof server_secret);
 	if (ctx)
 		zmq_ctx_term(ctx);
 	store_release(&st);

@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "log.h"
 #include "query.h"
+#include "zap.h"
 #include "wire.h"
 
 /* A page under construction: views into the read transaction's map. */
@@ -337,10 +338,23 @@ serve_one(query_server *q, zmq_msg_t *ident, int has_delim, zmq_msg_t *body, pag
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_zone_clear(z);
+	const fa_table *acl = q->cfg->access[0] ? zap_acquire() : NULL;
+	const fa_principal *who = zap_principal(acl, body);
+	if (acl != NULL && who == NULL) {
+		/* authenticated under a table that had it, revoked since: no reply */
+		zap_release(acl);
+		msgpack_sbuffer_destroy(&sb);
+		return;
+	}
 	funnel_err rc = fp_request_decode(zmq_msg_data(body), zmq_msg_size(body), z, &req, &err);
 	if (rc == FUNNEL_OK && req.op == FP_OP_PUBLISH)
 		rc = fp_error_set(&err, FUNNEL_EOP, "op",
 		                  "the query endpoint does not take 'publish'; send it to the ingest endpoint");
+	if (rc == FUNNEL_OK && who != NULL && !who->read)
+		rc = fp_error_set(&err, FUNNEL_EFORBIDDEN, "op", "principal '%s' may not read (%s)",
+		                  who->name, req.op == FP_OP_REPLAY ? "replay"
+		                             : req.op == FP_OP_STATUS ? "status" : "lead");
+	zap_release(acl);
 	if (rc != FUNNEL_OK) {
 		fp_pack_error(&pk, req.rid, &err);
 		goto send;

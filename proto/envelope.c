@@ -236,6 +236,12 @@ fp_event_decode(const msgpack_object *o, fp_event *ev, fp_error *err)
 			}
 		}
 		if (f < 0) {
+			/* the source of a fact is what funneld authenticated, never what
+			 * the event says (PROTOCOL.md "Identity and access") */
+			if (mp_key_is(k, "producer"))
+				return fp_error_set(err, FUNNEL_EFORBIDDEN, "producer",
+				                    "field 'producer' is written by funneld from the sender's key; "
+				                    "an event may not carry it");
 			if (k->type == MSGPACK_OBJECT_STR)
 				return fp_error_set(err, FUNNEL_EVALUE, "", "unknown field '%.*s' in event",
 				                    (int)(k->via.str.size > 40 ? 40 : k->via.str.size), k->via.str.ptr);

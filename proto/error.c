@@ -29,6 +29,7 @@ static const struct errdesc errs[] = {
 	{ FUNNEL_ENOTFOUND, "ENOTFOUND", "not found" },
 	{ FUNNEL_EINTERNAL, "EINTERNAL", "internal error" },
 	{ FUNNEL_EIDCONFLICT, "EIDCONFLICT", "the id was already used for a different event" },
+	{ FUNNEL_EFORBIDDEN, "EFORBIDDEN", "the principal is not allowed to do this (access file)" },
 	{ FUNNEL_ETIMEDOUT, "ETIMEDOUT", "timed out waiting for a reply" },
 	{ FUNNEL_ETRANSPORT, "ETRANSPORT", "transport (ZeroMQ) error" },
 	{ FUNNEL_ENOMEM, "ENOMEM", "out of memory" },

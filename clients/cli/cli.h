@@ -37,6 +37,9 @@ struct cli {
 	const char *ingest;
 	const char *publish;
 	const char *query;
+	const char *key;        /* --key (else FUNNEL_KEY): CURVE secret key file */
+	const char *server_key; /* --server-key (else FUNNEL_SERVER_KEY): funneld.pub */
+	int no_keys;            /* the command opens no socket (keygen, token) */
 	int timeout_ms;
 	enum cli_format format;
 	const char *config;     /* the settings file read, NULL if none */
@@ -46,7 +49,7 @@ struct cli {
  * before or after its name. */
 enum {
 	OPT_INGEST = 256, OPT_PUBLISH, OPT_QUERY, OPT_TIMEOUT, OPT_JSON, OPT_HUMAN, OPT_HELP,
-	OPT_VERSION, OPT_CONFIG,
+	OPT_VERSION, OPT_CONFIG, OPT_KEY, OPT_SERVER_KEY,
 	/* command options */
 	OPT_TYPE, OPT_LEAD, OPT_ID, OPT_DATA, OPT_OCCURRED_AT, OPT_EXPECTED_VERSION, OPT_CAUSE,
 	OPT_BATCH, OPT_FROM, OPT_TO, OPT_SINCE, OPT_UNTIL, OPT_COUNT, OPT_TIMEOUT_IDLE, OPT_RAW
@@ -60,7 +63,9 @@ enum {
 	{ "json", no_argument, NULL, OPT_JSON }, \
 	{ "human", no_argument, NULL, OPT_HUMAN }, \
 	{ "config", required_argument, NULL, OPT_CONFIG }, \
-	{ "help", no_argument, NULL, OPT_HELP }
+	{ "help", no_argument, NULL, OPT_HELP }, \
+	{ "key", required_argument, NULL, OPT_KEY }, \
+	{ "server-key", required_argument, NULL, OPT_SERVER_KEY }
 
 /* How records print as JSON, for the reading commands' --help. */
 #define CLI_JSON_HELP \
@@ -76,6 +81,9 @@ enum {
 	"  --publish EP    publish endpoint (env FUNNEL_PUBLISH, default " FUNNEL_DEFAULT_PUBLISH ")\n" \
 	"  --query EP      query endpoint   (env FUNNEL_QUERY,   default " FUNNEL_DEFAULT_QUERY ")\n" \
 	"  --timeout MS    wait this long for each reply (default 5000)\n" \
+	"  --key FILE      CURVE secret key of this client (env FUNNEL_KEY), for a\n" \
+	"                  funneld with --access; with --server-key\n" \
+	"  --server-key FILE funneld's public key, funneld.pub (env FUNNEL_SERVER_KEY)\n" \
 	"  --json          JSON output (default when stdout is not a terminal)\n" \
 	"  --human         human output (default on a terminal)\n" \
 	"  --config FILE   settings file: sections endpoints: and funnel: (env\n" \
@@ -132,5 +140,7 @@ int cmd_status(struct cli *g, int argc, char **argv);
 int cmd_backup(struct cli *g, int argc, char **argv);
 int cmd_restore(struct cli *g, int argc, char **argv);
 int cmd_import(struct cli *g, int argc, char **argv);
+int cmd_keygen(struct cli *g, int argc, char **argv);
+int cmd_token(struct cli *g, int argc, char **argv);
 
 #endif /* FUNNEL_CLI_CLI_H */

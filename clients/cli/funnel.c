@@ -26,6 +26,8 @@ static const char usage_text[] =
 	"  backup     copy the log while funneld runs, verified (on its machine)\n"
 	"  restore    put a backup in place as a new data directory\n"
 	"  import     load a CRM's history from CSV exports, with its real dates\n"
+	"  keygen     write a CURVE key pair NAME.key (secret) and NAME.pub\n"
+	"  token      write an HTTP bearer token NAME.token and print its hash\n"
 	"\n"
 	CLI_GLOBAL_HELP
 	"  --version       print the version\n"
@@ -48,6 +50,8 @@ static const struct command commands[] = {
 	{ "backup", cmd_backup },
 	{ "restore", cmd_restore },
 	{ "import", cmd_import },
+	{ "keygen", cmd_keygen },
+	{ "token", cmd_token },
 };
 
 void
@@ -155,6 +159,12 @@ cli_global_option(struct cli *g, int opt, const char *arg)
 	case OPT_HUMAN:
 		g->format = CLI_FMT_HUMAN;
 		return 1;
+	case OPT_KEY:
+		g->key = arg;
+		return 1;
+	case OPT_SERVER_KEY:
+		g->server_key = arg;
+		return 1;
 	}
 	return 0;
 }
@@ -179,6 +189,14 @@ cli_getopt(struct cli *g, int argc, char **argv, const struct option *opts)
 		}
 		switch (c) {
 		case -1:
+			/* every option is read: the keys of every socket the command opens */
+			if (!g->no_keys) {
+				funnel_error_info ei;
+				if (funnel_keys_use(g->key, g->server_key, &ei) != FUNNEL_OK) {
+					cli_usage(g, "%s", ei.message);
+					return '?';
+				}
+			}
 			return -1;
 		case 'h':
 			return OPT_HELP;
@@ -271,6 +289,13 @@ main(int argc, char **argv)
 	g.ingest = endpoint(FUNNEL_EP_INGEST, "FUNNEL_INGEST", g.ingest);
 	g.publish = endpoint(FUNNEL_EP_PUBLISH, "FUNNEL_PUBLISH", g.publish);
 	g.query = endpoint(FUNNEL_EP_QUERY, "FUNNEL_QUERY", g.query);
+	/* the CURVE keys by the same rule: FUNNEL_KEY / FUNNEL_SERVER_KEY rank
+	 * above the file (funnel_keys_use reads them when given NULL) */
+	const char *ek = getenv("FUNNEL_KEY"), *esk = getenv("FUNNEL_SERVER_KEY");
+	if (ek != NULL && ek[0] != '\0')
+		g.key = NULL;
+	if (esk != NULL && esk[0] != '\0')
+		g.server_key = NULL;
 
 	/* Global options stop at the command name ('+'). */
 	optind = 0;

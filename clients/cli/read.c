@@ -128,6 +128,8 @@ print_human(FILE *f, const funnel_record *r)
 			fprintf(f, "v%" PRIu64, r->version);
 		fputc(']', f);
 	}
+	if (r->producer.ptr != NULL)   /* a funneld with --access stamped it */
+		fprintf(f, "  by %.*s", (int)r->producer.len, r->producer.ptr);
 	if (r->data != NULL) {
 		cJSON *d = fjson_from_msgpack(r->data);
 		fputs("  ", f);
@@ -637,13 +639,17 @@ history_one(void *arg, const uint8_t *rec, size_t len, uint64_t *taken)
 	if (r.has_version)
 		snprintf(ver, sizeof ver, "%" PRIu64, r.version);
 	if (dlen > 0)
-		printf("%-8" PRIu64 "  %s  %-20.*s  %-12.*s  %-4s  %s\n", r.seq, when, (int)r.type.len,
+		printf("%-8" PRIu64 "  %s  %-20.*s  %-12.*s  %-4s  %s", r.seq, when, (int)r.type.len,
 		       r.type.ptr, (int)(r.stage.ptr ? r.stage.len : 1), r.stage.ptr ? r.stage.ptr : "-",
 		       ver, data);
 	else
-		printf("%-8" PRIu64 "  %s  %-20.*s  %-12.*s  %s\n", r.seq, when, (int)r.type.len,
+		printf("%-8" PRIu64 "  %s  %-20.*s  %-12.*s  %s", r.seq, when, (int)r.type.len,
 		       r.type.ptr, (int)(r.stage.ptr ? r.stage.len : 1), r.stage.ptr ? r.stage.ptr : "-",
 		       ver);
+	/* the principal a funneld with --access stamped */
+	if (r.producer.ptr != NULL)
+		printf("  by %.*s", (int)r.producer.len, r.producer.ptr);
+	putchar('\n');
 	free(data);
 	(*taken)++;
 	return 0;

@@ -18,7 +18,7 @@
 #include "svcargs.h"
 
 enum { O_RULES = 256, O_VIEW, O_INGEST, O_PUBLISH, O_QUERY, O_REBUILD, O_UNTIL, O_NOSYNC,
-       O_BATCH, O_READY, O_JSON, O_LEVEL, O_CONFIG };
+       O_BATCH, O_READY, O_JSON, O_LEVEL, O_CONFIG, O_KEY, O_SERVER_KEY };
 
 static const struct option common[] = {
 	{ "rules", required_argument, NULL, O_RULES },
@@ -35,6 +35,8 @@ static const struct option common[] = {
 	{ "json", no_argument, NULL, O_JSON },
 	{ "log-level", required_argument, NULL, O_LEVEL },
 	{ "config", required_argument, NULL, O_CONFIG },
+	{ "key", required_argument, NULL, O_KEY },
+	{ "server-key", required_argument, NULL, O_SERVER_KEY },
 	{ "help", no_argument, NULL, 'h' },
 };
 #define NCOMMON (sizeof common / sizeof common[0])
@@ -78,6 +80,8 @@ parse_pass(int argc, char **argv, const char *prog, const char *usage, svc_args 
 		case O_JSON: a->json = 1; break;
 		case O_READY: a->ready_file = optarg; break;
 		case O_CONFIG: break;   /* read before the flags (svc_parse) */
+		case O_KEY: a->key = optarg; break;
+		case O_SERVER_KEY: a->server_key = optarg; break;
 		case O_BATCH: {
 			unsigned long v = strtoul(optarg, &end, 10);
 			if (*end || v < 1 || v > 1000000)
@@ -118,6 +122,17 @@ endpoint(funnel_endpoint_kind kind, const char *env, const char *flag, const cha
 	if ((flag == NULL || flag[0] == '\0') && (e == NULL || e[0] == '\0') && from_file != NULL)
 		return from_file;
 	return funnel_endpoint(kind, flag);
+}
+
+/* A key file by the same rule: the flag, else the environment's (NULL
+ * here: funnel_keys_use reads it), else the settings file's. */
+static const char *
+keyfile(const char *env, const char *flag, const char *from_file)
+{
+	const char *e = getenv(env);
+	if (flag != NULL && flag[0] != '\0')
+		return flag;
+	return e != NULL && e[0] != '\0' ? NULL : from_file;
 }
 
 /* The settings file's endpoints and prog sections as the words of a
@@ -172,6 +187,7 @@ svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *
 	size_t n = NCOMMON;
 	const char *path = fp_conf_path(argc, argv);
 	const char *file_ingest = NULL, *file_publish = NULL, *file_query = NULL;
+	const char *file_key = NULL, *file_server_key = NULL;
 	int rc;
 
 	memcpy(all, common, sizeof common);
@@ -185,13 +201,23 @@ svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *
 		file_ingest = a->ingest;
 		file_publish = a->publish;
 		file_query = a->query;
+		file_key = a->key;
+		file_server_key = a->server_key;
 		a->ingest = a->publish = a->query = NULL;
+		a->key = a->server_key = NULL;
 	}
 	if ((rc = parse_pass(argc, argv, prog, usage, a, all, own_fn, ctx)) != -1)
 		return rc;
 	a->ingest = endpoint(FUNNEL_EP_INGEST, "FUNNEL_INGEST", a->ingest, file_ingest);
 	a->publish = endpoint(FUNNEL_EP_PUBLISH, "FUNNEL_PUBLISH", a->publish, file_publish);
 	a->query = endpoint(FUNNEL_EP_QUERY, "FUNNEL_QUERY", a->query, file_query);
+	/* the same rule for the CURVE keys of every socket the service opens:
+	 * the flag, else FUNNEL_KEY/FUNNEL_SERVER_KEY, else the settings file */
+	a->key = keyfile("FUNNEL_KEY", a->key, file_key);
+	a->server_key = keyfile("FUNNEL_SERVER_KEY", a->server_key, file_server_key);
+	funnel_error_info ei;
+	if (funnel_keys_use(a->key, a->server_key, &ei) != FUNNEL_OK)
+		return svc_usage(prog, usage, "%s", ei.message);
 	return -1;
 }
 

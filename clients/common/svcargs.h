@@ -2,8 +2,8 @@
  * clients/common/svcargs.h - the command line every funnel service shares:
  * the common flags (--rules, --view, the funneld endpoints, --rebuild,
  * --until-head/--once, --no-sync, --batch, --ready-file, --json,
- * --log-level, --config, --help), usage errors, the `digest` command, the run
- * with its closing log line, and the signals that stop a service.
+ * --log-level, --config, --key, --server-key, --help), usage errors, the
+ * `digest` command, the run with its closing log line, and the signals that stop a service.
  *
  * Strings in svc_args point into argv (or are the defaults the service
  * set): valid for the life of the process.
@@ -22,6 +22,9 @@ typedef struct svc_args {
 	                                          * file, else loopback
 	                                          * (funnel_endpoint) */
 	const char *ready_file;
+	const char *key, *server_key;   /* CURVE key files; svc_parse hands them to
+	                                 * funnel_keys_use (flag, else environment,
+	                                 * else the settings file) */
 	int rebuild, until_head, no_sync, json;
 	unsigned batch;            /* 0: the runtime's default */
 } svc_args;
@@ -37,7 +40,7 @@ typedef int (*svc_own_fn)(int id, const char *arg, void *ctx);
  * The settings file (--config FILE, else $FUNNEL_CONFIG; proto/conf.h)
  * is read first: its endpoints section and the section named prog, each
  * key a long option; then argv, so a flag wins over the file (and for the
- * endpoints FUNNEL_INGEST/... does too).
+ * endpoints and the keys FUNNEL_INGEST/... and FUNNEL_KEY/... do too).
  *
  * Parse argv into a (the common flags) and through own_fn (the entries of
  * `own`, up to 16, ending with a NULL name; may be NULL).  prog names

@@ -239,6 +239,10 @@ typedef struct gw_http_opts {
 	const gw_forms *forms;    /* kept, not owned: outlives the server */
 	const uint8_t *key;       /* GW_KEY_BYTES, kept */
 	const char *ready_file;   /* written once serving: "http=ADDR:PORT" */
+	const struct http_auth *auth;   /* --access: /v1/events wants a bearer token of the
+	                                 * access file (httpauth.h) from any address, and
+	                                 * each event's type in the principal's publish
+	                                 * globs; NULL: loopback clients only.  Kept. */
 } gw_http_opts;
 
 /* Start serving.  FUNNEL_OK, FUNNEL_EINVAL (addr), FUNNEL_ETRANSPORT

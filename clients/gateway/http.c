@@ -35,7 +35,9 @@
 #include "funnel/funnel.h"
 #include "funnel/log.h"
 #include "gateway.h"
+#include "httpauth.h"
 #include "jsonpack.h"
+#include "mp.h"
 #include "rulesrec.h"
 
 #define HEALTH_TIMEOUT_MS 1000
@@ -69,6 +71,7 @@ typedef struct req {
 	char *body;
 	size_t len, cap, limit;
 	int too_big;
+	const fa_principal *who;   /* R_EVENTS with --access: the bearer token's principal */
 } req;
 
 static int64_t
@@ -586,6 +589,38 @@ serve_events(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 			cJSON_AddNumberToObject(j, "limit", 10000);
 		return reply_json(c, rc == FUNNEL_ETOOBIG ? 413 : 400, j, NULL, 0);
 	}
+	/* the token's principal may send only the types its globs grant, as
+	 * funneld judges a key (PROTOCOL.md §19): the request is refused whole */
+	if (rq->who != NULL) {
+		msgpack_unpacked u;
+		size_t off = 0, k = 0;
+		const char *denied = NULL;
+		funnel_str t = { NULL, 0 };
+		msgpack_unpacked_init(&u);
+		while (denied == NULL && msgpack_unpack_next(&u, sb.data, sb.size, &off) ==
+		                         MSGPACK_UNPACK_SUCCESS) {
+			if (mp_get_str(&u.data, "type", &t, NULL) == FUNNEL_OK &&
+			    !fa_may_publish(rq->who, t.ptr, t.len))
+				denied = rq->who->name;
+			else
+				k++;
+		}
+		if (denied != NULL) {
+			char msg[256];
+			snprintf(msg, sizeof msg, "principal '%s' may not publish %.*s", denied,
+			         (int)(t.len > 64 ? 64 : t.len), t.ptr);
+			msgpack_unpacked_destroy(&u);
+			msgpack_sbuffer_destroy(&sb);
+			gw_stats_count(g->stats, -1, GW_FORBIDDEN, mono_ns() - t0);
+			cJSON *j = cJSON_CreateObject();
+			cJSON_AddStringToObject(j, "code", "EFORBIDDEN");
+			cJSON_AddStringToObject(j, "field", "type");
+			cJSON_AddNumberToObject(j, "index", (double)k);
+			cJSON_AddStringToObject(j, "error", msg);
+			return reply_json(c, 403, j, NULL, 0);
+		}
+		msgpack_unpacked_destroy(&u);
+	}
 	funnel_ack *acks = malloc(pc.n * sizeof *acks);
 	funnel_producer *p = producer(g);
 	rc = acks && p ? funnel_publish_packed(p, sb.data, sb.size, pc.n, acks) : FUNNEL_ENOMEM;
@@ -769,6 +804,17 @@ begin_post(gw_http *g, struct MHD_Connection *c, req *rq)
 			                     (long)g->o.rate_per_minute, h, 3);
 		}
 		rq->limit = GW_MAX_FORM_BODY;
+	} else if (g->o.auth != NULL) {
+		/* with an access file the token is the proof, whatever the address */
+		if ((rq->who = http_auth_check(g->o.auth, header(c, "Authorization"))) == NULL) {
+			hdr h[1] = { { "WWW-Authenticate", "Bearer realm=\"funnel-gateway\"" } };
+			rq->answered = 1;
+			gw_stats_count(g->stats, -1, GW_FORBIDDEN, 0);
+			return reply_problem(c, 401, "unauthorized", "Authorization", "/v1/events wants "
+			                     "a bearer token of the access file (Authorization: Bearer "
+			                     "<token>)", -1, h, 1);
+		}
+		rq->limit = GW_MAX_EVENTS_BODY;
 	} else {
 		if (!is_loopback(c)) {
 			rq->answered = 1;

@@ -28,6 +28,7 @@
 #include "funnel/funnel.h"
 #include "funnel/log.h"
 #include "gateway.h"
+#include "httpauth.h"
 #include "rulesfile.h"
 #include "svcargs.h"
 
@@ -43,6 +44,10 @@ static const char usage_text[] =
 	"  --http ADDR:PORT    where to serve (default " GW_DEFAULT_HTTP "; port 0 picks one)\n"
 	"  --rules FILE        the shared rules file with the forms section (default funnel.yaml)\n"
 	"  --ingest EP --query EP   funneld endpoints (default loopback 7400, 7402)\n"
+	"  --key FILE --server-key FILE   the gateway's CURVE secret key and funneld.pub, for a\n"
+	"                      funneld with --access (else FUNNEL_KEY, FUNNEL_SERVER_KEY)\n"
+	"  --access FILE       the access file: POST /v1/events wants a bearer token of it, from\n"
+	"                      any address, and sends only the types its principal may publish\n"
 	"  --lead-key FILE     the secret of the lead ids, 64 hex digits; created when missing\n"
 	"                      (default " GW_DEFAULT_KEY_FILE "; keep it: a new key, new lead ids)\n"
 	"  --threads N         server threads: posts answered at once (default 32)\n"
@@ -61,6 +66,7 @@ typedef struct args {
 	svc_args c;
 	gw_http_opts h;
 	const char *key_file;
+	const char *access;       /* --access: bearer tokens for /v1/events */
 } args;
 
 static volatile sig_atomic_t stopping;
@@ -180,7 +186,7 @@ cmd_check(const char *path)
 	return 0;
 }
 
-enum { O_HTTP = SVC_OPT_OWN, O_KEY, O_THREADS, O_TIMEOUT, O_RATE, O_BURST };
+enum { O_HTTP = SVC_OPT_OWN, O_KEY, O_THREADS, O_TIMEOUT, O_RATE, O_BURST, O_ACCESS };
 
 static int
 own_option(int id, const char *arg, void *ctx)
@@ -193,6 +199,10 @@ own_option(int id, const char *arg, void *ctx)
 	}
 	if (id == O_KEY) {
 		a->key_file = arg;
+		return 0;
+	}
+	if (id == O_ACCESS) {
+		a->access = arg;
 		return 0;
 	}
 	unsigned long v = strtoul(arg, &end, 10);
@@ -231,6 +241,7 @@ main(int argc, char **argv)
 		{ "timeout-ms", required_argument, NULL, O_TIMEOUT },
 		{ "rate-limit", required_argument, NULL, O_RATE },
 		{ "rate-burst", required_argument, NULL, O_BURST },
+		{ "access", required_argument, NULL, O_ACCESS },
 		{ NULL, 0, NULL, 0 },
 	};
 	args a = { .c = { .rules = "funnel.yaml" },
@@ -242,6 +253,16 @@ main(int argc, char **argv)
 	int rc = svc_parse(argc, argv, "funnel-gateway", usage_text, &a.c, own, own_option, &a);
 	if (rc >= 0)
 		return rc;
+	/* the tokens are read once; a changed access file needs a restart */
+	static http_auth *auth;
+	if (a.access != NULL) {
+		char why[512];
+		if ((auth = http_auth_load(a.access, why, sizeof why)) == NULL) {
+			fprintf(stderr, "funnel-gateway: --access %s\n", why);
+			return 2;
+		}
+		a.h.auth = auth;
+	}
 	const char *cmd = optind < argc ? argv[optind++] : "run";
 	int nargs = argc - optind;
 	if (strcmp(cmd, "run") == 0 && nargs == 0)

@@ -3,12 +3,14 @@
  * libfunnel objects (contract in internal.h).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "access.h"
 #include "internal.h"
 
 int64_t
@@ -79,6 +81,72 @@ fl_reply_error(funnel_error_info *ei, const fp_reply *rep)
 	return code;
 }
 
+/* The process's CURVE keys (funnel_keys_use).  state: 0 not decided,
+ * 1 plain, 2 CURVE, -1 the environment named a bad key file. */
+static struct {
+	pthread_mutex_t lock;
+	int state;
+	uint8_t pub[FA_KEY_BYTES], sec[FA_KEY_BYTES], srv[FA_KEY_BYTES];
+} keys = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static int
+keys_load(const char *key_flag, const char *server_flag, funnel_error_info *ei)
+{
+	funnel_error_info dummy;
+	char why[512];
+	const char *k = key_flag && key_flag[0] ? key_flag : getenv("FUNNEL_KEY");
+	const char *sk = server_flag && server_flag[0] ? server_flag : getenv("FUNNEL_SERVER_KEY");
+	if (ei == NULL)
+		ei = &dummy;
+	if (k != NULL && k[0] == '\0')
+		k = NULL;
+	if (sk != NULL && sk[0] == '\0')
+		sk = NULL;
+	if (k == NULL && sk == NULL) {
+		keys.state = 1;
+		return FUNNEL_OK;
+	}
+	keys.state = -1;
+	if (k == NULL || sk == NULL)
+		return fl_set_error(ei, FUNNEL_EINVAL, -1, k ? "server-key" : "key",
+		                    "CURVE needs both --key (FUNNEL_KEY) and --server-key (FUNNEL_SERVER_KEY); "
+		                    "%s is missing", k ? "--server-key" : "--key");
+	if (fa_read_key_file(k, keys.sec, why, sizeof why) != 0 ||
+	    fa_public_of(keys.sec, keys.pub) != 0)
+		return fl_set_error(ei, FUNNEL_EINVAL, -1, "key", "--key %s", why);
+	if (fa_read_key_file(sk, keys.srv, why, sizeof why) != 0)
+		return fl_set_error(ei, FUNNEL_EINVAL, -1, "server-key", "--server-key %s", why);
+	keys.state = 2;
+	return FUNNEL_OK;
+}
+
+int
+funnel_keys_use(const char *key_file, const char *server_key_file, funnel_error_info *ei)
+{
+	pthread_mutex_lock(&keys.lock);
+	int rc = keys_load(key_file, server_key_file, ei);
+	pthread_mutex_unlock(&keys.lock);
+	return rc;
+}
+
+/* The state, deciding it from the environment on first use. */
+static int
+keys_state(void)
+{
+	pthread_mutex_lock(&keys.lock);
+	if (keys.state == 0)
+		(void)keys_load(NULL, NULL, NULL);
+	int st = keys.state;
+	pthread_mutex_unlock(&keys.lock);
+	return st;
+}
+
+int
+funnel_keys_on(void)
+{
+	return keys_state() == 2;
+}
+
 static int
 set_opt_int(void *sock, int opt, int v)
 {
@@ -133,6 +201,18 @@ fl_sock_open(fl_sock *s, void *ctx, int type, const char *endpoint, const fl_soc
 	    (o->rcvhwm > 0 && set_opt_int(s->sock, ZMQ_RCVHWM, o->rcvhwm) != 0) ||
 	    (type != ZMQ_SUB && set_opt_int(s->sock, ZMQ_IMMEDIATE, o->immediate) != 0) ||
 	    (o->subscribe_all && zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, "", 0) != 0)) {
+		rc = FUNNEL_ETRANSPORT;
+		goto fail;
+	}
+	int ks = keys_state();
+	if (ks < 0) {
+		rc = FUNNEL_EINVAL;
+		goto fail;
+	}
+	if (ks == 2 &&
+	    (zmq_setsockopt(s->sock, ZMQ_CURVE_SERVERKEY, keys.srv, FA_KEY_BYTES) != 0 ||
+	     zmq_setsockopt(s->sock, ZMQ_CURVE_PUBLICKEY, keys.pub, FA_KEY_BYTES) != 0 ||
+	     zmq_setsockopt(s->sock, ZMQ_CURVE_SECRETKEY, keys.sec, FA_KEY_BYTES) != 0)) {
 		rc = FUNNEL_ETRANSPORT;
 		goto fail;
 	}

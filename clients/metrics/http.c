@@ -40,6 +40,7 @@
 #include "funnel/funnel.h"
 #include "funnel/log.h"
 #include "funnel/service.h"
+#include "httpauth.h"
 #include "metrics.h"
 #include "mp.h"
 
@@ -72,6 +73,34 @@ struct mx_http {
 	int stopping;             /* under plock */
 	probe last;               /* under plock */
 };
+
+/* With --access: the bearer tokens every data path asks for (NULL: open). */
+static const http_auth *mx_auth;
+
+void
+mx_http_require_tokens(const http_auth *a)
+{
+	mx_auth = a;
+}
+
+/* 401 with the challenge RFC 6750 asks for. */
+static enum MHD_Result
+reply_401(struct MHD_Connection *c)
+{
+	static const char body[] =
+		"{\"error\":\"a bearer token of a principal with read is needed "
+		"(Authorization: Bearer <token>; funnel token NAME)\"}";
+	struct MHD_Response *r = MHD_create_response_from_buffer(sizeof body - 1, (void *)body,
+	                                                         MHD_RESPMEM_PERSISTENT);
+	if (r == NULL)
+		return MHD_NO;
+	MHD_add_response_header(r, "Content-Type", "application/json");
+	MHD_add_response_header(r, "Cache-Control", "no-store");
+	MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"funnel-metrics\"");
+	enum MHD_Result ret = MHD_queue_response(c, 401, r);
+	MHD_destroy_response(r);
+	return ret;
+}
 
 /* The request's verdict of the URI callback, as MHD's per-request
  * context: the address of too_many_params, or NULL. */
@@ -386,6 +415,14 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 	if (strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0)
 		return reply(c, 200, "text/html; charset=utf-8", (void *)mx_dashboard_html,
 		             mx_dashboard_html_len, 0);
+	/* The page above holds no figure; everything else but the liveness
+	 * probe reads the view, and with --access needs a read token. */
+	if (mx_auth != NULL && strcmp(url, "/healthz") != 0) {
+		const fa_principal *who = http_auth_check(
+			mx_auth, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+		if (who == NULL || !who->read)
+			return reply_401(c);
+	}
 	if (strcmp(url, "/api") == 0 || strcmp(url, "/api/") == 0)
 		return serve_index(c);
 	if (strncmp(url, "/api/", 5) == 0)

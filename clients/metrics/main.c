@@ -19,6 +19,7 @@
 #include "funnel/funnel.h"
 #include "funnel/log.h"
 #include "funnel/service.h"
+#include "httpauth.h"
 #include "metrics.h"
 #include "svcargs.h"
 
@@ -34,11 +35,15 @@ static const char usage_text[] =
 	"\n"
 	"Options:\n"
 	"  --http ADDR:PORT    where to serve the dashboard, /api, /metrics, /healthz\n"
+	"  --access FILE       the access file: /api and /metrics want the bearer token\n"
+	"                      of a principal with read (else 401)\n"
 	"                      (default " MX_DEFAULT_HTTP "; port 0 picks a free one)\n"
 	"  --view DIR          the metrics view (default " MX_DEFAULT_VIEW ")\n"
 	"  --rules FILE        the shared rules file (accepted for symmetry; metrics reads none)\n"
 	"  --ingest EP --publish EP --query EP   funneld endpoints (else the environment's\n"
 	"                      FUNNEL_INGEST, FUNNEL_PUBLISH, FUNNEL_QUERY; else loopback 7400-7402)\n"
+	"  --key FILE --server-key FILE   this service's CURVE secret key and funneld.pub,\n"
+	"                      for a funneld with --access (else FUNNEL_KEY, FUNNEL_SERVER_KEY)\n"
 	"  --rebuild           empty the view and compute again from seq 1\n"
 	"  --until-head, --once   stop once the log's head is applied (no HTTP)\n"
 	"  --no-sync           the view does not fsync its commits\n"
@@ -58,6 +63,7 @@ static const char usage_text[] =
 typedef struct args {
 	svc_args c;
 	const char *http;
+	const char *access;       /* --access: HTTP bearer tokens */
 	size_t map_mb;
 	const char *params[16];
 	int nparams;
@@ -214,7 +220,7 @@ out:
 }
 
 /* --http, --map-mb and --param. */
-enum { O_HTTP = SVC_OPT_OWN, O_MAP, O_PARAM };
+enum { O_HTTP = SVC_OPT_OWN, O_MAP, O_PARAM, O_ACCESS };
 
 static int
 own_option(int id, const char *arg, void *ctx)
@@ -225,6 +231,9 @@ own_option(int id, const char *arg, void *ctx)
 	switch (id) {
 	case O_HTTP:
 		a->http = arg;
+		return 0;
+	case O_ACCESS:
+		a->access = arg;
 		return 0;
 	case O_PARAM:
 		if (a->nparams == 16)
@@ -248,6 +257,7 @@ main(int argc, char **argv)
 		{ "http", required_argument, NULL, O_HTTP },
 		{ "map-mb", required_argument, NULL, O_MAP },
 		{ "param", required_argument, NULL, O_PARAM },
+		{ "access", required_argument, NULL, O_ACCESS },
 		{ NULL, 0, NULL, 0 },
 	};
 	args a = { .c = { .rules = "funnel.yaml", .view = MX_DEFAULT_VIEW },
@@ -257,6 +267,16 @@ main(int argc, char **argv)
 	int rc = svc_parse(argc, argv, "funnel-metrics", usage_text, &a.c, own, own_option, &a);
 	if (rc >= 0)
 		return rc;
+	/* the tokens are read once; a changed access file needs a restart */
+	static http_auth *auth;
+	if (a.access != NULL) {
+		char why[512];
+		if ((auth = http_auth_load(a.access, why, sizeof why)) == NULL) {
+			fprintf(stderr, "funnel-metrics: --access %s\n", why);
+			return 2;
+		}
+		mx_http_require_tokens(auth);
+	}
 	const char *cmd = optind < argc ? argv[optind++] : "run";
 	int nargs = argc - optind;
 	if (strcmp(cmd, "run") == 0 && nargs == 0)

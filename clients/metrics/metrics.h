@@ -197,6 +197,13 @@ int mx_http_start(mx_http **out, const char *addr, const mx_tables *t,
                   struct funnel_service *svc);
 void mx_http_stop(mx_http **h);
 
+/* With --access, before mx_http_start: every path but /, /index.html and
+ * /healthz answers 401 unless the request carries the bearer token of a
+ * principal with read (clients/common/httpauth.h).  a outlives the
+ * server. */
+struct http_auth;
+void mx_http_require_tokens(const struct http_auth *a);
+
 /* The dashboard page, embedded at build time (dashboard.html). */
 extern const unsigned char mx_dashboard_html[];
 extern const unsigned int mx_dashboard_html_len;

@@ -515,6 +515,11 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	mx_lead l;
 	int rc;
 
+	/* who sends what: only a funneld with --access stamps a producer, so a
+	 * view of a log without one is what it always was */
+	if (rec->producer.ptr != NULL &&
+	    (rc = bump(svc, v, "funnel_events_by_producer_total", 1, &rec->producer, &rec->type)) != FUNNEL_OK)
+		return rc;
 	if (rec->lead.ptr == NULL || rec->lead.len == 0)
 		return FUNNEL_OK;
 	fp_evtype ev = fp_evspec_lookup(rec->type.ptr, rec->type.len)->type;

@@ -36,6 +36,7 @@ typedef enum funnel_err {
 	FUNNEL_ENOTFOUND = 13,     /* a query named something that does not exist */
 	FUNNEL_EINTERNAL = 14,     /* a bug or an unexpected storage error; the daemon logs the cause */
 	FUNNEL_EIDCONFLICT = 15,   /* the id is stored already, for an event with other content */
+	FUNNEL_EFORBIDDEN = 16,    /* the authenticated principal may not publish this type, or read */
 	/* --- client-side codes: never on the wire --- */
 	FUNNEL_ETIMEDOUT = 64,     /* no reply within the timeout */
 	FUNNEL_ETRANSPORT = 65,    /* a ZeroMQ call failed (errno kept in the message) */

@@ -60,6 +60,27 @@ typedef enum funnel_endpoint_kind {
  */
 const char *funnel_endpoint(funnel_endpoint_kind kind, const char *flag);
 
+struct funnel_error_info;
+
+/*
+ * CURVE keys for every socket libfunnel opens from then on in this
+ * process, for a funneld started with --access.  The rule of
+ * funnel_endpoint: the flag when given (not NULL, not empty), else the
+ * environment variable FUNNEL_KEY / FUNNEL_SERVER_KEY, else none (plain
+ * sockets, as for a funneld without --access).  key_file is this
+ * program's secret key (NAME.key of `funnel keygen NAME`), server_key_file
+ * funneld's public key (funneld.pub); both or neither.  Returns FUNNEL_OK,
+ * or FUNNEL_EINVAL with ei (may be NULL) naming the file and the problem.
+ * A process that never calls it gets the environment's keys when its
+ * first socket opens (a bad key file then fails that open, FUNNEL_EINVAL).
+ * Call it before creating objects, from one thread.
+ */
+int funnel_keys_use(const char *key_file, const char *server_key_file,
+                    struct funnel_error_info *ei);
+
+/* 1 when the sockets opened from now on use CURVE, else 0. */
+int funnel_keys_on(void);
+
 /* Details of the last failure of an object: the code, the index of the
  * offending event in its request (-1 if none), the field ("" if none), a
  * message naming the problem, as the daemon sent it, and for

@@ -12,6 +12,8 @@
  *   W4 one event, publish -> ack, idle server
  *   S  funnel daemon start with a large log
  *   M  server anonymous memory, max during W4..W2 (and funnel's idle)
+ *   C  W1 and W4 again against a funneld with --access (CURVE on every
+ *      socket, the producer stamped into each record): what it costs
  *
  * Events: the funnel-shaped stream of tests/common/workload.h (captures,
  * activity, qualification, hand-over, outcomes; ~300-byte envelopes),
@@ -27,6 +29,7 @@
  *   BENCH_PEERS         comma list of redis-always, redis-everysec,
  *                       jetstream; "all" or "none"      (default all)
  *   BENCH_SEED          workload seed                   (default 1)
+ *   BENCH_CURVE         0 skips C                       (default 1)
  *   BENCH_OUT           file for the table and the raw key=value figures,
  *                       Markdown (default: none; run.sh sets
  *                       build/bench/RESULTS.md)
@@ -49,6 +52,8 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include <zmq.h>
+
 #include "funnel/funnel.h"
 #include "harness.h"
 #include "workload.h"
@@ -77,7 +82,7 @@ static const struct sysdesc {
 };
 
 typedef struct config {
-	uint64_t w1_events, start_events, w3_secs, w4_events, seed;
+	uint64_t w1_events, start_events, w3_secs, w4_events, seed, curve;
 	uint64_t backup_w1_events;   /* W1 events beside a backup of the start log (and without) */
 	int run[NSYS];
 	const char *out;
@@ -87,6 +92,8 @@ typedef struct config {
 typedef struct funnel_extra {
 	double w3_commit[3];      /* commit (record ts) -> subscriber: p50 p99 p99.9, ms */
 	int start_ran;
+	int curve_ran;
+	bench_result curve;       /* W1 and W4 with CURVE on (C) */
 	double start_ms, open_ms;
 	uint64_t start_events, mem_idle_kb;
 	uint64_t w3_order_errors; /* W3 records that were not the next one sent */
@@ -611,6 +618,55 @@ funnel_run(const config *c, const bench_events *ev, bench_result *r, funnel_extr
 	return 0;
 }
 
+/* C: W1 and W4 against a funneld with an access file, every socket
+ * CURVE (keys made here; one principal may publish every type). */
+static void
+funnel_curve_run(const bench_events *ev, funnel_extra *x)
+{
+	char dir[64] = "/tmp/funnel-bench-keys-XXXXXX", path[128], extra[300];
+	char pub[41], sec[41], spub[41], ssec[41];
+	const char *what[][2] = { { "funneld.key", ssec }, { "funneld.pub", spub }, { "bench.key", sec } };
+	daemon_proc d;
+	FILE *f;
+
+	bench_result_init(&x->curve);
+	if (mkdtemp(dir) == NULL || zmq_curve_keypair(pub, sec) != 0 ||
+	    zmq_curve_keypair(spub, ssec) != 0) {
+		fprintf(stderr, "bench: cannot make CURVE keys\n");
+		return;
+	}
+	for (int i = 0; i < 3; i++) {
+		snprintf(path, sizeof path, "%s/%s", dir, what[i][0]);
+		if ((f = fopen(path, "w")) == NULL)
+			goto out;
+		fprintf(f, "%s\n", what[i][1]);
+		fclose(f);
+	}
+	snprintf(path, sizeof path, "%s/access.yaml", dir);
+	if ((f = fopen(path, "w")) == NULL)
+		goto out;
+	fprintf(f, "principals:\n  - name: bench\n    key: \"%s\"\n    publish: [\"*\"]\n"
+	        "    read: true\n", pub);
+	fclose(f);
+	char key[128], srv[128];
+	snprintf(key, sizeof key, "%s/bench.key", dir);
+	snprintf(srv, sizeof srv, "%s/funneld.pub", dir);
+	snprintf(extra, sizeof extra, "--access %s/access.yaml --key %s/funneld.key", dir, dir);
+	if (funnel_keys_use(key, srv, NULL) != FUNNEL_OK || harness_start(&d, extra) != 0) {
+		fprintf(stderr, "bench: funneld with --access did not start\n");
+		goto out;
+	}
+	fprintf(stderr, "bench: funnel W4 with CURVE\n");
+	w4_funnel(&d, ev, &x->curve);
+	fprintf(stderr, "bench: funnel W1 with CURVE, %" PRIu64 " events\n", ev->w1_total);
+	w1_funnel(&d, ev, NULL, 0, &x->curve);
+	x->curve_ran = 1;
+	harness_cleanup(&d);
+out:
+	(void)funnel_keys_use(NULL, NULL, NULL);
+	harness_rmrf(dir);
+}
+
 /* ---- the report ---- */
 
 static FILE *out_file;
@@ -779,6 +835,11 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 		row_funnel("W1 while a backup runs, events/s", "-", x->w1_backup_eps, "%.0f",
 		           x->backup_ran);
 	}
+	if (x->curve_ran) {
+		row_funnel("W1 with CURVE (--access), ev/s", "-", x->curve.w1_eps, "%.0f", 1);
+		row_funnel("W4 with CURVE p50, ms", "-", x->curve.w4[0], "%.3f", 1);
+		row_funnel("W4 with CURVE p99, ms", "-", x->curve.w4[1], "%.3f", 1);
+	}
 	emit("\nfunnel/best: funnel divided by the best peer (the highest rate, the lowest latency or\n"
 	     "memory): above 1 funnel is ahead on rates, below 1 it is ahead on times and memory.\n");
 	if (res[SYS_FUNNEL].ran && res[SYS_REDIS_ALWAYS].ran && res[SYS_REDIS_ALWAYS].w1_eps > 0)
@@ -798,6 +859,11 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 			emit("%.*s\n  %-15s ", (int)(nl - d), d, "");
 		emit("%s\n", d);
 	}
+	if (x->curve_ran && x->curve.w1_eps > 0 && res[SYS_FUNNEL].w1_eps > 0)
+		emit("CURVE costs %.2f us per event in W1 (1/rate with CURVE - 1/rate without; W1 %.0f%% of\n"
+		     "the plain rate) and %+.3f ms on a W4 round trip (p50); the same run, the same events.\n",
+		     1e6 / x->curve.w1_eps - 1e6 / res[SYS_FUNNEL].w1_eps,
+		     100.0 * x->curve.w1_eps / res[SYS_FUNNEL].w1_eps, x->curve.w4[0] - res[SYS_FUNNEL].w4[0]);
 	emit("events read back in W2:");
 	for (int i = 0; i < NSYS; i++)
 		if (res[i].ran)
@@ -846,6 +912,12 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 		raw("funnel", "w3_commit_p99_ms", x->w3_commit[1]);
 		raw("funnel", "w3_commit_p999_ms", x->w3_commit[2]);
 	}
+	if (x->curve_ran) {
+		raw("funnel", "curve_w1_eps", x->curve.w1_eps);
+		raw("funnel", "curve_w1_refused", (double)x->curve.w1_refused);
+		raw("funnel", "curve_w4_p50_ms", x->curve.w4[0]);
+		raw("funnel", "curve_w4_p99_ms", x->curve.w4[1]);
+	}
 	if (x->start_ran) {
 		raw("funnel", "start_ms", x->start_ms);
 		raw("funnel", "start_open_ms", x->open_ms);
@@ -873,6 +945,7 @@ main(void)
 		.w3_secs = env_u64("BENCH_W3_SECS", 3),
 		.w4_events = env_u64("BENCH_W4_EVENTS", 3000),
 		.seed = env_u64("BENCH_SEED", 1),
+		.curve = env_u64("BENCH_CURVE", 1),
 		.out = getenv("BENCH_OUT"),
 	};
 	static bench_events ev;
@@ -900,6 +973,8 @@ main(void)
 		events_release(&ev);
 		return 1;
 	}
+	if (c.curve)
+		funnel_curve_run(&ev, &x);
 	if (c.run[SYS_REDIS_ALWAYS] && peer_redis_run("always", &ev, &res[SYS_REDIS_ALWAYS]) != 0)
 		fprintf(stderr, "bench: Redis (always): %s\n", res[SYS_REDIS_ALWAYS].note);
 	if (c.run[SYS_REDIS_EVERYSEC] && peer_redis_run("everysec", &ev, &res[SYS_REDIS_EVERYSEC]) != 0)

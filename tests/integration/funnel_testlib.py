@@ -113,11 +113,12 @@ class Results:
 class Daemon:
     """A funneld on wildcard loopback ports in a temporary data directory
     (prefix names the directory; data, when given, is the data directory
-    to serve instead of one inside it).  Wildcard ports are safe because it is
-    never restarted.  close() stops it with SIGKILL, or with SIGTERM first
-    (SIGKILL only if it is still running 5 s later) when term_on_close."""
+    to serve instead of one inside it; extra_args go on its command line).
+    Wildcard ports are safe because it is never restarted.  close() stops it
+    with SIGKILL, or with SIGTERM first (SIGKILL only if it is still running
+    5 s later) when term_on_close."""
 
-    def __init__(self, binary, prefix="funnel-", term_on_close=False, data=None):
+    def __init__(self, binary, prefix="funnel-", term_on_close=False, data=None, extra_args=()):
         self.dir = tempfile.mkdtemp(prefix=prefix)
         self.ready = os.path.join(self.dir, "ready")
         self.data = data or os.path.join(self.dir, "data")
@@ -130,7 +131,7 @@ class Daemon:
                 [binary, "--data", self.data,
                  "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
                  "--query", "tcp://127.0.0.1:*", "--ready-file", self.ready,
-                 "--heartbeat-ms", str(HEARTBEAT_MS)],
+                 "--heartbeat-ms", str(HEARTBEAT_MS)] + list(extra_args),
                 stdin=subprocess.DEVNULL, stdout=self.errlog, stderr=self.errlog)
             self.endpoints = self._wait_ready()
         except BaseException:

@@ -17,6 +17,11 @@
  * a valid publish must be acknowledged at the next seq and the chain
  * must verify.
  *
+ * Every input goes twice: to a funneld without an access file, then to
+ * one with --access and --key (group "hostile-curve"), where the raw
+ * sockets are CURVE clients of a principal that may publish and read
+ * everything: what a holder of a valid key can send must not hurt either.
+ *
  * FUNNEL_HOSTILE_SEED fixes the random inputs (the seed is printed);
  * FUNNEL_HOSTILE_RANDOM sets how many random frames go to each endpoint.
  */
@@ -55,6 +60,24 @@ typedef struct hostile {
 	uint64_t inputs;               /* frames (or multipart messages) sent */
 } hostile;
 
+/* The "hostile-curve" group: keys of the client and the daemon (Z85),
+ * and the directory holding them and the access file ("" otherwise). */
+static struct {
+	char dir[64];
+	char pub[41], sec[41], srv_pub[41];
+} curve;
+
+/* A CURVE client when the group runs against an access file. */
+static void
+curve_client(void *s)
+{
+	if (curve.dir[0] == '\0')
+		return;
+	zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, curve.srv_pub, 40);
+	zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, curve.pub, 40);
+	zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, curve.sec, 40);
+}
+
 static uint64_t
 rnd(hostile *h)
 {
@@ -73,6 +96,7 @@ dealer(hostile *h, const char *ep)
 	assert_non_null(s);
 	zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
 	zmq_setsockopt(s, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
+	curve_client(s);
 	assert_int_equal(zmq_connect(s, ep), 0);
 	return s;
 }
@@ -223,10 +247,10 @@ refused(hostile *h, void *sock, const void *buf, size_t len, int want, const cha
 /* ---- fixtures ---- */
 
 static int
-setup(void **state)
+setup_with(void **state, const char *extra)
 {
 	hostile *h = calloc(1, sizeof *h);
-	if (h == NULL || harness_start(&h->d, NULL) != 0)
+	if (h == NULL || harness_start(&h->d, extra) != 0)
 		return -1;
 	h->zctx = zmq_ctx_new();
 	h->ingest = dealer(h, h->d.ingest);
@@ -252,6 +276,61 @@ setup(void **state)
 	h->before = status_now(h);
 	*state = h;
 	return 0;
+}
+
+static int
+setup(void **state)
+{
+	return setup_with(state, NULL);
+}
+
+static int teardown(void **state);
+
+/* The same daemon with an access file: keys made here (libzmq), one
+ * principal allowed everything, libfunnel's sockets given its keys. */
+static int
+setup_curve(void **state)
+{
+	char path[128], srv_sec[41], extra[300];
+	FILE *f;
+	snprintf(curve.dir, sizeof curve.dir, "/tmp/funnel-hostile-keys-XXXXXX");
+	if (mkdtemp(curve.dir) == NULL || zmq_curve_keypair(curve.pub, curve.sec) != 0 ||
+	    zmq_curve_keypair(curve.srv_pub, srv_sec) != 0)
+		return -1;
+	const char *files[][2] = {
+		{ "funneld.key", srv_sec }, { "funneld.pub", curve.srv_pub }, { "client.key", curve.sec },
+	};
+	for (int i = 0; i < 3; i++) {
+		snprintf(path, sizeof path, "%s/%s", curve.dir, files[i][0]);
+		if ((f = fopen(path, "w")) == NULL)
+			return -1;
+		fprintf(f, "%s\n", files[i][1]);
+		fclose(f);
+	}
+	snprintf(path, sizeof path, "%s/access.yaml", curve.dir);
+	if ((f = fopen(path, "w")) == NULL)
+		return -1;
+	fprintf(f, "principals:\n  - name: anything\n    key: \"%s\"\n    publish: [\"*\"]\n"
+	        "    read: true\n", curve.pub);
+	fclose(f);
+	char key[128], srv[128];
+	snprintf(key, sizeof key, "%s/client.key", curve.dir);
+	snprintf(srv, sizeof srv, "%s/funneld.pub", curve.dir);
+	if (funnel_keys_use(key, srv, NULL) != FUNNEL_OK)
+		return -1;
+	snprintf(extra, sizeof extra, "--access %s/access.yaml --key %s/funneld.key", curve.dir,
+	         curve.dir);
+	return setup_with(state, extra);
+}
+
+static int
+teardown_curve(void **state)
+{
+	int rc = teardown(state);
+	harness_rmrf(curve.dir);
+	curve.dir[0] = '\0';
+	(void)funnel_keys_use(NULL, NULL, NULL);
+	return rc;
 }
 
 static int
@@ -749,6 +828,7 @@ test_reader_that_stops_reading(void **state)
 	zmq_setsockopt(slow, ZMQ_RCVHWM, &one, sizeof one);
 	zmq_setsockopt(slow, ZMQ_RCVBUF, &small, sizeof small);
 	zmq_setsockopt(slow, ZMQ_LINGER, &linger, sizeof linger);
+	curve_client(slow);
 	assert_int_equal(zmq_connect(slow, h->d.query), 0);
 	msgpack_sbuffer rq;
 	msgpack_sbuffer_init(&rq);
@@ -803,5 +883,6 @@ main(void)
 		cmocka_unit_test(test_reader_that_stops_reading),
 		cmocka_unit_test(test_tally),
 	};
-	return cmocka_run_group_tests_name("hostile", tests, setup, teardown);
+	int failed = cmocka_run_group_tests_name("hostile", tests, setup, teardown);
+	return failed + cmocka_run_group_tests_name("hostile-curve", tests, setup_curve, teardown_curve);
 }

@@ -18,7 +18,9 @@ one line per check, "ok - name" or "not ok - name: reason", then
 """
 import hashlib
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import msgpack
@@ -37,7 +39,7 @@ CODES = {
     "EMALFORMED": 1, "EMISSING": 2, "ETYPE": 3, "EVALUE": 4, "ETOOBIG": 5,
     "EUNKNOWN_TYPE": 6, "ENOLEAD": 7, "ETRANSITION": 8, "EVERSION": 9, "EOP": 10,
     "ESTORAGE": 11, "ESHUTDOWN": 12, "ENOTFOUND": 13, "EINTERNAL": 14,
-    "EIDCONFLICT": 15,
+    "EIDCONFLICT": 15, "EFORBIDDEN": 16,
 }
 
 
@@ -180,6 +182,68 @@ def check_record_layout(rec):
     return r
 
 
+def curve_checks(res, binary, ctx):
+    """PROTOCOL.md "Identity and access": a funneld with an access file
+    and its key; the keys are made here (pyzmq), the file written here."""
+    srv_pub, srv_sec = zmq.curve_keypair()
+    pub, sec = zmq.curve_keypair()
+    d = tempfile.mkdtemp(prefix="funnel-proto-curve-")
+    daemon = None
+    socks = []
+    try:
+        with open(os.path.join(d, "funneld.key"), "wb") as f:
+            f.write(srv_sec + b"\n")
+        with open(os.path.join(d, "access.yaml"), "w") as f:
+            f.write("principals:\n  - name: crm-sync\n    key: \"%s\"\n"
+                    "    publish: [\"lead.*\"]\n    read: true\n" % pub.decode())
+        daemon = start_daemon(res, binary, prefix="funnel-proto-curve-", extra_args=[
+            "--access", os.path.join(d, "access.yaml"), "--key", os.path.join(d, "funneld.key")])
+        if daemon is None:
+            return
+
+        def curve(kind, ep):
+            s = ctx.socket(kind)
+            s.curve_secretkey, s.curve_publickey, s.curve_serverkey = sec, pub, srv_pub
+            for o, v in ((zmq.RCVTIMEO, 5000), (zmq.SNDTIMEO, 5000), (zmq.LINGER, 0)):
+                s.setsockopt(o, v)
+            if kind == zmq.SUB:
+                s.setsockopt(zmq.SUBSCRIBE, b"")
+            s.connect(ep)
+            socks.append(s)
+            return s
+        c = Client.__new__(Client)
+        c.rid = 0
+        c.ingest = curve(zmq.DEALER, daemon.endpoints["ingest"])
+        c.query = curve(zmq.DEALER, daemon.endpoints["query"])
+        sub = curve(zmq.SUB, daemon.endpoints["publish"])
+
+        def stamped():
+            rep = c.call(c.ingest, {"op": "publish", "events": [
+                {"type": "lead.captured", "lead": "C1", "id": "c1"}]})
+            expect(rep["ok"] is True, "publish over CURVE: %r" % (rep,))
+            rec = c.call(c.query, {"op": "replay", "from": 1})["events"][0]
+            r = check_record_layout(rec)
+            expect_eq(r.get("producer"), "crm-sync", "the stamped producer")
+            for _ in range(50):   # heartbeats first, then the record, the same bytes
+                m = sub.recv()
+                if m[1:5] == b"\xa3seq":
+                    expect_eq(m, rec, "the record on the publish socket")
+                    break
+        res.run("over CURVE, records carry the principal's name as producer (hashed)", stamped)
+        res.run("over CURVE, a type outside the grants is EFORBIDDEN", expect_error, c, c.ingest,
+                {"op": "publish", "events": [{"type": "x.other"}]}, "EFORBIDDEN", "type", 0)
+        res.run("over CURVE, a producer in the envelope is EFORBIDDEN", expect_error, c, c.ingest,
+                {"op": "publish", "events": [{"type": "lead.captured", "lead": "C2",
+                                              "producer": "crm-sync"}]},
+                "EFORBIDDEN", "producer", 0)
+    finally:
+        for s in socks:
+            s.close(0)
+        if daemon is not None:
+            daemon.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     binary = os.environ.get("FUNNELD") or os.path.join(REPO, "build", "bin", "funneld")
     res = Results()
@@ -192,6 +256,7 @@ def main():
             return res
         c = Client(ctx, daemon.endpoints)
         run_checks(res, c, daemon)
+        curve_checks(res, binary, ctx)
     finally:
         if c is not None:
             for s in (c.ingest, c.query, c.sub):

@@ -36,6 +36,7 @@ static const struct {
 	{ FUNNEL_ENOTFOUND, 13, "ENOTFOUND" },
 	{ FUNNEL_EINTERNAL, 14, "EINTERNAL" },
 	{ FUNNEL_EIDCONFLICT, 15, "EIDCONFLICT" },
+	{ FUNNEL_EFORBIDDEN, 16, "EFORBIDDEN" },
 	{ FUNNEL_ETIMEDOUT, 64, "ETIMEDOUT" },
 	{ FUNNEL_ETRANSPORT, 65, "ETRANSPORT" },
 	{ FUNNEL_ENOMEM, 66, "ENOMEM" },
@@ -80,7 +81,7 @@ static void
 test_unknown_codes(void **state)
 {
 	(void)state;
-	static const int unknown[] = { -1, -14, 16, 17, 63, 71, 100, 1000, INT_MAX, INT_MIN };
+	static const int unknown[] = { -1, -14, 17, 18, 63, 71, 100, 1000, INT_MAX, INT_MIN };
 	for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
 		const char *n = funnel_errname(unknown[i]);
 		const char *m = funnel_strerror(unknown[i]);
