@@ -37,6 +37,7 @@ struct cli {
 	const char *ingest;
 	const char *publish;
 	const char *query;
+	const char *source;     /* NULL: funneld; "nats://...": tail, replay, verify read a mirror */
 	int timeout_ms;
 	enum cli_format format;
 	const char *config;     /* the settings file read, NULL if none */
@@ -46,7 +47,7 @@ struct cli {
  * before or after its name. */
 enum {
 	OPT_INGEST = 256, OPT_PUBLISH, OPT_QUERY, OPT_TIMEOUT, OPT_JSON, OPT_HUMAN, OPT_HELP,
-	OPT_VERSION, OPT_CONFIG,
+	OPT_VERSION, OPT_CONFIG, OPT_SOURCE,
 	/* command options */
 	OPT_TYPE, OPT_LEAD, OPT_ID, OPT_DATA, OPT_OCCURRED_AT, OPT_EXPECTED_VERSION, OPT_CAUSE,
 	OPT_BATCH, OPT_FROM, OPT_TO, OPT_SINCE, OPT_UNTIL, OPT_COUNT, OPT_TIMEOUT_IDLE, OPT_RAW
@@ -56,6 +57,7 @@ enum {
 	{ "ingest", required_argument, NULL, OPT_INGEST }, \
 	{ "publish", required_argument, NULL, OPT_PUBLISH }, \
 	{ "query", required_argument, NULL, OPT_QUERY }, \
+	{ "source", required_argument, NULL, OPT_SOURCE }, \
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT }, \
 	{ "json", no_argument, NULL, OPT_JSON }, \
 	{ "human", no_argument, NULL, OPT_HUMAN }, \
@@ -75,6 +77,8 @@ enum {
 	"  --ingest EP     ingest endpoint  (env FUNNEL_INGEST,  default " FUNNEL_DEFAULT_INGEST ")\n" \
 	"  --publish EP    publish endpoint (env FUNNEL_PUBLISH, default " FUNNEL_DEFAULT_PUBLISH ")\n" \
 	"  --query EP      query endpoint   (env FUNNEL_QUERY,   default " FUNNEL_DEFAULT_QUERY ")\n" \
+	"  --source URL    tail, replay, verify: read a funnel-mirror stream,\n" \
+	"                  nats://HOST:PORT/STREAM (env FUNNEL_SOURCE)\n" \
 	"  --timeout MS    wait this long for each reply (default 5000)\n" \
 	"  --json          JSON output (default when stdout is not a terminal)\n" \
 	"  --human         human output (default on a terminal)\n" \

@@ -39,6 +39,7 @@ static const char usage_text[] =
 	"  --rules FILE        the shared rules file (accepted for symmetry; metrics reads none)\n"
 	"  --ingest EP --publish EP --query EP   funneld endpoints (else the environment's\n"
 	"                      FUNNEL_INGEST, FUNNEL_PUBLISH, FUNNEL_QUERY; else loopback 7400-7402)\n"
+	"  --source nats://HOST:PORT/STREAM   read the records from a funnel-mirror stream\n"
 	"  --rebuild           empty the view and compute again from seq 1\n"
 	"  --until-head, --once   stop once the log's head is applied (no HTTP)\n"
 	"  --no-sync           the view does not fsync its commits\n"

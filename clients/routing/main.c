@@ -43,6 +43,7 @@ static const char usage_text[] =
 	"  --view DIR          the routing view (default var/routing)\n"
 	"  --ingest EP --publish EP --query EP   funneld endpoints (else the environment's\n"
 	"                      FUNNEL_INGEST, FUNNEL_PUBLISH, FUNNEL_QUERY; else loopback 7400-7402)\n"
+	"  --source nats://HOST:PORT/STREAM   read the records from a funnel-mirror stream\n"
 	"  --rebuild           empty the view and route again from seq 1 (sends nothing twice)\n"
 	"  --until-head, --once   stop once the log's head is applied (no SLA tick)\n"
 	"  --no-sync           the view does not fsync its commits\n"

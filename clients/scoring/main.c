@@ -44,6 +44,7 @@ static const char usage_text[] =
 	"  --view DIR          the scoring view (default var/scoring)\n"
 	"  --ingest EP --publish EP --query EP   funneld endpoints (else the environment's\n"
 	"                      FUNNEL_INGEST, FUNNEL_PUBLISH, FUNNEL_QUERY; else loopback 7400-7402)\n"
+	"  --source nats://HOST:PORT/STREAM   read the records from a funnel-mirror stream\n"
 	"  --rebuild           empty the view and score again from seq 1\n"
 	"  --until-head, --once   stop once the log's head is applied\n"
 	"  --no-sync           the view does not fsync its commits\n"
