@@ -77,6 +77,7 @@ SCORING_SRC := $(wildcard clients/scoring/*.c)
 ROUTING_SRC := $(wildcard clients/routing/*.c)
 METRICS_SRC := $(wildcard clients/metrics/*.c)
 GATEWAY_SRC := $(wildcard clients/gateway/*.c)
+MIRROR_SRC := $(wildcard clients/mirror/*.c)
 # what more than one service links: the shared rules file's reader
 COMMON_SRC := $(wildcard clients/common/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -104,6 +105,7 @@ ROUTING_OBJ := $(call obj,$(ROUTING_SRC))
 GATEWAY_OBJ := $(call obj,$(GATEWAY_SRC)) $(BUILD)/obj/gen/embed_js.o
 # the forms, submissions, rate limit and counters alone, without the server
 GATEWAY_ENGINE_OBJ := $(filter-out %/main.o %/http.o %/embed_js.o,$(GATEWAY_OBJ))
+MIRROR_OBJ := $(call obj,$(MIRROR_SRC))
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
 # the routing engine alone (rules and decisions), for the unit tests
 ROUTING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o,$(ROUTING_OBJ))
@@ -124,6 +126,7 @@ FUNNEL_SCORING := $(BUILD)/bin/funnel-scoring
 FUNNEL_ROUTING := $(BUILD)/bin/funnel-routing
 FUNNEL_METRICS := $(BUILD)/bin/funnel-metrics
 FUNNEL_GATEWAY := $(BUILD)/bin/funnel-gateway
+FUNNEL_MIRROR := $(BUILD)/bin/funnel-mirror
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
@@ -140,6 +143,7 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -fsanitize=fuzzer,add
 # keep every object, including those only tests link
 .SECONDARY:
 all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) $(FUNNEL_GATEWAY) \
+	$(FUNNEL_MIRROR) \
 	$(LIBFUNNEL) $(LIBFUNNEL_SO) $(LIBFUNNEL_PC)
 
 $(BUILD)/obj/%.o: %.c
@@ -208,9 +212,16 @@ $(FUNNEL_ROUTING): $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(SYSTEMD_LIBS)
 
+# funnel-mirror: the log into NATS JetStream, status over HTTP
+$(FUNNEL_MIRROR): $(MIRROR_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(MIRROR_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(METRICS_LIBS) \
+		$(SYSTEMD_LIBS)
+
 # the services' sources see the shared reader's header
 $(BUILD)/obj/clients/scoring/%.o $(BUILD)/obj/clients/routing/%.o $(BUILD)/obj/clients/metrics/%.o \
-$(BUILD)/obj/clients/gateway/%.o $(BUILD)/obj/clients/cli/%.o: ALL_CFLAGS += -Iclients/common
+$(BUILD)/obj/clients/gateway/%.o $(BUILD)/obj/clients/cli/%.o \
+$(BUILD)/obj/clients/mirror/%.o: ALL_CFLAGS += -Iclients/common
 
 # unit tests link every service's engine (no main, no I/O around it)
 UNIT_ENGINE_OBJ := $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ) \
@@ -328,7 +339,7 @@ install: all
 		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/funnel $(DESTDIR)$(UNITDIR) \
 		$(DESTDIR)$(SYSUSERSDIR)
 	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) \
-		$(FUNNEL_GATEWAY) $(DESTDIR)$(BINDIR)/
+		$(FUNNEL_GATEWAY) $(FUNNEL_MIRROR) $(DESTDIR)$(BINDIR)/
 	install -m 644 $(LIBFUNNEL) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(LIBFUNNEL_SO) $(DESTDIR)$(LIBDIR)/
 	ln -sf libfunnel.so.$(SO_VERSION) $(DESTDIR)$(LIBDIR)/libfunnel.so.$(SO_MAJOR)
