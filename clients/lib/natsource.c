@@ -18,6 +18,10 @@
  *     control) is created again too.
  *   - Every message's record must carry the seq of its stream sequence,
  *     or the stream is not a mirror of a funnel log: FUNNEL_EPROTOCOL.
+ *   - When a consumer cannot be created (a cluster electing its leaders
+ *     after a node died, say), records are read one by one with a get by
+ *     sequence (the stream leader answers it) for CONSUMER_RETRY_MS, then
+ *     a consumer is tried again: same checks, same order.
  *   - Not live, the head is the stream's last sequence, asked again each
  *     time want passes the head known.
  *   - The message returned by the last call is kept in `msg` until the
@@ -30,6 +34,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nats/nats.h>
 
@@ -39,6 +44,8 @@
 #define DEFAULT_STREAM "FUNNEL"
 #define IDLE_CHECK_MS 1000
 #define POLL_MS 250
+#define API_WAIT_MS 2000        /* a consumer create or a get by seq */
+#define CONSUMER_RETRY_MS 5000  /* after a failed create: get by seq that long */
 
 struct fl_nats {
 	char *urlbuf;                 /* owns the strings below */
@@ -61,6 +68,7 @@ struct fl_nats {
 	uint64_t head;                /* the stream's last sequence, as last asked */
 	int64_t last_msg_ms;          /* fl_now_ms() of the last message or consumer start */
 	int64_t last_info_ms;
+	int64_t consumer_retry_ms;    /* no consumer before this: read by get-by-seq */
 	funnel_sub_stats stats;
 };
 
@@ -213,7 +221,10 @@ subscribe_at_want(fl_nats *n, funnel_error_info *ei)
 	so.Ordered = true;
 	so.Config.DeliverPolicy = js_DeliverByStartSequence;
 	so.Config.OptStartSeq = n->want;
-	natsStatus s = js_SubscribeSync(&n->sub, n->js, n->subject, NULL, &so, &jerr);
+	jsOptions jo;
+	jsOptions_Init(&jo);
+	jo.Wait = API_WAIT_MS;
+	natsStatus s = js_SubscribeSync(&n->sub, n->js, n->subject, &jo, &so, &jerr);
 	if (s != NATS_OK) {
 		n->sub = NULL;
 		return nats_fail(ei, FUNNEL_ETRANSPORT, "ordered consumer", s, jerr);
@@ -288,6 +299,91 @@ at_head(fl_nats *n, funnel_error_info *ei)
 	                    n->head);
 }
 
+/*
+ * Take message m, the stream's message sseq, if it is the one wanted.
+ * Returns FUNNEL_OK (delivered: m is kept), 1 (not for the caller: m
+ * destroyed; a gap drops the consumer), or FUNNEL_EPROTOCOL.
+ */
+static int
+take(fl_nats *n, natsMsg *m, uint64_t sseq, const uint8_t **rec, size_t *len,
+     funnel_error_info *ei)
+{
+	if (sseq < n->want) {
+		natsMsg_Destroy(m);
+		return 1;
+	}
+	if (sseq > n->want) {
+		n->stats.gaps++;
+		natsMsg_Destroy(m);
+		drop_sub(n);
+		return 1;
+	}
+	const uint8_t *data = (const uint8_t *)natsMsg_GetData(m);
+	size_t size = (size_t)natsMsg_GetDataLength(m);
+	uint64_t seq = 0, ts = 0;
+	if (funnel_record_peek(data, size, &seq, &ts) != FUNNEL_OK || seq != sseq) {
+		natsMsg_Destroy(m);
+		drop_sub(n);
+		return fl_set_error(ei, FUNNEL_EPROTOCOL, -1, "source", "stream %s seq %" PRIu64
+		                    " does not hold funnel record %" PRIu64 ": not a funnel mirror",
+		                    n->stream, sseq, sseq);
+	}
+	n->want++;
+	if (n->want - 1 > n->head)
+		n->head = n->want - 1;
+	if (n->resolving) {
+		if (ts < n->since) {
+			natsMsg_Destroy(m);
+			return 1;
+		}
+		n->resolving = 0;
+	}
+	n->stats.from_replay++;
+	n->msg = m;
+	*rec = data;
+	*len = size;
+	return FUNNEL_OK;
+}
+
+static void
+nap(int64_t deadline, long ms)
+{
+	long left = fl_left_ms(deadline);
+	if (left >= 0 && left < ms)
+		ms = left;
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+/* No consumer: the record want by a get by sequence.  FUNNEL_OK,
+ * 1 (nothing yet, or not for the caller), or an error. */
+static int
+get_by_seq(fl_nats *n, int64_t deadline, const uint8_t **rec, size_t *len,
+           funnel_error_info *ei)
+{
+	natsMsg *m = NULL;
+	jsErrCode jerr = 0;
+	jsOptions jo;
+	int rc;
+
+	if (n->want > n->head) {
+		if (fl_now_ms() - n->last_info_ms >= POLL_MS &&
+		    (rc = stream_info(n, ei)) != FUNNEL_OK)
+			return rc;
+		if (n->want > n->head) {
+			nap(deadline, POLL_MS);
+			return 1;
+		}
+	}
+	jsOptions_Init(&jo);
+	jo.Wait = API_WAIT_MS;
+	natsStatus s = js_GetMsg(&m, n->js, n->stream, n->want, &jo, &jerr);
+	if (s != NATS_OK)
+		return nats_fail(ei, s == NATS_TIMEOUT ? FUNNEL_ETIMEDOUT : FUNNEL_ETRANSPORT,
+		                 "get by seq", s, jerr);
+	return take(n, m, n->want, rec, len, ei);
+}
+
 int
 fl_nats_next(fl_nats *n, int timeout_ms, const uint8_t **rec, size_t *len,
              funnel_error_info *ei)
@@ -310,9 +406,28 @@ fl_nats_next(fl_nats *n, int timeout_ms, const uint8_t **rec, size_t *len,
 			if (n->want > n->head)
 				return at_head(n, ei);
 		}
-		if (n->sub == NULL && (rc = subscribe_at_want(n, ei)) != FUNNEL_OK) {
-			disconnect(n);
-			return rc;
+		if (n->sub == NULL && fl_now_ms() >= n->consumer_retry_ms &&
+		    subscribe_at_want(n, ei) != FUNNEL_OK) {
+			if (natsConnection_IsClosed(n->nc)) {
+				disconnect(n);
+				return ei->code;
+			}
+			n->consumer_retry_ms = fl_now_ms() + CONSUMER_RETRY_MS;
+		}
+		if (n->sub == NULL) {
+			rc = get_by_seq(n, deadline, rec, len, ei);
+			if (rc == FUNNEL_OK || rc == FUNNEL_EPROTOCOL || rc == FUNNEL_ENOTFOUND)
+				return rc;
+			if (rc != 1) {
+				/* a cluster between leaders: again until the deadline */
+				if (deadline != FL_FOREVER && fl_now_ms() >= deadline)
+					return rc;
+				nap(deadline, POLL_MS);
+			}
+			if (deadline != FL_FOREVER && fl_now_ms() >= deadline)
+				return fl_set_error(ei, FUNNEL_ETIMEDOUT, -1, "", "no new record at seq %"
+				                    PRIu64 " in time", n->want);
+			continue;
 		}
 		long left = fl_left_ms(deadline);
 		int64_t wait = left < 0 || left > POLL_MS ? POLL_MS : left;
@@ -351,41 +466,9 @@ fl_nats_next(fl_nats *n, int timeout_ms, const uint8_t **rec, size_t *len,
 		}
 		uint64_t sseq = md->Sequence.Stream;
 		jsMsgMetaData_Destroy(md);
-		if (sseq < n->want) {
-			natsMsg_Destroy(m);
-			continue;
-		}
-		if (sseq > n->want) {
-			n->stats.gaps++;
-			natsMsg_Destroy(m);
-			drop_sub(n);
-			continue;
-		}
-		const uint8_t *data = (const uint8_t *)natsMsg_GetData(m);
-		size_t size = (size_t)natsMsg_GetDataLength(m);
-		uint64_t seq = 0, ts = 0;
-		if (funnel_record_peek(data, size, &seq, &ts) != FUNNEL_OK || seq != sseq) {
-			natsMsg_Destroy(m);
-			drop_sub(n);
-			return fl_set_error(ei, FUNNEL_EPROTOCOL, -1, "source", "stream %s seq %" PRIu64
-			                    " does not hold funnel record %" PRIu64 ": not a funnel mirror",
-			                    n->stream, sseq, sseq);
-		}
-		n->want++;
-		if (n->want - 1 > n->head)
-			n->head = n->want - 1;
-		if (n->resolving) {
-			if (ts < n->since) {
-				natsMsg_Destroy(m);
-				continue;
-			}
-			n->resolving = 0;
-		}
-		n->stats.from_replay++;
-		n->msg = m;
-		*rec = data;
-		*len = size;
-		return FUNNEL_OK;
+		rc = take(n, m, sseq, rec, len, ei);
+		if (rc != 1)
+			return rc;
 	}
 }
 
