@@ -617,11 +617,11 @@ def check_views_and_forgery(res, top, ctx):
                     expect_eq(ack.get("seq"), i, "copy ack")
             finally:
                 rn.close()
-            p = funnel("--source", nats.url + "/COPY", "verify", check=False)
+            p = funnel("--source", nats.url + "/COPY", "verify", "--human", check=False)
             expect_eq(p.returncode, 3, "verify of the forged copy: exit status (%s %s)"
                       % (p.stdout, p.stderr))
             expect_in("BROKEN at seq %d" % bad, p.stdout, "verify output")
-            p = funnel("--source", nats.url + "/COPY", "verify", "--to", str(bad - 1))
+            p = funnel("--source", nats.url + "/COPY", "verify", "--human", "--to", str(bad - 1))
             expect_in("ok: %d records verified" % (bad - 1), p.stdout, "verify up to the forgery")
             # the mirror refuses to extend that copy: its last record is the log's,
             # but its configuration names another subject
