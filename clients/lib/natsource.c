@@ -277,7 +277,7 @@ int
 fl_nats_live(const fl_nats *n)
 {
 	/* live once the stream's last sequence known has been delivered */
-	return n->sub != NULL && n->want > n->head;
+	return n->nc != NULL && n->want > n->head;
 }
 
 void

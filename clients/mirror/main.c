@@ -86,9 +86,12 @@ typedef struct mirror {
 	mirror_counters c;
 
 	int failed;               /* atomic: a publish was refused or not acknowledged */
+	uint64_t good_upto;       /* atomic: every seq up to this one is known to be ours in the
+	                           * stream (checked at sync, or acked in an unbroken run since) */
 	char failmsg[256];        /* written by whoever sets failed first */
 	int64_t next_head_ms;
 	int ready_written;
+	int synced;               /* a sync succeeded: good_upto means something */
 } mirror;
 
 static volatile sig_atomic_t stop_flag;
@@ -155,6 +158,12 @@ on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 			/* acks come in publish order on one connection: ts follows seq */
 			atomic_max(&m->c.acked_seq, seq);
 			atomic_max(&m->c.acked_ts, ts);
+			/* ours for sure only in an unbroken run: after a refusal, a later
+			 * ack may be for a slot shifted by someone else's message */
+			uint64_t good = seq - 1;
+			if (!__atomic_load_n(&m->failed, __ATOMIC_ACQUIRE))
+				__atomic_compare_exchange_n(&m->good_upto, &good, seq, false,
+				                            __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
 		}
 		__atomic_add_fetch(pa->Duplicate ? &m->c.duplicates : &m->c.published, 1,
 		                   __ATOMIC_RELAXED);
@@ -286,46 +295,63 @@ ensure_stream(mirror *m, uint64_t *last)
 }
 
 /*
- * The stream's message `last` must be funneld's record `last`.  Returns
- * 0 (same log, or an empty stream), 1 to try again later (funneld or the
- * stream not reachable), -1 for another log (logged).
+ * The stream's messages from..last must be funneld's records from..last
+ * (from: the first seq not known to be ours; at start `last` alone).
+ * Returns 0 (same log, or an empty stream), 1 to try again later
+ * (funneld or the stream not reachable), -1 for another log (logged).
  */
 static int
-same_log(mirror *m, uint64_t last)
+same_log(mirror *m, uint64_t from, uint64_t last)
 {
-	natsMsg *msg = NULL;
-	jsErrCode jerr = 0;
-	funnel_page page = { 0 };
-	funnel_replay_req req = { .from = last, .to = last, .limit = 1 };
+	funnel_replay_req req = { .from = from, .to = last };
+	uint64_t seq = from;
 	int ret = 1;
 
 	if (last == 0)
 		return 0;
-	if (js_GetMsg(&msg, m->js, m->a->stream, last, NULL, &jerr) != NATS_OK)
-		return 1;
-	int rc = funnel_replay_page(m->q, &req, &page);
-	if (rc == FUNNEL_OK) {
+	while (seq <= last) {
+		funnel_page page = { 0 };
+		req.from = seq;
+		if (funnel_replay_page(m->q, &req, &page) != FUNNEL_OK)
+			return 1;
 		if (page.head < last) {
 			funnel_log(FUNNEL_LOG_ERROR, "mirror: stream %s holds %" PRIu64 " records but the "
 			           "log's head is %" PRIu64 ": the stream mirrors another log; refusing to "
 			           "write to it", m->a->stream, last, page.head);
-			ret = -1;
-		} else if (page.n != 1 || page.lens[0] != (size_t)natsMsg_GetDataLength(msg) ||
-		           memcmp(page.recs[0], natsMsg_GetData(msg), page.lens[0]) != 0) {
-			funnel_log(FUNNEL_LOG_ERROR, "mirror: stream %s seq %" PRIu64 " is not the log's "
-			           "record %" PRIu64 ": the stream mirrors another log; refusing to write "
-			           "to it", m->a->stream, last, last);
-			ret = -1;
-		} else {
-			uint64_t ts = 0;
-			funnel_record_peek(page.recs[0], page.lens[0], NULL, &ts);
-			atomic_max(&m->c.acked_seq, last);
-			atomic_max(&m->c.acked_ts, ts);
-			ret = 0;
+			funnel_page_release(&page);
+			return -1;
 		}
+		for (size_t i = 0; i < page.n; i++, seq++) {
+			natsMsg *msg = NULL;
+			jsErrCode jerr = 0;
+			if (js_GetMsg(&msg, m->js, m->a->stream, seq, NULL, &jerr) != NATS_OK) {
+				funnel_page_release(&page);
+				return 1;
+			}
+			int same = page.lens[i] == (size_t)natsMsg_GetDataLength(msg) &&
+			           memcmp(page.recs[i], natsMsg_GetData(msg), page.lens[i]) == 0;
+			natsMsg_Destroy(msg);
+			if (!same) {
+				funnel_log(FUNNEL_LOG_ERROR, "mirror: stream %s seq %" PRIu64 " is not the "
+				           "log's record %" PRIu64 ": the stream mirrors another log or was "
+				           "written by someone else; refusing to write to it", m->a->stream,
+				           seq, seq);
+				funnel_page_release(&page);
+				return -1;
+			}
+			if (seq == last) {
+				uint64_t ts = 0;
+				funnel_record_peek(page.recs[i], page.lens[i], NULL, &ts);
+				atomic_max(&m->c.acked_seq, last);
+				atomic_max(&m->c.acked_ts, ts);
+				ret = 0;
+			}
+		}
+		size_t got = page.n;
+		funnel_page_release(&page);
+		if (got == 0)
+			return 1;
 	}
-	funnel_page_release(&page);
-	natsMsg_Destroy(msg);
 	return ret;
 }
 
@@ -369,8 +395,12 @@ sync_to_stream(mirror *m)
 		drain(m, 1000);
 		__atomic_store_n(&m->failed, 0, __ATOMIC_RELEASE);
 		r = ensure_stream(m, &last);
+		/* what was stored since the last sync without an unbroken run of
+		 * acks may hold someone else's message in one of our slots */
+		uint64_t good = __atomic_load_n(&m->good_upto, __ATOMIC_ACQUIRE);
+		uint64_t from = m->synced && good < last ? good + 1 : last;
 		if (r == 0)
-			r = same_log(m, last);
+			r = same_log(m, from, last);
 		if (r < 0)
 			return -1;
 		if (r > 0) {
@@ -393,6 +423,8 @@ sync_to_stream(mirror *m)
 			nap_ms(200);
 			continue;
 		}
+		__atomic_store_n(&m->good_upto, last, __ATOMIC_RELEASE);
+		m->synced = 1;
 		__atomic_store_n(&m->c.connected, 1, __ATOMIC_RELAXED);
 		funnel_log(said ? FUNNEL_LOG_INFO : FUNNEL_LOG_DEBUG, "mirror: stream %s at seq %"
 		           PRIu64 "; copying from %" PRIu64, m->a->stream, last, last + 1);

@@ -488,19 +488,27 @@ def check_kill_rounds(res, top, ctx):
             done = threading.Event()
             err = []
 
+            rounds_over = threading.Event()
+
             def load():
+                # batches of 100 until the rounds are over (and n at least),
+                # 200 batches a second at most, bounded at 10 n records
+                k = 0
                 try:
-                    publish_all(ctx, fd, events(n, prefix="K"), batch=100)
+                    while (k < n or not rounds_over.is_set()) and k < 10 * n:
+                        publish_all(ctx, fd, events(100, k, prefix="K"), batch=100)
+                        k += 100
+                        time.sleep(0.005)
                 except Exception as e:
                     err.append(e)
                 done.set()
             th = threading.Thread(target=load)
             th.start()
-            victims = []
-            for r in range(ROUNDS):
+            # each of the three as often as the rounds allow, in a random order
+            victims = (["mirror", "nats", "funneld"] * ROUNDS)[:ROUNDS]
+            rng.shuffle(victims)
+            for who in victims:
                 time.sleep(rng.uniform(0.1, 0.8))
-                who = rng.choice(["mirror", "nats", "funneld"])
-                victims.append(who)
                 if who == "mirror":
                     kill9(m.proc)
                     m.start()
@@ -512,6 +520,7 @@ def check_kill_rounds(res, top, ctx):
                     kill9(fd.proc)
                     time.sleep(rng.uniform(0.0, 0.3))
                     fd.start()
+            rounds_over.set()
             th.join(timeout=150)
             expect(done.is_set(), "the load did not finish")
             expect(not err, "load: %s" % (err[0] if err else ""))
@@ -657,6 +666,32 @@ def check_views_and_forgery(res, top, ctx):
             expect_in("it has a limit", err, "refusal message")
         res.run("funnel-mirror refuses a stream of another log, and one with a limit",
                 other_log)
+
+        def intruder():
+            # someone else writes into the mirror's stream: the next publish is
+            # refused (wrong last sequence), the mirror goes back to the stream,
+            # finds a record that is not the log's, and stops
+            m.start()
+            head = wait_mirrored(m, fd)
+            rn = RawNats(nats.port)
+            try:
+                ack = rn.hpub("funnel.log", {"Nats-Expected-Last-Sequence": str(head)},
+                              b"not a funnel record")
+                expect_eq(ack.get("seq"), head + 1, "the intruder's ack")
+            finally:
+                rn.close()
+            publish_all(ctx, fd, events(3, n, prefix="V"))
+            wait_until(lambda: m.proc.poll() is not None, "funnel-mirror to stop", 30)
+            expect_eq(m.proc.returncode, 1, "funnel-mirror exit status")
+            log = m.tail()
+            expect_in("going back to the stream's last seq", log, "mirror log")
+            expect_in("seq %d is not the log's record %d" % (head + 1, head + 1), log,
+                      "mirror log")
+            p = funnel("--source", source, "replay", "--from", str(head + 1), check=False)
+            expect_eq(p.returncode, 1, "reading the intruder's message: exit status")
+            expect_in("does not hold funnel record %d" % (head + 1), p.stderr, "reader's error")
+        res.run("a message written into the stream by someone else: the mirror's next publish "
+                "is refused, it stops naming the seq, readers refuse the message", intruder)
     finally:
         m.close()
         fd.close()
