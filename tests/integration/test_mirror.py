@@ -667,6 +667,20 @@ def check_views_and_forgery(res, top, ctx):
         res.run("funnel-mirror refuses a stream of another log, and one with a limit",
                 other_log)
 
+        def settings_file():
+            # the mirror's flags from its section of the settings file
+            conf = os.path.join(top, "funnel.conf")
+            with open(conf, "w") as f:
+                f.write("endpoints:\n  publish: %s\n  query: %s\n"
+                        "funnel-mirror:\n  nats: %s\n  stream: FROMCONF\n"
+                        "  subject: conf.log\n  http: \"off\"\n  until-head: true\n"
+                        % (fd.endpoints["publish"], fd.endpoints["query"], nats.url))
+            p = subprocess.run([MIRROR, "--config", conf], capture_output=True, text=True,
+                               timeout=60, stdin=subprocess.DEVNULL)
+            expect_eq(p.returncode, 0, "funnel-mirror --config status (%s)" % p.stderr[-400:])
+            expect_same(fd, nats.url + "/FROMCONF", "stream FROMCONF")
+        res.run("funnel-mirror takes its settings from the funnel-mirror: section", settings_file)
+
         def intruder():
             # someone else writes into the mirror's stream: the next publish is
             # refused (wrong last sequence), the mirror goes back to the stream,
