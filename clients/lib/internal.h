@@ -112,8 +112,9 @@ int fl_reply_error(funnel_error_info *ei, const fp_reply *rep);
 typedef struct fl_nats fl_nats;
 
 /* Parse the source URL (see funnel_sub_opts.source) and keep the
- * options; connects on the first fl_nats_next().  FUNNEL_EINVAL (with
- * *ei) for a URL that is not of the documented form. */
+ * options; connects on the first fl_nats_next().  A URL that is not of
+ * the documented form is FUNNEL_EINVAL, with the reason, from every
+ * fl_nats_next(); only FUNNEL_ENOMEM fails here. */
 int fl_nats_open(fl_nats **out, const funnel_sub_opts *o, funnel_error_info *ei);
 void fl_nats_close(fl_nats **n);
 int fl_nats_next(fl_nats *n, int timeout_ms, const uint8_t **rec, size_t *len,

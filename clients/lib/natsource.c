@@ -69,6 +69,7 @@ struct fl_nats {
 	int64_t last_msg_ms;          /* fl_now_ms() of the last message or consumer start */
 	int64_t last_info_ms;
 	int64_t consumer_retry_ms;    /* no consumer before this: read by get-by-seq */
+	funnel_error_info bad_url;    /* code != 0: the URL did not parse; every next() says so */
 	funnel_sub_stats stats;
 };
 
@@ -240,10 +241,13 @@ fl_nats_open(fl_nats **out, const funnel_sub_opts *o, funnel_error_info *ei)
 	fl_nats *n = calloc(1, sizeof *n);
 	if (n == NULL)
 		return fl_set_error(ei, FUNNEL_ENOMEM, -1, "", "out of memory");
-	int rc = parse_url(n, o->source, ei);
-	if (rc != FUNNEL_OK) {
+	/* A URL that does not parse is reported by the first fl_nats_next(),
+	 * where the caller can read the reason (funnel_subscriber_error). */
+	fl_clear_error(&n->bad_url);
+	int rc = parse_url(n, o->source, &n->bad_url);
+	if (rc == FUNNEL_ENOMEM) {
 		fl_nats_close(&n);
-		return rc;
+		return fl_set_error(ei, rc, -1, "", "out of memory");
 	}
 	n->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : FL_DEFAULT_TIMEOUT_MS;
 	n->live = o->live;
@@ -393,6 +397,10 @@ fl_nats_next(fl_nats *n, int timeout_ms, const uint8_t **rec, size_t *len,
 
 	natsMsg_Destroy(n->msg);
 	n->msg = NULL;
+	if (n->bad_url.code != FUNNEL_OK) {
+		*ei = n->bad_url;
+		return ei->code;
+	}
 	for (;;) {
 		if (n->nc == NULL) {
 			if ((rc = connect_now(n, ei)) != FUNNEL_OK)
@@ -500,7 +508,12 @@ funnel_source_head(const char *source, int timeout_ms, uint64_t *head, funnel_er
 	fl_nats *n = NULL;
 	if ((rc = fl_nats_open(&n, &o, ei)) != FUNNEL_OK)
 		return rc;
-	rc = connect_now(n, ei);
+	if (n->bad_url.code != FUNNEL_OK) {
+		*ei = n->bad_url;
+		rc = ei->code;
+	} else {
+		rc = connect_now(n, ei);
+	}
 	if (rc == FUNNEL_OK)
 		*head = n->head;
 	fl_nats_close(&n);

@@ -712,6 +712,25 @@ def check_views_and_forgery(res, top, ctx):
         nats.close()
 
 
+def check_bad_sources(res, top, ctx):
+    def bad():
+        p = funnel("--source", "http://127.0.0.1:4222/FUNNEL", "replay", check=False)
+        expect_eq(p.returncode, 2, "funnel --source http://...: exit status")
+        expect_in("--source wants nats://HOST:PORT/STREAM", p.stderr, "usage message")
+        p = funnel("--source", "nats://127.0.0.1:4222/BAD.NAME", "replay", check=False)
+        expect_eq(p.returncode, 1, "a stream name with a dot: exit status")
+        expect_in("stream name 'BAD.NAME' has '.'", p.stderr, "message")
+        p = subprocess.run([METRICS, "--source", "tcp://127.0.0.1:7401", "--until-head"],
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        expect_eq(p.returncode, 2, "funnel-metrics --source tcp://...: exit status")
+        p = subprocess.run([MIRROR, "--stream", "A.B"], capture_output=True, text=True,
+                           timeout=30, stdin=subprocess.DEVNULL)
+        expect_eq(p.returncode, 2, "funnel-mirror --stream A.B: exit status")
+        expect_in("--stream wants a NATS stream name", p.stderr, "usage message")
+    res.run("a source that is not nats://HOST:PORT/STREAM, a bad stream name: refused with "
+            "the reason", bad)
+
+
 def main():
     res = Results()
     for b in (FUNNELD, FUNNEL, MIRROR, METRICS, NATS_SERVER):
@@ -723,7 +742,7 @@ def main():
     ctx = zmq.Context()
     top = tempfile.mkdtemp(prefix="funnel-mirror-")
     try:
-        for fn in (check_mirror_100k, check_kill_rounds, check_cluster,
+        for fn in (check_bad_sources, check_mirror_100k, check_kill_rounds, check_cluster,
                    check_views_and_forgery):
             if os.environ.get("MIRROR_ONLY", "") not in fn.__name__:
                 continue
