@@ -47,7 +47,8 @@ PKGS := libzmq lmdb msgpack libsodium libcjson yaml-0.1 libpcre2-8
 DEB_PACKAGES := build-essential pkg-config libzmq3-dev liblmdb-dev lmdb-utils \
 	libmsgpack-dev libsodium-dev libcjson-dev libyaml-dev libcmocka-dev libpcre2-dev \
 	python3 python3-zmq python3-msgpack \
-	libmicrohttpd-dev xxd chromium prometheus nodejs libsystemd-dev systemd libcsv-dev
+	libmicrohttpd-dev xxd chromium prometheus nodejs libsystemd-dev systemd libcsv-dev \
+	libnats-dev nats-server
 # the peers `make bench` measures funnel against, in the same run
 BENCH_PACKAGES := redis-server libhiredis-dev nats-server libnats-dev
 
@@ -64,6 +65,9 @@ ALL_CFLAGS = $(CFLAGS_BASE) $(PKG_CFLAGS) $(CFLAGS)
 LIBS = $(PKG_LIBS) -lpthread -lm
 # sd_notify for Type=notify units: funneld and the services, not libfunnel
 SYSTEMD_LIBS = $(shell pkg-config --libs libsystemd 2>/dev/null)
+# libfunnel reads a NATS JetStream mirror (clients/lib/natsource.c): what
+# links libfunnel links libnats too
+NATS_LIBS = $(shell pkg-config --libs libnats 2>/dev/null || echo -lnats)
 
 PROTO_SRC := $(wildcard proto/*.c)
 LIB_SRC := $(wildcard clients/lib/*.c)
@@ -73,6 +77,7 @@ SCORING_SRC := $(wildcard clients/scoring/*.c)
 ROUTING_SRC := $(wildcard clients/routing/*.c)
 METRICS_SRC := $(wildcard clients/metrics/*.c)
 GATEWAY_SRC := $(wildcard clients/gateway/*.c)
+MIRROR_SRC := $(wildcard clients/mirror/*.c)
 # what more than one service links: the shared rules file's reader
 COMMON_SRC := $(wildcard clients/common/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -100,6 +105,7 @@ ROUTING_OBJ := $(call obj,$(ROUTING_SRC))
 GATEWAY_OBJ := $(call obj,$(GATEWAY_SRC)) $(BUILD)/obj/gen/embed_js.o
 # the forms, submissions, rate limit and counters alone, without the server
 GATEWAY_ENGINE_OBJ := $(filter-out %/main.o %/http.o %/embed_js.o,$(GATEWAY_OBJ))
+MIRROR_OBJ := $(call obj,$(MIRROR_SRC))
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
 # the routing engine alone (rules and decisions), for the unit tests
 ROUTING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o,$(ROUTING_OBJ))
@@ -120,6 +126,7 @@ FUNNEL_SCORING := $(BUILD)/bin/funnel-scoring
 FUNNEL_ROUTING := $(BUILD)/bin/funnel-routing
 FUNNEL_METRICS := $(BUILD)/bin/funnel-metrics
 FUNNEL_GATEWAY := $(BUILD)/bin/funnel-gateway
+FUNNEL_MIRROR := $(BUILD)/bin/funnel-mirror
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
@@ -136,6 +143,7 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -fsanitize=fuzzer,add
 # keep every object, including those only tests link
 .SECONDARY:
 all: $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) $(FUNNEL_GATEWAY) \
+	$(FUNNEL_MIRROR) \
 	$(LIBFUNNEL) $(LIBFUNNEL_SO) $(LIBFUNNEL_PC)
 
 $(BUILD)/obj/%.o: %.c
@@ -149,7 +157,7 @@ $(LIBFUNNEL): $(LIB_OBJ) $(PROTO_OBJ)
 $(LIBFUNNEL_SO): $(LIB_OBJ) $(PROTO_OBJ) clients/lib/libfunnel.map
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -Wl,-soname,libfunnel.so.$(SO_MAJOR) \
-		-Wl,--version-script,clients/lib/libfunnel.map -o $@ $(LIB_OBJ) $(PROTO_OBJ) $(LIBS)
+		-Wl,--version-script,clients/lib/libfunnel.map -o $@ $(LIB_OBJ) $(PROTO_OBJ) $(LIBS) $(NATS_LIBS)
 	ln -sf libfunnel.so.$(SO_VERSION) $(BUILD)/lib/libfunnel.so.$(SO_MAJOR)
 	ln -sf libfunnel.so.$(SO_MAJOR) $(BUILD)/lib/libfunnel.so
 
@@ -166,12 +174,12 @@ $(LIBFUNNEL_PC): clients/lib/funnel.pc.in include/funnel/funnel.h FORCE
 
 $(FUNNEL_METRICS): $(METRICS_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(METRICS_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(METRICS_LIBS) \
+	$(CC) $(LDFLAGS) -o $@ $(METRICS_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(METRICS_LIBS) \
 		$(SYSTEMD_LIBS)
 
 $(FUNNEL_GATEWAY): $(GATEWAY_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(GATEWAY_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(METRICS_LIBS) \
+	$(CC) $(LDFLAGS) -o $@ $(GATEWAY_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(METRICS_LIBS) \
 		$(SYSTEMD_LIBS)
 
 $(BUILD)/gen/embed_js.c: clients/gateway/embed.js
@@ -194,30 +202,37 @@ $(FUNNELD): $(DAEMON_OBJ) $(PROTO_OBJ) $(BUILD)/obj/clients/lib/log.o
 # the CLI shares the JSON -> msgpack conversion with funnel-gateway
 $(FUNNEL): $(CLI_OBJ) $(BUILD)/obj/clients/common/jsonpack.o $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/obj/clients/common/jsonpack.o $(LIBFUNNEL) $(LIBS) -lcsv
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/obj/clients/common/jsonpack.o $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) -lcsv
 
 $(FUNNEL_SCORING): $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(SYSTEMD_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(SCORING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(SYSTEMD_LIBS)
 
 $(FUNNEL_ROUTING): $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(SYSTEMD_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(SYSTEMD_LIBS)
+
+# funnel-mirror: the log into NATS JetStream, status over HTTP
+$(FUNNEL_MIRROR): $(MIRROR_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(MIRROR_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(METRICS_LIBS) \
+		$(SYSTEMD_LIBS)
 
 # the services' sources see the shared reader's header
 $(BUILD)/obj/clients/scoring/%.o $(BUILD)/obj/clients/routing/%.o $(BUILD)/obj/clients/metrics/%.o \
-$(BUILD)/obj/clients/gateway/%.o $(BUILD)/obj/clients/cli/%.o: ALL_CFLAGS += -Iclients/common
+$(BUILD)/obj/clients/gateway/%.o $(BUILD)/obj/clients/cli/%.o \
+$(BUILD)/obj/clients/mirror/%.o: ALL_CFLAGS += -Iclients/common
 
 # unit tests link every service's engine (no main, no I/O around it)
 UNIT_ENGINE_OBJ := $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ) \
 	$(GATEWAY_ENGINE_OBJ) $(COMMON_OBJ)
 $(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/gateway -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) $(SYSTEMD_LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/gateway -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(SYSTEMD_LIBS) -lcmocka $(LDFLAGS)
 
 $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) -lcmocka $(LDFLAGS)
 
 $(BUILD)/obj/tests/bench/%.o: tests/bench/%.c
 	@mkdir -p $(dir $@)
@@ -225,8 +240,8 @@ $(BUILD)/obj/tests/bench/%.o: tests/bench/%.c
 
 $(BUILD)/bench/%: tests/bench/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(BENCH_LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(BENCH_LIB_OBJ) $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) \
-		-lhiredis -lnats $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/common -o $@ $< $(BENCH_LIB_OBJ) $(TESTLIB_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) \
+		-lhiredis $(LDFLAGS)
 
 # Install what is missing (Debian).  Quiet and quick when all is present.
 deps:
@@ -324,7 +339,7 @@ install: all
 		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/funnel $(DESTDIR)$(UNITDIR) \
 		$(DESTDIR)$(SYSUSERSDIR)
 	install -m 755 $(FUNNELD) $(FUNNEL) $(FUNNEL_SCORING) $(FUNNEL_ROUTING) $(FUNNEL_METRICS) \
-		$(FUNNEL_GATEWAY) $(DESTDIR)$(BINDIR)/
+		$(FUNNEL_GATEWAY) $(FUNNEL_MIRROR) $(DESTDIR)$(BINDIR)/
 	install -m 644 $(LIBFUNNEL) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(LIBFUNNEL_SO) $(DESTDIR)$(LIBDIR)/
 	ln -sf libfunnel.so.$(SO_VERSION) $(DESTDIR)$(LIBDIR)/libfunnel.so.$(SO_MAJOR)

@@ -14,7 +14,7 @@
 /* Every section a program of the project reads. */
 static const char *const sections[] = {
 	"endpoints", "funneld", "funnel", "funnel-scoring", "funnel-routing", "funnel-metrics",
-	"funnel-gateway", NULL
+	"funnel-gateway", "funnel-mirror", NULL
 };
 static const char *const endpoint_keys[] = { "ingest", "publish", "query", NULL };
 #define MAX_ITEMS 256
@@ -85,8 +85,8 @@ check_section(const char *path, const char *section, size_t line, struct seen *s
 {
 	if (!in_list(sections, section)) {
 		snprintf(why, whylen, "%s:%zu: unknown section '%s' (endpoints, funneld, funnel, "
-		         "funnel-scoring, funnel-routing, funnel-metrics, funnel-gateway)", path, line,
-		         section);
+		         "funnel-scoring, funnel-routing, funnel-metrics, funnel-gateway, "
+		         "funnel-mirror)", path, line, section);
 		return -1;
 	}
 	for (size_t i = 0; i < *nseen; i++) {

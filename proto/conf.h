@@ -7,7 +7,7 @@
  *   funneld:            funneld's options (data, no-sync, map-size, ...)
  *   funnel:             the CLI's global options (timeout, ...)
  *   funnel-scoring:     each service's options (rules, view, ...)
- *   funnel-routing:, funnel-metrics:, funnel-gateway:
+ *   funnel-routing:, funnel-metrics:, funnel-gateway:, funnel-mirror:
  *
  * A program reads the endpoints section and its own; it refuses, naming
  * the line, an unknown section, a key given twice in a section, a value

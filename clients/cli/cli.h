@@ -40,6 +40,7 @@ struct cli {
 	const char *key;        /* --key (else FUNNEL_KEY): CURVE secret key file */
 	const char *server_key; /* --server-key (else FUNNEL_SERVER_KEY): funneld.pub */
 	int no_keys;            /* the command opens no socket (keygen, token) */
+	const char *source;     /* NULL: funneld; "nats://...": tail, replay, verify read a mirror */
 	int timeout_ms;
 	enum cli_format format;
 	const char *config;     /* the settings file read, NULL if none */
@@ -49,7 +50,7 @@ struct cli {
  * before or after its name. */
 enum {
 	OPT_INGEST = 256, OPT_PUBLISH, OPT_QUERY, OPT_TIMEOUT, OPT_JSON, OPT_HUMAN, OPT_HELP,
-	OPT_VERSION, OPT_CONFIG, OPT_KEY, OPT_SERVER_KEY,
+	OPT_VERSION, OPT_CONFIG, OPT_KEY, OPT_SERVER_KEY, OPT_SOURCE,
 	/* command options */
 	OPT_TYPE, OPT_LEAD, OPT_ID, OPT_DATA, OPT_OCCURRED_AT, OPT_EXPECTED_VERSION, OPT_CAUSE,
 	OPT_BATCH, OPT_FROM, OPT_TO, OPT_SINCE, OPT_UNTIL, OPT_COUNT, OPT_TIMEOUT_IDLE, OPT_RAW
@@ -59,6 +60,7 @@ enum {
 	{ "ingest", required_argument, NULL, OPT_INGEST }, \
 	{ "publish", required_argument, NULL, OPT_PUBLISH }, \
 	{ "query", required_argument, NULL, OPT_QUERY }, \
+	{ "source", required_argument, NULL, OPT_SOURCE }, \
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT }, \
 	{ "json", no_argument, NULL, OPT_JSON }, \
 	{ "human", no_argument, NULL, OPT_HUMAN }, \
@@ -80,6 +82,8 @@ enum {
 	"  --ingest EP     ingest endpoint  (env FUNNEL_INGEST,  default " FUNNEL_DEFAULT_INGEST ")\n" \
 	"  --publish EP    publish endpoint (env FUNNEL_PUBLISH, default " FUNNEL_DEFAULT_PUBLISH ")\n" \
 	"  --query EP      query endpoint   (env FUNNEL_QUERY,   default " FUNNEL_DEFAULT_QUERY ")\n" \
+	"  --source URL    tail, replay, verify: read a funnel-mirror stream,\n" \
+	"                  nats://HOST:PORT/STREAM (env FUNNEL_SOURCE)\n" \
 	"  --timeout MS    wait this long for each reply (default 5000)\n" \
 	"  --key FILE      CURVE secret key of this client (env FUNNEL_KEY), for a\n" \
 	"                  funneld with --access; with --server-key\n" \

@@ -144,6 +144,13 @@ cli_global_option(struct cli *g, int opt, const char *arg)
 	case OPT_QUERY:
 		g->query = arg;
 		return 1;
+	case OPT_SOURCE:
+		if (strncmp(arg, "nats://", 7) != 0) {
+			cli_usage(g, "--source wants nats://HOST:PORT/STREAM, not '%s'", arg);
+			return -1;
+		}
+		g->source = arg;
+		return 1;
 	case OPT_TIMEOUT:
 		if (cli_parse_u64(arg, &v) != 0 || v == 0 || v > 86400000) {
 			cli_usage(g, "--timeout wants milliseconds between 1 and 86400000, not '%s'", arg);
@@ -277,6 +284,7 @@ main(int argc, char **argv)
 		.ingest = NULL,
 		.publish = NULL,
 		.query = NULL,
+		.source = getenv("FUNNEL_SOURCE"),
 		.timeout_ms = CLI_DEFAULT_TIMEOUT_MS,
 		.format = CLI_FMT_AUTO,
 	};
@@ -296,6 +304,8 @@ main(int argc, char **argv)
 		g.key = NULL;
 	if (esk != NULL && esk[0] != '\0')
 		g.server_key = NULL;
+	if (g.source != NULL && g.source[0] == '\0')
+		g.source = NULL;
 
 	/* Global options stop at the command name ('+'). */
 	optind = 0;

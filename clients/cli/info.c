@@ -260,6 +260,7 @@ int
 cmd_verify(struct cli *g, int argc, char **argv)
 {
 	funnel_query *q = NULL;
+	funnel_subscriber *s = NULL;
 	funnel_verify_result res;
 	uint64_t from = 0, to = 0;
 	char hash[2 * FUNNEL_HASH_BYTES + 1];
@@ -269,13 +270,29 @@ cmd_verify(struct cli *g, int argc, char **argv)
 		return ret < 0 ? CLI_EXIT_OK : ret;
 	ret = CLI_EXIT_FAIL;
 	json = cli_json(g);
-	if ((q = cli_query_open(g)) == NULL)
-		goto done;
 	memset(&res, 0, sizeof res);
-	rc = funnel_verify(q, from, to, &res);
-	if (rc != FUNNEL_OK && rc != FUNNEL_ECHAIN) {
-		cli_fail(g, rc, funnel_query_error(q), g->query);
-		goto done;
+	if (g->source != NULL) {
+		/* the whole chain from the mirror alone */
+		funnel_sub_opts so = { .source = g->source, .from = from, .timeout_ms = g->timeout_ms };
+		if ((rc = funnel_subscriber_new(&s, &so)) == FUNNEL_OK)
+			rc = funnel_verify_feed(s, to, &res);
+		if (rc == FUNNEL_OK && res.checked == 0 && from > 1) {
+			cli_error(g, "%s: from %" PRIu64 " is past the stream's head",
+			          funnel_errname(FUNNEL_ENOTFOUND), from);
+			goto done;
+		}
+		if (rc != FUNNEL_OK && rc != FUNNEL_ECHAIN) {
+			cli_fail(g, rc, s ? funnel_subscriber_error(s) : NULL, g->source);
+			goto done;
+		}
+	} else {
+		if ((q = cli_query_open(g)) == NULL)
+			goto done;
+		rc = funnel_verify(q, from, to, &res);
+		if (rc != FUNNEL_OK && rc != FUNNEL_ECHAIN) {
+			cli_fail(g, rc, funnel_query_error(q), g->query);
+			goto done;
+		}
 	}
 	cli_hex(res.head_hash, sizeof res.head_hash, hash);
 	if (json) {
@@ -310,6 +327,7 @@ cmd_verify(struct cli *g, int argc, char **argv)
 		goto done;
 	ret = rc == FUNNEL_OK ? CLI_EXIT_OK : CLI_EXIT_BROKEN;
 done:
+	funnel_subscriber_destroy(&s);
 	funnel_query_destroy(&q);
 	return ret;
 }

@@ -307,13 +307,22 @@ cmd_tail(struct cli *g, int argc, char **argv)
 
 	/* Ask for the head first, whatever the start: a daemon that is not
 	 * there is reported now rather than waited for in silence. */
-	if ((q = cli_query_open(g)) == NULL)
-		goto done;
-	if ((rc = funnel_status_get(q, &st)) != FUNNEL_OK) {
-		cli_fail(g, rc, funnel_query_error(q), g->query);
-		goto done;
+	if (g->source != NULL) {
+		funnel_error_info ei;
+		memset(&st, 0, sizeof st);
+		if ((rc = funnel_source_head(g->source, g->timeout_ms, &st.head, &ei)) != FUNNEL_OK) {
+			cli_fail(g, rc, &ei, g->source);
+			goto done;
+		}
+	} else {
+		if ((q = cli_query_open(g)) == NULL)
+			goto done;
+		if ((rc = funnel_status_get(q, &st)) != FUNNEL_OK) {
+			cli_fail(g, rc, funnel_query_error(q), g->query);
+			goto done;
+		}
+		funnel_query_destroy(&q);
 	}
-	funnel_query_destroy(&q);
 	if (has_from)
 		so.from = from;
 	else if (has_since)
@@ -322,6 +331,7 @@ cmd_tail(struct cli *g, int argc, char **argv)
 		so.from = st.head + 1;   /* live only: after the head as it is now */
 	so.publish = g->publish;
 	so.query = g->query;
+	so.source = g->source;
 	so.live = 1;
 	so.timeout_ms = g->timeout_ms;
 	if ((rc = funnel_subscriber_new(&s, &so)) != FUNNEL_OK) {
@@ -361,7 +371,7 @@ cmd_tail(struct cli *g, int argc, char **argv)
 		if (rc != FUNNEL_OK) {
 			if (stop_requested)
 				break;
-			ret = cli_fail(g, rc, funnel_subscriber_error(s), g->query);
+			ret = cli_fail(g, rc, funnel_subscriber_error(s), g->source ? g->source : g->query);
 			break;
 		}
 		int r = emit(&o, rec, len);
@@ -435,6 +445,54 @@ replay_one(void *arg, const uint8_t *rec, size_t len, uint64_t *taken)
 		return -1;
 	*taken += (uint64_t)r;
 	return 0;
+}
+
+/*
+ * replay from a mirror (--source): a subscriber that stops at the
+ * stream's head, with the filters applied here (funneld applies them
+ * itself).  Returns a CLI exit code; failures are reported.
+ */
+static int
+replay_source(struct cli *g, const funnel_replay_req *req, uint64_t count, struct out *o)
+{
+	funnel_sub_opts so = { .source = g->source, .from = req->from, .timeout_ms = g->timeout_ms };
+	funnel_subscriber *s = NULL;
+	int rc, ret = CLI_EXIT_OK;
+
+	o->type = req->type;
+	o->lead = req->lead;
+	if ((rc = funnel_subscriber_new(&s, &so)) != FUNNEL_OK) {
+		cli_error(g, "%s: cannot read %s: %s", funnel_errname(rc), g->source,
+		          funnel_strerror(rc));
+		return CLI_EXIT_FAIL;
+	}
+	for (;;) {
+		const uint8_t *rec;
+		size_t len;
+		uint64_t seq = 0, ts = 0;
+		if (req->to != 0 && funnel_subscriber_position(s) > req->to)
+			break;
+		rc = funnel_subscriber_next(s, g->timeout_ms, &rec, &len);
+		if (rc == FUNNEL_ENOTFOUND)
+			break;
+		if (rc != FUNNEL_OK) {
+			ret = cli_fail(g, rc, funnel_subscriber_error(s), g->source);
+			break;
+		}
+		funnel_record_peek(rec, len, &seq, &ts);
+		if (req->since != 0 && ts < req->since)
+			continue;
+		if (req->until != 0 && ts >= req->until)
+			break;   /* ts never decreases along the log */
+		if (emit(o, rec, len) < 0) {
+			ret = CLI_EXIT_FAIL;
+			break;
+		}
+		if (count != 0 && o->printed >= count)
+			break;
+	}
+	funnel_subscriber_destroy(&s);
+	return ret;
 }
 
 int
@@ -518,6 +576,10 @@ cmd_replay(struct cli *g, int argc, char **argv)
 		goto done;
 	}
 	o.mode = raw ? OUT_RAW : cli_json(g) ? OUT_JSON : OUT_HUMAN;
+	if (g->source != NULL) {
+		ret = replay_source(g, &req, count, &o);
+		goto done;
+	}
 	if ((q = cli_query_open(g)) == NULL)
 		goto done;
 	/* The daemon applies lead and type; records come back filtered. */

@@ -18,7 +18,7 @@
 #include "svcargs.h"
 
 enum { O_RULES = 256, O_VIEW, O_INGEST, O_PUBLISH, O_QUERY, O_REBUILD, O_UNTIL, O_NOSYNC,
-       O_BATCH, O_READY, O_JSON, O_LEVEL, O_CONFIG, O_KEY, O_SERVER_KEY };
+       O_BATCH, O_READY, O_JSON, O_LEVEL, O_CONFIG, O_KEY, O_SERVER_KEY, O_SOURCE };
 
 static const struct option common[] = {
 	{ "rules", required_argument, NULL, O_RULES },
@@ -26,6 +26,7 @@ static const struct option common[] = {
 	{ "ingest", required_argument, NULL, O_INGEST },
 	{ "publish", required_argument, NULL, O_PUBLISH },
 	{ "query", required_argument, NULL, O_QUERY },
+	{ "source", required_argument, NULL, O_SOURCE },
 	{ "rebuild", no_argument, NULL, O_REBUILD },
 	{ "until-head", no_argument, NULL, O_UNTIL },
 	{ "once", no_argument, NULL, O_UNTIL },
@@ -74,6 +75,12 @@ parse_pass(int argc, char **argv, const char *prog, const char *usage, svc_args 
 		case O_INGEST: a->ingest = optarg; break;
 		case O_PUBLISH: a->publish = optarg; break;
 		case O_QUERY: a->query = optarg; break;
+		case O_SOURCE:
+			if (strncmp(optarg, "nats://", 7) != 0)
+				return svc_usage(prog, usage, "--source wants nats://HOST:PORT/STREAM, not '%s'",
+				                 optarg);
+			a->source = optarg;
+			break;
 		case O_REBUILD: a->rebuild = 1; break;
 		case O_UNTIL: a->until_head = 1; break;
 		case O_NOSYNC: a->no_sync = 1; break;
@@ -249,6 +256,7 @@ svc_opts(const svc_args *a, funnel_service_opts *o)
 	o->no_sync = a->no_sync;
 	o->batch_events = a->batch;
 	o->ready_file = a->ready_file;
+	o->source = a->source;
 }
 
 int

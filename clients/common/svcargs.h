@@ -1,6 +1,6 @@
 /*
  * clients/common/svcargs.h - the command line every funnel service shares:
- * the common flags (--rules, --view, the funneld endpoints, --rebuild,
+ * the common flags (--rules, --view, the funneld endpoints, --source, --rebuild,
  * --until-head/--once, --no-sync, --batch, --ready-file, --json,
  * --log-level, --config, --key, --server-key, --help), usage errors, the
  * `digest` command, the run with its closing log line, and the signals that stop a service.
@@ -21,6 +21,7 @@ typedef struct svc_args {
 	                                          * environment, else the settings
 	                                          * file, else loopback
 	                                          * (funnel_endpoint) */
+	const char *source;        /* --source nats://HOST:PORT/STREAM: records from a mirror */
 	const char *ready_file;
 	const char *key, *server_key;   /* CURVE key files; svc_parse hands them to
 	                                 * funnel_keys_use (flag, else environment,
@@ -60,7 +61,7 @@ int svc_usage(const char *prog, const char *usage, const char *fmt, const char *
  * status 0, or 1 with a message. */
 int svc_digest(const char *prog, const char *view);
 
-/* The common flags into the runtime's options: view_dir, the endpoints,
+/* The common flags into the runtime's options: view_dir, the endpoints, source,
  * rebuild, until_head, no_sync, batch_events and ready_file.  The rest
  * of *o (name, tables, ...) is the service's. */
 struct funnel_service_opts;

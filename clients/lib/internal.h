@@ -102,4 +102,25 @@ int fl_set_error(funnel_error_info *ei, int code, int index, const char *field,
  * reply carries that is outside the wire range becomes FUNNEL_EPROTOCOL. */
 int fl_reply_error(funnel_error_info *ei, const fp_reply *rep);
 
+/* ---- the NATS JetStream source (natsource.c) ----
+ *
+ * A subscriber whose opts.source is "nats://..." reads a JetStream
+ * stream that funnel-mirror fills, instead of funneld: fl_nats holds
+ * that reader, and funnel_subscriber_* hand every call to it.  The
+ * contract is the subscriber's (funnel.h): every seq once, in order, no
+ * gap; stream sequence == record seq is checked on every message. */
+typedef struct fl_nats fl_nats;
+
+/* Parse the source URL (see funnel_sub_opts.source) and keep the
+ * options; connects on the first fl_nats_next().  A URL that is not of
+ * the documented form is FUNNEL_EINVAL, with the reason, from every
+ * fl_nats_next(); only FUNNEL_ENOMEM fails here. */
+int fl_nats_open(fl_nats **out, const funnel_sub_opts *o, funnel_error_info *ei);
+void fl_nats_close(fl_nats **n);
+int fl_nats_next(fl_nats *n, int timeout_ms, const uint8_t **rec, size_t *len,
+                 funnel_error_info *ei);
+uint64_t fl_nats_position(const fl_nats *n);
+int fl_nats_live(const fl_nats *n);
+void fl_nats_stats(const fl_nats *n, funnel_sub_stats *st);
+
 #endif /* FUNNEL_CLIENTS_LIB_INTERNAL_H */

@@ -55,7 +55,7 @@ typedef struct pending {
 
 struct funnel_service {
 	funnel_service_opts o;           /* strings point into the copies below */
-	char *name, *view_dir, *ingest, *publish, *query, *ready_file;
+	char *name, *view_dir, *ingest, *publish, *query, *ready_file, *source;
 	char *tnames[FUNNEL_SERVICE_MAX_TABLES];
 	size_t ntables;
 	funnel_apply_fn apply;
@@ -515,6 +515,7 @@ open_feed(funnel_service *svc)
 		.from = svc->checkpoint + 1,
 		.live = !svc->o.until_head,
 		.timeout_ms = svc->o.timeout_ms,
+		.source = svc->source,
 	};
 	funnel_subscriber_destroy(&svc->sub);
 	return funnel_subscriber_new(&svc->sub, &so);
@@ -1079,6 +1080,7 @@ funnel_service_new(funnel_service **out, const funnel_service_opts *opts, funnel
 	svc->publish = dup_or_null(opts->publish);
 	svc->query = dup_or_null(opts->query);
 	svc->ready_file = dup_or_null(opts->ready_file);
+	svc->source = dup_or_null(opts->source);
 	for (size_t i = 0; i < FUNNEL_SERVICE_MAX_TABLES && opts->tables[i]; i++) {
 		if (strcmp(opts->tables[i], RT_TABLE) == 0 || strcmp(opts->tables[i], PENDING_TABLE) == 0) {
 			funnel_service_destroy(&svc);
@@ -1150,6 +1152,7 @@ funnel_service_destroy(funnel_service **psvc)
 	free(svc->publish);
 	free(svc->query);
 	free(svc->ready_file);
+	free(svc->source);
 	free(svc);
 	*psvc = NULL;
 }

@@ -44,6 +44,7 @@
  *    carries on from want.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,9 @@ struct funnel_subscriber {
 	msgpack_packer pk;
 	funnel_sub_stats stats;
 	funnel_error_info err;
+
+	fl_nats *nats;             /* opts.source "nats://...": every call goes there */
+	int nats_only;             /* the zones were never initialised */
 };
 
 int
@@ -118,6 +122,21 @@ funnel_subscriber_new(funnel_subscriber **out, const funnel_sub_opts *opts)
 		opts = &dflt;
 	if ((s = calloc(1, sizeof *s)) == NULL)
 		return FUNNEL_ENOMEM;
+	if (opts->source != NULL) {
+		/* a mirror: none of the ZeroMQ side is used */
+		zmq_msg_init(&s->page);
+		zmq_msg_init(&s->live_msg);
+		fl_clear_error(&s->err);
+		msgpack_sbuffer_init(&s->sb);
+		s->nats_only = 1;
+		rc = fl_nats_open(&s->nats, opts, &s->err);
+		if (rc != FUNNEL_OK) {
+			funnel_subscriber_destroy(&s);
+			return rc;
+		}
+		*out = s;
+		return FUNNEL_OK;
+	}
 	if (!msgpack_zone_init(&s->zone, ZONE_CHUNK)) {
 		free(s);
 		return FUNNEL_ENOMEM;
@@ -167,12 +186,15 @@ funnel_subscriber_destroy(funnel_subscriber **ss)
 
 	if (ss == NULL || (s = *ss) == NULL)
 		return;
+	fl_nats_close(&s->nats);
 	fl_sock_close(&s->dealer);     /* borrows the context of sub */
 	fl_sock_close(&s->sub);
 	zmq_msg_close(&s->page);
 	zmq_msg_close(&s->live_msg);
-	msgpack_zone_destroy(&s->zone);
-	msgpack_zone_destroy(&s->hbzone);
+	if (!s->nats_only) {
+		msgpack_zone_destroy(&s->zone);
+		msgpack_zone_destroy(&s->hbzone);
+	}
 	msgpack_sbuffer_destroy(&s->sb);
 	free(s);
 	*ss = NULL;
@@ -181,12 +203,16 @@ funnel_subscriber_destroy(funnel_subscriber **ss)
 uint64_t
 funnel_subscriber_position(const funnel_subscriber *s)
 {
+	if (s && s->nats)
+		return fl_nats_position(s->nats);
 	return s ? s->want : 0;
 }
 
 int
 funnel_subscriber_live(const funnel_subscriber *s)
 {
+	if (s && s->nats)
+		return fl_nats_live(s->nats);
 	return s != NULL && s->mode == M_LIVE;
 }
 
@@ -197,6 +223,8 @@ funnel_subscriber_stats(const funnel_subscriber *s, funnel_sub_stats *st)
 		return;
 	if (s == NULL)
 		memset(st, 0, sizeof *st);
+	else if (s->nats)
+		fl_nats_stats(s->nats, st);
 	else
 		*st = s->stats;
 }
@@ -569,6 +597,8 @@ funnel_subscriber_next(funnel_subscriber *s, int timeout_ms, const uint8_t **rec
 	fl_clear_error(&s->err);
 	if (rec == NULL || len == NULL)
 		return fl_set_error(&s->err, FUNNEL_EINVAL, -1, "", "rec and len are required");
+	if (s->nats)
+		return fl_nats_next(s->nats, timeout_ms, rec, len, &s->err);
 	/* The record returned last time is no longer needed. */
 	zmq_msg_close(&s->live_msg);
 	zmq_msg_init(&s->live_msg);
@@ -607,4 +637,73 @@ funnel_subscriber_next(funnel_subscriber *s, int timeout_ms, const uint8_t **rec
 		if ((rc = next_reply(s, deadline)) != FUNNEL_OK)
 			return rc;
 	}
+}
+
+/* ---- verification over any feed ---- */
+
+int
+funnel_verify_feed(funnel_subscriber *s, uint64_t to, funnel_verify_result *res)
+{
+	const uint8_t *rec;
+	size_t len;
+	uint8_t prev[FUNNEL_HASH_BYTES];
+	msgpack_zone zone;
+	int have_prev = 0, rc;
+
+	if (s == NULL || res == NULL)
+		return FUNNEL_EINVAL;
+	memset(res, 0, sizeof *res);
+	if (!msgpack_zone_init(&zone, 4096))
+		return FUNNEL_ENOMEM;
+	for (;;) {
+		if (to != 0 && funnel_subscriber_position(s) > to) {
+			rc = FUNNEL_OK;
+			break;
+		}
+		rc = funnel_subscriber_next(s, -1, &rec, &len);
+		if (rc == FUNNEL_ENOTFOUND) {
+			rc = FUNNEL_OK;        /* the head */
+			break;
+		}
+		if (rc != FUNNEL_OK)
+			break;
+		funnel_record r;
+		uint64_t seq = 0;
+		funnel_record_peek(rec, len, &seq, NULL);
+		msgpack_zone_clear(&zone);
+		if (funnel_record_parse(rec, len, &zone, &r) != FUNNEL_OK) {
+			res->bad_seq = seq;
+			snprintf(res->why, sizeof res->why, "seq %" PRIu64 ": the record does not parse",
+			         seq);
+			rc = FUNNEL_ECHAIN;
+			break;
+		}
+		if (!funnel_record_hash_ok(rec, len)) {
+			res->bad_seq = seq;
+			snprintf(res->why, sizeof res->why, "seq %" PRIu64 ": the stored hash is not the "
+			         "hash of the record's bytes (the record was altered)", seq);
+			rc = FUNNEL_ECHAIN;
+			break;
+		}
+		static const uint8_t zero[FUNNEL_HASH_BYTES];
+		const uint8_t *want_prev = have_prev ? prev : seq == 1 ? zero : NULL;
+		if (want_prev && memcmp(r.prev, want_prev, FUNNEL_HASH_BYTES) != 0) {
+			res->bad_seq = seq;
+			snprintf(res->why, sizeof res->why, "seq %" PRIu64 ": prev is not the hash of "
+			         "record %" PRIu64, seq, seq - 1);
+			rc = FUNNEL_ECHAIN;
+			break;
+		}
+		if (!have_prev && seq > 1) {
+			res->last_good = seq - 1;
+			memcpy(res->head_hash, r.prev, FUNNEL_HASH_BYTES);
+		}
+		memcpy(prev, r.hash, FUNNEL_HASH_BYTES);
+		have_prev = 1;
+		res->checked++;
+		res->last_good = seq;
+		memcpy(res->head_hash, r.hash, FUNNEL_HASH_BYTES);
+	}
+	msgpack_zone_destroy(&zone);
+	return rc;
 }

@@ -46,6 +46,7 @@ static const char usage_text[] =
 	"                      FUNNEL_INGEST, FUNNEL_PUBLISH, FUNNEL_QUERY; else loopback 7400-7402)\n"
 	"  --key FILE --server-key FILE   this service's CURVE secret key and funneld.pub,\n"
 	"                      for a funneld with --access (else FUNNEL_KEY, FUNNEL_SERVER_KEY)\n"
+	"  --source nats://HOST:PORT/STREAM   read the records from a funnel-mirror stream\n"
 	"  --rebuild           empty the view and score again from seq 1\n"
 	"  --until-head, --once   stop once the log's head is applied\n"
 	"  --no-sync           the view does not fsync its commits\n"

@@ -388,6 +388,13 @@ typedef struct funnel_sub_opts {
 	int live;              /* 1: follow the live feed after history; 0: stop at the head */
 	int rcvhwm;            /* SUB receive high-water mark, 0: library default */
 	int timeout_ms;        /* per query call, <= 0: 10000 */
+	/* NULL: funneld (publish + query above).  "nats://HOST:PORT/STREAM":
+	 * history and live feed from a JetStream stream that funnel-mirror
+	 * fills (stream sequence == seq); more servers of one cluster as
+	 * "nats://H1:P1,nats://H2:P2/STREAM"; "?creds=FILE" at the end names
+	 * a NATS credentials file.  The stream name defaults to FUNNEL.
+	 * publish, query and rcvhwm are then not used. */
+	const char *source;
 } funnel_sub_opts;
 
 /* Connect (in the background: this succeeds before the daemon is up).
@@ -433,6 +440,30 @@ typedef struct funnel_sub_stats {
 void funnel_subscriber_stats(const funnel_subscriber *s, funnel_sub_stats *st);
 
 const funnel_error_info *funnel_subscriber_error(const funnel_subscriber *s);
+
+/*
+ * The last seq a source holds: a "nats://..." source as in
+ * funnel_sub_opts.source (the stream's last sequence), or NULL / a
+ * funneld query endpoint (the log's head).  Returns FUNNEL_OK,
+ * FUNNEL_EINVAL (a source URL not of that form), FUNNEL_ENOTFOUND (no
+ * such stream), FUNNEL_ETRANSPORT or FUNNEL_ETIMEDOUT; ei (may be NULL)
+ * gets the details.
+ */
+int funnel_source_head(const char *source, int timeout_ms, uint64_t *head,
+                       funnel_error_info *ei);
+
+/*
+ * funnel_verify over any subscriber (a funneld or a mirror source): read
+ * s (opened with live = 0 at the first seq to check) to its head or to
+ * `to` (0: the head), and recompute the chain: each record's hash over
+ * its bytes, and its prev against the hash of the record before.  The
+ * first record's prev is the anchor when it is not seq 1 (32 zero bytes
+ * are required at seq 1).  Returns FUNNEL_OK, FUNNEL_ECHAIN with
+ * res->bad_seq and res->why, or the subscriber's error (details in
+ * funnel_subscriber_error).  res->head_hash is the hash of last_good,
+ * so a whole-log check prints the head hash funneld reports.
+ */
+int funnel_verify_feed(funnel_subscriber *s, uint64_t to, funnel_verify_result *res);
 
 #ifdef __cplusplus
 }

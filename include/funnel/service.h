@@ -177,6 +177,9 @@ typedef struct funnel_service_opts {
 	                             * never moves under a reader.  NULL: no other thread reads. */
 	funnel_tick_fn tick;       /* optional: time-based decisions (see funnel_tick_fn); ctx as apply */
 	int tick_ms;               /* period of tick; 0: 1000 */
+	const char *source;        /* NULL: the feed is funneld's; "nats://HOST:PORT/STREAM": the
+	                            * records come from a funnel-mirror stream (funnel_sub_opts.source);
+	                            * derived events still go to funneld's ingest */
 } funnel_service_opts;
 
 /*

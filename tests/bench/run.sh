@@ -8,6 +8,7 @@
 # BENCH_GATEWAY_POSTS, BENCH_GATEWAY_CLIENTS, BENCH_GATEWAY_RATE and
 # BENCH_GATEWAY_PACED size bench_gateway.c;
 # BENCH_IMPORT_ROWS and BENCH_DEMO_LEADS size bench_history.py;
+# BENCH_MIRROR_EVENTS and BENCH_MIRROR_SECS size bench_mirror.c;
 # BENCH_OUT is where the table and the raw figures go.
 BUILD=${BUILD:-build}
 export BUILD
@@ -28,4 +29,7 @@ nice "$BUILD/bench/bench_gateway" || exit 1
 # a history's loading: funnel import's rows/s and events/s, make demo's
 # time (BENCH_IMPORT_ROWS, BENCH_DEMO_LEADS), appended
 nice /usr/bin/python3 tests/bench/bench_history.py || exit 1
+# funnel-mirror into NATS JetStream R1 and R3, its lag at 10,000 ev/s, and
+# replay from the mirror next to replay from funneld, appended
+nice "$BUILD/bench/bench_mirror" || exit 1
 echo "table and raw figures saved in $BENCH_OUT"

@@ -40,7 +40,7 @@ function expectEq(got, want, what) {
 function captured() {
   const out = execFileSync(process.env.FUNNEL_BIN,
     ["replay", "--type", "lead.captured", "--json", "--query", process.env.QUERY],
-    { encoding: "utf8", timeout: 15000 });
+    { encoding: "utf8", timeout: 15000, maxBuffer: 1 << 28 });
   return out.split("\n").filter(l => l.trim()).map(l => JSON.parse(l));
 }
 
