@@ -28,7 +28,8 @@ static const char restore_help[] =
 	"usage: funnel restore BACKUP DATA_DIR\n"
 	"\n"
 	"Verify the backup BACKUP (made by `funnel backup`) and put it in place as\n"
-	"DATA_DIR (created, must be empty): written aside, fsynced, renamed.  Start\n"
+	"DATA_DIR (created, must be empty; locked as funneld locks it, so a funneld\n"
+	"started there meanwhile is refused): written aside, fsynced, renamed.  Start\n"
 	"funneld with --data DATA_DIR afterwards.  Services rebuild their views.\n"
 	"\n"
 	CLI_GLOBAL_HELP;

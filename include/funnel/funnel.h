@@ -365,11 +365,15 @@ int funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *h
 
 /*
  * Put a backup made by funnel_backup() in place as data_dir, where
- * funneld can then be started.  data_dir must be absent or empty.  The
- * backup is verified first and its head must match its info file; the
- * data file is written aside (data.mdb.partial), fsynced, renamed to
- * data.mdb, and the directory fsynced, so a crash leaves either no log
- * or the whole one.  Returns as funnel_backup().
+ * funneld can then be started.  data_dir must be absent or empty (but
+ * for a funnel.lock nobody holds).  The backup is verified first and its
+ * head must match its info file; data_dir is then locked as funneld locks
+ * it (a funneld running or started there meanwhile is refused, and so is
+ * the restore when one holds it), the data file is written aside
+ * (data.mdb.partial), fsynced, renamed to data.mdb, and the directory
+ * fsynced, so a crash leaves either no log or the whole one; the lock
+ * file is removed before the lock is released.  Returns as
+ * funnel_backup().
  */
 int funnel_restore(const char *backup_dir, const char *data_dir, funnel_log_head *head,
                    funnel_verify_result *res, funnel_error_info *err);
