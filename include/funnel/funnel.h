@@ -320,7 +320,12 @@ int funnel_verify(funnel_query *q, uint64_t from, uint64_t to, funnel_verify_res
  * The log's files: hot backup, restore, verification without a daemon
  *
  * These read a data directory directly (LMDB, read-only), so they run on
- * the daemon's machine as a user that may read its data directory.  A
+ * the daemon's machine as a user that may read its data directory;
+ * funnel_backup() of a live log also writes LMDB's lock.mdb there (its
+ * read transaction takes a slot in the reader table, as every LMDB
+ * reader does), so it needs the daemon's user or one that may write that
+ * file: reading alone is refused with FUNNEL_ESTORAGE ("Permission
+ * denied").  A
  * backup directory holds the compacted copy (data.mdb) and the file
  * FUNNEL_BACKUP_INFO_FILE: lines "key=value" with format, head_seq,
  * head_hash (hex), bytes, taken_at_ns and source, written last.
