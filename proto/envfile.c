@@ -26,8 +26,8 @@ fp_dir_sync(const char *dir)
 	return rc;
 }
 
-static int
-file_sync(const char *path)
+int
+fp_file_sync(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -39,9 +39,8 @@ file_sync(const char *path)
 	return rc;
 }
 
-/* The directory that holds path ("." for a bare name). */
-static void
-parent_of(const char *path, char *out, size_t outlen)
+void
+fp_path_parent(const char *path, char *out, size_t outlen)
 {
 	snprintf(out, outlen, "%s", path);
 	size_t n = strlen(out);
@@ -95,7 +94,7 @@ fp_envfile_prepare(const char *dir, char *why, size_t whylen)
 	if (unlink(lock) != 0 && errno != ENOENT)
 		return fail(why, whylen, "remove", lock, errno);
 	/* Its pages and size on disk, then its name, before it takes the real one. */
-	if (file_sync(tmp) != 0)
+	if (fp_file_sync(tmp) != 0)
 		return fail(why, whylen, "flush", tmp, errno);
 	if (fp_dir_sync(dir) != 0)
 		return fail(why, whylen, "flush the directory", dir, errno);
@@ -105,12 +104,12 @@ fp_envfile_prepare(const char *dir, char *why, size_t whylen)
 		return fail(why, whylen, "flush the directory", dir, errno);
 	/* dir itself may be new: its entry in its parent, and so on up
 	 * (best effort above the parent, which may not be ours to open). */
-	parent_of(dir, up, sizeof up);
+	fp_path_parent(dir, up, sizeof up);
 	if (fp_dir_sync(up) != 0)
 		return fail(why, whylen, "flush the directory", up, errno);
 	while (strcmp(up, "/") != 0 && strcmp(up, ".") != 0) {
 		char next[PATH_MAX];
-		parent_of(up, next, sizeof next);
+		fp_path_parent(up, next, sizeof next);
 		if (strcmp(next, up) == 0 || fp_dir_sync(next) != 0)
 			break;
 		snprintf(up, sizeof up, "%s", next);

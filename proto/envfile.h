@@ -39,4 +39,11 @@ int fp_envfile_prepare(const char *dir, char *why, size_t whylen);
  * it).  Returns 0 or -1 with errno set. */
 int fp_dir_sync(const char *dir);
 
+/* fsync a file (its data and size).  Returns 0 or -1 with errno set. */
+int fp_file_sync(const char *path);
+
+/* The directory that holds path, into out ("." for a bare name, "/" for
+ * a name in the root; trailing slashes of path are ignored). */
+void fp_path_parent(const char *path, char *out, size_t outlen);
+
 #endif /* FUNNEL_PROTO_ENVFILE_H */

@@ -76,6 +76,10 @@ enum { OPT_MAPPING = 400, OPT_LEADS, OPT_DEALS, OPT_REJECTS, OPT_DRY_RUN };
  * every one before it (up to S_OPENED). */
 enum step { S_CAPTURED, S_QUALIFIED, S_ACCEPTED, S_OPENED, S_WON, S_LOST, S_DISQUALIFIED,
             S_COUNT };
+/* The longest lead id an import makes: its events' ids,
+ * "import:<lead>:<step>", must fit the log's FP_MAX_ID_BYTES with the
+ * longest step name ("disqualified"). */
+#define IMPORT_MAX_LEAD ((int)(FP_MAX_ID_BYTES - sizeof "import:" - sizeof "disqualified" + 1))
 static const char *const step_name[S_COUNT] = {
 	"captured", "qualified", "accepted", "opportunity", "won", "lost", "disqualified"
 };
@@ -369,8 +373,9 @@ lead_row(importer *im)
 		refuse(im, 0, im->line, "no record id in column '%s'", idcol ? idcol : "");
 		return;
 	}
-	if (snprintf(lead, sizeof lead, "%s%s", im->prefix, id) >= 128) {
-		refuse(im, 0, im->line, "record id '%s' is too long for a lead id (128 bytes)", id);
+	if (snprintf(lead, sizeof lead, "%s%s", im->prefix, id) > IMPORT_MAX_LEAD) {
+		refuse(im, 0, im->line, "record id '%s' is too long for a lead id (at most %d bytes "
+		       "with the prefix)", id, IMPORT_MAX_LEAD);
 		return;
 	}
 	const char *stcol = mstr(m, "stage"), *stv = cell(im, stcol);
@@ -502,7 +507,12 @@ deal_row(importer *im)
 		}
 		memcpy(first, lv, n);
 		first[n] = 0;
-		snprintf(lead, sizeof lead, "%s%s", im->prefix, first);
+		/* as for a lead row: never cut short, never past IMPORT_MAX_LEAD */
+		if (snprintf(lead, sizeof lead, "%s%s", im->prefix, first) > IMPORT_MAX_LEAD) {
+			refuse(im, 1, im->line, "lead id of deal '%s' is longer than %d bytes (%s%s)", id,
+			       IMPORT_MAX_LEAD, im->prefix, first);
+			return;
+		}
 	}
 	plan *p = plan_of(im, lead);
 	if (p == NULL) {

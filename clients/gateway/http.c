@@ -697,9 +697,10 @@ serve_script(struct MHD_Connection *c, const gw_form *f)
 	cJSON_Delete(cfg);
 	if (j == NULL)
 		return reply(c, 500, "text/plain", "out of memory\n", 14, 0, NULL, 0);
-	/* the JSON goes into a script: no "</" may close the element */
-	size_t jl = strlen(j), n = gw_embed_js_len + jl + 8;
-	char *body = malloc(n + jl);
+	/* the JSON goes into a script: no "</" may close the element, so
+	 * each '<' is written as the six bytes \u003c (room for all of them) */
+	size_t jl = strlen(j);
+	char *body = malloc(gw_embed_js_len + 6 * jl + 4);
 	if (body == NULL) {
 		free(j);
 		return reply(c, 500, "text/plain", "out of memory\n", 14, 0, NULL, 0);

@@ -19,7 +19,9 @@
 
 #include <lmdb.h>
 
+#include "dirlock.h"
 #include "envelope.h"
+#include "envfile.h"
 #include "internal.h"
 #include "logfmt.h"
 
@@ -33,37 +35,12 @@ storage_error(funnel_error_info *err, const char *field, const char *what, const
 	                    e > 0 ? strerror(e) : mdb_strerror(e));
 }
 
-/* fsync a directory, so a rename or a new file in it survives a crash. */
+/* Create dir if missing; it must then be empty but for a file named
+ * allow (NULL: none).  *created says whether it was made here (its
+ * parent then needs an fsync). */
 static int
-fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY);
-	if (fd < 0)
-		return -1;
-	int rc = fsync(fd);
-	int e = errno;
-	close(fd);
-	errno = e;
-	return rc;
-}
-
-static int
-fsync_path(const char *path)
-{
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return -1;
-	int rc = fsync(fd);
-	int e = errno;
-	close(fd);
-	errno = e;
-	return rc;
-}
-
-/* Create dir if missing; it must then be empty.  *created says whether
- * it was made here (its parent then needs an fsync). */
-static int
-empty_dir(const char *dir, const char *field, int *created, funnel_error_info *err)
+empty_dir(const char *dir, const char *field, const char *allow, int *created,
+          funnel_error_info *err)
 {
 	DIR *d;
 	struct dirent *de;
@@ -76,7 +53,8 @@ empty_dir(const char *dir, const char *field, int *created, funnel_error_info *e
 	if ((d = opendir(dir)) == NULL)
 		return storage_error(err, field, "cannot open directory", dir, errno);
 	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+		    (allow == NULL || strcmp(de->d_name, allow) != 0)) {
 			char name[256];
 			snprintf(name, sizeof name, "%s", de->d_name);   /* de dies with d */
 			closedir(d);
@@ -87,22 +65,6 @@ empty_dir(const char *dir, const char *field, int *created, funnel_error_info *e
 	}
 	closedir(d);
 	return FUNNEL_OK;
-}
-
-static void
-parent_of(const char *path, char *out, size_t len)
-{
-	snprintf(out, len, "%s", path);
-	size_t n = strlen(out);
-	while (n > 1 && out[n - 1] == '/')
-		out[--n] = '\0';
-	char *slash = strrchr(out, '/');
-	if (slash == NULL)
-		snprintf(out, len, ".");
-	else if (slash == out)
-		out[1] = '\0';
-	else
-		*slash = '\0';
 }
 
 /* Open the environment in dir read-only (flags add MDB_NOLOCK for a
@@ -284,7 +246,7 @@ write_info(const char *dir, const char *source, const funnel_log_head *h, funnel
 		fclose(f);
 		return storage_error(err, "dest", "cannot write", tmp, e);
 	}
-	if (fclose(f) != 0 || rename(tmp, path) != 0 || fsync_dir(dir) != 0)
+	if (fclose(f) != 0 || rename(tmp, path) != 0 || fp_dir_sync(dir) != 0)
 		return storage_error(err, "dest", "cannot write", path, errno);
 	return FUNNEL_OK;
 }
@@ -308,7 +270,7 @@ funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *head,
 		return fl_set_error(err, FUNNEL_EINVAL, -1, "dest", "a backup directory is required");
 	if (realpath(data_dir, source) == NULL)
 		return storage_error(err, "data", "cannot find", data_dir, errno);
-	if ((rc = empty_dir(dest_dir, "dest", &created, err)) != FUNNEL_OK)
+	if ((rc = empty_dir(dest_dir, "dest", NULL, &created, err)) != FUNNEL_OK)
 		return rc;
 	/* A reader of the live environment, with LMDB's lock file: the copy
 	 * is one read transaction, and the writer goes on beside it. */
@@ -319,9 +281,9 @@ funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *head,
 	if (rc != 0)
 		return storage_error(err, "dest", "cannot copy the log to", dest_dir, rc);
 	snprintf(path, sizeof path, "%s/%s", dest_dir, FP_LOG_DATA_FILE);
-	parent_of(dest_dir, parent, sizeof parent);
-	if (fsync_path(path) != 0 || fsync_dir(dest_dir) != 0 ||
-	    (created && fsync_dir(parent) != 0))
+	fp_path_parent(dest_dir, parent, sizeof parent);
+	if (fp_file_sync(path) != 0 || fp_dir_sync(dest_dir) != 0 ||
+	    (created && fp_dir_sync(parent) != 0))
 		return storage_error(err, "dest", "cannot fsync", path, errno);
 	if ((rc = env_open(dest_dir, MDB_NOLOCK, &copy, err)) != FUNNEL_OK)
 		return rc;
@@ -455,20 +417,41 @@ funnel_restore(const char *backup_dir, const char *data_dir, funnel_log_head *he
 		                    "%s: the copy's head (seq %" PRIu64 ") is not the one %s names "
 		                    "(seq %" PRIu64 ")", backup_dir, got.head, FUNNEL_BACKUP_INFO_FILE,
 		                    want.head);
-	if ((rc = empty_dir(data_dir, "data", &created, err)) != FUNNEL_OK)
+	/* The lock funneld takes (dirlock.h), held until the log is in place:
+	 * a funneld started meanwhile is refused, rather than creating a log
+	 * of its own that the rename would then take from under it.  The
+	 * directory is checked again under the lock. */
+	if ((rc = empty_dir(data_dir, "data", DIRLOCK_FILE, &created, err)) != FUNNEL_OK)
 		return rc;
+	char why[256];
+	int lock = dirlock_take(data_dir, "funnel-restore", why, sizeof why);
+	if (lock < 0)
+		return fl_set_error(err, FUNNEL_ESTORAGE, -1, "data", "%s is %s: refused (stop funneld "
+		                    "before a restore)", data_dir, why);
+	int again;
+	if ((rc = empty_dir(data_dir, "data", DIRLOCK_FILE, &again, err)) != FUNNEL_OK)
+		goto out;
 	snprintf(src, sizeof src, "%s/%s", backup_dir, FP_LOG_DATA_FILE);
 	snprintf(tmp, sizeof tmp, "%s/%s.partial", data_dir, FP_LOG_DATA_FILE);
 	snprintf(dst, sizeof dst, "%s/%s", data_dir, FP_LOG_DATA_FILE);
 	if ((rc = copy_file(src, tmp, err)) != FUNNEL_OK) {
 		unlink(tmp);
-		return rc;
+		goto out;
 	}
-	parent_of(data_dir, parent, sizeof parent);
-	if (rename(tmp, dst) != 0 || fsync_dir(data_dir) != 0 ||
-	    (created && fsync_dir(parent) != 0))
-		return storage_error(err, "data", "cannot put the log in place in", data_dir, errno);
+	fp_path_parent(data_dir, parent, sizeof parent);
+	if (rename(tmp, dst) != 0 || fp_dir_sync(data_dir) != 0 ||
+	    (created && fp_dir_sync(parent) != 0)) {
+		rc = storage_error(err, "data", "cannot put the log in place in", data_dir, errno);
+		goto out;
+	}
 	if (head != NULL)
 		*head = got;
-	return FUNNEL_OK;
+out:
+	/* The directory holds the log alone, as before the restore: the lock
+	 * file goes while it is held (a funneld that opened it meanwhile was
+	 * refused; the next one makes its own). */
+	snprintf(tmp, sizeof tmp, "%s/%s", data_dir, DIRLOCK_FILE);
+	unlink(tmp);
+	close(lock);
+	return rc;
 }

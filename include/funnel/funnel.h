@@ -320,7 +320,12 @@ int funnel_verify(funnel_query *q, uint64_t from, uint64_t to, funnel_verify_res
  * The log's files: hot backup, restore, verification without a daemon
  *
  * These read a data directory directly (LMDB, read-only), so they run on
- * the daemon's machine as a user that may read its data directory.  A
+ * the daemon's machine as a user that may read its data directory;
+ * funnel_backup() of a live log also writes LMDB's lock.mdb there (its
+ * read transaction takes a slot in the reader table, as every LMDB
+ * reader does), so it needs the daemon's user or one that may write that
+ * file: reading alone is refused with FUNNEL_ESTORAGE ("Permission
+ * denied").  A
  * backup directory holds the compacted copy (data.mdb) and the file
  * FUNNEL_BACKUP_INFO_FILE: lines "key=value" with format, head_seq,
  * head_hash (hex), bytes, taken_at_ns and source, written last.
@@ -365,11 +370,15 @@ int funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *h
 
 /*
  * Put a backup made by funnel_backup() in place as data_dir, where
- * funneld can then be started.  data_dir must be absent or empty.  The
- * backup is verified first and its head must match its info file; the
- * data file is written aside (data.mdb.partial), fsynced, renamed to
- * data.mdb, and the directory fsynced, so a crash leaves either no log
- * or the whole one.  Returns as funnel_backup().
+ * funneld can then be started.  data_dir must be absent or empty (but
+ * for a funnel.lock nobody holds).  The backup is verified first and its
+ * head must match its info file; data_dir is then locked as funneld locks
+ * it (a funneld running or started there meanwhile is refused, and so is
+ * the restore when one holds it), the data file is written aside
+ * (data.mdb.partial), fsynced, renamed to data.mdb, and the directory
+ * fsynced, so a crash leaves either no log or the whole one; the lock
+ * file is removed before the lock is released.  Returns as
+ * funnel_backup().
  */
 int funnel_restore(const char *backup_dir, const char *data_dir, funnel_log_head *head,
                    funnel_verify_result *res, funnel_error_info *err);

@@ -15,6 +15,7 @@ Run with Debian's /usr/bin/python3 (python3-zmq, python3-msgpack):
 
     BUILD=build FUNNELD=build/bin/funneld /usr/bin/python3 tests/integration/test_backup.py
 """
+import fcntl
 import json
 import os
 import shutil
@@ -234,6 +235,29 @@ def main():
                       " at another seq (%d of %d)" % (len(missing), len(state["before"])))
         res.run("restore into a new directory: funneld serves it, chain verifies, every"
                 " event acked before the backup is in it", restore_and_serve)
+
+        def restore_locks_the_directory():
+            """restore holds funneld's lock (funnel.lock) on DATA_DIR: a
+            directory whose lock a live process holds is refused; one
+            holding only a lock nobody holds any more is restored into."""
+            expect("backup" in state, "the live backup exists")
+            data = os.path.join(work, "locked")
+            os.mkdir(data)
+            lockfile = os.path.join(data, "funnel.lock")
+            with open(lockfile, "w") as lf:
+                lf.write("%d funneld\n" % os.getpid())
+                lf.flush()
+                fcntl.flock(lf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                p = funnel(daemon, "restore", state["backup"], data)
+                expect_eq(p.returncode, 1, "restore into a locked directory exits 1")
+                expect_in("in use by funneld (pid %d)" % os.getpid(), p.stderr, "names the holder")
+                expect_eq(os.listdir(data), ["funnel.lock"], "nothing written")
+            out = funnel_json(daemon, "restore", state["backup"], data)
+            expect_eq(out["head"], state["head"], "a lock left by a process that is gone is no "
+                      "obstacle")
+            expect_eq(sorted(os.listdir(data)), ["data.mdb"], "restored files")
+        res.run("restore takes the data directory's lock for the whole copy",
+                restore_locks_the_directory)
 
         def views_rebuild():
             # the digests the views have on the live log, once quiet ...

@@ -503,6 +503,30 @@ def rate_limit(res, daemon, log, d):
         gw.stop()
 
 
+def embed_script(res, daemon, d):
+    """A form's message may be any text: every '<' is written as \\u003c
+    in the script, six bytes for one."""
+    sub = os.path.join(d, "angles")
+    os.mkdir(sub)
+    message = "<" * 500
+    rules = ('version: "angles v1"\nforms:\n  - id: angles\n    fields: {email: email}\n'
+             '    redirect: "https://www.example.com/thanks"\n'
+             '    origins: ["https://www.example.com"]\n    message: "%s"\n' % message)
+    gw = Gateway(sub, daemon.endpoints, "--rate-limit", "0", rules=rules)
+    try:
+        def script():
+            st, hd, body = gw.request("GET", "/forms/angles.js")
+            expect_eq(st, 200, "served (log: %s)" % gw.tail())
+            text = body.decode()
+            expect_in('"message":"' + "\\u003c" * 500 + '"', text, "every < escaped")
+            expect("<" not in text[text.rindex("({"):], "no < left in the settings")
+            expect(text.endswith(");\n"), "the call is closed")
+            expect_eq(gw.stop(), 0, "exit status (log: %s)" % gw.tail())
+        res.run("GET /forms/{id}.js of a message of 500 '<' is the whole script", script)
+    finally:
+        gw.stop()
+
+
 def v1_events(res, gw, log):
     def batch():
         h0 = head(log)
@@ -740,6 +764,7 @@ def main():
             finally:
                 gw.stop()
             rate_limit(res, daemon, log, d)
+            embed_script(res, daemon, d)
             kill9(res, daemon, log, d)
             if os.environ.get("GATEWAY_NO_BROWSER") != "1":
                 run_browser(res, daemon, d)

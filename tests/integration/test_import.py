@@ -320,12 +320,52 @@ def conflict_group(res, daemon, ctx):
     log.close()
 
 
+def long_ids_group(res, daemon, ctx):
+    """A lead id may be 108 bytes, so that "import:<lead>:disqualified" fits
+    the log's 128-byte ids, and no more: the import refuses a longer one
+    itself, naming the row, for a lead row and for a deal that names its
+    lead, before anything is sent."""
+    log = LogClient(ctx, daemon.endpoints)
+    d = daemon.dir
+    with open(os.path.join(MAPPINGS, "hubspot.json"), encoding="utf-8") as f:
+        mapping = json.load(f)
+    mapping["lead_prefix"] = "hubspot-long-prefix-"          # 20 bytes
+    mp = write(d, "long.json", json.dumps(mapping))
+    rid = "9" * 88                                             # 20 + 88 = 108
+    contacts = write(d, "long-contacts.csv",
+                     "Record ID,Email,Lifecycle Stage,Create Date\n"
+                     "%s,max@x.example,lead,2026-01-05 10:00\n" % rid)
+    cid = "7" * 89                                             # 20 + 89 = 109
+    deals = write(d, "long-deals.csv",
+                  "Record ID,Deal Name,Deal Stage,Amount,Close Date,Create Date,"
+                  "Associated Contact IDs\n"
+                  "9100,Too long,appointmentscheduled,5,,2026-01-20 10:00,%s\n" % cid)
+    rej = os.path.join(d, "long.rejects")
+
+    def lengths():
+        rc, out, err = funnel(daemon, "import", "--mapping", mp, "--leads", contacts,
+                              "--deals", deals, "--rejects", rej, "--json")
+        s = json.loads(out)
+        with open(rej, encoding="utf-8") as f:
+            text = f.read()
+        expect_eq((s["stored"], s["refused"]), (1, 1), "stored and refused (%s%s)" % (err, text))
+        expect(deals + ":2: lead id of deal '9100' is longer than 108 bytes" in text,
+               "the deal's row and reason: %r" % text)
+        leads = {r["lead"] for r in log.records() if "lead" in r}
+        expect("hubspot-long-prefix-" + rid in leads, "the 108-byte lead imported")
+        expect(not any(x.startswith("hubspot-long-prefix-7") for x in leads),
+               "nothing of the refused deal sent")
+    res.run("a lead id of 108 bytes is imported; a longer one is refused by the import, "
+            "naming the row", lengths)
+    log.close()
+
+
 def main():
     hs = import_group("hubspot", [("contacts.csv", HS_CONTACTS), ("deals.csv", HS_DEALS)],
                       HS_CHAINS, HS_REJECTS, rows=9 + 5, dup_rows=1)
     sf = import_group("salesforce", [("leads.csv", SF_LEADS), ("opps.csv", SF_OPPS)],
                       SF_CHAINS, SF_REJECTS, rows=7 + 2, dup_rows=1)
-    return run_service_groups(FUNNELD, FUNNEL, (hs, sf, conflict_group))
+    return run_service_groups(FUNNELD, FUNNEL, (hs, sf, conflict_group, long_ids_group))
 
 
 if __name__ == "__main__":

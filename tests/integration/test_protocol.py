@@ -312,6 +312,16 @@ def run_checks(res, c, daemon):
         expect_eq(rep["seqs"], [1], "seq of the duplicate")
         expect_eq(rep["dup"], [True], "dup flag")
         expect_eq(head_of(c), before, "head after a duplicate")
+        # occurred_at is not content either (§6): another time, or none, is
+        # the same event sent again, and the stored record keeps the first
+        for what, at in (("another occurred_at", 1), ("occurred_at left out", None)):
+            ev = {"type": "lead.captured", "lead": "L1", "id": "cap-L1",
+                  "data": {"email": "a@example.com"}}
+            if at is not None:
+                ev["occurred_at"] = at
+            rep = c.publish_ok([ev])
+            expect_eq((rep["seqs"], rep["dup"]), ([1], [True]), "a duplicate (%s)" % what)
+        expect_eq(head_of(c), before, "head after the duplicates")
     res.run("a duplicate id returns the original seq with dup true and stores nothing", duplicate)
 
     def id_conflict():
