@@ -355,19 +355,6 @@ def run_checks(res, c, daemon):
     res.run("an id reused for another event is EIDCONFLICT with the original seq; the request "
             "is refused whole", id_conflict)
 
-    def retry_other_time():
-        # occurred_at is not content (§6): a retry stamped at another time
-        # is the duplicate, and the stored record keeps the first time
-        before = head_of(c)
-        for t in (1, None):
-            ev = {"type": "lead.captured", "lead": "L1", "id": "cap-L1",
-                  "data": {"email": "a@example.com"}}
-            if t is not None:
-                ev["occurred_at"] = t
-            rep = c.publish_ok([ev])
-            expect_eq((rep["seqs"], rep["dup"]), ([1], [True]), "a retry at another time")
-        expect_eq(head_of(c), before, "nothing stored")
-    res.run("a retry that differs only in occurred_at is the duplicate", retry_other_time)
 
     def duplicate_in_request():
         h = c.status()["head"]
