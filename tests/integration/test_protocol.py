@@ -355,7 +355,6 @@ def run_checks(res, c, daemon):
     res.run("an id reused for another event is EIDCONFLICT with the original seq; the request "
             "is refused whole", id_conflict)
 
-
     def duplicate_in_request():
         h = c.status()["head"]
         rep = c.publish_ok([{"type": "x.note", "id": "twice"}, {"type": "x.note", "id": "twice"}])
