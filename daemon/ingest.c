@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "log.h"
 #include "mp.h"
+#include "vault.h"
 #include "wire.h"
 #include "zap.h"
 
@@ -54,6 +55,7 @@ typedef struct group {
 	msgpack_zone cmp_zone;    /* scratch for same_event(): the stored record, parsed */
 	msgpack_sbuffer cmp;      /* ... and the new event encoded as that record */
 	const fa_table *acl;      /* with --access: the table this group is judged by */
+	vault *vault;             /* personal data keys; NULL: data stored as sent */
 } group;
 
 /* Writer-side view of the head while a transaction is open. */
@@ -310,6 +312,14 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 	};
 	/* data already in its stored form is copied, not encoded again */
 	fp_event_data_bytes(&ev, zmq_msg_data(&r->body), zmq_msg_size(&r->body));
+	/* seal: personal values replaced by sealed ones (vault.h) */
+	if (g->vault != NULL) {
+		funnel_err se = vault_seal_event(g->vault, &ev, err);
+		if (se == FUNNEL_EVALUE)
+			return 1;
+		if (se != FUNNEL_OK)
+			return ENOMEM;
+	}
 	funnel_err ee = fp_record_encode(&g->recs, &ev, &st, hash);
 	if (ee == FUNNEL_ETOOBIG) {
 		fp_error_set(err, ee, "data", "event is over %d bytes once stored", FP_MAX_RECORD_BYTES);
@@ -350,6 +360,7 @@ static int
 apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, int nested)
 {
 	cursor_state saved = *cs;
+	size_t vmark = g->vault != NULL ? vault_mark(g->vault) : 0;
 	store_wtxn child = { NULL, NULL, NULL, NULL };
 	int rc;
 
@@ -364,6 +375,8 @@ apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, i
 				store_wtxn_abort(&child);
 			else if (cs->seq != saved.seq)
 				return APPLY_REDO_NESTED;
+			if (g->vault != NULL)
+				vault_rollback(g->vault, vmark);
 			g->recs.size = saved.recs_size;
 			*cs = saved;
 			return 0;
@@ -423,10 +436,24 @@ store_group(store *s, group *g)
 		}
 		if (rc == 0 && cs.nrecs > 0)
 			rc = store_put_head(s, w.txn, cs.seq - 1, cs.prev, cs.leads);
+		/* the group's new keys reach the key file before its records commit */
+		if (rc == 0 && cs.nrecs > 0 && g->vault != NULL)
+			rc = vault_prepare(g->vault, cs.seq - 1);
 		if (rc == 0 && cs.nrecs > 0) {
 			rc = store_wtxn_commit(&w);
 		} else {
 			store_wtxn_abort(&w);
+		}
+		if (g->vault != NULL) {
+			if (rc == 0 && cs.nrecs > 0) {
+				/* erased leads' keys destroyed on disk before any ack */
+				int vrc = vault_finish(g->vault);
+				if (vrc != 0)
+					log_error("erased keys not yet destroyed on disk (%s); funneld finishes "
+					          "at its next start (keys.shred)", strerror(vrc));
+			} else {
+				vault_abort(g->vault);
+			}
 		}
 		if (rc == APPLY_REDO_NESTED) {
 			nested = 1;
@@ -603,6 +630,7 @@ ingest_run(store *s, void *sock, void *pub, const config *c, volatile sig_atomic
 	msgpack_sbuffer_init(&g->recs);
 	msgpack_sbuffer_init(&g->reply);
 	msgpack_sbuffer_init(&g->cmp);
+	g->vault = s->vault;
 
 	while (!*stop) {
 		uint64_t now = clock_now_ns();
