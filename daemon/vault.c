@@ -251,12 +251,14 @@ scan(const vault *v, const msgpack_object *map, char *path, size_t plen, int dep
 		memcpy(path + at, kv->key.via.str.ptr, kv->key.via.str.size);
 		if (is_personal(v, path, n))
 			found = 1;
-		else if (kv->val.type == MSGPACK_OBJECT_MAP && depth + 1 < FP_SEAL_MAX_DEPTH &&
-		         has_personal_below(v, path, n)) {
+		else if (kv->val.type == MSGPACK_OBJECT_MAP && depth + 1 < FP_SEAL_MAX_DEPTH) {
+			/* every map is walked for a producer's sealed value; only those
+			 * with a personal path below can hold personal values */
 			int rc = scan(v, &kv->val, path, n, depth + 1);
 			if (rc < 0)
 				return rc;
-			found |= rc;
+			if (has_personal_below(v, path, n))
+				found |= rc;
 		}
 	}
 	return found;
