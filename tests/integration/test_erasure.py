@@ -20,6 +20,7 @@ and "N passed, M failed"; exits 1 if any check failed.
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,12 @@ def main():
         if daemon is not None:
             log = LogClient(ctx, daemon.endpoints)
             run_checks(res, ctx, daemon, log, mk)
+            log.close()
+            log = None
+            daemon.close()
+            daemon = None
+        run_shred_recovery(res, ctx, mk)
+        run_wrong_master(res, mk)
     finally:
         if log is not None:
             log.close()
@@ -294,6 +301,105 @@ def run_checks(res, ctx, daemon, log, mk):
     res.run("a backup holds keys.dat wrapped only, never the master key", backup_wrapped)
 
     q.close(0)
+
+
+def shred_file(seq, slots):
+    """keys.shred as vault.h lays it out: magic, u64 seq, u32 n, (u32 slot, tag)*n."""
+    body = b"".join(struct.pack("<I", i) + tag for i, tag in slots)
+    return b"FUNNELSHRED1" + struct.pack("<QI", seq, len(slots)) + body
+
+
+def run_shred_recovery(res, ctx, mk):
+    """A stop between the commit of lead.erased and the zeroing of its key
+    leaves keys.shred: the next start finishes the erasure when the log
+    holds the commit, and drops the file when it does not."""
+    top = tempfile.mkdtemp(prefix="funnel-erasure-shred-")
+    data = os.path.join(top, "data")
+    args = ["--master-key", mk]
+
+    def key_of(d, lead):
+        q = connect(ctx, zmq.DEALER, d.endpoints["query"])
+        try:
+            q.send(msgpack.packb({"op": "key", "rid": 1, "lead": lead}))
+            return msgpack.unpackb(q.recv(), raw=False)["key"]
+        finally:
+            q.close(0)
+
+    def start():
+        d = start_daemon(res, FUNNELD, prefix="funnel-erasure-shred-", data=data,
+                         extra_args=args)
+        expect(d is not None, "funneld started on " + data)
+        return d
+
+    def check():
+        d = start()
+        try:
+            cli = Cli(d)
+            cli.run("publish", "--type", "lead.captured", "--lead", "S1",
+                    "--data", json.dumps({"email": "s1@shred.example"}))
+            cli.run("publish", "--type", "lead.captured", "--lead", "S2",
+                    "--data", json.dumps({"email": "s2@shred.example"}))
+            k1, k2 = key_of(d, "S1"), key_of(d, "S2")
+            expect(k1 is not None and k2 is not None, "keys made")
+        finally:
+            d.close()
+        with open(os.path.join(data, "keys.dat"), "rb") as f:
+            blob = f.read()
+        tags = [blob[64 + 96 * i: 64 + 96 * i + 16] for i in range(2)]
+        # a shred whose commit (seq 3) never happened: dropped, keys kept
+        with open(os.path.join(data, "keys.shred"), "wb") as f:
+            f.write(shred_file(3, [(0, tags[0])]))
+        d = start()
+        try:
+            expect_eq((key_of(d, "S1"), key_of(d, "S2")), (k1, k2), "keys after a void shred")
+        finally:
+            d.close()
+        expect_eq(os.path.getsize(os.path.join(data, "keys.shred")), 0, "keys.shred emptied")
+        # a shred whose commit (seq 2) is in the log: finished at start
+        with open(os.path.join(data, "keys.shred"), "wb") as f:
+            f.write(shred_file(2, [(0, tags[0])]))
+        d = start()
+        try:
+            expect_eq((key_of(d, "S1"), key_of(d, "S2")), (None, k2), "S1's key destroyed")
+        finally:
+            d.close()
+        with open(os.path.join(data, "keys.dat"), "rb") as f:
+            blob = f.read()
+        expect_eq(blob[64:64 + 96], bytes(96), "slot 0 zeroed")
+        expect(k1 not in blob, "S1's key not in keys.dat")
+    try:
+        res.run("keys.shred: a start finishes an interrupted erasure, or drops a void one",
+                check)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def run_wrong_master(res, mk):
+    """keys.dat made under one master key refuses another."""
+    top = tempfile.mkdtemp(prefix="funnel-erasure-mk2-")
+    data = os.path.join(top, "data")
+
+    def check():
+        first = subprocess.run([FUNNELD, "--data", data, "--master-key", mk, "--help"],
+                               capture_output=True, timeout=30)
+        expect_eq(first.returncode, 0, "--help")
+        d = start_daemon(res, FUNNELD, prefix="funnel-erasure-mk2-", data=data,
+                         extra_args=["--master-key", mk])
+        expect(d is not None, "first start")
+        d.close()
+        other = os.path.join(top, "other.key")
+        with open(other, "wb") as f:
+            f.write(os.urandom(32))
+        p = subprocess.run([FUNNELD, "--data", data, "--master-key", other,
+                            "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                            "--query", "tcp://127.0.0.1:*"],
+                           capture_output=True, text=True, timeout=30)
+        expect_eq(p.returncode, 1, "exit status under another master key")
+        expect("another master key" in p.stderr, "message: %r" % p.stderr[-300:])
+    try:
+        res.run("funneld refuses a key file made under another master key", check)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 if __name__ == "__main__":
