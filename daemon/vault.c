@@ -26,6 +26,9 @@
 #define NBUCKETS (1u << 18)
 #define NONE UINT32_MAX
 #define MAX_FIELDS 64
+/* The file grows by this many zero (free) slots at a time, so that most
+ * groups' fdatasync writes data blocks only, no new size. */
+#define GROW_SLOTS 4096
 
 typedef struct slot {
 	uint8_t tag[TAG_BYTES];
@@ -48,6 +51,7 @@ struct vault {
 	pthread_mutex_t lock;     /* slots, buckets: the query thread reads them */
 	slot *slots;
 	uint32_t nslots, cap;
+	uint32_t file_slots;      /* slots the file holds (written, zero or not) */
 	uint32_t *buckets;
 	uint32_t *free_slots;     /* zeroed slots to reuse; as many as cap */
 	uint32_t nfree;
@@ -420,11 +424,30 @@ slot_at(uint32_t i)
 	return HEADER_BYTES + (off_t)i * SLOT_BYTES;
 }
 
+/* Make room in the file for slots below n: zero slots, GROW_SLOTS at a time. */
+static int
+extend(vault *v, uint32_t n)
+{
+	static const uint8_t zeros[SLOT_BYTES * 64];
+	if (n <= v->file_slots)
+		return 0;
+	uint32_t want = (n + GROW_SLOTS - 1) / GROW_SLOTS * GROW_SLOTS;
+	for (uint32_t i = v->file_slots; i < want; i += 64) {
+		int rc = write_all(v->fd, zeros, sizeof zeros, slot_at(i));
+		if (rc != 0)
+			return rc;
+	}
+	v->file_slots = want;
+	return 0;
+}
+
 int
 vault_prepare(vault *v, uint64_t commit_seq)
 {
 	int fresh = 0, rc;
 	size_t retired = 0;
+	if ((rc = extend(v, v->nslots)) != 0)
+		return rc;
 	for (size_t k = 0; k < v->nops; k++) {
 		const op *o = &v->ops[k];
 		if (o->kind == OP_RETIRE) {
@@ -619,11 +642,12 @@ load_slots(vault *v, char *why, size_t whylen)
 		if (n == 0)
 			return 0;
 		if (n != SLOT_BYTES) {
-			/* a slot cut short by a crash before its sync: no record uses it */
+			/* a growth cut short by a crash before its sync: no record uses it */
 			if (ftruncate(v->fd, slot_at(i)) != 0)
 				return -1;
 			return 0;
 		}
+		v->file_slots = i + 1;
 		uint32_t s = take_slot(v);
 		if (s == NONE) {
 			snprintf(why, whylen, "out of memory loading keys.dat");

@@ -12,7 +12,8 @@
  *                      tag (16: keyed BLAKE2b of the lead id) |
  *                      nonce (24) | the data key wrapped under the master
  *                      key (XChaCha20-Poly1305, AD = tag; 32 + 16) | zeros
- *   an all-zero slot is free.
+ *   an all-zero slot is free; the file grows by 4096 free slots at a time
+ *   (so most groups' sync writes data blocks, not a new file size).
  *
  * The master key (32 bytes, raw or 64 hex digits in a file named by
  * --master-key / FUNNEL_MASTER_KEY_FILE) never enters the data
