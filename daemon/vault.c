@@ -59,7 +59,27 @@ struct vault {
 	size_t nops, ops_cap;
 	msgpack_sbuffer out;      /* the sealed data of the last event */
 	msgpack_sbuffer plain;    /* scratch: one value's encoding */
+	/* random bytes drawn ahead (keys, nonces), one getrandom per
+	 * RANDOM_BYTES; taken bytes are wiped */
+	uint8_t random[4096];
+	size_t random_used;
+	uint8_t *wbuf;            /* prepare: a run of slots to write */
+	uint32_t *fresh;          /* prepare: the group's new slots, sorted */
+	size_t fresh_cap;
 };
+
+/* n random bytes (n <= sizeof v->random) into out; writer thread only. */
+static void
+draw(vault *v, void *out, size_t n)
+{
+	if (v->random_used + n > sizeof v->random) {
+		randombytes_buf(v->random, sizeof v->random);
+		v->random_used = 0;
+	}
+	memcpy(out, v->random + v->random_used, n);
+	sodium_memzero(v->random + v->random_used, n);
+	v->random_used += n;
+}
 
 /* ---- the table ---- */
 
@@ -165,7 +185,7 @@ key_for(vault *v, funnel_str lead)
 	i = take_slot(v);
 	if (i != NONE) {
 		memcpy(v->slots[i].tag, tag, TAG_BYTES);
-		randombytes_buf(v->slots[i].key, FP_SEAL_KEY_BYTES);
+		draw(v, v->slots[i].key, FP_SEAL_KEY_BYTES);
 		v->slots[i].used = 1;
 		link_slot(v, i);
 		if (push_op(v, OP_FRESH, i) != 0) {
@@ -310,7 +330,9 @@ pack_sealed(vault *v, msgpack_packer *pk, const uint8_t *key, funnel_str lead,
 			v->plain.size = 0;
 			msgpack_packer_init(&pp, &v->plain, msgpack_sbuffer_write);
 			rc |= msgpack_pack_object(&pp, kv->val);
-			rc |= fp_seal_pack(pk, key, lead, path, n, v->plain.data, v->plain.size);
+			uint8_t nonce[FP_SEAL_NONCE_BYTES];
+			draw(v, nonce, sizeof nonce);
+			rc |= fp_seal_pack(pk, key, nonce, lead, path, n, v->plain.data, v->plain.size);
 			sodium_memzero(v->plain.data, v->plain.size);
 		} else if (kv->val.type == MSGPACK_OBJECT_MAP && depth + 1 < FP_SEAL_MAX_DEPTH &&
 		           has_personal_below(v, path, n)) {
@@ -441,28 +463,61 @@ extend(vault *v, uint32_t n)
 	return 0;
 }
 
+static int
+cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* The on-disk form of slot i into out (SLOT_BYTES). */
+static void
+seal_slot(vault *v, uint32_t i, uint8_t *out)
+{
+	const slot *s = &v->slots[i];
+	memset(out, 0, SLOT_BYTES);
+	memcpy(out, s->tag, TAG_BYTES);
+	draw(v, out + TAG_BYTES, FP_SEAL_NONCE_BYTES);
+	crypto_aead_xchacha20poly1305_ietf_encrypt(out + TAG_BYTES + FP_SEAL_NONCE_BYTES, NULL, s->key,
+	                                           FP_SEAL_KEY_BYTES, s->tag, TAG_BYTES, NULL,
+	                                           out + TAG_BYTES, v->wrap_key);
+}
+
+#define RUN_SLOTS 256
+
 int
 vault_prepare(vault *v, uint64_t commit_seq)
 {
 	int fresh = 0, rc;
-	size_t retired = 0;
+	size_t retired = 0, nfresh = 0;
 	if ((rc = extend(v, v->nslots)) != 0)
 		return rc;
+	if (v->nops > v->fresh_cap) {
+		uint32_t *f = realloc(v->fresh, v->nops * sizeof *f);
+		if (f == NULL)
+			return ENOMEM;
+		v->fresh = f;
+		v->fresh_cap = v->nops;
+	}
+	if (v->wbuf == NULL && (v->wbuf = malloc(RUN_SLOTS * SLOT_BYTES)) == NULL)
+		return ENOMEM;
 	for (size_t k = 0; k < v->nops; k++) {
-		const op *o = &v->ops[k];
-		if (o->kind == OP_RETIRE) {
+		if (v->ops[k].kind == OP_RETIRE)
 			retired++;
-			continue;
+		else
+			v->fresh[nfresh++] = v->ops[k].slot;
+	}
+	/* new slots in file order, each run of neighbours in one write */
+	qsort(v->fresh, nfresh, sizeof *v->fresh, cmp_u32);
+	for (size_t k = 0; k < nfresh;) {
+		size_t n = 0;
+		while (k + n < nfresh && n < RUN_SLOTS && v->fresh[k + n] == v->fresh[k] + n) {
+			seal_slot(v, v->fresh[k + n], v->wbuf + n * SLOT_BYTES);
+			n++;
 		}
-		uint8_t buf[SLOT_BYTES] = { 0 };
-		const slot *s = &v->slots[o->slot];
-		memcpy(buf, s->tag, TAG_BYTES);
-		randombytes_buf(buf + TAG_BYTES, FP_SEAL_NONCE_BYTES);
-		crypto_aead_xchacha20poly1305_ietf_encrypt(buf + TAG_BYTES + FP_SEAL_NONCE_BYTES, NULL,
-		                                           s->key, FP_SEAL_KEY_BYTES, s->tag, TAG_BYTES,
-		                                           NULL, buf + TAG_BYTES, v->wrap_key);
-		if ((rc = write_all(v->fd, buf, sizeof buf, slot_at(o->slot))) != 0)
+		if ((rc = write_all(v->fd, v->wbuf, n * SLOT_BYTES, slot_at(v->fresh[k]))) != 0)
 			return rc;
+		k += n;
 		fresh = 1;
 	}
 	if (fresh && (rc = sync_fd(v, v->fd)) != 0)
@@ -685,6 +740,7 @@ vault_open(const char *dir, const char *master_key_file, const char *fields, uin
 	}
 	v->fd = v->shred_fd = -1;
 	v->durable = durable;
+	v->random_used = sizeof v->random;   /* drawn at the first use */
 	pthread_mutex_init(&v->lock, NULL);
 	msgpack_sbuffer_init(&v->out);
 	msgpack_sbuffer_init(&v->plain);
@@ -768,6 +824,9 @@ vault_close(vault *v)
 	free(v->free_slots);
 	free(v->buckets);
 	free(v->ops);
+	free(v->wbuf);
+	free(v->fresh);
+	sodium_memzero(v->random, sizeof v->random);
 	msgpack_sbuffer_destroy(&v->out);
 	msgpack_sbuffer_destroy(&v->plain);
 	pthread_mutex_destroy(&v->lock);

@@ -23,7 +23,8 @@ assoc(uint8_t *buf, size_t cap, funnel_str lead, const char *path, size_t path_l
 #define AD_CAP (256 + 1 + FP_SEAL_MAX_PATH)
 
 int
-fp_seal_pack(msgpack_packer *pk, const uint8_t key[FP_SEAL_KEY_BYTES], funnel_str lead,
+fp_seal_pack(msgpack_packer *pk, const uint8_t key[FP_SEAL_KEY_BYTES],
+             const uint8_t nonce[FP_SEAL_NONCE_BYTES], funnel_str lead,
              const char *path, size_t path_len, const void *plain, size_t plen)
 {
 	uint8_t ad[AD_CAP];
@@ -37,7 +38,7 @@ fp_seal_pack(msgpack_packer *pk, const uint8_t key[FP_SEAL_KEY_BYTES], funnel_st
 	if (buf == NULL || (adlen == 0 && path_len > 0))
 		return -1;
 	buf[0] = FP_SEAL_VERSION;
-	randombytes_buf(buf + 1, FP_SEAL_NONCE_BYTES);
+	memcpy(buf + 1, nonce, FP_SEAL_NONCE_BYTES);
 	crypto_aead_xchacha20poly1305_ietf_encrypt(buf + 1 + FP_SEAL_NONCE_BYTES, &clen, plain, plen,
 	                                           ad, adlen, NULL, buf + 1, key);
 	rc = msgpack_pack_ext(pk, n, FP_SEAL_EXT) | msgpack_pack_ext_body(pk, buf, n);

@@ -44,8 +44,10 @@
 #define FP_SEAL_MAX_DEPTH 4
 
 /* Pack the sealed form of `plain` (a msgpack encoding of plen bytes) as
- * one ext value.  Returns 0, or -1 when out of memory. */
-int fp_seal_pack(msgpack_packer *pk, const uint8_t key[FP_SEAL_KEY_BYTES], funnel_str lead,
+ * one ext value, under a nonce the caller drew at random (never used
+ * twice under a key).  Returns 0, or -1 when out of memory. */
+int fp_seal_pack(msgpack_packer *pk, const uint8_t key[FP_SEAL_KEY_BYTES],
+                 const uint8_t nonce[FP_SEAL_NONCE_BYTES], funnel_str lead,
                  const char *path, size_t path_len, const void *plain, size_t plen);
 
 /* 1 when o is a sealed value (an ext of type FP_SEAL_EXT). */

@@ -19,6 +19,14 @@
 
 static uint8_t key[FP_SEAL_KEY_BYTES], other[FP_SEAL_KEY_BYTES];
 
+static const uint8_t *
+nonce(void)
+{
+	static uint8_t n[FP_SEAL_NONCE_BYTES];
+	randombytes_buf(n, sizeof n);
+	return n;
+}
+
 static funnel_str
 fstr(const char *s)
 {
@@ -38,7 +46,7 @@ pack_data(msgpack_sbuffer *sb)
 	msgpack_pack_map(&pk, 3);
 	msgpack_pack_str_with_body(&pk, "email", 5);
 	msgpack_pack_str_with_body(&pp, "a@b.c", 5);
-	assert_int_equal(fp_seal_pack(&pk, key, fstr("L1"), "email", 5, plain.data, plain.size), 0);
+	assert_int_equal(fp_seal_pack(&pk, key, nonce(), fstr("L1"), "email", 5, plain.data, plain.size), 0);
 	msgpack_pack_str_with_body(&pk, "n", 1);
 	msgpack_pack_int(&pk, 5);
 	msgpack_pack_str_with_body(&pk, "contact", 7);
@@ -46,7 +54,7 @@ pack_data(msgpack_sbuffer *sb)
 	msgpack_pack_str_with_body(&pk, "phone", 5);
 	plain.size = 0;
 	msgpack_pack_int(&pp, 7);
-	assert_int_equal(fp_seal_pack(&pk, key, fstr("L1"), "contact.phone", 13, plain.data,
+	assert_int_equal(fp_seal_pack(&pk, key, nonce(), fstr("L1"), "contact.phone", 13, plain.data,
 	                              plain.size), 0);
 	msgpack_sbuffer_destroy(&plain);
 }
