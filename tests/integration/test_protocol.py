@@ -400,6 +400,30 @@ def run_sealed_checks(res, c, daemon):
         expect_eq((rep["error"], rep["field"]), ("EVALUE", "data"), "error")
     res.run("an ext of type 16 from a producer: EVALUE on data", producer_ext_refused)
 
+    def refused_requests_keep_keys():
+        # a refused request leaves no key behind, and an erasure in it
+        # destroys none (the writer redoes the group; the key file follows)
+        k2 = key_of("P2")
+        for evs in ([{"type": "lead.captured", "lead": "P4", "data": {"email": "p4@q.com"}},
+                     {"type": "deal.won", "lead": "P4", "data": {"amount": 1}}],
+                    [{"type": "lead.erased", "lead": "P2"},
+                     {"type": "deal.won", "lead": "P2", "data": {"amount": 1}}]):
+            rep = c.publish(evs)
+            expect(not rep["ok"] and rep["index"] == 1, "refused at index 1: %r" % (rep,))
+        expect_eq(key_of("P4"), None, "a key for the refused capture")
+        expect_eq(key_of("P2"), k2, "P2's key after a refused erasure")
+        # the same in one group with other requests: pipelined on the socket
+        for i in range(20):
+            c.ingest.send(msgpack.packb({"op": "publish", "rid": 9000 + i, "events": [
+                {"type": "lead.captured", "lead": "G%d" % i, "data": {"email": "g@g.com"}},
+                {"type": "deal.won" if i % 2 else "lead.activity", "lead": "G%d" % i,
+                 "data": {"amount": 1} if i % 2 else {"kind": "x"}}]}))
+        for _ in range(20):
+            msgpack.unpackb(c.ingest.recv())
+        for i in range(20):
+            expect_eq(key_of("G%d" % i) is None, bool(i % 2), "G%d key" % i)
+    res.run("a refused request creates no key and destroys none", refused_requests_keep_keys)
+
     def erased_reads_erased():
         before = c.replay_all()
         c.publish_ok([{"type": "lead.erased", "lead": "P1", "data": {"reason": "request 42"}}])
