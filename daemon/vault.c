@@ -308,9 +308,29 @@ derive_domain(const vault *v, const msgpack_object *map, size_t *len)
 	return at + 1;
 }
 
+/* The value under key k in map m (a str key), or NULL. */
+static const msgpack_object *
+same_key(const msgpack_object *m, const msgpack_object *k)
+{
+	if (m == NULL || m->type != MSGPACK_OBJECT_MAP || k->type != MSGPACK_OBJECT_STR)
+		return NULL;
+	for (uint32_t i = 0; i < m->via.map.size; i++) {
+		const msgpack_object *mk = &m->via.map.ptr[i].key;
+		if (mk->type == MSGPACK_OBJECT_STR && mk->via.str.size == k->via.str.size &&
+		    memcmp(mk->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)
+			return &m->via.map.ptr[i].val;
+	}
+	return NULL;
+}
+
+/* Pack map with its personal values sealed.  Nonces are drawn at random,
+ * or, with like (a stored data map at the same path), taken from the
+ * sealed value at the same path in it, so that the same values give the
+ * same bytes (vault_reseal_event). */
 static int
 pack_sealed(vault *v, msgpack_packer *pk, const uint8_t *key, funnel_str lead,
-            const msgpack_object *map, char *path, size_t plen, int depth)
+            const msgpack_object *map, const msgpack_object *like, char *path, size_t plen,
+            int depth)
 {
 	int rc = 0;
 	for (uint32_t i = 0; i < map->via.map.size && rc == 0; i++) {
@@ -325,24 +345,69 @@ pack_sealed(vault *v, msgpack_packer *pk, const uint8_t *key, funnel_str lead,
 		if (plen)
 			path[at++] = '.';
 		memcpy(path + at, kv->key.via.str.ptr, kv->key.via.str.size);
+		const msgpack_object *was = like != NULL ? same_key(like, &kv->key) : NULL;
 		if (is_personal(v, path, n)) {
 			msgpack_packer pp;
+			uint8_t nonce[FP_SEAL_NONCE_BYTES];
 			v->plain.size = 0;
 			msgpack_packer_init(&pp, &v->plain, msgpack_sbuffer_write);
 			rc |= msgpack_pack_object(&pp, kv->val);
-			uint8_t nonce[FP_SEAL_NONCE_BYTES];
-			draw(v, nonce, sizeof nonce);
+			if (was != NULL && fp_seal_is(was) && was->via.ext.size >= FP_SEAL_OVERHEAD)
+				memcpy(nonce, was->via.ext.ptr + 1, sizeof nonce);
+			else
+				draw(v, nonce, sizeof nonce);
 			rc |= fp_seal_pack(pk, key, nonce, lead, path, n, v->plain.data, v->plain.size);
 			sodium_memzero(v->plain.data, v->plain.size);
 		} else if (kv->val.type == MSGPACK_OBJECT_MAP && depth + 1 < FP_SEAL_MAX_DEPTH &&
 		           has_personal_below(v, path, n)) {
 			rc |= msgpack_pack_map(pk, kv->val.via.map.size);
-			rc |= pack_sealed(v, pk, key, lead, &kv->val, path, n, depth + 1);
+			rc |= pack_sealed(v, pk, key, lead, &kv->val, was, path, n, depth + 1);
 		} else {
 			rc |= msgpack_pack_object(pk, kv->val);
 		}
 	}
 	return rc;
+}
+
+/* Seal ev's data under key into v->out (nonces as pack_sealed says). */
+static funnel_err
+seal_into(vault *v, fp_event *ev, const uint8_t *key, const msgpack_object *like, fp_error *err)
+{
+	char path[FP_SEAL_MAX_PATH + 1];
+	size_t dlen;
+	const char *dom = derive_domain(v, ev->data, &dlen);
+	msgpack_packer pk;
+	v->out.size = 0;
+	msgpack_packer_init(&pk, &v->out, msgpack_sbuffer_write);
+	int rc = msgpack_pack_map(&pk, ev->data->via.map.size + (dom != NULL));
+	rc |= pack_sealed(v, &pk, key, ev->lead, ev->data, like, path, 0, 0);
+	if (dom != NULL) {
+		char low[256];
+		for (size_t k = 0; k < dlen; k++)
+			low[k] = (char)((dom[k] >= 'A' && dom[k] <= 'Z') ? dom[k] - 'A' + 'a' : dom[k]);
+		rc |= mp_pack_key(&pk, "email_domain");
+		rc |= msgpack_pack_str(&pk, dlen) | msgpack_pack_str_body(&pk, low, dlen);
+	}
+	if (rc != 0)
+		return fp_error_set(err, FUNNEL_ENOMEM, "", "out of memory sealing data");
+	ev->data_at = v->out.data;
+	ev->data_len = v->out.size;
+	return FUNNEL_OK;
+}
+
+int
+vault_reseal_event(vault *v, fp_event *ev, const msgpack_object *stored)
+{
+	char path[FP_SEAL_MAX_PATH + 1];
+	uint8_t tag[TAG_BYTES];
+	if (ev->lead.ptr == NULL || ev->data == NULL || ev->data->type != MSGPACK_OBJECT_MAP ||
+	    scan(v, ev->data, path, 0, 0) <= 0)
+		return 0;
+	lead_tag(v, ev->lead.ptr, ev->lead.len, tag);
+	uint32_t i = find(v, tag);
+	if (i == NONE)
+		return 1;
+	return seal_into(v, ev, v->slots[i].key, stored, NULL) == FUNNEL_OK ? 0 : -1;
 }
 
 funnel_err
@@ -361,24 +426,9 @@ vault_seal_event(vault *v, fp_event *ev, fp_error *err)
 			uint32_t i = key_for(v, ev->lead);
 			if (i == NONE)
 				return fp_error_set(err, FUNNEL_ENOMEM, "", "out of memory creating a data key");
-			size_t dlen;
-			const char *dom = derive_domain(v, ev->data, &dlen);
-			msgpack_packer pk;
-			v->out.size = 0;
-			msgpack_packer_init(&pk, &v->out, msgpack_sbuffer_write);
-			int rc = msgpack_pack_map(&pk, ev->data->via.map.size + (dom != NULL));
-			rc |= pack_sealed(v, &pk, v->slots[i].key, ev->lead, ev->data, path, 0, 0);
-			if (dom != NULL) {
-				char low[256];
-				for (size_t k = 0; k < dlen; k++)
-					low[k] = (char)((dom[k] >= 'A' && dom[k] <= 'Z') ? dom[k] - 'A' + 'a' : dom[k]);
-				rc |= mp_pack_key(&pk, "email_domain");
-				rc |= msgpack_pack_str(&pk, dlen) | msgpack_pack_str_body(&pk, low, dlen);
-			}
-			if (rc != 0)
-				return fp_error_set(err, FUNNEL_ENOMEM, "", "out of memory sealing data");
-			ev->data_at = v->out.data;
-			ev->data_len = v->out.size;
+			funnel_err se = seal_into(v, ev, v->slots[i].key, NULL, err);
+			if (se != FUNNEL_OK)
+				return se;
 		}
 	}
 	if (ev->spec->type == FP_EV_ERASED && retire(v, ev->lead) != 0)

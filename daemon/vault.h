@@ -81,6 +81,18 @@ void vault_close(vault *v);
  */
 funnel_err vault_seal_event(vault *v, fp_event *ev, fp_error *err);
 
+/*
+ * For an event whose id is already stored (ingest.c, same_event): seal
+ * ev's personal values as vault_seal_event() would, but with the lead's
+ * current key and the nonces of the sealed values at the same paths of
+ * stored (the stored record's data), so that the same event gives the
+ * same bytes.  Creates no key.  Returns 0 (ev->data_at/data_len set when
+ * there was something to seal), 1 when the lead has no key any more (it
+ * was erased: its personal values cannot be compared), -1 when out of
+ * memory.
+ */
+int vault_reseal_event(vault *v, fp_event *ev, const msgpack_object *stored);
+
 size_t vault_mark(const vault *v);
 void vault_rollback(vault *v, size_t mark);
 int vault_prepare(vault *v, uint64_t commit_seq);   /* 0 or an errno value */

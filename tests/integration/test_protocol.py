@@ -424,6 +424,28 @@ def run_sealed_checks(res, c, daemon):
             expect_eq(key_of("G%d" % i) is None, bool(i % 2), "G%d key" % i)
     res.run("a refused request creates no key and destroys none", refused_requests_keep_keys)
 
+    def ack1(rep):
+        return {"seq": rep["seqs"][0], "dup": rep["dup"][0]}
+
+    def sealed_duplicates():
+        cap = {"type": "lead.captured", "lead": "P5", "id": "form-p5",
+               "data": {"email": "p5@dup.example", "name": "Pat Five", "source": "web"}}
+        first = ack1(c.publish_ok([cap]))
+        again = ack1(c.publish_ok([cap]))
+        expect_eq((again["seq"], again["dup"]), (first["seq"], True), "a retry of a sealed capture")
+        other = dict(cap, data=dict(cap["data"], email="someone@else.example"))
+        rep = c.publish([other])
+        expect_eq((rep["ok"], rep.get("error"), rep.get("field")), (False, "EIDCONFLICT", "id"),
+                  "the same id with another email")
+        c.publish_ok([{"type": "lead.erased", "lead": "P5", "data": {"reason": "r"}}])
+        late = ack1(c.publish_ok([cap]))
+        expect_eq((late["seq"], late["dup"]), (first["seq"], True),
+                  "a retry after the erasure (its personal values cannot be compared)")
+        rep = c.publish([dict(cap, type="lead.activity", data={"kind": "x"})])
+        expect_eq(rep.get("error"), "EIDCONFLICT", "after the erasure, another type still conflicts")
+    res.run("ids of sealed events: a retry is a duplicate, other values EIDCONFLICT, after the "
+            "erasure the rest must match", sealed_duplicates)
+
     def erased_reads_erased():
         before = c.replay_all()
         c.publish_ok([{"type": "lead.erased", "lead": "P1", "data": {"reason": "request 42"}}])
