@@ -66,6 +66,7 @@ struct vault {
 	uint8_t *wbuf;            /* prepare: a run of slots to write */
 	uint32_t *fresh;          /* prepare: the group's new slots, sorted */
 	size_t fresh_cap;
+	int shred_written;        /* keys.shred names this group's retired slots */
 };
 
 /* n random bytes (n <= sizeof v->random) into out; writer thread only. */
@@ -460,16 +461,23 @@ vault_rollback(vault *v, size_t mark)
 	pthread_mutex_unlock(&v->lock);
 }
 
-void
-vault_abort(vault *v)
-{
-	vault_rollback(v, 0);
-}
-
 static int
 sync_fd(const vault *v, int fd)
 {
 	return v->durable && fdatasync(fd) != 0 ? errno : 0;
+}
+
+void
+vault_abort(vault *v)
+{
+	/* keys.shred names a commit that did not happen, whose seq a later
+	 * group will use: it must not outlive this group */
+	if (v->shred_written) {
+		if (ftruncate(v->shred_fd, 0) != 0 || sync_fd(v, v->shred_fd) != 0)
+			log_error("cannot empty keys.shred: %s", strerror(errno));
+		v->shred_written = 0;
+	}
+	vault_rollback(v, 0);
 }
 
 static int
@@ -591,10 +599,13 @@ vault_prepare(vault *v, uint64_t commit_seq)
 		memcpy(p + 4, v->slots[v->ops[k].slot].tag, TAG_BYTES);
 		p += 4 + TAG_BYTES;
 	}
+	v->shred_written = 1;
 	rc = write_all(v->shred_fd, buf, len, 0);
 	free(buf);
-	if (rc == 0 && (rc = sync_fd(v, v->shred_fd)) == 0 && !v->durable)
-		rc = 0;
+	if (rc == 0 && ftruncate(v->shred_fd, (off_t)len) != 0)
+		rc = errno;
+	if (rc == 0)
+		rc = sync_fd(v, v->shred_fd);
 	return rc;
 }
 
@@ -624,6 +635,9 @@ vault_finish(vault *v)
 			rc = errno;
 		if (rc == 0)
 			rc = sync_fd(v, v->shred_fd);
+		/* committed: should the zeroing have failed, keys.shred stays for
+		 * the next start to finish; no later abort may empty it */
+		v->shred_written = 0;
 		pthread_mutex_lock(&v->lock);
 		for (size_t k = 0; k < v->nops; k++) {
 			if (v->ops[k].kind == OP_RETIRE)
