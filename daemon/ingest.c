@@ -218,7 +218,7 @@ same_event(store_wtxn *w, group *g, request *r, fp_event *ev, uint64_t orig)
 	ev->occurred_at = rec.occurred_at;
 	/* seal as the stored record was sealed (vault.h): the same event, the
 	 * same bytes.  Once the lead's key is gone its personal values cannot
-	 * be compared: the rest of the event must match (PROTOCOL.md §19). */
+	 * be compared: the rest of the event must match (PROTOCOL.md §21). */
 	int unknowable = 0;
 	if (g->vault != NULL && rec.data != NULL) {
 		int vr = vault_reseal_event(g->vault, ev, rec.data);

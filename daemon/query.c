@@ -324,8 +324,8 @@ answer_lead(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_packer
 	fp_pack_lead(pk, req->rid, req->lead.ptr, req->lead.len, &li);
 }
 
-/* A lead's data key, for a reader allowed to read (today: any reader of
- * the query endpoint).  nil when the lead has none: no personal data
+/* A lead's data key, for a reader allowed to read (serve_one refuses the
+ * op, like every query, to a principal without read).  nil when the lead has none: no personal data
  * sealed yet, erased, or no master key. */
 static void
 answer_key(query_server *q, const fp_request *req, msgpack_packer *pk)

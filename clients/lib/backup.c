@@ -253,7 +253,7 @@ write_info(const char *dir, const char *source, const funnel_log_head *h, funnel
 
 static int copy_file(const char *src, const char *dst, funnel_error_info *err);
 
-/* The key file of sealed personal data (PROTOCOL.md §19), when src has
+/* The key file of sealed personal data (PROTOCOL.md §21), when src has
  * one: copied as it is (keys wrapped by the master key, which is never in
  * a data directory), readable by its owner only. */
 static int

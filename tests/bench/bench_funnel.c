@@ -26,7 +26,7 @@
  *                       same without one (B; runs after S) (default 400000)
  *   BENCH_SEALED        1: W1 again on a funneld with a master key, the
  *                       events' email and name sealed (PROTOCOL.md section
- *                       19); 0 skips it                (default 1)
+ *                       21); 0 skips it                (default 1)
  *   BENCH_W3_SECS       W3 duration at 10,000 events/s  (default 3)
  *   BENCH_W4_EVENTS     W4 events                       (default 3000)
  *   BENCH_PEERS         comma list of redis-always, redis-everysec,

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """
 tests/integration/test_erasure.py - right to erasure by crypto-shredding
-(PROTOCOL.md section 19), end to end with real processes: funneld with a
+(PROTOCOL.md section 21), end to end with real processes: funneld with a
 master key, the funnel CLI, funnel-scoring, funnel-routing and
 funnel-metrics, each with its own view.
 

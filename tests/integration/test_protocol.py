@@ -272,7 +272,7 @@ def main():
     return res
 
 
-# --- PROTOCOL.md section 19: sealed personal values ---
+# --- PROTOCOL.md section 21: sealed personal values ---
 
 SEAL_EXT = 16
 ERASED = "[erased]"
@@ -290,7 +290,7 @@ def xchacha_open(key, nonce, ciphertext, ad):
 
 
 def open_sealed(value, key, lead, path):
-    """A sealed value's clear value per section 19, or ERASED."""
+    """A sealed value's clear value per section 21, or ERASED."""
     p = value.data
     expect(len(p) >= 1 + 24 + 16 and p[0] == 1, "sealed payload: version 1, nonce, tag")
     if key is None:
@@ -384,7 +384,7 @@ def run_sealed_checks(res, c, daemon):
         d = msgpack.unpackb(c.replay_all()[0], raw=False)["data"]
         got = open_data(d, k, "P1")
         want = dict(form, email_domain="example.org")
-        expect_eq(got, want, "data opened per section 19")
+        expect_eq(got, want, "data opened per section 21")
         # the associated data binds lead and path: another lead's key, or
         # a value moved to another path, does not open
         expect_eq(open_sealed(d["email"], key_of("P2"), "P1", "email"), ERASED, "P2's key")

@@ -1,6 +1,6 @@
 /*
  * tests/unit/test_seal.c - sealed personal values (proto/seal.c, the
- * format of PROTOCOL.md section 19): a round trip, the associated data
+ * format of PROTOCOL.md section 21): a round trip, the associated data
  * binding lead and path, what reads as erased, nested maps, and payloads
  * cut short or tampered with.
  */
