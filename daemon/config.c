@@ -14,6 +14,7 @@
 #include "config.h"
 #include "log.h"
 #include "longopt.h"
+#include "vault.h"
 
 static const char usage[] =
 	"usage: funneld [options]\n"
@@ -42,6 +43,11 @@ static const char usage[] =
 	"                       SIGHUP reloads it\n"
 	"  --key FILE           funneld's CURVE secret key (funnel keygen funneld)\n"
 	"  --insecure           allow an endpoint beyond loopback without --access\n"
+	"  --master-key FILE    seal personal data under per-lead keys wrapped by\n"
+	"                       this key (32 bytes or 64 hex digits; keep it OUT of\n"
+	"                       the data directory; env FUNNEL_MASTER_KEY_FILE)\n"
+	"  --personal-fields LIST  the data paths sealed, comma-separated (default\n"
+	"                       " VAULT_DEFAULT_FIELDS ")\n"
 	"  --help, --version\n"
 	"\n"
 	"Long options are spelled in full: a prefix (--dat for --data) is refused.\n"
@@ -49,7 +55,7 @@ static const char usage[] =
 
 enum {
 	OPT_DATA = 1000, OPT_INGEST, OPT_PUBLISH, OPT_QUERY, OPT_CONFIG, OPT_NOSYNC, OPT_PUBHWM,
-	OPT_HEARTBEAT, OPT_MAPSIZE, OPT_MAXMAP, OPT_READY, OPT_LOGLEVEL, OPT_ACCESS, OPT_KEY, OPT_INSECURE, OPT_HELP, OPT_VERSION
+	OPT_HEARTBEAT, OPT_MAPSIZE, OPT_MAXMAP, OPT_READY, OPT_LOGLEVEL, OPT_ACCESS, OPT_KEY, OPT_INSECURE, OPT_MASTERKEY, OPT_PERSONAL, OPT_HELP, OPT_VERSION
 };
 
 static const struct option options[] = {
@@ -68,6 +74,8 @@ static const struct option options[] = {
 	{ "access", required_argument, NULL, OPT_ACCESS },
 	{ "key", required_argument, NULL, OPT_KEY },
 	{ "insecure", no_argument, NULL, OPT_INSECURE },
+	{ "master-key", required_argument, NULL, OPT_MASTERKEY },
+	{ "personal-fields", required_argument, NULL, OPT_PERSONAL },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -119,6 +127,13 @@ apply(config *c, int opt, const char *val, const char *src)
 	case OPT_PUBLISH: snprintf(c->publish, sizeof c->publish, "%s", val); return 0;
 	case OPT_QUERY: snprintf(c->query, sizeof c->query, "%s", val); return 0;
 	case OPT_READY: snprintf(c->ready_file, sizeof c->ready_file, "%s", val); return 0;
+	case OPT_MASTERKEY: snprintf(c->master_key, sizeof c->master_key, "%s", val); return 0;
+	case OPT_PERSONAL:
+		if (strlen(val) < sizeof c->personal_fields) {
+			snprintf(c->personal_fields, sizeof c->personal_fields, "%s", val);
+			return 0;
+		}
+		break;
 	case OPT_ACCESS: snprintf(c->access, sizeof c->access, "%s", val); return 0;
 	case OPT_KEY: snprintf(c->key, sizeof c->key, "%s", val); return 0;
 	case OPT_INSECURE:
@@ -274,6 +289,7 @@ config_load(config *c, int argc, char **argv)
 	c->pub_hwm = 100000;
 	c->heartbeat_ms = 1000;
 	c->map_size = (size_t)1 << 30;
+	snprintf(c->personal_fields, sizeof c->personal_fields, "%s", VAULT_DEFAULT_FIELDS);
 
 	/* The config file first, so flags override it: the shared settings
 	 * file (its endpoints and funneld sections), or the older flat form. */
@@ -299,6 +315,10 @@ config_load(config *c, int argc, char **argv)
 		if (rc == FP_CONF_OK)
 			fp_conf_free(&conf);
 	}
+	/* the environment over the file, flags over both */
+	const char *mk = getenv("FUNNEL_MASTER_KEY_FILE");
+	if (mk != NULL && mk[0] != '\0')
+		snprintf(c->master_key, sizeof c->master_key, "%s", mk);
 	optind = 1;
 	int opt, idx = -1;
 	while ((opt = getopt_long(argc, argv, "", options, &idx)) != -1) {

@@ -23,6 +23,8 @@ typedef struct config {
 	int heartbeat_ms;
 	size_t map_size;          /* initial LMDB map */
 	size_t max_map_size;      /* 0: unbounded */
+	char master_key[4096];    /* file of the master key; "": personal data not sealed */
+	char personal_fields[1024];   /* comma-separated data paths sealed (vault.h) */
 } config;
 
 /* Fill c from defaults, the config file and argv.  Returns 0, 1 when

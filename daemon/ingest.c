@@ -14,6 +14,8 @@
 #include "clock.h"
 #include "log.h"
 #include "mp.h"
+#include "seal.h"
+#include "vault.h"
 #include "wire.h"
 #include "zap.h"
 
@@ -54,6 +56,7 @@ typedef struct group {
 	msgpack_zone cmp_zone;    /* scratch for same_event(): the stored record, parsed */
 	msgpack_sbuffer cmp;      /* ... and the new event encoded as that record */
 	const fa_table *acl;      /* with --access: the table this group is judged by */
+	vault *vault;             /* personal data keys; NULL: data stored as sent */
 } group;
 
 /* Writer-side view of the head while a transaction is open. */
@@ -213,6 +216,16 @@ same_event(store_wtxn *w, group *g, request *r, fp_event *ev, uint64_t orig)
 	 * stored after this call (a duplicate or a refusal), so it may change. */
 	ev->has_occurred_at = rec.has_occurred_at;
 	ev->occurred_at = rec.occurred_at;
+	/* seal as the stored record was sealed (vault.h): the same event, the
+	 * same bytes.  Once the lead's key is gone its personal values cannot
+	 * be compared: the rest of the event must match (PROTOCOL.md §21). */
+	int unknowable = 0;
+	if (g->vault != NULL && rec.data != NULL) {
+		int vr = vault_reseal_event(g->vault, ev, rec.data);
+		if (vr < 0)
+			return ENOMEM;
+		unknowable = vr == 1 && fp_seal_any(rec.data);
+	}
 	g->cmp.size = 0;
 	funnel_err ee = fp_record_encode(&g->cmp, ev, &st, hash);
 	if (ee == FUNNEL_ENOMEM)
@@ -223,6 +236,8 @@ same_event(store_wtxn *w, group *g, request *r, fp_event *ev, uint64_t orig)
 	                 : !str_eq(rec.lead, ev->lead) ? "lead"
 	                 : rec.has_cause != ev->has_cause || rec.cause != ev->cause ? "cause"
 	                 : "data";
+	if (unknowable && strcmp(what, "data") == 0)
+		return 0;
 	fp_error_set(&r->err, FUNNEL_EIDCONFLICT, "id",
 	             "id '%.*s' is already used by seq %" PRIu64 " (%.*s%s%.*s%s) and this event "
 	             "differs in %s: an id names one event forever, give this one its own id",
@@ -310,6 +325,14 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 	};
 	/* data already in its stored form is copied, not encoded again */
 	fp_event_data_bytes(&ev, zmq_msg_data(&r->body), zmq_msg_size(&r->body));
+	/* seal: personal values replaced by sealed ones (vault.h) */
+	if (g->vault != NULL) {
+		funnel_err se = vault_seal_event(g->vault, &ev, err);
+		if (se == FUNNEL_EVALUE)
+			return 1;
+		if (se != FUNNEL_OK)
+			return ENOMEM;
+	}
 	funnel_err ee = fp_record_encode(&g->recs, &ev, &st, hash);
 	if (ee == FUNNEL_ETOOBIG) {
 		fp_error_set(err, ee, "data", "event is over %d bytes once stored", FP_MAX_RECORD_BYTES);
@@ -350,6 +373,7 @@ static int
 apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, int nested)
 {
 	cursor_state saved = *cs;
+	size_t vmark = g->vault != NULL ? vault_mark(g->vault) : 0;
 	store_wtxn child = { NULL, NULL, NULL, NULL };
 	int rc;
 
@@ -364,6 +388,8 @@ apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, i
 				store_wtxn_abort(&child);
 			else if (cs->seq != saved.seq)
 				return APPLY_REDO_NESTED;
+			if (g->vault != NULL)
+				vault_rollback(g->vault, vmark);
 			g->recs.size = saved.recs_size;
 			*cs = saved;
 			return 0;
@@ -423,10 +449,24 @@ store_group(store *s, group *g)
 		}
 		if (rc == 0 && cs.nrecs > 0)
 			rc = store_put_head(s, w.txn, cs.seq - 1, cs.prev, cs.leads);
+		/* the group's new keys reach the key file before its records commit */
+		if (rc == 0 && cs.nrecs > 0 && g->vault != NULL)
+			rc = vault_prepare(g->vault, cs.seq - 1);
 		if (rc == 0 && cs.nrecs > 0) {
 			rc = store_wtxn_commit(&w);
 		} else {
 			store_wtxn_abort(&w);
+		}
+		if (g->vault != NULL) {
+			if (rc == 0 && cs.nrecs > 0) {
+				/* erased leads' keys destroyed on disk before any ack */
+				int vrc = vault_finish(g->vault);
+				if (vrc != 0)
+					log_error("erased keys not yet destroyed on disk (%s); funneld finishes "
+					          "at its next start (keys.shred)", strerror(vrc));
+			} else {
+				vault_abort(g->vault);
+			}
 		}
 		if (rc == APPLY_REDO_NESTED) {
 			nested = 1;
@@ -603,6 +643,7 @@ ingest_run(store *s, void *sock, void *pub, const config *c, volatile sig_atomic
 	msgpack_sbuffer_init(&g->recs);
 	msgpack_sbuffer_init(&g->reply);
 	msgpack_sbuffer_init(&g->cmp);
+	g->vault = s->vault;
 
 	while (!*stop) {
 		uint64_t now = clock_now_ns();

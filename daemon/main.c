@@ -22,6 +22,7 @@
 #include "query.h"
 #include "store.h"
 #include "zap.h"
+#include "vault.h"
 
 /* Requests bigger than this are cut off by ZeroMQ itself (the peer is
  * disconnected); those between FP_MAX_REQUEST_BYTES and this get ETOOBIG. */
@@ -176,6 +177,21 @@ main(int argc, char **argv)
 	         (unsigned long long)st.head_seq, st.map_size >> 20,
 	         cfg.durable ? "durable (fsync before ack)" : "NO FSYNC (--no-sync)",
 	         (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+	/* Personal data: sealed under per-lead keys when a master key is given. */
+	if (cfg.master_key[0]) {
+		st.vault = vault_open(cfg.data_dir, cfg.master_key, cfg.personal_fields, st.head_seq,
+		                      cfg.durable, why, sizeof why);
+		if (st.vault == NULL) {
+			log_error("%s", why);
+			store_release(&st);
+			return 1;
+		}
+		log_info("personal data sealed (%s); keys in %s/keys.dat", cfg.personal_fields,
+		         cfg.data_dir);
+	} else {
+		log_warn("no master key (--master-key): personal data is stored as sent, and "
+		         "lead.erased cannot make it unreadable");
+	}
 
 	ctx = zmq_ctx_new();
 	if (ctx == NULL) {
@@ -234,6 +250,7 @@ out:
 	sodium_memzero(server_secret, sizeof server_secret);
 	if (ctx)
 		zmq_ctx_term(ctx);
+	vault_close(st.vault);
 	store_release(&st);
 	return status;
 }

@@ -10,12 +10,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
 #include <zmq.h>
 
 #include "clock.h"
 #include "log.h"
 #include "query.h"
 #include "zap.h"
+#include "vault.h"
 #include "wire.h"
 
 /* A page under construction: views into the read transaction's map. */
@@ -322,6 +324,18 @@ answer_lead(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_packer
 	fp_pack_lead(pk, req->rid, req->lead.ptr, req->lead.len, &li);
 }
 
+/* A lead's data key, for a reader allowed to read (serve_one refuses the
+ * op, like every query, to a principal without read).  nil when the lead has none: no personal data
+ * sealed yet, erased, or no master key. */
+static void
+answer_key(query_server *q, const fp_request *req, msgpack_packer *pk)
+{
+	uint8_t key[32];
+	int have = q->st->vault != NULL && vault_key(q->st->vault, req->lead.ptr, req->lead.len, key);
+	fp_pack_key(pk, req->rid, req->lead.ptr, req->lead.len, have ? key : NULL);
+	sodium_memzero(key, sizeof key);
+}
+
 /* Answer one request whose frames are ident [delim] body.  z holds the
  * decoded request; scratch (a separate zone, since the request's strings
  * must outlive it) serves the page's type filter. */
@@ -369,6 +383,7 @@ serve_one(query_server *q, zmq_msg_t *ident, int has_delim, zmq_msg_t *body, pag
 	case FP_OP_REPLAY: answer_replay(q, txn, &req, &pk, p, scratch, &err); break;
 	case FP_OP_STATUS: answer_status(q, txn, &req, &pk); break;
 	case FP_OP_LEAD: answer_lead(q, txn, &req, &pk, &err); break;
+	case FP_OP_KEY: answer_key(q, &req, &pk); break;
 	default: break;
 	}
 	store_read_end(q->st, &txn);

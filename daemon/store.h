@@ -57,6 +57,9 @@ typedef struct store {
 	uint64_t head_ts;
 	uint8_t head_hash[FUNNEL_HASH_BYTES];
 	uint64_t head_leads;          /* distinct lead ids at the head */
+	/* The personal data keys (vault.h), NULL without a master key.  Not
+	 * the store's: main.c opens and closes it; ingest and query use it. */
+	struct vault *vault;
 } store;
 
 /* A lead's current state as kept in the leads table. */

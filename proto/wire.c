@@ -15,6 +15,7 @@ static const struct {
 	{ "replay", FP_OP_REPLAY },
 	{ "status", FP_OP_STATUS },
 	{ "lead", FP_OP_LEAD },
+	{ "key", FP_OP_KEY },
 };
 
 /* An optional unsigned field: absent leaves *out alone. */
@@ -126,9 +127,11 @@ fp_request_decode(const void *buf, size_t len, msgpack_zone *z, fp_request *req,
 	case FP_OP_STATUS:
 		return FUNNEL_OK;
 	case FP_OP_LEAD:
+	case FP_OP_KEY:
 		rc = mp_get_str(&o, "lead", &req->lead, err);
 		if (rc == FUNNEL_EMISSING)
-			return fp_error_set(err, rc, "lead", "lead request has no 'lead'");
+			return fp_error_set(err, rc, "lead", "%s request has no 'lead'",
+			                    req->op == FP_OP_KEY ? "key" : "lead");
 		if (rc != FUNNEL_OK)
 			return rc;
 		return check_query_lead(req->lead, err);
@@ -320,6 +323,21 @@ fp_pack_status(msgpack_packer *pk, uint64_t rid, const funnel_status *st)
 	rc |= msgpack_pack_bin_body(pk, st->head_hash, FUNNEL_HASH_BYTES);
 	rc |= mp_pack_key(pk, "durable");
 	rc |= st->durable ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+	return rc ? -1 : 0;
+}
+
+int
+fp_pack_key(msgpack_packer *pk, uint64_t rid, const char *lead, size_t lead_len,
+            const uint8_t *key)
+{
+	int rc = pack_ok_head(pk, rid, 2);
+	rc |= mp_pack_key(pk, "lead");
+	rc |= mp_pack_str(pk, (funnel_str){ lead, lead_len });
+	rc |= mp_pack_key(pk, "key");
+	if (key != NULL)
+		rc |= msgpack_pack_bin(pk, 32) | msgpack_pack_bin_body(pk, key, 32);
+	else
+		rc |= msgpack_pack_nil(pk);
 	return rc ? -1 : 0;
 }
 

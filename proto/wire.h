@@ -21,7 +21,8 @@ typedef enum fp_op {
 	FP_OP_PUBLISH,     /* ingest endpoint */
 	FP_OP_REPLAY,      /* query endpoint */
 	FP_OP_STATUS,      /* query endpoint */
-	FP_OP_LEAD         /* query endpoint */
+	FP_OP_LEAD,        /* query endpoint */
+	FP_OP_KEY          /* query endpoint: a lead's data key (PROTOCOL.md "Personal data") */
 } fp_op;
 
 /* Page bounds (PROTOCOL.md "Replay"). */
@@ -71,6 +72,9 @@ int fp_pack_page_head(msgpack_packer *pk, uint64_t rid, uint64_t head, uint64_t 
 int fp_pack_status(msgpack_packer *pk, uint64_t rid, const funnel_status *st);
 int fp_pack_lead(msgpack_packer *pk, uint64_t rid, const char *lead, size_t lead_len,
                  const funnel_lead_info *li);
+/* {rid, ok, lead, key}: key is 32 bytes, or NULL (packed as nil: none). */
+int fp_pack_key(msgpack_packer *pk, uint64_t rid, const char *lead, size_t lead_len,
+                const uint8_t *key);
 
 /* --- client side: replies --- */
 

@@ -53,7 +53,8 @@ enum {
 	OPT_VERSION, OPT_CONFIG, OPT_KEY, OPT_SERVER_KEY, OPT_SOURCE,
 	/* command options */
 	OPT_TYPE, OPT_LEAD, OPT_ID, OPT_DATA, OPT_OCCURRED_AT, OPT_EXPECTED_VERSION, OPT_CAUSE,
-	OPT_BATCH, OPT_FROM, OPT_TO, OPT_SINCE, OPT_UNTIL, OPT_COUNT, OPT_TIMEOUT_IDLE, OPT_RAW
+	OPT_BATCH, OPT_FROM, OPT_TO, OPT_SINCE, OPT_UNTIL, OPT_COUNT, OPT_TIMEOUT_IDLE, OPT_RAW,
+	OPT_REASON
 };
 
 #define CLI_GLOBAL_OPTIONS \
@@ -136,6 +137,7 @@ funnel_query *cli_query_open(const struct cli *g);
 
 /* Subcommands: argv[0] is the command's name. */
 int cmd_publish(struct cli *g, int argc, char **argv);
+int cmd_erase(struct cli *g, int argc, char **argv);
 int cmd_tail(struct cli *g, int argc, char **argv);
 int cmd_replay(struct cli *g, int argc, char **argv);
 int cmd_history(struct cli *g, int argc, char **argv);

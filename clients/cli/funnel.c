@@ -18,6 +18,7 @@ static const char usage_text[] =
 	"\n"
 	"Commands:\n"
 	"  publish    append events: one from flags, or JSON lines from stdin\n"
+	"  erase      erase a lead: lead.erased, its personal data unreadable\n"
 	"  tail       follow the log live (from the head, a seq or a time)\n"
 	"  replay     print a range of the log and exit\n"
 	"  history    one lead's events and its current state\n"
@@ -42,6 +43,7 @@ struct command {
 
 static const struct command commands[] = {
 	{ "publish", cmd_publish },
+	{ "erase", cmd_erase },
 	{ "tail", cmd_tail },
 	{ "replay", cmd_replay },
 	{ "history", cmd_history },

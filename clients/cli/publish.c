@@ -26,6 +26,8 @@
 #include "cli.h"
 #include "envelope.h"
 #include "json.h"
+#include "mp.h"
+#include "seal.h"
 #include "util.h"
 
 static const char publish_help[] =
@@ -630,4 +632,72 @@ cmd_publish(struct cli *g, int argc, char **argv)
 		return cli_usage(g, "--lead, --id, --data, --occurred-at, --expected-version and "
 		                 "--cause describe one event and need --type");
 	return publish_stdin(g, batch ? (size_t)batch : 1);
+}
+
+static const char erase_help[] =
+	"usage: funnel erase LEAD --reason TEXT [--id K]\n"
+	"\n"
+	"Publish lead.erased for LEAD with data {\"reason\": TEXT}.  When funneld\n"
+	"seals personal data (--master-key), it destroys the lead's data key before\n"
+	"it acknowledges: every personal value of the lead's earlier events then\n"
+	"reads as \"" FP_SEAL_ERASED "\" everywhere, while the events, the chain and every\n"
+	"figure stay (PROTOCOL.md \"Personal data and erasure\").\n"
+	"\n"
+	"  --reason TEXT   why (the request, the ticket): kept in the log, so no\n"
+	"                  personal data here; at most 128 bytes\n"
+	"  --id K          idempotency key: a retry with the same key is stored once\n"
+	"\n"
+	"Prints 'seq N' like publish.\n"
+	"\n"
+	CLI_GLOBAL_HELP;
+
+int
+cmd_erase(struct cli *g, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		CLI_GLOBAL_OPTIONS,
+		{ "reason", required_argument, NULL, OPT_REASON },
+		{ "id", required_argument, NULL, OPT_ID },
+		{ NULL, 0, NULL, 0 }
+	};
+	funnel_event ev = { .type = "lead.erased" };
+	const char *reason = NULL;
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	int c, ret;
+
+	cli_getopt_begin();
+	while ((c = cli_getopt(g, argc, argv, opts)) != -1) {
+		switch (c) {
+		case OPT_HELP:
+			fputs(erase_help, stdout);
+			return CLI_EXIT_OK;
+		case OPT_REASON:
+			reason = optarg;
+			break;
+		case OPT_ID:
+			ev.id = optarg;
+			break;
+		default:
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc)
+		return cli_usage(g, optind >= argc ? "which lead? (funnel erase LEAD --reason TEXT)"
+		                                   : "one lead at a time");
+	if (reason == NULL || reason[0] == '\0')
+		return cli_usage(g, "--reason is required: say why the lead is erased");
+	ev.lead = argv[optind];
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	if (msgpack_pack_map(&pk, 1) != 0 || mp_pack_key(&pk, "reason") != 0 ||
+	    mp_pack_cstr(&pk, reason) != 0) {
+		msgpack_sbuffer_destroy(&sb);
+		return cli_fail(g, FUNNEL_ENOMEM, NULL, NULL);
+	}
+	ev.data = sb.data;
+	ev.data_len = sb.size;
+	ret = publish_one(g, &ev, NULL);
+	msgpack_sbuffer_destroy(&sb);
+	return ret;
 }

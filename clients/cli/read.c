@@ -78,6 +78,7 @@ struct out {
 	const char *lead;       /* local filter: exact lead, NULL for all */
 	msgpack_zone zone;      /* for parsing; cleared per record */
 	uint64_t printed;
+	funnel_query *q;        /* opens sealed personal values; not owned */
 };
 
 static void
@@ -161,6 +162,19 @@ print_raw(struct out *o, const uint8_t *rec, size_t len)
 	return 1;
 }
 
+/* Personal values in clear, or "[erased]" (PROTOCOL.md "Personal data
+ * and erasure").  Returns 0, or -1 (reported). */
+static int
+unseal(struct out *o, funnel_record *r)
+{
+	int rc = o->q != NULL ? funnel_record_unseal(o->q, r, &o->zone) : 0;
+	if (rc < 0) {
+		cli_fail(o->g, -rc, funnel_query_error(o->q), o->g->query);
+		return -1;
+	}
+	return 0;
+}
+
 /*
  * Filter and print one record to stdout.  Returns 1 when printed, 0 when
  * the filters left it out, -1 on a record that does not parse or output
@@ -187,6 +201,8 @@ emit(struct out *o, const uint8_t *rec, size_t len)
 		return 0;
 	if (o->mode == OUT_RAW)
 		return print_raw(o, rec, len);
+	if (unseal(o, &r) != 0)
+		return -1;
 	if (o->mode == OUT_HUMAN) {
 		rc = print_human(stdout, &r);
 	} else {
@@ -321,7 +337,8 @@ cmd_tail(struct cli *g, int argc, char **argv)
 			cli_fail(g, rc, funnel_query_error(q), g->query);
 			goto done;
 		}
-		funnel_query_destroy(&q);
+		/* q stays open: it fetches the data keys of sealed values */
+		o.q = q;
 	}
 	if (has_from)
 		so.from = from;
@@ -582,6 +599,7 @@ cmd_replay(struct cli *g, int argc, char **argv)
 	}
 	if ((q = cli_query_open(g)) == NULL)
 		goto done;
+	o.q = q;
 	/* The daemon applies lead and type; records come back filtered. */
 	ret = page_through(g, q, &req, count, replay_one, &o);
 	if (fflush(stdout) != 0 && ret == CLI_EXIT_OK) {
@@ -688,6 +706,8 @@ history_one(void *arg, const uint8_t *rec, size_t len, uint64_t *taken)
 		cli_error(o->g, "%s: a record of %zu bytes does not parse", funnel_errname(rc), len);
 		return -1;
 	}
+	if (unseal(o, &r) != 0)
+		return -1;
 	if (!h->header_done) {
 		printf("%-8s  %-24s  %-20s  %-12s  %-4s  %s\n", "SEQ", "TIME", "TYPE", "STAGE", "VER",
 		       "DATA");
@@ -751,6 +771,7 @@ cmd_history(struct cli *g, int argc, char **argv)
 	h.json = cli_json(g);
 	if ((q = cli_query_open(g)) == NULL)
 		goto done;
+	o.q = q;
 	if ((ret = page_through(g, q, &req, 0, history_one, &h)) != CLI_EXIT_OK)
 		goto done;
 	ret = CLI_EXIT_FAIL;

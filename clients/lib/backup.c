@@ -251,6 +251,25 @@ write_info(const char *dir, const char *source, const funnel_log_head *h, funnel
 	return FUNNEL_OK;
 }
 
+static int copy_file(const char *src, const char *dst, funnel_error_info *err);
+
+/* The key file of sealed personal data (PROTOCOL.md §21), when src has
+ * one: copied as it is (keys wrapped by the master key, which is never in
+ * a data directory), readable by its owner only. */
+static int
+copy_keys(const char *src_dir, const char *dst_dir, funnel_error_info *err)
+{
+	char src[PATH_MAX], dst[PATH_MAX];
+	snprintf(src, sizeof src, "%s/keys.dat", src_dir);
+	snprintf(dst, sizeof dst, "%s/keys.dat", dst_dir);
+	if (access(src, F_OK) != 0)
+		return FUNNEL_OK;
+	int rc = copy_file(src, dst, err);
+	if (rc == FUNNEL_OK && chmod(dst, 0600) != 0)
+		rc = storage_error(err, "dest", "cannot restrict", dst, errno);
+	return rc;
+}
+
 int
 funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *head,
               funnel_verify_result *res, funnel_error_info *err)
@@ -290,6 +309,10 @@ funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *head,
 	rc = env_verify(copy, dest_dir, res, &h, err);
 	mdb_env_close(copy);
 	if (rc != FUNNEL_OK)
+		return rc;
+	/* after the log's snapshot: every key its records use is there, less
+	 * the keys erased since (those stay erased in the copy) */
+	if ((rc = copy_keys(data_dir, dest_dir, err)) != FUNNEL_OK)
 		return rc;
 	if ((rc = write_info(dest_dir, source, &h, err)) != FUNNEL_OK)
 		return rc;
@@ -434,6 +457,9 @@ funnel_restore(const char *backup_dir, const char *data_dir, funnel_log_head *he
 	snprintf(src, sizeof src, "%s/%s", backup_dir, FP_LOG_DATA_FILE);
 	snprintf(tmp, sizeof tmp, "%s/%s.partial", data_dir, FP_LOG_DATA_FILE);
 	snprintf(dst, sizeof dst, "%s/%s", data_dir, FP_LOG_DATA_FILE);
+	/* the keys first: the log never appears without them */
+	if ((rc = copy_keys(backup_dir, data_dir, err)) != FUNNEL_OK)
+		return rc;
 	if ((rc = copy_file(src, tmp, err)) != FUNNEL_OK) {
 		unlink(tmp);
 		goto out;

@@ -13,7 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "internal.h"
+#include "mp.h"
+#include "seal.h"
 
 #define ZONE_CHUNK 65536
 #define VERIFY_PAGE FP_PAGE_MAX_EVENTS
@@ -26,6 +30,13 @@ struct funnel_query {
 	msgpack_packer pk;
 	msgpack_zone zone;         /* decoded reply; valid until the next call */
 	funnel_error_info err;
+	/* data keys fetched for funnel_record_unseal(), round-robin; len 0: empty */
+	struct {
+		char lead[FP_MAX_LEAD_BYTES];
+		size_t len;
+		uint8_t key[FP_SEAL_KEY_BYTES];
+	} keys[FUNNEL_KEY_CACHE];
+	unsigned next_key;
 };
 
 /*
@@ -77,6 +88,7 @@ funnel_query_destroy(funnel_query **qq)
 	fl_sock_close(&q->s);
 	msgpack_sbuffer_destroy(&q->sb);
 	msgpack_zone_destroy(&q->zone);
+	sodium_memzero(q->keys, sizeof q->keys);
 	free(q);
 	*qq = NULL;
 }
@@ -303,6 +315,82 @@ funnel_lead_get(funnel_query *q, const char *lead, funnel_lead_info *info)
 		                  "lead reply has no stage/version");
 	zmq_msg_close(&m);
 	return rc;
+}
+
+/* ---- personal data ---- */
+
+/* Ask funneld for lead's data key.  1 with key filled, 0 when the lead
+ * has none, or a negative funnel_err. */
+static int
+fetch_key(funnel_query *q, funnel_str lead, uint8_t key[FP_SEAL_KEY_BYTES])
+{
+	char id[FP_MAX_LEAD_BYTES + 1];
+	zmq_msg_t m;
+	fp_reply rep;
+	int rc, found = 0;
+
+	memcpy(id, lead.ptr, lead.len);
+	id[lead.len] = '\0';
+	uint64_t rid = q->next_rid++;
+	msgpack_sbuffer_clear(&q->sb);
+	if (fp_pack_simple(&q->pk, rid, "key", id) != 0)
+		return -nomem(q);
+	zmq_msg_init(&m);
+	rc = call(q, rid, "key", &m, &rep);
+	if (rc == FUNNEL_OK) {
+		const msgpack_object *k = mp_find(&rep.obj, "key");
+		if (k != NULL && k->type == MSGPACK_OBJECT_BIN && k->via.bin.size == FP_SEAL_KEY_BYTES) {
+			memcpy(key, k->via.bin.ptr, FP_SEAL_KEY_BYTES);
+			found = 1;
+		} else if (k == NULL || k->type != MSGPACK_OBJECT_NIL) {
+			rc = fl_set_error(&q->err, FUNNEL_EPROTOCOL, -1, "key",
+			                  "key reply has no 32-byte key nor nil");
+		}
+	}
+	zmq_msg_close(&m);
+	return rc != FUNNEL_OK ? -rc : found;
+}
+
+int
+funnel_record_unseal(funnel_query *q, funnel_record *r, msgpack_zone *z)
+{
+	uint8_t key[FP_SEAL_KEY_BYTES];
+	int have = 0, cached = -1;
+
+	if (q == NULL || r == NULL || z == NULL)
+		return -FUNNEL_EINVAL;
+	if (r->data == NULL || r->lead.ptr == NULL || r->lead.len > FP_MAX_LEAD_BYTES ||
+	    !fp_seal_any(r->data))
+		return 0;
+	for (unsigned i = 0; i < FUNNEL_KEY_CACHE; i++) {
+		if (q->keys[i].len == r->lead.len && memcmp(q->keys[i].lead, r->lead.ptr, r->lead.len) == 0) {
+			cached = (int)i;
+			break;
+		}
+	}
+	/* A cached key that no longer opens the record (the lead was erased
+	 * and captured again since): ask again. */
+	if (cached >= 0 && fp_seal_opens(r->data, q->keys[cached].key, r->lead, z)) {
+		memcpy(key, q->keys[cached].key, sizeof key);
+		have = 1;
+	} else {
+		int rc = fetch_key(q, r->lead, key);
+		if (rc < 0)
+			return rc;
+		have = rc;
+		unsigned slot = cached >= 0 ? (unsigned)cached : q->next_key++ % FUNNEL_KEY_CACHE;
+		if (have) {
+			memcpy(q->keys[slot].lead, r->lead.ptr, r->lead.len);
+			q->keys[slot].len = r->lead.len;
+			memcpy(q->keys[slot].key, key, sizeof key);
+		} else if (cached >= 0) {
+			sodium_memzero(&q->keys[slot], sizeof q->keys[slot]);
+		}
+	}
+	/* the objects live in z, the caller's: changing them in place is theirs to allow */
+	int n = fp_seal_open_all((msgpack_object *)r->data, have ? key : NULL, r->lead, z);
+	sodium_memzero(key, sizeof key);
+	return n < 0 ? -nomem(q) : n;
 }
 
 /* ---- verification ---- */

@@ -22,6 +22,7 @@
 #include "model.h"
 #include "rules.h"
 #include "rulesfile.h"
+#include "seal.h"
 
 /* ---- the compiled rules ---- */
 
@@ -975,6 +976,17 @@ capture(const sc_rules *r, sc_lead *st, const msgpack_object *data)
 	char buf[SC_MAX_VALUE_BYTES + 1];
 	if (data->type != MSGPACK_OBJECT_MAP)
 		return;
+	/* A sealed email (PROTOCOL.md "Personal data and erasure") comes with
+	 * the email_domain funneld derived in clear: the domain is read from
+	 * there, so no personal value ever enters the view. */
+	const msgpack_object *em = mp_find(data, "email"), *dom = mp_find(data, "email_domain");
+	if (em != NULL && fp_seal_is(em) && dom != NULL) {
+		int t = rf_value_text(dom, buf, sizeof buf);
+		if (t == 1 && buf[0] != '\0')
+			set_field(st, 0, buf, strlen(buf), 1);
+		else
+			set_field(st, 0, NULL, 0, 0);
+	}
 	for (uint32_t k = 0; k < data->via.map.size; k++) {
 		const msgpack_object_kv *kv = &data->via.map.ptr[k];
 		int t = rf_value_text(&kv->val, buf, sizeof buf);

@@ -291,6 +291,21 @@ typedef struct funnel_lead_info {
 /* The lead's current state; FUNNEL_ENOTFOUND if no event named it. */
 int funnel_lead_get(funnel_query *q, const char *lead, funnel_lead_info *info);
 
+/*
+ * Personal data (PROTOCOL.md "Personal data and erasure"): replace, in
+ * r's data, every sealed value by its clear value, the lead's data key
+ * fetched from funneld through q (op "key") and kept in q (the last
+ * FUNNEL_KEY_CACHE leads).  A value whose key is gone (the lead was
+ * erased) reads as the string FUNNEL_ERASED.  r must come from
+ * funnel_record_parse() into zone z; the clear values are put in z and r's
+ * data objects are changed in place (the record's bytes are not).
+ * Returns the number of sealed values met (0: nothing to open), or a
+ * negative funnel_err (-FUNNEL_ETIMEOUT, ...; funnel_query_error() says more).
+ */
+#define FUNNEL_KEY_CACHE 64
+#define FUNNEL_ERASED "[erased]"
+int funnel_record_unseal(funnel_query *q, funnel_record *r, msgpack_zone *z);
+
 /* Result of a chain verification. */
 typedef struct funnel_verify_result {
 	uint64_t checked;                       /* records checked */

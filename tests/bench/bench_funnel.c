@@ -24,6 +24,9 @@
  *   BENCH_START_EVENTS  log size for S; 0 skips S       (default 10000000)
  *   BENCH_BACKUP_EVENTS W1 events beside a backup of the S log, and the
  *                       same without one (B; runs after S) (default 400000)
+ *   BENCH_SEALED        1: W1 again on a funneld with a master key, the
+ *                       events' email and name sealed (PROTOCOL.md section
+ *                       21); 0 skips it                (default 1)
  *   BENCH_W3_SECS       W3 duration at 10,000 events/s  (default 3)
  *   BENCH_W4_EVENTS     W4 events                       (default 3000)
  *   BENCH_PEERS         comma list of redis-always, redis-everysec,
@@ -84,6 +87,7 @@ static const struct sysdesc {
 typedef struct config {
 	uint64_t w1_events, start_events, w3_secs, w4_events, seed, curve;
 	uint64_t backup_w1_events;   /* W1 events beside a backup of the start log (and without) */
+	uint64_t sealed;             /* 1: W1 again with personal data sealed */
 	int run[NSYS];
 	const char *out;
 } config;
@@ -102,6 +106,9 @@ typedef struct funnel_extra {
 	double backup_mb_s, backup_eps;     /* the copy alone */
 	double w1_plain_eps, w1_backup_eps; /* W1 on that log without and during a backup */
 	uint64_t backup_events;
+	/* W1 on a funneld that seals personal data (a master key) */
+	int sealed_ran;
+	double w1_sealed_eps;
 } funnel_extra;
 
 static uint64_t
@@ -553,6 +560,38 @@ start_ms(daemon_proc *d, double *open_ms)
 	return ms;
 }
 
+/* W1 with the same events on a fresh funneld with a master key: email and
+ * name of every capture sealed under its lead's key (a new key per lead). */
+static void
+sealed_w1(const bench_events *ev, funnel_extra *x)
+{
+	char keyfile[] = "/tmp/funnel-bench-mk-XXXXXX", extra[128];
+	uint8_t mk[32];
+	daemon_proc d;
+	bench_result r;
+	int fd = mkstemp(keyfile);
+
+	if (fd < 0 || getentropy(mk, sizeof mk) != 0 || write(fd, mk, sizeof mk) != (ssize_t)sizeof mk) {
+		if (fd >= 0) {
+			close(fd);
+			unlink(keyfile);
+		}
+		return;
+	}
+	close(fd);
+	snprintf(extra, sizeof extra, "--master-key %s", keyfile);
+	bench_result_init(&r);
+	if (harness_start(&d, extra) == 0) {
+		fprintf(stderr, "bench: funnel W1 with personal data sealed, %" PRIu64 " events\n",
+		        ev->w1_total);
+		w1_funnel(&d, ev, NULL, 0, &r);
+		x->w1_sealed_eps = r.w1_eps;
+		x->sealed_ran = r.w1_eps > 0;
+		harness_cleanup(&d);
+	}
+	unlink(keyfile);
+}
+
 static int
 funnel_run(const config *c, const bench_events *ev, bench_result *r, funnel_extra *x)
 {
@@ -581,6 +620,8 @@ funnel_run(const config *c, const bench_events *ev, bench_result *r, funnel_extr
 	w2_funnel(&d, r);
 	r->mem_max_kb = bench_sampler_stop(&mem);
 	r->ran = 1;
+	if (c->sealed)
+		sealed_w1(ev, x);
 
 	/* S: fill fast (no fsync) up to the size asked, then time a restart */
 	if (c->start_events > 0) {
@@ -818,6 +859,12 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 	row_funnel("W3 commit->subscriber p50, ms", "-", x->w3_commit[0], "%.3f", res[0].ran);
 	row_funnel("W3 commit->subscriber p99, ms", "<= 1", x->w3_commit[1], "%.3f", res[0].ran);
 	row_funnel("W3 commit->subscriber p99.9, ms", "-", x->w3_commit[2], "%.3f", res[0].ran);
+	if (c->sealed) {
+		row_funnel("W1 personal data sealed, events/s", "-", x->w1_sealed_eps, "%.0f",
+		           x->sealed_ran);
+		row_funnel("  sealed / plain W1", ">= 0.8", res[SYS_FUNNEL].w1_eps > 0 ?
+		           x->w1_sealed_eps / res[SYS_FUNNEL].w1_eps : 0, "%.2f", x->sealed_ran);
+	}
 	row("W4 publish->ack p50, ms", "<= 0.5", res, m_w4_50, "%.3f", 0);
 	row("W4 publish->ack p99, ms", "<= 2", res, m_w4_99, "%.3f", 0);
 	row("memory max during W4-W2, MB", "<= 64", res, m_mem, "%.1f", 0);
@@ -931,6 +978,8 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 		}
 		raw("funnel", "mem_idle_kb", (double)x->mem_idle_kb);
 	}
+	if (x->sealed_ran)
+		raw("funnel", "w1_sealed_eps", x->w1_sealed_eps);
 	emit_file("```\n");
 	fflush(stdout);
 }
@@ -942,6 +991,7 @@ main(void)
 		.w1_events = env_u64("BENCH_EVENTS", 1000000),
 		.start_events = env_u64("BENCH_START_EVENTS", 10000000),
 		.backup_w1_events = env_u64("BENCH_BACKUP_EVENTS", 400000),
+		.sealed = env_u64("BENCH_SEALED", 1),
 		.w3_secs = env_u64("BENCH_W3_SECS", 3),
 		.w4_events = env_u64("BENCH_W4_EVENTS", 3000),
 		.seed = env_u64("BENCH_SEED", 1),

@@ -16,6 +16,8 @@ FUNNELD defaults to build/bin/funneld under the repository root.  Prints
 one line per check, "ok - name" or "not ok - name: reason", then
 "N passed, M failed"; exits 1 if any check failed.
 """
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import shutil
@@ -263,8 +265,217 @@ def main():
                 s.close(0)
         if daemon is not None:
             daemon.close()
+    try:
+        run_sealed(res, ctx, binary)
+    finally:
         ctx.term()
     return res
+
+
+# --- PROTOCOL.md section 21: sealed personal values ---
+
+SEAL_EXT = 16
+ERASED = "[erased]"
+_sodium = ctypes.CDLL(ctypes.util.find_library("sodium") or "libsodium.so.23")
+
+
+def xchacha_open(key, nonce, ciphertext, ad):
+    """crypto_aead_xchacha20poly1305_ietf_decrypt: the clear bytes, or None."""
+    out = ctypes.create_string_buffer(max(1, len(ciphertext)))
+    outlen = ctypes.c_ulonglong(0)
+    rc = _sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        out, ctypes.byref(outlen), None, ciphertext, ctypes.c_ulonglong(len(ciphertext)),
+        ad, ctypes.c_ulonglong(len(ad)), nonce, key)
+    return out.raw[:outlen.value] if rc == 0 else None
+
+
+def open_sealed(value, key, lead, path):
+    """A sealed value's clear value per section 21, or ERASED."""
+    p = value.data
+    expect(len(p) >= 1 + 24 + 16 and p[0] == 1, "sealed payload: version 1, nonce, tag")
+    if key is None:
+        return ERASED
+    clear = xchacha_open(key, p[1:25], p[25:], lead.encode() + b"\0" + path.encode())
+    return ERASED if clear is None else msgpack.unpackb(clear, raw=False)
+
+
+def open_data(data, key, lead, prefix=""):
+    """data with every sealed value opened (or ERASED), walking nested maps."""
+    out = {}
+    for k, v in data.items():
+        path = prefix + k
+        if isinstance(v, msgpack.ExtType) and v.code == SEAL_EXT:
+            out[k] = open_sealed(v, key, lead, path)
+        elif isinstance(v, dict):
+            out[k] = open_data(v, key, lead, path + ".")
+        else:
+            out[k] = v
+    return out
+
+
+def scan_dir(path, needle):
+    """Files under path holding the bytes needle."""
+    hits = []
+    for root, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                if needle in f.read():
+                    hits.append(name)
+    return hits
+
+
+def run_sealed(res, ctx, binary):
+    keydir = tempfile.mkdtemp(prefix="funnel-proto-mk-")
+    daemon = c = None
+    try:
+        mk = os.path.join(keydir, "master.key")
+        with open(mk, "wb") as f:
+            f.write(os.urandom(32))
+        daemon = start_daemon(res, binary, prefix="funnel-proto-sealed-",
+                              extra_args=["--master-key", mk,
+                                          "--personal-fields", "email,name,contact.phone"])
+        if daemon is None:
+            return
+        c = Client(ctx, daemon.endpoints)
+        run_sealed_checks(res, c, daemon)
+    finally:
+        if c is not None:
+            for s in (c.ingest, c.query, c.sub):
+                s.close(0)
+        if daemon is not None:
+            daemon.close()
+        shutil.rmtree(keydir, ignore_errors=True)
+
+
+def run_sealed_checks(res, c, daemon):
+    form = {"email": "Ada.Proto@Example.ORG", "name": "Ada Proto", "source": "ads",
+            "contact": {"phone": "+44 20 7946 0000", "city": "London"}}
+    st = {}
+
+    def key_of(lead):
+        rep = c.call(c.query, {"op": "key", "lead": lead})
+        expect(rep["ok"], "key refused: %r" % (rep,))
+        expect_eq(rep["lead"], lead, "key reply lead")
+        k = rep["key"]
+        expect(k is None or (isinstance(k, bytes) and len(k) == 32), "key: 32 bytes or nil")
+        return k
+
+    def sealed_layout():
+        c.publish_ok([{"type": "lead.captured", "lead": "P1", "data": form},
+                      {"type": "lead.captured", "lead": "P2", "data": {"email": "x@y.com"}}])
+        recs = [msgpack.unpackb(r, raw=False) for r in c.replay_all()]
+        d = recs[0]["data"]
+        for k in ("email", "name"):
+            expect(isinstance(d[k], msgpack.ExtType) and d[k].code == SEAL_EXT,
+                   "data.%s is an ext of type 16: %r" % (k, d[k]))
+        expect(isinstance(d["contact"]["phone"], msgpack.ExtType), "data.contact.phone sealed")
+        expect_eq((d["source"], d["contact"]["city"]), ("ads", "London"), "clear fields")
+        expect_eq(list(d), ["email", "name", "source", "contact", "email_domain"], "key order")
+        expect_eq(d["email_domain"], "example.org", "email_domain, lower-cased, in clear")
+        expect_eq(scan_dir(daemon.data, b"Ada.Proto"), [], "files holding the email")
+        expect_eq(scan_dir(daemon.data, b"7946"), [], "files holding the phone")
+    res.run("sealed values: ext 16 at personal paths, email_domain in clear, nothing in clear "
+            "on disk", sealed_layout)
+
+    def opens_with_key():
+        k = key_of("P1")
+        expect(k is not None, "P1 has a key")
+        st["key"] = k
+        d = msgpack.unpackb(c.replay_all()[0], raw=False)["data"]
+        got = open_data(d, k, "P1")
+        want = dict(form, email_domain="example.org")
+        expect_eq(got, want, "data opened per section 21")
+        # the associated data binds lead and path: another lead's key, or
+        # a value moved to another path, does not open
+        expect_eq(open_sealed(d["email"], key_of("P2"), "P1", "email"), ERASED, "P2's key")
+        expect_eq(open_sealed(d["email"], k, "P1", "name"), ERASED, "moved to name")
+        expect_eq(open_sealed(d["email"], k, "P2", "email"), ERASED, "moved to P2")
+        expect_eq(key_of("nobody"), None, "a lead with no key")
+    res.run("key op: the data key opens the values; AD binds lead and path", opens_with_key)
+
+    def producer_ext_refused():
+        rep = c.publish([{"type": "lead.captured", "lead": "P3",
+                          "data": {"note": msgpack.ExtType(SEAL_EXT, b"x" * 41)}}])
+        expect(not rep["ok"], "accepted a producer's ext 16")
+        expect_eq((rep["error"], rep["field"]), ("EVALUE", "data"), "error")
+    res.run("an ext of type 16 from a producer: EVALUE on data", producer_ext_refused)
+
+    def refused_requests_keep_keys():
+        # a refused request leaves no key behind, and an erasure in it
+        # destroys none (the writer redoes the group; the key file follows)
+        k2 = key_of("P2")
+        for evs in ([{"type": "lead.captured", "lead": "P4", "data": {"email": "p4@q.com"}},
+                     {"type": "deal.won", "lead": "P4", "data": {"amount": 1}}],
+                    [{"type": "lead.erased", "lead": "P2"},
+                     {"type": "deal.won", "lead": "P2", "data": {"amount": 1}}]):
+            rep = c.publish(evs)
+            expect(not rep["ok"] and rep["index"] == 1, "refused at index 1: %r" % (rep,))
+        expect_eq(key_of("P4"), None, "a key for the refused capture")
+        expect_eq(key_of("P2"), k2, "P2's key after a refused erasure")
+        # the same in one group with other requests: pipelined on the socket
+        for i in range(20):
+            c.ingest.send(msgpack.packb({"op": "publish", "rid": 9000 + i, "events": [
+                {"type": "lead.captured", "lead": "G%d" % i, "data": {"email": "g@g.com"}},
+                {"type": "deal.won" if i % 2 else "lead.activity", "lead": "G%d" % i,
+                 "data": {"amount": 1} if i % 2 else {"kind": "x"}}]}))
+        for _ in range(20):
+            msgpack.unpackb(c.ingest.recv())
+        for i in range(20):
+            expect_eq(key_of("G%d" % i) is None, bool(i % 2), "G%d key" % i)
+    res.run("a refused request creates no key and destroys none", refused_requests_keep_keys)
+
+    def ack1(rep):
+        return {"seq": rep["seqs"][0], "dup": rep["dup"][0]}
+
+    def sealed_duplicates():
+        cap = {"type": "lead.captured", "lead": "P5", "id": "form-p5",
+               "data": {"email": "p5@dup.example", "name": "Pat Five", "source": "web"}}
+        first = ack1(c.publish_ok([cap]))
+        again = ack1(c.publish_ok([cap]))
+        expect_eq((again["seq"], again["dup"]), (first["seq"], True), "a retry of a sealed capture")
+        other = dict(cap, data=dict(cap["data"], email="someone@else.example"))
+        rep = c.publish([other])
+        expect_eq((rep["ok"], rep.get("error"), rep.get("field")), (False, "EIDCONFLICT", "id"),
+                  "the same id with another email")
+        c.publish_ok([{"type": "lead.erased", "lead": "P5", "data": {"reason": "r"}}])
+        late = ack1(c.publish_ok([cap]))
+        expect_eq((late["seq"], late["dup"]), (first["seq"], True),
+                  "a retry after the erasure (its personal values cannot be compared)")
+        rep = c.publish([dict(cap, type="lead.activity", data={"kind": "x"})])
+        expect_eq(rep.get("error"), "EIDCONFLICT", "after the erasure, another type still conflicts")
+    res.run("ids of sealed events: a retry is a duplicate, other values EIDCONFLICT, after the "
+            "erasure the rest must match", sealed_duplicates)
+
+    def erased_reads_erased():
+        before = c.replay_all()
+        c.publish_ok([{"type": "lead.erased", "lead": "P1", "data": {"reason": "request 42"}}])
+        expect_eq(key_of("P1"), None, "P1's key after lead.erased")
+        after = c.replay_all()
+        expect_eq(after[:len(before)], before, "the records before the erasure, byte for byte")
+        d = msgpack.unpackb(after[0], raw=False)["data"]
+        got = open_data(d, key_of("P1"), "P1")
+        expect_eq((got["email"], got["name"], got["contact"]["phone"]), (ERASED,) * 3, "erased")
+        expect_eq((got["source"], got["email_domain"]), ("ads", "example.org"), "clear stays")
+        expect_eq(scan_dir(daemon.data, st["key"]), [], "files holding P1's old key")
+        prev = ZERO_HASH
+        for rec in after:
+            r = msgpack.unpackb(rec, raw=False)
+            expect_eq(r["prev"], prev, "chain at seq %d" % r["seq"])
+            expect_eq(hashlib.blake2b(rec[:-32], digest_size=32).digest(), rec[-32:],
+                      "hash of seq %d" % r["seq"])
+            prev = rec[-32:]
+    res.run("lead.erased: key gone (nil), values read as \"[erased]\", chain intact, key not on disk",
+            erased_reads_erased)
+
+    def recapture_fresh_key():
+        c.publish_ok([{"type": "lead.captured", "lead": "P1", "data": {"email": "new@z.net"}}])
+        k = key_of("P1")
+        expect(k is not None and k != st["key"], "a fresh key")
+        recs = [msgpack.unpackb(r, raw=False) for r in c.replay_all(lead="P1")]
+        expect_eq(open_data(recs[-1]["data"], k, "P1")["email"], "new@z.net", "new capture")
+        expect_eq(open_data(recs[0]["data"], k, "P1")["email"], ERASED, "old capture")
+    res.run("a capture after lead.erased: fresh key, the old values stay erased",
+            recapture_fresh_key)
 
 
 def run_checks(res, c, daemon):

@@ -1,0 +1,105 @@
+/*
+ * daemon/vault.h - crypto-shredding of personal data (PROTOCOL.md
+ * "Personal data and erasure").
+ *
+ * The vault keeps one random 32-byte data key per lead in a key file,
+ * keys.dat in the data directory, outside LMDB (whose copy-on-write
+ * leaves freed pages, and so old bytes, on disk):
+ *
+ *   header (64 bytes): "FUNNELKEYS1\0", u32 slot size (96), 16-byte check
+ *                      of the master key, zeros
+ *   slot i (96 bytes, at 64 + 96 i):
+ *                      tag (16: keyed BLAKE2b of the lead id) |
+ *                      nonce (24) | the data key wrapped under the master
+ *                      key (XChaCha20-Poly1305, AD = tag; 32 + 16) | zeros
+ *   an all-zero slot is free; the file grows by 4096 free slots at a time
+ *   (so most groups' sync writes data blocks, not a new file size).
+ *
+ * The master key (32 bytes, raw or 64 hex digits in a file named by
+ * --master-key / FUNNEL_MASTER_KEY_FILE) never enters the data
+ * directory; tags, wrapping and the check are keyed by subkeys of it.
+ *
+ * The write path calls the vault at one step (ingest.c, "seal"):
+ *   vault_seal_event()  before an event's record is encoded: replaces the
+ *                       personal values of its data by sealed values under
+ *                       the lead's key (created when the lead has none),
+ *                       adds a clear email_domain, and for lead.erased
+ *                       retires the lead's key (a later capture in the
+ *                       same group gets a fresh one);
+ *   vault_mark()/vault_rollback()  undo what events refused or a group
+ *                       redone did;
+ *   vault_prepare()     before the LMDB commit: new slots written and
+ *                       fdatasync'ed, and the retired slots' tags and the
+ *                       seq the group commits written to keys.shred and
+ *                       fdatasync'ed (only when the group retires keys);
+ *   vault_finish()      after the LMDB commit, before any ack: the retired
+ *                       slots overwritten in place with zeros and
+ *                       fdatasync'ed, keys.shred emptied;
+ *   vault_abort()       the group was not committed: undo everything.
+ * Crash safety: a key on disk whose record never committed is harmless
+ * (no data uses it); a committed record always has its key on disk
+ * (prepare syncs first).  A crash between the commit of a lead.erased and
+ * the zeroing leaves keys.shred naming the slots and the seq; vault_open()
+ * finishes the shred when the log's head reached that seq, and drops the
+ * file otherwise.
+ *
+ * Threads: the writer calls everything but vault_key(); the query thread
+ * calls vault_key().  A mutex guards the table.
+ */
+#ifndef FUNNEL_DAEMON_VAULT_H
+#define FUNNEL_DAEMON_VAULT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#include "envelope.h"
+
+typedef struct vault vault;
+
+/* The personal data paths funneld seals by default. */
+#define VAULT_DEFAULT_FIELDS "email,name,first_name,last_name,phone,address,ip"
+
+/*
+ * Open (or create) keys.dat in dir with the master key read from
+ * master_key_file, sealing the comma-separated data paths in fields.
+ * head_seq is the log's committed head (for a pending keys.shred).
+ * Returns the vault, or NULL with a message in why.
+ */
+vault *vault_open(const char *dir, const char *master_key_file, const char *fields,
+                  uint64_t head_seq, int durable, char *why, size_t whylen);
+void vault_close(vault *v);
+
+/*
+ * Seal ev's personal values (ev->data_at/data_len then point at the new
+ * data bytes, owned by the vault until the next call) and retire the
+ * lead's key when ev is lead.erased.  Events without a lead or without
+ * personal values are left as they are.  Returns FUNNEL_OK, FUNNEL_EVALUE
+ * (err filled: a sealed value sent by a producer), or FUNNEL_ENOMEM /
+ * FUNNEL_ESTORAGE.
+ */
+funnel_err vault_seal_event(vault *v, fp_event *ev, fp_error *err);
+
+/*
+ * For an event whose id is already stored (ingest.c, same_event): seal
+ * ev's personal values as vault_seal_event() would, but with the lead's
+ * current key and the nonces of the sealed values at the same paths of
+ * stored (the stored record's data), so that the same event gives the
+ * same bytes.  Creates no key.  Returns 0 (ev->data_at/data_len set when
+ * there was something to seal), 1 when the lead has no key any more (it
+ * was erased: its personal values cannot be compared), -1 when out of
+ * memory.
+ */
+int vault_reseal_event(vault *v, fp_event *ev, const msgpack_object *stored);
+
+size_t vault_mark(const vault *v);
+void vault_rollback(vault *v, size_t mark);
+int vault_prepare(vault *v, uint64_t commit_seq);   /* 0 or an errno value */
+int vault_finish(vault *v);                        /* 0 or an errno value */
+void vault_abort(vault *v);
+
+/* The lead's current data key into key: 1, 0 when it has none. */
+int vault_key(vault *v, const char *lead, size_t len, uint8_t key[32]);
+
+#endif

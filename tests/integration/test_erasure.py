@@ -1,0 +1,406 @@
+#!/usr/bin/python3
+"""
+tests/integration/test_erasure.py - right to erasure by crypto-shredding
+(PROTOCOL.md section 21), end to end with real processes: funneld with a
+master key, the funnel CLI, funnel-scoring, funnel-routing and
+funnel-metrics, each with its own view.
+
+Checks: captures with known personal values leave no byte of them in the
+data directory nor in any service's view; funnel history, replay and tail
+print them in clear; funnel erase destroys the key (the values read as
+"[erased]", neither the values nor the key bytes are on disk, funnel
+verify passes); every metric is the same before and after; every view
+rebuilt from seq 1 has the live view's digest; a capture after the
+erasure gets a fresh key; a backup holds the key file wrapped only.
+
+Run with Debian's /usr/bin/python3; BUILD (default build) names the
+build directory.  Prints "ok - name" / "not ok - name: reason" per check
+and "N passed, M failed"; exits 1 if any check failed.
+"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+import msgpack
+import zmq
+
+from funnel_testlib import (REPO, LogClient, Results, Service, connect, expect, expect_eq,
+                            start_daemon)
+
+BUILD = os.environ.get("BUILD", "build")
+BIN = os.path.join(REPO, BUILD, "bin")
+FUNNELD = os.environ.get("FUNNELD", os.path.join(BIN, "funneld"))
+
+RULES = """\
+version: "erasure v1"
+scoring:
+  threshold: 50
+  fit:
+    - name: senior title
+      field: title
+      matches: "(vp|chief|cto)"
+      ignore_case: true
+      points: 30
+  engagement:
+    - name: demo request
+      on: demo_request
+      points: 40
+      once: true
+  negative:
+    - name: free mail
+      field: email_domain
+      in: [freemail.example]
+      points: -100
+routing:
+  teams:
+    - name: sales
+      sla_minutes: 60
+      reps:
+        - { name: ra, weight: 1 }
+        - { name: rb, weight: 1 }
+  rules:
+    - name: europe
+      team: sales
+      when:
+        country: [DE, FR]
+  fallback:
+    queue: unrouted
+"""
+
+# the personal values the scans look for: unusual enough to be unique
+EMAIL = "Zelda.Quixote-8841@Corpmail-Unique.example"
+NAME = "Zelda Quixote-Unique"
+PHONE = "+49 30 88417755"
+NEEDLES = [b"Zelda.Quixote", b"Quixote-Unique", b"88417755"]
+
+
+def captured(lead, email, name, phone, title, country, source, campaign):
+    return {"type": "lead.captured", "lead": lead, "id": "cap-" + lead,
+            "data": {"email": email, "name": name, "phone": phone, "title": title,
+                     "country": country, "source": source, "campaign": campaign}}
+
+
+def scan(paths, needles):
+    """(file, needle) for every needle found in a file under paths."""
+    hits = []
+    for top in paths:
+        for root, _, files in os.walk(top):
+            for name in files:
+                p = os.path.join(root, name)
+                with open(p, "rb") as f:
+                    blob = f.read()
+                hits += [(p, n) for n in needles if n in blob]
+    return hits
+
+
+class Cli:
+    def __init__(self, daemon):
+        eps = daemon.endpoints
+        self.base = [os.path.join(BIN, "funnel"), "--ingest", eps["ingest"],
+                     "--publish", eps["publish"], "--query", eps["query"]]
+
+    def run(self, *args, stdin=None):
+        p = subprocess.run(self.base + list(args), input=stdin, capture_output=True,
+                           text=True, timeout=60)
+        expect_eq(p.returncode, 0, "funnel %s (stderr: %s)" % (" ".join(args), p.stderr[-600:]))
+        return p.stdout
+
+    def lines(self, *args):
+        return [json.loads(x) for x in self.run(*args).splitlines() if x.strip()]
+
+
+def main():
+    res = Results()
+    ctx = zmq.Context()
+    keydir = tempfile.mkdtemp(prefix="funnel-erasure-mk-")
+    daemon = log = None
+    try:
+        mk = os.path.join(keydir, "master.key")
+        with open(mk, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+        daemon = start_daemon(res, FUNNELD, report_ok=True, prefix="funnel-erasure-",
+                              extra_args=["--master-key", mk])
+        if daemon is not None:
+            log = LogClient(ctx, daemon.endpoints)
+            run_checks(res, ctx, daemon, log, mk)
+            log.close()
+            log = None
+            daemon.close()
+            daemon = None
+        run_shred_recovery(res, ctx, mk)
+        run_wrong_master(res, mk)
+    finally:
+        if log is not None:
+            log.close()
+        if daemon is not None:
+            daemon.close()
+        shutil.rmtree(keydir, ignore_errors=True)
+        ctx.term()
+    return res.summary()
+
+
+def run_checks(res, ctx, daemon, log, mk):
+    cli = Cli(daemon)
+    services = {name: Service(os.path.join(BIN, "funnel-" + name), daemon, name)
+                for name in ("scoring", "routing", "metrics")}
+    for s in services.values():
+        s.write_rules(RULES)
+    views = [s.view for s in services.values()]
+    q = connect(ctx, zmq.DEALER, daemon.endpoints["query"])
+    st = {}
+
+    def key_of(lead):
+        q.send(msgpack.packb({"op": "key", "rid": 7, "lead": lead}))
+        rep = msgpack.unpackb(q.recv(), raw=False)
+        expect(rep["ok"], "key op: %r" % (rep,))
+        return rep["key"]
+
+    def settle():
+        """Every service to the head until none adds an event."""
+        for _ in range(5):
+            head = log.status()["head"]
+            for s in services.values():
+                s.until_head()
+            if log.status()["head"] == head:
+                return
+        raise AssertionError("services still publishing after 5 rounds")
+
+    def capture_and_scan():
+        lines = [captured("E1", EMAIL, NAME, PHONE, "CTO", "DE", "ads", "spring"),
+                 captured("E2", "pat@freemail.example", "Pat Other", "+1 555 0100", "VP Sales",
+                          "FR", "seo", "brand"),
+                 captured("E3", "kim@acme.example", "Kim Third", "+44 20 0000", "analyst", "US",
+                          "ads", "spring"),
+                 {"type": "lead.activity", "lead": "E1", "data": {"kind": "demo_request"}},
+                 {"type": "lead.activity", "lead": "E2", "data": {"kind": "demo_request"}}]
+        cli.run("publish", stdin="".join(json.dumps(x) + "\n" for x in lines))
+        settle()
+        # E1 (qualified by scoring) goes on to a won deal: figures to keep
+        later = [{"type": "lead.accepted", "lead": "E1"},
+                 {"type": "opportunity.opened", "lead": "E1", "data": {"amount": 5000}},
+                 {"type": "deal.won", "lead": "E1", "data": {"amount": 4800}}]
+        cli.run("publish", stdin="".join(json.dumps(x) + "\n" for x in later))
+        settle()
+        expect_eq(scan([daemon.data] + views, NEEDLES), [], "personal values on disk")
+        st["key"] = key_of("E1")
+        expect(isinstance(st["key"], bytes) and len(st["key"]) == 32, "E1 has a data key")
+    res.run("captures: no personal value in the data directory nor in any view",
+            capture_and_scan)
+
+    def scoring_reads_domain():
+        # E2's domain is on the free-mail list: -100 keeps it from qualifying,
+        # which only works when the service sees email_domain
+        recs = log.records()
+        qual = {r["lead"] for r in recs if r["type"] == "lead.qualified"}
+        expect("E1" in qual, "E1 (CTO + demo) qualified: %r" % qual)
+        expect("E2" not in qual, "E2 (free mail) not qualified: the domain rule did not see it")
+    res.run("scoring's rule on email_domain works with the email sealed", scoring_reads_domain)
+
+    def clear_for_readers():
+        hist = cli.lines("history", "E1")
+        expect_eq(hist[0]["data"]["email"], EMAIL, "history: email")
+        expect_eq(hist[0]["data"]["name"], NAME, "history: name")
+        expect_eq(hist[0]["data"]["email_domain"], "corpmail-unique.example", "email_domain")
+        rep = [r for r in cli.lines("replay") if r.get("lead") == "E1"]
+        expect_eq(rep[0]["data"]["phone"], PHONE, "replay: phone")
+        tail = cli.lines("tail", "--from", "1", "--count", "1")
+        expect_eq(tail[0]["data"]["email"], EMAIL, "tail: email")
+        table = cli.run("--human", "history", "E1")
+        expect(EMAIL in table, "history table shows the email")
+        raw = cli.run("replay", "--raw", "--to", "1").strip()
+        expect(EMAIL.encode().hex() not in raw, "--raw prints the stored (sealed) bytes")
+    res.run("funnel history, replay and tail print personal values in clear", clear_for_readers)
+
+    def erase():
+        st["metrics"] = {n: services["metrics"].ok("report", n)
+                         for n in ("attribution", "conversion", "funnel", "summary")}
+        st["digests"] = {n: s.digest()[1] for n, s in services.items()}
+        out = cli.run("erase", "E1", "--reason", "GDPR request 2026-17")
+        expect(out.startswith("{\"seq\":"), "erase prints the seq: %r" % out)
+        expect_eq(key_of("E1"), None, "E1's key after the erase")
+        settle()
+        hist = cli.lines("history", "E1")
+        expect_eq(hist[-1]["current"]["stage"], "erased", "stage")
+        for r in hist[:-1]:
+            d = r.get("data") or {}
+            for k in ("email", "name", "phone"):
+                if k in d:
+                    expect_eq(d[k], "[erased]", "seq %d data.%s" % (r["seq"], k))
+        first = hist[0]["data"]
+        expect_eq((first["title"], first["source"], first["campaign"], first["email_domain"]),
+                  ("CTO", "ads", "spring", "corpmail-unique.example"), "clear fields stay")
+        expect_eq(cli.lines("history", "E2")[0]["data"]["email"], "pat@freemail.example",
+                  "another lead stays readable")
+    res.run("funnel erase: E1's values read as \"[erased]\" everywhere, others intact", erase)
+
+    def scans_after():
+        expect_eq(scan([daemon.data] + views, NEEDLES + [st["key"]]), [],
+                  "personal values or E1's key on disk")
+        out = json.loads(cli.run("verify"))
+        expect_eq(out["ok"], True, "verify")
+    res.run("after the erase: neither the values nor the key on disk; verify passes",
+            scans_after)
+
+    def numbers_survive():
+        after = {n: services["metrics"].ok("report", n)
+                 for n in ("attribution", "conversion", "summary")}
+        for n in ("attribution", "conversion"):
+            got, want = json.loads(after[n]), json.loads(st["metrics"][n])
+            # the checkpoint moved past the erase; nothing else may
+            got.pop("checkpoint", None)
+            want.pop("checkpoint", None)
+            expect_eq(got, want, "report %s" % n)
+        got, want = json.loads(after["summary"]), json.loads(st["metrics"]["summary"])
+        # the erase is itself a stage entry (METRICS.md, Erasure): the lead
+        # now sits in `erased`; every other figure stays
+        for k in ("conversion", "velocity", "followup", "closed_loop", "attribution"):
+            expect_eq(got[k], want[k], "summary %s" % k)
+        expect_eq(got["funnel"]["by_source"], want["funnel"]["by_source"], "by_source")
+        entered = lambda rep: {s["stage"]: s["entered"] for s in rep["funnel"]["stages"]
+                               if s["stage"] != "erased"}
+        expect_eq(entered(got), entered(want), "stage entries")
+        att = json.loads(after["attribution"])["attribution"]
+        expect_eq((att["revenue"], att["won"]), (4800, 1), "revenue of the erased lead's deal")
+    res.run("attribution, conversion and summary are the same before and after the erase",
+            numbers_survive)
+
+    def rebuild_same():
+        for name, s in services.items():
+            live = s.digest()
+            s.ok("--rebuild", "--until-head")
+            expect_eq(s.digest(), live, "%s digest after --rebuild" % name)
+        expect_eq(scan(views, NEEDLES), [], "personal values in the rebuilt views")
+    res.run("every view rebuilt from seq 1 has the live view's digest", rebuild_same)
+
+    def recapture():
+        cli.run("publish", "--type", "lead.captured", "--lead", "E1",
+                "--data", json.dumps({"email": "zelda.new@other.example", "country": "DE"}))
+        k = key_of("E1")
+        expect(k is not None and k != st["key"], "a fresh key")
+        hist = cli.lines("history", "E1")
+        emails = [r["data"]["email"] for r in hist[:-1] if "email" in (r.get("data") or {})]
+        expect_eq(emails, ["[erased]", "zelda.new@other.example"], "old erased, new clear")
+        settle()
+        expect_eq(scan([daemon.data] + views, NEEDLES + [st["key"]]), [], "old data on disk")
+    res.run("a capture after the erasure: a fresh key, nothing old comes back", recapture)
+
+    def backup_wrapped():
+        dest = os.path.join(daemon.dir, "backup")
+        cli.run("backup", "--data", daemon.data, dest)
+        expect(os.path.exists(os.path.join(dest, "keys.dat")), "keys.dat in the backup")
+        expect_eq(scan([dest], NEEDLES + [st["key"], key_of("E1")]), [],
+                  "clear values or clear keys in the backup")
+        expect_eq(scan([dest], [open(mk, "rb").read().strip(),
+                                bytes.fromhex(open(mk).read().strip())]), [],
+                  "the master key in the backup")
+        expect_eq(os.stat(os.path.join(dest, "keys.dat")).st_mode & 0o777, 0o600, "mode")
+    res.run("a backup holds keys.dat wrapped only, never the master key", backup_wrapped)
+
+    q.close(0)
+
+
+def shred_file(seq, slots):
+    """keys.shred as vault.h lays it out: magic, u64 seq, u32 n, (u32 slot, tag)*n."""
+    body = b"".join(struct.pack("<I", i) + tag for i, tag in slots)
+    return b"FUNNELSHRED1" + struct.pack("<QI", seq, len(slots)) + body
+
+
+def run_shred_recovery(res, ctx, mk):
+    """A stop between the commit of lead.erased and the zeroing of its key
+    leaves keys.shred: the next start finishes the erasure when the log
+    holds the commit, and drops the file when it does not."""
+    top = tempfile.mkdtemp(prefix="funnel-erasure-shred-")
+    data = os.path.join(top, "data")
+    args = ["--master-key", mk]
+
+    def key_of(d, lead):
+        q = connect(ctx, zmq.DEALER, d.endpoints["query"])
+        try:
+            q.send(msgpack.packb({"op": "key", "rid": 1, "lead": lead}))
+            return msgpack.unpackb(q.recv(), raw=False)["key"]
+        finally:
+            q.close(0)
+
+    def start():
+        d = start_daemon(res, FUNNELD, prefix="funnel-erasure-shred-", data=data,
+                         extra_args=args)
+        expect(d is not None, "funneld started on " + data)
+        return d
+
+    def check():
+        d = start()
+        try:
+            cli = Cli(d)
+            cli.run("publish", "--type", "lead.captured", "--lead", "S1",
+                    "--data", json.dumps({"email": "s1@shred.example"}))
+            cli.run("publish", "--type", "lead.captured", "--lead", "S2",
+                    "--data", json.dumps({"email": "s2@shred.example"}))
+            k1, k2 = key_of(d, "S1"), key_of(d, "S2")
+            expect(k1 is not None and k2 is not None, "keys made")
+        finally:
+            d.close()
+        with open(os.path.join(data, "keys.dat"), "rb") as f:
+            blob = f.read()
+        tags = [blob[64 + 96 * i: 64 + 96 * i + 16] for i in range(2)]
+        # a shred whose commit (seq 3) never happened: dropped, keys kept
+        with open(os.path.join(data, "keys.shred"), "wb") as f:
+            f.write(shred_file(3, [(0, tags[0])]))
+        d = start()
+        try:
+            expect_eq((key_of(d, "S1"), key_of(d, "S2")), (k1, k2), "keys after a void shred")
+        finally:
+            d.close()
+        expect_eq(os.path.getsize(os.path.join(data, "keys.shred")), 0, "keys.shred emptied")
+        # a shred whose commit (seq 2) is in the log: finished at start
+        with open(os.path.join(data, "keys.shred"), "wb") as f:
+            f.write(shred_file(2, [(0, tags[0])]))
+        d = start()
+        try:
+            expect_eq((key_of(d, "S1"), key_of(d, "S2")), (None, k2), "S1's key destroyed")
+        finally:
+            d.close()
+        with open(os.path.join(data, "keys.dat"), "rb") as f:
+            blob = f.read()
+        expect_eq(blob[64:64 + 96], bytes(96), "slot 0 zeroed")
+        expect(k1 not in blob, "S1's key not in keys.dat")
+    try:
+        res.run("keys.shred: a start finishes an interrupted erasure, or drops a void one",
+                check)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def run_wrong_master(res, mk):
+    """keys.dat made under one master key refuses another."""
+    top = tempfile.mkdtemp(prefix="funnel-erasure-mk2-")
+    data = os.path.join(top, "data")
+
+    def check():
+        first = subprocess.run([FUNNELD, "--data", data, "--master-key", mk, "--help"],
+                               capture_output=True, timeout=30)
+        expect_eq(first.returncode, 0, "--help")
+        d = start_daemon(res, FUNNELD, prefix="funnel-erasure-mk2-", data=data,
+                         extra_args=["--master-key", mk])
+        expect(d is not None, "first start")
+        d.close()
+        other = os.path.join(top, "other.key")
+        with open(other, "wb") as f:
+            f.write(os.urandom(32))
+        p = subprocess.run([FUNNELD, "--data", data, "--master-key", other,
+                            "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                            "--query", "tcp://127.0.0.1:*"],
+                           capture_output=True, text=True, timeout=30)
+        expect_eq(p.returncode, 1, "exit status under another master key")
+        expect("another master key" in p.stderr, "message: %r" % p.stderr[-300:])
+    try:
+        res.run("funneld refuses a key file made under another master key", check)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
