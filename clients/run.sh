@@ -24,7 +24,9 @@ mkdir -p "$VAR"
 lock="$VAR/run.lock"
 exec 9>>"$lock"
 if ! flock -n 9; then
-	echo "run: $VAR is in use by another run (pid $(cat "$lock" 2>/dev/null || echo unknown)); stop it first or set VAR" >&2
+	holder=$(cat "$lock" 2>/dev/null || echo unknown)
+	# another VAR alone would not do: the ports are the same
+	echo "run: $VAR is in use by another run (pid $holder): stop it first (Ctrl-C where it runs, or kill $holder)" >&2
 	exit 1
 fi
 echo $$ >"$lock"

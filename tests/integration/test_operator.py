@@ -327,6 +327,8 @@ def check_make_run(res):
                                timeout=RUN_S)
             expect_eq(p.returncode, 1, "the second run's exit status")
             expect_in("pid %d" % first.pid, p.stderr, "the refusal names the first run's pid")
+            # and how to stop it; not "set VAR", which would still clash on the ports
+            expect_in("kill %d" % first.pid, p.stderr, "the refusal says how to stop it")
             with open(ready) as f:
                 expect_eq(f.read(), before, "the first run's ready file")
             expect_eq(first.poll(), None, "the first run still runs")
