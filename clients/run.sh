@@ -10,8 +10,10 @@
 # usage: BUILD=build sh clients/run.sh [extra funneld flags]
 # VAR (default var) moves every data directory; RULES (default
 # funnel.yaml) names the rules file; HTTP (default funnel-metrics' own,
-# 127.0.0.1:7480) where the dashboard is served; SVC_ARGS more flags for
-# every service (e.g. --no-sync).
+# 127.0.0.1:7480) where the dashboard is served; GATEWAY_HTTP (default
+# funnel-gateway's own, 127.0.0.1:7490) where the forms are; SVC_ARGS more
+# flags for every service (e.g. --no-sync).  The run stops, naming the
+# reason, when the rules file has a mistake or a service does not start.
 BUILD=${BUILD:-build}
 VAR=${VAR:-var}
 RULES=${RULES:-funnel.yaml}
@@ -24,25 +26,38 @@ mkdir -p "$VAR"
 lock="$VAR/run.lock"
 exec 9>>"$lock"
 if ! flock -n 9; then
-	echo "run: $VAR is in use by another run (pid $(cat "$lock" 2>/dev/null || echo unknown)); stop it first or set VAR" >&2
+	holder=$(cat "$lock" 2>/dev/null || echo unknown)
+	# another VAR alone would not do: the ports are the same
+	echo "run: $VAR is in use by another run (pid $holder): stop it first (Ctrl-C where it runs, or kill $holder)" >&2
 	exit 1
 fi
 echo $$ >"$lock"
+
+# A mistake in the rules file stops the run before anything starts, naming
+# the line (each service checks its own section), so that no service
+# records a file another one refuses.
+for svc in scoring routing gateway; do
+	[ -x "$BIN/funnel-$svc" ] || continue
+	"$BIN/funnel-$svc" check "$RULES" >/dev/null || {
+		echo "run: $RULES has a mistake (the line above); nothing was started" >&2
+		exit 1
+	}
+done
 ready="$VAR/funneld.ready"
 rm -f "$ready"
 "$BIN/funneld" --data "$VAR/funnel" --ready-file "$ready" "$@" &
 daemon=$!
 services=""
 
+# Stops the services, then funneld; the caller exits.
 stop() {
 	trap - INT TERM
 	for pid in $services; do kill -TERM "$pid" 2>/dev/null; done
 	for pid in $services; do wait "$pid" 2>/dev/null; done
 	kill -TERM "$daemon" 2>/dev/null
 	wait "$daemon" 2>/dev/null
-	exit 0
 }
-trap stop INT TERM
+trap 'stop; exit 0' INT TERM
 
 # funneld writes its ready file once it serves (bounded wait: 10 s)
 i=0
@@ -58,21 +73,51 @@ done
 ep() { sed -n "s/^$1=//p" "$ready"; }
 eps="--ingest $(ep ingest) --publish $(ep publish) --query $(ep query)"
 
+# Each service writes its ready file once it follows the log (the gateway:
+# once it serves); "name pid ready-file" per line, for the wait below.
+started=""
 for svc in scoring routing metrics; do
 	[ -x "$BIN/funnel-$svc" ] || continue
 	http=""
 	[ "$svc" = metrics ] && [ -n "$HTTP" ] && http="--http $HTTP"
+	rm -f "$VAR/$svc.ready"
 	# shellcheck disable=SC2086 # eps, http and SVC_ARGS are flag lists
-	"$BIN/funnel-$svc" --rules "$RULES" --view "$VAR/$svc" $eps $http $SVC_ARGS &
+	"$BIN/funnel-$svc" --rules "$RULES" --view "$VAR/$svc" --ready-file "$VAR/$svc.ready" \
+		$eps $http $SVC_ARGS &
 	services="$services $!"
+	started="$started
+funnel-$svc $! $VAR/$svc.ready"
 done
 
 if [ -x "$BIN/funnel-gateway" ]; then
-	# shellcheck disable=SC2086 # eps is three flag pairs
-	"$BIN/funnel-gateway" --rules "$RULES" --lead-key "$VAR/gateway.key" $eps &
+	rm -f "$VAR/gateway.ready"
+	gwhttp=""
+	[ -n "$GATEWAY_HTTP" ] && gwhttp="--http $GATEWAY_HTTP"
+	# shellcheck disable=SC2086 # eps and gwhttp are flag pairs
+	"$BIN/funnel-gateway" --rules "$RULES" --lead-key "$VAR/gateway.key" \
+		--ready-file "$VAR/gateway.ready" $eps $gwhttp &
 	services="$services $!"
+	started="$started
+funnel-gateway $! $VAR/gateway.ready"
 fi
+
+# A service that stops at start (a mistake in the rules file, a port in
+# use) stops the whole run: half a system that, say, scores nothing must
+# not look like a running one.  Bounded: 20 s per service.
+echo "$started" | while read -r name pid file; do
+	[ -n "$name" ] || continue
+	i=0
+	while [ ! -f "$file" ]; do
+		if ! kill -0 "$pid" 2>/dev/null || [ $i -ge 400 ]; then
+			echo "run: $name did not start (see the lines above); stopping" >&2
+			exit 1
+		fi
+		sleep 0.05
+		i=$((i + 1))
+	done
+done || { stop; exit 1; }
 
 echo "run: funneld ($(ep ingest), $(ep publish), $(ep query)) and services:$services; Ctrl-C stops"
 wait "$daemon"
 stop
+exit 0

@@ -78,7 +78,11 @@ enum {
 	"text (5 -> \"5\"), a NUL in a string -> \\u0000.  `funnel replay --raw` shows\n" \
 	"the stored bytes; `funnel publish` refuses numbers JSON would store as Inf.\n"
 
-#define CLI_GLOBAL_HELP \
+#define CLI_GLOBAL_HELP CLI_GLOBAL_OPTIONS_HELP CLI_LONGOPT_NOTE
+/* The options alone and the note on spelling, for a help that adds an
+ * option of its own between them (funnel --help: --version). */
+#define CLI_LONGOPT_NOTE "Long options are spelled in full (--quer for --query is refused).\n"
+#define CLI_GLOBAL_OPTIONS_HELP \
 	"Global options (before or after the command):\n" \
 	"  --ingest EP     ingest endpoint  (env FUNNEL_INGEST,  default " FUNNEL_DEFAULT_INGEST ")\n" \
 	"  --publish EP    publish endpoint (env FUNNEL_PUBLISH, default " FUNNEL_DEFAULT_PUBLISH ")\n" \
@@ -93,8 +97,7 @@ enum {
 	"  --human         human output (default on a terminal)\n" \
 	"  --config FILE   settings file: sections endpoints: and funnel: (env\n" \
 	"                  FUNNEL_CONFIG; below the env variables and flags)\n" \
-	"  --help          this help\n" \
-	"Long options are spelled in full (--quer for --query is refused).\n"
+	"  --help          this help\n"
 
 /*
  * Apply a global option (opt is a getopt_long result).  Returns 1 when

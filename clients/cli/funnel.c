@@ -30,8 +30,9 @@ static const char usage_text[] =
 	"  keygen     write a CURVE key pair NAME.key (secret) and NAME.pub\n"
 	"  token      write an HTTP bearer token NAME.token and print its hash\n"
 	"\n"
-	CLI_GLOBAL_HELP
+	CLI_GLOBAL_OPTIONS_HELP
 	"  --version       print the version\n"
+	CLI_LONGOPT_NOTE
 	"\n"
 	"'funnel COMMAND --help' describes a command.\n"
 	"Exit codes: 0 ok, 1 failure, 2 usage error, 3 broken chain (verify).\n";

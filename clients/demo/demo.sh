@@ -8,7 +8,8 @@
 #
 # usage: BUILD=build sh clients/demo/demo.sh [demo.py options: --leads N --seed N ...]
 # HTTP (default 127.0.0.1:7480) is where the dashboard is served; PORTS=any
-# puts funneld on free ports (default: its own 7400-7402).
+# puts funneld and funnel-gateway on free ports (default: their own
+# 7400-7402 and 7490).
 BUILD=${BUILD:-build}
 VAR=${VAR:-var/demo}
 HTTP=${HTTP:-127.0.0.1:7480}
@@ -30,7 +31,11 @@ rm -rf "$VAR"
 mkdir -p "$VAR"
 : >"$VAR/.funnel-demo"
 eps=""
-[ "${PORTS:-}" = any ] && eps="--ingest tcp://127.0.0.1:* --publish tcp://127.0.0.1:* --query tcp://127.0.0.1:*"
+if [ "${PORTS:-}" = any ]; then
+	eps="--ingest tcp://127.0.0.1:* --publish tcp://127.0.0.1:* --query tcp://127.0.0.1:*"
+	GATEWAY_HTTP=${GATEWAY_HTTP:-127.0.0.1:0}
+	export GATEWAY_HTTP
+fi
 # a demo log: no fsync, for speed (nothing here must survive a power cut)
 # shellcheck disable=SC2086 # eps is flag pairs
 SVC_ARGS="--no-sync" sh "$here/../run.sh" --no-sync $eps >"$VAR/run.log" 2>&1 &

@@ -482,6 +482,18 @@ def run_checks(res, cli, q, daemon):
             expect(out.startswith("usage: funnel"), "funnel %s: %r" % (" ".join(args), out[:60]))
     res.run("usage errors exit 2 and change nothing; --help exits 0", usage)
 
+    def help_options_together():
+        # the global options are one list: --version among them, the note on
+        # spelling after the whole list, not inside it
+        lines = cli.ok("--help").split("\n")
+        opts = [i for i, l in enumerate(lines) if l.startswith("  --")]
+        note = [i for i, l in enumerate(lines) if l.startswith("Long options are spelled")]
+        expect_eq(len(note), 1, "one note on spelling")
+        expect(any(lines[i].startswith("  --version") for i in opts), "--version listed")
+        expect_eq([i for i in opts if i > note[0]], [], "options listed after the note")
+    res.run("funnel --help lists every global option before the note on spelling",
+            help_options_together)
+
     # --- replay ---
     def replay_json():
         recs = q.records()

@@ -34,7 +34,7 @@ CMD_TIMEOUT_S = 60
 BINARIES = ("funneld", "funnel", "funnel-scoring", "funnel-routing", "funnel-metrics",
             "funnel-gateway")
 UNITS = ("funneld.service", "funnel-scoring.service", "funnel-routing.service",
-         "funnel-metrics.service")
+         "funnel-metrics.service", "funnel-gateway.service")
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -182,8 +182,8 @@ def main():
             # the installed settings file, pointed at this test's directory and ports
             with open(os.path.join(dest, "etc", "funnel", "funnel.conf")) as f:
                 text = f.read()
-            ports = [free_port() for _ in range(4)]
-            for i, p in enumerate((7400, 7401, 7402, 7480)):
+            ports = [free_port() for _ in range(5)]
+            for i, p in enumerate((7400, 7401, 7402, 7480, 7490)):
                 text = text.replace("127.0.0.1:%d" % p, "127.0.0.1:%d" % ports[i])
             text = text.replace("/var/lib/funnel", os.path.join(work, "state"))
             text = text.replace("/etc/funnel", os.path.join(dest, "etc", "funnel"))
@@ -246,8 +246,31 @@ def main():
             expect_in("bad.conf:%d: unknown setting funneld.dta" % line, p.stderr, "message")
             p = run([os.path.join(bin_, "funnel-scoring"), "--config", bad, "check"], cwd=work)
             expect_eq(p.returncode, 0, "funnel-scoring leaves funneld's section to funneld")
-        res.run("the installed programs run from another directory with one settings file"
-                " (FUNNEL_CONFIG) and nothing else; flags and FUNNEL_* win over it",
+            # the gateway too: its rules, lead id key and address from the file
+            gw_ready = os.path.join(work, "gateway.ready")
+            gw_log = open(os.path.join(work, "gateway.log"), "wb")
+            gw = subprocess.Popen([os.path.join(bin_, "funnel-gateway"), "--ready-file",
+                                   gw_ready], cwd=work, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=gw_log, stderr=gw_log)
+            gw_log.close()
+            try:
+                deadline = time.monotonic() + 10
+                while (time.monotonic() < deadline and gw.poll() is None
+                       and not os.path.exists(gw_ready)):
+                    time.sleep(0.02)
+                with open(os.path.join(work, "gateway.log")) as f:
+                    expect(os.path.exists(gw_ready), "the installed gateway serves: %r" % f.read())
+                with open(gw_ready) as f:
+                    expect_in("http=127.0.0.1:%d" % ports[4], f.read(), "its address from the file")
+                expect(os.path.isfile(os.path.join(work, "state", "gateway.key")),
+                       "the lead id key where the file says")
+                expect(not os.path.exists(os.path.join(work, "var")), "nothing under ./var")
+            finally:
+                if gw.poll() is None:
+                    gw.terminate()
+                    gw.wait(timeout=10)
+        res.run("the installed programs (the gateway too) run from another directory with one"
+                " settings file (FUNNEL_CONFIG) and nothing else; flags and FUNNEL_* win over it",
                 installed_binaries_elsewhere)
 
         def program_on_installed_library():

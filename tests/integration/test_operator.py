@@ -306,9 +306,26 @@ def check_flags(res):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def run_bounded(args, env):
+    """Run clients/run.sh to its end in a session of its own; past RUN_S the
+    whole session is killed, so that no funneld or service outlives the check."""
+    p = subprocess.Popen(args, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=RUN_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate(timeout=10)
+        raise CheckFailed("%s still ran after %d s" % (" ".join(args[:2]), RUN_S))
+    return subprocess.CompletedProcess(args, p.returncode, out, err)
+
+
 def check_make_run(res):
     var = tempfile.mkdtemp(prefix="funnel-operator-var-")
-    env = dict(os.environ, BUILD=os.path.dirname(BIN), VAR=var)
+    # every port a free one: the dashboard's and the gateway's too
+    env = dict(os.environ, BUILD=os.path.dirname(BIN), VAR=var, HTTP="127.0.0.1:0",
+               GATEWAY_HTTP="127.0.0.1:0")
     wild = WILD
     first = None
     try:
@@ -327,11 +344,49 @@ def check_make_run(res):
                                timeout=RUN_S)
             expect_eq(p.returncode, 1, "the second run's exit status")
             expect_in("pid %d" % first.pid, p.stderr, "the refusal names the first run's pid")
+            # and how to stop it; not "set VAR", which would still clash on the ports
+            expect_in("kill %d" % first.pid, p.stderr, "the refusal says how to stop it")
             with open(ready) as f:
                 expect_eq(f.read(), before, "the first run's ready file")
             expect_eq(first.poll(), None, "the first run still runs")
         res.run("a second `make run` on the same var/ is refused, naming the pid, and leaves "
                 "the running one's files alone", second_run_refused)
+
+        def broken_rules_refused():
+            # a run of its own, in a var/ of its own, on a rules file with a mistake
+            var2 = os.path.join(var, "broken")
+            rules = os.path.join(var, "broken.yaml")
+            with open(os.path.join(REPO, "funnel.yaml")) as f:
+                text = f.read()
+            with open(rules, "w") as f:
+                f.write(text.replace("threshold: 70", "threshold: seventy"))
+            line = text[:text.index("threshold: 70")].count("\n") + 1
+            p = run_bounded(["sh", "clients/run.sh"] + wild, dict(env, VAR=var2, RULES=rules))
+            expect_eq(p.returncode, 1, "the run's exit status")
+            expect_in("broken.yaml:%d: scoring.threshold" % line, p.stderr, "the line named")
+            expect_in("nothing was started", p.stderr, "the run says so")
+            expect_eq(sorted(os.listdir(var2)), ["run.lock"], "what the run created")
+        res.run("`make run` on a rules file with a mistake names the line and starts nothing",
+                broken_rules_refused)
+
+        def service_that_cannot_start():
+            # the dashboard's port is taken: funnel-metrics stops at start,
+            # and so does the whole run, funneld included
+            var3 = os.path.join(var, "taken")
+            with socket.socket() as taken:
+                taken.bind(("127.0.0.1", 0))
+                taken.listen(1)
+                port = taken.getsockname()[1]
+                p = run_bounded(["sh", "clients/run.sh"] + wild,
+                                dict(env, VAR=var3, HTTP="127.0.0.1:%d" % port))
+            expect_eq(p.returncode, 1, "the run's exit status")
+            expect_in("run: funnel-metrics did not start", p.stderr, "the run names the service")
+            with open(os.path.join(var3, "funneld.ready")) as f:
+                pid = int(dict(l.strip().split("=", 1) for l in f if "=" in l)["pid"])
+            expect(not os.path.exists("/proc/%d" % pid) or
+                   open("/proc/%d/stat" % pid).read().split()[2] == "Z", "funneld stopped")
+        res.run("a service that does not start stops `make run`, funneld included",
+                service_that_cannot_start)
     finally:
         if first is not None and first.poll() is None:
             first.send_signal(signal.SIGTERM)
