@@ -45,7 +45,15 @@ for svc in scoring routing gateway; do
 done
 ready="$VAR/funneld.ready"
 rm -f "$ready"
-"$BIN/funneld" --data "$VAR/funnel" --ready-file "$ready" "$@" &
+# Personal data is sealed from the first event (PROTOCOL.md §21): the
+# master key is made once, beside the data directory and never inside it
+# (a copy of the data directory alone cannot read it).
+master="$VAR/master.key"
+if [ ! -s "$master" ]; then
+	(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$master.new" &&
+		mv "$master.new" "$master") || { echo "run: cannot write $master" >&2; exit 1; }
+fi
+"$BIN/funneld" --data "$VAR/funnel" --master-key "$master" --ready-file "$ready" "$@" &
 daemon=$!
 services=""
 

@@ -62,6 +62,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -201,8 +202,14 @@ class Tour:
         self.services = {}
 
     def start(self):
+        # as clients/run.sh: a master key beside the data directory, so
+        # personal values are sealed from the first event
+        self.keydir = tempfile.mkdtemp(prefix="funnel-tour-key-")
+        master = os.path.join(self.keydir, "master.key")
+        with open(os.open(master, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(os.urandom(32).hex())
         self.daemon = Daemon(os.path.join(self.bin, "funneld"), prefix="funnel-tour-",
-                             term_on_close=True)
+                             term_on_close=True, extra_args=["--master-key", master])
         self.dir = self.daemon.dir
         self.tmp = os.path.join(self.dir, "tmp")
         os.mkdir(self.tmp)
@@ -244,6 +251,7 @@ class Tour:
             stop_proc(p)
         if self.daemon is not None:
             self.daemon.close()
+        shutil.rmtree(getattr(self, "keydir", ""), ignore_errors=True)
 
     # --- what differs from the README's machine, both ways ---
     def to_run(self, text):
