@@ -29,7 +29,7 @@
 #define MIRROR_DEFAULT_NATS "nats://127.0.0.1:4222"
 #define MIRROR_DEFAULT_STREAM "FUNNEL"
 #define MIRROR_DEFAULT_SUBJECT "funnel.log"
-#define MIRROR_DEFAULT_HTTP "127.0.0.1:7490"
+#define MIRROR_DEFAULT_HTTP "127.0.0.1:7491"
 
 /* What the status endpoint shows.  Every field is read and written with
  * __atomic builtins (relaxed): writers are the loop (head, connected)
