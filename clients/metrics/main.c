@@ -29,7 +29,7 @@ static const char usage_text[] =
 	"Commands:\n"
 	"  run                 follow the log, keep the metrics view, serve HTTP (the default)\n"
 	"  report [NAME]       print a report (summary, funnel, conversion, velocity,\n"
-	"                      followup, closed-loop, attribution, trend) as JSON from the\n"
+	"                      followup, closed-loop, attribution, trend, leads, values) as JSON from the\n"
 	"                      view, without funneld; --param KEY=VALUE as in /api\n"
 	"  digest              print the view's checkpoint and content digest\n"
 	"\n"
@@ -51,7 +51,10 @@ static const char usage_text[] =
 	"  --batch N           records per view commit (default 10000)\n"
 	"  --map-mb N          initial view map size in MiB (default 256; it grows when full)\n"
 	"  --ready-file FILE   written once the service serves and follows the log\n"
-	"  --param KEY=VALUE   report: a parameter (from, to, source, campaign, model, bucket)\n"
+	"  --param KEY=VALUE   report: a parameter (from, to, source, campaign, team, rep,\n"
+	"                      model, bucket; leads: stage, reason, page)\n"
+	"  --currency CODE     the ISO 4217 code of the amounts (EUR, USD...): the dashboard's\n"
+	"                      label (default: none; amounts are shown unlabelled)\n"
 	"  --json              accepted for symmetry; reports are always JSON\n"
 	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
 	"  --config FILE       the settings file (sections endpoints: and funnel-metrics:;\n"
@@ -65,6 +68,7 @@ typedef struct args {
 	svc_args c;
 	const char *http;
 	const char *access;       /* --access: HTTP bearer tokens */
+	const char *currency;
 	size_t map_mb;
 	const char *params[16];
 	int nparams;
@@ -93,6 +97,7 @@ open_dbis(MDB_txn *txn, mx_tables *t)
 	return mdb_dbi_open(txn, MX_T_LEADS, 0, &t->leads) ||
 	       mdb_dbi_open(txn, MX_T_FACTS, 0, &t->facts) ||
 	       mdb_dbi_open(txn, MX_T_COUNTERS, 0, &t->counters) ||
+	       mdb_dbi_open(txn, MX_T_INDEX, 0, &t->index) ||
 	       mdb_dbi_open(txn, "_runtime", 0, &t->runtime);
 }
 
@@ -124,7 +129,7 @@ cmd_run(const args *a)
 
 	funnel_service_opts o = {
 		.name = MX_NAME,
-		.tables = { MX_T_LEADS, MX_T_FACTS, MX_T_COUNTERS },
+		.tables = { MX_T_LEADS, MX_T_FACTS, MX_T_COUNTERS, MX_T_INDEX },
 		.map_size = a->map_mb << 20,
 		.no_emit = 1,
 		.map_lock = &map_lock,
@@ -143,7 +148,8 @@ cmd_run(const args *a)
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: cannot open the view's tables");
 			goto out;
 		}
-		rc = mx_http_start(&http, a->http, &t, &map_lock, a->c.query, the_service);
+		rc = mx_http_start(&http, a->http, &t, &map_lock, a->c.query, the_service,
+		                   a->currency);
 		if (rc == FUNNEL_EINVAL)
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: --http wants IPV4:PORT, not '%s'", a->http);
 		if (rc != FUNNEL_OK)
@@ -169,7 +175,7 @@ cmd_report(const args *a, const char *name)
 	char err[256];
 	int status = 1;
 	mx_query q = { .report = mx_report_parse(name), .model = MX_MODEL_LINEAR,
-	               .bucket = MX_BUCKET_WEEK };
+	               .bucket = MX_BUCKET_WEEK, .list = -1 };
 
 	if (q.report < 0) {
 		fprintf(stderr, "funnel-metrics: no report '%s'\n", name);
@@ -220,8 +226,8 @@ out:
 	return status;
 }
 
-/* --http, --map-mb and --param. */
-enum { O_HTTP = SVC_OPT_OWN, O_MAP, O_PARAM, O_ACCESS };
+/* --http, --map-mb, --param, --access and --currency. */
+enum { O_HTTP = SVC_OPT_OWN, O_MAP, O_PARAM, O_ACCESS, O_CURRENCY };
 
 static int
 own_option(int id, const char *arg, void *ctx)
@@ -235,6 +241,12 @@ own_option(int id, const char *arg, void *ctx)
 		return 0;
 	case O_ACCESS:
 		a->access = arg;
+		return 0;
+	case O_CURRENCY:
+		if (strlen(arg) != 3 || strspn(arg, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3)
+			return usage("--currency wants an ISO 4217 code of 3 capitals (EUR, USD), not '%s'",
+			             arg);
+		a->currency = arg;
 		return 0;
 	case O_PARAM:
 		if (a->nparams == 16)
@@ -259,6 +271,7 @@ main(int argc, char **argv)
 		{ "map-mb", required_argument, NULL, O_MAP },
 		{ "param", required_argument, NULL, O_PARAM },
 		{ "access", required_argument, NULL, O_ACCESS },
+		{ "currency", required_argument, NULL, O_CURRENCY },
 		{ NULL, 0, NULL, 0 },
 	};
 	args a = { .c = { .rules = "funnel.yaml", .view = MX_DEFAULT_VIEW },

@@ -879,7 +879,8 @@ def run_checks(res, daemon, ctx):
             expect_eq(j["checkpoint"], log.status()["head"], "checkpoint in " + name)
         idx = m.api("/api")
         expect_eq(idx["reports"], ["summary", "funnel", "conversion", "velocity", "followup",
-                                   "closed-loop", "attribution", "trend"], "/api lists the reports")
+                                   "closed-loop", "attribution", "trend", "leads", "values"],
+                  "/api lists the reports")
         st, _, _ = m.get("/nothing")
         expect_eq(st, 404, "unknown path")
         st, _, body = m.get("/api/nothing")
