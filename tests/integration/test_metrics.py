@@ -381,7 +381,125 @@ def check_window_and_filters(m, x):
     expect_eq(sum(r["entered"] for r in late["funnel"]["stages"]), 0, "a future window is empty")
 
 
-def run_browser(res, m, daemon):
+def period_figures(x, lo, hi):
+    """The headline figures of [lo, hi) (ns), counted from SCRIPT by hand."""
+    t = x.t
+    f = {"captured": 0, "mql": 0, "pipeline": 0, "revenue": 0, "sla": 0}
+    for i, (e, to) in enumerate(SCRIPT, 1):
+        if not lo <= t[i] < hi:
+            continue
+        f["captured"] += to == "inquiry"
+        f["mql"] += to == "mql"
+        f["sla"] += e["type"] == "lead.sla_breached"
+        if e["type"] == "opportunity.opened":
+            f["pipeline"] += e["data"]["amount"]
+        if e["type"] == "deal.won":
+            f["revenue"] += e["data"]["amount"]
+    return f
+
+
+def expect_period(x):
+    """A window of the script, the period of the same length before it,
+    and the figures of both."""
+    lo, hi = x.t[13], x.t[28]
+    return {"from": str(lo), "to": str(hi), "cur": period_figures(x, lo, hi),
+            "prev": period_figures(x, lo - (hi - lo), lo)}
+
+
+def expect_lead():
+    """What the dashboard shows behind the SAL count: A and B, and A's
+    timeline (every scripted event of A, in order)."""
+    return {"stage": "sal", "listed": ["A", "B"], "lead": "A",
+            "events": [e["type"] for e, _ in SCRIPT if e["lead"] == "A"],
+            "facts": ["ben (east)", "rule r1", "first contact", "won"]}
+
+
+def check_drill_and_periods(m, x, log):
+    t = x.t
+    # the leads behind a number: paged from the view's index
+    sal = m.api("/api/leads?stage=sal")
+    expect_eq([(r["lead"], r["event"], r["from"]) for r in sal["leads"]],
+              [("A", "lead.accepted", "mql"), ("B", "lead.accepted", "mql")], "leads that entered sal")
+    expect_eq((sal["page"], sal["more"]), (1, False), "one page")
+    expect_eq([r["stage_now"] for r in sal["leads"]], ["won", "lost"], "their stage now")
+    win = m.api("/api/leads?stage=inquiry&from=%d&to=%d" % (t[3], t[26]))
+    expect_eq([r["lead"] for r in win["leads"]], ["C", "D", "E"], "inquiry entries in [3, 26)")
+    src = m.api("/api/leads?stage=inquiry&source=ads")
+    expect_eq([r["lead"] for r in src["leads"]], ["B", "F"], "inquiry entries from ads")
+    why = m.api("/api/leads?stage=nurture&reason=no_budget")
+    expect_eq([(r["lead"], r["reason"], r["owner"], r["team"]) for r in why["leads"]],
+              [("B", "no_budget", "cy", "west")], "nurture entries for no_budget, with the rep")
+    asg = m.api("/api/leads?stage=assigned&rep=ben")
+    expect_eq([r["lead"] for r in asg["leads"]], ["A", "C"], "assignments of ben")
+    expect_eq(m.api("/api/leads?stage=sla_breached")["leads"][0]["lead"], "C", "SLA breaches")
+    st, _, body = m.get("/api/leads?stage=bogus")
+    expect_eq(st, 400, "an unknown stage is refused")
+    expect_eq(json.loads(body)["param"], "stage", "the parameter named")
+    st, _, body = m.get("/api/leads?stage=sal&page=0")
+    expect_eq((st, json.loads(body)["param"]), (400, "page"), "page 0 is refused")
+    expect_eq(m.api("/api/leads?stage=sal&page=2")["leads"], [], "past the last page: nothing")
+
+    # a lead's timeline: the view's row and the log's events
+    a = m.api("/api/lead/A")
+    expect_eq([e["type"] for e in a["events"]], [e["type"] for e, _ in SCRIPT if e["lead"] == "A"],
+              "A's events from funneld")
+    expect_eq(a["log"], "ok", "the log answered")
+    expect_eq(a["view"]["stage"], "won", "A is won")
+    asg = a["view"]["assignment"]
+    expect_eq((asg["owner"], asg["team"], asg["ts"]), ("ben", "east", t[7]), "A's assignment")
+    expect(near(asg["first_contact_s"], (t[10] - t[7]) / 1e9), "A's SLA clock: first contact")
+    expect_eq([e["data"].get("rule") for e in a["events"] if e["type"] == "lead.assigned"], ["r1"],
+              "the assignment's rule")
+    st, _, _ = m.get("/api/lead/nobody")
+    expect_eq(st, 404, "a lead the view does not have")
+
+    # picker values
+    v = m.api("/api/values")["values"]
+    expect_eq((v["sources"], v["campaigns"], v["teams"], v["reps"]),
+              (["ads", "organic", "webinar"], ["q4", "spring"], ["east", "west"], ["ben", "cy", "dee"]),
+              "values in the view")
+
+    # reps: acceptance, rejection with reasons, pipeline and won
+    reps = rows(m.api("/api/followup")["followup"]["reps"], "owner", "team")
+    ben, cy = reps[("ben", "east")], reps[("cy", "west")]
+    expect_eq((ben["accepted"], ben["rejected"], ben["pipeline"], ben["won"], ben["revenue"]),
+              (1, 0, 1000, 1, 900), "ben: A accepted, opened 1000, won 900")
+    expect_rate(ben["acceptance_rate"], 1, 1, "ben's acceptance rate")
+    expect_eq([(r["event"], r["reason"], r["count"]) for r in ben["reasons"]],
+              [("lead.recycled", "bad_timing", 1)], "ben's closed-loop reasons")
+    expect_eq((cy["accepted"], cy["rejected"], cy["pipeline"], cy["won"]), (1, 1, 500, 0),
+              "cy: B rejected, accepted later, opened 500")
+    expect_rate(cy["rejection_rate"], 1, 2, "cy's rejection rate")
+    expect_eq([(r["event"], r["reason"]) for r in cy["reasons"]],
+              [("deal.lost", "price"), ("lead.rejected", "no_budget")], "cy's reasons")
+    # the rep and team filters: facts made while the lead was theirs
+    east = m.api("/api/funnel?team=east")["funnel"]["stages"]
+    expect_eq({r["stage"]: r["entered"] for r in east if r["entered"]},
+              {"sal": 1, "sql": 1, "won": 1, "nurture": 1}, "stage entries while assigned to east")
+
+    # the previous period of the same length, as counted by hand
+    p = expect_period(x)
+    s = m.api("/api/summary?from=%s&to=%s" % (p["from"], p["to"]))
+    lo, hi = int(p["from"]), int(p["to"])
+    expect_eq((s["previous"]["window"]["from"], s["previous"]["window"]["to"]),
+              (lo - (hi - lo), lo), "the previous window")
+    for got, want in ((s["headline"], p["cur"]), (s["previous"]["headline"], p["prev"])):
+        expect_eq((got["inquiry"], got["mql"], got["pipeline"], got["revenue"], got["sla_breaches"]),
+                  (want["captured"], want["mql"], want["pipeline"], want["revenue"], want["sla"]),
+                  "headline figures")
+    expect(m.api("/api/summary")["previous"] is None, "no previous period of an open window")
+
+    # the rules in force, from rules.changed
+    log.publish_ok({"type": "rules.changed", "id": "test-rules-1",
+                    "data": {"service": "scoring", "hash": "ab" * 32, "version": "v7",
+                             "previous_hash": "", "text": "version: v7\n"}})
+    m.wait_caught_up(log.status()["head"])
+    r = m.api("/api/summary")["rules"]
+    expect_eq([(x_["service"], x_["version"], x_["hash"]) for x_ in r], [("scoring", "v7", "ab" * 32)],
+              "the rules in force")
+
+
+def run_browser(res, m, daemon, x):
     """tests/browser/dashboard.test.mjs against the running service; each of
     its checks counts as one here."""
     node = shutil.which("node")
@@ -396,6 +514,8 @@ def run_browser(res, m, daemon):
     env = dict(os.environ, METRICS_URL=m.url("/"), INGEST=daemon.endpoints["ingest"],
                EXPECT_COUNTS=json.dumps(counts),
                EXPECT_ADS_INQUIRY=str([r["entered"] for r in ads if r["stage"] == "inquiry"][0]),
+               EXPECT_PERIOD=json.dumps(expect_period(x)), EXPECT_LEAD=json.dumps(expect_lead()),
+               SCREENSHOTS=os.path.join(REPO, BUILD, "screenshots"),
                FUNNEL_BIN=os.path.abspath(os.path.join(os.path.dirname(FUNNELD), "funnel")))
     try:
         p = subprocess.run([node, BROWSER_TEST], capture_output=True, text=True, timeout=150,
@@ -969,7 +1089,10 @@ def run_checks(res, daemon, ctx):
         check_window_and_filters(m, x)
     res.run("after --rebuild every figure is the same", after_rebuild)
 
-    run_browser(res, m, daemon)
+    res.run("lead lists, a lead's timeline, picker values, reps, previous period, rules in force",
+            check_drill_and_periods, m, x, log)
+
+    run_browser(res, m, daemon, x)
 
     def sigterm():
         expect_eq(m.stop(), 0, "exit status after SIGTERM")
