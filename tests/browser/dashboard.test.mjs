@@ -236,6 +236,10 @@ try {
       });
       for (const f of found) bad.push(`${w} px: ${f}`);
       await page.screenshot({ path: join(shots, `dashboard-${w}.png`), fullPage: true });
+      await page.screenshot({ path: join(shots, `dashboard-${w}-top.png`) });
+      if (w === 375)
+        for (const id of ["lead", "reps", "sources"])
+          await page.locator(`#${id}`).screenshot({ path: join(shots, `dashboard-${w}-${id}.png`) });
     }
     await page.emulateMedia({ media: "print" });
     await page.setViewportSize({ width: 800, height: 1100 });
