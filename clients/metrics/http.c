@@ -67,6 +67,7 @@ struct mx_http {
 	funnel_service *svc;      /* for funnel_service_log_state only */
 	char *query_ep;
 	char currency[4];         /* ISO 4217 code, "" when not set */
+	const mx_goals *goals;    /* the caller's, outlives the server; NULL: none */
 	pthread_t prober;
 	int prober_started;
 	pthread_mutex_t plock;
@@ -422,6 +423,31 @@ serve_lead(mx_http *h, struct MHD_Connection *c, const char *id)
 	return reply_json(c, 200, o);
 }
 
+static uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* GET /api/goals: the goals' progress at the wall clock's now. */
+static enum MHD_Result
+serve_goals(mx_http *h, struct MHD_Connection *c)
+{
+	MDB_txn *txn;
+	cJSON *o = NULL;
+	if (MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, NULL, NULL) > 0)
+		return reply_error(c, 400, "unknown parameter for /api/goals: it takes none", NULL);
+	if (begin_read(h, &txn) != 0)
+		return reply_error(c, 503, "the view cannot be read", NULL);
+	int rc = mx_goals_json(txn, &h->t, h->goals, now_ns(), &o);
+	end_read(h, &txn);
+	if (rc != FUNNEL_OK)
+		return reply_error(c, 500, funnel_strerror(rc), NULL);
+	return reply_json(c, 200, o);
+}
+
 /* GET /api: what there is to ask for. */
 static enum MHD_Result
 serve_index(struct MHD_Connection *c)
@@ -443,6 +469,7 @@ serve_index(struct MHD_Connection *c)
 	cJSON_AddStringToObject(p, "reason", "leads: the fact's data.reason");
 	cJSON_AddStringToObject(p, "page", "leads: 1.. (50 leads a page)");
 	cJSON_AddStringToObject(o, "lead", "/api/lead/ID: the lead's row and its events from funneld");
+	cJSON_AddStringToObject(o, "goals", "/api/goals: the goals of funnel.yaml and their progress");
 	cJSON_AddStringToObject(o, "definitions", "clients/metrics/METRICS.md");
 	return reply_json(c, 200, o);
 }
@@ -459,6 +486,9 @@ serve_metrics(mx_http *h, struct MHD_Connection *c)
 	if (begin_read(h, &txn) != 0)
 		return reply(c, 503, "text/plain", "the view cannot be read\n", 24, 0);
 	int rc = mx_prometheus(txn, &h->t, p.reachable, p.head, &text, &len);
+	if (rc == FUNNEL_OK && (rc = mx_goals_prometheus(txn, &h->t, h->goals, now_ns(), &text,
+	                                                 &len)) != FUNNEL_OK)
+		free(text);
 	end_read(h, &txn);
 	if (rc != FUNNEL_OK)
 		return reply(c, 500, "text/plain", "cannot read the counters\n", 25, 0);
@@ -557,6 +587,8 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 	}
 	if (strcmp(url, "/api") == 0 || strcmp(url, "/api/") == 0)
 		return serve_index(c);
+	if (strcmp(url, "/api/goals") == 0)
+		return serve_goals(h, c);
 	if (strncmp(url, "/api/lead/", 10) == 0)
 		return serve_lead(h, c, url + 10);
 	if (strncmp(url, "/api/", 5) == 0)
@@ -587,7 +619,8 @@ http_free(mx_http *h)
 
 int
 mx_http_start(mx_http **out, const char *addr, const mx_tables *t, pthread_rwlock_t *map_lock,
-              const char *query_ep, funnel_service *svc, const char *currency)
+              const char *query_ep, funnel_service *svc, const char *currency,
+              const mx_goals *goals)
 {
 	struct sockaddr_in sa;
 	char host[64];
@@ -615,6 +648,7 @@ mx_http_start(mx_http **out, const char *addr, const mx_tables *t, pthread_rwloc
 	h->t = *t;
 	h->map_lock = map_lock;
 	h->svc = svc;
+	h->goals = goals;
 	if (currency)
 		snprintf(h->currency, sizeof h->currency, "%s", currency);
 	pthread_mutex_init(&h->plock, NULL);

@@ -21,6 +21,7 @@
 #include "funnel/service.h"
 #include "httpauth.h"
 #include "metrics.h"
+#include "rulesrec.h"
 #include "svcargs.h"
 
 static const char usage_text[] =
@@ -32,6 +33,7 @@ static const char usage_text[] =
 	"                      followup, closed-loop, attribution, trend, leads, values) as JSON from the\n"
 	"                      view, without funneld; --param KEY=VALUE as in /api\n"
 	"  digest              print the view's checkpoint and content digest\n"
+	"  check [FILE]        validate the goals: section of a rules file (default: --rules)\n"
 	"\n"
 	"Options:\n"
 	"  --http ADDR:PORT    where to serve the dashboard, /api, /metrics, /healthz\n"
@@ -39,7 +41,8 @@ static const char usage_text[] =
 	"                      of a principal with read (else 401)\n"
 	"                      (default " MX_DEFAULT_HTTP "; port 0 picks a free one)\n"
 	"  --view DIR          the metrics view (default " MX_DEFAULT_VIEW ")\n"
-	"  --rules FILE        the shared rules file (accepted for symmetry; metrics reads none)\n"
+	"  --rules FILE        the shared rules file: its goals: section, if any (default\n"
+	"                      funnel.yaml; a missing default file means no goals)\n"
 	"  --ingest EP --publish EP --query EP   funneld endpoints (else the environment's\n"
 	"                      FUNNEL_INGEST, FUNNEL_PUBLISH, FUNNEL_QUERY; else loopback 7400-7402)\n"
 	"  --key FILE --server-key FILE   this service's CURVE secret key and funneld.pub,\n"
@@ -75,6 +78,44 @@ typedef struct args {
 } args;
 
 static funnel_service *the_service;
+static const char default_rules[] = "funnel.yaml";
+
+/* The goals of the rules file.  The default file may be missing (no
+ * goals); a file given with --rules must be there.  A bad goals:
+ * section is refused, naming its line.  0, or 1 after the message. */
+static int
+load_goals(const char *path, mx_goals **out)
+{
+	char err[512];
+	int rc = mx_goals_load(path, out, err, sizeof err);
+	if (rc == FUNNEL_ENOTFOUND && path == default_rules) {
+		funnel_log(FUNNEL_LOG_INFO, "metrics: no %s here: no goals", path);
+		return 0;
+	}
+	if (rc != FUNNEL_OK) {
+		funnel_log(FUNNEL_LOG_ERROR, "metrics: %s", err[0] ? err : funnel_strerror(rc));
+		return 1;
+	}
+	return 0;
+}
+
+static int
+cmd_check(const char *path)
+{
+	mx_goals *g = NULL;
+	char err[512];
+	int rc = mx_goals_load(path, &g, err, sizeof err);
+	if (rc != FUNNEL_OK) {
+		fprintf(stderr, "%s\n", err[0] ? err : funnel_strerror(rc));
+		return 1;
+	}
+	if (g->present)
+		printf("%s: ok: \"%s\", %zu goals\n", path, g->version, g->n);
+	else
+		printf("%s: ok: no goals: section\n", path);
+	mx_goals_free(&g);
+	return 0;
+}
 
 static void
 on_signal(int sig)
@@ -125,13 +166,16 @@ cmd_run(const args *a)
 	mx_view *view = NULL;
 	mx_http *http = NULL;
 	mx_tables t;
+	mx_goals *goals = NULL;
 	int status = 1, rc;
 
+	if (load_goals(a->c.rules, &goals) != 0)
+		return 1;
 	funnel_service_opts o = {
 		.name = MX_NAME,
 		.tables = { MX_T_LEADS, MX_T_FACTS, MX_T_COUNTERS, MX_T_INDEX },
 		.map_size = a->map_mb << 20,
-		.no_emit = 1,
+		.no_emit = goals == NULL || !goals->present,   /* sends only its rules.changed */
 		.map_lock = &map_lock,
 	};
 	svc_opts(&a->c, &o);
@@ -143,13 +187,24 @@ cmd_run(const args *a)
 		goto out;
 	}
 	svc_on_signals(on_signal);
+	if (goals && goals->present) {
+		/* the goals are rules like the others: recorded before they are used */
+		rf_rules_id id = { MX_NAME, goals->hash_hex, goals->version, goals->text, goals->len };
+		rc = rf_record_rules(the_service, &id);
+		if (rc == FUNNEL_ESHUTDOWN) {
+			status = 0;
+			goto out;
+		}
+		if (rc != FUNNEL_OK)
+			goto out;
+	}
 	if (!a->c.until_head) {
 		if (open_tables(funnel_service_env(the_service), &t) != FUNNEL_OK) {
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: cannot open the view's tables");
 			goto out;
 		}
 		rc = mx_http_start(&http, a->http, &t, &map_lock, a->c.query, the_service,
-		                   a->currency);
+		                   a->currency, goals);
 		if (rc == FUNNEL_EINVAL)
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: --http wants IPV4:PORT, not '%s'", a->http);
 		if (rc != FUNNEL_OK)
@@ -161,6 +216,7 @@ out:
 	mx_http_stop(&http);
 	funnel_service_destroy(&the_service);
 	mx_view_destroy(&view);
+	mx_goals_free(&goals);
 	return status;
 }
 
@@ -274,7 +330,7 @@ main(int argc, char **argv)
 		{ "currency", required_argument, NULL, O_CURRENCY },
 		{ NULL, 0, NULL, 0 },
 	};
-	args a = { .c = { .rules = "funnel.yaml", .view = MX_DEFAULT_VIEW },
+	args a = { .c = { .rules = default_rules, .view = MX_DEFAULT_VIEW },
 	           .http = MX_DEFAULT_HTTP, .map_mb = 256 };
 
 	funnel_log_program("funnel-metrics");
@@ -299,7 +355,10 @@ main(int argc, char **argv)
 		return cmd_report(&a, nargs ? argv[optind] : "summary");
 	if (strcmp(cmd, "digest") == 0 && nargs == 0)
 		return svc_digest("funnel-metrics", a.c.view);
-	if (strcmp(cmd, "run") && strcmp(cmd, "report") && strcmp(cmd, "digest"))
+	if (strcmp(cmd, "check") == 0 && nargs <= 1)
+		return cmd_check(nargs ? argv[optind] : a.c.rules);
+	if (strcmp(cmd, "run") && strcmp(cmd, "report") && strcmp(cmd, "digest") &&
+	    strcmp(cmd, "check"))
 		return usage("unknown command '%s'", cmd);
 	return usage("wrong number of arguments for '%s'", cmd);
 }

@@ -213,6 +213,52 @@ uint64_t mx_checkpoint(MDB_txn *txn, const mx_tables *t);
 int mx_prometheus(MDB_txn *txn, const mx_tables *t, int head_known, uint64_t head,
                   char **out, size_t *len);
 
+/* ---- goals.c ---- */
+
+/* The goals: section of funnel.yaml (METRICS.md, "Shared goals"): one
+ * mx_goal per (period, team, figure) committed to. */
+enum { MX_G_MQLS, MX_G_ACCEPTANCE, MX_G_SPEED, MX_G_PIPELINE, MX_G_REVENUE, MX_G_COUNT };
+
+typedef struct mx_goal {
+	int figure;             /* MX_G_* */
+	char period[16];        /* as written: "2026-12", "2026-Q4" */
+	uint64_t from, to;      /* the period, ns, UTC, to excluded */
+	char *team;             /* NULL: every team */
+	double target;
+	int line;               /* of the figure in the file */
+} mx_goal;
+
+typedef struct mx_goals {
+	int present;            /* the file has a goals: section */
+	char *version;          /* the file's version: (when present) */
+	char hash_hex[65];      /* BLAKE2b-256 of the text */
+	char *text;
+	size_t len;
+	mx_goal *goal;
+	size_t n, cap;
+} mx_goals;
+
+/* Parse / read a rules file's goals: section.  A file without one gives
+ * goals with present 0 and n 0.  FUNNEL_OK, FUNNEL_EVALUE ("file:line:
+ * goals[i].key: problem" in err: an unknown figure, a team that is not
+ * one of routing.teams, a bad period or target), FUNNEL_ENOTFOUND,
+ * FUNNEL_ETOOBIG, FUNNEL_ENOMEM. */
+int mx_goals_parse(const char *text, size_t len, const char *file, mx_goals **out, char *err,
+                   size_t errlen);
+int mx_goals_load(const char *path, mx_goals **out, char *err, size_t errlen);
+void mx_goals_free(mx_goals **g);
+const char *mx_goal_figure_name(int figure);
+/* +1: the goal is to reach at least the target; -1: at most. */
+int mx_goal_direction(int figure);
+
+/* /api/goals: each goal's progress at now_ns (the wall clock), the pace
+ * it needs by its period's end and its status (METRICS.md). */
+int mx_goals_json(MDB_txn *txn, const mx_tables *t, const mx_goals *g, uint64_t now_ns,
+                  cJSON **out);
+/* The same as Prometheus gauges, appended to *text (malloc'd, *len). */
+int mx_goals_prometheus(MDB_txn *txn, const mx_tables *t, const mx_goals *g, uint64_t now_ns,
+                        char **text, size_t *len);
+
 /* ---- http.c ---- */
 
 typedef struct mx_http mx_http;
@@ -226,13 +272,14 @@ typedef struct mx_http mx_http;
  * asked by /healthz whether funneld serves the view's log
  * (funnel_service_log_state).  Connections and query parameters are
  * capped (METRICS.md, HTTP limits).  currency (an ISO 4217 code, or
- * NULL) labels the summary's amounts.  Returns FUNNEL_OK, FUNNEL_EINVAL
+ * NULL) labels the summary's amounts; goals (or NULL) are served by
+ * /api/goals and /metrics and outlive the server.  Returns FUNNEL_OK, FUNNEL_EINVAL
  * (bad address), FUNNEL_ENOMEM, FUNNEL_ETRANSPORT (cannot listen;
  * logged).  mx_http_stop joins every thread it started. */
 struct funnel_service;
 int mx_http_start(mx_http **out, const char *addr, const mx_tables *t,
                   pthread_rwlock_t *map_lock, const char *query_ep,
-                  struct funnel_service *svc, const char *currency);
+                  struct funnel_service *svc, const char *currency, const mx_goals *goals);
 void mx_http_stop(mx_http **h);
 
 /* With --access, before mx_http_start: every path but /, /index.html and

@@ -12,6 +12,8 @@
 //   EXPECT_LEAD    JSON {lead, stage, events: [types]}: a scripted lead's timeline
 //                  behind the stage count of `stage`
 //   SCREENSHOTS    where the screenshots go (build/screenshots)
+//   EXPECT_GOALS   JSON [[figure, status], ...]: when set, only the goals panel
+//                  is checked (a service started with a goals: section)
 // Checks: the page loads without console errors or page errors, shows the
 // stage counts, updates by itself after new events, keeps the window and
 // filters in the URL across a reload, drills from a stage count to a
@@ -79,6 +81,23 @@ try {
     await page.waitForFunction(() => document.body.dataset.checkpoint !== undefined);
   });
 
+  if (process.env.EXPECT_GOALS) {
+    await check("the first panel shows each goal's progress, pace and status", async () => {
+      const want = JSON.parse(process.env.EXPECT_GOALS);
+      await page.waitForSelector("#goals tr[data-status]");
+      const got = await page.$$eval("#goals tr[data-status]", rs => rs.map(r => [r.dataset.figure, r.dataset.status]));
+      expectEq(got, want, "goals and their status");
+      const first = await page.evaluate(() => document.querySelector("main > section:not([hidden])").id);
+      expectEq(first, "goals-panel", "the first panel");
+      mkdirSync(shots, { recursive: true });
+      for (const w of [375, 1440]) {
+        await page.setViewportSize({ width: w, height: 900 });
+        await page.locator("#goals-panel").screenshot({ path: join(shots, `goals-${w}.png`) });
+        const wide = await page.evaluate(() => document.documentElement.scrollWidth > document.documentElement.clientWidth);
+        expectEq(wide, false, `the page scrolls sideways at ${w} px`);
+      }
+    });
+  } else {
   await check("it shows the stage counts of the scripted history", async () => {
     const c = await counts(page);
     const want = Object.fromEntries(Object.keys(c).map(k => [k, expectCounts[k]]));
@@ -259,6 +278,8 @@ try {
       expectEq(v, [], `violations at ${w} px`);
     }
   });
+
+  }
 
   await check("no console errors, no page errors, nothing loaded from elsewhere", async () => {
     // the bad filter's 400 is logged by Chromium as a failed resource: expected

@@ -20,6 +20,7 @@ wait is bounded; prints "ok - name" / "not ok - name: reason" and
 """
 import calendar
 import decimal
+import hashlib
 import json
 import math
 import os
@@ -499,9 +500,9 @@ def check_drill_and_periods(m, x, log):
               "the rules in force")
 
 
-def run_browser(res, m, daemon, x):
+def run_browser(res, m, daemon, x, goals=None):
     """tests/browser/dashboard.test.mjs against the running service; each of
-    its checks counts as one here."""
+    its checks counts as one here (with goals: only its goals panel)."""
     node = shutil.which("node")
     modules = os.path.join(REPO, "tests", "browser", "node_modules", "playwright-core")
     if node is None or not os.path.isdir(modules):
@@ -514,8 +515,10 @@ def run_browser(res, m, daemon, x):
     env = dict(os.environ, METRICS_URL=m.url("/"), INGEST=daemon.endpoints["ingest"],
                EXPECT_COUNTS=json.dumps(counts),
                EXPECT_ADS_INQUIRY=str([r["entered"] for r in ads if r["stage"] == "inquiry"][0]),
-               EXPECT_PERIOD=json.dumps(expect_period(x)), EXPECT_LEAD=json.dumps(expect_lead()),
+               EXPECT_PERIOD=json.dumps(expect_period(x) if x else {}),
+               EXPECT_LEAD=json.dumps(expect_lead()),
                SCREENSHOTS=os.path.join(REPO, BUILD, "screenshots"),
+               **({"EXPECT_GOALS": json.dumps(goals)} if goals else {}),
                FUNNEL_BIN=os.path.abspath(os.path.join(os.path.dirname(FUNNELD), "funnel")))
     try:
         p = subprocess.run([node, BROWSER_TEST], capture_output=True, text=True, timeout=150,
@@ -1202,9 +1205,130 @@ def run_event_time(res, daemon, ctx):
     log.close()
 
 
+GOALS_YAML = """version: "goals %(n)s"
+routing:
+  teams:
+    - name: east
+    - name: west
+goals:
+  - period: %(month)s
+    mqls: 2
+    pipeline: 1000000
+  - period: %(quarter)s
+    team: east
+    acceptance_rate: 0.6
+    speed_to_lead_minutes: 30
+"""
+
+
+def run_goals(res, daemon, ctx):
+    """The goals: section: refused by check naming the line, recorded in
+    rules.changed, each goal's progress by hand through /api/goals,
+    Prometheus gauges and the dashboard's first panel."""
+    log = LogClient(ctx, daemon.endpoints)
+    g = Metrics(daemon, "g")
+    now = time.gmtime()
+    month = "%04d-%02d" % (now.tm_year, now.tm_mon)
+    quarter = "%04d-Q%d" % (now.tm_year, (now.tm_mon - 1) // 3 + 1)
+    text = GOALS_YAML % {"n": "v1", "month": month, "quarter": quarter}
+    g.write_rules(text)
+    scoring = os.path.join(os.path.dirname(FUNNELD), "funnel-scoring")
+
+    def check_refuses():
+        for name, bad, want in (
+                ("team", text.replace("team: east", "team: north"),
+                 ":11: goals[1].team: unknown team \"north\""),
+                ("figure", text.replace("mqls: 2", "sqls: 2"), ":8: goals[0]: unknown key \"sqls\""),
+                ("period", text.replace(month, "2026-13"), ":7: goals[0].period: expected a month")):
+            path = os.path.join(daemon.dir, "bad-%s.yaml" % name)
+            with open(path, "w") as f:
+                f.write(bad)
+            p = subprocess.run([METRICS, "check", path], capture_output=True, text=True, timeout=30)
+            expect_eq(p.returncode, 1, "check of an unknown " + name)
+            expect_in(path + want, p.stderr, "the message names the line")
+        p = subprocess.run([METRICS, "check", g.rules], capture_output=True, text=True, timeout=30)
+        expect_eq((p.returncode, p.stdout.strip()), (0, '%s: ok: "goals v1", 4 goals' % g.rules),
+                  "check of the goals")
+        # funnel-scoring reads the same file and leaves the goals alone
+        with open(os.path.join(REPO, "funnel.yaml")) as f:
+            repo = f.read()
+        both = os.path.join(daemon.dir, "both.yaml")
+        with open(both, "w") as f:
+            f.write(repo + "\ngoals:\n  - period: %s\n    mqls: 10\n" % month)
+        if os.access(scoring, os.X_OK):
+            p = subprocess.run([scoring, "check", both], capture_output=True, text=True, timeout=30)
+            expect_eq(p.returncode, 0, "funnel-scoring check with a goals section: " + p.stderr)
+        p = subprocess.run([METRICS, "check", both], capture_output=True, text=True, timeout=30)
+        expect_eq(p.returncode, 0, "funnel-metrics check of funnel.yaml with goals: " + p.stderr)
+    res.run("check refuses an unknown team, figure or period, naming the line", check_refuses)
+
+    def progress():
+        g.start("--rules", g.rules)
+        steps = [
+            ev("lead.captured", "GA", source="ads"), ev("lead.qualified", "GA"),
+            ev("lead.assigned", "GA", owner="ben", team="east"), ev("lead.contacted", "GA"),
+            ev("lead.accepted", "GA"), ev("opportunity.opened", "GA", amount=1000),
+            ev("lead.captured", "GB", source="ads"), ev("lead.qualified", "GB"),
+            ev("lead.assigned", "GB", owner="ben", team="east"), ev("lead.rejected", "GB", reason="x"),
+            ev("lead.captured", "GC", source="web"), ev("lead.qualified", "GC"),
+        ]
+        for i, e in enumerate(steps):
+            log.publish_ok(dict(e, id="goal-%d" % i))
+        g.wait_caught_up(log.status()["head"])
+        recs = log.records()
+        rules = [r for r in recs if r["type"] == "rules.changed"]
+        expect_eq(len(rules), 1, "one rules.changed")
+        d = rules[0]["data"]
+        expect_eq((d["service"], d["version"], d["hash"]),
+                  ("metrics", "goals v1", hashlib.blake2b(text.encode(), digest_size=32).hexdigest()),
+                  "metrics recorded its goals like the other services")
+        by = {r["id"]: r["ts"] for r in recs if r.get("id")}
+        speed_min = (by["goal-3"] - by["goal-2"]) / 60e9
+        gl = g.api("/api/goals")
+        expect_eq((gl["version"], gl["hash"]), ("goals v1", d["hash"]), "the goals in force")
+        got = {(x["period"], x["team"], x["figure"]): x for x in gl["goals"]}
+        now_ns = gl["now"]
+        mq = got[(month, None, "mqls")]
+        expect_eq((mq["value"], mq["status"], mq["direction"]), (3, "met", "at least"), "MQLs: 3 of 2")
+        pl = got[(month, None, "pipeline")]
+        expect_eq(pl["value"], 1000, "pipeline so far")
+        share = (now_ns - pl["from"]) / (pl["to"] - pl["from"])
+        expect(near(pl["elapsed_share"], share), "share of the month gone")
+        expect(near(pl["pace_per_day"], (1000000 - 1000) / ((pl["to"] - now_ns) / 86400e9)),
+               "pace needed: what is left per day left")
+        expect_eq(pl["status"], "behind" if 1000 < 1000000 * share else "on track", "pipeline status")
+        ac = got[(quarter, "east", "acceptance_rate")]
+        expect(near(ac["value"], 0.5), "east's acceptance: 1 of 2")
+        expect_eq(ac["status"], "behind", "0.5 is short of 0.6")
+        sp = got[(quarter, "east", "speed_to_lead_minutes")]
+        expect(near(sp["value"], speed_min), "east's median speed-to-lead in minutes")
+        expect_eq((sp["status"], sp["direction"]), ("on track", "at most"), "speed within 30 min")
+        st, _, body = g.get("/metrics")
+        text_ = body.decode()
+        expect_in('funnel_goal_target{period="%s",team="",figure="mqls"} 2' % month, text_, "target gauge")
+        expect_in('funnel_goal_value{period="%s",team="",figure="mqls"} 3' % month, text_, "value gauge")
+        expect_in('funnel_goal_on_track{period="%s",team="east",figure="acceptance_rate"} 0' % quarter,
+                  text_, "on-track gauge")
+        # a restart with the same file records nothing more
+        g.stop()
+        g.start("--rules", g.rules)
+        g.wait_caught_up(log.status()["head"])
+        expect_eq(len([r for r in log.records() if r["type"] == "rules.changed"]), 1,
+                  "the same goals are not recorded twice")
+        return [["mqls", "met"], ["pipeline", pl["status"]], ["acceptance_rate", "behind"],
+                ["speed_to_lead_minutes", "on track"]]
+    holder = {}
+    ok = res.run("goals: progress, pace and status by hand, rules.changed, gauges",
+                 lambda: holder.setdefault("want", progress()))
+    if ok and "want" in holder:
+        run_browser(res, g, daemon, None, goals=holder["want"])
+    g.stop()
+    log.close()
+
+
 def main():
     return run_service_groups(FUNNELD, METRICS, (run_checks, run_growth, run_hostile,
-                                                  run_definitions, run_event_time))
+                                                  run_definitions, run_event_time, run_goals))
 
 
 if __name__ == "__main__":
