@@ -255,7 +255,8 @@ int mx_goal_direction(int figure);
  * it needs by its period's end and its status (METRICS.md). */
 int mx_goals_json(MDB_txn *txn, const mx_tables *t, const mx_goals *g, uint64_t now_ns,
                   cJSON **out);
-/* The same as Prometheus gauges, appended to *text (malloc'd, *len). */
+/* The same as Prometheus gauges, appended to *text (malloc'd, *len; *text stays
+ * the caller's to free, after a failure too). */
 int mx_goals_prometheus(MDB_txn *txn, const mx_tables *t, const mx_goals *g, uint64_t now_ns,
                         char **text, size_t *len);
 

@@ -1750,9 +1750,8 @@ mx_goals_prometheus(MDB_txn *txn, const mx_tables *t, const mx_goals *g, uint64_
 		}
 	}
 	free(st);
-	if (b.oom)
-		return FUNNEL_ENOMEM;
+	/* the buffer may have moved, also before a failed growth */
 	*text = b.p;
 	*len = b.n;
-	return FUNNEL_OK;
+	return b.oom ? FUNNEL_ENOMEM : FUNNEL_OK;
 }
