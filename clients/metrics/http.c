@@ -50,7 +50,7 @@
 #define MX_HTTP_MAX_CONNS 256u   /* open connections, in all */
 #define MX_HTTP_MAX_PER_ADDR 32u /* open connections from one client address */
 #define MX_HTTP_IDLE_S 10u       /* a connection silent this long is closed */
-#define MX_HTTP_MAX_PARAMS 16    /* query parameters of one request (6 exist) */
+#define MX_HTTP_MAX_PARAMS 16    /* query parameters of one request (11 exist) */
 
 /* What the prober last learnt about the log (under plock). */
 typedef struct probe {
@@ -66,6 +66,8 @@ struct mx_http {
 	pthread_rwlock_t *map_lock;
 	funnel_service *svc;      /* for funnel_service_log_state only */
 	char *query_ep;
+	char currency[4];         /* ISO 4217 code, "" when not set */
+	const mx_goals *goals;    /* the caller's, outlives the server; NULL: none */
 	pthread_t prober;
 	int prober_started;
 	pthread_mutex_t plock;
@@ -293,6 +295,156 @@ serve_api(mx_http *h, struct MHD_Connection *c, const char *name)
 	end_read(h, &txn);
 	if (rc != FUNNEL_OK)
 		return reply_error(c, 500, funnel_strerror(rc), NULL);
+	if (p.q.report == MX_R_SUMMARY) {
+		if (h->currency[0])
+			cJSON_AddStringToObject(o, "currency", h->currency);
+		else
+			cJSON_AddNullToObject(o, "currency");
+	}
+	return reply_json(c, 200, o);
+}
+
+/* A msgpack object as JSON (maps with string keys; other keys skipped;
+ * binary as null).  Integers past 2^53 are written as their digits. */
+static cJSON *
+mp_json(const msgpack_object *o)
+{
+	char digits[24];
+	switch (o->type) {
+	case MSGPACK_OBJECT_BOOLEAN: return cJSON_CreateBool(o->via.boolean);
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		snprintf(digits, sizeof digits, "%" PRIu64, o->via.u64);
+		return cJSON_CreateRaw(digits);
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		snprintf(digits, sizeof digits, "%" PRId64, o->via.i64);
+		return cJSON_CreateRaw(digits);
+	case MSGPACK_OBJECT_FLOAT32: case MSGPACK_OBJECT_FLOAT64:
+		return cJSON_CreateNumber(o->via.f64);
+	case MSGPACK_OBJECT_STR: {
+		char *t = strndup(o->via.str.ptr, o->via.str.size);
+		cJSON *j = cJSON_CreateString(t ? t : "");
+		free(t);
+		return j;
+	}
+	case MSGPACK_OBJECT_ARRAY: {
+		cJSON *a = cJSON_CreateArray();
+		for (uint32_t i = 0; i < o->via.array.size; i++)
+			cJSON_AddItemToArray(a, mp_json(&o->via.array.ptr[i]));
+		return a;
+	}
+	case MSGPACK_OBJECT_MAP: {
+		cJSON *m = cJSON_CreateObject();
+		for (uint32_t i = 0; i < o->via.map.size; i++) {
+			const msgpack_object_kv *kv = &o->via.map.ptr[i];
+			if (kv->key.type != MSGPACK_OBJECT_STR)
+				continue;
+			char *k = strndup(kv->key.via.str.ptr, kv->key.via.str.size);
+			if (k)
+				cJSON_AddItemToObject(m, k, mp_json(&kv->val));
+			free(k);
+		}
+		return m;
+	}
+	default: return cJSON_CreateNull();
+	}
+}
+
+#define LEAD_EVENTS_MAX 2000     /* events of one lead the timeline shows */
+
+static void
+add_str(cJSON *o, const char *name, funnel_str s)
+{
+	char *t = strndup(s.ptr ? s.ptr : "", s.ptr ? s.len : 0);
+	cJSON_AddStringToObject(o, name, t ? t : "");
+	free(t);
+}
+
+static int
+timeline_event(const funnel_record *r, void *ctx)
+{
+	cJSON *arr = ctx;
+	if (cJSON_GetArraySize(arr) >= LEAD_EVENTS_MAX)
+		return FUNNEL_ETOOBIG;
+	cJSON *e = cJSON_CreateObject();
+	mx_json_u64(e, "seq", r->seq);
+	mx_json_u64(e, "ts", r->ts);
+	add_str(e, "type", r->type);
+	if (r->producer.ptr)
+		add_str(e, "producer", r->producer);
+	if (r->id.ptr)
+		add_str(e, "id", r->id);
+	if (r->has_cause)
+		mx_json_u64(e, "cause", r->cause);
+	if (r->has_occurred_at) {
+		char d[24];
+		snprintf(d, sizeof d, "%" PRId64, r->occurred_at);
+		cJSON_AddRawToObject(e, "occurred_at", d);
+	}
+	if (r->stage.ptr)
+		add_str(e, "stage", r->stage);
+	if (r->data)
+		cJSON_AddItemToObject(e, "data", mp_json(r->data));
+	cJSON_AddItemToArray(arr, e);
+	return FUNNEL_OK;
+}
+
+/* GET /api/lead/ID: what the view keeps of the lead and its events from
+ * funneld's per-lead index, each call bounded by HEAD_TIMEOUT_MS: the
+ * view's part is answered whatever funneld does ("log": "log
+ * unreachable" and no events then). */
+static enum MHD_Result
+serve_lead(mx_http *h, struct MHD_Connection *c, const char *id)
+{
+	size_t n = strlen(id);
+	MDB_txn *txn;
+	if (n == 0 || n > 128 || mp_utf8_invalid_at(id, n) >= 0)
+		return reply_error(c, 400, "a lead id is 1..128 bytes of UTF-8", "lead");
+	if (begin_read(h, &txn) != 0)
+		return reply_error(c, 503, "the view cannot be read", NULL);
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "report", "lead");
+	cJSON_AddStringToObject(o, "lead", id);
+	mx_json_u64(o, "checkpoint", mx_checkpoint(txn, &h->t));
+	int rc = mx_lead_json(txn, &h->t, id, o);
+	end_read(h, &txn);
+	if (rc == FUNNEL_ENOTFOUND) {
+		cJSON_Delete(o);
+		return reply_error(c, 404, "the view has no lead with this id", "lead");
+	}
+	cJSON *events = cJSON_AddArrayToObject(o, "events");
+	funnel_query *q = NULL;
+	funnel_replay_req req = { .lead = id, .limit = 500 };
+	rc = funnel_query_new(&q, h->query_ep, HEAD_TIMEOUT_MS);
+	if (rc == FUNNEL_OK)
+		rc = funnel_replay_each(q, &req, timeline_event, events);
+	funnel_query_destroy(&q);
+	cJSON_AddStringToObject(o, "log", rc == FUNNEL_OK ? "ok" : rc == FUNNEL_ETOOBIG ?
+	                        "cut: the first 2000 events" : "log unreachable");
+	return reply_json(c, 200, o);
+}
+
+static uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* GET /api/goals: the goals' progress at the wall clock's now. */
+static enum MHD_Result
+serve_goals(mx_http *h, struct MHD_Connection *c)
+{
+	MDB_txn *txn;
+	cJSON *o = NULL;
+	if (MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, NULL, NULL) > 0)
+		return reply_error(c, 400, "unknown parameter for /api/goals: it takes none", NULL);
+	if (begin_read(h, &txn) != 0)
+		return reply_error(c, 503, "the view cannot be read", NULL);
+	int rc = mx_goals_json(txn, &h->t, h->goals, now_ns(), &o);
+	end_read(h, &txn);
+	if (rc != FUNNEL_OK)
+		return reply_error(c, 500, funnel_strerror(rc), NULL);
 	return reply_json(c, 200, o);
 }
 
@@ -311,6 +463,13 @@ serve_index(struct MHD_Connection *c)
 	cJSON_AddStringToObject(p, "campaign", "the lead's first-touch campaign");
 	cJSON_AddStringToObject(p, "model", "attribution, summary: first, last or linear (default)");
 	cJSON_AddStringToObject(p, "bucket", "trend, summary: week (default) or day");
+	cJSON_AddStringToObject(p, "team", "the team the lead was assigned to when the fact happened");
+	cJSON_AddStringToObject(p, "rep", "the rep (owner) the lead was assigned to when the fact happened");
+	cJSON_AddStringToObject(p, "stage", "leads: the stage entered, assigned or sla_breached");
+	cJSON_AddStringToObject(p, "reason", "leads: the fact's data.reason");
+	cJSON_AddStringToObject(p, "page", "leads: 1.. (50 leads a page)");
+	cJSON_AddStringToObject(o, "lead", "/api/lead/ID: the lead's row and its events from funneld");
+	cJSON_AddStringToObject(o, "goals", "/api/goals: the goals of funnel.yaml and their progress");
 	cJSON_AddStringToObject(o, "definitions", "clients/metrics/METRICS.md");
 	return reply_json(c, 200, o);
 }
@@ -327,6 +486,9 @@ serve_metrics(mx_http *h, struct MHD_Connection *c)
 	if (begin_read(h, &txn) != 0)
 		return reply(c, 503, "text/plain", "the view cannot be read\n", 24, 0);
 	int rc = mx_prometheus(txn, &h->t, p.reachable, p.head, &text, &len);
+	if (rc == FUNNEL_OK && (rc = mx_goals_prometheus(txn, &h->t, h->goals, now_ns(), &text,
+	                                                 &len)) != FUNNEL_OK)
+		free(text);
 	end_read(h, &txn);
 	if (rc != FUNNEL_OK)
 		return reply(c, 500, "text/plain", "cannot read the counters\n", 25, 0);
@@ -425,6 +587,10 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 	}
 	if (strcmp(url, "/api") == 0 || strcmp(url, "/api/") == 0)
 		return serve_index(c);
+	if (strcmp(url, "/api/goals") == 0)
+		return serve_goals(h, c);
+	if (strncmp(url, "/api/lead/", 10) == 0)
+		return serve_lead(h, c, url + 10);
 	if (strncmp(url, "/api/", 5) == 0)
 		return serve_api(h, c, url + 5);
 	if (strcmp(url, "/metrics") == 0)
@@ -453,7 +619,8 @@ http_free(mx_http *h)
 
 int
 mx_http_start(mx_http **out, const char *addr, const mx_tables *t, pthread_rwlock_t *map_lock,
-              const char *query_ep, funnel_service *svc)
+              const char *query_ep, funnel_service *svc, const char *currency,
+              const mx_goals *goals)
 {
 	struct sockaddr_in sa;
 	char host[64];
@@ -481,6 +648,9 @@ mx_http_start(mx_http **out, const char *addr, const mx_tables *t, pthread_rwloc
 	h->t = *t;
 	h->map_lock = map_lock;
 	h->svc = svc;
+	h->goals = goals;
+	if (currency)
+		snprintf(h->currency, sizeof h->currency, "%s", currency);
 	pthread_mutex_init(&h->plock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);

@@ -21,6 +21,7 @@
 #include "funnel/service.h"
 #include "httpauth.h"
 #include "metrics.h"
+#include "rulesrec.h"
 #include "svcargs.h"
 
 static const char usage_text[] =
@@ -29,9 +30,10 @@ static const char usage_text[] =
 	"Commands:\n"
 	"  run                 follow the log, keep the metrics view, serve HTTP (the default)\n"
 	"  report [NAME]       print a report (summary, funnel, conversion, velocity,\n"
-	"                      followup, closed-loop, attribution, trend) as JSON from the\n"
+	"                      followup, closed-loop, attribution, trend, leads, values) as JSON from the\n"
 	"                      view, without funneld; --param KEY=VALUE as in /api\n"
 	"  digest              print the view's checkpoint and content digest\n"
+	"  check [FILE]        validate the goals: section of a rules file (default: --rules)\n"
 	"\n"
 	"Options:\n"
 	"  --http ADDR:PORT    where to serve the dashboard, /api, /metrics, /healthz\n"
@@ -39,7 +41,8 @@ static const char usage_text[] =
 	"                      of a principal with read (else 401)\n"
 	"                      (default " MX_DEFAULT_HTTP "; port 0 picks a free one)\n"
 	"  --view DIR          the metrics view (default " MX_DEFAULT_VIEW ")\n"
-	"  --rules FILE        the shared rules file (accepted for symmetry; metrics reads none)\n"
+	"  --rules FILE        the shared rules file: its goals: section, if any (default\n"
+	"                      funnel.yaml; a missing default file means no goals)\n"
 	"  --ingest EP --publish EP --query EP   funneld endpoints (else the environment's\n"
 	"                      FUNNEL_INGEST, FUNNEL_PUBLISH, FUNNEL_QUERY; else loopback 7400-7402)\n"
 	"  --key FILE --server-key FILE   this service's CURVE secret key and funneld.pub,\n"
@@ -51,7 +54,10 @@ static const char usage_text[] =
 	"  --batch N           records per view commit (default 10000)\n"
 	"  --map-mb N          initial view map size in MiB (default 256; it grows when full)\n"
 	"  --ready-file FILE   written once the service serves and follows the log\n"
-	"  --param KEY=VALUE   report: a parameter (from, to, source, campaign, model, bucket)\n"
+	"  --param KEY=VALUE   report: a parameter (from, to, source, campaign, team, rep,\n"
+	"                      model, bucket; leads: stage, reason, page)\n"
+	"  --currency CODE     the ISO 4217 code of the amounts (EUR, USD...): the dashboard's\n"
+	"                      label (default: none; amounts are shown unlabelled)\n"
 	"  --json              accepted for symmetry; reports are always JSON\n"
 	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
 	"  --config FILE       the settings file (sections endpoints: and funnel-metrics:;\n"
@@ -65,12 +71,51 @@ typedef struct args {
 	svc_args c;
 	const char *http;
 	const char *access;       /* --access: HTTP bearer tokens */
+	const char *currency;
 	size_t map_mb;
 	const char *params[16];
 	int nparams;
 } args;
 
 static funnel_service *the_service;
+static const char default_rules[] = "funnel.yaml";
+
+/* The goals of the rules file.  The default file may be missing (no
+ * goals); a file given with --rules must be there.  A bad goals:
+ * section is refused, naming its line.  0, or 1 after the message. */
+static int
+load_goals(const char *path, mx_goals **out)
+{
+	char err[512];
+	int rc = mx_goals_load(path, out, err, sizeof err);
+	if (rc == FUNNEL_ENOTFOUND && path == default_rules) {
+		funnel_log(FUNNEL_LOG_INFO, "metrics: no %s here: no goals", path);
+		return 0;
+	}
+	if (rc != FUNNEL_OK) {
+		funnel_log(FUNNEL_LOG_ERROR, "metrics: %s", err[0] ? err : funnel_strerror(rc));
+		return 1;
+	}
+	return 0;
+}
+
+static int
+cmd_check(const char *path)
+{
+	mx_goals *g = NULL;
+	char err[512];
+	int rc = mx_goals_load(path, &g, err, sizeof err);
+	if (rc != FUNNEL_OK) {
+		fprintf(stderr, "%s\n", err[0] ? err : funnel_strerror(rc));
+		return 1;
+	}
+	if (g->present)
+		printf("%s: ok: \"%s\", %zu goals\n", path, g->version, g->n);
+	else
+		printf("%s: ok: no goals: section\n", path);
+	mx_goals_free(&g);
+	return 0;
+}
 
 static void
 on_signal(int sig)
@@ -93,6 +138,7 @@ open_dbis(MDB_txn *txn, mx_tables *t)
 	return mdb_dbi_open(txn, MX_T_LEADS, 0, &t->leads) ||
 	       mdb_dbi_open(txn, MX_T_FACTS, 0, &t->facts) ||
 	       mdb_dbi_open(txn, MX_T_COUNTERS, 0, &t->counters) ||
+	       mdb_dbi_open(txn, MX_T_INDEX, 0, &t->index) ||
 	       mdb_dbi_open(txn, "_runtime", 0, &t->runtime);
 }
 
@@ -120,13 +166,16 @@ cmd_run(const args *a)
 	mx_view *view = NULL;
 	mx_http *http = NULL;
 	mx_tables t;
+	mx_goals *goals = NULL;
 	int status = 1, rc;
 
+	if (load_goals(a->c.rules, &goals) != 0)
+		return 1;
 	funnel_service_opts o = {
 		.name = MX_NAME,
-		.tables = { MX_T_LEADS, MX_T_FACTS, MX_T_COUNTERS },
+		.tables = { MX_T_LEADS, MX_T_FACTS, MX_T_COUNTERS, MX_T_INDEX },
 		.map_size = a->map_mb << 20,
-		.no_emit = 1,
+		.no_emit = goals == NULL || !goals->present,   /* sends only its rules.changed */
 		.map_lock = &map_lock,
 	};
 	svc_opts(&a->c, &o);
@@ -138,12 +187,24 @@ cmd_run(const args *a)
 		goto out;
 	}
 	svc_on_signals(on_signal);
+	if (goals && goals->present) {
+		/* the goals are rules like the others: recorded before they are used */
+		rf_rules_id id = { MX_NAME, goals->hash_hex, goals->version, goals->text, goals->len };
+		rc = rf_record_rules(the_service, &id);
+		if (rc == FUNNEL_ESHUTDOWN) {
+			status = 0;
+			goto out;
+		}
+		if (rc != FUNNEL_OK)
+			goto out;
+	}
 	if (!a->c.until_head) {
 		if (open_tables(funnel_service_env(the_service), &t) != FUNNEL_OK) {
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: cannot open the view's tables");
 			goto out;
 		}
-		rc = mx_http_start(&http, a->http, &t, &map_lock, a->c.query, the_service);
+		rc = mx_http_start(&http, a->http, &t, &map_lock, a->c.query, the_service,
+		                   a->currency, goals);
 		if (rc == FUNNEL_EINVAL)
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: --http wants IPV4:PORT, not '%s'", a->http);
 		if (rc != FUNNEL_OK)
@@ -155,6 +216,7 @@ out:
 	mx_http_stop(&http);
 	funnel_service_destroy(&the_service);
 	mx_view_destroy(&view);
+	mx_goals_free(&goals);
 	return status;
 }
 
@@ -169,7 +231,7 @@ cmd_report(const args *a, const char *name)
 	char err[256];
 	int status = 1;
 	mx_query q = { .report = mx_report_parse(name), .model = MX_MODEL_LINEAR,
-	               .bucket = MX_BUCKET_WEEK };
+	               .bucket = MX_BUCKET_WEEK, .list = -1 };
 
 	if (q.report < 0) {
 		fprintf(stderr, "funnel-metrics: no report '%s'\n", name);
@@ -220,8 +282,8 @@ out:
 	return status;
 }
 
-/* --http, --map-mb and --param. */
-enum { O_HTTP = SVC_OPT_OWN, O_MAP, O_PARAM, O_ACCESS };
+/* --http, --map-mb, --param, --access and --currency. */
+enum { O_HTTP = SVC_OPT_OWN, O_MAP, O_PARAM, O_ACCESS, O_CURRENCY };
 
 static int
 own_option(int id, const char *arg, void *ctx)
@@ -235,6 +297,12 @@ own_option(int id, const char *arg, void *ctx)
 		return 0;
 	case O_ACCESS:
 		a->access = arg;
+		return 0;
+	case O_CURRENCY:
+		if (strlen(arg) != 3 || strspn(arg, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != 3)
+			return usage("--currency wants an ISO 4217 code of 3 capitals (EUR, USD), not '%s'",
+			             arg);
+		a->currency = arg;
 		return 0;
 	case O_PARAM:
 		if (a->nparams == 16)
@@ -259,9 +327,10 @@ main(int argc, char **argv)
 		{ "map-mb", required_argument, NULL, O_MAP },
 		{ "param", required_argument, NULL, O_PARAM },
 		{ "access", required_argument, NULL, O_ACCESS },
+		{ "currency", required_argument, NULL, O_CURRENCY },
 		{ NULL, 0, NULL, 0 },
 	};
-	args a = { .c = { .rules = "funnel.yaml", .view = MX_DEFAULT_VIEW },
+	args a = { .c = { .rules = default_rules, .view = MX_DEFAULT_VIEW },
 	           .http = MX_DEFAULT_HTTP, .map_mb = 256 };
 
 	funnel_log_program("funnel-metrics");
@@ -286,7 +355,10 @@ main(int argc, char **argv)
 		return cmd_report(&a, nargs ? argv[optind] : "summary");
 	if (strcmp(cmd, "digest") == 0 && nargs == 0)
 		return svc_digest("funnel-metrics", a.c.view);
-	if (strcmp(cmd, "run") && strcmp(cmd, "report") && strcmp(cmd, "digest"))
+	if (strcmp(cmd, "check") == 0 && nargs <= 1)
+		return cmd_check(nargs ? argv[optind] : a.c.rules);
+	if (strcmp(cmd, "run") && strcmp(cmd, "report") && strcmp(cmd, "digest") &&
+	    strcmp(cmd, "check"))
 		return usage("unknown command '%s'", cmd);
 	return usage("wrong number of arguments for '%s'", cmd);
 }

@@ -28,6 +28,17 @@
  *             contact after it arrives (contact_delay).
  *   counters  "name\0label\0label..." -> 8-byte double: running totals
  *             and gauges for /metrics, in key order (name first).
+ *   index     what the dashboard pages and picks from, by key prefix:
+ *             'L' kind be64 ts be64 seq -> lead id: one entry per fact
+ *               (kind: the stage entered, MX_IX_ASSIGNED, MX_IX_SLA),
+ *               so a lead list of a stage and window is a range read;
+ *               the fact with the same ts and seq has its labels;
+ *             'V' kind name -> "": the sources and campaigns captured,
+ *               the teams and reps assigned (MX_VAL_*), non-empty only;
+ *             'R' service -> be64 seq, be64 ts, version, hash: the last
+ *               rules.changed each service recorded.
+ *             A view built before this table existed is refused by the
+ *             runtime until it is rebuilt (--rebuild).
  *
  * Encodings are native-endian fixed fields then strings (u8 length,
  * bytes): the view is local to one machine, and the digest compares two
@@ -50,6 +61,13 @@
 #define MX_T_LEADS "leads"
 #define MX_T_FACTS "facts"
 #define MX_T_COUNTERS "counters"
+#define MX_T_INDEX "index"
+
+/* The index table's key prefixes and kinds (above). */
+enum { MX_IX_LIST = 'L', MX_IX_VALUE = 'V', MX_IX_RULES = 'R' };
+enum { MX_IX_ASSIGNED = 0xF0, MX_IX_SLA = 0xF1 };   /* list kinds past the stages */
+enum { MX_VAL_SOURCE = 's', MX_VAL_CAMPAIGN = 'c', MX_VAL_TEAM = 't', MX_VAL_REP = 'r' };
+#define MX_IX_KEY 18
 #define MX_DEFAULT_VIEW "var/metrics"
 #define MX_DEFAULT_HTTP "127.0.0.1:7480"
 
@@ -89,7 +107,8 @@ typedef struct mx_lead {
 enum { MX_F_STAGE = 1, MX_F_ASSIGN = 2, MX_F_SLA = 3 };
 
 /* A fact.  source/campaign are the lead's first touch when the fact was
- * written (what the source and campaign filters match). */
+ * written (what the source and campaign filters match); owner/team, on a
+ * STAGE fact, the lead's assignment when it was written (none: ""). */
 typedef struct mx_fact {
 	uint8_t kind;            /* MX_F_* */
 	uint8_t ev;              /* fp_evtype of the record */
@@ -109,6 +128,13 @@ int mx_lead_decode(const void *buf, size_t len, mx_lead *out);
 int mx_fact_decode(const void *buf, size_t len, mx_fact *out);
 
 /* ---- view.c ---- */
+
+/* The index key of a list entry: 'L' kind be64 ts be64 seq. */
+void mx_index_key(uint8_t key[MX_IX_KEY], uint8_t kind, uint64_t ts, uint64_t seq);
+
+/* Decode an 'R' entry of the index (strings point into buf). */
+int mx_rules_decode(const void *buf, size_t len, uint64_t *seq, uint64_t *ts,
+                    funnel_str *version, funnel_str *hash);
 
 typedef struct mx_view mx_view;
 
@@ -130,22 +156,28 @@ int mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx);
  * service runs). */
 typedef struct mx_tables {
 	MDB_env *env;
-	MDB_dbi leads, facts, counters, runtime;
+	MDB_dbi leads, facts, counters, index, runtime;
 } mx_tables;
 
 enum { MX_R_SUMMARY, MX_R_FUNNEL, MX_R_CONVERSION, MX_R_VELOCITY, MX_R_FOLLOWUP,
-       MX_R_CLOSED_LOOP, MX_R_ATTRIBUTION, MX_R_TREND, MX_R_COUNT };
+       MX_R_CLOSED_LOOP, MX_R_ATTRIBUTION, MX_R_TREND, MX_R_LEADS, MX_R_VALUES, MX_R_COUNT };
+#define MX_PAGE_SIZE 50     /* leads in one page of /api/leads */
 enum { MX_MODEL_FIRST, MX_MODEL_LAST, MX_MODEL_LINEAR };
 enum { MX_BUCKET_WEEK, MX_BUCKET_DAY };
 
 /* What a report covers: facts with from <= ts < to (to 0: no end), of
- * leads whose first touch has this source / campaign (NULL: any). */
+ * leads whose first touch has this source / campaign, and facts made
+ * while the lead was assigned to this team / rep (NULL: any). */
 typedef struct mx_query {
 	int report;                  /* MX_R_* */
 	uint64_t from, to;
-	const char *source, *campaign;
+	const char *source, *campaign, *team, *rep;
 	int model;                   /* MX_MODEL_*, attribution */
 	int bucket;                  /* MX_BUCKET_*, trend */
+	int list;                    /* leads: the stage entered, MX_IX_ASSIGNED or MX_IX_SLA; -1 none */
+	const char *reason;          /* leads: only facts with this data.reason */
+	unsigned page;               /* leads: 1.. */
+	int headline;                /* internal: the headline figures only (previous period) */
 } mx_query;
 
 /* Report names as in /api/<name>; -1 for an unknown name. */
@@ -163,6 +195,11 @@ int mx_query_param(mx_query *q, const char *key, const char *value, char *err, s
  * *out with cJSON_Delete.  FUNNEL_OK, FUNNEL_ENOMEM, FUNNEL_ESTORAGE. */
 int mx_report(MDB_txn *txn, const mx_tables *t, const mx_query *q, cJSON **out);
 
+/* The view's row of lead id as fields of o (stage, captured, first
+ * entries, touches, assignment and its first contact, SLA clock).
+ * FUNNEL_OK, FUNNEL_ENOTFOUND. */
+int mx_lead_json(MDB_txn *txn, const mx_tables *t, const char *id, cJSON *o);
+
 /* Add v to o as a JSON integer written exactly (seqs and ns exceed
  * the 2^53 a double holds): the digits, never an exponent. */
 void mx_json_u64(cJSON *o, const char *name, uint64_t v);
@@ -176,6 +213,53 @@ uint64_t mx_checkpoint(MDB_txn *txn, const mx_tables *t);
 int mx_prometheus(MDB_txn *txn, const mx_tables *t, int head_known, uint64_t head,
                   char **out, size_t *len);
 
+/* ---- goals.c ---- */
+
+/* The goals: section of funnel.yaml (METRICS.md, "Shared goals"): one
+ * mx_goal per (period, team, figure) committed to. */
+enum { MX_G_MQLS, MX_G_ACCEPTANCE, MX_G_SPEED, MX_G_PIPELINE, MX_G_REVENUE, MX_G_COUNT };
+
+typedef struct mx_goal {
+	int figure;             /* MX_G_* */
+	char period[16];        /* as written: "2026-12", "2026-Q4" */
+	uint64_t from, to;      /* the period, ns, UTC, to excluded */
+	char *team;             /* NULL: every team */
+	double target;
+	int line;               /* of the figure in the file */
+} mx_goal;
+
+typedef struct mx_goals {
+	int present;            /* the file has a goals: section */
+	char *version;          /* the file's version: (when present) */
+	char hash_hex[65];      /* BLAKE2b-256 of the text */
+	char *text;
+	size_t len;
+	mx_goal *goal;
+	size_t n, cap;
+} mx_goals;
+
+/* Parse / read a rules file's goals: section.  A file without one gives
+ * goals with present 0 and n 0.  FUNNEL_OK, FUNNEL_EVALUE ("file:line:
+ * goals[i].key: problem" in err: an unknown figure, a team that is not
+ * one of routing.teams, a bad period or target), FUNNEL_ENOTFOUND,
+ * FUNNEL_ETOOBIG, FUNNEL_ENOMEM. */
+int mx_goals_parse(const char *text, size_t len, const char *file, mx_goals **out, char *err,
+                   size_t errlen);
+int mx_goals_load(const char *path, mx_goals **out, char *err, size_t errlen);
+void mx_goals_free(mx_goals **g);
+const char *mx_goal_figure_name(int figure);
+/* +1: the goal is to reach at least the target; -1: at most. */
+int mx_goal_direction(int figure);
+
+/* /api/goals: each goal's progress at now_ns (the wall clock), the pace
+ * it needs by its period's end and its status (METRICS.md). */
+int mx_goals_json(MDB_txn *txn, const mx_tables *t, const mx_goals *g, uint64_t now_ns,
+                  cJSON **out);
+/* The same as Prometheus gauges, appended to *text (malloc'd, *len; *text stays
+ * the caller's to free, after a failure too). */
+int mx_goals_prometheus(MDB_txn *txn, const mx_tables *t, const mx_goals *g, uint64_t now_ns,
+                        char **text, size_t *len);
+
 /* ---- http.c ---- */
 
 typedef struct mx_http mx_http;
@@ -188,13 +272,15 @@ typedef struct mx_http mx_http;
  * last answer: no request waits on funneld); svc is the running service,
  * asked by /healthz whether funneld serves the view's log
  * (funnel_service_log_state).  Connections and query parameters are
- * capped (METRICS.md, HTTP limits).  Returns FUNNEL_OK, FUNNEL_EINVAL
+ * capped (METRICS.md, HTTP limits).  currency (an ISO 4217 code, or
+ * NULL) labels the summary's amounts; goals (or NULL) are served by
+ * /api/goals and /metrics and outlive the server.  Returns FUNNEL_OK, FUNNEL_EINVAL
  * (bad address), FUNNEL_ENOMEM, FUNNEL_ETRANSPORT (cannot listen;
  * logged).  mx_http_stop joins every thread it started. */
 struct funnel_service;
 int mx_http_start(mx_http **out, const char *addr, const mx_tables *t,
                   pthread_rwlock_t *map_lock, const char *query_ep,
-                  struct funnel_service *svc);
+                  struct funnel_service *svc, const char *currency, const mx_goals *goals);
 void mx_http_stop(mx_http **h);
 
 /* With --access, before mx_http_start: every path but /, /index.html and

@@ -25,7 +25,7 @@
 
 static const char *const report_names[MX_R_COUNT] = {
 	"summary", "funnel", "conversion", "velocity", "followup", "closed-loop", "attribution",
-	"trend",
+	"trend", "leads", "values",
 };
 
 int
@@ -133,7 +133,13 @@ mx_query_param(mx_query *q, const char *key, const char *value, char *err, size_
 		}
 		return 0;
 	}
-	if (strcmp(key, "source") == 0 || strcmp(key, "campaign") == 0) {
+	if (r == MX_R_VALUES) {
+		snprintf(err, errlen, "unknown parameter for /api/%s", mx_report_name(r));
+		return -1;
+	}
+	if (strcmp(key, "source") == 0 || strcmp(key, "campaign") == 0 ||
+	    strcmp(key, "team") == 0 || strcmp(key, "rep") == 0 ||
+	    (strcmp(key, "reason") == 0 && r == MX_R_LEADS)) {
 		size_t n = strlen(value);
 		if (n == 0 || n > MX_STR_MAX) {
 			snprintf(err, errlen, "%s must be 1..%d bytes", key, MX_STR_MAX);
@@ -141,8 +147,40 @@ mx_query_param(mx_query *q, const char *key, const char *value, char *err, size_
 		}
 		if (key[0] == 's')
 			q->source = value;
-		else
+		else if (key[0] == 'c')
 			q->campaign = value;
+		else if (key[0] == 't')
+			q->team = value;
+		else if (key[2] == 'p')
+			q->rep = value;
+		else
+			q->reason = value;
+		return 0;
+	}
+	if (strcmp(key, "stage") == 0 && r == MX_R_LEADS) {
+		int st = fp_stage_parse(value, strlen(value));
+		if (strcmp(value, "assigned") == 0)
+			q->list = MX_IX_ASSIGNED;
+		else if (strcmp(value, "sla_breached") == 0)
+			q->list = MX_IX_SLA;
+		else if (st > FP_STAGE_NONE)
+			q->list = st;
+		else {
+			snprintf(err, errlen, "stage is a stage name (inquiry, mql, ...), assigned or "
+			         "sla_breached, not '%.*s'", quote_len(value), value);
+			return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "page") == 0 && r == MX_R_LEADS) {
+		size_t n = strlen(value);
+		unsigned long pg = n && n <= 6 && strspn(value, "0123456789") == n ?
+		                   strtoul(value, NULL, 10) : 0;
+		if (pg < 1) {
+			snprintf(err, errlen, "page is 1..999999, not '%.*s'", quote_len(value), value);
+			return -1;
+		}
+		q->page = (unsigned)pg;
 		return 0;
 	}
 	if (strcmp(key, "model") == 0 && (r == MX_R_ATTRIBUTION || r == MX_R_SUMMARY)) {
@@ -371,7 +409,8 @@ static const fp_stage shown[] = {
 
 /* Accumulator slots of the grouped tables. */
 enum { SC_ENTRIES = 0 /* .. + stage */, SC_ACCEPTED = FP_STAGE_COUNT, SC_REJECTED };
-enum { FU_ASSIGNED, FU_CONTACTED, FU_W5M, FU_W1H, FU_W24H, FU_SLA };
+enum { FU_ASSIGNED, FU_CONTACTED, FU_W5M, FU_W1H, FU_W24H, FU_SLA,
+       FU_ACCEPTED, FU_REJECTED, FU_PIPELINE, FU_OPPS, FU_WON, FU_REVENUE };
 enum { AT_PIPELINE, AT_REVENUE, AT_OPPS, AT_WON };
 
 typedef struct agg {
@@ -390,6 +429,7 @@ typedef struct agg {
 	gmap reasons_by;  /* (event, reason, source, campaign): count */
 	gmap teams;       /* (team): FU_* , delays */
 	gmap reps;        /* (owner, team): FU_*, delays */
+	gmap rep_reasons; /* (owner, team, event, reason): count */
 	gmap attr[3];     /* by source, campaign, form: AT_* under the query's model */
 	gmap trend;       /* (bucket start as 20 digits): entries per stage */
 	uint64_t last_bucket;   /* facts come in time order: the bucket of the last one */
@@ -408,6 +448,7 @@ agg_release(agg *a)
 	gmap_release(&a->reasons_by);
 	gmap_release(&a->teams);
 	gmap_release(&a->reps);
+	gmap_release(&a->rep_reasons);
 	for (int i = 0; i < 3; i++)
 		gmap_release(&a->attr[i]);
 	gmap_release(&a->trend);
@@ -506,11 +547,41 @@ follow(agg *a, gmap *m, funnel_str k1, funnel_str k2, const mx_fact *f)
 }
 
 /* Whether the report prints section r (the summary prints them all):
- * the scan skips the groupings nobody will read. */
+ * the scan skips the groupings nobody will read.  The headline figures
+ * (the previous period's) need the follow-up totals only. */
 static int
 wants(const mx_query *q, int r)
 {
+	if (q->headline)
+		return r == MX_R_FOLLOWUP;
 	return q->report == MX_R_SUMMARY || q->report == r;
+}
+
+/* A stage change made while the lead was assigned: the rep's
+ * acceptance, rejection (and its reasons), pipeline and wins. */
+static int
+rep_stage(agg *a, const mx_fact *f)
+{
+	group *g = gmap_get(&a->reps, f->owner, f->team, none, none);
+	if (g == NULL)
+		return -1;
+	g->v[FU_ACCEPTED] += f->ev == FP_EV_ACCEPTED;
+	g->v[FU_REJECTED] += f->ev == FP_EV_REJECTED;
+	if (f->ev == FP_EV_OPP_OPENED) {
+		g->v[FU_PIPELINE] += f->amount;
+		g->v[FU_OPPS]++;
+	} else if (f->ev == FP_EV_DEAL_WON) {
+		g->v[FU_REVENUE] += f->amount;
+		g->v[FU_WON]++;
+	}
+	if (mx_closed_loop(f->ev)) {
+		funnel_str ev = fs(fp_evspec_get((fp_evtype)f->ev)->name);
+		group *r = gmap_get(&a->rep_reasons, f->owner, f->team, ev, f->reason);
+		if (r == NULL)
+			return -1;
+		r->v[0]++;
+	}
+	return 0;
 }
 
 static int
@@ -539,6 +610,8 @@ add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
 	}
 	if (f->kind != MX_F_STAGE)
 		return 0;
+	if (wants(q, MX_R_FOLLOWUP) && !q->headline && (f->owner.len || f->team.len))
+		oom |= rep_stage(a, f);
 	a->entries[f->to]++;
 	a->by_ev[f->ev < FP_EV_COUNT ? f->ev : 0]++;
 	if (f->from != FP_STAGE_NONE && wants(q, MX_R_VELOCITY))
@@ -639,14 +712,15 @@ fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
 			break;
 		if (mx_fact_decode(v.mv_data, v.mv_size, &f) != FUNNEL_OK)
 			continue;
-		if (!str_is(f.source, q->source) || !str_is(f.campaign, q->campaign))
+		if (!str_is(f.source, q->source) || !str_is(f.campaign, q->campaign) ||
+		    !str_is(f.owner, q->rep) || !str_is(f.team, q->team))
 			continue;
 		oom |= add_fact(a, q, ts, &f);
 	}
 	mdb_cursor_close(c);
 	if (rc != 0 && rc != MDB_NOTFOUND && !oom)
 		return FUNNEL_ESTORAGE;
-	if (!oom && needs_leads(q->report)) {
+	if (!oom && needs_leads(q->report) && !q->headline) {
 		if (mdb_cursor_open(txn, t->leads, &c) != 0)
 			return FUNNEL_ESTORAGE;
 		for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
@@ -660,6 +734,8 @@ fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
 				if (!str_is(s, q->source) || !str_is(cp, q->campaign))
 					continue;
 			}
+			if (!str_is(l.owner, q->rep) || !str_is(l.team, q->team))
+				continue;
 			add_lead(a, q, &l);
 		}
 		mdb_cursor_close(c);
@@ -674,7 +750,7 @@ fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
 	if (a->delay.n)
 		qsort(a->delay.v, a->delay.n, sizeof(uint64_t), cmp_u64);
 	gmap *maps[] = { &a->srccamp, &a->reasons, &a->reasons_by, &a->teams, &a->reps,
-	                 &a->attr[0], &a->attr[1], &a->attr[2], &a->trend };
+	                 &a->rep_reasons, &a->attr[0], &a->attr[1], &a->attr[2], &a->trend };
 	for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++) {
 		oom |= maps[i]->oom;
 		gmap_sort(maps[i]);
@@ -865,11 +941,38 @@ followup_json(const agg *a)
 		cJSON_AddItemToArray(teams, r);
 	}
 	cJSON *reps = cJSON_AddArrayToObject(o, "reps");
+	size_t k = 0;     /* rep_reasons is sorted like reps: (owner, team) first */
 	for (size_t i = 0; i < a->reps.n; i++) {
+		const group *g = a->reps.items[i];
 		cJSON *r = cJSON_CreateObject();
-		cJSON_AddStringToObject(r, "owner", a->reps.items[i]->k[0]);
-		cJSON_AddStringToObject(r, "team", a->reps.items[i]->k[1]);
-		follow_row(r, a->reps.items[i]);
+		cJSON_AddStringToObject(r, "owner", g->k[0]);
+		cJSON_AddStringToObject(r, "team", g->k[1]);
+		follow_row(r, g);
+		add_num(r, "accepted", g->v[FU_ACCEPTED]);
+		add_num(r, "rejected", g->v[FU_REJECTED]);
+		add_rate(r, "acceptance_rate", g->v[FU_ACCEPTED], g->v[FU_ACCEPTED] + g->v[FU_REJECTED]);
+		add_rate(r, "rejection_rate", g->v[FU_REJECTED], g->v[FU_ACCEPTED] + g->v[FU_REJECTED]);
+		add_num(r, "pipeline", g->v[FU_PIPELINE]);
+		add_num(r, "opportunities", g->v[FU_OPPS]);
+		add_num(r, "won", g->v[FU_WON]);
+		add_num(r, "revenue", g->v[FU_REVENUE]);
+		cJSON *rs = cJSON_AddArrayToObject(r, "reasons");
+		while (k < a->rep_reasons.n) {
+			const group *x = a->rep_reasons.items[k];
+			int c = strcmp(x->k[0], g->k[0]);
+			if (c == 0)
+				c = strcmp(x->k[1], g->k[1]);
+			if (c > 0)
+				break;
+			k++;
+			if (c < 0)
+				continue;
+			cJSON *e = cJSON_CreateObject();
+			cJSON_AddStringToObject(e, "event", x->k[2]);
+			cJSON_AddStringToObject(e, "reason", x->k[3]);
+			add_num(e, "count", x->v[0]);
+			cJSON_AddItemToArray(rs, e);
+		}
 		cJSON_AddItemToArray(reps, r);
 	}
 	return o;
@@ -981,6 +1084,241 @@ trend_json(const agg *a, int bucket)
 	return o;
 }
 
+/* The figures the dashboard compares with the previous period. */
+static cJSON *
+headline_json(const agg *a)
+{
+	cJSON *o = cJSON_CreateObject();
+	static const fp_stage st[] = { FP_STAGE_INQUIRY, FP_STAGE_MQL, FP_STAGE_SAL, FP_STAGE_SQL,
+	                               FP_STAGE_WON, FP_STAGE_LOST, FP_STAGE_DISQUALIFIED };
+	for (size_t i = 0; i < sizeof st / sizeof st[0]; i++)
+		add_num(o, fp_stage_name(st[i]), a->entries[st[i]]);
+	add_rate(o, "win_rate", a->entries[FP_STAGE_WON],
+	         a->entries[FP_STAGE_WON] + a->entries[FP_STAGE_LOST]);
+	add_rate(o, "mql_to_sal", a->entries[FP_STAGE_SAL], a->entries[FP_STAGE_MQL]);
+	add_num(o, "pipeline", a->pipeline);
+	add_num(o, "revenue", a->revenue);
+	double acc = a->by_ev[FP_EV_ACCEPTED], rej = a->by_ev[FP_EV_REJECTED];
+	add_rate(o, "rejection_rate", rej, acc + rej);
+	add_rate(o, "recycle_rate", a->by_ev[FP_EV_RECYCLED], a->entries[FP_STAGE_MQL]);
+	add_num(o, "assignments", a->assigned);
+	if (a->delay.n)
+		add_num(o, "speed_to_lead_median_s", (double)rank(&a->delay, 0.5) / 1e9);
+	else
+		cJSON_AddNullToObject(o, "speed_to_lead_median_s");
+	add_rate(o, "within_5m", a->within[0], a->assigned);
+	add_rate(o, "within_1h", a->within[1], a->assigned);
+	add_num(o, "sla_breaches", a->sla);
+	return o;
+}
+
+/* The last rules.changed of each service, from the index. */
+static cJSON *
+rules_json(MDB_txn *txn, const mx_tables *t)
+{
+	cJSON *arr = cJSON_CreateArray();
+	MDB_cursor *c;
+	MDB_val k = { 1, "R" }, v;
+	if (mdb_cursor_open(txn, t->index, &c) != 0)
+		return arr;
+	for (int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	     rc == 0 && k.mv_size >= 1 && ((const char *)k.mv_data)[0] == MX_IX_RULES;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		uint64_t seq, ts;
+		funnel_str ver, hash;
+		if (mx_rules_decode(v.mv_data, v.mv_size, &seq, &ts, &ver, &hash) != FUNNEL_OK)
+			continue;
+		cJSON *r = cJSON_CreateObject();
+		char name[256];
+		size_t n = k.mv_size - 1 < sizeof name - 1 ? k.mv_size - 1 : sizeof name - 1;
+		memcpy(name, (const char *)k.mv_data + 1, n);
+		name[n] = 0;
+		cJSON_AddStringToObject(r, "service", name);
+		char *vs = strndup(ver.ptr ? ver.ptr : "", ver.len), *hs = strndup(hash.ptr ? hash.ptr : "", hash.len);
+		cJSON_AddStringToObject(r, "version", vs ? vs : "");
+		cJSON_AddStringToObject(r, "hash", hs ? hs : "");
+		free(vs);
+		free(hs);
+		mx_json_u64(r, "seq", seq);
+		mx_json_u64(r, "ts", ts);
+		cJSON_AddItemToArray(arr, r);
+	}
+	mdb_cursor_close(c);
+	return arr;
+}
+
+/* /api/values: the non-empty sources, campaigns, teams and reps seen. */
+static cJSON *
+values_json(MDB_txn *txn, const mx_tables *t)
+{
+	static const struct { char kind; const char *name; } lists[] = {
+		{ MX_VAL_SOURCE, "sources" }, { MX_VAL_CAMPAIGN, "campaigns" },
+		{ MX_VAL_TEAM, "teams" }, { MX_VAL_REP, "reps" },
+	};
+	cJSON *o = cJSON_CreateObject();
+	MDB_cursor *c;
+	if (mdb_cursor_open(txn, t->index, &c) != 0)
+		return o;
+	for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+		cJSON *arr = cJSON_AddArrayToObject(o, lists[i].name);
+		char pre[2] = { MX_IX_VALUE, lists[i].kind };
+		MDB_val k = { 2, pre }, v;
+		for (int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+		     rc == 0 && k.mv_size >= 2 && memcmp(k.mv_data, pre, 2) == 0;
+		     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+			char name[MX_STR_MAX + 1];
+			size_t n = k.mv_size - 2 > MX_STR_MAX ? MX_STR_MAX : k.mv_size - 2;
+			memcpy(name, (const char *)k.mv_data + 2, n);
+			name[n] = 0;
+			cJSON_AddItemToArray(arr, cJSON_CreateString(name));
+		}
+	}
+	mdb_cursor_close(c);
+	return o;
+}
+
+static void
+add_strn(cJSON *o, const char *name, funnel_str s)
+{
+	char buf[256];
+	size_t n = s.ptr && s.len < sizeof buf ? s.len : 0;
+	if (n)
+		memcpy(buf, s.ptr, n);
+	buf[n] = 0;
+	cJSON_AddStringToObject(o, name, buf);
+}
+
+/* /api/leads: one page of the index's list for the kind and window, the
+ * facts' labels filtered as the reports filter them.  Reads the entries
+ * before the page (to skip them) and the page, never the whole view. */
+static int
+leads_json(MDB_txn *txn, const mx_tables *t, const mx_query *q, cJSON *o)
+{
+	uint8_t start[MX_IX_KEY];
+	MDB_cursor *c;
+	MDB_val k, v;
+	unsigned page = q->page ? q->page : 1;
+	size_t skip = (size_t)(page - 1) * MX_PAGE_SIZE, taken = 0;
+	int more = 0, rc;
+
+	if (q->list <= FP_STAGE_NONE) {
+		cJSON_AddStringToObject(o, "stage", "");
+		cJSON_AddArrayToObject(o, "leads");
+		return FUNNEL_OK;
+	}
+	cJSON_AddStringToObject(o, "stage", q->list == MX_IX_ASSIGNED ? "assigned" :
+	                        q->list == MX_IX_SLA ? "sla_breached" : fp_stage_name(q->list));
+	add_num(o, "page", page);
+	add_num(o, "page_size", MX_PAGE_SIZE);
+	cJSON *arr = cJSON_AddArrayToObject(o, "leads");
+	mx_index_key(start, (uint8_t)q->list, q->from, 0);
+	if (mdb_cursor_open(txn, t->index, &c) != 0)
+		return FUNNEL_ESTORAGE;
+	k.mv_size = sizeof start;
+	k.mv_data = start;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		const uint8_t *kb = k.mv_data;
+		if (k.mv_size != MX_IX_KEY || kb[0] != MX_IX_LIST || kb[1] != (uint8_t)q->list)
+			break;
+		uint64_t ts = rf_get_be64(kb + 2);
+		if (q->to && ts >= q->to)
+			break;
+		MDB_val fk = { 16, (void *)(kb + 2) }, fv;
+		mx_fact f;
+		if (mdb_get(txn, t->facts, &fk, &fv) != 0 ||
+		    mx_fact_decode(fv.mv_data, fv.mv_size, &f) != FUNNEL_OK)
+			continue;
+		if (!str_is(f.source, q->source) || !str_is(f.campaign, q->campaign) ||
+		    !str_is(f.owner, q->rep) || !str_is(f.team, q->team) ||
+		    !str_is(f.reason, q->reason))
+			continue;
+		if (skip) {
+			skip--;
+			continue;
+		}
+		if (taken == MX_PAGE_SIZE) {
+			more = 1;
+			break;
+		}
+		taken++;
+		cJSON *r = cJSON_CreateObject();
+		char id[256];
+		size_t n = v.mv_size < sizeof id ? v.mv_size : sizeof id - 1;
+		memcpy(id, v.mv_data, n);
+		id[n] = 0;
+		cJSON_AddStringToObject(r, "lead", id);
+		mx_json_u64(r, "ts", ts);
+		mx_json_u64(r, "seq", rf_get_be64(kb + 10));
+		cJSON_AddStringToObject(r, "event", fp_evspec_get((fp_evtype)(f.ev < FP_EV_COUNT ? f.ev : 0))->name);
+		cJSON_AddStringToObject(r, "from", fp_stage_name(f.from));
+		add_strn(r, "source", f.source);
+		add_strn(r, "campaign", f.campaign);
+		add_strn(r, "owner", f.owner);
+		add_strn(r, "team", f.team);
+		add_strn(r, "reason", f.reason);
+		if (f.ev == FP_EV_OPP_OPENED || f.ev == FP_EV_DEAL_WON)
+			add_num(r, "amount", f.amount);
+		MDB_val lk = { n, id }, lv;
+		mx_lead l;
+		if (mdb_get(txn, t->leads, &lk, &lv) == 0 &&
+		    mx_lead_decode(lv.mv_data, lv.mv_size, &l) == FUNNEL_OK)
+			cJSON_AddStringToObject(r, "stage_now", fp_stage_name(l.stage));
+		cJSON_AddItemToArray(arr, r);
+	}
+	mdb_cursor_close(c);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return FUNNEL_ESTORAGE;
+	cJSON_AddBoolToObject(o, "more", more);
+	return FUNNEL_OK;
+}
+
+int
+mx_lead_json(MDB_txn *txn, const mx_tables *t, const char *id, cJSON *o)
+{
+	MDB_val k = { strlen(id), (void *)id }, v;
+	mx_lead l;
+	if (mdb_get(txn, t->leads, &k, &v) != 0 || mx_lead_decode(v.mv_data, v.mv_size, &l) != FUNNEL_OK)
+		return FUNNEL_ENOTFOUND;
+	cJSON *w = cJSON_AddObjectToObject(o, "view");
+	cJSON_AddStringToObject(w, "stage", fp_stage_name(l.stage));
+	add_time(w, "captured_ts", l.captured_ts);
+	add_time(w, "entered_ts", l.entered_ts);
+	cJSON *fe = cJSON_AddObjectToObject(w, "first_entry");
+	for (int i = 0; i < NSHOWN; i++)
+		if (l.first_entry[shown[i]])
+			mx_json_u64(fe, fp_stage_name(shown[i]), l.first_entry[shown[i]]);
+	cJSON *tt = cJSON_AddArrayToObject(w, "touches");
+	for (unsigned i = 0; i < l.n_touches; i++) {
+		cJSON *x = cJSON_CreateObject();
+		add_strn(x, "source", l.touch[i].source);
+		add_strn(x, "campaign", l.touch[i].campaign);
+		add_strn(x, "form", l.touch[i].form);
+		cJSON_AddItemToArray(tt, x);
+	}
+	if (l.assigned_seq == 0) {
+		cJSON_AddNullToObject(w, "assignment");
+		return FUNNEL_OK;
+	}
+	cJSON *as = cJSON_AddObjectToObject(w, "assignment");
+	add_strn(as, "owner", l.owner);
+	add_strn(as, "team", l.team);
+	mx_json_u64(as, "ts", l.assigned_ts);
+	mx_json_u64(as, "seq", l.assigned_seq);
+	/* the SLA clock: assignment to first contact (null: still running) */
+	uint8_t fk[16];
+	rf_put_be64(fk, l.assigned_ts);
+	rf_put_be64(fk + 8, l.assigned_seq);
+	MDB_val kk = { 16, fk }, fv;
+	mx_fact f;
+	if (mdb_get(txn, t->facts, &kk, &fv) == 0 && mx_fact_decode(fv.mv_data, fv.mv_size, &f) == FUNNEL_OK &&
+	    f.contact_delay)
+		add_num(as, "first_contact_s", (double)(f.contact_delay - 1) / 1e9);
+	else
+		cJSON_AddNullToObject(as, "first_contact_s");
+	return FUNNEL_OK;
+}
+
 uint64_t
 mx_checkpoint(MDB_txn *txn, const mx_tables *t)
 {
@@ -996,6 +1334,23 @@ mx_report(MDB_txn *txn, const mx_tables *t, const mx_query *q, cJSON **out)
 	agg a;
 	memset(&a, 0, sizeof a);
 	*out = NULL;
+	if (q->report == MX_R_LEADS || q->report == MX_R_VALUES) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "report", mx_report_name(q->report));
+		mx_json_u64(o, "checkpoint", mx_checkpoint(txn, t));
+		int rc = FUNNEL_OK;
+		if (q->report == MX_R_VALUES) {
+			cJSON_AddItemToObject(o, "values", values_json(txn, t));
+		} else {
+			cJSON_AddItemToObject(o, "window", window_json(q));
+			rc = leads_json(txn, t, q, o);
+		}
+		if (rc != FUNNEL_OK)
+			cJSON_Delete(o);
+		else
+			*out = o;
+		return rc;
+	}
 	int rc = fill(txn, t, q, &a);
 	if (rc != FUNNEL_OK) {
 		agg_release(&a);
@@ -1023,6 +1378,33 @@ mx_report(MDB_txn *txn, const mx_tables *t, const mx_query *q, cJSON **out)
 		cJSON_AddItemToObject(o, "closed_loop", closed_loop_json(&a));
 		cJSON_AddItemToObject(o, "attribution", attribution_json(&a, q->model));
 		cJSON_AddItemToObject(o, "trend", trend_json(&a, q->bucket));
+		cJSON_AddItemToObject(o, "headline", headline_json(&a));
+		cJSON_AddItemToObject(o, "rules", rules_json(txn, t));
+		/* the period of the same length just before a closed window */
+		if (q->from && q->to) {
+			mx_query p = *q;
+			agg b;
+			memset(&b, 0, sizeof b);
+			p.headline = 1;
+			p.to = q->from;
+			p.from = q->from > q->to - q->from ? 2 * q->from - q->to : 0;
+			if (p.from == 0)
+				p.from = 1;
+			rc = fill(txn, t, &p, &b);
+			cJSON *prev = cJSON_AddObjectToObject(o, "previous");
+			cJSON *w = cJSON_AddObjectToObject(prev, "window");
+			add_time(w, "from", p.from);
+			add_time(w, "to", p.to);
+			cJSON_AddItemToObject(prev, "headline", headline_json(&b));
+			agg_release(&b);
+			if (rc != FUNNEL_OK) {
+				agg_release(&a);
+				cJSON_Delete(o);
+				return rc;
+			}
+		} else {
+			cJSON_AddNullToObject(o, "previous");
+		}
 	}
 	agg_release(&a);
 	*out = o;
@@ -1206,4 +1588,170 @@ mx_prometheus(MDB_txn *txn, const mx_tables *t, int head_known, uint64_t head, c
 	*out = b.p;
 	*len = b.n;
 	return FUNNEL_OK;
+}
+
+/* ---- goals (METRICS.md, "Shared goals") ---- */
+
+typedef struct goal_state {
+	int has_value;
+	double value, elapsed, expected, pace;
+	int has_pace;
+	const char *status;
+} goal_state;
+
+/* One goal's progress at now_ns: its figure over [from, min(to, now)) of
+ * its team's facts, against its target and the share of the period gone. */
+static int
+goal_eval(MDB_txn *txn, const mx_tables *t, const mx_goal *g, uint64_t now_ns, goal_state *s)
+{
+	memset(s, 0, sizeof *s);
+	if (now_ns <= g->from) {
+		s->status = "not started";
+		s->has_value = g->figure != MX_G_ACCEPTANCE && g->figure != MX_G_SPEED;
+		return FUNNEL_OK;
+	}
+	mx_query q = { .report = MX_R_SUMMARY, .headline = 1, .from = g->from,
+	               .to = now_ns < g->to ? now_ns : g->to, .team = g->team, .list = -1 };
+	agg a;
+	memset(&a, 0, sizeof a);
+	int rc = fill(txn, t, &q, &a);
+	if (rc != FUNNEL_OK) {
+		agg_release(&a);
+		return rc;
+	}
+	double acc = a.by_ev[FP_EV_ACCEPTED], rej = a.by_ev[FP_EV_REJECTED];
+	s->has_value = 1;
+	switch (g->figure) {
+	case MX_G_MQLS: s->value = a.entries[FP_STAGE_MQL]; break;
+	case MX_G_PIPELINE: s->value = a.pipeline; break;
+	case MX_G_REVENUE: s->value = a.revenue; break;
+	case MX_G_ACCEPTANCE:
+		s->has_value = acc + rej > 0;
+		s->value = s->has_value ? acc / (acc + rej) : 0;
+		break;
+	default:
+		s->has_value = a.delay.n > 0;
+		s->value = s->has_value ? (double)rank(&a.delay, 0.5) / 1e9 / 60 : 0;
+	}
+	agg_release(&a);
+	int over = now_ns >= g->to;
+	s->elapsed = over ? 1 : (double)(now_ns - g->from) / (double)(g->to - g->from);
+	if (g->figure == MX_G_MQLS || g->figure == MX_G_PIPELINE || g->figure == MX_G_REVENUE) {
+		s->expected = g->target * s->elapsed;
+		if (!over) {
+			double days = (double)(g->to - now_ns) / (double)DAY_NS;
+			s->pace = (g->target > s->value ? g->target - s->value : 0) / days;
+			s->has_pace = 1;
+		}
+		s->status = s->value >= g->target ? "met" : over ? "missed" :
+		            s->value >= s->expected ? "on track" : "behind";
+	} else {
+		s->expected = g->target;
+		int ok = mx_goal_direction(g->figure) > 0 ? s->value >= g->target : s->value <= g->target;
+		s->status = !s->has_value ? "no data" : over ? (ok ? "met" : "missed") :
+		            ok ? "on track" : "behind";
+	}
+	return FUNNEL_OK;
+}
+
+int
+mx_goals_json(MDB_txn *txn, const mx_tables *t, const mx_goals *g, uint64_t now_ns, cJSON **out)
+{
+	cJSON *o = cJSON_CreateObject();
+	*out = NULL;
+	cJSON_AddStringToObject(o, "report", "goals");
+	mx_json_u64(o, "checkpoint", mx_checkpoint(txn, t));
+	mx_json_u64(o, "now", now_ns);
+	if (g && g->present) {
+		cJSON_AddStringToObject(o, "version", g->version ? g->version : "");
+		cJSON_AddStringToObject(o, "hash", g->hash_hex);
+	} else {
+		cJSON_AddNullToObject(o, "version");
+		cJSON_AddNullToObject(o, "hash");
+	}
+	cJSON *arr = cJSON_AddArrayToObject(o, "goals");
+	for (size_t i = 0; g && i < g->n; i++) {
+		const mx_goal *x = &g->goal[i];
+		goal_state s;
+		int rc = goal_eval(txn, t, x, now_ns, &s);
+		if (rc != FUNNEL_OK) {
+			cJSON_Delete(o);
+			return rc;
+		}
+		cJSON *r = cJSON_CreateObject();
+		cJSON_AddStringToObject(r, "period", x->period);
+		mx_json_u64(r, "from", x->from);
+		mx_json_u64(r, "to", x->to);
+		if (x->team)
+			cJSON_AddStringToObject(r, "team", x->team);
+		else
+			cJSON_AddNullToObject(r, "team");
+		cJSON_AddStringToObject(r, "figure", mx_goal_figure_name(x->figure));
+		cJSON_AddStringToObject(r, "direction",
+		                        mx_goal_direction(x->figure) > 0 ? "at least" : "at most");
+		add_num(r, "target", x->target);
+		if (s.has_value)
+			add_num(r, "value", s.value);
+		else
+			cJSON_AddNullToObject(r, "value");
+		add_num(r, "elapsed_share", s.elapsed);
+		add_num(r, "expected_by_now", s.expected);
+		if (s.has_pace)
+			add_num(r, "pace_per_day", s.pace);
+		else
+			cJSON_AddNullToObject(r, "pace_per_day");
+		cJSON_AddStringToObject(r, "status", s.status);
+		add_num(r, "line", x->line);
+		cJSON_AddItemToArray(arr, r);
+	}
+	*out = o;
+	return FUNNEL_OK;
+}
+
+int
+mx_goals_prometheus(MDB_txn *txn, const mx_tables *t, const mx_goals *g, uint64_t now_ns,
+                    char **text, size_t *len)
+{
+	static const char *const names[3] = { "funnel_goal_target", "funnel_goal_value",
+	                                      "funnel_goal_on_track" };
+	static const char *const help[3] = {
+		"The target of a goal of funnel.yaml's goals: section.",
+		"A goal's figure so far in its period (absent without data).",
+		"1 while a goal is on track or met, else 0.",
+	};
+	if (g == NULL || g->n == 0)
+		return FUNNEL_OK;
+	sbuf b = { *text, *len, *len + 1, 0 };
+	goal_state *st = calloc(g->n, sizeof *st);
+	if (st == NULL)
+		return FUNNEL_ENOMEM;
+	for (size_t i = 0; i < g->n; i++) {
+		int rc = goal_eval(txn, t, &g->goal[i], now_ns, &st[i]);
+		if (rc != FUNNEL_OK) {
+			free(st);
+			return rc;
+		}
+	}
+	for (int m = 0; m < 3; m++) {
+		sb_head(&b, names[m], "gauge", help[m]);
+		for (size_t i = 0; i < g->n; i++) {
+			const mx_goal *x = &g->goal[i];
+			if (m == 1 && !st[i].has_value)
+				continue;
+			sb_printf(&b, "%s{period=\"", names[m]);
+			sb_label(&b, x->period, strlen(x->period));
+			sb_add(&b, "\",team=\"", 8);
+			if (x->team)
+				sb_label(&b, x->team, strlen(x->team));
+			sb_printf(&b, "\",figure=\"%s\"}", mx_goal_figure_name(x->figure));
+			double v = m == 0 ? x->target : m == 1 ? st[i].value :
+			           strcmp(st[i].status, "on track") == 0 || strcmp(st[i].status, "met") == 0;
+			sb_value(&b, v);
+		}
+	}
+	free(st);
+	/* the buffer may have moved, also before a failed growth */
+	*text = b.p;
+	*len = b.n;
+	return b.oom ? FUNNEL_ENOMEM : FUNNEL_OK;
 }

@@ -346,6 +346,82 @@ mx_closed_loop(int ev)
 	       ev == FP_EV_DEAL_LOST;
 }
 
+/* ---- the index table (metrics.h): drill-down lists, picker values,
+ * the rules in force ---- */
+
+/* The entry of a fact in the lead lists: kind || be64 et || be64 seq ->
+ * lead id (the fact has the same key: the event time et and seq). */
+static int
+index_entry(funnel_service *svc, uint8_t kind, const funnel_record *rec, uint64_t et)
+{
+	uint8_t key[MX_IX_KEY];
+	mx_index_key(key, kind, et, rec->seq);
+	funnel_str lead = clip(rec->lead);
+	return funnel_service_put(svc, funnel_service_table(svc, MX_T_INDEX), key, sizeof key,
+	                          lead.ptr ? lead.ptr : "", lead.len);
+}
+
+/* A value the pickers offer: 'V' || kind || name -> nothing.  Written
+ * again whenever seen; the put of an equal value changes no byte. */
+static int
+index_value(funnel_service *svc, mx_view *v, uint8_t kind, funnel_str name)
+{
+	name = clip(name);
+	if (name.len == 0)
+		return FUNNEL_OK;    /* no value to pick: the filters take 1..200 bytes */
+	v->key.size = 0;
+	uint8_t hdr[2] = { MX_IX_VALUE, kind };
+	put(&v->key, hdr, 2);
+	put(&v->key, name.ptr, name.len);
+	return funnel_service_put(svc, funnel_service_table(svc, MX_T_INDEX), v->key.data,
+	                          v->key.size, "", 0);
+}
+
+/* rules.changed: 'R' || service -> be64 seq, be64 ts, version, hash
+ * (put_str each): the last rules each service recorded. */
+static int
+rules_changed(funnel_service *svc, mx_view *v, const funnel_record *rec)
+{
+	funnel_str service = clip(data_str(rec, "service"));
+	v->key.size = 0;
+	uint8_t hdr = MX_IX_RULES, be[8];
+	put(&v->key, &hdr, 1);
+	put(&v->key, service.ptr, service.len);
+	v->buf.size = 0;
+	rf_put_be64(be, rec->seq);
+	put(&v->buf, be, 8);
+	rf_put_be64(be, rec->ts);
+	put(&v->buf, be, 8);
+	put_str(&v->buf, data_str(rec, "version"));
+	put_str(&v->buf, data_str(rec, "hash"));
+	return funnel_service_put(svc, funnel_service_table(svc, MX_T_INDEX), v->key.data,
+	                          v->key.size, v->buf.data, v->buf.size);
+}
+
+void
+mx_index_key(uint8_t key[MX_IX_KEY], uint8_t kind, uint64_t ts, uint64_t seq)
+{
+	key[0] = MX_IX_LIST;
+	key[1] = kind;
+	rf_put_be64(key + 2, ts);
+	rf_put_be64(key + 10, seq);
+}
+
+int
+mx_rules_decode(const void *buf, size_t len, uint64_t *seq, uint64_t *ts, funnel_str *version,
+                funnel_str *hash)
+{
+	reader r = { buf, (const uint8_t *)buf + len, 0 };
+	uint8_t be[8];
+	get(&r, be, 8);
+	*seq = rf_get_be64(be);
+	get(&r, be, 8);
+	*ts = rf_get_be64(be);
+	*version = get_str(&r);
+	*hash = get_str(&r);
+	return r.bad ? FUNNEL_EMALFORMED : FUNNEL_OK;
+}
+
 /* The stage change of one record: its fact and counters. */
 static int
 stage_change(funnel_service *svc, mx_view *v, const funnel_record *rec, uint64_t et,
@@ -364,6 +440,10 @@ stage_change(funnel_service *svc, mx_view *v, const funnel_record *rec, uint64_t
 		f.source = l->touch[0].source;
 		f.campaign = l->touch[0].campaign;
 	}
+	/* the lead's current assignment: whose stage change it was (the rep
+	 * table's acceptance, rejection, pipeline and won) */
+	f.owner = l->owner;
+	f.team = l->team;
 	if (ev == FP_EV_OPP_OPENED || ev == FP_EV_DEAL_WON) {
 		if (rec->data == NULL || mp_get_f64(rec->data, "amount", &f.amount, NULL) != FUNNEL_OK)
 			f.amount = 0;
@@ -382,6 +462,8 @@ stage_change(funnel_service *svc, mx_view *v, const funnel_record *rec, uint64_t
 			f.touch[f.n_touches - 1] = l->opp_last;
 	}
 	if ((rc = put_fact(svc, v, et, rec->seq, &f)) != FUNNEL_OK)
+		return rc;
+	if ((rc = index_entry(svc, (uint8_t)to, rec, et)) != FUNNEL_OK)
 		return rc;
 	l->stage = (uint8_t)to;
 	l->entered_ts = et;
@@ -421,6 +503,12 @@ assignment(funnel_service *svc, mx_view *v, const funnel_record *rec, uint64_t e
 		f.campaign = l->touch[0].campaign;
 	}
 	int rc = put_fact(svc, v, et, rec->seq, &f);
+	if (rc == FUNNEL_OK)
+		rc = index_entry(svc, MX_IX_ASSIGNED, rec, et);
+	if (rc == FUNNEL_OK && f.team.len)
+		rc = index_value(svc, v, MX_VAL_TEAM, f.team);
+	if (rc == FUNNEL_OK && f.owner.len)
+		rc = index_value(svc, v, MX_VAL_REP, f.owner);
 	return rc == FUNNEL_OK ? bump(svc, v, "funnel_assignments_total", 1, &f.team, NULL) : rc;
 }
 
@@ -484,6 +572,8 @@ sla_breach(funnel_service *svc, mx_view *v, const funnel_record *rec, uint64_t e
 		f.campaign = l->touch[0].campaign;
 	}
 	int rc = put_fact(svc, v, et, rec->seq, &f);
+	if (rc == FUNNEL_OK)
+		rc = index_entry(svc, MX_IX_SLA, rec, et);
 	return rc == FUNNEL_OK ? bump(svc, v, "funnel_sla_breaches_total", 1, &f.team, &f.owner) : rc;
 }
 
@@ -520,9 +610,11 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	if (rec->producer.ptr != NULL &&
 	    (rc = bump(svc, v, "funnel_events_by_producer_total", 1, &rec->producer, &rec->type)) != FUNNEL_OK)
 		return rc;
+	fp_evtype ev = fp_evspec_lookup(rec->type.ptr, rec->type.len)->type;
+	if (ev == FP_EV_RULES_CHANGED)
+		return rules_changed(svc, v, rec);
 	if (rec->lead.ptr == NULL || rec->lead.len == 0)
 		return FUNNEL_OK;
-	fp_evtype ev = fp_evspec_lookup(rec->type.ptr, rec->type.len)->type;
 	if (!counts(ev))
 		return FUNNEL_OK;
 	rc = funnel_service_get(svc, leads, rec->lead.ptr, rec->lead.len, &val, &vlen);
@@ -603,5 +695,10 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 		rc = funnel_service_put(svc, leads, rec->lead.ptr, rec->lead.len, v->buf.data,
 		                        v->buf.size);
 	}
+	/* the pickers' values come from the record: written after the row,
+	 * whose strings the puts above no longer need */
+	if (rc == FUNNEL_OK && ev == FP_EV_CAPTURED &&
+	    (rc = index_value(svc, v, MX_VAL_SOURCE, data_str(rec, "source"))) == FUNNEL_OK)
+		rc = index_value(svc, v, MX_VAL_CAMPAIGN, data_str(rec, "campaign"));
 	return rc;
 }

@@ -617,12 +617,12 @@ parse_scoring(parser *p, yaml_node_t *n)
 static int
 parse_top(parser *p, yaml_node_t *root)
 {
-	enum { T_VERSION, T_SCORING, T_ROUTING, T_SLA, T_FORMS, N_T };
-	static const char *const keys[N_T] = { "version", "scoring", "routing", "sla", "forms" };
+	enum { T_VERSION, T_SCORING, T_ROUTING, T_SLA, T_FORMS, T_GOALS, N_T };
+	static const char *const keys[N_T] = { "version", "scoring", "routing", "sla", "forms", "goals" };
 	yaml_node_t *v[N_T];
 	int rc;
 
-	if ((rc = rf_map(&p->c, root, "", keys, N_T, "version, scoring, routing, sla, forms", 0, v)) != FUNNEL_OK)
+	if ((rc = rf_map(&p->c, root, "", keys, N_T, "version, scoring, routing, sla, forms, goals", 0, v)) != FUNNEL_OK)
 		return rc;
 	if (v[T_VERSION] == NULL)
 		return rf_err(&p->c, root, "", "missing \"version\" (a name for this edition of the rules)");
@@ -630,7 +630,7 @@ parse_top(parser *p, yaml_node_t *root)
 		return rc;
 	if (v[T_SCORING] == NULL)
 		return rf_err(&p->c, root, "", "missing \"scoring\"");
-	/* routing, sla and forms belong to other services: not read here */
+	/* routing, sla, forms and goals belong to other services: not read here */
 	return parse_scoring(p, v[T_SCORING]);
 }
 

@@ -10,7 +10,10 @@
  *       report: one pass over all the facts and all the leads), /api/funnel
  *       with a source filter, /api/followup over one day, and /metrics,
  *       BENCH_METRICS_REQUESTS (default 30) sequential GETs each over a
- *       fresh loopback connection; p50 and p99 in ms.
+ *       fresh loopback connection; p50 and p99 in ms.  Also /api/summary
+ *       over a window of one day (with its previous day), a page of the
+ *       lead list of MQL entries (the dashboard's drill-down) and a lead's
+ *       timeline (/api/lead/ID, which asks funneld for the lead's events).
  *
  * Prints a table and appends it to BENCH_OUT (if set).
  */
@@ -133,29 +136,38 @@ main(void)
 	gmtime_r(&now, &tm);
 	snprintf(day, sizeof day, "/api/followup?from=%04d-%02d-%02d", tm.tm_year + 1900,
 	         tm.tm_mon + 1, tm.tm_mday);
-	static const char *paths[4];
+	char sday[128], list[128];
+	snprintf(sday, sizeof sday, "/api/summary?from=%04d-%02d-%02d&to=%04d-%02d-%02dT23:59:59Z",
+	         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_year + 1900, tm.tm_mon + 1,
+	         tm.tm_mday);
+	snprintf(list, sizeof list, "/api/leads?stage=mql&page=3");
+#define NPATHS 7
+	static const char *paths[NPATHS];
 	paths[0] = "/api/summary";
 	paths[1] = "/api/funnel?source=webinar";
 	paths[2] = day;
 	paths[3] = "/metrics";
-	double q[4][2];
-	size_t size[4] = { 0 };
+	paths[4] = sday;
+	paths[5] = list;
+	paths[6] = "/api/lead/h-L0";
+	double q[NPATHS][2];
+	size_t size[NPATHS] = { 0 };
 	int rc = 0;
-	for (int i = 0; i < 4 && rc == 0; i++)
+	for (int i = 0; i < NPATHS && rc == 0; i++)
 		rc = time_gets(port, paths[i], reqs, q[i], &size[i]);
 	bench_stop(svc, 10000);
 	harness_cleanup(&d);
 	if (rc != 0)
 		return 1;
 
-	char tab[4096];
+	char tab[8192];
 	int k = snprintf(tab, sizeof tab, "\n| funnel-metrics | target | measured |\n|---|---|---|\n");
 	k += snprintf(tab + k, sizeof tab - k, "| rebuild the view from %" PRIu64 " records (replay + "
 	              "apply + commit) | >= 200,000 ev/s | %.0f ev/s%s |\n", head2, rebuild_eps,
 	              same ? "" : " (DIGEST DIFFERS from the first pass)");
 	k += snprintf(tab + k, sizeof tab - k, "| first pass over the same history | - | %.0f ev/s |\n",
 	              first_eps);
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < NPATHS; i++)
 		k += snprintf(tab + k, sizeof tab - k, "| GET %s on that view (%" PRIu64 " requests, "
 		              "%zu bytes) | - | p50 %.1f / p99 %.1f ms |\n", paths[i], reqs, size[i],
 		              q[i][0], q[i][1]);

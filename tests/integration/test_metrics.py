@@ -20,6 +20,7 @@ wait is bounded; prints "ok - name" / "not ok - name: reason" and
 """
 import calendar
 import decimal
+import hashlib
 import json
 import math
 import os
@@ -381,9 +382,127 @@ def check_window_and_filters(m, x):
     expect_eq(sum(r["entered"] for r in late["funnel"]["stages"]), 0, "a future window is empty")
 
 
-def run_browser(res, m, daemon):
+def period_figures(x, lo, hi):
+    """The headline figures of [lo, hi) (ns), counted from SCRIPT by hand."""
+    t = x.t
+    f = {"captured": 0, "mql": 0, "pipeline": 0, "revenue": 0, "sla": 0}
+    for i, (e, to) in enumerate(SCRIPT, 1):
+        if not lo <= t[i] < hi:
+            continue
+        f["captured"] += to == "inquiry"
+        f["mql"] += to == "mql"
+        f["sla"] += e["type"] == "lead.sla_breached"
+        if e["type"] == "opportunity.opened":
+            f["pipeline"] += e["data"]["amount"]
+        if e["type"] == "deal.won":
+            f["revenue"] += e["data"]["amount"]
+    return f
+
+
+def expect_period(x):
+    """A window of the script, the period of the same length before it,
+    and the figures of both."""
+    lo, hi = x.t[13], x.t[28]
+    return {"from": str(lo), "to": str(hi), "cur": period_figures(x, lo, hi),
+            "prev": period_figures(x, lo - (hi - lo), lo)}
+
+
+def expect_lead():
+    """What the dashboard shows behind the SAL count: A and B, and A's
+    timeline (every scripted event of A, in order)."""
+    return {"stage": "sal", "listed": ["A", "B"], "lead": "A",
+            "events": [e["type"] for e, _ in SCRIPT if e["lead"] == "A"],
+            "facts": ["ben (east)", "rule r1", "first contact", "won"]}
+
+
+def check_drill_and_periods(m, x, log):
+    t = x.t
+    # the leads behind a number: paged from the view's index
+    sal = m.api("/api/leads?stage=sal")
+    expect_eq([(r["lead"], r["event"], r["from"]) for r in sal["leads"]],
+              [("A", "lead.accepted", "mql"), ("B", "lead.accepted", "mql")], "leads that entered sal")
+    expect_eq((sal["page"], sal["more"]), (1, False), "one page")
+    expect_eq([r["stage_now"] for r in sal["leads"]], ["won", "lost"], "their stage now")
+    win = m.api("/api/leads?stage=inquiry&from=%d&to=%d" % (t[3], t[26]))
+    expect_eq([r["lead"] for r in win["leads"]], ["C", "D", "E"], "inquiry entries in [3, 26)")
+    src = m.api("/api/leads?stage=inquiry&source=ads")
+    expect_eq([r["lead"] for r in src["leads"]], ["B", "F"], "inquiry entries from ads")
+    why = m.api("/api/leads?stage=nurture&reason=no_budget")
+    expect_eq([(r["lead"], r["reason"], r["owner"], r["team"]) for r in why["leads"]],
+              [("B", "no_budget", "cy", "west")], "nurture entries for no_budget, with the rep")
+    asg = m.api("/api/leads?stage=assigned&rep=ben")
+    expect_eq([r["lead"] for r in asg["leads"]], ["A", "C"], "assignments of ben")
+    expect_eq(m.api("/api/leads?stage=sla_breached")["leads"][0]["lead"], "C", "SLA breaches")
+    st, _, body = m.get("/api/leads?stage=bogus")
+    expect_eq(st, 400, "an unknown stage is refused")
+    expect_eq(json.loads(body)["param"], "stage", "the parameter named")
+    st, _, body = m.get("/api/leads?stage=sal&page=0")
+    expect_eq((st, json.loads(body)["param"]), (400, "page"), "page 0 is refused")
+    expect_eq(m.api("/api/leads?stage=sal&page=2")["leads"], [], "past the last page: nothing")
+
+    # a lead's timeline: the view's row and the log's events
+    a = m.api("/api/lead/A")
+    expect_eq([e["type"] for e in a["events"]], [e["type"] for e, _ in SCRIPT if e["lead"] == "A"],
+              "A's events from funneld")
+    expect_eq(a["log"], "ok", "the log answered")
+    expect_eq(a["view"]["stage"], "won", "A is won")
+    asg = a["view"]["assignment"]
+    expect_eq((asg["owner"], asg["team"], asg["ts"]), ("ben", "east", t[7]), "A's assignment")
+    expect(near(asg["first_contact_s"], (t[10] - t[7]) / 1e9), "A's SLA clock: first contact")
+    expect_eq([e["data"].get("rule") for e in a["events"] if e["type"] == "lead.assigned"], ["r1"],
+              "the assignment's rule")
+    st, _, _ = m.get("/api/lead/nobody")
+    expect_eq(st, 404, "a lead the view does not have")
+
+    # picker values
+    v = m.api("/api/values")["values"]
+    expect_eq((v["sources"], v["campaigns"], v["teams"], v["reps"]),
+              (["ads", "organic", "webinar"], ["q4", "spring"], ["east", "west"], ["ben", "cy", "dee"]),
+              "values in the view")
+
+    # reps: acceptance, rejection with reasons, pipeline and won
+    reps = rows(m.api("/api/followup")["followup"]["reps"], "owner", "team")
+    ben, cy = reps[("ben", "east")], reps[("cy", "west")]
+    expect_eq((ben["accepted"], ben["rejected"], ben["pipeline"], ben["won"], ben["revenue"]),
+              (1, 0, 1000, 1, 900), "ben: A accepted, opened 1000, won 900")
+    expect_rate(ben["acceptance_rate"], 1, 1, "ben's acceptance rate")
+    expect_eq([(r["event"], r["reason"], r["count"]) for r in ben["reasons"]],
+              [("lead.recycled", "bad_timing", 1)], "ben's closed-loop reasons")
+    expect_eq((cy["accepted"], cy["rejected"], cy["pipeline"], cy["won"]), (1, 1, 500, 0),
+              "cy: B rejected, accepted later, opened 500")
+    expect_rate(cy["rejection_rate"], 1, 2, "cy's rejection rate")
+    expect_eq([(r["event"], r["reason"]) for r in cy["reasons"]],
+              [("deal.lost", "price"), ("lead.rejected", "no_budget")], "cy's reasons")
+    # the rep and team filters: facts made while the lead was theirs
+    east = m.api("/api/funnel?team=east")["funnel"]["stages"]
+    expect_eq({r["stage"]: r["entered"] for r in east if r["entered"]},
+              {"sal": 1, "sql": 1, "won": 1, "nurture": 1}, "stage entries while assigned to east")
+
+    # the previous period of the same length, as counted by hand
+    p = expect_period(x)
+    s = m.api("/api/summary?from=%s&to=%s" % (p["from"], p["to"]))
+    lo, hi = int(p["from"]), int(p["to"])
+    expect_eq((s["previous"]["window"]["from"], s["previous"]["window"]["to"]),
+              (lo - (hi - lo), lo), "the previous window")
+    for got, want in ((s["headline"], p["cur"]), (s["previous"]["headline"], p["prev"])):
+        expect_eq((got["inquiry"], got["mql"], got["pipeline"], got["revenue"], got["sla_breaches"]),
+                  (want["captured"], want["mql"], want["pipeline"], want["revenue"], want["sla"]),
+                  "headline figures")
+    expect(m.api("/api/summary")["previous"] is None, "no previous period of an open window")
+
+    # the rules in force, from rules.changed
+    log.publish_ok({"type": "rules.changed", "id": "test-rules-1",
+                    "data": {"service": "scoring", "hash": "ab" * 32, "version": "v7",
+                             "previous_hash": "", "text": "version: v7\n"}})
+    m.wait_caught_up(log.status()["head"])
+    r = m.api("/api/summary")["rules"]
+    expect_eq([(x_["service"], x_["version"], x_["hash"]) for x_ in r], [("scoring", "v7", "ab" * 32)],
+              "the rules in force")
+
+
+def run_browser(res, m, daemon, x, goals=None):
     """tests/browser/dashboard.test.mjs against the running service; each of
-    its checks counts as one here."""
+    its checks counts as one here (with goals: only its goals panel)."""
     node = shutil.which("node")
     modules = os.path.join(REPO, "tests", "browser", "node_modules", "playwright-core")
     if node is None or not os.path.isdir(modules):
@@ -396,6 +515,10 @@ def run_browser(res, m, daemon):
     env = dict(os.environ, METRICS_URL=m.url("/"), INGEST=daemon.endpoints["ingest"],
                EXPECT_COUNTS=json.dumps(counts),
                EXPECT_ADS_INQUIRY=str([r["entered"] for r in ads if r["stage"] == "inquiry"][0]),
+               EXPECT_PERIOD=json.dumps(expect_period(x) if x else {}),
+               EXPECT_LEAD=json.dumps(expect_lead()),
+               SCREENSHOTS=os.path.join(REPO, BUILD, "screenshots"),
+               **({"EXPECT_GOALS": json.dumps(goals)} if goals else {}),
                FUNNEL_BIN=os.path.abspath(os.path.join(os.path.dirname(FUNNELD), "funnel")))
     try:
         p = subprocess.run([node, BROWSER_TEST], capture_output=True, text=True, timeout=150,
@@ -879,7 +1002,8 @@ def run_checks(res, daemon, ctx):
             expect_eq(j["checkpoint"], log.status()["head"], "checkpoint in " + name)
         idx = m.api("/api")
         expect_eq(idx["reports"], ["summary", "funnel", "conversion", "velocity", "followup",
-                                   "closed-loop", "attribution", "trend"], "/api lists the reports")
+                                   "closed-loop", "attribution", "trend", "leads", "values"],
+                  "/api lists the reports")
         st, _, _ = m.get("/nothing")
         expect_eq(st, 404, "unknown path")
         st, _, body = m.get("/api/nothing")
@@ -968,7 +1092,10 @@ def run_checks(res, daemon, ctx):
         check_window_and_filters(m, x)
     res.run("after --rebuild every figure is the same", after_rebuild)
 
-    run_browser(res, m, daemon)
+    res.run("lead lists, a lead's timeline, picker values, reps, previous period, rules in force",
+            check_drill_and_periods, m, x, log)
+
+    run_browser(res, m, daemon, x)
 
     def sigterm():
         expect_eq(m.stop(), 0, "exit status after SIGTERM")
@@ -1078,9 +1205,130 @@ def run_event_time(res, daemon, ctx):
     log.close()
 
 
+GOALS_YAML = """version: "goals %(n)s"
+routing:
+  teams:
+    - name: east
+    - name: west
+goals:
+  - period: %(month)s
+    mqls: 2
+    pipeline: 1000000
+  - period: %(quarter)s
+    team: east
+    acceptance_rate: 0.6
+    speed_to_lead_minutes: 30
+"""
+
+
+def run_goals(res, daemon, ctx):
+    """The goals: section: refused by check naming the line, recorded in
+    rules.changed, each goal's progress by hand through /api/goals,
+    Prometheus gauges and the dashboard's first panel."""
+    log = LogClient(ctx, daemon.endpoints)
+    g = Metrics(daemon, "g")
+    now = time.gmtime()
+    month = "%04d-%02d" % (now.tm_year, now.tm_mon)
+    quarter = "%04d-Q%d" % (now.tm_year, (now.tm_mon - 1) // 3 + 1)
+    text = GOALS_YAML % {"n": "v1", "month": month, "quarter": quarter}
+    g.write_rules(text)
+    scoring = os.path.join(os.path.dirname(FUNNELD), "funnel-scoring")
+
+    def check_refuses():
+        for name, bad, want in (
+                ("team", text.replace("team: east", "team: north"),
+                 ":11: goals[1].team: unknown team \"north\""),
+                ("figure", text.replace("mqls: 2", "sqls: 2"), ":8: goals[0]: unknown key \"sqls\""),
+                ("period", text.replace(month, "2026-13"), ":7: goals[0].period: expected a month")):
+            path = os.path.join(daemon.dir, "bad-%s.yaml" % name)
+            with open(path, "w") as f:
+                f.write(bad)
+            p = subprocess.run([METRICS, "check", path], capture_output=True, text=True, timeout=30)
+            expect_eq(p.returncode, 1, "check of an unknown " + name)
+            expect_in(path + want, p.stderr, "the message names the line")
+        p = subprocess.run([METRICS, "check", g.rules], capture_output=True, text=True, timeout=30)
+        expect_eq((p.returncode, p.stdout.strip()), (0, '%s: ok: "goals v1", 4 goals' % g.rules),
+                  "check of the goals")
+        # funnel-scoring reads the same file and leaves the goals alone
+        with open(os.path.join(REPO, "funnel.yaml")) as f:
+            repo = f.read()
+        both = os.path.join(daemon.dir, "both.yaml")
+        with open(both, "w") as f:
+            f.write(repo + "\ngoals:\n  - period: %s\n    mqls: 10\n" % month)
+        if os.access(scoring, os.X_OK):
+            p = subprocess.run([scoring, "check", both], capture_output=True, text=True, timeout=30)
+            expect_eq(p.returncode, 0, "funnel-scoring check with a goals section: " + p.stderr)
+        p = subprocess.run([METRICS, "check", both], capture_output=True, text=True, timeout=30)
+        expect_eq(p.returncode, 0, "funnel-metrics check of funnel.yaml with goals: " + p.stderr)
+    res.run("check refuses an unknown team, figure or period, naming the line", check_refuses)
+
+    def progress():
+        g.start("--rules", g.rules)
+        steps = [
+            ev("lead.captured", "GA", source="ads"), ev("lead.qualified", "GA"),
+            ev("lead.assigned", "GA", owner="ben", team="east"), ev("lead.contacted", "GA"),
+            ev("lead.accepted", "GA"), ev("opportunity.opened", "GA", amount=1000),
+            ev("lead.captured", "GB", source="ads"), ev("lead.qualified", "GB"),
+            ev("lead.assigned", "GB", owner="ben", team="east"), ev("lead.rejected", "GB", reason="x"),
+            ev("lead.captured", "GC", source="web"), ev("lead.qualified", "GC"),
+        ]
+        for i, e in enumerate(steps):
+            log.publish_ok(dict(e, id="goal-%d" % i))
+        g.wait_caught_up(log.status()["head"])
+        recs = log.records()
+        rules = [r for r in recs if r["type"] == "rules.changed"]
+        expect_eq(len(rules), 1, "one rules.changed")
+        d = rules[0]["data"]
+        expect_eq((d["service"], d["version"], d["hash"]),
+                  ("metrics", "goals v1", hashlib.blake2b(text.encode(), digest_size=32).hexdigest()),
+                  "metrics recorded its goals like the other services")
+        by = {r["id"]: r["ts"] for r in recs if r.get("id")}
+        speed_min = (by["goal-3"] - by["goal-2"]) / 60e9
+        gl = g.api("/api/goals")
+        expect_eq((gl["version"], gl["hash"]), ("goals v1", d["hash"]), "the goals in force")
+        got = {(x["period"], x["team"], x["figure"]): x for x in gl["goals"]}
+        now_ns = gl["now"]
+        mq = got[(month, None, "mqls")]
+        expect_eq((mq["value"], mq["status"], mq["direction"]), (3, "met", "at least"), "MQLs: 3 of 2")
+        pl = got[(month, None, "pipeline")]
+        expect_eq(pl["value"], 1000, "pipeline so far")
+        share = (now_ns - pl["from"]) / (pl["to"] - pl["from"])
+        expect(near(pl["elapsed_share"], share), "share of the month gone")
+        expect(near(pl["pace_per_day"], (1000000 - 1000) / ((pl["to"] - now_ns) / 86400e9)),
+               "pace needed: what is left per day left")
+        expect_eq(pl["status"], "behind" if 1000 < 1000000 * share else "on track", "pipeline status")
+        ac = got[(quarter, "east", "acceptance_rate")]
+        expect(near(ac["value"], 0.5), "east's acceptance: 1 of 2")
+        expect_eq(ac["status"], "behind", "0.5 is short of 0.6")
+        sp = got[(quarter, "east", "speed_to_lead_minutes")]
+        expect(near(sp["value"], speed_min), "east's median speed-to-lead in minutes")
+        expect_eq((sp["status"], sp["direction"]), ("on track", "at most"), "speed within 30 min")
+        st, _, body = g.get("/metrics")
+        text_ = body.decode()
+        expect_in('funnel_goal_target{period="%s",team="",figure="mqls"} 2' % month, text_, "target gauge")
+        expect_in('funnel_goal_value{period="%s",team="",figure="mqls"} 3' % month, text_, "value gauge")
+        expect_in('funnel_goal_on_track{period="%s",team="east",figure="acceptance_rate"} 0' % quarter,
+                  text_, "on-track gauge")
+        # a restart with the same file records nothing more
+        g.stop()
+        g.start("--rules", g.rules)
+        g.wait_caught_up(log.status()["head"])
+        expect_eq(len([r for r in log.records() if r["type"] == "rules.changed"]), 1,
+                  "the same goals are not recorded twice")
+        return [["mqls", "met"], ["pipeline", pl["status"]], ["acceptance_rate", "behind"],
+                ["speed_to_lead_minutes", "on track"]]
+    holder = {}
+    ok = res.run("goals: progress, pace and status by hand, rules.changed, gauges",
+                 lambda: holder.setdefault("want", progress()))
+    if ok and "want" in holder:
+        run_browser(res, g, daemon, None, goals=holder["want"])
+    g.stop()
+    log.close()
+
+
 def main():
     return run_service_groups(FUNNELD, METRICS, (run_checks, run_growth, run_hostile,
-                                                  run_definitions, run_event_time))
+                                                  run_definitions, run_event_time, run_goals))
 
 
 if __name__ == "__main__":

@@ -137,7 +137,8 @@ test_report_names(void **state)
 {
 	(void)state;
 	static const char *const names[] = { "summary", "funnel", "conversion", "velocity",
-	                                     "followup", "closed-loop", "attribution", "trend" };
+	                                     "followup", "closed-loop", "attribution", "trend",
+	                                     "leads", "values" };
 	for (int i = 0; i < MX_R_COUNT; i++) {
 		assert_int_equal(mx_report_parse(names[i]), i);
 		assert_string_equal(mx_report_name(i), names[i]);

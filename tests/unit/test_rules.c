@@ -446,7 +446,7 @@ static const struct {
 	  "(while scanning for the next token)" },
 	{ "- version\n- scoring\n", "funnel.yaml:1: expected a mapping, got a list" },
 	{ "version: t\nscoring:\n  threshold: 10\nrouting: {}\nscore: 1\n",
-	  "funnel.yaml:5: unknown key \"score\" (expected one of: version, scoring, routing, sla, forms)" },
+	  "funnel.yaml:5: unknown key \"score\" (expected one of: version, scoring, routing, sla, forms, goals)" },
 	{ "scoring:\n  threshold: 10\n",
 	  "funnel.yaml:1: missing \"version\" (a name for this edition of the rules)" },
 	{ "version: t\n", "funnel.yaml:1: missing \"scoring\"" },
@@ -826,7 +826,7 @@ test_file_limits(void **state)
 		assert_int_equal(rc, FUNNEL_EVALUE);
 		if (levels == 32)
 			assert_string_equal(err, "funnel.yaml:4: unknown key \"x\" (expected one of: version, "
-			                    "scoring, routing, sla, forms)");
+			                    "scoring, routing, sla, forms, goals)");
 		else
 			assert_string_equal(err, "funnel.yaml:36: nested deeper than 32 levels of mappings "
 			                    "and lists");
