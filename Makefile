@@ -254,8 +254,11 @@ deps:
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@# the dashboard's browser test drives Debian's chromium with playwright-core
-	@if [ ! -d tests/browser/node_modules/playwright-core ] && command -v npm >/dev/null; then \
+	@# the browser tests drive Debian's chromium with playwright-core (and
+	@# scan with axe-core); npm ci again whenever the lock file changed
+	@if { [ ! -f tests/browser/node_modules/.package-lock.json ] || \
+	      [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; } && \
+	    command -v npm >/dev/null; then \
 		echo "installing tests/browser/node_modules (npm ci)"; \
 		(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error); \
 	fi
