@@ -2,10 +2,11 @@
  * clients/gateway/batch.c - form posts coalesced into publish requests
  * (contract in gateway.h).
  *
- * Every server thread that has a lead.captured to store queues it here
- * and waits; one publisher thread sends what is queued as one request
- * (up to GW_BATCH_MAX events), waits for funneld's ack, hands each event
- * its outcome and takes the next lot.  So the events of the posts that
+ * A post that has a lead.captured to store queues it here (its server
+ * thread goes on with other connections meanwhile); one publisher
+ * thread sends what is queued as one request (up to GW_BATCH_MAX
+ * events), waits for funneld's ack, hands each post its outcome through
+ * its done callback and takes the next lot.  So the events of the posts that
  * arrive while a request is in flight share the next request, and one
  * commit of funneld acknowledges them all: the HTTP concurrency becomes
  * batch size, not requests in flight.
@@ -17,25 +18,19 @@
  * gets its 503 and is retried by its client with the same id.
  */
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "funnel/funnel.h"
 #include "gateway.h"
 
-typedef struct item {
-	const funnel_event *ev;    /* the waiting thread's, valid until done */
-	funnel_ack ack;
-	funnel_error_info info;
-	int rc;
-	int done;
-	struct item *next;
-} item;
+typedef gw_post item;
 
 struct gw_batcher {
 	pthread_mutex_t lock;
 	pthread_cond_t queued;     /* the publisher waits for items */
-	pthread_cond_t answered;   /* the posts wait for their outcome */
+	int idle;                  /* the publisher waits on queued (under lock) */
 	item *head, *tail;         /* under lock */
 	int stopping;              /* under lock */
 	pthread_t th;
@@ -106,8 +101,11 @@ publisher(void *arg)
 
 	pthread_mutex_lock(&b->lock);
 	for (;;) {
-		while (b->head == NULL && !b->stopping)
+		while (b->head == NULL && !b->stopping) {
+			b->idle = 1;
 			pthread_cond_wait(&b->queued, &b->lock);
+			b->idle = 0;
+		}
 		if (b->head == NULL)
 			break;          /* stopping, and nothing left to send */
 		size_t n = 0;
@@ -119,10 +117,10 @@ publisher(void *arg)
 			b->tail = NULL;
 		pthread_mutex_unlock(&b->lock);
 		send_lot(b, v, n);
-		pthread_mutex_lock(&b->lock);
+		/* each post is told alone: no herd of waiters on one condition */
 		for (size_t i = 0; i < n; i++)
-			v[i]->done = 1;
-		pthread_cond_broadcast(&b->answered);
+			v[i]->done(v[i]);
+		pthread_mutex_lock(&b->lock);
 	}
 	pthread_mutex_unlock(&b->lock);
 	return NULL;
@@ -145,12 +143,10 @@ gw_batcher_new(gw_batcher **out, const char *ingest, int timeout_ms, gw_before_f
 	b->ctx = ctx;
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_cond_init(&b->queued, NULL);
-	pthread_cond_init(&b->answered, NULL);
 	if (pthread_create(&b->th, NULL, publisher, b) != 0) {
 		funnel_producer_destroy(&b->p);
 		pthread_mutex_destroy(&b->lock);
 		pthread_cond_destroy(&b->queued);
-		pthread_cond_destroy(&b->answered);
 		free(b);
 		return FUNNEL_ENOMEM;
 	}
@@ -172,26 +168,48 @@ gw_batcher_destroy(gw_batcher **pb)
 	funnel_producer_destroy(&b->p);
 	pthread_mutex_destroy(&b->lock);
 	pthread_cond_destroy(&b->queued);
-	pthread_cond_destroy(&b->answered);
 	free(b);
 	*pb = NULL;
+}
+
+void
+gw_batcher_submit(gw_batcher *b, gw_post *it)
+{
+	it->next = NULL;
+	pthread_mutex_lock(&b->lock);
+	if (b->tail)
+		b->tail->next = it;
+	else
+		b->head = it;
+	b->tail = it;
+	if (b->idle)
+		pthread_cond_signal(&b->queued);
+	pthread_mutex_unlock(&b->lock);
+}
+
+typedef struct waiter {
+	gw_post post;
+	sem_t sem;
+} waiter;
+
+static void
+wake(gw_post *post)
+{
+	sem_post(&((waiter *)post->ctx)->sem);
 }
 
 int
 gw_batcher_publish(gw_batcher *b, const funnel_event *ev, funnel_ack *ack, funnel_error_info *info)
 {
-	item it = { .ev = ev };
-	pthread_mutex_lock(&b->lock);
-	if (b->tail)
-		b->tail->next = &it;
-	else
-		b->head = &it;
-	b->tail = &it;
-	pthread_cond_signal(&b->queued);
-	while (!it.done)
-		pthread_cond_wait(&b->answered, &b->lock);
-	pthread_mutex_unlock(&b->lock);
-	*ack = it.ack;
-	*info = it.info;
-	return it.rc;
+	waiter w = { .post = { .ev = ev, .done = wake } };
+	w.post.ctx = &w;
+	if (sem_init(&w.sem, 0, 0) != 0)
+		return FUNNEL_ENOMEM;
+	gw_batcher_submit(b, &w.post);
+	while (sem_wait(&w.sem) != 0)
+		;                   /* EINTR */
+	sem_destroy(&w.sem);
+	*ack = w.post.ack;
+	*info = w.post.info;
+	return w.post.rc;
 }

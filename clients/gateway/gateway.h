@@ -177,18 +177,34 @@ typedef struct gw_batcher gw_batcher;
  * event of the request with that code. */
 typedef int (*gw_before_fn)(void *ctx, funnel_producer *p);
 
+/* A post's event waiting for its request: the caller's memory, which it
+ * keeps (with ev) until done is called. */
+typedef struct gw_post {
+	const funnel_event *ev;
+	/* the outcome, set before done is called */
+	int rc;                   /* FUNNEL_OK with ack, or the code with info */
+	funnel_ack ack;
+	funnel_error_info info;   /* index -1 unless funneld named this event alone */
+	/* called once with the outcome in, from the publisher thread; the
+	 * batcher does not touch the post after that */
+	void (*done)(struct gw_post *post);
+	void *ctx;                /* the caller's */
+	struct gw_post *next;     /* the batcher's */
+} gw_post;
+
 /* Start the publisher thread with a producer of its own on ingest
  * (timeout_ms per request).  FUNNEL_OK, FUNNEL_ENOMEM, FUNNEL_ETRANSPORT. */
 int gw_batcher_new(gw_batcher **out, const char *ingest, int timeout_ms, gw_before_fn before,
                    void *ctx);
-/* Send what is queued, stop the thread, free.  No gw_batcher_publish may
+/* Send what is queued, stop the thread, free.  No gw_batcher_submit may
  * be running or start.  Safe on NULL. */
 void gw_batcher_destroy(gw_batcher **b);
+/* Queue post->ev for the next request; post->done gets the outcome.
+ * Thread-safe, never blocks on funneld. */
+void gw_batcher_submit(gw_batcher *b, gw_post *post);
 /*
- * Store ev (valid until this returns) in the next request and wait for
- * its outcome: FUNNEL_OK with *ack, or the code with *info (index -1
- * unless funneld named this event alone).  Thread-safe: every server
- * thread calls it.
+ * gw_batcher_submit and wait: FUNNEL_OK with *ack, or the code with
+ * *info (index -1 unless funneld named this event alone).
  */
 int gw_batcher_publish(gw_batcher *b, const funnel_event *ev, funnel_ack *ack,
                        funnel_error_info *info);

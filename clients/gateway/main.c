@@ -50,7 +50,8 @@ static const char usage_text[] =
 	"                      any address, and sends only the types its principal may publish\n"
 	"  --lead-key FILE     the secret of the lead ids, 64 hex digits; created when missing\n"
 	"                      (default " GW_DEFAULT_KEY_FILE "; keep it: a new key, new lead ids)\n"
-	"  --threads N         server threads: posts answered at once (default 32)\n"
+	"  --threads N         server threads (default 4); a post waiting for funneld\n"
+	"                      holds none\n"
 	"  --timeout-ms N      wait for funneld's ack at most this long, then 503 (default 3000)\n"
 	"  --rate-limit N      form posts per minute per client address, 0: none (default 60)\n"
 	"  --rate-burst N      posts an address may send at once (default 20)\n"
@@ -245,7 +246,7 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	args a = { .c = { .rules = "funnel.yaml" },
-	           .h = { .addr = GW_DEFAULT_HTTP, .threads = 32, .timeout_ms = 3000,
+	           .h = { .addr = GW_DEFAULT_HTTP, .threads = 4, .timeout_ms = 3000,
 	                  .rate_per_minute = 60, .rate_burst = 20 },
 	           .key_file = GW_DEFAULT_KEY_FILE };
 
