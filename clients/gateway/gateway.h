@@ -47,6 +47,8 @@
 #define GW_MAX_SUBMISSION_ID 64          /* submission_id / Idempotency-Key */
 #define GW_MAX_INPUT_FIELDS 100          /* fields in one submission */
 #define GW_DEDUP_WINDOW_S 600            /* derived ids: identical posts in one window */
+#define GW_CONN_MEMORY (16u << 10)       /* a connection's request headers and read
+                                            buffer (MHD answers 431 past it) */
 
 /* ---- forms (forms.c) ---- */
 

@@ -1074,6 +1074,9 @@ gw_http_start(gw_http **out, const gw_http_opts *o)
 	                        NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, &sa,
 	                        MHD_OPTION_THREAD_POOL_SIZE, threads,
 	                        MHD_OPTION_CONNECTION_LIMIT, 4096u,
+	                        /* per connection: headers and the read buffer; MHD
+	                           zeroes it after every request, so it costs time */
+	                        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)GW_CONN_MEMORY,
 	                        MHD_OPTION_CONNECTION_TIMEOUT, 30u,
 	                        MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_END);
 	if (g->d == NULL) {
