@@ -7,7 +7,8 @@
  *              envelope: field mapping, marketing context, lead id,
  *              event id, occurred_at
  *   batch.c    form posts' events coalesced into publish requests
- *   limit.c    the per-client-address rate limit (bounded memory)
+ *   limit.c    the client's address (behind trusted proxies too) and the
+ *              per-client-address rate limit (bounded memory)
  *   stats.c    counters and the latency histogram for /metrics
  *   http.c     the HTTP server (libmicrohttpd): routes, bodies, answers,
  *              publishing through one funnel_producer per server thread
@@ -224,6 +225,40 @@ void gw_limiter_destroy(gw_limiter **l);
  * otherwise the seconds until a token is back (>= 1).  Thread-safe. */
 unsigned gw_limit_take(gw_limiter *l, const void *addr, size_t addr_len, int64_t now_ns);
 
+/* ---- the client's address (limit.c) ---- */
+
+/* An address (4 bytes IPv4, 16 IPv6) or a network of them. */
+typedef struct gw_addr {
+	uint8_t b[16];
+	uint8_t len;              /* 4 or 16 */
+} gw_addr;
+typedef struct gw_net {
+	gw_addr a;
+	unsigned bits;            /* prefix length: 32 or 128 for one address */
+} gw_net;
+
+#define GW_MAX_PROXIES 32     /* --trusted-proxy entries */
+#define GW_MAX_HOPS 64        /* X-Forwarded-For entries looked at */
+
+/* "ADDR" or "ADDR/BITS", IPv4 or IPv6.  0, or -1 when it is neither. */
+int gw_net_parse(const char *s, size_t len, gw_net *out);
+/* One address, IPv4 or IPv6 (not a network).  0, or -1. */
+int gw_addr_parse(const char *s, size_t len, gw_addr *out);
+/* 1 when a is in one of the n networks (an IPv4-mapped IPv6 address
+ * counts as its IPv4 address). */
+int gw_net_match(const gw_net *nets, size_t n, const gw_addr *a);
+/*
+ * The client's address, for the rate limit and the loopback check: the
+ * TCP peer, unless the peer is one of the trusted proxies; then the last
+ * hop of xff (the X-Forwarded-For values joined by commas, in order; NULL
+ * when there is none) that is not a trusted proxy, walking from the right.
+ * When every hop is trusted, the leftmost; a hop that is not an address
+ * ends the walk at the hop to its right.  (GATEWAY.md "Behind a reverse
+ * proxy".)
+ */
+void gw_client_addr(const gw_net *trusted, size_t ntrusted, const gw_addr *peer, const char *xff,
+                    gw_addr *out);
+
 /* ---- counters (stats.c) ---- */
 
 typedef enum gw_outcome {
@@ -261,6 +296,8 @@ typedef struct gw_http_opts {
 	                                 * access file (httpauth.h) from any address, and
 	                                 * each event's type in the principal's publish
 	                                 * globs; NULL: loopback clients only.  Kept. */
+	gw_net trusted[GW_MAX_PROXIES];   /* --trusted-proxy */
+	size_t ntrusted;
 } gw_http_opts;
 
 /* Start serving.  FUNNEL_OK, FUNNEL_EINVAL (addr), FUNNEL_ETRANSPORT

@@ -823,37 +823,87 @@ serve_preflight(struct MHD_Connection *c, const gw_form *f)
 
 /* ---- routing ---- */
 
+typedef struct xff_join {
+	char *s;                   /* malloc'd; NULL when there is none */
+	size_t len;
+	int nomem;
+} xff_join;
+
+static enum MHD_Result
+on_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	xff_join *x = cls;
+	(void)kind;
+	if (key == NULL || value == NULL || strcasecmp(key, "X-Forwarded-For") != 0)
+		return MHD_YES;
+	size_t n = strlen(value);
+	char *b = realloc(x->s, x->len + n + 2);
+	if (b == NULL) {
+		x->nomem = 1;
+		return MHD_NO;
+	}
+	if (x->len)
+		b[x->len++] = ',';
+	memcpy(b + x->len, value, n + 1);
+	x->len += n;
+	x->s = b;
+	return MHD_YES;
+}
+
+/*
+ * The client's address: the TCP peer, or behind a trusted proxy the
+ * X-Forwarded-For hop it vouches for (gw_client_addr).  -1 when the
+ * peer's address is unknown.
+ */
 static int
-is_loopback(struct MHD_Connection *c)
+client_addr(gw_http *g, struct MHD_Connection *c, gw_addr *out)
 {
 	const union MHD_ConnectionInfo *ci =
 		MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	gw_addr peer = { .len = 0 };
 	if (ci == NULL || ci->client_addr == NULL)
-		return 0;
-	if (ci->client_addr->sa_family == AF_INET) {
-		const struct sockaddr_in *a = (const struct sockaddr_in *)ci->client_addr;
-		return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
-	}
+		return -1;
 	if (ci->client_addr->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ci->client_addr;
-		return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+		memcpy(peer.b, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, 16);
+		peer.len = 16;
+	} else if (ci->client_addr->sa_family == AF_INET) {
+		memcpy(peer.b, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, 4);
+		peer.len = 4;
+	} else {
+		return -1;
 	}
+	*out = peer;
+	if (g->o.ntrusted == 0 || !gw_net_match(g->o.trusted, g->o.ntrusted, &peer))
+		return 0;
+	xff_join x = { NULL, 0, 0 };
+	MHD_get_connection_values(c, MHD_HEADER_KIND, on_header, &x);
+	if (!x.nomem)
+		gw_client_addr(g->o.trusted, g->o.ntrusted, &peer, x.s, out);
+	free(x.s);
 	return 0;
+}
+
+static int
+is_loopback(gw_http *g, struct MHD_Connection *c)
+{
+	static const uint8_t lo6[16] = { [15] = 1 };
+	gw_addr a;
+	if (client_addr(g, c, &a) != 0)
+		return 0;
+	if (a.len == 4)
+		return a.b[0] == 127;
+	return memcmp(a.b, lo6, 16) == 0 ||
+	       (memcmp(a.b, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0 && a.b[12] == 127);
 }
 
 /* Rate limit on the client's address: 0 allowed, else seconds to wait. */
 static unsigned
 rate_wait(gw_http *g, struct MHD_Connection *c)
 {
-	const union MHD_ConnectionInfo *ci =
-		MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	if (g->limiter == NULL || ci == NULL || ci->client_addr == NULL)
+	gw_addr a;
+	if (g->limiter == NULL || client_addr(g, c, &a) != 0)
 		return 0;
-	if (ci->client_addr->sa_family == AF_INET6)
-		return gw_limit_take(g->limiter, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr,
-		                     16, mono_ns());
-	return gw_limit_take(g->limiter, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, 4,
-	                     mono_ns());
+	return gw_limit_take(g->limiter, a.b, a.len, mono_ns());
 }
 
 /* The first call of a POST: decide what can be decided from the headers
@@ -897,7 +947,7 @@ begin_post(gw_http *g, struct MHD_Connection *c, req *rq)
 		}
 		rq->limit = GW_MAX_EVENTS_BODY;
 	} else {
-		if (!is_loopback(c)) {
+		if (!is_loopback(g, c)) {
 			rq->answered = 1;
 			gw_stats_count(g->stats, -1, GW_FORBIDDEN, 0);
 			return reply_problem(c, 403, "loopback_only", "client address", "/v1/events is "
