@@ -172,6 +172,11 @@ void gw_lead_id(const uint8_t key[GW_KEY_BYTES], const char *email, size_t len, 
 /* ---- coalescing (batch.c) ---- */
 
 #define GW_BATCH_MAX 512          /* events in one publish request at most */
+/* Publisher threads, each with a request in flight at most.  One: funneld
+ * commits what waits at each drain anyway, and a second request in flight
+ * only splits the waiting posts into more, smaller commits (measured with
+ * bench_gateway: no more posts/s, and a higher p50 at 1,000 posts/s). */
+#define GW_PUBLISHERS 1
 
 typedef struct gw_batcher gw_batcher;
 
