@@ -7,7 +7,8 @@
  *              envelope: field mapping, marketing context, lead id,
  *              event id, occurred_at
  *   batch.c    form posts' events coalesced into publish requests
- *   limit.c    the per-client-address rate limit (bounded memory)
+ *   limit.c    the client's address (behind trusted proxies too) and the
+ *              per-client-address rate limit (bounded memory)
  *   stats.c    counters and the latency histogram for /metrics
  *   http.c     the HTTP server (libmicrohttpd): routes, bodies, answers,
  *              publishing through one funnel_producer per server thread
@@ -47,6 +48,8 @@
 #define GW_MAX_SUBMISSION_ID 64          /* submission_id / Idempotency-Key */
 #define GW_MAX_INPUT_FIELDS 100          /* fields in one submission */
 #define GW_DEDUP_WINDOW_S 600            /* derived ids: identical posts in one window */
+#define GW_CONN_MEMORY (16u << 10)       /* a connection's request headers and read
+                                            buffer (MHD answers 431 past it) */
 
 /* ---- forms (forms.c) ---- */
 
@@ -169,6 +172,11 @@ void gw_lead_id(const uint8_t key[GW_KEY_BYTES], const char *email, size_t len, 
 /* ---- coalescing (batch.c) ---- */
 
 #define GW_BATCH_MAX 512          /* events in one publish request at most */
+/* Publisher threads, each with a request in flight at most.  One: funneld
+ * commits what waits at each drain anyway, and a second request in flight
+ * only splits the waiting posts into more, smaller commits (measured with
+ * bench_gateway: no more posts/s, and a higher p50 at 1,000 posts/s). */
+#define GW_PUBLISHERS 1
 
 typedef struct gw_batcher gw_batcher;
 
@@ -177,18 +185,34 @@ typedef struct gw_batcher gw_batcher;
  * event of the request with that code. */
 typedef int (*gw_before_fn)(void *ctx, funnel_producer *p);
 
+/* A post's event waiting for its request: the caller's memory, which it
+ * keeps (with ev) until done is called. */
+typedef struct gw_post {
+	const funnel_event *ev;
+	/* the outcome, set before done is called */
+	int rc;                   /* FUNNEL_OK with ack, or the code with info */
+	funnel_ack ack;
+	funnel_error_info info;   /* index -1 unless funneld named this event alone */
+	/* called once with the outcome in, from the publisher thread; the
+	 * batcher does not touch the post after that */
+	void (*done)(struct gw_post *post);
+	void *ctx;                /* the caller's */
+	struct gw_post *next;     /* the batcher's */
+} gw_post;
+
 /* Start the publisher thread with a producer of its own on ingest
  * (timeout_ms per request).  FUNNEL_OK, FUNNEL_ENOMEM, FUNNEL_ETRANSPORT. */
 int gw_batcher_new(gw_batcher **out, const char *ingest, int timeout_ms, gw_before_fn before,
                    void *ctx);
-/* Send what is queued, stop the thread, free.  No gw_batcher_publish may
+/* Send what is queued, stop the thread, free.  No gw_batcher_submit may
  * be running or start.  Safe on NULL. */
 void gw_batcher_destroy(gw_batcher **b);
+/* Queue post->ev for the next request; post->done gets the outcome.
+ * Thread-safe, never blocks on funneld. */
+void gw_batcher_submit(gw_batcher *b, gw_post *post);
 /*
- * Store ev (valid until this returns) in the next request and wait for
- * its outcome: FUNNEL_OK with *ack, or the code with *info (index -1
- * unless funneld named this event alone).  Thread-safe: every server
- * thread calls it.
+ * gw_batcher_submit and wait: FUNNEL_OK with *ack, or the code with
+ * *info (index -1 unless funneld named this event alone).
  */
 int gw_batcher_publish(gw_batcher *b, const funnel_event *ev, funnel_ack *ack,
                        funnel_error_info *info);
@@ -205,6 +229,40 @@ void gw_limiter_destroy(gw_limiter **l);
 /* Take one token for the address (addr_len bytes: 4 or 16).  0: allowed;
  * otherwise the seconds until a token is back (>= 1).  Thread-safe. */
 unsigned gw_limit_take(gw_limiter *l, const void *addr, size_t addr_len, int64_t now_ns);
+
+/* ---- the client's address (limit.c) ---- */
+
+/* An address (4 bytes IPv4, 16 IPv6) or a network of them. */
+typedef struct gw_addr {
+	uint8_t b[16];
+	uint8_t len;              /* 4 or 16 */
+} gw_addr;
+typedef struct gw_net {
+	gw_addr a;
+	unsigned bits;            /* prefix length: 32 or 128 for one address */
+} gw_net;
+
+#define GW_MAX_PROXIES 32     /* --trusted-proxy entries */
+#define GW_MAX_HOPS 64        /* X-Forwarded-For entries looked at */
+
+/* "ADDR" or "ADDR/BITS", IPv4 or IPv6.  0, or -1 when it is neither. */
+int gw_net_parse(const char *s, size_t len, gw_net *out);
+/* One address, IPv4 or IPv6 (not a network).  0, or -1. */
+int gw_addr_parse(const char *s, size_t len, gw_addr *out);
+/* 1 when a is in one of the n networks (an IPv4-mapped IPv6 address
+ * counts as its IPv4 address). */
+int gw_net_match(const gw_net *nets, size_t n, const gw_addr *a);
+/*
+ * The client's address, for the rate limit and the loopback check: the
+ * TCP peer, unless the peer is one of the trusted proxies; then the last
+ * hop of xff (the X-Forwarded-For values joined by commas, in order; NULL
+ * when there is none) that is not a trusted proxy, walking from the right.
+ * When every hop is trusted, the leftmost; a hop that is not an address
+ * ends the walk at the hop to its right.  (GATEWAY.md "Behind a reverse
+ * proxy".)
+ */
+void gw_client_addr(const gw_net *trusted, size_t ntrusted, const gw_addr *peer, const char *xff,
+                    gw_addr *out);
 
 /* ---- counters (stats.c) ---- */
 
@@ -243,6 +301,8 @@ typedef struct gw_http_opts {
 	                                 * access file (httpauth.h) from any address, and
 	                                 * each event's type in the principal's publish
 	                                 * globs; NULL: loopback clients only.  Kept. */
+	gw_net trusted[GW_MAX_PROXIES];   /* --trusted-proxy */
+	size_t ntrusted;
 } gw_http_opts;
 
 /* Start serving.  FUNNEL_OK, FUNNEL_EINVAL (addr), FUNNEL_ETRANSPORT

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
@@ -57,6 +58,10 @@ struct gw_http {
 	int log_up;                /* last health answer: 1, 0, -1 unknown */
 	int rules_recorded;        /* rules.changed is in the log (atomic) */
 	gw_batcher *batcher;       /* the form posts' events */
+	/* suspended connections (MHD must not stop with one): under lock */
+	int stopping;              /* no post is submitted any more */
+	unsigned inflight;         /* posts submitted and not yet answered */
+	pthread_cond_t idle;       /* inflight went to 0 */
 };
 
 /* This thread's producer (the server's threads only). */
@@ -72,6 +77,17 @@ typedef struct req {
 	size_t len, cap, limit;
 	int too_big;
 	const fa_principal *who;   /* R_EVENTS with --access: the bearer token's principal */
+	/* R_FORM while its event is with the batcher: the connection is
+	 * suspended from gw_batcher_submit until post.done resumes it, and
+	 * ev, e and post live here until the answer is queued */
+	int waiting;               /* 1 submitted, 2 outcome in (resumed) */
+	int counted;               /* holds one of gw_http.inflight */
+	gw_event ev;
+	funnel_event e;
+	gw_post post;
+	struct MHD_Connection *conn;
+	int64_t t0;
+	gw_http *g;
 } req;
 
 static int64_t
@@ -394,6 +410,9 @@ wants_json(struct MHD_Connection *c)
 	return (a && strstr(a, "application/json")) || strcmp(mt, "application/json") == 0;
 }
 
+static void post_done(gw_post *post);
+static enum MHD_Result finish_form(gw_http *g, struct MHD_Connection *c, req *rq, int rc);
+
 static enum MHD_Result
 serve_form(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 {
@@ -403,12 +422,12 @@ serve_form(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 	gw_problem pb = { .limit = -1 };
 	gw_event ev;
 	char mt[64];
-	enum MHD_Result ret;
 	int rc;
 	const char *origin = header(c, "Origin");
 	hdr cors[2] = { { origin ? "Access-Control-Allow-Origin" : NULL, origin },
 	                { "Vary", "Origin" } };
 
+	rq->t0 = t0;
 	memset(&s, 0, sizeof s);
 	if (rq->too_big) {
 		gw_stats_count(g->stats, fi, GW_TOO_LARGE, mono_ns() - t0);
@@ -468,29 +487,90 @@ serve_form(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 		return reply_problem(c, 500, "internal", "", funnel_strerror(rc), -1, cors, 2);
 	}
 
+	if (ev.honeypot) {
+		rq->ev = ev;
+		return finish_form(g, c, rq, FUNNEL_OK);
+	}
+	/* to the batcher; the connection waits suspended, its thread serves
+	 * others meanwhile */
+	pthread_mutex_lock(&g->lock);
+	int stopping = g->stopping;
+	if (!stopping)
+		g->inflight++;
+	pthread_mutex_unlock(&g->lock);
+	rq->ev = ev;
+	if (stopping) {
+		rq->post.info = (funnel_error_info){ .code = FUNNEL_ESHUTDOWN, .index = -1 };
+		return finish_form(g, c, rq, FUNNEL_ESHUTDOWN);
+	}
+	rq->counted = 1;
+	rq->e = (funnel_event){ .type = "lead.captured", .lead = rq->ev.lead, .id = rq->ev.id,
+	                        .has_occurred_at = 1, .occurred_at = rq->ev.occurred_at,
+	                        .data = rq->ev.data.data, .data_len = rq->ev.data.size };
+	rq->post = (gw_post){ .ev = &rq->e, .done = post_done, .ctx = rq };
+	rq->conn = c;
+	rq->t0 = t0;
+	rq->g = g;
+	rq->waiting = 1;
+	MHD_suspend_connection(c);
+	gw_batcher_submit(g->batcher, &rq->post);
+	return MHD_YES;
+}
+
+/* The publisher thread: the outcome is in, the connection goes on. */
+static void
+post_done(gw_post *post)
+{
+	req *rq = post->ctx;
+	rq->waiting = 2;
+	MHD_resume_connection(rq->conn);
+}
+
+/* The post no longer holds a place in inflight. */
+static void
+uncount(gw_http *g, req *rq)
+{
+	if (!rq->counted)
+		return;
+	rq->counted = 0;
+	pthread_mutex_lock(&g->lock);
+	if (--g->inflight == 0)
+		pthread_cond_broadcast(&g->idle);
+	pthread_mutex_unlock(&g->lock);
+}
+
+/* The answer to a form post whose event is built (rq->ev, released
+ * here): rc is the publish outcome (FUNNEL_OK for a honeypot). */
+static enum MHD_Result
+finish_form(gw_http *g, struct MHD_Connection *c, req *rq, int rc)
+{
+	const gw_form *f = rq->form;
+	int fi = (int)(f - g->o.forms->v);
+	const char *origin = header(c, "Origin");
+	hdr cors[2] = { { origin ? "Access-Control-Allow-Origin" : NULL, origin },
+	                { "Vary", "Origin" } };
 	funnel_ack ack = { 0 };
 	gw_outcome out = GW_HONEYPOT;
-	if (!ev.honeypot) {
-		funnel_error_info info;
-		funnel_event e = { .type = "lead.captured", .lead = ev.lead, .id = ev.id,
-		                   .has_occurred_at = 1, .occurred_at = ev.occurred_at,
-		                   .data = ev.data.data, .data_len = ev.data.size };
-		rc = gw_batcher_publish(g->batcher, &e, &ack, &info);
+	enum MHD_Result ret;
+
+	uncount(g, rq);
+	if (!rq->ev.honeypot) {
 		if (rc != FUNNEL_OK) {
 			if (rc != FUNNEL_ETIMEDOUT)
 				funnel_log(FUNNEL_LOG_WARN, "gateway: form %s: %s: %s", f->id,
-				           funnel_errname(rc), info.message);
-			ret = reply_publish_error(c, rc, &info, &out, cors, 2);
-			gw_stats_count(g->stats, fi, out, mono_ns() - t0);
-			gw_event_release(&ev);
+				           funnel_errname(rc), rq->post.info.message);
+			ret = reply_publish_error(c, rc, &rq->post.info, &out, cors, 2);
+			gw_stats_count(g->stats, fi, out, mono_ns() - rq->t0);
+			gw_event_release(&rq->ev);
 			return ret;
 		}
+		ack = rq->post.ack;
 		out = ack.dup ? GW_DUPLICATE : GW_STORED;
 	}
 	if (wants_json(c)) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddNumberToObject(o, "seq", (double)ack.seq);
-		cJSON_AddStringToObject(o, "lead", ev.lead);
+		cJSON_AddStringToObject(o, "lead", rq->ev.lead);
 		cJSON_AddBoolToObject(o, "duplicate", ack.dup != 0);
 		cJSON_AddStringToObject(o, "message", f->message);
 		ret = reply_json(c, 200, o, cors, 2);
@@ -498,8 +578,8 @@ serve_form(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 		hdr h[3] = { cors[0], cors[1], { "Location", f->redirect } };
 		ret = reply(c, 303, "text/plain; charset=utf-8", "See Other\n", 10, 0, h, 3);
 	}
-	gw_stats_count(g->stats, fi, out, mono_ns() - t0);
-	gw_event_release(&ev);
+	gw_stats_count(g->stats, fi, out, mono_ns() - rq->t0);
+	gw_event_release(&rq->ev);
 	return ret;
 }
 
@@ -743,37 +823,87 @@ serve_preflight(struct MHD_Connection *c, const gw_form *f)
 
 /* ---- routing ---- */
 
+typedef struct xff_join {
+	char *s;                   /* malloc'd; NULL when there is none */
+	size_t len;
+	int nomem;
+} xff_join;
+
+static enum MHD_Result
+on_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	xff_join *x = cls;
+	(void)kind;
+	if (key == NULL || value == NULL || strcasecmp(key, "X-Forwarded-For") != 0)
+		return MHD_YES;
+	size_t n = strlen(value);
+	char *b = realloc(x->s, x->len + n + 2);
+	if (b == NULL) {
+		x->nomem = 1;
+		return MHD_NO;
+	}
+	if (x->len)
+		b[x->len++] = ',';
+	memcpy(b + x->len, value, n + 1);
+	x->len += n;
+	x->s = b;
+	return MHD_YES;
+}
+
+/*
+ * The client's address: the TCP peer, or behind a trusted proxy the
+ * X-Forwarded-For hop it vouches for (gw_client_addr).  -1 when the
+ * peer's address is unknown.
+ */
 static int
-is_loopback(struct MHD_Connection *c)
+client_addr(gw_http *g, struct MHD_Connection *c, gw_addr *out)
 {
 	const union MHD_ConnectionInfo *ci =
 		MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	gw_addr peer = { .len = 0 };
 	if (ci == NULL || ci->client_addr == NULL)
-		return 0;
-	if (ci->client_addr->sa_family == AF_INET) {
-		const struct sockaddr_in *a = (const struct sockaddr_in *)ci->client_addr;
-		return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
-	}
+		return -1;
 	if (ci->client_addr->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ci->client_addr;
-		return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+		memcpy(peer.b, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr, 16);
+		peer.len = 16;
+	} else if (ci->client_addr->sa_family == AF_INET) {
+		memcpy(peer.b, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, 4);
+		peer.len = 4;
+	} else {
+		return -1;
 	}
+	*out = peer;
+	if (g->o.ntrusted == 0 || !gw_net_match(g->o.trusted, g->o.ntrusted, &peer))
+		return 0;
+	xff_join x = { NULL, 0, 0 };
+	MHD_get_connection_values(c, MHD_HEADER_KIND, on_header, &x);
+	if (!x.nomem)
+		gw_client_addr(g->o.trusted, g->o.ntrusted, &peer, x.s, out);
+	free(x.s);
 	return 0;
+}
+
+static int
+is_loopback(gw_http *g, struct MHD_Connection *c)
+{
+	static const uint8_t lo6[16] = { [15] = 1 };
+	gw_addr a;
+	if (client_addr(g, c, &a) != 0)
+		return 0;
+	if (a.len == 4)
+		return a.b[0] == 127;
+	return memcmp(a.b, lo6, 16) == 0 ||
+	       (memcmp(a.b, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0 && a.b[12] == 127);
 }
 
 /* Rate limit on the client's address: 0 allowed, else seconds to wait. */
 static unsigned
 rate_wait(gw_http *g, struct MHD_Connection *c)
 {
-	const union MHD_ConnectionInfo *ci =
-		MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	if (g->limiter == NULL || ci == NULL || ci->client_addr == NULL)
+	gw_addr a;
+	if (g->limiter == NULL || client_addr(g, c, &a) != 0)
 		return 0;
-	if (ci->client_addr->sa_family == AF_INET6)
-		return gw_limit_take(g->limiter, &((const struct sockaddr_in6 *)ci->client_addr)->sin6_addr,
-		                     16, mono_ns());
-	return gw_limit_take(g->limiter, &((const struct sockaddr_in *)ci->client_addr)->sin_addr, 4,
-	                     mono_ns());
+	return gw_limit_take(g->limiter, a.b, a.len, mono_ns());
 }
 
 /* The first call of a POST: decide what can be decided from the headers
@@ -817,7 +947,7 @@ begin_post(gw_http *g, struct MHD_Connection *c, req *rq)
 		}
 		rq->limit = GW_MAX_EVENTS_BODY;
 	} else {
-		if (!is_loopback(c)) {
+		if (!is_loopback(g, c)) {
 			rq->answered = 1;
 			gw_stats_count(g->stats, -1, GW_FORBIDDEN, 0);
 			return reply_problem(c, 403, "loopback_only", "client address", "/v1/events is "
@@ -872,6 +1002,13 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 		}
 		if (rq->answered)
 			return MHD_YES;
+		if (rq->waiting == 2) {
+			rq->waiting = 0;
+			rq->answered = 1;
+			return finish_form(g, c, rq, rq->post.rc);
+		}
+		if (rq->waiting)
+			return MHD_YES;     /* cannot happen: suspended until the outcome */
 		int64_t t0 = mono_ns();
 		return rq->r == R_FORM ? serve_form(g, c, rq, t0) : serve_events(g, c, rq, t0);
 	}
@@ -929,10 +1066,12 @@ static void
 on_completed(void *cls, struct MHD_Connection *c, void **state, enum MHD_RequestTerminationCode t)
 {
 	req *rq = *state;
-	(void)cls;
 	(void)c;
 	(void)t;
 	if (rq != NULL) {
+		uncount(cls, rq);
+		if (rq->waiting)
+			gw_event_release(&rq->ev);
 		free(rq->body);
 		free(rq);
 		*state = NULL;
@@ -968,6 +1107,7 @@ gw_http_start(gw_http **out, const gw_http_opts *o)
 	g->o = *o;
 	g->log_up = -1;
 	pthread_mutex_init(&g->lock, NULL);
+	pthread_cond_init(&g->idle, NULL);
 	g->ingest = strdup(o->ingest ? o->ingest : FUNNEL_DEFAULT_INGEST);
 	g->query = strdup(o->query ? o->query : FUNNEL_DEFAULT_QUERY);
 	if (g->ingest == NULL || g->query == NULL ||
@@ -979,10 +1119,14 @@ gw_http_start(gw_http **out, const gw_http_opts *o)
 		return FUNNEL_ENOMEM;
 	}
 	unsigned threads = o->threads < 1 ? 1 : o->threads > MAX_THREADS ? MAX_THREADS : o->threads;
-	g->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port,
+	g->d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+	                        MHD_USE_ERROR_LOG, (uint16_t)port,
 	                        NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, &sa,
 	                        MHD_OPTION_THREAD_POOL_SIZE, threads,
 	                        MHD_OPTION_CONNECTION_LIMIT, 4096u,
+	                        /* per connection: headers and the read buffer; MHD
+	                           zeroes it after every request, so it costs time */
+	                        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)GW_CONN_MEMORY,
 	                        MHD_OPTION_CONNECTION_TIMEOUT, 30u,
 	                        MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_END);
 	if (g->d == NULL) {
@@ -1011,14 +1155,27 @@ gw_http_stop(gw_http **pg)
 	if (pg == NULL || *pg == NULL)
 		return;
 	gw_http *g = *pg;
-	if (g->d)
+	if (g->d) {
+		/* MHD must not stop with a connection suspended: no new post is
+		 * submitted, and those submitted get their answer first (each
+		 * within the batcher's timeout) */
+		MHD_socket ls = MHD_quiesce_daemon(g->d);
+		pthread_mutex_lock(&g->lock);
+		g->stopping = 1;
+		while (g->inflight > 0)
+			pthread_cond_wait(&g->idle, &g->lock);
+		pthread_mutex_unlock(&g->lock);
 		MHD_stop_daemon(g->d);      /* joins the threads: the producers are ours now */
+		if (ls != MHD_INVALID_SOCKET)
+			close(ls);
+	}
 	gw_batcher_destroy(&g->batcher);   /* no post waits on it any more */
 	for (size_t i = 0; i < g->nproducers; i++)
 		funnel_producer_destroy(&g->producers[i]);
 	funnel_query_destroy(&g->q);
 	gw_limiter_destroy(&g->limiter);
 	gw_stats_destroy(&g->stats);
+	pthread_cond_destroy(&g->idle);
 	pthread_mutex_destroy(&g->lock);
 	free(g->ingest);
 	free(g->query);

@@ -50,10 +50,14 @@ static const char usage_text[] =
 	"                      any address, and sends only the types its principal may publish\n"
 	"  --lead-key FILE     the secret of the lead ids, 64 hex digits; created when missing\n"
 	"                      (default " GW_DEFAULT_KEY_FILE "; keep it: a new key, new lead ids)\n"
-	"  --threads N         server threads: posts answered at once (default 32)\n"
+	"  --threads N         server threads (default 4); a post waiting for funneld\n"
+	"                      holds none\n"
 	"  --timeout-ms N      wait for funneld's ack at most this long, then 503 (default 3000)\n"
 	"  --rate-limit N      form posts per minute per client address, 0: none (default 60)\n"
 	"  --rate-burst N      posts an address may send at once (default 20)\n"
+	"  --trusted-proxy ADDR[/BITS][,...]  a reverse proxy in front (repeatable): from its\n"
+	"                      connections the client is the last X-Forwarded-For hop that is\n"
+	"                      not a trusted proxy (rate limit, loopback check)\n"
 	"  --ready-file FILE   written once serving: http=ADDR:PORT\n"
 	"  --log-level LEVEL   debug, info, warn, error (default info)\n"
 	"  --config FILE       the settings file (sections endpoints: and funnel-gateway:;\n"
@@ -186,7 +190,8 @@ cmd_check(const char *path)
 	return 0;
 }
 
-enum { O_HTTP = SVC_OPT_OWN, O_KEY, O_THREADS, O_TIMEOUT, O_RATE, O_BURST, O_ACCESS };
+enum { O_HTTP = SVC_OPT_OWN, O_KEY, O_THREADS, O_TIMEOUT, O_RATE, O_BURST, O_ACCESS,
+       O_PROXY };
 
 static int
 own_option(int id, const char *arg, void *ctx)
@@ -204,6 +209,21 @@ own_option(int id, const char *arg, void *ctx)
 	if (id == O_ACCESS) {
 		a->access = arg;
 		return 0;
+	}
+	if (id == O_PROXY) {
+		for (const char *p = arg;;) {
+			const char *comma = strchr(p, ',');
+			size_t n = comma ? (size_t)(comma - p) : strlen(p);
+			if (a->h.ntrusted == GW_MAX_PROXIES)
+				return usage("--trusted-proxy: more than 32 addresses, at '%s'", p);
+			if (gw_net_parse(p, n, &a->h.trusted[a->h.ntrusted]) != 0)
+				return usage("--trusted-proxy wants IPV4 or IPV6 addresses or ADDR/BITS "
+				             "networks, comma separated, not '%s'", arg);
+			a->h.ntrusted++;
+			if (comma == NULL)
+				return 0;
+			p = comma + 1;
+		}
 	}
 	unsigned long v = strtoul(arg, &end, 10);
 	int bad = *end || *arg == 0 || *arg == '-';
@@ -242,10 +262,11 @@ main(int argc, char **argv)
 		{ "rate-limit", required_argument, NULL, O_RATE },
 		{ "rate-burst", required_argument, NULL, O_BURST },
 		{ "access", required_argument, NULL, O_ACCESS },
+		{ "trusted-proxy", required_argument, NULL, O_PROXY },
 		{ NULL, 0, NULL, 0 },
 	};
 	args a = { .c = { .rules = "funnel.yaml" },
-	           .h = { .addr = GW_DEFAULT_HTTP, .threads = 32, .timeout_ms = 3000,
+	           .h = { .addr = GW_DEFAULT_HTTP, .threads = 4, .timeout_ms = 3000,
 	                  .rate_per_minute = 60, .rate_burst = 20 },
 	           .key_file = GW_DEFAULT_KEY_FILE };
 

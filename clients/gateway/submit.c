@@ -208,6 +208,8 @@ gw_lead_id(const uint8_t key[GW_KEY_BYTES], const char *email, size_t len, char 
 /* ---- marketing context ---- */
 
 static const char *const utm_names[] = { "source", "medium", "campaign", "term", "content" };
+static const char *const utm_fields[] = { "utm_source", "utm_medium", "utm_campaign", "utm_term",
+                                          "utm_content" };
 #define N_UTM 5
 
 static int
@@ -352,9 +354,7 @@ gw_build(const gw_form *form, const gw_submission *s, const uint8_t key[GW_KEY_B
 	if (r == 0)
 		ref = NULL;
 	for (int u = 0; u < N_UTM; u++) {
-		char fname[16];
-		snprintf(fname, sizeof fname, "utm_%s", utm_names[u]);
-		if ((r = value_of(s, fname, GW_MAX_VALUE, &p, &n, pb)) < 0)
+		if ((r = value_of(s, utm_fields[u], GW_MAX_VALUE, &p, &n, pb)) < 0)
 			return FUNNEL_EVALUE;
 		if (r > 0) {
 			memcpy(utm[u], p, n);

@@ -6,8 +6,8 @@
  *   G1  form posts per second through the gateway: BENCH_GATEWAY_POSTS
  *       (default 100,000) urlencoded posts to /forms/demo-request, each a
  *       new lead with its submission_id, from BENCH_GATEWAY_CLIENTS
- *       (default 64) keep-alive connections to a gateway with 64 server
- *       threads (--threads 64), each waiting for its answer
+ *       (default 64) keep-alive connections to a gateway with its default
+ *       server threads, each waiting for its answer
  *       (303: funneld acked) before the next post.  Target >= 20,000/s.
  *   G0  next to it, in the same run and on the same funneld: the same
  *       number of lead.captured events published directly over ZeroMQ
@@ -16,7 +16,13 @@
  *       1,000) for BENCH_GATEWAY_PACED posts (default 10,000), open loop:
  *       each post is due at a fixed time and its latency is counted from
  *       then, so a slow answer also delays the posts behind it.  p50 and
- *       p99; target p99 <= 5 ms.
+ *       p99; target p99 <= 5 ms.  BENCH_GATEWAY_PACED=0 leaves G2 out.
+ *
+ * BENCH_GATEWAY_WRAP is put before the gateway's command line (words
+ * split at spaces), to profile it: BENCH_GATEWAY_WRAP="valgrind
+ * --tool=callgrind --callgrind-out-file=/tmp/gw.%p.out" counts its
+ * instructions; two runs with different BENCH_GATEWAY_POSTS give the
+ * instructions per post (tests/bench/gateway_ipp.sh does that).
  *
  * Prints a table and appends it to BENCH_OUT (if set).
  */
@@ -217,12 +223,21 @@ main(void)
 	snprintf(ready, sizeof ready, "%s/gateway.ready", d.dir);
 	snprintf(log, sizeof log, "%s/gateway.log", d.dir);
 	snprintf(key, sizeof key, "%s/gateway.key", d.dir);
-	char *const argv[] = { (char *)harness_bin("funnel-gateway"), "--rules", "funnel.yaml",
-	                       "--http", http, "--ingest", d.ingest, "--query", d.query,
-	                       "--lead-key", key, "--rate-limit", "0", "--threads", "64", "--ready-file", ready,
-	                       "--log-level", "warn", NULL };
+	char *const gw_argv[] = { (char *)harness_bin("funnel-gateway"), "--rules", "funnel.yaml",
+	                          "--http", http, "--ingest", d.ingest, "--query", d.query,
+	                          "--lead-key", key, "--rate-limit", "0",
+	                          "--ready-file", ready, "--log-level", "warn", NULL };
+	char *argv[64], wrap[512];
+	size_t na = 0;
+	snprintf(wrap, sizeof wrap, "%s", getenv("BENCH_GATEWAY_WRAP") ? getenv("BENCH_GATEWAY_WRAP") : "");
+	for (char *save = NULL, *w = strtok_r(wrap, " ", &save); w && na < 40;
+	     w = strtok_r(NULL, " ", &save))
+		argv[na++] = w;
+	for (size_t i = 0; gw_argv[i] != NULL; i++)
+		argv[na++] = gw_argv[i];
+	argv[na] = NULL;
 	pid_t gw = bench_spawn(argv, log);
-	for (int i = 0; i < 1000 && access(ready, F_OK) != 0; i++)
+	for (int i = 0; i < 3000 && access(ready, F_OK) != 0; i++)
 		usleep(10000);
 	if (gw < 0 || access(ready, F_OK) != 0) {
 		fprintf(stderr, "bench_gateway: funnel-gateway did not start (see %s)\n", log);
@@ -243,7 +258,7 @@ main(void)
 	pthread_t th[PACED_CLIENTS];
 	uint64_t t0 = harness_now_ns() + 50000000ull, pok = 0, pfailed = 0, nl = 0;
 	uint64_t *lat = calloc(paced + PACED_CLIENTS, sizeof *lat);
-	for (int i = 0; i < PACED_CLIENTS; i++) {
+	for (int i = 0; i < PACED_CLIENTS && paced > 0; i++) {
 		uint64_t share = paced / PACED_CLIENTS + ((uint64_t)i < paced % PACED_CLIENTS);
 		jobs[i] = (job){ .port = port, .first = posts + (uint64_t)i, .n = share,
 		                 .rate = rate / PACED_CLIENTS, .stride = PACED_CLIENTS,
@@ -251,7 +266,7 @@ main(void)
 		nl += share;
 		pthread_create(&th[i], NULL, client, &jobs[i]);
 	}
-	for (int i = 0; i < PACED_CLIENTS; i++) {
+	for (int i = 0; i < PACED_CLIENTS && paced > 0; i++) {
 		pthread_join(th[i], NULL);
 		pok += jobs[i].ok;
 		pfailed += jobs[i].failed;
@@ -261,7 +276,7 @@ main(void)
 	bench_quantiles_ms(lat, nl, p, q, 2);
 	free(lat);
 	free(jobs);
-	bench_stop(gw, 10000);
+	bench_stop(gw, 60000);     /* a profiler writes its file on the way out */
 	harness_cleanup(&d);
 
 	double g1_pps = (double)ok / ((double)g1 / 1e9), g0_eps = (double)dok / ((double)g0 / 1e9);

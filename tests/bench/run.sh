@@ -25,6 +25,7 @@ nice "$BUILD/bench/bench_routing" || exit 1
 nice "$BUILD/bench/bench_metrics" || exit 1
 # funnel-gateway: form posts/s (64 keep-alive clients) next to direct
 # ZeroMQ publishing, and post -> answer latency at 1,000 posts/s, appended
+# (its instructions per post, noise-free: sh tests/bench/gateway_ipp.sh)
 nice "$BUILD/bench/bench_gateway" || exit 1
 # a history's loading: funnel import's rows/s and events/s, make demo's
 # time (BENCH_IMPORT_ROWS, BENCH_DEMO_LEADS), appended

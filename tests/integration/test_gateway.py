@@ -526,6 +526,61 @@ def embed_script(res, daemon, d):
     finally:
         gw.stop()
 
+def trusted_proxy(res, daemon, log, d):
+    """--trusted-proxy: from a trusted peer the client is the last untrusted
+    X-Forwarded-For hop; from any other peer the header means nothing."""
+    def post(gw, xff, n):
+        return gw.post_form("demo-request", demo(email="p%d@example.org" % n),
+                            {"X-Forwarded-For": xff})[0]
+
+    def events(gw, xff):
+        body = json.dumps({"type": "x.proxied", "id": "proxied:%s" % xff})
+        return gw.request("POST", "/v1/events", body, {"Content-Type": "application/json",
+                                                       "X-Forwarded-For": xff})[0]
+
+    gw = Gateway(d, daemon.endpoints, "--rate-limit", "6", "--rate-burst", "2",
+                 "--trusted-proxy", "127.0.0.1,10.0.0.0/8", "--trusted-proxy", "2001:db8::/32")
+    try:
+        def behind():
+            n0 = len(captured(log))
+            got = [post(gw, "203.0.113.7", 1), post(gw, "203.0.113.7", 2),
+                   post(gw, "203.0.113.7", 3)]
+            expect_eq(got, [303, 303, 429], "one client behind the proxy: its burst, then 429")
+            expect_eq(post(gw, "203.0.113.8", 4), 303, "another client behind the same proxy")
+            expect_eq(post(gw, "203.0.113.8, 10.1.2.3,2001:db8::5", 5), 303,
+                      "trusted hops (a network, repeated flag, IPv6) are walked past")
+            expect_eq(post(gw, "203.0.113.8,10.9.9.9", 6), 429,
+                      "... to the same client, whose burst is spent")
+            expect_eq(post(gw, "198.51.100.1, 203.0.113.7", 7), 429,
+                      "a hop the client wrote itself, left of the proxy's, changes nothing")
+            expect_eq(events(gw, "203.0.113.7"), 403,
+                      "/v1/events: a remote client through a loopback proxy is not loopback")
+            expect_eq(len(captured(log)), n0 + 4, "the refused posts stored nothing")
+        res.run("--trusted-proxy: behind the proxy each client has its own rate limit, from "
+                "the last untrusted X-Forwarded-For hop", behind)
+    finally:
+        gw.stop()
+
+    gw = Gateway(d, daemon.endpoints, "--rate-limit", "6", "--rate-burst", "2",
+                 "--trusted-proxy", "10.0.0.0/8")
+    try:
+        def not_behind():
+            got = [post(gw, "203.0.113.%d" % k, 10 + k) for k in range(3)]
+            expect_eq(got, [303, 303, 429], "an untrusted peer's X-Forwarded-For is ignored")
+            expect_eq(events(gw, "203.0.113.7"), 200, "/v1/events from a loopback peer")
+        res.run("--trusted-proxy: from a peer that is not a trusted proxy X-Forwarded-For is "
+                "ignored", not_behind)
+    finally:
+        gw.stop()
+
+    def bad_flag():
+        p = subprocess.run([GATEWAY, "--trusted-proxy", "10.0.0.0/8,proxy.example", "check",
+                            os.path.join(REPO, "funnel.yaml")], capture_output=True, text=True,
+                           timeout=30)
+        expect_eq(p.returncode, 2, "usage error")
+        expect_in("--trusted-proxy wants", p.stderr, "names the flag")
+    res.run("--trusted-proxy refuses what is not an address or a network", bad_flag)
+
 
 def v1_events(res, gw, log):
     def batch():
@@ -765,6 +820,7 @@ def main():
                 gw.stop()
             rate_limit(res, daemon, log, d)
             embed_script(res, daemon, d)
+            trusted_proxy(res, daemon, log, d)
             kill9(res, daemon, log, d)
             if os.environ.get("GATEWAY_NO_BROWSER") != "1":
                 run_browser(res, daemon, d)

@@ -156,10 +156,15 @@ def main():
             with open(os.path.join(usr, "lib/systemd/system/funneld.service")) as f:
                 expect_in("ExecStart=/usr/bin/funneld --config /etc/funnel/funnel.conf", f.read(),
                           "funneld.service runs the installed funneld with the settings file")
+            with open(os.path.join(usr, "lib/systemd/system/funnel-gateway.service")) as f:
+                expect_in("ExecStart=/usr/bin/funnel-gateway --config /etc/funnel/funnel.conf\n",
+                          f.read(), "funnel-gateway.service runs the installed gateway with the"
+                          " settings file")
             with open(os.path.join(dest, "etc", "funnel", "funnel.conf")) as f:
                 text = f.read()
             for want in ("data: /var/lib/funnel/log", "rules: /etc/funnel/funnel.yaml",
-                         "view: /var/lib/funnel/scoring", "ingest: tcp://127.0.0.1:7400"):
+                         "view: /var/lib/funnel/scoring", "ingest: tcp://127.0.0.1:7400",
+                         "lead-key: /var/lib/funnel/gateway.key"):
                 expect_in(want, text, "the installed funnel.conf: absolute defaults")
         if not res.run("make install PREFIX=/usr DESTDIR=... installs binaries, libraries,"
                        " headers, funnel.pc, rules file, units", installs):
@@ -317,7 +322,11 @@ def main():
                          "--query", "tcp://127.0.0.1:*"],
                         [os.path.join(bin_, "funnel-metrics"), "--view", "metrics",
                          "--http", "127.0.0.1:0", "--ingest", daemon.eps["ingest"],
-                         "--publish", daemon.eps["publish"], "--query", daemon.eps["query"]]):
+                         "--publish", daemon.eps["publish"], "--query", daemon.eps["query"]],
+                        [os.path.join(bin_, "funnel-gateway"), "--rules",
+                         os.path.join(REPO, "funnel.yaml"), "--lead-key", "gateway.key",
+                         "--http", "127.0.0.1:0", "--ingest", daemon.eps["ingest"],
+                         "--query", daemon.eps["query"]]):
                     name = os.path.basename(args[0])
                     proc = subprocess.Popen(args, cwd=ndir, env=env, stdin=subprocess.DEVNULL,
                                             stdout=subprocess.DEVNULL,
@@ -335,8 +344,8 @@ def main():
                             proc.wait(timeout=10)
             finally:
                 sock.close()
-        res.run("funneld and a service tell systemd READY=1 once serving, STOPPING=1 on"
-                " SIGTERM", notify)
+        res.run("funneld, a service and the gateway tell systemd READY=1 once serving,"
+                " STOPPING=1 on SIGTERM", notify)
 
         def units_verify():
             if shutil.which("systemd-analyze") is None:

@@ -3,8 +3,10 @@
  * forms.c, submit.c, limit.c) and the shared JSON array splitter
  * (clients/common/jsonpack.c): the lead id, the event a submission
  * becomes, event ids (own, header, derived per window), refusals naming
- * the field, the rate limit's bounded table, array elements.
+ * the field, the rate limit's bounded table, the client's address behind
+ * trusted proxies, array elements.
  */
+#include <arpa/inet.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -200,6 +202,63 @@ rate_limit_is_bounded(void **st)
 	assert_int_equal(gw_limit_take(l, a, 4, T0), 0);
 }
 
+static gw_addr
+addr(const char *s)
+{
+	gw_addr a;
+	assert_int_equal(gw_addr_parse(s, strlen(s), &a), 0);
+	return a;
+}
+
+/* The client's address for a peer and an X-Forwarded-For, as text. */
+static const char *
+client(const gw_net *nets, size_t n, const char *peer, const char *xff)
+{
+	static char out[64];
+	gw_addr p = addr(peer), c;
+	gw_client_addr(nets, n, &p, xff, &c);
+	inet_ntop(c.len == 4 ? AF_INET : AF_INET6, c.b, out, sizeof out);
+	return out;
+}
+
+static void
+client_behind_trusted_proxies(void **st)
+{
+	(void)st;
+	gw_net nets[3];
+	const char *spec[] = { "127.0.0.1", "10.0.0.0/8", "2001:db8::/32" };
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(gw_net_parse(spec[i], strlen(spec[i]), &nets[i]), 0);
+	static const char *bad[] = { "", "10.0.0.0/33", "10.0.0.0/", "host.example", "1.2.3",
+	                             "::1/129", "10.0.0.0/8x" };
+	gw_net x;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		assert_int_equal(gw_net_parse(bad[i], strlen(bad[i]), &x), -1);
+
+	/* an untrusted peer: the header means nothing */
+	assert_string_equal(client(nets, 3, "192.0.2.1", "203.0.113.7"), "192.0.2.1");
+	/* no proxies named: the peer */
+	assert_string_equal(client(nets, 0, "127.0.0.1", "203.0.113.7"), "127.0.0.1");
+	/* a trusted peer: the last untrusted hop, walking from the right */
+	assert_string_equal(client(nets, 3, "127.0.0.1", NULL), "127.0.0.1");
+	assert_string_equal(client(nets, 3, "127.0.0.1", "203.0.113.7"), "203.0.113.7");
+	assert_string_equal(client(nets, 3, "127.0.0.1", "198.51.100.1, 203.0.113.7, 10.1.1.1"),
+	                    "203.0.113.7");
+	assert_string_equal(client(nets, 3, "10.2.3.4", "203.0.113.7,2001:db8::9"), "203.0.113.7");
+	assert_string_equal(client(nets, 3, "::ffff:127.0.0.1", " [2001:db8:1::1] , 2001:db9::2"),
+	                    "2001:db9::2");
+	/* every hop trusted: the leftmost */
+	assert_string_equal(client(nets, 3, "127.0.0.1", "10.0.0.2, 10.0.0.3"), "10.0.0.2");
+	/* a hop that is not an address ends the walk at the one to its right */
+	assert_string_equal(client(nets, 3, "127.0.0.1", "203.0.113.7, unknown, 10.0.0.3"),
+	                    "10.0.0.3");
+	assert_string_equal(client(nets, 3, "127.0.0.1", "10.0.0.3,"), "127.0.0.1");
+	/* a network's prefix, not its address alone */
+	gw_addr in = addr("10.255.0.1"), out = addr("11.0.0.1");
+	assert_true(gw_net_match(nets, 3, &in));
+	assert_false(gw_net_match(nets, 3, &out));
+}
+
 typedef struct elems {
 	char v[8][32];
 	size_t n;
@@ -244,6 +303,7 @@ main(void)
 		cmocka_unit_test(builds_the_event),
 		cmocka_unit_test(refusals_name_the_field),
 		cmocka_unit_test(rate_limit_is_bounded),
+		cmocka_unit_test(client_behind_trusted_proxies),
 		cmocka_unit_test(array_elements),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
