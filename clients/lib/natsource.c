@@ -126,6 +126,16 @@ parse_url(fl_nats *n, const char *url, funnel_error_info *ei)
 	return FUNNEL_OK;
 }
 
+int
+fl_nats_check_url(const char *url, funnel_error_info *ei)
+{
+	fl_nats n = { 0 };
+	fl_clear_error(ei);
+	int rc = parse_url(&n, url, ei);
+	free(n.urlbuf);
+	return rc;
+}
+
 static void
 drop_sub(fl_nats *n)
 {

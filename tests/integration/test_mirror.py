@@ -723,6 +723,24 @@ def check_bad_sources(res, top, ctx):
         p = subprocess.run([METRICS, "--source", "tcp://127.0.0.1:7401", "--until-head"],
                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
         expect_eq(p.returncode, 2, "funnel-metrics --source tcp://...: exit status")
+        # a malformed nats:// source is said as such (not "built from another log"),
+        # whether the service stops at the head or follows live
+        for tail in (["--until-head"], []):
+            for url, why in (("nats://127.0.0.1:4222/BAD.NAME", "stream name 'BAD.NAME' has '.'"),
+                             ("nats://127.0.0.1:4222/FUNNEL?user=x",
+                              "the only source parameter is ?creds=FILE, not '?user=x'"),
+                             ("nats://127.0.0.1:4222,tcp://127.0.0.1:4223/FUNNEL",
+                              "each server of a source is nats://HOST:PORT, not "
+                              "'tcp://127.0.0.1:4223'")):
+                view = tempfile.mkdtemp(prefix="badsrc-", dir=top)
+                p = subprocess.run([METRICS, "--view", view, "--source", url, "--http",
+                                    "127.0.0.1:%d" % free_port()] + tail, capture_output=True, text=True, timeout=30,
+                                   stdin=subprocess.DEVNULL)
+                expect_eq(p.returncode, 1, "funnel-metrics --source %s %s: exit status (%s)"
+                          % (url, tail, p.stderr[-400:]))
+                expect_in("--source %s: %s" % (url, why), p.stderr, "the reason")
+                expect("another log" not in p.stderr,
+                       "no talk of another log: %s" % p.stderr[-400:])
         p = subprocess.run([MIRROR, "--stream", "A.B"], capture_output=True, text=True,
                            timeout=30, stdin=subprocess.DEVNULL)
         expect_eq(p.returncode, 2, "funnel-mirror --stream A.B: exit status")
