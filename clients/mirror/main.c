@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include <nats/nats.h>
+#include <systemd/sd-daemon.h>
 
 #include "funnel/funnel.h"
 #include "funnel/log.h"
@@ -669,7 +670,12 @@ main(int argc, char **argv)
 	}
 	funnel_log(FUNNEL_LOG_INFO, "mirror: log %s -> NATS %s, stream %s, subject %s",
 	           a.c.query ? a.c.query : FUNNEL_DEFAULT_QUERY, a.nats, a.stream, a.subject);
+	/* Under systemd (Type=notify): the status is served and the loop runs;
+	 * a NATS server or funneld not there yet is waited for, and said on
+	 * /healthz, not by a start that never ends. */
+	sd_notify(0, "READY=1");
 	status = run(&m);
+	sd_notify(0, "STOPPING=1");
 	funnel_log(FUNNEL_LOG_INFO, "mirror: stopped at seq %" PRIu64 ": %" PRIu64 " stored, %"
 	           PRIu64 " duplicates, %" PRIu64 " resyncs", m.c.acked_seq, m.c.published,
 	           m.c.duplicates, m.c.resyncs);
