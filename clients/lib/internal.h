@@ -117,6 +117,9 @@ typedef struct fl_nats fl_nats;
  * fl_nats_next(); only FUNNEL_ENOMEM fails here. */
 int fl_nats_open(fl_nats **out, const funnel_sub_opts *o, funnel_error_info *ei);
 void fl_nats_close(fl_nats **n);
+/* Whether url is a source of the documented form: FUNNEL_OK, or
+ * FUNNEL_EINVAL with ei naming the part that is wrong (FUNNEL_ENOMEM). */
+int fl_nats_check_url(const char *url, funnel_error_info *ei);
 int fl_nats_next(fl_nats *n, int timeout_ms, const uint8_t **rec, size_t *len,
                  funnel_error_info *ei);
 uint64_t fl_nats_position(const fl_nats *n);

@@ -1097,6 +1097,18 @@ funnel_service_new(funnel_service **out, const funnel_service_opts *opts, funnel
 	if (svc->o.tick_ms <= 0)
 		svc->o.tick_ms = 1000;
 	svc->map_size = opts->map_size ? opts->map_size : DEFAULT_MAP;
+	if (svc->source != NULL) {
+		/* a URL that does not parse is the caller's mistake, said as such
+		 * (the subscriber would report it only at its first read) */
+		funnel_error_info ei;
+		if ((rc = fl_nats_check_url(svc->source, &ei)) != FUNNEL_OK) {
+			if (rc == FUNNEL_EINVAL)
+				funnel_log(FUNNEL_LOG_ERROR, "%s: --source %s: %s", svc->name ? svc->name :
+				           "service", svc->source, ei.message);
+			funnel_service_destroy(&svc);
+			return rc;
+		}
+	}
 	if (svc->name == NULL || svc->view_dir == NULL) {
 		funnel_service_destroy(&svc);
 		return FUNNEL_ENOMEM;
@@ -1249,6 +1261,12 @@ funnel_service_run(funnel_service *svc)
 		} else if (rc == FUNNEL_EINVAL) {
 			const funnel_error_info *ei = funnel_subscriber_error(svc->sub);
 			abort_batch(svc);
+			if (strcmp(ei->field, "source") == 0) {
+				/* the source itself is wrong, not the view's log */
+				funnel_log(FUNNEL_LOG_ERROR, "%s: --source %s: %s", svc->name,
+				           svc->source ? svc->source : "", ei->message);
+				return FUNNEL_EINVAL;
+			}
 			if (!svc->o.until_head) {
 				/* another log: wait for the view's own (probe_log) */
 				svc->next_probe = 0;

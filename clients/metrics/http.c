@@ -16,9 +16,11 @@
  * resizes the map under it.  No request ever waits on funneld: the
  * log's head is read by a thread of its own (the prober), every
  * PROBE_MS, each try bounded by HEAD_TIMEOUT_MS, and /healthz and
- * /metrics print the last head it read and how old that is.  The
- * prober owns its funnel_query; the requests read its findings under
- * plock.
+ * /metrics print the last head it read and how old that is.  The head
+ * is the one of where the records come from: funneld's, or with
+ * --source the mirror stream's last sequence (funnel_source_head), so a
+ * service far from funneld reads no head it cannot reach.  The prober
+ * owns its funnel_query; the requests read its findings under plock.
  *
  * Limits (METRICS.md, "HTTP limits"): at most MX_HTTP_MAX_CONNS
  * connections in all and MX_HTTP_MAX_PER_ADDR from one client address
@@ -68,6 +70,7 @@ struct mx_http {
 	char *query_ep;
 	char currency[4];         /* ISO 4217 code, "" when not set */
 	const mx_goals *goals;    /* the caller's, outlives the server; NULL: none */
+	char *source;             /* NULL: the head is funneld's (query_ep) */
 	pthread_t prober;
 	int prober_started;
 	pthread_mutex_t plock;
@@ -208,7 +211,9 @@ prober_main(void *arg)
 	while (!h->stopping) {
 		pthread_mutex_unlock(&h->plock);
 		int ok = 0;
-		if (q == NULL && funnel_query_new(&q, h->query_ep, HEAD_TIMEOUT_MS) != FUNNEL_OK)
+		if (h->source != NULL)
+			ok = funnel_source_head(h->source, HEAD_TIMEOUT_MS, &st.head, NULL) == FUNNEL_OK;
+		else if (q == NULL && funnel_query_new(&q, h->query_ep, HEAD_TIMEOUT_MS) != FUNNEL_OK)
 			q = NULL;
 		else if (funnel_status_get(q, &st) != FUNNEL_OK)
 			funnel_query_destroy(&q);
@@ -614,13 +619,14 @@ http_free(mx_http *h)
 	pthread_cond_destroy(&h->pwake);
 	pthread_mutex_destroy(&h->plock);
 	free(h->query_ep);
+	free(h->source);
 	free(h);
 }
 
 int
 mx_http_start(mx_http **out, const char *addr, const mx_tables *t, pthread_rwlock_t *map_lock,
-              const char *query_ep, funnel_service *svc, const char *currency,
-              const mx_goals *goals)
+              const char *query_ep, const char *source, funnel_service *svc,
+              const char *currency, const mx_goals *goals)
 {
 	struct sockaddr_in sa;
 	char host[64];
@@ -658,7 +664,8 @@ mx_http_start(mx_http **out, const char *addr, const mx_tables *t, pthread_rwloc
 	pthread_cond_init(&h->pwake, &ca);
 	pthread_condattr_destroy(&ca);
 	h->query_ep = strdup(query_ep ? query_ep : FUNNEL_DEFAULT_QUERY);
-	if (h->query_ep == NULL) {
+	h->source = source ? strdup(source) : NULL;
+	if (h->query_ep == NULL || (source && h->source == NULL)) {
 		http_free(h);
 		return FUNNEL_ENOMEM;
 	}

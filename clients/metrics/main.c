@@ -203,8 +203,8 @@ cmd_run(const args *a)
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: cannot open the view's tables");
 			goto out;
 		}
-		rc = mx_http_start(&http, a->http, &t, &map_lock, a->c.query, the_service,
-		                   a->currency, goals);
+		rc = mx_http_start(&http, a->http, &t, &map_lock, a->c.query, a->c.source,
+		                   the_service, a->currency, goals);
 		if (rc == FUNNEL_EINVAL)
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: --http wants IPV4:PORT, not '%s'", a->http);
 		if (rc != FUNNEL_OK)

@@ -269,7 +269,9 @@ typedef struct mx_http mx_http;
  * view in its own read-only transaction, under map_lock for reading;
  * query_ep is funneld's query endpoint, which a thread of the server
  * asks for the head every half second (/healthz and /metrics print its
- * last answer: no request waits on funneld); svc is the running service,
+ * last answer: no request waits on funneld); with source (a --source
+ * nats://... URL, else NULL) the head is the stream's last sequence
+ * instead (funnel_source_head); svc is the running service,
  * asked by /healthz whether funneld serves the view's log
  * (funnel_service_log_state).  Connections and query parameters are
  * capped (METRICS.md, HTTP limits).  currency (an ISO 4217 code, or
@@ -280,7 +282,8 @@ typedef struct mx_http mx_http;
 struct funnel_service;
 int mx_http_start(mx_http **out, const char *addr, const mx_tables *t,
                   pthread_rwlock_t *map_lock, const char *query_ep,
-                  struct funnel_service *svc, const char *currency, const mx_goals *goals);
+                  const char *source, struct funnel_service *svc, const char *currency,
+                  const mx_goals *goals);
 void mx_http_stop(mx_http **h);
 
 /* With --access, before mx_http_start: every path but /, /index.html and

@@ -13,7 +13,14 @@
  *           funnel_subscriber at L + 1.
  *   copy:   each record N the subscriber delivers is published
  *           asynchronously (at most --window unacknowledged) with
- *           Nats-Msg-Id N and Nats-Expected-Last-Sequence N - 1.
+ *           Nats-Msg-Id N and Nats-Expected-Last-Sequence N - 1, and
+ *           the reply subject INBOX.E.N (E: the epoch, one per sync).
+ *           The acks come to one wildcard subscription of the mirror's
+ *           own (not libnats' js_PublishMsgAsync, whose per-message
+ *           pending map and JSON parse cost twice the rest of the copy):
+ *           the subject says which record an ack is for, an ack of an
+ *           older epoch is ignored, and the JSON is only searched for
+ *           "error", "seq" and "duplicate".
  *   error:  any refused or unacknowledged publish (wrong last sequence,
  *           a server that went away, an ack that did not come in time):
  *           forget what is in flight and sync again.  The stream is the
@@ -22,7 +29,9 @@
  *           header makes a gap or a reorder impossible whatever happened.
  *
  * Threads: the loop, and libnats' threads, of which the publish-ack
- * handler (on_ack) touches only the atomic counters and `failed`.
+ * handler (on_ack) touches only the atomic counters, `failed`,
+ * `inflight`/`last_ack_ms` (atomics) and reads `ts_ring` (written by the
+ * loop before the publish of the record whose ts it keeps).
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -34,6 +43,7 @@
 #include <unistd.h>
 
 #include <nats/nats.h>
+#include <systemd/sd-daemon.h>
 
 #include "funnel/funnel.h"
 #include "funnel/log.h"
@@ -81,6 +91,13 @@ typedef struct mirror {
 
 	natsConnection *nc;
 	jsCtx *js;
+	natsSubscription *acks;   /* INBOX.> : the acks of our publishes */
+	char inbox[64];           /* this connection's reply prefix */
+	uint32_t epoch;           /* atomic: acks of another epoch are stale */
+	int64_t inflight;         /* atomic: publishes of this epoch not acked yet */
+	int64_t last_ack_ms;      /* atomic: now_ms() of the last ack, or of the
+	                           * publish that made inflight non-zero */
+	uint64_t *ts_ring;        /* [window]: ts of record seq at seq % window */
 	funnel_subscriber *sub;
 	funnel_query *q;
 	mirror_counters c;
@@ -139,35 +156,93 @@ set_failed(mirror *m, const char *msg)
 		snprintf(m->failmsg, sizeof m->failmsg, "%s", msg);
 }
 
-/* libnats' thread: one publish acknowledged or refused. */
+/* Decimal digits of v into buf (at least 21 bytes); returns the length. */
+static size_t
+u64_dec(char *buf, uint64_t v)
+{
+	char tmp[20];
+	size_t n = 0, i = 0;
+	do
+		tmp[n++] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	while (n > 0)
+		buf[i++] = tmp[--n];
+	buf[i] = 0;
+	return i;
+}
+
+/* The unsigned number after `"key":` in json (len bytes), or 0. */
+static uint64_t
+json_u64(const char *json, size_t len, const char *key)
+{
+	const char *p = memmem(json, len, key, strlen(key));
+	uint64_t v = 0;
+	if (p == NULL)
+		return 0;
+	for (p += strlen(key); p < json + len && (*p == ' ' || *p == ':'); p++)
+		;
+	for (; p < json + len && *p >= '0' && *p <= '9'; p++)
+		v = v * 10 + (uint64_t)(*p - '0');
+	return v;
+}
+
+/* libnats' thread: the ack of one publish, on INBOX.EPOCH.SEQ. */
 static void
-on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+on_ack(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
 	mirror *m = closure;
-	(void)js;
-	if (pae != NULL || pa == NULL) {
+	const char *subj = natsMsg_GetSubject(msg);
+	const char *data = natsMsg_GetData(msg);
+	size_t len = (size_t)natsMsg_GetDataLength(msg);
+	char *end;
+	(void)nc;
+	(void)sub;
+
+	/* INBOX.EPOCH.SEQ: the inbox has no digits-only last token */
+	const char *dot = strrchr(subj, '.');
+	if (dot == NULL || dot - subj < 2)
+		goto out;
+	const char *e = dot - 1;
+	while (e > subj && *e != '.')
+		e--;
+	uint32_t epoch = (uint32_t)strtoul(e + 1, &end, 10);
+	uint64_t seq = strtoull(dot + 1, &end, 10);
+	if (epoch != __atomic_load_n(&m->epoch, __ATOMIC_ACQUIRE))
+		goto out;                  /* before the last sync: forgotten */
+	__atomic_store_n(&m->last_ack_ms, now_ms(), __ATOMIC_RELAXED);
+	if (natsMsg_IsNoResponders(msg) || len == 0) {
+		set_failed(m, "publish not acknowledged: no JetStream stream takes the subject");
+	} else if (memmem(data, len, "\"error\"", 7) != NULL) {
 		char why[200];
-		snprintf(why, sizeof why, "publish refused or not acknowledged: %s (JetStream error %d)",
-		         pae && pae->ErrText ? pae->ErrText : pae ? natsStatus_GetText(pae->Err) :
-		         "no ack", pae ? (int)pae->ErrCode : 0);
+		snprintf(why, sizeof why, "publish of seq %" PRIu64 " refused: %.*s", seq,
+		         (int)(len > 150 ? 150 : len), data);
 		set_failed(m, why);
-	} else if (msg != NULL) {
-		uint64_t seq = 0, ts = 0;
-		if (funnel_record_peek(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), &seq,
-		                       &ts) == FUNNEL_OK) {
-			/* acks come in publish order on one connection: ts follows seq */
-			atomic_max(&m->c.acked_seq, seq);
-			atomic_max(&m->c.acked_ts, ts);
-			/* ours for sure only in an unbroken run: after a refusal, a later
-			 * ack may be for a slot shifted by someone else's message */
-			uint64_t good = seq - 1;
-			if (!__atomic_load_n(&m->failed, __ATOMIC_ACQUIRE))
-				__atomic_compare_exchange_n(&m->good_upto, &good, seq, false,
-				                            __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
-		}
-		__atomic_add_fetch(pa->Duplicate ? &m->c.duplicates : &m->c.published, 1,
-		                   __ATOMIC_RELAXED);
+	} else if (json_u64(data, len, "\"seq\"") != seq) {
+		char why[200];
+		snprintf(why, sizeof why, "publish of seq %" PRIu64 " stored at stream seq %" PRIu64,
+		         seq, json_u64(data, len, "\"seq\""));
+		set_failed(m, why);
+	} else {
+		uint64_t ts = __atomic_load_n(&m->ts_ring[seq % (uint64_t)m->a->window],
+		                              __ATOMIC_RELAXED);
+		/* acks come in publish order on one connection: ts follows seq */
+		atomic_max(&m->c.acked_seq, seq);
+		atomic_max(&m->c.acked_ts, ts);
+		/* ours for sure only in an unbroken run: after a refusal, a later
+		 * ack may be for a slot shifted by someone else's message */
+		uint64_t good = seq - 1;
+		if (!__atomic_load_n(&m->failed, __ATOMIC_ACQUIRE))
+			__atomic_compare_exchange_n(&m->good_upto, &good, seq, false,
+			                            __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+		int dup = memmem(data, len, "\"duplicate\":true", 16) != NULL;
+		__atomic_add_fetch(dup ? &m->c.duplicates : &m->c.published, 1, __ATOMIC_RELAXED);
 	}
+	/* never below 0: an ack read just before a new epoch may land after it */
+	int64_t cur = __atomic_load_n(&m->inflight, __ATOMIC_ACQUIRE);
+	while (cur > 0 && !__atomic_compare_exchange_n(&m->inflight, &cur, cur - 1, false,
+	                                               __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		;
+out:
 	natsMsg_Destroy(msg);
 }
 
@@ -198,11 +273,22 @@ nats_connect(mirror *m)
 	jsOptions jo;
 	jsOptions_Init(&jo);
 	jo.Wait = TIMEOUT_MS;
-	jo.PublishAsync.MaxPending = m->a->window;
-	jo.PublishAsync.AckHandler = on_ack;
-	jo.PublishAsync.AckHandlerClosure = m;
-	jo.PublishAsync.StallWait = TIMEOUT_MS;
-	if (natsConnection_JetStream(&m->js, m->nc, &jo) != NATS_OK) {
+	natsInbox *inbox = NULL;
+	char wild[80];
+	s = natsInbox_Create(&inbox);
+	if (s == NATS_OK) {
+		snprintf(m->inbox, sizeof m->inbox, "%s", (const char *)inbox);
+		natsInbox_Destroy(inbox);
+		snprintf(wild, sizeof wild, "%s.>", m->inbox);
+		s = natsConnection_Subscribe(&m->acks, m->nc, wild, on_ack, m);
+	}
+	if (s == NATS_OK)
+		s = natsSubscription_SetPendingLimits(m->acks, -1, -1);
+	if (s == NATS_OK)
+		s = natsConnection_JetStream(&m->js, m->nc, &jo);
+	if (s != NATS_OK) {
+		natsSubscription_Destroy(m->acks);
+		m->acks = NULL;
 		natsConnection_Destroy(m->nc);
 		m->nc = NULL;
 		return -1;
@@ -355,20 +441,27 @@ same_log(mirror *m, uint64_t from, uint64_t last)
 	return ret;
 }
 
-/* Forget what is in flight (after waiting a little for it). */
+/* Flush, and wait up to wait_ms for what is in flight to be acked. */
 static void
 drain(mirror *m, int64_t wait_ms)
 {
-	jsPubOptions po;
-	natsMsgList pl;
+	int64_t until = now_ms() + wait_ms;
+	if (m->nc == NULL)
+		return;
+	natsConnection_FlushTimeout(m->nc, wait_ms);
+	while (__atomic_load_n(&m->inflight, __ATOMIC_ACQUIRE) > 0 && now_ms() < until &&
+	       !__atomic_load_n(&m->failed, __ATOMIC_ACQUIRE)) {
+		struct timespec ts = { 0, 1000000L };
+		nanosleep(&ts, NULL);
+	}
+}
 
-	jsPubOptions_Init(&po);
-	po.MaxWait = wait_ms;
-	/* (libnats 3.4 crashes listing the pending of a context that never
-	 * had any: ask only when some are still unacknowledged) */
-	if (js_PublishAsyncComplete(m->js, &po) != NATS_OK &&
-	    js_PublishAsyncGetPendingList(&pl, m->js) == NATS_OK)
-		natsMsgList_Destroy(&pl);
+/* Forget what is in flight: its acks, if any come, are stale. */
+static void
+new_epoch(mirror *m)
+{
+	__atomic_add_fetch(&m->epoch, 1, __ATOMIC_ACQ_REL);
+	__atomic_store_n(&m->inflight, 0, __ATOMIC_RELEASE);
 }
 
 /*
@@ -393,6 +486,7 @@ sync_to_stream(mirror *m)
 			continue;
 		}
 		drain(m, 1000);
+		new_epoch(m);
 		__atomic_store_n(&m->failed, 0, __ATOMIC_RELEASE);
 		r = ensure_stream(m, &last);
 		/* what was stored since the last sync without an unbroken run of
@@ -462,27 +556,55 @@ refresh_head(mirror *m)
 	}
 }
 
+/*
+ * At most --window publishes in flight: wait for acks.  0, or -1 when
+ * none came for TIMEOUT_MS (failed is set) or a failure was seen.
+ */
+static int
+wait_window(mirror *m)
+{
+	while (__atomic_load_n(&m->inflight, __ATOMIC_ACQUIRE) >= m->a->window) {
+		if (__atomic_load_n(&m->failed, __ATOMIC_ACQUIRE))
+			return -1;
+		if (now_ms() - __atomic_load_n(&m->last_ack_ms, __ATOMIC_RELAXED) > TIMEOUT_MS) {
+			set_failed(m, "publishes not acknowledged in time");
+			return -1;
+		}
+		struct timespec ts = { 0, 200000L };
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
 /* Publish record seq (len bytes).  0, or -1 when it could not be queued. */
 static int
 publish(mirror *m, const uint8_t *rec, size_t len, uint64_t seq)
 {
 	natsMsg *msg = NULL;
-	jsPubOptions po;
-	char id[24], exp[24];
+	char id[24], exp[24], reply[112];
+	uint64_t ts = 0;
 
-	snprintf(id, sizeof id, "%" PRIu64, seq);
-	snprintf(exp, sizeof exp, "%" PRIu64, seq - 1);
-	natsStatus s = natsMsg_Create(&msg, m->a->subject, NULL, (const char *)rec, (int)len);
-	/* set as headers, not jsPubOptions: ExpectLastSeq 0 would mean "none" there,
-	 * and record 1 expects an empty stream */
+	if (wait_window(m) != 0)
+		return -1;
+	u64_dec(id, seq);
+	u64_dec(exp, seq - 1);
+	size_t k = (size_t)snprintf(reply, sizeof reply, "%s.%u.", m->inbox,
+	                            __atomic_load_n(&m->epoch, __ATOMIC_RELAXED));
+	memcpy(reply + k, id, strlen(id) + 1);
+	funnel_record_peek(rec, len, NULL, &ts);
+	__atomic_store_n(&m->ts_ring[seq % (uint64_t)m->a->window], ts, __ATOMIC_RELAXED);
+	natsStatus s = natsMsg_Create(&msg, m->a->subject, reply, (const char *)rec, (int)len);
+	/* set as headers: the expected last sequence of record 1 is 0, an
+	 * empty stream */
 	if (s == NATS_OK)
 		s = natsMsgHeader_Set(msg, "Nats-Msg-Id", id);
 	if (s == NATS_OK)
 		s = natsMsgHeader_Set(msg, "Nats-Expected-Last-Sequence", exp);
-	jsPubOptions_Init(&po);
-	po.MaxWait = TIMEOUT_MS;
-	if (s == NATS_OK)
-		s = js_PublishMsgAsync(m->js, &msg, &po);
+	if (s == NATS_OK) {
+		if (__atomic_fetch_add(&m->inflight, 1, __ATOMIC_ACQ_REL) == 0)
+			__atomic_store_n(&m->last_ack_ms, now_ms(), __ATOMIC_RELAXED);
+		s = natsConnection_PublishMsg(m->nc, msg);
+	}
 	natsMsg_Destroy(msg);
 	if (s != NATS_OK) {
 		char why[200];
@@ -491,6 +613,15 @@ publish(mirror *m, const uint8_t *rec, size_t len, uint64_t seq)
 		return -1;
 	}
 	return 0;
+}
+
+/* Acks that stopped coming while nothing more is published. */
+static void
+check_acks(mirror *m)
+{
+	if (__atomic_load_n(&m->inflight, __ATOMIC_ACQUIRE) > 0 &&
+	    now_ms() - __atomic_load_n(&m->last_ack_ms, __ATOMIC_RELAXED) > TIMEOUT_MS)
+		set_failed(m, "publishes not acknowledged in time");
 }
 
 static int
@@ -510,6 +641,7 @@ run(mirror *m)
 		}
 		write_ready(m);
 		refresh_head(m);
+		check_acks(m);
 		if (__atomic_load_n(&m->failed, __ATOMIC_ACQUIRE)) {
 			funnel_log(FUNNEL_LOG_WARN, "mirror: %s; going back to the stream's last seq",
 			           m->failmsg);
@@ -657,7 +789,8 @@ main(int argc, char **argv)
 		                 "not '%s'", a.nats);
 	}
 	svc_on_signals(on_signal);
-	if (funnel_query_new(&m.q, a.c.query, TIMEOUT_MS) != FUNNEL_OK)
+	if ((m.ts_ring = calloc((size_t)a.window, sizeof *m.ts_ring)) == NULL ||
+	    funnel_query_new(&m.q, a.c.query, TIMEOUT_MS) != FUNNEL_OK)
 		goto out;
 	if (strcmp(a.http, "off") != 0) {
 		rc = mirror_http_start(&http, a.http, &m.c);
@@ -669,7 +802,12 @@ main(int argc, char **argv)
 	}
 	funnel_log(FUNNEL_LOG_INFO, "mirror: log %s -> NATS %s, stream %s, subject %s",
 	           a.c.query ? a.c.query : FUNNEL_DEFAULT_QUERY, a.nats, a.stream, a.subject);
+	/* Under systemd (Type=notify): the status is served and the loop runs;
+	 * a NATS server or funneld not there yet is waited for, and said on
+	 * /healthz, not by a start that never ends. */
+	sd_notify(0, "READY=1");
 	status = run(&m);
+	sd_notify(0, "STOPPING=1");
 	funnel_log(FUNNEL_LOG_INFO, "mirror: stopped at seq %" PRIu64 ": %" PRIu64 " stored, %"
 	           PRIu64 " duplicates, %" PRIu64 " resyncs", m.c.acked_seq, m.c.published,
 	           m.c.duplicates, m.c.resyncs);
@@ -677,8 +815,12 @@ out:
 	mirror_http_stop(&http);
 	funnel_subscriber_destroy(&m.sub);
 	funnel_query_destroy(&m.q);
+	if (m.acks != NULL)
+		natsSubscription_Unsubscribe(m.acks);
+	natsSubscription_Destroy(m.acks);
 	jsCtx_Destroy(m.js);
 	natsConnection_Destroy(m.nc);
+	free(m.ts_ring);
 	free(m.serverbuf);
 	return status;
 }

@@ -186,7 +186,9 @@ typedef struct funnel_service_opts {
  * Open the view (creating it, or emptying the service's tables for a
  * rebuild) and connect to funneld.  The handler and ctx are kept.
  * Returns FUNNEL_OK, FUNNEL_EINVAL (missing name or view_dir, a table
- * named "_runtime" or "_pending"), FUNNEL_ESTORAGE (the view cannot be opened, is in
+ * named "_runtime" or "_pending", a source that is not a
+ * nats://HOST:PORT/STREAM URL: the log line names the part of the URL
+ * that is wrong), FUNNEL_ESTORAGE (the view cannot be opened, is in
  * use by another process, or belongs to another service: *out is NULL
  * and the reason is in the log lines), FUNNEL_ECHAIN (funneld answers
  * and serves another log than the view's), FUNNEL_ENOMEM,

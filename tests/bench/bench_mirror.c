@@ -58,8 +58,10 @@ nats_start(node *nodes, int n, const char *dir)
 			if (j != i)
 				k += snprintf(routes + k, sizeof routes - k, "%snats://127.0.0.1:%d",
 				              k ? "," : "", nodes[j].cport);
-		snprintf(store, sizeof store, "%s/n%d", dir, i);
-		snprintf(log, sizeof log, "%s/n%d.log", dir, i);
+		/* the R1 server and the cluster's nodes each have a store of their
+		 * own (a node sharing the R1 server's would find its stream full) */
+		snprintf(store, sizeof store, "%s/%s%d", dir, n > 1 ? "c" : "s", i);
+		snprintf(log, sizeof log, "%s/%s%d.log", dir, n > 1 ? "c" : "s", i);
 		snprintf(name, sizeof name, "n%d", i);
 		char *one[] = { "nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd", store, "-n",
 		                name, NULL };

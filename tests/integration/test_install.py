@@ -3,7 +3,7 @@
 tests/integration/test_install.py - `make install` into a DESTDIR and the
 installed files at work: the binaries run from another directory with
 only the installed rules file; libfunnel.so carries its SONAME, its
-symlinks and funnel_* symbols only; funneld and a service send
+symlinks and funnel_* symbols only; funneld, a service and funnel-mirror send
 READY=1 and STOPPING=1 to NOTIFY_SOCKET; a program compiled against the
 installed funnel.pc runs on the installed shared library; the systemd
 units pass `systemd-analyze verify` (and a broken copy does not); the
@@ -34,7 +34,7 @@ CMD_TIMEOUT_S = 60
 BINARIES = ("funneld", "funnel", "funnel-scoring", "funnel-routing", "funnel-metrics",
             "funnel-gateway")
 UNITS = ("funneld.service", "funnel-scoring.service", "funnel-routing.service",
-         "funnel-metrics.service", "funnel-gateway.service")
+         "funnel-metrics.service", "funnel-gateway.service", "funnel-mirror.service")
 
 PROGRAM = r"""
 #include <stdio.h>
@@ -326,7 +326,11 @@ def main():
                         [os.path.join(bin_, "funnel-gateway"), "--rules",
                          os.path.join(REPO, "funnel.yaml"), "--lead-key", "gateway.key",
                          "--http", "127.0.0.1:0", "--ingest", daemon.eps["ingest"],
-                         "--query", daemon.eps["query"]]):
+                         "--query", daemon.eps["query"]],
+                        # ready while it waits for a NATS server that is not there
+                        [os.path.join(bin_, "funnel-mirror"), "--http", "off",
+                         "--nats", "nats://127.0.0.1:%d" % free_port(),
+                         "--publish", daemon.eps["publish"], "--query", daemon.eps["query"]]):
                     name = os.path.basename(args[0])
                     proc = subprocess.Popen(args, cwd=ndir, env=env, stdin=subprocess.DEVNULL,
                                             stdout=subprocess.DEVNULL,
@@ -361,9 +365,14 @@ def main():
                 with open(u) as f:
                     text = f.read()
                 for want in ("Type=notify", "Restart=on-failure", "User=funnel",
-                             "StateDirectory=funnel", "ProtectSystem=strict",
-                             "NoNewPrivileges=yes"):
+                             "ProtectSystem=strict", "NoNewPrivileges=yes"):
                     expect_in(want, text, os.path.basename(u))
+                # the mirror keeps nothing (its checkpoint is the stream)
+                if "mirror" not in os.path.basename(u):
+                    expect_in("StateDirectory=funnel", text, os.path.basename(u))
+                else:
+                    expect("StateDirectory" not in text and "ReadWritePaths" not in text,
+                           "funnel-mirror.service writes nowhere")
                 if "funneld" not in os.path.basename(u):
                     expect_in("After=funneld.service", text, os.path.basename(u))
                     expect_in("Wants=funneld.service", text, os.path.basename(u))

@@ -608,6 +608,45 @@ def check_views_and_forgery(res, top, ctx):
         res.run("funnel-metrics --source nats://... has the view digest of one built from "
                 "funneld", metrics)
 
+        def healthz_from_stream():
+            # the records and the head both from the stream: funneld's query
+            # endpoint is one nobody answers, and /healthz is still ok
+            http = free_port()
+            view = os.path.join(top, "metrics-healthz")
+            log = open(os.path.join(top, "metrics-healthz.log"), "w")
+            p = subprocess.Popen([METRICS, "--ingest", fd.endpoints["ingest"], "--publish",
+                                  fd.endpoints["publish"], "--query",
+                                  "tcp://127.0.0.1:%d" % free_port(), "--view", view,
+                                  "--source", source, "--http", "127.0.0.1:%d" % http],
+                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            try:
+                def healthz():
+                    try:
+                        with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % http,
+                                                    timeout=5) as r:
+                            return r.status, json.loads(r.read().decode())
+                    except urllib.error.HTTPError as e:
+                        return e.code, json.loads(e.read().decode())
+                    except (OSError, ValueError):
+                        return None, None
+                last = [None]
+
+                def ok():
+                    last[0] = healthz()
+                    return last[0][0] == 200
+                try:
+                    wait_until(ok, "/healthz 200 with --source", 60)
+                except CheckFailed:
+                    raise CheckFailed("/healthz with --source: %s" % (last[0],))
+                code, doc = last[0]
+                expect_eq(doc.get("head"), n, "/healthz head: the stream's last sequence")
+                expect_eq(doc.get("checkpoint"), n, "/healthz checkpoint")
+            finally:
+                expect_eq(stop(p), 0, "funnel-metrics exit status")
+                log.close()
+        res.run("funnel-metrics --source: /healthz takes the head from the stream, not "
+                "funneld", healthz_from_stream)
+
         def forged():
             raw = [bytes.fromhex(h) for h in log_raw(fd)][:200]
             bad = 136     # a lead.captured, with an email to change
@@ -723,6 +762,24 @@ def check_bad_sources(res, top, ctx):
         p = subprocess.run([METRICS, "--source", "tcp://127.0.0.1:7401", "--until-head"],
                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
         expect_eq(p.returncode, 2, "funnel-metrics --source tcp://...: exit status")
+        # a malformed nats:// source is said as such (not "built from another log"),
+        # whether the service stops at the head or follows live
+        for tail in (["--until-head"], []):
+            for url, why in (("nats://127.0.0.1:4222/BAD.NAME", "stream name 'BAD.NAME' has '.'"),
+                             ("nats://127.0.0.1:4222/FUNNEL?user=x",
+                              "the only source parameter is ?creds=FILE, not '?user=x'"),
+                             ("nats://127.0.0.1:4222,tcp://127.0.0.1:4223/FUNNEL",
+                              "each server of a source is nats://HOST:PORT, not "
+                              "'tcp://127.0.0.1:4223'")):
+                view = tempfile.mkdtemp(prefix="badsrc-", dir=top)
+                p = subprocess.run([METRICS, "--view", view, "--source", url, "--http",
+                                    "127.0.0.1:%d" % free_port()] + tail, capture_output=True, text=True, timeout=30,
+                                   stdin=subprocess.DEVNULL)
+                expect_eq(p.returncode, 1, "funnel-metrics --source %s %s: exit status (%s)"
+                          % (url, tail, p.stderr[-400:]))
+                expect_in("--source %s: %s" % (url, why), p.stderr, "the reason")
+                expect("another log" not in p.stderr,
+                       "no talk of another log: %s" % p.stderr[-400:])
         p = subprocess.run([MIRROR, "--stream", "A.B"], capture_output=True, text=True,
                            timeout=30, stdin=subprocess.DEVNULL)
         expect_eq(p.returncode, 2, "funnel-mirror --stream A.B: exit status")
