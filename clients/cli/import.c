@@ -942,8 +942,12 @@ send_all(importer *im, size_t batch_size, int dry_run)
 		if (tty)
 			progress(im, done_rows, t0, 0);
 	}
+	/* Every row read is accounted for once the last request is answered:
+	 * rows refused before planning, exact copies and rows past a plan's
+	 * second are in im->rows but in no plan's n_rows, so the final line
+	 * shows im->rows, not the sum of the plans'. */
 	if (tty)
-		progress(im, done_rows, t0, 1);
+		progress(im, ret == 0 ? im->rows : done_rows, t0, 1);
 	msgpack_sbuffer_destroy(&b->data);
 	free(b);
 	free(acks);

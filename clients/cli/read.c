@@ -32,6 +32,10 @@ static const char tail_help[] =
 	"Output: JSON lines (default when stdout is not a terminal) or one line per\n"
 	"event:  #12  2026-11-22T13:10:02.123Z  lead.captured  L-1  [inquiry v1]  {...}\n"
 	"Ctrl-C exits cleanly.\n"
+	"TIME is the event's own time: its occurred_at when given and not after the\n"
+	"time the log recorded it (ts), else ts.  A * after TIME marks an event whose\n"
+	"time is not ts (an imported history, an event sent late); --json has both\n"
+	"(occurred_at, ts).\n"
 	"\n"
 	CLI_JSON_HELP
 	"\n"
@@ -51,6 +55,12 @@ static const char replay_help[] =
 	"  --count N                 stop after N events\n"
 	"  --raw                     each record's exact stored bytes, in hex, one per line\n"
 	"\n"
+	"--human prints one line per event:  #12  TIME  TYPE  LEAD  [STAGE vN]  {...}\n"
+	"TIME is the event's own time: its occurred_at when given and not after the\n"
+	"time the log recorded it (ts), else ts.  A * after TIME marks an event whose\n"
+	"time is not ts (an imported history, an event sent late); --json has both\n"
+	"(occurred_at, ts).\n"
+	"\n"
 	CLI_JSON_HELP
 	"\n"
 	CLI_GLOBAL_HELP;
@@ -63,6 +73,11 @@ static const char history_help[] =
 	"every field of a form (lead.captured), and owner, team, total, reason,\n"
 	"amount and kind where an event has them.  --json prints each event as a JSON line and ends\n"
 	"with {\"current\":{\"lead\",\"stage\",\"version\",\"last_seq\",\"owner\"}}.\n"
+	"\n"
+	"TIME is the event's own time: its occurred_at when given and not after the\n"
+	"time the log recorded it (ts), else ts.  A * after TIME marks an event whose\n"
+	"time is not ts (an imported history, an event sent late); --json has both\n"
+	"(occurred_at, ts).\n"
 	"\n"
 	CLI_JSON_HELP
 	"\n"
@@ -110,13 +125,27 @@ str_prefix(funnel_str s, const char *c)
 	return s.ptr != NULL && s.len >= n && memcmp(s.ptr, c, n) == 0;
 }
 
+/* The TIME a human reads: the event's own time (funnel_record_event_time:
+ * occurred_at when given and not after ts, else ts), so an imported
+ * history shows the dates it happened.  Returns the two characters that
+ * follow it: "* " when that time is not ts (the log recorded the event
+ * later: --json has both), "  " otherwise, so columns stay aligned. */
+static const char *
+event_when(const funnel_record *r, char when[CLI_TIME_LEN])
+{
+	uint64_t t = funnel_record_event_time(r);
+
+	cli_format_time(t, when);
+	return t != r->ts ? "* " : "  ";
+}
+
 static int
 print_human(FILE *f, const funnel_record *r)
 {
 	char when[CLI_TIME_LEN];
+	const char *mark = event_when(r, when);
 
-	cli_format_time(r->ts, when);
-	fprintf(f, "#%" PRIu64 "  %s  %.*s  ", r->seq, when, (int)r->type.len, r->type.ptr);
+	fprintf(f, "#%" PRIu64 "  %s%s%.*s  ", r->seq, when, mark, (int)r->type.len, r->type.ptr);
 	if (r->lead.ptr != NULL)
 		fprintf(f, "%.*s", (int)r->lead.len, r->lead.ptr);
 	else
@@ -717,15 +746,15 @@ history_one(void *arg, const uint8_t *rec, size_t len, uint64_t *taken)
 		cli_fail(o->g, FUNNEL_ENOMEM, NULL, NULL);
 		return -1;
 	}
-	cli_format_time(r.ts, when);
+	const char *mark = event_when(&r, when);
 	if (r.has_version)
 		snprintf(ver, sizeof ver, "%" PRIu64, r.version);
 	if (dlen > 0)
-		printf("%-8" PRIu64 "  %s  %-20.*s  %-12.*s  %-4s  %s", r.seq, when, (int)r.type.len,
-		       r.type.ptr, (int)(r.stage.ptr ? r.stage.len : 1), r.stage.ptr ? r.stage.ptr : "-",
-		       ver, data);
+		printf("%-8" PRIu64 "  %s%s%-20.*s  %-12.*s  %-4s  %s", r.seq, when, mark,
+		       (int)r.type.len, r.type.ptr, (int)(r.stage.ptr ? r.stage.len : 1),
+		       r.stage.ptr ? r.stage.ptr : "-", ver, data);
 	else
-		printf("%-8" PRIu64 "  %s  %-20.*s  %-12.*s  %s", r.seq, when, (int)r.type.len,
+		printf("%-8" PRIu64 "  %s%s%-20.*s  %-12.*s  %s", r.seq, when, mark, (int)r.type.len,
 		       r.type.ptr, (int)(r.stage.ptr ? r.stage.len : 1), r.stage.ptr ? r.stage.ptr : "-",
 		       ver);
 	/* the principal a funneld with --access stamped */

@@ -270,9 +270,10 @@ svc_run(funnel_service *svc, const char *name)
 	sd_notify(0, "STOPPING=1");
 	funnel_service_stats_get(svc, &st);
 	funnel_log(FUNNEL_LOG_INFO, "%s: stopped at seq %" PRIu64 ": %" PRIu64 " applied, %" PRIu64
-	           " derived events stored, %" PRIu64 " refused, %" PRIu64 " dropped (a person acted "
-	           "first), %" PRIu64 " already sent", name, funnel_service_checkpoint(svc), st.applied,
-	           st.emitted, st.refused, st.overridden, st.skipped);
+	           " derived events stored, %" PRIu64 " duplicates (already in the log), %" PRIu64
+	           " refused, %" PRIu64 " dropped (a person acted first), %" PRIu64 " already sent",
+	           name, funnel_service_checkpoint(svc), st.applied, st.emitted, st.duplicates,
+	           st.refused, st.overridden, st.skipped);
 	return rc;
 }
 

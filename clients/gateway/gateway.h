@@ -10,6 +10,7 @@
  *   limit.c    the client's address (behind trusted proxies too) and the
  *              per-client-address rate limit (bounded memory)
  *   stats.c    counters and the latency histogram for /metrics
+ *   page.c     the HTML page a browser's plain form post gets for a 4xx
  *   http.c     the HTTP server (libmicrohttpd): routes, bodies, answers,
  *              publishing through one funnel_producer per server thread
  *   main.c     the command line: run, check
@@ -283,6 +284,22 @@ void gw_stats_count(gw_stats *s, int form, gw_outcome o, int64_t dur_ns);
 /* Prometheus text, malloc'd (free it); NULL when out of memory.
  * log_up: 1/0 funneld answered the last health probe, -1 unknown. */
 char *gw_stats_prometheus(gw_stats *s, int log_up, size_t *len);
+
+/* ---- refusals as a page (page.c) ---- */
+
+/* Does a request with these headers (either may be NULL) want a page
+ * rather than JSON?  1 when Accept names text/html and not
+ * application/json and the body is not JSON (a browser's plain form
+ * post, no script); 0 for fetch, apps, curl. */
+int gw_wants_html(const char *accept, const char *content_type);
+
+/* A small self-contained HTML page for a 4xx refusal: the message, the
+ * field when there is one, what the visitor can do (by code) and
+ * "STATUS code"; every value HTML-escaped.  Returns a malloc'd,
+ * NUL-terminated page of *len bytes the caller frees, or NULL (out of
+ * memory, or a message too long for the page's 8 KiB). */
+char *gw_problem_page(unsigned status, const char *code, const char *field, const char *message,
+                      size_t *len);
 
 /* ---- HTTP (http.c) ---- */
 

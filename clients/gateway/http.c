@@ -134,9 +134,30 @@ reply(struct MHD_Connection *c, unsigned status, const char *type, void *body, s
 	return ret;
 }
 
+/* A 4xx refusal ({"code","field","error"} in o) as a page for a browser's
+ * plain form post (gw_wants_html); NULL for every other client, which
+ * gets the JSON. */
+static char *
+problem_page(struct MHD_Connection *c, unsigned status, const cJSON *o, size_t *len)
+{
+	if (status < 400 || status >= 500 || o == NULL ||
+	    !gw_wants_html(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept"),
+	                   MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type")))
+		return NULL;
+	return gw_problem_page(status, cJSON_GetStringValue(cJSON_GetObjectItem(o, "code")),
+	                       cJSON_GetStringValue(cJSON_GetObjectItem(o, "field")),
+	                       cJSON_GetStringValue(cJSON_GetObjectItem(o, "error")), len);
+}
+
 static enum MHD_Result
 reply_json(struct MHD_Connection *c, unsigned status, cJSON *o, const hdr *h, size_t nh)
 {
+	size_t plen;
+	char *page = problem_page(c, status, o, &plen);
+	if (page != NULL) {
+		cJSON_Delete(o);
+		return reply(c, status, "text/html; charset=utf-8", page, plen, 1, h, nh);
+	}
 	char *s = o ? cJSON_PrintUnformatted(o) : NULL;
 	cJSON_Delete(o);
 	if (s == NULL)

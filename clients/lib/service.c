@@ -683,14 +683,19 @@ is_refusal(int code)
 	return (code >= FUNNEL_EMALFORMED && code <= FUNNEL_EVERSION) || code == FUNNEL_EIDCONFLICT;
 }
 
-enum { S_STORED, S_REFUSED, S_OVERRIDDEN };
+/* How the log settled a derived event: S_STORED (a new record),
+ * S_DUPLICATE (acked with dup: its id was in the log already, e.g. sent
+ * by a run stopped before its checkpoint), S_REFUSED, S_OVERRIDDEN. */
+enum { S_STORED, S_DUPLICATE, S_REFUSED, S_OVERRIDDEN };
 
 static void
 settle(funnel_service *svc, pending *p, int how)
 {
 	p->state = P_DONE;
 	svc->unsent--;
-	if (how == S_OVERRIDDEN)
+	if (how == S_DUPLICATE)
+		svc->stats.duplicates++;
+	else if (how == S_OVERRIDDEN)
 		svc->stats.overridden++;
 	else if (how == S_REFUSED)
 		svc->stats.refused++;
@@ -758,8 +763,10 @@ pump(funnel_service *svc, int wait)
 		/* replies, in arrival order; the first wait is bounded */
 		while (!retry && funnel_in_flight(svc->prod) > 0) {
 			uint64_t rid;
-			int crc = funnel_collect(svc->prod, wait ? svc->o.timeout_ms : 0, &rid, NULL, 0,
-			                         NULL);
+			funnel_ack acks[MAX_CHAIN];
+			size_t nacks = 0;
+			int crc = funnel_collect(svc->prod, wait ? svc->o.timeout_ms : 0, &rid, acks,
+			                         MAX_CHAIN, &nacks);
 			if (crc == FUNNEL_ETIMEDOUT && !wait)
 				break;
 			if (crc == FUNNEL_ETIMEDOUT || crc == FUNNEL_ETRANSPORT || crc == FUNNEL_EINVAL) {
@@ -779,7 +786,8 @@ pump(funnel_service *svc, int wait)
 			pending *p = &svc->pend[i];
 			if (crc == FUNNEL_OK) {
 				for (size_t j = i; j < end; j++)
-					settle(svc, &svc->pend[j], S_STORED);
+					settle(svc, &svc->pend[j],
+					       j - i < nacks && acks[j - i].dup ? S_DUPLICATE : S_STORED);
 			} else if (crc == FUNNEL_EVERSION && p->cond) {
 				/* Someone wrote to the lead after the record this was
 				 * decided on: a person acted first.  Dropped for good

@@ -207,6 +207,12 @@ void mx_json_u64(cJSON *o, const char *name, uint64_t v);
 /* The view's checkpoint (last applied seq) as the transaction sees it. */
 uint64_t mx_checkpoint(MDB_txn *txn, const mx_tables *t);
 
+/* The name shown for assignments and SLA breaches that carry no team
+ * (a lead.assigned without data.team): the view keeps the team as the
+ * empty string; the reports' "team" fields and the Prometheus `team`
+ * label show it as this, so JSON, /metrics and the dashboard agree. */
+#define MX_NO_TEAM "(no team)"
+
 /* Prometheus text exposition of the counters table plus the view's
  * checkpoint and, if head_known, the log's head.  *out is malloc'd,
  * NUL-terminated, *len bytes. */

@@ -460,6 +460,13 @@ str_is(funnel_str s, const char *c)
 	return c == NULL || (strlen(c) == s.len && memcmp(s.ptr, c, s.len) == 0);
 }
 
+/* The team filter: as str_is, and MX_NO_TEAM names the empty team. */
+static int
+team_is(funnel_str s, const char *c)
+{
+	return str_is(s, c) || (s.len == 0 && strcmp(c, MX_NO_TEAM) == 0);
+}
+
 static funnel_str
 fs(const char *s)
 {
@@ -713,7 +720,7 @@ fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
 		if (mx_fact_decode(v.mv_data, v.mv_size, &f) != FUNNEL_OK)
 			continue;
 		if (!str_is(f.source, q->source) || !str_is(f.campaign, q->campaign) ||
-		    !str_is(f.owner, q->rep) || !str_is(f.team, q->team))
+		    !str_is(f.owner, q->rep) || !team_is(f.team, q->team))
 			continue;
 		oom |= add_fact(a, q, ts, &f);
 	}
@@ -734,7 +741,7 @@ fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
 				if (!str_is(s, q->source) || !str_is(cp, q->campaign))
 					continue;
 			}
-			if (!str_is(l.owner, q->rep) || !str_is(l.team, q->team))
+			if (!str_is(l.owner, q->rep) || !team_is(l.team, q->team))
 				continue;
 			add_lead(a, q, &l);
 		}
@@ -922,6 +929,13 @@ follow_row(cJSON *r, const group *g)
 	add_num(r, "sla_breaches", g->v[FU_SLA]);
 }
 
+/* A team as the reports show it: MX_NO_TEAM for none. */
+static const char *
+team_name(const char *team)
+{
+	return team[0] != '\0' ? team : MX_NO_TEAM;
+}
+
 static cJSON *
 followup_json(const agg *a)
 {
@@ -936,7 +950,7 @@ followup_json(const agg *a)
 	cJSON *teams = cJSON_AddArrayToObject(o, "teams");
 	for (size_t i = 0; i < a->teams.n; i++) {
 		cJSON *r = cJSON_CreateObject();
-		cJSON_AddStringToObject(r, "team", a->teams.items[i]->k[0]);
+		cJSON_AddStringToObject(r, "team", team_name(a->teams.items[i]->k[0]));
 		follow_row(r, a->teams.items[i]);
 		cJSON_AddItemToArray(teams, r);
 	}
@@ -946,7 +960,7 @@ followup_json(const agg *a)
 		const group *g = a->reps.items[i];
 		cJSON *r = cJSON_CreateObject();
 		cJSON_AddStringToObject(r, "owner", g->k[0]);
-		cJSON_AddStringToObject(r, "team", g->k[1]);
+		cJSON_AddStringToObject(r, "team", team_name(g->k[1]));
 		follow_row(r, g);
 		add_num(r, "accepted", g->v[FU_ACCEPTED]);
 		add_num(r, "rejected", g->v[FU_REJECTED]);
@@ -1188,6 +1202,16 @@ add_strn(cJSON *o, const char *name, funnel_str s)
 	cJSON_AddStringToObject(o, name, buf);
 }
 
+/* "team": the assignment's team, MX_NO_TEAM for none. */
+static void
+add_team(cJSON *o, funnel_str team)
+{
+	if (team.len == 0)
+		cJSON_AddStringToObject(o, "team", MX_NO_TEAM);
+	else
+		add_strn(o, "team", team);
+}
+
 /* /api/leads: one page of the index's list for the kind and window, the
  * facts' labels filtered as the reports filter them.  Reads the entries
  * before the page (to skip them) and the page, never the whole view. */
@@ -1230,7 +1254,7 @@ leads_json(MDB_txn *txn, const mx_tables *t, const mx_query *q, cJSON *o)
 		    mx_fact_decode(fv.mv_data, fv.mv_size, &f) != FUNNEL_OK)
 			continue;
 		if (!str_is(f.source, q->source) || !str_is(f.campaign, q->campaign) ||
-		    !str_is(f.owner, q->rep) || !str_is(f.team, q->team) ||
+		    !str_is(f.owner, q->rep) || !team_is(f.team, q->team) ||
 		    !str_is(f.reason, q->reason))
 			continue;
 		if (skip) {
@@ -1255,7 +1279,7 @@ leads_json(MDB_txn *txn, const mx_tables *t, const mx_query *q, cJSON *o)
 		add_strn(r, "source", f.source);
 		add_strn(r, "campaign", f.campaign);
 		add_strn(r, "owner", f.owner);
-		add_strn(r, "team", f.team);
+		add_team(r, f.team);
 		add_strn(r, "reason", f.reason);
 		if (f.ev == FP_EV_OPP_OPENED || f.ev == FP_EV_DEAL_WON)
 			add_num(r, "amount", f.amount);
@@ -1302,7 +1326,7 @@ mx_lead_json(MDB_txn *txn, const mx_tables *t, const char *id, cJSON *o)
 	}
 	cJSON *as = cJSON_AddObjectToObject(w, "assignment");
 	add_strn(as, "owner", l.owner);
-	add_strn(as, "team", l.team);
+	add_team(as, l.team);
 	mx_json_u64(as, "ts", l.assigned_ts);
 	mx_json_u64(as, "seq", l.assigned_seq);
 	/* the SLA clock: assignment to first contact (null: still running) */
@@ -1568,7 +1592,10 @@ mx_prometheus(MDB_txn *txn, const mx_tables *t, int head_known, uint64_t head, c
 			const char *q = memchr(p, 0, (size_t)(end - p));
 			size_t l = q ? (size_t)(q - p) : (size_t)(end - p);
 			sb_printf(&b, "%s%s=\"", i ? "," : "{", cur->labels[i]);
-			sb_label(&b, p, l);
+			if (l == 0 && strcmp(cur->labels[i], "team") == 0)
+				sb_add(&b, MX_NO_TEAM, strlen(MX_NO_TEAM));
+			else
+				sb_label(&b, p, l);
 			sb_add(&b, "\"", 1);
 			p = q ? q + 1 : end;
 			if (i == 1 || cur->labels[i + 1] == NULL)

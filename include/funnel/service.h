@@ -299,7 +299,9 @@ funnel_query *funnel_service_query(funnel_service *svc);
 MDB_env *funnel_service_env(funnel_service *svc);
 
 /* Counters since start: records applied, view commits, derived events
- * stored, refused by the log, skipped as already sent (rebuild), and
+ * stored (new records), acked as duplicates (their id was in the log
+ * already: sent by an earlier run before it stopped, not counted in
+ * emitted), refused by the log, skipped as already sent (rebuild), and
  * dropped because the lead changed after their cause (EVERSION: a person
  * acted first). */
 typedef struct funnel_service_stats {
@@ -309,6 +311,7 @@ typedef struct funnel_service_stats {
 	uint64_t refused;
 	uint64_t skipped;
 	uint64_t overridden;
+	uint64_t duplicates;
 } funnel_service_stats;
 void funnel_service_stats_get(const funnel_service *svc, funnel_service_stats *st);
 

@@ -397,6 +397,41 @@ def refusals(res, daemon, gw, log):
             expect_eq(head(log), h0, "the log is unchanged")
         res.run("%s: %d %s naming %s, log unchanged" % (name, status, code, field), one)
 
+    browser = dict(form, Accept="text/html,application/xhtml+xml,application/xml;q=0.9,"
+                                "image/avif,image/webp,*/*;q=0.8")
+    pages = [
+        ("an Origin not allowed", urllib.parse.urlencode(demo()),
+         dict(browser, Origin="https://evil.example"), 403, "origin_not_allowed",
+         ["Origin: not one of the form", "let the site&#39;s owner know"]),
+        ("a missing required field", urllib.parse.urlencode(demo(full_name=None)), browser, 400,
+         "missing_field", ["full_name", "fill in the field"]),
+        ("a value over 1000 bytes", urllib.parse.urlencode(demo(company="<b>" * 400)), browser,
+         400, "value_too_long", ["company", "shorten the answer"]),
+    ]
+    for name, body, headers, status, code, texts in pages:
+        def page(body=body, headers=headers, status=status, code=code, texts=texts):
+            h0 = head(log)
+            st, hd, b = gw.request("POST", "/forms/demo-request", body, headers)
+            expect_eq(st, status, "status unchanged (%r)" % b[:200])
+            expect_in("text/html", hd.get("content-type", ""), "content type")
+            text = b.decode()
+            expect(text.startswith("<!DOCTYPE html>"), "a page: %r" % text[:80])
+            for t in texts + ["Your form was not sent", "%d %s" % (status, code)]:
+                expect_in(t, text, "the page")
+            low = text.lower()
+            expect(not any(x in low for x in ("<script", "src=", "href=", "@import", "url(")),
+                   "nothing loaded from elsewhere, no script: %r" % text)
+            expect("<b>" not in text, "values escaped")
+            expect_eq(head(log), h0, "the log is unchanged")
+            # the same post from a script (fetch sends Accept: */*, or asks for JSON)
+            for accept in ("*/*", "application/json", "text/html, application/json"):
+                st, hd, b = gw.request("POST", "/forms/demo-request", body,
+                                       dict(headers, Accept=accept))
+                expect_eq((st, json.loads(b).get("code")), (status, code),
+                          "JSON for Accept: %s" % accept)
+        res.run("a browser's plain form post refused (%s) gets a readable %d page; "
+                "fetch and JSON clients get JSON" % (name, status), page)
+
     def chunked_too_big():
         h0 = head(log)
         c = http.client.HTTPConnection(gw.host, gw.port, timeout=10)

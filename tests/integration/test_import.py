@@ -21,6 +21,9 @@ reason" and "N passed, M failed".
 import calendar
 import json
 import os
+import pty
+import re
+import select
 import subprocess
 import sys
 
@@ -149,6 +152,34 @@ def funnel(daemon, *args, cwd=None):
                         "--publish", eps["publish"]] + list(args), capture_output=True,
                        text=True, timeout=CMD_TIMEOUT_S, cwd=cwd)
     return p.returncode, p.stdout, p.stderr
+
+
+def funnel_tty(daemon, *args, cwd=None):
+    """funnel with stderr on a pseudo-terminal (so that it draws its
+    progress line); returns (exit status, stdout, what the terminal got)."""
+    eps = daemon.endpoints
+    master, slave = pty.openpty()
+    p = subprocess.Popen([FUNNEL, "--ingest", eps["ingest"], "--query", eps["query"],
+                          "--publish", eps["publish"]] + list(args), stdout=subprocess.PIPE,
+                         stderr=slave, text=True, cwd=cwd)
+    os.close(slave)
+    term = b""
+    while True:
+        r, _, _ = select.select([master], [], [], CMD_TIMEOUT_S)
+        if not r:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:          # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        term += chunk
+    os.close(master)
+    out = p.stdout.read()
+    p.stdout.close()
+    rc = p.wait(timeout=CMD_TIMEOUT_S)
+    return rc, out, term.decode("utf-8", "replace")
 
 
 def write(d, name, text):
@@ -360,12 +391,93 @@ def long_ids_group(res, daemon, ctx):
     log.close()
 
 
+SAMPLES = os.path.join(MAPPINGS, "samples")
+
+
+def samples_group(res, daemon, ctx):
+    """The sample exports shipped beside the mappings import cleanly, as
+    the README shows; and the progress line's last update counts every
+    row read, refused and repeated rows included."""
+    log = LogClient(ctx, daemon.endpoints)
+    d = daemon.dir
+
+    def shipped(kind, leads, deals, rows, leads_n):
+        def check():
+            rc, out, err = funnel(daemon, "import", "--mapping",
+                                  os.path.join(MAPPINGS, kind + ".json"),
+                                  "--leads", os.path.join(SAMPLES, leads),
+                                  "--deals", os.path.join(SAMPLES, deals),
+                                  "--rejects", os.path.join(d, kind + "-samples.rejects"),
+                                  "--json")
+            expect_eq(rc, 0, "exit status (%s)" % err)
+            s = json.loads(out)
+            expect_eq((s["rows"], s["leads"], s["refused"], s["duplicates"]),
+                      (rows, leads_n, 0, 0), "summary")
+            expect(s["stored"] == s["events"] and s["events"] > rows, "every event stored: %r" % s)
+            got = {r["lead"] for r in log.records() if r.get("lead", "").startswith(kind + "-")}
+            expect_eq(len(got), leads_n, "leads in the log")
+        return check
+    res.run("the shipped HubSpot sample exports import with no refused row",
+            shipped("hubspot", "hubspot-contacts.csv", "hubspot-deals.csv", 8, 6))
+    res.run("the shipped Salesforce sample exports import with no refused row",
+            shipped("salesforce", "salesforce-leads.csv", "salesforce-opportunities.csv", 7, 5))
+
+    def event_time():
+        lead = "hubspot-51001"
+        rc, out, err = funnel(daemon, "history", lead, "--human")
+        expect_eq(rc, 0, "history exit status (%s)" % err)
+        lines = out.splitlines()
+        expect(lines and lines[0].split()[:2] == ["SEQ", "TIME"], "header: %r" % lines[:1])
+        cap = [x for x in lines if "lead.captured" in x]
+        expect(cap and "2026-01-05T09:12:00.000Z* lead.captured" in cap[0],
+               "history: the CRM's create date, marked: %r" % cap)
+        won = [x for x in lines if "deal.won" in x]
+        expect(won and "2026-02-02T16:45:00.000Z* deal.won" in won[0],
+               "history: the close date, marked: %r" % won)
+        rc, out, err = funnel(daemon, "replay", "--lead", lead, "--human")
+        expect_eq(rc, 0, "replay exit status (%s)" % err)
+        expect("2026-01-05T09:12:00.000Z* lead.captured  " + lead in out,
+               "replay --human: the event time, marked: %r" % out)
+        seq = [r["seq"] for r in log.records() if r.get("lead") == lead][0]
+        rc, out, err = funnel(daemon, "tail", "--from", str(seq), "--count", "1", "--human",
+                              "--timeout-idle", "5000")
+        expect_eq(rc, 0, "tail exit status (%s)" % err)
+        expect("2026-01-05T09:12:00.000Z* lead.captured  " + lead in out,
+               "tail --human: the event time, marked: %r" % out)
+        rc, out, err = funnel(daemon, "history", lead, "--json")
+        first = json.loads(out.splitlines()[0])
+        expect(first["ts"] > first["occurred_at"] == ns(2026, 1, 5, 9, 12),
+               "--json keeps both ts and occurred_at: %r" % first)
+        log.publish_ok({"type": "lead.captured", "lead": "live-1", "id": "live-1"})
+        rc, out, err = funnel(daemon, "history", "live-1", "--human")
+        row = [x for x in out.splitlines() if "lead.captured" in x]
+        expect(row and re.search(r"Z  lead\.captured", row[0]),
+               "a live event: its ts, no mark: %r" % row)
+    res.run("history, replay --human and tail --human show the event time, marked when it "
+            "is not ts", event_time)
+
+    def progress_line():
+        paths = [write(d, "p-contacts.csv", HS_CONTACTS), write(d, "p-deals.csv", HS_DEALS)]
+        rc, out, term = funnel_tty(daemon, "import", "--mapping",
+                                   os.path.join(MAPPINGS, "hubspot.json"), "--leads", paths[0],
+                                   "--deals", paths[1], "--rejects",
+                                   os.path.join(d, "p.rejects"), "--json")
+        expect_eq(rc, 1, "exit status with refused rows (%r)" % term)
+        rows = json.loads(out)["rows"]
+        shown = re.findall(r"(\d+)/(\d+) rows", term)
+        expect(shown, "a progress line on the terminal: %r" % term)
+        expect_eq(shown[-1], (str(rows), str(rows)), "the last update counts every row (%r)" % term)
+    res.run("the progress line's last update shows all rows read", progress_line)
+    log.close()
+
+
 def main():
     hs = import_group("hubspot", [("contacts.csv", HS_CONTACTS), ("deals.csv", HS_DEALS)],
                       HS_CHAINS, HS_REJECTS, rows=9 + 5, dup_rows=1)
     sf = import_group("salesforce", [("leads.csv", SF_LEADS), ("opps.csv", SF_OPPS)],
                       SF_CHAINS, SF_REJECTS, rows=7 + 2, dup_rows=1)
-    return run_service_groups(FUNNELD, FUNNEL, (hs, sf, conflict_group, long_ids_group))
+    return run_service_groups(FUNNELD, FUNNEL, (hs, sf, conflict_group, long_ids_group,
+                                                       samples_group))
 
 
 if __name__ == "__main__":

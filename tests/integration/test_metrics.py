@@ -1323,12 +1323,49 @@ def run_goals(res, daemon, ctx):
     if ok and "want" in holder:
         run_browser(res, g, daemon, None, goals=holder["want"])
     g.stop()
+
+
+def run_no_team(res, daemon, ctx):
+    """Assignments and SLA breaches without a team show under "(no team)"
+    alike in /api/followup (teams and reps), the report and /metrics;
+    a named team keeps its name."""
+    log = LogClient(ctx, daemon.endpoints)
+    m = Metrics(daemon, "noteam")
+    publish_steps(log, [
+        (ev("lead.captured", "N1", source="web"), None),
+        (ev("lead.captured", "N2", source="web"), None),
+        (ev("lead.assigned", "N1", owner="ann"), None),
+        (ev("lead.assigned", "N2", owner="bo", team="north"), None),
+        (ev("lead.sla_breached", "N1", owner="ann", minutes_late=3), None),
+    ], 0)
+    m.start()
+    try:
+        def named():
+            m.wait_caught_up(log.status()["head"])
+            f = m.api("/api/followup")["followup"]
+            teams = {r["team"]: r["assignments"] for r in f["teams"]}
+            expect_eq(teams, {"(no team)": 1, "north": 1}, "teams of /api/followup")
+            reps = {(r["owner"], r["team"]) for r in f["reps"]}
+            expect_eq(reps, {("ann", "(no team)"), ("bo", "north")}, "reps of /api/followup")
+            f = m.api("/api/followup?team=%28no%20team%29")["followup"]
+            expect_eq((f["assignments"], f["sla_breaches"]), (1, 1), "the filter team=(no team)")
+            st, _, body = m.get("/metrics")
+            lines = set(body.decode().splitlines())
+            for line in ('funnel_assignments_total{team="(no team)"} 1',
+                         'funnel_assignments_total{team="north"} 1',
+                         'funnel_sla_breaches_total{team="(no team)",owner="ann"} 1'):
+                expect_in(line, lines, "/metrics sample")
+            expect(not any('team=""' in x for x in lines), "no empty team label")
+        res.run("assignments without a team show as (no team) in JSON and /metrics", named)
+    finally:
+        m.stop()
     log.close()
 
 
 def main():
     return run_service_groups(FUNNELD, METRICS, (run_checks, run_growth, run_hostile,
-                                                  run_definitions, run_event_time, run_goals))
+                                                  run_definitions, run_event_time, run_goals,
+                                                  run_no_team))
 
 
 if __name__ == "__main__":

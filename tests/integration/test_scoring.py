@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import sys
 
@@ -248,6 +249,21 @@ def run_checks(res, daemon, ctx):
         expect_eq(log.status()["head"], head, "a fresh view derives nothing new")
         expect_eq((cp3, d3), (cp1, d1), "a view built from nothing elsewhere")
     res.run("--rebuild reproduces the view byte for byte", rebuild_identical)
+
+    def duplicates_counted_apart():
+        head = log.status()["head"]
+        again = Scoring(daemon, "again")
+        again.write_rules(RULES_V1)
+        p = again.run("--until-head")
+        expect_eq(p.returncode, 0, "exit status (%s)" % p.stderr[-800:])
+        expect_eq(log.status()["head"], head, "nothing new in the log")
+        m = re.search(r"stopped at seq \d+: \d+ applied, (\d+) derived events stored, "
+                      r"(\d+) duplicates \(already in the log\)", p.stderr)
+        expect(m, "the shutdown summary: %r" % p.stderr[-800:])
+        expect_eq(int(m.group(1)), 0, "derived events stored (%s)" % m.group(0))
+        expect(int(m.group(2)) > 0, "its derived events counted as duplicates: %s" % m.group(0))
+    res.run("a fresh view over a log that holds its derived events reports them as "
+            "duplicates, not stored", duplicates_counted_apart)
 
     def rules_change_recorded_first():
         sc.write_rules(RULES_V2)

@@ -295,6 +295,33 @@ array_elements(void **st)
 	}
 }
 
+
+/* Which clients get a page for a refusal, and that the page escapes
+ * what it shows. */
+static void
+problem_page_for_browsers(void **state)
+{
+	(void)state;
+	const char *nav = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+	assert_int_equal(gw_wants_html(nav, "application/x-www-form-urlencoded"), 1);
+	assert_int_equal(gw_wants_html(nav, "multipart/form-data; boundary=x"), 1);
+	assert_int_equal(gw_wants_html(nav, "application/json"), 0);
+	assert_int_equal(gw_wants_html("*/*", "application/x-www-form-urlencoded"), 0);
+	assert_int_equal(gw_wants_html("text/html, application/json", NULL), 0);
+	assert_int_equal(gw_wants_html(NULL, NULL), 0);
+
+	size_t len = 0;
+	char *p = gw_problem_page(400, "missing_field", "<x>", "a \"quoted\" & <b>", &len);
+	assert_non_null(p);
+	assert_int_equal(strlen(p), len);
+	assert_non_null(strstr(p, "a &quot;quoted&quot; &amp; &lt;b&gt;"));
+	assert_non_null(strstr(p, "<strong>&lt;x&gt;</strong>"));
+	assert_non_null(strstr(p, "fill in the field"));
+	assert_non_null(strstr(p, "400 missing_field"));
+	assert_null(strstr(p, "<b>"));
+	free(p);
+}
+
 int
 main(void)
 {
@@ -305,6 +332,7 @@ main(void)
 		cmocka_unit_test(rate_limit_is_bounded),
 		cmocka_unit_test(client_behind_trusted_proxies),
 		cmocka_unit_test(array_elements),
+		cmocka_unit_test(problem_page_for_browsers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
