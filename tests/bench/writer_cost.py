@@ -6,9 +6,9 @@ counted by callgrind (a count, not a time: it repeats on a busy machine).
 funneld runs from an empty data directory under
 `valgrind --tool=callgrind --separate-threads=yes --toggle-collect=ingest_run`,
 so only what runs inside ingest_run is counted: the writer's loop on the
-main thread (and nothing of start-up, of ZeroMQ's I/O threads or of any
-thread that ingest_run starts: callgrind's collection state is per
-thread).  4 pipelined DEALER producers publish WRITER_EVENTS events
+main thread, and inside receiver_main: the receiver thread that decodes
+requests and sends the replies (nothing of start-up or of ZeroMQ's I/O
+threads; callgrind's collection state is per thread).  4 pipelined DEALER producers publish WRITER_EVENTS events
 (default 20000) in requests of WRITER_BATCH events (default 8): half
 lead.captured of a new lead with an email (a personal field), half
 x.note, each with an idempotency key.  The writer thread's total
@@ -16,7 +16,7 @@ instruction count divided by the events is printed:
 
   writer: N instructions/event over E events (total T, thread file F)
 
-and every other thread's total beside it, for what moved where.
+and the receiver thread's beside it ("receiver: ..."), for what moved where.
 BUILD (default build) picks the funneld; WRITER_ARGS adds funneld
 options (e.g. "--no-sync").
 """
@@ -54,7 +54,8 @@ def start(root):
     log = open(os.path.join(root, "log"), "wb")
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--separate-threads=yes",
-         "--toggle-collect=ingest_run", "--callgrind-out-file=" + out,
+         "--toggle-collect=ingest_run", "--toggle-collect=receiver_main",
+         "--callgrind-out-file=" + out,
          FUNNELD, "--data", os.path.join(root, "data"), "--ingest", "tcp://127.0.0.1:*",
          "--publish", "tcp://127.0.0.1:*", "--query", "tcp://127.0.0.1:*",
          "--ready-file", ready] + ARGS,
@@ -147,8 +148,8 @@ def main():
               % (w // EVENTS, EVENTS, w, os.path.basename(main_file[0])))
         for c, p in counts:
             if p != main_file[0] and c:
-                print("  other thread %s: %d instructions/event inside ingest_run's threads"
-                      % (os.path.basename(p), c // EVENTS))
+                print("receiver: %d instructions/event (thread file %s)"
+                      % (c // EVENTS, os.path.basename(p)))
     finally:
         if os.environ.get("WRITER_KEEP") != "1":
             shutil.rmtree(root, ignore_errors=True)
