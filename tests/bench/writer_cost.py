@@ -18,7 +18,9 @@ instruction count divided by the events is printed:
 
 and the receiver thread's beside it ("receiver: ..."), for what moved where.
 BUILD (default build) picks the funneld; WRITER_ARGS adds funneld
-options (e.g. "--no-sync").
+options (e.g. "--no-sync"); WRITER_SEALED=1 gives funneld a fresh master
+key (personal fields sealed); WRITER_KEEP=1 keeps the callgrind files
+(the directory is left in /tmp) for callgrind_annotate.
 """
 import glob
 import os
