@@ -61,14 +61,15 @@ typedef struct batch {
 	uint8_t *dups;            /* per event: 1 when a duplicate */
 	msgpack_sbuffer reply;    /* scratch for one reply */
 	const fa_table *acl;      /* with --access: the table this group is judged by */
+	msgpack_sbuffer recs;     /* the writer's: the group's new records, back to back */
+	size_t *rec_end;          /* end offset of each record in recs */
+	size_t nrecs;             /* committed records (0 when the group failed) */
+	uint64_t head_seq;        /* the head once this batch is committed */
 } batch;
 
-/* The writer's own state: what it builds while storing a batch. */
+/* The writer's own state: what it needs while storing a batch. */
 typedef struct group {
 	batch *b;                 /* the batch being stored (the writer holds it) */
-	msgpack_sbuffer recs;     /* the group's new records, back to back */
-	size_t *rec_end;          /* end offset of each record in recs */
-	size_t nrecs;
 	msgpack_zone cmp_zone;    /* scratch for same_event(): the stored record, parsed */
 	msgpack_sbuffer cmp;      /* ... and the new event encoded as that record */
 	vault *vault;             /* personal data keys; NULL: data stored as sent */
@@ -316,19 +317,19 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 		if (se != FUNNEL_OK)
 			return ENOMEM;
 	}
-	funnel_err ee = fp_record_encode(&g->recs, &ev, &st, hash);
+	funnel_err ee = fp_record_encode(&g->b->recs, &ev, &st, hash);
 	if (ee == FUNNEL_ETOOBIG) {
 		fp_error_set(err, ee, "data", "event is over %d bytes once stored", FP_MAX_RECORD_BYTES);
 		return 1;
 	}
 	if (ee != FUNNEL_OK)
 		return ENOMEM;
-	rc = store_append(w, cs->seq, g->recs.data + cs->recs_size, g->recs.size - cs->recs_size,
+	rc = store_append(w, cs->seq, g->b->recs.data + cs->recs_size, g->b->recs.size - cs->recs_size,
 	                  ev.lead.ptr, ev.lead.len, &lead, ev.id.ptr, ev.id.len);
 	if (rc != 0)
 		return rc;
-	g->rec_end[cs->nrecs++] = g->recs.size;
-	cs->recs_size = g->recs.size;
+	g->b->rec_end[cs->nrecs++] = g->b->recs.size;
+	cs->recs_size = g->b->recs.size;
 	g->b->seqs[ack] = cs->seq;
 	g->b->dups[ack] = 0;
 	memcpy(cs->prev, hash, FUNNEL_HASH_BYTES);
@@ -373,7 +374,7 @@ apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, i
 				return APPLY_REDO_NESTED;
 			if (g->vault != NULL)
 				vault_rollback(g->vault, vmark);
-			g->recs.size = saved.recs_size;
+			g->b->recs.size = saved.recs_size;
 			*cs = saved;
 			return 0;
 		}
@@ -419,7 +420,7 @@ store_group(store *s, group *g)
 		uint64_t now = clock_now_ns();
 		cs.ts = now > s->head_ts ? now : s->head_ts;
 		memcpy(cs.prev, s->head_hash, FUNNEL_HASH_BYTES);
-		g->recs.size = 0;
+		g->b->recs.size = 0;
 
 		int rc = store_wtxn_begin(s, NULL, &w);
 		if (rc != 0)
@@ -467,7 +468,7 @@ store_group(store *s, group *g)
 		}
 		if (rc != 0)
 			return rc;
-		g->nrecs = cs.nrecs;
+		g->b->nrecs = cs.nrecs;
 		if (cs.nrecs > 0) {
 			s->head_seq = cs.seq - 1;
 			s->head_ts = cs.ts;
@@ -573,6 +574,7 @@ release_requests(batch *b)
 	b->nreqs = 0;
 	b->nevents = 0;
 	b->bytes = 0;
+	b->nrecs = 0;
 	msgpack_zone_clear(&b->zone);
 	zap_release(b->acl);
 	b->acl = NULL;
@@ -599,12 +601,15 @@ batch_new(void)
 	b->events = malloc(BATCH_EVENTS * sizeof *b->events);
 	b->seqs = malloc(BATCH_EVENTS * sizeof *b->seqs);
 	b->dups = malloc(BATCH_EVENTS);
+	b->rec_end = malloc(BATCH_EVENTS * sizeof *b->rec_end);
 	msgpack_sbuffer_init(&b->reply);
-	if (b->events == NULL || b->seqs == NULL || b->dups == NULL ||
+	msgpack_sbuffer_init(&b->recs);
+	if (b->events == NULL || b->seqs == NULL || b->dups == NULL || b->rec_end == NULL ||
 	    !msgpack_zone_init(&b->zone, 64 * 1024)) {
 		free(b->events);
 		free(b->seqs);
 		free(b->dups);
+		free(b->rec_end);
 		free(b);
 		return NULL;
 	}
@@ -618,7 +623,9 @@ batch_free(batch *b)
 		return;
 	release_requests(b);
 	msgpack_sbuffer_destroy(&b->reply);
+	msgpack_sbuffer_destroy(&b->recs);
 	msgpack_zone_destroy(&b->zone);
+	free(b->rec_end);
 	free(b->events);
 	free(b->seqs);
 	free(b->dups);
@@ -638,8 +645,38 @@ stage_recv(void *stage, batch **b)
 	return zmq_recv(stage, b, sizeof *b, 0) == (int)sizeof *b ? 0 : -1;
 }
 
+/* The batch's committed records, in seq order. */
+static void
+publish_all(void *pub, const batch *b)
+{
+	size_t start = 0;
+	for (size_t i = 0; i < b->nrecs; i++) {
+		zmq_send(pub, b->recs.data + start, b->rec_end[i] - start, 0);
+		start = b->rec_end[i];
+	}
+}
+
+static void
+send_heartbeat(void *pub, uint64_t head_seq)
+{
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, 2);
+	mp_pack_key(&pk, "heartbeat");
+	msgpack_pack_uint64(&pk, head_seq);
+	mp_pack_key(&pk, "ts");
+	msgpack_pack_uint64(&pk, clock_now_ns());
+	zmq_send(pub, sb.data, sb.size, ZMQ_DONTWAIT);
+	msgpack_sbuffer_destroy(&sb);
+}
+
 typedef struct receiver {
 	void *sock;               /* the ingest ROUTER: the receiver's alone while it runs */
+	void *pub;                /* the PUB socket: the receiver's alone while it runs */
+	uint64_t head_seq;        /* the head last published (heartbeats carry it) */
+	int heartbeat_ms;
 	void *stage;              /* PAIR to the writer */
 	batch *bufs[2];           /* one filling here, one with the writer (or both here) */
 	int access;               /* --access given: judge each batch by the current table */
@@ -652,7 +689,9 @@ typedef struct receiver {
  * stops reading, so producers feel the writer's pace), decodes each
  * request once, and hands the batch to the writer as soon as the writer
  * has none.  A batch the writer hands back is stored and committed
- * durably (or refused as a whole): only then are its replies sent.
+ * durably (or refused as a whole): only then are its replies sent, and
+ * then its records published.  Heartbeats go out from here too, so one
+ * never announces a head whose records were not yet published.
  * When the writer sends "stop", the receiver waits for the batch the
  * writer may still hold, answers ESHUTDOWN to what it has taken and to
  * what is queued, sends "stop" back and ends.
@@ -663,6 +702,7 @@ receiver_main(void *arg)
 	receiver *rv = arg;
 	batch *fill = rv->bufs[0], *spare = rv->bufs[1];
 	int writer_idle = 1, stopping = 0;
+	uint64_t next_hb = 0;
 	sigset_t set;
 
 	/* signals belong to the main thread */
@@ -675,11 +715,17 @@ receiver_main(void *arg)
 	for (;;) {
 		if (stopping && writer_idle)
 			break;
+		uint64_t now = clock_now_ns();
+		if (now >= next_hb) {
+			send_heartbeat(rv->pub, rv->head_seq);
+			next_hb = now + (uint64_t)rv->heartbeat_ms * 1000000u;
+		}
+		long wait_ms = (long)((next_hb - now) / 1000000u) + 1;
 		int room = !stopping && fill->nreqs < GROUP_MAX_REQUESTS &&
 		           fill->nevents < GROUP_MAX_EVENTS && fill->bytes < GROUP_MAX_BYTES;
 		zmq_pollitem_t items[2] = { { rv->stage, 0, ZMQ_POLLIN, 0 },
 		                            { rv->sock, 0, (short)(room ? ZMQ_POLLIN : 0), 0 } };
-		if (zmq_poll(items, 2, -1) < 0) {
+		if (zmq_poll(items, 2, wait_ms) < 0) {
 			if (errno == EINTR)
 				continue;
 			log_error("receiver: poll failed: %s", zmq_strerror(errno));
@@ -692,8 +738,12 @@ receiver_main(void *arg)
 			if (done == NULL) {
 				stopping = 1;
 			} else {
-				/* 4. ack: the writer hands a batch back once it is committed */
+				/* 4. ack, 5. publish: the writer hands a batch back once
+				 * it is committed (nrecs 0 when the group failed) */
 				reply_all(rv->sock, done);
+				publish_all(rv->pub, done);
+				if (done->nrecs > 0)
+					rv->head_seq = done->head_seq;
 				release_requests(done);
 				spare = done;
 				writer_idle = 1;
@@ -744,32 +794,6 @@ receiver_main(void *arg)
 
 /* ---- the writer: validate, append, commit, publish ------------------------ */
 
-static void
-publish_all(void *pub, group *g)
-{
-	size_t start = 0;
-	for (size_t i = 0; i < g->nrecs; i++) {
-		zmq_send(pub, g->recs.data + start, g->rec_end[i] - start, 0);
-		start = g->rec_end[i];
-	}
-}
-
-static void
-send_heartbeat(void *pub, const store *s)
-{
-	msgpack_sbuffer sb;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer pk;
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 2);
-	mp_pack_key(&pk, "heartbeat");
-	msgpack_pack_uint64(&pk, s->head_seq);
-	mp_pack_key(&pk, "ts");
-	msgpack_pack_uint64(&pk, clock_now_ns());
-	zmq_send(pub, sb.data, sb.size, ZMQ_DONTWAIT);
-	msgpack_sbuffer_destroy(&sb);
-}
-
 /* LMDB reports a page write that the disk cut short as EIO ("short
  * write, filesystem full?"), not ENOSPC.  A short write takes the last
  * free blocks, so a disk with less than 1 MiB left is the full one. */
@@ -812,21 +836,19 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
            volatile sig_atomic_t *stop)
 {
 	group *g = calloc(1, sizeof *g);
-	receiver rv = { .sock = sock, .access = c->access[0] != '\0' };
+	receiver rv = { .sock = sock, .pub = pub, .head_seq = s->head_seq,
+	                .heartbeat_ms = c->heartbeat_ms, .access = c->access[0] != '\0' };
 	void *stage = NULL;
-	uint64_t next_hb = 0;
 	int result = 0, started = 0, receiver_gone = 0, zone_ok = 0;
 	char ep[64];
 
 	snprintf(ep, sizeof ep, "inproc://funneld-stage-%p", (void *)g);
 	if (g == NULL || !(zone_ok = msgpack_zone_init(&g->cmp_zone, 4096)) ||
-	    (g->rec_end = malloc(BATCH_EVENTS * sizeof *g->rec_end)) == NULL ||
 	    (rv.bufs[0] = batch_new()) == NULL || (rv.bufs[1] = batch_new()) == NULL) {
 		log_error("out of memory starting the writer");
 		result = -1;
 		goto out;
 	}
-	msgpack_sbuffer_init(&g->recs);
 	msgpack_sbuffer_init(&g->cmp);
 	g->vault = s->vault;
 	if ((stage = zmq_socket(ctx, ZMQ_PAIR)) == NULL || zmq_bind(stage, ep) != 0 ||
@@ -839,14 +861,8 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 	started = 1;
 
 	while (!*stop) {
-		uint64_t now = clock_now_ns();
-		if (now >= next_hb) {
-			send_heartbeat(pub, s);
-			next_hb = now + (uint64_t)c->heartbeat_ms * 1000000u;
-		}
 		zmq_pollitem_t item = { stage, 0, ZMQ_POLLIN, 0 };
-		long wait_ms = (long)((next_hb - now) / 1000000u) + 1;
-		int n = zmq_poll(&item, 1, wait_ms);
+		int n = zmq_poll(&item, 1, 1000);   /* a signal interrupts it: *stop is seen */
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -866,14 +882,16 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			result = -1;
 			break;
 		}
-		g->nrecs = 0;
+		g->b->nrecs = 0;
 		/* 2-3. validate, append, commit */
 		int rc = store_group(s, g);
 		if (rc != 0) {
 			log_error("group of %zu requests not stored: %s", g->b->nreqs, mdb_strerror(rc));
 			fail_group(g, rc, s);
+			g->b->nrecs = 0;
 		}
-		/* 4. ack (the receiver sends the replies), 5. publish */
+		g->b->head_seq = s->head_seq;
+		/* 4. ack, 5. publish: the receiver does both, in that order */
 		batch *b = g->b;
 		g->b = NULL;
 		if (stage_send(stage, b) != 0) {
@@ -881,8 +899,6 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			result = -1;
 			break;
 		}
-		if (rc == 0)
-			publish_all(pub, g);
 	}
 
 	/* Stop the receiver: a batch it sent that was not taken is answered
@@ -906,11 +922,9 @@ out:
 	batch_free(rv.bufs[0]);
 	batch_free(rv.bufs[1]);
 	if (g != NULL) {
-		msgpack_sbuffer_destroy(&g->recs);
 		msgpack_sbuffer_destroy(&g->cmp);
 		if (zone_ok)
 			msgpack_zone_destroy(&g->cmp_zone);
-		free(g->rec_end);
 		free(g);
 	}
 	return result;

@@ -22,10 +22,11 @@
  *      error is the one its first refused event gets;
  *   3. writer: commit (fsync unless --no-sync);
  *   4. only then the batch goes back to the receiver, which replies to
- *      every request of it (ack or error);
- *   5. writer: publish the group's records, in seq order, on the PUB socket.
- * A heartbeat carrying the head seq goes out on the PUB socket every
- * heartbeat period, so subscribers notice what they missed at the tail.
+ *      every request of it (ack or error),
+ *   5. then publishes the group's records, in seq order, on the PUB socket.
+ * A heartbeat carrying the head seq (the last one published) goes out on
+ * the PUB socket every heartbeat period, from the receiver, so
+ * subscribers notice what they missed at the tail.
  */
 #ifndef FUNNEL_DAEMON_INGEST_H
 #define FUNNEL_DAEMON_INGEST_H
@@ -39,9 +40,9 @@
  * Serve until *stop becomes non-zero, then finish the group in hand,
  * answer ESHUTDOWN to requests taken or still queued, and return 0.
  * Returns -1 only when the log can no longer be written at all (logged).
- * Sockets stay owned by the caller; ingest_sock is used by the receiver
- * thread, started and joined inside this call, and pub_sock by the
- * caller's thread.  ctx is the sockets' context (for the inproc PAIR).
+ * Sockets stay owned by the caller; ingest_sock and pub_sock are used
+ * by the receiver thread, started and joined inside this call.  ctx is
+ * the sockets' context (for the inproc PAIR between the two threads).
  */
 int ingest_run(void *ctx, store *s, void *ingest_sock, void *pub_sock, const config *c,
                volatile sig_atomic_t *stop);
