@@ -2,6 +2,8 @@
  * daemon/ingest.c - the write path (see ingest.h for the loop's steps).
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,38 +28,54 @@
 #define GROUP_MAX_EVENTS 4096
 #define GROUP_MAX_BYTES (2u << 20)   /* decoded requests held at once; see FP_MAX_REQUEST_BYTES */
 
-/* One request of the group.  ident and body own their frames. */
+/* One request of a group.  ident and body own their frames. */
 typedef struct request {
 	zmq_msg_t ident;
 	int has_delim;            /* a REQ peer: echo the empty delimiter frame */
 	zmq_msg_t body;
-	fp_request req;           /* decoded into the group zone */
+	fp_request req;           /* decoded into the batch's zone */
 	fp_error err;             /* valid when status != FUNNEL_OK */
 	funnel_err status;
-	size_t first;             /* index of its first event in the group's ack arrays */
+	size_t first;             /* index of its first event in the batch's event and ack arrays */
 	size_t nev;
-	const fa_principal *who;  /* with --access: the sender (in the group's acl) */
+	size_t bad;               /* the first event the receiver refused (pre), nev when none */
+	fp_error pre;             /* why event bad was refused: no lead state needed to know it */
+	const fa_principal *who;  /* with --access: the sender (in the batch's acl) */
 	int drop;                 /* with --access: a sender the table no longer has; no reply */
 } request;
 
-typedef struct group {
+/*
+ * A group as the receiver took it off the ingest socket and decoded it.
+ * Owned by one thread at a time, handed over on the stage socket: the
+ * receiver fills it, the writer stores it and fills in the outcomes
+ * (status, err, seqs, dups), the receiver acks and recycles it.
+ */
+typedef struct batch {
 	request reqs[GROUP_MAX_REQUESTS];
 	size_t nreqs;
 	size_t nevents;
 	size_t bytes;
-	msgpack_zone zone;        /* decoded requests; cleared after each group */
+	msgpack_zone zone;        /* decoded requests; cleared when the batch is recycled */
+	fp_event *events;         /* per event (below its request's bad): decoded, validated */
 	uint64_t *seqs;           /* per event: assigned or original seq */
 	uint8_t *dups;            /* per event: 1 when a duplicate */
-	size_t ack_cap;
-	msgpack_sbuffer recs;     /* the group's new records, back to back */
-	size_t *rec_end;          /* end offset of each record in recs */
-	size_t nrecs, rec_cap;
 	msgpack_sbuffer reply;    /* scratch for one reply */
+	const fa_table *acl;      /* with --access: the table this group is judged by */
+	msgpack_sbuffer recs;     /* the writer's: the group's new records, back to back */
+	size_t *rec_end;          /* end offset of each record in recs */
+	size_t nrecs;             /* committed records (0 when the group failed) */
+	uint64_t head_seq;        /* the head once this batch is committed */
+} batch;
+
+/* The writer's own state: what it needs while storing a batch. */
+typedef struct group {
+	batch *b;                 /* the batch being stored (the writer holds it) */
 	msgpack_zone cmp_zone;    /* scratch for same_event(): the stored record, parsed */
 	msgpack_sbuffer cmp;      /* ... and the new event encoded as that record */
-	const fa_table *acl;      /* with --access: the table this group is judged by */
 	vault *vault;             /* personal data keys; NULL: data stored as sent */
 } group;
+
+#define BATCH_EVENTS (GROUP_MAX_EVENTS + FP_MAX_BATCH)
 
 /* Writer-side view of the head while a transaction is open. */
 typedef struct cursor_state {
@@ -68,36 +86,6 @@ typedef struct cursor_state {
 	size_t recs_size;
 	size_t nrecs;
 } cursor_state;
-
-static int
-ensure_capacity(group *g, size_t nevents, size_t nrecs)
-{
-	if (nevents > g->ack_cap) {
-		size_t cap = g->ack_cap ? g->ack_cap : 1024;
-		while (cap < nevents)
-			cap *= 2;
-		uint64_t *s = realloc(g->seqs, cap * sizeof *s);
-		if (s == NULL)
-			return -1;
-		g->seqs = s;
-		uint8_t *d = realloc(g->dups, cap);
-		if (d == NULL)
-			return -1;
-		g->dups = d;
-		g->ack_cap = cap;
-	}
-	if (nrecs > g->rec_cap) {
-		size_t cap = g->rec_cap ? g->rec_cap : 1024;
-		while (cap < nrecs)
-			cap *= 2;
-		size_t *e = realloc(g->rec_end, cap * sizeof *e);
-		if (e == NULL)
-			return -1;
-		g->rec_end = e;
-		g->rec_cap = cap;
-	}
-	return 0;
-}
 
 /* Receive one request (all its frames) without waiting.  Returns 1 when
  * one was taken, 0 when none is waiting, -1 on a socket error. */
@@ -146,13 +134,13 @@ send_reply(void *sock, request *r, const msgpack_sbuffer *body)
 }
 
 static void
-reply_error(void *sock, group *g, request *r, const fp_error *err)
+reply_error(void *sock, batch *b, request *r, const fp_error *err)
 {
 	msgpack_packer pk;
-	g->reply.size = 0;
-	msgpack_packer_init(&pk, &g->reply, msgpack_sbuffer_write);
+	b->reply.size = 0;
+	msgpack_packer_init(&pk, &b->reply, msgpack_sbuffer_write);
 	fp_pack_error(&pk, r->req.rid, err);
-	send_reply(sock, r, &g->reply);
+	send_reply(sock, r, &b->reply);
 }
 
 /* The owner a lead has after an event. */
@@ -258,31 +246,29 @@ same_event(store_wtxn *w, group *g, request *r, fp_event *ev, uint64_t orig)
 static int
 append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 {
-	const msgpack_object *o = &r->req.events->via.array.ptr[i];
 	size_t ack = r->first + i;
 	fp_error *err = &r->err;
-	fp_event ev;
 	store_lead lead;
 	fp_stage to;
 	uint8_t hash[FUNNEL_HASH_BYTES];
 	int rc;
 
-	memset(&lead, 0, sizeof lead);
-	if (fp_event_decode(o, &ev, err) != FUNNEL_OK)
-		return 1;
-	if (r->who != NULL && !fa_may_publish(r->who, ev.type.ptr, ev.type.len)) {
-		fp_error_set(err, FUNNEL_EFORBIDDEN, "type", "principal '%s' may not publish %.*s",
-		             r->who->name, (int)ev.type.len, ev.type.ptr);
+	/* decoded and checked by the receiver (decode_events); a copy, as
+	 * sealing and same_event() change it and a redone group starts over */
+	if (i == r->bad) {
+		*err = r->pre;
 		return 1;
 	}
+	fp_event ev = g->b->events[ack];
+	memset(&lead, 0, sizeof lead);
 	if (ev.id.ptr != NULL) {
 		uint64_t orig;
 		rc = store_idem_find(w, ev.id.ptr, ev.id.len, &orig);
 		if (rc == 0) {
 			if ((rc = same_event(w, g, r, &ev, orig)) != 0)
 				return rc;   /* 1: EIDCONFLICT, the request is refused */
-			g->seqs[ack] = orig;
-			g->dups[ack] = 1;
+			g->b->seqs[ack] = orig;
+			g->b->dups[ack] = 1;
 			return 0;
 		}
 		if (rc != MDB_NOTFOUND)
@@ -323,8 +309,6 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 		.has_lead_state = ev.lead.ptr != NULL, .stage = lead.stage, .version = lead.version,
 		.prev = cs->prev,
 	};
-	/* data already in its stored form is copied, not encoded again */
-	fp_event_data_bytes(&ev, zmq_msg_data(&r->body), zmq_msg_size(&r->body));
 	/* seal: personal values replaced by sealed ones (vault.h) */
 	if (g->vault != NULL) {
 		funnel_err se = vault_seal_event(g->vault, &ev, err);
@@ -333,21 +317,21 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 		if (se != FUNNEL_OK)
 			return ENOMEM;
 	}
-	funnel_err ee = fp_record_encode(&g->recs, &ev, &st, hash);
+	funnel_err ee = fp_record_encode(&g->b->recs, &ev, &st, hash);
 	if (ee == FUNNEL_ETOOBIG) {
 		fp_error_set(err, ee, "data", "event is over %d bytes once stored", FP_MAX_RECORD_BYTES);
 		return 1;
 	}
 	if (ee != FUNNEL_OK)
 		return ENOMEM;
-	rc = store_append(w, cs->seq, g->recs.data + cs->recs_size, g->recs.size - cs->recs_size,
+	rc = store_append(w, cs->seq, g->b->recs.data + cs->recs_size, g->b->recs.size - cs->recs_size,
 	                  ev.lead.ptr, ev.lead.len, &lead, ev.id.ptr, ev.id.len);
 	if (rc != 0)
 		return rc;
-	g->rec_end[cs->nrecs++] = g->recs.size;
-	cs->recs_size = g->recs.size;
-	g->seqs[ack] = cs->seq;
-	g->dups[ack] = 0;
+	g->b->rec_end[cs->nrecs++] = g->b->recs.size;
+	cs->recs_size = g->b->recs.size;
+	g->b->seqs[ack] = cs->seq;
+	g->b->dups[ack] = 0;
 	memcpy(cs->prev, hash, FUNNEL_HASH_BYTES);
 	cs->seq++;
 	return 0;
@@ -390,7 +374,7 @@ apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, i
 				return APPLY_REDO_NESTED;
 			if (g->vault != NULL)
 				vault_rollback(g->vault, vmark);
-			g->recs.size = saved.recs_size;
+			g->b->recs.size = saved.recs_size;
 			*cs = saved;
 			return 0;
 		}
@@ -410,8 +394,8 @@ apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, i
 static void
 forget_outcomes(group *g)
 {
-	for (size_t i = 0; i < g->nreqs; i++) {
-		request *r = &g->reqs[i];
+	for (size_t i = 0; i < g->b->nreqs; i++) {
+		request *r = &g->b->reqs[i];
 		if (r->req.op == FP_OP_PUBLISH && r->status != FUNNEL_OK && r->err.index >= 0) {
 			r->status = FUNNEL_OK;
 			memset(&r->err, 0, sizeof r->err);
@@ -436,13 +420,13 @@ store_group(store *s, group *g)
 		uint64_t now = clock_now_ns();
 		cs.ts = now > s->head_ts ? now : s->head_ts;
 		memcpy(cs.prev, s->head_hash, FUNNEL_HASH_BYTES);
-		g->recs.size = 0;
+		g->b->recs.size = 0;
 
 		int rc = store_wtxn_begin(s, NULL, &w);
 		if (rc != 0)
 			return rc;
-		for (size_t i = 0; i < g->nreqs && rc == 0; i++) {
-			request *r = &g->reqs[i];
+		for (size_t i = 0; i < g->b->nreqs && rc == 0; i++) {
+			request *r = &g->b->reqs[i];
 			if (r->req.op != FP_OP_PUBLISH || r->status != FUNNEL_OK)
 				continue;
 			rc = apply_request(s, &w, g, &cs, r, nested);
@@ -484,7 +468,7 @@ store_group(store *s, group *g)
 		}
 		if (rc != 0)
 			return rc;
-		g->nrecs = cs.nrecs;
+		g->b->nrecs = cs.nrecs;
 		if (cs.nrecs > 0) {
 			s->head_seq = cs.seq - 1;
 			s->head_ts = cs.ts;
@@ -495,70 +479,185 @@ store_group(store *s, group *g)
 	}
 }
 
-/* Decode a request once and size the group's arrays for it. */
+/* ---- the receiver: receive, decode and check, ack ----------------------- */
+
+/*
+ * Decode request r's events into b->events and check what needs no lead
+ * state: the envelope (fp_event_decode), the principal's right to the
+ * type, whether the data is already in its stored form.  Stops at the
+ * first refused event: r->bad is its index and r->pre its error, which
+ * the writer reports when it reaches that event (an earlier event refused
+ * for a reason of lead state wins, as when one thread did everything).
+ */
 static void
-decode_request(group *g, request *r)
+decode_events(batch *b, request *r)
+{
+	r->bad = r->nev;
+	for (size_t i = 0; i < r->nev; i++) {
+		fp_event *ev = &b->events[r->first + i];
+		if (fp_event_decode(&r->req.events->via.array.ptr[i], ev, &r->pre) != FUNNEL_OK) {
+			r->bad = i;
+			return;
+		}
+		if (r->who != NULL && !fa_may_publish(r->who, ev->type.ptr, ev->type.len)) {
+			fp_error_set(&r->pre, FUNNEL_EFORBIDDEN, "type", "principal '%s' may not publish %.*s",
+			             r->who->name, (int)ev->type.len, ev->type.ptr);
+			r->bad = i;
+			return;
+		}
+		/* data already in its stored form is copied, not encoded again */
+		fp_event_data_bytes(ev, zmq_msg_data(&r->body), zmq_msg_size(&r->body));
+	}
+}
+
+/* Decode a request once and count its events into the batch. */
+static void
+decode_request(batch *b, request *r)
 {
 	memset(&r->err, 0, sizeof r->err);
 	r->err.index = -1;
 	r->who = NULL;
 	r->drop = 0;
-	if (g->acl != NULL && (r->who = zap_principal(g->acl, &r->body)) == NULL) {
+	r->bad = 0;
+	if (b->acl != NULL && (r->who = zap_principal(b->acl, &r->body)) == NULL) {
 		/* authenticated under a table that had it, revoked since */
 		r->drop = 1;
 		r->status = fp_error_set(&r->err, FUNNEL_EFORBIDDEN, "", "revoked");
-		r->first = g->nevents;
+		r->first = b->nevents;
 		r->nev = 0;
 		return;
 	}
-	r->status = fp_request_decode(zmq_msg_data(&r->body), zmq_msg_size(&r->body), &g->zone,
+	r->status = fp_request_decode(zmq_msg_data(&r->body), zmq_msg_size(&r->body), &b->zone,
 	                              &r->req, &r->err);
 	if (r->status == FUNNEL_OK && r->req.op != FP_OP_PUBLISH) {
 		r->status = fp_error_set(&r->err, FUNNEL_EOP, "op",
 		                         "the ingest endpoint takes only 'publish'; send queries to the query endpoint");
 	}
-	r->first = g->nevents;
+	r->first = b->nevents;
 	r->nev = r->status == FUNNEL_OK ? r->req.events->via.array.size : 0;
-	g->nevents += r->nev;
-	g->bytes += zmq_msg_size(&r->body);
+	b->nevents += r->nev;
+	b->bytes += zmq_msg_size(&r->body);
+	decode_events(b, r);
 }
 
 static void
-reply_all(void *sock, group *g)
+reply_all(void *sock, batch *b)
 {
 	msgpack_packer pk;
-	for (size_t i = 0; i < g->nreqs; i++) {
-		request *r = &g->reqs[i];
+	for (size_t i = 0; i < b->nreqs; i++) {
+		request *r = &b->reqs[i];
 		if (r->drop)
 			continue;
 		if (r->status != FUNNEL_OK) {
-			reply_error(sock, g, r, &r->err);
+			reply_error(sock, b, r, &r->err);
 			continue;
 		}
-		g->reply.size = 0;
-		msgpack_packer_init(&pk, &g->reply, msgpack_sbuffer_write);
-		if (fp_pack_ack(&pk, r->req.rid, g->seqs + r->first, g->dups + r->first, r->nev) != 0) {
+		b->reply.size = 0;
+		msgpack_packer_init(&pk, &b->reply, msgpack_sbuffer_write);
+		if (fp_pack_ack(&pk, r->req.rid, b->seqs + r->first, b->dups + r->first, r->nev) != 0) {
 			fp_error e;
 			fp_error_set(&e, FUNNEL_EINTERNAL, "", "out of memory building the ack");
-			reply_error(sock, g, r, &e);
+			reply_error(sock, b, r, &e);
 			continue;
 		}
-		send_reply(sock, r, &g->reply);
+		send_reply(sock, r, &b->reply);
 	}
 }
 
 static void
-publish_all(void *pub, group *g)
+release_requests(batch *b)
+{
+	for (size_t i = 0; i < b->nreqs; i++) {
+		zmq_msg_close(&b->reqs[i].ident);
+		zmq_msg_close(&b->reqs[i].body);
+	}
+	b->nreqs = 0;
+	b->nevents = 0;
+	b->bytes = 0;
+	b->nrecs = 0;
+	msgpack_zone_clear(&b->zone);
+	zap_release(b->acl);
+	b->acl = NULL;
+}
+
+/* Every request of b gets ESHUTDOWN: taken, but not stored. */
+static void
+shut_batch(batch *b)
+{
+	for (size_t i = 0; i < b->nreqs; i++) {
+		request *r = &b->reqs[i];
+		if (!r->drop)
+			r->status = fp_error_set(&r->err, FUNNEL_ESHUTDOWN, "",
+			                         "funneld is shutting down; nothing was stored, retry later");
+	}
+}
+
+static batch *
+batch_new(void)
+{
+	batch *b = calloc(1, sizeof *b);
+	if (b == NULL)
+		return NULL;
+	b->events = malloc(BATCH_EVENTS * sizeof *b->events);
+	b->seqs = malloc(BATCH_EVENTS * sizeof *b->seqs);
+	b->dups = malloc(BATCH_EVENTS);
+	b->rec_end = malloc(BATCH_EVENTS * sizeof *b->rec_end);
+	msgpack_sbuffer_init(&b->reply);
+	msgpack_sbuffer_init(&b->recs);
+	if (b->events == NULL || b->seqs == NULL || b->dups == NULL || b->rec_end == NULL ||
+	    !msgpack_zone_init(&b->zone, 64 * 1024)) {
+		free(b->events);
+		free(b->seqs);
+		free(b->dups);
+		free(b->rec_end);
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+static void
+batch_free(batch *b)
+{
+	if (b == NULL)
+		return;
+	release_requests(b);
+	msgpack_sbuffer_destroy(&b->reply);
+	msgpack_sbuffer_destroy(&b->recs);
+	msgpack_zone_destroy(&b->zone);
+	free(b->rec_end);
+	free(b->events);
+	free(b->seqs);
+	free(b->dups);
+	free(b);
+}
+
+/* A batch pointer over the stage socket (inproc PAIR); NULL is "stop". */
+static int
+stage_send(void *stage, batch *b)
+{
+	return zmq_send(stage, &b, sizeof b, 0) == (int)sizeof b ? 0 : -1;
+}
+
+static int
+stage_recv(void *stage, batch **b)
+{
+	return zmq_recv(stage, b, sizeof *b, 0) == (int)sizeof *b ? 0 : -1;
+}
+
+/* The batch's committed records, in seq order. */
+static void
+publish_all(void *pub, const batch *b)
 {
 	size_t start = 0;
-	for (size_t i = 0; i < g->nrecs; i++) {
-		zmq_send(pub, g->recs.data + start, g->rec_end[i] - start, 0);
-		start = g->rec_end[i];
+	for (size_t i = 0; i < b->nrecs; i++) {
+		zmq_send(pub, b->recs.data + start, b->rec_end[i] - start, 0);
+		start = b->rec_end[i];
 	}
 }
 
 static void
-send_heartbeat(void *pub, const store *s)
+send_heartbeat(void *pub, uint64_t head_seq)
 {
 	msgpack_sbuffer sb;
 	msgpack_sbuffer_init(&sb);
@@ -566,28 +665,134 @@ send_heartbeat(void *pub, const store *s)
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, 2);
 	mp_pack_key(&pk, "heartbeat");
-	msgpack_pack_uint64(&pk, s->head_seq);
+	msgpack_pack_uint64(&pk, head_seq);
 	mp_pack_key(&pk, "ts");
 	msgpack_pack_uint64(&pk, clock_now_ns());
 	zmq_send(pub, sb.data, sb.size, ZMQ_DONTWAIT);
 	msgpack_sbuffer_destroy(&sb);
 }
 
-static void
-release_requests(group *g)
+typedef struct receiver {
+	void *sock;               /* the ingest ROUTER: the receiver's alone while it runs */
+	void *pub;                /* the PUB socket: the receiver's alone while it runs */
+	uint64_t head_seq;        /* the head last published (heartbeats carry it) */
+	int heartbeat_ms;
+	void *stage;              /* PAIR to the writer */
+	batch *bufs[2];           /* one filling here, one with the writer (or both here) */
+	int access;               /* --access given: judge each batch by the current table */
+	pthread_t thread;
+} receiver;
+
+/*
+ * The receiver thread.  It owns the ingest socket: it drains what is
+ * waiting into the batch it fills (up to the group bounds; past them it
+ * stops reading, so producers feel the writer's pace), decodes each
+ * request once, and hands the batch to the writer as soon as the writer
+ * has none.  A batch the writer hands back is stored and committed
+ * durably (or refused as a whole): only then are its replies sent, and
+ * then its records published.  Heartbeats go out from here too, so one
+ * never announces a head whose records were not yet published.
+ * When the writer sends "stop", the receiver waits for the batch the
+ * writer may still hold, answers ESHUTDOWN to what it has taken and to
+ * what is queued, sends "stop" back and ends.
+ */
+static void *
+receiver_main(void *arg)
 {
-	for (size_t i = 0; i < g->nreqs; i++) {
-		zmq_msg_close(&g->reqs[i].ident);
-		zmq_msg_close(&g->reqs[i].body);
+	receiver *rv = arg;
+	batch *fill = rv->bufs[0], *spare = rv->bufs[1];
+	int writer_idle = 1, stopping = 0;
+	uint64_t next_hb = 0;
+	sigset_t set;
+
+	/* signals belong to the main thread */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	for (;;) {
+		if (stopping && writer_idle)
+			break;
+		uint64_t now = clock_now_ns();
+		if (now >= next_hb) {
+			send_heartbeat(rv->pub, rv->head_seq);
+			next_hb = now + (uint64_t)rv->heartbeat_ms * 1000000u;
+		}
+		long wait_ms = (long)((next_hb - now) / 1000000u) + 1;
+		int room = !stopping && fill->nreqs < GROUP_MAX_REQUESTS &&
+		           fill->nevents < GROUP_MAX_EVENTS && fill->bytes < GROUP_MAX_BYTES;
+		zmq_pollitem_t items[2] = { { rv->stage, 0, ZMQ_POLLIN, 0 },
+		                            { rv->sock, 0, (short)(room ? ZMQ_POLLIN : 0), 0 } };
+		if (zmq_poll(items, 2, wait_ms) < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("receiver: poll failed: %s", zmq_strerror(errno));
+			break;   /* the writer notices: its stage socket gets no more batches */
+		}
+		if (items[0].revents & ZMQ_POLLIN) {
+			batch *done;
+			if (stage_recv(rv->stage, &done) != 0)
+				continue;
+			if (done == NULL) {
+				stopping = 1;
+			} else {
+				/* 4. ack, 5. publish: the writer hands a batch back once
+				 * it is committed (nrecs 0 when the group failed) */
+				reply_all(rv->sock, done);
+				publish_all(rv->pub, done);
+				if (done->nrecs > 0)
+					rv->head_seq = done->head_seq;
+				release_requests(done);
+				spare = done;
+				writer_idle = 1;
+			}
+		}
+		if (room && (items[1].revents & ZMQ_POLLIN)) {
+			/* 1. receive: drain what is waiting, decode each request once */
+			if (fill->nreqs == 0 && fill->acl == NULL && rv->access)
+				fill->acl = zap_acquire();
+			while (fill->nreqs < GROUP_MAX_REQUESTS && fill->nevents < GROUP_MAX_EVENTS &&
+			       fill->bytes < GROUP_MAX_BYTES) {
+				request *r = &fill->reqs[fill->nreqs];
+				if (recv_request(rv->sock, r) <= 0)
+					break;
+				fill->nreqs++;
+				decode_request(fill, r);
+			}
+			if (fill->nreqs == 0) {
+				zap_release(fill->acl);   /* nothing came: the next batch takes the table afresh */
+				fill->acl = NULL;
+			}
+		}
+		if (!stopping && writer_idle && fill->nreqs > 0 && stage_send(rv->stage, fill) == 0) {
+			writer_idle = 0;
+			fill = spare;
+			spare = NULL;
+		}
 	}
-	g->nreqs = 0;
-	g->nevents = 0;
-	g->bytes = 0;
-	g->nrecs = 0;
-	msgpack_zone_clear(&g->zone);
-	zap_release(g->acl);
-	g->acl = NULL;
+
+	/* Requests taken but not handed over, then those still queued. */
+	shut_batch(fill);
+	reply_all(rv->sock, fill);
+	release_requests(fill);
+	for (int drained = 0; drained < 100000; drained++) {
+		request *r = &fill->reqs[0];
+		if (recv_request(rv->sock, r) <= 0)
+			break;
+		fill->nreqs = 1;
+		fill->acl = rv->access ? zap_acquire() : NULL;
+		decode_request(fill, r);
+		shut_batch(fill);
+		reply_all(rv->sock, fill);
+		release_requests(fill);
+	}
+	stage_send(rv->stage, NULL);
+	return NULL;
 }
+
+/* ---- the writer: validate, append, commit, publish ------------------------ */
 
 /* LMDB reports a page write that the disk cut short as EIO ("short
  * write, filesystem full?"), not ENOSPC.  A short write takes the last
@@ -607,8 +812,8 @@ static void
 fail_group(group *g, int rc, const store *s)
 {
 	int full = disk_full(rc, s);
-	for (size_t i = 0; i < g->nreqs; i++) {
-		request *r = &g->reqs[i];
+	for (size_t i = 0; i < g->b->nreqs; i++) {
+		request *r = &g->b->reqs[i];
 		if (r->status != FUNNEL_OK && r->err.index < 0)
 			continue;   /* already refused for its own reasons */
 		r->err.index = -1;
@@ -627,94 +832,100 @@ fail_group(group *g, int rc, const store *s)
 }
 
 int
-ingest_run(store *s, void *sock, void *pub, const config *c, volatile sig_atomic_t *stop)
+ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
+           volatile sig_atomic_t *stop)
 {
 	group *g = calloc(1, sizeof *g);
-	uint64_t next_hb = 0;
-	int result = 0;
+	receiver rv = { .sock = sock, .pub = pub, .head_seq = s->head_seq,
+	                .heartbeat_ms = c->heartbeat_ms, .access = c->access[0] != '\0' };
+	void *stage = NULL;
+	int result = 0, started = 0, receiver_gone = 0, zone_ok = 0;
+	char ep[64];
 
-	if (g == NULL || !msgpack_zone_init(&g->zone, 64 * 1024) ||
-	    !msgpack_zone_init(&g->cmp_zone, 4096) ||
-	    ensure_capacity(g, GROUP_MAX_EVENTS + FP_MAX_BATCH, GROUP_MAX_EVENTS + FP_MAX_BATCH) != 0) {
+	snprintf(ep, sizeof ep, "inproc://funneld-stage-%p", (void *)g);
+	if (g == NULL || !(zone_ok = msgpack_zone_init(&g->cmp_zone, 4096)) ||
+	    (rv.bufs[0] = batch_new()) == NULL || (rv.bufs[1] = batch_new()) == NULL) {
 		log_error("out of memory starting the writer");
-		free(g);
-		return -1;
+		result = -1;
+		goto out;
 	}
-	msgpack_sbuffer_init(&g->recs);
-	msgpack_sbuffer_init(&g->reply);
 	msgpack_sbuffer_init(&g->cmp);
 	g->vault = s->vault;
+	if ((stage = zmq_socket(ctx, ZMQ_PAIR)) == NULL || zmq_bind(stage, ep) != 0 ||
+	    (rv.stage = zmq_socket(ctx, ZMQ_PAIR)) == NULL || zmq_connect(rv.stage, ep) != 0 ||
+	    pthread_create(&rv.thread, NULL, receiver_main, &rv) != 0) {
+		log_error("cannot start the receiver thread: %s", zmq_strerror(errno));
+		result = -1;
+		goto out;
+	}
+	started = 1;
 
 	while (!*stop) {
-		uint64_t now = clock_now_ns();
-		if (now >= next_hb) {
-			send_heartbeat(pub, s);
-			next_hb = now + (uint64_t)c->heartbeat_ms * 1000000u;
-		}
-		zmq_pollitem_t item = { sock, 0, ZMQ_POLLIN, 0 };
-		long wait_ms = (long)((next_hb - now) / 1000000u) + 1;
-		int n = zmq_poll(&item, 1, wait_ms);
+		zmq_pollitem_t item = { stage, 0, ZMQ_POLLIN, 0 };
+		int n = zmq_poll(&item, 1, 1000);   /* a signal interrupts it: *stop is seen */
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			log_error("poll on the ingest socket failed: %s", zmq_strerror(errno));
+			log_error("poll on the stage socket failed: %s", zmq_strerror(errno));
 			result = -1;
 			break;
 		}
 		if (n == 0)
 			continue;
 
-		/* 1. drain what is waiting */
-		g->acl = c->access[0] ? zap_acquire() : NULL;
-		while (g->nreqs < GROUP_MAX_REQUESTS && g->nevents < GROUP_MAX_EVENTS &&
-		       g->bytes < GROUP_MAX_BYTES) {
-			request *r = &g->reqs[g->nreqs];
-			int got = recv_request(sock, r);
-			if (got <= 0)
-				break;
-			g->nreqs++;
-			decode_request(g, r);
-		}
-		if (g->nreqs == 0) {
-			release_requests(g);   /* gives the table back */
+		/* 1. the receiver's batch: received, decoded, checked */
+		if (stage_recv(stage, &g->b) != 0)
 			continue;
+		if (g->b == NULL) {
+			log_error("the receiver thread stopped");
+			receiver_gone = 1;
+			result = -1;
+			break;
 		}
+		g->b->nrecs = 0;
 		/* 2-3. validate, append, commit */
 		int rc = store_group(s, g);
 		if (rc != 0) {
-			log_error("group of %zu requests not stored: %s", g->nreqs, mdb_strerror(rc));
+			log_error("group of %zu requests not stored: %s", g->b->nreqs, mdb_strerror(rc));
 			fail_group(g, rc, s);
+			g->b->nrecs = 0;
 		}
-		/* 4. ack, 5. publish */
-		reply_all(sock, g);
-		if (rc == 0)
-			publish_all(pub, g);
-		release_requests(g);
-	}
-
-	/* Requests that arrived but were not taken: tell their producers. */
-	for (int drained = 0; drained < 100000; drained++) {
-		request *r = &g->reqs[0];
-		if (recv_request(sock, r) <= 0)
+		g->b->head_seq = s->head_seq;
+		/* 4. ack, 5. publish: the receiver does both, in that order */
+		batch *b = g->b;
+		g->b = NULL;
+		if (stage_send(stage, b) != 0) {
+			log_error("cannot hand a batch back to the receiver: %s", zmq_strerror(errno));
+			result = -1;
 			break;
-		g->nreqs = 1;
-		g->acl = c->access[0] ? zap_acquire() : NULL;
-		decode_request(g, r);
-		fp_error e;
-		fp_error_set(&e, FUNNEL_ESHUTDOWN, "", "funneld is shutting down; nothing was stored, retry later");
-		if (!r->drop)
-			reply_error(sock, g, r, &e);
-		release_requests(g);
+		}
 	}
 
-	msgpack_sbuffer_destroy(&g->recs);
-	msgpack_sbuffer_destroy(&g->reply);
-	msgpack_sbuffer_destroy(&g->cmp);
-	msgpack_zone_destroy(&g->zone);
-	msgpack_zone_destroy(&g->cmp_zone);
-	free(g->seqs);
-	free(g->dups);
-	free(g->rec_end);
-	free(g);
+	/* Stop the receiver: a batch it sent that was not taken is answered
+	 * ESHUTDOWN, then it answers what it holds and what is queued. */
+	if (started && !receiver_gone && stage_send(stage, NULL) == 0) {
+		for (;;) {
+			batch *b;
+			if (stage_recv(stage, &b) != 0 || b == NULL)
+				break;
+			shut_batch(b);
+			stage_send(stage, b);
+		}
+	}
+	if (started)
+		pthread_join(rv.thread, NULL);
+out:
+	if (stage)
+		zmq_close(stage);
+	if (rv.stage)
+		zmq_close(rv.stage);
+	batch_free(rv.bufs[0]);
+	batch_free(rv.bufs[1]);
+	if (g != NULL) {
+		msgpack_sbuffer_destroy(&g->cmp);
+		if (zone_ok)
+			msgpack_zone_destroy(&g->cmp_zone);
+		free(g);
+	}
 	return result;
 }

@@ -1,20 +1,32 @@
 /*
  * daemon/ingest.h - the write path: receive, validate, append, commit,
- * ack, publish.  Runs on the main thread, the log's single writer.
+ * ack, publish.  Two threads: a receiver that owns the ingest socket and
+ * does what needs no log state, and the writer (the main thread, the
+ * log's single writer) that does what must be serial.  A group (a batch)
+ * is owned by one of them at a time and handed over on an inproc PAIR.
  *
- * One turn of the loop (ingest_run):
- *   1. wait for the ingest socket, then drain every request waiting on it
- *      (up to a group limit) and decode each once;
- *   2. in one LMDB write transaction, validate and append each request's
- *      events, a request being atomic: its events go straight into the
- *      transaction, and when one is refused after others of its request
- *      were appended, the group is redone with a nested transaction per
- *      request (apply_request); a full map grows and the group is redone;
- *   3. commit (fsync unless --no-sync);
- *   4. only then reply to every request of the group (ack or error);
- *   5. then publish the group's records, in seq order, on the PUB socket.
- * A heartbeat carrying the head seq goes out on the PUB socket every
- * heartbeat period, so subscribers notice what they missed at the tail.
+ * One group:
+ *   1. receiver: drain every request waiting on the ingest socket (up to
+ *      a group limit), decode each once, and check each event as far as
+ *      no lead state is needed (envelope, the principal's right to the
+ *      type, data already in stored form); hand the batch to the writer
+ *      as soon as the writer holds none, so the next group is received
+ *      and decoded while this one is stored;
+ *   2. writer: in one LMDB write transaction, validate (idempotency, lead
+ *      state) and append each request's events, a request being atomic:
+ *      its events go straight into the transaction, and when one is
+ *      refused after others of its request were appended, the group is
+ *      redone with a nested transaction per request (apply_request); a
+ *      full map grows and the group is redone.  An event the receiver
+ *      refused is refused when the writer reaches it, so a request's
+ *      error is the one its first refused event gets;
+ *   3. writer: commit (fsync unless --no-sync);
+ *   4. only then the batch goes back to the receiver, which replies to
+ *      every request of it (ack or error),
+ *   5. then publishes the group's records, in seq order, on the PUB socket.
+ * A heartbeat carrying the head seq (the last one published) goes out on
+ * the PUB socket every heartbeat period, from the receiver, so
+ * subscribers notice what they missed at the tail.
  */
 #ifndef FUNNEL_DAEMON_INGEST_H
 #define FUNNEL_DAEMON_INGEST_H
@@ -26,11 +38,13 @@
 
 /*
  * Serve until *stop becomes non-zero, then finish the group in hand,
- * answer ESHUTDOWN to requests still queued, and return 0.  Returns -1
- * only when the log can no longer be written at all (logged).
- * Sockets stay owned by the caller.
+ * answer ESHUTDOWN to requests taken or still queued, and return 0.
+ * Returns -1 only when the log can no longer be written at all (logged).
+ * Sockets stay owned by the caller; ingest_sock and pub_sock are used
+ * by the receiver thread, started and joined inside this call.  ctx is
+ * the sockets' context (for the inproc PAIR between the two threads).
  */
-int ingest_run(store *s, void *ingest_sock, void *pub_sock, const config *c,
+int ingest_run(void *ctx, store *s, void *ingest_sock, void *pub_sock, const config *c,
                volatile sig_atomic_t *stop);
 
 #endif

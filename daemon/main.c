@@ -234,7 +234,7 @@ main(int argc, char **argv)
 	/* Under systemd (Type=notify): every endpoint is bound and served. */
 	sd_notify(0, "READY=1");
 
-	status = ingest_run(&st, ingest, pub, &cfg, &stop_flag) == 0 ? 0 : 1;
+	status = ingest_run(ctx, &st, ingest, pub, &cfg, &stop_flag) == 0 ? 0 : 1;
 	sd_notify(0, "STOPPING=1");
 	log_info("stopping: head seq %llu", (unsigned long long)st.head_seq);
 out:

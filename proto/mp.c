@@ -120,10 +120,25 @@ mp_pack_key(msgpack_packer *pk, const char *key)
 	return mp_pack_cstr(pk, key);
 }
 
+/* A string of under 32 bytes is a fixstr: its header byte and its bytes
+ * go to the writer in one call (the same bytes msgpack_pack_str() and
+ * msgpack_pack_str_body() write; keys and most values are this short). */
+static int
+pack_short_str(msgpack_packer *pk, const char *s, size_t n)
+{
+	char buf[32];
+	buf[0] = (char)(0xa0 | n);
+	if (n > 0)
+		memcpy(buf + 1, s, n);
+	return pk->callback(pk->data, buf, n + 1);
+}
+
 int
 mp_pack_cstr(msgpack_packer *pk, const char *s)
 {
 	size_t n = strlen(s);
+	if (n < 32)
+		return pack_short_str(pk, s, n);
 	if (msgpack_pack_str(pk, n) != 0)
 		return -1;
 	return msgpack_pack_str_body(pk, s, n);
@@ -132,6 +147,8 @@ mp_pack_cstr(msgpack_packer *pk, const char *s)
 int
 mp_pack_str(msgpack_packer *pk, funnel_str s)
 {
+	if (s.len < 32)
+		return pack_short_str(pk, s.ptr, s.len);
 	if (msgpack_pack_str(pk, s.len) != 0)
 		return -1;
 	return msgpack_pack_str_body(pk, s.ptr, s.len);

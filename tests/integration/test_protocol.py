@@ -626,6 +626,18 @@ def run_checks(res, c, daemon):
         ("EVERSION: stale expected_version", ZI,
          pub([{"type": "lead.scored", "lead": "L1", "expected_version": 7}]),
          "EVERSION", "expected_version", 0, None),
+        # a request's error is its first refused event's, whether the
+        # reason needs the lead's state (the writer's) or not (the receiver's)
+        ("ENOLEAD at event 0 before an unknown type at event 1", ZI,
+         pub([{"type": "lead.scored", "lead": "nobody"}, {"type": "lead.teleported", "lead": "L1"}]),
+         "ENOLEAD", "lead", 0, None),
+        ("EUNKNOWN_TYPE at event 1 after a good event 0", ZI,
+         pub([{"type": "x.a"}, {"type": "lead.teleported", "lead": "L1"}]),
+         "EUNKNOWN_TYPE", "type", 1, None),
+        ("EVERSION at event 1 before an unknown type at event 2", ZI,
+         pub([{"type": "x.a"}, {"type": "lead.scored", "lead": "L1", "expected_version": 7},
+              {"type": "lead.teleported", "lead": "L1"}]),
+         "EVERSION", "expected_version", 1, None),
         ("EOP: unknown op", ZQ, {"op": "teleport"}, "EOP", "op", None, None),
         ("EOP: status on the ingest endpoint", ZI, {"op": "status"}, "EOP", "op", None, None),
         ("EOP: publish on the query endpoint", ZQ, pub([{"type": "x.a"}]), "EOP", "op", None, None),
