@@ -37,12 +37,9 @@
 extern "C" {
 #endif
 
-#define FUNNEL_VERSION "0.1.0"
-
-/* Loopback defaults of funneld; clients use them when given NULL. */
-#define FUNNEL_DEFAULT_INGEST "tcp://127.0.0.1:7400"
-#define FUNNEL_DEFAULT_PUBLISH "tcp://127.0.0.1:7401"
-#define FUNNEL_DEFAULT_QUERY "tcp://127.0.0.1:7402"
+/* FUNNEL_VERSION, the loopback defaults FUNNEL_DEFAULT_* of funneld
+ * (clients use them when given NULL) and the protocol's limits. */
+#include "funnel/limits.h"
 
 /* Which of funneld's endpoints (funnel_endpoint). */
 typedef enum funnel_endpoint_kind {
@@ -81,18 +78,7 @@ int funnel_keys_use(const char *key_file, const char *server_key_file,
 /* 1 when the sockets opened from now on use CURVE, else 0. */
 int funnel_keys_on(void);
 
-/* Details of the last failure of an object: the code, the index of the
- * offending event in its request (-1 if none), the field ("" if none), a
- * message naming the problem, as the daemon sent it, and for
- * FUNNEL_EIDCONFLICT the seq of the event that holds the id (0 for every
- * other code). */
-typedef struct funnel_error_info {
-	int code;
-	int index;
-	char field[32];
-	char message[256];
-	uint64_t seq;
-} funnel_error_info;
+/* funnel_error_info, the details of an object's last failure: funnel/error.h. */
 
 /* ---------------------------------------------------------------------
  * Producer
