@@ -83,7 +83,7 @@ read_state(const scoring_args *a, const sc_rules *rules, const char *lead, sc_le
 		           FUNNEL_OK) {
 			fprintf(stderr, "funnel-scoring: the view's state of %s does not decode\n", lead);
 		} else {
-			*ts = rf_get_be64(v.mv_data);
+			*ts = fp_get_be64(v.mv_data);
 			result = 0;
 		}
 		mdb_txn_abort(txn);

@@ -180,7 +180,7 @@ score_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	} else {
 		sc->sb.size = 0;
 		uint8_t ts[8];
-		rf_put_be64(ts, out.at);
+		fp_put_be64(ts, out.at);
 		msgpack_sbuffer_write(&sc->sb, (const char *)ts, 8);
 		if ((rc = sc_lead_encode(sc->rules, sc->st, &sc->sb)) != FUNNEL_OK)
 			return rc;

@@ -659,7 +659,7 @@ sc_rules_parse(const char *text, size_t len, const char *filename, sc_rules **ou
 	r->text[len] = '\0';
 	r->len = len;
 	crypto_generichash(r->hash, sizeof r->hash, (const unsigned char *)text, len, NULL, 0);
-	rf_hex(r->hash, sizeof r->hash, r->hash_hex);
+	fp_hex(r->hash, sizeof r->hash, r->hash_hex);
 	p.r = r;
 	if (field_slot(r, "email_domain") != 0) {
 		sc_rules_free(&r);
