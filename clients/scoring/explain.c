@@ -204,7 +204,7 @@ scoring_explain(const scoring_args *a, const char *lead)
 	status = 0;
 out:
 	funnel_query_destroy(&q);
-	sc_lead_free(&st);
-	sc_rules_free(&rules);
+	sc_lead_destroy(&st);
+	sc_rules_destroy(&rules);
 	return status;
 }

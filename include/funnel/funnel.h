@@ -59,8 +59,6 @@ typedef enum funnel_endpoint_kind {
  */
 const char *funnel_endpoint(funnel_endpoint_kind kind, const char *flag);
 
-struct funnel_error_info;
-
 /*
  * CURVE keys for every socket libfunnel opens from then on in this
  * process, for a funneld started with --access.  The rule of
