@@ -164,9 +164,9 @@ $(LIBFUNNEL_SO): $(LIB_OBJ) $(PROTO_OBJ) clients/lib/libfunnel.map
 # pkg-config file for the prefix of this build (make install PREFIX=...);
 # libdir and includedir below the prefix are written relative to it, so
 # pkg-config --define-prefix (or --define-variable=prefix=) can move it
-$(LIBFUNNEL_PC): clients/lib/funnel.pc.in include/funnel/funnel.h FORCE
+$(LIBFUNNEL_PC): clients/lib/funnel.pc.in include/funnel/limits.h FORCE
 	@mkdir -p $(dir $@)
-	@v=$$(sed -n 's/^#define FUNNEL_VERSION "\(.*\)"/\1/p' include/funnel/funnel.h); \
+	@v=$$(sed -n 's/^#define FUNNEL_VERSION "\(.*\)"/\1/p' include/funnel/limits.h); \
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
 	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
 	    -e "s|@VERSION@|$$v|" clients/lib/funnel.pc.in > $@.tmp; \
@@ -194,8 +194,9 @@ $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-# the daemon shares libfunnel's log lines, nothing else of it
-$(FUNNELD): $(DAEMON_OBJ) $(PROTO_OBJ) $(BUILD)/obj/clients/lib/log.o
+# the daemon links proto/ and nothing of clients/ (the log line format is
+# proto/log.c)
+$(FUNNELD): $(DAEMON_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS) $(SYSTEMD_LIBS)
 

@@ -9,7 +9,7 @@
 
 #include <yaml.h>
 
-#include "funnel/funnel.h"
+#include "funnel/limits.h"
 #include "conf.h"
 #include "config.h"
 #include "log.h"

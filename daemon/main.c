@@ -20,6 +20,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "query.h"
+#include "readyfile.h"
 #include "store.h"
 #include "zap.h"
 #include "vault.h"
@@ -98,22 +99,6 @@ open_socket(void *ctx, int type, const char *ep, const char *what, int hwm, char
 		log_warn("the %s endpoint %s is not on loopback and --insecure is given: anyone who "
 		         "reaches it can use it", what, bound);
 	return sock;
-}
-
-/* Write the ready file atomically (temp file + rename). */
-static int
-write_ready(const char *path, const query_server *q)
-{
-	char tmp[4200];
-	snprintf(tmp, sizeof tmp, "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (f == NULL)
-		return -1;
-	fprintf(f, "ingest=%s\npublish=%s\nquery=%s\npid=%d\n", q->ingest, q->publish, q->query,
-	        (int)getpid());
-	if (fclose(f) != 0)
-		return -1;
-	return rename(tmp, path);
 }
 
 int
@@ -226,7 +211,8 @@ main(int argc, char **argv)
 		goto out;
 	}
 	query_running = 1;
-	if (cfg.ready_file[0] && write_ready(cfg.ready_file, &qs) != 0) {
+	if (cfg.ready_file[0] && fp_ready_write(cfg.ready_file, "ingest=%s\npublish=%s\nquery=%s\npid=%d\n",
+	                                       qs.ingest, qs.publish, qs.query, (int)getpid()) != 0) {
 		log_error("cannot write the ready file %s: %s", cfg.ready_file, strerror(errno));
 		goto out;
 	}

@@ -13,6 +13,7 @@
 #include <sodium.h>
 #include <zmq.h>
 
+#include "funnel/limits.h"
 #include "clock.h"
 #include "log.h"
 #include "query.h"

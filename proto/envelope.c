@@ -14,43 +14,6 @@
 #include "envelope.h"
 #include "mp.h"
 
-/* Messages quote what the producer sent, maybe cut mid-character: make
- * them valid UTF-8 without control bytes, so every client can decode the
- * reply and print it. */
-static void
-scrub(char *m)
-{
-	size_t len = strlen(m), i = 0;
-	for (size_t k = 0; k < len; k++) {
-		if ((unsigned char)m[k] < 0x20 || m[k] == 0x7f)
-			m[k] = '?';
-	}
-	while (i < len) {
-		long bad = mp_utf8_invalid_at(m + i, len - i);
-		if (bad < 0)
-			break;
-		m[i + (size_t)bad] = '?';
-		i += (size_t)bad + 1;
-	}
-}
-
-funnel_err
-fp_error_set(fp_error *err, funnel_err code, const char *field, const char *fmt, ...)
-{
-	if (err == NULL)
-		return code;
-	err->code = code;
-	err->index = -1;
-	err->seq = 0;
-	snprintf(err->field, sizeof err->field, "%s", field ? field : "");
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err->message, sizeof err->message, fmt, ap);
-	va_end(ap);
-	scrub(err->message);
-	return code;
-}
-
 /* Identifiers (type, lead, id) are non-empty and free of control bytes,
  * so they print safely in logs, JSON and terminals. */
 static funnel_err

@@ -15,37 +15,21 @@
 #include <msgpack.h>
 
 #include "funnel/error.h"
+#include "funnel/limits.h"
 #include "funnel/record.h"
+#include "error.h"
 #include "model.h"
 
-/* Limits, documented in PROTOCOL.md "Limits". */
-#define FP_MAX_TYPE_BYTES 64
-#define FP_MAX_LEAD_BYTES 128
-#define FP_MAX_ID_BYTES 128
-#define FP_MAX_PRODUCER_BYTES 128
-#define FP_MAX_OWNER_BYTES 128            /* data.owner, data.reason, data.kind, ... */
-#define FP_MAX_RECORD_BYTES 65536          /* one stored record */
-/* One request frame.  Decoding costs up to 24 bytes of memory per
- * encoded byte (a msgpack object per nil), so this also bounds what one
- * hostile request can make the daemon allocate. */
-#define FP_MAX_REQUEST_BYTES (2u << 20)
-#define FP_MAX_BATCH 10000                 /* events in one publish request */
-
-/* A structured error: stable code, the event index in its request (-1 if
- * the request as a whole), the field it concerns ("" if none), a message
- * naming the problem and, for EIDCONFLICT only, the seq the id was stored
- * with (0 otherwise).  Plain value, no ownership. */
-typedef struct fp_error {
-	funnel_err code;
-	int index;
-	char field[32];
-	char message[256];
-	uint64_t seq;
-} fp_error;
-
-/* Fill *err (which may be NULL; seq becomes 0) and return code. */
-funnel_err fp_error_set(fp_error *err, funnel_err code, const char *field,
-                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Limits, documented in PROTOCOL.md "Limits": the public values of
+ * funnel/limits.h under proto's names. */
+#define FP_MAX_TYPE_BYTES FUNNEL_MAX_TYPE_BYTES
+#define FP_MAX_LEAD_BYTES FUNNEL_MAX_LEAD_BYTES
+#define FP_MAX_ID_BYTES FUNNEL_MAX_ID_BYTES
+#define FP_MAX_PRODUCER_BYTES FUNNEL_MAX_PRODUCER_BYTES
+#define FP_MAX_OWNER_BYTES FUNNEL_MAX_OWNER_BYTES
+#define FP_MAX_RECORD_BYTES FUNNEL_MAX_RECORD_BYTES
+#define FP_MAX_REQUEST_BYTES FUNNEL_MAX_REQUEST_BYTES
+#define FP_MAX_BATCH FUNNEL_MAX_BATCH
 
 /* A decoded envelope.  Strings and data are views into the msgpack object
  * it was decoded from: valid while that object's zone lives. */

@@ -1,10 +1,15 @@
 /*
- * proto/error.c - names and messages of funnel_err.  The names are part
- * of the wire contract ("error" field of error replies).
+ * proto/error.c - names and messages of funnel_err (the names are part
+ * of the wire contract: "error" field of error replies) and the one
+ * setter of the error struct (error.h).
  */
+#include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 
-#include "funnel/error.h"
+#include "error.h"
+#include "utf8.h"
 
 struct errdesc {
 	int code;
@@ -61,4 +66,48 @@ funnel_errname(int err)
 {
 	const struct errdesc *d = find(err);
 	return d ? d->name : "EUNKNOWN";
+}
+
+/* Messages quote what the producer sent, maybe cut mid-character: make
+ * them valid UTF-8 without control bytes, so every client can decode the
+ * reply and print it. */
+static void
+scrub(char *m)
+{
+	size_t len = strlen(m), i = 0;
+	for (size_t k = 0; k < len; k++) {
+		if ((unsigned char)m[k] < 0x20 || m[k] == 0x7f)
+			m[k] = '?';
+	}
+	while (i < len) {
+		long bad = mp_utf8_invalid_at(m + i, len - i);
+		if (bad < 0)
+			break;
+		m[i + (size_t)bad] = '?';
+		i += (size_t)bad + 1;
+	}
+}
+
+int
+fp_error_setv(fp_error *err, int code, int index, const char *field, const char *fmt, va_list ap)
+{
+	if (err == NULL)
+		return code;
+	err->code = code;
+	err->index = index;
+	err->seq = 0;
+	snprintf(err->field, sizeof err->field, "%s", field ? field : "");
+	vsnprintf(err->message, sizeof err->message, fmt, ap);
+	scrub(err->message);
+	return code;
+}
+
+funnel_err
+fp_error_set(fp_error *err, funnel_err code, const char *field, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fp_error_setv(err, (int)code, -1, field, fmt, ap);
+	va_end(ap);
+	return code;
 }

@@ -10,7 +10,9 @@
 #include <stdint.h>
 #include <msgpack.h>
 
-#include "envelope.h"
+#include "funnel/record.h"   /* funnel_str */
+#include "error.h"
+#include "utf8.h"            /* mp_utf8_invalid_at, here for the readers that include mp.h */
 
 /* The value stored under a string key in a map, or NULL. */
 const msgpack_object *mp_find(const msgpack_object *map, const char *key);
@@ -30,10 +32,6 @@ funnel_err mp_get_str(const msgpack_object *map, const char *key, funnel_str *ou
 funnel_err mp_get_bool(const msgpack_object *map, const char *key, int *out, fp_error *err);
 funnel_err mp_get_bin(const msgpack_object *map, const char *key, funnel_str *out, fp_error *err);
 funnel_err mp_get_f64(const msgpack_object *map, const char *key, double *out, fp_error *err);
-
-/* Offset of the first byte that breaks UTF-8 (overlongs, surrogates and
- * code points past U+10FFFF included), or -1 when all len bytes are valid. */
-long mp_utf8_invalid_at(const char *s, size_t len);
 
 /* Pack helpers: a string key, a C string or a counted string value. */
 int mp_pack_key(msgpack_packer *pk, const char *key);

@@ -7,6 +7,7 @@
 #include <sodium.h>
 
 #include "funnel/record.h"
+#include "bytes.h"
 #include "envelope.h"
 #include "mp.h"
 
@@ -16,15 +17,6 @@
 #define TS_OFF 18
 #define PREFIX_LEN 26
 
-static uint64_t
-be64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | p[i];
-	return v;
-}
-
 int
 funnel_record_peek(const void *buf, size_t len, uint64_t *seq, uint64_t *ts)
 {
@@ -33,9 +25,9 @@ funnel_record_peek(const void *buf, size_t len, uint64_t *seq, uint64_t *ts)
 	    memcmp(p + 1, "\xa3seq\xcf", 5) != 0 || memcmp(p + 14, "\xa2ts\xcf", 4) != 0)
 		return FUNNEL_EMALFORMED;
 	if (seq != NULL)
-		*seq = be64(p + SEQ_OFF);
+		*seq = fp_get_be64(p + SEQ_OFF);
 	if (ts != NULL)
-		*ts = be64(p + TS_OFF);
+		*ts = fp_get_be64(p + TS_OFF);
 	return FUNNEL_OK;
 }
 

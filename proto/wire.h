@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <msgpack.h>
 
-#include "funnel/funnel.h"
+#include "funnel/values.h"
 #include "envelope.h"
 
 typedef enum fp_op {

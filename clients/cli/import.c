@@ -44,7 +44,6 @@
 
 #include "cli.h"
 #include "util.h"
-#include "envelope.h"
 #include "mp.h"
 
 static const char import_help[] =
@@ -77,9 +76,9 @@ enum { OPT_MAPPING = 400, OPT_LEADS, OPT_DEALS, OPT_REJECTS, OPT_DRY_RUN };
 enum step { S_CAPTURED, S_QUALIFIED, S_ACCEPTED, S_OPENED, S_WON, S_LOST, S_DISQUALIFIED,
             S_COUNT };
 /* The longest lead id an import makes: its events' ids,
- * "import:<lead>:<step>", must fit the log's FP_MAX_ID_BYTES with the
+ * "import:<lead>:<step>", must fit the log's FUNNEL_MAX_ID_BYTES with the
  * longest step name ("disqualified"). */
-#define IMPORT_MAX_LEAD ((int)(FP_MAX_ID_BYTES - sizeof "import:" - sizeof "disqualified" + 1))
+#define IMPORT_MAX_LEAD ((int)(FUNNEL_MAX_ID_BYTES - sizeof "import:" - sizeof "disqualified" + 1))
 static const char *const step_name[S_COUNT] = {
 	"captured", "qualified", "accepted", "opportunity", "won", "lost", "disqualified"
 };
@@ -696,11 +695,11 @@ done:
 /* ---- events ---- */
 
 typedef struct ibatch {
-	funnel_event ev[FP_MAX_BATCH];
+	funnel_event ev[FUNNEL_MAX_BATCH];
 	size_t n;
 	msgpack_sbuffer data;        /* every event's data, concatenated */
-	size_t off[FP_MAX_BATCH], len[FP_MAX_BATCH];
-	char ids[FP_MAX_BATCH][160];
+	size_t off[FUNNEL_MAX_BATCH], len[FUNNEL_MAX_BATCH];
+	char ids[FUNNEL_MAX_BATCH][160];
 	size_t plan_first, plan_end; /* the leads in the ibatch */
 } ibatch;
 
@@ -865,7 +864,7 @@ static int
 send_all(importer *im, size_t batch_size, int dry_run)
 {
 	ibatch *b = calloc(1, sizeof *b);
-	funnel_ack *acks = calloc(FP_MAX_BATCH, sizeof *acks);
+	funnel_ack *acks = calloc(FUNNEL_MAX_BATCH, sizeof *acks);
 	funnel_producer *p = NULL;
 	int ret = 0, tty = !dry_run && isatty(STDERR_FILENO);
 	size_t done_rows = 0;
@@ -1022,9 +1021,9 @@ cmd_import(struct cli *g, int argc, char **argv)
 		case OPT_REJECTS: rejects = optarg; break;
 		case OPT_DRY_RUN: dry_run = 1; break;
 		case OPT_BATCH:
-			if (cli_parse_u64(optarg, &batch) != 0 || batch < S_COUNT || batch > FP_MAX_BATCH)
+			if (cli_parse_u64(optarg, &batch) != 0 || batch < S_COUNT || batch > FUNNEL_MAX_BATCH)
 				return cli_usage(g, "--batch wants %d to %d events, not '%s'", S_COUNT,
-				                 FP_MAX_BATCH, optarg);
+				                 FUNNEL_MAX_BATCH, optarg);
 			break;
 		default:
 			return CLI_EXIT_USAGE;

@@ -24,7 +24,6 @@
 #include <msgpack.h>
 
 #include "cli.h"
-#include "envelope.h"
 #include "json.h"
 #include "mp.h"
 #include "seal.h"
@@ -58,7 +57,7 @@ static const char publish_help[] =
 	CLI_GLOBAL_HELP;
 
 /* Requests are cut at this size, under the daemon's request limit. */
-#define BATCH_BYTES (FP_MAX_REQUEST_BYTES / 2)
+#define BATCH_BYTES (FUNNEL_MAX_REQUEST_BYTES / 2)
 
 enum item_state { ITEM_FILLING, ITEM_SENT, ITEM_DONE };
 
@@ -613,8 +612,8 @@ cmd_publish(struct cli *g, int argc, char **argv)
 			flags = 1;
 			break;
 		case OPT_BATCH:
-			if (cli_parse_u64(optarg, &batch) != 0 || batch < 1 || batch > FP_MAX_BATCH)
-				return cli_usage(g, "--batch wants 1 to %d events, not '%s'", FP_MAX_BATCH,
+			if (cli_parse_u64(optarg, &batch) != 0 || batch < 1 || batch > FUNNEL_MAX_BATCH)
+				return cli_usage(g, "--batch wants 1 to %d events, not '%s'", FUNNEL_MAX_BATCH,
 				                 optarg);
 			break;
 		default:

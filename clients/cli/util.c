@@ -183,18 +183,6 @@ cli_parse_time(const char *s, int relative, int64_t *out)
 }
 
 void
-cli_hex(const void *bytes, size_t n, char *out)
-{
-	static const char hexdig[] = "0123456789abcdef";
-	const unsigned char *b = bytes;
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = hexdig[b[i] >> 4];
-		out[2 * i + 1] = hexdig[b[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
-void
 cli_human_bytes(uint64_t n, char *buf, size_t len)
 {
 	static const char *const units[] = { "KiB", "MiB", "GiB", "TiB", "PiB" };

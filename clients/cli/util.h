@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bytes.h"
+
 /* Bytes a formatted time needs, NUL included. */
 #define CLI_TIME_LEN 40
 
@@ -32,8 +34,8 @@ int64_t cli_now_ns(void);
 /* A whole decimal number, nothing else around it.  Returns 0 or -1. */
 int cli_parse_u64(const char *s, uint64_t *out);
 
-/* Lower-case hex of n bytes into out, which holds 2n+1 bytes. */
-void cli_hex(const void *bytes, size_t n, char *out);
+/* Lower-case hex of n bytes into out, which holds 2n+1 bytes: proto's. */
+#define cli_hex(bytes, n, out) fp_hex((bytes), (n), (out))
 
 /* "512 B", "1.5 KiB", "64.0 MiB", ... */
 void cli_human_bytes(uint64_t n, char *buf, size_t len);

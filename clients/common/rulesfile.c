@@ -451,33 +451,6 @@ rf_value_in(const rf_value *set, size_t n, const char *v, int isnum, double num)
 }
 
 void
-rf_hex(const uint8_t *b, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[b[i] >> 4];
-		out[2 * i + 1] = digits[b[i] & 15];
-	}
-	out[2 * n] = 0;
-}
-
-void
-rf_put_be64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-uint64_t
-rf_get_be64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-void
 rf_iso_time(uint64_t ns, char *out, size_t len)
 {
 	time_t s = (time_t)(ns / 1000000000u);

@@ -32,6 +32,7 @@
 #include <msgpack.h>
 #include <yaml.h>
 
+#include "bytes.h"
 #include "envelope.h"
 #include "funnel/error.h"
 
@@ -148,12 +149,11 @@ int rf_parse_number(const char *s, double *out);
 
 /* ---- small helpers the services share ---- */
 
-/* Lowercase hex of n bytes into out (2n + 1 bytes). */
-void rf_hex(const uint8_t *b, size_t n, char *out);
-
-/* A u64 as 8 big-endian bytes at p (keys that sort by number), and back. */
-void rf_put_be64(uint8_t *p, uint64_t v);
-uint64_t rf_get_be64(const uint8_t *p);
+/* The byte helpers are proto's (bytes.h: fp_hex, fp_put_be64,
+ * fp_get_be64); these names stay for the callers not yet moved to them. */
+#define rf_hex(b, n, out) fp_hex((b), (n), (out))
+#define rf_put_be64(p, v) fp_put_be64((p), (v))
+#define rf_get_be64(p) fp_get_be64(p)
 
 /* ns since the epoch as "2026-01-01T00:00:00Z" (len >= 21). */
 void rf_iso_time(uint64_t ns, char *out, size_t len);

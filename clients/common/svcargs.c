@@ -239,7 +239,7 @@ svc_digest(const char *prog, const char *view)
 		fprintf(stderr, "%s: digest of %s: %s\n", prog, view, funnel_strerror(rc));
 		return 1;
 	}
-	rf_hex(d, sizeof d, hex);
+	fp_hex(d, sizeof d, hex);
 	printf("checkpoint %" PRIu64 " digest %s\n", cp, hex);
 	return 0;
 }

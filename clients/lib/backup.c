@@ -20,6 +20,7 @@
 #include <lmdb.h>
 
 #include "dirlock.h"
+#include "bytes.h"
 #include "envelope.h"
 #include "envfile.h"
 #include "internal.h"
@@ -212,17 +213,6 @@ funnel_log_verify(const char *dir, funnel_verify_result *res, funnel_log_head *h
 	return rc;
 }
 
-static void
-hex(const uint8_t *b, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[b[i] >> 4];
-		out[2 * i + 1] = digits[b[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
 /* Write dir/backup.info: temp file, fsync, rename, directory fsync. */
 static int
 write_info(const char *dir, const char *source, const funnel_log_head *h, funnel_error_info *err)
@@ -236,7 +226,7 @@ write_info(const char *dir, const char *source, const funnel_log_head *h, funnel
 	if ((f = fopen(tmp, "w")) == NULL)
 		return storage_error(err, "dest", "cannot write", tmp, errno);
 	clock_gettime(CLOCK_REALTIME, &now);
-	hex(h->head_hash, FUNNEL_HASH_BYTES, hash);
+	fp_hex(h->head_hash, FUNNEL_HASH_BYTES, hash);
 	fprintf(f, "format=%" PRIu32 "\nhead_seq=%" PRIu64 "\nhead_hash=%s\nbytes=%" PRIu64
 	        "\ntaken_at_ns=%" PRIu64 "\nsource=%s\n",
 	        h->format, h->head, hash, h->bytes,

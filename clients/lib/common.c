@@ -53,12 +53,8 @@ fl_set_error(funnel_error_info *ei, int code, int index, const char *field, cons
 {
 	va_list ap;
 
-	ei->code = code;
-	ei->index = index;
-	ei->seq = 0;
-	snprintf(ei->field, sizeof ei->field, "%s", field ? field : "");
 	va_start(ap, fmt);
-	vsnprintf(ei->message, sizeof ei->message, fmt, ap);
+	fp_error_setv(ei, code, index, field, fmt, ap);
 	va_end(ap);
 	return code;
 }
@@ -73,11 +69,7 @@ fl_reply_error(funnel_error_info *ei, const fp_reply *rep)
 	if (code <= 0 || code >= FUNNEL_ETIMEDOUT)
 		return fl_set_error(ei, FUNNEL_EPROTOCOL, -1, "code",
 		                    "reply carries error code %d, outside the wire range", code);
-	ei->code = code;
-	ei->index = rep->err.index;
-	ei->seq = rep->err.seq;
-	snprintf(ei->field, sizeof ei->field, "%s", rep->err.field);
-	snprintf(ei->message, sizeof ei->message, "%s", rep->err.message);
+	*ei = rep->err;   /* one struct: fp_error is funnel_error_info */
 	return code;
 }
 

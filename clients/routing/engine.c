@@ -78,9 +78,9 @@ lead_encode(const rt_lead *l, uint8_t *buf)
 	p[1] = (uint8_t)l->open;
 	put_u32(p + 2, l->escalations);
 	put_u32(p + 6, l->breaches);
-	rf_put_be64(p + 10, l->routed_seq);
-	rf_put_be64(p + 18, l->assign_seq);
-	rf_put_be64(p + 26, l->deadline);
+	fp_put_be64(p + 10, l->routed_seq);
+	fp_put_be64(p + 18, l->assign_seq);
+	fp_put_be64(p + 26, l->deadline);
 	p += LEAD_FIXED;
 	p += put_str(p, l->owner);
 	p += put_str(p, l->team);
@@ -104,9 +104,9 @@ rt_lead_decode(const void *buf, size_t len, rt_lead *l)
 	l->open = p[1];
 	l->escalations = get_u32(p + 2);
 	l->breaches = get_u32(p + 6);
-	l->routed_seq = rf_get_be64(p + 10);
-	l->assign_seq = rf_get_be64(p + 18);
-	l->deadline = rf_get_be64(p + 26);
+	l->routed_seq = fp_get_be64(p + 10);
+	l->assign_seq = fp_get_be64(p + 18);
+	l->deadline = fp_get_be64(p + 26);
 	p += LEAD_FIXED;
 	if (get_str(&p, end, l->owner, sizeof l->owner) || get_str(&p, end, l->team, sizeof l->team) ||
 	    get_str(&p, end, l->rule, sizeof l->rule) ||
@@ -127,9 +127,9 @@ rt_due_decode(const void *key, size_t klen, const void *val, size_t vlen, uint64
 {
 	if (klen <= 8 || vlen != 8)
 		return FUNNEL_EMALFORMED;
-	*deadline = rf_get_be64(key);
+	*deadline = fp_get_be64(key);
 	*lead = (funnel_str){ (const char *)key + 8, klen - 8 };
-	*assignment = rf_get_be64(val);
+	*assignment = fp_get_be64(val);
 	return FUNNEL_OK;
 }
 
@@ -138,10 +138,10 @@ rep_encode(const rt_rep *r, uint8_t *p)
 {
 	p[0] = 1;
 	p[1] = (uint8_t)r->unavailable;
-	rf_put_be64(p + 2, r->until);
-	rf_put_be64(p + 10, (uint64_t)r->capacity);
+	fp_put_be64(p + 2, r->until);
+	fp_put_be64(p + 10, (uint64_t)r->capacity);
 	put_u32(p + 18, r->open);
-	rf_put_be64(p + 22, (uint64_t)r->current);
+	fp_put_be64(p + 22, (uint64_t)r->current);
 }
 
 int
@@ -151,10 +151,10 @@ rt_rep_decode(const void *buf, size_t len, rt_rep *r)
 	if (len != REP_BYTES || p[0] != 1 || p[1] > 1)
 		return FUNNEL_EMALFORMED;
 	r->unavailable = p[1];
-	r->until = rf_get_be64(p + 2);
-	r->capacity = (int64_t)rf_get_be64(p + 10);
+	r->until = fp_get_be64(p + 2);
+	r->capacity = (int64_t)fp_get_be64(p + 10);
 	r->open = get_u32(p + 18);
-	r->current = (int64_t)rf_get_be64(p + 22);
+	r->current = (int64_t)fp_get_be64(p + 22);
 	return FUNNEL_OK;
 }
 
@@ -236,7 +236,7 @@ timer_stop(const rt_store *s, funnel_str id, rt_lead *l)
 	uint8_t key[8 + 512];
 	if (l->deadline == 0 || id.len > 512)
 		return FUNNEL_OK;
-	rf_put_be64(key, l->deadline);
+	fp_put_be64(key, l->deadline);
 	memcpy(key + 8, id.ptr, id.len);
 	l->deadline = 0;
 	return s->del(s->ctx, RT_T_DUE, key, 8 + id.len);
@@ -248,9 +248,9 @@ timer_start(const rt_store *s, funnel_str id, rt_lead *l, uint64_t deadline)
 	uint8_t key[8 + 512], val[8];
 	if (id.len > 512)
 		return FUNNEL_OK;
-	rf_put_be64(key, deadline);
+	fp_put_be64(key, deadline);
 	memcpy(key + 8, id.ptr, id.len);
-	rf_put_be64(val, l->assign_seq);
+	fp_put_be64(val, l->assign_seq);
 	l->deadline = deadline;
 	return s->put(s->ctx, RT_T_DUE, key, 8 + id.len, val, 8);
 }
@@ -739,7 +739,7 @@ decide(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead *
 	u[1] = rot.team < 0 ? 0xff : (uint8_t)(rot.team >> 8);
 	u[2] = rot.team < 0 ? 0xff : (uint8_t)rot.team;
 	u[3] = rot.team < 0 ? 0 : (uint8_t)rot.chosen;
-	rf_put_be64(u + 4, rot.team < 0 ? 0 : rot.eligible);
+	fp_put_be64(u + 4, rot.team < 0 ? 0 : rot.eligible);
 	u[12] = (uint8_t)found;
 	out->undo_len = UNDO_HEAD + n;
 	return FUNNEL_OK;
@@ -772,7 +772,7 @@ take_back(const rt_rules *r, const rt_store *s, funnel_str id, const uint8_t *u,
 	size_t team = (size_t)u[1] << 8 | u[2];
 	if (team < r->nteams) {
 		const rt_team_def *t = &r->teams[team];
-		uint64_t elig = rf_get_be64(u + 4);
+		uint64_t elig = fp_get_be64(u + 4);
 		int64_t total = 0;
 		for (size_t i = 0; i < t->nreps && i < 64; i++)
 			if (elig >> i & 1)

@@ -6,7 +6,7 @@
  * records the rules file it runs with (rules.changed) before it routes.
  *
  * Time: apply() (rt_apply) reads record timestamps only.  The tick is
- * the one place that reads a clock (routing_now: the wall clock, or the
+ * the one place that reads a clock (routing_now, clock.c: the wall clock, or the
  * --clock-file tests move); what it decides is a lead.sla_breached
  * record with the id "routing:<assignment seq>:breach", sent once per
  * assignment even across restarts, and the escalation follows from
@@ -79,35 +79,6 @@ on_signal(int sig)
 {
 	(void)sig;
 	funnel_service_stop(the_service);
-}
-
-int
-routing_now(const char *clock_file, uint64_t *now)
-{
-	if (clock_file == NULL) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		*now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-		return 0;
-	}
-	FILE *f = fopen(clock_file, "r");
-	char buf[64], *end;
-	if (f == NULL)
-		return -1;
-	size_t n = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	/* digits only: strtoull would take "-1" as 2^64 - 1 (every timer late) */
-	if (buf[0] < '0' || buf[0] > '9')
-		return -1;
-	errno = 0;
-	unsigned long long v = strtoull(buf, &end, 10);
-	while (*end == '\n' || *end == ' ')
-		end++;
-	if (*end != 0 || errno != 0)
-		return -1;
-	*now = v;
-	return 0;
 }
 
 /* The view through the service's batch transaction. */

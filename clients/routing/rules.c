@@ -472,7 +472,7 @@ rt_rules_parse(const char *text, size_t len, const char *filename, rt_rules **ou
 	r->text[len] = '\0';
 	r->len = len;
 	crypto_generichash(hash, sizeof hash, (const unsigned char *)text, len, NULL, 0);
-	rf_hex(hash, sizeof hash, r->hash_hex);
+	fp_hex(hash, sizeof hash, r->hash_hex);
 
 	if ((rc = rf_parse(&c, r->text, len, &doc, &root)) != FUNNEL_OK) {
 		rt_rules_free(&r);

@@ -83,7 +83,7 @@ read_state(const scoring_args *a, const sc_rules *rules, const char *lead, sc_le
 		           FUNNEL_OK) {
 			fprintf(stderr, "funnel-scoring: the view's state of %s does not decode\n", lead);
 		} else {
-			*ts = rf_get_be64(v.mv_data);
+			*ts = fp_get_be64(v.mv_data);
 			result = 0;
 		}
 		mdb_txn_abort(txn);
@@ -204,7 +204,7 @@ scoring_explain(const scoring_args *a, const char *lead)
 	status = 0;
 out:
 	funnel_query_destroy(&q);
-	sc_lead_free(&st);
-	sc_rules_free(&rules);
+	sc_lead_destroy(&st);
+	sc_rules_destroy(&rules);
 	return status;
 }

@@ -180,7 +180,7 @@ score_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	} else {
 		sc->sb.size = 0;
 		uint8_t ts[8];
-		rf_put_be64(ts, out.at);
+		fp_put_be64(ts, out.at);
 		msgpack_sbuffer_write(&sc->sb, (const char *)ts, 8);
 		if ((rc = sc_lead_encode(sc->rules, sc->st, &sc->sb)) != FUNNEL_OK)
 			return rc;
@@ -252,10 +252,10 @@ cmd_run(const scoring_args *a)
 	status = rc == FUNNEL_OK ? 0 : 1;
 out:
 	funnel_service_destroy(&the_service);
-	sc_lead_free(&sc.st);
+	sc_lead_destroy(&sc.st);
 	msgpack_sbuffer_destroy(&sc.sb);
 	msgpack_sbuffer_destroy(&sc.ev);
-	sc_rules_free(&rules);
+	sc_rules_destroy(&rules);
 	return status;
 }
 
@@ -272,7 +272,7 @@ cmd_check(const char *path)
 	if (sc_rules_minimum_fit(rules, &min_fit))
 		printf(", minimum fit %d", min_fit);
 	printf(", %zu rules\n", sc_rules_count(rules));
-	sc_rules_free(&rules);
+	sc_rules_destroy(&rules);
 	return 0;
 }
 

@@ -11,6 +11,13 @@
  * Threads: an sc_rules is immutable once parsed and may be shared by any
  * number of threads; an sc_lead belongs to one thread at a time.
  *
+ * Lifecycle: what sc_rules_parse/sc_rules_load or sc_lead_new make is
+ * freed with the matching _destroy, which sets the pointer to NULL.
+ *
+ * Files: parse.c (the rules file into compiled rules), engine.c
+ * (conditions, scores, sc_apply), state.c (sc_lead and its encoding);
+ * compiled.h is their private layout.
+ *
  * The rules file (funnel.yaml) at the top level holds `version` (a name,
  * required), `scoring` (required, read here), and `routing` and `sla`
  * (other services' sections: accepted, not read).  Any other top-level
@@ -107,7 +114,7 @@ typedef struct sc_rules sc_rules;
  * Parse a rules file held in memory.  `text` need not be NUL-terminated;
  * it is copied, so the caller keeps ownership.  `filename` only names the
  * file in messages (NULL: "funnel.yaml").  On success stores a new object
- * in *out (free it with sc_rules_free) and returns FUNNEL_OK.  On failure *out is set to NULL,
+ * in *out (free it with sc_rules_destroy) and returns FUNNEL_OK.  On failure *out is set to NULL,
  * nothing is kept, err (if errlen > 0) receives one line naming the file,
  * the line, the key path and the problem, e.g.
  *   funnel.yaml:14: scoring.fit[2].points: expected a number, got "ten"
@@ -127,7 +134,7 @@ int sc_rules_load(const char *path, sc_rules **out, char *err, size_t errlen);
 
 /* Free the rules and set *r to NULL.  Safe on NULL and on *r == NULL.
  * Every sc_lead made from these rules must be freed first. */
-void sc_rules_free(sc_rules **r);
+void sc_rules_destroy(sc_rules **r);
 
 /* The `version` of the file.  Valid while the rules live. */
 const char *sc_rules_version(const sc_rules *r);
@@ -161,8 +168,6 @@ size_t sc_rules_count(const sc_rules *r);
 const char *sc_rule_name(const sc_rules *r, size_t i);
 /* "fit", "engagement" or "negative"; NULL when i is out of range. */
 const char *sc_rule_kind(const sc_rules *r, size_t i);
-/* The rule's points as written (negative for a negative rule). */
-double sc_rule_points(const sc_rules *r, size_t i);
 /* 1 when the rule reads activities (engagement, or negative with `on`),
  * 0 when it reads lead fields. */
 int sc_rule_on_activity(const sc_rules *r, size_t i);
@@ -184,7 +189,7 @@ typedef struct sc_lead sc_lead;
 sc_lead *sc_lead_new(const sc_rules *r);
 
 /* Free and set *st to NULL.  Safe on NULL and on *st == NULL. */
-void sc_lead_free(sc_lead **st);
+void sc_lead_destroy(sc_lead **st);
 
 /* Back to empty, as sc_lead_new left it (fields, rule states, scores). */
 void sc_lead_reset(sc_lead *st);

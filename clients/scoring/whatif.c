@@ -493,8 +493,8 @@ out:
 	for (size_t i = 0; i < w.nreasons; i++)
 		free(w.reasons[i]);
 	for (int d = 0; d < 2; d++) {
-		sc_lead_free(&w.st[d]);
-		sc_rules_free(&rules[d]);
+		sc_lead_destroy(&w.st[d]);
+		sc_rules_destroy(&rules[d]);
 	}
 	msgpack_sbuffer_destroy(&w.sb);
 	return status;

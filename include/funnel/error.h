@@ -14,6 +14,8 @@
 #ifndef FUNNEL_ERROR_H
 #define FUNNEL_ERROR_H
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -46,6 +48,20 @@ typedef enum funnel_err {
 	FUNNEL_EINVAL = 69,        /* an invalid argument was passed to the library */
 	FUNNEL_EJSON = 70          /* a JSON input could not be converted (CLI) */
 } funnel_err;
+
+/* The one error struct of funnel: proto/ fills it (as fp_error) for the
+ * wire, libfunnel hands it out as the details of an object's last failure.
+ * The code, the index of the offending event in its request (-1 if none),
+ * the field ("" if none), a message naming the problem, as the daemon sent
+ * it, and for FUNNEL_EIDCONFLICT the seq of the event that holds the id (0
+ * for every other code).  Plain value, no ownership. */
+typedef struct funnel_error_info {
+	int code;
+	int index;
+	char field[32];
+	char message[256];
+	uint64_t seq;
+} funnel_error_info;
 
 /* Human message for a code, e.g. "event makes no sense for the lead's stage". */
 const char *funnel_strerror(int err);

@@ -37,12 +37,11 @@
 extern "C" {
 #endif
 
-#define FUNNEL_VERSION "0.1.0"
-
-/* Loopback defaults of funneld; clients use them when given NULL. */
-#define FUNNEL_DEFAULT_INGEST "tcp://127.0.0.1:7400"
-#define FUNNEL_DEFAULT_PUBLISH "tcp://127.0.0.1:7401"
-#define FUNNEL_DEFAULT_QUERY "tcp://127.0.0.1:7402"
+/* FUNNEL_VERSION, the loopback defaults FUNNEL_DEFAULT_* of funneld
+ * (clients use them when given NULL) and the protocol's limits. */
+#include "funnel/limits.h"
+/* the plain values requests and replies carry */
+#include "funnel/values.h"
 
 /* Which of funneld's endpoints (funnel_endpoint). */
 typedef enum funnel_endpoint_kind {
@@ -59,8 +58,6 @@ typedef enum funnel_endpoint_kind {
  * while the environment is not changed) or a static string.
  */
 const char *funnel_endpoint(funnel_endpoint_kind kind, const char *flag);
-
-struct funnel_error_info;
 
 /*
  * CURVE keys for every socket libfunnel opens from then on in this
@@ -81,18 +78,7 @@ int funnel_keys_use(const char *key_file, const char *server_key_file,
 /* 1 when the sockets opened from now on use CURVE, else 0. */
 int funnel_keys_on(void);
 
-/* Details of the last failure of an object: the code, the index of the
- * offending event in its request (-1 if none), the field ("" if none), a
- * message naming the problem, as the daemon sent it, and for
- * FUNNEL_EIDCONFLICT the seq of the event that holds the id (0 for every
- * other code). */
-typedef struct funnel_error_info {
-	int code;
-	int index;
-	char field[32];
-	char message[256];
-	uint64_t seq;
-} funnel_error_info;
+/* funnel_error_info, the details of an object's last failure: funnel/error.h. */
 
 /* ---------------------------------------------------------------------
  * Producer
@@ -100,27 +86,10 @@ typedef struct funnel_error_info {
 
 typedef struct funnel_producer funnel_producer;
 
-/* One event to append.  Strings are NUL-terminated; NULL means absent.
- * `data`, if not NULL, is a msgpack-encoded map of data_len bytes.  The
- * library copies everything it needs before returning. */
-typedef struct funnel_event {
-	const char *type;               /* required: "lead.captured", "x.thing", ... */
-	const char *lead;               /* lead id; required for lead events */
-	const char *id;                 /* idempotency key; strongly advised */
-	int has_occurred_at;
-	int64_t occurred_at;            /* producer's own time, ns since the epoch */
-	int has_expected_version;
-	uint64_t expected_version;      /* optimistic concurrency on the lead */
-	uint64_t cause;                 /* seq that caused this event, 0 = none */
-	const void *data;
-	size_t data_len;
-} funnel_event;
+/* funnel_event (one event to append) and funnel_ack (what the log did
+ * with it): funnel/values.h. */
 
-/* What the log did with one event. */
-typedef struct funnel_ack {
-	uint64_t seq;     /* the event's seq (the original one for a duplicate) */
-	int dup;          /* 1 if the idempotency key was already stored */
-} funnel_ack;
+
 
 /* Connect a producer to an ingest endpoint (NULL: FUNNEL_DEFAULT_INGEST).
  * Connection is asynchronous: this succeeds before the daemon is up.
@@ -214,18 +183,9 @@ int funnel_query_new(funnel_query **out, const char *endpoint, int timeout_ms);
 void funnel_query_destroy(funnel_query **q);
 const funnel_error_info *funnel_query_error(const funnel_query *q);
 
-/* A replay request.  Zero means "no bound" for every number; NULL means
- * "no filter" for lead and type (type matches as a prefix: "lead." ). */
-typedef struct funnel_replay_req {
-	uint64_t from;        /* first seq (default 1) */
-	uint64_t to;          /* last seq, inclusive */
-	uint64_t since;       /* only events with ts >= since (ns) */
-	uint64_t until;       /* only events with ts <  until (ns) */
-	const char *lead;     /* only this lead's events */
-	const char *type;     /* only types starting with this */
-	uint32_t limit;       /* events per page (default 1000, max 10000) */
-	uint32_t max_bytes;   /* bytes per page (default 1 MiB, max 8 MiB) */
-} funnel_replay_req;
+/* funnel_replay_req (a replay request), funnel_status (the log's state)
+ * and funnel_lead_info (one lead's): funnel/values.h. */
+
 
 /* One page of records.  recs[i] point into the page's reply buffer. */
 typedef struct funnel_page {
@@ -259,34 +219,9 @@ typedef int (*funnel_record_fn)(const funnel_record *rec, void *ctx);
 int funnel_replay_each(funnel_query *q, const funnel_replay_req *req, funnel_record_fn fn,
                        void *ctx);
 
-typedef struct funnel_status {
-	uint64_t head;                          /* last seq, 0 for an empty log */
-	uint8_t head_hash[FUNNEL_HASH_BYTES];   /* hash of record `head` (zeros if empty) */
-	uint64_t head_ts;
-	uint64_t count;                         /* events stored (== head) */
-	uint64_t data_bytes;                    /* bytes of the data file in use */
-	uint64_t map_bytes;                     /* current LMDB map size */
-	uint64_t disk_free_bytes;               /* free to funneld on the data dir's file system */
-	uint64_t disk_bytes;                    /* size of that file system */
-	uint64_t uptime_ms;
-	uint64_t leads;                         /* distinct leads */
-	uint32_t format;                        /* on-disk format version */
-	int durable;                            /* 1: fsync before every ack */
-	char version[32];
-	char ingest[256];
-	char publish[256];
-	char query[256];
-	char data_dir[4096];
-} funnel_status;
 
 int funnel_status_get(funnel_query *q, funnel_status *st);
 
-typedef struct funnel_lead_info {
-	char stage[16];
-	uint64_t version;       /* events that named this lead */
-	uint64_t last_seq;
-	char owner[129];        /* "" when nobody owns it */
-} funnel_lead_info;
 
 /* The lead's current state; FUNNEL_ENOTFOUND if no event named it. */
 int funnel_lead_get(funnel_query *q, const char *lead, funnel_lead_info *info);

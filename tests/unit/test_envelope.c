@@ -439,7 +439,7 @@ check_bad(const struct ecase *c, const msgpack_object *o)
 	err.index = 12345;
 	funnel_err rc = fp_event_decode(o, &ev, &err);
 	int ok = 1;
-	if (rc != c->code || err.code != c->code || strcmp(err.field, c->field) != 0) {
+	if (rc != c->code || err.code != (int)c->code || strcmp(err.field, c->field) != 0) {
 		print_error("%s: got %s field '%s' (%s), want %s field '%s'\n", c->name,
 		            funnel_errname(rc), err.field, err.message, funnel_errname(c->code), c->field);
 		ok = 0;

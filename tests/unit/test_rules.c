@@ -176,9 +176,9 @@ fx_open(fx *f, const char *rules)
 static void
 fx_close(fx *f)
 {
-	sc_lead_free(&f->st);
+	sc_lead_destroy(&f->st);
 	assert_null(f->st);
-	sc_rules_free(&f->r);
+	sc_rules_destroy(&f->r);
 	assert_null(f->r);
 }
 
@@ -347,9 +347,9 @@ test_shipped_file_parses(void **state)
 	assert_int_equal(len, n);
 	assert_memory_equal(text, buf, n);
 	assert_int_equal(text[len], '\0');
-	sc_rules_free(&r);
-	sc_rules_free(&r);     /* safe on NULL */
-	sc_rules_free(NULL);
+	sc_rules_destroy(&r);
+	sc_rules_destroy(&r);     /* safe on NULL */
+	sc_rules_destroy(NULL);
 }
 
 /* The shipped rules on a few realistic leads: each scores as the comments
@@ -423,7 +423,7 @@ test_parse_settings(void **state)
 	assert_int_equal(sc_rules_field_count(r), 1);
 	assert_string_equal(sc_rules_field_name(r, 0), "email_domain");
 	assert_null(sc_rules_field_name(r, 1));
-	sc_rules_free(&r);
+	sc_rules_destroy(&r);
 
 	r = parse_ok("version: v\nscoring:\n  threshold: -5\n  minimum_fit: 0\n");
 	assert_int_equal(sc_rules_threshold(r), -5);
@@ -431,7 +431,7 @@ test_parse_settings(void **state)
 	assert_int_equal(mf, 0);
 	assert_true(sc_rules_half_life(r) == 0);
 	assert_int_equal(sc_rules_resets_on_recycle(r), 1);
-	sc_rules_free(&r);
+	sc_rules_destroy(&r);
 }
 
 static const struct {
@@ -692,7 +692,7 @@ test_rules_error_buffer(void **state)
 	char *exact = (char *)dup_bytes(good, sizeof good - 5);
 	assert_int_equal(sc_rules_parse(exact, sizeof good - 5, "f", &r, NULL, 0), FUNNEL_OK);
 	assert_int_equal(sc_rules_threshold(r), 1);
-	sc_rules_free(&r);
+	sc_rules_destroy(&r);
 	free(exact);
 }
 
@@ -708,7 +708,7 @@ test_too_many_rules(void **state)
 		n += (size_t)snprintf(text + n, cap - n, "    - name: r%d\n      on: x\n      points: 1\n", i);
 	sc_rules *r = parse_ok(text);
 	assert_int_equal(sc_rules_count(r), SC_MAX_RULES);
-	sc_rules_free(&r);
+	sc_rules_destroy(&r);
 	/* one more: rule 256 starts on line 5 + 3 * 256 */
 	snprintf(text + n, cap - n, "    - name: r%d\n      on: x\n      points: 1\n", SC_MAX_RULES);
 	char err[256];
@@ -767,7 +767,7 @@ test_file_limits(void **state)
 	big[SC_MAX_FILE_BYTES] = '\n';
 	assert_int_equal(sc_rules_parse(big, SC_MAX_FILE_BYTES, "funnel.yaml", &r, err, sizeof err),
 	                 FUNNEL_OK);
-	sc_rules_free(&r);
+	sc_rules_destroy(&r);
 	r = (sc_rules *)&err;
 	assert_int_equal(sc_rules_parse(big, SC_MAX_FILE_BYTES + 1, "funnel.yaml", &r, err, sizeof err),
 	                 FUNNEL_ETOOBIG);
@@ -810,7 +810,7 @@ test_file_limits(void **state)
 	/* UTF-8 with a byte-order mark is UTF-8 */
 	static const char bom[] = "\xef\xbb\xbfversion: t\nscoring:\n  threshold: 1\n";
 	r = parse_ok(bom);
-	sc_rules_free(&r);
+	sc_rules_destroy(&r);
 
 	/* nesting: 32 levels are fine, 33 are not (the line of the 33rd); a
 	 * 60 KB file of '[' (quadratic in libyaml: seconds) is refused at once */
@@ -1822,10 +1822,10 @@ test_encode_round_trip(void **state)
 	assert_int_equal(sc_lead_decode(f.r, b, len, copy), FUNNEL_OK);
 	assert_int_equal(sc_lead_is_empty(copy), 1);
 	free(b);
-	sc_lead_free(&empty);
-	sc_lead_free(&copy);
-	sc_lead_free(&copy);
-	sc_lead_free(NULL);
+	sc_lead_destroy(&empty);
+	sc_lead_destroy(&copy);
+	sc_lead_destroy(&copy);
+	sc_lead_destroy(NULL);
 	fx_close(&f);
 }
 
@@ -1886,8 +1886,8 @@ test_decode_changed_rules(void **state)
 	assert_int_equal(o.qualify, 0);      /* it was above already, under the old rules */
 	assert_int_equal(sc_lead_above(st2), 1);
 	rec_free(&t);
-	sc_lead_free(&st2);
-	sc_rules_free(&r2);
+	sc_lead_destroy(&st2);
+	sc_rules_destroy(&r2);
 	free(b);
 	fx_close(&f);
 }
@@ -1945,8 +1945,8 @@ test_rules_change_reevaluates(void **state)
 	assert_int_equal(o.changed, 0);
 	assert_int_equal(o.n_fired, 0);
 	free(b2);
-	sc_lead_free(&st);
-	sc_rules_free(&rb);
+	sc_lead_destroy(&st);
+	sc_rules_destroy(&rb);
 
 	/* a change that leaves the rules' meaning alone changes no score */
 	sc_rules *rc = parse_ok(a_commented);
@@ -1958,8 +1958,8 @@ test_rules_change_reevaluates(void **state)
 	assert_int_equal(o.n_fired, 0);
 	assert_int_equal(o.fit, 20);
 	rec_free(&t);
-	sc_lead_free(&st);
-	sc_rules_free(&rc);
+	sc_lead_destroy(&st);
+	sc_rules_destroy(&rc);
 	free(b);
 	fx_close(&f);
 }
@@ -2167,7 +2167,7 @@ test_decode_garbage(void **state)
 	assert_int_equal(sc_lead_decode(f.r, more, len + 1, st), FUNNEL_EMALFORMED);
 	free(more);
 	assert_int_equal(sc_lead_decode(f.r, NULL, 0, st), FUNNEL_EMALFORMED);
-	sc_lead_free(&st);
+	sc_lead_destroy(&st);
 	free(good);
 	fx_close(&f);
 }
@@ -2234,15 +2234,15 @@ test_workload_states(void **state)
 		assert_memory_equal(b2, b, len);
 		free(b);
 		free(b2);
-		sc_lead_free(&f.st);
+		sc_lead_destroy(&f.st);
 	}
 	print_message("300 leads, 12 activities each: %zu qualified, state %zu bytes on average, "
 	              "%zu at most\n", qualified, sum / 300, max);
 	/* 7 fields and 15 of the 20 rules at most: a few hundred bytes */
 	assert_true(max <= 700);
 	assert_true(qualified > 0 && qualified < 300);
-	sc_lead_free(&copy);
-	sc_rules_free(&f.r);
+	sc_lead_destroy(&copy);
+	sc_rules_destroy(&f.r);
 }
 
 int

@@ -301,7 +301,7 @@ test_request_errors(void **state)
 		fp_request req;
 		fp_error err;
 		funnel_err rc = decode(f, &z, &req, &err);
-		if (rc != c->code || err.code != c->code || strcmp(err.field, c->field) != 0 ||
+		if (rc != c->code || err.code != (int)c->code || strcmp(err.field, c->field) != 0 ||
 		    req.rid != c->rid || err.message[0] == '\0') {
 			print_error("%s: got %s field '%s' rid %llu (%s), want %s field '%s' rid %llu\n",
 			            c->name, funnel_errname(rc), err.field, (unsigned long long)req.rid,

@@ -1,5 +1,6 @@
 /*
- * clients/lib/log.c - leveled log lines on stderr (funnel/log.h).
+ * proto/log.c - the log line format (funnel/log.h): leveled lines on
+ * stderr, the same for funneld, libfunnel and the services.
  */
 #include <stdarg.h>
 #include <stdio.h>
