@@ -566,7 +566,8 @@ vault_prepare(vault *v, uint64_t commit_seq)
 			v->fresh[nfresh++] = v->ops[k].slot;
 	}
 	/* new slots in file order, each run of neighbours in one write */
-	qsort(v->fresh, nfresh, sizeof *v->fresh, cmp_u32);
+	if (nfresh > 1)     /* v->fresh is NULL while no group has had an op */
+		qsort(v->fresh, nfresh, sizeof *v->fresh, cmp_u32);
 	for (size_t k = 0; k < nfresh;) {
 		size_t n = 0;
 		while (k + n < nfresh && n < RUN_SLOTS && v->fresh[k + n] == v->fresh[k] + n) {
