@@ -5,6 +5,9 @@
 # counted as passed; the names are listed above the line).
 #
 # usage: BUILD=build sh tests/run.sh build/tests/test_a build/tests/test_b ...
+# The Python integration tests (tests/integration/test_*.py) run after the
+# programs named; name one or more .py files among the arguments to run
+# only those (e.g. to run one test: sh tests/run.sh tests/integration/test_cli.py).
 # Each program gets at most TEST_TIMEOUT seconds (default 900).
 BUILD=${BUILD:-build}
 TEST_TIMEOUT=${TEST_TIMEOUT:-900}
@@ -62,12 +65,18 @@ run_one() {
 	echo "--- $name: $p passed, $f failed$([ "$s" -gt 0 ] && echo ", $s skipped") ($(( $(date +%s) - start ))s)"
 }
 
+named_py=0
+for t in "$@"; do
+	case "$t" in *.py) named_py=1 ;; esac
+done
 for t in "$@"; do
 	run_one "$t"
 done
-for t in tests/integration/test_*.py; do
-	[ -f "$t" ] && run_one "$t"
-done
+if [ "$named_py" -eq 0 ]; then
+	for t in tests/integration/test_*.py; do
+		[ -f "$t" ] && run_one "$t"
+	done
+fi
 
 [ -n "$broken" ] && echo "failing:$broken"
 [ -n "$skipped_names" ] && echo "skipped in:$skipped_names"
