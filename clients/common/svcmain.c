@@ -2,31 +2,14 @@
  * clients/common/svcmain.c - the one main of the services; the contract
  * is svcmain.h.
  */
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "funnel/log.h"
 #include "svcmain.h"
 
-/* The service the signals stop (NULL outside `run`), and whether one
- * came: written by the handler, read by the loop. */
+/* The service the signals stop (svc_catch_stop; NULL outside `run`). */
 static funnel_service *volatile the_service;
-static volatile sig_atomic_t stop_requested;
-
-static void
-on_signal(int sig)
-{
-	(void)sig;
-	stop_requested = 1;
-	funnel_service_stop(the_service);
-}
-
-int
-svc_stop_requested(void)
-{
-	return stop_requested != 0;
-}
 
 /* The description svc_main runs (for svc_main_usage). */
 static const svc_desc *the_desc;
@@ -65,7 +48,7 @@ run_view(const svc_desc *d)
 		goto out;
 	}
 	the_service = svc;
-	svc_on_signals(on_signal);
+	svc_catch_stop(&the_service);
 	if (d->started && d->started(d->ctx, svc, engine) != FUNNEL_OK)
 		goto out;
 	/* the rules are on record before the first decision made with them */
@@ -112,7 +95,7 @@ run_only(const svc_desc *d, int argc, char **argv)
 		optind++;
 	if (optind < argc)
 		return usage(d, "unknown command '%s'", argv[optind]);
-	svc_on_signals(on_signal);
+	svc_catch_stop(&the_service);
 	return d->run(d->ctx);
 }
 

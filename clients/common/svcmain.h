@@ -19,7 +19,7 @@
  *
  * A program that follows the log without a view (the mirror) gives `run`
  * instead of apply: svc_main parses, dispatches and sets the signals;
- * it polls svc_stop_requested().
+ * it polls svc_stopping() (svcargs.h).
  *
  * Every pointer in svc_desc must outlive svc_main; `ctx` is the
  * service's own settings (a struct that embeds the svc_args `args`
@@ -92,9 +92,5 @@ int svc_main(const svc_desc *d, int argc, char **argv);
 /* A usage error of the program svc_main runs, for an own_fn that lives
  * apart from the usage text: svc_usage with its prog and usage. */
 int svc_main_usage(const char *fmt, const char *arg);
-
-/* Whether SIGTERM or SIGINT came (for a `run` without a view).
- * Async-signal-safe. */
-int svc_stop_requested(void);
 
 #endif

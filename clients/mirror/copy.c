@@ -49,7 +49,7 @@
 static void
 nap_ms(long ms)
 {
-	for (long waited = 0; waited < ms && !svc_stop_requested(); waited += 10) {
+	for (long waited = 0; waited < ms && !svc_stopping(); waited += 10) {
 		struct timespec ts = { 0, 10 * 1000000L };
 		nanosleep(&ts, NULL);
 	}
@@ -106,7 +106,7 @@ sync_to_stream(mirror *m)
 	for (;;) {
 		uint64_t last = 0;
 		int r = 1;
-		if (svc_stop_requested())
+		if (svc_stopping())
 			return 1;
 		if (m->nc == NULL && mirror_connect(m) != 0) {
 			if (said++ == 0)
@@ -259,7 +259,7 @@ run(mirror *m)
 		const uint8_t *rec;
 		size_t len;
 
-		if (svc_stop_requested()) {
+		if (svc_stopping()) {
 			drain(m, MIRROR_TIMEOUT_MS);
 			return 0;
 		}
