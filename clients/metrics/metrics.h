@@ -1,7 +1,7 @@
 /*
  * clients/metrics/metrics.h - funnel-metrics: the funnel's numbers as a
  * view of the log, and the reports read from it.  METRICS.md defines
- * every figure; this header is the contract between the three parts:
+ * every figure; this header is the contract between its parts:
  *
  *   view.c   mx_apply(): one record -> the view tables, inside the
  *            runtime's write transaction.  Pure: no clock, no I/O but
@@ -10,6 +10,9 @@
  *            numbers for a window and filters (cJSON / exposition text).
  *   http.c   the HTTP server (libmicrohttpd): dashboard, /api, /metrics,
  *            /healthz.
+ *   run.c    the service around them (svcmain.h): options, access file,
+ *            the goals as its rules, the HTTP server's life; report.c
+ *            `report` on a read-only view; main.c the description.
  *
  * The view has three tables:
  *
