@@ -3,7 +3,8 @@
  * (funnel/service.h; runtime.h): funnel_service_new/destroy/run/stop,
  * the feed (a funnel_subscriber from checkpoint + 1), which log funneld
  * serves (check_log), batches (begin, apply, commit with the
- * checkpoint), the tick and the ready file.
+ * checkpoint), the tick and the ready file; funnel_service_send (an
+ * event outside apply(), after asking which log funneld serves).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -22,13 +23,6 @@ static char *
 dup_or_null(const char *s)
 {
 	return s ? strdup(s) : NULL;
-}
-
-void
-sr_nap_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
 }
 
 /* ---- the feed ---- */
@@ -120,8 +114,8 @@ unanswered:
  * once when it starts), or the state unchanged when funneld did not
  * answer.  Returns the new state.
  */
-enum log_state
-sr_probe_log(funnel_service *svc)
+static enum log_state
+probe_log(funnel_service *svc)
 {
 	char why[200], msg[sizeof svc->log_why];
 	svc->next_probe = fl_now_ms() + PROBE_MS;
@@ -372,7 +366,7 @@ funnel_service_new(funnel_service **out, const funnel_service_opts *opts, funnel
 	}
 	/* Before the caller can send anything (rules.changed): is funneld
 	 * serving the view's log?  Unreachable is waited for later. */
-	if (sr_probe_log(svc) == LOG_OTHER) {
+	if (probe_log(svc) == LOG_OTHER) {
 		funnel_service_destroy(&svc);
 		return FUNNEL_ECHAIN;
 	}
@@ -446,7 +440,7 @@ funnel_service_run(funnel_service *svc)
 		 * While it serves another log, nothing is applied or sent. */
 		if (svc->txn == NULL && fl_now_ms() >= svc->next_probe) {
 			enum log_state was = svc->log_state;
-			if (sr_probe_log(svc) == LOG_OWN && was == LOG_OTHER &&
+			if (probe_log(svc) == LOG_OWN && was == LOG_OTHER &&
 			    (rc = open_feed(svc)) != FUNNEL_OK)
 				return rc;
 		}
@@ -514,7 +508,7 @@ funnel_service_run(funnel_service *svc)
 			if (!svc->o.until_head) {
 				/* another log: wait for the view's own (probe_log) */
 				svc->next_probe = 0;
-				sr_probe_log(svc);
+				probe_log(svc);
 				continue;
 			}
 			funnel_log(FUNNEL_LOG_ERROR, "%s: the view is at seq %" PRIu64 ", past the log's "
@@ -535,6 +529,39 @@ funnel_service_run(funnel_service *svc)
 			abort_batch(svc);
 			return rc;
 		}
+	}
+}
+
+/* Outside apply(): ask which log first, each time, then send and wait. */
+int
+funnel_service_send(funnel_service *svc, const funnel_event *ev, funnel_ack *ack)
+{
+	int backoff = 50;
+
+	if (svc == NULL || ev == NULL || ev->type == NULL)
+		return FUNNEL_EINVAL;
+	if (svc->o.no_emit)
+		return FUNNEL_OK;
+	for (;;) {
+		/* never into another log: ask first, each time (sends outside
+		 * apply() are rare: rules.changed, a tick's decision) */
+		int rc = FUNNEL_ETRANSPORT;
+		enum log_state ls = probe_log(svc);
+		if (ls == LOG_OTHER)
+			return FUNNEL_ECHAIN;
+		if (ls == LOG_OWN)
+			rc = funnel_publish(svc->prod, ev, 1, ack);
+		if (rc == FUNNEL_OK || sr_is_refusal(rc) || rc == FUNNEL_ENOMEM || rc == FUNNEL_EINVAL)
+			return rc;
+		if (svc->stop)
+			return FUNNEL_ESHUTDOWN;
+		funnel_log(FUNNEL_LOG_WARN, "%s: sending %s: %s %s; retrying", svc->name, ev->type,
+		           funnel_errname(rc), ls == LOG_OWN ? funnel_producer_error(svc->prod)->message
+		           : "funneld does not answer");
+		for (int waited = 0; waited < backoff && !svc->stop; waited += 10)
+			sr_nap_ms(10);
+		if (backoff < 2000)
+			backoff *= 2;
 	}
 }
 

@@ -4,17 +4,24 @@
  * ids, sent pipelined (a window of SEND_WINDOW requests), settled as the
  * log answers (stored, duplicate, refused, overridden), retried with the
  * same ids while the outcome is unknown; the decisions pending on a lead
- * ("_pending") and what a later record says of them; funnel_service_send
- * for events outside apply().
+ * ("_pending") and what a later record says of them.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bytes.h"
 #include "funnel/log.h"
 #include "runtime.h"
+
+void
+sr_nap_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
 
 /* ---- derived events ---- */
 
@@ -78,8 +85,8 @@ queue_event(funnel_service *svc, const funnel_event *ev, uint64_t cause, const c
  * (resending the same event gets the same answer).  EIDCONFLICT: the log
  * holds another event under the derived key (derived before a restart
  * under other rules, say); the first copy stands, as for a duplicate. */
-static int
-is_refusal(int code)
+int
+sr_is_refusal(int code)
 {
 	return (code >= FUNNEL_EMALFORMED && code <= FUNNEL_EVERSION) || code == FUNNEL_EIDCONFLICT;
 }
@@ -202,7 +209,7 @@ sr_pump(funnel_service *svc, int wait)
 					           p->ev.cause, nover);
 				for (size_t j = i; j < end; j++)
 					settle(svc, &svc->pend[j], S_OVERRIDDEN);
-			} else if (is_refusal(crc)) {
+			} else if (sr_is_refusal(crc)) {
 				/* The first few in full, then a count now and then:
 				 * a backfill over old history can meet thousands. */
 				const funnel_error_info *ei = funnel_producer_error(svc->prod);
@@ -376,36 +383,3 @@ funnel_service_dropped(const funnel_service *svc, uint64_t *cause, const void **
 		*undo_len = svc->dropped_len;
 	return 1;
 }
-
-int
-funnel_service_send(funnel_service *svc, const funnel_event *ev, funnel_ack *ack)
-{
-	int backoff = 50;
-
-	if (svc == NULL || ev == NULL || ev->type == NULL)
-		return FUNNEL_EINVAL;
-	if (svc->o.no_emit)
-		return FUNNEL_OK;
-	for (;;) {
-		/* never into another log: ask first, each time (sends outside
-		 * apply() are rare: rules.changed, a tick's decision) */
-		int rc = FUNNEL_ETRANSPORT;
-		enum log_state ls = sr_probe_log(svc);
-		if (ls == LOG_OTHER)
-			return FUNNEL_ECHAIN;
-		if (ls == LOG_OWN)
-			rc = funnel_publish(svc->prod, ev, 1, ack);
-		if (rc == FUNNEL_OK || is_refusal(rc) || rc == FUNNEL_ENOMEM || rc == FUNNEL_EINVAL)
-			return rc;
-		if (svc->stop)
-			return FUNNEL_ESHUTDOWN;
-		funnel_log(FUNNEL_LOG_WARN, "%s: sending %s: %s %s; retrying", svc->name, ev->type,
-		           funnel_errname(rc), ls == LOG_OWN ? funnel_producer_error(svc->prod)->message
-		           : "funneld does not answer");
-		for (int waited = 0; waited < backoff && !svc->stop; waited += 10)
-			sr_nap_ms(10);
-		if (backoff < 2000)
-			backoff *= 2;
-	}
-}
-

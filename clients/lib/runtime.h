@@ -8,7 +8,8 @@
  *   outbox.c  derived events: queued, sent pipelined, settled, and the
  *             decisions pending in "_pending";
  *   loop.c    the object's life and the loop: the feed, which log
- *             funneld serves, batches, the tick, the ready file.
+ *             funneld serves, batches, the tick, the ready file, and
+ *             funnel_service_send (asks which log first).
  *
  * Ownership: every field of funnel_service is the loop's thread's,
  * except log_state/log_why (under state_lock) and stop (a signal may set
@@ -30,6 +31,9 @@
 #define PENDING_TABLE "_pending"     /* lead id -> 8-byte cause seq + the service's undo bytes */
 #define MAX_CHAIN 16                 /* derived events of one record for one lead */
 #define DEFAULT_MAP (64u << 20)
+/* Every environment of a view, written or read: room for the service's
+ * tables and the runtime's two. */
+#define VIEW_MAXDBS (FUNNEL_SERVICE_MAX_TABLES + 2)
 #define SEND_WINDOW 256
 /* How often a running service asks funneld whether it still serves the
  * view's log, and how long it waits for the answer. */
@@ -157,12 +161,14 @@ int sr_pump(funnel_service *svc, int wait);
  * pending on its lead (svc->dropped and the undo bytes), and settle it. */
 int sr_check_pending(funnel_service *svc, const funnel_record *rec);
 
-/* ---- loop.c ---- */
-
-/* Ask funneld (now) whether it serves the view's log; the new state. */
-enum log_state sr_probe_log(funnel_service *svc);
+/* A daemon code that is the log's decision about the event itself
+ * (resending it gets the same answer): not retried. */
+int sr_is_refusal(int code);
 
 /* Sleep ms milliseconds. */
 void sr_nap_ms(long ms);
+
+/* loop.c calls into outbox.c and view.c, outbox.c into view.c, view.c
+ * into neither: no circle. */
 
 #endif /* FUNNEL_CLIENTS_LIB_RUNTIME_H */

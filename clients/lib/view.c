@@ -289,7 +289,7 @@ sr_open_view(funnel_service *svc)
 	}
 	if ((rc = mdb_env_create(&svc->env)) != 0)
 		return sr_lmdb_fail(svc, rc, "create");
-	mdb_env_set_maxdbs(svc->env, FUNNEL_SERVICE_MAX_TABLES + 2);
+	mdb_env_set_maxdbs(svc->env, VIEW_MAXDBS);
 	mdb_env_set_mapsize(svc->env, svc->map_size);
 	/* One fsync per commit, not two: a crash may undo the last commit
 	 * (never corrupt the view), which replays from the checkpoint before
@@ -469,7 +469,7 @@ open_readonly(const char *view_dir, MDB_env **env, MDB_txn **txn)
 	int rc = mdb_env_create(env);
 	if (rc != 0)
 		return rc;
-	mdb_env_set_maxdbs(*env, FUNNEL_SERVICE_MAX_TABLES + 2);
+	mdb_env_set_maxdbs(*env, VIEW_MAXDBS);
 	if ((rc = mdb_env_open(*env, view_dir, MDB_RDONLY | MDB_NOTLS, 0644)) == 0 &&
 	    (rc = mdb_txn_begin(*env, NULL, MDB_RDONLY, txn)) == 0)
 		return 0;
