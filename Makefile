@@ -97,9 +97,9 @@ SCORING_OBJ := $(call obj,$(SCORING_SRC))
 METRICS_OBJ := $(call obj,$(METRICS_SRC)) $(BUILD)/obj/gen/dashboard_html.o
 METRICS_LIBS = $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 # the view and the reports alone, without the HTTP server (unit tests link them)
-METRICS_ENGINE_OBJ := $(filter-out %/main.o %/http.o %/dashboard_html.o,$(METRICS_OBJ))
+METRICS_ENGINE_OBJ := $(filter-out %/main.o %/run.o %/report.o %/http.o %/dashboard_html.o,$(METRICS_OBJ))
 # the rules engine alone, without the service around it (unit tests link it)
-SCORING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o %/whatif.o,$(SCORING_OBJ))
+SCORING_ENGINE_OBJ := $(filter-out %/main.o %/apply.o %/explain.o %/whatif.o,$(SCORING_OBJ))
 ROUTING_OBJ := $(call obj,$(ROUTING_SRC))
 # the embed script is compiled in (xxd -i), like the dashboard
 GATEWAY_OBJ := $(call obj,$(GATEWAY_SRC)) $(BUILD)/obj/gen/embed_js.o
@@ -108,7 +108,7 @@ GATEWAY_ENGINE_OBJ := $(filter-out %/main.o %/http.o %/embed_js.o,$(GATEWAY_OBJ)
 MIRROR_OBJ := $(call obj,$(MIRROR_SRC))
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
 # the routing engine alone (rules and decisions), for the unit tests
-ROUTING_ENGINE_OBJ := $(filter-out %/main.o %/explain.o,$(ROUTING_OBJ))
+ROUTING_ENGINE_OBJ := $(filter-out %/main.o %/apply.o %/explain.o,$(ROUTING_OBJ))
 TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
 BENCH_LIB_OBJ := $(call obj,$(BENCH_LIB_SRC))
 

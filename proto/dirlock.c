@@ -11,8 +11,8 @@
 
 #include "dirlock.h"
 
-static int
-mkdir_p(const char *path)
+int
+dirlock_mkdir_p(const char *path)
 {
 	char tmp[4096];
 	size_t n = strlen(path);
@@ -38,7 +38,7 @@ dirlock_take(const char *dir, const char *program, char *why, size_t whylen)
 {
 	char path[4200], holder[128];
 
-	if (mkdir_p(dir) != 0) {
+	if (dirlock_mkdir_p(dir) != 0) {
 		snprintf(why, whylen, "cannot create %s: %s", dir, strerror(errno));
 		return -1;
 	}

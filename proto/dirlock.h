@@ -16,6 +16,10 @@
 
 #define DIRLOCK_FILE "funnel.lock"
 
+/* Create path and its missing parents (mode 0755), as mkdir -p.
+ * Returns 0, or -1 with errno set (ENAMETOOLONG past 4095 bytes). */
+int dirlock_mkdir_p(const char *path);
+
 /*
  * Create dir (and its parents) if missing, then take its lock for
  * `program` (written into the lock file with the pid).  Returns the

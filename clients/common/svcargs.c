@@ -277,13 +277,33 @@ svc_run(funnel_service *svc, const char *name)
 	return rc;
 }
 
+/* The signals' doing: the flag, and the service they stop. */
+static volatile sig_atomic_t stop_flag;
+static struct funnel_service *volatile *stop_svc;
+
+static void
+on_stop_signal(int sig)
+{
+	(void)sig;
+	stop_flag = 1;
+	if (stop_svc != NULL)
+		funnel_service_stop(*stop_svc);
+}
+
 void
-svc_on_signals(void (*handler)(int))
+svc_catch_stop(funnel_service *volatile *svc)
 {
 	struct sigaction sa;
+	stop_svc = svc;
 	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = handler;
+	sa.sa_handler = on_stop_signal;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+}
+
+int
+svc_stopping(void)
+{
+	return stop_flag != 0;
 }

@@ -3,7 +3,8 @@
  * the common flags (--rules, --view, the funneld endpoints, --source, --rebuild,
  * --until-head/--once, --no-sync, --batch, --ready-file, --json,
  * --log-level, --config, --key, --server-key, --help), usage errors, the
- * `digest` command, the run with its closing log line, and the signals that stop a service.
+ * `digest` command, the run with its closing log line, and the signals that stop a
+ * service or a program.
  *
  * Strings in svc_args point into argv (or are the defaults the service
  * set): valid for the life of the process.
@@ -74,8 +75,14 @@ void svc_opts(const svc_args *a, struct funnel_service_opts *o);
 struct funnel_service;
 int svc_run(struct funnel_service *svc, const char *name);
 
-/* SIGTERM and SIGINT call handler (which stops the service); SIGPIPE is
+/* From now on SIGTERM and SIGINT ask the program to stop: svc_stopping()
+ * turns 1 and the service in *svc, if any (read when the signal comes;
+ * svc may be NULL), is stopped (funnel_service_stop).  SIGPIPE is
  * ignored. */
-void svc_on_signals(void (*handler)(int));
+void svc_catch_stop(struct funnel_service *volatile *svc);
+
+/* 1 once SIGTERM or SIGINT came (after svc_catch_stop).
+ * Async-signal-safe. */
+int svc_stopping(void);
 
 #endif

@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,15 +71,6 @@ typedef struct args {
 	const char *key_file;
 	const char *access;       /* --access: bearer tokens for /v1/events */
 } args;
-
-static volatile sig_atomic_t stopping;
-
-static void
-on_signal(int sig)
-{
-	(void)sig;
-	stopping = 1;
-}
 
 static int
 usage(const char *fmt, const char *arg)
@@ -145,7 +135,7 @@ cmd_run(args *a)
 		funnel_log(FUNNEL_LOG_ERROR, "gateway: %s", err);
 		return 1;
 	}
-	svc_on_signals(on_signal);
+	svc_catch_stop(NULL);
 	if (load_key(a->key_file, key) != 0)
 		goto out;
 	a->h.forms = forms;
@@ -159,7 +149,7 @@ cmd_run(args *a)
 	if (rc != FUNNEL_OK)
 		goto out;
 	sd_notify(0, "READY=1");      /* under systemd (Type=notify): serving */
-	while (!stopping) {
+	while (!svc_stopping()) {
 		struct timespec ts = { 0, 100 * 1000000L };
 		nanosleep(&ts, NULL);
 	}

@@ -1,7 +1,7 @@
 /*
  * clients/metrics/metrics.h - funnel-metrics: the funnel's numbers as a
  * view of the log, and the reports read from it.  METRICS.md defines
- * every figure; this header is the contract between the three parts:
+ * every figure; this header is the contract between its parts:
  *
  *   view.c   mx_apply(): one record -> the view tables, inside the
  *            runtime's write transaction.  Pure: no clock, no I/O but
@@ -10,6 +10,9 @@
  *            numbers for a window and filters (cJSON / exposition text).
  *   http.c   the HTTP server (libmicrohttpd): dashboard, /api, /metrics,
  *            /healthz.
+ *   run.c    the service around them (svcmain.h): options, access file,
+ *            the goals as its rules, the HTTP server's life; report.c
+ *            `report` on a read-only view; main.c the description.
  *
  * The view has three tables:
  *
@@ -56,6 +59,7 @@
 #include "funnel/record.h"
 #include "funnel/service.h"
 #include "model.h"
+#include "svcmain.h"
 
 #define MX_NAME "metrics"
 #define MX_T_LEADS "leads"
@@ -298,6 +302,45 @@ void mx_http_stop(mx_http **h);
  * server. */
 struct http_auth;
 void mx_http_require_tokens(const struct http_auth *a);
+
+/* ---- the service (run.c, report.c; main.c describes it, svcmain.h) ---- */
+
+/* The common service flags (svcargs.h), funnel-metrics' own, and what
+ * `run` keeps while it runs (the HTTP server reads tables and map_lock
+ * until mx_stop). */
+typedef struct mx_args {
+	svc_args c;
+	const char *http;
+	const char *access;       /* --access: HTTP bearer tokens */
+	const char *currency;
+	size_t map_mb;
+	const char *params[16];
+	int nparams;
+
+	const mx_goals *goals;    /* run: the goals (svc_main owns them), or NULL */
+	pthread_rwlock_t map_lock;
+	mx_tables tables;
+	mx_http *server;
+} mx_args;
+
+/* The default --rules: a missing default file means no goals. */
+extern const char mx_default_rules[];
+
+/* The service's own options and hooks (svc_desc; run.c). */
+extern const struct option mx_options[];
+int mx_option(int id, const char *arg, void *ctx);
+int mx_prepare(void *ctx);
+int mx_rules_load(void *ctx, const char *path, int check, void **goals);
+void mx_rules_free(void *goals);
+void mx_rules_ok(const char *path, const void *goals);
+int mx_rules_id(const void *goals, rf_rules_id *id);
+int mx_setup(void *ctx, void *goals, funnel_service_opts *o, void **engine);
+int mx_serving(void *ctx, funnel_service *svc, void *engine);
+void mx_stop(void *ctx, void *engine);
+void mx_release(void *ctx, void *engine);
+
+/* `funnel-metrics report [NAME]` (report.c): exit status. */
+int mx_cmd_report(void *ctx, int argc, char **argv);
 
 /* The dashboard page, embedded at build time (dashboard.html). */
 extern const unsigned char mx_dashboard_html[];

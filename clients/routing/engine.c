@@ -23,7 +23,7 @@
 #include "mp.h"
 #include "rulesfile.h"
 
-const char *const rt_table_names[RT_NTABLES] = { "leads", "reps", "due" };
+const char *const rt_table_names[RT_NTABLES + 1] = { "leads", "reps", "due", NULL };
 
 /* ---- bytes ---- */
 
@@ -161,7 +161,7 @@ rt_rep_decode(const void *buf, size_t len, rt_rep *r)
 /* ---- rows in the store ---- */
 
 static int
-load_lead(const rt_store *s, funnel_str id, rt_lead *l, int *found)
+load_lead(const funnel_store *s, funnel_str id, rt_lead *l, int *found)
 {
 	const void *v;
 	size_t n;
@@ -177,7 +177,7 @@ load_lead(const rt_store *s, funnel_str id, rt_lead *l, int *found)
 }
 
 static int
-save_lead(const rt_store *s, funnel_str id, const rt_lead *l)
+save_lead(const funnel_store *s, funnel_str id, const rt_lead *l)
 {
 	uint8_t buf[LEAD_MAX];
 	size_t n = lead_encode(l, buf);
@@ -185,7 +185,7 @@ save_lead(const rt_store *s, funnel_str id, const rt_lead *l)
 }
 
 static int
-load_rep(const rt_store *s, const char *name, rt_rep *r)
+load_rep(const funnel_store *s, const char *name, rt_rep *r)
 {
 	const void *v;
 	size_t n;
@@ -198,7 +198,7 @@ load_rep(const rt_store *s, const char *name, rt_rep *r)
 }
 
 static int
-save_rep(const rt_store *s, const char *name, const rt_rep *r)
+save_rep(const funnel_store *s, const char *name, const rt_rep *r)
 {
 	uint8_t buf[REP_BYTES];
 	rep_encode(r, buf);
@@ -207,7 +207,7 @@ save_rep(const rt_store *s, const char *name, const rt_rep *r)
 
 /* Count a lead in (delta 1) or out of (-1) an owner's open leads. */
 static int
-count_open(const rt_store *s, const char *owner, int delta)
+count_open(const funnel_store *s, const char *owner, int delta)
 {
 	rt_rep r;
 	int rc = load_rep(s, owner, &r);
@@ -222,7 +222,7 @@ count_open(const rt_store *s, const char *owner, int delta)
 
 /* The lead leaves its owner, if it had one. */
 static int
-release(const rt_store *s, rt_lead *l)
+release(const funnel_store *s, rt_lead *l)
 {
 	if (!l->open)
 		return FUNNEL_OK;
@@ -231,7 +231,7 @@ release(const rt_store *s, rt_lead *l)
 }
 
 static int
-timer_stop(const rt_store *s, funnel_str id, rt_lead *l)
+timer_stop(const funnel_store *s, funnel_str id, rt_lead *l)
 {
 	uint8_t key[8 + 512];
 	if (l->deadline == 0 || id.len > 512)
@@ -243,7 +243,7 @@ timer_stop(const rt_store *s, funnel_str id, rt_lead *l)
 }
 
 static int
-timer_start(const rt_store *s, funnel_str id, rt_lead *l, uint64_t deadline)
+timer_start(const funnel_store *s, funnel_str id, rt_lead *l, uint64_t deadline)
 {
 	uint8_t key[8 + 512], val[8];
 	if (id.len > 512)
@@ -433,7 +433,7 @@ typedef struct rotation {
 } rotation;
 
 static int
-pick(const rt_rules *r, const rt_store *s, size_t t, uint64_t ts, const char *exclude,
+pick(const rt_rules *r, const funnel_store *s, size_t t, uint64_t ts, const char *exclude,
      int commit, int *chosen, char *why, rotation *rot)
 {
 	const rt_team_def *team = &r->teams[t];
@@ -492,7 +492,7 @@ pick(const rt_rules *r, const rt_store *s, size_t t, uint64_t ts, const char *ex
  * row and described in out (which the caller emits).  The strings must
  * not point into l. */
 static int
-hand_over(const rt_store *s, rt_lead *l, const char *owner, const char *team, const char *rule,
+hand_over(const funnel_store *s, rt_lead *l, const char *owner, const char *team, const char *rule,
           const char *reason, rt_outcome *out)
 {
 	int rc;
@@ -518,7 +518,7 @@ hand_over(const rt_store *s, rt_lead *l, const char *owner, const char *team, co
 /* lead.qualified: the first rule that matches, then its team's rotation;
  * the fallback queue otherwise. */
 static int
-route(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead *l, rt_outcome *out,
+route(const rt_rules *r, const funnel_store *s, const funnel_record *rec, rt_lead *l, rt_outcome *out,
       rotation *rot)
 {
 	char why[RT_MAX_REASON + 1];
@@ -541,7 +541,7 @@ route(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead *l
 
 /* lead.sla_breached for the assignment in force: the team's escalation. */
 static int
-escalate(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead *l,
+escalate(const rt_rules *r, const funnel_store *s, const funnel_record *rec, rt_lead *l,
          rt_outcome *out, rotation *rot)
 {
 	char why[RT_MAX_REASON + 1], reason[RT_MAX_REASON + 1], prev[RT_MAX_NAME + 1];
@@ -587,7 +587,7 @@ escalate(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead
 
 /* lead.assigned, whoever sent it: the owner of record, and the timer. */
 static int
-assigned(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead *l)
+assigned(const rt_rules *r, const funnel_store *s, const funnel_record *rec, rt_lead *l)
 {
 	funnel_str owner, v;
 	uint64_t u;
@@ -656,7 +656,7 @@ until_of(const msgpack_object *data)
 }
 
 static int
-rep_event(const rt_store *s, fp_evtype type, const funnel_record *rec)
+rep_event(const funnel_store *s, fp_evtype type, const funnel_record *rec)
 {
 	funnel_str name;
 	char rep[RT_MAX_NAME + 1];
@@ -725,7 +725,7 @@ rt_counts(const funnel_record *rec)
  * did and the row as it was.  Nothing to undo when no decision is made.
  */
 static int
-decide(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead *l, int found,
+decide(const rt_rules *r, const funnel_store *s, const funnel_record *rec, rt_lead *l, int found,
        int kind, rt_outcome *out)
 {
 	rotation rot = { .team = -1 };
@@ -754,7 +754,7 @@ decide(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_lead *
  * decision taken back (0: the bytes are not ours, nothing done).
  */
 static int
-take_back(const rt_rules *r, const rt_store *s, funnel_str id, const uint8_t *u, size_t n,
+take_back(const rt_rules *r, const funnel_store *s, funnel_str id, const uint8_t *u, size_t n,
           int *kind)
 {
 	rt_lead now, before;
@@ -817,7 +817,7 @@ handles_lead(const funnel_record *rec)
 }
 
 int
-rt_apply_dropped(const rt_rules *r, const rt_store *s, const funnel_record *rec,
+rt_apply_dropped(const rt_rules *r, const funnel_store *s, const funnel_record *rec,
                  const void *dropped, size_t dropped_len, rt_outcome *out)
 {
 	rt_lead l;
@@ -846,7 +846,7 @@ rt_apply_dropped(const rt_rules *r, const rt_store *s, const funnel_record *rec,
 }
 
 int
-rt_apply(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_outcome *out)
+rt_apply(const rt_rules *r, const funnel_store *s, const funnel_record *rec, rt_outcome *out)
 {
 	rt_lead l;
 	int found, rc;
@@ -915,7 +915,7 @@ rt_apply(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_outc
 }
 
 int
-rt_explain_match(const rt_rules *r, const rt_store *s, const rt_lead *lead, uint64_t ts,
+rt_explain_match(const rt_rules *r, const funnel_store *s, const rt_lead *lead, uint64_t ts,
                  int *rule_index, char *why)
 {
 	int chosen;

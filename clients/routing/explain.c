@@ -20,41 +20,6 @@
 #include "router.h"
 #include "rulesfile.h"
 
-/* The view read through one read-only transaction (no writes). */
-typedef struct ro_view {
-	MDB_txn *txn;
-	MDB_dbi dbi[RT_NTABLES];
-} ro_view;
-
-static int
-ro_get(void *ctx, int t, const void *k, size_t kl, const void **v, size_t *vl)
-{
-	ro_view *rv = ctx;
-	MDB_val key = { kl, (void *)k }, val;
-	int rc = mdb_get(rv->txn, rv->dbi[t], &key, &val);
-	if (rc == MDB_NOTFOUND)
-		return FUNNEL_ENOTFOUND;
-	if (rc != 0)
-		return FUNNEL_ESTORAGE;
-	*v = val.mv_data;
-	*vl = val.mv_size;
-	return FUNNEL_OK;
-}
-
-static int
-ro_put(void *ctx, int t, const void *k, size_t kl, const void *v, size_t vl)
-{
-	(void)ctx, (void)t, (void)k, (void)kl, (void)v, (void)vl;
-	return FUNNEL_EINVAL;
-}
-
-static int
-ro_del(void *ctx, int t, const void *k, size_t kl)
-{
-	(void)ctx, (void)t, (void)k, (void)kl;
-	return FUNNEL_EINVAL;
-}
-
 static void
 print_json(const char *id, const rt_lead *l, uint64_t now, const rt_rules *r, int rule_now,
            const char *why_now)
@@ -145,9 +110,7 @@ int
 routing_explain(const routing_args *a, const char *id)
 {
 	rt_rules *rules = NULL;
-	MDB_env *env = NULL;
-	ro_view rv = { 0 };
-	rt_store st = { &rv, ro_get, ro_put, ro_del };
+	funnel_view_reader v = { 0 };
 	rt_lead *l = calloc(1, sizeof *l);
 	char err[512], why[RT_MAX_REASON + 1];
 	uint64_t now = 0;
@@ -161,32 +124,27 @@ routing_explain(const routing_args *a, const char *id)
 		return 2;
 	}
 	routing_now(a->clock_file, &now);
-	if (mdb_env_create(&env) != 0)
-		goto out;
-	mdb_env_set_maxdbs(env, FUNNEL_SERVICE_MAX_TABLES + 1);
-	if ((rc = mdb_env_open(env, a->c.view, MDB_RDONLY | MDB_NOTLS, 0644)) != 0) {
-		fprintf(stderr, "funnel-routing: cannot open the view %s: %s\n", a->c.view,
-		        mdb_strerror(rc));
+	rc = funnel_view_reader_open(&v, a->c.view, rt_table_names, err, sizeof err);
+	if (rc == FUNNEL_ESTORAGE) {
+		fprintf(stderr, "funnel-routing: cannot open the view %s: %s\n", a->c.view, err);
 		goto out;
 	}
-	if (mdb_txn_begin(env, NULL, MDB_RDONLY, &rv.txn) != 0)
+	if (rc != FUNNEL_OK) {
+		fprintf(stderr, "funnel-routing: %s is not a routing view\n", a->c.view);
 		goto out;
-	for (int i = 0; i < RT_NTABLES; i++) {
-		if (mdb_dbi_open(rv.txn, rt_table_names[i], 0, &rv.dbi[i]) != 0) {
-			fprintf(stderr, "funnel-routing: %s is not a routing view\n", a->c.view);
-			goto out;
-		}
 	}
-	MDB_val k = { strlen(id), (void *)id }, v;
-	if ((rc = mdb_get(rv.txn, rv.dbi[RT_T_LEADS], &k, &v)) == MDB_NOTFOUND) {
+	const void *row;
+	size_t rowlen;
+	if ((rc = v.store.get(v.store.ctx, RT_T_LEADS, id, strlen(id), &row, &rowlen)) ==
+	    FUNNEL_ENOTFOUND) {
 		fprintf(stderr, "funnel-routing: lead %s is not in the routing view\n", id);
 		goto out;
 	}
-	if (rc != 0 || rt_lead_decode(v.mv_data, v.mv_size, l) != FUNNEL_OK) {
+	if (rc != FUNNEL_OK || rt_lead_decode(row, rowlen, l) != FUNNEL_OK) {
 		fprintf(stderr, "funnel-routing: the view's row of %s does not decode\n", id);
 		goto out;
 	}
-	if (rt_explain_match(rules, &st, l, now, &rule_now, why) != FUNNEL_OK)
+	if (rt_explain_match(rules, &v.store, l, now, &rule_now, why) != FUNNEL_OK)
 		snprintf(why, sizeof why, "(cannot read the reps)");
 	if (a->c.json)
 		print_json(id, l, now, rules, rule_now, why);
@@ -194,10 +152,7 @@ routing_explain(const routing_args *a, const char *id)
 		print_human(id, l, now, rules, rule_now, why);
 	status = 0;
 out:
-	if (rv.txn)
-		mdb_txn_abort(rv.txn);
-	if (env)
-		mdb_env_close(env);
+	funnel_view_reader_close(&v);
 	rt_rules_free(&rules);
 	free(l);
 	return status;

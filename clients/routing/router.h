@@ -1,7 +1,8 @@
 /*
  * clients/routing/router.h - the parts of funnel-routing around the
- * routing engine (routing.h): the live service with its SLA tick
- * (main.c) and `explain` (explain.c).
+ * routing engine (routing.h): the service as svcmain.h describes one,
+ * with its SLA tick (apply.c; the description and the options are
+ * main.c's), and `explain` (explain.c).
  *
  * The routing view has the engine's three tables (routing.h: leads,
  * reps, due), each row as the engine encodes it.
@@ -12,7 +13,7 @@
 #include <stdint.h>
 
 #include "routing.h"
-#include "svcargs.h"
+#include "svcmain.h"
 
 #define ROUTING_NAME "routing"
 #define ROUTING_DEFAULT_VIEW "var/routing"
@@ -29,6 +30,18 @@ typedef struct routing_args {
  * when one is given (tests move time with it), else the wall clock.
  * Returns 0, or -1 when the file does not hold one (decimal digits, no sign). */
 int routing_now(const char *clock_file, uint64_t *now);
+
+/* The service's hooks (svc_desc; apply.c).  The engine of run: the
+ * rules, the clock file and a buffer, made by routing_setup. */
+int routing_rules_load(void *ctx, const char *path, int check, void **rules);
+void routing_rules_free(void *rules);
+void routing_rules_ok(const char *path, const void *rules);
+int routing_rules_id(const void *rules, rf_rules_id *id);
+int routing_setup(void *ctx, void *rules, funnel_service_opts *o, void **engine);
+int routing_started(void *ctx, funnel_service *svc, void *engine);
+void routing_release(void *ctx, void *engine);
+int routing_apply(funnel_service *svc, const funnel_record *rec, void *engine);
+int routing_tick(funnel_service *svc, MDB_txn *view, void *engine);
 
 /* `funnel-routing explain LEAD`: exit status. */
 int routing_explain(const routing_args *a, const char *lead);

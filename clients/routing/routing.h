@@ -4,8 +4,9 @@
  * record to the routing view (per-lead and per-rep state).
  *
  * A pure library: no I/O but rt_rules_load(), no clock, no globals.  The
- * view is read and written through an rt_store (the service passes its
- * LMDB tables, unit tests a table in memory), and every decision depends
+ * view is read and written through a funnel_store (funnel/service.h:
+ * the service passes its view, explain a read-only one, unit tests a
+ * table in memory), and every decision depends
  * only on the rules, the view and the record (time is the record's ts),
  * so a replay from seq 1 reproduces the same view byte for byte.
  *
@@ -67,6 +68,7 @@
 
 #include "funnel/error.h"
 #include "funnel/record.h"
+#include "funnel/service.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -125,19 +127,12 @@ uint64_t rt_rules_sla_ns(const rt_rules *r, const char *team);
 /* ---- the view ---- */
 
 enum { RT_T_LEADS, RT_T_REPS, RT_T_DUE, RT_NTABLES };
-extern const char *const rt_table_names[RT_NTABLES];   /* "leads", "reps", "due" */
+/* "leads", "reps", "due", then NULL (a funnel_view_reader's list) */
+extern const char *const rt_table_names[RT_NTABLES + 1];
 
-/* How the engine reads and writes the view.  get returns FUNNEL_OK with
- * a view of the value valid until the next put or del, or
- * FUNNEL_ENOTFOUND; every other code is passed up by rt_apply. */
-typedef struct rt_store {
-	void *ctx;
-	int (*get)(void *ctx, int table, const void *key, size_t klen, const void **val,
-	           size_t *vlen);
-	int (*put)(void *ctx, int table, const void *key, size_t klen, const void *val,
-	           size_t vlen);
-	int (*del)(void *ctx, int table, const void *key, size_t klen);
-} rt_store;
+/* The engine reads and writes the view through a funnel_store
+ * (funnel/service.h) whose table i is rt_table_names[i]; a store error
+ * other than FUNNEL_ENOTFOUND is passed up by rt_apply. */
 
 /* A lead's routing state, as the "leads" table holds it. */
 typedef struct rt_lead {
@@ -228,7 +223,7 @@ int rt_counts(const funnel_record *rec);
  * On return *out says whether to emit lead.assigned (rec names the lead).
  * Returns FUNNEL_OK or the store's error code.
  */
-int rt_apply(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_outcome *out);
+int rt_apply(const rt_rules *r, const funnel_store *s, const funnel_record *rec, rt_outcome *out);
 
 /*
  * rt_apply for a record that shows the log dropped the service's last
@@ -244,7 +239,7 @@ int rt_apply(const rt_rules *r, const rt_store *s, const funnel_record *rec, rt_
  * again on this record (cause this record's seq).  With dropped NULL it
  * is rt_apply.
  */
-int rt_apply_dropped(const rt_rules *r, const rt_store *s, const funnel_record *rec,
+int rt_apply_dropped(const rt_rules *r, const funnel_store *s, const funnel_record *rec,
                      const void *dropped, size_t dropped_len, rt_outcome *out);
 
 /*
@@ -253,7 +248,7 @@ int rt_apply_dropped(const rt_rules *r, const rt_store *s, const funnel_record *
  * none); `why` (RT_MAX_REASON + 1 bytes) says who was eligible and why
  * the others were not.  Returns FUNNEL_OK or the store's error.
  */
-int rt_explain_match(const rt_rules *r, const rt_store *s, const rt_lead *lead, uint64_t ts,
+int rt_explain_match(const rt_rules *r, const funnel_store *s, const rt_lead *lead, uint64_t ts,
                      int *rule_index, char *why);
 
 /* Rule i's name and team (NULL out of range). */

@@ -16,6 +16,7 @@
 #include <sodium.h>
 #include <yaml.h>
 
+#include "bytes.h"
 #include "funnel/error.h"
 #include "mp.h"
 #include "model.h"
@@ -358,4 +359,49 @@ sc_apply(const sc_rules *r, sc_lead *st, const funnel_record *rec, sc_outcome *o
 			out->fired[out->n_fired++] = (uint32_t)i;
 	}
 	return FUNNEL_OK;
+}
+
+/* ---- the view's rows ---- */
+
+int
+sc_row_load(const sc_rules *r, const funnel_store *s, funnel_str lead, sc_lead *st,
+            uint64_t *ts)
+{
+	const void *val;
+	size_t vlen;
+
+	sc_lead_reset(st);
+	int rc = s->get(s->ctx, 0, lead.ptr, lead.len, &val, &vlen);
+	if (rc != FUNNEL_OK)
+		return rc;
+	if (vlen < 8 || sc_lead_decode(r, (const uint8_t *)val + 8, vlen - 8, st) != FUNNEL_OK)
+		return FUNNEL_EMALFORMED;
+	if (ts)
+		*ts = fp_get_be64(val);
+	return FUNNEL_OK;
+}
+
+int
+sc_apply_row(const sc_rules *r, const funnel_store *s, sc_lead *st, msgpack_sbuffer *sb,
+             const funnel_record *rec, sc_outcome *out)
+{
+	uint8_t ts[8];
+
+	if (!sc_counts(rec)) {
+		memset(out, 0, sizeof *out);
+		return FUNNEL_OK;
+	}
+	int rc = sc_row_load(r, s, rec->lead, st, NULL);
+	if (rc != FUNNEL_OK && rc != FUNNEL_ENOTFOUND)
+		return rc;
+	if ((rc = sc_apply(r, st, rec, out)) != FUNNEL_OK)
+		return rc;
+	if (sc_lead_is_empty(st))
+		return s->del(s->ctx, 0, rec->lead.ptr, rec->lead.len);
+	sb->size = 0;
+	fp_put_be64(ts, out->at);
+	msgpack_sbuffer_write(sb, (const char *)ts, 8);
+	if ((rc = sc_lead_encode(r, st, sb)) != FUNNEL_OK)
+		return rc;
+	return s->put(s->ctx, 0, rec->lead.ptr, rec->lead.len, sb->data, sb->size);
 }

@@ -58,37 +58,28 @@ static int
 read_state(const scoring_args *a, const sc_rules *rules, const char *lead, sc_lead *st,
            uint64_t *ts)
 {
-	MDB_env *env;
-	MDB_txn *txn;
-	MDB_dbi dbi;
-	MDB_val k = { strlen(lead), (void *)lead }, v;
-	int rc, result = -1;
+	static const char *const tables[] = { SCORING_TABLE, NULL };
+	funnel_view_reader v;
+	char why[256];
+	int result = -1;
 
-	if (mdb_env_create(&env) != 0)
-		return -1;
-	mdb_env_set_maxdbs(env, FUNNEL_SERVICE_MAX_TABLES + 1);
-	if ((rc = mdb_env_open(env, a->c.view, MDB_RDONLY | MDB_NOTLS, 0644)) != 0) {
-		fprintf(stderr, "funnel-scoring: cannot open the view %s: %s\n", a->c.view,
-		        mdb_strerror(rc));
-		mdb_env_close(env);
+	int rc = funnel_view_reader_open(&v, a->c.view, tables, why, sizeof why);
+	if (rc == FUNNEL_ESTORAGE) {
+		fprintf(stderr, "funnel-scoring: cannot open the view %s: %s\n", a->c.view, why);
 		return -1;
 	}
-	if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) == 0) {
-		if ((rc = mdb_dbi_open(txn, SCORING_TABLE, 0, &dbi)) != 0) {
-			fprintf(stderr, "funnel-scoring: %s is not a scoring view\n", a->c.view);
-		} else if ((rc = mdb_get(txn, dbi, &k, &v)) == MDB_NOTFOUND) {
-			result = 1;
-		} else if (rc != 0 || v.mv_size < 8 ||
-		           sc_lead_decode(rules, (const uint8_t *)v.mv_data + 8, v.mv_size - 8, st) !=
-		           FUNNEL_OK) {
-			fprintf(stderr, "funnel-scoring: the view's state of %s does not decode\n", lead);
-		} else {
-			*ts = fp_get_be64(v.mv_data);
-			result = 0;
-		}
-		mdb_txn_abort(txn);
+	if (rc != FUNNEL_OK) {
+		fprintf(stderr, "funnel-scoring: %s is not a scoring view\n", a->c.view);
+		return -1;
 	}
-	mdb_env_close(env);
+	rc = sc_row_load(rules, &v.store, (funnel_str){ lead, strlen(lead) }, st, ts);
+	if (rc == FUNNEL_ENOTFOUND)
+		result = 1;
+	else if (rc != FUNNEL_OK)
+		fprintf(stderr, "funnel-scoring: the view's state of %s does not decode\n", lead);
+	else
+		result = 0;
+	funnel_view_reader_close(&v);
 	return result;
 }
 

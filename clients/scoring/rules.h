@@ -92,6 +92,7 @@
 
 #include "funnel/error.h"
 #include "funnel/record.h"
+#include "funnel/service.h"
 #include "rulesfile.h"
 
 #ifdef __cplusplus
@@ -325,6 +326,28 @@ typedef struct sc_contrib {
  * never more than sc_rules_count(r). */
 size_t sc_contributions(const sc_rules *r, const sc_lead *st, uint64_t at_ts,
                         sc_contrib *out, size_t cap);
+
+/* ---- the view's rows, over a funnel_store (funnel/service.h) ---- */
+
+/* The scoring view's one table, index 0 of its store: lead id -> an
+ * 8-byte big-endian ts of the last record applied to the lead, then the
+ * state bytes (sc_lead_encode).  A lead without state has no row. */
+#define SC_TABLE_LEADS "leads"
+
+/* Read the lead's row into st (reset first) and its ts into *ts (may be
+ * NULL).  Returns FUNNEL_OK, FUNNEL_ENOTFOUND (no row: st is empty),
+ * FUNNEL_EMALFORMED (the row does not decode), or the store's error. */
+int sc_row_load(const sc_rules *r, const funnel_store *s, funnel_str lead, sc_lead *st,
+                uint64_t *ts);
+
+/* sc_apply on the row of the lead rec names: read it (sc_row_load),
+ * apply, and write it back (deleted when the state is empty).  A record
+ * for which sc_counts() is 0 reads and writes nothing (*out: nothing
+ * changed).  st and sb are the caller's scratch.  Returns FUNNEL_OK,
+ * FUNNEL_EMALFORMED (the row does not decode: nothing written), or
+ * sc_apply's, sc_lead_encode's or the store's error. */
+int sc_apply_row(const sc_rules *r, const funnel_store *s, sc_lead *st, msgpack_sbuffer *sb,
+                 const funnel_record *rec, sc_outcome *out);
 
 #ifdef __cplusplus
 }

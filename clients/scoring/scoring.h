@@ -1,11 +1,11 @@
 /*
  * clients/scoring/scoring.h - the parts of funnel-scoring around the rules
- * engine (rules.h): the live service (main.c), `explain` (explain.c) and
+ * engine (rules.h): the service as svcmain.h describes one (apply.c; the
+ * description and the options are main.c's), `explain` (explain.c) and
  * `what-if` (whatif.c).
  *
- * The scoring view has one table, "leads": lead id -> an 8-byte big-endian
- * ts of the last record applied to the lead, then the engine's state
- * bytes (sc_lead_encode).  A lead without state has no row.
+ * The scoring view has one table, SC_TABLE_LEADS (rules.h: the rows and
+ * the engine over them).
  */
 #ifndef FUNNEL_SCORING_H
 #define FUNNEL_SCORING_H
@@ -14,10 +14,10 @@
 #include <stdint.h>
 
 #include "rules.h"
-#include "svcargs.h"
+#include "svcmain.h"
 
 #define SCORING_NAME "scoring"
-#define SCORING_TABLE "leads"
+#define SCORING_TABLE SC_TABLE_LEADS
 #define SCORING_DEFAULT_VIEW "var/scoring"
 #define SCORING_DEFAULT_RULES "funnel.yaml"
 
@@ -27,6 +27,17 @@ typedef struct scoring_args {
 	int flips;                 /* what-if: leads listed each way */
 	int leads;                 /* what-if --leads: lead.qualified per lead */
 } scoring_args;
+
+/* The service's hooks (svc_desc; apply.c).  The engine of run: the
+ * rules, a lead's state and buffers, made by scoring_setup. */
+int scoring_rules_load(void *ctx, const char *path, int check, void **rules);
+void scoring_rules_free(void *rules);
+void scoring_rules_ok(const char *path, const void *rules);
+int scoring_rules_id(const void *rules, rf_rules_id *id);
+int scoring_setup(void *ctx, void *rules, funnel_service_opts *o, void **engine);
+int scoring_started(void *ctx, funnel_service *svc, void *engine);
+void scoring_release(void *ctx, void *engine);
+int scoring_apply(funnel_service *svc, const funnel_record *rec, void *engine);
 
 /* `funnel-scoring explain LEAD`: exit status. */
 int scoring_explain(const scoring_args *a, const char *lead);

@@ -7,7 +7,7 @@
  *
  *   - the view: an LMDB environment in its own directory, holding the
  *     service's tables (named by the service) and the runtime's tables
- *     "_runtime" (checkpoint, hash of the last applied record, emit
+ *     FUNNEL_SERVICE_RUNTIME_TABLE (checkpoint, hash of the last applied record, emit
  *     watermark) and "_pending" (decisions in flight, below);
  *   - a funnel_subscriber that delivers every record exactly once, in seq
  *     order, from checkpoint + 1;
@@ -56,7 +56,7 @@
  *     follow the other log.
  *   - One service per view: the view directory is locked (flock on
  *     funnel.lock in it) for the life of the object, and the view records
- *     the service's name and table set in "_runtime"; another service, or
+ *     the service's name and table set in the runtime's table; another service, or
  *     a second process of the same one, is refused (FUNNEL_ESTORAGE,
  *     named in the log line).
  *
@@ -120,6 +120,30 @@ extern "C" {
 #endif
 
 #define FUNNEL_SERVICE_MAX_TABLES 16
+/* The runtime's own table in every view (checkpoint, last hash, emit
+ * watermark, owner): no service table may have this name. */
+#define FUNNEL_SERVICE_RUNTIME_TABLE "_runtime"
+
+/*
+ * The view as an engine sees it: get, put and del on the service's
+ * tables, named by their index in funnel_service_opts.tables.  An engine
+ * written over a funnel_store is pure over it: the runtime hands it the
+ * view's batch transaction (funnel_service_store), `explain` a read-only
+ * one (funnel_view_reader), a unit test a table in memory.
+ *
+ * get returns FUNNEL_OK with a view of the value valid until the next
+ * put or del, or FUNNEL_ENOTFOUND; del of a missing key is FUNNEL_OK.
+ * Any other code (FUNNEL_ESTORAGE, FUNNEL_EINVAL for a write to a
+ * read-only store) is the engine's to pass up.
+ */
+typedef struct funnel_store {
+	void *ctx;
+	int (*get)(void *ctx, int table, const void *key, size_t klen, const void **val,
+	           size_t *vlen);
+	int (*put)(void *ctx, int table, const void *key, size_t klen, const void *val,
+	           size_t vlen);
+	int (*del)(void *ctx, int table, const void *key, size_t klen);
+} funnel_store;
 
 typedef struct funnel_service funnel_service;
 
@@ -186,7 +210,7 @@ typedef struct funnel_service_opts {
  * Open the view (creating it, or emptying the service's tables for a
  * rebuild) and connect to funneld.  The handler and ctx are kept.
  * Returns FUNNEL_OK, FUNNEL_EINVAL (missing name or view_dir, a table
- * named "_runtime" or "_pending", a source that is not a
+ * named FUNNEL_SERVICE_RUNTIME_TABLE or "_pending", a source that is not a
  * nats://HOST:PORT/STREAM URL: the log line names the part of the URL
  * that is wrong), FUNNEL_ESTORAGE (the view cannot be opened, is in
  * use by another process, or belongs to another service: *out is NULL
@@ -218,6 +242,16 @@ void funnel_service_stop(funnel_service *svc);
  * the name given in opts.tables (0 for an unknown name). */
 MDB_txn *funnel_service_txn(funnel_service *svc);
 MDB_dbi funnel_service_table(funnel_service *svc, const char *name);
+
+/* The handle of the runtime's table (FUNNEL_SERVICE_RUNTIME_TABLE), for
+ * another thread reading the checkpoint in a transaction of its own. */
+MDB_dbi funnel_service_runtime_table(funnel_service *svc);
+
+/* Inside apply(): the service's tables as a funnel_store over the
+ * batch's write transaction (funnel_service_get/put/del by table index).
+ * The pointer is the service's, valid for its life; use it inside
+ * apply() only. */
+const funnel_store *funnel_service_store(funnel_service *svc);
 
 /*
  * Inside apply(): read, write and delete in a service table.  get
@@ -333,6 +367,34 @@ int funnel_view_digest(const char *view_dir, uint8_t digest[32], uint64_t *check
  * there), FUNNEL_ESTORAGE (cannot be opened, e.g. not readable).
  */
 int funnel_view_checkpoint(const char *view_dir, uint64_t *checkpoint);
+
+/*
+ * A view opened read-only, beside a running service or without one
+ * (`explain`, `report`): the environment, one read transaction for the
+ * reader's life, the handles of the tables asked for, and those tables
+ * as a funnel_store (table i = tables[i]; put and del are FUNNEL_EINVAL).
+ * Owned by the caller; funnel_view_reader_close releases it.
+ */
+typedef struct funnel_view_reader {
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi[FUNNEL_SERVICE_MAX_TABLES + 1];
+	size_t ntables;
+	funnel_store store;
+} funnel_view_reader;
+
+/*
+ * Open view_dir read-only with the tables named in `tables`
+ * (NULL-terminated, at most FUNNEL_SERVICE_MAX_TABLES + 1; the runtime's
+ * FUNNEL_SERVICE_RUNTIME_TABLE may be one of them).  Returns FUNNEL_OK;
+ * FUNNEL_ESTORAGE when the view cannot be opened or read (why: LMDB's
+ * reason); FUNNEL_ENOTFOUND when it lacks one of the tables (it is not
+ * this service's view; why names the table); FUNNEL_EINVAL.  On failure
+ * *r is closed.
+ */
+int funnel_view_reader_open(funnel_view_reader *r, const char *view_dir,
+                            const char *const *tables, char *why, size_t whylen);
+void funnel_view_reader_close(funnel_view_reader *r);
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,9 @@
  * against a real funneld: a small service that counts each lead's events
  * in its view and derives one x.echo event per lead.captured, a tick
  * that records how many leads the committed view holds, and a decider
- * whose decisions (x.claim) a person's earlier event makes the log drop.
+ * whose decisions (x.claim) a person's earlier event makes the log drop;
+ * the same count through the runtime's funnel_store, read back by a
+ * funnel_view_reader.
  *
  * Services run in forked children, so they can be killed with SIGKILL for
  * real; views are real LMDB environments in the daemon's temp dir.
@@ -25,6 +27,7 @@
 #include "funnel/funnel.h"
 #include "funnel/service.h"
 #include "harness.h"
+#include "bytes.h"
 #include "mp.h"
 #include "workload.h"
 
@@ -507,6 +510,88 @@ test_runtime_table_name_refused(void **state)
 	assert_int_equal(access("/nonexistent/view", F_OK), -1);
 }
 
+/* ---- the store ---- */
+
+/* count_apply's view, written through the runtime's store (table 0 is
+ * "counts"): no emit. */
+static int
+store_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
+{
+	const funnel_store *st = funnel_service_store(svc);
+	uint64_t n = 0;
+	const void *v;
+	size_t vlen;
+	(void)ctx;
+
+	if (rec->lead.ptr == NULL || rec->type.len < 2 || memcmp(rec->type.ptr, "x.", 2) == 0)
+		return FUNNEL_OK;
+	if (st->get(st->ctx, 0, rec->lead.ptr, rec->lead.len, &v, &vlen) == FUNNEL_OK &&
+	    vlen == sizeof n)
+		memcpy(&n, v, sizeof n);
+	n++;
+	return st->put(st->ctx, 0, rec->lead.ptr, rec->lead.len, &n, sizeof n);
+}
+
+/* An engine over funnel_service_store builds the view the same calls by
+ * handle build (equal digests), and a funnel_view_reader reads it back:
+ * its rows, the runtime's checkpoint; it refuses writes, a view without
+ * the table, no view at all. */
+static void
+test_store_and_reader(void **state)
+{
+	(void)state;
+	static const char *const tables[] = { "counts", FUNNEL_SERVICE_RUNTIME_TABLE, NULL };
+	static const char *const other[] = { "counts", "nope", NULL };
+	daemon_proc d;
+	char va[512], vb[512], why[256];
+	uint8_t a[32], b[32];
+	uint64_t cpa, cpb, n = 0;
+	funnel_service *svc;
+	funnel_view_reader r;
+	const void *v;
+	size_t vlen;
+
+	assert_int_equal(harness_start(&d, NULL), 0);
+	snprintf(va, sizeof va, "%s/by-handle", d.dir);
+	snprintf(vb, sizeof vb, "%s/by-store", d.dir);
+	publish_leads(&d, "S", 0, 50, 2);
+	assert_int_equal(service_until_head(&d, va, 0), 0);
+	funnel_service_opts o = { .name = "counter", .view_dir = vb, .ingest = d.ingest,
+	                          .publish = d.publish, .query = d.query, .tables = { "counts" },
+	                          .until_head = 1, .no_emit = 1, .timeout_ms = 2000 };
+	assert_int_equal(funnel_service_new(&svc, &o, store_apply, NULL), FUNNEL_OK);
+	assert_int_equal(funnel_service_run(svc), FUNNEL_OK);
+	funnel_service_destroy(&svc);
+	assert_int_equal(service_until_head(&d, va, 0), 0);   /* past the echoes too */
+	digest_of(va, a, &cpa);
+	digest_of(vb, b, &cpb);
+	assert_int_equal(cpa, cpb);
+	assert_memory_equal(a, b, 32);
+
+	assert_int_equal(funnel_view_reader_open(&r, vb, tables, why, sizeof why), FUNNEL_OK);
+	assert_int_equal(r.ntables, 2);
+	assert_int_equal(r.store.get(r.store.ctx, 0, "S-7", 3, &v, &vlen), FUNNEL_OK);
+	assert_int_equal(vlen, sizeof n);
+	memcpy(&n, v, sizeof n);
+	assert_int_equal(n, 3);                               /* captured + 2 activities */
+	assert_int_equal(r.store.get(r.store.ctx, 0, "S-none", 6, &v, &vlen), FUNNEL_ENOTFOUND);
+	assert_int_equal(r.store.get(r.store.ctx, 1, "checkpoint", 10, &v, &vlen), FUNNEL_OK);
+	assert_int_equal(vlen, 8);
+	assert_int_equal(fp_get_be64(v), cpb);
+	assert_int_equal(r.store.put(r.store.ctx, 0, "S-7", 3, &n, sizeof n), FUNNEL_EINVAL);
+	assert_int_equal(r.store.del(r.store.ctx, 0, "S-7", 3), FUNNEL_EINVAL);
+	funnel_view_reader_close(&r);
+	assert_null(r.env);
+
+	assert_int_equal(funnel_view_reader_open(&r, vb, other, why, sizeof why), FUNNEL_ENOTFOUND);
+	assert_non_null(strstr(why, "nope"));
+	assert_null(r.env);
+	snprintf(vb, sizeof vb, "%s/no-view-here", d.dir);
+	assert_int_equal(funnel_view_reader_open(&r, vb, tables, why, sizeof why), FUNNEL_ESTORAGE);
+	assert_true(why[0] != 0);
+	harness_cleanup(&d);
+}
+
 /* ---- decisions: a person acts first ---- */
 
 /* The decider: each lead.captured decides x.claim for its lead (a
@@ -702,6 +787,7 @@ main(void)
 		cmocka_unit_test(test_view_map_grows),
 		cmocka_unit_test(test_tick),
 		cmocka_unit_test(test_runtime_table_name_refused),
+		cmocka_unit_test(test_store_and_reader),
 		cmocka_unit_test(test_decision_dropped_when_a_person_acts_first),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,7 +7,7 @@
  * because a person acted first (taken back, made again only when the
  * lead was not acted on), and an owned lead that keeps its owner.
  *
- * The view is a table in memory behind an rt_store; records are
+ * The view is a table in memory behind a funnel_store; records are
  * funnel_record values with a msgpack data map, as rt_apply reads them.
  */
 #include <inttypes.h>
@@ -164,7 +164,7 @@ mem_equal(mem *a, mem *b)
 typedef struct fx {
 	rt_rules *r;
 	mem m;
-	rt_store st;
+	funnel_store st;
 	uint64_t seq, ts;
 	msgpack_sbuffer sb;
 	msgpack_zone zone;
@@ -187,7 +187,7 @@ fx_init(fx *f, const char *rules)
 	memset(f, 0, sizeof *f);
 	f->r = parse_ok(rules);
 	mem_init(&f->m);
-	f->st = (rt_store){ &f->m, m_get, m_put, m_del };
+	f->st = (funnel_store){ &f->m, m_get, m_put, m_del };
 	f->seq = 1;
 	f->ts = T0;
 	msgpack_sbuffer_init(&f->sb);

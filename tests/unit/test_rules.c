@@ -22,6 +22,7 @@
 #include <msgpack.h>
 #include <sodium.h>
 
+#include "bytes.h"
 #include "envelope.h"
 #include "mp.h"
 #include "funnel/record.h"
@@ -1316,6 +1317,134 @@ test_replay_deterministic(void **state)
 	free(bytes[1]);
 }
 
+/* ---- the engine over a store (rules.h: the view's rows) ---- */
+
+/* A store of one table holding at most one row, in memory: what the
+ * engine writes, without LMDB.  puts and dels are counted. */
+typedef struct row_store {
+	char key[64];
+	uint8_t val[4096];
+	size_t klen, vlen;
+	int present, puts, dels;
+} row_store;
+
+static int
+rs_get(void *ctx, int t, const void *k, size_t kl, const void **v, size_t *vl)
+{
+	row_store *m = ctx;
+	assert_int_equal(t, 0);
+	if (!m->present || kl != m->klen || memcmp(k, m->key, kl) != 0)
+		return FUNNEL_ENOTFOUND;
+	*v = m->val;
+	*vl = m->vlen;
+	return FUNNEL_OK;
+}
+
+static int
+rs_put(void *ctx, int t, const void *k, size_t kl, const void *v, size_t vl)
+{
+	row_store *m = ctx;
+	assert_int_equal(t, 0);
+	assert_true(kl <= sizeof m->key && vl <= sizeof m->val);
+	memcpy(m->key, k, kl);
+	memcpy(m->val, v, vl);
+	m->klen = kl;
+	m->vlen = vl;
+	m->present = 1;
+	m->puts++;
+	return FUNNEL_OK;
+}
+
+static int
+rs_del(void *ctx, int t, const void *k, size_t kl)
+{
+	row_store *m = ctx;
+	assert_int_equal(t, 0);
+	if (m->present && kl == m->klen && memcmp(k, m->key, kl) == 0)
+		m->present = 0;
+	m->dels++;
+	return FUNNEL_OK;
+}
+
+/* sc_apply_row over a store gives sc_apply's outcomes on the state it
+ * keeps in the row (8-byte big-endian event time, then the state bytes),
+ * which sc_row_load reads back; a record that does not count touches
+ * nothing; lead.erased deletes the row; a row that does not decode is
+ * FUNNEL_EMALFORMED. */
+static void
+test_apply_row_store(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *type;
+		double day;
+		const char *k, *v;
+	} script[] = {
+		{ CAPTURED, 0, "title", "VP Sales" },
+		{ ACTIVITY, 0.3, "kind", "page_view" },
+		{ CONTACTED, 1.0, NULL, NULL },
+		{ ACTIVITY, 2.9, "kind", "demo_request" },
+	};
+	row_store m = { .present = 0 };
+	funnel_store st = { &m, rs_get, rs_put, rs_del };
+	msgpack_sbuffer sb;
+	fx plain, viarow;
+	uint64_t ts = 0;
+
+	msgpack_sbuffer_init(&sb);
+	fx_base(&plain, "");
+	fx_base(&viarow, "");
+	for (size_t i = 0; i < sizeof script / sizeof script[0]; i++) {
+		sc_outcome want = feed(&plain, script[i].type, FP_STAGE_INQUIRY, script[i].day,
+		                       script[i].k, script[i].v, NULL);
+		const char *kv[] = { script[i].k, script[i].v, NULL };
+		trec t;
+		sc_outcome got;
+		int puts = m.puts;
+		rec_make(&t, i + 1, at_day(script[i].day), script[i].type, "L-1", FP_STAGE_INQUIRY,
+		         script[i].k ? kv : NULL);
+		int counts = sc_counts(&t.r);
+		assert_int_equal(sc_apply_row(viarow.r, &st, viarow.st, &sb, &t.r, &got), FUNNEL_OK);
+		rec_free(&t);
+		if (!counts) {
+			assert_int_equal(m.puts, puts);
+			assert_int_equal(got.changed, 0);
+			continue;
+		}
+		assert_int_equal(m.puts, puts + 1);
+		assert_scores(got, want.fit, want.engagement, want.total);
+		assert_int_equal(got.changed, want.changed);
+		assert_int_equal(got.qualify, want.qualify);
+		assert_int_equal(fp_get_be64(m.val), got.at);
+	}
+	/* the row holds the plain run's state */
+	size_t len;
+	uint8_t *bytes = encode(plain.r, plain.st, &len);
+	assert_int_equal(m.vlen, 8 + len);
+	assert_memory_equal(m.val + 8, bytes, len);
+	free(bytes);
+	assert_int_equal(sc_row_load(viarow.r, &st, (funnel_str){ "L-1", 3 }, viarow.st, &ts),
+	                 FUNNEL_OK);
+	assert_int_equal(ts, at_day(2.9));
+	assert_int_equal(sc_row_load(viarow.r, &st, (funnel_str){ "L-2", 3 }, viarow.st, NULL),
+	                 FUNNEL_ENOTFOUND);
+	assert_true(sc_lead_is_empty(viarow.st));
+	/* erased: the row goes */
+	trec t;
+	sc_outcome got;
+	rec_make(&t, 9, at_day(3), ERASED, "L-1", FP_STAGE_INQUIRY, NULL);
+	assert_int_equal(sc_apply_row(viarow.r, &st, viarow.st, &sb, &t.r, &got), FUNNEL_OK);
+	assert_int_equal(m.present, 0);
+	assert_int_equal(m.dels, 1);
+	/* a row that is not one */
+	assert_int_equal(rs_put(&m, 0, "L-1", 3, "\x00\x01", 2), FUNNEL_OK);
+	assert_int_equal(sc_apply_row(viarow.r, &st, viarow.st, &sb, &t.r, &got), FUNNEL_EMALFORMED);
+	rec_free(&t);
+	fx_close(&plain);
+	fx_close(&viarow);
+	msgpack_sbuffer_destroy(&sb);
+}
+
 static void
 test_caps(void **state)
 {
@@ -2266,6 +2395,7 @@ main(void)
 		cmocka_unit_test(test_decay),
 		cmocka_unit_test(test_decay_event_time),
 		cmocka_unit_test(test_replay_deterministic),
+		cmocka_unit_test(test_apply_row_store),
 		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_once),
 		cmocka_unit_test(test_rounding),
