@@ -231,7 +231,10 @@ UNIT_ENGINE_OBJ := $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(METRICS_ENGINE_
 	$(GATEWAY_ENGINE_OBJ) $(COMMON_OBJ)
 $(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/gateway -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(SYSTEMD_LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/gateway -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(UNIT_EXTRA) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(SYSTEMD_LIBS) -lcmocka $(LDFLAGS)
+# the HTTP server's own test links it and libmicrohttpd
+$(BUILD)/tests/test_httpd: $(HTTPD_OBJ)
+$(BUILD)/tests/test_httpd: UNIT_EXTRA = $(HTTPD_OBJ) $(METRICS_LIBS)
 
 $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)

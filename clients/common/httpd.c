@@ -140,8 +140,11 @@ httpd_new(httpd **out, const httpd_opts *o)
 		                                    (intptr_t)on_completed, h };
 	ops[n] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
 
-	/* epoll: a connection count past FD_SETSIZE must not break select() */
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	/* epoll: a connection count past FD_SETSIZE must not break select();
+	 * ITC: httpd_quiesce needs it with internal threads (suspend/resume
+	 * implies it) */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+	                 MHD_USE_ERROR_LOG;
 	if (o->suspend)
 		flags |= MHD_ALLOW_SUSPEND_RESUME;
 	h->d = MHD_start_daemon(flags, (uint16_t)h->a.port, NULL, NULL, on_request, h,
