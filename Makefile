@@ -78,8 +78,9 @@ ROUTING_SRC := $(wildcard clients/routing/*.c)
 METRICS_SRC := $(wildcard clients/metrics/*.c)
 GATEWAY_SRC := $(wildcard clients/gateway/*.c)
 MIRROR_SRC := $(wildcard clients/mirror/*.c)
-# what more than one service links: the shared rules file's reader
-COMMON_SRC := $(wildcard clients/common/*.c)
+# what more than one service links: the shared rules file's reader; the
+# HTTP server (httpd.c) apart, for the services that serve HTTP
+COMMON_SRC := $(filter-out clients/common/httpd.c,$(wildcard clients/common/*.c))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 ITEST_SRC := $(wildcard tests/integration/test_*.c)
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
@@ -107,6 +108,7 @@ GATEWAY_OBJ := $(call obj,$(GATEWAY_SRC)) $(BUILD)/obj/gen/embed_js.o
 GATEWAY_ENGINE_OBJ := $(filter-out %/main.o %/http.o %/embed_js.o,$(GATEWAY_OBJ))
 MIRROR_OBJ := $(call obj,$(MIRROR_SRC))
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
+HTTPD_OBJ := $(call obj,clients/common/httpd.c)
 # the routing engine alone (rules and decisions), for the unit tests
 ROUTING_ENGINE_OBJ := $(filter-out %/main.o %/apply.o %/explain.o,$(ROUTING_OBJ))
 TESTLIB_OBJ := $(call obj,$(TESTLIB_SRC))
@@ -172,14 +174,14 @@ $(LIBFUNNEL_PC): clients/lib/funnel.pc.in include/funnel/limits.h FORCE
 	    -e "s|@VERSION@|$$v|" clients/lib/funnel.pc.in > $@.tmp; \
 	if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
 
-$(FUNNEL_METRICS): $(METRICS_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
+$(FUNNEL_METRICS): $(METRICS_OBJ) $(COMMON_OBJ) $(HTTPD_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(METRICS_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(METRICS_LIBS) \
+	$(CC) $(LDFLAGS) -o $@ $(METRICS_OBJ) $(COMMON_OBJ) $(HTTPD_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(METRICS_LIBS) \
 		$(SYSTEMD_LIBS)
 
-$(FUNNEL_GATEWAY): $(GATEWAY_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
+$(FUNNEL_GATEWAY): $(GATEWAY_OBJ) $(COMMON_OBJ) $(HTTPD_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(GATEWAY_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(METRICS_LIBS) \
+	$(CC) $(LDFLAGS) -o $@ $(GATEWAY_OBJ) $(COMMON_OBJ) $(HTTPD_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(METRICS_LIBS) \
 		$(SYSTEMD_LIBS)
 
 $(BUILD)/gen/embed_js.c: clients/gateway/embed.js
@@ -214,9 +216,9 @@ $(FUNNEL_ROUTING): $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
 	$(CC) $(LDFLAGS) -o $@ $(ROUTING_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(SYSTEMD_LIBS)
 
 # funnel-mirror: the log into NATS JetStream, status over HTTP
-$(FUNNEL_MIRROR): $(MIRROR_OBJ) $(COMMON_OBJ) $(LIBFUNNEL)
+$(FUNNEL_MIRROR): $(MIRROR_OBJ) $(COMMON_OBJ) $(HTTPD_OBJ) $(LIBFUNNEL)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(MIRROR_OBJ) $(COMMON_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(METRICS_LIBS) \
+	$(CC) $(LDFLAGS) -o $@ $(MIRROR_OBJ) $(COMMON_OBJ) $(HTTPD_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(METRICS_LIBS) \
 		$(SYSTEMD_LIBS)
 
 # the services' sources see the shared reader's header
@@ -229,7 +231,10 @@ UNIT_ENGINE_OBJ := $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(METRICS_ENGINE_
 	$(GATEWAY_ENGINE_OBJ) $(COMMON_OBJ)
 $(BUILD)/tests/%: tests/unit/%.c $(LIBFUNNEL) $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/gateway -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(SYSTEMD_LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Itests/common -Iclients/scoring -Iclients/routing -Iclients/metrics -Iclients/gateway -Iclients/common -o $@ $< $(TESTLIB_OBJ) $(UNIT_ENGINE_OBJ) $(UNIT_EXTRA) $(LIBFUNNEL) $(LIBS) $(NATS_LIBS) $(SYSTEMD_LIBS) -lcmocka $(LDFLAGS)
+# the HTTP server's own test links it and libmicrohttpd
+$(BUILD)/tests/test_httpd: $(HTTPD_OBJ)
+$(BUILD)/tests/test_httpd: UNIT_EXTRA = $(HTTPD_OBJ) $(METRICS_LIBS)
 
 $(BUILD)/tests/%: tests/integration/%.c $(LIBFUNNEL) $(TESTLIB_OBJ)
 	@mkdir -p $(dir $@)

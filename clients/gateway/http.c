@@ -19,7 +19,6 @@
  * size, body, fields) is decided before anything is sent, so a refused
  * request leaves the log as it was.
  */
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -28,15 +27,14 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <microhttpd.h>
 
 #include "funnel/funnel.h"
 #include "funnel/log.h"
 #include "gateway.h"
 #include "httpauth.h"
+#include "httpd.h"
 #include "jsonpack.h"
 #include "mp.h"
 #include "rulesrec.h"
@@ -46,7 +44,7 @@
 #define MAX_THREADS 64
 
 struct gw_http {
-	struct MHD_Daemon *d;
+	httpd *srv;
 	gw_http_opts o;
 	char *ingest, *query;
 	gw_limiter *limiter;
@@ -108,78 +106,19 @@ mono_ns(void)
 
 /* ---- answers ---- */
 
-typedef struct hdr {
-	const char *name, *value;
-} hdr;
-
-static enum MHD_Result
-reply(struct MHD_Connection *c, unsigned status, const char *type, void *body, size_t len,
-      int owned, const hdr *h, size_t nh)
-{
-	struct MHD_Response *r = MHD_create_response_from_buffer(
-		len, body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-	if (r == NULL) {
-		if (owned)
-			free(body);
-		return MHD_NO;
-	}
-	if (type)
-		MHD_add_response_header(r, "Content-Type", type);
-	MHD_add_response_header(r, "Cache-Control", "no-store");
-	for (size_t i = 0; i < nh; i++)
-		if (h[i].name && h[i].value)
-			MHD_add_response_header(r, h[i].name, h[i].value);
-	enum MHD_Result ret = MHD_queue_response(c, status, r);
-	MHD_destroy_response(r);
-	return ret;
-}
-
 /* A 4xx refusal ({"code","field","error"} in o) as a page for a browser's
  * plain form post (gw_wants_html); NULL for every other client, which
- * gets the JSON. */
+ * gets the JSON.  The server's page hook: every JSON answer passes here. */
 static char *
-problem_page(struct MHD_Connection *c, unsigned status, const cJSON *o, size_t *len)
+problem_page(void *ctx, struct MHD_Connection *c, unsigned status, const cJSON *o, size_t *len)
 {
+	(void)ctx;
 	if (status < 400 || status >= 500 || o == NULL ||
-	    !gw_wants_html(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept"),
-	                   MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type")))
+	    !gw_wants_html(httpd_header_value(c, "Accept"), httpd_header_value(c, "Content-Type")))
 		return NULL;
 	return gw_problem_page(status, cJSON_GetStringValue(cJSON_GetObjectItem(o, "code")),
 	                       cJSON_GetStringValue(cJSON_GetObjectItem(o, "field")),
 	                       cJSON_GetStringValue(cJSON_GetObjectItem(o, "error")), len);
-}
-
-static enum MHD_Result
-reply_json(struct MHD_Connection *c, unsigned status, cJSON *o, const hdr *h, size_t nh)
-{
-	size_t plen;
-	char *page = problem_page(c, status, o, &plen);
-	if (page != NULL) {
-		cJSON_Delete(o);
-		return reply(c, status, "text/html; charset=utf-8", page, plen, 1, h, nh);
-	}
-	char *s = o ? cJSON_PrintUnformatted(o) : NULL;
-	cJSON_Delete(o);
-	if (s == NULL)
-		return reply(c, 500, "text/plain", "out of memory\n", 14, 0, NULL, 0);
-	size_t n = strlen(s);
-	s[n] = '\n';            /* cJSON's buffer has room for the NUL we replace */
-	return reply(c, status, "application/json", s, n + 1, 1, h, nh);
-}
-
-/* {"code","field","error"[,"limit"]}: every 4xx and 5xx of the gateway. */
-static enum MHD_Result
-reply_problem(struct MHD_Connection *c, unsigned status, const char *code, const char *field,
-              const char *msg, long limit, const hdr *h, size_t nh)
-{
-	cJSON *o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "code", code);
-	if (field && *field)
-		cJSON_AddStringToObject(o, "field", field);
-	cJSON_AddStringToObject(o, "error", msg);
-	if (limit >= 0)
-		cJSON_AddNumberToObject(o, "limit", (double)limit);
-	return reply_json(c, status, o, h, nh);
 }
 
 /* ---- funneld ---- */
@@ -264,16 +203,16 @@ status_of(int rc, gw_outcome *o)
 
 /* The answer to a publish that did not succeed. */
 static enum MHD_Result
-reply_publish_error(struct MHD_Connection *c, int rc, const funnel_error_info *info,
-                    gw_outcome *o, const hdr *h, size_t nh)
+reply_publish_error(gw_http *g, struct MHD_Connection *c, int rc, const funnel_error_info *info,
+                    gw_outcome *o, const httpd_header *h, size_t nh)
 {
 	unsigned status = status_of(rc, o);
-	hdr all[8];
+	httpd_header all[8];
 	size_t n = 0;
 	for (size_t i = 0; i < nh && n < 6; i++)
 		all[n++] = h[i];
 	if (status == 503)
-		all[n++] = (hdr){ "Retry-After", RETRY_AFTER_S };
+		all[n++] = (httpd_header){ "Retry-After", RETRY_AFTER_S };
 	cJSON *j = cJSON_CreateObject();
 	cJSON_AddStringToObject(j, "code", funnel_errname(rc));
 	if (info && info->field[0])
@@ -284,7 +223,7 @@ reply_publish_error(struct MHD_Connection *c, int rc, const funnel_error_info *i
 	                        "the log is not reachable now: nothing was stored; retry with the "
 	                        "same submission id" : info && info->message[0] ? info->message :
 	                        funnel_strerror(rc));
-	return reply_json(c, status, j, all, n);
+	return httpd_reply_json(g->srv, c, status, j, all, n);
 }
 
 /* ---- bodies ---- */
@@ -415,19 +354,13 @@ media_type(const char *ct, char *buf, size_t cap)
 
 /* ---- POST /forms/{id} ---- */
 
-static const char *
-header(struct MHD_Connection *c, const char *name)
-{
-	return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
-}
-
 /* Does the client want JSON back (fetch, an app) rather than a page? */
 static int
 wants_json(struct MHD_Connection *c)
 {
-	const char *a = header(c, "Accept");
+	const char *a = httpd_header_value(c, "Accept");
 	char mt[64];
-	media_type(header(c, "Content-Type"), mt, sizeof mt);
+	media_type(httpd_header_value(c, "Content-Type"), mt, sizeof mt);
 	return (a && strstr(a, "application/json")) || strcmp(mt, "application/json") == 0;
 }
 
@@ -444,20 +377,20 @@ serve_form(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 	gw_event ev;
 	char mt[64];
 	int rc;
-	const char *origin = header(c, "Origin");
-	hdr cors[2] = { { origin ? "Access-Control-Allow-Origin" : NULL, origin },
+	const char *origin = httpd_header_value(c, "Origin");
+	httpd_header cors[2] = { { origin ? "Access-Control-Allow-Origin" : NULL, origin },
 	                { "Vary", "Origin" } };
 
 	rq->t0 = t0;
 	memset(&s, 0, sizeof s);
 	if (rq->too_big) {
 		gw_stats_count(g->stats, fi, GW_TOO_LARGE, mono_ns() - t0);
-		return reply_problem(c, 413, "body_too_large", "body", "the body is over the limit "
+		return httpd_reply_error(g->srv, c, 413, "body_too_large", "body", "the body is over the limit "
 		                     "of a form post (bytes)", GW_MAX_FORM_BODY, cors, 2);
 	}
-	s.idempotency_key = header(c, "Idempotency-Key");
-	s.referer = header(c, "Referer");
-	media_type(header(c, "Content-Type"), mt, sizeof mt);
+	s.idempotency_key = httpd_header_value(c, "Idempotency-Key");
+	s.referer = httpd_header_value(c, "Referer");
+	media_type(httpd_header_value(c, "Content-Type"), mt, sizeof mt);
 	if (strcmp(mt, "application/x-www-form-urlencoded") == 0) {
 		rc = parse_urlencoded(rq->body ? rq->body : "", rq->len, &s);
 	} else if (strcmp(mt, "multipart/form-data") == 0) {
@@ -501,11 +434,11 @@ serve_form(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 	gw_submission_release(&s);
 	if (rc == FUNNEL_EVALUE) {
 		gw_stats_count(g->stats, fi, GW_INVALID, mono_ns() - t0);
-		return reply_problem(c, pb.status, pb.code, pb.field, pb.message, pb.limit, cors, 2);
+		return httpd_reply_error(g->srv, c, pb.status, pb.code, pb.field, pb.message, pb.limit, cors, 2);
 	}
 	if (rc != FUNNEL_OK) {
 		gw_stats_count(g->stats, fi, GW_ERROR, mono_ns() - t0);
-		return reply_problem(c, 500, "internal", "", funnel_strerror(rc), -1, cors, 2);
+		return httpd_reply_error(g->srv, c, 500, "internal", "", funnel_strerror(rc), -1, cors, 2);
 	}
 
 	if (ev.honeypot) {
@@ -567,8 +500,8 @@ finish_form(gw_http *g, struct MHD_Connection *c, req *rq, int rc)
 {
 	const gw_form *f = rq->form;
 	int fi = (int)(f - g->o.forms->v);
-	const char *origin = header(c, "Origin");
-	hdr cors[2] = { { origin ? "Access-Control-Allow-Origin" : NULL, origin },
+	const char *origin = httpd_header_value(c, "Origin");
+	httpd_header cors[2] = { { origin ? "Access-Control-Allow-Origin" : NULL, origin },
 	                { "Vary", "Origin" } };
 	funnel_ack ack = { 0 };
 	gw_outcome out = GW_HONEYPOT;
@@ -580,7 +513,7 @@ finish_form(gw_http *g, struct MHD_Connection *c, req *rq, int rc)
 			if (rc != FUNNEL_ETIMEDOUT)
 				funnel_log(FUNNEL_LOG_WARN, "gateway: form %s: %s: %s", f->id,
 				           funnel_errname(rc), rq->post.info.message);
-			ret = reply_publish_error(c, rc, &rq->post.info, &out, cors, 2);
+			ret = reply_publish_error(g, c, rc, &rq->post.info, &out, cors, 2);
 			gw_stats_count(g->stats, fi, out, mono_ns() - rq->t0);
 			gw_event_release(&rq->ev);
 			return ret;
@@ -594,10 +527,11 @@ finish_form(gw_http *g, struct MHD_Connection *c, req *rq, int rc)
 		cJSON_AddStringToObject(o, "lead", rq->ev.lead);
 		cJSON_AddBoolToObject(o, "duplicate", ack.dup != 0);
 		cJSON_AddStringToObject(o, "message", f->message);
-		ret = reply_json(c, 200, o, cors, 2);
+		ret = httpd_reply_json(g->srv, c, 200, o, cors, 2);
 	} else {
-		hdr h[3] = { cors[0], cors[1], { "Location", f->redirect } };
-		ret = reply(c, 303, "text/plain; charset=utf-8", "See Other\n", 10, 0, h, 3);
+		httpd_header h[3] = { cors[0], cors[1], { "Location", f->redirect } };
+		ret = httpd_reply(g->srv, c, 303, "text/plain; charset=utf-8", "See Other\n", 10,
+		                  HTTPD_STATIC, h, 3);
 	}
 	gw_stats_count(g->stats, fi, out, mono_ns() - rq->t0);
 	gw_event_release(&rq->ev);
@@ -639,13 +573,13 @@ serve_events(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 
 	if (rq->too_big) {
 		gw_stats_count(g->stats, -1, GW_TOO_LARGE, mono_ns() - t0);
-		return reply_problem(c, 413, "body_too_large", "body", "the body is over the limit "
+		return httpd_reply_error(g->srv, c, 413, "body_too_large", "body", "the body is over the limit "
 		                     "of one /v1/events request (bytes)", GW_MAX_EVENTS_BODY, NULL, 0);
 	}
-	media_type(header(c, "Content-Type"), mt, sizeof mt);
+	media_type(httpd_header_value(c, "Content-Type"), mt, sizeof mt);
 	if (strcmp(mt, "application/json") != 0 && strcmp(mt, "application/x-ndjson") != 0) {
 		gw_stats_count(g->stats, -1, GW_INVALID, mono_ns() - t0);
-		return reply_problem(c, 415, "unsupported_media_type", "Content-Type", "Content-Type: "
+		return httpd_reply_error(g->srv, c, 415, "unsupported_media_type", "Content-Type", "Content-Type: "
 		                     "expected application/json (an envelope or an array of them) or "
 		                     "application/x-ndjson (one envelope a line)", -1, NULL, 0);
 	}
@@ -681,14 +615,14 @@ serve_events(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 		gw_stats_count(g->stats, -1, rc == FUNNEL_ETOOBIG ? GW_TOO_LARGE : GW_INVALID,
 		               mono_ns() - t0);
 		if (rc == FUNNEL_ENOMEM)
-			return reply_problem(c, 503, "ENOMEM", "", "out of memory", -1, NULL, 0);
+			return httpd_reply_error(g->srv, c, 503, "ENOMEM", "", "out of memory", -1, NULL, 0);
 		cJSON *j = cJSON_CreateObject();
 		cJSON_AddStringToObject(j, "code", rc == FUNNEL_ETOOBIG ? "ETOOBIG" : "EJSON");
 		cJSON_AddNumberToObject(j, "index", (double)pc.bad);
 		cJSON_AddStringToObject(j, "error", pc.err);
 		if (rc == FUNNEL_ETOOBIG)
 			cJSON_AddNumberToObject(j, "limit", 10000);
-		return reply_json(c, rc == FUNNEL_ETOOBIG ? 413 : 400, j, NULL, 0);
+		return httpd_reply_json(g->srv, c, rc == FUNNEL_ETOOBIG ? 413 : 400, j, NULL, 0);
 	}
 	/* the token's principal may send only the types its globs grant, as
 	 * funneld judges a key (PROTOCOL.md §19): the request is refused whole */
@@ -718,7 +652,7 @@ serve_events(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 			cJSON_AddStringToObject(j, "field", "type");
 			cJSON_AddNumberToObject(j, "index", (double)k);
 			cJSON_AddStringToObject(j, "error", msg);
-			return reply_json(c, 403, j, NULL, 0);
+			return httpd_reply_json(g->srv, c, 403, j, NULL, 0);
 		}
 		msgpack_unpacked_destroy(&u);
 	}
@@ -728,7 +662,7 @@ serve_events(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 	msgpack_sbuffer_destroy(&sb);
 	gw_outcome out;
 	if (rc != FUNNEL_OK) {
-		ret = reply_publish_error(c, rc, p ? funnel_producer_error(p) : NULL, &out, NULL, 0);
+		ret = reply_publish_error(g, c, rc, p ? funnel_producer_error(p) : NULL, &out, NULL, 0);
 	} else {
 		cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "acks");
 		out = GW_STORED;
@@ -738,7 +672,7 @@ serve_events(gw_http *g, struct MHD_Connection *c, req *rq, int64_t t0)
 			cJSON_AddBoolToObject(a, "duplicate", acks[k].dup != 0);
 			cJSON_AddItemToArray(arr, a);
 		}
-		ret = reply_json(c, 200, o, NULL, 0);
+		ret = httpd_reply_json(g->srv, c, 200, o, NULL, 0);
 	}
 	free(acks);
 	gw_stats_count(g->stats, -1, out, mono_ns() - t0);
@@ -771,7 +705,7 @@ serve_health(gw_http *g, struct MHD_Connection *c)
 		cJSON_AddNumberToObject(o, "head", (double)head);
 	else
 		cJSON_AddNullToObject(o, "head");
-	return reply_json(c, known ? 200 : 503, o, NULL, 0);
+	return httpd_reply_json(g->srv, c, known ? 200 : 503, o, NULL, 0);
 }
 
 static enum MHD_Result
@@ -783,13 +717,14 @@ serve_metrics(gw_http *g, struct MHD_Connection *c)
 	pthread_mutex_unlock(&g->lock);
 	char *t = gw_stats_prometheus(g->stats, up, &len);
 	if (t == NULL)
-		return reply(c, 500, "text/plain", "out of memory\n", 14, 0, NULL, 0);
-	return reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", t, len, 1, NULL, 0);
+		return httpd_reply_nomem(g->srv, c);
+	return httpd_reply(g->srv, c, 200, "text/plain; version=0.0.4; charset=utf-8", t, len,
+	                   HTTPD_TAKE, NULL, 0);
 }
 
 /* GET /forms/{id}.js: embed.js called with the form's settings. */
 static enum MHD_Result
-serve_script(struct MHD_Connection *c, const gw_form *f)
+serve_script(gw_http *g, struct MHD_Connection *c, const gw_form *f)
 {
 	cJSON *cfg = cJSON_CreateObject();
 	cJSON_AddStringToObject(cfg, "form", f->id);
@@ -797,14 +732,14 @@ serve_script(struct MHD_Connection *c, const gw_form *f)
 	char *j = cJSON_PrintUnformatted(cfg);
 	cJSON_Delete(cfg);
 	if (j == NULL)
-		return reply(c, 500, "text/plain", "out of memory\n", 14, 0, NULL, 0);
+		return httpd_reply_nomem(g->srv, c);
 	/* the JSON goes into a script: no "</" may close the element, so
 	 * each '<' is written as the six bytes \u003c (room for all of them) */
 	size_t jl = strlen(j);
 	char *body = malloc(gw_embed_js_len + 6 * jl + 4);
 	if (body == NULL) {
 		free(j);
-		return reply(c, 500, "text/plain", "out of memory\n", 14, 0, NULL, 0);
+		return httpd_reply_nomem(g->srv, c);
 	}
 	size_t o = 0;
 	memcpy(body, gw_embed_js, gw_embed_js_len);
@@ -823,23 +758,24 @@ serve_script(struct MHD_Connection *c, const gw_form *f)
 	memcpy(body + o, ");\n", 3);
 	o += 3;
 	free(j);
-	hdr h[1] = { { "Access-Control-Allow-Origin", "*" } };
-	return reply(c, 200, "application/javascript; charset=utf-8", body, o, 1, h, 1);
+	httpd_header h[1] = { { "Access-Control-Allow-Origin", "*" } };
+	return httpd_reply(g->srv, c, 200, "application/javascript; charset=utf-8", body, o,
+	                   HTTPD_TAKE, h, 1);
 }
 
 static enum MHD_Result
-serve_preflight(struct MHD_Connection *c, const gw_form *f)
+serve_preflight(gw_http *g, struct MHD_Connection *c, const gw_form *f)
 {
-	const char *origin = header(c, "Origin");
+	const char *origin = httpd_header_value(c, "Origin");
 	if (origin == NULL || !gw_form_origin_ok(f, origin))
-		return reply_problem(c, 403, "origin_not_allowed", "Origin", "Origin: not one of "
+		return httpd_reply_error(g->srv, c, 403, "origin_not_allowed", "Origin", "Origin: not one of "
 		                     "the form's origins", -1, NULL, 0);
-	hdr h[5] = { { "Access-Control-Allow-Origin", origin },
+	httpd_header h[5] = { { "Access-Control-Allow-Origin", origin },
 	             { "Access-Control-Allow-Methods", "POST, OPTIONS" },
 	             { "Access-Control-Allow-Headers", "Content-Type, Accept, Idempotency-Key" },
 	             { "Access-Control-Max-Age", "600" },
 	             { "Vary", "Origin" } };
-	return reply(c, 204, NULL, "", 0, 0, h, 5);
+	return httpd_reply(g->srv, c, 204, NULL, "", 0, HTTPD_STATIC, h, 5);
 }
 
 /* ---- routing ---- */
@@ -932,46 +868,45 @@ rate_wait(gw_http *g, struct MHD_Connection *c)
 static enum MHD_Result
 begin_post(gw_http *g, struct MHD_Connection *c, req *rq)
 {
-	const char *cl = header(c, "Content-Length");
+	const char *cl = httpd_header_value(c, "Content-Length");
 	if (rq->r == R_FORM) {
 		int fi = (int)(rq->form - g->o.forms->v);
-		const char *origin = header(c, "Origin");
+		const char *origin = httpd_header_value(c, "Origin");
 		if (origin != NULL && !gw_form_origin_ok(rq->form, origin)) {
 			rq->answered = 1;
 			gw_stats_count(g->stats, fi, GW_FORBIDDEN, 0);
-			return reply_problem(c, 403, "origin_not_allowed", "Origin", "Origin: not one of "
+			return httpd_reply_error(g->srv, c, 403, "origin_not_allowed", "Origin", "Origin: not one of "
 			                     "the form's origins", -1, NULL, 0);
 		}
 		unsigned wait = rate_wait(g, c);
 		if (wait > 0) {
 			char ra[16];
 			snprintf(ra, sizeof ra, "%u", wait);
-			hdr h[3] = { { "Retry-After", ra },
+			httpd_header h[3] = { { "Retry-After", ra },
 			             { origin ? "Access-Control-Allow-Origin" : NULL, origin },
 			             { "Vary", "Origin" } };
 			rq->answered = 1;
 			gw_stats_count(g->stats, fi, GW_RATE_LIMITED, 0);
-			return reply_problem(c, 429, "rate_limited", "client address", "too many posts "
+			return httpd_reply_error(g->srv, c, 429, "rate_limited", "client address", "too many posts "
 			                     "from this address: see Retry-After (posts per minute)",
 			                     (long)g->o.rate_per_minute, h, 3);
 		}
 		rq->limit = GW_MAX_FORM_BODY;
 	} else if (g->o.auth != NULL) {
 		/* with an access file the token is the proof, whatever the address */
-		if ((rq->who = http_auth_check(g->o.auth, header(c, "Authorization"))) == NULL) {
-			hdr h[1] = { { "WWW-Authenticate", "Bearer realm=\"funnel-gateway\"" } };
+		if ((rq->who = httpd_bearer(g->o.auth, c)) == NULL) {
 			rq->answered = 1;
 			gw_stats_count(g->stats, -1, GW_FORBIDDEN, 0);
-			return reply_problem(c, 401, "unauthorized", "Authorization", "/v1/events wants "
-			                     "a bearer token of the access file (Authorization: Bearer "
-			                     "<token>)", -1, h, 1);
+			return httpd_reply_unauthorized(g->srv, c, "unauthorized", "Authorization",
+			                                "/v1/events wants a bearer token of the access "
+			                                "file (Authorization: Bearer <token>)");
 		}
 		rq->limit = GW_MAX_EVENTS_BODY;
 	} else {
 		if (!is_loopback(g, c)) {
 			rq->answered = 1;
 			gw_stats_count(g->stats, -1, GW_FORBIDDEN, 0);
-			return reply_problem(c, 403, "loopback_only", "client address", "/v1/events is "
+			return httpd_reply_error(g->srv, c, 403, "loopback_only", "client address", "/v1/events is "
 			                     "served to loopback clients only", -1, NULL, 0);
 		}
 		rq->limit = GW_MAX_EVENTS_BODY;
@@ -981,7 +916,7 @@ begin_post(gw_http *g, struct MHD_Connection *c, req *rq)
 		rq->answered = 1;
 		int fi = rq->r == R_FORM ? (int)(rq->form - g->o.forms->v) : -1;
 		gw_stats_count(g->stats, fi, GW_TOO_LARGE, 0);
-		return reply_problem(c, 413, "body_too_large", "body", rq->r == R_FORM ?
+		return httpd_reply_error(g->srv, c, 413, "body_too_large", "body", rq->r == R_FORM ?
 		                     "the body is over the limit of a form post (bytes)" :
 		                     "the body is over the limit of one /v1/events request (bytes)",
 		                     (long)rq->limit, NULL, 0);
@@ -990,12 +925,11 @@ begin_post(gw_http *g, struct MHD_Connection *c, req *rq)
 }
 
 static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-           const char *version, const char *upload_data, size_t *upload_size, void **state)
+on_request(void *ctx, struct MHD_Connection *c, const char *url, const char *method,
+           const char *upload_data, size_t *upload_size, void **state)
 {
-	gw_http *g = cls;
+	gw_http *g = ctx;
 	req *rq = *state;
-	(void)version;
 
 	if (rq != NULL) {
 		/* the body of a POST, then its end */
@@ -1044,16 +978,16 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 		if (f == NULL) {
 			if (post)
 				gw_stats_count(g->stats, -2, GW_INVALID, 0);
-			return reply_problem(c, 404, "unknown_form", "form", "no form with this id in the "
+			return httpd_reply_error(g->srv, c, 404, "unknown_form", "form", "no form with this id in the "
 			                     "forms section of the rules file", -1, NULL, 0);
 		}
 		if (js && get)
-			return serve_script(c, f);
+			return serve_script(g, c, f);
 		if (!js && strcmp(method, "OPTIONS") == 0)
-			return serve_preflight(c, f);
+			return serve_preflight(g, c, f);
 		if (js || !post) {
-			hdr h[1] = { { "Allow", js ? "GET, HEAD" : "POST, OPTIONS" } };
-			return reply_problem(c, 405, "method_not_allowed", "method", js ? "GET only" :
+			httpd_header h[1] = { { "Allow", js ? "GET, HEAD" : "POST, OPTIONS" } };
+			return httpd_reply_error(g->srv, c, 405, "method_not_allowed", "method", js ? "GET only" :
 			                     "POST (or OPTIONS) only", -1, h, 1);
 		}
 		if ((rq = calloc(1, sizeof *rq)) == NULL)
@@ -1065,8 +999,8 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 	}
 	if (strcmp(url, "/v1/events") == 0) {
 		if (!post) {
-			hdr h[1] = { { "Allow", "POST" } };
-			return reply_problem(c, 405, "method_not_allowed", "method", "POST only", -1, h, 1);
+			httpd_header h[1] = { { "Allow", "POST" } };
+			return httpd_reply_error(g->srv, c, 405, "method_not_allowed", "method", "POST only", -1, h, 1);
 		}
 		if ((rq = calloc(1, sizeof *rq)) == NULL)
 			return MHD_NO;
@@ -1078,19 +1012,18 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 		return serve_health(g, c);
 	if (get && strcmp(url, "/metrics") == 0)
 		return serve_metrics(g, c);
-	return reply_problem(c, 404, "not_found", "path", "not found: POST /forms/{id}, "
+	return httpd_reply_error(g->srv, c, 404, "not_found", "path", "not found: POST /forms/{id}, "
 	                     "GET /forms/{id}.js, POST /v1/events, GET /metrics, GET /healthz", -1,
 	                     NULL, 0);
 }
 
 static void
-on_completed(void *cls, struct MHD_Connection *c, void **state, enum MHD_RequestTerminationCode t)
+on_completed(void *ctx, struct MHD_Connection *c, void **state)
 {
 	req *rq = *state;
 	(void)c;
-	(void)t;
 	if (rq != NULL) {
-		uncount(cls, rq);
+		uncount(ctx, rq);
 		if (rq->waiting)
 			gw_event_release(&rq->ev);
 		free(rq->body);
@@ -1104,22 +1037,11 @@ on_completed(void *cls, struct MHD_Connection *c, void **state, enum MHD_Request
 int
 gw_http_start(gw_http **out, const gw_http_opts *o)
 {
-	struct sockaddr_in sa;
-	char host[64];
-	const char *colon = strrchr(o->addr, ':');
-	char *end;
+	httpd_addr a;
 	int rc;
 
 	*out = NULL;
-	if (colon == NULL || (size_t)(colon - o->addr) >= sizeof host)
-		return FUNNEL_EINVAL;
-	memcpy(host, o->addr, (size_t)(colon - o->addr));
-	host[colon - o->addr] = 0;
-	unsigned long port = strtoul(colon + 1, &end, 10);
-	memset(&sa, 0, sizeof sa);
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)port);
-	if (*end || colon[1] == 0 || port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+	if (httpd_addr_parse(&a, o->addr) != FUNNEL_OK)
 		return FUNNEL_EINVAL;
 
 	gw_http *g = calloc(1, sizeof *g);
@@ -1140,29 +1062,22 @@ gw_http_start(gw_http **out, const gw_http_opts *o)
 		return FUNNEL_ENOMEM;
 	}
 	unsigned threads = o->threads < 1 ? 1 : o->threads > MAX_THREADS ? MAX_THREADS : o->threads;
-	g->d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
-	                        MHD_USE_ERROR_LOG, (uint16_t)port,
-	                        NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, &sa,
-	                        MHD_OPTION_THREAD_POOL_SIZE, threads,
-	                        MHD_OPTION_CONNECTION_LIMIT, 4096u,
-	                        /* per connection: headers and the read buffer; MHD
-	                           zeroes it after every request, so it costs time */
-	                        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)GW_CONN_MEMORY,
-	                        MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-	                        MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_END);
-	if (g->d == NULL) {
-		funnel_log(FUNNEL_LOG_ERROR, "gateway: cannot serve HTTP on %s", o->addr);
+	httpd_opts ho = { .name = "gateway", .addr = o->addr, .threads = threads,
+	                  .max_conns = 4096, .idle_s = 30, .conn_memory = GW_CONN_MEMORY,
+	                  .suspend = 1, .no_store = 1, .json_newline = 1,
+	                  .errors = HTTPD_ERRORS_CODED, .on_request = on_request,
+	                  .on_completed = on_completed, .page = problem_page, .ctx = g };
+	if ((rc = httpd_new(&g->srv, &ho)) != FUNNEL_OK) {
 		gw_http_stop(&g);
-		return FUNNEL_ETRANSPORT;
+		return rc;
 	}
-	const union MHD_DaemonInfo *di = MHD_get_daemon_info(g->d, MHD_DAEMON_INFO_BIND_PORT);
-	unsigned bound = di ? (unsigned)di->port : (unsigned)port;
+	unsigned bound = httpd_port(g->srv);
 	funnel_log(FUNNEL_LOG_INFO, "gateway: %zu forms on http://%s:%u/forms/{id}", o->forms->n,
-	           host, bound);
+	           a.host, bound);
 	if (o->ready_file) {
 		FILE *f = fopen(o->ready_file, "w");
 		if (f) {
-			fprintf(f, "http=%s:%u\n", host, bound);
+			fprintf(f, "http=%s:%u\n", a.host, bound);
 			fclose(f);
 		}
 	}
@@ -1176,19 +1091,17 @@ gw_http_stop(gw_http **pg)
 	if (pg == NULL || *pg == NULL)
 		return;
 	gw_http *g = *pg;
-	if (g->d) {
+	if (g->srv) {
 		/* MHD must not stop with a connection suspended: no new post is
 		 * submitted, and those submitted get their answer first (each
 		 * within the batcher's timeout) */
-		MHD_socket ls = MHD_quiesce_daemon(g->d);
+		httpd_quiesce(g->srv);
 		pthread_mutex_lock(&g->lock);
 		g->stopping = 1;
 		while (g->inflight > 0)
 			pthread_cond_wait(&g->idle, &g->lock);
 		pthread_mutex_unlock(&g->lock);
-		MHD_stop_daemon(g->d);      /* joins the threads: the producers are ours now */
-		if (ls != MHD_INVALID_SOCKET)
-			close(ls);
+		httpd_destroy(&g->srv);     /* joins the threads: the producers are ours now */
 	}
 	gw_batcher_destroy(&g->batcher);   /* no post waits on it any more */
 	for (size_t i = 0; i < g->nproducers; i++)

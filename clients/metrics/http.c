@@ -1,7 +1,7 @@
 /*
  * clients/metrics/http.c - the HTTP face of funnel-metrics, on a pool of
- * MX_HTTP_THREADS libmicrohttpd threads, so a report over a large window
- * does not hold up /healthz or a Prometheus scrape.
+ * MX_HTTP_THREADS server threads (clients/common/httpd.h), so a report
+ * over a large window does not hold up /healthz or a Prometheus scrape.
  *
  *   GET /              the dashboard (dashboard.html, embedded)
  *   GET /api           the reports and their parameters
@@ -29,7 +29,6 @@
  * MX_HTTP_MAX_PARAMS query parameters is answered 400 before any of
  * them is parsed.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -37,12 +36,11 @@
 #include <string.h>
 #include <time.h>
 
-#include <microhttpd.h>
-
 #include "funnel/funnel.h"
 #include "funnel/log.h"
 #include "funnel/service.h"
 #include "httpauth.h"
+#include "httpd.h"
 #include "metrics.h"
 #include "mp.h"
 
@@ -63,7 +61,7 @@ typedef struct probe {
 } probe;
 
 struct mx_http {
-	struct MHD_Daemon *d;
+	httpd *srv;
 	mx_tables t;
 	pthread_rwlock_t *map_lock;
 	funnel_service *svc;      /* for funnel_service_log_state only */
@@ -87,29 +85,6 @@ mx_http_require_tokens(const http_auth *a)
 {
 	mx_auth = a;
 }
-
-/* 401 with the challenge RFC 6750 asks for. */
-static enum MHD_Result
-reply_401(struct MHD_Connection *c)
-{
-	static const char body[] =
-		"{\"error\":\"a bearer token of a principal with read is needed "
-		"(Authorization: Bearer <token>; funnel token NAME)\"}";
-	struct MHD_Response *r = MHD_create_response_from_buffer(sizeof body - 1, (void *)body,
-	                                                         MHD_RESPMEM_PERSISTENT);
-	if (r == NULL)
-		return MHD_NO;
-	MHD_add_response_header(r, "Content-Type", "application/json");
-	MHD_add_response_header(r, "Cache-Control", "no-store");
-	MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"funnel-metrics\"");
-	enum MHD_Result ret = MHD_queue_response(c, 401, r);
-	MHD_destroy_response(r);
-	return ret;
-}
-
-/* The request's verdict of the URI callback, as MHD's per-request
- * context: the address of too_many_params, or NULL. */
-static char too_many_params;
 
 /* Parameters of one /api request, as MHD hands them over. */
 typedef struct params {
@@ -159,42 +134,12 @@ on_param(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 	return MHD_YES;
 }
 
+/* {"error", "param"?} (METRICS.md) */
 static enum MHD_Result
-reply(struct MHD_Connection *c, unsigned status, const char *type, void *body, size_t len,
-      int owned)
+reply_error(mx_http *h, struct MHD_Connection *c, unsigned status, const char *msg,
+            const char *param)
 {
-	struct MHD_Response *r = MHD_create_response_from_buffer(
-		len, body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-	if (r == NULL) {
-		if (owned)
-			free(body);
-		return MHD_NO;
-	}
-	MHD_add_response_header(r, "Content-Type", type);
-	MHD_add_response_header(r, "Cache-Control", "no-store");
-	enum MHD_Result ret = MHD_queue_response(c, status, r);
-	MHD_destroy_response(r);
-	return ret;
-}
-
-static enum MHD_Result
-reply_json(struct MHD_Connection *c, unsigned status, cJSON *o)
-{
-	char *s = o ? cJSON_PrintUnformatted(o) : NULL;
-	cJSON_Delete(o);
-	if (s == NULL)
-		return reply(c, 500, "text/plain", "out of memory\n", 14, 0);
-	return reply(c, status, "application/json", s, strlen(s), 1);
-}
-
-static enum MHD_Result
-reply_error(struct MHD_Connection *c, unsigned status, const char *msg, const char *param)
-{
-	cJSON *o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "error", msg);
-	if (param)
-		cJSON_AddStringToObject(o, "param", param);
-	return reply_json(c, status, o);
+	return httpd_reply_error(h->srv, c, status, NULL, param, msg, -1, NULL, 0);
 }
 
 /* The prober: reads the log's head every PROBE_MS until told to stop.
@@ -290,23 +235,23 @@ serve_api(mx_http *h, struct MHD_Connection *c, const char *name)
 	p.q.bucket = MX_BUCKET_WEEK;
 	p.q.report = mx_report_parse(name);
 	if (p.q.report < 0)
-		return reply_error(c, 404, "no such report: see METRICS.md for /api/...", NULL);
+		return reply_error(h, c, 404, "no such report: see METRICS.md for /api/...", NULL);
 	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, on_param, &p);
 	if (p.bad)
-		return reply_error(c, 400, p.err, p.param);
+		return reply_error(h, c, 400, p.err, p.param);
 	if (begin_read(h, &txn) != 0)
-		return reply_error(c, 503, "the view cannot be read", NULL);
+		return reply_error(h, c, 503, "the view cannot be read", NULL);
 	int rc = mx_report(txn, &h->t, &p.q, &o);
 	end_read(h, &txn);
 	if (rc != FUNNEL_OK)
-		return reply_error(c, 500, funnel_strerror(rc), NULL);
+		return reply_error(h, c, 500, funnel_strerror(rc), NULL);
 	if (p.q.report == MX_R_SUMMARY) {
 		if (h->currency[0])
 			cJSON_AddStringToObject(o, "currency", h->currency);
 		else
 			cJSON_AddNullToObject(o, "currency");
 	}
-	return reply_json(c, 200, o);
+	return httpd_reply_json(h->srv, c, 200, o, NULL, 0);
 }
 
 /* A msgpack object as JSON (maps with string keys; other keys skipped;
@@ -403,9 +348,9 @@ serve_lead(mx_http *h, struct MHD_Connection *c, const char *id)
 	size_t n = strlen(id);
 	MDB_txn *txn;
 	if (n == 0 || n > 128 || mp_utf8_invalid_at(id, n) >= 0)
-		return reply_error(c, 400, "a lead id is 1..128 bytes of UTF-8", "lead");
+		return reply_error(h, c, 400, "a lead id is 1..128 bytes of UTF-8", "lead");
 	if (begin_read(h, &txn) != 0)
-		return reply_error(c, 503, "the view cannot be read", NULL);
+		return reply_error(h, c, 503, "the view cannot be read", NULL);
 	cJSON *o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "report", "lead");
 	cJSON_AddStringToObject(o, "lead", id);
@@ -414,7 +359,7 @@ serve_lead(mx_http *h, struct MHD_Connection *c, const char *id)
 	end_read(h, &txn);
 	if (rc == FUNNEL_ENOTFOUND) {
 		cJSON_Delete(o);
-		return reply_error(c, 404, "the view has no lead with this id", "lead");
+		return reply_error(h, c, 404, "the view has no lead with this id", "lead");
 	}
 	cJSON *events = cJSON_AddArrayToObject(o, "events");
 	funnel_query *q = NULL;
@@ -425,7 +370,7 @@ serve_lead(mx_http *h, struct MHD_Connection *c, const char *id)
 	funnel_query_destroy(&q);
 	cJSON_AddStringToObject(o, "log", rc == FUNNEL_OK ? "ok" : rc == FUNNEL_ETOOBIG ?
 	                        "cut: the first 2000 events" : "log unreachable");
-	return reply_json(c, 200, o);
+	return httpd_reply_json(h->srv, c, 200, o, NULL, 0);
 }
 
 static uint64_t
@@ -443,19 +388,19 @@ serve_goals(mx_http *h, struct MHD_Connection *c)
 	MDB_txn *txn;
 	cJSON *o = NULL;
 	if (MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, NULL, NULL) > 0)
-		return reply_error(c, 400, "unknown parameter for /api/goals: it takes none", NULL);
+		return reply_error(h, c, 400, "unknown parameter for /api/goals: it takes none", NULL);
 	if (begin_read(h, &txn) != 0)
-		return reply_error(c, 503, "the view cannot be read", NULL);
+		return reply_error(h, c, 503, "the view cannot be read", NULL);
 	int rc = mx_goals_json(txn, &h->t, h->goals, now_ns(), &o);
 	end_read(h, &txn);
 	if (rc != FUNNEL_OK)
-		return reply_error(c, 500, funnel_strerror(rc), NULL);
-	return reply_json(c, 200, o);
+		return reply_error(h, c, 500, funnel_strerror(rc), NULL);
+	return httpd_reply_json(h->srv, c, 200, o, NULL, 0);
 }
 
 /* GET /api: what there is to ask for. */
 static enum MHD_Result
-serve_index(struct MHD_Connection *c)
+serve_index(mx_http *h, struct MHD_Connection *c)
 {
 	cJSON *o = cJSON_CreateObject();
 	cJSON *r = cJSON_AddArrayToObject(o, "reports");
@@ -476,7 +421,7 @@ serve_index(struct MHD_Connection *c)
 	cJSON_AddStringToObject(o, "lead", "/api/lead/ID: the lead's row and its events from funneld");
 	cJSON_AddStringToObject(o, "goals", "/api/goals: the goals of funnel.yaml and their progress");
 	cJSON_AddStringToObject(o, "definitions", "clients/metrics/METRICS.md");
-	return reply_json(c, 200, o);
+	return httpd_reply_json(h->srv, c, 200, o, NULL, 0);
 }
 
 static enum MHD_Result
@@ -489,15 +434,16 @@ serve_metrics(mx_http *h, struct MHD_Connection *c)
 	probe p = last_probe(h, &age);
 
 	if (begin_read(h, &txn) != 0)
-		return reply(c, 503, "text/plain", "the view cannot be read\n", 24, 0);
+		return httpd_reply_text(h->srv, c, 503, "text/plain", "the view cannot be read\n");
 	int rc = mx_prometheus(txn, &h->t, p.reachable, p.head, &text, &len);
 	if (rc == FUNNEL_OK && (rc = mx_goals_prometheus(txn, &h->t, h->goals, now_ns(), &text,
 	                                                 &len)) != FUNNEL_OK)
 		free(text);
 	end_read(h, &txn);
 	if (rc != FUNNEL_OK)
-		return reply(c, 500, "text/plain", "cannot read the counters\n", 25, 0);
-	return reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, 1);
+		return httpd_reply_text(h->srv, c, 500, "text/plain", "cannot read the counters\n");
+	return httpd_reply(h->srv, c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len,
+	                   HTTPD_TAKE, NULL, 0);
 }
 
 /* What the view and the prober know, at once: never waits on funneld.
@@ -511,7 +457,7 @@ serve_health(mx_http *h, struct MHD_Connection *c)
 	probe p = last_probe(h, &age);
 
 	if (begin_read(h, &txn) != 0)
-		return reply_error(c, 503, "the view cannot be read", NULL);
+		return reply_error(h, c, 503, "the view cannot be read", NULL);
 	uint64_t cp = mx_checkpoint(txn, &h->t);
 	end_read(h, &txn);
 	int ok = p.reachable && cp >= p.head;
@@ -534,64 +480,34 @@ serve_health(mx_http *h, struct MHD_Connection *c)
 		cJSON_AddNullToObject(o, "lag");
 		cJSON_AddNullToObject(o, "head_age_s");
 	}
-	return reply_json(c, ok ? 200 : 503, o);
-}
-
-/* MHD_OPTION_URI_LOG_CALLBACK: called with the request's URI before MHD
- * parses its query, which is the only moment a request with too many
- * parameters can be refused whole: MHD keeps each parameter in the
- * connection's fixed memory pool, and a pool that runs out leaves the
- * client with no answer at all (libmicrohttpd 0.9.75).  Past the limit
- * the query is cut at its start (the URI lives in MHD's read buffer,
- * and MHD parses the query from the '?' it found before this call, as
- * a C string), so nothing is parsed and on_request answers 400. */
-static void *
-on_uri(void *cls, const char *uri, struct MHD_Connection *c)
-{
-	(void)cls;
-	(void)c;
-	char *query = strchr(uri, '?');
-	if (query == NULL || query[1] == 0)
-		return NULL;
-	int n = 1;
-	for (const char *p = query + 1; *p; p++)
-		n += *p == '&';
-	if (n <= MX_HTTP_MAX_PARAMS)
-		return NULL;
-	query[1] = 0;
-	return &too_many_params;
+	return httpd_reply_json(h->srv, c, ok ? 200 : 503, o, NULL, 0);
 }
 
 static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-           const char *version, const char *upload_data, size_t *upload_size, void **state)
+on_request(void *ctx, struct MHD_Connection *c, const char *url, const char *method,
+           const char *upload_data, size_t *upload_size, void **state)
 {
-	mx_http *h = cls;
-	(void)version;
+	mx_http *h = ctx;
 	(void)upload_data;
-	if (*state == &too_many_params) {
-		char msg[96];
-		snprintf(msg, sizeof msg, "too many parameters: at most %d in one request",
-		         MX_HTTP_MAX_PARAMS);
-		return reply_error(c, 400, msg, NULL);
-	}
+	(void)state;
 	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-		return reply_error(c, 405, "only GET and HEAD", NULL);
+		return reply_error(h, c, 405, "only GET and HEAD", NULL);
 	if (*upload_size != 0)
-		return reply_error(c, 400, "no body expected", NULL);
+		return reply_error(h, c, 400, "no body expected", NULL);
 	if (strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0)
-		return reply(c, 200, "text/html; charset=utf-8", (void *)mx_dashboard_html,
-		             mx_dashboard_html_len, 0);
+		return httpd_reply(h->srv, c, 200, "text/html; charset=utf-8", mx_dashboard_html,
+		                   mx_dashboard_html_len, HTTPD_STATIC, NULL, 0);
 	/* The page above holds no figure; everything else but the liveness
 	 * probe reads the view, and with --access needs a read token. */
 	if (mx_auth != NULL && strcmp(url, "/healthz") != 0) {
-		const fa_principal *who = http_auth_check(
-			mx_auth, MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+		const fa_principal *who = httpd_bearer(mx_auth, c);
 		if (who == NULL || !who->read)
-			return reply_401(c);
+			return httpd_reply_unauthorized(h->srv, c, NULL, NULL, "a bearer token of a "
+			                                "principal with read is needed (Authorization: "
+			                                "Bearer <token>; funnel token NAME)");
 	}
 	if (strcmp(url, "/api") == 0 || strcmp(url, "/api/") == 0)
-		return serve_index(c);
+		return serve_index(h, c);
 	if (strcmp(url, "/api/goals") == 0)
 		return serve_goals(h, c);
 	if (strncmp(url, "/api/lead/", 10) == 0)
@@ -602,10 +518,10 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 		return serve_metrics(h, c);
 	if (strcmp(url, "/healthz") == 0)
 		return serve_health(h, c);
-	return reply_error(c, 404, "not found: /, /api/<report>, /metrics, /healthz", NULL);
+	return reply_error(h, c, 404, "not found: /, /api/<report>, /metrics, /healthz", NULL);
 }
 
-/* Stop the prober (if it runs) and free h; the MHD daemon is stopped. */
+/* Stop the prober (if it runs) and free h; the server is stopped. */
 static void
 http_free(mx_http *h)
 {
@@ -628,23 +544,12 @@ mx_http_start(mx_http **out, const char *addr, const mx_tables *t, pthread_rwloc
               const char *query_ep, const char *source, funnel_service *svc,
               const char *currency, const mx_goals *goals)
 {
-	struct sockaddr_in sa;
-	char host[64];
-	const char *colon = strrchr(addr, ':');
-	char *end;
+	httpd_addr a;
 
 	*out = NULL;
-	if (colon == NULL || (size_t)(colon - addr) >= sizeof host)
+	if (httpd_addr_parse(&a, addr) != FUNNEL_OK)
 		return FUNNEL_EINVAL;
-	memcpy(host, addr, (size_t)(colon - addr));
-	host[colon - addr] = 0;
-	unsigned long port = strtoul(colon + 1, &end, 10);
-	memset(&sa, 0, sizeof sa);
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)port);
-	if (*end || colon[1] == 0 || port > 65535 || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-		return FUNNEL_EINVAL;
-	if (strncmp(host, "127.", 4) != 0)
+	if (strncmp(a.host, "127.", 4) != 0)
 		funnel_log(FUNNEL_LOG_WARN, "metrics: serving HTTP on %s, beyond loopback: anyone who "
 		           "reaches it reads the funnel's numbers", addr);
 
@@ -675,24 +580,18 @@ mx_http_start(mx_http **out, const char *addr, const mx_tables *t, pthread_rwloc
 		return FUNNEL_ENOMEM;
 	}
 	h->prober_started = 1;
-	/* epoll: a connection count past FD_SETSIZE must not break select() */
-	h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG,
-	                        (uint16_t)port, NULL, NULL, on_request, h,
-	                        MHD_OPTION_SOCK_ADDR, &sa,
-	                        MHD_OPTION_THREAD_POOL_SIZE, MX_HTTP_THREADS,
-	                        MHD_OPTION_CONNECTION_LIMIT, MX_HTTP_MAX_CONNS,
-	                        MHD_OPTION_PER_IP_CONNECTION_LIMIT, MX_HTTP_MAX_PER_ADDR,
-	                        MHD_OPTION_CONNECTION_TIMEOUT, MX_HTTP_IDLE_S,
-	                        MHD_OPTION_URI_LOG_CALLBACK, on_uri, (void *)NULL,
-	                        MHD_OPTION_END);
-	if (h->d == NULL) {
-		funnel_log(FUNNEL_LOG_ERROR, "metrics: cannot serve HTTP on %s", addr);
+	httpd_opts o = { .name = "metrics", .addr = addr, .threads = MX_HTTP_THREADS,
+	                 .max_conns = MX_HTTP_MAX_CONNS, .max_per_addr = MX_HTTP_MAX_PER_ADDR,
+	                 .idle_s = MX_HTTP_IDLE_S, .max_params = MX_HTTP_MAX_PARAMS,
+	                 .no_store = 1, .errors = HTTPD_ERRORS_PARAM, .on_request = on_request,
+	                 .ctx = h };
+	int rc = httpd_new(&h->srv, &o);
+	if (rc != FUNNEL_OK) {
 		http_free(h);
-		return FUNNEL_ETRANSPORT;
+		return rc;
 	}
-	const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
-	funnel_log(FUNNEL_LOG_INFO, "metrics: dashboard on http://%s:%u/", host,
-	           di ? (unsigned)di->port : (unsigned)port);
+	funnel_log(FUNNEL_LOG_INFO, "metrics: dashboard on http://%s:%u/", httpd_host(h->srv),
+	           httpd_port(h->srv));
 	*out = h;
 	return FUNNEL_OK;
 }
@@ -703,7 +602,7 @@ mx_http_stop(mx_http **ph)
 	if (ph == NULL || *ph == NULL)
 		return;
 	mx_http *h = *ph;
-	MHD_stop_daemon(h->d);          /* joins the request threads */
+	httpd_destroy(&h->srv);         /* joins the request threads */
 	http_free(h);
 	*ph = NULL;
 }

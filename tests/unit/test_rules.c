@@ -2093,143 +2093,100 @@ test_rules_change_reevaluates(void **state)
 	fx_close(&f);
 }
 
-/* Pack a state map from a msgpack-c packer callback into a fresh buffer. */
-typedef void (*packfn)(msgpack_packer *pk);
+/*
+ * Lead states as data: a case is an optional head (the map of `head`
+ * entries that starts every state: v, rules, above, scores, fields),
+ * then msgpack items in order, up to the first P_END.
+ */
+typedef enum pk_kind { P_END, P_STR, P_MAP, P_ARRAY, P_NIL, P_TRUE, P_INT, P_DOUBLE, P_ZEROS } pk_kind;
+
+typedef struct pk_item {
+	pk_kind k;
+	const char *s;            /* P_STR */
+	uint64_t n;               /* P_MAP, P_ARRAY: entries; P_INT: the value; P_ZEROS: bytes */
+	double d;                 /* P_DOUBLE */
+} pk_item;
+
+#define S(x) { P_STR, .s = (x) }
+#define MAP(x) { P_MAP, .n = (x) }
+#define ARRAY(x) { P_ARRAY, .n = (x) }
+#define NIL { P_NIL }
+#define YES { P_TRUE }
+#define INT(x) { P_INT, .n = (x) }
+#define DOUBLE(x) { P_DOUBLE, .d = (x) }
+#define ZEROS(x) { P_ZEROS, .n = (x) }   /* a bin of x zero bytes */
+
+typedef struct state_case {
+	const char *what;
+	unsigned head;            /* entries of the state map after the head's; 0: no head */
+	int v;                    /* the head's version */
+	pk_item rest[16];
+} state_case;
 
 static void
-pack_head(msgpack_packer *pk, unsigned n, int v)
+pack_case(msgpack_packer *pk, const state_case *c)
 {
-	static const uint8_t tag[8];
-	msgpack_pack_map(pk, n);
-	msgpack_pack_str_with_body(pk, "v", 1);
-	msgpack_pack_int(pk, v);
-	msgpack_pack_str_with_body(pk, "rules", 5);
-	msgpack_pack_bin_with_body(pk, tag, sizeof tag);
-	msgpack_pack_str_with_body(pk, "above", 5);
-	msgpack_pack_false(pk);
-	msgpack_pack_str_with_body(pk, "scores", 6);
-	msgpack_pack_array(pk, 3);
-	for (int i = 0; i < 3; i++)
-		msgpack_pack_int(pk, 0);
-	msgpack_pack_str_with_body(pk, "fields", 6);
-	msgpack_pack_map(pk, 0);
+	static const uint8_t zeros[8];
+	if (c->head) {
+		msgpack_pack_map(pk, c->head);
+		msgpack_pack_str_with_body(pk, "v", 1);
+		msgpack_pack_int(pk, c->v);
+		msgpack_pack_str_with_body(pk, "rules", 5);
+		msgpack_pack_bin_with_body(pk, zeros, sizeof zeros);
+		msgpack_pack_str_with_body(pk, "above", 5);
+		msgpack_pack_false(pk);
+		msgpack_pack_str_with_body(pk, "scores", 6);
+		msgpack_pack_array(pk, 3);
+		for (int i = 0; i < 3; i++)
+			msgpack_pack_int(pk, 0);
+		msgpack_pack_str_with_body(pk, "fields", 6);
+		msgpack_pack_map(pk, 0);
+	}
+	for (const pk_item *it = c->rest; it->k != P_END; it++) {
+		switch (it->k) {
+		case P_STR: msgpack_pack_str_with_body(pk, it->s, strlen(it->s)); break;
+		case P_MAP: msgpack_pack_map(pk, (size_t)it->n); break;
+		case P_ARRAY: msgpack_pack_array(pk, (size_t)it->n); break;
+		case P_NIL: msgpack_pack_nil(pk); break;
+		case P_TRUE: msgpack_pack_true(pk); break;
+		case P_INT: msgpack_pack_uint64(pk, it->n); break;
+		case P_DOUBLE: msgpack_pack_double(pk, it->d); break;
+		case P_ZEROS: msgpack_pack_bin_with_body(pk, zeros, (size_t)it->n); break;
+		case P_END: break;
+		}
+	}
 }
 
-static void
-bad_version(msgpack_packer *pk)
-{
-	pack_head(pk, 7, 2);
-	msgpack_pack_str_with_body(pk, "fit", 3);
-	msgpack_pack_map(pk, 0);
-	msgpack_pack_str_with_body(pk, "eng", 3);
-	msgpack_pack_map(pk, 0);
-}
+/* The shape the bad ones below depart from: decodes. */
+static const state_case minimal_state =
+	{ "minimal", 7, 1, { S("fit"), MAP(0), S("eng"), MAP(0) } };
 
-static void
-missing_eng(msgpack_packer *pk)
-{
-	pack_head(pk, 6, 1);
-	msgpack_pack_str_with_body(pk, "fit", 3);
-	msgpack_pack_map(pk, 0);
-}
+/* Each refused whole (FUNNEL_EMALFORMED). */
+static const state_case bad_states[] = {
+	{ "bad version", 7, 2, { S("fit"), MAP(0), S("eng"), MAP(0) } },
+	{ "missing eng", 6, 1, { S("fit"), MAP(0) } },
+	{ "unknown key", 8, 1, { S("fit"), MAP(0), S("eng"), MAP(0), S("extra"), NIL } },
+	{ "eng of the wrong shape (3 of 4)", 7, 1,
+	  { S("fit"), MAP(0), S("eng"), MAP(1), S("demo"), ARRAY(3), DOUBLE(1), INT(1), INT(1) } },
+	{ "eng not finite", 7, 1,
+	  { S("fit"), MAP(0), S("eng"), MAP(1), S("demo"), ARRAY(4), DOUBLE(NAN), INT(1), INT(1),
+	    INT(1) } },
+	{ "fit fired too often for a u32", 7, 1,
+	  { S("fit"), MAP(1), S("senior"), ARRAY(3), YES, INT(1ULL << 32), INT(1), S("eng"),
+	    MAP(0) } },
+	{ "a field that is not text", 0, 0, { MAP(1), S("fields"), MAP(1), S("title"), INT(3) } },
+	{ "a duplicate key", 7, 1, { S("fit"), MAP(0), S("fit"), MAP(0) } },
+	{ "a rules tag of 7 bytes", 0, 0, { MAP(1), S("rules"), ZEROS(7) } },
+};
 
-static void
-unknown_key(msgpack_packer *pk)
-{
-	pack_head(pk, 8, 1);
-	msgpack_pack_str_with_body(pk, "fit", 3);
-	msgpack_pack_map(pk, 0);
-	msgpack_pack_str_with_body(pk, "eng", 3);
-	msgpack_pack_map(pk, 0);
-	msgpack_pack_str_with_body(pk, "extra", 5);
-	msgpack_pack_nil(pk);
-}
-
-static void
-eng_wrong_shape(msgpack_packer *pk)
-{
-	pack_head(pk, 7, 1);
-	msgpack_pack_str_with_body(pk, "fit", 3);
-	msgpack_pack_map(pk, 0);
-	msgpack_pack_str_with_body(pk, "eng", 3);
-	msgpack_pack_map(pk, 1);
-	msgpack_pack_str_with_body(pk, "demo", 4);
-	msgpack_pack_array(pk, 3);          /* 4 wanted */
-	msgpack_pack_double(pk, 1);
-	msgpack_pack_uint64(pk, 1);
-	msgpack_pack_uint64(pk, 1);
-}
-
-static void
-eng_not_finite(msgpack_packer *pk)
-{
-	pack_head(pk, 7, 1);
-	msgpack_pack_str_with_body(pk, "fit", 3);
-	msgpack_pack_map(pk, 0);
-	msgpack_pack_str_with_body(pk, "eng", 3);
-	msgpack_pack_map(pk, 1);
-	msgpack_pack_str_with_body(pk, "demo", 4);
-	msgpack_pack_array(pk, 4);
-	msgpack_pack_double(pk, NAN);
-	msgpack_pack_uint64(pk, 1);
-	msgpack_pack_uint64(pk, 1);
-	msgpack_pack_uint64(pk, 1);
-}
-
-static void
-fit_fired_too_big(msgpack_packer *pk)
-{
-	pack_head(pk, 7, 1);
-	msgpack_pack_str_with_body(pk, "fit", 3);
-	msgpack_pack_map(pk, 1);
-	msgpack_pack_str_with_body(pk, "senior", 6);
-	msgpack_pack_array(pk, 3);
-	msgpack_pack_true(pk);
-	msgpack_pack_uint64(pk, 1ULL << 32);
-	msgpack_pack_uint64(pk, 1);
-	msgpack_pack_str_with_body(pk, "eng", 3);
-	msgpack_pack_map(pk, 0);
-}
-
-static void
-field_not_text(msgpack_packer *pk)
-{
-	msgpack_pack_map(pk, 1);
-	msgpack_pack_str_with_body(pk, "fields", 6);
-	msgpack_pack_map(pk, 1);
-	msgpack_pack_str_with_body(pk, "title", 5);
-	msgpack_pack_int(pk, 3);
-}
-
-static void
-duplicate_key(msgpack_packer *pk)
-{
-	pack_head(pk, 7, 1);
-	msgpack_pack_str_with_body(pk, "fit", 3);
-	msgpack_pack_map(pk, 0);
-	msgpack_pack_str_with_body(pk, "fit", 3);
-	msgpack_pack_map(pk, 0);
-}
-
-/* The shape the bad ones above depart from: decodes. */
-static void
-minimal(msgpack_packer *pk)
-{
-	pack_head(pk, 7, 1);
-	msgpack_pack_str_with_body(pk, "fit", 3);
-	msgpack_pack_map(pk, 0);
-	msgpack_pack_str_with_body(pk, "eng", 3);
-	msgpack_pack_map(pk, 0);
-}
-
-static void
-short_tag(msgpack_packer *pk)
-{
-	static const uint8_t tag[7];
-	msgpack_pack_map(pk, 1);
-	msgpack_pack_str_with_body(pk, "rules", 5);
-	msgpack_pack_bin_with_body(pk, tag, sizeof tag);
-}
+#undef S
+#undef MAP
+#undef ARRAY
+#undef NIL
+#undef YES
+#undef INT
+#undef DOUBLE
+#undef ZEROS
 
 static void
 test_decode_garbage(void **state)
@@ -2242,31 +2199,27 @@ test_decode_garbage(void **state)
 	size_t len;
 	uint8_t *good = encode(f.r, f.st, &len);
 
-	static const packfn bad[] = {
-		bad_version, missing_eng, unknown_key, eng_wrong_shape, eng_not_finite,
-		fit_fired_too_big, field_not_text, duplicate_key, short_tag,
-	};
 	sc_lead *st = sc_lead_new(f.r);
 	{
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
 		msgpack_sbuffer_init(&sb);
 		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-		minimal(&pk);
+		pack_case(&pk, &minimal_state);
 		assert_int_equal(sc_lead_decode(f.r, sb.data, sb.size, st), FUNNEL_OK);
 		assert_int_equal(sc_lead_is_empty(st), 1);
 		msgpack_sbuffer_destroy(&sb);
 	}
-	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+	for (size_t i = 0; i < sizeof bad_states / sizeof bad_states[0]; i++) {
 		msgpack_sbuffer sb;
 		msgpack_packer pk;
 		msgpack_sbuffer_init(&sb);
 		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-		bad[i](&pk);
+		pack_case(&pk, &bad_states[i]);
 		assert_int_equal(sc_lead_decode(f.r, good, len, st), FUNNEL_OK);
 		uint8_t *b = dup_bytes(sb.data, sb.size);
 		if (sc_lead_decode(f.r, b, sb.size, st) != FUNNEL_EMALFORMED)
-			fail_msg("bad state %zu decoded", i);
+			fail_msg("bad state %zu decoded (%s)", i, bad_states[i].what);
 		assert_int_equal(sc_lead_is_empty(st), 1);      /* nothing partial kept */
 		free(b);
 		msgpack_sbuffer_destroy(&sb);
