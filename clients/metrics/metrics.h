@@ -6,7 +6,8 @@
  *   view.c   mx_apply(): one record -> the view tables, inside the
  *            runtime's write transaction.  Pure: no clock, no I/O but
  *            the view, so a rebuild gives the same bytes.
- *   query.c  mx_report(), mx_prometheus(): read-only transaction ->
+ *   params.c, group.c, aggregate.c, json.c, prometheus.c (report.h):
+ *            mx_report(), mx_prometheus(): read-only transaction ->
  *            numbers for a window and filters (cJSON / exposition text).
  *   http.c   the HTTP server (libmicrohttpd): dashboard, /api, /metrics,
  *            /healthz.
@@ -154,7 +155,7 @@ int mx_closed_loop(int ev);
 /* The funnel_apply_fn of funnel-metrics; ctx is an mx_view. */
 int mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx);
 
-/* ---- query.c ---- */
+/* ---- the reports (report.h: params.c, aggregate.c, json.c, prometheus.c) ---- */
 
 /* The view's tables as an HTTP thread sees them (opened once, before the
  * service runs). */

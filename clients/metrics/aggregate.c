@@ -1,0 +1,363 @@
+/*
+ * clients/metrics/aggregate.c - the pass over the view behind every report
+ * (report.h): one range scan of the window's facts (by time) and, for the
+ * stage balance and the cohorts, one pass over the leads, into an agg.
+ * Grouped figures (per source, team, reason, week...) go through gmaps.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "report.h"
+#include "rulesfile.h"
+
+/* ---- the aggregate ---- */
+
+/* Conversion pairs, in funnel order. */
+const mx_pair mx_pairs[NPAIRS] = {
+	{ FP_STAGE_INQUIRY, FP_STAGE_MQL, "inquiry_to_mql" },
+	{ FP_STAGE_MQL, FP_STAGE_SAL, "mql_to_sal" },
+	{ FP_STAGE_SAL, FP_STAGE_SQL, "sal_to_sql" },
+	{ FP_STAGE_SQL, FP_STAGE_WON, "sql_to_won" },
+};
+
+/* The stages the funnel picture shows, in order. */
+const fp_stage mx_shown[NSHOWN] = {
+	FP_STAGE_INQUIRY, FP_STAGE_MQL, FP_STAGE_SAL, FP_STAGE_SQL, FP_STAGE_WON, FP_STAGE_LOST,
+	FP_STAGE_NURTURE, FP_STAGE_DISQUALIFIED, FP_STAGE_ERASED,
+};
+
+void
+mx_agg_release(agg *a)
+{
+	for (int s = 0; s < FP_STAGE_COUNT; s++)
+		free(a->in_stage[s].v);
+	free(a->to_won.v);
+	free(a->delay.v);
+	mx_gmap_release(&a->srccamp);
+	mx_gmap_release(&a->reasons);
+	mx_gmap_release(&a->reasons_by);
+	mx_gmap_release(&a->teams);
+	mx_gmap_release(&a->reps);
+	mx_gmap_release(&a->rep_reasons);
+	for (int i = 0; i < 3; i++)
+		mx_gmap_release(&a->attr[i]);
+	mx_gmap_release(&a->trend);
+}
+
+int
+mx_str_is(funnel_str s, const char *c)
+{
+	return c == NULL || (strlen(c) == s.len && memcmp(s.ptr, c, s.len) == 0);
+}
+
+/* The team filter: as str_is, and MX_NO_TEAM names the empty team. */
+int
+mx_team_is(funnel_str s, const char *c)
+{
+	return mx_str_is(s, c) || (s.len == 0 && strcmp(c, MX_NO_TEAM) == 0);
+}
+
+static funnel_str
+fs(const char *s)
+{
+	funnel_str f = { s, strlen(s) };
+	return f;
+}
+
+static const funnel_str none = { "", 0 };
+
+static uint64_t
+bucket_start(uint64_t ts, int bucket)
+{
+	uint64_t day = ts / DAY_NS;
+	if (bucket == MX_BUCKET_WEEK)
+		day -= (day + 3) % 7;    /* 1970-01-01 was a Thursday: back to Monday */
+	return day * DAY_NS;
+}
+
+static funnel_str
+touch_key(const mx_touch *t, int k)
+{
+	funnel_str s = k == 0 ? t->source : k == 1 ? t->campaign : t->form;
+	if (s.ptr == NULL)
+		s.len = 0;
+	return s;
+}
+
+static int
+str_eq(funnel_str a, funnel_str b)
+{
+	return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+static void
+credit(agg *a, const mx_fact *f, int model, int what)
+{
+	unsigned n = f->n_touches;
+	if (n == 0)
+		return;
+	unsigned lo = model == MX_MODEL_LAST ? n - 1 : 0;
+	unsigned hi = model == MX_MODEL_FIRST ? 1 : n;
+	/* Each distinct key gets its touches' share in one step (m of the
+	 * n touches: A * m / n), so a row credited by every touch gets A
+	 * exactly, not a sum of n rounded thirds. */
+	for (int k = 0; k < 3; k++) {
+		for (unsigned i = lo; i < hi; i++) {
+			funnel_str key = touch_key(&f->touch[i], k);
+			unsigned j, m = 0;
+			for (j = lo; j < i && !str_eq(touch_key(&f->touch[j], k), key); j++)
+				;
+			if (j < i)
+				continue;    /* credited with its first touch */
+			for (j = i; j < hi; j++)
+				m += str_eq(touch_key(&f->touch[j], k), key);
+			group *g = mx_gmap_get(&a->attr[k], key, none, none, none);
+			if (g == NULL)
+				return;
+			g->v[what] += f->amount * (double)m / (double)(hi - lo);
+			g->v[what == AT_PIPELINE ? AT_OPPS : AT_WON] += (double)m / (double)(hi - lo);
+		}
+	}
+}
+
+static void
+follow(agg *a, gmap *m, funnel_str k1, funnel_str k2, const mx_fact *f)
+{
+	group *g = mx_gmap_get(m, k1, k2, none, none);
+	if (g == NULL)
+		return;
+	if (f->kind == MX_F_SLA) {
+		g->v[FU_SLA]++;
+		return;
+	}
+	g->v[FU_ASSIGNED]++;
+	if (f->contact_delay) {
+		uint64_t d = f->contact_delay - 1;
+		g->v[FU_CONTACTED]++;
+		g->v[FU_W5M] += d <= 300 * NS_PER_S;
+		g->v[FU_W1H] += d <= 3600 * NS_PER_S;
+		g->v[FU_W24H] += d <= 86400 * NS_PER_S;
+		if (mx_vec_push(&g->d, d) != 0)
+			m->oom = 1;
+	}
+	(void)a;
+}
+
+/* Whether the report prints section r (the summary prints them all):
+ * the scan skips the groupings nobody will read.  The headline figures
+ * (the previous period's) need the follow-up totals only. */
+static int
+wants(const mx_query *q, int r)
+{
+	if (q->headline)
+		return r == MX_R_FOLLOWUP;
+	return q->report == MX_R_SUMMARY || q->report == r;
+}
+
+/* A stage change made while the lead was assigned: the rep's
+ * acceptance, rejection (and its reasons), pipeline and wins. */
+static int
+rep_stage(agg *a, const mx_fact *f)
+{
+	group *g = mx_gmap_get(&a->reps, f->owner, f->team, none, none);
+	if (g == NULL)
+		return -1;
+	g->v[FU_ACCEPTED] += f->ev == FP_EV_ACCEPTED;
+	g->v[FU_REJECTED] += f->ev == FP_EV_REJECTED;
+	if (f->ev == FP_EV_OPP_OPENED) {
+		g->v[FU_PIPELINE] += f->amount;
+		g->v[FU_OPPS]++;
+	} else if (f->ev == FP_EV_DEAL_WON) {
+		g->v[FU_REVENUE] += f->amount;
+		g->v[FU_WON]++;
+	}
+	if (mx_closed_loop(f->ev)) {
+		funnel_str ev = fs(fp_evspec_get((fp_evtype)f->ev)->name);
+		group *r = mx_gmap_get(&a->rep_reasons, f->owner, f->team, ev, f->reason);
+		if (r == NULL)
+			return -1;
+		r->v[0]++;
+	}
+	return 0;
+}
+
+static int
+add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
+{
+	int oom = 0;
+	if (f->kind == MX_F_ASSIGN || f->kind == MX_F_SLA) {
+		if (!wants(q, MX_R_FOLLOWUP))
+			return 0;
+		if (f->kind == MX_F_SLA) {
+			a->sla++;
+		} else {
+			a->assigned++;
+			if (f->contact_delay) {
+				uint64_t d = f->contact_delay - 1;
+				a->contacted++;
+				a->within[0] += d <= 300 * NS_PER_S;
+				a->within[1] += d <= 3600 * NS_PER_S;
+				a->within[2] += d <= 86400 * NS_PER_S;
+				oom |= mx_vec_push(&a->delay, d);
+			}
+		}
+		follow(a, &a->teams, f->team, none, f);
+		follow(a, &a->reps, f->owner, f->team, f);
+		return oom;
+	}
+	if (f->kind != MX_F_STAGE)
+		return 0;
+	if (wants(q, MX_R_FOLLOWUP) && !q->headline && (f->owner.len || f->team.len))
+		oom |= rep_stage(a, f);
+	a->entries[f->to]++;
+	a->by_ev[f->ev < FP_EV_COUNT ? f->ev : 0]++;
+	if (f->from != FP_STAGE_NONE && wants(q, MX_R_VELOCITY))
+		oom |= mx_vec_push(&a->in_stage[f->from], f->dur);
+	group *g = NULL;
+	if (wants(q, MX_R_FUNNEL) || wants(q, MX_R_CLOSED_LOOP))
+		g = mx_gmap_get(&a->srccamp, f->source, f->campaign, none, none);
+	if (g) {
+		g->v[SC_ENTRIES + f->to]++;
+		g->v[SC_ACCEPTED] += f->ev == FP_EV_ACCEPTED;
+		g->v[SC_REJECTED] += f->ev == FP_EV_REJECTED;
+	}
+	if (mx_closed_loop(f->ev) && wants(q, MX_R_CLOSED_LOOP)) {
+		funnel_str ev = fs(fp_evspec_get((fp_evtype)f->ev)->name);
+		if ((g = mx_gmap_get(&a->reasons, ev, f->reason, none, none)) != NULL)
+			g->v[0]++;
+		if ((g = mx_gmap_get(&a->reasons_by, ev, f->reason, f->source, f->campaign)) != NULL)
+			g->v[0]++;
+	}
+	if (f->ev == FP_EV_OPP_OPENED) {
+		a->pipeline += f->amount;
+		if (wants(q, MX_R_ATTRIBUTION))
+			credit(a, f, q->model, AT_PIPELINE);
+	} else if (f->ev == FP_EV_DEAL_WON) {
+		a->revenue += f->amount;
+		if (wants(q, MX_R_VELOCITY))
+			oom |= mx_vec_push(&a->to_won, f->since_capture);
+		if (wants(q, MX_R_ATTRIBUTION))
+			credit(a, f, q->model, AT_REVENUE);
+	}
+	if (!wants(q, MX_R_TREND))
+		return oom;
+	uint64_t b = bucket_start(ts, q->bucket);
+	if (a->last_trend == NULL || b != a->last_bucket) {
+		char bk[24];
+		snprintf(bk, sizeof bk, "%020" PRIu64, b);
+		a->last_trend = mx_gmap_get(&a->trend, fs(bk), none, none, none);
+		a->last_bucket = b;
+	}
+	if (a->last_trend)
+		a->last_trend->v[f->to]++;
+	return oom;
+}
+
+static int
+in_window(const mx_query *q, uint64_t ts)
+{
+	return ts != 0 && ts >= q->from && (q->to == 0 || ts < q->to);
+}
+
+static void
+add_lead(agg *a, const mx_query *q, const mx_lead *l)
+{
+	a->balance[l->stage]++;
+	for (int i = 0; i < NPAIRS; i++) {
+		uint64_t t = l->first_entry[mx_pairs[i].from];
+		if (!in_window(q, t))
+			continue;
+		a->cohort_in[i]++;
+		a->cohort_on[i] += l->first_entry[mx_pairs[i].to] >= t;
+	}
+	uint64_t t = l->first_entry[FP_STAGE_SQL];
+	if (in_window(q, t)) {
+		a->cohort_sql++;
+		if (l->first_entry[FP_STAGE_WON] >= t)
+			a->cohort_won++;
+		else if (l->first_entry[FP_STAGE_LOST] >= t)
+			a->cohort_lost++;
+	}
+}
+
+static int
+needs_leads(int r)
+{
+	return r == MX_R_SUMMARY || r == MX_R_FUNNEL || r == MX_R_CONVERSION;
+}
+
+int
+mx_agg_fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
+{
+	MDB_cursor *c = NULL;
+	MDB_val k, v;
+	uint8_t start[16] = { 0 };
+	int rc, oom = 0;
+
+	rf_put_be64(start, q->from);
+	if (mdb_cursor_open(txn, t->facts, &c) != 0)
+		return FUNNEL_ESTORAGE;
+	k.mv_size = 16;
+	k.mv_data = start;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 && !oom;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		mx_fact f;
+		if (k.mv_size != 16)
+			continue;
+		uint64_t ts = rf_get_be64(k.mv_data);
+		if (q->to && ts >= q->to)
+			break;
+		if (mx_fact_decode(v.mv_data, v.mv_size, &f) != FUNNEL_OK)
+			continue;
+		if (!mx_str_is(f.source, q->source) || !mx_str_is(f.campaign, q->campaign) ||
+		    !mx_str_is(f.owner, q->rep) || !mx_team_is(f.team, q->team))
+			continue;
+		oom |= add_fact(a, q, ts, &f);
+	}
+	mdb_cursor_close(c);
+	if (rc != 0 && rc != MDB_NOTFOUND && !oom)
+		return FUNNEL_ESTORAGE;
+	if (!oom && needs_leads(q->report) && !q->headline) {
+		if (mdb_cursor_open(txn, t->leads, &c) != 0)
+			return FUNNEL_ESTORAGE;
+		for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+		     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+			mx_lead l;
+			if (mx_lead_decode(v.mv_data, v.mv_size, &l) != FUNNEL_OK)
+				continue;
+			if (q->source || q->campaign) {
+				funnel_str s = l.n_touches ? l.touch[0].source : none;
+				funnel_str cp = l.n_touches ? l.touch[0].campaign : none;
+				if (!mx_str_is(s, q->source) || !mx_str_is(cp, q->campaign))
+					continue;
+			}
+			if (!mx_str_is(l.owner, q->rep) || !mx_team_is(l.team, q->team))
+				continue;
+			add_lead(a, q, &l);
+		}
+		mdb_cursor_close(c);
+		if (rc != MDB_NOTFOUND)
+			return FUNNEL_ESTORAGE;
+	}
+	for (int s = 0; s < FP_STAGE_COUNT; s++)
+		if (a->in_stage[s].n)
+			qsort(a->in_stage[s].v, a->in_stage[s].n, sizeof(uint64_t), mx_cmp_u64);
+	if (a->to_won.n)
+		qsort(a->to_won.v, a->to_won.n, sizeof(uint64_t), mx_cmp_u64);
+	if (a->delay.n)
+		qsort(a->delay.v, a->delay.n, sizeof(uint64_t), mx_cmp_u64);
+	gmap *maps[] = { &a->srccamp, &a->reasons, &a->reasons_by, &a->teams, &a->reps,
+	                 &a->rep_reasons, &a->attr[0], &a->attr[1], &a->attr[2], &a->trend };
+	for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++) {
+		oom |= maps[i]->oom;
+		mx_gmap_sort(maps[i]);
+		for (size_t j = 0; j < maps[i]->n; j++) {
+			vec *d = &maps[i]->items[j]->d;
+			if (d->n)
+				qsort(d->v, d->n, sizeof(uint64_t), mx_cmp_u64);
+		}
+	}
+	return oom ? FUNNEL_ENOMEM : FUNNEL_OK;
+}

@@ -1,0 +1,169 @@
+/*
+ * clients/metrics/group.c - the containers of the reports (report.h): a
+ * growable vector of durations with nearest-rank percentiles, and a
+ * small string-keyed hash table of accumulators (gmap).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "report.h"
+
+/* ---- growable vectors of durations and a string-keyed table ---- */
+
+int
+mx_vec_push(vec *a, uint64_t x)
+{
+	if (a->n == a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 64;
+		uint64_t *p = realloc(a->v, cap * sizeof *p);
+		if (p == NULL)
+			return -1;
+		a->v = p;
+		a->cap = cap;
+	}
+	a->v[a->n++] = x;
+	return 0;
+}
+
+int
+mx_cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of a sorted vector: the smallest value with at
+ * least p of the values at or below it. */
+uint64_t
+mx_rank(const vec *a, double p)
+{
+	size_t k = (size_t)ceil(p * (double)a->n);
+	return a->v[k ? k - 1 : 0];
+}
+
+static uint64_t
+hash_keys(const funnel_str *k)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (int i = 0; i < NKEYS; i++) {
+		for (size_t j = 0; j < k[i].len; j++)
+			h = (h ^ (unsigned char)k[i].ptr[j]) * 1099511628211ull;
+		h = (h ^ 0xff) * 1099511628211ull;
+	}
+	return h;
+}
+
+static int
+keys_eq(const group *g, const funnel_str *k)
+{
+	for (int i = 0; i < NKEYS; i++) {
+		if (strlen(g->k[i]) != k[i].len || memcmp(g->k[i], k[i].ptr, k[i].len) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+static int
+gmap_grow(gmap *m)
+{
+	size_t ns = m->nslots ? m->nslots * 2 : 64;
+	size_t *s = calloc(ns, sizeof *s);
+	if (s == NULL)
+		return -1;
+	for (size_t i = 0; i < m->n; i++) {
+		size_t j = m->items[i]->hash & (ns - 1);
+		while (s[j])
+			j = (j + 1) & (ns - 1);
+		s[j] = i + 1;
+	}
+	free(m->slots);
+	m->slots = s;
+	m->nslots = ns;
+	return 0;
+}
+
+/* The group of keys a, b, c, d (missing keys are ""), created at zero;
+ * NULL when out of memory (m->oom is set). */
+group *
+mx_gmap_get(gmap *m, funnel_str a, funnel_str b, funnel_str c, funnel_str d)
+{
+	funnel_str k[NKEYS] = { a, b, c, d };
+	for (int i = 0; i < NKEYS; i++) {
+		if (k[i].ptr == NULL)
+			k[i].len = 0;
+	}
+	uint64_t h = hash_keys(k);
+	if (m->nslots) {
+		for (size_t j = h & (m->nslots - 1); m->slots[j]; j = (j + 1) & (m->nslots - 1)) {
+			group *g = m->items[m->slots[j] - 1];
+			if (g->hash == h && keys_eq(g, k))
+				return g;
+		}
+	}
+	if ((m->n + 1) * 2 > m->nslots && gmap_grow(m) != 0)
+		goto oom;
+	if (m->n == m->cap) {
+		size_t cap = m->cap ? m->cap * 2 : 32;
+		group **p = realloc(m->items, cap * sizeof *p);
+		if (p == NULL)
+			goto oom;
+		m->items = p;
+		m->cap = cap;
+	}
+	group *g = calloc(1, sizeof *g);
+	if (g == NULL)
+		goto oom;
+	g->hash = h;
+	for (int i = 0; i < NKEYS; i++) {
+		g->k[i] = strndup(k[i].ptr ? k[i].ptr : "", k[i].len);
+		if (g->k[i] == NULL) {
+			for (int j = 0; j < i; j++)
+				free(g->k[j]);
+			free(g);
+			goto oom;
+		}
+	}
+	m->items[m->n++] = g;
+	size_t j = h & (m->nslots - 1);
+	while (m->slots[j])
+		j = (j + 1) & (m->nslots - 1);
+	m->slots[j] = m->n;
+	return g;
+oom:
+	m->oom = 1;
+	return NULL;
+}
+
+void
+mx_gmap_release(gmap *m)
+{
+	for (size_t i = 0; i < m->n; i++) {
+		for (int j = 0; j < NKEYS; j++)
+			free(m->items[i]->k[j]);
+		free(m->items[i]->d.v);
+		free(m->items[i]);
+	}
+	free(m->items);
+	free(m->slots);
+	memset(m, 0, sizeof *m);
+}
+
+static int
+cmp_group(const void *a, const void *b)
+{
+	const group *x = *(group *const *)a, *y = *(group *const *)b;
+	for (int i = 0; i < NKEYS; i++) {
+		int c = strcmp(x->k[i], y->k[i]);
+		if (c)
+			return c;
+	}
+	return 0;
+}
+
+void
+mx_gmap_sort(gmap *m)
+{
+	if (m->n > 1)
+		qsort(m->items, m->n, sizeof *m->items, cmp_group);
+}
