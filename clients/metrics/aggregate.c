@@ -148,8 +148,8 @@ follow(agg *a, gmap *m, funnel_str k1, funnel_str k2, const mx_fact *f)
 /* Whether the report prints section r (the summary prints them all):
  * the scan skips the groupings nobody will read.  The headline figures
  * (the previous period's) need the follow-up totals only. */
-static int
-wants(const mx_query *q, int r)
+int
+mx_wants(const mx_query *q, int r)
 {
 	if (q->headline)
 		return r == MX_R_FOLLOWUP;
@@ -188,7 +188,7 @@ add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
 {
 	int oom = 0;
 	if (f->kind == MX_F_ASSIGN || f->kind == MX_F_SLA) {
-		if (!wants(q, MX_R_FOLLOWUP))
+		if (!mx_wants(q, MX_R_FOLLOWUP))
 			return 0;
 		if (f->kind == MX_F_SLA) {
 			a->sla++;
@@ -209,21 +209,21 @@ add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
 	}
 	if (f->kind != MX_F_STAGE)
 		return 0;
-	if (wants(q, MX_R_FOLLOWUP) && !q->headline && (f->owner.len || f->team.len))
+	if (mx_wants(q, MX_R_FOLLOWUP) && !q->headline && (f->owner.len || f->team.len))
 		oom |= rep_stage(a, f);
 	a->entries[f->to]++;
 	a->by_ev[f->ev < FP_EV_COUNT ? f->ev : 0]++;
-	if (f->from != FP_STAGE_NONE && wants(q, MX_R_VELOCITY))
+	if (f->from != FP_STAGE_NONE && mx_wants(q, MX_R_VELOCITY))
 		oom |= mx_vec_push(&a->in_stage[f->from], f->dur);
 	group *g = NULL;
-	if (wants(q, MX_R_FUNNEL) || wants(q, MX_R_CLOSED_LOOP))
+	if (mx_wants(q, MX_R_FUNNEL) || mx_wants(q, MX_R_CLOSED_LOOP))
 		g = mx_gmap_get(&a->srccamp, f->source, f->campaign, none, none);
 	if (g) {
 		g->v[SC_ENTRIES + f->to]++;
 		g->v[SC_ACCEPTED] += f->ev == FP_EV_ACCEPTED;
 		g->v[SC_REJECTED] += f->ev == FP_EV_REJECTED;
 	}
-	if (mx_closed_loop(f->ev) && wants(q, MX_R_CLOSED_LOOP)) {
+	if (mx_closed_loop(f->ev) && mx_wants(q, MX_R_CLOSED_LOOP)) {
 		funnel_str ev = fs(fp_evspec_get((fp_evtype)f->ev)->name);
 		if ((g = mx_gmap_get(&a->reasons, ev, f->reason, none, none)) != NULL)
 			g->v[0]++;
@@ -232,17 +232,26 @@ add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
 	}
 	if (f->ev == FP_EV_OPP_OPENED) {
 		a->pipeline += f->amount;
-		if (wants(q, MX_R_ATTRIBUTION))
+		if (mx_wants(q, MX_R_ATTRIBUTION))
 			credit(a, f, q->model, AT_PIPELINE);
 	} else if (f->ev == FP_EV_DEAL_WON) {
 		a->revenue += f->amount;
-		if (wants(q, MX_R_VELOCITY))
+		if (mx_wants(q, MX_R_VELOCITY))
 			oom |= mx_vec_push(&a->to_won, f->since_capture);
-		if (wants(q, MX_R_ATTRIBUTION))
+		if (mx_wants(q, MX_R_ATTRIBUTION))
 			credit(a, f, q->model, AT_REVENUE);
 	}
-	if (!wants(q, MX_R_TREND))
+	if (!mx_wants(q, MX_R_TREND))
 		return oom;
+	group *tg = mx_agg_trend(a, q, ts);
+	if (tg)
+		tg->v[f->to]++;
+	return oom;
+}
+
+group *
+mx_agg_trend(agg *a, const mx_query *q, uint64_t ts)
+{
 	uint64_t b = bucket_start(ts, q->bucket);
 	if (a->last_trend == NULL || b != a->last_bucket) {
 		char bk[24];
@@ -250,9 +259,7 @@ add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
 		a->last_trend = mx_gmap_get(&a->trend, fs(bk), none, none, none);
 		a->last_bucket = b;
 	}
-	if (a->last_trend)
-		a->last_trend->v[f->to]++;
-	return oom;
+	return a->last_trend;
 }
 
 static int
@@ -288,15 +295,29 @@ needs_leads(int r)
 	return r == MX_R_SUMMARY || r == MX_R_FUNNEL || r == MX_R_CONVERSION;
 }
 
-int
-mx_agg_fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
+/* The lead filters: the lead's first touch, its owner and team now. */
+static int
+lead_matches(const mx_query *q, const mx_lead *l)
+{
+	if (q->source || q->campaign) {
+		funnel_str s = l->n_touches ? l->touch[0].source : none;
+		funnel_str cp = l->n_touches ? l->touch[0].campaign : none;
+		if (!mx_str_is(s, q->source) || !mx_str_is(cp, q->campaign))
+			return 0;
+	}
+	return mx_str_is(l->owner, q->rep) && mx_team_is(l->team, q->team);
+}
+
+/* The facts with lo <= ts < hi (hi 0: no end), one by one. */
+static int
+scan_facts(MDB_txn *txn, const mx_tables *t, const mx_query *q, uint64_t lo, uint64_t hi, agg *a)
 {
 	MDB_cursor *c = NULL;
 	MDB_val k, v;
 	uint8_t start[16] = { 0 };
 	int rc, oom = 0;
 
-	rf_put_be64(start, q->from);
+	rf_put_be64(start, lo);
 	if (mdb_cursor_open(txn, t->facts, &c) != 0)
 		return FUNNEL_ESTORAGE;
 	k.mv_size = 16;
@@ -307,7 +328,7 @@ mx_agg_fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
 		if (k.mv_size != 16)
 			continue;
 		uint64_t ts = rf_get_be64(k.mv_data);
-		if (q->to && ts >= q->to)
+		if (hi && ts >= hi)
 			break;
 		if (mx_fact_decode(v.mv_data, v.mv_size, &f) != FUNNEL_OK)
 			continue;
@@ -317,47 +338,213 @@ mx_agg_fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
 		oom |= add_fact(a, q, ts, &f);
 	}
 	mdb_cursor_close(c);
-	if (rc != 0 && rc != MDB_NOTFOUND && !oom)
+	if (oom)
+		return FUNNEL_ENOMEM;
+	return rc == 0 || rc == MDB_NOTFOUND ? FUNNEL_OK : FUNNEL_ESTORAGE;
+}
+
+/* Every lead row, one by one: the balance and the cohorts. */
+static int
+scan_leads(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc;
+	if (mdb_cursor_open(txn, t->leads, &c) != 0)
 		return FUNNEL_ESTORAGE;
-	if (!oom && needs_leads(q->report) && !q->headline) {
-		if (mdb_cursor_open(txn, t->leads, &c) != 0)
-			return FUNNEL_ESTORAGE;
-		for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-		     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-			mx_lead l;
-			if (mx_lead_decode(v.mv_data, v.mv_size, &l) != FUNNEL_OK)
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		mx_lead l;
+		if (mx_lead_decode(v.mv_data, v.mv_size, &l) != FUNNEL_OK || !lead_matches(q, &l))
+			continue;
+		add_lead(a, q, &l);
+	}
+	mdb_cursor_close(c);
+	return rc == MDB_NOTFOUND ? FUNNEL_OK : FUNNEL_ESTORAGE;
+}
+
+/* The rows of lead id (its row, then the erased ones kept aside under
+ * "id\0seq") whose first entry into stage x is at ts and that were not
+ * counted yet at this ts (taken: their values' addresses, n of them):
+ * the first such row, or NULL. */
+static const void *
+first_entry_row(MDB_txn *txn, const mx_tables *t, const MDB_val *id, int x, uint64_t ts,
+                const void *const *taken, size_t n, mx_lead *l)
+{
+	MDB_val k = *id, v;
+	MDB_cursor *c;
+	const void *found = NULL;
+	int rc;
+	if (mdb_get(txn, t->leads, &k, &v) == 0 && mx_lead_decode(v.mv_data, v.mv_size, l) == FUNNEL_OK &&
+	    l->first_entry[x] == ts) {
+		size_t i;
+		for (i = 0; i < n && taken[i] != v.mv_data; i++)
+			;
+		if (i == n)
+			return v.mv_data;
+	}
+	char aside[MX_STR_MAX + 2];
+	if (id->mv_size > MX_STR_MAX || mdb_cursor_open(txn, t->leads, &c) != 0)
+		return NULL;
+	memcpy(aside, id->mv_data, id->mv_size);
+	aside[id->mv_size] = 0;
+	k.mv_size = id->mv_size + 1;
+	k.mv_data = aside;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 && found == NULL;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (k.mv_size <= id->mv_size + 1 || memcmp(k.mv_data, aside, id->mv_size + 1) != 0)
+			break;
+		if (mx_lead_decode(v.mv_data, v.mv_size, l) != FUNNEL_OK || l->first_entry[x] != ts)
+			continue;
+		size_t i;
+		for (i = 0; i < n && taken[i] != v.mv_data; i++)
+			;
+		if (i == n)
+			found = v.mv_data;
+	}
+	mdb_cursor_close(c);
+	return found;
+}
+
+/* The cohorts of the leads whose first entry into a pair's first stage
+ * is in [lo, hi), from the index's lists of stage entries (each first
+ * entry is one of them) rather than every lead: the edges of a window
+ * the days table sums. */
+static int
+cohort_edge(MDB_txn *txn, const mx_tables *t, const mx_query *q, uint64_t lo, uint64_t hi, agg *a)
+{
+	static const fp_stage firsts[] = { FP_STAGE_INQUIRY, FP_STAGE_MQL, FP_STAGE_SAL, FP_STAGE_SQL };
+	const void **taken = NULL;
+	size_t n = 0, cap = 0;
+	int rc = FUNNEL_OK;
+
+	for (size_t s = 0; s < sizeof firsts / sizeof firsts[0] && rc == FUNNEL_OK; s++) {
+		int x = firsts[s], r;
+		uint8_t start[MX_IX_KEY];
+		MDB_cursor *c;
+		MDB_val k, v;
+		uint64_t cur_ts = 0;
+		mx_index_key(start, (uint8_t)x, lo, 0);
+		k.mv_size = sizeof start;
+		k.mv_data = start;
+		if (mdb_cursor_open(txn, t->index, &c) != 0) {
+			rc = FUNNEL_ESTORAGE;
+			break;
+		}
+		n = 0;
+		for (r = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); r == 0;
+		     r = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+			const uint8_t *kb = k.mv_data;
+			if (k.mv_size != MX_IX_KEY || kb[0] != MX_IX_LIST || kb[1] != (uint8_t)x)
+				break;
+			uint64_t ts = rf_get_be64(kb + 2);
+			if (ts >= hi)
+				break;
+			if (ts == 0)
 				continue;
-			if (q->source || q->campaign) {
-				funnel_str s = l.n_touches ? l.touch[0].source : none;
-				funnel_str cp = l.n_touches ? l.touch[0].campaign : none;
-				if (!mx_str_is(s, q->source) || !mx_str_is(cp, q->campaign))
-					continue;
+			if (ts != cur_ts) {
+				n = 0;
+				cur_ts = ts;
 			}
-			if (!mx_str_is(l.owner, q->rep) || !mx_team_is(l.team, q->team))
+			mx_lead l;
+			const void *row = first_entry_row(txn, t, &v, x, ts, taken, n, &l);
+			if (row == NULL)
 				continue;
-			add_lead(a, q, &l);
+			if (n == cap) {
+				size_t nc = cap ? cap * 2 : 16;
+				const void **p = realloc(taken, nc * sizeof *p);
+				if (p == NULL) {
+					rc = FUNNEL_ENOMEM;
+					break;
+				}
+				taken = p;
+				cap = nc;
+			}
+			taken[n++] = row;
+			if (!lead_matches(q, &l))
+				continue;
+			for (int i = 0; i < NPAIRS; i++) {
+				if ((int)mx_pairs[i].from != x)
+					continue;
+				a->cohort_in[i]++;
+				a->cohort_on[i] += l.first_entry[mx_pairs[i].to] >= ts;
+			}
+			if (x == FP_STAGE_SQL) {
+				a->cohort_sql++;
+				if (l.first_entry[FP_STAGE_WON] >= ts)
+					a->cohort_won++;
+				else if (l.first_entry[FP_STAGE_LOST] >= ts)
+					a->cohort_lost++;
+			}
 		}
 		mdb_cursor_close(c);
-		if (rc != MDB_NOTFOUND)
-			return FUNNEL_ESTORAGE;
+		if (rc == FUNNEL_OK && r != 0 && r != MDB_NOTFOUND)
+			rc = FUNNEL_ESTORAGE;
 	}
-	for (int s = 0; s < FP_STAGE_COUNT; s++)
-		if (a->in_stage[s].n)
-			qsort(a->in_stage[s].v, a->in_stage[s].n, sizeof(uint64_t), mx_cmp_u64);
-	if (a->to_won.n)
-		qsort(a->to_won.v, a->to_won.n, sizeof(uint64_t), mx_cmp_u64);
-	if (a->delay.n)
-		qsort(a->delay.v, a->delay.n, sizeof(uint64_t), mx_cmp_u64);
+	free(taken);
+	return rc;
+}
+
+/* The window from the days table: whole UTC days [lo_day, hi_day) summed
+ * from it, the partial days at the edges from the facts and the index.
+ * A window inside one day is read from the facts alone. */
+static int
+fill_days(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
+{
+	uint64_t lo_day = q->from ? (q->from + DAY_NS - 1) / DAY_NS : 0;
+	uint64_t hi_day = q->to ? q->to / DAY_NS : UINT32_MAX;
+	int leads = needs_leads(q->report) && !q->headline;
+	mx_cells cells;
+	int rc;
+
+	if (lo_day >= hi_day) {
+		rc = scan_facts(txn, t, q, q->from, q->to, a);
+		if (rc == FUNNEL_OK && leads && (rc = mx_days_cells(txn, t, q, &cells)) == FUNNEL_OK) {
+			rc = mx_days_read_leads(txn, t, q, &cells, 0, 0, a);
+			mx_days_cells_release(&cells);
+			if (rc == FUNNEL_OK)
+				rc = cohort_edge(txn, t, q, q->from, q->to, a);
+		}
+		return rc;
+	}
+	if ((rc = mx_days_cells(txn, t, q, &cells)) != FUNNEL_OK)
+		return rc;
+	uint64_t lo = lo_day * DAY_NS, hi = q->to ? hi_day * DAY_NS : 0;
+	rc = mx_days_read_facts(txn, t, q, &cells, (uint32_t)lo_day, (uint32_t)hi_day, a);
+	if (rc == FUNNEL_OK && q->from < lo)
+		rc = scan_facts(txn, t, q, q->from, lo, a);
+	if (rc == FUNNEL_OK && q->to > hi)
+		rc = scan_facts(txn, t, q, hi, q->to, a);     /* q->to 0: hi 0, no edge */
+	if (rc == FUNNEL_OK && leads)
+		rc = mx_days_read_leads(txn, t, q, &cells, (uint32_t)lo_day, (uint32_t)hi_day, a);
+	if (rc == FUNNEL_OK && leads && q->from < lo)
+		rc = cohort_edge(txn, t, q, q->from, lo, a);
+	if (rc == FUNNEL_OK && leads && q->to > hi)
+		rc = cohort_edge(txn, t, q, hi, q->to, a);
+	mx_days_cells_release(&cells);
+	return rc;
+}
+
+int
+mx_agg_fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
+{
+	int rc;
+	if (q->facts_only) {
+		rc = scan_facts(txn, t, q, q->from, q->to, a);
+		if (rc == FUNNEL_OK && needs_leads(q->report) && !q->headline)
+			rc = scan_leads(txn, t, q, a);
+	} else {
+		rc = fill_days(txn, t, q, a);
+	}
+	if (rc != FUNNEL_OK)
+		return rc;
+	/* durations stay unsorted: mx_rank selects */
+	int oom = 0;
 	gmap *maps[] = { &a->srccamp, &a->reasons, &a->reasons_by, &a->teams, &a->reps,
 	                 &a->rep_reasons, &a->attr[0], &a->attr[1], &a->attr[2], &a->trend };
 	for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++) {
 		oom |= maps[i]->oom;
 		mx_gmap_sort(maps[i]);
-		for (size_t j = 0; j < maps[i]->n; j++) {
-			vec *d = &maps[i]->items[j]->d;
-			if (d->n)
-				qsort(d->v, d->n, sizeof(uint64_t), mx_cmp_u64);
-		}
 	}
 	return oom ? FUNNEL_ENOMEM : FUNNEL_OK;
 }

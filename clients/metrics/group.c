@@ -33,13 +33,47 @@ mx_cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Nearest-rank percentile of a sorted vector: the smallest value with at
- * least p of the values at or below it. */
+/* The k-th smallest (0-based) of v[0..n): quickselect with a
+ * three-way partition (runs of equal durations stay linear); reorders
+ * v, never changes its values. */
+static uint64_t
+select_kth(uint64_t *v, size_t n, size_t k)
+{
+	size_t lo = 0, hi = n;     /* the k-th is in v[lo..hi) */
+	while (hi - lo > 1) {
+		uint64_t a = v[lo], b = v[lo + (hi - lo) / 2], c = v[hi - 1];
+		uint64_t pivot = a < b ? (b < c ? b : a < c ? c : a) : (a < c ? a : b < c ? c : b);
+		size_t lt = lo, i = lo, gt = hi;    /* [lo,lt) < pivot, [lt,i) ==, [gt,hi) > */
+		while (i < gt) {
+			uint64_t x = v[i];
+			if (x < pivot) {
+				v[i++] = v[lt];
+				v[lt++] = x;
+			} else if (x > pivot) {
+				v[i] = v[--gt];
+				v[gt] = x;
+			} else {
+				i++;
+			}
+		}
+		if (k < lt)
+			hi = lt;
+		else if (k >= gt)
+			lo = gt;
+		else
+			return pivot;
+	}
+	return v[lo];
+}
+
+/* Nearest-rank percentile of a non-empty vector: the smallest value with
+ * at least p of the values at or below it (what the sorted vector has at
+ * rank ceil(p n)).  Selects in place: the order of the values changes. */
 uint64_t
-mx_rank(const vec *a, double p)
+mx_rank(vec *a, double p)
 {
 	size_t k = (size_t)ceil(p * (double)a->n);
-	return a->v[k ? k - 1 : 0];
+	return select_kth(a->v, a->n, k ? k - 1 : 0);
 }
 
 static uint64_t

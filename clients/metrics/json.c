@@ -51,7 +51,7 @@ add_rate(cJSON *o, const char *name, double num, double den)
 
 /* {"n", "median_s", "p90_s"} of a sorted vector (null when empty). */
 static cJSON *
-durations(const vec *d)
+durations(vec *d)
 {
 	cJSON *o = cJSON_CreateObject();
 	mx_json_num(o, "n", (double)d->n);
@@ -147,7 +147,7 @@ conversion_json(const agg *a)
 }
 
 static cJSON *
-velocity_json(const agg *a)
+velocity_json(agg *a)
 {
 	cJSON *o = cJSON_CreateObject();
 	cJSON *st = cJSON_AddObjectToObject(o, "time_in_stage");
@@ -162,7 +162,7 @@ velocity_json(const agg *a)
 }
 
 static void
-follow_row(cJSON *r, const group *g)
+follow_row(cJSON *r, group *g)
 {
 	mx_json_num(r, "assignments", g->v[FU_ASSIGNED]);
 	mx_json_num(r, "contacted", g->v[FU_CONTACTED]);
@@ -181,7 +181,7 @@ team_name(const char *team)
 }
 
 static cJSON *
-followup_json(const agg *a)
+followup_json(agg *a)
 {
 	cJSON *o = cJSON_CreateObject();
 	mx_json_num(o, "assignments", a->assigned);
@@ -201,7 +201,7 @@ followup_json(const agg *a)
 	cJSON *reps = cJSON_AddArrayToObject(o, "reps");
 	size_t k = 0;     /* rep_reasons is sorted like reps: (owner, team) first */
 	for (size_t i = 0; i < a->reps.n; i++) {
-		const group *g = a->reps.items[i];
+		group *g = a->reps.items[i];
 		cJSON *r = cJSON_CreateObject();
 		cJSON_AddStringToObject(r, "owner", g->k[0]);
 		cJSON_AddStringToObject(r, "team", team_name(g->k[1]));
@@ -344,7 +344,7 @@ trend_json(const agg *a, int bucket)
 
 /* The figures the dashboard compares with the previous period. */
 static cJSON *
-headline_json(const agg *a)
+headline_json(agg *a)
 {
 	cJSON *o = cJSON_CreateObject();
 	static const fp_stage st[] = { FP_STAGE_INQUIRY, FP_STAGE_MQL, FP_STAGE_SAL, FP_STAGE_SQL,

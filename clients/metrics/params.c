@@ -184,6 +184,16 @@ mx_query_param(mx_query *q, const char *key, const char *value, char *err, size_
 		         value);
 		return -1;
 	}
+	if (strcmp(key, "compute") == 0 && r != MX_R_LEADS) {
+		/* the reference path: the same figures from the facts and the
+		 * leads one by one, not from the days table (METRICS.md) */
+		if (strcmp(value, "facts") == 0 || strcmp(value, "days") == 0) {
+			q->facts_only = value[0] == 'f';
+			return 0;
+		}
+		snprintf(err, errlen, "compute is days or facts, not '%.*s'", quote_len(value), value);
+		return -1;
+	}
 	if (strcmp(key, "bucket") == 0 && (r == MX_R_TREND || r == MX_R_SUMMARY)) {
 		if (strcmp(value, "week") == 0 || strcmp(value, "day") == 0) {
 			q->bucket = value[0] == 'w' ? MX_BUCKET_WEEK : MX_BUCKET_DAY;

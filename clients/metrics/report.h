@@ -44,9 +44,10 @@ typedef struct vec {
 int mx_vec_push(vec *a, uint64_t x);
 /* qsort comparator of uint64_t. */
 int mx_cmp_u64(const void *a, const void *b);
-/* Nearest-rank percentile of a sorted, non-empty vector: the smallest
- * value with at least p of the values at or below it. */
-uint64_t mx_rank(const vec *a, double p);
+/* Nearest-rank percentile of a non-empty vector: the smallest value
+ * with at least p of the values at or below it.  Selects in place (the
+ * values' order changes, not the values). */
+uint64_t mx_rank(vec *a, double p);
 
 /* A group: up to NKEYS string keys (missing ones ""), NVALS accumulators
  * and a vector of durations. */
@@ -95,8 +96,9 @@ enum { FU_ASSIGNED, FU_CONTACTED, FU_W5M, FU_W1H, FU_W24H, FU_SLA,
        FU_ACCEPTED, FU_REJECTED, FU_PIPELINE, FU_OPPS, FU_WON, FU_REVENUE };
 enum { AT_PIPELINE, AT_REVENUE, AT_OPPS, AT_WON };
 
-/* Everything a report prints, for one query.  Durations are sorted and
- * groups ordered by their keys once mx_agg_fill returns. */
+/* Everything a report prints, for one query.  Groups are ordered by
+ * their keys once mx_agg_fill returns; durations are in no order
+ * (mx_rank selects). */
 typedef struct agg {
 	double entries[FP_STAGE_COUNT];
 	double by_ev[FP_EV_COUNT];       /* stage facts by the event that made them */
@@ -127,10 +129,46 @@ typedef struct agg {
 int mx_agg_fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a);
 void mx_agg_release(agg *a);
 
+/* Whether the report prints section r (MX_R_*): the passes skip the
+ * groupings nobody will read. */
+int mx_wants(const mx_query *q, int r);
+/* The trend group of the bucket of ts (created at zero); NULL: no memory. */
+group *mx_agg_trend(agg *a, const mx_query *q, uint64_t ts);
+
 /* The filters: s equals c (c NULL: any); mx_team_is also takes
  * MX_NO_TEAM for the empty team. */
 int mx_str_is(funnel_str s, const char *c);
 int mx_team_is(funnel_str s, const char *c);
+
+/* ---- days.c: reading the days table (metrics.h) ---- */
+
+/* The cohorts kept per lead: the NPAIRS pairs (entered, went_on), then
+ * the win rate of the sql cohort (entered, won, lost). */
+#define MX_COHORTS (NPAIRS + 1)
+
+uint32_t mx_day_of(uint64_t ts);
+
+/* The cells of the view, by id, with whether the query's filters keep
+ * them.  Strings point into the transaction's pages. */
+typedef struct mx_cell {
+	funnel_str source, campaign, owner, team;
+	int match;
+} mx_cell;
+typedef struct mx_cells {
+	mx_cell *cell;
+	size_t n, cap;
+} mx_cells;
+int mx_days_cells(MDB_txn *txn, const mx_tables *t, const mx_query *q, mx_cells *c);
+void mx_days_cells_release(mx_cells *c);
+
+/* Add to a what the facts of days [lo, hi) of the matching cells give
+ * (everything add_fact gives them one by one, the same figures); and
+ * the leads' balance (all) and cohorts whose first entry is on days
+ * [lo, hi).  FUNNEL_OK, FUNNEL_ENOMEM, FUNNEL_ESTORAGE. */
+int mx_days_read_facts(MDB_txn *txn, const mx_tables *t, const mx_query *q, const mx_cells *c,
+                       uint32_t lo, uint32_t hi, agg *a);
+int mx_days_read_leads(MDB_txn *txn, const mx_tables *t, const mx_query *q, const mx_cells *c,
+                       uint32_t lo, uint32_t hi, agg *a);
 
 /* ---- json.c ---- */
 
