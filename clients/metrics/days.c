@@ -27,8 +27,8 @@ enum {
 /* Durations kept per chunk value: under LMDB's overflow size. */
 #define CHUNK 128
 
-/* Largest key: 'R' day cell ev reason (1 + 4 + 4 + 1 + 200), 'A' (1 + 1
- * + 4 + 4 + 1 + 200); a cell's bytes: 4 strings of at most 1 + 200. */
+/* Largest key: 'R' day cell ev reason (1 + 4 + 4 + 1 + 200), 'A' (1 + 4
+ * + 4 + 1 + 200); a cell's bytes: 4 strings of at most 1 + 200. */
 #define KEY_MAX 256
 #define CELL_MAX (4 * (1 + MX_STR_MAX))
 
@@ -161,7 +161,7 @@ static int
 add_doubles(funnel_service *svc, const uint8_t *key, size_t klen, const double *delta, int n)
 {
 	MDB_dbi t = funnel_service_table(svc, MX_T_DAYS);
-	double x[FP_STAGE_COUNT > 4 ? FP_STAGE_COUNT : 4] = { 0 };
+	double x[FP_STAGE_COUNT > 12 ? FP_STAGE_COUNT : 12] = { 0 };
 	const void *val;
 	size_t vlen;
 	int rc = funnel_service_get(svc, t, key, klen, &val, &vlen);
@@ -246,37 +246,48 @@ str_eq(funnel_str a, funnel_str b)
 	return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
 }
 
-/* The credit of an opportunity's or a win's amount, under each model, as
- * the reports' credit() gives it (METRICS.md, Attribution). */
+/* The credit of an opportunity's or a win's amount under each model, as
+ * the reports' credit() gives it (METRICS.md, Attribution): per key of
+ * the touches, the three models' (pipeline, revenue, opportunities, won)
+ * in one value (a key first or last credits is one linear credits). */
 static int
 add_credit(funnel_service *svc, uint32_t day, uint32_t cell, const mx_fact *f, int win)
 {
 	unsigned n = f->n_touches;
-	for (int model = 0; model < 3 && n > 0; model++) {
-		unsigned lo = model == MX_MODEL_LAST ? n - 1 : 0;
-		unsigned hi = model == MX_MODEL_FIRST ? 1 : n;
-		for (int k = 0; k < 3; k++) {
-			for (unsigned i = lo; i < hi; i++) {
-				funnel_str key = touch_key(&f->touch[i], k);
-				unsigned j, m = 0;
-				for (j = lo; j < i && !str_eq(touch_key(&f->touch[j], k), key); j++)
-					;
-				if (j < i)
+	for (int k = 0; k < 3 && n > 0; k++) {
+		for (unsigned i = 0; i < n; i++) {
+			funnel_str key = touch_key(&f->touch[i], k);
+			unsigned j;
+			for (j = 0; j < i && !str_eq(touch_key(&f->touch[j], k), key); j++)
+				;
+			if (j < i)
+				continue;    /* credited with its first touch */
+			double delta[3 * 4] = { 0 };
+			for (int model = 0; model < 3; model++) {
+				unsigned lo = model == MX_MODEL_LAST ? n - 1 : 0;
+				unsigned hi = model == MX_MODEL_FIRST ? 1 : n;
+				unsigned m = 0, first = hi;
+				for (j = lo; j < hi; j++) {
+					if (str_eq(touch_key(&f->touch[j], k), key)) {
+						m++;
+						if (first == hi)
+							first = j;
+					}
+				}
+				if (m == 0)
 					continue;
-				for (j = i; j < hi; j++)
-					m += str_eq(touch_key(&f->touch[j], k), key);
-				uint8_t ak[KEY_MAX] = { DK_ATTR, (uint8_t)model };
-				put_be32(ak + 2, day);
-				put_be32(ak + 6, cell);
-				ak[10] = (uint8_t)k;
-				size_t kl = str_key(ak, 11, key);
-				double delta[4] = { 0 };
-				delta[win ? AT_REVENUE : AT_PIPELINE] = f->amount * (double)m / (double)(hi - lo);
-				delta[win ? AT_WON : AT_OPPS] = (double)m / (double)(hi - lo);
-				int rc = add_doubles(svc, ak, kl, delta, 4);
-				if (rc != FUNNEL_OK)
-					return rc;
+				delta[4 * model + (win ? AT_REVENUE : AT_PIPELINE)] =
+					f->amount * (double)m / (double)(hi - lo);
+				delta[4 * model + (win ? AT_WON : AT_OPPS)] = (double)m / (double)(hi - lo);
 			}
+			uint8_t ak[KEY_MAX] = { DK_ATTR };
+			put_be32(ak + 1, day);
+			put_be32(ak + 5, cell);
+			ak[9] = (uint8_t)k;
+			size_t kl = str_key(ak, 10, key);
+			int rc = add_doubles(svc, ak, kl, delta, 12);
+			if (rc != FUNNEL_OK)
+				return rc;
 		}
 	}
 	return FUNNEL_OK;
@@ -367,80 +378,146 @@ mx_days_contact(funnel_service *svc, mx_days *d, uint64_t ts, const mx_fact *f, 
 	return add_duration(svc, d, day, cell, MX_DUR_DELAY, n, delay);
 }
 
-/* A lead row's part of the lead aggregates: its cell (first touch's
- * source and campaign, owner and team now), its stage, its first
- * entries. */
+/* A lead row's part of the lead sums: its cell (first touch's source
+ * and campaign, owner and team now), its stage, its first entries. */
 typedef struct lead_part {
-	uint32_t cell;
+	funnel_str label[4];
 	uint8_t stage;
 	uint64_t first[FP_STAGE_COUNT];
+	uint32_t cell;
+	int has_cell;
 } lead_part;
 
-static int
-lead_part_of(funnel_service *svc, mx_days *d, const mx_lead *l, lead_part *p)
+static void
+lead_part_of(const mx_lead *l, lead_part *p)
 {
 	static const funnel_str none = { "", 0 };
 	memset(p, 0, sizeof *p);
 	p->stage = l->stage;
 	memcpy(p->first, l->first_entry, sizeof p->first);
-	size_t n = cell_bytes(d->cell, l->n_touches ? l->touch[0].source : none,
-	                      l->n_touches ? l->touch[0].campaign : none, l->owner, l->team);
+	p->label[0] = mx_clip(l->n_touches ? l->touch[0].source : none);
+	p->label[1] = mx_clip(l->n_touches ? l->touch[0].campaign : none);
+	p->label[2] = mx_clip(l->owner);
+	p->label[3] = mx_clip(l->team);
+}
+
+static int
+same_labels(const lead_part *a, const lead_part *b)
+{
+	for (int i = 0; i < 4; i++) {
+		if (a->label[i].len != b->label[i].len ||
+		    (a->label[i].len && memcmp(a->label[i].ptr, b->label[i].ptr, a->label[i].len)))
+			return 0;
+	}
+	return 1;
+}
+
+static int
+part_cell(funnel_service *svc, mx_days *d, lead_part *p)
+{
+	if (p->has_cell)
+		return FUNNEL_OK;
+	p->has_cell = 1;
+	size_t n = cell_bytes(d->cell, p->label[0], p->label[1], p->label[2], p->label[3]);
 	return cell_id(svc, d, n, &p->cell);
 }
 
-/* Add sign times a lead's part: its balance, and its cohorts by the day
- * of its first entry into each pair's first stage (report.h, MX_COHORTS). */
+/* Cohort i of a part: whether the lead is in it (its first entry into
+ * the pair's first stage), that entry's time, and what it adds:
+ * (entered, went_on) of a pair, (entered, won, lost) of the win rate. */
 static int
-lead_add(funnel_service *svc, const lead_part *p, double sign)
+cohort_of(const lead_part *p, int i, uint64_t *t, double c[3])
 {
-	uint8_t k[10];
-	double bal[FP_STAGE_COUNT] = { 0 };
-	k[0] = DK_BALANCE;
-	put_be32(k + 1, p->cell);
-	bal[p->stage] = sign;
-	int rc = add_doubles(svc, k, 5, bal, FP_STAGE_COUNT);
-	for (int i = 0; i < MX_COHORTS && rc == FUNNEL_OK; i++) {
-		double c[3] = { 0 };
-		uint64_t t;
-		if (i < NPAIRS) {
-			t = p->first[mx_pairs[i].from];
-			c[0] = sign;
-			c[1] = p->first[mx_pairs[i].to] >= t ? sign : 0;
-		} else {
-			t = p->first[FP_STAGE_SQL];
-			c[0] = sign;
-			if (p->first[FP_STAGE_WON] >= t)
-				c[1] = sign;
-			else if (p->first[FP_STAGE_LOST] >= t)
-				c[2] = sign;
-		}
-		if (t == 0)
-			continue;
-		k[0] = DK_COHORT;
-		put_be32(k + 1, mx_day_of(t));
-		put_be32(k + 5, p->cell);
-		k[9] = (uint8_t)i;
-		rc = add_doubles(svc, k, 10, c, 3);
+	c[0] = c[1] = c[2] = 0;
+	if (i < NPAIRS) {
+		*t = p->first[mx_pairs[i].from];
+		c[1] = p->first[mx_pairs[i].to] >= *t;
+	} else {
+		*t = p->first[FP_STAGE_SQL];
+		if (p->first[FP_STAGE_WON] >= *t)
+			c[1] = 1;
+		else if (p->first[FP_STAGE_LOST] >= *t)
+			c[2] = 1;
 	}
-	return rc;
+	c[0] = 1;
+	return *t != 0;
+}
+
+static int
+cohort_add(funnel_service *svc, uint64_t t, uint32_t cell, int i, const double c[3])
+{
+	uint8_t k[10] = { DK_COHORT };
+	put_be32(k + 1, mx_day_of(t));
+	put_be32(k + 5, cell);
+	k[9] = (uint8_t)i;
+	return add_doubles(svc, k, 10, c, 3);
 }
 
 int
 mx_days_lead(funnel_service *svc, mx_days *d, const mx_lead *was, const mx_lead *now)
 {
 	lead_part a, b;
+	uint8_t k[5] = { DK_BALANCE };
+	double bal[FP_STAGE_COUNT] = { 0 };
 	int rc;
-	if ((rc = lead_part_of(svc, d, now, &b)) != FUNNEL_OK)
+
+	lead_part_of(now, &b);
+	if (was == NULL) {
+		memset(&a, 0, sizeof a);
+	} else {
+		lead_part_of(was, &a);
+		if (a.stage == b.stage && memcmp(a.first, b.first, sizeof a.first) == 0 &&
+		    same_labels(&a, &b))
+			return FUNNEL_OK;     /* most records: nothing the sums see */
+	}
+	int moved = was == NULL || !same_labels(&a, &b);
+	if ((rc = part_cell(svc, d, &b)) != FUNNEL_OK)
 		return rc;
-	if (was != NULL) {
-		if ((rc = lead_part_of(svc, d, was, &a)) != FUNNEL_OK)
+	if (was != NULL && (rc = part_cell(svc, d, &a)) != FUNNEL_OK)
+		return rc;
+	/* the balance: one write when the cell stays */
+	put_be32(k + 1, b.cell);
+	if (!moved) {
+		bal[a.stage] -= 1;
+		bal[b.stage] += 1;
+		if (a.stage != b.stage && (rc = add_doubles(svc, k, 5, bal, FP_STAGE_COUNT)) != FUNNEL_OK)
 			return rc;
-		if (memcmp(&a, &b, sizeof a) == 0)
-			return FUNNEL_OK;
-		if ((rc = lead_add(svc, &a, -1)) != FUNNEL_OK)
+	} else {
+		if (was != NULL) {
+			uint8_t ka[5] = { DK_BALANCE };
+			double neg[FP_STAGE_COUNT] = { 0 };
+			put_be32(ka + 1, a.cell);
+			neg[a.stage] = -1;
+			if ((rc = add_doubles(svc, ka, 5, neg, FP_STAGE_COUNT)) != FUNNEL_OK)
+				return rc;
+		}
+		bal[b.stage] = 1;
+		if ((rc = add_doubles(svc, k, 5, bal, FP_STAGE_COUNT)) != FUNNEL_OK)
 			return rc;
 	}
-	return lead_add(svc, &b, 1);
+	/* the cohorts: only those that changed, one write when the day and
+	 * cell stay */
+	for (int i = 0; i < MX_COHORTS; i++) {
+		uint64_t ta = 0, tb;
+		double ca[3] = { 0 }, cb[3];
+		int ina = was != NULL && cohort_of(&a, i, &ta, ca);
+		int inb = cohort_of(&b, i, &tb, cb);
+		if (ina && inb && !moved && mx_day_of(ta) == mx_day_of(tb)) {
+			double dl[3] = { cb[0] - ca[0], cb[1] - ca[1], cb[2] - ca[2] };
+			if ((dl[0] != 0 || dl[1] != 0 || dl[2] != 0) &&
+			    (rc = cohort_add(svc, tb, b.cell, i, dl)) != FUNNEL_OK)
+				return rc;
+			continue;
+		}
+		if (ina) {
+			double neg[3] = { -ca[0], -ca[1], -ca[2] };
+			if ((rc = cohort_add(svc, ta, a.cell, i, neg)) != FUNNEL_OK)
+				return rc;
+		}
+		if (inb && (rc = cohort_add(svc, tb, b.cell, i, cb)) != FUNNEL_OK)
+			return rc;
+	}
+	return FUNNEL_OK;
 }
 
 /* ---- reading: the reports' sums of whole days ---- */
@@ -687,18 +764,20 @@ static int
 walk_credit(agg *a, const mx_query *q, const mx_cells *c, const uint8_t *k, size_t klen,
             const void *v, size_t vlen)
 {
-	const mx_cell *x = cell_at(c, k + 6);
-	double d[4];
-	(void)q;
-	if (x == NULL || klen < 11 || k[10] > 2 || vlen != sizeof d)
+	const mx_cell *x = cell_at(c, k + 5);
+	double d[3 * 4];
+	if (x == NULL || klen < 10 || k[9] > 2 || vlen != sizeof d)
 		return 0;
 	memcpy(d, v, sizeof d);
-	funnel_str key = { (const char *)k + 11, klen - 11 };
-	group *g = mx_gmap_get(&a->attr[k[10]], key, none, none, none);
+	const double *m = d + 4 * q->model;
+	if (m[AT_OPPS] == 0 && m[AT_WON] == 0)
+		return 0;     /* a key this model never credited (shares are > 0) */
+	funnel_str key = { (const char *)k + 10, klen - 10 };
+	group *g = mx_gmap_get(&a->attr[k[9]], key, none, none, none);
 	if (g == NULL)
 		return -1;
 	for (int i = 0; i < 4; i++)
-		g->v[i] += d[i];
+		g->v[i] += m[i];
 	return 0;
 }
 
@@ -719,8 +798,7 @@ mx_days_read_facts(MDB_txn *txn, const mx_tables *t, const mx_query *q, const mx
 	}
 	if (rc == FUNNEL_OK && mx_wants(q, MX_R_ATTRIBUTION)) {
 		pre[0] = DK_ATTR;
-		pre[1] = (uint8_t)q->model;
-		rc = walk(txn, t, pre, 2, lo, hi, walk_credit, a, q, c);
+		rc = walk(txn, t, pre, 1, lo, hi, walk_credit, a, q, c);
 	}
 	return rc;
 }

@@ -54,10 +54,10 @@
  *               'D' day cell cat be32 chunk -> up to 128 durations (ns,
  *               u64) of category cat (MX_DUR_*), in the order applied;
  *               'R' day cell ev reason -> count of closed-loop facts;
- *               'A' model day cell dim key -> the attribution credit
- *               (pipeline, revenue, opportunities, won) of the facts of
- *               that day and cell under that model, per source (dim 0),
- *               campaign (1) or form (2);
+ *               'A' day cell dim key -> the attribution credit of the
+ *               facts of that day and cell, per source (dim 0),
+ *               campaign (1) or form (2): (pipeline, revenue,
+ *               opportunities, won) under first, last, then linear;
  *               'C' day cell i -> cohort i (report.h, MX_COHORTS) of the
  *               leads whose first entry into the pair's first stage is
  *               on that day, by the lead's cell now (first touch's
