@@ -44,7 +44,8 @@ mx_cmd_report(void *ctx, int argc, char **argv)
 	int rc = funnel_view_reader_open(&v, a->c.view, tables, err, sizeof err);
 	if (rc != FUNNEL_OK) {
 		if (rc == FUNNEL_ENOTFOUND)
-			fprintf(stderr, "funnel-metrics: %s is not a metrics view\n", a->c.view);
+			fprintf(stderr, "funnel-metrics: %s is not a metrics view, or one built before "
+			        "its days table: rebuild it (--rebuild)\n", a->c.view);
 		else
 			fprintf(stderr, "funnel-metrics: cannot open the view %s\n", a->c.view);
 		return 1;

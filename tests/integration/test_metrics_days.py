@@ -22,7 +22,9 @@ added in, and the days table adds a day's cells before the days.
 """
 import calendar
 import json
+import os
 import random
+import subprocess
 import sys
 
 from funnel_testlib import CheckFailed, LogClient, expect, expect_eq, run_service_groups
@@ -249,6 +251,43 @@ def run_equal(res, daemon, ctx):
         m.ok("--rebuild", "--until-head")
         expect_eq(m.digest(), (cp, d), "digest of the rebuilt view (days table included)")
     res.run("the live view and the rebuilt one have the same digest", rebuild_same)
+
+    def old_view():
+        # the view as a funnel-metrics before the days table wrote it: the
+        # same tables but days, and the runtime's record of its table set
+        dump = subprocess.run(["mdb_dump", "-a", m.view], capture_output=True, timeout=60)
+        expect_eq(dump.returncode, 0, "mdb_dump (%s)" % dump.stderr[-300:])
+        out, skip, section = [], False, []
+        key = None
+        for line in dump.stdout.decode().split("\n"):
+            if line.startswith("database="):
+                skip = line == "database=days"
+                section = line
+            if skip:
+                continue
+            if section == "database=_runtime" and line.startswith(" "):
+                if key is None:
+                    key = bytes.fromhex(line[1:])
+                else:
+                    if key == b"tables":
+                        line = " " + b"leads\nfacts\ncounters\nindex".hex()
+                    key = None
+            out.append(line)
+        old = Metrics(daemon, "old")
+        os.makedirs(old.view)
+        load = subprocess.run(["mdb_load", old.view], input="\n".join(out).encode(),
+                              capture_output=True, timeout=60)
+        expect_eq(load.returncode, 0, "mdb_load (%s)" % load.stderr[-300:])
+        p = old.run("--until-head", timeout=30)
+        expect(p.returncode != 0, "a view without the days table is refused")
+        expect("rebuild it (--rebuild)" in p.stderr, "the refusal asks for --rebuild: %s"
+               % p.stderr[-400:])
+        p = old.run("report", "summary", timeout=30)
+        expect(p.returncode != 0 and "--rebuild" in p.stderr,
+               "report on it asks for --rebuild: %s" % p.stderr[-300:])
+        old.ok("--rebuild", "--until-head")
+        expect_eq(old.digest(), m.digest(), "rebuilt once, the view is the live one's")
+    res.run("a view from before the days table is refused until --rebuild", old_view)
 
 
 def main():
