@@ -5,6 +5,7 @@
  * Grouped figures (per source, team, reason, week...) go through gmaps.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,7 @@ credit(agg *a, const mx_fact *f, int model, int what)
 			group *g = mx_gmap_get(&a->attr[k], key, none, none, none);
 			if (g == NULL)
 				return;
+			g->nf++;
 			g->v[what] += f->amount * (double)m / (double)(hi - lo);
 			g->v[what == AT_PIPELINE ? AT_OPPS : AT_WON] += (double)m / (double)(hi - lo);
 		}
@@ -128,6 +130,7 @@ follow(agg *a, gmap *m, funnel_str k1, funnel_str k2, const mx_fact *f)
 	group *g = mx_gmap_get(m, k1, k2, none, none);
 	if (g == NULL)
 		return;
+	g->nf++;
 	if (f->kind == MX_F_SLA) {
 		g->v[FU_SLA]++;
 		return;
@@ -164,6 +167,7 @@ rep_stage(agg *a, const mx_fact *f)
 	group *g = mx_gmap_get(&a->reps, f->owner, f->team, none, none);
 	if (g == NULL)
 		return -1;
+	g->nf++;
 	g->v[FU_ACCEPTED] += f->ev == FP_EV_ACCEPTED;
 	g->v[FU_REJECTED] += f->ev == FP_EV_REJECTED;
 	if (f->ev == FP_EV_OPP_OPENED) {
@@ -179,6 +183,7 @@ rep_stage(agg *a, const mx_fact *f)
 		if (r == NULL)
 			return -1;
 		r->v[0]++;
+		r->nf++;
 	}
 	return 0;
 }
@@ -219,16 +224,21 @@ add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
 	if (mx_wants(q, MX_R_FUNNEL) || mx_wants(q, MX_R_CLOSED_LOOP))
 		g = mx_gmap_get(&a->srccamp, f->source, f->campaign, none, none);
 	if (g) {
+		g->nf++;
 		g->v[SC_ENTRIES + f->to]++;
 		g->v[SC_ACCEPTED] += f->ev == FP_EV_ACCEPTED;
 		g->v[SC_REJECTED] += f->ev == FP_EV_REJECTED;
 	}
 	if (mx_closed_loop(f->ev) && mx_wants(q, MX_R_CLOSED_LOOP)) {
 		funnel_str ev = fs(fp_evspec_get((fp_evtype)f->ev)->name);
-		if ((g = mx_gmap_get(&a->reasons, ev, f->reason, none, none)) != NULL)
+		if ((g = mx_gmap_get(&a->reasons, ev, f->reason, none, none)) != NULL) {
 			g->v[0]++;
-		if ((g = mx_gmap_get(&a->reasons_by, ev, f->reason, f->source, f->campaign)) != NULL)
+			g->nf++;
+		}
+		if ((g = mx_gmap_get(&a->reasons_by, ev, f->reason, f->source, f->campaign)) != NULL) {
 			g->v[0]++;
+			g->nf++;
+		}
 	}
 	if (f->ev == FP_EV_OPP_OPENED) {
 		a->pipeline += f->amount;
@@ -244,8 +254,10 @@ add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
 	if (!mx_wants(q, MX_R_TREND))
 		return oom;
 	group *tg = mx_agg_trend(a, q, ts);
-	if (tg)
+	if (tg) {
 		tg->v[f->to]++;
+		tg->nf++;
+	}
 	return oom;
 }
 
@@ -485,43 +497,188 @@ cohort_edge(MDB_txn *txn, const mx_tables *t, const mx_query *q, uint64_t lo, ui
 	return rc;
 }
 
-/* The window from the days table: whole UTC days [lo_day, hi_day) summed
- * from it, the partial days at the edges from the facts and the index.
- * A window inside one day is read from the facts alone. */
+/* a -= c: x less what c took, to exactly 0 when what is left is a
+ * rounding residue of fractions (1e-9 of x), as when nothing is left. */
+static double
+less(double x, double c)
+{
+	double r = x - c;
+	return fabs(r) <= 1e-9 * fabs(x) ? 0 : r;
+}
+
+static int
+cmp_u64(const void *x, const void *y)
+{
+	uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+	return a < b ? -1 : a > b;
+}
+
+/* Remove from a the values of c (a multiset difference: c's values are
+ * all in a).  c is consumed: sorted, then its distinct values with their
+ * counts.  0, or -1 when out of memory. */
+static int
+vec_sub(vec *a, vec *c)
+{
+	if (c->n == 0)
+		return 0;
+	qsort(c->v, c->n, sizeof *c->v, cmp_u64);
+	size_t *cnt = calloc(c->n, sizeof *cnt), k = 0;
+	if (cnt == NULL)
+		return -1;
+	for (size_t i = 0; i < c->n; i++) {
+		if (i == 0 || c->v[i] != c->v[k - 1])
+			c->v[k++] = c->v[i];
+		cnt[k - 1]++;
+	}
+	uint64_t lo = c->v[0], hi = c->v[k - 1];
+	size_t j = 0;
+	for (size_t i = 0; i < a->n; i++) {
+		uint64_t x = a->v[i];
+		if (x >= lo && x <= hi) {
+			size_t l = 0, h = k;
+			while (l < h) {
+				size_t m = l + (h - l) / 2;
+				if (c->v[m] < x)
+					l = m + 1;
+				else
+					h = m;
+			}
+			if (l < k && c->v[l] == x && cnt[l] > 0) {
+				cnt[l]--;
+				continue;
+			}
+		}
+		a->v[j++] = x;
+	}
+	a->n = j;
+	c->n = 0;
+	free(cnt);
+	return 0;
+}
+
+int
+mx_agg_sub(agg *a, agg *c)
+{
+	int oom = 0;
+	for (int i = 0; i < FP_STAGE_COUNT; i++) {
+		a->entries[i] -= c->entries[i];
+		oom |= vec_sub(&a->in_stage[i], &c->in_stage[i]);
+	}
+	for (int i = 0; i < FP_EV_COUNT; i++)
+		a->by_ev[i] -= c->by_ev[i];
+	a->pipeline = less(a->pipeline, c->pipeline);
+	a->revenue = less(a->revenue, c->revenue);
+	oom |= vec_sub(&a->to_won, &c->to_won);
+	a->assigned -= c->assigned;
+	a->contacted -= c->contacted;
+	for (int i = 0; i < 3; i++)
+		a->within[i] -= c->within[i];
+	a->sla -= c->sla;
+	oom |= vec_sub(&a->delay, &c->delay);
+	for (int i = 0; i < NPAIRS; i++) {
+		a->cohort_in[i] -= c->cohort_in[i];
+		a->cohort_on[i] -= c->cohort_on[i];
+	}
+	a->cohort_sql -= c->cohort_sql;
+	a->cohort_won -= c->cohort_won;
+	a->cohort_lost -= c->cohort_lost;
+	gmap *am[] = { &a->srccamp, &a->reasons, &a->reasons_by, &a->teams, &a->reps,
+	               &a->rep_reasons, &a->attr[0], &a->attr[1], &a->attr[2], &a->trend };
+	gmap *cm[] = { &c->srccamp, &c->reasons, &c->reasons_by, &c->teams, &c->reps,
+	               &c->rep_reasons, &c->attr[0], &c->attr[1], &c->attr[2], &c->trend };
+	for (size_t i = 0; i < sizeof am / sizeof am[0]; i++) {
+		for (size_t j = 0; j < cm[i]->n; j++) {
+			group *x = cm[i]->items[j];
+			group *g = mx_gmap_get(am[i], fs(x->k[0]), fs(x->k[1]), fs(x->k[2]), fs(x->k[3]));
+			if (g == NULL)
+				return -1;
+			for (int v = 0; v < NVALS; v++)
+				g->v[v] = less(g->v[v], x->v[v]);
+			g->nf -= x->nf;
+			oom |= vec_sub(&g->d, &x->d);
+		}
+		mx_gmap_prune(am[i]);
+	}
+	return oom ? -1 : 0;
+}
+
+/* The part [lo, hi) of a day: its facts and, for the reports that show
+ * them, its cohorts, added to a. */
+static int
+part(MDB_txn *txn, const mx_tables *t, const mx_query *q, uint64_t lo, uint64_t hi, agg *a)
+{
+	int rc = scan_facts(txn, t, q, lo, hi, a);
+	if (rc == FUNNEL_OK && needs_leads(q->report) && !q->headline)
+		rc = cohort_edge(txn, t, q, lo, hi, a);
+	return rc;
+}
+
+/* The window from the days table: whole UTC days summed from it; the
+ * part of a day at an edge of the window from the facts, either itself,
+ * or, when the rest of that day is shorter, as the whole day from the
+ * days table less that rest.  The balance from the per-cell sums. */
 static int
 fill_days(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a)
 {
 	uint64_t lo_day = q->from ? (q->from + DAY_NS - 1) / DAY_NS : 0;
 	uint64_t hi_day = q->to ? q->to / DAY_NS : UINT32_MAX;
 	int leads = needs_leads(q->report) && !q->headline;
+	uint64_t add[2][2], rest[2][2];      /* parts added / taken off, [lo, hi) */
+	int nadd = 0, nrest = 0, rc;
 	mx_cells cells;
-	int rc;
+	agg c;
 
-	if (lo_day >= hi_day) {
-		rc = scan_facts(txn, t, q, q->from, q->to, a);
-		if (rc == FUNNEL_OK && leads && (rc = mx_days_cells(txn, t, q, &cells)) == FUNNEL_OK) {
-			rc = mx_days_read_leads(txn, t, q, &cells, 0, 0, a);
-			mx_days_cells_release(&cells);
-			if (rc == FUNNEL_OK)
-				rc = cohort_edge(txn, t, q, q->from, q->to, a);
+	if (lo_day > hi_day) {
+		/* inside one day, touching neither end */
+		uint64_t ds = hi_day * DAY_NS, de = ds + DAY_NS;
+		if ((q->from - ds) + (de - q->to) < q->to - q->from) {
+			rest[nrest][0] = ds, rest[nrest++][1] = q->from;
+			rest[nrest][0] = q->to, rest[nrest++][1] = de;
+			lo_day = hi_day;
+			hi_day++;
+		} else {
+			add[nadd][0] = q->from, add[nadd++][1] = q->to;
+			lo_day = hi_day = 0;
 		}
-		return rc;
+	} else {
+		if (q->from && q->from < lo_day * DAY_NS) {
+			uint64_t e = lo_day * DAY_NS;
+			if (q->from - (e - DAY_NS) < e - q->from) {
+				rest[nrest][0] = e - DAY_NS, rest[nrest++][1] = q->from;
+				lo_day--;
+			} else {
+				add[nadd][0] = q->from, add[nadd++][1] = e;
+			}
+		}
+		if (q->to && q->to > hi_day * DAY_NS) {
+			uint64_t s = hi_day * DAY_NS;
+			if (s + DAY_NS - q->to < q->to - s) {
+				rest[nrest][0] = q->to, rest[nrest++][1] = s + DAY_NS;
+				hi_day++;
+			} else {
+				add[nadd][0] = s, add[nadd++][1] = q->to;
+			}
+		}
 	}
 	if ((rc = mx_days_cells(txn, t, q, &cells)) != FUNNEL_OK)
 		return rc;
-	uint64_t lo = lo_day * DAY_NS, hi = q->to ? hi_day * DAY_NS : 0;
-	rc = mx_days_read_facts(txn, t, q, &cells, (uint32_t)lo_day, (uint32_t)hi_day, a);
-	if (rc == FUNNEL_OK && q->from < lo)
-		rc = scan_facts(txn, t, q, q->from, lo, a);
-	if (rc == FUNNEL_OK && q->to > hi)
-		rc = scan_facts(txn, t, q, hi, q->to, a);     /* q->to 0: hi 0, no edge */
+	if (lo_day < hi_day)
+		rc = mx_days_read_facts(txn, t, q, &cells, (uint32_t)lo_day, (uint32_t)hi_day, a);
 	if (rc == FUNNEL_OK && leads)
 		rc = mx_days_read_leads(txn, t, q, &cells, (uint32_t)lo_day, (uint32_t)hi_day, a);
-	if (rc == FUNNEL_OK && leads && q->from < lo)
-		rc = cohort_edge(txn, t, q, q->from, lo, a);
-	if (rc == FUNNEL_OK && leads && q->to > hi)
-		rc = cohort_edge(txn, t, q, hi, q->to, a);
 	mx_days_cells_release(&cells);
+	for (int i = 0; i < nadd && rc == FUNNEL_OK; i++)
+		rc = part(txn, t, q, add[i][0], add[i][1], a);
+	if (rc != FUNNEL_OK || nrest == 0)
+		return rc;
+	memset(&c, 0, sizeof c);
+	for (int i = 0; i < nrest && rc == FUNNEL_OK; i++)
+		rc = part(txn, t, q, rest[i][0], rest[i][1], &c);
+	if (rc == FUNNEL_OK && (c.srccamp.oom || c.reasons.oom || c.reasons_by.oom || c.teams.oom ||
+	                        c.reps.oom || c.rep_reasons.oom || c.attr[0].oom || c.attr[1].oom ||
+	                        c.attr[2].oom || c.trend.oom || mx_agg_sub(a, &c) != 0))
+		rc = FUNNEL_ENOMEM;
+	mx_agg_release(&c);
 	return rc;
 }
 

@@ -161,7 +161,7 @@ static int
 add_doubles(funnel_service *svc, const uint8_t *key, size_t klen, const double *delta, int n)
 {
 	MDB_dbi t = funnel_service_table(svc, MX_T_DAYS);
-	double x[FP_STAGE_COUNT > 12 ? FP_STAGE_COUNT : 12] = { 0 };
+	double x[FP_STAGE_COUNT > 15 ? FP_STAGE_COUNT : 15] = { 0 };
 	const void *val;
 	size_t vlen;
 	int rc = funnel_service_get(svc, t, key, klen, &val, &vlen);
@@ -262,7 +262,7 @@ add_credit(funnel_service *svc, uint32_t day, uint32_t cell, const mx_fact *f, i
 				;
 			if (j < i)
 				continue;    /* credited with its first touch */
-			double delta[3 * 4] = { 0 };
+			double delta[3 * 5] = { 0 };
 			for (int model = 0; model < 3; model++) {
 				unsigned lo = model == MX_MODEL_LAST ? n - 1 : 0;
 				unsigned hi = model == MX_MODEL_FIRST ? 1 : n;
@@ -276,16 +276,17 @@ add_credit(funnel_service *svc, uint32_t day, uint32_t cell, const mx_fact *f, i
 				}
 				if (m == 0)
 					continue;
-				delta[4 * model + (win ? AT_REVENUE : AT_PIPELINE)] =
+				delta[5 * model + (win ? AT_REVENUE : AT_PIPELINE)] =
 					f->amount * (double)m / (double)(hi - lo);
-				delta[4 * model + (win ? AT_WON : AT_OPPS)] = (double)m / (double)(hi - lo);
+				delta[5 * model + (win ? AT_WON : AT_OPPS)] = (double)m / (double)(hi - lo);
+				delta[5 * model + 4] = 1;    /* a fact credited the key */
 			}
 			uint8_t ak[KEY_MAX] = { DK_ATTR };
 			put_be32(ak + 1, day);
 			put_be32(ak + 5, cell);
 			ak[9] = (uint8_t)k;
 			size_t kl = str_key(ak, 10, key);
-			int rc = add_doubles(svc, ak, kl, delta, 12);
+			int rc = add_doubles(svc, ak, kl, delta, 15);
 			if (rc != FUNNEL_OK)
 				return rc;
 		}
@@ -658,6 +659,7 @@ walk_sums(agg *a, const mx_query *q, const mx_cells *c, const uint8_t *k, size_t
 			g->v[FU_W1H] += s.within[1];
 			g->v[FU_W24H] += s.within[2];
 			g->v[FU_SLA] += s.sla;
+			g->nf += s.assigned + s.sla;
 		}
 	}
 	if (stage_facts == 0)
@@ -671,6 +673,7 @@ walk_sums(agg *a, const mx_query *q, const mx_cells *c, const uint8_t *k, size_t
 		g->v[FU_OPPS] += s.by_ev[FP_EV_OPP_OPENED];
 		g->v[FU_REVENUE] += s.revenue;
 		g->v[FU_WON] += s.by_ev[FP_EV_DEAL_WON];
+		g->nf += stage_facts;
 	}
 	for (int i = 0; i < FP_STAGE_COUNT; i++)
 		a->entries[i] += s.entries[i];
@@ -685,12 +688,14 @@ walk_sums(agg *a, const mx_query *q, const mx_cells *c, const uint8_t *k, size_t
 			g->v[SC_ENTRIES + i] += s.entries[i];
 		g->v[SC_ACCEPTED] += s.by_ev[FP_EV_ACCEPTED];
 		g->v[SC_REJECTED] += s.by_ev[FP_EV_REJECTED];
+		g->nf += stage_facts;
 	}
 	if (mx_wants(q, MX_R_TREND)) {
 		if ((g = mx_agg_trend(a, q, (uint64_t)get_be32(k + 1) * DAY_NS)) == NULL)
 			return -1;
 		for (int i = 0; i < FP_STAGE_COUNT; i++)
 			g->v[i] += s.entries[i];
+		g->nf += stage_facts;
 	}
 	return 0;
 }
@@ -748,14 +753,17 @@ walk_reasons(agg *a, const mx_query *q, const mx_cells *c, const uint8_t *k, siz
 		if ((g = mx_gmap_get(&a->reasons, ev, reason, none, none)) == NULL)
 			return -1;
 		g->v[0] += n;
+		g->nf += n;
 		if ((g = mx_gmap_get(&a->reasons_by, ev, reason, x->source, x->campaign)) == NULL)
 			return -1;
 		g->v[0] += n;
+		g->nf += n;
 	}
 	if (mx_wants(q, MX_R_FOLLOWUP) && !q->headline && (x->owner.len || x->team.len)) {
 		if ((g = mx_gmap_get(&a->rep_reasons, x->owner, x->team, ev, reason)) == NULL)
 			return -1;
 		g->v[0] += n;
+		g->nf += n;
 	}
 	return 0;
 }
@@ -765,19 +773,20 @@ walk_credit(agg *a, const mx_query *q, const mx_cells *c, const uint8_t *k, size
             const void *v, size_t vlen)
 {
 	const mx_cell *x = cell_at(c, k + 5);
-	double d[3 * 4];
+	double d[3 * 5];
 	if (x == NULL || klen < 10 || k[9] > 2 || vlen != sizeof d)
 		return 0;
 	memcpy(d, v, sizeof d);
-	const double *m = d + 4 * q->model;
-	if (m[AT_OPPS] == 0 && m[AT_WON] == 0)
-		return 0;     /* a key this model never credited (shares are > 0) */
+	const double *m = d + 5 * q->model;
+	if (m[4] == 0)
+		return 0;     /* a key this model never credited */
 	funnel_str key = { (const char *)k + 10, klen - 10 };
 	group *g = mx_gmap_get(&a->attr[k[9]], key, none, none, none);
 	if (g == NULL)
 		return -1;
 	for (int i = 0; i < 4; i++)
 		g->v[i] += m[i];
+	g->nf += m[4];
 	return 0;
 }
 

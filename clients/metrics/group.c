@@ -201,3 +201,30 @@ mx_gmap_sort(gmap *m)
 	if (m->n > 1)
 		qsort(m->items, m->n, sizeof *m->items, cmp_group);
 }
+
+void
+mx_gmap_prune(gmap *m)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < m->n; i++) {
+		group *g = m->items[i];
+		if (g->nf > 0) {
+			m->items[j++] = g;
+			continue;
+		}
+		for (int k = 0; k < NKEYS; k++)
+			free(g->k[k]);
+		free(g->d.v);
+		free(g);
+	}
+	m->n = j;
+	/* the slots index items that moved: rebuilt, or none */
+	size_t ns = 32;
+	while (ns < 2 * m->n)
+		ns *= 2;
+	free(m->slots);
+	m->slots = NULL;
+	m->nslots = ns;      /* gmap_grow doubles it: at most a quarter full */
+	if (gmap_grow(m) != 0)
+		m->oom = 1;
+}

@@ -57,7 +57,8 @@
  *               'A' day cell dim key -> the attribution credit of the
  *               facts of that day and cell, per source (dim 0),
  *               campaign (1) or form (2): (pipeline, revenue,
- *               opportunities, won) under first, last, then linear;
+ *               opportunities, won, facts credited) under first, last,
+ *               then linear;
  *               'C' day cell i -> cohort i (report.h, MX_COHORTS) of the
  *               leads whose first entry into the pair's first stage is
  *               on that day, by the lead's cell now (first touch's

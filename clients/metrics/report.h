@@ -58,6 +58,7 @@ typedef struct group {
 	char *k[NKEYS];
 	uint64_t hash;
 	double v[NVALS];
+	double nf;           /* facts that made the group: it exists while > 0 */
 	vec d;
 } group;
 
@@ -75,6 +76,8 @@ typedef struct gmap {
  * NULL when out of memory (m->oom is set). */
 group *mx_gmap_get(gmap *m, funnel_str a, funnel_str b, funnel_str c, funnel_str d);
 void mx_gmap_release(gmap *m);
+/* Drop the groups no fact makes any more (nf 0, after mx_agg_sub). */
+void mx_gmap_prune(gmap *m);
 void mx_gmap_sort(gmap *m);
 
 /* ---- aggregate.c ---- */
@@ -127,6 +130,10 @@ typedef struct agg {
  * FUNNEL_OK, FUNNEL_ENOMEM, FUNNEL_ESTORAGE; a is the caller's to
  * release either way. */
 int mx_agg_fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a);
+/* a -= c, where c is what a part of a's facts and cohorts gave (a
+ * multiset of durations removed, groups emptied of facts dropped by
+ * mx_gmap_prune).  0, or -1 when out of memory. */
+int mx_agg_sub(agg *a, agg *c);
 void mx_agg_release(agg *a);
 
 /* Whether the report prints section r (MX_R_*): the passes skip the

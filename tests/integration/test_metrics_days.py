@@ -157,7 +157,7 @@ def random_query(rnd):
     open on either side, or none) and filters."""
     report = rnd.choice(REPORTS + ["summary"] * 3)
     p = {}
-    kind = rnd.randrange(6)
+    kind = rnd.randrange(8)
     lo = START - 2 * DAY + rnd.randrange((DAYS + 4) * DAY)
     if kind == 0:
         lo -= lo % DAY
@@ -173,6 +173,12 @@ def random_query(rnd):
         p["from"] = lo
     elif kind == 4:
         p["to"] = lo
+    elif kind in (6, 7):
+        # most of a day, or of a few: its edges are read as the whole day
+        # less the rest (METRICS.md)
+        ds = lo - lo % DAY
+        p["from"] = ds + rnd.randrange(1, 3 * H)
+        p["to"] = ds + (rnd.randrange(1, 4) if kind == 7 else 1) * DAY - rnd.randrange(1, 3 * H)
     for key, values in (("source", SOURCES), ("campaign", ["q4", "spring"]),
                         ("team", ["east", "west", "(no team)"]), ("rep", OWNERS)):
         if rnd.random() < 0.2:
