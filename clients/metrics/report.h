@@ -7,8 +7,12 @@
  *                 report names.
  *   group.c       the containers: vec (durations), gmap (a string-keyed
  *                 table of accumulators), nearest-rank percentiles.
- *   aggregate.c   the pass over the view: mx_agg_fill() reads the facts
- *                 of a window and the leads into an agg for a query.
+ *   aggregate.c   the pass over the view: mx_agg_fill() sums a window's
+ *                 whole UTC days from the days table and reads the facts
+ *                 of its edges (or, with compute=facts, every fact and
+ *                 lead) into an agg for a query.
+ *   days.c        the days table (metrics.h): its writer, and the sums
+ *                 of whole days and of the leads' balance and cohorts.
  *   json.c        agg -> the JSON of each report (mx_report), the lead
  *                 lists, a lead's row, the picker values, the rules.
  *   prometheus.c  the counters table -> exposition text (mx_prometheus);
