@@ -271,13 +271,11 @@ put_fact(funnel_service *svc, mx_view *v, uint64_t ts, uint64_t seq, const mx_fa
 	                            v->buf.size);
 	if (rc != FUNNEL_OK)
 		return rc;
-	/* the day's sums, from a copy (f's strings may point into the
-	 * tables, which the writes move) */
-	mx_fact c;
-	fact_encode(&v->fact, f);
-	if (mx_fact_decode(v->fact.data, v->fact.size, &c) != FUNNEL_OK)
-		return FUNNEL_EINTERNAL;
-	return mx_days_fact(svc, v->days, ts, &c);
+	/* the day's sums: f's strings point into the record and the row
+	 * being applied (v->row), never into the tables, so they stay
+	 * valid across the writes (mx_days_fact clips them as encoding
+	 * does) */
+	return mx_days_fact(svc, v->days, ts, f);
 }
 
 /* Add delta to counter `name` with label values (NULL-terminated list
