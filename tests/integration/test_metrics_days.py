@@ -245,6 +245,7 @@ def run_equal(res, daemon, ctx):
             days = m.api("/api/summary?" + qs)
             facts = m.api("/api/summary?%s%scompute=facts" % (qs, "&" if qs else ""))
             same(days, facts, "summary?" + qs)
+        expect("compute" in m.api("/api")["params"], "/api lists compute")
         st, _, body = m.get("/api/summary?compute=fast")
         expect_eq(st, 400, "compute=fast refused (%s)" % body[:200])
         expect("compute is days or facts" in body.decode(), "the message names the values")
