@@ -6,6 +6,8 @@
  *   view.c   mx_apply(): one record -> the view tables, inside the
  *            runtime's write transaction.  Pure: no clock, no I/O but
  *            the view, so a rebuild gives the same bytes.
+ *   days.c   the days table's writer (mx_days_*, called by mx_apply)
+ *            and reader (report.h).
  *   params.c, group.c, aggregate.c, json.c, prometheus.c (report.h):
  *            mx_report(), mx_prometheus(): read-only transaction ->
  *            numbers for a window and filters (cJSON / exposition text).
@@ -15,7 +17,7 @@
  *            the goals as its rules, the HTTP server's life; report.c
  *            `report` on a read-only view; main.c the description.
  *
- * The view has three tables:
+ * The view's tables:
  *
  *   leads     lead id -> mx_lead (encoded by mx_lead_encode): stage,
  *             stage-entry times, touches (source/campaign/form of each
