@@ -13,9 +13,8 @@
 #include <sodium.h>
 
 #include "metrics.h"
+#include "report.h"
 #include "rulesfile.h"
-
-#define NS_PER_S 1000000000ull
 
 static const struct {
 	const char *key;
@@ -259,4 +258,170 @@ mx_goals_load(const char *path, mx_goals **out, char *err, size_t errlen)
 	rc = mx_goals_parse(text, len, path, out, err, errlen);
 	free(text);
 	return rc;
+}
+
+/* ---- goals (METRICS.md, "Shared goals") ---- */
+
+typedef struct goal_state {
+	int has_value;
+	double value, elapsed, expected, pace;
+	int has_pace;
+	const char *status;
+} goal_state;
+
+/* One goal's progress at now_ns: its figure over [from, min(to, now)) of
+ * its team's facts, against its target and the share of the period gone. */
+static int
+goal_eval(MDB_txn *txn, const mx_tables *t, const mx_goal *g, uint64_t now_ns, goal_state *s)
+{
+	memset(s, 0, sizeof *s);
+	if (now_ns <= g->from) {
+		s->status = "not started";
+		s->has_value = g->figure != MX_G_ACCEPTANCE && g->figure != MX_G_SPEED;
+		return FUNNEL_OK;
+	}
+	mx_query q = { .report = MX_R_SUMMARY, .headline = 1, .from = g->from,
+	               .to = now_ns < g->to ? now_ns : g->to, .team = g->team, .list = -1 };
+	agg a;
+	memset(&a, 0, sizeof a);
+	int rc = mx_agg_fill(txn, t, &q, &a);
+	if (rc != FUNNEL_OK) {
+		mx_agg_release(&a);
+		return rc;
+	}
+	double acc = a.by_ev[FP_EV_ACCEPTED], rej = a.by_ev[FP_EV_REJECTED];
+	s->has_value = 1;
+	switch (g->figure) {
+	case MX_G_MQLS: s->value = a.entries[FP_STAGE_MQL]; break;
+	case MX_G_PIPELINE: s->value = a.pipeline; break;
+	case MX_G_REVENUE: s->value = a.revenue; break;
+	case MX_G_ACCEPTANCE:
+		s->has_value = acc + rej > 0;
+		s->value = s->has_value ? acc / (acc + rej) : 0;
+		break;
+	default:
+		s->has_value = a.delay.n > 0;
+		s->value = s->has_value ? (double)mx_rank(&a.delay, 0.5) / 1e9 / 60 : 0;
+	}
+	mx_agg_release(&a);
+	int over = now_ns >= g->to;
+	s->elapsed = over ? 1 : (double)(now_ns - g->from) / (double)(g->to - g->from);
+	if (g->figure == MX_G_MQLS || g->figure == MX_G_PIPELINE || g->figure == MX_G_REVENUE) {
+		s->expected = g->target * s->elapsed;
+		if (!over) {
+			double days = (double)(g->to - now_ns) / (double)DAY_NS;
+			s->pace = (g->target > s->value ? g->target - s->value : 0) / days;
+			s->has_pace = 1;
+		}
+		s->status = s->value >= g->target ? "met" : over ? "missed" :
+		            s->value >= s->expected ? "on track" : "behind";
+	} else {
+		s->expected = g->target;
+		int ok = mx_goal_direction(g->figure) > 0 ? s->value >= g->target : s->value <= g->target;
+		s->status = !s->has_value ? "no data" : over ? (ok ? "met" : "missed") :
+		            ok ? "on track" : "behind";
+	}
+	return FUNNEL_OK;
+}
+
+int
+mx_goals_json(MDB_txn *txn, const mx_tables *t, const mx_goals *g, uint64_t now_ns, cJSON **out)
+{
+	cJSON *o = cJSON_CreateObject();
+	*out = NULL;
+	cJSON_AddStringToObject(o, "report", "goals");
+	mx_json_u64(o, "checkpoint", mx_checkpoint(txn, t));
+	mx_json_u64(o, "now", now_ns);
+	if (g && g->present) {
+		cJSON_AddStringToObject(o, "version", g->version ? g->version : "");
+		cJSON_AddStringToObject(o, "hash", g->hash_hex);
+	} else {
+		cJSON_AddNullToObject(o, "version");
+		cJSON_AddNullToObject(o, "hash");
+	}
+	cJSON *arr = cJSON_AddArrayToObject(o, "goals");
+	for (size_t i = 0; g && i < g->n; i++) {
+		const mx_goal *x = &g->goal[i];
+		goal_state s;
+		int rc = goal_eval(txn, t, x, now_ns, &s);
+		if (rc != FUNNEL_OK) {
+			cJSON_Delete(o);
+			return rc;
+		}
+		cJSON *r = cJSON_CreateObject();
+		cJSON_AddStringToObject(r, "period", x->period);
+		mx_json_u64(r, "from", x->from);
+		mx_json_u64(r, "to", x->to);
+		if (x->team)
+			cJSON_AddStringToObject(r, "team", x->team);
+		else
+			cJSON_AddNullToObject(r, "team");
+		cJSON_AddStringToObject(r, "figure", mx_goal_figure_name(x->figure));
+		cJSON_AddStringToObject(r, "direction",
+		                        mx_goal_direction(x->figure) > 0 ? "at least" : "at most");
+		mx_json_num(r, "target", x->target);
+		if (s.has_value)
+			mx_json_num(r, "value", s.value);
+		else
+			cJSON_AddNullToObject(r, "value");
+		mx_json_num(r, "elapsed_share", s.elapsed);
+		mx_json_num(r, "expected_by_now", s.expected);
+		if (s.has_pace)
+			mx_json_num(r, "pace_per_day", s.pace);
+		else
+			cJSON_AddNullToObject(r, "pace_per_day");
+		cJSON_AddStringToObject(r, "status", s.status);
+		mx_json_num(r, "line", x->line);
+		cJSON_AddItemToArray(arr, r);
+	}
+	*out = o;
+	return FUNNEL_OK;
+}
+
+int
+mx_goals_prometheus(MDB_txn *txn, const mx_tables *t, const mx_goals *g, uint64_t now_ns,
+                    char **text, size_t *len)
+{
+	static const char *const names[3] = { "funnel_goal_target", "funnel_goal_value",
+	                                      "funnel_goal_on_track" };
+	static const char *const help[3] = {
+		"The target of a goal of funnel.yaml's goals: section.",
+		"A goal's figure so far in its period (absent without data).",
+		"1 while a goal is on track or met, else 0.",
+	};
+	if (g == NULL || g->n == 0)
+		return FUNNEL_OK;
+	sbuf b = { *text, *len, *len + 1, 0 };
+	goal_state *st = calloc(g->n, sizeof *st);
+	if (st == NULL)
+		return FUNNEL_ENOMEM;
+	for (size_t i = 0; i < g->n; i++) {
+		int rc = goal_eval(txn, t, &g->goal[i], now_ns, &st[i]);
+		if (rc != FUNNEL_OK) {
+			free(st);
+			return rc;
+		}
+	}
+	for (int m = 0; m < 3; m++) {
+		mx_sb_head(&b, names[m], "gauge", help[m]);
+		for (size_t i = 0; i < g->n; i++) {
+			const mx_goal *x = &g->goal[i];
+			if (m == 1 && !st[i].has_value)
+				continue;
+			mx_sb_printf(&b, "%s{period=\"", names[m]);
+			mx_sb_label(&b, x->period, strlen(x->period));
+			mx_sb_add(&b, "\",team=\"", 8);
+			if (x->team)
+				mx_sb_label(&b, x->team, strlen(x->team));
+			mx_sb_printf(&b, "\",figure=\"%s\"}", mx_goal_figure_name(x->figure));
+			double v = m == 0 ? x->target : m == 1 ? st[i].value :
+			           strcmp(st[i].status, "on track") == 0 || strcmp(st[i].status, "met") == 0;
+			mx_sb_value(&b, v);
+		}
+	}
+	free(st);
+	/* the buffer may have moved, also before a failed growth */
+	*text = b.p;
+	*len = b.n;
+	return b.oom ? FUNNEL_ENOMEM : FUNNEL_OK;
 }

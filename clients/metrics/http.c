@@ -418,6 +418,8 @@ serve_index(mx_http *h, struct MHD_Connection *c)
 	cJSON_AddStringToObject(p, "stage", "leads: the stage entered, assigned or sla_breached");
 	cJSON_AddStringToObject(p, "reason", "leads: the fact's data.reason");
 	cJSON_AddStringToObject(p, "page", "leads: 1.. (50 leads a page)");
+	cJSON_AddStringToObject(p, "compute", "days (default) or facts: the same figures from every "
+	                        "fact and lead, the reference (slow on a large view)");
 	cJSON_AddStringToObject(o, "lead", "/api/lead/ID: the lead's row and its events from funneld");
 	cJSON_AddStringToObject(o, "goals", "/api/goals: the goals of funnel.yaml and their progress");
 	cJSON_AddStringToObject(o, "definitions", "clients/metrics/METRICS.md");

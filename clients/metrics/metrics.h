@@ -6,7 +6,10 @@
  *   view.c   mx_apply(): one record -> the view tables, inside the
  *            runtime's write transaction.  Pure: no clock, no I/O but
  *            the view, so a rebuild gives the same bytes.
- *   query.c  mx_report(), mx_prometheus(): read-only transaction ->
+ *   days.c   the days table's writer (mx_days_*, called by mx_apply)
+ *            and reader (report.h).
+ *   params.c, group.c, aggregate.c, json.c, prometheus.c (report.h):
+ *            mx_report(), mx_prometheus(): read-only transaction ->
  *            numbers for a window and filters (cJSON / exposition text).
  *   http.c   the HTTP server (libmicrohttpd): dashboard, /api, /metrics,
  *            /healthz.
@@ -14,7 +17,7 @@
  *            the goals as its rules, the HTTP server's life; report.c
  *            `report` on a read-only view; main.c the description.
  *
- * The view has three tables:
+ * The view's tables:
  *
  *   leads     lead id -> mx_lead (encoded by mx_lead_encode): stage,
  *             stage-entry times, touches (source/campaign/form of each
@@ -42,6 +45,32 @@
  *               rules.changed each service recorded.
  *             A view built before this table existed is refused by the
  *             runtime until it is rebuilt (--rebuild).
+ *   days      the pre-aggregates the reports sum (days.c), per UTC day
+ *             (be32 day = ts / 86400 s) and per cell, a cell being one
+ *             (source, campaign, owner, team) of labels, by key type:
+ *               'N' -> the next cell id; 'K' be64 hash -> the cells with
+ *               that hash (id, bytes); 'k' be32 id -> the cell's labels;
+ *               'S' day cell -> mx_day_sums of the facts of that day
+ *               and cell (an assignment's contact counts on the
+ *               assignment's day, when it comes);
+ *               'D' day cell cat be32 chunk -> up to 128 durations (ns,
+ *               u64) of category cat (MX_DUR_*), in the order applied;
+ *               'R' day cell ev reason -> count of closed-loop facts;
+ *               'A' day cell dim key -> the attribution credit of the
+ *               facts of that day and cell, per source (dim 0),
+ *               campaign (1) or form (2): (pipeline, revenue,
+ *               opportunities, won, facts credited) under first, last,
+ *               then linear;
+ *               'C' day cell i -> cohort i (report.h, MX_COHORTS) of the
+ *               leads whose first entry into the pair's first stage is
+ *               on that day, by the lead's cell now (first touch's
+ *               source and campaign, owner, team);
+ *               'B' cell -> the leads in each stage now, by cell.
+ *             Written in the same transaction as the facts and the rows
+ *             they sum (mx_days_fact, mx_days_contact, mx_days_lead), so
+ *             a rebuild writes the same bytes.  A view built before this
+ *             table existed is refused by the runtime until it is
+ *             rebuilt (--rebuild).
  *
  * Encodings are native-endian fixed fields then strings (u8 length,
  * bytes): the view is local to one machine, and the digest compares two
@@ -66,6 +95,7 @@
 #define MX_T_FACTS "facts"
 #define MX_T_COUNTERS "counters"
 #define MX_T_INDEX "index"
+#define MX_T_DAYS "days"
 
 /* The index table's key prefixes and kinds (above). */
 enum { MX_IX_LIST = 'L', MX_IX_VALUE = 'V', MX_IX_RULES = 'R' };
@@ -133,6 +163,10 @@ int mx_fact_decode(const void *buf, size_t len, mx_fact *out);
 
 /* ---- view.c ---- */
 
+/* s cut to MX_STR_MAX bytes at a UTF-8 boundary and before a NUL, as
+ * every name the view keeps. */
+funnel_str mx_clip(funnel_str s);
+
 /* The index key of a list entry: 'L' kind be64 ts be64 seq. */
 void mx_index_key(uint8_t key[MX_IX_KEY], uint8_t kind, uint64_t ts, uint64_t seq);
 
@@ -154,13 +188,45 @@ int mx_closed_loop(int ev);
 /* The funnel_apply_fn of funnel-metrics; ctx is an mx_view. */
 int mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx);
 
-/* ---- query.c ---- */
+/* ---- days.c: the days table's writer ---- */
+
+/* Duration categories of the days table: the stage left (time in
+ * stage, 0..FP_STAGE_COUNT-1), capture to win, assignment to first
+ * contact. */
+enum { MX_DUR_TO_WON = FP_STAGE_COUNT, MX_DUR_DELAY, MX_DUR_COUNT };
+
+/* The sums of one day and cell (native layout, like the view's other
+ * encodings).  nd: the durations kept per category. */
+typedef struct mx_day_sums {
+	double entries[FP_STAGE_COUNT];   /* stage facts by the stage entered */
+	double by_ev[FP_EV_COUNT];        /* stage facts by event */
+	double pipeline, revenue;         /* opportunity.opened, deal.won amounts */
+	double assigned, contacted, within[3], sla;
+	uint32_t nd[MX_DUR_COUNT];
+} mx_day_sums;
+
+/* Scratch of the writer (no view state). */
+typedef struct mx_days mx_days;
+int mx_days_new(mx_days **out);
+void mx_days_destroy(mx_days **d);
+
+/* Inside apply(): a fact just written at ts; an assignment fact at ts
+ * that got its first contact after delay ns; a lead row that was `was`
+ * (NULL: none, or an erased row kept aside) and is `now`.  The strings
+ * of f, was and now must stay valid across writes (copies, not views of
+ * the tables).  FUNNEL_OK or the storage error. */
+int mx_days_fact(funnel_service *svc, mx_days *d, uint64_t ts, const mx_fact *f);
+int mx_days_contact(funnel_service *svc, mx_days *d, uint64_t ts, const mx_fact *f,
+                    uint64_t delay);
+int mx_days_lead(funnel_service *svc, mx_days *d, const mx_lead *was, const mx_lead *now);
+
+/* ---- the reports (report.h: params.c, aggregate.c, json.c, prometheus.c) ---- */
 
 /* The view's tables as an HTTP thread sees them (opened once, before the
  * service runs). */
 typedef struct mx_tables {
 	MDB_env *env;
-	MDB_dbi leads, facts, counters, index, runtime;
+	MDB_dbi leads, facts, counters, index, days, runtime;
 } mx_tables;
 
 enum { MX_R_SUMMARY, MX_R_FUNNEL, MX_R_CONVERSION, MX_R_VELOCITY, MX_R_FOLLOWUP,
@@ -182,6 +248,7 @@ typedef struct mx_query {
 	const char *reason;          /* leads: only facts with this data.reason */
 	unsigned page;               /* leads: 1.. */
 	int headline;                /* internal: the headline figures only (previous period) */
+	int facts_only;              /* compute=facts: from the facts and leads, not the days table */
 } mx_query;
 
 /* Report names as in /api/<name>; -1 for an unknown name. */

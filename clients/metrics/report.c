@@ -13,7 +13,7 @@ int
 mx_cmd_report(void *ctx, int argc, char **argv)
 {
 	static const char *const tables[] = { MX_T_LEADS, MX_T_FACTS, MX_T_COUNTERS, MX_T_INDEX,
-	                                      FUNNEL_SERVICE_RUNTIME_TABLE, NULL };
+	                                      MX_T_DAYS, FUNNEL_SERVICE_RUNTIME_TABLE, NULL };
 	const mx_args *a = ctx;
 	const char *name = argc ? argv[0] : "summary";
 	funnel_view_reader v;
@@ -44,12 +44,14 @@ mx_cmd_report(void *ctx, int argc, char **argv)
 	int rc = funnel_view_reader_open(&v, a->c.view, tables, err, sizeof err);
 	if (rc != FUNNEL_OK) {
 		if (rc == FUNNEL_ENOTFOUND)
-			fprintf(stderr, "funnel-metrics: %s is not a metrics view\n", a->c.view);
+			fprintf(stderr, "funnel-metrics: %s is not a metrics view, or one built before "
+			        "its days table: rebuild it (--rebuild)\n", a->c.view);
 		else
 			fprintf(stderr, "funnel-metrics: cannot open the view %s\n", a->c.view);
 		return 1;
 	}
-	mx_tables t = { v.env, v.dbi[0], v.dbi[1], v.dbi[2], v.dbi[3], v.dbi[4] };
+	mx_tables t = { .env = v.env, .leads = v.dbi[0], .facts = v.dbi[1], .counters = v.dbi[2],
+	                .index = v.dbi[3], .days = v.dbi[4], .runtime = v.dbi[5] };
 	rc = mx_report(v.txn, &t, &q, &o);
 	if (rc != FUNNEL_OK) {
 		fprintf(stderr, "funnel-metrics: report: %s\n", funnel_strerror(rc));

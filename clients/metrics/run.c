@@ -159,8 +159,9 @@ open_tables(funnel_service *svc, mx_tables *t)
 	t->facts = funnel_service_table(svc, MX_T_FACTS);
 	t->counters = funnel_service_table(svc, MX_T_COUNTERS);
 	t->index = funnel_service_table(svc, MX_T_INDEX);
+	t->days = funnel_service_table(svc, MX_T_DAYS);
 	t->runtime = funnel_service_runtime_table(svc);
-	return t->env && t->leads && t->facts && t->counters && t->index && t->runtime
+	return t->env && t->leads && t->facts && t->counters && t->index && t->days && t->runtime
 	       ? FUNNEL_OK : FUNNEL_ESTORAGE;
 }
 

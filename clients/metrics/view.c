@@ -18,6 +18,9 @@ struct mx_view {
 	msgpack_sbuffer buf;      /* encoding scratch */
 	msgpack_sbuffer key;      /* counter key scratch */
 	msgpack_sbuffer row;      /* the lead's row being applied */
+	msgpack_sbuffer old;      /* the lead's row before the record, for the days table */
+	msgpack_sbuffer fact;     /* a fact copied for the days table */
+	mx_days *days;
 };
 
 int
@@ -30,7 +33,9 @@ mx_view_new(mx_view **out)
 	msgpack_sbuffer_init(&v->buf);
 	msgpack_sbuffer_init(&v->key);
 	msgpack_sbuffer_init(&v->row);
-	return FUNNEL_OK;
+	msgpack_sbuffer_init(&v->old);
+	msgpack_sbuffer_init(&v->fact);
+	return mx_days_new(&v->days);
 }
 
 void
@@ -41,6 +46,9 @@ mx_view_destroy(mx_view **pv)
 	msgpack_sbuffer_destroy(&(*pv)->buf);
 	msgpack_sbuffer_destroy(&(*pv)->key);
 	msgpack_sbuffer_destroy(&(*pv)->row);
+	msgpack_sbuffer_destroy(&(*pv)->old);
+	msgpack_sbuffer_destroy(&(*pv)->fact);
+	mx_days_destroy(&(*pv)->days);
 	free(*pv);
 	*pv = NULL;
 }
@@ -64,8 +72,8 @@ put_u64(msgpack_sbuffer *b, uint64_t v)
  * keep names as C strings, so a name holding U+0000 (valid UTF-8, let
  * through by the daemon) would otherwise print as a shorter name and
  * split into rows and series with the same labels. */
-static funnel_str
-clip(funnel_str s)
+funnel_str
+mx_clip(funnel_str s)
 {
 	const char *nul;
 	if (s.ptr == NULL)
@@ -83,7 +91,7 @@ clip(funnel_str s)
 static void
 put_str(msgpack_sbuffer *b, funnel_str s)
 {
-	s = clip(s);
+	s = mx_clip(s);
 	uint8_t n = (uint8_t)s.len;
 	put(b, &n, 1);
 	put(b, s.ptr, s.len);
@@ -259,8 +267,15 @@ put_fact(funnel_service *svc, mx_view *v, uint64_t ts, uint64_t seq, const mx_fa
 	uint8_t key[16];
 	fact_key(key, ts, seq);
 	fact_encode(&v->buf, f);
-	return funnel_service_put(svc, funnel_service_table(svc, MX_T_FACTS), key, 16, v->buf.data,
-	                          v->buf.size);
+	int rc = funnel_service_put(svc, funnel_service_table(svc, MX_T_FACTS), key, 16, v->buf.data,
+	                            v->buf.size);
+	if (rc != FUNNEL_OK)
+		return rc;
+	/* the day's sums: f's strings point into the record and the row
+	 * being applied (v->row), never into the tables, so they stay
+	 * valid across the writes (mx_days_fact clips them as encoding
+	 * does) */
+	return mx_days_fact(svc, v->days, ts, f);
 }
 
 /* Add delta to counter `name` with label values (NULL-terminated list
@@ -279,7 +294,7 @@ bump(funnel_service *svc, mx_view *v, const char *name, double delta, const funn
 	put(&v->key, name, strlen(name));
 	const funnel_str *labels[2] = { l1, l2 };
 	for (int i = 0; i < 2 && labels[i]; i++) {
-		funnel_str s = clip(*labels[i]);
+		funnel_str s = mx_clip(*labels[i]);
 		put(&v->key, &zero, 1);
 		put(&v->key, s.ptr, s.len);
 	}
@@ -356,7 +371,7 @@ index_entry(funnel_service *svc, uint8_t kind, const funnel_record *rec, uint64_
 {
 	uint8_t key[MX_IX_KEY];
 	mx_index_key(key, kind, et, rec->seq);
-	funnel_str lead = clip(rec->lead);
+	funnel_str lead = mx_clip(rec->lead);
 	return funnel_service_put(svc, funnel_service_table(svc, MX_T_INDEX), key, sizeof key,
 	                          lead.ptr ? lead.ptr : "", lead.len);
 }
@@ -366,7 +381,7 @@ index_entry(funnel_service *svc, uint8_t kind, const funnel_record *rec, uint64_
 static int
 index_value(funnel_service *svc, mx_view *v, uint8_t kind, funnel_str name)
 {
-	name = clip(name);
+	name = mx_clip(name);
 	if (name.len == 0)
 		return FUNNEL_OK;    /* no value to pick: the filters take 1..200 bytes */
 	v->key.size = 0;
@@ -382,7 +397,7 @@ index_value(funnel_service *svc, mx_view *v, uint8_t kind, funnel_str name)
 static int
 rules_changed(funnel_service *svc, mx_view *v, const funnel_record *rec)
 {
-	funnel_str service = clip(data_str(rec, "service"));
+	funnel_str service = mx_clip(data_str(rec, "service"));
 	v->key.size = 0;
 	uint8_t hdr = MX_IX_RULES, be[8];
 	put(&v->key, &hdr, 1);
@@ -538,10 +553,16 @@ first_contact(funnel_service *svc, mx_view *v, uint64_t et, mx_lead *l)
 	f.contact_delay = delay + 1;
 	/* f's strings point into val, which the put below may move: encode first */
 	fact_encode(&v->buf, &f);
+	fact_encode(&v->fact, &f);
+	mx_fact c;
+	if (mx_fact_decode(v->fact.data, v->fact.size, &c) != FUNNEL_OK)
+		return FUNNEL_EINTERNAL;
 	char teambuf[256];      /* a decoded string is at most 255 bytes */
 	funnel_str team = { teambuf, f.team.len };
 	memcpy(teambuf, f.team.ptr, f.team.len);
 	if ((rc = funnel_service_put(svc, t, key, 16, v->buf.data, v->buf.size)) != FUNNEL_OK)
+		return rc;
+	if ((rc = mx_days_contact(svc, v->days, l->assigned_ts, &c, delay)) != FUNNEL_OK)
 		return rc;
 	rc = bump(svc, v, "funnel_first_contacts_total", 1, &team, NULL);
 	static const struct { uint64_t ns; const char *name; } within[] = {
@@ -602,8 +623,8 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 	MDB_dbi leads = funnel_service_table(svc, MX_T_LEADS);
 	const void *val;
 	size_t vlen;
-	mx_lead l;
-	int rc;
+	mx_lead l, was;
+	int rc, had = 0;
 
 	/* who sends what: only a funneld with --access stamps a producer, so a
 	 * view of a log without one is what it always was */
@@ -624,6 +645,9 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 			           "decode; rebuild the view", (int)rec->lead.len, rec->lead.ptr);
 			return FUNNEL_EMALFORMED;
 		}
+		/* the row as it was, for the days table's lead sums */
+		lead_encode(&v->old, &l);
+		had = 1;
 	} else if (rc == FUNNEL_ENOTFOUND) {
 		if (ev != FP_EV_CAPTURED)
 			return FUNNEL_OK;    /* a lead the funnel never captured */
@@ -646,6 +670,8 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 		 * cohorts; the new one starts from no stage. */
 		if (l.stage == FP_STAGE_ERASED && (rc = archive(svc, v, rec, &l)) != FUNNEL_OK)
 			return rc;
+		if (l.stage == FP_STAGE_ERASED)
+			had = 0;     /* the row kept aside keeps its part of the sums */
 		memset(&l, 0, sizeof l);
 		l.captured_ts = funnel_record_event_time(rec);
 		l.entered_ts = l.captured_ts;
@@ -695,6 +721,10 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 		rc = funnel_service_put(svc, leads, rec->lead.ptr, rec->lead.len, v->buf.data,
 		                        v->buf.size);
 	}
+	if (rc == FUNNEL_OK && had && mx_lead_decode(v->old.data, v->old.size, &was) != FUNNEL_OK)
+		rc = FUNNEL_EINTERNAL;
+	if (rc == FUNNEL_OK)
+		rc = mx_days_lead(svc, v->days, had ? &was : NULL, &l);
 	/* the pickers' values come from the record: written after the row,
 	 * whose strings the puts above no longer need */
 	if (rc == FUNNEL_OK && ev == FP_EV_CAPTURED &&

@@ -14,6 +14,11 @@
  *       over a window of one day (with its previous day), a page of the
  *       lead list of MQL entries (the dashboard's drill-down) and a lead's
  *       timeline (/api/lead/ID, which asks funneld for the lead's events).
+ *       The issue's numbers are /api/summary (all time, and one whole UTC
+ *       day), the lead list page and the timeline; /api/summary over the
+ *       day up to 23:59:59 reads that partial day from the facts, and
+ *       /api/summary?compute=facts is the reference path (every fact and
+ *       lead, as before the days table), both for comparison.
  *
  * Prints a table and appends it to BENCH_OUT (if set).
  */
@@ -141,7 +146,15 @@ main(void)
 	         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_year + 1900, tm.tm_mon + 1,
 	         tm.tm_mday);
 	snprintf(list, sizeof list, "/api/leads?stage=mql&page=3");
-#define NPATHS 7
+	/* the same day as whole UTC days: read from the days table alone */
+	char wday[128];
+	time_t next = now + 86400;
+	struct tm tn;
+	gmtime_r(&next, &tn);
+	snprintf(wday, sizeof wday, "/api/summary?from=%04d-%02d-%02d&to=%04d-%02d-%02d",
+	         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tn.tm_year + 1900, tn.tm_mon + 1,
+	         tn.tm_mday);
+#define NPATHS 9
 	static const char *paths[NPATHS];
 	paths[0] = "/api/summary";
 	paths[1] = "/api/funnel?source=webinar";
@@ -150,6 +163,10 @@ main(void)
 	paths[4] = sday;
 	paths[5] = list;
 	paths[6] = "/api/lead/h-L0";
+	paths[7] = wday;
+	/* the reference path: every fact and lead one by one (what /api/summary
+	 * read before the days table) */
+	paths[8] = "/api/summary?compute=facts";
 	double q[NPATHS][2];
 	size_t size[NPATHS] = { 0 };
 	int rc = 0;
@@ -174,7 +191,12 @@ main(void)
 	bench_report(tab, "metrics_rebuild_records=%" PRIu64 "\nmetrics_rebuild_eps=%.0f\n"
 	             "metrics_first_pass_eps=%.0f\nmetrics_rebuild_same_digest=%d\n"
 	             "metrics_summary_p50_ms=%.1f\nmetrics_summary_p99_ms=%.1f\n"
-	             "metrics_prometheus_p50_ms=%.1f\nmetrics_prometheus_p99_ms=%.1f\n",
-	             head2, rebuild_eps, first_eps, same, q[0][0], q[0][1], q[3][0], q[3][1]);
+	             "metrics_prometheus_p50_ms=%.1f\nmetrics_prometheus_p99_ms=%.1f\n"
+	             "metrics_leads_page_p50_ms=%.1f\nmetrics_leads_page_p99_ms=%.1f\n"
+	             "metrics_lead_timeline_p50_ms=%.1f\nmetrics_lead_timeline_p99_ms=%.1f\n"
+	             "metrics_summary_day_p50_ms=%.1f\nmetrics_summary_day_p99_ms=%.1f\n"
+	             "metrics_summary_facts_p50_ms=%.1f\nmetrics_summary_facts_p99_ms=%.1f\n",
+	             head2, rebuild_eps, first_eps, same, q[0][0], q[0][1], q[3][0], q[3][1],
+	             q[5][0], q[5][1], q[6][0], q[6][1], q[7][0], q[7][1], q[8][0], q[8][1]);
 	return same ? 0 : 1;
 }
