@@ -533,3 +533,13 @@ store_put_head(store *s, MDB_txn *txn, uint64_t seq, const uint8_t hash[FUNNEL_H
 		rc = meta_put(s, txn, "leads", &leads, sizeof leads);
 	return rc;
 }
+
+void
+store_set_head(store *s, uint64_t seq, uint64_t ts, const uint8_t hash[FUNNEL_HASH_BYTES],
+               uint64_t leads)
+{
+	s->head_seq = seq;
+	s->head_ts = ts;
+	s->head_leads = leads;
+	memcpy(s->head_hash, hash, FUNNEL_HASH_BYTES);
+}

@@ -160,4 +160,9 @@ int store_append(store_wtxn *w, uint64_t seq, const void *rec, size_t len,
 int store_put_head(store *s, MDB_txn *txn, uint64_t seq, const uint8_t hash[FUNNEL_HASH_BYTES],
                    uint64_t leads);
 
+/* After a commit: the committed head (s->head_*), which the next group
+ * stamps its records from. */
+void store_set_head(store *s, uint64_t seq, uint64_t ts, const uint8_t hash[FUNNEL_HASH_BYTES],
+                    uint64_t leads);
+
 #endif /* FUNNEL_DAEMON_STORE_H */
