@@ -65,6 +65,8 @@ typedef struct batch {
 	size_t *rec_end;          /* end offset of each record in recs */
 	size_t nrecs;             /* committed records (0 when the group failed) */
 	uint64_t head_seq;        /* the head once this batch is committed */
+	uint64_t head_leads;      /* ... and the distinct lead ids there */
+	int flushed;              /* store_group flushed its commit already (a vault shred) */
 } batch;
 
 /*
@@ -80,6 +82,9 @@ typedef enum outcome {
 	                  * transaction: abort and redo the group with nested transactions */
 	OUT_MAP_FULL,    /* the map is full: grow it and redo the group (store_group: at its cap) */
 	OUT_FAILED,      /* a storage failure: g->error is the LMDB or errno code */
+	OUT_UNFLUSHED,   /* store_group: committed, but the flush that was to make it
+	                  * durable failed (g->error): whether it survives a power loss
+	                  * is unknown, and funneld stops */
 } outcome;
 
 /* The writer's own state: what it needs while storing a batch. */
@@ -456,9 +461,10 @@ forget_outcomes(group *g)
 
 /*
  * Store the group.  Returns OUT_OK when every request has its outcome in
- * r->status (the stored ones committed: g->b->nrecs records), OUT_MAP_FULL
- * when the map is at its cap, or OUT_FAILED (g->error) when the whole
- * group failed (nothing stored).
+ * r->status (the stored ones committed: g->b->nrecs records; durable
+ * once the next flush is done, or already when g->b->flushed),
+ * OUT_MAP_FULL when the map is at its cap, OUT_FAILED (g->error) when
+ * the whole group failed (nothing stored), or OUT_UNFLUSHED.
  */
 static outcome
 store_group(store *s, group *g)
@@ -491,8 +497,17 @@ store_group(store *s, group *g)
 		    (rc = vault_prepare(g->vault, cs.seq - 1)) != 0)
 			o = failed(g, rc);
 		if (o == OUT_OK && cs.nrecs > 0) {
-			if ((rc = store_wtxn_commit(&w)) != 0)
+			if ((rc = store_wtxn_commit(&w)) != 0) {
 				o = failed(g, rc);
+			} else if (g->vault != NULL && s->durable && vault_retiring(g->vault)) {
+				/* keys are destroyed only once the erasure is durable: its
+				 * meta page is flushed now, not with the next commit */
+				if ((rc = store_sync(s)) != 0) {
+					g->error = rc;
+					o = OUT_UNFLUSHED;
+				}
+				g->b->flushed = rc == 0;
+			}
 		} else {
 			store_wtxn_abort(&w);
 		}
@@ -503,9 +518,9 @@ store_group(store *s, group *g)
 				if (vrc != 0)
 					log_error("erased keys not yet destroyed on disk (%s); funneld finishes "
 					          "at its next start (keys.shred)", strerror(vrc));
-			} else {
+			} else if (o != OUT_UNFLUSHED) {
 				vault_abort(g->vault);
-			}
+			}   /* unflushed: committed, keys.shred stays for the next start */
 		}
 		switch (o) {
 		case OUT_REDO_NESTED:
@@ -520,10 +535,11 @@ store_group(store *s, group *g)
 			forget_outcomes(g);
 			continue;
 		case OUT_OK:
+		case OUT_UNFLUSHED:
 			g->b->nrecs = cs.nrecs;
 			if (cs.nrecs > 0)
 				store_set_head(s, cs.seq - 1, cs.ts, cs.prev, cs.leads);
-			return OUT_OK;
+			return o;
 		default:
 			return o;   /* OUT_FAILED */
 		}
@@ -723,13 +739,22 @@ send_heartbeat(void *pub, uint64_t head_seq)
 	msgpack_sbuffer_destroy(&sb);
 }
 
+/*
+ * Batches with the writer at once, at most: one it holds committed until
+ * the next flush makes it durable, one it stores, and one queued behind
+ * them, so that under load the writer finds the next group waiting when
+ * a commit ends and lets that group's flush serve the held one (ingest.h).
+ */
+#define WRITER_DEPTH 3
+#define NBUFS (WRITER_DEPTH + 1)   /* and one filling here */
+
 typedef struct receiver {
 	void *sock;               /* the ingest ROUTER: the receiver's alone while it runs */
 	void *pub;                /* the PUB socket: the receiver's alone while it runs */
 	uint64_t head_seq;        /* the head last published (heartbeats carry it) */
 	int heartbeat_ms;
 	void *stage;              /* PAIR to the writer */
-	batch *bufs[2];           /* one filling here, one with the writer (or both here) */
+	batch *bufs[NBUFS];       /* filling here, free here, or with the writer */
 	int access;               /* --access given: judge each batch by the current table */
 	pthread_t thread;
 } receiver;
@@ -739,9 +764,9 @@ typedef struct receiver {
  * waiting into the batch it fills (up to the group bounds; past them it
  * stops reading, so producers feel the writer's pace), decodes each
  * request once, and hands the batch to the writer as soon as the writer
- * has none.  A batch the writer hands back is stored and committed
- * durably (or refused as a whole): only then are its replies sent, and
- * then its records published.  Heartbeats go out from here too, so one
+ * has fewer than WRITER_DEPTH.  A batch the writer hands back is stored
+ * and durable (or refused as a whole): only then are its replies sent,
+ * and then its records published.  Heartbeats go out from here too, so one
  * never announces a head whose records were not yet published.
  * When the writer sends "stop", the receiver waits for the batch the
  * writer may still hold, answers ESHUTDOWN to what it has taken and to
@@ -751,8 +776,8 @@ static void *
 receiver_main(void *arg)
 {
 	receiver *rv = arg;
-	batch *fill = rv->bufs[0], *spare = rv->bufs[1];
-	int writer_idle = 1, stopping = 0;
+	batch *fill = rv->bufs[0], *spare[NBUFS];
+	int nspare = 0, inflight = 0, stopping = 0;
 	uint64_t next_hb = 0;
 	sigset_t set;
 
@@ -762,9 +787,11 @@ receiver_main(void *arg)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	for (int i = 1; i < NBUFS; i++)
+		spare[nspare++] = rv->bufs[i];
 
 	for (;;) {
-		if (stopping && writer_idle)
+		if (stopping && inflight == 0)
 			break;
 		uint64_t now = clock_now_ns();
 		if (now >= next_hb) {
@@ -790,14 +817,14 @@ receiver_main(void *arg)
 				stopping = 1;
 			} else {
 				/* 4. ack, 5. publish: the writer hands a batch back once
-				 * it is committed (nrecs 0 when the group failed) */
+				 * it is durable (nrecs 0 when the group failed) */
 				reply_all(rv->sock, done);
 				publish_all(rv->pub, done);
 				if (done->nrecs > 0)
 					rv->head_seq = done->head_seq;
 				release_requests(done);
-				spare = done;
-				writer_idle = 1;
+				spare[nspare++] = done;
+				inflight--;
 			}
 		}
 		if (room && (items[1].revents & ZMQ_POLLIN)) {
@@ -817,10 +844,11 @@ receiver_main(void *arg)
 				fill->acl = NULL;
 			}
 		}
-		if (!stopping && writer_idle && fill->nreqs > 0 && stage_send(rv->stage, fill) == 0) {
-			writer_idle = 0;
-			fill = spare;
-			spare = NULL;
+		/* while inflight < WRITER_DEPTH a spare is here (NBUFS) */
+		if (!stopping && inflight < WRITER_DEPTH && fill->nreqs > 0 &&
+		    stage_send(rv->stage, fill) == 0) {
+			inflight++;
+			fill = spare[--nspare];
 		}
 	}
 
@@ -858,6 +886,60 @@ disk_full(int rc, const store *s)
 	       (uint64_t)fs.f_bavail * fs.f_frsize < (1u << 20);
 }
 
+/*
+ * A committed group whose flush failed: every request stored in it gets
+ * EINTERNAL, as whether its events survive a power loss is unknown (they
+ * are committed: a retry with the same ids after a restart is told
+ * which).  Its records are not published.
+ */
+static void
+fail_unflushed(batch *b, int rc)
+{
+	for (size_t i = 0; i < b->nreqs; i++) {
+		request *r = &b->reqs[i];
+		if (r->status != FUNNEL_OK || r->req.op != FP_OP_PUBLISH)
+			continue;
+		r->err.index = -1;
+		r->status = fp_error_set(&r->err, FUNNEL_EINTERNAL, "",
+		                         "the log could not be flushed (%s): these events may or may not "
+		                         "survive a power loss; funneld stops, retry with the same ids "
+		                         "once it runs again", strerror(rc));
+	}
+	b->nrecs = 0;
+}
+
+/* The group is durable: raise the durable seq, then hand it back for its
+ * replies and publishing (in that order: a query after an ack sees it). */
+static int
+hand_back_durable(store *s, void *stage, batch *b)
+{
+	if (b->nrecs > 0)
+		store_set_durable(s, b->head_seq, b->head_leads);
+	return stage_send(stage, b);
+}
+
+/*
+ * Flush for the group held (nothing else to store, or the next group
+ * committed nothing), then hand it back.  0, or -1 when the flush failed:
+ * the group was answered EINTERNAL and the writer must stop.
+ */
+static int
+flush_held(store *s, void *stage, batch *held)
+{
+	int rc = store_sync(s);
+	if (rc != 0) {
+		log_error("cannot flush the log: %s; stopping", strerror(rc));
+		fail_unflushed(held, rc);
+		stage_send(stage, held);
+		return -1;
+	}
+	if (hand_back_durable(s, stage, held) != 0) {
+		log_error("cannot hand a batch back to the receiver: %s", zmq_strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 /* Map a whole-group storage failure to the reply every request gets. */
 static void
 fail_group(group *g, int rc, const store *s)
@@ -889,13 +971,16 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 	group *g = calloc(1, sizeof *g);
 	receiver rv = { .sock = sock, .pub = pub, .head_seq = s->head_seq,
 	                .heartbeat_ms = c->heartbeat_ms, .access = c->access[0] != '\0' };
+	/* committed, its meta page not yet flushed: held until the next flush */
+	batch *held = NULL;
 	void *stage = NULL;
 	int result = 0, started = 0, receiver_gone = 0, zone_ok = 0;
 	char ep[64];
 
 	snprintf(ep, sizeof ep, "inproc://funneld-stage-%p", (void *)g);
 	if (g == NULL || !(zone_ok = msgpack_zone_init(&g->cmp_zone, 4096)) ||
-	    (rv.bufs[0] = batch_new()) == NULL || (rv.bufs[1] = batch_new()) == NULL) {
+	    (rv.bufs[0] = batch_new()) == NULL || (rv.bufs[1] = batch_new()) == NULL ||
+	    (rv.bufs[2] = batch_new()) == NULL || (rv.bufs[3] = batch_new()) == NULL) {
 		log_error("out of memory starting the writer");
 		result = -1;
 		goto out;
@@ -913,7 +998,8 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 
 	while (!*stop) {
 		zmq_pollitem_t item = { stage, 0, ZMQ_POLLIN, 0 };
-		int n = zmq_poll(&item, 1, 1000);   /* a signal interrupts it: *stop is seen */
+		/* a signal interrupts it: *stop is seen; holding a group, only look */
+		int n = zmq_poll(&item, 1, held != NULL ? 0 : 1000);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -921,8 +1007,18 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			result = -1;
 			break;
 		}
-		if (n == 0)
+		if (n == 0) {
+			/* nothing queued: flush now for the group held (store.h) */
+			if (held != NULL) {
+				batch *h = held;
+				held = NULL;
+				if (flush_held(s, stage, h) != 0) {
+					result = -1;
+					break;
+				}
+			}
 			continue;
+		}
 
 		/* 1. the receiver's batch: received, decoded, checked */
 		if (stage_recv(stage, &g->b) != 0)
@@ -934,24 +1030,54 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			break;
 		}
 		g->b->nrecs = 0;
+		g->b->flushed = 0;
 		/* 2-3. validate, append, commit */
 		outcome o = store_group(s, g);
-		if (o != OUT_OK) {
+		if (o != OUT_OK && o != OUT_UNFLUSHED) {
 			int rc = o == OUT_MAP_FULL ? MDB_MAP_FULL : g->error;
 			log_error("group of %zu requests not stored: %s", g->b->nreqs, mdb_strerror(rc));
 			fail_group(g, rc, s);
 			g->b->nrecs = 0;
 		}
-		g->b->head_seq = s->head_seq;
-		/* 4. ack, 5. publish: the receiver does both, in that order */
 		batch *b = g->b;
 		g->b = NULL;
-		if (stage_send(stage, b) != 0) {
+		b->head_seq = s->head_seq;
+		b->head_leads = s->head_leads;
+		int committed = o != OUT_OK ? o == OUT_UNFLUSHED : b->nrecs > 0;
+		/* 3'. the group held: this commit's flush (of its pages) took the
+		 * held group's meta page to the device with it; a group that
+		 * committed nothing flushed nothing, so flush for it now */
+		if (held != NULL) {
+			batch *h = held;
+			held = NULL;
+			if (committed ? hand_back_durable(s, stage, h) != 0 : flush_held(s, stage, h) != 0) {
+				if (!committed)
+					stage_send(stage, b);   /* refusals only: answered, then stop */
+				result = -1;
+				break;
+			}
+		}
+		if (o == OUT_UNFLUSHED) {
+			log_error("cannot flush the log: %s; stopping", strerror(g->error));
+			fail_unflushed(b, g->error);
+			stage_send(stage, b);
+			result = -1;
+			break;
+		}
+		if (committed && s->durable && !b->flushed) {
+			held = b;   /* 4-5 once the next flush is done */
+			continue;
+		}
+		/* 4. ack, 5. publish: the receiver does both, in that order */
+		if (hand_back_durable(s, stage, b) != 0) {
 			log_error("cannot hand a batch back to the receiver: %s", zmq_strerror(errno));
 			result = -1;
 			break;
 		}
 	}
+	/* stopping: the group held is flushed and answered first */
+	if (held != NULL && flush_held(s, stage, held) != 0)
+		result = -1;
 
 	/* Stop the receiver: a batch it sent that was not taken is answered
 	 * ESHUTDOWN, then it answers what it holds and what is queued. */
@@ -971,8 +1097,8 @@ out:
 		zmq_close(stage);
 	if (rv.stage)
 		zmq_close(rv.stage);
-	batch_free(rv.bufs[0]);
-	batch_free(rv.bufs[1]);
+	for (int i = 0; i < NBUFS; i++)
+		batch_free(rv.bufs[i]);
 	if (g != NULL) {
 		msgpack_sbuffer_destroy(&g->cmp);
 		if (zone_ok)

@@ -11,9 +11,12 @@
  *   - lookups that must find nothing: a lead id no event could carry,
  *     an unknown id, a seq past the head;
  *   - store_seq_at_time() over timestamps that repeat;
+ *   - readers are shown the durable seq (store_read_head), not a commit
+ *     past it, and store_wait_durable() waits for it to rise;
  *   - store_grow() doubles the map up to its cap, then MDB_MAP_FULL;
  *   - a log in another format is refused at open, not converted.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -267,6 +270,59 @@ test_reopen_reads_the_head(void **state)
 	store_release(&s);
 }
 
+/* Readers are shown the durable seq, not the committed head (store.h). */
+static void
+test_readers_see_the_durable_head(void **state)
+{
+	struct tmp *t = *state;
+	store s;
+	MDB_txn *txn;
+	appended recs[11];
+	uint64_t head, leads;
+	open_ok(&s, t->dir, 1 << 20, 0);
+	append_group(&s, 6, recs);
+	store_set_durable(&s, 6, 2);
+	store_release(&s);
+	open_ok(&s, t->dir, 1 << 20, 0);   /* a reopened log is flushed: all of it is durable */
+	assert_int_equal(store_read_begin(&s, &txn), 0);
+	assert_int_equal(store_read_head(&s, txn, &head, &leads), 0);
+	assert_int_equal(head, 6);
+	assert_int_equal(leads, 2);
+	store_read_end(&s, &txn);
+
+	/* a second group, committed and not yet durable */
+	store_wtxn w;
+	msgpack_sbuffer sb;
+	store_lead lc = { 0 };
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(store_wtxn_begin(&s, NULL, &w), 0);
+	append_one(&s, &w, &sb, 7, recs[6].hash, "lead-c", "id-7", &lc, &recs[7]);
+	assert_int_equal(store_put_head(&s, w.txn, 7, recs[7].hash, 3), 0);
+	assert_int_equal(store_wtxn_commit(&w), 0);
+	store_set_head(&s, 7, recs[7].ts, recs[7].hash, 3);
+	msgpack_sbuffer_destroy(&sb);
+
+	assert_int_equal(store_read_begin(&s, &txn), 0);
+	assert_int_equal(store_read_head(&s, txn, &head, &leads), 0);
+	assert_int_equal(head, 6);    /* record 7 is in txn, but not durable */
+	assert_int_equal(leads, 2);   /* the count at 6, not the one in meta */
+	assert_int_equal(store_wait_durable(&s, 7, 10), ETIMEDOUT);
+	assert_int_equal(store_sync(&s), 0);
+	store_set_durable(&s, 7, 3);
+	assert_int_equal(store_wait_durable(&s, 7, 0), 0);
+	/* the same transaction: its own head is durable now, and its count */
+	assert_int_equal(store_read_head(&s, txn, &head, &leads), 0);
+	assert_int_equal(head, 7);
+	assert_int_equal(leads, 3);
+	store_read_end(&s, &txn);
+	store_set_durable(&s, 5, 1);   /* never lowered */
+	assert_int_equal(store_read_begin(&s, &txn), 0);
+	assert_int_equal(store_read_head(&s, txn, &head, NULL), 0);
+	assert_int_equal(head, 7);
+	store_read_end(&s, &txn);
+	store_release(&s);
+}
+
 static void
 test_grow_to_the_cap(void **state)
 {
@@ -321,6 +377,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_new_log_is_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_appends_and_indexes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen_reads_the_head, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readers_see_the_durable_head, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_grow_to_the_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_format_refused, setup, teardown),
 	};
