@@ -699,7 +699,23 @@ batch_free(batch *b)
 	free(b);
 }
 
-/* A batch pointer over the stage socket (inproc PAIR); NULL is "stop". */
+/*
+ * A batch pointer over the stage socket (inproc PAIR); NULL is "stop".
+ * The writer asks for work with one of two requests, and the receiver
+ * answers the second with a batch or STAGE_NONE:
+ *   STAGE_WANT_WAIT  the writer holds nothing: send a batch once it has
+ *                    a request;
+ *   STAGE_WANT_NOW   the writer holds a group for its flush: send what
+ *                    has come by now, or STAGE_NONE, and the writer
+ *                    flushes for the held group at once.
+ * So a batch fills for as long as the writer is busy, and the one that
+ * follows a held group is as large as what came meanwhile.
+ */
+static char stage_tags[3];
+#define STAGE_WANT_WAIT ((batch *)&stage_tags[0])
+#define STAGE_WANT_NOW ((batch *)&stage_tags[1])
+#define STAGE_NONE ((batch *)&stage_tags[2])
+
 static int
 stage_send(void *stage, batch *b)
 {
@@ -707,9 +723,9 @@ stage_send(void *stage, batch *b)
 }
 
 static int
-stage_recv(void *stage, batch **b)
+stage_recv(void *stage, batch **b, int flags)
 {
-	return zmq_recv(stage, b, sizeof *b, 0) == (int)sizeof *b ? 0 : -1;
+	return zmq_recv(stage, b, sizeof *b, flags) == (int)sizeof *b ? 0 : -1;
 }
 
 /* The batch's committed records, in seq order. */
@@ -739,14 +755,9 @@ send_heartbeat(void *pub, uint64_t head_seq)
 	msgpack_sbuffer_destroy(&sb);
 }
 
-/*
- * Batches with the writer at once, at most: one it holds committed until
- * the next flush makes it durable, one it stores, and one queued behind
- * them, so that under load the writer finds the next group waiting when
- * a commit ends and lets that group's flush serve the held one (ingest.h).
- */
-#define WRITER_DEPTH 3
-#define NBUFS (WRITER_DEPTH + 1)   /* and one filling here */
+/* Batches: at most two with the writer (one held for its flush, one
+ * being stored), one filling here, and one on its way back. */
+#define NBUFS 4
 
 typedef struct receiver {
 	void *sock;               /* the ingest ROUTER: the receiver's alone while it runs */
@@ -763,8 +774,8 @@ typedef struct receiver {
  * The receiver thread.  It owns the ingest socket: it drains what is
  * waiting into the batch it fills (up to the group bounds; past them it
  * stops reading, so producers feel the writer's pace), decodes each
- * request once, and hands the batch to the writer as soon as the writer
- * has fewer than WRITER_DEPTH.  A batch the writer hands back is stored
+ * request once, and hands the batch to the writer when the writer asks
+ * for one (stage_send).  A batch the writer hands back is stored
  * and durable (or refused as a whole): only then are its replies sent,
  * and then its records published.  Heartbeats go out from here too, so one
  * never announces a head whose records were not yet published.
@@ -777,6 +788,7 @@ receiver_main(void *arg)
 {
 	receiver *rv = arg;
 	batch *fill = rv->bufs[0], *spare[NBUFS];
+	batch *want = NULL;       /* the writer's request not yet answered, or NULL */
 	int nspare = 0, inflight = 0, stopping = 0;
 	uint64_t next_hb = 0;
 	sigset_t set;
@@ -809,12 +821,13 @@ receiver_main(void *arg)
 			log_error("receiver: poll failed: %s", zmq_strerror(errno));
 			break;   /* the writer notices: its stage socket gets no more batches */
 		}
-		if (items[0].revents & ZMQ_POLLIN) {
-			batch *done;
-			if (stage_recv(rv->stage, &done) != 0)
-				continue;
+		batch *done;
+		while ((items[0].revents & ZMQ_POLLIN) &&
+		       stage_recv(rv->stage, &done, ZMQ_DONTWAIT) == 0) {
 			if (done == NULL) {
 				stopping = 1;
+			} else if (done == STAGE_WANT_WAIT || done == STAGE_WANT_NOW) {
+				want = done;
 			} else {
 				/* 4. ack, 5. publish: the writer hands a batch back once
 				 * it is durable (nrecs 0 when the group failed) */
@@ -844,11 +857,15 @@ receiver_main(void *arg)
 				fill->acl = NULL;
 			}
 		}
-		/* while inflight < WRITER_DEPTH a spare is here (NBUFS) */
-		if (!stopping && inflight < WRITER_DEPTH && fill->nreqs > 0 &&
-		    stage_send(rv->stage, fill) == 0) {
+		/* the writer asked: the batch if it holds a request, or (asked
+		 * now) none; the writer asks only with fewer than two, so a spare
+		 * is here (NBUFS) */
+		if (!stopping && want != NULL && fill->nreqs > 0 && stage_send(rv->stage, fill) == 0) {
 			inflight++;
 			fill = spare[--nspare];
+			want = NULL;
+		} else if (!stopping && want == STAGE_WANT_NOW && stage_send(rv->stage, STAGE_NONE) == 0) {
+			want = NULL;
 		}
 	}
 
@@ -996,10 +1013,13 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 	}
 	started = 1;
 
+	int asked = 0;   /* a request for work sent, not yet answered */
 	while (!*stop) {
+		/* holding a group, ask for what came by now; else wait for work */
+		if (!asked && stage_send(stage, held != NULL ? STAGE_WANT_NOW : STAGE_WANT_WAIT) == 0)
+			asked = 1;
 		zmq_pollitem_t item = { stage, 0, ZMQ_POLLIN, 0 };
-		/* a signal interrupts it: *stop is seen; holding a group, only look */
-		int n = zmq_poll(&item, 1, held != NULL ? 0 : 1000);
+		int n = zmq_poll(&item, 1, 1000);   /* a signal interrupts it: *stop is seen */
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -1007,8 +1027,22 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			result = -1;
 			break;
 		}
-		if (n == 0) {
-			/* nothing queued: flush now for the group held (store.h) */
+		if (n == 0)
+			continue;
+
+		/* 1. the receiver's batch: received, decoded, checked */
+		if (stage_recv(stage, &g->b, 0) != 0)
+			continue;
+		asked = 0;
+		if (g->b == NULL) {
+			log_error("the receiver thread stopped");
+			receiver_gone = 1;
+			result = -1;
+			break;
+		}
+		if (g->b == STAGE_NONE) {
+			/* nothing came: flush now for the group held (store.h) */
+			g->b = NULL;
 			if (held != NULL) {
 				batch *h = held;
 				held = NULL;
@@ -1018,16 +1052,6 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 				}
 			}
 			continue;
-		}
-
-		/* 1. the receiver's batch: received, decoded, checked */
-		if (stage_recv(stage, &g->b) != 0)
-			continue;
-		if (g->b == NULL) {
-			log_error("the receiver thread stopped");
-			receiver_gone = 1;
-			result = -1;
-			break;
 		}
 		g->b->nrecs = 0;
 		g->b->flushed = 0;
@@ -1084,8 +1108,10 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 	if (started && !receiver_gone && stage_send(stage, NULL) == 0) {
 		for (;;) {
 			batch *b;
-			if (stage_recv(stage, &b) != 0 || b == NULL)
+			if (stage_recv(stage, &b, 0) != 0 || b == NULL)
 				break;
+			if (b == STAGE_NONE)
+				continue;
 			shut_batch(b);
 			stage_send(stage, b);
 		}

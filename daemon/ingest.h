@@ -10,9 +10,10 @@
  *      a group limit), decode each once, and check each event as far as
  *      no lead state is needed (envelope, the principal's right to the
  *      type, data already in stored form); hand the batch to the writer
- *      as soon as the writer holds fewer than three (one held for its
- *      flush, one being stored, one queued), so the next group is
- *      received and decoded while this one is stored;
+ *      when the writer asks for one, so the next group is received and
+ *      decoded while this one is stored.  A writer that holds nothing
+ *      waits for a batch; one that holds a group for its flush (step 3)
+ *      takes what came by now, or nothing;
  *   2. writer: in one LMDB write transaction, validate (idempotency, lead
  *      state) and append each request's events, a request being atomic:
  *      its events go straight into the transaction, and when one is
@@ -25,8 +26,8 @@
  *      meta page written but not flushed (store.h: MDB_NOMETASYNC; no
  *      flush at all with --no-sync).  The writer holds the group until
  *      the next flush takes that meta page to the device: the commit of
- *      the next group, when one is queued (so under load a commit costs
- *      one flush), or else a flush of its own at once (store_sync: a
+ *      the next group, when requests came meanwhile (so under load a
+ *      commit costs one flush), or else a flush of its own at once (store_sync: a
  *      lone event is acknowledged after two flushes, never later).  A
  *      group that destroys erased leads' keys is flushed at once.  Then
  *      it raises the store's durable seq, which is what queries show;
