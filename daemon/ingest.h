@@ -27,8 +27,9 @@
  *      flush at all with --no-sync).  The writer holds the group until
  *      the next flush takes that meta page to the device: the commit of
  *      the next group, when requests came meanwhile (so under load a
- *      commit costs one flush), or else a flush of its own at once (store_sync: a
- *      lone event is acknowledged after two flushes, never later).  A
+ *      commit costs one flush), or else a flush of its own at once
+ *      (store_sync: a lone event is acknowledged after two flushes,
+ *      never later).  A
  *      group that destroys erased leads' keys is flushed at once.  Then
  *      it raises the store's durable seq, which is what queries show;
  *   4. only then the batch goes back to the receiver, which replies to
