@@ -66,7 +66,9 @@ page_visit(page *p, const fp_request *req, uint64_t head, uint64_t seq, const MD
 {
 	uint64_t ts = 0;
 	if (seq > head) {
-		/* committed, not yet durable: not shown (store.h) */
+		/* committed, not yet durable: not shown (store.h); the page
+		 * ends as if the log ended at head */
+		p->end = 1;
 		return 1;
 	}
 	if (req->to && seq > req->to) {
