@@ -65,7 +65,27 @@ typedef struct batch {
 	size_t *rec_end;          /* end offset of each record in recs */
 	size_t nrecs;             /* committed records (0 when the group failed) */
 	uint64_t head_seq;        /* the head once this batch is committed */
+	uint64_t head_leads;      /* ... and the distinct lead ids there */
+	int flushed;              /* store_group flushed its commit already (a vault shred) */
 } batch;
+
+/*
+ * What a step of storing a group came to: validating an event
+ * (validate_event), appending it (append_event), applying a request
+ * (apply_request) or storing the whole group (store_group).
+ */
+typedef enum outcome {
+	OUT_OK,          /* done: appended, applied, or the group stored */
+	OUT_DUPLICATE,   /* validate_event: this event is stored already (an ack with its seq) */
+	OUT_REFUSED,     /* the event (so its request) is refused: r->err says why */
+	OUT_REDO_NESTED, /* refused after others of its request went straight into the
+	                  * transaction: abort and redo the group with nested transactions */
+	OUT_MAP_FULL,    /* the map is full: grow it and redo the group (store_group: at its cap) */
+	OUT_FAILED,      /* a storage failure: g->error is the LMDB or errno code */
+	OUT_UNFLUSHED,   /* store_group: committed, but the flush that was to make it
+	                  * durable failed (g->error): whether it survives a power loss
+	                  * is unknown, and funneld stops */
+} outcome;
 
 /* The writer's own state: what it needs while storing a batch. */
 typedef struct group {
@@ -73,7 +93,18 @@ typedef struct group {
 	msgpack_zone cmp_zone;    /* scratch for same_event(): the stored record, parsed */
 	msgpack_sbuffer cmp;      /* ... and the new event encoded as that record */
 	vault *vault;             /* personal data keys; NULL: data stored as sent */
+	int error;                /* the code behind the last OUT_FAILED */
 } group;
+
+/* The outcome of an LMDB or errno code rc != 0. */
+static outcome
+failed(group *g, int rc)
+{
+	if (rc == MDB_MAP_FULL)
+		return OUT_MAP_FULL;
+	g->error = rc;
+	return OUT_FAILED;
+}
 
 #define BATCH_EVENTS (GROUP_MAX_EVENTS + FP_MAX_BATCH)
 
@@ -86,6 +117,7 @@ typedef struct cursor_state {
 	size_t recs_size;
 	size_t nrecs;
 } cursor_state;
+
 
 /* Receive one request (all its frames) without waiting.  Returns 1 when
  * one was taken, 0 when none is waiting, -1 on a socket error. */
@@ -166,8 +198,9 @@ str_eq(funnel_str a, funnel_str b)
 
 /*
  * An event whose id is already stored, at seq orig: the same event sent
- * again (0: a duplicate, acknowledged with orig) or another event under a
- * reused id (1: r->err is EIDCONFLICT carrying orig), or an LMDB error.
+ * again (OUT_DUPLICATE, acknowledged with orig) or another event under a
+ * reused id (OUT_REFUSED: r->err is EIDCONFLICT carrying orig), or
+ * OUT_FAILED.
  * Called only when the id is found, so a new id pays nothing for it.
  *
  * The same event is the same record: ev, stamped with the stored
@@ -178,7 +211,7 @@ str_eq(funnel_str a, funnel_str b)
  * expected_version (a condition, not stored) and the request's rid are
  * transport, not content, and are not compared (PROTOCOL.md §6).
  */
-static int
+static outcome
 same_event(store_wtxn *w, group *g, request *r, fp_event *ev, uint64_t orig)
 {
 	MDB_val v;
@@ -186,11 +219,11 @@ same_event(store_wtxn *w, group *g, request *r, fp_event *ev, uint64_t orig)
 	uint8_t hash[FUNNEL_HASH_BYTES];
 	int rc = store_record_find(w, orig, &v);
 
-	if (rc != 0)
-		return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;   /* idem names a seq the log lacks */
+	if (rc != 0)   /* MDB_NOTFOUND: idem names a seq the log lacks */
+		return failed(g, rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc);
 	msgpack_zone_clear(&g->cmp_zone);
 	if (funnel_record_parse(v.mv_data, v.mv_size, &g->cmp_zone, &rec) != FUNNEL_OK)
-		return MDB_CORRUPTED;
+		return failed(g, MDB_CORRUPTED);
 	int stage = rec.stage.ptr ? fp_stage_parse(rec.stage.ptr, rec.stage.len) : FP_STAGE_NONE;
 	fp_stamp st = {
 		.seq = rec.seq, .ts = rec.ts, .producer = rec.producer,
@@ -211,21 +244,21 @@ same_event(store_wtxn *w, group *g, request *r, fp_event *ev, uint64_t orig)
 	if (g->vault != NULL && rec.data != NULL) {
 		int vr = vault_reseal_event(g->vault, ev, rec.data);
 		if (vr < 0)
-			return ENOMEM;
+			return failed(g, ENOMEM);
 		unknowable = vr == 1 && fp_seal_any(rec.data);
 	}
 	g->cmp.size = 0;
 	funnel_err ee = fp_record_encode(&g->cmp, ev, &st, hash);
 	if (ee == FUNNEL_ENOMEM)
-		return ENOMEM;
+		return failed(g, ENOMEM);
 	if (ee == FUNNEL_OK && g->cmp.size == v.mv_size && memcmp(g->cmp.data, v.mv_data, v.mv_size) == 0)
-		return 0;
+		return OUT_DUPLICATE;
 	const char *what = !str_eq(rec.type, ev->type) ? "type"
 	                 : !str_eq(rec.lead, ev->lead) ? "lead"
 	                 : rec.has_cause != ev->has_cause || rec.cause != ev->cause ? "cause"
 	                 : "data";
 	if (unknowable && strcmp(what, "data") == 0)
-		return 0;
+		return OUT_DUPLICATE;
 	fp_error_set(&r->err, FUNNEL_EIDCONFLICT, "id",
 	             "id '%.*s' is already used by seq %" PRIu64 " (%.*s%s%.*s%s) and this event "
 	             "differs in %s: an id names one event forever, give this one its own id",
@@ -234,74 +267,99 @@ same_event(store_wtxn *w, group *g, request *r, fp_event *ev, uint64_t orig)
 	             (int)(rec.lead.len > 64 ? 64 : rec.lead.len), rec.lead.ptr ? rec.lead.ptr : "",
 	             rec.lead.ptr ? "'" : "", what);
 	r->err.seq = orig;
-	return 1;
+	return OUT_REFUSED;
 }
 
 /*
- * Validate and append event i of request r.  Returns 0 (appended, or a
- * duplicate acknowledged), 1 when the event is refused (r->err filled;
- * an id stored for another event is EIDCONFLICT), or
- * an LMDB error code for a storage failure (MDB_MAP_FULL: grow and redo).
+ * Validate event i of request r against the log as w sees it: what the
+ * receiver found (decode_events), the idempotency key, the lead's state.
+ * ev is the writer's copy of the event (sealing and same_event() change
+ * it, and a redone group starts over from the receiver's).  Returns
+ * OUT_OK with *lead the lead's state after the event (zeroed for an event
+ * without a lead; cs->leads counts a new lead), OUT_DUPLICATE (the seq is
+ * in the batch's seqs), OUT_REFUSED (r->err filled), or a failure.
  */
-static int
+static outcome
+validate_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i, fp_event *ev,
+               store_lead *lead)
+{
+	size_t ack = r->first + i;
+	fp_error *err = &r->err;
+	fp_stage to;
+	int rc;
+
+	if (i == r->bad) {
+		*err = r->pre;
+		return OUT_REFUSED;
+	}
+	memset(lead, 0, sizeof *lead);
+	if (ev->id.ptr != NULL) {
+		uint64_t orig;
+		rc = store_idem_find(w, ev->id.ptr, ev->id.len, &orig);
+		if (rc == 0) {
+			outcome o = same_event(w, g, r, ev, orig);
+			if (o == OUT_DUPLICATE) {
+				g->b->seqs[ack] = orig;
+				g->b->dups[ack] = 1;
+			}
+			return o;   /* OUT_REFUSED: EIDCONFLICT */
+		}
+		if (rc != MDB_NOTFOUND)
+			return failed(g, rc);
+	}
+	if (ev->lead.ptr == NULL)
+		return OUT_OK;
+	rc = store_lead_find(w, ev->lead.ptr, ev->lead.len, lead);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return failed(g, rc);
+	if (ev->has_expected_version && ev->expected_version != lead->version) {
+		fp_error_set(err, FUNNEL_EVERSION, "expected_version",
+		             "expected version %" PRIu64 ", lead '%.*s' is at version %" PRIu64,
+		             ev->expected_version, (int)ev->lead.len, ev->lead.ptr, lead->version);
+		return OUT_REFUSED;
+	}
+	funnel_err te = fp_transition(ev->spec, lead->stage, &to);
+	if (te == FUNNEL_ENOLEAD) {
+		fp_error_set(err, te, "lead", "%s for lead '%.*s', which was never captured",
+		             ev->spec->name, (int)ev->lead.len, ev->lead.ptr);
+		return OUT_REFUSED;
+	}
+	if (te != FUNNEL_OK) {
+		fp_error_set(err, te, "type", "%s is not allowed for lead '%.*s' in stage %s",
+		             ev->spec->name, (int)ev->lead.len, ev->lead.ptr, fp_stage_name(lead->stage));
+		return OUT_REFUSED;
+	}
+	if (lead->version == 0)
+		cs->leads++;   /* the first event that names this lead */
+	lead->stage = to;
+	lead->version++;
+	lead->last_seq = cs->seq;
+	next_owner(ev, lead);
+	return OUT_OK;
+}
+
+/*
+ * Validate and append event i of request r: OUT_OK (appended, or a
+ * duplicate acknowledged), OUT_REFUSED (r->err filled), OUT_MAP_FULL or
+ * OUT_FAILED.
+ */
+static outcome
 append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 {
 	size_t ack = r->first + i;
 	fp_error *err = &r->err;
 	store_lead lead;
-	fp_stage to;
 	uint8_t hash[FUNNEL_HASH_BYTES];
+	fp_event ev;
 	int rc;
 
-	/* decoded and checked by the receiver (decode_events); a copy, as
-	 * sealing and same_event() change it and a redone group starts over */
-	if (i == r->bad) {
-		*err = r->pre;
-		return 1;
-	}
-	fp_event ev = g->b->events[ack];
-	memset(&lead, 0, sizeof lead);
-	if (ev.id.ptr != NULL) {
-		uint64_t orig;
-		rc = store_idem_find(w, ev.id.ptr, ev.id.len, &orig);
-		if (rc == 0) {
-			if ((rc = same_event(w, g, r, &ev, orig)) != 0)
-				return rc;   /* 1: EIDCONFLICT, the request is refused */
-			g->b->seqs[ack] = orig;
-			g->b->dups[ack] = 1;
-			return 0;
-		}
-		if (rc != MDB_NOTFOUND)
-			return rc;
-	}
-	if (ev.lead.ptr != NULL) {
-		rc = store_lead_find(w, ev.lead.ptr, ev.lead.len, &lead);
-		if (rc != 0 && rc != MDB_NOTFOUND)
-			return rc;
-		if (ev.has_expected_version && ev.expected_version != lead.version) {
-			fp_error_set(err, FUNNEL_EVERSION, "expected_version",
-			             "expected version %" PRIu64 ", lead '%.*s' is at version %" PRIu64,
-			             ev.expected_version, (int)ev.lead.len, ev.lead.ptr, lead.version);
-			return 1;
-		}
-		funnel_err te = fp_transition(ev.spec, lead.stage, &to);
-		if (te == FUNNEL_ENOLEAD) {
-			fp_error_set(err, te, "lead", "%s for lead '%.*s', which was never captured",
-			             ev.spec->name, (int)ev.lead.len, ev.lead.ptr);
-			return 1;
-		}
-		if (te != FUNNEL_OK) {
-			fp_error_set(err, te, "type", "%s is not allowed for lead '%.*s' in stage %s",
-			             ev.spec->name, (int)ev.lead.len, ev.lead.ptr, fp_stage_name(lead.stage));
-			return 1;
-		}
-		if (lead.version == 0)
-			cs->leads++;   /* the first event that names this lead */
-		lead.stage = to;
-		lead.version++;
-		lead.last_seq = cs->seq;
-		next_owner(&ev, &lead);
-	}
+	if (i != r->bad)
+		ev = g->b->events[ack];   /* decoded and checked by the receiver */
+	else
+		memset(&ev, 0, sizeof ev);   /* refused by the receiver: validate_event says so */
+	outcome o = validate_event(w, g, cs, r, i, &ev, &lead);
+	if (o != OUT_OK)
+		return o == OUT_DUPLICATE ? OUT_OK : o;
 
 	fp_stamp st = {
 		.seq = cs->seq, .ts = cs->ts,
@@ -313,47 +371,44 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 	if (g->vault != NULL) {
 		funnel_err se = vault_seal_event(g->vault, &ev, err);
 		if (se == FUNNEL_EVALUE)
-			return 1;
+			return OUT_REFUSED;
 		if (se != FUNNEL_OK)
-			return ENOMEM;
+			return failed(g, ENOMEM);
 	}
 	funnel_err ee = fp_record_encode(&g->b->recs, &ev, &st, hash);
 	if (ee == FUNNEL_ETOOBIG) {
 		fp_error_set(err, ee, "data", "event is over %d bytes once stored", FP_MAX_RECORD_BYTES);
-		return 1;
+		return OUT_REFUSED;
 	}
 	if (ee != FUNNEL_OK)
-		return ENOMEM;
+		return failed(g, ENOMEM);
 	rc = store_append(w, cs->seq, g->b->recs.data + cs->recs_size, g->b->recs.size - cs->recs_size,
 	                  ev.lead.ptr, ev.lead.len, &lead, ev.id.ptr, ev.id.len);
 	if (rc != 0)
-		return rc;
+		return failed(g, rc);
 	g->b->rec_end[cs->nrecs++] = g->b->recs.size;
 	cs->recs_size = g->b->recs.size;
 	g->b->seqs[ack] = cs->seq;
 	g->b->dups[ack] = 0;
 	memcpy(cs->prev, hash, FUNNEL_HASH_BYTES);
 	cs->seq++;
-	return 0;
+	return OUT_OK;
 }
 
-/* apply_request() refused an event after appending others of its request:
- * the group is redone with nested transactions. */
-#define APPLY_REDO_NESTED (-1)
-
 /*
- * Apply one request inside txn.  Returns 0 (stored, or refused with
- * r->status set), or an LMDB error that fails the whole group.
+ * Apply one request inside w.  Returns OUT_OK (stored, or refused with
+ * r->status set), OUT_REDO_NESTED, or OUT_MAP_FULL / OUT_FAILED, which
+ * fail the whole attempt at the group.
  *
  * A request is atomic.  With nested set, a request of several events runs
  * in a nested transaction that a refusal aborts.  Without it (the first
- * attempt at a group) events go straight into txn, which spares LMDB a
+ * attempt at a group) events go straight into w, which spares LMDB a
  * copy of every page the request touches and a merge of its dirty list
  * per request; a refusal after some of the request's events were appended
- * then returns APPLY_REDO_NESTED, and the caller aborts txn and redoes the
+ * then returns OUT_REDO_NESTED, and the caller aborts w and redoes the
  * group with nested set.  A refusal of the first event needs neither.
  */
-static int
+static outcome
 apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, int nested)
 {
 	cursor_state saved = *cs;
@@ -362,31 +417,31 @@ apply_request(store *s, store_wtxn *w, group *g, cursor_state *cs, request *r, i
 	int rc;
 
 	if (nested && r->nev > 1 && (rc = store_wtxn_begin(s, w, &child)) != 0)
-		return rc;
+		return failed(g, rc);
 	for (size_t i = 0; i < r->nev; i++) {
-		rc = append_event(child.txn ? &child : w, g, cs, r, i);
-		if (rc == 1) {
+		outcome o = append_event(child.txn ? &child : w, g, cs, r, i);
+		if (o == OUT_REFUSED) {
 			r->err.index = (int)i;
 			r->status = r->err.code;
 			if (child.txn)
 				store_wtxn_abort(&child);
 			else if (cs->seq != saved.seq)
-				return APPLY_REDO_NESTED;
+				return OUT_REDO_NESTED;
 			if (g->vault != NULL)
 				vault_rollback(g->vault, vmark);
 			g->b->recs.size = saved.recs_size;
 			*cs = saved;
-			return 0;
+			return OUT_OK;
 		}
-		if (rc != 0) {
+		if (o != OUT_OK) {
 			store_wtxn_abort(&child);
-			return rc;
+			return o;
 		}
 	}
 	if (child.txn && (rc = store_wtxn_commit(&child)) != 0)
-		return rc;
+		return failed(g, rc);
 	r->status = FUNNEL_OK;
-	return 0;
+	return OUT_OK;
 }
 
 /* Void the outcomes of an attempt at the group that was not committed:
@@ -405,11 +460,13 @@ forget_outcomes(group *g)
 }
 
 /*
- * Store the group.  Returns 0 when every request has its outcome in
- * r->status (the stored ones committed), or an LMDB error when the whole
- * group failed (nothing stored).
+ * Store the group.  Returns OUT_OK when every request has its outcome in
+ * r->status (the stored ones committed: g->b->nrecs records; durable
+ * once the next flush is done, or already when g->b->flushed),
+ * OUT_MAP_FULL when the map is at its cap, OUT_FAILED (g->error) when
+ * the whole group failed (nothing stored), or OUT_UNFLUSHED.
  */
-static int
+static outcome
 store_group(store *s, group *g)
 {
 	int nested = 0;
@@ -424,58 +481,68 @@ store_group(store *s, group *g)
 
 		int rc = store_wtxn_begin(s, NULL, &w);
 		if (rc != 0)
-			return rc;
-		for (size_t i = 0; i < g->b->nreqs && rc == 0; i++) {
+			return failed(g, rc);
+		outcome o = OUT_OK;
+		for (size_t i = 0; i < g->b->nreqs && o == OUT_OK; i++) {
 			request *r = &g->b->reqs[i];
 			if (r->req.op != FP_OP_PUBLISH || r->status != FUNNEL_OK)
 				continue;
-			rc = apply_request(s, &w, g, &cs, r, nested);
+			o = apply_request(s, &w, g, &cs, r, nested);
 		}
-		if (rc == 0 && cs.nrecs > 0)
-			rc = store_put_head(s, w.txn, cs.seq - 1, cs.prev, cs.leads);
+		if (o == OUT_OK && cs.nrecs > 0 &&
+		    (rc = store_put_head(s, w.txn, cs.seq - 1, cs.prev, cs.leads)) != 0)
+			o = failed(g, rc);
 		/* the group's new keys reach the key file before its records commit */
-		if (rc == 0 && cs.nrecs > 0 && g->vault != NULL)
-			rc = vault_prepare(g->vault, cs.seq - 1);
-		if (rc == 0 && cs.nrecs > 0) {
-			rc = store_wtxn_commit(&w);
+		if (o == OUT_OK && cs.nrecs > 0 && g->vault != NULL &&
+		    (rc = vault_prepare(g->vault, cs.seq - 1)) != 0)
+			o = failed(g, rc);
+		if (o == OUT_OK && cs.nrecs > 0) {
+			if ((rc = store_wtxn_commit(&w)) != 0) {
+				o = failed(g, rc);
+			} else if (g->vault != NULL && s->durable && vault_retiring(g->vault)) {
+				/* keys are destroyed only once the erasure is durable: its
+				 * meta page is flushed now, not with the next commit */
+				if ((rc = store_sync(s)) != 0) {
+					g->error = rc;
+					o = OUT_UNFLUSHED;
+				}
+				g->b->flushed = rc == 0;
+			}
 		} else {
 			store_wtxn_abort(&w);
 		}
 		if (g->vault != NULL) {
-			if (rc == 0 && cs.nrecs > 0) {
+			if (o == OUT_OK && cs.nrecs > 0) {
 				/* erased leads' keys destroyed on disk before any ack */
 				int vrc = vault_finish(g->vault);
 				if (vrc != 0)
 					log_error("erased keys not yet destroyed on disk (%s); funneld finishes "
 					          "at its next start (keys.shred)", strerror(vrc));
-			} else {
+			} else if (o != OUT_UNFLUSHED) {
 				vault_abort(g->vault);
-			}
+			}   /* unflushed: committed, keys.shred stays for the next start */
 		}
-		if (rc == APPLY_REDO_NESTED) {
+		switch (o) {
+		case OUT_REDO_NESTED:
 			nested = 1;
 			forget_outcomes(g);
 			continue;
-		}
-		if (rc == MDB_MAP_FULL) {
+		case OUT_MAP_FULL:
 			/* Outcomes of this attempt are void: redo the group on a bigger map. */
-			int grc = store_grow(s);
-			if (grc != 0)
-				return MDB_MAP_FULL;
+			if (store_grow(s) != 0)
+				return OUT_MAP_FULL;
 			log_info("map full: grew the map to %zu MiB and redid the group", s->map_size >> 20);
 			forget_outcomes(g);
 			continue;
+		case OUT_OK:
+		case OUT_UNFLUSHED:
+			g->b->nrecs = cs.nrecs;
+			if (cs.nrecs > 0)
+				store_set_head(s, cs.seq - 1, cs.ts, cs.prev, cs.leads);
+			return o;
+		default:
+			return o;   /* OUT_FAILED */
 		}
-		if (rc != 0)
-			return rc;
-		g->b->nrecs = cs.nrecs;
-		if (cs.nrecs > 0) {
-			s->head_seq = cs.seq - 1;
-			s->head_ts = cs.ts;
-			s->head_leads = cs.leads;
-			memcpy(s->head_hash, cs.prev, FUNNEL_HASH_BYTES);
-		}
-		return 0;
 	}
 }
 
@@ -632,7 +699,23 @@ batch_free(batch *b)
 	free(b);
 }
 
-/* A batch pointer over the stage socket (inproc PAIR); NULL is "stop". */
+/*
+ * A batch pointer over the stage socket (inproc PAIR); NULL is "stop".
+ * The writer asks for work with one of two requests, and the receiver
+ * answers the second with a batch or STAGE_NONE:
+ *   STAGE_WANT_WAIT  the writer holds nothing: send a batch once it has
+ *                    a request;
+ *   STAGE_WANT_NOW   the writer holds a group for its flush: send what
+ *                    has come by now, or STAGE_NONE, and the writer
+ *                    flushes for the held group at once.
+ * So a batch fills for as long as the writer is busy, and the one that
+ * follows a held group is as large as what came meanwhile.
+ */
+static char stage_tags[3];
+#define STAGE_WANT_WAIT ((batch *)&stage_tags[0])
+#define STAGE_WANT_NOW ((batch *)&stage_tags[1])
+#define STAGE_NONE ((batch *)&stage_tags[2])
+
 static int
 stage_send(void *stage, batch *b)
 {
@@ -640,9 +723,9 @@ stage_send(void *stage, batch *b)
 }
 
 static int
-stage_recv(void *stage, batch **b)
+stage_recv(void *stage, batch **b, int flags)
 {
-	return zmq_recv(stage, b, sizeof *b, 0) == (int)sizeof *b ? 0 : -1;
+	return zmq_recv(stage, b, sizeof *b, flags) == (int)sizeof *b ? 0 : -1;
 }
 
 /* The batch's committed records, in seq order. */
@@ -672,13 +755,17 @@ send_heartbeat(void *pub, uint64_t head_seq)
 	msgpack_sbuffer_destroy(&sb);
 }
 
+/* Batches: at most two with the writer (one held for its flush, one
+ * being stored), one filling here, and one on its way back. */
+#define NBUFS 4
+
 typedef struct receiver {
 	void *sock;               /* the ingest ROUTER: the receiver's alone while it runs */
 	void *pub;                /* the PUB socket: the receiver's alone while it runs */
 	uint64_t head_seq;        /* the head last published (heartbeats carry it) */
 	int heartbeat_ms;
 	void *stage;              /* PAIR to the writer */
-	batch *bufs[2];           /* one filling here, one with the writer (or both here) */
+	batch *bufs[NBUFS];       /* filling here, free here, or with the writer */
 	int access;               /* --access given: judge each batch by the current table */
 	pthread_t thread;
 } receiver;
@@ -687,10 +774,10 @@ typedef struct receiver {
  * The receiver thread.  It owns the ingest socket: it drains what is
  * waiting into the batch it fills (up to the group bounds; past them it
  * stops reading, so producers feel the writer's pace), decodes each
- * request once, and hands the batch to the writer as soon as the writer
- * has none.  A batch the writer hands back is stored and committed
- * durably (or refused as a whole): only then are its replies sent, and
- * then its records published.  Heartbeats go out from here too, so one
+ * request once, and hands the batch to the writer when the writer asks
+ * for one (stage_send).  A batch the writer hands back is stored
+ * and durable (or refused as a whole): only then are its replies sent,
+ * and then its records published.  Heartbeats go out from here too, so one
  * never announces a head whose records were not yet published.
  * When the writer sends "stop", the receiver waits for the batch the
  * writer may still hold, answers ESHUTDOWN to what it has taken and to
@@ -700,8 +787,9 @@ static void *
 receiver_main(void *arg)
 {
 	receiver *rv = arg;
-	batch *fill = rv->bufs[0], *spare = rv->bufs[1];
-	int writer_idle = 1, stopping = 0;
+	batch *fill = rv->bufs[0], *spare[NBUFS];
+	batch *want = NULL;       /* the writer's request not yet answered, or NULL */
+	int nspare = 0, inflight = 0, stopping = 0;
 	uint64_t next_hb = 0;
 	sigset_t set;
 
@@ -711,9 +799,11 @@ receiver_main(void *arg)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	for (int i = 1; i < NBUFS; i++)
+		spare[nspare++] = rv->bufs[i];
 
 	for (;;) {
-		if (stopping && writer_idle)
+		if (stopping && inflight == 0)
 			break;
 		uint64_t now = clock_now_ns();
 		if (now >= next_hb) {
@@ -731,22 +821,23 @@ receiver_main(void *arg)
 			log_error("receiver: poll failed: %s", zmq_strerror(errno));
 			break;   /* the writer notices: its stage socket gets no more batches */
 		}
-		if (items[0].revents & ZMQ_POLLIN) {
-			batch *done;
-			if (stage_recv(rv->stage, &done) != 0)
-				continue;
+		batch *done;
+		while ((items[0].revents & ZMQ_POLLIN) &&
+		       stage_recv(rv->stage, &done, ZMQ_DONTWAIT) == 0) {
 			if (done == NULL) {
 				stopping = 1;
+			} else if (done == STAGE_WANT_WAIT || done == STAGE_WANT_NOW) {
+				want = done;
 			} else {
 				/* 4. ack, 5. publish: the writer hands a batch back once
-				 * it is committed (nrecs 0 when the group failed) */
+				 * it is durable (nrecs 0 when the group failed) */
 				reply_all(rv->sock, done);
 				publish_all(rv->pub, done);
 				if (done->nrecs > 0)
 					rv->head_seq = done->head_seq;
 				release_requests(done);
-				spare = done;
-				writer_idle = 1;
+				spare[nspare++] = done;
+				inflight--;
 			}
 		}
 		if (room && (items[1].revents & ZMQ_POLLIN)) {
@@ -766,10 +857,15 @@ receiver_main(void *arg)
 				fill->acl = NULL;
 			}
 		}
-		if (!stopping && writer_idle && fill->nreqs > 0 && stage_send(rv->stage, fill) == 0) {
-			writer_idle = 0;
-			fill = spare;
-			spare = NULL;
+		/* the writer asked: the batch if it holds a request, or (asked
+		 * now) none; the writer asks only with fewer than two, so a spare
+		 * is here (NBUFS) */
+		if (!stopping && want != NULL && fill->nreqs > 0 && stage_send(rv->stage, fill) == 0) {
+			inflight++;
+			fill = spare[--nspare];
+			want = NULL;
+		} else if (!stopping && want == STAGE_WANT_NOW && stage_send(rv->stage, STAGE_NONE) == 0) {
+			want = NULL;
 		}
 	}
 
@@ -807,6 +903,60 @@ disk_full(int rc, const store *s)
 	       (uint64_t)fs.f_bavail * fs.f_frsize < (1u << 20);
 }
 
+/*
+ * A committed group whose flush failed: every request stored in it gets
+ * EINTERNAL, as whether its events survive a power loss is unknown (they
+ * are committed: a retry with the same ids after a restart is told
+ * which).  Its records are not published.
+ */
+static void
+fail_unflushed(batch *b, int rc)
+{
+	for (size_t i = 0; i < b->nreqs; i++) {
+		request *r = &b->reqs[i];
+		if (r->status != FUNNEL_OK || r->req.op != FP_OP_PUBLISH)
+			continue;
+		r->err.index = -1;
+		r->status = fp_error_set(&r->err, FUNNEL_EINTERNAL, "",
+		                         "the log could not be flushed (%s): these events may or may not "
+		                         "survive a power loss; funneld stops, retry with the same ids "
+		                         "once it runs again", strerror(rc));
+	}
+	b->nrecs = 0;
+}
+
+/* The group is durable: raise the durable seq, then hand it back for its
+ * replies and publishing (in that order: a query after an ack sees it). */
+static int
+hand_back_durable(store *s, void *stage, batch *b)
+{
+	if (b->nrecs > 0)
+		store_set_durable(s, b->head_seq, b->head_leads);
+	return stage_send(stage, b);
+}
+
+/*
+ * Flush for the group held (nothing else to store, or the next group
+ * committed nothing), then hand it back.  0, or -1 when the flush failed:
+ * the group was answered EINTERNAL and the writer must stop.
+ */
+static int
+flush_held(store *s, void *stage, batch *held)
+{
+	int rc = store_sync(s);
+	if (rc != 0) {
+		log_error("cannot flush the log: %s; stopping", strerror(rc));
+		fail_unflushed(held, rc);
+		stage_send(stage, held);
+		return -1;
+	}
+	if (hand_back_durable(s, stage, held) != 0) {
+		log_error("cannot hand a batch back to the receiver: %s", zmq_strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 /* Map a whole-group storage failure to the reply every request gets. */
 static void
 fail_group(group *g, int rc, const store *s)
@@ -838,13 +988,16 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 	group *g = calloc(1, sizeof *g);
 	receiver rv = { .sock = sock, .pub = pub, .head_seq = s->head_seq,
 	                .heartbeat_ms = c->heartbeat_ms, .access = c->access[0] != '\0' };
+	/* committed, its meta page not yet flushed: held until the next flush */
+	batch *held = NULL;
 	void *stage = NULL;
 	int result = 0, started = 0, receiver_gone = 0, zone_ok = 0;
 	char ep[64];
 
 	snprintf(ep, sizeof ep, "inproc://funneld-stage-%p", (void *)g);
 	if (g == NULL || !(zone_ok = msgpack_zone_init(&g->cmp_zone, 4096)) ||
-	    (rv.bufs[0] = batch_new()) == NULL || (rv.bufs[1] = batch_new()) == NULL) {
+	    (rv.bufs[0] = batch_new()) == NULL || (rv.bufs[1] = batch_new()) == NULL ||
+	    (rv.bufs[2] = batch_new()) == NULL || (rv.bufs[3] = batch_new()) == NULL) {
 		log_error("out of memory starting the writer");
 		result = -1;
 		goto out;
@@ -860,7 +1013,11 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 	}
 	started = 1;
 
+	int asked = 0;   /* a request for work sent, not yet answered */
 	while (!*stop) {
+		/* holding a group, ask for what came by now; else wait for work */
+		if (!asked && stage_send(stage, held != NULL ? STAGE_WANT_NOW : STAGE_WANT_WAIT) == 0)
+			asked = 1;
 		zmq_pollitem_t item = { stage, 0, ZMQ_POLLIN, 0 };
 		int n = zmq_poll(&item, 1, 1000);   /* a signal interrupts it: *stop is seen */
 		if (n < 0) {
@@ -874,40 +1031,87 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			continue;
 
 		/* 1. the receiver's batch: received, decoded, checked */
-		if (stage_recv(stage, &g->b) != 0)
+		if (stage_recv(stage, &g->b, 0) != 0)
 			continue;
+		asked = 0;
 		if (g->b == NULL) {
 			log_error("the receiver thread stopped");
 			receiver_gone = 1;
 			result = -1;
 			break;
 		}
+		if (g->b == STAGE_NONE) {
+			/* nothing came: flush now for the group held (store.h) */
+			g->b = NULL;
+			if (held != NULL) {
+				batch *h = held;
+				held = NULL;
+				if (flush_held(s, stage, h) != 0) {
+					result = -1;
+					break;
+				}
+			}
+			continue;
+		}
 		g->b->nrecs = 0;
+		g->b->flushed = 0;
 		/* 2-3. validate, append, commit */
-		int rc = store_group(s, g);
-		if (rc != 0) {
+		outcome o = store_group(s, g);
+		if (o != OUT_OK && o != OUT_UNFLUSHED) {
+			int rc = o == OUT_MAP_FULL ? MDB_MAP_FULL : g->error;
 			log_error("group of %zu requests not stored: %s", g->b->nreqs, mdb_strerror(rc));
 			fail_group(g, rc, s);
 			g->b->nrecs = 0;
 		}
-		g->b->head_seq = s->head_seq;
-		/* 4. ack, 5. publish: the receiver does both, in that order */
 		batch *b = g->b;
 		g->b = NULL;
-		if (stage_send(stage, b) != 0) {
+		b->head_seq = s->head_seq;
+		b->head_leads = s->head_leads;
+		int committed = o != OUT_OK ? o == OUT_UNFLUSHED : b->nrecs > 0;
+		/* 3'. the group held: this commit's flush (of its pages) took the
+		 * held group's meta page to the device with it; a group that
+		 * committed nothing flushed nothing, so flush for it now */
+		if (held != NULL) {
+			batch *h = held;
+			held = NULL;
+			if (committed ? hand_back_durable(s, stage, h) != 0 : flush_held(s, stage, h) != 0) {
+				if (!committed)
+					stage_send(stage, b);   /* refusals only: answered, then stop */
+				result = -1;
+				break;
+			}
+		}
+		if (o == OUT_UNFLUSHED) {
+			log_error("cannot flush the log: %s; stopping", strerror(g->error));
+			fail_unflushed(b, g->error);
+			stage_send(stage, b);
+			result = -1;
+			break;
+		}
+		if (committed && s->durable && !b->flushed) {
+			held = b;   /* 4-5 once the next flush is done */
+			continue;
+		}
+		/* 4. ack, 5. publish: the receiver does both, in that order */
+		if (hand_back_durable(s, stage, b) != 0) {
 			log_error("cannot hand a batch back to the receiver: %s", zmq_strerror(errno));
 			result = -1;
 			break;
 		}
 	}
+	/* stopping: the group held is flushed and answered first */
+	if (held != NULL && flush_held(s, stage, held) != 0)
+		result = -1;
 
 	/* Stop the receiver: a batch it sent that was not taken is answered
 	 * ESHUTDOWN, then it answers what it holds and what is queued. */
 	if (started && !receiver_gone && stage_send(stage, NULL) == 0) {
 		for (;;) {
 			batch *b;
-			if (stage_recv(stage, &b) != 0 || b == NULL)
+			if (stage_recv(stage, &b, 0) != 0 || b == NULL)
 				break;
+			if (b == STAGE_NONE)
+				continue;
 			shut_batch(b);
 			stage_send(stage, b);
 		}
@@ -919,8 +1123,8 @@ out:
 		zmq_close(stage);
 	if (rv.stage)
 		zmq_close(rv.stage);
-	batch_free(rv.bufs[0]);
-	batch_free(rv.bufs[1]);
+	for (int i = 0; i < NBUFS; i++)
+		batch_free(rv.bufs[i]);
 	if (g != NULL) {
 		msgpack_sbuffer_destroy(&g->cmp);
 		if (zone_ok)

@@ -10,8 +10,10 @@
  *      a group limit), decode each once, and check each event as far as
  *      no lead state is needed (envelope, the principal's right to the
  *      type, data already in stored form); hand the batch to the writer
- *      as soon as the writer holds none, so the next group is received
- *      and decoded while this one is stored;
+ *      when the writer asks for one, so the next group is received and
+ *      decoded while this one is stored.  A writer that holds nothing
+ *      waits for a batch; one that holds a group for its flush (step 3)
+ *      takes what came by now, or nothing;
  *   2. writer: in one LMDB write transaction, validate (idempotency, lead
  *      state) and append each request's events, a request being atomic:
  *      its events go straight into the transaction, and when one is
@@ -20,10 +22,24 @@
  *      full map grows and the group is redone.  An event the receiver
  *      refused is refused when the writer reaches it, so a request's
  *      error is the one its first refused event gets;
- *   3. writer: commit (fsync unless --no-sync);
+ *   3. writer: commit: the group's pages are written and flushed, its
+ *      meta page written but not flushed (store.h: MDB_NOMETASYNC; no
+ *      flush at all with --no-sync).  The writer holds the group until
+ *      the next flush takes that meta page to the device: the commit of
+ *      the next group, when requests came meanwhile (so under load a
+ *      commit costs one flush), or else a flush of its own at once
+ *      (store_sync: a lone event is acknowledged after two flushes,
+ *      never later).  A
+ *      group that destroys erased leads' keys is flushed at once.  Then
+ *      it raises the store's durable seq, which is what queries show;
  *   4. only then the batch goes back to the receiver, which replies to
  *      every request of it (ack or error),
  *   5. then publishes the group's records, in seq order, on the PUB socket.
+ * Batches go back in the order they were stored: the replies of a group
+ * (refusals judged on the state a held group left included) never
+ * precede the acks of the groups before it.  A flush that fails ends
+ * the writer: the groups it was for are answered EINTERNAL (their fate
+ * on a power loss unknown) and ingest_run returns -1.
  * A heartbeat carrying the head seq (the last one published) goes out on
  * the PUB socket every heartbeat period, from the receiver, so
  * subscribers notice what they missed at the tail.

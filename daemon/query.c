@@ -61,9 +61,16 @@ page_take(page *p, const fp_request *req, const MDB_val *rec)
  * stop (page full, or past the range: p->end says which).
  */
 static int
-page_visit(page *p, const fp_request *req, uint64_t seq, const MDB_val *rec, msgpack_zone *z)
+page_visit(page *p, const fp_request *req, uint64_t head, uint64_t seq, const MDB_val *rec,
+           msgpack_zone *z)
 {
 	uint64_t ts = 0;
+	if (seq > head) {
+		/* committed, not yet durable: not shown (store.h); the page
+		 * ends as if the log ended at head */
+		p->end = 1;
+		return 1;
+	}
 	if (req->to && seq > req->to) {
 		p->end = 1;
 		return 1;
@@ -83,7 +90,8 @@ page_visit(page *p, const fp_request *req, uint64_t seq, const MDB_val *rec, msg
 	return 0;
 }
 
-/* Fill a page for a replay request in txn. */
+/* Fill a page for a replay request in txn, of records up to head (the
+ * reader's head: store_read_head). */
 static int
 build_page(store *st, MDB_txn *txn, const fp_request *req, uint64_t head, page *p,
            msgpack_zone *z)
@@ -99,6 +107,8 @@ build_page(store *st, MDB_txn *txn, const fp_request *req, uint64_t head, page *
 	p->end = 0;
 	if (req->since && (rc = store_seq_at_time(st, txn, start, req->since, &start)) != 0)
 		return rc;
+	if (req->since && start > head + 1)
+		start = head + 1;   /* found among records not yet durable */
 	p->next = start;
 
 	if (req->lead.ptr != NULL) {
@@ -110,7 +120,7 @@ build_page(store *st, MDB_txn *txn, const fp_request *req, uint64_t head, page *
 		while (rc == 0) {
 			if ((rc = store_record_get(st, txn, seq, &v)) != 0)
 				break;
-			if (page_visit(p, req, seq, &v, z))
+			if (page_visit(p, req, head, seq, &v, z))
 				break;
 			if (++scanned >= FP_PAGE_MAX_SCAN)
 				break;
@@ -128,7 +138,7 @@ build_page(store *st, MDB_txn *txn, const fp_request *req, uint64_t head, page *
 		while (rc == 0) {
 			uint64_t seq;
 			memcpy(&seq, sk.mv_data, sizeof seq);
-			if (page_visit(p, req, seq, &v, z))
+			if (page_visit(p, req, head, seq, &v, z))
 				break;
 			if (++scanned >= FP_PAGE_MAX_SCAN)
 				break;
@@ -245,7 +255,7 @@ answer_replay(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_pack
               page *p, msgpack_zone *z, fp_error *err)
 {
 	uint64_t head;
-	int rc = store_head(q->st, txn, &head);
+	int rc = store_read_head(q->st, txn, &head, NULL);
 	if (rc == 0)
 		rc = build_page(q->st, txn, req, head, p, z);
 	if (rc != 0) {
@@ -269,7 +279,7 @@ answer_status(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_pack
 	MDB_val v;
 
 	memset(&stt, 0, sizeof stt);
-	store_head(q->st, txn, &stt.head);
+	store_read_head(q->st, txn, &stt.head, &stt.leads);
 	stt.count = stt.head;
 	if (stt.head > 0 && store_record_get(q->st, txn, stt.head, &v) == 0 &&
 	    v.mv_size >= FUNNEL_HASH_BYTES) {
@@ -287,7 +297,6 @@ answer_status(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_pack
 		stt.disk_free_bytes = (uint64_t)fs.f_bavail * fs.f_frsize;
 		stt.disk_bytes = (uint64_t)fs.f_blocks * fs.f_frsize;
 	}
-	store_lead_count(q->st, txn, &stt.leads);
 	stt.uptime_ms = (clock_now_ns() - q->started_ns) / 1000000u;
 	stt.format = STORE_FORMAT;
 	stt.durable = q->st->durable;
@@ -299,13 +308,46 @@ answer_status(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_pack
 	fp_pack_status(pk, req->rid, &stt);
 }
 
+/* How long a lead query waits for a commit to become durable: the writer
+ * flushes at once when it has nothing else to do, so this is a bound for
+ * a stuck disk, not a wait anyone should see. */
+#define LEAD_DURABLE_WAIT_MS 5000
+
 static void
-answer_lead(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_packer *pk,
+answer_lead(query_server *q, MDB_txn **txn, const fp_request *req, msgpack_packer *pk,
             fp_error *err)
 {
 	store_lead sl;
 	funnel_lead_info li;
-	int rc = store_lead_get(q->st, txn, req->lead.ptr, req->lead.len, &sl);
+	uint64_t head = 0;
+	int rc = store_read_head(q->st, *txn, &head, NULL);
+	if (rc == 0)
+		rc = store_lead_get(q->st, *txn, req->lead.ptr, req->lead.len, &sl);
+	if (rc == 0 && sl.last_seq > head) {
+		/* the lead's state is of a commit not yet durable: the state it
+		 * had at head is not kept, so wait for that commit's flush and
+		 * read again in a new transaction */
+		uint64_t want = sl.last_seq;
+		store_read_end(q->st, txn);
+		if (store_wait_durable(q->st, want, LEAD_DURABLE_WAIT_MS) != 0) {
+			fp_error_set(err, FUNNEL_EINTERNAL, "", "the log was not flushed within %d ms; "
+			             "try again", LEAD_DURABLE_WAIT_MS);
+			fp_pack_error(pk, req->rid, err);
+			return;
+		}
+		rc = store_read_begin(q->st, txn);
+		if (rc == 0)
+			rc = store_lead_get(q->st, *txn, req->lead.ptr, req->lead.len, &sl);
+		/* a later commit may have changed the lead again since: wait for
+		 * that one too, after which the state read is durable */
+		if (rc == 0 && sl.last_seq > want &&
+		    store_wait_durable(q->st, sl.last_seq, LEAD_DURABLE_WAIT_MS) != 0) {
+			fp_error_set(err, FUNNEL_EINTERNAL, "", "the log was not flushed within %d ms; "
+			             "try again", LEAD_DURABLE_WAIT_MS);
+			fp_pack_error(pk, req->rid, err);
+			return;
+		}
+	}
 	if (rc == MDB_NOTFOUND) {
 		fp_error_set(err, FUNNEL_ENOTFOUND, "lead", "no event names lead '%.*s'",
 		             (int)(req->lead.len > 128 ? 128 : req->lead.len), req->lead.ptr);
@@ -383,7 +425,7 @@ serve_one(query_server *q, zmq_msg_t *ident, int has_delim, zmq_msg_t *body, pag
 	switch (req.op) {
 	case FP_OP_REPLAY: answer_replay(q, txn, &req, &pk, p, scratch, &err); break;
 	case FP_OP_STATUS: answer_status(q, txn, &req, &pk); break;
-	case FP_OP_LEAD: answer_lead(q, txn, &req, &pk, &err); break;
+	case FP_OP_LEAD: answer_lead(q, &txn, &req, &pk, &err); break;
 	case FP_OP_KEY: answer_key(q, &req, &pk); break;
 	default: break;
 	}

@@ -2,6 +2,11 @@
  * daemon/query.h - the replay/query endpoint, served by its own thread on
  * read-only LMDB transactions, so readers never block the writer.
  *
+ * Every answer is as of the store's durable seq (store.h): a replay page
+ * stops there, status counts up to there, and a lead whose state is of
+ * a commit not yet flushed is answered once that flush is done.  Acks
+ * follow the durable seq, so a query sent after an ack sees it.
+ *
  * Each request is answered in full before the next is read: one page
  * (bounded in events and bytes) of records at most, so the memory held
  * for a client is bounded however far behind it is.  The socket's send

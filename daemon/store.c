@@ -155,11 +155,13 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int
 
 	memset(s, 0, sizeof *s);
 	pthread_rwlock_init(&s->resize_lock, NULL);
+	pthread_mutex_init(&s->durable_lock, NULL);
+	pthread_cond_init(&s->durable_cond, NULL);
 	snprintf(s->path, sizeof s->path, "%s", path);
 	s->max_map_size = max_map_size;
 	s->durable = durable;
-	if (!durable)
-		flags |= MDB_NOSYNC;
+	/* one flush per commit, its meta page durable with the next (store.h) */
+	flags |= durable ? MDB_NOMETASYNC : MDB_NOSYNC;
 	if (mkdir_p(path) != 0) {
 		snprintf(why, whylen, "cannot create data directory %s: %s", path, strerror(errno));
 		goto fail;
@@ -237,6 +239,13 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int
 		snprintf(why, whylen, "cannot initialise the log: %s", mdb_strerror(rc));
 		goto fail;
 	}
+	/* what a previous run committed last may have its meta page unflushed */
+	if (durable && (rc = store_sync(s)) != 0) {
+		snprintf(why, whylen, "cannot flush the log in %s: %s", path, strerror(rc));
+		goto fail;
+	}
+	s->durable_seq = s->head_seq;
+	s->durable_leads = s->head_leads;
 	return 0;
 fail:
 	if (txn != NULL)
@@ -252,6 +261,8 @@ store_release(store *s)
 		mdb_env_close(s->env);
 		s->env = NULL;
 		pthread_rwlock_destroy(&s->resize_lock);
+		pthread_mutex_destroy(&s->durable_lock);
+		pthread_cond_destroy(&s->durable_cond);
 	}
 }
 
@@ -531,5 +542,80 @@ store_put_head(store *s, MDB_txn *txn, uint64_t seq, const uint8_t hash[FUNNEL_H
 		rc = meta_put(s, txn, FP_META_HEAD_HASH, hash, FUNNEL_HASH_BYTES);
 	if (rc == 0)
 		rc = meta_put(s, txn, "leads", &leads, sizeof leads);
+	return rc;
+}
+
+void
+store_set_head(store *s, uint64_t seq, uint64_t ts, const uint8_t hash[FUNNEL_HASH_BYTES],
+               uint64_t leads)
+{
+	s->head_seq = seq;
+	s->head_ts = ts;
+	s->head_leads = leads;
+	memcpy(s->head_hash, hash, FUNNEL_HASH_BYTES);
+}
+
+int
+store_sync(store *s)
+{
+	return mdb_env_sync(s->env, 1);
+}
+
+void
+store_set_durable(store *s, uint64_t seq, uint64_t leads)
+{
+	pthread_mutex_lock(&s->durable_lock);
+	if (seq > s->durable_seq) {
+		s->durable_seq = seq;
+		s->durable_leads = leads;
+		pthread_cond_broadcast(&s->durable_cond);
+	}
+	pthread_mutex_unlock(&s->durable_lock);
+}
+
+int
+store_read_head(store *s, MDB_txn *txn, uint64_t *seq, uint64_t *leads)
+{
+	uint64_t head, dseq, dleads;
+	pthread_mutex_lock(&s->durable_lock);
+	dseq = s->durable_seq;
+	dleads = s->durable_leads;
+	pthread_mutex_unlock(&s->durable_lock);
+	int rc = store_head(s, txn, &head);
+	if (rc != 0)
+		return rc;
+	if (head > dseq) {
+		/* txn holds commits not yet flushed: show the durable one */
+		head = dseq;
+	} else if (leads != NULL) {
+		/* txn began before the durable seq rose past its head (or at it):
+		 * its own count is the one at its head */
+		if ((rc = store_lead_count(s, txn, &dleads)) != 0)
+			return rc;
+	}
+	if (seq != NULL)
+		*seq = head;
+	if (leads != NULL)
+		*leads = dleads;
+	return 0;
+}
+
+int
+store_wait_durable(store *s, uint64_t seq, int timeout_ms)
+{
+	struct timespec until;
+	int rc = 0;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&s->durable_lock);
+	while (s->durable_seq < seq && rc == 0)
+		rc = pthread_cond_timedwait(&s->durable_cond, &s->durable_lock, &until);
+	rc = s->durable_seq >= seq ? 0 : ETIMEDOUT;
+	pthread_mutex_unlock(&s->durable_lock);
 	return rc;
 }

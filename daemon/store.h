@@ -29,6 +29,25 @@
  * inside a transaction: readers bracket their transactions with
  * store_read_begin()/store_read_end(), which take a shared lock that
  * store_grow() takes exclusively.
+ *
+ * Durability: one device flush per commit.  A durable log is opened with
+ * MDB_NOMETASYNC: a commit writes its pages and flushes them
+ * (fdatasync), then writes its meta page without flushing it.  So commit
+ * k's meta page is on the device only after the next flush: the data
+ * flush of commit k+1, or store_sync().  LMDB keeps two meta pages and
+ * reuses a page only two commits after it was freed, so whichever meta
+ * page a power loss leaves is whole and names pages that were flushed:
+ * the log is commit k or commit k-1, never corrupt (MDB_NOSYNC, which
+ * drops the data flush too, gives no such promise; it is --no-sync).
+ * The store keeps two heads:
+ *   head_seq     committed (seen by LMDB transactions), the writer's own;
+ *   durable seq  its meta page flushed: what survives a power loss.
+ * The writer raises the durable seq (store_set_durable) after the flush
+ * that makes a commit durable, and acknowledges and publishes a group
+ * only then.  Readers answer as of the durable seq (store_read_head):
+ * a record, a lead state or a count past it is not shown, as it may yet
+ * be lost.  An ack comes after its durable seq was raised, so a query
+ * sent after an ack sees what it acknowledged.
  */
 #ifndef FUNNEL_DAEMON_STORE_H
 #define FUNNEL_DAEMON_STORE_H
@@ -57,6 +76,12 @@ typedef struct store {
 	uint64_t head_ts;
 	uint8_t head_hash[FUNNEL_HASH_BYTES];
 	uint64_t head_leads;          /* distinct lead ids at the head */
+	/* The durable head (see the top), raised by the writer, read by any
+	 * thread under durable_lock; durable_cond is broadcast when it rises. */
+	pthread_mutex_t durable_lock;
+	pthread_cond_t durable_cond;
+	uint64_t durable_seq;
+	uint64_t durable_leads;
 	/* The personal data keys (vault.h), NULL without a master key.  Not
 	 * the store's: main.c opens and closes it; ingest and query use it. */
 	struct vault *vault;
@@ -71,7 +96,9 @@ typedef struct store_lead {
 } store_lead;
 
 /*
- * Open or create the log in directory `path` (created if missing).  A new
+ * Open or create the log in directory `path` (created if missing).  The
+ * head found is flushed at once (it may be a commit whose meta page a
+ * previous run left unflushed) and is the durable seq.  A new
  * log's data.mdb appears only once its empty state is on disk
  * (fp_envfile_prepare, proto/envfile.h), so a power loss during creation
  * leaves no log or an empty one, never one LMDB refuses.
@@ -94,6 +121,31 @@ int store_grow(store *s);
 /* Reader bracket: see the comment at the top. */
 int store_read_begin(store *s, MDB_txn **txn);
 void store_read_end(store *s, MDB_txn **txn);
+
+/*
+ * A reader's head in txn: the last seq that is both in txn and durable,
+ * and the distinct lead ids at that seq (either pointer may be NULL).
+ * Readers show nothing past it.  0 or an LMDB error.
+ */
+int store_read_head(store *s, MDB_txn *txn, uint64_t *seq, uint64_t *leads);
+
+/*
+ * Wait until the durable seq reaches seq, for at most timeout_ms: 0 when
+ * it did, ETIMEDOUT.  A reader that met a lead state written past its
+ * head waits so (the writer flushes at once when it has nothing else).
+ */
+int store_wait_durable(store *s, uint64_t seq, int timeout_ms);
+
+/* --- durability, writer thread only --- */
+
+/* Flush what was committed (commit k's meta page: see the top).  0 or an
+ * errno value; after a failure nothing committed since the last
+ * successful flush may be called durable. */
+int store_sync(store *s);
+
+/* The commit of seq (with leads distinct lead ids) is on the device:
+ * raise the durable seq and wake the readers waiting for it. */
+void store_set_durable(store *s, uint64_t seq, uint64_t leads);
 
 /* --- lookups inside any transaction --- */
 
@@ -159,5 +211,10 @@ int store_append(store_wtxn *w, uint64_t seq, const void *rec, size_t len,
  * commit). */
 int store_put_head(store *s, MDB_txn *txn, uint64_t seq, const uint8_t hash[FUNNEL_HASH_BYTES],
                    uint64_t leads);
+
+/* After a commit: the committed head (s->head_*), which the next group
+ * stamps its records from. */
+void store_set_head(store *s, uint64_t seq, uint64_t ts, const uint8_t hash[FUNNEL_HASH_BYTES],
+                    uint64_t leads);
 
 #endif /* FUNNEL_DAEMON_STORE_H */

@@ -32,7 +32,9 @@
  *                       fdatasync'ed, and the retired slots' tags and the
  *                       seq the group commits written to keys.shred and
  *                       fdatasync'ed (only when the group retires keys);
- *   vault_finish()      after the LMDB commit, before any ack: the retired
+ *   vault_finish()      after the LMDB commit is durable (its meta page
+ *                       flushed: store.h; a group that retires keys is
+ *                       flushed at once), before any ack: the retired
  *                       slots overwritten in place with zeros and
  *                       fdatasync'ed, keys.shred emptied;
  *   vault_abort()       the group was not committed: undo everything.
@@ -97,6 +99,9 @@ size_t vault_mark(const vault *v);
 void vault_rollback(vault *v, size_t mark);
 int vault_prepare(vault *v, uint64_t commit_seq);   /* 0 or an errno value */
 int vault_finish(vault *v);                        /* 0 or an errno value */
+/* Does the group being stored retire keys (a lead.erased)?  Then its
+ * commit must be durable before vault_finish() destroys them. */
+int vault_retiring(const vault *v);
 void vault_abort(vault *v);
 
 /* The lead's current data key into key: 1, 0 when it has none. */

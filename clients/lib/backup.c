@@ -289,6 +289,14 @@ funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *head,
 	mdb_env_close(live);
 	if (rc != 0)
 		return storage_error(err, "dest", "cannot copy the log to", dest_dir, rc);
+	/* The snapshot copied may be a commit whose meta page funneld has
+	 * written but not yet flushed (it flushes it with the next commit:
+	 * PROTOCOL.md §16).  Flushing the live file now makes it durable
+	 * there too, so a backup never holds events the log could lose. */
+	char live_file[PATH_MAX + sizeof FP_LOG_DATA_FILE + 1];
+	snprintf(live_file, sizeof live_file, "%s/%s", source, FP_LOG_DATA_FILE);
+	if (fp_file_sync(live_file) != 0)
+		return storage_error(err, "data", "cannot fsync", live_file, errno);
 	snprintf(path, sizeof path, "%s/%s", dest_dir, FP_LOG_DATA_FILE);
 	fp_path_parent(dest_dir, parent, sizeof parent);
 	if (fp_file_sync(path) != 0 || fp_dir_sync(dest_dir) != 0 ||

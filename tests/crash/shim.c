@@ -38,6 +38,11 @@
  * u64 len, then len bytes (the data written, or the path(s) with a NUL
  * between old and new for RENAME).  Without CRASH_TRACE the shim only
  * forwards the calls.
+ *
+ * CRASH_FAIL_SYNC=N (with CRASH_TRACE): the fsync/fdatasync calls on
+ * watched files (not directories) after the first N fail with EIO, as a
+ * failing disk's do, without flushing and without a trace record: what
+ * funneld does when a flush fails (tests/integration/test_crash.py).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -102,6 +107,8 @@ bind(void)
  * once, the first time CRASH_TRACE and CRASH_WATCH are both set. */
 static pthread_mutex_t setup_mu = PTHREAD_MUTEX_INITIALIZER;
 static volatile int set_up;
+static long fail_sync_after = -1;   /* CRASH_FAIL_SYNC; -1: never */
+static long file_syncs;             /* under mu */
 
 static void
 setup(void)
@@ -117,6 +124,9 @@ setup(void)
 	watch_len = strlen(watch);
 	while (watch_len > 1 && watch[watch_len - 1] == '/')
 		watch[--watch_len] = '\0';
+	const char *f = getenv("CRASH_FAIL_SYNC");
+	if (f != NULL && *f != '\0')
+		fail_sync_after = strtol(f, NULL, 10);
 	snprintf(ctr, sizeof ctr, "%s.ctr", t);
 	int cfd = (int)syscall(SYS_open, ctr, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (cfd < 0 || syscall(SYS_ftruncate, cfd, 8) != 0)
@@ -369,6 +379,11 @@ traced_sync(int fd, int (*fn)(int))
 	if (!is_watched_fd(fd))
 		return fn(fd);
 	pthread_mutex_lock(&mu);
+	if (!fds[fd].dir && fail_sync_after >= 0 && file_syncs++ >= fail_sync_after) {
+		pthread_mutex_unlock(&mu);
+		errno = EIO;
+		return -1;
+	}
 	int rc = fn(fd);
 	if (rc == 0)
 		emit(fds[fd].dir ? OP_DIRSYNC : OP_SYNC, 0, fds[fd].ino, 0, NULL, 0);
