@@ -62,7 +62,7 @@ send_by_producer(void *to, const funnel_event *ev, funnel_ack *ack)
 }
 
 static int
-record_rules(funnel_query *q, send_fn send, void *to, const rf_rules_id *id)
+record_rules(funnel_query *q, send_fn send, void *to, const rr_rules_id *id)
 {
 	last_rules lr;
 	char key[128];
@@ -120,13 +120,13 @@ record_rules(funnel_query *q, send_fn send, void *to, const rf_rules_id *id)
 }
 
 int
-rf_record_rules(funnel_service *svc, const rf_rules_id *id)
+rr_record_rules(funnel_service *svc, const rr_rules_id *id)
 {
 	return record_rules(funnel_service_query(svc), send_by_service, svc, id);
 }
 
 int
-rf_record_rules_by(funnel_query *q, funnel_producer *p, const rf_rules_id *id)
+rr_record_rules_by(funnel_query *q, funnel_producer *p, const rr_rules_id *id)
 {
 	return record_rules(q, send_by_producer, p, id);
 }

@@ -52,9 +52,9 @@ run_view(const svc_desc *d)
 	if (d->started && d->started(d->ctx, svc, engine) != FUNNEL_OK)
 		goto out;
 	/* the rules are on record before the first decision made with them */
-	rf_rules_id id;
+	rr_rules_id id;
 	if (d->rules_id && d->rules_id(rules, &id)) {
-		rc = rf_record_rules(svc, &id);
+		rc = rr_record_rules(svc, &id);
 		if (rc == FUNNEL_ESHUTDOWN)
 			status = 0;
 		if (rc != FUNNEL_OK)

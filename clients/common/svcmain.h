@@ -21,6 +21,10 @@
  * instead of apply: svc_main parses, dispatches and sets the signals;
  * it polls svc_stopping() (svcargs.h).
  *
+ * svcargs.[ch] and svcmain.[ch] are one module, the service runner, in
+ * two layers (prefix svc_): svcargs is the command line and the signals,
+ * which the gateway (no view) uses alone; svcmain is the main on top.
+ *
  * Every pointer in svc_desc must outlive svc_main; `ctx` is the
  * service's own settings (a struct that embeds the svc_args `args`
  * points to), handed to every hook.
@@ -61,7 +65,7 @@ typedef struct svc_desc {
 	int (*rules_load)(void *ctx, const char *path, int check, void **rules);
 	void (*rules_free)(void *rules);
 	void (*rules_ok)(const char *path, const void *rules);
-	int (*rules_id)(const void *rules, rf_rules_id *id);
+	int (*rules_id)(const void *rules, rr_rules_id *id);
 
 	/* `run` on a view.  setup makes the engine from the rules (its
 	 * *engine is apply's and tick's ctx) and sets the options that are

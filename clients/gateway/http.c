@@ -165,8 +165,8 @@ ensure_rules(void *ctx, funnel_producer *p)
 			funnel_query_destroy(&g->q);
 		else {
 			const gw_forms *f = g->o.forms;
-			rf_rules_id id = { GW_NAME, f->hash_hex, f->version, f->text, f->len };
-			if ((rc = rf_record_rules_by(g->q, p, &id)) == FUNNEL_OK)
+			rr_rules_id id = { GW_NAME, f->hash_hex, f->version, f->text, f->len };
+			if ((rc = rr_record_rules_by(g->q, p, &id)) == FUNNEL_OK)
 				__atomic_store_n(&g->rules_recorded, 1, __ATOMIC_RELEASE);
 			else
 				funnel_query_destroy(&g->q);

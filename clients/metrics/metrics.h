@@ -400,7 +400,7 @@ int mx_prepare(void *ctx);
 int mx_rules_load(void *ctx, const char *path, int check, void **goals);
 void mx_rules_free(void *goals);
 void mx_rules_ok(const char *path, const void *goals);
-int mx_rules_id(const void *goals, rf_rules_id *id);
+int mx_rules_id(const void *goals, rr_rules_id *id);
 int mx_setup(void *ctx, void *goals, funnel_service_opts *o, void **engine);
 int mx_serving(void *ctx, funnel_service *svc, void *engine);
 void mx_stop(void *ctx, void *engine);

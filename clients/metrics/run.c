@@ -127,12 +127,12 @@ mx_rules_ok(const char *path, const void *goals)
 
 /* the goals are rules like the others: recorded before they are used */
 int
-mx_rules_id(const void *goals, rf_rules_id *id)
+mx_rules_id(const void *goals, rr_rules_id *id)
 {
 	const mx_goals *g = goals;
 	if (g == NULL || !g->present)
 		return 0;
-	*id = (rf_rules_id){ MX_NAME, g->hash_hex, g->version, g->text, g->len };
+	*id = (rr_rules_id){ MX_NAME, g->hash_hex, g->version, g->text, g->len };
 	return 1;
 }
 

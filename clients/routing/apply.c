@@ -205,10 +205,10 @@ routing_rules_ok(const char *path, const void *rules)
 }
 
 int
-routing_rules_id(const void *rules, rf_rules_id *id)
+routing_rules_id(const void *rules, rr_rules_id *id)
 {
 	const rt_rules *r = rules;
-	*id = (rf_rules_id){ ROUTING_NAME, rt_rules_hash_hex(r), rt_rules_version(r), NULL, 0 };
+	*id = (rr_rules_id){ ROUTING_NAME, rt_rules_hash_hex(r), rt_rules_version(r), NULL, 0 };
 	id->text = rt_rules_text(r, &id->len);
 	return 1;
 }

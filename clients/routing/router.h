@@ -36,7 +36,7 @@ int routing_now(const char *clock_file, uint64_t *now);
 int routing_rules_load(void *ctx, const char *path, int check, void **rules);
 void routing_rules_free(void *rules);
 void routing_rules_ok(const char *path, const void *rules);
-int routing_rules_id(const void *rules, rf_rules_id *id);
+int routing_rules_id(const void *rules, rr_rules_id *id);
 int routing_setup(void *ctx, void *rules, funnel_service_opts *o, void **engine);
 int routing_started(void *ctx, funnel_service *svc, void *engine);
 void routing_release(void *ctx, void *engine);

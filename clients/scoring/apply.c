@@ -148,10 +148,10 @@ scoring_rules_ok(const char *path, const void *rules)
 }
 
 int
-scoring_rules_id(const void *rules, rf_rules_id *id)
+scoring_rules_id(const void *rules, rr_rules_id *id)
 {
 	const sc_rules *r = rules;
-	*id = (rf_rules_id){ SCORING_NAME, sc_rules_hash_hex(r), sc_rules_version(r), NULL, 0 };
+	*id = (rr_rules_id){ SCORING_NAME, sc_rules_hash_hex(r), sc_rules_version(r), NULL, 0 };
 	id->text = sc_rules_text(r, &id->len);
 	return 1;
 }

@@ -33,7 +33,7 @@ typedef struct scoring_args {
 int scoring_rules_load(void *ctx, const char *path, int check, void **rules);
 void scoring_rules_free(void *rules);
 void scoring_rules_ok(const char *path, const void *rules);
-int scoring_rules_id(const void *rules, rf_rules_id *id);
+int scoring_rules_id(const void *rules, rr_rules_id *id);
 int scoring_setup(void *ctx, void *rules, funnel_service_opts *o, void **engine);
 int scoring_started(void *ctx, funnel_service *svc, void *engine);
 void scoring_release(void *ctx, void *engine);

@@ -86,6 +86,14 @@ int funnel_keys_on(void);
 
 typedef struct funnel_producer funnel_producer;
 
+/* Naming: the producer's verbs (funnel_publish, funnel_send,
+ * funnel_collect, funnel_abandon, funnel_in_flight, funnel_set_window)
+ * carry no object name.  They are the log's own verbs, the producer is
+ * the only object that has them, and they are part of libfunnel.so.1's
+ * ABI: renaming them to funnel_producer_* would break every program
+ * linked against it for no gain in clarity.  Every other function names
+ * its object (funnel_query_*, funnel_subscriber_*, funnel_service_*). */
+
 /* funnel_event (one event to append) and funnel_ack (what the log did
  * with it): funnel/values.h. */
 
