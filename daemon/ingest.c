@@ -94,6 +94,7 @@ typedef struct group {
 	msgpack_sbuffer cmp;      /* ... and the new event encoded as that record */
 	vault *vault;             /* personal data keys; NULL: data stored as sent */
 	int error;                /* the code behind the last OUT_FAILED */
+	int commit_failed;        /* that OUT_FAILED came from the commit itself */
 } group;
 
 /* The outcome of an LMDB or errno code rc != 0. */
@@ -499,6 +500,7 @@ store_group(store *s, group *g)
 		if (o == OUT_OK && cs.nrecs > 0) {
 			if ((rc = store_wtxn_commit(&w)) != 0) {
 				o = failed(g, rc);
+				g->commit_failed = 1;
 			} else if (g->vault != NULL && s->durable && vault_retiring(g->vault)) {
 				/* keys are destroyed only once the erasure is durable: its
 				 * meta page is flushed now, not with the next commit */
@@ -1055,6 +1057,7 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		}
 		g->b->nrecs = 0;
 		g->b->flushed = 0;
+		g->commit_failed = 0;
 		/* 2-3. validate, append, commit */
 		outcome o = store_group(s, g);
 		if (o != OUT_OK && o != OUT_UNFLUSHED) {
@@ -1068,6 +1071,26 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		b->head_seq = s->head_seq;
 		b->head_leads = s->head_leads;
 		int committed = o != OUT_OK ? o == OUT_UNFLUSHED : b->nrecs > 0;
+		/* 3''. a commit that failed on an I/O error may have failed in its
+		 * flush, the one the held group's meta page was to ride on.  A
+		 * failed flush is reported once (the pages it could not write
+		 * are left clean), so a flush after it may succeed without
+		 * writing that page: the held group's fate on a power loss is
+		 * unknown, and funneld stops.  A full disk fails the page writes
+		 * before any flush (LMDB's short write), and an LMDB code (a
+		 * negative one) comes before any write: the held group is then
+		 * flushed as usual below. */
+		if (held != NULL && o == OUT_FAILED && g->commit_failed && g->error > 0 &&
+		    !disk_full(g->error, s)) {
+			log_error("cannot commit the log: %s (its flush may be what failed); stopping",
+			          strerror(g->error));
+			fail_unflushed(held, g->error);
+			stage_send(stage, held);
+			held = NULL;
+			stage_send(stage, b);
+			result = -1;
+			break;
+		}
 		/* 3'. the group held: this commit's flush (of its pages) took the
 		 * held group's meta page to the device with it; a group that
 		 * committed nothing flushed nothing, so flush for it now */

@@ -311,6 +311,69 @@ def run_failed_flush(root):
     return read_trace(trace), acks, last, code
 
 
+def run_failed_commit_flush(root):
+    """A commit's own flush fails once (CRASH_FAIL_SYNC_ONCE: the later
+    flushes succeed, as Linux reports a failed writeback once and leaves
+    the pages it could not write clean) while the group before it is held
+    for that flush.  The held group's meta page may be what was not
+    written, so no later flush can make it durable: it must be answered
+    EINTERNAL and funneld must stop, not acknowledge it after a flush that
+    only succeeded because the failure was already reported.  Flushes
+    are slowed (CRASH_SYNC_DELAY_MS) and the second request is sent once
+    the first one's commit has begun writing (the trace's op counter), so
+    it arrives while that commit flushes and is the next group.  Returns
+    (reply to the first, reply to the second, exit status)."""
+    fs, trace, env = shim_env(root, "start-once")
+    tdir = os.path.dirname(trace)
+    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
+                              os.path.join(tdir, "log"), env)
+    stop(proc)
+    expect(eps is not None, "funneld under the shim did not start")
+    nstart = file_syncs(read_trace(trace))
+    # flush nstart is the first group's commit, nstart + 1 the second's
+    fs, trace, env = shim_env(root, "failing-once", {"CRASH_FAIL_SYNC": str(nstart + 1),
+                                                     "CRASH_FAIL_SYNC_ONCE": "1",
+                                                     "CRASH_SYNC_DELAY_MS": "400"})
+    tdir = os.path.dirname(trace)
+    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
+                              os.path.join(tdir, "log"), env)
+    if eps is None:
+        stop(proc)
+        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 10000)
+    s.connect(eps["ingest"])
+    cfd = os.open(trace + ".ctr", os.O_RDONLY)
+    ctr = mmap.mmap(cfd, 8, prot=mmap.PROT_READ)
+    os.close(cfd)
+    reps = {}
+    try:
+        c0 = struct.unpack("=Q", ctr[:8])[0]
+        s.send(msgpack.packb({"op": "publish", "rid": 1, "events": [events_for(0)]}))
+        deadline = time.monotonic() + READY_WAIT_S
+        while struct.unpack("=Q", ctr[:8])[0] == c0:
+            expect(time.monotonic() < deadline, "the first group's commit wrote nothing")
+            time.sleep(0.002)
+        s.send(msgpack.packb({"op": "publish", "rid": 2, "events": [events_for(2)]}))
+        while len(reps) < 2:
+            rep = msgpack.unpackb(s.recv())
+            reps[rep["rid"]] = rep
+        deadline = time.monotonic() + READY_WAIT_S
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except zmq.Again:
+        raise CheckFailed("no reply within 10 s: %s" % tail(os.path.join(tdir, "log")))
+    finally:
+        ctr.close()
+        s.close(0)
+        ctx.term()
+        code = proc.poll()
+        stop(proc)
+    return reps.get(1), reps.get(2), code
+
+
 # --- crash states ----------------------------------------------------------
 
 class Model:
@@ -821,6 +884,23 @@ def run(res, root):
             expect(why is None, why)
         res.run("a power loss after the failed flush keeps the events acknowledged before it",
                 acked_survive)
+
+    got = {}
+
+    def failed_commit_flush():
+        got["c"] = run_failed_commit_flush(root)
+    if res.run("a commit's flush that fails once while a group is held for it stops funneld",
+               failed_commit_flush):
+        first, second, ccode = got["c"]
+        res.run("the held group is answered EINTERNAL, not acked after a later flush",
+                lambda: expect(first is not None and first.get("code") == 14 and
+                               "could not be flushed" in first.get("message", ""),
+                               "reply %r" % (first,)))
+        res.run("the group whose commit failed is refused, nothing stored",
+                lambda: expect(second is not None and second.get("ok") is not True,
+                               "reply %r" % (second,)))
+        res.run("funneld stopped by itself after the failed commit flush, non-zero",
+                lambda: expect(ccode not in (None, 0), "exit status %r" % (ccode,)))
 
     got = {}
 
