@@ -940,16 +940,24 @@ hand_back_durable(store *s, void *stage, batch *b)
 /*
  * Flush for the group held (nothing else to store, or the next group
  * committed nothing), then hand it back.  0, or -1 when the flush failed:
- * the group was answered EINTERNAL and the writer must stop.
+ * the group was answered EINTERNAL and the writer must stop.  next, when
+ * not NULL, is the group after it, which committed nothing: on a failed
+ * flush it is answered too, its duplicates EINTERNAL like the held group
+ * (a duplicate's ack may name a record of the held group, whose fate is
+ * unknown), its refusals as they are.
  */
 static int
-flush_held(store *s, void *stage, batch *held)
+flush_held(store *s, void *stage, batch *held, batch *next)
 {
 	int rc = store_sync(s);
 	if (rc != 0) {
 		log_error("cannot flush the log: %s; stopping", strerror(rc));
 		fail_unflushed(held, rc);
 		stage_send(stage, held);
+		if (next != NULL) {
+			fail_unflushed(next, rc);
+			stage_send(stage, next);
+		}
 		return -1;
 	}
 	if (hand_back_durable(s, stage, held) != 0) {
@@ -1048,7 +1056,7 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			if (held != NULL) {
 				batch *h = held;
 				held = NULL;
-				if (flush_held(s, stage, h) != 0) {
+				if (flush_held(s, stage, h, NULL) != 0) {
 					result = -1;
 					break;
 				}
@@ -1097,10 +1105,9 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		if (held != NULL) {
 			batch *h = held;
 			held = NULL;
-			if (committed ? hand_back_durable(s, stage, h) != 0 : flush_held(s, stage, h) != 0) {
-				if (!committed)
-					stage_send(stage, b);   /* refusals only: answered, then stop */
-				result = -1;
+			if (committed ? hand_back_durable(s, stage, h) != 0
+			              : flush_held(s, stage, h, b) != 0) {
+				result = -1;   /* b, refusals and duplicates only, answered: stop */
 				break;
 			}
 		}
@@ -1123,7 +1130,7 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		}
 	}
 	/* stopping: the group held is flushed and answered first */
-	if (held != NULL && flush_held(s, stage, held) != 0)
+	if (held != NULL && flush_held(s, stage, held, NULL) != 0)
 		result = -1;
 
 	/* Stop the receiver: a batch it sent that was not taken is answered

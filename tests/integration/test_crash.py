@@ -311,7 +311,7 @@ def run_failed_flush(root):
     return read_trace(trace), acks, last, code
 
 
-def run_failed_commit_flush(root):
+def run_failed_commit_flush(root, name="failing-once", once=True, second=None):
     """A commit's own flush fails once (CRASH_FAIL_SYNC_ONCE: the later
     flushes succeed, as Linux reports a failed writeback once and leaves
     the pages it could not write clean) while the group before it is held
@@ -321,9 +321,12 @@ def run_failed_commit_flush(root):
     only succeeded because the failure was already reported.  Flushes
     are slowed (CRASH_SYNC_DELAY_MS) and the second request is sent once
     the first one's commit has begun writing (the trace's op counter), so
-    it arrives while that commit flushes and is the next group.  Returns
-    (reply to the first, reply to the second, exit status)."""
-    fs, trace, env = shim_env(root, "start-once")
+    it arrives while that commit flushes and is the next group.  With
+    once False every flush from the second group's on fails, and second
+    (an event) is what the second request publishes (default: a new
+    event).  Returns (reply to the first, reply to the second, exit
+    status)."""
+    fs, trace, env = shim_env(root, "start-" + name)
     tdir = os.path.dirname(trace)
     proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
                               os.path.join(tdir, "log"), env)
@@ -331,9 +334,9 @@ def run_failed_commit_flush(root):
     expect(eps is not None, "funneld under the shim did not start")
     nstart = file_syncs(read_trace(trace))
     # flush nstart is the first group's commit, nstart + 1 the second's
-    fs, trace, env = shim_env(root, "failing-once", {"CRASH_FAIL_SYNC": str(nstart + 1),
-                                                     "CRASH_FAIL_SYNC_ONCE": "1",
-                                                     "CRASH_SYNC_DELAY_MS": "400"})
+    fs, trace, env = shim_env(root, name, {"CRASH_FAIL_SYNC": str(nstart + 1),
+                                           "CRASH_FAIL_SYNC_ONCE": "1" if once else "0",
+                                           "CRASH_SYNC_DELAY_MS": "400"})
     tdir = os.path.dirname(trace)
     proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
                               os.path.join(tdir, "log"), env)
@@ -356,7 +359,8 @@ def run_failed_commit_flush(root):
         while struct.unpack("=Q", ctr[:8])[0] == c0:
             expect(time.monotonic() < deadline, "the first group's commit wrote nothing")
             time.sleep(0.002)
-        s.send(msgpack.packb({"op": "publish", "rid": 2, "events": [events_for(2)]}))
+        s.send(msgpack.packb({"op": "publish", "rid": 2,
+                              "events": [second if second is not None else events_for(2)]}))
         while len(reps) < 2:
             rep = msgpack.unpackb(s.recv())
             reps[rep["rid"]] = rep
@@ -901,6 +905,22 @@ def run(res, root):
                                "reply %r" % (second,)))
         res.run("funneld stopped by itself after the failed commit flush, non-zero",
                 lambda: expect(ccode not in (None, 0), "exit status %r" % (ccode,)))
+
+    got = {}
+
+    def failed_flush_dup():
+        got["d"] = run_failed_commit_flush(root, "failing-dup", once=False, second=events_for(0))
+    if res.run("a flush that fails for a held group while a retry of its event waits",
+               failed_flush_dup):
+        first, second, dcode = got["d"]
+        res.run("the held group is answered EINTERNAL",
+                lambda: expect(first is not None and first.get("code") == 14,
+                               "reply %r" % (first,)))
+        res.run("the retry is not acknowledged as a duplicate of the event whose flush failed",
+                lambda: expect(second is not None and second.get("ok") is not True,
+                               "reply %r" % (second,)))
+        res.run("funneld stopped by itself, non-zero",
+                lambda: expect(dcode not in (None, 0), "exit status %r" % (dcode,)))
 
     got = {}
 
