@@ -480,6 +480,7 @@ store_group(store *s, group *g)
 		memcpy(cs.prev, s->head_hash, FUNNEL_HASH_BYTES);
 		g->b->recs.size = 0;
 
+		g->commit_failed = 0;   /* of this attempt */
 		int rc = store_wtxn_begin(s, NULL, &w);
 		if (rc != 0)
 			return failed(g, rc);
@@ -1065,7 +1066,6 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		}
 		g->b->nrecs = 0;
 		g->b->flushed = 0;
-		g->commit_failed = 0;
 		/* 2-3. validate, append, commit */
 		outcome o = store_group(s, g);
 		if (o != OUT_OK && o != OUT_UNFLUSHED) {
