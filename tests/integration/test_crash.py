@@ -378,6 +378,48 @@ def run_failed_commit_flush(root, name="failing-once", once=True, second=None):
     return reps.get(1), reps.get(2), code
 
 
+def run_sigterm_held(root):
+    """SIGTERM while a group's commit flushes (CRASH_SYNC_DELAY_MS): the
+    group is then held for the flush of its meta page when the writer
+    sees the stop; it is flushed and acknowledged before funneld exits,
+    not dropped unanswered.  Returns (the reply, exit status, the
+    trace)."""
+    fs, trace, env = shim_env(root, "sigterm", {"CRASH_SYNC_DELAY_MS": "400"})
+    tdir = os.path.dirname(trace)
+    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
+                              os.path.join(tdir, "log"), env)
+    if eps is None:
+        stop(proc)
+        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 10000)
+    s.connect(eps["ingest"])
+    cfd = os.open(trace + ".ctr", os.O_RDONLY)
+    ctr = mmap.mmap(cfd, 8, prot=mmap.PROT_READ)
+    os.close(cfd)
+    rep = None
+    try:
+        c0 = struct.unpack("=Q", ctr[:8])[0]
+        s.send(msgpack.packb({"op": "publish", "rid": 1, "events": [events_for(0)]}))
+        deadline = time.monotonic() + READY_WAIT_S
+        while struct.unpack("=Q", ctr[:8])[0] == c0:
+            expect(time.monotonic() < deadline, "the group's commit wrote nothing")
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGTERM)
+        rep = msgpack.unpackb(s.recv())
+        proc.wait(timeout=READY_WAIT_S)
+    except zmq.Again:
+        raise CheckFailed("no reply within 10 s: %s" % tail(os.path.join(tdir, "log")))
+    finally:
+        ctr.close()
+        s.close(0)
+        ctx.term()
+        stop(proc)
+    return rep, proc.returncode, read_trace(trace)
+
+
 # --- crash states ----------------------------------------------------------
 
 class Model:
@@ -921,6 +963,27 @@ def run(res, root):
                                "reply %r" % (second,)))
         res.run("funneld stopped by itself, non-zero",
                 lambda: expect(dcode not in (None, 0), "exit status %r" % (dcode,)))
+
+    got = {}
+
+    def sigterm_held():
+        got["t"] = run_sigterm_held(root)
+    if res.run("SIGTERM while a group's commit flushes", sigterm_held):
+        trep, tcode, tops = got["t"]
+        res.run("the group held for its flush at the stop is flushed and acknowledged",
+                lambda: expect(trep is not None and trep.get("ok") is True and
+                               trep.get("seqs") == [1], "reply %r" % (trep,)))
+        res.run("funneld exits 0 after SIGTERM with a group held",
+                lambda: expect_eq(tcode, 0, "exit status"))
+        tmodel = Model(tops, os.path.join(root, "sigterm", "fs"))
+
+        def held_survives():
+            files, dirs = tmodel.state(len(tops), "none", random.Random(0))
+            lost, why = check_state(os.path.join(root, "sigterm-state"), files, dirs,
+                                    [(1, "ev-0")])
+            expect_eq(lost, 0, "acked events lost on a power loss after the stop")
+            expect(why is None, why)
+        res.run("a power loss after that stop keeps it", held_survives)
 
     got = {}
 
