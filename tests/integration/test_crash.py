@@ -52,6 +52,14 @@ the producers answer acks).
 A second funneld runs under the shim with CRASH_FAIL_SYNC: a flush that
 fails while a group waits for it stops funneld; that group is answered
 EINTERNAL, and what was acknowledged before survives a power loss.
+With flushes slowed (CRASH_SYNC_DELAY_MS) so a second request arrives
+while the first group's commit flushes: a commit whose flush fails once
+(CRASH_FAIL_SYNC_ONCE, later flushes succeed as on Linux) while the
+first group is held for it stops funneld and answers the held group
+EINTERNAL; a retry of the held group's event waiting behind a failed
+flush is not acked as its duplicate; and SIGTERM while a commit
+flushes acknowledges that group after flushing it, so it survives a
+power loss after the stop.
 """
 import collections
 import concurrent.futures
