@@ -94,6 +94,7 @@ typedef struct group {
 	msgpack_sbuffer cmp;      /* ... and the new event encoded as that record */
 	vault *vault;             /* personal data keys; NULL: data stored as sent */
 	int error;                /* the code behind the last OUT_FAILED */
+	int commit_failed;        /* that OUT_FAILED came from the commit itself */
 } group;
 
 /* The outcome of an LMDB or errno code rc != 0. */
@@ -479,6 +480,7 @@ store_group(store *s, group *g)
 		memcpy(cs.prev, s->head_hash, FUNNEL_HASH_BYTES);
 		g->b->recs.size = 0;
 
+		g->commit_failed = 0;   /* of this attempt */
 		int rc = store_wtxn_begin(s, NULL, &w);
 		if (rc != 0)
 			return failed(g, rc);
@@ -499,6 +501,7 @@ store_group(store *s, group *g)
 		if (o == OUT_OK && cs.nrecs > 0) {
 			if ((rc = store_wtxn_commit(&w)) != 0) {
 				o = failed(g, rc);
+				g->commit_failed = 1;
 			} else if (g->vault != NULL && s->durable && vault_retiring(g->vault)) {
 				/* keys are destroyed only once the erasure is durable: its
 				 * meta page is flushed now, not with the next commit */
@@ -938,16 +941,24 @@ hand_back_durable(store *s, void *stage, batch *b)
 /*
  * Flush for the group held (nothing else to store, or the next group
  * committed nothing), then hand it back.  0, or -1 when the flush failed:
- * the group was answered EINTERNAL and the writer must stop.
+ * the group was answered EINTERNAL and the writer must stop.  next, when
+ * not NULL, is the group after it, which committed nothing: on a failed
+ * flush it is answered too, its duplicates EINTERNAL like the held group
+ * (a duplicate's ack may name a record of the held group, whose fate is
+ * unknown), its refusals as they are.
  */
 static int
-flush_held(store *s, void *stage, batch *held)
+flush_held(store *s, void *stage, batch *held, batch *next)
 {
 	int rc = store_sync(s);
 	if (rc != 0) {
 		log_error("cannot flush the log: %s; stopping", strerror(rc));
 		fail_unflushed(held, rc);
 		stage_send(stage, held);
+		if (next != NULL) {
+			fail_unflushed(next, rc);
+			stage_send(stage, next);
+		}
 		return -1;
 	}
 	if (hand_back_durable(s, stage, held) != 0) {
@@ -1046,7 +1057,7 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			if (held != NULL) {
 				batch *h = held;
 				held = NULL;
-				if (flush_held(s, stage, h) != 0) {
+				if (flush_held(s, stage, h, NULL) != 0) {
 					result = -1;
 					break;
 				}
@@ -1068,16 +1079,35 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		b->head_seq = s->head_seq;
 		b->head_leads = s->head_leads;
 		int committed = o != OUT_OK ? o == OUT_UNFLUSHED : b->nrecs > 0;
+		/* 3''. a commit that failed on an I/O error may have failed in its
+		 * flush, the one the held group's meta page was to ride on.  A
+		 * failed flush is reported once (the pages it could not write
+		 * are left clean), so a flush after it may succeed without
+		 * writing that page: the held group's fate on a power loss is
+		 * unknown, and funneld stops.  A full disk fails the page writes
+		 * before any flush (LMDB's short write), and an LMDB code (a
+		 * negative one) comes before any write: the held group is then
+		 * flushed as usual below. */
+		if (held != NULL && o == OUT_FAILED && g->commit_failed && g->error > 0 &&
+		    !disk_full(g->error, s)) {
+			log_error("cannot commit the log: %s (its flush may be what failed); stopping",
+			          strerror(g->error));
+			fail_unflushed(held, g->error);
+			stage_send(stage, held);
+			held = NULL;
+			stage_send(stage, b);
+			result = -1;
+			break;
+		}
 		/* 3'. the group held: this commit's flush (of its pages) took the
 		 * held group's meta page to the device with it; a group that
 		 * committed nothing flushed nothing, so flush for it now */
 		if (held != NULL) {
 			batch *h = held;
 			held = NULL;
-			if (committed ? hand_back_durable(s, stage, h) != 0 : flush_held(s, stage, h) != 0) {
-				if (!committed)
-					stage_send(stage, b);   /* refusals only: answered, then stop */
-				result = -1;
+			if (committed ? hand_back_durable(s, stage, h) != 0
+			              : flush_held(s, stage, h, b) != 0) {
+				result = -1;   /* b, refusals and duplicates only, answered: stop */
 				break;
 			}
 		}
@@ -1100,7 +1130,7 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		}
 	}
 	/* stopping: the group held is flushed and answered first */
-	if (held != NULL && flush_held(s, stage, held) != 0)
+	if (held != NULL && flush_held(s, stage, held, NULL) != 0)
 		result = -1;
 
 	/* Stop the receiver: a batch it sent that was not taken is answered

@@ -39,7 +39,11 @@
  * (refusals judged on the state a held group left included) never
  * precede the acks of the groups before it.  A flush that fails ends
  * the writer: the groups it was for are answered EINTERNAL (their fate
- * on a power loss unknown) and ingest_run returns -1.
+ * on a power loss unknown), as are duplicates waiting behind them, and
+ * ingest_run returns -1.  A commit that fails on an I/O error (not a
+ * full disk) while a group is held counts as such a flush: it may have
+ * failed in its own flush, which the system reports once, so a later
+ * flush proves nothing for the held group.
  * A heartbeat carrying the head seq (the last one published) goes out on
  * the PUB socket every heartbeat period, from the receiver, so
  * subscribers notice what they missed at the tail.

@@ -43,6 +43,13 @@
  * watched files (not directories) after the first N fail with EIO, as a
  * failing disk's do, without flushing and without a trace record: what
  * funneld does when a flush fails (tests/integration/test_crash.py).
+ * With CRASH_FAIL_SYNC_ONCE=1 only that one flush (the N+1th) fails and
+ * the later ones succeed, as Linux reports a failed writeback once: the
+ * pages it could not write are marked clean, so a later flush succeeds
+ * without writing them (what was written before the failed flush is of
+ * unknown fate however the later ones end).
+ * CRASH_SYNC_DELAY_MS=M: each flush of a watched file sleeps M ms first,
+ * a slow disk, so a test can have requests arrive while one is under way.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -61,6 +68,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { OP_OPEN = 1, OP_WRITE, OP_SYNC, OP_DIRSYNC, OP_TRUNC, OP_RENAME, OP_MKDIR, OP_UNLINK,
@@ -109,6 +117,8 @@ static pthread_mutex_t setup_mu = PTHREAD_MUTEX_INITIALIZER;
 static volatile int set_up;
 static long fail_sync_after = -1;   /* CRASH_FAIL_SYNC; -1: never */
 static long file_syncs;             /* under mu */
+static int fail_sync_once;          /* CRASH_FAIL_SYNC_ONCE */
+static long sync_delay_ms;          /* CRASH_SYNC_DELAY_MS */
 
 static void
 setup(void)
@@ -127,6 +137,11 @@ setup(void)
 	const char *f = getenv("CRASH_FAIL_SYNC");
 	if (f != NULL && *f != '\0')
 		fail_sync_after = strtol(f, NULL, 10);
+	f = getenv("CRASH_FAIL_SYNC_ONCE");
+	fail_sync_once = f != NULL && *f != '\0' && *f != '0';
+	f = getenv("CRASH_SYNC_DELAY_MS");
+	if (f != NULL && *f != '\0')
+		sync_delay_ms = strtol(f, NULL, 10);
 	snprintf(ctr, sizeof ctr, "%s.ctr", t);
 	int cfd = (int)syscall(SYS_open, ctr, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (cfd < 0 || syscall(SYS_ftruncate, cfd, 8) != 0)
@@ -378,8 +393,14 @@ traced_sync(int fd, int (*fn)(int))
 	ensure();
 	if (!is_watched_fd(fd))
 		return fn(fd);
+	if (!fds[fd].dir && sync_delay_ms > 0) {
+		struct timespec d = { sync_delay_ms / 1000, (sync_delay_ms % 1000) * 1000000L };
+		while (nanosleep(&d, &d) != 0 && errno == EINTR)
+			;
+	}
 	pthread_mutex_lock(&mu);
-	if (!fds[fd].dir && fail_sync_after >= 0 && file_syncs++ >= fail_sync_after) {
+	if (!fds[fd].dir && fail_sync_after >= 0 && file_syncs++ >= fail_sync_after &&
+	    (!fail_sync_once || file_syncs == fail_sync_after + 1)) {
 		pthread_mutex_unlock(&mu);
 		errno = EIO;
 		return -1;

@@ -52,6 +52,14 @@ the producers answer acks).
 A second funneld runs under the shim with CRASH_FAIL_SYNC: a flush that
 fails while a group waits for it stops funneld; that group is answered
 EINTERNAL, and what was acknowledged before survives a power loss.
+With flushes slowed (CRASH_SYNC_DELAY_MS) so a second request arrives
+while the first group's commit flushes: a commit whose flush fails once
+(CRASH_FAIL_SYNC_ONCE, later flushes succeed as on Linux) while the
+first group is held for it stops funneld and answers the held group
+EINTERNAL; a retry of the held group's event waiting behind a failed
+flush is not acked as its duplicate; and SIGTERM while a commit
+flushes acknowledges that group after flushing it, so it survives a
+power loss after the stop.
 """
 import collections
 import concurrent.futures
@@ -309,6 +317,115 @@ def run_failed_flush(root):
         code = proc.poll()
         stop(proc)
     return read_trace(trace), acks, last, code
+
+
+def run_failed_commit_flush(root, name="failing-once", once=True, second=None):
+    """A commit's own flush fails once (CRASH_FAIL_SYNC_ONCE: the later
+    flushes succeed, as Linux reports a failed writeback once and leaves
+    the pages it could not write clean) while the group before it is held
+    for that flush.  The held group's meta page may be what was not
+    written, so no later flush can make it durable: it must be answered
+    EINTERNAL and funneld must stop, not acknowledge it after a flush that
+    only succeeded because the failure was already reported.  Flushes
+    are slowed (CRASH_SYNC_DELAY_MS) and the second request is sent once
+    the first one's commit has begun writing (the trace's op counter), so
+    it arrives while that commit flushes and is the next group.  With
+    once False every flush from the second group's on fails, and second
+    (an event) is what the second request publishes (default: a new
+    event).  Returns (reply to the first, reply to the second, exit
+    status)."""
+    fs, trace, env = shim_env(root, "start-" + name)
+    tdir = os.path.dirname(trace)
+    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
+                              os.path.join(tdir, "log"), env)
+    stop(proc)
+    expect(eps is not None, "funneld under the shim did not start")
+    nstart = file_syncs(read_trace(trace))
+    # flush nstart is the first group's commit, nstart + 1 the second's
+    fs, trace, env = shim_env(root, name, {"CRASH_FAIL_SYNC": str(nstart + 1),
+                                           "CRASH_FAIL_SYNC_ONCE": "1" if once else "0",
+                                           "CRASH_SYNC_DELAY_MS": "400"})
+    tdir = os.path.dirname(trace)
+    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
+                              os.path.join(tdir, "log"), env)
+    if eps is None:
+        stop(proc)
+        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 10000)
+    s.connect(eps["ingest"])
+    cfd = os.open(trace + ".ctr", os.O_RDONLY)
+    ctr = mmap.mmap(cfd, 8, prot=mmap.PROT_READ)
+    os.close(cfd)
+    reps = {}
+    try:
+        c0 = struct.unpack("=Q", ctr[:8])[0]
+        s.send(msgpack.packb({"op": "publish", "rid": 1, "events": [events_for(0)]}))
+        deadline = time.monotonic() + READY_WAIT_S
+        while struct.unpack("=Q", ctr[:8])[0] == c0:
+            expect(time.monotonic() < deadline, "the first group's commit wrote nothing")
+            time.sleep(0.002)
+        s.send(msgpack.packb({"op": "publish", "rid": 2,
+                              "events": [second if second is not None else events_for(2)]}))
+        while len(reps) < 2:
+            rep = msgpack.unpackb(s.recv())
+            reps[rep["rid"]] = rep
+        deadline = time.monotonic() + READY_WAIT_S
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except zmq.Again:
+        raise CheckFailed("no reply within 10 s: %s" % tail(os.path.join(tdir, "log")))
+    finally:
+        ctr.close()
+        s.close(0)
+        ctx.term()
+        code = proc.poll()
+        stop(proc)
+    return reps.get(1), reps.get(2), code
+
+
+def run_sigterm_held(root):
+    """SIGTERM while a group's commit flushes (CRASH_SYNC_DELAY_MS): the
+    group is then held for the flush of its meta page when the writer
+    sees the stop; it is flushed and acknowledged before funneld exits,
+    not dropped unanswered.  Returns (the reply, exit status, the
+    trace)."""
+    fs, trace, env = shim_env(root, "sigterm", {"CRASH_SYNC_DELAY_MS": "400"})
+    tdir = os.path.dirname(trace)
+    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
+                              os.path.join(tdir, "log"), env)
+    if eps is None:
+        stop(proc)
+        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 10000)
+    s.connect(eps["ingest"])
+    cfd = os.open(trace + ".ctr", os.O_RDONLY)
+    ctr = mmap.mmap(cfd, 8, prot=mmap.PROT_READ)
+    os.close(cfd)
+    rep = None
+    try:
+        c0 = struct.unpack("=Q", ctr[:8])[0]
+        s.send(msgpack.packb({"op": "publish", "rid": 1, "events": [events_for(0)]}))
+        deadline = time.monotonic() + READY_WAIT_S
+        while struct.unpack("=Q", ctr[:8])[0] == c0:
+            expect(time.monotonic() < deadline, "the group's commit wrote nothing")
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGTERM)
+        rep = msgpack.unpackb(s.recv())
+        proc.wait(timeout=READY_WAIT_S)
+    except zmq.Again:
+        raise CheckFailed("no reply within 10 s: %s" % tail(os.path.join(tdir, "log")))
+    finally:
+        ctr.close()
+        s.close(0)
+        ctx.term()
+        stop(proc)
+    return rep, proc.returncode, read_trace(trace)
 
 
 # --- crash states ----------------------------------------------------------
@@ -821,6 +938,60 @@ def run(res, root):
             expect(why is None, why)
         res.run("a power loss after the failed flush keeps the events acknowledged before it",
                 acked_survive)
+
+    got = {}
+
+    def failed_commit_flush():
+        got["c"] = run_failed_commit_flush(root)
+    if res.run("a commit's flush that fails once while a group is held for it stops funneld",
+               failed_commit_flush):
+        first, second, ccode = got["c"]
+        res.run("the held group is answered EINTERNAL, not acked after a later flush",
+                lambda: expect(first is not None and first.get("code") == 14 and
+                               "could not be flushed" in first.get("message", ""),
+                               "reply %r" % (first,)))
+        res.run("the group whose commit failed is refused, nothing stored",
+                lambda: expect(second is not None and second.get("ok") is not True,
+                               "reply %r" % (second,)))
+        res.run("funneld stopped by itself after the failed commit flush, non-zero",
+                lambda: expect(ccode not in (None, 0), "exit status %r" % (ccode,)))
+
+    got = {}
+
+    def failed_flush_dup():
+        got["d"] = run_failed_commit_flush(root, "failing-dup", once=False, second=events_for(0))
+    if res.run("a flush that fails for a held group while a retry of its event waits",
+               failed_flush_dup):
+        first, second, dcode = got["d"]
+        res.run("the held group is answered EINTERNAL",
+                lambda: expect(first is not None and first.get("code") == 14,
+                               "reply %r" % (first,)))
+        res.run("the retry is not acknowledged as a duplicate of the event whose flush failed",
+                lambda: expect(second is not None and second.get("ok") is not True,
+                               "reply %r" % (second,)))
+        res.run("funneld stopped by itself, non-zero",
+                lambda: expect(dcode not in (None, 0), "exit status %r" % (dcode,)))
+
+    got = {}
+
+    def sigterm_held():
+        got["t"] = run_sigterm_held(root)
+    if res.run("SIGTERM while a group's commit flushes", sigterm_held):
+        trep, tcode, tops = got["t"]
+        res.run("the group held for its flush at the stop is flushed and acknowledged",
+                lambda: expect(trep is not None and trep.get("ok") is True and
+                               trep.get("seqs") == [1], "reply %r" % (trep,)))
+        res.run("funneld exits 0 after SIGTERM with a group held",
+                lambda: expect_eq(tcode, 0, "exit status"))
+        tmodel = Model(tops, os.path.join(root, "sigterm", "fs"))
+
+        def held_survives():
+            files, dirs = tmodel.state(len(tops), "none", random.Random(0))
+            lost, why = check_state(os.path.join(root, "sigterm-state"), files, dirs,
+                                    [(1, "ev-0")])
+            expect_eq(lost, 0, "acked events lost on a power loss after the stop")
+            expect(why is None, why)
+        res.run("a power loss after that stop keeps it", held_survives)
 
     got = {}
 
