@@ -20,7 +20,9 @@ struct mx_view {
 	msgpack_sbuffer row;      /* the lead's row being applied */
 	msgpack_sbuffer old;      /* the lead's row before the record, for the days table */
 	msgpack_sbuffer fact;     /* a fact copied for the days table */
+	mx_rows *rows;            /* the batch's days and counters rows */
 	mx_days *days;
+	MDB_dbi counters;         /* 0: not looked up yet */
 };
 
 int
@@ -35,7 +37,8 @@ mx_view_new(mx_view **out)
 	msgpack_sbuffer_init(&v->row);
 	msgpack_sbuffer_init(&v->old);
 	msgpack_sbuffer_init(&v->fact);
-	return mx_days_new(&v->days);
+	int rc = mx_rows_new(&v->rows);
+	return rc == FUNNEL_OK ? mx_days_new(&v->days, v->rows) : rc;
 }
 
 void
@@ -49,8 +52,24 @@ mx_view_destroy(mx_view **pv)
 	msgpack_sbuffer_destroy(&(*pv)->old);
 	msgpack_sbuffer_destroy(&(*pv)->fact);
 	mx_days_destroy(&(*pv)->days);
+	mx_rows_destroy(&(*pv)->rows);
 	free(*pv);
 	*pv = NULL;
+}
+
+int
+mx_view_flush(funnel_service *svc, void *ctx)
+{
+	mx_view *v = ctx;
+	return mx_rows_flush(svc, v->rows);
+}
+
+void
+mx_view_drop(funnel_service *svc, void *ctx)
+{
+	mx_view *v = ctx;
+	(void)svc;
+	mx_rows_drop(v->rows);
 }
 
 /* ---- encoding: fixed fields, then strings as u8 length + bytes ---- */
@@ -284,11 +303,13 @@ static int
 bump(funnel_service *svc, mx_view *v, const char *name, double delta, const funnel_str *l1,
      const funnel_str *l2)
 {
-	MDB_dbi t = funnel_service_table(svc, MX_T_COUNTERS);
 	const void *val;
 	size_t vlen;
 	double x = 0;
 	char zero = 0;
+
+	if (v->counters == 0)
+		v->counters = funnel_service_table(svc, MX_T_COUNTERS);
 
 	v->key.size = 0;
 	put(&v->key, name, strlen(name));
@@ -298,13 +319,14 @@ bump(funnel_service *svc, mx_view *v, const char *name, double delta, const funn
 		put(&v->key, &zero, 1);
 		put(&v->key, s.ptr, s.len);
 	}
-	int rc = funnel_service_get(svc, t, v->key.data, v->key.size, &val, &vlen);
+	/* on the batch's rows: one write per counter and batch */
+	int rc = mx_rows_get(svc, v->rows, v->counters, v->key.data, v->key.size, &val, &vlen);
 	if (rc == FUNNEL_OK && vlen == 8)
 		memcpy(&x, val, 8);
 	else if (rc != FUNNEL_OK && rc != FUNNEL_ENOTFOUND)
 		return rc;
 	x += delta;
-	return funnel_service_put(svc, t, v->key.data, v->key.size, &x, 8);
+	return mx_rows_put(svc, v->rows, v->counters, v->key.data, v->key.size, &x, 8);
 }
 
 static funnel_str
