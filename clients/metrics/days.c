@@ -499,8 +499,12 @@ mx_days_lead(funnel_service *svc, mx_days *d, const mx_lead *was, const mx_lead 
 	int moved = was == NULL || !same_labels(&a, &b);
 	if ((rc = part_cell(svc, d, &b)) != FUNNEL_OK)
 		return rc;
-	if (was != NULL && (rc = part_cell(svc, d, &a)) != FUNNEL_OK)
+	if (was != NULL && !moved) {
+		a.cell = b.cell;     /* the same labels: the same cell */
+		a.has_cell = 1;
+	} else if (was != NULL && (rc = part_cell(svc, d, &a)) != FUNNEL_OK) {
 		return rc;
+	}
 	/* the balance: one write when the cell stays */
 	put_be32(k + 1, b.cell);
 	if (!moved) {

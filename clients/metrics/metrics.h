@@ -214,16 +214,19 @@ typedef struct mx_day_sums {
 /* ---- rows.c: the batch's rows ---- */
 
 /* A write-back copy of the rows mx_apply changes many times a batch
- * (the days table, the counters): mx_rows_get and mx_rows_put are
+ * (the leads, the days table, the counters, the index's picker values):
+ * mx_rows_get and mx_rows_put are
  * funnel_service_get and _put on it (a row is read from the view the
  * first time, *val is valid until the next put of the same key).
  * mx_rows_flush writes each changed row once, inside the batch's
  * transaction before its checkpoint (opts.before_commit), and holds no
  * row afterwards, whatever it returns (FUNNEL_OK or the storage
  * error); mx_rows_drop forgets the rows of an aborted batch
- * (opts.on_abort).  Every read and write of a table that goes through
- * it must go through it for the whole batch (the days table and the
- * counters always do).  Between batches it holds no view state. */
+ * (opts.on_abort).  A put of the bytes a row has writes nothing.  Every
+ * read and write of a key that goes through it must go through it for
+ * the whole batch (the leads, days and counters tables always do; of
+ * the index, the picker values).  Between batches it holds no view
+ * state. */
 typedef struct mx_rows mx_rows;
 int mx_rows_new(mx_rows **out);
 void mx_rows_destroy(mx_rows **r);

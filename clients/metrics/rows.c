@@ -1,7 +1,7 @@
 /*
  * clients/metrics/rows.c - the batch's rows (mx_rows, metrics.h): a
  * write-back copy of the view rows that mx_apply changes many times a
- * batch (the days table, the counters).  A row is read from its table
+ * batch (the leads, the days table, the counters, the pickers' values).  A row is read from its table
  * the first time a batch asks for it, then read and changed in memory;
  * mx_rows_flush writes each changed row once, inside the batch's
  * transaction before its checkpoint (opts.before_commit), and
@@ -188,7 +188,11 @@ mx_rows_put(funnel_service *svc, mx_rows *r, MDB_dbi dbi, const void *key, size_
 {
 	row *w;
 	int rc = get_row(svc, r, dbi, key, klen, &w);
-	if (rc == FUNNEL_OK && (rc = set(w, val, vlen)) == FUNNEL_OK)
+	if (rc != FUNNEL_OK)
+		return rc;
+	if (w->present && w->vlen == vlen && (vlen == 0 || memcmp(w->val, val, vlen) == 0))
+		return FUNNEL_OK;     /* the same bytes: nothing to write */
+	if ((rc = set(w, val, vlen)) == FUNNEL_OK)
 		w->present = w->dirty = 1;
 	return rc;
 }

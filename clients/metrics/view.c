@@ -410,8 +410,9 @@ index_value(funnel_service *svc, mx_view *v, uint8_t kind, funnel_str name)
 	uint8_t hdr[2] = { MX_IX_VALUE, kind };
 	put(&v->key, hdr, 2);
 	put(&v->key, name.ptr, name.len);
-	return funnel_service_put(svc, funnel_service_table(svc, MX_T_INDEX), v->key.data,
-	                          v->key.size, "", 0);
+	/* on the batch's rows: an equal put writes nothing (mx_rows_put) */
+	return mx_rows_put(svc, v->rows, funnel_service_table(svc, MX_T_INDEX), v->key.data,
+	                   v->key.size, "", 0);
 }
 
 /* rules.changed: 'R' || service -> be64 seq, be64 ts, version, hash
@@ -634,8 +635,8 @@ archive(funnel_service *svc, mx_view *v, const funnel_record *rec, const mx_lead
 	rf_put_be64(seq, rec->seq);
 	put(&v->key, &sep, 1);
 	put(&v->key, seq, 8);
-	return funnel_service_put(svc, funnel_service_table(svc, MX_T_LEADS), v->key.data,
-	                          v->key.size, v->buf.data, v->buf.size);
+	return mx_rows_put(svc, v->rows, funnel_service_table(svc, MX_T_LEADS), v->key.data,
+	                   v->key.size, v->buf.data, v->buf.size);
 }
 
 int
@@ -660,7 +661,9 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 		return FUNNEL_OK;
 	if (!counts(ev))
 		return FUNNEL_OK;
-	rc = funnel_service_get(svc, leads, rec->lead.ptr, rec->lead.len, &val, &vlen);
+	/* the leads table on the batch's rows: a lead's row is read and
+	 * written once per batch */
+	rc = mx_rows_get(svc, v->rows, leads, rec->lead.ptr, rec->lead.len, &val, &vlen);
 	if (rc == FUNNEL_OK) {
 		if (mx_lead_decode(val, vlen, &l) != FUNNEL_OK) {
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: the view's row of lead %.*s does not "
@@ -740,8 +743,8 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 		rc = sla_breach(svc, v, rec, et, &l);
 	if (rc == FUNNEL_OK) {
 		lead_encode(&v->buf, &l);
-		rc = funnel_service_put(svc, leads, rec->lead.ptr, rec->lead.len, v->buf.data,
-		                        v->buf.size);
+		rc = mx_rows_put(svc, v->rows, leads, rec->lead.ptr, rec->lead.len, v->buf.data,
+		                 v->buf.size);
 	}
 	if (rc == FUNNEL_OK && had && mx_lead_decode(v->old.data, v->old.size, &was) != FUNNEL_OK)
 		rc = FUNNEL_EINTERNAL;
