@@ -17,20 +17,21 @@
 #include "metrics.h"
 
 /* LMDB's largest key is 511 bytes: every key fits. */
-#define ROW_KEY_MAX 512
+#define ROW_KEY_MAX 511
 
+/* buf holds the key (klen bytes) then the value (vlen bytes): cap
+ * bytes, malloc'd; it moves when a longer value is put. */
 typedef struct row {
-	uint8_t *val;                 /* malloc'd, vcap bytes; moves on a longer put */
-	uint32_t vlen, vcap;
+	uint8_t *buf;
+	uint32_t cap, vlen;
 	MDB_dbi dbi;
 	uint16_t klen;
 	uint8_t present;              /* 0: not in the table, not written */
 	uint8_t dirty;                /* written in the batch: mx_rows_flush puts it */
-	uint8_t key[ROW_KEY_MAX];
 } row;
 
-/* row[0..n) are the batch's rows (the val buffers of row[n..cap) are
- * kept for the next batch); slot[] finds them by (dbi, key): open
+/* row[0..n) are the batch's rows (the buffers of row[n..cap) are kept
+ * for the next batch); slot[] finds them by (dbi, key): open
  * addressing, row index + 1, 0 empty; nslot a power of two >= 2 n. */
 struct mx_rows {
 	row *row;
@@ -52,7 +53,7 @@ mx_rows_destroy(mx_rows **pr)
 	if (pr == NULL || *pr == NULL)
 		return;
 	for (size_t i = 0; i < (*pr)->cap; i++)
-		free((*pr)->row[i].val);
+		free((*pr)->row[i].buf);
 	free((*pr)->row);
 	free((*pr)->slot);
 	free(*pr);
@@ -80,7 +81,7 @@ find(mx_rows *r, MDB_dbi dbi, const uint8_t *key, size_t klen, size_t *at)
 			return NULL;
 		}
 		row *w = &r->row[s - 1];
-		if (w->klen == klen && w->dbi == dbi && memcmp(w->key, key, klen) == 0)
+		if (w->klen == klen && w->dbi == dbi && memcmp(w->buf, key, klen) == 0)
 			return w;
 	}
 }
@@ -108,9 +109,24 @@ grow(mx_rows *r)
 		r->nslot = nslot;
 		for (size_t j = 0; j < r->n; j++) {
 			size_t at;
-			find(r, r->row[j].dbi, r->row[j].key, r->row[j].klen, &at);
+			find(r, r->row[j].dbi, r->row[j].buf, r->row[j].klen, &at);
 			r->slot[at] = (uint32_t)(j + 1);
 		}
+	}
+	return FUNNEL_OK;
+}
+
+/* Room for w's key and a value of vlen bytes (the key kept). */
+static int
+room(row *w, size_t klen, size_t vlen)
+{
+	if (klen + vlen > w->cap) {
+		size_t cap = klen + vlen < 128 ? 128 : klen + vlen;
+		uint8_t *p = realloc(w->buf, cap);
+		if (p == NULL)
+			return FUNNEL_ENOMEM;
+		w->buf = p;
+		w->cap = (uint32_t)cap;
 	}
 	return FUNNEL_OK;
 }
@@ -118,16 +134,11 @@ grow(mx_rows *r)
 static int
 set(row *w, const void *val, size_t vlen)
 {
-	if (vlen > w->vcap) {
-		size_t cap = vlen < 64 ? 64 : vlen;
-		uint8_t *p = realloc(w->val, cap);
-		if (p == NULL)
-			return FUNNEL_ENOMEM;
-		w->val = p;
-		w->vcap = (uint32_t)cap;
-	}
+	int rc = room(w, w->klen, vlen);
+	if (rc != FUNNEL_OK)
+		return rc;
 	if (vlen)
-		memmove(w->val, val, vlen);
+		memmove(w->buf + w->klen, val, vlen);
 	w->vlen = (uint32_t)vlen;
 	return FUNNEL_OK;
 }
@@ -149,7 +160,9 @@ get_row(funnel_service *svc, mx_rows *r, MDB_dbi dbi, const void *key, size_t kl
 		return FUNNEL_OK;
 	}
 	w = &r->row[r->n];
-	memcpy(w->key, key, klen);
+	if ((rc = room(w, klen, 0)) != FUNNEL_OK)
+		return rc;
+	memcpy(w->buf, key, klen);
 	w->klen = (uint16_t)klen;
 	w->dbi = dbi;
 	w->dirty = w->present = 0;
@@ -177,7 +190,7 @@ mx_rows_get(funnel_service *svc, mx_rows *r, MDB_dbi dbi, const void *key, size_
 		return rc;
 	if (!w->present)
 		return FUNNEL_ENOTFOUND;
-	*val = w->val;
+	*val = w->buf + w->klen;
 	*vlen = w->vlen;
 	return FUNNEL_OK;
 }
@@ -190,7 +203,7 @@ mx_rows_put(funnel_service *svc, mx_rows *r, MDB_dbi dbi, const void *key, size_
 	int rc = get_row(svc, r, dbi, key, klen, &w);
 	if (rc != FUNNEL_OK)
 		return rc;
-	if (w->present && w->vlen == vlen && (vlen == 0 || memcmp(w->val, val, vlen) == 0))
+	if (w->present && w->vlen == vlen && (vlen == 0 || memcmp(w->buf + w->klen, val, vlen) == 0))
 		return FUNNEL_OK;     /* the same bytes: nothing to write */
 	if ((rc = set(w, val, vlen)) == FUNNEL_OK)
 		w->present = w->dirty = 1;
@@ -213,7 +226,7 @@ mx_rows_flush(funnel_service *svc, mx_rows *r)
 	for (size_t i = 0; i < r->n && rc == FUNNEL_OK; i++) {
 		const row *w = &r->row[i];
 		if (w->dirty)
-			rc = funnel_service_put(svc, w->dbi, w->key, w->klen, w->val, w->vlen);
+			rc = funnel_service_put(svc, w->dbi, w->buf, w->klen, w->buf + w->klen, w->vlen);
 	}
 	mx_rows_drop(r);
 	return rc;
