@@ -156,6 +156,10 @@ begin_batch(funnel_service *svc)
 static void
 abort_batch(funnel_service *svc)
 {
+	/* a batch thrown away (even one whose first apply() failed): the
+	 * service drops what it held for it */
+	if (svc->txn && svc->o.on_abort)
+		svc->o.on_abort(svc, svc->ctx);
 	if (svc->txn)
 		mdb_txn_abort(svc->txn);
 	svc->txn = NULL;
@@ -175,8 +179,15 @@ retry_bigger(funnel_service *svc)
 	return rc;
 }
 
+/* commit_batch's answer when the map filled before the commit: the
+ * batch was thrown away, the map grown and the feed opened again at the
+ * checkpoint; its records are to be applied again (not an error, not a
+ * FUNNEL_ code). */
+#define BATCH_AGAIN 1
+
 /* Send the batch's derived events, then checkpoint and commit.
- * FUNNEL_ESHUTDOWN: stopped while sending; nothing committed. */
+ * FUNNEL_ESHUTDOWN: stopped while sending; nothing committed.
+ * BATCH_AGAIN: the map was full (above). */
 static int
 commit_batch(funnel_service *svc)
 {
@@ -185,12 +196,24 @@ commit_batch(funnel_service *svc)
 	if (svc->txn == NULL)
 		return FUNNEL_OK;
 	if (svc->batch_n == 0) {
+		if (svc->o.on_abort)
+			svc->o.on_abort(svc, svc->ctx);
 		mdb_txn_abort(svc->txn);
 		svc->txn = NULL;
 		return FUNNEL_OK;
 	}
 	if (!svc->o.no_emit && (rc = sr_pump(svc, 1)) != FUNNEL_OK)
 		return rc;
+	/* the service's last writes of the batch, in its transaction; it
+	 * holds nothing afterwards, whatever it returns */
+	if (svc->o.before_commit && (rc = svc->o.before_commit(svc, svc->ctx)) != FUNNEL_OK) {
+		mdb_txn_abort(svc->txn);
+		svc->txn = NULL;
+		svc->batch_n = 0;
+		if (svc->map_full)
+			return (rc = retry_bigger(svc)) == FUNNEL_OK ? BATCH_AGAIN : rc;
+		return rc;
+	}
 	rc = sr_runtime_put_u64(svc, svc->txn, "checkpoint", svc->cur);
 	if (rc == 0)
 		rc = sr_runtime_put(svc, svc->txn, "last_hash", svc->cur_hash, FUNNEL_HASH_BYTES);
@@ -202,7 +225,7 @@ commit_batch(funnel_service *svc)
 	if (rc != 0) {
 		sr_lmdb_fail(svc, rc, "commit");
 		if (svc->map_full)
-			return retry_bigger(svc);
+			return (rc = retry_bigger(svc)) == FUNNEL_OK ? BATCH_AGAIN : rc;
 		return FUNNEL_ESTORAGE;
 	}
 	sr_drop_pending(svc);
@@ -430,9 +453,11 @@ funnel_service_run(funnel_service *svc)
 	           svc->name, svc->view_dir, svc->checkpoint, svc->o.until_head ? " to its head" : "");
 	for (;;) {
 		if (svc->stop) {
+			/* a batch thrown away for a full map is applied again
+			 * from the checkpoint by the next run */
 			rc = commit_batch(svc);
 			abort_batch(svc);
-			return rc == FUNNEL_ESHUTDOWN ? FUNNEL_OK : rc;
+			return rc == FUNNEL_ESHUTDOWN || rc == BATCH_AGAIN ? FUNNEL_OK : rc;
 		}
 		/* Between batches, now and then: does funneld still serve the
 		 * view's log?  A funneld restarted on another data directory
@@ -489,8 +514,11 @@ funnel_service_run(funnel_service *svc)
 			if (svc->batch_n < svc->o.batch_events && fl_now_ms() < svc->batch_deadline)
 				continue;
 		} else if (rc == FUNNEL_ENOTFOUND) {
-			/* until_head: the head is applied */
+			/* until_head: the head is applied, unless the map
+			 * filled before the commit: then apply it again */
 			rc = commit_batch(svc);
+			if (rc == BATCH_AGAIN)
+				continue;
 			abort_batch(svc);
 			if (rc == FUNNEL_OK)
 				funnel_log(FUNNEL_LOG_INFO, "%s: at the head (seq %" PRIu64 ")", svc->name,
@@ -524,7 +552,7 @@ funnel_service_run(funnel_service *svc)
 			sr_nap_ms(100);
 		}
 		if ((rc = commit_batch(svc)) != FUNNEL_OK) {
-			if (rc == FUNNEL_ESHUTDOWN)
+			if (rc == FUNNEL_ESHUTDOWN || rc == BATCH_AGAIN)
 				continue;
 			abort_batch(svc);
 			return rc;

@@ -36,13 +36,18 @@ struct mx_days {
 	uint8_t cell[CELL_MAX];       /* the cell being looked up */
 	uint8_t rec[CELL_MAX + 64];   /* a 'K' entry being extended */
 	uint64_t chunk[CHUNK];
+	mx_rows *rows;                /* the batch's rows (the view's) */
+	MDB_dbi dbi;                  /* the days table; 0: not looked up yet */
 };
 
 int
-mx_days_new(mx_days **out)
+mx_days_new(mx_days **out, mx_rows *rows)
 {
 	*out = calloc(1, sizeof **out);
-	return *out ? FUNNEL_OK : FUNNEL_ENOMEM;
+	if (*out == NULL)
+		return FUNNEL_ENOMEM;
+	(*out)->rows = rows;
+	return FUNNEL_OK;
 }
 
 void
@@ -102,20 +107,43 @@ fnv64(const uint8_t *p, size_t n)
 	return h;
 }
 
+/* funnel_service_get and _put of the days table, on the batch's rows
+ * (mx_rows): *val is valid until the next put of the same key. */
+static MDB_dbi
+days_dbi(funnel_service *svc, mx_days *d)
+{
+	if (d->dbi == 0)
+		d->dbi = funnel_service_table(svc, MX_T_DAYS);
+	return d->dbi;
+}
+
+static int
+days_get(funnel_service *svc, mx_days *d, const void *key, size_t klen, const void **val,
+         size_t *vlen)
+{
+	return mx_rows_get(svc, d->rows, days_dbi(svc, d), key, klen, val, vlen);
+}
+
+static int
+days_put(funnel_service *svc, mx_days *d, const void *key, size_t klen, const void *val,
+         size_t vlen)
+{
+	return mx_rows_put(svc, d->rows, days_dbi(svc, d), key, klen, val, vlen);
+}
+
 /* The id of the cell d->cell[0..n), given one the first time it is seen
  * ('N' the next id; 'K' hash -> the ids and bytes of the cells with that
  * hash; 'k' id -> bytes). */
 static int
 cell_id(funnel_service *svc, mx_days *d, size_t n, uint32_t *id)
 {
-	MDB_dbi t = funnel_service_table(svc, MX_T_DAYS);
 	uint8_t hk[9];
 	const void *val;
 	size_t vlen, have = 0;
 
 	hk[0] = DK_CELL_BY_HASH;
 	rf_put_be64(hk + 1, fnv64(d->cell, n));
-	int rc = funnel_service_get(svc, t, hk, sizeof hk, &val, &vlen);
+	int rc = days_get(svc, d, hk, sizeof hk, &val, &vlen);
 	if (rc == FUNNEL_OK) {
 		const uint8_t *p = val, *end = p + vlen;
 		while (end - p >= 6) {
@@ -139,7 +167,7 @@ cell_id(funnel_service *svc, mx_days *d, size_t n, uint32_t *id)
 	}
 	uint8_t nk = DK_NEXT;
 	uint32_t next = 0;
-	if ((rc = funnel_service_get(svc, t, &nk, 1, &val, &vlen)) == FUNNEL_OK && vlen == 4)
+	if ((rc = days_get(svc, d, &nk, 1, &val, &vlen)) == FUNNEL_OK && vlen == 4)
 		memcpy(&next, val, 4);
 	else if (rc != FUNNEL_OK && rc != FUNNEL_ENOTFOUND)
 		return rc;
@@ -150,28 +178,27 @@ cell_id(funnel_service *svc, mx_days *d, size_t n, uint32_t *id)
 	memcpy(d->rec + have + 6, d->cell, n);
 	uint8_t ck[5] = { DK_CELL };
 	put_be32(ck + 1, *id);
-	if ((rc = funnel_service_put(svc, t, &nk, 1, &next, 4)) == FUNNEL_OK &&
-	    (rc = funnel_service_put(svc, t, hk, sizeof hk, d->rec, have + 6 + n)) == FUNNEL_OK)
-		rc = funnel_service_put(svc, t, ck, sizeof ck, d->cell, n);
+	if ((rc = days_put(svc, d, &nk, 1, &next, 4)) == FUNNEL_OK &&
+	    (rc = days_put(svc, d, hk, sizeof hk, d->rec, have + 6 + n)) == FUNNEL_OK)
+		rc = days_put(svc, d, ck, sizeof ck, d->cell, n);
 	return rc;
 }
 
 /* Add the n doubles of delta to the value at key (absent: zeros). */
 static int
-add_doubles(funnel_service *svc, const uint8_t *key, size_t klen, const double *delta, int n)
+add_doubles(funnel_service *svc, mx_days *d, const uint8_t *key, size_t klen, const double *delta, int n)
 {
-	MDB_dbi t = funnel_service_table(svc, MX_T_DAYS);
 	double x[FP_STAGE_COUNT > 15 ? FP_STAGE_COUNT : 15] = { 0 };
 	const void *val;
 	size_t vlen;
-	int rc = funnel_service_get(svc, t, key, klen, &val, &vlen);
+	int rc = days_get(svc, d, key, klen, &val, &vlen);
 	if (rc == FUNNEL_OK && vlen == (size_t)n * sizeof(double))
 		memcpy(x, val, vlen);
 	else if (rc != FUNNEL_OK && rc != FUNNEL_ENOTFOUND)
 		return rc;
 	for (int i = 0; i < n; i++)
 		x[i] += delta[i];
-	return funnel_service_put(svc, t, key, klen, x, (size_t)n * sizeof(double));
+	return days_put(svc, d, key, klen, x, (size_t)n * sizeof(double));
 }
 
 static size_t
@@ -184,11 +211,11 @@ sums_key(uint8_t *k, uint32_t day, uint32_t cell)
 }
 
 static int
-get_sums(funnel_service *svc, const uint8_t *k, mx_day_sums *s)
+get_sums(funnel_service *svc, mx_days *d, const uint8_t *k, mx_day_sums *s)
 {
 	const void *val;
 	size_t vlen;
-	int rc = funnel_service_get(svc, funnel_service_table(svc, MX_T_DAYS), k, 9, &val, &vlen);
+	int rc = days_get(svc, d, k, 9, &val, &vlen);
 	memset(s, 0, sizeof *s);
 	if (rc == FUNNEL_OK && vlen == sizeof *s)
 		memcpy(s, val, sizeof *s);
@@ -202,7 +229,6 @@ static int
 add_duration(funnel_service *svc, mx_days *d, uint32_t day, uint32_t cell, int cat, uint32_t n,
              uint64_t x)
 {
-	MDB_dbi t = funnel_service_table(svc, MX_T_DAYS);
 	uint8_t k[14] = { DK_DUR };
 	const void *val;
 	size_t vlen = 0;
@@ -212,7 +238,7 @@ add_duration(funnel_service *svc, mx_days *d, uint32_t day, uint32_t cell, int c
 	put_be32(k + 10, n / CHUNK);
 	size_t have = n % CHUNK;
 	if (have) {
-		int rc = funnel_service_get(svc, t, k, sizeof k, &val, &vlen);
+		int rc = days_get(svc, d, k, sizeof k, &val, &vlen);
 		if (rc != FUNNEL_OK)
 			return rc == FUNNEL_ENOTFOUND ? FUNNEL_EMALFORMED : rc;
 		if (vlen != have * 8)
@@ -220,7 +246,7 @@ add_duration(funnel_service *svc, mx_days *d, uint32_t day, uint32_t cell, int c
 		memcpy(d->chunk, val, vlen);
 	}
 	d->chunk[have] = x;
-	return funnel_service_put(svc, t, k, sizeof k, d->chunk, (have + 1) * 8);
+	return days_put(svc, d, k, sizeof k, d->chunk, (have + 1) * 8);
 }
 
 static size_t
@@ -251,7 +277,7 @@ str_eq(funnel_str a, funnel_str b)
  * the touches, the three models' (pipeline, revenue, opportunities, won)
  * in one value (a key first or last credits is one linear credits). */
 static int
-add_credit(funnel_service *svc, uint32_t day, uint32_t cell, const mx_fact *f, int win)
+add_credit(funnel_service *svc, mx_days *d, uint32_t day, uint32_t cell, const mx_fact *f, int win)
 {
 	unsigned n = f->n_touches;
 	for (int k = 0; k < 3 && n > 0; k++) {
@@ -286,7 +312,7 @@ add_credit(funnel_service *svc, uint32_t day, uint32_t cell, const mx_fact *f, i
 			put_be32(ak + 5, cell);
 			ak[9] = (uint8_t)k;
 			size_t kl = str_key(ak, 10, key);
-			int rc = add_doubles(svc, ak, kl, delta, 15);
+			int rc = add_doubles(svc, d, ak, kl, delta, 15);
 			if (rc != FUNNEL_OK)
 				return rc;
 		}
@@ -297,7 +323,6 @@ add_credit(funnel_service *svc, uint32_t day, uint32_t cell, const mx_fact *f, i
 int
 mx_days_fact(funnel_service *svc, mx_days *d, uint64_t ts, const mx_fact *f)
 {
-	MDB_dbi t = funnel_service_table(svc, MX_T_DAYS);
 	uint32_t day = mx_day_of(ts), cell;
 	uint8_t sk[9];
 	mx_day_sums s;
@@ -306,7 +331,7 @@ mx_days_fact(funnel_service *svc, mx_days *d, uint64_t ts, const mx_fact *f)
 	if (rc != FUNNEL_OK)
 		return rc;
 	sums_key(sk, day, cell);
-	if ((rc = get_sums(svc, sk, &s)) != FUNNEL_OK)
+	if ((rc = get_sums(svc, d, sk, &s)) != FUNNEL_OK)
 		return rc;
 	int cat = -1;
 	uint64_t x = 0;
@@ -331,7 +356,7 @@ mx_days_fact(funnel_service *svc, mx_days *d, uint64_t ts, const mx_fact *f)
 	/* the durations: time in the stage left, and capture to win */
 	uint32_t n_cat = cat >= 0 ? s.nd[cat]++ : 0;
 	uint32_t n_won = f->kind == MX_F_STAGE && f->ev == FP_EV_DEAL_WON ? s.nd[MX_DUR_TO_WON]++ : 0;
-	if ((rc = funnel_service_put(svc, t, sk, sizeof sk, &s, sizeof s)) != FUNNEL_OK)
+	if ((rc = days_put(svc, d, sk, sizeof sk, &s, sizeof s)) != FUNNEL_OK)
 		return rc;
 	if (cat >= 0 && (rc = add_duration(svc, d, day, cell, cat, n_cat, x)) != FUNNEL_OK)
 		return rc;
@@ -347,11 +372,11 @@ mx_days_fact(funnel_service *svc, mx_days *d, uint64_t ts, const mx_fact *f)
 		rk[9] = f->ev;
 		size_t kl = str_key(rk, 10, f->reason);
 		double one = 1;
-		if ((rc = add_doubles(svc, rk, kl, &one, 1)) != FUNNEL_OK)
+		if ((rc = add_doubles(svc, d, rk, kl, &one, 1)) != FUNNEL_OK)
 			return rc;
 	}
 	if (f->ev == FP_EV_OPP_OPENED || f->ev == FP_EV_DEAL_WON)
-		rc = add_credit(svc, day, cell, f, f->ev == FP_EV_DEAL_WON);
+		rc = add_credit(svc, d, day, cell, f, f->ev == FP_EV_DEAL_WON);
 	return rc;
 }
 
@@ -366,14 +391,14 @@ mx_days_contact(funnel_service *svc, mx_days *d, uint64_t ts, const mx_fact *f, 
 	if (rc != FUNNEL_OK)
 		return rc;
 	sums_key(sk, day, cell);
-	if ((rc = get_sums(svc, sk, &s)) != FUNNEL_OK)
+	if ((rc = get_sums(svc, d, sk, &s)) != FUNNEL_OK)
 		return rc;
 	s.contacted++;
 	s.within[0] += delay <= 300 * NS_PER_S;
 	s.within[1] += delay <= 3600 * NS_PER_S;
 	s.within[2] += delay <= 86400 * NS_PER_S;
 	uint32_t n = s.nd[MX_DUR_DELAY]++;
-	if ((rc = funnel_service_put(svc, funnel_service_table(svc, MX_T_DAYS), sk, sizeof sk, &s,
+	if ((rc = days_put(svc, d, sk, sizeof sk, &s,
 	                             sizeof s)) != FUNNEL_OK)
 		return rc;
 	return add_duration(svc, d, day, cell, MX_DUR_DELAY, n, delay);
@@ -445,13 +470,13 @@ cohort_of(const lead_part *p, int i, uint64_t *t, double c[3])
 }
 
 static int
-cohort_add(funnel_service *svc, uint64_t t, uint32_t cell, int i, const double c[3])
+cohort_add(funnel_service *svc, mx_days *d, uint64_t t, uint32_t cell, int i, const double c[3])
 {
 	uint8_t k[10] = { DK_COHORT };
 	put_be32(k + 1, mx_day_of(t));
 	put_be32(k + 5, cell);
 	k[9] = (uint8_t)i;
-	return add_doubles(svc, k, 10, c, 3);
+	return add_doubles(svc, d, k, 10, c, 3);
 }
 
 int
@@ -474,14 +499,18 @@ mx_days_lead(funnel_service *svc, mx_days *d, const mx_lead *was, const mx_lead 
 	int moved = was == NULL || !same_labels(&a, &b);
 	if ((rc = part_cell(svc, d, &b)) != FUNNEL_OK)
 		return rc;
-	if (was != NULL && (rc = part_cell(svc, d, &a)) != FUNNEL_OK)
+	if (was != NULL && !moved) {
+		a.cell = b.cell;     /* the same labels: the same cell */
+		a.has_cell = 1;
+	} else if (was != NULL && (rc = part_cell(svc, d, &a)) != FUNNEL_OK) {
 		return rc;
+	}
 	/* the balance: one write when the cell stays */
 	put_be32(k + 1, b.cell);
 	if (!moved) {
 		bal[a.stage] -= 1;
 		bal[b.stage] += 1;
-		if (a.stage != b.stage && (rc = add_doubles(svc, k, 5, bal, FP_STAGE_COUNT)) != FUNNEL_OK)
+		if (a.stage != b.stage && (rc = add_doubles(svc, d, k, 5, bal, FP_STAGE_COUNT)) != FUNNEL_OK)
 			return rc;
 	} else {
 		if (was != NULL) {
@@ -489,11 +518,11 @@ mx_days_lead(funnel_service *svc, mx_days *d, const mx_lead *was, const mx_lead 
 			double neg[FP_STAGE_COUNT] = { 0 };
 			put_be32(ka + 1, a.cell);
 			neg[a.stage] = -1;
-			if ((rc = add_doubles(svc, ka, 5, neg, FP_STAGE_COUNT)) != FUNNEL_OK)
+			if ((rc = add_doubles(svc, d, ka, 5, neg, FP_STAGE_COUNT)) != FUNNEL_OK)
 				return rc;
 		}
 		bal[b.stage] = 1;
-		if ((rc = add_doubles(svc, k, 5, bal, FP_STAGE_COUNT)) != FUNNEL_OK)
+		if ((rc = add_doubles(svc, d, k, 5, bal, FP_STAGE_COUNT)) != FUNNEL_OK)
 			return rc;
 	}
 	/* the cohorts: only those that changed, one write when the day and
@@ -506,16 +535,16 @@ mx_days_lead(funnel_service *svc, mx_days *d, const mx_lead *was, const mx_lead 
 		if (ina && inb && !moved && mx_day_of(ta) == mx_day_of(tb)) {
 			double dl[3] = { cb[0] - ca[0], cb[1] - ca[1], cb[2] - ca[2] };
 			if ((dl[0] != 0 || dl[1] != 0 || dl[2] != 0) &&
-			    (rc = cohort_add(svc, tb, b.cell, i, dl)) != FUNNEL_OK)
+			    (rc = cohort_add(svc, d, tb, b.cell, i, dl)) != FUNNEL_OK)
 				return rc;
 			continue;
 		}
 		if (ina) {
 			double neg[3] = { -ca[0], -ca[1], -ca[2] };
-			if ((rc = cohort_add(svc, ta, a.cell, i, neg)) != FUNNEL_OK)
+			if ((rc = cohort_add(svc, d, ta, a.cell, i, neg)) != FUNNEL_OK)
 				return rc;
 		}
-		if (inb && (rc = cohort_add(svc, tb, b.cell, i, cb)) != FUNNEL_OK)
+		if (inb && (rc = cohort_add(svc, d, tb, b.cell, i, cb)) != FUNNEL_OK)
 			return rc;
 	}
 	return FUNNEL_OK;

@@ -8,6 +8,8 @@
  *            the view, so a rebuild gives the same bytes.
  *   days.c   the days table's writer (mx_days_*, called by mx_apply)
  *            and reader (report.h).
+ *   rows.c   the batch's rows (mx_rows): the days and counters rows a
+ *            batch changes, written once per batch before its commit.
  *   params.c, group.c, aggregate.c, json.c, prometheus.c (report.h):
  *            mx_report(), mx_prometheus(): read-only transaction ->
  *            numbers for a window and filters (cJSON / exposition text).
@@ -176,10 +178,16 @@ int mx_rules_decode(const void *buf, size_t len, uint64_t *seq, uint64_t *ts,
 
 typedef struct mx_view mx_view;
 
-/* Scratch state of the apply function (encoding buffers).  Holds no
- * view state: everything is in the tables. */
+/* State of the apply function: encoding buffers, and the batch's rows
+ * (mx_rows) until the batch commits or is aborted.
+ * Between batches it holds no view state: everything is in the tables. */
 int mx_view_new(mx_view **out);
 void mx_view_destroy(mx_view **v);
+
+/* funnel-metrics' opts.before_commit and opts.on_abort (ctx: the
+ * mx_view): write the batch's rows (mx_rows_flush), or drop them. */
+int mx_view_flush(funnel_service *svc, void *ctx);
+void mx_view_drop(funnel_service *svc, void *ctx);
 
 /* Whether records of event type ev (fp_evtype) are closed-loop ones:
  * lead.rejected, lead.recycled, lead.disqualified, deal.lost. */
@@ -187,8 +195,6 @@ int mx_closed_loop(int ev);
 
 /* The funnel_apply_fn of funnel-metrics; ctx is an mx_view. */
 int mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx);
-
-/* ---- days.c: the days table's writer ---- */
 
 /* Duration categories of the days table: the stage left (time in
  * stage, 0..FP_STAGE_COUNT-1), capture to win, assignment to first
@@ -205,9 +211,38 @@ typedef struct mx_day_sums {
 	uint32_t nd[MX_DUR_COUNT];
 } mx_day_sums;
 
-/* Scratch of the writer (no view state). */
+/* ---- rows.c: the batch's rows ---- */
+
+/* A write-back copy of the rows mx_apply changes many times a batch
+ * (the leads, the days table, the counters, the index's picker values):
+ * mx_rows_get and mx_rows_put are
+ * funnel_service_get and _put on it (a row is read from the view the
+ * first time, *val is valid until the next put of the same key).
+ * mx_rows_flush writes each changed row once, inside the batch's
+ * transaction before its checkpoint (opts.before_commit), and holds no
+ * row afterwards, whatever it returns (FUNNEL_OK or the storage
+ * error); mx_rows_drop forgets the rows of an aborted batch
+ * (opts.on_abort).  A put of the bytes a row has writes nothing.  Every
+ * read and write of a key that goes through it must go through it for
+ * the whole batch (the leads, days and counters tables always do; of
+ * the index, the picker values).  Between batches it holds no view
+ * state. */
+typedef struct mx_rows mx_rows;
+int mx_rows_new(mx_rows **out);
+void mx_rows_destroy(mx_rows **r);
+int mx_rows_get(funnel_service *svc, mx_rows *r, MDB_dbi dbi, const void *key, size_t klen,
+                const void **val, size_t *vlen);
+int mx_rows_put(funnel_service *svc, mx_rows *r, MDB_dbi dbi, const void *key, size_t klen,
+                const void *val, size_t vlen);
+int mx_rows_flush(funnel_service *svc, mx_rows *r);
+void mx_rows_drop(mx_rows *r);
+
+/* ---- days.c: the days table's writer ---- */
+
+/* The writer's scratch; it reads and writes the days table through the
+ * batch's rows `rows` (which it does not own). */
 typedef struct mx_days mx_days;
-int mx_days_new(mx_days **out);
+int mx_days_new(mx_days **out, mx_rows *rows);
 void mx_days_destroy(mx_days **d);
 
 /* Inside apply(): a fact just written at ts; an assignment fact at ts

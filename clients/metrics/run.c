@@ -146,6 +146,8 @@ mx_setup(void *ctx, void *goals, funnel_service_opts *o, void **engine)
 	o->map_size = a->map_mb << 20;
 	o->no_emit = g == NULL || !g->present;   /* sends only its rules.changed */
 	o->map_lock = &a->map_lock;
+	o->before_commit = mx_view_flush;   /* the batch's days rows, with its checkpoint */
+	o->on_abort = mx_view_drop;
 	return mx_view_new((mx_view **)engine);
 }
 

@@ -20,7 +20,9 @@ struct mx_view {
 	msgpack_sbuffer row;      /* the lead's row being applied */
 	msgpack_sbuffer old;      /* the lead's row before the record, for the days table */
 	msgpack_sbuffer fact;     /* a fact copied for the days table */
+	mx_rows *rows;            /* the batch's days and counters rows */
 	mx_days *days;
+	MDB_dbi counters;         /* 0: not looked up yet */
 };
 
 int
@@ -35,7 +37,8 @@ mx_view_new(mx_view **out)
 	msgpack_sbuffer_init(&v->row);
 	msgpack_sbuffer_init(&v->old);
 	msgpack_sbuffer_init(&v->fact);
-	return mx_days_new(&v->days);
+	int rc = mx_rows_new(&v->rows);
+	return rc == FUNNEL_OK ? mx_days_new(&v->days, v->rows) : rc;
 }
 
 void
@@ -49,8 +52,24 @@ mx_view_destroy(mx_view **pv)
 	msgpack_sbuffer_destroy(&(*pv)->old);
 	msgpack_sbuffer_destroy(&(*pv)->fact);
 	mx_days_destroy(&(*pv)->days);
+	mx_rows_destroy(&(*pv)->rows);
 	free(*pv);
 	*pv = NULL;
+}
+
+int
+mx_view_flush(funnel_service *svc, void *ctx)
+{
+	mx_view *v = ctx;
+	return mx_rows_flush(svc, v->rows);
+}
+
+void
+mx_view_drop(funnel_service *svc, void *ctx)
+{
+	mx_view *v = ctx;
+	(void)svc;
+	mx_rows_drop(v->rows);
 }
 
 /* ---- encoding: fixed fields, then strings as u8 length + bytes ---- */
@@ -284,11 +303,13 @@ static int
 bump(funnel_service *svc, mx_view *v, const char *name, double delta, const funnel_str *l1,
      const funnel_str *l2)
 {
-	MDB_dbi t = funnel_service_table(svc, MX_T_COUNTERS);
 	const void *val;
 	size_t vlen;
 	double x = 0;
 	char zero = 0;
+
+	if (v->counters == 0)
+		v->counters = funnel_service_table(svc, MX_T_COUNTERS);
 
 	v->key.size = 0;
 	put(&v->key, name, strlen(name));
@@ -298,13 +319,14 @@ bump(funnel_service *svc, mx_view *v, const char *name, double delta, const funn
 		put(&v->key, &zero, 1);
 		put(&v->key, s.ptr, s.len);
 	}
-	int rc = funnel_service_get(svc, t, v->key.data, v->key.size, &val, &vlen);
+	/* on the batch's rows: one write per counter and batch */
+	int rc = mx_rows_get(svc, v->rows, v->counters, v->key.data, v->key.size, &val, &vlen);
 	if (rc == FUNNEL_OK && vlen == 8)
 		memcpy(&x, val, 8);
 	else if (rc != FUNNEL_OK && rc != FUNNEL_ENOTFOUND)
 		return rc;
 	x += delta;
-	return funnel_service_put(svc, t, v->key.data, v->key.size, &x, 8);
+	return mx_rows_put(svc, v->rows, v->counters, v->key.data, v->key.size, &x, 8);
 }
 
 static funnel_str
@@ -388,8 +410,9 @@ index_value(funnel_service *svc, mx_view *v, uint8_t kind, funnel_str name)
 	uint8_t hdr[2] = { MX_IX_VALUE, kind };
 	put(&v->key, hdr, 2);
 	put(&v->key, name.ptr, name.len);
-	return funnel_service_put(svc, funnel_service_table(svc, MX_T_INDEX), v->key.data,
-	                          v->key.size, "", 0);
+	/* on the batch's rows: an equal put writes nothing (mx_rows_put) */
+	return mx_rows_put(svc, v->rows, funnel_service_table(svc, MX_T_INDEX), v->key.data,
+	                   v->key.size, "", 0);
 }
 
 /* rules.changed: 'R' || service -> be64 seq, be64 ts, version, hash
@@ -612,8 +635,8 @@ archive(funnel_service *svc, mx_view *v, const funnel_record *rec, const mx_lead
 	rf_put_be64(seq, rec->seq);
 	put(&v->key, &sep, 1);
 	put(&v->key, seq, 8);
-	return funnel_service_put(svc, funnel_service_table(svc, MX_T_LEADS), v->key.data,
-	                          v->key.size, v->buf.data, v->buf.size);
+	return mx_rows_put(svc, v->rows, funnel_service_table(svc, MX_T_LEADS), v->key.data,
+	                   v->key.size, v->buf.data, v->buf.size);
 }
 
 int
@@ -638,7 +661,9 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 		return FUNNEL_OK;
 	if (!counts(ev))
 		return FUNNEL_OK;
-	rc = funnel_service_get(svc, leads, rec->lead.ptr, rec->lead.len, &val, &vlen);
+	/* the leads table on the batch's rows: a lead's row is read and
+	 * written once per batch */
+	rc = mx_rows_get(svc, v->rows, leads, rec->lead.ptr, rec->lead.len, &val, &vlen);
 	if (rc == FUNNEL_OK) {
 		if (mx_lead_decode(val, vlen, &l) != FUNNEL_OK) {
 			funnel_log(FUNNEL_LOG_ERROR, "metrics: the view's row of lead %.*s does not "
@@ -718,8 +743,8 @@ mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 		rc = sla_breach(svc, v, rec, et, &l);
 	if (rc == FUNNEL_OK) {
 		lead_encode(&v->buf, &l);
-		rc = funnel_service_put(svc, leads, rec->lead.ptr, rec->lead.len, v->buf.data,
-		                        v->buf.size);
+		rc = mx_rows_put(svc, v->rows, leads, rec->lead.ptr, rec->lead.len, v->buf.data,
+		                 v->buf.size);
 	}
 	if (rc == FUNNEL_OK && had && mx_lead_decode(v->old.data, v->old.size, &was) != FUNNEL_OK)
 		rc = FUNNEL_EINTERNAL;

@@ -23,7 +23,8 @@
  *      (their latency is one trip to funneld, never a view commit);
  *   4. when the batch is full (batch_events) or old (batch_ms), or at
  *      the head with until_head: wait until the log has stored (or
- *      refused) every derived event of the batch, then write the
+ *      refused) every derived event of the batch, call before_commit
+ *      (if any), then write the
  *      checkpoint in the same transaction as the view changes, and
  *      commit (one fsync: MDB_NOMETASYNC; a crash may undo the last
  *      commit, never corrupt the view).
@@ -179,6 +180,32 @@ typedef int (*funnel_apply_fn)(funnel_service *svc, const funnel_record *rec, vo
  */
 typedef int (*funnel_tick_fn)(funnel_service *svc, MDB_txn *view, void *ctx);
 
+/*
+ * Optional, for an apply() that keeps a batch's changes in memory and
+ * writes them once per batch (funnel-metrics' days table):
+ *
+ * before_commit is called once per batch that applied records, inside
+ * the batch's write transaction, after its last apply() and before the
+ * checkpoint is written: what it writes (funnel_service_get/put/del, as
+ * in apply()) commits with the checkpoint, so view and checkpoint still
+ * change together.  It must write everything it held for the batch and
+ * hold nothing afterwards, whatever it returns.  Return FUNNEL_OK, or an
+ * error code: the batch is aborted (a full map is grown and the batch
+ * applied again, as for apply()), and funnel_service_run returns it.
+ *
+ * on_abort is called when a batch's transaction is thrown away instead
+ * of committed (apply() or the view failed, a full map, a stop while
+ * sending, a batch that applied nothing): the service drops what it
+ * held for the batch; its records are applied again from the
+ * checkpoint (or never, once stopped).  Before a failed before_commit
+ * it is not called (that hook holds nothing afterwards).
+ *
+ * ctx is apply's.  With neither hook, apply() keeps everything in the
+ * view, as funnel_service_get's contract asks.
+ */
+typedef int (*funnel_before_commit_fn)(funnel_service *svc, void *ctx);
+typedef void (*funnel_on_abort_fn)(funnel_service *svc, void *ctx);
+
 typedef struct funnel_service_opts {
 	const char *name;          /* required: "scoring"; starts every derived idempotency key */
 	const char *view_dir;      /* required: the view's directory (created if missing) */
@@ -204,6 +231,8 @@ typedef struct funnel_service_opts {
 	const char *source;        /* NULL: the feed is funneld's; "nats://HOST:PORT/STREAM": the
 	                            * records come from a funnel-mirror stream (funnel_sub_opts.source);
 	                            * derived events still go to funneld's ingest */
+	funnel_before_commit_fn before_commit; /* optional: see funnel_before_commit_fn */
+	funnel_on_abort_fn on_abort;           /* optional: see funnel_before_commit_fn */
 } funnel_service_opts;
 
 /*
@@ -260,7 +289,8 @@ const funnel_store *funnel_service_store(funnel_service *svc);
  * FUNNEL_ESTORAGE: apply() returns it.  A full map is handled by the
  * runtime: it aborts the batch, grows the map and applies the batch
  * again, so apply() must keep its state in the view (not in memory that
- * outlives a call), or be able to see a record again after an abort.
+ * outlives a call), or be able to see a record again after an abort
+ * (opts.before_commit and opts.on_abort: memory that lives one batch).
  */
 int funnel_service_get(funnel_service *svc, MDB_dbi dbi, const void *key, size_t klen,
                        const void **val, size_t *vlen);

@@ -11,7 +11,8 @@ every report, for many random windows (day-aligned or not, open or
 closed) and filters (source, campaign, team, rep, "(no team)"), is asked
 twice, from the days table (the default) and with compute=facts, and
 every figure compared.  Then the view rebuilt from the log has the
-digest of the live one.
+digest of the live one, and so has one built in a map that starts at
+1 MiB (batches aborted when it fills, and applied again).
 
     BUILD=build /usr/bin/python3 tests/integration/test_metrics_days.py
 
@@ -278,6 +279,20 @@ def run_equal(res, daemon, ctx):
         expect_eq(m.digest(), (cp, d), "digest of the rebuilt view (days table included)")
     res.run("the live view and the rebuilt one have the same digest", rebuild_same)
 
+    def one_batch():
+        # the whole log in one batch from a 1 MiB map: the days rows
+        # fill it at the write before the commit, at the head; the batch
+        # is thrown away and applied again in a larger map (run_small_map
+        # fills it inside apply())
+        small = Metrics(daemon, "one")
+        p = small.run("--until-head", "--map-mb", "1", "--batch", "1000000", "--log-level",
+                      "info", timeout=120)
+        expect_eq(p.returncode, 0, "exit status (%s)" % p.stderr[-400:])
+        expect("view map grown" in p.stderr, "the map grew: %s" % p.stderr[-400:])
+        expect_eq(small.digest(), m.digest(), "digest of the view built in one batch")
+    res.run("the view built in one batch, the map full before its commit, is the live one",
+            one_batch)
+
     def old_view():
         # the view as a funnel-metrics before the days table wrote it: the
         # same tables but days, and the runtime's record of its table set
@@ -316,8 +331,51 @@ def run_equal(res, daemon, ctx):
     res.run("a view from before the days table is refused until --rebuild", old_view)
 
 
+def run_small_map(res, daemon, ctx):
+    # A batch's days and counters rows live in memory until its commit
+    # (mx_rows): a batch thrown away because the map filled, in apply()
+    # or in the write before the commit, must forget them and be applied
+    # again from the checkpoint.  One batch for the whole log in a map
+    # of 1 MiB fills it both ways (long labels: each lead row and fact is
+    # large); the view must be the one built in batches in a large map.
+    log = LogClient(ctx, daemon.endpoints)
+    rnd = random.Random(7)
+    pad = "p" * 150
+
+    def fill():
+        ts = START
+        for b in range(0, 3000, 100):
+            evs = []
+            for i in range(b, b + 100):
+                ts += 60 * 10**9
+                lead = "big-%d-%s" % (i, pad[:40])
+                evs.append({"type": "lead.captured", "lead": lead, "occurred_at": ts,
+                            "data": {"source": "%s-%s" % (rnd.choice(SOURCES), pad),
+                                     "campaign": "%s-%s" % (rnd.choice(CAMPAIGNS), pad),
+                                     "form": "%s-%s" % (rnd.choice(FORMS), pad)}})
+                if i % 3:
+                    evs.append({"type": "lead.qualified", "lead": lead, "occurred_at": ts + H})
+            log.publish_ok(*evs)
+    res.run("a history of long labels", fill)
+
+    def small_map():
+        big = Metrics(daemon, "big")
+        big.ok("--until-head")
+        small = Metrics(daemon, "small")
+        p = small.run("--until-head", "--map-mb", "1", "--batch", "1000000", "--log-level",
+                      "info", timeout=120)
+        expect_eq(p.returncode, 0, "exit status (%s)" % p.stderr[-400:])
+        grown = p.stderr.count("view map grown")
+        expect(grown >= 2, "the map grew (%d times): %s" % (grown, p.stderr[-400:]))
+        cp, d = big.digest()
+        expect_eq(cp, log.status()["head"], "checkpoint at the head")
+        expect_eq(small.digest(), (cp, d), "digest of the view built in a growing map")
+    res.run("a view built in one batch from a 1 MiB map, thrown away as the map fills, "
+            "is the one built in a large map", small_map)
+
+
 def main():
-    return run_service_groups(FUNNELD, METRICS, (run_equal,))
+    return run_service_groups(FUNNELD, METRICS, (run_equal, run_small_map))
 
 
 if __name__ == "__main__":
