@@ -15,51 +15,6 @@
 
 /* ---- the aggregate ---- */
 
-/* Conversion pairs, in funnel order. */
-const mx_pair mx_pairs[NPAIRS] = {
-	{ FP_STAGE_INQUIRY, FP_STAGE_MQL, "inquiry_to_mql" },
-	{ FP_STAGE_MQL, FP_STAGE_SAL, "mql_to_sal" },
-	{ FP_STAGE_SAL, FP_STAGE_SQL, "sal_to_sql" },
-	{ FP_STAGE_SQL, FP_STAGE_WON, "sql_to_won" },
-};
-
-/* The stages the funnel picture shows, in order. */
-const fp_stage mx_shown[NSHOWN] = {
-	FP_STAGE_INQUIRY, FP_STAGE_MQL, FP_STAGE_SAL, FP_STAGE_SQL, FP_STAGE_WON, FP_STAGE_LOST,
-	FP_STAGE_NURTURE, FP_STAGE_DISQUALIFIED, FP_STAGE_ERASED,
-};
-
-void
-mx_agg_release(agg *a)
-{
-	for (int s = 0; s < FP_STAGE_COUNT; s++)
-		free(a->in_stage[s].v);
-	free(a->to_won.v);
-	free(a->delay.v);
-	mx_gmap_release(&a->srccamp);
-	mx_gmap_release(&a->reasons);
-	mx_gmap_release(&a->reasons_by);
-	mx_gmap_release(&a->teams);
-	mx_gmap_release(&a->reps);
-	mx_gmap_release(&a->rep_reasons);
-	for (int i = 0; i < 3; i++)
-		mx_gmap_release(&a->attr[i]);
-	mx_gmap_release(&a->trend);
-}
-
-int
-mx_str_is(funnel_str s, const char *c)
-{
-	return c == NULL || (strlen(c) == s.len && memcmp(s.ptr, c, s.len) == 0);
-}
-
-/* The team filter: as str_is, and MX_NO_TEAM names the empty team. */
-int
-mx_team_is(funnel_str s, const char *c)
-{
-	return mx_str_is(s, c) || (s.len == 0 && strcmp(c, MX_NO_TEAM) == 0);
-}
-
 static funnel_str
 fs(const char *s)
 {
@@ -68,30 +23,6 @@ fs(const char *s)
 }
 
 static const funnel_str none = { "", 0 };
-
-static uint64_t
-bucket_start(uint64_t ts, int bucket)
-{
-	uint64_t day = ts / DAY_NS;
-	if (bucket == MX_BUCKET_WEEK)
-		day -= (day + 3) % 7;    /* 1970-01-01 was a Thursday: back to Monday */
-	return day * DAY_NS;
-}
-
-static funnel_str
-touch_key(const mx_touch *t, int k)
-{
-	funnel_str s = k == 0 ? t->source : k == 1 ? t->campaign : t->form;
-	if (s.ptr == NULL)
-		s.len = 0;
-	return s;
-}
-
-static int
-str_eq(funnel_str a, funnel_str b)
-{
-	return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
-}
 
 static void
 credit(agg *a, const mx_fact *f, int model, int what)
@@ -106,14 +37,14 @@ credit(agg *a, const mx_fact *f, int model, int what)
 	 * exactly, not a sum of n rounded thirds. */
 	for (int k = 0; k < 3; k++) {
 		for (unsigned i = lo; i < hi; i++) {
-			funnel_str key = touch_key(&f->touch[i], k);
+			funnel_str key = mx_touch_key(&f->touch[i], k);
 			unsigned j, m = 0;
-			for (j = lo; j < i && !str_eq(touch_key(&f->touch[j], k), key); j++)
+			for (j = lo; j < i && !mx_str_eq(mx_touch_key(&f->touch[j], k), key); j++)
 				;
 			if (j < i)
 				continue;    /* credited with its first touch */
 			for (j = i; j < hi; j++)
-				m += str_eq(touch_key(&f->touch[j], k), key);
+				m += mx_str_eq(mx_touch_key(&f->touch[j], k), key);
 			group *g = mx_gmap_get(&a->attr[k], key, none, none, none);
 			if (g == NULL)
 				return;
@@ -146,17 +77,6 @@ follow(agg *a, gmap *m, funnel_str k1, funnel_str k2, const mx_fact *f)
 			m->oom = 1;
 	}
 	(void)a;
-}
-
-/* Whether the report prints section r (the summary prints them all):
- * the scan skips the groupings nobody will read.  The headline figures
- * (the previous period's) need the follow-up totals only. */
-int
-mx_wants(const mx_query *q, int r)
-{
-	if (q->headline)
-		return r == MX_R_FOLLOWUP;
-	return q->report == MX_R_SUMMARY || q->report == r;
 }
 
 /* A stage change made while the lead was assigned: the rep's
@@ -259,19 +179,6 @@ add_fact(agg *a, const mx_query *q, uint64_t ts, const mx_fact *f)
 		tg->nf++;
 	}
 	return oom;
-}
-
-group *
-mx_agg_trend(agg *a, const mx_query *q, uint64_t ts)
-{
-	uint64_t b = bucket_start(ts, q->bucket);
-	if (a->last_trend == NULL || b != a->last_bucket) {
-		char bk[24];
-		snprintf(bk, sizeof bk, "%020" PRIu64, b);
-		a->last_trend = mx_gmap_get(&a->trend, fs(bk), none, none, none);
-		a->last_bucket = b;
-	}
-	return a->last_trend;
 }
 
 static int

@@ -257,21 +257,6 @@ str_key(uint8_t *k, size_t n, funnel_str s)
 	return n + s.len;
 }
 
-static funnel_str
-touch_key(const mx_touch *t, int k)
-{
-	funnel_str s = k == 0 ? t->source : k == 1 ? t->campaign : t->form;
-	if (s.ptr == NULL)
-		s.len = 0;
-	return s;
-}
-
-static int
-str_eq(funnel_str a, funnel_str b)
-{
-	return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
-}
-
 /* The credit of an opportunity's or a win's amount under each model, as
  * the reports' credit() gives it (METRICS.md, Attribution): per key of
  * the touches, the three models' (pipeline, revenue, opportunities, won)
@@ -282,9 +267,9 @@ add_credit(funnel_service *svc, mx_days *d, uint32_t day, uint32_t cell, const m
 	unsigned n = f->n_touches;
 	for (int k = 0; k < 3 && n > 0; k++) {
 		for (unsigned i = 0; i < n; i++) {
-			funnel_str key = touch_key(&f->touch[i], k);
+			funnel_str key = mx_touch_key(&f->touch[i], k);
 			unsigned j;
-			for (j = 0; j < i && !str_eq(touch_key(&f->touch[j], k), key); j++)
+			for (j = 0; j < i && !mx_str_eq(mx_touch_key(&f->touch[j], k), key); j++)
 				;
 			if (j < i)
 				continue;    /* credited with its first touch */
@@ -294,7 +279,7 @@ add_credit(funnel_service *svc, mx_days *d, uint32_t day, uint32_t cell, const m
 				unsigned hi = model == MX_MODEL_FIRST ? 1 : n;
 				unsigned m = 0, first = hi;
 				for (j = lo; j < hi; j++) {
-					if (str_eq(touch_key(&f->touch[j], k), key)) {
+					if (mx_str_eq(mx_touch_key(&f->touch[j], k), key)) {
 						m++;
 						if (first == hi)
 							first = j;
@@ -669,9 +654,9 @@ walk_sums(agg *a, const mx_query *q, const mx_cells *c, const uint8_t *k, size_t
 	double stage_facts = 0;
 	for (int i = 0; i < FP_STAGE_COUNT; i++)
 		stage_facts += s.entries[i];
-	int follow = mx_wants(q, MX_R_FOLLOWUP);
+	int wants_followup = mx_wants(q, MX_R_FOLLOWUP);
 	group *g;
-	if (follow && s.assigned + s.sla > 0) {
+	if (wants_followup && s.assigned + s.sla > 0) {
 		a->assigned += s.assigned;
 		a->contacted += s.contacted;
 		for (int i = 0; i < 3; i++)
@@ -693,7 +678,7 @@ walk_sums(agg *a, const mx_query *q, const mx_cells *c, const uint8_t *k, size_t
 	}
 	if (stage_facts == 0)
 		return 0;
-	if (follow && !q->headline && (x->owner.len || x->team.len)) {
+	if (wants_followup && !q->headline && (x->owner.len || x->team.len)) {
 		if ((g = mx_gmap_get(&a->reps, x->owner, x->team, none, none)) == NULL)
 			return -1;
 		g->v[FU_ACCEPTED] += s.by_ev[FP_EV_ACCEPTED];

@@ -1,9 +1,12 @@
 /*
  * clients/metrics/group.c - the containers of the reports (report.h): a
- * growable vector of durations with nearest-rank percentiles, and a
- * small string-keyed hash table of accumulators (gmap).
+ * growable vector of durations with nearest-rank percentiles, a small
+ * string-keyed hash table of accumulators (gmap), and the aggregate (agg)
+ * that holds them: its release and its trend buckets.
  */
+#include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -227,4 +230,48 @@ mx_gmap_prune(gmap *m)
 	m->nslots = ns;      /* gmap_grow doubles it: at most a quarter full */
 	if (gmap_grow(m) != 0)
 		m->oom = 1;
+}
+
+/* ---- the aggregate (agg) itself: its release and its trend buckets ---- */
+
+void
+mx_agg_release(agg *a)
+{
+	for (int s = 0; s < FP_STAGE_COUNT; s++)
+		free(a->in_stage[s].v);
+	free(a->to_won.v);
+	free(a->delay.v);
+	mx_gmap_release(&a->srccamp);
+	mx_gmap_release(&a->reasons);
+	mx_gmap_release(&a->reasons_by);
+	mx_gmap_release(&a->teams);
+	mx_gmap_release(&a->reps);
+	mx_gmap_release(&a->rep_reasons);
+	for (int i = 0; i < 3; i++)
+		mx_gmap_release(&a->attr[i]);
+	mx_gmap_release(&a->trend);
+}
+
+/* The start of ts's trend bucket: its UTC day, or the Monday of its week. */
+static uint64_t
+bucket_start(uint64_t ts, int bucket)
+{
+	uint64_t day = ts / DAY_NS;
+	if (bucket == MX_BUCKET_WEEK)
+		day -= (day + 3) % 7;    /* 1970-01-01 was a Thursday: back to Monday */
+	return day * DAY_NS;
+}
+
+group *
+mx_agg_trend(agg *a, const mx_query *q, uint64_t ts)
+{
+	uint64_t b = bucket_start(ts, q->bucket);
+	if (a->last_trend == NULL || b != a->last_bucket) {
+		char bk[24];
+		snprintf(bk, sizeof bk, "%020" PRIu64, b);
+		funnel_str key = { bk, strlen(bk) }, none = { "", 0 };
+		a->last_trend = mx_gmap_get(&a->trend, key, none, none, none);
+		a->last_bucket = b;
+	}
+	return a->last_trend;
 }

@@ -163,11 +163,17 @@ typedef struct mx_fact {
 int mx_lead_decode(const void *buf, size_t len, mx_lead *out);
 int mx_fact_decode(const void *buf, size_t len, mx_fact *out);
 
-/* ---- view.c ---- */
+/* ---- facts.c: the vocabulary the view and the reports share ---- */
 
 /* s cut to MX_STR_MAX bytes at a UTF-8 boundary and before a NUL, as
  * every name the view keeps. */
 funnel_str mx_clip(funnel_str s);
+
+/* Whether records of event type ev (fp_evtype) are closed-loop ones:
+ * lead.rejected, lead.recycled, lead.disqualified, deal.lost. */
+int mx_closed_loop(int ev);
+
+/* ---- view.c ---- */
 
 /* The index key of a list entry: 'L' kind be64 ts be64 seq. */
 void mx_index_key(uint8_t key[MX_IX_KEY], uint8_t kind, uint64_t ts, uint64_t seq);
@@ -188,10 +194,6 @@ void mx_view_destroy(mx_view **v);
  * mx_view): write the batch's rows (mx_rows_flush), or drop them. */
 int mx_view_flush(funnel_service *svc, void *ctx);
 void mx_view_drop(funnel_service *svc, void *ctx);
-
-/* Whether records of event type ev (fp_evtype) are closed-loop ones:
- * lead.rejected, lead.recycled, lead.disqualified, deal.lost. */
-int mx_closed_loop(int ev);
 
 /* The funnel_apply_fn of funnel-metrics; ctx is an mx_view. */
 int mx_apply(funnel_service *svc, const funnel_record *rec, void *ctx);

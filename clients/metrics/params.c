@@ -205,3 +205,30 @@ mx_query_param(mx_query *q, const char *key, const char *value, char *err, size_
 	snprintf(err, errlen, "unknown parameter for /api/%s", mx_report_name(r));
 	return -1;
 }
+
+/* ---- what a query asks for: its filters and its sections ---- */
+
+/* The filters: s equals c (c NULL: any). */
+int
+mx_str_is(funnel_str s, const char *c)
+{
+	return c == NULL || (strlen(c) == s.len && memcmp(s.ptr, c, s.len) == 0);
+}
+
+/* The team filter: as str_is, and MX_NO_TEAM names the empty team. */
+int
+mx_team_is(funnel_str s, const char *c)
+{
+	return mx_str_is(s, c) || (s.len == 0 && strcmp(c, MX_NO_TEAM) == 0);
+}
+
+/* Whether the report prints section r (the summary prints them all):
+ * the scan skips the groupings nobody will read.  The headline figures
+ * (the previous period's) need the follow-up totals only. */
+int
+mx_wants(const mx_query *q, int r)
+{
+	if (q->headline)
+		return r == MX_R_FOLLOWUP;
+	return q->report == MX_R_SUMMARY || q->report == r;
+}

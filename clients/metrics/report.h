@@ -84,7 +84,7 @@ void mx_gmap_release(gmap *m);
 void mx_gmap_prune(gmap *m);
 void mx_gmap_sort(gmap *m);
 
-/* ---- aggregate.c ---- */
+/* ---- facts.c (with mx_clip and mx_closed_loop, metrics.h) ---- */
 
 /* The conversion pairs, in funnel order, and the stages the funnel
  * picture shows, in order. */
@@ -96,6 +96,12 @@ typedef struct mx_pair {
 } mx_pair;
 extern const mx_pair mx_pairs[NPAIRS];
 extern const fp_stage mx_shown[NSHOWN];
+/* A touch's label k (0 source, 1 campaign, 2 form), empty if absent. */
+funnel_str mx_touch_key(const mx_touch *t, int k);
+/* Byte equality of two names. */
+int mx_str_eq(funnel_str a, funnel_str b);
+
+/* ---- aggregate.c ---- */
 
 /* Accumulator slots of the grouped tables. */
 enum { SC_ENTRIES = 0 /* .. + stage */, SC_ACCEPTED = FP_STAGE_COUNT, SC_REJECTED };
@@ -138,14 +144,18 @@ int mx_agg_fill(MDB_txn *txn, const mx_tables *t, const mx_query *q, agg *a);
  * multiset of durations removed, groups emptied of facts dropped by
  * mx_gmap_prune).  0, or -1 when out of memory. */
 int mx_agg_sub(agg *a, agg *c);
+
+/* ---- group.c: the aggregate container ---- */
+
 void mx_agg_release(agg *a);
+/* The trend group of the bucket of ts (created at zero); NULL: no memory. */
+group *mx_agg_trend(agg *a, const mx_query *q, uint64_t ts);
+
+/* ---- params.c: what a query asks for ---- */
 
 /* Whether the report prints section r (MX_R_*): the passes skip the
  * groupings nobody will read. */
 int mx_wants(const mx_query *q, int r);
-/* The trend group of the bucket of ts (created at zero); NULL: no memory. */
-group *mx_agg_trend(agg *a, const mx_query *q, uint64_t ts);
-
 /* The filters: s equals c (c NULL: any); mx_team_is also takes
  * MX_NO_TEAM for the empty team. */
 int mx_str_is(funnel_str s, const char *c);

@@ -86,27 +86,6 @@ put_u64(msgpack_sbuffer *b, uint64_t v)
 	put(b, &v, 8);
 }
 
-/* s cut to MX_STR_MAX bytes at a UTF-8 character boundary, and before
- * its first NUL: counter keys separate labels with NUL and the reports
- * keep names as C strings, so a name holding U+0000 (valid UTF-8, let
- * through by the daemon) would otherwise print as a shorter name and
- * split into rows and series with the same labels. */
-funnel_str
-mx_clip(funnel_str s)
-{
-	const char *nul;
-	if (s.ptr == NULL)
-		s.len = 0;
-	if (s.len > 0 && (nul = memchr(s.ptr, 0, s.len)) != NULL)
-		s.len = (size_t)(nul - s.ptr);
-	if (s.len > MX_STR_MAX) {
-		s.len = MX_STR_MAX;
-		while (s.len > 0 && ((unsigned char)s.ptr[s.len] & 0xC0) == 0x80)
-			s.len--;
-	}
-	return s;
-}
-
 static void
 put_str(msgpack_sbuffer *b, funnel_str s)
 {
@@ -371,16 +350,6 @@ counts(fp_evtype t)
 	default:
 		return 0;
 	}
-}
-
-/* The events of the closed loop: the ones funnel_closed_loop_total and
- * the closed-loop reasons count (METRICS.md).  Their reason is required
- * by the protocol; a reason on any other event is not a closed-loop one. */
-int
-mx_closed_loop(int ev)
-{
-	return ev == FP_EV_REJECTED || ev == FP_EV_RECYCLED || ev == FP_EV_DISQUALIFIED ||
-	       ev == FP_EV_DEAL_LOST;
 }
 
 /* ---- the index table (metrics.h): drill-down lists, picker values,
