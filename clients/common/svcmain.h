@@ -27,7 +27,14 @@
  *
  * Every pointer in svc_desc must outlive svc_main; `ctx` is the
  * service's own settings (a struct that embeds the svc_args `args`
- * points to), handed to every hook.
+ * points to), handed to every hook.  svc_main owns what rules_load and
+ * setup made and hands it back to rules_free and release on every path
+ * out of `run`, a failed start included.
+ *
+ * Threads: svc_main is the program's main, called once per process on
+ * its main thread (getopt's globals, the signal handlers and the one
+ * service the signals stop are process-wide); every hook runs on that
+ * thread, apply and tick inside funnel_service_run.
  */
 #ifndef FUNNEL_SVCMAIN_H
 #define FUNNEL_SVCMAIN_H
