@@ -277,8 +277,14 @@ sr_open_view(funnel_service *svc)
 	}
 	/* One writer per view, for the life of the service. */
 	if ((svc->lock_fd = dirlock_take(svc->view_dir, svc->name, why, sizeof why)) < 0) {
-		funnel_log(FUNNEL_LOG_ERROR, "%s: the view %s is %s: refused (one service per view)",
-		           svc->name, svc->view_dir, why);
+		/* dirlock.h: "in use by ..." when another process holds it, else
+		 * the system's reason */
+		if (strncmp(why, "in use by ", 10) == 0)
+			funnel_log(FUNNEL_LOG_ERROR, "%s: the view %s is %s: refused (one service per "
+			           "view)", svc->name, svc->view_dir, why);
+		else
+			funnel_log(FUNNEL_LOG_ERROR, "%s: the view %s cannot be locked: %s", svc->name,
+			           svc->view_dir, why);
 		return FUNNEL_ESTORAGE;
 	}
 	/* A new view appears in place only once its initial state is durable
