@@ -18,8 +18,9 @@
  *   - the one signal handler and "the service" it stops.
  *
  * A program that follows the log without a view (the mirror) gives `run`
- * instead of apply: svc_main parses, dispatches and sets the signals;
- * it polls svc_stopping() (svcargs.h).
+ * instead of apply: svc_main parses, dispatches (`run` alone, with the
+ * same "unknown command" and "wrong number of arguments") and sets the
+ * signals; it polls svc_stopping() (svcargs.h).
  *
  * svcargs.[ch] and svcmain.[ch] are one module, the service runner, in
  * two layers (prefix svc_): svcargs is the command line and the signals,
