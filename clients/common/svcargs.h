@@ -8,6 +8,10 @@
  *
  * Strings in svc_args point into argv (or are the defaults the service
  * set): valid for the life of the process.
+ *
+ * Threads: svc_parse uses getopt's globals and svc_catch_stop installs
+ * process-wide signal handlers: both are the main thread's, before it
+ * starts others.  svc_stopping may be read from any thread.
  */
 #ifndef FUNNEL_SVCARGS_H
 #define FUNNEL_SVCARGS_H

@@ -87,14 +87,16 @@ check(const svc_desc *d, const char *path)
 	return 0;
 }
 
-/* A program without a view: `run` alone, and nothing after it. */
+/* A program without a view: `run` alone (the default), with no
+ * arguments; any other word is an unknown command. */
 static int
 run_only(const svc_desc *d, int argc, char **argv)
 {
-	if (optind < argc && strcmp(argv[optind], "run") == 0)
-		optind++;
+	const char *cmd = optind < argc ? argv[optind++] : "run";
+	if (strcmp(cmd, "run") != 0)
+		return usage(d, "unknown command '%s'", cmd);
 	if (optind < argc)
-		return usage(d, "unknown command '%s'", argv[optind]);
+		return usage(d, "wrong number of arguments for '%s'", cmd);
 	svc_catch_stop(&the_service);
 	return d->run(d->ctx);
 }

@@ -18,8 +18,9 @@
  *   - the one signal handler and "the service" it stops.
  *
  * A program that follows the log without a view (the mirror) gives `run`
- * instead of apply: svc_main parses, dispatches and sets the signals;
- * it polls svc_stopping() (svcargs.h).
+ * instead of apply: svc_main parses, dispatches (`run` alone, with the
+ * same "unknown command" and "wrong number of arguments") and sets the
+ * signals; it polls svc_stopping() (svcargs.h).
  *
  * svcargs.[ch] and svcmain.[ch] are one module, the service runner, in
  * two layers (prefix svc_): svcargs is the command line and the signals,
@@ -27,7 +28,14 @@
  *
  * Every pointer in svc_desc must outlive svc_main; `ctx` is the
  * service's own settings (a struct that embeds the svc_args `args`
- * points to), handed to every hook.
+ * points to), handed to every hook.  svc_main owns what rules_load and
+ * setup made and hands it back to rules_free and release on every path
+ * out of `run`, a failed start included.
+ *
+ * Threads: svc_main is the program's main, called once per process on
+ * its main thread (getopt's globals, the signal handlers and the one
+ * service the signals stop are process-wide); every hook runs on that
+ * thread, apply and tick inside funnel_service_run.
  */
 #ifndef FUNNEL_SVCMAIN_H
 #define FUNNEL_SVCMAIN_H

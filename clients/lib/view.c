@@ -277,8 +277,14 @@ sr_open_view(funnel_service *svc)
 	}
 	/* One writer per view, for the life of the service. */
 	if ((svc->lock_fd = dirlock_take(svc->view_dir, svc->name, why, sizeof why)) < 0) {
-		funnel_log(FUNNEL_LOG_ERROR, "%s: the view %s is %s: refused (one service per view)",
-		           svc->name, svc->view_dir, why);
+		/* dirlock.h: "in use by ..." when another process holds it, else
+		 * the system's reason */
+		if (strncmp(why, "in use by ", 10) == 0)
+			funnel_log(FUNNEL_LOG_ERROR, "%s: the view %s is %s: refused (one service per "
+			           "view)", svc->name, svc->view_dir, why);
+		else
+			funnel_log(FUNNEL_LOG_ERROR, "%s: the view %s cannot be locked: %s", svc->name,
+			           svc->view_dir, why);
 		return FUNNEL_ESTORAGE;
 	}
 	/* A new view appears in place only once its initial state is durable
@@ -520,14 +526,19 @@ funnel_view_reader_open(funnel_view_reader *r, const char *view_dir, const char 
 	memset(r, 0, sizeof *r);
 	if (view_dir == NULL || tables == NULL)
 		return FUNNEL_EINVAL;
+	for (size_t n = 0; tables[n] != NULL; n++)
+		if (n == FUNNEL_SERVICE_MAX_TABLES + 1) {
+			if (why && whylen)
+				snprintf(why, whylen, "more than %d tables", FUNNEL_SERVICE_MAX_TABLES + 1);
+			return FUNNEL_EINVAL;
+		}
 	if ((rc = open_readonly(view_dir, &r->env, &r->txn)) != 0) {
 		if (why && whylen)
 			snprintf(why, whylen, "%s", mdb_strerror(rc));
 		return FUNNEL_ESTORAGE;
 	}
 	for (; tables[r->ntables] != NULL; r->ntables++) {
-		if (r->ntables == FUNNEL_SERVICE_MAX_TABLES + 1 ||
-		    mdb_dbi_open(r->txn, tables[r->ntables], 0, &r->dbi[r->ntables]) != 0) {
+		if (mdb_dbi_open(r->txn, tables[r->ntables], 0, &r->dbi[r->ntables]) != 0) {
 			if (why && whylen)
 				snprintf(why, whylen, "no table '%s'", tables[r->ntables]);
 			funnel_view_reader_close(r);

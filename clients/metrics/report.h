@@ -24,6 +24,10 @@
  * caller zeroes it before mx_agg_fill and frees it with mx_agg_release,
  * after a failed fill too.  A gmap's keys are copies (strndup), so an agg
  * outlives the transaction it was filled from.
+ *
+ * Threads: no state outside the arguments (the tables here are
+ * constant), so the HTTP server's threads run reports at once, each on
+ * its own agg and its own read-only transaction.
  */
 #ifndef FUNNEL_METRICS_REPORT_H
 #define FUNNEL_METRICS_REPORT_H

@@ -403,7 +403,11 @@ int funnel_view_checkpoint(const char *view_dir, uint64_t *checkpoint);
  * (`explain`, `report`): the environment, one read transaction for the
  * reader's life, the handles of the tables asked for, and those tables
  * as a funnel_store (table i = tables[i]; put and del are FUNNEL_EINVAL).
- * Owned by the caller; funnel_view_reader_close releases it.
+ * Owned by the caller; funnel_view_reader_close releases it.  store.ctx
+ * is the reader itself: it must not move (be copied) while open.  One
+ * thread at a time (the environment is opened MDB_NOTLS, so not
+ * necessarily the one that opened it); values read are valid until the
+ * reader is closed.
  */
 typedef struct funnel_view_reader {
 	MDB_env *env;
@@ -419,8 +423,9 @@ typedef struct funnel_view_reader {
  * FUNNEL_SERVICE_RUNTIME_TABLE may be one of them).  Returns FUNNEL_OK;
  * FUNNEL_ESTORAGE when the view cannot be opened or read (why: LMDB's
  * reason); FUNNEL_ENOTFOUND when it lacks one of the tables (it is not
- * this service's view; why names the table); FUNNEL_EINVAL.  On failure
- * *r is closed.
+ * this service's view; why names the table); FUNNEL_EINVAL (a NULL
+ * argument, or more tables than that: why says so, nothing is opened).
+ * On failure *r is closed.
  */
 int funnel_view_reader_open(funnel_view_reader *r, const char *view_dir,
                             const char *const *tables, char *why, size_t whylen);

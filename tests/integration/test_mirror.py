@@ -784,6 +784,13 @@ def check_bad_sources(res, top, ctx):
                            timeout=30, stdin=subprocess.DEVNULL)
         expect_eq(p.returncode, 2, "funnel-mirror --stream A.B: exit status")
         expect_in("--stream wants a NATS stream name", p.stderr, "usage message")
+        # its commands are said as every service's: `run` takes no argument
+        for args, msg in ((["run", "extra"], "wrong number of arguments for 'run'"),
+                          (["digest"], "unknown command 'digest'")):
+            p = subprocess.run([MIRROR] + args, capture_output=True, text=True, timeout=30,
+                               stdin=subprocess.DEVNULL)
+            expect_eq(p.returncode, 2, "funnel-mirror %s: exit status" % " ".join(args))
+            expect_in("funnel-mirror: " + msg, p.stderr, "usage message")
     res.run("a source that is not nats://HOST:PORT/STREAM, a bad stream name: refused with "
             "the reason", bad)
 

@@ -25,7 +25,8 @@ import sys
 
 
 from funnel_testlib import (REPO, LogClient, Service, expect, expect_eq,
-                            expect_in, kill9_while_publishing, of_type, run_service_groups)
+                            expect_in, kill9_while_publishing, of_type, run_service_groups,
+                            stop_proc)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
@@ -351,6 +352,30 @@ def run_kill9(res, daemon, ctx):
         proc.send_signal(signal.SIGTERM)
         expect_eq(proc.wait(timeout=10), 0, "exit status after SIGTERM")
     res.run("SIGTERM stops the service cleanly", sigterm_exits_clean)
+
+    def unusable_view_refused():
+        # a view in use by a running service, and a view path that is a
+        # file: each refused at start, exit 1, the reason in one line
+        proc = sc.start()
+        try:
+            p = sc.run("--until-head")
+            expect_eq(p.returncode, 1, "exit status on a view in use")
+            expect_in("the view %s is in use by scoring (pid %d): refused (one service per view)"
+                      % (sc.view, proc.pid), p.stderr, "names the holder")
+        finally:
+            stop_proc(proc)
+        other = Scoring(daemon, "file")
+        other.write_rules(RULES_V1)
+        with open(other.view, "w") as f:
+            f.write("not a view\n")
+        p = other.run("--until-head")
+        expect_eq(p.returncode, 1, "exit status on a view that is a file")
+        expect_in("the view %s cannot be locked: cannot open the lock file %s/funnel.lock: "
+                  "Not a directory" % (other.view, other.view), p.stderr, "says why")
+        expect_in("scoring: cannot start: the view cannot be opened or written", p.stderr,
+                  "the one cannot-start line")
+    res.run("a view in use or not a directory is refused at start, saying why",
+            unusable_view_refused)
     log.close()
 
 

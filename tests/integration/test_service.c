@@ -665,7 +665,7 @@ store_apply(funnel_service *svc, const funnel_record *rec, void *ctx)
 /* An engine over funnel_service_store builds the view the same calls by
  * handle build (equal digests), and a funnel_view_reader reads it back:
  * its rows, the runtime's checkpoint; it refuses writes, a view without
- * the table, no view at all. */
+ * the table, more tables than a view holds, no view at all. */
 static void
 test_store_and_reader(void **state)
 {
@@ -715,6 +715,13 @@ test_store_and_reader(void **state)
 
 	assert_int_equal(funnel_view_reader_open(&r, vb, other, why, sizeof why), FUNNEL_ENOTFOUND);
 	assert_non_null(strstr(why, "nope"));
+	assert_null(r.env);
+	const char *many[FUNNEL_SERVICE_MAX_TABLES + 3];
+	for (size_t i = 0; i < FUNNEL_SERVICE_MAX_TABLES + 2; i++)
+		many[i] = "counts";
+	many[FUNNEL_SERVICE_MAX_TABLES + 2] = NULL;
+	assert_int_equal(funnel_view_reader_open(&r, vb, many, why, sizeof why), FUNNEL_EINVAL);
+	assert_non_null(strstr(why, "tables"));
 	assert_null(r.env);
 	snprintf(vb, sizeof vb, "%s/no-view-here", d.dir);
 	assert_int_equal(funnel_view_reader_open(&r, vb, tables, why, sizeof why), FUNNEL_ESTORAGE);
