@@ -28,8 +28,6 @@
 /* Requests bigger than this are cut off by ZeroMQ itself (the peer is
  * disconnected); those between FP_MAX_REQUEST_BYTES and this get ETOOBIG. */
 #define HARD_MAX_MSG_BYTES (8 << 20)
-/* Replies waiting for one slow query client, at most. */
-#define QUERY_SNDHWM 16
 
 static volatile sig_atomic_t stop_flag;
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/eventfd.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -233,13 +234,14 @@ send_ident(void *sock, zmq_msg_t *ident)
 	return -1;
 }
 
+/* Send a reply: ident [delim] body, body being data (malloc'd; ZeroMQ
+ * frees it, or this does when the reply is dropped). */
 static void
-send_reply(void *sock, zmq_msg_t *ident, int has_delim, msgpack_sbuffer *sb)
+send_reply(void *sock, zmq_msg_t *ident, int has_delim, char *data, size_t size)
 {
 	zmq_msg_t body;
 	/* hand the buffer to ZeroMQ: no copy of a page */
-	zmq_msg_init_data(&body, sb->data, sb->size, free_buffer, NULL);
-	msgpack_sbuffer_release(sb);
+	zmq_msg_init_data(&body, data, size, free_buffer, NULL);
 	if (send_ident(sock, ident) != 0) {
 		zmq_msg_close(&body);
 		return;
@@ -248,6 +250,159 @@ send_reply(void *sock, zmq_msg_t *ident, int has_delim, msgpack_sbuffer *sb)
 		zmq_send(sock, "", 0, ZMQ_SNDMORE);
 	if (zmq_msg_send(&body, sock, 0) < 0)
 		zmq_msg_close(&body);
+}
+
+/* How long a lead reply waits for a commit to become durable: the writer
+ * flushes at once when it has nothing else to do, so this is a bound for
+ * a stuck disk, not a wait anyone should see. */
+#define LEAD_DURABLE_WAIT_MS 5000
+
+/*
+ * Parked replies (query.h): a lead state read from a commit not yet
+ * durable waits here, packed, until the durable seq reaches that commit
+ * (want), or LEAD_DURABLE_WAIT_MS after its request came (EINTERNAL
+ * then); and the replies of the same client that came behind it wait
+ * behind it (want 0), since a connection's replies keep the order of its
+ * requests (PROTOCOL.md §1).  Entries are kept in the order their
+ * requests came; only the query thread touches them.
+ *
+ * Bounded: PARKED_MAX replies and PARKED_MAX_BYTES bytes in all, and
+ * QUERY_SNDHWM replies per client (what ZeroMQ would queue for it).  A
+ * reply past a bound is dropped, as a reply to a client whose queue is
+ * full is (PROTOCOL.md §12: the client times out and asks again), rather
+ * than waited for on this thread, which would hold up every client.
+ */
+#define PARKED_MAX 256
+#define PARKED_MAX_BYTES (32u << 20)
+
+typedef struct parked {
+	size_t idlen;
+	unsigned char id[256];        /* the client's routing id */
+	int has_delim;
+	uint64_t rid;
+	uint64_t want;                /* send once the durable seq is >= want */
+	uint64_t deadline_ms;         /* want > 0: EINTERNAL instead past it (mono_ms) */
+	char *data;                   /* the packed reply, malloc'd; owned here */
+	size_t size;
+} parked;
+
+static parked parked_q[PARKED_MAX];
+static size_t parked_n, parked_bytes;
+static uint64_t parked_dropped_ms;   /* when a drop was last logged */
+
+static uint64_t
+mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Replies parked for the client of this routing id. */
+static size_t
+parked_for(const void *id, size_t len)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < parked_n; i++)
+		n += parked_q[i].idlen == len && memcmp(parked_q[i].id, id, len) == 0;
+	return n;
+}
+
+/* Park a reply (data, size: malloc'd, taken over either way), to be sent
+ * once the durable seq is >= want, behind the client's parked ones. */
+static void
+park(zmq_msg_t *ident, int has_delim, uint64_t rid, uint64_t want, uint64_t deadline_ms,
+     char *data, size_t size)
+{
+	size_t len = zmq_msg_size(ident);
+	if (parked_n >= PARKED_MAX || parked_bytes + size > PARKED_MAX_BYTES || len == 0 ||
+	    len > sizeof parked_q[0].id || parked_for(zmq_msg_data(ident), len) >= QUERY_SNDHWM) {
+		uint64_t now = mono_ms();
+		if (now - parked_dropped_ms >= 1000) {
+			log_warn("query: a reply dropped: %zu replies (%zu bytes) wait for a flush",
+			         parked_n, parked_bytes);
+			parked_dropped_ms = now;
+		}
+		free(data);
+		return;
+	}
+	parked *e = &parked_q[parked_n++];
+	e->idlen = len;
+	memcpy(e->id, zmq_msg_data(ident), len);
+	e->has_delim = has_delim;
+	e->rid = rid;
+	e->want = want;
+	e->deadline_ms = deadline_ms;
+	e->data = data;
+	e->size = size;
+	parked_bytes += size;
+}
+
+/* Send a parked reply, or instead an EINTERNAL error saying why not. */
+static void
+parked_send(void *sock, parked *e, const char *why)
+{
+	zmq_msg_t ident;
+	char *data = e->data;
+	size_t size = e->size;
+	parked_bytes -= e->size;
+	e->data = NULL;
+	if (why != NULL) {
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		fp_error err;
+		free(data);
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		fp_error_set(&err, FUNNEL_EINTERNAL, "", "%s", why);
+		fp_pack_error(&pk, e->rid, &err);
+		size = sb.size;
+		data = msgpack_sbuffer_release(&sb);
+	}
+	if (zmq_msg_init_size(&ident, e->idlen) != 0) {
+		free(data);
+		return;
+	}
+	memcpy(zmq_msg_data(&ident), e->id, e->idlen);
+	send_reply(sock, &ident, e->has_delim, data, size);
+	zmq_msg_close(&ident);
+}
+
+/*
+ * Send what can go, in order: a reply whose want is durable, and one past
+ * its deadline as EINTERNAL (every one not durable when final: the
+ * writer has stopped).  A reply waits while an earlier one of its client
+ * does.  Returns the earliest deadline of what stays (0: none).
+ */
+static uint64_t
+parked_flush(void *sock, uint64_t durable, int final)
+{
+	uint64_t now = mono_ms(), next = 0;
+	size_t kept = 0;
+	for (size_t i = 0; i < parked_n; i++) {
+		parked *e = &parked_q[i];
+		int behind = 0;
+		for (size_t j = 0; j < kept && !behind; j++)
+			behind = parked_q[j].idlen == e->idlen && memcmp(parked_q[j].id, e->id, e->idlen) == 0;
+		if (!behind && e->want <= durable) {
+			parked_send(sock, e, NULL);
+		} else if (!behind && (final || now >= e->deadline_ms)) {
+			char why[96];
+			snprintf(why, sizeof why, final ? "funneld stopped before the log was flushed; "
+			                                  "try again once it is back"
+			                                : "the log was not flushed within %d ms; try again",
+			         LEAD_DURABLE_WAIT_MS);
+			parked_send(sock, e, why);
+		} else {
+			if (e->want > durable && (next == 0 || e->deadline_ms < next))
+				next = e->deadline_ms;
+			if (kept != i)
+				parked_q[kept] = *e;
+			kept++;
+		}
+	}
+	parked_n = kept;
+	return next;
 }
 
 static void
@@ -308,46 +463,22 @@ answer_status(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_pack
 	fp_pack_status(pk, req->rid, &stt);
 }
 
-/* How long a lead query waits for a commit to become durable: the writer
- * flushes at once when it has nothing else to do, so this is a bound for
- * a stuck disk, not a wait anyone should see. */
-#define LEAD_DURABLE_WAIT_MS 5000
-
+/* The lead's state as txn has it, which may be of a commit not yet
+ * durable: *want is then that commit's seq (the reply waits for it, see
+ * parked), else 0.  The state a lead had at the durable head is not kept,
+ * and the one read is what the lead is once that commit is durable. */
 static void
-answer_lead(query_server *q, MDB_txn **txn, const fp_request *req, msgpack_packer *pk,
-            fp_error *err)
+answer_lead(query_server *q, MDB_txn *txn, const fp_request *req, msgpack_packer *pk,
+            fp_error *err, uint64_t *want)
 {
 	store_lead sl;
 	funnel_lead_info li;
 	uint64_t head = 0;
-	int rc = store_read_head(q->st, *txn, &head, NULL);
+	int rc = store_read_head(q->st, txn, &head, NULL);
 	if (rc == 0)
-		rc = store_lead_get(q->st, *txn, req->lead.ptr, req->lead.len, &sl);
-	if (rc == 0 && sl.last_seq > head) {
-		/* the lead's state is of a commit not yet durable: the state it
-		 * had at head is not kept, so wait for that commit's flush and
-		 * read again in a new transaction */
-		uint64_t want = sl.last_seq;
-		store_read_end(q->st, txn);
-		if (store_wait_durable(q->st, want, LEAD_DURABLE_WAIT_MS) != 0) {
-			fp_error_set(err, FUNNEL_EINTERNAL, "", "the log was not flushed within %d ms; "
-			             "try again", LEAD_DURABLE_WAIT_MS);
-			fp_pack_error(pk, req->rid, err);
-			return;
-		}
-		rc = store_read_begin(q->st, txn);
-		if (rc == 0)
-			rc = store_lead_get(q->st, *txn, req->lead.ptr, req->lead.len, &sl);
-		/* a later commit may have changed the lead again since: wait for
-		 * that one too, after which the state read is durable */
-		if (rc == 0 && sl.last_seq > want &&
-		    store_wait_durable(q->st, sl.last_seq, LEAD_DURABLE_WAIT_MS) != 0) {
-			fp_error_set(err, FUNNEL_EINTERNAL, "", "the log was not flushed within %d ms; "
-			             "try again", LEAD_DURABLE_WAIT_MS);
-			fp_pack_error(pk, req->rid, err);
-			return;
-		}
-	}
+		rc = store_lead_get(q->st, txn, req->lead.ptr, req->lead.len, &sl);
+	if (rc == 0 && sl.last_seq > head)
+		*want = sl.last_seq;
 	if (rc == MDB_NOTFOUND) {
 		fp_error_set(err, FUNNEL_ENOTFOUND, "lead", "no event names lead '%.*s'",
 		             (int)(req->lead.len > 128 ? 128 : req->lead.len), req->lead.ptr);
@@ -391,6 +522,7 @@ serve_one(query_server *q, zmq_msg_t *ident, int has_delim, zmq_msg_t *body, pag
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	MDB_txn *txn = NULL;
+	uint64_t want = 0, came_ms = mono_ms();
 
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -425,13 +557,22 @@ serve_one(query_server *q, zmq_msg_t *ident, int has_delim, zmq_msg_t *body, pag
 	switch (req.op) {
 	case FP_OP_REPLAY: answer_replay(q, txn, &req, &pk, p, scratch, &err); break;
 	case FP_OP_STATUS: answer_status(q, txn, &req, &pk); break;
-	case FP_OP_LEAD: answer_lead(q, &txn, &req, &pk, &err); break;
+	case FP_OP_LEAD: answer_lead(q, txn, &req, &pk, &err, &want); break;
 	case FP_OP_KEY: answer_key(q, &req, &pk); break;
 	default: break;
 	}
 	store_read_end(q->st, &txn);
 send:
-	send_reply(q->sock, ident, has_delim, &sb);
+	/* a reply waits while its lead state is not durable, or while an
+	 * earlier reply to the same client waits (parked) */
+	if (want > 0 || (parked_n > 0 && parked_for(zmq_msg_data(ident), zmq_msg_size(ident)) > 0)) {
+		size_t size = sb.size;
+		park(ident, has_delim, req.rid, want, came_ms + LEAD_DURABLE_WAIT_MS,
+		     msgpack_sbuffer_release(&sb), size);
+	} else {
+		size_t size = sb.size;
+		send_reply(q->sock, ident, has_delim, msgpack_sbuffer_release(&sb), size);
+	}
 	msgpack_sbuffer_destroy(&sb);
 }
 
@@ -454,9 +595,34 @@ run(void *arg)
 		goto out;
 	}
 	while (!atomic_load(&q->stop)) {
-		zmq_pollitem_t item = { q->sock, 0, ZMQ_POLLIN, 0 };
-		int n = zmq_poll(&item, 1, 100);
+		/* with replies parked: watch the durable seq (a rise wakes the
+		 * poll through wake_fd), send what it allows, and poll no longer
+		 * than the earliest deadline */
+		long timeout = 100;
+		uint64_t durable = store_durable_watch(q->st, parked_n > 0 ? q->wake_fd : -1);
+		if (parked_n > 0) {
+			uint64_t next = parked_flush(q->sock, durable, 0);
+			if (parked_n == 0)
+				continue;   /* and stop watching */
+			uint64_t now = mono_ms();
+			if (next > 0 && next <= now)
+				timeout = 0;
+			else if (next > 0 && next - now < (uint64_t)timeout)
+				timeout = (long)(next - now);
+		}
+		zmq_pollitem_t items[2] = {
+			{ q->sock, 0, ZMQ_POLLIN, 0 },
+			{ NULL, q->wake_fd, ZMQ_POLLIN, 0 },
+		};
+		int n = zmq_poll(items, 2, timeout);
 		if (n <= 0)
+			continue;
+		if (items[1].revents & ZMQ_POLLIN) {
+			uint64_t cnt;
+			ssize_t r = read(q->wake_fd, &cnt, sizeof cnt);   /* resets it */
+			(void)r;
+		}
+		if (!(items[0].revents & ZMQ_POLLIN))
 			continue;
 		for (int burst = 0; burst < 64; burst++) {
 			zmq_msg_t ident, f, body;
@@ -490,6 +656,16 @@ run(void *arg)
 			zmq_msg_close(&body);
 		}
 	}
+	/* Stopping: the writer has returned (main.c stops this thread after
+	 * ingest_run), having flushed what it committed, so what is parked
+	 * is answered now: its reply if durable, else EINTERNAL.  The socket
+	 * lingers a moment so that close does not drop them. */
+	store_durable_watch(q->st, -1);
+	if (parked_n > 0) {
+		int linger = 1000;
+		parked_flush(q->sock, store_durable_watch(q->st, -1), 1);
+		zmq_setsockopt(q->sock, ZMQ_LINGER, &linger, sizeof linger);
+	}
 out:
 	if (scratch)
 		msgpack_zone_free(scratch);
@@ -505,7 +681,15 @@ query_start(query_server *q)
 	int one = 1;   /* see send_ident */
 	zmq_setsockopt(q->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
 	atomic_store(&q->stop, 0);
-	return pthread_create(&q->thread, NULL, run, q);
+	q->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (q->wake_fd < 0)
+		return errno;
+	int rc = pthread_create(&q->thread, NULL, run, q);
+	if (rc != 0) {
+		close(q->wake_fd);
+		q->wake_fd = -1;
+	}
+	return rc;
 }
 
 void
@@ -513,4 +697,6 @@ query_stop(query_server *q)
 {
 	atomic_store(&q->stop, 1);
 	pthread_join(q->thread, NULL);
+	close(q->wake_fd);
+	q->wake_fd = -1;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "envfile.h"
@@ -157,6 +158,7 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int
 	pthread_rwlock_init(&s->resize_lock, NULL);
 	pthread_mutex_init(&s->durable_lock, NULL);
 	pthread_cond_init(&s->durable_cond, NULL);
+	s->watch_fd = -1;
 	snprintf(s->path, sizeof s->path, "%s", path);
 	s->max_map_size = max_map_size;
 	s->durable = durable;
@@ -569,8 +571,25 @@ store_set_durable(store *s, uint64_t seq, uint64_t leads)
 		s->durable_seq = seq;
 		s->durable_leads = leads;
 		pthread_cond_broadcast(&s->durable_cond);
+		if (s->watch_fd >= 0) {
+			/* an eventfd: the write only fails when its counter would
+			 * overflow, and then it is readable anyway */
+			uint64_t one = 1;
+			ssize_t w = write(s->watch_fd, &one, sizeof one);
+			(void)w;
+		}
 	}
 	pthread_mutex_unlock(&s->durable_lock);
+}
+
+uint64_t
+store_durable_watch(store *s, int fd)
+{
+	pthread_mutex_lock(&s->durable_lock);
+	s->watch_fd = fd;
+	uint64_t seq = s->durable_seq;
+	pthread_mutex_unlock(&s->durable_lock);
+	return seq;
 }
 
 int

@@ -82,6 +82,10 @@ typedef struct store {
 	pthread_cond_t durable_cond;
 	uint64_t durable_seq;
 	uint64_t durable_leads;
+	/* An eventfd the durable seq's rise is written to, or -1: set by
+	 * store_durable_watch() (the query thread's, which owns the fd), used
+	 * by store_set_durable(), under durable_lock. */
+	int watch_fd;
 	/* The personal data keys (vault.h), NULL without a master key.  Not
 	 * the store's: main.c opens and closes it; ingest and query use it. */
 	struct vault *vault;
@@ -136,6 +140,16 @@ int store_read_head(store *s, MDB_txn *txn, uint64_t *seq, uint64_t *leads);
  */
 int store_wait_durable(store *s, uint64_t seq, int timeout_ms);
 
+/*
+ * Watch the durable seq: from now on, until called again, every rise of
+ * it writes 1 to the eventfd fd (-1: stop watching).  Returns the durable
+ * seq as it was when the watch was set, under the same lock, so a rise
+ * after the value returned is never missed: it is in the value or it
+ * wakes fd.  The fd stays the caller's; a writer that finds no watcher
+ * pays no system call.
+ */
+uint64_t store_durable_watch(store *s, int fd);
+
 /* --- durability, writer thread only --- */
 
 /* Flush what was committed (commit k's meta page: see the top).  0 or an
@@ -144,7 +158,8 @@ int store_wait_durable(store *s, uint64_t seq, int timeout_ms);
 int store_sync(store *s);
 
 /* The commit of seq (with leads distinct lead ids) is on the device:
- * raise the durable seq and wake the readers waiting for it. */
+ * raise the durable seq and wake the readers waiting for it (the
+ * condition variable, and the watch fd when one is set). */
 void store_set_durable(store *s, uint64_t seq, uint64_t leads);
 
 /* --- lookups inside any transaction --- */

@@ -50,6 +50,9 @@
  * unknown fate however the later ones end).
  * CRASH_SYNC_DELAY_MS=M: each flush of a watched file sleeps M ms first,
  * a slow disk, so a test can have requests arrive while one is under way.
+ * CRASH_SYNC_DELAY_FROM=K: only the flushes of watched files after the
+ * first K are slowed (a test counts a start's flushes and slows only
+ * what comes after it).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -119,6 +122,8 @@ static long fail_sync_after = -1;   /* CRASH_FAIL_SYNC; -1: never */
 static long file_syncs;             /* under mu */
 static int fail_sync_once;          /* CRASH_FAIL_SYNC_ONCE */
 static long sync_delay_ms;          /* CRASH_SYNC_DELAY_MS */
+static long sync_delay_from;        /* CRASH_SYNC_DELAY_FROM */
+static long delay_syncs;            /* flushes of watched files met, atomic */
 
 static void
 setup(void)
@@ -142,6 +147,9 @@ setup(void)
 	f = getenv("CRASH_SYNC_DELAY_MS");
 	if (f != NULL && *f != '\0')
 		sync_delay_ms = strtol(f, NULL, 10);
+	f = getenv("CRASH_SYNC_DELAY_FROM");
+	if (f != NULL && *f != '\0')
+		sync_delay_from = strtol(f, NULL, 10);
 	snprintf(ctr, sizeof ctr, "%s.ctr", t);
 	int cfd = (int)syscall(SYS_open, ctr, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (cfd < 0 || syscall(SYS_ftruncate, cfd, 8) != 0)
@@ -393,7 +401,8 @@ traced_sync(int fd, int (*fn)(int))
 	ensure();
 	if (!is_watched_fd(fd))
 		return fn(fd);
-	if (!fds[fd].dir && sync_delay_ms > 0) {
+	if (!fds[fd].dir && sync_delay_ms > 0 &&
+	    __atomic_fetch_add(&delay_syncs, 1, __ATOMIC_RELAXED) >= sync_delay_from) {
 		struct timespec d = { sync_delay_ms / 1000, (sync_delay_ms % 1000) * 1000000L };
 		while (nanosleep(&d, &d) != 0 && errno == EINTR)
 			;

@@ -428,6 +428,114 @@ def run_sigterm_held(root):
     return rep, proc.returncode, read_trace(trace)
 
 
+def start_syncs(root, name):
+    """The flushes of a start, counted on a funneld under the shim."""
+    fs, trace, env = shim_env(root, "start-" + name)
+    tdir = os.path.dirname(trace)
+    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
+                              os.path.join(tdir, "log"), env)
+    stop(proc)
+    expect(eps is not None, "funneld under the shim did not start")
+    return file_syncs(read_trace(trace))
+
+
+def wait_committed(trace, nops):
+    """Wait until a commit after op nops wrote its meta page: a flush of
+    the data file, then a write (store.h: the meta page is written, not
+    flushed).  Its state is then committed, not durable.  Returns the
+    trace's length then."""
+    deadline = time.monotonic() + 2 * READY_WAIT_S
+    while time.monotonic() < deadline:
+        ops = read_trace(trace)
+        synced = False
+        for op in ops[nops:]:
+            synced = synced or op.kind == OP_SYNC
+            if synced and op.kind == OP_WRITE:
+                time.sleep(0.05)   # the commit returns right after its meta page
+                return len(ops)
+        time.sleep(0.005)
+    raise CheckFailed("no commit after op %d" % nops)
+
+
+def run_lead_wait(root, name, delay_ms, fail=False, then=None):
+    """A lead query whose lead state is of a commit being flushed (flushes
+    after the start's slowed to delay_ms; with fail the flush after the
+    commit's fails).  Publishes event 0 (lead L0), waits until its commit
+    is written, sends {lead L0} then {status} from client A and, 50 ms
+    later, {status} and {replay} from client B.  then(s, env) runs after
+    with the producer socket.  Returns a dict: "b" B's replies in the
+    order they came, with "a_waiting" whether A had no reply yet when B's
+    both came; "a" A's replies in order; "ack" the publish reply; "proc"
+    and "trace"."""
+    nstart = start_syncs(root, name)
+    extra = {"CRASH_SYNC_DELAY_MS": str(delay_ms), "CRASH_SYNC_DELAY_FROM": str(nstart)}
+    if fail:
+        extra["CRASH_FAIL_SYNC"] = str(nstart + 1)
+    fs, trace, env = shim_env(root, name, extra)
+    tdir = os.path.dirname(trace)
+    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
+                              os.path.join(tdir, "log"), env)
+    if eps is None:
+        stop(proc)
+        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
+    ctx = zmq.Context()
+    socks = []
+
+    def sock(kind, ep):
+        s = ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RCVTIMEO, int(2 * delay_ms + 10000))
+        s.connect(ep)
+        socks.append(s)
+        return s
+    out = {"proc": proc, "trace": trace, "eps": eps}
+    try:
+        p = sock(zmq.DEALER, eps["ingest"])
+        a = sock(zmq.DEALER, eps["query"])
+        b = sock(zmq.DEALER, eps["query"])
+        nops = len(read_trace(trace))
+        p.send(msgpack.packb({"op": "publish", "rid": 1, "events": [events_for(0)]}))
+        wait_committed(trace, nops)
+        a.send(msgpack.packb({"op": "lead", "rid": 1, "lead": "L0"}))
+        a.send(msgpack.packb({"op": "status", "rid": 2}))
+        time.sleep(0.05)
+        b.send(msgpack.packb({"op": "status", "rid": 7}))
+        b.send(msgpack.packb({"op": "replay", "rid": 8, "from": 1}))
+        out["b"] = [msgpack.unpackb(b.recv()), msgpack.unpackb(b.recv())]
+        out["a_waiting"] = a.poll(0) == 0
+        out["a"] = [msgpack.unpackb(a.recv()), msgpack.unpackb(a.recv())]
+        out["ack"] = msgpack.unpackb(p.recv())
+        if then is not None:
+            then(out, p, sock)
+        if not fail:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=READY_WAIT_S)
+    except zmq.Again:
+        raise CheckFailed("no reply in time: %s" % tail(os.path.join(tdir, "log")))
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
+        stop(proc)
+    out["code"] = proc.returncode
+    return out
+
+
+def shutdown_parked(out, p, sock):
+    """A second event of L0; once its commit is written, a lead query from
+    client C, then SIGTERM at once: C's reply, and the ack."""
+    c = sock(zmq.DEALER, out["eps"]["query"])
+    nops = len(read_trace(out["trace"]))
+    p.send(msgpack.packb({"op": "publish", "rid": 2, "events": [
+        {"type": "x.note", "lead": "L0", "id": "ev-lw-2", "data": {}}]}))
+    wait_committed(out["trace"], nops)
+    c.send(msgpack.packb({"op": "lead", "rid": 3, "lead": "L0"}))
+    time.sleep(0.05)
+    out["proc"].send_signal(signal.SIGTERM)
+    out["c"] = msgpack.unpackb(c.recv())
+    out["ack2"] = msgpack.unpackb(p.recv())
+
+
 # --- crash states ----------------------------------------------------------
 
 class Model:
@@ -992,6 +1100,66 @@ def run(res, root):
             expect_eq(lost, 0, "acked events lost on a power loss after the stop")
             expect(why is None, why)
         res.run("a power loss after that stop keeps it", held_survives)
+
+    got = {}
+
+    def lead_wait():
+        got["l"] = run_lead_wait(root, "lead-wait", 1500, then=shutdown_parked)
+    if res.run("a lead query waits for the flush of its lead's commit (flushes of 1.5 s)",
+               lead_wait):
+        o = got["l"]
+        b, a = o["b"], o["a"]
+        res.run("status and replay from another client, sent after it, come back before it",
+                lambda: expect(o["a_waiting"] and [r.get("rid") for r in b] == [7, 8] and
+                               all(r.get("ok") is True for r in b), "B %r, A waiting %r"
+                               % (b, o["a_waiting"])))
+        res.run("they answer as of the durable head (the commit not yet shown)",
+                lambda: expect(b[0].get("head") == 0 and b[1].get("events") == [],
+                               "status %r replay %r" % (b[0], b[1])))
+        res.run("the lead reply carries the acked state, once durable",
+                lambda: expect(o["ack"].get("ok") is True and o["ack"].get("seqs") == [1] and
+                               a[0].get("rid") == 1 and a[0].get("ok") is True and
+                               a[0].get("version") == 1 and a[0].get("last_seq") == 1 and
+                               a[0].get("stage") == "inquiry",
+                               "ack %r lead %r" % (o["ack"], a[0])))
+        res.run("a later reply to the same client stays behind its waiting lead reply",
+                lambda: expect(a[1].get("rid") == 2 and a[1].get("ok") is True,
+                               "second reply %r" % (a[1],)))
+        res.run("SIGTERM with a lead reply waiting for a flush answers it, with the acked state",
+                lambda: expect(o["ack2"].get("ok") is True and o["ack2"].get("seqs") == [2] and
+                               o["c"].get("ok") is True and o["c"].get("version") == 2 and
+                               o["c"].get("last_seq") == 2,
+                               "ack %r lead %r" % (o["ack2"], o["c"])))
+        res.run("funneld exits 0 after that SIGTERM", lambda: expect_eq(o["code"], 0, "exit status"))
+
+    got = {}
+
+    def lead_wait_timeout():
+        got["l"] = run_lead_wait(root, "lead-wait-slow", 6500)
+    if res.run("a lead query whose flush takes over 5 s (flushes of 6.5 s)", lead_wait_timeout):
+        o = got["l"]
+        res.run("another client's queries are answered meanwhile",
+                lambda: expect(o["a_waiting"] and all(r.get("ok") is True for r in o["b"]),
+                               "B %r" % (o["b"],)))
+        res.run("the lead query is answered EINTERNAL after 5 s, the next reply behind it",
+                lambda: expect(o["a"][0].get("rid") == 1 and o["a"][0].get("code") == 14 and
+                               "not flushed within 5000 ms" in o["a"][0].get("message", "") and
+                               o["a"][1].get("rid") == 2, "A %r" % (o["a"],)))
+        res.run("the event is still acknowledged once flushed",
+                lambda: expect(o["ack"].get("ok") is True, "ack %r" % (o["ack"],)))
+
+    got = {}
+
+    def lead_wait_fail():
+        got["l"] = run_lead_wait(root, "lead-wait-fail", 1500, fail=True)
+    if res.run("a lead query waiting for a flush that fails", lead_wait_fail):
+        o = got["l"]
+        res.run("funneld stops, and the waiting lead reply is answered EINTERNAL, not dropped",
+                lambda: expect(o["a"][0].get("rid") == 1 and o["a"][0].get("code") == 14 and
+                               "stopped before the log was flushed" in o["a"][0].get("message", "")
+                               and o["a"][1].get("rid") == 2 and o["ack"].get("ok") is not True
+                               and o["code"] not in (None, 0),
+                               "A %r ack %r exit %r" % (o["a"], o["ack"], o["code"])))
 
     got = {}
 

@@ -13,6 +13,8 @@
  *   - store_seq_at_time() over timestamps that repeat;
  *   - readers are shown the durable seq (store_read_head), not a commit
  *     past it, and store_wait_durable() waits for it to rise;
+ *     store_durable_watch() returns the durable seq, and a rise after it
+ *     writes the watch eventfd (none once the watch is cleared);
  *   - store_grow() doubles the map up to its cap, then MDB_MAP_FULL;
  *   - a log in another format is refused at open, not converted.
  */
@@ -24,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -307,8 +310,15 @@ test_readers_see_the_durable_head(void **state)
 	assert_int_equal(head, 6);    /* record 7 is in txn, but not durable */
 	assert_int_equal(leads, 2);   /* the count at 6, not the one in meta */
 	assert_int_equal(store_wait_durable(&s, 7, 10), ETIMEDOUT);
+	int efd = eventfd(0, EFD_NONBLOCK);
+	uint64_t cnt = 0;
+	assert_true(efd >= 0);
+	assert_int_equal(store_durable_watch(&s, efd), 6);
+	assert_int_equal(read(efd, &cnt, sizeof cnt), -1);   /* no rise yet */
 	assert_int_equal(store_sync(&s), 0);
 	store_set_durable(&s, 7, 3);
+	assert_int_equal(read(efd, &cnt, sizeof cnt), (ssize_t)sizeof cnt);   /* the rise woke it */
+	assert_int_equal(store_durable_watch(&s, -1), 7);
 	assert_int_equal(store_wait_durable(&s, 7, 0), 0);
 	/* the same transaction: its own head is durable now, and its count */
 	assert_int_equal(store_read_head(&s, txn, &head, &leads), 0);
@@ -316,6 +326,8 @@ test_readers_see_the_durable_head(void **state)
 	assert_int_equal(leads, 3);
 	store_read_end(&s, &txn);
 	store_set_durable(&s, 5, 1);   /* never lowered */
+	assert_int_equal(read(efd, &cnt, sizeof cnt), -1);   /* not watched any more */
+	close(efd);
 	assert_int_equal(store_read_begin(&s, &txn), 0);
 	assert_int_equal(store_read_head(&s, txn, &head, NULL), 0);
 	assert_int_equal(head, 7);
