@@ -476,7 +476,7 @@ test_refused_request_in_a_group_stores_nothing(void **state)
 	size_t n;
 	for (int round = 0; round < 20; round++) {
 		/* each round on fresh ids, so every round is judged afresh */
-		char ids[8][16], leads[3][16];
+		char ids[8][32], leads[3][32];
 		funnel_event *all[8] = { &r1[0], &r1[1], &r2[0], &r2[1], &r2[2], &r3[0], &r3[1], &r3[2] };
 		static const int id_of[8] = { 1, 2, 3, 4, 5, 6, 2, 7 };
 		static const int lead_of[8] = { 1, 1, 2, 3, 2, 1, 1, 3 };
@@ -702,7 +702,7 @@ test_map_grows_when_full(void **state)
 	funnel_event evs[100];
 	funnel_ack acks[100];
 	msgpack_sbuffer bufs[100];
-	char leads[100][24];
+	char leads[100][32];
 	for (int r = 0; r < 80; r++) {
 		for (int i = 0; i < 100; i++) {
 			msgpack_sbuffer_init(&bufs[i]);
@@ -900,7 +900,7 @@ test_full_log_is_an_error_not_corruption(void **state)
 	funnel_event evs[50];
 	funnel_ack acks[50];
 	msgpack_sbuffer bufs[50];
-	char leads[50][24];
+	char leads[50][32];
 	int rc = FUNNEL_OK, batches = 0;
 	for (int r = 0; r < 200 && rc == FUNNEL_OK; r++, batches++) {
 		for (int i = 0; i < 50; i++) {
