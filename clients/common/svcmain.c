@@ -70,8 +70,8 @@ out:
 	funnel_service_destroy(&svc);
 	if (d->release)
 		d->release(d->ctx, engine);
-	if (d->rules_free)
-		d->rules_free(rules);
+	if (d->rules_destroy)
+		d->rules_destroy(rules);
 	return status;
 }
 
@@ -83,7 +83,7 @@ check(const svc_desc *d, const char *path)
 	if (rc != 0)
 		return rc;
 	d->rules_ok(path, rules);
-	d->rules_free(rules);
+	d->rules_destroy(rules);
 	return 0;
 }
 

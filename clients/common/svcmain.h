@@ -30,7 +30,7 @@
  * Every pointer in svc_desc must outlive svc_main; `ctx` is the
  * service's own settings (a struct that embeds the svc_args `args`
  * points to), handed to every hook.  svc_main owns what rules_load and
- * setup made and hands it back to rules_free and release on every path
+ * setup made and hands it back to rules_destroy and release on every path
  * out of `run`, a failed start included.
  *
  * Threads: svc_main is the program's main, called once per process on
@@ -72,7 +72,7 @@ typedef struct svc_desc {
 	 * rules_id: 1 and *id filled when the rules go on record
 	 * (rules.changed) before the service decides anything, else 0. */
 	int (*rules_load)(void *ctx, const char *path, int check, void **rules);
-	void (*rules_free)(void *rules);
+	void (*rules_destroy)(void *rules);
 	void (*rules_ok)(const char *path, const void *rules);
 	int (*rules_id)(const void *rules, rr_rules_id *id);
 

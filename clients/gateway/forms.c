@@ -316,7 +316,7 @@ gw_forms_parse(const char *text, size_t len, const char *filename, gw_forms **ou
 		return FUNNEL_EINTERNAL;
 	gw_forms *fs = calloc(1, sizeof *fs);
 	if (fs == NULL || (fs->text = malloc(len + 1)) == NULL) {
-		gw_forms_free(&fs);
+		gw_forms_destroy(&fs);
 		return rf_enomem(&c);
 	}
 	memcpy(fs->text, text, len);
@@ -325,7 +325,7 @@ gw_forms_parse(const char *text, size_t len, const char *filename, gw_forms **ou
 	crypto_generichash(hash, sizeof hash, (const unsigned char *)text, len, NULL, 0);
 	rf_hex(hash, sizeof hash, fs->hash_hex);
 	if ((rc = rf_parse(&c, fs->text, len, &doc, &root)) != FUNNEL_OK) {
-		gw_forms_free(&fs);
+		gw_forms_destroy(&fs);
 		return rc;
 	}
 	if (root == NULL)
@@ -334,7 +334,7 @@ gw_forms_parse(const char *text, size_t len, const char *filename, gw_forms **ou
 		rc = parse_top(&c, root, fs);
 	yaml_document_delete(&doc);
 	if (rc != FUNNEL_OK) {
-		gw_forms_free(&fs);
+		gw_forms_destroy(&fs);
 		return rc;
 	}
 	*out = fs;
@@ -378,7 +378,7 @@ form_release(gw_form *f)
 }
 
 void
-gw_forms_free(gw_forms **pf)
+gw_forms_destroy(gw_forms **pf)
 {
 	if (pf == NULL || *pf == NULL)
 		return;

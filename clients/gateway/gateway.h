@@ -94,13 +94,13 @@ typedef struct gw_forms {
  * left alone (they are other services').  A mistake is FUNNEL_EVALUE
  * with "file:line: forms[i].key: problem" in err; no forms section is
  * FUNNEL_EVALUE too (the gateway would serve nothing).  *out is the
- * caller's: gw_forms_free.
+ * caller's: gw_forms_destroy.
  */
 int gw_forms_parse(const char *text, size_t len, const char *filename, gw_forms **out, char *err,
                    size_t errlen);
 /* rf_read_file + gw_forms_parse. */
 int gw_forms_load(const char *path, gw_forms **out, char *err, size_t errlen);
-void gw_forms_free(gw_forms **f);
+void gw_forms_destroy(gw_forms **f);
 /* The form with this id (len bytes), or NULL. */
 const gw_form *gw_form_find(const gw_forms *f, const char *id, size_t len);
 /* 1 when origin is one of the form's origins. */
@@ -351,7 +351,7 @@ int gw_prepare(void *ctx);
 /* svc_desc.rules_load/_free/_ok for `check` of the forms section
  * (exit status 1 with "funnel-gateway: <problem>" on stderr). */
 int gw_check_load(void *ctx, const char *path, int check, void **rules);
-void gw_check_free(void *rules);
+void gw_check_destroy(void *rules);
 void gw_check_ok(const char *path, const void *rules);
 /* svc_desc.run: read the forms and the lead id key, serve until
  * SIGTERM/SIGINT.  Exit status. */

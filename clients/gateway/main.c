@@ -58,7 +58,7 @@ main(int argc, char **argv)
 	svc_desc d = {
 		.name = GW_NAME, .prog = "funnel-gateway", .usage = usage_text, .args = &a.c,
 		.ctx = &a, .own = gw_options, .own_fn = gw_option, .prepare = gw_prepare,
-		.rules_load = gw_check_load, .rules_free = gw_check_free, .rules_ok = gw_check_ok,
+		.rules_load = gw_check_load, .rules_destroy = gw_check_destroy, .rules_ok = gw_check_ok,
 		.run = gw_run,
 	};
 	return svc_main(&d, argc, argv);

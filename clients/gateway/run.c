@@ -102,7 +102,7 @@ gw_run(void *ctx)
 	status = 0;
 out:
 	gw_http_stop(&http);
-	gw_forms_free(&forms);
+	gw_forms_destroy(&forms);
 	sodium_memzero(key, sizeof key);
 	return status;
 }
@@ -141,10 +141,10 @@ gw_check_load(void *ctx, const char *path, int check, void **rules)
 }
 
 void
-gw_check_free(void *rules)
+gw_check_destroy(void *rules)
 {
 	gw_forms *forms = rules;
-	gw_forms_free(&forms);
+	gw_forms_destroy(&forms);
 }
 
 void

@@ -41,7 +41,7 @@ mx_goal_direction(int figure)
 }
 
 void
-mx_goals_free(mx_goals **pg)
+mx_goals_destroy(mx_goals **pg)
 {
 	if (pg == NULL || *pg == NULL)
 		return;
@@ -210,7 +210,7 @@ mx_goals_parse(const char *text, size_t len, const char *file, mx_goals **out, c
 		return FUNNEL_EINTERNAL;
 	mx_goals *g = calloc(1, sizeof *g);
 	if (g == NULL || (g->text = malloc(len + 1)) == NULL) {
-		mx_goals_free(&g);
+		mx_goals_destroy(&g);
 		return rf_enomem(&c);
 	}
 	memcpy(g->text, text, len);
@@ -219,7 +219,7 @@ mx_goals_parse(const char *text, size_t len, const char *file, mx_goals **out, c
 	crypto_generichash(hash, sizeof hash, (const unsigned char *)text, len, NULL, 0);
 	rf_hex(hash, sizeof hash, g->hash_hex);
 	if ((rc = rf_parse(&c, g->text, len, &doc, &root)) != FUNNEL_OK) {
-		mx_goals_free(&g);
+		mx_goals_destroy(&g);
 		return rc;
 	}
 	c.doc = &doc;
@@ -239,7 +239,7 @@ mx_goals_parse(const char *text, size_t len, const char *file, mx_goals **out, c
 	}
 	yaml_document_delete(&doc);
 	if (rc != FUNNEL_OK) {
-		mx_goals_free(&g);
+		mx_goals_destroy(&g);
 		return rc;
 	}
 	*out = g;

@@ -109,10 +109,10 @@ mx_rules_load(void *ctx, const char *path, int check, void **out)
 }
 
 void
-mx_rules_free(void *goals)
+mx_rules_destroy(void *goals)
 {
 	mx_goals *g = goals;
-	mx_goals_free(&g);
+	mx_goals_destroy(&g);
 }
 
 void
