@@ -64,6 +64,32 @@ typedef struct rf_ctx {
 int rf_read_file(const char *path, char **text, size_t *len, char *err, size_t errlen);
 
 /*
+ * The `_load` of a section's parser, defined once for all of them:
+ *
+ *   RF_DEFINE_LOAD(sc_rules_load, sc_rules, sc_rules_parse)
+ *
+ * defines int sc_rules_load(const char *path, sc_rules **out, char *err,
+ * size_t errlen): the file read (rf_read_file, its codes and messages),
+ * then parse(text, len, path, out, err, errlen) on its text; *out is
+ * NULL on every failure.  A macro so that each section keeps its typed
+ * result (no casts through void **).  The file using it includes
+ * <stdlib.h>.
+ */
+#define RF_DEFINE_LOAD(name, type, parse)                                   \
+	int name(const char *path, type **out, char *err, size_t errlen)    \
+	{                                                                   \
+		char *text_;                                                \
+		size_t len_;                                                \
+		*out = NULL;                                                \
+		int rc_ = rf_read_file(path, &text_, &len_, err, errlen);   \
+		if (rc_ != FUNNEL_OK)                                       \
+			return rc_;                                         \
+		rc_ = parse(text_, len_, path, out, err, errlen);           \
+		free(text_);                                                \
+		return rc_;                                                 \
+	}
+
+/*
  * Parse text (len bytes, NUL-terminated) into *doc, which must then be
  * released with yaml_document_delete.  Refused, with the line in the
  * message: more than RF_MAX_FILE_BYTES (FUNNEL_ETOOBIG), bytes that are

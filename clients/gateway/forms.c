@@ -341,19 +341,7 @@ gw_forms_parse(const char *text, size_t len, const char *filename, gw_forms **ou
 	return FUNNEL_OK;
 }
 
-int
-gw_forms_load(const char *path, gw_forms **out, char *err, size_t errlen)
-{
-	char *text;
-	size_t len;
-	*out = NULL;
-	int rc = rf_read_file(path, &text, &len, err, errlen);
-	if (rc != FUNNEL_OK)
-		return rc;
-	rc = gw_forms_parse(text, len, path, out, err, errlen);
-	free(text);
-	return rc;
-}
+RF_DEFINE_LOAD(gw_forms_load, gw_forms, gw_forms_parse)
 
 static void
 form_release(gw_form *f)

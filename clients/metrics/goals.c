@@ -246,19 +246,7 @@ mx_goals_parse(const char *text, size_t len, const char *file, mx_goals **out, c
 	return FUNNEL_OK;
 }
 
-int
-mx_goals_load(const char *path, mx_goals **out, char *err, size_t errlen)
-{
-	char *text;
-	size_t len;
-	*out = NULL;
-	int rc = rf_read_file(path, &text, &len, err, errlen);
-	if (rc != FUNNEL_OK)
-		return rc;
-	rc = mx_goals_parse(text, len, path, out, err, errlen);
-	free(text);
-	return rc;
-}
+RF_DEFINE_LOAD(mx_goals_load, mx_goals, mx_goals_parse)
 
 /* ---- goals (METRICS.md, "Shared goals") ---- */
 

@@ -499,19 +499,7 @@ rt_rules_parse(const char *text, size_t len, const char *filename, rt_rules **ou
 	return FUNNEL_OK;
 }
 
-int
-rt_rules_load(const char *path, rt_rules **out, char *err, size_t errlen)
-{
-	char *text;
-	size_t len;
-	*out = NULL;
-	int rc = rf_read_file(path, &text, &len, err, errlen);
-	if (rc != FUNNEL_OK)
-		return rc;
-	rc = rt_rules_parse(text, len, path, out, err, errlen);
-	free(text);
-	return rc;
-}
+RF_DEFINE_LOAD(rt_rules_load, rt_rules, rt_rules_parse)
 
 const char *
 rt_rules_version(const rt_rules *r)
