@@ -19,7 +19,7 @@
  * by funneld), and nesting deeper than RF_MAX_DEPTH (libyaml's scanner
  * is quadratic in the nesting depth).
  *
- * Also the few small helpers the services share (hex, big-endian u64,
+ * Also the few small helpers the services share (big-endian u64,
  * ISO time, the text of a lead field).  Pure but for rf_read_file(); no
  * globals.  A context belongs to one thread.
  */
@@ -177,7 +177,6 @@ int rf_parse_number(const char *s, double *out);
 
 /* The byte helpers are proto's (bytes.h: fp_hex, fp_put_be64,
  * fp_get_be64); these names stay for the callers not yet moved to them. */
-#define rf_hex(b, n, out) fp_hex((b), (n), (out))
 #define rf_put_be64(p, v) fp_put_be64((p), (v))
 #define rf_get_be64(p) fp_get_be64(p)
 

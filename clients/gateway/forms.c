@@ -323,7 +323,7 @@ gw_forms_parse(const char *text, size_t len, const char *filename, gw_forms **ou
 	fs->text[len] = '\0';
 	fs->len = len;
 	crypto_generichash(hash, sizeof hash, (const unsigned char *)text, len, NULL, 0);
-	rf_hex(hash, sizeof hash, fs->hash_hex);
+	fp_hex(hash, sizeof hash, fs->hash_hex);
 	if ((rc = rf_parse(&c, fs->text, len, &doc, &root)) != FUNNEL_OK) {
 		gw_forms_destroy(&fs);
 		return rc;

@@ -49,7 +49,7 @@ load_key(const char *path, uint8_t key[GW_KEY_BYTES])
 		return -1;
 	}
 	randombytes_buf(key, GW_KEY_BYTES);
-	rf_hex(key, GW_KEY_BYTES, hex);
+	fp_hex(key, GW_KEY_BYTES, hex);
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
 	if (fd < 0 || write(fd, hex, 2 * GW_KEY_BYTES) != 2 * GW_KEY_BYTES || write(fd, "\n", 1) != 1 ||
 	    fsync(fd) != 0) {

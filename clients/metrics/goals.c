@@ -217,7 +217,7 @@ mx_goals_parse(const char *text, size_t len, const char *file, mx_goals **out, c
 	g->text[len] = 0;
 	g->len = len;
 	crypto_generichash(hash, sizeof hash, (const unsigned char *)text, len, NULL, 0);
-	rf_hex(hash, sizeof hash, g->hash_hex);
+	fp_hex(hash, sizeof hash, g->hash_hex);
 	if ((rc = rf_parse(&c, g->text, len, &doc, &root)) != FUNNEL_OK) {
 		mx_goals_destroy(&g);
 		return rc;
