@@ -19,6 +19,7 @@
 #include "funnel/log.h"
 #include "gateway.h"
 #include "httpauth.h"
+#include "httpd.h"
 #include "rulesfile.h"
 #include "svcmain.h"
 
@@ -178,6 +179,9 @@ gw_option(int id, const char *arg, void *ctx)
 	gw_args *a = ctx;
 	char *end;
 	if (id == O_HTTP) {
+		httpd_addr at;   /* a usage error, as every other flag's */
+		if (httpd_addr_parse(&at, arg) != FUNNEL_OK)
+			return svc_main_usage("--http wants IPV4:PORT, not '%s'", arg);
 		a->h.addr = arg;
 		return 0;
 	}
