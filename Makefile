@@ -105,7 +105,7 @@ ROUTING_OBJ := $(call obj,$(ROUTING_SRC))
 # the embed script is compiled in (xxd -i), like the dashboard
 GATEWAY_OBJ := $(call obj,$(GATEWAY_SRC)) $(BUILD)/obj/gen/embed_js.o
 # the forms, submissions, rate limit and counters alone, without the server
-GATEWAY_ENGINE_OBJ := $(filter-out %/main.o %/http.o %/embed_js.o,$(GATEWAY_OBJ))
+GATEWAY_ENGINE_OBJ := $(filter-out %/main.o %/run.o %/http.o %/embed_js.o,$(GATEWAY_OBJ))
 MIRROR_OBJ := $(call obj,$(MIRROR_SRC))
 COMMON_OBJ := $(call obj,$(COMMON_SRC))
 HTTPD_OBJ := $(call obj,clients/common/httpd.c)

@@ -687,7 +687,7 @@ batch_new(void)
 }
 
 static void
-batch_free(batch *b)
+batch_destroy(batch *b)
 {
 	if (b == NULL)
 		return;
@@ -1154,7 +1154,7 @@ out:
 	if (rv.stage)
 		zmq_close(rv.stage);
 	for (int i = 0; i < NBUFS; i++)
-		batch_free(rv.bufs[i]);
+		batch_destroy(rv.bufs[i]);
 	if (g != NULL) {
 		msgpack_sbuffer_destroy(&g->cmp);
 		if (zone_ok)

@@ -51,7 +51,7 @@ drop_ref(held *h)
 			break;
 		}
 	}
-	fa_free(h->t);
+	fa_destroy(h->t);
 	free(h);
 }
 
@@ -61,7 +61,7 @@ install(fa_table *t)
 	held *h = calloc(1, sizeof *h);
 	if (h == NULL) {
 		log_error("access: out of memory installing the table; the old one stays in force");
-		fa_free(t);
+		fa_destroy(t);
 		return;
 	}
 	h->t = t;
@@ -314,7 +314,7 @@ zap_stop(void)
 	while (z.live != NULL) {
 		held *h = z.live;
 		z.live = h->next;
-		fa_free(h->t);
+		fa_destroy(h->t);
 		free(h);
 	}
 	pthread_mutex_unlock(&z.lock);

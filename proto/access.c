@@ -76,7 +76,7 @@ fa_public_of(const uint8_t secret[FA_KEY_BYTES], uint8_t pub[FA_KEY_BYTES])
 }
 
 void
-fa_free(fa_table *t)
+fa_destroy(fa_table *t)
 {
 	if (t == NULL)
 		return;
@@ -370,7 +370,7 @@ fa_load(const char *path, char *why, size_t whylen)
 	if (t == NULL) {
 		fail(why, whylen, "out of memory");
 	} else if (parse_doc(&l, t) != 0) {
-		fa_free(t);
+		fa_destroy(t);
 		t = NULL;
 	}
 	yaml_document_delete(&doc);

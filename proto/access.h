@@ -58,9 +58,9 @@ typedef struct fa_table {
 } fa_table;
 
 /* Load and check an access file.  Returns a new table (free with
- * fa_free), or NULL with "PATH:LINE: problem" in why. */
+ * fa_destroy), or NULL with "PATH:LINE: problem" in why. */
 fa_table *fa_load(const char *path, char *why, size_t whylen);
-void fa_free(fa_table *t);
+void fa_destroy(fa_table *t);
 
 /* Lookups; NULL when absent.  fa_by_token compares hashes in constant
  * time and takes the token's text (what follows "Bearer "). */

@@ -34,11 +34,11 @@ http_auth_load(const char *path, char *why, size_t whylen)
 }
 
 void
-http_auth_free(http_auth **a)
+http_auth_destroy(http_auth **a)
 {
 	if (a == NULL || *a == NULL)
 		return;
-	fa_free((*a)->t);
+	fa_destroy((*a)->t);
 	free(*a);
 	*a = NULL;
 }

@@ -10,7 +10,7 @@
  * reading, fa_may_publish() for sending events.
  *
  * The table is loaded once and immutable: a principal returned stays
- * valid until http_auth_free.  The functions may be called from any
+ * valid until http_auth_destroy.  The functions may be called from any
  * number of threads at once.
  */
 #ifndef FUNNEL_HTTPAUTH_H
@@ -25,7 +25,7 @@ typedef struct http_auth http_auth;
 /* Load the access file.  Returns NULL with the problem ("PATH:LINE: ...")
  * in why. */
 http_auth *http_auth_load(const char *path, char *why, size_t whylen);
-void http_auth_free(http_auth **a);
+void http_auth_destroy(http_auth **a);
 
 /*
  * The principal of an Authorization header value ("Bearer <token>", the

@@ -19,7 +19,7 @@
  * by funneld), and nesting deeper than RF_MAX_DEPTH (libyaml's scanner
  * is quadratic in the nesting depth).
  *
- * Also the few small helpers the services share (hex, big-endian u64,
+ * Also the few small helpers the services share (big-endian u64,
  * ISO time, the text of a lead field).  Pure but for rf_read_file(); no
  * globals.  A context belongs to one thread.
  */
@@ -62,6 +62,32 @@ typedef struct rf_ctx {
  * FUNNEL_ENOMEM.
  */
 int rf_read_file(const char *path, char **text, size_t *len, char *err, size_t errlen);
+
+/*
+ * The `_load` of a section's parser, defined once for all of them:
+ *
+ *   RF_DEFINE_LOAD(sc_rules_load, sc_rules, sc_rules_parse)
+ *
+ * defines int sc_rules_load(const char *path, sc_rules **out, char *err,
+ * size_t errlen): the file read (rf_read_file, its codes and messages),
+ * then parse(text, len, path, out, err, errlen) on its text; *out is
+ * NULL on every failure.  A macro so that each section keeps its typed
+ * result (no casts through void **).  The file using it includes
+ * <stdlib.h>.
+ */
+#define RF_DEFINE_LOAD(name, type, parse)                                   \
+	int name(const char *path, type **out, char *err, size_t errlen)    \
+	{                                                                   \
+		char *text_;                                                \
+		size_t len_;                                                \
+		*out = NULL;                                                \
+		int rc_ = rf_read_file(path, &text_, &len_, err, errlen);   \
+		if (rc_ != FUNNEL_OK)                                       \
+			return rc_;                                         \
+		rc_ = parse(text_, len_, path, out, err, errlen);           \
+		free(text_);                                                \
+		return rc_;                                                 \
+	}
 
 /*
  * Parse text (len bytes, NUL-terminated) into *doc, which must then be
@@ -151,7 +177,6 @@ int rf_parse_number(const char *s, double *out);
 
 /* The byte helpers are proto's (bytes.h: fp_hex, fp_put_be64,
  * fp_get_be64); these names stay for the callers not yet moved to them. */
-#define rf_hex(b, n, out) fp_hex((b), (n), (out))
 #define rf_put_be64(p, v) fp_put_be64((p), (v))
 #define rf_get_be64(p) fp_get_be64(p)
 

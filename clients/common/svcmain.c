@@ -70,8 +70,8 @@ out:
 	funnel_service_destroy(&svc);
 	if (d->release)
 		d->release(d->ctx, engine);
-	if (d->rules_free)
-		d->rules_free(rules);
+	if (d->rules_destroy)
+		d->rules_destroy(rules);
 	return status;
 }
 
@@ -83,22 +83,8 @@ check(const svc_desc *d, const char *path)
 	if (rc != 0)
 		return rc;
 	d->rules_ok(path, rules);
-	d->rules_free(rules);
+	d->rules_destroy(rules);
 	return 0;
-}
-
-/* A program without a view: `run` alone (the default), with no
- * arguments; any other word is an unknown command. */
-static int
-run_only(const svc_desc *d, int argc, char **argv)
-{
-	const char *cmd = optind < argc ? argv[optind++] : "run";
-	if (strcmp(cmd, "run") != 0)
-		return usage(d, "unknown command '%s'", cmd);
-	if (optind < argc)
-		return usage(d, "wrong number of arguments for '%s'", cmd);
-	svc_catch_stop(&the_service);
-	return d->run(d->ctx);
 }
 
 int
@@ -111,13 +97,17 @@ svc_main(const svc_desc *d, int argc, char **argv)
 		return rc;
 	if (d->prepare && (rc = d->prepare(d->ctx)) >= 0)
 		return rc;
-	if (d->run)
-		return run_only(d, argc, argv);
 	const char *cmd = optind < argc ? argv[optind++] : "run";
 	int nargs = argc - optind;
+	if (strcmp(cmd, "run") == 0 && nargs != 0)
+		return usage(d, "wrong number of arguments for '%s'", cmd);
+	if (strcmp(cmd, "run") == 0 && d->run) {
+		svc_catch_stop(&the_service);   /* the_service stays NULL: d->run polls */
+		return d->run(d->ctx);
+	}
 	if (strcmp(cmd, "run") == 0)
-		return nargs == 0 ? run_view(d) : usage(d, "wrong number of arguments for '%s'", cmd);
-	if (strcmp(cmd, "digest") == 0)
+		return run_view(d);
+	if (strcmp(cmd, "digest") == 0 && d->run == NULL)
 		return nargs == 0 ? svc_digest(d->prog, d->args->view)
 		                  : usage(d, "wrong number of arguments for '%s'", cmd);
 	if (strcmp(cmd, "check") == 0 && d->rules_load)

@@ -17,19 +17,20 @@
  *     funnel_service_run with its closing line (svc_run);
  *   - the one signal handler and "the service" it stops.
  *
- * A program that follows the log without a view (the mirror) gives `run`
- * instead of apply: svc_main parses, dispatches (`run` alone, with the
- * same "unknown command" and "wrong number of arguments") and sets the
- * signals; it polls svc_stopping() (svcargs.h).
+ * A program without a view (the mirror, the gateway) gives `run`
+ * instead of apply: svc_main parses, dispatches (`run`, `check` when it
+ * has a rules section, its own commands; no `digest`; the same "unknown
+ * command" and "wrong number of arguments") and sets the signals before
+ * `run`, which polls svc_stopping() (svcargs.h).
  *
  * svcargs.[ch] and svcmain.[ch] are one module, the service runner, in
- * two layers (prefix svc_): svcargs is the command line and the signals,
- * which the gateway (no view) uses alone; svcmain is the main on top.
+ * two layers (prefix svc_): svcargs is the command line and the signals;
+ * svcmain is the main on top.
  *
  * Every pointer in svc_desc must outlive svc_main; `ctx` is the
  * service's own settings (a struct that embeds the svc_args `args`
  * points to), handed to every hook.  svc_main owns what rules_load and
- * setup made and hands it back to rules_free and release on every path
+ * setup made and hands it back to rules_destroy and release on every path
  * out of `run`, a failed start included.
  *
  * Threads: svc_main is the program's main, called once per process on
@@ -71,7 +72,7 @@ typedef struct svc_desc {
 	 * rules_id: 1 and *id filled when the rules go on record
 	 * (rules.changed) before the service decides anything, else 0. */
 	int (*rules_load)(void *ctx, const char *path, int check, void **rules);
-	void (*rules_free)(void *rules);
+	void (*rules_destroy)(void *rules);
 	void (*rules_ok)(const char *path, const void *rules);
 	int (*rules_id)(const void *rules, rr_rules_id *id);
 
@@ -91,7 +92,8 @@ typedef struct svc_desc {
 	void (*stop)(void *ctx, void *engine);
 	void (*release)(void *ctx, void *engine);
 
-	/* Instead of apply: `run` for a program without a view.  Exit status. */
+	/* Instead of apply: `run` for a program without a view (rules_load,
+	 * if any, then serves `check` only).  Exit status. */
 	int (*run)(void *ctx);
 
 	const svc_command *commands;   /* ending with a NULL name; may be NULL */

@@ -316,16 +316,16 @@ gw_forms_parse(const char *text, size_t len, const char *filename, gw_forms **ou
 		return FUNNEL_EINTERNAL;
 	gw_forms *fs = calloc(1, sizeof *fs);
 	if (fs == NULL || (fs->text = malloc(len + 1)) == NULL) {
-		gw_forms_free(&fs);
+		gw_forms_destroy(&fs);
 		return rf_enomem(&c);
 	}
 	memcpy(fs->text, text, len);
 	fs->text[len] = '\0';
 	fs->len = len;
 	crypto_generichash(hash, sizeof hash, (const unsigned char *)text, len, NULL, 0);
-	rf_hex(hash, sizeof hash, fs->hash_hex);
+	fp_hex(hash, sizeof hash, fs->hash_hex);
 	if ((rc = rf_parse(&c, fs->text, len, &doc, &root)) != FUNNEL_OK) {
-		gw_forms_free(&fs);
+		gw_forms_destroy(&fs);
 		return rc;
 	}
 	if (root == NULL)
@@ -334,26 +334,14 @@ gw_forms_parse(const char *text, size_t len, const char *filename, gw_forms **ou
 		rc = parse_top(&c, root, fs);
 	yaml_document_delete(&doc);
 	if (rc != FUNNEL_OK) {
-		gw_forms_free(&fs);
+		gw_forms_destroy(&fs);
 		return rc;
 	}
 	*out = fs;
 	return FUNNEL_OK;
 }
 
-int
-gw_forms_load(const char *path, gw_forms **out, char *err, size_t errlen)
-{
-	char *text;
-	size_t len;
-	*out = NULL;
-	int rc = rf_read_file(path, &text, &len, err, errlen);
-	if (rc != FUNNEL_OK)
-		return rc;
-	rc = gw_forms_parse(text, len, path, out, err, errlen);
-	free(text);
-	return rc;
-}
+RF_DEFINE_LOAD(gw_forms_load, gw_forms, gw_forms_parse)
 
 static void
 form_release(gw_form *f)
@@ -378,7 +366,7 @@ form_release(gw_form *f)
 }
 
 void
-gw_forms_free(gw_forms **pf)
+gw_forms_destroy(gw_forms **pf)
 {
 	if (pf == NULL || *pf == NULL)
 		return;

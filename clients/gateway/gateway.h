@@ -13,7 +13,9 @@
  *   page.c     the HTML page a browser's plain form post gets for a 4xx
  *   http.c     the HTTP server (libmicrohttpd): routes, bodies, answers,
  *              publishing through one funnel_producer per server thread
- *   main.c     the command line: run, check
+ *   run.c      the program as the services' main runs it (svcmain.h):
+ *              its options, the access file, `check`, `run`
+ *   main.c     its description (usage text, defaults) handed to svc_main
  *
  * GATEWAY.md is the user's documentation (endpoints, error codes, limits,
  * lead id and event id derivation).
@@ -27,6 +29,7 @@
 #include <msgpack.h>
 
 #include "funnel/funnel.h"
+#include "svcargs.h"
 
 #define GW_NAME "gateway"
 #define GW_DEFAULT_HTTP "127.0.0.1:7490"
@@ -91,13 +94,13 @@ typedef struct gw_forms {
  * left alone (they are other services').  A mistake is FUNNEL_EVALUE
  * with "file:line: forms[i].key: problem" in err; no forms section is
  * FUNNEL_EVALUE too (the gateway would serve nothing).  *out is the
- * caller's: gw_forms_free.
+ * caller's: gw_forms_destroy.
  */
 int gw_forms_parse(const char *text, size_t len, const char *filename, gw_forms **out, char *err,
                    size_t errlen);
 /* rf_read_file + gw_forms_parse. */
 int gw_forms_load(const char *path, gw_forms **out, char *err, size_t errlen);
-void gw_forms_free(gw_forms **f);
+void gw_forms_destroy(gw_forms **f);
 /* The form with this id (len bytes), or NULL. */
 const gw_form *gw_form_find(const gw_forms *f, const char *id, size_t len);
 /* 1 when origin is one of the form's origins. */
@@ -327,6 +330,32 @@ typedef struct gw_http_opts {
 int gw_http_start(gw_http **out, const gw_http_opts *o);
 /* Stop serving (answers in progress finish) and free; safe on NULL. */
 void gw_http_stop(gw_http **h);
+
+/* ---- the program (run.c), as svc_main runs it (svcmain.h) ---- */
+
+/* The settings: the common flags, the server's options, the lead id key
+ * file and the access file (strings point into argv or are defaults). */
+typedef struct gw_args {
+	svc_args c;
+	gw_http_opts h;
+	const char *key_file;
+	const char *access;       /* --access: bearer tokens for /v1/events */
+} gw_args;
+
+/* The own options (svc_desc.own, .own_fn); ctx is the gw_args. */
+extern const struct option gw_options[];
+int gw_option(int id, const char *arg, void *ctx);
+/* svc_desc.prepare: read the access file once (a changed one needs a
+ * restart); -1 to go on, 2 with a message when it cannot be read. */
+int gw_prepare(void *ctx);
+/* svc_desc.rules_load/_free/_ok for `check` of the forms section
+ * (exit status 1 with "funnel-gateway: <problem>" on stderr). */
+int gw_check_load(void *ctx, const char *path, int check, void **rules);
+void gw_check_destroy(void *rules);
+void gw_check_ok(const char *path, const void *rules);
+/* svc_desc.run: read the forms and the lead id key, serve until
+ * SIGTERM/SIGINT.  Exit status. */
+int gw_run(void *ctx);
 
 /* The embed script (embed.js, compiled in). */
 extern const unsigned char gw_embed_js[];

@@ -202,7 +202,7 @@ gw_lead_id(const uint8_t key[GW_KEY_BYTES], const char *email, size_t len, char 
 		norm[i] = (char)tolower((unsigned char)p[i]);
 	crypto_generichash(h, sizeof h, (const unsigned char *)norm, n, key, GW_KEY_BYTES);
 	memcpy(out, "L-", 2);
-	rf_hex(h, sizeof h, out + 2);
+	fp_hex(h, sizeof h, out + 2);
 }
 
 /* ---- marketing context ---- */
@@ -397,7 +397,7 @@ gw_build(const gw_form *form, const gw_submission *s, const uint8_t key[GW_KEY_B
 		snprintf(win, sizeof win, "%lld", (long long)(now_ns / (GW_DEDUP_WINDOW_S * 1000000000LL)));
 		crypto_generichash_update(&st, (const uint8_t *)win, strlen(win));
 		crypto_generichash_final(&st, h, sizeof h);
-		rf_hex(h, sizeof h, hex);
+		fp_hex(h, sizeof h, hex);
 		snprintf(ev->id, sizeof ev->id, "form:%s:auto:%s", form->id, hex);
 	}
 	ev->occurred_at = first_time(ev->id, now_ns);

@@ -41,7 +41,7 @@ mx_goal_direction(int figure)
 }
 
 void
-mx_goals_free(mx_goals **pg)
+mx_goals_destroy(mx_goals **pg)
 {
 	if (pg == NULL || *pg == NULL)
 		return;
@@ -210,16 +210,16 @@ mx_goals_parse(const char *text, size_t len, const char *file, mx_goals **out, c
 		return FUNNEL_EINTERNAL;
 	mx_goals *g = calloc(1, sizeof *g);
 	if (g == NULL || (g->text = malloc(len + 1)) == NULL) {
-		mx_goals_free(&g);
+		mx_goals_destroy(&g);
 		return rf_enomem(&c);
 	}
 	memcpy(g->text, text, len);
 	g->text[len] = 0;
 	g->len = len;
 	crypto_generichash(hash, sizeof hash, (const unsigned char *)text, len, NULL, 0);
-	rf_hex(hash, sizeof hash, g->hash_hex);
+	fp_hex(hash, sizeof hash, g->hash_hex);
 	if ((rc = rf_parse(&c, g->text, len, &doc, &root)) != FUNNEL_OK) {
-		mx_goals_free(&g);
+		mx_goals_destroy(&g);
 		return rc;
 	}
 	c.doc = &doc;
@@ -239,26 +239,14 @@ mx_goals_parse(const char *text, size_t len, const char *file, mx_goals **out, c
 	}
 	yaml_document_delete(&doc);
 	if (rc != FUNNEL_OK) {
-		mx_goals_free(&g);
+		mx_goals_destroy(&g);
 		return rc;
 	}
 	*out = g;
 	return FUNNEL_OK;
 }
 
-int
-mx_goals_load(const char *path, mx_goals **out, char *err, size_t errlen)
-{
-	char *text;
-	size_t len;
-	*out = NULL;
-	int rc = rf_read_file(path, &text, &len, err, errlen);
-	if (rc != FUNNEL_OK)
-		return rc;
-	rc = mx_goals_parse(text, len, path, out, err, errlen);
-	free(text);
-	return rc;
-}
+RF_DEFINE_LOAD(mx_goals_load, mx_goals, mx_goals_parse)
 
 /* ---- goals (METRICS.md, "Shared goals") ---- */
 

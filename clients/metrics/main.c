@@ -66,7 +66,7 @@ main(int argc, char **argv)
 	svc_desc d = {
 		.name = MX_NAME, .prog = "funnel-metrics", .usage = usage_text,
 		.args = &a.c, .ctx = &a, .own = mx_options, .own_fn = mx_option, .prepare = mx_prepare,
-		.rules_load = mx_rules_load, .rules_free = mx_rules_free, .rules_ok = mx_rules_ok,
+		.rules_load = mx_rules_load, .rules_destroy = mx_rules_destroy, .rules_ok = mx_rules_ok,
 		.rules_id = mx_rules_id,
 		.tables = { MX_T_LEADS, MX_T_FACTS, MX_T_COUNTERS, MX_T_INDEX, MX_T_DAYS },
 		.apply = mx_apply, .setup = mx_setup, .serving = mx_serving, .stop = mx_stop,

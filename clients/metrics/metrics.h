@@ -360,7 +360,7 @@ typedef struct mx_goals {
 int mx_goals_parse(const char *text, size_t len, const char *file, mx_goals **out, char *err,
                    size_t errlen);
 int mx_goals_load(const char *path, mx_goals **out, char *err, size_t errlen);
-void mx_goals_free(mx_goals **g);
+void mx_goals_destroy(mx_goals **g);
 const char *mx_goal_figure_name(int figure);
 /* +1: the goal is to reach at least the target; -1: at most. */
 int mx_goal_direction(int figure);
@@ -435,7 +435,7 @@ extern const struct option mx_options[];
 int mx_option(int id, const char *arg, void *ctx);
 int mx_prepare(void *ctx);
 int mx_rules_load(void *ctx, const char *path, int check, void **goals);
-void mx_rules_free(void *goals);
+void mx_rules_destroy(void *goals);
 void mx_rules_ok(const char *path, const void *goals);
 int mx_rules_id(const void *goals, rr_rules_id *id);
 int mx_setup(void *ctx, void *goals, funnel_service_opts *o, void **engine);

@@ -14,6 +14,7 @@
 
 #include "funnel/funnel.h"
 #include "funnel/log.h"
+#include "httpd.h"
 #include "httpauth.h"
 #include "metrics.h"
 
@@ -38,9 +39,13 @@ mx_option(int id, const char *arg, void *ctx)
 	char *end;
 
 	switch (id) {
-	case O_HTTP:
+	case O_HTTP: {
+		httpd_addr at;   /* a usage error, as every other flag's */
+		if (httpd_addr_parse(&at, arg) != FUNNEL_OK)
+			return svc_main_usage("--http wants IPV4:PORT, not '%s'", arg);
 		a->http = arg;
 		return 0;
+	}
 	case O_ACCESS:
 		a->access = arg;
 		return 0;
@@ -109,10 +114,10 @@ mx_rules_load(void *ctx, const char *path, int check, void **out)
 }
 
 void
-mx_rules_free(void *goals)
+mx_rules_destroy(void *goals)
 {
 	mx_goals *g = goals;
-	mx_goals_free(&g);
+	mx_goals_destroy(&g);
 }
 
 void

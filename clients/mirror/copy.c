@@ -42,6 +42,7 @@
 
 #include "funnel/funnel.h"
 #include "funnel/log.h"
+#include "httpd.h"
 #include "mirror.h"
 #include "readyfile.h"
 #include "svcmain.h"
@@ -366,9 +367,13 @@ mirror_option(int id, const char *arg, void *ctx)
 	case O_CREDS:
 		a->creds = arg;
 		return 0;
-	case O_HTTP:
+	case O_HTTP: {
+		httpd_addr at;   /* a usage error, as every other flag's */
+		if (strcmp(arg, "off") != 0 && httpd_addr_parse(&at, arg) != FUNNEL_OK)
+			return svc_main_usage("--http wants IPV4:PORT or off, not '%s'", arg);
 		a->http = arg;
 		return 0;
+	}
 	}
 	return 2;
 }

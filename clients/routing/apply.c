@@ -189,10 +189,10 @@ routing_rules_load(void *ctx, const char *path, int check, void **out)
 }
 
 void
-routing_rules_free(void *rules)
+routing_rules_destroy(void *rules)
 {
 	rt_rules *r = rules;
-	rt_rules_free(&r);
+	rt_rules_destroy(&r);
 }
 
 void

@@ -153,7 +153,7 @@ routing_explain(const routing_args *a, const char *id)
 	status = 0;
 out:
 	funnel_view_reader_close(&v);
-	rt_rules_free(&rules);
+	rt_rules_destroy(&rules);
 	free(l);
 	return status;
 }

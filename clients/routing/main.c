@@ -87,7 +87,7 @@ main(int argc, char **argv)
 	svc_desc d = {
 		.name = ROUTING_NAME, .prog = "funnel-routing", .usage = usage_text,
 		.args = &a.c, .ctx = &a, .own = own, .own_fn = own_option,
-		.rules_load = routing_rules_load, .rules_free = routing_rules_free,
+		.rules_load = routing_rules_load, .rules_destroy = routing_rules_destroy,
 		.rules_ok = routing_rules_ok, .rules_id = routing_rules_id,
 		.tables = { rt_table_names[0], rt_table_names[1], rt_table_names[2] },
 		.apply = routing_apply, .tick = routing_tick, .setup = routing_setup,

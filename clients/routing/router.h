@@ -34,7 +34,7 @@ int routing_now(const char *clock_file, uint64_t *now);
 /* The service's hooks (svc_desc; apply.c).  The engine of run: the
  * rules, the clock file and a buffer, made by routing_setup. */
 int routing_rules_load(void *ctx, const char *path, int check, void **rules);
-void routing_rules_free(void *rules);
+void routing_rules_destroy(void *rules);
 void routing_rules_ok(const char *path, const void *rules);
 int routing_rules_id(const void *rules, rr_rules_id *id);
 int routing_setup(void *ctx, void *rules, funnel_service_opts *o, void **engine);

@@ -91,7 +91,7 @@ typedef struct rt_rules rt_rules;
 /*
  * Parse a rules file held in memory (text need not be NUL-terminated; it
  * is copied).  filename names the file in messages (NULL: funnel.yaml).
- * On success *out holds new rules (rt_rules_free) and FUNNEL_OK is
+ * On success *out holds new rules (rt_rules_destroy) and FUNNEL_OK is
  * returned.  On failure *out is NULL, err gets one line naming the file,
  * the line, the key path and the problem, e.g.
  *   funnel.yaml:40: routing.teams[1].reps[0].weight: expected a whole number from 1 to 1000, got x
@@ -108,7 +108,7 @@ int rt_rules_parse(const char *text, size_t len, const char *filename, rt_rules 
 int rt_rules_load(const char *path, rt_rules **out, char *err, size_t errlen);
 
 /* Free and set *r to NULL; safe on NULL. */
-void rt_rules_free(rt_rules **r);
+void rt_rules_destroy(rt_rules **r);
 
 /* `version`, the BLAKE2b-256 of the file text as lowercase hex, counts.
  * Valid while the rules live. */

@@ -17,7 +17,7 @@
 #define MAX_RULES 256
 
 void
-rt_rules_free(rt_rules **rp)
+rt_rules_destroy(rt_rules **rp)
 {
 	if (rp == NULL || *rp == NULL)
 		return;
@@ -465,7 +465,7 @@ rt_rules_parse(const char *text, size_t len, const char *filename, rt_rules **ou
 	    (r->teams = calloc(MAX_TEAMS, sizeof *r->teams)) == NULL ||
 	    (r->reps = calloc(MAX_REPS, sizeof *r->reps)) == NULL ||
 	    (r->rules = calloc(MAX_RULES, sizeof *r->rules)) == NULL) {
-		rt_rules_free(&r);
+		rt_rules_destroy(&r);
 		return rf_enomem(&c);
 	}
 	memcpy(r->text, text, len);
@@ -475,7 +475,7 @@ rt_rules_parse(const char *text, size_t len, const char *filename, rt_rules **ou
 	fp_hex(hash, sizeof hash, r->hash_hex);
 
 	if ((rc = rf_parse(&c, r->text, len, &doc, &root)) != FUNNEL_OK) {
-		rt_rules_free(&r);
+		rt_rules_destroy(&r);
 		return rc;
 	}
 	if (root == NULL)
@@ -492,26 +492,14 @@ rt_rules_parse(const char *text, size_t len, const char *filename, rt_rules **ou
 		rc = parse_routing(&c, r, v[1]);
 	yaml_document_delete(&doc);
 	if (rc != FUNNEL_OK) {
-		rt_rules_free(&r);
+		rt_rules_destroy(&r);
 		return rc;
 	}
 	*out = r;
 	return FUNNEL_OK;
 }
 
-int
-rt_rules_load(const char *path, rt_rules **out, char *err, size_t errlen)
-{
-	char *text;
-	size_t len;
-	*out = NULL;
-	int rc = rf_read_file(path, &text, &len, err, errlen);
-	if (rc != FUNNEL_OK)
-		return rc;
-	rc = rt_rules_parse(text, len, path, out, err, errlen);
-	free(text);
-	return rc;
-}
+RF_DEFINE_LOAD(rt_rules_load, rt_rules, rt_rules_parse)
 
 const char *
 rt_rules_version(const rt_rules *r)

@@ -130,7 +130,7 @@ scoring_rules_load(void *ctx, const char *path, int check, void **out)
 }
 
 void
-scoring_rules_free(void *rules)
+scoring_rules_destroy(void *rules)
 {
 	sc_rules *r = rules;
 	sc_rules_destroy(&r);

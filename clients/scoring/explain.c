@@ -58,7 +58,8 @@ static int
 read_state(const scoring_args *a, const sc_rules *rules, const char *lead, sc_lead *st,
            uint64_t *ts)
 {
-	static const char *const tables[] = { SCORING_TABLE, NULL };
+	static const char *const tables[] = { SCORING_TABLE, FUNNEL_SERVICE_RUNTIME_TABLE, NULL };
+	static const char runtime_service[] = "service";   /* _runtime's key: the view's owner */
 	funnel_view_reader v;
 	char why[256];
 	int result = -1;
@@ -70,6 +71,18 @@ read_state(const scoring_args *a, const sc_rules *rules, const char *lead, sc_le
 	}
 	if (rc != FUNNEL_OK) {
 		fprintf(stderr, "funnel-scoring: %s is not a scoring view\n", a->c.view);
+		return -1;
+	}
+	/* another service's view may have a table of the same name (routing's
+	 * "leads"): the name the runtime recorded says whose view it is */
+	const void *owner;
+	size_t olen;
+	if (v.store.get(v.store.ctx, 1, runtime_service, sizeof runtime_service - 1, &owner,
+	                &olen) == FUNNEL_OK &&
+	    (olen != strlen(SCORING_NAME) || memcmp(owner, SCORING_NAME, olen) != 0)) {
+		fprintf(stderr, "funnel-scoring: %s is not a scoring view (it is %.*s's)\n", a->c.view,
+		        (int)(olen < 64 ? olen : 64), (const char *)owner);
+		funnel_view_reader_close(&v);
 		return -1;
 	}
 	rc = sc_row_load(rules, &v.store, (funnel_str){ lead, strlen(lead) }, st, ts);

@@ -105,7 +105,7 @@ main(int argc, char **argv)
 	svc_desc d = {
 		.name = SCORING_NAME, .prog = "funnel-scoring", .usage = usage_text,
 		.args = &a.c, .ctx = &a, .own = own, .own_fn = own_option,
-		.rules_load = scoring_rules_load, .rules_free = scoring_rules_free,
+		.rules_load = scoring_rules_load, .rules_destroy = scoring_rules_destroy,
 		.rules_ok = scoring_rules_ok, .rules_id = scoring_rules_id,
 		.tables = { SCORING_TABLE }, .apply = scoring_apply, .setup = scoring_setup,
 		.started = scoring_started, .release = scoring_release, .commands = commands,

@@ -588,19 +588,7 @@ sc_rules_parse(const char *text, size_t len, const char *filename, sc_rules **ou
 	return FUNNEL_OK;
 }
 
-int
-sc_rules_load(const char *path, sc_rules **out, char *err, size_t errlen)
-{
-	char *text;
-	size_t len;
-	*out = NULL;
-	int rc = rf_read_file(path, &text, &len, err, errlen);
-	if (rc != FUNNEL_OK)
-		return rc;
-	rc = sc_rules_parse(text, len, path, out, err, errlen);
-	free(text);
-	return rc;
-}
+RF_DEFINE_LOAD(sc_rules_load, sc_rules, sc_rules_parse)
 
 /* ---- accessors ---- */
 

@@ -31,7 +31,7 @@ typedef struct scoring_args {
 /* The service's hooks (svc_desc; apply.c).  The engine of run: the
  * rules, a lead's state and buffers, made by scoring_setup. */
 int scoring_rules_load(void *ctx, const char *path, int check, void **rules);
-void scoring_rules_free(void *rules);
+void scoring_rules_destroy(void *rules);
 void scoring_rules_ok(const char *path, const void *rules);
 int scoring_rules_id(const void *rules, rr_rules_id *id);
 int scoring_setup(void *ctx, void *rules, funnel_service_opts *o, void **engine);

@@ -616,6 +616,15 @@ def trusted_proxy(res, daemon, log, d):
         expect_in("--trusted-proxy wants", p.stderr, "names the flag")
     res.run("--trusted-proxy refuses what is not an address or a network", bad_flag)
 
+    def bad_http():
+        for arg in ("nonsense", "127.0.0.1:99999", "localhost:7490"):
+            p = subprocess.run([GATEWAY, "--http", arg, "check", os.path.join(REPO, "funnel.yaml")],
+                               capture_output=True, text=True, timeout=30)
+            expect_eq(p.returncode, 2, "--http %s: exit status (%s)" % (arg, p.stderr[-400:]))
+            expect_in("funnel-gateway: --http wants IPV4:PORT, not '%s'" % arg, p.stderr,
+                      "usage message")
+    res.run("a malformed --http is a usage error (exit 2), as every flag's", bad_http)
+
 
 def v1_events(res, gw, log):
     def batch():

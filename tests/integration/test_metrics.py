@@ -1262,6 +1262,15 @@ def run_goals(res, daemon, ctx):
         expect_eq(p.returncode, 0, "funnel-metrics check of funnel.yaml with goals: " + p.stderr)
     res.run("check refuses an unknown team, figure or period, naming the line", check_refuses)
 
+    def bad_http():
+        for arg in ("nonsense", "127.0.0.1:99999", "localhost:7480"):
+            p = subprocess.run([METRICS, "--http", arg, "check", g.rules], capture_output=True,
+                               text=True, timeout=30)
+            expect_eq(p.returncode, 2, "--http %s: exit status (%s)" % (arg, p.stderr[-400:]))
+            expect_in("funnel-metrics: --http wants IPV4:PORT, not '%s'" % arg, p.stderr,
+                      "usage message")
+    res.run("a malformed --http is a usage error (exit 2), as every flag's", bad_http)
+
     def progress():
         g.start("--rules", g.rules)
         steps = [

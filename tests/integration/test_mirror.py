@@ -784,6 +784,13 @@ def check_bad_sources(res, top, ctx):
                            timeout=30, stdin=subprocess.DEVNULL)
         expect_eq(p.returncode, 2, "funnel-mirror --stream A.B: exit status")
         expect_in("--stream wants a NATS stream name", p.stderr, "usage message")
+        # a malformed --http is a usage error as every flag's (exit 2, before any work)
+        for arg in ("nonsense", "127.0.0.1:99999"):
+            p = subprocess.run([MIRROR, "--http", arg], capture_output=True, text=True,
+                               timeout=30, stdin=subprocess.DEVNULL)
+            expect_eq(p.returncode, 2, "funnel-mirror --http %s: exit status" % arg)
+            expect_in("funnel-mirror: --http wants IPV4:PORT or off, not '%s'" % arg, p.stderr,
+                      "usage message")
         # its commands are said as every service's: `run` takes no argument
         for args, msg in ((["run", "extra"], "wrong number of arguments for 'run'"),
                           (["digest"], "unknown command 'digest'")):

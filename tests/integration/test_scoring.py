@@ -31,6 +31,7 @@ from funnel_testlib import (REPO, LogClient, Service, expect, expect_eq,
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
 SCORING = os.path.join(os.path.dirname(FUNNELD), "funnel-scoring")
+ROUTING = os.path.join(os.path.dirname(FUNNELD), "funnel-routing")
 
 RULES_V1 = """\
 # test definition: a senior title with a corporate address that looks at
@@ -578,8 +579,33 @@ def run_rules_checks(res, daemon, ctx):
     log.close()
 
 
+def run_other_view(res, daemon, ctx):
+    log = LogClient(ctx, daemon.endpoints)
+    sc = Scoring(daemon, "s")
+    sc.write_rules(RULES_V1)
+    log.publish_ok(captured("A", "CTO", "ana@acme.example"))
+
+    def explain_other_view():
+        # routing's view has a "leads" table too: the owner recorded in its
+        # _runtime says it is not a scoring view (not "does not decode")
+        sc.until_head()
+        rt = Service(ROUTING, daemon, "rt")
+        with open(os.path.join(REPO, "funnel.yaml")) as f:
+            rt.write_rules(f.read())
+        rt.until_head()
+        p = sc.run("explain", "A", "--view", rt.view)
+        expect_eq(p.returncode, 1, "explain on a routing view exits 1 (%s)" % p.stderr[-400:])
+        expect_in("funnel-scoring: %s is not a scoring view (it is routing's)" % rt.view, p.stderr,
+                  "message names the view and its owner")
+        expect("does not decode" not in p.stderr, "no talk of decoding: %s" % p.stderr[-400:])
+        expect_in("total", sc.ok("explain", "A"), "its own view still explains")
+    res.run("explain on another service's view says it is not a scoring view",
+            explain_other_view)
+
+
 def main():
-    return run_service_groups(FUNNELD, SCORING, (run_checks, run_kill9, run_rules_checks))
+    return run_service_groups(FUNNELD, SCORING, (run_checks, run_kill9, run_rules_checks,
+                                                 run_other_view))
 
 
 if __name__ == "__main__":

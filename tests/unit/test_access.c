@@ -73,7 +73,7 @@ test_valid_file(void **state)
 	assert_non_null(p);
 	assert_string_equal(p->name, "dash");
 	assert_null(fa_by_token(t, "0123456789abcdeF", 16));
-	fa_free(t);
+	fa_destroy(t);
 }
 
 /* Each refused file: the message starts "PATH:LINE: " and says what. */

@@ -137,7 +137,7 @@ builds_the_event(void **st)
 	assert_string_equal(ev.id, "form:demo:sub-1");
 	gw_event_release(&ev);
 	gw_submission_release(&s);
-	gw_forms_free(&f);
+	gw_forms_destroy(&f);
 }
 
 static void
@@ -178,7 +178,7 @@ refusals_name_the_field(void **st)
 	assert_true(ev.honeypot);
 	gw_event_release(&ev);
 	gw_submission_release(&s);
-	gw_forms_free(&f);
+	gw_forms_destroy(&f);
 }
 
 static void

@@ -197,7 +197,7 @@ fx_init(fx *f, const char *rules)
 static void
 fx_free(fx *f)
 {
-	rt_rules_free(&f->r);
+	rt_rules_destroy(&f->r);
 	mem_free(&f->m);
 	msgpack_sbuffer_destroy(&f->sb);
 	msgpack_zone_destroy(&f->zone);
@@ -357,14 +357,14 @@ test_shipped_file(void **state)
 	assert_true(rt_rules_rule_count(r) >= 2);
 	assert_non_null(rt_rules_fallback(r));
 	assert_int_equal(strlen(rt_rules_hash_hex(r)), 64);
-	rt_rules_free(&r);
-	rt_rules_free(&r);      /* safe twice */
+	rt_rules_destroy(&r);
+	rt_rules_destroy(&r);      /* safe twice */
 	r = parse_ok(BASE);
 	assert_int_equal(rt_rules_sla_ns(r, "big"), 60 * MIN);
 	assert_int_equal(rt_rules_sla_ns(r, "unrouted"), 120 * MIN);
 	assert_int_equal(rt_rules_sla_ns(r, "rest"), 0);
 	assert_int_equal(rt_rules_rep_count(r), 7);
-	rt_rules_free(&r);
+	rt_rules_destroy(&r);
 }
 
 /*
@@ -391,7 +391,7 @@ test_rules_file_limits(void **state)
 	big[RF_MAX_FILE_BYTES] = '\n';
 	if (rt_rules_parse(big, RF_MAX_FILE_BYTES, "funnel.yaml", &r, err, sizeof err) != FUNNEL_OK)
 		fail_msg("a file of exactly the limit: %s", err);
-	rt_rules_free(&r);
+	rt_rules_destroy(&r);
 	assert_int_equal(rt_rules_parse(big, RF_MAX_FILE_BYTES + 1, "funnel.yaml", &r, err, sizeof err),
 	                 FUNNEL_ETOOBIG);
 	assert_null(r);
