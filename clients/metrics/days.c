@@ -305,18 +305,29 @@ add_credit(funnel_service *svc, mx_days *d, uint32_t day, uint32_t cell, const m
 	return FUNNEL_OK;
 }
 
+/* The sums row of the day of ts and of f's cell: its day, cell, key
+ * and current value (zero if new). */
+static int
+fact_sums(funnel_service *svc, mx_days *d, uint64_t ts, const mx_fact *f, uint32_t *day,
+          uint32_t *cell, uint8_t sk[9], mx_day_sums *s)
+{
+	*day = mx_day_of(ts);
+	int rc = cell_id(svc, d, cell_bytes(d->cell, f->source, f->campaign, f->owner, f->team),
+	                 cell);
+	if (rc != FUNNEL_OK)
+		return rc;
+	sums_key(sk, *day, *cell);
+	return get_sums(svc, d, sk, s);
+}
+
 int
 mx_days_fact(funnel_service *svc, mx_days *d, uint64_t ts, const mx_fact *f)
 {
-	uint32_t day = mx_day_of(ts), cell;
+	uint32_t day, cell;
 	uint8_t sk[9];
 	mx_day_sums s;
-	int rc = cell_id(svc, d, cell_bytes(d->cell, f->source, f->campaign, f->owner, f->team),
-	                 &cell);
+	int rc = fact_sums(svc, d, ts, f, &day, &cell, sk, &s);
 	if (rc != FUNNEL_OK)
-		return rc;
-	sums_key(sk, day, cell);
-	if ((rc = get_sums(svc, d, sk, &s)) != FUNNEL_OK)
 		return rc;
 	int cat = -1;
 	uint64_t x = 0;
@@ -368,23 +379,18 @@ mx_days_fact(funnel_service *svc, mx_days *d, uint64_t ts, const mx_fact *f)
 int
 mx_days_contact(funnel_service *svc, mx_days *d, uint64_t ts, const mx_fact *f, uint64_t delay)
 {
-	uint32_t day = mx_day_of(ts), cell;
+	uint32_t day, cell;
 	uint8_t sk[9];
 	mx_day_sums s;
-	int rc = cell_id(svc, d, cell_bytes(d->cell, f->source, f->campaign, f->owner, f->team),
-	                 &cell);
+	int rc = fact_sums(svc, d, ts, f, &day, &cell, sk, &s);
 	if (rc != FUNNEL_OK)
-		return rc;
-	sums_key(sk, day, cell);
-	if ((rc = get_sums(svc, d, sk, &s)) != FUNNEL_OK)
 		return rc;
 	s.contacted++;
 	s.within[0] += delay <= 300 * NS_PER_S;
 	s.within[1] += delay <= 3600 * NS_PER_S;
 	s.within[2] += delay <= 86400 * NS_PER_S;
 	uint32_t n = s.nd[MX_DUR_DELAY]++;
-	if ((rc = days_put(svc, d, sk, sizeof sk, &s,
-	                             sizeof s)) != FUNNEL_OK)
+	if ((rc = days_put(svc, d, sk, sizeof sk, &s, sizeof s)) != FUNNEL_OK)
 		return rc;
 	return add_duration(svc, d, day, cell, MX_DUR_DELAY, n, delay);
 }
