@@ -265,15 +265,10 @@ scan(const vault *v, const msgpack_object *map, char *path, size_t plen, int dep
 		const msgpack_object_kv *kv = &map->via.map.ptr[i];
 		if (fp_seal_is(&kv->val))
 			return -1;
-		if (kv->key.type != MSGPACK_OBJECT_STR)
+		int joined = fp_seal_path_join(path, plen, &kv->key);
+		if (joined < 0)
 			continue;
-		size_t n = plen + (plen ? 1 : 0) + kv->key.via.str.size;
-		if (n > FP_SEAL_MAX_PATH)
-			continue;
-		size_t at = plen;
-		if (plen)
-			path[at++] = '.';
-		memcpy(path + at, kv->key.via.str.ptr, kv->key.via.str.size);
+		size_t n = (size_t)joined;
 		if (is_personal(v, path, n))
 			found = 1;
 		else if (kv->val.type == MSGPACK_OBJECT_MAP && depth + 1 < FP_SEAL_MAX_DEPTH) {
@@ -337,15 +332,12 @@ pack_sealed(vault *v, msgpack_packer *pk, const uint8_t *key, funnel_str lead,
 	for (uint32_t i = 0; i < map->via.map.size && rc == 0; i++) {
 		const msgpack_object_kv *kv = &map->via.map.ptr[i];
 		rc |= msgpack_pack_object(pk, kv->key);
-		size_t n = plen + (plen ? 1 : 0) + (kv->key.type == MSGPACK_OBJECT_STR ? kv->key.via.str.size : 0);
-		if (kv->key.type != MSGPACK_OBJECT_STR || n > FP_SEAL_MAX_PATH) {
+		int joined = fp_seal_path_join(path, plen, &kv->key);
+		if (joined < 0) {
 			rc |= msgpack_pack_object(pk, kv->val);
 			continue;
 		}
-		size_t at = plen;
-		if (plen)
-			path[at++] = '.';
-		memcpy(path + at, kv->key.via.str.ptr, kv->key.via.str.size);
+		size_t n = (size_t)joined;
 		const msgpack_object *was = like != NULL ? same_key(like, &kv->key) : NULL;
 		if (is_personal(v, path, n)) {
 			msgpack_packer pp;

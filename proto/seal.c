@@ -91,6 +91,20 @@ set_erased(msgpack_object *o)
 /* With probe set, nothing is changed and the walk counts the values
  * that do not open (as a negative count below -1 never occurs: returns
  * the number of failures). */
+int
+fp_seal_path_join(char *path, size_t plen, const msgpack_object *key)
+{
+	if (key->type != MSGPACK_OBJECT_STR)
+		return -1;
+	size_t n = plen + (plen ? 1 : 0) + key->via.str.size;
+	if (n > FP_SEAL_MAX_PATH)
+		return -1;
+	if (plen)
+		path[plen++] = '.';
+	memcpy(path + plen, key->via.str.ptr, key->via.str.size);
+	return (int)n;
+}
+
 static int
 open_walk(msgpack_object *map, const uint8_t *key, funnel_str lead, msgpack_zone *z,
           char *path, size_t plen, int depth, int probe)
@@ -98,15 +112,10 @@ open_walk(msgpack_object *map, const uint8_t *key, funnel_str lead, msgpack_zone
 	int found = 0;
 	for (uint32_t i = 0; i < map->via.map.size; i++) {
 		msgpack_object_kv *kv = &map->via.map.ptr[i];
-		if (kv->key.type != MSGPACK_OBJECT_STR)
+		int joined = fp_seal_path_join(path, plen, &kv->key);
+		if (joined < 0)
 			continue;
-		size_t n = plen + (plen ? 1 : 0) + kv->key.via.str.size;
-		if (n > FP_SEAL_MAX_PATH)
-			continue;
-		size_t at = plen;
-		if (plen)
-			path[at++] = '.';
-		memcpy(path + at, kv->key.via.str.ptr, kv->key.via.str.size);
+		size_t n = (size_t)joined;
 		if (fp_seal_is(&kv->val)) {
 			msgpack_object clear;
 			int rc = key != NULL ? fp_seal_open(&kv->val, key, lead, path, n, z, &clear) : 1;

@@ -53,6 +53,13 @@ int fp_seal_pack(msgpack_packer *pk, const uint8_t key[FP_SEAL_KEY_BYTES],
 /* 1 when o is a sealed value (an ext of type FP_SEAL_EXT). */
 int fp_seal_is(const msgpack_object *o);
 
+/* The data path of a map entry: path[0..plen) (the parent's path, "" at
+ * the top) extended in place by "." and key (a string).  Returns the new
+ * length, or -1 when key is not a string or the path would pass
+ * FP_SEAL_MAX_PATH (path is then untouched).  path holds
+ * FP_SEAL_MAX_PATH bytes. */
+int fp_seal_path_join(char *path, size_t plen, const msgpack_object *key);
+
 /*
  * Open the sealed value o found at path of lead's data: on success *out
  * is the clear value, its objects and bytes in z; 0.  Returns 1 when the

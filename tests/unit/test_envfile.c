@@ -20,48 +20,18 @@
 #include <lmdb.h>
 
 #include "envfile.h"
+#include "unit.h"
 
-struct tmp {
-	char dir[256];
-	char path[512];
-};
-
-static int
-setup(void **state)
-{
-	struct tmp *t = calloc(1, sizeof *t);
-	if (t == NULL)
-		return -1;
-	snprintf(t->dir, sizeof t->dir, "/tmp/funnel-envfile-XXXXXX");
-	if (mkdtemp(t->dir) == NULL) {
-		free(t);
-		return -1;
-	}
-	*state = t;
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	struct tmp *t = *state;
-	char cmd[600];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
-	if (system(cmd) != 0)
-		return -1;
-	free(t);
-	return 0;
-}
 
 static const char *
-in(struct tmp *t, const char *name)
+in(unit_tmp *t, const char *name)
 {
 	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, name);
 	return t->path;
 }
 
 static int
-exists(struct tmp *t, const char *name)
+exists(unit_tmp *t, const char *name)
 {
 	struct stat st;
 	return stat(in(t, name), &st) == 0;
@@ -87,7 +57,7 @@ assert_env_opens(const char *dir)
 static void
 test_new_environment_renamed_in(void **state)
 {
-	struct tmp *t = *state;
+	unit_tmp *t = *state;
 	char why[256] = "";
 	assert_int_equal(fp_envfile_prepare(t->dir, why, sizeof why), 0);
 	assert_true(exists(t, "data.mdb"));
@@ -99,7 +69,7 @@ test_new_environment_renamed_in(void **state)
 static void
 test_existing_environment_untouched(void **state)
 {
-	struct tmp *t = *state;
+	unit_tmp *t = *state;
 	char why[256] = "";
 	struct stat before, after;
 	assert_int_equal(fp_envfile_prepare(t->dir, why, sizeof why), 0);
@@ -117,7 +87,7 @@ test_existing_environment_untouched(void **state)
 static void
 test_unfinished_creation_replaced(void **state)
 {
-	struct tmp *t = *state;
+	unit_tmp *t = *state;
 	char why[256] = "", zeros[16384] = { 0 };
 	FILE *f = fopen(in(t, "data.mdb.new"), "wb");
 	assert_non_null(f);
@@ -135,7 +105,7 @@ test_unfinished_creation_replaced(void **state)
 static void
 test_missing_directory_named(void **state)
 {
-	struct tmp *t = *state;
+	unit_tmp *t = *state;
 	char why[256] = "";
 	assert_int_equal(fp_envfile_prepare(in(t, "absent"), why, sizeof why), -1);
 	assert_int_equal(errno, ENOENT);
@@ -146,10 +116,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_new_environment_renamed_in, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_existing_environment_untouched, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_unfinished_creation_replaced, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_missing_directory_named, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_new_environment_renamed_in, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_existing_environment_untouched, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_unfinished_creation_replaced, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_missing_directory_named, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

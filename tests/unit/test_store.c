@@ -33,37 +33,8 @@
 #include <lmdb.h>
 
 #include "store.h"
+#include "unit.h"
 
-struct tmp {
-	char dir[256];
-};
-
-static int
-setup(void **state)
-{
-	struct tmp *t = calloc(1, sizeof *t);
-	if (t == NULL)
-		return -1;
-	snprintf(t->dir, sizeof t->dir, "/tmp/funnel-store-XXXXXX");
-	if (mkdtemp(t->dir) == NULL) {
-		free(t);
-		return -1;
-	}
-	*state = t;
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	struct tmp *t = *state;
-	char cmd[600];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", t->dir);
-	if (system(cmd) != 0)
-		return -1;
-	free(t);
-	return 0;
-}
 
 static void
 open_ok(store *s, const char *dir, size_t map, size_t cap)
@@ -143,7 +114,7 @@ append_group(store *s, int n, appended *out)
 static void
 test_new_log_is_empty(void **state)
 {
-	struct tmp *t = *state;
+	unit_tmp *t = *state;
 	store s;
 	MDB_txn *txn;
 	uint64_t head = 99, leads = 99;
@@ -172,7 +143,7 @@ test_new_log_is_empty(void **state)
 static void
 test_appends_and_indexes(void **state)
 {
-	struct tmp *t = *state;
+	unit_tmp *t = *state;
 	store s;
 	MDB_txn *txn;
 	MDB_cursor *c;
@@ -258,7 +229,7 @@ test_appends_and_indexes(void **state)
 static void
 test_reopen_reads_the_head(void **state)
 {
-	struct tmp *t = *state;
+	unit_tmp *t = *state;
 	store s;
 	appended recs[8];
 	open_ok(&s, t->dir, 1 << 20, 0);
@@ -277,7 +248,7 @@ test_reopen_reads_the_head(void **state)
 static void
 test_readers_see_the_durable_head(void **state)
 {
-	struct tmp *t = *state;
+	unit_tmp *t = *state;
 	store s;
 	MDB_txn *txn;
 	appended recs[11];
@@ -338,7 +309,7 @@ test_readers_see_the_durable_head(void **state)
 static void
 test_grow_to_the_cap(void **state)
 {
-	struct tmp *t = *state;
+	unit_tmp *t = *state;
 	store s;
 	open_ok(&s, t->dir, 1 << 20, 3 << 20);
 	assert_int_equal(s.map_size, 1 << 20);
@@ -358,7 +329,7 @@ test_grow_to_the_cap(void **state)
 static void
 test_other_format_refused(void **state)
 {
-	struct tmp *t = *state;
+	unit_tmp *t = *state;
 	store s;
 	char why[512] = "";
 	open_ok(&s, t->dir, 1 << 20, 0);
@@ -386,12 +357,12 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_new_log_is_empty, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_appends_and_indexes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_reopen_reads_the_head, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_readers_see_the_durable_head, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_grow_to_the_cap, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_other_format_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_new_log_is_empty, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_appends_and_indexes, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_reopen_reads_the_head, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_readers_see_the_durable_head, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_grow_to_the_cap, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_other_format_refused, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
