@@ -178,6 +178,32 @@ static const char *const field_names[] = {
 	"type", "lead", "id", "occurred_at", "expected_version", "cause", "data"
 };
 
+/* The index in field_names of key k, or -1: by length first, so a key
+ * is compared with at most three names. */
+static int
+event_field(const msgpack_object *k)
+{
+	if (k->type != MSGPACK_OBJECT_STR)
+		return -1;
+	const char *s = k->via.str.ptr;
+	switch (k->via.str.size) {
+	case 2:
+		return memcmp(s, "id", 2) == 0 ? 2 : -1;
+	case 4:
+		return memcmp(s, "type", 4) == 0 ? 0
+		     : memcmp(s, "lead", 4) == 0 ? 1
+		     : memcmp(s, "data", 4) == 0 ? 6 : -1;
+	case 5:
+		return memcmp(s, "cause", 5) == 0 ? 5 : -1;
+	case 11:
+		return memcmp(s, "occurred_at", 11) == 0 ? 3 : -1;
+	case 16:
+		return memcmp(s, "expected_version", 16) == 0 ? 4 : -1;
+	default:
+		return -1;
+	}
+}
+
 funnel_err
 fp_event_decode(const msgpack_object *o, fp_event *ev, fp_error *err)
 {
@@ -191,13 +217,7 @@ fp_event_decode(const msgpack_object *o, fp_event *ev, fp_error *err)
 	for (uint32_t i = 0; i < o->via.map.size; i++) {
 		const msgpack_object *k = &o->via.map.ptr[i].key;
 		const msgpack_object *v = &o->via.map.ptr[i].val;
-		int f = -1;
-		for (int j = 0; j < (int)(sizeof field_names / sizeof field_names[0]); j++) {
-			if (mp_key_is(k, field_names[j])) {
-				f = j;
-				break;
-			}
-		}
+		int f = event_field(k);
 		if (f < 0) {
 			/* the source of a fact is what funneld authenticated, never what
 			 * the event says (PROTOCOL.md "Identity and access") */

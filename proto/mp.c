@@ -18,10 +18,12 @@ mp_find(const msgpack_object *map, const char *key)
 {
 	if (map == NULL || map->type != MSGPACK_OBJECT_MAP)
 		return NULL;
+	size_t n = strlen(key);   /* once, not once per key of the map */
 	for (uint32_t i = 0; i < map->via.map.size; i++) {
-		const msgpack_object_kv *kv = &map->via.map.ptr[i];
-		if (mp_key_is(&kv->key, key))
-			return &kv->val;
+		const msgpack_object *k = &map->via.map.ptr[i].key;
+		if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+		    memcmp(k->via.str.ptr, key, n) == 0)
+			return &map->via.map.ptr[i].val;
 	}
 	return NULL;
 }
