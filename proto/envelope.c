@@ -26,13 +26,15 @@ check_ident(const msgpack_object *v, const char *key, size_t max, funnel_str *ou
 	if (v->via.str.size > max)
 		return fp_error_set(err, FUNNEL_ETOOBIG, key, "field '%s' is %u bytes, the limit is %zu",
 		                    key, v->via.str.size, max);
+	unsigned high = 0;   /* any byte >= 0x80: only then is UTF-8 checked */
 	for (uint32_t i = 0; i < v->via.str.size; i++) {
 		unsigned char c = (unsigned char)v->via.str.ptr[i];
 		if (c < 0x20 || c == 0x7f)
 			return fp_error_set(err, FUNNEL_EVALUE, key,
 			                    "field '%s' contains a control character at byte %u", key, i);
+		high |= c;
 	}
-	long bad = mp_utf8_invalid_at(v->via.str.ptr, v->via.str.size);
+	long bad = high & 0x80 ? mp_utf8_invalid_at(v->via.str.ptr, v->via.str.size) : -1;
 	if (bad >= 0)
 		return fp_error_set(err, FUNNEL_EVALUE, key, "field '%s' is not valid UTF-8 (byte %ld)",
 		                    key, bad);
@@ -43,6 +45,20 @@ check_ident(const msgpack_object *v, const char *key, size_t max, funnel_str *ou
 
 /* Every string inside a data value (keys and values, at any depth) is
  * UTF-8, so every consumer, in any language, can decode every record. */
+static int strings_valid(const msgpack_object *o);
+
+/* strings_valid() of one value, without a call for the scalars that make
+ * up most of a data map. */
+static inline int
+value_valid(const msgpack_object *o)
+{
+	if (o->type == MSGPACK_OBJECT_STR)
+		return mp_utf8_invalid_at(o->via.str.ptr, o->via.str.size) < 0;
+	if (o->type == MSGPACK_OBJECT_ARRAY || o->type == MSGPACK_OBJECT_MAP)
+		return strings_valid(o);
+	return 1;
+}
+
 static int
 strings_valid(const msgpack_object *o)
 {
@@ -51,13 +67,13 @@ strings_valid(const msgpack_object *o)
 		return mp_utf8_invalid_at(o->via.str.ptr, o->via.str.size) < 0;
 	case MSGPACK_OBJECT_ARRAY:
 		for (uint32_t i = 0; i < o->via.array.size; i++) {
-			if (!strings_valid(&o->via.array.ptr[i]))
+			if (!value_valid(&o->via.array.ptr[i]))
 				return 0;
 		}
 		return 1;
 	case MSGPACK_OBJECT_MAP:
 		for (uint32_t i = 0; i < o->via.map.size; i++) {
-			if (!strings_valid(&o->via.map.ptr[i].key) || !strings_valid(&o->via.map.ptr[i].val))
+			if (!value_valid(&o->via.map.ptr[i].key) || !value_valid(&o->via.map.ptr[i].val))
 				return 0;
 		}
 		return 1;
@@ -96,7 +112,10 @@ duplicate_key(const msgpack_object *map)
 			const msgpack_object_str *x = &kv[i].key.via.str;
 			for (uint32_t j = i + 1; j < n; j++) {
 				const msgpack_object_str *y = &kv[j].key.via.str;
-				if (x->size == y->size && memcmp(x->ptr, y->ptr, x->size) == 0)
+				/* the first byte before memcmp(): keys of one length
+				 * mostly differ there already */
+				if (x->size == y->size &&
+				    (x->size == 0 || (x->ptr[0] == y->ptr[0] && memcmp(x->ptr, y->ptr, x->size) == 0)))
 					return &kv[i].key;
 			}
 		}
@@ -388,6 +407,25 @@ shortest_header(const msgpack_object *o, unsigned char h[9])
 	return 1 + n;
 }
 
+static size_t shortest_span(const msgpack_object *o, const char *p, const char *end);
+
+/* shortest_span() with the cases most data is made of inline: a string
+ * of under 32 bytes (a fixstr) and a positive fixint. */
+static inline size_t
+span_one(const msgpack_object *o, const char *p, const char *end)
+{
+	if (o->type == MSGPACK_OBJECT_STR && o->via.str.size < 32) {
+		uint32_t size = o->via.str.size;
+		if (p < end && (unsigned char)*p == (0xa0 | size) && o->via.str.ptr == p + 1 &&
+		    (size_t)(end - p) - 1 >= size)
+			return 1 + (size_t)size;
+		return 0;
+	}
+	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 < 0x80)
+		return p < end && (unsigned char)*p == o->via.u64 ? 1 : 0;
+	return shortest_span(o, p, end);
+}
+
 /* If the bytes at p (before end) are what msgpack_pack_object(o) writes,
  * their number; else 0.  Strings and bins must also be the very bytes o
  * points at, which ties the walk to the buffer o was unpacked from. */
@@ -413,7 +451,7 @@ shortest_span(const msgpack_object *o, const char *p, const char *end)
 	}
 	case MSGPACK_OBJECT_ARRAY:
 		for (uint32_t i = 0; i < o->via.array.size; i++) {
-			size_t n = shortest_span(&o->via.array.ptr[i], p + total, end);
+			size_t n = span_one(&o->via.array.ptr[i], p + total, end);
 			if (n == 0)
 				return 0;
 			total += n;
@@ -421,8 +459,8 @@ shortest_span(const msgpack_object *o, const char *p, const char *end)
 		return total;
 	case MSGPACK_OBJECT_MAP:
 		for (uint32_t i = 0; i < o->via.map.size; i++) {
-			size_t n = shortest_span(&o->via.map.ptr[i].key, p + total, end);
-			size_t m = n ? shortest_span(&o->via.map.ptr[i].val, p + total + n, end) : 0;
+			size_t n = span_one(&o->via.map.ptr[i].key, p + total, end);
+			size_t m = n ? span_one(&o->via.map.ptr[i].val, p + total + n, end) : 0;
 			if (m == 0)
 				return 0;
 			total += n + m;
