@@ -43,8 +43,6 @@ check_ident(const msgpack_object *v, const char *key, size_t max, funnel_str *ou
 	return FUNNEL_OK;
 }
 
-/* Every string inside a data value (keys and values, at any depth) is
- * UTF-8, so every consumer, in any language, can decode every record. */
 static int strings_valid(const msgpack_object *o);
 
 /* strings_valid() of one value, without a call for the scalars that make
@@ -59,6 +57,8 @@ value_valid(const msgpack_object *o)
 	return 1;
 }
 
+/* Every string inside a data value (keys and values, at any depth) is
+ * UTF-8, so every consumer, in any language, can decode every record. */
 static int
 strings_valid(const msgpack_object *o)
 {
