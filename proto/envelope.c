@@ -26,19 +26,35 @@ check_ident(const msgpack_object *v, const char *key, size_t max, funnel_str *ou
 	if (v->via.str.size > max)
 		return fp_error_set(err, FUNNEL_ETOOBIG, key, "field '%s' is %u bytes, the limit is %zu",
 		                    key, v->via.str.size, max);
+	unsigned high = 0;   /* any byte >= 0x80: only then is UTF-8 checked */
 	for (uint32_t i = 0; i < v->via.str.size; i++) {
 		unsigned char c = (unsigned char)v->via.str.ptr[i];
 		if (c < 0x20 || c == 0x7f)
 			return fp_error_set(err, FUNNEL_EVALUE, key,
 			                    "field '%s' contains a control character at byte %u", key, i);
+		high |= c;
 	}
-	long bad = mp_utf8_invalid_at(v->via.str.ptr, v->via.str.size);
+	long bad = high & 0x80 ? mp_utf8_invalid_at(v->via.str.ptr, v->via.str.size) : -1;
 	if (bad >= 0)
 		return fp_error_set(err, FUNNEL_EVALUE, key, "field '%s' is not valid UTF-8 (byte %ld)",
 		                    key, bad);
 	out->ptr = v->via.str.ptr;
 	out->len = v->via.str.size;
 	return FUNNEL_OK;
+}
+
+static int strings_valid(const msgpack_object *o);
+
+/* strings_valid() of one value, without a call for the scalars that make
+ * up most of a data map. */
+static inline int
+value_valid(const msgpack_object *o)
+{
+	if (o->type == MSGPACK_OBJECT_STR)
+		return mp_utf8_invalid_at(o->via.str.ptr, o->via.str.size) < 0;
+	if (o->type == MSGPACK_OBJECT_ARRAY || o->type == MSGPACK_OBJECT_MAP)
+		return strings_valid(o);
+	return 1;
 }
 
 /* Every string inside a data value (keys and values, at any depth) is
@@ -51,13 +67,13 @@ strings_valid(const msgpack_object *o)
 		return mp_utf8_invalid_at(o->via.str.ptr, o->via.str.size) < 0;
 	case MSGPACK_OBJECT_ARRAY:
 		for (uint32_t i = 0; i < o->via.array.size; i++) {
-			if (!strings_valid(&o->via.array.ptr[i]))
+			if (!value_valid(&o->via.array.ptr[i]))
 				return 0;
 		}
 		return 1;
 	case MSGPACK_OBJECT_MAP:
 		for (uint32_t i = 0; i < o->via.map.size; i++) {
-			if (!strings_valid(&o->via.map.ptr[i].key) || !strings_valid(&o->via.map.ptr[i].val))
+			if (!value_valid(&o->via.map.ptr[i].key) || !value_valid(&o->via.map.ptr[i].val))
 				return 0;
 		}
 		return 1;
@@ -96,7 +112,10 @@ duplicate_key(const msgpack_object *map)
 			const msgpack_object_str *x = &kv[i].key.via.str;
 			for (uint32_t j = i + 1; j < n; j++) {
 				const msgpack_object_str *y = &kv[j].key.via.str;
-				if (x->size == y->size && memcmp(x->ptr, y->ptr, x->size) == 0)
+				/* the first byte before memcmp(): keys of one length
+				 * mostly differ there already */
+				if (x->size == y->size &&
+				    (x->size == 0 || (x->ptr[0] == y->ptr[0] && memcmp(x->ptr, y->ptr, x->size) == 0)))
 					return &kv[i].key;
 			}
 		}
@@ -178,6 +197,32 @@ static const char *const field_names[] = {
 	"type", "lead", "id", "occurred_at", "expected_version", "cause", "data"
 };
 
+/* The index in field_names of key k, or -1: by length first, so a key
+ * is compared with at most three names. */
+static int
+event_field(const msgpack_object *k)
+{
+	if (k->type != MSGPACK_OBJECT_STR)
+		return -1;
+	const char *s = k->via.str.ptr;
+	switch (k->via.str.size) {
+	case 2:
+		return memcmp(s, "id", 2) == 0 ? 2 : -1;
+	case 4:
+		return memcmp(s, "type", 4) == 0 ? 0
+		     : memcmp(s, "lead", 4) == 0 ? 1
+		     : memcmp(s, "data", 4) == 0 ? 6 : -1;
+	case 5:
+		return memcmp(s, "cause", 5) == 0 ? 5 : -1;
+	case 11:
+		return memcmp(s, "occurred_at", 11) == 0 ? 3 : -1;
+	case 16:
+		return memcmp(s, "expected_version", 16) == 0 ? 4 : -1;
+	default:
+		return -1;
+	}
+}
+
 funnel_err
 fp_event_decode(const msgpack_object *o, fp_event *ev, fp_error *err)
 {
@@ -191,13 +236,7 @@ fp_event_decode(const msgpack_object *o, fp_event *ev, fp_error *err)
 	for (uint32_t i = 0; i < o->via.map.size; i++) {
 		const msgpack_object *k = &o->via.map.ptr[i].key;
 		const msgpack_object *v = &o->via.map.ptr[i].val;
-		int f = -1;
-		for (int j = 0; j < (int)(sizeof field_names / sizeof field_names[0]); j++) {
-			if (mp_key_is(k, field_names[j])) {
-				f = j;
-				break;
-			}
-		}
+		int f = event_field(k);
 		if (f < 0) {
 			/* the source of a fact is what funneld authenticated, never what
 			 * the event says (PROTOCOL.md "Identity and access") */
@@ -368,6 +407,25 @@ shortest_header(const msgpack_object *o, unsigned char h[9])
 	return 1 + n;
 }
 
+static size_t shortest_span(const msgpack_object *o, const char *p, const char *end);
+
+/* shortest_span() with the cases most data is made of inline: a string
+ * of under 32 bytes (a fixstr) and a positive fixint. */
+static inline size_t
+span_one(const msgpack_object *o, const char *p, const char *end)
+{
+	if (o->type == MSGPACK_OBJECT_STR && o->via.str.size < 32) {
+		uint32_t size = o->via.str.size;
+		if (p < end && (unsigned char)*p == (0xa0 | size) && o->via.str.ptr == p + 1 &&
+		    (size_t)(end - p) - 1 >= size)
+			return 1 + (size_t)size;
+		return 0;
+	}
+	if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 < 0x80)
+		return p < end && (unsigned char)*p == o->via.u64 ? 1 : 0;
+	return shortest_span(o, p, end);
+}
+
 /* If the bytes at p (before end) are what msgpack_pack_object(o) writes,
  * their number; else 0.  Strings and bins must also be the very bytes o
  * points at, which ties the walk to the buffer o was unpacked from. */
@@ -393,7 +451,7 @@ shortest_span(const msgpack_object *o, const char *p, const char *end)
 	}
 	case MSGPACK_OBJECT_ARRAY:
 		for (uint32_t i = 0; i < o->via.array.size; i++) {
-			size_t n = shortest_span(&o->via.array.ptr[i], p + total, end);
+			size_t n = span_one(&o->via.array.ptr[i], p + total, end);
 			if (n == 0)
 				return 0;
 			total += n;
@@ -401,8 +459,8 @@ shortest_span(const msgpack_object *o, const char *p, const char *end)
 		return total;
 	case MSGPACK_OBJECT_MAP:
 		for (uint32_t i = 0; i < o->via.map.size; i++) {
-			size_t n = shortest_span(&o->via.map.ptr[i].key, p + total, end);
-			size_t m = n ? shortest_span(&o->via.map.ptr[i].val, p + total + n, end) : 0;
+			size_t n = span_one(&o->via.map.ptr[i].key, p + total, end);
+			size_t m = n ? span_one(&o->via.map.ptr[i].val, p + total + n, end) : 0;
 			if (m == 0)
 				return 0;
 			total += n + m;
@@ -423,14 +481,152 @@ fp_event_data_bytes(fp_event *ev, const void *buf, size_t len)
 	ev->data_len = shortest_span(ev->data, ev->data_at, end);
 }
 
+/*
+ * Record encoding writes the bytes msgpack-c's packer writes for the same
+ * calls (msgpack_pack_map, a fixstr per key, msgpack_pack_fix_uint64 for
+ * seq and ts, msgpack_pack_str, msgpack_pack_int64, msgpack_pack_uint64,
+ * msgpack_pack_bin), but straight into the buffer: the record's size is
+ * bounded first, the sbuffer grown once, and every field stored with a
+ * pointer instead of a callback per header and per body.  test_record
+ * checks it byte for byte against the packer on many events.
+ */
+
+/* Bytes a string of n bytes takes (header and body), at most. */
+#define STR_MAX(n) (5 + (size_t)(n))
+
+static inline unsigned char *
+put_be(unsigned char *p, uint64_t v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (unsigned char)(v >> (8 * (n - 1 - i)));
+	return p + n;
+}
+
+/* A key: a fixstr of n < 32 bytes. */
+static inline unsigned char *
+put_key(unsigned char *p, const char *k, size_t n)
+{
+	*p++ = (unsigned char)(0xa0 | n);
+	memcpy(p, k, n);
+	return p + n;
+}
+#define PUT_KEY(p, lit) put_key((p), (lit), sizeof(lit) - 1)
+
+/* msgpack_pack_str() + msgpack_pack_str_body() */
+static inline unsigned char *
+put_str(unsigned char *p, const char *s, size_t n)
+{
+	if (n < 32) {
+		*p++ = (unsigned char)(0xa0 | n);
+	} else if (n < 0x100) {
+		*p++ = 0xd9;
+		p = put_be(p, n, 1);
+	} else if (n < 0x10000) {
+		*p++ = 0xda;
+		p = put_be(p, n, 2);
+	} else {
+		*p++ = 0xdb;
+		p = put_be(p, n, 4);
+	}
+	if (n > 0)
+		memcpy(p, s, n);
+	return p + n;
+}
+
+/* msgpack_pack_uint64(): the shortest form */
+static inline unsigned char *
+put_uint(unsigned char *p, uint64_t u)
+{
+	if (u < 0x80) {
+		*p++ = (unsigned char)u;
+		return p;
+	}
+	if (u < 0x100) {
+		*p++ = 0xcc;
+		return put_be(p, u, 1);
+	}
+	if (u < 0x10000) {
+		*p++ = 0xcd;
+		return put_be(p, u, 2);
+	}
+	if (u < 0x100000000ull) {
+		*p++ = 0xce;
+		return put_be(p, u, 4);
+	}
+	*p++ = 0xcf;
+	return put_be(p, u, 8);
+}
+
+/* msgpack_pack_int64(): a non-negative value as put_uint(), a negative
+ * one in the shortest signed form */
+static inline unsigned char *
+put_int(unsigned char *p, int64_t d)
+{
+	if (d >= 0)
+		return put_uint(p, (uint64_t)d);
+	if (d >= -32) {
+		*p++ = (unsigned char)(int8_t)d;
+		return p;
+	}
+	if (d >= -128) {
+		*p++ = 0xd0;
+		return put_be(p, (uint64_t)d, 1);
+	}
+	if (d >= -32768) {
+		*p++ = 0xd1;
+		return put_be(p, (uint64_t)d, 2);
+	}
+	if (d >= INT32_MIN) {
+		*p++ = 0xd2;
+		return put_be(p, (uint64_t)d, 4);
+	}
+	*p++ = 0xd3;
+	return put_be(p, (uint64_t)d, 8);
+}
+
+/* bin 8 of FUNNEL_HASH_BYTES */
+static inline unsigned char *
+put_hash(unsigned char *p, const uint8_t *h)
+{
+	*p++ = 0xc4;
+	*p++ = FUNNEL_HASH_BYTES;
+	memcpy(p, h, FUNNEL_HASH_BYTES);
+	return p + FUNNEL_HASH_BYTES;
+}
+
+/* Room for len more bytes after sb->size, grown as msgpack_sbuffer_write()
+ * grows it.  0, or -1 when out of memory (sb unchanged). */
+static int
+sbuffer_reserve(msgpack_sbuffer *sb, size_t len)
+{
+	if (sb->alloc - sb->size >= len)
+		return 0;
+	size_t nsize = sb->alloc ? sb->alloc * 2 : MSGPACK_SBUFFER_INIT_SIZE;
+	while (nsize < sb->size + len) {
+		size_t twice = nsize * 2;
+		if (twice <= nsize) {
+			nsize = sb->size + len;
+			break;
+		}
+		nsize = twice;
+	}
+	void *tmp = realloc(sb->data, nsize);
+	if (tmp == NULL)
+		return -1;
+	sb->data = tmp;
+	sb->alloc = nsize;
+	return 0;
+}
+
 funnel_err
 fp_record_encode(msgpack_sbuffer *sb, const fp_event *ev, const fp_stamp *st,
                  uint8_t hash_out[FUNNEL_HASH_BYTES])
 {
 	static const uint8_t zeros[FUNNEL_HASH_BYTES];
 	size_t start = sb->size;
-	msgpack_packer pk;
-	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	const char *stage = st->has_lead_state ? fp_stage_name(st->stage) : NULL;
+	size_t stage_len = stage ? strlen(stage) : 0;
+	int copy_data = ev->data != NULL && ev->data_len > 0;
 
 	size_t n = 5;   /* seq ts type prev hash */
 	n += ev->lead.ptr != NULL;
@@ -441,56 +637,76 @@ fp_record_encode(msgpack_sbuffer *sb, const fp_event *ev, const fp_stamp *st,
 	n += st->has_lead_state ? 2 : 0;
 	n += ev->data != NULL;
 
-	int rc = msgpack_pack_map(&pk, n);
-	rc |= mp_pack_key(&pk, "seq");
-	rc |= msgpack_pack_fix_uint64(&pk, st->seq);
-	rc |= mp_pack_key(&pk, "ts");
-	rc |= msgpack_pack_fix_uint64(&pk, st->ts);
-	rc |= mp_pack_key(&pk, "type");
-	rc |= mp_pack_str(&pk, ev->type);
+	/* everything before the data, at most (n <= 13: a fixmap) */
+	size_t head = 1 + 4 + 9 + 3 + 9 + 5 + STR_MAX(ev->type.len) +
+	              (ev->lead.ptr ? 5 + STR_MAX(ev->lead.len) : 0) +
+	              (ev->id.ptr ? 3 + STR_MAX(ev->id.len) : 0) +
+	              (ev->has_occurred_at ? 12 + 9 : 0) + (ev->has_cause ? 6 + 9 : 0) +
+	              (st->producer.ptr ? 9 + STR_MAX(st->producer.len) : 0) +
+	              (stage ? 6 + STR_MAX(stage_len) + 8 + 9 : 0) + (ev->data ? 5 : 0);
+	size_t tail = 2 * (5 + 2 + FUNNEL_HASH_BYTES);   /* prev, hash */
+	if (sbuffer_reserve(sb, head + (copy_data ? ev->data_len : 0) + tail) != 0)
+		return FUNNEL_ENOMEM;
+
+	unsigned char *p = (unsigned char *)sb->data + sb->size;
+	*p++ = (unsigned char)(0x80 | n);
+	p = PUT_KEY(p, "seq");
+	*p++ = 0xcf;
+	p = put_be(p, st->seq, 8);
+	p = PUT_KEY(p, "ts");
+	*p++ = 0xcf;
+	p = put_be(p, st->ts, 8);
+	p = PUT_KEY(p, "type");
+	p = put_str(p, ev->type.ptr, ev->type.len);
 	if (ev->lead.ptr != NULL) {
-		rc |= mp_pack_key(&pk, "lead");
-		rc |= mp_pack_str(&pk, ev->lead);
+		p = PUT_KEY(p, "lead");
+		p = put_str(p, ev->lead.ptr, ev->lead.len);
 	}
 	if (ev->id.ptr != NULL) {
-		rc |= mp_pack_key(&pk, "id");
-		rc |= mp_pack_str(&pk, ev->id);
+		p = PUT_KEY(p, "id");
+		p = put_str(p, ev->id.ptr, ev->id.len);
 	}
 	if (ev->has_occurred_at) {
-		rc |= mp_pack_key(&pk, "occurred_at");
-		rc |= msgpack_pack_int64(&pk, ev->occurred_at);
+		p = PUT_KEY(p, "occurred_at");
+		p = put_int(p, ev->occurred_at);
 	}
 	if (ev->has_cause) {
-		rc |= mp_pack_key(&pk, "cause");
-		rc |= msgpack_pack_uint64(&pk, ev->cause);
+		p = PUT_KEY(p, "cause");
+		p = put_uint(p, ev->cause);
 	}
 	if (st->producer.ptr != NULL) {
-		rc |= mp_pack_key(&pk, "producer");
-		rc |= mp_pack_str(&pk, st->producer);
+		p = PUT_KEY(p, "producer");
+		p = put_str(p, st->producer.ptr, st->producer.len);
 	}
-	if (st->has_lead_state) {
-		rc |= mp_pack_key(&pk, "stage");
-		rc |= mp_pack_cstr(&pk, fp_stage_name(st->stage));
-		rc |= mp_pack_key(&pk, "version");
-		rc |= msgpack_pack_uint64(&pk, st->version);
+	if (stage != NULL) {
+		p = PUT_KEY(p, "stage");
+		p = put_str(p, stage, stage_len);
+		p = PUT_KEY(p, "version");
+		p = put_uint(p, st->version);
 	}
 	if (ev->data != NULL) {
-		rc |= mp_pack_key(&pk, "data");
-		if (ev->data_len > 0)   /* the same bytes, found in place (fp_event_data_bytes) */
-			rc |= msgpack_sbuffer_write(sb, ev->data_at, ev->data_len);
-		else
-			rc |= msgpack_pack_object(&pk, *ev->data);
+		p = PUT_KEY(p, "data");
+		if (copy_data) {   /* the same bytes, found in place (fp_event_data_bytes) */
+			memcpy(p, ev->data_at, ev->data_len);
+			p += ev->data_len;
+		} else {
+			/* encoded again by the packer, then room for the tail */
+			msgpack_packer pk;
+			msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+			sb->size = (size_t)((char *)p - sb->data);
+			if (msgpack_pack_object(&pk, *ev->data) != 0 || sbuffer_reserve(sb, tail) != 0) {
+				sb->size = start;
+				return FUNNEL_ENOMEM;
+			}
+			p = (unsigned char *)sb->data + sb->size;
+		}
 	}
-	rc |= mp_pack_key(&pk, "prev");
-	rc |= msgpack_pack_bin(&pk, FUNNEL_HASH_BYTES);
-	rc |= msgpack_pack_bin_body(&pk, st->prev ? st->prev : zeros, FUNNEL_HASH_BYTES);
-	rc |= mp_pack_key(&pk, "hash");
-	rc |= msgpack_pack_bin(&pk, FUNNEL_HASH_BYTES);
-	rc |= msgpack_pack_bin_body(&pk, zeros, FUNNEL_HASH_BYTES);
-	if (rc != 0) {
-		sb->size = start;
-		return FUNNEL_ENOMEM;
-	}
+	p = PUT_KEY(p, "prev");
+	p = put_hash(p, st->prev ? st->prev : zeros);
+	p = PUT_KEY(p, "hash");
+	p = put_hash(p, zeros);
+	sb->size = (size_t)((char *)p - sb->data);
+
 	size_t len = sb->size - start;
 	if (len > FP_MAX_RECORD_BYTES) {
 		sb->size = start;

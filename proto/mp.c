@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "mp.h"
+#include <msgpack/unpack_define.h>   /* MSGPACK_EMBED_STACK_SIZE: the unpacker's depth */
 
 int
 mp_key_is(const msgpack_object *k, const char *key)
@@ -18,10 +19,12 @@ mp_find(const msgpack_object *map, const char *key)
 {
 	if (map == NULL || map->type != MSGPACK_OBJECT_MAP)
 		return NULL;
+	size_t n = strlen(key);   /* once, not once per key of the map */
 	for (uint32_t i = 0; i < map->via.map.size; i++) {
-		const msgpack_object_kv *kv = &map->via.map.ptr[i];
-		if (mp_key_is(&kv->key, key))
-			return &kv->val;
+		const msgpack_object *k = &map->via.map.ptr[i].key;
+		if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+		    memcmp(k->via.str.ptr, key, n) == 0)
+			return &map->via.map.ptr[i].val;
 	}
 	return NULL;
 }
@@ -112,6 +115,99 @@ mp_get_f64(const msgpack_object *map, const char *key, double *out, fp_error *er
 	default: return wrong_type(err, key, "a number");
 	}
 	return FUNNEL_OK;
+}
+
+/* Big-endian n (1, 2 or 4) bytes at p. */
+static uint32_t
+be_len(const unsigned char *p, int n)
+{
+	uint32_t v = 0;
+	for (int i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+int
+mp_check_value(const void *buf, size_t len, size_t *off)
+{
+	const unsigned char *b = buf;
+	size_t p = *off;
+	uint64_t left[MSGPACK_EMBED_STACK_SIZE];   /* values still to come in each open container */
+	int top = 0;
+
+	for (;;) {
+		if (p >= len)
+			return -1;
+		unsigned c = b[p++];
+		uint64_t skip = 0;   /* bytes after the header (and its length field) */
+		int lenb = 0;        /* bytes of the length field that follows */
+		int cont = 0;        /* a container: 1 array, 2 map */
+		uint64_t count = 0;
+		if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
+			/* fixints, nil, booleans */
+		} else if (c >= 0xa0 && c <= 0xbf) {
+			skip = c & 0x1f;
+		} else if (c >= 0x90 && c <= 0x9f) {
+			cont = 1;
+			count = c & 0x0f;
+		} else if (c >= 0x80 && c <= 0x8f) {
+			cont = 2;
+			count = c & 0x0f;
+		} else {
+			switch (c) {
+			case 0xc4: case 0xd9: lenb = 1; break;          /* bin 8, str 8 */
+			case 0xc5: case 0xda: lenb = 2; break;          /* bin 16, str 16 */
+			case 0xc6: case 0xdb: lenb = 4; break;          /* bin 32, str 32 */
+			case 0xc7: lenb = 1; skip = 1; break;           /* ext 8: + type */
+			case 0xc8: lenb = 2; skip = 1; break;
+			case 0xc9: lenb = 4; skip = 1; break;
+			case 0xca: case 0xce: case 0xd2: skip = 4; break;
+			case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
+			case 0xcc: case 0xd0: skip = 1; break;
+			case 0xcd: case 0xd1: skip = 2; break;
+			case 0xd4: skip = 2; break;                     /* fixext: type + data */
+			case 0xd5: skip = 3; break;
+			case 0xd6: skip = 5; break;
+			case 0xd7: skip = 9; break;
+			case 0xd8: skip = 17; break;
+			case 0xdc: cont = 1; lenb = 2; break;
+			case 0xdd: cont = 1; lenb = 4; break;
+			case 0xde: cont = 2; lenb = 2; break;
+			case 0xdf: cont = 2; lenb = 4; break;
+			default: return -1;                             /* 0xc1: never used */
+			}
+			if (lenb > 0) {
+				if (len - p < (size_t)lenb)
+					return -1;
+				if (cont)
+					count = be_len(b + p, lenb);
+				else
+					skip += be_len(b + p, lenb);
+				p += (size_t)lenb;
+			}
+		}
+		if (cont) {
+			/* msgpack-c refuses a container, even an empty one, once
+			 * MSGPACK_EMBED_STACK_SIZE are open */
+			if (top >= MSGPACK_EMBED_STACK_SIZE)
+				return -1;
+			if (count > 0) {
+				left[top++] = cont == 2 ? 2 * count : count;
+				continue;
+			}
+		} else {
+			if (len - p < skip)
+				return -1;
+			p += (size_t)skip;
+		}
+		/* a value is complete: count it into the containers it closes */
+		while (top > 0 && --left[top - 1] == 0)
+			top--;
+		if (top == 0) {
+			*off = p;
+			return 0;
+		}
+	}
 }
 
 int

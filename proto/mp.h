@@ -33,6 +33,15 @@ funnel_err mp_get_bool(const msgpack_object *map, const char *key, int *out, fp_
 funnel_err mp_get_bin(const msgpack_object *map, const char *key, funnel_str *out, fp_error *err);
 funnel_err mp_get_f64(const msgpack_object *map, const char *key, double *out, fp_error *err);
 
+/*
+ * Whether buf[*off..len) starts with one complete msgpack value, judged
+ * as msgpack_unpack() judges it (a value it returns SUCCESS or
+ * EXTRA_BYTES for; at most MSGPACK_EMBED_STACK_SIZE containers open at
+ * once, 0xc1 refused) without building any object: 0 with *off moved
+ * past the value, or -1 with *off unchanged.  Reads nothing outside buf.
+ */
+int mp_check_value(const void *buf, size_t len, size_t *off);
+
 /* Pack helpers: a string key, a C string or a counted string value. */
 int mp_pack_key(msgpack_packer *pk, const char *key);
 int mp_pack_cstr(msgpack_packer *pk, const char *s);

@@ -11,11 +11,21 @@ mp_utf8_invalid_at(const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str;
 	size_t i = 0;
+	/* all ASCII, the common case: one pass that only ORs the bytes */
+	uint64_t any = 0, w;
+	for (; i + 8 <= len; i += 8) {
+		memcpy(&w, s + i, 8);
+		any |= w;
+	}
+	for (size_t k = i; k < len; k++)
+		any |= s[k];
+	if ((any & 0x8080808080808080ull) == 0)
+		return -1;
+	i = 0;
 	while (i < len) {
 		unsigned char c = s[i];
 		size_t n;
 		uint32_t cp;
-		uint64_t w;
 		/* ASCII, most of any record: eight bytes at a time */
 		if (i + 8 <= len && (memcpy(&w, s + i, 8), (w & 0x8080808080808080ull) == 0)) {
 			i += 8;

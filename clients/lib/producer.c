@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "mp.h"
 
 #define DEFAULT_WINDOW 64
 #define MAX_WINDOW 1000
@@ -191,16 +192,13 @@ funnel_producer_destroy(funnel_producer **pp)
  * over), or -1 when all are good.
  */
 static long
-check_msgpack(funnel_producer *p, const void *buf, size_t len, size_t count)
+check_msgpack(const void *buf, size_t len, size_t count)
 {
 	size_t off = 0;
-	msgpack_object o;
 
-	msgpack_zone_clear(&p->zone);
+	/* what msgpack_unpack() would accept, without building the objects */
 	for (size_t i = 0; i < count; i++) {
-		msgpack_unpack_return r = msgpack_unpack(buf, len, &off, &p->zone, &o);
-		/* EXTRA_BYTES: a complete value with more bytes after it */
-		if (r != MSGPACK_UNPACK_SUCCESS && r != MSGPACK_UNPACK_EXTRA_BYTES)
+		if (mp_check_value(buf, len, &off) != 0)
 			return (long)i;
 	}
 	return off == len ? -1 : (long)count;
@@ -223,7 +221,7 @@ pack_request(funnel_producer *p, uint64_t rid, const funnel_event *evs, const vo
 				return fl_set_error(&p->err, FUNNEL_EINVAL, (int)i, "type",
 				                    "event %zu has no type", i);
 			if (evs[i].data != NULL &&
-			    check_msgpack(p, evs[i].data, evs[i].data_len, 1) >= 0)
+			    check_msgpack(evs[i].data, evs[i].data_len, 1) >= 0)
 				return fl_set_error(&p->err, FUNNEL_EMALFORMED, (int)i, "data",
 				                    "event %zu: data is not one msgpack value of "
 				                    "data_len (%zu) bytes", i, evs[i].data_len);
@@ -231,7 +229,7 @@ pack_request(funnel_producer *p, uint64_t rid, const funnel_event *evs, const vo
 				goto nomem;
 		}
 	} else {
-		if ((bad = check_msgpack(p, packed, len, n)) >= 0)
+		if ((bad = check_msgpack(packed, len, n)) >= 0)
 			return fl_set_error(&p->err, FUNNEL_EMALFORMED, bad < (long)n ? (int)bad : -1,
 			                    "events",
 			                    bad < (long)n ? "packed event %ld is not valid msgpack"

@@ -20,6 +20,7 @@
 #include "envelope.h"
 #include "model.h"
 #include "mp.h"
+#include "utf8.h"
 
 /* ---- building envelopes ---- */
 
@@ -600,6 +601,299 @@ test_utf8_at_every_offset(void **state)
 	assert_int_equal(mp_utf8_invalid_at(buf, 16), -1);
 }
 
+/* ---- the fast paths against their definitions ---- */
+
+/* The UTF-8 check as first written: byte by byte, eight ASCII bytes at a
+ * time.  mp_utf8_invalid_at() must answer the same for every input. */
+static long
+ref_utf8_invalid_at(const char *str, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t i = 0;
+	while (i < len) {
+		unsigned char c = s[i];
+		size_t n;
+		uint32_t cp;
+		uint64_t w;
+		if (i + 8 <= len && (memcpy(&w, s + i, 8), (w & 0x8080808080808080ull) == 0)) {
+			i += 8;
+			continue;
+		}
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if (c >= 0xc2 && c <= 0xdf) {
+			n = 1;
+			cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			n = 2;
+			cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3;
+			cp = c & 0x07;
+		} else {
+			return (long)i;
+		}
+		for (size_t k = 1; k <= n; k++) {
+			if (i + k >= len || (s[i + k] & 0xc0) != 0x80)
+				return (long)i;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return (long)i;
+		i += n + 1;
+	}
+	return -1;
+}
+
+/* A small deterministic generator (xorshift). */
+static uint64_t
+rnd(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x;
+}
+
+/* Random text: mostly ASCII, some valid multi-byte sequences, now and
+ * then a byte that breaks UTF-8 (a lone continuation, a cut sequence, an
+ * overlong, a surrogate). */
+static size_t
+random_text(uint64_t *x, char *buf, size_t cap)
+{
+	static const char *const pieces[] = {
+		"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xd0\x96", "\x80", "\xc3",
+		"\xe2\x82", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xff", "\xef\xbf\xbf",
+	};
+	size_t len = (size_t)(rnd(x) % cap), n = 0;
+	int mode = (int)(rnd(x) % 4);   /* 0: ASCII only; else some non-ASCII */
+	while (n < len) {
+		uint64_t r = rnd(x);
+		if (mode == 0 || r % 8 != 0) {
+			buf[n++] = (char)(0x20 + r % 95);
+			continue;
+		}
+		const char *p = pieces[(r >> 8) % (mode == 1 ? 4 : sizeof pieces / sizeof pieces[0])];
+		size_t pl = strlen(p);
+		if (n + pl > len)
+			break;
+		memcpy(buf + n, p, pl);
+		n += pl;
+	}
+	return n;
+}
+
+static void
+test_utf8_matches_reference(void **state)
+{
+	(void)state;
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	char buf[96];
+	for (int i = 0; i < 300000; i++) {
+		size_t len = random_text(&x, buf, sizeof buf);
+		long want = ref_utf8_invalid_at(buf, len);
+		if (mp_utf8_invalid_at(buf, len) != want)
+			fail_msg("string %d (%zu bytes): %ld, the reference says %ld", i, len,
+			         mp_utf8_invalid_at(buf, len), want);
+	}
+}
+
+/* Pack a random value, choosing among the encodings msgpack allows for
+ * it (the shortest or a longer one), depth at most 3. */
+static void
+random_value(uint64_t *x, msgpack_sbuffer *sb, int depth)
+{
+	char text[64];
+	uint64_t r = rnd(x);
+	unsigned char h[9];
+	int kind = depth >= 3 ? (int)(r % 5) : (int)(r % 7);
+	int longer = (r >> 8) % 5 == 0;   /* a longer form than needed */
+	switch (kind) {
+	case 0: case 1: {   /* a string */
+		size_t n = random_text(x, text, (r >> 16) % 2 ? 12 : 60);
+		if (!longer && n < 32) {
+			h[0] = (unsigned char)(0xa0 | n);
+			msgpack_sbuffer_write(sb, (char *)h, 1);
+		} else {
+			h[0] = 0xd9;
+			h[1] = (unsigned char)n;
+			msgpack_sbuffer_write(sb, (char *)h, 2);
+		}
+		msgpack_sbuffer_write(sb, text, n);
+		break;
+	}
+	case 2: {   /* an integer */
+		int64_t v = (int64_t)(rnd(x) >> (rnd(x) % 64));
+		if ((r >> 20) % 2)
+			v = -v;
+		if (longer) {
+			h[0] = 0xd3;
+			for (int i = 0; i < 8; i++)
+				h[1 + i] = (unsigned char)((uint64_t)v >> (56 - 8 * i));
+			msgpack_sbuffer_write(sb, (char *)h, 9);
+		} else {
+			msgpack_packer pk;
+			msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+			msgpack_pack_int64(&pk, v);
+		}
+		break;
+	}
+	case 3: {   /* nil, a bool, a float */
+		msgpack_packer pk;
+		msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+		int w = (int)((r >> 12) % 4);
+		if (w == 0)
+			msgpack_pack_nil(&pk);
+		else if (w == 1)
+			msgpack_pack_true(&pk);
+		else if (w == 2)
+			msgpack_pack_double(&pk, (double)(int64_t)r / 7.0);
+		else
+			msgpack_pack_float(&pk, 1.5f);
+		break;
+	}
+	case 4: {   /* bin */
+		size_t n = (r >> 16) % 20;
+		h[0] = longer ? 0xc5 : 0xc4;
+		h[1] = longer ? 0 : (unsigned char)n;
+		h[2] = (unsigned char)n;
+		msgpack_sbuffer_write(sb, (char *)h, longer ? 3 : 2);
+		msgpack_sbuffer_write(sb, "0123456789abcdefghij", n);
+		break;
+	}
+	default: {   /* a map (string keys) or an array */
+		int map = kind == 5;
+		size_t n = (r >> 16) % 6;
+		h[0] = (unsigned char)((longer ? (map ? 0xde : 0xdc) : (map ? 0x80 : 0x90)) | (longer ? 0 : n));
+		h[1] = 0;
+		h[2] = (unsigned char)n;
+		msgpack_sbuffer_write(sb, (char *)h, longer ? 3 : 1);
+		for (size_t i = 0; i < n; i++) {
+			if (map) {
+				char key[8];
+				int kl = snprintf(key, sizeof key, "k%zu", i);
+				h[0] = (unsigned char)(0xa0 | kl);
+				msgpack_sbuffer_write(sb, (char *)h, 1);
+				msgpack_sbuffer_write(sb, key, (size_t)kl);
+			}
+			random_value(x, sb, depth + 1);
+		}
+		break;
+	}
+	}
+}
+
+/* Every string in o is valid UTF-8: the definition, recursively. */
+static int
+ref_strings_valid(const msgpack_object *o)
+{
+	if (o->type == MSGPACK_OBJECT_STR)
+		return ref_utf8_invalid_at(o->via.str.ptr, o->via.str.size) < 0;
+	if (o->type == MSGPACK_OBJECT_ARRAY) {
+		for (uint32_t i = 0; i < o->via.array.size; i++)
+			if (!ref_strings_valid(&o->via.array.ptr[i]))
+				return 0;
+	}
+	if (o->type == MSGPACK_OBJECT_MAP) {
+		for (uint32_t i = 0; i < o->via.map.size; i++)
+			if (!ref_strings_valid(&o->via.map.ptr[i].key) ||
+			    !ref_strings_valid(&o->via.map.ptr[i].val))
+				return 0;
+	}
+	return 1;
+}
+
+/* An empty string or bin anywhere in o: msgpack-c does not point those
+ * into the buffer, so data holding one is never found in place. */
+static int
+has_empty(const msgpack_object *o)
+{
+	if (o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN)
+		return o->via.str.size == 0;
+	if (o->type == MSGPACK_OBJECT_ARRAY) {
+		for (uint32_t i = 0; i < o->via.array.size; i++)
+			if (has_empty(&o->via.array.ptr[i]))
+				return 1;
+	}
+	if (o->type == MSGPACK_OBJECT_MAP) {
+		for (uint32_t i = 0; i < o->via.map.size; i++)
+			if (has_empty(&o->via.map.ptr[i].key) || has_empty(&o->via.map.ptr[i].val))
+				return 1;
+	}
+	return 0;
+}
+
+/*
+ * On random data maps, fp_event_decode() refuses exactly those holding a
+ * string that is not UTF-8 (ref_strings_valid), and fp_event_data_bytes()
+ * finds the data in place exactly when its bytes are what the packer
+ * writes for it (msgpack_pack_object(), the definition in envelope.h)
+ * and every string lies in them.
+ */
+static void
+test_data_checks_match_definition(void **state)
+{
+	(void)state;
+	uint64_t x = 0x2545f4914f6cdd1dull;
+	msgpack_sbuffer env, re;
+	msgpack_zone z;
+	size_t copied = 0, refused = 0;
+	msgpack_sbuffer_init(&env);
+	msgpack_sbuffer_init(&re);
+	assert_true(msgpack_zone_init(&z, 4096));
+	for (int i = 0; i < 40000; i++) {
+		env.size = 0;
+		msgpack_sbuffer_write(&env, "\x82\xa4type\xa6x.test\xa4" "data", 18);
+		/* the data: a map of 1..12 random values */
+		size_t n = 1 + rnd(&x) % 12;
+		unsigned char h = (unsigned char)(0x80 | n);
+		msgpack_sbuffer_write(&env, (char *)&h, 1);
+		for (size_t k = 0; k < n; k++) {
+			char key[8];
+			int kl = snprintf(key, sizeof key, "f%zu", k);
+			h = (unsigned char)(0xa0 | kl);
+			msgpack_sbuffer_write(&env, (char *)&h, 1);
+			msgpack_sbuffer_write(&env, key, (size_t)kl);
+			random_value(&x, &env, 1);
+		}
+		msgpack_object o;
+		size_t off = 0;
+		msgpack_zone_clear(&z);
+		assert_int_equal(msgpack_unpack(env.data, env.size, &off, &z, &o), MSGPACK_UNPACK_SUCCESS);
+		fp_event ev;
+		fp_error err;
+		funnel_err rc = fp_event_decode(&o, &ev, &err);
+		const msgpack_object *data = mp_find(&o, "data");
+		if (!ref_strings_valid(data)) {
+			assert_int_equal(rc, FUNNEL_EVALUE);
+			refused++;
+			continue;
+		}
+		assert_int_equal(rc, FUNNEL_OK);
+		fp_event_data_bytes(&ev, env.data, env.size);
+		re.size = 0;
+		msgpack_packer pk;
+		msgpack_packer_init(&pk, &re, msgpack_sbuffer_write);
+		assert_int_equal(msgpack_pack_object(&pk, *data), 0);
+		size_t at = (size_t)(ev.data_at - env.data);
+		int same = env.size - at >= re.size && memcmp(env.data + at, re.data, re.size) == 0 &&
+		           !has_empty(data);
+		if (same) {
+			assert_int_equal(ev.data_len, re.size);
+			copied++;
+		} else {
+			assert_int_equal(ev.data_len, 0);
+		}
+	}
+	/* the generator reaches every outcome */
+	assert_true(copied > 1000 && refused > 1000 && copied + refused < 39000);
+	msgpack_zone_destroy(&z);
+	msgpack_sbuffer_destroy(&re);
+	msgpack_sbuffer_destroy(&env);
+}
+
 int
 main(void)
 {
@@ -614,6 +908,8 @@ main(void)
 		cmocka_unit_test(test_not_a_map),
 		cmocka_unit_test(test_negative_integers_are_evalue),
 		cmocka_unit_test(test_utf8_at_every_offset),
+		cmocka_unit_test(test_utf8_matches_reference),
+		cmocka_unit_test(test_data_checks_match_definition),
 	};
 	return cmocka_run_group_tests_name("envelope", tests, NULL, NULL);
 }

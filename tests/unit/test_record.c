@@ -19,8 +19,13 @@
 #include <msgpack.h>
 #include <sodium.h>
 
+#include <dirent.h>
+
 #include "envelope.h"
+#include "mp.h"
 #include "unit.h"
+#include "wire.h"
+#include "workload.h"
 #include "funnel/record.h"
 #include "model.h"
 
@@ -1163,6 +1168,250 @@ test_data_copied_in_place_or_reencoded(void **state)
 	data_copy_case((const unsigned char *)"\x81\xa1" "a" "\xca\x7f\x80\0\x01", 8);
 }
 
+/*
+ * The record as msgpack-c's packer writes it: fp_record_encode() before
+ * it wrote the bytes itself, kept here as the definition the direct
+ * encoder must match byte for byte.
+ */
+static funnel_err
+ref_record_encode(msgpack_sbuffer *sb, const fp_event *ev, const fp_stamp *st,
+                  uint8_t hash_out[FUNNEL_HASH_BYTES])
+{
+	size_t start = sb->size;
+	msgpack_packer pk;
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	size_t n = 5 + (ev->lead.ptr != NULL) + (ev->id.ptr != NULL) + (size_t)ev->has_occurred_at +
+	           (size_t)ev->has_cause + (st->producer.ptr != NULL) + (st->has_lead_state ? 2 : 0) +
+	           (ev->data != NULL);
+	int rc = msgpack_pack_map(&pk, n);
+	rc |= mp_pack_key(&pk, "seq");
+	rc |= msgpack_pack_fix_uint64(&pk, st->seq);
+	rc |= mp_pack_key(&pk, "ts");
+	rc |= msgpack_pack_fix_uint64(&pk, st->ts);
+	rc |= mp_pack_key(&pk, "type");
+	rc |= mp_pack_str(&pk, ev->type);
+	if (ev->lead.ptr != NULL) {
+		rc |= mp_pack_key(&pk, "lead");
+		rc |= mp_pack_str(&pk, ev->lead);
+	}
+	if (ev->id.ptr != NULL) {
+		rc |= mp_pack_key(&pk, "id");
+		rc |= mp_pack_str(&pk, ev->id);
+	}
+	if (ev->has_occurred_at) {
+		rc |= mp_pack_key(&pk, "occurred_at");
+		rc |= msgpack_pack_int64(&pk, ev->occurred_at);
+	}
+	if (ev->has_cause) {
+		rc |= mp_pack_key(&pk, "cause");
+		rc |= msgpack_pack_uint64(&pk, ev->cause);
+	}
+	if (st->producer.ptr != NULL) {
+		rc |= mp_pack_key(&pk, "producer");
+		rc |= mp_pack_str(&pk, st->producer);
+	}
+	if (st->has_lead_state) {
+		rc |= mp_pack_key(&pk, "stage");
+		rc |= mp_pack_cstr(&pk, fp_stage_name(st->stage));
+		rc |= mp_pack_key(&pk, "version");
+		rc |= msgpack_pack_uint64(&pk, st->version);
+	}
+	if (ev->data != NULL) {
+		rc |= mp_pack_key(&pk, "data");
+		if (ev->data_len > 0)
+			rc |= msgpack_sbuffer_write(sb, ev->data_at, ev->data_len);
+		else
+			rc |= msgpack_pack_object(&pk, *ev->data);
+	}
+	rc |= mp_pack_key(&pk, "prev");
+	rc |= msgpack_pack_bin(&pk, FUNNEL_HASH_BYTES);
+	rc |= msgpack_pack_bin_body(&pk, st->prev ? st->prev : zeros, FUNNEL_HASH_BYTES);
+	rc |= mp_pack_key(&pk, "hash");
+	rc |= msgpack_pack_bin(&pk, FUNNEL_HASH_BYTES);
+	rc |= msgpack_pack_bin_body(&pk, zeros, FUNNEL_HASH_BYTES);
+	if (rc != 0) {
+		sb->size = start;
+		return FUNNEL_ENOMEM;
+	}
+	size_t len = sb->size - start;
+	if (len > FP_MAX_RECORD_BYTES) {
+		sb->size = start;
+		return FUNNEL_ETOOBIG;
+	}
+	uint8_t *rec = (uint8_t *)sb->data + start;
+	crypto_generichash(hash_out, FUNNEL_HASH_BYTES, rec, len - FUNNEL_HASH_BYTES, NULL, 0);
+	memcpy(rec + len - FUNNEL_HASH_BYTES, hash_out, FUNNEL_HASH_BYTES);
+	return FUNNEL_OK;
+}
+
+/* Integers at every width boundary msgpack has, both signs. */
+static const int64_t edge_ints[] = {
+	0, 1, 31, 32, 127, 128, 255, 256, 65535, 65536, 4294967295ll, 4294967296ll, INT64_MAX,
+	-1, -31, -32, -33, -127, -128, -129, -32767, -32768, -32769, INT32_MIN, (int64_t)INT32_MIN - 1,
+	INT64_MIN, 1700000000123456789ll,
+};
+#define NEDGE (sizeof edge_ints / sizeof edge_ints[0])
+
+/* Encode ev under stamp k (of many: seqs, versions, stages, producers and
+ * integers at each width) with both encoders, after `pre` bytes already
+ * in each buffer, and compare.  Returns the records compared. */
+static size_t
+compare_encoders(fp_event ev, unsigned k, msgpack_sbuffer *a, msgpack_sbuffer *b)
+{
+	static const char long_name[] = "producer-with-a-name-longer-than-thirty-two-bytes";
+	char big[300];
+	uint8_t prev[FUNNEL_HASH_BYTES], ha[FUNNEL_HASH_BYTES], hb[FUNNEL_HASH_BYTES];
+	memset(big, 'p', sizeof big);
+	for (size_t i = 0; i < sizeof prev; i++)
+		prev[i] = (uint8_t)(k * 7 + i);
+	uint64_t e = (uint64_t)edge_ints[k % NEDGE];
+	fp_stamp st = {
+		.seq = k % 3 == 0 ? e : k + 1, .ts = k % 5 == 0 ? e : 1700000000000000000ull + k,
+		.has_lead_state = ev.lead.ptr != NULL || k % 4 == 1,
+		.stage = (fp_stage)(k % FP_STAGE_COUNT), .version = e, .prev = k % 6 ? prev : NULL,
+	};
+	switch (k % 4) {
+	case 1: st.producer = fstr("web"); break;
+	case 2: st.producer = fstr(long_name); break;
+	case 3: st.producer = (funnel_str){ big, 200 + k % 100 }; break;
+	default: break;
+	}
+	if (k % 7 == 3) {
+		ev.has_occurred_at = 1;
+		ev.occurred_at = edge_ints[(k / 7) % NEDGE];
+	}
+	if (k % 9 == 4) {
+		ev.has_cause = 1;
+		ev.cause = (uint64_t)edge_ints[(k / 9) % NEDGE];
+	}
+	if (k % 2)
+		ev.data_len = 0;   /* the data encoded again, not copied */
+	size_t pre = k % 3 ? 0 : 17 + k % 50;
+	a->size = b->size = 0;
+	for (size_t i = 0; i < pre; i++) {
+		msgpack_sbuffer_write(a, "x", 1);
+		msgpack_sbuffer_write(b, "x", 1);
+	}
+	funnel_err ra = fp_record_encode(a, &ev, &st, ha);
+	funnel_err rb = ref_record_encode(b, &ev, &st, hb);
+	assert_int_equal(ra, rb);
+	assert_int_equal(a->size, b->size);
+	assert_memory_equal(a->data, b->data, a->size);
+	if (ra == FUNNEL_OK)
+		assert_memory_equal(ha, hb, sizeof ha);
+	return 1;
+}
+
+/* Every event of a request frame that fp_event_decode() accepts, under
+ * several stamps.  Returns the records compared. */
+static size_t
+compare_request(const void *buf, size_t len, msgpack_zone *z, msgpack_sbuffer *a,
+                msgpack_sbuffer *b)
+{
+	fp_request req;
+	fp_error err;
+	size_t n = 0;
+	msgpack_zone_clear(z);
+	if (fp_request_decode(buf, len, z, &req, &err) != FUNNEL_OK || req.op != FP_OP_PUBLISH)
+		return 0;
+	for (uint32_t i = 0; i < req.events->via.array.size; i++) {
+		fp_event ev;
+		if (fp_event_decode(&req.events->via.array.ptr[i], &ev, &err) != FUNNEL_OK)
+			continue;
+		fp_event_data_bytes(&ev, buf, len);
+		for (unsigned k = 0; k < 64; k++)
+			n += compare_encoders(ev, k + i, a, b);
+	}
+	return n;
+}
+
+/*
+ * fp_record_encode() writes what the packer wrote, byte for byte: over
+ * the fuzz seeds (every shape an envelope may take), a long funnel-shaped
+ * stream (tests/common/workload.h), and hand-made events at every integer
+ * and string width, with and without producer, lead state and copied data.
+ */
+static void
+test_direct_encoder_matches_packer(void **state)
+{
+	(void)state;
+	msgpack_sbuffer a, b, req;
+	msgpack_zone z;
+	msgpack_packer pk;
+	size_t compared = 0, files = 0;
+	msgpack_sbuffer_init(&a);
+	msgpack_sbuffer_init(&b);
+	msgpack_sbuffer_init(&req);
+	assert_true(msgpack_zone_init(&z, 4096));
+
+	/* the fuzz seeds, from the source tree (tests run at its root) */
+	DIR *d = opendir("tests/fuzz/corpus/envelope");
+	assert_non_null(d);
+	for (struct dirent *de; (de = readdir(d)) != NULL;) {
+		char path[512];
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "tests/fuzz/corpus/envelope/%s", de->d_name);
+		FILE *f = fopen(path, "rb");
+		assert_non_null(f);
+		static char buf[1 << 20];
+		size_t len = fread(buf, 1, sizeof buf, f);
+		fclose(f);
+		compared += compare_request(buf, len, &z, &a, &b);
+		files++;
+	}
+	closedir(d);
+	assert_true(files >= 20);
+
+	/* the bench's stream: 5000 events, in requests of 100 */
+	wl_funnel g;
+	wl_set set;
+	wl_funnel_init(&g, 7, "enc");
+	wl_set_init(&set);
+	assert_int_equal(wl_set_fill(&set, &g, 5000), 0);
+	for (size_t i = 0; i < set.n; i += 100) {
+		size_t k = set.n - i < 100 ? set.n - i : 100;
+		req.size = 0;
+		msgpack_packer_init(&pk, &req, msgpack_sbuffer_write);
+		assert_int_equal(fp_pack_publish_head(&pk, i + 1, k), 0);
+		msgpack_sbuffer_write(&req, (const char *)set.ev[i].env,
+		                      (size_t)(set.ev[i + k - 1].env + set.ev[i + k - 1].env_len - set.ev[i].env));
+		compared += compare_request(req.data, req.size, &z, &a, &b);
+	}
+	wl_set_release(&set);
+
+	/* strings at each header width, data of several sizes */
+	static const size_t lens[] = { 1, 31, 32, 64, 127, 128 };
+	for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+		char s[129];
+		memset(s, 'a' + (int)i, sizeof s);
+		for (int nd = 0; nd < 3; nd++) {
+			struct data dd;
+			fp_event ev = { 0 };
+			ev.type = fstr("x.note");
+			ev.lead = (funnel_str){ s, lens[i] };
+			ev.id = (funnel_str){ s, lens[i] };
+			ev.spec = fp_evspec_lookup(ev.type.ptr, ev.type.len);
+			if (nd > 0) {
+				ev.data = data_make(&dd, nd * 3, nd == 1 ? 40 : 70000);
+				ev.data_at = dd.sb.data;
+				ev.data_len = dd.sb.size;
+			}
+			for (unsigned k = 0; k < 2 * NEDGE * 9; k++)
+				compared += compare_encoders(ev, k, &a, &b);
+			if (nd > 0) {
+				msgpack_unpacked_destroy(&dd.up);
+				msgpack_sbuffer_destroy(&dd.sb);
+			}
+		}
+	}
+	assert_true(compared > 50000);
+	msgpack_zone_destroy(&z);
+	msgpack_sbuffer_destroy(&req);
+	msgpack_sbuffer_destroy(&a);
+	msgpack_sbuffer_destroy(&b);
+}
+
 int
 main(void)
 {
@@ -1175,6 +1424,7 @@ main(void)
 		cmocka_unit_test(test_key_order),
 		cmocka_unit_test(test_hash_definition),
 		cmocka_unit_test(test_encode_appends),
+		cmocka_unit_test(test_direct_encoder_matches_packer),
 		cmocka_unit_test(test_too_big),
 		cmocka_unit_test(test_peek_offsets),
 		cmocka_unit_test(test_peek_malformed),

@@ -14,8 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <dirent.h>
+
 #include <cmocka.h>
 #include <msgpack.h>
+#include <msgpack/unpack_define.h>
 
 #include "envelope.h"
 #include "unit.h"
@@ -1236,6 +1239,131 @@ test_reply_truncated(void **state)
 	msgpack_sbuffer_destroy(&sb);
 }
 
+/* ---- mp_check_value against msgpack_unpack ---- */
+
+/* msgpack_unpack()'s verdict on buf at *off: 0 with *off past a complete
+ * value (SUCCESS or EXTRA_BYTES), -1 otherwise. */
+static int
+ref_check(msgpack_zone *z, const void *buf, size_t len, size_t *off)
+{
+	msgpack_object o;
+	size_t at = *off;
+	msgpack_zone_clear(z);
+	msgpack_unpack_return r = msgpack_unpack(buf, len, &at, z, &o);
+	if (r != MSGPACK_UNPACK_SUCCESS && r != MSGPACK_UNPACK_EXTRA_BYTES)
+		return -1;
+	*off = at;
+	return 0;
+}
+
+/* Both verdicts on buf, value after value (as the producer checks packed
+ * events), and on every prefix when prefixes is set.  Counts the checks. */
+static size_t
+check_both(msgpack_zone *z, const unsigned char *buf, size_t len, int prefixes)
+{
+	size_t n = 0;
+	for (size_t cut = prefixes ? 0 : len; cut <= len; cut++) {
+		size_t a = 0, b = 0;
+		for (;;) {
+			int ra = mp_check_value(buf, cut, &a), rb = ref_check(z, buf, cut, &b);
+			if (ra != rb || a != b)
+				fail_msg("%zu bytes (of %zu) from %zu: mp_check_value %d at %zu, msgpack_unpack %d at %zu",
+				         cut, len, a, ra, a, rb, b);
+			n++;
+			if (ra != 0 || a == cut)
+				break;
+		}
+	}
+	return n;
+}
+
+/* depth nested containers (arrays, or maps under the key "k"), each
+ * holding the next; the innermost empty, or holding the value 5. */
+static size_t
+nested(unsigned char *buf, int depth, int map, int inner)
+{
+	size_t n = 0;
+	for (int i = 0; i < depth; i++) {
+		int last = i == depth - 1;
+		buf[n++] = (unsigned char)((map ? 0x80 : 0x90) | (last && !inner ? 0 : 1));
+		if (map && !(last && !inner)) {
+			buf[n++] = 0xa1;
+			buf[n++] = 'k';
+		}
+	}
+	if (inner)
+		buf[n++] = 0x05;
+	return n;
+}
+
+/*
+ * The producer's check of packed events (mp_check_value) accepts exactly
+ * what msgpack_unpack() accepts, and stops at the same byte: over the
+ * fuzz seeds of both targets, every prefix of each, bytes of each
+ * replaced by every kind of header, nesting at the unpacker's depth
+ * limit, every header with short and complete bodies.
+ */
+static void
+test_check_value_matches_unpack(void **state)
+{
+	(void)state;
+	static const char *const dirs[] = { "tests/fuzz/corpus/envelope", "tests/fuzz/corpus/reply" };
+	/* header bytes a mutation writes: every kind, but no 32-bit count or
+	 * length (msgpack_unpack would try to allocate what it declares) */
+	static const unsigned char heads[] = {
+		0x00, 0x05, 0x7f, 0x80, 0x81, 0x8f, 0x90, 0x91, 0x9f, 0xa0, 0xa3, 0xbf, 0xc0, 0xc1,
+		0xc2, 0xc3, 0xc4, 0xc5, 0xc7, 0xc8, 0xca, 0xcb, 0xcc, 0xcd, 0xce, 0xcf, 0xd0, 0xd1,
+		0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xdc, 0xde, 0xe0, 0xff,
+	};
+	msgpack_zone z;
+	size_t checks = 0, files = 0;
+	static unsigned char buf[1 << 16];
+	assert_true(msgpack_zone_init(&z, 4096));
+	for (size_t d = 0; d < sizeof dirs / sizeof dirs[0]; d++) {
+		DIR *dir = opendir(dirs[d]);
+		assert_non_null(dir);
+		for (struct dirent *de; (de = readdir(dir)) != NULL;) {
+			char path[512];
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof path, "%s/%s", dirs[d], de->d_name);
+			FILE *f = fopen(path, "rb");
+			assert_non_null(f);
+			size_t len = fread(buf, 1, sizeof buf, f);
+			fclose(f);
+			files++;
+			checks += check_both(&z, buf, len, len <= 4096);
+			for (size_t at = 0; at < len && at < 256; at++) {
+				unsigned char keep = buf[at];
+				for (size_t h = 0; h < sizeof heads; h++) {
+					buf[at] = heads[h];
+					checks += check_both(&z, buf, len, 0);
+				}
+				buf[at] = keep;
+			}
+		}
+		closedir(dir);
+	}
+	assert_true(files >= 30);
+
+	/* the unpacker's depth limit, with empty and non-empty innermost */
+	for (int depth = 1; depth <= MSGPACK_EMBED_STACK_SIZE + 2; depth++)
+		for (int map = 0; map < 2; map++)
+			for (int inner = 0; inner < 2; inner++)
+				checks += check_both(&z, buf, nested(buf, depth, map, inner), 1);
+
+	/* each header, then 0..40 bytes of a short count (so every length
+	 * field and body is both cut and complete) */
+	for (unsigned h = 0; h < 256; h++) {
+		buf[0] = (unsigned char)h;
+		for (size_t i = 1; i < 48; i++)
+			buf[i] = i < 5 ? (i == 4 || (h != 0xc6 && h != 0xc9 && h != 0xdb && h != 0xdd && h != 0xdf) ? 2 : 0) : 0x01;
+		checks += check_both(&z, buf, 48, 1);
+	}
+	assert_true(checks > 100000);
+	msgpack_zone_destroy(&z);
+}
+
 int
 main(void)
 {
@@ -1264,6 +1392,7 @@ main(void)
 		cmocka_unit_test(test_lead_round_trip),
 		cmocka_unit_test(test_reply_decode_errors),
 		cmocka_unit_test(test_reply_truncated),
+		cmocka_unit_test(test_check_value_matches_unpack),
 		/* last: may abort under AddressSanitizer, see the test */
 		cmocka_unit_test(test_huge_declared_lengths),
 	};
