@@ -37,6 +37,8 @@
  *                       Markdown (default: none; run.sh sets
  *                       build/bench/RESULTS.md)
  *   BENCH_OUT_APPEND    1: add to BENCH_OUT instead of replacing it
+ *   BENCH_FUNNELD_ARGS  extra funneld flags for W1-W4 (e.g. --no-sync, to
+ *                       see what is not the flush); the table says them
  *   BENCH_FLUSH_DELAY_US a slower disk, the same for every system: each
  *                       flush of a server's data (fsync, fdatasync,
  *                       msync, O_DSYNC write) sleeps this many us after
@@ -616,7 +618,7 @@ funnel_run(const config *c, const bench_events *ev, bench_result *r, funnel_extr
 	memset(x, 0, sizeof *x);
 	x->w3_commit[0] = x->w3_commit[1] = x->w3_commit[2] = -1;
 	bench_disk_server("funnel");
-	if (harness_start(&d, NULL) != 0) {
+	if (harness_start(&d, getenv("BENCH_FUNNELD_ARGS")) != 0) {
 		snprintf(r->note, sizeof r->note, "funneld did not start");
 		return -1;
 	}
@@ -873,6 +875,9 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 	     ev->w1_total, BENCH_PRODUCERS, BENCH_INFLIGHT, BENCH_WINDOW, BENCH_BATCH);
 	emit("W3: %zu events at %d/s; W4: %zu events, %d us apart\n", ev->w3.n, BENCH_W3_RATE, ev->w4.n,
 	     BENCH_W4_GAP_US);
+	const char *fargs = getenv("BENCH_FUNNELD_ARGS");
+	if (fargs && *fargs)
+		emit("funneld flags for W1-W4 (BENCH_FUNNELD_ARGS): %s\n", fargs);
 	if (delay < 0)
 		emit("disk: this machine's as it is (BENCH_FLUSH_DELAY_US unset)\n\n");
 	else
