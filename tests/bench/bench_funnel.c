@@ -433,11 +433,13 @@ w3_funnel(const daemon_proc *d, uint64_t head, const bench_events *ev, bench_res
 	for (size_t i = 0; i < s->n; i++) {
 		uint64_t rid;
 		size_t na;
-		/* collect what has come back, then sleep until due: a spinning
-		 * producer would take a core from the daemon being measured */
+		/* sleep until due (a spinning producer would take a core from the
+		 * daemon being measured), then collect what has come back: not
+		 * right after a send, where that work would keep the CPU from
+		 * the producer's I/O thread, which sends the event */
+		bench_sleep_until(t0 + i * (1000000000u / BENCH_W3_RATE));
 		while (funnel_in_flight(p) > 0 && funnel_collect(p, 0, &rid, NULL, 0, &na) != FUNNEL_ETIMEDOUT)
 			;
-		bench_sleep_until(t0 + i * (1000000000u / BENCH_W3_RATE));
 		__atomic_store_n(&sent_ns[i], harness_now_ns(), __ATOMIC_RELEASE);
 		if (funnel_send_packed(p, s->ev[i].env, s->ev[i].env_len, 1, &rid) != FUNNEL_OK) {
 			fprintf(stderr, "bench: funnel W3: %s\n", funnel_producer_error(p)->message);

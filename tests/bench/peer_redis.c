@@ -312,6 +312,8 @@ w3(int port, const bench_events *ev, bench_result *r)
 
 	uint64_t t0 = harness_now_ns(), sent = 0, replies = 0;
 	for (size_t i = 0; i < s->n; i++) {
+		/* the same order as funnel's W3: sleep until due, then collect */
+		bench_sleep_until(t0 + i * (1000000000u / BENCH_W3_RATE));
 		replies += drain_replies(c);
 		while (sent - replies >= BENCH_W3_WINDOW) {
 			void *rep;
@@ -320,7 +322,6 @@ w3(int port, const bench_events *ev, bench_result *r)
 			freeReplyObject(rep);
 			replies++;
 		}
-		bench_sleep_until(t0 + i * (1000000000u / BENCH_W3_RATE));
 		xadd_argv(&s->ev[i], argv, lens);
 		__atomic_store_n(&sent_ns[i], harness_now_ns(), __ATOMIC_RELEASE);
 		redisAppendCommandArgv(c, 11, argv, lens);
