@@ -325,7 +325,7 @@ bench: BENCH_PEERS ?= redis-always
 bench-peers: BENCH_PEERS ?= all
 bench bench-peers: deps
 	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$(BENCH_PACKAGES)"
-	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	@$(MAKE) --no-print-directory all $(BENCH_BIN) $(CRASH_SHIM)
 	@BUILD=$(BUILD) BENCH_PEERS="$(BENCH_PEERS)" BENCH_OUT="$(BENCH_OUT)" sh tests/bench/run.sh
 
 # libFuzzer (tests/fuzz): clang instruments the proto code that reads

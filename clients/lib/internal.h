@@ -35,6 +35,7 @@ typedef struct fl_sock {
 	void *ctx;
 	void *sock;
 	int own_ctx;
+	int rcvtimeo;       /* the ZMQ_RCVTIMEO set on sock (fl_recv's) */
 	char endpoint[FL_ENDPOINT_MAX];
 } fl_sock;
 
@@ -85,8 +86,10 @@ int fl_send(fl_sock *s, const void *buf, size_t len, int64_t deadline, funnel_er
 
 /*
  * Receive one frame into msg (an initialised zmq_msg_t, replaced) before
- * deadline.  Returns FUNNEL_OK, FUNNEL_ETIMEDOUT or FUNNEL_ETRANSPORT,
- * with *ei filled on failure.  Never fills *ei on FUNNEL_ETIMEDOUT: the
+ * deadline, waiting inside the receive: it sets the socket's
+ * ZMQ_RCVTIMEO (other receives on an fl_sock use ZMQ_DONTWAIT).  Returns
+ * FUNNEL_OK, FUNNEL_ETIMEDOUT or FUNNEL_ETRANSPORT, with *ei filled on
+ * failure.  Never fills *ei on FUNNEL_ETIMEDOUT: the
  * caller knows what it was waiting for and says so.
  */
 int fl_recv(fl_sock *s, zmq_msg_t *msg, int64_t deadline, funnel_error_info *ei);

@@ -52,7 +52,44 @@ typedef struct bench_result {
 	uint64_t w3_got;           /* events the W3 subscriber saw, of events.w3.n */
 	double w4[2];              /* publish -> ack: p50, p99 */
 	uint64_t mem_max_kb;       /* server's anonymous memory, max during W4..W2 */
+	/* with the slow disk (bench_disk_*): the server's flushes per event
+	 * acknowledged, counted by the shim, in W1, W3 and W4; -1 where not
+	 * counted */
+	double flushes[3];
 } bench_result;
+
+enum { BENCH_FL_W1, BENCH_FL_W3, BENCH_FL_W4 };
+
+/*
+ * The slow disk (BENCH_FLUSH_DELAY_US): every server the benchmark starts
+ * (funneld, redis-server, nats-server) runs with tests/crash/shim.c
+ * preloaded in its slow-disk mode, its data under one watched directory,
+ * so each fsync/fdatasync/msync (and O_DSYNC write) of its data sleeps
+ * the same N us after the real call, and is counted.  nats-server is a
+ * Go program that makes its system calls itself: the shim sees none of
+ * them (its count stays 0, reported as not counted).
+ *
+ * bench_disk_setup reads BENCH_FLUSH_DELAY_US (unset or empty: off; a
+ * number, 0 included: on, that delay, flushes counted) and BENCH_SHIM
+ * (the shim; default $BUILD/tests/crashshim.so).  When on, it makes the
+ * watched directory, points TMPDIR there (harness_start and
+ * bench_tempdir make the servers' directories under it) and sets
+ * LD_PRELOAD and the shim's variables for every process spawned after.
+ * Returns 0 (off), 1 (on), or -1 with a line on stderr.
+ */
+int bench_disk_setup(void);
+/* The delay in us, or -1 when off. */
+long bench_disk_delay_us(void);
+/* Count the flushes of the servers started from now on under `name`
+ * (from 0). */
+void bench_disk_server(const char *name);
+/* The flushes counted under the current name so far, or -1 when off. */
+int64_t bench_disk_flushes(void);
+/* flushes since `before` (a bench_disk_flushes() value) per event, or -1
+ * when off, before is -1, or events is 0. */
+double bench_disk_per_event(int64_t before, uint64_t events);
+/* Remove the watched directory (KEEP_TEST_DIRS keeps it). */
+void bench_disk_cleanup(void);
 
 /* Set every figure of r to "not measured". */
 void bench_result_init(bench_result *r);

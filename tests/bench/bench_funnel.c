@@ -36,6 +36,20 @@
  *   BENCH_OUT           file for the table and the raw key=value figures,
  *                       Markdown (default: none; run.sh sets
  *                       build/bench/RESULTS.md)
+ *   BENCH_OUT_APPEND    1: add to BENCH_OUT instead of replacing it
+ *   BENCH_FUNNELD_ARGS  extra funneld flags for W1-W4 (e.g. --no-sync, to
+ *                       see what is not the flush); the table says them
+ *   BENCH_FLUSH_DELAY_US a slower disk, the same for every system: each
+ *                       flush of a server's data (fsync, fdatasync,
+ *                       msync, O_DSYNC write) sleeps this many us after
+ *                       the real one, through tests/crash/shim.c
+ *                       preloaded into funneld and the peers' servers,
+ *                       and the table adds each system's flushes per
+ *                       event (counted by the shim).  0 counts without
+ *                       delaying; unset: off (default).  BENCH_SHIM names
+ *                       the shim (default $BUILD/tests/crashshim.so).
+ *                       nats-server makes its system calls itself (Go):
+ *                       the shim neither slows nor counts its flushes.
  * A full run (defaults, all peers) takes a few minutes on 2 cores, half
  * of it filling the 10M-event log for S (about 120,000 events/s without
  * fsync); BENCH_EVENTS=100000 BENCH_START_EVENTS=0 takes under a minute.
@@ -419,11 +433,13 @@ w3_funnel(const daemon_proc *d, uint64_t head, const bench_events *ev, bench_res
 	for (size_t i = 0; i < s->n; i++) {
 		uint64_t rid;
 		size_t na;
-		/* collect what has come back, then sleep until due: a spinning
-		 * producer would take a core from the daemon being measured */
+		/* sleep until due (a spinning producer would take a core from the
+		 * daemon being measured), then collect what has come back: not
+		 * right after a send, where that work would keep the CPU from
+		 * the producer's I/O thread, which sends the event */
+		bench_sleep_until(t0 + i * (1000000000u / BENCH_W3_RATE));
 		while (funnel_in_flight(p) > 0 && funnel_collect(p, 0, &rid, NULL, 0, &na) != FUNNEL_ETIMEDOUT)
 			;
-		bench_sleep_until(t0 + i * (1000000000u / BENCH_W3_RATE));
 		__atomic_store_n(&sent_ns[i], harness_now_ns(), __ATOMIC_RELEASE);
 		if (funnel_send_packed(p, s->ev[i].env, s->ev[i].env_len, 1, &rid) != FUNNEL_OK) {
 			fprintf(stderr, "bench: funnel W3: %s\n", funnel_producer_error(p)->message);
@@ -603,19 +619,26 @@ funnel_run(const config *c, const bench_events *ev, bench_result *r, funnel_extr
 	bench_result_init(r);
 	memset(x, 0, sizeof *x);
 	x->w3_commit[0] = x->w3_commit[1] = x->w3_commit[2] = -1;
-	if (harness_start(&d, NULL) != 0) {
+	bench_disk_server("funnel");
+	if (harness_start(&d, getenv("BENCH_FUNNELD_ARGS")) != 0) {
 		snprintf(r->note, sizeof r->note, "funneld did not start");
 		return -1;
 	}
 	bench_sampler_start(&mem, d.pid);
 	fprintf(stderr, "bench: funnel W4\n");
+	int64_t f0 = bench_disk_flushes();
 	w4_funnel(&d, ev, r);
+	r->flushes[BENCH_FL_W4] = bench_disk_per_event(f0, ev->w4.n);
 	fprintf(stderr, "bench: funnel W1, %" PRIu64 " events\n", ev->w1_total);
+	f0 = bench_disk_flushes();
 	w1_funnel(&d, ev, NULL, 0, r);
+	r->flushes[BENCH_FL_W1] = bench_disk_per_event(f0, r->w1_acked);
 	funnel_query_new(&q, d.query, 10000);
 	funnel_status_get(q, &st);
 	fprintf(stderr, "bench: funnel W3\n");
+	f0 = bench_disk_flushes();
 	w3_funnel(&d, st.head, ev, r, x);
+	r->flushes[BENCH_FL_W3] = bench_disk_per_event(f0, ev->w3.n);
 	fprintf(stderr, "bench: funnel W2\n");
 	w2_funnel(&d, r);
 	r->mem_max_kb = bench_sampler_stop(&mem);
@@ -755,6 +778,9 @@ static double m_w3_999(const bench_result *r) { return r->w3[2]; }
 static double m_w4_50(const bench_result *r) { return r->w4[0]; }
 static double m_w4_99(const bench_result *r) { return r->w4[1]; }
 static double m_mem(const bench_result *r) { return r->mem_max_kb ? (double)r->mem_max_kb / 1024 : -1; }
+static double m_fl_w1(const bench_result *r) { return r->flushes[BENCH_FL_W1]; }
+static double m_fl_w3(const bench_result *r) { return r->flushes[BENCH_FL_W3]; }
+static double m_fl_w4(const bench_result *r) { return r->flushes[BENCH_FL_W4]; }
 
 #define COLW 15
 
@@ -834,9 +860,14 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 	}
 	double tot = ev->w1_total ? (double)ev->w1_total : 1;
 
+	long delay = bench_disk_delay_us();
 	printf("\n");
-	emit_file("# funnel benchmark results\n\n"
-	          "Written by `make bench` / `make bench-peers` (tests/bench/bench_funnel.c).\n\n```\n");
+	if (getenv("BENCH_OUT_APPEND") && strcmp(getenv("BENCH_OUT_APPEND"), "1") == 0)
+		emit_file("\n## On a disk whose flush takes %.3g ms more (BENCH_FLUSH_DELAY_US=%ld)\n\n```\n",
+		          (double)delay / 1000, delay);
+	else
+		emit_file("# funnel benchmark results\n\n"
+		          "Written by `make bench` / `make bench-peers` (tests/bench/bench_funnel.c).\n\n```\n");
 	emit("funnel bench on %s, %ld cores, %s\n", host, sysconf(_SC_NPROCESSORS_ONLN), when);
 	emit("events: funnel stream, seed %" PRIu64 ", mean envelope %.0f bytes; W1 mix:", c->seed,
 	     (double)env_bytes / tot);
@@ -844,8 +875,17 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 		emit("%s %s %.1f%%", k ? "," : "", wl_kind_name(k), 100.0 * (double)kinds[k] / tot);
 	emit("\nW1: %" PRIu64 " events, %d producers, %d events in flight each (funnel: %d requests of %d)\n",
 	     ev->w1_total, BENCH_PRODUCERS, BENCH_INFLIGHT, BENCH_WINDOW, BENCH_BATCH);
-	emit("W3: %zu events at %d/s; W4: %zu events, %d us apart\n\n", ev->w3.n, BENCH_W3_RATE, ev->w4.n,
+	emit("W3: %zu events at %d/s; W4: %zu events, %d us apart\n", ev->w3.n, BENCH_W3_RATE, ev->w4.n,
 	     BENCH_W4_GAP_US);
+	const char *fargs = getenv("BENCH_FUNNELD_ARGS");
+	if (fargs && *fargs)
+		emit("funneld flags for W1-W4 (BENCH_FUNNELD_ARGS): %s\n", fargs);
+	if (delay < 0)
+		emit("disk: this machine's as it is (BENCH_FLUSH_DELAY_US unset)\n\n");
+	else
+		emit("disk: every flush of a server's data (fsync, fdatasync, O_DSYNC write) sleeps %ld us\n"
+		     "after the real one (BENCH_FLUSH_DELAY_US, tests/crash/shim.c), the same for every system\n\n",
+		     delay);
 
 	emit("%-34s %12s", "workload", "target");
 	for (int i = 0; i < NSYS; i++)
@@ -868,6 +908,11 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 	row("W4 publish->ack p50, ms", "<= 0.5", res, m_w4_50, "%.3f", 0);
 	row("W4 publish->ack p99, ms", "<= 2", res, m_w4_99, "%.3f", 0);
 	row("memory max during W4-W2, MB", "<= 64", res, m_mem, "%.1f", 0);
+	if (delay >= 0) {
+		row("W1 flushes per event", "-", res, m_fl_w1, "%.4f", 0);
+		row("W3 flushes per event", "-", res, m_fl_w3, "%.3f", 0);
+		row("W4 flushes per event", "-", res, m_fl_w4, "%.3f", 0);
+	}
 	if (c->start_events > 0) {
 		char name[64];
 		snprintf(name, sizeof name, "start with %" PRIu64 " events, ms", x->start_events);
@@ -896,7 +941,12 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 	     "one clock. commit->subscriber: from the record's ts (stamped before the commit) to the\n"
 	     "subscriber, the DESIGN.md definition; funnel only, the peers have no such stamp.\n");
 	emit("memory: the server's anonymous memory (not the file pages it maps); Redis keeps every\n"
-	     "entry in RAM.\n\ndurability, as run:\n");
+	     "entry in RAM.\n");
+	if (delay >= 0)
+		emit("flushes per event: fsync/fdatasync/msync calls and O_DSYNC writes on the server's data\n"
+		     "(directories included), counted by the shim, per event acknowledged; JetStream's are not\n"
+		     "seen (Go makes its system calls itself), so its column says '-' and pays no delay.\n");
+	emit("\ndurability, as run:\n");
 	for (int i = 0; i < NSYS; i++) {
 		if (!res[i].ran)
 			continue;
@@ -931,6 +981,8 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 
 	/* the raw figures, key=value, empty value = not measured */
 	emit_file("```\n\nRaw figures (key=value; rates in events/s, times in ms, memory in kB):\n\n```\n");
+	if (delay >= 0)
+		emit_file("run.flush_delay_us=%ld\n", delay);
 	emit_file("run.host=%s\nrun.cores=%ld\nrun.date=%s\nrun.seed=%" PRIu64 "\nrun.w1_events=%" PRIu64
 	          "\nrun.w3_events=%zu\nrun.w4_events=%zu\nrun.mean_envelope_bytes=%.1f\n", host,
 	          sysconf(_SC_NPROCESSORS_ONLN), when, c->seed, ev->w1_total, ev->w3.n, ev->w4.n,
@@ -953,6 +1005,11 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 		raw(k, "w4_p50_ms", r->w4[0]);
 		raw(k, "w4_p99_ms", r->w4[1]);
 		raw(k, "mem_max_kb", (double)r->mem_max_kb);
+		if (delay >= 0) {
+			raw(k, "w1_flushes_per_event", r->flushes[BENCH_FL_W1]);
+			raw(k, "w3_flushes_per_event", r->flushes[BENCH_FL_W3]);
+			raw(k, "w4_flushes_per_event", r->flushes[BENCH_FL_W4]);
+		}
 	}
 	if (res[SYS_FUNNEL].ran) {
 		raw("funnel", "w3_commit_p50_ms", x->w3_commit[0]);
@@ -1005,6 +1062,8 @@ main(void)
 	signal(SIGPIPE, SIG_IGN);
 	if (parse_peers(getenv("BENCH_PEERS"), c.run) != 0)
 		return 1;
+	if (bench_disk_setup() < 0)
+		return 1;
 	if (c.w1_events < BENCH_PRODUCERS || c.w3_secs == 0 || c.w4_events == 0) {
 		fprintf(stderr, "bench: BENCH_EVENTS >= %d, BENCH_W3_SECS >= 1 and BENCH_W4_EVENTS >= 1 please\n",
 		        BENCH_PRODUCERS);
@@ -1021,6 +1080,7 @@ main(void)
 	if (funnel_run(&c, &ev, &res[SYS_FUNNEL], &x) != 0) {
 		fprintf(stderr, "bench: %s\n", res[SYS_FUNNEL].note);
 		events_release(&ev);
+		bench_disk_cleanup();
 		return 1;
 	}
 	if (c.curve)
@@ -1033,7 +1093,8 @@ main(void)
 		fprintf(stderr, "bench: JetStream: %s\n", res[SYS_JETSTREAM].note);
 
 	if (c.out) {
-		out_file = fopen(c.out, "w");
+		const char *app = getenv("BENCH_OUT_APPEND");
+		out_file = fopen(c.out, app && strcmp(app, "1") == 0 ? "a" : "w");
 		if (out_file == NULL)
 			fprintf(stderr, "bench: cannot write %s: %s\n", c.out, strerror(errno));
 	}
@@ -1041,5 +1102,6 @@ main(void)
 	if (out_file)
 		fclose(out_file);
 	events_release(&ev);
+	bench_disk_cleanup();
 	return 0;
 }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -28,6 +29,109 @@ bench_result_init(bench_result *r)
 	r->w1_eps = r->w2_eps = -1;
 	r->w3[0] = r->w3[1] = r->w3[2] = -1;
 	r->w4[0] = r->w4[1] = -1;
+	r->flushes[0] = r->flushes[1] = r->flushes[2] = -1;
+}
+
+/* ---- the slow disk ---- */
+
+static struct {
+	int on;
+	long delay_us;
+	char dir[256];             /* the watched directory, TMPDIR of the servers */
+	char count[300];           /* the current server's counter file */
+} disk;
+
+int
+bench_disk_setup(void)
+{
+	const char *v = getenv("BENCH_FLUSH_DELAY_US"), *shim = getenv("BENCH_SHIM");
+	const char *build = getenv("BUILD"), *tmp = getenv("TMPDIR");
+	char path[512], abs[PATH_MAX];
+	char *end;
+
+	if (v == NULL || *v == '\0')
+		return 0;
+	errno = 0;
+	long us = strtol(v, &end, 10);
+	if (errno || *end || us < 0 || us > 10000000) {
+		fprintf(stderr, "bench: BENCH_FLUSH_DELAY_US=%s is not a number of microseconds "
+		        "(0..10000000)\n", v);
+		return -1;
+	}
+	if (shim == NULL || *shim == '\0') {
+		snprintf(path, sizeof path, "%s/tests/crashshim.so", build && *build ? build : "build");
+		shim = path;
+	}
+	if (realpath(shim, abs) == NULL) {
+		fprintf(stderr, "bench: BENCH_FLUSH_DELAY_US needs the shim %s (make %s): %s\n", shim,
+		        shim, strerror(errno));
+		return -1;
+	}
+	snprintf(disk.dir, sizeof disk.dir, "%s/funnel-bench-disk-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (mkdtemp(disk.dir) == NULL) {
+		fprintf(stderr, "bench: cannot make %s: %s\n", disk.dir, strerror(errno));
+		return -1;
+	}
+	char n[32];
+	snprintf(n, sizeof n, "%ld", us);
+	setenv("TMPDIR", disk.dir, 1);
+	setenv("CRASH_WATCH", disk.dir, 1);
+	setenv("CRASH_SYNC_DELAY_US", n, 1);
+	setenv("LD_PRELOAD", abs, 1);
+	unsetenv("CRASH_TRACE");   /* the slow-disk mode only */
+	disk.on = 1;
+	disk.delay_us = us;
+	bench_disk_server("server");
+	return 1;
+}
+
+long
+bench_disk_delay_us(void)
+{
+	return disk.on ? disk.delay_us : -1;
+}
+
+void
+bench_disk_server(const char *name)
+{
+	if (!disk.on)
+		return;
+	snprintf(disk.count, sizeof disk.count, "%s/%s.flushes", disk.dir, name);
+	int fd = open(disk.count, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd >= 0)
+		close(fd);
+	setenv("CRASH_SYNC_COUNT", disk.count, 1);
+}
+
+int64_t
+bench_disk_flushes(void)
+{
+	uint64_t v = 0;
+	if (!disk.on)
+		return -1;
+	int fd = open(disk.count, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &v, sizeof v, 0) != (ssize_t)sizeof v)
+		v = 0;   /* no flush yet: the shim makes the file 8 bytes at its first */
+	close(fd);
+	return (int64_t)v;
+}
+
+double
+bench_disk_per_event(int64_t before, uint64_t events)
+{
+	int64_t now = bench_disk_flushes();
+	if (before < 0 || now < 0 || events == 0)
+		return -1;
+	return (double)(now - before) / (double)events;
+}
+
+void
+bench_disk_cleanup(void)
+{
+	if (disk.on && getenv("KEEP_TEST_DIRS") == NULL)
+		harness_rmrf(disk.dir);
 }
 
 void

@@ -312,6 +312,8 @@ w3(int port, const bench_events *ev, bench_result *r)
 
 	uint64_t t0 = harness_now_ns(), sent = 0, replies = 0;
 	for (size_t i = 0; i < s->n; i++) {
+		/* the same order as funnel's W3: sleep until due, then collect */
+		bench_sleep_until(t0 + i * (1000000000u / BENCH_W3_RATE));
 		replies += drain_replies(c);
 		while (sent - replies >= BENCH_W3_WINDOW) {
 			void *rep;
@@ -320,7 +322,6 @@ w3(int port, const bench_events *ev, bench_result *r)
 			freeReplyObject(rep);
 			replies++;
 		}
-		bench_sleep_until(t0 + i * (1000000000u / BENCH_W3_RATE));
 		xadd_argv(&s->ev[i], argv, lens);
 		__atomic_store_n(&sent_ns[i], harness_now_ns(), __ATOMIC_RELEASE);
 		redisAppendCommandArgv(c, 11, argv, lens);
@@ -381,17 +382,24 @@ peer_redis_run(const char *appendfsync, const bench_events *ev, bench_result *r)
 	bench_sampler mem;
 
 	bench_result_init(r);
+	bench_disk_server(strcmp(appendfsync, "always") == 0 ? "redis_always" : "redis_everysec");
 	if (srv_start(&s, appendfsync, r->note, sizeof r->note) != 0) {
 		srv_stop(&s);
 		return -1;
 	}
 	bench_sampler_start(&mem, s.pid);
 	fprintf(stderr, "bench: Redis (appendfsync %s) W4\n", appendfsync);
+	int64_t f0 = bench_disk_flushes();
 	w4(s.port, ev, r);
+	r->flushes[BENCH_FL_W4] = bench_disk_per_event(f0, ev->w4.n);
 	fprintf(stderr, "bench: Redis (appendfsync %s) W1, %" PRIu64 " events\n", appendfsync, ev->w1_total);
+	f0 = bench_disk_flushes();
 	w1(s.port, ev, r);
+	r->flushes[BENCH_FL_W1] = bench_disk_per_event(f0, r->w1_acked);
 	fprintf(stderr, "bench: Redis (appendfsync %s) W3\n", appendfsync);
+	f0 = bench_disk_flushes();
 	w3(s.port, ev, r);
+	r->flushes[BENCH_FL_W3] = bench_disk_per_event(f0, ev->w3.n);
 	fprintf(stderr, "bench: Redis (appendfsync %s) W2\n", appendfsync);
 	w2(s.port, r);
 	r->mem_max_kb = bench_sampler_stop(&mem);

@@ -9,6 +9,8 @@
 # BENCH_GATEWAY_PACED size bench_gateway.c;
 # BENCH_IMPORT_ROWS and BENCH_DEMO_LEADS size bench_history.py;
 # BENCH_MIRROR_EVENTS and BENCH_MIRROR_SECS size bench_mirror.c;
+# BENCH_SLOW_DISK, BENCH_SLOW_DISK_US and BENCH_SLOW_DISK_EVENTS shape the
+# second bench_funnel run, on a slower disk (below);
 # BENCH_OUT is where the table and the raw figures go.
 BUILD=${BUILD:-build}
 export BUILD
@@ -16,6 +18,15 @@ export FUNNELD="$BUILD/bin/funneld"
 export BENCH_OUT="${BENCH_OUT:-$BUILD/bench/RESULTS.md}"
 mkdir -p "$(dirname "$BENCH_OUT")"
 nice "$BUILD/bench/bench_funnel" || exit 1
+# the same on a disk whose flush takes 1 ms more (BENCH_FLUSH_DELAY_US,
+# tests/crash/shim.c preloaded into funneld and redis-server): W1, W3, W4
+# and each one's flushes per event against Redis always, appended (about
+# a minute; BENCH_SLOW_DISK=0 skips it, BENCH_SLOW_DISK_US sets the delay)
+if [ "${BENCH_SLOW_DISK:-1}" != 0 ]; then
+	BENCH_FLUSH_DELAY_US=${BENCH_SLOW_DISK_US:-1000} BENCH_OUT_APPEND=1 BENCH_PEERS=redis-always \
+	BENCH_EVENTS=${BENCH_SLOW_DISK_EVENTS:-200000} BENCH_START_EVENTS=0 BENCH_BACKUP_EVENTS=0 \
+	BENCH_SEALED=0 BENCH_CURVE=0 nice "$BUILD/bench/bench_funnel" || exit 1
+fi
 # the services' numbers (BENCH_SCORING_EVENTS, BENCH_SCORING_SECS), appended
 nice "$BUILD/bench/bench_scoring" || exit 1
 # funnel-routing's (BENCH_ROUTING_LEADS, BENCH_ROUTING_SECS), appended

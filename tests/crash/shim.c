@@ -53,6 +53,23 @@
  * CRASH_SYNC_DELAY_FROM=K: only the flushes of watched files after the
  * first K are slowed (a test counts a start's flushes and slows only
  * what comes after it).
+ *
+ * The slow-disk mode (the benchmark's BENCH_FLUSH_DELAY_US), with
+ * CRASH_WATCH=DIR and without CRASH_TRACE: nothing is recorded and no
+ * lock is taken; only the flushes of paths under DIR (directories and
+ * lock files included: a disk pays for those too) are touched:
+ *   fsync, fdatasync, an msync of a shared writable mapping of such a
+ *   file, and each write/pwrite/writev/pwritev on an fd opened O_DSYNC
+ *   or O_SYNC (one flush per call).
+ * CRASH_SYNC_DELAY_US=N: each such flush sleeps N microseconds after the
+ * real call returned (timer slack lowered to 1 us for that sleep), a disk
+ * whose flush takes N us more than this one's.
+ * CRASH_SYNC_COUNT=FILE: FILE holds a native uint64 that each such flush
+ * adds one to (atomically, through a shared mapping: the processes that
+ * name the same FILE add up, and a reader sees the count at any time);
+ * created as 0 when missing.  Both also work together with CRASH_TRACE.
+ * Without CRASH_WATCH the shim only forwards the calls, whatever else is
+ * set.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -68,6 +85,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -124,13 +142,33 @@ static int fail_sync_once;          /* CRASH_FAIL_SYNC_ONCE */
 static long sync_delay_ms;          /* CRASH_SYNC_DELAY_MS */
 static long sync_delay_from;        /* CRASH_SYNC_DELAY_FROM */
 static long delay_syncs;            /* flushes of watched files met, atomic */
+static int active;                  /* CRASH_WATCH set: paths under it are watched */
+static long sync_delay_us;          /* CRASH_SYNC_DELAY_US */
+static volatile uint64_t *flushes;  /* CRASH_SYNC_COUNT's mapping, or NULL */
+
+/* A native u64 in a file, mapped shared; NULL when it cannot be had. */
+static volatile uint64_t *
+map_counter(const char *path)
+{
+	int cfd = (int)syscall(SYS_open, path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	struct stat st;
+	if (cfd < 0)
+		return NULL;
+	if (syscall(SYS_fstat, cfd, &st) != 0 || (st.st_size < 8 && syscall(SYS_ftruncate, cfd, 8) != 0)) {
+		syscall(SYS_close, cfd);
+		return NULL;
+	}
+	void *m = (void *)syscall(SYS_mmap, NULL, 8, PROT_READ | PROT_WRITE, MAP_SHARED, cfd, 0);
+	syscall(SYS_close, cfd);
+	return m == MAP_FAILED ? NULL : m;
+}
 
 static void
 setup(void)
 {
 	pthread_mutex_lock(&setup_mu);
 	const char *t = getenv("CRASH_TRACE"), *w = getenv("CRASH_WATCH");
-	if (set_up || t == NULL || w == NULL) {
+	if (set_up || w == NULL || *w == '\0') {
 		pthread_mutex_unlock(&setup_mu);
 		return;
 	}
@@ -150,6 +188,19 @@ setup(void)
 	f = getenv("CRASH_SYNC_DELAY_FROM");
 	if (f != NULL && *f != '\0')
 		sync_delay_from = strtol(f, NULL, 10);
+	f = getenv("CRASH_SYNC_DELAY_US");
+	if (f != NULL && *f != '\0')
+		sync_delay_us = strtol(f, NULL, 10);
+	f = getenv("CRASH_SYNC_COUNT");
+	if (f != NULL && *f != '\0' && (flushes = map_counter(f)) == NULL)
+		abort();
+	active = 1;
+	if (t == NULL) {
+		/* the slow-disk mode: no trace */
+		set_up = 1;
+		pthread_mutex_unlock(&setup_mu);
+		return;
+	}
 	snprintf(ctr, sizeof ctr, "%s.ctr", t);
 	int cfd = (int)syscall(SYS_open, ctr, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (cfd < 0 || syscall(SYS_ftruncate, cfd, 8) != 0)
@@ -199,6 +250,8 @@ static void
 emit(uint32_t kind, uint32_t flags, uint64_t ino, uint64_t off, const void *data, size_t len)
 {
 	struct rec r = { kind, flags, ino, off, len };
+	if (trace_fd < 0)
+		return;
 	put_all(&r, sizeof r);
 	if (len)
 		put_all(data, len);
@@ -209,6 +262,8 @@ static void
 emit_iov(uint32_t flags, uint64_t ino, uint64_t off, const struct iovec *iov, int n, size_t total)
 {
 	struct rec r = { OP_WRITE, flags, ino, off, total };
+	if (trace_fd < 0)
+		return;
 	put_all(&r, sizeof r);
 	for (int i = 0; i < n && total > 0; i++) {
 		size_t l = iov[i].iov_len < total ? iov[i].iov_len : total;
@@ -250,8 +305,11 @@ is_lock(const char *p)
 static int
 watched(const char *abs)
 {
-	return trace_fd >= 0 && strncmp(abs, watch, watch_len) == 0 &&
-	       (abs[watch_len] == '\0' || abs[watch_len] == '/') && !is_lock(abs);
+	if (!active || strncmp(abs, watch, watch_len) != 0 ||
+	    (abs[watch_len] != '\0' && abs[watch_len] != '/'))
+		return 0;
+	/* the trace leaves lock files out; a slow disk flushes them too */
+	return trace_fd < 0 || !is_lock(abs);
 }
 
 /* The open is done under mu so that the OPEN record comes before any
@@ -318,7 +376,35 @@ creat(const char *path, mode_t mode)
 static int
 is_watched_fd(int fd)
 {
-	return trace_fd >= 0 && fd >= 0 && fd < MAX_FD && fds[fd].watched;
+	return active && fd >= 0 && fd < MAX_FD && fds[fd].watched;
+}
+
+/* The slow-disk mode's part of one flush of a watched file, after the
+ * real call: count it, then sleep CRASH_SYNC_DELAY_US with the thread's
+ * timer slack at 1 us (put back after), so the sleep is what was asked. */
+static void
+flushed(void)
+{
+	if (flushes != NULL)
+		__atomic_fetch_add(flushes, 1, __ATOMIC_SEQ_CST);
+	if (sync_delay_us <= 0)
+		return;
+	int saved = errno;
+	long slack = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+	struct timespec d = { sync_delay_us / 1000000, (sync_delay_us % 1000000) * 1000L };
+	prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+	while (nanosleep(&d, &d) != 0 && errno == EINTR)
+		;
+	if (slack > 0)
+		prctl(PR_SET_TIMERSLACK, (unsigned long)slack, 0, 0, 0);
+	errno = saved;
+}
+
+/* Whether a write on fd is a flush (an fd opened O_DSYNC or O_SYNC). */
+static int
+dsync_fd(int fd)
+{
+	return fds[fd].dsync;
 }
 
 int
@@ -341,11 +427,19 @@ pwrite(int fd, const void *buf, size_t len, off_t off)
 	ensure();
 	if (!is_watched_fd(fd))
 		return real_pwrite(fd, buf, len, off);
+	if (trace_fd < 0) {
+		ssize_t n = real_pwrite(fd, buf, len, off);
+		if (dsync_fd(fd))
+			flushed();
+		return n;
+	}
 	pthread_mutex_lock(&mu);
 	ssize_t n = real_pwrite(fd, buf, len, off);
 	if (n > 0)
 		emit(OP_WRITE, fds[fd].dsync ? F_DSYNC : 0, fds[fd].ino, (uint64_t)off, buf, (size_t)n);
 	pthread_mutex_unlock(&mu);
+	if (dsync_fd(fd))
+		flushed();
 	return n;
 }
 ssize_t pwrite64(int fd, const void *buf, size_t len, off_t off) __attribute__((alias("pwrite")));
@@ -356,12 +450,20 @@ write(int fd, const void *buf, size_t len)
 	ensure();
 	if (!is_watched_fd(fd))
 		return real_write(fd, buf, len);
+	if (trace_fd < 0) {
+		ssize_t n = real_write(fd, buf, len);
+		if (dsync_fd(fd))
+			flushed();
+		return n;
+	}
 	pthread_mutex_lock(&mu);
 	off_t off = lseek(fd, 0, SEEK_CUR);
 	ssize_t n = real_write(fd, buf, len);
 	if (n > 0)
 		emit(OP_WRITE, fds[fd].dsync ? F_DSYNC : 0, fds[fd].ino, (uint64_t)off, buf, (size_t)n);
 	pthread_mutex_unlock(&mu);
+	if (dsync_fd(fd))
+		flushed();
 	return n;
 }
 
@@ -371,11 +473,19 @@ pwritev(int fd, const struct iovec *iov, int n, off_t off)
 	ensure();
 	if (!is_watched_fd(fd))
 		return real_pwritev(fd, iov, n, off);
+	if (trace_fd < 0) {
+		ssize_t w = real_pwritev(fd, iov, n, off);
+		if (dsync_fd(fd))
+			flushed();
+		return w;
+	}
 	pthread_mutex_lock(&mu);
 	ssize_t w = real_pwritev(fd, iov, n, off);
 	if (w > 0)
 		emit_iov(fds[fd].dsync ? F_DSYNC : 0, fds[fd].ino, (uint64_t)off, iov, n, (size_t)w);
 	pthread_mutex_unlock(&mu);
+	if (dsync_fd(fd))
+		flushed();
 	return w;
 }
 ssize_t pwritev64(int fd, const struct iovec *iov, int n, off_t off) __attribute__((alias("pwritev")));
@@ -386,12 +496,20 @@ writev(int fd, const struct iovec *iov, int n)
 	ensure();
 	if (!is_watched_fd(fd))
 		return real_writev(fd, iov, n);
+	if (trace_fd < 0) {
+		ssize_t w = real_writev(fd, iov, n);
+		if (dsync_fd(fd))
+			flushed();
+		return w;
+	}
 	pthread_mutex_lock(&mu);
 	off_t off = lseek(fd, 0, SEEK_CUR);
 	ssize_t w = real_writev(fd, iov, n);
 	if (w > 0)
 		emit_iov(fds[fd].dsync ? F_DSYNC : 0, fds[fd].ino, (uint64_t)off, iov, n, (size_t)w);
 	pthread_mutex_unlock(&mu);
+	if (dsync_fd(fd))
+		flushed();
 	return w;
 }
 
@@ -401,6 +519,11 @@ traced_sync(int fd, int (*fn)(int))
 	ensure();
 	if (!is_watched_fd(fd))
 		return fn(fd);
+	if (trace_fd < 0) {
+		int rc = fn(fd);
+		flushed();
+		return rc;
+	}
 	if (!fds[fd].dir && sync_delay_ms > 0 &&
 	    __atomic_fetch_add(&delay_syncs, 1, __ATOMIC_RELAXED) >= sync_delay_from) {
 		struct timespec d = { sync_delay_ms / 1000, (sync_delay_ms % 1000) * 1000000L };
@@ -418,6 +541,7 @@ traced_sync(int fd, int (*fn)(int))
 	if (rc == 0)
 		emit(fds[fd].dir ? OP_DIRSYNC : OP_SYNC, 0, fds[fd].ino, 0, NULL, 0);
 	pthread_mutex_unlock(&mu);
+	flushed();
 	return rc;
 }
 
@@ -467,13 +591,18 @@ void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 int
 msync(void *addr, size_t len, int flags)
 {
+	int hit = 0;
 	ensure();
 	pthread_mutex_lock(&mu);
 	int rc = real_msync(addr, len, flags);
-	for (int i = 0; rc == 0 && trace_fd >= 0 && i < MAX_MAPS; i++)
-		if (maps[i].hi && (uintptr_t)addr >= maps[i].lo && (uintptr_t)addr < maps[i].hi)
+	for (int i = 0; rc == 0 && active && i < MAX_MAPS; i++)
+		if (maps[i].hi && (uintptr_t)addr >= maps[i].lo && (uintptr_t)addr < maps[i].hi) {
 			emit(OP_SYNC, 0, maps[i].ino, 0, NULL, 0);
+			hit = 1;
+		}
 	pthread_mutex_unlock(&mu);
+	if (hit && (flags & MS_SYNC))
+		flushed();
 	(void)len;
 	return rc;
 }
