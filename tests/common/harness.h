@@ -52,7 +52,7 @@ uint64_t harness_now_ns(void);
 
 /* Anonymous memory of a process in kB (what it allocated itself: heap,
  * stacks; not the file pages it maps, such as the LMDB log), from
- * /proc/PID/smaps_rollup; 0 if unknown. */
+ * /proc/PID/status RssAnon; 0 if unknown. */
 uint64_t harness_anon_kb(pid_t pid);
 
 /* Remove a directory tree (used on temp dirs only). */

@@ -6,8 +6,8 @@
  *
  * Promised (DESIGN.md): subscribers see every event once, in seq order,
  * with no gap; the daemon's private memory stays under 64 MB and does not
- * grow with the log.  "Private memory" is the Anonymous figure of
- * /proc/PID/smaps_rollup (heap and stacks; the LMDB file pages it maps
+ * grow with the log.  "Private memory" is the RssAnon figure of
+ * /proc/PID/status (heap and stacks; the LMDB file pages it maps
  * are the page cache's, and grow with the log by design).  Growth is
  * judged by the largest sample of the last third of the run against the
  * largest of the first third (the warm-up is in the first third), with
@@ -225,7 +225,7 @@ test_soak_daemon_memory_flat(void **state)
 	printf("\n");
 	if (low == 0) {
 		/* harness_anon_kb's "unknown": with it the limits below would pass unjudged */
-		printf("soak: SKIPPED: a sample without a memory figure (/proc/PID/smaps_rollup "
+		printf("soak: SKIPPED: a sample without a memory figure (/proc/PID/status "
 		       "unreadable)\n");
 		skip();
 	}
