@@ -917,7 +917,10 @@ store_group_durable(store *s, uint64_t first_seq, size_t count, const void *recs
 		return 0;
 	if (!journal_fits(s->journal, count, ends[count - 1]))
 		return store_checkpoint(s);   /* makes it durable, and the lap new */
-	return journal_append(s->journal, first_seq, count, recs, ends);
+	int rc = journal_append(s->journal, first_seq, count, recs, ends);
+	if (rc != 0)
+		s->broken = 1;   /* a write or flush of unknown fate: no later flush proves it */
+	return rc;
 }
 
 int
