@@ -394,8 +394,9 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, siz
 	}
 	if (load_head(s, txn, why, whylen) != 0)
 		goto fail;
-	if ((rc = mdb_txn_commit(txn)) != 0) {
-		txn = NULL;
+	rc = mdb_txn_commit(txn);
+	txn = NULL;   /* ended either way */
+	if (rc != 0) {
 		snprintf(why, whylen, "cannot initialise the log: %s", mdb_strerror(rc));
 		goto fail;
 	}
