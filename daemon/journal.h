@@ -42,7 +42,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define JOURNAL_FILE "journal"
+#include "logfmt.h"
+
+#define JOURNAL_FILE FP_LOG_JOURNAL_FILE
 #define JOURNAL_DEFAULT_SIZE ((size_t)64 << 20)
 #define JOURNAL_MIN_SIZE ((size_t)64 << 10)
 #define JOURNAL_HEADER_BYTES 56
