@@ -12,6 +12,7 @@
 
 #include <sodium.h>
 
+#include "funnel/record.h"
 #include "envfile.h"
 #include "journal.h"
 
@@ -42,15 +43,40 @@ struct entry_head {
 };
 _Static_assert(sizeof(struct entry_head) == JOURNAL_HEADER_BYTES, "journal header layout");
 
+/*
+ * The entry's checksum: BLAKE2b-128 of its header (these 16 bytes
+ * zeroed), then of each record's length and its last FUNNEL_HASH_BYTES,
+ * the record's own hash of the rest of it (record.h).  A record's other
+ * bytes are vouched for by that hash, which journal_scan() checks, so
+ * the writer hashes 36 bytes a record here, not the whole record again.
+ * Records shorter than a hash are refused by journal_append().
+ */
 static void
 entry_sum(const struct entry_head *h, const uint8_t *payload, size_t len, uint8_t out[SUM_BYTES])
 {
 	crypto_generichash_state st;
 	struct entry_head z = *h;
+	uint8_t buf[512];
+	size_t n = 0;
+
 	memset(z.sum, 0, sizeof z.sum);
 	crypto_generichash_init(&st, NULL, 0, SUM_BYTES);
 	crypto_generichash_update(&st, (const uint8_t *)&z, sizeof z);
-	crypto_generichash_update(&st, payload, len);
+	for (size_t p = 0; p + 4 <= len;) {
+		uint32_t rl;
+		memcpy(&rl, payload + p, 4);
+		if (rl < FUNNEL_HASH_BYTES || len - p - 4 < rl)
+			break;   /* the scan refuses such an entry anyway */
+		if (n + 4 + FUNNEL_HASH_BYTES > sizeof buf) {
+			crypto_generichash_update(&st, buf, n);
+			n = 0;
+		}
+		memcpy(buf + n, payload + p, 4);
+		memcpy(buf + n + 4, payload + p + 4 + rl - FUNNEL_HASH_BYTES, FUNNEL_HASH_BYTES);
+		n += 4 + FUNNEL_HASH_BYTES;
+		p += 4 + rl;
+	}
+	crypto_generichash_update(&st, buf, n);
 	crypto_generichash_final(&st, out, SUM_BYTES);
 }
 
@@ -302,7 +328,8 @@ journal_scan(journal *j, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end)
 				break;
 			memcpy(&n, j->buf + p, 4);
 			p += 4;
-			if (n == 0 || h.len - p < n)
+			if (n < FUNNEL_HASH_BYTES || h.len - p < n ||
+			    !funnel_record_hash_ok(j->buf + p, n))
 				break;
 			recs[i] = j->buf + p;
 			lens[i] = n;
@@ -353,6 +380,8 @@ journal_append(journal *j, uint64_t first_seq, size_t count, const void *recs,
 	size_t start = 0;
 	for (size_t i = 0; i < count; i++) {
 		uint32_t n = (uint32_t)(ends[i] - start);
+		if (n < FUNNEL_HASH_BYTES)
+			return EINVAL;   /* not a record (record.h) */
 		memcpy(p, &n, 4);
 		memcpy(p + 4, (const uint8_t *)recs + start, n);
 		p += 4 + n;

@@ -17,7 +17,10 @@
  *       u32 magic "FJNL", u32 format (1), u64 lap, u64 first_seq,
  *       u32 count, u32 zero, u64 payload length,
  *       16 bytes: BLAKE2b-128 (crypto_generichash) of the header with
- *       these 16 bytes zeroed, then of the payload;
+ *       these 16 bytes zeroed, then of each record's length and own
+ *       hash (its last 32 bytes, a BLAKE2b-256 of the rest of it:
+ *       funnel/record.h), so the checksum and the records' own hashes
+ *       together cover every byte;
  *     then the payload: count records, each a u32 length and the
  *     record's bytes exactly as the log stores them, seqs first_seq,
  *     first_seq+1, ...  Entries follow each other with no gap;
@@ -26,7 +29,7 @@
  *     entry's records are durable once journal_append() returned 0.
  *
  * Reading (journal_scan) starts at offset 0 and takes entries while
- * each is whole (its checksum), belongs to the lap of the first one and
+ * each is whole (its checksum, and each record's own hash), belongs to the lap of the first one and
  * continues it seq by seq (first_seq is the previous entry's first_seq
  * + count, the first entry's first_seq is its lap).  The first entry
  * that fails any of these ends the lap: a torn last append, or an
@@ -100,7 +103,8 @@ int journal_fits(const journal *j, size_t count, size_t bytes);
  * Append an entry of count records (seqs first_seq, ...): record i is
  * bytes [ends[i-1], ends[i]) of recs (ends[-1] being 0).  The caller
  * checked journal_fits().  One pwrite, one fdatasync.  Returns 0 (the
- * records are durable), ENOMEM, or the errno of the write or the flush;
+ * records are durable), ENOMEM, EINVAL (a record shorter than a record's
+ * hash: not a record), or the errno of the write or the flush;
  * after a failed flush nothing appended since the last successful one
  * may be called durable (Linux reports a failed writeback once).
  */

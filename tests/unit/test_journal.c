@@ -37,172 +37,6 @@
 #include "store.h"
 #include "unit.h"
 
-/* What a scan met: up to 16 entries of up to 8 records, copied. */
-typedef struct seen {
-	int n;
-	uint64_t first[16];
-	uint32_t count[16];
-	char rec[16][8][64];
-} seen;
-
-static int
-collect(void *ctx, uint64_t first_seq, uint32_t count, const uint8_t *const *recs,
-        const uint32_t *lens)
-{
-	seen *s = ctx;
-	assert_true(s->n < 16 && count <= 8);
-	s->first[s->n] = first_seq;
-	s->count[s->n] = count;
-	for (uint32_t i = 0; i < count; i++) {
-		assert_true(lens[i] < 64);
-		memcpy(s->rec[s->n][i], recs[i], lens[i]);
-		s->rec[s->n][i][lens[i]] = '\0';
-	}
-	s->n++;
-	return 0;
-}
-
-/* Append records named by the strings of recs (count of them) at first. */
-static int
-append_strs(journal *j, uint64_t first, const char *const *recs, size_t count)
-{
-	char buf[512];
-	size_t ends[8], off = 0;
-	for (size_t i = 0; i < count; i++) {
-		size_t n = strlen(recs[i]);
-		memcpy(buf + off, recs[i], n);
-		off += n;
-		ends[i] = off;
-	}
-	return journal_append(j, first, count, buf, ends);
-}
-
-static journal *
-open_j(const char *dir, size_t size)
-{
-	char why[256] = "";
-	journal *j = journal_open(dir, size, 1, why, sizeof why);
-	if (j == NULL)
-		fail_msg("journal_open: %s", why);
-	return j;
-}
-
-static void
-test_append_then_scan(void **state)
-{
-	unit_tmp *t = *state;
-	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	const char *a[] = { "one", "two", "three" }, *b[] = { "four", "five" };
-	uint64_t lap, end;
-	seen s = { 0 };
-
-	assert_int_equal(journal_size(j), JOURNAL_MIN_SIZE);
-	journal_new_lap(j, 1);
-	assert_int_equal(append_strs(j, 1, a, 3), 0);
-	assert_int_equal(append_strs(j, 4, b, 2), 0);
-	journal_close(j);
-
-	j = open_j(t->dir, 2 * JOURNAL_MIN_SIZE);   /* an existing file keeps its size */
-	assert_int_equal(journal_size(j), JOURNAL_MIN_SIZE);
-	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
-	assert_int_equal(lap, 1);
-	assert_int_equal(end, 6);
-	assert_int_equal(s.n, 2);
-	assert_int_equal(s.first[0], 1);
-	assert_int_equal(s.count[0], 3);
-	assert_string_equal(s.rec[0][2], "three");
-	assert_int_equal(s.first[1], 4);
-	assert_string_equal(s.rec[1][1], "five");
-	/* the next append continues the lap */
-	const char *c[] = { "six" };
-	assert_int_equal(append_strs(j, 6, c, 1), 0);
-	memset(&s, 0, sizeof s);
-	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
-	assert_int_equal(s.n, 3);
-	assert_int_equal(end, 7);
-	journal_close(j);
-}
-
-static void
-test_torn_last_entry(void **state)
-{
-	unit_tmp *t = *state;
-	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	const char *a[] = { "alpha", "beta" }, *b[] = { "gamma" }, *c[] = { "delta" };
-	uint64_t lap, end;
-	seen s = { 0 };
-
-	journal_new_lap(j, 10);
-	assert_int_equal(append_strs(j, 10, a, 2), 0);
-	size_t first_end = journal_used(j);
-	assert_int_equal(append_strs(j, 12, b, 1), 0);
-	journal_close(j);
-	/* the second entry's last byte never reached the disk */
-	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
-	int fd = open(t->path, O_RDWR);
-	assert_true(fd >= 0);
-	char z = 'X';
-	assert_int_equal(pwrite(fd, &z, 1, (off_t)first_end + JOURNAL_HEADER_BYTES + 4 + 4), 1);
-	close(fd);
-
-	j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
-	assert_int_equal(s.n, 1);
-	assert_int_equal(lap, 10);
-	assert_int_equal(end, 12);
-	assert_int_equal(journal_used(j), first_end);
-	/* the next append goes where the torn one was */
-	assert_int_equal(append_strs(j, 12, c, 1), 0);
-	memset(&s, 0, sizeof s);
-	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
-	assert_int_equal(s.n, 2);
-	assert_string_equal(s.rec[1][0], "delta");
-	journal_close(j);
-}
-
-static void
-test_old_lap_entries_after_a_new_lap(void **state)
-{
-	unit_tmp *t = *state;
-	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	const char *a[] = { "aaaa", "bbbb" }, *b[] = { "cccc", "dddd" }, *c[] = { "eeee" };
-	const char *n[] = { "ffff", "gggg" };
-	uint64_t lap, end;
-	seen s = { 0 };
-
-	journal_new_lap(j, 1);
-	assert_int_equal(append_strs(j, 1, a, 2), 0);
-	assert_int_equal(append_strs(j, 3, b, 2), 0);
-	assert_int_equal(append_strs(j, 5, c, 1), 0);
-	/* a checkpoint holds 1..6: lap 7 from offset 0; its first entry is as
-	 * long as lap 1's, so it ends exactly where lap 1's second begins */
-	journal_new_lap(j, 7);
-	assert_int_equal(append_strs(j, 7, n, 2), 0);
-	journal_close(j);
-
-	j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
-	assert_int_equal(lap, 7);
-	assert_int_equal(end, 9);
-	assert_int_equal(s.n, 1);
-	assert_string_equal(s.rec[0][1], "gggg");
-	journal_close(j);
-}
-
-static void
-test_bigger_than_the_file_does_not_fit(void **state)
-{
-	unit_tmp *t = *state;
-	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	journal_new_lap(j, 1);
-	assert_true(journal_fits(j, 1, 100));
-	assert_false(journal_fits(j, 1, JOURNAL_MIN_SIZE));
-	assert_false(journal_fits(j, 1000, JOURNAL_MIN_SIZE - JOURNAL_HEADER_BYTES - 1000));
-	journal_close(j);
-}
-
-/* ---- through the store -------------------------------------------------- */
-
 /* Record seq (a lead.captured of lead, or an x.note without one; with
  * assign, a lead.assigned to that owner) chained to prev, into sb. */
 static void
@@ -246,6 +80,174 @@ make_record(msgpack_sbuffer *sb, uint64_t seq, const uint8_t *prev, const char *
 	msgpack_zone_destroy(&z);
 	msgpack_sbuffer_destroy(&db);
 }
+
+/* What a scan met: up to 16 entries of up to 8 records: their seqs. */
+typedef struct seen {
+	int n;
+	uint64_t first[16];
+	uint32_t count[16];
+	uint64_t seq[16][8];
+} seen;
+
+static int
+collect(void *ctx, uint64_t first_seq, uint32_t count, const uint8_t *const *recs,
+        const uint32_t *lens)
+{
+	seen *s = ctx;
+	assert_true(s->n < 16 && count <= 8);
+	s->first[s->n] = first_seq;
+	s->count[s->n] = count;
+	for (uint32_t i = 0; i < count; i++)
+		assert_int_equal(funnel_record_peek(recs[i], lens[i], &s->seq[s->n][i], NULL), FUNNEL_OK);
+	s->n++;
+	return 0;
+}
+
+/* Append an entry of count x.note records, seqs first... */
+static int
+append_recs(journal *j, uint64_t first, size_t count)
+{
+	msgpack_sbuffer sb, all;
+	uint8_t prev[FUNNEL_HASH_BYTES] = { 0 }, h[FUNNEL_HASH_BYTES];
+	size_t ends[8];
+	msgpack_sbuffer_init(&sb);
+	msgpack_sbuffer_init(&all);
+	for (size_t i = 0; i < count; i++) {
+		make_record(&sb, first + i, prev, NULL, 0, NULL, h);
+		msgpack_sbuffer_write(&all, sb.data, sb.size);
+		ends[i] = all.size;
+	}
+	int rc = journal_append(j, first, count, all.data, ends);
+	msgpack_sbuffer_destroy(&sb);
+	msgpack_sbuffer_destroy(&all);
+	return rc;
+}
+
+static journal *
+open_j(const char *dir, size_t size)
+{
+	char why[256] = "";
+	journal *j = journal_open(dir, size, 1, why, sizeof why);
+	if (j == NULL)
+		fail_msg("journal_open: %s", why);
+	return j;
+}
+
+static void
+test_append_then_scan(void **state)
+{
+	unit_tmp *t = *state;
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	uint64_t lap, end;
+	seen s = { 0 };
+
+	assert_int_equal(journal_size(j), JOURNAL_MIN_SIZE);
+	journal_new_lap(j, 1);
+	assert_int_equal(append_recs(j, 1, 3), 0);
+	assert_int_equal(append_recs(j, 4, 2), 0);
+	journal_close(j);
+
+	j = open_j(t->dir, 2 * JOURNAL_MIN_SIZE);   /* an existing file keeps its size */
+	assert_int_equal(journal_size(j), JOURNAL_MIN_SIZE);
+	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
+	assert_int_equal(lap, 1);
+	assert_int_equal(end, 6);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.first[0], 1);
+	assert_int_equal(s.count[0], 3);
+	assert_int_equal(s.seq[0][2], 3);
+	assert_int_equal(s.first[1], 4);
+	assert_int_equal(s.seq[1][1], 5);
+	/* the next append continues the lap */
+	assert_int_equal(append_recs(j, 6, 1), 0);
+	memset(&s, 0, sizeof s);
+	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
+	assert_int_equal(s.n, 3);
+	assert_int_equal(end, 7);
+	journal_close(j);
+}
+
+static void
+test_torn_last_entry(void **state)
+{
+	unit_tmp *t = *state;
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	uint64_t lap, end;
+	seen s = { 0 };
+
+	journal_new_lap(j, 10);
+	assert_int_equal(append_recs(j, 10, 2), 0);
+	size_t first_end = journal_used(j);
+	assert_int_equal(append_recs(j, 12, 1), 0);
+	journal_close(j);
+	/* a byte of the second entry's record never reached the disk (a
+	 * byte the checksum itself does not cover: the record's own hash
+	 * must catch it) */
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
+	int fd = open(t->path, O_RDWR);
+	assert_true(fd >= 0);
+	char z = 'X';
+	assert_int_equal(pwrite(fd, &z, 1, (off_t)first_end + JOURNAL_HEADER_BYTES + 4 + 10), 1);
+	close(fd);
+
+	j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(lap, 10);
+	assert_int_equal(end, 12);
+	assert_int_equal(journal_used(j), first_end);
+	/* the next append goes where the torn one was */
+	assert_int_equal(append_recs(j, 12, 2), 0);
+	memset(&s, 0, sizeof s);
+	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.seq[1][1], 13);
+	assert_int_equal(end, 14);
+	journal_close(j);
+}
+
+static void
+test_old_lap_entries_after_a_new_lap(void **state)
+{
+	unit_tmp *t = *state;
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	uint64_t lap, end;
+	seen s = { 0 };
+
+	journal_new_lap(j, 1);
+	assert_int_equal(append_recs(j, 1, 2), 0);
+	size_t first_len = journal_used(j);
+	assert_int_equal(append_recs(j, 3, 2), 0);
+	assert_int_equal(append_recs(j, 5, 1), 0);
+	/* a checkpoint holds 1..6: lap 7 from offset 0; its first entry is as
+	 * long as lap 1's, so it ends exactly where lap 1's second begins */
+	journal_new_lap(j, 7);
+	assert_int_equal(append_recs(j, 7, 2), 0);
+	assert_int_equal(journal_used(j), first_len);
+	journal_close(j);
+
+	j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
+	assert_int_equal(lap, 7);
+	assert_int_equal(end, 9);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.seq[0][1], 8);
+	journal_close(j);
+}
+
+static void
+test_bigger_than_the_file_does_not_fit(void **state)
+{
+	unit_tmp *t = *state;
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	journal_new_lap(j, 1);
+	assert_true(journal_fits(j, 1, 100));
+	assert_false(journal_fits(j, 1, JOURNAL_MIN_SIZE));
+	assert_false(journal_fits(j, 1000, JOURNAL_MIN_SIZE - JOURNAL_HEADER_BYTES - 1000));
+	journal_close(j);
+}
+
+/* ---- through the store -------------------------------------------------- */
 
 /* Journal entries for seqs first..first+n-1 of a log whose record
  * first-1 has hash prev: lead "L" captured at first, then notes, then
