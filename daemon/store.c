@@ -320,7 +320,7 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, siz
 	snprintf(s->path, sizeof s->path, "%s", path);
 	s->max_map_size = max_map_size;
 	s->durable = durable;
-	/* one flush per commit, its meta page durable with the next (store.h) */
+	/* a checkpoint flushes its pages, then its meta page (store_sync) */
 	flags |= durable ? MDB_NOMETASYNC : MDB_NOSYNC;
 	if (mkdir_p(path) != 0) {
 		snprintf(why, whylen, "cannot create data directory %s: %s", path, strerror(errno));
@@ -802,7 +802,7 @@ store_read_head(store *s, MDB_txn *txn, uint64_t *seq, uint64_t *leads)
 	if (rc != 0)
 		return rc;
 	if (head > dseq) {
-		/* txn holds commits not yet flushed: show the durable one */
+		/* txn holds a group not yet flushed: show the durable head */
 		head = dseq;
 	} else if (leads != NULL) {
 		/* txn began before the durable seq rose past its head (or at it):

@@ -201,7 +201,7 @@ int store_read_head(store *s, MDB_txn *txn, uint64_t *seq, uint64_t *leads);
 /*
  * Wait until the durable seq reaches seq, for at most timeout_ms: 0 when
  * it did, ETIMEDOUT.  A reader that met a lead state written past its
- * head waits so (the writer flushes at once when it has nothing else).
+ * head waits so (the writer flushes each group's journal entry at once).
  */
 int store_wait_durable(store *s, uint64_t seq, int timeout_ms);
 
