@@ -227,9 +227,15 @@ $(BUILD)/obj/clients/gateway/%.o $(BUILD)/obj/clients/cli/%.o \
 $(BUILD)/obj/clients/mirror/%.o: ALL_CFLAGS += -Iclients/common
 
 # daemon/store.c's own unit test links it alone (a real LMDB in a temp dir)
-$(BUILD)/tests/test_store: tests/unit/test_store.c $(BUILD)/obj/daemon/store.o $(PROTO_OBJ)
+$(BUILD)/tests/test_store: tests/unit/test_store.c $(BUILD)/obj/daemon/store.o $(BUILD)/obj/daemon/journal.o $(PROTO_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Idaemon -Itests/common -o $@ $< $(BUILD)/obj/daemon/store.o $(PROTO_OBJ) $(LIBS) -lcmocka $(LDFLAGS)
+	$(CC) $(ALL_CFLAGS) -Idaemon -Itests/common -o $@ $< $(BUILD)/obj/daemon/store.o $(BUILD)/obj/daemon/journal.o $(PROTO_OBJ) $(LIBS) -lcmocka $(LDFLAGS)
+
+# daemon/journal.c's own unit test links it with the store that replays it
+# (real files in a temp dir)
+$(BUILD)/tests/test_journal: tests/unit/test_journal.c $(BUILD)/obj/daemon/journal.o $(BUILD)/obj/daemon/store.o $(PROTO_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Idaemon -Itests/common -o $@ $< $(BUILD)/obj/daemon/store.o $(BUILD)/obj/daemon/journal.o $(PROTO_OBJ) $(LIBS) -lcmocka $(LDFLAGS)
 
 # unit tests link every service's engine (no main, no I/O around it)
 UNIT_ENGINE_OBJ := $(SCORING_ENGINE_OBJ) $(ROUTING_ENGINE_OBJ) $(METRICS_ENGINE_OBJ) \

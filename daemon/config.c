@@ -12,6 +12,7 @@
 #include "funnel/limits.h"
 #include "conf.h"
 #include "config.h"
+#include "journal.h"
 #include "log.h"
 #include "longopt.h"
 #include "vault.h"
@@ -36,6 +37,9 @@ static const char usage[] =
 	"  --heartbeat-ms N     heartbeat period on the publish socket (default 1000)\n"
 	"  --map-size BYTES     initial LMDB map size (default 1 GiB; it grows)\n"
 	"  --max-map-size BYTES never grow the map past this (default: no cap)\n"
+	"  --journal-size BYTES size of the write-ahead journal created in the data\n"
+	"                       directory (default 64 MiB, at least 64 KiB; an\n"
+	"                       existing journal keeps its size)\n"
 	"  --ready-file PATH    once serving, write the bound endpoints and pid here\n"
 	"  --log-level LEVEL    debug, info, warn or error (default info)\n"
 	"  --access FILE        the access file: CURVE on every socket, each key a\n"
@@ -55,7 +59,7 @@ static const char usage[] =
 
 enum {
 	OPT_DATA = 1000, OPT_INGEST, OPT_PUBLISH, OPT_QUERY, OPT_CONFIG, OPT_NOSYNC, OPT_PUBHWM,
-	OPT_HEARTBEAT, OPT_MAPSIZE, OPT_MAXMAP, OPT_READY, OPT_LOGLEVEL, OPT_ACCESS, OPT_KEY, OPT_INSECURE, OPT_MASTERKEY, OPT_PERSONAL, OPT_HELP, OPT_VERSION
+	OPT_HEARTBEAT, OPT_MAPSIZE, OPT_MAXMAP, OPT_JOURNAL, OPT_READY, OPT_LOGLEVEL, OPT_ACCESS, OPT_KEY, OPT_INSECURE, OPT_MASTERKEY, OPT_PERSONAL, OPT_HELP, OPT_VERSION
 };
 
 static const struct option options[] = {
@@ -69,6 +73,7 @@ static const struct option options[] = {
 	{ "heartbeat-ms", required_argument, NULL, OPT_HEARTBEAT },
 	{ "map-size", required_argument, NULL, OPT_MAPSIZE },
 	{ "max-map-size", required_argument, NULL, OPT_MAXMAP },
+	{ "journal-size", required_argument, NULL, OPT_JOURNAL },
 	{ "ready-file", required_argument, NULL, OPT_READY },
 	{ "log-level", required_argument, NULL, OPT_LOGLEVEL },
 	{ "access", required_argument, NULL, OPT_ACCESS },
@@ -170,6 +175,10 @@ apply(config *c, int opt, const char *val, const char *src)
 		break;
 	case OPT_MAXMAP:
 		if (parse_size(val, &c->max_map_size) == 0)
+			return 0;
+		break;
+	case OPT_JOURNAL:
+		if (parse_size(val, &c->journal_size) == 0 && c->journal_size >= JOURNAL_MIN_SIZE)
 			return 0;
 		break;
 	case OPT_LOGLEVEL:
@@ -289,6 +298,7 @@ config_load(config *c, int argc, char **argv)
 	c->pub_hwm = 100000;
 	c->heartbeat_ms = 1000;
 	c->map_size = (size_t)1 << 30;
+	c->journal_size = JOURNAL_DEFAULT_SIZE;
 	snprintf(c->personal_fields, sizeof c->personal_fields, "%s", VAULT_DEFAULT_FIELDS);
 
 	/* The config file first, so flags override it: the shared settings

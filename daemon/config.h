@@ -23,6 +23,7 @@ typedef struct config {
 	int heartbeat_ms;
 	size_t map_size;          /* initial LMDB map */
 	size_t max_map_size;      /* 0: unbounded */
+	size_t journal_size;      /* the journal's size when created (journal.h) */
 	char master_key[4096];    /* file of the master key; "": personal data not sealed */
 	char personal_fields[1024];   /* comma-separated data paths sealed (vault.h) */
 } config;

@@ -7,7 +7,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/statvfs.h>
 #include <time.h>
 
 #include <zmq.h>
@@ -66,7 +65,7 @@ typedef struct batch {
 	size_t nrecs;             /* committed records (0 when the group failed) */
 	uint64_t head_seq;        /* the head once this batch is committed */
 	uint64_t head_leads;      /* ... and the distinct lead ids there */
-	int flushed;              /* store_group flushed its commit already (a vault shred) */
+	uint64_t first_seq;       /* the seq of its first record */
 } batch;
 
 /*
@@ -82,9 +81,8 @@ typedef enum outcome {
 	                  * transaction: abort and redo the group with nested transactions */
 	OUT_MAP_FULL,    /* the map is full: grow it and redo the group (store_group: at its cap) */
 	OUT_FAILED,      /* a storage failure: g->error is the LMDB or errno code */
-	OUT_UNFLUSHED,   /* store_group: committed, but the flush that was to make it
-	                  * durable failed (g->error): whether it survives a power loss
-	                  * is unknown, and funneld stops */
+	OUT_UNFLUSHED,   /* store_group: a checkpoint failed (g->error): the tail is
+	                  * lost (the journal has what was acked) and funneld stops */
 } outcome;
 
 /* The writer's own state: what it needs while storing a batch. */
@@ -94,7 +92,6 @@ typedef struct group {
 	msgpack_sbuffer cmp;      /* ... and the new event encoded as that record */
 	vault *vault;             /* personal data keys; NULL: data stored as sent */
 	int error;                /* the code behind the last OUT_FAILED */
-	int commit_failed;        /* that OUT_FAILED came from the commit itself */
 } group;
 
 /* The outcome of an LMDB or errno code rc != 0. */
@@ -174,20 +171,6 @@ reply_error(void *sock, batch *b, request *r, const fp_error *err)
 	msgpack_packer_init(&pk, &b->reply, msgpack_sbuffer_write);
 	fp_pack_error(&pk, r->req.rid, err);
 	send_reply(sock, r, &b->reply);
-}
-
-/* The owner a lead has after an event. */
-static void
-next_owner(const fp_event *ev, store_lead *st)
-{
-	if (ev->spec->type == FP_EV_ASSIGNED) {
-		const msgpack_object *o = mp_find(ev->data, "owner");
-		/* validated: a non-empty string of at most FP_MAX_OWNER_BYTES */
-		memcpy(st->owner, o->via.str.ptr, o->via.str.size);
-		st->owner[o->via.str.size] = '\0';
-	} else if (ev->spec->type == FP_EV_ERASED) {
-		st->owner[0] = '\0';
-	}
 }
 
 static int
@@ -332,10 +315,8 @@ validate_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i, 
 	}
 	if (lead->version == 0)
 		cs->leads++;   /* the first event that names this lead */
-	lead->stage = to;
-	lead->version++;
-	lead->last_seq = cs->seq;
-	next_owner(ev, lead);
+	/* the rule the journal's replay applies too (store.h) */
+	store_lead_after(lead, ev->spec, to, lead->version + 1, cs->seq, ev->data);
 	return OUT_OK;
 }
 
@@ -461,11 +442,14 @@ forget_outcomes(group *g)
 }
 
 /*
- * Store the group.  Returns OUT_OK when every request has its outcome in
- * r->status (the stored ones committed: g->b->nrecs records; durable
- * once the next flush is done, or already when g->b->flushed),
- * OUT_MAP_FULL when the map is at its cap, OUT_FAILED (g->error) when
- * the whole group failed (nothing stored), or OUT_UNFLUSHED.
+ * Store the group into the tail (store.h): validate and append in a
+ * child of the tail transaction, committed into it.  Returns OUT_OK when
+ * every request has its outcome in r->status (the stored ones in the
+ * tail: g->b->nrecs records, not yet durable: store_group_durable is
+ * next), OUT_MAP_FULL when the map is at its cap, OUT_FAILED (g->error)
+ * when the whole group failed (nothing stored), or OUT_UNFLUSHED when
+ * the checkpoint before a map growth failed (g->error: the writer
+ * stops; what was acked is in the journal).
  */
 static outcome
 store_group(store *s, group *g)
@@ -480,8 +464,7 @@ store_group(store *s, group *g)
 		memcpy(cs.prev, s->head_hash, FUNNEL_HASH_BYTES);
 		g->b->recs.size = 0;
 
-		g->commit_failed = 0;   /* of this attempt */
-		int rc = store_wtxn_begin(s, NULL, &w);
+		int rc = store_group_begin(s, &w);
 		if (rc != 0)
 			return failed(g, rc);
 		outcome o = OUT_OK;
@@ -494,52 +477,37 @@ store_group(store *s, group *g)
 		if (o == OUT_OK && cs.nrecs > 0 &&
 		    (rc = store_put_head(s, w.txn, cs.seq - 1, cs.prev, cs.leads)) != 0)
 			o = failed(g, rc);
-		/* the group's new keys reach the key file before its records commit */
+		/* the group's new keys reach the key file before its records the journal */
 		if (o == OUT_OK && cs.nrecs > 0 && g->vault != NULL &&
 		    (rc = vault_prepare(g->vault, cs.seq - 1)) != 0)
 			o = failed(g, rc);
-		if (o == OUT_OK && cs.nrecs > 0) {
-			if ((rc = store_wtxn_commit(&w)) != 0) {
-				o = failed(g, rc);
-				g->commit_failed = 1;
-			} else if (g->vault != NULL && s->durable && vault_retiring(g->vault)) {
-				/* keys are destroyed only once the erasure is durable: its
-				 * meta page is flushed now, not with the next commit */
-				if ((rc = store_sync(s)) != 0) {
-					g->error = rc;
-					o = OUT_UNFLUSHED;
-				}
-				g->b->flushed = rc == 0;
-			}
-		} else {
-			store_wtxn_abort(&w);
-		}
-		if (g->vault != NULL) {
-			if (o == OUT_OK && cs.nrecs > 0) {
-				/* erased leads' keys destroyed on disk before any ack */
-				int vrc = vault_finish(g->vault);
-				if (vrc != 0)
-					log_error("erased keys not yet destroyed on disk (%s); funneld finishes "
-					          "at its next start (keys.shred)", strerror(vrc));
-			} else if (o != OUT_UNFLUSHED) {
-				vault_abort(g->vault);
-			}   /* unflushed: committed, keys.shred stays for the next start */
-		}
+		size_t n = o == OUT_OK ? cs.nrecs : 0;
+		if ((rc = store_group_end(s, &w, cs.seq - 1, n, cs.recs_size)) != 0)
+			o = failed(g, rc);
+		if (g->vault != NULL && (o != OUT_OK || cs.nrecs == 0))
+			vault_abort(g->vault);
 		switch (o) {
 		case OUT_REDO_NESTED:
 			nested = 1;
 			forget_outcomes(g);
 			continue;
 		case OUT_MAP_FULL:
-			/* Outcomes of this attempt are void: redo the group on a bigger map. */
+			/* Outcomes of this attempt are void: checkpoint the tail (the
+			 * map cannot grow under a transaction), grow, redo the group. */
+			if ((rc = store_checkpoint(s)) != 0) {
+				g->error = rc;
+				if (s->broken)
+					return OUT_UNFLUSHED;
+				return rc == MDB_MAP_FULL ? OUT_MAP_FULL : OUT_FAILED;
+			}
 			if (store_grow(s) != 0)
 				return OUT_MAP_FULL;
 			log_info("map full: grew the map to %zu MiB and redid the group", s->map_size >> 20);
 			forget_outcomes(g);
 			continue;
 		case OUT_OK:
-		case OUT_UNFLUSHED:
 			g->b->nrecs = cs.nrecs;
+			g->b->first_seq = s->head_seq + 1;
 			if (cs.nrecs > 0)
 				store_set_head(s, cs.seq - 1, cs.ts, cs.prev, cs.leads);
 			return o;
@@ -704,20 +672,13 @@ batch_destroy(batch *b)
 
 /*
  * A batch pointer over the stage socket (inproc PAIR); NULL is "stop".
- * The writer asks for work with one of two requests, and the receiver
- * answers the second with a batch or STAGE_NONE:
- *   STAGE_WANT_WAIT  the writer holds nothing: send a batch once it has
- *                    a request;
- *   STAGE_WANT_NOW   the writer holds a group for its flush: send what
- *                    has come by now, or STAGE_NONE, and the writer
- *                    flushes for the held group at once.
- * So a batch fills for as long as the writer is busy, and the one that
- * follows a held group is as large as what came meanwhile.
+ * The writer asks for work with STAGE_WANT once it holds no batch; the
+ * receiver answers with the batch it fills once that has a request.  So
+ * a batch fills for as long as the writer is busy (storing and flushing
+ * the one before), and the receiver decodes it meanwhile.
  */
-static char stage_tags[3];
-#define STAGE_WANT_WAIT ((batch *)&stage_tags[0])
-#define STAGE_WANT_NOW ((batch *)&stage_tags[1])
-#define STAGE_NONE ((batch *)&stage_tags[2])
+static char stage_tags[1];
+#define STAGE_WANT ((batch *)&stage_tags[0])
 
 static int
 stage_send(void *stage, batch *b)
@@ -758,9 +719,8 @@ send_heartbeat(void *pub, uint64_t head_seq)
 	msgpack_sbuffer_destroy(&sb);
 }
 
-/* Batches: at most two with the writer (one held for its flush, one
- * being stored), one filling here, and one on its way back. */
-#define NBUFS 4
+/* Batches: one with the writer, one filling here, one on its way back. */
+#define NBUFS 3
 
 typedef struct receiver {
 	void *sock;               /* the ingest ROUTER: the receiver's alone while it runs */
@@ -829,7 +789,7 @@ receiver_main(void *arg)
 		       stage_recv(rv->stage, &done, ZMQ_DONTWAIT) == 0) {
 			if (done == NULL) {
 				stopping = 1;
-			} else if (done == STAGE_WANT_WAIT || done == STAGE_WANT_NOW) {
+			} else if (done == STAGE_WANT) {
 				want = done;
 			} else {
 				/* 4. ack, 5. publish: the writer hands a batch back once
@@ -860,14 +820,11 @@ receiver_main(void *arg)
 				fill->acl = NULL;
 			}
 		}
-		/* the writer asked: the batch if it holds a request, or (asked
-		 * now) none; the writer asks only with fewer than two, so a spare
-		 * is here (NBUFS) */
+		/* the writer asked: the batch once it holds a request; the writer
+		 * asks only once it handed its batch back, so a spare is here */
 		if (!stopping && want != NULL && fill->nreqs > 0 && stage_send(rv->stage, fill) == 0) {
 			inflight++;
 			fill = spare[--nspare];
-			want = NULL;
-		} else if (!stopping && want == STAGE_WANT_NOW && stage_send(rv->stage, STAGE_NONE) == 0) {
 			want = NULL;
 		}
 	}
@@ -893,23 +850,10 @@ receiver_main(void *arg)
 
 /* ---- the writer: validate, append, commit, publish ------------------------ */
 
-/* LMDB reports a page write that the disk cut short as EIO ("short
- * write, filesystem full?"), not ENOSPC.  A short write takes the last
- * free blocks, so a disk with less than 1 MiB left is the full one. */
-static int
-disk_full(int rc, const store *s)
-{
-	struct statvfs fs;
-	if (rc == ENOSPC || rc == EDQUOT)
-		return 1;
-	return rc == EIO && statvfs(s->path, &fs) == 0 &&
-	       (uint64_t)fs.f_bavail * fs.f_frsize < (1u << 20);
-}
-
 /*
- * A committed group whose flush failed: every request stored in it gets
- * EINTERNAL, as whether its events survive a power loss is unknown (they
- * are committed: a retry with the same ids after a restart is told
+ * A group whose journal flush (or checkpoint) failed: every request
+ * stored in it gets EINTERNAL, as whether its events survive a power
+ * loss is unknown (a retry with the same ids after a restart is told
  * which).  Its records are not published.
  */
 static void
@@ -923,56 +867,16 @@ fail_unflushed(batch *b, int rc)
 		r->status = fp_error_set(&r->err, FUNNEL_EINTERNAL, "",
 		                         "the log could not be flushed (%s): these events may or may not "
 		                         "survive a power loss; funneld stops, retry with the same ids "
-		                         "once it runs again", strerror(rc));
+		                         "once it runs again", rc > 0 ? strerror(rc) : mdb_strerror(rc));
 	}
 	b->nrecs = 0;
-}
-
-/* The group is durable: raise the durable seq, then hand it back for its
- * replies and publishing (in that order: a query after an ack sees it). */
-static int
-hand_back_durable(store *s, void *stage, batch *b)
-{
-	if (b->nrecs > 0)
-		store_set_durable(s, b->head_seq, b->head_leads);
-	return stage_send(stage, b);
-}
-
-/*
- * Flush for the group held (nothing else to store, or the next group
- * committed nothing), then hand it back.  0, or -1 when the flush failed:
- * the group was answered EINTERNAL and the writer must stop.  next, when
- * not NULL, is the group after it, which committed nothing: on a failed
- * flush it is answered too, its duplicates EINTERNAL like the held group
- * (a duplicate's ack may name a record of the held group, whose fate is
- * unknown), its refusals as they are.
- */
-static int
-flush_held(store *s, void *stage, batch *held, batch *next)
-{
-	int rc = store_sync(s);
-	if (rc != 0) {
-		log_error("cannot flush the log: %s; stopping", strerror(rc));
-		fail_unflushed(held, rc);
-		stage_send(stage, held);
-		if (next != NULL) {
-			fail_unflushed(next, rc);
-			stage_send(stage, next);
-		}
-		return -1;
-	}
-	if (hand_back_durable(s, stage, held) != 0) {
-		log_error("cannot hand a batch back to the receiver: %s", zmq_strerror(errno));
-		return -1;
-	}
-	return 0;
 }
 
 /* Map a whole-group storage failure to the reply every request gets. */
 static void
 fail_group(group *g, int rc, const store *s)
 {
-	int full = disk_full(rc, s);
+	int full = rc != MDB_MAP_FULL && store_full(s, rc);
 	for (size_t i = 0; i < g->b->nreqs; i++) {
 		request *r = &g->b->reqs[i];
 		if (r->status != FUNNEL_OK && r->err.index < 0)
@@ -992,6 +896,25 @@ fail_group(group *g, int rc, const store *s)
 	}
 }
 
+/* Checkpoint (store.h).  Returns -1 when the writer must stop (logged);
+ * a checkpoint that failed on a full disk or map is logged and is not
+ * such a failure: the tail was rebuilt from the journal. */
+static int
+checkpoint(store *s)
+{
+	int rc = store_checkpoint(s);
+	if (rc == 0)
+		return 0;
+	if (s->broken) {
+		log_error("cannot checkpoint the log: %s; stopping (the journal keeps what was "
+		          "acknowledged)", rc > 0 ? strerror(rc) : mdb_strerror(rc));
+		return -1;
+	}
+	log_warn("cannot checkpoint the log: %s; the journal keeps what was acknowledged, "
+	         "retrying in a second", rc > 0 ? strerror(rc) : mdb_strerror(rc));
+	return 0;
+}
+
 int
 ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
            volatile sig_atomic_t *stop)
@@ -999,8 +922,6 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 	group *g = calloc(1, sizeof *g);
 	receiver rv = { .sock = sock, .pub = pub, .head_seq = s->head_seq,
 	                .heartbeat_ms = c->heartbeat_ms, .access = c->access[0] != '\0' };
-	/* committed, its meta page not yet flushed: held until the next flush */
-	batch *held = NULL;
 	void *stage = NULL;
 	int result = 0, started = 0, receiver_gone = 0, zone_ok = 0;
 	char ep[64];
@@ -1008,7 +929,7 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 	snprintf(ep, sizeof ep, "inproc://funneld-stage-%p", (void *)g);
 	if (g == NULL || !(zone_ok = msgpack_zone_init(&g->cmp_zone, 4096)) ||
 	    (rv.bufs[0] = batch_new()) == NULL || (rv.bufs[1] = batch_new()) == NULL ||
-	    (rv.bufs[2] = batch_new()) == NULL || (rv.bufs[3] = batch_new()) == NULL) {
+	    (rv.bufs[2] = batch_new()) == NULL) {
 		log_error("out of memory starting the writer");
 		result = -1;
 		goto out;
@@ -1025,12 +946,14 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 	started = 1;
 
 	int asked = 0;   /* a request for work sent, not yet answered */
+	uint64_t idle_since = clock_now_ns();
 	while (!*stop) {
-		/* holding a group, ask for what came by now; else wait for work */
-		if (!asked && stage_send(stage, held != NULL ? STAGE_WANT_NOW : STAGE_WANT_WAIT) == 0)
+		if (!asked && stage_send(stage, STAGE_WANT) == 0)
 			asked = 1;
+		/* idle: wake for the checkpoint the tail is due (store.h) */
+		int wait_ms = s->tail.txn != NULL ? (int)(STORE_IDLE_NS / 1000000u) : 1000;
 		zmq_pollitem_t item = { stage, 0, ZMQ_POLLIN, 0 };
-		int n = zmq_poll(&item, 1, 1000);   /* a signal interrupts it: *stop is seen */
+		int n = zmq_poll(&item, 1, wait_ms);   /* a signal interrupts it: *stop is seen */
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -1038,8 +961,14 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			result = -1;
 			break;
 		}
-		if (n == 0)
+		if (n == 0) {
+			uint64_t now = clock_now_ns();
+			if (store_checkpoint_due(s, now, now - idle_since) && checkpoint(s) != 0) {
+				result = -1;
+				break;
+			}
 			continue;
+		}
 
 		/* 1. the receiver's batch: received, decoded, checked */
 		if (stage_recv(stage, &g->b, 0) != 0)
@@ -1051,87 +980,73 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			result = -1;
 			break;
 		}
-		if (g->b == STAGE_NONE) {
-			/* nothing came: flush now for the group held (store.h) */
-			g->b = NULL;
-			if (held != NULL) {
-				batch *h = held;
-				held = NULL;
-				if (flush_held(s, stage, h, NULL) != 0) {
-					result = -1;
-					break;
-				}
-			}
-			continue;
-		}
 		g->b->nrecs = 0;
-		g->b->flushed = 0;
-		/* 2-3. validate, append, commit */
+		/* 2. validate, append into the tail */
 		outcome o = store_group(s, g);
-		if (o != OUT_OK && o != OUT_UNFLUSHED) {
-			int rc = o == OUT_MAP_FULL ? MDB_MAP_FULL : g->error;
-			log_error("group of %zu requests not stored: %s", g->b->nreqs, mdb_strerror(rc));
-			fail_group(g, rc, s);
-			g->b->nrecs = 0;
-		}
 		batch *b = g->b;
 		g->b = NULL;
-		b->head_seq = s->head_seq;
-		b->head_leads = s->head_leads;
-		int committed = o != OUT_OK ? o == OUT_UNFLUSHED : b->nrecs > 0;
-		/* 3''. a commit that failed on an I/O error may have failed in its
-		 * flush, the one the held group's meta page was to ride on.  A
-		 * failed flush is reported once (the pages it could not write
-		 * are left clean), so a flush after it may succeed without
-		 * writing that page: the held group's fate on a power loss is
-		 * unknown, and funneld stops.  A full disk fails the page writes
-		 * before any flush (LMDB's short write), and an LMDB code (a
-		 * negative one) comes before any write: the held group is then
-		 * flushed as usual below. */
-		if (held != NULL && o == OUT_FAILED && g->commit_failed && g->error > 0 &&
-		    !disk_full(g->error, s)) {
-			log_error("cannot commit the log: %s (its flush may be what failed); stopping",
-			          strerror(g->error));
-			fail_unflushed(held, g->error);
-			stage_send(stage, held);
-			held = NULL;
-			stage_send(stage, b);
-			result = -1;
-			break;
-		}
-		/* 3'. the group held: this commit's flush (of its pages) took the
-		 * held group's meta page to the device with it; a group that
-		 * committed nothing flushed nothing, so flush for it now */
-		if (held != NULL) {
-			batch *h = held;
-			held = NULL;
-			if (committed ? hand_back_durable(s, stage, h) != 0
-			              : flush_held(s, stage, h, b) != 0) {
-				result = -1;   /* b, refusals and duplicates only, answered: stop */
-				break;
-			}
-		}
 		if (o == OUT_UNFLUSHED) {
-			log_error("cannot flush the log: %s; stopping", strerror(g->error));
 			fail_unflushed(b, g->error);
 			stage_send(stage, b);
 			result = -1;
 			break;
 		}
-		if (committed && s->durable && !b->flushed) {
-			held = b;   /* 4-5 once the next flush is done */
-			continue;
+		if (o != OUT_OK) {
+			int rc = o == OUT_MAP_FULL ? MDB_MAP_FULL : g->error;
+			log_error("group of %zu requests not stored: %s", b->nreqs, mdb_strerror(rc));
+			g->b = b;
+			fail_group(g, rc, s);
+			g->b = NULL;
+			b->nrecs = 0;
+		}
+		b->head_seq = s->head_seq;
+		b->head_leads = s->head_leads;
+		/* 3. durable: the journal's append and flush (store.h) */
+		if (b->nrecs > 0) {
+			int rc = store_group_durable(s, b->first_seq, b->nrecs, b->recs.data, b->rec_end);
+			if (rc != 0 && !s->broken) {
+				/* its entry did not fit, and the checkpoint that was to
+				 * take it failed on a full disk or map: the tail was
+				 * rebuilt from the journal without it (store.h) */
+				log_error("group of %zu requests not stored: %s", b->nreqs,
+				          rc > 0 ? strerror(rc) : mdb_strerror(rc));
+				if (g->vault != NULL)
+					vault_abort(g->vault);
+				g->b = b;
+				fail_group(g, rc, s);
+				g->b = NULL;
+				b->nrecs = 0;
+				b->head_seq = s->head_seq;
+				b->head_leads = s->head_leads;
+			} else if (rc != 0) {
+				log_error("cannot flush the log: %s; stopping",
+				          rc > 0 ? strerror(rc) : mdb_strerror(rc));
+				fail_unflushed(b, rc);   /* keys.shred stays for the next start */
+				stage_send(stage, b);
+				result = -1;
+				break;
+			}
+		}
+		if (b->nrecs > 0) {
+			store_set_durable(s, b->head_seq, b->head_leads);
+			/* erased leads' keys destroyed on disk before any ack */
+			int vrc = g->vault != NULL ? vault_finish(g->vault) : 0;
+			if (vrc != 0)
+				log_error("erased keys not yet destroyed on disk (%s); funneld finishes "
+				          "at its next start (keys.shred)", strerror(vrc));
 		}
 		/* 4. ack, 5. publish: the receiver does both, in that order */
-		if (hand_back_durable(s, stage, b) != 0) {
+		if (stage_send(stage, b) != 0) {
 			log_error("cannot hand a batch back to the receiver: %s", zmq_strerror(errno));
 			result = -1;
 			break;
 		}
+		idle_since = clock_now_ns();
+		if (store_checkpoint_due(s, idle_since, 0) && checkpoint(s) != 0) {
+			result = -1;
+			break;
+		}
 	}
-	/* stopping: the group held is flushed and answered first */
-	if (held != NULL && flush_held(s, stage, held, NULL) != 0)
-		result = -1;
 
 	/* Stop the receiver: a batch it sent that was not taken is answered
 	 * ESHUTDOWN, then it answers what it holds and what is queued. */
@@ -1140,14 +1055,15 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			batch *b;
 			if (stage_recv(stage, &b, 0) != 0 || b == NULL)
 				break;
-			if (b == STAGE_NONE)
-				continue;
 			shut_batch(b);
 			stage_send(stage, b);
 		}
 	}
 	if (started)
 		pthread_join(rv.thread, NULL);
+	/* the tail into data.mdb: the journal's lap is not needed at the next start */
+	if (result == 0 && checkpoint(s) != 0)
+		result = -1;
 out:
 	if (stage)
 		zmq_close(stage);

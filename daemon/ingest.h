@@ -10,40 +10,33 @@
  *      a group limit), decode each once, and check each event as far as
  *      no lead state is needed (envelope, the principal's right to the
  *      type, data already in stored form); hand the batch to the writer
- *      when the writer asks for one, so the next group is received and
- *      decoded while this one is stored.  A writer that holds nothing
- *      waits for a batch; one that holds a group for its flush (step 3)
- *      takes what came by now, or nothing;
- *   2. writer: in one LMDB write transaction, validate (idempotency, lead
- *      state) and append each request's events, a request being atomic:
- *      its events go straight into the transaction, and when one is
- *      refused after others of its request were appended, the group is
- *      redone with a nested transaction per request (apply_request); a
- *      full map grows and the group is redone.  An event the receiver
- *      refused is refused when the writer reaches it, so a request's
- *      error is the one its first refused event gets;
- *   3. writer: commit: the group's pages are written and flushed, its
- *      meta page written but not flushed (store.h: MDB_NOMETASYNC; no
- *      flush at all with --no-sync).  The writer holds the group until
- *      the next flush takes that meta page to the device: the commit of
- *      the next group, when requests came meanwhile (so under load a
- *      commit costs one flush), or else a flush of its own at once
- *      (store_sync: a lone event is acknowledged after two flushes,
- *      never later).  A
- *      group that destroys erased leads' keys is flushed at once.  Then
- *      it raises the store's durable seq, which is what queries show;
+ *      when the writer asks for one (it asks once it handed the last one
+ *      back), so the next group is received and decoded while this one
+ *      is stored and flushed;
+ *   2. writer: in a child of the tail transaction (store.h), validate
+ *      (idempotency, lead state) and append each request's events, a
+ *      request being atomic: its events go straight into the child, and
+ *      when one is refused after others of its request were appended,
+ *      the group is redone with a nested transaction per request
+ *      (apply_request); a full map checkpoints, grows and redoes the
+ *      group.  An event the receiver refused is refused when the writer
+ *      reaches it, so a request's error is the one its first refused
+ *      event gets.  The child commits into the tail;
+ *   3. writer: the group's records go to the journal, one write and one
+ *      flush (store_group_durable; no flush with --no-sync): the group is
+ *      durable, and the writer raises the store's durable seq, which is
+ *      what queries show; erased leads' keys are destroyed (vault.h);
  *   4. only then the batch goes back to the receiver, which replies to
  *      every request of it (ack or error),
  *   5. then publishes the group's records, in seq order, on the PUB socket.
- * Batches go back in the order they were stored: the replies of a group
- * (refusals judged on the state a held group left included) never
- * precede the acks of the groups before it.  A flush that fails ends
- * the writer: the groups it was for are answered EINTERNAL (their fate
- * on a power loss unknown), as are duplicates waiting behind them, and
- * ingest_run returns -1.  A commit that fails on an I/O error (not a
- * full disk) while a group is held counts as such a flush: it may have
- * failed in its own flush, which the system reports once, so a later
- * flush proves nothing for the held group.
+ * Between groups the writer checkpoints when store_checkpoint_due() says
+ * (and, idle, wakes for it), and at the stop.  Batches go back in the
+ * order they were stored.  A journal write or flush that fails, or a
+ * checkpoint that fails on anything but a full disk or map, ends the
+ * writer: the group it was for is answered EINTERNAL (its fate on a
+ * power loss unknown; Linux reports a failed writeback once, so no later
+ * flush could vouch for it), the requests behind it ESHUTDOWN, and
+ * ingest_run returns -1; what was acknowledged is in the journal.
  * A heartbeat carrying the head seq (the last one published) goes out on
  * the PUB socket every heartbeat period, from the receiver, so
  * subscribers notice what they missed at the tail.
@@ -58,7 +51,8 @@
 
 /*
  * Serve until *stop becomes non-zero, then finish the group in hand,
- * answer ESHUTDOWN to requests taken or still queued, and return 0.
+ * answer ESHUTDOWN to requests taken or still queued, checkpoint, and
+ * return 0.
  * Returns -1 only when the log can no longer be written at all (logged).
  * Sockets stay owned by the caller; ingest_sock and pub_sock are used
  * by the receiver thread, started and joined inside this call.  ctx is

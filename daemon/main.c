@@ -150,7 +150,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (store_open(&st, cfg.data_dir, cfg.map_size, cfg.max_map_size, cfg.durable, why,
+	if (store_open(&st, cfg.data_dir, cfg.map_size, cfg.max_map_size, cfg.journal_size, cfg.durable, why,
 	               sizeof why) != 0) {
 		log_error("%s", why);
 		return 1;

@@ -7,11 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <msgpack.h>
+
 #include "clock.h"
 #include "envfile.h"
+#include "journal.h"
+#include "model.h"
+#include "mp.h"
 #include "store.h"
 
 /* Layout of a lead's state in the leads table; the owner's bytes follow. */
@@ -145,9 +151,160 @@ load_head(store *s, MDB_txn *txn, char *why, size_t whylen)
 	return 0;
 }
 
+/* ---- the journal's replay at open ------------------------------------- */
+
+/* What replay() carries from one journal entry to the next. */
+typedef struct replay_ctx {
+	store *s;
+	store_wtxn w;
+	msgpack_zone zone;
+	uint64_t head, ts, leads;
+	uint8_t hash[FUNNEL_HASH_BYTES];
+	uint64_t first;           /* the first seq replayed, 0 before one */
+	char *why;
+	size_t whylen;
+} replay_ctx;
+
+#define REPLAY_REFUSED (-30000)   /* not an LMDB code: why says it */
+
+static int
+replay_entry(void *arg, uint64_t first_seq, uint32_t count, const uint8_t *const *recs,
+             const uint32_t *lens)
+{
+	replay_ctx *c = arg;
+	const char *jp = journal_path(c->s->journal);
+	int rc;
+
+	if (first_seq > c->head + 1) {
+		snprintf(c->why, c->whylen, "the journal %s does not continue the log: it holds seqs from "
+		         "%llu, the log's head is %llu (seqs %llu to %llu are missing); nothing was "
+		         "changed: restore the data directory from a backup, or move the journal away "
+		         "to start from the log alone", jp, (unsigned long long)first_seq,
+		         (unsigned long long)c->head, (unsigned long long)c->head + 1,
+		         (unsigned long long)first_seq - 1);
+		return REPLAY_REFUSED;
+	}
+	for (uint32_t i = 0; i < count; i++) {
+		uint64_t seq = first_seq + i;
+		funnel_record r;
+		if (seq <= c->head)
+			continue;   /* checkpointed already */
+		msgpack_zone_clear(&c->zone);
+		if (funnel_record_parse(recs[i], lens[i], &c->zone, &r) != FUNNEL_OK || r.seq != seq ||
+		    !funnel_record_hash_ok(recs[i], lens[i]) ||
+		    memcmp(r.prev, c->hash, FUNNEL_HASH_BYTES) != 0) {
+			snprintf(c->why, c->whylen, "the journal %s does not continue the log: its record "
+			         "of seq %llu %s the log's head %llu; nothing was changed: restore the data "
+			         "directory from a backup, or move the journal away to start from the log "
+			         "alone", jp, (unsigned long long)seq,
+			         r.seq != seq ? "is unreadable or misplaced after" : "does not chain to",
+			         (unsigned long long)c->head);
+			return REPLAY_REFUSED;
+		}
+		store_lead st;
+		memset(&st, 0, sizeof st);
+		if (r.lead.ptr != NULL) {
+			rc = store_lead_find(&c->w, r.lead.ptr, r.lead.len, &st);
+			if (rc != 0 && rc != MDB_NOTFOUND)
+				return rc;
+			if (st.version == 0)
+				c->leads++;
+			int stage = r.stage.ptr ? fp_stage_parse(r.stage.ptr, r.stage.len) : -1;
+			store_lead_after(&st, fp_evspec_lookup(r.type.ptr, r.type.len),
+			                 stage < 0 ? FP_STAGE_NONE : (fp_stage)stage, r.version, seq, r.data);
+		}
+		if ((rc = store_append(&c->w, seq, recs[i], lens[i], r.lead.ptr, r.lead.len, &st,
+		                       r.id.ptr, r.id.len)) != 0)
+			return rc;
+		memcpy(c->hash, r.hash, FUNNEL_HASH_BYTES);
+		c->head = seq;
+		c->ts = r.ts;
+		if (c->first == 0)
+			c->first = seq;
+	}
+	return 0;
+}
+
+/*
+ * Rebuild the tail from data.mdb and the journal: a new tail
+ * transaction, the head read from data.mdb (its last checkpoint), the
+ * journal's lap replayed past it (replay_entry).  The lap is continued
+ * when it ends at the head, else a new one starts (the records it holds
+ * are all in data.mdb then).  Returns 0 (s->head_* and the tail set),
+ * or -1 with why (REPLAY_REFUSED: nothing changed; else the tail is
+ * gone).  A full map grows and the replay is redone.
+ */
+static int
+rebuild_tail(store *s, char *why, size_t whylen)
+{
+	replay_ctx c;
+	uint64_t lap, end;
+	int rc;
+
+	memset(&c, 0, sizeof c);
+	if (!msgpack_zone_init(&c.zone, 4096)) {
+		snprintf(why, whylen, "out of memory replaying the journal");
+		return -1;
+	}
+	pthread_mutex_lock(&s->tail_lock);
+	store_wtxn_abort(&s->tail);
+	for (;;) {
+		c.s = s;
+		c.why = why;
+		c.whylen = whylen;
+		c.first = 0;
+		if ((rc = store_wtxn_begin(s, NULL, &s->tail)) != 0)
+			break;
+		/* the head of the last checkpoint */
+		if (load_head(s, s->tail.txn, why, whylen) != 0) {
+			rc = REPLAY_REFUSED;
+			break;
+		}
+		s->ckpt_seq = s->head_seq;
+		c.head = s->head_seq;
+		c.ts = s->head_ts;
+		c.leads = s->head_leads;
+		memcpy(c.hash, s->head_hash, FUNNEL_HASH_BYTES);
+		c.w = s->tail;
+		rc = journal_scan(s->journal, replay_entry, &c, &lap, &end);
+		if (rc == -1)
+			rc = errno;
+		if (rc == 0 && c.first != 0)
+			rc = store_put_head(s, s->tail.txn, c.head, c.hash, c.leads);
+		if (rc == MDB_MAP_FULL) {
+			store_wtxn_abort(&s->tail);
+			if (store_grow(s) == 0)
+				continue;
+		}
+		break;
+	}
+	msgpack_zone_destroy(&c.zone);
+	if (rc != 0) {
+		store_wtxn_abort(&s->tail);
+		pthread_mutex_unlock(&s->tail_lock);
+		if (rc != REPLAY_REFUSED)
+			snprintf(why, whylen, "cannot replay the journal %s into the log: %s",
+			         journal_path(s->journal), rc > 0 ? strerror(rc) : mdb_strerror(rc));
+		return -1;
+	}
+	if (c.first != 0) {
+		store_set_head(s, c.head, c.ts, c.hash, c.leads);
+		fprintf(stderr, "funneld: replayed seqs %llu to %llu from the journal %s\n",
+		        (unsigned long long)c.first, (unsigned long long)c.head, journal_path(s->journal));
+	}
+	if (lap == 0 || end != s->head_seq + 1)
+		journal_new_lap(s->journal, s->head_seq + 1);
+	s->tail_seq = s->head_seq;
+	s->tail_since_ns = clock_now_ns();
+	s->tail_events = s->head_seq - s->ckpt_seq;
+	s->tail_bytes = 0;
+	pthread_mutex_unlock(&s->tail_lock);
+	return 0;
+}
+
 int
-store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int durable,
-           char *why, size_t whylen)
+store_open(store *s, const char *path, size_t map_size, size_t max_map_size, size_t journal_size,
+           int durable, char *why, size_t whylen)
 {
 	MDB_txn *txn = NULL;
 	MDB_val v;
@@ -156,13 +313,14 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int
 
 	memset(s, 0, sizeof *s);
 	pthread_rwlock_init(&s->resize_lock, NULL);
+	pthread_mutex_init(&s->tail_lock, NULL);
 	pthread_mutex_init(&s->durable_lock, NULL);
 	pthread_cond_init(&s->durable_cond, NULL);
 	s->watch_fd = -1;
 	snprintf(s->path, sizeof s->path, "%s", path);
 	s->max_map_size = max_map_size;
 	s->durable = durable;
-	/* one flush per commit, its meta page durable with the next (store.h) */
+	/* a checkpoint flushes its pages, then its meta page (store_sync) */
 	flags |= durable ? MDB_NOMETASYNC : MDB_NOSYNC;
 	if (mkdir_p(path) != 0) {
 		snprintf(why, whylen, "cannot create data directory %s: %s", path, strerror(errno));
@@ -236,8 +394,9 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int
 	}
 	if (load_head(s, txn, why, whylen) != 0)
 		goto fail;
-	if ((rc = mdb_txn_commit(txn)) != 0) {
-		txn = NULL;
+	rc = mdb_txn_commit(txn);
+	txn = NULL;   /* ended either way */
+	if (rc != 0) {
 		snprintf(why, whylen, "cannot initialise the log: %s", mdb_strerror(rc));
 		goto fail;
 	}
@@ -245,6 +404,22 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int
 	if (durable && (rc = store_sync(s)) != 0) {
 		snprintf(why, whylen, "cannot flush the log in %s: %s", path, strerror(rc));
 		goto fail;
+	}
+	/* the journal's records past the head: replayed, then checkpointed;
+	 * on a full disk they stay in the tail (acked events are served from
+	 * it; the next checkpoint that finds room takes them) */
+	if ((s->journal = journal_open(s->path, journal_size, durable, why, whylen)) == NULL ||
+	    rebuild_tail(s, why, whylen) != 0)
+		goto fail;
+	if ((rc = store_checkpoint(s)) != 0) {
+		if (s->tail.txn == NULL) {
+			snprintf(why, whylen, "cannot checkpoint the log in %s: %s", path,
+			         rc > 0 ? strerror(rc) : mdb_strerror(rc));
+			goto fail;
+		}
+		fprintf(stderr, "funneld: cannot checkpoint the log in %s (%s): the journal's events "
+		        "are served from memory until a checkpoint succeeds\n", path,
+		        rc > 0 ? strerror(rc) : mdb_strerror(rc));
 	}
 	s->durable_seq = s->head_seq;
 	s->durable_leads = s->head_leads;
@@ -260,8 +435,13 @@ void
 store_release(store *s)
 {
 	if (s->env != NULL) {
+		/* a tail not checkpointed is in the journal: the next start replays it */
+		store_wtxn_abort(&s->tail);
 		mdb_env_close(s->env);
 		s->env = NULL;
+		journal_close(s->journal);
+		s->journal = NULL;
+		pthread_mutex_destroy(&s->tail_lock);
 		pthread_rwlock_destroy(&s->resize_lock);
 		pthread_mutex_destroy(&s->durable_lock);
 		pthread_cond_destroy(&s->durable_cond);
@@ -284,10 +464,22 @@ store_grow(store *s)
 	return rc;
 }
 
+/* This thread's read transaction is the writer's tail (store_read_begin). */
+static _Thread_local int reading_tail;
+
 int
 store_read_begin(store *s, MDB_txn **txn)
 {
 	pthread_rwlock_rdlock(&s->resize_lock);
+	/* records past the checkpoint are in the tail transaction only: read
+	 * it, holding the writer off until store_read_end() */
+	pthread_mutex_lock(&s->tail_lock);
+	if (s->tail.txn != NULL && s->tail_seq > s->ckpt_seq) {
+		*txn = s->tail.txn;
+		reading_tail = 1;
+		return 0;
+	}
+	pthread_mutex_unlock(&s->tail_lock);
 	int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
 	if (rc == MDB_MAP_RESIZED) {
 		/* another process grew the map: adopt its size */
@@ -304,7 +496,13 @@ store_read_begin(store *s, MDB_txn **txn)
 void
 store_read_end(store *s, MDB_txn **txn)
 {
-	if (*txn != NULL) {
+	if (*txn != NULL && reading_tail) {
+		/* the reader closed its cursors on it (store.h) */
+		reading_tail = 0;
+		*txn = NULL;
+		pthread_mutex_unlock(&s->tail_lock);
+		pthread_rwlock_unlock(&s->resize_lock);
+	} else if (*txn != NULL) {
 		mdb_txn_abort(*txn);
 		*txn = NULL;
 		pthread_rwlock_unlock(&s->resize_lock);
@@ -604,7 +802,7 @@ store_read_head(store *s, MDB_txn *txn, uint64_t *seq, uint64_t *leads)
 	if (rc != 0)
 		return rc;
 	if (head > dseq) {
-		/* txn holds commits not yet flushed: show the durable one */
+		/* txn holds a group not yet flushed: show the durable head */
 		head = dseq;
 	} else if (leads != NULL) {
 		/* txn began before the durable seq rose past its head (or at it):
@@ -637,4 +835,145 @@ store_wait_durable(store *s, uint64_t seq, int timeout_ms)
 	rc = s->durable_seq >= seq ? 0 : ETIMEDOUT;
 	pthread_mutex_unlock(&s->durable_lock);
 	return rc;
+}
+
+/* ---- the lead rule, the tail and checkpoints ---------------------------- */
+
+void
+store_lead_after(store_lead *st, const fp_evspec *spec, fp_stage to, uint64_t version,
+                 uint64_t seq, const msgpack_object *data)
+{
+	st->stage = to;
+	st->version = version;
+	st->last_seq = seq;
+	if (spec->type == FP_EV_ASSIGNED) {
+		const msgpack_object *o = mp_find(data, "owner");
+		/* validated when stored: a string of at most FP_MAX_OWNER_BYTES */
+		if (o != NULL && o->type == MSGPACK_OBJECT_STR && o->via.str.size <= FP_MAX_OWNER_BYTES) {
+			memcpy(st->owner, o->via.str.ptr, o->via.str.size);
+			st->owner[o->via.str.size] = '\0';
+		}
+	} else if (spec->type == FP_EV_ERASED) {
+		st->owner[0] = '\0';
+	}
+}
+
+int
+store_full(const store *s, int rc)
+{
+	struct statvfs fs;
+	if (rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT)
+		return 1;
+	return rc == EIO && statvfs(s->path, &fs) == 0 &&
+	       (uint64_t)fs.f_bavail * fs.f_frsize < (1u << 20);
+}
+
+int
+store_group_begin(store *s, store_wtxn *w)
+{
+	int rc = 0;
+	pthread_mutex_lock(&s->tail_lock);
+	if (s->tail.txn == NULL) {
+		rc = mdb_txn_begin(s->env, NULL, 0, &s->tail.txn);
+		if (rc == MDB_MAP_RESIZED) {
+			/* another process grew the map: adopt its size */
+			mdb_env_set_mapsize(s->env, 0);
+			rc = mdb_txn_begin(s->env, NULL, 0, &s->tail.txn);
+		}
+		if (rc != 0)
+			s->tail.txn = NULL;
+		else
+			s->tail_since_ns = clock_now_ns();
+	}
+	if (rc == 0)
+		rc = store_wtxn_begin(s, &s->tail, w);
+	if (rc != 0)
+		pthread_mutex_unlock(&s->tail_lock);
+	return rc;
+}
+
+int
+store_group_end(store *s, store_wtxn *w, uint64_t head, size_t nrecs, size_t bytes)
+{
+	int rc = 0;
+	if (nrecs > 0) {
+		rc = store_wtxn_commit(w);
+		if (rc == 0) {
+			s->tail_seq = head;
+			s->tail_events += nrecs;
+			s->tail_bytes += bytes;
+		}
+	} else {
+		store_wtxn_abort(w);
+	}
+	pthread_mutex_unlock(&s->tail_lock);
+	return rc;
+}
+
+int
+store_group_durable(store *s, uint64_t first_seq, size_t count, const void *recs,
+                    const size_t *ends)
+{
+	if (count == 0)
+		return 0;
+	if (!journal_fits(s->journal, count, ends[count - 1]))
+		return store_checkpoint(s);   /* makes it durable, and the lap new */
+	int rc = journal_append(s->journal, first_seq, count, recs, ends);
+	if (rc != 0)
+		s->broken = 1;   /* a write or flush of unknown fate: no later flush proves it */
+	return rc;
+}
+
+int
+store_checkpoint(store *s)
+{
+	int rc = 0;
+	pthread_mutex_lock(&s->tail_lock);
+	if (s->tail.txn != NULL && s->tail_seq == s->ckpt_seq) {
+		/* nothing stored since the last one (refused groups leave no
+		 * change in it): no commit, no flush, the lap stays empty */
+		store_wtxn_abort(&s->tail);
+		pthread_mutex_unlock(&s->tail_lock);
+		return 0;
+	}
+	if (s->tail.txn != NULL) {
+		rc = store_wtxn_commit(&s->tail);   /* its pages flushed, its meta page written */
+		if (rc == 0 && s->durable && (rc = store_sync(s)) != 0)
+			s->broken = 1;   /* a meta page of unknown fate: no later flush proves it */
+		if (rc == 0)
+			s->ckpt_seq = s->tail_seq;
+		s->tail_events = 0;
+		s->tail_bytes = 0;
+	}
+	pthread_mutex_unlock(&s->tail_lock);
+	if (rc == 0) {
+		journal_new_lap(s->journal, s->head_seq + 1);
+		return 0;
+	}
+	/* The commit failed before its meta page: data.mdb is the last
+	 * checkpoint.  On a full disk or map the tail is rebuilt from it and
+	 * the journal (what the journal does not hold is gone: a group whose
+	 * entry did not fit), and the writer goes on; the next checkpoint is
+	 * tried a second later. */
+	char why[512];
+	s->ckpt_retry_ns = clock_now_ns() + STORE_TAIL_MAX_AGE_NS;
+	if (!s->broken && store_full(s, rc) && rebuild_tail(s, why, sizeof why) != 0) {
+		fprintf(stderr, "funneld: %s\n", why);
+		s->broken = 1;
+	}
+	if (!store_full(s, rc))
+		s->broken = 1;
+	return rc;
+}
+
+int
+store_checkpoint_due(const store *s, uint64_t now_ns, uint64_t idle_ns)
+{
+	if (s->tail.txn == NULL || now_ns < s->ckpt_retry_ns)
+		return 0;
+	if (s->tail_seq == s->ckpt_seq)
+		return now_ns - s->tail_since_ns >= STORE_TAIL_MAX_AGE_NS;   /* nothing in it: end it */
+	return journal_used(s->journal) > journal_size(s->journal) / 2 ||
+	       now_ns - s->tail_since_ns >= STORE_TAIL_MAX_AGE_NS || idle_ns >= STORE_IDLE_NS ||
+	       s->tail_events >= STORE_TAIL_MAX_EVENTS || s->tail_bytes >= STORE_TAIL_MAX_BYTES;
 }

@@ -30,24 +30,48 @@
  * store_read_begin()/store_read_end(), which take a shared lock that
  * store_grow() takes exclusively.
  *
- * Durability: one device flush per commit.  A durable log is opened with
- * MDB_NOMETASYNC: a commit writes its pages and flushes them
- * (fdatasync), then writes its meta page without flushing it.  So commit
- * k's meta page is on the device only after the next flush: the data
- * flush of commit k+1, or store_sync().  LMDB keeps two meta pages and
- * reuses a page only two commits after it was freed, so whichever meta
- * page a power loss leaves is whole and names pages that were flushed:
- * the log is commit k or commit k-1, never corrupt (MDB_NOSYNC, which
- * drops the data flush too, gives no such promise; it is --no-sync).
+ * Durability: one device flush per group, the journal's (journal.h).
+ * LMDB commits only at a checkpoint, and durably: the writer keeps one
+ * write transaction, the tail, open across groups; each group is a
+ * child of it (store_group_begin/end), and once the child committed
+ * into the tail the group's records are appended to the journal and
+ * flushed (store_group_durable): from then on a power loss keeps them,
+ * replayed from the journal at the next open.  A checkpoint
+ * (store_checkpoint) commits the tail: its pages flushed, then its meta
+ * page (the log is opened MDB_NOMETASYNC and the meta page is flushed
+ * by an explicit sync), and only then does the journal start a new lap
+ * at its beginning, so the journal never loses a record LMDB does not
+ * hold.  LMDB alone cannot give one flush per group: commits between
+ * flushes (MDB_NOSYNC) overwrite its two meta pages unflushed, and a
+ * power loss can leave one naming pages that never reached the disk.
+ * Checkpoints come when store_checkpoint_due() says (the lap used half
+ * the journal, the tail is a second old or large, the writer idle), before
+ * the map grows, at the stop, and when a group's entry does not fit in
+ * what is left of the journal (the checkpoint then makes that group
+ * durable: a group larger than the whole journal works too).
+ * --no-sync: the same, with no flush at all.
+ *
  * The store keeps two heads:
- *   head_seq     committed (seen by LMDB transactions), the writer's own;
- *   durable seq  its meta page flushed: what survives a power loss.
+ *   head_seq     committed into the tail: the writer's own;
+ *   durable seq  journaled and flushed (or checkpointed): what survives
+ *                a power loss.
  * The writer raises the durable seq (store_set_durable) after the flush
- * that makes a commit durable, and acknowledges and publishes a group
- * only then.  Readers answer as of the durable seq (store_read_head):
- * a record, a lead state or a count past it is not shown, as it may yet
- * be lost.  An ack comes after its durable seq was raised, so a query
- * sent after an ack sees what it acknowledged.
+ * that makes a group durable, and acknowledges and publishes it only
+ * then.  Readers see the tail: store_read_begin() gives the reader the
+ * tail transaction itself, under tail_lock, while it holds records past
+ * the last checkpoint (else a read transaction of its own); the writer
+ * takes tail_lock only while a group's child is open and while the
+ * tail commits, so a reader waits at most for one group's apply (not its
+ * flush), and the writer at most for one query's page.  A reader must
+ * close the cursors it opened before store_read_end() and must not
+ * write.  Readers answer as of the durable seq (store_read_head): a
+ * record, a lead state or a count past it is not shown, as it may yet be
+ * lost.  An ack comes after its durable seq was raised, so a query sent
+ * after an ack sees what it acknowledged.
+ *
+ * Other processes opening data.mdb (`funnel verify --data`, `funnel
+ * backup`'s snapshot) see the last checkpoint only; `funnel backup`
+ * copies the journal first (clients/lib/backup.c).
  */
 #ifndef FUNNEL_DAEMON_STORE_H
 #define FUNNEL_DAEMON_STORE_H
@@ -60,8 +84,32 @@
 #include "funnel/record.h"
 #include "envelope.h"
 #include "logfmt.h"
+#include "model.h"
 
 #define STORE_FORMAT FP_LOG_FORMAT
+
+/* When the writer checkpoints (store_checkpoint_due): the tail's age,
+ * the writer idle this long, and the tail's size, which bounds the
+ * dirty pages it holds in memory (DESIGN: funneld's anonymous memory). */
+#define STORE_TAIL_MAX_AGE_NS 1000000000ull
+#define STORE_IDLE_NS 50000000ull
+#define STORE_TAIL_MAX_EVENTS 32768
+#define STORE_TAIL_MAX_BYTES ((size_t)16 << 20)
+
+struct journal;
+
+/*
+ * A write transaction and the writer's cursors on the tables every event
+ * reads and updates.  A cursor kept from one call to the next lets LMDB
+ * find a key on the leaf it already holds without walking down from the
+ * root: a record is appended after the last one, the idempotency key is
+ * inserted where its lookup ended, and a lead's history key and state key
+ * share a leaf.
+ */
+typedef struct store_wtxn {
+	MDB_txn *txn;
+	MDB_cursor *log, *idem, *leads;   /* on txn; LMDB closes them when txn ends */
+} store_wtxn;
 
 typedef struct store {
 	MDB_env *env;
@@ -76,6 +124,18 @@ typedef struct store {
 	uint64_t head_ts;
 	uint8_t head_hash[FUNNEL_HASH_BYTES];
 	uint64_t head_leads;          /* distinct lead ids at the head */
+	/* The tail (see the top): the writer's long write transaction, and
+	 * what it holds.  tail_lock guards tail.txn's use, tail_seq and
+	 * ckpt_seq; the writer alone changes them. */
+	pthread_mutex_t tail_lock;
+	store_wtxn tail;              /* txn NULL between a checkpoint and the next group */
+	uint64_t tail_seq;            /* the last seq in the tail */
+	uint64_t ckpt_seq;            /* the last seq data.mdb holds durably */
+	uint64_t tail_since_ns;       /* when the tail began */
+	size_t tail_events, tail_bytes;
+	uint64_t ckpt_retry_ns;       /* after a failed checkpoint: no due one before this */
+	int broken;                   /* a checkpoint failed for good: the writer stops */
+	struct journal *journal;      /* the writer's (journal.h) */
 	/* The durable head (see the top), raised by the writer, read by any
 	 * thread under durable_lock; durable_cond is broadcast when it rises. */
 	pthread_mutex_t durable_lock;
@@ -100,24 +160,29 @@ typedef struct store_lead {
 } store_lead;
 
 /*
- * Open or create the log in directory `path` (created if missing).  The
- * head found is flushed at once (it may be a commit whose meta page a
- * previous run left unflushed) and is the durable seq.  A new
+ * Open or create the log in directory `path` (created if missing), and
+ * its journal (journal_size bytes when created): the journal's records
+ * past LMDB's head are replayed, each checked to chain to the head, and
+ * checkpointed; a journal that does not continue the log (a gap, a
+ * record that does not chain) is refused with a message naming it and
+ * the seqs, and nothing is changed.  The head found is flushed at once
+ * and is the durable seq.  A new
  * log's data.mdb appears only once its empty state is on disk
  * (fp_envfile_prepare, proto/envfile.h), so a power loss during creation
  * leaves no log or an empty one, never one LMDB refuses.
  * Reads the head from the last record: no scan, whatever the log's size.
  * Returns 0, or -1 with a message in why.  On failure *s is released.
  */
-int store_open(store *s, const char *path, size_t map_size, size_t max_map_size, int durable,
-               char *why, size_t whylen);
+int store_open(store *s, const char *path, size_t map_size, size_t max_map_size,
+               size_t journal_size, int durable, char *why, size_t whylen);
 
-/* Close the environment; safe on a store that failed to open. */
+/* Close the environment; safe on a store that failed to open.  A tail
+ * not checkpointed is dropped (the journal holds it). */
 void store_release(store *s);
 
 /*
  * Double the map (up to max_map_size).  Called by the writer with no
- * transaction open.  Returns 0, or an LMDB error code (MDB_MAP_FULL when
+ * transaction open (checkpoint first: the tail is one).  Returns 0, or an LMDB error code (MDB_MAP_FULL when
  * the cap is reached).
  */
 int store_grow(store *s);
@@ -136,7 +201,7 @@ int store_read_head(store *s, MDB_txn *txn, uint64_t *seq, uint64_t *leads);
 /*
  * Wait until the durable seq reaches seq, for at most timeout_ms: 0 when
  * it did, ETIMEDOUT.  A reader that met a lead state written past its
- * head waits so (the writer flushes at once when it has nothing else).
+ * head waits so (the writer flushes each group's journal entry at once).
  */
 int store_wait_durable(store *s, uint64_t seq, int timeout_ms);
 
@@ -152,10 +217,47 @@ uint64_t store_durable_watch(store *s, int fd);
 
 /* --- durability, writer thread only --- */
 
-/* Flush what was committed (commit k's meta page: see the top).  0 or an
- * errno value; after a failure nothing committed since the last
- * successful flush may be called durable. */
+/* Flush what LMDB committed (its meta page: see the top).  0 or an
+ * errno value. */
 int store_sync(store *s);
+
+/* A group: begin its transaction w, a child of the tail (begun first
+ * when there is none), holding tail_lock.  0, or an LMDB error (no lock
+ * held then). */
+int store_group_begin(store *s, store_wtxn *w);
+/* End it: with nrecs > 0 commit w into the tail (head: its last seq,
+ * bytes: its records' size), else abort it; release tail_lock.  0 or an
+ * LMDB error (the group is then not in the tail). */
+int store_group_end(store *s, store_wtxn *w, uint64_t head, size_t nrecs, size_t bytes);
+/* Make the group just committed into the tail durable: its count
+ * records (seqs first_seq..., record i ending at ends[i] in recs) to the
+ * journal and one flush, or a checkpoint when they do not fit in what
+ * is left of it.  0, or an errno / LMDB code: the group's fate on a
+ * power loss is unknown and the writer must stop (journal.h). */
+int store_group_durable(store *s, uint64_t first_seq, size_t count, const void *recs,
+                        const size_t *ends);
+/* Commit the tail durably and start a new journal lap (see the top); a
+ * tail with nothing stored is dropped without a flush.  0, or an LMDB /
+ * errno code.  On a full disk or map (store_full) the tail is rebuilt
+ * from data.mdb and the journal, so it holds exactly what the journal
+ * holds (a group whose entry did not fit is gone: refuse it) and the
+ * writer goes on; s->broken set means it could not be, or the failure
+ * was another (a flush: Linux reports it once), and the writer must
+ * stop: what was acknowledged is in the journal, replayed at the next
+ * start. */
+int store_checkpoint(store *s);
+/* Is rc (LMDB or errno) a full map or disk?  LMDB reports a page write
+ * the disk cut short as EIO: with less than 1 MiB left it is the disk. */
+int store_full(const store *s, int rc);
+/* Is a checkpoint due now, the writer idle for idle_ns (0: busy)? */
+int store_checkpoint_due(const store *s, uint64_t now_ns, uint64_t idle_ns);
+
+/* The state a lead has after an event of spec's type at seq that takes
+ * it to stage `to` and version `version`, from *st (its state before):
+ * the owner from an assignment's data, none after an erasure.  The one
+ * rule the writer and the journal's replay both use. */
+void store_lead_after(store_lead *st, const fp_evspec *spec, fp_stage to, uint64_t version,
+                      uint64_t seq, const msgpack_object *data);
 
 /* The commit of seq (with leads distinct lead ids) is on the device:
  * raise the durable seq and wake the readers waiting for it (the
@@ -185,20 +287,9 @@ int store_seq_at_time(store *s, MDB_txn *txn, uint64_t from, uint64_t since, uin
 
 /* --- writes, writer thread only, inside its write transaction --- */
 
-/*
- * A write transaction and the writer's cursors on the tables every event
- * reads and updates.  A cursor kept from one call to the next lets LMDB
- * find a key on the leaf it already holds without walking down from the
- * root: a record is appended after the last one, the idempotency key is
- * inserted where its lookup ended, and a lead's history key and state key
- * share a leaf.
- */
-typedef struct store_wtxn {
-	MDB_txn *txn;
-	MDB_cursor *log, *idem, *leads;   /* on txn; LMDB closes them when txn ends */
-} store_wtxn;
 
-/* Begin a write transaction, nested in parent's when parent is not NULL.
+/* Begin a write transaction, nested in parent's when parent is not NULL
+ * (the writer's groups go through store_group_begin instead).
  * Returns 0 or an LMDB error (w->txn NULL). */
 int store_wtxn_begin(store *s, store_wtxn *parent, store_wtxn *w);
 /* End it: 0 or an LMDB error; either way w->txn is NULL after. */

@@ -611,16 +611,6 @@ zero_slot(vault *v, uint32_t i)
 }
 
 int
-vault_retiring(const vault *v)
-{
-	for (size_t k = 0; k < v->nops; k++) {
-		if (v->ops[k].kind == OP_RETIRE)
-			return 1;
-	}
-	return 0;
-}
-
-int
 vault_finish(vault *v)
 {
 	int retired = 0, rc = 0;

@@ -28,22 +28,23 @@
  *                       same group gets a fresh one);
  *   vault_mark()/vault_rollback()  undo what events refused or a group
  *                       redone did;
- *   vault_prepare()     before the LMDB commit: new slots written and
- *                       fdatasync'ed, and the retired slots' tags and the
- *                       seq the group commits written to keys.shred and
- *                       fdatasync'ed (only when the group retires keys);
- *   vault_finish()      after the LMDB commit is durable (its meta page
- *                       flushed: store.h; a group that retires keys is
- *                       flushed at once), before any ack: the retired
- *                       slots overwritten in place with zeros and
+ *   vault_prepare()     before the group's records go to the journal
+ *                       (store.h): new slots written and fdatasync'ed, and
+ *                       the retired slots' tags and the seq of the group's
+ *                       last record written to keys.shred and fdatasync'ed
+ *                       (only when the group retires keys);
+ *   vault_finish()      after the group is durable (its journal entry
+ *                       flushed: store_group_durable), before any ack: the
+ *                       retired slots overwritten in place with zeros and
  *                       fdatasync'ed, keys.shred emptied;
- *   vault_abort()       the group was not committed: undo everything.
- * Crash safety: a key on disk whose record never committed is harmless
- * (no data uses it); a committed record always has its key on disk
- * (prepare syncs first).  A crash between the commit of a lead.erased and
- * the zeroing leaves keys.shred naming the slots and the seq; vault_open()
- * finishes the shred when the log's head reached that seq, and drops the
- * file otherwise.
+ *   vault_abort()       the group was not stored: undo everything.
+ * Crash safety: a key on disk whose record never became durable is
+ * harmless (no data uses it); a durable record always has its key on
+ * disk (prepare syncs first).  A crash between the journal flush of a
+ * lead.erased and the zeroing leaves keys.shred naming the slots and the
+ * seq; vault_open() (after store_open replayed the journal) finishes the
+ * shred when the log's head reached that seq, and drops the file
+ * otherwise.
  *
  * Threads: the writer calls everything but vault_key(); the query thread
  * calls vault_key().  A mutex guards the table.
@@ -99,9 +100,6 @@ size_t vault_mark(const vault *v);
 void vault_rollback(vault *v, size_t mark);
 int vault_prepare(vault *v, uint64_t commit_seq);   /* 0 or an errno value */
 int vault_finish(vault *v);                        /* 0 or an errno value */
-/* Does the group being stored retire keys (a lead.erased)?  Then its
- * commit must be durable before vault_finish() destroys them. */
-int vault_retiring(const vault *v);
 void vault_abort(vault *v);
 
 /* The lead's current data key into key: 1, 0 when it has none. */

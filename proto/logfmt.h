@@ -22,6 +22,7 @@
 #define FP_META_HEAD_HASH "head_hash"
 /* the LMDB data file inside a data directory */
 #define FP_LOG_DATA_FILE "data.mdb"
+#define FP_LOG_JOURNAL_FILE "journal"   /* funneld's write-ahead journal (daemon/journal.h) */
 /* the tables a log has (daemon/store.h): the env must allow this many */
 #define FP_LOG_MAX_TABLES 8
 

@@ -1,9 +1,19 @@
 /*
  * clients/lib/backup.c - the log's files without a daemon: hot backup
- * (mdb_env_copy2, compacted, one read transaction), restore (write aside,
- * fsync, rename, directory fsync) and the hash chain recomputed over an
- * LMDB environment opened read-only.  Contract in funnel.h; the layout's
- * names come from proto/logfmt.h.
+ * (the journal copied, then mdb_env_copy2, compacted, one read
+ * transaction), restore (write aside, fsync, rename, directory fsync) and
+ * the hash chain recomputed over an LMDB environment opened read-only.
+ * Contract in funnel.h; the layout's names come from proto/logfmt.h.
+ *
+ * funneld's data.mdb holds its last checkpoint; the events acknowledged
+ * since are in its write-ahead journal (daemon/journal.h), which funneld
+ * replays at start.  A backup copies the journal first and the LMDB
+ * snapshot after: funneld starts a new journal lap only after a
+ * checkpoint that holds the whole lap before it, so the snapshot taken
+ * later holds at least what preceded the copied journal's lap, and the
+ * two together hold every event acknowledged before the backup started
+ * (a journal entry torn by the copy was not acknowledged yet; funneld
+ * ignores it).  backup.info names the snapshot's head.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -243,6 +253,19 @@ write_info(const char *dir, const char *source, const funnel_log_head *h, funnel
 
 static int copy_file(const char *src, const char *dst, funnel_error_info *err);
 
+/* funneld's write-ahead journal (daemon/journal.h), when src has one:
+ * copied as it is. */
+static int
+copy_journal(const char *src_dir, const char *dst_dir, funnel_error_info *err)
+{
+	char src[PATH_MAX], dst[PATH_MAX];
+	snprintf(src, sizeof src, "%s/%s", src_dir, FP_LOG_JOURNAL_FILE);
+	snprintf(dst, sizeof dst, "%s/%s", dst_dir, FP_LOG_JOURNAL_FILE);
+	if (access(src, F_OK) != 0)
+		return FUNNEL_OK;
+	return copy_file(src, dst, err);
+}
+
 /* The key file of sealed personal data (PROTOCOL.md §21), when src has
  * one: copied as it is (keys wrapped by the master key, which is never in
  * a data directory), readable by its owner only. */
@@ -281,6 +304,9 @@ funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *head,
 		return storage_error(err, "data", "cannot find", data_dir, errno);
 	if ((rc = empty_dir(dest_dir, "dest", NULL, &created, err)) != FUNNEL_OK)
 		return rc;
+	/* The journal before the snapshot (see the top). */
+	if ((rc = copy_journal(source, dest_dir, err)) != FUNNEL_OK)
+		return rc;
 	/* A reader of the live environment, with LMDB's lock file: the copy
 	 * is one read transaction, and the writer goes on beside it. */
 	if ((rc = env_open(data_dir, 0, &live, err)) != FUNNEL_OK)
@@ -289,8 +315,8 @@ funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *head,
 	mdb_env_close(live);
 	if (rc != 0)
 		return storage_error(err, "dest", "cannot copy the log to", dest_dir, rc);
-	/* The snapshot copied may be a commit whose meta page funneld has
-	 * written but not yet flushed (it flushes it with the next commit:
+	/* The snapshot copied may be a checkpoint whose meta page funneld
+	 * has written but not yet flushed (it flushes it right after:
 	 * PROTOCOL.md §16).  Flushing the live file now makes it durable
 	 * there too, so a backup never holds events the log could lose. */
 	char live_file[PATH_MAX + sizeof FP_LOG_DATA_FILE + 1];
@@ -455,9 +481,10 @@ funnel_restore(const char *backup_dir, const char *data_dir, funnel_log_head *he
 	snprintf(src, sizeof src, "%s/%s", backup_dir, FP_LOG_DATA_FILE);
 	snprintf(tmp, sizeof tmp, "%s/%s.partial", data_dir, FP_LOG_DATA_FILE);
 	snprintf(dst, sizeof dst, "%s/%s", data_dir, FP_LOG_DATA_FILE);
-	/* the keys first: the log never appears without them */
-	if ((rc = copy_keys(backup_dir, data_dir, err)) != FUNNEL_OK)
-		return rc;
+	/* the keys and the journal first: the log never appears without them */
+	if ((rc = copy_keys(backup_dir, data_dir, err)) != FUNNEL_OK ||
+	    (rc = copy_journal(backup_dir, data_dir, err)) != FUNNEL_OK)
+		goto out;
 	if ((rc = copy_file(src, tmp, err)) != FUNNEL_OK) {
 		unlink(tmp);
 		goto out;

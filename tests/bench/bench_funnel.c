@@ -86,7 +86,7 @@ static const struct sysdesc {
 	const char *durability;
 } systems[NSYS] = {
 	{ "funnel", "funnel", "funnel",
-	  "fsync (LMDB commit) before every ack, one commit per drained group of requests" },
+	  "fdatasync (journal entry) before every ack, one per drained group of requests" },
 	{ "redis-always", "redis_always", "Redis always",
 	  "AOF appendfsync always: fsync before the replies of each event-loop pass" },
 	{ "redis-everysec", "redis_everysec", "Redis everysec",

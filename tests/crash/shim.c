@@ -70,6 +70,11 @@
  * created as 0 when missing.  Both also work together with CRASH_TRACE.
  * Without CRASH_WATCH the shim only forwards the calls, whatever else is
  * set.
+ * CRASH_SYNC_ONLY=NAME (with CRASH_TRACE): CRASH_FAIL_SYNC,
+ * CRASH_SYNC_DELAY_MS and CRASH_SYNC_DELAY_FROM count, fail and slow only
+ * the flushes of files whose name is NAME (e.g. "journal": funneld's
+ * write-ahead journal, whose flush is the one an ack waits for); the
+ * others are done and traced as usual.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -104,6 +109,7 @@ struct rec {
 #define MAX_FD 4096
 static struct {
 	int watched;
+	int only;                 /* its name is CRASH_SYNC_ONLY's (or that is unset) */
 	int dsync;
 	int dir;
 	uint64_t ino;
@@ -162,6 +168,7 @@ map_counter(const char *path)
 	syscall(SYS_close, cfd);
 	return m == MAP_FAILED ? NULL : m;
 }
+static char sync_only[NAME_MAX + 1];  /* CRASH_SYNC_ONLY; "": every file */
 
 static void
 setup(void)
@@ -188,6 +195,9 @@ setup(void)
 	f = getenv("CRASH_SYNC_DELAY_FROM");
 	if (f != NULL && *f != '\0')
 		sync_delay_from = strtol(f, NULL, 10);
+	f = getenv("CRASH_SYNC_ONLY");
+	if (f != NULL)
+		snprintf(sync_only, sizeof sync_only, "%s", f);
 	f = getenv("CRASH_SYNC_DELAY_US");
 	if (f != NULL && *f != '\0')
 		sync_delay_us = strtol(f, NULL, 10);
@@ -328,6 +338,8 @@ traced_open(int dirfd, const char *path, int flags, mode_t mode)
 	int fd = real_openat(dirfd, path, flags, mode);
 	if (fd >= 0 && fd < MAX_FD && fstat(fd, &st) == 0) {
 		fds[fd].watched = 1;
+		const char *base = strrchr(abs, '/');
+		fds[fd].only = sync_only[0] == '\0' || strcmp(base ? base + 1 : abs, sync_only) == 0;
 		fds[fd].dsync = (flags & O_DSYNC) != 0;
 		fds[fd].dir = S_ISDIR(st.st_mode);
 		fds[fd].ino = st.st_ino;
@@ -524,14 +536,14 @@ traced_sync(int fd, int (*fn)(int))
 		flushed();
 		return rc;
 	}
-	if (!fds[fd].dir && sync_delay_ms > 0 &&
+	if (!fds[fd].dir && fds[fd].only && sync_delay_ms > 0 &&
 	    __atomic_fetch_add(&delay_syncs, 1, __ATOMIC_RELAXED) >= sync_delay_from) {
 		struct timespec d = { sync_delay_ms / 1000, (sync_delay_ms % 1000) * 1000000L };
 		while (nanosleep(&d, &d) != 0 && errno == EINTR)
 			;
 	}
 	pthread_mutex_lock(&mu);
-	if (!fds[fd].dir && fail_sync_after >= 0 && file_syncs++ >= fail_sync_after &&
+	if (!fds[fd].dir && fds[fd].only && fail_sync_after >= 0 && file_syncs++ >= fail_sync_after &&
 	    (!fail_sync_once || file_syncs == fail_sync_after + 1)) {
 		pthread_mutex_unlock(&mu);
 		errno = EIO;

@@ -88,8 +88,9 @@ setup(void **state)
 	*state = t;
 	if (t == NULL || (t->acked = calloc(MAX_BATCHES, sizeof *t->acked)) == NULL)
 		goto fail;
-	/* start once to learn the endpoints, then put the data on the tmpfs */
-	if (harness_start(&t->d, NULL) != 0 || harness_stop(&t->d) != 0)
+	/* start once to learn the endpoints, then put the data on the tmpfs
+	 * (a 1 MiB journal: the default 64 MiB would not fit on it) */
+	if (harness_start(&t->d, "--journal-size 1M") != 0 || harness_stop(&t->d) != 0)
 		goto fail;
 	harness_rmrf(t->d.data);
 	if (mkdir(t->d.data, 0755) != 0)

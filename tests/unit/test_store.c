@@ -32,6 +32,7 @@
 #include <cmocka.h>
 #include <lmdb.h>
 
+#include "journal.h"
 #include "store.h"
 #include "unit.h"
 
@@ -40,7 +41,7 @@ static void
 open_ok(store *s, const char *dir, size_t map, size_t cap)
 {
 	char why[256] = "";
-	int rc = store_open(s, dir, map, cap, 1, why, sizeof why);
+	int rc = store_open(s, dir, map, cap, JOURNAL_MIN_SIZE, 1, why, sizeof why);
 	if (rc != 0)
 		fail_msg("store_open: %s", why);
 }
@@ -348,7 +349,7 @@ test_other_format_refused(void **state)
 	assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
 	assert_int_equal(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);
-	assert_int_equal(store_open(&s, t->dir, 1 << 20, 0, 1, why, sizeof why), -1);
+	assert_int_equal(store_open(&s, t->dir, 1 << 20, 0, JOURNAL_MIN_SIZE, 1, why, sizeof why), -1);
 	assert_non_null(strstr(why, "format"));
 	assert_null(s.env);
 }

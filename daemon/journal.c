@@ -1,0 +1,398 @@
+/*
+ * daemon/journal.c - the write-ahead journal (journal.h).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "funnel/record.h"
+#include "envfile.h"
+#include "journal.h"
+
+#define JOURNAL_MAGIC 0x4c4e4a46u   /* "FJNL" read as a little-endian u32 */
+#define SUM_BYTES 16
+
+struct journal {
+	int fd;
+	int durable;
+	size_t size;
+	uint64_t lap;
+	size_t off;               /* where the next entry goes */
+	uint8_t *buf;             /* one entry, built for its pwrite */
+	size_t cap;
+	char path[PATH_MAX];
+};
+
+/* The header as it is laid out on disk (JOURNAL_HEADER_BYTES). */
+struct entry_head {
+	uint32_t magic;
+	uint32_t format;
+	uint64_t lap;
+	uint64_t first_seq;
+	uint32_t count;
+	uint32_t zero;
+	uint64_t len;
+	uint8_t sum[SUM_BYTES];
+};
+_Static_assert(sizeof(struct entry_head) == JOURNAL_HEADER_BYTES, "journal header layout");
+
+/*
+ * The entry's checksum: BLAKE2b-128 of its header (these 16 bytes
+ * zeroed), then of each record's length and its last FUNNEL_HASH_BYTES,
+ * the record's own hash of the rest of it (record.h).  A record's other
+ * bytes are vouched for by that hash, which journal_scan() checks, so
+ * the writer hashes 36 bytes a record here, not the whole record again.
+ * Records shorter than a hash are refused by journal_append().
+ */
+static void
+entry_sum(const struct entry_head *h, const uint8_t *payload, size_t len, uint8_t out[SUM_BYTES])
+{
+	crypto_generichash_state st;
+	struct entry_head z = *h;
+	uint8_t buf[512];
+	size_t n = 0;
+
+	memset(z.sum, 0, sizeof z.sum);
+	crypto_generichash_init(&st, NULL, 0, SUM_BYTES);
+	crypto_generichash_update(&st, (const uint8_t *)&z, sizeof z);
+	for (size_t p = 0; p + 4 <= len;) {
+		uint32_t rl;
+		memcpy(&rl, payload + p, 4);
+		if (rl < FUNNEL_HASH_BYTES || len - p - 4 < rl)
+			break;   /* the scan refuses such an entry anyway */
+		if (n + 4 + FUNNEL_HASH_BYTES > sizeof buf) {
+			crypto_generichash_update(&st, buf, n);
+			n = 0;
+		}
+		memcpy(buf + n, payload + p, 4);
+		memcpy(buf + n + 4, payload + p + 4 + rl - FUNNEL_HASH_BYTES, FUNNEL_HASH_BYTES);
+		n += 4 + FUNNEL_HASH_BYTES;
+		p += 4 + rl;
+	}
+	crypto_generichash_update(&st, buf, n);
+	crypto_generichash_final(&st, out, SUM_BYTES);
+}
+
+static int
+full_write(int fd, const void *buf, size_t len, off_t off)
+{
+	const uint8_t *p = buf;
+	while (len > 0) {
+		ssize_t n = pwrite(fd, p, len, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? errno : EIO;
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+static int
+full_read(int fd, void *buf, size_t len, off_t off)
+{
+	uint8_t *p = buf;
+	while (len > 0) {
+		ssize_t n = pread(fd, p, len, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return errno;
+		if (n == 0)
+			return ENODATA;
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
+/* Create dir/journal: zeros written aside, flushed, renamed in. */
+static int
+create_file(journal *j, const char *dir, size_t size, char *why, size_t whylen)
+{
+	char tmp[PATH_MAX];
+	static const uint8_t zeros[1 << 16];
+	int rc = 0;
+
+	if (snprintf(tmp, sizeof tmp, "%s.new", j->path) >= (int)sizeof tmp) {
+		snprintf(why, whylen, "cannot create the journal in %s: path too long", dir);
+		return -1;
+	}
+	if (unlink(tmp) != 0 && errno != ENOENT) {
+		snprintf(why, whylen, "cannot remove the unfinished %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		snprintf(why, whylen, "cannot create %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	for (size_t off = 0; off < size && rc == 0; off += sizeof zeros) {
+		size_t n = size - off < sizeof zeros ? size - off : sizeof zeros;
+		rc = full_write(fd, zeros, n, (off_t)off);
+	}
+	if (rc == 0 && j->durable && fdatasync(fd) != 0)
+		rc = errno;
+	close(fd);
+	if (rc != 0) {
+		snprintf(why, whylen, "cannot write %s: %s", tmp, strerror(rc));
+		unlink(tmp);
+		return -1;
+	}
+	if (rename(tmp, j->path) != 0) {
+		snprintf(why, whylen, "cannot rename %s into place: %s", tmp, strerror(errno));
+		return -1;
+	}
+	if (j->durable && fp_dir_sync(dir) != 0) {
+		snprintf(why, whylen, "cannot flush the directory %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+journal *
+journal_open(const char *dir, size_t size, int durable, char *why, size_t whylen)
+{
+	journal *j = calloc(1, sizeof *j);
+	struct stat st;
+
+	if (j == NULL) {
+		snprintf(why, whylen, "out of memory opening the journal");
+		return NULL;
+	}
+	j->fd = -1;
+	j->durable = durable;
+	if (size < JOURNAL_MIN_SIZE)
+		size = JOURNAL_MIN_SIZE;
+	if (snprintf(j->path, sizeof j->path, "%s/%s", dir, JOURNAL_FILE) >= (int)sizeof j->path) {
+		snprintf(why, whylen, "cannot open the journal in %s: path too long", dir);
+		goto fail;
+	}
+	if (stat(j->path, &st) != 0) {
+		if (errno != ENOENT) {
+			snprintf(why, whylen, "cannot stat %s: %s", j->path, strerror(errno));
+			goto fail;
+		}
+		if (create_file(j, dir, size, why, whylen) != 0)
+			goto fail;
+	}
+	if ((j->fd = open(j->path, O_RDWR | O_CLOEXEC)) < 0 || fstat(j->fd, &st) != 0) {
+		snprintf(why, whylen, "cannot open %s: %s", j->path, strerror(errno));
+		goto fail;
+	}
+	if ((size_t)st.st_size < JOURNAL_MIN_SIZE) {
+		snprintf(why, whylen, "%s is %lld bytes, less than a journal's %zu: not a journal funneld "
+		         "wrote; move it away only if the log's last events may be lost",
+		         j->path, (long long)st.st_size, JOURNAL_MIN_SIZE);
+		goto fail;
+	}
+	j->size = (size_t)st.st_size;
+	return j;
+fail:
+	journal_close(j);
+	return NULL;
+}
+
+void
+journal_close(journal *j)
+{
+	if (j == NULL)
+		return;
+	if (j->fd >= 0)
+		close(j->fd);
+	free(j->buf);
+	free(j);
+}
+
+const char *
+journal_path(const journal *j)
+{
+	return j->path;
+}
+
+size_t
+journal_size(const journal *j)
+{
+	return j->size;
+}
+
+uint64_t
+journal_lap(const journal *j)
+{
+	return j->lap;
+}
+
+size_t
+journal_used(const journal *j)
+{
+	return j->off;
+}
+
+void
+journal_new_lap(journal *j, uint64_t lap)
+{
+	j->lap = lap;
+	j->off = 0;
+}
+
+static size_t
+entry_bytes(size_t count, size_t bytes)
+{
+	return JOURNAL_HEADER_BYTES + 4 * count + bytes;
+}
+
+int
+journal_fits(const journal *j, size_t count, size_t bytes)
+{
+	return j->off <= j->size && entry_bytes(count, bytes) <= j->size - j->off;
+}
+
+static int
+reserve(journal *j, size_t n)
+{
+	if (n <= j->cap)
+		return 0;
+	size_t cap = j->cap ? j->cap : 1 << 16;
+	while (cap < n)
+		cap *= 2;
+	uint8_t *b = realloc(j->buf, cap);
+	if (b == NULL)
+		return ENOMEM;
+	j->buf = b;
+	j->cap = cap;
+	return 0;
+}
+
+int
+journal_scan(journal *j, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end)
+{
+	const uint8_t **recs = NULL;
+	uint32_t *lens = NULL;
+	size_t nrecs_cap = 0, off = 0;
+	uint64_t next = 0, the_lap = 0;
+	int rc = 0;
+
+	for (;;) {
+		struct entry_head h;
+		uint8_t sum[SUM_BYTES];
+		if (j->size - off < JOURNAL_HEADER_BYTES)
+			break;
+		if ((rc = full_read(j->fd, &h, sizeof h, (off_t)off)) != 0)
+			break;
+		if (h.magic != JOURNAL_MAGIC || h.format != JOURNAL_FORMAT || h.zero != 0 ||
+		    h.count == 0 || h.len > j->size - off - JOURNAL_HEADER_BYTES ||
+		    h.len < 4 * (uint64_t)h.count)
+			break;
+		if (off == 0) {
+			if (h.first_seq != h.lap || h.lap == 0)
+				break;
+			the_lap = h.lap;
+			next = h.lap;
+		} else if (h.lap != the_lap || h.first_seq != next) {
+			break;
+		}
+		if ((rc = reserve(j, h.len)) != 0 || (rc = full_read(j->fd, j->buf, h.len,
+		                                                     (off_t)(off + sizeof h))) != 0)
+			break;
+		entry_sum(&h, j->buf, h.len, sum);
+		if (sodium_memcmp(sum, h.sum, SUM_BYTES) != 0)
+			break;
+		/* the records: u32 length, bytes; exactly count of them */
+		if (h.count > nrecs_cap) {
+			const uint8_t **r = realloc(recs, h.count * sizeof *recs);
+			uint32_t *l = r ? realloc(lens, h.count * sizeof *lens) : NULL;
+			if (r != NULL)
+				recs = r;
+			if (l == NULL) {
+				rc = ENOMEM;
+				break;
+			}
+			lens = l;
+			nrecs_cap = h.count;
+		}
+		size_t p = 0;
+		uint32_t i;
+		for (i = 0; i < h.count; i++) {
+			uint32_t n;
+			if (h.len - p < 4)
+				break;
+			memcpy(&n, j->buf + p, 4);
+			p += 4;
+			if (n < FUNNEL_HASH_BYTES || h.len - p < n ||
+			    !funnel_record_hash_ok(j->buf + p, n))
+				break;
+			recs[i] = j->buf + p;
+			lens[i] = n;
+			p += n;
+		}
+		if (i < h.count || p != h.len)
+			break;   /* a whole entry that does not parse: funneld never wrote it */
+		rc = fn(ctx, h.first_seq, h.count, recs, lens);
+		if (rc != 0)
+			goto out;
+		next = h.first_seq + h.count;
+		off += sizeof h + h.len;
+	}
+	if (rc == ENODATA)
+		rc = 0;   /* the file ends: the lap too */
+	if (rc > 0) {
+		errno = rc;
+		rc = -1;
+	}
+out:
+	free(recs);
+	free(lens);
+	*lap = the_lap;
+	*end = the_lap ? next : 0;
+	if (rc == 0) {
+		j->lap = the_lap;
+		j->off = off;
+	}
+	return rc;
+}
+
+int
+journal_append(journal *j, uint64_t first_seq, size_t count, const void *recs,
+               const size_t *ends)
+{
+	size_t bytes = count ? ends[count - 1] : 0;
+	size_t total = entry_bytes(count, bytes);
+	struct entry_head h = { .magic = JOURNAL_MAGIC, .format = JOURNAL_FORMAT, .lap = j->lap,
+	                        .first_seq = first_seq, .count = (uint32_t)count, .zero = 0,
+	                        .len = total - JOURNAL_HEADER_BYTES };
+	int rc;
+
+	if (count == 0)
+		return 0;
+	if ((rc = reserve(j, total)) != 0)
+		return rc;
+	uint8_t *p = j->buf + JOURNAL_HEADER_BYTES;
+	size_t start = 0;
+	for (size_t i = 0; i < count; i++) {
+		uint32_t n = (uint32_t)(ends[i] - start);
+		if (n < FUNNEL_HASH_BYTES)
+			return EINVAL;   /* not a record (record.h) */
+		memcpy(p, &n, 4);
+		memcpy(p + 4, (const uint8_t *)recs + start, n);
+		p += 4 + n;
+		start = ends[i];
+	}
+	entry_sum(&h, j->buf + JOURNAL_HEADER_BYTES, h.len, h.sum);
+	memcpy(j->buf, &h, sizeof h);
+	if ((rc = full_write(j->fd, j->buf, total, (off_t)j->off)) != 0)
+		return rc;
+	if (j->durable && fdatasync(j->fd) != 0)
+		return errno;
+	j->off += total;
+	return 0;
+}

@@ -1,0 +1,114 @@
+/*
+ * daemon/journal.h - the write-ahead journal: what makes a group of
+ * records durable with one device flush.
+ *
+ * The log's LMDB file commits rarely (a checkpoint, store.h); between
+ * checkpoints each group's records are appended here and flushed, and
+ * that flush is what an acknowledgement waits for.  The file, `journal`
+ * in the data directory, has a fixed size and is written in laps:
+ *
+ *   - it is created full of zeros, WRITTEN (not fallocate'd: a flush
+ *     after writing into unwritten extents costs the file system a
+ *     journal commit of its own), aside as journal.new, flushed, renamed
+ *     in and the directory flushed; so it is absent or whole;
+ *   - a lap starts at offset 0 after a checkpoint made the log durable
+ *     up to seq L-1; L is the lap's number, the first seq it may hold;
+ *   - an entry: a header (JOURNAL_HEADER_BYTES, native endian)
+ *       u32 magic "FJNL", u32 format (1), u64 lap, u64 first_seq,
+ *       u32 count, u32 zero, u64 payload length,
+ *       16 bytes: BLAKE2b-128 (crypto_generichash) of the header with
+ *       these 16 bytes zeroed, then of each record's length and own
+ *       hash (its last 32 bytes, a BLAKE2b-256 of the rest of it:
+ *       funnel/record.h), so the checksum and the records' own hashes
+ *       together cover every byte;
+ *     then the payload: count records, each a u32 length and the
+ *     record's bytes exactly as the log stores them, seqs first_seq,
+ *     first_seq+1, ...  Entries follow each other with no gap;
+ *   - an append is one pwrite over zeroed (or old) blocks at the end of
+ *     the lap, then one fdatasync (skipped when not durable): the
+ *     entry's records are durable once journal_append() returned 0.
+ *
+ * Reading (journal_scan) starts at offset 0 and takes entries while
+ * each is whole (its checksum, and each record's own hash), belongs to the lap of the first one and
+ * continues it seq by seq (first_seq is the previous entry's first_seq
+ * + count, the first entry's first_seq is its lap).  The first entry
+ * that fails any of these ends the lap: a torn last append, or an
+ * older lap's entry met past the end of the current one.  Which records
+ * past the log's head are replayed, and that they chain to it, is the
+ * store's business (store.c).
+ *
+ * Not thread-safe: the writer (and store_open before it) use it alone.
+ */
+#ifndef FUNNEL_DAEMON_JOURNAL_H
+#define FUNNEL_DAEMON_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "logfmt.h"
+
+#define JOURNAL_FILE FP_LOG_JOURNAL_FILE
+#define JOURNAL_DEFAULT_SIZE ((size_t)64 << 20)
+#define JOURNAL_MIN_SIZE ((size_t)64 << 10)
+#define JOURNAL_HEADER_BYTES 56
+#define JOURNAL_FORMAT 1
+
+typedef struct journal journal;
+
+/*
+ * Open dir/journal, creating it (size bytes of zeros, as above) when
+ * missing.  An existing file keeps its size whatever size says.  A
+ * stale dir/journal.new (a crash during creation) is removed first.
+ * durable 0 (--no-sync): nothing is flushed.  Returns the journal, or
+ * NULL with a message naming the file in why.
+ */
+journal *journal_open(const char *dir, size_t size, int durable, char *why, size_t whylen);
+void journal_close(journal *j);
+
+/* The file's path (for messages) and size. */
+const char *journal_path(const journal *j);
+size_t journal_size(const journal *j);
+
+/*
+ * One entry met by journal_scan(): its first seq, its records (count of
+ * them, recs[i] of lens[i] bytes; valid during the call).  Returns 0 to
+ * go on, or a value that ends the scan and that journal_scan returns.
+ */
+typedef int (*journal_fn)(void *ctx, uint64_t first_seq, uint32_t count,
+                          const uint8_t *const *recs, const uint32_t *lens);
+
+/*
+ * Read the current lap from offset 0 (see the top), calling fn for each
+ * entry in order.  *lap is the lap's number (0 when the file holds no
+ * whole entry at offset 0), *end the seq after its last record (= lap
+ * when empty).  Returns 0, fn's non-zero value, or -1 with errno (a read
+ * failed, or ENOMEM).  Changes nothing; the next append goes after the
+ * lap read.
+ */
+int journal_scan(journal *j, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end);
+
+/* Start lap `lap` at offset 0: the log is durable up to lap - 1 (a
+ * checkpoint).  Writes nothing: the next append overwrites offset 0. */
+void journal_new_lap(journal *j, uint64_t lap);
+
+/* The lap, and the bytes it uses so far. */
+uint64_t journal_lap(const journal *j);
+size_t journal_used(const journal *j);
+
+/* Does an entry of count records of total record bytes fit in what is
+ * left of the file? */
+int journal_fits(const journal *j, size_t count, size_t bytes);
+
+/*
+ * Append an entry of count records (seqs first_seq, ...): record i is
+ * bytes [ends[i-1], ends[i]) of recs (ends[-1] being 0).  The caller
+ * checked journal_fits().  One pwrite, one fdatasync.  Returns 0 (the
+ * records are durable), ENOMEM, EINVAL (a record shorter than a record's
+ * hash: not a record), or the errno of the write or the flush;
+ * after a failed flush nothing appended since the last successful one
+ * may be called durable (Linux reports a failed writeback once).
+ */
+int journal_append(journal *j, uint64_t first_seq, size_t count, const void *recs,
+                   const size_t *ends);
+
+#endif /* FUNNEL_DAEMON_JOURNAL_H */

@@ -1,0 +1,414 @@
+/*
+ * tests/unit/test_journal.c - daemon/journal.c, and the store's replay of
+ * it (daemon/store.c), on real files in a temporary directory.
+ *
+ *   - entries appended are read back in order, with their records, and
+ *     a reopened journal continues after the lap it read;
+ *   - a torn last entry (a byte of it not as written) ends the lap
+ *     there: the entries before it are read, and the next append
+ *     overwrites it;
+ *   - after a new lap, an entry of the old lap met where the new lap
+ *     ends (same offset, whole) is not taken as part of it;
+ *   - a group bigger than the whole file does not fit; through the
+ *     store it is made durable by a checkpoint instead, and the log
+ *     reopened without the journal holds it;
+ *   - the store replays a journal's records past data.mdb's head at
+ *     open: records, idempotency keys, lead history and state (owner by
+ *     the same rule as the writer's) and the head;
+ *   - a journal that does not continue the log (a gap, a record that
+ *     does not chain) is refused at open with the journal and the seqs
+ *     named, and nothing is changed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <lmdb.h>
+
+#include "journal.h"
+#include "store.h"
+#include "unit.h"
+
+/* Record seq (a lead.captured of lead, or an x.note without one; with
+ * assign, a lead.assigned to that owner) chained to prev, into sb. */
+static void
+make_record(msgpack_sbuffer *sb, uint64_t seq, const uint8_t *prev, const char *lead,
+            uint64_t version, const char *owner, uint8_t hash[FUNNEL_HASH_BYTES])
+{
+	fp_event ev;
+	msgpack_zone z;
+	msgpack_object data;
+	msgpack_sbuffer db;
+	char id[32];
+
+	memset(&ev, 0, sizeof ev);
+	ev.type.ptr = owner ? "lead.assigned" : lead ? "lead.captured" : "x.note";
+	ev.type.len = strlen(ev.type.ptr);
+	ev.spec = fp_evspec_lookup(ev.type.ptr, ev.type.len);
+	if (lead) {
+		ev.lead.ptr = lead;
+		ev.lead.len = strlen(lead);
+	}
+	snprintf(id, sizeof id, "id-%llu", (unsigned long long)seq);
+	ev.id.ptr = strdup(id);
+	ev.id.len = strlen(id);
+	msgpack_sbuffer_init(&db);
+	msgpack_zone_init(&z, 256);
+	if (owner) {
+		msgpack_packer pk;
+		msgpack_packer_init(&pk, &db, msgpack_sbuffer_write);
+		msgpack_pack_map(&pk, 1);
+		msgpack_pack_str_with_body(&pk, "owner", 5);
+		msgpack_pack_str_with_body(&pk, owner, strlen(owner));
+		assert_int_equal(msgpack_unpack(db.data, db.size, NULL, &z, &data), MSGPACK_UNPACK_SUCCESS);
+		ev.data = &data;
+	}
+	fp_stamp st = { .seq = seq, .ts = 1000 * seq, .has_lead_state = lead != NULL,
+	                .stage = owner ? FP_STAGE_INQUIRY : FP_STAGE_INQUIRY, .version = version,
+	                .prev = prev };
+	sb->size = 0;
+	assert_int_equal(fp_record_encode(sb, &ev, &st, hash), FUNNEL_OK);
+	free((void *)ev.id.ptr);
+	msgpack_zone_destroy(&z);
+	msgpack_sbuffer_destroy(&db);
+}
+
+/* What a scan met: up to 16 entries of up to 8 records: their seqs. */
+typedef struct seen {
+	int n;
+	uint64_t first[16];
+	uint32_t count[16];
+	uint64_t seq[16][8];
+} seen;
+
+static int
+collect(void *ctx, uint64_t first_seq, uint32_t count, const uint8_t *const *recs,
+        const uint32_t *lens)
+{
+	seen *s = ctx;
+	assert_true(s->n < 16 && count <= 8);
+	s->first[s->n] = first_seq;
+	s->count[s->n] = count;
+	for (uint32_t i = 0; i < count; i++)
+		assert_int_equal(funnel_record_peek(recs[i], lens[i], &s->seq[s->n][i], NULL), FUNNEL_OK);
+	s->n++;
+	return 0;
+}
+
+/* Append an entry of count x.note records, seqs first... */
+static int
+append_recs(journal *j, uint64_t first, size_t count)
+{
+	msgpack_sbuffer sb, all;
+	uint8_t prev[FUNNEL_HASH_BYTES] = { 0 }, h[FUNNEL_HASH_BYTES];
+	size_t ends[8];
+	msgpack_sbuffer_init(&sb);
+	msgpack_sbuffer_init(&all);
+	for (size_t i = 0; i < count; i++) {
+		make_record(&sb, first + i, prev, NULL, 0, NULL, h);
+		msgpack_sbuffer_write(&all, sb.data, sb.size);
+		ends[i] = all.size;
+	}
+	int rc = journal_append(j, first, count, all.data, ends);
+	msgpack_sbuffer_destroy(&sb);
+	msgpack_sbuffer_destroy(&all);
+	return rc;
+}
+
+static journal *
+open_j(const char *dir, size_t size)
+{
+	char why[256] = "";
+	journal *j = journal_open(dir, size, 1, why, sizeof why);
+	if (j == NULL)
+		fail_msg("journal_open: %s", why);
+	return j;
+}
+
+static void
+test_append_then_scan(void **state)
+{
+	unit_tmp *t = *state;
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	uint64_t lap, end;
+	seen s = { 0 };
+
+	assert_int_equal(journal_size(j), JOURNAL_MIN_SIZE);
+	journal_new_lap(j, 1);
+	assert_int_equal(append_recs(j, 1, 3), 0);
+	assert_int_equal(append_recs(j, 4, 2), 0);
+	journal_close(j);
+
+	j = open_j(t->dir, 2 * JOURNAL_MIN_SIZE);   /* an existing file keeps its size */
+	assert_int_equal(journal_size(j), JOURNAL_MIN_SIZE);
+	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
+	assert_int_equal(lap, 1);
+	assert_int_equal(end, 6);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.first[0], 1);
+	assert_int_equal(s.count[0], 3);
+	assert_int_equal(s.seq[0][2], 3);
+	assert_int_equal(s.first[1], 4);
+	assert_int_equal(s.seq[1][1], 5);
+	/* the next append continues the lap */
+	assert_int_equal(append_recs(j, 6, 1), 0);
+	memset(&s, 0, sizeof s);
+	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
+	assert_int_equal(s.n, 3);
+	assert_int_equal(end, 7);
+	journal_close(j);
+}
+
+static void
+test_torn_last_entry(void **state)
+{
+	unit_tmp *t = *state;
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	uint64_t lap, end;
+	seen s = { 0 };
+
+	journal_new_lap(j, 10);
+	assert_int_equal(append_recs(j, 10, 2), 0);
+	size_t first_end = journal_used(j);
+	assert_int_equal(append_recs(j, 12, 1), 0);
+	journal_close(j);
+	/* a byte of the second entry's record never reached the disk (a
+	 * byte the checksum itself does not cover: the record's own hash
+	 * must catch it) */
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
+	int fd = open(t->path, O_RDWR);
+	assert_true(fd >= 0);
+	char z = 'X';
+	assert_int_equal(pwrite(fd, &z, 1, (off_t)first_end + JOURNAL_HEADER_BYTES + 4 + 10), 1);
+	close(fd);
+
+	j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(lap, 10);
+	assert_int_equal(end, 12);
+	assert_int_equal(journal_used(j), first_end);
+	/* the next append goes where the torn one was */
+	assert_int_equal(append_recs(j, 12, 2), 0);
+	memset(&s, 0, sizeof s);
+	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.seq[1][1], 13);
+	assert_int_equal(end, 14);
+	journal_close(j);
+}
+
+static void
+test_old_lap_entries_after_a_new_lap(void **state)
+{
+	unit_tmp *t = *state;
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	uint64_t lap, end;
+	seen s = { 0 };
+
+	journal_new_lap(j, 1);
+	assert_int_equal(append_recs(j, 1, 2), 0);
+	size_t first_len = journal_used(j);
+	assert_int_equal(append_recs(j, 3, 2), 0);
+	assert_int_equal(append_recs(j, 5, 1), 0);
+	/* a checkpoint holds 1..6: lap 7 from offset 0; its first entry is as
+	 * long as lap 1's, so it ends exactly where lap 1's second begins */
+	journal_new_lap(j, 7);
+	assert_int_equal(append_recs(j, 7, 2), 0);
+	assert_int_equal(journal_used(j), first_len);
+	journal_close(j);
+
+	j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
+	assert_int_equal(lap, 7);
+	assert_int_equal(end, 9);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.seq[0][1], 8);
+	journal_close(j);
+}
+
+static void
+test_bigger_than_the_file_does_not_fit(void **state)
+{
+	unit_tmp *t = *state;
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	journal_new_lap(j, 1);
+	assert_true(journal_fits(j, 1, 100));
+	assert_false(journal_fits(j, 1, JOURNAL_MIN_SIZE));
+	assert_false(journal_fits(j, 1000, JOURNAL_MIN_SIZE - JOURNAL_HEADER_BYTES - 1000));
+	journal_close(j);
+}
+
+/* ---- through the store -------------------------------------------------- */
+
+/* Journal entries for seqs first..first+n-1 of a log whose record
+ * first-1 has hash prev: lead "L" captured at first, then notes, then
+ * (at the last) L assigned to "ann".  Appended one record per entry in
+ * lap `lap`; *last gets the last hash. */
+static void
+journal_records(const char *dir, uint64_t lap, uint64_t first, int n, const uint8_t *prev,
+                uint8_t last[FUNNEL_HASH_BYTES])
+{
+	journal *j = open_j(dir, JOURNAL_MIN_SIZE);
+	msgpack_sbuffer sb;
+	uint8_t p[FUNNEL_HASH_BYTES], h[FUNNEL_HASH_BYTES];
+	msgpack_sbuffer_init(&sb);
+	memcpy(p, prev, sizeof p);
+	journal_new_lap(j, lap);
+	for (int i = 0; i < n; i++) {
+		uint64_t seq = first + (uint64_t)i;
+		if (i == 0)
+			make_record(&sb, seq, p, "L", 1, NULL, h);
+		else if (i == n - 1)
+			make_record(&sb, seq, p, "L", 2, "ann", h);
+		else
+			make_record(&sb, seq, p, NULL, 0, NULL, h);
+		size_t end = sb.size;
+		assert_int_equal(journal_append(j, seq, 1, sb.data, &end), 0);
+		memcpy(p, h, sizeof p);
+	}
+	memcpy(last, p, sizeof p);
+	msgpack_sbuffer_destroy(&sb);
+	journal_close(j);
+}
+
+static void
+open_store(store *s, const char *dir)
+{
+	char why[512] = "";
+	if (store_open(s, dir, 1 << 20, 0, JOURNAL_MIN_SIZE, 1, why, sizeof why) != 0)
+		fail_msg("store_open: %s", why);
+}
+
+static void
+test_store_replays_the_journal(void **state)
+{
+	unit_tmp *t = *state;
+	store s;
+	uint8_t zero[FUNNEL_HASH_BYTES] = { 0 }, last[FUNNEL_HASH_BYTES];
+	MDB_txn *txn;
+	store_lead lead;
+	MDB_val v;
+
+	open_store(&s, t->dir);   /* creates the log and its journal */
+	store_release(&s);
+	journal_records(t->dir, 1, 1, 4, zero, last);
+	open_store(&s, t->dir);
+	assert_int_equal(s.head_seq, 4);
+	assert_int_equal(s.head_leads, 1);
+	assert_memory_equal(s.head_hash, last, FUNNEL_HASH_BYTES);
+	assert_int_equal(store_read_begin(&s, &txn), 0);
+	assert_int_equal(store_record_get(&s, txn, 3, &v), 0);
+	assert_int_equal(store_lead_get(&s, txn, "L", 1, &lead), 0);
+	assert_int_equal(lead.version, 2);
+	assert_int_equal(lead.last_seq, 4);
+	assert_int_equal(lead.stage, FP_STAGE_INQUIRY);
+	assert_string_equal(lead.owner, "ann");   /* store_lead_after, as the writer */
+	store_read_end(&s, &txn);
+	store_release(&s);
+	/* checkpointed: the journal is not needed any more */
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
+	assert_int_equal(unlink(t->path), 0);
+	open_store(&s, t->dir);
+	assert_int_equal(s.head_seq, 4);
+	store_release(&s);
+}
+
+static void
+test_a_gap_is_refused(void **state)
+{
+	unit_tmp *t = *state;
+	store s;
+	char why[512] = "";
+	uint8_t zero[FUNNEL_HASH_BYTES] = { 0 }, last[FUNNEL_HASH_BYTES];
+
+	open_store(&s, t->dir);
+	store_release(&s);
+	/* a lap from seq 5 on an empty log: 1 to 4 are missing */
+	journal_records(t->dir, 5, 5, 2, zero, last);
+	assert_int_equal(store_open(&s, t->dir, 1 << 20, 0, JOURNAL_MIN_SIZE, 1, why, sizeof why), -1);
+	assert_non_null(strstr(why, "/journal does not continue the log"));
+	assert_non_null(strstr(why, "seqs 1 to 4 are missing"));
+	/* a lap from 1 whose first record does not chain (another prev) */
+	memset(zero, 7, sizeof zero);
+	journal_records(t->dir, 1, 1, 2, zero, last);
+	assert_int_equal(store_open(&s, t->dir, 1 << 20, 0, JOURNAL_MIN_SIZE, 1, why, sizeof why), -1);
+	assert_non_null(strstr(why, "record of seq 1 does not chain to the log's head 0"));
+	/* nothing changed: without the journal the log is as it was */
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
+	assert_int_equal(unlink(t->path), 0);
+	open_store(&s, t->dir);
+	assert_int_equal(s.head_seq, 0);
+	store_release(&s);
+}
+
+static void
+test_a_group_bigger_than_the_journal(void **state)
+{
+	unit_tmp *t = *state;
+	store s;
+	store_wtxn w;
+	store_lead st = { 0 };
+	msgpack_sbuffer sb, all;
+	uint8_t prev[FUNNEL_HASH_BYTES] = { 0 }, h[FUNNEL_HASH_BYTES];
+	enum { N = 1200 };   /* ~100 bytes each: more than the 64 KiB journal */
+	size_t *ends = calloc(N, sizeof *ends);
+
+	assert_non_null(ends);
+	msgpack_sbuffer_init(&sb);
+	msgpack_sbuffer_init(&all);
+	open_store(&s, t->dir);
+	assert_int_equal(store_group_begin(&s, &w), 0);
+	for (int i = 0; i < N; i++) {
+		char id[32];
+		make_record(&sb, (uint64_t)i + 1, prev, NULL, 0, NULL, h);
+		snprintf(id, sizeof id, "id-%d", i + 1);
+		assert_int_equal(store_append(&w, (uint64_t)i + 1, sb.data, sb.size, NULL, 0, &st,
+		                              id, strlen(id)), 0);
+		msgpack_sbuffer_write(&all, sb.data, sb.size);
+		ends[i] = all.size;
+		memcpy(prev, h, sizeof prev);
+	}
+	assert_true(all.size > JOURNAL_MIN_SIZE);
+	assert_int_equal(store_put_head(&s, w.txn, N, prev, 0), 0);
+	assert_int_equal(store_group_end(&s, &w, N, N, all.size), 0);
+	store_set_head(&s, N, 1000 * N, prev, 0);
+	assert_int_equal(store_group_durable(&s, 1, N, all.data, ends), 0);
+	assert_int_equal(s.ckpt_seq, N);   /* a checkpoint made it durable */
+	store_release(&s);
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
+	assert_int_equal(unlink(t->path), 0);
+	open_store(&s, t->dir);
+	assert_int_equal(s.head_seq, N);
+	store_release(&s);
+	msgpack_sbuffer_destroy(&sb);
+	msgpack_sbuffer_destroy(&all);
+	free(ends);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_append_then_scan, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_torn_last_entry, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_old_lap_entries_after_a_new_lap, unit_tmp_setup,
+		                                unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_bigger_than_the_file_does_not_fit, unit_tmp_setup,
+		                                unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_store_replays_the_journal, unit_tmp_setup,
+		                                unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_a_gap_is_refused, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_a_group_bigger_than_the_journal, unit_tmp_setup,
+		                                unit_tmp_teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
