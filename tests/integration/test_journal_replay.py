@@ -158,6 +158,8 @@ def main():
                 case("plain", []))
         res.run("replayed journal with a master key: lead states, an erased lead's key gone",
                 case("vault", ["--master-key", mk]))
+        res.run("replayed journal with a master key and the owner personal: the owner as the writer left it",
+                case("sealed", ["--master-key", mk, "--personal-fields", "owner,email"]))
     finally:
         shutil.rmtree(top, ignore_errors=True)
     return res.summary()
