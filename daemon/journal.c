@@ -289,6 +289,12 @@ journal_scan(journal *j, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end)
 			break;
 		if ((rc = full_read(j->fd, &h, sizeof h, (off_t)off)) != 0)
 			break;
+		if (off == 0 && h.magic == JOURNAL_MAGIC && h.format != JOURNAL_FORMAT) {
+			/* not a torn append (a header is written whole): another
+			 * funneld's journal, whose records may be acknowledged */
+			rc = EPROTO;
+			break;
+		}
 		if (h.magic != JOURNAL_MAGIC || h.format != JOURNAL_FORMAT || h.zero != 0 ||
 		    h.count == 0 || h.len > j->size - off - JOURNAL_HEADER_BYTES ||
 		    h.len < 4 * (uint64_t)h.count)

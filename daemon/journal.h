@@ -82,8 +82,9 @@ typedef int (*journal_fn)(void *ctx, uint64_t first_seq, uint32_t count,
  * entry in order.  *lap is the lap's number (0 when the file holds no
  * whole entry at offset 0), *end the seq after its last record (= lap
  * when empty).  Returns 0, fn's non-zero value, or -1 with errno (a read
- * failed, or ENOMEM).  Changes nothing; the next append goes after the
- * lap read.
+ * failed, ENOMEM, or EPROTO: the entry at offset 0 has the magic of a
+ * journal and another format, not one this funneld may overwrite).
+ * Changes nothing; the next append goes after the lap read.
  */
 int journal_scan(journal *j, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end);
 

@@ -282,7 +282,11 @@ rebuild_tail(store *s, char *why, size_t whylen)
 	if (rc != 0) {
 		store_wtxn_abort(&s->tail);
 		pthread_mutex_unlock(&s->tail_lock);
-		if (rc != REPLAY_REFUSED)
+		if (rc == EPROTO)
+			snprintf(why, whylen, "the journal %s is not of format %d (another funneld's?); "
+			         "nothing was changed: start the funneld that wrote it, or move the journal "
+			         "away to start from the log alone", journal_path(s->journal), JOURNAL_FORMAT);
+		else if (rc != REPLAY_REFUSED)
 			snprintf(why, whylen, "cannot replay the journal %s into the log: %s",
 			         journal_path(s->journal), rc > 0 ? strerror(rc) : mdb_strerror(rc));
 		return -1;

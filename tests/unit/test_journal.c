@@ -394,6 +394,36 @@ test_a_group_bigger_than_the_journal(void **state)
 	free(ends);
 }
 
+/* A journal of another format (a newer funneld's) at offset 0 is not a
+ * torn append: its records may be acknowledged events the log lacks, so
+ * the store refuses it rather than start a new lap over them. */
+static void
+test_another_format_is_refused(void **state)
+{
+	unit_tmp *t = *state;
+	store s;
+	char why[512] = "";
+	uint8_t zero[FUNNEL_HASH_BYTES] = { 0 }, last[FUNNEL_HASH_BYTES];
+
+	open_store(&s, t->dir);
+	store_release(&s);
+	journal_records(t->dir, 1, 1, 3, zero, last);
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
+	int fd = open(t->path, O_RDWR);
+	assert_true(fd >= 0);
+	uint32_t format = JOURNAL_FORMAT + 1;   /* the u32 after the magic */
+	assert_int_equal(pwrite(fd, &format, sizeof format, 4), (ssize_t)sizeof format);
+	close(fd);
+	assert_int_equal(store_open(&s, t->dir, 1 << 20, 0, JOURNAL_MIN_SIZE, 1, why, sizeof why), -1);
+	assert_non_null(strstr(why, "format"));
+	/* nothing changed: the journal's bytes are still there */
+	fd = open(t->path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &format, sizeof format, 4), (ssize_t)sizeof format);
+	close(fd);
+	assert_int_equal(format, JOURNAL_FORMAT + 1);
+}
+
 int
 main(void)
 {
@@ -407,6 +437,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_store_replays_the_journal, unit_tmp_setup,
 		                                unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_a_gap_is_refused, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_another_format_is_refused, unit_tmp_setup,
+		                                unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_a_group_bigger_than_the_journal, unit_tmp_setup,
 		                                unit_tmp_teardown),
 	};
