@@ -281,6 +281,7 @@ typedef struct parked {
 	int has_delim;
 	uint64_t rid;
 	uint64_t want;                /* send once the durable seq is >= want */
+	uint64_t epoch;               /* the tail's epoch it was read in (store.h) */
 	uint64_t deadline_ms;         /* want > 0: EINTERNAL instead past it (mono_ms) */
 	char *data;                   /* the packed reply, malloc'd; owned here */
 	size_t size;
@@ -311,8 +312,8 @@ parked_for(const void *id, size_t len)
 /* Park a reply (data, size: malloc'd, taken over either way), to be sent
  * once the durable seq is >= want, behind the client's parked ones. */
 static void
-park(zmq_msg_t *ident, int has_delim, uint64_t rid, uint64_t want, uint64_t deadline_ms,
-     char *data, size_t size)
+park(zmq_msg_t *ident, int has_delim, uint64_t rid, uint64_t want, uint64_t epoch,
+     uint64_t deadline_ms, char *data, size_t size)
 {
 	size_t len = zmq_msg_size(ident);
 	if (parked_n >= PARKED_MAX || parked_bytes + size > PARKED_MAX_BYTES || len == 0 ||
@@ -332,6 +333,7 @@ park(zmq_msg_t *ident, int has_delim, uint64_t rid, uint64_t want, uint64_t dead
 	e->has_delim = has_delim;
 	e->rid = rid;
 	e->want = want;
+	e->epoch = epoch;
 	e->deadline_ms = deadline_ms;
 	e->data = data;
 	e->size = size;
@@ -375,7 +377,7 @@ parked_send(void *sock, parked *e, const char *why)
  * does.  Returns the earliest deadline of what stays (0: none).
  */
 static uint64_t
-parked_flush(void *sock, uint64_t durable, int final)
+parked_flush(void *sock, uint64_t durable, uint64_t epoch, int final)
 {
 	uint64_t now = mono_ms(), next = 0;
 	size_t kept = 0;
@@ -384,7 +386,12 @@ parked_flush(void *sock, uint64_t durable, int final)
 		int behind = 0;
 		for (size_t j = 0; j < kept && !behind; j++)
 			behind = parked_q[j].idlen == e->idlen && memcmp(parked_q[j].id, e->id, e->idlen) == 0;
-		if (!behind && e->want <= durable) {
+		if (!behind && e->want > 0 && e->want <= durable && e->epoch != epoch) {
+			/* read from a tail rebuilt since: its state may never have
+			 * been stored (store.h, tail_epoch) */
+			parked_send(sock, e, "the log's unflushed part was dropped after a full disk; "
+			                     "try again");
+		} else if (!behind && e->want <= durable) {
 			parked_send(sock, e, NULL);
 		} else if (!behind && (final || now >= e->deadline_ms)) {
 			char why[96];
@@ -522,7 +529,7 @@ serve_one(query_server *q, zmq_msg_t *ident, int has_delim, zmq_msg_t *body, pag
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	MDB_txn *txn = NULL;
-	uint64_t want = 0, came_ms = mono_ms();
+	uint64_t want = 0, epoch = 0, came_ms = mono_ms();
 
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -557,7 +564,10 @@ serve_one(query_server *q, zmq_msg_t *ident, int has_delim, zmq_msg_t *body, pag
 	switch (req.op) {
 	case FP_OP_REPLAY: answer_replay(q, txn, &req, &pk, p, scratch, &err); break;
 	case FP_OP_STATUS: answer_status(q, txn, &req, &pk); break;
-	case FP_OP_LEAD: answer_lead(q, txn, &req, &pk, &err, &want); break;
+	case FP_OP_LEAD:
+		answer_lead(q, txn, &req, &pk, &err, &want);
+		epoch = store_tail_epoch(q->st);   /* read under the tail's lock */
+		break;
 	case FP_OP_KEY: answer_key(q, &req, &pk); break;
 	default: break;
 	}
@@ -567,7 +577,7 @@ send:
 	 * earlier reply to the same client waits (parked) */
 	if (want > 0 || (parked_n > 0 && parked_for(zmq_msg_data(ident), zmq_msg_size(ident)) > 0)) {
 		size_t size = sb.size;
-		park(ident, has_delim, req.rid, want, came_ms + LEAD_DURABLE_WAIT_MS,
+		park(ident, has_delim, req.rid, want, epoch, came_ms + LEAD_DURABLE_WAIT_MS,
 		     msgpack_sbuffer_release(&sb), size);
 	} else {
 		size_t size = sb.size;
@@ -601,7 +611,7 @@ run(void *arg)
 		long timeout = 100;
 		uint64_t durable = store_durable_watch(q->st, parked_n > 0 ? q->wake_fd : -1);
 		if (parked_n > 0) {
-			uint64_t next = parked_flush(q->sock, durable, 0);
+			uint64_t next = parked_flush(q->sock, durable, store_tail_epoch(q->st), 0);
 			if (parked_n == 0)
 				continue;   /* and stop watching */
 			uint64_t now = mono_ms();
@@ -663,7 +673,7 @@ run(void *arg)
 	store_durable_watch(q->st, -1);
 	if (parked_n > 0) {
 		int linger = 1000;
-		parked_flush(q->sock, store_durable_watch(q->st, -1), 1);
+		parked_flush(q->sock, store_durable_watch(q->st, -1), store_tail_epoch(q->st), 1);
 		zmq_setsockopt(q->sock, ZMQ_LINGER, &linger, sizeof linger);
 	}
 out:

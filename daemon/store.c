@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "envfile.h"
 #include "journal.h"
+#include "log.h"
 #include "model.h"
 #include "mp.h"
 #include "store.h"
@@ -273,12 +274,21 @@ rebuild_tail(store *s, char *why, size_t whylen)
 			rc = store_put_head(s, s->tail.txn, c.head, c.hash, c.leads);
 		if (rc == MDB_MAP_FULL) {
 			store_wtxn_abort(&s->tail);
-			if (store_grow(s) == 0)
+			/* store_grow takes resize_lock, which readers take before
+			 * tail_lock: let go of tail_lock meanwhile (readers that come
+			 * wait for the tail, store_read_begin) */
+			pthread_mutex_unlock(&s->tail_lock);
+			int grown = store_grow(s);
+			pthread_mutex_lock(&s->tail_lock);
+			if (grown == 0)
 				continue;
 		}
 		break;
 	}
 	msgpack_zone_destroy(&c.zone);
+	/* before any later durable seq is raised (store_set_durable's lock
+	 * orders it for the query thread) */
+	__atomic_add_fetch(&s->tail_epoch, 1, __ATOMIC_SEQ_CST);
 	if (rc != 0) {
 		store_wtxn_abort(&s->tail);
 		pthread_mutex_unlock(&s->tail_lock);
@@ -293,7 +303,7 @@ rebuild_tail(store *s, char *why, size_t whylen)
 	}
 	if (c.first != 0) {
 		store_set_head(s, c.head, c.ts, c.hash, c.leads);
-		fprintf(stderr, "funneld: replayed seqs %llu to %llu from the journal %s\n",
+		log_info("replayed seqs %llu to %llu from the journal %s",
 		        (unsigned long long)c.first, (unsigned long long)c.head, journal_path(s->journal));
 	}
 	if (lap == 0 || end != s->head_seq + 1)
@@ -421,8 +431,8 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, siz
 			         rc > 0 ? strerror(rc) : mdb_strerror(rc));
 			goto fail;
 		}
-		fprintf(stderr, "funneld: cannot checkpoint the log in %s (%s): the journal's events "
-		        "are served from memory until a checkpoint succeeds\n", path,
+		log_warn("cannot checkpoint the log in %s (%s): the journal's events "
+		        "are served from memory until a checkpoint succeeds", path,
 		        rc > 0 ? strerror(rc) : mdb_strerror(rc));
 	}
 	s->durable_seq = s->head_seq;
@@ -468,22 +478,40 @@ store_grow(store *s)
 	return rc;
 }
 
+uint64_t
+store_tail_epoch(store *s)
+{
+	return __atomic_load_n(&s->tail_epoch, __ATOMIC_SEQ_CST);
+}
+
 /* This thread's read transaction is the writer's tail (store_read_begin). */
 static _Thread_local int reading_tail;
 
 int
 store_read_begin(store *s, MDB_txn **txn)
 {
-	pthread_rwlock_rdlock(&s->resize_lock);
-	/* records past the checkpoint are in the tail transaction only: read
-	 * it, holding the writer off until store_read_end() */
-	pthread_mutex_lock(&s->tail_lock);
-	if (s->tail.txn != NULL && s->tail_seq > s->ckpt_seq) {
-		*txn = s->tail.txn;
-		reading_tail = 1;
-		return 0;
+	for (;;) {
+		pthread_rwlock_rdlock(&s->resize_lock);
+		/* records past the checkpoint are in the tail transaction only:
+		 * read it, holding the writer off until store_read_end() */
+		pthread_mutex_lock(&s->tail_lock);
+		if (s->tail.txn != NULL && s->tail_seq > s->ckpt_seq) {
+			*txn = s->tail.txn;
+			reading_tail = 1;
+			return 0;
+		}
+		if (s->tail.txn == NULL && s->tail_seq > s->ckpt_seq) {
+			/* records past the checkpoint and no tail: rebuild_tail is
+			 * growing the map before it replays them again; data.mdb
+			 * alone would show less than was acknowledged */
+			pthread_mutex_unlock(&s->tail_lock);
+			pthread_rwlock_unlock(&s->resize_lock);
+			nanosleep(&(struct timespec){ 0, 1000000L }, NULL);
+			continue;
+		}
+		pthread_mutex_unlock(&s->tail_lock);
+		break;
 	}
-	pthread_mutex_unlock(&s->tail_lock);
 	int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn);
 	if (rc == MDB_MAP_RESIZED) {
 		/* another process grew the map: adopt its size */
@@ -962,7 +990,7 @@ store_checkpoint(store *s)
 	char why[512];
 	s->ckpt_retry_ns = clock_now_ns() + STORE_TAIL_MAX_AGE_NS;
 	if (!s->broken && store_full(s, rc) && rebuild_tail(s, why, sizeof why) != 0) {
-		fprintf(stderr, "funneld: %s\n", why);
+		log_error("%s", why);
 		s->broken = 1;
 	}
 	if (!store_full(s, rc))

@@ -135,6 +135,13 @@ typedef struct store {
 	size_t tail_events, tail_bytes;
 	uint64_t ckpt_retry_ns;       /* after a failed checkpoint: no due one before this */
 	int broken;                   /* a checkpoint failed for good: the writer stops */
+	/* Raised (under tail_lock) each time the tail is rebuilt from the
+	 * journal while funneld runs: a group not in the journal (its entry
+	 * did not fit and the checkpoint that was to make it durable failed)
+	 * is gone, and its seqs will be those of other events.  A reply read
+	 * from the tail before the rebuild may show a state never stored:
+	 * store_tail_epoch() tells the query thread (query.c, parked). */
+	uint64_t tail_epoch;
 	struct journal *journal;      /* the writer's (journal.h) */
 	/* The durable head (see the top), raised by the writer, read by any
 	 * thread under durable_lock; durable_cond is broadcast when it rises. */
@@ -216,6 +223,9 @@ int store_wait_durable(store *s, uint64_t seq, int timeout_ms);
 uint64_t store_durable_watch(store *s, int fd);
 
 /* --- durability, writer thread only --- */
+
+/* The tail's epoch (tail_epoch above), from any thread. */
+uint64_t store_tail_epoch(store *s);
 
 /* Flush what LMDB committed (its meta page: see the top).  0 or an
  * errno value. */

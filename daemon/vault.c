@@ -685,6 +685,13 @@ parse_fields(vault *v, const char *fields, char *why, size_t whylen)
 		}
 		while (n > 0 && p[n - 1] == ' ')
 			n--;
+		if (n == 5 && memcmp(p, "owner", 5) == 0) {
+			/* the lead's state holds its owner in clear (queries, routing,
+			 * and the journal's replay rebuild it from the record) */
+			snprintf(why, whylen, "personal-fields: owner cannot be sealed: it names the rep "
+			         "who owns the lead and is kept in clear in the lead's state");
+			return -1;
+		}
 		if (n > 0) {
 			if (v->nfields == MAX_FIELDS || n > FP_SEAL_MAX_PATH) {
 				snprintf(why, whylen, "personal-fields: at most %d paths of at most %d bytes",

@@ -158,8 +158,21 @@ def main():
                 case("plain", []))
         res.run("replayed journal with a master key: lead states, an erased lead's key gone",
                 case("vault", ["--master-key", mk]))
-        res.run("replayed journal with a master key and the owner personal: the owner as the writer left it",
-                case("sealed", ["--master-key", mk, "--personal-fields", "owner,email"]))
+        def owner_refused():
+            # the lead's state keeps its owner in clear, and the replay
+            # rebuilds it from the record: owner cannot be a sealed path
+            tdir = os.path.join(top, "owner")
+            os.makedirs(tdir)
+            p = subprocess.run([FUNNELD, "--data", os.path.join(tdir, "data"), "--ingest",
+                                "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*", "--query",
+                                "tcp://127.0.0.1:*", "--master-key", mk,
+                                "--personal-fields", "email, owner"],
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+            err = p.stderr.decode(errors="replace")
+            expect(p.returncode != 0, "funneld started with owner sealed: %s" % err[-300:])
+            expect("personal-fields: owner cannot be sealed" in err,
+                   "the refusal names the field: %s" % err[-300:])
+        res.run("owner among the personal fields: refused at start, naming it", owner_refused)
     finally:
         shutil.rmtree(top, ignore_errors=True)
     return res.summary()
