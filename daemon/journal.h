@@ -57,8 +57,9 @@ typedef struct journal journal;
 
 /*
  * Open dir/journal, creating it (size bytes of zeros, as above) when
- * missing.  An existing file keeps its size whatever size says.  A
- * stale dir/journal.new (a crash during creation) is removed first.
+ * missing.  An existing file keeps its size whatever size says.  When
+ * it is missing, a stale dir/journal.new (a crash during creation) is
+ * removed first.
  * durable 0 (--no-sync): nothing is flushed.  Returns the journal, or
  * NULL with a message naming the file in why.
  */

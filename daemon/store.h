@@ -60,9 +60,13 @@
  * then.  Readers see the tail: store_read_begin() gives the reader the
  * tail transaction itself, under tail_lock, while it holds records past
  * the last checkpoint (else a read transaction of its own); the writer
- * takes tail_lock only while a group's child is open and while the
- * tail commits, so a reader waits at most for one group's apply (not its
- * flush), and the writer at most for one query's page.  A reader must
+ * takes tail_lock only while a group's child is open, while the tail
+ * commits, and while it rebuilds the tail from the journal (at open, and
+ * after a checkpoint failed on a full disk or map: rebuild_tail, which
+ * lets go of it while the map grows; a reader that comes meanwhile waits
+ * for the rebuilt tail rather than read data.mdb alone), so a reader
+ * waits at most for one group's apply (not its flush), and the writer at
+ * most for one query's page.  A reader must
  * close the cursors it opened before store_read_end() and must not
  * write.  Readers answer as of the durable seq (store_read_head): a
  * record, a lead state or a count past it is not shown, as it may yet be
