@@ -896,6 +896,42 @@ fail_group(group *g, int rc, const store *s)
 	}
 }
 
+/*
+ * Where the writer's time goes, printed at its end when the environment
+ * has FUNNELD_WRITER_STATS (for measuring the write path; off otherwise:
+ * the clock reads cost a few tens of ns per group).
+ */
+typedef struct wstats {
+	int on;
+	uint64_t groups, events, reqs, max_events;
+	uint64_t wait_ns, apply_ns, flush_ns, ckpt_ns;
+} wstats;
+
+static uint64_t
+wstats_lap(const wstats *ws, uint64_t *t, uint64_t *acc)
+{
+	if (!ws->on)
+		return 0;
+	uint64_t now = clock_now_ns();
+	*acc += now - *t;
+	*t = now;
+	return now;
+}
+
+static void
+wstats_print(wstats *ws, uint64_t total_ns)
+{
+	if (!ws->on || ws->groups == 0)
+		return;
+	double t = (double)total_ns / 1e9;
+	log_info("writer: %" PRIu64 " groups, %.1f events and %.1f requests a group (max %" PRIu64
+	         "); of %.2f s: waiting for a batch %.2f, applying %.2f, journal flush %.2f, "
+	         "checkpoints %.2f", ws->groups, (double)ws->events / (double)ws->groups,
+	         (double)ws->reqs / (double)ws->groups, ws->max_events, t, ws->wait_ns / 1e9,
+	         ws->apply_ns / 1e9, ws->flush_ns / 1e9, ws->ckpt_ns / 1e9);
+	*ws = (wstats){ .on = 1 };
+}
+
 /* Checkpoint (store.h).  Returns -1 when the writer must stop (logged);
  * a checkpoint that failed on a full disk or map is logged and is not
  * such a failure: the tail was rebuilt from the journal. */
@@ -947,6 +983,8 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 
 	int asked = 0;   /* a request for work sent, not yet answered */
 	uint64_t idle_since = clock_now_ns();
+	wstats ws = { .on = getenv("FUNNELD_WRITER_STATS") != NULL };
+	uint64_t t_start = clock_now_ns(), t = t_start;
 	while (!*stop) {
 		if (!asked && stage_send(stage, STAGE_WANT) == 0)
 			asked = 1;
@@ -962,17 +1000,20 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			break;
 		}
 		if (n == 0) {
+			wstats_lap(&ws, &t, &ws.wait_ns);
 			uint64_t now = clock_now_ns();
 			if (store_checkpoint_due(s, now, now - idle_since) && checkpoint(s) != 0) {
 				result = -1;
 				break;
 			}
+			wstats_lap(&ws, &t, &ws.ckpt_ns);
 			continue;
 		}
 
 		/* 1. the receiver's batch: received, decoded, checked */
 		if (stage_recv(stage, &g->b, 0) != 0)
 			continue;
+		wstats_lap(&ws, &t, &ws.wait_ns);
 		asked = 0;
 		if (g->b == NULL) {
 			log_error("the receiver thread stopped");
@@ -985,6 +1026,12 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		outcome o = store_group(s, g);
 		batch *b = g->b;
 		g->b = NULL;
+		wstats_lap(&ws, &t, &ws.apply_ns);
+		ws.groups++;
+		ws.events += b->nevents;
+		ws.reqs += b->nreqs;
+		if (b->nevents > ws.max_events)
+			ws.max_events = b->nevents;
 		if (o == OUT_UNFLUSHED) {
 			fail_unflushed(b, g->error);
 			stage_send(stage, b);
@@ -1041,12 +1088,19 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			result = -1;
 			break;
 		}
+		wstats_lap(&ws, &t, &ws.flush_ns);
 		idle_since = clock_now_ns();
 		if (store_checkpoint_due(s, idle_since, 0) && checkpoint(s) != 0) {
 			result = -1;
 			break;
 		}
+		wstats_lap(&ws, &t, &ws.ckpt_ns);
+		if (ws.on && t - t_start >= 1000000000u) {   /* a line a second while busy */
+			wstats_print(&ws, t - t_start);
+			t_start = t;
+		}
 	}
+	wstats_print(&ws, clock_now_ns() - t_start);
 
 	/* Stop the receiver: a batch it sent that was not taken is answered
 	 * ESHUTDOWN, then it answers what it holds and what is queued. */
