@@ -92,7 +92,16 @@ typedef struct group {
 	msgpack_sbuffer cmp;      /* ... and the new event encoded as that record */
 	vault *vault;             /* personal data keys; NULL: data stored as sent */
 	int error;                /* the code behind the last OUT_FAILED */
+	/* The group before, written to the journal, its flush running while
+	 * this one is applied: acked as soon as the flush is done, between
+	 * two requests of this one (finish_pending), or after it. */
+	batch *pending;
+	void *stage;              /* the writer's end of the stage socket */
+	int pending_failed;       /* its flush failed (frc) or the stage socket did */
+	int frc;
 } group;
+
+static int finish_pending(store *s, group *g);
 
 /* The outcome of an LMDB or errno code rc != 0. */
 static outcome
@@ -473,6 +482,9 @@ store_group(store *s, group *g)
 			if (r->req.op != FP_OP_PUBLISH || r->status != FUNNEL_OK)
 				continue;
 			o = apply_request(s, &w, g, &cs, r, nested);
+			/* the group before: acked as soon as its flush is done */
+			if (g->pending != NULL && !store_group_flushing(s))
+				finish_pending(s, g);   /* a failure: the writer sees pending_failed */
 		}
 		if (o == OUT_OK && cs.nrecs > 0 &&
 		    (rc = store_put_head(s, w.txn, cs.seq - 1, cs.prev, cs.leads)) != 0)
@@ -719,8 +731,9 @@ send_heartbeat(void *pub, uint64_t head_seq)
 	msgpack_sbuffer_destroy(&sb);
 }
 
-/* Batches: one with the writer, one filling here, one on its way back. */
-#define NBUFS 3
+/* Batches: one the writer applies, one whose flush runs (the writer's
+ * pending one), one filling here, one on its way back. */
+#define NBUFS 4
 
 typedef struct receiver {
 	void *sock;               /* the ingest ROUTER: the receiver's alone while it runs */
@@ -932,6 +945,48 @@ wstats_print(wstats *ws, uint64_t total_ns)
 	*ws = (wstats){ .on = 1 };
 }
 
+/*
+ * Finish the pending group (g->pending, written to the journal): wait
+ * for its flush (store_group_wait: it started at store_group_flush_start,
+ * or runs here); once durable raise the durable seq, destroy erased
+ * leads' keys, and hand it back to the receiver, which acks and
+ * publishes it.  Returns 0 (also when none is pending), or -1 when the
+ * writer must stop, now or earlier (g->pending_failed): the flush failed
+ * (g->frc its errno; the group is answered EINTERNAL) or the stage socket
+ * did (g->frc 0).  g->pending is NULL after.
+ */
+static int
+finish_pending(store *s, group *g)
+{
+	batch *b = g->pending;
+	if (g->pending_failed)
+		return -1;
+	if (b == NULL)
+		return 0;
+	g->pending = NULL;
+	g->frc = store_group_wait(s);
+	if (g->frc != 0) {
+		log_error("cannot flush the log: %s; stopping", strerror(g->frc));
+		fail_unflushed(b, g->frc);   /* keys.shred stays for the next start */
+		stage_send(g->stage, b);
+		g->pending_failed = 1;
+		return -1;
+	}
+	store_set_durable(s, b->head_seq, b->head_leads);
+	/* erased leads' keys destroyed on disk before any ack */
+	int vrc = g->vault != NULL ? vault_finish(g->vault) : 0;
+	if (vrc != 0)
+		log_error("erased keys not yet destroyed on disk (%s); funneld finishes "
+		          "at its next start (keys.shred)", strerror(vrc));
+	/* 4. ack, 5. publish: the receiver does both, in that order */
+	if (stage_send(g->stage, b) != 0) {
+		log_error("cannot hand a batch back to the receiver: %s", zmq_strerror(errno));
+		g->pending_failed = 1;
+		return -1;
+	}
+	return 0;
+}
+
 /* Checkpoint (store.h).  Returns -1 when the writer must stop (logged);
  * a checkpoint that failed on a full disk or map is logged and is not
  * such a failure: the tail was rebuilt from the journal. */
@@ -965,7 +1020,7 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 	snprintf(ep, sizeof ep, "inproc://funneld-stage-%p", (void *)g);
 	if (g == NULL || !(zone_ok = msgpack_zone_init(&g->cmp_zone, 4096)) ||
 	    (rv.bufs[0] = batch_new()) == NULL || (rv.bufs[1] = batch_new()) == NULL ||
-	    (rv.bufs[2] = batch_new()) == NULL) {
+	    (rv.bufs[2] = batch_new()) == NULL || (rv.bufs[3] = batch_new()) == NULL) {
 		log_error("out of memory starting the writer");
 		result = -1;
 		goto out;
@@ -980,16 +1035,22 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		goto out;
 	}
 	started = 1;
+	g->stage = stage;
 
 	int asked = 0;   /* a request for work sent, not yet answered */
+	/* The group written to the journal and not yet acked: its flush runs
+	 * (the flusher thread's) while the writer applies the next group, or
+	 * is done here when no next group is waiting.  At most one. */
 	uint64_t idle_since = clock_now_ns();
 	wstats ws = { .on = getenv("FUNNELD_WRITER_STATS") != NULL };
 	uint64_t t_start = clock_now_ns(), t = t_start;
 	while (!*stop) {
 		if (!asked && stage_send(stage, STAGE_WANT) == 0)
 			asked = 1;
-		/* idle: wake for the checkpoint the tail is due (store.h) */
-		int wait_ms = s->tail.txn != NULL ? (int)(STORE_IDLE_NS / 1000000u) : 1000;
+		/* idle: wake for the checkpoint the tail is due (store.h); with a
+		 * group pending, only look whether the next one is there */
+		int wait_ms = g->pending != NULL ? 0
+		            : s->tail.txn != NULL ? (int)(STORE_IDLE_NS / 1000000u) : 1000;
 		zmq_pollitem_t item = { stage, 0, ZMQ_POLLIN, 0 };
 		int n = zmq_poll(&item, 1, wait_ms);   /* a signal interrupts it: *stop is seen */
 		if (n < 0) {
@@ -998,6 +1059,16 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			log_error("poll on the stage socket failed: %s", zmq_strerror(errno));
 			result = -1;
 			break;
+		}
+		if (n == 0 && g->pending != NULL) {
+			/* nothing to apply meanwhile: flush here, then ack */
+			wstats_lap(&ws, &t, &ws.wait_ns);
+			if (finish_pending(s, g) != 0) {
+				result = -1;
+				break;
+			}
+			wstats_lap(&ws, &t, &ws.flush_ns);
+			continue;
 		}
 		if (n == 0) {
 			wstats_lap(&ws, &t, &ws.wait_ns);
@@ -1015,11 +1086,28 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			continue;
 		wstats_lap(&ws, &t, &ws.wait_ns);
 		asked = 0;
+		/* ask for the next one now: it fills and comes while this one is
+		 * applied, so the flush of this one can run beside it */
+		if (g->b != NULL && stage_send(stage, STAGE_WANT) == 0)
+			asked = 1;
 		if (g->b == NULL) {
 			log_error("the receiver thread stopped");
 			receiver_gone = 1;
 			result = -1;
 			break;
+		}
+		if (g->pending != NULL) {
+			if (g->vault == NULL) {
+				store_group_flush_start(s);   /* 3. of the group before, beside 2. of this one */
+			} else if (finish_pending(s, g) != 0) {
+				/* erased keys are destroyed before the next group's keys are
+				 * prepared (vault.h): no overlap with a vault */
+				shut_batch(g->b);
+				stage_send(stage, g->b);
+				g->b = NULL;
+				result = -1;
+				break;
+			}
 		}
 		g->b->nrecs = 0;
 		/* 2. validate, append into the tail */
@@ -1032,6 +1120,17 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		ws.reqs += b->nreqs;
 		if (b->nevents > ws.max_events)
 			ws.max_events = b->nevents;
+		/* 4. the group before is acked (once durable) before this one */
+		if (finish_pending(s, g) != 0) {
+			/* this group's records are in the tail only, behind a failed
+			 * flush: whatever it came to, its fate is as unknown */
+			if (o == OUT_OK && b->nrecs > 0 && g->vault != NULL)
+				vault_abort(g->vault);
+			fail_unflushed(b, g->frc ? g->frc : EIO);
+			stage_send(stage, b);
+			result = -1;
+			break;
+		}
 		if (o == OUT_UNFLUSHED) {
 			fail_unflushed(b, g->error);
 			stage_send(stage, b);
@@ -1048,9 +1147,10 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		}
 		b->head_seq = s->head_seq;
 		b->head_leads = s->head_leads;
-		/* 3. durable: the journal's append and flush (store.h) */
+		/* 3. durable: the journal's append; its flush (store.h) runs while
+		 * the next group is applied, or here when none is waiting */
 		if (b->nrecs > 0) {
-			int rc = store_group_durable(s, b->first_seq, b->nrecs, b->recs.data, b->rec_end);
+			int rc = store_group_journal(s, b->first_seq, b->nrecs, b->recs.data, b->rec_end);
 			if (rc != 0 && !s->broken) {
 				/* its entry did not fit, and the checkpoint that was to
 				 * take it failed on a full disk or map: the tail was
@@ -1066,7 +1166,7 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 				b->head_seq = s->head_seq;
 				b->head_leads = s->head_leads;
 			} else if (rc != 0) {
-				log_error("cannot flush the log: %s; stopping",
+				log_error("cannot write the log's journal: %s; stopping",
 				          rc > 0 ? strerror(rc) : mdb_strerror(rc));
 				fail_unflushed(b, rc);   /* keys.shred stays for the next start */
 				stage_send(stage, b);
@@ -1075,24 +1175,25 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			}
 		}
 		if (b->nrecs > 0) {
-			store_set_durable(s, b->head_seq, b->head_leads);
-			/* erased leads' keys destroyed on disk before any ack */
-			int vrc = g->vault != NULL ? vault_finish(g->vault) : 0;
-			if (vrc != 0)
-				log_error("erased keys not yet destroyed on disk (%s); funneld finishes "
-				          "at its next start (keys.shred)", strerror(vrc));
-		}
-		/* 4. ack, 5. publish: the receiver does both, in that order */
-		if (stage_send(stage, b) != 0) {
+			g->pending = b;
+		} else if (stage_send(stage, b) != 0) {   /* 4., 5.: nothing to flush */
 			log_error("cannot hand a batch back to the receiver: %s", zmq_strerror(errno));
 			result = -1;
 			break;
 		}
 		wstats_lap(&ws, &t, &ws.flush_ns);
 		idle_since = clock_now_ns();
-		if (store_checkpoint_due(s, idle_since, 0) && checkpoint(s) != 0) {
-			result = -1;
-			break;
+		if (store_checkpoint_due(s, idle_since, 0)) {
+			/* a checkpoint comes after every flush (journal_new_lap) */
+			if (finish_pending(s, g) != 0) {
+				result = -1;
+				break;
+			}
+			wstats_lap(&ws, &t, &ws.flush_ns);
+			if (checkpoint(s) != 0) {
+				result = -1;
+				break;
+			}
 		}
 		wstats_lap(&ws, &t, &ws.ckpt_ns);
 		if (ws.on && t - t_start >= 1000000000u) {   /* a line a second while busy */
@@ -1101,6 +1202,13 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		}
 	}
 	wstats_print(&ws, clock_now_ns() - t_start);
+	/* the group still pending is acked, or answered EINTERNAL */
+	if (g->pending != NULL) {
+		if (receiver_gone)
+			store_group_wait(s);
+		else if (finish_pending(s, g) != 0)
+			result = -1;
+	}
 
 	/* Stop the receiver: a batch it sent that was not taken is answered
 	 * ESHUTDOWN, then it answers what it holds and what is queued. */
