@@ -684,10 +684,13 @@ batch_destroy(batch *b)
 
 /*
  * A batch pointer over the stage socket (inproc PAIR); NULL is "stop".
- * The writer asks for work with STAGE_WANT once it holds no batch; the
- * receiver answers with the batch it fills once that has a request.  So
- * a batch fills for as long as the writer is busy (storing and flushing
- * the one before), and the receiver decodes it meanwhile.
+ * The writer asks for work with STAGE_WANT as soon as it took a batch
+ * (and when idle); the receiver answers with the batch it fills once
+ * that has a request.  So the next batch is there when the writer is
+ * done applying one, and its flush can run beside that next one.  When
+ * the writer asks it holds at most two batches (the one it applies and
+ * the pending one), and every batch it handed back before is back here
+ * (the PAIR keeps order), so the receiver has a spare of NBUFS.
  */
 static char stage_tags[1];
 #define STAGE_WANT ((batch *)&stage_tags[0])
@@ -834,7 +837,7 @@ receiver_main(void *arg)
 			}
 		}
 		/* the writer asked: the batch once it holds a request; the writer
-		 * asks only once it handed its batch back, so a spare is here */
+		 * asks only when it holds at most two batches, so a spare is here */
 		if (!stopping && want != NULL && fill->nreqs > 0 && stage_send(rv->stage, fill) == 0) {
 			inflight++;
 			fill = spare[--nspare];
