@@ -115,6 +115,12 @@ failed(group *g, int rc)
 
 #define BATCH_EVENTS (GROUP_MAX_EVENTS + FP_MAX_BATCH)
 
+/* The next group must have this many events for the flush of the one
+ * before to run beside its apply (on the journal's flusher thread);
+ * below it the writer flushes first itself (about 3 us of apply an event
+ * against a thread hand-over or two). */
+#define OVERLAP_MIN_EVENTS 64
+
 /* Writer-side view of the head while a transaction is open. */
 typedef struct cursor_state {
 	uint64_t seq;             /* next seq to assign */
@@ -1100,11 +1106,13 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			break;
 		}
 		if (g->pending != NULL) {
-			if (g->vault == NULL) {
+			if (g->vault == NULL && g->b->nevents >= OVERLAP_MIN_EVENTS) {
 				store_group_flush_start(s);   /* 3. of the group before, beside 2. of this one */
 			} else if (finish_pending(s, g) != 0) {
-				/* erased keys are destroyed before the next group's keys are
-				 * prepared (vault.h): no overlap with a vault */
+				/* a small group: the flush here costs no thread hand-over
+				 * (a loaded machine may be slow to run the flusher) and
+				 * would overlap little.  With a vault erased keys are
+				 * destroyed before the next group's are prepared (vault.h) */
 				shut_batch(g->b);
 				stage_send(stage, g->b);
 				g->b = NULL;

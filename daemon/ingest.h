@@ -24,7 +24,8 @@
  *      event gets.  The child commits into the tail;
  *   3. writer: the group's records go to the journal, one write
  *      (store_group_journal), then one flush (none with --no-sync).  When
- *      the next batch is already there, the flush runs on the journal's
+ *      the next batch is already there and not small (ingest.c:
+ *      OVERLAP_MIN_EVENTS) and no vault is used, the flush runs on the journal's
  *      flusher thread (store_group_flush_start) while the writer applies
  *      that next group (step 2 of group k+1 beside step 3 of group k);
  *      else the writer flushes itself.  At most one group is so pending.

@@ -128,13 +128,13 @@ def parent(p):
 
 # --- the workload: funneld under the shim, pipelined producers --------------
 
-def start_funneld(datadir, ready, log, env=None):
+def start_funneld(datadir, ready, log, env=None, journal_size=JOURNAL_SIZE):
     errlog = open(log, "wb")
     try:
         proc = subprocess.Popen(
             [FUNNELD, "--data", datadir, "--ingest", "tcp://127.0.0.1:*",
              "--publish", "tcp://127.0.0.1:*", "--query", "tcp://127.0.0.1:*",
-             "--ready-file", ready, "--journal-size", JOURNAL_SIZE],
+             "--ready-file", ready, "--journal-size", journal_size],
             stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog, env=env)
     finally:
         errlog.close()
@@ -399,9 +399,11 @@ def run_overlapped_flush(root, name, fail):
     """Groups k and k+1 back to back, k+1's flush running while k+2 is
     applied (the writer overlaps the two).  Journal flushes are slowed
     (CRASH_SYNC_DELAY_MS); request 1 (group k) is sent, then, once its
-    entry is written, requests 2 (a new event) and 3 (a retry of request
-    2's event: a duplicate of a record whose flush may still run) while
-    k's flush is under way; they become the groups after it.  With fail
+    entry is written, requests 2 (new events) and 3 (a retry of request
+    2's events: duplicates of records whose flush may still run) while
+    k's flush is under way; they become the groups after it (2000
+    events each: large enough to be applied beside the flush before, and
+    for the receiver to hand request 3 over while request 2 is applied).  With fail
     the second journal flush (request 2's group) fails once.  Returns
     ({rid: reply}, the rids in the order the replies came, {rid: journal
     flushes done when its reply came, counted from the start's}, exit
@@ -413,7 +415,7 @@ def run_overlapped_flush(root, name, fail):
     fs, trace, env = shim_env(root, name, extra)
     tdir = os.path.dirname(trace)
     proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
-                              os.path.join(tdir, "log"), env)
+                              os.path.join(tdir, "log"), env, journal_size="16M")
     if eps is None:
         stop(proc)
         raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
@@ -426,6 +428,8 @@ def run_overlapped_flush(root, name, fail):
     ctr = mmap.mmap(cfd, 8, prot=mmap.PROT_READ)
     os.close(cfd)
     reps, order, at = {}, [], {}
+    # large enough that the flush before runs beside their apply (ingest.c: OVERLAP_MIN_EVENTS)
+    batch = [events_for(n) for n in range(1, 2001)]
     try:
         c0 = struct.unpack("=Q", ctr[:8])[0]
         s.send(msgpack.packb({"op": "publish", "rid": 1, "events": [events_for(0)]}))
@@ -433,9 +437,9 @@ def run_overlapped_flush(root, name, fail):
         while struct.unpack("=Q", ctr[:8])[0] == c0:
             expect(time.monotonic() < deadline, "the first group's commit wrote nothing")
             time.sleep(0.002)
-        s.send(msgpack.packb({"op": "publish", "rid": 2, "events": [events_for(1)]}))
+        s.send(msgpack.packb({"op": "publish", "rid": 2, "events": batch}))
         time.sleep(0.05)   # a group of its own, most likely; the checks hold either way
-        s.send(msgpack.packb({"op": "publish", "rid": 3, "events": [events_for(1)]}))
+        s.send(msgpack.packb({"op": "publish", "rid": 3, "events": batch}))
         while len(reps) < 3:
             rep = msgpack.unpackb(s.recv())
             at[rep["rid"]] = struct.unpack("=Q", ctr[:8])[0]
@@ -1201,7 +1205,7 @@ def run(res, root):
                                "replies %r, journal flushes done at each: %r" % (reps, flushed)))
         res.run("the retry is acknowledged as a duplicate of the event, once it is durable",
                 lambda: expect(reps[3].get("seqs") == reps[2].get("seqs") and
-                               reps[3].get("dup") == [True],
+                               reps[3].get("dup") == [True] * 2000,
                                "replies %r" % (reps,)))
 
     got = {}
