@@ -691,7 +691,8 @@ batch_destroy(batch *b)
 /*
  * A batch pointer over the stage socket (inproc PAIR); NULL is "stop".
  * The writer asks for work with STAGE_WANT as soon as it took a batch
- * (and when idle); the receiver answers with the batch it fills once
+ * of OVERLAP_MIN_EVENTS or more, else once it holds none but the pending
+ * one (and when idle); the receiver answers with the batch it fills once
  * that has a request.  So the next batch is there when the writer is
  * done applying one, and its flush can run beside that next one.  When
  * the writer asks it holds at most two batches (the one it applies and
@@ -1095,9 +1096,12 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			continue;
 		wstats_lap(&ws, &t, &ws.wait_ns);
 		asked = 0;
-		/* ask for the next one now: it fills and comes while this one is
-		 * applied, so the flush of this one can run beside it */
-		if (g->b != NULL && stage_send(stage, STAGE_WANT) == 0)
+		/* a large group: ask for the next one now, so it fills and comes
+		 * while this one is applied, and this one's flush runs beside
+		 * the next's apply; a small one asks once it is handed back or
+		 * pending (a lone event should not wake the receiver twice) */
+		if (g->b != NULL && g->b->nevents >= OVERLAP_MIN_EVENTS &&
+		    stage_send(stage, STAGE_WANT) == 0)
 			asked = 1;
 		if (g->b == NULL) {
 			log_error("the receiver thread stopped");

@@ -10,8 +10,9 @@
  *      a group limit), decode each once, and check each event as far as
  *      no lead state is needed (envelope, the principal's right to the
  *      type, data already in stored form); hand the batch to the writer
- *      when the writer asks for one (it asks as soon as it took the last
- *      one, holding at most that one and the pending one, below), so the
+ *      when the writer asks for one (as soon as it took a large one, else
+ *      once it handed that back or made it the pending one, below; it
+ *      holds at most two), so the
  *      next group is received and decoded while this one is stored;
  *   2. writer: in a child of the tail transaction (store.h), validate
  *      (idempotency, lead state) and append each request's events, a
