@@ -119,7 +119,9 @@ failed(group *g, int rc)
  * before to run beside its apply (on the journal's flusher thread);
  * below it the writer flushes first itself (about 3 us of apply an event
  * against a thread hand-over or two). */
+#ifndef OVERLAP_MIN_EVENTS   /* -DOVERLAP_MIN_EVENTS=1: every group overlaps (a test build) */
 #define OVERLAP_MIN_EVENTS 64
+#endif
 
 /* Writer-side view of the head while a transaction is open. */
 typedef struct cursor_state {
