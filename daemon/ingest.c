@@ -1193,6 +1193,14 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		}
 		if (b->nrecs > 0) {
 			g->pending = b;
+			/* a small group (or one with a vault) is flushed here and
+			 * acked at once, before the writer asks for more: a lone
+			 * event costs what it did before the overlap */
+			if ((b->nevents < OVERLAP_MIN_EVENTS || g->vault != NULL) &&
+			    finish_pending(s, g) != 0) {
+				result = -1;
+				break;
+			}
 		} else if (stage_send(stage, b) != 0) {   /* 4., 5.: nothing to flush */
 			log_error("cannot hand a batch back to the receiver: %s", zmq_strerror(errno));
 			result = -1;

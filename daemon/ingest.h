@@ -25,11 +25,12 @@
  *      event gets.  The child commits into the tail;
  *   3. writer: the group's records go to the journal, one write
  *      (store_group_journal), then one flush (none with --no-sync).  When
- *      the next batch is already there and not small (ingest.c:
- *      OVERLAP_MIN_EVENTS) and no vault is used, the flush runs on the journal's
- *      flusher thread (store_group_flush_start) while the writer applies
- *      that next group (step 2 of group k+1 beside step 3 of group k);
- *      else the writer flushes itself.  At most one group is so pending.
+ *      this group and the next batch, already there, are both not small
+ *      (ingest.c: OVERLAP_MIN_EVENTS) and no vault is used, the flush
+ *      runs on the journal's flusher thread (store_group_flush_start)
+ *      while the writer applies that next group (step 2 of group k+1
+ *      beside step 3 of group k); else the writer flushes itself, as
+ *      soon as the group is written.  At most one group is so pending.
  *      Once its flush is done (store_group_wait; checked between the
  *      next group's requests and after it) the group is durable, and the
  *      writer raises the store's durable seq, which is what queries show;
