@@ -92,7 +92,16 @@ typedef struct group {
 	msgpack_sbuffer cmp;      /* ... and the new event encoded as that record */
 	vault *vault;             /* personal data keys; NULL: data stored as sent */
 	int error;                /* the code behind the last OUT_FAILED */
+	/* The group before, written to the journal, its flush running while
+	 * this one is applied: acked as soon as the flush is done, between
+	 * two requests of this one (finish_pending), or after it. */
+	batch *pending;
+	void *stage;              /* the writer's end of the stage socket */
+	int pending_failed;       /* its flush failed (frc) or the stage socket did */
+	int frc;
 } group;
+
+static int finish_pending(store *s, group *g);
 
 /* The outcome of an LMDB or errno code rc != 0. */
 static outcome
@@ -105,6 +114,14 @@ failed(group *g, int rc)
 }
 
 #define BATCH_EVENTS (GROUP_MAX_EVENTS + FP_MAX_BATCH)
+
+/* The next group must have this many events for the flush of the one
+ * before to run beside its apply (on the journal's flusher thread);
+ * below it the writer flushes first itself (about 3 us of apply an event
+ * against a thread hand-over or two). */
+#ifndef OVERLAP_MIN_EVENTS   /* -DOVERLAP_MIN_EVENTS=1: every group overlaps (a test build) */
+#define OVERLAP_MIN_EVENTS 64
+#endif
 
 /* Writer-side view of the head while a transaction is open. */
 typedef struct cursor_state {
@@ -473,6 +490,9 @@ store_group(store *s, group *g)
 			if (r->req.op != FP_OP_PUBLISH || r->status != FUNNEL_OK)
 				continue;
 			o = apply_request(s, &w, g, &cs, r, nested);
+			/* the group before: acked as soon as its flush is done */
+			if (g->pending != NULL && !store_group_flushing(s))
+				finish_pending(s, g);   /* a failure: the writer sees pending_failed */
 		}
 		if (o == OUT_OK && cs.nrecs > 0 &&
 		    (rc = store_put_head(s, w.txn, cs.seq - 1, cs.prev, cs.leads)) != 0)
@@ -672,10 +692,14 @@ batch_destroy(batch *b)
 
 /*
  * A batch pointer over the stage socket (inproc PAIR); NULL is "stop".
- * The writer asks for work with STAGE_WANT once it holds no batch; the
- * receiver answers with the batch it fills once that has a request.  So
- * a batch fills for as long as the writer is busy (storing and flushing
- * the one before), and the receiver decodes it meanwhile.
+ * The writer asks for work with STAGE_WANT as soon as it took a batch
+ * of OVERLAP_MIN_EVENTS or more, else once it holds none but the pending
+ * one (and when idle); the receiver answers with the batch it fills once
+ * that has a request.  So the next batch is there when the writer is
+ * done applying one, and its flush can run beside that next one.  When
+ * the writer asks it holds at most two batches (the one it applies and
+ * the pending one), and every batch it handed back before is back here
+ * (the PAIR keeps order), so the receiver has a spare of NBUFS.
  */
 static char stage_tags[1];
 #define STAGE_WANT ((batch *)&stage_tags[0])
@@ -719,8 +743,9 @@ send_heartbeat(void *pub, uint64_t head_seq)
 	msgpack_sbuffer_destroy(&sb);
 }
 
-/* Batches: one with the writer, one filling here, one on its way back. */
-#define NBUFS 3
+/* Batches: one the writer applies, one whose flush runs (the writer's
+ * pending one), one filling here, one on its way back. */
+#define NBUFS 4
 
 typedef struct receiver {
 	void *sock;               /* the ingest ROUTER: the receiver's alone while it runs */
@@ -821,7 +846,7 @@ receiver_main(void *arg)
 			}
 		}
 		/* the writer asked: the batch once it holds a request; the writer
-		 * asks only once it handed its batch back, so a spare is here */
+		 * asks only when it holds at most two batches, so a spare is here */
 		if (!stopping && want != NULL && fill->nreqs > 0 && stage_send(rv->stage, fill) == 0) {
 			inflight++;
 			fill = spare[--nspare];
@@ -896,6 +921,84 @@ fail_group(group *g, int rc, const store *s)
 	}
 }
 
+/*
+ * Where the writer's time goes, printed at its end when the environment
+ * has FUNNELD_WRITER_STATS (for measuring the write path; off otherwise:
+ * the clock reads cost a few tens of ns per group).
+ */
+typedef struct wstats {
+	int on;
+	uint64_t groups, events, reqs, max_events;
+	uint64_t wait_ns, apply_ns, flush_ns, ckpt_ns;
+} wstats;
+
+static uint64_t
+wstats_lap(const wstats *ws, uint64_t *t, uint64_t *acc)
+{
+	if (!ws->on)
+		return 0;
+	uint64_t now = clock_now_ns();
+	*acc += now - *t;
+	*t = now;
+	return now;
+}
+
+static void
+wstats_print(wstats *ws, uint64_t total_ns)
+{
+	if (!ws->on || ws->groups == 0)
+		return;
+	double t = (double)total_ns / 1e9;
+	log_info("writer: %" PRIu64 " groups, %.1f events and %.1f requests a group (max %" PRIu64
+	         "); of %.2f s: waiting for a batch %.2f, applying %.2f, journal flush %.2f, "
+	         "checkpoints %.2f", ws->groups, (double)ws->events / (double)ws->groups,
+	         (double)ws->reqs / (double)ws->groups, ws->max_events, t, ws->wait_ns / 1e9,
+	         ws->apply_ns / 1e9, ws->flush_ns / 1e9, ws->ckpt_ns / 1e9);
+	*ws = (wstats){ .on = 1 };
+}
+
+/*
+ * Finish the pending group (g->pending, written to the journal): wait
+ * for its flush (store_group_wait: it started at store_group_flush_start,
+ * or runs here); once durable raise the durable seq, destroy erased
+ * leads' keys, and hand it back to the receiver, which acks and
+ * publishes it.  Returns 0 (also when none is pending), or -1 when the
+ * writer must stop, now or earlier (g->pending_failed): the flush failed
+ * (g->frc its errno; the group is answered EINTERNAL) or the stage socket
+ * did (g->frc 0).  g->pending is NULL after.
+ */
+static int
+finish_pending(store *s, group *g)
+{
+	batch *b = g->pending;
+	if (g->pending_failed)
+		return -1;
+	if (b == NULL)
+		return 0;
+	g->pending = NULL;
+	g->frc = store_group_wait(s);
+	if (g->frc != 0) {
+		log_error("cannot flush the log: %s; stopping", strerror(g->frc));
+		fail_unflushed(b, g->frc);   /* keys.shred stays for the next start */
+		stage_send(g->stage, b);
+		g->pending_failed = 1;
+		return -1;
+	}
+	store_set_durable(s, b->head_seq, b->head_leads);
+	/* erased leads' keys destroyed on disk before any ack */
+	int vrc = g->vault != NULL ? vault_finish(g->vault) : 0;
+	if (vrc != 0)
+		log_error("erased keys not yet destroyed on disk (%s); funneld finishes "
+		          "at its next start (keys.shred)", strerror(vrc));
+	/* 4. ack, 5. publish: the receiver does both, in that order */
+	if (stage_send(g->stage, b) != 0) {
+		log_error("cannot hand a batch back to the receiver: %s", zmq_strerror(errno));
+		g->pending_failed = 1;
+		return -1;
+	}
+	return 0;
+}
+
 /* Checkpoint (store.h).  Returns -1 when the writer must stop (logged);
  * a checkpoint that failed on a full disk or map is logged and is not
  * such a failure: the tail was rebuilt from the journal. */
@@ -929,7 +1032,7 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 	snprintf(ep, sizeof ep, "inproc://funneld-stage-%p", (void *)g);
 	if (g == NULL || !(zone_ok = msgpack_zone_init(&g->cmp_zone, 4096)) ||
 	    (rv.bufs[0] = batch_new()) == NULL || (rv.bufs[1] = batch_new()) == NULL ||
-	    (rv.bufs[2] = batch_new()) == NULL) {
+	    (rv.bufs[2] = batch_new()) == NULL || (rv.bufs[3] = batch_new()) == NULL) {
 		log_error("out of memory starting the writer");
 		result = -1;
 		goto out;
@@ -944,14 +1047,22 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		goto out;
 	}
 	started = 1;
+	g->stage = stage;
 
 	int asked = 0;   /* a request for work sent, not yet answered */
+	/* The group written to the journal and not yet acked: its flush runs
+	 * (the flusher thread's) while the writer applies the next group, or
+	 * is done here when no next group is waiting.  At most one. */
 	uint64_t idle_since = clock_now_ns();
+	wstats ws = { .on = getenv("FUNNELD_WRITER_STATS") != NULL };
+	uint64_t t_start = clock_now_ns(), t = t_start;
 	while (!*stop) {
 		if (!asked && stage_send(stage, STAGE_WANT) == 0)
 			asked = 1;
-		/* idle: wake for the checkpoint the tail is due (store.h) */
-		int wait_ms = s->tail.txn != NULL ? (int)(STORE_IDLE_NS / 1000000u) : 1000;
+		/* idle: wake for the checkpoint the tail is due (store.h); with a
+		 * group pending, only look whether the next one is there */
+		int wait_ms = g->pending != NULL ? 0
+		            : s->tail.txn != NULL ? (int)(STORE_IDLE_NS / 1000000u) : 1000;
 		zmq_pollitem_t item = { stage, 0, ZMQ_POLLIN, 0 };
 		int n = zmq_poll(&item, 1, wait_ms);   /* a signal interrupts it: *stop is seen */
 		if (n < 0) {
@@ -961,30 +1072,82 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			result = -1;
 			break;
 		}
+		if (n == 0 && g->pending != NULL) {
+			/* nothing to apply meanwhile: flush here, then ack */
+			wstats_lap(&ws, &t, &ws.wait_ns);
+			if (finish_pending(s, g) != 0) {
+				result = -1;
+				break;
+			}
+			wstats_lap(&ws, &t, &ws.flush_ns);
+			continue;
+		}
 		if (n == 0) {
+			wstats_lap(&ws, &t, &ws.wait_ns);
 			uint64_t now = clock_now_ns();
 			if (store_checkpoint_due(s, now, now - idle_since) && checkpoint(s) != 0) {
 				result = -1;
 				break;
 			}
+			wstats_lap(&ws, &t, &ws.ckpt_ns);
 			continue;
 		}
 
 		/* 1. the receiver's batch: received, decoded, checked */
 		if (stage_recv(stage, &g->b, 0) != 0)
 			continue;
+		wstats_lap(&ws, &t, &ws.wait_ns);
 		asked = 0;
+		/* a large group: ask for the next one now, so it fills and comes
+		 * while this one is applied, and this one's flush runs beside
+		 * the next's apply; a small one asks once it is handed back or
+		 * pending (a lone event should not wake the receiver twice) */
+		if (g->b != NULL && g->b->nevents >= OVERLAP_MIN_EVENTS &&
+		    stage_send(stage, STAGE_WANT) == 0)
+			asked = 1;
 		if (g->b == NULL) {
 			log_error("the receiver thread stopped");
 			receiver_gone = 1;
 			result = -1;
 			break;
 		}
+		if (g->pending != NULL) {
+			if (g->vault == NULL && g->b->nevents >= OVERLAP_MIN_EVENTS) {
+				store_group_flush_start(s);   /* 3. of the group before, beside 2. of this one */
+			} else if (finish_pending(s, g) != 0) {
+				/* a small group: the flush here costs no thread hand-over
+				 * (a loaded machine may be slow to run the flusher) and
+				 * would overlap little.  With a vault erased keys are
+				 * destroyed before the next group's are prepared (vault.h) */
+				shut_batch(g->b);
+				stage_send(stage, g->b);
+				g->b = NULL;
+				result = -1;
+				break;
+			}
+		}
 		g->b->nrecs = 0;
 		/* 2. validate, append into the tail */
 		outcome o = store_group(s, g);
 		batch *b = g->b;
 		g->b = NULL;
+		wstats_lap(&ws, &t, &ws.apply_ns);
+		ws.groups++;
+		ws.events += b->nevents;
+		ws.reqs += b->nreqs;
+		if (b->nevents > ws.max_events)
+			ws.max_events = b->nevents;
+		/* 4. the group before is acked (once durable) before this one */
+		if (finish_pending(s, g) != 0) {
+			/* this group's records are in the tail only, behind a failed
+			 * flush: whatever it came to, its fate is as unknown */
+			if (o == OUT_OK && b->nrecs > 0 && g->vault != NULL)
+				vault_abort(g->vault);
+			fail_unflushed(b, g->frc ? g->frc : EIO);
+			stage_send(stage, b);
+			result = -1;
+			break;
+		}
 		if (o == OUT_UNFLUSHED) {
 			fail_unflushed(b, g->error);
 			stage_send(stage, b);
@@ -1001,9 +1164,10 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		}
 		b->head_seq = s->head_seq;
 		b->head_leads = s->head_leads;
-		/* 3. durable: the journal's append and flush (store.h) */
+		/* 3. durable: the journal's append; its flush (store.h) runs while
+		 * the next group is applied, or here when none is waiting */
 		if (b->nrecs > 0) {
-			int rc = store_group_durable(s, b->first_seq, b->nrecs, b->recs.data, b->rec_end);
+			int rc = store_group_journal(s, b->first_seq, b->nrecs, b->recs.data, b->rec_end);
 			if (rc != 0 && !s->broken) {
 				/* its entry did not fit, and the checkpoint that was to
 				 * take it failed on a full disk or map: the tail was
@@ -1019,7 +1183,7 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 				b->head_seq = s->head_seq;
 				b->head_leads = s->head_leads;
 			} else if (rc != 0) {
-				log_error("cannot flush the log: %s; stopping",
+				log_error("cannot write the log's journal: %s; stopping",
 				          rc > 0 ? strerror(rc) : mdb_strerror(rc));
 				fail_unflushed(b, rc);   /* keys.shred stays for the next start */
 				stage_send(stage, b);
@@ -1028,24 +1192,47 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			}
 		}
 		if (b->nrecs > 0) {
-			store_set_durable(s, b->head_seq, b->head_leads);
-			/* erased leads' keys destroyed on disk before any ack */
-			int vrc = g->vault != NULL ? vault_finish(g->vault) : 0;
-			if (vrc != 0)
-				log_error("erased keys not yet destroyed on disk (%s); funneld finishes "
-				          "at its next start (keys.shred)", strerror(vrc));
-		}
-		/* 4. ack, 5. publish: the receiver does both, in that order */
-		if (stage_send(stage, b) != 0) {
+			g->pending = b;
+			/* a small group (or one with a vault) is flushed here and
+			 * acked at once, before the writer asks for more: a lone
+			 * event costs what it did before the overlap */
+			if ((b->nevents < OVERLAP_MIN_EVENTS || g->vault != NULL) &&
+			    finish_pending(s, g) != 0) {
+				result = -1;
+				break;
+			}
+		} else if (stage_send(stage, b) != 0) {   /* 4., 5.: nothing to flush */
 			log_error("cannot hand a batch back to the receiver: %s", zmq_strerror(errno));
 			result = -1;
 			break;
 		}
+		wstats_lap(&ws, &t, &ws.flush_ns);
 		idle_since = clock_now_ns();
-		if (store_checkpoint_due(s, idle_since, 0) && checkpoint(s) != 0) {
-			result = -1;
-			break;
+		if (store_checkpoint_due(s, idle_since, 0)) {
+			/* a checkpoint comes after every flush (journal_new_lap) */
+			if (finish_pending(s, g) != 0) {
+				result = -1;
+				break;
+			}
+			wstats_lap(&ws, &t, &ws.flush_ns);
+			if (checkpoint(s) != 0) {
+				result = -1;
+				break;
+			}
 		}
+		wstats_lap(&ws, &t, &ws.ckpt_ns);
+		if (ws.on && t - t_start >= 1000000000u) {   /* a line a second while busy */
+			wstats_print(&ws, t - t_start);
+			t_start = t;
+		}
+	}
+	wstats_print(&ws, clock_now_ns() - t_start);
+	/* the group still pending is acked, or answered EINTERNAL */
+	if (g->pending != NULL) {
+		if (receiver_gone)
+			store_group_wait(s);
+		else if (finish_pending(s, g) != 0)
+			result = -1;
 	}
 
 	/* Stop the receiver: a batch it sent that was not taken is answered

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,17 @@ struct journal {
 	uint8_t *buf;             /* one entry, built for its pwrite */
 	size_t cap;
 	char path[PATH_MAX];
+	/* The flush of what was written (journal_write), done here
+	 * (journal_wait) or by the flusher thread (journal_flush_start),
+	 * started at the first such start.  Under lock: asked (a flush
+	 * handed over, not done), failed (the errno of the first failed
+	 * flush; it sticks), quit.  unflushed is the writer's alone. */
+	int unflushed;            /* written since the last flush started */
+	int started;              /* the flusher thread runs */
+	pthread_t flusher;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int asked, quit, failed;
 };
 
 /* The header as it is laid out on disk (JOURNAL_HEADER_BYTES). */
@@ -172,6 +185,8 @@ journal_open(const char *dir, size_t size, int durable, char *why, size_t whylen
 	}
 	j->fd = -1;
 	j->durable = durable;
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_cond_init(&j->cond, NULL);
 	if (size < JOURNAL_MIN_SIZE)
 		size = JOURNAL_MIN_SIZE;
 	if (snprintf(j->path, sizeof j->path, "%s/%s", dir, JOURNAL_FILE) >= (int)sizeof j->path) {
@@ -208,8 +223,18 @@ journal_close(journal *j)
 {
 	if (j == NULL)
 		return;
+	journal_wait(j);
+	if (j->started) {
+		pthread_mutex_lock(&j->lock);
+		j->quit = 1;
+		pthread_cond_broadcast(&j->cond);
+		pthread_mutex_unlock(&j->lock);
+		pthread_join(j->flusher, NULL);
+	}
 	if (j->fd >= 0)
 		close(j->fd);
+	pthread_cond_destroy(&j->cond);
+	pthread_mutex_destroy(&j->lock);
 	free(j->buf);
 	free(j);
 }
@@ -241,6 +266,7 @@ journal_used(const journal *j)
 void
 journal_new_lap(journal *j, uint64_t lap)
 {
+	journal_wait(j);   /* no write into the new lap while a flush runs; a failure sticks */
 	j->lap = lap;
 	j->off = 0;
 }
@@ -367,9 +393,89 @@ out:
 	return rc;
 }
 
+/* The flusher thread: one fdatasync per flush handed over. */
+static void *
+flusher_main(void *arg)
+{
+	journal *j = arg;
+	sigset_t set;
+
+	sigfillset(&set);   /* signals belong to the main thread */
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	pthread_mutex_lock(&j->lock);
+	for (;;) {
+		while (!j->asked && !j->quit)
+			pthread_cond_wait(&j->cond, &j->lock);
+		if (!j->asked)
+			break;
+		pthread_mutex_unlock(&j->lock);
+		int rc = fdatasync(j->fd) != 0 ? errno : 0;
+		pthread_mutex_lock(&j->lock);
+		if (rc != 0 && j->failed == 0)
+			j->failed = rc;
+		__atomic_store_n(&j->asked, 0, __ATOMIC_RELEASE);
+		pthread_cond_broadcast(&j->cond);
+	}
+	pthread_mutex_unlock(&j->lock);
+	return NULL;
+}
+
+int
+journal_wait(journal *j)
+{
+	int rc;
+	pthread_mutex_lock(&j->lock);
+	while (j->asked)
+		pthread_cond_wait(&j->cond, &j->lock);
+	if (j->unflushed && j->failed == 0) {
+		/* written, its flush not handed over: do it here */
+		j->unflushed = 0;
+		pthread_mutex_unlock(&j->lock);
+		rc = fdatasync(j->fd) != 0 ? errno : 0;
+		pthread_mutex_lock(&j->lock);
+		if (rc != 0 && j->failed == 0)
+			j->failed = rc;
+	}
+	j->unflushed = 0;
+	rc = j->failed;
+	pthread_mutex_unlock(&j->lock);
+	return rc;
+}
+
+int
+journal_flushing(journal *j)
+{
+	return __atomic_load_n(&j->asked, __ATOMIC_ACQUIRE);
+}
+
+void
+journal_flush_start(journal *j)
+{
+	if (!j->unflushed)
+		return;
+	if (!j->started) {
+		if (pthread_create(&j->flusher, NULL, flusher_main, j) != 0)
+			return;   /* no thread: journal_wait flushes */
+		j->started = 1;
+	}
+	pthread_mutex_lock(&j->lock);
+	j->unflushed = 0;
+	__atomic_store_n(&j->asked, 1, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+}
+
 int
 journal_append(journal *j, uint64_t first_seq, size_t count, const void *recs,
                const size_t *ends)
+{
+	int rc = journal_write(j, first_seq, count, recs, ends);
+	return rc != 0 ? rc : journal_wait(j);
+}
+
+int
+journal_write(journal *j, uint64_t first_seq, size_t count, const void *recs,
+              const size_t *ends)
 {
 	size_t bytes = count ? ends[count - 1] : 0;
 	size_t total = entry_bytes(count, bytes);
@@ -380,6 +486,8 @@ journal_append(journal *j, uint64_t first_seq, size_t count, const void *recs,
 
 	if (count == 0)
 		return 0;
+	if ((rc = journal_wait(j)) != 0)   /* one flush at a time; a failed one sticks */
+		return rc;
 	if ((rc = reserve(j, total)) != 0)
 		return rc;
 	uint8_t *p = j->buf + JOURNAL_HEADER_BYTES;
@@ -395,10 +503,13 @@ journal_append(journal *j, uint64_t first_seq, size_t count, const void *recs,
 	}
 	entry_sum(&h, j->buf + JOURNAL_HEADER_BYTES, h.len, h.sum);
 	memcpy(j->buf, &h, sizeof h);
-	if ((rc = full_write(j->fd, j->buf, total, (off_t)j->off)) != 0)
+	if ((rc = full_write(j->fd, j->buf, total, (off_t)j->off)) != 0) {
+		pthread_mutex_lock(&j->lock);
+		j->failed = rc;   /* a write of unknown fate: nothing after it is durable */
+		pthread_mutex_unlock(&j->lock);
 		return rc;
-	if (j->durable && fdatasync(j->fd) != 0)
-		return errno;
+	}
+	j->unflushed = j->durable;
 	j->off += total;
 	return 0;
 }

@@ -25,8 +25,12 @@
  *     record's bytes exactly as the log stores them, seqs first_seq,
  *     first_seq+1, ...  Entries follow each other with no gap;
  *   - an append is one pwrite over zeroed (or old) blocks at the end of
- *     the lap, then one fdatasync (skipped when not durable): the
- *     entry's records are durable once journal_append() returned 0.
+ *     the lap (journal_write), then one fdatasync (skipped when not
+ *     durable), done by the caller (journal_wait) or by a flusher
+ *     thread while the caller goes on (journal_flush_start, then
+ *     journal_wait): the entry's records are durable once
+ *     journal_wait() returned 0 after it.  One flush at a time: a write
+ *     waits for the flush before it, and none overlaps a flush.
  *
  * Reading (journal_scan) starts at offset 0 and takes entries while
  * each is whole (its checksum, and each record's own hash), belongs to the lap of the first one and
@@ -37,7 +41,9 @@
  * past the log's head are replayed, and that they chain to it, is the
  * store's business (store.c).
  *
- * Not thread-safe: the writer (and store_open before it) use it alone.
+ * Not thread-safe: the writer (and store_open before it) use it alone;
+ * the flusher thread, started at the first journal_flush_start(), only
+ * flushes the file, and journal_close() ends it.
  */
 #ifndef FUNNEL_DAEMON_JOURNAL_H
 #define FUNNEL_DAEMON_JOURNAL_H
@@ -90,7 +96,8 @@ typedef int (*journal_fn)(void *ctx, uint64_t first_seq, uint32_t count,
 int journal_scan(journal *j, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end);
 
 /* Start lap `lap` at offset 0: the log is durable up to lap - 1 (a
- * checkpoint).  Writes nothing: the next append overwrites offset 0. */
+ * checkpoint).  Waits for a flush still running (its failure sticks:
+ * journal_wait); writes nothing: the next append overwrites offset 0. */
 void journal_new_lap(journal *j, uint64_t lap);
 
 /* The lap, and the bytes it uses so far. */
@@ -102,14 +109,35 @@ size_t journal_used(const journal *j);
 int journal_fits(const journal *j, size_t count, size_t bytes);
 
 /*
- * Append an entry of count records (seqs first_seq, ...): record i is
+ * Write an entry of count records (seqs first_seq, ...): record i is
  * bytes [ends[i-1], ends[i]) of recs (ends[-1] being 0).  The caller
- * checked journal_fits().  One pwrite, one fdatasync.  Returns 0 (the
- * records are durable), ENOMEM, EINVAL (a record shorter than a record's
- * hash: not a record), or the errno of the write or the flush;
- * after a failed flush nothing appended since the last successful one
- * may be called durable (Linux reports a failed writeback once).
+ * checked journal_fits().  Waits for a flush still running first, then
+ * one pwrite; the entry is not durable before journal_wait() returns 0.
+ * Returns 0, ENOMEM, EINVAL (a record shorter than a record's hash: not
+ * a record), or the errno of the write or of an earlier flush.
+ *
+ * A failed write or flush sticks: every later journal_write() and
+ * journal_wait() returns its errno, as nothing written since the last
+ * successful flush may be called durable (Linux reports a failed
+ * writeback once, so no later flush could vouch for it).
  */
+int journal_write(journal *j, uint64_t first_seq, size_t count, const void *recs,
+                  const size_t *ends);
+
+/* Hand the flush of what was written to the flusher thread and return
+ * at once (without a thread: journal_wait flushes). */
+void journal_flush_start(journal *j);
+
+/* Does the flush started still run (journal_wait would wait)?  Cheap:
+ * one atomic load, for polling between other work. */
+int journal_flushing(journal *j);
+
+/* Make what was written durable: wait for the flush started, or flush
+ * here when none was.  Returns 0, or the (sticky) errno of a failed
+ * write or flush.  journal_new_lap() and journal_close() wait too. */
+int journal_wait(journal *j);
+
+/* journal_write() then journal_wait(): 0 when the records are durable. */
 int journal_append(journal *j, uint64_t first_seq, size_t count, const void *recs,
                    const size_t *ends);
 

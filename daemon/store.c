@@ -946,13 +946,42 @@ int
 store_group_durable(store *s, uint64_t first_seq, size_t count, const void *recs,
                     const size_t *ends)
 {
+	int rc = store_group_journal(s, first_seq, count, recs, ends);
+	return rc != 0 ? rc : store_group_wait(s);
+}
+
+int
+store_group_journal(store *s, uint64_t first_seq, size_t count, const void *recs,
+                    const size_t *ends)
+{
 	if (count == 0)
 		return 0;
 	if (!journal_fits(s->journal, count, ends[count - 1]))
 		return store_checkpoint(s);   /* makes it durable, and the lap new */
-	int rc = journal_append(s->journal, first_seq, count, recs, ends);
+	int rc = journal_write(s->journal, first_seq, count, recs, ends);
 	if (rc != 0)
 		s->broken = 1;   /* a write or flush of unknown fate: no later flush proves it */
+	return rc;
+}
+
+void
+store_group_flush_start(store *s)
+{
+	journal_flush_start(s->journal);
+}
+
+int
+store_group_flushing(store *s)
+{
+	return journal_flushing(s->journal);
+}
+
+int
+store_group_wait(store *s)
+{
+	int rc = journal_wait(s->journal);
+	if (rc != 0)
+		s->broken = 1;
 	return rc;
 }
 

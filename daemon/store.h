@@ -250,6 +250,20 @@ int store_group_end(store *s, store_wtxn *w, uint64_t head, size_t nrecs, size_t
  * power loss is unknown and the writer must stop (journal.h). */
 int store_group_durable(store *s, uint64_t first_seq, size_t count, const void *recs,
                         const size_t *ends);
+/* store_group_durable() in steps, so the writer can apply the next group
+ * while the flush runs: store_group_journal() writes the entry (or
+ * checkpoints, as above) and returns without flushing;
+ * store_group_flush_start() hands the flush to the journal's flusher
+ * thread; store_group_wait() waits for it (or flushes, when none was
+ * started): 0 once every group written is durable;
+ * store_group_flushing() says, without waiting, whether it would wait.  A failure of any
+ * of them is as store_group_durable's, and sticks (journal.h).  A
+ * checkpoint waits for a flush still running (journal_new_lap). */
+int store_group_journal(store *s, uint64_t first_seq, size_t count, const void *recs,
+                        const size_t *ends);
+void store_group_flush_start(store *s);
+int store_group_flushing(store *s);   /* the flush started still runs (one atomic load) */
+int store_group_wait(store *s);
 /* Commit the tail durably and start a new journal lap (see the top); a
  * tail with nothing stored is dropped without a flush.  0, or an LMDB /
  * errno code.  On a full disk or map (store_full) the tail is rebuilt

@@ -61,7 +61,11 @@ group's flush is under way: a flush that fails once
 (CRASH_FAIL_SYNC_ONCE, later flushes succeed as on Linux) stops
 funneld and answers that group EINTERNAL, the request that came
 meanwhile is not acked; a retry of the group's event waiting behind a
-failed flush is not acked as its duplicate; and SIGTERM while a
+failed flush is not acked as its duplicate; groups whose journal
+flushes overlap the next group's apply are acknowledged in order, each
+after its own flush (a retry of the event whose flush runs is acked as
+its duplicate only then), and when that flush fails the group applied
+behind it is not acknowledged; and SIGTERM while a
 group's journal flush is under way acknowledges that group after the
 flush, so it survives a power loss after the stop.
 """
@@ -124,13 +128,13 @@ def parent(p):
 
 # --- the workload: funneld under the shim, pipelined producers --------------
 
-def start_funneld(datadir, ready, log, env=None):
+def start_funneld(datadir, ready, log, env=None, journal_size=JOURNAL_SIZE):
     errlog = open(log, "wb")
     try:
         proc = subprocess.Popen(
             [FUNNELD, "--data", datadir, "--ingest", "tcp://127.0.0.1:*",
              "--publish", "tcp://127.0.0.1:*", "--query", "tcp://127.0.0.1:*",
-             "--ready-file", ready, "--journal-size", JOURNAL_SIZE],
+             "--ready-file", ready, "--journal-size", journal_size],
             stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog, env=env)
     finally:
         errlog.close()
@@ -389,6 +393,73 @@ def run_failed_commit_flush(root, name="failing-once", once=True, second=None):
         code = proc.poll()
         stop(proc)
     return reps.get(1), reps.get(2), code
+
+
+def run_overlapped_flush(root, name, fail):
+    """Groups k and k+1 back to back, k+1's flush running while k+2 is
+    applied (the writer overlaps the two).  Journal flushes are slowed
+    (CRASH_SYNC_DELAY_MS); request 1 (group k) is sent, then, once its
+    entry is written, requests 2 (new events) and 3 (a retry of request
+    2's events: duplicates of records whose flush may still run) while
+    k's flush is under way; they become the groups after it (2000
+    events each: large enough to be applied beside the flush before, and
+    for the receiver to hand request 3 over while request 2 is applied).  With fail
+    the second journal flush (request 2's group) fails once.  Returns
+    ({rid: reply}, the rids in the order the replies came, {rid: journal
+    flushes done when its reply came, counted from the start's}, exit
+    status or None when funneld still ran)."""
+    nstart = start_syncs(root, name)
+    extra = {"CRASH_SYNC_DELAY_MS": "400"}
+    if fail:
+        extra.update({"CRASH_FAIL_SYNC": str(nstart + 1), "CRASH_FAIL_SYNC_ONCE": "1"})
+    fs, trace, env = shim_env(root, name, extra)
+    tdir = os.path.dirname(trace)
+    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
+                              os.path.join(tdir, "log"), env, journal_size="16M")
+    if eps is None:
+        stop(proc)
+        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 10000)
+    s.connect(eps["ingest"])
+    cfd = os.open(trace + ".ctr", os.O_RDONLY)
+    ctr = mmap.mmap(cfd, 8, prot=mmap.PROT_READ)
+    os.close(cfd)
+    reps, order, at = {}, [], {}
+    # large enough that the flush before runs beside their apply (ingest.c: OVERLAP_MIN_EVENTS)
+    batch = [events_for(n) for n in range(1, 2001)]
+    try:
+        c0 = struct.unpack("=Q", ctr[:8])[0]
+        s.send(msgpack.packb({"op": "publish", "rid": 1, "events": [events_for(0)]}))
+        deadline = time.monotonic() + READY_WAIT_S
+        while struct.unpack("=Q", ctr[:8])[0] == c0:
+            expect(time.monotonic() < deadline, "the first group's commit wrote nothing")
+            time.sleep(0.002)
+        s.send(msgpack.packb({"op": "publish", "rid": 2, "events": batch}))
+        time.sleep(0.05)   # a group of its own, most likely; the checks hold either way
+        s.send(msgpack.packb({"op": "publish", "rid": 3, "events": batch}))
+        while len(reps) < 3:
+            rep = msgpack.unpackb(s.recv())
+            at[rep["rid"]] = struct.unpack("=Q", ctr[:8])[0]
+            reps[rep["rid"]] = rep
+            order.append(rep["rid"])
+        if fail:
+            deadline = time.monotonic() + READY_WAIT_S
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+    except zmq.Again:
+        raise CheckFailed("no reply within 10 s: %s" % tail(os.path.join(tdir, "log")))
+    finally:
+        ctr.close()
+        s.close(0)
+        ctx.term()
+        code = proc.poll()
+        stop(proc)
+    ops = read_trace(trace)
+    flushed = {rid: journal_syncs(ops[:n]) - nstart for rid, n in at.items()}
+    return reps, order, flushed, code
 
 
 def run_sigterm_held(root):
@@ -1119,6 +1190,40 @@ def run(res, root):
                                "reply %r" % (second,)))
         res.run("funneld stopped by itself after the failed journal flush, non-zero",
                 lambda: expect(ccode not in (None, 0), "exit status %r" % (ccode,)))
+
+    got = {}
+
+    def overlapped_flush():
+        got["o"] = run_overlapped_flush(root, "overlap", fail=False)
+    if res.run("groups whose journal flushes overlap the next group's apply", overlapped_flush):
+        reps, order, flushed, _ = got["o"]
+        res.run("they are acknowledged in the order they were stored",
+                lambda: expect_eq(order, [1, 2, 3], "the order of the replies"))
+        res.run("each is acknowledged after its own flush and the ones before",
+                lambda: expect(all(reps[r].get("ok") is True for r in reps) and
+                               flushed[1] >= 1 and flushed[2] >= 2 and flushed[3] >= 2,
+                               "replies %r, journal flushes done at each: %r" % (reps, flushed)))
+        res.run("the retry is acknowledged as a duplicate of the event, once it is durable",
+                lambda: expect(reps[3].get("seqs") == reps[2].get("seqs") and
+                               reps[3].get("dup") == [True] * 2000,
+                               "replies %r" % (reps,)))
+
+    got = {}
+
+    def overlapped_flush_fails():
+        got["f"] = run_overlapped_flush(root, "overlap-fails", fail=True)
+    if res.run("a journal flush that fails while the next group is applied", overlapped_flush_fails):
+        reps, order, flushed, fcode = got["f"]
+        res.run("the group before it is acknowledged",
+                lambda: expect(reps[1].get("ok") is True, "reply %r" % (reps[1],)))
+        res.run("the group whose flush failed is answered EINTERNAL",
+                lambda: expect(reps[2].get("code") == 14 and
+                               "could not be flushed" in reps[2].get("message", ""),
+                               "reply %r" % (reps[2],)))
+        res.run("the group applied behind the failed flush is not acknowledged",
+                lambda: expect(reps[3].get("ok") is not True, "reply %r" % (reps[3],)))
+        res.run("funneld stopped by itself after the failed overlapped flush, non-zero",
+                lambda: expect(fcode not in (None, 0), "exit status %r" % (fcode,)))
 
     got = {}
 

@@ -4,6 +4,8 @@
  *
  *   - entries appended are read back in order, with their records, and
  *     a reopened journal continues after the lap it read;
+ *   - entries whose flushes run on the flusher thread are read back in
+ *     order, and a new lap or the close waits for a flush running;
  *   - a torn last entry (a byte of it not as written) ends the lap
  *     there: the entries before it are read, and the next append
  *     overwrites it;
@@ -103,9 +105,10 @@ collect(void *ctx, uint64_t first_seq, uint32_t count, const uint8_t *const *rec
 	return 0;
 }
 
-/* Append an entry of count x.note records, seqs first... */
+/* Append an entry of count x.note records, seqs first...; with
+ * write_only, journal_write() alone (the flush is the caller's). */
 static int
-append_recs(journal *j, uint64_t first, size_t count)
+put_recs(journal *j, uint64_t first, size_t count, int write_only)
 {
 	msgpack_sbuffer sb, all;
 	uint8_t prev[FUNNEL_HASH_BYTES] = { 0 }, h[FUNNEL_HASH_BYTES];
@@ -117,10 +120,17 @@ append_recs(journal *j, uint64_t first, size_t count)
 		msgpack_sbuffer_write(&all, sb.data, sb.size);
 		ends[i] = all.size;
 	}
-	int rc = journal_append(j, first, count, all.data, ends);
+	int rc = write_only ? journal_write(j, first, count, all.data, ends)
+	                    : journal_append(j, first, count, all.data, ends);
 	msgpack_sbuffer_destroy(&sb);
 	msgpack_sbuffer_destroy(&all);
 	return rc;
+}
+
+static int
+append_recs(journal *j, uint64_t first, size_t count)
+{
+	return put_recs(j, first, count, 0);
 }
 
 static journal *
@@ -164,6 +174,51 @@ test_append_then_scan(void **state)
 	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
 	assert_int_equal(s.n, 3);
 	assert_int_equal(end, 7);
+	journal_close(j);
+}
+
+/* Entries written with their flushes on the flusher thread
+ * (journal_flush_start), each write after the flush before it, read back
+ * in order; journal_wait() says 0 and nothing runs after it; a new lap
+ * and the close wait for a flush still running. */
+static void
+test_flushes_on_the_flusher_thread(void **state)
+{
+	unit_tmp *t = *state;
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	seen s = { 0 };
+	uint64_t lap, end;
+
+	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
+	journal_new_lap(j, 1);
+	assert_int_equal(journal_wait(j), 0);   /* nothing written: nothing to wait for */
+	assert_int_equal(put_recs(j, 1, 2, 1), 0);
+	journal_flush_start(j);
+	assert_int_equal(put_recs(j, 3, 3, 1), 0);   /* waits for the flush before it */
+	journal_flush_start(j);
+	assert_int_equal(journal_wait(j), 0);
+	assert_false(journal_flushing(j));
+	assert_int_equal(put_recs(j, 6, 1, 1), 0);
+	assert_int_equal(journal_wait(j), 0);   /* not handed over: flushed here */
+	assert_int_equal(put_recs(j, 7, 1, 1), 0);
+	journal_flush_start(j);
+	journal_close(j);   /* waits for that flush, ends the thread */
+
+	j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	memset(&s, 0, sizeof s);
+	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
+	assert_int_equal(lap, 1);
+	assert_int_equal(end, 8);
+	assert_int_equal(s.n, 4);
+	assert_int_equal(s.first[1], 3);
+	assert_int_equal(s.count[1], 3);
+	assert_int_equal(s.seq[3][0], 7);
+	journal_new_lap(j, 8);
+	assert_int_equal(put_recs(j, 8, 1, 1), 0);
+	journal_flush_start(j);
+	journal_new_lap(j, 9);   /* after the flush running */
+	assert_false(journal_flushing(j));
+	assert_int_equal(journal_wait(j), 0);
 	journal_close(j);
 }
 
@@ -429,6 +484,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_append_then_scan, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_flushes_on_the_flusher_thread, unit_tmp_setup,
+		                                unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_torn_last_entry, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_old_lap_entries_after_a_new_lap, unit_tmp_setup,
 		                                unit_tmp_teardown),
