@@ -1017,7 +1017,7 @@ store_checkpoint(store *s)
 	 * entry did not fit), and the writer goes on; the next checkpoint is
 	 * tried a second later. */
 	char why[512];
-	s->ckpt_retry_ns = clock_now_ns() + STORE_TAIL_MAX_AGE_NS;
+	s->ckpt_retry_ns = clock_now_ns() + STORE_CKPT_RETRY_NS;
 	if (!s->broken && store_full(s, rc) && rebuild_tail(s, why, sizeof why) != 0) {
 		log_error("%s", why);
 		s->broken = 1;

@@ -327,6 +327,36 @@ test_grow_to_the_cap(void **state)
 	store_release(&s);
 }
 
+/* A small tail under a busy writer is checkpointed at its age (which
+ * bounds how long one checkpoint holds ingest up), not before; an idle
+ * writer checkpoints it at once. */
+static void
+test_checkpoint_due_by_age(void **state)
+{
+	unit_tmp *t = *state;
+	store s;
+	store_wtxn w;
+	msgpack_sbuffer sb;
+	store_lead la = { 0 };
+	appended rec;
+	uint8_t prev[FUNNEL_HASH_BYTES] = { 0 };
+	open_ok(&s, t->dir, 8 << 20, 0);
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(store_group_begin(&s, &w), 0);
+	append_one(&s, &w, &sb, 1, prev, "lead-a", "id-1", &la, &rec);
+	assert_int_equal(store_put_head(&s, w.txn, 1, rec.hash, 1), 0);
+	assert_int_equal(store_group_end(&s, &w, 1, 1, sb.size), 0);
+	msgpack_sbuffer_destroy(&sb);
+	uint64_t since = s.tail_since_ns;
+	assert_true(STORE_TAIL_MAX_AGE_NS <= 200000000ull);
+	assert_false(store_checkpoint_due(&s, since + STORE_TAIL_MAX_AGE_NS - 1, 0));
+	assert_true(store_checkpoint_due(&s, since + STORE_TAIL_MAX_AGE_NS, 0));
+	assert_true(store_checkpoint_due(&s, since + 1, STORE_IDLE_NS));   /* idle */
+	assert_int_equal(store_checkpoint(&s), 0);
+	assert_int_equal(s.ckpt_seq, 1);
+	store_release(&s);
+}
+
 static void
 test_other_format_refused(void **state)
 {
@@ -364,6 +394,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_readers_see_the_durable_head, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_grow_to_the_cap, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_other_format_refused, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_checkpoint_due_by_age, unit_tmp_setup,
+		                                unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
