@@ -1034,7 +1034,9 @@ store_checkpoint_due(const store *s, uint64_t now_ns, uint64_t idle_ns)
 		return 0;
 	if (s->tail_seq == s->ckpt_seq)
 		return now_ns - s->tail_since_ns >= STORE_TAIL_MAX_AGE_NS;   /* nothing in it: end it */
+	uint64_t age = now_ns - s->tail_since_ns;
 	return journal_used(s->journal) > journal_size(s->journal) / 2 ||
-	       now_ns - s->tail_since_ns >= STORE_TAIL_MAX_AGE_NS || idle_ns >= STORE_IDLE_NS ||
+	       (age >= STORE_TAIL_MAX_AGE_NS && s->tail_events >= STORE_TAIL_AGE_EVENTS) ||
+	       age >= STORE_TAIL_OLDEST_NS || idle_ns >= STORE_IDLE_NS ||
 	       s->tail_events >= STORE_TAIL_MAX_EVENTS || s->tail_bytes >= STORE_TAIL_MAX_BYTES;
 }

@@ -327,9 +327,9 @@ test_grow_to_the_cap(void **state)
 	store_release(&s);
 }
 
-/* A small tail under a busy writer is checkpointed at its age (which
- * bounds how long one checkpoint holds ingest up), not before; an idle
- * writer checkpoints it at once. */
+/* A tail under a busy writer is checkpointed at its age (which bounds
+ * how long one checkpoint holds ingest up), a small one only at the
+ * oldest age; an idle writer checkpoints it at once. */
 static void
 test_checkpoint_due_by_age(void **state)
 {
@@ -349,6 +349,10 @@ test_checkpoint_due_by_age(void **state)
 	msgpack_sbuffer_destroy(&sb);
 	uint64_t since = s.tail_since_ns;
 	assert_true(STORE_TAIL_MAX_AGE_NS <= 200000000ull);
+	assert_false(store_checkpoint_due(&s, since + STORE_TAIL_MAX_AGE_NS, 0));   /* one event */
+	assert_false(store_checkpoint_due(&s, since + STORE_TAIL_OLDEST_NS - 1, 0));
+	assert_true(store_checkpoint_due(&s, since + STORE_TAIL_OLDEST_NS, 0));
+	s.tail_events = STORE_TAIL_AGE_EVENTS;   /* as many as a steady load brings */
 	assert_false(store_checkpoint_due(&s, since + STORE_TAIL_MAX_AGE_NS - 1, 0));
 	assert_true(store_checkpoint_due(&s, since + STORE_TAIL_MAX_AGE_NS, 0));
 	assert_true(store_checkpoint_due(&s, since + 1, STORE_IDLE_NS));   /* idle */
