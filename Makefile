@@ -131,6 +131,7 @@ FUNNEL_GATEWAY := $(BUILD)/bin/funnel-gateway
 FUNNEL_MIRROR := $(BUILD)/bin/funnel-mirror
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
+ITEST_PY := $(sort $(wildcard tests/integration/test_*.py))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 # the fuzz targets are built by clang from the proto sources (tests/fuzz)
 DEB_PACKAGES += clang libclang-rt-14-dev
@@ -304,7 +305,7 @@ $(CRASH_SHIM): tests/crash/shim.c
 
 # CRASH_STATES=5000 make check: more power-loss states (default 300)
 check: all $(UNIT_BIN) $(ITEST_BIN) $(CRASH_SHIM) $(if $(FUZZ_CHECK),$(FUZZ_BIN))
-	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_CHECK_SECONDS) sh tests/run.sh $(UNIT_BIN) $(ITEST_BIN) $(FUZZ_CHECK)
+	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_CHECK_SECONDS) sh tests/run.sh $(UNIT_BIN) $(ITEST_BIN) $(FUZZ_CHECK) $(ITEST_PY)
 
 test-asan:
 	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 check
