@@ -106,7 +106,8 @@ collect(void *ctx, uint64_t first_seq, uint32_t count, const uint8_t *const *rec
 }
 
 /* Scan j from offset 0 into *s (cleared first): the scan returns 0 and
- * reads lap `lap`, ending before seq `end`, in n entries. */
+ * reads lap `lap` in n entries, end (the seq after its last record) being
+ * `end`. */
 static void
 scan_is(journal *j, seen *s, uint64_t lap, uint64_t end, int n)
 {
