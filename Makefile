@@ -15,6 +15,7 @@
 #   make sanitize   build into build-asan/ with -fsanitize=address,undefined
 #   make check      the tests without installing; CRASH_STATES=5000 checks
 #                   that many simulated power-loss states (default 300)
+#   make unit       the unit tests alone; make integration the rest of check
 #   make fuzz       libFuzzer on the request decoder and envelope validator
 #                   and on the client's reply and record decoders (clang),
 #                   FUZZ_SECONDS=60 each; `make check` runs each for 15 s
@@ -131,6 +132,7 @@ FUNNEL_GATEWAY := $(BUILD)/bin/funnel-gateway
 FUNNEL_MIRROR := $(BUILD)/bin/funnel-mirror
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 ITEST_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/%,$(ITEST_SRC))
+ITEST_PY := $(sort $(wildcard tests/integration/test_*.py))
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 # the fuzz targets are built by clang from the proto sources (tests/fuzz)
 DEB_PACKAGES += clang libclang-rt-14-dev
@@ -304,7 +306,14 @@ $(CRASH_SHIM): tests/crash/shim.c
 
 # CRASH_STATES=5000 make check: more power-loss states (default 300)
 check: all $(UNIT_BIN) $(ITEST_BIN) $(CRASH_SHIM) $(if $(FUZZ_CHECK),$(FUZZ_BIN))
-	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_CHECK_SECONDS) sh tests/run.sh $(UNIT_BIN) $(ITEST_BIN) $(FUZZ_CHECK)
+	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_CHECK_SECONDS) sh tests/run.sh $(UNIT_BIN) $(ITEST_BIN) $(FUZZ_CHECK) $(ITEST_PY)
+
+# the unit tests alone (seconds), or the integration tests alone
+unit: $(UNIT_BIN)
+	@BUILD=$(BUILD) sh tests/run.sh $(UNIT_BIN)
+
+integration: all $(ITEST_BIN) $(CRASH_SHIM)
+	@BUILD=$(BUILD) sh tests/run.sh $(ITEST_BIN) $(ITEST_PY)
 
 test-asan:
 	$(MAKE) BUILD=build-asan SAN=1 OPT=-O1 check

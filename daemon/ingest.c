@@ -462,7 +462,7 @@ forget_outcomes(group *g)
  * Store the group into the tail (store.h): validate and append in a
  * child of the tail transaction, committed into it.  Returns OUT_OK when
  * every request has its outcome in r->status (the stored ones in the
- * tail: g->b->nrecs records, not yet durable: store_group_durable is
+ * tail: g->b->nrecs records, not yet durable: store_group_journal is
  * next), OUT_MAP_FULL when the map is at its cap, OUT_FAILED (g->error)
  * when the whole group failed (nothing stored), or OUT_UNFLUSHED when
  * the checkpoint before a map growth failed (g->error: the writer
@@ -897,13 +897,19 @@ fail_unflushed(batch *b, int rc)
 	b->nrecs = 0;
 }
 
-/* Map a whole-group storage failure to the reply every request gets. */
+/*
+ * The whole group b was not stored (rc: why, an LMDB code or errno
+ * value): log it, map rc to the reply every request gets, and leave b
+ * with no record to make durable (b->nrecs 0).
+ */
 static void
-fail_group(group *g, int rc, const store *s)
+fail_group(batch *b, int rc, const store *s)
 {
 	int full = rc != MDB_MAP_FULL && store_full(s, rc);
-	for (size_t i = 0; i < g->b->nreqs; i++) {
-		request *r = &g->b->reqs[i];
+	log_error("group of %zu requests not stored: %s", b->nreqs,
+	          rc > 0 ? strerror(rc) : mdb_strerror(rc));
+	for (size_t i = 0; i < b->nreqs; i++) {
+		request *r = &b->reqs[i];
 		if (r->status != FUNNEL_OK && r->err.index < 0)
 			continue;   /* already refused for its own reasons */
 		r->err.index = -1;
@@ -919,6 +925,7 @@ fail_group(group *g, int rc, const store *s)
 			                         "the log could not be written (%s); nothing was stored",
 			                         mdb_strerror(rc));
 	}
+	b->nrecs = 0;
 }
 
 /*
@@ -1154,14 +1161,8 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			result = -1;
 			break;
 		}
-		if (o != OUT_OK) {
-			int rc = o == OUT_MAP_FULL ? MDB_MAP_FULL : g->error;
-			log_error("group of %zu requests not stored: %s", b->nreqs, mdb_strerror(rc));
-			g->b = b;
-			fail_group(g, rc, s);
-			g->b = NULL;
-			b->nrecs = 0;
-		}
+		if (o != OUT_OK)
+			fail_group(b, o == OUT_MAP_FULL ? MDB_MAP_FULL : g->error, s);
 		b->head_seq = s->head_seq;
 		b->head_leads = s->head_leads;
 		/* 3. durable: the journal's append; its flush (store.h) runs while
@@ -1176,10 +1177,7 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 				          rc > 0 ? strerror(rc) : mdb_strerror(rc));
 				if (g->vault != NULL)
 					vault_abort(g->vault);
-				g->b = b;
-				fail_group(g, rc, s);
-				g->b = NULL;
-				b->nrecs = 0;
+				fail_group(b, rc, s);
 				b->head_seq = s->head_seq;
 				b->head_leads = s->head_leads;
 			} else if (rc != 0) {

@@ -62,7 +62,7 @@ _Static_assert(sizeof(struct entry_head) == JOURNAL_HEADER_BYTES, "journal heade
  * the record's own hash of the rest of it (record.h).  A record's other
  * bytes are vouched for by that hash, which journal_scan() checks, so
  * the writer hashes 36 bytes a record here, not the whole record again.
- * Records shorter than a hash are refused by journal_append().
+ * Records shorter than a hash are refused by journal_write().
  */
 static void
 entry_sum(const struct entry_head *h, const uint8_t *payload, size_t len, uint8_t out[SUM_BYTES])
@@ -463,14 +463,6 @@ journal_flush_start(journal *j)
 	__atomic_store_n(&j->asked, 1, __ATOMIC_RELEASE);
 	pthread_cond_broadcast(&j->cond);
 	pthread_mutex_unlock(&j->lock);
-}
-
-int
-journal_append(journal *j, uint64_t first_seq, size_t count, const void *recs,
-               const size_t *ends)
-{
-	int rc = journal_write(j, first_seq, count, recs, ends);
-	return rc != 0 ? rc : journal_wait(j);
 }
 
 int

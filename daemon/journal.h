@@ -137,8 +137,4 @@ int journal_flushing(journal *j);
  * write or flush.  journal_new_lap() and journal_close() wait too. */
 int journal_wait(journal *j);
 
-/* journal_write() then journal_wait(): 0 when the records are durable. */
-int journal_append(journal *j, uint64_t first_seq, size_t count, const void *recs,
-                   const size_t *ends);
-
 #endif /* FUNNEL_DAEMON_JOURNAL_H */

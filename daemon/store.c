@@ -943,14 +943,6 @@ store_group_end(store *s, store_wtxn *w, uint64_t head, size_t nrecs, size_t byt
 }
 
 int
-store_group_durable(store *s, uint64_t first_seq, size_t count, const void *recs,
-                    const size_t *ends)
-{
-	int rc = store_group_journal(s, first_seq, count, recs, ends);
-	return rc != 0 ? rc : store_group_wait(s);
-}
-
-int
 store_group_journal(store *s, uint64_t first_seq, size_t count, const void *recs,
                     const size_t *ends)
 {

@@ -35,7 +35,8 @@
  * write transaction, the tail, open across groups; each group is a
  * child of it (store_group_begin/end), and once the child committed
  * into the tail the group's records are appended to the journal and
- * flushed (store_group_durable): from then on a power loss keeps them,
+ * flushed (store_group_journal, then store_group_flush_start and/or
+ * store_group_wait): from then on a power loss keeps them,
  * replayed from the journal at the next open.  A checkpoint
  * (store_checkpoint) commits the tail: its pages flushed, then its meta
  * page (the log is opened MDB_NOMETASYNC and the meta page is flushed
@@ -256,22 +257,20 @@ int store_group_begin(store *s, store_wtxn *w);
  * bytes: its records' size), else abort it; release tail_lock.  0 or an
  * LMDB error (the group is then not in the tail). */
 int store_group_end(store *s, store_wtxn *w, uint64_t head, size_t nrecs, size_t bytes);
-/* Make the group just committed into the tail durable: its count
- * records (seqs first_seq..., record i ending at ends[i] in recs) to the
- * journal and one flush, or a checkpoint when they do not fit in what
- * is left of it.  0, or an errno / LMDB code: the group's fate on a
- * power loss is unknown and the writer must stop (journal.h). */
-int store_group_durable(store *s, uint64_t first_seq, size_t count, const void *recs,
-                        const size_t *ends);
-/* store_group_durable() in steps, so the writer can apply the next group
- * while the flush runs: store_group_journal() writes the entry (or
- * checkpoints, as above) and returns without flushing;
- * store_group_flush_start() hands the flush to the journal's flusher
- * thread; store_group_wait() waits for it (or flushes, when none was
- * started): 0 once every group written is durable;
- * store_group_flushing() says, without waiting, whether it would wait.  A failure of any
- * of them is as store_group_durable's, and sticks (journal.h).  A
- * checkpoint waits for a flush still running (journal_new_lap). */
+/* Make the group just committed into the tail durable, in steps, so the
+ * writer can apply the next group while the flush runs:
+ * store_group_journal() writes its count records (seqs first_seq...,
+ * record i ending at ends[i] in recs) to the journal, or checkpoints
+ * when they do not fit in what is left of it, and returns without
+ * flushing; store_group_flush_start() hands the flush to the journal's
+ * flusher thread; store_group_wait() waits for it (or flushes, when none
+ * was started): 0 once every group written is durable;
+ * store_group_flushing() says, without waiting, whether it would wait.
+ * A failure of any of them (an errno / LMDB code) leaves the group's
+ * fate on a power loss unknown, and sticks (journal.h): the writer must
+ * stop, except when store_group_journal's checkpoint failed on a full
+ * disk or map and s->broken is unset (store_checkpoint).  A checkpoint
+ * waits for a flush still running (journal_new_lap). */
 int store_group_journal(store *s, uint64_t first_seq, size_t count, const void *recs,
                         const size_t *ends);
 void store_group_flush_start(store *s);

@@ -34,7 +34,7 @@
  *                       last record written to keys.shred and fdatasync'ed
  *                       (only when the group retires keys);
  *   vault_finish()      after the group is durable (its journal entry
- *                       flushed: store_group_durable), before any ack: the
+ *                       flushed: store_group_wait), before any ack: the
  *                       retired slots overwritten in place with zeros and
  *                       fdatasync'ed, keys.shred emptied;
  *   vault_abort()       the group was not stored: undo everything.

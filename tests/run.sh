@@ -4,10 +4,12 @@
 # ", N skipped" when a test could not run here (a skipped test is never
 # counted as passed; the names are listed above the line).
 #
-# usage: BUILD=build sh tests/run.sh build/tests/test_a build/tests/test_b ...
-# The Python integration tests (tests/integration/test_*.py) run after the
-# programs named; name one or more .py files among the arguments to run
-# only those (e.g. to run one test: sh tests/run.sh tests/integration/test_cli.py).
+# usage: BUILD=build sh tests/run.sh [test ...]
+# Runs exactly the tests named, in that order: programs (e.g.
+# build/tests/test_daemon) and Python integration tests (e.g.
+# tests/integration/test_cli.py).  With none named it runs every test
+# program built in $BUILD/tests, then every tests/integration/test_*.py.
+# (`make check` names its programs and the Python tests itself.)
 # Each program gets at most TEST_TIMEOUT seconds (default 900).
 BUILD=${BUILD:-build}
 TEST_TIMEOUT=${TEST_TIMEOUT:-900}
@@ -65,18 +67,17 @@ run_one() {
 	echo "--- $name: $p passed, $f failed$([ "$s" -gt 0 ] && echo ", $s skipped") ($(( $(date +%s) - start ))s)"
 }
 
-named_py=0
-for t in "$@"; do
-	case "$t" in *.py) named_py=1 ;; esac
-done
-for t in "$@"; do
-	run_one "$t"
-done
-if [ "$named_py" -eq 0 ]; then
+if [ "$#" -eq 0 ]; then
+	for t in "$BUILD"/tests/test_*; do
+		[ -f "$t" ] && [ -x "$t" ] && run_one "$t"
+	done
 	for t in tests/integration/test_*.py; do
 		[ -f "$t" ] && run_one "$t"
 	done
 fi
+for t in "$@"; do
+	run_one "$t"
+done
 
 [ -n "$broken" ] && echo "failing:$broken"
 [ -n "$skipped_names" ] && echo "skipped in:$skipped_names"

@@ -12,6 +12,11 @@ It offers:
     and always stopped and removed by close();
   - start_daemon, which starts a Daemon and reports a failed start as a
     failed check;
+  - start_funneld, a funneld on a data directory of the test's choosing
+    (its ready file and log in another), and start_shimmed, the same
+    under the crash shim (tests/crash/shim.c), whose environment
+    shim_env makes; wait_ready, the bounded wait for a ready file that
+    they and Daemon share;
   - connect, a pyzmq socket whose sends and receives are bounded, and
     replay_all, which follows a replay op's next until its end;
   - Service, a funnel service binary (funnel-scoring, funnel-routing, ...)
@@ -139,25 +144,16 @@ class Daemon:
             raise
 
     def _wait_ready(self):
-        deadline = time.monotonic() + READY_WAIT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("funneld exited with %d before it was ready: %s"
-                                   % (self.proc.returncode, self.log_tail()))
-            if os.path.exists(self.ready):
-                with open(self.ready) as f:
-                    eps = dict(line.strip().split("=", 1) for line in f if "=" in line)
-                if all(k in eps for k in ("ingest", "publish", "query", "pid")):
-                    return eps
-            time.sleep(0.02)
+        eps = wait_ready(self.proc, self.ready)
+        if eps is not None:
+            return eps
+        if self.proc.poll() is not None:
+            raise RuntimeError("funneld exited with %d before it was ready: %s"
+                               % (self.proc.returncode, self.log_tail()))
         raise RuntimeError("no ready file after %.0f s: %s" % (READY_WAIT_S, self.log_tail()))
 
     def log_tail(self):
-        try:
-            with open(os.path.join(self.dir, "funneld.log"), "rb") as f:
-                return f.read()[-600:].decode(errors="replace").strip()
-        except OSError:
-            return ""
+        return file_tail(os.path.join(self.dir, "funneld.log"))
 
     def terminate(self, wait_s=5.0):
         """SIGTERM and wait; returns the exit status or None if still running."""
@@ -181,6 +177,88 @@ class Daemon:
         if self.errlog is not None:
             self.errlog.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_ready(proc, ready, wait_s=READY_WAIT_S):
+    """The endpoints funneld (proc) wrote to its ready file (a dict with
+    ingest, publish, query and pid), or None when it exited first or
+    wrote none within wait_s."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return None
+        if os.path.exists(ready):
+            with open(ready) as f:
+                eps = dict(line.strip().split("=", 1) for line in f if "=" in line)
+            if all(k in eps for k in ("ingest", "publish", "query", "pid")):
+                return eps
+        time.sleep(0.02)
+    return None
+
+
+def file_tail(path, n=600):
+    """The last n bytes of a log, as text ("" when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-n:].decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def start_funneld(binary, datadir, tdir, args=(), env=None, wait_s=READY_WAIT_S,
+                  what="funneld"):
+    """funneld (binary) on datadir, on wildcard loopback ports, with its
+    ready file tdir/ready (replaced) and its log tdir/log (appended to),
+    args on its command line and env its environment (None: this one's).
+    Returns (Popen, endpoints) once ready (wait_ready).  When it does not
+    start it is stopped (stop_proc) and CheckFailed says "<what> did not
+    start: <the log's tail>".  The caller stops it (stop_proc, or a
+    signal of its choice)."""
+    ready, log = os.path.join(tdir, "ready"), os.path.join(tdir, "log")
+    if os.path.exists(ready):
+        os.unlink(ready)
+    errlog = open(log, "ab")
+    try:
+        proc = subprocess.Popen(
+            [binary, "--data", datadir, "--ingest", "tcp://127.0.0.1:*",
+             "--publish", "tcp://127.0.0.1:*", "--query", "tcp://127.0.0.1:*",
+             "--ready-file", ready] + list(args),
+            stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog, env=env)
+    finally:
+        errlog.close()
+    eps = wait_ready(proc, ready, wait_s)
+    if eps is None:
+        stop_proc(proc)
+        raise CheckFailed("%s did not start: %s" % (what, file_tail(log, 400)))
+    return proc, eps
+
+
+def shim_env(shim, **crash):
+    """This environment with the crash shim (shim: the path of
+    crashshim.so) preloaded and crash (CRASH_* settings: CRASH_TRACE,
+    CRASH_WATCH, CRASH_SYNC_ONLY, ... as tests/crash/shim.c reads them)
+    added.  An ASan binary's runtime is then not first in the library
+    list, which it refuses unless ASAN_OPTIONS has
+    verify_asan_link_order=0: added here."""
+    env = dict(os.environ, LD_PRELOAD=shim, **crash)
+    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+    return env
+
+
+def start_shimmed(binary, shim, root, args=(), wait_s=READY_WAIT_S, **crash):
+    """funneld (binary) under the crash shim (shim_env) in root: the shim
+    watches root/fs (the disk; funneld's data directory is root/fs/data)
+    and writes its trace to root/trace/ops, beside the ready file and the
+    log (root/trace: not watched); both directories are made when
+    missing, and an earlier trace there is appended to.  crash: more
+    CRASH_* settings.  Returns (Popen, endpoints) as start_funneld, whose
+    CheckFailed says "funneld under the shim did not start: ..."."""
+    fs, tdir = os.path.join(root, "fs"), os.path.join(root, "trace")
+    os.makedirs(fs, exist_ok=True)
+    os.makedirs(tdir, exist_ok=True)
+    env = shim_env(shim, CRASH_TRACE=os.path.join(tdir, "ops"), CRASH_WATCH=fs, **crash)
+    return start_funneld(binary, os.path.join(fs, "data"), tdir, args, env, wait_s,
+                         what="funneld under the shim")
 
 
 def start_daemon(res, binary, report_ok=False, **daemon_args):

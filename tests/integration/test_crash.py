@@ -86,7 +86,8 @@ import time
 import msgpack
 import zmq
 
-from funnel_testlib import CheckFailed, Results, expect, expect_eq
+from funnel_testlib import (CheckFailed, Results, expect, expect_eq, shim_env, start_funneld,
+                            start_shimmed)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(BUILD, "bin", "funneld"))
@@ -128,29 +129,6 @@ def parent(p):
 
 # --- the workload: funneld under the shim, pipelined producers --------------
 
-def start_funneld(datadir, ready, log, env=None, journal_size=JOURNAL_SIZE):
-    errlog = open(log, "wb")
-    try:
-        proc = subprocess.Popen(
-            [FUNNELD, "--data", datadir, "--ingest", "tcp://127.0.0.1:*",
-             "--publish", "tcp://127.0.0.1:*", "--query", "tcp://127.0.0.1:*",
-             "--ready-file", ready, "--journal-size", journal_size],
-            stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog, env=env)
-    finally:
-        errlog.close()
-    deadline = time.monotonic() + READY_WAIT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return proc, None
-        if os.path.exists(ready):
-            with open(ready) as f:
-                eps = dict(line.strip().split("=", 1) for line in f if "=" in line)
-            if all(k in eps for k in ("ingest", "query", "pid")):
-                return proc, eps
-        time.sleep(0.01)
-    return proc, None
-
-
 def stop(proc):
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -184,19 +162,10 @@ def run_workload(root, nevents, seed):
     (ops, acks, shown): acks a list of (counter, seq, id), shown one of
     (counter, head, head_hash) for each status that showed a head (a seq
     a query shows must be durable, as an acked one: PROTOCOL.md §16)."""
-    fs = os.path.join(root, "fs")          # what the disk holds: watched
-    tdir = os.path.join(root, "trace")     # the trace, the ready file: not
-    os.mkdir(fs)
-    os.mkdir(tdir)
-    datadir = os.path.join(fs, "data")
-    trace = os.path.join(tdir, "ops")
-    env = dict(os.environ, LD_PRELOAD=SHIM, CRASH_TRACE=trace, CRASH_WATCH=fs)
-    # an ASan funneld: its runtime is not first in the library list then
-    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
-    proc, eps = start_funneld(datadir, os.path.join(tdir, "ready"), os.path.join(tdir, "log"), env)
-    if eps is None:
-        stop(proc)
-        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
+    # root/fs is what the disk holds (watched), root/trace the trace, the
+    # ready file and the log (not): start_shimmed
+    proc, eps = start_shimmed(FUNNELD, SHIM, root, ["--journal-size", JOURNAL_SIZE], READY_WAIT_S)
+    trace = os.path.join(root, "trace", "ops")
     acks, shown = [], []
     ctx = zmq.Context()
     socks = []
@@ -262,18 +231,18 @@ def run_workload(root, nevents, seed):
     return read_trace(trace), acks, shown
 
 
-def shim_env(root, name, extra=None):
-    """(fs dir, trace path, env) for a funneld under the shim in root/name;
-    the shim counts, fails and slows the journal's flushes only."""
-    fs = os.path.join(root, name, "fs")
-    tdir = os.path.join(root, name, "trace")
-    os.makedirs(fs)
-    os.makedirs(tdir)
-    trace = os.path.join(tdir, "ops")
-    env = dict(os.environ, LD_PRELOAD=SHIM, CRASH_TRACE=trace, CRASH_WATCH=fs,
-               CRASH_SYNC_ONLY="journal", **(extra or {}))
-    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
-    return fs, trace, env
+def start_journal_shimmed(root, name, extra=None, journal_size=JOURNAL_SIZE):
+    """funneld from an empty data directory under the shim in root/name
+    (start_shimmed: its data in root/name/fs, the trace, ready file and
+    log in root/name/trace); the shim counts, fails and slows the
+    journal's flushes only (CRASH_SYNC_ONLY=journal; extra: more CRASH_*
+    settings).  Returns (proc, endpoints, trace path); CheckFailed when
+    it does not start."""
+    d = os.path.join(root, name)
+    os.makedirs(d)   # each name once
+    proc, eps = start_shimmed(FUNNELD, SHIM, d, ["--journal-size", journal_size], READY_WAIT_S,
+                              CRASH_SYNC_ONLY="journal", **(extra or {}))
+    return proc, eps, os.path.join(d, "trace", "ops")
 
 
 def journal_inos(ops):
@@ -300,13 +269,8 @@ def run_failed_flush(root):
     after them is the third event's: two acks, then the error.  Returns
     (ops, acks, reply to the third, exit status)."""
     nstart = start_syncs(root, "failing")
-    fs, trace, env = shim_env(root, "failing", {"CRASH_FAIL_SYNC": str(nstart + 2)})
+    proc, eps, trace = start_journal_shimmed(root, "failing", {"CRASH_FAIL_SYNC": str(nstart + 2)})
     tdir = os.path.dirname(trace)
-    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
-                              os.path.join(tdir, "log"), env)
-    if eps is None:
-        stop(proc)
-        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
@@ -351,15 +315,10 @@ def run_failed_commit_flush(root, name="failing-once", once=True, second=None):
     second, exit status)."""
     nstart = start_syncs(root, name)
     # journal flush nstart is the first group's
-    fs, trace, env = shim_env(root, name, {"CRASH_FAIL_SYNC": str(nstart),
-                                           "CRASH_FAIL_SYNC_ONCE": "1" if once else "0",
-                                           "CRASH_SYNC_DELAY_MS": "400"})
+    proc, eps, trace = start_journal_shimmed(root, name, {
+        "CRASH_FAIL_SYNC": str(nstart), "CRASH_FAIL_SYNC_ONCE": "1" if once else "0",
+        "CRASH_SYNC_DELAY_MS": "400"})
     tdir = os.path.dirname(trace)
-    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
-                              os.path.join(tdir, "log"), env)
-    if eps is None:
-        stop(proc)
-        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
@@ -412,13 +371,8 @@ def run_overlapped_flush(root, name, fail):
     extra = {"CRASH_SYNC_DELAY_MS": "400"}
     if fail:
         extra.update({"CRASH_FAIL_SYNC": str(nstart + 1), "CRASH_FAIL_SYNC_ONCE": "1"})
-    fs, trace, env = shim_env(root, name, extra)
+    proc, eps, trace = start_journal_shimmed(root, name, extra, journal_size="16M")
     tdir = os.path.dirname(trace)
-    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
-                              os.path.join(tdir, "log"), env, journal_size="16M")
-    if eps is None:
-        stop(proc)
-        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
@@ -467,13 +421,8 @@ def run_sigterm_held(root):
     (CRASH_SYNC_DELAY_MS): the group is flushed and acknowledged before
     funneld exits, not dropped unanswered.  Returns (the reply, exit
     status, the trace)."""
-    fs, trace, env = shim_env(root, "sigterm", {"CRASH_SYNC_DELAY_MS": "400"})
+    proc, eps, trace = start_journal_shimmed(root, "sigterm", {"CRASH_SYNC_DELAY_MS": "400"})
     tdir = os.path.dirname(trace)
-    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
-                              os.path.join(tdir, "log"), env)
-    if eps is None:
-        stop(proc)
-        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
@@ -505,12 +454,8 @@ def run_sigterm_held(root):
 
 def start_syncs(root, name):
     """The journal flushes of a start, counted on a funneld under the shim."""
-    fs, trace, env = shim_env(root, "start-" + name)
-    tdir = os.path.dirname(trace)
-    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
-                              os.path.join(tdir, "log"), env)
+    proc, _, trace = start_journal_shimmed(root, "start-" + name)
     stop(proc)
-    expect(eps is not None, "funneld under the shim did not start")
     return journal_syncs(read_trace(trace))
 
 
@@ -536,13 +481,8 @@ def run_lone_event(root):
     data file) between its send and its ack, counted in the trace by the
     op counter read before the send and after the ack.  Returns (the
     flushes, the ack)."""
-    fs, trace, env = shim_env(root, "lone")
+    proc, eps, trace = start_journal_shimmed(root, "lone")
     tdir = os.path.dirname(trace)
-    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
-                              os.path.join(tdir, "log"), env)
-    if eps is None:
-        stop(proc)
-        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
@@ -582,13 +522,8 @@ def run_lead_wait(root, name, delay_ms, fail=False, then=None):
     extra = {"CRASH_SYNC_DELAY_MS": str(delay_ms), "CRASH_SYNC_DELAY_FROM": str(nstart)}
     if fail:
         extra["CRASH_FAIL_SYNC"] = str(nstart)
-    fs, trace, env = shim_env(root, name, extra)
+    proc, eps, trace = start_journal_shimmed(root, name, extra)
     tdir = os.path.dirname(trace)
-    proc, eps = start_funneld(os.path.join(fs, "data"), os.path.join(tdir, "ready"),
-                              os.path.join(tdir, "log"), env)
-    if eps is None:
-        stop(proc)
-        raise CheckFailed("funneld under the shim did not start: %s" % tail(os.path.join(tdir, "log")))
     ctx = zmq.Context()
     socks = []
 
@@ -884,9 +819,10 @@ def check_state_in(workdir, files, dirs, acked, shown):
         with open(os.path.join(workdir, p), "wb") as f:
             f.write(b)
     datadir = os.path.join(workdir, "data")
-    proc, eps = start_funneld(datadir, os.path.join(workdir, "ready"), os.path.join(workdir, "log"))
-    if eps is None:
-        stop(proc)
+    try:
+        proc, eps = start_funneld(FUNNELD, datadir, workdir, ["--journal-size", JOURNAL_SIZE],
+                                  wait_s=READY_WAIT_S)
+    except CheckFailed:   # stopped
         why = "funneld does not start: %s" % tail(os.path.join(workdir, "log"))
         try:   # what is left of the log, read without funneld
             lost, _ = check_tables(mdb_dump_all(datadir), acked)
@@ -968,11 +904,10 @@ def view_states(root, nstates):
     rules = os.path.join(root, "scoring.yaml")
     with open(rules, "w") as f:
         f.write(SCORING_RULES)
-    proc, eps = start_funneld(os.path.join(root, "vlog"), os.path.join(tdir, "ready"),
-                              os.path.join(tdir, "log"))
+    proc, eps = start_funneld(FUNNELD, os.path.join(root, "vlog"), tdir,
+                              ["--journal-size", JOURNAL_SIZE], wait_s=READY_WAIT_S)
     failures, examples, checked = collections.Counter(), {}, 0
     try:
-        expect(eps is not None, "funneld did not start: %s" % tail(os.path.join(tdir, "log")))
         ctx = zmq.Context()
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
@@ -986,8 +921,7 @@ def view_states(root, nstates):
         s.close(0)
         ctx.term()
         trace = os.path.join(tdir, "ops")
-        env = dict(os.environ, LD_PRELOAD=SHIM, CRASH_TRACE=trace, CRASH_WATCH=fs)
-        env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+        env = shim_env(SHIM, CRASH_TRACE=trace, CRASH_WATCH=fs)
         p = run_scoring(os.path.join(fs, "view"), rules, eps, env)
         expect_eq(p.returncode, 0, "funnel-scoring under the shim (stderr %s)" % p.stderr[-400:])
         ops = read_trace(trace)

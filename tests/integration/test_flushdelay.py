@@ -25,6 +25,7 @@ import tempfile
 
 import zmq
 
+import funnel_testlib
 from funnel_testlib import CheckFailed, Daemon, LogClient, Results, expect, expect_eq
 
 BUILD = os.environ.get("BUILD", "build")
@@ -63,10 +64,9 @@ def count(path):
 
 
 def shim_env(extra):
-    env = dict(os.environ, LD_PRELOAD=SHIM, **extra)
+    """The shim counting and slowing flushes, recording nothing (no CRASH_TRACE)."""
+    env = funnel_testlib.shim_env(SHIM, **extra)
     env.pop("CRASH_TRACE", None)
-    # an ASan binary: its runtime is not first in the library list then
-    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
     return env
 
 

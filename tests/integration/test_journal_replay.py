@@ -17,47 +17,19 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import msgpack
 import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from funnel_testlib import Results, expect, expect_eq  # noqa: E402
+from funnel_testlib import (Results, expect, expect_eq, start_funneld,  # noqa: E402
+                            start_shimmed)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(BUILD, "bin", "funneld"))
 SHIM = os.path.join(BUILD, "tests", "crashshim.so")
 READY_WAIT_S = 30.0
 DELAY_MS = 20000          # a checkpoint's flush: longer than the test needs
-
-
-def start(datadir, tdir, args, env=None):
-    ready = os.path.join(tdir, "ready")
-    if os.path.exists(ready):
-        os.unlink(ready)
-    log = open(os.path.join(tdir, "log"), "ab")
-    try:
-        proc = subprocess.Popen(
-            [FUNNELD, "--data", datadir, "--ingest", "tcp://127.0.0.1:*",
-             "--publish", "tcp://127.0.0.1:*", "--query", "tcp://127.0.0.1:*",
-             "--ready-file", ready] + args,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
-    finally:
-        log.close()
-    deadline = time.monotonic() + READY_WAIT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        if os.path.exists(ready):
-            with open(ready) as f:
-                eps = dict(line.strip().split("=", 1) for line in f if "=" in line)
-            if all(k in eps for k in ("ingest", "query", "pid")):
-                return proc, eps
-        time.sleep(0.01)
-    stop(proc)
-    with open(os.path.join(tdir, "log"), "rb") as f:
-        raise AssertionError("funneld did not start: %s" % f.read()[-400:].decode(errors="replace"))
 
 
 def stop(proc, sig=signal.SIGTERM):
@@ -108,26 +80,24 @@ def replayed_state(root, args):
     it, start it again: (the view before the kill, the view after the
     replay, funneld's log)."""
     ctx = zmq.Context()
+    # start_shimmed's layout: data in root/fs (what the shim watches), the
+    # ready file and the log of every start in root/trace
     datadir = os.path.join(root, "fs", "data")
     tdir = os.path.join(root, "trace")
     os.makedirs(tdir)
     os.makedirs(os.path.join(root, "fs"))
     # the log created and checkpointed empty, without the shim
-    p, _ = start(datadir, tdir, args)
+    p, _ = start_funneld(FUNNELD, datadir, tdir, args, wait_s=READY_WAIT_S)
     stop(p)
-    env = dict(os.environ, LD_PRELOAD=SHIM, CRASH_TRACE=os.path.join(tdir, "ops"),
-               CRASH_WATCH=os.path.join(root, "fs"), CRASH_SYNC_ONLY="data.mdb",
-               CRASH_SYNC_DELAY_MS=str(DELAY_MS), CRASH_SYNC_DELAY_FROM="1")
-    # an ASan funneld: its runtime is not first in the library list then
-    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
-    p, eps = start(datadir, tdir, args, env)
+    p, eps = start_shimmed(FUNNELD, SHIM, root, args, READY_WAIT_S, CRASH_SYNC_ONLY="data.mdb",
+                           CRASH_SYNC_DELAY_MS=str(DELAY_MS), CRASH_SYNC_DELAY_FROM="1")
     try:
         rep = ask(ctx, eps["ingest"], {"op": "publish", "rid": 1, "events": EVENTS})
         expect(rep.get("ok") is True, "publish refused: %r" % (rep,))
         before = leads_view(ctx, eps)
     finally:
         stop(p, signal.SIGKILL)
-    p, eps = start(datadir, tdir, args)
+    p, eps = start_funneld(FUNNELD, datadir, tdir, args, wait_s=READY_WAIT_S)
     try:
         after = leads_view(ctx, eps)
         dup = ask(ctx, eps["ingest"], {"op": "publish", "rid": 2, "events": EVENTS})

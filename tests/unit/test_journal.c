@@ -105,6 +105,30 @@ collect(void *ctx, uint64_t first_seq, uint32_t count, const uint8_t *const *rec
 	return 0;
 }
 
+/* Scan j from offset 0 into *s (cleared first): the scan returns 0 and
+ * reads lap `lap` in n entries, end (the seq after its last record) being
+ * `end`. */
+static void
+scan_is(journal *j, seen *s, uint64_t lap, uint64_t end, int n)
+{
+	uint64_t got_lap, got_end;
+	memset(s, 0, sizeof *s);
+	assert_int_equal(journal_scan(j, collect, s, &got_lap, &got_end), 0);
+	assert_int_equal(got_lap, lap);
+	assert_int_equal(got_end, end);
+	assert_int_equal(s->n, n);
+}
+
+/* An entry made durable as the writer makes a small group's
+ * (store_group_journal, then store_group_wait: store.h): journal_write(),
+ * then journal_wait(), which flushes here as no flush was handed over. */
+static int
+write_durable(journal *j, uint64_t first, size_t count, const void *recs, const size_t *ends)
+{
+	int rc = journal_write(j, first, count, recs, ends);
+	return rc != 0 ? rc : journal_wait(j);
+}
+
 /* Append an entry of count x.note records, seqs first...; with
  * write_only, journal_write() alone (the flush is the caller's). */
 static int
@@ -121,7 +145,7 @@ put_recs(journal *j, uint64_t first, size_t count, int write_only)
 		ends[i] = all.size;
 	}
 	int rc = write_only ? journal_write(j, first, count, all.data, ends)
-	                    : journal_append(j, first, count, all.data, ends);
+	                    : write_durable(j, first, count, all.data, ends);
 	msgpack_sbuffer_destroy(&sb);
 	msgpack_sbuffer_destroy(&all);
 	return rc;
@@ -148,8 +172,7 @@ test_append_then_scan(void **state)
 {
 	unit_tmp *t = *state;
 	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	uint64_t lap, end;
-	seen s = { 0 };
+	seen s;
 
 	assert_int_equal(journal_size(j), JOURNAL_MIN_SIZE);
 	journal_new_lap(j, 1);
@@ -159,10 +182,7 @@ test_append_then_scan(void **state)
 
 	j = open_j(t->dir, 2 * JOURNAL_MIN_SIZE);   /* an existing file keeps its size */
 	assert_int_equal(journal_size(j), JOURNAL_MIN_SIZE);
-	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
-	assert_int_equal(lap, 1);
-	assert_int_equal(end, 6);
-	assert_int_equal(s.n, 2);
+	scan_is(j, &s, 1, 6, 2);
 	assert_int_equal(s.first[0], 1);
 	assert_int_equal(s.count[0], 3);
 	assert_int_equal(s.seq[0][2], 3);
@@ -170,10 +190,7 @@ test_append_then_scan(void **state)
 	assert_int_equal(s.seq[1][1], 5);
 	/* the next append continues the lap */
 	assert_int_equal(append_recs(j, 6, 1), 0);
-	memset(&s, 0, sizeof s);
-	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
-	assert_int_equal(s.n, 3);
-	assert_int_equal(end, 7);
+	scan_is(j, &s, 1, 7, 3);
 	journal_close(j);
 }
 
@@ -186,10 +203,9 @@ test_flushes_on_the_flusher_thread(void **state)
 {
 	unit_tmp *t = *state;
 	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	seen s = { 0 };
-	uint64_t lap, end;
+	seen s;
 
-	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
+	scan_is(j, &s, 0, 0, 0);   /* a new file: no entry */
 	journal_new_lap(j, 1);
 	assert_int_equal(journal_wait(j), 0);   /* nothing written: nothing to wait for */
 	assert_int_equal(put_recs(j, 1, 2, 1), 0);
@@ -205,11 +221,7 @@ test_flushes_on_the_flusher_thread(void **state)
 	journal_close(j);   /* waits for that flush, ends the thread */
 
 	j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	memset(&s, 0, sizeof s);
-	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
-	assert_int_equal(lap, 1);
-	assert_int_equal(end, 8);
-	assert_int_equal(s.n, 4);
+	scan_is(j, &s, 1, 8, 4);
 	assert_int_equal(s.first[1], 3);
 	assert_int_equal(s.count[1], 3);
 	assert_int_equal(s.seq[3][0], 7);
@@ -227,8 +239,7 @@ test_torn_last_entry(void **state)
 {
 	unit_tmp *t = *state;
 	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	uint64_t lap, end;
-	seen s = { 0 };
+	seen s;
 
 	journal_new_lap(j, 10);
 	assert_int_equal(append_recs(j, 10, 2), 0);
@@ -246,18 +257,12 @@ test_torn_last_entry(void **state)
 	close(fd);
 
 	j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
-	assert_int_equal(s.n, 1);
-	assert_int_equal(lap, 10);
-	assert_int_equal(end, 12);
+	scan_is(j, &s, 10, 12, 1);
 	assert_int_equal(journal_used(j), first_end);
 	/* the next append goes where the torn one was */
 	assert_int_equal(append_recs(j, 12, 2), 0);
-	memset(&s, 0, sizeof s);
-	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
-	assert_int_equal(s.n, 2);
+	scan_is(j, &s, 10, 14, 2);
 	assert_int_equal(s.seq[1][1], 13);
-	assert_int_equal(end, 14);
 	journal_close(j);
 }
 
@@ -266,8 +271,7 @@ test_old_lap_entries_after_a_new_lap(void **state)
 {
 	unit_tmp *t = *state;
 	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	uint64_t lap, end;
-	seen s = { 0 };
+	seen s;
 
 	journal_new_lap(j, 1);
 	assert_int_equal(append_recs(j, 1, 2), 0);
@@ -282,10 +286,7 @@ test_old_lap_entries_after_a_new_lap(void **state)
 	journal_close(j);
 
 	j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	assert_int_equal(journal_scan(j, collect, &s, &lap, &end), 0);
-	assert_int_equal(lap, 7);
-	assert_int_equal(end, 9);
-	assert_int_equal(s.n, 1);
+	scan_is(j, &s, 7, 9, 1);
 	assert_int_equal(s.seq[0][1], 8);
 	journal_close(j);
 }
@@ -327,7 +328,7 @@ journal_records(const char *dir, uint64_t lap, uint64_t first, int n, const uint
 		else
 			make_record(&sb, seq, p, NULL, 0, NULL, h);
 		size_t end = sb.size;
-		assert_int_equal(journal_append(j, seq, 1, sb.data, &end), 0);
+		assert_int_equal(write_durable(j, seq, 1, sb.data, &end), 0);
 		memcpy(p, h, sizeof p);
 	}
 	memcpy(last, p, sizeof p);
@@ -436,7 +437,8 @@ test_a_group_bigger_than_the_journal(void **state)
 	assert_int_equal(store_put_head(&s, w.txn, N, prev, 0), 0);
 	assert_int_equal(store_group_end(&s, &w, N, N, all.size), 0);
 	store_set_head(&s, N, 1000 * N, prev, 0);
-	assert_int_equal(store_group_durable(&s, 1, N, all.data, ends), 0);
+	assert_int_equal(store_group_journal(&s, 1, N, all.data, ends), 0);
+	assert_int_equal(store_group_wait(&s), 0);
 	assert_int_equal(s.ckpt_seq, N);   /* a checkpoint made it durable */
 	store_release(&s);
 	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
