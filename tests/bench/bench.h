@@ -56,6 +56,10 @@ typedef struct bench_result {
 	 * acknowledged, counted by the shim, in W1, W3 and W4; -1 where not
 	 * counted */
 	double flushes[3];
+	/* what the device under the server's data took per event
+	 * acknowledged (bench_dev_*), in W1 and W4; -1 where not read */
+	double dev_bytes[3];
+	double dev_flushes[3];
 } bench_result;
 
 enum { BENCH_FL_W1, BENCH_FL_W3, BENCH_FL_W4 };
@@ -88,6 +92,26 @@ int64_t bench_disk_flushes(void);
 /* flushes since `before` (a bench_disk_flushes() value) per event, or -1
  * when off, before is -1, or events is 0. */
 double bench_disk_per_event(int64_t before, uint64_t events);
+/*
+ * What the block device holding a directory took: bytes written and
+ * flush requests completed (/sys/dev/block/MAJ:MIN/stat, write sectors
+ * and flushes), file system journal and every process included, so read
+ * on an idle machine.  Counts, not times: what a system asks of the
+ * disk per event, which noise cannot move much.  /proc/PID/io would be
+ * per process, but counts a whole folio (up to 64 KiB here) for a write
+ * into part of it.
+ */
+typedef struct bench_dev {
+	int64_t bytes, flushes;   /* -1: not readable */
+} bench_dev;
+void bench_dev_read(const char *dir, bench_dev *d);
+/* Wait until the device's bytes written stop growing (checked every
+ * 100 ms, stable for 300 ms, 3 s at most: funneld writes its last
+ * checkpoint shortly after a load ends), then set *bytes and *flushes to
+ * what it took since `before` per event (-1 when not readable or events
+ * is 0). */
+void bench_dev_per_event(const char *dir, const bench_dev *before, uint64_t events,
+                         double *bytes, double *flushes);
 /* Remove the watched directory (KEEP_TEST_DIRS keeps it). */
 void bench_disk_cleanup(void);
 

@@ -627,12 +627,19 @@ funnel_run(const config *c, const bench_events *ev, bench_result *r, funnel_extr
 	bench_sampler_start(&mem, d.pid);
 	fprintf(stderr, "bench: funnel W4\n");
 	int64_t f0 = bench_disk_flushes();
+	bench_dev dev0;
+	bench_dev_read(d.dir, &dev0);
 	w4_funnel(&d, ev, r);
+	bench_dev_per_event(d.dir, &dev0, ev->w4.n, &r->dev_bytes[BENCH_FL_W4],
+	                    &r->dev_flushes[BENCH_FL_W4]);
 	r->flushes[BENCH_FL_W4] = bench_disk_per_event(f0, ev->w4.n);
 	fprintf(stderr, "bench: funnel W1, %" PRIu64 " events\n", ev->w1_total);
 	f0 = bench_disk_flushes();
+	bench_dev_read(d.dir, &dev0);
 	w1_funnel(&d, ev, NULL, 0, r);
 	r->flushes[BENCH_FL_W1] = bench_disk_per_event(f0, r->w1_acked);
+	bench_dev_per_event(d.dir, &dev0, r->w1_acked, &r->dev_bytes[BENCH_FL_W1],
+	                    &r->dev_flushes[BENCH_FL_W1]);
 	funnel_query_new(&q, d.query, 10000);
 	funnel_status_get(q, &st);
 	fprintf(stderr, "bench: funnel W3\n");
@@ -781,6 +788,10 @@ static double m_mem(const bench_result *r) { return r->mem_max_kb ? (double)r->m
 static double m_fl_w1(const bench_result *r) { return r->flushes[BENCH_FL_W1]; }
 static double m_fl_w3(const bench_result *r) { return r->flushes[BENCH_FL_W3]; }
 static double m_fl_w4(const bench_result *r) { return r->flushes[BENCH_FL_W4]; }
+static double m_by_w1(const bench_result *r) { return r->dev_bytes[BENCH_FL_W1]; }
+static double m_by_w4(const bench_result *r) { return r->dev_bytes[BENCH_FL_W4]; }
+static double m_df_w1(const bench_result *r) { return r->dev_flushes[BENCH_FL_W1]; }
+static double m_df_w4(const bench_result *r) { return r->dev_flushes[BENCH_FL_W4]; }
 
 #define COLW 15
 
@@ -908,6 +919,10 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 	row("W4 publish->ack p50, ms", "<= 0.5", res, m_w4_50, "%.3f", 0);
 	row("W4 publish->ack p99, ms", "<= 2", res, m_w4_99, "%.3f", 0);
 	row("memory max during W4-W2, MB", "<= 64", res, m_mem, "%.1f", 0);
+	row("W1 bytes the disk took per event", "-", res, m_by_w1, "%.0f", 0);
+	row("W1 disk flushes per event", "-", res, m_df_w1, "%.4f", 0);
+	row("W4 bytes the disk took per event", "-", res, m_by_w4, "%.0f", 0);
+	row("W4 disk flushes per event", "-", res, m_df_w4, "%.3f", 0);
 	if (delay >= 0) {
 		row("W1 flushes per event", "-", res, m_fl_w1, "%.4f", 0);
 		row("W3 flushes per event", "-", res, m_fl_w3, "%.3f", 0);
@@ -942,6 +957,12 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 	     "subscriber, the DESIGN.md definition; funnel only, the peers have no such stamp.\n");
 	emit("memory: the server's anonymous memory (not the file pages it maps); Redis keeps every\n"
 	     "entry in RAM.\n");
+	emit("the disk per event: what the block device under the server's data took (write sectors and\n"
+	     "flush requests in /sys/dev/block/*/stat, the file system's journal included) per event\n"
+	     "acknowledged, read once writing stopped after the load (funneld's last checkpoint\n"
+	     "included); the whole device, so other processes' writes count too: run on an idle machine.\n"
+	     "JetStream leaves its writes to the OS (flushed every 2 minutes): within the window its\n"
+	     "data has mostly not reached the disk yet, so its figures are not what it will cost.\n");
 	if (delay >= 0)
 		emit("flushes per event: fsync/fdatasync/msync calls and O_DSYNC writes on the server's data\n"
 		     "(directories included), counted by the shim, per event acknowledged; JetStream's are not\n"
@@ -1005,6 +1026,10 @@ report(const config *c, const bench_events *ev, const bench_result res[NSYS], co
 		raw(k, "w4_p50_ms", r->w4[0]);
 		raw(k, "w4_p99_ms", r->w4[1]);
 		raw(k, "mem_max_kb", (double)r->mem_max_kb);
+		raw(k, "w1_dev_bytes_per_event", r->dev_bytes[BENCH_FL_W1]);
+		raw(k, "w1_dev_flushes_per_event", r->dev_flushes[BENCH_FL_W1]);
+		raw(k, "w4_dev_bytes_per_event", r->dev_bytes[BENCH_FL_W4]);
+		raw(k, "w4_dev_flushes_per_event", r->dev_flushes[BENCH_FL_W4]);
 		if (delay >= 0) {
 			raw(k, "w1_flushes_per_event", r->flushes[BENCH_FL_W1]);
 			raw(k, "w3_flushes_per_event", r->flushes[BENCH_FL_W3]);

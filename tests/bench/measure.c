@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +32,8 @@ bench_result_init(bench_result *r)
 	r->w3[0] = r->w3[1] = r->w3[2] = -1;
 	r->w4[0] = r->w4[1] = -1;
 	r->flushes[0] = r->flushes[1] = r->flushes[2] = -1;
+	for (int i = 0; i < 3; i++)
+		r->dev_bytes[i] = r->dev_flushes[i] = -1;
 }
 
 /* ---- the slow disk ---- */
@@ -125,6 +129,52 @@ bench_disk_per_event(int64_t before, uint64_t events)
 	if (before < 0 || now < 0 || events == 0)
 		return -1;
 	return (double)(now - before) / (double)events;
+}
+
+void
+bench_dev_read(const char *dir, bench_dev *d)
+{
+	struct stat st;
+	char path[64];
+	unsigned long long f[17] = { 0 };
+	d->bytes = d->flushes = -1;
+	if (stat(dir, &st) != 0)
+		return;
+	snprintf(path, sizeof path, "/sys/dev/block/%u:%u/stat", major(st.st_dev), minor(st.st_dev));
+	FILE *fp = fopen(path, "r");
+	if (fp == NULL)
+		return;
+	int n = 0;
+	while (n < 17 && fscanf(fp, "%llu", &f[n]) == 1)
+		n++;
+	fclose(fp);
+	if (n >= 7)
+		d->bytes = (int64_t)(f[6] * 512);   /* write sectors, of 512 bytes */
+	if (n >= 16)
+		d->flushes = (int64_t)f[15];        /* flush requests (Linux 5.5 and later) */
+}
+
+void
+bench_dev_per_event(const char *dir, const bench_dev *before, uint64_t events, double *bytes,
+                    double *flushes)
+{
+	bench_dev now;
+	int64_t last;
+	uint64_t deadline = harness_now_ns() + 3000000000ull, stable_since = harness_now_ns();
+	bench_dev_read(dir, &now);
+	last = now.bytes;
+	while (now.bytes >= 0 && harness_now_ns() < deadline &&
+	       harness_now_ns() - stable_since < 300000000ull) {
+		usleep(100000);
+		bench_dev_read(dir, &now);
+		if (now.bytes != last)
+			stable_since = harness_now_ns();
+		last = now.bytes;
+	}
+	*bytes = before->bytes >= 0 && now.bytes >= 0 && events > 0
+	         ? (double)(now.bytes - before->bytes) / (double)events : -1;
+	*flushes = before->flushes >= 0 && now.flushes >= 0 && events > 0
+	           ? (double)(now.flushes - before->flushes) / (double)events : -1;
 }
 
 void

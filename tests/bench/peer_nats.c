@@ -419,9 +419,16 @@ peer_nats_run(const bench_events *ev, bench_result *r)
 	}
 	bench_sampler_start(&mem, s.pid);
 	fprintf(stderr, "bench: JetStream W4\n");
+	bench_dev dev0;
+	bench_dev_read(s.dir, &dev0);
 	w4(s.url, ev, r);
+	bench_dev_per_event(s.dir, &dev0, ev->w4.n, &r->dev_bytes[BENCH_FL_W4],
+	                    &r->dev_flushes[BENCH_FL_W4]);
 	fprintf(stderr, "bench: JetStream W1, %" PRIu64 " events\n", ev->w1_total);
+	bench_dev_read(s.dir, &dev0);
 	w1(s.url, ev, r);
+	bench_dev_per_event(s.dir, &dev0, r->w1_acked, &r->dev_bytes[BENCH_FL_W1],
+	                    &r->dev_flushes[BENCH_FL_W1]);
 	fprintf(stderr, "bench: JetStream W3\n");
 	w3(s.url, ev, r);
 	fprintf(stderr, "bench: JetStream W2\n");

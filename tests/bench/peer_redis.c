@@ -390,12 +390,19 @@ peer_redis_run(const char *appendfsync, const bench_events *ev, bench_result *r)
 	bench_sampler_start(&mem, s.pid);
 	fprintf(stderr, "bench: Redis (appendfsync %s) W4\n", appendfsync);
 	int64_t f0 = bench_disk_flushes();
+	bench_dev dev0;
+	bench_dev_read(s.dir, &dev0);
 	w4(s.port, ev, r);
+	bench_dev_per_event(s.dir, &dev0, ev->w4.n, &r->dev_bytes[BENCH_FL_W4],
+	                    &r->dev_flushes[BENCH_FL_W4]);
 	r->flushes[BENCH_FL_W4] = bench_disk_per_event(f0, ev->w4.n);
 	fprintf(stderr, "bench: Redis (appendfsync %s) W1, %" PRIu64 " events\n", appendfsync, ev->w1_total);
 	f0 = bench_disk_flushes();
+	bench_dev_read(s.dir, &dev0);
 	w1(s.port, ev, r);
 	r->flushes[BENCH_FL_W1] = bench_disk_per_event(f0, r->w1_acked);
+	bench_dev_per_event(s.dir, &dev0, r->w1_acked, &r->dev_bytes[BENCH_FL_W1],
+	                    &r->dev_flushes[BENCH_FL_W1]);
 	fprintf(stderr, "bench: Redis (appendfsync %s) W3\n", appendfsync);
 	f0 = bench_disk_flushes();
 	w3(s.port, ev, r);
