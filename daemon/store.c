@@ -48,11 +48,11 @@ lead_key(unsigned char buf[LEAD_KEY_MAX], const char *lead, size_t len, int kind
 	return k;
 }
 
+static int checkpoint(store *s, int flush_meta);
+
 /* A lead id as events carry it: no byte below 0x20, which is what keeps
  * one lead's keys apart from another's.  A query may name any bytes; one
  * that no event could carry matches nothing (PROTOCOL.md, replay). */
-static int checkpoint(store *s, int flush_meta);
-
 static int
 lead_ok(const char *lead, size_t len)
 {

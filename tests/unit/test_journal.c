@@ -9,11 +9,18 @@
  *   - a torn last entry (a byte of it not as written) ends the lap
  *     there: the entries before it are read, and the next append
  *     overwrites it;
- *   - after a new lap, an entry of the old lap met where the new lap
- *     ends (same offset, whole) is not taken as part of it;
- *   - a group bigger than the whole file does not fit; through the
- *     store it is made durable by a checkpoint instead, and the log
- *     reopened without the journal holds it;
+ *   - laps take the file's two halves by turns: the lap before the
+ *     current one is read first, then the current one; a new lap whose
+ *     first entry was torn leaves the one before current;
+ *   - an entry of the lap two laps back met where the current lap ends
+ *     (same offset, whole) is not taken as part of it;
+ *   - a group bigger than a half does not fit; through the store it is
+ *     made durable by a checkpoint instead, and the log reopened without
+ *     the journal holds it;
+ *   - the store replays both laps when data.mdb's head is behind both
+ *     (a checkpoint's meta page lost), and a format-1 journal (one lap
+ *     over the whole file), after which the next lap starts only once
+ *     the log is flushed;
  *   - the store replays a journal's records past data.mdb's head at
  *     open: records, idempotency keys, lead history and state (owner by
  *     the same rule as the writer's) and the head;
