@@ -25,7 +25,13 @@ struct journal {
 	int fd;
 	int durable;
 	size_t size;
+	size_t half;              /* region 1 starts here: size / 2 */
 	uint64_t lap;
+	int region;               /* the current lap's: 0 [0, half), 1 [half, size) */
+	size_t base;              /* where its region starts */
+	size_t limit;             /* where the lap must end: its region's end (the
+	                           * file's for a format-1 lap, which may span both) */
+	int spans;                /* the current lap is a format-1 one (journal_lap_spans) */
 	size_t off;               /* where the next entry goes */
 	uint8_t *buf;             /* one entry, built for its pwrite */
 	size_t cap;
@@ -173,6 +179,17 @@ create_file(journal *j, const char *dir, size_t size, char *why, size_t whylen)
 	return 0;
 }
 
+/* Make region r the current lap's, empty. */
+static void
+set_region(journal *j, int r)
+{
+	j->region = r;
+	j->base = r ? j->half : 0;
+	j->limit = r ? j->size : j->half;
+	j->off = j->base;
+	j->spans = 0;
+}
+
 journal *
 journal_open(const char *dir, size_t size, int durable, char *why, size_t whylen)
 {
@@ -212,6 +229,8 @@ journal_open(const char *dir, size_t size, int durable, char *why, size_t whylen
 		goto fail;
 	}
 	j->size = (size_t)st.st_size;
+	j->half = j->size / 2;
+	set_region(j, 1);   /* no lap yet: the first new lap goes to region 0 */
 	return j;
 fail:
 	journal_close(j);
@@ -260,15 +279,27 @@ journal_lap(const journal *j)
 size_t
 journal_used(const journal *j)
 {
-	return j->off;
+	return j->off - j->base;
+}
+
+size_t
+journal_lap_room(const journal *j)
+{
+	return j->limit - j->base;
+}
+
+int
+journal_lap_spans(const journal *j)
+{
+	return j->spans;
 }
 
 void
 journal_new_lap(journal *j, uint64_t lap)
 {
 	journal_wait(j);   /* no write into the new lap while a flush runs; a failure sticks */
+	set_region(j, j->spans ? 0 : !j->region);
 	j->lap = lap;
-	j->off = 0;
 }
 
 static size_t
@@ -280,7 +311,7 @@ entry_bytes(size_t count, size_t bytes)
 int
 journal_fits(const journal *j, size_t count, size_t bytes)
 {
-	return j->off <= j->size && entry_bytes(count, bytes) <= j->size - j->off;
+	return j->off <= j->limit && entry_bytes(count, bytes) <= j->limit - j->off;
 }
 
 static int
@@ -299,40 +330,66 @@ reserve(journal *j, size_t n)
 	return 0;
 }
 
-int
-journal_scan(journal *j, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end)
+/* Read the header at off.  0, ENODATA past the file's end, or the
+ * errno of the read. */
+static int
+read_head(journal *j, size_t off, struct entry_head *h)
+{
+	if (j->size - off < JOURNAL_HEADER_BYTES)
+		return ENODATA;
+	return full_read(j->fd, h, sizeof *h, (off_t)off);
+}
+
+/* The lap whose first entry's header is at region r's start: its number,
+ * or 0 when none starts there (zeros, a torn header, an entry of a lap
+ * begun elsewhere).  EPROTO (as -1) when the header is a journal's of a
+ * format this funneld does not write, which it must not overwrite. */
+static int
+peek_lap(journal *j, int r, uint64_t *lap, uint32_t *format)
+{
+	struct entry_head h;
+	*lap = 0;
+	int rc = read_head(j, r ? j->half : 0, &h);
+	if (rc == ENODATA)
+		return 0;
+	if (rc != 0)
+		return rc;
+	if (h.magic != JOURNAL_MAGIC)
+		return 0;
+	if (h.format != JOURNAL_FORMAT && h.format != JOURNAL_FORMAT_V1)
+		return EPROTO;   /* not a torn append (a header is written whole) */
+	if (h.format == JOURNAL_FORMAT_V1 && r == 1)
+		return 0;        /* inside a format-1 lap, which starts at 0 */
+	if (h.first_seq == h.lap && h.lap != 0 && h.count != 0) {
+		*lap = h.lap;
+		*format = h.format;
+	}
+	return 0;
+}
+
+/* Scan the lap `lap` from off to limit, calling fn for each whole entry
+ * of it in order (see the top); *off, *next: where it ends and the seq
+ * after its last record.  Returns 0, fn's value, or an errno. */
+static int
+scan_lap(journal *j, uint64_t lap, size_t *offp, size_t limit, uint64_t *nextp, journal_fn fn,
+         void *ctx)
 {
 	const uint8_t **recs = NULL;
 	uint32_t *lens = NULL;
-	size_t nrecs_cap = 0, off = 0;
-	uint64_t next = 0, the_lap = 0;
+	size_t nrecs_cap = 0, off = *offp;
+	uint64_t next = lap;
 	int rc = 0;
 
 	for (;;) {
 		struct entry_head h;
 		uint8_t sum[SUM_BYTES];
-		if (j->size - off < JOURNAL_HEADER_BYTES)
+		if (limit - off < JOURNAL_HEADER_BYTES || (rc = read_head(j, off, &h)) != 0)
 			break;
-		if ((rc = full_read(j->fd, &h, sizeof h, (off_t)off)) != 0)
+		if (h.magic != JOURNAL_MAGIC ||
+		    (h.format != JOURNAL_FORMAT && h.format != JOURNAL_FORMAT_V1) || h.zero != 0 ||
+		    h.count == 0 || h.len > limit - off - JOURNAL_HEADER_BYTES ||
+		    h.len < 4 * (uint64_t)h.count || h.lap != lap || h.first_seq != next)
 			break;
-		if (off == 0 && h.magic == JOURNAL_MAGIC && h.format != JOURNAL_FORMAT) {
-			/* not a torn append (a header is written whole): another
-			 * funneld's journal, whose records may be acknowledged */
-			rc = EPROTO;
-			break;
-		}
-		if (h.magic != JOURNAL_MAGIC || h.format != JOURNAL_FORMAT || h.zero != 0 ||
-		    h.count == 0 || h.len > j->size - off - JOURNAL_HEADER_BYTES ||
-		    h.len < 4 * (uint64_t)h.count)
-			break;
-		if (off == 0) {
-			if (h.first_seq != h.lap || h.lap == 0)
-				break;
-			the_lap = h.lap;
-			next = h.lap;
-		} else if (h.lap != the_lap || h.first_seq != next) {
-			break;
-		}
 		if ((rc = reserve(j, h.len)) != 0 || (rc = full_read(j->fd, j->buf, h.len,
 		                                                     (off_t)(off + sizeof h))) != 0)
 			break;
@@ -369,26 +426,59 @@ journal_scan(journal *j, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end)
 		}
 		if (i < h.count || p != h.len)
 			break;   /* a whole entry that does not parse: funneld never wrote it */
-		rc = fn(ctx, h.first_seq, h.count, recs, lens);
-		if (rc != 0)
-			goto out;
+		if ((rc = fn(ctx, h.first_seq, h.count, recs, lens)) != 0)
+			break;
 		next = h.first_seq + h.count;
 		off += sizeof h + h.len;
 	}
-	if (rc == ENODATA)
-		rc = 0;   /* the file ends: the lap too */
+	free(recs);
+	free(lens);
+	*offp = off;
+	*nextp = next;
+	return rc == ENODATA ? 0 : rc;   /* the file ends: the lap too */
+}
+
+int
+journal_scan(journal *j, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end)
+{
+	uint64_t laps[2], next = 0;
+	uint32_t formats[2] = { 0, 0 };
+	int rc;
+
+	*lap = *end = 0;
+	if ((rc = peek_lap(j, 0, &laps[0], &formats[0])) != 0 ||
+	    (rc = peek_lap(j, 1, &laps[1], &formats[1])) != 0) {
+		errno = rc;
+		return -1;
+	}
+	/* the older lap first (the one before the last checkpoint, needed
+	 * while that checkpoint's meta page may not be on disk), then the
+	 * newer, which the writer continues */
+	int newer = laps[1] > laps[0], older = !newer;
+	set_region(j, 1);   /* none: the first new lap goes to region 0 */
+	j->lap = 0;
+	for (int k = 0; k < 2; k++) {
+		int r = k == 0 ? older : newer;
+		if (laps[r] == 0)
+			continue;
+		size_t off = r ? j->half : 0;
+		size_t limit = formats[r] == JOURNAL_FORMAT_V1 ? j->size : r ? j->size : j->half;
+		rc = scan_lap(j, laps[r], &off, limit, &next, fn, ctx);
+		if (rc != 0)
+			break;
+		if (r == newer) {
+			set_region(j, r);
+			j->limit = limit;
+			j->spans = formats[r] == JOURNAL_FORMAT_V1;
+			j->off = off;
+			j->lap = laps[r];
+			*lap = laps[r];
+			*end = next;
+		}
+	}
 	if (rc > 0) {
 		errno = rc;
 		rc = -1;
-	}
-out:
-	free(recs);
-	free(lens);
-	*lap = the_lap;
-	*end = the_lap ? next : 0;
-	if (rc == 0) {
-		j->lap = the_lap;
-		j->off = off;
 	}
 	return rc;
 }

@@ -11,10 +11,16 @@
  *     after writing into unwritten extents costs the file system a
  *     journal commit of its own), aside as journal.new, flushed, renamed
  *     in and the directory flushed; so it is absent or whole;
- *   - a lap starts at offset 0 after a checkpoint made the log durable
- *     up to seq L-1; L is the lap's number, the first seq it may hold;
+ *   - the file is two regions, [0, size/2) and [size/2, size); a lap
+ *     starts at the start of one after a checkpoint committed the log up
+ *     to seq L-1 (L is the lap's number, the first seq it may hold), in
+ *     the region the lap before did not use, so that lap stays readable
+ *     until the next checkpoint: a checkpoint's meta page is not
+ *     flushed by the checkpoint itself but by the next one (store.h),
+ *     and until then a power loss may take data.mdb back to the
+ *     checkpoint before, whose later records are in that lap;
  *   - an entry: a header (JOURNAL_HEADER_BYTES, native endian)
- *       u32 magic "FJNL", u32 format (1), u64 lap, u64 first_seq,
+ *       u32 magic "FJNL", u32 format (2), u64 lap, u64 first_seq,
  *       u32 count, u32 zero, u64 payload length,
  *       16 bytes: BLAKE2b-128 (crypto_generichash) of the header with
  *       these 16 bytes zeroed, then of each record's length and own
@@ -32,14 +38,24 @@
  *     journal_wait() returned 0 after it.  One flush at a time: a write
  *     waits for the flush before it, and none overlaps a flush.
  *
- * Reading (journal_scan) starts at offset 0 and takes entries while
- * each is whole (its checksum, and each record's own hash), belongs to the lap of the first one and
+ * Reading (journal_scan) reads the lap that starts each region, the
+ * older first.  A lap's entries are taken while each is whole (its
+ * checksum, and each record's own hash), belongs to the lap and
  * continues it seq by seq (first_seq is the previous entry's first_seq
- * + count, the first entry's first_seq is its lap).  The first entry
- * that fails any of these ends the lap: a torn last append, or an
- * older lap's entry met past the end of the current one.  Which records
- * past the log's head are replayed, and that they chain to it, is the
- * store's business (store.c).
+ * + count, the first entry's first_seq is its lap) within its region.
+ * The first entry that fails any of these ends the lap: a torn last
+ * append, or an entry of the lap two laps back met past the end of the
+ * current one.  The newer lap is the one appends continue (the older,
+ * when the newer's first entry was torn).  Which records past the log's
+ * head are replayed, and that they chain to it, is the store's business
+ * (store.c).
+ *
+ * Format 1 (funneld before the two regions) had one lap at a time, from
+ * offset 0 and up to the file's end.  Such a lap is read (to the end of
+ * the file) and continued; the next lap starts only once the log is
+ * durable up to its end (journal_lap_spans), at offset 0, in format 2,
+ * so a funneld that knows format 1 only refuses the file from then on
+ * instead of missing its second region.
  *
  * Not thread-safe: the writer (and store_open before it) use it alone;
  * the flusher thread, started at the first journal_flush_start(), only
@@ -57,7 +73,8 @@
 #define JOURNAL_DEFAULT_SIZE ((size_t)64 << 20)
 #define JOURNAL_MIN_SIZE ((size_t)64 << 10)
 #define JOURNAL_HEADER_BYTES 56
-#define JOURNAL_FORMAT 1
+#define JOURNAL_FORMAT 2
+#define JOURNAL_FORMAT_V1 1   /* one lap at a time, from offset 0: read, not written */
 
 typedef struct journal journal;
 
@@ -85,27 +102,36 @@ typedef int (*journal_fn)(void *ctx, uint64_t first_seq, uint32_t count,
                           const uint8_t *const *recs, const uint32_t *lens);
 
 /*
- * Read the current lap from offset 0 (see the top), calling fn for each
- * entry in order.  *lap is the lap's number (0 when the file holds no
- * whole entry at offset 0), *end the seq after its last record (= lap
- * when empty).  Returns 0, fn's non-zero value, or -1 with errno (a read
- * failed, ENOMEM, or EPROTO: the entry at offset 0 has the magic of a
- * journal and another format, not one this funneld may overwrite).
- * Changes nothing; the next append goes after the lap read.
+ * Read the two laps (see the top), the older first, calling fn for each
+ * entry in order.  *lap is the newer lap's number (0 when neither region
+ * starts with a whole entry), *end the seq after its last record.
+ * Returns 0, fn's non-zero value, or -1 with errno (a read failed,
+ * ENOMEM, or EPROTO: a region starts with the magic of a journal and a
+ * format this funneld does not know, not one it may overwrite).
+ * Changes nothing; the next append goes after the newer lap.
  */
 int journal_scan(journal *j, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end);
 
-/* Start lap `lap` at offset 0: the log is durable up to lap - 1 (a
- * checkpoint).  Waits for a flush still running (its failure sticks:
- * journal_wait); writes nothing: the next append overwrites offset 0. */
+/* Start lap `lap` at the start of the region the current lap does not
+ * use (region 0 after a format-1 lap): the log is committed up to
+ * lap - 1 (a checkpoint) and durable up to the start of the current lap
+ * (all the lap overwritten holds: the caller's to ensure).  Waits for a
+ * flush still running (its failure sticks: journal_wait); writes
+ * nothing: the next append overwrites the region's start. */
 void journal_new_lap(journal *j, uint64_t lap);
 
-/* The lap, and the bytes it uses so far. */
+/* The lap, the bytes it uses so far, and the bytes its region holds. */
 uint64_t journal_lap(const journal *j);
 size_t journal_used(const journal *j);
+size_t journal_lap_room(const journal *j);
+
+/* Is the current lap a format-1 one, which may run into the region the
+ * next lap takes (so that lap may start only once the log is durable up
+ * to this one's end)? */
+int journal_lap_spans(const journal *j);
 
 /* Does an entry of count records of total record bytes fit in what is
- * left of the file? */
+ * left of the lap's region? */
 int journal_fits(const journal *j, size_t count, size_t bytes);
 
 /*

@@ -48,6 +48,8 @@ lead_key(unsigned char buf[LEAD_KEY_MAX], const char *lead, size_t len, int kind
 	return k;
 }
 
+static int checkpoint(store *s, int flush_meta);
+
 /* A lead id as events carry it: no byte below 0x20, which is what keeps
  * one lead's keys apart from another's.  A query may name any bytes; one
  * that no event could carry matches nothing (PROTOCOL.md, replay). */
@@ -306,8 +308,22 @@ rebuild_tail(store *s, char *why, size_t whylen)
 		log_info("replayed seqs %llu to %llu from the journal %s",
 		        (unsigned long long)c.first, (unsigned long long)c.head, journal_path(s->journal));
 	}
-	if (lap == 0 || end != s->head_seq + 1)
+	if (lap == 0 || end != s->head_seq + 1) {
+		/* the journal holds nothing past data.mdb's head (replayed
+		 * nothing): a new lap may overwrite it once that head is on
+		 * the disk (a checkpoint's meta page may not be yet) */
+		if (s->durable && s->synced_seq < s->ckpt_seq) {
+			if ((rc = store_sync(s)) != 0) {
+				s->broken = 1;
+				store_wtxn_abort(&s->tail);
+				pthread_mutex_unlock(&s->tail_lock);
+				snprintf(why, whylen, "cannot flush the log: %s", strerror(rc));
+				return -1;
+			}
+			s->synced_seq = s->ckpt_seq;
+		}
 		journal_new_lap(s->journal, s->head_seq + 1);
+	}
 	s->tail_seq = s->head_seq;
 	s->tail_since_ns = clock_now_ns();
 	s->tail_events = s->head_seq - s->ckpt_seq;
@@ -419,13 +435,14 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, siz
 		snprintf(why, whylen, "cannot flush the log in %s: %s", path, strerror(rc));
 		goto fail;
 	}
+	s->synced_seq = s->head_seq;
 	/* the journal's records past the head: replayed, then checkpointed;
 	 * on a full disk they stay in the tail (acked events are served from
 	 * it; the next checkpoint that finds room takes them) */
 	if ((s->journal = journal_open(s->path, journal_size, durable, why, whylen)) == NULL ||
 	    rebuild_tail(s, why, whylen) != 0)
 		goto fail;
-	if ((rc = store_checkpoint(s)) != 0) {
+	if ((rc = checkpoint(s, 1)) != 0) {
 		if (s->tail.txn == NULL) {
 			snprintf(why, whylen, "cannot checkpoint the log in %s: %s", path,
 			         rc > 0 ? strerror(rc) : mdb_strerror(rc));
@@ -451,6 +468,9 @@ store_release(store *s)
 	if (s->env != NULL) {
 		/* a tail not checkpointed is in the journal: the next start replays it */
 		store_wtxn_abort(&s->tail);
+		/* the last checkpoint's meta page (see checkpoint) on the disk */
+		if (s->durable && !s->broken && s->synced_seq < s->ckpt_seq && store_sync(s) == 0)
+			s->synced_seq = s->ckpt_seq;
 		mdb_env_close(s->env);
 		s->env = NULL;
 		journal_close(s->journal);
@@ -949,7 +969,7 @@ store_group_journal(store *s, uint64_t first_seq, size_t count, const void *recs
 	if (count == 0)
 		return 0;
 	if (!journal_fits(s->journal, count, ends[count - 1]))
-		return store_checkpoint(s);   /* makes it durable, and the lap new */
+		return checkpoint(s, 1);   /* makes it durable, and the lap new */
 	int rc = journal_write(s->journal, first_seq, count, recs, ends);
 	if (rc != 0)
 		s->broken = 1;   /* a write or flush of unknown fate: no later flush proves it */
@@ -977,8 +997,18 @@ store_group_wait(store *s)
 	return rc;
 }
 
-int
-store_checkpoint(store *s)
+/*
+ * Commit the tail; with flush_meta, its meta page flushed too.  A new
+ * lap then goes to the journal's other region, overwriting the lap
+ * before the current one: its records are all in data.mdb's previous
+ * commit, whose meta page this commit's own flush (of its pages, before
+ * its meta page: MDB_NOMETASYNC) put on the disk.  When that is not
+ * enough (synced_seq short of the current lap's start: after an open
+ * that replayed both laps, or a format-1 lap spanning both regions), the
+ * meta page is flushed first.
+ */
+static int
+checkpoint(store *s, int flush_meta)
 {
 	int rc = 0;
 	pthread_mutex_lock(&s->tail_lock);
@@ -990,13 +1020,23 @@ store_checkpoint(store *s)
 		return 0;
 	}
 	if (s->tail.txn != NULL) {
+		uint64_t before = s->ckpt_seq;
 		rc = store_wtxn_commit(&s->tail);   /* its pages flushed, its meta page written */
-		if (rc == 0 && s->durable && (rc = store_sync(s)) != 0)
-			s->broken = 1;   /* a meta page of unknown fate: no later flush proves it */
-		if (rc == 0)
+		if (rc == 0) {
 			s->ckpt_seq = s->tail_seq;
+			if (s->synced_seq < before)
+				s->synced_seq = before;   /* the previous commit's meta page: flushed */
+		}
 		s->tail_events = 0;
 		s->tail_bytes = 0;
+	}
+	if (rc == 0 && s->durable &&
+	    (flush_meta || journal_lap_spans(s->journal) ||
+	     s->synced_seq + 1 < journal_lap(s->journal))) {
+		if ((rc = store_sync(s)) != 0)
+			s->broken = 1;   /* a meta page of unknown fate: no later flush proves it */
+		else
+			s->synced_seq = s->ckpt_seq;
 	}
 	pthread_mutex_unlock(&s->tail_lock);
 	if (rc == 0) {
@@ -1020,6 +1060,12 @@ store_checkpoint(store *s)
 }
 
 int
+store_checkpoint(store *s)
+{
+	return checkpoint(s, 0);
+}
+
+int
 store_checkpoint_due(const store *s, uint64_t now_ns, uint64_t idle_ns)
 {
 	if (s->tail.txn == NULL || now_ns < s->ckpt_retry_ns)
@@ -1027,7 +1073,7 @@ store_checkpoint_due(const store *s, uint64_t now_ns, uint64_t idle_ns)
 	if (s->tail_seq == s->ckpt_seq)
 		return now_ns - s->tail_since_ns >= STORE_TAIL_MAX_AGE_NS;   /* nothing in it: end it */
 	uint64_t age = now_ns - s->tail_since_ns;
-	return journal_used(s->journal) > journal_size(s->journal) / 2 ||
+	return journal_used(s->journal) > journal_lap_room(s->journal) / 2 ||
 	       (age >= STORE_TAIL_MAX_AGE_NS && s->tail_events >= STORE_TAIL_AGE_EVENTS) ||
 	       age >= STORE_TAIL_OLDEST_NS || idle_ns >= STORE_IDLE_NS ||
 	       s->tail_events >= STORE_TAIL_MAX_EVENTS || s->tail_bytes >= STORE_TAIL_MAX_BYTES;

@@ -38,18 +38,28 @@
  * flushed (store_group_journal, then store_group_flush_start and/or
  * store_group_wait): from then on a power loss keeps them,
  * replayed from the journal at the next open.  A checkpoint
- * (store_checkpoint) commits the tail: its pages flushed, then its meta
- * page (the log is opened MDB_NOMETASYNC and the meta page is flushed
- * by an explicit sync), and only then does the journal start a new lap
- * at its beginning, so the journal never loses a record LMDB does not
- * hold.  LMDB alone cannot give one flush per group: commits between
- * flushes (MDB_NOSYNC) overwrite its two meta pages unflushed, and a
- * power loss can leave one naming pages that never reached the disk.
- * Checkpoints come when store_checkpoint_due() says (the lap used half
- * the journal, the tail 200 ms old or large, the writer idle), before
- * the map grows, at the stop, and when a group's entry does not fit in
- * what is left of the journal (the checkpoint then makes that group
- * durable: a group larger than the whole journal works too).
+ * (store_checkpoint) commits the tail: one flush, of its pages (the log
+ * is opened MDB_NOMETASYNC, so its meta page is written after that
+ * flush and not flushed), and the journal starts a new lap in its other
+ * region.  That flush also put the previous checkpoint's meta page on
+ * the disk, so the lap it overwrites, which holds nothing past the
+ * previous checkpoint, is not needed any more, while the lap just ended
+ * stays until the next checkpoint: a power loss before it may take
+ * data.mdb back to the previous checkpoint, and the journal then holds
+ * everything after it.  So the journal never loses a record data.mdb
+ * does not hold on the disk (synced_seq).  The meta page is flushed
+ * explicitly (store_sync) where that is not enough: when the open
+ * replayed records of both laps, after a format-1 journal (journal.h),
+ * for a group too large for a lap (it is made durable by the
+ * checkpoint), and at the stop.  LMDB alone cannot give one flush per
+ * group: commits between flushes (MDB_NOSYNC) overwrite its two meta
+ * pages unflushed, and a power loss can leave one naming pages that
+ * never reached the disk.  Checkpoints come when store_checkpoint_due()
+ * says (the lap used half its region, the tail 200 ms old or large, the
+ * writer idle), before the map grows, at the stop, and when a group's
+ * entry does not fit in what is left of the lap's region (the
+ * checkpoint then makes that group durable: a group larger than the
+ * whole journal works too).
  * --no-sync: the same, with no flush at all.
  *
  * The store keeps two heads:
@@ -148,7 +158,8 @@ typedef struct store {
 	pthread_mutex_t tail_lock;
 	store_wtxn tail;              /* txn NULL between a checkpoint and the next group */
 	uint64_t tail_seq;            /* the last seq in the tail */
-	uint64_t ckpt_seq;            /* the last seq data.mdb holds durably */
+	uint64_t ckpt_seq;            /* the last seq data.mdb holds (its last commit) */
+	uint64_t synced_seq;          /* ... and holds on the disk: its meta page flushed */
 	uint64_t tail_since_ns;       /* when the tail began */
 	size_t tail_events, tail_bytes;
 	uint64_t ckpt_retry_ns;       /* after a failed checkpoint: no due one before this */
@@ -202,7 +213,8 @@ int store_open(store *s, const char *path, size_t map_size, size_t max_map_size,
                size_t journal_size, int durable, char *why, size_t whylen);
 
 /* Close the environment; safe on a store that failed to open.  A tail
- * not checkpointed is dropped (the journal holds it). */
+ * not checkpointed is dropped (the journal holds it); the last
+ * checkpoint's meta page is flushed (when durable and not broken). */
 void store_release(store *s);
 
 /*
@@ -276,8 +288,8 @@ int store_group_journal(store *s, uint64_t first_seq, size_t count, const void *
 void store_group_flush_start(store *s);
 int store_group_flushing(store *s);   /* the flush started still runs (one atomic load) */
 int store_group_wait(store *s);
-/* Commit the tail durably and start a new journal lap (see the top); a
- * tail with nothing stored is dropped without a flush.  0, or an LMDB /
+/* Commit the tail (one flush: see the top) and start a new journal lap;
+ * a tail with nothing stored is dropped without a flush.  0, or an LMDB /
  * errno code.  On a full disk or map (store_full) the tail is rebuilt
  * from data.mdb and the journal, so it holds exactly what the journal
  * holds (a group whose entry did not fit is gone: refuse it) and the

@@ -10,7 +10,8 @@
  * replays at start.  A backup copies the journal first and the LMDB
  * snapshot after: funneld starts a new journal lap only after a
  * checkpoint that holds the whole lap before it, so the snapshot taken
- * later holds at least what preceded the copied journal's lap, and the
+ * later holds at least what preceded the copied journal's newer lap (a
+ * lap is overwritten two checkpoints after it ended), and the
  * two together hold every event acknowledged before the backup started
  * (a journal entry torn by the copy was not acknowledged yet; funneld
  * ignores it).  backup.info names the snapshot's head.

@@ -9,11 +9,18 @@
  *   - a torn last entry (a byte of it not as written) ends the lap
  *     there: the entries before it are read, and the next append
  *     overwrites it;
- *   - after a new lap, an entry of the old lap met where the new lap
- *     ends (same offset, whole) is not taken as part of it;
- *   - a group bigger than the whole file does not fit; through the
- *     store it is made durable by a checkpoint instead, and the log
- *     reopened without the journal holds it;
+ *   - laps take the file's two halves by turns: the lap before the
+ *     current one is read first, then the current one; a new lap whose
+ *     first entry was torn leaves the one before current;
+ *   - an entry of the lap two laps back met where the current lap ends
+ *     (same offset, whole) is not taken as part of it;
+ *   - a group bigger than a half does not fit; through the store it is
+ *     made durable by a checkpoint instead, and the log reopened without
+ *     the journal holds it;
+ *   - the store replays both laps when data.mdb's head is behind both
+ *     (a checkpoint's meta page lost), and a format-1 journal (one lap
+ *     over the whole file), after which the next lap starts only once
+ *     the log is flushed;
  *   - the store replays a journal's records past data.mdb's head at
  *     open: records, idempotency keys, lead history and state (owner by
  *     the same rule as the writer's) and the head;
@@ -34,6 +41,7 @@
 
 #include <cmocka.h>
 #include <lmdb.h>
+#include <sodium.h>
 
 #include "journal.h"
 #include "store.h"
@@ -273,21 +281,69 @@ test_old_lap_entries_after_a_new_lap(void **state)
 	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
 	seen s;
 
-	journal_new_lap(j, 1);
+	journal_new_lap(j, 1);   /* region 0 */
 	assert_int_equal(append_recs(j, 1, 2), 0);
 	size_t first_len = journal_used(j);
-	assert_int_equal(append_recs(j, 3, 2), 0);
-	assert_int_equal(append_recs(j, 5, 1), 0);
-	/* a checkpoint holds 1..6: lap 7 from offset 0; its first entry is as
-	 * long as lap 1's, so it ends exactly where lap 1's second begins */
-	journal_new_lap(j, 7);
-	assert_int_equal(append_recs(j, 7, 2), 0);
+	assert_int_equal(append_recs(j, 3, 1), 0);
+	/* a checkpoint holds 1..3: lap 4 in region 1; another holds 4..5:
+	 * lap 6 back in region 0, its first entry as long as lap 1's, so it
+	 * ends exactly where lap 1's second begins */
+	journal_new_lap(j, 4);
+	assert_int_equal(append_recs(j, 4, 2), 0);
+	journal_new_lap(j, 6);
+	assert_int_equal(append_recs(j, 6, 2), 0);
 	assert_int_equal(journal_used(j), first_len);
 	journal_close(j);
 
+	/* lap 4 (the one before the last checkpoint), then lap 6 alone */
 	j = open_j(t->dir, JOURNAL_MIN_SIZE);
-	scan_is(j, &s, 7, 9, 1);
-	assert_int_equal(s.seq[0][1], 8);
+	scan_is(j, &s, 6, 8, 2);
+	assert_int_equal(s.first[0], 4);
+	assert_int_equal(s.first[1], 6);
+	assert_int_equal(s.seq[1][1], 7);
+	journal_close(j);
+}
+
+/* A new lap goes to the other half of the file, so the lap before it is
+ * kept until the next checkpoint: read first, then the new one, which
+ * the next append continues; a new lap whose first entry was torn
+ * leaves the lap before it the current one. */
+static void
+test_two_laps_read_in_order(void **state)
+{
+	unit_tmp *t = *state;
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	seen s;
+
+	journal_new_lap(j, 1);
+	assert_int_equal(append_recs(j, 1, 3), 0);
+	journal_new_lap(j, 4);
+	assert_int_equal(append_recs(j, 4, 2), 0);
+	journal_close(j);
+
+	j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	scan_is(j, &s, 4, 6, 2);
+	assert_int_equal(s.first[0], 1);
+	assert_int_equal(s.count[0], 3);
+	assert_int_equal(s.first[1], 4);
+	assert_int_equal(journal_lap_room(j), JOURNAL_MIN_SIZE - JOURNAL_MIN_SIZE / 2);
+	assert_int_equal(append_recs(j, 6, 1), 0);   /* continues lap 4 */
+	/* a checkpoint holds 1..6: lap 7 goes where lap 1 was; its first
+	 * entry is torn (a byte of its header never reached the disk) */
+	journal_new_lap(j, 7);
+	assert_int_equal(journal_lap_room(j), JOURNAL_MIN_SIZE / 2);
+	assert_int_equal(append_recs(j, 7, 1), 0);
+	journal_close(j);
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
+	int fd = open(t->path, O_RDWR);
+	assert_true(fd >= 0);
+	char z = 'X';
+	assert_int_equal(pwrite(fd, &z, 1, 20), 1);   /* inside lap 7's first seq */
+	close(fd);
+
+	j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	scan_is(j, &s, 4, 7, 2);   /* lap 4 is the current lap again */
+	assert_int_equal(s.first[1], 6);
 	journal_close(j);
 }
 
@@ -300,6 +356,9 @@ test_bigger_than_the_file_does_not_fit(void **state)
 	assert_true(journal_fits(j, 1, 100));
 	assert_false(journal_fits(j, 1, JOURNAL_MIN_SIZE));
 	assert_false(journal_fits(j, 1000, JOURNAL_MIN_SIZE - JOURNAL_HEADER_BYTES - 1000));
+	/* a lap holds half the file */
+	assert_false(journal_fits(j, 1, JOURNAL_MIN_SIZE / 2));
+	assert_true(journal_fits(j, 1, JOURNAL_MIN_SIZE / 2 - JOURNAL_HEADER_BYTES - 4));
 	journal_close(j);
 }
 
@@ -308,10 +367,12 @@ test_bigger_than_the_file_does_not_fit(void **state)
 /* Journal entries for seqs first..first+n-1 of a log whose record
  * first-1 has hash prev: lead "L" captured at first, then notes, then
  * (at the last) L assigned to "ann".  Appended one record per entry in
- * lap `lap`; *last gets the last hash. */
+ * lap `lap`, and from the split-th record on (split > 0) in a new lap,
+ * as after a checkpoint whose meta page a power loss took; *last gets
+ * the last hash. */
 static void
-journal_records(const char *dir, uint64_t lap, uint64_t first, int n, const uint8_t *prev,
-                uint8_t last[FUNNEL_HASH_BYTES])
+journal_records_split(const char *dir, uint64_t lap, uint64_t first, int n, int split,
+                      const uint8_t *prev, uint8_t last[FUNNEL_HASH_BYTES])
 {
 	journal *j = open_j(dir, JOURNAL_MIN_SIZE);
 	msgpack_sbuffer sb;
@@ -321,6 +382,8 @@ journal_records(const char *dir, uint64_t lap, uint64_t first, int n, const uint
 	journal_new_lap(j, lap);
 	for (int i = 0; i < n; i++) {
 		uint64_t seq = first + (uint64_t)i;
+		if (split > 0 && i == split)
+			journal_new_lap(j, seq);
 		if (i == 0)
 			make_record(&sb, seq, p, "L", 1, NULL, h);
 		else if (i == n - 1)
@@ -334,6 +397,13 @@ journal_records(const char *dir, uint64_t lap, uint64_t first, int n, const uint
 	memcpy(last, p, sizeof p);
 	msgpack_sbuffer_destroy(&sb);
 	journal_close(j);
+}
+
+static void
+journal_records(const char *dir, uint64_t lap, uint64_t first, int n, const uint8_t *prev,
+                uint8_t last[FUNNEL_HASH_BYTES])
+{
+	journal_records_split(dir, lap, first, n, 0, prev, last);
 }
 
 static void
@@ -375,6 +445,118 @@ test_store_replays_the_journal(void **state)
 	assert_int_equal(unlink(t->path), 0);
 	open_store(&s, t->dir);
 	assert_int_equal(s.head_seq, 4);
+	store_release(&s);
+}
+
+/* data.mdb at seq 0, the journal's older lap 1..3 and newer lap 4..5:
+ * a checkpoint of 1..3 whose meta page never reached the disk.  Both
+ * laps are replayed, in order. */
+static void
+test_store_replays_two_laps(void **state)
+{
+	unit_tmp *t = *state;
+	store s;
+	uint8_t zero[FUNNEL_HASH_BYTES] = { 0 }, last[FUNNEL_HASH_BYTES];
+	store_lead lead;
+	MDB_txn *txn;
+
+	open_store(&s, t->dir);
+	store_release(&s);
+	journal_records_split(t->dir, 1, 1, 5, 3, zero, last);
+	open_store(&s, t->dir);
+	assert_int_equal(s.head_seq, 5);
+	assert_memory_equal(s.head_hash, last, FUNNEL_HASH_BYTES);
+	assert_int_equal(store_read_begin(&s, &txn), 0);
+	assert_int_equal(store_lead_get(&s, txn, "L", 1, &lead), 0);
+	assert_int_equal(lead.last_seq, 5);
+	assert_string_equal(lead.owner, "ann");
+	store_read_end(&s, &txn);
+	/* both laps held records data.mdb lacked when it opened: the open's
+	 * checkpoint flushed its meta page before a new lap took a region */
+	assert_int_equal(s.synced_seq, 5);
+	assert_int_equal(journal_lap(s.journal), 6);
+	store_release(&s);
+}
+
+/* A format-1 journal (one lap from offset 0, which may run past half
+ * the file), as funneld wrote before the two halves: its records are
+ * replayed, and the first new lap starts only once they are on the
+ * disk in data.mdb.  The entries are written here by the format's
+ * definition (journal.h), not by journal.c. */
+static void
+test_a_format_1_journal_is_replayed(void **state)
+{
+	unit_tmp *t = *state;
+	store s;
+	msgpack_sbuffer sb, payload;
+	uint8_t prev[FUNNEL_HASH_BYTES] = { 0 }, h[FUNNEL_HASH_BYTES];
+	enum { ENTRIES = 40, PER = 10 };   /* ~100 bytes a record: past half of 64 KiB */
+	struct {
+		uint32_t magic, format;
+		uint64_t lap, first_seq;
+		uint32_t count, zero;
+		uint64_t len;
+		uint8_t sum[16];
+	} hd;
+	_Static_assert(sizeof hd == JOURNAL_HEADER_BYTES, "the format's header");
+	size_t off = 0;
+
+	open_store(&s, t->dir);
+	store_release(&s);
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
+	int fd = open(t->path, O_RDWR);
+	assert_true(fd >= 0);
+	msgpack_sbuffer_init(&sb);
+	msgpack_sbuffer_init(&payload);
+	for (int e = 0; e < ENTRIES; e++) {
+		crypto_generichash_state st;
+		payload.size = 0;
+		memset(&hd, 0, sizeof hd);
+		hd.magic = 0x4c4e4a46u;
+		hd.format = JOURNAL_FORMAT_V1;
+		hd.lap = 1;
+		hd.first_seq = 1 + (uint64_t)e * PER;
+		hd.count = PER;
+		crypto_generichash_init(&st, NULL, 0, 16);
+		for (int i = 0; i < PER; i++) {
+			make_record(&sb, hd.first_seq + (uint64_t)i, prev, NULL, 0, NULL, h);
+			uint32_t n = (uint32_t)sb.size;
+			msgpack_sbuffer_write(&payload, (const char *)&n, 4);
+			msgpack_sbuffer_write(&payload, sb.data, sb.size);
+			memcpy(prev, h, sizeof prev);
+		}
+		hd.len = payload.size;
+		crypto_generichash_update(&st, (const uint8_t *)&hd, sizeof hd);
+		for (size_t p = 0; p < payload.size;) {
+			uint32_t n;
+			memcpy(&n, payload.data + p, 4);
+			crypto_generichash_update(&st, (const uint8_t *)payload.data + p, 4);
+			crypto_generichash_update(&st, (const uint8_t *)payload.data + p + 4 + n -
+			                          FUNNEL_HASH_BYTES, FUNNEL_HASH_BYTES);
+			p += 4 + n;
+		}
+		crypto_generichash_final(&st, hd.sum, sizeof hd.sum);
+		assert_int_equal(pwrite(fd, &hd, sizeof hd, (off_t)off), (ssize_t)sizeof hd);
+		assert_int_equal(pwrite(fd, payload.data, payload.size, (off_t)(off + sizeof hd)),
+		                 (ssize_t)payload.size);
+		off += sizeof hd + payload.size;
+	}
+	close(fd);
+	assert_true(off > JOURNAL_MIN_SIZE / 2);
+	msgpack_sbuffer_destroy(&sb);
+	msgpack_sbuffer_destroy(&payload);
+
+	open_store(&s, t->dir);
+	assert_int_equal(s.head_seq, ENTRIES * PER);
+	assert_memory_equal(s.head_hash, prev, FUNNEL_HASH_BYTES);
+	assert_int_equal(s.synced_seq, ENTRIES * PER);   /* flushed before the new lap */
+	assert_int_equal(journal_lap(s.journal), ENTRIES * PER + 1);
+	assert_int_equal(journal_lap_room(s.journal), JOURNAL_MIN_SIZE / 2);   /* region 0 */
+	assert_false(journal_lap_spans(s.journal));
+	store_release(&s);
+	assert_int_equal(unlink(t->path), 0);
+	open_store(&s, t->dir);
+	assert_int_equal(s.head_seq, ENTRIES * PER);
 	store_release(&s);
 }
 
@@ -491,9 +673,15 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_torn_last_entry, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_old_lap_entries_after_a_new_lap, unit_tmp_setup,
 		                                unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_two_laps_read_in_order, unit_tmp_setup,
+		                                unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_bigger_than_the_file_does_not_fit, unit_tmp_setup,
 		                                unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_store_replays_the_journal, unit_tmp_setup,
+		                                unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_store_replays_two_laps, unit_tmp_setup,
+		                                unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_a_format_1_journal_is_replayed, unit_tmp_setup,
 		                                unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_a_gap_is_refused, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_another_format_is_refused, unit_tmp_setup,
