@@ -371,8 +371,8 @@ peek_lap(journal *j, int r, uint64_t *lap, uint32_t *format)
  * of it in order (see the top); *off, *next: where it ends and the seq
  * after its last record.  Returns 0, fn's value, or an errno. */
 static int
-scan_lap(journal *j, uint64_t lap, size_t *offp, size_t limit, uint64_t *nextp, journal_fn fn,
-         void *ctx)
+scan_lap(journal *j, uint64_t lap, size_t *offp, size_t limit, uint64_t *nextp, uint64_t known,
+         journal_fn fn, void *ctx)
 {
 	const uint8_t **recs = NULL;
 	uint32_t *lens = NULL;
@@ -390,6 +390,13 @@ scan_lap(journal *j, uint64_t lap, size_t *offp, size_t limit, uint64_t *nextp, 
 		    h.count == 0 || h.len > limit - off - JOURNAL_HEADER_BYTES ||
 		    h.len < 4 * (uint64_t)h.count || h.lap != lap || h.first_seq != next)
 			break;
+		if (h.first_seq + h.count - 1 <= known) {
+			/* the log holds these records: taken on the header (it was
+			 * flushed whole before the checkpoint that holds them) */
+			next = h.first_seq + h.count;
+			off += sizeof h + h.len;
+			continue;
+		}
 		if ((rc = reserve(j, h.len)) != 0 || (rc = full_read(j->fd, j->buf, h.len,
 		                                                     (off_t)(off + sizeof h))) != 0)
 			break;
@@ -439,7 +446,7 @@ scan_lap(journal *j, uint64_t lap, size_t *offp, size_t limit, uint64_t *nextp, 
 }
 
 int
-journal_scan(journal *j, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end)
+journal_scan(journal *j, uint64_t known, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end)
 {
 	uint64_t laps[2], next = 0;
 	uint32_t formats[2] = { 0, 0 };
@@ -463,7 +470,7 @@ journal_scan(journal *j, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end)
 			continue;
 		size_t off = r ? j->half : 0;
 		size_t limit = formats[r] == JOURNAL_FORMAT_V1 ? j->size : r ? j->size : j->half;
-		rc = scan_lap(j, laps[r], &off, limit, &next, fn, ctx);
+		rc = scan_lap(j, laps[r], &off, limit, &next, known, fn, ctx);
 		if (rc != 0)
 			break;
 		if (r == newer) {

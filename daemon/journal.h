@@ -103,14 +103,18 @@ typedef int (*journal_fn)(void *ctx, uint64_t first_seq, uint32_t count,
 
 /*
  * Read the two laps (see the top), the older first, calling fn for each
- * entry in order.  *lap is the newer lap's number (0 when neither region
- * starts with a whole entry), *end the seq after its last record.
+ * entry in order that holds a record past seq `known` (entries of
+ * records up to it, which the log holds, are taken on their headers:
+ * neither read nor checked further, nor passed to fn).  *lap is the
+ * newer lap's number (0 when neither region starts with a whole entry),
+ * *end the seq after its last record.
  * Returns 0, fn's non-zero value, or -1 with errno (a read failed,
  * ENOMEM, or EPROTO: a region starts with the magic of a journal and a
  * format this funneld does not know, not one it may overwrite).
  * Changes nothing; the next append goes after the newer lap.
  */
-int journal_scan(journal *j, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end);
+int journal_scan(journal *j, uint64_t known, journal_fn fn, void *ctx, uint64_t *lap,
+                 uint64_t *end);
 
 /* Start lap `lap` at the start of the region the current lap does not
  * use (region 0 after a format-1 lap): the log is committed up to

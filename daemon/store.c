@@ -269,7 +269,7 @@ rebuild_tail(store *s, char *why, size_t whylen)
 		c.leads = s->head_leads;
 		memcpy(c.hash, s->head_hash, FUNNEL_HASH_BYTES);
 		c.w = s->tail;
-		rc = journal_scan(s->journal, replay_entry, &c, &lap, &end);
+		rc = journal_scan(s->journal, c.head, replay_entry, &c, &lap, &end);
 		if (rc == -1)
 			rc = errno;
 		if (rc == 0 && c.first != 0)

@@ -121,7 +121,7 @@ scan_is(journal *j, seen *s, uint64_t lap, uint64_t end, int n)
 {
 	uint64_t got_lap, got_end;
 	memset(s, 0, sizeof *s);
-	assert_int_equal(journal_scan(j, collect, s, &got_lap, &got_end), 0);
+	assert_int_equal(journal_scan(j, 0, collect, s, &got_lap, &got_end), 0);
 	assert_int_equal(got_lap, lap);
 	assert_int_equal(got_end, end);
 	assert_int_equal(s->n, n);
@@ -199,6 +199,20 @@ test_append_then_scan(void **state)
 	/* the next append continues the lap */
 	assert_int_equal(append_recs(j, 6, 1), 0);
 	scan_is(j, &s, 1, 7, 3);
+	/* records the log holds (up to 3, then up to 5) are not passed on;
+	 * the lap and its end are the same */
+	uint64_t got_lap, got_end;
+	memset(&s, 0, sizeof s);
+	assert_int_equal(journal_scan(j, 3, collect, &s, &got_lap, &got_end), 0);
+	assert_int_equal(got_lap, 1);
+	assert_int_equal(got_end, 7);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.first[0], 4);
+	memset(&s, 0, sizeof s);
+	assert_int_equal(journal_scan(j, 5, collect, &s, &got_lap, &got_end), 0);
+	assert_int_equal(got_end, 7);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.first[0], 6);
 	journal_close(j);
 }
 
