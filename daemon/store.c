@@ -232,8 +232,8 @@ replay_entry(void *arg, uint64_t first_seq, uint32_t count, const uint8_t *const
  * Rebuild the tail from data.mdb and the journal: a new tail
  * transaction, the head read from data.mdb (its last checkpoint), the
  * journal's lap replayed past it (replay_entry).  The lap is continued
- * when it ends at the head, else a new one starts (the records it holds
- * are all in data.mdb then).  Returns 0 (s->head_* and the tail set),
+ * when records were replayed from it and it ends at the head, else a new
+ * one starts (the records it holds are all in data.mdb then).  Returns 0 (s->head_* and the tail set),
  * or -1 with why (REPLAY_REFUSED: nothing changed; else the tail is
  * gone).  A full map grows and the replay is redone.
  */
@@ -308,10 +308,16 @@ rebuild_tail(store *s, char *why, size_t whylen)
 		log_info("replayed seqs %llu to %llu from the journal %s",
 		        (unsigned long long)c.first, (unsigned long long)c.head, journal_path(s->journal));
 	}
-	if (lap == 0 || end != s->head_seq + 1) {
+	if (lap == 0 || end != s->head_seq + 1 || c.first == 0) {
 		/* the journal holds nothing past data.mdb's head (replayed
 		 * nothing): a new lap may overwrite it once that head is on
-		 * the disk (a checkpoint's meta page may not be yet) */
+		 * the disk (a checkpoint's meta page may not be yet).  Such a
+		 * lap is not continued even when it ends at the head: past
+		 * where its scan ended there may be whole entries of the same
+		 * lap (a journal copied by a backup while it was appended, a
+		 * --no-sync run's writeback out of order), and an entry
+		 * appended that ends where one of them starts would make it
+		 * look like the next one to the next scan */
 		if (s->durable && s->synced_seq < s->ckpt_seq) {
 			if ((rc = store_sync(s)) != 0) {
 				s->broken = 1;
