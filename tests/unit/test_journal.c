@@ -361,6 +361,49 @@ test_two_laps_read_in_order(void **state)
 	journal_close(j);
 }
 
+/* A region whose start looks like a lap's first header (a later lap
+ * number, first_seq its lap) but holds no whole entry (bytes of a
+ * format-1 lap's record met at the file's middle, or any torn header
+ * that does not continue the other lap) is not the lap appends
+ * continue: the other lap, whose records the store may just have
+ * replayed into a tail not yet committed, is, and the next lap goes
+ * over the bogus one. */
+static void
+test_a_bogus_newer_header_is_not_the_current_lap(void **state)
+{
+	unit_tmp *t = *state;
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	seen s;
+
+	journal_new_lap(j, 1);   /* region 0 */
+	assert_int_equal(append_recs(j, 1, 3), 0);
+	journal_close(j);
+	struct {
+		uint32_t magic, format;
+		uint64_t lap, first_seq;
+		uint32_t count, zero;
+		uint64_t len;
+		uint8_t sum[16];
+	} h = { 0x4c4e4a46u, JOURNAL_FORMAT, 99, 99, 1, 0, 40, { 0 } };
+	_Static_assert(sizeof h == JOURNAL_HEADER_BYTES, "header layout");
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
+	int fd = open(t->path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, &h, sizeof h, JOURNAL_MIN_SIZE / 2), (ssize_t)sizeof h);
+	close(fd);
+
+	j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	scan_is(j, &s, 1, 4, 1);
+	assert_int_equal(append_recs(j, 4, 1), 0);   /* continues lap 1, in region 0 */
+	journal_new_lap(j, 5);                       /* over the bogus header */
+	assert_int_equal(append_recs(j, 5, 1), 0);
+	journal_close(j);
+	j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	scan_is(j, &s, 5, 6, 3);
+	assert_int_equal(s.first[1], 4);
+	journal_close(j);
+}
+
 static void
 test_bigger_than_the_file_does_not_fit(void **state)
 {
@@ -763,6 +806,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_torn_last_entry, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_old_lap_entries_after_a_new_lap, unit_tmp_setup,
 		                                unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_a_bogus_newer_header_is_not_the_current_lap,
+		                                unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_two_laps_read_in_order, unit_tmp_setup,
 		                                unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_bigger_than_the_file_does_not_fit, unit_tmp_setup,
