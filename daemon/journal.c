@@ -448,8 +448,9 @@ scan_lap(journal *j, uint64_t lap, size_t *offp, size_t limit, uint64_t *nextp, 
 int
 journal_scan(journal *j, uint64_t known, journal_fn fn, void *ctx, uint64_t *lap, uint64_t *end)
 {
-	uint64_t laps[2], next = 0;
+	uint64_t laps[2], nexts[2] = { 0, 0 };
 	uint32_t formats[2] = { 0, 0 };
+	size_t offs[2] = { 0, 0 }, limits[2] = { 0, 0 };
 	int rc;
 
 	*lap = *end = 0;
@@ -468,20 +469,29 @@ journal_scan(journal *j, uint64_t known, journal_fn fn, void *ctx, uint64_t *lap
 		int r = k == 0 ? older : newer;
 		if (laps[r] == 0)
 			continue;
-		size_t off = r ? j->half : 0;
-		size_t limit = formats[r] == JOURNAL_FORMAT_V1 ? j->size : r ? j->size : j->half;
-		rc = scan_lap(j, laps[r], &off, limit, &next, known, fn, ctx);
+		offs[r] = r ? j->half : 0;
+		limits[r] = formats[r] == JOURNAL_FORMAT_V1 ? j->size : r ? j->size : j->half;
+		rc = scan_lap(j, laps[r], &offs[r], limits[r], &nexts[r], known, fn, ctx);
 		if (rc != 0)
 			break;
-		if (r == newer) {
-			set_region(j, r);
-			j->limit = limit;
-			j->spans = formats[r] == JOURNAL_FORMAT_V1;
-			j->off = off;
-			j->lap = laps[r];
-			*lap = laps[r];
-			*end = next;
-		}
+	}
+	if (rc == 0 && laps[newer] != 0) {
+		/* the newer lap is the current one, unless it holds no whole
+		 * entry and does not start where the older ends (a header that
+		 * only looks like a lap's first: the older lap, whose records
+		 * the caller may hold only in memory, must not be the one the
+		 * next lap overwrites) */
+		int cur = newer;
+		if (laps[older] != 0 && offs[newer] == (newer ? j->half : 0) &&
+		    laps[newer] != nexts[older])
+			cur = older;
+		set_region(j, cur);
+		j->limit = limits[cur];
+		j->spans = formats[cur] == JOURNAL_FORMAT_V1;
+		j->off = offs[cur];
+		j->lap = laps[cur];
+		*lap = laps[cur];
+		*end = nexts[cur];
 	}
 	if (rc > 0) {
 		errno = rc;

@@ -45,10 +45,13 @@
  * + count, the first entry's first_seq is its lap) within its region.
  * The first entry that fails any of these ends the lap: a torn last
  * append, or an entry of the lap two laps back met past the end of the
- * current one.  The newer lap is the one appends continue (the older,
- * when the newer's first entry was torn).  Which records past the log's
- * head are replayed, and that they chain to it, is the store's business
- * (store.c).
+ * current one.  The newer lap is the one appends continue; the older
+ * is, when the newer's first entry was torn (its header too: the region
+ * then starts no lap), or when the newer holds no whole entry and its
+ * number is not the seq after the older's last (a header that only looks
+ * like a lap's first must not make the next lap overwrite the older).
+ * Which records past the log's head are replayed, and that they chain
+ * to it, is the store's business (store.c).
  *
  * Format 1 (funneld before the two regions) had one lap at a time, from
  * offset 0 and up to the file's end.  Such a lap is read (to the end of

@@ -232,13 +232,14 @@ replay_entry(void *arg, uint64_t first_seq, uint32_t count, const uint8_t *const
  * Rebuild the tail from data.mdb and the journal: a new tail
  * transaction, the head read from data.mdb (its last checkpoint), the
  * journal's lap replayed past it (replay_entry).  The lap is continued
- * when it ends at the head, else a new one starts (the records it holds
- * are all in data.mdb then).  Returns 0 (s->head_* and the tail set),
- * or -1 with why (REPLAY_REFUSED: nothing changed; else the tail is
- * gone).  A full map grows and the replay is redone.
+ * when it ends at the head (at_open: and records were replayed from
+ * it), else a new one starts (the records it holds are all in data.mdb
+ * then).  Returns 0 (s->head_* and the tail set), or -1 with why
+ * (REPLAY_REFUSED: nothing changed; else the tail is gone).  A full map
+ * grows and the replay is redone.
  */
 static int
-rebuild_tail(store *s, char *why, size_t whylen)
+rebuild_tail(store *s, int at_open, char *why, size_t whylen)
 {
 	replay_ctx c;
 	uint64_t lap, end;
@@ -308,10 +309,18 @@ rebuild_tail(store *s, char *why, size_t whylen)
 		log_info("replayed seqs %llu to %llu from the journal %s",
 		        (unsigned long long)c.first, (unsigned long long)c.head, journal_path(s->journal));
 	}
-	if (lap == 0 || end != s->head_seq + 1) {
+	if (lap == 0 || end != s->head_seq + 1 || (at_open && c.first == 0)) {
 		/* the journal holds nothing past data.mdb's head (replayed
 		 * nothing): a new lap may overwrite it once that head is on
-		 * the disk (a checkpoint's meta page may not be yet) */
+		 * the disk (a checkpoint's meta page may not be yet).  At the
+		 * open such a lap is not continued even when it ends at the
+		 * head: past where its scan ended there may be whole entries
+		 * of the same lap that an earlier run wrote (a journal copied
+		 * by a backup while it was appended, a --no-sync run's
+		 * writeback out of order), and an entry appended that ends
+		 * where one of them starts would look like its next one to
+		 * the next scan.  (A rebuild while running continues what this
+		 * run wrote, which has nothing past its end.) */
 		if (s->durable && s->synced_seq < s->ckpt_seq) {
 			if ((rc = store_sync(s)) != 0) {
 				s->broken = 1;
@@ -440,7 +449,7 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, siz
 	 * on a full disk they stay in the tail (acked events are served from
 	 * it; the next checkpoint that finds room takes them) */
 	if ((s->journal = journal_open(s->path, journal_size, durable, why, whylen)) == NULL ||
-	    rebuild_tail(s, why, whylen) != 0)
+	    rebuild_tail(s, 1, why, whylen) != 0)
 		goto fail;
 	if ((rc = checkpoint(s, 1)) != 0) {
 		if (s->tail.txn == NULL) {
@@ -1050,7 +1059,7 @@ checkpoint(store *s, int flush_meta)
 	 * tried a second later. */
 	char why[512];
 	s->ckpt_retry_ns = clock_now_ns() + STORE_CKPT_RETRY_NS;
-	if (!s->broken && store_full(s, rc) && rebuild_tail(s, why, sizeof why) != 0) {
+	if (!s->broken && store_full(s, rc) && rebuild_tail(s, 0, why, sizeof why) != 0) {
 		log_error("%s", why);
 		s->broken = 1;
 	}

@@ -361,6 +361,49 @@ test_two_laps_read_in_order(void **state)
 	journal_close(j);
 }
 
+/* A region whose start looks like a lap's first header (a later lap
+ * number, first_seq its lap) but holds no whole entry (bytes of a
+ * format-1 lap's record met at the file's middle, or any torn header
+ * that does not continue the other lap) is not the lap appends
+ * continue: the other lap, whose records the store may just have
+ * replayed into a tail not yet committed, is, and the next lap goes
+ * over the bogus one. */
+static void
+test_a_bogus_newer_header_is_not_the_current_lap(void **state)
+{
+	unit_tmp *t = *state;
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	seen s;
+
+	journal_new_lap(j, 1);   /* region 0 */
+	assert_int_equal(append_recs(j, 1, 3), 0);
+	journal_close(j);
+	struct {
+		uint32_t magic, format;
+		uint64_t lap, first_seq;
+		uint32_t count, zero;
+		uint64_t len;
+		uint8_t sum[16];
+	} h = { 0x4c4e4a46u, JOURNAL_FORMAT, 99, 99, 1, 0, 40, { 0 } };
+	_Static_assert(sizeof h == JOURNAL_HEADER_BYTES, "header layout");
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
+	int fd = open(t->path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, &h, sizeof h, JOURNAL_MIN_SIZE / 2), (ssize_t)sizeof h);
+	close(fd);
+
+	j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	scan_is(j, &s, 1, 4, 1);
+	assert_int_equal(append_recs(j, 4, 1), 0);   /* continues lap 1, in region 0 */
+	journal_new_lap(j, 5);                       /* over the bogus header */
+	assert_int_equal(append_recs(j, 5, 1), 0);
+	journal_close(j);
+	j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	scan_is(j, &s, 5, 6, 3);
+	assert_int_equal(s.first[1], 4);
+	journal_close(j);
+}
+
 static void
 test_bigger_than_the_file_does_not_fit(void **state)
 {
@@ -574,6 +617,82 @@ test_a_format_1_journal_is_replayed(void **state)
 	store_release(&s);
 }
 
+/*
+ * A lap whose scan ends before entries of the same lap that are whole
+ * (a journal copied by a backup while it was appended, so a block in
+ * the middle holds older bytes; or a --no-sync run whose writeback put
+ * a later entry on the disk and not an earlier one).  data.mdb already
+ * holds the records before the gap, so the open replays nothing.  The
+ * open must not continue that lap at the gap: a record appended there
+ * that ends where a stale entry starts makes the stale entry look like
+ * the lap's next one, and the next open refuses the log ("does not
+ * continue") although the journal holds every acknowledged event.
+ */
+static void
+test_an_open_does_not_continue_a_lap_before_stale_entries(void **state)
+{
+	unit_tmp *t = *state;
+	store s;
+	msgpack_sbuffer sb;
+	uint8_t zero[FUNNEL_HASH_BYTES] = { 0 }, h[5][FUNNEL_HASH_BYTES], h3[FUNNEL_HASH_BYTES];
+	uint8_t last[FUNNEL_HASH_BYTES];
+	size_t offs[6];
+	store_lead lead;
+	MDB_txn *txn;
+
+	/* data.mdb holds seqs 1 and 2 */
+	open_store(&s, t->dir);
+	store_release(&s);
+	journal_records(t->dir, 1, 1, 2, zero, last);
+	open_store(&s, t->dir);
+	assert_int_equal(s.head_seq, 2);
+	store_release(&s);
+	/* lap 1 in region 0: 1, 2, 3 (lead L), 4, 5, all the same size; then
+	 * the bytes of 3 lost (zeros) */
+	msgpack_sbuffer_init(&sb);
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	journal_new_lap(j, 1);
+	for (int i = 0; i < 5; i++) {
+		uint64_t seq = (uint64_t)i + 1;
+		/* 3 chains to the log's head (1 and 2 are taken on their headers) */
+		make_record(&sb, seq, i == 0 ? zero : i == 2 ? last : h[i - 1], seq == 3 ? "L" : NULL,
+		            seq == 3 ? 1 : 0, NULL, h[i]);
+		size_t end = sb.size;
+		offs[i] = journal_used(j);
+		assert_int_equal(write_durable(j, seq, 1, sb.data, &end), 0);
+	}
+	offs[5] = journal_used(j);
+	journal_close(j);
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
+	int fd = open(t->path, O_WRONLY);
+	assert_true(fd >= 0);
+	static const uint8_t zeros[4096];
+	assert_true(offs[3] - offs[2] <= sizeof zeros);
+	assert_int_equal(pwrite(fd, zeros, offs[3] - offs[2], (off_t)offs[2]), (ssize_t)(offs[3] - offs[2]));
+	close(fd);
+
+	/* the open replays nothing (data.mdb holds 1 and 2): a new lap */
+	open_store(&s, t->dir);
+	assert_int_equal(s.head_seq, 2);
+	assert_int_equal(journal_used(s.journal), 0);
+	/* an acknowledged seq 3 (lead M: as long as the lost L), journaled
+	 * as the writer journals it; the stop leaves it to the journal */
+	make_record(&sb, 3, last, "M", 1, NULL, h3);
+	size_t end = sb.size;
+	assert_int_equal(offs[3] - offs[2], JOURNAL_HEADER_BYTES + 4 + end);
+	assert_int_equal(write_durable(s.journal, 3, 1, sb.data, &end), 0);
+	store_release(&s);
+	msgpack_sbuffer_destroy(&sb);
+
+	open_store(&s, t->dir);
+	assert_int_equal(s.head_seq, 3);
+	assert_memory_equal(s.head_hash, h3, FUNNEL_HASH_BYTES);
+	assert_int_equal(store_read_begin(&s, &txn), 0);
+	assert_int_equal(store_lead_get(&s, txn, "M", 1, &lead), 0);
+	store_read_end(&s, &txn);
+	store_release(&s);
+}
+
 static void
 test_a_gap_is_refused(void **state)
 {
@@ -687,6 +806,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_torn_last_entry, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_old_lap_entries_after_a_new_lap, unit_tmp_setup,
 		                                unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_a_bogus_newer_header_is_not_the_current_lap,
+		                                unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_two_laps_read_in_order, unit_tmp_setup,
 		                                unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_bigger_than_the_file_does_not_fit, unit_tmp_setup,
@@ -698,6 +819,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_a_format_1_journal_is_replayed, unit_tmp_setup,
 		                                unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_a_gap_is_refused, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_an_open_does_not_continue_a_lap_before_stale_entries,
+		                                unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_another_format_is_refused, unit_tmp_setup,
 		                                unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_a_group_bigger_than_the_journal, unit_tmp_setup,
