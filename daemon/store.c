@@ -439,8 +439,10 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, siz
 		snprintf(why, whylen, "cannot initialise the log: %s", mdb_strerror(rc));
 		goto fail;
 	}
-	/* what a previous run committed last may have its meta page unflushed */
-	if (durable && (rc = store_sync(s)) != 0) {
+	/* what a previous run committed last may have its meta page
+	 * unflushed; flushed even with --no-sync, whose checkpoints overwrite
+	 * the journal's lap that holds a durable run's acknowledged events */
+	if ((rc = store_sync(s)) != 0) {
 		snprintf(why, whylen, "cannot flush the log in %s: %s", path, strerror(rc));
 		goto fail;
 	}

@@ -202,6 +202,7 @@ typedef struct store_lead {
  * checkpointed; a journal that does not continue the log (a gap, a
  * record that does not chain) is refused with a message naming it and
  * the seqs, and nothing is changed.  The head found is flushed at once
+ * (with --no-sync too: a durable run's events may be in the journal)
  * and is the durable seq.  A new
  * log's data.mdb appears only once its empty state is on disk
  * (fp_envfile_prepare, proto/envfile.h), so a power loss during creation

@@ -14,7 +14,8 @@ What is checked is what the shim counts, never how long anything took:
   - without CRASH_WATCH the shim is inert: no counter file appears;
   - funneld under it: each acknowledged lone event cost at least one
     flush of its log (durability: no ack before a flush), and with
-    --no-sync none at all.
+    --no-sync none at all; but funneld --no-sync opening a log a durable
+    run wrote flushes it once, at the open.
 """
 import os
 import shutil
@@ -141,6 +142,42 @@ def funneld_no_sync_flushes_nothing(root):
     expect_eq(got, 0, "flushes of funneld --no-sync while it acknowledged 20 events")
 
 
+def funneld_no_sync_flushes_the_log_it_opens(root):
+    """funneld --no-sync started on a log a durable run wrote: the open
+    flushes data.mdb (what the earlier run committed last may have its
+    meta page unflushed, and the journal's lap that holds the earlier
+    run's acknowledged events is overwritten from the first checkpoint
+    on), so that run's events survive a power loss whatever --no-sync
+    does with its own."""
+    d = os.path.join(root, "reopened")
+    os.mkdir(d)
+    data = os.path.join(d, "data")
+    daemon = Daemon(FUNNELD, data=data)
+    ctx = zmq.Context()
+    try:
+        client = LogClient(ctx, daemon.endpoints)
+        for i in range(5):
+            client.publish_ok({"type": "x.note", "id": "ro-%d" % i, "data": {"i": i}})
+        client.close()
+    finally:
+        ctx.term()
+        daemon.close()
+    ctr = os.path.join(root, "reopened.flushes")
+    saved = dict(os.environ)
+    os.environ.update(shim_env({"CRASH_WATCH": d, "CRASH_SYNC_DELAY_US": "100",
+                                "CRASH_SYNC_COUNT": ctr}))
+    try:
+        daemon = Daemon(FUNNELD, data=data, extra_args=("--no-sync",))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    try:
+        got = count(ctr) if os.path.exists(ctr) and os.path.getsize(ctr) == 8 else 0
+        expect(got >= 1, "funneld --no-sync opened a durable run's log with %d flushes" % got)
+    finally:
+        daemon.close()
+
+
 def main():
     res = Results()
     for path in (FUNNELD, SHIM):
@@ -156,6 +193,8 @@ def main():
                 funneld_flushes_before_acks, root)
         res.run("funneld --no-sync under the slow disk: no flush", funneld_no_sync_flushes_nothing,
                 root)
+        res.run("funneld --no-sync flushes the log a durable run wrote when it opens it",
+                funneld_no_sync_flushes_the_log_it_opens, root)
     except CheckFailed as e:
         res.not_ok("setup", e)
     finally:
