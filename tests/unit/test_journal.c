@@ -165,6 +165,30 @@ append_recs(journal *j, uint64_t first, size_t count)
 	return put_recs(j, first, count, 0);
 }
 
+/* An entry's header as journal.h lays it out (JOURNAL_HEADER_BYTES),
+ * for the tests that write the file by the format's definition. */
+struct disk_head {
+	uint32_t magic, format;
+	uint64_t lap, first_seq;
+	uint32_t count, zero;
+	uint64_t len;
+	uint8_t sum[16];
+};
+_Static_assert(sizeof(struct disk_head) == JOURNAL_HEADER_BYTES, "journal.h's header layout");
+#define DISK_MAGIC 0x4c4e4a46u   /* "FJNL" */
+
+/* Overwrite n bytes of t->dir's journal at off (what a power loss, an
+ * older funneld or a stray write left there); t->path names the file. */
+static void
+poke(unit_tmp *t, off_t off, const void *buf, size_t n)
+{
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
+	int fd = open(t->path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, buf, n, off), (ssize_t)n);
+	close(fd);
+}
+
 static journal *
 open_j(const char *dir, size_t size)
 {
@@ -271,12 +295,7 @@ test_torn_last_entry(void **state)
 	/* a byte of the second entry's record never reached the disk (a
 	 * byte the checksum itself does not cover: the record's own hash
 	 * must catch it) */
-	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
-	int fd = open(t->path, O_RDWR);
-	assert_true(fd >= 0);
-	char z = 'X';
-	assert_int_equal(pwrite(fd, &z, 1, (off_t)first_end + JOURNAL_HEADER_BYTES + 4 + 10), 1);
-	close(fd);
+	poke(t, (off_t)first_end + JOURNAL_HEADER_BYTES + 4 + 10, "X", 1);
 
 	j = open_j(t->dir, JOURNAL_MIN_SIZE);
 	scan_is(j, &s, 10, 12, 1);
@@ -348,12 +367,7 @@ test_two_laps_read_in_order(void **state)
 	assert_int_equal(journal_lap_room(j), JOURNAL_MIN_SIZE / 2);
 	assert_int_equal(append_recs(j, 7, 1), 0);
 	journal_close(j);
-	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
-	int fd = open(t->path, O_RDWR);
-	assert_true(fd >= 0);
-	char z = 'X';
-	assert_int_equal(pwrite(fd, &z, 1, 20), 1);   /* inside lap 7's first seq */
-	close(fd);
+	poke(t, 20, "X", 1);   /* inside lap 7's first seq */
 
 	j = open_j(t->dir, JOURNAL_MIN_SIZE);
 	scan_is(j, &s, 4, 7, 2);   /* lap 4 is the current lap again */
@@ -378,19 +392,8 @@ test_a_bogus_newer_header_is_not_the_current_lap(void **state)
 	journal_new_lap(j, 1);   /* region 0 */
 	assert_int_equal(append_recs(j, 1, 3), 0);
 	journal_close(j);
-	struct {
-		uint32_t magic, format;
-		uint64_t lap, first_seq;
-		uint32_t count, zero;
-		uint64_t len;
-		uint8_t sum[16];
-	} h = { 0x4c4e4a46u, JOURNAL_FORMAT, 99, 99, 1, 0, 40, { 0 } };
-	_Static_assert(sizeof h == JOURNAL_HEADER_BYTES, "header layout");
-	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
-	int fd = open(t->path, O_RDWR);
-	assert_true(fd >= 0);
-	assert_int_equal(pwrite(fd, &h, sizeof h, JOURNAL_MIN_SIZE / 2), (ssize_t)sizeof h);
-	close(fd);
+	struct disk_head h = { DISK_MAGIC, JOURNAL_FORMAT, 99, 99, 1, 0, 40, { 0 } };
+	poke(t, JOURNAL_MIN_SIZE / 2, &h, sizeof h);
 
 	j = open_j(t->dir, JOURNAL_MIN_SIZE);
 	scan_is(j, &s, 1, 4, 1);
@@ -548,28 +551,18 @@ test_a_format_1_journal_is_replayed(void **state)
 	msgpack_sbuffer sb, payload;
 	uint8_t prev[FUNNEL_HASH_BYTES] = { 0 }, h[FUNNEL_HASH_BYTES];
 	enum { ENTRIES = 40, PER = 10 };   /* ~100 bytes a record: past half of 64 KiB */
-	struct {
-		uint32_t magic, format;
-		uint64_t lap, first_seq;
-		uint32_t count, zero;
-		uint64_t len;
-		uint8_t sum[16];
-	} hd;
-	_Static_assert(sizeof hd == JOURNAL_HEADER_BYTES, "the format's header");
+	struct disk_head hd;
 	size_t off = 0;
 
 	open_store(&s, t->dir);
 	store_release(&s);
-	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
-	int fd = open(t->path, O_RDWR);
-	assert_true(fd >= 0);
 	msgpack_sbuffer_init(&sb);
 	msgpack_sbuffer_init(&payload);
 	for (int e = 0; e < ENTRIES; e++) {
 		crypto_generichash_state st;
 		payload.size = 0;
 		memset(&hd, 0, sizeof hd);
-		hd.magic = 0x4c4e4a46u;
+		hd.magic = DISK_MAGIC;
 		hd.format = JOURNAL_FORMAT_V1;
 		hd.lap = 1;
 		hd.first_seq = 1 + (uint64_t)e * PER;
@@ -593,12 +586,10 @@ test_a_format_1_journal_is_replayed(void **state)
 			p += 4 + n;
 		}
 		crypto_generichash_final(&st, hd.sum, sizeof hd.sum);
-		assert_int_equal(pwrite(fd, &hd, sizeof hd, (off_t)off), (ssize_t)sizeof hd);
-		assert_int_equal(pwrite(fd, payload.data, payload.size, (off_t)(off + sizeof hd)),
-		                 (ssize_t)payload.size);
+		poke(t, (off_t)off, &hd, sizeof hd);
+		poke(t, (off_t)(off + sizeof hd), payload.data, payload.size);
 		off += sizeof hd + payload.size;
 	}
-	close(fd);
 	assert_true(off > JOURNAL_MIN_SIZE / 2);
 	msgpack_sbuffer_destroy(&sb);
 	msgpack_sbuffer_destroy(&payload);
@@ -663,13 +654,9 @@ test_an_open_does_not_continue_a_lap_before_stale_entries(void **state)
 	}
 	offs[5] = journal_used(j);
 	journal_close(j);
-	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
-	int fd = open(t->path, O_WRONLY);
-	assert_true(fd >= 0);
 	static const uint8_t zeros[4096];
 	assert_true(offs[3] - offs[2] <= sizeof zeros);
-	assert_int_equal(pwrite(fd, zeros, offs[3] - offs[2], (off_t)offs[2]), (ssize_t)(offs[3] - offs[2]));
-	close(fd);
+	poke(t, (off_t)offs[2], zeros, offs[3] - offs[2]);
 
 	/* the open replays nothing (data.mdb holds 1 and 2): a new lap */
 	open_store(&s, t->dir);
@@ -780,16 +767,12 @@ test_another_format_is_refused(void **state)
 	open_store(&s, t->dir);
 	store_release(&s);
 	journal_records(t->dir, 1, 1, 3, zero, last);
-	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
-	int fd = open(t->path, O_RDWR);
-	assert_true(fd >= 0);
 	uint32_t format = JOURNAL_FORMAT + 1;   /* the u32 after the magic */
-	assert_int_equal(pwrite(fd, &format, sizeof format, 4), (ssize_t)sizeof format);
-	close(fd);
+	poke(t, 4, &format, sizeof format);
 	assert_int_equal(store_open(&s, t->dir, 1 << 20, 0, JOURNAL_MIN_SIZE, 1, why, sizeof why), -1);
 	assert_non_null(strstr(why, "format"));
 	/* nothing changed: the journal's bytes are still there */
-	fd = open(t->path, O_RDONLY);
+	int fd = open(t->path, O_RDONLY);
 	assert_true(fd >= 0);
 	assert_int_equal(pread(fd, &format, sizeof format, 4), (ssize_t)sizeof format);
 	close(fd);
