@@ -210,7 +210,7 @@ def run_workload(root, nevents, seed):
             expect(time.monotonic() < deadline, "the workload's acks did not all arrive in 120 s")
             for s, _ in poller.poll(1000):
                 rep = msgpack.unpackb(s.recv())
-                c = struct.unpack("=Q", ctr[:8])[0]   # after the ack: see the docstring
+                c = trace_ops(ctr)   # after the ack: see the docstring
                 if s is q:
                     expect(rep.get("ok") is True, "status refused: %r" % (rep,))
                     if rep["head"] > 0:
@@ -301,6 +301,43 @@ def run_failed_flush(root):
     return read_trace(trace), acks, last, code
 
 
+def shim_producer(eps, trace):
+    """A DEALER on funneld's ingest endpoint (replies within 10 s) and
+    the shim's op counter of trace, mapped: (context, socket, counter);
+    close_producer() ends them."""
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 10000)
+    s.connect(eps["ingest"])
+    cfd = os.open(trace + ".ctr", os.O_RDONLY)
+    ctr = mmap.mmap(cfd, 8, prot=mmap.PROT_READ)
+    os.close(cfd)
+    return ctx, s, ctr
+
+
+def close_producer(ctx, s, ctr):
+    ctr.close()
+    s.close(0)
+    ctx.term()
+
+
+def trace_ops(ctr):
+    """The ops the shim traced so far."""
+    return struct.unpack("=Q", ctr[:8])[0]
+
+
+def send_first_until_written(s, ctr):
+    """Publish event 0 as request 1 and wait until funneld wrote
+    something for it (its group's commit and journal entry under way)."""
+    c0 = trace_ops(ctr)
+    s.send(msgpack.packb({"op": "publish", "rid": 1, "events": [events_for(0)]}))
+    deadline = time.monotonic() + READY_WAIT_S
+    while trace_ops(ctr) == c0:
+        expect(time.monotonic() < deadline, "the first group's commit wrote nothing")
+        time.sleep(0.002)
+
+
 def run_failed_commit_flush(root, name="failing-once", once=True, second=None):
     """The first group's journal flush fails once (CRASH_FAIL_SYNC_ONCE:
     the later flushes succeed, as Linux reports a failed writeback once
@@ -321,22 +358,10 @@ def run_failed_commit_flush(root, name="failing-once", once=True, second=None):
         "CRASH_FAIL_SYNC": str(nstart), "CRASH_FAIL_SYNC_ONCE": "1" if once else "0",
         "CRASH_SYNC_DELAY_MS": "400"})
     tdir = os.path.dirname(trace)
-    ctx = zmq.Context()
-    s = ctx.socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.RCVTIMEO, 10000)
-    s.connect(eps["ingest"])
-    cfd = os.open(trace + ".ctr", os.O_RDONLY)
-    ctr = mmap.mmap(cfd, 8, prot=mmap.PROT_READ)
-    os.close(cfd)
+    ctx, s, ctr = shim_producer(eps, trace)
     reps = {}
     try:
-        c0 = struct.unpack("=Q", ctr[:8])[0]
-        s.send(msgpack.packb({"op": "publish", "rid": 1, "events": [events_for(0)]}))
-        deadline = time.monotonic() + READY_WAIT_S
-        while struct.unpack("=Q", ctr[:8])[0] == c0:
-            expect(time.monotonic() < deadline, "the first group's commit wrote nothing")
-            time.sleep(0.002)
+        send_first_until_written(s, ctr)
         s.send(msgpack.packb({"op": "publish", "rid": 2,
                               "events": [second if second is not None else events_for(2)]}))
         while len(reps) < 2:
@@ -348,9 +373,7 @@ def run_failed_commit_flush(root, name="failing-once", once=True, second=None):
     except zmq.Again:
         raise CheckFailed("no reply within 10 s: %s" % tail(os.path.join(tdir, "log")))
     finally:
-        ctr.close()
-        s.close(0)
-        ctx.term()
+        close_producer(ctx, s, ctr)
         code = proc.poll()
         stop(proc)
     return reps.get(1), reps.get(2), code
@@ -375,30 +398,18 @@ def run_overlapped_flush(root, name, fail):
         extra.update({"CRASH_FAIL_SYNC": str(nstart + 1), "CRASH_FAIL_SYNC_ONCE": "1"})
     proc, eps, trace = start_journal_shimmed(root, name, extra, journal_size="16M")
     tdir = os.path.dirname(trace)
-    ctx = zmq.Context()
-    s = ctx.socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.RCVTIMEO, 10000)
-    s.connect(eps["ingest"])
-    cfd = os.open(trace + ".ctr", os.O_RDONLY)
-    ctr = mmap.mmap(cfd, 8, prot=mmap.PROT_READ)
-    os.close(cfd)
+    ctx, s, ctr = shim_producer(eps, trace)
     reps, order, at = {}, [], {}
     # large enough that the flush before runs beside their apply (ingest.c: OVERLAP_MIN_EVENTS)
     batch = [events_for(n) for n in range(1, 2001)]
     try:
-        c0 = struct.unpack("=Q", ctr[:8])[0]
-        s.send(msgpack.packb({"op": "publish", "rid": 1, "events": [events_for(0)]}))
-        deadline = time.monotonic() + READY_WAIT_S
-        while struct.unpack("=Q", ctr[:8])[0] == c0:
-            expect(time.monotonic() < deadline, "the first group's commit wrote nothing")
-            time.sleep(0.002)
+        send_first_until_written(s, ctr)
         s.send(msgpack.packb({"op": "publish", "rid": 2, "events": batch}))
         time.sleep(0.05)   # a group of its own, most likely; the checks hold either way
         s.send(msgpack.packb({"op": "publish", "rid": 3, "events": batch}))
         while len(reps) < 3:
             rep = msgpack.unpackb(s.recv())
-            at[rep["rid"]] = struct.unpack("=Q", ctr[:8])[0]
+            at[rep["rid"]] = trace_ops(ctr)
             reps[rep["rid"]] = rep
             order.append(rep["rid"])
         if fail:
@@ -408,9 +419,7 @@ def run_overlapped_flush(root, name, fail):
     except zmq.Again:
         raise CheckFailed("no reply within 10 s: %s" % tail(os.path.join(tdir, "log")))
     finally:
-        ctr.close()
-        s.close(0)
-        ctx.term()
+        close_producer(ctx, s, ctr)
         code = proc.poll()
         stop(proc)
     ops = read_trace(trace)
@@ -425,31 +434,17 @@ def run_sigterm_held(root):
     status, the trace)."""
     proc, eps, trace = start_journal_shimmed(root, "sigterm", {"CRASH_SYNC_DELAY_MS": "400"})
     tdir = os.path.dirname(trace)
-    ctx = zmq.Context()
-    s = ctx.socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.RCVTIMEO, 10000)
-    s.connect(eps["ingest"])
-    cfd = os.open(trace + ".ctr", os.O_RDONLY)
-    ctr = mmap.mmap(cfd, 8, prot=mmap.PROT_READ)
-    os.close(cfd)
+    ctx, s, ctr = shim_producer(eps, trace)
     rep = None
     try:
-        c0 = struct.unpack("=Q", ctr[:8])[0]
-        s.send(msgpack.packb({"op": "publish", "rid": 1, "events": [events_for(0)]}))
-        deadline = time.monotonic() + READY_WAIT_S
-        while struct.unpack("=Q", ctr[:8])[0] == c0:
-            expect(time.monotonic() < deadline, "the group's commit wrote nothing")
-            time.sleep(0.002)
+        send_first_until_written(s, ctr)
         proc.send_signal(signal.SIGTERM)
         rep = msgpack.unpackb(s.recv())
         proc.wait(timeout=READY_WAIT_S)
     except zmq.Again:
         raise CheckFailed("no reply within 10 s: %s" % tail(os.path.join(tdir, "log")))
     finally:
-        ctr.close()
-        s.close(0)
-        ctx.term()
+        close_producer(ctx, s, ctr)
         stop(proc)
     return rep, proc.returncode, read_trace(trace)
 
@@ -485,25 +480,16 @@ def run_lone_event(root):
     flushes, the ack)."""
     proc, eps, trace = start_journal_shimmed(root, "lone")
     tdir = os.path.dirname(trace)
-    ctx = zmq.Context()
-    s = ctx.socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.RCVTIMEO, 10000)
-    s.connect(eps["ingest"])
-    cfd = os.open(trace + ".ctr", os.O_RDONLY)
-    ctr = mmap.mmap(cfd, 8, prot=mmap.PROT_READ)
-    os.close(cfd)
+    ctx, s, ctr = shim_producer(eps, trace)
     try:
-        c0 = struct.unpack("=Q", ctr[:8])[0]
+        c0 = trace_ops(ctr)
         s.send(msgpack.packb({"op": "publish", "rid": 1, "events": [events_for(0)]}))
         rep = msgpack.unpackb(s.recv())
-        c1 = struct.unpack("=Q", ctr[:8])[0]
+        c1 = trace_ops(ctr)
     except zmq.Again:
         raise CheckFailed("no reply within 10 s: %s" % tail(os.path.join(tdir, "log")))
     finally:
-        ctr.close()
-        s.close(0)
-        ctx.term()
+        close_producer(ctx, s, ctr)
         stop(proc)
     ops = read_trace(trace)
     return sum(1 for op in ops[c0:c1] if op.kind == OP_SYNC or

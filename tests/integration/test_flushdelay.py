@@ -102,20 +102,26 @@ def inert_without_watch(root):
     expect(not os.path.exists(ctr), "a counter file appeared without CRASH_WATCH")
 
 
+def shimmed_daemon(watch, data, ctr, extra_args):
+    """funneld on data under the shim's slow-disk mode, its flushes of
+    paths under watch counted in ctr."""
+    saved = dict(os.environ)
+    os.environ.update(shim_env({"CRASH_WATCH": watch, "CRASH_SYNC_DELAY_US": "100",
+                                "CRASH_SYNC_COUNT": ctr}))
+    try:
+        return Daemon(FUNNELD, data=data, extra_args=extra_args)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def funneld_flushes(root, name, extra_args, lone_events):
     """funneld under the shim, lone_events published one at a time; the
     flushes counted while they were."""
     d = os.path.join(root, name)
     ctr = os.path.join(root, name + ".flushes")
     os.mkdir(d)
-    saved = dict(os.environ)
-    os.environ.update(shim_env({"CRASH_WATCH": d, "CRASH_SYNC_DELAY_US": "100",
-                                "CRASH_SYNC_COUNT": ctr}))
-    try:
-        daemon = Daemon(FUNNELD, data=os.path.join(d, "data"), extra_args=extra_args)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    daemon = shimmed_daemon(d, os.path.join(d, "data"), ctr, extra_args)
     ctx = zmq.Context()
     client = None
     try:
@@ -163,14 +169,7 @@ def funneld_no_sync_flushes_the_log_it_opens(root):
         ctx.term()
         daemon.close()
     ctr = os.path.join(root, "reopened.flushes")
-    saved = dict(os.environ)
-    os.environ.update(shim_env({"CRASH_WATCH": d, "CRASH_SYNC_DELAY_US": "100",
-                                "CRASH_SYNC_COUNT": ctr}))
-    try:
-        daemon = Daemon(FUNNELD, data=data, extra_args=("--no-sync",))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    daemon = shimmed_daemon(d, data, ctr, ("--no-sync",))
     try:
         got = count(ctr) if os.path.exists(ctr) and os.path.getsize(ctr) == 8 else 0
         expect(got >= 1, "funneld --no-sync opened a durable run's log with %d flushes" % got)
