@@ -1133,9 +1133,11 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 				break;
 			}
 		}
+		outcome o;
+	apply:
 		g->b->nrecs = 0;
 		/* 2. validate, append into the tail */
-		outcome o = store_group(s, g);
+		o = store_group(s, g);
 		batch *b = g->b;
 		g->b = NULL;
 		wstats_lap(&ws, &t, &ws.apply_ns);
@@ -1169,6 +1171,15 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		 * the next group is applied, or here when none is waiting */
 		if (b->nrecs > 0) {
 			int rc = store_group_journal(s, b->first_seq, b->nrecs, b->recs.data, b->rec_end);
+			if (rc == STORE_REDO) {
+				/* the checkpoint that was to take it grew the map and
+				 * rebuilt the tail without it: apply it again */
+				if (g->vault != NULL)
+					vault_abort(g->vault);
+				g->b = b;
+				forget_outcomes(g);
+				goto apply;
+			}
 			if (rc != 0 && !s->broken) {
 				/* its entry did not fit, and the checkpoint that was to
 				 * take it failed on a full disk or map: the tail was

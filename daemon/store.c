@@ -1021,7 +1021,8 @@ store_group_wait(store *s)
 static int
 checkpoint(store *s, int flush_meta)
 {
-	int rc = 0;
+	int rc = 0, dropped = 0;
+	char why[512];
 	pthread_mutex_lock(&s->tail_lock);
 	if (s->tail.txn != NULL && s->tail_seq == s->ckpt_seq) {
 		/* nothing stored since the last one (refused groups leave no
@@ -1030,16 +1031,40 @@ checkpoint(store *s, int flush_meta)
 		pthread_mutex_unlock(&s->tail_lock);
 		return 0;
 	}
-	if (s->tail.txn != NULL) {
-		uint64_t before = s->ckpt_seq;
+	while (s->tail.txn != NULL) {
+		uint64_t before = s->ckpt_seq, tail_seq = s->tail_seq;
 		rc = store_wtxn_commit(&s->tail);   /* its pages flushed, its meta page written */
+		s->tail_events = 0;
+		s->tail_bytes = 0;
 		if (rc == 0) {
 			s->ckpt_seq = s->tail_seq;
 			if (s->synced_seq < before)
 				s->synced_seq = before;   /* the previous commit's meta page: flushed */
+			break;
 		}
-		s->tail_events = 0;
-		s->tail_bytes = 0;
+		/* A commit can need pages the map does not have (LMDB saves
+		 * its free list then): grow the map, rebuild the tail from
+		 * data.mdb (the last checkpoint) and the journal, commit again.
+		 * store_grow takes resize_lock, which readers take before
+		 * tail_lock (they wait for the tail meanwhile, store_read_begin). */
+		if (rc != MDB_MAP_FULL || s->broken)
+			break;
+		pthread_mutex_unlock(&s->tail_lock);
+		if (store_grow(s) != 0) {
+			pthread_mutex_lock(&s->tail_lock);
+			break;   /* at its cap: refused below */
+		}
+		log_info("map full at a checkpoint: grew the map to %zu MiB", s->map_size >> 20);
+		if (rebuild_tail(s, 0, why, sizeof why) != 0) {
+			log_error("%s", why);
+			s->broken = 1;
+			return rc;
+		}
+		/* what the journal did not hold (a group whose entry did not
+		 * fit: store_group_journal) is gone from the tail */
+		if (s->tail_seq < tail_seq)
+			dropped = 1;
+		pthread_mutex_lock(&s->tail_lock);
 	}
 	if (rc == 0 && s->durable &&
 	    (flush_meta || journal_lap_spans(s->journal) ||
@@ -1052,14 +1077,13 @@ checkpoint(store *s, int flush_meta)
 	pthread_mutex_unlock(&s->tail_lock);
 	if (rc == 0) {
 		journal_new_lap(s->journal, s->head_seq + 1);
-		return 0;
+		return dropped ? STORE_REDO : 0;
 	}
 	/* The commit failed before its meta page: data.mdb is the last
 	 * checkpoint.  On a full disk or map the tail is rebuilt from it and
 	 * the journal (what the journal does not hold is gone: a group whose
 	 * entry did not fit), and the writer goes on; the next checkpoint is
 	 * tried a second later. */
-	char why[512];
 	s->ckpt_retry_ns = clock_now_ns() + STORE_CKPT_RETRY_NS;
 	if (!s->broken && store_full(s, rc) && rebuild_tail(s, 0, why, sizeof why) != 0) {
 		log_error("%s", why);

@@ -279,6 +279,8 @@ int store_group_end(store *s, store_wtxn *w, uint64_t head, size_t nrecs, size_t
  * flusher thread; store_group_wait() waits for it (or flushes, when none
  * was started): 0 once every group written is durable;
  * store_group_flushing() says, without waiting, whether it would wait.
+ * store_group_journal() returns STORE_REDO when that checkpoint had to
+ * grow the map: the group is not stored, and is to be applied again.
  * A failure of any of them (an errno / LMDB code) leaves the group's
  * fate on a power loss unknown, and sticks (journal.h): the writer must
  * stop, except when store_group_journal's checkpoint failed on a full
@@ -289,6 +291,10 @@ int store_group_journal(store *s, uint64_t first_seq, size_t count, const void *
 void store_group_flush_start(store *s);
 int store_group_flushing(store *s);   /* the flush started still runs (one atomic load) */
 int store_group_wait(store *s);
+/* store_group_journal's checkpoint grew the map and rebuilt the tail
+ * without the group (its entry was not in the journal): apply the group
+ * again.  Not an LMDB code. */
+#define STORE_REDO (-30001)
 /* Commit the tail (one flush: see the top) and start a new journal lap;
  * a tail with nothing stored is dropped without a flush.  0, or an LMDB /
  * errno code.  On a full disk or map (store_full) the tail is rebuilt
@@ -297,7 +303,8 @@ int store_group_wait(store *s);
  * writer goes on; s->broken set means it could not be, or the failure
  * was another (a flush: Linux reports it once), and the writer must
  * stop: what was acknowledged is in the journal, replayed at the next
- * start. */
+ * start.  A commit the map is too small for grows the map (up to its
+ * cap) and is tried again on a tail rebuilt the same way. */
 int store_checkpoint(store *s);
 /* Is rc (LMDB or errno) a full map or disk?  LMDB reports a page write
  * the disk cut short as EIO: with less than 1 MiB left it is the disk. */

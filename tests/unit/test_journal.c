@@ -17,6 +17,9 @@
  *   - a group bigger than a half does not fit; through the store it is
  *     made durable by a checkpoint instead, and the log reopened without
  *     the journal holds it;
+ *   - a checkpoint whose commit the map is too small for grows the map
+ *     and commits again, and the group it was to make durable is
+ *     applied again, not refused;
  *   - the store replays both laps when data.mdb's head is behind both
  *     (a checkpoint's meta page lost), and a format-1 journal (one lap
  *     over the whole file), after which the next lap starts only once
@@ -753,6 +756,110 @@ test_a_group_bigger_than_the_journal(void **state)
 	free(ends);
 }
 
+/*
+ * Apply x.note records first..first+n-1 as the writer applies a group
+ * (daemon/ingest.c): into a child of the tail, then into the journal.  A
+ * full map is handled as the writer does: the attempt aborted, the tail
+ * checkpointed, the map grown, the group applied again; STORE_REDO (the
+ * checkpoint that was to take the group grew the map and rebuilt the
+ * tail without it) applies it again too.  Returns how many times
+ * STORE_REDO came.
+ */
+static int
+writer_group(store *s, uint64_t first, int n, msgpack_sbuffer *all, size_t *ends)
+{
+	int redone = 0;
+	msgpack_sbuffer sb;
+	msgpack_sbuffer_init(&sb);
+	for (;;) {
+		store_wtxn w;
+		store_lead st = { 0 };
+		uint8_t prev[FUNNEL_HASH_BYTES], h[FUNNEL_HASH_BYTES];
+		int rc = 0;
+		memcpy(prev, s->head_hash, sizeof prev);
+		all->size = 0;
+		assert_int_equal(store_group_begin(s, &w), 0);
+		for (int i = 0; i < n && rc == 0; i++) {
+			char id[32];
+			make_record(&sb, first + (uint64_t)i, prev, NULL, 0, NULL, h);
+			snprintf(id, sizeof id, "id-%llu", (unsigned long long)(first + (uint64_t)i));
+			rc = store_append(&w, first + (uint64_t)i, sb.data, sb.size, NULL, 0, &st, id,
+			                  strlen(id));
+			msgpack_sbuffer_write(all, sb.data, sb.size);
+			ends[i] = all->size;
+			memcpy(prev, h, sizeof prev);
+		}
+		if (rc == 0)
+			rc = store_put_head(s, w.txn, first + (uint64_t)n - 1, prev, 0);
+		if (rc == MDB_MAP_FULL) {
+			assert_int_equal(store_group_end(s, &w, 0, 0, 0), 0);
+			assert_int_equal(store_checkpoint(s), 0);
+			assert_int_equal(store_grow(s), 0);
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		uint64_t last = first + (uint64_t)n - 1;
+		assert_int_equal(store_group_end(s, &w, last, (size_t)n, all->size), 0);
+		store_set_head(s, last, 1000 * last, prev, 0);
+		rc = store_group_journal(s, first, (size_t)n, all->data, ends);
+		if (rc == STORE_REDO) {
+			redone++;
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		assert_int_equal(store_group_wait(s), 0);
+		msgpack_sbuffer_destroy(&sb);
+		return redone;
+	}
+}
+
+/* A checkpoint whose commit needs more pages than the map has (LMDB
+ * saves its free list then) grows the map and commits again, and the
+ * group whose entry did not fit in the journal, which that checkpoint
+ * was to make durable, is applied again: none is refused, every record
+ * is in the log reopened without the journal. */
+static void
+test_a_checkpoint_grows_a_full_map(void **state)
+{
+	unit_tmp *t = *state;
+	store s;
+	msgpack_sbuffer all;
+	enum { GROUPS = 60, MAXN = 700 };
+	size_t *ends = calloc(MAXN, sizeof *ends);
+	uint64_t seq = 1;
+	int redone = 0;
+	char why[512] = "";
+
+	assert_non_null(ends);
+	msgpack_sbuffer_init(&all);
+	if (store_open(&s, t->dir, 64 << 10, 0, JOURNAL_MIN_SIZE, 1, why, sizeof why) != 0)
+		fail_msg("store_open: %s", why);
+	for (int g = 0; g < GROUPS; g++) {
+		/* small groups that fit a lap, and groups larger than one */
+		int n = g % 3 == 0 ? 40 : 300 + (g * 37) % 400;
+		redone += writer_group(&s, seq, n, &all, ends);
+		seq += (uint64_t)n;
+	}
+	print_message("map grown to %zu KiB; %d groups applied again after a checkpoint grew it\n",
+	              s.map_size >> 10, redone);
+	assert_true(redone > 0);
+	store_release(&s);
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, JOURNAL_FILE);
+	assert_int_equal(unlink(t->path), 0);
+	if (store_open(&s, t->dir, 64 << 10, 0, JOURNAL_MIN_SIZE, 1, why, sizeof why) != 0)
+		fail_msg("store_open: %s", why);
+	assert_int_equal(s.head_seq, seq - 1);
+	MDB_txn *txn;
+	MDB_val v;
+	assert_int_equal(store_read_begin(&s, &txn), 0);
+	for (uint64_t q = 1; q < seq; q++)
+		assert_int_equal(store_record_get(&s, txn, q, &v), 0);
+	store_read_end(&s, &txn);
+	store_release(&s);
+	msgpack_sbuffer_destroy(&all);
+	free(ends);
+}
+
 /* A journal of another format (a newer funneld's) at offset 0 is not a
  * torn append: its records may be acknowledged events the log lacks, so
  * the store refuses it rather than start a new lap over them. */
@@ -805,6 +912,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_an_open_does_not_continue_a_lap_before_stale_entries,
 		                                unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_another_format_is_refused, unit_tmp_setup,
+		                                unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_a_checkpoint_grows_a_full_map, unit_tmp_setup,
 		                                unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_a_group_bigger_than_the_journal, unit_tmp_setup,
 		                                unit_tmp_teardown),
