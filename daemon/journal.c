@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -112,6 +113,27 @@ full_write(int fd, const void *buf, size_t len, off_t off)
 		p += n;
 		len -= (size_t)n;
 		off += n;
+	}
+	return 0;
+}
+
+int
+journal_clear_rest(journal *j)
+{
+	static const uint8_t zeros[64 * 1024];
+	if (j->off >= j->limit)
+		return 0;
+	/* the file holds written zeros from its creation: an overwrite,
+	 * which needs no space; a file system's zero range (no data
+	 * written) where it has one */
+	if (fallocate(j->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)j->off,
+	              (off_t)(j->limit - j->off)) == 0)
+		return 0;
+	for (size_t off = j->off; off < j->limit; off += sizeof zeros) {
+		size_t n = j->limit - off < sizeof zeros ? j->limit - off : sizeof zeros;
+		int rc = full_write(j->fd, zeros, n, (off_t)off);
+		if (rc != 0)
+			return rc;
 	}
 	return 0;
 }

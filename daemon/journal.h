@@ -127,6 +127,13 @@ int journal_scan(journal *j, uint64_t known, journal_fn fn, void *ctx, uint64_t 
  * nothing: the next append overwrites the region's start. */
 void journal_new_lap(journal *j, uint64_t lap);
 
+/* Zero what follows the current lap's end in its region, so that no
+ * entry an earlier run left there (a journal copied while appended, a
+ * --no-sync run's writeback out of order) can follow the next append
+ * as if it were the lap's next one.  For a lap continued from a scan;
+ * the zeros reach the disk with the next flush.  0 or an errno value. */
+int journal_clear_rest(journal *j);
+
 /* The lap, the bytes it uses so far, and the bytes its region holds. */
 uint64_t journal_lap(const journal *j);
 size_t journal_used(const journal *j);

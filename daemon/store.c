@@ -320,7 +320,8 @@ rebuild_tail(store *s, int at_open, char *why, size_t whylen)
 		 * writeback out of order), and an entry appended that ends
 		 * where one of them starts would look like its next one to
 		 * the next scan.  (A rebuild while running continues what this
-		 * run wrote, which has nothing past its end.) */
+		 * run wrote, which has nothing past its end, or a lap the open
+		 * continued: see below.) */
 		if (s->durable && s->synced_seq < s->ckpt_seq) {
 			if ((rc = store_sync(s)) != 0) {
 				s->broken = 1;
@@ -332,6 +333,26 @@ rebuild_tail(store *s, int at_open, char *why, size_t whylen)
 			s->synced_seq = s->ckpt_seq;
 		}
 		journal_new_lap(s->journal, s->head_seq + 1);
+		s->lap_inherited = 0;
+	} else if (at_open) {
+		/* records replayed, and a new lap would overwrite the older
+		 * lap, which may hold some too: continued until the open's
+		 * checkpoint starts a new one, which it does unless it fails */
+		s->lap_inherited = 1;
+	} else if (s->lap_inherited) {
+		/* the open's checkpoint failed (a full disk or map): the
+		 * writer appends to the lap the open continued, so whatever an
+		 * earlier run left past its end goes first (the stale entries
+		 * above) */
+		if ((rc = journal_clear_rest(s->journal)) != 0) {
+			s->broken = 1;
+			store_wtxn_abort(&s->tail);
+			pthread_mutex_unlock(&s->tail_lock);
+			snprintf(why, whylen, "cannot clear the journal %s past its end: %s",
+			         journal_path(s->journal), strerror(rc));
+			return -1;
+		}
+		s->lap_inherited = 0;
 	}
 	s->tail_seq = s->head_seq;
 	s->tail_since_ns = clock_now_ns();
@@ -1077,6 +1098,7 @@ checkpoint(store *s, int flush_meta)
 	pthread_mutex_unlock(&s->tail_lock);
 	if (rc == 0) {
 		journal_new_lap(s->journal, s->head_seq + 1);
+		s->lap_inherited = 0;
 		return dropped ? STORE_REDO : 0;
 	}
 	/* The commit failed before its meta page: data.mdb is the last

@@ -164,6 +164,8 @@ typedef struct store {
 	size_t tail_events, tail_bytes;
 	uint64_t ckpt_retry_ns;       /* after a failed checkpoint: no due one before this */
 	int broken;                   /* a checkpoint failed for good: the writer stops */
+	int lap_inherited;            /* the journal's lap is an earlier run's, continued at the
+	                               * open: its region past the end not yet cleared */
 	/* Raised (under tail_lock) each time the tail is rebuilt from the
 	 * journal while funneld runs: a group not in the journal (its entry
 	 * did not fit and the checkpoint that was to make it durable failed)

@@ -17,6 +17,9 @@
  *   - a group bigger than a half does not fit; through the store it is
  *     made durable by a checkpoint instead, and the log reopened without
  *     the journal holds it;
+ *   - a lap continued after its scan (an open that replayed records)
+ *     is cleared past its end first, so entries an earlier run left
+ *     there are not read as the next ones of what is appended;
  *   - a checkpoint whose commit the map is too small for grows the map
  *     and commits again, and the group it was to make durable is
  *     applied again, not refused;
@@ -683,6 +686,55 @@ test_an_open_does_not_continue_a_lap_before_stale_entries(void **state)
 	store_release(&s);
 }
 
+/*
+ * The same stale entries, for a lap that is continued (an open that
+ * replayed records continues its lap; when the open's checkpoint fails
+ * the writer appends to it): journal_clear_rest() zeroes the region past
+ * the lap's end, so an entry appended that ends where a stale one
+ * started is the lap's last.
+ */
+static void
+test_a_continued_lap_is_cleared_past_its_end(void **state)
+{
+	unit_tmp *t = *state;
+	msgpack_sbuffer sb;
+	uint8_t zero[FUNNEL_HASH_BYTES] = { 0 }, h[5][FUNNEL_HASH_BYTES];
+	size_t offs[6];
+	seen got;
+	static const uint8_t zeros[4096];
+
+	msgpack_sbuffer_init(&sb);
+	journal *j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	journal_new_lap(j, 1);
+	for (int i = 0; i < 5; i++) {
+		uint64_t seq = (uint64_t)i + 1;
+		make_record(&sb, seq, i == 0 ? zero : h[i - 1], NULL, 0, NULL, h[i]);
+		size_t end = sb.size;
+		offs[i] = journal_used(j);
+		assert_int_equal(write_durable(j, seq, 1, sb.data, &end), 0);
+	}
+	offs[5] = journal_used(j);
+	journal_close(j);
+	/* the bytes of seq 3 lost; 4 and 5 whole after them */
+	assert_true(offs[3] - offs[2] <= sizeof zeros);
+	poke(t, (off_t)offs[2], zeros, offs[3] - offs[2]);
+
+	j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	scan_is(j, &got, 1, 3, 2);   /* the lap ends at the lost entry */
+	assert_int_equal(journal_clear_rest(j), 0);
+	/* seq 3 appended again, as long as the lost one: it ends where 4 began */
+	make_record(&sb, 3, h[1], NULL, 0, NULL, h[2]);
+	size_t end = sb.size;
+	assert_int_equal(write_durable(j, 3, 1, sb.data, &end), 0);
+	assert_int_equal(journal_used(j), offs[3]);
+	journal_close(j);
+
+	j = open_j(t->dir, JOURNAL_MIN_SIZE);
+	scan_is(j, &got, 1, 4, 3);   /* 1, 2, 3: not the stale 4 and 5 */
+	journal_close(j);
+	msgpack_sbuffer_destroy(&sb);
+}
+
 static void
 test_a_gap_is_refused(void **state)
 {
@@ -908,6 +960,8 @@ main(void)
 		                                unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_a_format_1_journal_is_replayed, unit_tmp_setup,
 		                                unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_a_continued_lap_is_cleared_past_its_end,
+		                                unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_a_gap_is_refused, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_an_open_does_not_continue_a_lap_before_stale_entries,
 		                                unit_tmp_setup, unit_tmp_teardown),
