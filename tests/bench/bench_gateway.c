@@ -271,9 +271,9 @@ main(void)
 		pok += jobs[i].ok;
 		pfailed += jobs[i].failed;
 	}
-	const double p[2] = { 0.5, 0.99 };
-	double q[2];
-	bench_quantiles_ms(lat, nl, p, q, 2);
+	const double p[4] = { 0.5, 0.99, 0.9, 0.999 };
+	double q[4];
+	bench_quantiles_ms(lat, nl, p, q, 4);
 	free(lat);
 	free(jobs);
 	bench_stop(gw, 60000);     /* a profiler writes its file on the way out */
@@ -291,7 +291,8 @@ main(void)
 	              " posts%s) | p99 <= 5 ms | p50 %.2f / p99 %.2f ms |\n", rate, paced,
 	              pfailed ? ", SOME FAILED" : "", q[0], q[1]);
 	bench_report(tab, "gateway_posts_per_s=%.0f\ngateway_failed=%" PRIu64 "\ndirect_events_per_s="
-	             "%.0f\ngateway_paced_rate=%" PRIu64 "\ngateway_p50_ms=%.2f\ngateway_p99_ms=%.2f\n",
-	             g1_pps, failed + pfailed + dfailed, g0_eps, rate, q[0], q[1]);
+	             "%.0f\ngateway_paced_rate=%" PRIu64 "\ngateway_p50_ms=%.2f\ngateway_p90_ms=%.2f\n"
+	             "gateway_p99_ms=%.2f\ngateway_p999_ms=%.2f\n",
+	             g1_pps, failed + pfailed + dfailed, g0_eps, rate, q[0], q[2], q[1], q[3]);
 	return failed + pfailed + dfailed ? 1 : 0;
 }
