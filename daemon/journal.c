@@ -362,6 +362,16 @@ read_head(journal *j, size_t off, struct entry_head *h)
 	return full_read(j->fd, h, sizeof *h, (off_t)off);
 }
 
+/* Is h a header as funneld writes them, of an entry whose bytes fit in
+ * the room after it?  (Its lap and seqs are the caller's to check.) */
+static int
+head_ok(const struct entry_head *h, size_t room)
+{
+	return h->magic == JOURNAL_MAGIC &&
+	       (h->format == JOURNAL_FORMAT || h->format == JOURNAL_FORMAT_V1) && h->zero == 0 &&
+	       h->count != 0 && h->len <= room && h->len >= 4 * (uint64_t)h->count;
+}
+
 /* The lap whose first entry's header is at region r's start: its number,
  * or 0 when none starts there (zeros, a torn header, an entry of a lap
  * begun elsewhere).  EPROTO (as -1) when the header is a journal's of a
@@ -370,8 +380,9 @@ static int
 peek_lap(journal *j, int r, uint64_t *lap, uint32_t *format)
 {
 	struct entry_head h;
+	size_t start = r ? j->half : 0;
 	*lap = 0;
-	int rc = read_head(j, r ? j->half : 0, &h);
+	int rc = read_head(j, start, &h);
 	if (rc == ENODATA)
 		return 0;
 	if (rc != 0)
@@ -382,7 +393,8 @@ peek_lap(journal *j, int r, uint64_t *lap, uint32_t *format)
 		return EPROTO;   /* not a torn append (a header is written whole) */
 	if (h.format == JOURNAL_FORMAT_V1 && r == 1)
 		return 0;        /* inside a format-1 lap, which starts at 0 */
-	if (h.first_seq == h.lap && h.lap != 0 && h.count != 0) {
+	if (head_ok(&h, j->size - start - JOURNAL_HEADER_BYTES) && h.first_seq == h.lap &&
+	    h.lap != 0) {
 		*lap = h.lap;
 		*format = h.format;
 	}
@@ -407,10 +419,8 @@ scan_lap(journal *j, uint64_t lap, size_t *offp, size_t limit, uint64_t *nextp, 
 		uint8_t sum[SUM_BYTES];
 		if (limit - off < JOURNAL_HEADER_BYTES || (rc = read_head(j, off, &h)) != 0)
 			break;
-		if (h.magic != JOURNAL_MAGIC ||
-		    (h.format != JOURNAL_FORMAT && h.format != JOURNAL_FORMAT_V1) || h.zero != 0 ||
-		    h.count == 0 || h.len > limit - off - JOURNAL_HEADER_BYTES ||
-		    h.len < 4 * (uint64_t)h.count || h.lap != lap || h.first_seq != next)
+		if (!head_ok(&h, limit - off - JOURNAL_HEADER_BYTES) || h.lap != lap ||
+		    h.first_seq != next)
 			break;
 		if (h.first_seq + h.count - 1 <= known) {
 			/* the log holds these records: taken on the header (it was
