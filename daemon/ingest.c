@@ -1119,13 +1119,14 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 			break;
 		}
 		if (g->pending != NULL) {
-			if (g->vault == NULL && g->b->nevents >= OVERLAP_MIN_EVENTS) {
+			if (g->b->nevents >= OVERLAP_MIN_EVENTS &&
+			    (g->vault == NULL || !vault_finishing(g->vault))) {
 				store_group_flush_start(s);   /* 3. of the group before, beside 2. of this one */
 			} else if (finish_pending(s, g) != 0) {
 				/* a small group: the flush here costs no thread hand-over
 				 * (a loaded machine may be slow to run the flusher) and
-				 * would overlap little.  With a vault erased keys are
-				 * destroyed before the next group's are prepared (vault.h) */
+				 * would overlap little.  A group that erased keys destroys
+				 * them before the next group is applied (vault.h) */
 				shut_batch(g->b);
 				stage_send(stage, g->b);
 				g->b = NULL;
@@ -1202,10 +1203,11 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		}
 		if (b->nrecs > 0) {
 			g->pending = b;
-			/* a small group (or one with a vault) is flushed here and
-			 * acked at once, before the writer asks for more: a lone
-			 * event costs what it did before the overlap */
-			if ((b->nevents < OVERLAP_MIN_EVENTS || g->vault != NULL) &&
+			/* a small group (or one that erased keys) is flushed here
+			 * and acked at once, before the writer asks for more: a
+			 * lone event costs what it did before the overlap */
+			if ((b->nevents < OVERLAP_MIN_EVENTS ||
+			     (g->vault != NULL && vault_finishing(g->vault))) &&
 			    finish_pending(s, g) != 0) {
 				result = -1;
 				break;

@@ -55,7 +55,9 @@ struct vault {
 	uint32_t *buckets;
 	uint32_t *free_slots;     /* zeroed slots to reuse; as many as cap */
 	uint32_t nfree;
-	op *ops;                  /* this group's changes, in order */
+	op *ops;                  /* this group's changes, in order; a group that
+	                           * retires no key is done with at vault_prepare,
+	                           * one that does at vault_finish (finishing) */
 	size_t nops, ops_cap;
 	msgpack_sbuffer out;      /* the sealed data of the last event */
 	msgpack_sbuffer plain;    /* scratch: one value's encoding */
@@ -67,6 +69,8 @@ struct vault {
 	uint32_t *fresh;          /* prepare: the group's new slots, sorted */
 	size_t fresh_cap;
 	int shred_written;        /* keys.shred names this group's retired slots */
+	int finishing;            /* the group prepared last retires keys: its ops wait
+	                           * for vault_finish */
 };
 
 /* n random bytes (n <= sizeof v->random) into out; writer thread only. */
@@ -469,6 +473,10 @@ vault_abort(vault *v)
 			log_error("cannot empty keys.shred: %s", strerror(errno));
 		v->shred_written = 0;
 	}
+	v->finishing = 0;
+	/* (a group that retired nothing and failed after its prepare keeps
+	 * its new keys, on the disk and here: unused, harmless, and the
+	 * lead's key should it come again) */
 	vault_rollback(v, 0);
 }
 
@@ -573,8 +581,14 @@ vault_prepare(vault *v, uint64_t commit_seq)
 	}
 	if (fresh && (rc = sync_fd(v, v->fd)) != 0)
 		return rc;
-	if (retired == 0)
+	if (retired == 0) {
+		/* its keys are on the disk: nothing is left to finish, and the
+		 * next group may be applied before this one is durable (its
+		 * ops then are the next group's alone) */
+		v->nops = 0;
 		return 0;
+	}
+	v->finishing = 1;
 	/* keys.shred: magic, the seq the group commits, n, then n (slot, tag) */
 	size_t len = 12 + 8 + 4 + retired * (4 + TAG_BYTES);
 	uint8_t *buf = malloc(len), *p = buf;
@@ -611,9 +625,18 @@ zero_slot(vault *v, uint32_t i)
 }
 
 int
+vault_finishing(const vault *v)
+{
+	return v->finishing;
+}
+
+int
 vault_finish(vault *v)
 {
 	int retired = 0, rc = 0;
+	if (!v->finishing)
+		return 0;   /* done with at its prepare; the ops are a later group's */
+	v->finishing = 0;
 	for (size_t k = 0; k < v->nops && rc == 0; k++) {
 		if (v->ops[k].kind == OP_RETIRE) {
 			rc = zero_slot(v, v->ops[k].slot);

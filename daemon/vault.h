@@ -33,10 +33,15 @@
  *                       the retired slots' tags and the seq of the group's
  *                       last record written to keys.shred and fdatasync'ed
  *                       (only when the group retires keys);
+ *                       A group that retires no key is done with there:
+ *                       the next group may be applied and prepared while
+ *                       its journal entry is flushed;
  *   vault_finish()      after the group is durable (its journal entry
  *                       flushed: store_group_wait), before any ack: the
  *                       retired slots overwritten in place with zeros and
- *                       fdatasync'ed, keys.shred emptied;
+ *                       fdatasync'ed, keys.shred emptied.  While
+ *                       vault_finishing() says a group retires keys, no
+ *                       other group may be applied before its finish;
  *   vault_abort()       the group was not stored: undo everything.
  * Crash safety: a key on disk whose record never became durable is
  * harmless (no data uses it); a durable record always has its key on
@@ -100,6 +105,7 @@ size_t vault_mark(const vault *v);
 void vault_rollback(vault *v, size_t mark);
 int vault_prepare(vault *v, uint64_t commit_seq);   /* 0 or an errno value */
 int vault_finish(vault *v);                        /* 0 or an errno value */
+int vault_finishing(const vault *v);               /* 1: the group prepared last retires keys */
 void vault_abort(vault *v);
 
 /* The lead's current data key into key: 1, 0 when it has none. */

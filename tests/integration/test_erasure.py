@@ -11,7 +11,9 @@ print them in clear; funnel erase destroys the key (the values read as
 "[erased]", neither the values nor the key bytes are on disk, funnel
 verify passes); every metric is the same before and after; every view
 rebuilt from seq 1 has the live view's digest; a capture after the
-erasure gets a fresh key; a backup holds the key file wrapped only.
+erasure gets a fresh key; a backup holds the key file wrapped only;
+pipelined groups of new leads (each flushed while the next is applied)
+with erasures among them keep every acknowledged key over a kill -9.
 
 Run with Debian's /usr/bin/python3; BUILD (default build) names the
 build directory.  Prints "ok - name" / "not ok - name: reason" per check
@@ -132,6 +134,7 @@ def main():
             daemon.close()
             daemon = None
         run_shred_recovery(res, ctx, mk)
+        run_pipelined_groups(res, ctx, mk)
         run_wrong_master(res, mk)
     finally:
         if log is not None:
@@ -370,6 +373,99 @@ def run_shred_recovery(res, ctx, mk):
     try:
         res.run("keys.shred: a start finishes an interrupted erasure, or drops a void one",
                 check)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def run_pipelined_groups(res, ctx, mk):
+    """Groups of many new leads, large enough that each is flushed while
+    the next is applied and its keys prepared, with erasures among them
+    (a group that erases keys is finished before the next): after a
+    kill -9, every acknowledged capture's lead has its key (read back
+    from keys.dat), and each acknowledged erasure's lead has none."""
+    top = tempfile.mkdtemp(prefix="funnel-erasure-pipe-")
+    data = os.path.join(top, "data")
+    producers, rounds, per = 4, 40, 100
+
+    def key_of(q, lead):
+        q.send(msgpack.packb({"op": "key", "rid": 1, "lead": lead}))
+        return msgpack.unpackb(q.recv(), raw=False)["key"]
+
+    def check():
+        d = start_daemon(res, FUNNELD, prefix="funnel-erasure-pipe-", data=data,
+                         extra_args=["--master-key", mk])
+        expect(d is not None, "funneld started on " + data)
+        socks, sent, acked, erased = [], {}, [], []
+        rid = [0]
+
+        def send(p, r):
+            """Producer p's request r: 100 captures; every third of
+            producer 0's also erases a lead it captured before (in order
+            on its connection), so some groups erase keys and most not."""
+            leads = ["P%d-%d-%d" % (p, r, i) for i in range(per)]
+            evs = [{"type": "lead.captured", "lead": lead, "id": "c-" + lead,
+                    "data": {"email": lead.lower() + "@pipe.example",
+                             "name": "Name " + lead}} for lead in leads]
+            rid[0] += 1
+            socks[p].send(msgpack.packb({"op": "publish", "rid": rid[0], "events": evs}))
+            sent[rid[0]] = ("captured", leads)
+            if p == 0 and r % 3 == 2:
+                lead = "P0-%d-7" % (r - 1)
+                rid[0] += 1
+                socks[p].send(msgpack.packb({"op": "publish", "rid": rid[0], "events": [
+                    {"type": "lead.erased", "lead": lead, "id": "e-" + lead,
+                     "data": {"reason": "pipelined erasure test"}}]}))
+                sent[rid[0]] = ("erased", [lead])
+        try:
+            socks = [connect(ctx, zmq.DEALER, d.endpoints["ingest"]) for _ in range(producers)]
+            # two requests in flight per producer: many groups of a few
+            # requests each, rather than one group of everything
+            nxt = [2] * producers
+            for p in range(producers):
+                send(p, 0)
+                send(p, 1)
+            poller = zmq.Poller()
+            for s in socks:
+                poller.register(s, zmq.POLLIN)
+            while len(acked) + len(erased) < sum(len(v[1]) for v in sent.values()) or \
+                    min(nxt) < rounds:
+                ready = dict(poller.poll(30000))
+                expect(ready, "an ack within 30 s")
+                for p, s in enumerate(socks):
+                    if s not in ready:
+                        continue
+                    rep = msgpack.unpackb(s.recv(), raw=False)
+                    expect(rep.get("ok") is True, "publish refused: %r" % (rep,))
+                    kind, leads = sent[rep["rid"]]
+                    (acked if kind == "captured" else erased).extend(leads)
+                    if kind == "captured" and nxt[p] < rounds:
+                        send(p, nxt[p])
+                        nxt[p] += 1
+        finally:
+            for s in socks:
+                s.close(0)
+            d.close()   # SIGKILL
+        expect_eq(len(acked), producers * rounds * per, "captures acknowledged")
+        expect_eq(len(erased), len([r for r in range(rounds) if r % 3 == 2]),
+                  "erasures acknowledged")
+        d = start_daemon(res, FUNNELD, prefix="funnel-erasure-pipe-", data=data,
+                         extra_args=["--master-key", mk])
+        expect(d is not None, "funneld restarted on " + data)
+        q = connect(ctx, zmq.DEALER, d.endpoints["query"])
+        try:
+            gone = set(erased)
+            missing = [lead for lead in acked if lead not in gone and key_of(q, lead) is None]
+            expect_eq(missing[:5], [], "acknowledged captures without a key after kill -9")
+            kept = [lead for lead in erased if key_of(q, lead) is not None]
+            expect_eq(kept, [], "erased leads whose key is still there")
+            hist = Cli(d).lines("history", "P3-39-99")
+            expect_eq(hist[0]["data"]["email"], "p3-39-99@pipe.example", "history: email")
+        finally:
+            q.close(0)
+            d.close()
+    try:
+        res.run("pipelined groups of new leads with erasures among them: every acknowledged "
+                "key survives a kill -9, every erased one is gone", check)
     finally:
         shutil.rmtree(top, ignore_errors=True)
 
