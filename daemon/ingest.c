@@ -66,6 +66,8 @@ typedef struct batch {
 	uint64_t head_seq;        /* the head once this batch is committed */
 	uint64_t head_leads;      /* ... and the distinct lead ids there */
 	uint64_t first_seq;       /* the seq of its first record */
+	vault_pre **pre;          /* per event: its pre-sealing (vault.h) or NULL */
+	vault_sealer *sealer;     /* the receiver's, for pre; NULL without a vault */
 } batch;
 
 /*
@@ -368,7 +370,7 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 	};
 	/* seal: personal values replaced by sealed ones (vault.h) */
 	if (g->vault != NULL) {
-		funnel_err se = vault_seal_event(g->vault, &ev, err);
+		funnel_err se = vault_seal_event(g->vault, &ev, i != r->bad ? g->b->pre[ack] : NULL, err);
 		if (se == FUNNEL_EVALUE)
 			return OUT_REFUSED;
 		if (se != FUNNEL_OK)
@@ -565,6 +567,10 @@ decode_events(batch *b, request *r)
 		}
 		/* data already in its stored form is copied, not encoded again */
 		fp_event_data_bytes(ev, zmq_msg_data(&r->body), zmq_msg_size(&r->body));
+		/* its personal values sealed here, beside the writer (vault.h);
+		 * out of memory leaves it to the writer */
+		if (b->sealer != NULL)
+			vault_preseal(b->sealer, ev, &b->zone, &b->pre[r->first + i]);
 	}
 }
 
@@ -593,6 +599,7 @@ decode_request(batch *b, request *r)
 	}
 	r->first = b->nevents;
 	r->nev = r->status == FUNNEL_OK ? r->req.events->via.array.size : 0;
+	memset(b->pre + r->first, 0, r->nev * sizeof *b->pre);
 	b->nevents += r->nev;
 	b->bytes += zmq_msg_size(&r->body);
 	decode_events(b, r);
@@ -625,6 +632,8 @@ reply_all(void *sock, batch *b)
 static void
 release_requests(batch *b)
 {
+	for (size_t i = 0; i < b->nevents; i++)
+		vault_pre_forget(b->pre[i]);   /* candidate keys do not outlive the batch */
 	for (size_t i = 0; i < b->nreqs; i++) {
 		zmq_msg_close(&b->reqs[i].ident);
 		zmq_msg_close(&b->reqs[i].body);
@@ -660,10 +669,12 @@ batch_new(void)
 	b->seqs = malloc(BATCH_EVENTS * sizeof *b->seqs);
 	b->dups = malloc(BATCH_EVENTS);
 	b->rec_end = malloc(BATCH_EVENTS * sizeof *b->rec_end);
+	b->pre = calloc(BATCH_EVENTS, sizeof *b->pre);
 	msgpack_sbuffer_init(&b->reply);
 	msgpack_sbuffer_init(&b->recs);
 	if (b->events == NULL || b->seqs == NULL || b->dups == NULL || b->rec_end == NULL ||
-	    !msgpack_zone_init(&b->zone, 64 * 1024)) {
+	    b->pre == NULL || !msgpack_zone_init(&b->zone, 64 * 1024)) {
+		free(b->pre);
 		free(b->events);
 		free(b->seqs);
 		free(b->dups);
@@ -684,6 +695,7 @@ batch_destroy(batch *b)
 	msgpack_sbuffer_destroy(&b->recs);
 	msgpack_zone_destroy(&b->zone);
 	free(b->rec_end);
+	free(b->pre);
 	free(b->events);
 	free(b->seqs);
 	free(b->dups);
@@ -755,6 +767,7 @@ typedef struct receiver {
 	void *stage;              /* PAIR to the writer */
 	batch *bufs[NBUFS];       /* filling here, free here, or with the writer */
 	int access;               /* --access given: judge each batch by the current table */
+	vault_sealer *sealer;     /* with a vault: the receiver's sealing ahead */
 	pthread_t thread;
 } receiver;
 
@@ -1046,6 +1059,15 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 	}
 	msgpack_sbuffer_init(&g->cmp);
 	g->vault = s->vault;
+	if (s->vault != NULL) {
+		if ((rv.sealer = vault_sealer_new(s->vault)) == NULL) {
+			log_error("out of memory starting the writer");
+			result = -1;
+			goto out;
+		}
+		for (int i = 0; i < NBUFS; i++)
+			rv.bufs[i]->sealer = rv.sealer;
+	}
 	if ((stage = zmq_socket(ctx, ZMQ_PAIR)) == NULL || zmq_bind(stage, ep) != 0 ||
 	    (rv.stage = zmq_socket(ctx, ZMQ_PAIR)) == NULL || zmq_connect(rv.stage, ep) != 0 ||
 	    pthread_create(&rv.thread, NULL, receiver_main, &rv) != 0) {
@@ -1269,6 +1291,7 @@ out:
 		zmq_close(rv.stage);
 	for (int i = 0; i < NBUFS; i++)
 		batch_destroy(rv.bufs[i]);
+	vault_sealer_free(rv.sealer);
 	if (g != NULL) {
 		msgpack_sbuffer_destroy(&g->cmp);
 		if (zone_ok)

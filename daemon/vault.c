@@ -41,7 +41,23 @@ enum { OP_FRESH, OP_RETIRE };
 typedef struct op {
 	int kind;
 	uint32_t slot;
+	const uint8_t *wrapped;   /* OP_FRESH: the slot as keys.dat holds it, made
+	                           * ahead (vault_pre, the batch's memory), or NULL */
 } op;
+
+/*
+ * What sealing needs besides the vault's read-only keys and fields:
+ * random bytes drawn ahead (one getrandom per 4096 bytes; taken bytes
+ * are wiped) and scratch buffers.  The writer's is in the vault, the
+ * receiver's (vault_sealer_new) its own: each used by one thread.
+ */
+struct vault_sealer {
+	const vault *v;
+	uint8_t random[4096];
+	size_t random_used;
+	msgpack_sbuffer out;      /* the sealed data of the last event */
+	msgpack_sbuffer plain;    /* one value's encoding */
+};
 
 struct vault {
 	int fd, shred_fd, durable;
@@ -59,31 +75,26 @@ struct vault {
 	                           * retires no key is done with at vault_prepare,
 	                           * one that does at vault_finish (finishing) */
 	size_t nops, ops_cap;
-	msgpack_sbuffer out;      /* the sealed data of the last event */
-	msgpack_sbuffer plain;    /* scratch: one value's encoding */
-	/* random bytes drawn ahead (keys, nonces), one getrandom per
-	 * RANDOM_BYTES; taken bytes are wiped */
-	uint8_t random[4096];
-	size_t random_used;
+	vault_sealer s;           /* the writer's */
 	uint8_t *wbuf;            /* prepare: a run of slots to write */
-	uint32_t *fresh;          /* prepare: the group's new slots, sorted */
+	op *fresh;                /* prepare: the group's new slots, sorted */
 	size_t fresh_cap;
 	int shred_written;        /* keys.shred names this group's retired slots */
 	int finishing;            /* the group prepared last retires keys: its ops wait
 	                           * for vault_finish */
 };
 
-/* n random bytes (n <= sizeof v->random) into out; writer thread only. */
+/* n random bytes (n <= sizeof s->random) into out. */
 static void
-draw(vault *v, void *out, size_t n)
+draw(vault_sealer *s, void *out, size_t n)
 {
-	if (v->random_used + n > sizeof v->random) {
-		randombytes_buf(v->random, sizeof v->random);
-		v->random_used = 0;
+	if (s->random_used + n > sizeof s->random) {
+		randombytes_buf(s->random, sizeof s->random);
+		s->random_used = 0;
 	}
-	memcpy(out, v->random + v->random_used, n);
-	sodium_memzero(v->random + v->random_used, n);
-	v->random_used += n;
+	memcpy(out, s->random + s->random_used, n);
+	sodium_memzero(s->random + s->random_used, n);
+	s->random_used += n;
 }
 
 /* ---- the table ---- */
@@ -163,7 +174,7 @@ release_slot(vault *v, uint32_t i)
 }
 
 static int
-push_op(vault *v, int kind, uint32_t i)
+push_op(vault *v, int kind, uint32_t i, const uint8_t *wrapped)
 {
 	if (v->nops == v->ops_cap) {
 		size_t cap = v->ops_cap ? v->ops_cap * 2 : 256;
@@ -173,8 +184,33 @@ push_op(vault *v, int kind, uint32_t i)
 		v->ops = o;
 		v->ops_cap = cap;
 	}
-	v->ops[v->nops++] = (op){ kind, i };
+	v->ops[v->nops++] = (op){ kind, i, wrapped };
 	return 0;
+}
+
+/* A new live slot for the lead of tag: key (NULL: drawn here), wrapped
+ * (its keys.dat bytes made ahead, or NULL).  NONE when out of memory. */
+static uint32_t
+new_key(vault *v, const uint8_t tag[TAG_BYTES], const uint8_t *key, const uint8_t *wrapped)
+{
+	pthread_mutex_lock(&v->lock);
+	uint32_t i = take_slot(v);
+	if (i != NONE) {
+		memcpy(v->slots[i].tag, tag, TAG_BYTES);
+		if (key != NULL)
+			memcpy(v->slots[i].key, key, FP_SEAL_KEY_BYTES);
+		else
+			draw(&v->s, v->slots[i].key, FP_SEAL_KEY_BYTES);
+		v->slots[i].used = 1;
+		link_slot(v, i);
+		if (push_op(v, OP_FRESH, i, wrapped) != 0) {
+			unlink_slot(v, i);
+			release_slot(v, i);
+			i = NONE;
+		}
+	}
+	pthread_mutex_unlock(&v->lock);
+	return i;
 }
 
 /* The lead's live key slot, created when it has none.  NONE when out of memory. */
@@ -184,23 +220,7 @@ key_for(vault *v, funnel_str lead)
 	uint8_t tag[TAG_BYTES];
 	lead_tag(v, lead.ptr, lead.len, tag);
 	uint32_t i = find(v, tag);
-	if (i != NONE)
-		return i;
-	pthread_mutex_lock(&v->lock);
-	i = take_slot(v);
-	if (i != NONE) {
-		memcpy(v->slots[i].tag, tag, TAG_BYTES);
-		draw(v, v->slots[i].key, FP_SEAL_KEY_BYTES);
-		v->slots[i].used = 1;
-		link_slot(v, i);
-		if (push_op(v, OP_FRESH, i) != 0) {
-			unlink_slot(v, i);
-			release_slot(v, i);
-			i = NONE;
-		}
-	}
-	pthread_mutex_unlock(&v->lock);
-	return i;
+	return i != NONE ? i : new_key(v, tag, NULL, NULL);
 }
 
 static int
@@ -213,7 +233,7 @@ retire(vault *v, funnel_str lead)
 		return 0;
 	pthread_mutex_lock(&v->lock);
 	unlink_slot(v, i);
-	int rc = push_op(v, OP_RETIRE, i);
+	int rc = push_op(v, OP_RETIRE, i, NULL);
 	if (rc != 0)
 		link_slot(v, i);
 	pthread_mutex_unlock(&v->lock);
@@ -328,10 +348,11 @@ same_key(const msgpack_object *m, const msgpack_object *k)
  * sealed value at the same path in it, so that the same values give the
  * same bytes (vault_reseal_event). */
 static int
-pack_sealed(vault *v, msgpack_packer *pk, const uint8_t *key, funnel_str lead,
+pack_sealed(vault_sealer *s, msgpack_packer *pk, const uint8_t *key, funnel_str lead,
             const msgpack_object *map, const msgpack_object *like, char *path, size_t plen,
             int depth)
 {
+	const vault *v = s->v;
 	int rc = 0;
 	for (uint32_t i = 0; i < map->via.map.size && rc == 0; i++) {
 		const msgpack_object_kv *kv = &map->via.map.ptr[i];
@@ -346,19 +367,19 @@ pack_sealed(vault *v, msgpack_packer *pk, const uint8_t *key, funnel_str lead,
 		if (is_personal(v, path, n)) {
 			msgpack_packer pp;
 			uint8_t nonce[FP_SEAL_NONCE_BYTES];
-			v->plain.size = 0;
-			msgpack_packer_init(&pp, &v->plain, msgpack_sbuffer_write);
+			s->plain.size = 0;
+			msgpack_packer_init(&pp, &s->plain, msgpack_sbuffer_write);
 			rc |= msgpack_pack_object(&pp, kv->val);
 			if (was != NULL && fp_seal_is(was) && was->via.ext.size >= FP_SEAL_OVERHEAD)
 				memcpy(nonce, was->via.ext.ptr + 1, sizeof nonce);
 			else
-				draw(v, nonce, sizeof nonce);
-			rc |= fp_seal_pack(pk, key, nonce, lead, path, n, v->plain.data, v->plain.size);
-			sodium_memzero(v->plain.data, v->plain.size);
+				draw(s, nonce, sizeof nonce);
+			rc |= fp_seal_pack(pk, key, nonce, lead, path, n, s->plain.data, s->plain.size);
+			sodium_memzero(s->plain.data, s->plain.size);
 		} else if (kv->val.type == MSGPACK_OBJECT_MAP && depth + 1 < FP_SEAL_MAX_DEPTH &&
 		           has_personal_below(v, path, n)) {
 			rc |= msgpack_pack_map(pk, kv->val.via.map.size);
-			rc |= pack_sealed(v, pk, key, lead, &kv->val, was, path, n, depth + 1);
+			rc |= pack_sealed(s, pk, key, lead, &kv->val, was, path, n, depth + 1);
 		} else {
 			rc |= msgpack_pack_object(pk, kv->val);
 		}
@@ -366,18 +387,19 @@ pack_sealed(vault *v, msgpack_packer *pk, const uint8_t *key, funnel_str lead,
 	return rc;
 }
 
-/* Seal ev's data under key into v->out (nonces as pack_sealed says). */
+/* Seal ev's data under key into s->out (nonces as pack_sealed says). */
 static funnel_err
-seal_into(vault *v, fp_event *ev, const uint8_t *key, const msgpack_object *like, fp_error *err)
+seal_into(vault_sealer *s, fp_event *ev, const uint8_t *key, const msgpack_object *like,
+          fp_error *err)
 {
 	char path[FP_SEAL_MAX_PATH + 1];
 	size_t dlen;
-	const char *dom = derive_domain(v, ev->data, &dlen);
+	const char *dom = derive_domain(s->v, ev->data, &dlen);
 	msgpack_packer pk;
-	v->out.size = 0;
-	msgpack_packer_init(&pk, &v->out, msgpack_sbuffer_write);
+	s->out.size = 0;
+	msgpack_packer_init(&pk, &s->out, msgpack_sbuffer_write);
 	int rc = msgpack_pack_map(&pk, ev->data->via.map.size + (dom != NULL));
-	rc |= pack_sealed(v, &pk, key, ev->lead, ev->data, like, path, 0, 0);
+	rc |= pack_sealed(s, &pk, key, ev->lead, ev->data, like, path, 0, 0);
 	if (dom != NULL) {
 		char low[256];
 		for (size_t k = 0; k < dlen; k++)
@@ -387,8 +409,8 @@ seal_into(vault *v, fp_event *ev, const uint8_t *key, const msgpack_object *like
 	}
 	if (rc != 0)
 		return fp_error_set(err, FUNNEL_ENOMEM, "", "out of memory sealing data");
-	ev->data_at = v->out.data;
-	ev->data_len = v->out.size;
+	ev->data_at = s->out.data;
+	ev->data_len = s->out.size;
 	return FUNNEL_OK;
 }
 
@@ -404,26 +426,33 @@ vault_reseal_event(vault *v, fp_event *ev, const msgpack_object *stored)
 	uint32_t i = find(v, tag);
 	if (i == NONE)
 		return 1;
-	return seal_into(v, ev, v->slots[i].key, stored, NULL) == FUNNEL_OK ? 0 : -1;
+	return seal_into(&v->s, ev, v->slots[i].key, stored, NULL) == FUNNEL_OK ? 0 : -1;
 }
 
 funnel_err
-vault_seal_event(vault *v, fp_event *ev, fp_error *err)
+vault_seal_event(vault *v, fp_event *ev, const vault_pre *pre, fp_error *err)
 {
 	char path[FP_SEAL_MAX_PATH + 1];
 	if (ev->lead.ptr == NULL)
 		return FUNNEL_OK;
 	if (ev->data != NULL && ev->data->type == MSGPACK_OBJECT_MAP) {
-		int found = scan(v, ev->data, path, 0, 0);
+		/* a pre-sealing is made only for data with personal values and
+		 * no sealed one (vault_preseal) */
+		int found = pre != NULL ? 1 : scan(v, ev->data, path, 0, 0);
 		if (found < 0)
 			return fp_error_set(err, FUNNEL_EVALUE, "data",
 			                    "data holds a msgpack ext of type %d, which funnel reserves for "
 			                    "sealed personal values", FP_SEAL_EXT);
-		if (found) {
+		/* a lead without a key takes the one sealed ahead with its data */
+		if (found && pre != NULL && find(v, pre->tag) == NONE &&
+		    new_key(v, pre->tag, pre->key, pre->slot) != NONE) {
+			ev->data_at = (const char *)pre->data;
+			ev->data_len = pre->len;
+		} else if (found) {
 			uint32_t i = key_for(v, ev->lead);
 			if (i == NONE)
 				return fp_error_set(err, FUNNEL_ENOMEM, "", "out of memory creating a data key");
-			funnel_err se = seal_into(v, ev, v->slots[i].key, NULL, err);
+			funnel_err se = seal_into(&v->s, ev, v->slots[i].key, NULL, err);
 			if (se != FUNNEL_OK)
 				return se;
 		}
@@ -431,6 +460,82 @@ vault_seal_event(vault *v, fp_event *ev, fp_error *err)
 	if (ev->spec->type == FP_EV_ERASED && retire(v, ev->lead) != 0)
 		return fp_error_set(err, FUNNEL_ENOMEM, "", "out of memory retiring a data key");
 	return FUNNEL_OK;
+}
+
+/* ---- sealing ahead, off the writer ---- */
+
+/* The on-disk form of the slot of tag and key into out (SLOT_BYTES). */
+static void
+seal_slot(vault_sealer *s, const uint8_t *tag, const uint8_t *key, uint8_t *out)
+{
+	memset(out, 0, SLOT_BYTES);
+	memcpy(out, tag, TAG_BYTES);
+	draw(s, out + TAG_BYTES, FP_SEAL_NONCE_BYTES);
+	crypto_aead_xchacha20poly1305_ietf_encrypt(out + TAG_BYTES + FP_SEAL_NONCE_BYTES, NULL, key,
+	                                           FP_SEAL_KEY_BYTES, tag, TAG_BYTES, NULL,
+	                                           out + TAG_BYTES, s->v->wrap_key);
+}
+
+_Static_assert(sizeof ((vault_pre *)0)->slot == SLOT_BYTES, "vault_pre.slot is a slot");
+_Static_assert(sizeof ((vault_pre *)0)->tag == TAG_BYTES, "vault_pre.tag is a tag");
+_Static_assert(sizeof ((vault_pre *)0)->key == FP_SEAL_KEY_BYTES, "vault_pre.key is a key");
+
+vault_sealer *
+vault_sealer_new(const vault *v)
+{
+	vault_sealer *s = calloc(1, sizeof *s);
+	if (s == NULL)
+		return NULL;
+	s->v = v;
+	s->random_used = sizeof s->random;   /* drawn at the first use */
+	msgpack_sbuffer_init(&s->out);
+	msgpack_sbuffer_init(&s->plain);
+	return s;
+}
+
+void
+vault_sealer_free(vault_sealer *s)
+{
+	if (s == NULL)
+		return;
+	sodium_memzero(s->random, sizeof s->random);
+	msgpack_sbuffer_destroy(&s->out);
+	msgpack_sbuffer_destroy(&s->plain);
+	free(s);
+}
+
+int
+vault_preseal(vault_sealer *s, const fp_event *ev, msgpack_zone *z, vault_pre **out)
+{
+	char path[FP_SEAL_MAX_PATH + 1];
+	*out = NULL;
+	if (ev->lead.ptr == NULL || ev->data == NULL || ev->data->type != MSGPACK_OBJECT_MAP ||
+	    scan(s->v, ev->data, path, 0, 0) <= 0)
+		return 0;   /* nothing to seal, or a producer's sealed value: the writer says so */
+	vault_pre *p = msgpack_zone_malloc(z, sizeof *p);
+	if (p == NULL)
+		return -1;
+	lead_tag(s->v, ev->lead.ptr, ev->lead.len, p->tag);
+	draw(s, p->key, sizeof p->key);
+	fp_event e = *ev;
+	if (seal_into(s, &e, p->key, NULL, NULL) != FUNNEL_OK)
+		return -1;
+	uint8_t *d = msgpack_zone_malloc(z, e.data_len);
+	if (d == NULL)
+		return -1;
+	memcpy(d, e.data_at, e.data_len);
+	p->data = d;
+	p->len = e.data_len;
+	seal_slot(s, p->tag, p->key, p->slot);
+	*out = p;
+	return 0;
+}
+
+void
+vault_pre_forget(vault_pre *p)
+{
+	if (p != NULL)
+		sodium_memzero(p->key, sizeof p->key);
 }
 
 /* ---- the group ---- */
@@ -522,24 +627,12 @@ extend(vault *v, uint32_t n)
 }
 
 static int
-cmp_u32(const void *a, const void *b)
+cmp_slot(const void *a, const void *b)
 {
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	uint32_t x = ((const op *)a)->slot, y = ((const op *)b)->slot;
 	return x < y ? -1 : x > y;
 }
 
-/* The on-disk form of slot i into out (SLOT_BYTES). */
-static void
-seal_slot(vault *v, uint32_t i, uint8_t *out)
-{
-	const slot *s = &v->slots[i];
-	memset(out, 0, SLOT_BYTES);
-	memcpy(out, s->tag, TAG_BYTES);
-	draw(v, out + TAG_BYTES, FP_SEAL_NONCE_BYTES);
-	crypto_aead_xchacha20poly1305_ietf_encrypt(out + TAG_BYTES + FP_SEAL_NONCE_BYTES, NULL, s->key,
-	                                           FP_SEAL_KEY_BYTES, s->tag, TAG_BYTES, NULL,
-	                                           out + TAG_BYTES, v->wrap_key);
-}
 
 #define RUN_SLOTS 256
 
@@ -551,7 +644,7 @@ vault_prepare(vault *v, uint64_t commit_seq)
 	if ((rc = extend(v, v->nslots)) != 0)
 		return rc;
 	if (v->nops > v->fresh_cap) {
-		uint32_t *f = realloc(v->fresh, v->nops * sizeof *f);
+		op *f = realloc(v->fresh, v->nops * sizeof *f);
 		if (f == NULL)
 			return ENOMEM;
 		v->fresh = f;
@@ -563,18 +656,23 @@ vault_prepare(vault *v, uint64_t commit_seq)
 		if (v->ops[k].kind == OP_RETIRE)
 			retired++;
 		else
-			v->fresh[nfresh++] = v->ops[k].slot;
+			v->fresh[nfresh++] = v->ops[k];
 	}
 	/* new slots in file order, each run of neighbours in one write */
 	if (nfresh > 1)     /* v->fresh is NULL while no group has had an op */
-		qsort(v->fresh, nfresh, sizeof *v->fresh, cmp_u32);
+		qsort(v->fresh, nfresh, sizeof *v->fresh, cmp_slot);
 	for (size_t k = 0; k < nfresh;) {
 		size_t n = 0;
-		while (k + n < nfresh && n < RUN_SLOTS && v->fresh[k + n] == v->fresh[k] + n) {
-			seal_slot(v, v->fresh[k + n], v->wbuf + n * SLOT_BYTES);
+		while (k + n < nfresh && n < RUN_SLOTS && v->fresh[k + n].slot == v->fresh[k].slot + n) {
+			const op *o = &v->fresh[k + n];
+			if (o->wrapped != NULL)
+				memcpy(v->wbuf + n * SLOT_BYTES, o->wrapped, SLOT_BYTES);
+			else
+				seal_slot(&v->s, v->slots[o->slot].tag, v->slots[o->slot].key,
+				          v->wbuf + n * SLOT_BYTES);
 			n++;
 		}
-		if ((rc = write_all(v->fd, v->wbuf, n * SLOT_BYTES, slot_at(v->fresh[k]))) != 0)
+		if ((rc = write_all(v->fd, v->wbuf, n * SLOT_BYTES, slot_at(v->fresh[k].slot))) != 0)
 			return rc;
 		k += n;
 		fresh = 1;
@@ -827,10 +925,11 @@ vault_open(const char *dir, const char *master_key_file, const char *fields, uin
 	}
 	v->fd = v->shred_fd = -1;
 	v->durable = durable;
-	v->random_used = sizeof v->random;   /* drawn at the first use */
+	v->s.v = v;
+	v->s.random_used = sizeof v->s.random;   /* drawn at the first use */
 	pthread_mutex_init(&v->lock, NULL);
-	msgpack_sbuffer_init(&v->out);
-	msgpack_sbuffer_init(&v->plain);
+	msgpack_sbuffer_init(&v->s.out);
+	msgpack_sbuffer_init(&v->s.plain);
 	v->buckets = malloc(NBUCKETS * sizeof *v->buckets);
 	if (v->buckets == NULL)
 		goto fail_nomem;
@@ -913,9 +1012,9 @@ vault_close(vault *v)
 	free(v->ops);
 	free(v->wbuf);
 	free(v->fresh);
-	sodium_memzero(v->random, sizeof v->random);
-	msgpack_sbuffer_destroy(&v->out);
-	msgpack_sbuffer_destroy(&v->plain);
+	sodium_memzero(v->s.random, sizeof v->s.random);
+	msgpack_sbuffer_destroy(&v->s.out);
+	msgpack_sbuffer_destroy(&v->s.plain);
 	pthread_mutex_destroy(&v->lock);
 	free(v);
 }

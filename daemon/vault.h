@@ -19,8 +19,13 @@
  * --master-key / FUNNEL_MASTER_KEY_FILE) never enters the data
  * directory; tags, wrapping and the check are keyed by subkeys of it.
  *
- * The write path calls the vault at one step (ingest.c, "seal"):
- *   vault_seal_event()  before an event's record is encoded: replaces the
+ * The receiver thread seals ahead (vault_preseal, below): a capture's
+ * data under a candidate key for its lead, while the writer applies the
+ * group before.  The write path calls the vault at one step (ingest.c,
+ * "seal"):
+ *   vault_seal_event()  before an event's record is encoded: takes the
+ *                       event's candidate key when its lead has none, or
+ *                       replaces the
  *                       personal values of its data by sealed values under
  *                       the lead's key (created when the lead has none),
  *                       adds a clear email_domain, and for lead.erased
@@ -51,8 +56,9 @@
  * shred when the log's head reached that seq, and drops the file
  * otherwise.
  *
- * Threads: the writer calls everything but vault_key(); the query thread
- * calls vault_key().  A mutex guards the table.
+ * Threads: the writer calls everything but vault_key() and the sealing
+ * ahead; the query thread calls vault_key(), the receiver thread
+ * vault_preseal() with its own vault_sealer.  A mutex guards the table.
  */
 #ifndef FUNNEL_DAEMON_VAULT_H
 #define FUNNEL_DAEMON_VAULT_H
@@ -80,14 +86,45 @@ vault *vault_open(const char *dir, const char *master_key_file, const char *fiel
 void vault_close(vault *v);
 
 /*
- * Seal ev's personal values (ev->data_at/data_len then point at the new
- * data bytes, owned by the vault until the next call) and retire the
- * lead's key when ev is lead.erased.  Events without a lead or without
- * personal values are left as they are.  Returns FUNNEL_OK, FUNNEL_EVALUE
- * (err filled: a sealed value sent by a producer), or FUNNEL_ENOMEM /
- * FUNNEL_ESTORAGE.
+ * Sealing ahead, on another thread (the receiver's, while the writer
+ * applies the group before): for an event with a lead and personal
+ * values, a candidate data key for its lead, the event's data sealed
+ * under it, and the key's slot as keys.dat holds it.  Most such events
+ * capture a new lead, and the writer then only takes the key
+ * (vault_seal_event); when the lead has a key by then, the candidate is
+ * dropped and the writer seals with that key as it would without.
+ * A vault_sealer is one thread's (random bytes, scratch); the vault's
+ * keys and fields it reads do not change after vault_open.
  */
-funnel_err vault_seal_event(vault *v, fp_event *ev, fp_error *err);
+typedef struct vault_sealer vault_sealer;
+typedef struct vault_pre {
+	uint8_t tag[16];              /* the lead's tag */
+	uint8_t key[32];
+	const uint8_t *data;          /* the data sealed under key */
+	size_t len;
+	uint8_t slot[96];             /* the key's slot in keys.dat */
+} vault_pre;
+
+vault_sealer *vault_sealer_new(const vault *v);   /* NULL when out of memory */
+void vault_sealer_free(vault_sealer *s);
+/* *out: the event's pre-sealing, in z's memory, or NULL when the event
+ * has nothing to seal (or a producer's sealed value, which the writer
+ * refuses).  0, or -1 when out of memory (*out NULL: the writer seals). */
+int vault_preseal(vault_sealer *s, const fp_event *ev, msgpack_zone *z, vault_pre **out);
+/* Wipe p's candidate key (p may be NULL): once the writer is done with
+ * its batch. */
+void vault_pre_forget(vault_pre *p);
+
+/*
+ * Seal ev's personal values (ev->data_at/data_len then point at the new
+ * data bytes, owned by the vault until the next call, or pre's) and
+ * retire the lead's key when ev is lead.erased.  pre (may be NULL) is
+ * ev's pre-sealing: taken when the lead has no key.  Events without a
+ * lead or without personal values are left as they are.  Returns
+ * FUNNEL_OK, FUNNEL_EVALUE (err filled: a sealed value sent by a
+ * producer), or FUNNEL_ENOMEM / FUNNEL_ESTORAGE.
+ */
+funnel_err vault_seal_event(vault *v, fp_event *ev, const vault_pre *pre, fp_error *err);
 
 /*
  * For an event whose id is already stored (ingest.c, same_event): seal

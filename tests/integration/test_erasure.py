@@ -218,6 +218,22 @@ def run_checks(res, ctx, daemon, log, mk):
         expect(EMAIL.encode().hex() not in raw, "--raw prints the stored (sealed) bytes")
     res.run("funnel history, replay and tail print personal values in clear", clear_for_readers)
 
+    def later_event_same_key():
+        # sealed ahead under a new candidate key, which funneld drops: E2
+        # has its key, and every event of E2 is sealed under that one
+        before = key_of("E2")
+        cli.run("publish", "--type", "lead.activity", "--lead", "E2",
+                "--data", json.dumps({"kind": "call", "email": "pat.new@freemail.example"}))
+        expect_eq(key_of("E2"), before, "E2's key after a second sealed event")
+        hist = cli.lines("history", "E2")
+        calls = [r for r in hist if r.get("type") == "lead.activity"
+                 and (r.get("data") or {}).get("kind") == "call"]
+        expect_eq([r["data"]["email"] for r in calls], ["pat.new@freemail.example"],
+                  "the later email")
+        expect_eq(hist[0]["data"]["email"], "pat@freemail.example", "the first email")
+        settle()
+    res.run("a later event with personal values is sealed under the lead's key", later_event_same_key)
+
     def erase():
         st["metrics"] = {n: services["metrics"].ok("report", n)
                          for n in ("attribution", "conversion", "funnel", "summary")}
