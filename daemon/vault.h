@@ -23,11 +23,10 @@
  * data under a candidate key for its lead, while the writer applies the
  * group before.  The write path calls the vault at one step (ingest.c,
  * "seal"):
- *   vault_seal_event()  before an event's record is encoded: takes the
- *                       event's candidate key when its lead has none, or
- *                       replaces the
+ *   vault_seal_event()  before an event's record is encoded: replaces the
  *                       personal values of its data by sealed values under
- *                       the lead's key (created when the lead has none),
+ *                       the lead's key (when the lead has none: the
+ *                       candidate sealed ahead, or one created here),
  *                       adds a clear email_domain, and for lead.erased
  *                       retires the lead's key (a later capture in the
  *                       same group gets a fresh one);
