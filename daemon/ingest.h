@@ -9,7 +9,9 @@
  *   1. receiver: drain every request waiting on the ingest socket (up to
  *      a group limit), decode each once, and check each event as far as
  *      no lead state is needed (envelope, the principal's right to the
- *      type, data already in stored form); hand the batch to the writer
+ *      type, data already in stored form), and with a master key seal
+ *      each event's personal values ahead under a candidate key for its
+ *      lead (vault.h); hand the batch to the writer
  *      when the writer asks for one (as soon as it took a large one, else
  *      once it handed that back or made it the pending one, below; it
  *      holds at most two), so the
@@ -26,7 +28,7 @@
  *   3. writer: the group's records go to the journal, one write
  *      (store_group_journal), then one flush (none with --no-sync).  When
  *      this group and the next batch, already there, are both not small
- *      (ingest.c: OVERLAP_MIN_EVENTS) and no vault is used, the flush
+ *      (ingest.c: OVERLAP_MIN_EVENTS) and this one erases no key, the flush
  *      runs on the journal's flusher thread (store_group_flush_start)
  *      while the writer applies that next group (step 2 of group k+1
  *      beside step 3 of group k); else the writer flushes itself, as
@@ -34,8 +36,9 @@
  *      Once its flush is done (store_group_wait; checked between the
  *      next group's requests and after it) the group is durable, and the
  *      writer raises the store's durable seq, which is what queries show;
- *      erased leads' keys are destroyed (vault.h; with a vault the flush
- *      is not overlapped: the keys go before the next group's are made);
+ *      erased leads' keys are destroyed (vault.h; the flush of a group
+ *      that erases keys is not overlapped: they go before the next group
+ *      is applied);
  *   4. only then the batch goes back to the receiver, which replies to
  *      every request of it (ack or error): a group is acked only after
  *      its own flush and every earlier group's, and before any later
