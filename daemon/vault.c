@@ -480,16 +480,29 @@ _Static_assert(sizeof ((vault_pre *)0)->slot == SLOT_BYTES, "vault_pre.slot is a
 _Static_assert(sizeof ((vault_pre *)0)->tag == TAG_BYTES, "vault_pre.tag is a tag");
 _Static_assert(sizeof ((vault_pre *)0)->key == FP_SEAL_KEY_BYTES, "vault_pre.key is a key");
 
-vault_sealer *
-vault_sealer_new(const vault *v)
+static void
+sealer_init(vault_sealer *s, const vault *v)
 {
-	vault_sealer *s = calloc(1, sizeof *s);
-	if (s == NULL)
-		return NULL;
 	s->v = v;
 	s->random_used = sizeof s->random;   /* drawn at the first use */
 	msgpack_sbuffer_init(&s->out);
 	msgpack_sbuffer_init(&s->plain);
+}
+
+static void
+sealer_fini(vault_sealer *s)
+{
+	sodium_memzero(s->random, sizeof s->random);
+	msgpack_sbuffer_destroy(&s->out);
+	msgpack_sbuffer_destroy(&s->plain);
+}
+
+vault_sealer *
+vault_sealer_new(const vault *v)
+{
+	vault_sealer *s = calloc(1, sizeof *s);
+	if (s != NULL)
+		sealer_init(s, v);
 	return s;
 }
 
@@ -498,9 +511,7 @@ vault_sealer_free(vault_sealer *s)
 {
 	if (s == NULL)
 		return;
-	sodium_memzero(s->random, sizeof s->random);
-	msgpack_sbuffer_destroy(&s->out);
-	msgpack_sbuffer_destroy(&s->plain);
+	sealer_fini(s);
 	free(s);
 }
 
@@ -632,7 +643,6 @@ cmp_slot(const void *a, const void *b)
 	uint32_t x = ((const op *)a)->slot, y = ((const op *)b)->slot;
 	return x < y ? -1 : x > y;
 }
-
 
 #define RUN_SLOTS 256
 
@@ -925,11 +935,9 @@ vault_open(const char *dir, const char *master_key_file, const char *fields, uin
 	}
 	v->fd = v->shred_fd = -1;
 	v->durable = durable;
-	v->s.v = v;
-	v->s.random_used = sizeof v->s.random;   /* drawn at the first use */
+	sealer_init(&v->s, v);
 	pthread_mutex_init(&v->lock, NULL);
-	msgpack_sbuffer_init(&v->s.out);
-	msgpack_sbuffer_init(&v->s.plain);
+
 	v->buckets = malloc(NBUCKETS * sizeof *v->buckets);
 	if (v->buckets == NULL)
 		goto fail_nomem;
@@ -1012,9 +1020,7 @@ vault_close(vault *v)
 	free(v->ops);
 	free(v->wbuf);
 	free(v->fresh);
-	sodium_memzero(v->s.random, sizeof v->s.random);
-	msgpack_sbuffer_destroy(&v->s.out);
-	msgpack_sbuffer_destroy(&v->s.plain);
+	sealer_fini(&v->s);
 	pthread_mutex_destroy(&v->lock);
 	free(v);
 }
