@@ -1006,7 +1006,7 @@ finish_pending(store *s, group *g)
 	}
 	store_set_durable(s, b->head_seq, b->head_leads);
 	/* erased leads' keys destroyed on disk before any ack */
-	int vrc = g->vault != NULL ? vault_finish(g->vault) : 0;
+	int vrc = g->vault != NULL ? vault_finish(g->vault, b->head_seq) : 0;
 	if (vrc != 0)
 		log_error("erased keys not yet destroyed on disk (%s); funneld finishes "
 		          "at its next start (keys.shred)", strerror(vrc));

@@ -82,6 +82,7 @@ struct vault {
 	int shred_written;        /* keys.shred names this group's retired slots */
 	int finishing;            /* the group prepared last retires keys: its ops wait
 	                           * for vault_finish */
+	uint64_t finish_seq;      /* ... and the seq it commits (vault_prepare's) */
 };
 
 /* n random bytes (n <= sizeof s->random) into out. */
@@ -697,6 +698,7 @@ vault_prepare(vault *v, uint64_t commit_seq)
 		return 0;
 	}
 	v->finishing = 1;
+	v->finish_seq = commit_seq;
 	/* keys.shred: magic, the seq the group commits, n, then n (slot, tag) */
 	size_t len = 12 + 8 + 4 + retired * (4 + TAG_BYTES);
 	uint8_t *buf = malloc(len), *p = buf;
@@ -739,11 +741,14 @@ vault_finishing(const vault *v)
 }
 
 int
-vault_finish(vault *v)
+vault_finish(vault *v, uint64_t commit_seq)
 {
 	int retired = 0, rc = 0;
-	if (!v->finishing)
-		return 0;   /* done with at its prepare; the ops are a later group's */
+	/* a group done with at its prepare, or one before the group prepared
+	 * last (finished while that one was applied: its ops are the later
+	 * group's, whose records are not durable yet) */
+	if (!v->finishing || commit_seq < v->finish_seq)
+		return 0;
 	v->finishing = 0;
 	for (size_t k = 0; k < v->nops && rc == 0; k++) {
 		if (v->ops[k].kind == OP_RETIRE) {

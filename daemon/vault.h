@@ -140,7 +140,10 @@ int vault_reseal_event(vault *v, fp_event *ev, const msgpack_object *stored);
 size_t vault_mark(const vault *v);
 void vault_rollback(vault *v, size_t mark);
 int vault_prepare(vault *v, uint64_t commit_seq);   /* 0 or an errno value */
-int vault_finish(vault *v);                        /* 0 or an errno value */
+/* The group that committed commit_seq is durable: when it is the group
+ * prepared last and retires keys, they are destroyed (else nothing: a
+ * group finished while the next was applied leaves the next's ops). */
+int vault_finish(vault *v, uint64_t commit_seq);   /* 0 or an errno value */
 int vault_finishing(const vault *v);               /* 1: the group prepared last retires keys */
 void vault_abort(vault *v);
 
