@@ -32,9 +32,11 @@ It offers:
 The test scripts import it by name: a script's own directory is on
 sys.path when it is run as a script.
 """
+import collections
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import time
@@ -243,6 +245,28 @@ def shim_env(shim, **crash):
     env = dict(os.environ, LD_PRELOAD=shim, **crash)
     env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
     return env
+
+
+# tests/crash/shim.c's trace: record kinds and flags, and each record's head
+OP_OPEN, OP_WRITE, OP_SYNC, OP_DIRSYNC, OP_TRUNC, OP_RENAME, OP_MKDIR, OP_UNLINK, OP_MMAPW = range(1, 10)
+F_CREAT, F_DSYNC, F_DIR = 1, 2, 4
+TRACE_REC = struct.Struct("=IIQQQ")
+
+Op = collections.namedtuple("Op", "kind flags ino off data")
+
+
+def read_trace(path):
+    """The shim's trace (start_shimmed's root/trace/ops): [Op] in the order done."""
+    ops = []
+    with open(path, "rb") as f:
+        buf = f.read()
+    pos = 0
+    while pos < len(buf):
+        kind, flags, ino, off, n = TRACE_REC.unpack_from(buf, pos)
+        pos += TRACE_REC.size
+        ops.append(Op(kind, flags, ino, off, buf[pos:pos + n]))
+        pos += n
+    return ops
 
 
 def start_shimmed(binary, shim, root, args=(), wait_s=READY_WAIT_S, **crash):

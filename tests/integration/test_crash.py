@@ -88,7 +88,9 @@ import time
 import msgpack
 import zmq
 
-from funnel_testlib import (CheckFailed, Results, expect, expect_eq, shim_env, start_funneld,
+from funnel_testlib import (F_CREAT, F_DIR, F_DSYNC, OP_DIRSYNC, OP_MKDIR, OP_MMAPW, OP_OPEN,
+                            OP_RENAME, OP_SYNC, OP_TRUNC, OP_UNLINK, OP_WRITE, CheckFailed,
+                            Results, expect, expect_eq, read_trace, shim_env, start_funneld,
                             start_shimmed)
 
 BUILD = os.environ.get("BUILD", "build")
@@ -103,27 +105,6 @@ READY_WAIT_S = 15.0
 CMD_TIMEOUT_S = 60
 PAGE, SECTOR = 4096, 512
 JOURNAL_SIZE = "128K"     # funneld's --journal-size: laps within the workload
-
-# tests/crash/shim.c's record kinds and flags
-OP_OPEN, OP_WRITE, OP_SYNC, OP_DIRSYNC, OP_TRUNC, OP_RENAME, OP_MKDIR, OP_UNLINK, OP_MMAPW = range(1, 10)
-F_CREAT, F_DSYNC, F_DIR = 1, 2, 4
-REC = struct.Struct("=IIQQQ")
-
-Op = collections.namedtuple("Op", "kind flags ino off data")
-
-
-def read_trace(path):
-    ops = []
-    with open(path, "rb") as f:
-        buf = f.read()
-    pos = 0
-    while pos < len(buf):
-        kind, flags, ino, off, n = REC.unpack_from(buf, pos)
-        pos += REC.size
-        ops.append(Op(kind, flags, ino, off, buf[pos:pos + n]))
-        pos += n
-    return ops
-
 
 def parent(p):
     return os.path.dirname(p)

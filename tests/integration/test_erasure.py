@@ -34,8 +34,9 @@ import time
 import msgpack
 import zmq
 
-from funnel_testlib import (REPO, CheckFailed, LogClient, Results, Service, connect, expect,
-                            expect_eq, start_daemon, start_shimmed, stop_proc)
+from funnel_testlib import (OP_OPEN, OP_SYNC, OP_WRITE, REPO, CheckFailed, LogClient, Results,
+                            Service, connect, expect, expect_eq, read_trace, start_daemon,
+                            start_shimmed, stop_proc)
 
 BUILD = os.environ.get("BUILD", "build")
 BIN = os.path.join(REPO, BUILD, "bin")
@@ -492,25 +493,6 @@ def run_pipelined_groups(res, ctx, mk):
         shutil.rmtree(top, ignore_errors=True)
 
 
-# tests/crash/shim.c's trace: record kinds, the record's head
-OP_OPEN, OP_WRITE, OP_SYNC = 1, 2, 3
-TRACE_REC = struct.Struct("=IIQQQ")
-
-
-def read_trace(path):
-    """The shim's trace: [(kind, ino, off, data)] in the order done."""
-    ops = []
-    with open(path, "rb") as f:
-        buf = f.read()
-    pos = 0
-    while pos < len(buf):
-        kind, _flags, ino, off, n = TRACE_REC.unpack_from(buf, pos)
-        pos += TRACE_REC.size
-        ops.append((kind, ino, off, buf[pos:pos + n]))
-        pos += n
-    return ops
-
-
 def run_finish_order(res, ctx, mk):
     """A group that erases a key (B) applied while the flush of the
     group before (A, no erasure) still runs: the erased key is zeroed in
@@ -554,21 +536,21 @@ def run_finish_order(res, ctx, mk):
             stop_proc(proc)
         ops = read_trace(os.path.join(top, "trace", "ops"))
         inos = {}
-        for kind, ino, _off, data in ops:
-            if kind == OP_OPEN:
-                inos.setdefault(os.path.basename(data.rstrip(b"\0").decode()), set()).add(ino)
+        for o in ops:
+            if o.kind == OP_OPEN:
+                inos.setdefault(os.path.basename(o.data.rstrip(b"\0").decode()), set()).add(o.ino)
         journal, keys = inos.get("journal", set()), inos.get("keys.dat", set())
-        wa = [i for i, (k, ino, _o, d) in enumerate(ops)
-              if k == OP_WRITE and ino in journal and b"ORD-A-0" in d]
-        wb = [i for i, (k, ino, _o, d) in enumerate(ops)
-              if k == OP_WRITE and ino in journal and b"e-ORD-E" in d]
+        wa = [i for i, o in enumerate(ops)
+              if o.kind == OP_WRITE and o.ino in journal and b"ORD-A-0" in o.data]
+        wb = [i for i, o in enumerate(ops)
+              if o.kind == OP_WRITE and o.ino in journal and b"e-ORD-E" in o.data]
         expect(len(wa) == 1 and len(wb) == 1 and wa[0] != wb[0],
                "A and B in journal entries of their own: %r %r" % (wa, wb))
-        zeroed = [i for i, (k, ino, _o, d) in enumerate(ops)
-                  if k == OP_WRITE and ino in keys and len(d) == 96 and d == bytes(96)]
+        zeroed = [i for i, o in enumerate(ops)
+                  if o.kind == OP_WRITE and o.ino in keys and o.data == bytes(96)]
         expect(len(zeroed) == 1, "one slot zeroed in keys.dat: %r" % (zeroed,))
-        flushed = [i for i, (k, ino, _o, _d) in enumerate(ops)
-                   if k == OP_SYNC and ino in journal and wb[0] < i < zeroed[0]]
+        flushed = [i for i, o in enumerate(ops)
+                   if o.kind == OP_SYNC and o.ino in journal and wb[0] < i < zeroed[0]]
         expect(flushed, "ORD-E's key zeroed (op %d) before B's journal entry (op %d) was "
                "flushed" % (zeroed[0], wb[0]))
     try:
