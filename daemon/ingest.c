@@ -599,7 +599,8 @@ decode_request(batch *b, request *r)
 	}
 	r->first = b->nevents;
 	r->nev = r->status == FUNNEL_OK ? r->req.events->via.array.size : 0;
-	memset(b->pre + r->first, 0, r->nev * sizeof *b->pre);
+	if (b->sealer != NULL)   /* without a vault b->pre stays all NULL (batch_new) */
+		memset(b->pre + r->first, 0, r->nev * sizeof *b->pre);
 	b->nevents += r->nev;
 	b->bytes += zmq_msg_size(&r->body);
 	decode_events(b, r);
@@ -632,7 +633,7 @@ reply_all(void *sock, batch *b)
 static void
 release_requests(batch *b)
 {
-	for (size_t i = 0; i < b->nevents; i++)
+	for (size_t i = 0; b->sealer != NULL && i < b->nevents; i++)
 		vault_pre_forget(b->pre[i]);   /* candidate keys do not outlive the batch */
 	for (size_t i = 0; i < b->nreqs; i++) {
 		zmq_msg_close(&b->reqs[i].ident);
