@@ -9,6 +9,7 @@
 # BENCH_GATEWAY_PACED size bench_gateway.c;
 # BENCH_IMPORT_ROWS and BENCH_DEMO_LEADS size bench_history.py;
 # BENCH_MIRROR_EVENTS and BENCH_MIRROR_SECS size bench_mirror.c;
+# BENCH_HOPS_N sizes bench_hops.c;
 # BENCH_SLOW_DISK, BENCH_SLOW_DISK_US and BENCH_SLOW_DISK_EVENTS shape the
 # second bench_funnel run, on a slower disk (below);
 # BENCH_OUT is where the table and the raw figures go.
@@ -27,6 +28,10 @@ if [ "${BENCH_SLOW_DISK:-1}" != 0 ]; then
 	BENCH_EVENTS=${BENCH_SLOW_DISK_EVENTS:-200000} BENCH_START_EVENTS=0 BENCH_BACKUP_EVENTS=0 \
 	BENCH_SEALED=0 BENCH_CURVE=0 nice "$BUILD/bench/bench_funnel" || exit 1
 fi
+# the floor under W4 on this machine: one round trip with no work and no
+# flush, a plain socket's (Redis's shape) next to ZeroMQ's and funneld's
+# hand-over, threads free and on one CPU (BENCH_HOPS_N), appended
+nice "$BUILD/bench/bench_hops" || exit 1
 # the services' numbers (BENCH_SCORING_EVENTS, BENCH_SCORING_SECS), appended
 nice "$BUILD/bench/bench_scoring" || exit 1
 # funnel-routing's (BENCH_ROUTING_LEADS, BENCH_ROUTING_SECS), appended

@@ -1,0 +1,271 @@
+/*
+ * tests/bench/bench_hops.c - the floor under W4 on this machine: what one
+ * round trip costs with no work and no flush, in the shape of each
+ * system's path, so that W4's publish -> ack can be read against it.
+ *
+ *   tcp        a plain TCP socket echoed by one server thread that reads
+ *              and answers itself: the shape of a Redis round trip;
+ *   zmq        a DEALER to a ROUTER over loopback TCP, each side in a
+ *              ZeroMQ context of its own (its own I/O thread), echoed by
+ *              the ROUTER's thread: the transport funnel's W4 uses;
+ *   zmq+stage  the same, the ROUTER's thread handing the message to a
+ *              second thread over inproc PAIR and taking it back: the
+ *              shape of funneld's receiver -> writer -> receiver.
+ *
+ * Each runs BENCH_HOPS_N round trips of 300 bytes (default 5,000) 200 us
+ * apart, as W4 paces its events, twice: with the threads free to run on
+ * any CPU, and with every thread pinned to one CPU.  The difference
+ * between the two is what the threads waking each other across CPUs
+ * costs; on a virtual machine that is tens of microseconds a wake-up,
+ * and funnel's path has more wake-ups than a single-threaded server's
+ * (tests/bench/hops.sh counts them in funneld itself).
+ */
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "bench.h"
+#include "harness.h"
+
+#define MSG_BYTES 300
+#define WARMUP 200
+#define GAP_NS 200000u
+
+enum shape { TCP, ZMQ, ZMQ_STAGE, NSHAPES };
+static const char *const shape_name[NSHAPES] = { "tcp", "zmq", "zmq+stage" };
+
+/* One server: its listening end and what it needs to answer. */
+typedef struct {
+	enum shape shape;
+	int lfd;              /* tcp: the listening socket */
+	void *ctx;            /* zmq: the server's own context */
+	void *router;
+	char endpoint[128];
+} server;
+
+static int
+read_full(int fd, char *buf, size_t n)
+{
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = read(fd, buf + got, n - got);
+		if (r <= 0)
+			return -1;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+/* The stage thread: takes each message over inproc and hands it back;
+ * a 1-byte message ends it. */
+static void *
+stage_main(void *arg)
+{
+	void *pair = zmq_socket(arg, ZMQ_PAIR);
+	char buf[MSG_BYTES];
+	zmq_connect(pair, "inproc://stage");
+	for (;;) {
+		int n = zmq_recv(pair, buf, sizeof buf, 0);
+		if (n < 0)
+			break;
+		zmq_send(pair, buf, (size_t)n, 0);
+		if (n == 1)
+			break;
+	}
+	zmq_close(pair);
+	return NULL;
+}
+
+/* The server thread: echoes until a 1-byte message, which it answers. */
+static void *
+server_main(void *arg)
+{
+	server *sv = arg;
+	char buf[MSG_BYTES], id[256];
+	if (sv->shape == TCP) {
+		int fd = accept(sv->lfd, NULL, NULL), one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		for (;;) {
+			if (read_full(fd, buf, 1) != 0)
+				break;
+			if (buf[0] == 'q') {
+				(void)!write(fd, buf, 1);
+				break;
+			}
+			if (read_full(fd, buf + 1, MSG_BYTES - 1) != 0 || write(fd, buf, MSG_BYTES) != MSG_BYTES)
+				break;
+		}
+		close(fd);
+		return NULL;
+	}
+	void *pair = NULL;
+	pthread_t stage;
+	if (sv->shape == ZMQ_STAGE) {
+		pair = zmq_socket(sv->ctx, ZMQ_PAIR);
+		zmq_bind(pair, "inproc://stage");
+		pthread_create(&stage, NULL, stage_main, sv->ctx);
+	}
+	for (;;) {
+		int il = zmq_recv(sv->router, id, sizeof id, 0);
+		int n = il < 0 ? -1 : zmq_recv(sv->router, buf, sizeof buf, 0);
+		if (n < 0)
+			break;
+		if (pair != NULL && (zmq_send(pair, buf, (size_t)n, 0) < 0 ||
+		                     (n = zmq_recv(pair, buf, sizeof buf, 0)) < 0))
+			break;
+		zmq_send(sv->router, id, (size_t)il, ZMQ_SNDMORE);
+		zmq_send(sv->router, buf, (size_t)n, 0);
+		if (n == 1)
+			break;
+	}
+	if (pair != NULL) {
+		pthread_join(stage, NULL);
+		zmq_close(pair);
+	}
+	return NULL;
+}
+
+/* Round trips of one shape; p50 and p99 in ms to q.  Threads (and
+ * ZeroMQ's I/O threads) inherit the caller's CPU affinity. */
+static int
+run_shape(enum shape shape, size_t n, double q[2])
+{
+	server sv = { .shape = shape, .lfd = -1 };
+	void *cctx = NULL, *dealer = NULL;
+	int cfd = -1, one = 1;
+	char buf[MSG_BYTES];
+	memset(buf, 'x', sizeof buf);
+
+	if (shape == TCP) {
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		socklen_t al = sizeof a;
+		sv.lfd = socket(AF_INET, SOCK_STREAM, 0);
+		if (sv.lfd < 0 || bind(sv.lfd, (struct sockaddr *)&a, sizeof a) != 0 ||
+		    listen(sv.lfd, 1) != 0 || getsockname(sv.lfd, (struct sockaddr *)&a, &al) != 0)
+			return -1;
+		cfd = socket(AF_INET, SOCK_STREAM, 0);
+		if (cfd < 0 || connect(cfd, (struct sockaddr *)&a, sizeof a) != 0)
+			return -1;
+		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	} else {
+		size_t len = sizeof sv.endpoint;
+		sv.ctx = zmq_ctx_new();
+		sv.router = zmq_socket(sv.ctx, ZMQ_ROUTER);
+		if (zmq_bind(sv.router, "tcp://127.0.0.1:*") != 0 ||
+		    zmq_getsockopt(sv.router, ZMQ_LAST_ENDPOINT, sv.endpoint, &len) != 0)
+			return -1;
+		cctx = zmq_ctx_new();
+		dealer = zmq_socket(cctx, ZMQ_DEALER);
+		if (zmq_connect(dealer, sv.endpoint) != 0)
+			return -1;
+	}
+	pthread_t st;
+	if (pthread_create(&st, NULL, server_main, &sv) != 0)
+		return -1;
+
+	uint64_t *lat = calloc(n, sizeof *lat);
+	int rc = lat == NULL ? -1 : 0;
+	uint64_t t0 = harness_now_ns();
+	for (size_t i = 0; rc == 0 && i < WARMUP + n; i++) {
+		bench_sleep_until(t0 + i * GAP_NS);
+		uint64_t t = harness_now_ns();
+		if (shape == TCP)
+			rc = write(cfd, buf, sizeof buf) == (ssize_t)sizeof buf ? read_full(cfd, buf, sizeof buf) : -1;
+		else
+			rc = zmq_send(dealer, buf, sizeof buf, 0) == (int)sizeof buf &&
+			     zmq_recv(dealer, buf, sizeof buf, 0) == (int)sizeof buf ? 0 : -1;
+		if (i >= WARMUP)
+			lat[i - WARMUP] = harness_now_ns() - t;
+		if (harness_now_ns() > t0 + (i + 1) * GAP_NS)
+			t0 = harness_now_ns() - (i + 1) * GAP_NS;   /* keep the gap after a slow one */
+	}
+	/* the 1-byte message ends the server (and its stage) */
+	if (shape == TCP) {
+		(void)!write(cfd, "q", 1);
+		(void)!read(cfd, buf, 1);
+		close(cfd);
+	} else {
+		zmq_send(dealer, "q", 1, 0);
+		zmq_recv(dealer, buf, sizeof buf, 0);
+	}
+	pthread_join(st, NULL);
+	if (shape == TCP) {
+		close(sv.lfd);
+	} else {
+		int zero = 0;
+		zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
+		zmq_close(dealer);
+		zmq_close(sv.router);
+		zmq_ctx_term(cctx);
+		zmq_ctx_term(sv.ctx);
+	}
+	static const double p[2] = { 0.50, 0.99 };
+	if (rc == 0)
+		bench_quantiles_ms(lat, n, p, q, 2);
+	free(lat);
+	return rc;
+}
+
+int
+main(void)
+{
+	size_t n = (size_t)bench_env_u64("BENCH_HOPS_N", 5000);
+	cpu_set_t all, one;
+	double q[2][NSHAPES][2];   /* [pinned][shape][p50, p99] */
+
+	if (sched_getaffinity(0, sizeof all, &all) != 0) {
+		perror("bench_hops: sched_getaffinity");
+		return 1;
+	}
+	CPU_ZERO(&one);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &all)) {
+			CPU_SET(c, &one);
+			break;
+		}
+	fprintf(stderr, "bench_hops: %zu round trips a shape, free and on one CPU...\n", n);
+	for (int pinned = 0; pinned < 2; pinned++) {
+		if (sched_setaffinity(0, sizeof all, pinned ? &one : &all) != 0) {
+			perror("bench_hops: sched_setaffinity");
+			return 1;
+		}
+		for (int s = 0; s < NSHAPES; s++)
+			if (run_shape((enum shape)s, n, q[pinned][s]) != 0) {
+				fprintf(stderr, "bench_hops: %s failed\n", shape_name[s]);
+				return 1;
+			}
+	}
+	sched_setaffinity(0, sizeof all, &all);
+
+	char tab[2048];
+	int k = snprintf(tab, sizeof tab, "\n| one round trip, no work, no flush (%zu, 200 us apart) | "
+	                 "threads on any CPU p50 / p99, ms | all on one CPU p50 / p99, ms |\n"
+	                 "|---|---|---|\n", n);
+	static const char *const what[NSHAPES] = {
+		"tcp: one server thread reads and answers (a Redis round trip's shape)",
+		"zmq: DEALER -> ROUTER, each side's ZeroMQ I/O thread (W4's transport)",
+		"zmq+stage: the ROUTER's thread hands over to a second and back (funneld's)",
+	};
+	for (int s = 0; s < NSHAPES; s++)
+		k += snprintf(tab + k, sizeof tab - k, "| %s | %.3f / %.3f | %.3f / %.3f |\n", what[s],
+		              q[0][s][0], q[0][s][1], q[1][s][0], q[1][s][1]);
+	snprintf(tab + k, sizeof tab - k, "\nfunneld's shape over a single-threaded server's, p50: "
+	         "+%.3f ms with threads on any CPU, +%.3f ms on one CPU (the rest is waking "
+	         "threads across CPUs)\n", q[0][ZMQ_STAGE][0] - q[0][TCP][0],
+	         q[1][ZMQ_STAGE][0] - q[1][TCP][0]);
+	bench_report(tab, "hops_tcp_p50=%.4f\nhops_zmq_p50=%.4f\nhops_zmq_stage_p50=%.4f\n"
+	             "hops_tcp_p50_one_cpu=%.4f\nhops_zmq_p50_one_cpu=%.4f\n"
+	             "hops_zmq_stage_p50_one_cpu=%.4f\n", q[0][TCP][0], q[0][ZMQ][0],
+	             q[0][ZMQ_STAGE][0], q[1][TCP][0], q[1][ZMQ][0], q[1][ZMQ_STAGE][0]);
+	return 0;
+}
