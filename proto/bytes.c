@@ -1,23 +1,7 @@
 /*
- * proto/bytes.c - big-endian u64s and hex (bytes.h).
+ * proto/bytes.c - lower-case hex (bytes.h; the big-endian u64s are inline there).
  */
 #include "bytes.h"
-
-void
-fp_put_be64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-uint64_t
-fp_get_be64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
 
 void
 fp_hex(const void *bytes, size_t n, char *out)

@@ -21,6 +21,8 @@
  *       lead, as before the days table), both for comparison.
  *
  * Prints a table and appends it to BENCH_OUT (if set).
+ * BENCH_METRICS_WRAP is put before the rebuild's command line, to profile
+ * it: BENCH_METRICS_WRAP="valgrind --tool=callgrind".
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -111,7 +113,8 @@ main(void)
 	snprintf(view, sizeof view, "%s/metrics", d.dir);
 	uint64_t first = bench_service_until_head(&d, "funnel-metrics", "funnel.yaml", view, "", NULL);
 	funnel_view_digest(view, dg, &head);
-	uint64_t rebuild = bench_service_until_head(&d, "funnel-metrics", "funnel.yaml", view, "--rebuild", NULL);
+	uint64_t rebuild = bench_service_until_head(&d, "funnel-metrics", "funnel.yaml", view, "--rebuild",
+	                                            getenv("BENCH_METRICS_WRAP"));
 	funnel_view_digest(view, dg2, &head2);
 	if (!first || !rebuild) {
 		harness_cleanup(&d);

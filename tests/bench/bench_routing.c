@@ -17,6 +17,8 @@
  *       Target: p99 <= 1 ms added.
  *
  * Prints a table and appends it and key=value lines to BENCH_OUT (if set).
+ * BENCH_ROUTING_WRAP is put before the rebuild's command line, to profile
+ * it: BENCH_ROUTING_WRAP="valgrind --tool=callgrind".
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -138,7 +140,8 @@ main(void)
 	snprintf(view, sizeof view, "%s/routing", d.dir);
 	uint64_t first = bench_service_until_head(&d, "funnel-routing", RULES, view, "", NULL);
 	bench_wait_settled(&d);
-	uint64_t rebuild = bench_service_until_head(&d, "funnel-routing", RULES, view, "--rebuild", NULL);
+	uint64_t rebuild = bench_service_until_head(&d, "funnel-routing", RULES, view, "--rebuild",
+	                                            getenv("BENCH_ROUTING_WRAP"));
 	funnel_view_digest(view, dg, &head);
 	harness_cleanup(&d);
 	if (!first || !rebuild)
