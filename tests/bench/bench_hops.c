@@ -175,19 +175,19 @@ run_shape(enum shape shape, size_t n, double q[2])
 
 	uint64_t *lat = calloc(n, sizeof *lat);
 	int rc = lat == NULL ? -1 : 0;
-	uint64_t t0 = harness_now_ns();
+	uint64_t next = harness_now_ns();
 	for (size_t i = 0; rc == 0 && i < WARMUP + n; i++) {
-		bench_sleep_until(t0 + i * GAP_NS);
+		bench_sleep_until(next);   /* GAP_NS after the answer before, as W4 */
 		uint64_t t = harness_now_ns();
 		if (shape == TCP)
 			rc = write(cfd, buf, sizeof buf) == (ssize_t)sizeof buf ? read_full(cfd, buf, sizeof buf) : -1;
 		else
 			rc = zmq_send(dealer, buf, sizeof buf, 0) == (int)sizeof buf &&
 			     zmq_recv(dealer, buf, sizeof buf, 0) == (int)sizeof buf ? 0 : -1;
+		uint64_t done = harness_now_ns();
 		if (i >= WARMUP)
-			lat[i - WARMUP] = harness_now_ns() - t;
-		if (harness_now_ns() > t0 + (i + 1) * GAP_NS)
-			t0 = harness_now_ns() - (i + 1) * GAP_NS;   /* keep the gap after a slow one */
+			lat[i - WARMUP] = done - t;
+		next = done + GAP_NS;
 	}
 	/* the 1-byte message ends the server (and its stage) */
 	if (shape == TCP) {
