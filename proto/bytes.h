@@ -13,8 +13,8 @@
 #include <string.h>
 
 /* A u64 as 8 big-endian bytes at p, and back.  Inline: view rows and
- * keys are packed and read with them in every service's inner loop (the
- * a byte swap and a move each). */
+ * keys are packed and read with them in every service's inner loop
+ * (a byte swap and a move each). */
 static inline void
 fp_put_be64(uint8_t *p, uint64_t v)
 {
