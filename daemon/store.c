@@ -13,6 +13,7 @@
 
 #include <msgpack.h>
 
+#include "bytes.h"
 #include "clock.h"
 #include "envfile.h"
 #include "journal.h"
@@ -41,8 +42,7 @@ lead_key(unsigned char buf[LEAD_KEY_MAX], const char *lead, size_t len, int kind
 	memcpy(buf, lead, len);
 	buf[len] = (unsigned char)kind;
 	if (kind == LEAD_HISTORY) {
-		for (int i = 0; i < 8; i++)
-			buf[len + 1 + i] = (unsigned char)(seq >> (56 - 8 * i));
+		fp_put_be64(buf + len + 1, seq);
 		k.mv_size += 8;
 	}
 	return k;
@@ -67,12 +67,9 @@ static uint64_t
 history_seq(const MDB_val *k, const char *lead, size_t len)
 {
 	const unsigned char *b = k->mv_data;
-	uint64_t seq = 0;
 	if (k->mv_size != len + 9 || b[len] != LEAD_HISTORY || memcmp(b, lead, len) != 0)
 		return 0;
-	for (int i = 0; i < 8; i++)
-		seq = seq << 8 | b[len + 1 + i];
-	return seq;
+	return fp_get_be64(b + len + 1);
 }
 
 /* Move c by op (from *k for a seek) to a history key of this lead: 0 and
