@@ -634,7 +634,7 @@ static void
 release_requests(batch *b)
 {
 	for (size_t i = 0; b->sealer != NULL && i < b->nevents; i++)
-		vault_pre_forget(b->pre[i]);   /* candidate keys do not outlive the batch */
+		vault_pre_forget(b->sealer, b->pre[i]);   /* keys do not outlive the batch */
 	for (size_t i = 0; i < b->nreqs; i++) {
 		zmq_msg_close(&b->reqs[i].ident);
 		zmq_msg_close(&b->reqs[i].body);

@@ -51,8 +51,16 @@ typedef struct op {
  * are wiped) and scratch buffers.  The writer's is in the vault, the
  * receiver's (vault_sealer_new) its own: each used by one thread.
  */
+#define RECENT_SLOTS 8192   /* a power of two */
+
 struct vault_sealer {
-	const vault *v;
+	vault *v;                 /* read-only but for its lock (the receiver's key lookups) */
+	/* The candidates this sealer made, by the lead's tag (one per
+	 * bucket, the latest), while their batch lives (vault_pre_forget
+	 * drops them): a later event of a lead captured in a batch the
+	 * writer has not applied yet is sealed under the capture's
+	 * candidate, which is the lead's key once the capture is applied. */
+	const vault_pre *recent[RECENT_SLOTS];
 	uint8_t random[4096];
 	size_t random_used;
 	msgpack_sbuffer out;      /* the sealed data of the last event */
@@ -63,6 +71,7 @@ struct vault {
 	int fd, shred_fd, durable;
 	uint8_t wrap_key[32], tag_key[32];
 	char *fields[MAX_FIELDS];
+	size_t field_len[MAX_FIELDS];   /* strlen(fields[i]): asked per key of every event */
 	size_t nfields;
 	pthread_mutex_t lock;     /* slots, buckets: the query thread reads them */
 	slot *slots;
@@ -241,12 +250,12 @@ retire(vault *v, funnel_str lead)
 	return rc;
 }
 
-int
-vault_key(vault *v, const char *lead, size_t len, uint8_t key[32])
+/* The live key of the lead of tag into key, from a thread other than
+ * the writer's (which changes the table under the lock): 1, 0 when none. */
+static int
+key_of_tag(vault *v, const uint8_t tag[TAG_BYTES], uint8_t key[FP_SEAL_KEY_BYTES])
 {
-	uint8_t tag[TAG_BYTES];
 	int found = 0;
-	lead_tag(v, lead, len, tag);
 	pthread_mutex_lock(&v->lock);
 	uint32_t i = find(v, tag);
 	if (i != NONE) {
@@ -257,13 +266,21 @@ vault_key(vault *v, const char *lead, size_t len, uint8_t key[32])
 	return found;
 }
 
+int
+vault_key(vault *v, const char *lead, size_t len, uint8_t key[32])
+{
+	uint8_t tag[TAG_BYTES];
+	lead_tag(v, lead, len, tag);
+	return key_of_tag(v, tag, key);
+}
+
 /* ---- sealing ---- */
 
 static int
 is_personal(const vault *v, const char *path, size_t n)
 {
 	for (size_t i = 0; i < v->nfields; i++) {
-		if (strlen(v->fields[i]) == n && memcmp(v->fields[i], path, n) == 0)
+		if (v->field_len[i] == n && memcmp(v->fields[i], path, n) == 0)
 			return 1;
 	}
 	return 0;
@@ -274,8 +291,7 @@ static int
 has_personal_below(const vault *v, const char *path, size_t n)
 {
 	for (size_t i = 0; i < v->nfields; i++) {
-		size_t fl = strlen(v->fields[i]);
-		if (fl > n + 1 && memcmp(v->fields[i], path, n) == 0 && v->fields[i][n] == '.')
+		if (v->field_len[i] > n + 1 && memcmp(v->fields[i], path, n) == 0 && v->fields[i][n] == '.')
 			return 1;
 	}
 	return 0;
@@ -430,6 +446,17 @@ vault_reseal_event(vault *v, fp_event *ev, const msgpack_object *stored)
 	return seal_into(&v->s, ev, v->slots[i].key, stored, NULL) == FUNNEL_OK ? 0 : -1;
 }
 
+/* Is pre's key the lead's now (see vault_seal_event)?  A candidate is
+ * made the lead's key here. */
+static int
+take_pre(vault *v, const vault_pre *pre)
+{
+	uint32_t i = find(v, pre->tag);
+	if (pre->fresh)
+		return i == NONE && new_key(v, pre->tag, pre->key, pre->slot) != NONE;
+	return i != NONE && sodium_memcmp(v->slots[i].key, pre->key, FP_SEAL_KEY_BYTES) == 0;
+}
+
 funnel_err
 vault_seal_event(vault *v, fp_event *ev, const vault_pre *pre, fp_error *err)
 {
@@ -444,9 +471,11 @@ vault_seal_event(vault *v, fp_event *ev, const vault_pre *pre, fp_error *err)
 			return fp_error_set(err, FUNNEL_EVALUE, "data",
 			                    "data holds a msgpack ext of type %d, which funnel reserves for "
 			                    "sealed personal values", FP_SEAL_EXT);
-		/* a lead without a key takes the one sealed ahead with its data */
-		if (found && pre != NULL && find(v, pre->tag) == NONE &&
-		    new_key(v, pre->tag, pre->key, pre->slot) != NONE) {
+		/* the sealing ahead is taken when its key is the lead's: the
+		 * candidate of a lead without one (which then becomes its key),
+		 * or the key the lead had when it was made and still has (not
+		 * retired meanwhile); else the data is sealed here */
+		if (found && pre != NULL && take_pre(v, pre)) {
 			ev->data_at = (const char *)pre->data;
 			ev->data_len = pre->len;
 		} else if (found) {
@@ -482,7 +511,7 @@ _Static_assert(sizeof ((vault_pre *)0)->tag == TAG_BYTES, "vault_pre.tag is a ta
 _Static_assert(sizeof ((vault_pre *)0)->key == FP_SEAL_KEY_BYTES, "vault_pre.key is a key");
 
 static void
-sealer_init(vault_sealer *s, const vault *v)
+sealer_init(vault_sealer *s, vault *v)
 {
 	s->v = v;
 	s->random_used = sizeof s->random;   /* drawn at the first use */
@@ -499,7 +528,7 @@ sealer_fini(vault_sealer *s)
 }
 
 vault_sealer *
-vault_sealer_new(const vault *v)
+vault_sealer_new(vault *v)
 {
 	vault_sealer *s = calloc(1, sizeof *s);
 	if (s != NULL)
@@ -528,7 +557,20 @@ vault_preseal(vault_sealer *s, const fp_event *ev, msgpack_zone *z, vault_pre **
 	if (p == NULL)
 		return -1;
 	lead_tag(s->v, ev->lead.ptr, ev->lead.len, p->tag);
-	draw(s, p->key, sizeof p->key);
+	/* under the lead's key when it has one (most events of a known lead),
+	 * or the candidate sealed ahead for its capture a batch or two
+	 * before, else under a new candidate, with the slot that would keep
+	 * it */
+	const vault_pre **r = &s->recent[bucket_of(p->tag) & (RECENT_SLOTS - 1)];
+	p->fresh = 0;
+	if (key_of_tag(s->v, p->tag, p->key))
+		;
+	else if (*r != NULL && sodium_memcmp((*r)->tag, p->tag, TAG_BYTES) == 0)
+		memcpy(p->key, (*r)->key, sizeof p->key);
+	else {
+		p->fresh = 1;
+		draw(s, p->key, sizeof p->key);
+	}
 	fp_event e = *ev;
 	if (seal_into(s, &e, p->key, NULL, NULL) != FUNNEL_OK)
 		return -1;
@@ -538,16 +580,23 @@ vault_preseal(vault_sealer *s, const fp_event *ev, msgpack_zone *z, vault_pre **
 	memcpy(d, e.data_at, e.data_len);
 	p->data = d;
 	p->len = e.data_len;
-	seal_slot(s, p->tag, p->key, p->slot);
+	if (p->fresh) {
+		seal_slot(s, p->tag, p->key, p->slot);
+		*r = p;
+	}
 	*out = p;
 	return 0;
 }
 
 void
-vault_pre_forget(vault_pre *p)
+vault_pre_forget(vault_sealer *s, vault_pre *p)
 {
-	if (p != NULL)
-		sodium_memzero(p->key, sizeof p->key);
+	if (p == NULL)
+		return;
+	const vault_pre **r = &s->recent[bucket_of(p->tag) & (RECENT_SLOTS - 1)];
+	if (*r == p)
+		*r = NULL;
+	sodium_memzero(p->key, sizeof p->key);
 }
 
 /* ---- the group ---- */
@@ -835,10 +884,12 @@ parse_fields(vault *v, const char *fields, char *why, size_t whylen)
 				return -1;
 			}
 			v->fields[v->nfields] = strndup(p, n);
-			if (v->fields[v->nfields++] == NULL) {
+			if (v->fields[v->nfields] == NULL) {
 				snprintf(why, whylen, "out of memory");
 				return -1;
 			}
+			v->field_len[v->nfields] = strlen(v->fields[v->nfields]);
+			v->nfields++;
 		}
 		if (e == NULL)
 			break;

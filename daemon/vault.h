@@ -19,13 +19,14 @@
  * --master-key / FUNNEL_MASTER_KEY_FILE) never enters the data
  * directory; tags, wrapping and the check are keyed by subkeys of it.
  *
- * The receiver thread seals ahead (vault_preseal, below): a capture's
- * data under a candidate key for its lead, while the writer applies the
- * group before.  The write path calls the vault at one step (ingest.c,
- * "seal"):
+ * The receiver thread seals ahead (vault_preseal, below): an event's
+ * data under its lead's key, or a candidate key for a lead without one,
+ * while the writer applies the group before.  The write path calls the
+ * vault at one step (ingest.c, "seal"):
  *   vault_seal_event()  before an event's record is encoded: replaces the
  *                       personal values of its data by sealed values under
- *                       the lead's key (when the lead has none: the
+ *                       the lead's key (the data sealed ahead when that
+ *                       was under it; for a lead with no key, the
  *                       candidate sealed ahead, or one created here),
  *                       adds a clear email_domain, and for lead.erased
  *                       retires the lead's key (a later capture in the
@@ -57,7 +58,9 @@
  *
  * Threads: the writer calls everything but vault_key() and the sealing
  * ahead; the query thread calls vault_key(), the receiver thread
- * vault_preseal() with its own vault_sealer.  A mutex guards the table.
+ * vault_preseal() with its own vault_sealer.  A mutex guards the table:
+ * the writer changes it under the mutex, and reads it without (no other
+ * thread changes it); the others read it under the mutex.
  */
 #ifndef FUNNEL_DAEMON_VAULT_H
 #define FUNNEL_DAEMON_VAULT_H
@@ -87,32 +90,41 @@ void vault_close(vault *v);
 /*
  * Sealing ahead, on another thread (the receiver's, while the writer
  * applies the group before): for an event with a lead and personal
- * values, a candidate data key for its lead, the event's data sealed
- * under it, and the key's slot as keys.dat holds it.  Most such events
- * capture a new lead, and the writer then only takes the key
- * (vault_seal_event); when the lead has a key by then, the candidate is
- * dropped and the writer seals with that key as it would without.
- * A vault_sealer is one thread's (random bytes, scratch); the vault's
- * keys and fields it reads do not change after vault_open.
+ * values, the event's data sealed under the lead's key as the table
+ * holds it then (read under the table's lock) or, for a lead with none,
+ * under the candidate key this sealer made for an earlier event of the
+ * lead whose batch is still alive (a capture not applied yet), else a
+ * new candidate key, with the slot that would keep it in keys.dat.
+ * The writer takes the sealed data when that key is the lead's when it
+ * applies the event (vault_seal_event): a candidate for a lead that
+ * still has no key becomes its key; the key read ahead if the lead
+ * still has it (not retired by an erasure meanwhile).  Otherwise the
+ * pre-sealing is dropped and the writer seals as it would without.
+ * So sealing costs the writer nothing for most events: a capture's
+ * new lead, and every later event of a known lead.
+ * A vault_sealer is one thread's (random bytes, scratch); besides the
+ * table it reads the vault's wrapping keys and fields, which do not
+ * change after vault_open.
  */
 typedef struct vault_sealer vault_sealer;
 typedef struct vault_pre {
 	uint8_t tag[16];              /* the lead's tag */
-	uint8_t key[32];
+	uint8_t key[32];              /* a copy: wiped by vault_pre_forget */
+	int fresh;                    /* 1: a candidate key, slot set; 0: the lead's key */
 	const uint8_t *data;          /* the data sealed under key */
 	size_t len;
-	uint8_t slot[96];             /* the key's slot in keys.dat */
+	uint8_t slot[96];             /* fresh: the key's slot in keys.dat */
 } vault_pre;
 
-vault_sealer *vault_sealer_new(const vault *v);   /* NULL when out of memory */
+vault_sealer *vault_sealer_new(vault *v);   /* NULL when out of memory */
 void vault_sealer_free(vault_sealer *s);
 /* *out: the event's pre-sealing, in z's memory, or NULL when the event
  * has nothing to seal (or a producer's sealed value, which the writer
  * refuses).  0, or -1 when out of memory (*out NULL: the writer seals). */
 int vault_preseal(vault_sealer *s, const fp_event *ev, msgpack_zone *z, vault_pre **out);
-/* Wipe p's candidate key (p may be NULL): once the writer is done with
- * its batch. */
-void vault_pre_forget(vault_pre *p);
+/* Wipe p's key and forget p (p may be NULL): once the writer is done
+ * with its batch; by the thread of s, which made p. */
+void vault_pre_forget(vault_sealer *s, vault_pre *p);
 
 /*
  * Seal ev's personal values (ev->data_at/data_len then point at the new

@@ -140,6 +140,7 @@ def main():
             daemon.close()
             daemon = None
         run_shred_recovery(res, ctx, mk)
+        run_sealed_ahead(res, ctx, mk)
         run_pipelined_groups(res, ctx, mk)
         run_finish_order(res, ctx, mk)
         run_wrong_master(res, mk)
@@ -240,6 +241,7 @@ def run_checks(res, ctx, daemon, log, mk):
         expect_eq(hist[0]["data"]["email"], "pat@freemail.example", "the first email")
         settle()
     res.run("a later event with personal values is sealed under the lead's key", later_event_same_key)
+
 
     def erase():
         st["metrics"] = {n: services["metrics"].ok("report", n)
@@ -398,6 +400,87 @@ def run_shred_recovery(res, ctx, mk):
                 check)
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+def run_sealed_ahead(res, ctx, mk):
+    """The receiver seals an event ahead under the key its lead has, or
+    a candidate (vault.h); when that key is not the lead's by the time
+    the writer applies the event, the writer seals it again."""
+    d = None
+    ing = q = None
+    rid = [0]
+
+    def publish(*requests):
+        """Send every request before reading a reply, so that the receiver
+        seals each ahead while the writer has not applied the one before;
+        the replies, in order."""
+        for evs in requests:
+            rid[0] += 1
+            ing.send(msgpack.packb({"op": "publish", "rid": rid[0], "events": evs}))
+        return [msgpack.unpackb(ing.recv(), raw=False) for _ in requests]
+
+    def key_of(lead):
+        q.send(msgpack.packb({"op": "key", "rid": 1, "lead": lead}))
+        return msgpack.unpackb(q.recv(), raw=False)["key"]
+
+    def emails(lead):
+        return [(r["type"], r["data"]["email"]) for r in Cli(d).lines("history", lead)
+                if "email" in (r.get("data") or {})]
+
+    def check():
+        # a new lead's capture and a later event of it in one request: both
+        # sealed ahead before either is applied, the later one under the
+        # capture's candidate key, which becomes the lead's
+        reps = publish([{"type": "lead.captured", "lead": "S1",
+                         "data": {"email": "s1@ahead.example", "name": "Sam Ahead"}},
+                        {"type": "lead.activity", "lead": "S1",
+                         "data": {"kind": "call", "email": "s1.later@ahead.example"}}])
+        expect(reps[0].get("ok") is True, "capture and activity stored: %r" % (reps[0],))
+        expect_eq(emails("S1"), [("lead.captured", "s1@ahead.example"),
+                                 ("lead.activity", "s1.later@ahead.example")],
+                  "both values readable under the lead's one key")
+        old = key_of("S1")
+        # erased and captured again in one request: the capture was sealed
+        # ahead under the key the erasure retires, so funneld seals it
+        # again under a fresh key; the old values stay erased
+        reps = publish([{"type": "lead.erased", "lead": "S1", "data": {"reason": "test"}},
+                        {"type": "lead.captured", "lead": "S1",
+                         "data": {"email": "s1.again@ahead.example"}}])
+        expect(reps[0].get("ok") is True, "erasure and capture stored: %r" % (reps[0],))
+        new = key_of("S1")
+        expect(new is not None and new != old, "a fresh key for the new capture")
+        expect_eq(emails("S1"), [("lead.captured", "[erased]"), ("lead.activity", "[erased]"),
+                                 ("lead.captured", "s1.again@ahead.example")],
+                  "old values erased, the new one readable")
+        # a capture refused (its expected version is not the lead's) and a
+        # capture of the same lead right behind it: the second is sealed
+        # ahead under the first one's candidate, which never became the
+        # lead's key, so funneld makes a key and seals it again
+        reps = publish([{"type": "lead.captured", "lead": "S2", "expected_version": 5,
+                         "data": {"email": "s2.refused@ahead.example"}}],
+                       [{"type": "lead.captured", "lead": "S2",
+                         "data": {"email": "s2@ahead.example"}}])
+        expect_eq(reps[0].get("error"), "EVERSION", "the first is refused: %r" % (reps[0],))
+        expect(reps[1].get("ok") is True, "the second stored: %r" % (reps[1],))
+        expect(key_of("S2") is not None, "S2 has a key")
+        expect_eq(emails("S2"), [("lead.captured", "s2@ahead.example")],
+                  "the stored capture readable, the refused one nowhere")
+    try:
+        d = start_daemon(res, FUNNELD, prefix="funnel-erasure-ahead-",
+                         extra_args=["--master-key", mk])
+        if d is None:
+            return
+        ing = connect(ctx, zmq.DEALER, d.endpoints["ingest"])
+        q = connect(ctx, zmq.DEALER, d.endpoints["query"])
+        res.run("sealed ahead under a key that is not the lead's when applied (a capture in "
+                "the same request, an erasure before it, a refused capture before it): sealed "
+                "again; every stored value readable, the erased ones not", check)
+    finally:
+        for sock in (ing, q):
+            if sock is not None:
+                sock.close(0)
+        if d is not None:
+            d.close()
 
 
 def run_pipelined_groups(res, ctx, mk):
