@@ -41,20 +41,92 @@ funnel_record_hash_ok(const void *buf, size_t len)
 	return sodium_memcmp(h, (const uint8_t *)buf + len - FUNNEL_HASH_BYTES, sizeof h) == 0;
 }
 
+/* The record's top-level keys funnel_record_parse reads.  Found in one
+ * pass over the map (a record has a dozen keys; a lookup per key walked
+ * it a dozen times, a twelfth of every service's rebuild); the first of
+ * a repeated key counts, as with mp_find. */
+enum { K_SEQ, K_TS, K_TYPE, K_PREV, K_LEAD, K_ID, K_PRODUCER, K_STAGE, K_OCCURRED_AT, K_CAUSE,
+       K_VERSION, K_DATA, K_COUNT };
+static const struct {
+	const char *name;
+	uint32_t len;
+} keys[K_COUNT] = {
+	[K_SEQ] = { "seq", 3 }, [K_TS] = { "ts", 2 }, [K_TYPE] = { "type", 4 },
+	[K_PREV] = { "prev", 4 }, [K_LEAD] = { "lead", 4 }, [K_ID] = { "id", 2 },
+	[K_PRODUCER] = { "producer", 8 }, [K_STAGE] = { "stage", 5 },
+	[K_OCCURRED_AT] = { "occurred_at", 11 }, [K_CAUSE] = { "cause", 5 },
+	[K_VERSION] = { "version", 7 }, [K_DATA] = { "data", 4 },
+};
+
 static void
-opt_str(const msgpack_object *map, const char *key, funnel_str *out, funnel_err *rc)
+find_keys(const msgpack_object *map, const msgpack_object *val[K_COUNT])
 {
-	out->ptr = NULL;
-	out->len = 0;
-	funnel_err e = mp_get_str(map, key, out, NULL);
-	if (e == FUNNEL_ETYPE)
+	memset(val, 0, K_COUNT * sizeof *val);
+	for (uint32_t i = 0; i < map->via.map.size; i++) {
+		const msgpack_object *k = &map->via.map.ptr[i].key;
+		if (k->type != MSGPACK_OBJECT_STR || k->via.str.size < 2 || k->via.str.size > 11)
+			continue;
+		/* its length and first byte rule out most keys before a memcmp */
+		for (int f = 0; f < K_COUNT; f++) {
+			if (k->via.str.size == keys[f].len && k->via.str.ptr[0] == keys[f].name[0] &&
+			    memcmp(k->via.str.ptr, keys[f].name, keys[f].len) == 0) {
+				if (val[f] == NULL)
+					val[f] = &map->via.map.ptr[i].val;
+				break;
+			}
+		}
+	}
+}
+
+/* A value found by find_keys, as mp_get_u64 / mp_get_str / mp_get_bin
+ * read it: FUNNEL_EMISSING (v NULL), FUNNEL_ETYPE, or FUNNEL_OK. */
+static funnel_err
+val_u64(const msgpack_object *v, uint64_t *out)
+{
+	if (v == NULL)
+		return FUNNEL_EMISSING;
+	if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return FUNNEL_ETYPE;
+	*out = v->via.u64;
+	return FUNNEL_OK;
+}
+
+static funnel_err
+val_raw(const msgpack_object *v, msgpack_object_type type, funnel_str *out)
+{
+	if (v == NULL)
+		return FUNNEL_EMISSING;
+	if (v->type != type)
+		return FUNNEL_ETYPE;
+	out->ptr = type == MSGPACK_OBJECT_STR ? v->via.str.ptr : v->via.bin.ptr;
+	out->len = type == MSGPACK_OBJECT_STR ? v->via.str.size : v->via.bin.size;
+	return FUNNEL_OK;
+}
+
+/* An optional string: absent leaves out empty, another type sets *rc. */
+static void
+opt_str(const msgpack_object *v, funnel_str *out, funnel_err *rc)
+{
+	if (val_raw(v, MSGPACK_OBJECT_STR, out) == FUNNEL_ETYPE)
 		*rc = FUNNEL_ETYPE;
+}
+
+/* An optional uint: 1 when present (*out set), 0 when absent; another
+ * type sets *rc. */
+static int
+opt_u64(const msgpack_object *v, uint64_t *out, funnel_err *rc)
+{
+	funnel_err e = val_u64(v, out);
+	if (e == FUNNEL_ETYPE)
+		*rc = e;
+	return e == FUNNEL_OK;
 }
 
 int
 funnel_record_parse(const void *buf, size_t len, msgpack_zone *zone, funnel_record *r)
 {
 	msgpack_object o;
+	const msgpack_object *val[K_COUNT];
 	size_t off = 0;
 	funnel_err rc = FUNNEL_OK;
 	funnel_str bin;
@@ -65,11 +137,12 @@ funnel_record_parse(const void *buf, size_t len, msgpack_zone *zone, funnel_reco
 		return FUNNEL_EMALFORMED;
 	if (funnel_record_peek(buf, len, NULL, NULL) != FUNNEL_OK)
 		return FUNNEL_EMALFORMED;
-	if ((rc = mp_get_u64(&o, "seq", &r->seq, NULL)) != FUNNEL_OK ||
-	    (rc = mp_get_u64(&o, "ts", &r->ts, NULL)) != FUNNEL_OK ||
-	    (rc = mp_get_str(&o, "type", &r->type, NULL)) != FUNNEL_OK)
+	find_keys(&o, val);
+	if ((rc = val_u64(val[K_SEQ], &r->seq)) != FUNNEL_OK ||
+	    (rc = val_u64(val[K_TS], &r->ts)) != FUNNEL_OK ||
+	    (rc = val_raw(val[K_TYPE], MSGPACK_OBJECT_STR, &r->type)) != FUNNEL_OK)
 		return rc;
-	if ((rc = mp_get_bin(&o, "prev", &bin, NULL)) != FUNNEL_OK)
+	if ((rc = val_raw(val[K_PREV], MSGPACK_OBJECT_BIN, &bin)) != FUNNEL_OK)
 		return rc;
 	if (bin.len != FUNNEL_HASH_BYTES)
 		return FUNNEL_EMALFORMED;
@@ -84,24 +157,24 @@ funnel_record_parse(const void *buf, size_t len, msgpack_zone *zone, funnel_reco
 		return FUNNEL_EMALFORMED;
 	r->hash = (const uint8_t *)last->val.via.bin.ptr;
 
-	opt_str(&o, "lead", &r->lead, &rc);
-	opt_str(&o, "id", &r->id, &rc);
-	opt_str(&o, "producer", &r->producer, &rc);
-	opt_str(&o, "stage", &r->stage, &rc);
-	funnel_err e;
-	if ((e = mp_get_i64(&o, "occurred_at", &r->occurred_at, NULL)) == FUNNEL_OK)
+	opt_str(val[K_LEAD], &r->lead, &rc);
+	opt_str(val[K_ID], &r->id, &rc);
+	opt_str(val[K_PRODUCER], &r->producer, &rc);
+	opt_str(val[K_STAGE], &r->stage, &rc);
+	const msgpack_object *at = val[K_OCCURRED_AT];
+	if (at != NULL && at->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+		r->occurred_at = at->via.i64;
 		r->has_occurred_at = 1;
-	else if (e == FUNNEL_ETYPE)
-		rc = e;
-	if ((e = mp_get_u64(&o, "cause", &r->cause, NULL)) == FUNNEL_OK)
-		r->has_cause = 1;
-	else if (e == FUNNEL_ETYPE)
-		rc = e;
-	if ((e = mp_get_u64(&o, "version", &r->version, NULL)) == FUNNEL_OK)
-		r->has_version = 1;
-	else if (e == FUNNEL_ETYPE)
-		rc = e;
-	const msgpack_object *d = mp_find(&o, "data");
+	} else if (at != NULL && at->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+	           at->via.u64 <= INT64_MAX) {
+		r->occurred_at = (int64_t)at->via.u64;
+		r->has_occurred_at = 1;
+	} else if (at != NULL) {
+		rc = FUNNEL_ETYPE;
+	}
+	r->has_cause = opt_u64(val[K_CAUSE], &r->cause, &rc);
+	r->has_version = opt_u64(val[K_VERSION], &r->version, &rc);
+	const msgpack_object *d = val[K_DATA];
 	if (d != NULL) {
 		if (d->type != MSGPACK_OBJECT_MAP)
 			rc = FUNNEL_ETYPE;

@@ -268,10 +268,9 @@ utf8_cut(const char *s, size_t n)
 	return n;
 }
 
-/* Append to a bounded text; an overflow ends it with "..." after the
- * last whole character that fits. */
-static void __attribute__((format(printf, 3, 4)))
-say(char *buf, size_t cap, const char *fmt, ...)
+/* The bounded texts of the reasons (engine.h). */
+void
+rt_say(char *buf, size_t cap, const char *fmt, ...)
 {
 	size_t n = strlen(buf);
 	if (n + 1 >= cap)
@@ -281,6 +280,23 @@ say(char *buf, size_t cap, const char *fmt, ...)
 	int w = vsnprintf(buf + n, cap - n, fmt, ap);
 	va_end(ap);
 	if (w >= 0 && (size_t)w >= cap - n && cap > 4)
+		memcpy(buf + utf8_cut(buf, cap - 4), "...", 4);
+}
+
+void
+rt_say_strs(char *buf, size_t cap, const char *const *parts, size_t nparts)
+{
+	size_t n = strlen(buf), w = 0;
+	if (n + 1 >= cap)
+		return;
+	for (size_t i = 0; i < nparts; i++) {
+		size_t len = strlen(parts[i]);
+		if (n + w + 1 < cap)
+			memcpy(buf + n + w, parts[i], n + w + len + 1 <= cap ? len : cap - 1 - n - w);
+		w += len;
+	}
+	buf[n + w + 1 <= cap ? n + w : cap - 1] = 0;
+	if (w >= cap - n && cap > 4)
 		memcpy(buf + utf8_cut(buf, cap - 4), "...", 4);
 }
 
@@ -456,24 +472,26 @@ pick(const rt_rules *r, const funnel_store *s, size_t t, uint64_t ts, const char
 		const char *no = not_eligible(d, &st[i], ts, exclude, tmp, sizeof tmp);
 		elig[i] = no == NULL;
 		if (no != NULL) {
-			say(others, sizeof others, "%s%s %s", others[0] ? ", " : "", d->name, no);
+			const char *part[] = { others[0] ? ", " : "", d->name, " ", no };
+			rt_say_strs(others, sizeof others, part, 4);
 			continue;
 		}
-		say(eligible, sizeof eligible, "%s%s", eligible[0] ? ", " : "", d->name);
+		const char *part[] = { eligible[0] ? ", " : "", d->name };
+		rt_say_strs(eligible, sizeof eligible, part, 2);
 		st[i].current += d->weight;
 		total += d->weight;
 		if (best < 0 || st[i].current > st[best].current)
 			best = (int)i;
 	}
 	if (best < 0) {
-		say(why, RT_MAX_REASON + 1, "team %s: nobody eligible (%s)", team->name, others);
+		rt_say(why, RT_MAX_REASON + 1, "team %s: nobody eligible (%s)", team->name, others);
 		return FUNNEL_OK;
 	}
 	const rt_rep_def *b = &r->reps[team->first_rep + best];
-	say(why, RT_MAX_REASON + 1, "weighted round-robin: %s had the highest current weight %"
+	rt_say(why, RT_MAX_REASON + 1, "weighted round-robin: %s had the highest current weight %"
 	         PRId64 " (weight %ld) of eligible %s", b->name, st[best].current, b->weight, eligible);
 	if (others[0])
-		say(why, RT_MAX_REASON + 1, "; not eligible: %s", others);
+		rt_say(why, RT_MAX_REASON + 1, "; not eligible: %s", others);
 	st[best].current -= total;
 	*chosen = (int)(team->first_rep + best);
 	for (size_t i = 0; commit && i < n; i++) {
@@ -566,7 +584,7 @@ escalate(const rt_rules *r, const funnel_store *s, const funnel_record *rec, rt_
 	if (to == NULL && t->lead != NULL && strcmp(t->lead, l->owner) != 0) {
 		to = t->lead;
 		if (why[0])
-			say(why, sizeof why, "; to the team lead");
+			rt_say(why, sizeof why, "; to the team lead");
 		else
 			snprintf(why, sizeof why, "to the team lead");
 	}
@@ -578,7 +596,7 @@ escalate(const rt_rules *r, const funnel_store *s, const funnel_record *rec, rt_
 	l->escalations++;
 	l->routed_seq = rec->seq;
 	reason[0] = 0;
-	say(reason, sizeof reason, "escalation %" PRIu32 " of %ld after %s missed the SLA: %s",
+	rt_say(reason, sizeof reason, "escalation %" PRIu32 " of %ld after %s missed the SLA: %s",
 	         l->escalations, t->esc_limit, prev, why);
 	out->key = "escalated";
 	if ((rc = hand_over(s, l, to, t->name, rule, reason, out)) != FUNNEL_OK)

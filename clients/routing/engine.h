@@ -66,4 +66,13 @@ struct rt_rules {
 int rt_team_index(const rt_rules *r, const char *name);
 int rt_rep_index(const rt_rules *r, const char *name);
 
+/* Append to the bounded text buf (cap bytes, NUL-terminated): an
+ * overflow ends it with "..." after the last whole UTF-8 character that
+ * fits (a full buf takes nothing more).  rt_say_strs() appends nparts C
+ * strings as rt_say(buf, cap, "%s%s...", parts[0], parts[1], ...) would,
+ * byte for byte, without vsnprintf: pick() lists every rep of a team so,
+ * and vsnprintf's setup cost more than the rest of a rebuilt decision. */
+void rt_say(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void rt_say_strs(char *buf, size_t cap, const char *const *parts, size_t nparts);
+
 #endif

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 #include <msgpack.h>
 
+#include "engine.h"
 #include "mp.h"
 #include "routing.h"
 #include "rulesfile.h"
@@ -1072,6 +1073,50 @@ test_reasons_stay_utf8(void **state)
 	fx_free(&f);
 }
 
+/* rt_say_strs() writes what rt_say() with "%s%s..." writes, byte for
+ * byte, overflow and cut included: random pieces of one- to four-byte
+ * characters appended to buffers of every size up to 40 bytes, from
+ * empty, part full and full. */
+static void
+test_say_strs_is_say(void **state)
+{
+	(void)state;
+	static const char *const chars[] = { "a", ", ", "\xc3\xa4", "\xe2\x82\xac", "\xf0\x9f\x98\x80" };
+	unsigned seed = 12345;
+	char parts[4][24];
+	for (int round = 0; round < 20000; round++) {
+		const char *pp[4];
+		size_t np = 1 + (size_t)(rand_r(&seed) % 4);
+		for (size_t i = 0; i < np; i++) {
+			size_t k = 0, want = (size_t)(rand_r(&seed) % 6);
+			parts[i][0] = 0;
+			while (want-- > 0) {
+				const char *c = chars[rand_r(&seed) % 5];
+				memcpy(parts[i] + k, c, strlen(c) + 1);
+				k += strlen(c);
+			}
+			pp[i] = parts[i];
+		}
+		size_t cap = 1 + (size_t)(rand_r(&seed) % 40);
+		char a[64], b[64];
+		memset(a, 'x', sizeof a);
+		size_t pre = (size_t)(rand_r(&seed) % (cap + 1));   /* what buf holds already */
+		for (size_t i = 0; i + 1 < pre && i + 1 < cap; i++)
+			a[i] = 'p';
+		a[pre < cap ? (pre ? pre - 1 : 0) : cap - 1] = 0;
+		memcpy(b, a, sizeof a);
+		rt_say_strs(a, cap, pp, np);
+		switch (np) {
+		case 1: rt_say(b, cap, "%s", pp[0]); break;
+		case 2: rt_say(b, cap, "%s%s", pp[0], pp[1]); break;
+		case 3: rt_say(b, cap, "%s%s%s", pp[0], pp[1], pp[2]); break;
+		default: rt_say(b, cap, "%s%s%s%s", pp[0], pp[1], pp[2], pp[3]); break;
+		}
+		if (memcmp(a, b, cap) != 0)
+			fail_msg("round %d, cap %zu: rt_say_strs wrote '%s', rt_say '%s'", round, cap, a, b);
+	}
+}
+
 /* ---- decisions the log dropped (a person acted first) ---- */
 
 /* Apply a record that carries the lead's stage (as the log's records do),
@@ -1287,6 +1332,7 @@ main(void)
 		cmocka_unit_test(test_decode_garbage),
 		cmocka_unit_test(test_ignored_records),
 		cmocka_unit_test(test_reasons_stay_utf8),
+		cmocka_unit_test(test_say_strs_is_say),
 		cmocka_unit_test(test_dropped_route_is_taken_back),
 		cmocka_unit_test(test_readme_tour_hand_assignment_wins),
 		cmocka_unit_test(test_dropped_route_decided_again_after_activity),
