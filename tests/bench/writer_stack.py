@@ -5,7 +5,9 @@ wall-clock time, by sampling: what the thread is doing, read from /proc
 every SAMPLE_MS (default 0.5) ms while it runs.
 
 Start it, then the load (e.g. a W1-only `bench_funnel`): it waits for a
-funneld process (the newest), samples its writer (the main thread, which
+funneld process (the newest; with `--match TEXT`, the newest whose
+command line holds TEXT, e.g. `--match master-key` for the sealed W1 of
+`BENCH_SEALED=1`), samples its writer (the main thread, which
 runs the ingest loop) until the process ends, and prints the share of
 the samples in each state among those where the writer was not idle
 (idle: waiting in poll for a batch with nothing queued):
@@ -34,7 +36,7 @@ SYSCALLS = {0: "read", 1: "write", 7: "poll", 17: "pwrite", 18: "pwrite", 20: "w
             296: "pwritev"}
 
 
-def newest_funneld():
+def newest_funneld(match):
     best = None
     for p in os.listdir("/proc"):
         if not p.isdigit():
@@ -45,6 +47,13 @@ def newest_funneld():
         except OSError:
             continue
         if "(funneld)" in st and ") Z" not in st:
+            if match:
+                try:
+                    with open("/proc/%s/cmdline" % p, "rb") as f:
+                        if match.encode() not in f.read():
+                            continue
+                except OSError:
+                    continue
             start = int(st.rsplit(")", 1)[1].split()[19])
             if best is None or start > best[0]:
                 best = (start, p)
@@ -52,9 +61,12 @@ def newest_funneld():
 
 
 def main():
+    match = sys.argv[2] if len(sys.argv) == 3 and sys.argv[1] == "--match" else None
+    if len(sys.argv) > 1 and match is None:
+        sys.exit("usage: writer_stack.py [--match TEXT]")
     pid = None
     for _ in range(6000):
-        pid = newest_funneld()
+        pid = newest_funneld(match)
         if pid:
             break
         time.sleep(0.01)
