@@ -943,7 +943,8 @@ fail_group(batch *b, int rc, const store *s)
 }
 
 /*
- * Where the writer's time goes, printed at its end when the environment
+ * Where the writer's time goes (and with a master key, how many events
+ * sealed ahead it took), printed at its end when the environment
  * has FUNNELD_WRITER_STATS (for measuring the write path; off otherwise:
  * the clock reads cost a few tens of ns per group).
  */
@@ -965,16 +966,23 @@ wstats_lap(const wstats *ws, uint64_t *t, uint64_t *acc)
 }
 
 static void
-wstats_print(wstats *ws, uint64_t total_ns)
+wstats_print(wstats *ws, uint64_t total_ns, const vault *v)
 {
 	if (!ws->on || ws->groups == 0)
 		return;
 	double t = (double)total_ns / 1e9;
+	char ahead[96] = "";
+	if (v != NULL) {
+		uint64_t taken, dropped;
+		vault_ahead(v, &taken, &dropped);
+		snprintf(ahead, sizeof ahead, "; since the start, sealed ahead and taken %" PRIu64
+		         ", sealed again %" PRIu64, taken, dropped);
+	}
 	log_info("writer: %" PRIu64 " groups, %.1f events and %.1f requests a group (max %" PRIu64
 	         "); of %.2f s: waiting for a batch %.2f, applying %.2f, journal flush %.2f, "
-	         "checkpoints %.2f", ws->groups, (double)ws->events / (double)ws->groups,
+	         "checkpoints %.2f%s", ws->groups, (double)ws->events / (double)ws->groups,
 	         (double)ws->reqs / (double)ws->groups, ws->max_events, t, ws->wait_ns / 1e9,
-	         ws->apply_ns / 1e9, ws->flush_ns / 1e9, ws->ckpt_ns / 1e9);
+	         ws->apply_ns / 1e9, ws->flush_ns / 1e9, ws->ckpt_ns / 1e9, ahead);
 	*ws = (wstats){ .on = 1 };
 }
 
@@ -1256,11 +1264,11 @@ ingest_run(void *ctx, store *s, void *sock, void *pub, const config *c,
 		}
 		wstats_lap(&ws, &t, &ws.ckpt_ns);
 		if (ws.on && t - t_start >= 1000000000u) {   /* a line a second while busy */
-			wstats_print(&ws, t - t_start);
+			wstats_print(&ws, t - t_start, g->vault);
 			t_start = t;
 		}
 	}
-	wstats_print(&ws, clock_now_ns() - t_start);
+	wstats_print(&ws, clock_now_ns() - t_start, g->vault);
 	/* the group still pending is acked, or answered EINTERNAL */
 	if (g->pending != NULL) {
 		if (receiver_gone)

@@ -92,6 +92,7 @@ struct vault {
 	int finishing;            /* the group prepared last retires keys: its ops wait
 	                           * for vault_finish */
 	uint64_t finish_seq;      /* ... and the seq it commits (vault_prepare's) */
+	uint64_t ahead_taken, ahead_dropped;   /* vault_ahead(): the writer's alone */
 };
 
 /* n random bytes (n <= sizeof s->random) into out. */
@@ -452,9 +453,21 @@ static int
 take_pre(vault *v, const vault_pre *pre)
 {
 	uint32_t i = find(v, pre->tag);
-	if (pre->fresh)
-		return i == NONE && new_key(v, pre->tag, pre->key, pre->slot) != NONE;
-	return i != NONE && sodium_memcmp(v->slots[i].key, pre->key, FP_SEAL_KEY_BYTES) == 0;
+	int taken = pre->fresh ? i == NONE && new_key(v, pre->tag, pre->key, pre->slot) != NONE
+	                       : i != NONE && sodium_memcmp(v->slots[i].key, pre->key,
+	                                                    FP_SEAL_KEY_BYTES) == 0;
+	if (taken)
+		v->ahead_taken++;
+	else
+		v->ahead_dropped++;
+	return taken;
+}
+
+void
+vault_ahead(const vault *v, uint64_t *taken, uint64_t *dropped)
+{
+	*taken = v->ahead_taken;
+	*dropped = v->ahead_dropped;
 }
 
 funnel_err
@@ -572,11 +585,12 @@ vault_preseal(vault_sealer *s, const fp_event *ev, msgpack_zone *z, vault_pre **
 		draw(s, p->key, sizeof p->key);
 	}
 	fp_event e = *ev;
-	if (seal_into(s, &e, p->key, NULL, NULL) != FUNNEL_OK)
+	uint8_t *d = NULL;
+	if (seal_into(s, &e, p->key, NULL, NULL) != FUNNEL_OK ||
+	    (d = msgpack_zone_malloc(z, e.data_len)) == NULL) {
+		sodium_memzero(p->key, sizeof p->key);   /* p is in no batch: forget() never sees it */
 		return -1;
-	uint8_t *d = msgpack_zone_malloc(z, e.data_len);
-	if (d == NULL)
-		return -1;
+	}
 	memcpy(d, e.data_at, e.data_len);
 	p->data = d;
 	p->len = e.data_len;

@@ -123,8 +123,18 @@ void vault_sealer_free(vault_sealer *s);
  * refuses).  0, or -1 when out of memory (*out NULL: the writer seals). */
 int vault_preseal(vault_sealer *s, const fp_event *ev, msgpack_zone *z, vault_pre **out);
 /* Wipe p's key and forget p (p may be NULL): once the writer is done
- * with its batch; by the thread of s, which made p. */
+ * with its batch; by the thread of s, which made p.  So a copy of a
+ * lead's key lives in the pre-sealings of the batches decoded before
+ * the writer applied its erasure, until they are released, a few
+ * groups after the erasure's ack (as the query thread's vault_key()
+ * copies live until its reply is sent); keys.dat is what the erasure
+ * empties at once. */
 void vault_pre_forget(vault_sealer *s, vault_pre *p);
+
+/* Events sealed ahead that the writer took, and those it sealed again
+ * (their key was not the lead's any more: an erasure or a refused
+ * capture came between), since vault_open.  The writer's thread. */
+void vault_ahead(const vault *v, uint64_t *taken, uint64_t *dropped);
 
 /*
  * Seal ev's personal values (ev->data_at/data_len then point at the new

@@ -12,7 +12,9 @@ runs the ingest loop) until the process ends, and prints the share of
 the samples in each state among those where the writer was not idle
 (idle: waiting in poll for a batch with nothing queued):
 
-  running          on a CPU (or runnable) outside a system call
+  running          on a CPU (in user space or in a system call)
+  runnable         outside a system call, waiting for a CPU
+  fault ... (D)    outside a system call, blocked (a page fault of the map)
   flush <file>     in fdatasync / fsync of that file (data.mdb is a
                    checkpoint's flush; journal a group's flush done on
                    the writer itself)
@@ -31,7 +33,8 @@ import sys
 import time
 
 SAMPLE_S = float(os.environ.get("SAMPLE_MS", "0.5")) / 1000.0
-SYSCALLS = {0: "read", 1: "write", 7: "poll", 17: "pwrite", 18: "pwrite", 20: "writev",
+# x86-64 numbers (/proc/PID/task/TID/syscall gives the number)
+SYSCALLS = {0: "read", 1: "write", 7: "poll", 17: "pread", 18: "pwrite", 20: "writev",
             74: "fsync", 75: "fdatasync", 202: "futex", 232: "epoll_wait", 271: "ppoll",
             296: "pwritev"}
 
@@ -73,6 +76,11 @@ def main():
     if pid is None:
         sys.exit("writer_stack: no funneld appeared within 60 s")
     base = "/proc/%s/task/%s/" % (pid, pid)
+    try:
+        open(base + "syscall").close()
+    except OSError as e:
+        sys.exit("writer_stack: cannot read %ssyscall (%s): it takes the right to trace "
+                 "funneld" % (base, e.strerror))
     states = collections.Counter()
     idle = 0
     while True:
@@ -83,8 +91,12 @@ def main():
                 run = f.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             break
-        if not sc or sc[0] == "running" or sc[0] == "-1":
+        if not sc or sc[0] == "running":
             states["running"] += 1
+        elif sc[0] == "-1":
+            # not in a system call but not on a CPU: waiting for one (R),
+            # or blocked in a page fault of the map (D)
+            states["runnable" if run == "R" else "fault or other wait (%s)" % run] += 1
         else:
             name = SYSCALLS.get(int(sc[0]), "syscall %s" % sc[0])
             if name in ("fdatasync", "fsync", "write", "pwrite", "writev", "pwritev"):

@@ -24,6 +24,7 @@ and "N passed, M failed"; exits 1 if any check failed.
 """
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -241,7 +242,6 @@ def run_checks(res, ctx, daemon, log, mk):
         expect_eq(hist[0]["data"]["email"], "pat@freemail.example", "the first email")
         settle()
     res.run("a later event with personal values is sealed under the lead's key", later_event_same_key)
-
 
     def erase():
         st["metrics"] = {n: services["metrics"].ok("report", n)
@@ -465,9 +465,28 @@ def run_sealed_ahead(res, ctx, mk):
         expect(key_of("S2") is not None, "S2 has a key")
         expect_eq(emails("S2"), [("lead.captured", "s2@ahead.example")],
                   "the stored capture readable, the refused one nowhere")
+    def counted():
+        # the writer's stats line at the stop counts what it took ahead:
+        # the first request's two events certainly (capture and activity
+        # in one batch), the capture after the erasure certainly not
+        for sock in (ing, q):
+            sock.close(0)
+        expect_eq(d.terminate(), 0, "funneld's exit status after SIGTERM")
+        with open(os.path.join(d.dir, "funneld.log")) as f:
+            lines = [l for l in f if "sealed ahead and taken" in l]
+        expect(lines, "a writer stats line with the sealing ahead: %s" % d.log_tail())
+        m = re.search(r"sealed ahead and taken (\d+), sealed again (\d+)", lines[-1])
+        taken, again = int(m.group(1)), int(m.group(2))
+        expect(taken >= 2 and again >= 1, "taken %d (want >= 2), sealed again %d (want >= 1)"
+               % (taken, again))
     try:
-        d = start_daemon(res, FUNNELD, prefix="funnel-erasure-ahead-",
-                         extra_args=["--master-key", mk])
+        # FUNNELD_WRITER_STATS: the writer logs what it took of the sealing ahead
+        os.environ["FUNNELD_WRITER_STATS"] = "1"
+        try:
+            d = start_daemon(res, FUNNELD, prefix="funnel-erasure-ahead-",
+                             extra_args=["--master-key", mk, "--log-level", "info"])
+        finally:
+            del os.environ["FUNNELD_WRITER_STATS"]
         if d is None:
             return
         ing = connect(ctx, zmq.DEALER, d.endpoints["ingest"])
@@ -475,6 +494,9 @@ def run_sealed_ahead(res, ctx, mk):
         res.run("sealed ahead under a key that is not the lead's when applied (a capture in "
                 "the same request, an erasure before it, a refused capture before it): sealed "
                 "again; every stored value readable, the erased ones not", check)
+        res.run("the writer took the sealing ahead where the key was the lead's, and sealed "
+                "again where it was not (its stats line at the stop)", counted)
+        ing = q = None
     finally:
         for sock in (ing, q):
             if sock is not None:
