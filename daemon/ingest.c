@@ -274,23 +274,40 @@ same_event(store_wtxn *w, group *g, request *r, fp_event *ev, uint64_t orig)
 }
 
 /*
+ * Refuse an event that passed the idempotency check: its id, which
+ * validate_event() claimed there (store_idem_claim), is taken back first,
+ * so it stays free for the event sent again.  The idem cursor is still on
+ * the claim: nothing between the claim and here uses it.
+ */
+static outcome
+refuse_claimed(store_wtxn *w, group *g, const fp_event *ev)
+{
+	int rc = ev->id.ptr != NULL ? store_idem_unclaim(w) : 0;
+	return rc != 0 ? failed(g, rc) : OUT_REFUSED;
+}
+
+/*
  * Validate event i of request r against the log as w sees it: what the
  * receiver found (decode_events), the idempotency key, the lead's state.
  * ev is the writer's copy of the event (sealing and same_event() change
  * it, and a redone group starts over from the receiver's).  Returns
  * OUT_OK with *lead the lead's state after the event (zeroed for an event
- * without a lead; cs->leads counts a new lead), OUT_DUPLICATE (the seq is
- * in the batch's seqs), OUT_REFUSED (r->err filled), or a failure.
+ * without a lead; cs->leads counts a new lead), its id claimed for
+ * cs->seq, and *found set when the lead had a state (w's leads cursor is
+ * on it: store_append's state_at_cursor); OUT_DUPLICATE (the seq is in
+ * the batch's seqs), OUT_REFUSED (r->err filled, no claim left), or a
+ * failure.
  */
 static outcome
 validate_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i, fp_event *ev,
-               store_lead *lead)
+               store_lead *lead, int *found)
 {
 	size_t ack = r->first + i;
 	fp_error *err = &r->err;
 	fp_stage to;
 	int rc;
 
+	*found = 0;
 	if (i == r->bad) {
 		*err = r->pre;
 		return OUT_REFUSED;
@@ -298,8 +315,8 @@ validate_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i, 
 	memset(lead, 0, sizeof *lead);
 	if (ev->id.ptr != NULL) {
 		uint64_t orig;
-		rc = store_idem_find(w, ev->id.ptr, ev->id.len, &orig);
-		if (rc == 0) {
+		rc = store_idem_claim(w, ev->id.ptr, ev->id.len, cs->seq, &orig);
+		if (rc == MDB_KEYEXIST) {
 			outcome o = same_event(w, g, r, ev, orig);
 			if (o == OUT_DUPLICATE) {
 				g->b->seqs[ack] = orig;
@@ -307,30 +324,33 @@ validate_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i, 
 			}
 			return o;   /* OUT_REFUSED: EIDCONFLICT */
 		}
-		if (rc != MDB_NOTFOUND)
+		if (rc != 0)
 			return failed(g, rc);
+		/* the id now names cs->seq: taken back if the event is refused
+		 * (append_event) */
 	}
 	if (ev->lead.ptr == NULL)
 		return OUT_OK;
 	rc = store_lead_find(w, ev->lead.ptr, ev->lead.len, lead);
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return failed(g, rc);
+	*found = rc == 0;   /* the leads cursor is on its state (store_append) */
 	if (ev->has_expected_version && ev->expected_version != lead->version) {
 		fp_error_set(err, FUNNEL_EVERSION, "expected_version",
 		             "expected version %" PRIu64 ", lead '%.*s' is at version %" PRIu64,
 		             ev->expected_version, (int)ev->lead.len, ev->lead.ptr, lead->version);
-		return OUT_REFUSED;
+		return refuse_claimed(w, g, ev);
 	}
 	funnel_err te = fp_transition(ev->spec, lead->stage, &to);
 	if (te == FUNNEL_ENOLEAD) {
 		fp_error_set(err, te, "lead", "%s for lead '%.*s', which was never captured",
 		             ev->spec->name, (int)ev->lead.len, ev->lead.ptr);
-		return OUT_REFUSED;
+		return refuse_claimed(w, g, ev);
 	}
 	if (te != FUNNEL_OK) {
 		fp_error_set(err, te, "type", "%s is not allowed for lead '%.*s' in stage %s",
 		             ev->spec->name, (int)ev->lead.len, ev->lead.ptr, fp_stage_name(lead->stage));
-		return OUT_REFUSED;
+		return refuse_claimed(w, g, ev);
 	}
 	if (lead->version == 0)
 		cs->leads++;   /* the first event that names this lead */
@@ -352,13 +372,13 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 	store_lead lead;
 	uint8_t hash[FUNNEL_HASH_BYTES];
 	fp_event ev;
-	int rc;
+	int rc, found;
 
 	if (i != r->bad)
 		ev = g->b->events[ack];   /* decoded and checked by the receiver */
 	else
 		memset(&ev, 0, sizeof ev);   /* refused by the receiver: validate_event says so */
-	outcome o = validate_event(w, g, cs, r, i, &ev, &lead);
+	outcome o = validate_event(w, g, cs, r, i, &ev, &lead, &found);
 	if (o != OUT_OK)
 		return o == OUT_DUPLICATE ? OUT_OK : o;
 
@@ -372,19 +392,20 @@ append_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i)
 	if (g->vault != NULL) {
 		funnel_err se = vault_seal_event(g->vault, &ev, i != r->bad ? g->b->pre[ack] : NULL, err);
 		if (se == FUNNEL_EVALUE)
-			return OUT_REFUSED;
+			return refuse_claimed(w, g, &ev);
 		if (se != FUNNEL_OK)
 			return failed(g, ENOMEM);
 	}
 	funnel_err ee = fp_record_encode(&g->b->recs, &ev, &st, hash);
 	if (ee == FUNNEL_ETOOBIG) {
 		fp_error_set(err, ee, "data", "event is over %d bytes once stored", FP_MAX_RECORD_BYTES);
-		return OUT_REFUSED;
+		return refuse_claimed(w, g, &ev);
 	}
 	if (ee != FUNNEL_OK)
 		return failed(g, ENOMEM);
+	/* the id was claimed in validate_event: no id here */
 	rc = store_append(w, cs->seq, g->b->recs.data + cs->recs_size, g->b->recs.size - cs->recs_size,
-	                  ev.lead.ptr, ev.lead.len, &lead, ev.id.ptr, ev.id.len);
+	                  ev.lead.ptr, ev.lead.len, &lead, NULL, 0, found);
 	if (rc != 0)
 		return failed(g, rc);
 	g->b->rec_end[cs->nrecs++] = g->b->recs.size;

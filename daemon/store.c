@@ -202,11 +202,13 @@ replay_entry(void *arg, uint64_t first_seq, uint32_t count, const uint8_t *const
 			return REPLAY_REFUSED;
 		}
 		store_lead st;
+		int found = 0;
 		memset(&st, 0, sizeof st);
 		if (r.lead.ptr != NULL) {
 			rc = store_lead_find(&c->w, r.lead.ptr, r.lead.len, &st);
 			if (rc != 0 && rc != MDB_NOTFOUND)
 				return rc;
+			found = rc == 0;
 			if (st.version == 0)
 				c->leads++;
 			int stage = r.stage.ptr ? fp_stage_parse(r.stage.ptr, r.stage.len) : -1;
@@ -214,7 +216,7 @@ replay_entry(void *arg, uint64_t first_seq, uint32_t count, const uint8_t *const
 			                 stage < 0 ? FP_STAGE_NONE : (fp_stage)stage, r.version, seq, r.data);
 		}
 		if ((rc = store_append(&c->w, seq, recs[i], lens[i], r.lead.ptr, r.lead.len, &st,
-		                       r.id.ptr, r.id.len)) != 0)
+		                       r.id.ptr, r.id.len, found)) != 0)
 			return rc;
 		memcpy(c->hash, r.hash, FUNNEL_HASH_BYTES);
 		c->head = seq;
@@ -679,6 +681,26 @@ store_idem_find(store_wtxn *w, const char *id, size_t len, uint64_t *seq)
 }
 
 int
+store_idem_claim(store_wtxn *w, const char *id, size_t len, uint64_t seq, uint64_t *orig)
+{
+	MDB_val k = { len, (void *)id }, v = { sizeof seq, &seq };
+	int rc = mdb_cursor_put(w->idem, &k, &v, MDB_NOOVERWRITE);
+	if (rc != MDB_KEYEXIST)
+		return rc;
+	/* LMDB points v at the value the key already has */
+	if (v.mv_size != sizeof *orig)
+		return MDB_CORRUPTED;
+	memcpy(orig, v.mv_data, sizeof *orig);
+	return MDB_KEYEXIST;
+}
+
+int
+store_idem_unclaim(store_wtxn *w)
+{
+	return mdb_cursor_del(w->idem, 0);
+}
+
+int
 store_record_find(store_wtxn *w, uint64_t seq, MDB_val *rec)
 {
 	/* a plain get: the log cursor stays where the appends left it */
@@ -784,7 +806,7 @@ store_seq_at_time(store *s, MDB_txn *txn, uint64_t from, uint64_t since, uint64_
 int
 store_append(store_wtxn *w, uint64_t seq, const void *rec, size_t len,
              const char *lead, size_t lead_len, const store_lead *state,
-             const char *id, size_t id_len)
+             const char *id, size_t id_len, int state_at_cursor)
 {
 	MDB_val k = { sizeof seq, &seq }, v = { len, (void *)rec };
 	int rc = mdb_cursor_put(w->log, &k, &v, MDB_APPEND);
@@ -796,19 +818,24 @@ store_append(store_wtxn *w, uint64_t seq, const void *rec, size_t len,
 			return rc;
 	}
 	if (lead != NULL) {
-		unsigned char kb[LEAD_KEY_MAX], buf[sizeof(struct lead_rec) + FP_MAX_OWNER_BYTES];
+		unsigned char kb[LEAD_KEY_MAX], hb[LEAD_KEY_MAX];
+		unsigned char buf[sizeof(struct lead_rec) + FP_MAX_OWNER_BYTES];
 		struct lead_rec lr = { 0 };
 		size_t olen = strlen(state->owner);
-		MDB_val hk = lead_key(kb, lead, lead_len, LEAD_HISTORY, seq), hv = { 0, NULL };
-		if ((rc = mdb_cursor_put(w->leads, &hk, &hv, 0)) != 0)
-			return rc;
 		lr.stage = (uint8_t)state->stage;
 		lr.version = state->version;
 		lr.last_seq = state->last_seq;
 		memcpy(buf, &lr, sizeof lr);
 		memcpy(buf + sizeof lr, state->owner, olen);
 		MDB_val sk = lead_key(kb, lead, lead_len, LEAD_STATE, 0), sv = { sizeof lr + olen, buf };
-		if ((rc = mdb_cursor_put(w->leads, &sk, &sv, 0)) != 0)
+		MDB_val hk = lead_key(hb, lead, lead_len, LEAD_HISTORY, seq), hv = { 0, NULL };
+		/* the state first when the cursor is on it (no search), then the
+		 * history key, which sorts just before it; else in key order */
+		if (state_at_cursor && (rc = mdb_cursor_put(w->leads, &sk, &sv, MDB_CURRENT)) != 0)
+			return rc;
+		if ((rc = mdb_cursor_put(w->leads, &hk, &hv, 0)) != 0)
+			return rc;
+		if (!state_at_cursor && (rc = mdb_cursor_put(w->leads, &sk, &sv, 0)) != 0)
 			return rc;
 	}
 	return 0;

@@ -360,9 +360,20 @@ void store_wtxn_abort(store_wtxn *w);
 
 /* Through w's cursors: the seq an idempotency key was stored with (0 and
  * *seq, MDB_NOTFOUND, or an LMDB error), and a lead's state as
- * store_lead_get() reads it. */
+ * store_lead_get() reads it.  store_lead_find() returning 0 leaves w's
+ * leads cursor on the lead's state: see store_append's state_at_cursor. */
 int store_idem_find(store_wtxn *w, const char *id, size_t len, uint64_t *seq);
 int store_lead_find(store_wtxn *w, const char *lead, size_t len, store_lead *out);
+
+/* Claim an idempotency key for the record seq is about to hold: one
+ * search, where a lookup and then store_append's put took two.  0 (the
+ * key now names seq: pass no id to store_append), MDB_KEYEXIST and *orig
+ * the seq the key already names (nothing changed), or an LMDB error.  A
+ * claim whose record is then not appended is taken back at once with
+ * store_idem_unclaim(), before w's idem cursor is used again (it is
+ * still on the key). */
+int store_idem_claim(store_wtxn *w, const char *id, size_t len, uint64_t seq, uint64_t *orig);
+int store_idem_unclaim(store_wtxn *w);
 /* The record of seq as w sees it (records appended earlier in the same
  * transaction included): 0 with a view valid until w's next write,
  * MDB_NOTFOUND, or an LMDB error. */
@@ -370,10 +381,13 @@ int store_record_find(store_wtxn *w, uint64_t seq, MDB_val *rec);
 
 /* Store one record with its index entries.  lead and id may be NULL;
  * state is the lead's state after this record (state->last_seq == seq).
+ * state_at_cursor: w's leads cursor is still where store_lead_find() left
+ * it, on this lead's state (found, and no put on the leads table since):
+ * the state is then rewritten in place there, without a search.
  * Returns 0 or an LMDB error (MDB_MAP_FULL means: abort, grow, retry). */
 int store_append(store_wtxn *w, uint64_t seq, const void *rec, size_t len,
                  const char *lead, size_t lead_len, const store_lead *state,
-                 const char *id, size_t id_len);
+                 const char *id, size_t id_len, int state_at_cursor);
 
 /* Write the head and the lead count into meta (once per group, before
  * commit). */

@@ -817,6 +817,60 @@ def run_checks(res, c, daemon):
         expect_eq(c.lead("N1")["stage"], "inquiry", "stage after capture")
     res.run("x.* events give a lead stage none and a version", custom_events_and_none)
 
+    def refused_id_stays_free():
+        # the writer claims an event's id before it checks the lead
+        # (daemon/ingest.c): a refusal must take the claim back, so the id
+        # is free for the event sent again, and the seq the claim named
+        # goes to the next event stored, which the id must not name
+        c.publish_ok([{"type": "lead.captured", "lead": "F1"}])
+        cases = [
+            ("EVERSION", "expected_version",
+             {"type": "lead.scored", "lead": "F1", "expected_version": 5}),
+            ("ENOLEAD", "lead", {"type": "lead.scored", "lead": "F-never"}),
+            ("ETRANSITION", "type", {"type": "deal.won", "lead": "F1"}),
+        ]
+        for k, (code, field, ev) in enumerate(cases):
+            ident = "free-%d" % k
+            expect_error(c, ZI, {"op": "publish", "events": [dict(ev, id=ident)]}, code, field, 0)
+            other = c.publish_ok([{"type": "x.between"}])["seqs"][0]
+            good = {"type": "x.retry", "id": ident}
+            rep = c.publish_ok([good])
+            expect_eq(rep["dup"], [False], "%s: the id is stored with the event sent again" % code)
+            expect(rep["seqs"][0] > other, "%s: a new seq" % code)
+            again = c.publish_ok([good])
+            expect_eq((again["seqs"], again["dup"]), (rep["seqs"], [True]),
+                      "%s: the id names the event stored under it" % code)
+        # refused in a group whose other requests are stored (pipelined
+        # requests are drained into one group): a claim left behind would
+        # be committed with them, naming one of their seqs
+        for k in range(5):
+            ident = "free-pipe-%d" % k
+            rids = [c.next_rid() for _ in range(31)]
+            c.ingest.send(msgpack.packb({"op": "publish", "rid": rids[0], "events": [
+                {"type": "lead.scored", "lead": "F1", "expected_version": 99, "id": ident}]}))
+            for rid in rids[1:]:
+                c.ingest.send(msgpack.packb({"op": "publish", "rid": rid,
+                                             "events": [{"type": "x.between"}]}))
+            got = {}
+            for _ in rids:
+                rep = msgpack.unpackb(c.ingest.recv())
+                got[rep.get("rid")] = rep
+            expect_eq(got[rids[0]].get("error"), "EVERSION", "the pipelined refusal")
+            expect(all(got[rid].get("ok") for rid in rids[1:]), "the pipelined others stored")
+            rep = c.publish_ok([{"type": "x.retry", "id": ident}])
+            expect_eq(rep["dup"], [False], "a pipelined refused id is free")
+        # refused at its second event, after the first was applied: no id of
+        # the request is kept
+        expect_error(c, ZI, {"op": "publish", "events": [
+            {"type": "lead.captured", "lead": "F2", "id": "free-a"},
+            {"type": "lead.scored", "lead": "F2", "id": "free-b", "expected_version": 9}]},
+            "EVERSION", "expected_version", 1)
+        c.publish_ok([{"type": "x.between"}])
+        rep = c.publish_ok([{"type": "x.retry", "id": "free-a"}, {"type": "x.retry", "id": "free-b"}])
+        expect_eq(rep["dup"], [False, False], "both ids of the refused request are free")
+    res.run("an id refused with its event stays free, and names no other event",
+            refused_id_stays_free)
+
     def versions_in_one_request():
         c.publish_ok([{"type": "lead.captured", "lead": "V1"},
                       {"type": "lead.scored", "lead": "V1", "expected_version": 1},

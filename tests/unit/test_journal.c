@@ -785,7 +785,7 @@ test_a_group_bigger_than_the_journal(void **state)
 		make_record(&sb, (uint64_t)i + 1, prev, NULL, 0, NULL, h);
 		snprintf(id, sizeof id, "id-%d", i + 1);
 		assert_int_equal(store_append(&w, (uint64_t)i + 1, sb.data, sb.size, NULL, 0, &st,
-		                              id, strlen(id)), 0);
+		                              id, strlen(id), 0), 0);
 		msgpack_sbuffer_write(&all, sb.data, sb.size);
 		ends[i] = all.size;
 		memcpy(prev, h, sizeof prev);
@@ -836,7 +836,7 @@ writer_group(store *s, uint64_t first, int n, msgpack_sbuffer *all, size_t *ends
 			make_record(&sb, first + (uint64_t)i, prev, NULL, 0, NULL, h);
 			snprintf(id, sizeof id, "id-%llu", (unsigned long long)(first + (uint64_t)i));
 			rc = store_append(&w, first + (uint64_t)i, sb.data, sb.size, NULL, 0, &st, id,
-			                  strlen(id));
+			                  strlen(id), 0);
 			msgpack_sbuffer_write(all, sb.data, sb.size);
 			ends[i] = all->size;
 			memcpy(prev, h, sizeof prev);

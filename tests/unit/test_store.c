@@ -83,7 +83,7 @@ append_one(store *s, store_wtxn *w, msgpack_sbuffer *sb, uint64_t seq, const uin
 	out->ts = st.ts;
 	(void)s;
 	assert_int_equal(store_append(w, seq, sb->data, sb->size, ev.lead.ptr, ev.lead.len, state,
-	                              id, strlen(id)), 0);
+	                              id, strlen(id), 0), 0);
 }
 
 /* Records 1..n in one transaction, alternating two leads with notes
@@ -221,7 +221,55 @@ test_appends_and_indexes(void **state)
 	assert_int_equal(store_record_find(&w, 3, &v), 0);
 	assert_int_equal(store_record_find(&w, 11, &v), MDB_NOTFOUND);
 	/* an id is stored once: a second record under it is refused */
-	assert_int_equal(store_append(&w, 11, "x", 1, NULL, 0, NULL, "id-7", 4), MDB_KEYEXIST);
+	assert_int_equal(store_append(&w, 11, "x", 1, NULL, 0, NULL, "id-7", 4, 0), MDB_KEYEXIST);
+	store_wtxn_abort(&w);
+
+	/* a claim: a known id says the seq it names and changes nothing; a new
+	 * one names the seq given until it is taken back */
+	assert_int_equal(store_wtxn_begin(&s, NULL, &w), 0);
+	seq = 0;
+	assert_int_equal(store_idem_claim(&w, "id-7", 4, 11, &seq), MDB_KEYEXIST);
+	assert_int_equal(seq, 7);
+	assert_int_equal(store_idem_find(&w, "id-7", 4, &seq), 0);
+	assert_int_equal(seq, 7);
+	assert_int_equal(store_idem_claim(&w, "id-70", 5, 11, &seq), 0);
+	assert_int_equal(store_idem_find(&w, "id-70", 5, &seq), 0);
+	assert_int_equal(seq, 11);
+	assert_int_equal(store_idem_claim(&w, "id-71", 5, 12, &seq), 0);
+	assert_int_equal(store_idem_unclaim(&w), 0);
+	assert_int_equal(store_idem_find(&w, "id-71", 5, &seq), MDB_NOTFOUND);
+	assert_int_equal(store_idem_find(&w, "id-70", 5, &seq), 0);   /* the other claim stays */
+	assert_int_equal(seq, 11);
+	/* the state rewritten where store_lead_find left the cursor: the same
+	 * state and history as by a search, a longer value (an owner) too */
+	store_lead after;
+	assert_int_equal(store_lead_find(&w, "lead-b", 6, &sl), 0);
+	after = sl;
+	after.version = sl.version + 1;
+	after.last_seq = 11;
+	snprintf(after.owner, sizeof after.owner, "%s", "rep-with-a-long-name");
+	assert_int_equal(store_append(&w, 11, "x", 1, "lead-b", 6, &after, NULL, 0, 1), 0);
+	assert_int_equal(store_lead_find(&w, "lead-b", 6, &sl), 0);
+	assert_int_equal(sl.version, 4);
+	assert_int_equal(sl.last_seq, 11);
+	assert_string_equal(sl.owner, "rep-with-a-long-name");
+	assert_int_equal(store_lead_find(&w, "lead-a", 6, &sl), 0);   /* its neighbour untouched */
+	assert_int_equal(sl.version, 4);
+	{
+		MDB_cursor *hc;
+		uint64_t hs, last = 0;
+		int n = 0;
+		assert_int_equal(mdb_cursor_open(w.txn, s.leads, &hc), 0);
+		for (int hr = store_lead_seek(&s, hc, "lead-b", 6, 0, &hs); hr == 0;
+		     hr = store_lead_next(&s, hc, "lead-b", 6, &hs)) {
+			assert_true(hs > last);
+			last = hs;
+			n++;
+		}
+		mdb_cursor_close(hc);
+		assert_int_equal(n, 4);
+		assert_int_equal(last, 11);
+	}
 	store_wtxn_abort(&w);
 	assert_null(w.txn);
 	store_release(&s);
