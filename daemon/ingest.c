@@ -326,8 +326,8 @@ validate_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i, 
 		}
 		if (rc != 0)
 			return failed(g, rc);
-		/* the id now names cs->seq: taken back if the event is refused
-		 * (append_event) */
+		/* the id now names cs->seq: taken back if the event is refused,
+		 * here or in append_event (refuse_claimed) */
 	}
 	if (ev->lead.ptr == NULL)
 		return OUT_OK;

@@ -130,9 +130,10 @@ struct journal;
  * A write transaction and the writer's cursors on the tables every event
  * reads and updates.  A cursor kept from one call to the next lets LMDB
  * find a key on the leaf it already holds without walking down from the
- * root: a record is appended after the last one, the idempotency key is
- * inserted where its lookup ended, and a lead's history key and state key
- * share a leaf.
+ * root: a record is appended after the last one, a lead's history key
+ * and state key share a leaf (its state is rewritten where its lookup
+ * left the cursor), and the idempotency key's one put (store_idem_claim)
+ * both finds and inserts it.
  */
 typedef struct store_wtxn {
 	MDB_txn *txn;
@@ -359,7 +360,8 @@ int store_wtxn_commit(store_wtxn *w);
 void store_wtxn_abort(store_wtxn *w);
 
 /* Through w's cursors: the seq an idempotency key was stored with (0 and
- * *seq, MDB_NOTFOUND, or an LMDB error), and a lead's state as
+ * *seq, MDB_NOTFOUND, or an LMDB error; the writer claims ids instead,
+ * below), and a lead's state as
  * store_lead_get() reads it.  store_lead_find() returning 0 leaves w's
  * leads cursor on the lead's state: see store_append's state_at_cursor. */
 int store_idem_find(store_wtxn *w, const char *id, size_t len, uint64_t *seq);

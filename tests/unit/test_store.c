@@ -255,6 +255,19 @@ test_appends_and_indexes(void **state)
 	assert_string_equal(sl.owner, "rep-with-a-long-name");
 	assert_int_equal(store_lead_find(&w, "lead-a", 6, &sl), 0);   /* its neighbour untouched */
 	assert_int_equal(sl.version, 4);
+	/* and a shorter one again (the owner dropped, as an erasure does) */
+	assert_int_equal(store_lead_find(&w, "lead-b", 6, &sl), 0);
+	after = sl;
+	after.version = sl.version + 1;
+	after.last_seq = 12;
+	after.owner[0] = '\0';
+	assert_int_equal(store_append(&w, 12, "y", 1, "lead-b", 6, &after, NULL, 0, 1), 0);
+	assert_int_equal(store_lead_find(&w, "lead-b", 6, &sl), 0);
+	assert_int_equal(sl.version, 5);
+	assert_int_equal(sl.last_seq, 12);
+	assert_string_equal(sl.owner, "");
+	assert_int_equal(store_lead_find(&w, "lead-a", 6, &sl), 0);
+	assert_int_equal(sl.version, 4);
 	{
 		MDB_cursor *hc;
 		uint64_t hs, last = 0;
@@ -267,8 +280,8 @@ test_appends_and_indexes(void **state)
 			n++;
 		}
 		mdb_cursor_close(hc);
-		assert_int_equal(n, 4);
-		assert_int_equal(last, 11);
+		assert_int_equal(n, 5);
+		assert_int_equal(last, 12);
 	}
 	store_wtxn_abort(&w);
 	assert_null(w.txn);
