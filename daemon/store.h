@@ -361,9 +361,9 @@ void store_wtxn_abort(store_wtxn *w);
 
 /* Through w's cursors: the seq an idempotency key was stored with (0 and
  * *seq, MDB_NOTFOUND, or an LMDB error; the writer claims ids instead,
- * below), and a lead's state as
- * store_lead_get() reads it.  store_lead_find() returning 0 leaves w's
- * leads cursor on the lead's state: see store_append's state_at_cursor. */
+ * below), and a lead's state as store_lead_get() reads it.
+ * store_lead_find() returning 0 leaves w's leads cursor on the lead's
+ * state: see store_append's state_at_cursor. */
 int store_idem_find(store_wtxn *w, const char *id, size_t len, uint64_t *seq);
 int store_lead_find(store_wtxn *w, const char *lead, size_t len, store_lead *out);
 
