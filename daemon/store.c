@@ -813,8 +813,8 @@ store_append(store_wtxn *w, uint64_t seq, const void *rec, size_t len,
 	if (rc != 0)
 		return rc;
 	if (id != NULL) {
-		MDB_val ik = { id_len, (void *)id }, iv = { sizeof seq, &seq };
-		if ((rc = mdb_cursor_put(w->idem, &ik, &iv, MDB_NOOVERWRITE)) != 0)
+		uint64_t orig;   /* MDB_KEYEXIST: the id names another record */
+		if ((rc = store_idem_claim(w, id, id_len, seq, &orig)) != 0)
 			return rc;
 	}
 	if (lead != NULL) {
