@@ -55,7 +55,7 @@
  * group: commits between flushes (MDB_NOSYNC) overwrite its two meta
  * pages unflushed, and a power loss can leave one naming pages that
  * never reached the disk.  Checkpoints come when store_checkpoint_due()
- * says (the lap used half its region, the tail 200 ms old or large, the
+ * says (the lap used half its region, the tail 100 ms old or large, the
  * writer idle), before the map grows, at the stop, and when a group's
  * entry does not fit in what is left of the lap's region (the
  * checkpoint then makes that group durable: a group larger than the
@@ -107,17 +107,23 @@
  * the writer idle this long, and the tail's size, which bounds the
  * dirty pages it holds in memory (DESIGN: funneld's anonymous memory).
  * Ingest waits while a checkpoint runs, for about 0.5 ms plus 4-6 us a
- * page it writes: the age bounds that wait under a steady moderate load
- * (10,000 events/s: about 2,000 events and 350 pages, 1.5-2.5 ms, where
- * a second's tail took 6-12 ms); a heavy load reaches the size bounds
- * first.  A tail of fewer than STORE_TAIL_AGE_EVENTS events waits until
- * STORE_TAIL_OLDEST_NS: events that come one at a time, each a flush
- * apart, would otherwise meet a checkpoint (two more flushes) every
- * 200 ms, often enough to show in their p99.  When checkpoints come
- * changes only how much a power loss leaves to replay, never what it
- * keeps.  A checkpoint that failed is retried after STORE_CKPT_RETRY_NS. */
-#define STORE_TAIL_MAX_AGE_NS 200000000ull
-#define STORE_TAIL_AGE_EVENTS 1024
+ * page it writes, and on a grown log each event's lead and id keys are
+ * on leaves of their own, 2-3 pages an event: the age bounds that wait
+ * under a steady moderate load, a heavy one reaches the size bounds
+ * first.  At 1,000 form posts/s on a log of 200,000 events a tail of a
+ * second (1,024 events) held posts up for 15-25 ms (the gateway's p99
+ * 5.0-7.4 ms); one of 100 ms and at least 128 events, a few ms (p99
+ * 4.0-4.5 ms, tests/bench/bench_gateway.c), at the price of more
+ * checkpoints for a moderate load (one event at a time at ~2,500/s: the
+ * disk took 6,100 -> 6,900 bytes an event, 1.001 -> 1.007 flushes).
+ * A tail of fewer than STORE_TAIL_AGE_EVENTS events waits until
+ * STORE_TAIL_OLDEST_NS: events that come one at a time, a flush apart,
+ * would otherwise meet a checkpoint (two more flushes) every 100 ms.
+ * When checkpoints come changes only how much a power loss leaves to
+ * replay, never what it keeps.  A checkpoint that failed is retried
+ * after STORE_CKPT_RETRY_NS. */
+#define STORE_TAIL_MAX_AGE_NS 100000000ull
+#define STORE_TAIL_AGE_EVENTS 128
 #define STORE_TAIL_OLDEST_NS 1000000000ull
 #define STORE_CKPT_RETRY_NS 1000000000ull
 #define STORE_IDLE_NS 50000000ull
