@@ -112,10 +112,11 @@
  * under a steady moderate load, a heavy one reaches the size bounds
  * first.  At 1,000 form posts/s on a log of 200,000 events a tail of a
  * second (1,024 events) held posts up for 15-25 ms (the gateway's p99
- * 5.0-7.4 ms); one of 100 ms and at least 128 events, a few ms (p99
- * 4.0-4.5 ms, tests/bench/bench_gateway.c), at the price of more
- * checkpoints for a moderate load (one event at a time at ~2,500/s: the
- * disk took 6,100 -> 6,900 bytes an event, 1.001 -> 1.007 flushes).
+ * 6.4-12.0 ms); one of 100 ms and at least 128 events, a few ms (p99
+ * 3.3-5.9 ms, tests/bench/bench_gateway.c, alternated), at the price of
+ * more checkpoints for a moderate load (one event at a time at ~2,500/s:
+ * the disk took 6,100 -> 6,600-6,800 bytes an event, 1.001 -> 1.007
+ * flushes).
  * A tail of fewer than STORE_TAIL_AGE_EVENTS events waits until
  * STORE_TAIL_OLDEST_NS: events that come one at a time, a flush apart,
  * would otherwise meet a checkpoint (two more flushes) every 100 ms.
