@@ -119,7 +119,7 @@
  * flushes).
  * A tail of fewer than STORE_TAIL_AGE_EVENTS events waits until
  * STORE_TAIL_OLDEST_NS: events that come one at a time, a flush apart,
- * would otherwise meet a checkpoint (two more flushes) every 100 ms.
+ * would otherwise meet a checkpoint (a flush of data.mdb) every 100 ms.
  * When checkpoints come changes only how much a power loss leaves to
  * replay, never what it keeps.  A checkpoint that failed is retried
  * after STORE_CKPT_RETRY_NS. */
