@@ -25,8 +25,10 @@
  *   BENCH_BACKUP_EVENTS W1 events beside a backup of the S log, and the
  *                       same without one (B; runs after S) (default 400000)
  *   BENCH_SEALED        1: W1 again on a funneld with a master key, the
- *                       events' email and name sealed (PROTOCOL.md section
- *                       21); 0 skips it                (default 1)
+ *                       default personal fields sealed: a capture's email
+ *                       and name, an activity's ip, two thirds of the
+ *                       events (PROTOCOL.md section 21); 0 skips it
+ *                                                       (default 1)
  *   BENCH_W3_SECS       W3 duration at 10,000 events/s  (default 3)
  *   BENCH_W4_EVENTS     W4 events                       (default 3000)
  *   BENCH_PEERS         comma list of redis-always, redis-everysec,
@@ -585,8 +587,9 @@ start_ms(daemon_proc *d, double *open_ms)
 	return ms;
 }
 
-/* W1 with the same events on a fresh funneld with a master key: email and
- * name of every capture sealed under its lead's key (a new key per lead). */
+/* W1 with the same events on a fresh funneld with a master key: the email
+ * and name of every capture sealed under its lead's key (a new key per
+ * lead), and the ip of every activity under its lead's key. */
 static void
 sealed_w1(const bench_events *ev, funnel_extra *x)
 {

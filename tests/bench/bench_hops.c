@@ -13,12 +13,18 @@
  *              shape of funneld's receiver -> writer -> receiver.
  *
  * Each runs BENCH_HOPS_N round trips of 300 bytes (default 5,000) 200 us
- * apart, as W4 paces its events, twice: with the threads free to run on
- * any CPU, and with every thread pinned to one CPU.  The difference
- * between the two is what the threads waking each other across CPUs
- * costs; on a virtual machine that is tens of microseconds a wake-up,
- * and funnel's path has more wake-ups than a single-threaded server's
- * (tests/bench/hops.sh counts them in funneld itself).
+ * apart, as W4 paces its events, three times: with the threads free to
+ * run on any CPU, with every thread pinned to one CPU, and free again
+ * with one flush in each round trip.  The difference between the first
+ * two is what the threads waking each other across CPUs costs; on a
+ * virtual machine that is tens of microseconds a wake-up, and funnel's
+ * path has more wake-ups than a single-threaded server's
+ * (tests/bench/hops.sh counts them in funneld itself).  The third is the
+ * floor under W4 itself: the thread that would write (the server thread;
+ * the stage, as funneld's writer) appends the message to a file made and
+ * flushed beforehand and calls fdatasync before the answer, the one
+ * flush both funneld's journal and Redis's `appendfsync always` pay, so
+ * W4's p50 less this one is what each system does besides.
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -29,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -40,6 +47,7 @@
 #define MSG_BYTES 300
 #define WARMUP 200
 #define GAP_NS 200000u
+#define FLUSH_FILE_BYTES (8u << 20)   /* more than WARMUP + n messages of a run */
 
 enum shape { TCP, ZMQ, ZMQ_STAGE, NSHAPES };
 static const char *const shape_name[NSHAPES] = { "tcp", "zmq", "zmq+stage" };
@@ -52,6 +60,53 @@ typedef struct {
 	void *router;
 	char endpoint[128];
 } server;
+
+/* The flushed runs' file, open while such a run lasts (-1 otherwise), and
+ * where the next message goes; one run at a time, its writing thread
+ * alone touches them. */
+static int flush_fd = -1;
+static off_t flush_off;
+
+/* When a flushed run is on: the message appended to the file and
+ * flushed.  0, or -1 when the write or the flush failed. */
+static int
+flush_one(const char *buf, size_t n)
+{
+	if (flush_fd < 0)
+		return 0;
+	if (flush_off + (off_t)n > (off_t)FLUSH_FILE_BYTES)
+		flush_off = 0;
+	if (pwrite(flush_fd, buf, n, flush_off) != (ssize_t)n || fdatasync(flush_fd) != 0)
+		return -1;
+	flush_off += (off_t)n;
+	return 0;
+}
+
+/* A file of FLUSH_FILE_BYTES written and flushed (so the flushes of the
+ * run carry data, not the file's size), unlinked at once: its fd, or -1. */
+static int
+flush_file_open(void)
+{
+	const char *tmp = getenv("TMPDIR");
+	char path[4096];
+	snprintf(path, sizeof path, "%s/funnel-hops-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	int fd = mkstemp(path);
+	if (fd < 0)
+		return -1;
+	unlink(path);
+	static char zeros[1u << 16];
+	for (size_t at = 0; at < FLUSH_FILE_BYTES; at += sizeof zeros)
+		if (write(fd, zeros, sizeof zeros) != (ssize_t)sizeof zeros) {
+			close(fd);
+			return -1;
+		}
+	if (fsync(fd) != 0) {
+		close(fd);
+		return -1;
+	}
+	flush_off = 0;
+	return fd;
+}
 
 static int
 read_full(int fd, char *buf, size_t n)
@@ -76,7 +131,7 @@ stage_main(void *arg)
 	zmq_connect(pair, "inproc://stage");
 	for (;;) {
 		int n = zmq_recv(pair, buf, sizeof buf, 0);
-		if (n < 0)
+		if (n < 0 || (n > 1 && flush_one(buf, (size_t)n) != 0))
 			break;
 		zmq_send(pair, buf, (size_t)n, 0);
 		if (n == 1)
@@ -102,7 +157,8 @@ server_main(void *arg)
 				(void)!write(fd, buf, 1);
 				break;
 			}
-			if (read_full(fd, buf + 1, MSG_BYTES - 1) != 0 || write(fd, buf, MSG_BYTES) != MSG_BYTES)
+			if (read_full(fd, buf + 1, MSG_BYTES - 1) != 0 || flush_one(buf, MSG_BYTES) != 0 ||
+			    write(fd, buf, MSG_BYTES) != MSG_BYTES)
 				break;
 		}
 		close(fd);
@@ -118,7 +174,7 @@ server_main(void *arg)
 	for (;;) {
 		int il = zmq_recv(sv->router, id, sizeof id, 0);
 		int n = il < 0 ? -1 : zmq_recv(sv->router, buf, sizeof buf, 0);
-		if (n < 0)
+		if (n < 0 || (pair == NULL && n > 1 && flush_one(buf, (size_t)n) != 0))
 			break;
 		if (pair != NULL && (zmq_send(pair, buf, (size_t)n, 0) < 0 ||
 		                     (n = zmq_recv(pair, buf, sizeof buf, 0)) < 0))
@@ -216,12 +272,15 @@ run_shape(enum shape shape, size_t n, double q[2])
 	return rc;
 }
 
+/* The runs, in the order they go, and the table's columns. */
+enum variant { FREE, ONE_CPU, FLUSHED, NVARIANTS };
+
 int
 main(void)
 {
 	size_t n = (size_t)bench_env_u64("BENCH_HOPS_N", 5000);
 	cpu_set_t all, one;
-	double q[2][NSHAPES][2];   /* [pinned][shape][p50, p99] */
+	double q[NVARIANTS][NSHAPES][2];   /* [variant][shape][p50, p99] */
 
 	if (sched_getaffinity(0, sizeof all, &all) != 0) {
 		perror("bench_hops: sched_getaffinity");
@@ -233,39 +292,53 @@ main(void)
 			CPU_SET(c, &one);
 			break;
 		}
-	fprintf(stderr, "bench_hops: %zu round trips a shape, free and on one CPU...\n", n);
-	for (int pinned = 0; pinned < 2; pinned++) {
-		if (sched_setaffinity(0, sizeof all, pinned ? &one : &all) != 0) {
+	fprintf(stderr, "bench_hops: %zu round trips a shape, free, on one CPU, and free with a flush...\n",
+	        n);
+	for (int v = 0; v < NVARIANTS; v++) {
+		if (sched_setaffinity(0, sizeof all, v == ONE_CPU ? &one : &all) != 0) {
 			perror("bench_hops: sched_setaffinity");
 			return 1;
 		}
-		for (int s = 0; s < NSHAPES; s++)
-			if (run_shape((enum shape)s, n, q[pinned][s]) != 0) {
+		for (int s = 0; s < NSHAPES; s++) {
+			if (v == FLUSHED && (flush_fd = flush_file_open()) < 0) {
+				perror("bench_hops: the flushed runs' file");
+				return 1;
+			}
+			int rc = run_shape((enum shape)s, n, q[v][s]);
+			if (flush_fd >= 0)
+				close(flush_fd);
+			flush_fd = -1;
+			if (rc != 0) {
 				fprintf(stderr, "bench_hops: %s failed\n", shape_name[s]);
 				return 1;
 			}
+		}
 	}
-	sched_setaffinity(0, sizeof all, &all);
 
 	char tab[2048];
-	int k = snprintf(tab, sizeof tab, "\n| one round trip, no work, no flush (%zu, 200 us apart) | "
-	                 "threads on any CPU p50 / p99, ms | all on one CPU p50 / p99, ms |\n"
-	                 "|---|---|---|\n", n);
+	int k = snprintf(tab, sizeof tab, "\n| one round trip (%zu, 200 us apart) | no work, threads on any "
+	                 "CPU p50 / p99, ms | all on one CPU | any CPU, one 300-byte write + "
+	                 "fdatasync |\n|---|---|---|---|\n", n);
 	static const char *const what[NSHAPES] = {
 		"tcp: one server thread reads and answers (a Redis round trip's shape)",
 		"zmq: DEALER -> ROUTER, each side's ZeroMQ I/O thread (W4's transport)",
 		"zmq+stage: the ROUTER's thread hands over to a second and back (funneld's)",
 	};
 	for (int s = 0; s < NSHAPES; s++)
-		k += snprintf(tab + k, sizeof tab - k, "| %s | %.3f / %.3f | %.3f / %.3f |\n", what[s],
-		              q[0][s][0], q[0][s][1], q[1][s][0], q[1][s][1]);
+		k += snprintf(tab + k, sizeof tab - k, "| %s | %.3f / %.3f | %.3f / %.3f | %.3f / %.3f |\n",
+		              what[s], q[FREE][s][0], q[FREE][s][1], q[ONE_CPU][s][0], q[ONE_CPU][s][1],
+		              q[FLUSHED][s][0], q[FLUSHED][s][1]);
 	snprintf(tab + k, sizeof tab - k, "\nfunneld's shape over a single-threaded server's, p50: "
 	         "+%.3f ms with threads on any CPU, +%.3f ms on one CPU (the rest is waking "
-	         "threads across CPUs)\n", q[0][ZMQ_STAGE][0] - q[0][TCP][0],
-	         q[1][ZMQ_STAGE][0] - q[1][TCP][0]);
+	         "threads across CPUs), +%.3f ms with a flush\n",
+	         q[FREE][ZMQ_STAGE][0] - q[FREE][TCP][0], q[ONE_CPU][ZMQ_STAGE][0] - q[ONE_CPU][TCP][0],
+	         q[FLUSHED][ZMQ_STAGE][0] - q[FLUSHED][TCP][0]);
 	bench_report(tab, "hops_tcp_p50=%.4f\nhops_zmq_p50=%.4f\nhops_zmq_stage_p50=%.4f\n"
 	             "hops_tcp_p50_one_cpu=%.4f\nhops_zmq_p50_one_cpu=%.4f\n"
-	             "hops_zmq_stage_p50_one_cpu=%.4f\n", q[0][TCP][0], q[0][ZMQ][0],
-	             q[0][ZMQ_STAGE][0], q[1][TCP][0], q[1][ZMQ][0], q[1][ZMQ_STAGE][0]);
+	             "hops_zmq_stage_p50_one_cpu=%.4f\nhops_tcp_flush_p50=%.4f\n"
+	             "hops_zmq_flush_p50=%.4f\nhops_zmq_stage_flush_p50=%.4f\n",
+	             q[FREE][TCP][0], q[FREE][ZMQ][0], q[FREE][ZMQ_STAGE][0], q[ONE_CPU][TCP][0],
+	             q[ONE_CPU][ZMQ][0], q[ONE_CPU][ZMQ_STAGE][0], q[FLUSHED][TCP][0],
+	             q[FLUSHED][ZMQ][0], q[FLUSHED][ZMQ_STAGE][0]);
 	return 0;
 }

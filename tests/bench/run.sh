@@ -28,9 +28,10 @@ if [ "${BENCH_SLOW_DISK:-1}" != 0 ]; then
 	BENCH_EVENTS=${BENCH_SLOW_DISK_EVENTS:-200000} BENCH_START_EVENTS=0 BENCH_BACKUP_EVENTS=0 \
 	BENCH_SEALED=0 BENCH_CURVE=0 nice "$BUILD/bench/bench_funnel" || exit 1
 fi
-# the floor under W4 on this machine: one round trip with no work and no
-# flush, a plain socket's (Redis's shape) next to ZeroMQ's and funneld's
-# hand-over, threads free and on one CPU (BENCH_HOPS_N), appended
+# the floor under W4 on this machine: one round trip over a plain socket
+# (Redis's shape) next to ZeroMQ's and funneld's hand-over, with no work
+# (threads free and on one CPU) and with one write + fdatasync, the flush
+# W4 pays (BENCH_HOPS_N), appended
 nice "$BUILD/bench/bench_hops" || exit 1
 # the services' numbers (BENCH_SCORING_EVENTS, BENCH_SCORING_SECS), appended
 nice "$BUILD/bench/bench_scoring" || exit 1
