@@ -229,12 +229,19 @@ svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *
 }
 
 int
-svc_digest(const char *prog, const char *view)
+svc_digest(const char *prog, const char *service, const char *view)
 {
 	uint8_t d[32];
-	char hex[65];
+	char hex[65], owner[128];
 	uint64_t cp = 0;
-	int rc = funnel_view_digest(view, d, &cp);
+	int rc = funnel_view_owner(view, owner, sizeof owner);
+	if (rc == FUNNEL_OK && owner[0] != '\0' && strcmp(owner, service) != 0) {
+		fprintf(stderr, "%s: view %s belongs to %s: refused (give each service a view of "
+		        "its own)\n", prog, view, owner);
+		return 1;
+	}
+	if (rc == FUNNEL_OK)
+		rc = funnel_view_digest(view, d, &cp);
 	if (rc != FUNNEL_OK) {
 		fprintf(stderr, "%s: digest of %s: %s\n", prog, view, funnel_strerror(rc));
 		return 1;

@@ -62,9 +62,10 @@ int svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_ar
 /* "prog: <fmt with arg>" and the usage text on stderr; returns 2. */
 int svc_usage(const char *prog, const char *usage, const char *fmt, const char *arg);
 
-/* The `digest` command: "checkpoint N digest HEX" for the view, exit
- * status 0, or 1 with a message. */
-int svc_digest(const char *prog, const char *view);
+/* The `digest` command of the service named service: "checkpoint N
+ * digest HEX" for the view, exit status 0, or 1 with a message (also
+ * for a view another service wrote: refused, as a run would be). */
+int svc_digest(const char *prog, const char *service, const char *view);
 
 /* The common flags into the runtime's options: view_dir, the endpoints, source,
  * rebuild, until_head, no_sync, batch_events and ready_file.  The rest

@@ -108,7 +108,7 @@ svc_main(const svc_desc *d, int argc, char **argv)
 	if (strcmp(cmd, "run") == 0)
 		return run_view(d);
 	if (strcmp(cmd, "digest") == 0 && d->run == NULL)
-		return nargs == 0 ? svc_digest(d->prog, d->args->view)
+		return nargs == 0 ? svc_digest(d->prog, d->name, d->args->view)
 		                  : usage(d, "wrong number of arguments for '%s'", cmd);
 	if (strcmp(cmd, "check") == 0 && d->rules_load)
 		return nargs <= 1 ? check(d, nargs ? argv[optind] : d->args->rules)

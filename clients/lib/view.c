@@ -638,6 +638,39 @@ funnel_view_digest(const char *view_dir, uint8_t digest[32], uint64_t *checkpoin
 }
 
 int
+funnel_view_owner(const char *view_dir, char *name, size_t cap)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k = { 7, "service" }, v;
+	char path[4200];
+	int rc = FUNNEL_ESTORAGE;
+
+	if (view_dir == NULL || name == NULL || cap == 0)
+		return FUNNEL_EINVAL;
+	name[0] = '\0';
+	snprintf(path, sizeof path, "%s/data.mdb", view_dir);
+	if (access(path, F_OK) != 0)
+		return FUNNEL_ENOTFOUND;
+	if (open_readonly(view_dir, &env, &txn) == 0) {
+		int got = mdb_dbi_open(txn, FUNNEL_SERVICE_RUNTIME_TABLE, 0, &dbi);
+		if (got == 0)
+			got = mdb_get(txn, dbi, &k, &v);
+		if (got == 0) {
+			size_t n = v.mv_size < cap - 1 ? v.mv_size : cap - 1;
+			memcpy(name, v.mv_data, n);
+			name[n] = '\0';
+		}
+		/* no runtime table or no owner yet: a view from before owners were kept */
+		rc = got == 0 || got == MDB_NOTFOUND ? FUNNEL_OK : FUNNEL_ESTORAGE;
+		mdb_txn_abort(txn);
+		mdb_env_close(env);
+	}
+	return rc;
+}
+
+int
 funnel_view_checkpoint(const char *view_dir, uint64_t *checkpoint)
 {
 	MDB_env *env;

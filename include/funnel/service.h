@@ -399,6 +399,17 @@ int funnel_view_digest(const char *view_dir, uint8_t digest[32], uint64_t *check
 int funnel_view_checkpoint(const char *view_dir, uint64_t *checkpoint);
 
 /*
+ * The service a view belongs to, as its runtime table records it (the
+ * name the service's funnel_service_opts gave), into name (cap bytes,
+ * NUL-terminated, cut if longer); "" for a view that records no owner
+ * yet.  Read-only, beside a running service.  So a read-only command
+ * (`digest`) refuses another service's view as the service itself does.
+ * Returns FUNNEL_OK, FUNNEL_ENOTFOUND (no view there), FUNNEL_ESTORAGE,
+ * FUNNEL_EINVAL (a NULL argument or cap 0).
+ */
+int funnel_view_owner(const char *view_dir, char *name, size_t cap);
+
+/*
  * A view opened read-only, beside a running service or without one
  * (`explain`, `report`): the environment, one read transaction for the
  * reader's life, the handles of the tables asked for, and those tables

@@ -162,8 +162,15 @@ def check_locks(res, ctx):
             expect(p.returncode != 0, "funnel-scoring ran on routing's view")
             expect_in("belongs to routing", p.stderr, "the refusal names the view's service")
             expect_eq(rt.digest(), before, "routing's view (checkpoint and content)")
-        res.run("a service on another service's view is refused by name; that view is "
-                "unchanged", view_of_another_service)
+            # the read-only digest refuses it too, rather than print routing's
+            p = run([SCORING, "--view", rt.view, "digest"])
+            expect_eq(p.returncode, 1, "funnel-scoring digest on routing's view")
+            expect_eq(p.stdout, "", "a digest printed for another service's view")
+            expect_in("belongs to routing", p.stderr, "the digest's refusal names the service")
+            p = run([ROUTING, "--view", rt.view, "digest"])
+            expect_eq(p.returncode, 0, "funnel-routing digest on its own view")
+        res.run("a service on another service's view (a run, a digest) is refused by "
+                "name; that view is unchanged", view_of_another_service)
 
         def env_endpoints():
             view = os.path.join(d.dir, "metrics-env")
