@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <csv.h>
@@ -60,7 +61,8 @@ static const char import_help[] =
 	"  --leads CSV      the contacts / leads export\n"
 	"  --deals CSV      the deals / opportunities export\n"
 	"  --rejects FILE   where refused rows go, one \"file:line: reason\" each\n"
-	"                   (default funnel-import.rejects)\n"
+	"                   (default funnel-import.rejects; removed again when no\n"
+	"                   row was refused)\n"
 	"  --batch N        events per request (default 2000, at most 10000)\n"
 	"  --dry-run        read and plan, report, send nothing\n"
 	"\n"
@@ -1056,23 +1058,41 @@ cmd_import(struct cli *g, int argc, char **argv)
 		goto done;
 	ret = im.refused_rows ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 	if (cli_json(g)) {
+		cJSON *path = im.refused_rows ? cJSON_CreateString(rejects) : cJSON_CreateNull();
+		char *quoted = path != NULL ? cJSON_PrintUnformatted(path) : NULL;
+		cJSON_Delete(path);
+		if (quoted == NULL) {
+			cli_error(g, "out of memory");
+			ret = CLI_EXIT_FAIL;
+			goto done;
+		}
 		printf("{\"rows\":%zu,\"leads\":%zu,\"events\":%zu,\"stored\":%zu,\"duplicates\":%zu,"
-		       "\"duplicate_rows\":%zu,\"refused\":%zu,\"rejects\":\"%s\",\"dry_run\":%s}\n",
+		       "\"duplicate_rows\":%zu,\"refused\":%zu,\"rejects\":%s,\"dry_run\":%s}\n",
 		       im.rows, im.n_plans, im.events, im.stored, im.dups, im.dup_rows,
-		       im.refused_rows, rejects, dry_run ? "true" : "false");
+		       im.refused_rows, quoted, dry_run ? "true" : "false");
+		free(quoted);
 	} else {
 		printf("%s: %zu rows read (%zu leads), %zu events%s\n", dry_run ? "dry run" : "import",
 		       im.rows, im.n_plans, im.events, dry_run ? " planned, nothing sent" : "");
 		if (!dry_run)
 			printf("  stored %zu, duplicates %zu (already in the log)\n", im.stored, im.dups);
-		printf("  rows refused %zu (see %s), rows given twice %zu\n", im.refused_rows, rejects,
-		       im.dup_rows);
+		if (im.refused_rows)
+			printf("  rows refused %zu (see %s), rows given twice %zu\n", im.refused_rows,
+			       rejects, im.dup_rows);
+		else
+			printf("  rows refused 0, rows given twice %zu\n", im.dup_rows);
 	}
 	if (fflush(stdout) != 0)
 		ret = CLI_EXIT_FAIL;
 done:
 	if (im.rejects != NULL && fclose(im.rejects) != 0)
 		ret = CLI_EXIT_FAIL;
+	/* no row refused: no rejects file left behind (an empty regular file
+	 * this run truncated; never a device such as /dev/null) */
+	struct stat st;
+	if (im.rejects != NULL && im.refused_rows == 0 && stat(rejects, &st) == 0 &&
+	    S_ISREG(st.st_mode) && st.st_size == 0)
+		unlink(rejects);
 	for (size_t i = 0; i < im.n_plans; i++) {
 		plan *p = &im.plans[i];
 		free(p->lead);

@@ -243,6 +243,7 @@ def import_group(kind, files, chains, rejects, rows, dup_rows):
                       (rows, True, n_events, n_events, 0, dup_rows, len(rejects)),
                       "summary (%s)" % err)
             expect_eq(rc, 1, "exit status with refused rows")
+            expect_eq(s["rejects"], rej, "the summary names the rejects file")
             with open(rej, encoding="utf-8") as f:
                 lines = f.read().splitlines()
             expect_eq(len(lines), len(rejects), "rejects: %r" % lines)
@@ -413,11 +414,16 @@ def samples_group(res, daemon, ctx):
             s = json.loads(out)
             expect_eq((s["rows"], s["leads"], s["refused"], s["duplicates"]),
                       (rows, leads_n, 0, 0), "summary")
+            # no row refused: no rejects file left behind, and none named
+            expect_eq(s["rejects"], None, "the summary's rejects file")
+            expect(not os.path.exists(os.path.join(d, kind + "-samples.rejects")),
+                   "an empty rejects file was left behind")
             expect(s["stored"] == s["events"] and s["events"] > rows, "every event stored: %r" % s)
             got = {r["lead"] for r in log.records() if r.get("lead", "").startswith(kind + "-")}
             expect_eq(len(got), leads_n, "leads in the log")
         return check
-    res.run("the shipped HubSpot sample exports import with no refused row",
+    res.run("the shipped HubSpot sample exports import with no refused row (and leave no "
+            "rejects file)",
             shipped("hubspot", "hubspot-contacts.csv", "hubspot-deals.csv", 8, 6))
     res.run("the shipped Salesforce sample exports import with no refused row",
             shipped("salesforce", "salesforce-leads.csv", "salesforce-opportunities.csv", 7, 5))
