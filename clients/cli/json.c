@@ -311,6 +311,31 @@ fjson_print(FILE *f, const cJSON *item)
 }
 
 int
+fjson_shorten(cJSON *item, size_t max)
+{
+	if (cJSON_IsString(item)) {
+		size_t n = strlen(item->valuestring);
+		if (n <= max)
+			return 0;
+		size_t keep = max;
+		while (keep > 0 && ((unsigned char)item->valuestring[keep] & 0xC0) == 0x80)
+			keep--;   /* not inside a UTF-8 character */
+		char *s = malloc(keep + 48);
+		if (s == NULL)
+			return -1;
+		snprintf(s, keep + 48, "%.*s... (%zu bytes)", (int)keep, item->valuestring, n);
+		/* cJSON owns valuestring: swap it for ours, freed with the item */
+		cJSON_free(item->valuestring);
+		item->valuestring = s;
+		return 0;
+	}
+	for (cJSON *c = item->child; c != NULL; c = c->next)
+		if (fjson_shorten(c, max) != 0)
+			return -1;
+	return 0;
+}
+
+int
 fjson_print_line(FILE *f, const cJSON *item)
 {
 	if (fjson_print(f, item) != 0 || putc('\n', f) == EOF)

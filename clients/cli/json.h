@@ -51,6 +51,13 @@ int fjson_print_line(FILE *f, const cJSON *item);
 /* Write `item` as compact JSON without a newline; same returns. */
 int fjson_print(FILE *f, const cJSON *item);
 
+/* For a line a person reads (--human): every string in `item` longer
+ * than max bytes becomes its first bytes (whole UTF-8 characters) and
+ * "... (N bytes)", so a rules.changed's whole rules text does not fill
+ * the screen; --json keeps every byte.  Returns 0, or -1 when out of
+ * memory (item then partly shortened, still valid). */
+int fjson_shorten(cJSON *item, size_t max);
+
 /* Helpers for building objects: exact integers and strings of a given
  * length (the text is copied).  Return the new item, or NULL when out of
  * memory; on NULL nothing was added. */

@@ -56,6 +56,8 @@ static const char replay_help[] =
 	"  --raw                     each record's exact stored bytes, in hex, one per line\n"
 	"\n"
 	"--human prints one line per event:  #12  TIME  TYPE  LEAD  [STAGE vN]  {...}\n"
+	"(a string of data over 200 bytes as its start and \"... (N bytes)\"; --json\n"
+	"has it whole).\n"
 	"TIME is the event's own time: its occurred_at when given and not after the\n"
 	"time the log recorded it (ts), else ts.  A * after TIME marks an event whose\n"
 	"time is not ts (an imported history, an event sent late); --json has both\n"
@@ -139,6 +141,10 @@ event_when(const funnel_record *r, char when[CLI_TIME_LEN])
 	return t != r->ts ? "* " : "  ";
 }
 
+/* A --human line shows a string of data up to this many bytes whole
+ * (longer: its start and its size, fjson_shorten). */
+#define HUMAN_STRING_MAX 200
+
 static int
 print_human(FILE *f, const funnel_record *r)
 {
@@ -163,7 +169,7 @@ print_human(FILE *f, const funnel_record *r)
 	if (r->data != NULL) {
 		cJSON *d = fjson_from_msgpack(r->data);
 		fputs("  ", f);
-		int rc = d != NULL ? fjson_print(f, d) : -1;
+		int rc = d != NULL && fjson_shorten(d, HUMAN_STRING_MAX) == 0 ? fjson_print(f, d) : -1;
 		cJSON_Delete(d);
 		if (rc != 0)
 			return -1;

@@ -565,6 +565,21 @@ def run_checks(res, cli, q, daemon):
                   "first line")
     res.run("replay --human: one line per record", replay_human)
 
+    def human_long_string():
+        text = "rules: " + "é" * 150 + "x" * 100           # 407 bytes
+        out = cli.ok("publish", "--json", "--type", "x.long", "--data",
+                     json.dumps({"text": text, "n": 1}))
+        seq = json.loads(out)["seq"]
+        line = cli.ok("replay", "--human", "--from", str(seq), "--to", str(seq)).strip()
+        shown = json.loads(line[line.index("{"):])
+        expect_eq(shown["n"], 1, "the short value whole")
+        expect_eq(shown["text"], text.encode()[:200].decode("utf-8", "ignore") + "... (407 bytes)",
+                  "a string over 200 bytes: its start, whole characters, and its size")
+        full = json.loads(cli.ok("replay", "--json", "--from", str(seq), "--to", str(seq)))
+        expect_eq(full["data"]["text"], text, "--json keeps every byte")
+    res.run("replay --human shortens a string over 200 bytes to its start and size; "
+            "--json keeps it whole", human_long_string)
+
     def replay_since():
         recs = q.records()
         # a ts in the middle of the log, at the start of its commit group
