@@ -637,19 +637,24 @@ funnel_view_digest(const char *view_dir, uint8_t digest[32], uint64_t *checkpoin
 	return FUNNEL_OK;
 }
 
-int
-funnel_view_owner(const char *view_dir, char *name, size_t cap)
+/*
+ * One value of a view's runtime table, read-only: up to cap bytes of it
+ * copied to out and its whole size to *len (0 when the view has no
+ * runtime table or no such key: a view opened but never committed, or
+ * from before the key was kept).  Returns FUNNEL_OK, FUNNEL_ENOTFOUND (no
+ * view there) or FUNNEL_ESTORAGE.
+ */
+static int
+runtime_value(const char *view_dir, const char *key, void *out, size_t cap, size_t *len)
 {
 	MDB_env *env;
 	MDB_txn *txn;
 	MDB_dbi dbi;
-	MDB_val k = { 7, "service" }, v;
+	MDB_val k = { strlen(key), (void *)key }, v;
 	char path[4200];
 	int rc = FUNNEL_ESTORAGE;
 
-	if (view_dir == NULL || name == NULL || cap == 0)
-		return FUNNEL_EINVAL;
-	name[0] = '\0';
+	*len = 0;
 	snprintf(path, sizeof path, "%s/data.mdb", view_dir);
 	if (access(path, F_OK) != 0)
 		return FUNNEL_ENOTFOUND;
@@ -658,11 +663,9 @@ funnel_view_owner(const char *view_dir, char *name, size_t cap)
 		if (got == 0)
 			got = mdb_get(txn, dbi, &k, &v);
 		if (got == 0) {
-			size_t n = v.mv_size < cap - 1 ? v.mv_size : cap - 1;
-			memcpy(name, v.mv_data, n);
-			name[n] = '\0';
+			memcpy(out, v.mv_data, v.mv_size < cap ? v.mv_size : cap);
+			*len = v.mv_size;
 		}
-		/* no runtime table or no owner yet: a view from before owners were kept */
 		rc = got == 0 || got == MDB_NOTFOUND ? FUNNEL_OK : FUNNEL_ESTORAGE;
 		mdb_txn_abort(txn);
 		mdb_env_close(env);
@@ -671,32 +674,27 @@ funnel_view_owner(const char *view_dir, char *name, size_t cap)
 }
 
 int
+funnel_view_owner(const char *view_dir, char *name, size_t cap)
+{
+	size_t n;
+
+	if (view_dir == NULL || name == NULL || cap == 0)
+		return FUNNEL_EINVAL;
+	int rc = runtime_value(view_dir, "service", name, cap - 1, &n);
+	name[n < cap - 1 ? n : cap - 1] = '\0';   /* n is 0 when rc is not FUNNEL_OK */
+	return rc;
+}
+
+int
 funnel_view_checkpoint(const char *view_dir, uint64_t *checkpoint)
 {
-	MDB_env *env;
-	MDB_txn *txn;
-	MDB_dbi dbi;
-	MDB_val k = { 10, "checkpoint" }, v;
-	char path[4200];
-	int rc = FUNNEL_ESTORAGE;
+	uint8_t b[8];
+	size_t n;
 
 	if (view_dir == NULL || checkpoint == NULL)
 		return FUNNEL_EINVAL;
-	*checkpoint = 0;
-	snprintf(path, sizeof path, "%s/data.mdb", view_dir);
-	if (access(path, F_OK) != 0)
-		return FUNNEL_ENOTFOUND;
-	if (open_readonly(view_dir, &env, &txn) == 0) {
-		int got = mdb_dbi_open(txn, FUNNEL_SERVICE_RUNTIME_TABLE, 0, &dbi);
-		if (got == 0)
-			got = mdb_get(txn, dbi, &k, &v);
-		if (got == 0 && v.mv_size == 8)
-			*checkpoint = fp_get_be64(v.mv_data);
-		/* a view opened but never committed has no checkpoint yet: 0 */
-		rc = got == 0 || got == MDB_NOTFOUND ? FUNNEL_OK : FUNNEL_ESTORAGE;
-		mdb_txn_abort(txn);
-		mdb_env_close(env);
-	}
+	int rc = runtime_value(view_dir, "checkpoint", b, sizeof b, &n);
+	*checkpoint = rc == FUNNEL_OK && n == 8 ? fp_get_be64(b) : 0;   /* none committed yet: 0 */
 	return rc;
 }
 
