@@ -313,6 +313,13 @@ validate_event(store_wtxn *w, group *g, cursor_state *cs, request *r, size_t i, 
 		return OUT_REFUSED;
 	}
 	memset(lead, 0, sizeof *lead);
+	if (ev->has_cause && ev->cause >= cs->seq) {
+		/* a cause names a record already in the log, never this one or a
+		 * later one (checked before the id is claimed: nothing to take back) */
+		fp_error_set(err, FUNNEL_EVALUE, "cause", "cause %" PRIu64 " is not an earlier record: "
+		             "this event would be seq %" PRIu64, ev->cause, cs->seq);
+		return OUT_REFUSED;
+	}
 	if (ev->id.ptr != NULL) {
 		uint64_t orig;
 		rc = store_idem_claim(w, ev->id.ptr, ev->id.len, cs->seq, &orig);

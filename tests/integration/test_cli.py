@@ -269,6 +269,24 @@ def run_checks(res, cli, q, daemon):
     res.run("the same id for another event is EIDCONFLICT naming the seq, exit 1, nothing "
             "stored", publish_id_conflict)
 
+    def publish_cause_ahead():
+        before = head()
+        seq = before[0]
+        for cause in (seq + 1, seq + 1000):
+            rc, out, err = cli.run("publish", "--type", "x.derived", "--cause", str(cause),
+                                   "--id", "cause-ahead-%d" % cause)
+            expect_eq(rc, 1, "exit status with cause %d" % cause)
+            expect("EVALUE" in err and "[field cause]" in err and
+                   "cause %d is not an earlier record" % cause in err and
+                   "would be seq %d" % (seq + 1) in err, "message: %r" % err)
+        expect_eq(head(), before, "head and head hash after the refusals")
+        # the id was not claimed by the refused event: a right cause stores it
+        out = cli.ok("publish", "--json", "--type", "x.derived", "--cause", str(seq),
+                     "--id", "cause-ahead-%d" % (seq + 1))
+        expect_eq(json.loads(out)["seq"], seq + 1, "the event with an earlier cause")
+    res.run("a cause that is not an earlier record (this seq or later) is EVALUE naming it; "
+            "nothing stored, its id not taken", publish_cause_ahead)
+
     def publish_json_flags():
         h, _ = head()
         out = cli.ok("publish", "--json", "--type", "x.note", "--lead", "L-X",
