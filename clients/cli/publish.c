@@ -686,6 +686,9 @@ cmd_erase(struct cli *g, int argc, char **argv)
 		                                   : "one lead at a time");
 	if (reason == NULL || reason[0] == '\0')
 		return cli_usage(g, "--reason is required: say why the lead is erased");
+	if (strlen(reason) > FUNNEL_MAX_OWNER_BYTES)
+		return cli_usage(g, "--reason is %zu bytes, at most %d: name the request or the ticket, "
+		                 "not its text", strlen(reason), FUNNEL_MAX_OWNER_BYTES);
 	ev.lead = argv[optind];
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);

@@ -483,6 +483,8 @@ def run_checks(res, cli, q, daemon):
         ["verify", "--to", "1", "--from", "2"],
         ["verify", "extra"],
         ["status", "extra"],
+        ["erase", "L-1"],
+        ["erase", "L-1", "--reason", "x" * 129],   # erase --help: at most 128 bytes
     ]
 
     def usage():
