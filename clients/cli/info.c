@@ -91,6 +91,8 @@ struct svc_lag {
 	char view[4096];
 	uint64_t checkpoint;
 	int rc;            /* FUNNEL_OK, or why the view could not be read */
+	char owner[64];    /* the service the view records, when not this one
+	                    * (a settings file naming another's view): rc EVALUE */
 };
 
 static const char *const services[] = { "funnel-scoring", "funnel-routing", "funnel-metrics" };
@@ -115,6 +117,14 @@ service_lags(const char *path, struct svc_lag out[NSERVICES])
 			out[n].name = services[i];
 			snprintf(out[n].view, sizeof out[n].view, "%s", conf.items[j].value);
 			out[n].rc = funnel_view_checkpoint(out[n].view, &out[n].checkpoint);
+			out[n].owner[0] = '\0';
+			if (out[n].rc == FUNNEL_OK &&
+			    (out[n].rc = funnel_view_owner(out[n].view, out[n].owner,
+			                                   sizeof out[n].owner)) == FUNNEL_OK &&
+			    out[n].owner[0] != '\0' && strcmp(out[n].owner, services[i] + 7) != 0)
+				out[n].rc = FUNNEL_EVALUE;   /* its checkpoint is another service's */
+			else
+				out[n].owner[0] = '\0';
 			n++;
 			break;
 		}
@@ -162,7 +172,9 @@ status_json(const funnel_status *st, const struct svc_lag *lags, size_t nlags)
 			    cJSON_AddStringToObject(s, "view", lags[i].view) == NULL)
 				goto done;
 			if (lags[i].rc != FUNNEL_OK) {
-				if (cJSON_AddStringToObject(s, "error", funnel_errname(lags[i].rc)) == NULL)
+				if (cJSON_AddStringToObject(s, "error", funnel_errname(lags[i].rc)) == NULL ||
+				    (lags[i].owner[0] != '\0' &&
+				     cJSON_AddStringToObject(s, "owner", lags[i].owner) == NULL))
 					goto done;
 				continue;
 			}
@@ -212,7 +224,10 @@ status_human(const funnel_status *st, const struct svc_lag *lags, size_t nlags)
 	printf("query       %s\n", st->query);
 	printf("data dir    %s\n", st->data_dir);
 	for (size_t i = 0; i < nlags; i++) {
-		if (lags[i].rc != FUNNEL_OK)
+		if (lags[i].owner[0] != '\0')
+			printf("%-11s view %s belongs to %s: not this service's view (check the "
+			       "settings file)\n", lags[i].name + 7, lags[i].view, lags[i].owner);
+		else if (lags[i].rc != FUNNEL_OK)
 			printf("%-11s view %s: %s\n", lags[i].name + 7, lags[i].view,
 			       funnel_strerror(lags[i].rc));
 		else

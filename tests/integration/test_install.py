@@ -234,6 +234,24 @@ def main():
                        cwd=work, env=env)
             expect_in("scoring     checkpoint 2, lag %d events" % (st["head"] - 2), human,
                       "human status: the scoring lag")
+            # a settings file that gives routing the scoring view: named, not read as
+            # routing's checkpoint
+            swapped = os.path.join(work, "swapped.conf")
+            with open(swapped, "w") as f:
+                f.write(text.replace("view: %s" % os.path.join(work, "state", "routing"),
+                                     "view: %s" % os.path.join(work, "state", "scoring")))
+            senv = dict(env, FUNNEL_CONFIG=swapped)
+            st2 = json.loads(ok([os.path.join(bin_, "funnel"), "--json", "status"],
+                                "funnel status with routing given the scoring view", cwd=work,
+                                env=senv))
+            rt = {x["name"]: x for x in st2.get("services", [])}["funnel-routing"]
+            expect_eq((rt.get("error"), rt.get("owner"), rt.get("checkpoint")),
+                      ("EVALUE", "scoring", None), "routing's entry on scoring's view")
+            human = ok([os.path.join(bin_, "funnel"), "--human", "status"], "status --human",
+                       cwd=work, env=senv)
+            expect_in("routing     view %s belongs to scoring" % os.path.join(work, "state",
+                                                                          "scoring"),
+                      human, "human status names the view's service")
             # a flag wins over the file; FUNNEL_QUERY too
             p = run([os.path.join(bin_, "funnel"), "--query", "tcp://127.0.0.1:%d" % ports[3],
                      "--timeout", "300", "status"], cwd=work, env=env)
