@@ -258,6 +258,27 @@ mstr(const cJSON *o, const char *key)
 	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* Whether key is one of the NULL-terminated names. */
+static int
+one_of(const char *key, const char *const *names)
+{
+	for (; *names != NULL; names++)
+		if (strcmp(key, *names) == 0)
+			return 1;
+	return 0;
+}
+
+/* The names as "a, b, c" into buf, for a message. */
+static const char *
+listed(const char *const *names, char *buf, size_t len)
+{
+	size_t at = 0;
+	buf[0] = '\0';
+	for (; *names != NULL && at < len; names++)
+		at += (size_t)snprintf(buf + at, len - at, "%s%s", at ? ", " : "", *names);
+	return buf;
+}
+
 /* A date cell into ns since the epoch (UTC), by the mapping's formats;
  * what follows the format may only be fractional seconds and a 'Z'.
  * Returns 0, 1 for an empty cell, -1 for a date none of them reads. */
@@ -592,24 +613,57 @@ clear_cells(importer *im)
 	im->n_cells = 0;
 }
 
+/* Whether the header has the column col (NULL: no). */
+static int
+has_column(const importer *im, const char *col)
+{
+	for (size_t i = 0; col != NULL && i < im->n_header; i++)
+		if (strcmp(im->header[i], col) == 0)
+			return 1;
+	return 0;
+}
+
 /* The columns a row cannot do without (record id, create date, stage)
  * must be in the header: a file that is not the export the mapping
- * describes stops the import before any row is read. */
+ * describes stops the import before any row is read.  Every other column
+ * the mapping names (a field, a step's date, the amount, ...) may be
+ * missing, as in an export of chosen columns, but is named on stderr
+ * before anything is sent: a column name misspelled in the mapping would
+ * otherwise leave its values out without a word. */
 static void
 check_header(importer *im)
 {
 	static const char *const need[] = { "id", "created", "stage" };
-	const cJSON *m = cJSON_GetObjectItemCaseSensitive(im->map, im->file ? "deals" : "leads");
+	const char *sec = im->file ? "deals" : "leads";
+	const cJSON *m = cJSON_GetObjectItemCaseSensitive(im->map, sec), *e;
 	for (size_t k = 0; k < 3 && !im->fatal; k++) {
 		const char *col = mstr(m, need[k]);
-		size_t i = 0;
-		while (col != NULL && i < im->n_header && strcmp(im->header[i], col) != 0)
-			i++;
-		if (col == NULL || i == im->n_header) {
+		if (!has_column(im, col)) {
 			cli_error(im->g, "%s: no column '%s' (the mapping's %s.%s) in the header: not the "
-			          "export this mapping reads", im->files[im->file], col ? col : "",
-			          im->file ? "deals" : "leads", need[k]);
+			          "export this mapping reads", im->files[im->file], col ? col : "", sec,
+			          need[k]);
 			im->fatal = 1;
+		}
+	}
+	if (im->fatal)
+		return;
+	cJSON_ArrayForEach(e, m) {   /* check_mapping made every value a string or an object */
+		const cJSON *c = NULL;
+		int by_key = strcmp(e->string, "fields") == 0;    /* column -> data key */
+		if (strcmp(e->string, "stages") == 0 || one_of(e->string, (const char *const[]){
+		        "id", "created", "stage", NULL }))
+			continue;
+		if (cJSON_IsString(e) && !has_column(im, e->valuestring))
+			cli_error(im->g, "warning: %s has no column '%s' (the mapping's %s.%s): its values "
+			          "are left out", im->files[im->file], e->valuestring, sec, e->string);
+		if (!cJSON_IsObject(e))
+			continue;
+		cJSON_ArrayForEach(c, e) {
+			const char *col = by_key ? c->string : c->valuestring;
+			if (!has_column(im, col))
+				cli_error(im->g, "warning: %s has no column '%s' (the mapping's %s.%s.%s): its "
+				          "values are left out", im->files[im->file], col, sec, e->string,
+				          c->string);
 		}
 	}
 }
@@ -956,6 +1010,111 @@ send_all(importer *im, size_t batch_size, int dry_run)
 	return ret;
 }
 
+/* ---- the mapping's shape ---- */
+
+/* An object of strings (column -> key, step -> column, stage -> step) at
+ * where; with steps non-NULL each value must be one of them. */
+static int
+check_strings(struct cli *g, const char *path, const char *where, const cJSON *o,
+              const char *const *keys, const char *const *steps)
+{
+	char names[256];
+	const cJSON *e;
+	if (!cJSON_IsObject(o)) {
+		cli_error(g, "the mapping %s: %s is not an object", path, where);
+		return -1;
+	}
+	cJSON_ArrayForEach(e, o) {
+		if (!cJSON_IsString(e) || e->valuestring[0] == '\0') {
+			cli_error(g, "the mapping %s: %s.%s is not a non-empty string", path, where, e->string);
+			return -1;
+		}
+		if (keys != NULL && !one_of(e->string, keys)) {
+			cli_error(g, "the mapping %s: %s has no key '%s' (it has %s)", path, where, e->string,
+			          listed(keys, names, sizeof names));
+			return -1;
+		}
+		if (steps != NULL && !one_of(e->valuestring, steps)) {
+			cli_error(g, "the mapping %s: %s.%s is '%s', not a step (%s)", path, where, e->string,
+			          e->valuestring, listed(steps, names, sizeof names));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The mapping's keys and types, before any file is read: a misspelled
+ * key or a stage mapped to no step would otherwise import rows without
+ * what it meant to give them, which a second import cannot mend (the
+ * events' ids are taken).  The format: mappings/README.md.  0 or -1
+ * (reported). */
+static int
+check_mapping(struct cli *g, const char *path, const cJSON *map)
+{
+	static const char *const top[] = { "name", "about", "lead_prefix", "date_formats", "leads",
+	                                   "deals", NULL };
+	static const char *const lead_keys[] = { "id", "created", "stage", "fields", "dates", "stages",
+	                                         "deal", NULL };
+	static const char *const deal_keys[] = { "id", "name", "lead", "created", "closed", "stage",
+	                                         "amount", "lost_reason", "stages", NULL };
+	static const char *const lead_steps[] = { "captured", "qualified", "accepted", "opportunity",
+	                                          "won", "lost", "disqualified", NULL };
+	static const char *const date_steps[] = { "qualified", "accepted", "opportunity", "won", "lost",
+	                                          "disqualified", NULL };
+	static const char *const deal_steps[] = { "opportunity", "won", "lost", NULL };
+	char names[256];
+	const cJSON *e;
+
+	cJSON_ArrayForEach(e, map) {
+		if (!one_of(e->string, top)) {
+			cli_error(g, "the mapping %s has no key '%s' (it has %s)", path, e->string,
+			          listed(top, names, sizeof names));
+			return -1;
+		}
+		int obj = strcmp(e->string, "leads") == 0 || strcmp(e->string, "deals") == 0;
+		int list = strcmp(e->string, "date_formats") == 0;
+		if (obj ? !cJSON_IsObject(e) : list ? !cJSON_IsArray(e) : !cJSON_IsString(e)) {
+			cli_error(g, "the mapping %s: %s is not %s", path, e->string,
+			          obj ? "an object" : list ? "a list of strptime formats" : "a string");
+			return -1;
+		}
+	}
+	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(map, "date_formats"))
+		if (!cJSON_IsString(e)) {
+			cli_error(g, "the mapping %s: date_formats holds a value that is not a string", path);
+			return -1;
+		}
+	for (int d = 0; d < 2; d++) {
+		const char *sec = d ? "deals" : "leads";
+		const char *const *keys = d ? deal_keys : lead_keys;
+		const cJSON *m = cJSON_GetObjectItemCaseSensitive(map, sec);
+		char where[32];
+		if (m == NULL)
+			continue;
+		cJSON_ArrayForEach(e, m) {
+			if (!one_of(e->string, keys)) {
+				cli_error(g, "the mapping %s: %s has no key '%s' (it has %s)", path, sec,
+				          e->string, listed(keys, names, sizeof names));
+				return -1;
+			}
+			snprintf(where, sizeof where, "%s.%s", sec, e->string);
+			int rc = strcmp(e->string, "fields") == 0 ? check_strings(g, path, where, e, NULL, NULL)
+			       : strcmp(e->string, "dates") == 0 ? check_strings(g, path, where, e, date_steps, NULL)
+			       : strcmp(e->string, "stages") == 0
+			           ? check_strings(g, path, where, e, NULL, d ? deal_steps : lead_steps)
+			       : 0;
+			if (rc != 0)
+				return -1;
+			if (strcmp(e->string, "fields") != 0 && strcmp(e->string, "dates") != 0 &&
+			    strcmp(e->string, "stages") != 0 && (!cJSON_IsString(e) || e->valuestring[0] == '\0')) {
+				cli_error(g, "the mapping %s: %s is not a column name", path, where);
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
 static cJSON *
 read_mapping(struct cli *g, const char *path)
 {
@@ -983,6 +1142,10 @@ read_mapping(struct cli *g, const char *path)
 	free(text);
 	if (!cJSON_IsObject(m)) {
 		cli_error(g, "the mapping %s is not a JSON object", path);
+		cJSON_Delete(m);
+		return NULL;
+	}
+	if (check_mapping(g, path, m) != 0) {
 		cJSON_Delete(m);
 		return NULL;
 	}

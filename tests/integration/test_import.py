@@ -27,7 +27,7 @@ import select
 import subprocess
 import sys
 
-from funnel_testlib import REPO, LogClient, expect, expect_eq, run_service_groups
+from funnel_testlib import REPO, LogClient, expect, expect_eq, expect_in, run_service_groups
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
@@ -349,6 +349,48 @@ def conflict_group(res, daemon, ctx):
         expect("no column 'Id' (the mapping's leads.id) in the header" in err, "message: %r" % err)
         expect_eq(log.status()["head"], head, "nothing sent")
     res.run("an export the mapping does not describe stops the import before any row", wrong_mapping)
+
+    def mapping_mistakes():
+        with open(os.path.join(MAPPINGS, "hubspot.json"), encoding="utf-8") as f:
+            good = json.load(f)
+        head = log.status()["head"]
+
+        def variant(change):
+            m = json.loads(json.dumps(good))
+            change(m)
+            return write(d, "mistake.json", json.dumps(m))
+        mistakes = [
+            (lambda m: m["leads"].__setitem__("feilds", m["leads"].pop("fields")),
+             "leads has no key 'feilds'"),
+            (lambda m: m["leads"].__setitem__("fields", ["Email"]), "leads.fields is not an object"),
+            (lambda m: m.__setitem__("lead_prefix", 5), "lead_prefix is not a string"),
+            (lambda m: m["leads"]["dates"].__setitem__("qualifyd", "X"),
+             "leads.dates has no key 'qualifyd'"),
+            (lambda m: m["leads"]["stages"].__setitem__("lead", "capturd"),
+             "leads.stages.lead is 'capturd', not a step"),
+            (lambda m: m["deals"]["stages"].__setitem__("closedwon", "won!"),
+             "deals.stages.closedwon is 'won!', not a step"),
+            (lambda m: m.__setitem__("leadz", {}), "has no key 'leadz'"),
+        ]
+        for change, want in mistakes:
+            rc, out, err = funnel(daemon, "import", "--mapping", variant(change), "--leads",
+                                  paths[0], "--deals", paths[1], "--rejects", rej)
+            expect_eq(rc, 1, "exit status (%s)" % want)
+            expect(want in err, "message names %r: %r" % (want, err))
+            expect_eq(out, "", "no summary (%s)" % want)
+        expect_eq(log.status()["head"], head, "nothing sent for a mapping mistake")
+        # a mapped column the export lacks is named before anything is sent; the
+        # import goes on (exports of chosen columns are normal)
+        rc, out, err = funnel(daemon, "import", "--dry-run", "--mapping",
+                              variant(lambda m: m["leads"]["fields"].__setitem__("Emial", "email")),
+                              "--leads", paths[0], "--rejects", rej)
+        expect_in("warning: %s has no column 'Emial' (the mapping's leads.fields.Emial): its "
+                  "values are left out" % paths[0], err, "the missing column named")
+        expect_in("Job Title", err, "every mapped column the export lacks is named")
+        expect_eq(log.status()["head"], head, "a dry run sends nothing")
+    res.run("mapping mistakes (a misspelled key, a wrong type, a stage or date mapped to no "
+            "step) stop the import before anything is sent; a mapped column the export "
+            "lacks is named", mapping_mistakes)
     log.close()
 
 
