@@ -79,6 +79,8 @@ empty_dir(const char *dir, const char *field, const char *allow, int *created,
 	return FUNNEL_OK;
 }
 
+static int meta_get(MDB_txn *txn, MDB_dbi meta, const char *key, MDB_val *v);
+
 /* Open the environment in dir read-only (flags add MDB_NOLOCK for a
  * directory nobody writes).  The map size is the file's own. */
 static int
@@ -100,6 +102,40 @@ env_open(const char *dir, unsigned flags, MDB_env **env, funnel_error_info *err)
 		*env = NULL;
 		return storage_error(err, "dir", "cannot open the log in", dir, rc);
 	}
+	/* A file shorter than the pages its meta says are in use (a copy cut
+	 * short) would fault (SIGBUS) at the first read of a missing page:
+	 * refused here, from the meta alone, before any page is touched. */
+	MDB_envinfo info;
+	MDB_stat st;
+	if (mdb_env_info(*env, &info) == 0 && mdb_env_stat(*env, &st) == 0 &&
+	    (uint64_t)sb.st_size < ((uint64_t)info.me_last_pgno + 1) * st.ms_psize) {
+		mdb_env_close(*env);
+		*env = NULL;
+		return fl_set_error(err, FUNNEL_EVALUE, -1, "dir", "%s is truncated: %lld bytes, the "
+		                    "log in it needs %" PRIu64, path, (long long)sb.st_size,
+		                    ((uint64_t)info.me_last_pgno + 1) * st.ms_psize);
+	}
+	return FUNNEL_OK;
+}
+
+/* Whether the open environment holds a funnel log (its format record),
+ * before anything is written for it: FUNNEL_OK or FUNNEL_EVALUE naming
+ * dir (a service's view, say). */
+static int
+env_is_log(MDB_env *env, const char *dir, funnel_error_info *err)
+{
+	MDB_txn *txn;
+	MDB_dbi meta;
+	MDB_val v;
+	int rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return storage_error(err, "dir", "cannot read the log in", dir, rc);
+	rc = mdb_dbi_open(txn, FP_META_TABLE, 0, &meta) == 0 &&
+	     meta_get(txn, meta, FP_META_FORMAT, &v) == 0 ? FUNNEL_OK : FUNNEL_EVALUE;
+	mdb_txn_abort(txn);
+	if (rc != FUNNEL_OK)
+		return fl_set_error(err, FUNNEL_EVALUE, -1, "dir", "%s is not a funnel log (no format "
+		                    "record)", dir);
 	return FUNNEL_OK;
 }
 
@@ -284,6 +320,25 @@ copy_keys(const char *src_dir, const char *dst_dir, funnel_error_info *err)
 	return rc;
 }
 
+/* A backup that failed leaves nothing: the files it wrote into dest_dir
+ * (empty before it: empty_dir), and dest_dir itself when it made it.
+ * Returns rc, the failure's code. */
+static int
+backup_undo(const char *dest_dir, int created, int rc)
+{
+	static const char *const written[] = { FP_LOG_DATA_FILE, FP_LOG_JOURNAL_FILE, "keys.dat",
+	                                       FUNNEL_BACKUP_INFO_FILE,
+	                                       FUNNEL_BACKUP_INFO_FILE ".tmp", NULL };
+	char path[PATH_MAX];
+	for (const char *const *f = written; *f != NULL; f++) {
+		snprintf(path, sizeof path, "%s/%s", dest_dir, *f);
+		unlink(path);
+	}
+	if (created)
+		rmdir(dest_dir);
+	return rc;
+}
+
 int
 funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *head,
               funnel_verify_result *res, funnel_error_info *err)
@@ -303,19 +358,35 @@ funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *head,
 		return fl_set_error(err, FUNNEL_EINVAL, -1, "dest", "a backup directory is required");
 	if (realpath(data_dir, source) == NULL)
 		return storage_error(err, "data", "cannot find", data_dir, errno);
-	if ((rc = empty_dir(dest_dir, "dest", NULL, &created, err)) != FUNNEL_OK)
-		return rc;
-	/* The journal before the snapshot (see the top). */
-	if ((rc = copy_journal(source, dest_dir, err)) != FUNNEL_OK)
-		return rc;
+	/* a backup inside the directory it copies would go with it */
+	fp_path_parent(dest_dir, parent, sizeof parent);
+	size_t sl = strlen(source);
+	if (realpath(parent, path) != NULL && strncmp(path, source, sl) == 0 &&
+	    (path[sl] == '\0' || path[sl] == '/'))
+		return fl_set_error(err, FUNNEL_EINVAL, -1, "dest", "%s is inside the data directory %s: "
+		                    "a backup goes outside it (on another disk, best)", dest_dir, data_dir);
 	/* A reader of the live environment, with LMDB's lock file: the copy
-	 * is one read transaction, and the writer goes on beside it. */
+	 * is one read transaction (taken below, after the journal's copy),
+	 * and the writer goes on beside it.  Opened first, so that a source
+	 * that is no log (a file, a service's view, a cut copy) is refused
+	 * before the backup directory is made. */
 	if ((rc = env_open(data_dir, 0, &live, err)) != FUNNEL_OK)
 		return rc;
+	if ((rc = env_is_log(live, data_dir, err)) != FUNNEL_OK ||
+	    (rc = empty_dir(dest_dir, "dest", NULL, &created, err)) != FUNNEL_OK) {
+		mdb_env_close(live);
+		return rc;
+	}
+	/* The journal before the snapshot (see the top). */
+	if ((rc = copy_journal(source, dest_dir, err)) != FUNNEL_OK) {
+		mdb_env_close(live);
+		return backup_undo(dest_dir, created, rc);
+	}
 	rc = mdb_env_copy2(live, dest_dir, MDB_CP_COMPACT);
 	mdb_env_close(live);
 	if (rc != 0)
-		return storage_error(err, "dest", "cannot copy the log to", dest_dir, rc);
+		return backup_undo(dest_dir, created,
+		                   storage_error(err, "dest", "cannot copy the log to", dest_dir, rc));
 	/* The snapshot copied may be a checkpoint whose meta page funneld
 	 * has written but not yet flushed (it flushes it right after:
 	 * PROTOCOL.md §16).  Flushing the live file now makes it durable
@@ -323,24 +394,25 @@ funnel_backup(const char *data_dir, const char *dest_dir, funnel_log_head *head,
 	char live_file[PATH_MAX + sizeof FP_LOG_DATA_FILE + 1];
 	snprintf(live_file, sizeof live_file, "%s/%s", source, FP_LOG_DATA_FILE);
 	if (fp_file_sync(live_file) != 0)
-		return storage_error(err, "data", "cannot fsync", live_file, errno);
+		return backup_undo(dest_dir, created,
+		                   storage_error(err, "data", "cannot fsync", live_file, errno));
 	snprintf(path, sizeof path, "%s/%s", dest_dir, FP_LOG_DATA_FILE);
 	fp_path_parent(dest_dir, parent, sizeof parent);
 	if (fp_file_sync(path) != 0 || fp_dir_sync(dest_dir) != 0 ||
 	    (created && fp_dir_sync(parent) != 0))
-		return storage_error(err, "dest", "cannot fsync", path, errno);
+		return backup_undo(dest_dir, created,
+		                   storage_error(err, "dest", "cannot fsync", path, errno));
 	if ((rc = env_open(dest_dir, MDB_NOLOCK, &copy, err)) != FUNNEL_OK)
-		return rc;
+		return backup_undo(dest_dir, created, rc);
 	rc = env_verify(copy, dest_dir, res, &h, err);
 	mdb_env_close(copy);
 	if (rc != FUNNEL_OK)
-		return rc;
+		return backup_undo(dest_dir, created, rc);
 	/* after the log's snapshot: every key its records use is there, less
 	 * the keys erased since (those stay erased in the copy) */
-	if ((rc = copy_keys(data_dir, dest_dir, err)) != FUNNEL_OK)
-		return rc;
-	if ((rc = write_info(dest_dir, source, &h, err)) != FUNNEL_OK)
-		return rc;
+	if ((rc = copy_keys(data_dir, dest_dir, err)) != FUNNEL_OK ||
+	    (rc = write_info(dest_dir, source, &h, err)) != FUNNEL_OK)
+		return backup_undo(dest_dir, created, rc);
 	if (head != NULL)
 		*head = h;
 	return FUNNEL_OK;

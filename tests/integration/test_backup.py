@@ -216,6 +216,39 @@ def main():
         res.run("backup and restore refuse a non-empty target and an incomplete backup",
                 refuses_non_empty)
 
+        def refuses_bad_sources():
+            expect("backup" in state, "the live backup exists")
+            # a copy cut short: refused by size, never read (a read of a missing
+            # page would be SIGBUS), and nothing made for it
+            cut = os.path.join(work, "cut")
+            os.mkdir(cut)
+            for f in ("data.mdb", "backup.info"):
+                shutil.copy(os.path.join(state["backup"], f), cut)
+            os.truncate(os.path.join(cut, "data.mdb"), 20000)
+            for args, made in ((["backup", "--data", cut, os.path.join(work, "cutb")], "cutb"),
+                               (["restore", cut, os.path.join(work, "cutr")], "cutr")):
+                p = funnel(daemon, *args)
+                expect_eq(p.returncode, 1, "funnel %s exits 1 (stderr %r)" % (args[0], p.stderr))
+                expect_in("is truncated: 20000 bytes", p.stderr, "%s names the cut file" % args[0])
+                if made:
+                    expect(not os.path.exists(os.path.join(work, made)),
+                           "%s made nothing" % args[0])
+            # a file given as the data directory, and a backup inside the data
+            # directory: refused, nothing made
+            afile = os.path.join(work, "afile")
+            with open(afile, "w") as f:
+                f.write("x")
+            p = funnel(daemon, "backup", "--data", afile, os.path.join(work, "fromfile"))
+            expect_eq(p.returncode, 1, "backup of a file exits 1")
+            expect(not os.path.exists(os.path.join(work, "fromfile")), "nothing made for a file")
+            inside = os.path.join(daemon.data, "bk")
+            p = funnel(daemon, "backup", inside)
+            expect_eq(p.returncode, 1, "backup inside the data directory exits 1")
+            expect_in("inside the data directory", p.stderr, "message says why")
+            expect(not os.path.exists(inside), "nothing made inside the data directory")
+        res.run("backup and restore refuse a cut copy by its size (no SIGBUS), a file, "
+                "and a backup inside the data directory, making nothing", refuses_bad_sources)
+
         def restore_and_serve():
             nonlocal restored
             expect("backup" in state, "the live backup exists")
