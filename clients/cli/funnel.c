@@ -193,8 +193,14 @@ cli_getopt(struct cli *g, int argc, char **argv, const struct option *opts)
 		int idx = -1;
 		int c = getopt_long(argc, argv, ":h", opts, &idx);
 		const char *abbrev = longopt_abbrev(argv, opts, idx);
+		const char *next = longopt_value_is_option(argv, opts, idx);
 		if (abbrev != NULL) {
 			cli_usage(g, "unknown option '%s' (long options are spelled in full)", abbrev);
+			return '?';
+		}
+		if (next != NULL) {
+			cli_usage(g, "option '%s' needs a value (it is followed by the option '%s')",
+			          argv[optind - 2], next);
 			return '?';
 		}
 		switch (c) {
@@ -315,9 +321,13 @@ main(int argc, char **argv)
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+:hV", opts, &idx)) != -1) {
 		const char *abbrev = longopt_abbrev(argv, opts, idx);
+		const char *next = longopt_value_is_option(argv, opts, idx);
 		idx = -1;
 		if (abbrev != NULL)
 			return cli_usage(&g, "unknown option '%s' (long options are spelled in full)", abbrev);
+		if (next != NULL)
+			return cli_usage(&g, "option '%s' needs a value (it is followed by the option '%s')",
+			                 argv[optind - 2], next);
 		switch (c) {
 		case 'h':
 		case OPT_HELP:

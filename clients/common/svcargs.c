@@ -65,10 +65,17 @@ parse_pass(int argc, char **argv, const char *prog, const char *usage, svc_args 
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", all, &idx)) != -1) {
 		const char *abbrev = longopt_abbrev(argv, all, idx);
-		idx = -1;
+		const char *next = longopt_value_is_option(argv, all, idx);
 		if (abbrev != NULL)
 			return svc_usage(prog, usage, "unknown option '%s' (long options are spelled in "
 			                 "full)", abbrev);
+		if (next != NULL) {
+			char msg[512];
+			snprintf(msg, sizeof msg, "option '%s' needs a value (it is followed by the option "
+			         "'%s')", argv[optind - 2], next);
+			return svc_usage(prog, usage, "%s", msg);
+		}
+		idx = -1;
 		switch (c) {
 		case O_RULES: a->rules = optarg; break;
 		case O_VIEW: a->view = optarg; break;

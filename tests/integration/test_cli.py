@@ -502,6 +502,24 @@ def run_checks(res, cli, q, daemon):
             expect(out.startswith("usage: funnel"), "funnel %s: %r" % (" ".join(args), out[:60]))
     res.run("usage errors exit 2 and change nothing; --help exits 0", usage)
 
+    def value_forgotten():
+        # an option whose value was forgotten does not take the next option as it
+        for args, opt, nxt in ((["replay", "--from", "--json"], "--from", "--json"),
+                               (["--query", "--json", "status"], "--query", "--json"),
+                               (["publish", "--type", "--lead", "L-1"], "--type", "--lead")):
+            rc, out, err = cli.run(*args)
+            expect_eq(rc, 2, "exit status of funnel %s" % " ".join(args))
+            expect_in("option '%s' needs a value (it is followed by the option '%s')" % (opt, nxt),
+                      err, "funnel %s" % " ".join(args))
+        scoring = os.path.join(REPO, os.environ.get("BUILD", "build"), "bin", "funnel-scoring")
+        p = subprocess.run([scoring, "--view", "--rules", "funnel.yaml", "check"],
+                           capture_output=True, text=True, timeout=CMD_TIMEOUT_S)
+        expect_eq(p.returncode, 2, "funnel-scoring --view --rules ...")
+        expect_in("option '--view' needs a value (it is followed by the option '--rules')",
+                  p.stderr, "funnel-scoring's message")
+    res.run("an option followed by another option instead of its value is a usage error "
+            "naming both (funnel, the services)", value_forgotten)
+
     def help_options_together():
         # the global options are one list: --version among them, the note on
         # spelling after the whole list, not inside it
