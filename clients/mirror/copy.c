@@ -29,6 +29,7 @@
  * `inflight`/`last_ack_ms` (atomics) and reads `ts_ring` (written by the
  * loop before the publish of the record whose ts it keeps; stream.c).
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -386,6 +387,17 @@ split_servers(mirror *m)
 	for (char *tok = strtok(m->serverbuf, ","); tok; tok = strtok(NULL, ",")) {
 		if (m->nservers == 8 || strncmp(tok, "nats://", 7) != 0)
 			return -1;
+		/* nats://HOST[:PORT], the port 1..65535 (else a server that can
+		 * never be reached would be waited for as one not up yet) */
+		const char *colon = strrchr(tok + 7, ':'), *host_end = colon ? colon : tok + strlen(tok);
+		if (host_end == tok + 7)
+			return -1;
+		if (colon != NULL) {
+			char *end;
+			long port = strtol(colon + 1, &end, 10);
+			if (colon[1] == '\0' || *end != '\0' || port < 1 || port > 65535)
+				return -1;
+		}
 		m->servers[m->nservers++] = tok;
 	}
 	return m->nservers > 0 ? 0 : -1;
@@ -404,7 +416,15 @@ mirror_run(void *ctx)
 		return svc_main_usage("--source: the mirror reads funneld, not '%s'", a->c.source);
 	if (split_servers(&m) != 0) {
 		free(m.serverbuf);
-		return svc_main_usage("--nats wants nats://HOST:PORT[,...], not '%s'", a->nats);
+		return svc_main_usage("--nats wants nats://HOST:PORT[,...] (a port 1..65535), not '%s'",
+		                      a->nats);
+	}
+	/* a credentials file that cannot be read is named now, not met at
+	 * each connection attempt as a server "not reachable yet" */
+	if (a->creds != NULL && access(a->creds, R_OK) != 0) {
+		free(m.serverbuf);
+		funnel_log(FUNNEL_LOG_ERROR, "mirror: --creds %s: %s", a->creds, strerror(errno));
+		return 1;
 	}
 	if ((m.ts_ring = calloc((size_t)a->window, sizeof *m.ts_ring)) == NULL ||
 	    funnel_query_new(&m.q, a->c.query, MIRROR_TIMEOUT_MS) != FUNNEL_OK)

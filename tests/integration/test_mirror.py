@@ -791,6 +791,17 @@ def check_bad_sources(res, top, ctx):
             expect_eq(p.returncode, 2, "funnel-mirror --http %s: exit status" % arg)
             expect_in("funnel-mirror: --http wants IPV4:PORT or off, not '%s'" % arg, p.stderr,
                       "usage message")
+        # a --nats port out of range, and a --creds file that cannot be read, are
+        # said at start rather than waited on as a server not up yet
+        p = subprocess.run([MIRROR, "--nats", "nats://127.0.0.1:99999", "--http", "off"],
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        expect_eq(p.returncode, 2, "funnel-mirror --nats with port 99999: exit status")
+        expect_in("(a port 1..65535), not 'nats://127.0.0.1:99999'", p.stderr, "usage message")
+        creds = os.path.join(top, "no-such.creds")
+        p = subprocess.run([MIRROR, "--creds", creds, "--http", "off"], capture_output=True,
+                           text=True, timeout=30, stdin=subprocess.DEVNULL)
+        expect_eq(p.returncode, 1, "funnel-mirror --creds missing: exit status")
+        expect_in("--creds %s: No such file or directory" % creds, p.stderr, "the file named")
         # its commands are said as every service's: `run` takes no argument
         for args, msg in ((["run", "extra"], "wrong number of arguments for 'run'"),
                           (["digest"], "unknown command 'digest'")):
