@@ -89,8 +89,15 @@ cli_describe(const struct cli *g, int rc, const funnel_error_info *info, const c
              char *buf, size_t len)
 {
 	if (rc == FUNNEL_ETIMEDOUT && endpoint != NULL) {
-		snprintf(buf, len, "%s: no reply from %s within %d ms: is funneld running?",
-		         funnel_errname(rc), endpoint, g->timeout_ms);
+		/* a CURVE handshake funneld refuses is silence too: with keys,
+		 * say which mistakes look like a funneld that is not there */
+		snprintf(buf, len, "%s: no reply from %s within %d ms: is funneld running%s?",
+		         funnel_errname(rc), endpoint, g->timeout_ms,
+		         g->key != NULL || g->server_key != NULL
+		             ? ", is --key's public key in its access file, and is --server-key "
+		               "its funneld.pub"
+		             : " (one started with --access answers only clients with --key and "
+		               "--server-key)");
 		return;
 	}
 	const char *msg = info != NULL && info->code == rc && info->message[0] != '\0'

@@ -379,6 +379,13 @@ def run_checks(res, funneld, funnel, d):
         p = subprocess.run([funnel, "verify", "--key", os.path.join(d, "auditor.key")],
                            env=env, capture_output=True, text=True, timeout=30)
         expect_eq(p.returncode, 0, "verify (%s)" % p.stderr)
+        # a key funneld does not know is silence (a CURVE handshake refused): the
+        # message names that mistake beside a funneld that is not running
+        p = subprocess.run([funnel, "--timeout", "500", "--key", os.path.join(d, "stranger.key"),
+                            "status"], env=env, capture_output=True, text=True, timeout=30)
+        expect_eq(p.returncode, 1, "status with a key not in the access file")
+        expect_in("is funneld running, is --key's public key in its access file, and is "
+                  "--server-key its funneld.pub?", p.stderr, "the timeout names the keys")
         env.pop("FUNNEL_SERVER_KEY")
         p = subprocess.run([funnel, "status"], env=env, capture_output=True, text=True,
                            timeout=30)
