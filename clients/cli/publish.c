@@ -592,8 +592,9 @@ cmd_publish(struct cli *g, int argc, char **argv)
 			break;
 		case OPT_OCCURRED_AT:
 			if (cli_parse_time(optarg, 1, &t) != 0)
-				return cli_usage(g, "--occurred-at wants ns since the epoch or an RFC 3339 "
-				                 "time, not '%s'", optarg);
+				return cli_usage(g, "--occurred-at wants ns since the epoch (16 digits or "
+				                 "more: seconds or ms are refused) or an RFC 3339 time, not "
+				                 "'%s'", optarg);
 			ev.has_occurred_at = 1;
 			ev.occurred_at = t;
 			flags = 1;

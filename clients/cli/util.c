@@ -171,7 +171,9 @@ cli_parse_time(const char *s, int relative, int64_t *out)
 		if (p[n] == '\0') {
 			errno = 0;
 			long long v = strtoll(s, &end, 10);
-			if (errno != 0 || *end != '\0')
+			/* ns since the epoch: a time after 1970-01-12 has 16 digits or
+			 * more; a shorter count is seconds or ms typed for ns */
+			if (errno != 0 || *end != '\0' || (v > 0 && v < CLI_MIN_NS_TIME))
 				return -1;
 			*out = v;
 			return 0;

@@ -17,9 +17,15 @@
  * "2026-11-22T13:10:02.123Z". */
 void cli_format_time(uint64_t ns, char buf[CLI_TIME_LEN]);
 
+/* The smallest positive integer taken as ns since the epoch
+ * (1970-01-12T13:46:40Z): below it, a count of seconds or ms typed where
+ * ns belong ("1796395363") is refused, not read as a time in 1970. */
+#define CLI_MIN_NS_TIME INT64_C(1000000000000000)
+
 /*
  * Parse a point in time into ns since the epoch:
- *   - an integer: ns since the epoch ("1763816400000000000");
+ *   - an integer: ns since the epoch ("1763816400000000000"); 0, a
+ *     negative count, or at least CLI_MIN_NS_TIME;
  *   - RFC 3339: "2026-11-22T10:00:00Z", "2026-11-22T10:00:00.5+01:00",
  *     or a bare date "2026-11-22" (midnight UTC);
  *   - when relative is not 0, an age before now: "90s", "10m", "2h",

@@ -467,6 +467,8 @@ def run_checks(res, cli, q, daemon):
         ["publish", "--type", "x.a", "--data", "{not json"],
         ["publish", "--type", "x.a", "--cause", "0"],
         ["publish", "--type", "x.a", "--occurred-at", "yesterday"],
+        ["publish", "--type", "x.a", "--occurred-at", "1796395363"],   # seconds, not ns
+        ["replay", "--since", "1796395363000"],                           # ms, not ns
         ["publish", "--type", "x.a", "extra"],
         ["publish", "--type"],
         ["replay", "--from", "0"],
