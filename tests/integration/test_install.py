@@ -269,6 +269,18 @@ def main():
             expect_in("bad.conf:%d: unknown setting funneld.dta" % line, p.stderr, "message")
             p = run([os.path.join(bin_, "funnel-scoring"), "--config", bad, "check"], cwd=work)
             expect_eq(p.returncode, 0, "funnel-scoring leaves funneld's section to funneld")
+            # a service's value refused names its line; a one-time action is no setting
+            sview = "  view: %s\n" % os.path.join(work, "state", "scoring")
+            for extra, want in (("  batch: 0\n", "(that is %s:%d, batch: 0)"),
+                                ("  rebuild: true\n", "%s:%d: rebuild is a one-time action")):
+                bad2 = os.path.join(work, "bad2.conf")
+                with open(bad2, "w") as f:
+                    f.write(text.replace(sview, sview + extra))
+                line = text.split("\n").index(sview.rstrip("\n")) + 2
+                p = run([os.path.join(bin_, "funnel-scoring"), "--config", bad2, "--until-head"],
+                        cwd=work)
+                expect_eq(p.returncode, 2, "funnel-scoring exit status on %r" % extra)
+                expect_in(want % (bad2, line), p.stderr, "the line named (%r)" % extra)
             # the gateway too: its rules, lead id key and address from the file
             gw_ready = os.path.join(work, "gateway.ready")
             gw_log = open(os.path.join(work, "gateway.log"), "wb")
