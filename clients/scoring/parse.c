@@ -230,6 +230,23 @@ parse_cond(parser *p, yaml_node_t *n, yaml_node_t *const *vals, const char *path
 			return rc;
 		c->num_ops |= numflag[k];
 	}
+	/* bounds that leave no number make a condition that never holds:
+	 * a mistake (at_least 5000 with at_most 200), said here.  The
+	 * tighter of each side's bounds; at_least/at_most include theirs. */
+	const char *lname = NULL, *hname = NULL;
+	double l = 0, h = 0;
+	int lincl = 0, hincl = 0;
+	if (c->num_ops & SC_AT_LEAST)
+		l = c->at_least, lincl = 1, lname = "at_least";
+	if ((c->num_ops & SC_ABOVE) && (lname == NULL || c->above >= l))
+		l = c->above, lincl = 0, lname = "above";
+	if (c->num_ops & SC_AT_MOST)
+		h = c->at_most, hincl = 1, hname = "at_most";
+	if ((c->num_ops & SC_BELOW) && (hname == NULL || c->below <= h))
+		h = c->below, hincl = 0, hname = "below";
+	if (lname != NULL && hname != NULL && (l > h || (l == h && !(lincl && hincl))))
+		return rf_err(&p->c, n, path, "%s %g and %s %g leave no number: this condition can "
+		              "never hold", lname, l, hname, h);
 	int icase = 0;
 	if (vals[K_IGNORE_CASE] != NULL) {
 		rf_join(kp, sizeof kp, path, "ignore_case");

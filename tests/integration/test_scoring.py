@@ -527,6 +527,25 @@ def run_rules_checks(res, daemon, ctx):
         expect_in("back-references are not supported", p.stderr, "says why")
     res.run("check refuses a back-reference, naming the line", backreference_refused)
 
+    def empty_bounds_refused():
+        with open(os.path.join(REPO, "funnel.yaml"), encoding="utf-8") as f:
+            shipped = f.read()
+        expect_in("      at_least: 200\n      at_most: 5000\n", shipped, "the shipped size rule")
+        for old, new, want in (
+                ("at_most: 5000", "at_most: 100", "at_least 200 and at_most 100 leave no number"),
+                ("at_most: 5000", "below: 200", "at_least 200 and below 200 leave no number")):
+            bad = Scoring(daemon, "bounds")
+            bad.write_rules(shipped.replace(old, new))
+            p = bad.run("check")
+            expect_eq(p.returncode, 2, "check exit status (%s)" % new)
+            expect_in("bounds.yaml:", p.stderr, "names the file and line")
+            expect_in(want + ": this condition can never hold", p.stderr, "says why")
+        ok = Scoring(daemon, "bounds-ok")
+        ok.write_rules(shipped.replace("at_most: 5000", "at_most: 200"))   # 200 alone holds
+        expect_eq(ok.run("check").returncode, 0, "at_least 200 with at_most 200")
+    res.run("check refuses numeric bounds that leave no number (a condition that can never "
+            "hold), naming the line", empty_bounds_refused)
+
     def slow_pattern_bounded():
         slow = Scoring(daemon, "slow")
         slow.write_rules(RULES_LIVE.replace('"live v1"', '"slow"').replace(
