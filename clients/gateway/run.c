@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,12 @@ static int
 load_key(const char *path, uint8_t key[GW_KEY_BYTES])
 {
 	char hex[2 * GW_KEY_BYTES + 2];
+	struct stat sb;
+	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		funnel_log(FUNNEL_LOG_ERROR, "gateway: %s is not a file (the lead id key is one file of "
+		           "%d hex digits)", path, 2 * GW_KEY_BYTES);
+		return -1;
+	}
 	FILE *f = fopen(path, "r");
 	if (f != NULL) {
 		size_t n = fread(hex, 1, sizeof hex - 1, f);
@@ -61,7 +68,11 @@ load_key(const char *path, uint8_t key[GW_KEY_BYTES])
 		return -1;
 	}
 	close(fd);
-	funnel_log(FUNNEL_LOG_INFO, "gateway: made a new lead id key in %s", path);
+	/* said loudly: a new key gives every address a new lead id, so a
+	 * --lead-key typo would split each person's leads in two */
+	funnel_log(FUNNEL_LOG_WARN, "gateway: made a new lead id key in %s (there was none): form "
+	           "posts get lead ids of this key from now on; if a key was meant to be there, "
+	           "stop and give its path", path);
 	return 0;
 }
 

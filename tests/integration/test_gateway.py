@@ -616,6 +616,21 @@ def trusted_proxy(res, daemon, log, d):
         expect_in("--trusted-proxy wants", p.stderr, "names the flag")
     res.run("--trusted-proxy refuses what is not an address or a network", bad_flag)
 
+    def lead_key_not_a_file():
+        d = tempfile.mkdtemp(prefix="gw-key-")
+        try:
+            p = subprocess.run([GATEWAY, "--lead-key", d, "--http", "127.0.0.1:0", "--rules",
+                                os.path.join(REPO, "funnel.yaml"), "--query", "tcp://127.0.0.1:1",
+                                "--ingest", "tcp://127.0.0.1:1"], capture_output=True, text=True,
+                               timeout=30, stdin=subprocess.DEVNULL)
+            expect_eq(p.returncode, 1, "--lead-key naming a directory: exit status")
+            expect_in("%s is not a file (the lead id key is one file of 64 hex digits)" % d,
+                      p.stderr, "the message says what is wrong")
+            expect_eq(os.listdir(d), [], "nothing written into the directory")
+        finally:
+            shutil.rmtree(d)
+    res.run("--lead-key naming a directory is refused as not a file", lead_key_not_a_file)
+
     def bad_http():
         for arg in ("nonsense", "127.0.0.1:99999", "localhost:7490"):
             p = subprocess.run([GATEWAY, "--http", arg, "check", os.path.join(REPO, "funnel.yaml")],
@@ -850,6 +865,12 @@ def main():
             log = LogClient(ctx, daemon.endpoints)
             gw = Gateway(d, daemon.endpoints, "--rate-limit", "0")
             try:
+                def new_key_said():
+                    with open(gw.log) as f:
+                        expect_in("warn gateway: made a new lead id key in %s (there was none)"
+                                  % os.path.join(d, "gw.key"), f.read(), "the gateway's log")
+                res.run("a lead id key made at start is said as a warning, naming the file",
+                        new_key_said)
                 form_posts(res, daemon, gw, log)
                 refusals(res, daemon, gw, log)
                 v1_events(res, gw, log)
