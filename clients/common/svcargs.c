@@ -7,12 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <systemd/sd-daemon.h>
 
 #include "funnel/log.h"
 #include "funnel/service.h"
 #include "conf.h"
+#include "logfmt.h"
 #include "longopt.h"
 #include "rulesfile.h"
 #include "svcargs.h"
@@ -257,6 +259,13 @@ svc_digest(const char *prog, const char *service, const char *view)
 	uint8_t d[32];
 	char hex[65], owner[128];
 	uint64_t cp = 0;
+	char journal[4200];   /* funneld's data directory has its journal */
+	snprintf(journal, sizeof journal, "%s/%s", view, FP_LOG_JOURNAL_FILE);
+	if (access(journal, F_OK) == 0) {
+		fprintf(stderr, "%s: %s is funneld's data directory (it holds the log's journal), not "
+		        "a view: refused\n", prog, view);
+		return 1;
+	}
 	int rc = funnel_view_owner(view, owner, sizeof owner);
 	if (rc == FUNNEL_OK && owner[0] != '\0' && strcmp(owner, service) != 0) {
 		fprintf(stderr, "%s: view %s belongs to %s: refused (give each service a view of "

@@ -377,6 +377,23 @@ def run_kill9(res, daemon, ctx):
                   "the one cannot-start line")
     res.run("a view in use or not a directory is refused at start, saying why",
             unusable_view_refused)
+
+    def log_dir_refused():
+        # funneld's data directory given as a view: refused before anything is
+        # made in it, and its digest too
+        before = sorted(os.listdir(daemon.data))
+        other = Scoring(daemon, "logdir")
+        other.write_rules(RULES_V1)
+        other.view = daemon.data
+        for args in (["--until-head"], ["digest"]):
+            p = other.run(*args)
+            expect_eq(p.returncode, 1, "exit status of %s on the log's directory" % args[0])
+            expect_in("%s is funneld's data directory (it holds the log's journal), not a view"
+                      % daemon.data, p.stderr, "%s says why" % args[0])
+            expect_eq(p.stdout, "", "%s printed nothing" % args[0])
+        expect_eq(sorted(os.listdir(daemon.data)), before, "the log's directory unchanged")
+    res.run("funneld's data directory given as a view is refused, naming it, and left as it "
+            "was", log_dir_refused)
     log.close()
 
 
