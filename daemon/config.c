@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,9 +37,11 @@ static const char usage[] =
 	"  --pub-hwm N          publish high-water mark in messages (default 100000)\n"
 	"  --heartbeat-ms N     heartbeat period on the publish socket (default 1000)\n"
 	"  --map-size BYTES     initial LMDB map size (default 1 GiB; it grows)\n"
-	"  --max-map-size BYTES never grow the map past this (default: no cap)\n"
+	"  --max-map-size BYTES never grow the map past this (default: no cap; at\n"
+	"                       least 1 MiB, and not below --map-size)\n"
 	"  --journal-size BYTES size of the write-ahead journal created in the data\n"
-	"                       directory (default 64 MiB, at least 64 KiB; an\n"
+	"                       directory (default 64 MiB, at least 64 KiB, at most\n"
+	"                       16 GiB and what the file system has free; an\n"
 	"                       existing journal keeps its size)\n"
 	"  --ready-file PATH    once serving, write the bound endpoints and pid here\n"
 	"  --log-level LEVEL    debug, info, warn or error (default info)\n"
@@ -55,7 +58,13 @@ static const char usage[] =
 	"  --help, --version\n"
 	"\n"
 	"Long options are spelled in full: a prefix (--dat for --data) is refused.\n"
-	"A data directory is used by one funneld at a time (funnel.lock in it).\n";
+	"A data directory is used by one funneld at a time (funnel.lock in it).\n"
+	"Endpoints are tcp://HOST:PORT (PORT 1-65535, or *), ipc://PATH or inproc://NAME.\n"
+	"\n"
+	"Exit status: 0 after SIGTERM or SIGINT; 2 a setting refused (nothing is\n"
+	"created on disk); 1 any other failure (the data directory, its lock, a\n"
+	"port, the disk).  A start refused after the data directory was opened\n"
+	"removes what it created there.\n";
 
 enum {
 	OPT_DATA = 1000, OPT_INGEST, OPT_PUBLISH, OPT_QUERY, OPT_CONFIG, OPT_NOSYNC, OPT_PUBHWM,
@@ -91,15 +100,22 @@ parse_size(const char *s, size_t *out)
 {
 	char *end;
 	errno = 0;
+	unsigned shift = 0;
+	if (*s == '-' || *s == '+')
+		return -1;
 	unsigned long long v = strtoull(s, &end, 10);
 	if (errno != 0 || end == s)
 		return -1;
 	switch (*end) {
-	case 'k': case 'K': v <<= 10; end++; break;
-	case 'm': case 'M': v <<= 20; end++; break;
-	case 'g': case 'G': v <<= 30; end++; break;
-	case 't': case 'T': v <<= 40; end++; break;
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	case 't': case 'T': shift = 40; end++; break;
 	}
+	/* a size that does not fit 64 bits is refused, not wrapped */
+	if (v > (ULLONG_MAX >> shift) || (v << shift) > SIZE_MAX)
+		return -1;
+	v <<= shift;
 	if (*end == 'i' || *end == 'B')   /* accept KiB, MB, ... */
 		end++;
 	if (*end == 'B')
@@ -120,6 +136,42 @@ parse_int(const char *s, int min, int *out)
 		return -1;
 	*out = (int)v;
 	return 0;
+}
+
+/*
+ * An endpoint funneld can bind: tcp://HOST:PORT with PORT * or 1..65535
+ * in decimal (ZeroMQ takes a larger number modulo 65536, and says only
+ * "Invalid argument" for a name), ipc://PATH or inproc://NAME (main.c's
+ * is_local counts both as local).  NULL when it is one, else what is
+ * wrong with it.
+ */
+static const char *
+endpoint_problem(const char *ep)
+{
+	if (strncmp(ep, "ipc://", 6) == 0)
+		return ep[6] != '\0' ? NULL : "the endpoint names no path: ipc://PATH";
+	if (strncmp(ep, "inproc://", 9) == 0)
+		return ep[9] != '\0' ? NULL : "the endpoint names nothing: inproc://NAME";
+	if (strncmp(ep, "tcp://", 6) != 0)
+		return "the transport must be tcp://, ipc:// or inproc://";
+	const char *host = ep + 6, *colon;
+	if (host[0] == '[') {
+		const char *close = strchr(host, ']');
+		colon = close != NULL && close[1] == ':' ? close + 1 : NULL;
+	} else {
+		colon = strrchr(host, ':');
+	}
+	if (colon == NULL)
+		return "the endpoint has no port: tcp://HOST:PORT";
+	if (colon == host)
+		return "the endpoint has no host: tcp://HOST:PORT";
+	const char *port = colon + 1;
+	if (strcmp(port, "*") == 0)
+		return NULL;
+	size_t n = strspn(port, "0123456789");
+	if (n == 0 || port[n] != '\0' || n > 5 || atol(port) < 1 || atol(port) > 65535)
+		return "the port must be * or a number from 1 to 65535";
+	return NULL;
 }
 
 /* Apply one setting; `src` names where it came from for the message. */
@@ -170,17 +222,26 @@ apply(config *c, int opt, const char *val, const char *src)
 			return 0;
 		break;
 	case OPT_MAPSIZE:
-		if (parse_size(val, &c->map_size) == 0 && c->map_size >= (1u << 20))
+		if (parse_size(val, &c->map_size) == 0 && c->map_size >= (1u << 20)) {
+			c->map_size_given = 1;
 			return 0;
+		}
 		break;
 	case OPT_MAXMAP:
-		if (parse_size(val, &c->max_map_size) == 0)
+		/* 0: no cap; else at least the smallest --map-size */
+		if (parse_size(val, &c->max_map_size) == 0 &&
+		    (c->max_map_size == 0 || c->max_map_size >= (1u << 20)))
 			return 0;
 		break;
 	case OPT_JOURNAL:
-		if (parse_size(val, &c->journal_size) == 0 && c->journal_size >= JOURNAL_MIN_SIZE)
-			return 0;
-		break;
+		if (parse_size(val, &c->journal_size) != 0 || c->journal_size < JOURNAL_MIN_SIZE)
+			break;
+		if (c->journal_size > CONFIG_MAX_JOURNAL_SIZE) {
+			fprintf(stderr, "funneld: %s: '%s' (%zu bytes) is more than the largest journal, "
+			        "%zu bytes (16 GiB)\n", src, val, c->journal_size, CONFIG_MAX_JOURNAL_SIZE);
+			return -1;
+		}
+		return 0;
 	case OPT_LOGLEVEL:
 		if (log_set_level(val) == 0) {
 			snprintf(c->log_level, sizeof c->log_level, "%s", val);
@@ -363,8 +424,32 @@ config_load(config *c, int argc, char **argv)
 		fprintf(stderr, "funneld: unexpected argument '%s'\n%s", argv[optind], usage);
 		return -1;
 	}
-	if (c->max_map_size && c->max_map_size < c->map_size)
+	/* Each endpoint is checked before anything is created (main.c). */
+	const struct { const char *flag, *ep; } eps[] = {
+		{ "--ingest", c->ingest }, { "--publish", c->publish }, { "--query", c->query },
+	};
+	for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++) {
+		const char *why = endpoint_problem(eps[i].ep);
+		if (why != NULL) {
+			fprintf(stderr, "funneld: %s %s: %s\n", eps[i].flag, eps[i].ep, why);
+			return -1;
+		}
+	}
+	if (c->data_dir[0] == '\0') {
+		fprintf(stderr, "funneld: the data directory is empty: give --data DIR (or data: in "
+		        "the settings file)\n");
+		return -1;
+	}
+	/* A cap below the default map lowers the map; below one given, the
+	 * two settings contradict each other. */
+	if (c->max_map_size && c->max_map_size < c->map_size) {
+		if (c->map_size_given) {
+			fprintf(stderr, "funneld: --max-map-size %zu is below --map-size %zu: the map "
+			        "could never be as large as asked\n", c->max_map_size, c->map_size);
+			return -1;
+		}
 		c->map_size = c->max_map_size;
+	}
 	if ((c->access[0] != '\0') != (c->key[0] != '\0')) {
 		fprintf(stderr, "funneld: --access and --key go together: %s\n",
 		        c->access[0] ? "--access needs --key (funneld's secret key file)"

@@ -8,6 +8,12 @@
 
 #include <stddef.h>
 
+/* The largest --journal-size: the journal is written in full (zeros) when
+ * it is created, so a typo must not fill the disk; 16 GiB is far past
+ * what one checkpoint interval ever journals (store.h: a tail is at most
+ * STORE_TAIL_MAX_BYTES before it is checkpointed). */
+#define CONFIG_MAX_JOURNAL_SIZE ((size_t)16 << 30)
+
 typedef struct config {
 	char data_dir[4096];
 	char ingest[256];
@@ -22,13 +28,16 @@ typedef struct config {
 	int pub_hwm;
 	int heartbeat_ms;
 	size_t map_size;          /* initial LMDB map */
+	int map_size_given;       /* map_size set by the file or a flag, not the default */
 	size_t max_map_size;      /* 0: unbounded */
 	size_t journal_size;      /* the journal's size when created (journal.h) */
 	char master_key[4096];    /* file of the master key; "": personal data not sealed */
 	char personal_fields[1024];   /* comma-separated data paths sealed (vault.h) */
 } config;
 
-/* Fill c from defaults, the config file and argv.  Returns 0, 1 when
+/* Fill c from defaults, the config file and argv, and check what can be
+ * checked without touching the disk: each endpoint's form,
+ * the sizes and their order, a data directory named.  Returns 0, 1 when
  * --help or --version was printed (exit 0), or -1 after printing the
  * problem to stderr (exit 2). */
 int config_load(config *c, int argc, char **argv);

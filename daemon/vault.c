@@ -871,6 +871,15 @@ read_master(const char *path, uint8_t master[32], char *why, size_t whylen)
 	return -1;
 }
 
+int
+vault_check_master(const char *master_key_file, char *why, size_t whylen)
+{
+	uint8_t master[32];
+	int rc = read_master(master_key_file, master, why, whylen);
+	sodium_memzero(master, sizeof master);
+	return rc;
+}
+
 static int
 parse_fields(vault *v, const char *fields, char *why, size_t whylen)
 {
@@ -1021,7 +1030,7 @@ vault_open(const char *dir, const char *master_key_file, const char *fields, uin
 	crypto_generichash(check, sizeof check, (const uint8_t *)"check", 5, master, sizeof master);
 	sodium_memzero(master, sizeof master);
 
-	snprintf(path, sizeof path, "%s/keys.dat", dir);
+	snprintf(path, sizeof path, "%s/%s", dir, VAULT_KEYS_FILE);
 	v->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (v->fd < 0) {
 		snprintf(why, whylen, "cannot open %s: %s", path, strerror(errno));
@@ -1052,7 +1061,7 @@ vault_open(const char *dir, const char *master_key_file, const char *fields, uin
 	}
 	if (load_slots(v, why, whylen) != 0)
 		goto fail;
-	snprintf(path, sizeof path, "%s/keys.shred", dir);
+	snprintf(path, sizeof path, "%s/%s", dir, VAULT_SHRED_FILE);
 	v->shred_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (v->shred_fd < 0) {
 		snprintf(why, whylen, "cannot open %s: %s", path, strerror(errno));

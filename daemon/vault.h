@@ -74,6 +74,12 @@
 
 typedef struct vault vault;
 
+/* The key file and its shred list, in the data directory.  A data
+ * directory that holds VAULT_KEYS_FILE has sealed personal data (or may
+ * have): funneld refuses it without the master key (main.c). */
+#define VAULT_KEYS_FILE "keys.dat"
+#define VAULT_SHRED_FILE "keys.shred"
+
 /* The personal data paths funneld seals by default. */
 #define VAULT_DEFAULT_FIELDS "email,name,first_name,last_name,phone,address,ip"
 
@@ -86,6 +92,11 @@ typedef struct vault vault;
 vault *vault_open(const char *dir, const char *master_key_file, const char *fields,
                   uint64_t head_seq, int durable, char *why, size_t whylen);
 void vault_close(vault *v);
+
+/* Read master_key_file as vault_open() does, and forget the key: 0 when
+ * it holds a master key, else -1 with a message in why.  Touches nothing
+ * on disk (funneld checks its settings before it creates anything). */
+int vault_check_master(const char *master_key_file, char *why, size_t whylen);
 
 /*
  * Sealing ahead, on another thread (the receiver's, while the writer

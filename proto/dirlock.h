@@ -17,7 +17,9 @@
 #define DIRLOCK_FILE "funnel.lock"
 
 /* Create path and its missing parents (mode 0755), as mkdir -p.
- * Returns 0, or -1 with errno set (ENAMETOOLONG past 4095 bytes). */
+ * Returns 0, or -1 with errno set (ENAMETOOLONG past 4095 bytes,
+ * ENOTDIR when path or a parent exists and is not a directory, ENOENT
+ * for an empty path). */
 int dirlock_mkdir_p(const char *path);
 
 /*
@@ -25,8 +27,8 @@ int dirlock_mkdir_p(const char *path);
  * `program` (written into the lock file with the pid).  Returns the
  * descriptor that holds the lock (close it to release; it is O_CLOEXEC),
  * or -1 with a message in why: "in use by PROGRAM (pid N)" when another
- * process holds it, else the system error.  A refused lock changes
- * nothing in the directory.
+ * process holds it (errno is EWOULDBLOCK then, and only then), else the
+ * system error.  A refused lock changes nothing in the directory.
  */
 int dirlock_take(const char *dir, const char *program, char *why, size_t whylen);
 

@@ -4,8 +4,12 @@ obeyed: a second funneld on a data directory in use, a second service on
 a view in use, a service on another service's view, a service on a view
 built from another log (at start, and when funneld is restarted on an
 empty data directory under a running service), long options typed short,
-endpoints from the environment, a funneld config key given twice, and a
-second `make run` (clients/run.sh) on the same var/.
+endpoints from the environment, a funneld config key given twice, a
+second `make run` (clients/run.sh) on the same var/, and funneld's start
+refusals (a sealed log without --master-key, a master key inside the data
+directory, map and journal sizes, malformed endpoints, a setting found
+wrong late, a data directory that is a file or empty, a truncated
+data.mdb): each names the problem and leaves the disk as it was.
 
 Run with Debian's /usr/bin/python3 (python3-zmq, python3-msgpack):
 
@@ -29,7 +33,8 @@ import urllib.request
 import zmq
 
 from funnel_testlib import (READY_WAIT_S, REPO, CheckFailed, Daemon, LogClient, Results,
-                            Service, expect, expect_eq, expect_in, stop_proc, wait_until)
+                            Service, expect, expect_eq, expect_in, start_funneld, stop_proc,
+                            wait_until)
 
 BUILD = os.environ.get("BUILD", "build")
 FUNNELD = os.environ.get("FUNNELD", os.path.join(REPO, BUILD, "bin", "funneld"))
@@ -313,6 +318,219 @@ def check_flags(res):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def tree(top, touched=()):
+    """{relative path: (size, mtime_ns)} of everything under top (directories
+    too); the files named in touched (an open rewrites them: funnel.lock,
+    lock.mdb) by their size only."""
+    out = {}
+    for root, dirs, files in os.walk(top):
+        for n in dirs + files:
+            path = os.path.join(root, n)
+            st = os.lstat(path)
+            out[os.path.relpath(path, top)] = (st.st_size if n in files else 0,
+                                               None if n in touched else st.st_mtime_ns)
+    return out
+
+
+def refused(args, status, needles, top, env=None, touched=()):
+    """Run funneld (args after the binary) to its refusal: the exit status
+    (never a signal), every needle in its stderr, and top (a directory)
+    holding exactly what it held before (tree).  Returns stderr."""
+    before = tree(top, touched)
+    p = run([FUNNELD] + args, env=env)
+    expect_eq(p.returncode, status, "funneld %s: exit status (stderr: %s)"
+              % (" ".join(args), p.stderr[-400:]))
+    for n in needles:
+        expect_in(n, p.stderr, "the message")
+    expect_eq(tree(top, touched), before, "what the refused start left in %s" % top)
+    return p.stderr
+
+
+def make_log(ctx, tdir, data, n=1, args=()):
+    """A log in data with n captures (funneld started, fed and stopped);
+    returns its head."""
+    proc, eps = start_funneld(FUNNELD, data, tdir, list(args))
+    try:
+        log = LogClient(ctx, eps)
+        try:
+            for i in range(0, n, 100):
+                log.publish_ok(*[captured("T-%d" % j) for j in range(i, min(n, i + 100))])
+            head = log.status()["head"]
+        finally:
+            log.close()
+    finally:
+        expect_eq(stop_proc(proc), 0, "funneld's exit status")
+    return head
+
+
+def head_of(ctx, tdir, data, args=()):
+    """The head of the log in data, read by a funneld started on it."""
+    proc, eps = start_funneld(FUNNELD, data, tdir, list(args))
+    try:
+        log = LogClient(ctx, eps)
+        try:
+            return log.status()["head"]
+        finally:
+            log.close()
+    finally:
+        stop_proc(proc)
+
+
+def check_start_refusals(res, ctx):
+    tmp = tempfile.mkdtemp(prefix="funnel-operator-")
+    tdir = os.path.join(tmp, "t")     # ready files and logs of the funneld that start
+    os.makedirs(tdir)
+    env = dict(os.environ)
+    env.pop("FUNNEL_MASTER_KEY_FILE", None)
+    env.pop("FUNNEL_CONFIG", None)
+    keydir = os.path.join(tmp, "keys")
+    os.makedirs(keydir)
+    mk = os.path.join(keydir, "master.key")
+    with open(mk, "wb") as f:
+        f.write(os.urandom(32))
+    try:
+        def sealed_log_without_master_key():
+            data = os.path.join(tmp, "sealed")
+            head = make_log(ctx, tdir, data, 3, ["--master-key", mk])
+            expect(os.path.exists(os.path.join(data, "keys.dat")), "keys.dat written")
+            refused(["--data", data] + WILD, 2, ["keys.dat", "--master-key"], tmp, env)
+            expect_eq(head_of(ctx, tdir, data, ["--master-key", mk]), head, "the log's head")
+        res.run("a data directory with keys.dat is refused without --master-key, naming both; "
+                "the log is unchanged", sealed_log_without_master_key)
+
+        def master_key_in_data_dir():
+            data = os.path.join(tmp, "withkey")
+            os.makedirs(data)
+            inside = os.path.join(data, "mk")
+            shutil.copy(mk, inside)
+            refused(["--data", data, "--master-key", inside] + WILD, 2,
+                    ["the master key %s is inside the data directory" % inside], tmp, env)
+            # through a symbolic link to the data directory, and with ".." in the key's path
+            link = os.path.join(tmp, "link")
+            os.symlink(data, link)
+            refused(["--data", link, "--master-key", os.path.join(keydir, "..", "withkey", "mk")]
+                    + WILD, 2, ["is inside the data directory"], tmp, env)
+            os.unlink(link)
+            shutil.rmtree(data)
+        res.run("a master key inside the data directory (by its real path) is refused and "
+                "creates nothing", master_key_in_data_dir)
+
+        def max_map_below_map():
+            refused(["--data", os.path.join(tmp, "m"), "--max-map-size", "1048576",
+                     "--map-size", "2097152"] + WILD, 2,
+                    ["--max-map-size 1048576 is below --map-size 2097152"], tmp, env)
+        res.run("--max-map-size below --map-size is refused, naming both, and creates nothing",
+                max_map_below_map)
+
+        def journal_size_bounds():
+            refused(["--data", os.path.join(tmp, "j"), "--journal-size", "99999999999999"] + WILD,
+                    2, ["--journal-size", "99999999999999", "16 GiB"], tmp, env)
+            refused(["--data", os.path.join(tmp, "j"), "--journal-size", "99999999999T"] + WILD,
+                    2, ["--journal-size: invalid value '99999999999T'"], tmp, env)
+            # a journal larger than the free space: on a small tmpfs when one can be mounted
+            small = os.path.join(tmp, "small")
+            os.makedirs(small)
+            m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", small],
+                               capture_output=True, text=True)
+            if m.returncode != 0:
+                print("# skipped the free-space part: cannot mount a tmpfs: %s"
+                      % m.stderr.strip(), flush=True)
+                return
+            try:
+                refused(["--data", os.path.join(small, "d"), "--journal-size", "16M"] + WILD, 1,
+                        ["the journal (--journal-size 16777216 bytes) does not fit", "free"],
+                        small, env)
+                expect_eq(os.listdir(small), [], "the tmpfs")
+            finally:
+                subprocess.run(["umount", small], capture_output=True)
+        res.run("--journal-size past 16 GiB, or past the file system's free space, is refused "
+                "naming the sizes, and creates nothing", journal_size_bounds)
+
+        def malformed_endpoints():
+            for flag, ep, why in (("--ingest", "tcp://127.0.0.1:99999", "1 to 65535"),
+                                  ("--query", "tcp://127.0.0.1:notaport", "1 to 65535"),
+                                  ("--publish", "tcp://127.0.0.1:0", "1 to 65535"),
+                                  ("--publish", "udp://127.0.0.1:%d" % free_port(),
+                                   "transport must be tcp://"),
+                                  ("--ingest", "tcp://127.0.0.1", "no port")):
+                args = list(WILD)
+                args[args.index(flag) + 1] = ep
+                err = refused(["--data", os.path.join(tmp, "e")] + args, 2,
+                              ["%s %s: " % (flag, ep), why], tmp, env)
+                expect("loopback" not in err, "a malformed endpoint called not on loopback")
+        res.run("malformed endpoints (port 99999, 0, a name, udp://, none) are refused "
+                "naming the flag and the endpoint, and create nothing", malformed_endpoints)
+
+        def late_settings():
+            bad_access = os.path.join(tmp, "access.bad")
+            with open(bad_access, "w") as f:
+                f.write("this is not an access file\n")
+            new = os.path.join(tmp, "new", "data")
+            for args, status, needle in (
+                    (["--access", os.path.join(tmp, "nope"), "--key", mk], 2, "access: "),
+                    (["--access", bad_access, "--key", mk], 2, "access: "),
+                    (["--master-key", os.path.join(tmp, "nope")], 2, "--master-key: "),
+                    (["--ready-file", os.path.join(tmp, "nodir", "ready")], 2,
+                     "its directory %s does not exist" % os.path.join(tmp, "nodir"))):
+                refused(["--data", new] + WILD + args, status, [needle], tmp, env)
+            # a port in use is found only by the bind: what the start made is removed,
+            # a new data directory and an existing log's files alike
+            data = os.path.join(tmp, "existing")
+            head = make_log(ctx, tdir, data, 2)
+            with socket.socket() as taken:
+                taken.bind(("127.0.0.1", 0))
+                taken.listen(1)
+                ep = "tcp://127.0.0.1:%d" % taken.getsockname()[1]
+                for d in (new, data):
+                    args = list(WILD)
+                    args[args.index("--query") + 1] = ep
+                    refused(["--data", d] + args, 1, ["cannot bind the query endpoint %s" % ep],
+                            tmp, env, touched=("funnel.lock", "lock.mdb"))
+            expect_eq(head_of(ctx, tdir, data), head, "the existing log's head")
+        res.run("an access file, a master key or a ready file's directory that is wrong, and a "
+                "port in use, are refused leaving nothing new on disk (an existing log "
+                "unchanged)", late_settings)
+
+        def data_dir_messages():
+            afile = os.path.join(tmp, "afile")
+            with open(afile, "w") as f:
+                f.write("x")
+            err = refused(["--data", afile] + WILD, 2, ["--data %s is not a directory" % afile],
+                          tmp, env)
+            expect("one funneld" not in err, "a file blamed on a second funneld")
+            refused(["--data", os.path.join(afile, "sub")] + WILD, 2,
+                    ["is not a directory"], tmp, env)
+            cfg = os.path.join(tmp, "empty-data.yaml")
+            with open(cfg, "w") as f:
+                f.write('data: ""\n')
+            err = refused(["--config", cfg] + WILD, 2, ["the data directory is empty"], tmp, env)
+            expect("File name too long" not in err, "the old message")
+            os.unlink(cfg)
+            os.unlink(afile)
+        res.run("--data naming a file, or an empty data setting, is refused saying so (not "
+                "\"one funneld per data directory\")", data_dir_messages)
+
+        def truncated_log():
+            data = os.path.join(tmp, "big")
+            make_log(ctx, tdir, data, 400)
+            with open(os.path.join(data, "data.mdb"), "rb") as f:
+                whole = f.read()
+            expect(len(whole) > 40000, "data.mdb of 400 captures is %d bytes" % len(whole))
+            cut = os.path.join(tmp, "cut")
+            os.makedirs(cut)
+            with open(os.path.join(cut, "data.mdb"), "wb") as f:
+                f.write(whole[:20000])
+            p = run([FUNNELD, "--data", cut] + WILD, env=env)
+            expect_eq(p.returncode, 1, "funneld's exit status (stderr: %s)" % p.stderr[-400:])
+            expect_in("data.mdb is truncated: 20000 bytes, the log needs", p.stderr, "the message")
+            expect_eq(os.path.getsize(os.path.join(cut, "data.mdb")), 20000, "the cut file's size")
+            expect(not os.path.exists(os.path.join(cut, "journal")), "a journal was created")
+        res.run("a truncated data.mdb is refused naming its size and the size needed (no "
+                "SIGBUS)", truncated_log)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_bounded(args, env):
     """Run clients/run.sh to its end in a session of its own; past RUN_S the
     whole session is killed, so that no funneld or service outlives the check."""
@@ -409,6 +627,7 @@ def main():
     res = Results()
     ctx = zmq.Context()
     check_flags(res)
+    check_start_refusals(res, ctx)
     check_locks(res, ctx)
     check_other_log(res, ctx)
     check_make_run(res)

@@ -371,8 +371,8 @@ def run_kill9(res, daemon, ctx):
             f.write("not a view\n")
         p = other.run("--until-head")
         expect_eq(p.returncode, 1, "exit status on a view that is a file")
-        expect_in("the view %s cannot be locked: cannot open the lock file %s/funnel.lock: "
-                  "Not a directory" % (other.view, other.view), p.stderr, "says why")
+        expect_in("cannot create the view directory %s: Not a directory" % other.view,
+                  p.stderr, "says why")
         expect_in("scoring: cannot start: the view cannot be opened or written", p.stderr,
                   "the one cannot-start line")
     res.run("a view in use or not a directory is refused at start, saying why",
