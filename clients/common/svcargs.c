@@ -179,16 +179,14 @@ parse_config(const char *path, const char *prog, const char *usage, svc_args *a,
 	words[0] = (char *)prog;
 	for (size_t i = 0; i < conf.n; i++) {
 		const fp_conf_item *it = &conf.items[i];
-		/* a one-time action is no setting: in the file it would act at
-		 * every start (--rebuild would empty the view each time) */
-		static const char *const once[] = { "rebuild", "until-head", "once" };
-		for (size_t k = 0; k < sizeof once / sizeof once[0]; k++)
-			if (strcmp(it->key, once[k]) == 0) {
-				fprintf(stderr, "%s: %s:%zu: %s is a one-time action, not a setting: give "
-				        "--%s on the command line\n", prog, path, it->line, it->key, it->key);
-				fp_conf_free(&conf);
-				return 2;
-			}
+		/* a one-time action is no setting: in the file, --rebuild would
+		 * empty the view at every start */
+		if (strcmp(it->key, "rebuild") == 0) {
+			fprintf(stderr, "%s: %s:%zu: rebuild is a one-time action, not a setting: give "
+			        "--rebuild on the command line\n", prog, path, it->line);
+			fp_conf_free(&conf);
+			return 2;
+		}
 		size_t len = strlen(it->key) + strlen(it->value) + 4;
 		if ((words[i + 1] = malloc(len)) == NULL) {
 			fp_conf_free(&conf);
