@@ -138,42 +138,6 @@ parse_int(const char *s, int min, int *out)
 	return 0;
 }
 
-/*
- * An endpoint funneld can bind: tcp://HOST:PORT with PORT * or 1..65535
- * in decimal (ZeroMQ takes a larger number modulo 65536, and says only
- * "Invalid argument" for a name), ipc://PATH or inproc://NAME (main.c's
- * is_local counts both as local).  NULL when it is one, else what is
- * wrong with it.
- */
-static const char *
-endpoint_problem(const char *ep)
-{
-	if (strncmp(ep, "ipc://", 6) == 0)
-		return ep[6] != '\0' ? NULL : "the endpoint names no path: ipc://PATH";
-	if (strncmp(ep, "inproc://", 9) == 0)
-		return ep[9] != '\0' ? NULL : "the endpoint names nothing: inproc://NAME";
-	if (strncmp(ep, "tcp://", 6) != 0)
-		return "the transport must be tcp://, ipc:// or inproc://";
-	const char *host = ep + 6, *colon;
-	if (host[0] == '[') {
-		const char *close = strchr(host, ']');
-		colon = close != NULL && close[1] == ':' ? close + 1 : NULL;
-	} else {
-		colon = strrchr(host, ':');
-	}
-	if (colon == NULL)
-		return "the endpoint has no port: tcp://HOST:PORT";
-	if (colon == host)
-		return "the endpoint has no host: tcp://HOST:PORT";
-	const char *port = colon + 1;
-	if (strcmp(port, "*") == 0)
-		return NULL;
-	size_t n = strspn(port, "0123456789");
-	if (n == 0 || port[n] != '\0' || n > 5 || atol(port) < 1 || atol(port) > 65535)
-		return "the port must be * or a number from 1 to 65535";
-	return NULL;
-}
-
 /* Apply one setting; `src` names where it came from for the message. */
 static int
 apply(config *c, int opt, const char *val, const char *src)
@@ -429,7 +393,7 @@ config_load(config *c, int argc, char **argv)
 		{ "--ingest", c->ingest }, { "--publish", c->publish }, { "--query", c->query },
 	};
 	for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++) {
-		const char *why = endpoint_problem(eps[i].ep);
+		const char *why = fp_endpoint_problem(eps[i].ep, 1);
 		if (why != NULL) {
 			fprintf(stderr, "funneld: %s %s: %s\n", eps[i].flag, eps[i].ep, why);
 			return -1;

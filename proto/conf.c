@@ -302,3 +302,33 @@ out:
 	}
 	return rc;
 }
+
+const char *
+fp_endpoint_problem(const char *ep, int bind)
+{
+	if (strncmp(ep, "ipc://", 6) == 0)
+		return ep[6] != '\0' ? NULL : "the endpoint names no path: ipc://PATH";
+	if (strncmp(ep, "inproc://", 9) == 0)
+		return ep[9] != '\0' ? NULL : "the endpoint names nothing: inproc://NAME";
+	if (strncmp(ep, "tcp://", 6) != 0)
+		return "the transport must be tcp://, ipc:// or inproc://";
+	const char *host = ep + 6, *colon;
+	if (host[0] == '[') {   /* [IPv6]:PORT */
+		const char *close = strchr(host, ']');
+		colon = close != NULL && close[1] == ':' ? close + 1 : NULL;
+	} else {
+		colon = strrchr(host, ':');
+	}
+	if (colon == NULL)
+		return "the endpoint has no port: tcp://HOST:PORT";
+	if (colon == host)
+		return "the endpoint has no host: tcp://HOST:PORT";
+	const char *port = colon + 1;
+	if (strcmp(port, "*") == 0)
+		return bind ? NULL : "a client connects to a port number, not *";
+	size_t n = strspn(port, "0123456789");
+	if (n == 0 || port[n] != '\0' || n > 5 || atol(port) < 1 || atol(port) > 65535)
+		return bind ? "the port must be * or a number from 1 to 65535"
+		            : "the port must be a number from 1 to 65535";
+	return NULL;
+}

@@ -65,4 +65,13 @@ const char *fp_conf_path(int argc, char **argv);
 
 void fp_conf_free(fp_conf *c);
 
+/*
+ * What is wrong with an endpoint a funnel program binds (bind 1) or
+ * connects to (bind 0), or NULL when nothing: tcp://HOST:PORT with PORT
+ * 1..65535 in decimal ('*' too when binding: a free port), ipc://PATH
+ * or inproc://NAME.  Checked before any socket, since ZeroMQ takes a port
+ * past 65535 modulo 65536 and says only "Invalid argument" for a name.
+ */
+const char *fp_endpoint_problem(const char *ep, int bind);
+
 #endif /* FUNNEL_PROTO_CONF_H */

@@ -627,6 +627,10 @@ cmd_replay(struct cli *g, int argc, char **argv)
 		ret = cli_usage(g, "--to %" PRIu64 " is before --from %" PRIu64, req.to, req.from);
 		goto done;
 	}
+	if (req.since != 0 && req.until != 0 && req.until <= req.since) {
+		ret = cli_usage(g, "--until is not after --since: no time is in that window");
+		goto done;
+	}
 	o.mode = raw ? OUT_RAW : cli_json(g) ? OUT_JSON : OUT_HUMAN;
 	if (g->source != NULL) {
 		ret = replay_source(g, &req, count, &o);

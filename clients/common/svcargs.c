@@ -241,6 +241,16 @@ svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *
 	a->ingest = endpoint(FUNNEL_EP_INGEST, "FUNNEL_INGEST", a->ingest, file_ingest);
 	a->publish = endpoint(FUNNEL_EP_PUBLISH, "FUNNEL_PUBLISH", a->publish, file_publish);
 	a->query = endpoint(FUNNEL_EP_QUERY, "FUNNEL_QUERY", a->query, file_query);
+	const char *const eps[3][2] = { { "ingest", a->ingest }, { "publish", a->publish },
+	                                { "query", a->query } };
+	for (int i = 0; i < 3; i++) {
+		const char *why = eps[i][1] ? fp_endpoint_problem(eps[i][1], 0) : NULL;
+		if (why != NULL) {
+			char msg[512];
+			snprintf(msg, sizeof msg, "the %s endpoint %s: %s", eps[i][0], eps[i][1], why);
+			return svc_usage(prog, usage, "%s", msg);
+		}
+	}
 	/* the same rule for the CURVE keys of every socket the service opens:
 	 * the flag, else FUNNEL_KEY/FUNNEL_SERVER_KEY, else the settings file */
 	a->key = keyfile("FUNNEL_KEY", a->key, file_key);

@@ -474,6 +474,9 @@ def run_checks(res, cli, q, daemon):
         ["replay", "--from", "0"],
         ["replay", "--from", "x"],
         ["replay", "--from", "5", "--to", "2"],
+        ["replay", "--since", "2026-12-05T00:00:00Z", "--until", "2026-12-01T00:00:00Z"],
+        ["--query", "tcp://127.0.0.1:99999", "status"],    # ZeroMQ would wrap it to 34463
+        ["--ingest", "udp://127.0.0.1:7400", "publish", "--type", "x.a"],
         ["replay", "--since", "2026-13-01T00:00:00Z"],
         ["replay", "--count", "0"],
         ["replay", "--bogus"],
@@ -514,13 +517,18 @@ def run_checks(res, cli, q, daemon):
             expect_in("option '%s' needs a value (it is followed by the option '%s')" % (opt, nxt),
                       err, "funnel %s" % " ".join(args))
         scoring = os.path.join(REPO, os.environ.get("BUILD", "build"), "bin", "funnel-scoring")
+        p = subprocess.run([scoring, "--query", "tcp://127.0.0.1:99999", "check", "funnel.yaml"],
+                           capture_output=True, text=True, timeout=CMD_TIMEOUT_S, cwd=REPO)
+        expect_eq(p.returncode, 2, "funnel-scoring --query with port 99999")
+        expect_in("the query endpoint tcp://127.0.0.1:99999: the port must be a number from 1 "
+                  "to 65535", p.stderr, "funnel-scoring names the endpoint")
         p = subprocess.run([scoring, "--view", "--rules", "funnel.yaml", "check"],
                            capture_output=True, text=True, timeout=CMD_TIMEOUT_S)
         expect_eq(p.returncode, 2, "funnel-scoring --view --rules ...")
         expect_in("option '--view' needs a value (it is followed by the option '--rules')",
                   p.stderr, "funnel-scoring's message")
     res.run("an option followed by another option instead of its value is a usage error "
-            "naming both (funnel, the services)", value_forgotten)
+            "naming both (funnel, the services); so is a malformed endpoint", value_forgotten)
 
     def help_options_together():
         # the global options are one list: --version among them, the note on
