@@ -412,26 +412,12 @@ store_open(store *s, const char *path, size_t map_size, size_t max_map_size, siz
 	MDB_envinfo info;
 	mdb_env_info(s->env, &info);
 	s->map_size = info.me_mapsize;
-	/* The pages the newest meta page says are in use must all be in the
-	 * file: the map is read-only memory over it, and a page past its end
-	 * is a SIGBUS at the first touch (a copy cut short, a full disk's
-	 * partial restore), not an error LMDB could return. */
-	{
-		MDB_stat ms;
-		struct stat sb;
-		char file[4200];
-		snprintf(file, sizeof file, "%s/%s", path, FP_LOG_DATA_FILE);
-		if ((rc = mdb_env_stat(s->env, &ms)) != 0 || stat(file, &sb) != 0) {
-			snprintf(why, whylen, "cannot look at %s: %s", file,
-			         rc != 0 ? mdb_strerror(rc) : strerror(errno));
-			goto fail;
-		}
-		unsigned long long need = ((unsigned long long)info.me_last_pgno + 1) * ms.ms_psize;
-		if ((unsigned long long)sb.st_size < need) {
-			snprintf(why, whylen, "%s is truncated: %lld bytes, the log needs %llu (restore it "
-			         "from a backup)", file, (long long)sb.st_size, need);
-			goto fail;
-		}
+	/* every page the meta says is in use is in the file, before any read
+	 * (a cut copy would be a SIGBUS, envfile.h) */
+	if (fp_envfile_whole(s->env, path, why, whylen) != 0) {
+		size_t n = strlen(why);
+		snprintf(why + n, whylen - n, " (restore it from a backup)");
+		goto fail;
 	}
 
 	/* The format first: the other tables mean something else in another. */

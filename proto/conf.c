@@ -332,3 +332,19 @@ fp_endpoint_problem(const char *ep, int bind)
 		            : "the port must be a number from 1 to 65535";
 	return NULL;
 }
+
+int
+fp_endpoints_check(const char *ingest, const char *publish, const char *query, char *msg,
+                   size_t len)
+{
+	const char *const eps[3][2] = { { "ingest", ingest }, { "publish", publish },
+	                                { "query", query } };
+	for (int i = 0; i < 3; i++) {
+		const char *why = eps[i][1] != NULL ? fp_endpoint_problem(eps[i][1], 0) : NULL;
+		if (why != NULL) {
+			snprintf(msg, len, "the %s endpoint %s: %s", eps[i][0], eps[i][1], why);
+			return -1;
+		}
+	}
+	return 0;
+}

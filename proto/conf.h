@@ -74,4 +74,10 @@ void fp_conf_free(fp_conf *c);
  */
 const char *fp_endpoint_problem(const char *ep, int bind);
 
+/* A client's three endpoints (NULL ones skipped) checked to connect:
+ * 0, or -1 with "the ingest endpoint EP: why" for the first malformed
+ * one in msg. */
+int fp_endpoints_check(const char *ingest, const char *publish, const char *query, char *msg,
+                       size_t len);
+
 #endif /* FUNNEL_PROTO_CONF_H */

@@ -12,6 +12,7 @@
 #include <lmdb.h>
 
 #include "envfile.h"
+#include "logfmt.h"
 
 int
 fp_dir_sync(const char *dir)
@@ -115,4 +116,37 @@ fp_envfile_prepare(const char *dir, char *why, size_t whylen)
 		snprintf(up, sizeof up, "%s", next);
 	}
 	return 0;
+}
+
+int
+fp_envfile_whole(MDB_env *env, const char *dir, char *why, size_t whylen)
+{
+	MDB_envinfo info;
+	MDB_stat ms;
+	struct stat sb;
+	char file[PATH_MAX + 16];
+	int rc;
+
+	snprintf(file, sizeof file, "%s/%s", dir, FP_LOG_DATA_FILE);
+	if ((rc = mdb_env_info(env, &info)) != 0 || (rc = mdb_env_stat(env, &ms)) != 0 ||
+	    stat(file, &sb) != 0) {
+		snprintf(why, whylen, "cannot look at %s: %s", file,
+		         rc != 0 ? mdb_strerror(rc) : strerror(errno));
+		return -1;
+	}
+	unsigned long long need = ((unsigned long long)info.me_last_pgno + 1) * ms.ms_psize;
+	if ((unsigned long long)sb.st_size < need) {
+		snprintf(why, whylen, "%s is truncated: %lld bytes, the log needs %llu", file,
+		         (long long)sb.st_size, need);
+		return -1;
+	}
+	return 0;
+}
+
+int
+fp_is_log_dir(const char *dir)
+{
+	char path[PATH_MAX + 16];
+	snprintf(path, sizeof path, "%s/%s", dir, FP_LOG_JOURNAL_FILE);
+	return access(path, F_OK) == 0;
 }

@@ -28,12 +28,29 @@
 
 #include <stddef.h>
 
+#include <lmdb.h>
+
 /*
  * Make dir/data.mdb exist with a durable initial state, as above; dir
  * must exist.  Nothing is done when dir/data.mdb exists.  Returns 0, or
  * -1 with errno set and a message naming the step and the path in why.
  */
 int fp_envfile_prepare(const char *dir, char *why, size_t whylen);
+
+/*
+ * Whether the open environment's file under dir holds every page its
+ * newest meta page says is in use.  The map is memory over the file, and
+ * a page past its end is a SIGBUS at the first touch (a copy cut short, a
+ * restore onto a full disk), not an error LMDB could return: so after
+ * mdb_env_open(), before any read.  Returns 0, or -1 with "DIR/data.mdb
+ * is truncated: N bytes, the log needs M" (or why it could not look) in
+ * why.
+ */
+int fp_envfile_whole(MDB_env *env, const char *dir, char *why, size_t whylen);
+
+/* Whether dir is funneld's data directory (it holds the log's journal):
+ * no service may take it for a view. */
+int fp_is_log_dir(const char *dir);
 
 /* fsync a directory (its entries: files created, renamed or removed in
  * it).  Returns 0 or -1 with errno set. */

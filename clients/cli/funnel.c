@@ -221,15 +221,10 @@ cli_getopt(struct cli *g, int argc, char **argv, const struct option *opts)
 				}
 				/* and their endpoints, from a flag, the environment or the
 				 * settings file: a malformed one is a usage error */
-				const char *const eps[3][2] = { { "ingest", g->ingest },
-				                                { "publish", g->publish },
-				                                { "query", g->query } };
-				for (int i = 0; i < 3; i++) {
-					const char *why = eps[i][1] ? fp_endpoint_problem(eps[i][1], 0) : NULL;
-					if (why != NULL) {
-						cli_usage(g, "the %s endpoint %s: %s", eps[i][0], eps[i][1], why);
-						return '?';
-					}
+				char msg[512];
+				if (fp_endpoints_check(g->ingest, g->publish, g->query, msg, sizeof msg) != 0) {
+					cli_usage(g, "%s", msg);
+					return '?';
 				}
 			}
 			return -1;

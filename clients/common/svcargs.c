@@ -7,14 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <systemd/sd-daemon.h>
 
 #include "funnel/log.h"
 #include "funnel/service.h"
 #include "conf.h"
-#include "logfmt.h"
+#include "envfile.h"
 #include "longopt.h"
 #include "rulesfile.h"
 #include "svcargs.h"
@@ -241,16 +240,9 @@ svc_parse(int argc, char **argv, const char *prog, const char *usage, svc_args *
 	a->ingest = endpoint(FUNNEL_EP_INGEST, "FUNNEL_INGEST", a->ingest, file_ingest);
 	a->publish = endpoint(FUNNEL_EP_PUBLISH, "FUNNEL_PUBLISH", a->publish, file_publish);
 	a->query = endpoint(FUNNEL_EP_QUERY, "FUNNEL_QUERY", a->query, file_query);
-	const char *const eps[3][2] = { { "ingest", a->ingest }, { "publish", a->publish },
-	                                { "query", a->query } };
-	for (int i = 0; i < 3; i++) {
-		const char *why = eps[i][1] ? fp_endpoint_problem(eps[i][1], 0) : NULL;
-		if (why != NULL) {
-			char msg[512];
-			snprintf(msg, sizeof msg, "the %s endpoint %s: %s", eps[i][0], eps[i][1], why);
-			return svc_usage(prog, usage, "%s", msg);
-		}
-	}
+	char msg[512];
+	if (fp_endpoints_check(a->ingest, a->publish, a->query, msg, sizeof msg) != 0)
+		return svc_usage(prog, usage, "%s", msg);
 	/* the same rule for the CURVE keys of every socket the service opens:
 	 * the flag, else FUNNEL_KEY/FUNNEL_SERVER_KEY, else the settings file */
 	a->key = keyfile("FUNNEL_KEY", a->key, file_key);
@@ -267,9 +259,7 @@ svc_digest(const char *prog, const char *service, const char *view)
 	uint8_t d[32];
 	char hex[65], owner[128];
 	uint64_t cp = 0;
-	char journal[4200];   /* funneld's data directory has its journal */
-	snprintf(journal, sizeof journal, "%s/%s", view, FP_LOG_JOURNAL_FILE);
-	if (access(journal, F_OK) == 0) {
+	if (fp_is_log_dir(view)) {
 		fprintf(stderr, "%s: %s is funneld's data directory (it holds the log's journal), not "
 		        "a view: refused\n", prog, view);
 		return 1;

@@ -102,18 +102,13 @@ env_open(const char *dir, unsigned flags, MDB_env **env, funnel_error_info *err)
 		*env = NULL;
 		return storage_error(err, "dir", "cannot open the log in", dir, rc);
 	}
-	/* A file shorter than the pages its meta says are in use (a copy cut
-	 * short) would fault (SIGBUS) at the first read of a missing page:
-	 * refused here, from the meta alone, before any page is touched. */
-	MDB_envinfo info;
-	MDB_stat st;
-	if (mdb_env_info(*env, &info) == 0 && mdb_env_stat(*env, &st) == 0 &&
-	    (uint64_t)sb.st_size < ((uint64_t)info.me_last_pgno + 1) * st.ms_psize) {
+	/* a copy cut short is refused from its meta alone, before any page
+	 * is read (envfile.h) */
+	char why[PATH_MAX + 128];
+	if (fp_envfile_whole(*env, dir, why, sizeof why) != 0) {
 		mdb_env_close(*env);
 		*env = NULL;
-		return fl_set_error(err, FUNNEL_EVALUE, -1, "dir", "%s is truncated: %lld bytes, the "
-		                    "log in it needs %" PRIu64, path, (long long)sb.st_size,
-		                    ((uint64_t)info.me_last_pgno + 1) * st.ms_psize);
+		return fl_set_error(err, FUNNEL_EVALUE, -1, "dir", "%s", why);
 	}
 	return FUNNEL_OK;
 }

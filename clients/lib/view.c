@@ -23,7 +23,6 @@
 #include "dirlock.h"
 #include "envfile.h"
 #include "funnel/log.h"
-#include "logfmt.h"
 #include "runtime.h"
 
 /* LMDB reports a page write the disk cut short as EIO ("short write,
@@ -269,12 +268,11 @@ sr_open_view(funnel_service *svc)
 	MDB_txn *txn;
 	int rc;
 
-	char why[256], journal[4200];
+	char why[256];
 
-	/* funneld's data directory (its journal beside data.mdb) is no view:
-	 * refused before the lock, so nothing is made in it */
-	snprintf(journal, sizeof journal, "%s/%s", svc->view_dir, FP_LOG_JOURNAL_FILE);
-	if (access(journal, F_OK) == 0) {
+	/* funneld's data directory is no view: refused before the lock, so
+	 * nothing is made in it */
+	if (fp_is_log_dir(svc->view_dir)) {
 		funnel_log(FUNNEL_LOG_ERROR, "%s: %s is funneld's data directory (it holds the log's "
 		           "journal), not a view: refused (give the service a directory of its own)",
 		           svc->name, svc->view_dir);
